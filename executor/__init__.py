@@ -1,0 +1,1 @@
+"""Executor process: one llama.cpp context per device; runs the scheduler's step plans."""

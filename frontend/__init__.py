@@ -1,0 +1,1 @@
+"""HTTP process: OpenAI-compatible API on granian; talks to the scheduler over ZeroMQ."""

@@ -1,0 +1,1 @@
+"""ggserve: command line, configuration, and supervision of the server's processes."""

@@ -1,0 +1,76 @@
+"""Server configuration: one msgspec Struct shared by every process of a run.
+
+The launcher builds it from the command line, writes it as JSON into the run directory and hands
+each child the path (``--config``); children read it back with ``load_config``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+
+
+class ServeConfig(msgspec.Struct, kw_only=True):
+    # model
+    model: str  # path of the .gguf
+    alias: str = ""  # model id in the API; default: the file name
+    chat_template_file: str = ""
+    # engine layout (llama-server flag names in comments)
+    n_parallel: int = 4  # -np: slots per executor
+    ctx_size: int = 4096  # -c: KV cells per executor, split evenly over its slots
+    batch_size: int = 512  # -b: max tokens per decode step
+    ubatch_size: int = 512  # -ub
+    threads: int = 0  # -t: 0 = all cores
+    threads_batch: int = 0  # -tb: 0 = same as threads
+    n_gpu_layers: int = -1  # -ngl: -1 = all
+    flash_attn: str = "auto"  # -fa: on / off / auto
+    cache_type_k: str = "f16"  # -ctk
+    cache_type_v: str = "f16"  # -ctv
+    executors: int = 1  # data parallel executors (one per GPU; processes on CPU)
+    gpus: list[str] = []  # CUDA_VISIBLE_DEVICES value per executor; empty: executor index
+    max_queue: int = 256  # waiting requests beyond which new ones get 503
+    prefix_cache: bool = True
+    seed: int = -1  # default sampling seed (-1: random)
+    # http
+    host: str = "127.0.0.1"
+    port: int = 8080
+    http_workers: int = 1
+    api_keys: list[str] = []
+    metrics_key_required: bool = False
+    ssl_keyfile: str = ""
+    ssl_certfile: str = ""
+    max_body_size: int = 16 * 1024 * 1024
+    # plumbing
+    run_dir: str = ""
+    scheduler_endpoint: str = ""
+    executor_endpoint: str = ""
+    log_level: str = "info"
+
+    @property
+    def model_alias(self) -> str:
+        return self.alias or Path(self.model).name
+
+    @property
+    def n_ctx_slot(self) -> int:
+        return self.ctx_size // self.n_parallel
+
+    @property
+    def n_threads(self) -> int:
+        return self.threads if self.threads > 0 else (os.cpu_count() or 1)
+
+
+CONFIG_FILE = "config.json"
+
+
+def save_config(cfg: ServeConfig) -> str:
+    path = os.path.join(cfg.run_dir, CONFIG_FILE)
+    with open(path, "wb") as f:
+        f.write(msgspec.json.encode(cfg))
+    return path
+
+
+def load_config(path: str) -> ServeConfig:
+    with open(path, "rb") as f:
+        return msgspec.json.decode(f.read(), type=ServeConfig)

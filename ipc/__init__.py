@@ -1,0 +1,1 @@
+"""The wire: message types (protocol), ZeroMQ sockets (transport), shared-memory arrays (shm)."""

@@ -1,0 +1,341 @@
+"""Every message that crosses a process boundary in ggserve, and nothing else.
+
+Reading this module explains the system:
+
+    frontend --AddRequest/Abort/Hello/StatsRequest--> scheduler
+    frontend <--RequestOutputs/EngineInfo/EngineStats-- scheduler
+    scheduler --StepPlan/Shutdown--> executor
+    scheduler <--ExecutorReady/StepResult/ExecutorError-- executor
+    launcher --ExecutorDied/Shutdown--> scheduler
+
+All messages are msgspec Structs encoded as msgpack arrays (``array_like``), tagged so one
+decoder reads the union. ``gc=False`` keeps these short-lived, acyclic objects out of the cyclic
+garbage collector. Bulk arrays never travel here: they live in ``ipc.shm`` and messages carry an
+``ArrayRef`` handle.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Union
+
+import msgspec
+
+
+class _Msg(msgspec.Struct, tag=True, array_like=True, omit_defaults=True, gc=False):
+    """Base of every wire message."""
+
+
+class _Part(msgspec.Struct, array_like=True, omit_defaults=True, gc=False):
+    """Base of structs nested inside messages (untagged)."""
+
+
+# ----------------------------------------------------------------------------- shared parts
+
+
+class FinishReason(enum.IntEnum):
+    """Why a request ended; ``str()`` gives the OpenAI spelling."""
+
+    STOP = 0  # end-of-generation token, stop token or stop string
+    LENGTH = 1  # max_tokens or the slot's context reached
+    ABORT = 2  # client went away or asked to stop
+    ERROR = 3  # the engine failed the request; see RequestOutput.error
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+class ErrorCode(enum.IntEnum):
+    """Engine-side failure classes; the frontend maps them to HTTP statuses."""
+
+    INVALID_REQUEST = 0  # 400: the request cannot run (e.g. longer than a slot's context)
+    OVERLOADED = 1  # 503: the waiting queue is full
+    EXECUTOR_FAILED = 2  # 500: the executor running the request died or failed its step
+    SHUTTING_DOWN = 3  # 503: the server is stopping
+    INTERNAL = 4  # 500: a bug
+
+
+class EngineError(_Part):
+    code: ErrorCode
+    message: str
+
+
+class ArrayRef(_Part):
+    """Handle of a numpy array stored in a shared-memory arena (see ipc.shm)."""
+
+    segment: str  # shared memory name
+    offset: int
+    nbytes: int
+    dtype: str
+    shape: tuple[int, ...]
+
+
+class SamplingParams(_Part):
+    """How the next token is chosen. Defaults are neutral; the frontend applies API defaults.
+
+    ``temperature <= 0`` means greedy. ``seed`` of None means a random seed.
+    """
+
+    temperature: float = 1.0
+    top_k: int = 0  # <= 0: off
+    top_p: float = 1.0
+    min_p: float = 0.0
+    typical_p: float = 1.0
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: list[tuple[int, float]] = []
+    seed: int | None = None
+    grammar: str | None = None  # GBNF, root rule "root"
+
+
+class TokenLogprob(_Part):
+    """Log-probability of the chosen token and the ``top`` most likely alternatives."""
+
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]] = []
+
+
+class RequestStats(_Part):
+    """Per-request accounting, sent with the final output."""
+
+    n_prompt_tokens: int
+    n_cached_tokens: int  # prompt tokens reused from the prefix cache (not evaluated)
+    n_evaluated_prompt_tokens: int  # prompt tokens actually run through the model
+    n_generated_tokens: int
+    queue_ms: float  # arrival at the scheduler -> slot assigned
+    prefill_ms: float  # slot assigned -> first token sampled
+    decode_ms: float  # first token -> last token
+    executor_id: int = -1
+    slot_id: int = -1
+
+
+# ----------------------------------------------------------------------------- frontend <-> scheduler
+
+
+class AddRequest(_Msg):
+    """A new generation request. The prompt is already tokenized by the frontend."""
+
+    request_id: str
+    prompt_token_ids: list[int]
+    max_tokens: int  # -1: until the slot's context is full
+    sampling: SamplingParams = msgspec.field(default_factory=SamplingParams)
+    stop_token_ids: list[int] = []
+    ignore_eos: bool = False
+    logprobs: int = -1  # -1: none; 0: chosen token only; k: chosen + top k
+    cache_prompt: bool = True  # allow prefix-cache reuse for this request
+    arrival_time: float = 0.0  # time.time() at the frontend
+
+
+class Abort(_Msg):
+    """Stop a request (client gone, stop string matched). Its slot is freed in the same step."""
+
+    request_ids: list[str]
+
+
+class Hello(_Msg):
+    """A frontend worker (or the launcher) announces itself; answered with EngineInfo once ready."""
+
+    peer: str
+
+
+class StatsRequest(_Msg):
+    """Ask for the current EngineStats (for /slots, /metrics, tests)."""
+
+    token: int = 0  # echoed back to match replies
+
+
+class RequestOutput(_Part):
+    """New tokens of one request in one step; terminal when finish_reason is set."""
+
+    request_id: str
+    token_ids: list[int] = []
+    logprobs: list[TokenLogprob] = []
+    finish_reason: FinishReason | None = None
+    error: EngineError | None = None
+    stats: RequestStats | None = None
+
+
+class RequestOutputs(_Msg):
+    """Everything one frontend worker gets from one scheduler step."""
+
+    outputs: list[RequestOutput]
+
+
+class ExecutorInfo(_Part):
+    """What an executor loaded and how its KV cache is laid out."""
+
+    executor_id: int
+    model_path: str
+    model_desc: str
+    n_params: int
+    model_size_bytes: int
+    n_vocab: int
+    n_ctx: int  # total KV cells of the context
+    n_ctx_train: int
+    n_swa: int  # sliding-window size (0: none)
+    n_slots: int  # sequences (n_seq_max)
+    n_batch: int
+    kv_bytes: int  # memory held by the KV cache
+    eog_token_ids: list[int] = []
+    bos_token_id: int = -1
+    device: str = "cpu"
+
+
+class EngineInfo(_Msg):
+    """Answer to Hello: the engine is ready; static facts for /props, /v1/models, limits."""
+
+    model_path: str
+    model_alias: str
+    n_ctx: int  # per executor
+    n_ctx_slot: int  # max tokens (prompt + generated) of one request
+    n_slots: int  # slots per executor
+    n_executors: int
+    n_batch: int
+    max_queue: int
+    executors: list[ExecutorInfo] = []
+
+
+class SlotState(_Part):
+    slot_id: int
+    executor_id: int
+    busy: bool
+    request_id: str = ""
+    n_cached_tokens: int = 0  # tokens of the slot held in the KV cache
+    n_prompt_tokens: int = 0
+    n_generated_tokens: int = 0
+
+
+class EngineStats(_Msg):
+    """Live counters: slots, queue, totals since start (monotonic counters for Prometheus)."""
+
+    token: int
+    slots: list[SlotState]
+    n_waiting: int
+    n_running: int
+    requests_finished: int
+    requests_aborted: int
+    requests_failed: int
+    requests_rejected: int
+    prompt_tokens_total: int  # prompt tokens of finished requests
+    prompt_tokens_evaluated_total: int
+    prompt_tokens_cached_total: int
+    generated_tokens_total: int
+    steps_total: int
+    step_seconds_total: float  # time executors spent in steps
+
+
+# ----------------------------------------------------------------------------- scheduler <-> executor
+
+
+class KvOpKind(enum.IntEnum):
+    CLEAR = 0  # drop every cell of seq_id
+    TRUNCATE = 1  # drop positions >= pos of seq_id
+    COPY = 2  # share positions [0, pos) of src_seq_id into seq_id (seq_id must be empty)
+
+
+class KvOp(_Part):
+    kind: KvOpKind
+    seq_id: int
+    pos: int = 0
+    src_seq_id: int = -1
+
+
+class SeqStart(_Part):
+    """A request starts on a sequence: build its sampler chain."""
+
+    seq_id: int
+    sampling: SamplingParams
+    logprobs: int = -1
+    # Already-generated tokens to feed the penalty sampler (none for a fresh request).
+    history: list[int] = []
+
+
+class BatchItem(_Part):
+    """Tokens of one sequence in this step's batch, at positions pos, pos+1, ..."""
+
+    seq_id: int
+    token_ids: list[int]
+    pos: int
+    sample: bool  # sample a token from the logits of the last token
+
+
+class StepPlan(_Msg):
+    """One llama_decode: KV edits first, then the batch; at most n_batch tokens."""
+
+    step_id: int
+    kv_ops: list[KvOp] = []
+    starts: list[SeqStart] = []
+    ends: list[int] = []  # seq ids whose sampler chains are freed (before kv_ops)
+    items: list[BatchItem] = []
+
+
+class Sample(_Part):
+    seq_id: int
+    token_id: int
+    logprob: TokenLogprob | None = None
+
+
+class StepResult(_Msg):
+    """Sampled tokens of a StepPlan, in item order, plus cache facts the scheduler plans with."""
+
+    step_id: int
+    executor_id: int
+    samples: list[Sample] = []
+    # llama_memory_seq_pos_min of every sequence after the step (-1: empty). With sliding-window
+    # attention a cached prefix of length q is reusable only if pos_min <= max(0, q - n_swa).
+    pos_min: list[int] = []
+    step_seconds: float = 0.0
+    error: str | None = None  # the decode failed; the step's sequences are lost
+
+
+class ExecutorReady(_Msg):
+    info: ExecutorInfo
+
+
+class ExecutorError(_Msg):
+    """An executor failed to start or hit an unrecoverable error."""
+
+    executor_id: int
+    message: str
+
+
+class ExecutorDied(_Msg):
+    """The launcher saw an executor process exit."""
+
+    executor_id: int
+    message: str
+
+
+class Shutdown(_Msg):
+    reason: str = ""
+
+
+Message = Union[
+    AddRequest,
+    Abort,
+    Hello,
+    StatsRequest,
+    RequestOutputs,
+    EngineInfo,
+    EngineStats,
+    StepPlan,
+    StepResult,
+    ExecutorReady,
+    ExecutorError,
+    ExecutorDied,
+    Shutdown,
+]
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Message)
+
+
+def encode(msg: Message) -> bytes:
+    return _encoder.encode(msg)
+
+
+def decode(data: bytes | memoryview) -> Message:
+    return _decoder.decode(data)

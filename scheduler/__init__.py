@@ -1,0 +1,1 @@
+"""Scheduler process: continuous batching, slots, prefix cache, admission, data parallelism."""
