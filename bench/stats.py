@@ -1,0 +1,80 @@
+"""Statistics of a run: throughput, goodput under SLOs, and latency percentiles.
+
+Latencies are reported in milliseconds. Only successful requests count towards throughput and
+latencies; failed ones are counted as errors. Inter-token latencies of all requests are pooled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bench.client import RequestRecord
+from bench.runner import RunResult
+
+PERCENTILES = (50, 90, 99)
+LATENCIES = ("ttft", "tpot", "itl", "e2e")
+
+
+@dataclass(frozen=True)
+class Slo:
+    """Service-level objectives in milliseconds; None means no objective on that latency."""
+
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+    e2e_ms: float | None = None
+
+    @property
+    def defined(self) -> bool:
+        return any(v is not None for v in (self.ttft_ms, self.tpot_ms, self.e2e_ms))
+
+    def met_by(self, record: RequestRecord) -> bool:
+        checks = ((self.ttft_ms, record.ttft), (self.tpot_ms, record.tpot), (self.e2e_ms, record.e2e))
+        return record.ok and all(limit is None or (value is not None and value * 1000 <= limit)
+                                 for limit, value in checks)
+
+
+def latency_stats(name: str, seconds: Sequence[float]) -> dict[str, float | None]:
+    """Mean and percentiles of a latency, in ms (None when there are no samples)."""
+    if not seconds:
+        return {f"{name}_mean_ms": None} | {f"{name}_p{q}_ms": None for q in PERCENTILES}
+    ms = np.asarray(seconds, dtype=np.float64) * 1000.0
+    return {f"{name}_mean_ms": float(ms.mean())} | {
+        f"{name}_p{q}_ms": float(np.percentile(ms, q)) for q in PERCENTILES}
+
+
+def summarize(result: RunResult, slo: Slo) -> dict[str, Any]:
+    ok = [r for r in result.records if r.ok]
+    output_tokens = sum(r.output_tokens for r in ok)
+    # Prompt tokens as the server counted them (template, BOS, history) when it says so.
+    prompt_tokens = sum(r.prompt_tokens if r.prompt_tokens is not None else r.input_len for r in ok)
+    duration = result.duration
+    samples = {
+        "ttft": [r.ttft for r in ok if r.ttft is not None],
+        "tpot": [t for t in (r.tpot for r in ok) if t is not None],
+        "itl": [gap for r in ok for gap in r.itl],
+        "e2e": [r.e2e for r in ok if r.e2e is not None],
+    }
+    summary: dict[str, Any] = {
+        "mode": result.load.mode,
+        "load": result.load.value,
+        "sessions": result.sessions_started,
+        "sessions_planned": result.sessions_planned,
+        "requests": len(ok),
+        "errors": len(result.records) - len(ok),
+        "short_outputs": sum(r.output_tokens < r.expected_output_tokens for r in ok),
+        "duration_s": duration,
+        "request_throughput": len(ok) / duration if duration else 0.0,
+        "output_throughput": output_tokens / duration if duration else 0.0,
+        "total_throughput": (output_tokens + prompt_tokens) / duration if duration else 0.0,
+        "output_tokens": output_tokens,
+        "prompt_tokens": prompt_tokens,
+        "goodput": (sum(slo.met_by(r) for r in ok) / duration if duration else 0.0)
+        if slo.defined else None,
+    }
+    for name in LATENCIES:
+        summary |= latency_stats(name, samples[name])
+    return summary
