@@ -42,6 +42,7 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     ssl_keyfile: str = ""
     ssl_certfile: str = ""
     max_body_size: int = 16 * 1024 * 1024
+    sse_ping_interval: float = 5.0  # seconds without output before a stream sends ": ping"
     # plumbing
     run_dir: str = ""
     scheduler_endpoint: str = ""

@@ -1,0 +1,41 @@
+"""``python -m frontend --config <run_dir>/config.json``: serve the HTTP API with granian.
+
+granian forks ``http_workers`` worker processes; each builds its own app through the
+``frontend.app:create_app`` factory, which finds the configuration in an environment variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from granian.constants import Interfaces
+from granian.log import LogLevels
+from granian.server import Server
+
+from frontend.app import CONFIG_ENV
+from ggserve.config import load_config
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m frontend", description=__doc__)
+    parser.add_argument("--config", required=True, help="ServeConfig JSON written by the launcher")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config)
+    os.environ[CONFIG_ENV] = os.path.abspath(args.config)
+    Server(
+        "frontend.app:create_app",
+        factory=True,
+        interface=Interfaces.ASGI,
+        address=cfg.host,
+        port=cfg.port,
+        workers=cfg.http_workers,
+        ssl_cert=Path(cfg.ssl_certfile) if cfg.ssl_certfile else None,
+        ssl_key=Path(cfg.ssl_keyfile) if cfg.ssl_keyfile else None,
+        log_level=LogLevels(cfg.log_level.lower()),
+    ).serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""The ASGI application one granian worker runs: lifespan, routing, API keys, body limit, errors.
+
+At lifespan startup the worker loads its tokenizer and connects to the scheduler (``Frontend``).
+Every response carries ``x-request-id`` (the client's, if it sent a sane one). Handlers of
+generation endpoints run in a task that is cancelled when the client disconnects, which aborts
+their engine requests at once. Any exception becomes an OpenAI error object; nothing a client
+sends can take the worker down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from frontend import sse
+from frontend.errors import ApiError
+from frontend.http import Headers, Request, Response, StreamResponse, error_response, read_body
+from frontend.routes import chat, completions, server, tokens
+from frontend.state import Frontend
+from ggserve.config import ServeConfig, load_config
+
+log = logging.getLogger(__name__)
+
+CONFIG_ENV = "GGSERVE_FRONTEND_CONFIG"  # path of the ServeConfig JSON, set by ``python -m frontend``
+
+Handler = Callable[[Frontend, Request], Awaitable[Response | StreamResponse]]
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    handler: Handler
+    auth: bool = True  # needs an API key when keys are configured
+    generates: bool = False  # runs engine requests: cancel it when the client goes away
+
+
+def build_routes(metrics_key_required: bool) -> dict[str, dict[str, Route]]:
+    """path -> method -> route."""
+    chat_route = {"POST": Route(chat.chat_completions, generates=True)}
+    models_route = {"GET": Route(server.models)}
+    health_route = {"GET": Route(server.health, auth=False)}
+    return {
+        "/health": health_route,
+        "/v1/health": health_route,
+        "/v1/models": models_route,
+        "/models": models_route,
+        "/v1/chat/completions": chat_route,
+        "/chat/completions": chat_route,
+        "/v1/completions": {"POST": Route(completions.completions, generates=True)},
+        "/tokenize": {"POST": Route(tokens.tokenize)},
+        "/detokenize": {"POST": Route(tokens.detokenize)},
+        "/apply-template": {"POST": Route(tokens.apply_template)},
+        "/props": {"GET": Route(server.props)},
+        "/slots": {"GET": Route(server.slots)},
+        "/metrics": {"GET": Route(server.metrics_text, auth=metrics_key_required)},
+    }
+
+
+class App:
+    def __init__(self, cfg: ServeConfig) -> None:
+        self.cfg = cfg
+        self.routes = build_routes(cfg.metrics_key_required)
+        self.fe: Frontend | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
+                       send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        # websocket: not served; returning without accepting refuses it
+
+    async def _lifespan(self, receive: Callable[[], Awaitable[dict[str, Any]]],
+                        send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    self.fe = await Frontend.start(self.cfg)
+                except Exception as exc:
+                    log.exception("frontend worker failed to start")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.fe is not None:
+                    await self.fe.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
+                    send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        request_id = uuid.uuid4().hex
+        client_id = headers.get("x-request-id", "")
+        extra_headers = [(b"x-request-id", (client_id if _CLIENT_REQUEST_ID.fullmatch(client_id) else request_id)
+                          .encode())]
+        assert self.fe is not None, "lifespan startup runs before any request"
+        try:
+            route = self._route(scope["method"], scope["path"])
+            if route.auth and not self.fe.api_keys.allows(headers):
+                raise ApiError(401, "invalid or missing API key", headers=[(b"www-authenticate", b"Bearer")])
+            body = await read_body(receive, headers, self.cfg.max_body_size)
+        except ApiError as exc:
+            await _send_response(send, error_response(exc), extra_headers)
+            return
+        except ConnectionResetError:
+            return
+        req = Request(scope["method"], scope["path"], scope.get("query_string", b"").decode("latin-1"),
+                      headers, body, request_id)
+        respond = self._respond(route, req, send, extra_headers)
+        if route.generates:
+            await _cancel_on_disconnect(respond, receive)
+        else:
+            await respond
+
+    def _route(self, method: str, path: str) -> Route:
+        by_method = self.routes.get(path)
+        if by_method is None:
+            raise ApiError(404, f"no endpoint {path}")
+        route = by_method.get(method)
+        if route is None:
+            allowed = ", ".join(by_method)
+            raise ApiError(405, f"{path} accepts {allowed}, not {method}", headers=[(b"allow", allowed.encode())])
+        return route
+
+    async def _respond(self, route: Route, req: Request, send: Callable[[dict[str, Any]], Awaitable[None]],
+                       extra_headers: Headers) -> None:
+        assert self.fe is not None
+        try:
+            response = await route.handler(self.fe, req)
+            if isinstance(response, StreamResponse):
+                await _send_stream(send, response, extra_headers)
+                return
+        except ApiError as exc:
+            response = error_response(exc)
+        except Exception:
+            log.exception("%s %s failed", req.method, req.path)
+            response = error_response(ApiError(500, "internal error; the server log has the details"))
+        await _send_response(send, response, extra_headers)
+
+
+async def _send_response(send: Callable[[dict[str, Any]], Awaitable[None]], response: Response,
+                         extra_headers: Headers) -> None:
+    await send({
+        "type": "http.response.start",
+        "status": response.status,
+        "headers": [
+            (b"content-type", response.content_type),
+            (b"content-length", str(len(response.body)).encode()),
+            *response.headers,
+            *extra_headers,
+        ],
+    })
+    await send({"type": "http.response.body", "body": response.body})
+
+
+async def _send_stream(send: Callable[[dict[str, Any]], Awaitable[None]], response: StreamResponse,
+                       extra_headers: Headers) -> None:
+    """Send a stream; an ApiError before its first chunk propagates (the status is not sent yet)."""
+    chunks = response.chunks
+    try:
+        first = await anext(chunks)
+        await send({
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", response.content_type),
+                (b"cache-control", b"no-cache"),
+                (b"x-accel-buffering", b"no"),  # tell proxies not to buffer the events
+                *response.headers,
+                *extra_headers,
+            ],
+        })
+        await send({"type": "http.response.body", "body": first, "more_body": True})
+        try:
+            async for chunk in chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except Exception:
+            log.exception("stream failed")
+            await send({"type": "http.response.body", "body": sse.error_event(ApiError(500, "internal error")),
+                        "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        await chunks.aclose()  # also when cancelled at a send: ends the generation's engine requests
+
+
+async def _cancel_on_disconnect(work: Coroutine[Any, Any, None], receive: Callable[[], Awaitable[dict[str, Any]]]
+                                ) -> None:
+    task = asyncio.create_task(work)
+    watcher = asyncio.create_task(_wait_disconnect(receive))
+    await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    if not task.done():
+        log.info("client disconnected; aborting its request")
+        task.cancel()
+    watcher.cancel()
+    await asyncio.gather(task, watcher, return_exceptions=True)
+
+
+async def _wait_disconnect(receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def create_app() -> App:
+    """granian's factory: one App per worker, configured from the file named by CONFIG_ENV."""
+    cfg = load_config(os.environ[CONFIG_ENV])
+    logging.basicConfig(level=cfg.log_level.upper(),
+                        format="%(asctime)s frontend[%(process)d] %(levelname)s %(name)s: %(message)s")
+    return App(cfg)

@@ -1,0 +1,91 @@
+"""API errors: one exception type carrying the HTTP status and the OpenAI error object.
+
+The body is ``{"error": {"message", "type", "param", "code"}}``. ``code`` is the HTTP status as
+llama-server sends it; ``type`` uses llama-server's names (``exceed_context_size_error`` keeps its
+clients working). Extra fields (``n_prompt_tokens``, ``n_ctx``) sit beside them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from ipc.protocol import EngineError, ErrorCode
+
+_TYPE_BY_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    500: "server_error",
+    501: "not_supported_error",
+    503: "unavailable_error",
+}
+
+# Seconds a busy or loading server asks clients to wait before retrying (openai SDK honours it).
+RETRY_AFTER_S = 1
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str | None = None,
+        param: str | None = None,
+        extra: dict[str, Any] | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type or _TYPE_BY_STATUS.get(status, "server_error")
+        self.param = param
+        self.extra = extra or {}
+        self.headers = headers or []
+
+    def to_dict(self) -> dict[str, Any]:
+        error = {"message": self.message, "type": self.type, "param": self.param, "code": self.status}
+        error.update(self.extra)
+        return {"error": error}
+
+    def body(self) -> bytes:
+        return msgspec.json.encode(self.to_dict())
+
+
+def invalid(message: str, param: str | None = None) -> ApiError:
+    """A 400 for a request the client got wrong."""
+    return ApiError(400, message, param=param)
+
+
+def unavailable(message: str) -> ApiError:
+    """A 503 the client should retry after a moment (queue full, model loading)."""
+    return ApiError(503, message, headers=[(b"retry-after", str(RETRY_AFTER_S).encode())])
+
+
+def from_engine(error: EngineError | None) -> ApiError:
+    """The HTTP form of a request the engine failed."""
+    if error is None:
+        return ApiError(500, "the engine failed the request without saying why")
+    if error.code == ErrorCode.INVALID_REQUEST:
+        return invalid(error.message)
+    if error.code == ErrorCode.OVERLOADED:
+        return unavailable(error.message)
+    if error.code == ErrorCode.SHUTTING_DOWN:
+        return ApiError(503, error.message)
+    return ApiError(500, error.message)
+
+
+def from_validation(exc: msgspec.ValidationError | msgspec.DecodeError) -> ApiError:
+    """A 400 from msgspec's decode error; ``param`` is the JSON path of the bad field."""
+    text = str(exc)
+    if not isinstance(exc, msgspec.ValidationError):
+        return invalid(f"request body is not valid JSON: {text}")
+    param = None
+    if " - at `$." in text:
+        text, _, path = text.partition(" - at `$.")
+        param = path.rstrip("`")
+    return invalid(f"{text}" + (f" (at {param})" if param else ""), param=param)

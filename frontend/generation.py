@@ -1,0 +1,221 @@
+"""One API call's generation: its engine requests (n choices, several prompts) read as text deltas.
+
+Each choice turns the token ids the engine sends into text: incremental detokenization (no
+broken UTF-8), stop strings (held back until decided; a match aborts the request in the engine),
+and log-probabilities released together with the text of their tokens. The engine finishes every
+request with exactly one terminal output; a choice is done when that output has arrived, so usage
+numbers (cached prompt tokens) are complete when the generation ends. Leaving the ``async with``
+block early (client gone, error) aborts whatever is still running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from frontend.engine_client import EngineClient
+from frontend.errors import ApiError, from_engine
+from frontend.schemas import PromptTokensDetails, Usage
+from frontend.stop import StopMatcher
+from frontend.tokenizer import IncrementalDetokenizer, Tokenizer
+from ipc.protocol import AddRequest, FinishReason, RequestOutput, RequestStats, TokenLogprob
+
+
+@dataclass(slots=True)
+class TokenText:
+    """A generated token with its log-probability and alternatives, as text."""
+
+    text: str
+    bytes: bytes
+    logprob: float
+    top: list[tuple[str, bytes, float]]
+    offset: int  # characters of the choice's text before this token
+
+
+@dataclass(slots=True)
+class ChoiceDelta:
+    index: int
+    text: str = ""
+    tokens: list[TokenText] = field(default_factory=list)
+    finish_reason: str | None = None  # "stop" or "length" on the choice's last delta
+
+
+class Choice:
+    """The text of one engine request, built token by token."""
+
+    def __init__(self, index: int, request_id: str, tokenizer: Tokenizer, stops: list[str],
+                 logprobs: bool) -> None:
+        self.index = index
+        self.request_id = request_id
+        self.n_tokens = 0  # generated tokens that count (up to a stop string's last token)
+        self.finish_reason: str | None = None  # known as soon as the text is final
+        self.finished = False  # the engine's terminal output arrived
+        self.stats: RequestStats | None = None
+        self.stopped_by_string = False
+        self._tokenizer = tokenizer
+        self._detok = IncrementalDetokenizer(tokenizer)
+        self._stop = StopMatcher(stops)
+        self._logprobs = logprobs
+        self._decoded = 0  # characters decoded so far
+        self._emitted = 0  # characters released to the client
+        self._held_tokens: list[tuple[int, TokenText]] = []  # (end, token) whose text is not all out
+        self._delta = ChoiceDelta(index)
+        self._finish_reported = False
+
+    def feed(self, output: RequestOutput) -> None:
+        if self.finished:
+            return
+        if self.finish_reason is None:
+            for k, token_id in enumerate(output.token_ids):
+                self.n_tokens += 1
+                text = self._detok.push(token_id)
+                if self._logprobs and k < len(output.logprobs):
+                    self._hold_token(output.logprobs[k], text)
+                self._decoded += len(text)
+                if self._emit(text):
+                    self.stopped_by_string = True
+                    self.finish_reason = "stop"
+                    break
+            else:
+                self._release_tokens(self._emitted)
+        if output.finish_reason is not None:
+            self._finish(output)
+
+    def take_delta(self) -> ChoiceDelta | None:
+        """What changed since the last call, or None."""
+        delta = self._delta
+        report_finish = self.finish_reason is not None and not self._finish_reported
+        if not delta.text and not delta.tokens and not report_finish:
+            return None
+        if report_finish:
+            delta.finish_reason = self.finish_reason
+            self._finish_reported = True
+        self._delta = ChoiceDelta(self.index)
+        return delta
+
+    def _finish(self, output: RequestOutput) -> None:
+        self.finished = True
+        self.stats = output.stats
+        reason = output.finish_reason
+        if reason == FinishReason.ERROR:
+            raise from_engine(output.error)
+        if self.finish_reason is not None:  # a stop string ended it; this is the engine's ABORT
+            return
+        if reason == FinishReason.ABORT:
+            raise ApiError(500, "the engine aborted the request")
+        if self._emit(self._detok.flush()):
+            self.stopped_by_string = True
+            self.finish_reason = "stop"
+            return
+        self._delta.text += self._stop.flush()
+        self._release_tokens(None)
+        self.finish_reason = "stop" if reason == FinishReason.STOP else "length"
+
+    def _emit(self, text: str) -> bool:
+        """Pass text through the stop matcher into the delta; True when a stop string matched."""
+        emitted, stopped = self._stop.push(text)
+        self._delta.text += emitted
+        self._emitted += len(emitted)
+        if stopped:
+            # Keep the tokens whose text was (partly) sent; those past the stop string go.
+            self._delta.tokens.extend(t for _, t in self._held_tokens if t.offset < self._emitted)
+            self._held_tokens.clear()
+        return stopped
+
+    def _hold_token(self, logprob: TokenLogprob, text: str) -> None:
+        piece = self._tokenizer.piece(logprob.token_id)
+        top = []
+        for token_id, value in logprob.top:
+            top_piece = self._tokenizer.piece(token_id)
+            top.append((top_piece.decode("utf-8", errors="replace"), top_piece, value))
+        token = TokenText(piece.decode("utf-8", errors="replace"), piece, logprob.logprob, top, self._decoded)
+        self._held_tokens.append((self._decoded + len(text), token))
+
+    def _release_tokens(self, upto: int | None) -> None:
+        """Move tokens whose text is all emitted (all of them with None) into the delta."""
+        held = self._held_tokens
+        n = len(held) if upto is None else next((i for i, (end, _) in enumerate(held) if end > upto), len(held))
+        if n:
+            self._delta.tokens.extend(t for _, t in held[:n])
+            del held[:n]
+
+
+class Generation:
+    """The engine requests of one API call; ``requests[p * n + i]`` is choice i of prompt p."""
+
+    def __init__(self, engine: EngineClient, tokenizer: Tokenizer, requests: list[AddRequest], n: int,
+                 stops: list[str], logprobs: bool, ping_interval_s: float) -> None:
+        self._engine = engine
+        self._requests = requests
+        self._n = n
+        self._ping_interval_s = ping_interval_s
+        self.choices = [Choice(i, r.request_id, tokenizer, stops, logprobs) for i, r in enumerate(requests)]
+        self._by_id = {c.request_id: c for c in self.choices}
+        self._aborted: set[str] = set()
+        self._queue: asyncio.Queue[RequestOutput] | None = None
+
+    async def __aenter__(self) -> Generation:
+        self._queue = self._engine.submit(self._requests)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        running = [c.request_id for c in self.choices if not c.finished and c.request_id not in self._aborted]
+        if running:
+            self._engine.abort(running)
+        self._engine.release([c.request_id for c in self.choices])
+
+    @property
+    def done(self) -> bool:
+        return all(c.finished for c in self.choices)
+
+    async def next_deltas(self) -> list[ChoiceDelta] | None:
+        """The deltas of whatever the engine sent next; None if it sent nothing for a ping interval.
+
+        Raises ApiError when the engine failed a request.
+        """
+        assert self._queue is not None, "use inside async with"
+        try:
+            async with asyncio.timeout(self._ping_interval_s):
+                outputs = [await self._queue.get()]
+        except TimeoutError:
+            return None
+        while not self._queue.empty():
+            outputs.append(self._queue.get_nowait())
+        touched: dict[int, Choice] = {}
+        for output in outputs:
+            choice = self._by_id[output.request_id]
+            choice.feed(output)
+            touched[choice.index] = choice
+            if choice.stopped_by_string and not choice.finished and choice.request_id not in self._aborted:
+                self._aborted.add(choice.request_id)
+                self._engine.abort([choice.request_id])
+        return [d for c in touched.values() if (d := c.take_delta()) is not None]
+
+    def usage(self) -> Usage:
+        """Token counts: each prompt counted once (with the cache hits of its first choice)."""
+        firsts = self.choices[:: self._n]
+        prompt_tokens = sum(len(self._requests[c.index].prompt_token_ids) for c in firsts)
+        completion_tokens = sum(c.n_tokens for c in self.choices)
+        return Usage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+            prompt_tokens_details=PromptTokensDetails(
+                cached_tokens=sum(c.stats.n_cached_tokens for c in firsts if c.stats is not None)
+            ),
+        )
+
+
+async def collect(gen: Generation) -> list[ChoiceDelta]:
+    """Run a generation to its end: each choice's whole text, tokens and finish reason."""
+    texts: list[list[str]] = [[] for _ in gen.choices]
+    results = [ChoiceDelta(c.index) for c in gen.choices]
+    async with gen:
+        while not gen.done:
+            for delta in await gen.next_deltas() or ():
+                texts[delta.index].append(delta.text)
+                results[delta.index].tokens.extend(delta.tokens)
+                results[delta.index].finish_reason = delta.finish_reason or results[delta.index].finish_reason
+    for result, parts in zip(results, texts):
+        result.text = "".join(parts)
+    return results

@@ -1,0 +1,86 @@
+"""Raw ASGI plumbing: the request as handlers see it, responses, and reading a bounded body.
+
+No web framework: the app (``frontend.app``) routes, and handlers take a ``Request`` and return a
+``Response`` or a ``StreamResponse``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import msgspec
+
+from frontend.errors import ApiError, from_validation
+
+T = TypeVar("T")
+
+Headers = list[tuple[bytes, bytes]]
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    id: str  # unique; names the completion and the engine requests
+
+    def decode(self, type_: type[T]) -> T:
+        """The JSON body as ``type_``; a 400 naming the bad field otherwise."""
+        try:
+            return msgspec.json.decode(self.body, type=type_)
+        except msgspec.DecodeError as exc:
+            raise from_validation(exc) from None
+
+
+@dataclass(slots=True)
+class Response:
+    body: bytes
+    status: int = 200
+    content_type: bytes = b"application/json"
+    headers: Headers = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class StreamResponse:
+    """A streamed body. Its first chunk is produced before the status is sent, so an ApiError
+    raised before it becomes an ordinary HTTP error."""
+
+    chunks: AsyncGenerator[bytes, None]
+    content_type: bytes = b"text/event-stream"
+    headers: Headers = field(default_factory=list)
+
+
+def json_response(obj: Any, status: int = 200, headers: Headers | None = None) -> Response:
+    return Response(msgspec.json.encode(obj), status, headers=headers or [])
+
+
+def error_response(exc: ApiError) -> Response:
+    return Response(exc.body(), exc.status, headers=list(exc.headers))
+
+
+async def read_body(receive: Any, headers: dict[str, str], max_size: int) -> bytes:
+    """The whole request body; 413 once it is known to exceed ``max_size`` bytes."""
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_size:
+        raise _too_large(int(declared), max_size)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ConnectionResetError("client went away while sending the body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_size:
+            raise _too_large(size, max_size)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _too_large(size: int, max_size: int) -> ApiError:
+    return ApiError(413, f"request body of {size} bytes exceeds the limit of {max_size} bytes (--max-body-size)")

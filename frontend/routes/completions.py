@@ -1,0 +1,118 @@
+"""POST /v1/completions: prompt(s) -> tokens -> generation -> OpenAI text_completion JSON or SSE.
+
+Choice ``p * n + i`` is choice i of prompt p. ``echo`` puts the prompt text before the completion
+(streams send it in the first chunk of each choice); prompt log-probabilities are not computed, so
+``echo`` with ``logprobs`` is refused.
+"""
+
+from __future__ import annotations
+
+import time
+
+from frontend import sse
+from frontend.errors import invalid
+from frontend.generation import ChoiceDelta, Generation, TokenText, collect
+from frontend.http import Request, Response, StreamResponse, json_response
+from frontend.prompts import Prompt, completion_prompts
+from frontend.sampling import check_context, engine_requests, max_tokens, sampling_params, stop_strings
+from frontend.schemas import (
+    MAX_CHOICES,
+    SYSTEM_FINGERPRINT,
+    Completion,
+    CompletionChoice,
+    CompletionLogprobs,
+    CompletionRequest,
+)
+from frontend.state import Frontend
+
+
+def _logprobs(tokens: list[TokenText], offset: int) -> CompletionLogprobs:
+    return CompletionLogprobs(
+        tokens=[t.text for t in tokens],
+        token_logprobs=[t.logprob for t in tokens],
+        top_logprobs=[{text: lp for text, _, lp in t.top} for t in tokens],
+        text_offset=[offset + t.offset for t in tokens],
+    )
+
+
+class _CompletionChunks:
+    """Stream events of one completion request."""
+
+    def __init__(self, id: str, created: int, model: str, echoes: list[str], gen: Generation, logprobs: bool,
+                 include_usage: bool) -> None:
+        self._id, self._created, self._model = id, created, model
+        self._echoes = echoes  # per choice: the prompt text to send first ("" without echo)
+        self._gen = gen
+        self._logprobs = logprobs
+        self._include_usage = include_usage
+
+    def _chunk(self, choice: CompletionChoice) -> bytes:
+        return sse.event(Completion(id=self._id, created=self._created, model=self._model,
+                                    system_fingerprint=SYSTEM_FINGERPRINT, choices=[choice]))
+
+    def head(self) -> list[bytes]:
+        return [self._chunk(CompletionChoice(i, text, None, None)) for i, text in enumerate(self._echoes) if text]
+
+    def render(self, delta: ChoiceDelta) -> list[bytes]:
+        events = []
+        if delta.text or delta.tokens:
+            logprobs = _logprobs(delta.tokens, len(self._echoes[delta.index])) if self._logprobs else None
+            events.append(self._chunk(CompletionChoice(delta.index, delta.text, logprobs, None)))
+        if delta.finish_reason is not None:
+            events.append(self._chunk(CompletionChoice(delta.index, "", None, delta.finish_reason)))
+        return events
+
+    def tail(self) -> list[bytes]:
+        if not self._include_usage:
+            return []
+        return [sse.event(Completion(id=self._id, created=self._created, model=self._model,
+                                     system_fingerprint=SYSTEM_FINGERPRINT, choices=[], usage=self._gen.usage()))]
+
+
+def _prompts(fe: Frontend, body: CompletionRequest) -> list[Prompt]:
+    if body.echo and body.logprobs is not None:
+        raise invalid("echo with logprobs would need prompt log-probabilities, which are not computed",
+                      param="echo")
+    if body.echo and body.suffix is not None:
+        raise invalid("echo and suffix cannot be combined", param="echo")
+    prompts = completion_prompts(fe.tokenizer, body.prompt, body.suffix)
+    if len(prompts) * body.n > MAX_CHOICES:
+        raise invalid(f"{len(prompts)} prompts x n={body.n} is over the limit of {MAX_CHOICES} choices", param="n")
+    return prompts
+
+
+async def completions(fe: Frontend, req: Request) -> Response | StreamResponse:
+    body = req.decode(CompletionRequest)
+    info = fe.engine_info()
+    prompts = _prompts(fe, body)
+    limit = max_tokens(body.max_tokens)
+    for prompt in prompts:
+        check_context(len(prompt.token_ids), limit, info.n_ctx_slot)
+    logprobs = body.logprobs if body.logprobs is not None else (body.n_probs if body.n_probs > 0 else -1)
+    requests = engine_requests(req.id, [p.token_ids for p in prompts], body.n, body,
+                               sampling_params(body, fe.tokenizer, fe.cfg.seed), limit, logprobs)
+    gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
+                     fe.cfg.sse_ping_interval)
+    echoes = [p.text if body.echo else "" for p in prompts for _ in range(body.n)]
+    completion_id, created = f"cmpl-{req.id}", int(time.time())
+    if body.stream:
+        include_usage = body.stream_options is not None and body.stream_options.include_usage
+        chunks = _CompletionChunks(completion_id, created, fe.model_id, echoes, gen, logprobs >= 0, include_usage)
+        return StreamResponse(sse.generation_events(gen, chunks.head(), chunks.render, chunks.tail))
+    results = await collect(gen)
+    return json_response(Completion(
+        id=completion_id,
+        created=created,
+        model=fe.model_id,
+        system_fingerprint=SYSTEM_FINGERPRINT,
+        choices=[
+            CompletionChoice(
+                index=r.index,
+                text=echoes[r.index] + r.text,
+                logprobs=_logprobs(r.tokens, len(echoes[r.index])) if logprobs >= 0 else None,
+                finish_reason=r.finish_reason,
+            )
+            for r in results
+        ],
+        usage=gen.usage(),
+    ))

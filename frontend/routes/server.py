@@ -1,0 +1,89 @@
+"""Server endpoints: /health, /v1/models, /props, /slots, /metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from frontend import metrics
+from frontend.errors import ApiError
+from frontend.http import Request, Response, json_response
+from frontend.sampling import default_sampling
+from frontend.state import Frontend
+from ipc.protocol import EngineInfo, EngineStats
+
+_STATS_TIMEOUT_S = 5.0
+
+
+async def health(fe: Frontend, req: Request) -> Response:
+    if fe.engine.ready:
+        return json_response({"status": "ok"})
+    return json_response({"status": "loading"}, status=503)
+
+
+async def models(fe: Frontend, req: Request) -> Response:
+    model: dict[str, Any] = {"id": fe.model_id, "object": "model", "created": fe.started_at, "owned_by": "ggserve"}
+    info = fe.engine.info
+    if info is not None:
+        model["meta"] = _model_meta(fe, info)
+    return json_response({"object": "list", "data": [model]})
+
+
+def _model_meta(fe: Frontend, info: EngineInfo) -> dict[str, Any]:
+    meta: dict[str, Any] = {"n_vocab": fe.tokenizer.n_vocab, "n_ctx": info.n_ctx_slot}
+    if info.executors:
+        executor = info.executors[0]
+        meta.update(n_ctx_train=executor.n_ctx_train, n_params=executor.n_params, size=executor.model_size_bytes)
+    return meta
+
+
+async def props(fe: Frontend, req: Request) -> Response:
+    info = fe.engine_info()
+    return json_response({
+        "default_generation_settings": {"params": default_sampling(), "n_ctx": info.n_ctx_slot},
+        "total_slots": info.n_slots * info.n_executors,
+        "model_alias": fe.model_id,
+        "model_path": fe.cfg.model,
+        "modalities": {"vision": False, "audio": False},
+        "chat_template": fe.template.source,
+        "bos_token": fe.template.bos_token,
+        "eos_token": fe.template.eos_token,
+        "endpoint_slots": True,
+        "endpoint_metrics": True,
+        "endpoint_props": False,
+        "is_sleeping": False,
+        "build_info": "ggserve",
+    })
+
+
+async def _engine_stats(fe: Frontend) -> EngineStats:
+    try:
+        return await fe.engine.stats(_STATS_TIMEOUT_S)
+    except TimeoutError:
+        raise ApiError(503, f"the scheduler did not answer a stats request within {_STATS_TIMEOUT_S:g} s") from None
+
+
+async def slots(fe: Frontend, req: Request) -> Response:
+    """llama-server's /slots shape; ``id`` counts over all executors, ``id_executor`` says which."""
+    info = fe.engine_info()
+    stats = await _engine_stats(fe)
+    return json_response([
+        {
+            "id": slot.executor_id * info.n_slots + slot.slot_id,
+            "id_slot": slot.slot_id,
+            "id_executor": slot.executor_id,
+            "n_ctx": info.n_ctx_slot,
+            "speculative": False,
+            "is_processing": slot.busy,
+            "id_task": slot.request_id,
+            "n_prompt_tokens": slot.n_prompt_tokens,
+            "n_cached_tokens": slot.n_cached_tokens,
+            "next_token": [{"has_next_token": slot.busy, "n_decoded": slot.n_generated_tokens}],
+        }
+        for slot in stats.slots
+    ])
+
+
+async def metrics_text(fe: Frontend, req: Request) -> Response:
+    fe.engine_info()
+    stats = await _engine_stats(fe)
+    return Response(metrics.render(stats), content_type=metrics.CONTENT_TYPE)

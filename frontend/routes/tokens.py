@@ -1,0 +1,53 @@
+"""llama-server's tokenizer endpoints: /tokenize, /detokenize, /apply-template."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from frontend.http import Request, Response, json_response
+from frontend.prompts import check_tokens
+from frontend.routes.chat import render_prompt
+from frontend.schemas import ChatCompletionRequest, DetokenizeRequest, TokenizeRequest
+from frontend.state import Frontend
+from frontend.tokenizer import Tokenizer
+
+
+def tokenize_mixed(tokenizer: Tokenizer, content: str | list[str | int], add_special: bool,
+                   parse_special: bool) -> list[int]:
+    """A string, or a list mixing strings and token ids (special tokens added before the first
+    element only, as llama-server does)."""
+    parts = [content] if isinstance(content, str) else content
+    token_ids: list[int] = []
+    for i, part in enumerate(parts):
+        if isinstance(part, str):
+            token_ids += tokenizer.tokenize(part, add_special=add_special and i == 0, parse_special=parse_special)
+        else:
+            token_ids.append(part)
+    return token_ids
+
+
+async def tokenize(fe: Frontend, req: Request) -> Response:
+    body = req.decode(TokenizeRequest)
+    token_ids = tokenize_mixed(fe.tokenizer, body.content, body.add_special, body.parse_special)
+    check_tokens(fe.tokenizer, token_ids, "content")
+    if not body.with_pieces:
+        return json_response({"tokens": token_ids})
+    tokens: list[dict[str, Any]] = []
+    for token_id in token_ids:
+        piece = fe.tokenizer.piece(token_id, special=True)
+        try:
+            text: str | list[int] = piece.decode("utf-8")
+        except UnicodeDecodeError:
+            text = list(piece)  # part of a character: the raw bytes, as llama-server does
+        tokens.append({"id": token_id, "piece": text})
+    return json_response({"tokens": tokens})
+
+
+async def detokenize(fe: Frontend, req: Request) -> Response:
+    body = req.decode(DetokenizeRequest)
+    check_tokens(fe.tokenizer, body.tokens, "tokens")
+    return json_response({"content": fe.tokenizer.detokenize(body.tokens)})
+
+
+async def apply_template(fe: Frontend, req: Request) -> Response:
+    return json_response({"prompt": render_prompt(fe, req.decode(ChatCompletionRequest))})

@@ -1,0 +1,195 @@
+"""OpenAI (and llama-server) request and response bodies as msgspec Structs.
+
+Requests decode straight from the body bytes into these types: a wrong type is a 400 naming the
+field, and unknown fields are ignored, as OpenAI's API allows. ``None`` marks "not given", so the
+server's defaults (llama-server's) apply. Responses encode with the exact field names OpenAI uses.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+TopLogprobs = Annotated[int, msgspec.Meta(ge=0, le=20)]
+# One request may fan out to this many engine requests (n choices, or prompts x n).
+MAX_CHOICES = 128
+ChoiceCount = Annotated[int, msgspec.Meta(ge=1, le=MAX_CHOICES)]
+
+# ----------------------------------------------------------------------------- requests
+
+
+class StreamOptions(msgspec.Struct):
+    include_usage: bool = False
+
+
+class SamplingFields(msgspec.Struct, kw_only=True):
+    """Generation parameters shared by /v1/chat/completions and /v1/completions."""
+
+    model: str = ""
+    max_tokens: int | None = None  # None or -1: until the slot's context is full
+    temperature: Annotated[float, msgspec.Meta(ge=0.0)] | None = None
+    top_p: float | None = None
+    n: ChoiceCount = 1
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    # OpenAI: token id (as a string) -> bias in [-100, 100]. llama-server also accepts text keys.
+    logit_bias: dict[str, float] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+    # llama-server extras
+    top_k: int | None = None
+    min_p: float | None = None
+    typical_p: float | None = None
+    repeat_penalty: float | None = None
+    repeat_last_n: int | None = None
+    ignore_eos: bool = False
+    cache_prompt: bool = True
+    n_probs: TopLogprobs = 0
+
+
+class TextPart(msgspec.Struct, tag="text", tag_field="type"):
+    text: str
+
+
+class ChatMessage(msgspec.Struct, kw_only=True):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+
+class ChatCompletionRequest(SamplingFields, kw_only=True):
+    messages: list[ChatMessage]
+    max_completion_tokens: int | None = None
+    logprobs: bool = False
+    top_logprobs: TopLogprobs | None = None
+    tools: list[dict[str, Any]] | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+
+
+class CompletionRequest(SamplingFields, kw_only=True):
+    # a string, a list of strings, a token array, or a list of token arrays
+    prompt: str | list[str | int | list[int]]
+    suffix: str | None = None
+    echo: bool = False
+    logprobs: TopLogprobs | None = None
+
+
+class TokenizeRequest(msgspec.Struct, kw_only=True):
+    content: str | list[str | int] = ""
+    add_special: bool = False
+    parse_special: bool = True
+    with_pieces: bool = False
+
+
+class DetokenizeRequest(msgspec.Struct, kw_only=True):
+    tokens: list[int] = []
+
+
+# ----------------------------------------------------------------------------- responses
+
+SYSTEM_FINGERPRINT = "ggserve"
+
+
+class PromptTokensDetails(msgspec.Struct):
+    cached_tokens: int
+
+
+class Usage(msgspec.Struct):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: PromptTokensDetails
+
+
+class TopLogprob(msgspec.Struct):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class ChatTokenLogprob(msgspec.Struct):
+    token: str
+    logprob: float
+    bytes: list[int]
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(msgspec.Struct):
+    content: list[ChatTokenLogprob]
+    refusal: None = None
+
+
+class AssistantMessage(msgspec.Struct):
+    content: str
+    role: str = "assistant"
+
+
+class ChatChoice(msgspec.Struct):
+    index: int
+    message: AssistantMessage
+    logprobs: ChatLogprobs | None
+    finish_reason: str
+
+
+class ChatCompletion(msgspec.Struct, tag_field="object", tag="chat.completion"):
+    id: str
+    created: int
+    model: str
+    system_fingerprint: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class ChatDelta(msgspec.Struct, omit_defaults=True):
+    role: str | None = None
+    content: str | None = None
+
+
+class ChatChunkChoice(msgspec.Struct):
+    index: int
+    delta: ChatDelta
+    logprobs: ChatLogprobs | None = None
+    finish_reason: str | None = None
+
+
+class ChatCompletionChunk(
+    msgspec.Struct, tag_field="object", tag="chat.completion.chunk", omit_defaults=True
+):
+    id: str
+    created: int
+    model: str
+    system_fingerprint: str
+    choices: list[ChatChunkChoice]
+    usage: Usage | None = None  # only on the last chunk, when stream_options.include_usage
+
+
+class CompletionLogprobs(msgspec.Struct):
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]]
+    text_offset: list[int]
+
+
+class CompletionChoice(msgspec.Struct):
+    index: int
+    text: str
+    logprobs: CompletionLogprobs | None
+    finish_reason: str | None
+
+
+class Completion(msgspec.Struct, tag_field="object", tag="text_completion", omit_defaults=True):
+    """A /v1/completions response; stream chunks have the same shape (usage only at the end)."""
+
+    id: str
+    created: int
+    model: str
+    system_fingerprint: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None

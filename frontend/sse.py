@@ -1,0 +1,61 @@
+"""Server-sent events as OpenAI streams them: ``data: <json>\\n\\n`` per event, ``data: [DONE]`` at
+the end, ``: ping`` comments to keep an idle connection alive; and the driver that turns a
+generation into such a stream."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, Callable
+from typing import Any
+
+import msgspec
+
+from frontend.errors import ApiError
+from frontend.generation import ChoiceDelta, Generation
+
+log = logging.getLogger(__name__)
+
+PING = b": ping\n\n"
+DONE = b"data: [DONE]\n\n"
+
+_encode = msgspec.json.encode
+
+
+def event(obj: Any) -> bytes:
+    # JSON escapes newlines inside strings, so one data line always holds the whole object.
+    return b"data: " + _encode(obj) + b"\n\n"
+
+
+def error_event(exc: ApiError) -> bytes:
+    """An error after the stream started: the status is already 200, so the error is an event."""
+    return b"data: " + exc.body() + b"\n\n"
+
+
+async def generation_events(gen: Generation, head: list[bytes], render: Callable[[ChoiceDelta], list[bytes]],
+                            tail: Callable[[], list[bytes]]) -> AsyncGenerator[bytes, None]:
+    """The SSE body of a generation: ``head`` events, rendered deltas (pings while the engine is
+    quiet), ``tail`` events, ``[DONE]``.
+
+    The first chunk waits for the engine's first output or a ping interval, whichever comes
+    first: an error before it (queue full, bad request) propagates and gets its HTTP status; an
+    error after it is sent as an error event that ends the stream.
+    """
+    async with gen:
+        first = await gen.next_deltas()
+        yield b"".join([*head, *(_render_all(first, render) if first is not None else [PING])])
+        try:
+            while not gen.done:
+                deltas = await gen.next_deltas()
+                if deltas is None:
+                    yield PING
+                elif deltas:
+                    yield b"".join(_render_all(deltas, render))
+        except ApiError as exc:
+            log.warning("stream ended by an error: %s", exc.message)
+            yield error_event(exc)
+            return
+        yield b"".join([*tail(), DONE])
+
+
+def _render_all(deltas: list[ChoiceDelta], render: Callable[[ChoiceDelta], list[bytes]]) -> list[bytes]:
+    return [e for delta in deltas for e in render(delta)]

@@ -1,0 +1,45 @@
+"""Stop strings: find the first one in generated text, never emitting text that may begin one.
+
+Text arrives in pieces. A piece's tail that could be the start of a stop string is held back
+until the next piece decides it: either the stop string completes (generation ends there, the
+stop string and everything after it are dropped) or it cannot, and the held text is released.
+"""
+
+from __future__ import annotations
+
+
+class StopMatcher:
+    def __init__(self, stops: list[str]) -> None:
+        self._stops = [s for s in stops if s]
+        self._held = ""
+
+    def push(self, text: str) -> tuple[str, bool]:
+        """Feed new text; returns (text safe to emit, whether a stop string matched).
+
+        After a match the matcher is done: the caller ends the generation.
+        """
+        if not self._stops:
+            return text, False
+        buf = self._held + text
+        cut = min((i for i in (buf.find(s) for s in self._stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self._held = ""
+            return buf[:cut], True
+        keep = self._partial_match_len(buf)
+        self._held = buf[len(buf) - keep :]
+        return buf[: len(buf) - keep], False
+
+    def flush(self) -> str:
+        """Generation ended without a stop string: release what was held back."""
+        held, self._held = self._held, ""
+        return held
+
+    def _partial_match_len(self, buf: str) -> int:
+        """Length of the longest suffix of ``buf`` that is a proper prefix of a stop string."""
+        best = 0
+        for stop in self._stops:
+            for n in range(min(len(stop) - 1, len(buf)), best, -1):
+                if buf.endswith(stop[:n]):
+                    best = n
+                    break
+        return best

@@ -1,0 +1,133 @@
+"""Tokenization in the frontend: a vocab-only llama model (no weights) and an incremental detokenizer.
+
+The vocab-only model loads in well under a second and holds only the tokenizer, so every HTTP
+worker can turn text into tokens and back without asking the engine.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import logging
+
+import llama_cpp
+
+log = logging.getLogger(__name__)
+
+_META_BUF_SIZE = 1 << 20  # chat templates can be tens of KB; metadata strings beyond 1 MiB are cut
+
+
+class Tokenizer:
+    """Tokenize and detokenize with the vocabulary of a GGUF file."""
+
+    def __init__(self, model_path: str) -> None:
+        # llama.cpp logs every metadata key on load; keep its chatter to errors.
+        logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+        llama_cpp.llama_backend_init()
+        params = llama_cpp.llama_model_default_params()
+        params.vocab_only = True
+        self._model = llama_cpp.llama_model_load_from_file(model_path.encode(), params)
+        if not self._model:
+            raise RuntimeError(f"cannot load the vocabulary of {model_path}")
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self.n_vocab: int = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        self.bos_id: int = llama_cpp.llama_vocab_bos(self._vocab)
+        self.eos_id: int = llama_cpp.llama_vocab_eos(self._vocab)
+        self.add_bos: bool = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+        self.add_eos: bool = bool(llama_cpp.llama_vocab_get_add_eos(self._vocab))
+        self.fim_prefix_id: int = llama_cpp.llama_vocab_fim_pre(self._vocab)
+        self.fim_suffix_id: int = llama_cpp.llama_vocab_fim_suf(self._vocab)
+        self.fim_middle_id: int = llama_cpp.llama_vocab_fim_mid(self._vocab)
+        self._piece_buf = ctypes.create_string_buffer(256)
+        # token id -> bytes, filled on first use (a full vocabulary is 100k-260k entries).
+        self._pieces: dict[int, bytes] = {}
+        self._special_pieces: dict[int, bytes] = {}
+
+    def close(self) -> None:
+        if self._model:
+            llama_cpp.llama_model_free(self._model)
+            self._model = None
+
+    @property
+    def supports_infill(self) -> bool:
+        return min(self.fim_prefix_id, self.fim_suffix_id, self.fim_middle_id) >= 0
+
+    def metadata(self, key: str) -> str | None:
+        """A GGUF metadata value as a string, or None when the key is absent."""
+        buf = ctypes.create_string_buffer(_META_BUF_SIZE)
+        n = llama_cpp.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
+        if n < 0:
+            return None
+        return buf.value.decode("utf-8", errors="replace")
+
+    def tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
+        """Text -> token ids. ``add_special`` adds BOS/EOS as the model wants; ``parse_special``
+        turns special-token text such as ``<start_of_turn>`` into the special token."""
+        data = text.encode("utf-8")
+        # About one token per byte plus BOS/EOS; llama_tokenize says how many it needs if not.
+        capacity = len(data) + 4
+        while True:
+            tokens = (llama_cpp.llama_token * capacity)()
+            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), tokens, capacity, add_special, parse_special)
+            if n >= 0:
+                return tokens[:n]
+            capacity = -n
+
+    def piece(self, token_id: int, special: bool = False) -> bytes:
+        """The bytes of one token; with ``special`` False control tokens (BOS, EOS) are empty.
+
+        A piece may be part of a UTF-8 character: byte-fallback tokens hold a single byte.
+        """
+        cache = self._special_pieces if special else self._pieces
+        piece = cache.get(token_id)
+        if piece is None:
+            piece = self._render_piece(token_id, special)
+            cache[token_id] = piece
+        return piece
+
+    def _render_piece(self, token_id: int, special: bool) -> bytes:
+        buf = self._piece_buf
+        n = llama_cpp.llama_token_to_piece(self._vocab, token_id, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token_id, buf, len(buf), 0, special)
+        return buf.raw[:n]
+
+    def special_text(self, token_id: int) -> str:
+        """The text of a special token (``<bos>``), or "" when the model has none (id -1)."""
+        if token_id < 0:
+            return ""
+        return self.piece(token_id, special=True).decode("utf-8", errors="replace")
+
+    def detokenize(self, token_ids: list[int], special: bool = True) -> str:
+        """Token ids -> text, as llama-server's /detokenize (special tokens rendered by default)."""
+        data = b"".join(self.piece(t, special) for t in token_ids)
+        return data.decode("utf-8", errors="replace")
+
+    def invalid_token(self, token_ids: list[int]) -> int | None:
+        """The first id outside the vocabulary, or None."""
+        n_vocab = self.n_vocab
+        for t in token_ids:
+            if not 0 <= t < n_vocab:
+                return t
+        return None
+
+
+class IncrementalDetokenizer:
+    """Turns a stream of token pieces into text that never ends inside a UTF-8 character.
+
+    Bytes of an unfinished character are held back until the piece completing it arrives;
+    bytes that can never become valid UTF-8 come out as U+FFFD, as a full decode would give.
+    """
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self._tokenizer = tokenizer
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def push(self, token_id: int) -> str:
+        """Text completed by this token (may be empty)."""
+        return self._decoder.decode(self._tokenizer.piece(token_id))
+
+    def flush(self) -> str:
+        """At the end of generation: whatever is held back, as U+FFFD."""
+        return self._decoder.decode(b"", final=True)

@@ -1,0 +1,222 @@
+"""A scripted stand-in for the scheduler, and a frontend process wired to it.
+
+The fake answers Hello with EngineInfo, StatsRequest with EngineStats, and every AddRequest with
+the token ids of a fixed reply, one token per step. Tests steer it (hold requests in a "queue",
+reject with an error code, fail mid-stream) and read what it received (aborts). It lets the
+frontend's behaviour be tested exactly, with no model running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import httpx
+import zmq
+
+from ggserve.config import ServeConfig, save_config
+from ipc import transport
+from ipc.protocol import (
+    Abort,
+    AddRequest,
+    EngineError,
+    EngineInfo,
+    EngineStats,
+    ErrorCode,
+    FinishReason,
+    Hello,
+    RequestOutput,
+    RequestOutputs,
+    RequestStats,
+    SlotState,
+    StatsRequest,
+    TokenLogprob,
+)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclass
+class _Running:
+    request: AddRequest
+    peer: bytes
+    sent: int = 0
+    slot: int = 0
+
+
+@dataclass
+class FakeScheduler:
+    """Thread serving the scheduler endpoint. ``reply`` is the token ids every request generates."""
+
+    endpoint: str
+    reply: list[int]
+    n_ctx_slot: int = 256
+    n_slots: int = 2
+    step_s: float = 0.01
+    ready: bool = True  # answer Hello at once (False: only after ``set_ready``)
+    hold: bool = False  # keep new requests waiting (as in a full queue) until ``release``
+    reject: list[ErrorCode] = field(default_factory=list)  # codes to fail the next requests with
+    fail_after: int = -1  # fail running requests with EXECUTOR_FAILED after this many tokens
+    received: list[object] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._peers: list[bytes] = []
+        self._waiting: list[_Running] = []
+        self._running: list[_Running] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> FakeScheduler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def set_ready(self) -> None:
+        with self._lock:
+            self.ready = True
+
+    def release(self) -> None:
+        with self._lock:
+            self.hold = False
+
+    def messages(self, kind: type) -> list:
+        with self._lock:
+            return [m for m in self.received if isinstance(m, kind)]
+
+    def aborted_ids(self) -> set[str]:
+        return {rid for m in self.messages(Abort) for rid in m.request_ids}
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(model_path="fake.gguf", model_alias="fake", n_ctx=self.n_ctx_slot * self.n_slots,
+                          n_ctx_slot=self.n_ctx_slot, n_slots=self.n_slots, n_executors=1, n_batch=512,
+                          max_queue=16)
+
+    def _serve(self) -> None:
+        ctx = zmq.Context()
+        sock = transport.bind_router(ctx, self.endpoint)
+        try:
+            while not self._stop.is_set():
+                if sock.poll(int(self.step_s * 1000)):
+                    while sock.poll(0):
+                        peer, msg = transport.recv_routed(sock)
+                        with self._lock:
+                            self.received.append(msg)
+                            self._handle(sock, peer, msg)
+                with self._lock:
+                    self._step(sock)
+        finally:
+            sock.close(0)
+            ctx.term()
+
+    def _handle(self, sock: zmq.Socket, peer: bytes, msg: object) -> None:
+        if isinstance(msg, Hello):
+            self._peers.append(peer)
+        elif isinstance(msg, AddRequest):
+            if self.reject:
+                code = self.reject.pop(0)
+                error = EngineError(code, f"fake engine says {code.name}")
+                self._send(sock, peer, [RequestOutput(msg.request_id, finish_reason=FinishReason.ERROR, error=error)])
+            else:
+                self._waiting.append(_Running(msg, peer))
+        elif isinstance(msg, Abort):
+            for queue in (self._waiting, self._running):
+                for r in [r for r in queue if r.request.request_id in msg.request_ids]:
+                    queue.remove(r)
+                    self._send(sock, r.peer, [self._final(r, FinishReason.ABORT)])
+        elif isinstance(msg, StatsRequest):
+            slots = [SlotState(i, 0, busy=i < len(self._running)) for i in range(self.n_slots)]
+            transport.send(sock, EngineStats(token=msg.token, slots=slots, n_waiting=len(self._waiting),
+                                             n_running=len(self._running), requests_finished=0, requests_aborted=0,
+                                             requests_failed=0, requests_rejected=0, prompt_tokens_total=0,
+                                             prompt_tokens_evaluated_total=0, prompt_tokens_cached_total=0,
+                                             generated_tokens_total=0, steps_total=0, step_seconds_total=0.0),
+                           peer)
+
+    def _step(self, sock: zmq.Socket) -> None:
+        if self.ready:
+            for peer in self._peers:
+                transport.send(sock, self.info(), peer)
+            self._peers.clear()
+        while not self.hold and self._waiting and len(self._running) < self.n_slots:
+            self._running.append(self._waiting.pop(0))
+        outputs: dict[bytes, list[RequestOutput]] = {}
+        for r in list(self._running):
+            outputs.setdefault(r.peer, []).append(self._advance(r))
+        for peer, outs in outputs.items():
+            self._send(sock, peer, outs)
+
+    def _advance(self, r: _Running) -> RequestOutput:
+        req = r.request
+        if r.sent == self.fail_after:
+            self._running.remove(r)
+            return RequestOutput(req.request_id, finish_reason=FinishReason.ERROR,
+                                 error=EngineError(ErrorCode.EXECUTOR_FAILED, "fake executor died"))
+        token = self.reply[r.sent]
+        r.sent += 1
+        logprobs = []
+        if req.logprobs >= 0:
+            top = [(token, -0.5), *((t, -1.0 - t / 1e6) for t in range(10, 10 + req.logprobs - 1))][: req.logprobs]
+            logprobs = [TokenLogprob(token, -0.5, top)]
+        out = RequestOutput(req.request_id, [token], logprobs)
+        if r.sent == req.max_tokens or r.sent == len(self.reply):
+            self._running.remove(r)
+            reason = FinishReason.LENGTH if r.sent == req.max_tokens else FinishReason.STOP
+            final = self._final(r, reason)
+            out.finish_reason, out.stats = final.finish_reason, final.stats
+        return out
+
+    def _final(self, r: _Running, reason: FinishReason) -> RequestOutput:
+        n_prompt = len(r.request.prompt_token_ids)
+        stats = RequestStats(n_prompt_tokens=n_prompt, n_cached_tokens=1, n_evaluated_prompt_tokens=n_prompt - 1,
+                             n_generated_tokens=r.sent, queue_ms=0.0, prefill_ms=1.0, decode_ms=1.0)
+        return RequestOutput(r.request.request_id, finish_reason=reason, stats=stats)
+
+    def _send(self, sock: zmq.Socket, peer: bytes, outputs: list[RequestOutput]) -> None:
+        transport.send(sock, RequestOutputs(outputs), peer)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def run_frontend(cfg: ServeConfig, wait_ready: bool = True, timeout_s: float = 60.0) -> Iterator[str]:
+    """Start ``python -m frontend`` for ``cfg`` (run_dir must exist); yields its base URL."""
+    path = save_config(cfg)
+    env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "frontend", "--config", path], cwd=REPO, env=env)
+    scheme = "https" if cfg.ssl_certfile else "http"
+    base_url = f"{scheme}://{cfg.host}:{cfg.port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            assert proc.poll() is None, f"frontend exited with code {proc.returncode}"
+            try:
+                status = httpx.get(f"{base_url}/health", verify=False, timeout=1).status_code
+                if status == 200 or (status == 503 and not wait_ready):
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "frontend did not come up"
+            time.sleep(0.05)
+        yield base_url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
