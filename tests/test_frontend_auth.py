@@ -1,0 +1,34 @@
+"""API keys: Bearer or X-Api-Key, several keys, and no keys meaning no check at all."""
+
+from __future__ import annotations
+
+from frontend.auth import ApiKeys
+
+
+def test_no_key_configured_ignores_authorization():
+    keys = ApiKeys([])
+    assert keys.allows({})
+    assert keys.allows({"authorization": "Bearer whatever-the-sdk-sends"})
+
+
+def test_bearer_and_x_api_key():
+    keys = ApiKeys(["k1", "k2"])
+    assert keys.allows({"authorization": "Bearer k1"})
+    assert keys.allows({"authorization": "bearer  k2 "})
+    assert keys.allows({"x-api-key": "k2"})
+
+
+def test_wrong_or_missing_keys_are_refused():
+    keys = ApiKeys(["secret"])
+    assert not keys.allows({})
+    assert not keys.allows({"authorization": "Bearer secre"})
+    assert not keys.allows({"authorization": "Basic secret"})
+    assert not keys.allows({"authorization": "Bearer "})
+    assert not keys.allows({"x-api-key": "secretsecret"})
+
+
+
+def test_either_header_may_carry_the_key():
+    # e.g. the openai SDK sends its api_key as Bearer while the key travels in default_headers
+    keys = ApiKeys(["secret"])
+    assert keys.allows({"authorization": "Bearer sk-placeholder", "x-api-key": "secret"})

@@ -1,0 +1,118 @@
+"""Chat templates: the model's (ChatML here: the test GGUF has none), an HF template from a file,
+the helpers HF templates use, and the sandbox."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from frontend_support import gemma_path
+
+from frontend.chat_template import CHATML_TEMPLATE, ChatTemplate, ChatTemplateError, load_chat_template
+from frontend.tokenizer import Tokenizer
+
+# google/gemma-3-270m-it's template (Hugging Face), as a --chat-template-file would hold it.
+GEMMA3_TEMPLATE = """{{ bos_token }}
+{%- if messages[0]['role'] == 'system' -%}
+    {%- if messages[0]['content'] is string -%}
+        {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}
+    {%- else -%}
+        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}
+    {%- endif -%}
+    {%- set loop_messages = messages[1:] -%}
+{%- else -%}
+    {%- set first_user_prefix = "" -%}
+    {%- set loop_messages = messages -%}
+{%- endif -%}
+{%- for message in loop_messages -%}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
+        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}
+    {%- endif -%}
+    {%- if (message['role'] == 'assistant') -%}
+        {%- set role = "model" -%}
+    {%- else -%}
+        {%- set role = message['role'] -%}
+    {%- endif -%}
+    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else "") }}
+    {%- if message['content'] is string -%}
+        {{ message['content'] | trim }}
+    {%- else -%}
+        {{ raise_exception("Invalid content type") }}
+    {%- endif -%}
+    {{ '<end_of_turn>\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{'<start_of_turn>model\n'}}
+{%- endif -%}
+"""
+
+CONVERSATION = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Hi!"},
+    {"role": "assistant", "content": "Hello."},
+    {"role": "user", "content": "Capital of France?"},
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    tok = Tokenizer(gemma_path())
+    yield tok
+    tok.close()
+
+
+def test_model_without_template_gets_chatml(tokenizer: Tokenizer):
+    template = load_chat_template(tokenizer)
+    assert template.source == CHATML_TEMPLATE
+    assert template.render(CONVERSATION[:2]) == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert not template.render(CONVERSATION[:2], add_generation_prompt=False).endswith("assistant\n")
+
+
+def test_template_file_overrides_and_bos_is_not_doubled(tokenizer: Tokenizer, tmp_path):
+    path = tmp_path / "gemma3.jinja"
+    path.write_text(GEMMA3_TEMPLATE)
+    template = load_chat_template(tokenizer, str(path))
+    text = template.render(CONVERSATION)
+    # The tokenizer adds BOS itself, so the template's leading <bos> is cut.
+    assert text == (
+        "<start_of_turn>user\nBe brief.\n\nHi!<end_of_turn>\n"
+        "<start_of_turn>model\nHello.<end_of_turn>\n"
+        "<start_of_turn>user\nCapital of France?<end_of_turn>\n"
+        "<start_of_turn>model\n"
+    )
+    ids = tokenizer.tokenize(text, add_special=True, parse_special=True)
+    assert ids.count(tokenizer.bos_id) == 1
+    assert ids.count(tokenizer.tokenize("<start_of_turn>", False, True)[0]) == 4
+
+
+def test_raise_exception_reaches_the_caller():
+    template = ChatTemplate(GEMMA3_TEMPLATE, "<bos>", "<eos>")
+    with pytest.raises(ChatTemplateError, match="must alternate"):
+        template.render([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])
+
+
+def test_hf_helpers_strftime_now_and_tojson():
+    source = "{{ strftime_now('%Y') }}|{{ tools | tojson }}|{{ extra_flag }}"
+    template = ChatTemplate(source, "", "")
+    tools = [{"name": "météo", "parameters": {}}]
+    text = template.render([], tools=tools, extra={"extra_flag": True})
+    assert text == f'{datetime.date.today().year}|[{{"name": "météo", "parameters": {{}}}}]|True'
+
+
+def test_sandbox_refuses_to_mutate_or_reach_internals():
+    with pytest.raises(ChatTemplateError):
+        ChatTemplate("{{ messages.append(1) }}", "", "").render([])
+    with pytest.raises(ChatTemplateError):
+        ChatTemplate("{{ ''.__class__.__mro__[1].__subclasses__() }}", "", "").render([])
+
+
+def test_runtime_errors_become_template_errors():
+    with pytest.raises(ChatTemplateError, match="chat template failed"):
+        ChatTemplate("{{ messages[0]['content'] + 1 }}", "", "").render([{"role": "user", "content": "x"}])
+
+
+def test_syntax_error_is_reported_at_load():
+    with pytest.raises(ValueError, match="does not parse"):
+        ChatTemplate("{% for %}", "", "")

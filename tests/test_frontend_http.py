@@ -1,0 +1,278 @@
+"""The frontend process over HTTP, against a scripted scheduler (tests/frontend_support.py).
+
+What needs exact control of the engine lives here: queueing (pings, disconnect while waiting),
+rejections (503 + Retry-After, the openai SDK's retry), failures mid-stream, loading, workers.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+
+import httpx
+import openai
+import pytest
+from frontend_support import FakeScheduler, frontend_config, gemma_path, run_frontend, self_signed_cert
+
+from frontend.tokenizer import Tokenizer
+from ipc.protocol import AddRequest, ErrorCode, Hello
+
+REPLY = "Hello there! How are you? 🙂 I am fine, thank you."
+CHAT = {"messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.fixture(scope="module")
+def reply_ids() -> list[int]:
+    tok = Tokenizer(gemma_path())
+    ids = tok.tokenize(REPLY, add_special=False, parse_special=False)
+    tok.close()
+    return ids
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, reply_ids):
+    cfg = frontend_config(str(tmp_path_factory.mktemp("run")), max_body_size=4096)
+    with FakeScheduler(cfg.scheduler_endpoint, reply_ids) as fake, run_frontend(cfg) as url:
+        yield fake, url
+
+
+@pytest.fixture
+def fake(served) -> FakeScheduler:
+    fake = served[0]
+    yield fake
+    fake.hold, fake.reject, fake.fail_after = False, [], -1
+
+
+@pytest.fixture
+def url(served) -> str:
+    return served[1]
+
+
+def client(url: str, **kw: object) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", _strict_response_validation=True, **kw)
+
+
+def wait_for(predicate, timeout_s: float = 5.0) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+# ----------------------------------------------------------------------------- plain HTTP
+
+
+def test_every_response_has_a_request_id(url: str):
+    for response in [httpx.get(f"{url}/health"), httpx.get(f"{url}/nope"), httpx.post(f"{url}/v1/models"),
+                     httpx.post(f"{url}/v1/chat/completions", content=b"{")]:
+        assert len(response.headers["x-request-id"]) == 32
+    assert httpx.get(f"{url}/health", headers={"x-request-id": "trace-42"}).headers["x-request-id"] == "trace-42"
+
+
+def test_unknown_route_and_wrong_method(url: str):
+    r = httpx.get(f"{url}/v1/nothing")
+    assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+    r = httpx.get(f"{url}/v1/chat/completions")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+
+
+def test_invalid_json_is_400_not_500(url: str):
+    r = httpx.post(f"{url}/v1/chat/completions", content=b'{"messages": [')
+    assert r.status_code == 400
+    assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+    r = httpx.post(f"{url}/v1/completions", json={"prompt": {"a": 1}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"
+
+
+def test_body_over_the_limit_is_413(url: str):
+    r = httpx.post(f"{url}/v1/completions", content=b"x" * 5000)
+    assert r.status_code == 413
+    chunked = httpx.post(f"{url}/v1/completions", content=(b"x" * 1000 for _ in range(5)))  # no content-length
+    assert chunked.status_code == 413
+
+
+def test_context_overflow_is_400_with_llama_server_fields(url: str):
+    r = httpx.post(f"{url}/v1/completions", json={"prompt": "word " * 300, "max_tokens": 4})
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error["type"] == "exceed_context_size_error"
+    assert error["n_ctx"] == 256 and error["n_prompt_tokens"] > 256
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+def test_chat_with_the_openai_sdk(url: str, fake: FakeScheduler):
+    out = client(url).chat.completions.create(model="x", messages=CHAT["messages"], max_tokens=5, logprobs=True,
+                                              top_logprobs=2, n=2, seed=5)
+    assert [c.index for c in out.choices] == [0, 1]
+    assert out.choices[0].finish_reason == "length"
+    assert out.choices[0].message.content == "Hello there! How are"
+    assert len(out.choices[0].logprobs.content) == 5
+    assert all(len(t.top_logprobs) == 2 for t in out.choices[0].logprobs.content)
+    assert (out.usage.completion_tokens, out.usage.prompt_tokens_details.cached_tokens) == (10, 1)
+    seeds = [m.sampling.seed for m in fake.messages(AddRequest)[-2:]]
+    assert seeds == [5, 6]
+
+
+def test_stream_matches_non_stream(url: str):
+    kwargs = {"model": "x", "messages": CHAT["messages"], "stop": ["you?"]}
+    whole = client(url).chat.completions.create(**kwargs)
+    chunks = list(client(url).chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == whole.choices[0].message.content
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_completion_echo_and_logprobs_offsets(url: str):
+    out = client(url).completions.create(model="x", prompt="Say:", max_tokens=3, echo=True)
+    assert out.choices[0].text == "Say:Hello there!"
+    out = client(url).completions.create(model="x", prompt=[[9259], [9259, 1902]], max_tokens=2, logprobs=1)
+    assert len(out.choices) == 2
+    logprobs = out.choices[0].logprobs
+    assert logprobs.tokens == ["Hello", " there"] and logprobs.text_offset == [0, 5]
+    assert logprobs.top_logprobs == [{"Hello": -0.5}, {" there": -0.5}]
+    r = httpx.post(f"{url}/v1/completions", json={"prompt": "x", "echo": True, "logprobs": 1})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "echo"
+
+
+def test_pings_while_queued_then_tokens(url: str, fake: FakeScheduler):
+    fake.hold = True
+    lines = []
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json={**CHAT, "stream": True, "max_tokens": 2}) as r:
+        for line in r.iter_lines():
+            lines.append(line)
+            if lines.count(": ping") == 2:
+                fake.release()
+    assert r.status_code == 200 and r.headers["content-type"] == "text/event-stream"
+    assert lines.count(": ping") >= 2
+    assert lines.index(": ping") < min(i for i, line in enumerate(lines) if '"content":"Hello"' in line)
+    assert [line for line in lines if line][-1] == "data: [DONE]"
+
+
+def test_rejection_before_the_stream_starts_is_a_real_503(url: str, fake: FakeScheduler):
+    fake.reject = [ErrorCode.OVERLOADED]
+    r = httpx.post(f"{url}/v1/chat/completions", json={**CHAT, "stream": True})
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert r.json()["error"]["type"] == "unavailable_error"
+
+
+def test_openai_sdk_retries_after_503(url: str, fake: FakeScheduler):
+    fake.reject = [ErrorCode.OVERLOADED]
+    before = len(fake.messages(AddRequest))
+    out = client(url, max_retries=2).chat.completions.create(model="x", messages=CHAT["messages"], max_tokens=2)
+    assert out.choices[0].message.content == "Hello there"
+    assert len(fake.messages(AddRequest)) - before == 2  # rejected once, retried once
+    fake.reject = [ErrorCode.OVERLOADED]
+    with pytest.raises(openai.APIStatusError) as info:
+        client(url, max_retries=0).chat.completions.create(model="x", messages=CHAT["messages"])
+    assert info.value.status_code == 503
+
+
+@pytest.mark.parametrize(("code", "status"), [(ErrorCode.INVALID_REQUEST, 400), (ErrorCode.EXECUTOR_FAILED, 500),
+                                              (ErrorCode.SHUTTING_DOWN, 503)])
+def test_engine_errors_have_their_status(url: str, fake: FakeScheduler, code: ErrorCode, status: int):
+    fake.reject = [code]
+    assert httpx.post(f"{url}/v1/completions", json={"prompt": "x"}).status_code == status
+
+
+def test_error_mid_stream_is_an_error_event(url: str, fake: FakeScheduler):
+    fake.fail_after = 3
+    with httpx.stream("POST", f"{url}/v1/completions", json={"prompt": "x", "stream": True}) as r:
+        lines = [line for line in r.iter_lines() if line]
+    assert r.status_code == 200
+    assert lines[-1].startswith('data: {"error":') and '"code":500' in lines[-1]
+    assert "data: [DONE]" not in lines
+    fake.fail_after = 3
+    assert httpx.post(f"{url}/v1/completions", json={"prompt": "x"}).status_code == 500
+
+
+def test_disconnect_while_queued_aborts(url: str, fake: FakeScheduler):
+    fake.hold = True
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{url}/v1/chat/completions", json=CHAT, timeout=0.5)
+    rid = fake.messages(AddRequest)[-1].request_id
+    wait_for(lambda: rid in fake.aborted_ids())
+
+
+def test_disconnect_mid_stream_aborts(url: str, fake: FakeScheduler):
+    fake.step_s = 0.2
+    try:
+        with httpx.stream("POST", f"{url}/v1/completions", json={"prompt": "x", "stream": True}) as r:
+            next(r.iter_lines())
+        rid = fake.messages(AddRequest)[-1].request_id
+        wait_for(lambda: rid in fake.aborted_ids())
+    finally:
+        fake.step_s = 0.01
+
+
+def test_stop_string_aborts_in_the_engine(url: str, fake: FakeScheduler):
+    out = client(url).completions.create(model="x", prompt="x", stop=["!"])
+    assert (out.choices[0].text, out.choices[0].finish_reason) == ("Hello there", "stop")
+    assert fake.messages(AddRequest)[-1].request_id in fake.aborted_ids()
+
+
+def test_slots_and_metrics(url: str):
+    slots = httpx.get(f"{url}/slots").json()
+    assert [s["id"] for s in slots] == [0, 1] and not slots[0]["is_processing"]
+    metrics = httpx.get(f"{url}/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    assert "llamacpp:requests_processing 0.0" in metrics.text
+
+
+# ----------------------------------------------------------------------------- other configurations
+
+
+def test_loading_until_engine_info(tmp_path, reply_ids):
+    cfg = frontend_config(str(tmp_path))
+    with FakeScheduler(cfg.scheduler_endpoint, reply_ids, ready=False) as fake, \
+            run_frontend(cfg, wait_ready=False) as url:
+        r = httpx.get(f"{url}/health")
+        assert (r.status_code, r.json()) == (503, {"status": "loading"})
+        r = httpx.post(f"{url}/v1/chat/completions", json=CHAT)
+        assert r.status_code == 503 and "retry-after" in r.headers
+        assert httpx.post(f"{url}/tokenize", json={"content": "hi"}).status_code == 200  # needs no engine
+        fake.set_ready()
+        wait_for(lambda: httpx.get(f"{url}/health").status_code == 200)
+        assert httpx.get(f"{url}/health").json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize("metrics_key_required", [False, True])
+def test_api_keys(tmp_path, reply_ids, metrics_key_required: bool):
+    cfg = frontend_config(str(tmp_path), api_keys=["k1", "k2"], metrics_key_required=metrics_key_required)
+    with FakeScheduler(cfg.scheduler_endpoint, reply_ids), run_frontend(cfg) as url:
+        assert httpx.get(f"{url}/health").status_code == 200
+        r = httpx.get(f"{url}/v1/models")
+        assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+        assert httpx.get(f"{url}/v1/models", headers={"authorization": "Bearer nope"}).status_code == 401
+        assert httpx.get(f"{url}/v1/models", headers={"authorization": "Bearer k2"}).status_code == 200
+        assert httpx.get(f"{url}/v1/models", headers={"x-api-key": "k1"}).status_code == 200
+        assert httpx.get(f"{url}/metrics").status_code == (401 if metrics_key_required else 200)
+        with pytest.raises(openai.AuthenticationError):
+            client(url).models.list()
+        models = openai.OpenAI(base_url=f"{url}/v1", api_key="k1", _strict_response_validation=True).models.list()
+        assert [m.id for m in models.data] == [cfg.model_alias]
+
+
+def test_two_http_workers_each_say_hello(tmp_path, reply_ids):
+    cfg = frontend_config(str(tmp_path), http_workers=2)
+    with FakeScheduler(cfg.scheduler_endpoint, reply_ids) as fake, run_frontend(cfg) as url:
+        wait_for(lambda: len(fake.messages(Hello)) == 2, timeout_s=30)
+        peers = {m.peer for m in fake.messages(Hello)}
+        assert len(peers) == 2
+        for _ in range(4):
+            assert client(url).completions.create(model="x", prompt="x", max_tokens=2).choices[0].text
+
+
+def test_https_with_a_self_signed_certificate(tmp_path, reply_ids):
+    certfile, keyfile = self_signed_cert(str(tmp_path))
+    cfg = frontend_config(str(tmp_path), ssl_certfile=certfile, ssl_keyfile=keyfile)
+    with FakeScheduler(cfg.scheduler_endpoint, reply_ids), run_frontend(cfg) as url:
+        assert url.startswith("https://")
+        trust = ssl.create_default_context(cafile=certfile)
+        assert httpx.get(f"{url}/health", verify=trust).json() == {"status": "ok"}
+        with pytest.raises(httpx.ConnectError):  # not trusted by default
+            httpx.get(f"{url}/health")
+        sdk = openai.OpenAI(base_url=f"{url}/v1", api_key="x", http_client=httpx.Client(verify=trust))
+        assert sdk.completions.create(model="x", prompt="x", max_tokens=2).choices[0].text == "Hello there"

@@ -1,0 +1,210 @@
+"""Request bodies -> engine requests: validation errors, defaults, seeds, limits, prompts."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+from frontend_support import gemma_path
+
+from frontend.errors import ApiError, from_engine
+from frontend.http import Request
+from frontend.prompts import completion_prompts
+from frontend.sampling import check_context, engine_requests, max_tokens, sampling_params, stop_strings
+from frontend.schemas import ChatCompletionRequest, CompletionRequest
+from frontend.tokenizer import Tokenizer
+from ipc.protocol import EngineError, ErrorCode
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    tok = Tokenizer(gemma_path())
+    yield tok
+    tok.close()
+
+
+def decode(body: bytes, type_: type) -> object:
+    return Request("POST", "/x", "", {}, body, "id").decode(type_)
+
+
+def error_of(body: bytes, type_: type) -> ApiError:
+    with pytest.raises(ApiError) as info:
+        decode(body, type_)
+    return info.value
+
+
+def test_unknown_fields_are_ignored():
+    req = decode(b'{"messages": [{"role": "user", "content": "hi", "x": 1}], "frobnicate": true, '
+                 b'"response_format": {"type": "text"}}', ChatCompletionRequest)
+    assert req.messages[0].content == "hi"
+
+
+def test_content_parts_and_stop_forms():
+    req = decode(b'{"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}]}], "stop": "x"}',
+                 ChatCompletionRequest)
+    assert req.messages[0].content[0].text == "a"
+    assert stop_strings(req.stop) == ["x"]
+    assert stop_strings(["a", "b"]) == ["a", "b"]
+    assert stop_strings(None) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (b'{"messages": "hi"}', "messages"),
+        (b'{"messages": [{"role": "wizard", "content": "hi"}]}', "messages[0].role"),
+        (b'{"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}', "messages[0].content[0].type"),
+        (b'{"messages": [], "temperature": "hot"}', "temperature"),
+        (b'{"messages": [], "temperature": -1}', "temperature"),
+        (b'{"messages": [], "n": 0}', "n"),
+        (b'{"messages": [], "top_logprobs": 21}', "top_logprobs"),
+        (b'{"messages": [], "stream": "yes"}', "stream"),
+    ],
+)
+def test_wrong_types_are_400_naming_the_field(body: bytes, param: str):
+    err = error_of(body, ChatCompletionRequest)
+    assert err.status == 400
+    assert err.type == "invalid_request_error"
+    assert err.param == param
+
+
+def test_invalid_json_and_missing_fields_are_400():
+    assert error_of(b'{"messages": [', ChatCompletionRequest).status == 400
+    assert error_of(b"", ChatCompletionRequest).status == 400
+    assert error_of(b"[]", ChatCompletionRequest).status == 400
+    err = error_of(b"{}", ChatCompletionRequest)
+    assert err.status == 400 and "messages" in err.message
+
+
+def test_error_body_shape():
+    err = ApiError(400, "bad", param="x", extra={"n_ctx": 5})
+    assert msgspec.json.decode(err.body()) == {
+        "error": {"message": "bad", "type": "invalid_request_error", "param": "x", "code": 400, "n_ctx": 5}
+    }
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "retry_after"),
+    [
+        (ErrorCode.INVALID_REQUEST, 400, False),
+        (ErrorCode.OVERLOADED, 503, True),
+        (ErrorCode.SHUTTING_DOWN, 503, False),
+        (ErrorCode.EXECUTOR_FAILED, 500, False),
+        (ErrorCode.INTERNAL, 500, False),
+    ],
+)
+def test_engine_errors_map_to_statuses(code: ErrorCode, status: int, retry_after: bool):
+    err = from_engine(EngineError(code, "why"))
+    assert (err.status, err.message) == (status, "why")
+    assert any(name == b"retry-after" for name, _ in err.headers) == retry_after
+
+
+def test_llama_server_sampling_defaults(tokenizer: Tokenizer):
+    params = sampling_params(decode(b'{"messages": []}', ChatCompletionRequest), tokenizer, default_seed=-1)
+    assert (params.temperature, params.top_k, params.top_p, params.min_p) == (0.8, 40, 0.95, 0.05)
+    assert (params.repeat_penalty, params.seed) == (1.0, None)
+    assert sampling_params(decode(b'{"messages": []}', ChatCompletionRequest), tokenizer, 7).seed == 7
+
+
+def test_given_parameters_win(tokenizer: Tokenizer):
+    req = decode(b'{"messages": [], "temperature": 0, "top_k": 1, "top_p": 0.5, "min_p": 0, "seed": 3, '
+                 b'"presence_penalty": 0.5, "frequency_penalty": 0.25, "repeat_penalty": 1.1}', ChatCompletionRequest)
+    params = sampling_params(req, tokenizer, default_seed=-1)
+    assert (params.temperature, params.top_k, params.top_p, params.min_p, params.seed) == (0.0, 1, 0.5, 0.0, 3)
+    assert (params.presence_penalty, params.frequency_penalty, params.repeat_penalty) == (0.5, 0.25, 1.1)
+
+
+def test_logit_bias_ids_and_text(tokenizer: Tokenizer):
+    req = decode(b'{"messages": [], "logit_bias": {"9259": -100, " world": 5}}', ChatCompletionRequest)
+    bias = sampling_params(req, tokenizer, -1).logit_bias
+    world = tokenizer.tokenize(" world", add_special=False, parse_special=False)
+    assert bias == [(9259, -100.0), *((t, 5.0) for t in world)]
+    req = decode(b'{"messages": [], "logit_bias": {"999999999": 1}}', ChatCompletionRequest)
+    with pytest.raises(ApiError) as info:
+        sampling_params(req, tokenizer, -1)
+    assert info.value.param == "logit_bias"
+
+
+def test_n_choices_get_consecutive_seeds_and_ids(tokenizer: Tokenizer):
+    req = decode(b'{"prompt": "x", "n": 3, "seed": 10}', CompletionRequest)
+    requests = engine_requests("rid", [[1, 2], [3]], 3, req, sampling_params(req, tokenizer, -1), 8, -1)
+    assert [r.request_id for r in requests] == [f"rid-{i}" for i in range(6)]
+    assert [r.sampling.seed for r in requests] == [10, 11, 12, 10, 11, 12]
+    assert [r.prompt_token_ids for r in requests] == [[1, 2]] * 3 + [[3]] * 3
+    unseeded = decode(b'{"prompt": "x", "n": 2}', CompletionRequest)
+    assert {r.sampling.seed for r in engine_requests("r", [[1]], 2, unseeded,
+                                                     sampling_params(unseeded, tokenizer, -1), 8, -1)} == {None}
+
+
+def test_max_tokens():
+    assert max_tokens(None) == -1
+    assert max_tokens(-1) == -1
+    assert max_tokens(5) == 5
+    with pytest.raises(ApiError) as info:
+        max_tokens(0, "max_completion_tokens")
+    assert (info.value.status, info.value.param) == (400, "max_completion_tokens")
+
+
+def test_context_check_says_what_was_asked_and_allowed():
+    check_context(10, 22, 32)
+    check_context(31, -1, 32)
+    with pytest.raises(ApiError) as info:
+        check_context(10, 23, 32)
+    err = info.value
+    assert (err.status, err.type) == (400, "exceed_context_size_error")
+    assert err.extra == {"n_prompt_tokens": 10, "n_ctx": 32}
+    assert "33 tokens" in err.message and "32" in err.message
+    with pytest.raises(ApiError) as info:
+        check_context(32, -1, 32)
+    assert info.value.type == "exceed_context_size_error"
+    with pytest.raises(ApiError):
+        check_context(0, 5, 32)
+
+
+def test_prompt_forms(tokenizer: Tokenizer):
+    hello = tokenizer.tokenize("Hello", add_special=True, parse_special=True)
+    assert [p.token_ids for p in completion_prompts(tokenizer, "Hello", None)] == [hello]
+    assert [(p.token_ids, p.text) for p in completion_prompts(tokenizer, [9259, 1902], None)] == [
+        ([9259, 1902], tokenizer.detokenize([9259, 1902], special=False))
+    ]
+    many = completion_prompts(tokenizer, ["Hello", [9259]], None)
+    assert [p.token_ids for p in many] == [hello, [9259]]
+    assert [p.text for p in many] == ["Hello", "Hello"]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "suffix", "param"),
+    [
+        ([], None, "prompt"),
+        ([1, "a"], None, "prompt"),
+        ([[1, 10**9]], None, "prompt"),
+        ("def f():", "return 1", "suffix"),  # Gemma 3 has no FIM tokens
+    ],
+)
+def test_bad_prompts(tokenizer: Tokenizer, prompt: object, suffix: str | None, param: str):
+    with pytest.raises(ApiError) as info:
+        completion_prompts(tokenizer, prompt, suffix)
+    assert (info.value.status, info.value.param) == (400, param)
+
+
+class _CodeModelVocab:
+    """Stands in for the vocabulary of a code model with fill-in-the-middle tokens."""
+
+    n_vocab, bos_id, add_bos, supports_infill = 1000, 1, True, True
+    fim_prefix_id, fim_suffix_id, fim_middle_id = 900, 901, 902
+
+    def tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
+        return [self.bos_id] * add_special + [ord(c) for c in text]
+
+    def invalid_token(self, token_ids: list[int]) -> int | None:
+        return next((t for t in token_ids if not 0 <= t < self.n_vocab), None)
+
+    def detokenize(self, token_ids: list[int], special: bool = True) -> str:
+        return "".join(map(chr, token_ids))
+
+
+def test_suffix_builds_an_infill_prompt():
+    vocab = _CodeModelVocab()
+    [prompt] = completion_prompts(vocab, "ab", "c")  # type: ignore[arg-type]
+    assert prompt.token_ids == [1, 900, ord("a"), ord("b"), 901, ord("c"), 902]
+    [from_tokens] = completion_prompts(vocab, [97, 98], "c")  # type: ignore[arg-type]
+    assert from_tokens.token_ids == prompt.token_ids
