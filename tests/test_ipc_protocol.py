@@ -1,0 +1,288 @@
+"""Every protocol message survives encode/decode, garbage fails cleanly, and ZeroMQ carries them."""
+
+from __future__ import annotations
+
+import enum
+import random
+import tempfile
+import typing
+
+import msgspec
+import pytest
+import zmq
+
+from ipc import protocol as p
+from ipc import transport
+
+SAMPLING = p.SamplingParams(
+    temperature=0.7,
+    top_k=40,
+    top_p=0.9,
+    min_p=0.05,
+    typical_p=0.8,
+    repeat_penalty=1.1,
+    repeat_last_n=128,
+    presence_penalty=0.5,
+    frequency_penalty=0.25,
+    logit_bias=[(13, -100.0), (7, 2.5)],
+    seed=1234,
+    grammar='root ::= "yes" | "no"',
+)
+LOGPROB = p.TokenLogprob(token_id=42, logprob=-0.125, top=[(42, -0.125), (9, -2.5)])
+STATS = p.RequestStats(
+    n_prompt_tokens=20,
+    n_cached_tokens=8,
+    n_evaluated_prompt_tokens=12,
+    n_generated_tokens=5,
+    queue_ms=1.5,
+    prefill_ms=12.25,
+    decode_ms=40.75,
+    executor_id=1,
+    slot_id=3,
+)
+EXECUTOR_INFO = p.ExecutorInfo(
+    executor_id=1,
+    model_path="/models/gemma-3-270m-Q4_K_M.gguf",
+    model_desc="gemma3 270M Q4_K - Medium",
+    n_params=268_098_176,
+    model_size_bytes=253_231_104,
+    n_vocab=262_144,
+    n_ctx=32_768,
+    n_ctx_train=32_768,
+    n_swa=512,
+    n_slots=8,
+    n_batch=2048,
+    kv_bytes=100_663_296,
+    eog_token_ids=[1, 106],
+    bos_token_id=2,
+    device="cuda:0",
+)
+
+# One instance of every message, every field (nested ones too) set to a non-default value.
+SAMPLES: list[p.Message] = [
+    p.AddRequest(
+        request_id="chatcmpl-1",
+        prompt_token_ids=[2, 105, 2364, 107],
+        max_tokens=64,
+        sampling=SAMPLING,
+        stop_token_ids=[106],
+        ignore_eos=True,
+        logprobs=2,
+        cache_prompt=False,
+        arrival_time=1_700_000_000.5,
+    ),
+    p.Abort(request_ids=["chatcmpl-1", "chatcmpl-2"]),
+    p.Hello(peer="frontend-0"),
+    p.StatsRequest(token=7),
+    p.RequestOutputs(
+        outputs=[
+            p.RequestOutput(
+                request_id="chatcmpl-1",
+                token_ids=[42, 9],
+                logprobs=[LOGPROB],
+                finish_reason=p.FinishReason.LENGTH,
+                error=p.EngineError(code=p.ErrorCode.EXECUTOR_FAILED, message="executor 1 died"),
+                stats=STATS,
+            )
+        ]
+    ),
+    p.EngineInfo(
+        model_path="/models/gemma-3-270m-Q4_K_M.gguf",
+        model_alias="gemma-3-270m",
+        n_ctx=32_768,
+        n_ctx_slot=4096,
+        n_slots=8,
+        n_executors=2,
+        n_batch=2048,
+        max_queue=256,
+        executors=[EXECUTOR_INFO],
+    ),
+    p.EngineStats(
+        token=7,
+        slots=[
+            p.SlotState(
+                slot_id=3,
+                executor_id=1,
+                busy=True,
+                request_id="chatcmpl-1",
+                n_cached_tokens=8,
+                n_prompt_tokens=20,
+                n_generated_tokens=5,
+            )
+        ],
+        n_waiting=4,
+        n_running=8,
+        requests_finished=100,
+        requests_aborted=3,
+        requests_failed=1,
+        requests_rejected=2,
+        prompt_tokens_total=5000,
+        prompt_tokens_evaluated_total=3000,
+        prompt_tokens_cached_total=2000,
+        generated_tokens_total=12_000,
+        steps_total=900,
+        step_seconds_total=45.5,
+    ),
+    p.StepPlan(
+        step_id=17,
+        kv_ops=[p.KvOp(kind=p.KvOpKind.COPY, seq_id=2, pos=363, src_seq_id=0)],
+        starts=[p.SeqStart(seq_id=2, sampling=SAMPLING, logprobs=0, history=[42, 9])],
+        ends=[5],
+        items=[p.BatchItem(seq_id=2, token_ids=[2364, 107], pos=363, sample=True)],
+    ),
+    p.StepResult(
+        step_id=17,
+        executor_id=1,
+        samples=[p.Sample(seq_id=2, token_id=42, logprob=LOGPROB)],
+        pos_min=[0, -1, 12],
+        step_seconds=0.03125,
+        error="llama_decode returned 1",
+    ),
+    p.ExecutorReady(info=EXECUTOR_INFO),
+    p.ExecutorError(executor_id=1, message="failed to load model"),
+    p.ExecutorDied(executor_id=1, message="exit code -9"),
+    p.Shutdown(reason="SIGTERM"),
+]
+
+
+def _assert_no_defaults(value: object, where: str) -> None:
+    """Fail if any field of ``value`` (recursively) still holds its default: it would be omitted
+    on the wire (omit_defaults) and the round trip would not exercise it."""
+    if isinstance(value, msgspec.Struct):
+        for field in msgspec.structs.fields(value):
+            got = getattr(value, field.name)
+            default = field.default
+            if field.default_factory is not msgspec.NODEFAULT:
+                default = field.default_factory()
+            assert got != default, f"{where}.{field.name} holds its default {default!r}"
+            assert got is not None and got != [] and got != "", f"{where}.{field.name} is empty"
+            _assert_no_defaults(got, f"{where}.{field.name}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _assert_no_defaults(item, f"{where}[{i}]")
+
+
+def _assert_same(got: object, want: object, where: str = "msg") -> None:
+    """Equal and of the same type all the way down (so an IntEnum decoded as int is caught)."""
+    assert type(got) is type(want), f"{where}: {type(got).__name__} != {type(want).__name__}"
+    if isinstance(want, msgspec.Struct):
+        for field in msgspec.structs.fields(want):
+            name = field.name
+            _assert_same(getattr(got, name), getattr(want, name), f"{where}.{name}")
+    elif isinstance(want, (list, tuple)):
+        assert len(got) == len(want), where
+        for i, (g, w) in enumerate(zip(got, want)):
+            _assert_same(g, w, f"{where}[{i}]")
+    else:
+        assert got == want, f"{where}: {got!r} != {want!r}"
+
+
+def test_samples_cover_every_message_type() -> None:
+    assert {type(msg) for msg in SAMPLES} == set(typing.get_args(p.Message))
+    assert len(SAMPLES) == len(typing.get_args(p.Message))
+
+
+@pytest.mark.parametrize("msg", SAMPLES, ids=lambda m: type(m).__name__)
+def test_round_trip(msg: p.Message) -> None:
+    _assert_no_defaults(msg, type(msg).__name__)
+    decoded = p.decode(p.encode(msg))
+    assert decoded == msg
+    _assert_same(decoded, msg)
+
+
+def test_enums_travel_as_ints_and_print_openai_names() -> None:
+    out = p.RequestOutput(request_id="r", finish_reason=p.FinishReason.LENGTH)
+    wire = msgspec.msgpack.decode(msgspec.msgpack.encode(out))  # untyped: what is on the wire
+    assert wire[0] == "r" and type(wire[3]) is int and wire[3] == 1
+    assert str(p.FinishReason.LENGTH) == "length"
+    assert all(issubclass(e, enum.IntEnum) for e in (p.FinishReason, p.ErrorCode, p.KvOpKind))
+
+
+def _garbage() -> list[bytes]:
+    valid = p.encode(SAMPLES[0])
+    rng = random.Random(0)
+    return [
+        b"",
+        b"\xc1",  # a byte msgpack never uses
+        valid[: len(valid) // 2],  # truncated
+        valid + b"\x00",  # trailing data
+        msgspec.msgpack.encode(["NoSuchMessage", 1]),  # unknown tag
+        msgspec.msgpack.encode(["Hello", 5]),  # wrong field type
+        msgspec.msgpack.encode(["Hello"]),  # missing required field
+        msgspec.msgpack.encode({"peer": "x"}),  # not array_like
+        msgspec.msgpack.encode(["RequestOutputs", [["r", [], [], 9]]]),  # no such FinishReason
+        # Random bytes, skipping those that hold invalid UTF-8 (see the test below).
+        *(data for data in (rng.randbytes(rng.randrange(1, 64)) for _ in range(300))
+          if not _raises_unicode_error(data)),
+    ]
+
+
+def _raises_unicode_error(data: bytes) -> bool:
+    try:
+        msgspec.msgpack.decode(data)
+    except UnicodeDecodeError:
+        return True
+    except msgspec.DecodeError:
+        pass
+    return False
+
+
+def test_garbage_raises_decode_error() -> None:
+    cases = _garbage()
+    assert len(cases) > 200
+    for data in cases:
+        with pytest.raises(msgspec.DecodeError):
+            p.decode(data)
+
+
+# msgspec 0.22 lets UnicodeDecodeError out of the decoder for a string that is not UTF-8
+# (msgspec/msgspec#714, open), so a receive loop catching msgspec.DecodeError dies on such a
+# frame. The fix belongs in ipc.protocol.decode (re-raise it as msgspec.DecodeError); strict, so
+# this test fails once that is done and the marker must go.
+@pytest.mark.xfail(strict=True, raises=UnicodeDecodeError, reason="msgspec#714, not wrapped")
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x92\xa5Hello\xa2\xff\xfe",  # Hello(peer=<invalid UTF-8>)
+        b"\x92\xa2\xff\xfe\x01",  # invalid UTF-8 tag
+    ],
+    ids=["field", "tag"],
+)
+def test_invalid_utf8_raises_decode_error(data: bytes) -> None:
+    with pytest.raises(msgspec.DecodeError):
+        p.decode(data)
+
+
+def _zmq_round_trip(endpoint: str) -> None:
+    ctx = zmq.Context()
+    router = dealer = None
+    try:
+        router = transport.bind_router(ctx, endpoint)
+        bound = router.getsockopt(zmq.LAST_ENDPOINT).decode()  # resolves tcp "*" ports
+        identity = transport.executor_identity(3)
+        dealer = transport.connect_dealer(ctx, bound, identity)
+        for msg in SAMPLES:
+            transport.send(dealer, msg)
+            assert router.poll(5000), f"router got nothing for {type(msg).__name__}"
+            peer, got = transport.recv_routed(router)
+            assert peer == identity and transport.executor_id_of(peer) == 3
+            _assert_same(got, msg)
+
+            transport.send(router, msg, identity=peer)
+            assert dealer.poll(5000), f"dealer got nothing for {type(msg).__name__}"
+            _assert_same(transport.recv(dealer), msg)
+    finally:
+        for sock in (dealer, router):
+            if sock is not None:
+                sock.close()
+        ctx.term()
+
+
+def test_zmq_round_trip_ipc() -> None:
+    with tempfile.TemporaryDirectory(prefix="ggs-") as run_dir:  # short: ipc paths max ~107 bytes
+        endpoint = transport.ipc_endpoint(run_dir, "scheduler")
+        _zmq_round_trip(endpoint)
+
+
+def test_zmq_round_trip_tcp() -> None:
+    _zmq_round_trip("tcp://127.0.0.1:*")  # ZeroMQ picks a free port
