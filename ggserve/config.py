@@ -28,6 +28,7 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     flash_attn: str = "auto"  # -fa: on / off / auto
     cache_type_k: str = "f16"  # -ctk
     cache_type_v: str = "f16"  # -ctv
+    repack: bool = True  # --no-repack: CPU weight repacking (extra buffer types, incl. AMX)
     executors: int = 1  # data parallel executors (one per GPU; processes on CPU)
     gpus: list[str] = []  # CUDA_VISIBLE_DEVICES value per executor; empty: executor index
     max_queue: int = 256  # waiting requests beyond which new ones get 503

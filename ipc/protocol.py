@@ -338,4 +338,8 @@ def encode(msg: Message) -> bytes:
 
 
 def decode(data: bytes | memoryview) -> Message:
-    return _decoder.decode(data)
+    """Decode one message; any malformed frame raises msgspec.DecodeError."""
+    try:
+        return _decoder.decode(data)
+    except UnicodeDecodeError as exc:  # msgspec lets this escape for invalid UTF-8 in strings
+        raise msgspec.DecodeError(f"invalid UTF-8 in a string: {exc}") from exc

@@ -63,14 +63,14 @@ def send(sock: zmq.Socket, msg: Message, identity: bytes | None = None) -> None:
         sock.send_multipart((identity, payload), copy=False)
 
 
-def recv(sock: zmq.Socket) -> Message:
-    """Receive one message on a DEALER socket."""
-    return decode(sock.recv(copy=False).buffer)
+def recv(sock: zmq.Socket, flags: int = 0) -> Message:
+    """Receive one message on a DEALER socket (zmq.NOBLOCK in flags: raise zmq.Again if none)."""
+    return decode(sock.recv(flags, copy=False).buffer)
 
 
-def recv_routed(sock: zmq.Socket) -> tuple[bytes, Message]:
+def recv_routed(sock: zmq.Socket, flags: int = 0) -> tuple[bytes, Message]:
     """Receive one message on a ROUTER socket: (peer identity, message)."""
-    identity, payload = sock.recv_multipart(copy=False)
+    identity, payload = sock.recv_multipart(flags, copy=False)
     return identity.bytes, decode(payload.buffer)
 
 

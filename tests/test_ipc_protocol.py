@@ -239,7 +239,6 @@ def test_garbage_raises_decode_error() -> None:
 # (msgspec/msgspec#714, open), so a receive loop catching msgspec.DecodeError dies on such a
 # frame. The fix belongs in ipc.protocol.decode (re-raise it as msgspec.DecodeError); strict, so
 # this test fails once that is done and the marker must go.
-@pytest.mark.xfail(strict=True, raises=UnicodeDecodeError, reason="msgspec#714, not wrapped")
 @pytest.mark.parametrize(
     "data",
     [

@@ -1,0 +1,67 @@
+"""A llama_batch whose arrays are numpy buffers, so a step fills it with slice assignments.
+
+llama_batch_init allocates one seq_id array per token, which forces a Python loop per token; here
+all seq ids live in one contiguous int32 buffer and the pointer table is built once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import llama_cpp
+import numpy as np
+
+from ipc.protocol import BatchItem
+
+
+class BatchError(ValueError):
+    """The plan's batch cannot be decoded (llama.cpp would abort or reject it)."""
+
+
+class NumpyBatch:
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.token = np.zeros(capacity, dtype=np.int32)
+        self.pos = np.zeros(capacity, dtype=np.int32)
+        self.n_seq_id = np.ones(capacity, dtype=np.int32)
+        self.seq_id = np.zeros(capacity, dtype=np.int32)
+        self.logits = np.zeros(capacity, dtype=np.int8)
+        int32_p = ctypes.POINTER(ctypes.c_int32)
+        base = self.seq_id.ctypes.data
+        self._seq_ptrs = (int32_p * capacity)(
+            *(ctypes.cast(base + 4 * i, int32_p) for i in range(capacity))
+        )
+        self.struct = llama_cpp.llama_batch()
+        self.struct.token = self.token.ctypes.data_as(int32_p)
+        self.struct.embd = ctypes.POINTER(ctypes.c_float)()
+        self.struct.pos = self.pos.ctypes.data_as(int32_p)
+        self.struct.n_seq_id = self.n_seq_id.ctypes.data_as(int32_p)
+        self.struct.seq_id = self._seq_ptrs
+        self.struct.logits = self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
+
+    def fill(self, items: list[BatchItem], n_vocab: int, n_seq_max: int) -> list[int]:
+        """Lay the items out in order; return the batch index of each sampled item's last token."""
+        n = 0
+        sample_rows: list[int] = []
+        for item in items:
+            k = len(item.token_ids)
+            if k == 0:
+                raise BatchError(f"empty item for sequence {item.seq_id}")
+            if n + k > self.capacity:
+                raise BatchError(f"batch of more than {self.capacity} tokens")
+            if not 0 <= item.seq_id < n_seq_max:
+                raise BatchError(f"sequence id {item.seq_id} out of range")
+            end = n + k
+            self.token[n:end] = item.token_ids
+            self.pos[n:end] = np.arange(item.pos, item.pos + k, dtype=np.int32)
+            self.seq_id[n:end] = item.seq_id
+            self.logits[n:end] = 0
+            if item.sample:
+                self.logits[end - 1] = 1
+                sample_rows.append(end - 1)
+            n = end
+        tokens = self.token[:n]
+        if n and (tokens.min() < 0 or tokens.max() >= n_vocab):
+            raise BatchError("token id out of the vocabulary")
+        self.struct.n_tokens = n
+        return sample_rows

@@ -1,0 +1,198 @@
+"""The executor's model: one llama_model + one llama_context, and the step that runs a StepPlan.
+
+Everything that decides *what* to run lives in the scheduler; this module only applies KV edits,
+decodes one batch and samples. It validates every plan first, because llama.cpp aborts the whole
+process (GGML_ABORT) on some invalid batches and an abort is a dead executor, not an exception.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import time
+
+import llama_cpp
+
+from executor.batch import BatchError, NumpyBatch
+from executor.llama_log import LlamaLogCapture
+from executor.sampling import SeqSampler, logits_view, sample_rows
+from ggserve.config import ServeConfig
+from ipc.protocol import ExecutorInfo, KvOpKind, Sample, StepPlan, StepResult
+
+log = logging.getLogger("executor")
+
+CACHE_TYPES = {
+    "f32": llama_cpp.GGML_TYPE_F32,
+    "f16": llama_cpp.GGML_TYPE_F16,
+    "bf16": 30,  # GGML_TYPE_BF16 (not exported by llama-cpp-python)
+    "iq4_nl": llama_cpp.GGML_TYPE_IQ4_NL,
+    "q8_0": llama_cpp.GGML_TYPE_Q8_0,
+    "q4_0": llama_cpp.GGML_TYPE_Q4_0,
+    "q4_1": llama_cpp.GGML_TYPE_Q4_1,
+    "q5_0": llama_cpp.GGML_TYPE_Q5_0,
+    "q5_1": llama_cpp.GGML_TYPE_Q5_1,
+}
+FLASH_ATTN = {
+    "auto": llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO,
+    "on": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+    "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+}
+
+
+class ModelEngine:
+    def __init__(self, cfg: ServeConfig, executor_id: int) -> None:
+        self.executor_id = executor_id
+        self._log_capture = LlamaLogCapture()
+        llama_cpp.llama_backend_init()
+
+        mparams = llama_cpp.llama_model_default_params()
+        mparams.n_gpu_layers = cfg.n_gpu_layers if cfg.n_gpu_layers >= 0 else 999
+        mparams.use_extra_bufts = cfg.repack
+        log.info("executor %d: loading %s", executor_id, cfg.model)
+        t0 = time.monotonic()
+        self.model = llama_cpp.llama_model_load_from_file(cfg.model.encode(), mparams)
+        if not self.model:
+            raise RuntimeError(f"failed to load model {cfg.model}")
+        self.vocab = llama_cpp.llama_model_get_vocab(self.model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = cfg.ctx_size
+        cparams.n_batch = cfg.batch_size
+        cparams.n_ubatch = min(cfg.ubatch_size, cfg.batch_size)
+        cparams.n_seq_max = cfg.n_parallel
+        cparams.n_threads = cfg.n_threads
+        cparams.n_threads_batch = cfg.threads_batch or cfg.n_threads
+        cparams.kv_unified = True  # batch-invariant attention across sequences (design.md)
+        cparams.swa_full = False  # sliding-window cells per sequence only; see scheduler.policy
+        cparams.flash_attn_type = FLASH_ATTN[cfg.flash_attn]
+        cparams.type_k = CACHE_TYPES[cfg.cache_type_k]
+        cparams.type_v = CACHE_TYPES[cfg.cache_type_v]
+        cparams.no_perf = True
+        self.ctx = llama_cpp.llama_init_from_model(self.model, cparams)
+        if not self.ctx:
+            raise RuntimeError("failed to create the llama.cpp context (out of memory?)")
+        self.memory = llama_cpp.llama_get_memory(self.ctx)
+        self.n_seq_max = llama_cpp.llama_n_seq_max(self.ctx)
+        self.n_batch = llama_cpp.llama_n_batch(self.ctx)
+        self.batch = NumpyBatch(self.n_batch)
+        self.samplers: dict[int, SeqSampler] = {}
+        self.info = self._describe(cfg)
+        log.info(
+            "executor %d: loaded in %.1fs: %s, %d slots, n_ctx %d, KV %.1f MiB, device %s",
+            executor_id,
+            time.monotonic() - t0,
+            self.info.model_desc,
+            self.n_seq_max,
+            self.info.n_ctx,
+            self.info.kv_bytes / 2**20,
+            self.info.device,
+        )
+
+    def _describe(self, cfg: ServeConfig) -> ExecutorInfo:
+        buf = ctypes.create_string_buffer(256)
+        llama_cpp.llama_model_desc(self.model, buf, len(buf))
+        eog = [t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self.vocab, t)]
+        gpu = llama_cpp.llama_supports_gpu_offload() and cfg.n_gpu_layers != 0
+        return ExecutorInfo(
+            executor_id=self.executor_id,
+            model_path=cfg.model,
+            model_desc=buf.value.decode(errors="replace"),
+            n_params=llama_cpp.llama_model_n_params(self.model),
+            model_size_bytes=llama_cpp.llama_model_size(self.model),
+            n_vocab=self.n_vocab,
+            n_ctx=llama_cpp.llama_n_ctx(self.ctx),
+            n_ctx_train=llama_cpp.llama_model_n_ctx_train(self.model),
+            n_swa=llama_cpp.llama_model_n_swa(self.model),
+            n_slots=self.n_seq_max,
+            n_batch=self.n_batch,
+            kv_bytes=self._log_capture.kv_bytes,
+            eog_token_ids=eog,
+            bos_token_id=llama_cpp.llama_vocab_bos(self.vocab),
+            device=f"gpu:{os.environ.get('CUDA_VISIBLE_DEVICES', '0')}" if gpu else "cpu",
+        )
+
+    # ------------------------------------------------------------------ step
+
+    def step(self, plan: StepPlan) -> StepResult:
+        t0 = time.perf_counter()
+        try:
+            samples = self._run(plan)
+            error = None
+        except (BatchError, ValueError, RuntimeError) as exc:
+            log.error("executor %d: step %d failed: %s", self.executor_id, plan.step_id, exc)
+            samples, error = [], str(exc)
+        return StepResult(
+            step_id=plan.step_id,
+            executor_id=self.executor_id,
+            samples=samples,
+            pos_min=self._pos_min(),
+            step_seconds=time.perf_counter() - t0,
+            error=error,
+        )
+
+    def _run(self, plan: StepPlan) -> list[Sample]:
+        for seq in plan.ends:
+            sampler = self.samplers.pop(seq, None)
+            if sampler is not None:
+                sampler.free()
+        self._apply_kv_ops(plan)
+        for start in plan.starts:
+            self._check_seq(start.seq_id)
+            old = self.samplers.pop(start.seq_id, None)
+            if old is not None:
+                old.free()
+            self.samplers[start.seq_id] = SeqSampler(
+                start.sampling, self.vocab, self.n_vocab, start.logprobs, start.history
+            )
+        if not plan.items:
+            return []
+        rows = self.batch.fill(plan.items, self.n_vocab, self.n_seq_max)
+        sampled_items = [item for item in plan.items if item.sample]
+        samplers = []
+        for item in sampled_items:
+            sampler = self.samplers.get(item.seq_id)
+            if sampler is None:
+                raise BatchError(f"sequence {item.seq_id} has no sampler")
+            samplers.append(sampler)
+        rc = llama_cpp.llama_decode(self.ctx, self.batch.struct)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode returned {rc}")
+        if not rows:
+            return []
+        logits = logits_view(self.ctx, len(rows), self.n_vocab)
+        tokens, logprobs = sample_rows(self.ctx, logits, rows, samplers)
+        return [
+            Sample(seq_id=item.seq_id, token_id=token, logprob=lp)
+            for item, token, lp in zip(sampled_items, tokens, logprobs)
+        ]
+
+    def _check_seq(self, seq_id: int) -> None:
+        if not 0 <= seq_id < self.n_seq_max:
+            raise BatchError(f"sequence id {seq_id} out of range")
+
+    def _apply_kv_ops(self, plan: StepPlan) -> None:
+        mem = self.memory
+        for op in plan.kv_ops:
+            self._check_seq(op.seq_id)
+            if op.kind == KvOpKind.CLEAR:
+                llama_cpp.llama_memory_seq_rm(mem, op.seq_id, -1, -1)
+            elif op.kind == KvOpKind.TRUNCATE:
+                llama_cpp.llama_memory_seq_rm(mem, op.seq_id, op.pos, -1)
+            elif op.kind == KvOpKind.COPY:
+                self._check_seq(op.src_seq_id)
+                llama_cpp.llama_memory_seq_rm(mem, op.seq_id, -1, -1)
+                llama_cpp.llama_memory_seq_cp(mem, op.src_seq_id, op.seq_id, 0, op.pos)
+
+    def _pos_min(self) -> list[int]:
+        return [
+            llama_cpp.llama_memory_seq_pos_min(self.memory, s) for s in range(self.n_seq_max)
+        ]
+
+    def close(self) -> None:
+        for sampler in self.samplers.values():
+            sampler.free()
+        self.samplers.clear()
+        llama_cpp.llama_free(self.ctx)
+        llama_cpp.llama_model_free(self.model)

@@ -1,0 +1,40 @@
+"""Route llama.cpp's log lines into Python logging and pick out the facts operators need.
+
+llama.cpp prints a lot at INFO while loading; we keep it at DEBUG, surface warnings and errors,
+and remember the KV buffer sizes it reports (the only exact figure of KV memory it gives).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import re
+
+import llama_cpp
+
+log = logging.getLogger("llama.cpp")
+
+_LEVELS = {2: logging.DEBUG, 3: logging.WARNING, 4: logging.ERROR}  # ggml_log_level
+_KV_SIZE = re.compile(r"KV buffer size\s*=\s*([0-9.]+)\s*MiB")
+
+
+class LlamaLogCapture:
+    """Installs the process-wide llama.cpp log callback (keep the object alive)."""
+
+    def __init__(self) -> None:
+        self.kv_bytes = 0
+        self._pending = ""
+        self._callback = llama_cpp.llama_log_callback(self._on_log)
+        llama_cpp.llama_log_set(self._callback, ctypes.c_void_p(0))
+
+    def _on_log(self, level: int, text: bytes, _user: ctypes.c_void_p) -> None:
+        line = self._pending + text.decode("utf-8", errors="replace")
+        if not line.endswith("\n"):  # llama.cpp continues lines with GGML_LOG_LEVEL_CONT
+            self._pending = line
+            return
+        self._pending = ""
+        line = line.rstrip()
+        match = _KV_SIZE.search(line)
+        if match:
+            self.kv_bytes += int(float(match.group(1)) * 1024 * 1024)
+        log.log(_LEVELS.get(level, logging.DEBUG), "%s", line)

@@ -1,0 +1,166 @@
+"""The ``ggserve`` command: ``serve`` starts the server, ``bench`` load-tests one.
+
+Flag names follow llama-server's wherever the meaning is the same, so its users can switch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+from ggserve.config import ServeConfig
+from ggserve.launcher import ChildFailed, Launcher
+from ggserve.model import resolve_model
+from ggserve.process import setup_logging
+
+log = logging.getLogger("ggserve")
+
+
+def _serve_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve a GGUF model behind the OpenAI API")
+    d = ServeConfig(model="")
+    m = p.add_argument_group("model")
+    m.add_argument("-m", "--model", default="", help="GGUF file (default: embedded Gemma 3 270M)")
+    m.add_argument("-a", "--alias", default="", help="model id shown by the API")
+    m.add_argument("--chat-template-file", default="", help="jinja chat template overriding the GGUF's")
+    e = p.add_argument_group("engine")
+    e.add_argument("-np", "--parallel", type=int, default=d.n_parallel, help="slots per executor")
+    e.add_argument("-c", "--ctx-size", type=int, default=d.ctx_size, help="KV tokens per executor, split over its slots")
+    e.add_argument("-b", "--batch-size", type=int, default=d.batch_size, help="max tokens per step")
+    e.add_argument("-ub", "--ubatch-size", type=int, default=d.ubatch_size)
+    e.add_argument("-t", "--threads", type=int, default=d.threads, help="0: all cores")
+    e.add_argument("-tb", "--threads-batch", type=int, default=d.threads_batch)
+    e.add_argument("-ngl", "--n-gpu-layers", "--gpu-layers", type=int, default=d.n_gpu_layers)
+    e.add_argument("-fa", "--flash-attn", choices=["on", "off", "auto"], default=d.flash_attn)
+    e.add_argument("-ctk", "--cache-type-k", default=d.cache_type_k)
+    e.add_argument("-ctv", "--cache-type-v", default=d.cache_type_v)
+    e.add_argument(
+        "-nr", "--no-repack", dest="repack", action="store_false", default=None,
+        help="no CPU weight repacking (default: off on AMX CPUs, whose llama.cpp path can crash)",
+    )
+    e.add_argument("--repack", dest="repack", action="store_true")
+    e.add_argument("--executors", type=int, default=d.executors, help="data-parallel executors")
+    e.add_argument("--gpus", default="", help="comma-separated CUDA device per executor")
+    e.add_argument("--max-queue", type=int, default=d.max_queue, help="waiting requests before 503")
+    e.add_argument("--no-prefix-cache", action="store_true", help="never reuse cached prefixes")
+    e.add_argument("-s", "--seed", type=int, default=d.seed, help="default sampling seed (-1: random)")
+    h = p.add_argument_group("http")
+    h.add_argument("--host", default=d.host)
+    h.add_argument("--port", type=int, default=d.port)
+    h.add_argument("--http-workers", type=int, default=d.http_workers)
+    h.add_argument("--api-key", action="append", default=[], help="accepted key (repeatable, or comma-separated)")
+    h.add_argument("--api-key-file", default="", help="file with one API key per line")
+    h.add_argument("--metrics-key-required", action="store_true", help="/metrics needs an API key too")
+    h.add_argument("--ssl-keyfile", "--ssl-key-file", default="")
+    h.add_argument("--ssl-certfile", "--ssl-cert-file", default="")
+    h.add_argument("--max-body-size", type=int, default=d.max_body_size, help="bytes")
+    o = p.add_argument_group("operations")
+    o.add_argument("--run-dir", default="", help="directory for sockets (default: a new temp dir)")
+    o.add_argument("--log-level", default=d.log_level, choices=["debug", "info", "warning", "error"])
+
+
+def _api_keys(args: argparse.Namespace) -> list[str]:
+    keys = [k.strip() for value in args.api_key for k in value.split(",") if k.strip()]
+    if args.api_key_file:
+        with open(args.api_key_file, encoding="utf-8") as f:
+            keys += [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    return keys
+
+
+def _cpu_has_amx() -> bool:
+    """llama.cpp's AMX kernels (picked with repacking) segfault where the hypervisor does not
+    expose AMX tile state, as on this project's CI VMs; repacking is then off unless asked."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            return " amx_tile" in f.read()
+    except OSError:
+        return False
+
+
+def config_from_args(args: argparse.Namespace) -> ServeConfig:
+    if args.parallel < 1 or args.executors < 1:
+        raise SystemExit("ggserve: --parallel and --executors must be at least 1")
+    if args.ctx_size < args.parallel * 16:
+        raise SystemExit(f"ggserve: --ctx-size {args.ctx_size} is too small for {args.parallel} slots")
+    if args.batch_size < args.parallel:
+        raise SystemExit("ggserve: --batch-size must be at least --parallel (one decode token per slot)")
+    if bool(args.ssl_keyfile) != bool(args.ssl_certfile):
+        raise SystemExit("ggserve: --ssl-keyfile and --ssl-certfile go together")
+    return ServeConfig(
+        model=resolve_model(args.model),
+        alias=args.alias,
+        chat_template_file=args.chat_template_file,
+        n_parallel=args.parallel,
+        ctx_size=args.ctx_size,
+        batch_size=args.batch_size,
+        ubatch_size=args.ubatch_size,
+        threads=args.threads,
+        threads_batch=args.threads_batch,
+        n_gpu_layers=args.n_gpu_layers,
+        flash_attn=args.flash_attn,
+        cache_type_k=args.cache_type_k,
+        cache_type_v=args.cache_type_v,
+        repack=_cpu_has_amx() is False if args.repack is None else args.repack,
+        executors=args.executors,
+        gpus=[g for g in args.gpus.split(",") if g],
+        max_queue=args.max_queue,
+        prefix_cache=not args.no_prefix_cache,
+        seed=args.seed,
+        host=args.host,
+        port=args.port,
+        http_workers=args.http_workers,
+        api_keys=_api_keys(args),
+        metrics_key_required=args.metrics_key_required,
+        ssl_keyfile=args.ssl_keyfile,
+        ssl_certfile=args.ssl_certfile,
+        max_body_size=args.max_body_size,
+        run_dir=args.run_dir,
+        log_level=args.log_level,
+    )
+
+
+def serve(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level, "ggserve")
+    cfg = config_from_args(args)
+    launcher = Launcher(cfg)
+    signal.signal(signal.SIGINT, launcher.request_stop)
+    signal.signal(signal.SIGTERM, launcher.request_stop)
+    try:
+        info = launcher.start()
+    except ChildFailed as exc:
+        log.error("start-up failed: %s", exc)
+        launcher.shutdown()
+        return 1
+    ex = info.executors[0]
+    log.info(
+        "model %s (%s, %.0fM params, %.0f MiB) as '%s'",
+        cfg.model, ex.model_desc, ex.n_params / 1e6, ex.model_size_bytes / 2**20, info.model_alias,
+    )
+    log.info(
+        "%d executor(s) x %d slots, %d tokens of context per slot, batch %d, KV %.1f MiB per executor",
+        info.n_executors, info.n_slots, info.n_ctx_slot, info.n_batch, ex.kv_bytes / 2**20,
+    )
+    log.info("listening on %s://%s:%d", launcher.scheme, cfg.host, cfg.port)
+    code = launcher.supervise()
+    launcher.shutdown()
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "bench":
+        from bench.cli import main as bench_main
+
+        return bench_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="ggserve", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(sub)
+    sub.add_parser("bench", help="load-test an OpenAI-compatible server (ggserve bench --help)")
+    args = parser.parse_args(argv)
+    return serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

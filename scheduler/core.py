@@ -1,0 +1,373 @@
+"""The scheduler's state machine, free of sockets so it can be driven by tests.
+
+The loop (scheduler.loop) feeds it messages and asks it for the next StepPlan of each idle
+executor; it accumulates the RequestOutputs to send to each frontend peer. Every request ends
+in exactly one terminal output (stop, length, abort or error) and frees its slot.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+
+from ipc.protocol import (
+    AddRequest,
+    BatchItem,
+    EngineError,
+    EngineStats,
+    ErrorCode,
+    ExecutorInfo,
+    FinishReason,
+    KvOp,
+    KvOpKind,
+    RequestOutput,
+    RequestStats,
+    SeqStart,
+    SlotState,
+    StepPlan,
+    StepResult,
+    TokenLogprob,
+)
+from scheduler import policy
+from scheduler.request import Request, Status
+from scheduler.slots import Slot
+
+log = logging.getLogger("scheduler")
+
+
+class ExecutorState:
+    """The scheduler's view of one executor: its slots, running requests and the plan in flight."""
+
+    def __init__(self, executor_id: int, info: ExecutorInfo) -> None:
+        self.id = executor_id
+        self.info = info
+        self.alive = True
+        self.slots = [Slot(executor_id, s) for s in range(info.n_slots)]
+        self.running: list[Request] = []  # admission order
+        self.in_flight: dict[int, Request] | None = None  # seq -> request of the step running
+        self.kv_ops: list[KvOp] = []
+        self.starts: list[SeqStart] = []
+        self.ends: list[int] = []
+        self.n_ctx_slot = info.n_ctx // info.n_slots
+
+    @property
+    def idle(self) -> bool:
+        return self.alive and self.in_flight is None
+
+
+class Scheduler:
+    def __init__(
+        self, n_executors: int, max_queue: int, prefix_cache: bool = True, n_batch: int = 512
+    ) -> None:
+        self.n_executors = n_executors
+        self.max_queue = max_queue
+        self.prefix_cache = prefix_cache
+        self.n_batch = n_batch
+        self.executors: dict[int, ExecutorState] = {}
+        self.waiting: collections.deque[Request] = collections.deque()
+        self.requests: dict[str, Request] = {}  # every unfinished request
+        self.outputs: dict[bytes, list[RequestOutput]] = collections.defaultdict(list)
+        self._step_ids = 0
+        self.counters = collections.Counter[str]()
+        self.step_seconds = 0.0
+
+    # ------------------------------------------------------------------ executors
+
+    @property
+    def ready(self) -> bool:
+        return len(self.executors) == self.n_executors
+
+    @property
+    def n_ctx_slot(self) -> int:
+        return min(e.n_ctx_slot for e in self.executors.values())
+
+    def executor_ready(self, info: ExecutorInfo) -> None:
+        self.executors[info.executor_id] = ExecutorState(info.executor_id, info)
+        self.n_batch = min(self.n_batch, info.n_batch)
+
+    def executor_failed(self, executor_id: int, message: str) -> None:
+        """The executor is gone: fail what ran on it; fail the queue if no executor is left."""
+        ex = self.executors.get(executor_id)
+        if ex is None or not ex.alive:
+            return
+        log.error("executor %d failed: %s", executor_id, message)
+        ex.alive = False
+        ex.in_flight = None
+        error = EngineError(ErrorCode.EXECUTOR_FAILED, f"executor {executor_id} failed: {message}")
+        for req in list(ex.running):
+            self._finish(req, FinishReason.ERROR, error)
+        if not any(e.alive for e in self.executors.values()):
+            self.fail_all(error)
+
+    def fail_all(self, error: EngineError) -> None:
+        for req in list(self.waiting):
+            self._finish(req, FinishReason.ERROR, error)
+        for ex in self.executors.values():
+            for req in list(ex.running):
+                self._finish(req, FinishReason.ERROR, error)
+
+    # ------------------------------------------------------------------ requests
+
+    def add_request(self, msg: AddRequest, peer: bytes, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        rejection = self._validate(msg)
+        if rejection is not None:
+            self.counters["rejected"] += 1
+            self.outputs[peer].append(
+                RequestOutput(msg.request_id, finish_reason=FinishReason.ERROR, error=rejection)
+            )
+            return
+        room = self.n_ctx_slot - len(msg.prompt_token_ids)
+        max_tokens = room if msg.max_tokens < 0 else min(msg.max_tokens, room)
+        req = Request(msg, peer, max_tokens, now)
+        self.requests[req.id] = req
+        self.waiting.append(req)
+
+    def _validate(self, msg: AddRequest) -> EngineError | None:
+        if not self.ready or not any(e.alive for e in self.executors.values()):
+            return EngineError(ErrorCode.SHUTTING_DOWN, "no executor is available")
+        if msg.request_id in self.requests:
+            return EngineError(ErrorCode.INVALID_REQUEST, f"duplicate request id {msg.request_id}")
+        prompt = msg.prompt_token_ids
+        if not prompt:
+            return EngineError(ErrorCode.INVALID_REQUEST, "the prompt is empty")
+        n_vocab = min(e.info.n_vocab for e in self.executors.values())
+        if min(prompt) < 0 or max(prompt) >= n_vocab:
+            return EngineError(ErrorCode.INVALID_REQUEST, f"prompt token out of range [0, {n_vocab})")
+        if len(prompt) >= self.n_ctx_slot:
+            return EngineError(
+                ErrorCode.INVALID_REQUEST,
+                f"the prompt has {len(prompt)} tokens; a slot holds {self.n_ctx_slot}",
+            )
+        if len(self.waiting) >= self.max_queue:
+            return EngineError(ErrorCode.OVERLOADED, f"{len(self.waiting)} requests are waiting")
+        return None
+
+    def abort(self, request_ids: list[str]) -> None:
+        for rid in request_ids:
+            req = self.requests.get(rid)
+            if req is not None:
+                self._finish(req, FinishReason.ABORT)
+
+    def abort_peer(self, peer: bytes) -> None:
+        """A frontend worker disappeared: abort everything it owned."""
+        self.abort([r.id for r in self.requests.values() if r.peer == peer])
+
+    # ------------------------------------------------------------------ steps
+
+    def next_plan(self, executor_id: int, now: float | None = None) -> StepPlan | None:
+        """Admit waiting requests and build the executor's next step; None when it has no work."""
+        now = time.monotonic() if now is None else now
+        ex = self.executors[executor_id]
+        if not ex.idle:
+            return None
+        self._admit(ex, now)
+        chosen = policy.plan_batch(ex.running, self.n_batch)
+        if not chosen and not ex.kv_ops and not ex.ends:
+            return None
+        items: list[BatchItem] = []
+        in_flight: dict[int, Request] = {}
+        for req, n in chosen:
+            slot = req.slot
+            if req.status == Status.DECODE:
+                tokens = [req.pending_token]
+                sample = True
+            else:
+                tokens = req.prompt[req.n_computed : req.n_computed + n]
+                sample = req.n_computed + n == len(req.prompt)
+            items.append(BatchItem(slot.seq_id, tokens, req.n_computed, sample))
+            req.n_computed += n
+            slot.tokens.extend(tokens)
+            slot.last_used = now
+            in_flight[slot.seq_id] = req
+        self._step_ids += 1
+        plan = StepPlan(self._step_ids, ex.kv_ops, ex.starts, ex.ends, items)
+        ex.kv_ops, ex.starts, ex.ends = [], [], []
+        ex.in_flight = in_flight
+        return plan
+
+    def _admit(self, ex: ExecutorState, now: float) -> None:
+        """Move waiting requests (oldest first) into this executor's free slots."""
+        if not self.waiting or all(s.busy for s in ex.slots):
+            return
+        candidates = {e.id: e.slots for e in self.executors.values() if e.alive}
+        n_swa = ex.info.n_swa
+        for req in list(self.waiting):
+            reuse_allowed = self.prefix_cache and req.cache_prompt
+            target = policy.choose_executor(candidates, req.prompt, n_swa, reuse_allowed)
+            if target is None:
+                break  # no free slot anywhere
+            if target != ex.id:
+                continue  # placed when that executor plans its next step
+            placement = policy.place(ex.slots, req.prompt, n_swa, reuse_allowed)
+            if placement is None:
+                break
+            self.waiting.remove(req)
+            self._start(ex, req, placement, now)
+            if all(s.busy for s in ex.slots):
+                break
+
+    def _start(self, ex: ExecutorState, req: Request, placement: policy.Placement, now: float) -> None:
+        slot = placement.slot
+        seq = slot.seq_id
+        if placement.source is not None:
+            ex.kv_ops.append(KvOp(KvOpKind.COPY, seq, placement.reuse, placement.source.seq_id))
+            slot.tokens = placement.source.tokens[: placement.reuse]
+        elif placement.reuse < len(slot.tokens):
+            ex.kv_ops.append(KvOp(KvOpKind.TRUNCATE, seq, placement.reuse))
+            del slot.tokens[placement.reuse :]
+        ex.starts.append(SeqStart(seq, req.sampling, req.logprobs))
+        slot.request = req
+        slot.last_used = now
+        req.slot = slot
+        req.status = Status.PREFILL
+        req.n_computed = req.n_cached = placement.reuse
+        req.t_admitted = now
+        ex.running.append(req)
+
+    def step_result(self, result: StepResult, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        ex = self.executors.get(result.executor_id)
+        if ex is None or not ex.alive or ex.in_flight is None:
+            return
+        in_flight, ex.in_flight = ex.in_flight, None
+        self.counters["steps"] += 1
+        self.step_seconds += result.step_seconds
+        for slot, pos_min in zip(ex.slots, result.pos_min):
+            slot.pos_min = pos_min
+        if result.error is not None:
+            error = EngineError(ErrorCode.EXECUTOR_FAILED, f"decode failed: {result.error}")
+            for seq, req in in_flight.items():
+                if req.status == Status.FINISHED:
+                    self._evict(ex, ex.slots[seq])
+                else:
+                    self._finish(req, FinishReason.ERROR, error)  # also evicts its slot
+            return
+        for sample in result.samples:
+            req = in_flight.get(sample.seq_id)
+            if req is not None and req.status != Status.FINISHED:
+                self._on_token(req, sample.token_id, sample.logprob, now)
+
+    def _on_token(self, req: Request, token: int, logprob: TokenLogprob | None, now: float) -> None:
+        if req.status == Status.PREFILL:
+            req.status = Status.DECODE
+            req.t_first_token = now
+        req.t_last_token = now
+        req.output_ids.append(token)
+        ex = self.executors[req.slot.executor_id]
+        is_stop = token in req.stop_token_ids or (
+            not req.ignore_eos and token in ex.info.eog_token_ids
+        )
+        if is_stop:
+            self._finish(req, FinishReason.STOP)  # the stop token itself is not output
+            return
+        out = RequestOutput(req.id, [token], [logprob] if logprob is not None else [])
+        if len(req.output_ids) >= req.max_tokens or req.n_computed >= ex.n_ctx_slot:
+            self._finish(req, FinishReason.LENGTH, out=out)
+            return
+        req.pending_token = token
+        self.outputs[req.peer].append(out)
+
+    # ------------------------------------------------------------------ endings
+
+    def _finish(
+        self,
+        req: Request,
+        reason: FinishReason,
+        error: EngineError | None = None,
+        out: RequestOutput | None = None,
+    ) -> None:
+        if req.status == Status.FINISHED:
+            return
+        if req.status == Status.WAITING:
+            self.waiting.remove(req)
+        elif req.slot is not None:
+            ex = self.executors[req.slot.executor_id]
+            ex.running.remove(req)
+            slot = req.slot
+            slot.request = None
+            if ex.alive:
+                ex.ends.append(slot.seq_id)
+            if error is not None:
+                self._evict(ex, slot)
+        req.status = Status.FINISHED
+        del self.requests[req.id]
+        out = out or RequestOutput(req.id)
+        out.finish_reason = reason
+        out.error = error
+        out.stats = self._stats_of(req)
+        self.outputs[req.peer].append(out)
+        self._count(req, reason)
+
+    def _evict(self, ex: ExecutorState, slot: Slot) -> None:
+        slot.tokens = []
+        if ex.alive:
+            ex.kv_ops.append(KvOp(KvOpKind.CLEAR, slot.seq_id))
+
+    def _count(self, req: Request, reason: FinishReason) -> None:
+        name = {FinishReason.ABORT: "aborted", FinishReason.ERROR: "failed"}.get(reason, "finished")
+        self.counters[name] += 1
+        self.counters["prompt_tokens"] += len(req.prompt) if req.t_admitted else 0
+        self.counters["prompt_tokens_cached"] += req.n_cached
+        self.counters["prompt_tokens_evaluated"] += max(0, min(req.n_computed, len(req.prompt)) - req.n_cached)
+        self.counters["generated_tokens"] += len(req.output_ids)
+
+    @staticmethod
+    def _stats_of(req: Request) -> RequestStats:
+        slot = req.slot
+        admitted = req.t_admitted or req.t_arrival
+        first = req.t_first_token or admitted
+        return RequestStats(
+            n_prompt_tokens=len(req.prompt),
+            n_cached_tokens=req.n_cached,
+            n_evaluated_prompt_tokens=max(0, min(req.n_computed, len(req.prompt)) - req.n_cached),
+            n_generated_tokens=len(req.output_ids),
+            queue_ms=(admitted - req.t_arrival) * 1000,
+            prefill_ms=(first - admitted) * 1000,
+            decode_ms=((req.t_last_token or first) - first) * 1000,
+            executor_id=slot.executor_id if slot else -1,
+            slot_id=slot.seq_id if slot else -1,
+        )
+
+    # ------------------------------------------------------------------ reporting
+
+    def take_outputs(self) -> dict[bytes, list[RequestOutput]]:
+        outputs, self.outputs = self.outputs, collections.defaultdict(list)
+        return outputs
+
+    def has_work(self, executor_id: int) -> bool:
+        ex = self.executors[executor_id]
+        return bool(ex.running or ex.kv_ops or ex.ends or self.waiting)
+
+    def stats(self, token: int = 0) -> EngineStats:
+        slots = [
+            SlotState(
+                slot_id=s.seq_id,
+                executor_id=ex.id,
+                busy=s.busy,
+                request_id=s.request.id if s.request else "",
+                n_cached_tokens=len(s.tokens),
+                n_prompt_tokens=len(s.request.prompt) if s.request else 0,
+                n_generated_tokens=len(s.request.output_ids) if s.request else 0,
+            )
+            for ex in self.executors.values()
+            for s in ex.slots
+        ]
+        c = self.counters
+        return EngineStats(
+            token=token,
+            slots=slots,
+            n_waiting=len(self.waiting),
+            n_running=sum(len(ex.running) for ex in self.executors.values()),
+            requests_finished=c["finished"],
+            requests_aborted=c["aborted"],
+            requests_failed=c["failed"],
+            requests_rejected=c["rejected"],
+            prompt_tokens_total=c["prompt_tokens"],
+            prompt_tokens_evaluated_total=c["prompt_tokens_evaluated"],
+            prompt_tokens_cached_total=c["prompt_tokens_cached"],
+            generated_tokens_total=c["generated_tokens"],
+            steps_total=c["steps"],
+            step_seconds_total=self.step_seconds,
+        )

@@ -1,0 +1,107 @@
+"""Scheduling policy, apart from the loop that runs it: where a request goes, what runs each step.
+
+- Placement: a waiting request goes to the executor holding the longest reusable prefix of its
+  prompt (prefix affinity), otherwise to the least loaded one; inside the executor it takes the
+  free slot that already holds its prefix, or a free slot into which a busy slot's prefix is
+  copied, or the empty / least recently used free slot (evicting that slot's cached prefix).
+- Batching: every decoding request gets its one token first; the rest of the step's token
+  budget goes to prompt chunks in admission order, so the oldest prefill always advances and no
+  request starves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from scheduler.request import Request, Status
+from scheduler.slots import Slot, common_prefix_len
+
+# Prefixes shorter than this do not pull a request to an executor (every prompt shares BOS and
+# the chat template's first tokens).
+AFFINITY_MIN_TOKENS = 16
+
+
+@dataclass
+class Placement:
+    slot: Slot  # the free slot the request runs on
+    reuse: int  # prompt tokens whose KV is reused
+    source: Slot | None  # slot to copy the prefix from; None: the slot's own cache
+
+
+def reusable_prefix(slot: Slot, prompt: list[int], n_swa: int) -> int:
+    """How many leading prompt tokens of ``slot``'s cache can be reused by a new request.
+
+    At least one prompt token is always evaluated (its logits give the first sampled token). With
+    sliding-window attention, continuing at position q needs the window cells before q, which
+    llama.cpp may already have overwritten: only reuse if they are all still there.
+    """
+    if not slot.tokens:
+        return 0
+    m = min(common_prefix_len(slot.tokens, prompt), len(prompt) - 1)
+    if m <= 0:
+        return 0
+    if n_swa > 0 and slot.pos_min > max(0, m - n_swa):
+        return 0
+    return m
+
+
+def place(slots: list[Slot], prompt: list[int], n_swa: int, reuse_allowed: bool) -> Placement | None:
+    free = [s for s in slots if not s.busy]
+    if not free:
+        return None
+    if not reuse_allowed:
+        return Placement(_victim(free), 0, None)
+    own = max(free, key=lambda s: reusable_prefix(s, prompt, n_swa))
+    own_reuse = reusable_prefix(own, prompt, n_swa)
+    busy = [s for s in slots if s.busy]
+    donor = max(busy, key=lambda s: reusable_prefix(s, prompt, n_swa), default=None)
+    donor_reuse = reusable_prefix(donor, prompt, n_swa) if donor is not None else 0
+    if donor is not None and donor_reuse > own_reuse:
+        return Placement(_victim(free), donor_reuse, donor)
+    if own_reuse > 0:
+        return Placement(own, own_reuse, None)
+    return Placement(_victim(free), 0, None)
+
+
+def _victim(free: list[Slot]) -> Slot:
+    """Empty slots first, then the least recently used cached prefix is evicted."""
+    return min(free, key=lambda s: (len(s.tokens) > 0, s.last_used))
+
+
+def best_prefix(slots: list[Slot], prompt: list[int], n_swa: int) -> int:
+    return max((reusable_prefix(s, prompt, n_swa) for s in slots), default=0)
+
+
+def choose_executor(
+    candidates: dict[int, list[Slot]], prompt: list[int], n_swa: int, reuse_allowed: bool
+) -> int | None:
+    """Executor for a request among those with a free slot: prefix affinity, then least load."""
+    open_ = {e: slots for e, slots in candidates.items() if any(not s.busy for s in slots)}
+    if not open_:
+        return None
+    if reuse_allowed:
+        affinity = {e: best_prefix(slots, prompt, n_swa) for e, slots in open_.items()}
+        best = max(affinity, key=lambda e: affinity[e])
+        if affinity[best] >= AFFINITY_MIN_TOKENS:
+            return best
+    return min(open_, key=lambda e: (sum(s.busy for s in open_[e]), e))
+
+
+def plan_batch(running: list[Request], budget: int) -> list[tuple[Request, int]]:
+    """(request, number of tokens) for this step: decodes first, then prompt chunks, in order.
+
+    ``running`` is in admission order. A prompt chunk that completes the prompt is sampled.
+    """
+    chosen: list[tuple[Request, int]] = []
+    for req in running:
+        if req.status == Status.DECODE and budget > 0:
+            chosen.append((req, 1))
+            budget -= 1
+    for req in running:
+        if budget <= 0:
+            break
+        if req.status == Status.PREFILL and req.prompt_remaining > 0:
+            n = min(req.prompt_remaining, budget)
+            chosen.append((req, n))
+            budget -= n
+    return chosen

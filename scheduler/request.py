@@ -1,0 +1,47 @@
+"""A request's life inside the scheduler: an explicit state machine plus its token bookkeeping."""
+
+from __future__ import annotations
+
+import enum
+
+from ipc.protocol import AddRequest, SamplingParams
+
+
+class Status(enum.IntEnum):
+    WAITING = 0  # in the queue, no slot
+    PREFILL = 1  # has a slot; prompt not yet fully in the KV cache
+    DECODE = 2  # generating; ``pending_token`` is the next token to feed
+    FINISHED = 3
+
+
+class Request:
+    __slots__ = (
+        "id", "peer", "prompt", "max_tokens", "sampling", "stop_token_ids", "ignore_eos",
+        "logprobs", "cache_prompt", "status", "output_ids", "slot", "n_computed", "n_cached",
+        "pending_token", "t_arrival", "t_admitted", "t_first_token", "t_last_token",
+    )  # fmt: skip
+
+    def __init__(self, msg: AddRequest, peer: bytes, max_tokens: int, now: float) -> None:
+        self.id: str = msg.request_id
+        self.peer = peer  # frontend worker that owns the request
+        self.prompt: list[int] = msg.prompt_token_ids
+        self.max_tokens = max_tokens
+        self.sampling: SamplingParams = msg.sampling
+        self.stop_token_ids = frozenset(msg.stop_token_ids)
+        self.ignore_eos = msg.ignore_eos
+        self.logprobs = msg.logprobs
+        self.cache_prompt = msg.cache_prompt
+        self.status = Status.WAITING
+        self.output_ids: list[int] = []
+        self.slot = None  # scheduler.slots.Slot while running
+        self.n_computed = 0  # tokens of this request (prompt, then output) in the KV cache
+        self.n_cached = 0  # prompt tokens reused from the prefix cache
+        self.pending_token = -1
+        self.t_arrival = now
+        self.t_admitted = 0.0
+        self.t_first_token = 0.0
+        self.t_last_token = 0.0
+
+    @property
+    def prompt_remaining(self) -> int:
+        return len(self.prompt) - self.n_computed
