@@ -1,0 +1,94 @@
+"""Shared fixtures: real ggserve servers on the embedded default model.
+
+One server runs at a time (2-core machines): ``server`` lives for one test module, and
+``start_server`` starts a private one with other flags for tests that need them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+DEFAULT_ARGS = ("-np", "4", "-c", "2048", "-t", "2")
+START_TIMEOUT = 180.0
+
+
+@dataclass
+class ServerHandle:
+    proc: subprocess.Popen
+    port: int
+    log_path: str
+    scheme: str = "http"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def start_server(*extra_args: str, ready: bool = True) -> Iterator[ServerHandle]:
+    """Run ``ggserve serve`` with DEFAULT_ARGS overridden by ``extra_args``; wait for /health."""
+    port = free_port()
+    log_file = tempfile.NamedTemporaryFile("w", prefix="ggserve-test-", suffix=".log", delete=False)
+    args = [sys.executable, "-m", "ggserve", "serve", "--port", str(port), *DEFAULT_ARGS, *extra_args]
+    proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    handle = ServerHandle(proc, port, log_file.name, "https" if "--ssl-certfile" in extra_args else "http")
+    try:
+        if ready:
+            _wait_ready(handle)
+        yield handle
+    finally:
+        _stop(proc)
+        log_file.close()
+        os.unlink(log_file.name)
+
+
+def _wait_ready(handle: ServerHandle) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if handle.proc.poll() is not None:
+            raise RuntimeError(f"ggserve exited with {handle.proc.returncode}:\n{handle.log()}")
+        try:
+            if httpx.get(f"{handle.base_url}/health", timeout=2, verify=False).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"ggserve did not become ready:\n{handle.log()}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerHandle]:
+    with start_server() as handle:
+        yield handle
