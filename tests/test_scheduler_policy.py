@@ -1,0 +1,344 @@
+"""Scheduler policy and state machine, driven by a fake executor that simulates the KV cache.
+
+The fake checks every plan the way llama.cpp would (contiguous positions per sequence, batch
+size, copies only into empty sequences) and samples deterministic tokens, so these tests pin
+down the batching policy without a model: token budget, decode priority, chunked prefill,
+fairness, prefix reuse and eviction, aborts and failures.
+"""
+
+from __future__ import annotations
+
+from ipc.protocol import (
+    AddRequest,
+    ErrorCode,
+    ExecutorInfo,
+    FinishReason,
+    KvOpKind,
+    RequestOutput,
+    Sample,
+    SamplingParams,
+    StepPlan,
+    StepResult,
+)
+from scheduler.core import Scheduler
+from scheduler.slots import common_prefix_len
+
+EOS = 1
+VOCAB = 10_000
+
+
+def info(n_slots: int = 4, n_ctx: int = 4096, n_swa: int = 0, executor_id: int = 0) -> ExecutorInfo:
+    return ExecutorInfo(
+        executor_id=executor_id, model_path="fake.gguf", model_desc="fake", n_params=1,
+        model_size_bytes=1, n_vocab=VOCAB, n_ctx=n_ctx, n_ctx_train=n_ctx, n_swa=n_swa,
+        n_slots=n_slots, n_batch=512, kv_bytes=0, eog_token_ids=[EOS],
+    )  # fmt: skip
+
+
+class FakeExecutor:
+    """Applies plans to a simulated KV cache (a token list per sequence) and samples 7, 8, 9..."""
+
+    def __init__(self, executor_id: int, n_slots: int, n_batch: int) -> None:
+        self.id = executor_id
+        self.n_batch = n_batch
+        self.kv: list[list[int]] = [[] for _ in range(n_slots)]
+        self.samplers: set[int] = set()
+        self.plans: list[StepPlan] = []
+
+    def run(self, plan: StepPlan) -> StepResult:
+        self.plans.append(plan)
+        for seq in plan.ends:
+            self.samplers.discard(seq)
+        for op in plan.kv_ops:
+            if op.kind == KvOpKind.CLEAR:
+                self.kv[op.seq_id] = []
+            elif op.kind == KvOpKind.TRUNCATE:
+                del self.kv[op.seq_id][op.pos :]
+            else:
+                assert len(self.kv[op.src_seq_id]) >= op.pos
+                self.kv[op.seq_id] = self.kv[op.src_seq_id][: op.pos]
+        for start in plan.starts:
+            self.samplers.add(start.seq_id)
+        assert sum(len(i.token_ids) for i in plan.items) <= self.n_batch
+        assert len({i.seq_id for i in plan.items}) == len(plan.items)
+        samples = []
+        for item in plan.items:
+            assert item.pos == len(self.kv[item.seq_id]), "positions must continue the sequence"
+            self.kv[item.seq_id].extend(item.token_ids)
+            if item.sample:
+                assert item.seq_id in self.samplers
+                samples.append(Sample(item.seq_id, 7 + len(self.kv[item.seq_id]) % 50))
+        pos_min = [0 if kv else -1 for kv in self.kv]
+        return StepResult(plan.step_id, self.id, samples, pos_min, step_seconds=0.01)
+
+
+class Harness:
+    def __init__(self, n_slots: int = 4, n_batch: int = 64, n_executors: int = 1, **kw) -> None:
+        self.sched = Scheduler(n_executors, max_queue=kw.pop("max_queue", 64), n_batch=n_batch)
+        self.fakes = []
+        for e in range(n_executors):
+            self.sched.executor_ready(info(n_slots=n_slots, executor_id=e, **kw))
+            self.fakes.append(FakeExecutor(e, n_slots, n_batch))
+        self.outputs: dict[str, list[RequestOutput]] = {}
+
+    def add(self, rid: str, prompt: list[int], max_tokens: int = 4, **kw) -> None:
+        params = SamplingParams(temperature=0)
+        self.sched.add_request(AddRequest(rid, prompt, max_tokens, params, **kw), b"peer")
+        self._collect()
+
+    def step(self) -> list[StepPlan]:
+        """One step of every executor that has work; returns the plans run."""
+        plans = []
+        for fake in self.fakes:
+            plan = self.sched.next_plan(fake.id)
+            if plan is not None:
+                plans.append(plan)
+                self.sched.step_result(fake.run(plan))
+        self._collect()
+        return plans
+
+    def run_until_idle(self, max_steps: int = 500) -> int:
+        for n in range(max_steps):
+            if not self.step():
+                return n
+        raise AssertionError("the scheduler never went idle")
+
+    def _collect(self) -> None:
+        for outs in self.sched.take_outputs().values():
+            for out in outs:
+                self.outputs.setdefault(out.request_id, []).append(out)
+
+    def final(self, rid: str) -> RequestOutput:
+        last = self.outputs[rid][-1]
+        assert last.finish_reason is not None
+        return last
+
+    def tokens(self, rid: str) -> list[int]:
+        return [t for out in self.outputs[rid] for t in out.token_ids]
+
+
+def prompt(n: int, start: int = 100) -> list[int]:
+    return list(range(start, start + n))
+
+
+def test_common_prefix_len_matches_a_plain_scan() -> None:
+    a = prompt(100)
+    for cut in (0, 1, 37, 99, 100):
+        b = a[:cut] + [5] * 10
+        assert common_prefix_len(a, b) == cut
+    assert common_prefix_len(a, a[:50]) == 50
+    assert common_prefix_len([], a) == 0
+
+
+def test_every_request_finishes_with_exactly_max_tokens() -> None:
+    h = Harness(n_slots=2)
+    for i in range(5):  # more requests than slots: the rest wait in the queue
+        h.add(f"r{i}", prompt(10, 100 * (i + 1)), max_tokens=6)
+    h.run_until_idle()
+    for i in range(5):
+        final = h.final(f"r{i}")
+        assert final.finish_reason == FinishReason.LENGTH
+        assert len(h.tokens(f"r{i}")) == 6
+        assert final.stats.n_generated_tokens == 6
+        assert sum(1 for o in h.outputs[f"r{i}"] if o.finish_reason is not None) == 1
+
+
+def test_decodes_come_first_and_prefill_gets_the_rest_of_the_token_budget() -> None:
+    h = Harness(n_slots=4, n_batch=32)
+    for i in range(3):
+        h.add(f"d{i}", prompt(5, 100 * (i + 1)), max_tokens=50)
+    h.step()  # the three prompts prefill together
+    h.add("long", prompt(100, 500), max_tokens=2)
+    (plan,) = h.step()
+    assert [len(i.token_ids) for i in plan.items] == [1, 1, 1, 29]
+    assert all(i.sample for i in plan.items[:3]) and not plan.items[3].sample
+
+
+def test_long_prompt_is_prefilled_in_chunks_and_sampled_once_complete() -> None:
+    h = Harness(n_slots=1, n_batch=32)
+    h.add("p", prompt(100), max_tokens=1)
+    chunks = []
+    while True:
+        plans = h.step()
+        if not plans or not plans[0].items:
+            break
+        chunks += [(len(i.token_ids), i.sample) for i in plans[0].items]
+    assert chunks == [(32, False), (32, False), (32, False), (4, True)]
+    assert h.final("p").stats.n_evaluated_prompt_tokens == 100
+
+
+def test_oldest_prefill_advances_first_and_no_request_starves() -> None:
+    h = Harness(n_slots=2, n_batch=16)
+    h.add("old", prompt(40, 100), max_tokens=3)
+    h.add("new", prompt(40, 300), max_tokens=3)
+    (plan,) = h.step()
+    assert [i.seq_id for i in plan.items] == [0]  # the whole budget goes to the oldest prompt
+    # a steady stream of arrivals: every request still finishes, in bounded steps
+    for i in range(20):
+        h.add(f"s{i}", prompt(12, 1000 + 20 * i), max_tokens=5)
+        h.step()
+    h.run_until_idle()
+    for rid in ["old", "new"] + [f"s{i}" for i in range(20)]:
+        assert h.final(rid).finish_reason == FinishReason.LENGTH
+
+
+def test_eos_stops_unless_ignore_eos() -> None:
+    h = Harness(n_slots=2)
+    # the fake samples 7 + len(kv) % 50: a 44-token prompt makes the first token 7 + 44 + ... EOS
+    # needs 7 + n % 50 == EOS, impossible, so use a stop token id instead
+    h.add("stop", prompt(10), max_tokens=10, stop_token_ids=[7 + 12])
+    h.add("ignore", prompt(10, 500), max_tokens=10, ignore_eos=True)
+    h.run_until_idle()
+    assert h.final("stop").finish_reason == FinishReason.STOP
+    assert h.tokens("stop") == [17, 18]  # the stop token is not output
+    assert len(h.tokens("ignore")) == 10
+
+
+def test_prefix_of_a_finished_request_is_reused_in_its_slot() -> None:
+    h = Harness(n_slots=2)
+    system = prompt(50)
+    h.add("a", system + [7, 8], max_tokens=3)
+    h.run_until_idle()
+    h.add("b", system + [9, 9, 9], max_tokens=3)
+    h.run_until_idle()
+    stats = h.final("b").stats
+    assert stats.n_cached_tokens == 50
+    assert stats.n_evaluated_prompt_tokens == 3
+    assert stats.slot_id == h.final("a").stats.slot_id
+
+
+def test_prefix_of_a_running_request_is_copied_into_a_free_slot() -> None:
+    h = Harness(n_slots=2)
+    system = prompt(50)
+    h.add("a", system + [7], max_tokens=40)
+    h.step()
+    h.step()
+    h.add("b", system + [9, 9], max_tokens=3)
+    (plan,) = h.step()
+    copies = [op for op in plan.kv_ops if op.kind == KvOpKind.COPY]
+    assert len(copies) == 1 and copies[0].pos == 50 and copies[0].src_seq_id == 0
+    h.run_until_idle()
+    assert h.final("b").stats.n_cached_tokens == 50
+
+
+def test_whole_prompt_cached_still_evaluates_its_last_token() -> None:
+    h = Harness(n_slots=1)
+    h.add("a", prompt(20), max_tokens=2)
+    h.run_until_idle()
+    h.add("b", prompt(20), max_tokens=2)
+    h.run_until_idle()
+    assert h.final("b").stats.n_cached_tokens == 19
+    assert h.final("b").stats.n_evaluated_prompt_tokens == 1
+
+
+def test_sliding_window_prefix_whose_cells_are_gone_is_not_reused() -> None:
+    h = Harness(n_slots=1, n_swa=8)
+    h.add("a", prompt(40), max_tokens=2)
+    h.run_until_idle()
+    h.sched.executors[0].slots[0].pos_min = 30  # llama.cpp overwrote old window cells
+    h.add("b", prompt(20) + [5, 5], max_tokens=2)  # would continue at 20: needs cells >= 12
+    h.run_until_idle()
+    assert h.final("b").stats.n_cached_tokens == 0
+
+
+def test_least_recently_used_cached_prefix_is_evicted_first() -> None:
+    h = Harness(n_slots=2)
+    h.add("old", prompt(30, 100), max_tokens=2)
+    h.run_until_idle()
+    h.add("recent", prompt(30, 300), max_tokens=2)
+    h.run_until_idle()
+    old_slot = h.final("old").stats.slot_id
+    h.add("new", prompt(30, 600), max_tokens=2)
+    h.run_until_idle()
+    assert h.final("new").stats.slot_id == old_slot
+    h.add("again", prompt(30, 300) + [1, 2], max_tokens=2)  # "recent" is still cached
+    h.run_until_idle()
+    assert h.final("again").stats.n_cached_tokens == 30
+
+
+def test_cache_prompt_false_evaluates_everything() -> None:
+    h = Harness(n_slots=1)
+    h.add("a", prompt(20), max_tokens=2)
+    h.run_until_idle()
+    h.add("b", prompt(20) + [3], max_tokens=2, cache_prompt=False)
+    h.run_until_idle()
+    assert h.final("b").stats.n_evaluated_prompt_tokens == 21
+
+
+def test_abort_frees_the_slot_for_the_next_step() -> None:
+    h = Harness(n_slots=1)
+    h.add("long", prompt(10), max_tokens=100)
+    h.step()
+    h.add("next", prompt(10, 500), max_tokens=2)
+    h.sched.abort(["long"])
+    assert h.final("long").finish_reason == FinishReason.ABORT
+    (plan,) = h.step()
+    assert plan.ends == [0] and plan.starts and plan.starts[0].seq_id == 0
+    h.run_until_idle()
+    assert h.final("next").finish_reason == FinishReason.LENGTH
+
+
+def test_abort_while_queued_and_unknown_ids_are_harmless() -> None:
+    h = Harness(n_slots=1)
+    h.add("running", prompt(10), max_tokens=5)
+    h.add("queued", prompt(10, 500), max_tokens=5)
+    h.sched.abort(["queued", "nope"])
+    h._collect()
+    assert h.final("queued").finish_reason == FinishReason.ABORT
+    h.run_until_idle()
+    assert h.final("running").finish_reason == FinishReason.LENGTH
+
+
+def test_full_queue_rejects_with_overloaded() -> None:
+    h = Harness(n_slots=1, max_queue=2)
+    for i in range(3):
+        h.add(f"r{i}", prompt(5, 100 * (i + 1)))
+    final = h.final("r2")
+    assert final.finish_reason == FinishReason.ERROR
+    assert final.error.code == ErrorCode.OVERLOADED
+
+
+def test_prompt_longer_than_a_slot_is_rejected() -> None:
+    h = Harness(n_slots=4, n_ctx=256)  # 64 tokens per slot
+    h.add("big", prompt(64))
+    assert h.final("big").error.code == ErrorCode.INVALID_REQUEST
+    h.add("fits", prompt(60), max_tokens=-1)
+    h.run_until_idle()
+    assert len(h.tokens("fits")) == 4  # generation stops when the slot is full
+
+
+def test_executor_failure_fails_its_requests_and_the_queue() -> None:
+    h = Harness(n_slots=1)
+    h.add("running", prompt(10), max_tokens=50)
+    h.step()
+    h.add("queued", prompt(10, 500))
+    h.sched.executor_failed(0, "killed")
+    h._collect()
+    for rid in ("running", "queued"):
+        assert h.final(rid).error.code == ErrorCode.EXECUTOR_FAILED
+    assert not h.step()
+
+
+def test_decode_error_fails_the_step_requests_and_clears_their_cache() -> None:
+    h = Harness(n_slots=2)
+    h.add("a", prompt(10), max_tokens=5)
+    plan = h.sched.next_plan(0)
+    h.fakes[0].run(plan)
+    h.sched.step_result(StepResult(plan.step_id, 0, [], [0, -1], error="llama_decode returned 1"))
+    h._collect()
+    assert h.final("a").error.code == ErrorCode.EXECUTOR_FAILED
+    (plan,) = h.step()
+    assert [op.kind for op in plan.kv_ops] == [KvOpKind.CLEAR]
+
+
+def test_two_executors_share_the_load_and_prefixes_attract() -> None:
+    h = Harness(n_slots=2, n_executors=2)
+    for i in range(4):
+        h.add(f"r{i}", prompt(30, 100 * (i + 1)), max_tokens=3)
+    h.run_until_idle()
+    assert {h.final(f"r{i}").stats.executor_id for i in range(4)} == {0, 1}
+    home = h.final("r3").stats.executor_id
+    h.add("follow-up", prompt(30, 400) + [1, 2, 3], max_tokens=2)
+    h.run_until_idle()
+    assert h.final("follow-up").stats.executor_id == home
+    assert h.final("follow-up").stats.n_cached_tokens == 30
