@@ -271,6 +271,7 @@ def test_abort_frees_the_slot_for_the_next_step() -> None:
     h.step()
     h.add("next", prompt(10, 500), max_tokens=2)
     h.sched.abort(["long"])
+    h._collect()
     assert h.final("long").finish_reason == FinishReason.ABORT
     (plan,) = h.step()
     assert plan.ends == [0] and plan.starts and plan.starts[0].seq_id == 0
