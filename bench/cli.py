@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import sys
 from pathlib import Path
 
 from bench import compare, report
 from bench.llama_cpp_build import ensure_built
+from bench.machine import CpuMeter
 from bench.runner import Load, Plan, benchmark
 from bench.stats import Slo, summarize
 from bench.tokenizer import TextMaker, Tokenizer
@@ -94,6 +96,9 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default=None, help="model id to request (default: the "
                         "first one the server lists)")
     parser.add_argument("--label", default="server", help="name of the server in tables/plots")
+    parser.add_argument("--server-pid", type=int, default=None,
+                        help="a local server's pid: its CPU use is then told apart from other "
+                             "processes' (which skew the numbers) in the 'other CPU' column")
     parser.add_argument("--exact-output", choices=("ignore_eos", "min_tokens"),
                         default="ignore_eos", help="how requests pin the output length")
     _add_workload_args(parser)
@@ -122,6 +127,11 @@ def compare_parser() -> argparse.ArgumentParser:
                              "'llama-server=-kvu'; repeatable")
     parser.add_argument("--port", type=int, default=0, help="0: a free port")
     parser.add_argument("--startup-timeout", type=float, default=300.0)
+    parser.add_argument("--quiet-cores", type=float, default=0.25,
+                        help="wait before each server until other processes use at most this "
+                             "many cores")
+    parser.add_argument("--quiet-timeout", type=float, default=600.0,
+                        help="seconds to wait for a quiet machine before going ahead anyway")
     parser.add_argument("--no-batched-bench", action="store_true",
                         help="skip the llama-batched-bench kernel ceiling")
     parser.add_argument("--build-only", action="store_true",
@@ -173,7 +183,8 @@ def _slo(args: argparse.Namespace) -> Slo:
 def run_main(argv: list[str]) -> int:
     args = run_parser().parse_args(argv)
     plan = make_plan(args, args.tokenizer or default_model_path(), [1, 4, 16, 64])
-    results = asyncio.run(benchmark(args.base_url, args.model, plan, args.exact_output))
+    meter = CpuMeter(os.getsid(args.server_pid) if args.server_pid else None)
+    results = asyncio.run(benchmark(args.base_url, args.model, plan, args.exact_output, meter))
     labels = {"server": args.label, "workload": args.workload}
     summaries = [labels | summarize(result, _slo(args)) for result in results]
     report.write_jsonl(args.output_dir / "results.jsonl", summaries)
@@ -195,7 +206,8 @@ def compare_main(argv: list[str]) -> int:
     setup = compare.ServerSetup(
         model_path=model_path, parallel=args.parallel, ctx_size=args.ctx_size,
         threads=args.threads, no_repack=args.no_repack, port=args.port,
-        startup_timeout=args.startup_timeout,
+        startup_timeout=args.startup_timeout, quiet_cores=args.quiet_cores,
+        quiet_timeout=args.quiet_timeout,
         extra_args=compare.parse_extra_args(args.extra_args))
     plan = make_plan(args, args.tokenizer or model_path, [1, 4, 16])
     servers = [name for name in args.servers.split(",") if name]

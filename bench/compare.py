@@ -32,6 +32,7 @@ import httpx
 
 from bench import report
 from bench.llama_cpp_build import ensure_built
+from bench.machine import CpuMeter, wait_until_quiet
 from bench.runner import Plan, benchmark
 from bench.stats import Slo, summarize
 from bench.workloads import LengthDist
@@ -53,6 +54,8 @@ class ServerSetup:
     port: int  # 0: pick a free one per server
     startup_timeout: float
     extra_args: Mapping[str, list[str]]  # server name -> more arguments
+    quiet_cores: float = 0.25  # start a server only when other processes use at most this
+    quiet_timeout: float = 600.0  # seconds to wait for that before going ahead anyway
 
 
 class ServerFailed(RuntimeError):
@@ -138,8 +141,9 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def running_server(name: str, command: list[str], port: int, log_path: Path,
-                   startup_timeout: float) -> Iterator[str]:
-    """Start a server, yield its base URL once it answers, stop it afterwards."""
+                   startup_timeout: float) -> Iterator[tuple[str, int]]:
+    """Start a server in a session of its own, yield its base URL and session id (its pid)
+    once it answers, stop it and its children afterwards."""
     _log(f"starting {name}: {shlex.join(command)}")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
@@ -152,7 +156,7 @@ def running_server(name: str, command: list[str], port: int, log_path: Path,
             started = time.monotonic()
             _wait_ready(process, base_url, startup_timeout, log_path)
             _log(f"{name} ready in {time.monotonic() - started:.1f} s")
-            yield base_url
+            yield base_url, process.pid
         finally:
             _stop(process)
 
@@ -260,12 +264,22 @@ def compare_servers(servers: Sequence[str], setup: ServerSetup, plan: Plan, work
 
     summaries: list[dict[str, Any]] = []
     failures: dict[str, str] = {}
+    conditions = [f"{os.cpu_count()} CPUs; {Path(setup.model_path).name}; {setup.parallel} "
+                  f"slots, {setup.ctx_size} KV cells, {setup.threads} threads, weight repacking "
+                  f"{'off' if setup.no_repack else 'on'}"]
+    # A SIGTERM (or hang-up) exits through the `finally` that stops the server being measured.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _: sys.exit(128 + signum))
     for name in servers:
         port = setup.port or free_port()
+        other = wait_until_quiet(setup.quiet_cores, setup.quiet_timeout)
+        if other > setup.quiet_cores:
+            conditions.append(f"{name}: started although other processes used {other:.2f} "
+                              "cores")
         try:
             with running_server(name, server_command(name, setup, port), port,
-                                out_dir / f"{name}.log", setup.startup_timeout) as base_url:
-                results = asyncio.run(benchmark(base_url, None, plan))
+                                out_dir / f"{name}.log", setup.startup_timeout) as (base_url, sid):
+                results = asyncio.run(benchmark(base_url, None, plan, meter=CpuMeter(sid)))
         except (ServerFailed, RuntimeError, httpx.HTTPError) as exc:
             failures[name] = f"{type(exc).__name__}: {exc}"
             _log(f"{name} failed: {failures[name]}")
@@ -285,6 +299,7 @@ def compare_servers(servers: Sequence[str], setup: ServerSetup, plan: Plan, work
                           {batch: row["speed_tg"] for batch, row in ceiling.items()})
         sys.stdout.write(comparison_tables(summaries, ran, ceiling) + "\n")
         sys.stdout.write("### All runs\n\n" + report.summary_table(summaries))
+    sys.stdout.write("\n### Conditions\n\n" + "".join(f"- {line}\n" for line in conditions))
     for name, reason in failures.items():
         sys.stdout.write(f"\n**{name} did not run**: {reason.splitlines()[0]}\n")
     return 1 if failures or any(s["errors"] for s in summaries) else 0

@@ -60,6 +60,8 @@ SUMMARY_COLUMNS: list[tuple[str, Callable[[Summary], str]]] = [
     ("ITL p99 ms", _metric("itl_p99_ms", 1)),
     ("E2E p50 ms", _metric("e2e_p50_ms", 0)),
     ("E2E p99 ms", _metric("e2e_p99_ms", 0)),
+    # CPU cores busy with anything but the benchmark and the server: should be ~0
+    ("other CPU", lambda s: _metric("cpu_other_cores", 2)(s) if "cpu_other_cores" in s else "-"),
 ]
 
 

@@ -12,12 +12,13 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import httpx
 
 from bench.client import ExactOutput, RequestRecord, StreamingClient, api_root, discover_model
+from bench.machine import CpuMeter
 from bench.progress import ProgressBar
 from bench.workloads import Session
 
@@ -41,6 +42,7 @@ class RunResult:
     duration: float  # seconds from the first request sent to the last one finished
     sessions_planned: int
     sessions_started: int
+    cpu: dict[str, float | None] = field(default_factory=dict)  # bench.machine.CpuMeter.stop
 
 
 async def run_closed_loop(client: StreamingClient, sessions: Sequence[Session], concurrency: int,
@@ -110,8 +112,10 @@ class Plan:
 
 
 async def benchmark(base_url: str, model: str | None, plan: Plan,
-                    exact_output: ExactOutput = "ignore_eos") -> list[RunResult]:
-    """Warm the server up, then run every load level of the plan in turn."""
+                    exact_output: ExactOutput = "ignore_eos",
+                    meter: CpuMeter | None = None) -> list[RunResult]:
+    """Warm the server up, then run every load level of the plan in turn, metering CPU use."""
+    meter = meter or CpuMeter()
     timeout = httpx.Timeout(plan.request_timeout, connect=10.0)
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     async with httpx.AsyncClient(base_url=api_root(base_url), timeout=timeout,
@@ -125,11 +129,13 @@ async def benchmark(base_url: str, model: str | None, plan: Plan,
         arrivals = random.Random(plan.seed)
         for load in plan.loads:
             sessions = plan.sessions_for(load)
+            meter.start()
             if load.mode == "concurrency":
                 result = await run_closed_loop(client, sessions, int(load.value),
                                                plan.max_duration)
             else:
                 result = await run_open_loop(client, sessions, load.value, plan.max_duration,
                                              arrivals)
+            result.cpu = meter.stop()
             results.append(result)
         return results

@@ -77,4 +77,4 @@ def summarize(result: RunResult, slo: Slo) -> dict[str, Any]:
     }
     for name in LATENCIES:
         summary |= latency_stats(name, samples[name])
-    return summary
+    return summary | result.cpu

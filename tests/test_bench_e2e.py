@@ -32,7 +32,7 @@ def test_load_generator_against_llama_cpp_python_server(tmp_path):
     port = compare.free_port()
     command = compare.server_command("llama-cpp-python", setup, port)
     with compare.running_server("llama-cpp-python", command, port, tmp_path / "server.log",
-                                setup.startup_timeout) as base_url:
+                                setup.startup_timeout) as (base_url, _):
         # min_tokens: this server ignores ignore_eos; min_tokens makes the lengths exact
         results = asyncio.run(benchmark(base_url, None, plan, "min_tokens"))
 
