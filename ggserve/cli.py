@@ -10,7 +10,7 @@ import logging
 import signal
 import sys
 
-from ggserve.config import ServeConfig
+from ggserve.config import ServeConfig, cpu_has_amx
 from ggserve.launcher import ChildFailed, Launcher
 from ggserve.model import resolve_model
 from ggserve.process import setup_logging
@@ -69,16 +69,6 @@ def _api_keys(args: argparse.Namespace) -> list[str]:
     return keys
 
 
-def _cpu_has_amx() -> bool:
-    """llama.cpp's AMX kernels (picked with repacking) segfault where the hypervisor does not
-    expose AMX tile state, as on this project's CI VMs; repacking is then off unless asked."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            return " amx_tile" in f.read()
-    except OSError:
-        return False
-
-
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
     if args.parallel < 1 or args.executors < 1:
         raise SystemExit("ggserve: --parallel and --executors must be at least 1")
@@ -102,7 +92,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         flash_attn=args.flash_attn,
         cache_type_k=args.cache_type_k,
         cache_type_v=args.cache_type_v,
-        repack=_cpu_has_amx() is False if args.repack is None else args.repack,
+        repack=not cpu_has_amx() if args.repack is None else args.repack,
         executors=args.executors,
         gpus=[g for g in args.gpus.split(",") if g],
         max_queue=args.max_queue,

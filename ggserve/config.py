@@ -76,3 +76,13 @@ def save_config(cfg: ServeConfig) -> str:
 def load_config(path: str) -> ServeConfig:
     with open(path, "rb") as f:
         return msgspec.json.decode(f.read(), type=ServeConfig)
+
+
+def cpu_has_amx() -> bool:
+    """llama.cpp's AMX kernels (picked with weight repacking) segfault where the hypervisor does
+    not expose AMX tile state, as on this project's CI VMs: repacking defaults to off there."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            return " amx_tile" in f.read()
+    except OSError:
+        return False
