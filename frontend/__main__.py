@@ -16,6 +16,7 @@ from granian.server import Server
 
 from frontend.app import CONFIG_ENV
 from ggserve.config import load_config
+from ggserve.process import setup_child
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", required=True, help="ServeConfig JSON written by the launcher")
     args = parser.parse_args(argv)
     cfg = load_config(args.config)
+    setup_child(cfg, "frontend")
     os.environ[CONFIG_ENV] = os.path.abspath(args.config)
     Server(
         "frontend.app:create_app",

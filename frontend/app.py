@@ -24,6 +24,7 @@ from frontend.http import Headers, Request, Response, StreamResponse, error_resp
 from frontend.routes import chat, completions, server, tokens
 from frontend.state import Frontend
 from ggserve.config import ServeConfig, load_config
+from ggserve.process import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +212,5 @@ async def _wait_disconnect(receive: Callable[[], Awaitable[dict[str, Any]]]) -> 
 def create_app() -> App:
     """granian's factory: one App per worker, configured from the file named by CONFIG_ENV."""
     cfg = load_config(os.environ[CONFIG_ENV])
-    logging.basicConfig(level=cfg.log_level.upper(),
-                        format="%(asctime)s frontend[%(process)d] %(levelname)s %(name)s: %(message)s")
+    setup_logging(cfg.log_level, "frontend")
     return App(cfg)

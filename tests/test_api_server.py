@@ -1,0 +1,120 @@
+"""Server endpoints end to end: models, health, tokenizer endpoints, props, slots, metrics, HTTP
+errors, and a client disconnect freeing its slot."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import httpx
+import openai
+import pytest
+
+
+TIMEOUT_S = 60  # generation shares two cores with everything else
+
+
+def get(server, path: str) -> httpx.Response:
+    return httpx.get(f"{server.base_url}{path}", timeout=TIMEOUT_S)
+
+
+def post(server, path: str, body: object) -> httpx.Response:
+    return httpx.post(f"{server.base_url}{path}", json=body, timeout=TIMEOUT_S)
+
+
+def metric(server, name: str) -> float:
+    match = re.search(rf"^{re.escape(name)} (\S+)$", get(server, "/metrics").text, re.MULTILINE)
+    assert match, name
+    return float(match.group(1))
+
+
+def busy_slots(server) -> int:
+    return sum(slot["is_processing"] for slot in get(server, "/slots").json())
+
+
+def test_health(server):
+    r = get(server, "/health")
+    assert (r.status_code, r.json()) == (200, {"status": "ok"})
+    assert r.headers["x-request-id"]
+
+
+def test_models(server):
+    sdk = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", _strict_response_validation=True)
+    [model] = sdk.models.list().data
+    assert model.id == "gemma-3-270m-q4_k_m.gguf" and model.object == "model"
+    assert get(server, "/models").json()["data"][0]["id"] == model.id
+    assert get(server, "/v1/models").json()["data"][0]["meta"]["n_ctx"] == 512
+
+
+def test_tokenize_and_detokenize(server):
+    tokens = post(server, "/tokenize", {"content": "Hello world"}).json()["tokens"]
+    assert tokens and all(isinstance(t, int) for t in tokens)
+    with_bos = post(server, "/tokenize", {"content": "Hello world", "add_special": True}).json()["tokens"]
+    assert with_bos == [2, *tokens]
+    pieces = post(server, "/tokenize", {"content": "Hello world", "with_pieces": True}).json()["tokens"]
+    assert "".join(p["piece"] for p in pieces) == "Hello world"
+    assert post(server, "/detokenize", {"tokens": tokens}).json() == {"content": "Hello world"}
+    assert post(server, "/detokenize", {"tokens": [10**9]}).status_code == 400
+
+
+def test_apply_template(server):
+    prompt = post(server, "/apply-template", {"messages": [{"role": "user", "content": "Hi"}]}).json()["prompt"]
+    assert prompt == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"  # ChatML: the GGUF has no template
+
+
+def test_props(server):
+    props = get(server, "/props").json()
+    assert props["total_slots"] == 4
+    assert props["default_generation_settings"]["n_ctx"] == 512
+    assert props["default_generation_settings"]["params"]["temperature"] == 0.8
+    assert "<|im_start|>" in props["chat_template"] and props["bos_token"] == "<bos>"
+
+
+def test_slots_and_metrics_count_a_request(server):
+    slots = get(server, "/slots").json()
+    assert len(slots) == 4 and {s["n_ctx"] for s in slots} == {512}
+    before = metric(server, "llamacpp:tokens_predicted_total")
+    out = post(server, "/v1/completions", {"prompt": "Once upon a time", "max_tokens": 4, "temperature": 0,
+                                           "ignore_eos": True}).json()
+    assert out["usage"]["completion_tokens"] == 4
+    assert metric(server, "llamacpp:tokens_predicted_total") >= before + 4
+    assert metric(server, "llamacpp:requests_processing") == 0
+
+
+def test_http_errors(server):
+    assert get(server, "/v2/anything").status_code == 404
+    r = get(server, "/v1/completions")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    r = httpx.post(f"{server.base_url}/v1/chat/completions", content=b"{not json", timeout=TIMEOUT_S)
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    r = post(server, "/v1/chat/completions", {"messages": [{"role": "user", "content": 42}]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages[0].content"
+    r = post(server, "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1,
+                                              "some_future_field": {"x": 1}})
+    assert r.status_code == 200  # unknown fields are ignored
+
+
+def test_disconnect_frees_the_slot_and_keeps_the_prefix(server):
+    body = {"prompt": "Write a long story about a dragon. " * 8, "max_tokens": 400, "temperature": 0,
+            "ignore_eos": True, "stream": True}
+    aborted = metric(server, "ggserve:requests_aborted_total")
+    with httpx.stream("POST", f"{server.base_url}/v1/completions", json=body, timeout=TIMEOUT_S) as r:
+        lines = r.iter_lines()
+        while not next(lines).startswith("data: {"):
+            pass
+        assert busy_slots(server) == 1
+    deadline = time.monotonic() + 5
+    while busy_slots(server) or metric(server, "ggserve:requests_aborted_total") == aborted:
+        assert time.monotonic() < deadline, "the slot stayed busy after the client left"
+        time.sleep(0.05)
+    # The KV the aborted request computed stays cached: the same prompt again skips its prefill.
+    again = post(server, "/v1/completions", {**body, "stream": False, "max_tokens": 1}).json()
+    assert again["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+def test_no_client_mistake_is_a_500(server, path: str):
+    for body in [b"", b"null", b"[]", b'"str"', b"{}", b'{"messages": null, "prompt": null}', b"\xff\xfe",
+                 b'{"messages": [{}], "prompt": [[]]}', b'{"n": 1e309}', b'{"stream": true}']:
+        r = httpx.post(f"{server.base_url}{path}", content=body, timeout=TIMEOUT_S)
+        assert r.status_code == 400, (body, r.text)
