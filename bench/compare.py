@@ -163,7 +163,8 @@ def running_server(name: str, command: list[str], port: int, log_path: Path,
 
 def kernel_ceiling(setup: ServerSetup, batch_sizes: Sequence[int], input_len: int,
                    output_len: int, log_path: Path) -> dict[int, dict[str, Any]]:
-    """llama-batched-bench rows by batch size: speed_tg (S_TG), speed_pp, t (s), ..."""
+    """llama-batched-bench rows by batch size: speed_tg (S_TG), speed_pp, t (s), ..., and the
+    CPU cores other processes used meanwhile (cpu_other_cores)."""
     # Enough cells for the largest batch, at least as many as the servers get.
     ctx = max(setup.ctx_size, max(batch_sizes) * (input_len + output_len))
     command = [str(ensure_built()["llama-batched-bench"]), "-m", setup.model_path,
@@ -174,10 +175,18 @@ def kernel_ceiling(setup: ServerSetup, batch_sizes: Sequence[int], input_len: in
     command += setup.extra_args.get("llama-batched-bench", [])
     _log(f"kernel ceiling: {shlex.join(command)}")
     with log_path.open("wb") as log:
-        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=log, check=False)
-    if done.returncode:
-        raise ServerFailed(f"llama-batched-bench exited with {done.returncode}; {log_path}")
-    rows = [json.loads(line) for line in done.stdout.decode().splitlines()
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log,
+                                   start_new_session=True)
+        meter = CpuMeter(process.pid)
+        meter.start()
+        try:
+            stdout, _ = process.communicate()
+        finally:
+            _stop(process)
+        cpu = meter.stop()
+    if process.returncode:
+        raise ServerFailed(f"llama-batched-bench exited with {process.returncode}; {log_path}")
+    rows = [json.loads(line) | cpu for line in stdout.decode().splitlines()
             if line.startswith("{")]
     return {row["pl"]: row for row in rows}
 
@@ -251,31 +260,38 @@ def compare_servers(servers: Sequence[str], setup: ServerSetup, plan: Plan, work
                     output_len: LengthDist) -> int:
     """Run the plan against each server in turn; print the tables; 0 if all went cleanly."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    # A SIGTERM (or hang-up) exits through the `finally` that stops what is being measured.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _: sys.exit(128 + signum))
+    conditions = [f"{os.cpu_count()} CPUs; {Path(setup.model_path).name}; {setup.parallel} "
+                  f"slots, {setup.ctx_size} KV cells, {setup.threads} threads, weight repacking "
+                  f"{'off' if setup.no_repack else 'on'}"]
+
+    def wait_for_quiet(what: str) -> None:
+        other = wait_until_quiet(setup.quiet_cores, setup.quiet_timeout)
+        if other > setup.quiet_cores:
+            conditions.append(f"{what}: started although other processes used {other:.2f} "
+                              "cores")
+
     ceiling: dict[int, dict[str, Any]] = {}
     fixed_lengths = input_len.low == input_len.high and output_len.low == output_len.high
     if batched_bench and workload == "random" and fixed_lengths and all(
             load.mode == "concurrency" for load in plan.loads):
+        wait_for_quiet("llama-batched-bench")
         ceiling = kernel_ceiling(setup, [int(load.value) for load in plan.loads], input_len.low,
                                  output_len.low, out_dir / "llama-batched-bench.log")
         report.write_jsonl(out_dir / "kernel_ceiling.jsonl", ceiling.values())
+        other = next(iter(ceiling.values()), {}).get("cpu_other_cores", 0.0)
+        conditions.append(f"llama-batched-bench: other processes used {other:.2f} cores")
     elif batched_bench:
         _log("kernel ceiling skipped: it needs the random workload with fixed lengths and "
              "concurrency levels")
 
     summaries: list[dict[str, Any]] = []
     failures: dict[str, str] = {}
-    conditions = [f"{os.cpu_count()} CPUs; {Path(setup.model_path).name}; {setup.parallel} "
-                  f"slots, {setup.ctx_size} KV cells, {setup.threads} threads, weight repacking "
-                  f"{'off' if setup.no_repack else 'on'}"]
-    # A SIGTERM (or hang-up) exits through the `finally` that stops the server being measured.
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda signum, _: sys.exit(128 + signum))
     for name in servers:
         port = setup.port or free_port()
-        other = wait_until_quiet(setup.quiet_cores, setup.quiet_timeout)
-        if other > setup.quiet_cores:
-            conditions.append(f"{name}: started although other processes used {other:.2f} "
-                              "cores")
+        wait_for_quiet(name)
         try:
             with running_server(name, server_command(name, setup, port), port,
                                 out_dir / f"{name}.log", setup.startup_timeout) as (base_url, sid):
@@ -293,13 +309,16 @@ def compare_servers(servers: Sequence[str], setup: ServerSetup, plan: Plan, work
                 result.records, labels | {"mode": result.load.mode, "load": result.load.value}))
 
     ran = [name for name in servers if name not in failures]
+    markdown = ""
     if summaries:
         report.save_plots(summaries, out_dir, f"{workload}, {setup.parallel} slots, "
                           f"{setup.threads} threads",
                           {batch: row["speed_tg"] for batch, row in ceiling.items()})
-        sys.stdout.write(comparison_tables(summaries, ran, ceiling) + "\n")
-        sys.stdout.write("### All runs\n\n" + report.summary_table(summaries))
-    sys.stdout.write("\n### Conditions\n\n" + "".join(f"- {line}\n" for line in conditions))
-    for name, reason in failures.items():
-        sys.stdout.write(f"\n**{name} did not run**: {reason.splitlines()[0]}\n")
+        markdown += comparison_tables(summaries, ran, ceiling) + "\n"
+        markdown += "### All runs\n\n" + report.summary_table(summaries)
+    markdown += "\n### Conditions\n\n" + "".join(f"- {line}\n" for line in conditions)
+    markdown += "".join(f"\n**{name} did not run**: {reason.splitlines()[0]}\n"
+                        for name, reason in failures.items())
+    (out_dir / "report.md").write_text(markdown)
+    sys.stdout.write(markdown)
     return 1 if failures or any(s["errors"] for s in summaries) else 0
