@@ -21,6 +21,7 @@ from bench.stats import Slo, summarize
 from bench.tokenizer import TextMaker, Tokenizer
 from bench.workloads import (LengthDist, Session, multi_turn_sessions, random_sessions,
                              shared_prefix_sessions)
+from ggserve.config import cpu_has_amx
 
 WORKLOADS = ("random", "shared-prefix", "multi-turn")
 
@@ -119,9 +120,11 @@ def compare_parser() -> argparse.ArgumentParser:
     parser.add_argument("-np", "--parallel", type=int, default=16, help="slots")
     parser.add_argument("-c", "--ctx-size", type=int, default=8192, help="KV cells in all")
     parser.add_argument("-t", "--threads", type=int, default=2)
-    parser.add_argument("-nr", "--no-repack", action="store_true",
-                        help="turn llama.cpp weight repacking off in every server (needed where "
-                             "AMX is advertised but unusable, as in some VMs)")
+    parser.add_argument("-nr", "--no-repack", dest="repack", action="store_false", default=None,
+                        help="llama.cpp weight repacking off in every server and the kernel "
+                             "bench (default: off on AMX CPUs, as ggserve does, whose AMX path "
+                             "crashes in VMs that do not expose AMX state)")
+    parser.add_argument("--repack", dest="repack", action="store_true")
     parser.add_argument("--extra-args", action="append", default=[], metavar="SERVER=ARGS",
                         help="more command-line arguments for one server, e.g. "
                              "'llama-server=-kvu'; repeatable")
@@ -205,7 +208,8 @@ def compare_main(argv: list[str]) -> int:
     model_path = args.model_path or default_model_path()
     setup = compare.ServerSetup(
         model_path=model_path, parallel=args.parallel, ctx_size=args.ctx_size,
-        threads=args.threads, no_repack=args.no_repack, port=args.port,
+        threads=args.threads, repack=not cpu_has_amx() if args.repack is None else args.repack,
+        port=args.port,
         startup_timeout=args.startup_timeout, quiet_cores=args.quiet_cores,
         quiet_timeout=args.quiet_timeout,
         extra_args=compare.parse_extra_args(args.extra_args))

@@ -86,7 +86,8 @@ class StreamingClient:
             else:
                 messages.append({"role": "user", "content": turn.text})
                 payload = {"messages": messages}
-            reply = await self._stream(PATHS[session.api], self._body(payload, turn), record, origin)
+            body = self._body(payload, turn)
+            reply = await self._stream(PATHS[session.api], body, record, origin)
             if not record.ok:
                 break
             messages.append({"role": "assistant", "content": reply})

@@ -50,7 +50,7 @@ class ServerSetup:
     parallel: int  # slots (llama-cpp-python's server has one, whatever this says)
     ctx_size: int  # KV cells in all
     threads: int
-    no_repack: bool
+    repack: bool  # llama.cpp weight repacking (use_extra_bufts), the same in every server
     port: int  # 0: pick a free one per server
     startup_timeout: float
     extra_args: Mapping[str, list[str]]  # server name -> more arguments
@@ -77,21 +77,25 @@ def server_command(name: str, setup: ServerSetup, port: int) -> list[str]:
     model, slots, ctx, threads = setup.model_path, setup.parallel, setup.ctx_size, setup.threads
     if name == "ggserve":
         command = [sys.executable, "-c", GGSERVE_LAUNCHER, "serve", "-m", model,
-                   "--port", str(port), "-np", str(slots), "-c", str(ctx), "-t", str(threads)]
-        repack = ["--no-repack"]
+                   "--port", str(port), "-np", str(slots), "-c", str(ctx), "-t", str(threads),
+                   _repack_flag(setup)]
     elif name == "llama-server":
         command = [str(ensure_built()["llama-server"]), "-m", model, "--host", "127.0.0.1",
                    "--port", str(port), "-np", str(slots), "-c", str(ctx), "-t", str(threads),
-                   "--no-webui"]
-        repack = ["--no-repack"]
+                   "--no-webui", _repack_flag(setup)]
     else:
         # interrupt_requests=False: by default a waiting request cuts the streaming one short.
         command = [sys.executable, "-m", "bench.llama_cpp_server", "--model", model,
                    "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(ctx),
                    "--n_threads", str(threads), "--n_threads_batch", str(threads),
                    "--interrupt_requests", "False"]
-        repack = ["--no-repack"]
-    return command + (repack if setup.no_repack else []) + setup.extra_args.get(name, [])
+        command += [] if setup.repack else ["--no-repack"]  # repacking is its default
+    return command + setup.extra_args.get(name, [])
+
+
+def _repack_flag(setup: ServerSetup) -> str:
+    """Explicit either way: ggserve's default depends on the CPU, llama.cpp's does not."""
+    return "--repack" if setup.repack else "--no-repack"
 
 
 def free_port() -> int:
@@ -170,8 +174,7 @@ def kernel_ceiling(setup: ServerSetup, batch_sizes: Sequence[int], input_len: in
     command = [str(ensure_built()["llama-batched-bench"]), "-m", setup.model_path,
                "-c", str(ctx), "-t", str(setup.threads), "-npp", str(input_len),
                "-ntg", str(output_len), "-npl", ",".join(map(str, batch_sizes)),
-               "--output-format", "jsonl"]
-    command += (["--no-repack"] if setup.no_repack else [])
+               "--output-format", "jsonl", _repack_flag(setup)]
     command += setup.extra_args.get("llama-batched-bench", [])
     _log(f"kernel ceiling: {shlex.join(command)}")
     with log_path.open("wb") as log:
@@ -265,7 +268,7 @@ def compare_servers(servers: Sequence[str], setup: ServerSetup, plan: Plan, work
         signal.signal(sig, lambda signum, _: sys.exit(128 + signum))
     conditions = [f"{os.cpu_count()} CPUs; {Path(setup.model_path).name}; {setup.parallel} "
                   f"slots, {setup.ctx_size} KV cells, {setup.threads} threads, weight repacking "
-                  f"{'off' if setup.no_repack else 'on'}"]
+                  f"{'on' if setup.repack else 'off'}"]
 
     def wait_for_quiet(what: str) -> None:
         other = wait_until_quiet(setup.quiet_cores, setup.quiet_timeout)

@@ -59,7 +59,7 @@ class CpuMeter:
 
     def stop(self) -> dict[str, float | None]:
         end = self._sample()
-        wall, busy, own, server = (b - a for a, b in zip(self._start, end))
+        wall, busy, own, server = (b - a for a, b in zip(self._start, end, strict=True))
         wall = max(wall, 1e-9)
         return {
             "cpu_server_cores": server / wall if self._session else None,
@@ -71,13 +71,17 @@ class CpuMeter:
 def wait_until_quiet(max_other_cores: float, timeout: float, window: float = 3.0) -> float:
     """Wait until everything but this process uses at most max_other_cores over a window;
     returns the last measured load (which is above the limit if the timeout ran out)."""
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    next_notice = started
     meter = CpuMeter()
     while True:
         meter.start()
         time.sleep(window)
         other = meter.stop()["cpu_other_cores"] or 0.0
-        if other <= max_other_cores or time.monotonic() >= deadline:
+        now = time.monotonic()
+        if other <= max_other_cores or now - started >= timeout:
             return other
-        print(f"[bench] machine busy ({other:.2f} cores used by other processes); waiting",
-              file=sys.stderr, flush=True)
+        if now >= next_notice:
+            print(f"[bench] waiting for a quiet machine: other processes use {other:.2f} cores "
+                  f"(waited {now - started:.0f} of {timeout:.0f} s)", file=sys.stderr, flush=True)
+            next_notice = now + 60

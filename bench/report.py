@@ -31,7 +31,8 @@ def write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
             f.write(json.dumps(row) + "\n")
 
 
-def request_rows(records: Iterable[RequestRecord], labels: Mapping[str, Any]) -> list[dict[str, Any]]:
+def request_rows(records: Iterable[RequestRecord],
+                 labels: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Per-request JSON rows: the record's fields, its TPOT, and the run's labels."""
     return [dict(labels) | asdict(r) | {"tpot": r.tpot} for r in records]
 
@@ -123,14 +124,14 @@ def plot_throughput(summaries: Sequence[Summary], path: Path, title: str,
 def plot_latency(summaries: Sequence[Summary], path: Path, title: str) -> None:
     """TTFT and TPOT percentiles against load: colour per server, line style per percentile."""
     fig, axes = plt.subplots(1, 2, figsize=(9.6, 4.0), dpi=100)
-    styles = dict(zip(PERCENTILES, ("-", "--", ":")))
+    styles = dict(zip(PERCENTILES, ("-", "--", ":"), strict=True))
     for color, (name, runs) in enumerate(_series(summaries).items()):
-        for ax, metric in zip(axes, ("ttft", "tpot")):
+        for ax, metric in zip(axes, ("ttft", "tpot"), strict=True):
             for q in PERCENTILES:
                 ax.plot([s["load"] for s in runs], [s[f"{metric}_p{q}_ms"] for s in runs],
                         linestyle=styles[q], marker="o", markersize=3, color=f"C{color}",
                         label=f"{name} p{q}")
-    for ax, metric in zip(axes, ("TTFT", "TPOT")):
+    for ax, metric in zip(axes, ("TTFT", "TPOT"), strict=True):
         _x_axis(ax, summaries)
         ax.set_ylabel(f"{metric} (ms)")
         ax.set_ylim(bottom=0)

@@ -1,4 +1,4 @@
-"""Drive a server with sessions at a fixed concurrency (closed loop) or Poisson arrivals (open loop).
+"""Drive a server with sessions at fixed concurrency (closed loop) or Poisson arrivals (open loop).
 
 A run is bounded both in count (the sessions given) and in time (no session starts after
 max_duration; those in flight finish). Each load level gets its own fresh sessions, so a prefix

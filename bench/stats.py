@@ -32,18 +32,21 @@ class Slo:
         return any(v is not None for v in (self.ttft_ms, self.tpot_ms, self.e2e_ms))
 
     def met_by(self, record: RequestRecord) -> bool:
-        checks = ((self.ttft_ms, record.ttft), (self.tpot_ms, record.tpot), (self.e2e_ms, record.e2e))
+        checks = ((self.ttft_ms, record.ttft), (self.tpot_ms, record.tpot),
+                  (self.e2e_ms, record.e2e))
         return record.ok and all(limit is None or (value is not None and value * 1000 <= limit)
                                  for limit, value in checks)
 
 
 def latency_stats(name: str, seconds: Sequence[float]) -> dict[str, float | None]:
     """Mean and percentiles of a latency, in ms (None when there are no samples)."""
-    if not seconds:
-        return {f"{name}_mean_ms": None} | {f"{name}_p{q}_ms": None for q in PERCENTILES}
-    ms = np.asarray(seconds, dtype=np.float64) * 1000.0
-    return {f"{name}_mean_ms": float(ms.mean())} | {
-        f"{name}_p{q}_ms": float(np.percentile(ms, q)) for q in PERCENTILES}
+    stats: dict[str, float | None] = {f"{name}_mean_ms": None}
+    stats |= {f"{name}_p{q}_ms": None for q in PERCENTILES}
+    if seconds:
+        ms = np.asarray(seconds, dtype=np.float64) * 1000.0
+        stats[f"{name}_mean_ms"] = float(ms.mean())
+        stats |= {f"{name}_p{q}_ms": float(np.percentile(ms, q)) for q in PERCENTILES}
+    return stats
 
 
 def summarize(result: RunResult, slo: Slo) -> dict[str, Any]:

@@ -28,7 +28,7 @@ class Tokenizer:
         return len(self.ids(text))
 
     def word_pool(self, size: int, rng: random.Random) -> list[str]:
-        """Distinct words " xyz", each tokenizing to exactly one token, drawn from the vocabulary."""
+        """Distinct words " xyz" that are each exactly one token, drawn from the vocabulary."""
         n_vocab = self._llama.n_vocab()
         pool: set[str] = set()
         for _ in range(size * 50):

@@ -63,12 +63,14 @@ def random_sessions(texts: TextMaker, rng: random.Random, count: int,
 
 def shared_prefix_sessions(texts: TextMaker, rng: random.Random, count: int, prefix_len: int,
                            suffix_len: LengthDist, output_len: LengthDist) -> list[Session]:
-    """Prompts that all start with the same prefix_len tokens (a long system prompt), then differ."""
+    """Prompts that all start with the same prefix_len tokens (a long system prompt), then
+    differ."""
     prefix = texts.text(prefix_len, rng)
     sessions = []
     for _ in range(count):
         n_suffix = suffix_len.sample(rng)
-        turn = Turn(prefix + texts.text(n_suffix, rng), prefix_len + n_suffix, output_len.sample(rng))
+        turn = Turn(prefix + texts.text(n_suffix, rng), prefix_len + n_suffix,
+                    output_len.sample(rng))
         sessions.append(Session("completions", (turn,)))
     return sessions
 

@@ -29,7 +29,7 @@ def run_against(server: str, tmp_path, exact_output: str) -> list[RunResult]:
     plan = Plan([Load("concurrency", 1), Load("concurrency", 2)], sessions_for,
                 sessions_for(Load("rate", 0)), max_duration=60, request_timeout=60, seed=0)
     setup = compare.ServerSetup(model_path=model, parallel=2, ctx_size=1024, threads=2,
-                                no_repack=True, port=0, startup_timeout=120, extra_args={})
+                                repack=False, port=0, startup_timeout=120, extra_args={})
     port = compare.free_port()
     with compare.running_server(server, compare.server_command(server, setup, port), port,
                                 tmp_path / "server.log", setup.startup_timeout) as (url, sid):
