@@ -26,6 +26,15 @@ def test_meter_tells_server_from_benchmark():
     assert cpu["cpu_other_cores"] >= 0.0
 
 
+def test_meter_counts_a_server_that_exits_before_stop():
+    server = subprocess.Popen([sys.executable, "-c", BURN.format(s=0.6)], start_new_session=True)
+    meter = CpuMeter(server.pid)
+    meter.start()
+    server.wait()  # reaped: only the children's rusage still knows its CPU time
+    cpu = meter.stop()
+    assert 0.3 < cpu["cpu_server_cores"] <= 1.2
+
+
 def test_session_of_nothing_uses_nothing():
     assert session_cpu_seconds(2**22 + 12345) == 0.0
 
