@@ -131,10 +131,12 @@ def compare_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=0, help="0: a free port")
     parser.add_argument("--startup-timeout", type=float, default=300.0)
     parser.add_argument("--quiet-cores", type=float, default=0.25,
-                        help="wait before each server until other processes use at most this "
-                             "many cores")
+                        help="run each level only when other processes use at most this many "
+                             "cores, and run it again if they used more meanwhile")
     parser.add_argument("--quiet-timeout", type=float, default=600.0,
                         help="seconds to wait for a quiet machine before going ahead anyway")
+    parser.add_argument("--retries", type=int, default=2,
+                        help="runs of a level again when other processes disturbed it")
     parser.add_argument("--no-batched-bench", action="store_true",
                         help="skip the llama-batched-bench kernel ceiling")
     parser.add_argument("--build-only", action="store_true",
@@ -211,7 +213,7 @@ def compare_main(argv: list[str]) -> int:
         threads=args.threads, repack=not cpu_has_amx() if args.repack is None else args.repack,
         port=args.port,
         startup_timeout=args.startup_timeout, quiet_cores=args.quiet_cores,
-        quiet_timeout=args.quiet_timeout,
+        quiet_timeout=args.quiet_timeout, retries=args.retries,
         extra_args=compare.parse_extra_args(args.extra_args))
     plan = make_plan(args, args.tokenizer or model_path, [1, 4, 16])
     servers = [name for name in args.servers.split(",") if name]

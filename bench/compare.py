@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ import httpx
 from bench import report
 from bench.llama_cpp_build import ensure_built
 from bench.machine import CpuMeter, wait_until_quiet
-from bench.runner import Plan, benchmark
+from bench.runner import Plan, RunResult, benchmark
 from bench.stats import Slo, summarize
 from bench.workloads import LengthDist
 
@@ -54,8 +54,9 @@ class ServerSetup:
     port: int  # 0: pick a free one per server
     startup_timeout: float
     extra_args: Mapping[str, list[str]]  # server name -> more arguments
-    quiet_cores: float = 0.25  # start a server only when other processes use at most this
+    quiet_cores: float = 0.25  # run only when other processes use at most this many cores
     quiet_timeout: float = 600.0  # seconds to wait for that before going ahead anyway
+    retries: int = 2  # runs of a load level again when other processes disturbed it
 
 
 class ServerFailed(RuntimeError):
@@ -258,6 +259,45 @@ def comparison_tables(summaries: Sequence[Mapping[str, Any]], servers: Sequence[
             f"### Median latencies (ratio > 1: {first} is faster)\n\n{latency}")
 
 
+def measure_server(name: str, setup: ServerSetup, plan: Plan, log_path: Path,
+                   conditions: list[str]) -> list[RunResult]:
+    """Start the server, run each load level when the machine is quiet (again, up to
+    setup.retries times, if other processes disturbed it), stop the server."""
+    port = setup.port or free_port()
+    results = []
+    with running_server(name, server_command(name, setup, port), port, log_path,
+                        setup.startup_timeout) as (base_url, session):
+        for load in plan.loads:
+            for attempt in range(setup.retries + 1):
+                wait_until_quiet(setup.quiet_cores, setup.quiet_timeout, server_session=session)
+                (result,) = asyncio.run(benchmark(base_url, None, replace(plan, loads=[load]),
+                                                  meter=CpuMeter(session)))
+                other = result.cpu["cpu_other_cores"] or 0.0
+                if other <= setup.quiet_cores or attempt == setup.retries:
+                    break
+                _log(f"{name}, {load.label}: other processes used {other:.2f} cores; again")
+            if other > setup.quiet_cores:
+                conditions.append(f"{name}, {load.label}: other processes used {other:.2f} "
+                                  f"cores (after {setup.retries} retries)")
+            results.append(result)
+    return results
+
+
+def measure_ceiling(setup: ServerSetup, plan: Plan, input_len: int, output_len: int,
+                    log_path: Path, conditions: list[str]) -> dict[int, dict[str, Any]]:
+    """kernel_ceiling at the plan's concurrency levels, on a quiet machine if it can be had."""
+    for attempt in range(setup.retries + 1):
+        wait_until_quiet(setup.quiet_cores, setup.quiet_timeout)
+        ceiling = kernel_ceiling(setup, [int(load.value) for load in plan.loads], input_len,
+                                 output_len, log_path)
+        other = next(iter(ceiling.values()))["cpu_other_cores"]
+        if other <= setup.quiet_cores or attempt == setup.retries:
+            break
+        _log(f"llama-batched-bench: other processes used {other:.2f} cores; again")
+    conditions.append(f"llama-batched-bench: other processes used {other:.2f} cores")
+    return ceiling
+
+
 def compare_servers(servers: Sequence[str], setup: ServerSetup, plan: Plan, workload: str,
                     slo: Slo, out_dir: Path, batched_bench: bool, input_len: LengthDist,
                     output_len: LengthDist) -> int:
@@ -270,22 +310,13 @@ def compare_servers(servers: Sequence[str], setup: ServerSetup, plan: Plan, work
                   f"slots, {setup.ctx_size} KV cells, {setup.threads} threads, weight repacking "
                   f"{'on' if setup.repack else 'off'}"]
 
-    def wait_for_quiet(what: str) -> None:
-        other = wait_until_quiet(setup.quiet_cores, setup.quiet_timeout)
-        if other > setup.quiet_cores:
-            conditions.append(f"{what}: started although other processes used {other:.2f} "
-                              "cores")
-
     ceiling: dict[int, dict[str, Any]] = {}
     fixed_lengths = input_len.low == input_len.high and output_len.low == output_len.high
     if batched_bench and workload == "random" and fixed_lengths and all(
             load.mode == "concurrency" for load in plan.loads):
-        wait_for_quiet("llama-batched-bench")
-        ceiling = kernel_ceiling(setup, [int(load.value) for load in plan.loads], input_len.low,
-                                 output_len.low, out_dir / "llama-batched-bench.log")
+        ceiling = measure_ceiling(setup, plan, input_len.low, output_len.low,
+                                  out_dir / "llama-batched-bench.log", conditions)
         report.write_jsonl(out_dir / "kernel_ceiling.jsonl", ceiling.values())
-        other = next(iter(ceiling.values()), {}).get("cpu_other_cores", 0.0)
-        conditions.append(f"llama-batched-bench: other processes used {other:.2f} cores")
     elif batched_bench:
         _log("kernel ceiling skipped: it needs the random workload with fixed lengths and "
              "concurrency levels")
@@ -293,12 +324,8 @@ def compare_servers(servers: Sequence[str], setup: ServerSetup, plan: Plan, work
     summaries: list[dict[str, Any]] = []
     failures: dict[str, str] = {}
     for name in servers:
-        port = setup.port or free_port()
-        wait_for_quiet(name)
         try:
-            with running_server(name, server_command(name, setup, port), port,
-                                out_dir / f"{name}.log", setup.startup_timeout) as (base_url, sid):
-                results = asyncio.run(benchmark(base_url, None, plan, meter=CpuMeter(sid)))
+            results = measure_server(name, setup, plan, out_dir / f"{name}.log", conditions)
         except (ServerFailed, RuntimeError, httpx.HTTPError) as exc:
             failures[name] = f"{type(exc).__name__}: {exc}"
             _log(f"{name} failed: {failures[name]}")

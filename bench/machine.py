@@ -80,12 +80,14 @@ class CpuMeter:
         }
 
 
-def wait_until_quiet(max_other_cores: float, timeout: float, window: float = 3.0) -> float:
-    """Wait until everything but this process uses at most max_other_cores over a window;
-    returns the last measured load (which is above the limit if the timeout ran out)."""
+def wait_until_quiet(max_other_cores: float, timeout: float, window: float = 3.0,
+                     server_session: int | None = None) -> float:
+    """Wait until everything but this process (and the server's session, if given) uses at most
+    max_other_cores over a window; returns the last measured load (above the limit if the
+    timeout ran out)."""
     started = time.monotonic()
     next_notice = started
-    meter = CpuMeter()
+    meter = CpuMeter(server_session)
     while True:
         meter.start()
         time.sleep(window)
