@@ -113,8 +113,7 @@ class App:
             return
         except ConnectionResetError:
             return
-        req = Request(scope["method"], scope["path"], scope.get("query_string", b"").decode("latin-1"),
-                      headers, body, request_id)
+        req = Request(scope["method"], scope["path"], headers, body, request_id)
         respond = self._respond(route, req, send, extra_headers)
         if route.generates:
             await _cancel_on_disconnect(respond, receive)
@@ -175,6 +174,7 @@ async def _send_stream(send: Callable[[dict[str, Any]], Awaitable[None]], respon
                 (b"content-type", response.content_type),
                 (b"cache-control", b"no-cache"),
                 (b"x-accel-buffering", b"no"),  # tell proxies not to buffer the events
+                (b"connection", b"close"),  # the stream ends with the connection, after [DONE]
                 *response.headers,
                 *extra_headers,
             ],

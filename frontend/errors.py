@@ -84,8 +84,8 @@ def from_validation(exc: msgspec.ValidationError | msgspec.DecodeError) -> ApiEr
     text = str(exc)
     if not isinstance(exc, msgspec.ValidationError):
         return invalid(f"request body is not valid JSON: {text}")
-    param = None
-    if " - at `$." in text:
-        text, _, path = text.partition(" - at `$.")
-        param = path.rstrip("`")
-    return invalid(f"{text}" + (f" (at {param})" if param else ""), param=param)
+    if " - at `$." not in text:
+        return invalid(text)
+    text, _, path = text.partition(" - at `$.")
+    param = path.rstrip("`")
+    return invalid(f"{text} (at {param})", param=param)

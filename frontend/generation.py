@@ -206,16 +206,27 @@ class Generation:
         )
 
 
-async def collect(gen: Generation) -> list[ChoiceDelta]:
-    """Run a generation to its end: each choice's whole text, tokens and finish reason."""
+@dataclass(slots=True)
+class ChoiceResult:
+    """A finished choice: all its text and tokens."""
+
+    index: int
+    text: str
+    tokens: list[TokenText]
+    finish_reason: str
+
+
+async def collect(gen: Generation) -> list[ChoiceResult]:
+    """Run a generation to its end (non-streaming responses)."""
     texts: list[list[str]] = [[] for _ in gen.choices]
-    results = [ChoiceDelta(c.index) for c in gen.choices]
+    tokens: list[list[TokenText]] = [[] for _ in gen.choices]
     async with gen:
         while not gen.done:
             for delta in await gen.next_deltas() or ():
                 texts[delta.index].append(delta.text)
-                results[delta.index].tokens.extend(delta.tokens)
-                results[delta.index].finish_reason = delta.finish_reason or results[delta.index].finish_reason
-    for result, parts in zip(results, texts):
-        result.text = "".join(parts)
+                tokens[delta.index].extend(delta.tokens)
+    results = []
+    for c in gen.choices:
+        assert c.finish_reason is not None, "a finished choice has its finish reason"
+        results.append(ChoiceResult(c.index, "".join(texts[c.index]), tokens[c.index], c.finish_reason))
     return results

@@ -23,7 +23,6 @@ Headers = list[tuple[bytes, bytes]]
 class Request:
     method: str
     path: str
-    query: str
     headers: dict[str, str]  # lower-case names
     body: bytes
     id: str  # unique; names the completion and the engine requests

@@ -25,9 +25,11 @@ class StreamOptions(msgspec.Struct):
 
 
 class SamplingFields(msgspec.Struct, kw_only=True):
-    """Generation parameters shared by /v1/chat/completions and /v1/completions."""
+    """Generation parameters shared by /v1/chat/completions and /v1/completions.
 
-    model: str = ""
+    ``model`` and ``user`` are accepted and ignored (one model is served), like any unknown field.
+    """
+
     max_tokens: int | None = None  # None or -1: until the slot's context is full
     temperature: Annotated[float, msgspec.Meta(ge=0.0)] | None = None
     top_p: float | None = None
@@ -40,7 +42,6 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     logit_bias: dict[str, float] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = None
     # llama-server extras
     top_k: int | None = None
     min_p: float | None = None

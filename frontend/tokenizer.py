@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import codecs
 import ctypes
-import logging
 
 import llama_cpp
 
-log = logging.getLogger(__name__)
+from executor.llama_log import LlamaLogCapture
 
 _META_BUF_SIZE = 1 << 20  # chat templates can be tens of KB; metadata strings beyond 1 MiB are cut
 
@@ -21,8 +20,8 @@ class Tokenizer:
     """Tokenize and detokenize with the vocabulary of a GGUF file."""
 
     def __init__(self, model_path: str) -> None:
-        # llama.cpp logs every metadata key on load; keep its chatter to errors.
-        logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+        # llama.cpp's log lines go to Python logging (loading chatter at DEBUG).
+        self._llama_log = LlamaLogCapture()
         llama_cpp.llama_backend_init()
         params = llama_cpp.llama_model_default_params()
         params.vocab_only = True

@@ -146,6 +146,7 @@ def test_pings_while_queued_then_tokens(url: str, fake: FakeScheduler):
             if lines.count(": ping") == 2:
                 fake.release()
     assert r.status_code == 200 and r.headers["content-type"] == "text/event-stream"
+    assert r.headers["connection"] == "close"  # the stream ends with the connection
     assert lines.count(": ping") >= 2
     assert lines.index(": ping") < min(i for i, line in enumerate(lines) if '"content":"Hello"' in line)
     assert [line for line in lines if line][-1] == "data: [DONE]"

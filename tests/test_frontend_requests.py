@@ -23,7 +23,7 @@ def tokenizer():
 
 
 def decode(body: bytes, type_: type) -> object:
-    return Request("POST", "/x", "", {}, body, "id").decode(type_)
+    return Request("POST", "/x", {}, body, "id").decode(type_)
 
 
 def error_of(body: bytes, type_: type) -> ApiError:

@@ -139,7 +139,7 @@ async def chat_completions(fe: Frontend, req: Request) -> Response | StreamRespo
                 index=r.index,
                 message=AssistantMessage(content=r.text),
                 logprobs=_logprobs(r.tokens) if logprobs >= 0 else None,
-                finish_reason=r.finish_reason or "stop",
+                finish_reason=r.finish_reason,
             )
             for r in results
         ],
