@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from frontend.auth import ApiKeys
 from frontend.chat_template import ChatTemplate, load_chat_template
@@ -12,6 +15,12 @@ from frontend.errors import unavailable
 from frontend.tokenizer import Tokenizer
 from ggserve.config import ServeConfig
 from ipc.protocol import EngineInfo
+
+T = TypeVar("T")
+
+# Request bodies up to this size are tokenized on the event loop (well under a millisecond);
+# larger ones in a thread, so a huge prompt does not stall this worker's other streams.
+_INLINE_BODY_BYTES = 64 * 1024
 
 
 @dataclass
@@ -44,6 +53,13 @@ class Frontend:
     @property
     def model_id(self) -> str:
         return self.cfg.model_alias
+
+    async def prepare(self, body_size: int, work: Callable[[], T]) -> T:
+        """Run a request's tokenizer-heavy preparation; off the event loop for large bodies
+        (llama.cpp's tokenizer releases the GIL and may run in several threads at once)."""
+        if body_size <= _INLINE_BODY_BYTES:
+            return work()
+        return await asyncio.to_thread(work)
 
     def engine_info(self) -> EngineInfo:
         """The engine's facts; a 503 (retry later) while it is still loading."""

@@ -112,6 +112,13 @@ def test_disconnect_frees_the_slot_and_keeps_the_prefix(server):
     assert again["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
 
 
+def test_huge_prompt_is_a_context_error(server):
+    # Over 64 KiB the prompt is tokenized off the event loop; the answer is the same 400.
+    r = post(server, "/v1/chat/completions", {"messages": [{"role": "user", "content": "lorem ipsum " * 20000}]})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "exceed_context_size_error"
+    assert r.json()["error"]["n_prompt_tokens"] > 20000
+
+
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
 def test_no_client_mistake_is_a_500(server, path: str):
     for body in [b"", b"null", b"[]", b'"str"', b"{}", b'{"messages": null, "prompt": null}', b"\xff\xfe",

@@ -54,6 +54,10 @@ def render_prompt(fe: Frontend, body: ChatCompletionRequest) -> str:
         raise invalid(str(exc), param="messages") from None
 
 
+def _prompt_tokens(fe: Frontend, body: ChatCompletionRequest) -> list[int]:
+    return fe.tokenizer.tokenize(render_prompt(fe, body), add_special=True, parse_special=True)
+
+
 def _engine_logprobs(body: ChatCompletionRequest) -> int:
     """-1: none; 0: the chosen token; k: chosen + top k (``top_logprobs``, or llama-server's ``n_probs``)."""
     if body.logprobs:
@@ -112,7 +116,7 @@ class _ChatChunks:
 async def chat_completions(fe: Frontend, req: Request) -> Response | StreamResponse:
     body = req.decode(ChatCompletionRequest)
     info = fe.engine_info()
-    prompt = fe.tokenizer.tokenize(render_prompt(fe, body), add_special=True, parse_special=True)
+    prompt = await fe.prepare(len(req.body), lambda: _prompt_tokens(fe, body))
     if body.max_completion_tokens is not None:
         limit = max_tokens(body.max_completion_tokens, "max_completion_tokens")
     else:

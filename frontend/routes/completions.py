@@ -84,7 +84,7 @@ def _prompts(fe: Frontend, body: CompletionRequest) -> list[Prompt]:
 async def completions(fe: Frontend, req: Request) -> Response | StreamResponse:
     body = req.decode(CompletionRequest)
     info = fe.engine_info()
-    prompts = _prompts(fe, body)
+    prompts = await fe.prepare(len(req.body), lambda: _prompts(fe, body))
     limit = max_tokens(body.max_tokens)
     for prompt in prompts:
         check_context(len(prompt.token_ids), limit, info.n_ctx_slot)
