@@ -47,13 +47,9 @@ class ApiError(Exception):
         self.extra = extra or {}
         self.headers = headers or []
 
-    def to_dict(self) -> dict[str, Any]:
-        error = {"message": self.message, "type": self.type, "param": self.param, "code": self.status}
-        error.update(self.extra)
-        return {"error": error}
-
     def body(self) -> bytes:
-        return msgspec.json.encode(self.to_dict())
+        error = {"message": self.message, "type": self.type, "param": self.param, "code": self.status}
+        return msgspec.json.encode({"error": error | self.extra})
 
 
 def invalid(message: str, param: str | None = None) -> ApiError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Self
 
 from frontend.engine_client import EngineClient
 from frontend.errors import ApiError, from_engine
@@ -26,7 +27,7 @@ class TokenText:
     """A generated token with its log-probability and alternatives, as text."""
 
     text: str
-    bytes: bytes
+    piece: bytes  # the token's bytes (OpenAI's "bytes")
     logprob: float
     top: list[tuple[str, bytes, float]]
     offset: int  # characters of the choice's text before this token
@@ -154,7 +155,7 @@ class Generation:
         self._aborted: set[str] = set()
         self._queue: asyncio.Queue[RequestOutput] | None = None
 
-    async def __aenter__(self) -> Generation:
+    async def __aenter__(self) -> Self:
         self._queue = self._engine.submit(self._requests)
         return self
 

@@ -18,52 +18,25 @@ from frontend.schemas import SamplingFields
 from frontend.tokenizer import Tokenizer
 from ipc.protocol import AddRequest, SamplingParams
 
-DEFAULT_TEMPERATURE = 0.8
-DEFAULT_TOP_K = 40
-DEFAULT_TOP_P = 0.95
-DEFAULT_MIN_P = 0.05
-DEFAULT_TYPICAL_P = 1.0
-DEFAULT_REPEAT_PENALTY = 1.0
-DEFAULT_REPEAT_LAST_N = 64
-
+# llama-server's defaults for whatever a request leaves out.
+DEFAULTS = SamplingParams(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, typical_p=1.0, repeat_penalty=1.0,
+                          repeat_last_n=64, presence_penalty=0.0, frequency_penalty=0.0)
+_FROM_REQUEST = ("temperature", "top_k", "top_p", "min_p", "typical_p", "repeat_penalty", "repeat_last_n",
+                 "presence_penalty", "frequency_penalty")
 _SEED_MASK = 0xFFFFFFFF  # llama.cpp seeds are uint32
 
 
 def default_sampling() -> dict[str, float | int]:
     """The defaults as /props shows them."""
-    return {
-        "temperature": DEFAULT_TEMPERATURE,
-        "top_k": DEFAULT_TOP_K,
-        "top_p": DEFAULT_TOP_P,
-        "min_p": DEFAULT_MIN_P,
-        "typical_p": DEFAULT_TYPICAL_P,
-        "repeat_penalty": DEFAULT_REPEAT_PENALTY,
-        "repeat_last_n": DEFAULT_REPEAT_LAST_N,
-        "presence_penalty": 0.0,
-        "frequency_penalty": 0.0,
-    }
-
-
-def _pick(value: float | int | None, default: float | int) -> float | int:
-    return default if value is None else value
+    return {name: getattr(DEFAULTS, name) for name in _FROM_REQUEST}
 
 
 def sampling_params(req: SamplingFields, tokenizer: Tokenizer, default_seed: int) -> SamplingParams:
     """The sampler settings of choice 0 (``with_seed_offset`` derives the others)."""
+    given = {name: value for name in _FROM_REQUEST if (value := getattr(req, name)) is not None}
     seed = default_seed if req.seed is None else req.seed
-    return SamplingParams(
-        temperature=_pick(req.temperature, DEFAULT_TEMPERATURE),
-        top_k=_pick(req.top_k, DEFAULT_TOP_K),
-        top_p=_pick(req.top_p, DEFAULT_TOP_P),
-        min_p=_pick(req.min_p, DEFAULT_MIN_P),
-        typical_p=_pick(req.typical_p, DEFAULT_TYPICAL_P),
-        repeat_penalty=_pick(req.repeat_penalty, DEFAULT_REPEAT_PENALTY),
-        repeat_last_n=_pick(req.repeat_last_n, DEFAULT_REPEAT_LAST_N),
-        presence_penalty=req.presence_penalty,
-        frequency_penalty=req.frequency_penalty,
-        logit_bias=logit_bias(req.logit_bias or {}, tokenizer),
-        seed=None if seed < 0 else seed & _SEED_MASK,
-    )
+    return msgspec.structs.replace(DEFAULTS, **given, logit_bias=logit_bias(req.logit_bias or {}, tokenizer),
+                                   seed=None if seed < 0 else seed & _SEED_MASK)
 
 
 def with_seed_offset(params: SamplingParams, offset: int) -> SamplingParams:

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Self
 
 import httpx
 import zmq
@@ -84,7 +85,7 @@ class FakeScheduler:
         self._running: list[_Running] = []
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
-    def __enter__(self) -> FakeScheduler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -257,7 +258,7 @@ def self_signed_cert(directory: str) -> tuple[str, str]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)

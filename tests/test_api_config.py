@@ -65,7 +65,7 @@ def test_two_workers_serve_concurrent_requests(secure):
 
 
 def _metric(url: str, name: str) -> float:
-    return float(re.search(rf"^{re.escape(name)} (\S+)$", httpx.get(f"{url}/metrics").text, re.M).group(1))
+    return float(re.search(rf"^{re.escape(name)} (\S+)$", httpx.get(f"{url}/metrics").text, re.MULTILINE).group(1))
 
 
 def test_full_queue_is_503_with_retry_after_and_the_sdk_retries():

@@ -10,7 +10,6 @@ import httpx
 import openai
 import pytest
 
-
 TIMEOUT_S = 60  # generation shares two cores with everything else
 
 

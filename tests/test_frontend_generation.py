@@ -6,6 +6,8 @@ The engine is a stub that records what the generation sends; outputs are pushed 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import pytest
 from frontend_support import gemma_path
@@ -22,6 +24,8 @@ from ipc.protocol import (
     RequestStats,
     TokenLogprob,
 )
+
+T = TypeVar("T")
 
 
 class StubEngine:
@@ -71,7 +75,7 @@ def output(rid: str, token_ids: list[int], finish: FinishReason | None = None, l
     return RequestOutput(rid, token_ids, lps, finish, **kw)  # type: ignore[arg-type]
 
 
-def run(coro):  # noqa: ANN001, ANN201
+def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
@@ -194,7 +198,7 @@ def test_engine_error_raises_with_its_status(tokenizer: Tokenizer):
 
 def test_quiet_engine_gives_ping_ticks(tokenizer: Tokenizer):
     async def scenario() -> list[ChoiceDelta] | None:
-        engine, gen = make(tokenizer, ping_s=0.01)
+        _, gen = make(tokenizer, ping_s=0.01)
         async with gen:
             return await gen.next_deltas()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ssl
 import time
+from collections.abc import Callable
 
 import httpx
 import openai
@@ -52,7 +53,7 @@ def client(url: str, **kw: object) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", _strict_response_validation=True, **kw)
 
 
-def wait_for(predicate, timeout_s: float = 5.0) -> None:  # noqa: ANN001
+def wait_for(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached"

@@ -70,7 +70,7 @@ def _logprobs(tokens: list[TokenText]) -> ChatLogprobs:
         ChatTokenLogprob(
             token=t.text,
             logprob=t.logprob,
-            bytes=list(t.bytes),
+            bytes=list(t.piece),
             top_logprobs=[TopLogprob(token=text, logprob=lp, bytes=list(raw)) for text, raw, lp in t.top],
         )
         for t in tokens
