@@ -26,13 +26,13 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("-a", "--alias", default="", help="model id shown by the API")
     m.add_argument("--chat-template-file", default="", help="jinja chat template overriding the GGUF's")
     e = p.add_argument_group("engine")
-    e.add_argument("-np", "--parallel", type=int, default=d.n_parallel, help="slots per executor")
+    e.add_argument("-np", "--parallel", dest="n_parallel", type=int, default=d.n_parallel, help="slots per executor")
     e.add_argument("-c", "--ctx-size", type=int, default=d.ctx_size, help="KV tokens per executor, split over its slots")
     e.add_argument("-b", "--batch-size", type=int, default=d.batch_size, help="max tokens per step")
     e.add_argument("-ub", "--ubatch-size", type=int, default=d.ubatch_size)
     e.add_argument("-t", "--threads", type=int, default=d.threads, help="0: all cores")
     e.add_argument("-tb", "--threads-batch", type=int, default=d.threads_batch)
-    e.add_argument("-ngl", "--n-gpu-layers", "--gpu-layers", type=int, default=d.n_gpu_layers)
+    e.add_argument("-ngl", "--n-gpu-layers", "--gpu-layers", dest="n_gpu_layers", type=int, default=d.n_gpu_layers)
     e.add_argument("-fa", "--flash-attn", choices=["on", "off", "auto"], default=d.flash_attn)
     e.add_argument("-ctk", "--cache-type-k", default=d.cache_type_k)
     e.add_argument("-ctv", "--cache-type-v", default=d.cache_type_v)
@@ -44,18 +44,22 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--executors", type=int, default=d.executors, help="data-parallel executors")
     e.add_argument("--gpus", default="", help="comma-separated CUDA device per executor")
     e.add_argument("--max-queue", type=int, default=d.max_queue, help="waiting requests before 503")
-    e.add_argument("--no-prefix-cache", action="store_true", help="never reuse cached prefixes")
+    e.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false", help="never reuse cached prefixes")
     e.add_argument("-s", "--seed", type=int, default=d.seed, help="default sampling seed (-1: random)")
     h = p.add_argument_group("http")
     h.add_argument("--host", default=d.host)
     h.add_argument("--port", type=int, default=d.port)
     h.add_argument("--http-workers", type=int, default=d.http_workers)
-    h.add_argument("--api-key", action="append", default=[], help="accepted key (repeatable, or comma-separated)")
+    h.add_argument("--api-key", dest="api_key", action="append", default=[], help="accepted key (repeatable, or comma-separated)")
     h.add_argument("--api-key-file", default="", help="file with one API key per line")
     h.add_argument("--metrics-key-required", action="store_true", help="/metrics needs an API key too")
     h.add_argument("--ssl-keyfile", "--ssl-key-file", default="")
     h.add_argument("--ssl-certfile", "--ssl-cert-file", default="")
     h.add_argument("--max-body-size", type=int, default=d.max_body_size, help="bytes")
+    h.add_argument(
+        "--sse-ping-interval", type=float, default=d.sse_ping_interval,
+        help="seconds without output before a stream sends an SSE ': ping' comment",
+    )
     o = p.add_argument_group("operations")
     o.add_argument("--run-dir", default="", help="directory for sockets (default: a new temp dir)")
     o.add_argument("--log-level", default=d.log_level, choices=["debug", "info", "warning", "error"])
@@ -70,45 +74,23 @@ def _api_keys(args: argparse.Namespace) -> list[str]:
 
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
-    if args.parallel < 1 or args.executors < 1:
+    if args.n_parallel < 1 or args.executors < 1:
         raise SystemExit("ggserve: --parallel and --executors must be at least 1")
-    if args.ctx_size < args.parallel * 16:
-        raise SystemExit(f"ggserve: --ctx-size {args.ctx_size} is too small for {args.parallel} slots")
-    if args.batch_size < args.parallel:
+    if args.ctx_size < args.n_parallel * 16:
+        raise SystemExit(f"ggserve: --ctx-size {args.ctx_size} is too small for {args.n_parallel} slots")
+    if args.batch_size < args.n_parallel:
         raise SystemExit("ggserve: --batch-size must be at least --parallel (one decode token per slot)")
     if bool(args.ssl_keyfile) != bool(args.ssl_certfile):
         raise SystemExit("ggserve: --ssl-keyfile and --ssl-certfile go together")
-    return ServeConfig(
+    # Flags whose dest is a ServeConfig field map one to one; the rest are derived here.
+    fields = {f: getattr(args, f) for f in ServeConfig.__struct_fields__ if hasattr(args, f)}
+    fields.update(
         model=resolve_model(args.model),
-        alias=args.alias,
-        chat_template_file=args.chat_template_file,
-        n_parallel=args.parallel,
-        ctx_size=args.ctx_size,
-        batch_size=args.batch_size,
-        ubatch_size=args.ubatch_size,
-        threads=args.threads,
-        threads_batch=args.threads_batch,
-        n_gpu_layers=args.n_gpu_layers,
-        flash_attn=args.flash_attn,
-        cache_type_k=args.cache_type_k,
-        cache_type_v=args.cache_type_v,
         repack=not cpu_has_amx() if args.repack is None else args.repack,
-        executors=args.executors,
         gpus=[g for g in args.gpus.split(",") if g],
-        max_queue=args.max_queue,
-        prefix_cache=not args.no_prefix_cache,
-        seed=args.seed,
-        host=args.host,
-        port=args.port,
-        http_workers=args.http_workers,
         api_keys=_api_keys(args),
-        metrics_key_required=args.metrics_key_required,
-        ssl_keyfile=args.ssl_keyfile,
-        ssl_certfile=args.ssl_certfile,
-        max_body_size=args.max_body_size,
-        run_dir=args.run_dir,
-        log_level=args.log_level,
     )
+    return ServeConfig(**fields)
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -1,0 +1,51 @@
+"""`ggserve serve` flags: llama-server's names map onto ServeConfig; bad combinations exit early."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from ggserve.cli import _serve_parser, config_from_args
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    _serve_parser(parser.add_subparsers())
+    return parser.parse_args(["serve", *argv])
+
+
+def test_llama_server_flags_map_onto_the_config(tmp_path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("# comment\nfile-key\n")
+    cfg = config_from_args(parse(
+        "-np", "3", "-c", "3072", "-b", "256", "-t", "2", "-ngl", "0", "-fa", "off",
+        "-ctk", "q8_0", "--gpus", "0,1", "--executors", "2", "--no-prefix-cache",
+        "--api-key", "a,b", "--api-key", "c", "--api-key-file", str(keys),
+        "--sse-ping-interval", "2.5", "--no-repack", "-a", "my-model",
+    ))  # fmt: skip
+    assert (cfg.n_parallel, cfg.ctx_size, cfg.batch_size, cfg.threads) == (3, 3072, 256, 2)
+    assert (cfg.n_gpu_layers, cfg.flash_attn, cfg.cache_type_k) == (0, "off", "q8_0")
+    assert cfg.gpus == ["0", "1"] and cfg.executors == 2
+    assert cfg.prefix_cache is False and cfg.repack is False
+    assert cfg.api_keys == ["a", "b", "c", "file-key"]
+    assert cfg.sse_ping_interval == 2.5
+    assert cfg.model_alias == "my-model"
+    assert cfg.n_ctx_slot == 1024
+    assert cfg.model.endswith(".gguf")  # the embedded default, assembled once
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("-np", "0"),
+        ("-np", "8", "-b", "4"),
+        ("-np", "64", "-c", "512"),
+        ("--ssl-keyfile", "key.pem"),
+        ("-m", "/nonexistent/model.gguf"),
+    ],
+)
+def test_bad_flag_combinations_exit_with_a_message(argv: tuple[str, ...]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        config_from_args(parse(*argv))
+    assert "ggserve:" in str(exc.value)
