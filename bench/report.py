@@ -16,11 +16,13 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on a server
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
 from bench.client import RequestRecord  # noqa: E402
 from bench.stats import PERCENTILES  # noqa: E402
 
 Summary = Mapping[str, Any]
+LOG_SCALE_SPAN = 20  # max / min of a latency plot beyond which its axis is logarithmic
 
 
 def write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
@@ -98,6 +100,17 @@ def _x_axis(ax: Any, summaries: Sequence[Summary]) -> None:
         ax.set_xticks(loads, [f"{int(v)}" for v in loads])
 
 
+def _y_axis(ax: Any, values: Sequence[float | None]) -> None:
+    """Logarithmic when the values span more than a decade or so (queueing servers next to
+    batching ones), else linear from zero."""
+    present = [v for v in values if v]
+    if present and max(present) > LOG_SCALE_SPAN * min(present):
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    else:
+        ax.set_ylim(bottom=0)
+
+
 def plot_throughput(summaries: Sequence[Summary], path: Path, title: str,
                     ceiling: Mapping[int, float] | None = None) -> None:
     """Output tokens/s against load, one line per server; `ceiling` (batch -> tok/s) dashed."""
@@ -131,12 +144,12 @@ def plot_latency(summaries: Sequence[Summary], path: Path, title: str) -> None:
                 ax.plot([s["load"] for s in runs], [s[f"{metric}_p{q}_ms"] for s in runs],
                         linestyle=styles[q], marker="o", markersize=3, color=f"C{color}",
                         label=f"{name} p{q}")
-    for ax, metric in zip(axes, ("TTFT", "TPOT"), strict=True):
+    for ax, metric in zip(axes, ("ttft", "tpot"), strict=True):
         _x_axis(ax, summaries)
-        ax.set_ylabel(f"{metric} (ms)")
-        ax.set_ylim(bottom=0)
+        _y_axis(ax, [s[f"{metric}_p{q}_ms"] for s in summaries for q in PERCENTILES])
+        ax.set_ylabel(f"{metric.upper()} (ms)")
         ax.grid(alpha=0.3)
-        ax.set_title(f"{title}: {metric}")
+        ax.set_title(f"{title}: {metric.upper()}")
     axes[1].legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
