@@ -167,7 +167,7 @@ def running_server(name: str, command: list[str], port: int, log_path: Path,
 
 
 def kernel_ceiling(setup: ServerSetup, batch_sizes: Sequence[int], input_len: int,
-                   output_len: int, log_path: Path) -> dict[int, dict[str, Any]]:
+                   output_len: int, unified_kv: bool, log_path: Path) -> dict[int, dict[str, Any]]:
     """llama-batched-bench rows by batch size: speed_tg (S_TG), speed_pp, t (s), ..., and the
     CPU cores other processes used meanwhile (cpu_other_cores)."""
     # Enough cells for the largest batch, at least as many as the servers get.
@@ -176,9 +176,10 @@ def kernel_ceiling(setup: ServerSetup, batch_sizes: Sequence[int], input_len: in
                "-c", str(ctx), "-t", str(setup.threads), "-npp", str(input_len),
                "-ntg", str(output_len), "-npl", ",".join(map(str, batch_sizes)),
                "--output-format", "jsonl", _repack_flag(setup)]
+    command += ["-kvu"] if unified_kv else []
     command += setup.extra_args.get("llama-batched-bench", [])
     _log(f"kernel ceiling: {shlex.join(command)}")
-    with log_path.open("wb") as log:
+    with log_path.open("ab") as log:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log,
                                    start_new_session=True)
         meter = CpuMeter(process.pid)
@@ -219,7 +220,7 @@ def comparison_tables(summaries: Sequence[Mapping[str, Any]], servers: Sequence[
 
     headers = [load_name]
     if ceiling:
-        headers += ["ceiling S_TG", "ceiling incl. prefill"]
+        headers += ["ceiling S_TG", "S_TG unified KV", "ceiling incl. prefill"]
     headers += [f"{s} tok/s" for s in servers]
     headers += [f"{first} ÷ {o}" for o in others]
     if ceiling:
@@ -232,7 +233,7 @@ def comparison_tables(summaries: Sequence[Mapping[str, Any]], servers: Sequence[
             bench_row = ceiling.get(int(load), {})
             tg_ceiling = bench_row.get("speed_tg")
             whole = _ratio(bench_row.get("pl", 0) * bench_row.get("tg", 0), bench_row.get("t"))
-            row += [_fmt(tg_ceiling), _fmt(whole)]
+            row += [_fmt(tg_ceiling), _fmt(bench_row.get("speed_tg_unified_kv")), _fmt(whole)]
         row += [_fmt(value(s, load, "output_throughput")) for s in servers]
         row += [_fmt(_ratio(value(first, load, "output_throughput"),
                             value(o, load, "output_throughput")), 2, "x") for o in others]
@@ -285,17 +286,30 @@ def measure_server(name: str, setup: ServerSetup, plan: Plan, log_path: Path,
 
 def measure_ceiling(setup: ServerSetup, plan: Plan, input_len: int, output_len: int,
                     log_path: Path, conditions: list[str]) -> dict[int, dict[str, Any]]:
-    """kernel_ceiling at the plan's concurrency levels, on a quiet machine if it can be had."""
-    for attempt in range(setup.retries + 1):
-        wait_until_quiet(setup.quiet_cores, setup.quiet_timeout)
-        ceiling = kernel_ceiling(setup, [int(load.value) for load in plan.loads], input_len,
-                                 output_len, log_path)
-        other = next(iter(ceiling.values()))["cpu_other_cores"]
-        if other <= setup.quiet_cores or attempt == setup.retries:
-            break
-        _log(f"llama-batched-bench: other processes used {other:.2f} cores; again")
-    conditions.append(f"llama-batched-bench: other processes used {other:.2f} cores")
-    return ceiling
+    """kernel_ceiling at the plan's concurrency levels, each on a quiet machine if it can be
+    had: with a KV buffer per sequence (llama-batched-bench's and llama-server's default), whose
+    rows are returned, and with one unified KV buffer (ggserve's layout, where attention spans
+    every sequence's cells), whose S_TG they carry as speed_tg_unified_kv."""
+    batch_sizes = [int(load.value) for load in plan.loads]
+    rows: dict[int, dict[str, Any]] = {}
+    for unified_kv in (False, True):
+        layout = "unified KV" if unified_kv else "KV per sequence"
+        for attempt in range(setup.retries + 1):
+            wait_until_quiet(setup.quiet_cores, setup.quiet_timeout)
+            ceiling = kernel_ceiling(setup, batch_sizes, input_len, output_len, unified_kv,
+                                     log_path)
+            other = next(iter(ceiling.values()))["cpu_other_cores"]
+            if other <= setup.quiet_cores or attempt == setup.retries:
+                break
+            _log(f"llama-batched-bench ({layout}): other processes used {other:.2f} cores; again")
+        conditions.append(f"llama-batched-bench ({layout}): other processes used {other:.2f} "
+                          "cores")
+        if unified_kv:
+            for batch, row in ceiling.items():
+                rows[batch]["speed_tg_unified_kv"] = row["speed_tg"]
+        else:
+            rows = ceiling
+    return rows
 
 
 def compare_servers(servers: Sequence[str], setup: ServerSetup, plan: Plan, workload: str,
@@ -343,7 +357,10 @@ def compare_servers(servers: Sequence[str], setup: ServerSetup, plan: Plan, work
     if summaries:
         report.save_plots(summaries, out_dir, f"{workload}, {setup.parallel} slots, "
                           f"{setup.threads} threads",
-                          {batch: row["speed_tg"] for batch, row in ceiling.items()})
+                          {"kernel ceiling (batched-bench S_TG)":
+                           {batch: row["speed_tg"] for batch, row in ceiling.items()},
+                           "S_TG with unified KV": {batch: row["speed_tg_unified_kv"]
+                                                    for batch, row in ceiling.items()}})
         markdown += comparison_tables(summaries, ran, ceiling) + "\n"
         markdown += "### All runs\n\n" + report.summary_table(summaries)
     markdown += "\n### Conditions\n\n" + "".join(f"- {line}\n" for line in conditions)

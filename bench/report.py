@@ -112,16 +112,16 @@ def _y_axis(ax: Any, values: Sequence[float | None]) -> None:
 
 
 def plot_throughput(summaries: Sequence[Summary], path: Path, title: str,
-                    ceiling: Mapping[int, float] | None = None) -> None:
-    """Output tokens/s against load, one line per server; `ceiling` (batch -> tok/s) dashed."""
+                    ceilings: Mapping[str, Mapping[int, float]] | None = None) -> None:
+    """Output tokens/s against load, one line per server; ceilings (name -> batch -> tok/s)
+    dashed."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
     for name, runs in _series(summaries).items():
         ax.plot([s["load"] for s in runs], [s["output_throughput"] for s in runs], marker="o",
                 label=name)
-    if ceiling:
+    for style, (name, ceiling) in zip(("k--", "k:"), (ceilings or {}).items(), strict=False):
         batches = sorted(ceiling)
-        ax.plot(batches, [ceiling[b] for b in batches], "k--", marker="x",
-                label="kernel ceiling (batched-bench S_TG)")
+        ax.plot(batches, [ceiling[b] for b in batches], style, marker="x", label=name)
     _x_axis(ax, summaries)
     ax.set_ylabel("output tokens/s")
     ax.set_ylim(bottom=0)
@@ -158,6 +158,6 @@ def plot_latency(summaries: Sequence[Summary], path: Path, title: str) -> None:
 
 
 def save_plots(summaries: Sequence[Summary], out_dir: Path, title: str,
-               ceiling: Mapping[int, float] | None = None) -> None:
-    plot_throughput(summaries, out_dir / "throughput.png", title, ceiling)
+               ceilings: Mapping[str, Mapping[int, float]] | None = None) -> None:
+    plot_throughput(summaries, out_dir / "throughput.png", title, ceilings)
     plot_latency(summaries, out_dir / "latency.png", title)

@@ -46,7 +46,8 @@ def test_summary_table_is_markdown():
 
 
 def test_plots_are_small_pngs(tmp_path):
-    report.save_plots(summaries(), tmp_path, "test", ceiling={1: 20.0, 4: 70.0})
+    report.save_plots(summaries(), tmp_path, "test",
+                      {"ceiling": {1: 20.0, 4: 70.0}, "other ceiling": {1: 18.0, 4: 60.0}})
     for name in ("throughput.png", "latency.png"):
         data = (tmp_path / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
@@ -54,11 +55,11 @@ def test_plots_are_small_pngs(tmp_path):
 
 
 def test_comparison_tables_ratios_and_efficiency():
-    ceiling = {1: {"pl": 1, "tg": 8, "t": 0.5, "speed_tg": 20.0},
-               4: {"pl": 4, "tg": 8, "t": 1.0, "speed_tg": 40.0}}
+    ceiling = {1: {"pl": 1, "tg": 8, "t": 0.5, "speed_tg": 20.0, "speed_tg_unified_kv": 20.0},
+               4: {"pl": 4, "tg": 8, "t": 1.0, "speed_tg": 40.0, "speed_tg_unified_kv": 36.0}}
     text = compare.comparison_tables(summaries(), ["fast", "slow"], ceiling)
     # concurrency 4: fast 64 tok/s, slow 32, ceiling 40 (32 incl. prefill); fast is 2x faster
-    assert "| 4 | 40.0 | 32.0 | 64.0 | 32.0 | 2.00x | 160% | 80% |" in text
+    assert "| 4 | 40.0 | 36.0 | 32.0 | 64.0 | 32.0 | 2.00x | 160% | 80% |" in text
     assert "| 1 | 50 | 100 | 2.00x | 50.0 | 100.0 | 2.00x |" in text  # TTFT, TPOT p50
 
 
