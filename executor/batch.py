@@ -7,6 +7,7 @@ all seq ids live in one contiguous int32 buffer and the pointer table is built o
 from __future__ import annotations
 
 import ctypes
+from dataclasses import dataclass, field
 
 import llama_cpp
 import numpy as np
@@ -16,6 +17,17 @@ from ipc.protocol import BatchItem
 
 class BatchError(ValueError):
     """The plan's batch cannot be decoded (llama.cpp would abort or reject it)."""
+
+
+@dataclass
+class BatchLayout:
+    """Where the outputs of a filled batch are: llama.cpp returns one logits row per flagged
+    token, in batch order."""
+
+    n_outputs: int = 0
+    sample_batch_rows: list[int] = field(default_factory=list)  # batch index of each sample
+    sample_out_rows: list[int] = field(default_factory=list)  # its logits row
+    spans: list[tuple[int, int, list[int]]] = field(default_factory=list)  # (seq, first row, targets)
 
 
 class NumpyBatch:
@@ -39,29 +51,39 @@ class NumpyBatch:
         self.struct.seq_id = self._seq_ptrs
         self.struct.logits = self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
 
-    def fill(self, items: list[BatchItem], n_vocab: int, n_seq_max: int) -> list[int]:
-        """Lay the items out in order; return the batch index of each sampled item's last token."""
+    def fill(self, items: list[BatchItem], n_vocab: int, n_seq_max: int) -> BatchLayout:
+        """Lay the items out in order and flag the tokens whose logits are needed."""
         n = 0
-        sample_rows: list[int] = []
+        layout = BatchLayout()
         for item in items:
             k = len(item.token_ids)
+            n_targets = len(item.logprob_targets)
             if k == 0:
                 raise BatchError(f"empty item for sequence {item.seq_id}")
             if n + k > self.capacity:
                 raise BatchError(f"batch of more than {self.capacity} tokens")
             if not 0 <= item.seq_id < n_seq_max:
                 raise BatchError(f"sequence id {item.seq_id} out of range")
+            if n_targets > k:
+                raise BatchError(f"more logprob targets than tokens for sequence {item.seq_id}")
             end = n + k
             self.token[n:end] = item.token_ids
             self.pos[n:end] = np.arange(item.pos, item.pos + k, dtype=np.int32)
             self.seq_id[n:end] = item.seq_id
             self.logits[n:end] = 0
+            if n_targets:
+                self.logits[n : n + n_targets] = 1
+                layout.spans.append((item.seq_id, layout.n_outputs, item.logprob_targets))
+                layout.n_outputs += n_targets
             if item.sample:
-                self.logits[end - 1] = 1
-                sample_rows.append(end - 1)
+                if n_targets < k:  # the last token is not already an output row
+                    self.logits[end - 1] = 1
+                    layout.n_outputs += 1
+                layout.sample_batch_rows.append(end - 1)
+                layout.sample_out_rows.append(layout.n_outputs - 1)
             n = end
         tokens = self.token[:n]
         if n and (tokens.min() < 0 or tokens.max() >= n_vocab):
             raise BatchError("token id out of the vocabulary")
         self.struct.n_tokens = n
-        return sample_rows
+        return layout

@@ -16,9 +16,9 @@ import llama_cpp
 
 from executor.batch import BatchError, NumpyBatch
 from executor.llama_log import LlamaLogCapture
-from executor.sampling import SeqSampler, logits_view, sample_rows
+from executor.sampling import SeqSampler, logits_view, sample_rows, target_logprobs
 from ggserve.config import ServeConfig
-from ipc.protocol import ExecutorInfo, KvOpKind, Sample, StepPlan, StepResult
+from ipc.protocol import ExecutorInfo, KvOpKind, PromptLogprobs, Sample, StepPlan, StepResult
 
 log = logging.getLogger("executor")
 
@@ -118,11 +118,11 @@ class ModelEngine:
     def step(self, plan: StepPlan) -> StepResult:
         t0 = time.perf_counter()
         try:
-            samples = self._run(plan)
+            samples, prompt_logprobs = self._run(plan)
             error = None
         except (BatchError, ValueError, RuntimeError) as exc:
             log.error("executor %d: step %d failed: %s", self.executor_id, plan.step_id, exc)
-            samples, error = [], str(exc)
+            samples, prompt_logprobs, error = [], [], str(exc)
         return StepResult(
             step_id=plan.step_id,
             executor_id=self.executor_id,
@@ -130,9 +130,10 @@ class ModelEngine:
             pos_min=self._pos_min(),
             step_seconds=time.perf_counter() - t0,
             error=error,
+            prompt_logprobs=prompt_logprobs,
         )
 
-    def _run(self, plan: StepPlan) -> list[Sample]:
+    def _run(self, plan: StepPlan) -> tuple[list[Sample], list[PromptLogprobs]]:
         for seq in plan.ends:
             sampler = self.samplers.pop(seq, None)
             if sampler is not None:
@@ -144,29 +145,45 @@ class ModelEngine:
             if old is not None:
                 old.free()
             self.samplers[start.seq_id] = SeqSampler(
-                start.sampling, self.vocab, self.n_vocab, start.logprobs, start.history
+                start.sampling,
+                self.vocab,
+                self.n_vocab,
+                start.logprobs,
+                start.history,
+                start.prompt_logprobs,
             )
         if not plan.items:
-            return []
-        rows = self.batch.fill(plan.items, self.n_vocab, self.n_seq_max)
+            return [], []
+        layout = self.batch.fill(plan.items, self.n_vocab, self.n_seq_max)
         sampled_items = [item for item in plan.items if item.sample]
-        samplers = []
-        for item in sampled_items:
-            sampler = self.samplers.get(item.seq_id)
-            if sampler is None:
-                raise BatchError(f"sequence {item.seq_id} has no sampler")
-            samplers.append(sampler)
+        samplers = [self._sampler(item.seq_id) for item in sampled_items]
+        prompt_tops = [self._sampler(seq).prompt_logprobs for seq, _, _ in layout.spans]
         rc = llama_cpp.llama_decode(self.ctx, self.batch.struct)
         if rc != 0:
             raise RuntimeError(f"llama_decode returned {rc}")
-        if not rows:
-            return []
-        logits = logits_view(self.ctx, len(rows), self.n_vocab)
-        tokens, logprobs = sample_rows(self.ctx, logits, rows, samplers)
-        return [
+        if not layout.n_outputs:
+            return [], []
+        logits = logits_view(self.ctx, layout.n_outputs, self.n_vocab)
+        prompt_logprobs = [
+            PromptLogprobs(seq, target_logprobs(logits[row : row + len(targets)], targets, top))
+            for (seq, row, targets), top in zip(layout.spans, prompt_tops)
+        ]
+        if not samplers:
+            return [], prompt_logprobs
+        only_samples = layout.n_outputs == len(samplers)  # rows are the samples, in order
+        rows = logits if only_samples else logits[layout.sample_out_rows]
+        tokens, logprobs = sample_rows(self.ctx, rows, layout.sample_batch_rows, samplers)
+        samples = [
             Sample(seq_id=item.seq_id, token_id=token, logprob=lp)
             for item, token, lp in zip(sampled_items, tokens, logprobs)
         ]
+        return samples, prompt_logprobs
+
+    def _sampler(self, seq_id: int) -> SeqSampler:
+        sampler = self.samplers.get(seq_id)
+        if sampler is None:
+            raise BatchError(f"sequence {seq_id} has no sampler")
+        return sampler
 
     def _check_seq(self, seq_id: int) -> None:
         if not 0 <= seq_id < self.n_seq_max:

@@ -29,8 +29,10 @@ class SeqSampler:
         n_vocab: int,
         logprobs: int,
         history: list[int],
+        prompt_logprobs: int = -1,
     ) -> None:
         self.logprobs = logprobs
+        self.prompt_logprobs = prompt_logprobs
         greedy = params.temperature <= 0
         self.fast_greedy = (
             greedy
@@ -113,21 +115,29 @@ def sample_rows(
         if sampler.chain is not None:
             tokens[i] = llama_cpp.llama_sampler_sample(sampler.chain, ctx, batch_rows[i])
     logprobs = [
-        _logprob(logits[i], tokens[i], s.logprobs) if s.logprobs >= 0 else None
+        target_logprobs(logits[i : i + 1], [tokens[i]], s.logprobs)[0] if s.logprobs >= 0 else None
         for i, s in enumerate(samplers)
     ]
     return tokens, logprobs
 
 
-def _logprob(row: np.ndarray, token: int, top_n: int) -> TokenLogprob:
-    peak = float(row.max())
-    log_z = peak + float(np.log(np.exp(row - peak, dtype=np.float32).sum(dtype=np.float64)))
-    top: list[tuple[int, float]] = []
-    if top_n > 0:
-        idx = np.argpartition(row, -top_n)[-top_n:]
-        idx = idx[np.argsort(row[idx])[::-1]]
-        top = [(int(t), float(row[t]) - log_z) for t in idx]
-    return TokenLogprob(token_id=token, logprob=float(row[token]) - log_z, top=top)
+def target_logprobs(block: np.ndarray, targets: list[int], top_n: int) -> list[TokenLogprob]:
+    """Row j's log-probability of ``targets[j]`` (+ top_n alternatives), vectorised over rows."""
+    peak = block.max(axis=1, keepdims=True)
+    log_z = peak[:, 0] + np.log(np.exp(block - peak).sum(axis=1, dtype=np.float64))
+    rows = np.arange(len(targets))
+    chosen = (block[rows, targets] - log_z).tolist()
+    if top_n <= 0:
+        return [TokenLogprob(t, lp) for t, lp in zip(targets, chosen)]
+    top_idx = np.argpartition(block, -top_n, axis=1)[:, -top_n:]
+    top_val = np.take_along_axis(block, top_idx, axis=1)
+    order = np.argsort(-top_val, axis=1)
+    top_idx = np.take_along_axis(top_idx, order, axis=1)
+    top_lp = np.take_along_axis(top_val, order, axis=1) - log_z[:, None]
+    return [
+        TokenLogprob(t, lp, list(zip(ids, lps)))
+        for t, lp, ids, lps in zip(targets, chosen, top_idx.tolist(), top_lp.tolist())
+    ]
 
 
 def logits_view(ctx: llama_cpp.llama_context_p, n_rows: int, n_vocab: int) -> np.ndarray:

@@ -53,6 +53,7 @@ class Choice:
         self.finished = False  # the engine's terminal output arrived
         self.stats: RequestStats | None = None
         self.stopped_by_string = False
+        self.prompt_logprobs: list[TokenLogprob] = []  # with echo + logprobs: prompt tokens 1..
         self._tokenizer = tokenizer
         self._detok = IncrementalDetokenizer(tokenizer)
         self._stop = StopMatcher(stops)
@@ -66,6 +67,7 @@ class Choice:
     def feed(self, output: RequestOutput) -> None:
         if self.finished:
             return
+        self.prompt_logprobs += output.prompt_logprobs
         if self.finish_reason is None:
             for k, token_id in enumerate(output.token_ids):
                 self.n_tokens += 1
@@ -215,6 +217,7 @@ class ChoiceResult:
     text: str
     tokens: list[TokenText]
     finish_reason: str
+    prompt_logprobs: list[TokenLogprob]
 
 
 async def collect(gen: Generation) -> list[ChoiceResult]:
@@ -229,5 +232,6 @@ async def collect(gen: Generation) -> list[ChoiceResult]:
     results = []
     for c in gen.choices:
         assert c.finish_reason is not None, "a finished choice has its finish reason"
-        results.append(ChoiceResult(c.index, "".join(texts[c.index]), tokens[c.index], c.finish_reason))
+        text = "".join(texts[c.index])
+        results.append(ChoiceResult(c.index, text, tokens[c.index], c.finish_reason, c.prompt_logprobs))
     return results

@@ -92,7 +92,7 @@ def check_context(n_prompt: int, max_new: int, n_ctx_slot: int) -> None:
 
 
 def engine_requests(request_id: str, prompts: list[list[int]], n: int, req: SamplingFields, sampling: SamplingParams,
-                    max_new: int, logprobs: int) -> list[AddRequest]:
+                    max_new: int, logprobs: int, prompt_logprobs: int = -1) -> list[AddRequest]:
     """One AddRequest per (prompt, choice); ids are ``<request_id>-<index>``."""
     now = time.time()
     return [
@@ -105,6 +105,7 @@ def engine_requests(request_id: str, prompts: list[list[int]], n: int, req: Samp
             logprobs=logprobs,
             cache_prompt=req.cache_prompt,
             arrival_time=now,
+            prompt_logprobs=prompt_logprobs,
         )
         for p, prompt in enumerate(prompts)
         for i in range(n)

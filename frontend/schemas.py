@@ -173,8 +173,8 @@ class ChatCompletionChunk(
 
 class CompletionLogprobs(msgspec.Struct):
     tokens: list[str]
-    token_logprobs: list[float]
-    top_logprobs: list[dict[str, float]]
+    token_logprobs: list[float | None]  # None: an echoed first prompt token (no context)
+    top_logprobs: list[dict[str, float] | None]
     text_offset: list[int]
 
 

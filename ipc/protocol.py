@@ -127,6 +127,9 @@ class AddRequest(_Msg):
     logprobs: int = -1  # -1: none; 0: chosen token only; k: chosen + top k
     cache_prompt: bool = True  # allow prefix-cache reuse for this request
     arrival_time: float = 0.0  # time.time() at the frontend
+    # -1: none; k >= 0: log-probability of every prompt token after the first (each given the
+    # tokens before it), with the top k alternatives (``echo`` with ``logprobs``).
+    prompt_logprobs: int = -1
 
 
 class Abort(_Msg):
@@ -156,6 +159,7 @@ class RequestOutput(_Part):
     finish_reason: FinishReason | None = None
     error: EngineError | None = None
     stats: RequestStats | None = None
+    prompt_logprobs: list[TokenLogprob] = []  # of the next prompt tokens (see AddRequest)
 
 
 class RequestOutputs(_Msg):
@@ -251,6 +255,7 @@ class SeqStart(_Part):
     logprobs: int = -1
     # Already-generated tokens to feed the penalty sampler (none for a fresh request).
     history: list[int] = []
+    prompt_logprobs: int = -1  # top-k alternatives reported with logprob_targets (see BatchItem)
 
 
 class BatchItem(_Part):
@@ -260,6 +265,9 @@ class BatchItem(_Part):
     token_ids: list[int]
     pos: int
     sample: bool  # sample a token from the logits of the last token
+    # Report, for the first len(logprob_targets) tokens, the log-probability that the next token
+    # is logprob_targets[j] (prompt log-probabilities).
+    logprob_targets: list[int] = []
 
 
 class StepPlan(_Msg):
@@ -278,6 +286,11 @@ class Sample(_Part):
     logprob: TokenLogprob | None = None
 
 
+class PromptLogprobs(_Part):
+    seq_id: int
+    logprobs: list[TokenLogprob]
+
+
 class StepResult(_Msg):
     """Sampled tokens of a StepPlan, in item order, plus cache facts the scheduler plans with."""
 
@@ -289,6 +302,7 @@ class StepResult(_Msg):
     pos_min: list[int] = []
     step_seconds: float = 0.0
     error: str | None = None  # the decode failed; the step's sequences are lost
+    prompt_logprobs: list[PromptLogprobs] = []  # one per item with logprob_targets
 
 
 class ExecutorReady(_Msg):

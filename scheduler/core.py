@@ -176,7 +176,11 @@ class Scheduler:
             else:
                 tokens = req.prompt[req.n_computed : req.n_computed + n]
                 sample = req.n_computed + n == len(req.prompt)
-            items.append(BatchItem(slot.seq_id, tokens, req.n_computed, sample))
+            # the prompt token following each position (the last position samples instead)
+            targets = req.prompt[req.n_computed + 1 : req.n_computed + n + 1] if (
+                req.prompt_logprobs >= 0 and req.status == Status.PREFILL
+            ) else []
+            items.append(BatchItem(slot.seq_id, tokens, req.n_computed, sample, targets))
             req.n_computed += n
             slot.tokens.extend(tokens)
             slot.last_used = now
@@ -217,7 +221,7 @@ class Scheduler:
         elif placement.reuse < len(slot.tokens):
             ex.kv_ops.append(KvOp(KvOpKind.TRUNCATE, seq, placement.reuse))
             del slot.tokens[placement.reuse :]
-        ex.starts.append(SeqStart(seq, req.sampling, req.logprobs))
+        ex.starts.append(SeqStart(seq, req.sampling, req.logprobs, [], req.prompt_logprobs))
         slot.request = req
         slot.last_used = now
         req.slot = slot
@@ -244,6 +248,10 @@ class Scheduler:
                 else:
                     self._finish(req, FinishReason.ERROR, error)  # also evicts its slot
             return
+        for entry in result.prompt_logprobs:
+            req = in_flight.get(entry.seq_id)
+            if req is not None and req.status != Status.FINISHED:
+                self.outputs[req.peer].append(RequestOutput(req.id, prompt_logprobs=entry.logprobs))
         for sample in result.samples:
             req = in_flight.get(sample.seq_id)
             if req is not None and req.status != Status.FINISHED:

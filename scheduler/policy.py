@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from scheduler.request import Request, Status
 from scheduler.slots import Slot, common_prefix_len
 
+# Prompt chunk per step of a request that wants prompt log-probabilities: each of its tokens
+# then has a logits row (1 MiB with Gemma 3's 262k vocabulary).
+PROMPT_LOGPROBS_CHUNK = 64
+
 # Prefixes shorter than this do not pull a request to an executor (every prompt shares BOS and
 # the chat template's first tokens).
 AFFINITY_MIN_TOKENS = 16
@@ -102,6 +106,8 @@ def plan_batch(running: list[Request], budget: int) -> list[tuple[Request, int]]
             break
         if req.status == Status.PREFILL and req.prompt_remaining > 0:
             n = min(req.prompt_remaining, budget)
+            if req.prompt_logprobs >= 0:
+                n = min(n, PROMPT_LOGPROBS_CHUNK)
             chosen.append((req, n))
             budget -= n
     return chosen

@@ -41,6 +41,7 @@ class Result:
     finish_reason: FinishReason | None = None
     error: EngineError | None = None
     stats: RequestStats | None = None
+    prompt_logprobs: list[TokenLogprob] = field(default_factory=list)
 
     def top2_gap(self, step: int) -> float:
         top = self.logprobs[step].top
@@ -98,6 +99,7 @@ class EngineClient:
             assert res.finish_reason is None, "output after the terminal one"
             res.tokens += out.token_ids
             res.logprobs += out.logprobs
+            res.prompt_logprobs += out.prompt_logprobs
             if out.finish_reason is not None:
                 res.finish_reason, res.error, res.stats = out.finish_reason, out.error, out.stats
 

@@ -58,6 +58,23 @@ def test_echo(sdk, stream_sdk):
     assert "".join(c.choices[0].text for c in chunks) == out.choices[0].text
 
 
+def test_echo_with_logprobs_scores_every_prompt_token(server):
+    # Raw JSON: the first entry is null, as OpenAI sends it, which the SDK's strict types reject.
+    prompt_ids = tokenize(server, PROMPT)
+    body = {"prompt": PROMPT, "max_tokens": 1, "temperature": 0, "echo": True, "logprobs": 1}
+    out = httpx.post(f"{server.base_url}/v1/completions", json=body, timeout=60).json()
+    choice = out["choices"][0]
+    lp = choice["logprobs"]
+    n = len(prompt_ids) + out["usage"]["completion_tokens"]
+    assert len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["top_logprobs"]) == len(lp["text_offset"]) == n
+    assert lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None  # nothing precedes it
+    assert all(v <= 0 for v in lp["token_logprobs"][1:])
+    assert all(len(top) == 1 for top in lp["top_logprobs"][1:])
+    assert "".join(lp["tokens"]) == choice["text"]
+    offsets = lp["text_offset"]
+    assert all(offsets[i + 1] == offsets[i] + len(lp["tokens"][i]) for i in range(n - 1))
+
+
 def test_logprobs_shapes(sdk):
     out = sdk.completions.create(model="any", prompt="1, 2, 3, 4,", max_tokens=6, temperature=0, logprobs=2)
     choice = out.choices[0]
@@ -101,7 +118,7 @@ def test_suffix_needs_an_infill_model(sdk):
         {"prompt": [10**9]},
         {"prompt": "x", "max_tokens": 0},
         {"prompt": "x", "logprobs": 99},
-        {"prompt": "x", "echo": True, "logprobs": 1},
+        {"prompt": "x", "echo": True, "logprobs": 1, "stream": True},
         {"prompt": "x", "n": "two"},
     ],
 )

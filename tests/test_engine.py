@@ -25,6 +25,11 @@ from ipc.protocol import ErrorCode, FinishReason
 # (wrong position, wrong sequence, stale KV) flips confident tokens, with gaps of several nats.
 TIE_GAP = 0.5
 
+# Prefill (one batch) and decode (one token per step) are different batch shapes, so the same
+# conditional log-probability differs by float rounding: up to 0.15 nats measured here over 7
+# tokens. A wrong position or sequence gives values several nats apart.
+PROMPT_LOGPROB_TOL = 0.3
+
 PROMPTS = [
     "The capital of France is",
     "Once upon a time, in a small village,",
@@ -128,6 +133,20 @@ def test_prefix_cache_hit_skips_the_shared_prefix_and_agrees_with_a_cold_run(eng
     # teacher-forced against the cold run; every resubmission is itself a prefix-cache hit
     splits = teacher_forced_splits(engine.client, second, cold, companions=[])
     assert all(gap < TIE_GAP for _, gap in splits), splits
+
+
+def test_prompt_logprobs_agree_with_the_logprobs_of_generation(engine: Engine) -> None:
+    prompt = engine.tokenizer.encode(PROMPTS[1])
+    (gen,) = engine.client.generate([prompt], 8, ignore_eos=True, logprobs=0)
+    full = prompt + gen.tokens[:7]
+    (scored,) = engine.client.generate([full], 1, prompt_logprobs=2)
+    lps = scored.prompt_logprobs
+    assert [lp.token_id for lp in lps] == full[1:]
+    assert all(len(lp.top) == 2 and lp.top[0][1] >= lp.logprob - 1e-6 for lp in lps)
+    assert all(lp.logprob <= 0 for lp in lps)
+    # the same conditional probabilities, computed in one prefill instead of step by step
+    for j in range(7):
+        assert abs(lps[len(prompt) - 1 + j].logprob - gen.logprobs[j].logprob) < PROMPT_LOGPROB_TOL
 
 
 def test_abort_frees_the_slot_and_keeps_the_prefix_cached(engine: Engine) -> None:

@@ -134,8 +134,8 @@ def test_completion_echo_and_logprobs_offsets(url: str):
     logprobs = out.choices[0].logprobs
     assert logprobs.tokens == ["Hello", " there"] and logprobs.text_offset == [0, 5]
     assert logprobs.top_logprobs == [{"Hello": -0.5}, {" there": -0.5}]
-    r = httpx.post(f"{url}/v1/completions", json={"prompt": "x", "echo": True, "logprobs": 1})
-    assert r.status_code == 400 and r.json()["error"]["param"] == "echo"
+    r = httpx.post(f"{url}/v1/completions", json={"prompt": "x", "echo": True, "logprobs": 1, "stream": True})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "stream"
 
 
 def test_pings_while_queued_then_tokens(url: str, fake: FakeScheduler):

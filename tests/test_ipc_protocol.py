@@ -70,6 +70,7 @@ SAMPLES: list[p.Message] = [
         logprobs=2,
         cache_prompt=False,
         arrival_time=1_700_000_000.5,
+        prompt_logprobs=1,
     ),
     p.Abort(request_ids=["chatcmpl-1", "chatcmpl-2"]),
     p.Hello(peer="frontend-0"),
@@ -83,6 +84,7 @@ SAMPLES: list[p.Message] = [
                 finish_reason=p.FinishReason.LENGTH,
                 error=p.EngineError(code=p.ErrorCode.EXECUTOR_FAILED, message="executor 1 died"),
                 stats=STATS,
+                prompt_logprobs=[LOGPROB],
             )
         ]
     ),
@@ -126,9 +128,9 @@ SAMPLES: list[p.Message] = [
     p.StepPlan(
         step_id=17,
         kv_ops=[p.KvOp(kind=p.KvOpKind.COPY, seq_id=2, pos=363, src_seq_id=0)],
-        starts=[p.SeqStart(seq_id=2, sampling=SAMPLING, logprobs=0, history=[42, 9])],
+        starts=[p.SeqStart(seq_id=2, sampling=SAMPLING, logprobs=0, history=[42, 9], prompt_logprobs=3)],
         ends=[5],
-        items=[p.BatchItem(seq_id=2, token_ids=[2364, 107], pos=363, sample=True)],
+        items=[p.BatchItem(seq_id=2, token_ids=[2364, 107], pos=363, sample=True, logprob_targets=[107])],
     ),
     p.StepResult(
         step_id=17,
@@ -137,6 +139,7 @@ SAMPLES: list[p.Message] = [
         pos_min=[0, -1, 12],
         step_seconds=0.03125,
         error="llama_decode returned 1",
+        prompt_logprobs=[p.PromptLogprobs(seq_id=2, logprobs=[LOGPROB])],
     ),
     p.ExecutorReady(info=EXECUTOR_INFO),
     p.ExecutorError(executor_id=1, message="failed to load model"),

@@ -14,11 +14,13 @@ from ipc.protocol import (
     ExecutorInfo,
     FinishReason,
     KvOpKind,
+    PromptLogprobs,
     RequestOutput,
     Sample,
     SamplingParams,
     StepPlan,
     StepResult,
+    TokenLogprob,
 )
 from scheduler.core import Scheduler
 from scheduler.slots import common_prefix_len
@@ -61,15 +63,20 @@ class FakeExecutor:
             self.samplers.add(start.seq_id)
         assert sum(len(i.token_ids) for i in plan.items) <= self.n_batch
         assert len({i.seq_id for i in plan.items}) == len(plan.items)
-        samples = []
+        samples, prompt_logprobs = [], []
         for item in plan.items:
+            if item.logprob_targets:
+                lps = [TokenLogprob(t, -1.0) for t in item.logprob_targets]
+                prompt_logprobs.append(PromptLogprobs(item.seq_id, lps))
             assert item.pos == len(self.kv[item.seq_id]), "positions must continue the sequence"
             self.kv[item.seq_id].extend(item.token_ids)
             if item.sample:
                 assert item.seq_id in self.samplers
                 samples.append(Sample(item.seq_id, 7 + len(self.kv[item.seq_id]) % 50))
         pos_min = [0 if kv else -1 for kv in self.kv]
-        return StepResult(plan.step_id, self.id, samples, pos_min, step_seconds=0.01)
+        return StepResult(
+            plan.step_id, self.id, samples, pos_min, 0.01, prompt_logprobs=prompt_logprobs
+        )
 
 
 class Harness:
@@ -343,3 +350,17 @@ def test_two_executors_share_the_load_and_prefixes_attract() -> None:
     h.run_until_idle()
     assert h.final("follow-up").stats.executor_id == home
     assert h.final("follow-up").stats.n_cached_tokens == 30
+
+
+def test_prompt_logprobs_cover_every_prompt_token_after_the_first_in_small_chunks() -> None:
+    h = Harness(n_slots=1, n_batch=512)
+    h.add("warm", prompt(150), max_tokens=1)
+    h.run_until_idle()
+    h.add("lp", prompt(150), max_tokens=1, prompt_logprobs=0)
+    sizes = []
+    while plans := h.step():
+        sizes += [len(i.token_ids) for i in plans[0].items]
+    assert sizes[0] <= 64  # logits rows per step stay bounded
+    lps = [lp for out in h.outputs["lp"] for lp in out.prompt_logprobs]
+    assert [lp.token_id for lp in lps] == prompt(150)[1:]
+    assert h.final("lp").stats.n_cached_tokens == 0  # positions need their own logits

@@ -1,17 +1,19 @@
 """POST /v1/completions: prompt(s) -> tokens -> generation -> OpenAI text_completion JSON or SSE.
 
 Choice ``p * n + i`` is choice i of prompt p. ``echo`` puts the prompt text before the completion
-(streams send it in the first chunk of each choice); prompt log-probabilities are not computed, so
-``echo`` with ``logprobs`` is refused.
+(streams send it in the first chunk of each choice). ``echo`` with ``logprobs`` also returns the
+prompt tokens' log-probabilities (the first is null), computed by the engine; that combination is
+not streamed (the prompt's log-probabilities only exist after its prefill).
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 
 from frontend import sse
 from frontend.errors import invalid
-from frontend.generation import ChoiceDelta, Generation, TokenText, collect
+from frontend.generation import ChoiceDelta, ChoiceResult, Generation, TokenText, collect
 from frontend.http import Request, Response, StreamResponse, json_response
 from frontend.prompts import Prompt, completion_prompts
 from frontend.sampling import check_context, engine_requests, max_tokens, sampling_params, stop_strings
@@ -24,6 +26,7 @@ from frontend.schemas import (
     CompletionRequest,
 )
 from frontend.state import Frontend
+from ipc.protocol import TokenLogprob
 
 
 def _logprobs(tokens: list[TokenText], offset: int) -> CompletionLogprobs:
@@ -32,6 +35,32 @@ def _logprobs(tokens: list[TokenText], offset: int) -> CompletionLogprobs:
         token_logprobs=[t.logprob for t in tokens],
         top_logprobs=[{text: lp for text, _, lp in t.top} for t in tokens],
         text_offset=[offset + t.offset for t in tokens],
+    )
+
+
+def _echo_logprobs(fe: Frontend, prompt: Prompt, lps: list[TokenLogprob]) -> CompletionLogprobs:
+    """The echoed prompt's tokens: the first has no log-probability (nothing precedes it)."""
+    texts = [fe.tokenizer.piece(t).decode("utf-8", errors="replace") for t in prompt.token_ids]
+    tops: list[dict[str, float] | None] = [None]
+    tops += [{fe.tokenizer.piece(t).decode("utf-8", errors="replace"): v for t, v in lp.top} for lp in lps]
+    return CompletionLogprobs(
+        tokens=texts,
+        token_logprobs=[None, *(lp.logprob for lp in lps)],
+        top_logprobs=tops,
+        text_offset=list(itertools.accumulate((len(t) for t in texts[:-1]), initial=0)),
+    )
+
+
+def _choice_logprobs(fe: Frontend, result: ChoiceResult, echoed: Prompt | None, echo_text: str) -> CompletionLogprobs:
+    generated = _logprobs(result.tokens, len(echo_text))
+    if echoed is None:
+        return generated
+    prompt = _echo_logprobs(fe, echoed, result.prompt_logprobs)
+    return CompletionLogprobs(
+        tokens=prompt.tokens + generated.tokens,
+        token_logprobs=prompt.token_logprobs + generated.token_logprobs,
+        top_logprobs=prompt.top_logprobs + generated.top_logprobs,
+        text_offset=prompt.text_offset + generated.text_offset,
     )
 
 
@@ -70,9 +99,8 @@ class _CompletionChunks:
 
 
 def _prompts(fe: Frontend, body: CompletionRequest) -> list[Prompt]:
-    if body.echo and body.logprobs is not None:
-        raise invalid("echo with logprobs would need prompt log-probabilities, which are not computed",
-                      param="echo")
+    if body.echo and body.logprobs is not None and body.stream:
+        raise invalid("echo with logprobs is not supported with stream", param="stream")
     if body.echo and body.suffix is not None:
         raise invalid("echo and suffix cannot be combined", param="echo")
     prompts = completion_prompts(fe.tokenizer, body.prompt, body.suffix)
@@ -89,8 +117,9 @@ async def completions(fe: Frontend, req: Request) -> Response | StreamResponse:
     for prompt in prompts:
         check_context(len(prompt.token_ids), limit, info.n_ctx_slot)
     logprobs = body.logprobs if body.logprobs is not None else (body.n_probs if body.n_probs > 0 else -1)
+    prompt_logprobs = logprobs if body.echo else -1
     requests = engine_requests(req.id, [p.token_ids for p in prompts], body.n, body,
-                               sampling_params(body, fe.tokenizer, fe.cfg.seed), limit, logprobs)
+                               sampling_params(body, fe.tokenizer, fe.cfg.seed), limit, logprobs, prompt_logprobs)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      fe.cfg.sse_ping_interval)
     echoes = [p.text if body.echo else "" for p in prompts for _ in range(body.n)]
@@ -109,7 +138,8 @@ async def completions(fe: Frontend, req: Request) -> Response | StreamResponse:
             CompletionChoice(
                 index=r.index,
                 text=echoes[r.index] + r.text,
-                logprobs=_logprobs(r.tokens, len(echoes[r.index])) if logprobs >= 0 else None,
+                logprobs=_choice_logprobs(fe, r, prompts[r.index // body.n] if body.echo else None, echoes[r.index])
+                if logprobs >= 0 else None,
                 finish_reason=r.finish_reason,
             )
             for r in results
