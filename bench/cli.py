@@ -130,7 +130,7 @@ def compare_parser() -> argparse.ArgumentParser:
                              "'llama-server=-kvu'; repeatable")
     parser.add_argument("--port", type=int, default=0, help="0: a free port")
     parser.add_argument("--startup-timeout", type=float, default=300.0)
-    parser.add_argument("--quiet-cores", type=float, default=0.25,
+    parser.add_argument("--quiet-cores", type=float, default=0.1,
                         help="run each level only when other processes use at most this many "
                              "cores, and run it again if they used more meanwhile")
     parser.add_argument("--quiet-timeout", type=float, default=600.0,

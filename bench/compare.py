@@ -54,7 +54,7 @@ class ServerSetup:
     port: int  # 0: pick a free one per server
     startup_timeout: float
     extra_args: Mapping[str, list[str]]  # server name -> more arguments
-    quiet_cores: float = 0.25  # run only when other processes use at most this many cores
+    quiet_cores: float = 0.1  # run only when other processes use at most this many cores
     quiet_timeout: float = 600.0  # seconds to wait for that before going ahead anyway
     retries: int = 2  # runs of a load level again when other processes disturbed it
 
