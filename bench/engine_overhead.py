@@ -61,7 +61,7 @@ def engine_step_seconds(cfg: ServeConfig, batch: int, steps: int) -> float:
     launcher.start(http=False)
     try:
         zctx = zmq.Context()
-        sock = connect_dealer(zctx, cfg.scheduler_endpoint, b"bench-overhead")
+        sock = connect_dealer(zctx, launcher.cfg.scheduler_endpoint, b"bench-overhead")
         prompt = list(range(1000, 1000 + PROMPT_LEN))
         for i in range(batch):
             params = SamplingParams(temperature=0)
@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.engine_overhead", description=__doc__)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--steps", type=int, default=64)
+    p.add_argument("--repeat", type=int, default=3, help="kernel/engine pairs, interleaved")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--model", default="")
     args = p.parse_args(argv)
@@ -97,17 +98,24 @@ def main(argv: list[str] | None = None) -> int:
         repack=not cpu_has_amx(),
         log_level="warning",
     )
-    print(f"kernel loop: batch {args.batch}, {args.steps} steps...", file=sys.stderr)
-    kernel = kernel_step_seconds(cfg, args.batch, args.steps)
-    print("engine: same batch through scheduler + executor...", file=sys.stderr)
-    engine = engine_step_seconds(cfg, args.batch, args.steps)
-    print("| batch | kernel step (ms) | engine step (ms) | kernel tok/s | engine tok/s | overhead |")
-    print("|---|---|---|---|---|---|")
-    print(
-        f"| {args.batch} | {kernel * 1e3:.1f} | {engine * 1e3:.1f} | {args.batch / kernel:.0f} "
-        f"| {args.batch / engine:.0f} | {100 * (engine / kernel - 1):.1f}% |"
-    )
+    print("| run | batch | kernel step (ms) | engine step (ms) | kernel tok/s | engine tok/s | overhead |")
+    print("|---|---|---|---|---|---|---|")
+    kernels, engines = [], []
+    for run in range(1, args.repeat + 1):
+        print(f"run {run}/{args.repeat}: kernel loop, then the engine...", file=sys.stderr)
+        kernels.append(kernel_step_seconds(cfg, args.batch, args.steps))
+        engines.append(engine_step_seconds(cfg, args.batch, args.steps))
+        _row(str(run), args.batch, kernels[-1], engines[-1])
+    _row("median", args.batch, float(np.median(kernels)), float(np.median(engines)))
     return 0
+
+
+def _row(label: str, batch: int, kernel: float, engine: float) -> None:
+    print(
+        f"| {label} | {batch} | {kernel * 1e3:.1f} | {engine * 1e3:.1f} | {batch / kernel:.0f} "
+        f"| {batch / engine:.0f} | {100 * (engine / kernel - 1):.1f}% |",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

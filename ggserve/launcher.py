@@ -21,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 
+import msgspec
 import zmq
 
 from ggserve.config import ServeConfig, save_config
@@ -40,10 +41,14 @@ class ChildFailed(RuntimeError):
 
 class Launcher:
     def __init__(self, cfg: ServeConfig) -> None:
-        if not cfg.run_dir:
-            cfg.run_dir = tempfile.mkdtemp(prefix="ggserve-")
-        cfg.scheduler_endpoint = cfg.scheduler_endpoint or ipc_endpoint(cfg.run_dir, "scheduler")
-        cfg.executor_endpoint = cfg.executor_endpoint or ipc_endpoint(cfg.run_dir, "executors")
+        """``self.cfg`` is ``cfg`` completed with this run's directory and endpoints."""
+        run_dir = cfg.run_dir or tempfile.mkdtemp(prefix="ggserve-")
+        cfg = msgspec.structs.replace(
+            cfg,
+            run_dir=run_dir,
+            scheduler_endpoint=cfg.scheduler_endpoint or ipc_endpoint(run_dir, "scheduler"),
+            executor_endpoint=cfg.executor_endpoint or ipc_endpoint(run_dir, "executors"),
+        )
         self.cfg = cfg
         self.config_path = save_config(cfg)
         self.children: dict[str, subprocess.Popen] = {}

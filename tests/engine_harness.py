@@ -148,7 +148,7 @@ def running_engine(**overrides) -> Iterator[Engine]:
     exit_code: list[int] = []
     supervisor = threading.Thread(target=lambda: exit_code.append(launcher.supervise()), daemon=True)
     supervisor.start()
-    client = EngineClient(cfg.scheduler_endpoint)
+    client = EngineClient(launcher.cfg.scheduler_endpoint)
     try:
         yield Engine(launcher, info, client, Tokenizer(cfg.model), supervisor, exit_code)
     finally:
