@@ -19,8 +19,13 @@ from bench.machine import CpuMeter
 from bench.runner import Load, Plan, benchmark
 from bench.stats import Slo, summarize
 from bench.tokenizer import TextMaker, Tokenizer
-from bench.workloads import (LengthDist, Session, multi_turn_sessions, random_sessions,
-                             shared_prefix_sessions)
+from bench.workloads import (
+    LengthDist,
+    Session,
+    multi_turn_sessions,
+    random_sessions,
+    shared_prefix_sessions,
+)
 from ggserve.config import cpu_has_amx
 
 WORKLOADS = ("random", "shared-prefix", "multi-turn")

@@ -6,8 +6,7 @@ import pytest
 
 from bench.cli import default_model_path
 from bench.tokenizer import TextMaker, Tokenizer
-from bench.workloads import (LengthDist, multi_turn_sessions, random_sessions,
-                             shared_prefix_sessions)
+from bench.workloads import LengthDist, multi_turn_sessions, random_sessions, shared_prefix_sessions
 
 
 @pytest.fixture(scope="module")
