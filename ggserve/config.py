@@ -22,7 +22,7 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     ctx_size: int = 4096  # -c: KV cells per executor, split evenly over its slots
     batch_size: int = 512  # -b: max tokens per decode step
     ubatch_size: int = 512  # -ub
-    threads: int = 0  # -t: 0 = all cores
+    threads: int = 0  # -t: per executor; 0 = the cores split evenly between executors
     threads_batch: int = 0  # -tb: 0 = same as threads
     n_gpu_layers: int = -1  # -ngl: -1 = all
     flash_attn: str = "auto"  # -fa: on / off / auto
@@ -60,7 +60,11 @@ class ServeConfig(msgspec.Struct, kw_only=True):
 
     @property
     def n_threads(self) -> int:
-        return self.threads if self.threads > 0 else (os.cpu_count() or 1)
+        """Threads per executor. By default the cores are split between executors: llama.cpp's
+        threads spin at barriers, so executors sharing cores slow each other down many times."""
+        if self.threads > 0:
+            return self.threads
+        return max(1, (os.cpu_count() or 1) // self.executors)
 
 
 CONFIG_FILE = "config.json"

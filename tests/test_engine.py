@@ -166,7 +166,7 @@ def test_abort_frees_the_slot_and_keeps_the_prefix_cached(engine: Engine) -> Non
 
 
 def test_two_executors_spread_requests() -> None:
-    with running_engine(executors=2, n_parallel=2, ctx_size=1024, threads=1) as eng:
+    with running_engine(executors=2, n_parallel=2, ctx_size=1024, threads=0) as eng:  # 1 core each
         results = eng.client.generate(encode_all(eng, PROMPTS[:4]), 6, ignore_eos=True)
         assert {r.stats.executor_id for r in results} == {0, 1}
         assert all(r.finish_reason == FinishReason.LENGTH for r in results)
