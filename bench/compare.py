@@ -3,8 +3,10 @@
 Each server is started in turn on the same model, slots, context and threads, warmed up, driven
 with the same sessions at the same load levels, and stopped before the next starts. With a random
 workload, llama-batched-bench (same llama.cpp tree as llama-server) measures the kernel ceiling at
-batch sizes equal to the concurrency levels: S_TG, decode-only tokens/s, and the output tokens/s of
-the whole batch including its prefill. Engine efficiency = a server's output tokens/s / S_TG.
+batch sizes equal to the concurrency levels: S_TG, decode-only tokens/s, with a KV buffer per
+sequence and with one unified buffer (ggserve's layout), and the output tokens/s of the whole batch
+including its prefill. Engine efficiency = a server's output tokens/s / S_TG. Every measurement
+waits for a quiet machine and is taken again when other processes disturbed it (bench.machine).
 
 Every request sets ignore_eos. llama-cpp-python's server ignores it (its min_tokens would pin the
 length, but through a Python logits processor that slows it by ~10%), so it is left as it is: the
