@@ -36,6 +36,7 @@ class RequestRecord:
     itl: list[float] = field(default_factory=list)  # gaps between non-empty chunks
     output_tokens: int = 0
     prompt_tokens: int | None = None  # the server's usage.prompt_tokens, when given
+    cached_tokens: int | None = None  # of those, served from its prefix cache, when it says
     tokens_from_usage: bool = False
     error: str = ""
 
@@ -131,9 +132,11 @@ class StreamingClient:
                     if chunk.get("error"):
                         record.error = f"stream error: {json.dumps(chunk['error'])[:300]}"
                         return ""
-                    if chunk.get("usage"):
-                        record.output_tokens = chunk["usage"]["completion_tokens"]
-                        record.prompt_tokens = chunk["usage"].get("prompt_tokens")
+                    if usage := chunk.get("usage"):
+                        record.output_tokens = usage["completion_tokens"]
+                        record.prompt_tokens = usage.get("prompt_tokens")
+                        record.cached_tokens = (usage.get("prompt_tokens_details")
+                                                or {}).get("cached_tokens")
                         record.tokens_from_usage = True
                     for choice in chunk.get("choices") or ():
                         piece = choice.get("text") if "text" in choice else (

@@ -58,6 +58,8 @@ SUMMARY_COLUMNS: list[tuple[str, Callable[[Summary], str]]] = [
     ("out tok/s", _metric("output_throughput", 1)),
     ("total tok/s", _metric("total_throughput", 1)),
     ("goodput req/s", _metric("goodput", 2)),
+    ("cached prompt", lambda s: "-" if s.get("cached_prompt_fraction") is None
+     else f"{100 * s['cached_prompt_fraction']:.0f}%"),
     *[(f"TTFT p{q} ms", _metric(f"ttft_p{q}_ms", 0)) for q in PERCENTILES],
     *[(f"TPOT p{q} ms", _metric(f"tpot_p{q}_ms", 1)) for q in PERCENTILES],
     ("ITL p99 ms", _metric("itl_p99_ms", 1)),

@@ -55,6 +55,7 @@ def summarize(result: RunResult, slo: Slo) -> dict[str, Any]:
     # Prompt tokens as the server counted them (template, BOS, history) when it says so.
     prompt_tokens = sum(r.prompt_tokens if r.prompt_tokens is not None else r.input_len for r in ok)
     duration = result.duration
+    cache_known = [r for r in ok if r.cached_tokens is not None and r.prompt_tokens]
     samples = {
         "ttft": [r.ttft for r in ok if r.ttft is not None],
         "tpot": [t for t in (r.tpot for r in ok) if t is not None],
@@ -75,6 +76,9 @@ def summarize(result: RunResult, slo: Slo) -> dict[str, Any]:
         "total_throughput": (output_tokens + prompt_tokens) / duration if duration else 0.0,
         "output_tokens": output_tokens,
         "prompt_tokens": prompt_tokens,
+        # share of the prompt tokens the server says it took from its prefix cache
+        "cached_prompt_fraction": sum(r.cached_tokens or 0 for r in cache_known)
+        / sum(r.prompt_tokens or 0 for r in cache_known) if cache_known else None,
         "goodput": (sum(slo.met_by(r) for r in ok) / duration if duration else 0.0)
         if slo.defined else None,
     }

@@ -21,8 +21,9 @@ def completion_chunks(n: int, usage_tokens: int | None) -> bytes:
     events: list[object] = [{"choices": [{"text": f" t{i}", "index": 0}]} for i in range(n)]
     events.append({"choices": [{"text": "", "index": 0, "finish_reason": "length"}]})
     if usage_tokens is not None:
-        events.append({"choices": [], "usage": {"prompt_tokens": 5,
-                                                "completion_tokens": usage_tokens}})
+        events.append({"choices": [], "usage": {
+            "prompt_tokens": 5, "completion_tokens": usage_tokens,
+            "prompt_tokens_details": {"cached_tokens": 3}}})
     events.append("[DONE]")
     return sse(*events)
 
@@ -63,6 +64,7 @@ def test_completion_stream_is_timed_and_counted(usage):
     assert record.output_tokens == (5 if usage else 4)
     assert record.tokens_from_usage is usage
     assert record.prompt_tokens == (5 if usage else None)
+    assert record.cached_tokens == (3 if usage else None)
     assert len(record.itl) == 3
     assert 0 < record.ttft <= record.e2e
 

@@ -56,6 +56,7 @@ def test_against_ggserve(tmp_path):
     check_sensible(results)
     for r in results[0].records:  # counted from the server's usage; BOS + prompt
         assert r.tokens_from_usage and r.prompt_tokens == INPUT_LEN + 1
+        assert r.cached_tokens is not None and 0 <= r.cached_tokens <= r.prompt_tokens
 
 
 @pytest.mark.timeout(180)

@@ -43,6 +43,7 @@ def test_summary_table_is_markdown():
     assert set(lines[1]) <= set("|-")
     assert all(line.count("|") == lines[0].count("|") for line in lines)
     assert "| fast | random | c=4 | 4 | 0 | 0 | 8.00 | 64.0 |" in table
+    assert "| - | - |" in table  # no goodput without SLOs, no cache figures without usage
 
 
 def test_plots_are_small_pngs(tmp_path):

@@ -8,11 +8,11 @@ from bench.stats import Slo, latency_stats, summarize
 
 
 def record(ttft: float, e2e: float, tokens: int, expected: int = 8, error: str = "",
-           prompt_tokens: int | None = None) -> RequestRecord:
+           prompt_tokens: int | None = None, cached_tokens: int | None = None) -> RequestRecord:
     gaps = [(e2e - ttft) / (tokens - 1)] * (tokens - 1) if tokens > 1 else []
     return RequestRecord(session=0, turn=0, input_len=10, expected_output_tokens=expected,
                          ttft=ttft, e2e=e2e, itl=gaps, output_tokens=tokens,
-                         prompt_tokens=prompt_tokens, error=error)
+                         prompt_tokens=prompt_tokens, cached_tokens=cached_tokens, error=error)
 
 
 def test_latency_stats_percentiles_in_ms():
@@ -34,7 +34,7 @@ def test_tpot_excludes_first_token():
 
 
 def test_summarize_counts_only_successes():
-    records = [record(0.1, 0.8, 8, prompt_tokens=11), record(0.2, 0.9, 8),
+    records = [record(0.1, 0.8, 8, prompt_tokens=11, cached_tokens=4), record(0.2, 0.9, 8),
                record(0.3, 1.0, 4), record(0.0, 0.0, 0, error="HTTP 500")]
     summary = summarize(RunResult(Load("concurrency", 2), records, 2.0, 4, 4), Slo())
     assert summary["requests"] == 3
@@ -47,6 +47,7 @@ def test_summarize_counts_only_successes():
     assert summary["ttft_p50_ms"] == pytest.approx(200.0)
     assert summary["tpot_p50_ms"] == pytest.approx(100.0)
     assert summary["goodput"] is None
+    assert summary["cached_prompt_fraction"] == pytest.approx(4 / 11)  # only where reported
 
 
 def test_goodput_counts_requests_meeting_every_slo():
