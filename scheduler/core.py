@@ -318,7 +318,7 @@ class Scheduler:
         self.counters[name] += 1
         self.counters["prompt_tokens"] += len(req.prompt) if req.t_admitted else 0
         self.counters["prompt_tokens_cached"] += req.n_cached
-        self.counters["prompt_tokens_evaluated"] += max(0, min(req.n_computed, len(req.prompt)) - req.n_cached)
+        self.counters["prompt_tokens_evaluated"] += req.n_evaluated_prompt
         self.counters["generated_tokens"] += len(req.output_ids)
 
     @staticmethod
@@ -329,7 +329,7 @@ class Scheduler:
         return RequestStats(
             n_prompt_tokens=len(req.prompt),
             n_cached_tokens=req.n_cached,
-            n_evaluated_prompt_tokens=max(0, min(req.n_computed, len(req.prompt)) - req.n_cached),
+            n_evaluated_prompt_tokens=req.n_evaluated_prompt,
             n_generated_tokens=len(req.output_ids),
             queue_ms=(admitted - req.t_arrival) * 1000,
             prefill_ms=(first - admitted) * 1000,

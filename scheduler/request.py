@@ -45,5 +45,10 @@ class Request:
         self.t_last_token = 0.0
 
     @property
+    def n_evaluated_prompt(self) -> int:
+        """Prompt tokens run through the model (not taken from the prefix cache)."""
+        return max(0, min(self.n_computed, len(self.prompt)) - self.n_cached)
+
+    @property
     def prompt_remaining(self) -> int:
         return len(self.prompt) - self.n_computed
