@@ -1,7 +1,8 @@
 """Executor process entry point: ``python -m executor --config PATH --id N``.
 
 Connects to the scheduler, loads the model, reports ExecutorReady (or ExecutorError), then
-answers each StepPlan with one StepResult until Shutdown.
+answers each StepPlan with one StepResult until Shutdown. A frame it cannot read is logged and
+dropped. It ignores SIGINT and SIGTERM: the launcher (or, when it hangs, a SIGKILL) stops it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from executor.engine import ModelEngine
 from ggserve.config import load_config
 from ggserve.process import setup_child
 from ipc.protocol import ExecutorError, ExecutorReady, Shutdown, StepPlan
-from ipc.transport import connect_dealer, executor_identity, recv, send
+from ipc.transport import BadFrame, connect_dealer, executor_identity, recv, send
 
 log = logging.getLogger("executor")
 
@@ -31,7 +32,7 @@ def main() -> int:
     setup_child(cfg, f"executor-{args.id}")
 
     ctx = zmq.Context()
-    sock = connect_dealer(ctx, args.connect or cfg.executor_endpoint, executor_identity(args.id))
+    sock = connect_dealer(ctx, args.connect or cfg.executor_endpoint, executor_identity(args.id), cfg.curve)
     try:
         engine = ModelEngine(cfg, args.id)
     except Exception as exc:  # report any load failure to the scheduler, then exit non-zero
@@ -41,13 +42,17 @@ def main() -> int:
         return 1
     send(sock, ExecutorReady(info=engine.info))
     while True:
-        msg = recv(sock)
+        try:
+            msg = recv(sock)
+        except BadFrame as exc:
+            log.warning("executor %d: dropped a bad frame: %s", args.id, exc)
+            continue
         if isinstance(msg, StepPlan):
             send(sock, engine.step(msg))
         elif isinstance(msg, Shutdown):
             break
         else:
-            log.warning("executor %d: unexpected message %s", args.id, type(msg).__name__)
+            log.warning("executor %d: dropped an unexpected %s", args.id, type(msg).__name__)
     engine.close()
     sock.close()
     ctx.term()

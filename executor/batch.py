@@ -51,21 +51,16 @@ class NumpyBatch:
         self.struct.seq_id = self._seq_ptrs
         self.struct.logits = self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
 
-    def fill(self, items: list[BatchItem], n_vocab: int, n_seq_max: int) -> BatchLayout:
-        """Lay the items out in order and flag the tokens whose logits are needed."""
+    def fill(self, items: list[BatchItem]) -> BatchLayout:
+        """Lay the items out in order and flag the tokens whose logits are needed. The items
+        have passed ``item_problem``."""
         n = 0
         layout = BatchLayout()
         for item in items:
             k = len(item.token_ids)
             n_targets = len(item.logprob_targets)
-            if k == 0:
-                raise BatchError(f"empty item for sequence {item.seq_id}")
             if n + k > self.capacity:
                 raise BatchError(f"batch of more than {self.capacity} tokens")
-            if not 0 <= item.seq_id < n_seq_max:
-                raise BatchError(f"sequence id {item.seq_id} out of range")
-            if n_targets > k:
-                raise BatchError(f"more logprob targets than tokens for sequence {item.seq_id}")
             end = n + k
             self.token[n:end] = item.token_ids
             self.pos[n:end] = np.arange(item.pos, item.pos + k, dtype=np.int32)
@@ -82,8 +77,23 @@ class NumpyBatch:
                 layout.sample_batch_rows.append(end - 1)
                 layout.sample_out_rows.append(layout.n_outputs - 1)
             n = end
-        tokens = self.token[:n]
-        if n and (tokens.min() < 0 or tokens.max() >= n_vocab):
-            raise BatchError("token id out of the vocabulary")
         self.struct.n_tokens = n
         return layout
+
+
+def item_problem(item: BatchItem, n_vocab: int, n_seq_max: int) -> str | None:
+    """Why llama.cpp could not decode this item (it would abort or reject it), or None."""
+    k = len(item.token_ids)
+    if k == 0:
+        return f"empty item for sequence {item.seq_id}"
+    if not 0 <= item.seq_id < n_seq_max:
+        return f"sequence id {item.seq_id} out of range"
+    if item.pos < 0:
+        return f"negative position {item.pos} for sequence {item.seq_id}"
+    if len(item.logprob_targets) > k:
+        return f"more logprob targets than tokens for sequence {item.seq_id}"
+    if min(item.token_ids) < 0 or max(item.token_ids) >= n_vocab:
+        return f"token id out of the vocabulary for sequence {item.seq_id}"
+    if item.logprob_targets and (min(item.logprob_targets) < 0 or max(item.logprob_targets) >= n_vocab):
+        return f"logprob target out of the vocabulary for sequence {item.seq_id}"
+    return None

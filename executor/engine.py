@@ -14,11 +14,23 @@ import time
 
 import llama_cpp
 
-from executor.batch import BatchError, NumpyBatch
+from executor.batch import BatchError, NumpyBatch, item_problem
 from executor.llama_log import LlamaLogCapture
-from executor.sampling import SeqSampler, logits_view, sample_rows, target_logprobs
+from executor.sampling import SequenceFailed, SeqSampler, logits_view, sample_rows, target_logprobs
 from ggserve.config import ServeConfig
-from ipc.protocol import ExecutorInfo, KvOpKind, PromptLogprobs, Sample, StepPlan, StepResult
+from ipc.protocol import (
+    BatchItem,
+    EngineError,
+    ErrorCode,
+    ExecutorInfo,
+    KvOpKind,
+    PromptLogprobs,
+    Sample,
+    SeqFailure,
+    SeqStart,
+    StepPlan,
+    StepResult,
+)
 
 log = logging.getLogger("executor")
 
@@ -33,6 +45,15 @@ CACHE_TYPES = {
     "q5_0": llama_cpp.GGML_TYPE_Q5_0,
     "q5_1": llama_cpp.GGML_TYPE_Q5_1,
 }
+# Test-only fault injection: when this environment variable names a file and the file exists,
+# the next step deletes it and never returns (a hung executor, for --step-timeout tests).
+HANG_FILE_ENV = "GGSERVE_TEST_HANG_FILE"
+
+
+class NoKvRoom(Exception):
+    """llama_decode returned 1: no KV cells for the batch; the cache is left as it was."""
+
+
 FLASH_ATTN = {
     "auto": llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO,
     "on": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
@@ -79,6 +100,7 @@ class ModelEngine:
         self.batch = NumpyBatch(self.n_batch)
         self.samplers: dict[int, SeqSampler] = {}
         self.info = self._describe(cfg)
+        self._hang_file = os.environ.get(HANG_FILE_ENV, "")
         log.info(
             "executor %d: loaded in %.1fs: %s, %d slots, n_ctx %d, KV %.1f MiB, device %s",
             executor_id,
@@ -111,18 +133,33 @@ class ModelEngine:
             eog_token_ids=eog,
             bos_token_id=llama_cpp.llama_vocab_bos(self.vocab),
             device=f"gpu:{os.environ.get('CUDA_VISIBLE_DEVICES', '0')}" if gpu else "cpu",
+            pid=os.getpid(),
         )
 
     # ------------------------------------------------------------------ step
 
     def step(self, plan: StepPlan) -> StepResult:
+        """Run one plan. A sequence that cannot run fails alone (``failures``); only a failed
+        llama_decode loses the whole step."""
         t0 = time.perf_counter()
+        if self._hang_file and os.path.exists(self._hang_file):
+            os.unlink(self._hang_file)
+            log.warning("executor %d: test hook %s: hanging in step %d", self.executor_id, HANG_FILE_ENV,
+                        plan.step_id)
+            while True:
+                time.sleep(3600)
+        failures: dict[int, EngineError] = {}
+        samples: list[Sample] = []
+        prompt_logprobs: list[PromptLogprobs] = []
+        error = None
+        no_kv_room = False
         try:
-            samples, prompt_logprobs = self._run(plan)
-            error = None
+            samples, prompt_logprobs = self._run(plan, failures)
+        except NoKvRoom:
+            no_kv_room = True
         except (BatchError, ValueError, RuntimeError) as exc:
             log.error("executor %d: step %d failed: %s", self.executor_id, plan.step_id, exc)
-            samples, prompt_logprobs, error = [], [], str(exc)
+            error = str(exc)
         return StepResult(
             step_id=plan.step_id,
             executor_id=self.executor_id,
@@ -131,34 +168,30 @@ class ModelEngine:
             step_seconds=time.perf_counter() - t0,
             error=error,
             prompt_logprobs=prompt_logprobs,
+            failures=[SeqFailure(seq, err) for seq, err in failures.items()],
+            no_kv_room=no_kv_room,
         )
 
-    def _run(self, plan: StepPlan) -> tuple[list[Sample], list[PromptLogprobs]]:
+    def _run(
+        self, plan: StepPlan, failures: dict[int, EngineError]
+    ) -> tuple[list[Sample], list[PromptLogprobs]]:
         for seq in plan.ends:
             sampler = self.samplers.pop(seq, None)
             if sampler is not None:
                 sampler.free()
         self._apply_kv_ops(plan)
         for start in plan.starts:
-            self._check_seq(start.seq_id)
-            old = self.samplers.pop(start.seq_id, None)
-            if old is not None:
-                old.free()
-            self.samplers[start.seq_id] = SeqSampler(
-                start.sampling,
-                self.vocab,
-                self.n_vocab,
-                start.logprobs,
-                start.history,
-                start.prompt_logprobs,
-            )
-        if not plan.items:
+            self._start(start, failures)
+        items = self._runnable(plan.items, failures)
+        if not items:
             return [], []
-        layout = self.batch.fill(plan.items, self.n_vocab, self.n_seq_max)
-        sampled_items = [item for item in plan.items if item.sample]
-        samplers = [self._sampler(item.seq_id) for item in sampled_items]
-        prompt_tops = [self._sampler(seq).prompt_logprobs for seq, _, _ in layout.spans]
+        layout = self.batch.fill(items)
+        sampled_items = [item for item in items if item.sample]
+        samplers = [self.samplers[item.seq_id] for item in sampled_items]
+        prompt_tops = [self.samplers[seq].prompt_logprobs for seq, _, _ in layout.spans]
         rc = llama_cpp.llama_decode(self.ctx, self.batch.struct)
+        if rc == 1:
+            raise NoKvRoom()
         if rc != 0:
             raise RuntimeError(f"llama_decode returned {rc}")
         if not layout.n_outputs:
@@ -172,18 +205,49 @@ class ModelEngine:
             return [], prompt_logprobs
         only_samples = layout.n_outputs == len(samplers)  # rows are the samples, in order
         rows = logits if only_samples else logits[layout.sample_out_rows]
-        tokens, logprobs = sample_rows(self.ctx, rows, layout.sample_batch_rows, samplers)
-        samples = [
-            Sample(seq_id=item.seq_id, token_id=token, logprob=lp)
-            for item, token, lp in zip(sampled_items, tokens, logprobs)
-        ]
+        tokens, logprobs, failed = sample_rows(self.ctx, rows, layout.sample_batch_rows, samplers)
+        samples = []
+        for i, (item, token, lp) in enumerate(zip(sampled_items, tokens, logprobs)):
+            if i in failed:
+                failures[item.seq_id] = EngineError(ErrorCode.INTERNAL, failed[i])
+            else:
+                samples.append(Sample(seq_id=item.seq_id, token_id=token, logprob=lp))
         return samples, prompt_logprobs
 
-    def _sampler(self, seq_id: int) -> SeqSampler:
-        sampler = self.samplers.get(seq_id)
-        if sampler is None:
-            raise BatchError(f"sequence {seq_id} has no sampler")
-        return sampler
+    def _start(self, start: SeqStart, failures: dict[int, EngineError]) -> None:
+        """Build the sampler chain of a request starting on ``start.seq_id``."""
+        if not 0 <= start.seq_id < self.n_seq_max:
+            failures[start.seq_id] = EngineError(ErrorCode.INTERNAL, f"sequence id {start.seq_id} out of range")
+            return
+        old = self.samplers.pop(start.seq_id, None)
+        if old is not None:
+            old.free()
+        try:
+            self.samplers[start.seq_id] = SeqSampler(
+                start.sampling, self.vocab, self.n_vocab, start.logprobs, start.history, start.prompt_logprobs
+            )
+        except SequenceFailed as exc:
+            failures[start.seq_id] = EngineError(ErrorCode.INVALID_REQUEST, str(exc))
+
+    def _runnable(self, items: list[BatchItem], failures: dict[int, EngineError]) -> list[BatchItem]:
+        """The items that can be decoded; each other one becomes a failure of its sequence."""
+        runnable: list[BatchItem] = []
+        n_tokens = 0
+        for item in items:
+            if item.seq_id in failures:
+                continue
+            problem = item_problem(item, self.n_vocab, self.n_seq_max)
+            if problem is None and item.seq_id not in self.samplers:
+                problem = f"sequence {item.seq_id} has no sampler"
+            if problem is None and n_tokens + len(item.token_ids) > self.batch.capacity:
+                problem = f"the plan has more than {self.batch.capacity} tokens"
+            if problem is not None:
+                log.error("executor %d: %s", self.executor_id, problem)
+                failures[item.seq_id] = EngineError(ErrorCode.INTERNAL, f"invalid plan: {problem}")
+                continue
+            n_tokens += len(item.token_ids)
+            runnable.append(item)
+        return runnable
 
     def _check_seq(self, seq_id: int) -> None:
         if not 0 <= seq_id < self.n_seq_max:
@@ -193,6 +257,8 @@ class ModelEngine:
         mem = self.memory
         for op in plan.kv_ops:
             self._check_seq(op.seq_id)
+            if op.pos < 0:
+                raise BatchError(f"negative position in a KV edit of sequence {op.seq_id}")
             if op.kind == KvOpKind.CLEAR:
                 llama_cpp.llama_memory_seq_rm(mem, op.seq_id, -1, -1)
             elif op.kind == KvOpKind.TRUNCATE:

@@ -19,6 +19,11 @@ import numpy as np
 from ipc.protocol import SamplingParams, TokenLogprob
 
 
+class SequenceFailed(Exception):
+    """One sequence cannot go on (its sampler cannot be built or cannot sample); only its
+    request fails, the step's other sequences are unaffected."""
+
+
 class SeqSampler:
     """Sampling state of the request running on one sequence."""
 
@@ -62,7 +67,7 @@ def _build_chain(
     def add(sampler: llama_cpp.llama_sampler_p) -> None:
         if not sampler:
             llama_cpp.llama_sampler_free(chain)
-            raise ValueError("llama.cpp rejected a sampler parameter")
+            raise SequenceFailed("llama.cpp rejected a sampler parameter (an invalid grammar?)")
         llama_cpp.llama_sampler_chain_add(chain, sampler)
 
     if p.grammar is not None:
@@ -102,10 +107,15 @@ def sample_rows(
     logits: np.ndarray,
     batch_rows: list[int],
     samplers: list[SeqSampler],
-) -> tuple[list[int], list[TokenLogprob | None]]:
-    """Choose one token per output row. ``logits[i]`` is the row of ``batch_rows[i]``."""
+) -> tuple[list[int], list[TokenLogprob | None], dict[int, str]]:
+    """Choose one token per output row. ``logits[i]`` is the row of ``batch_rows[i]``.
+
+    Returns the tokens, their log-probabilities and, by row, why a row's sampler failed (that
+    row's token is meaningless; the others are not affected).
+    """
     n = len(samplers)
     tokens = [0] * n
+    failed: dict[int, str] = {}
     fast = [i for i, s in enumerate(samplers) if s.fast_greedy]
     if fast:
         picked = np.argmax(logits if len(fast) == n else logits[fast], axis=1)
@@ -113,12 +123,17 @@ def sample_rows(
             tokens[i] = token
     for i, sampler in enumerate(samplers):
         if sampler.chain is not None:
-            tokens[i] = llama_cpp.llama_sampler_sample(sampler.chain, ctx, batch_rows[i])
+            try:
+                tokens[i] = llama_cpp.llama_sampler_sample(sampler.chain, ctx, batch_rows[i])
+            except Exception as exc:  # noqa: BLE001 - whatever it is, it fails this row alone
+                failed[i] = f"sampling failed: {exc}"
     logprobs = [
-        target_logprobs(logits[i : i + 1], [tokens[i]], s.logprobs)[0] if s.logprobs >= 0 else None
+        target_logprobs(logits[i : i + 1], [tokens[i]], s.logprobs)[0]
+        if s.logprobs >= 0 and i not in failed
+        else None
         for i, s in enumerate(samplers)
     ]
-    return tokens, logprobs
+    return tokens, logprobs, failed
 
 
 def target_logprobs(block: np.ndarray, targets: list[int], top_n: int) -> list[TokenLogprob]:

@@ -2,6 +2,8 @@
 
 granian forks ``http_workers`` worker processes; each builds its own app through the
 ``frontend.app:create_app`` factory, which finds the configuration in an environment variable.
+granian restarts a worker that dies. Neither granian's main process nor its workers act on
+SIGINT/SIGTERM: the launcher drains the engine first and then kills this process group.
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ from ggserve.config import load_config
 from ggserve.process import setup_child
 
 
+class _Server(Server):
+    def signal_handler_interrupt(self, *args: object, **kwargs: object) -> None:
+        """Ignore SIGINT/SIGTERM (granian would stop its workers and drop their streams)."""
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m frontend", description=__doc__)
     parser.add_argument("--config", required=True, help="ServeConfig JSON written by the launcher")
@@ -26,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config(args.config)
     setup_child(cfg, "frontend")
     os.environ[CONFIG_ENV] = os.path.abspath(args.config)
-    Server(
+    _Server(
         "frontend.app:create_app",
         factory=True,
         interface=Interfaces.ASGI,
@@ -36,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
         ssl_cert=Path(cfg.ssl_certfile) if cfg.ssl_certfile else None,
         ssl_key=Path(cfg.ssl_keyfile) if cfg.ssl_keyfile else None,
         log_level=LogLevels(cfg.log_level.lower()),
+        respawn_failed_workers=True,
     ).serve()
 
 

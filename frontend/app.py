@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import re
+import signal
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from frontend.http import Headers, Request, Response, StreamResponse, error_resp
 from frontend.routes import chat, completions, server, tokens
 from frontend.state import Frontend
 from ggserve.config import ServeConfig, load_config
-from ggserve.process import setup_logging
+from ggserve.process import die_with_parent, ignore_stop_signals, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class App:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                _worker_signals()
                 try:
                     self.fe = await Frontend.start(self.cfg)
                 except Exception as exc:
@@ -207,6 +209,16 @@ async def _cancel_on_disconnect(work: Coroutine[Any, Any, None], receive: Callab
 async def _wait_disconnect(receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+def _worker_signals() -> None:
+    """This granian worker dies with granian's main process and leaves SIGINT/SIGTERM to the
+    launcher (granian installed handlers that would stop serving mid-stream)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(sig)
+    die_with_parent()
+    ignore_stop_signals()
 
 
 def create_app() -> App:

@@ -3,7 +3,15 @@
 On start the worker says Hello; the scheduler answers with EngineInfo once the engine is ready
 (until then /health says "loading"). A background task reads every message: RequestOutputs are
 split by request id into the queue the request's handler waits on, EngineStats answers go to the
-caller that asked for them. Sends never wait: the socket's high-water mark is unlimited.
+caller that asked for them, EngineStatus (a few times a second) says whether executors are ready
+and whether the server drains. Sends never wait: the socket's high-water mark is unlimited.
+
+Liveness, both ways: the worker sends Heartbeat every HEARTBEAT_S so the scheduler can abort the
+requests of a worker that died; and when the scheduler sends nothing for LOSS_S (it died or
+hangs), every request of this worker ends with an error at once and the worker reconnects on a
+fresh socket (whatever the old one had queued is dropped), saying Hello until a scheduler
+answers. Until then new requests get 503. A restarted scheduler may hear the old socket first
+(ZeroMQ reconnects by itself): its EngineStatus carries another epoch, which counts as a loss too.
 """
 
 from __future__ import annotations
@@ -12,49 +20,71 @@ import asyncio
 import logging
 import os
 import secrets
+import time
 
-import msgspec
 import zmq.asyncio
 
 from ipc import transport
 from ipc.protocol import (
     Abort,
     AddRequest,
+    EngineError,
     EngineInfo,
     EngineStats,
+    EngineStatus,
+    ErrorCode,
+    FinishReason,
+    Heartbeat,
     Hello,
     Message,
     RequestOutput,
     RequestOutputs,
     StatsRequest,
 )
+from ipc.transport import CurveKeys
 
 log = logging.getLogger(__name__)
 
+HEARTBEAT_S = 0.25  # Heartbeat to the scheduler; Hello again while none answers
+LOSS_S = 1.5  # scheduler silence after which it counts as lost (it sends status every 0.2 s)
+
 
 class EngineClient:
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, keys: CurveKeys | None = None) -> None:
         self.endpoint = endpoint
-        self.identity = f"frontend-{os.getpid()}-{secrets.token_hex(4)}"
+        self.keys = keys
+        self.identity = ""
         self.info: EngineInfo | None = None  # set when the engine is ready
+        self.status: EngineStatus | None = None  # the scheduler's last pulse
+        self.connected = False  # the scheduler answered Hello and has not gone silent since
         self._queues: dict[str, asyncio.Queue[RequestOutput]] = {}
         self._stats_waiters: dict[int, asyncio.Future[EngineStats]] = {}
         self._next_stats_token = 0
         self._ctx: zmq.asyncio.Context | None = None
         self._sock: zmq.asyncio.Socket | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         """Connect and say Hello; EngineInfo arrives in the background."""
         self._ctx = zmq.asyncio.Context()
-        self._sock = transport.async_dealer(self._ctx, self.endpoint, self.identity.encode())
-        self._reader = asyncio.create_task(self._read_loop(), name="engine-reader")
+        self._connect()
+        self._tasks = [
+            asyncio.create_task(self._read_loop(), name="engine-reader"),
+            asyncio.create_task(self._heartbeat_loop(), name="engine-heartbeat"),
+        ]
+
+    def _connect(self) -> None:
+        assert self._ctx is not None
+        if self._sock is not None:
+            self._sock.close(linger=0)
+        self.identity = f"frontend-{os.getpid()}-{secrets.token_hex(4)}"
+        self._sock = transport.async_dealer(self._ctx, self.endpoint, self.identity.encode(), self.keys)
         self._send(Hello(peer=self.identity))
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._sock is not None:
             self._sock.close(linger=0)
         if self._ctx is not None:
@@ -62,7 +92,17 @@ class EngineClient:
 
     @property
     def ready(self) -> bool:
-        return self.info is not None
+        return self.info is not None and self.connected
+
+    def unavailable_reason(self) -> str | None:
+        """Why new requests cannot be served now (503), or None when they can."""
+        if self.info is None:
+            return "the model is still loading"
+        if not self.connected:
+            return "the engine is restarting"
+        if self.status is not None and self.status.draining:
+            return "the server is shutting down"
+        return None
 
     def submit(self, requests: list[AddRequest]) -> asyncio.Queue[RequestOutput]:
         """Send requests; the outputs of all of them arrive on the returned queue."""
@@ -98,15 +138,41 @@ class EngineClient:
         # Unlimited high-water mark: the send completes at once, no need to await it.
         transport.send(self._sock, msg)
 
-    async def _read_loop(self) -> None:
-        assert self._sock is not None
+    async def _heartbeat_loop(self) -> None:
         while True:
-            try:
-                msg = await transport.arecv(self._sock)
-            except msgspec.DecodeError:
-                log.exception("undecodable message from the scheduler")
+            await asyncio.sleep(HEARTBEAT_S)
+            self._send(Heartbeat() if self.connected else Hello(peer=self.identity))
+
+    async def _read_loop(self) -> None:
+        last_heard = time.monotonic()
+        while True:
+            sock = self._sock
+            assert sock is not None
+            if not await sock.poll(int(HEARTBEAT_S * 1000), zmq.POLLIN):
+                if time.monotonic() - last_heard > LOSS_S and self.connected:
+                    self._lost()
                 continue
+            try:
+                msg = await transport.arecv(sock)
+            except transport.BadFrame as exc:
+                log.warning("dropped a bad frame from the scheduler: %s", exc)
+                continue
+            last_heard = time.monotonic()
             self._dispatch(msg)
+
+    def _lost(self, why: str = "stopped answering") -> None:
+        """The scheduler is gone: end every request at once, then reconnect."""
+        log.error("the scheduler %s; failing %d request(s) and reconnecting", why, len(self._queues))
+        self.connected = False
+        self.status = None
+        error = EngineError(ErrorCode.EXECUTOR_FAILED, "the engine stopped answering; retry the request")
+        for request_id, queue in self._queues.items():
+            queue.put_nowait(RequestOutput(request_id, finish_reason=FinishReason.ERROR, error=error))
+        self._queues.clear()
+        for waiter in self._stats_waiters.values():
+            if not waiter.done():
+                waiter.set_exception(TimeoutError("the scheduler stopped answering"))
+        self._connect()
 
     def _dispatch(self, msg: Message) -> None:
         if isinstance(msg, RequestOutputs):
@@ -115,13 +181,19 @@ class EngineClient:
                 queue = queues.get(output.request_id)
                 if queue is not None:
                     queue.put_nowait(output)
+        elif isinstance(msg, EngineStatus):
+            if self.connected and self.info is not None and msg.epoch != self.info.epoch:
+                self._lost("was replaced by a new one")
+                return
+            self.status = msg
         elif isinstance(msg, EngineStats):
             waiter = self._stats_waiters.get(msg.token)
             if waiter is not None and not waiter.done():
                 waiter.set_result(msg)
         elif isinstance(msg, EngineInfo):
-            if self.info is None:
+            if not self.connected:
                 log.info("engine ready: %s, %d slot(s) of %d tokens", msg.model_alias, msg.n_slots, msg.n_ctx_slot)
             self.info = msg
+            self.connected = True
         else:
             log.warning("unexpected %s from the scheduler", type(msg).__name__)

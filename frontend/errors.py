@@ -68,11 +68,16 @@ def from_engine(error: EngineError | None) -> ApiError:
         return ApiError(500, "the engine failed the request without saying why")
     if error.code == ErrorCode.INVALID_REQUEST:
         return invalid(error.message)
-    if error.code == ErrorCode.OVERLOADED:
+    if error.code in _RETRYABLE:
         return unavailable(error.message)
-    if error.code == ErrorCode.SHUTTING_DOWN:
-        return ApiError(503, error.message)
     return ApiError(500, error.message)
+
+
+# Engine failures a client should retry: the server heals (a failed process is restarted), sheds
+# load or is being replaced (draining). The openai SDK retries 503 after Retry-After.
+_RETRYABLE = frozenset(
+    {ErrorCode.OVERLOADED, ErrorCode.SHUTTING_DOWN, ErrorCode.EXECUTOR_FAILED, ErrorCode.NO_KV_ROOM}
+)
 
 
 def from_validation(exc: msgspec.ValidationError | msgspec.DecodeError) -> ApiError:

@@ -39,7 +39,7 @@ class Frontend:
             cfg=cfg,
             tokenizer=tokenizer,
             template=load_chat_template(tokenizer, cfg.chat_template_file),
-            engine=EngineClient(cfg.scheduler_endpoint),
+            engine=EngineClient(cfg.scheduler_endpoint, cfg.curve),
             api_keys=ApiKeys(cfg.api_keys),
             started_at=int(time.time()),
         )
@@ -62,8 +62,9 @@ class Frontend:
         return await asyncio.to_thread(work)
 
     def engine_info(self) -> EngineInfo:
-        """The engine's facts; a 503 (retry later) while it is still loading."""
-        info = self.engine.info
-        if info is None:
-            raise unavailable("the model is still loading")
-        return info
+        """The engine's facts; a 503 (retry later) while it is loading, restarting or draining."""
+        reason = self.engine.unavailable_reason()
+        if reason is not None:
+            raise unavailable(reason)
+        assert self.engine.info is not None
+        return self.engine.info

@@ -37,7 +37,6 @@ class Tokenizer:
         self.fim_prefix_id: int = llama_cpp.llama_vocab_fim_pre(self._vocab)
         self.fim_suffix_id: int = llama_cpp.llama_vocab_fim_suf(self._vocab)
         self.fim_middle_id: int = llama_cpp.llama_vocab_fim_mid(self._vocab)
-        self._piece_buf = ctypes.create_string_buffer(256)
         # token id -> bytes, filled on first use (a full vocabulary is 100k-260k entries).
         self._pieces: dict[int, bytes] = {}
         self._special_pieces: dict[int, bytes] = {}
@@ -85,7 +84,9 @@ class Tokenizer:
         return piece
 
     def _render_piece(self, token_id: int, special: bool) -> bytes:
-        buf = self._piece_buf
+        # A buffer per call: the event loop and the prompt-preparation threads render pieces
+        # at the same time (this runs once per token id; the result is cached).
+        buf = ctypes.create_string_buffer(64)
         n = llama_cpp.llama_token_to_piece(self._vocab, token_id, buf, len(buf), 0, special)
         if n < 0:
             buf = ctypes.create_string_buffer(-n)

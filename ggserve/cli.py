@@ -11,7 +11,7 @@ import signal
 import sys
 
 from ggserve.config import ServeConfig, cpu_has_amx
-from ggserve.launcher import ChildFailed, Launcher
+from ggserve.launcher import ChildFailed, Launcher, StartInterrupted
 from ggserve.model import resolve_model
 from ggserve.process import setup_logging
 
@@ -44,6 +44,10 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--executors", type=int, default=d.executors, help="data-parallel executors")
     e.add_argument("--gpus", default="", help="comma-separated CUDA device per executor")
     e.add_argument("--max-queue", type=int, default=d.max_queue, help="waiting requests before 503")
+    e.add_argument(
+        "--step-timeout", type=float, default=d.step_timeout,
+        help="seconds one engine step may take before its executor is declared hung and restarted",
+    )
     e.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false", help="never reuse cached prefixes")
     e.add_argument("-s", "--seed", type=int, default=d.seed, help="default sampling seed (-1: random)")
     h = p.add_argument_group("http")
@@ -61,7 +65,25 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
         help="seconds without output before a stream sends an SSE ': ping' comment",
     )
     o = p.add_argument_group("operations")
+    o.add_argument(
+        "--shutdown-timeout", type=float, default=d.shutdown_timeout,
+        help="on SIGTERM/SIGINT, seconds running requests may take to finish before they are ended",
+    )
+    o.add_argument(
+        "--max-restarts", type=int, default=d.max_restarts,
+        help="failures of one process within 2 minutes before the server gives up (exit 1)",
+    )
     o.add_argument("--run-dir", default="", help="directory for sockets (default: a new temp dir)")
+    o.add_argument(
+        "--scheduler-endpoint", default="",
+        help="where frontends reach the scheduler (default: ipc:// in the run dir; tcp://HOST:PORT "
+        "is authenticated with CURVE keys made at start-up)",
+    )
+    o.add_argument(
+        "--executor-endpoint", default="",
+        help="where executors reach the scheduler (default: ipc:// in the run dir; tcp://HOST:PORT "
+        "for executors on other hosts, authenticated with CURVE)",
+    )
     o.add_argument("--log-level", default=d.log_level, choices=["debug", "info", "warning", "error"])
 
 
@@ -80,6 +102,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         raise SystemExit(f"ggserve: --ctx-size {args.ctx_size} is too small for {args.n_parallel} slots")
     if args.batch_size < args.n_parallel:
         raise SystemExit("ggserve: --batch-size must be at least --parallel (one decode token per slot)")
+    if args.step_timeout <= 0 or args.shutdown_timeout < 0 or args.max_restarts < 0:
+        raise SystemExit("ggserve: --step-timeout must be positive, --shutdown-timeout and --max-restarts not negative")
     if bool(args.ssl_keyfile) != bool(args.ssl_certfile):
         raise SystemExit("ggserve: --ssl-keyfile and --ssl-certfile go together")
     # Flags whose dest is a ServeConfig field map one to one; the rest are derived here.
@@ -101,6 +125,10 @@ def serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, launcher.request_stop)
     try:
         info = launcher.start()
+    except StartInterrupted:
+        log.info("stopped during start-up")
+        launcher.shutdown()
+        return 0
     except ChildFailed as exc:
         log.error("start-up failed: %s", exc)
         launcher.shutdown()

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import msgspec
 
+from ipc.transport import CurveKeys
+
 
 class ServeConfig(msgspec.Struct, kw_only=True):
     # model
@@ -32,6 +34,7 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     executors: int = 1  # data parallel executors (one per GPU; processes on CPU)
     gpus: list[str] = []  # CUDA_VISIBLE_DEVICES value per executor; empty: executor index
     max_queue: int = 256  # waiting requests beyond which new ones get 503
+    step_timeout: float = 300.0  # seconds one step may take before its executor counts as hung
     prefix_cache: bool = True
     seed: int = -1  # default sampling seed (-1: random)
     # http
@@ -44,10 +47,14 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     ssl_certfile: str = ""
     max_body_size: int = 16 * 1024 * 1024
     sse_ping_interval: float = 5.0  # seconds without output before a stream sends ": ping"
+    # operations
+    shutdown_timeout: float = 30.0  # seconds running requests may take to finish on SIGTERM
+    max_restarts: int = 5  # failures of one process within RESTART_WINDOW_S before giving up
     # plumbing
     run_dir: str = ""
     scheduler_endpoint: str = ""
     executor_endpoint: str = ""
+    curve: CurveKeys | None = None  # made by the launcher when an endpoint is tcp://
     log_level: str = "info"
 
     @property
@@ -71,8 +78,12 @@ CONFIG_FILE = "config.json"
 
 
 def save_config(cfg: ServeConfig) -> str:
+    """Write the configuration for the children; readable by this user only (it holds API keys
+    and CURVE secret keys)."""
     path = os.path.join(cfg.run_dir, CONFIG_FILE)
-    with open(path, "wb") as f:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to a file that already existed
+    with os.fdopen(fd, "wb") as f:
         f.write(msgspec.json.encode(cfg))
     return path
 

@@ -1,14 +1,33 @@
-"""Start, watch and stop the server's processes.
+"""Start, supervise, heal and stop the server's processes.
 
-Order: scheduler (binds the sockets), executors (load the model, report to the scheduler),
+Start order: scheduler (binds the sockets), executors (load the model, report to the scheduler),
 frontend (granian). Ready means the scheduler answered Hello with EngineInfo (every executor
-loaded) and the frontend's /health says ok. A child that exits during start-up fails the whole
-start; a child that dies later is reported, in-flight requests of a dead executor are failed
-(the scheduler answers their clients), and everything is shut down with a non-zero exit.
+loaded) and the frontend's /health says ok. A child that exits during start-up fails the start.
+
+Once serving, the launcher heals:
+  - an executor that exits (or that the scheduler reports hung past --step-timeout, which the
+    launcher then kills) is reported to the scheduler, which fails its in-flight requests at
+    once; the executor is started again after a back-off (1 s, 2 s, 4 s ... 30 s) and the
+    scheduler gives it work once it reports ready, with empty slots and cache;
+  - a scheduler that exits, or goes silent (no EngineStatus), is restarted with fresh executors;
+    frontends notice the silence themselves, fail their requests and reconnect;
+  - a frontend (granian) that exits is restarted; granian restarts its own workers;
+  - a process that fails more than --max-restarts times within RESTART_WINDOW_S (a model that
+    crashes on load) ends the server with exit code 1.
+
+Every child runs in its own process group (a terminal's Ctrl-C or a signal to the launcher's
+group reaches the launcher alone), ignores SIGINT/SIGTERM, and is SIGKILLed by the kernel if the
+launcher dies (PR_SET_PDEATHSIG): no orphan survives, whatever ends the launcher.
+
+Stopping (SIGTERM/SIGINT): the scheduler drains (new requests get 503, running and queued ones
+finish for up to --shutdown-timeout, then the rest end with an error), then the frontend is
+stopped, then the engine; a second signal skips the wait. Exit code 0; the run directory's
+files are removed (only the ones ggserve created when --run-dir was given).
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import shutil
@@ -20,79 +39,175 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass, field
 
 import msgspec
 import zmq
 
 from ggserve.config import ServeConfig, save_config
-from ipc.protocol import EngineInfo, ExecutorDied, Hello, Shutdown
-from ipc.transport import connect_dealer, ipc_endpoint, recv, send
+from ipc.protocol import (
+    Drain,
+    Drained,
+    EngineInfo,
+    EngineStatus,
+    ExecutorDied,
+    Hello,
+    RestartExecutor,
+    Shutdown,
+)
+from ipc.transport import (
+    LAUNCHER_IDENTITY,
+    BadFrame,
+    CurveKeys,
+    connect_dealer,
+    ipc_endpoint,
+    is_tcp,
+    recv,
+    send,
+)
 
 log = logging.getLogger("ggserve")
 
 POLL_SECONDS = 0.1
 STARTUP_TIMEOUT = 600.0
-DRAIN_SECONDS = 1.0  # after an executor death, time for clients to receive their errors
+BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # delay before the k-th restart within the window
+RESTART_WINDOW_S = 120.0
+SCHEDULER_SILENCE_S = 10.0  # a live scheduler that sends no EngineStatus this long is hung
+HTTP_GRACE_S = 0.5  # after the drain, time for the frontend to write the last events out
+STOP_WAIT_S = 5.0  # after Shutdown, time for the engine to exit before it is killed
 
 
 class ChildFailed(RuntimeError):
     pass
 
 
+class StartInterrupted(RuntimeError):
+    """A stop signal arrived while the server was starting."""
+
+
+@dataclass
+class Child:
+    """One supervised process and its restart history."""
+
+    name: str  # "scheduler", "executor N" or "frontend"
+    args: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+    failures: collections.deque[float] = field(default_factory=collections.deque)
+    restart_at: float | None = None  # when to start it again after a failure
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc is not None else 0
+
+    def exit_code(self) -> int | None:
+        """The exit code once the process has ended (None while it runs or was never started)."""
+        return None if self.proc is None else self.proc.poll()
+
+    def kill(self) -> None:
+        """SIGKILL the child's whole process group (granian's workers too) and reap it."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
+
+
 class Launcher:
     def __init__(self, cfg: ServeConfig) -> None:
-        """``self.cfg`` is ``cfg`` completed with this run's directory and endpoints."""
+        """``self.cfg`` is ``cfg`` completed with this run's directory, endpoints and keys."""
+        self.created_run_dir = not cfg.run_dir or not os.path.isdir(cfg.run_dir)
         run_dir = cfg.run_dir or tempfile.mkdtemp(prefix="ggserve-")
+        os.makedirs(run_dir, mode=0o700, exist_ok=True)
+        scheduler_endpoint = cfg.scheduler_endpoint or ipc_endpoint(run_dir, "scheduler")
+        executor_endpoint = cfg.executor_endpoint or ipc_endpoint(run_dir, "executors")
+        remote = is_tcp(scheduler_endpoint) or is_tcp(executor_endpoint)
         cfg = msgspec.structs.replace(
             cfg,
             run_dir=run_dir,
-            scheduler_endpoint=cfg.scheduler_endpoint or ipc_endpoint(run_dir, "scheduler"),
-            executor_endpoint=cfg.executor_endpoint or ipc_endpoint(run_dir, "executors"),
+            scheduler_endpoint=scheduler_endpoint,
+            executor_endpoint=executor_endpoint,
+            curve=cfg.curve or (CurveKeys.generate() if remote else None),
         )
         self.cfg = cfg
         self.config_path = save_config(cfg)
-        self.children: dict[str, subprocess.Popen] = {}
+        self.created_files = [self.config_path] + [
+            e.removeprefix("ipc://") for e in (scheduler_endpoint, executor_endpoint) if e.startswith("ipc://")
+        ]
         self.zmq = zmq.Context()
-        self.control = connect_dealer(self.zmq, cfg.scheduler_endpoint, b"launcher")
+        self.control = self._connect_control()
+        self.scheduler = self._child("scheduler", "scheduler")
+        self.executors = [
+            self._child(f"executor {i}", "executor", "--id", str(i),
+                        env={"CUDA_VISIBLE_DEVICES": cfg.gpus[i] if i < len(cfg.gpus) else str(i)})
+            for i in range(cfg.executors)
+        ]
+        self.frontend = self._child("frontend", "frontend")
+        self.http = True
         self.stop_requested = False
+        self.force_stop = False  # a second signal: do not wait for the drain
+        self.drained = False  # the scheduler reported every request ended
+        self.last_heard = time.monotonic()  # last message from the scheduler
+
+    def _child(self, name: str, module: str, *args: str, env: dict[str, str] | None = None) -> Child:
+        return Child(name, [sys.executable, "-m", module, "--config", self.config_path, *args], env or {})
+
+    def _connect_control(self) -> zmq.Socket:
+        """A fresh socket to the scheduler (a new one drops whatever the old one had queued)."""
+        return connect_dealer(self.zmq, self.cfg.scheduler_endpoint, LAUNCHER_IDENTITY, self.cfg.curve)
+
+    @property
+    def children(self) -> list[Child]:
+        return [self.scheduler, *self.executors, *([self.frontend] if self.http else [])]
 
     # ------------------------------------------------------------------ start
 
-    def _spawn(self, name: str, module: str, *args: str, env: dict[str, str] | None = None) -> None:
-        cmd = [sys.executable, "-m", module, "--config", self.config_path, *args]
-        self.children[name] = subprocess.Popen(cmd, env={**os.environ, **(env or {})})
+    def _spawn(self, child: Child) -> None:
+        child.proc = subprocess.Popen(child.args, env={**os.environ, **child.env}, process_group=0)
+        child.restart_at = None
 
     def start(self, http: bool = True) -> EngineInfo:
         """Start every process; ``http=False`` runs the engine alone (tests, remote frontends)."""
-        cfg = self.cfg
-        self._spawn("scheduler", "scheduler")
-        for i in range(cfg.executors):
-            gpu = cfg.gpus[i] if i < len(cfg.gpus) else str(i)
-            self._spawn(f"executor {i}", "executor", "--id", str(i), env={"CUDA_VISIBLE_DEVICES": gpu})
+        self.http = http
+        self._spawn(self.scheduler)
+        for executor in self.executors:
+            self._spawn(executor)
         if http:
-            self._spawn("frontend", "frontend")
+            self._spawn(self.frontend)
         send(self.control, Hello(peer="launcher"))
         info = self._wait_engine()
         if http:
             self._wait_http()
         return info
 
+    def _check_start(self) -> None:
+        if self.stop_requested:
+            raise StartInterrupted("stopped while starting")
+        for child in self.children:
+            code = child.exit_code()
+            if code is not None:
+                raise ChildFailed(f"{child.name} exited during start-up with code {code}")
+
     def _wait_engine(self) -> EngineInfo:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:
-            self._check_children(starting=True)
+            self._check_start()
             if self.control.poll(int(POLL_SECONDS * 1000)):
-                msg = recv(self.control)
+                msg = self._recv_control()
                 if isinstance(msg, EngineInfo):
+                    self.last_heard = time.monotonic()
                     return msg
         raise ChildFailed("the engine did not become ready in time")
 
     def _wait_http(self) -> None:
-        url = f"{self.scheme}://{self.cfg.host}:{self.cfg.port}/health"
+        url = f"{self.scheme}://{_local_host(self.cfg.host)}:{self.cfg.port}/health"
         context = ssl._create_unverified_context() if self.scheme == "https" else None
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:
-            self._check_children(starting=True)
+            self._check_start()
+            self._read_control()  # keep the scheduler's pulse from piling up
             try:
                 with urllib.request.urlopen(url, timeout=2, context=context) as resp:
                     if resp.status == 200:
@@ -106,64 +221,165 @@ class Launcher:
     def scheme(self) -> str:
         return "https" if self.cfg.ssl_certfile else "http"
 
-    # ------------------------------------------------------------------ watch
-
-    def _check_children(self, starting: bool = False) -> None:
-        for name, proc in self.children.items():
-            code = proc.poll()
-            if code is None:
-                continue
-            when = "during start-up" if starting else "unexpectedly"
-            if name.startswith("executor") and not starting:
-                executor_id = int(name.split()[1])
-                send(self.control, ExecutorDied(executor_id, f"process exited with code {code}"))
-            raise ChildFailed(f"{name} exited {when} with code {code}")
+    # ------------------------------------------------------------------ supervise
 
     def supervise(self) -> int:
-        """Block until a signal (exit 0) or a child's death (exit 1)."""
+        """Heal children until a stop signal (drain, exit 0) or a child failing too often (1)."""
+        drain_deadline: float | None = None
+        while True:
+            now = time.monotonic()
+            if self.stop_requested and drain_deadline is None:
+                log.info("stopping: finishing running requests (up to %.0fs; signal again to skip)",
+                         self.cfg.shutdown_timeout)
+                drain_deadline = now + self.cfg.shutdown_timeout + STOP_WAIT_S
+                self._send_control(Drain(self.cfg.shutdown_timeout))
+            if drain_deadline is not None:
+                if self.drained or self.force_stop or now > drain_deadline or self.scheduler.exit_code() is not None:
+                    return 0
+            self._read_control()
+            try:
+                self._watch(now, restart=drain_deadline is None)
+            except ChildFailed as exc:
+                log.error("%s; giving up", exc)
+                return 1
+            time.sleep(POLL_SECONDS)
+
+    def _watch(self, now: float, restart: bool) -> None:
+        """Notice deaths and hangs; start again what is due."""
+        if self.scheduler.restart_at is None:
+            code = self.scheduler.exit_code()
+            if code is not None:
+                self._scheduler_lost(now, f"exited with code {code}")
+            elif now - self.last_heard > SCHEDULER_SILENCE_S:
+                self.scheduler.kill()
+                self._scheduler_lost(now, f"sent nothing for {SCHEDULER_SILENCE_S:.0f}s (hung); killed")
+        for i, executor in enumerate(self.executors):
+            if executor.restart_at is None and self.scheduler.restart_at is None:
+                code = executor.exit_code()
+                if code is not None:
+                    message = f"process {executor.pid} exited with code {code}"
+                    self._send_control(ExecutorDied(i, executor.pid, message))
+                    self._failed(executor, now, message)
+        if self.http and self.frontend.restart_at is None:
+            code = self.frontend.exit_code()
+            if code is not None:
+                self.frontend.kill()  # its workers, if any survived it
+                self._failed(self.frontend, now, f"exited with code {code}")
+        if restart:
+            self._restart_due(now)
+
+    def _scheduler_lost(self, now: float, message: str) -> None:
+        """The engine restarts whole: fresh executors for the fresh scheduler."""
+        for executor in self.executors:
+            executor.kill()
+            executor.restart_at = None
+        self._failed(self.scheduler, now, message)
+        self.control.close(linger=0)
+        self.control = self._connect_control()
+
+    def _failed(self, child: Child, now: float, message: str) -> None:
+        while child.failures and now - child.failures[0] > RESTART_WINDOW_S:
+            child.failures.popleft()
+        child.failures.append(now)
+        n = len(child.failures)
+        if n > self.cfg.max_restarts:
+            raise ChildFailed(f"{child.name} {message}; it failed {n} times within {RESTART_WINDOW_S:.0f}s")
+        delay = BACKOFF_S[min(n, len(BACKOFF_S)) - 1]
+        log.error("%s %s; restarting it in %.0fs", child.name, message, delay)
+        child.restart_at = now + delay
+
+    def _restart_due(self, now: float) -> None:
+        if self.scheduler.restart_at is not None:
+            if now < self.scheduler.restart_at:
+                return
+            log.info("restarting the scheduler and %d executor(s)", len(self.executors))
+            self._spawn(self.scheduler)
+            for executor in self.executors:
+                self._spawn(executor)
+            self.last_heard = now
+            send(self.control, Hello(peer="launcher"))
+        for executor in self.executors:
+            if executor.restart_at is not None and now >= executor.restart_at:
+                log.info("restarting %s", executor.name)
+                self._spawn(executor)
+        if self.http and self.frontend.restart_at is not None and now >= self.frontend.restart_at:
+            log.info("restarting the frontend")
+            self._spawn(self.frontend)
+
+    def _read_control(self) -> None:
+        while self.control.poll(0):
+            msg = self._recv_control()
+            if msg is None:
+                continue
+            self.last_heard = time.monotonic()
+            if isinstance(msg, RestartExecutor):
+                executor = self.executors[msg.executor_id] if 0 <= msg.executor_id < len(self.executors) else None
+                if executor is not None and executor.pid == msg.pid and executor.exit_code() is None:
+                    log.error("executor %d hung (%s); killing it", msg.executor_id, msg.message)
+                    executor.kill()  # _watch restarts it
+            elif isinstance(msg, Drained):
+                log.info("all requests ended (%d cut short at the deadline)", msg.n_cut_short)
+                self.drained = True
+            elif isinstance(msg, EngineInfo):
+                log.info("the engine is ready again")
+            elif not isinstance(msg, EngineStatus):
+                log.warning("dropped an unexpected %s from the scheduler", type(msg).__name__)
+
+    def _recv_control(self) -> object | None:
         try:
-            while not self.stop_requested:
-                self._check_children()
-                time.sleep(POLL_SECONDS)
-        except ChildFailed as exc:
-            log.error("%s; shutting down", exc)
-            time.sleep(DRAIN_SECONDS)
-            return 1
-        log.info("stopping")
-        return 0
+            return recv(self.control)
+        except BadFrame as exc:
+            log.warning("dropped a bad frame from the scheduler: %s", exc)
+            return None
+
+    def _send_control(self, msg: Drain | ExecutorDied | Shutdown) -> None:
+        try:
+            send(self.control, msg)
+        except zmq.ZMQError as exc:
+            log.warning("cannot reach the scheduler: %s", exc)
 
     def request_stop(self, *_: object) -> None:
+        """Signal handler: the first signal drains, a second one stops without waiting."""
+        if self.stop_requested:
+            self.force_stop = True
         self.stop_requested = True
 
     # ------------------------------------------------------------------ stop
 
     def shutdown(self) -> None:
-        """Stop every child: frontend first (no new requests), then scheduler and executors."""
-        frontend = self.children.get("frontend")
-        if frontend is not None and frontend.poll() is None:
-            frontend.send_signal(signal.SIGTERM)
-            _wait(frontend, 5.0)
-        try:
-            send(self.control, Shutdown("launcher stopping"))
-        except zmq.ZMQError:
-            pass
-        deadline = time.monotonic() + 5.0
-        for proc in self.children.values():
-            _wait(proc, max(0.1, deadline - time.monotonic()))
-        for proc in self.children.values():
-            if proc.poll() is None:
-                proc.terminate()
-                _wait(proc, 2.0)
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        """Stop every child: frontend first (requests are over), then scheduler and executors."""
+        if self.http and self.frontend.exit_code() is None and self.frontend.proc is not None:
+            time.sleep(HTTP_GRACE_S)
+        self.frontend.kill()
+        self._send_control(Shutdown("launcher stopping"))
+        deadline = time.monotonic() + STOP_WAIT_S
+        for child in (self.scheduler, *self.executors):
+            if child.proc is not None:
+                try:
+                    child.proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    log.warning("%s did not stop in time; killing it", child.name)
+            child.kill()
         self.control.close(linger=0)
         self.zmq.term()
-        shutil.rmtree(self.cfg.run_dir, ignore_errors=True)
+        self._remove_files()
+
+    def _remove_files(self) -> None:
+        if self.created_run_dir:
+            shutil.rmtree(self.cfg.run_dir, ignore_errors=True)
+            return
+        for path in self.created_files:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
 
-def _wait(proc: subprocess.Popen, timeout: float) -> None:
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        pass
+def _local_host(host: str) -> str:
+    """The address to reach a server bound to ``host`` from this machine, as a URL host."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+

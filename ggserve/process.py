@@ -22,18 +22,25 @@ def setup_logging(level: str, role: str) -> None:
 
 
 def die_with_parent() -> None:
-    """Ask Linux to SIGTERM this process when the launcher dies, so nothing is orphaned."""
+    """Ask Linux to SIGKILL this process when its parent dies, so nothing is ever orphaned, even
+    when the launcher itself is SIGKILLed (children ignore SIGTERM, so it must be SIGKILL)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):  # not Linux
         return
     if os.getppid() == 1:  # the parent is already gone
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def ignore_stop_signals() -> None:
+    """SIGINT (Ctrl-C reaches the whole foreground group) and SIGTERM (systemd and docker may
+    signal every process) are the launcher's to handle: it drains, then stops its children."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def setup_child(cfg: ServeConfig, role: str) -> None:
     setup_logging(cfg.log_level, role)
     die_with_parent()
-    # The launcher handles Ctrl-C for the whole group and sends Shutdown/SIGTERM to children.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ignore_stop_signals()

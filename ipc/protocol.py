@@ -2,11 +2,16 @@
 
 Reading this module explains the system:
 
-    frontend --AddRequest/Abort/Hello/StatsRequest--> scheduler
-    frontend <--RequestOutputs/EngineInfo/EngineStats-- scheduler
+    frontend --AddRequest/Abort/Hello/Heartbeat/StatsRequest--> scheduler
+    frontend <--RequestOutputs/EngineInfo/EngineStatus/EngineStats-- scheduler
     scheduler --StepPlan/Shutdown--> executor
     scheduler <--ExecutorReady/StepResult/ExecutorError-- executor
-    launcher --ExecutorDied/Shutdown--> scheduler
+    launcher --Hello/ExecutorDied/Drain/Shutdown--> scheduler
+    launcher <--EngineInfo/EngineStatus/RestartExecutor/Drained-- scheduler
+
+Liveness: the scheduler sends EngineStatus to every peer that said Hello a few times a second;
+a frontend that hears nothing for a while fails its requests and reconnects. Frontend workers
+send Heartbeat; the scheduler aborts the requests of a worker that stops sending it.
 
 All messages are msgspec Structs encoded as msgpack arrays (``array_like``), tagged so one
 decoder reads the union. ``gc=False`` keeps these short-lived, acyclic objects out of the cyclic
@@ -50,9 +55,10 @@ class ErrorCode(enum.IntEnum):
 
     INVALID_REQUEST = 0  # 400: the request cannot run (e.g. longer than a slot's context)
     OVERLOADED = 1  # 503: the waiting queue is full
-    EXECUTOR_FAILED = 2  # 500: the executor running the request died or failed its step
+    EXECUTOR_FAILED = 2  # 503: the process running the request died, hung or failed its step
     SHUTTING_DOWN = 3  # 503: the server is stopping
     INTERNAL = 4  # 500: a bug
+    NO_KV_ROOM = 5  # 503: the KV cache cannot hold the request's next tokens
 
 
 class EngineError(_Part):
@@ -144,6 +150,10 @@ class Hello(_Msg):
     peer: str
 
 
+class Heartbeat(_Msg):
+    """A frontend worker is alive (sent a few times a second)."""
+
+
 class StatsRequest(_Msg):
     """Ask for the current EngineStats (for /slots, /metrics, tests)."""
 
@@ -186,6 +196,7 @@ class ExecutorInfo(_Part):
     eog_token_ids: list[int] = []
     bos_token_id: int = -1
     device: str = "cpu"
+    pid: int = 0  # the executor process: tells a restarted executor from its predecessor
 
 
 class EngineInfo(_Msg):
@@ -199,7 +210,16 @@ class EngineInfo(_Msg):
     n_executors: int
     n_batch: int
     max_queue: int
+    epoch: int  # random per scheduler process: a different one means the scheduler was replaced
     executors: list[ExecutorInfo] = []
+
+
+class EngineStatus(_Msg):
+    """The scheduler's pulse, sent to every peer a few times a second."""
+
+    epoch: int  # the scheduler's, as in EngineInfo
+    n_executors_ready: int  # executors that can run requests now (0: all restarting)
+    draining: bool = False  # stopping: new requests are refused, running ones finish
 
 
 class SlotState(_Part):
@@ -291,6 +311,14 @@ class PromptLogprobs(_Part):
     logprobs: list[TokenLogprob]
 
 
+class SeqFailure(_Part):
+    """A sequence of the step failed alone (its sampler could not be built or sample, or its
+    batch item was invalid); its request ends with ``error``, the other sequences go on."""
+
+    seq_id: int
+    error: EngineError
+
+
 class StepResult(_Msg):
     """Sampled tokens of a StepPlan, in item order, plus cache facts the scheduler plans with."""
 
@@ -303,6 +331,10 @@ class StepResult(_Msg):
     step_seconds: float = 0.0
     error: str | None = None  # the decode failed; the step's sequences are lost
     prompt_logprobs: list[PromptLogprobs] = []  # one per item with logprob_targets
+    failures: list[SeqFailure] = []  # sequences whose items did not run
+    # llama_decode found no room in the KV cache (it returned 1): nothing of the batch ran and
+    # the cache is as before the step; the scheduler retries with fewer tokens.
+    no_kv_room: bool = False
 
 
 class ExecutorReady(_Msg):
@@ -320,7 +352,28 @@ class ExecutorDied(_Msg):
     """The launcher saw an executor process exit."""
 
     executor_id: int
+    pid: int  # of the process that exited (ignored if a newer one already reported ready)
     message: str
+
+
+class RestartExecutor(_Msg):
+    """The scheduler asks the launcher to kill and restart a hung executor (--step-timeout)."""
+
+    executor_id: int
+    pid: int
+    message: str
+
+
+class Drain(_Msg):
+    """Stop taking requests; let the running and queued ones finish for up to ``timeout_s``."""
+
+    timeout_s: float
+
+
+class Drained(_Msg):
+    """Every request has ended; ``n_cut_short`` were ended with an error at the deadline."""
+
+    n_cut_short: int
 
 
 class Shutdown(_Msg):
@@ -331,15 +384,20 @@ Message = Union[
     AddRequest,
     Abort,
     Hello,
+    Heartbeat,
     StatsRequest,
     RequestOutputs,
     EngineInfo,
+    EngineStatus,
     EngineStats,
     StepPlan,
     StepResult,
     ExecutorReady,
     ExecutorError,
     ExecutorDied,
+    RestartExecutor,
+    Drain,
+    Drained,
     Shutdown,
 ]
 

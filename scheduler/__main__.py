@@ -1,9 +1,12 @@
-"""Scheduler process entry point: ``python -m scheduler --config PATH``."""
+"""Scheduler process entry point: ``python -m scheduler --config PATH``.
+
+It ignores SIGINT and SIGTERM (see ggserve.process): the launcher drives the order of a shutdown
+(Drain, then Shutdown) and kills it only as a last resort.
+"""
 
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 
 from ggserve.config import load_config
@@ -17,9 +20,7 @@ def main() -> int:
     args = parser.parse_args()
     cfg = load_config(args.config)
     setup_child(cfg, "scheduler")
-    loop = SchedulerLoop(cfg)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    loop.run()
+    SchedulerLoop(cfg).run()
     return 0
 
 

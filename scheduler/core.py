@@ -37,19 +37,26 @@ log = logging.getLogger("scheduler")
 
 
 class ExecutorState:
-    """The scheduler's view of one executor: its slots, running requests and the plan in flight."""
+    """The scheduler's view of one executor process: its slots, running requests and the plan
+    in flight. A restarted executor gets a new ExecutorState: empty slots, empty prefix cache."""
 
-    def __init__(self, executor_id: int, info: ExecutorInfo) -> None:
+    def __init__(self, executor_id: int, info: ExecutorInfo, n_batch: int) -> None:
         self.id = executor_id
         self.info = info
         self.alive = True
         self.slots = [Slot(executor_id, s) for s in range(info.n_slots)]
         self.running: list[Request] = []  # admission order
-        self.in_flight: dict[int, Request] | None = None  # seq -> request of the step running
+        # The step running: its id, when it was sent, and seq -> (request, tokens it adds).
+        self.in_flight: dict[int, tuple[Request, int]] | None = None
+        self.step_id = 0
+        self.step_sent_at = 0.0
         self.kv_ops: list[KvOp] = []
         self.starts: list[SeqStart] = []
         self.ends: list[int] = []
         self.n_ctx_slot = info.n_ctx // info.n_slots
+        self.n_batch = n_batch
+        # Tokens per step; halved while llama_decode finds no KV room, restored as steps succeed.
+        self.budget = n_batch
 
     @property
     def idle(self) -> bool:
@@ -65,6 +72,7 @@ class Scheduler:
         self.prefix_cache = prefix_cache
         self.n_batch = n_batch
         self.executors: dict[int, ExecutorState] = {}
+        self.draining = False  # new requests are refused; running and queued ones finish
         self.waiting: collections.deque[Request] = collections.deque()
         self.requests: dict[str, Request] = {}  # every unfinished request
         self.outputs: dict[bytes, list[RequestOutput]] = collections.defaultdict(list)
@@ -76,20 +84,30 @@ class Scheduler:
 
     @property
     def ready(self) -> bool:
+        """Every executor reported ready once (the engine's facts are known)."""
         return len(self.executors) == self.n_executors
+
+    @property
+    def n_alive(self) -> int:
+        return sum(e.alive for e in self.executors.values())
 
     @property
     def n_ctx_slot(self) -> int:
         return min(e.n_ctx_slot for e in self.executors.values())
 
     def executor_ready(self, info: ExecutorInfo) -> None:
-        self.executors[info.executor_id] = ExecutorState(info.executor_id, info)
+        """A new executor process, or a restarted one: it starts with empty slots and cache."""
         self.n_batch = min(self.n_batch, info.n_batch)
+        self.executors[info.executor_id] = ExecutorState(info.executor_id, info, self.n_batch)
 
-    def executor_failed(self, executor_id: int, message: str) -> None:
-        """The executor is gone: fail what ran on it; fail the queue if no executor is left."""
+    def executor_failed(self, executor_id: int, message: str, pid: int = 0) -> None:
+        """The executor is gone: fail what ran on it; queued requests wait for a live executor.
+
+        ``pid`` (when known) names the process that failed: news of a process that has already
+        been replaced is ignored.
+        """
         ex = self.executors.get(executor_id)
-        if ex is None or not ex.alive:
+        if ex is None or not ex.alive or (pid and pid != ex.info.pid):
             return
         log.error("executor %d failed: %s", executor_id, message)
         ex.alive = False
@@ -97,15 +115,21 @@ class Scheduler:
         error = EngineError(ErrorCode.EXECUTOR_FAILED, f"executor {executor_id} failed: {message}")
         for req in list(ex.running):
             self._finish(req, FinishReason.ERROR, error)
-        if not any(e.alive for e in self.executors.values()):
-            self.fail_all(error)
 
-    def fail_all(self, error: EngineError) -> None:
-        for req in list(self.waiting):
+    def hung_executors(self, now: float, step_timeout: float) -> list[ExecutorState]:
+        """Live executors whose step has run longer than ``step_timeout`` seconds."""
+        return [
+            ex
+            for ex in self.executors.values()
+            if ex.alive and ex.in_flight is not None and now - ex.step_sent_at > step_timeout
+        ]
+
+    def fail_all(self, error: EngineError) -> int:
+        """End every unfinished request with ``error``; returns how many there were."""
+        unfinished = list(self.requests.values())
+        for req in unfinished:
             self._finish(req, FinishReason.ERROR, error)
-        for ex in self.executors.values():
-            for req in list(ex.running):
-                self._finish(req, FinishReason.ERROR, error)
+        return len(unfinished)
 
     # ------------------------------------------------------------------ requests
 
@@ -125,8 +149,10 @@ class Scheduler:
         self.waiting.append(req)
 
     def _validate(self, msg: AddRequest) -> EngineError | None:
-        if not self.ready or not any(e.alive for e in self.executors.values()):
-            return EngineError(ErrorCode.SHUTTING_DOWN, "no executor is available")
+        if self.draining:
+            return EngineError(ErrorCode.SHUTTING_DOWN, "the server is shutting down")
+        if not self.ready:
+            return EngineError(ErrorCode.SHUTTING_DOWN, "the engine is still loading")
         if msg.request_id in self.requests:
             return EngineError(ErrorCode.INVALID_REQUEST, f"duplicate request id {msg.request_id}")
         prompt = msg.prompt_token_ids
@@ -163,11 +189,11 @@ class Scheduler:
         if not ex.idle:
             return None
         self._admit(ex, now)
-        chosen = policy.plan_batch(ex.running, self.n_batch)
+        chosen = policy.plan_batch(ex.running, ex.budget)
         if not chosen and not ex.kv_ops and not ex.ends:
             return None
         items: list[BatchItem] = []
-        in_flight: dict[int, Request] = {}
+        in_flight: dict[int, tuple[Request, int]] = {}
         for req, n in chosen:
             slot = req.slot
             if req.status == Status.DECODE:
@@ -184,11 +210,13 @@ class Scheduler:
             req.n_computed += n
             slot.tokens.extend(tokens)
             slot.last_used = now
-            in_flight[slot.seq_id] = req
+            in_flight[slot.seq_id] = (req, n)
         self._step_ids += 1
         plan = StepPlan(self._step_ids, ex.kv_ops, ex.starts, ex.ends, items)
         ex.kv_ops, ex.starts, ex.ends = [], [], []
         ex.in_flight = in_flight
+        ex.step_id = self._step_ids
+        ex.step_sent_at = now
         return plan
 
     def _admit(self, ex: ExecutorState, now: float) -> None:
@@ -218,6 +246,9 @@ class Scheduler:
         if placement.source is not None:
             ex.kv_ops.append(KvOp(KvOpKind.COPY, seq, placement.reuse, placement.source.seq_id))
             slot.tokens = placement.source.tokens[: placement.reuse]
+            # The copy shares the source's cells, so it starts where the source's window does
+            # (until the step's result reports it): a later admission must not reuse more.
+            slot.pos_min = placement.source.pos_min
         elif placement.reuse < len(slot.tokens):
             ex.kv_ops.append(KvOp(KvOpKind.TRUNCATE, seq, placement.reuse))
             del slot.tokens[placement.reuse :]
@@ -233,29 +264,73 @@ class Scheduler:
     def step_result(self, result: StepResult, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         ex = self.executors.get(result.executor_id)
-        if ex is None or not ex.alive or ex.in_flight is None:
-            return
+        if ex is None or not ex.alive or ex.in_flight is None or result.step_id != ex.step_id:
+            return  # a stale result (of a process already declared failed): nothing to apply
         in_flight, ex.in_flight = ex.in_flight, None
         self.counters["steps"] += 1
         self.step_seconds += result.step_seconds
         for slot, pos_min in zip(ex.slots, result.pos_min):
             slot.pos_min = pos_min
+        if result.no_kv_room:
+            self._retry_smaller(ex, in_flight)
+            return
+        ex.budget = min(ex.n_batch, ex.budget * 2)
         if result.error is not None:
             error = EngineError(ErrorCode.EXECUTOR_FAILED, f"decode failed: {result.error}")
-            for seq, req in in_flight.items():
+            for seq, (req, _) in in_flight.items():
                 if req.status == Status.FINISHED:
                     self._evict(ex, ex.slots[seq])
                 else:
                     self._finish(req, FinishReason.ERROR, error)  # also evicts its slot
             return
+        for failure in result.failures:
+            self._fail_seq(ex, failure.seq_id, failure.error, in_flight)
         for entry in result.prompt_logprobs:
-            req = in_flight.get(entry.seq_id)
+            req = in_flight.get(entry.seq_id, (None, 0))[0]
             if req is not None and req.status != Status.FINISHED:
                 self.outputs[req.peer].append(RequestOutput(req.id, prompt_logprobs=entry.logprobs))
         for sample in result.samples:
-            req = in_flight.get(sample.seq_id)
+            req = in_flight.get(sample.seq_id, (None, 0))[0]
             if req is not None and req.status != Status.FINISHED:
                 self._on_token(req, sample.token_id, sample.logprob, now)
+
+    def _fail_seq(
+        self,
+        ex: ExecutorState,
+        seq_id: int,
+        error: EngineError,
+        in_flight: dict[int, tuple[Request, int]],
+    ) -> None:
+        """One sequence failed alone: its request ends with the error, its cache is dropped."""
+        if not 0 <= seq_id < len(ex.slots):
+            log.error("executor %d reported a failure of unknown sequence %d", ex.id, seq_id)
+            return
+        slot = ex.slots[seq_id]
+        req = slot.request or in_flight.get(seq_id, (None, 0))[0]
+        log.warning("executor %d, sequence %d failed: %s", ex.id, seq_id, error.message)
+        if req is not None and req.status != Status.FINISHED:
+            self._finish(req, FinishReason.ERROR, error)  # also evicts the slot
+        else:
+            self._evict(ex, slot)
+
+    def _retry_smaller(self, ex: ExecutorState, in_flight: dict[int, tuple[Request, int]]) -> None:
+        """llama_decode found no KV room and left the cache as it was: undo the step's token
+        bookkeeping and plan fewer tokens next time (as llama-server halves its batch). When a
+        single token does not fit, the newest request gives its cells back by failing."""
+        for seq, (req, n) in in_flight.items():
+            if req.status == Status.FINISHED:
+                continue
+            req.n_computed -= n
+            del ex.slots[seq].tokens[len(ex.slots[seq].tokens) - n :]
+        planned = sum(n for _, n in in_flight.values())
+        log.warning("executor %d: no KV room for %d tokens; retrying with fewer", ex.id, planned)
+        if planned > 1:
+            ex.budget = max(1, planned // 2)
+            return
+        newest = next((r for r in reversed(ex.running) if r.status != Status.FINISHED), None)
+        if newest is not None:
+            self._finish(newest, FinishReason.ERROR,
+                         EngineError(ErrorCode.NO_KV_ROOM, "the KV cache is full; retry later"))
 
     def _on_token(self, req: Request, token: int, logprob: TokenLogprob | None, now: float) -> None:
         if req.status == Status.PREFILL:
@@ -310,6 +385,7 @@ class Scheduler:
 
     def _evict(self, ex: ExecutorState, slot: Slot) -> None:
         slot.tokens = []
+        slot.pos_min = -1
         if ex.alive:
             ex.kv_ops.append(KvOp(KvOpKind.CLEAR, slot.seq_id))
 

@@ -3,11 +3,22 @@
 It blocks in zmq poll (never spins: on a CPU box the executors need every core), drains both
 sockets, sends the next plan to every idle executor that has work, then sends each frontend
 peer one RequestOutputs with everything that step produced for it.
+
+A few times a second (the poll's timeout) it also keeps the engine alive and honest:
+  - sends EngineStatus to every peer that said Hello (the frontends' and the launcher's proof
+    that the scheduler lives, and whether executors are ready or the server is draining);
+  - aborts the requests of a frontend worker whose Heartbeat stopped (the worker died);
+  - declares an executor whose step runs past ``--step-timeout`` hung: its requests fail and the
+    launcher is asked to kill and restart it;
+  - finishes a drain: once no request is left, or at the deadline, tells the launcher.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
+import time
+from collections.abc import Callable
 
 import zmq
 
@@ -15,33 +26,56 @@ from ggserve.config import ServeConfig
 from ipc.protocol import (
     Abort,
     AddRequest,
+    Drain,
+    Drained,
     EngineError,
     EngineInfo,
+    EngineStatus,
     ErrorCode,
     ExecutorDied,
     ExecutorError,
     ExecutorReady,
+    Heartbeat,
     Hello,
     Message,
     RequestOutputs,
+    RestartExecutor,
     Shutdown,
     StatsRequest,
     StepResult,
 )
-from ipc.transport import bind_router, executor_identity, recv_routed, send
+from ipc.transport import (
+    LAUNCHER_IDENTITY,
+    BadFrame,
+    bind_router,
+    executor_identity,
+    recv_routed,
+    send,
+    start_authenticator,
+)
 from scheduler.core import Scheduler
 
 log = logging.getLogger("scheduler")
+
+TICK_S = 0.1  # poll timeout: how often timers are checked when no message arrives
+STATUS_INTERVAL_S = 0.2  # EngineStatus to every peer
+PEER_TIMEOUT_S = 3.0  # a frontend worker silent this long is gone: its requests are aborted
 
 
 class SchedulerLoop:
     def __init__(self, cfg: ServeConfig) -> None:
         self.cfg = cfg
         self.zmq = zmq.Context()
-        self.frontends = bind_router(self.zmq, cfg.scheduler_endpoint)
-        self.executors = bind_router(self.zmq, cfg.executor_endpoint)
+        self.auth = start_authenticator(self.zmq, cfg.curve) if cfg.curve is not None else None
+        self.frontends = bind_router(self.zmq, cfg.scheduler_endpoint, cfg.curve)
+        self.executors = bind_router(self.zmq, cfg.executor_endpoint, cfg.curve)
         self.core = Scheduler(cfg.executors, cfg.max_queue, cfg.prefix_cache, cfg.batch_size)
-        self.hello_waiting: list[bytes] = []  # peers to answer once every executor is ready
+        self.hello_waiting: set[bytes] = set()  # peers to answer once every executor is ready
+        self.peers: dict[bytes, float] = {}  # peers that said Hello -> last time heard from
+        self.heartbeating: set[bytes] = set()  # peers that send Heartbeat (expected to go on)
+        self.epoch = secrets.randbits(62)  # tells this scheduler from the one it may replace
+        self.drain_deadline: float | None = None
+        self.next_status = 0.0
         self.running = True
 
     def run(self) -> None:
@@ -50,57 +84,80 @@ class SchedulerLoop:
         poller.register(self.executors, zmq.POLLIN)
         log.info("waiting for %d executor(s)", self.cfg.executors)
         while self.running:
-            events = dict(poller.poll())
+            events = dict(poller.poll(int(TICK_S * 1000)))
             if self.executors in events:
                 self._drain(self.executors, self._on_executor_message)
             if self.frontends in events:
                 self._drain(self.frontends, self._on_frontend_message)
+            self._tick(time.monotonic())
             self._dispatch()
             self._flush()
         self._stop_executors()
 
-    def _drain(self, sock: zmq.Socket, handle) -> None:
+    def _drain(self, sock: zmq.Socket, handle: Callable[[bytes, Message], None]) -> None:
         while True:
             try:
                 peer, msg = recv_routed(sock, zmq.NOBLOCK)
             except zmq.Again:
                 return
+            except BadFrame as exc:
+                log.warning("dropped a bad frame: %s", exc)
+                continue
             handle(peer, msg)
 
     # ------------------------------------------------------------------ messages
 
     def _on_executor_message(self, peer: bytes, msg: Message) -> None:
         if isinstance(msg, StepResult):
-            self.core.step_result(msg)
-        elif isinstance(msg, ExecutorReady):
+            if peer == executor_identity(msg.executor_id):
+                self.core.step_result(msg)
+            else:
+                log.warning("dropped a StepResult of executor %d from %r", msg.executor_id, peer)
+        elif isinstance(msg, ExecutorReady) and peer == executor_identity(msg.info.executor_id):
+            if not 0 <= msg.info.executor_id < self.cfg.executors:
+                log.warning("dropped ExecutorReady of unknown executor %d", msg.info.executor_id)
+                return
+            restarted = msg.info.executor_id in self.core.executors
             self.core.executor_ready(msg.info)
-            log.info("executor %d ready (%s)", msg.info.executor_id, msg.info.device)
+            log.info("executor %d %s (%s, pid %d)", msg.info.executor_id,
+                     "restarted and ready" if restarted else "ready", msg.info.device, msg.info.pid)
             if self.core.ready:
                 self._announce()
-        elif isinstance(msg, ExecutorError):
+        elif isinstance(msg, ExecutorError) and peer == executor_identity(msg.executor_id):
             self.core.executor_failed(msg.executor_id, msg.message)
         else:
-            log.warning("unexpected %s from %s", type(msg).__name__, peer)
+            log.warning("dropped an unexpected %s from %r", type(msg).__name__, peer)
 
     def _on_frontend_message(self, peer: bytes, msg: Message) -> None:
+        if peer in self.peers:
+            self.peers[peer] = time.monotonic()
         if isinstance(msg, AddRequest):
             self.core.add_request(msg, peer)
         elif isinstance(msg, Abort):
             self.core.abort(msg.request_ids)
+        elif isinstance(msg, Heartbeat):
+            self.heartbeating.add(peer)
+            self.peers.setdefault(peer, time.monotonic())
         elif isinstance(msg, StatsRequest):
             self._send(self.frontends, self.core.stats(msg.token), peer)
         elif isinstance(msg, Hello):
-            self.hello_waiting.append(peer)
+            self.peers[peer] = time.monotonic()
+            self.hello_waiting.add(peer)
             if self.core.ready:
                 self._announce()
-        elif isinstance(msg, ExecutorDied):
-            self.core.executor_failed(msg.executor_id, msg.message)
-        elif isinstance(msg, Shutdown):
+        elif peer == LAUNCHER_IDENTITY and isinstance(msg, (ExecutorDied, RestartExecutor)):
+            self.core.executor_failed(msg.executor_id, msg.message, msg.pid)
+        elif peer == LAUNCHER_IDENTITY and isinstance(msg, Drain):
+            log.info("draining: %d request(s) to finish within %.0fs", len(self.core.requests), msg.timeout_s)
+            self.core.draining = True
+            self.drain_deadline = time.monotonic() + msg.timeout_s
+            self.next_status = 0.0  # tell the frontends at once
+        elif peer == LAUNCHER_IDENTITY and isinstance(msg, Shutdown):
             log.info("shutting down: %s", msg.reason or "requested")
             self.core.fail_all(EngineError(ErrorCode.SHUTTING_DOWN, "the server is shutting down"))
             self.running = False
         else:
-            log.warning("unexpected %s from %s", type(msg).__name__, peer)
+            log.warning("dropped an unexpected %s from %r", type(msg).__name__, peer)
 
     def _announce(self) -> None:
         infos = [self.core.executors[i].info for i in sorted(self.core.executors)]
@@ -114,11 +171,43 @@ class SchedulerLoop:
             n_executors=len(infos),
             n_batch=self.core.n_batch,
             max_queue=self.cfg.max_queue,
+            epoch=self.epoch,
             executors=infos,
         )
         for peer in self.hello_waiting:
             self._send(self.frontends, info, peer)
         self.hello_waiting.clear()
+
+    # ------------------------------------------------------------------ timers
+
+    def _tick(self, now: float) -> None:
+        if now >= self.next_status:
+            self.next_status = now + STATUS_INTERVAL_S
+            status = EngineStatus(self.epoch, self.core.n_alive, self.core.draining)
+            for peer in list(self.peers):
+                if not self._send(self.frontends, status, peer):
+                    self._forget(peer)
+        for peer in [p for p in self.heartbeating if now - self.peers.get(p, now) > PEER_TIMEOUT_S]:
+            log.warning("frontend peer %r went silent; aborting its requests", peer)
+            self._forget(peer)
+        for ex in self.core.hung_executors(now, self.cfg.step_timeout):
+            message = f"step {ex.step_id} ran longer than --step-timeout {self.cfg.step_timeout:g}s"
+            self.core.executor_failed(ex.id, message)
+            self._send(self.frontends, RestartExecutor(ex.id, ex.info.pid, message), LAUNCHER_IDENTITY)
+        if self.drain_deadline is not None:
+            if self.core.requests and now < self.drain_deadline:
+                return
+            cut = self.core.fail_all(EngineError(ErrorCode.SHUTTING_DOWN, "the server is shutting down"))
+            log.info("drained (%d request(s) cut short at the deadline)", cut)
+            self._flush()
+            self._send(self.frontends, Drained(cut), LAUNCHER_IDENTITY)
+            self.drain_deadline = None
+
+    def _forget(self, peer: bytes) -> None:
+        self.peers.pop(peer, None)
+        self.heartbeating.discard(peer)
+        self.core.abort_peer(peer)
+        self.core.outputs.pop(peer, None)
 
     # ------------------------------------------------------------------ output
 
@@ -141,7 +230,7 @@ class SchedulerLoop:
             send(sock, msg, peer)
             return True
         except zmq.ZMQError as exc:  # ROUTER_MANDATORY: the peer is gone
-            log.warning("cannot reach %s: %s", peer, exc)
+            log.warning("cannot reach %r: %s", peer, exc)
             return False
 
     def _stop_executors(self) -> None:
@@ -151,4 +240,6 @@ class SchedulerLoop:
         self._flush()
         self.frontends.close(linger=500)
         self.executors.close(linger=500)
+        if self.auth is not None:
+            self.auth.stop()
         self.zmq.term()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from ipc.protocol import (
     EngineError,
     EngineInfo,
     EngineStats,
+    EngineStatus,
     ErrorCode,
     FinishReason,
     Hello,
@@ -75,12 +77,17 @@ class FakeScheduler:
     hold: bool = False  # keep new requests waiting (as in a full queue) until ``release``
     reject: list[ErrorCode] = field(default_factory=list)  # codes to fail the next requests with
     fail_after: int = -1  # fail running requests with EXECUTOR_FAILED after this many tokens
+    n_executors_ready: int = 1  # what its EngineStatus pulse says
+    draining: bool = False
+    silent: bool = False  # send nothing at all (a hung scheduler)
+    epoch: int = 1
     received: list[object] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._peers: list[bytes] = []
+        self._peers: set[bytes] = set()  # to answer with EngineInfo once ready
+        self._known: set[bytes] = set()  # to send the EngineStatus pulse to
         self._waiting: list[_Running] = []
         self._running: list[_Running] = []
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -97,6 +104,12 @@ class FakeScheduler:
         with self._lock:
             self.ready = True
 
+    def set(self, **fields: object) -> None:
+        """Change how it behaves from now on (n_executors_ready, draining, silent, epoch...)."""
+        with self._lock:
+            for name, value in fields.items():
+                setattr(self, name, value)
+
     def release(self) -> None:
         with self._lock:
             self.hold = False
@@ -111,7 +124,7 @@ class FakeScheduler:
     def info(self) -> EngineInfo:
         return EngineInfo(model_path="fake.gguf", model_alias="fake", n_ctx=self.n_ctx_slot * self.n_slots,
                           n_ctx_slot=self.n_ctx_slot, n_slots=self.n_slots, n_executors=1, n_batch=512,
-                          max_queue=16)
+                          max_queue=16, epoch=self.epoch)
 
     def _serve(self) -> None:
         ctx = zmq.Context()
@@ -132,7 +145,8 @@ class FakeScheduler:
 
     def _handle(self, sock: zmq.Socket, peer: bytes, msg: object) -> None:
         if isinstance(msg, Hello):
-            self._peers.append(peer)
+            self._peers.add(peer)
+            self._known.add(peer)
         elif isinstance(msg, AddRequest):
             if self.reject:
                 code = self.reject.pop(0)
@@ -155,10 +169,18 @@ class FakeScheduler:
                            peer)
 
     def _step(self, sock: zmq.Socket) -> None:
+        if self.silent:
+            return
         if self.ready:
             for peer in self._peers:
                 transport.send(sock, self.info(), peer)
             self._peers.clear()
+        status = EngineStatus(self.epoch, self.n_executors_ready, self.draining)
+        for peer in list(self._known):
+            try:
+                transport.send(sock, status, peer)
+            except zmq.ZMQError:  # the worker reconnected under another identity
+                self._known.discard(peer)
         while not self.hold and self._waiting and len(self._running) < self.n_slots:
             self._running.append(self._waiting.pop(0))
         outputs: dict[bytes, list[RequestOutput]] = {}
@@ -194,7 +216,10 @@ class FakeScheduler:
         return RequestOutput(r.request.request_id, finish_reason=reason, stats=stats)
 
     def _send(self, sock: zmq.Socket, peer: bytes, outputs: list[RequestOutput]) -> None:
-        transport.send(sock, RequestOutputs(outputs), peer)
+        try:
+            transport.send(sock, RequestOutputs(outputs), peer)
+        except zmq.ZMQError:  # the worker is gone or reconnected: nobody to tell
+            self._running = [r for r in self._running if r.peer != peer]
 
 
 def free_port() -> int:
@@ -208,7 +233,9 @@ def run_frontend(cfg: ServeConfig, wait_ready: bool = True, timeout_s: float = 6
     """Start ``python -m frontend`` for ``cfg`` (run_dir must exist); yields its base URL."""
     path = save_config(cfg)
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-m", "frontend", "--config", path], cwd=REPO, env=env)
+    # Its own process group, stopped as the launcher stops it (granian ignores SIGTERM).
+    proc = subprocess.Popen([sys.executable, "-m", "frontend", "--config", path], cwd=REPO, env=env,
+                            process_group=0)
     scheme = "https" if cfg.ssl_certfile else "http"
     base_url = f"{scheme}://{cfg.host}:{cfg.port}"
     try:
@@ -225,12 +252,8 @@ def run_frontend(cfg: ServeConfig, wait_ready: bool = True, timeout_s: float = 6
             time.sleep(0.05)
         yield base_url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def frontend_config(tmp_dir: str, **overrides: object) -> ServeConfig:

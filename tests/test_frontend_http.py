@@ -172,7 +172,7 @@ def test_openai_sdk_retries_after_503(url: str, fake: FakeScheduler):
     assert info.value.status_code == 503
 
 
-@pytest.mark.parametrize(("code", "status"), [(ErrorCode.INVALID_REQUEST, 400), (ErrorCode.EXECUTOR_FAILED, 500),
+@pytest.mark.parametrize(("code", "status"), [(ErrorCode.INVALID_REQUEST, 400), (ErrorCode.EXECUTOR_FAILED, 503),
                                               (ErrorCode.SHUTTING_DOWN, 503)])
 def test_engine_errors_have_their_status(url: str, fake: FakeScheduler, code: ErrorCode, status: int):
     fake.reject = [code]
@@ -184,10 +184,10 @@ def test_error_mid_stream_is_an_error_event(url: str, fake: FakeScheduler):
     with httpx.stream("POST", f"{url}/v1/completions", json={"prompt": "x", "stream": True}) as r:
         lines = [line for line in r.iter_lines() if line]
     assert r.status_code == 200
-    assert lines[-1].startswith('data: {"error":') and '"code":500' in lines[-1]
+    assert lines[-1].startswith('data: {"error":') and '"code":503' in lines[-1]
     assert "data: [DONE]" not in lines
     fake.fail_after = 3
-    assert httpx.post(f"{url}/v1/completions", json={"prompt": "x"}).status_code == 500
+    assert httpx.post(f"{url}/v1/completions", json={"prompt": "x"}).status_code == 503
 
 
 def test_disconnect_while_queued_aborts(url: str, fake: FakeScheduler):

@@ -87,8 +87,9 @@ def test_error_body_shape():
     [
         (ErrorCode.INVALID_REQUEST, 400, False),
         (ErrorCode.OVERLOADED, 503, True),
-        (ErrorCode.SHUTTING_DOWN, 503, False),
-        (ErrorCode.EXECUTOR_FAILED, 500, False),
+        (ErrorCode.SHUTTING_DOWN, 503, True),
+        (ErrorCode.EXECUTOR_FAILED, 503, True),  # the server heals: retrying succeeds
+        (ErrorCode.NO_KV_ROOM, 503, True),
         (ErrorCode.INTERNAL, 500, False),
     ],
 )

@@ -56,6 +56,7 @@ EXECUTOR_INFO = p.ExecutorInfo(
     eog_token_ids=[1, 106],
     bos_token_id=2,
     device="cuda:0",
+    pid=4242,
 )
 
 # One instance of every message, every field (nested ones too) set to a non-default value.
@@ -97,8 +98,11 @@ SAMPLES: list[p.Message] = [
         n_executors=2,
         n_batch=2048,
         max_queue=256,
+        epoch=123456789,
         executors=[EXECUTOR_INFO],
     ),
+    p.EngineStatus(epoch=123456789, n_executors_ready=1, draining=True),
+    p.Heartbeat(),
     p.EngineStats(
         token=7,
         slots=[
@@ -138,12 +142,17 @@ SAMPLES: list[p.Message] = [
         samples=[p.Sample(seq_id=2, token_id=42, logprob=LOGPROB)],
         pos_min=[0, -1, 12],
         step_seconds=0.03125,
-        error="llama_decode returned 1",
+        error="llama_decode returned -3",
         prompt_logprobs=[p.PromptLogprobs(seq_id=2, logprobs=[LOGPROB])],
+        failures=[p.SeqFailure(seq_id=3, error=p.EngineError(code=p.ErrorCode.INVALID_REQUEST, message="bad grammar"))],
+        no_kv_room=True,
     ),
     p.ExecutorReady(info=EXECUTOR_INFO),
     p.ExecutorError(executor_id=1, message="failed to load model"),
-    p.ExecutorDied(executor_id=1, message="exit code -9"),
+    p.ExecutorDied(executor_id=1, pid=4242, message="exit code -9"),
+    p.RestartExecutor(executor_id=1, pid=4242, message="step 9 ran longer than 300s"),
+    p.Drain(timeout_s=30.0),
+    p.Drained(n_cut_short=2),
     p.Shutdown(reason="SIGTERM"),
 ]
 
@@ -255,19 +264,20 @@ def test_invalid_utf8_raises_decode_error(data: bytes) -> None:
         p.decode(data)
 
 
-def _zmq_round_trip(endpoint: str) -> None:
+def _zmq_round_trip(endpoint: str, keys: transport.CurveKeys | None = None) -> None:
     ctx = zmq.Context()
+    auth = transport.start_authenticator(ctx, keys) if keys else None
     router = dealer = None
     try:
-        router = transport.bind_router(ctx, endpoint)
+        router = transport.bind_router(ctx, endpoint, keys)
         bound = router.getsockopt(zmq.LAST_ENDPOINT).decode()  # resolves tcp "*" ports
         identity = transport.executor_identity(3)
-        dealer = transport.connect_dealer(ctx, bound, identity)
+        dealer = transport.connect_dealer(ctx, bound, identity, keys)
         for msg in SAMPLES:
             transport.send(dealer, msg)
             assert router.poll(5000), f"router got nothing for {type(msg).__name__}"
             peer, got = transport.recv_routed(router)
-            assert peer == identity and transport.executor_id_of(peer) == 3
+            assert peer == identity
             _assert_same(got, msg)
 
             transport.send(router, msg, identity=peer)
@@ -277,6 +287,8 @@ def _zmq_round_trip(endpoint: str) -> None:
         for sock in (dealer, router):
             if sock is not None:
                 sock.close()
+        if auth is not None:
+            auth.stop()
         ctx.term()
 
 
@@ -286,5 +298,60 @@ def test_zmq_round_trip_ipc() -> None:
         _zmq_round_trip(endpoint)
 
 
-def test_zmq_round_trip_tcp() -> None:
-    _zmq_round_trip("tcp://127.0.0.1:*")  # ZeroMQ picks a free port
+def test_zmq_round_trip_tcp_with_curve() -> None:
+    _zmq_round_trip("tcp://127.0.0.1:*", transport.CurveKeys.generate())  # ZeroMQ picks a free port
+
+
+def test_tcp_without_keys_is_refused() -> None:
+    with pytest.raises(ValueError, match="CURVE"):
+        transport.bind_router(zmq.Context.instance(), "tcp://127.0.0.1:*")
+
+
+@pytest.mark.parametrize("stranger", ["no keys", "other keys"])
+def test_curve_router_hears_nothing_from_a_peer_without_the_run_client_key(stranger: str) -> None:
+    keys = transport.CurveKeys.generate()
+    ctx = zmq.Context()
+    auth = transport.start_authenticator(ctx, keys)
+    router = transport.bind_router(ctx, "tcp://127.0.0.1:*", keys)
+    bound = router.getsockopt(zmq.LAST_ENDPOINT).decode()
+    try:
+        if stranger == "no keys":
+            rogue = ctx.socket(zmq.DEALER)
+            rogue.connect(bound)
+        else:  # knows the server's public key, but brings its own client key pair
+            other = transport.CurveKeys.generate()
+            forged = transport.CurveKeys(keys.server_public, "", other.client_public, other.client_secret)
+            rogue = transport.connect_dealer(ctx, bound, transport.LAUNCHER_IDENTITY, forged)
+        transport.send(rogue, p.Shutdown(reason="pwned"))
+        assert not router.poll(1000), "a peer without the run's client key got a message through"
+        friend = transport.connect_dealer(ctx, bound, b"friend", keys)
+        transport.send(friend, p.Hello(peer="friend"))
+        assert router.poll(5000)
+        assert transport.recv_routed(router) == (b"friend", p.Hello(peer="friend"))
+        for sock in (rogue, friend):
+            sock.close(linger=0)
+    finally:
+        router.close(linger=0)
+        auth.stop()
+        ctx.term()
+
+
+@pytest.mark.parametrize("frames", [[b"\x00garbage"], [b"a", b"b"], [b""]])
+def test_bad_frames_raise_bad_frame_not_a_crash(frames: list[bytes]) -> None:
+    ctx = zmq.Context()
+    with tempfile.TemporaryDirectory(prefix="ggs-") as run_dir:
+        router = transport.bind_router(ctx, transport.ipc_endpoint(run_dir, "s"))
+        dealer = transport.connect_dealer(ctx, transport.ipc_endpoint(run_dir, "s"), b"peer")
+        try:
+            dealer.send_multipart(frames)
+            assert router.poll(5000)
+            with pytest.raises(transport.BadFrame):
+                transport.recv_routed(router)
+            router.send_multipart([b"peer", *frames])
+            assert dealer.poll(5000)
+            with pytest.raises(transport.BadFrame):
+                transport.recv(dealer)
+        finally:
+            dealer.close(linger=0)
+            router.close(linger=0)
+            ctx.term()

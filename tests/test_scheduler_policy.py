@@ -8,16 +8,21 @@ fairness, prefix reuse and eviction, aborts and failures.
 
 from __future__ import annotations
 
+import msgspec
+
 from ipc.protocol import (
     AddRequest,
+    EngineError,
     ErrorCode,
     ExecutorInfo,
     FinishReason,
+    KvOp,
     KvOpKind,
     PromptLogprobs,
     RequestOutput,
     Sample,
     SamplingParams,
+    SeqFailure,
     StepPlan,
     StepResult,
     TokenLogprob,
@@ -315,16 +320,102 @@ def test_prompt_longer_than_a_slot_is_rejected() -> None:
     assert len(h.tokens("fits")) == 4  # generation stops when the slot is full
 
 
-def test_executor_failure_fails_its_requests_and_the_queue() -> None:
+def test_executor_failure_fails_its_running_requests_and_the_queue_waits_for_its_restart() -> None:
     h = Harness(n_slots=1)
     h.add("running", prompt(10), max_tokens=50)
-    h.step()
+    plan = h.sched.next_plan(0)
     h.add("queued", prompt(10, 500))
     h.sched.executor_failed(0, "killed")
     h._collect()
-    for rid in ("running", "queued"):
-        assert h.final(rid).error.code == ErrorCode.EXECUTOR_FAILED
-    assert not h.step()
+    assert h.final("running").error.code == ErrorCode.EXECUTOR_FAILED
+    assert "queued" not in h.outputs and not h.step()  # waits: no executor is alive
+    h.add("also queued", prompt(10, 700))
+    assert "also queued" not in h.outputs  # accepted into the queue, not refused
+    # The old process's result arrives late: ignored.
+    h.sched.step_result(h.fakes[0].run(plan))
+    # The restarted executor: empty slots and cache; the queue runs on it.
+    h.sched.executor_ready(info(n_slots=1, executor_id=0))
+    h.fakes[0] = FakeExecutor(0, 1, 512)
+    h.run_until_idle()
+    assert [h.final(r).finish_reason for r in ("queued", "also queued")] == [FinishReason.LENGTH] * 2
+    assert len(h.tokens("queued")) == 4
+
+
+def test_news_of_a_replaced_executor_process_is_ignored() -> None:
+    h = Harness(n_slots=1)
+    h.sched.executor_ready(msgspec.structs.replace(info(n_slots=1), pid=200))
+    h.add("a", prompt(10), max_tokens=3)
+    h.sched.executor_failed(0, "exited", pid=100)  # the predecessor's death, reported late
+    h.run_until_idle()
+    assert h.final("a").finish_reason == FinishReason.LENGTH
+
+
+def test_a_sequence_that_fails_alone_ends_only_its_request_and_drops_its_cache() -> None:
+    h = Harness(n_slots=3)
+    for rid in ("a", "b", "c"):
+        h.add(rid, prompt(10, 100 * len(rid) + ord(rid)), max_tokens=3)
+    plan = h.sched.next_plan(0)
+    result = h.fakes[0].run(plan)
+    bad = plan.items[1].seq_id
+    result.samples = [s for s in result.samples if s.seq_id != bad]
+    result.failures = [SeqFailure(bad, EngineError(ErrorCode.INVALID_REQUEST, "grammar rejected"))]
+    h.sched.step_result(result)
+    h._collect()
+    failed = [r for r in ("a", "b", "c") if r in h.outputs and h.outputs[r][-1].finish_reason == FinishReason.ERROR]
+    assert len(failed) == 1 and h.final(failed[0]).error.message == "grammar rejected"
+    (plan,) = h.step()
+    assert KvOp(KvOpKind.CLEAR, bad) in plan.kv_ops and bad in plan.ends
+    h.run_until_idle()
+    assert sum(h.final(r).finish_reason == FinishReason.LENGTH for r in ("a", "b", "c")) == 2
+
+
+def test_no_kv_room_retries_the_step_with_fewer_tokens_and_loses_nothing() -> None:
+    h = Harness(n_slots=2, n_batch=64)
+    h.add("a", prompt(40), max_tokens=3)
+    h.add("b", prompt(40, 500), max_tokens=3)
+    plan = h.sched.next_plan(0)
+    assert sum(len(i.token_ids) for i in plan.items) == 64
+    h.fakes[0].samplers.update(start.seq_id for start in plan.starts)  # applied before the decode
+    h.sched.step_result(StepResult(plan.step_id, 0, [], [-1, -1], no_kv_room=True))
+    plan = h.sched.next_plan(0)
+    assert sum(len(i.token_ids) for i in plan.items) == 32  # halved
+    assert plan.items[0].pos == 0  # the failed step's tokens are planned again
+    h.sched.step_result(h.fakes[0].run(plan))
+    h.run_until_idle()
+    assert [h.final(r).finish_reason for r in ("a", "b")] == [FinishReason.LENGTH] * 2
+    assert len(h.tokens("a")) == len(h.tokens("b")) == 3
+
+
+def test_no_kv_room_for_a_single_token_fails_the_newest_request_only() -> None:
+    h = Harness(n_slots=2)
+    h.add("old", prompt(4), max_tokens=20)
+    h.step()
+    h.add("new", prompt(4, 500), max_tokens=20)
+    h.step()
+    for _ in range(10):
+        plan = h.sched.next_plan(0)
+        if sum(len(i.token_ids) for i in plan.items) == 1:
+            break
+        h.sched.step_result(StepResult(plan.step_id, 0, [], [0, 0], no_kv_room=True))
+    h.sched.step_result(StepResult(plan.step_id, 0, [], [0, 0], no_kv_room=True))
+    h._collect()
+    assert h.final("new").error.code == ErrorCode.NO_KV_ROOM
+    assert h.outputs["old"][-1].finish_reason is None  # still running
+
+
+def test_a_copied_prefix_keeps_the_source_window_so_a_second_admission_does_not_overreach() -> None:
+    h = Harness(n_slots=3, n_swa=64, n_batch=512)
+    long = prompt(300)
+    h.add("a", long, max_tokens=50)
+    h.step()
+    h.sched.executors[0].slots[0].pos_min = 200  # the window slid: cells below 200 are gone
+    h.add("b", long + [7], max_tokens=3)  # reuses all 300 (200 <= 300 - 64): copied from slot 0
+    h.add("c", long[:150] + [9, 9], max_tokens=3)  # 150 tokens would need cells from 86 on
+    plan = h.sched.next_plan(0)
+    copies = [op for op in plan.kv_ops if op.kind == KvOpKind.COPY]
+    assert [(op.src_seq_id, op.pos) for op in copies] == [(0, 300)]
+    (c_item,) = [i for i in plan.items if i.token_ids[:1] == [100] and i.pos == 0]
+    assert len(c_item.token_ids) == 152  # evaluated whole, not reused from b's copy
 
 
 def test_decode_error_fails_the_step_requests_and_clears_their_cache() -> None:
@@ -332,7 +423,7 @@ def test_decode_error_fails_the_step_requests_and_clears_their_cache() -> None:
     h.add("a", prompt(10), max_tokens=5)
     plan = h.sched.next_plan(0)
     h.fakes[0].run(plan)
-    h.sched.step_result(StepResult(plan.step_id, 0, [], [0, -1], error="llama_decode returned 1"))
+    h.sched.step_result(StepResult(plan.step_id, 0, [], [0, -1], error="llama_decode returned -3"))
     h._collect()
     assert h.final("a").error.code == ErrorCode.EXECUTOR_FAILED
     (plan,) = h.step()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from frontend import metrics
-from frontend.errors import ApiError
+from frontend.errors import RETRY_AFTER_S, ApiError
 from frontend.http import Request, Response, json_response
 from frontend.sampling import default_sampling
 from frontend.state import Frontend
@@ -15,9 +15,19 @@ _STATS_TIMEOUT_S = 5.0
 
 
 async def health(fe: Frontend, req: Request) -> Response:
-    if fe.engine.ready:
+    """200 ``ok`` when a request would run now; otherwise 503 with why: ``loading`` (the model
+    is loading), ``restarting`` (the engine or every executor is being restarted) or ``draining``
+    (the server is shutting down)."""
+    engine = fe.engine
+    if engine.info is None:
+        status = "loading"
+    elif not engine.connected or (engine.status is not None and engine.status.n_executors_ready == 0):
+        status = "restarting"
+    elif engine.status is not None and engine.status.draining:
+        status = "draining"
+    else:
         return json_response({"status": "ok"})
-    return json_response({"status": "loading"}, status=503)
+    return json_response({"status": status}, status=503, headers=[(b"retry-after", str(RETRY_AFTER_S).encode())])
 
 
 async def models(fe: Frontend, req: Request) -> Response:
