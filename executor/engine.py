@@ -101,6 +101,7 @@ class ModelEngine:
         self.samplers: dict[int, SeqSampler] = {}
         self.info = self._describe(cfg)
         self._hang_file = os.environ.get(HANG_FILE_ENV, "")
+        self._warm_up()
         log.info(
             "executor %d: loaded in %.1fs: %s, %d slots, n_ctx %d, KV %.1f MiB, device %s",
             executor_id,
@@ -111,6 +112,15 @@ class ModelEngine:
             self.info.kv_bytes / 2**20,
             self.info.device,
         )
+
+    def _warm_up(self) -> None:
+        """Decode one token and forget it, as llama-server does: the first decode allocates and
+        pages in what every later one uses, and would otherwise stall the first real step."""
+        token = max(0, self.info.bos_token_id)
+        self.batch.fill([BatchItem(0, [token], 0, True)])
+        if llama_cpp.llama_decode(self.ctx, self.batch.struct) != 0:
+            raise RuntimeError("the warm-up decode failed")
+        llama_cpp.llama_memory_clear(self.memory, True)
 
     def _describe(self, cfg: ServeConfig) -> ExecutorInfo:
         buf = ctypes.create_string_buffer(256)

@@ -97,8 +97,6 @@ def bind_router(ctx: zmq.Context, endpoint: str, keys: CurveKeys | None = None) 
     _tune(sock)
     # Tell the sender when a peer identity is unknown instead of dropping the message.
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-    # A restarted peer reconnects with its predecessor's identity: the new connection wins.
-    sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
     if is_tcp(endpoint):
         if keys is None:
             raise ValueError(f"{endpoint}: tcp endpoints need CURVE keys")

@@ -186,10 +186,9 @@ class SchedulerLoop:
             status = EngineStatus(self.epoch, self.core.n_alive, self.core.draining)
             for peer in list(self.peers):
                 if not self._send(self.frontends, status, peer):
-                    self._forget(peer)
+                    self._forget(peer, "is unreachable")
         for peer in [p for p in self.heartbeating if now - self.peers.get(p, now) > PEER_TIMEOUT_S]:
-            log.warning("frontend peer %r went silent; aborting its requests", peer)
-            self._forget(peer)
+            self._forget(peer, "went silent")
         for ex in self.core.hung_executors(now, self.cfg.step_timeout):
             message = f"step {ex.step_id} ran longer than --step-timeout {self.cfg.step_timeout:g}s"
             self.core.executor_failed(ex.id, message)
@@ -203,7 +202,11 @@ class SchedulerLoop:
             self._send(self.frontends, Drained(cut), LAUNCHER_IDENTITY)
             self.drain_deadline = None
 
-    def _forget(self, peer: bytes) -> None:
+    def _forget(self, peer: bytes, why: str) -> None:
+        """A frontend worker is gone: abort its requests, send it nothing more."""
+        n = sum(r.peer == peer for r in self.core.requests.values())
+        if peer != LAUNCHER_IDENTITY:
+            log.warning("frontend peer %r %s; aborting its %d request(s)", peer, why, n)
         self.peers.pop(peer, None)
         self.heartbeating.discard(peer)
         self.core.abort_peer(peer)
@@ -222,8 +225,7 @@ class SchedulerLoop:
     def _flush(self) -> None:
         for peer, outputs in self.core.take_outputs().items():
             if not self._send(self.frontends, RequestOutputs(outputs), peer):
-                self.core.abort_peer(peer)
-                self.core.outputs.pop(peer, None)  # nobody to tell
+                self._forget(peer, "is unreachable")
 
     def _send(self, sock: zmq.Socket, msg: Message, peer: bytes) -> bool:
         try:

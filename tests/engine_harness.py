@@ -29,7 +29,7 @@ from ipc.protocol import (
     StatsRequest,
     TokenLogprob,
 )
-from ipc.transport import connect_dealer, recv, send
+from ipc.transport import CurveKeys, connect_dealer, recv, send
 
 GREEDY = SamplingParams(temperature=0)
 
@@ -71,9 +71,9 @@ class Tokenizer:
 
 
 class EngineClient:
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, keys: CurveKeys | None = None) -> None:
         self.zmq = zmq.Context()
-        self.sock = connect_dealer(self.zmq, endpoint, f"test-{uuid.uuid4().hex[:8]}".encode())
+        self.sock = connect_dealer(self.zmq, endpoint, f"test-{uuid.uuid4().hex[:8]}".encode(), keys)
         self.results: dict[str, Result] = {}
         self._ids = 0
 
@@ -93,7 +93,8 @@ class EngineClient:
         if not self.sock.poll(int(timeout * 1000)):
             raise TimeoutError("no output from the engine")
         msg = recv(self.sock)
-        assert isinstance(msg, RequestOutputs), msg
+        if not isinstance(msg, RequestOutputs):
+            return
         for out in msg.outputs:
             res = self.results[out.request_id]
             assert res.finish_reason is None, "output after the terminal one"
@@ -120,7 +121,7 @@ class EngineClient:
             msg = recv(self.sock)
             if isinstance(msg, EngineStats):
                 return msg
-            for out in msg.outputs:  # keep outputs that arrive meanwhile
+            for out in msg.outputs if isinstance(msg, RequestOutputs) else []:  # keep outputs meanwhile
                 self.results[out.request_id].tokens += out.token_ids
 
     def close(self) -> None:
@@ -148,7 +149,7 @@ def running_engine(**overrides) -> Iterator[Engine]:
     exit_code: list[int] = []
     supervisor = threading.Thread(target=lambda: exit_code.append(launcher.supervise()), daemon=True)
     supervisor.start()
-    client = EngineClient(launcher.cfg.scheduler_endpoint)
+    client = EngineClient(launcher.cfg.scheduler_endpoint, launcher.cfg.curve)
     try:
         yield Engine(launcher, info, client, Tokenizer(cfg.model), supervisor, exit_code)
     finally:

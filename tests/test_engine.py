@@ -14,9 +14,12 @@ import signal
 import time
 
 import pytest
+import zmq
+from conftest import free_port
 
 from engine_harness import Engine, EngineClient, Result, running_engine
-from ipc.protocol import ErrorCode, FinishReason
+from ipc.protocol import ErrorCode, ExecutorDied, FinishReason, Hello, SamplingParams, Shutdown, StepResult
+from ipc.transport import LAUNCHER_IDENTITY, connect_dealer, executor_identity, send
 
 # Largest solo top-2 gap at which another batch shape may pick the runner-up. Between batch
 # shapes a single logit moves by up to ~1-2.5 over the whole vocabulary (design.md), but the
@@ -172,17 +175,71 @@ def test_two_executors_spread_requests() -> None:
         assert all(r.finish_reason == FinishReason.LENGTH for r in results)
 
 
-def test_killed_executor_fails_in_flight_requests_instead_of_hanging() -> None:
+def test_killed_executor_fails_in_flight_requests_at_once_and_is_restarted() -> None:
     with running_engine(n_parallel=2, ctx_size=1024) as eng:
         prompt = eng.tokenizer.encode(PROMPTS[0])
         rid = eng.client.submit(prompt, 400, ignore_eos=True)
         while not eng.client.results[rid].tokens:
             eng.client.pump()
-        os.kill(eng.launcher.children["executor 0"].pid, signal.SIGKILL)
+        os.kill(eng.launcher.executors[0].pid, signal.SIGKILL)
         t0 = time.monotonic()
         (res,) = eng.client.wait([rid], timeout=30)
         assert res.finish_reason == FinishReason.ERROR
         assert res.error.code == ErrorCode.EXECUTOR_FAILED
-        assert time.monotonic() - t0 < 10
-        eng.supervisor.join(30)
-        assert eng.exit_code == [1]  # the server shuts down with an error
+        assert time.monotonic() - t0 < 1.0
+        # Queued meanwhile, it runs on the restarted executor (empty cache: nothing reused).
+        (again,) = eng.client.generate([prompt], 4)
+        assert again.finish_reason == FinishReason.LENGTH and again.stats.n_cached_tokens == 0
+        assert not eng.exit_code  # still serving
+
+
+def test_a_request_whose_sampler_cannot_be_built_fails_alone(engine: Engine) -> None:
+    client = engine.client
+    prompts = encode_all(engine, PROMPTS[:4])
+    bad = SamplingParams(temperature=0.5, grammar="root ::= (")  # llama.cpp rejects it
+    rids = [client.submit(p, 8, ignore_eos=True) for p in prompts[:3]]
+    rids.insert(1, client.submit(prompts[3], 8, sampling=bad))
+    results = client.wait(rids)
+    assert results[1].finish_reason == FinishReason.ERROR
+    assert results[1].error.code == ErrorCode.INVALID_REQUEST and "sampler" in results[1].error.message
+    assert [len(r.tokens) for i, r in enumerate(results) if i != 1] == [8, 8, 8]
+    assert all(not s.busy for s in client.stats().slots)
+
+
+def test_malformed_and_unauthorised_frames_are_dropped_and_the_engine_serves_on(engine: Engine) -> None:
+    cfg = engine.launcher.cfg
+    ctx = zmq.Context()
+    try:
+        frontend_side = connect_dealer(ctx, cfg.scheduler_endpoint, b"intruder")
+        executor_side = connect_dealer(ctx, cfg.executor_endpoint, executor_identity(0))
+        for sock in (frontend_side, executor_side):
+            sock.send(b"\x93garbage")
+            sock.send_multipart([b"two", b"parts"])
+            sock.send(b"")
+        # Well-formed, but only the launcher may say these, and only executors send results.
+        send(frontend_side, Shutdown("not yours to say"))
+        send(frontend_side, ExecutorDied(0, engine.launcher.executors[0].pid, "lies"))
+        send(frontend_side, StepResult(step_id=1, executor_id=0))
+        send(executor_side, Hello(peer="executor pretending to be a frontend"))
+        time.sleep(0.5)
+        results = engine.client.generate(encode_all(engine, PROMPTS[:2]), 4)
+        assert [r.finish_reason for r in results] == [FinishReason.LENGTH] * 2
+        assert engine.launcher.scheduler.exit_code() is None and engine.launcher.executors[0].exit_code() is None
+    finally:
+        ctx.destroy(linger=0)
+
+
+def test_tcp_endpoints_are_authenticated_with_curve() -> None:
+    endpoints = {name: f"tcp://127.0.0.1:{free_port()}" for name in ("scheduler_endpoint", "executor_endpoint")}
+    with running_engine(n_parallel=2, ctx_size=1024, **endpoints) as eng:
+        assert eng.launcher.cfg.curve is not None
+        rogue_ctx = zmq.Context()
+        rogue = rogue_ctx.socket(zmq.DEALER)
+        rogue.setsockopt(zmq.IDENTITY, LAUNCHER_IDENTITY)
+        rogue.connect(endpoints["scheduler_endpoint"])
+        send(rogue, Shutdown("a stranger on the network"))
+        time.sleep(0.5)
+        rogue_ctx.destroy(linger=0)
+        (res,) = eng.client.generate([eng.tokenizer.encode(PROMPTS[0])], 4)
+        assert res.finish_reason == FinishReason.LENGTH
+        assert eng.launcher.scheduler.exit_code() is None
