@@ -194,3 +194,58 @@ class Completion(msgspec.Struct, tag_field="object", tag="text_completion", omit
     system_fingerprint: str
     choices: list[CompletionChoice]
     usage: Usage | None = None
+
+
+class HealthStatus(msgspec.Struct):
+    status: Literal["ok", "loading"]
+
+
+class ModelMeta(msgspec.Struct, omit_defaults=True):
+    """llama-server's ``meta`` of a model; the executor's figures once it has reported them."""
+
+    n_vocab: int
+    n_ctx: int  # a slot's context
+    n_ctx_train: int | None = None
+    n_params: int | None = None
+    size: int | None = None  # bytes
+
+
+class Model(msgspec.Struct, tag_field="object", tag="model", omit_defaults=True):
+    id: str
+    created: int
+    owned_by: str
+    meta: ModelMeta | None = None  # absent until the engine is ready
+
+
+class ModelList(msgspec.Struct, tag_field="object", tag="list"):
+    data: list[Model]
+
+
+class TokenPiece(msgspec.Struct):
+    id: int
+    piece: str | list[int]  # the bytes when the piece is not whole UTF-8 (part of a character)
+
+
+class TokenizeResponse(msgspec.Struct):
+    tokens: list[int | TokenPiece]  # ids; with ``with_pieces``, all of them TokenPieces
+
+
+class DetokenizeResponse(msgspec.Struct):
+    content: str
+
+
+class ApplyTemplateResponse(msgspec.Struct):
+    prompt: str
+
+
+class ErrorDetail(msgspec.Struct):
+    """What ``ApiError.body`` writes; some errors add fields (``n_prompt_tokens``, ``n_ctx``)."""
+
+    message: str
+    type: str
+    param: str | None
+    code: int  # the HTTP status
+
+
+class ErrorResponse(msgspec.Struct):
+    error: ErrorDetail
