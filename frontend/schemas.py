@@ -16,6 +16,9 @@ TopLogprobs = Annotated[int, msgspec.Meta(ge=0, le=20)]
 # One request may fan out to this many engine requests (n choices, or prompts x n).
 MAX_CHOICES = 128
 ChoiceCount = Annotated[int, msgspec.Meta(ge=1, le=MAX_CHOICES)]
+# llama.cpp takes these as C ints. Bounded here, a larger value is a 400 naming the field instead
+# of a 500 when the engine message cannot encode it (past 64 bits) or a silent wrap-around in ctypes.
+CInt = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
 
 # ----------------------------------------------------------------------------- requests
 
@@ -43,11 +46,11 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     stream: bool = False
     stream_options: StreamOptions | None = None
     # llama-server extras
-    top_k: int | None = None
+    top_k: CInt | None = None
     min_p: float | None = None
     typical_p: float | None = None
     repeat_penalty: float | None = None
-    repeat_last_n: int | None = None
+    repeat_last_n: CInt | None = None
     ignore_eos: bool = False
     cache_prompt: bool = True
     n_probs: TopLogprobs = 0
