@@ -90,7 +90,7 @@ def build_routes(metrics_key_required: bool) -> dict[str, dict[str, Route]]:
 
 
 async def openapi_json(fe: Frontend, req: Request) -> Response:
-    return Response(_openapi_body(fe.cfg.metrics_key_required, bool(fe.cfg.api_keys)))
+    return Response(_openapi_body(fe.cfg.metrics_key_required, fe.api_keys.configured))
 
 
 @functools.cache
