@@ -10,6 +10,7 @@ sends can take the worker down.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import re
@@ -19,10 +20,27 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from frontend import sse
+import msgspec
+
+from frontend import metrics, openapi, sse
 from frontend.errors import ApiError
 from frontend.http import Headers, Request, Response, StreamResponse, error_response, read_body
+from frontend.openapi import Operation
 from frontend.routes import chat, completions, server, tokens
+from frontend.schemas import (
+    ApplyTemplateResponse,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Completion,
+    CompletionRequest,
+    DetokenizeRequest,
+    DetokenizeResponse,
+    HealthStatus,
+    ModelList,
+    TokenizeRequest,
+    TokenizeResponse,
+)
 from frontend.state import Frontend
 from ggserve.config import ServeConfig, load_config
 from ggserve.process import die_with_parent, ignore_stop_signals, setup_logging
@@ -38,15 +56,18 @@ _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 @dataclass(frozen=True, slots=True)
 class Route:
     handler: Handler
+    operation: Operation  # what /openapi.json says about it
     auth: bool = True  # needs an API key when keys are configured
     generates: bool = False  # runs engine requests: cancel it when the client goes away
 
 
 def build_routes(metrics_key_required: bool) -> dict[str, dict[str, Route]]:
     """path -> method -> route."""
-    chat_route = {"POST": Route(chat.chat_completions, generates=True)}
-    models_route = {"GET": Route(server.models)}
-    health_route = {"GET": Route(server.health, auth=False)}
+    chat_route = {"POST": Route(chat.chat_completions, Operation(
+        "Create a chat completion", ChatCompletionRequest, ChatCompletion, ChatCompletionChunk), generates=True)}
+    models_route = {"GET": Route(server.models, Operation("The served model", response=ModelList))}
+    health_route = {"GET": Route(server.health, Operation(
+        "Readiness: 200 once the model is loaded", response=HealthStatus, loading_status=True), auth=False)}
     return {
         "/health": health_route,
         "/v1/health": health_route,
@@ -54,14 +75,29 @@ def build_routes(metrics_key_required: bool) -> dict[str, dict[str, Route]]:
         "/models": models_route,
         "/v1/chat/completions": chat_route,
         "/chat/completions": chat_route,
-        "/v1/completions": {"POST": Route(completions.completions, generates=True)},
-        "/tokenize": {"POST": Route(tokens.tokenize)},
-        "/detokenize": {"POST": Route(tokens.detokenize)},
-        "/apply-template": {"POST": Route(tokens.apply_template)},
-        "/props": {"GET": Route(server.props)},
-        "/slots": {"GET": Route(server.slots)},
-        "/metrics": {"GET": Route(server.metrics_text, auth=metrics_key_required)},
+        "/v1/completions": {"POST": Route(completions.completions, Operation(
+            "Create a text completion", CompletionRequest, Completion, Completion), generates=True)},
+        "/tokenize": {"POST": Route(tokens.tokenize, Operation("Tokenize text", TokenizeRequest, TokenizeResponse))},
+        "/detokenize": {"POST": Route(tokens.detokenize, Operation(
+            "Token ids to text", DetokenizeRequest, DetokenizeResponse))},
+        "/apply-template": {"POST": Route(tokens.apply_template, Operation(
+            "Render the chat template", ChatCompletionRequest, ApplyTemplateResponse))},
+        "/props": {"GET": Route(server.props, Operation("Server properties (llama-server's /props)"))},
+        "/slots": {"GET": Route(server.slots, Operation("Slot states (llama-server's /slots)"))},
+        "/metrics": {"GET": Route(server.metrics_text, Operation(
+            "Prometheus metrics", content_type=metrics.CONTENT_TYPE.decode()), auth=metrics_key_required)},
+        "/openapi.json": {"GET": Route(openapi_json, Operation("This OpenAPI document"), auth=False)},
     }
+
+
+async def openapi_json(fe: Frontend, req: Request) -> Response:
+    return Response(_openapi_body(fe.cfg.metrics_key_required, fe.api_keys.configured))
+
+
+@functools.cache
+def _openapi_body(metrics_key_required: bool, api_keys: bool) -> bytes:
+    """Built on the first request: the document depends only on the route table and whether keys are set."""
+    return msgspec.json.encode(openapi.document(build_routes(metrics_key_required), api_keys))
 
 
 class App:

@@ -14,6 +14,10 @@ class ApiKeys:
     def __init__(self, keys: list[str]) -> None:
         self._keys = [k.encode() for k in keys if k]
 
+    @property
+    def configured(self) -> bool:
+        return bool(self._keys)
+
     def allows(self, headers: dict[str, str]) -> bool:
         if not self._keys:
             return True

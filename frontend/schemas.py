@@ -16,6 +16,9 @@ TopLogprobs = Annotated[int, msgspec.Meta(ge=0, le=20)]
 # One request may fan out to this many engine requests (n choices, or prompts x n).
 MAX_CHOICES = 128
 ChoiceCount = Annotated[int, msgspec.Meta(ge=1, le=MAX_CHOICES)]
+# llama.cpp takes these as C ints. Bounded here, a larger value is a 400 naming the field instead
+# of a 500 when the engine message cannot encode it (past 64 bits) or a silent wrap-around in ctypes.
+CInt = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
 
 # ----------------------------------------------------------------------------- requests
 
@@ -43,11 +46,11 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     stream: bool = False
     stream_options: StreamOptions | None = None
     # llama-server extras
-    top_k: int | None = None
+    top_k: CInt | None = None
     min_p: float | None = None
     typical_p: float | None = None
     repeat_penalty: float | None = None
-    repeat_last_n: int | None = None
+    repeat_last_n: CInt | None = None
     ignore_eos: bool = False
     cache_prompt: bool = True
     n_probs: TopLogprobs = 0
@@ -194,3 +197,58 @@ class Completion(msgspec.Struct, tag_field="object", tag="text_completion", omit
     system_fingerprint: str
     choices: list[CompletionChoice]
     usage: Usage | None = None
+
+
+class HealthStatus(msgspec.Struct):
+    status: Literal["ok", "loading", "restarting", "draining"]
+
+
+class ModelMeta(msgspec.Struct, omit_defaults=True):
+    """llama-server's ``meta`` of a model; the executor's figures once it has reported them."""
+
+    n_vocab: int
+    n_ctx: int  # a slot's context
+    n_ctx_train: int | None = None
+    n_params: int | None = None
+    size: int | None = None  # bytes
+
+
+class Model(msgspec.Struct, tag_field="object", tag="model", omit_defaults=True):
+    id: str
+    created: int
+    owned_by: str
+    meta: ModelMeta | None = None  # absent until the engine is ready
+
+
+class ModelList(msgspec.Struct, tag_field="object", tag="list"):
+    data: list[Model]
+
+
+class TokenPiece(msgspec.Struct):
+    id: int
+    piece: str | list[int]  # the bytes when the piece is not whole UTF-8 (part of a character)
+
+
+class TokenizeResponse(msgspec.Struct):
+    tokens: list[int | TokenPiece]  # ids; with ``with_pieces``, all of them TokenPieces
+
+
+class DetokenizeResponse(msgspec.Struct):
+    content: str
+
+
+class ApplyTemplateResponse(msgspec.Struct):
+    prompt: str
+
+
+class ErrorDetail(msgspec.Struct):
+    """What ``ApiError.body`` writes; some errors add fields (``n_prompt_tokens``, ``n_ctx``)."""
+
+    message: str
+    type: str
+    param: str | None
+    code: int  # the HTTP status
+
+
+class ErrorResponse(msgspec.Struct):
+    error: ErrorDetail

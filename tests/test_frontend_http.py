@@ -251,6 +251,9 @@ def test_api_keys(tmp_path, reply_ids, metrics_key_required: bool):
         assert httpx.get(f"{url}/v1/models", headers={"authorization": "Bearer k2"}).status_code == 200
         assert httpx.get(f"{url}/v1/models", headers={"x-api-key": "k1"}).status_code == 200
         assert httpx.get(f"{url}/metrics").status_code == (401 if metrics_key_required else 200)
+        paths = httpx.get(f"{url}/openapi.json").json()["paths"]  # served without a key, like /health
+        assert "security" in paths["/v1/models"]["get"]
+        assert ("security" in paths["/metrics"]["get"]) == metrics_key_required
         with pytest.raises(openai.AuthenticationError):
             client(url).models.list()
         models = openai.OpenAI(base_url=f"{url}/v1", api_key="k1", _strict_response_validation=True).models.list()

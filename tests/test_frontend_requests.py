@@ -67,6 +67,15 @@ def test_wrong_types_are_400_naming_the_field(body: bytes, param: str):
     assert err.param == param
 
 
+@pytest.mark.parametrize("field", ["top_k", "repeat_last_n"])
+def test_sampling_integers_beyond_a_c_int_are_400(field: str):
+    for value in (2**31, -(2**31) - 1, 10**26):  # 10**26 could not even be sent to the engine
+        err = error_of(b'{"prompt": "x", "%s": %d}' % (field.encode(), value), CompletionRequest)
+        assert (err.status, err.param) == (400, field)
+    assert getattr(decode(b'{"prompt": "x", "%s": %d}' % (field.encode(), 2**31 - 1), CompletionRequest),
+                   field) == 2**31 - 1
+
+
 def test_invalid_json_and_missing_fields_are_400():
     assert error_of(b'{"messages": [', ChatCompletionRequest).status == 400
     assert error_of(b"", ChatCompletionRequest).status == 400

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from frontend import metrics
 from frontend.errors import RETRY_AFTER_S, ApiError
 from frontend.http import Request, Response, json_response
 from frontend.sampling import default_sampling
+from frontend.schemas import HealthStatus, Model, ModelList, ModelMeta
 from frontend.state import Frontend
 from ipc.protocol import EngineInfo, EngineStats
 
@@ -26,23 +25,22 @@ async def health(fe: Frontend, req: Request) -> Response:
     elif engine.status is not None and engine.status.draining:
         status = "draining"
     else:
-        return json_response({"status": "ok"})
-    return json_response({"status": status}, status=503, headers=[(b"retry-after", str(RETRY_AFTER_S).encode())])
+        return json_response(HealthStatus("ok"))
+    return json_response(HealthStatus(status), status=503,
+                         headers=[(b"retry-after", str(RETRY_AFTER_S).encode())])
 
 
 async def models(fe: Frontend, req: Request) -> Response:
-    model: dict[str, Any] = {"id": fe.model_id, "object": "model", "created": fe.started_at, "owned_by": "ggserve"}
     info = fe.engine.info
-    if info is not None:
-        model["meta"] = _model_meta(fe, info)
-    return json_response({"object": "list", "data": [model]})
+    meta = _model_meta(fe, info) if info is not None else None
+    return json_response(ModelList([Model(fe.model_id, fe.started_at, "ggserve", meta)]))
 
 
-def _model_meta(fe: Frontend, info: EngineInfo) -> dict[str, Any]:
-    meta: dict[str, Any] = {"n_vocab": fe.tokenizer.n_vocab, "n_ctx": info.n_ctx_slot}
+def _model_meta(fe: Frontend, info: EngineInfo) -> ModelMeta:
+    meta = ModelMeta(n_vocab=fe.tokenizer.n_vocab, n_ctx=info.n_ctx_slot)
     if info.executors:
         executor = info.executors[0]
-        meta.update(n_ctx_train=executor.n_ctx_train, n_params=executor.n_params, size=executor.model_size_bytes)
+        meta.n_ctx_train, meta.n_params, meta.size = executor.n_ctx_train, executor.n_params, executor.model_size_bytes
     return meta
 
 
