@@ -157,8 +157,11 @@ class SoakRun:
                 last = self.samples[-1]
                 memory = (f", RSS {last.total_kib / 1024:,.0f} MiB in {len(last.procs)} "
                           "processes")
-            _log(f"{self.elapsed():5.0f} / {self.options.duration:.0f} s: {len(done)} requests "
-                 f"done, {failed} failed ({hung} hung), {self.in_flight} in flight{memory}")
+            # past the duration no request starts: the ones in flight finish
+            draining = " (draining)" if self._stopping() else ""
+            _log(f"{self.elapsed():5.0f} / {self.options.duration:.0f} s{draining}: {len(done)} "
+                 f"requests done, {failed} failed ({hung} hung), {self.in_flight} in flight"
+                 f"{memory}")
 
     def summary(self) -> dict[str, Any]:
         options = {k: str(v) if isinstance(v, LengthDist) else v

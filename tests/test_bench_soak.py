@@ -52,7 +52,8 @@ def test_stream_outcomes():
 def test_reply_outcomes():
     assert classify_reply(200, b'{"choices":[{"text":"x"}]}') == (Outcome.OK, "")
     outcome, detail = classify_reply(503, b'{"error":{"message":"queue full"}}')
-    assert outcome is Outcome.HTTP_ERROR and detail.startswith("HTTP 503") and "queue full" in detail
+    assert outcome is Outcome.HTTP_ERROR and detail.startswith("HTTP 503")
+    assert "queue full" in detail
     assert classify_reply(200, b"<html>")[0] is Outcome.BAD_RESPONSE
     assert classify_reply(200, b'{"choices":[]}')[0] is Outcome.BAD_RESPONSE
 
