@@ -1,7 +1,9 @@
-"""Command line of the benchmark: `ggserve bench [options]` and `ggserve bench compare [options]`.
+"""Command line of the benchmark: `ggserve bench [options]`, `ggserve bench compare [options]` and
+`ggserve bench soak [options]`.
 
 `main` parses the arguments, builds the workload and load plan, and hands them to the runner
-(one server at a URL) or to `bench.compare` (servers started here one after another).
+(one server at a URL), to `bench.compare` (servers started here one after another) or to
+`bench.soak` (a long run against one server, watching errors and memory).
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ import argparse
 import asyncio
 import os
 import random
+import shlex
+import signal
 import sys
 from pathlib import Path
 
-from bench import compare, report
+from bench import compare, report, soak, soak_report
 from bench.llama_cpp_build import ensure_built
 from bench.machine import CpuMeter
 from bench.runner import Load, Plan, benchmark
@@ -29,6 +33,7 @@ from bench.workloads import (
 from ggserve.config import cpu_has_amx
 
 WORKLOADS = ("random", "shared-prefix", "multi-turn")
+SOAK_SERVER_ARGS = "-np 16 -c 8192"  # the slots and context of docs/benchmarks.md's runs
 
 
 def default_model_path() -> str:
@@ -97,7 +102,8 @@ def run_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ggserve bench",
         description="Load-test an OpenAI-compatible server; `ggserve bench compare --help` "
-                    "compares servers started here.")
+                    "compares servers started here, `ggserve bench soak --help` runs one for "
+                    "a long time watching errors and memory.")
     parser.add_argument("--base-url", default="http://127.0.0.1:8080")
     parser.add_argument("--model", default=None, help="model id to request (default: the "
                         "first one the server lists)")
@@ -148,6 +154,57 @@ def compare_parser() -> argparse.ArgumentParser:
                         help="only build llama-server and llama-batched-bench into the cache")
     _add_workload_args(parser)
     _add_load_args(parser, "1,4,16")
+    return parser
+
+
+def soak_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ggserve bench soak",
+        description="Closed-loop clients for a long time against one server: every request "
+                    "must end (a response, an HTTP error, or an SSE error event) and the "
+                    "resident memory of every server process must stay flat after warm-up; "
+                    "optionally with an executor killed periodically.")
+    server = parser.add_argument_group("server")
+    server.add_argument("--server-args", default=SOAK_SERVER_ARGS, metavar="ARGS",
+                        help="arguments of the `ggserve serve` started here (default "
+                             "%(default)r; write --server-args='-np 4 ...')")
+    server.add_argument("--base-url", default=None,
+                        help="soak a server already running there instead of starting one")
+    server.add_argument("--server-pid", type=int, default=None,
+                        help="with --base-url: its launcher's pid, to sample its processes' "
+                             "memory and kill executors")
+    server.add_argument("--model", default=None, help="model id to request (default: the "
+                        "first one the server lists)")
+    server.add_argument("--startup-timeout", type=float, default=300.0)
+    load = parser.add_argument_group("load")
+    load.add_argument("--concurrency", type=int, default=64,
+                      help="closed-loop clients (default %(default)s)")
+    load.add_argument("--duration", type=float, default=600.0,
+                      help="seconds after which no request starts (default %(default)g)")
+    load.add_argument("--input-len", type=LengthDist.parse, default=LengthDist(8, 48),
+                      metavar="N|LO:HI", help="prompt tokens (chat: after a 32-token system "
+                                              "prompt)")
+    load.add_argument("--output-len", type=LengthDist.parse, default=LengthDist(8, 32),
+                      metavar="N|LO:HI", help="max_tokens of each request (exact: ignore_eos)")
+    load.add_argument("--request-timeout", type=float, default=120.0,
+                      help="seconds a request may take end to end, then it counts as hung "
+                           "(default %(default)g)")
+    load.add_argument("--kill-executor-every", type=float, default=None, metavar="SECONDS",
+                      help="SIGKILL an executor this often (needs the server's processes)")
+    load.add_argument("--seed", type=int, default=0)
+    load.add_argument("--tokenizer", default=None, metavar="GGUF",
+                      help="model whose vocabulary makes the prompts (default: the embedded "
+                           "Gemma 3 270M)")
+    watch = parser.add_argument_group("watch")
+    watch.add_argument("--sample-interval", type=float, default=5.0,
+                       help="seconds between memory samples (default %(default)g)")
+    watch.add_argument("--warmup-fraction", type=float, default=0.2,
+                       help="memory is compared from this share of a process's life on "
+                            "(default %(default)g)")
+    watch.add_argument("--rss-tolerance", type=float, default=10.0, metavar="PERCENT",
+                       help="RSS change after warm-up that fails the run (default %(default)g)")
+    watch.add_argument("--output-dir", type=Path, default=Path("bench-results"),
+                       help="where soak.jsonl (one line per run) and soak-server.log go")
     return parser
 
 
@@ -230,9 +287,39 @@ def compare_main(argv: list[str]) -> int:
                                    input_len=args.input_len, output_len=args.output_len)
 
 
+def soak_main(argv: list[str]) -> int:
+    args = soak_parser().parse_args(argv)
+    if args.kill_executor_every and args.base_url and not args.server_pid:
+        raise SystemExit("--kill-executor-every needs the server's processes: start it here "
+                         "(no --base-url) or give --server-pid")
+    options = soak.SoakOptions(
+        concurrency=args.concurrency, duration=args.duration,
+        request_timeout=args.request_timeout, input_len=args.input_len,
+        output_len=args.output_len, sample_interval=args.sample_interval,
+        warmup_fraction=args.warmup_fraction, rss_tolerance_pct=args.rss_tolerance,
+        kill_executor_every=args.kill_executor_every, seed=args.seed)
+    texts = TextMaker(Tokenizer(args.tokenizer or default_model_path()), seed=args.seed)
+    if args.base_url:
+        summary = asyncio.run(soak.run_soak(args.base_url, args.model, options, texts,
+                                            args.server_pid))
+    else:
+        # A SIGTERM (or hang-up) exits through the `finally` that stops the server.
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, lambda signum, _: sys.exit(128 + signum))
+        summary = soak.run_soak_with_server(
+            shlex.split(args.server_args), options, texts, args.output_dir / "soak-server.log",
+            args.startup_timeout)
+    summary["command"] = shlex.join(["ggserve", "bench", "soak", *argv])
+    report.write_jsonl(args.output_dir / "soak.jsonl", [summary])
+    sys.stdout.write(soak_report.summary_text(summary))
+    return 0 if summary["passed"] else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """`ggserve bench ...`: argv without the program and `bench` words."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] in (["compare"], ["--compare"]):
         return compare_main(argv[1:])
+    if argv[:1] == ["soak"]:
+        return soak_main(argv[1:])
     return run_main(argv)
