@@ -117,18 +117,21 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 def _wait_ready(process: subprocess.Popen[bytes], base_url: str, timeout: float,
                 log_path: Path) -> None:
-    """Poll /v1/models until it answers 200; fail early if the process dies."""
+    """Poll /health until it answers 200 (ggserve and llama-server answer 503 while loading; a
+    server without /health is ready when /v1/models answers); fail early if the process dies."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise ServerFailed(f"exited with status {process.returncode} before it was ready; "
                                f"{log_path}:\n{_tail(log_path)}")
         try:
-            if httpx.get(f"{base_url}/v1/models", timeout=2.0).status_code == 200:
+            health = httpx.get(f"{base_url}/health", timeout=2.0).status_code
+            if health == 200 or (health == 404
+                                 and httpx.get(f"{base_url}/v1/models", timeout=2.0).status_code == 200):
                 return
         except httpx.HTTPError:
             pass  # not listening yet
-        time.sleep(0.5)
+        time.sleep(0.2)
     raise ServerFailed(f"not ready after {timeout:.0f} s; {log_path}:\n{_tail(log_path)}")
 
 
