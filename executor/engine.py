@@ -16,7 +16,7 @@ import llama_cpp
 
 from executor.batch import BatchError, NumpyBatch
 from executor.llama_log import LlamaLogCapture
-from executor.sampling import SeqSampler, logits_view, sample_rows, target_logprobs
+from executor.sampling import SeqSampler, SequenceFailed, logits_view, sample_rows, target_logprobs
 from ggserve.config import ServeConfig
 from ipc.protocol import ExecutorInfo, KvOpKind, PromptLogprobs, Sample, StepPlan, StepResult
 
@@ -120,7 +120,7 @@ class ModelEngine:
         try:
             samples, prompt_logprobs = self._run(plan)
             error = None
-        except (BatchError, ValueError, RuntimeError) as exc:
+        except (BatchError, ValueError, RuntimeError, SequenceFailed) as exc:
             log.error("executor %d: step %d failed: %s", self.executor_id, plan.step_id, exc)
             samples, prompt_logprobs, error = [], [], str(exc)
         return StepResult(

@@ -21,7 +21,7 @@ class Tokenizer:
 
     def __init__(self, model_path: str) -> None:
         # llama.cpp's log lines go to Python logging (loading chatter at DEBUG).
-        self._llama_log = LlamaLogCapture()
+        self.log_capture = LlamaLogCapture()
         llama_cpp.llama_backend_init()
         params = llama_cpp.llama_model_default_params()
         params.vocab_only = True
@@ -29,6 +29,7 @@ class Tokenizer:
         if not self._model:
             raise RuntimeError(f"cannot load the vocabulary of {model_path}")
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self.vocab = self._vocab  # for grammar checks (frontend.structured.grammar)
         self.n_vocab: int = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self.bos_id: int = llama_cpp.llama_vocab_bos(self._vocab)
         self.eos_id: int = llama_cpp.llama_vocab_eos(self._vocab)
