@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import msgspec
+
 from frontend import sse
 from frontend.chat_template import ChatTemplateError
 from frontend.errors import invalid
@@ -26,6 +28,7 @@ from frontend.schemas import (
     TopLogprob,
 )
 from frontend.state import Frontend
+from frontend.structured.constraints import output_grammar
 
 
 def _template_message(message: ChatMessage) -> dict[str, Any]:
@@ -37,7 +40,7 @@ def _template_message(message: ChatMessage) -> dict[str, Any]:
     if message.name is not None:
         out["name"] = message.name
     if message.tool_calls is not None:
-        out["tool_calls"] = message.tool_calls
+        out["tool_calls"] = [msgspec.to_builtins(c) for c in message.tool_calls]
     if message.tool_call_id is not None:
         out["tool_call_id"] = message.tool_call_id
     return out
@@ -48,8 +51,9 @@ def render_prompt(fe: Frontend, body: ChatCompletionRequest) -> str:
     if not body.messages:
         raise invalid("messages must not be empty", param="messages")
     try:
+        tools = [msgspec.to_builtins(t) for t in body.tools] if body.tools else None
         return fe.template.render([_template_message(m) for m in body.messages], add_generation_prompt=True,
-                                  tools=body.tools, extra=body.chat_template_kwargs)
+                                  tools=tools, extra=body.chat_template_kwargs)
     except ChatTemplateError as exc:
         raise invalid(str(exc), param="messages") from None
 
@@ -117,14 +121,15 @@ async def chat_completions(fe: Frontend, req: Request) -> Response | StreamRespo
     body = req.decode(ChatCompletionRequest)
     info = fe.engine_info()
     prompt = await fe.prepare(len(req.body), lambda: _prompt_tokens(fe, body))
+    grammar = await fe.prepare(len(req.body), lambda: output_grammar(fe.grammars, body))
     if body.max_completion_tokens is not None:
         limit = max_tokens(body.max_completion_tokens, "max_completion_tokens")
     else:
         limit = max_tokens(body.max_tokens)
     check_context(len(prompt), limit, info.n_ctx_slot)
     logprobs = _engine_logprobs(body)
-    requests = engine_requests(req.id, [prompt], body.n, body, sampling_params(body, fe.tokenizer, fe.cfg.seed),
-                               limit, logprobs)
+    requests = engine_requests(req.id, [prompt], body.n, body,
+                               sampling_params(body, fe.tokenizer, fe.cfg.seed, grammar), limit, logprobs)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      fe.cfg.sse_ping_interval)
     completion_id, created = f"chatcmpl-{req.id}", int(time.time())
