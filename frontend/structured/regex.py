@@ -30,7 +30,8 @@ class PatternError(ValueError):
 def pattern_to_gbnf(pattern: str) -> str:
     """The GBNF expression for JSON string content matching ``pattern``."""
     anchored_start = pattern.startswith("^")
-    anchored_end = pattern.endswith("$") and not pattern.endswith("\\$")
+    backslashes = len(pattern[:-1]) - len(pattern[:-1].rstrip("\\"))
+    anchored_end = pattern.endswith("$") and backslashes % 2 == 0  # "\\$" is an escaped "$"
     body = pattern[1 if anchored_start else 0 : len(pattern) - 1 if anchored_end else len(pattern)]
     parser = _Parser(body)
     expr = parser.alternation()
