@@ -37,7 +37,7 @@ _ANNOTATIONS = {
     "contentMediaType", "example", "$anchor", "x-order",
 }  # fmt: skip
 _BY_TYPE = {
-    "object": {"properties", "required", "additionalProperties"},
+    "object": {"properties", "required", "additionalProperties", "minProperties", "maxProperties", "propertyNames"},
     "array": {"items", "prefixItems", "minItems", "maxItems"},
     "string": {"minLength", "maxLength", "pattern"},
     "integer": {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"},
@@ -266,7 +266,21 @@ class _Converter:
                                f"{hint}-extra")
             # An extra key may repeat a declared one: a grammar cannot subtract strings cheaply.
             key_rule = self.string_rule()
+            if "propertyNames" in schema:
+                names = {"type": "string", **schema["propertyNames"]}
+                key_rule = self.visit(names, f"{path}/propertyNames", f"{hint}-key")
             extra = self.rules.add(f"{hint}-extra-kv", f'{key_rule} {ws} ":" {ws} {value}')
+        counted = {"minProperties", "maxProperties", "propertyNames"} & schema.keys()
+        if counted and (props or extra is None):
+            raise SchemaError(f"{path}: {sorted(counted)[0]} is supported only for objects with "
+                              "additionalProperties and no properties (maps)")
+        if counted and extra is not None:
+            min_n = _count(schema, "minProperties", path, 0)
+            max_n = _count(schema, "maxProperties", path, 0) if "maxProperties" in schema else None
+            if max_n is not None and max_n < min_n:
+                raise SchemaError(f"{path}: maxProperties is below minProperties")
+            body = gbnf.repeat(extra, min_n, max_n, separator=f'{ws} "," {ws}')
+            return self.rules.add(hint, f'"{{" {ws} {body} {ws} "}}"')
         body = self.members(kvs, extra, hint)
         return self.rules.add(hint, f'"{{" {ws} {body} {ws} "}}"' if body else f'"{{" {ws} "}}"')
 
