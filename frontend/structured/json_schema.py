@@ -67,20 +67,26 @@ class SchemaError(ValueError):
 
 def schema_to_gbnf(schema: Any) -> str:
     """The GBNF grammar (root rule ``root``) of JSON documents valid against ``schema``."""
-    if schema is True or schema == {}:
+    rules = gbnf.Rules()
+    rules.reserve("root")
+    rules.define("root", schema_rule(rules, schema, "root"))
+    return rules.text()
+
+
+def schema_rule(rules: gbnf.Rules, schema: Any, hint: str) -> str:
+    """Add the rules of ``schema`` to ``rules``; the expression of its values (for grammars that
+    embed JSON, such as tool calls)."""
+    if schema is True:
         schema = {}
     if not isinstance(schema, dict):
         raise SchemaError("the JSON schema must be an object")
-    converter = _Converter(schema)
-    converter.rules.reserve("root")
-    converter.rules.define("root", converter.visit(schema, "#", "root"))
-    return converter.rules.text()
+    return _Converter(schema, rules).visit(schema, "#", hint)
 
 
 class _Converter:
-    def __init__(self, root: dict[str, Any]) -> None:
+    def __init__(self, root: dict[str, Any], rules: gbnf.Rules) -> None:
         self.root = root
-        self.rules = gbnf.Rules()
+        self.rules = rules
         self._refs: dict[str, str] = {}  # $ref -> rule name
 
     # --------------------------------------------------------------- shared rules
