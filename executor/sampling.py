@@ -21,12 +21,15 @@ a C++ exception (a dead process) on a rejected token. A grammar with no allowed 
 from __future__ import annotations
 
 import ctypes
+import logging
 from collections import OrderedDict
 
 import llama_cpp
 import numpy as np
 
 from ipc.protocol import SamplingParams, TokenLogprob
+
+log = logging.getLogger("executor")
 
 # Candidates tried after a grammar rejection before the whole vocabulary is masked.
 RESAMPLE_TOP_N = 128
@@ -92,7 +95,10 @@ class SeqSampler:
             llama_cpp.llama_sampler_free(self.chain)
             self.chain = None
         if self.grammar is not None:
-            self.grammar.free()
+            g = self.grammar
+            log.debug("grammar: %d tokens, %d resampled among the top candidates, %d over the vocabulary",
+                      g.n_tokens, g.n_top, g.n_full)
+            g.free()
             self.grammar = None
 
     def pick_constrained(self, row: np.ndarray, argmax_token: int) -> int:
@@ -131,7 +137,9 @@ class SeqSampler:
         cand["logit"] = row[top]
         allowed = self.grammar.filter(cand)
         if allowed.size:
+            self.grammar.n_top += 1
             return allowed
+        self.grammar.n_full += 1
         full = _scratch(len(row))
         full["logit"] = row
         allowed = self.grammar.filter(full)
@@ -145,6 +153,7 @@ class Grammar:
 
     def __init__(self, sampler: llama_cpp.llama_sampler_p) -> None:
         self._sampler = sampler
+        self.n_tokens = self.n_top = self.n_full = 0  # accepted; resampled among top candidates / all
         self._one = np.zeros(1, dtype=TOKEN_DATA)
         self._one_array = _token_data_array(self._one)
 
@@ -164,6 +173,7 @@ class Grammar:
 
     def accept(self, token: int) -> None:
         """Only for a token ``allows`` accepted: llama.cpp throws (kills the process) otherwise."""
+        self.n_tokens += 1
         llama_cpp.llama_sampler_accept(self._sampler, token)
 
     def free(self) -> None:

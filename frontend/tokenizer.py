@@ -104,6 +104,15 @@ class Tokenizer:
         data = b"".join(self.piece(t, special) for t in token_ids)
         return data.decode("utf-8", errors="replace")
 
+    def marker_tokens(self, markers: list[str]) -> frozenset[int]:
+        """The control tokens among ``markers`` (each a single special token), to be rendered."""
+        ids = set()
+        for marker in markers:
+            tokens = self.tokenize(marker, add_special=False, parse_special=True)
+            if len(tokens) == 1 and not self.piece(tokens[0]):
+                ids.add(tokens[0])
+        return frozenset(ids)
+
     def invalid_token(self, token_ids: list[int]) -> int | None:
         """The first id outside the vocabulary, or None."""
         n_vocab = self.n_vocab
@@ -120,13 +129,14 @@ class IncrementalDetokenizer:
     bytes that can never become valid UTF-8 come out as U+FFFD, as a full decode would give.
     """
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
+    def __init__(self, tokenizer: Tokenizer, special_ids: frozenset[int] = frozenset()) -> None:
         self._tokenizer = tokenizer
+        self._special_ids = special_ids  # control tokens rendered as their text (format markers)
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def push(self, token_id: int) -> str:
         """Text completed by this token (may be empty)."""
-        return self._decoder.decode(self._tokenizer.piece(token_id))
+        return self._decoder.decode(self._tokenizer.piece(token_id, token_id in self._special_ids))
 
     def flush(self) -> str:
         """At the end of generation: whatever is held back, as U+FFFD."""

@@ -34,6 +34,7 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     max_queue: int = 256  # waiting requests beyond which new ones get 503
     prefix_cache: bool = True
     seed: int = -1  # default sampling seed (-1: random)
+    reasoning_format: str = "auto"  # --reasoning-format: none / deepseek / deepseek-legacy / auto
     # http
     host: str = "127.0.0.1"
     port: int = 8080
