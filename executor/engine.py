@@ -215,11 +215,17 @@ class ModelEngine:
             return [], prompt_logprobs
         only_samples = layout.n_outputs == len(samplers)  # rows are the samples, in order
         rows = logits if only_samples else logits[layout.sample_out_rows]
-        tokens, logprobs, failed = sample_rows(self.ctx, rows, layout.sample_batch_rows, samplers)
+        failed: dict[int, Exception] = {}
+        tokens, logprobs = sample_rows(self.ctx, rows, layout.sample_batch_rows, samplers, failed)
         samples = []
         for i, (item, token, lp) in enumerate(zip(sampled_items, tokens, logprobs)):
             if i in failed:
-                failures[item.seq_id] = EngineError(ErrorCode.INTERNAL, failed[i])
+                exc = failed[i]
+                log.warning("executor %d: sequence %d failed: %r", self.executor_id, item.seq_id, exc)
+                failures[item.seq_id] = (
+                    EngineError(ErrorCode.INVALID_REQUEST, str(exc)) if isinstance(exc, SequenceFailed)
+                    else EngineError(ErrorCode.INTERNAL, f"sampling failed: {exc!r}")
+                )
             else:
                 samples.append(Sample(seq_id=item.seq_id, token_id=token, logprob=lp))
         return samples, prompt_logprobs

@@ -6,9 +6,11 @@ and remember the KV buffer sizes it reports (the only exact figure of KV memory 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import re
+from collections.abc import Iterator
 
 import llama_cpp
 
@@ -24,6 +26,7 @@ class LlamaLogCapture:
     def __init__(self) -> None:
         self.kv_bytes = 0
         self._pending = ""
+        self._collected: list[str] | None = None
         self._callback = llama_cpp.llama_log_callback(self._on_log)
         llama_cpp.llama_log_set(self._callback, ctypes.c_void_p(0))
 
@@ -37,4 +40,15 @@ class LlamaLogCapture:
         match = _KV_SIZE.search(line)
         if match:
             self.kv_bytes += int(float(match.group(1)) * 1024 * 1024)
+        if self._collected is not None and level >= 3:
+            self._collected.append(line)
         log.log(_LEVELS.get(level, logging.DEBUG), "%s", line)
+
+    @contextlib.contextmanager
+    def collect_problems(self) -> Iterator[list[str]]:
+        """The warning and error lines llama.cpp logs inside the block (callers serialise use)."""
+        self._collected = lines = []
+        try:
+            yield lines
+        finally:
+            self._collected = None

@@ -7,16 +7,42 @@ else runs a llama.cpp sampler chain built once per request (llama-server's order
 penalties, top-k, typical, top-p, min-p, temperature, dist). Log-probabilities come from the
 raw logits rows (the model's distribution, as OpenAI reports it), never from a Python loop over
 the vocabulary.
+
+Grammar-constrained sequences sample first and check the grammar after, as llama-server does:
+llama.cpp's grammar sampler masks the whole vocabulary (262k pieces matched against the grammar
+stacks) when it runs first, while checking one sampled token costs microseconds. Only when the
+grammar rejects the token does the sequence resample, and then over the most likely candidates
+first (exact for greedy decoding whenever one of them is allowed), the whole vocabulary only if
+none is. A token is accepted into a grammar only after the grammar allowed it: llama.cpp throws
+a C++ exception (a dead process) on a rejected token. A grammar with no allowed token left is a
+``SequenceFailed`` for that sequence alone.
 """
 
 from __future__ import annotations
 
 import ctypes
+import logging
+from collections import OrderedDict
 
 import llama_cpp
 import numpy as np
 
 from ipc.protocol import SamplingParams, TokenLogprob
+
+log = logging.getLogger("executor")
+
+# Candidates tried after a grammar rejection before the whole vocabulary is masked.
+RESAMPLE_TOP_N = 128
+GRAMMAR_CACHE_SIZE = 64  # compiled grammars kept per process (by text)
+
+# llama_token_data as numpy sees it: {int32 id; float logit; float p}
+TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
+assert TOKEN_DATA.itemsize == ctypes.sizeof(llama_cpp.llama_token_data)
+
+
+class SequenceFailed(Exception):
+    """This sequence cannot go on (its grammar has no allowed token, its sampler cannot be
+    built); its request fails alone, the step and the other sequences go on."""
 
 
 class SequenceFailed(Exception):
@@ -39,39 +65,208 @@ class SeqSampler:
         self.logprobs = logprobs
         self.prompt_logprobs = prompt_logprobs
         greedy = params.temperature <= 0
-        self.fast_greedy = (
+        # Greedy without logit changes: the token is the row's argmax, taken for all such rows at once.
+        self.argmax_first = (
             greedy
             and not params.logit_bias
-            and params.grammar is None
             and params.repeat_penalty == 1.0
             and params.presence_penalty == 0.0
             and params.frequency_penalty == 0.0
         )
+        self.fast_greedy = self.argmax_first and params.grammar is None
+        self.n_vocab = n_vocab
         self.chain: llama_cpp.llama_sampler_p | None = None
-        if not self.fast_greedy:
-            self.chain = _build_chain(params, vocab, n_vocab, greedy)
+        self.grammar: Grammar | None = None
+        # Token ids a logit bias raises: candidates of a resample even when their raw logit is low.
+        self._boosted = np.array([t for t, b in params.logit_bias if b > 0], dtype=np.int32)
+        if params.grammar is not None:
+            self.grammar = Grammar(_grammar_cache(vocab).new(params.grammar))
+        try:
+            if not self.argmax_first:
+                self.chain = _build_chain(params, vocab, n_vocab, greedy)
             for token in history:
-                llama_cpp.llama_sampler_accept(self.chain, token)
+                if self.chain is not None:
+                    llama_cpp.llama_sampler_accept(self.chain, token)
+                if self.grammar is not None:
+                    if not self.grammar.allows(token):
+                        raise SequenceFailed("the generated tokens do not match the grammar")
+                    self.grammar.accept(token)
+        except BaseException:
+            self.free()
+            raise
 
     def free(self) -> None:
         if self.chain is not None:
             llama_cpp.llama_sampler_free(self.chain)
             self.chain = None
+        if self.grammar is not None:
+            g = self.grammar
+            log.debug("grammar: %d tokens, %d resampled among the top candidates, %d over the vocabulary",
+                      g.n_tokens, g.n_top, g.n_full)
+            g.free()
+            self.grammar = None
+
+    def pick_constrained(self, row: np.ndarray, argmax_token: int) -> int:
+        """The next token under the grammar: sampled as without it, resampled if it is rejected.
+
+        ``row`` is this sequence's logits; ``argmax_token`` its argmax (when ``argmax_first``).
+        """
+        grammar = self.grammar
+        assert grammar is not None
+        if self.chain is None:
+            token = argmax_token
+            if not grammar.allows(token):
+                allowed = self._allowed_candidates(row)
+                token = int(allowed["id"][np.argmax(allowed["logit"])])
+        else:
+            full = _scratch(self.n_vocab)
+            full["logit"] = row
+            token = _apply_select(self.chain, full)
+            if not grammar.allows(token):
+                allowed = self._allowed_candidates(row)
+                token = _apply_select(self.chain, allowed)
+            llama_cpp.llama_sampler_accept(self.chain, token)
+        grammar.accept(token)
+        return token
+
+    def _allowed_candidates(self, row: np.ndarray) -> np.ndarray:
+        """Grammar-allowed candidates: among the top logits (and boosted tokens) if any is
+        allowed, else over the whole vocabulary; SequenceFailed when nothing is allowed."""
+        assert self.grammar is not None
+        n = min(RESAMPLE_TOP_N, len(row))
+        top = np.argpartition(row, -n)[-n:]
+        if self._boosted.size:
+            top = np.union1d(top, self._boosted)
+        cand = np.empty(len(top), dtype=TOKEN_DATA)
+        cand["id"] = top
+        cand["logit"] = row[top]
+        allowed = self.grammar.filter(cand)
+        if allowed.size:
+            self.grammar.n_top += 1
+            return allowed
+        self.grammar.n_full += 1
+        full = _scratch(len(row))
+        full["logit"] = row
+        allowed = self.grammar.filter(full)
+        if not allowed.size:
+            raise SequenceFailed("the grammar allows no token at this point of the output (a dead end)")
+        return allowed
+
+
+class Grammar:
+    """One sequence's grammar sampler (a clone of the cached compiled grammar)."""
+
+    def __init__(self, sampler: llama_cpp.llama_sampler_p) -> None:
+        self._sampler = sampler
+        self.n_tokens = self.n_top = self.n_full = 0  # accepted; resampled among top candidates / all
+        self._one = np.zeros(1, dtype=TOKEN_DATA)
+        self._one_array = _token_data_array(self._one)
+
+    def allows(self, token: int) -> bool:
+        one = self._one
+        one["id"] = token
+        one["logit"] = 0.0
+        self._one_array.selected = -1
+        llama_cpp.llama_sampler_apply(self._sampler, ctypes.byref(self._one_array))
+        return bool(np.isfinite(one["logit"][0]))
+
+    def filter(self, cand: np.ndarray) -> np.ndarray:
+        """The candidates the grammar allows (a new array)."""
+        array = _token_data_array(cand)
+        llama_cpp.llama_sampler_apply(self._sampler, ctypes.byref(array))
+        return cand[np.isfinite(cand["logit"])]
+
+    def accept(self, token: int) -> None:
+        """Only for a token ``allows`` accepted: llama.cpp throws (kills the process) otherwise."""
+        self.n_tokens += 1
+        llama_cpp.llama_sampler_accept(self._sampler, token)
+
+    def free(self) -> None:
+        if self._sampler:
+            llama_cpp.llama_sampler_free(self._sampler)
+            self._sampler = None
+
+
+class GrammarCache:
+    """Compiled grammars by text; each sequence gets a clone (no re-parse of the GBNF)."""
+
+    def __init__(self, vocab: llama_cpp.llama_vocab_p, capacity: int = GRAMMAR_CACHE_SIZE) -> None:
+        self._vocab = vocab
+        self._capacity = capacity
+        self._compiled: OrderedDict[str, llama_cpp.llama_sampler_p] = OrderedDict()
+
+    def new(self, text: str) -> llama_cpp.llama_sampler_p:
+        proto = self._compiled.get(text)
+        if proto is None:
+            proto = llama_cpp.llama_sampler_init_grammar(self._vocab, text.encode(), b"root")
+            if not proto:
+                raise SequenceFailed("the grammar does not parse (llama.cpp's log has the reason)")
+            self._compiled[text] = proto
+            while len(self._compiled) > self._capacity:
+                _, old = self._compiled.popitem(last=False)
+                llama_cpp.llama_sampler_free(old)
+        else:
+            self._compiled.move_to_end(text)
+        clone = llama_cpp.llama_sampler_clone(proto)
+        if not clone:
+            raise SequenceFailed("cannot copy the compiled grammar")
+        return clone
+
+
+_grammar_caches: dict[int, GrammarCache] = {}
+_scratch_buffers: dict[int, np.ndarray] = {}
+
+
+def _grammar_cache(vocab: llama_cpp.llama_vocab_p) -> GrammarCache:
+    key = ctypes.cast(vocab, ctypes.c_void_p).value or 0
+    cache = _grammar_caches.get(key)
+    if cache is None:
+        cache = _grammar_caches[key] = GrammarCache(vocab)
+    return cache
+
+
+def _scratch(n_vocab: int) -> np.ndarray:
+    """A whole-vocabulary candidate array with ids set (the caller fills the logits); one per
+    process, as the executor samples one row at a time."""
+    buf = _scratch_buffers.get(n_vocab)
+    if buf is None:
+        buf = _scratch_buffers[n_vocab] = np.zeros(n_vocab, dtype=TOKEN_DATA)
+    buf["id"] = np.arange(n_vocab, dtype=np.int32)  # samplers may have reordered it
+    buf["p"] = 0.0
+    return buf
+
+
+def _token_data_array(cand: np.ndarray) -> llama_cpp.llama_token_data_array:
+    assert cand.dtype == TOKEN_DATA and cand.flags.c_contiguous
+    return llama_cpp.llama_token_data_array(
+        data=ctypes.cast(cand.ctypes.data, ctypes.POINTER(llama_cpp.llama_token_data)),
+        size=len(cand),
+        selected=-1,
+        sorted=False,
+    )
+
+
+def _apply_select(chain: llama_cpp.llama_sampler_p, cand: np.ndarray) -> int:
+    """Run the sampler chain over candidates (without accepting); the selected token id."""
+    array = _token_data_array(cand)
+    llama_cpp.llama_sampler_apply(chain, ctypes.byref(array))
+    if not 0 <= array.selected < array.size:
+        raise SequenceFailed("the sampler selected no token")
+    return int(cand["id"][array.selected])
 
 
 def _build_chain(
     p: SamplingParams, vocab: llama_cpp.llama_vocab_p, n_vocab: int, greedy: bool
 ) -> llama_cpp.llama_sampler_p:
+    """The chain without the grammar (checked apart, after sampling)."""
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
 
     def add(sampler: llama_cpp.llama_sampler_p) -> None:
         if not sampler:
             llama_cpp.llama_sampler_free(chain)
-            raise SequenceFailed("llama.cpp rejected a sampler parameter (an invalid grammar?)")
+            raise SequenceFailed("llama.cpp rejected a sampler parameter")
         llama_cpp.llama_sampler_chain_add(chain, sampler)
 
-    if p.grammar is not None:
-        add(llama_cpp.llama_sampler_init_grammar(vocab, p.grammar.encode(), b"root"))
     if p.logit_bias:
         biases = (llama_cpp.llama_logit_bias * len(p.logit_bias))(*p.logit_bias)
         add(llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(p.logit_bias), biases))
@@ -107,33 +302,37 @@ def sample_rows(
     logits: np.ndarray,
     batch_rows: list[int],
     samplers: list[SeqSampler],
-) -> tuple[list[int], list[TokenLogprob | None], dict[int, str]]:
+    failures: dict[int, Exception] | None = None,
+) -> tuple[list[int], list[TokenLogprob | None]]:
     """Choose one token per output row. ``logits[i]`` is the row of ``batch_rows[i]``.
 
-    Returns the tokens, their log-probabilities and, by row, why a row's sampler failed (that
-    row's token is meaningless; the others are not affected).
+    A row whose sequence cannot go on gets token -1; with ``failures`` given, the exception is
+    stored there under the row index (any exception of a row's sampler fails that row alone),
+    otherwise it propagates.
     """
     n = len(samplers)
     tokens = [0] * n
-    failed: dict[int, str] = {}
-    fast = [i for i, s in enumerate(samplers) if s.fast_greedy]
+    fast = [i for i, s in enumerate(samplers) if s.argmax_first]
     if fast:
         picked = np.argmax(logits if len(fast) == n else logits[fast], axis=1)
         for i, token in zip(fast, picked.tolist()):
             tokens[i] = token
     for i, sampler in enumerate(samplers):
-        if sampler.chain is not None:
-            try:
+        try:
+            if sampler.grammar is not None:
+                tokens[i] = sampler.pick_constrained(logits[i], tokens[i])
+            elif sampler.chain is not None:
                 tokens[i] = llama_cpp.llama_sampler_sample(sampler.chain, ctx, batch_rows[i])
-            except Exception as exc:  # noqa: BLE001 - whatever it is, it fails this row alone
-                failed[i] = f"sampling failed: {exc}"
+        except Exception as exc:  # noqa: BLE001 - whatever it is, it fails this row alone
+            if failures is None:
+                raise
+            failures[i] = exc
+            tokens[i] = -1
     logprobs = [
-        target_logprobs(logits[i : i + 1], [tokens[i]], s.logprobs)[0]
-        if s.logprobs >= 0 and i not in failed
-        else None
+        target_logprobs(logits[i : i + 1], [tokens[i]], s.logprobs)[0] if s.logprobs >= 0 and tokens[i] >= 0 else None
         for i, s in enumerate(samplers)
     ]
-    return tokens, logprobs, failed
+    return tokens, logprobs
 
 
 def target_logprobs(block: np.ndarray, targets: list[int], top_n: int) -> list[TokenLogprob]:

@@ -45,7 +45,7 @@ class Choice:
     """The text of one engine request, built token by token."""
 
     def __init__(self, index: int, request_id: str, tokenizer: Tokenizer, stops: list[str],
-                 logprobs: bool) -> None:
+                 logprobs: bool, special_ids: frozenset[int] = frozenset()) -> None:
         self.index = index
         self.request_id = request_id
         self.n_tokens = 0  # generated tokens that count (up to a stop string's last token)
@@ -55,7 +55,7 @@ class Choice:
         self.stopped_by_string = False
         self.prompt_logprobs: list[TokenLogprob] = []  # with echo + logprobs: prompt tokens 1..
         self._tokenizer = tokenizer
-        self._detok = IncrementalDetokenizer(tokenizer)
+        self._detok = IncrementalDetokenizer(tokenizer, special_ids)
         self._stop = StopMatcher(stops)
         self._logprobs = logprobs
         self._decoded = 0  # characters decoded so far
@@ -147,12 +147,14 @@ class Generation:
     """The engine requests of one API call; ``requests[p * n + i]`` is choice i of prompt p."""
 
     def __init__(self, engine: EngineClient, tokenizer: Tokenizer, requests: list[AddRequest], n: int,
-                 stops: list[str], logprobs: bool, ping_interval_s: float) -> None:
+                 stops: list[str], logprobs: bool, ping_interval_s: float,
+                 special_ids: frozenset[int] = frozenset()) -> None:
+        """``special_ids``: control tokens written as their text (tool-call and reasoning markers)."""
         self._engine = engine
         self._requests = requests
         self._n = n
         self._ping_interval_s = ping_interval_s
-        self.choices = [Choice(i, r.request_id, tokenizer, stops, logprobs) for i, r in enumerate(requests)]
+        self.choices = [Choice(i, r.request_id, tokenizer, stops, logprobs, special_ids) for i, r in enumerate(requests)]
         self._by_id = {c.request_id: c for c in self.choices}
         self._aborted: set[str] = set()
         self._queue: asyncio.Queue[RequestOutput] | None = None

@@ -31,12 +31,14 @@ def default_sampling() -> dict[str, float | int]:
     return {name: getattr(DEFAULTS, name) for name in _FROM_REQUEST}
 
 
-def sampling_params(req: SamplingFields, tokenizer: Tokenizer, default_seed: int) -> SamplingParams:
-    """The sampler settings of choice 0 (``with_seed_offset`` derives the others)."""
+def sampling_params(req: SamplingFields, tokenizer: Tokenizer, default_seed: int,
+                    grammar: str | None = None) -> SamplingParams:
+    """The sampler settings of choice 0 (``with_seed_offset`` derives the others); ``grammar``
+    is the checked GBNF the output must follow."""
     given = {name: value for name in _FROM_REQUEST if (value := getattr(req, name)) is not None}
     seed = default_seed if req.seed is None else req.seed
     return msgspec.structs.replace(DEFAULTS, **given, logit_bias=logit_bias(req.logit_bias or {}, tokenizer),
-                                   seed=None if seed < 0 else seed & _SEED_MASK)
+                                   seed=None if seed < 0 else seed & _SEED_MASK, grammar=grammar)
 
 
 def with_seed_offset(params: SamplingParams, offset: int) -> SamplingParams:

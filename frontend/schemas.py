@@ -27,6 +27,19 @@ class StreamOptions(msgspec.Struct):
     include_usage: bool = False
 
 
+class JsonSchemaFormat(msgspec.Struct, kw_only=True):
+    name: str = "response"
+    description: str | None = None
+    schema: dict[str, Any] | bool | None = None
+    strict: bool | None = None
+
+
+class ResponseFormat(msgspec.Struct, kw_only=True):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+    schema: dict[str, Any] | None = None  # llama-server's {"type": "json_object", "schema": {...}}
+
+
 class SamplingFields(msgspec.Struct, kw_only=True):
     """Generation parameters shared by /v1/chat/completions and /v1/completions.
 
@@ -54,18 +67,55 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     ignore_eos: bool = False
     cache_prompt: bool = True
     n_probs: TopLogprobs = 0
+    # constrained output (one of them): GBNF (llama-server's field), a JSON schema, OpenAI's format
+    grammar: str | None = None
+    json_schema: dict[str, Any] | bool | None = None
+    response_format: ResponseFormat | None = None
 
 
 class TextPart(msgspec.Struct, tag="text", tag_field="type"):
     text: str
 
 
+class FunctionCall(msgspec.Struct, kw_only=True):
+    name: str
+    arguments: str | dict[str, Any] = "{}"  # OpenAI sends a JSON string; some clients an object
+
+
+class ToolCall(msgspec.Struct, kw_only=True):
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(msgspec.Struct, kw_only=True):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
+    reasoning_content: str | None = None
+
+
+class FunctionDef(msgspec.Struct, kw_only=True):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(msgspec.Struct, kw_only=True):
+    type: Literal["function"] = "function"
+    function: FunctionDef
+
+
+class NamedFunction(msgspec.Struct):
+    name: str
+
+
+class NamedToolChoice(msgspec.Struct, kw_only=True):
+    type: Literal["function"] = "function"
+    function: NamedFunction
 
 
 class ChatCompletionRequest(SamplingFields, kw_only=True):
@@ -73,8 +123,14 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
     max_completion_tokens: int | None = None
     logprobs: bool = False
     top_logprobs: TopLogprobs | None = None
-    tools: list[dict[str, Any]] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool = True
     chat_template_kwargs: dict[str, Any] | None = None
+    # reasoning: llama-server's per-request format, OpenAI's effort, a thinking token budget
+    reasoning_format: Literal["none", "deepseek", "deepseek-legacy", "auto"] | None = None
+    reasoning_effort: str | None = None
+    thinking_budget_tokens: int | None = None
 
 
 class CompletionRequest(SamplingFields, kw_only=True):
@@ -130,9 +186,22 @@ class ChatLogprobs(msgspec.Struct):
     refusal: None = None
 
 
-class AssistantMessage(msgspec.Struct):
-    content: str
-    role: str = "assistant"
+class ToolCallFunction(msgspec.Struct):
+    name: str
+    arguments: str  # JSON text
+
+
+class ResponseToolCall(msgspec.Struct):
+    id: str
+    function: ToolCallFunction
+    type: str = "function"
+
+
+class AssistantMessage(msgspec.Struct, omit_defaults=True, kw_only=True):
+    role: str = msgspec.field(default_factory=lambda: "assistant")  # a factory: always encoded
+    content: str | None  # always sent (null with tool calls and no text)
+    reasoning_content: str | None = None
+    tool_calls: list[ResponseToolCall] | None = None
 
 
 class ChatChoice(msgspec.Struct):
@@ -151,9 +220,25 @@ class ChatCompletion(msgspec.Struct, tag_field="object", tag="chat.completion"):
     usage: Usage
 
 
+class ToolCallFunctionDelta(msgspec.Struct, omit_defaults=True, kw_only=True):
+    name: str | None = None
+    arguments: str  # always sent ("" with the name)
+
+
+class ToolCallDelta(msgspec.Struct, omit_defaults=True):
+    """The first delta of a call has id, type and name; the next ones argument fragments."""
+
+    index: int
+    function: ToolCallFunctionDelta
+    id: str | None = None
+    type: str | None = None
+
+
 class ChatDelta(msgspec.Struct, omit_defaults=True):
     role: str | None = None
     content: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChatChunkChoice(msgspec.Struct):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from frontend.auth import ApiKeys
 from frontend.chat_template import ChatTemplate, load_chat_template
 from frontend.engine_client import EngineClient
 from frontend.errors import unavailable
+from frontend.structured.grammar import GrammarChecker
 from frontend.tokenizer import Tokenizer
 from ggserve.config import ServeConfig
 from ipc.protocol import EngineInfo
@@ -49,6 +51,11 @@ class Frontend:
     async def close(self) -> None:
         await self.engine.close()
         self.tokenizer.close()
+
+    @functools.cached_property
+    def grammars(self) -> GrammarChecker:
+        """Checks request grammars with this worker's vocabulary (and remembers the good ones)."""
+        return GrammarChecker(self.tokenizer)
 
     @property
     def model_id(self) -> str:

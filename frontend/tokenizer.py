@@ -21,7 +21,7 @@ class Tokenizer:
 
     def __init__(self, model_path: str) -> None:
         # llama.cpp's log lines go to Python logging (loading chatter at DEBUG).
-        self._llama_log = LlamaLogCapture()
+        self.log_capture = LlamaLogCapture()
         llama_cpp.llama_backend_init()
         params = llama_cpp.llama_model_default_params()
         params.vocab_only = True
@@ -29,6 +29,7 @@ class Tokenizer:
         if not self._model:
             raise RuntimeError(f"cannot load the vocabulary of {model_path}")
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self.vocab = self._vocab  # for grammar checks (frontend.structured.grammar)
         self.n_vocab: int = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self.bos_id: int = llama_cpp.llama_vocab_bos(self._vocab)
         self.eos_id: int = llama_cpp.llama_vocab_eos(self._vocab)
@@ -104,6 +105,15 @@ class Tokenizer:
         data = b"".join(self.piece(t, special) for t in token_ids)
         return data.decode("utf-8", errors="replace")
 
+    def marker_tokens(self, markers: list[str]) -> frozenset[int]:
+        """The control tokens among ``markers`` (each a single special token), to be rendered."""
+        ids = set()
+        for marker in markers:
+            tokens = self.tokenize(marker, add_special=False, parse_special=True)
+            if len(tokens) == 1 and not self.piece(tokens[0]):
+                ids.add(tokens[0])
+        return frozenset(ids)
+
     def invalid_token(self, token_ids: list[int]) -> int | None:
         """The first id outside the vocabulary, or None."""
         n_vocab = self.n_vocab
@@ -120,13 +130,14 @@ class IncrementalDetokenizer:
     bytes that can never become valid UTF-8 come out as U+FFFD, as a full decode would give.
     """
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
+    def __init__(self, tokenizer: Tokenizer, special_ids: frozenset[int] = frozenset()) -> None:
         self._tokenizer = tokenizer
+        self._special_ids = special_ids  # control tokens rendered as their text (format markers)
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def push(self, token_id: int) -> str:
         """Text completed by this token (may be empty)."""
-        return self._decoder.decode(self._tokenizer.piece(token_id))
+        return self._decoder.decode(self._tokenizer.piece(token_id, token_id in self._special_ids))
 
     def flush(self) -> str:
         """At the end of generation: whatever is held back, as U+FFFD."""

@@ -50,6 +50,10 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     )
     e.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false", help="never reuse cached prefixes")
     e.add_argument("-s", "--seed", type=int, default=d.seed, help="default sampling seed (-1: random)")
+    e.add_argument(
+        "--reasoning-format", choices=["none", "deepseek", "deepseek-legacy", "auto"], default=d.reasoning_format,
+        help="where thinking text goes: reasoning_content (deepseek, auto) or content (none)",
+    )
     h = p.add_argument_group("http")
     h.add_argument("--host", default=d.host)
     h.add_argument("--port", type=int, default=d.port)

@@ -37,6 +37,7 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     step_timeout: float = 300.0  # seconds one step may take before its executor counts as hung
     prefix_cache: bool = True
     seed: int = -1  # default sampling seed (-1: random)
+    reasoning_format: str = "auto"  # --reasoning-format: none / deepseek / deepseek-legacy / auto
     # http
     host: str = "127.0.0.1"
     port: int = 8080

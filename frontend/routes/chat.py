@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from dataclasses import dataclass
 
 from frontend import sse
 from frontend.chat_template import ChatTemplateError
@@ -21,41 +21,45 @@ from frontend.schemas import (
     ChatCompletionRequest,
     ChatDelta,
     ChatLogprobs,
-    ChatMessage,
     ChatTokenLogprob,
+    ResponseToolCall,
+    ToolCallDelta,
+    ToolCallFunction,
+    ToolCallFunctionDelta,
     TopLogprob,
 )
 from frontend.state import Frontend
+from frontend.structured.constraints import check_grammar, output_grammar
+from frontend.structured.output import OutputDelta, OutputParser
+from frontend.structured.reasoning import Reasoning, reasoning_for
+from frontend.structured.tools import ToolPlan, plan_tools
 
 
-def _template_message(message: ChatMessage) -> dict[str, Any]:
-    content = message.content
-    if isinstance(content, list):
-        # Templates differ in what they accept; joined text works with all of them (llama.cpp's choice).
-        content = "\n".join(part.text for part in content)
-    out: dict[str, Any] = {"role": message.role, "content": content or ""}
-    if message.name is not None:
-        out["name"] = message.name
-    if message.tool_calls is not None:
-        out["tool_calls"] = message.tool_calls
-    if message.tool_call_id is not None:
-        out["tool_call_id"] = message.tool_call_id
-    return out
+@dataclass(slots=True)
+class _ChatPlan:
+    prompt: str
+    tools: ToolPlan
+
+
+def _plan(fe: Frontend, body: ChatCompletionRequest) -> _ChatPlan:
+    """The conversation as prompt text (with tools as the template needs them)."""
+    if not body.messages:
+        raise invalid("messages must not be empty", param="messages")
+    tools = plan_tools(body, fe.template.source)
+    extra = dict(body.chat_template_kwargs or {})
+    if body.reasoning_effort is not None:
+        extra.setdefault("reasoning_effort", body.reasoning_effort)
+    try:
+        prompt = fe.template.render(tools.messages, add_generation_prompt=True, tools=tools.template_tools,
+                                    extra=extra)
+    except ChatTemplateError as exc:
+        raise invalid(str(exc), param="messages") from None
+    return _ChatPlan(prompt, tools)
 
 
 def render_prompt(fe: Frontend, body: ChatCompletionRequest) -> str:
     """The conversation as prompt text (also what /apply-template returns)."""
-    if not body.messages:
-        raise invalid("messages must not be empty", param="messages")
-    try:
-        return fe.template.render([_template_message(m) for m in body.messages], add_generation_prompt=True,
-                                  tools=body.tools, extra=body.chat_template_kwargs)
-    except ChatTemplateError as exc:
-        raise invalid(str(exc), param="messages") from None
-
-
-def _prompt_tokens(fe: Frontend, body: ChatCompletionRequest) -> list[int]:
-    return fe.tokenizer.tokenize(render_prompt(fe, body), add_special=True, parse_special=True)
+    return _plan(fe, body).prompt
 
 
 def _engine_logprobs(body: ChatCompletionRequest) -> int:
@@ -81,9 +85,10 @@ class _ChatChunks:
     """Stream events of one chat completion."""
 
     def __init__(self, id: str, created: int, model: str, n_choices: int, gen: Generation, logprobs: bool,
-                 include_usage: bool) -> None:
+                 include_usage: bool, parsers: list[OutputParser]) -> None:
         self._id, self._created, self._model = id, created, model
         self._n_choices = n_choices
+        self._parsers = parsers
         self._gen = gen
         self._logprobs = logprobs
         self._include_usage = include_usage
@@ -98,11 +103,24 @@ class _ChatChunks:
 
     def render(self, delta: ChoiceDelta) -> list[bytes]:
         events = []
-        if delta.text or delta.tokens:
-            logprobs = _logprobs(delta.tokens) if self._logprobs else None
-            events.append(self._chunk([ChatChunkChoice(delta.index, ChatDelta(content=delta.text), logprobs)]))
+        parser = self._parsers[delta.index]
+        out = parser.push(delta.text)
         if delta.finish_reason is not None:
-            events.append(self._chunk([ChatChunkChoice(delta.index, ChatDelta(), finish_reason=delta.finish_reason)]))
+            rest = parser.finish()
+            out = OutputDelta(out.content + rest.content, out.reasoning + rest.reasoning, out.calls + rest.calls)
+        logprobs = _logprobs(delta.tokens) if self._logprobs and delta.tokens else None
+        if out.reasoning:
+            events.append(self._chunk([ChatChunkChoice(delta.index, ChatDelta(reasoning_content=out.reasoning))]))
+        if out.content or logprobs is not None:
+            events.append(self._chunk([ChatChunkChoice(delta.index, ChatDelta(content=out.content), logprobs)]))
+        for call in out.calls:
+            head = ToolCallDelta(call.index, ToolCallFunctionDelta(name=call.name, arguments=""), call.id, "function")
+            args = ToolCallDelta(call.index, ToolCallFunctionDelta(arguments=call.arguments))
+            events.append(self._chunk([ChatChunkChoice(delta.index, ChatDelta(tool_calls=[head]))]))
+            events.append(self._chunk([ChatChunkChoice(delta.index, ChatDelta(tool_calls=[args]))]))
+        if delta.finish_reason is not None:
+            reason = _finish_reason(delta.finish_reason, parser)
+            events.append(self._chunk([ChatChunkChoice(delta.index, ChatDelta(), finish_reason=reason)]))
         return events
 
     def tail(self) -> list[bytes]:
@@ -113,39 +131,68 @@ class _ChatChunks:
                                               usage=self._gen.usage()))]
 
 
+def _finish_reason(reason: str, parser: OutputParser) -> str:
+    return "tool_calls" if parser.n_calls and reason == "stop" else reason
+
+
+def _reasoning(fe: Frontend, body: ChatCompletionRequest, prompt: str) -> Reasoning | None:
+    return reasoning_for(body.reasoning_format or fe.cfg.reasoning_format, prompt)
+
+
+def _grammar(fe: Frontend, body: ChatCompletionRequest, plan: _ChatPlan) -> str | None:
+    grammar = output_grammar(fe.grammars, body)
+    if plan.tools.grammar is None:
+        return grammar
+    if grammar is not None:
+        raise invalid("a response format or grammar cannot be combined with tool calls", param="tool_choice")
+    return check_grammar(fe.grammars, plan.tools.grammar, "tools")
+
+
 async def chat_completions(fe: Frontend, req: Request) -> Response | StreamResponse:
     body = req.decode(ChatCompletionRequest)
     info = fe.engine_info()
-    prompt = await fe.prepare(len(req.body), lambda: _prompt_tokens(fe, body))
+    plan = await fe.prepare(len(req.body), lambda: _plan(fe, body))
+    prompt = await fe.prepare(len(req.body), lambda: fe.tokenizer.tokenize(plan.prompt, add_special=True,
+                                                                          parse_special=True))
+    grammar = await fe.prepare(len(req.body), lambda: _grammar(fe, body, plan))
+    reasoning = _reasoning(fe, body, plan.prompt)
+    markers = [*(plan.tools.format.starts if plan.tools.format else ()),
+               *([plan.tools.format.end] if plan.tools.format and plan.tools.format.end else []),
+               *([reasoning.start, reasoning.end] if reasoning else [])]
+    parsers = [OutputParser(reasoning, plan.tools.format) for _ in range(body.n)]
     if body.max_completion_tokens is not None:
         limit = max_tokens(body.max_completion_tokens, "max_completion_tokens")
     else:
         limit = max_tokens(body.max_tokens)
     check_context(len(prompt), limit, info.n_ctx_slot)
     logprobs = _engine_logprobs(body)
-    requests = engine_requests(req.id, [prompt], body.n, body, sampling_params(body, fe.tokenizer, fe.cfg.seed),
-                               limit, logprobs)
+    requests = engine_requests(req.id, [prompt], body.n, body,
+                               sampling_params(body, fe.tokenizer, fe.cfg.seed, grammar), limit, logprobs)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
-                     fe.cfg.sse_ping_interval)
+                     fe.cfg.sse_ping_interval, fe.tokenizer.marker_tokens(markers))
     completion_id, created = f"chatcmpl-{req.id}", int(time.time())
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
-        chunks = _ChatChunks(completion_id, created, fe.model_id, body.n, gen, logprobs >= 0, include_usage)
+        chunks = _ChatChunks(completion_id, created, fe.model_id, body.n, gen, logprobs >= 0, include_usage, parsers)
         return StreamResponse(sse.generation_events(gen, chunks.head(), chunks.render, chunks.tail))
     results = await collect(gen)
+    choices = []
+    for r in results:
+        parser = parsers[r.index]
+        first, rest = parser.push(r.text), parser.finish()
+        content = (first.content + rest.content).strip() if parser.n_calls else first.content + rest.content
+        reasoning_text = first.reasoning + rest.reasoning
+        calls = [ResponseToolCall(c.id, ToolCallFunction(c.name, c.arguments)) for c in first.calls + rest.calls]
+        message = AssistantMessage(content=content or (None if calls else ""),
+                                   reasoning_content=reasoning_text or None, tool_calls=calls or None)
+        choices.append(ChatChoice(index=r.index, message=message,
+                                  logprobs=_logprobs(r.tokens) if logprobs >= 0 else None,
+                                  finish_reason=_finish_reason(r.finish_reason, parser)))
     return json_response(ChatCompletion(
         id=completion_id,
         created=created,
         model=fe.model_id,
         system_fingerprint=SYSTEM_FINGERPRINT,
-        choices=[
-            ChatChoice(
-                index=r.index,
-                message=AssistantMessage(content=r.text),
-                logprobs=_logprobs(r.tokens) if logprobs >= 0 else None,
-                finish_reason=r.finish_reason,
-            )
-            for r in results
-        ],
+        choices=choices,
         usage=gen.usage(),
     ))

@@ -26,6 +26,7 @@ from frontend.schemas import (
     CompletionRequest,
 )
 from frontend.state import Frontend
+from frontend.structured.constraints import output_grammar
 from ipc.protocol import TokenLogprob
 
 
@@ -113,13 +114,15 @@ async def completions(fe: Frontend, req: Request) -> Response | StreamResponse:
     body = req.decode(CompletionRequest)
     info = fe.engine_info()
     prompts = await fe.prepare(len(req.body), lambda: _prompts(fe, body))
+    grammar = await fe.prepare(len(req.body), lambda: output_grammar(fe.grammars, body))
     limit = max_tokens(body.max_tokens)
     for prompt in prompts:
         check_context(len(prompt.token_ids), limit, info.n_ctx_slot)
     logprobs = body.logprobs if body.logprobs is not None else (body.n_probs if body.n_probs > 0 else -1)
     prompt_logprobs = logprobs if body.echo else -1
-    requests = engine_requests(req.id, [p.token_ids for p in prompts], body.n, body,
-                               sampling_params(body, fe.tokenizer, fe.cfg.seed), limit, logprobs, prompt_logprobs)
+    sampling = sampling_params(body, fe.tokenizer, fe.cfg.seed, grammar)
+    requests = engine_requests(req.id, [p.token_ids for p in prompts], body.n, body, sampling, limit, logprobs,
+                               prompt_logprobs)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      fe.cfg.sse_ping_interval)
     echoes = [p.text if body.echo else "" for p in prompts for _ in range(body.n)]

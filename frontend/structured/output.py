@@ -1,0 +1,181 @@
+"""Reading a chat reply as it streams: reasoning text, answer text and tool calls.
+
+The parser scans the text for the markers of the reasoning format (``<think>``...``</think>``)
+and of the tool-call format (``<tool_call>``...); text that might be the start of a marker is
+held back until the next text decides. A call section is buffered until it closes, then read
+with the format's parser: a malformed call comes back as plain content, never as an error
+(llama-server answers 500 there). Each call gets an id (``call_`` + 24 hex digits).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from frontend.structured.reasoning import Reasoning
+from frontend.structured.tool_formats import ParsedCall, ToolFormat
+
+
+@dataclass(slots=True)
+class CallOut:
+    index: int
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(slots=True)
+class OutputDelta:
+    content: str = ""
+    reasoning: str = ""
+    calls: list[CallOut] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.content or self.reasoning or self.calls)
+
+
+def new_call_id() -> str:
+    return "call_" + uuid.uuid4().hex[:24]
+
+
+class OutputParser:
+    _CONTENT, _REASONING, _CALL = range(3)
+
+    def __init__(self, reasoning: Reasoning | None, tools: ToolFormat | None) -> None:
+        self._reasoning = reasoning
+        self._tools = tools
+        self._state = self._REASONING if reasoning is not None and reasoning.starts_open else self._CONTENT
+        self._buf = ""
+        self._section = ""  # the open call section (from its marker)
+        self._seen_content = False  # non-whitespace answer text was emitted
+        self._n_calls = 0
+        self._after_reasoning = False  # drop the blank lines between the thinking and the answer
+
+    @property
+    def n_calls(self) -> int:
+        return self._n_calls
+
+    def push(self, text: str) -> OutputDelta:
+        self._buf += text
+        out = OutputDelta()
+        self._scan(out, final=False)
+        return out
+
+    def finish(self) -> OutputDelta:
+        out = OutputDelta()
+        self._scan(out, final=True)
+        if self._state == self._CALL:
+            self._close_section(self._section, out)
+        elif self._state == self._REASONING:
+            self._emit_reasoning(self._buf, out)
+        else:
+            self._emit_content(self._buf, out)
+        self._buf = self._section = ""
+        return out
+
+    # ------------------------------------------------------------------ scanning
+
+    def _scan(self, out: OutputDelta, final: bool) -> None:
+        while self._buf:
+            if self._state == self._CONTENT:
+                markers = self._content_markers()
+                pos, marker = _first(self._buf, markers)
+                if marker is None:
+                    keep = 0 if final else _partial_suffix(self._buf, markers)
+                    if self._tools is not None and self._tools.at_output_start_only and not self._seen_content \
+                            and not final and not self._buf.strip():
+                        keep = len(self._buf)  # only whitespace so far: the reply may still open a call
+                    self._emit_content(self._buf[: len(self._buf) - keep], out)
+                    self._buf = self._buf[len(self._buf) - keep :]
+                    return
+                self._emit_content(self._buf[:pos], out)
+                self._buf = self._buf[pos + len(marker) :]
+                if self._reasoning is not None and marker == self._reasoning.start:
+                    self._state = self._REASONING
+                    if self._reasoning.keep_in_content:
+                        out.content += marker
+                else:
+                    self._state = self._CALL
+                    self._section = marker if self._tools is not None and self._tools.keep_start else ""
+            elif self._state == self._REASONING:
+                assert self._reasoning is not None
+                end = self._reasoning.end
+                pos = self._buf.find(end)
+                if pos < 0:
+                    keep = 0 if final else _partial_suffix(self._buf, [end])
+                    self._emit_reasoning(self._buf[: len(self._buf) - keep], out)
+                    self._buf = self._buf[len(self._buf) - keep :]
+                    return
+                self._emit_reasoning(self._buf[:pos], out)
+                if self._reasoning.keep_in_content:
+                    out.content += end
+                self._buf = self._buf[pos + len(end) :]
+                self._after_reasoning = not self._reasoning.keep_in_content
+                self._state = self._CONTENT
+            else:
+                assert self._tools is not None
+                end = self._tools.end
+                self._section += self._buf  # the closer may straddle two pushes
+                self._buf = ""
+                pos = self._section.find(end) if end else -1
+                if pos < 0:
+                    return
+                section = self._section[:pos]
+                self._buf = self._section[pos + len(end or "") :]
+                self._section = ""
+                self._close_section(section, out)
+                self._state = self._CONTENT
+
+    def _content_markers(self) -> list[str]:
+        markers = []
+        if self._reasoning is not None and not self._seen_content and self._n_calls == 0:
+            markers.append(self._reasoning.start)
+        if self._tools is not None and (not self._tools.at_output_start_only or not self._seen_content):
+            markers.extend(self._tools.starts)
+        return markers
+
+    def _close_section(self, section: str, out: OutputDelta) -> None:
+        assert self._tools is not None
+        try:
+            calls: list[ParsedCall] = self._tools.parse(section)
+        except (ValueError, TypeError, KeyError):
+            opener = "" if self._tools.keep_start else self._tools.starts[0]
+            self._emit_content(opener + section + (self._tools.end or ""), out)
+            return
+        for call in calls:
+            out.calls.append(CallOut(self._n_calls, new_call_id(), call.name, call.arguments))
+            self._n_calls += 1
+
+    def _emit_content(self, text: str, out: OutputDelta) -> None:
+        if self._after_reasoning:
+            text = text.lstrip()
+            self._after_reasoning = not text
+        if text.strip():
+            self._seen_content = True
+        out.content += text
+
+    def _emit_reasoning(self, text: str, out: OutputDelta) -> None:
+        if text:
+            out.reasoning += text
+            if self._reasoning is not None and self._reasoning.keep_in_content:
+                out.content += text
+
+
+def _first(text: str, markers: list[str]) -> tuple[int, str | None]:
+    best, found = len(text) + 1, None
+    for m in markers:
+        pos = text.find(m)
+        if 0 <= pos < best:
+            best, found = pos, m
+    return best, found
+
+
+def _partial_suffix(text: str, markers: list[str]) -> int:
+    """Length of the longest end of ``text`` that begins some marker (to hold back)."""
+    longest = 0
+    for m in markers:
+        for n in range(min(len(m) - 1, len(text)), 0, -1):
+            if text.endswith(m[:n]):
+                longest = max(longest, n)
+                break
+    return longest

@@ -1,0 +1,30 @@
+"""Tool-call formats by model family, and which one a chat template speaks."""
+
+from __future__ import annotations
+
+from frontend.structured.tool_formats.base import ParsedCall, ToolFormat
+from frontend.structured.tool_formats.deepseek import CALLS_BEGIN, DeepSeekFormat
+from frontend.structured.tool_formats.hermes import HermesFormat
+from frontend.structured.tool_formats.llama3 import Llama3Format
+from frontend.structured.tool_formats.mistral import MistralFormat
+
+__all__ = ["ParsedCall", "ToolFormat", "GENERIC", "detect_native_format"]
+
+# Models whose template has no tool support get tool descriptions in a system message and write
+# calls as Hermes does; a grammar makes every call valid.
+GENERIC = HermesFormat()
+
+
+def detect_native_format(template: str) -> ToolFormat | None:
+    """The tool-call format a template renders, or None when it has no (known) tool support."""
+    if "tools" not in template and "tool_calls" not in template:
+        return None
+    if "<tool_call>" in template:
+        return HermesFormat()
+    if "[TOOL_CALLS]" in template:
+        return MistralFormat(args_marker="[ARGS]" in template)
+    if CALLS_BEGIN in template or "tool▁calls▁begin" in template:
+        return DeepSeekFormat(fenced="```json" in template)
+    if "<|python_tag|>" in template or ("<|start_header_id|>" in template and '"parameters"' in template):
+        return Llama3Format()
+    return None

@@ -1,0 +1,71 @@
+"""What a tool-call format is: where a call section opens and closes in the output, how to read
+the calls in it, and the grammar that makes the model write valid ones."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from frontend.structured import gbnf
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedCall:
+    name: str
+    arguments: str  # JSON text of an object
+
+
+class ToolFormat:
+    """A family's tool-call syntax. Subclasses set the markers and implement ``parse`` and
+    ``section_grammar``."""
+
+    name = ""
+    starts: tuple[str, ...] = ()  # text opening a call section
+    end: str | None = None  # text closing it; None: the section runs to the end of the output
+    at_output_start_only = False  # the opener counts only before any other text (Llama 3 JSON)
+    keep_start = False  # the opener is part of the section's text (a JSON "{")
+
+    def parse(self, section: str) -> list[ParsedCall]:
+        """The calls of one section (the text between the markers); ValueError when malformed."""
+        raise NotImplementedError
+
+    def section_grammar(self, rules: gbnf.Rules, calls: dict[str, str], parallel: bool) -> str:
+        """GBNF expression of one call section, opener and closer included. ``calls`` maps each
+        function name to the expression of its arguments object."""
+        raise NotImplementedError
+
+
+def arguments_text(value: Any) -> str:
+    """Arguments as the JSON object text OpenAI sends (a string holding JSON is decoded first)."""
+    if isinstance(value, str):
+        value = json.loads(value) if value.strip() else {}
+    if not isinstance(value, dict):
+        raise ValueError("tool call arguments must be a JSON object")
+    return json.dumps(value, ensure_ascii=False)
+
+
+def call_from_object(obj: Any, args_keys: tuple[str, ...] = ("arguments", "parameters")) -> ParsedCall:
+    """``{"name": ..., "arguments": {...}}`` (or ``parameters``) -> ParsedCall."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("name"), str) or not obj["name"]:
+        raise ValueError("a tool call needs a name")
+    for key in args_keys:
+        if key in obj:
+            return ParsedCall(obj["name"], arguments_text(obj[key]))
+    return ParsedCall(obj["name"], "{}")
+
+
+def json_value(text: str) -> Any:
+    """One JSON value filling ``text`` (surrounding whitespace allowed)."""
+    return json.loads(text)
+
+
+def name_object_alternatives(rules: gbnf.Rules, calls: dict[str, str], args_key: str, hint: str) -> str:
+    """``{"name": "<fn>", "<args_key>": <args>}`` for each function, as one rule."""
+    ws = rules.fixed("ws", '| " " | "\\n" [ \\t]{0,16}')
+    alts = [
+        f'"{{" {ws} "\\"name\\"" {ws} ":" {ws} {gbnf.literal(json.dumps(name))} {ws} "," {ws} '
+        f'{gbnf.literal(json.dumps(args_key))} {ws} ":" {ws} {args} {ws} "}}"'
+        for name, args in calls.items()
+    ]
+    return rules.add(hint, " | ".join(alts))

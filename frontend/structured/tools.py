@@ -1,0 +1,182 @@
+"""Tools on a chat request: the conversation as the template needs it, and the grammar of calls.
+
+A template with a known tool format (``tool_formats.detect_native_format``) gets ``tools`` and the
+history as Hugging Face templates expect (call arguments as objects). Any other template,
+including none (the embedded Gemma 3 270M), gets the generic format: the tool list and the call
+syntax in a system message, past calls written into the assistant text and tool results as user
+turns. Either way a grammar makes the output valid: ``required`` and a named function force a call
+(its arguments valid against the function's schema) from the first token; ``auto`` allows free
+text that may open a call, which the grammar then completes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from frontend.errors import invalid
+from frontend.schemas import ChatCompletionRequest, ChatMessage, NamedToolChoice
+from frontend.structured import gbnf
+from frontend.structured.json_schema import SchemaError, schema_rule
+from frontend.structured.tool_formats import GENERIC, ToolFormat, detect_native_format
+
+GENERIC_PROMPT = (
+    "You can call these functions:\n<tools>\n{tools}\n</tools>\n"
+    "To call a function, reply with one <tool_call> block per call:\n"
+    '<tool_call>\n{{"name": <function name>, "arguments": <arguments as a JSON object>}}\n</tool_call>'
+)
+
+
+@dataclass(slots=True)
+class ToolPlan:
+    messages: list[dict[str, Any]]  # for the chat template
+    template_tools: list[dict[str, Any]] | None
+    format: ToolFormat | None  # how to read calls from the output (None: no calls expected)
+    grammar: str | None
+
+
+def plan_tools(body: ChatCompletionRequest, template_source: str) -> ToolPlan:
+    tools = [msgspec.to_builtins(t) for t in body.tools or []]
+    choice = body.tool_choice or ("auto" if tools else "none")
+    named = choice.function.name if isinstance(choice, NamedToolChoice) else None
+    if choice != "none" and not tools:
+        raise invalid("tool_choice needs tools", param="tool_choice")
+    if named is not None and named not in {t["function"]["name"] for t in tools}:
+        raise invalid(f"tool_choice names the function {named!r}, which is not among the tools", param="tool_choice")
+    native = detect_native_format(template_source)
+    fmt = native or GENERIC
+    history = [_message(m, i) for i, m in enumerate(body.messages)]
+    _check_tool_results(history)
+    if native is None:
+        history = _generic_history(history)
+    if choice == "none" or not tools:
+        return ToolPlan(history, tools or None if native else None, None, None)
+    if native is None:
+        history = _with_system(history, GENERIC_PROMPT.format(
+            tools="\n".join(json.dumps(t["function"], ensure_ascii=False) for t in tools)))
+    functions = [t["function"] for t in tools if named is None or t["function"]["name"] == named]
+    grammar = _grammar(fmt, functions, forced=choice != "auto", parallel=body.parallel_tool_calls)
+    return ToolPlan(history, tools if native else None, fmt, grammar)
+
+
+def _message(message: ChatMessage, i: int) -> dict[str, Any]:
+    content = message.content
+    if isinstance(content, list):
+        # Templates differ in what they accept; joined text works with all of them (llama.cpp's choice).
+        content = "\n".join(part.text for part in content)
+    out: dict[str, Any] = {"role": message.role, "content": content or ""}
+    if message.name is not None:
+        out["name"] = message.name
+    if message.tool_call_id is not None:
+        out["tool_call_id"] = message.tool_call_id
+    if message.reasoning_content is not None:
+        out["reasoning_content"] = message.reasoning_content
+    if message.tool_calls:
+        if message.role != "assistant":
+            raise invalid(f"messages[{i}]: only assistant messages have tool_calls", param=f"messages.{i}.tool_calls")
+        calls = []
+        for j, call in enumerate(message.tool_calls):
+            args: Any = call.function.arguments
+            if isinstance(args, str):
+                try:
+                    args = json.loads(args) if args.strip() else {}
+                except json.JSONDecodeError as exc:
+                    raise invalid(f"messages[{i}].tool_calls[{j}].function.arguments is not valid JSON: {exc}",
+                                  param=f"messages.{i}.tool_calls.{j}.function.arguments") from None
+            if not isinstance(args, dict):
+                raise invalid(f"messages[{i}].tool_calls[{j}].function.arguments must be a JSON object",
+                              param=f"messages.{i}.tool_calls.{j}.function.arguments")
+            calls.append({"id": call.id or f"call_{i}_{j}", "type": "function",
+                          "function": {"name": call.function.name, "arguments": args}})
+        out["tool_calls"] = calls
+    return out
+
+
+def _check_tool_results(history: list[dict[str, Any]]) -> None:
+    """A tool result must answer a call made earlier in the conversation."""
+    ids: set[str] = set()
+    for i, m in enumerate(history):
+        ids.update(c["id"] for c in m.get("tool_calls", ()))
+        if m["role"] == "tool":
+            if not ids:
+                raise invalid(f"messages[{i}] is a tool result but no assistant message before it calls a tool",
+                              param=f"messages.{i}")
+            call_id = m.get("tool_call_id")
+            if call_id is not None and call_id not in ids:
+                raise invalid(f"messages[{i}].tool_call_id {call_id!r} answers no earlier tool call",
+                              param=f"messages.{i}.tool_call_id")
+
+
+def _generic_history(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Calls into the assistant's text, tool results into user turns (consecutive ones merged)."""
+    out: list[dict[str, Any]] = []
+    names: dict[str, str] = {}
+    for m in history:
+        if m["role"] == "assistant" and m.get("tool_calls"):
+            blocks = []
+            for c in m["tool_calls"]:
+                names[c["id"]] = c["function"]["name"]
+                call = {"name": c["function"]["name"], "arguments": c["function"]["arguments"]}
+                blocks.append(f"<tool_call>\n{json.dumps(call, ensure_ascii=False)}\n</tool_call>")
+            text = "\n".join(filter(None, [m["content"], *blocks]))
+            out.append({"role": "assistant", "content": text})
+        elif m["role"] == "tool":
+            name = names.get(m.get("tool_call_id", ""), m.get("name", ""))
+            block = f"<tool_response>\n{m['content']}\n</tool_response>"
+            if name:
+                block = f'<tool_response name="{name}">\n{m["content"]}\n</tool_response>'
+            if out and out[-1].get("_tool_results"):
+                out[-1]["content"] += "\n" + block
+            else:
+                out.append({"role": "user", "content": block, "_tool_results": True})
+        else:
+            out.append({k: v for k, v in m.items() if k in ("role", "content", "name")})
+    for m in out:
+        m.pop("_tool_results", None)
+    return out
+
+
+def _with_system(history: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
+    if history and history[0]["role"] in ("system", "developer"):
+        first = dict(history[0], content=f"{history[0]['content']}\n\n{text}".strip())
+        return [first, *history[1:]]
+    return [{"role": "system", "content": text}, *history]
+
+
+def _grammar(fmt: ToolFormat, functions: list[dict[str, Any]], forced: bool, parallel: bool) -> str:
+    rules = gbnf.Rules()
+    rules.reserve("root")
+    calls = {}
+    for f in functions:
+        params = f.get("parameters") or {"type": "object", "properties": {}}
+        try:
+            calls[f["name"]] = schema_rule(rules, params, f"{f['name']}-args")
+        except SchemaError as exc:
+            raise invalid(f"tools: the parameters of {f['name']!r} are not supported: {exc}", param="tools") from None
+    section = fmt.section_grammar(rules, calls, parallel)
+    if fmt.end is not None and parallel:  # one call per section (Hermes): sections follow each other
+        section = f'{section} ("\\n"? {section})*'
+    if forced:
+        rules.define("root", section)
+    elif fmt.at_output_start_only:
+        rules.define("root", f"{section} | {_free_text(rules, '{')}")
+    else:
+        rules.define("root", f"{_free_text(rules, fmt.starts[0])} ({section})?")
+    return rules.text()
+
+
+def _free_text(rules: gbnf.Rules, marker: str) -> str:
+    """Any text in which ``marker`` does not occur (before it may open a call)."""
+
+    def not_from(i: int) -> str:
+        c = marker[i]
+        rest = f" | {gbnf.literal(c)} ({not_from(i + 1)})" if i + 1 < len(marker) else ""
+        return f"{gbnf.char_set([(ord(c), ord(c))], negated=True)}{rest}"
+
+    prefix = ""
+    for c in reversed(marker[:-1]):  # the text may end inside a would-be marker
+        prefix = f"{gbnf.literal(c)} ({prefix})?" if prefix else gbnf.literal(c)
+    return rules.add("free-text", f"({not_from(0)})* ({prefix})?")

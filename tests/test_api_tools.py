@@ -1,0 +1,140 @@
+"""Tool calls and reasoning end to end on the default model (no chat template: the generic,
+grammar-constrained tool format), through the openai SDK and langchain-openai.
+
+The base model's words are never asserted: only what the grammar forces (a call to an existing
+function whose arguments validate against its schema; a <think> block split out).
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import jsonschema
+import openai
+import pytest
+
+WEATHER = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 16}, "unit": {"enum": ["c", "f"]}},
+           "required": ["city", "unit"]}
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city", "parameters": WEATHER}},
+    {"type": "function", "function": {"name": "is_open", "parameters": {
+        "type": "object", "properties": {"shop": {"enum": ["bakery", "bank"]}}, "required": ["shop"]}}},
+]
+SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
+MESSAGES = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+@pytest.fixture(scope="module")
+def sdk(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0,
+                         _strict_response_validation=True)
+
+
+def check_call(name: str, arguments: str, expected: str | None = None) -> None:
+    assert name in SCHEMAS and (expected is None or name == expected)
+    jsonschema.validate(json.loads(arguments), SCHEMAS[name])
+
+
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "is_open"}}])
+def test_forced_call(sdk, choice):
+    out = sdk.chat.completions.create(model="any", messages=MESSAGES, tools=TOOLS, tool_choice=choice,
+                                      parallel_tool_calls=False, max_tokens=60, temperature=0)
+    c = out.choices[0]
+    assert c.finish_reason == "tool_calls" and c.message.content is None and len(c.message.tool_calls) == 1
+    call = c.message.tool_calls[0]
+    assert call.id and call.type == "function"
+    check_call(call.function.name, call.function.arguments, None if choice == "required" else "is_open")
+
+
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "get_weather"}}])
+def test_forced_call_streamed(sdk, choice):
+    chunks = list(sdk.chat.completions.create(model="any", messages=MESSAGES, tools=TOOLS, tool_choice=choice,
+                                              parallel_tool_calls=False, max_tokens=60, temperature=0.7, seed=3,
+                                              stream=True))
+    deltas = [d for c in chunks if c.choices for d in c.choices[0].delta.tool_calls or []]
+    first = deltas[0]
+    assert first.index == 0 and first.id and first.type == "function" and first.function.name
+    arguments = "".join(d.function.arguments or "" for d in deltas)
+    check_call(first.function.name, arguments, None if choice == "required" else "get_weather")
+    assert all(d.id is None for d in deltas[1:])
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
+
+
+def test_langchain_bind_tools(server):
+    from langchain_core.tools import tool
+    from langchain_openai import ChatOpenAI
+
+    @tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return "sunny"
+
+    llm = ChatOpenAI(base_url=f"{server.base_url}/v1", api_key="unused", model="any", temperature=0, max_tokens=60)
+    for model in (llm.bind_tools([get_weather], tool_choice="get_weather"),
+                  llm.bind_tools([get_weather], tool_choice="required")):
+        msg = model.invoke("Weather in Rome?")
+        assert msg.tool_calls and msg.tool_calls[0]["name"] == "get_weather"
+        assert isinstance(msg.tool_calls[0]["args"].get("city"), str) and msg.tool_calls[0]["id"]
+    chunks = list(llm.bind_tools([get_weather], tool_choice="required").stream("Weather in Rome?"))
+    merged = chunks[0]
+    for c in chunks[1:]:
+        merged += c
+    assert merged.tool_calls[0]["name"] == "get_weather" and isinstance(merged.tool_calls[0]["args"]["city"], str)
+
+
+def test_tool_result_round_trip_renders_and_answers(server, sdk):
+    history = MESSAGES + [
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_abc", "type": "function", "function": {"name": "get_weather",
+                                                                "arguments": '{"city": "Paris", "unit": "c"}'}}]},
+        {"role": "tool", "tool_call_id": "call_abc", "content": "21 degrees and sunny"},
+    ]
+    prompt = httpx.post(f"{server.base_url}/apply-template", json={"messages": history, "tools": TOOLS}).json()["prompt"]
+    assert '"city": "Paris"' in prompt and "21 degrees and sunny" in prompt and "get_weather" in prompt
+    out = sdk.chat.completions.create(model="any", messages=history, tools=TOOLS, tool_choice="none", max_tokens=8,
+                                      temperature=0)
+    assert out.choices[0].message.content and not out.choices[0].message.tool_calls
+
+
+@pytest.mark.parametrize("history, words", [
+    ([{"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
+                                            "function": {"name": "f", "arguments": "{not json"}}]}], "not valid JSON"),
+    ([{"role": "tool", "tool_call_id": "c9", "content": "x"}], "no assistant message before it"),
+    ([{"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f"}}]},
+      {"role": "tool", "tool_call_id": "c2", "content": "x"}], "answers no earlier tool call"),
+])
+def test_bad_tool_history_is_400(server, history, words):
+    r = httpx.post(f"{server.base_url}/v1/chat/completions",
+                   json={"messages": MESSAGES + history, "tools": TOOLS, "max_tokens": 4})
+    assert r.status_code == 400 and words in r.json()["error"]["message"], r.text
+
+
+def test_tool_choice_errors_are_400(server):
+    for body in ({"tool_choice": "required"},
+                 {"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+                 {"tools": TOOLS, "tool_choice": "required", "response_format": {"type": "json_object"}}):
+        r = httpx.post(f"{server.base_url}/v1/chat/completions", json={"messages": MESSAGES, "max_tokens": 4, **body})
+        assert r.status_code == 400, r.text
+
+
+THINK = 'root ::= "<think>" [a-z ]{3,30} "</think>" [a-z ]{1,12}'
+
+
+@pytest.mark.parametrize("fmt", [None, "deepseek"])
+def test_reasoning_split_forced_by_a_grammar(sdk, fmt):
+    extra = {"grammar": THINK} | ({"reasoning_format": fmt} if fmt else {})
+    out = sdk.chat.completions.create(model="any", messages=MESSAGES, max_tokens=60, temperature=0, extra_body=extra)
+    message = out.choices[0].message
+    assert message.reasoning_content and "<think>" not in message.content and message.content.strip()
+    chunks = list(sdk.chat.completions.create(model="any", messages=MESSAGES, max_tokens=60, temperature=0,
+                                              extra_body=extra, stream=True))
+    reasoning = "".join(getattr(c.choices[0].delta, "reasoning_content", None) or "" for c in chunks if c.choices)
+    content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert (reasoning, content) == (message.reasoning_content, message.content)
+
+
+def test_reasoning_format_none_keeps_the_tags(sdk):
+    out = sdk.chat.completions.create(model="any", messages=MESSAGES, max_tokens=60, temperature=0,
+                                      extra_body={"grammar": THINK, "reasoning_format": "none"})
+    assert out.choices[0].message.content.startswith("<think>")

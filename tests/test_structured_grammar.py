@@ -1,0 +1,172 @@
+"""JSON schema / regex -> GBNF and the grammar checks, without a model: grammars are run over
+token strings with the executor's grammar code on the embedded model's vocabulary."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from executor.sampling import Grammar, SeqSampler, SequenceFailed, _grammar_cache
+from frontend.structured.grammar import GrammarChecker, GrammarError
+from frontend.structured.json_schema import SchemaError, schema_to_gbnf
+from frontend.tokenizer import Tokenizer
+from ggserve.model import default_model_path
+from ipc.protocol import SamplingParams
+from tests.structured_schemas import SCHEMAS
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Tokenizer:
+    return Tokenizer(str(default_model_path()))
+
+
+def accepts(tokenizer: Tokenizer, grammar: str, text: str) -> bool:
+    """Whether ``grammar`` generates exactly ``text`` (token by token, then end of generation)."""
+    g = Grammar(_grammar_cache(tokenizer.vocab).new(grammar))
+    try:
+        for token in tokenizer.tokenize(text, add_special=False, parse_special=False):
+            if not g.allows(token):
+                return False
+            g.accept(token)
+        return g.allows(tokenizer.eos_id)
+    finally:
+        g.free()
+
+
+VALID = {
+    "flat_required": [{"name": "Ann", "age": 120}, {"name": "", "age": 0}],
+    "nested_object": [{"user": {"id": -3, "name": "x"}, "active": False}],
+    "array_bounds": [[1, -50], [50, 0, 7, 9]],
+    "enum": [{"color": "blue"}],
+    "const": [{"version": 2, "kind": "point"}],
+    "any_of": [{"value": "hi"}, {"value": 12}, {"value": None}],
+    "one_of_tagged": [{"kind": "circle", "r": 3}, {"kind": "square", "side": 10}],
+    "refs_defs": [{"start": {"x": 1, "y": 2}, "end": {"x": -1, "y": 0}}],
+    "recursive_ref": [{"label": "a", "children": [{"label": "b", "children": [{"label": "c"}]}]}],
+    "format_date": [{"day": "2024-02-29"}],
+    "format_uuid_email": [{"id": "123e4567-e89b-12d3-a456-426614174000", "when": "2024-01-01T10:00:00Z"}],
+    "pattern": [{"code": "ABC-12"}],
+    "optional_only": [{}, {"b": "x"}, {"a": 1, "c": True}, {"a": 1, "b": "q", "c": False}],
+    "additional_properties": [{"x": 1}, {"x": 1, "y": 2, "abcdefgh": 3}],
+    "nullable_types": [{"note": None, "count": 3}, {"note": "ok", "count": None}],
+    "number_bounds": [{"score": 0}, {"score": 1}, {"score": 0.25}],
+    "tuple_prefix_items": [["a", 1, True]],
+    "all_of": [{"a": 1, "b": "x"}],
+    "string_length": [{"word": "abcde"}],
+}
+INVALID = {
+    "flat_required": [{"name": "Ann"}, {"name": "Ann", "age": 121}, {"name": "a" * 13, "age": 1}],
+    "array_bounds": [[1], [1, 2, 3, 4, 5], [51, 1]],
+    "enum": [{"color": "pink"}],
+    "const": [{"version": 3, "kind": "point"}],
+    "one_of_tagged": [{"kind": "circle", "side": 3}],
+    "pattern": [{"code": "AB-12"}, {"code": "ABC-123"}],
+    "optional_only": [{"d": 1}, {"c": True, "a": 1}],
+    "additional_properties": [{"x": "s"}, {}, {"a": 1, "b": 2, "c": 3, "d": 4}, {"abcdefghi": 1}],
+    "number_bounds": [{"score": 1.5}, {"score": -0.1}],
+    "tuple_prefix_items": [["a", 1], ["a", 1, True, 2]],
+    "string_length": [{"word": "a"}, {"word": "abcdef"}],
+    "format_date": [{"day": "2024-13-01"}],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
+def test_schema_grammar_accepts_valid_and_rejects_invalid_documents(tokenizer, name):
+    grammar = schema_to_gbnf(SCHEMAS[name])
+    for doc in VALID[name]:
+        for text in (json.dumps(doc), json.dumps(doc, indent=2), json.dumps(doc, separators=(",", ":"))):
+            assert accepts(tokenizer, grammar, text), (name, text)
+    for doc in INVALID.get(name, []):
+        assert not accepts(tokenizer, grammar, json.dumps(doc)), (name, doc)
+
+
+@pytest.mark.parametrize("pattern, good, bad", [
+    ("^[a-z]+@[a-z]+\\.com$", ["ab@cd.com"], ["ab@cd.org", "@cd.com"]),
+    ("^(foo|bar)?\\d{2,3}$", ["12", "foo123", "bar99"], ["foo1", "baz12", "1234"]),
+    ("^[^x]\\w*$", ["a_1", "Z"], ["x1", ""]),
+    ("ab", ["ab", "xxabyy"], ["a"]),
+    ('^say "hi"\\\\$', ['say "hi"\\'], ["say hi"]),
+    ("^.{2}$", ["é!", '""'], ["abc"]),
+])
+def test_pattern_strings(tokenizer, pattern, good, bad):
+    grammar = schema_to_gbnf({"type": "string", "pattern": pattern})
+    for text in good:
+        assert accepts(tokenizer, grammar, json.dumps(text, ensure_ascii=False)), text
+    for text in bad:
+        assert not accepts(tokenizer, grammar, json.dumps(text, ensure_ascii=False)), text
+
+
+@pytest.mark.parametrize("lo, hi", [(0, 0), (7, 7), (3, 250), (-17, 4), (-300, -12), (95, 1005), (None, 42), (-5, None)])
+def test_integer_ranges_are_exact(tokenizer, lo, hi):
+    schema = {"type": "integer"} | ({"minimum": lo} if lo is not None else {}) | ({"maximum": hi} if hi is not None else {})
+    grammar = schema_to_gbnf(schema)
+    lo_probe = -400 if lo is None else lo
+    hi_probe = 1100 if hi is None else hi
+    for value in list(range(lo_probe - 3, lo_probe + 4)) + list(range(hi_probe - 3, hi_probe + 4)) + [0, 1, 10, 99, 100]:
+        inside = (lo is None or value >= lo) and (hi is None or value <= hi)
+        assert accepts(tokenizer, grammar, str(value)) == inside, value
+    assert not accepts(tokenizer, grammar, "007")
+
+
+@pytest.mark.parametrize("schema, words", [
+    ({"type": "string", "pattern": "(?=a)b"}, "lookaround"),
+    ({"type": "string", "pattern": "(a)\\1"}, "backreference"),
+    ({"not": {"type": "string"}}, "'not'"),
+    ({"type": "array", "uniqueItems": True}, "'uniqueItems'"),
+    ({"$ref": "https://example.com/s.json"}, "only references inside"),
+    ({"$ref": "#/$defs/missing"}, "points to nothing"),
+    ({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["b"]}, "'b' is required"),
+    ({"type": "number", "minimum": 0.5}, "whole numbers"),
+    ({"type": "strin"}, "unknown type"),
+    ({"type": "array", "minItems": 3, "maxItems": 2}, "maxItems is below minItems"),
+    ({"type": "integer", "minimum": 5, "maximum": 4}, "allow no integer"),
+    ([1, 2], "must be an object"),
+])
+def test_unsupported_schemas_name_the_problem(schema, words):
+    with pytest.raises(SchemaError, match=".*" + words.replace("(", "\\(").replace("?", "\\?")):
+        schema_to_gbnf(schema)
+
+
+@pytest.mark.parametrize("grammar, words", [
+    ("root ::= foo", "Undefined rule identifier 'foo'"),
+    ('rot ::= "a"', "'root' symbol"),
+    ('root ::= root "a"', "left recursion"),
+    ('root ::= "a', "unexpected end of input"),
+    ("", "empty"),
+])
+def test_grammar_checker_reports_llama_cpp_reason(tokenizer, grammar, words):
+    checker = GrammarChecker(tokenizer)
+    with pytest.raises(GrammarError, match=words):
+        checker.check(grammar)
+    checker.check('root ::= "ok"')
+
+
+def test_sampler_resamples_rejected_tokens_and_fails_on_a_dead_end(tokenizer):
+    import numpy as np
+
+    grammar = 'root ::= "yes" "\\x00"'  # nothing produces a NUL character: a dead end after "yes"
+    sampler = SeqSampler(SamplingParams(temperature=0, grammar=grammar), tokenizer.vocab, tokenizer.n_vocab, -1, [])
+    try:
+        row = np.zeros(tokenizer.n_vocab, dtype=np.float32)
+        (yes,) = tokenizer.tokenize("yes", add_special=False, parse_special=False)
+        no = tokenizer.tokenize("no", add_special=False, parse_special=False)[0]
+        row[no] = 10.0  # the model prefers "no": the grammar turns it into "yes"
+        row[yes] = 1.0
+        assert sampler.pick_constrained(row, int(np.argmax(row))) == yes
+        with pytest.raises(SequenceFailed, match="dead end"):
+            sampler.pick_constrained(row, int(np.argmax(row)))
+    finally:
+        sampler.free()
+    sampled = SeqSampler(SamplingParams(temperature=1.0, top_k=40, seed=7, grammar='root ::= [0-9]+'),
+                         tokenizer.vocab, tokenizer.n_vocab, -1, [])
+    try:
+        rng = np.random.default_rng(0)
+        row = rng.standard_normal(tokenizer.n_vocab).astype(np.float32)
+        assert tokenizer.piece(sampled.pick_constrained(row, 0)).decode().isdigit()
+        row[tokenizer.eos_id] = -1e9  # the end is allowed now; keep sampling digits
+        for _ in range(4):
+            token = sampled.pick_constrained(row, 0)
+            assert tokenizer.piece(token).decode().isdigit()
+    finally:
+        sampled.free()

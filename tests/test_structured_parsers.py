@@ -1,0 +1,125 @@
+"""Tool-call formats and reasoning extraction on strings written in each family's format."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from frontend.structured.output import OutputDelta, OutputParser
+from frontend.structured.reasoning import reasoning_for
+from frontend.structured.tool_formats import GENERIC, detect_native_format
+from frontend.structured.tool_formats.deepseek import DeepSeekFormat
+from frontend.structured.tool_formats.hermes import HermesFormat
+from frontend.structured.tool_formats.llama3 import Llama3Format
+from frontend.structured.tool_formats.mistral import MistralFormat
+
+
+def run(parser: OutputParser, text: str, step: int | None = None) -> OutputDelta:
+    """Feed ``text`` whole, or ``step`` characters at a time (as a stream would)."""
+    total = OutputDelta()
+    pieces = [text] if step is None else [text[i : i + step] for i in range(0, len(text), step)]
+    for out in [*(parser.push(p) for p in pieces), parser.finish()]:
+        total.content += out.content
+        total.reasoning += out.reasoning
+        total.calls += out.calls
+    return total
+
+
+def calls_of(out: OutputDelta) -> list[tuple[str, dict]]:
+    assert all(c.id.startswith("call_") and len(c.id) > 5 for c in out.calls)
+    assert [c.index for c in out.calls] == list(range(len(out.calls)))
+    return [(c.name, json.loads(c.arguments)) for c in out.calls]
+
+
+CASES = [
+    (HermesFormat(), 'Let me check.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
+                     '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>',
+     "Let me check.\n", [("get_weather", {"city": "Paris"}), ("add", {"a": 1, "b": 2})]),
+    (Llama3Format(), '{"name": "get_weather", "parameters": {"city": "Paris"}}', "",
+     [("get_weather", {"city": "Paris"})]),
+    (Llama3Format(), '<|python_tag|>{"name": "a", "parameters": {}}; {"name": "b", "parameters": {"x": 1}}', "",
+     [("a", {}), ("b", {"x": 1})]),
+    (MistralFormat(), '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}, "id": "abc123def"}]', "",
+     [("get_weather", {"city": "Paris"})]),
+    (MistralFormat(args_marker=True), 'Sure.[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}[TOOL_CALLS]add[ARGS]{"a": 1}',
+     "Sure.", [("get_weather", {"city": "Paris"}), ("add", {"a": 1})]),
+    (DeepSeekFormat(), "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n"
+                       '{"city": "Paris"}\n```<｜tool▁call▁end｜>\n<｜tool▁call▁begin｜>function<｜tool▁sep｜>add\n'
+                       '```json\n{"a": 1}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>', "",
+     [("get_weather", {"city": "Paris"}), ("add", {"a": 1})]),
+    (DeepSeekFormat(fenced=False), '<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{"city": "Rome"}'
+                                   "<｜tool▁call▁end｜><｜tool▁calls▁end｜>", "", [("get_weather", {"city": "Rome"})]),
+]
+
+
+@pytest.mark.parametrize("step", [None, 1, 3])
+@pytest.mark.parametrize("fmt, text, content, calls", CASES, ids=[f"{c[0].name}-{i}" for i, c in enumerate(CASES)])
+def test_native_formats(fmt, text, content, calls, step):
+    out = run(OutputParser(None, fmt), text, step)
+    assert calls_of(out) == calls
+    assert out.content.strip() == content.strip()  # whitespace between calls is dropped by the route
+
+
+@pytest.mark.parametrize("text", [
+    '<tool_call>\n{"name": "f", "arguments": {"a": </tool_call>',  # truncated JSON
+    "<tool_call>\nnot json\n</tool_call>",
+    '<tool_call>{"arguments": {}}</tool_call>',  # no name
+])
+def test_malformed_calls_come_back_as_content(text):
+    out = run(OutputParser(None, HermesFormat()), text)
+    assert out.calls == [] and out.content == text
+
+
+def test_unclosed_section_at_the_end_is_parsed_or_kept():
+    out = run(OutputParser(None, HermesFormat()), '<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n')
+    assert calls_of(out) == [("f", {"a": 1})]
+
+
+@pytest.mark.parametrize("step", [None, 1, 4])
+def test_deepseek_reasoning_for_any_model(step):
+    out = run(OutputParser(reasoning_for("deepseek", "prompt"), None), "<think>\nso 2+2 is 4\n</think>\n\nIt is 4.", step)
+    assert (out.reasoning, out.content) == ("\nso 2+2 is 4\n", "It is 4.")
+
+
+def test_reasoning_opened_by_the_prompt_and_tool_call_after_it():
+    reasoning = reasoning_for("auto", "<|im_start|>assistant\n<think>\n")
+    out = run(OutputParser(reasoning, GENERIC), 'need weather</think>\n<tool_call>{"name": "w", "arguments": {}}'
+                                                "</tool_call>", 2)
+    assert out.reasoning == "need weather" and calls_of(out) == [("w", {})] and out.content.strip() == ""
+
+
+def test_tool_call_markers_inside_reasoning_are_reasoning():
+    out = run(OutputParser(reasoning_for("deepseek", ""), GENERIC),
+              '<think>maybe <tool_call>{"name": "x", "arguments": {}}</tool_call>?</think>ok')
+    assert out.calls == [] and out.content == "ok" and "<tool_call>" in out.reasoning
+
+
+def test_reasoning_format_none_and_legacy():
+    assert reasoning_for("none", "") is None
+    out = run(OutputParser(reasoning_for("deepseek-legacy", ""), None), "<think>a</think>b")
+    assert out.reasoning == "a" and out.content == "<think>a</think>b"
+
+
+def test_unterminated_thinking_is_reasoning():
+    out = run(OutputParser(reasoning_for("deepseek", ""), None), "<think>still going", 3)
+    assert out.reasoning == "still going" and out.content == ""
+
+
+def test_partial_marker_at_the_end_is_released():
+    out = run(OutputParser(None, HermesFormat()), "a <tool_ca", 1)
+    assert out.content == "a <tool_ca" and out.calls == []
+
+
+@pytest.mark.parametrize("template, name", [
+    ("{% for t in tools %}{{ t | tojson }}{% endfor %}<tool_call>", "hermes"),
+    ("{% if tools %}[AVAILABLE_TOOLS]{% endif %}[TOOL_CALLS]", "mistral"),
+    ("{% if tools %}{% endif %}<｜tool▁calls▁begin｜>", "deepseek"),
+    ("{% if tools %}<|python_tag|>{% endif %}", "llama3"),
+])
+def test_template_detection(template, name):
+    assert detect_native_format(template).name == name
+
+
+def test_templates_without_tools_use_the_generic_format():
+    assert detect_native_format("{{ messages }}") is None
