@@ -18,6 +18,14 @@ from ggserve.process import setup_logging
 log = logging.getLogger("ggserve")
 
 
+class UsageError(SystemExit):
+    """A bad command line: the message, then exit code 2 (as argparse does)."""
+
+    def __init__(self, message: str) -> None:
+        print(message, file=sys.stderr)
+        super().__init__(2)
+
+
 def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve a GGUF model behind the OpenAI API")
     d = ServeConfig(model="")
@@ -101,15 +109,15 @@ def _api_keys(args: argparse.Namespace) -> list[str]:
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
     if args.n_parallel < 1 or args.executors < 1:
-        raise SystemExit("ggserve: --parallel and --executors must be at least 1")
+        raise UsageError("ggserve: --parallel and --executors must be at least 1")
     if args.ctx_size < args.n_parallel * 16:
-        raise SystemExit(f"ggserve: --ctx-size {args.ctx_size} is too small for {args.n_parallel} slots")
+        raise UsageError(f"ggserve: --ctx-size {args.ctx_size} is too small for {args.n_parallel} slots")
     if args.batch_size < args.n_parallel:
-        raise SystemExit("ggserve: --batch-size must be at least --parallel (one decode token per slot)")
+        raise UsageError("ggserve: --batch-size must be at least --parallel (one decode token per slot)")
     if args.step_timeout <= 0 or args.shutdown_timeout < 0 or args.max_restarts < 0:
-        raise SystemExit("ggserve: --step-timeout must be positive, --shutdown-timeout and --max-restarts not negative")
+        raise UsageError("ggserve: --step-timeout must be positive, --shutdown-timeout and --max-restarts not negative")
     if bool(args.ssl_keyfile) != bool(args.ssl_certfile):
-        raise SystemExit("ggserve: --ssl-keyfile and --ssl-certfile go together")
+        raise UsageError("ggserve: --ssl-keyfile and --ssl-certfile go together")
     # Flags whose dest is a ServeConfig field map one to one; the rest are derived here.
     fields = {f: getattr(args, f) for f in ServeConfig.__struct_fields__ if hasattr(args, f)}
     fields.update(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -36,5 +37,6 @@ def resolve_model(path: str | None) -> str:
         return str(default_model_path())
     model = Path(path).expanduser()
     if not model.is_file():
-        raise SystemExit(f"ggserve: model file not found: {model}")
+        print(f"ggserve: model file not found: {model}", file=sys.stderr)
+        raise SystemExit(2)
     return str(model.resolve())

@@ -96,3 +96,20 @@ def test_full_queue_is_503_with_retry_after_and_the_sdk_retries():
         assert _metric(url, "ggserve:requests_rejected_total") > rejected
         for t in threads:
             t.join()
+
+
+def test_serves_on_the_ipv6_loopback():
+    with start_server("--host", "::1", ready=False) as handle:
+        url = f"http://[::1]:{handle.port}"
+        deadline = time.monotonic() + 120
+        while True:
+            assert handle.proc.poll() is None, handle.log()
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, handle.log()
+            time.sleep(0.2)
+        r = httpx.post(f"{url}/v1/completions", json={"prompt": "Hi", "max_tokens": 2}, timeout=60)
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2

@@ -45,7 +45,17 @@ def test_llama_server_flags_map_onto_the_config(tmp_path) -> None:
         ("-m", "/nonexistent/model.gguf"),
     ],
 )
-def test_bad_flag_combinations_exit_with_a_message(argv: tuple[str, ...]) -> None:
+def test_bad_flag_combinations_exit_with_a_message(argv: tuple[str, ...], capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         config_from_args(parse(*argv))
-    assert "ggserve:" in str(exc.value)
+    assert exc.value.code == 2  # as argparse's own usage errors
+    assert "ggserve:" in capsys.readouterr().err
+
+
+def test_reliability_flags_map_onto_the_config() -> None:
+    cfg = config_from_args(parse(
+        "--step-timeout", "12.5", "--shutdown-timeout", "3", "--max-restarts", "2",
+        "--scheduler-endpoint", "tcp://127.0.0.1:5555", "--executor-endpoint", "tcp://0.0.0.0:5556",
+    ))  # fmt: skip
+    assert (cfg.step_timeout, cfg.shutdown_timeout, cfg.max_restarts) == (12.5, 3.0, 2)
+    assert (cfg.scheduler_endpoint, cfg.executor_endpoint) == ("tcp://127.0.0.1:5555", "tcp://0.0.0.0:5556")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from frontend_support import gemma_path
 
@@ -82,3 +84,25 @@ def test_control_tokens_render_empty_in_generated_text(tokenizer: Tokenizer):
 def test_invalid_token(tokenizer: Tokenizer):
     assert tokenizer.invalid_token([1, 2, 3]) is None
     assert tokenizer.invalid_token([1, tokenizer.n_vocab, -1]) == tokenizer.n_vocab
+
+
+def test_pieces_rendered_from_many_threads_at_once_are_each_right():
+    # The event loop and the prompt-preparation threads render pieces concurrently.
+    import concurrent.futures
+
+    reference = Tokenizer(gemma_path())
+    ids = list(range(1000, 9000))
+    expected = [reference.piece(t) for t in ids]
+    reference.close()
+    fresh = Tokenizer(gemma_path())  # nothing cached yet: every call renders
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: races show
+    try:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            chunks = [ids[i::8] for i in range(8)]
+            got = dict(zip(range(8), pool.map(lambda chunk: [fresh.piece(t) for t in chunk], chunks)))
+        for i in range(8):
+            assert got[i] == expected[i::8]
+    finally:
+        sys.setswitchinterval(interval)
+        fresh.close()
