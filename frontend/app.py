@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import signal
+import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from frontend import metrics, openapi, sse
 from frontend.errors import ApiError
 from frontend.http import Headers, Request, Response, StreamResponse, error_response, read_body
 from frontend.openapi import Operation
-from frontend.routes import chat, completions, server, tokens
+from frontend.routes import chat, completions, server, tokens, webui
 from frontend.schemas import (
     ApplyTemplateResponse,
     ChatCompletion,
@@ -42,8 +43,10 @@ from frontend.schemas import (
     TokenizeResponse,
 )
 from frontend.state import Frontend
+from frontend.trace import RequestTrace
 from ggserve.config import ServeConfig, load_config
-from ggserve.process import die_with_parent, ignore_stop_signals, setup_logging
+from ggserve.logs import setup_logging
+from ggserve.process import die_with_parent, ignore_stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +64,8 @@ class Route:
     generates: bool = False  # runs engine requests: cancel it when the client goes away
 
 
-def build_routes(metrics_key_required: bool) -> dict[str, dict[str, Route]]:
-    """path -> method -> route."""
+def build_routes(metrics_no_auth: bool) -> dict[str, dict[str, Route]]:
+    """path -> method -> route; ``metrics_no_auth``: /metrics needs no API key (--metrics-no-auth)."""
     chat_route = {"POST": Route(chat.chat_completions, Operation(
         "Create a chat completion", ChatCompletionRequest, ChatCompletion, ChatCompletionChunk), generates=True)}
     models_route = {"GET": Route(server.models, Operation("The served model", response=ModelList))}
@@ -82,28 +85,34 @@ def build_routes(metrics_key_required: bool) -> dict[str, dict[str, Route]]:
             "Token ids to text", DetokenizeRequest, DetokenizeResponse))},
         "/apply-template": {"POST": Route(tokens.apply_template, Operation(
             "Render the chat template", ChatCompletionRequest, ApplyTemplateResponse))},
-        "/props": {"GET": Route(server.props, Operation("Server properties (llama-server's /props)"))},
+        "/props": {
+            "GET": Route(server.props, Operation("Server properties (llama-server's /props)")),
+            "POST": Route(server.set_props, Operation("Change server properties (with --props)")),
+        },
         "/slots": {"GET": Route(server.slots, Operation("Slot states (llama-server's /slots)"))},
         "/metrics": {"GET": Route(server.metrics_text, Operation(
-            "Prometheus metrics", content_type=metrics.CONTENT_TYPE.decode()), auth=metrics_key_required)},
+            "Prometheus metrics (with --metrics)", content_type=metrics.CONTENT_TYPE.decode()),
+            auth=not metrics_no_auth)},
         "/openapi.json": {"GET": Route(openapi_json, Operation("This OpenAPI document"), auth=False)},
+        **{path: {"GET": Route(webui.serve, Operation(summary, content_type=content_type), auth=False)}
+           for path, (_, content_type, summary) in webui.FILES.items()},
     }
 
 
 async def openapi_json(fe: Frontend, req: Request) -> Response:
-    return Response(_openapi_body(fe.cfg.metrics_key_required, fe.api_keys.configured))
+    return Response(_openapi_body(fe.cfg.metrics_no_auth, fe.api_keys.configured))
 
 
 @functools.cache
-def _openapi_body(metrics_key_required: bool, api_keys: bool) -> bytes:
+def _openapi_body(metrics_no_auth: bool, api_keys: bool) -> bytes:
     """Built on the first request: the document depends only on the route table and whether keys are set."""
-    return msgspec.json.encode(openapi.document(build_routes(metrics_key_required), api_keys))
+    return msgspec.json.encode(openapi.document(build_routes(metrics_no_auth), api_keys))
 
 
 class App:
     def __init__(self, cfg: ServeConfig) -> None:
         self.cfg = cfg
-        self.routes = build_routes(cfg.metrics_key_required)
+        self.routes = build_routes(cfg.metrics_no_auth)
         self.fe: Frontend | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
@@ -141,22 +150,26 @@ class App:
         extra_headers = [(b"x-request-id", (client_id if _CLIENT_REQUEST_ID.fullmatch(client_id) else request_id)
                           .encode())]
         assert self.fe is not None, "lifespan startup runs before any request"
+        trace = RequestTrace(request_id, scope["method"], scope["path"])
         try:
             route = self._route(scope["method"], scope["path"])
             if route.auth and not self.fe.api_keys.allows(headers):
                 raise ApiError(401, "invalid or missing API key", headers=[(b"www-authenticate", b"Bearer")])
             body = await read_body(receive, headers, self.cfg.max_body_size)
         except ApiError as exc:
-            await _send_response(send, error_response(exc), extra_headers)
+            await _send_response(send, error_response(exc), extra_headers, trace, exc)
+            trace.close()
             return
         except ConnectionResetError:
             return
-        req = Request(scope["method"], scope["path"], headers, body, request_id)
+        query = dict(urllib.parse.parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        req = Request(scope["method"], scope["path"], headers, body, request_id, trace, query)
         respond = self._respond(route, req, send, extra_headers)
         if route.generates:
-            await _cancel_on_disconnect(respond, receive)
+            trace.disconnected = await _cancel_on_disconnect(respond, receive)
         else:
             await respond
+        trace.close()
 
     def _route(self, method: str, path: str) -> Route:
         by_method = self.routes.get(path)
@@ -170,22 +183,26 @@ class App:
 
     async def _respond(self, route: Route, req: Request, send: Callable[[dict[str, Any]], Awaitable[None]],
                        extra_headers: Headers) -> None:
-        assert self.fe is not None
+        assert self.fe is not None and req.trace is not None
+        error: ApiError | None = None
         try:
             response = await route.handler(self.fe, req)
             if isinstance(response, StreamResponse):
-                await _send_stream(send, response, extra_headers)
+                await _send_stream(send, response, extra_headers, req.trace)
                 return
         except ApiError as exc:
-            response = error_response(exc)
+            response, error = error_response(exc), exc
         except Exception:
             log.exception("%s %s failed", req.method, req.path)
-            response = error_response(ApiError(500, "internal error; the server log has the details"))
-        await _send_response(send, response, extra_headers)
+            error = ApiError(500, "internal error; the server log has the details")
+            response = error_response(error)
+        await _send_response(send, response, extra_headers, req.trace, error)
 
 
 async def _send_response(send: Callable[[dict[str, Any]], Awaitable[None]], response: Response,
-                         extra_headers: Headers) -> None:
+                         extra_headers: Headers, trace: RequestTrace, error: ApiError | None = None) -> None:
+    trace.status = response.status
+    trace.error = error.message if error is not None else ""
     await send({
         "type": "http.response.start",
         "status": response.status,
@@ -200,11 +217,12 @@ async def _send_response(send: Callable[[dict[str, Any]], Awaitable[None]], resp
 
 
 async def _send_stream(send: Callable[[dict[str, Any]], Awaitable[None]], response: StreamResponse,
-                       extra_headers: Headers) -> None:
+                       extra_headers: Headers, trace: RequestTrace) -> None:
     """Send a stream; an ApiError before its first chunk propagates (the status is not sent yet)."""
     chunks = response.chunks
     try:
         first = await anext(chunks)
+        trace.status = 200
         await send({
             "type": "http.response.start",
             "status": 200,
@@ -223,6 +241,7 @@ async def _send_stream(send: Callable[[dict[str, Any]], Awaitable[None]], respon
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except Exception:
             log.exception("stream failed")
+            trace.error = "internal error"
             await send({"type": "http.response.body", "body": sse.error_event(ApiError(500, "internal error")),
                         "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -231,15 +250,18 @@ async def _send_stream(send: Callable[[dict[str, Any]], Awaitable[None]], respon
 
 
 async def _cancel_on_disconnect(work: Coroutine[Any, Any, None], receive: Callable[[], Awaitable[dict[str, Any]]]
-                                ) -> None:
+                                ) -> bool:
+    """Run ``work`` until it ends or the client goes away; True when the client went first."""
     task = asyncio.create_task(work)
     watcher = asyncio.create_task(_wait_disconnect(receive))
     await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
-    if not task.done():
+    gone = not task.done()
+    if gone:
         log.info("client disconnected; aborting its request")
         task.cancel()
     watcher.cancel()
     await asyncio.gather(task, watcher, return_exceptions=True)
+    return gone
 
 
 async def _wait_disconnect(receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
@@ -260,5 +282,5 @@ def _worker_signals() -> None:
 def create_app() -> App:
     """granian's factory: one App per worker, configured from the file named by CONFIG_ENV."""
     cfg = load_config(os.environ[CONFIG_ENV])
-    setup_logging(cfg.log_level, "frontend")
+    setup_logging(cfg.log_level, "frontend", cfg.log_format, cfg.log_file)
     return App(cfg)

@@ -120,14 +120,15 @@ class EngineClient:
         for request_id in request_ids:
             self._queues.pop(request_id, None)
 
-    async def stats(self, timeout_s: float = 5.0) -> EngineStats:
-        """Ask the scheduler for its live counters. Raises TimeoutError if it does not answer."""
+    async def stats(self, timeout_s: float = 5.0, reset_window: bool = False) -> EngineStats:
+        """Ask the scheduler for its live counters (``reset_window``: and start a new throughput
+        window). Raises TimeoutError if it does not answer."""
         self._next_stats_token += 1
         token = self._next_stats_token
         waiter: asyncio.Future[EngineStats] = asyncio.get_running_loop().create_future()
         self._stats_waiters[token] = waiter
         try:
-            self._send(StatsRequest(token=token))
+            self._send(StatsRequest(token=token, reset_window=reset_window))
             async with asyncio.timeout(timeout_s):
                 return await waiter
         finally:

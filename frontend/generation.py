@@ -11,6 +11,7 @@ block early (client gone, error) aborts whatever is still running.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Self
 
@@ -19,6 +20,7 @@ from frontend.errors import ApiError, from_engine
 from frontend.schemas import PromptTokensDetails, Usage
 from frontend.stop import StopMatcher
 from frontend.tokenizer import IncrementalDetokenizer, Tokenizer
+from frontend.trace import ChoiceTrace, RequestTrace
 from ipc.protocol import AddRequest, FinishReason, RequestOutput, RequestStats, TokenLogprob
 
 
@@ -52,6 +54,9 @@ class Choice:
         self.finish_reason: str | None = None  # known as soon as the text is final
         self.finished = False  # the engine's terminal output arrived
         self.stats: RequestStats | None = None
+        self.error = ""  # the engine's message when it failed the request
+        self.first_token_at: float | None = None  # time.monotonic() when its first token arrived
+        self.ended_at: float | None = None  # when the engine's terminal output arrived
         self.stopped_by_string = False
         self.prompt_logprobs: list[TokenLogprob] = []  # with echo + logprobs: prompt tokens 1..
         self._tokenizer = tokenizer
@@ -68,6 +73,8 @@ class Choice:
         if self.finished:
             return
         self.prompt_logprobs += output.prompt_logprobs
+        if output.token_ids and self.first_token_at is None:
+            self.first_token_at = time.monotonic()
         if self.finish_reason is None:
             for k, token_id in enumerate(output.token_ids):
                 self.n_tokens += 1
@@ -98,10 +105,13 @@ class Choice:
 
     def _finish(self, output: RequestOutput) -> None:
         self.finished = True
+        self.ended_at = time.monotonic()
         self.stats = output.stats
         reason = output.finish_reason
         if reason == FinishReason.ERROR:
-            raise from_engine(output.error)
+            error = from_engine(output.error)
+            self.error = error.message
+            raise error
         if self.finish_reason is not None:  # a stop string ended it; this is the engine's ABORT
             return
         if reason == FinishReason.ABORT:
@@ -148,9 +158,11 @@ class Generation:
 
     def __init__(self, engine: EngineClient, tokenizer: Tokenizer, requests: list[AddRequest], n: int,
                  stops: list[str], logprobs: bool, ping_interval_s: float,
-                 special_ids: frozenset[int] = frozenset()) -> None:
-        """``special_ids``: control tokens written as their text (tool-call and reasoning markers)."""
+                 special_ids: frozenset[int] = frozenset(), trace: RequestTrace | None = None) -> None:
+        """``special_ids``: control tokens written as their text (tool-call and reasoning markers);
+        ``trace``: the HTTP request's, which learns how each engine request went."""
         self._engine = engine
+        self._trace = trace
         self._requests = requests
         self._n = n
         self._ping_interval_s = ping_interval_s
@@ -168,6 +180,13 @@ class Generation:
         if running:
             self._engine.abort(running)
         self._engine.release([c.request_id for c in self.choices])
+        if self._trace is not None:
+            now = time.monotonic()
+            self._trace.choices += [
+                ChoiceTrace(len(self._requests[c.index].prompt_token_ids), c.n_tokens, c.index % self._n == 0,
+                            c.first_token_at, c.ended_at or now, c.stats, c.error)
+                for c in self.choices
+            ]
 
     @property
     def done(self) -> bool:

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from frontend.errors import ApiError, from_validation
+from frontend.trace import RequestTrace
 
 T = TypeVar("T")
 
@@ -26,6 +27,8 @@ class Request:
     headers: dict[str, str]  # lower-case names
     body: bytes
     id: str  # unique; names the completion and the engine requests
+    trace: RequestTrace | None = None  # what it did, for its log line and the metrics
+    query: dict[str, str] = field(default_factory=dict)  # the query string's parameters (the last of a repeated one)
 
     def decode(self, type_: type[T]) -> T:
         """The JSON body as ``type_``; a 400 naming the bad field otherwise."""

@@ -1,58 +1,175 @@
-"""Prometheus text for /metrics from the scheduler's EngineStats.
+"""The Prometheus text of /metrics: the engine's counters (from the scheduler's EngineStats) and
+the per-request histograms the HTTP workers observe.
 
-Metrics llama-server also exports keep its names and meaning (``llamacpp:prompt_tokens_total``
-counts evaluated prompt tokens, excluding cache hits) so its dashboards work unchanged; the rest
-are ``ggserve:``.
+Series llama-server also exports keep its ``llamacpp:`` names and meaning (``prompt_tokens_total``
+counts evaluated prompt tokens, cache hits excluded; ``prompt_tokens_seconds`` and
+``predicted_tokens_seconds`` average over the time since the previous scrape), so its dashboards
+work unchanged; they sum over every executor. ``n_tokens_max`` is a gauge here, not a counter as
+in llama-server: a counter's sample would be renamed ``n_tokens_max_total``, and it is a maximum.
+The ``spec_decode_*`` series come with speculative decoding. The rest are ``ggserve:``, with an
+``executor`` label where a value belongs to one executor.
+
+Several HTTP workers: the engine's numbers come from the one scheduler, so any worker gives the
+same; the request histograms live in each worker, so with ``PROMETHEUS_MULTIPROC_DIR`` set (the
+launcher sets it with ``--metrics``) every worker writes them to its own file in that folder
+(prometheus-client's multiprocess mode) and the scraped worker sums all the files, those of
+workers that granian replaced too. Without it (a single worker in tests) they are read from this
+process.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from ipc.protocol import EngineStats
+from ipc.protocol import EngineStats, ExecutorStats
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST.encode()
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0,
+                    80.0, 160.0, 320.0, 640.0)
+_PER_TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3,
+                      0.4, 0.5, 0.75, 1.0, 2.5)
+_TOKEN_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
+
+# Not in the default registry: /metrics shows the process's own Python metrics of no worker.
+_requests = CollectorRegistry(auto_describe=True)
+TIME_TO_FIRST_TOKEN = Histogram(
+    "ggserve:time_to_first_token_seconds", "From the HTTP request to its first generated token (per choice)",
+    buckets=_LATENCY_BUCKETS, registry=_requests)
+TIME_PER_OUTPUT_TOKEN = Histogram(
+    "ggserve:time_per_output_token_seconds", "Mean time between generated tokens after the first (per choice)",
+    buckets=_PER_TOKEN_BUCKETS, registry=_requests)
+E2E_LATENCY = Histogram(
+    "ggserve:e2e_request_latency_seconds", "From the HTTP request to the choice's last token",
+    buckets=_LATENCY_BUCKETS, registry=_requests)
+QUEUE_TIME = Histogram(
+    "ggserve:request_queue_time_seconds", "Time a request waited in the scheduler's queue for a slot",
+    buckets=_LATENCY_BUCKETS, registry=_requests)
+PROMPT_TOKENS = Histogram(
+    "ggserve:request_prompt_tokens", "Prompt length of a request, in tokens",
+    buckets=_TOKEN_BUCKETS, registry=_requests)
+GENERATION_TOKENS = Histogram(
+    "ggserve:request_generation_tokens", "Tokens a request generated",
+    buckets=_TOKEN_BUCKETS, registry=_requests)
 
 
-class _EngineStatsCollector(Collector):
+def _sum(executors: list[ExecutorStats], field: str) -> float:
+    return sum(getattr(e, field) for e in executors)
+
+
+class _EngineCollector(Collector):
     def __init__(self, stats: EngineStats) -> None:
         self._stats = stats
 
     def collect(self) -> Iterator[Metric]:
         s = self._stats
-        counters = [
-            ("llamacpp:prompt_tokens", "Prompt tokens evaluated, excluding cached tokens",
-             s.prompt_tokens_evaluated_total),
-            ("llamacpp:prompt_tokens_cached", "Prompt tokens reused from the prefix cache",
-             s.prompt_tokens_cached_total),
-            ("llamacpp:tokens_predicted", "Generated tokens", s.generated_tokens_total),
-            ("llamacpp:n_decode", "Engine steps (llama_decode calls)", s.steps_total),
-            ("ggserve:request_prompt_tokens", "Prompt tokens of finished requests, cached or not",
-             s.prompt_tokens_total),
-            ("ggserve:step_seconds", "Time executors spent in steps", s.step_seconds_total),
-            ("ggserve:requests_finished", "Requests that ended normally (stop or length)", s.requests_finished),
-            ("ggserve:requests_aborted", "Requests aborted (client gone, stop string)", s.requests_aborted),
-            ("ggserve:requests_failed", "Requests the engine failed", s.requests_failed),
-            ("ggserve:requests_rejected", "Requests refused at admission (queue full)", s.requests_rejected),
+        ex = s.executors
+        steps = _sum(ex, "steps_total")
+        for name, doc, value in [
+            ("prompt_tokens", "Number of prompt tokens processed, excluding cached tokens",
+             _sum(ex, "prompt_tokens_total")),
+            ("prompt_tokens_cached", "Number of prompt tokens reused from the cache",
+             _sum(ex, "prompt_tokens_cached_total")),
+            ("prompt_seconds", "Total time spent processing prompts", _sum(ex, "prompt_seconds_total")),
+            ("tokens_predicted", "Number of generation tokens processed", _sum(ex, "tokens_predicted_total")),
+            ("tokens_predicted_seconds", "Total time spent generating tokens", s.tokens_predicted_seconds_total),
+            ("n_decode", "Total number of llama_decode() calls", steps),
+        ]:
+            yield CounterMetricFamily(f"llamacpp:{name}", doc, value=value)
+        for name, doc, value in [
+            ("n_tokens_max", "Largest observed sequence length (prompt + generation)", s.n_tokens_max),
+            ("prompt_tokens_seconds", "Average prompt throughput in tokens/s", s.prompt_tokens_per_second),
+            ("predicted_tokens_seconds", "Average generation throughput in tokens/s", s.predicted_tokens_per_second),
+            ("requests_processing", "Number of requests processing", s.n_running),
+            ("requests_deferred", "Number of requests deferred", s.n_waiting),
+            ("n_busy_slots_per_decode", "Average number of busy slots per llama_decode() call",
+             _sum(ex, "busy_slots_total") / max(steps, 1)),
+        ]:
+            yield GaugeMetricFamily(f"llamacpp:{name}", doc, value=value)
+        for name, doc, value in [
+            ("requests_finished", "Requests that ended normally (stop or length)", s.requests_finished),
+            ("requests_aborted", "Requests aborted (client gone, stop string)", s.requests_aborted),
+            ("requests_failed", "Requests the engine failed", s.requests_failed),
+            ("requests_rejected", "Requests refused at admission (queue full, invalid, draining)", s.requests_rejected),
+        ]:
+            yield CounterMetricFamily(f"ggserve:{name}", doc, value=value)
+        yield from self._per_executor(ex)
+        restarts = CounterMetricFamily("ggserve:restarts", "Restarts of a process after it failed or hung",
+                                       labels=["process"])
+        for child in s.restarts:
+            restarts.add_metric([child.process], child.count)
+        yield restarts
+
+    @staticmethod
+    def _per_executor(executors: list[ExecutorStats]) -> Iterator[Metric]:
+        label = ["executor"]
+        families = [
+            (GaugeMetricFamily("ggserve:executor_ready", "1 while the executor runs requests, 0 while it restarts",
+                               labels=label), lambda e: float(e.ready)),
+            (GaugeMetricFamily("ggserve:slots_total", "Slots (sequences) of the executor", labels=label),
+             lambda e: e.n_slots),
+            (GaugeMetricFamily("ggserve:slots_busy", "Slots running a request", labels=label),
+             lambda e: e.n_busy_slots),
+            (GaugeMetricFamily("ggserve:kv_cache_tokens", "KV cells the slots' tokens need (a prefix shared by "
+                               "several slots counts once), running requests and prefix cache", labels=label),
+             lambda e: e.kv_tokens),
+            (GaugeMetricFamily("ggserve:kv_cache_usage_ratio", "kv_cache_tokens over the context's cells",
+                               labels=label), lambda e: e.kv_tokens / e.n_ctx if e.n_ctx else 0.0),
+            (CounterMetricFamily("ggserve:prefix_cache_hit_tokens", "Prompt tokens reused from the prefix cache",
+                                 labels=label), lambda e: e.prompt_tokens_cached_total),
+            (CounterMetricFamily("ggserve:prompt_tokens", "Prompt tokens evaluated (cache hits excluded)",
+                                 labels=label), lambda e: e.prompt_tokens_total),
+            (CounterMetricFamily("ggserve:generation_tokens", "Tokens generated by finished requests",
+                                 labels=label), lambda e: e.tokens_predicted_total),
+            (CounterMetricFamily("ggserve:steps", "Engine steps (llama_decode calls)", labels=label),
+             lambda e: e.steps_total),
+            (CounterMetricFamily("ggserve:step_seconds", "Time spent in engine steps", labels=label),
+             lambda e: e.step_seconds_total),
         ]
-        for name, doc, value in counters:
-            yield CounterMetricFamily(name, doc, value=value)
-        busy = sum(1 for slot in s.slots if slot.busy)
-        gauges = [
-            ("llamacpp:requests_processing", "Requests holding a slot", s.n_running),
-            ("llamacpp:requests_deferred", "Requests waiting for a slot", s.n_waiting),
-            ("ggserve:slots_busy", "Slots running a request", busy),
-            ("ggserve:slots_total", "Slots over all executors", len(s.slots)),
-        ]
-        for name, doc, value in gauges:
-            yield GaugeMetricFamily(name, doc, value=value)
+        for family, value in families:
+            for e in executors:
+                family.add_metric([str(e.executor_id)], value(e))
+            yield family
+
+
+def observe_request(prompt_tokens: int, generated_tokens: int, e2e_s: float, ttft_s: float | None,
+                    queue_s: float | None) -> None:
+    """One engine request (one choice) ended; ``ttft_s`` is None when it generated nothing,
+    ``queue_s`` when the engine never reported it (the client left first)."""
+    PROMPT_TOKENS.observe(prompt_tokens)
+    GENERATION_TOKENS.observe(generated_tokens)
+    E2E_LATENCY.observe(e2e_s)
+    if queue_s is not None:
+        QUEUE_TIME.observe(queue_s)
+    if ttft_s is not None:
+        TIME_TO_FIRST_TOKEN.observe(ttft_s)
+        if generated_tokens > 1:
+            TIME_PER_OUTPUT_TOKEN.observe((e2e_s - ttft_s) / (generated_tokens - 1))
 
 
 def render(stats: EngineStats) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_EngineStatsCollector(stats))
+    registry.register(_EngineCollector(stats))
+    multiproc_dir = os.environ.get(MULTIPROC_ENV)
+    if multiproc_dir:
+        MultiProcessCollector(registry, multiproc_dir)
+    else:
+        registry.register(_RegistryCollector(_requests))
     return generate_latest(registry)
+
+
+class _RegistryCollector(Collector):
+    """Another registry's metrics, as one collector."""
+
+    def __init__(self, source: CollectorRegistry) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        return self._source.collect()

@@ -26,11 +26,6 @@ _FROM_REQUEST = ("temperature", "top_k", "top_p", "min_p", "typical_p", "repeat_
 _SEED_MASK = 0xFFFFFFFF  # llama.cpp seeds are uint32
 
 
-def default_sampling() -> dict[str, float | int]:
-    """The defaults as /props shows them."""
-    return {name: getattr(DEFAULTS, name) for name in _FROM_REQUEST}
-
-
 def sampling_params(req: SamplingFields, tokenizer: Tokenizer, default_seed: int,
                     grammar: str | None = None) -> SamplingParams:
     """The sampler settings of choice 0 (``with_seed_offset`` derives the others); ``grammar``

@@ -6,14 +6,16 @@ Flag names follow llama-server's wherever the meaning is the same, so its users 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import signal
+import socket
 import sys
 
 from ggserve.config import ServeConfig, cpu_has_amx
 from ggserve.launcher import ChildFailed, Launcher, StartInterrupted
+from ggserve.logs import FORMATS, setup_logging
 from ggserve.model import resolve_model
-from ggserve.process import setup_logging
 
 log = logging.getLogger("ggserve")
 
@@ -68,7 +70,15 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--http-workers", type=int, default=d.http_workers)
     h.add_argument("--api-key", dest="api_key", action="append", default=[], help="accepted key (repeatable, or comma-separated)")
     h.add_argument("--api-key-file", default="", help="file with one API key per line")
-    h.add_argument("--metrics-key-required", action="store_true", help="/metrics needs an API key too")
+    h.add_argument("--metrics", action="store_true", help="serve Prometheus metrics at /metrics (501 otherwise)")
+    h.add_argument("--metrics-no-auth", action="store_true", help="/metrics needs no API key even when keys are set")
+    # Before --metrics-no-auth, /metrics was open unless this flag was given; now that is the default.
+    h.add_argument("--metrics-key-required", action="store_true", help=argparse.SUPPRESS)
+    h.add_argument("--slots", dest="slots", action="store_true", default=d.slots, help="serve /slots (the default)")
+    h.add_argument("--no-slots", dest="slots", action="store_false", help="/slots answers 501")
+    h.add_argument("--props", action="store_true", help="allow POST /props")
+    h.add_argument("--webui", dest="webui", action="store_true", default=d.webui, help="serve the chat UI at / (the default)")
+    h.add_argument("--no-webui", dest="webui", action="store_false", help="no chat UI at /")
     h.add_argument("--ssl-keyfile", "--ssl-key-file", default="")
     h.add_argument("--ssl-certfile", "--ssl-cert-file", default="")
     h.add_argument("--max-body-size", type=int, default=d.max_body_size, help="bytes")
@@ -97,6 +107,9 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
         "for executors on other hosts, authenticated with CURVE)",
     )
     o.add_argument("--log-level", default=d.log_level, choices=["debug", "info", "warning", "error"])
+    o.add_argument("-v", "--verbose", "--log-verbose", action="store_true", help="debug logs (--log-level debug)")
+    o.add_argument("--log-format", default=d.log_format, choices=FORMATS, help="json: one JSON object per line")
+    o.add_argument("--log-file", default="", help="append the logs of every process to this file (default: stderr)")
 
 
 def _api_keys(args: argparse.Namespace) -> list[str]:
@@ -125,13 +138,33 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         repack=not cpu_has_amx() if args.repack is None else args.repack,
         gpus=[g for g in args.gpus.split(",") if g],
         api_keys=_api_keys(args),
+        log_level="debug" if args.verbose else args.log_level,
     )
     return ServeConfig(**fields)
 
 
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name) is reachable from this machine only."""
+    try:
+        return all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback
+                   for info in socket.getaddrinfo(host, None))
+    except (OSError, ValueError):
+        return False
+
+
+def _warn_about(cfg: ServeConfig, args: argparse.Namespace) -> None:
+    if args.metrics_key_required:
+        log.warning("--metrics-key-required is deprecated: /metrics needs the API key by default now "
+                    "(--metrics-no-auth opens it)")
+    if not cfg.api_keys and not _is_loopback(cfg.host):
+        log.warning("no API key is set and the server listens on %s, beyond this machine: anyone who can reach "
+                    "it can use it (--api-key or --api-key-file)", cfg.host)
+
+
 def serve(args: argparse.Namespace) -> int:
-    setup_logging(args.log_level, "ggserve")
+    setup_logging("debug" if args.verbose else args.log_level, "ggserve", args.log_format, args.log_file)
     cfg = config_from_args(args)
+    _warn_about(cfg, args)
     launcher = Launcher(cfg)
     signal.signal(signal.SIGINT, launcher.request_stop)
     signal.signal(signal.SIGTERM, launcher.request_stop)

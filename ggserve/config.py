@@ -43,7 +43,11 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     port: int = 8080
     http_workers: int = 1
     api_keys: list[str] = []
-    metrics_key_required: bool = False
+    metrics: bool = False  # --metrics: serve /metrics (501 otherwise, as llama-server)
+    metrics_no_auth: bool = False  # /metrics without an API key even when keys are set
+    slots: bool = True  # --no-slots: /slots answers 501
+    props: bool = False  # --props: POST /props is allowed
+    webui: bool = True  # --no-webui: / answers 404
     ssl_keyfile: str = ""
     ssl_certfile: str = ""
     max_body_size: int = 16 * 1024 * 1024
@@ -56,7 +60,9 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     scheduler_endpoint: str = ""
     executor_endpoint: str = ""
     curve: CurveKeys | None = None  # made by the launcher when an endpoint is tcp://
-    log_level: str = "info"
+    log_level: str = "info"  # --verbose: debug
+    log_format: str = "text"  # text / json (one object per line)
+    log_file: str = ""  # every process appends here instead of stderr
 
     @property
     def model_alias(self) -> str:

@@ -46,6 +46,7 @@ import zmq
 
 from ggserve.config import ServeConfig, save_config
 from ipc.protocol import (
+    ChildRestarts,
     Drain,
     Drained,
     EngineInfo,
@@ -53,6 +54,7 @@ from ipc.protocol import (
     ExecutorDied,
     Hello,
     RestartExecutor,
+    Restarts,
     Shutdown,
 )
 from ipc.transport import (
@@ -95,6 +97,7 @@ class Child:
     proc: subprocess.Popen | None = None
     failures: collections.deque[float] = field(default_factory=collections.deque)
     restart_at: float | None = None  # when to start it again after a failure
+    restarts: int = 0  # since the server started (ggserve:restarts_total)
 
     @property
     def pid(self) -> int:
@@ -136,6 +139,15 @@ class Launcher:
         self.created_files = [self.config_path] + [
             e.removeprefix("ipc://") for e in (scheduler_endpoint, executor_endpoint) if e.startswith("ipc://")
         ]
+        frontend_env = {}
+        if cfg.metrics:
+            # The HTTP workers' request histograms, one file per worker (prometheus-client's
+            # multiprocess mode): any worker's /metrics sums them all.
+            metrics_dir = os.path.join(run_dir, "metrics")
+            shutil.rmtree(metrics_dir, ignore_errors=True)  # a previous run's counts are not ours
+            os.makedirs(metrics_dir, mode=0o700)
+            self.created_files.append(metrics_dir)
+            frontend_env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         self.zmq = zmq.Context()
         self.control = self._connect_control()
         self.scheduler = self._child("scheduler", "scheduler")
@@ -144,7 +156,7 @@ class Launcher:
                         env={"CUDA_VISIBLE_DEVICES": cfg.gpus[i] if i < len(cfg.gpus) else str(i)})
             for i in range(cfg.executors)
         ]
-        self.frontend = self._child("frontend", "frontend")
+        self.frontend = self._child("frontend", "frontend", env=frontend_env)
         self.http = True
         self.stop_requested = False
         self.force_stop = False  # a second signal: do not wait for the drain
@@ -176,7 +188,7 @@ class Launcher:
             self._spawn(executor)
         if http:
             self._spawn(self.frontend)
-        send(self.control, Hello(peer="launcher"))
+        self._hello()
         info = self._wait_engine()
         if http:
             self._wait_http()
@@ -296,15 +308,29 @@ class Launcher:
             self._spawn(self.scheduler)
             for executor in self.executors:
                 self._spawn(executor)
+            self.scheduler.restarts += 1
             self.last_heard = now
-            send(self.control, Hello(peer="launcher"))
+            self._hello()
         for executor in self.executors:
             if executor.restart_at is not None and now >= executor.restart_at:
                 log.info("restarting %s", executor.name)
                 self._spawn(executor)
+                executor.restarts += 1
+                self._send_restarts()
         if self.http and self.frontend.restart_at is not None and now >= self.frontend.restart_at:
             log.info("restarting the frontend")
             self._spawn(self.frontend)
+            self.frontend.restarts += 1
+            self._send_restarts()
+
+    def _hello(self) -> None:
+        """Introduce the launcher to a (new) scheduler, with the restart counts it reports."""
+        send(self.control, Hello(peer="launcher"))
+        self._send_restarts()
+
+    def _send_restarts(self) -> None:
+        counts = [ChildRestarts(c.name.replace(" ", "-"), c.restarts) for c in self.children]
+        self._send_control(Restarts(counts))
 
     def _read_control(self) -> None:
         while self.control.poll(0):
@@ -332,7 +358,7 @@ class Launcher:
             log.warning("dropped a bad frame from the scheduler: %s", exc)
             return None
 
-    def _send_control(self, msg: Drain | ExecutorDied | Shutdown) -> None:
+    def _send_control(self, msg: Drain | ExecutorDied | Restarts | Shutdown) -> None:
         try:
             send(self.control, msg)
         except zmq.ZMQError as exc:
@@ -369,6 +395,9 @@ class Launcher:
             shutil.rmtree(self.cfg.run_dir, ignore_errors=True)
             return
         for path in self.created_files:
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+                continue
             try:
                 os.unlink(path)
             except FileNotFoundError:

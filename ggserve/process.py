@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import ctypes
-import logging
 import os
 import signal
 
 from ggserve.config import ServeConfig
+from ggserve.logs import setup_logging
 
 _PR_SET_PDEATHSIG = 1
-
-
-def setup_logging(level: str, role: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format=f"%(asctime)s.%(msecs)03d {role:<11} %(levelname)-7s %(message)s",
-        datefmt="%H:%M:%S",
-        force=True,
-    )
 
 
 def die_with_parent() -> None:
@@ -41,6 +32,6 @@ def ignore_stop_signals() -> None:
 
 
 def setup_child(cfg: ServeConfig, role: str) -> None:
-    setup_logging(cfg.log_level, role)
+    setup_logging(cfg.log_level, role, cfg.log_format, cfg.log_file)
     die_with_parent()
     ignore_stop_signals()

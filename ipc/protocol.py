@@ -6,7 +6,7 @@ Reading this module explains the system:
     frontend <--RequestOutputs/EngineInfo/EngineStatus/EngineStats-- scheduler
     scheduler --StepPlan/Shutdown--> executor
     scheduler <--ExecutorReady/StepResult/ExecutorError-- executor
-    launcher --Hello/ExecutorDied/Drain/Shutdown--> scheduler
+    launcher --Hello/ExecutorDied/Drain/Shutdown/Restarts--> scheduler
     launcher <--EngineInfo/EngineStatus/RestartExecutor/Drained-- scheduler
 
 Liveness: the scheduler sends EngineStatus to every peer that said Hello a few times a second;
@@ -158,6 +158,9 @@ class StatsRequest(_Msg):
     """Ask for the current EngineStats (for /slots, /metrics, tests)."""
 
     token: int = 0  # echoed back to match replies
+    # Start a new throughput window after answering (a /metrics scrape: llama-server's
+    # prompt_tokens_seconds and predicted_tokens_seconds average over the time between scrapes).
+    reset_window: bool = False
 
 
 class RequestOutput(_Part):
@@ -223,6 +226,8 @@ class EngineStatus(_Msg):
 
 
 class SlotState(_Part):
+    """One slot; the request fields describe the running request, or the last one when idle."""
+
     slot_id: int
     executor_id: int
     busy: bool
@@ -230,6 +235,35 @@ class SlotState(_Part):
     n_cached_tokens: int = 0  # tokens of the slot held in the KV cache
     n_prompt_tokens: int = 0
     n_generated_tokens: int = 0
+    n_prompt_tokens_cached: int = 0  # prompt tokens of the request reused from the prefix cache
+    n_prompt_tokens_processed: int = 0  # prompt tokens of the request evaluated so far
+    max_tokens: int = 0  # the request's limit on generated tokens
+    sampling: SamplingParams | None = None  # of the request (None: the slot never ran one)
+    ignore_eos: bool = False
+    logprobs: int = -1
+
+
+class ExecutorStats(_Part):
+    """One executor's counters since the scheduler started; they go on across its restarts."""
+
+    executor_id: int
+    ready: bool  # running requests now (False while it restarts)
+    n_slots: int
+    n_busy_slots: int
+    n_ctx: int  # KV cells of its context
+    kv_tokens: int  # KV cells its sequences' tokens need (a prefix shared by sequences counts once)
+    steps_total: int  # llama_decode calls
+    step_seconds_total: float
+    prompt_tokens_total: int  # prompt tokens evaluated (cache hits excluded)
+    prompt_seconds_total: float  # the prompt tokens' share of step time
+    prompt_tokens_cached_total: int  # prompt tokens reused from the prefix cache
+    tokens_predicted_total: int  # generated tokens of finished requests
+    busy_slots_total: int  # slots running a request, summed over steps (/ steps: busy slots per decode)
+
+
+class ChildRestarts(_Part):
+    process: str  # "scheduler", "frontend", "executor-<id>"
+    count: int
 
 
 class EngineStats(_Msg):
@@ -243,12 +277,15 @@ class EngineStats(_Msg):
     requests_aborted: int
     requests_failed: int
     requests_rejected: int
-    prompt_tokens_total: int  # prompt tokens of finished requests
-    prompt_tokens_evaluated_total: int
-    prompt_tokens_cached_total: int
-    generated_tokens_total: int
-    steps_total: int
-    step_seconds_total: float  # time executors spent in steps
+    executors: list[ExecutorStats] = []
+    tokens_predicted_seconds_total: float = 0.0  # first to last token, summed over finished requests
+    n_tokens_max: int = 0  # longest sequence (prompt + generated) seen in a slot
+    # Throughput since the last window reset (llama-server's gauges): prompt tokens per second
+    # of prompt time, and decode steps per second of generation time.
+    prompt_tokens_per_second: float = 0.0
+    predicted_tokens_per_second: float = 0.0
+    restarts: list[ChildRestarts] = []  # as the launcher counts them
+    started_at: float = 0.0  # unix time the scheduler started
 
 
 # ----------------------------------------------------------------------------- scheduler <-> executor
@@ -380,6 +417,13 @@ class Shutdown(_Msg):
     reason: str = ""
 
 
+class Restarts(_Msg):
+    """The launcher's count of restarts per process, sent after each restart (and to a new
+    scheduler after its Hello): the scheduler reports them in EngineStats."""
+
+    counts: list[ChildRestarts]
+
+
 Message = Union[
     AddRequest,
     Abort,
@@ -399,6 +443,7 @@ Message = Union[
     Drain,
     Drained,
     Shutdown,
+    Restarts,
 ]
 
 _encoder = msgspec.msgpack.Encoder()

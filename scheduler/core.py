@@ -17,6 +17,7 @@ from ipc.protocol import (
     EngineError,
     EngineStats,
     ErrorCode,
+    ExecutorStats,
     ExecutorInfo,
     FinishReason,
     KvOp,
@@ -30,8 +31,9 @@ from ipc.protocol import (
     TokenLogprob,
 )
 from scheduler import policy
+from scheduler.metrics import EngineCounters
 from scheduler.request import Request, Status
-from scheduler.slots import Slot
+from scheduler.slots import Slot, distinct_prefix_tokens
 
 log = logging.getLogger("scheduler")
 
@@ -48,6 +50,7 @@ class ExecutorState:
         self.running: list[Request] = []  # admission order
         # The step running: its id, when it was sent, and seq -> (request, tokens it adds).
         self.in_flight: dict[int, tuple[Request, int]] | None = None
+        self.in_flight_prompt_tokens = 0  # prompt tokens of the step running (for the metrics)
         self.step_id = 0
         self.step_sent_at = 0.0
         self.kv_ops: list[KvOp] = []
@@ -78,7 +81,7 @@ class Scheduler:
         self.outputs: dict[bytes, list[RequestOutput]] = collections.defaultdict(list)
         self._step_ids = 0
         self.counters = collections.Counter[str]()
-        self.step_seconds = 0.0
+        self.metrics = EngineCounters()
 
     # ------------------------------------------------------------------ executors
 
@@ -194,6 +197,7 @@ class Scheduler:
             return None
         items: list[BatchItem] = []
         in_flight: dict[int, tuple[Request, int]] = {}
+        n_prompt = 0
         for req, n in chosen:
             slot = req.slot
             if req.status == Status.DECODE:
@@ -202,6 +206,7 @@ class Scheduler:
             else:
                 tokens = req.prompt[req.n_computed : req.n_computed + n]
                 sample = req.n_computed + n == len(req.prompt)
+                n_prompt += n
             # the prompt token following each position (the last position samples instead)
             targets = req.prompt[req.n_computed + 1 : req.n_computed + n + 1] if (
                 req.prompt_logprobs >= 0 and req.status == Status.PREFILL
@@ -215,6 +220,7 @@ class Scheduler:
         plan = StepPlan(self._step_ids, ex.kv_ops, ex.starts, ex.ends, items)
         ex.kv_ops, ex.starts, ex.ends = [], [], []
         ex.in_flight = in_flight
+        ex.in_flight_prompt_tokens = n_prompt
         ex.step_id = self._step_ids
         ex.step_sent_at = now
         return plan
@@ -253,13 +259,14 @@ class Scheduler:
             ex.kv_ops.append(KvOp(KvOpKind.TRUNCATE, seq, placement.reuse))
             del slot.tokens[placement.reuse :]
         ex.starts.append(SeqStart(seq, req.sampling, req.logprobs, [], req.prompt_logprobs))
-        slot.request = req
+        slot.request = slot.last_request = req
         slot.last_used = now
         req.slot = slot
         req.status = Status.PREFILL
         req.n_computed = req.n_cached = placement.reuse
         req.t_admitted = now
         ex.running.append(req)
+        self.metrics.on_admit(ex.id, placement.reuse)
 
     def step_result(self, result: StepResult, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
@@ -267,8 +274,6 @@ class Scheduler:
         if ex is None or not ex.alive or ex.in_flight is None or result.step_id != ex.step_id:
             return  # a stale result (of a process already declared failed): nothing to apply
         in_flight, ex.in_flight = ex.in_flight, None
-        self.counters["steps"] += 1
-        self.step_seconds += result.step_seconds
         for slot, pos_min in zip(ex.slots, result.pos_min):
             slot.pos_min = pos_min
         if result.no_kv_room:
@@ -283,6 +288,9 @@ class Scheduler:
                 else:
                     self._finish(req, FinishReason.ERROR, error)  # also evicts its slot
             return
+        n_tokens = sum(n for _, n in in_flight.values())
+        longest = max((len(s.tokens) for s in ex.slots if s.busy), default=0)
+        self.metrics.on_step(ex.id, result.step_seconds, ex.in_flight_prompt_tokens, n_tokens, len(ex.running), longest)
         for failure in result.failures:
             self._fail_seq(ex, failure.seq_id, failure.error, in_flight)
         for entry in result.prompt_logprobs:
@@ -392,10 +400,9 @@ class Scheduler:
     def _count(self, req: Request, reason: FinishReason) -> None:
         name = {FinishReason.ABORT: "aborted", FinishReason.ERROR: "failed"}.get(reason, "finished")
         self.counters[name] += 1
-        self.counters["prompt_tokens"] += len(req.prompt) if req.t_admitted else 0
-        self.counters["prompt_tokens_cached"] += req.n_cached
-        self.counters["prompt_tokens_evaluated"] += req.n_evaluated_prompt
-        self.counters["generated_tokens"] += len(req.output_ids)
+        if req.slot is not None:
+            decode_seconds = (req.t_last_token - req.t_first_token) if req.t_first_token else 0.0
+            self.metrics.on_finish(req.slot.executor_id, len(req.output_ids), decode_seconds)
 
     @staticmethod
     def _stats_of(req: Request) -> RequestStats:
@@ -425,33 +432,44 @@ class Scheduler:
         return bool(ex.running or ex.kv_ops or ex.ends or self.waiting)
 
     def stats(self, token: int = 0) -> EngineStats:
-        slots = [
-            SlotState(
-                slot_id=s.seq_id,
-                executor_id=ex.id,
-                busy=s.busy,
-                request_id=s.request.id if s.request else "",
-                n_cached_tokens=len(s.tokens),
-                n_prompt_tokens=len(s.request.prompt) if s.request else 0,
-                n_generated_tokens=len(s.request.output_ids) if s.request else 0,
-            )
-            for ex in self.executors.values()
-            for s in ex.slots
-        ]
         c = self.counters
+        m = self.metrics
         return EngineStats(
             token=token,
-            slots=slots,
+            slots=[self._slot_state(s) for ex in self.executors.values() for s in ex.slots],
             n_waiting=len(self.waiting),
             n_running=sum(len(ex.running) for ex in self.executors.values()),
             requests_finished=c["finished"],
             requests_aborted=c["aborted"],
             requests_failed=c["failed"],
             requests_rejected=c["rejected"],
-            prompt_tokens_total=c["prompt_tokens"],
-            prompt_tokens_evaluated_total=c["prompt_tokens_evaluated"],
-            prompt_tokens_cached_total=c["prompt_tokens_cached"],
-            generated_tokens_total=c["generated_tokens"],
-            steps_total=c["steps"],
-            step_seconds_total=self.step_seconds,
+            executors=[self._executor_stats(ex) for ex in self.executors.values()],
+            tokens_predicted_seconds_total=m.predicted_seconds,
+            n_tokens_max=m.n_tokens_max,
+            prompt_tokens_per_second=m.window.prompt_rate(),
+            predicted_tokens_per_second=m.window.decode_rate(),
+            restarts=m.restarts,
+            started_at=m.started_at,
         )
+
+    def _executor_stats(self, ex: ExecutorState) -> ExecutorStats:
+        return self.metrics.executor_stats(
+            ex.id, ex.alive, len(ex.slots), sum(s.busy for s in ex.slots), ex.info.n_ctx,
+            distinct_prefix_tokens([s.tokens for s in ex.slots]),
+        )
+
+    @staticmethod
+    def _slot_state(slot: Slot) -> SlotState:
+        state = SlotState(slot.seq_id, slot.executor_id, slot.busy, n_cached_tokens=len(slot.tokens))
+        req = slot.last_request
+        if req is not None:
+            state.request_id = req.id
+            state.n_prompt_tokens = len(req.prompt)
+            state.n_generated_tokens = len(req.output_ids)
+            state.n_prompt_tokens_cached = req.n_cached
+            state.n_prompt_tokens_processed = req.n_evaluated_prompt
+            state.max_tokens = req.max_tokens
+            state.sampling = req.sampling
+            state.ignore_eos = req.ignore_eos
+            state.logprobs = req.logprobs
+        return state

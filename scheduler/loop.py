@@ -40,6 +40,7 @@ from ipc.protocol import (
     Message,
     RequestOutputs,
     RestartExecutor,
+    Restarts,
     Shutdown,
     StatsRequest,
     StepResult,
@@ -140,6 +141,8 @@ class SchedulerLoop:
             self.peers.setdefault(peer, time.monotonic())
         elif isinstance(msg, StatsRequest):
             self._send(self.frontends, self.core.stats(msg.token), peer)
+            if msg.reset_window:
+                self.core.metrics.reset_window()
         elif isinstance(msg, Hello):
             self.peers[peer] = time.monotonic()
             self.hello_waiting.add(peer)
@@ -147,6 +150,8 @@ class SchedulerLoop:
                 self._announce()
         elif peer == LAUNCHER_IDENTITY and isinstance(msg, (ExecutorDied, RestartExecutor)):
             self.core.executor_failed(msg.executor_id, msg.message, msg.pid)
+        elif peer == LAUNCHER_IDENTITY and isinstance(msg, Restarts):
+            self.core.metrics.restarts = msg.counts
         elif peer == LAUNCHER_IDENTITY and isinstance(msg, Drain):
             log.info("draining: %d request(s) to finish within %.0fs", len(self.core.requests), msg.timeout_s)
             self.core.draining = True

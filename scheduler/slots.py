@@ -12,6 +12,7 @@ class Slot:
     executor_id: int
     seq_id: int
     request: Request | None = None
+    last_request: Request | None = None  # the running request, else the one that ran last (for /slots)
     # Tokens whose KV this sequence holds, from position 0. Kept after the request ends: that is
     # the prefix cache.
     tokens: list[int] = field(default_factory=list)
@@ -37,3 +38,12 @@ def common_prefix_len(a: list[int], b: list[int]) -> int:
         else:
             hi = mid
     return lo
+
+
+def distinct_prefix_tokens(sequences: list[list[int]]) -> int:
+    """Tokens of ``sequences`` with every shared prefix counted once (the nodes of their prefix
+    tree): the KV cells they need when shared prefixes are copied, not recomputed. In sorted
+    order, what a sequence shares with all before it is what it shares with its predecessor."""
+    ordered = sorted(sequences)
+    shared = sum(common_prefix_len(a, b) for a, b in zip(ordered, ordered[1:]))
+    return sum(len(s) for s in ordered) - shared

@@ -163,10 +163,7 @@ class FakeScheduler:
             slots = [SlotState(i, 0, busy=i < len(self._running)) for i in range(self.n_slots)]
             transport.send(sock, EngineStats(token=msg.token, slots=slots, n_waiting=len(self._waiting),
                                              n_running=len(self._running), requests_finished=0, requests_aborted=0,
-                                             requests_failed=0, requests_rejected=0, prompt_tokens_total=0,
-                                             prompt_tokens_evaluated_total=0, prompt_tokens_cached_total=0,
-                                             generated_tokens_total=0, steps_total=0, step_seconds_total=0.0),
-                           peer)
+                                             requests_failed=0, requests_rejected=0), peer)
 
     def _step(self, sock: zmq.Socket) -> None:
         if self.silent:

@@ -75,7 +75,7 @@ SAMPLES: list[p.Message] = [
     ),
     p.Abort(request_ids=["chatcmpl-1", "chatcmpl-2"]),
     p.Hello(peer="frontend-0"),
-    p.StatsRequest(token=7),
+    p.StatsRequest(token=7, reset_window=True),
     p.RequestOutputs(
         outputs=[
             p.RequestOutput(
@@ -114,6 +114,12 @@ SAMPLES: list[p.Message] = [
                 n_cached_tokens=8,
                 n_prompt_tokens=20,
                 n_generated_tokens=5,
+                n_prompt_tokens_cached=8,
+                n_prompt_tokens_processed=12,
+                max_tokens=64,
+                sampling=SAMPLING,
+                ignore_eos=True,
+                logprobs=2,
             )
         ],
         n_waiting=4,
@@ -122,12 +128,17 @@ SAMPLES: list[p.Message] = [
         requests_aborted=3,
         requests_failed=1,
         requests_rejected=2,
-        prompt_tokens_total=5000,
-        prompt_tokens_evaluated_total=3000,
-        prompt_tokens_cached_total=2000,
-        generated_tokens_total=12_000,
-        steps_total=900,
-        step_seconds_total=45.5,
+        executors=[p.ExecutorStats(
+            executor_id=1, ready=True, n_slots=4, n_busy_slots=2, n_ctx=4096, kv_tokens=700, steps_total=900,
+            step_seconds_total=45.5, prompt_tokens_total=3000, prompt_seconds_total=5.25,
+            prompt_tokens_cached_total=2000, tokens_predicted_total=12_000, busy_slots_total=1800,
+        )],
+        tokens_predicted_seconds_total=80.5,
+        n_tokens_max=1200,
+        prompt_tokens_per_second=700.5,
+        predicted_tokens_per_second=45.25,
+        restarts=[p.ChildRestarts(process="executor-1", count=2)],
+        started_at=1_700_000_000.5,
     ),
     p.StepPlan(
         step_id=17,
@@ -154,6 +165,7 @@ SAMPLES: list[p.Message] = [
     p.Drain(timeout_s=30.0),
     p.Drained(n_cut_short=2),
     p.Shutdown(reason="SIGTERM"),
+    p.Restarts(counts=[p.ChildRestarts(process="scheduler", count=1)]),
 ]
 
 

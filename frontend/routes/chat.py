@@ -169,7 +169,7 @@ async def chat_completions(fe: Frontend, req: Request) -> Response | StreamRespo
     requests = engine_requests(req.id, [prompt], body.n, body,
                                sampling_params(body, fe.tokenizer, fe.cfg.seed, grammar), limit, logprobs)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
-                     fe.cfg.sse_ping_interval, fe.tokenizer.marker_tokens(markers))
+                     fe.cfg.sse_ping_interval, fe.tokenizer.marker_tokens(markers), trace=req.trace)
     completion_id, created = f"chatcmpl-{req.id}", int(time.time())
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage

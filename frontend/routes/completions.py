@@ -124,7 +124,7 @@ async def completions(fe: Frontend, req: Request) -> Response | StreamResponse:
     requests = engine_requests(req.id, [p.token_ids for p in prompts], body.n, body, sampling, limit, logprobs,
                                prompt_logprobs)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
-                     fe.cfg.sse_ping_interval)
+                     fe.cfg.sse_ping_interval, trace=req.trace)
     echoes = [p.text if body.echo else "" for p in prompts for _ in range(body.n)]
     completion_id, created = f"cmpl-{req.id}", int(time.time())
     if body.stream:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from frontend import metrics
-from frontend.errors import RETRY_AFTER_S, ApiError
+from typing import Any
+
+from frontend import introspection, metrics
+from frontend.errors import RETRY_AFTER_S, ApiError, invalid, unavailable
 from frontend.http import Request, Response, json_response
-from frontend.sampling import default_sampling
 from frontend.schemas import HealthStatus, Model, ModelList, ModelMeta
 from frontend.state import Frontend
 from ipc.protocol import EngineInfo, EngineStats
@@ -45,53 +46,43 @@ def _model_meta(fe: Frontend, info: EngineInfo) -> ModelMeta:
 
 
 async def props(fe: Frontend, req: Request) -> Response:
-    info = fe.engine_info()
-    return json_response({
-        "default_generation_settings": {"params": default_sampling(), "n_ctx": info.n_ctx_slot},
-        "total_slots": info.n_slots * info.n_executors,
-        "model_alias": fe.model_id,
-        "model_path": fe.cfg.model,
-        "modalities": {"vision": False, "audio": False},
-        "chat_template": fe.template.source,
-        "bos_token": fe.template.bos_token,
-        "eos_token": fe.template.eos_token,
-        "endpoint_slots": True,
-        "endpoint_metrics": True,
-        "endpoint_props": False,
-        "is_sleeping": False,
-        "build_info": "ggserve",
-    })
+    return json_response(introspection.props(fe.cfg, fe.engine_info(), fe.template))
 
 
-async def _engine_stats(fe: Frontend) -> EngineStats:
+async def set_props(fe: Frontend, req: Request) -> Response:
+    """llama-server's POST /props (allowed with --props) changes no property of this version; so
+    here an empty object succeeds and any property is refused by name, never ignored."""
+    if not fe.cfg.props:
+        raise ApiError(501, "this server does not allow changing its properties; start it with --props")
+    changes = req.decode(dict[str, Any]) if req.body.strip() else {}
+    if changes:
+        raise invalid(f"property {next(iter(changes))!r} cannot be changed at run time", param=next(iter(changes)))
+    return json_response({"success": True})
+
+
+async def _engine_stats(fe: Frontend, reset_window: bool = False) -> EngineStats:
     try:
-        return await fe.engine.stats(_STATS_TIMEOUT_S)
+        return await fe.engine.stats(_STATS_TIMEOUT_S, reset_window)
     except TimeoutError:
         raise ApiError(503, f"the scheduler did not answer a stats request within {_STATS_TIMEOUT_S:g} s") from None
 
 
 async def slots(fe: Frontend, req: Request) -> Response:
-    """llama-server's /slots shape; ``id`` counts over all executors, ``id_executor`` says which."""
+    """llama-server's /slots; ``?fail_on_no_slot=1`` answers 503 when no slot is idle."""
+    if not fe.cfg.slots:
+        raise ApiError(501, "this server does not serve /slots; start it without --no-slots")
     info = fe.engine_info()
     stats = await _engine_stats(fe)
-    return json_response([
-        {
-            "id": slot.executor_id * info.n_slots + slot.slot_id,
-            "id_slot": slot.slot_id,
-            "id_executor": slot.executor_id,
-            "n_ctx": info.n_ctx_slot,
-            "speculative": False,
-            "is_processing": slot.busy,
-            "id_task": slot.request_id,
-            "n_prompt_tokens": slot.n_prompt_tokens,
-            "n_cached_tokens": slot.n_cached_tokens,
-            "next_token": [{"has_next_token": slot.busy, "n_decoded": slot.n_generated_tokens}],
-        }
-        for slot in stats.slots
-    ])
+    if req.query.get("fail_on_no_slot") and all(slot.busy for slot in stats.slots):
+        raise unavailable("no slot available")
+    return json_response([introspection.slot_json(slot, info) for slot in stats.slots])
 
 
 async def metrics_text(fe: Frontend, req: Request) -> Response:
+    """Prometheus metrics (--metrics); each scrape starts llama-server's next throughput window."""
+    if not fe.cfg.metrics:
+        raise ApiError(501, "this server does not serve metrics; start it with --metrics")
     fe.engine_info()
-    stats = await _engine_stats(fe)
-    return Response(metrics.render(stats), content_type=metrics.CONTENT_TYPE)
+    stats = await _engine_stats(fe, reset_window=True)
+    headers = [(b"process-start-time-unix", str(int(stats.started_at)).encode())]
+    return Response(metrics.render(stats), content_type=metrics.CONTENT_TYPE, headers=headers)

@@ -1,0 +1,122 @@
+"""The bodies of /props and /slots, in llama-server's shapes and names, so its tools and web UIs
+read ours: default and per-slot generation settings, template capabilities, slot states."""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+from typing import Any
+
+import llama_cpp
+import msgspec
+
+from frontend.chat_template import ChatTemplate, ChatTemplateError
+from frontend.sampling import DEFAULTS
+from ggserve.config import ServeConfig
+from ipc.protocol import EngineInfo, SamplingParams, SlotState
+
+_RANDOM_SEED = 0xFFFFFFFF  # llama.cpp's LLAMA_DEFAULT_SEED: a new random seed per request
+_NOT_PARAMS = frozenset({"logit_bias", "grammar"})  # llama-server's short params leave them out
+
+
+def generation_params(sampling: SamplingParams, n_predict: int, ignore_eos: bool = False,
+                      n_probs: int = 0) -> dict[str, Any]:
+    """llama-server's ``params`` object: every sampler setting, named as the API names it."""
+    params = {name: value for name, value in msgspec.structs.asdict(sampling).items() if name not in _NOT_PARAMS}
+    params["seed"] = _RANDOM_SEED if sampling.seed is None else sampling.seed
+    return params | {"max_tokens": n_predict, "n_predict": n_predict, "ignore_eos": ignore_eos, "n_probs": n_probs}
+
+
+def props(cfg: ServeConfig, info: EngineInfo, template: ChatTemplate) -> dict[str, Any]:
+    defaults = msgspec.structs.replace(DEFAULTS, seed=None if cfg.seed < 0 else cfg.seed)
+    executor = info.executors[0] if info.executors else None
+    return {
+        "default_generation_settings": {"params": generation_params(defaults, -1), "n_ctx": info.n_ctx_slot},
+        "total_slots": info.n_slots * info.n_executors,
+        "model_alias": cfg.model_alias,
+        # llama_model_desc is "<arch> <size> <file type>": its last part is llama-server's model_ftype.
+        "model_ftype": executor.model_desc.split(" ", 2)[-1] if executor else "",
+        "model_path": info.model_path,
+        "modalities": {"vision": False, "video": False, "audio": False},
+        "endpoint_slots": cfg.slots,
+        "endpoint_props": cfg.props,
+        "endpoint_metrics": cfg.metrics,
+        "ui": cfg.webui,
+        "ui_settings": {},
+        "chat_template": template.source,
+        "chat_template_caps": template_caps(template),
+        "bos_token": template.bos_token,
+        "eos_token": template.eos_token,
+        "build_info": build_info(),
+        "is_sleeping": False,
+        "cors_proxy_enabled": False,
+    }
+
+
+@functools.cache
+def build_info() -> str:
+    try:
+        version = importlib.metadata.version("ggserve")
+    except importlib.metadata.PackageNotFoundError:  # a checkout that was never installed
+        version = "unknown"
+    return f"ggserve {version} (llama.cpp of llama-cpp-python {llama_cpp.__version__})"
+
+
+_PROBE = "ggserve-probe"
+_CALL = {"id": "call_probe_1", "type": "function", "function": {"name": f"{_PROBE}_fn", "arguments": "{}"}}
+_CALL_2 = {"id": "call_probe_2", "type": "function", "function": {"name": f"{_PROBE}_fn2", "arguments": "{}"}}
+_TOOL = {"type": "function", "function": {"name": f"{_PROBE}_tool", "description": "probe",
+                                          "parameters": {"type": "object", "properties": {}}}}
+
+
+@functools.cache
+def template_caps(template: ChatTemplate) -> dict[str, bool]:
+    """What the template renders, found by rendering probes (as llama.cpp's minja caps do)."""
+    user = {"role": "user", "content": "u"}
+
+    def shows(text: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> bool:
+        try:
+            return text in template.render(messages, tools=tools)
+        except ChatTemplateError:
+            return False
+
+    calls = {"role": "assistant", "content": None, "tool_calls": [_CALL]}
+    return {
+        "supports_string_content": shows(_PROBE, [{"role": "user", "content": _PROBE}]),
+        "supports_typed_content": shows(_PROBE, [{"role": "user", "content": [{"type": "text", "text": _PROBE}]}]),
+        "supports_system_role": shows(_PROBE, [{"role": "system", "content": _PROBE}, user]),
+        "supports_tools": shows(f"{_PROBE}_tool", [user], [_TOOL]),
+        "supports_tool_calls": shows(f"{_PROBE}_fn", [user, calls]),
+        "supports_parallel_tool_calls": shows(f"{_PROBE}_fn2", [user, {**calls, "tool_calls": [_CALL, _CALL_2]}]),
+        "supports_tool_call_id": shows("call_probe_1", [user, calls, {
+            "role": "tool", "tool_call_id": "call_probe_1", "content": "ok"}]),
+    }
+
+
+def slot_json(slot: SlotState, info: EngineInfo) -> dict[str, Any]:
+    """One slot as llama-server shows it; ``id`` counts over every executor, ``id_executor`` and
+    ``id_slot`` say where it runs. The request fields are of the running request, or of the
+    last one when the slot is idle (as llama-server's ``task_prev``)."""
+    state: dict[str, Any] = {
+        "id": slot.executor_id * info.n_slots + slot.slot_id,
+        "id_slot": slot.slot_id,
+        "id_executor": slot.executor_id,
+        "n_ctx": info.n_ctx_slot,
+        "speculative": False,
+        "is_processing": slot.busy,
+        "n_cached_tokens": slot.n_cached_tokens,
+    }
+    if slot.sampling is None:
+        return state
+    return state | {
+        "id_task": slot.request_id,
+        "n_prompt_tokens": slot.n_prompt_tokens,
+        "n_prompt_tokens_processed": slot.n_prompt_tokens_processed,
+        "n_prompt_tokens_cache": slot.n_prompt_tokens_cached,
+        "params": generation_params(slot.sampling, slot.max_tokens, slot.ignore_eos, max(slot.logprobs, 0)),
+        "next_token": [{
+            "has_next_token": slot.busy,
+            "n_remain": max(0, slot.max_tokens - slot.n_generated_tokens) if slot.busy else 0,
+            "n_decoded": slot.n_generated_tokens,
+        }],
+    }
