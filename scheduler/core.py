@@ -289,8 +289,10 @@ class Scheduler:
                     self._finish(req, FinishReason.ERROR, error)  # also evicts its slot
             return
         n_tokens = sum(n for _, n in in_flight.values())
-        longest = max((len(s.tokens) for s in ex.slots if s.busy), default=0)
-        self.metrics.on_step(ex.id, result.step_seconds, ex.in_flight_prompt_tokens, n_tokens, len(ex.running), longest)
+        if n_tokens:  # a plan of cache edits alone runs no llama_decode
+            longest = max((len(s.tokens) for s in ex.slots if s.busy), default=0)
+            self.metrics.on_step(ex.id, result.step_seconds, ex.in_flight_prompt_tokens, n_tokens, len(ex.running),
+                                 longest)
         for failure in result.failures:
             self._fail_seq(ex, failure.seq_id, failure.error, in_flight)
         for entry in result.prompt_logprobs:

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-DEFAULT_ARGS = ("-np", "4", "-c", "2048", "-t", "2")
+# /metrics and POST /props are off by default, as in llama-server; the tests use them.
+DEFAULT_ARGS = ("-np", "4", "-c", "2048", "-t", "2", "--metrics", "--props")
 START_TIMEOUT = 180.0
 
 

@@ -19,7 +19,7 @@ from frontend_support import self_signed_cert
 def secure(tmp_path_factory):
     certfile, keyfile = self_signed_cert(str(tmp_path_factory.mktemp("tls")))
     args = ["--api-key", "key-one", "--api-key", "key-two", "--ssl-certfile", certfile, "--ssl-keyfile", keyfile,
-            "--http-workers", "2", "--max-body-size", "4096", "--metrics-key-required"]
+            "--http-workers", "2", "--max-body-size", "4096"]
     with start_server(*args) as handle:
         yield handle, ssl.create_default_context(cafile=certfile)
 
@@ -35,7 +35,7 @@ def test_https_and_api_keys(secure):
         assert http.get(f"{url}/v1/models", headers={"authorization": "Bearer wrong"}).status_code == 401
         assert http.get(f"{url}/v1/models", headers={"authorization": "Bearer key-two"}).status_code == 200
         assert http.get(f"{url}/v1/models", headers={"x-api-key": "key-one"}).status_code == 200
-        assert http.get(f"{url}/metrics").status_code == 401  # --metrics-key-required
+        assert http.get(f"{url}/metrics").status_code == 401  # keys are set: /metrics needs one too
         assert http.get(f"{url}/metrics", headers={"x-api-key": "key-one"}).status_code == 200
         r = http.post(f"{url}/v1/completions", headers={"x-api-key": "key-one"}, content=b"x" * 5000)
         assert r.status_code == 413

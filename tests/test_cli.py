@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 import pytest
 
-from ggserve.cli import _serve_parser, config_from_args
+from ggserve.cli import _serve_parser, _warn_about, config_from_args
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -59,3 +60,37 @@ def test_reliability_flags_map_onto_the_config() -> None:
     ))  # fmt: skip
     assert (cfg.step_timeout, cfg.shutdown_timeout, cfg.max_restarts) == (12.5, 3.0, 2)
     assert (cfg.scheduler_endpoint, cfg.executor_endpoint) == ("tcp://127.0.0.1:5555", "tcp://0.0.0.0:5556")
+
+
+def test_operations_flags_map_onto_the_config(tmp_path) -> None:
+    cfg = config_from_args(parse(
+        "--metrics", "--metrics-no-auth", "--no-slots", "--props", "--no-webui", "--verbose",
+        "--log-format", "json", "--log-file", str(tmp_path / "log"),
+    ))  # fmt: skip
+    assert (cfg.metrics, cfg.metrics_no_auth, cfg.slots, cfg.props, cfg.webui) == (True, True, False, True, False)
+    assert (cfg.log_level, cfg.log_format, cfg.log_file) == ("debug", "json", str(tmp_path / "log"))
+    default = config_from_args(parse())
+    assert (default.metrics, default.metrics_no_auth, default.slots, default.props, default.webui) == (
+        False, False, True, False, True)  # as llama-server: metrics off, slots and the web UI on
+
+
+@pytest.mark.parametrize(("argv", "warned"), [
+    (("--host", "0.0.0.0"), True),
+    (("--host", "::"), True),
+    (("--host", "127.0.0.1"), False),
+    (("--host", "localhost"), False),
+    (("--host", "::1"), False),
+    (("--host", "0.0.0.0", "--api-key", "k"), False),
+])
+def test_no_api_key_beyond_localhost_is_warned_about(argv: tuple[str, ...], warned: bool, caplog) -> None:
+    args = parse(*argv)
+    with caplog.at_level(logging.WARNING, logger="ggserve"):
+        _warn_about(config_from_args(args), args)
+    assert ("no API key is set" in caplog.text) == warned
+
+
+def test_metrics_key_required_is_still_accepted_and_deprecated(caplog) -> None:
+    args = parse("--metrics-key-required")
+    with caplog.at_level(logging.WARNING, logger="ggserve"):
+        _warn_about(config_from_args(args), args)
+    assert "deprecated" in caplog.text and not config_from_args(args).metrics_no_auth

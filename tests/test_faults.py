@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -174,6 +175,9 @@ def test_killed_executor_fails_its_streams_within_a_second_and_is_restarted(n_ex
         serves(server)
         assert "restarting it in 1s" in server.log()
         assert victim not in role_pids(server, "-m executor")
+        metrics = httpx.get(f"{server.base_url}/metrics", timeout=10).text
+        restarts = re.findall(r'^ggserve:restarts_total\{process="executor-\d+"\} (\S+)$', metrics, re.MULTILINE)
+        assert len(restarts) == n_executors and sum(map(float, restarts)) == 1
 
 
 def test_hung_step_is_detected_by_the_step_timeout_and_the_executor_restarted(tmp_path) -> None:

@@ -32,7 +32,7 @@ def reply_ids() -> list[int]:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, reply_ids):
-    cfg = frontend_config(str(tmp_path_factory.mktemp("run")), max_body_size=4096)
+    cfg = frontend_config(str(tmp_path_factory.mktemp("run")), max_body_size=4096, metrics=True)
     with FakeScheduler(cfg.scheduler_endpoint, reply_ids) as fake, run_frontend(cfg) as url:
         yield fake, url
 
@@ -240,9 +240,9 @@ def test_loading_until_engine_info(tmp_path, reply_ids):
         assert httpx.get(f"{url}/health").json() == {"status": "ok"}
 
 
-@pytest.mark.parametrize("metrics_key_required", [False, True])
-def test_api_keys(tmp_path, reply_ids, metrics_key_required: bool):
-    cfg = frontend_config(str(tmp_path), api_keys=["k1", "k2"], metrics_key_required=metrics_key_required)
+@pytest.mark.parametrize("metrics_no_auth", [False, True])
+def test_api_keys(tmp_path, reply_ids, metrics_no_auth: bool):
+    cfg = frontend_config(str(tmp_path), api_keys=["k1", "k2"], metrics=True, metrics_no_auth=metrics_no_auth)
     with FakeScheduler(cfg.scheduler_endpoint, reply_ids), run_frontend(cfg) as url:
         assert httpx.get(f"{url}/health").status_code == 200
         r = httpx.get(f"{url}/v1/models")
@@ -250,14 +250,59 @@ def test_api_keys(tmp_path, reply_ids, metrics_key_required: bool):
         assert httpx.get(f"{url}/v1/models", headers={"authorization": "Bearer nope"}).status_code == 401
         assert httpx.get(f"{url}/v1/models", headers={"authorization": "Bearer k2"}).status_code == 200
         assert httpx.get(f"{url}/v1/models", headers={"x-api-key": "k1"}).status_code == 200
-        assert httpx.get(f"{url}/metrics").status_code == (401 if metrics_key_required else 200)
+        assert httpx.get(f"{url}/metrics").status_code == (200 if metrics_no_auth else 401)
+        assert httpx.get(f"{url}/").status_code == 200  # the web UI loads, then asks for a key
         paths = httpx.get(f"{url}/openapi.json").json()["paths"]  # served without a key, like /health
         assert "security" in paths["/v1/models"]["get"]
-        assert ("security" in paths["/metrics"]["get"]) == metrics_key_required
+        assert ("security" in paths["/metrics"]["get"]) != metrics_no_auth
         with pytest.raises(openai.AuthenticationError):
             client(url).models.list()
         models = openai.OpenAI(base_url=f"{url}/v1", api_key="k1", _strict_response_validation=True).models.list()
         assert [m.id for m in models.data] == [cfg.model_alias]
+
+
+def test_operator_endpoints_off_answer_501_and_props_changes_nothing_silently(tmp_path, reply_ids):
+    cfg = frontend_config(str(tmp_path), slots=False, props=True, webui=False)  # and no --metrics
+    with FakeScheduler(cfg.scheduler_endpoint, reply_ids), run_frontend(cfg) as url:
+        for path in ("/metrics", "/slots"):
+            r = httpx.get(f"{url}{path}")
+            assert r.status_code == 501 and r.json()["error"]["type"] == "not_supported_error", path
+        assert httpx.get(f"{url}/").status_code == 404  # --no-webui
+        assert httpx.post(f"{url}/props", json={}).json() == {"success": True}
+        assert httpx.post(f"{url}/props", content=b"").json() == {"success": True}
+        r = httpx.post(f"{url}/props", json={"n_ctx": 5})  # llama-server would ignore it; we say so
+        assert r.status_code == 400 and r.json()["error"]["param"] == "n_ctx"
+        assert httpx.post(f"{url}/props", json=[1]).status_code == 400
+        props = httpx.get(f"{url}/props").json()
+        assert (props["endpoint_slots"], props["endpoint_props"], props["endpoint_metrics"], props["ui"]) == (
+            False, True, False, False)
+
+
+def test_post_props_needs_the_props_flag_and_slots_can_fail_when_all_are_busy(url: str, fake: FakeScheduler):
+    r = httpx.post(f"{url}/props", json={})
+    assert r.status_code == 501 and "--props" in r.json()["error"]["message"]
+    assert httpx.get(f"{url}/slots", params={"fail_on_no_slot": "1"}).status_code == 200
+    fake.step_s = 0.2
+    try:
+        with httpx.stream("POST", f"{url}/v1/completions", json={"prompt": "x", "stream": True}), \
+                httpx.stream("POST", f"{url}/v1/completions", json={"prompt": "y", "stream": True}) as second:
+            next(second.iter_lines())
+            wait_for(lambda: all(s["is_processing"] for s in httpx.get(f"{url}/slots").json()))
+            r = httpx.get(f"{url}/slots", params={"fail_on_no_slot": "1"})
+            assert r.status_code == 503 and r.json()["error"]["message"] == "no slot available"
+    finally:
+        fake.step_s = 0.01
+
+
+def test_the_web_ui_is_served_with_its_files_and_a_strict_policy(url: str):
+    page = httpx.get(f"{url}/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    for asset in ("/webui/app.js", "/webui/markdown.js", "/webui/style.css"):
+        assert asset in page.text
+        r = httpx.get(f"{url}{asset}")
+        assert r.status_code == 200 and r.text, asset
+    assert "http://" not in page.text and "https://" not in page.text  # nothing from elsewhere
 
 
 def test_two_http_workers_each_say_hello(tmp_path, reply_ids):

@@ -44,12 +44,13 @@ def test_bodies_are_the_msgspec_structs() -> None:
         assert op["responses"]["default"]["content"]["application/json"]["schema"] == {"$ref": REF + "ErrorResponse"}
 
 
-@pytest.mark.parametrize("metrics_key_required", [False, True])
-def test_operations_need_a_key_only_when_keys_are_configured(metrics_key_required: bool) -> None:
-    routes = build_routes(metrics_key_required)
+@pytest.mark.parametrize("metrics_no_auth", [False, True])
+def test_operations_need_a_key_only_when_keys_are_configured(metrics_no_auth: bool) -> None:
+    routes = build_routes(metrics_no_auth)
     assert all("security" not in op for op in _operations(document(routes, api_keys=False)).values())
     with_keys = _operations(document(routes, api_keys=True))
-    open_routes = {("GET", "/health"), ("GET", "/v1/health"), ("GET", "/openapi.json")}
-    if not metrics_key_required:
+    open_routes = {("GET", "/health"), ("GET", "/v1/health"), ("GET", "/openapi.json"), ("GET", "/"),
+                   ("GET", "/webui/app.js"), ("GET", "/webui/markdown.js"), ("GET", "/webui/style.css")}
+    if metrics_no_auth:
         open_routes.add(("GET", "/metrics"))
     assert {key for key, op in with_keys.items() if "security" not in op} == open_routes

@@ -1,0 +1,126 @@
+"""The web UI in a real headless Chromium (Debian's chromium and chromium-driver, driven by
+selenium): load the page, send a message and see the streamed reply appear, stop a reply, find
+the conversation again after a reload, and give an API key when the server asks for one. The
+screenshot taken mid-conversation is docs/webui.png (shown in the README)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import ServerHandle
+from frontend_support import FakeScheduler, frontend_config, run_frontend
+from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+
+SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "webui.png"
+BROWSER = next((shutil.which(name) for name in ("chromium", "chromium-browser") if shutil.which(name)), None)
+DRIVER = shutil.which("chromedriver")
+WAIT_S = 120  # generation shares two cores with the browser
+
+pytestmark = pytest.mark.skipif(
+    BROWSER is None or DRIVER is None,
+    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; .ci/run does)")
+
+
+@pytest.fixture
+def browser() -> Iterator[webdriver.Chrome]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = BROWSER
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1280,860", "--force-device-scale-factor=1"):
+        options.add_argument(arg)
+    try:
+        driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    except WebDriverException as exc:  # installed but cannot start here
+        pytest.skip(f"chromium cannot start: {exc.msg}")
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait(driver: webdriver.Chrome, condition, timeout_s: float = WAIT_S):
+    return WebDriverWait(driver, timeout_s, poll_frequency=0.1).until(lambda d: condition(d))
+
+
+def assistant_messages(driver: webdriver.Chrome) -> list:
+    return driver.find_elements(By.CSS_SELECTOR, ".message.assistant")
+
+
+def send(driver: webdriver.Chrome, text: str) -> None:
+    box = driver.find_element(By.ID, "prompt")
+    box.clear()
+    box.send_keys(text)
+    driver.find_element(By.ID, "send").click()
+
+
+def set_settings(driver: webdriver.Chrome, **values: str) -> None:
+    driver.find_element(By.ID, "open-settings").click()
+    for field, value in values.items():
+        element = driver.find_element(By.ID, field)
+        element.clear()
+        element.send_keys(value)
+    driver.find_element(By.CSS_SELECTOR, "#settings button[value=close]").click()
+
+
+def test_chat_streams_a_reply_and_stops_one(server: ServerHandle, browser: webdriver.Chrome) -> None:
+    browser.get(f"{server.base_url}/")
+    wait(browser, lambda d: d.find_element(By.ID, "model-name").text == "gemma-3-270m-q4_k_m.gguf")
+    set_settings(browser, **{"system-prompt": "You are a helpful assistant.", "temperature": "0", "max_tokens": "24"})
+
+    send(browser, "Write a short poem about the sea.")
+    wait(browser, lambda d: "tokens/s" in d.find_element(By.CSS_SELECTOR, ".message.assistant .meta").text)
+    (reply,) = assistant_messages(browser)
+    assert reply.find_element(By.CSS_SELECTOR, ".content").text.strip()  # the streamed text is shown
+    assert browser.find_element(By.ID, "send").is_displayed()
+
+    set_settings(browser, max_tokens="2000")
+    send(browser, "Now explain, with a code example in Python, how to read a file.")
+    stop = browser.find_element(By.ID, "stop")
+    wait(browser, lambda d: stop.is_displayed() and len(assistant_messages(d)) == 2
+         and len(assistant_messages(d)[1].find_element(By.CSS_SELECTOR, ".content").text) > 40)
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    browser.save_screenshot(str(SCREENSHOT))  # mid-reply: the Stop button is showing
+    stop.click()
+    wait(browser, lambda d: "stopped" in assistant_messages(d)[1].find_element(By.CSS_SELECTOR, ".meta").text)
+    assert browser.find_element(By.ID, "send").is_displayed() and not stop.is_displayed()
+
+    # The server aborted the stopped request: its slot is free again.
+    deadline = time.monotonic() + 10
+    while any(s["is_processing"] for s in httpx.get(f"{server.base_url}/slots", timeout=10).json()):
+        assert time.monotonic() < deadline, "the stopped reply kept its slot"
+        time.sleep(0.1)
+
+    # The conversation is kept in the browser and comes back after a reload.
+    stored = json.loads(browser.execute_script("return localStorage.getItem('ggserve.conversations')"))
+    assert [m["role"] for m in stored[0]["messages"]] == ["user", "assistant", "user", "assistant"]
+    assert stored[0]["messages"][3]["stopped"] is True
+    browser.refresh()
+    wait(browser, lambda d: len(assistant_messages(d)) == 2)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#conversations li")) == 1
+
+
+def test_asks_for_the_api_key_when_the_server_needs_one(tmp_path, browser: webdriver.Chrome) -> None:
+    cfg = frontend_config(str(tmp_path), api_keys=["browser-key"])
+    reply = [200, 201, 202]  # any token ids: the fake engine streams them back
+    with FakeScheduler(cfg.scheduler_endpoint, reply), run_frontend(cfg) as url:
+        browser.get(f"{url}/")
+        dialog = browser.find_element(By.ID, "api-key-dialog")
+        wait(browser, lambda d: dialog.is_displayed(), timeout_s=30)
+        browser.find_element(By.ID, "api-key").send_keys("browser-key")
+        browser.find_element(By.ID, "save-key").click()
+        wait(browser, lambda d: d.find_element(By.ID, "model-name").text == cfg.model_alias, timeout_s=30)
+        send(browser, "hello")
+        wait(browser, lambda d: "tokens" in d.find_element(By.CSS_SELECTOR, ".message.assistant .meta").text,
+             timeout_s=30)
+        assert browser.execute_script("return localStorage.getItem('ggserve.apiKey')") == "browser-key"
