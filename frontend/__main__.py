@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> None:
         ssl_cert=Path(cfg.ssl_certfile) if cfg.ssl_certfile else None,
         ssl_key=Path(cfg.ssl_keyfile) if cfg.ssl_keyfile else None,
         log_level=LogLevels(cfg.log_level.lower()),
+        # granian's own lines go through this process's handler: one format (text or JSON), one file.
+        log_dictconfig={"loggers": {"_granian": {"propagate": True}, "granian.access": {"propagate": True}}},
         respawn_failed_workers=True,
     ).serve()
 
