@@ -77,7 +77,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--slots", dest="slots", action="store_true", default=d.slots, help="serve /slots (the default)")
     h.add_argument("--no-slots", dest="slots", action="store_false", help="/slots answers 501")
     h.add_argument("--props", action="store_true", help="allow POST /props")
-    h.add_argument("--webui", dest="webui", action="store_true", default=d.webui, help="serve the chat UI at / (the default)")
+    h.add_argument("--webui", dest="webui", action="store_true", default=d.webui, help="chat UI at / (the default)")
     h.add_argument("--no-webui", dest="webui", action="store_false", help="no chat UI at /")
     h.add_argument("--ssl-keyfile", "--ssl-key-file", default="")
     h.add_argument("--ssl-certfile", "--ssl-cert-file", default="")

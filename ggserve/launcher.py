@@ -139,7 +139,7 @@ class Launcher:
         self.created_files = [self.config_path] + [
             e.removeprefix("ipc://") for e in (scheduler_endpoint, executor_endpoint) if e.startswith("ipc://")
         ]
-        frontend_env = {}
+        frontend_env: dict[str, str] = {}
         if cfg.metrics:
             # The HTTP workers' request histograms, one file per worker (prometheus-client's
             # multiprocess mode): any worker's /metrics sums them all.
