@@ -61,6 +61,22 @@ FLASH_ATTN = {
 }
 
 
+def _load_progress(executor_id: int) -> llama_cpp.llama_progress_callback:
+    """A llama.cpp callback that logs the model load at every quarter: a big model on a slow
+    disk takes minutes, and an operator should see it move."""
+    next_mark = 0.25
+
+    def report(progress: float, _user: ctypes.c_void_p) -> bool:
+        nonlocal next_mark
+        if progress >= next_mark:
+            log.info("executor %d: model %d%% loaded", executor_id, int(progress * 100))
+            while next_mark <= progress:
+                next_mark += 0.25
+        return True  # go on loading
+
+    return llama_cpp.llama_progress_callback(report)
+
+
 class ModelEngine:
     def __init__(self, cfg: ServeConfig, executor_id: int) -> None:
         self.executor_id = executor_id
@@ -72,7 +88,10 @@ class ModelEngine:
         mparams.use_extra_bufts = cfg.repack
         log.info("executor %d: loading %s", executor_id, cfg.model)
         t0 = time.monotonic()
+        progress = _load_progress(executor_id)  # referenced until the load returns (ctypes callback)
+        mparams.progress_callback = progress
         self.model = llama_cpp.llama_model_load_from_file(cfg.model.encode(), mparams)
+        del progress
         if not self.model:
             raise RuntimeError(f"failed to load model {cfg.model}")
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
