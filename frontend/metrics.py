@@ -7,7 +7,8 @@ counts evaluated prompt tokens, cache hits excluded; ``prompt_tokens_seconds`` a
 work unchanged; they sum over every executor. ``n_tokens_max`` is a gauge here, not a counter as
 in llama-server: a counter's sample would be renamed ``n_tokens_max_total``, and it is a maximum.
 The ``spec_decode_*`` series come with speculative decoding. The rest are ``ggserve:``, with an
-``executor`` label where a value belongs to one executor.
+``executor`` label where a value belongs to one executor. With several executors the two
+throughput gauges are per executor: their time adds up over executors running side by side.
 
 Several HTTP workers: the engine's numbers come from the one scheduler, so any worker gives the
 same; the request histograms live in each worker, so with ``PROMETHEUS_MULTIPROC_DIR`` set (the
