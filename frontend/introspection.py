@@ -73,23 +73,25 @@ _TOOL = {"type": "function", "function": {"name": f"{_PROBE}_tool", "description
 def template_caps(template: ChatTemplate) -> dict[str, bool]:
     """What the template renders, found by rendering probes (as llama.cpp's minja caps do)."""
     user = {"role": "user", "content": "u"}
-
-    def shows(text: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> bool:
-        try:
-            return text in template.render(messages, tools=tools)
-        except ChatTemplateError:
-            return False
-
     calls = {"role": "assistant", "content": None, "tool_calls": [_CALL]}
+
+    def render(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
+        try:
+            return template.render(messages, tools=tools)
+        except ChatTemplateError:
+            return ""
+
+    typed = render([{"role": "user", "content": [{"type": "text", "text": _PROBE}]}])
     return {
-        "supports_string_content": shows(_PROBE, [{"role": "user", "content": _PROBE}]),
-        "supports_typed_content": shows(_PROBE, [{"role": "user", "content": [{"type": "text", "text": _PROBE}]}]),
-        "supports_system_role": shows(_PROBE, [{"role": "system", "content": _PROBE}, user]),
-        "supports_tools": shows(f"{_PROBE}_tool", [user], [_TOOL]),
-        "supports_tool_calls": shows(f"{_PROBE}_fn", [user, calls]),
-        "supports_parallel_tool_calls": shows(f"{_PROBE}_fn2", [user, {**calls, "tool_calls": [_CALL, _CALL_2]}]),
-        "supports_tool_call_id": shows("call_probe_1", [user, calls, {
-            "role": "tool", "tool_call_id": "call_probe_1", "content": "ok"}]),
+        "supports_string_content": _PROBE in render([{"role": "user", "content": _PROBE}]),
+        # a template that prints the parts list as it is shows the text too, inside "{'type': ..."
+        "supports_typed_content": _PROBE in typed and "'type'" not in typed,
+        "supports_system_role": _PROBE in render([{"role": "system", "content": _PROBE}, user]),
+        "supports_tools": f"{_PROBE}_tool" in render([user], [_TOOL]),
+        "supports_tool_calls": f"{_PROBE}_fn" in render([user, calls]),
+        "supports_parallel_tool_calls": f"{_PROBE}_fn2" in render([user, {**calls, "tool_calls": [_CALL, _CALL_2]}]),
+        "supports_tool_call_id": "call_probe_1" in render(
+            [user, calls, {"role": "tool", "tool_call_id": "call_probe_1", "content": "ok"}]),
     }
 
 
