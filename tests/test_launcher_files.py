@@ -22,6 +22,20 @@ def test_config_is_private_and_a_given_run_dir_keeps_what_ggserve_did_not_create
     assert sorted(os.listdir(run_dir)) == ["mine.txt"]
 
 
+def test_metrics_files_of_the_http_workers_start_empty_and_are_removed(tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    (run_dir / "metrics").mkdir(parents=True)
+    (run_dir / "metrics" / "histogram_1.db").write_bytes(b"a previous run's counts")
+    launcher = Launcher(ServeConfig(model="m.gguf", run_dir=str(run_dir), metrics=True))
+    metrics_dir = launcher.frontend.env["PROMETHEUS_MULTIPROC_DIR"]
+    assert metrics_dir == str(run_dir / "metrics") and os.listdir(metrics_dir) == []
+    launcher.shutdown()
+    assert os.listdir(run_dir) == []
+    without = Launcher(ServeConfig(model="m.gguf", run_dir=str(run_dir)))
+    assert "PROMETHEUS_MULTIPROC_DIR" not in without.frontend.env
+    without.shutdown()
+
+
 def test_a_run_dir_ggserve_created_is_removed(tmp_path) -> None:
     for given in ("", str(tmp_path / "new")):
         launcher = Launcher(ServeConfig(model="m.gguf", run_dir=given))
