@@ -137,8 +137,8 @@ def test_slots_show_busy_slots_during_long_streams(ops):
     with httpx.stream("POST", f"{server.base_url}/v1/completions", json=body, headers=AUTH, timeout=TIMEOUT_S) as a, \
             httpx.stream("POST", f"{server.base_url}/v1/completions", json=body, headers=AUTH,
                          timeout=TIMEOUT_S) as b:
-        for stream in (a, b):
-            lines = stream.iter_lines()
+        readers = [stream.iter_lines() for stream in (a, b)]  # kept: a dropped iterator closes its stream
+        for lines in readers:
             while not next(lines).startswith("data: {"):
                 pass
         slots = get(server, "/slots").json()

@@ -284,9 +284,11 @@ def test_post_props_needs_the_props_flag_and_slots_can_fail_when_all_are_busy(ur
     assert httpx.get(f"{url}/slots", params={"fail_on_no_slot": "1"}).status_code == 200
     fake.step_s = 0.2
     try:
-        with httpx.stream("POST", f"{url}/v1/completions", json={"prompt": "x", "stream": True}), \
+        with httpx.stream("POST", f"{url}/v1/completions", json={"prompt": "x", "stream": True}) as first, \
                 httpx.stream("POST", f"{url}/v1/completions", json={"prompt": "y", "stream": True}) as second:
-            next(second.iter_lines())
+            lines = [first.iter_lines(), second.iter_lines()]  # kept: a dropped line iterator closes its stream
+            for stream_lines in lines:
+                next(stream_lines)
             wait_for(lambda: all(s["is_processing"] for s in httpx.get(f"{url}/slots").json()))
             r = httpx.get(f"{url}/slots", params={"fail_on_no_slot": "1"})
             assert r.status_code == 503 and r.json()["error"]["message"] == "no slot available"
