@@ -84,7 +84,7 @@ def test_chat_streams_a_reply_and_stops_one(server: ServerHandle, browser: webdr
     assert reply.find_element(By.CSS_SELECTOR, ".content").text.strip()  # the streamed text is shown
     assert browser.find_element(By.ID, "send").is_displayed()
 
-    set_settings(browser, max_tokens="2000")
+    set_settings(browser, max_tokens="300")  # a slot holds 512 tokens
     send(browser, "Now explain, with a code example in Python, how to read a file.")
     stop = browser.find_element(By.ID, "stop")
     wait(browser, lambda d: stop.is_displayed() and len(assistant_messages(d)) == 2
@@ -124,3 +124,43 @@ def test_asks_for_the_api_key_when_the_server_needs_one(tmp_path, browser: webdr
         wait(browser, lambda d: "tokens" in d.find_element(By.CSS_SELECTOR, ".message.assistant .meta").text,
              timeout_s=30)
         assert browser.execute_script("return localStorage.getItem('ggserve.apiKey')") == "browser-key"
+
+
+MARKDOWN_REPLY = """# Reading a file
+
+Use **`open`** with a *context manager*:
+
+```python
+with open("notes.txt") as f:
+    print(f.read())
+```
+
+1. open it
+2. read it
+
+<img src=x onerror="document.title='pwned'"> [docs](https://docs.python.org) [bad](javascript:alert(1))"""
+
+
+def test_replies_render_as_markdown_and_html_stays_text(tmp_path, browser: webdriver.Chrome) -> None:
+    cfg = frontend_config(str(tmp_path))
+    with FakeScheduler(cfg.scheduler_endpoint, [200]), run_frontend(cfg) as url:
+        browser.get(f"{url}/")
+        stored = [{"id": "c1", "title": "markdown", "messages": [
+            {"role": "user", "content": "<b>not bold</b>"}, {"role": "assistant", "content": MARKDOWN_REPLY}]}]
+        browser.execute_script("localStorage.setItem('ggserve.conversations', arguments[0]);"
+                               "localStorage.setItem('ggserve.current', 'c1');", json.dumps(stored))
+        browser.refresh()
+        reply = wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, ".message.assistant .content"), timeout_s=30)
+        assert reply.find_element(By.TAG_NAME, "h1").text == "Reading a file"
+        assert reply.find_element(By.CSS_SELECTOR, "strong code").text == "open"
+        assert reply.find_element(By.TAG_NAME, "em").text == "context manager"
+        code = reply.find_element(By.CSS_SELECTOR, ".code-block")
+        assert code.find_element(By.CSS_SELECTOR, ".code-bar span").text == "python"
+        assert code.find_element(By.TAG_NAME, "pre").text == 'with open("notes.txt") as f:\n    print(f.read())'
+        assert [li.text for li in reply.find_elements(By.CSS_SELECTOR, "ol li")] == ["open it", "read it"]
+        links = reply.find_elements(By.TAG_NAME, "a")
+        assert [a.get_attribute("href") for a in links] == ["https://docs.python.org/"]  # no javascript: link
+        assert not reply.find_elements(By.TAG_NAME, "img") and "<img src=x" in reply.text  # HTML is shown as text
+        assert browser.title == "ggserve"
+        user = browser.find_element(By.CSS_SELECTOR, ".message.user .content")
+        assert user.text == "<b>not bold</b>" and not user.find_elements(By.TAG_NAME, "b")

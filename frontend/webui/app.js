@@ -261,7 +261,7 @@ async function send(text) {
     if (err.name === "AbortError") reply.stopped = true;
     else reply.error = err.message;
   }
-  reply.stats = speed(timings, usage, counted, firstAt, lastAt);
+  if (counted || usage) reply.stats = speed(timings, usage, counted, firstAt, lastAt);
   controller = null;
   setBusy(false);
   save();
