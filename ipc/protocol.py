@@ -249,6 +249,7 @@ class EngineStats(_Msg):
     generated_tokens_total: int
     steps_total: int
     step_seconds_total: float  # time executors spent in steps
+    preemptions_total: int = 0  # requests preempted for KV room (recomputed later)
 
 
 # ----------------------------------------------------------------------------- scheduler <-> executor

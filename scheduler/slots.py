@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 from scheduler.request import Request
+
+
+_origins = itertools.count(1)
+
+
+def new_origin() -> int:
+    """A name for cells no slot has written yet."""
+    return next(_origins)
 
 
 @dataclass(eq=False)
@@ -18,6 +27,10 @@ class Slot:
     last_used: float = 0.0
     # Lowest position still in the cache for this sequence (llama_memory_seq_pos_min), -1 empty.
     pos_min: int = -1
+    # Which KV cells hold ``tokens``, as [origin, start, end) segments, and the origin of the
+    # cells it writes next: copied prefixes share cells, counted once (see scheduler.kv).
+    segments: list[list[int]] = field(default_factory=list)
+    origin: int = field(default_factory=new_origin)
 
     @property
     def busy(self) -> bool:

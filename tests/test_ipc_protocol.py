@@ -128,6 +128,7 @@ SAMPLES: list[p.Message] = [
         generated_tokens_total=12_000,
         steps_total=900,
         step_seconds_total=45.5,
+        preemptions_total=3,
     ),
     p.StepPlan(
         step_id=17,
