@@ -61,6 +61,11 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
         help="seconds one engine step may take before its executor is declared hung and restarted",
     )
     e.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false", help="never reuse cached prefixes")
+    e.add_argument(
+        "-cram", "--cache-ram", type=int, default=d.cache_ram,
+        help="MiB of host memory keeping prefixes evicted from the KV cache, restored instead of "
+        "recomputed (-1: no limit, 0: off)",
+    )
     e.add_argument("-s", "--seed", type=int, default=d.seed, help="default sampling seed (-1: random)")
     e.add_argument(
         "--reasoning-format", choices=["none", "deepseek", "deepseek-legacy", "auto"], default=d.reasoning_format,

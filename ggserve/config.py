@@ -37,6 +37,7 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     max_queue: int = 256  # waiting requests beyond which new ones get 503
     step_timeout: float = 300.0  # seconds one step may take before its executor counts as hung
     prefix_cache: bool = True
+    cache_ram: int = 8192  # MiB of host memory for prefixes evicted from the KV cache; -1: no limit, 0: off
     seed: int = -1  # default sampling seed (-1: random)
     reasoning_format: str = "auto"  # --reasoning-format: none / deepseek / deepseek-legacy / auto
     # http

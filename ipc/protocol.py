@@ -259,13 +259,17 @@ class KvOpKind(enum.IntEnum):
     CLEAR = 0  # drop every cell of seq_id
     TRUNCATE = 1  # drop positions >= pos of seq_id
     COPY = 2  # share positions [0, pos) of src_seq_id into seq_id (seq_id must be empty)
+    SAVE = 3  # keep seq_id's cells in host memory as entry_id (--cache-ram)
+    RESTORE = 4  # load host entry entry_id into seq_id (empty); a failure fails its request
+    DROP = 5  # forget host entry entry_id
 
 
 class KvOp(_Part):
     kind: KvOpKind
-    seq_id: int
+    seq_id: int = -1
     pos: int = 0
     src_seq_id: int = -1
+    entry_id: int = 0  # SAVE / RESTORE / DROP
 
 
 class SeqStart(_Part):

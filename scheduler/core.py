@@ -30,6 +30,8 @@ from ipc.protocol import (
     TokenLogprob,
 )
 from scheduler import kv, policy
+from scheduler.host_cache import MIN_TOKENS as MIN_HOST_TOKENS
+from scheduler.host_cache import HostCacheIndex
 from scheduler.request import Request, Status
 from scheduler.slots import Slot
 
@@ -40,7 +42,9 @@ class ExecutorState:
     """The scheduler's view of one executor process: its slots, running requests and the plan
     in flight. A restarted executor gets a new ExecutorState: empty slots, empty prefix cache."""
 
-    def __init__(self, executor_id: int, info: ExecutorInfo, n_batch: int, ctx_per_request: int) -> None:
+    def __init__(
+        self, executor_id: int, info: ExecutorInfo, n_batch: int, ctx_per_request: int, cache_ram_bytes: int
+    ) -> None:
         self.id = executor_id
         self.info = info
         self.alive = True
@@ -59,6 +63,7 @@ class ExecutorState:
         self.n_batch = n_batch
         # Tokens per step; halved while llama_decode finds no KV room, restored as steps succeed.
         self.budget = n_batch
+        self.host_cache = HostCacheIndex(cache_ram_bytes, info.kv_bytes / max(1, info.n_ctx))
 
     @property
     def idle(self) -> bool:
@@ -77,8 +82,10 @@ class Scheduler:
         prefix_cache: bool = True,
         n_batch: int = 512,
         ctx_per_request: int = 0,
+        cache_ram_bytes: int = 0,
     ) -> None:
         self.n_executors = n_executors
+        self.cache_ram_bytes = cache_ram_bytes  # host memory for evicted prefixes; < 0: no limit
         self.ctx_per_request = ctx_per_request  # 0: a request may use the whole pool
         self.max_queue = max_queue
         self.prefix_cache = prefix_cache
@@ -111,7 +118,7 @@ class Scheduler:
         """A new executor process, or a restarted one: it starts with empty slots and cache."""
         self.n_batch = min(self.n_batch, info.n_batch)
         self.executors[info.executor_id] = ExecutorState(
-            info.executor_id, info, self.n_batch, self.ctx_per_request
+            info.executor_id, info, self.n_batch, self.ctx_per_request, self.cache_ram_bytes
         )
 
     def executor_failed(self, executor_id: int, message: str, pid: int = 0) -> None:
@@ -252,9 +259,13 @@ class Scheduler:
             placement = policy.place(ex.slots, tokens, n_swa, reuse_allowed)
             if placement is None:
                 break
+            if reuse_allowed:
+                placement = self._from_host_cache(ex, tokens, placement)
             if reuse_allowed and policy.awaits_donor(running, tokens, placement.reuse):
                 continue  # copied from the request prefilling it once that is done
             needed = policy.cells_needed(req, placement.reuse, ex.n_ctx_slot) + policy.n_decoding(ex.running)
+            if placement.host is not None:  # restored into new cells, whole, then cut to the reuse
+                needed += len(placement.host.tokens)
             if not self._reserve_cells(ex, needed, placement):
                 break  # first come, first served: later requests wait for cells too
             self.waiting.remove(req)
@@ -265,14 +276,43 @@ class Scheduler:
 
     def _reserve_cells(self, ex: ExecutorState, needed: int, placement: policy.Placement | None = None) -> bool:
         """Evict idle cached prefixes, least recently used first, until ``needed`` cells are
-        free (never the prefix ``placement`` is about to reuse); whether they are."""
-        keep = {placement.slot, placement.source} if placement is not None and placement.reuse else set()
+        free once ``placement`` has cut its slot to what it reuses (never evicting the slot or
+        the donor it places with); whether they are."""
+        def free() -> int:
+            if placement is None:
+                return ex.free_cells
+            own = placement.source is None and placement.host is None
+            return ex.n_ctx - kv.cells_used(ex.slots, {placement.slot: placement.reuse if own else 0})
+
+        keep = {placement.slot, placement.source} if placement is not None else set()
         idle = sorted((s for s in ex.slots if not s.busy and s.tokens and s not in keep), key=lambda s: s.last_used)
         for slot in idle:
-            if ex.free_cells >= needed:
+            if free() >= needed:
                 break
+            self._drop_prefix(ex, slot)
+        return free() >= needed
+
+    def _from_host_cache(self, ex: ExecutorState, tokens: list[int], placement: policy.Placement) -> policy.Placement:
+        """A placement restoring a prefix from host memory, when that reuses clearly more."""
+        entry, reuse = ex.host_cache.best(tokens, ex.info.n_swa)
+        if entry is None or reuse < placement.reuse + policy.AFFINITY_MIN_TOKENS:
+            return placement
+        slot = placement.slot if placement.source is None else policy.victim([s for s in ex.slots if not s.busy])
+        return policy.Placement(slot, reuse, None, entry)
+
+    def _drop_prefix(self, ex: ExecutorState, slot: Slot, now: float | None = None, keep: int = 0) -> None:
+        """Cut an idle slot's cached prefix to ``keep`` tokens (0: evict it), first keeping it
+        whole in host memory when what is cut is worth it."""
+        if len(slot.tokens) - keep >= MIN_HOST_TOKENS and ex.host_cache.worth_saving(slot.tokens) and ex.alive:
+            entry_id, dropped = ex.host_cache.add(slot.tokens, slot.pos_min, time.monotonic() if now is None else now)
+            ex.kv_ops.append(KvOp(KvOpKind.SAVE, slot.seq_id, entry_id=entry_id))
+            ex.kv_ops += [KvOp(KvOpKind.DROP, entry_id=e) for e in dropped]
+            self.counters["host_cache_saved"] += 1
+        if keep == 0:
             self._evict(ex, slot)
-        return ex.free_cells >= needed
+        elif keep < len(slot.tokens):
+            ex.kv_ops.append(KvOp(KvOpKind.TRUNCATE, slot.seq_id, keep))
+            kv.truncate(slot, keep)
 
     def _make_room_for_decodes(self, ex: ExecutorState) -> None:
         """Every decoding request needs a cell this step: free idle prefixes, then preempt the
@@ -307,15 +347,28 @@ class Scheduler:
     def _start(self, ex: ExecutorState, req: Request, placement: policy.Placement, now: float) -> None:
         slot = placement.slot
         seq = slot.seq_id
-        if placement.source is not None:
+        if placement.host is not None:
+            if slot.tokens:
+                self._drop_prefix(ex, slot, now)
+            entry = placement.host
+            ex.kv_ops.append(KvOp(KvOpKind.RESTORE, seq, entry_id=entry.entry_id))
+            kv.append(slot, entry.tokens)
+            slot.pos_min = entry.pos_min
+            entry.last_used = now
+            self.counters["host_cache_restored"] += 1
+            if placement.reuse < len(slot.tokens):
+                ex.kv_ops.append(KvOp(KvOpKind.TRUNCATE, seq, placement.reuse))
+                kv.truncate(slot, placement.reuse)
+        elif placement.source is not None:
+            if slot.tokens:
+                self._drop_prefix(ex, slot, now)
             ex.kv_ops.append(KvOp(KvOpKind.COPY, seq, placement.reuse, placement.source.seq_id))
             kv.copy_prefix(slot, placement.source, placement.reuse)
             # The copy shares the source's cells, so it starts where the source's window does
             # (until the step's result reports it): a later admission must not reuse more.
             slot.pos_min = placement.source.pos_min
-        elif placement.reuse < len(slot.tokens):
-            ex.kv_ops.append(KvOp(KvOpKind.TRUNCATE, seq, placement.reuse))
-            kv.truncate(slot, placement.reuse)
+        elif slot.tokens:
+            self._drop_prefix(ex, slot, now, keep=placement.reuse)  # what it does not share makes way
         # A resumed request's sampler sees what it generated before (penalties, grammar state).
         ex.starts.append(SeqStart(seq, req.sampling, req.logprobs, list(req.output_ids), req.prompt_logprobs))
         slot.request = req

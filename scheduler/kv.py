@@ -16,11 +16,13 @@ from __future__ import annotations
 from scheduler.slots import Slot, new_origin
 
 
-def cells_used(slots: list[Slot]) -> int:
+def cells_used(slots: list[Slot], truncated: dict[Slot, int] | None = None) -> int:
+    """Cells the slots hold; ``truncated`` counts some slots as if cut to that many tokens."""
     start: dict[int, int] = {}
     end: dict[int, int] = {}
     for slot in slots:
-        for origin, first, last in slot.segments:
+        segments = slot.segments if truncated is None or slot not in truncated else _clip(slot.segments, truncated[slot])
+        for origin, first, last in segments:
             start[origin] = first
             end[origin] = max(end.get(origin, 0), last)
     return sum(end[o] - start[o] for o in end)

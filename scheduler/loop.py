@@ -69,7 +69,10 @@ class SchedulerLoop:
         self.auth = start_authenticator(self.zmq, cfg.curve) if cfg.curve is not None else None
         self.frontends = bind_router(self.zmq, cfg.scheduler_endpoint, cfg.curve)
         self.executors = bind_router(self.zmq, cfg.executor_endpoint, cfg.curve)
-        self.core = Scheduler(cfg.executors, cfg.max_queue, cfg.prefix_cache, cfg.batch_size, cfg.ctx_per_request)
+        cache_ram_bytes = cfg.cache_ram * 2**20 if cfg.cache_ram > 0 else cfg.cache_ram
+        self.core = Scheduler(
+            cfg.executors, cfg.max_queue, cfg.prefix_cache, cfg.batch_size, cfg.ctx_per_request, cache_ram_bytes
+        )
         self.hello_waiting: set[bytes] = set()  # peers to answer once every executor is ready
         self.peers: dict[bytes, float] = {}  # peers that said Hello -> last time heard from
         self.heartbeating: set[bytes] = set()  # peers that send Heartbeat (expected to go on)

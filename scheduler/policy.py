@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from scheduler.host_cache import HostEntry
 from scheduler.request import Request, Status
 from scheduler.slots import Slot, common_prefix_len
 
@@ -43,6 +44,7 @@ class Placement:
     slot: Slot  # the free slot the request runs on
     reuse: int  # prompt tokens whose KV is reused
     source: Slot | None  # slot to copy the prefix from; None: the slot's own cache
+    host: HostEntry | None = None  # a prefix to restore from host memory instead (--cache-ram)
 
 
 def reusable_prefix(slot: Slot, prompt: list[int], n_swa: int) -> int:
@@ -67,20 +69,20 @@ def place(slots: list[Slot], prompt: list[int], n_swa: int, reuse_allowed: bool)
     if not free:
         return None
     if not reuse_allowed:
-        return Placement(_victim(free), 0, None)
+        return Placement(victim(free), 0, None)
     own = max(free, key=lambda s: reusable_prefix(s, prompt, n_swa))
     own_reuse = reusable_prefix(own, prompt, n_swa)
     busy = [s for s in slots if s.busy]
     donor = max(busy, key=lambda s: reusable_prefix(s, prompt, n_swa), default=None)
     donor_reuse = reusable_prefix(donor, prompt, n_swa) if donor is not None else 0
     if donor is not None and donor_reuse > own_reuse:
-        return Placement(_victim(free), donor_reuse, donor)
+        return Placement(victim(free), donor_reuse, donor)
     if own_reuse > 0:
         return Placement(own, own_reuse, None)
-    return Placement(_victim(free), 0, None)
+    return Placement(victim(free), 0, None)
 
 
-def _victim(free: list[Slot]) -> Slot:
+def victim(free: list[Slot]) -> Slot:
     """Empty slots first, then the least recently used cached prefix is evicted."""
     return min(free, key=lambda s: (len(s.tokens) > 0, s.last_used))
 

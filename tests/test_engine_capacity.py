@@ -43,3 +43,20 @@ def test_n_copies_of_a_prompt_evaluate_it_once() -> None:
         assert evaluated == len(prompt) + 3  # one prefill, then each copy's last prompt token
         assert sorted(r.stats.n_cached_tokens for r in results) == [0] + [len(prompt) - 1] * 3
         assert all(r.tokens == results[0].tokens for r in results)  # greedy: the same text
+
+
+def test_a_prefix_evicted_to_host_memory_is_restored_and_agrees_with_a_cold_run() -> None:
+    with running_engine(n_parallel=2, ctx_size=1024, cache_ram=64) as eng:
+        system = eng.tokenizer.encode(SYSTEM)
+        first = system + eng.tokenizer.encode(" Q: How do I fix a leaking tap?")[1:]
+        second = system + eng.tokenizer.encode(" Q: Which paint suits a bathroom?")[1:]
+        eng.client.generate([first], 8)
+        filler = (eng.tokenizer.encode(PROMPTS[1]) * 200)[:900]  # needs the cells first's prefix holds
+        eng.client.generate([filler], 4)
+        (warm,) = eng.client.generate([second], 16, ignore_eos=True, logprobs=2)
+        assert warm.stats.n_cached_tokens >= len(system)  # restored, not recomputed
+        (cold,) = eng.client.generate([second], 16, ignore_eos=True, logprobs=2, cache_prompt=False)
+        assert cold.stats.n_cached_tokens == 0
+        k = next((i for i, (a, b) in enumerate(zip(warm.tokens, cold.tokens)) if a != b), None)
+        if k is not None:
+            assert cold.top2_gap(k) < TIE_GAP, (k, cold.top2_gap(k))

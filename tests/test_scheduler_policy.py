@@ -58,6 +58,7 @@ class FakeExecutor:
         self.cells: list[list[int]] = [[] for _ in range(n_slots)]
         self.next_cell = 0
         self.no_room = 0  # batches refused for lack of cells
+        self.host: dict[int, list[int]] = {}  # --cache-ram entries: their tokens
         self.samplers: set[int] = set()
         self.plans: list[StepPlan] = []
 
@@ -70,7 +71,16 @@ class FakeExecutor:
         for seq in plan.ends:
             self.samplers.discard(seq)
         for op in plan.kv_ops:
-            if op.kind == KvOpKind.CLEAR:
+            if op.kind == KvOpKind.SAVE:
+                self.host[op.entry_id] = list(self.kv[op.seq_id])
+            elif op.kind == KvOpKind.DROP:
+                del self.host[op.entry_id]
+            elif op.kind == KvOpKind.RESTORE:
+                tokens = self.host[op.entry_id]
+                self.kv[op.seq_id] = list(tokens)
+                self.cells[op.seq_id] = list(range(self.next_cell, self.next_cell + len(tokens)))
+                self.next_cell += len(tokens)
+            elif op.kind == KvOpKind.CLEAR:
                 self.kv[op.seq_id], self.cells[op.seq_id] = [], []
             elif op.kind == KvOpKind.TRUNCATE:
                 del self.kv[op.seq_id][op.pos :], self.cells[op.seq_id][op.pos :]
@@ -106,7 +116,8 @@ class FakeExecutor:
 class Harness:
     def __init__(self, n_slots: int = 4, n_batch: int = 64, n_executors: int = 1, **kw) -> None:
         self.sched = Scheduler(n_executors, max_queue=kw.pop("max_queue", 64), n_batch=n_batch,
-                               ctx_per_request=kw.pop("ctx_per_request", 0))
+                               ctx_per_request=kw.pop("ctx_per_request", 0),
+                               cache_ram_bytes=kw.pop("cache_ram_bytes", 0))
         self.fakes = []
         for e in range(n_executors):
             self.sched.executor_ready(info(n_slots=n_slots, executor_id=e, **kw))
@@ -546,3 +557,36 @@ def test_idle_cached_prefixes_are_evicted_when_the_pool_needs_their_cells() -> N
     h.run_until_idle()
     assert h.final("big").finish_reason == FinishReason.LENGTH and h.sched.counters["preempted"] == 0
     assert h.fakes[0].no_room == 0
+
+
+def test_an_evicted_prefix_is_restored_from_host_memory_instead_of_recomputed() -> None:
+    h = Harness(n_slots=2, n_ctx=256, n_batch=512, cache_ram_bytes=10**6)
+    system = prompt(150)
+    h.add("first", system + [1, 2], max_tokens=4)
+    h.run_until_idle()
+    h.add("other", prompt(200, 5000), max_tokens=4)  # needs the cells: first's prefix is evicted
+    h.run_until_idle()
+    saves = [op for plan in h.fakes[0].plans for op in plan.kv_ops if op.kind == KvOpKind.SAVE]
+    assert len(saves) == 1 and h.fakes[0].host[saves[0].entry_id][:150] == system
+    h.add("again", system + [3, 4], max_tokens=4)
+    plan = h.sched.next_plan(0)
+    kinds = [op.kind for op in plan.kv_ops]
+    assert KvOpKind.RESTORE in kinds
+    (item,) = plan.items
+    assert item.pos == 150 and item.token_ids == [3, 4]  # only what follows the shared prefix
+    h.sched.step_result(h.fakes[0].run(plan))
+    h.run_until_idle()
+    assert h.final("again").stats.n_cached_tokens == 150
+    assert h.fakes[0].no_room == 0
+
+
+def test_host_memory_entries_past_the_budget_are_dropped_least_recently_used_first() -> None:
+    h = Harness(n_slots=1, n_ctx=256, n_batch=512, cache_ram_bytes=1)  # bytes per token: 0 here
+    h.sched.executors[0].host_cache.bytes_per_token = 1.0
+    h.sched.executors[0].host_cache.budget_bytes = 250
+    for i in range(4):  # each evicts the previous one's 100-token prefix
+        h.add(f"r{i}", prompt(100, 1000 * (i + 1)), max_tokens=2)
+        h.run_until_idle()
+    entries = h.sched.executors[0].host_cache.entries
+    assert len(entries) == 2 and sum(e.nbytes for e in entries) <= 250
+    assert set(h.fakes[0].host) == {e.entry_id for e in entries}  # the executor dropped the rest
