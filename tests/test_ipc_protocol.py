@@ -132,7 +132,7 @@ SAMPLES: list[p.Message] = [
     ),
     p.StepPlan(
         step_id=17,
-        kv_ops=[p.KvOp(kind=p.KvOpKind.COPY, seq_id=2, pos=363, src_seq_id=0)],
+        kv_ops=[p.KvOp(kind=p.KvOpKind.RESTORE, seq_id=2, pos=363, src_seq_id=0, entry_id=12)],
         starts=[p.SeqStart(seq_id=2, sampling=SAMPLING, logprobs=0, history=[42, 9], prompt_logprobs=3)],
         ends=[5],
         items=[p.BatchItem(seq_id=2, token_ids=[2364, 107], pos=363, sample=True, logprob_targets=[107])],
