@@ -15,6 +15,7 @@ import time
 import llama_cpp
 
 from executor.batch import BatchError, NumpyBatch, item_problem
+from executor.host_cache import HostCache
 from executor.llama_log import LlamaLogCapture
 from executor.sampling import SequenceFailed, SeqSampler, logits_view, sample_rows, target_logprobs
 from ggserve.config import ServeConfig
@@ -118,6 +119,7 @@ class ModelEngine:
         self.n_batch = llama_cpp.llama_n_batch(self.ctx)
         self.batch = NumpyBatch(self.n_batch)
         self.samplers: dict[int, SeqSampler] = {}
+        self.host_cache = HostCache(self.ctx)
         self.info = self._describe(cfg)
         self._hang_file = os.environ.get(HANG_FILE_ENV, "")
         self._warm_up()
@@ -208,7 +210,7 @@ class ModelEngine:
             sampler = self.samplers.pop(seq, None)
             if sampler is not None:
                 sampler.free()
-        self._apply_kv_ops(plan)
+        self._apply_kv_ops(plan, failures)
         for start in plan.starts:
             self._start(start, failures)
         items = self._runnable(plan.items, failures)
@@ -288,9 +290,12 @@ class ModelEngine:
         if not 0 <= seq_id < self.n_seq_max:
             raise BatchError(f"sequence id {seq_id} out of range")
 
-    def _apply_kv_ops(self, plan: StepPlan) -> None:
+    def _apply_kv_ops(self, plan: StepPlan, failures: dict[int, EngineError]) -> None:
         mem = self.memory
         for op in plan.kv_ops:
+            if op.kind == KvOpKind.DROP:
+                self.host_cache.drop(op.entry_id)
+                continue
             self._check_seq(op.seq_id)
             if op.pos < 0:
                 raise BatchError(f"negative position in a KV edit of sequence {op.seq_id}")
@@ -302,6 +307,12 @@ class ModelEngine:
                 self._check_seq(op.src_seq_id)
                 llama_cpp.llama_memory_seq_rm(mem, op.seq_id, -1, -1)
                 llama_cpp.llama_memory_seq_cp(mem, op.src_seq_id, op.seq_id, 0, op.pos)
+            elif op.kind == KvOpKind.SAVE:
+                self.host_cache.save(op.seq_id, op.entry_id)
+            elif op.kind == KvOpKind.RESTORE:
+                llama_cpp.llama_memory_seq_rm(mem, op.seq_id, -1, -1)
+                if not self.host_cache.restore(op.entry_id, op.seq_id):
+                    failures[op.seq_id] = EngineError(ErrorCode.INTERNAL, "restoring a cached prefix failed")
 
     def _pos_min(self) -> list[int]:
         return [

@@ -78,7 +78,7 @@ class EngineClient:
         if self._sock is not None:
             self._sock.close(linger=0)
         self.identity = f"frontend-{os.getpid()}-{secrets.token_hex(4)}"
-        self._sock = transport.async_dealer(self._ctx, self.endpoint, self.identity.encode(), self.keys)
+        self._sock = transport.connect_dealer(self._ctx, self.endpoint, self.identity.encode(), self.keys)
         self._send(Hello(peer=self.identity))
 
     async def close(self) -> None:

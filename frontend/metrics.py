@@ -118,8 +118,8 @@ class _EngineCollector(Collector):
              lambda e: e.n_slots),
             (GaugeMetricFamily("ggserve:slots_busy", "Slots running a request", labels=label),
              lambda e: e.n_busy_slots),
-            (GaugeMetricFamily("ggserve:kv_cache_tokens", "KV cells the slots' tokens need (a prefix shared by "
-                               "several slots counts once), running requests and prefix cache", labels=label),
+            (GaugeMetricFamily("ggserve:kv_cache_tokens", "KV cells in use (a prefix shared by several slots "
+                               "counts once): running requests and prefix cache", labels=label),
              lambda e: e.kv_tokens),
             (GaugeMetricFamily("ggserve:kv_cache_usage_ratio", "kv_cache_tokens over the context's cells",
                                labels=label), lambda e: e.kv_tokens / e.n_ctx if e.n_ctx else 0.0),

@@ -37,7 +37,11 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--chat-template-file", default="", help="jinja chat template overriding the GGUF's")
     e = p.add_argument_group("engine")
     e.add_argument("-np", "--parallel", dest="n_parallel", type=int, default=d.n_parallel, help="slots per executor")
-    e.add_argument("-c", "--ctx-size", type=int, default=d.ctx_size, help="KV tokens per executor, split over its slots")
+    e.add_argument("-c", "--ctx-size", type=int, default=d.ctx_size, help="KV cells per executor, one pool for its slots")
+    e.add_argument(
+        "--ctx-per-request", type=int, default=d.ctx_per_request,
+        help="tokens (prompt + output) one request may hold (default 0: the whole -c)",
+    )
     e.add_argument("-b", "--batch-size", type=int, default=d.batch_size, help="max tokens per step")
     e.add_argument("-ub", "--ubatch-size", type=int, default=d.ubatch_size)
     e.add_argument("-t", "--threads", type=int, default=d.threads, help="0: all cores")
@@ -59,6 +63,11 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
         help="seconds one engine step may take before its executor is declared hung and restarted",
     )
     e.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false", help="never reuse cached prefixes")
+    e.add_argument(
+        "-cram", "--cache-ram", type=int, default=d.cache_ram,
+        help="MiB of host memory keeping prefixes evicted from the KV cache, restored instead of "
+        "recomputed (-1: no limit, 0: off)",
+    )
     e.add_argument("-s", "--seed", type=int, default=d.seed, help="default sampling seed (-1: random)")
     e.add_argument(
         "--reasoning-format", choices=["none", "deepseek", "deepseek-legacy", "auto"], default=d.reasoning_format,
@@ -123,6 +132,8 @@ def _api_keys(args: argparse.Namespace) -> list[str]:
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
     if args.n_parallel < 1 or args.executors < 1:
         raise UsageError("ggserve: --parallel and --executors must be at least 1")
+    if args.ctx_per_request < 0:
+        raise UsageError("ggserve: --ctx-per-request cannot be negative")
     if args.ctx_size < args.n_parallel * 16:
         raise UsageError(f"ggserve: --ctx-size {args.ctx_size} is too small for {args.n_parallel} slots")
     if args.batch_size < args.n_parallel:
@@ -184,7 +195,7 @@ def serve(args: argparse.Namespace) -> int:
         cfg.model, ex.model_desc, ex.n_params / 1e6, ex.model_size_bytes / 2**20, info.model_alias,
     )
     log.info(
-        "%d executor(s) x %d slots, %d tokens of context per slot, batch %d, KV %.1f MiB per executor",
+        "%d executor(s) x %d slots, up to %d tokens per request, batch %d, KV %.1f MiB per executor",
         info.n_executors, info.n_slots, info.n_ctx_slot, info.n_batch, ex.kv_bytes / 2**20,
     )
     log.info("listening on %s://%s:%d", launcher.scheme, cfg.host, cfg.port)

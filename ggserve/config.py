@@ -21,7 +21,8 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     chat_template_file: str = ""
     # engine layout (llama-server flag names in comments)
     n_parallel: int = 4  # -np: slots per executor
-    ctx_size: int = 4096  # -c: KV cells per executor, split evenly over its slots
+    ctx_size: int = 4096  # -c: KV cells per executor, one pool shared by its slots
+    ctx_per_request: int = 0  # tokens (prompt + output) one request may hold; 0: all of -c
     batch_size: int = 512  # -b: max tokens per decode step
     ubatch_size: int = 512  # -ub
     threads: int = 0  # -t: per executor; 0 = the cores split evenly between executors
@@ -36,6 +37,7 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     max_queue: int = 256  # waiting requests beyond which new ones get 503
     step_timeout: float = 300.0  # seconds one step may take before its executor counts as hung
     prefix_cache: bool = True
+    cache_ram: int = 8192  # MiB of host memory for prefixes evicted from the KV cache; -1: no limit, 0: off
     seed: int = -1  # default sampling seed (-1: random)
     reasoning_format: str = "auto"  # --reasoning-format: none / deepseek / deepseek-legacy / auto
     # http
@@ -67,10 +69,6 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     @property
     def model_alias(self) -> str:
         return self.alias or Path(self.model).name
-
-    @property
-    def n_ctx_slot(self) -> int:
-        return self.ctx_size // self.n_parallel
 
     @property
     def n_threads(self) -> int:

@@ -251,7 +251,7 @@ class ExecutorStats(_Part):
     n_slots: int
     n_busy_slots: int
     n_ctx: int  # KV cells of its context
-    kv_tokens: int  # KV cells its sequences' tokens need (a prefix shared by sequences counts once)
+    kv_tokens: int  # KV cells in use (a prefix copied between sequences counts once; scheduler.kv)
     steps_total: int  # llama_decode calls
     step_seconds_total: float
     prompt_tokens_total: int  # prompt tokens evaluated (cache hits excluded)
@@ -286,6 +286,7 @@ class EngineStats(_Msg):
     predicted_tokens_per_second: float = 0.0
     restarts: list[ChildRestarts] = []  # as the launcher counts them
     started_at: float = 0.0  # unix time the scheduler started
+    preemptions_total: int = 0  # requests preempted for KV room (recomputed later)
 
 
 # ----------------------------------------------------------------------------- scheduler <-> executor
@@ -295,13 +296,17 @@ class KvOpKind(enum.IntEnum):
     CLEAR = 0  # drop every cell of seq_id
     TRUNCATE = 1  # drop positions >= pos of seq_id
     COPY = 2  # share positions [0, pos) of src_seq_id into seq_id (seq_id must be empty)
+    SAVE = 3  # keep seq_id's cells in host memory as entry_id (--cache-ram)
+    RESTORE = 4  # load host entry entry_id into seq_id (empty); a failure fails its request
+    DROP = 5  # forget host entry entry_id
 
 
 class KvOp(_Part):
     kind: KvOpKind
-    seq_id: int
+    seq_id: int = -1
     pos: int = 0
     src_seq_id: int = -1
+    entry_id: int = 0  # SAVE / RESTORE / DROP
 
 
 class SeqStart(_Part):

@@ -119,17 +119,7 @@ def _secure_client(sock: zmq.Socket, endpoint: str, keys: CurveKeys | None) -> N
 def connect_dealer(
     ctx: zmq.Context, endpoint: str, identity: bytes, keys: CurveKeys | None = None
 ) -> zmq.Socket:
-    sock = ctx.socket(zmq.DEALER)
-    _tune(sock)
-    sock.setsockopt(zmq.IDENTITY, identity)
-    _secure_client(sock, endpoint, keys)
-    sock.connect(endpoint)
-    return sock
-
-
-def async_dealer(
-    ctx: zmq.asyncio.Context, endpoint: str, identity: bytes, keys: CurveKeys | None = None
-) -> zmq.asyncio.Socket:
+    """A DEALER connected to ``endpoint`` (an asyncio socket when ``ctx`` is zmq.asyncio's)."""
     sock = ctx.socket(zmq.DEALER)
     _tune(sock)
     sock.setsockopt(zmq.IDENTITY, identity)

@@ -30,10 +30,12 @@ from ipc.protocol import (
     StepResult,
     TokenLogprob,
 )
-from scheduler import policy
+from scheduler import kv, policy
+from scheduler.host_cache import MIN_TOKENS as MIN_HOST_TOKENS
+from scheduler.host_cache import HostCacheIndex
 from scheduler.metrics import EngineCounters
 from scheduler.request import Request, Status
-from scheduler.slots import Slot, distinct_prefix_tokens
+from scheduler.slots import Slot
 
 log = logging.getLogger("scheduler")
 
@@ -42,7 +44,9 @@ class ExecutorState:
     """The scheduler's view of one executor process: its slots, running requests and the plan
     in flight. A restarted executor gets a new ExecutorState: empty slots, empty prefix cache."""
 
-    def __init__(self, executor_id: int, info: ExecutorInfo, n_batch: int) -> None:
+    def __init__(
+        self, executor_id: int, info: ExecutorInfo, n_batch: int, ctx_per_request: int, cache_ram_bytes: int
+    ) -> None:
         self.id = executor_id
         self.info = info
         self.alive = True
@@ -56,21 +60,36 @@ class ExecutorState:
         self.kv_ops: list[KvOp] = []
         self.starts: list[SeqStart] = []
         self.ends: list[int] = []
-        self.n_ctx_slot = info.n_ctx // info.n_slots
+        # The KV cache is one pool of n_ctx cells; one request may hold up to n_ctx_slot of them.
+        self.n_ctx = info.n_ctx
+        self.n_ctx_slot = min(ctx_per_request or info.n_ctx, info.n_ctx)
         self.n_batch = n_batch
         # Tokens per step; halved while llama_decode finds no KV room, restored as steps succeed.
         self.budget = n_batch
+        self.host_cache = HostCacheIndex(cache_ram_bytes, info.kv_bytes / max(1, info.n_ctx))
 
     @property
     def idle(self) -> bool:
         return self.alive and self.in_flight is None
 
+    @property
+    def free_cells(self) -> int:
+        return self.n_ctx - kv.cells_used(self.slots)
+
 
 class Scheduler:
     def __init__(
-        self, n_executors: int, max_queue: int, prefix_cache: bool = True, n_batch: int = 512
+        self,
+        n_executors: int,
+        max_queue: int,
+        prefix_cache: bool = True,
+        n_batch: int = 512,
+        ctx_per_request: int = 0,
+        cache_ram_bytes: int = 0,
     ) -> None:
         self.n_executors = n_executors
+        self.cache_ram_bytes = cache_ram_bytes  # host memory for evicted prefixes; < 0: no limit
+        self.ctx_per_request = ctx_per_request  # 0: a request may use the whole pool
         self.max_queue = max_queue
         self.prefix_cache = prefix_cache
         self.n_batch = n_batch
@@ -101,7 +120,9 @@ class Scheduler:
     def executor_ready(self, info: ExecutorInfo) -> None:
         """A new executor process, or a restarted one: it starts with empty slots and cache."""
         self.n_batch = min(self.n_batch, info.n_batch)
-        self.executors[info.executor_id] = ExecutorState(info.executor_id, info, self.n_batch)
+        self.executors[info.executor_id] = ExecutorState(
+            info.executor_id, info, self.n_batch, self.ctx_per_request, self.cache_ram_bytes
+        )
 
     def executor_failed(self, executor_id: int, message: str, pid: int = 0) -> None:
         """The executor is gone: fail what ran on it; queued requests wait for a live executor.
@@ -167,7 +188,7 @@ class Scheduler:
         if len(prompt) >= self.n_ctx_slot:
             return EngineError(
                 ErrorCode.INVALID_REQUEST,
-                f"the prompt has {len(prompt)} tokens; a slot holds {self.n_ctx_slot}",
+                f"the prompt has {len(prompt)} tokens; a request holds at most {self.n_ctx_slot}",
             )
         if len(self.waiting) >= self.max_queue:
             return EngineError(ErrorCode.OVERLOADED, f"{len(self.waiting)} requests are waiting")
@@ -191,8 +212,9 @@ class Scheduler:
         ex = self.executors[executor_id]
         if not ex.idle:
             return None
+        self._make_room_for_decodes(ex)
         self._admit(ex, now)
-        chosen = policy.plan_batch(ex.running, ex.budget)
+        chosen = policy.plan_batch(ex.running, min(ex.budget, ex.free_cells))
         if not chosen and not ex.kv_ops and not ex.ends:
             return None
         items: list[BatchItem] = []
@@ -204,8 +226,8 @@ class Scheduler:
                 tokens = [req.pending_token]
                 sample = True
             else:
-                tokens = req.prompt[req.n_computed : req.n_computed + n]
-                sample = req.n_computed + n == len(req.prompt)
+                tokens = req.seq_tokens[req.n_computed : req.n_computed + n]
+                sample = req.n_computed + n == len(req.seq_tokens)
                 n_prompt += n
             # the prompt token following each position (the last position samples instead)
             targets = req.prompt[req.n_computed + 1 : req.n_computed + n + 1] if (
@@ -213,7 +235,7 @@ class Scheduler:
             ) else []
             items.append(BatchItem(slot.seq_id, tokens, req.n_computed, sample, targets))
             req.n_computed += n
-            slot.tokens.extend(tokens)
+            kv.append(slot, tokens)
             slot.last_used = now
             in_flight[slot.seq_id] = (req, n)
         self._step_ids += 1
@@ -230,43 +252,141 @@ class Scheduler:
         if not self.waiting or all(s.busy for s in ex.slots):
             return
         candidates = {e.id: e.slots for e in self.executors.values() if e.alive}
+        running = [r for e in self.executors.values() if e.alive for r in e.running]
         n_swa = ex.info.n_swa
         for req in list(self.waiting):
+            tokens = req.seq_tokens
             reuse_allowed = self.prefix_cache and req.cache_prompt
-            target = policy.choose_executor(candidates, req.prompt, n_swa, reuse_allowed)
+            target = policy.choose_executor(candidates, tokens, n_swa, reuse_allowed)
             if target is None:
                 break  # no free slot anywhere
             if target != ex.id:
                 continue  # placed when that executor plans its next step
-            placement = policy.place(ex.slots, req.prompt, n_swa, reuse_allowed)
+            placement = policy.place(ex.slots, tokens, n_swa, reuse_allowed)
             if placement is None:
                 break
+            if reuse_allowed:
+                placement = self._from_host_cache(ex, tokens, placement)
+            if reuse_allowed and policy.awaits_donor(running, tokens, placement.reuse):
+                continue  # copied from the request prefilling it once that is done
+            needed = policy.cells_needed(req, placement.reuse, ex.n_ctx_slot) + policy.n_decoding(ex.running)
+            if placement.host is not None:  # restored into new cells, whole, then cut to the reuse
+                needed += len(placement.host.tokens)
+            if not self._reserve_cells(ex, needed, placement):
+                break  # first come, first served: later requests wait for cells too
             self.waiting.remove(req)
             self._start(ex, req, placement, now)
+            running.append(req)
             if all(s.busy for s in ex.slots):
                 break
+
+    def _reserve_cells(self, ex: ExecutorState, needed: int, placement: policy.Placement | None = None) -> bool:
+        """Evict idle cached prefixes, least recently used first, until ``needed`` cells are
+        free once ``placement`` has cut its slot to what it reuses (never evicting the slot or
+        the donor it places with); whether they are."""
+        def free() -> int:
+            if placement is None:
+                return ex.free_cells
+            own = placement.source is None and placement.host is None
+            return ex.n_ctx - kv.cells_used(ex.slots, {placement.slot: placement.reuse if own else 0})
+
+        keep = {placement.slot, placement.source} if placement is not None else set()
+        idle = sorted((s for s in ex.slots if not s.busy and s.tokens and s not in keep), key=lambda s: s.last_used)
+        for slot in idle:
+            if free() >= needed:
+                break
+            self._drop_prefix(ex, slot)
+        return free() >= needed
+
+    def _from_host_cache(self, ex: ExecutorState, tokens: list[int], placement: policy.Placement) -> policy.Placement:
+        """A placement restoring a prefix from host memory, when that reuses clearly more."""
+        entry, reuse = ex.host_cache.best(tokens, ex.info.n_swa)
+        if entry is None or reuse < placement.reuse + policy.AFFINITY_MIN_TOKENS:
+            return placement
+        slot = placement.slot if placement.source is None else policy.victim([s for s in ex.slots if not s.busy])
+        return policy.Placement(slot, reuse, None, entry)
+
+    def _drop_prefix(self, ex: ExecutorState, slot: Slot, now: float | None = None, keep: int = 0) -> None:
+        """Cut an idle slot's cached prefix to ``keep`` tokens (0: evict it), first keeping it
+        whole in host memory when what is cut is worth it."""
+        if len(slot.tokens) - keep >= MIN_HOST_TOKENS and ex.host_cache.worth_saving(slot.tokens) and ex.alive:
+            entry_id, dropped = ex.host_cache.add(slot.tokens, slot.pos_min, time.monotonic() if now is None else now)
+            ex.kv_ops.append(KvOp(KvOpKind.SAVE, slot.seq_id, entry_id=entry_id))
+            ex.kv_ops += [KvOp(KvOpKind.DROP, entry_id=e) for e in dropped]
+            self.counters["host_cache_saved"] += 1
+        if keep == 0:
+            self._evict(ex, slot)
+        elif keep < len(slot.tokens):
+            ex.kv_ops.append(KvOp(KvOpKind.TRUNCATE, slot.seq_id, keep))
+            kv.truncate(slot, keep)
+
+    def _make_room_for_decodes(self, ex: ExecutorState) -> None:
+        """Every decoding request needs a cell this step: free idle prefixes, then preempt the
+        newest requests, until they all have one."""
+        while True:
+            decoding = policy.n_decoding(ex.running)
+            if self._reserve_cells(ex, decoding) or not decoding:
+                return
+            victim = policy.preemption_victim(ex.running)
+            if victim is None:
+                return  # llama_decode will say no room; the step is retried smaller
+            self._preempt(ex, victim)
+
+    def _preempt(self, ex: ExecutorState, req: Request) -> None:
+        """Free a running request's cells and put it first in the queue; it recomputes its
+        prompt and the tokens it generated when it runs again."""
+        log.info("executor %d: preempting request %s (%d cells) for KV room", ex.id, req.id, len(req.slot.tokens))
+        ex.running.remove(req)
+        slot = req.slot
+        slot.request = None
+        ex.ends.append(slot.seq_id)
+        ex.starts = [start for start in ex.starts if start.seq_id != slot.seq_id]
+        self._evict(ex, slot)
+        req.slot = None
+        req.status = Status.WAITING
+        req.seq_tokens = req.prompt + req.output_ids
+        req.n_computed = 0
+        req.n_preempted += 1
+        self.counters["preempted"] += 1
+        self.waiting.appendleft(req)
 
     def _start(self, ex: ExecutorState, req: Request, placement: policy.Placement, now: float) -> None:
         slot = placement.slot
         seq = slot.seq_id
-        if placement.source is not None:
+        if placement.host is not None:
+            if slot.tokens:
+                self._drop_prefix(ex, slot, now)
+            entry = placement.host
+            ex.kv_ops.append(KvOp(KvOpKind.RESTORE, seq, entry_id=entry.entry_id))
+            kv.append(slot, entry.tokens)
+            slot.pos_min = entry.pos_min
+            entry.last_used = now
+            self.counters["host_cache_restored"] += 1
+            if placement.reuse < len(slot.tokens):
+                ex.kv_ops.append(KvOp(KvOpKind.TRUNCATE, seq, placement.reuse))
+                kv.truncate(slot, placement.reuse)
+        elif placement.source is not None:
+            if slot.tokens:
+                self._drop_prefix(ex, slot, now)
             ex.kv_ops.append(KvOp(KvOpKind.COPY, seq, placement.reuse, placement.source.seq_id))
-            slot.tokens = placement.source.tokens[: placement.reuse]
+            kv.copy_prefix(slot, placement.source, placement.reuse)
             # The copy shares the source's cells, so it starts where the source's window does
             # (until the step's result reports it): a later admission must not reuse more.
             slot.pos_min = placement.source.pos_min
-        elif placement.reuse < len(slot.tokens):
-            ex.kv_ops.append(KvOp(KvOpKind.TRUNCATE, seq, placement.reuse))
-            del slot.tokens[placement.reuse :]
-        ex.starts.append(SeqStart(seq, req.sampling, req.logprobs, [], req.prompt_logprobs))
+        elif slot.tokens:
+            self._drop_prefix(ex, slot, now, keep=placement.reuse)  # what it does not share makes way
+        # A resumed request's sampler sees what it generated before (penalties, grammar state).
+        ex.starts.append(SeqStart(seq, req.sampling, req.logprobs, list(req.output_ids), req.prompt_logprobs))
         slot.request = slot.last_request = req
         slot.last_used = now
         req.slot = slot
         req.status = Status.PREFILL
-        req.n_computed = req.n_cached = placement.reuse
-        req.t_admitted = now
+        req.n_computed = placement.reuse
+        if not req.n_preempted:
+            req.n_cached = placement.reuse
+            req.t_admitted = now
         ex.running.append(req)
-        self.metrics.on_admit(ex.id, placement.reuse)
+        self.metrics.on_admit(ex.id, placement.reuse)  # a resumed request's reuse too: not recomputed
 
     def step_result(self, result: StepResult, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
@@ -331,7 +451,7 @@ class Scheduler:
             if req.status == Status.FINISHED:
                 continue
             req.n_computed -= n
-            del ex.slots[seq].tokens[len(ex.slots[seq].tokens) - n :]
+            kv.truncate(ex.slots[seq], len(ex.slots[seq].tokens) - n)
         planned = sum(n for _, n in in_flight.values())
         log.warning("executor %d: no KV room for %d tokens; retrying with fewer", ex.id, planned)
         if planned > 1:
@@ -345,7 +465,7 @@ class Scheduler:
     def _on_token(self, req: Request, token: int, logprob: TokenLogprob | None, now: float) -> None:
         if req.status == Status.PREFILL:
             req.status = Status.DECODE
-            req.t_first_token = now
+            req.t_first_token = req.t_first_token or now  # a resumed request keeps its first
         req.t_last_token = now
         req.output_ids.append(token)
         ex = self.executors[req.slot.executor_id]
@@ -394,7 +514,7 @@ class Scheduler:
         self._count(req, reason)
 
     def _evict(self, ex: ExecutorState, slot: Slot) -> None:
-        slot.tokens = []
+        kv.truncate(slot, 0)
         slot.pos_min = -1
         if ex.alive:
             ex.kv_ops.append(KvOp(KvOpKind.CLEAR, slot.seq_id))
@@ -452,12 +572,13 @@ class Scheduler:
             predicted_tokens_per_second=m.window.decode_rate(),
             restarts=m.restarts,
             started_at=m.started_at,
+            preemptions_total=c["preempted"],
         )
 
     def _executor_stats(self, ex: ExecutorState) -> ExecutorStats:
         return self.metrics.executor_stats(
             ex.id, ex.alive, len(ex.slots), sum(s.busy for s in ex.slots), ex.info.n_ctx,
-            distinct_prefix_tokens([s.tokens for s in ex.slots]),
+            ex.n_ctx - ex.free_cells,
         )
 
     @staticmethod

@@ -61,6 +61,7 @@ log = logging.getLogger("scheduler")
 TICK_S = 0.1  # poll timeout: how often timers are checked when no message arrives
 STATUS_INTERVAL_S = 0.2  # EngineStatus to every peer
 PEER_TIMEOUT_S = 3.0  # a frontend worker silent this long is gone: its requests are aborted
+LOAD_LOG_INTERVAL_S = 60.0  # a line per executor on its load and KV use, while there is work
 
 
 class SchedulerLoop:
@@ -70,13 +71,17 @@ class SchedulerLoop:
         self.auth = start_authenticator(self.zmq, cfg.curve) if cfg.curve is not None else None
         self.frontends = bind_router(self.zmq, cfg.scheduler_endpoint, cfg.curve)
         self.executors = bind_router(self.zmq, cfg.executor_endpoint, cfg.curve)
-        self.core = Scheduler(cfg.executors, cfg.max_queue, cfg.prefix_cache, cfg.batch_size)
+        cache_ram_bytes = cfg.cache_ram * 2**20 if cfg.cache_ram > 0 else cfg.cache_ram
+        self.core = Scheduler(
+            cfg.executors, cfg.max_queue, cfg.prefix_cache, cfg.batch_size, cfg.ctx_per_request, cache_ram_bytes
+        )
         self.hello_waiting: set[bytes] = set()  # peers to answer once every executor is ready
         self.peers: dict[bytes, float] = {}  # peers that said Hello -> last time heard from
         self.heartbeating: set[bytes] = set()  # peers that send Heartbeat (expected to go on)
         self.epoch = secrets.randbits(62)  # tells this scheduler from the one it may replace
         self.drain_deadline: float | None = None
         self.next_status = 0.0
+        self.next_load_log = time.monotonic() + LOAD_LOG_INTERVAL_S
         self.running = True
 
     def run(self) -> None:
@@ -192,6 +197,10 @@ class SchedulerLoop:
             for peer in list(self.peers):
                 if not self._send(self.frontends, status, peer):
                     self._forget(peer, "is unreachable")
+        if now >= self.next_load_log:
+            self.next_load_log = now + LOAD_LOG_INTERVAL_S
+            if self.core.requests:
+                self._log_load()
         for peer in [p for p in self.heartbeating if now - self.peers.get(p, now) > PEER_TIMEOUT_S]:
             self._forget(peer, "went silent")
         for ex in self.core.hung_executors(now, self.cfg.step_timeout):
@@ -206,6 +215,21 @@ class SchedulerLoop:
             self._flush()
             self._send(self.frontends, Drained(cut), LAUNCHER_IDENTITY)
             self.drain_deadline = None
+
+    def _log_load(self) -> None:
+        c = self.core.counters
+        for ex in self.core.executors.values():
+            if not ex.alive:
+                continue
+            used = ex.n_ctx - ex.free_cells
+            host = ex.host_cache.entries
+            log.info(
+                "executor %d: %d running, %d waiting, KV %d/%d cells (%.0f%%), host cache %d prefix(es) ~%.0f MiB; "
+                "since start %d preemption(s), %d prefix(es) saved to and %d restored from host memory",
+                ex.id, len(ex.running), len(self.core.waiting), used, ex.n_ctx, 100 * used / ex.n_ctx,
+                len(host), sum(e.nbytes for e in host) / 2**20,
+                c["preempted"], c["host_cache_saved"], c["host_cache_restored"],
+            )
 
     def _forget(self, peer: bytes, why: str) -> None:
         """A frontend worker is gone: abort its requests, send it nothing more."""

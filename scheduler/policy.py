@@ -7,12 +7,22 @@
 - Batching: every decoding request gets its one token first; the rest of the step's token
   budget goes to prompt chunks in admission order, so the oldest prefill always advances and no
   request starves.
+- KV cells: the executor's cache is one pool. A request is admitted when the cells it needs
+  (its prompt past the reused prefix, plus a small reserve for its first output tokens) are
+  free, after evicting idle cached prefixes least recently used first; a step never plans more
+  tokens than there are free cells, and when decoding needs cells that idle prefixes cannot
+  give, the newest request is preempted (its cells freed, itself requeued first, recomputed
+  later).
+- Forking: a request whose prompt another request is still prefilling waits for it and then
+  copies its cells, so ``n`` choices of one prompt (or a burst of identical prompts) evaluate it
+  once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from scheduler.host_cache import HostEntry
 from scheduler.request import Request, Status
 from scheduler.slots import Slot, common_prefix_len
 
@@ -21,8 +31,12 @@ from scheduler.slots import Slot, common_prefix_len
 PROMPT_LOGPROBS_CHUNK = 64
 
 # Prefixes shorter than this do not pull a request to an executor (every prompt shares BOS and
-# the chat template's first tokens).
+# the chat template's first tokens), nor make it wait for another request's prefill.
 AFFINITY_MIN_TOKENS = 16
+
+# Cells kept free at admission for a request's first output tokens (beyond them it competes for
+# cells, and preemption settles who waits).
+OUTPUT_RESERVE_TOKENS = 16
 
 
 @dataclass
@@ -30,6 +44,7 @@ class Placement:
     slot: Slot  # the free slot the request runs on
     reuse: int  # prompt tokens whose KV is reused
     source: Slot | None  # slot to copy the prefix from; None: the slot's own cache
+    host: HostEntry | None = None  # a prefix to restore from host memory instead (--cache-ram)
 
 
 def reusable_prefix(slot: Slot, prompt: list[int], n_swa: int) -> int:
@@ -54,20 +69,20 @@ def place(slots: list[Slot], prompt: list[int], n_swa: int, reuse_allowed: bool)
     if not free:
         return None
     if not reuse_allowed:
-        return Placement(_victim(free), 0, None)
+        return Placement(victim(free), 0, None)
     own = max(free, key=lambda s: reusable_prefix(s, prompt, n_swa))
     own_reuse = reusable_prefix(own, prompt, n_swa)
     busy = [s for s in slots if s.busy]
     donor = max(busy, key=lambda s: reusable_prefix(s, prompt, n_swa), default=None)
     donor_reuse = reusable_prefix(donor, prompt, n_swa) if donor is not None else 0
     if donor is not None and donor_reuse > own_reuse:
-        return Placement(_victim(free), donor_reuse, donor)
+        return Placement(victim(free), donor_reuse, donor)
     if own_reuse > 0:
         return Placement(own, own_reuse, None)
-    return Placement(_victim(free), 0, None)
+    return Placement(victim(free), 0, None)
 
 
-def _victim(free: list[Slot]) -> Slot:
+def victim(free: list[Slot]) -> Slot:
     """Empty slots first, then the least recently used cached prefix is evicted."""
     return min(free, key=lambda s: (len(s.tokens) > 0, s.last_used))
 
@@ -89,6 +104,36 @@ def choose_executor(
         if affinity[best] >= AFFINITY_MIN_TOKENS:
             return best
     return min(open_, key=lambda e: (sum(s.busy for s in open_[e]), e))
+
+
+def cells_needed(req: Request, reuse: int, n_ctx_request: int) -> int:
+    """Free cells a request needs to be admitted with ``reuse`` tokens of its sequence cached."""
+    n = len(req.seq_tokens)
+    return n - reuse + min(OUTPUT_RESERVE_TOKENS, max(0, n_ctx_request - n))
+
+
+def awaits_donor(running: list[Request], tokens: list[int], reusable_now: int) -> bool:
+    """Whether a running request is still prefilling a longer shared prefix of ``tokens`` than
+    can be reused now: then it is cheaper to wait one step and copy its cells."""
+    useful = len(tokens) - 1  # the last token is always evaluated
+    for other in running:
+        if other.status != Status.PREFILL:
+            continue
+        shared = min(common_prefix_len(other.seq_tokens, tokens), useful)
+        if other.n_computed < shared and shared >= reusable_now + AFFINITY_MIN_TOKENS:
+            return True
+    return False
+
+
+def n_decoding(running: list[Request]) -> int:
+    """Cells the decoding requests need this step: one each."""
+    return sum(r.status == Status.DECODE for r in running)
+
+
+def preemption_victim(running: list[Request]) -> Request | None:
+    """The newest running request that can be recomputed later (prompt log-probabilities
+    would be reported twice, so those requests are never preempted)."""
+    return next((r for r in reversed(running) if r.prompt_logprobs < 0), None)
 
 
 def plan_batch(running: list[Request], budget: int) -> list[tuple[Request, int]]:

@@ -18,7 +18,7 @@ class Request:
     __slots__ = (
         "id", "peer", "prompt", "max_tokens", "sampling", "stop_token_ids", "ignore_eos",
         "logprobs", "prompt_logprobs", "cache_prompt", "status", "output_ids", "slot", "n_computed", "n_cached",
-        "pending_token", "t_arrival", "t_admitted", "t_first_token", "t_last_token",
+        "pending_token", "t_arrival", "t_admitted", "t_first_token", "t_last_token", "seq_tokens", "n_preempted",
     )  # fmt: skip
 
     def __init__(self, msg: AddRequest, peer: bytes, max_tokens: int, now: float) -> None:
@@ -37,6 +37,10 @@ class Request:
         self.output_ids: list[int] = []
         self.slot = None  # scheduler.slots.Slot while running
         self.n_computed = 0  # tokens of this request (prompt, then output) in the KV cache
+        # What its sequence must hold before it samples again: the prompt, and after a
+        # preemption the prompt and every token generated so far (recomputed on resumption).
+        self.seq_tokens: list[int] = self.prompt
+        self.n_preempted = 0
         self.n_cached = 0  # prompt tokens reused from the prefix cache
         self.pending_token = -1
         self.t_arrival = now
@@ -51,4 +55,5 @@ class Request:
 
     @property
     def prompt_remaining(self) -> int:
-        return len(self.prompt) - self.n_computed
+        """Tokens of ``seq_tokens`` still to prefill."""
+        return len(self.seq_tokens) - self.n_computed

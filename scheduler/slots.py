@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 from scheduler.request import Request
+
+
+_origins = itertools.count(1)
+
+
+def new_origin() -> int:
+    """A name for cells no slot has written yet."""
+    return next(_origins)
 
 
 @dataclass(eq=False)
@@ -19,6 +28,10 @@ class Slot:
     last_used: float = 0.0
     # Lowest position still in the cache for this sequence (llama_memory_seq_pos_min), -1 empty.
     pos_min: int = -1
+    # Which KV cells hold ``tokens``, as [origin, start, end) segments, and the origin of the
+    # cells it writes next: copied prefixes share cells, counted once (see scheduler.kv).
+    segments: list[list[int]] = field(default_factory=list)
+    origin: int = field(default_factory=new_origin)
 
     @property
     def busy(self) -> bool:
@@ -38,12 +51,3 @@ def common_prefix_len(a: list[int], b: list[int]) -> int:
         else:
             hi = mid
     return lo
-
-
-def distinct_prefix_tokens(sequences: list[list[int]]) -> int:
-    """Tokens of ``sequences`` with every shared prefix counted once (the nodes of their prefix
-    tree): the KV cells they need when shared prefixes are copied, not recomputed. In sorted
-    order, what a sequence shares with all before it is what it shares with its predecessor."""
-    ordered = sorted(sequences)
-    shared = sum(common_prefix_len(a, b) for a, b in zip(ordered, ordered[1:]))
-    return sum(len(s) for s in ordered) - shared

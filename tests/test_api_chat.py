@@ -138,10 +138,10 @@ def test_content_parts_render_like_plain_text(server):
 
 def test_prompt_over_the_context_is_400(server, sdk):
     with pytest.raises(openai.BadRequestError) as info:
-        sdk.chat.completions.create(model="any", messages=MESSAGES * 60, max_tokens=4)
+        sdk.chat.completions.create(model="any", messages=MESSAGES * 300, max_tokens=4)
     error = info.value.body
     assert error["type"] == "exceed_context_size_error"
-    assert error["n_ctx"] == 512 and error["n_prompt_tokens"] > 512
+    assert error["n_ctx"] == 2048 and error["n_prompt_tokens"] > 2048  # the whole -c: one KV pool
     r = httpx.post(f"{server.base_url}/v1/chat/completions",
-                   json={"messages": MESSAGES, "max_tokens": 600, "stream": True})
+                   json={"messages": MESSAGES, "max_tokens": 2100, "stream": True})
     assert r.status_code == 400 and r.json()["error"]["type"] == "exceed_context_size_error"

@@ -42,7 +42,7 @@ def test_models(server):
     [model] = sdk.models.list().data
     assert model.id == "gemma-3-270m-q4_k_m.gguf" and model.object == "model"
     assert get(server, "/models").json()["data"][0]["id"] == model.id
-    assert get(server, "/v1/models").json()["data"][0]["meta"]["n_ctx"] == 512
+    assert get(server, "/v1/models").json()["data"][0]["meta"]["n_ctx"] == 2048
 
 
 def test_tokenize_and_detokenize(server):
@@ -64,14 +64,14 @@ def test_apply_template(server):
 def test_props(server):
     props = get(server, "/props").json()
     assert props["total_slots"] == 4
-    assert props["default_generation_settings"]["n_ctx"] == 512
+    assert props["default_generation_settings"]["n_ctx"] == 2048
     assert props["default_generation_settings"]["params"]["temperature"] == 0.8
     assert "<|im_start|>" in props["chat_template"] and props["bos_token"] == "<bos>"
 
 
 def test_slots_and_metrics_count_a_request(server):
     slots = get(server, "/slots").json()
-    assert len(slots) == 4 and {s["n_ctx"] for s in slots} == {512}
+    assert len(slots) == 4 and {s["n_ctx"] for s in slots} == {2048}
     before = metric(server, "llamacpp:tokens_predicted_total")
     out = post(server, "/v1/completions", {"prompt": "Once upon a time", "max_tokens": 4, "temperature": 0,
                                            "ignore_eos": True}).json()

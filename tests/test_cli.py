@@ -32,7 +32,7 @@ def test_llama_server_flags_map_onto_the_config(tmp_path) -> None:
     assert cfg.api_keys == ["a", "b", "c", "file-key"]
     assert cfg.sse_ping_interval == 2.5
     assert cfg.model_alias == "my-model"
-    assert cfg.n_ctx_slot == 1024
+    assert cfg.ctx_per_request == 0  # a request may hold the whole -c
     assert cfg.model.endswith(".gguf")  # the embedded default, assembled once
 
 

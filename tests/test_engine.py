@@ -201,7 +201,7 @@ def test_a_request_whose_sampler_cannot_be_built_fails_alone(engine: Engine) -> 
     rids.insert(1, client.submit(prompts[3], 8, sampling=bad))
     results = client.wait(rids)
     assert results[1].finish_reason == FinishReason.ERROR
-    assert results[1].error.code == ErrorCode.INVALID_REQUEST and "sampler" in results[1].error.message
+    assert results[1].error.code == ErrorCode.INVALID_REQUEST and "grammar" in results[1].error.message
     assert [len(r.tokens) for i, r in enumerate(results) if i != 1] == [8, 8, 8]
     assert all(not s.busy for s in client.stats().slots)
 

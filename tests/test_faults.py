@@ -228,6 +228,18 @@ def test_killed_scheduler_ends_every_request_within_two_seconds_and_the_server_h
         serves(server)
 
 
+def test_frozen_scheduler_fails_requests_within_two_seconds_and_is_replaced() -> None:
+    with start_server() as server:
+        (victim,) = role_pids(server, "-m scheduler")
+        streams, t_stop = kill_during_streams(server, 2, lambda: os.kill(victim, signal.SIGSTOP))
+        for s in streams:  # the frontend hears no pulse: it does not wait for the launcher
+            assert s.failed and s.ended_at - t_stop < 2.0
+        wait_healthy(server, timeout_s=40)  # the launcher kills the silent scheduler (10 s) and restarts it
+        assert "sent nothing for 10s (hung); killed" in server.log()
+        assert not alive(victim)
+        serves(server)
+
+
 def test_killed_frontend_worker_is_respawned_and_its_requests_are_aborted() -> None:
     with start_server("--http-workers", "1") as server:
         (granian,) = [p for p in role_pids(server, "-m frontend") if parent(p) == server.proc.pid]

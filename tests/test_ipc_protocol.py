@@ -139,10 +139,11 @@ SAMPLES: list[p.Message] = [
         predicted_tokens_per_second=45.25,
         restarts=[p.ChildRestarts(process="executor-1", count=2)],
         started_at=1_700_000_000.5,
+        preemptions_total=3,
     ),
     p.StepPlan(
         step_id=17,
-        kv_ops=[p.KvOp(kind=p.KvOpKind.COPY, seq_id=2, pos=363, src_seq_id=0)],
+        kv_ops=[p.KvOp(kind=p.KvOpKind.RESTORE, seq_id=2, pos=363, src_seq_id=0, entry_id=12)],
         starts=[p.SeqStart(seq_id=2, sampling=SAMPLING, logprobs=0, history=[42, 9], prompt_logprobs=3)],
         ends=[5],
         items=[p.BatchItem(seq_id=2, token_ids=[2364, 107], pos=363, sample=True, logprob_targets=[107])],

@@ -6,8 +6,6 @@ from __future__ import annotations
 import pytest
 from test_scheduler_policy import Harness, info, prompt
 
-from scheduler.slots import distinct_prefix_tokens
-
 STEP_S = 0.01
 
 
@@ -62,9 +60,3 @@ def test_slot_states_describe_the_running_request_then_the_last_one() -> None:
     (slot,) = h.sched.stats().slots
     assert not slot.busy and slot.request_id == "a" and slot.n_generated_tokens == 5
     assert slot.n_cached_tokens == 24  # its KV stays: the prefix cache
-
-
-def test_distinct_prefix_tokens_counts_shared_prefixes_once() -> None:
-    assert distinct_prefix_tokens([]) == 0
-    assert distinct_prefix_tokens([[1, 2, 3], [1, 2, 4], [1, 2, 3, 5], [9], []]) == 6  # 1 2 3 4 5 9
-    assert distinct_prefix_tokens([[1, 2], [1, 2]]) == 2

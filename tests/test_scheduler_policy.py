@@ -43,31 +43,58 @@ def info(n_slots: int = 4, n_ctx: int = 4096, n_swa: int = 0, executor_id: int =
 
 
 class FakeExecutor:
-    """Applies plans to a simulated KV cache (a token list per sequence) and samples 7, 8, 9..."""
+    """Applies plans to a simulated KV cache and samples 7, 8, 9...
 
-    def __init__(self, executor_id: int, n_slots: int, n_batch: int) -> None:
+    Each sequence is a list of tokens and of the cells holding them: a copy shares cells, as in
+    llama.cpp's unified cache, and a batch that needs more cells than are free gets
+    ``no_kv_room`` (llama_decode's 1), so the scheduler's cell accounting is checked too.
+    """
+
+    def __init__(self, executor_id: int, n_slots: int, n_batch: int, n_ctx: int = 1 << 30) -> None:
         self.id = executor_id
         self.n_batch = n_batch
+        self.n_ctx = n_ctx
         self.kv: list[list[int]] = [[] for _ in range(n_slots)]
+        self.cells: list[list[int]] = [[] for _ in range(n_slots)]
+        self.next_cell = 0
+        self.no_room = 0  # batches refused for lack of cells
+        self.host: dict[int, list[int]] = {}  # --cache-ram entries: their tokens
         self.samplers: set[int] = set()
         self.plans: list[StepPlan] = []
+
+    @property
+    def cells_used(self) -> int:
+        return len(set().union(*self.cells))
 
     def run(self, plan: StepPlan) -> StepResult:
         self.plans.append(plan)
         for seq in plan.ends:
             self.samplers.discard(seq)
         for op in plan.kv_ops:
-            if op.kind == KvOpKind.CLEAR:
-                self.kv[op.seq_id] = []
+            if op.kind == KvOpKind.SAVE:
+                self.host[op.entry_id] = list(self.kv[op.seq_id])
+            elif op.kind == KvOpKind.DROP:
+                del self.host[op.entry_id]
+            elif op.kind == KvOpKind.RESTORE:
+                tokens = self.host[op.entry_id]
+                self.kv[op.seq_id] = list(tokens)
+                self.cells[op.seq_id] = list(range(self.next_cell, self.next_cell + len(tokens)))
+                self.next_cell += len(tokens)
+            elif op.kind == KvOpKind.CLEAR:
+                self.kv[op.seq_id], self.cells[op.seq_id] = [], []
             elif op.kind == KvOpKind.TRUNCATE:
-                del self.kv[op.seq_id][op.pos :]
+                del self.kv[op.seq_id][op.pos :], self.cells[op.seq_id][op.pos :]
             else:
-                assert len(self.kv[op.src_seq_id]) >= op.pos
+                assert len(self.kv[op.src_seq_id]) >= op.pos and not self.kv[op.seq_id]
                 self.kv[op.seq_id] = self.kv[op.src_seq_id][: op.pos]
+                self.cells[op.seq_id] = self.cells[op.src_seq_id][: op.pos]
         for start in plan.starts:
             self.samplers.add(start.seq_id)
         assert sum(len(i.token_ids) for i in plan.items) <= self.n_batch
         assert len({i.seq_id for i in plan.items}) == len(plan.items)
+        if self.cells_used + sum(len(i.token_ids) for i in plan.items) > self.n_ctx:
+            self.no_room += 1
+            return StepResult(plan.step_id, self.id, [], [0 if kv else -1 for kv in self.kv], no_kv_room=True)
         samples, prompt_logprobs = [], []
         for item in plan.items:
             if item.logprob_targets:
@@ -75,6 +102,8 @@ class FakeExecutor:
                 prompt_logprobs.append(PromptLogprobs(item.seq_id, lps))
             assert item.pos == len(self.kv[item.seq_id]), "positions must continue the sequence"
             self.kv[item.seq_id].extend(item.token_ids)
+            self.cells[item.seq_id].extend(range(self.next_cell, self.next_cell + len(item.token_ids)))
+            self.next_cell += len(item.token_ids)
             if item.sample:
                 assert item.seq_id in self.samplers
                 samples.append(Sample(item.seq_id, 7 + len(self.kv[item.seq_id]) % 50))
@@ -86,11 +115,13 @@ class FakeExecutor:
 
 class Harness:
     def __init__(self, n_slots: int = 4, n_batch: int = 64, n_executors: int = 1, **kw) -> None:
-        self.sched = Scheduler(n_executors, max_queue=kw.pop("max_queue", 64), n_batch=n_batch)
+        self.sched = Scheduler(n_executors, max_queue=kw.pop("max_queue", 64), n_batch=n_batch,
+                               ctx_per_request=kw.pop("ctx_per_request", 0),
+                               cache_ram_bytes=kw.pop("cache_ram_bytes", 0))
         self.fakes = []
         for e in range(n_executors):
             self.sched.executor_ready(info(n_slots=n_slots, executor_id=e, **kw))
-            self.fakes.append(FakeExecutor(e, n_slots, n_batch))
+            self.fakes.append(FakeExecutor(e, n_slots, n_batch, kw.get("n_ctx", 4096)))
         self.outputs: dict[str, list[RequestOutput]] = {}
 
     def add(self, rid: str, prompt: list[int], max_tokens: int = 4, **kw) -> None:
@@ -311,13 +342,23 @@ def test_full_queue_rejects_with_overloaded() -> None:
     assert final.error.code == ErrorCode.OVERLOADED
 
 
-def test_prompt_longer_than_a_slot_is_rejected() -> None:
-    h = Harness(n_slots=4, n_ctx=256)  # 64 tokens per slot
+def test_prompt_longer_than_the_per_request_context_is_rejected() -> None:
+    h = Harness(n_slots=4, n_ctx=256, ctx_per_request=64)
     h.add("big", prompt(64))
     assert h.final("big").error.code == ErrorCode.INVALID_REQUEST
     h.add("fits", prompt(60), max_tokens=-1)
     h.run_until_idle()
-    assert len(h.tokens("fits")) == 4  # generation stops when the slot is full
+    assert len(h.tokens("fits")) == 4  # generation stops when the request's context is full
+
+
+def test_one_request_may_use_the_whole_pool_while_other_slots_idle() -> None:
+    h = Harness(n_slots=4, n_ctx=1024)  # llama-server's c / np would allow 256
+    h.add("long", prompt(900), max_tokens=-1)
+    h.run_until_idle()
+    assert h.final("long").finish_reason == FinishReason.LENGTH
+    assert len(h.tokens("long")) == 1024 - 900
+    h.add("too long", prompt(1024))
+    assert h.final("too long").error.code == ErrorCode.INVALID_REQUEST
 
 
 def test_executor_failure_fails_its_running_requests_and_the_queue_waits_for_its_restart() -> None:
@@ -455,3 +496,97 @@ def test_prompt_logprobs_cover_every_prompt_token_after_the_first_in_small_chunk
     lps = [lp for out in h.outputs["lp"] for lp in out.prompt_logprobs]
     assert [lp.token_id for lp in lps] == prompt(150)[1:]
     assert h.final("lp").stats.n_cached_tokens == 0  # positions need their own logits
+
+
+def test_requests_that_together_outgrow_the_pool_all_finish_through_preemption() -> None:
+    solo = Harness(n_slots=1, n_ctx=1024)
+    solo.add("alone", prompt(50), max_tokens=60, ignore_eos=True)
+    solo.run_until_idle()
+    h = Harness(n_slots=4, n_ctx=256)  # 4 x (50 + 60) cells are needed at the end
+    for i in range(4):
+        h.add(f"r{i}", prompt(50), max_tokens=60, ignore_eos=True, cache_prompt=False)
+    h.run_until_idle()
+    assert h.sched.counters["preempted"] > 0
+    for i in range(4):
+        assert h.final(f"r{i}").finish_reason == FinishReason.LENGTH
+        assert h.tokens(f"r{i}") == solo.tokens("alone")  # resumed where it was preempted
+    assert h.fakes[0].no_room == 0  # the scheduler never planned more than the free cells
+
+
+def test_a_resumed_request_feeds_its_sampler_what_it_generated_before() -> None:
+    h = Harness(n_slots=2, n_ctx=128)
+    h.add("a", prompt(40), max_tokens=50, ignore_eos=True, cache_prompt=False)
+    h.add("b", prompt(40, 500), max_tokens=50, ignore_eos=True, cache_prompt=False)
+    h.run_until_idle()
+    resumed = [s for plan in h.fakes[0].plans for s in plan.starts if s.history]
+    assert resumed and all(len(s.history) > 0 for s in resumed)
+    assert [len(h.tokens(r)) for r in ("a", "b")] == [50, 50]
+
+
+def test_n_copies_of_one_prompt_evaluate_it_once() -> None:
+    h = Harness(n_slots=4, n_ctx=512, n_batch=512)
+    for i in range(4):
+        h.add(f"c{i}", prompt(100), max_tokens=5)
+    h.run_until_idle()
+    evaluated = sum(len(item.token_ids) for plan in h.fakes[0].plans for item in plan.items
+                    if not (len(item.token_ids) == 1 and item.pos >= 100))
+    assert evaluated == 100 + 3  # one prefill; each copy evaluates only the last prompt token
+    copies = [op for plan in h.fakes[0].plans for op in plan.kv_ops if op.kind == KvOpKind.COPY]
+    assert len(copies) == 3 and all(op.pos == 99 for op in copies)
+    assert [h.final(f"c{i}").finish_reason for i in range(4)] == [FinishReason.LENGTH] * 4
+
+
+def test_shared_prefixes_are_counted_once_in_the_pool() -> None:
+    h = Harness(n_slots=3, n_ctx=320, n_batch=512)
+    h.add("a", prompt(200), max_tokens=50, ignore_eos=True)
+    h.step()
+    h.add("b", prompt(200) + [5], max_tokens=20, ignore_eos=True)  # copies 200 cells from a
+    h.run_until_idle()  # 200 + 50 + 1 + 20 cells fit only if the copy is counted once
+    assert h.sched.counters["preempted"] == 0 and h.fakes[0].no_room == 0
+    assert [len(h.tokens(r)) for r in ("a", "b")] == [50, 20]
+    assert h.sched.executors[0].free_cells == 320 - h.fakes[0].cells_used
+
+
+def test_idle_cached_prefixes_are_evicted_when_the_pool_needs_their_cells() -> None:
+    h = Harness(n_slots=4, n_ctx=256)
+    for i in range(3):
+        h.add(f"old{i}", prompt(60, 1000 * (i + 1)), max_tokens=4)
+    h.run_until_idle()
+    assert h.sched.executors[0].free_cells < 256 - 180  # their prefixes stay cached
+    h.add("big", prompt(200), max_tokens=10)
+    h.run_until_idle()
+    assert h.final("big").finish_reason == FinishReason.LENGTH and h.sched.counters["preempted"] == 0
+    assert h.fakes[0].no_room == 0
+
+
+def test_an_evicted_prefix_is_restored_from_host_memory_instead_of_recomputed() -> None:
+    h = Harness(n_slots=2, n_ctx=256, n_batch=512, cache_ram_bytes=10**6)
+    system = prompt(150)
+    h.add("first", system + [1, 2], max_tokens=4)
+    h.run_until_idle()
+    h.add("other", prompt(200, 5000), max_tokens=4)  # needs the cells: first's prefix is evicted
+    h.run_until_idle()
+    saves = [op for plan in h.fakes[0].plans for op in plan.kv_ops if op.kind == KvOpKind.SAVE]
+    assert len(saves) == 1 and h.fakes[0].host[saves[0].entry_id][:150] == system
+    h.add("again", system + [3, 4], max_tokens=4)
+    plan = h.sched.next_plan(0)
+    kinds = [op.kind for op in plan.kv_ops]
+    assert KvOpKind.RESTORE in kinds
+    (item,) = plan.items
+    assert item.pos == 150 and item.token_ids == [3, 4]  # only what follows the shared prefix
+    h.sched.step_result(h.fakes[0].run(plan))
+    h.run_until_idle()
+    assert h.final("again").stats.n_cached_tokens == 150
+    assert h.fakes[0].no_room == 0
+
+
+def test_host_memory_entries_past_the_budget_are_dropped_least_recently_used_first() -> None:
+    h = Harness(n_slots=1, n_ctx=256, n_batch=512, cache_ram_bytes=1)  # bytes per token: 0 here
+    h.sched.executors[0].host_cache.bytes_per_token = 1.0
+    h.sched.executors[0].host_cache.budget_bytes = 250
+    for i in range(4):  # each evicts the previous one's 100-token prefix
+        h.add(f"r{i}", prompt(100, 1000 * (i + 1)), max_tokens=2)
+        h.run_until_idle()
+    entries = h.sched.executors[0].host_cache.entries
+    assert len(entries) == 2 and sum(e.nbytes for e in entries) <= 250
+    assert set(h.fakes[0].host) == {e.entry_id for e in entries}  # the executor dropped the rest

@@ -1,0 +1,70 @@
+"""The scheduler's index of the prefixes an executor keeps in host memory (--cache-ram).
+
+An idle cached prefix evicted from the KV cache for room is saved to the executor's host memory
+first (a SAVE op) when it is long enough to be worth it; a later request that shares more of
+it than any slot offers has it restored (RESTORE) into a free slot instead of recomputing it.
+Entries are dropped least recently used first past the budget (a DROP op). Sizes are estimated
+from the executor's KV bytes per cell; on sliding-window models an entry is reusable up to
+where its window cells reach, as a slot's prefix is (scheduler.policy.reusable_prefix).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from scheduler.slots import common_prefix_len
+
+MIN_TOKENS = 32  # cutting fewer tokens than this from a prefix does not save it (cheap to recompute)
+
+
+@dataclass(eq=False)
+class HostEntry:
+    entry_id: int
+    tokens: list[int]
+    pos_min: int  # the saved sequence's lowest position (sliding window)
+    nbytes: int
+    last_used: float
+
+
+class HostCacheIndex:
+    def __init__(self, budget_bytes: int, bytes_per_token: float) -> None:
+        self.budget_bytes = budget_bytes  # < 0: no limit; 0: off
+        self.bytes_per_token = bytes_per_token
+        self.entries: list[HostEntry] = []
+        self._ids = itertools.count(1)
+
+    @property
+    def enabled(self) -> bool:
+        return self.budget_bytes != 0
+
+    def worth_saving(self, tokens: list[int]) -> bool:
+        """Within the budget, and not already held whole by an entry."""
+        fits = self.budget_bytes < 0 or len(tokens) * self.bytes_per_token <= self.budget_bytes
+        return (self.enabled and fits
+                and not any(common_prefix_len(e.tokens, tokens) == len(tokens) for e in self.entries))
+
+    def add(self, tokens: list[int], pos_min: int, now: float) -> tuple[int, list[int]]:
+        """Index a saved prefix; (its entry id, ids of the entries dropped for it)."""
+        entry = HostEntry(next(self._ids), list(tokens), pos_min, int(len(tokens) * self.bytes_per_token), now)
+        # Entries the new one extends are redundant; then the least recently used go past the budget.
+        dropped = [e for e in self.entries if common_prefix_len(e.tokens, tokens) == len(e.tokens)]
+        self.entries = [e for e in self.entries if e not in dropped]
+        while self.budget_bytes > 0 and self.entries and (
+                sum(e.nbytes for e in self.entries) + entry.nbytes > self.budget_bytes):
+            oldest = min(self.entries, key=lambda e: e.last_used)
+            self.entries.remove(oldest)
+            dropped.append(oldest)
+        self.entries.append(entry)
+        return entry.entry_id, [e.entry_id for e in dropped]
+
+    def best(self, tokens: list[int], n_swa: int) -> tuple[HostEntry | None, int]:
+        """The entry sharing the longest reusable prefix with ``tokens``, and that length."""
+        best, best_len = None, 0
+        for entry in self.entries:
+            m = min(common_prefix_len(entry.tokens, tokens), len(tokens) - 1)
+            if n_swa > 0 and entry.pos_min > max(0, m - n_swa):
+                continue
+            if m > best_len:
+                best, best_len = entry, m
+        return best, best_len

@@ -1,0 +1,59 @@
+"""KV cells as one pool per executor: how many a set of slots holds, with shared prefixes once.
+
+llama.cpp's unified KV cache stores a cell once however many sequences use it: a prefix copied
+with ``llama_memory_seq_cp`` costs no new cells, and a cell lives as long as one sequence uses
+it. Here a cell is named by where it was written: (origin, position), where a slot takes a new
+origin whenever it starts writing after an edit of its cache. A slot's cells are a list of
+segments [origin, start, end); a copy takes the donor's segments up to its length. Segments of
+one origin all start where that origin began, so the pool's use is, over origins, the furthest
+end any slot still holds minus that start.
+
+Every change of a slot's cached tokens goes through this module so the segments stay exact.
+"""
+
+from __future__ import annotations
+
+from scheduler.slots import Slot, new_origin
+
+
+def cells_used(slots: list[Slot], truncated: dict[Slot, int] | None = None) -> int:
+    """Cells the slots hold; ``truncated`` counts some slots as if cut to that many tokens."""
+    start: dict[int, int] = {}
+    end: dict[int, int] = {}
+    for slot in slots:
+        segments = slot.segments if truncated is None or slot not in truncated else _clip(slot.segments, truncated[slot])
+        for origin, first, last in segments:
+            start[origin] = first
+            end[origin] = max(end.get(origin, 0), last)
+    return sum(end[o] - start[o] for o in end)
+
+
+def append(slot: Slot, tokens: list[int]) -> None:
+    """``slot`` writes ``tokens`` into new cells after the ones it holds."""
+    n = len(slot.tokens)
+    slot.tokens.extend(tokens)
+    last = slot.segments[-1] if slot.segments else None
+    if last is not None and last[0] == slot.origin and last[2] == n:
+        last[2] = n + len(tokens)
+    else:
+        slot.segments.append([slot.origin, n, n + len(tokens)])
+
+
+def copy_prefix(slot: Slot, donor: Slot, n: int) -> None:
+    """``slot`` (empty) now holds the first ``n`` cells of ``donor``, shared with it."""
+    slot.tokens = donor.tokens[:n]
+    slot.segments = _clip(donor.segments, n)
+    slot.origin = new_origin()
+
+
+def truncate(slot: Slot, n: int) -> None:
+    """``slot`` keeps its first ``n`` tokens (0: cleared); cells other slots share live on."""
+    if n >= len(slot.tokens):
+        return
+    del slot.tokens[n:]
+    slot.segments = _clip(slot.segments, n)
+    slot.origin = new_origin()  # what it writes next is not the cells it gave up
+
+
+def _clip(segments: list[list[int]], n: int) -> list[list[int]]:
+    return [[origin, first, min(last, n)] for origin, first, last in segments if first < n]
