@@ -144,7 +144,7 @@ def test_slots_show_busy_slots_during_long_streams(ops):
         slots = get(server, "/slots").json()
         assert len(slots) == 2 and all(s["is_processing"] for s in slots)
         for slot in slots:
-            assert (slot["n_ctx"], slot["id_executor"], slot["speculative"]) == (1024, 0, False)
+            assert (slot["n_ctx"], slot["id_executor"], slot["speculative"]) == (2048, 0, False)
             assert slot["id_task"] and slot["n_prompt_tokens"] > 0
             assert slot["params"]["temperature"] == 0.5 and slot["params"]["top_k"] == 12
             assert slot["params"]["n_predict"] == 400 and slot["params"]["ignore_eos"] is True
@@ -165,7 +165,7 @@ def test_props_has_llama_server_fields(ops):
     server, _ = ops
     props = get(server, "/props").json()
     settings = props["default_generation_settings"]
-    assert settings["n_ctx"] == 1024 and props["total_slots"] == 2
+    assert settings["n_ctx"] == 2048 and props["total_slots"] == 2  # a request may use all of -c
     assert settings["params"]["temperature"] == 0.8 and settings["params"]["seed"] == 0xFFFFFFFF
     assert settings["params"]["n_predict"] == -1
     assert props["model_path"].endswith(".gguf") and props["model_ftype"]

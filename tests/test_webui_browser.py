@@ -84,7 +84,7 @@ def test_chat_streams_a_reply_and_stops_one(server: ServerHandle, browser: webdr
     assert reply.find_element(By.CSS_SELECTOR, ".content").text.strip()  # the streamed text is shown
     assert browser.find_element(By.ID, "send").is_displayed()
 
-    set_settings(browser, max_tokens="300")  # a slot holds 512 tokens
+    set_settings(browser, max_tokens="300")  # long enough to be stopped mid-reply
     send(browser, "Now explain, with a code example in Python, how to read a file.")
     stop = browser.find_element(By.ID, "stop")
     wait(browser, lambda d: stop.is_displayed() and len(assistant_messages(d)) == 2
