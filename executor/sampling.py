@@ -3,8 +3,10 @@
 Plain greedy sequences (no penalties, bias or grammar) take one vectorised numpy argmax over
 their logits rows: llama_sampler_sample copies the whole vocabulary (262k entries for Gemma 3)
 into a candidate array per call, which at 16 sequences would cost ~10% of a CPU step. Everything
-else runs a llama.cpp sampler chain built once per request (llama-server's order: bias,
-penalties, top-k, typical, top-p, min-p, temperature, dist). Log-probabilities come from the
+else runs a llama.cpp sampler chain built once per request, as llama-server's common_sampler
+builds it: logit bias, then the samplers in the request's order (penalties, DRY, top-n-sigma,
+top-k, typical, top-p, min-p, XTC, (dynamic) temperature by default), then dist, adaptive-p or
+Mirostat (v1, v2). Log-probabilities come from the
 raw logits rows (the model's distribution, as OpenAI reports it), never from a Python loop over
 the vocabulary.
 
@@ -66,13 +68,7 @@ class SeqSampler:
         self.prompt_logprobs = prompt_logprobs
         greedy = params.temperature <= 0
         # Greedy without logit changes: the token is the row's argmax, taken for all such rows at once.
-        self.argmax_first = (
-            greedy
-            and not params.logit_bias
-            and params.repeat_penalty == 1.0
-            and params.presence_penalty == 0.0
-            and params.frequency_penalty == 0.0
-        )
+        self.argmax_first = greedy and not changes_argmax(params)
         self.fast_greedy = self.argmax_first and params.grammar is None
         self.n_vocab = n_vocab
         self.chain: llama_cpp.llama_sampler_p | None = None
@@ -255,11 +251,46 @@ def _apply_select(chain: llama_cpp.llama_sampler_p, cand: np.ndarray) -> int:
     return int(cand["id"][array.selected])
 
 
+# llama-server's default order of the samplers between the logit bias and the final pick.
+DEFAULT_ORDER = ("penalties", "dry", "top_n_sigma", "top_k", "typ_p", "top_p", "min_p", "xtc", "temperature")
+# Samplers that can move the argmax: the only ones a greedy chain runs (the others keep the top token).
+_GREEDY_RELEVANT = frozenset({"penalties", "dry", "typ_p", "xtc"})
+
+
+def changes_argmax(p: SamplingParams) -> bool:
+    """Whether the chain may pick another token than the raw logits' argmax under greedy decoding."""
+    return bool(
+        p.logit_bias
+        or p.repeat_penalty != 1.0
+        or p.presence_penalty != 0.0
+        or p.frequency_penalty != 0.0
+        or _dry_on(p)
+        or (p.typical_p < 1.0 and _in_order(p, "typ_p"))
+        or (_xtc_on(p) and _in_order(p, "xtc"))
+    )
+
+
+def _dry_on(p: SamplingParams) -> bool:
+    return p.dry_multiplier != 0.0 and p.dry_base >= 1.0 and p.dry_penalty_last_n != 0 and _in_order(p, "dry")
+
+
+def _xtc_on(p: SamplingParams) -> bool:
+    return p.xtc_probability > 0.0 and p.xtc_threshold <= 0.5
+
+
+def _in_order(p: SamplingParams, name: str) -> bool:
+    return name in (DEFAULT_ORDER if p.samplers is None else p.samplers)
+
+
 def _build_chain(
     p: SamplingParams, vocab: llama_cpp.llama_vocab_p, n_vocab: int, greedy: bool
 ) -> llama_cpp.llama_sampler_p:
-    """The chain without the grammar (checked apart, after sampling)."""
+    """The chain without the grammar (checked apart, after sampling), built as llama-server's
+    common_sampler does: logit bias, then the samplers in ``p.samplers`` order, then the pick
+    (dist, adaptive-p, mirostat or greedy). Neutral samplers are left out: each one costs a
+    pass over the candidates."""
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    seed = llama_cpp.LLAMA_DEFAULT_SEED if p.seed is None else p.seed & 0xFFFFFFFF
 
     def add(sampler: llama_cpp.llama_sampler_p) -> None:
         if not sampler:
@@ -270,31 +301,72 @@ def _build_chain(
     if p.logit_bias:
         biases = (llama_cpp.llama_logit_bias * len(p.logit_bias))(*p.logit_bias)
         add(llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(p.logit_bias), biases))
-    if p.repeat_penalty != 1.0 or p.presence_penalty != 0.0 or p.frequency_penalty != 0.0:
-        add(
-            llama_cpp.llama_sampler_init_penalties(
-                n_vocab,
-                p.repeat_last_n,
-                p.repeat_penalty,
-                p.frequency_penalty,
-                p.presence_penalty,
-            )
-        )
+    order = DEFAULT_ORDER if p.samplers is None else tuple(p.samplers)
+    if p.mirostat and not greedy:
+        # Mirostat replaces the truncating samplers; llama-server keeps only temperature before it.
+        order = ("temperature",)
+    for name in order:
+        if greedy and name not in _GREEDY_RELEVANT:
+            continue
+        try:
+            sampler = _sampler(name, p, vocab, n_vocab, seed)
+        except SequenceFailed:
+            llama_cpp.llama_sampler_free(chain)
+            raise
+        if sampler is not None:
+            add(sampler)
     if greedy:
         add(llama_cpp.llama_sampler_init_greedy())
-        return chain
-    if p.top_k > 0:
-        add(llama_cpp.llama_sampler_init_top_k(p.top_k))
-    if p.typical_p < 1.0:
-        add(llama_cpp.llama_sampler_init_typical(p.typical_p, 1))
-    if p.top_p < 1.0:
-        add(llama_cpp.llama_sampler_init_top_p(p.top_p, 1))
-    if p.min_p > 0.0:
-        add(llama_cpp.llama_sampler_init_min_p(p.min_p, 1))
-    add(llama_cpp.llama_sampler_init_temp(p.temperature))
-    seed = llama_cpp.LLAMA_DEFAULT_SEED if p.seed is None else p.seed & 0xFFFFFFFF
-    add(llama_cpp.llama_sampler_init_dist(seed))
+    elif p.mirostat == 1:
+        add(llama_cpp.llama_sampler_init_mirostat(n_vocab, seed, p.mirostat_tau, p.mirostat_eta, 100))
+    elif p.mirostat == 2:
+        add(llama_cpp.llama_sampler_init_mirostat_v2(seed, p.mirostat_tau, p.mirostat_eta))
+    elif "adaptive_p" in order:
+        add(llama_cpp.llama_sampler_init_adaptive_p(p.adaptive_target, p.adaptive_decay, seed))
+    else:
+        add(llama_cpp.llama_sampler_init_dist(seed))
     return chain
+
+
+def _sampler(name: str, p: SamplingParams, vocab: llama_cpp.llama_vocab_p, n_vocab: int,
+             seed: int) -> llama_cpp.llama_sampler_p | None:
+    """One sampler of the ordered part of the chain; None when its settings make it a no-op."""
+    if name == "penalties":
+        if p.repeat_penalty == 1.0 and p.presence_penalty == 0.0 and p.frequency_penalty == 0.0:
+            return None
+        return llama_cpp.llama_sampler_init_penalties(
+            n_vocab, p.repeat_last_n, p.repeat_penalty, p.frequency_penalty, p.presence_penalty
+        )
+    if name == "dry":
+        if not _dry_on(p):
+            return None
+        breakers = [b.encode() for b in p.dry_sequence_breakers]
+        # llama.cpp copies the breakers while building the sampler: the array may go after.
+        array = (ctypes.c_char_p * len(breakers))(*breakers)
+        return llama_cpp.llama_sampler_init_dry(
+            vocab, p.dry_multiplier, p.dry_base, p.dry_allowed_length, p.dry_penalty_last_n, array, len(breakers)
+        )
+    if name == "top_n_sigma":
+        return llama_cpp.llama_sampler_init_top_n_sigma(p.top_n_sigma) if p.top_n_sigma > 0 else None
+    if name == "top_k":
+        return llama_cpp.llama_sampler_init_top_k(p.top_k) if p.top_k > 0 else None
+    if name == "typ_p":
+        return llama_cpp.llama_sampler_init_typical(p.typical_p, p.min_keep) if p.typical_p < 1.0 else None
+    if name == "top_p":
+        return llama_cpp.llama_sampler_init_top_p(p.top_p, p.min_keep) if p.top_p < 1.0 else None
+    if name == "min_p":
+        return llama_cpp.llama_sampler_init_min_p(p.min_p, p.min_keep) if p.min_p > 0.0 else None
+    if name == "xtc":
+        return llama_cpp.llama_sampler_init_xtc(p.xtc_probability, p.xtc_threshold, p.min_keep, seed) if _xtc_on(p) else None
+    if name == "temperature":
+        if p.dynatemp_range > 0.0:
+            return llama_cpp.llama_sampler_init_temp_ext(p.temperature, p.dynatemp_range, p.dynatemp_exponent)
+        return llama_cpp.llama_sampler_init_temp(p.temperature)
+    if name == "infill":
+        return llama_cpp.llama_sampler_init_infill(vocab)
+    if name == "adaptive_p":
+        return None  # the final pick, added after the ordered samplers
+    raise SequenceFailed(f"unknown sampler {name!r}")
 
 
 def sample_rows(

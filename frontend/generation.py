@@ -11,6 +11,7 @@ block early (client gone, error) aborts whatever is still running.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Self
 
@@ -18,6 +19,7 @@ from frontend.engine_client import EngineClient
 from frontend.errors import ApiError, from_engine
 from frontend.schemas import PromptTokensDetails, Usage
 from frontend.stop import StopMatcher
+from frontend.timings import Timings, make_timings
 from frontend.tokenizer import IncrementalDetokenizer, Tokenizer
 from ipc.protocol import AddRequest, FinishReason, RequestOutput, RequestStats, TokenLogprob
 
@@ -31,6 +33,8 @@ class TokenText:
     logprob: float
     top: list[tuple[str, bytes, float]]
     offset: int  # characters of the choice's text before this token
+    token_id: int = -1
+    top_ids: list[int] = field(default_factory=list)  # the ids of ``top``
 
 
 @dataclass(slots=True)
@@ -38,6 +42,7 @@ class ChoiceDelta:
     index: int
     text: str = ""
     tokens: list[TokenText] = field(default_factory=list)
+    token_ids: list[int] = field(default_factory=list)  # the generated ids that count (llama-server's tokens)
     finish_reason: str | None = None  # "stop" or "length" on the choice's last delta
 
 
@@ -54,6 +59,7 @@ class Choice:
         self.stats: RequestStats | None = None
         self.stopped_by_string = False
         self.prompt_logprobs: list[TokenLogprob] = []  # with echo + logprobs: prompt tokens 1..
+        self.t_first_token = 0.0  # time.monotonic() when the first token arrived (0: none yet)
         self._tokenizer = tokenizer
         self._detok = IncrementalDetokenizer(tokenizer, special_ids)
         self._stop = StopMatcher(stops)
@@ -68,9 +74,12 @@ class Choice:
         if self.finished:
             return
         self.prompt_logprobs += output.prompt_logprobs
+        if output.token_ids and not self.t_first_token:
+            self.t_first_token = time.monotonic()
         if self.finish_reason is None:
             for k, token_id in enumerate(output.token_ids):
                 self.n_tokens += 1
+                self._delta.token_ids.append(token_id)
                 text = self._detok.push(token_id)
                 if self._logprobs and k < len(output.logprobs):
                     self._hold_token(output.logprobs[k], text)
@@ -88,13 +97,24 @@ class Choice:
         """What changed since the last call, or None."""
         delta = self._delta
         report_finish = self.finish_reason is not None and not self._finish_reported
-        if not delta.text and not delta.tokens and not report_finish:
+        if not delta.text and not delta.tokens and not delta.token_ids and not report_finish:
             return None
         if report_finish:
             delta.finish_reason = self.finish_reason
             self._finish_reported = True
         self._delta = ChoiceDelta(self.index)
         return delta
+
+    @property
+    def stop_type(self) -> str:
+        """llama-server's stop_type: word (a stop string), eos, limit, or none (not finished)."""
+        if self.stopped_by_string:
+            return "word"
+        return {"stop": "eos", "length": "limit"}.get(self.finish_reason or "", "none")
+
+    @property
+    def stopping_word(self) -> str:
+        return self._stop.matched
 
     def _finish(self, output: RequestOutput) -> None:
         self.finished = True
@@ -131,7 +151,8 @@ class Choice:
         for token_id, value in logprob.top:
             top_piece = self._tokenizer.piece(token_id)
             top.append((top_piece.decode("utf-8", errors="replace"), top_piece, value))
-        token = TokenText(piece.decode("utf-8", errors="replace"), piece, logprob.logprob, top, self._decoded)
+        token = TokenText(piece.decode("utf-8", errors="replace"), piece, logprob.logprob, top, self._decoded,
+                          logprob.token_id, [token_id for token_id, _ in logprob.top])
         self._held_tokens.append((self._decoded + len(text), token))
 
     def _release_tokens(self, upto: int | None) -> None:
@@ -147,9 +168,10 @@ class Generation:
     """The engine requests of one API call; ``requests[p * n + i]`` is choice i of prompt p."""
 
     def __init__(self, engine: EngineClient, tokenizer: Tokenizer, requests: list[AddRequest], n: int,
-                 stops: list[str], logprobs: bool, ping_interval_s: float,
+                 stops: list[str], logprobs: bool, ping_interval_s: float | None,
                  special_ids: frozenset[int] = frozenset()) -> None:
-        """``special_ids``: control tokens written as their text (tool-call and reasoning markers)."""
+        """``special_ids``: control tokens written as their text (tool-call and reasoning markers);
+        ``ping_interval_s``: None never pings."""
         self._engine = engine
         self._requests = requests
         self._n = n
@@ -158,8 +180,10 @@ class Generation:
         self._by_id = {c.request_id: c for c in self.choices}
         self._aborted: set[str] = set()
         self._queue: asyncio.Queue[RequestOutput] | None = None
+        self._t_submit = 0.0
 
     async def __aenter__(self) -> Self:
+        self._t_submit = time.monotonic()
         self._queue = self._engine.submit(self._requests)
         return self
 
@@ -211,6 +235,34 @@ class Generation:
         )
 
 
+    def timings(self) -> Timings:
+        """llama-server's timings of this call: the engine's stats once every choice is done,
+        live figures measured here before that. Over several choices: tokens add up, each
+        phase lasts as long as its slowest choice."""
+        firsts = self.choices[:: self._n]
+        predicted_n = sum(c.n_tokens for c in self.choices)
+        if self.done and all(c.stats is not None for c in self.choices):
+            stats = [c.stats for c in self.choices if c.stats is not None]
+            first_stats = [c.stats for c in firsts if c.stats is not None]
+            return make_timings(
+                cache_n=sum(s.n_cached_tokens for s in first_stats),
+                prompt_n=sum(s.n_evaluated_prompt_tokens for s in first_stats),
+                prompt_ms=max(s.prefill_ms for s in stats),
+                predicted_n=predicted_n,
+                predicted_ms=max(s.decode_ms for s in stats),
+            )
+        now = time.monotonic()
+        started = [c.t_first_token for c in self.choices if c.t_first_token]
+        prompt_n = sum(len(self._requests[c.index].prompt_token_ids) for c in firsts)
+        return make_timings(
+            cache_n=0,
+            prompt_n=prompt_n,
+            prompt_ms=1e3 * ((max(started) if started else now) - self._t_submit),
+            predicted_n=predicted_n,
+            predicted_ms=1e3 * (now - min(started)) if started else 0.0,
+        )
+
+
 @dataclass(slots=True)
 class ChoiceResult:
     """A finished choice: all its text and tokens."""
@@ -220,20 +272,24 @@ class ChoiceResult:
     tokens: list[TokenText]
     finish_reason: str
     prompt_logprobs: list[TokenLogprob]
+    token_ids: list[int]
 
 
 async def collect(gen: Generation) -> list[ChoiceResult]:
     """Run a generation to its end (non-streaming responses)."""
     texts: list[list[str]] = [[] for _ in gen.choices]
     tokens: list[list[TokenText]] = [[] for _ in gen.choices]
+    token_ids: list[list[int]] = [[] for _ in gen.choices]
     async with gen:
         while not gen.done:
             for delta in await gen.next_deltas() or ():
                 texts[delta.index].append(delta.text)
                 tokens[delta.index].extend(delta.tokens)
+                token_ids[delta.index].extend(delta.token_ids)
     results = []
     for c in gen.choices:
         assert c.finish_reason is not None, "a finished choice has its finish reason"
         text = "".join(texts[c.index])
-        results.append(ChoiceResult(c.index, text, tokens[c.index], c.finish_reason, c.prompt_logprobs))
+        results.append(ChoiceResult(c.index, text, tokens[c.index], c.finish_reason, c.prompt_logprobs,
+                                    token_ids[c.index]))
     return results

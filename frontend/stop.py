@@ -12,6 +12,7 @@ class StopMatcher:
     def __init__(self, stops: list[str]) -> None:
         self._stops = [s for s in stops if s]
         self._held = ""
+        self.matched = ""  # the stop string that ended the text (llama-server's stopping_word)
 
     def push(self, text: str) -> tuple[str, bool]:
         """Feed new text; returns (text safe to emit, whether a stop string matched).
@@ -21,8 +22,9 @@ class StopMatcher:
         if not self._stops:
             return text, False
         buf = self._held + text
-        cut = min((i for i in (buf.find(s) for s in self._stops) if i >= 0), default=-1)
-        if cut >= 0:
+        found = [(i, stop) for stop in self._stops if (i := buf.find(stop)) >= 0]
+        if found:
+            cut, self.matched = min(found, key=lambda hit: hit[0])
             self._held = ""
             return buf[:cut], True
         keep = self._partial_match_len(buf)

@@ -91,9 +91,30 @@ class SamplingParams(_Part):
     repeat_last_n: int = 64
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
-    logit_bias: list[tuple[int, float]] = []
+    logit_bias: list[tuple[int, float]] = []  # a bias of -inf bans the token
     seed: int | None = None
     grammar: str | None = None  # GBNF, root rule "root"
+    # llama.cpp's other samplers, with llama-server's meanings and neutral defaults
+    min_keep: int = 0  # truncating samplers keep at least this many candidates
+    top_n_sigma: float = -1.0  # <= 0: off
+    xtc_probability: float = 0.0
+    xtc_threshold: float = 0.1  # > 0.5: off
+    dynatemp_range: float = 0.0
+    dynatemp_exponent: float = 1.0
+    mirostat: int = 0  # 0: off; 1, 2: Mirostat v1 / v2 (replace the truncating samplers)
+    mirostat_tau: float = 5.0
+    mirostat_eta: float = 0.1
+    dry_multiplier: float = 0.0  # 0: DRY off
+    dry_base: float = 1.75
+    dry_allowed_length: int = 2
+    dry_penalty_last_n: int = 64  # 0: off
+    dry_sequence_breakers: list[str] = msgspec.field(default_factory=lambda: ["\n", ":", "\"", "*"])
+    adaptive_target: float = -1.0  # adaptive-p (only when "adaptive_p" is in ``samplers``)
+    adaptive_decay: float = 0.9
+    # Order of the samplers between penalties and the final pick (llama-server's names:
+    # penalties, dry, top_n_sigma, top_k, typ_p, top_p, min_p, xtc, temperature, adaptive_p);
+    # None: llama-server's default order.
+    samplers: list[str] | None = None
 
 
 class TokenLogprob(_Part):

@@ -47,7 +47,7 @@ def _model_meta(fe: Frontend, info: EngineInfo) -> ModelMeta:
 async def props(fe: Frontend, req: Request) -> Response:
     info = fe.engine_info()
     return json_response({
-        "default_generation_settings": {"params": default_sampling(), "n_ctx": info.n_ctx_slot},
+        "default_generation_settings": {"params": default_sampling(fe.cfg), "n_ctx": info.n_ctx_slot},
         "total_slots": info.n_slots * info.n_executors,
         "model_alias": fe.model_id,
         "model_path": fe.cfg.model,
