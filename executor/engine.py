@@ -240,7 +240,8 @@ class ModelEngine:
             old.free()
         try:
             self.samplers[start.seq_id] = SeqSampler(
-                start.sampling, self.vocab, self.n_vocab, start.logprobs, start.history, start.prompt_logprobs
+                start.sampling, self.vocab, self.n_vocab, start.logprobs, start.history, start.prompt_logprobs,
+                start.penalty_context,
             )
         except SequenceFailed as exc:
             failures[start.seq_id] = EngineError(ErrorCode.INVALID_REQUEST, str(exc))

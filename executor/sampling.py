@@ -47,11 +47,6 @@ class SequenceFailed(Exception):
     built); its request fails alone, the step and the other sequences go on."""
 
 
-class SequenceFailed(Exception):
-    """One sequence cannot go on (its sampler cannot be built or cannot sample); only its
-    request fails, the step's other sequences are unaffected."""
-
-
 class SeqSampler:
     """Sampling state of the request running on one sequence."""
 
@@ -63,6 +58,7 @@ class SeqSampler:
         logprobs: int,
         history: list[int],
         prompt_logprobs: int = -1,
+        penalty_context: list[int] | None = None,
     ) -> None:
         self.logprobs = logprobs
         self.prompt_logprobs = prompt_logprobs
@@ -80,6 +76,8 @@ class SeqSampler:
         try:
             if not self.argmax_first:
                 self.chain = _build_chain(params, vocab, n_vocab, greedy)
+                for token in penalty_context or ():  # prompt tokens: the chain's memory, not the grammar's
+                    llama_cpp.llama_sampler_accept(self.chain, token)
             for token in history:
                 if self.chain is not None:
                     llama_cpp.llama_sampler_accept(self.chain, token)

@@ -48,11 +48,13 @@ def default_sampling(cfg: ServeConfig) -> dict[str, object]:
 
 
 def sampling_params(req: SamplingFields, tokenizer: Tokenizer, defaults: SamplingParams, default_seed: int,
-                    eog_ids: list[int], grammar: str | None = None) -> SamplingParams:
+                    eog_ids: list[int], n_ctx_slot: int, grammar: str | None = None) -> SamplingParams:
     """The sampler settings of choice 0 (``with_seed_offset`` derives the others); ``grammar``
     is the checked GBNF the output must follow; ``eog_ids`` are banned with ``ignore_eos``, as
     llama-server does (an end-of-generation token that may not end the output is not sampled)."""
     given = {name: value for name in FROM_REQUEST if (value := getattr(req, name)) is not None}
+    if given.get("repeat_last_n", defaults.repeat_last_n) == -1:  # -1: the whole context, as llama-server
+        given["repeat_last_n"] = n_ctx_slot
     if req.dry_base is not None and req.dry_base >= 1.0:  # below 1: the default, as llama-server
         given["dry_base"] = req.dry_base
     if req.samplers is not None:

@@ -297,6 +297,9 @@ class SeqStart(_Part):
     # Already-generated tokens to feed the penalty sampler (none for a fresh request).
     history: list[int] = []
     prompt_logprobs: int = -1  # top-k alternatives reported with logprob_targets (see BatchItem)
+    # The prompt's last tokens, fed to the repetition samplers (penalties, DRY) before the output:
+    # they penalise repeating the prompt too, as llama-server's do. Not fed to the grammar.
+    penalty_context: list[int] = []
 
 
 class BatchItem(_Part):

@@ -252,7 +252,7 @@ class Scheduler:
         elif placement.reuse < len(slot.tokens):
             ex.kv_ops.append(KvOp(KvOpKind.TRUNCATE, seq, placement.reuse))
             del slot.tokens[placement.reuse :]
-        ex.starts.append(SeqStart(seq, req.sampling, req.logprobs, [], req.prompt_logprobs))
+        ex.starts.append(SeqStart(seq, req.sampling, req.logprobs, [], req.prompt_logprobs, req.penalty_context))
         slot.request = req
         slot.last_used = now
         req.slot = slot

@@ -45,6 +45,18 @@ class Request:
         self.t_last_token = 0.0
 
     @property
+    def penalty_context(self) -> list[int]:
+        """The prompt tokens the sampler chain's repetition samplers look back over (llama-server
+        feeds them the whole prompt; only the last ``repeat_last_n`` / ``dry_penalty_last_n`` count)."""
+        p = self.sampling
+        lookback = 0
+        if p.repeat_penalty != 1.0 or p.presence_penalty != 0.0 or p.frequency_penalty != 0.0:
+            lookback = p.repeat_last_n
+        if p.dry_multiplier != 0.0:
+            lookback = max(lookback, p.dry_penalty_last_n)
+        return self.prompt[-lookback:] if lookback > 0 else []
+
+    @property
     def n_evaluated_prompt(self) -> int:
         """Prompt tokens run through the model (not taken from the prefix cache)."""
         return max(0, min(self.n_computed, len(self.prompt)) - self.n_cached)

@@ -174,7 +174,8 @@ async def chat_completions(fe: Frontend, req: Request) -> Response | StreamRespo
     limit = token_limit(body, fe.cfg, body.max_completion_tokens)
     check_context(len(prompt), limit, info.n_ctx_slot)
     logprobs = _engine_logprobs(body)
-    sampling = sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids, grammar)
+    sampling = sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids,
+                               info.n_ctx_slot, grammar)
     requests = engine_requests(req.id, [prompt], body.n, body, sampling, limit, logprobs)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),

@@ -125,7 +125,8 @@ async def completions(fe: Frontend, req: Request) -> Response | StreamResponse:
         check_context(len(prompt.token_ids), limit, info.n_ctx_slot)
     logprobs = body.logprobs if body.logprobs is not None else (body.n_probs if body.n_probs > 0 else -1)
     prompt_logprobs = logprobs if body.echo else -1
-    sampling = sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids, grammar)
+    sampling = sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids,
+                               info.n_ctx_slot, grammar)
     requests = engine_requests(req.id, [p.token_ids for p in prompts], body.n, body, sampling, limit, logprobs,
                                prompt_logprobs)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,

@@ -228,7 +228,8 @@ async def _run(fe: Frontend, req: Request, body: NativeCompletionRequest,
         check_context(len(prompt.token_ids), limit, info.n_ctx_slot)
     n_probs = body.n_probs or body.logprobs or 0
     logprobs = n_probs if n_probs > 0 else -1
-    sampling = sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids, grammar)
+    sampling = sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids,
+                               info.n_ctx_slot, grammar)
     requests = engine_requests(req.id, [p.token_ids for p in prompts], body.n, body, sampling, limit, logprobs)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval))
