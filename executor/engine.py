@@ -144,6 +144,8 @@ class ModelEngine:
             bos_token_id=llama_cpp.llama_vocab_bos(self.vocab),
             device=f"gpu:{os.environ.get('CUDA_VISIBLE_DEVICES', '0')}" if gpu else "cpu",
             pid=os.getpid(),
+            n_embd=llama_cpp.llama_model_n_embd(self.model),
+            vocab_type=llama_cpp.llama_vocab_type(self.vocab),
         )
 
     # ------------------------------------------------------------------ step

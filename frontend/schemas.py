@@ -358,6 +358,8 @@ class ModelMeta(msgspec.Struct, omit_defaults=True):
     n_ctx_train: int | None = None
     n_params: int | None = None
     size: int | None = None  # bytes
+    n_embd: int | None = None
+    vocab_type: int | None = None  # llama_vocab_type (1 SPM, 2 BPE, ...)
 
 
 class Model(msgspec.Struct, tag_field="object", tag="model", omit_defaults=True):
@@ -367,8 +369,34 @@ class Model(msgspec.Struct, tag_field="object", tag="model", omit_defaults=True)
     meta: ModelMeta | None = None  # absent until the engine is ready
 
 
+class OllamaModelDetails(msgspec.Struct):
+    parent_model: str = ""
+    format: str = "gguf"
+    family: str = ""
+    families: list[str] = msgspec.field(default_factory=lambda: [""])
+    parameter_size: str = ""
+    quantization_level: str = ""
+
+
+class OllamaModel(msgspec.Struct):
+    """An entry of llama-server's Ollama-style ``models`` list (what Ollama clients read)."""
+
+    name: str
+    model: str
+    modified_at: str = ""
+    size: str = ""
+    digest: str = ""
+    type: str = "model"
+    description: str = ""
+    tags: list[str] = msgspec.field(default_factory=lambda: [""])
+    capabilities: list[str] = msgspec.field(default_factory=lambda: ["completion"])
+    parameters: str = ""
+    details: OllamaModelDetails = msgspec.field(default_factory=OllamaModelDetails)
+
+
 class ModelList(msgspec.Struct, tag_field="object", tag="list"):
     data: list[Model]
+    models: list[OllamaModel] = []  # llama-server's Ollama-compatible listing of the same models
 
 
 class TokenPiece(msgspec.Struct):

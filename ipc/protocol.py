@@ -218,6 +218,8 @@ class ExecutorInfo(_Part):
     bos_token_id: int = -1
     device: str = "cpu"
     pid: int = 0  # the executor process: tells a restarted executor from its predecessor
+    n_embd: int = 0  # embedding width (llama-server's /v1/models meta)
+    vocab_type: int = 0  # llama_vocab_type: 1 SPM, 2 BPE, 3 WPM, 4 UGM, 5 RWKV
 
 
 class EngineInfo(_Msg):
