@@ -50,7 +50,9 @@ class Choice:
     """The text of one engine request, built token by token."""
 
     def __init__(self, index: int, request_id: str, tokenizer: Tokenizer, stops: list[str],
-                 logprobs: bool, special_ids: frozenset[int] = frozenset()) -> None:
+                 logprobs: bool, special_ids: frozenset[int] = frozenset(), time_limit_s: float | None = None) -> None:
+        """``time_limit_s``: llama-server's t_max_predict_ms: once this long has passed since the
+        first token and a newline has been generated, the text ends there (finish "length")."""
         self.index = index
         self.request_id = request_id
         self.n_tokens = 0  # generated tokens that count (up to a stop string's last token)
@@ -58,6 +60,7 @@ class Choice:
         self.finished = False  # the engine's terminal output arrived
         self.stats: RequestStats | None = None
         self.stopped_by_string = False
+        self.cut_short = False  # ended here (stop string, time limit): the engine request is to be aborted
         self.prompt_logprobs: list[TokenLogprob] = []  # with echo + logprobs: prompt tokens 1..
         self.t_first_token = 0.0  # time.monotonic() when the first token arrived (0: none yet)
         self._tokenizer = tokenizer
@@ -69,6 +72,8 @@ class Choice:
         self._held_tokens: list[tuple[int, TokenText]] = []  # (end, token) whose text is not all out
         self._delta = ChoiceDelta(index)
         self._finish_reported = False
+        self._time_limit_s = time_limit_s
+        self._has_newline = False
 
     def feed(self, output: RequestOutput) -> None:
         if self.finished:
@@ -85,8 +90,14 @@ class Choice:
                     self._hold_token(output.logprobs[k], text)
                 self._decoded += len(text)
                 if self._emit(text):
-                    self.stopped_by_string = True
+                    self.stopped_by_string = self.cut_short = True
                     self.finish_reason = "stop"
+                    break
+                if self._over_time(text):
+                    self.cut_short = True
+                    self._delta.text += self._stop.flush()  # no stop string can end the text now
+                    self._release_tokens(None)
+                    self.finish_reason = "length"
                     break
             else:
                 self._release_tokens(self._emitted)
@@ -134,6 +145,12 @@ class Choice:
         self._release_tokens(None)
         self.finish_reason = "stop" if reason == FinishReason.STOP else "length"
 
+    def _over_time(self, text: str) -> bool:
+        if self._time_limit_s is None:
+            return False
+        self._has_newline = self._has_newline or "\n" in text
+        return self._has_newline and time.monotonic() - self.t_first_token >= self._time_limit_s
+
     def _emit(self, text: str) -> bool:
         """Pass text through the stop matcher into the delta; True when a stop string matched."""
         emitted, stopped = self._stop.push(text)
@@ -169,14 +186,15 @@ class Generation:
 
     def __init__(self, engine: EngineClient, tokenizer: Tokenizer, requests: list[AddRequest], n: int,
                  stops: list[str], logprobs: bool, ping_interval_s: float | None,
-                 special_ids: frozenset[int] = frozenset()) -> None:
+                 special_ids: frozenset[int] = frozenset(), time_limit_s: float | None = None) -> None:
         """``special_ids``: control tokens written as their text (tool-call and reasoning markers);
-        ``ping_interval_s``: None never pings."""
+        ``ping_interval_s``: None never pings; ``time_limit_s``: see Choice."""
         self._engine = engine
         self._requests = requests
         self._n = n
         self._ping_interval_s = ping_interval_s
-        self.choices = [Choice(i, r.request_id, tokenizer, stops, logprobs, special_ids) for i, r in enumerate(requests)]
+        self.choices = [Choice(i, r.request_id, tokenizer, stops, logprobs, special_ids, time_limit_s)
+                        for i, r in enumerate(requests)]
         self._by_id = {c.request_id: c for c in self.choices}
         self._aborted: set[str] = set()
         self._queue: asyncio.Queue[RequestOutput] | None = None
@@ -215,7 +233,7 @@ class Generation:
             choice = self._by_id[output.request_id]
             choice.feed(output)
             touched[choice.index] = choice
-            if choice.stopped_by_string and not choice.finished and choice.request_id not in self._aborted:
+            if choice.cut_short and not choice.finished and choice.request_id not in self._aborted:
                 self._aborted.add(choice.request_id)
                 self._engine.abort([choice.request_id])
         return [d for c in touched.values() if (d := c.take_delta()) is not None]

@@ -94,6 +94,11 @@ def logit_bias(bias: LogitBias, tokenizer: Tokenizer) -> list[tuple[int, float]]
     return out
 
 
+def time_limit_s(req: SamplingFields) -> float | None:
+    """``t_max_predict_ms`` in seconds; None: no limit."""
+    return req.t_max_predict_ms / 1e3 if req.t_max_predict_ms is not None and req.t_max_predict_ms > 0 else None
+
+
 def stop_strings(stop: str | list[str] | None) -> list[str]:
     if stop is None:
         return []

@@ -96,6 +96,8 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     cache_prompt: bool = True
     n_probs: TopLogprobs = 0
     timings_per_token: bool = False  # ``timings`` on every stream chunk, not only the last
+    # ms after the first token past which the text ends at its next newline (<= 0: no limit)
+    t_max_predict_ms: int | None = None
     # seconds of silence before a stream sends ": ping" (-1: never); default --sse-ping-interval
     sse_ping_interval: Annotated[float, msgspec.Meta(ge=-1)] | None = None
     # constrained output (one of them): GBNF (llama-server's field), a JSON schema, OpenAI's format

@@ -194,3 +194,12 @@ def test_models_list_has_llama_server_meta_and_the_ollama_listing(server):
     assert meta["n_params"] > 200e6 and meta["size"] > 0 and meta["n_vocab"] == meta["n_vocab"] > 0
     (entry,) = listing["models"]
     assert entry["name"] == entry["model"] == listing["data"][0]["id"] and entry["details"]["format"] == "gguf"
+
+
+def test_t_max_predict_ms_ends_the_text_at_a_newline_after_the_limit(server):
+    code = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n"
+    full = native(server, prompt=code, n_predict=64, ignore_eos=True)
+    assert full["content"].count("\n") >= 3
+    cut = native(server, prompt=code, n_predict=64, ignore_eos=True, t_max_predict_ms=1)
+    assert cut["stop_type"] == "limit" and cut["tokens_predicted"] < 64
+    assert full["content"].startswith(cut["content"]) and "\n" in cut["content"]

@@ -12,7 +12,14 @@ from frontend.errors import invalid
 from frontend.generation import ChoiceDelta, Generation, TokenText, collect
 from frontend.http import Request, Response, StreamResponse, json_response
 from frontend.llama_fields import refuse_unsupported
-from frontend.sampling import check_context, engine_requests, sampling_params, stop_strings, token_limit
+from frontend.sampling import (
+    check_context,
+    engine_requests,
+    sampling_params,
+    stop_strings,
+    time_limit_s,
+    token_limit,
+)
 from frontend.schemas import (
     SYSTEM_FINGERPRINT,
     AssistantMessage,
@@ -179,7 +186,7 @@ async def chat_completions(fe: Frontend, req: Request) -> Response | StreamRespo
     requests = engine_requests(req.id, [prompt], body.n, body, sampling, limit, logprobs)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
-                     fe.tokenizer.marker_tokens(markers))
+                     fe.tokenizer.marker_tokens(markers), time_limit_s(body))
     completion_id, created = f"chatcmpl-{req.id}", int(time.time())
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage

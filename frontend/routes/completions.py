@@ -17,7 +17,14 @@ from frontend.generation import ChoiceDelta, ChoiceResult, Generation, TokenText
 from frontend.http import Request, Response, StreamResponse, json_response
 from frontend.prompts import Prompt, completion_prompts
 from frontend.llama_fields import refuse_unsupported
-from frontend.sampling import check_context, engine_requests, sampling_params, stop_strings, token_limit
+from frontend.sampling import (
+    check_context,
+    engine_requests,
+    sampling_params,
+    stop_strings,
+    time_limit_s,
+    token_limit,
+)
 from frontend.schemas import (
     MAX_CHOICES,
     SYSTEM_FINGERPRINT,
@@ -130,7 +137,8 @@ async def completions(fe: Frontend, req: Request) -> Response | StreamResponse:
     requests = engine_requests(req.id, [p.token_ids for p in prompts], body.n, body, sampling, limit, logprobs,
                                prompt_logprobs)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
-                     sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval))
+                     sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
+                     time_limit_s=time_limit_s(body))
     echoes = [p.text if body.echo else "" for p in prompts for _ in range(body.n)]
     completion_id, created = f"cmpl-{req.id}", int(time.time())
     if body.stream:

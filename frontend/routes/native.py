@@ -31,6 +31,7 @@ from frontend.sampling import (
     engine_requests,
     sampling_params,
     stop_strings,
+    time_limit_s,
     token_limit,
 )
 from frontend.schemas import MAX_CHOICES, NativeCompletionRequest
@@ -232,7 +233,8 @@ async def _run(fe: Frontend, req: Request, body: NativeCompletionRequest,
                                info.n_ctx_slot, grammar)
     requests = engine_requests(req.id, [p.token_ids for p in prompts], body.n, body, sampling, limit, logprobs)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
-                     sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval))
+                     sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
+                     time_limit_s=time_limit_s(body))
     call = _Call(fe, body, prompts, gen, sampling, limit, logprobs)
     if body.stream:
         return StreamResponse(_events(call))
