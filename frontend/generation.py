@@ -21,7 +21,7 @@ from frontend.schemas import PromptTokensDetails, Usage
 from frontend.stop import StopMatcher
 from frontend.timings import Timings, make_timings
 from frontend.tokenizer import IncrementalDetokenizer, Tokenizer
-from ipc.protocol import AddRequest, FinishReason, RequestOutput, RequestStats, TokenLogprob
+from ipc.protocol import AddRequest, FinishReason, PromptProgress, RequestOutput, RequestStats, TokenLogprob
 
 
 @dataclass(slots=True)
@@ -44,6 +44,7 @@ class ChoiceDelta:
     tokens: list[TokenText] = field(default_factory=list)
     token_ids: list[int] = field(default_factory=list)  # the generated ids that count (llama-server's tokens)
     finish_reason: str | None = None  # "stop" or "length" on the choice's last delta
+    progress: PromptProgress | None = None  # the prefill's progress (with return_progress)
 
 
 class Choice:
@@ -79,6 +80,8 @@ class Choice:
         if self.finished:
             return
         self.prompt_logprobs += output.prompt_logprobs
+        if output.progress is not None:
+            self._delta.progress = output.progress
         if output.token_ids and not self.t_first_token:
             self.t_first_token = time.monotonic()
         if self.finish_reason is None:
@@ -108,7 +111,7 @@ class Choice:
         """What changed since the last call, or None."""
         delta = self._delta
         report_finish = self.finish_reason is not None and not self._finish_reported
-        if not delta.text and not delta.tokens and not delta.token_ids and not report_finish:
+        if not (delta.text or delta.tokens or delta.token_ids or delta.progress or report_finish):
             return None
         if report_finish:
             delta.finish_reason = self.finish_reason

@@ -32,7 +32,6 @@ def _at_most(limit: int) -> Callable[[Any], bool]:
 UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "verbose": (_falsy, "the __verbose debug field is not produced"),
     "echo": (_falsy, "echo is only supported on /v1/completions"),
-    "return_progress": (_falsy, "prompt progress events are not produced"),
     "post_sampling_probs": (_falsy, "probabilities after the sampler chain are not reported; use n_probs "
                                     "(probabilities of the model's distribution)"),
     "n_indent": (_falsy, "minimum line indentation is not implemented"),

@@ -159,6 +159,7 @@ def engine_requests(request_id: str, prompts: list[list[int]], n: int, req: Samp
             cache_prompt=req.cache_prompt,
             arrival_time=now,
             prompt_logprobs=prompt_logprobs,
+            return_progress=req.return_progress and req.stream,
         )
         for p, prompt in enumerate(prompts)
         for i in range(n)

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from frontend.timings import Timings
+from frontend.timings import PromptProgressJson, Timings
 
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 TopLogprobs = Annotated[int, msgspec.Meta(ge=0, le=20)]
@@ -96,6 +96,7 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     cache_prompt: bool = True
     n_probs: TopLogprobs = 0
     timings_per_token: bool = False  # ``timings`` on every stream chunk, not only the last
+    return_progress: bool = False  # streams: ``prompt_progress`` chunks during the prefill
     # ms after the first token past which the text ends at its next newline (<= 0: no limit)
     t_max_predict_ms: int | None = None
     # seconds of silence before a stream sends ": ping" (-1: never); default --sse-ping-interval
@@ -320,6 +321,7 @@ class ChatCompletionChunk(
     choices: list[ChatChunkChoice]
     usage: Usage | None = None  # only on the last chunk, when stream_options.include_usage
     timings: Timings | None = None  # on a choice's last chunk (on every chunk with timings_per_token)
+    prompt_progress: PromptProgressJson | None = None  # during the prefill, with return_progress
 
 
 class CompletionLogprobs(msgspec.Struct):
@@ -346,6 +348,7 @@ class Completion(msgspec.Struct, tag_field="object", tag="text_completion", omit
     choices: list[CompletionChoice]
     usage: Usage | None = None
     timings: Timings | None = None  # llama-server's; on streams the last chunk (every one with timings_per_token)
+    prompt_progress: PromptProgressJson | None = None  # stream chunks during the prefill, with return_progress
 
 
 class HealthStatus(msgspec.Struct):

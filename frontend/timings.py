@@ -6,12 +6,15 @@ measured here from the arrival of outputs, since the engine sends its stats only
 As llama-server counts them, ``prompt_n`` are the prompt tokens evaluated (``cache_n`` more
 came from the prefix cache: together they are usage's prompt_tokens), ``predicted_n`` the
 generated tokens (usage's completion_tokens), and the speeds count the first generated token,
-which comes out of the prefill, as free.
+which comes out of the prefill, as free. ``prompt_progress`` (with ``return_progress``) says how
+far a long prefill is before the first token.
 """
 
 from __future__ import annotations
 
 import msgspec
+
+from ipc.protocol import PromptProgress
 
 
 class Timings(msgspec.Struct):
@@ -39,3 +42,16 @@ def make_timings(cache_n: int, prompt_n: int, prompt_ms: float, predicted_n: int
         predicted_per_token_ms=predicted_ms / steps if steps else 0.0,
         predicted_per_second=1e3 * steps / predicted_ms if predicted_ms > 0 else 0.0,
     )
+
+
+class PromptProgressJson(msgspec.Struct):
+    """llama-server's ``prompt_progress``: prompt tokens in all, from the cache, in the KV cache now."""
+
+    total: int
+    cache: int
+    processed: int
+    time_ms: int
+
+
+def progress_json(progress: PromptProgress) -> PromptProgressJson:
+    return PromptProgressJson(progress.total, progress.cache, progress.processed, progress.time_ms)

@@ -157,6 +157,7 @@ class AddRequest(_Msg):
     # -1: none; k >= 0: log-probability of every prompt token after the first (each given the
     # tokens before it), with the top k alternatives (``echo`` with ``logprobs``).
     prompt_logprobs: int = -1
+    return_progress: bool = False  # send PromptProgress after each prefill step (llama-server's)
 
 
 class Abort(_Msg):
@@ -181,6 +182,15 @@ class StatsRequest(_Msg):
     token: int = 0  # echoed back to match replies
 
 
+class PromptProgress(_Part):
+    """How far a request's prefill is, after one step (llama-server's ``prompt_progress``)."""
+
+    total: int  # prompt tokens
+    cache: int  # of them reused from the prefix cache
+    processed: int  # in the KV cache now (cached ones included)
+    time_ms: int  # since the request got its slot
+
+
 class RequestOutput(_Part):
     """New tokens of one request in one step; terminal when finish_reason is set."""
 
@@ -191,6 +201,7 @@ class RequestOutput(_Part):
     error: EngineError | None = None
     stats: RequestStats | None = None
     prompt_logprobs: list[TokenLogprob] = []  # of the next prompt tokens (see AddRequest)
+    progress: PromptProgress | None = None  # with AddRequest.return_progress, during the prefill
 
 
 class RequestOutputs(_Msg):

@@ -21,6 +21,7 @@ from ipc.protocol import (
     FinishReason,
     KvOp,
     KvOpKind,
+    PromptProgress,
     RequestOutput,
     RequestStats,
     SeqStart,
@@ -285,6 +286,11 @@ class Scheduler:
             return
         for failure in result.failures:
             self._fail_seq(ex, failure.seq_id, failure.error, in_flight)
+        for req, _ in in_flight.values():
+            if req.return_progress and req.status == Status.PREFILL:
+                self.outputs[req.peer].append(RequestOutput(req.id, progress=PromptProgress(
+                    len(req.prompt), req.n_cached, min(req.n_computed, len(req.prompt)),
+                    int((now - req.t_admitted) * 1e3))))
         for entry in result.prompt_logprobs:
             req = in_flight.get(entry.seq_id, (None, 0))[0]
             if req is not None and req.status != Status.FINISHED:

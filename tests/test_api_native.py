@@ -203,3 +203,16 @@ def test_t_max_predict_ms_ends_the_text_at_a_newline_after_the_limit(server):
     cut = native(server, prompt=code, n_predict=64, ignore_eos=True, t_max_predict_ms=1)
     assert cut["stop_type"] == "limit" and cut["tokens_predicted"] < 64
     assert full["content"].startswith(cut["content"]) and "\n" in cut["content"]
+
+
+def test_prompt_progress_arrives_before_the_first_token(server):
+    long_prompt = "one two three four five six seven eight nine ten " * 30
+    events = stream_events(server, "/completion", {"prompt": long_prompt, "n_predict": 2, "stream": True,
+                                                  "return_progress": True, "cache_prompt": False})
+    first_text = next(i for i, e in enumerate(events) if e.get("content"))
+    progress = [e["prompt_progress"] for e in events[:first_text] if "prompt_progress" in e]
+    assert progress and progress[-1]["processed"] == progress[-1]["total"] == events[-1]["tokens_evaluated"]
+    assert all(p["time_ms"] >= 0 and p["cache"] == 0 for p in progress)
+    chunks = stream_events(server, "/v1/chat/completions", {"messages": [{"role": "user", "content": long_prompt}],
+                                                            "max_tokens": 2, "stream": True, "return_progress": True})
+    assert any("prompt_progress" in c for c in chunks)

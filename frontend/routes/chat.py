@@ -38,6 +38,7 @@ from frontend.schemas import (
     TopLogprob,
 )
 from frontend.state import Frontend
+from frontend.timings import progress_json
 from frontend.structured.constraints import check_grammar, output_grammar
 from frontend.structured.output import OutputDelta, OutputParser
 from frontend.structured.reasoning import Reasoning, reasoning_for
@@ -120,6 +121,10 @@ class _ChatChunks:
 
     def render(self, delta: ChoiceDelta) -> list[bytes]:
         events = []
+        if delta.progress is not None:
+            events.append(sse.event(ChatCompletionChunk(
+                id=self._id, created=self._created, model=self._model, system_fingerprint=SYSTEM_FINGERPRINT,
+                choices=[ChatChunkChoice(delta.index, ChatDelta())], prompt_progress=progress_json(delta.progress))))
         parser = self._parsers[delta.index]
         out = parser.push(delta.text)
         if delta.finish_reason is not None:

@@ -34,6 +34,7 @@ from frontend.schemas import (
     CompletionRequest,
 )
 from frontend.state import Frontend
+from frontend.timings import progress_json
 from frontend.structured.constraints import output_grammar
 from ipc.protocol import TokenLogprob
 
@@ -95,6 +96,10 @@ class _CompletionChunks:
 
     def render(self, delta: ChoiceDelta) -> list[bytes]:
         events = []
+        if delta.progress is not None:
+            events.append(sse.event(Completion(
+                id=self._id, created=self._created, model=self._model, system_fingerprint=SYSTEM_FINGERPRINT,
+                choices=[], prompt_progress=progress_json(delta.progress))))
         if delta.text or delta.tokens:
             logprobs = _logprobs(delta.tokens, len(self._echoes[delta.index])) if self._logprobs else None
             events.append(self._chunk(CompletionChoice(delta.index, delta.text, logprobs, None)))

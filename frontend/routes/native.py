@@ -37,7 +37,7 @@ from frontend.sampling import (
 from frontend.schemas import MAX_CHOICES, NativeCompletionRequest
 from frontend.state import Frontend
 from frontend.structured.constraints import output_grammar
-from frontend.timings import Timings, make_timings
+from frontend.timings import Timings, make_timings, progress_json
 from frontend.tokenizer import Tokenizer
 from executor.sampling import DEFAULT_ORDER
 from ipc.protocol import SamplingParams
@@ -98,6 +98,8 @@ class _Call:
         }
         if self.body.timings_per_token:
             out["timings"] = self.gen.timings()
+        if delta.progress is not None:
+            out["prompt_progress"] = progress_json(delta.progress)
         if self.logprobs > 0 and delta.tokens:
             out["completion_probabilities"] = _probabilities(delta.tokens)
         return out
@@ -248,7 +250,7 @@ async def _events(call: _Call) -> AsyncGenerator[bytes, None]:
     gen = call.gen
 
     def render(delta: ChoiceDelta) -> list[bytes]:
-        if not delta.text and not delta.token_ids and not delta.tokens:
+        if not (delta.text or delta.token_ids or delta.tokens or delta.progress):
             return []  # a finish without new text: the final event carries it
         return [sse.event(call.partial(gen.choices[delta.index], delta))]
 
