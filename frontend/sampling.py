@@ -20,7 +20,7 @@ from frontend.sampler_order import sampler_order
 from frontend.schemas import LogitBias, SamplingFields
 from frontend.tokenizer import Tokenizer
 from ggserve.config import ServeConfig
-from ipc.protocol import AddRequest, SamplingParams
+from ipc.protocol import AddRequest, EngineInfo, SamplingParams
 
 # llama-server's defaults for whatever a request leaves out.
 DEFAULTS = SamplingParams(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05)
@@ -127,6 +127,14 @@ def token_limit(req: SamplingFields, cfg: ServeConfig, max_completion_tokens: in
     return max_tokens(None, default=cfg.n_predict)
 
 
+def check_slot(req: SamplingFields, info: EngineInfo) -> None:
+    """``id_slot`` names a slot that exists (numbered over all executors, as /slots shows them)."""
+    n_slots = info.n_slots * info.n_executors
+    if req.id_slot >= n_slots:
+        raise invalid(f"id_slot {req.id_slot} does not exist: the server has {n_slots} slots (0..{n_slots - 1})",
+                      param="id_slot")
+
+
 def check_context(n_prompt: int, max_new: int, n_ctx_slot: int) -> None:
     """A request must fit a slot: prompt + max_tokens, or prompt + one token without a limit."""
     if n_prompt == 0:
@@ -160,6 +168,7 @@ def engine_requests(request_id: str, prompts: list[list[int]], n: int, req: Samp
             arrival_time=now,
             prompt_logprobs=prompt_logprobs,
             return_progress=req.return_progress and req.stream,
+            id_slot=req.id_slot,
         )
         for p, prompt in enumerate(prompts)
         for i in range(n)

@@ -97,6 +97,7 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     n_probs: TopLogprobs = 0
     timings_per_token: bool = False  # ``timings`` on every stream chunk, not only the last
     return_progress: bool = False  # streams: ``prompt_progress`` chunks during the prefill
+    id_slot: Annotated[int, msgspec.Meta(ge=-1)] = -1  # run on this slot (as /slots numbers them); -1: any
     # ms after the first token past which the text ends at its next newline (<= 0: no limit)
     t_max_predict_ms: int | None = None
     # seconds of silence before a stream sends ": ping" (-1: never); default --sse-ping-interval

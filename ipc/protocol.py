@@ -158,6 +158,9 @@ class AddRequest(_Msg):
     # tokens before it), with the top k alternatives (``echo`` with ``logprobs``).
     prompt_logprobs: int = -1
     return_progress: bool = False  # send PromptProgress after each prefill step (llama-server's)
+    # Run on this slot (executor_id * n_slots + slot index, as /slots numbers them), waiting for
+    # it to be free; -1: wherever the policy places it (llama-server's id_slot).
+    id_slot: int = -1
 
 
 class Abort(_Msg):

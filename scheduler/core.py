@@ -167,6 +167,9 @@ class Scheduler:
                 ErrorCode.INVALID_REQUEST,
                 f"the prompt has {len(prompt)} tokens; a slot holds {self.n_ctx_slot}",
             )
+        n_slots = sum(len(e.slots) for e in self.executors.values())
+        if msg.id_slot >= n_slots:
+            return EngineError(ErrorCode.INVALID_REQUEST, f"id_slot {msg.id_slot} does not exist ({n_slots} slots)")
         if len(self.waiting) >= self.max_queue:
             return EngineError(ErrorCode.OVERLOADED, f"{len(self.waiting)} requests are waiting")
         return None
@@ -228,6 +231,15 @@ class Scheduler:
         n_swa = ex.info.n_swa
         for req in list(self.waiting):
             reuse_allowed = self.prefix_cache and req.cache_prompt
+            if req.id_slot >= 0:
+                # Pinned: waits for its slot without holding up the requests behind it.
+                placement = self._pinned_placement(ex, req, n_swa, reuse_allowed)
+                if placement is not None:
+                    self.waiting.remove(req)
+                    self._start(ex, req, placement, now)
+                    if all(s.busy for s in ex.slots):
+                        break
+                continue
             target = policy.choose_executor(candidates, req.prompt, n_swa, reuse_allowed)
             if target is None:
                 break  # no free slot anywhere
@@ -240,6 +252,14 @@ class Scheduler:
             self._start(ex, req, placement, now)
             if all(s.busy for s in ex.slots):
                 break
+
+    def _pinned_placement(self, ex: ExecutorState, req: Request, n_swa: int,
+                          reuse_allowed: bool) -> policy.Placement | None:
+        """The placement of a request asking for one slot: on it, if it is this executor's and free."""
+        executor_id, index = divmod(req.id_slot, len(ex.slots))
+        if executor_id != ex.id or ex.slots[index].busy:
+            return None
+        return policy.place_on(ex.slots[index], req.prompt, n_swa, reuse_allowed)
 
     def _start(self, ex: ExecutorState, req: Request, placement: policy.Placement, now: float) -> None:
         slot = placement.slot

@@ -17,7 +17,7 @@ class Status(enum.IntEnum):
 class Request:
     __slots__ = (
         "id", "peer", "prompt", "max_tokens", "sampling", "stop_token_ids", "ignore_eos",
-        "logprobs", "prompt_logprobs", "return_progress", "cache_prompt", "status", "output_ids", "slot", "n_computed", "n_cached",
+        "logprobs", "prompt_logprobs", "return_progress", "id_slot", "cache_prompt", "status", "output_ids", "slot", "n_computed", "n_cached",
         "pending_token", "t_arrival", "t_admitted", "t_first_token", "t_last_token",
     )  # fmt: skip
 
@@ -32,6 +32,7 @@ class Request:
         self.logprobs = msg.logprobs
         self.prompt_logprobs = msg.prompt_logprobs
         self.return_progress = msg.return_progress
+        self.id_slot = msg.id_slot
         # Prompt log-probabilities need the logits of every prompt position: nothing is reused.
         self.cache_prompt = msg.cache_prompt and msg.prompt_logprobs < 0
         self.status = Status.WAITING

@@ -207,7 +207,7 @@ def test_t_max_predict_ms_ends_the_text_at_a_newline_after_the_limit(server):
 
 def test_prompt_progress_arrives_before_the_first_token(server):
     long_prompt = "one two three four five six seven eight nine ten " * 30
-    events = stream_events(server, "/completion", {"prompt": long_prompt, "n_predict": 2, "stream": True,
+    events = stream_events(server, "/completion", {"prompt": long_prompt, "n_predict": 2, "stream": True, "ignore_eos": True,
                                                   "return_progress": True, "cache_prompt": False})
     first_text = next(i for i, e in enumerate(events) if e.get("content"))
     progress = [e["prompt_progress"] for e in events[:first_text] if "prompt_progress" in e]
@@ -216,3 +216,10 @@ def test_prompt_progress_arrives_before_the_first_token(server):
     chunks = stream_events(server, "/v1/chat/completions", {"messages": [{"role": "user", "content": long_prompt}],
                                                             "max_tokens": 2, "stream": True, "return_progress": True})
     assert any("prompt_progress" in c for c in chunks)
+
+
+def test_id_slot_chooses_the_slot(server):
+    for slot in (2, 0):
+        assert native(server, n_predict=1, id_slot=slot)["id_slot"] == slot
+    r = post(server, "/completion", {"prompt": PROMPT, "id_slot": 4})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "id_slot"

@@ -14,6 +14,7 @@ from frontend.http import Request, Response, StreamResponse, json_response
 from frontend.llama_fields import refuse_unsupported
 from frontend.sampling import (
     check_context,
+    check_slot,
     engine_requests,
     sampling_params,
     stop_strings,
@@ -185,6 +186,7 @@ async def chat_completions(fe: Frontend, req: Request) -> Response | StreamRespo
     parsers = [OutputParser(reasoning, plan.tools.format) for _ in range(body.n)]
     limit = token_limit(body, fe.cfg, body.max_completion_tokens)
     check_context(len(prompt), limit, info.n_ctx_slot)
+    check_slot(body, info)
     logprobs = _engine_logprobs(body)
     sampling = sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids,
                                info.n_ctx_slot, grammar)

@@ -19,6 +19,7 @@ from frontend.prompts import Prompt, completion_prompts
 from frontend.llama_fields import refuse_unsupported
 from frontend.sampling import (
     check_context,
+    check_slot,
     engine_requests,
     sampling_params,
     stop_strings,
@@ -135,6 +136,7 @@ async def completions(fe: Frontend, req: Request) -> Response | StreamResponse:
     limit = token_limit(body, fe.cfg)
     for prompt in prompts:
         check_context(len(prompt.token_ids), limit, info.n_ctx_slot)
+    check_slot(body, info)
     logprobs = body.logprobs if body.logprobs is not None else (body.n_probs if body.n_probs > 0 else -1)
     prompt_logprobs = logprobs if body.echo else -1
     sampling = sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids,

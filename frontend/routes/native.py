@@ -28,6 +28,7 @@ from frontend.llama_fields import refuse_unsupported
 from frontend.prompts import Prompt, check_tokens, completion_prompts
 from frontend.sampling import (
     check_context,
+    check_slot,
     engine_requests,
     sampling_params,
     stop_strings,
@@ -229,6 +230,7 @@ async def _run(fe: Frontend, req: Request, body: NativeCompletionRequest,
     limit = token_limit(body, fe.cfg)
     for prompt in prompts:
         check_context(len(prompt.token_ids), limit, info.n_ctx_slot)
+    check_slot(body, info)
     n_probs = body.n_probs or body.logprobs or 0
     logprobs = n_probs if n_probs > 0 else -1
     sampling = sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids,
