@@ -249,8 +249,6 @@ def _apply_select(chain: llama_cpp.llama_sampler_p, cand: np.ndarray) -> int:
     return int(cand["id"][array.selected])
 
 
-# llama-server's default order of the samplers between the logit bias and the final pick.
-DEFAULT_ORDER = ("penalties", "dry", "top_n_sigma", "top_k", "typ_p", "top_p", "min_p", "xtc", "temperature")
 # Samplers that can move the argmax: the only ones a greedy chain runs (the others keep the top token).
 _GREEDY_RELEVANT = frozenset({"penalties", "dry", "typ_p", "xtc"})
 
@@ -277,7 +275,7 @@ def _xtc_on(p: SamplingParams) -> bool:
 
 
 def _in_order(p: SamplingParams, name: str) -> bool:
-    return name in (DEFAULT_ORDER if p.samplers is None else p.samplers)
+    return name in p.samplers
 
 
 def _build_chain(
@@ -299,7 +297,7 @@ def _build_chain(
     if p.logit_bias:
         biases = (llama_cpp.llama_logit_bias * len(p.logit_bias))(*p.logit_bias)
         add(llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(p.logit_bias), biases))
-    order = DEFAULT_ORDER if p.samplers is None else tuple(p.samplers)
+    order: list[str] | tuple[str, ...] = p.samplers
     if p.mirostat and not greedy:
         # Mirostat replaces the truncating samplers; llama-server keeps only temperature before it.
         order = ("temperature",)

@@ -43,7 +43,7 @@ def default_sampling(cfg: ServeConfig) -> dict[str, object]:
     defaults = server_defaults(cfg)
     params: dict[str, object] = {name: getattr(defaults, name) for name in FROM_REQUEST}
     params.update(dry_base=defaults.dry_base, n_predict=cfg.n_predict, max_tokens=cfg.n_predict,
-                  seed=cfg.seed, samplers=list(defaults.samplers or ()) or None)
+                  seed=cfg.seed, samplers=defaults.samplers)
     return params
 
 

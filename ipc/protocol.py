@@ -76,6 +76,10 @@ class ArrayRef(_Part):
     shape: tuple[int, ...]
 
 
+# llama-server's default order of the samplers between the logit bias and the final pick.
+DEFAULT_SAMPLER_ORDER = ("penalties", "dry", "top_n_sigma", "top_k", "typ_p", "top_p", "min_p", "xtc", "temperature")
+
+
 class SamplingParams(_Part):
     """How the next token is chosen. Defaults are neutral; the frontend applies API defaults.
 
@@ -111,10 +115,9 @@ class SamplingParams(_Part):
     dry_sequence_breakers: list[str] = msgspec.field(default_factory=lambda: ["\n", ":", "\"", "*"])
     adaptive_target: float = -1.0  # adaptive-p (only when "adaptive_p" is in ``samplers``)
     adaptive_decay: float = 0.9
-    # Order of the samplers between penalties and the final pick (llama-server's names:
-    # penalties, dry, top_n_sigma, top_k, typ_p, top_p, min_p, xtc, temperature, adaptive_p);
-    # None: llama-server's default order.
-    samplers: list[str] | None = None
+    # Order of the samplers between the logit bias and the final pick (llama-server's names:
+    # penalties, dry, top_n_sigma, top_k, typ_p, top_p, min_p, xtc, temperature, infill, adaptive_p).
+    samplers: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_SAMPLER_ORDER))
 
 
 class TokenLogprob(_Part):

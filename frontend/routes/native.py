@@ -40,7 +40,6 @@ from frontend.state import Frontend
 from frontend.structured.constraints import output_grammar
 from frontend.timings import Timings, make_timings, progress_json
 from frontend.tokenizer import Tokenizer
-from executor.sampling import DEFAULT_ORDER
 from ipc.protocol import SamplingParams
 
 
@@ -155,7 +154,6 @@ def _generation_settings(body: NativeCompletionRequest, sampling: SamplingParams
     settings.update(
         seed=-1 if sampling.seed is None else sampling.seed,
         grammar=sampling.grammar or "",
-        samplers=list(DEFAULT_ORDER if sampling.samplers is None else sampling.samplers),
         logit_bias=[[t, b] for t, b in sampling.logit_bias],
         n_predict=limit,
         max_tokens=limit,
