@@ -1,7 +1,9 @@
 """The ASGI application one granian worker runs: lifespan, routing, API keys, body limit, errors.
 
 At lifespan startup the worker loads its tokenizer and connects to the scheduler (``Frontend``).
-Every response carries ``x-request-id`` (the client's, if it sent a sane one). Handlers of
+Every response carries ``x-request-id`` (the client's, if it sent a sane one) and the CORS headers
+(``frontend.cors``); ``OPTIONS`` on any route is a CORS preflight; with ``--api-prefix`` every
+route lives under that prefix, as in llama-server. Handlers of
 generation endpoints run in a task that is cancelled when the client disconnects, which aborts
 their engine requests at once. Any exception becomes an OpenAI error object; nothing a client
 sends can take the worker down.
