@@ -62,7 +62,9 @@ class SeqSampler:
     ) -> None:
         self.logprobs = logprobs
         self.prompt_logprobs = prompt_logprobs
+        self.post_sampling_probs = params.post_sampling_probs and logprobs >= 0
         greedy = params.temperature <= 0
+        self.greedy = greedy
         # Greedy without logit changes: the token is the row's argmax, taken for all such rows at once.
         self.argmax_first = greedy and not changes_argmax(params)
         self.fast_greedy = self.argmax_first and params.grammar is None
@@ -99,6 +101,29 @@ class SeqSampler:
                       g.n_tokens, g.n_top, g.n_full)
             g.free()
             self.grammar = None
+
+    def sample_with_probs(self, row: np.ndarray, argmax_token: int) -> tuple[int, TokenLogprob]:
+        """The next token and the probabilities after the chain (``post_sampling_probs``): the
+        chosen token's and the ``logprobs`` most likely candidates'. A greedy pick has
+        probability 1 and its runners-up 0, as llama-server reports it."""
+        top_n = max(self.logprobs, 1)
+        token = argmax_token
+        if self.chain is not None:
+            full = _scratch(self.n_vocab)
+            full["logit"] = row
+            array = _token_data_array(full)
+            llama_cpp.llama_sampler_apply(self.chain, ctypes.byref(array))
+            if not 0 <= array.selected < array.size:
+                raise SequenceFailed("the sampler selected no token")
+            token = int(full["id"][array.selected])
+            llama_cpp.llama_sampler_accept(self.chain, token)
+            if not self.greedy:
+                kept = full[: array.size]  # the candidates the chain left, with dist's probabilities
+                order = np.argsort(-kept["p"])[:top_n]
+                top = [(int(t), float(p)) for t, p in zip(kept["id"][order], kept["p"][order])]
+                return token, TokenLogprob(token, float(kept["p"][array.selected]), top)
+        ranked = np.argsort(-row)[:top_n].tolist()
+        return token, TokenLogprob(token, 1.0, [(t, 1.0 if t == token else 0.0) for t in ranked])
 
     def pick_constrained(self, row: np.ndarray, argmax_token: int) -> int:
         """The next token under the grammar: sampled as without it, resampled if it is rejected.
@@ -385,10 +410,13 @@ def sample_rows(
         picked = np.argmax(logits if len(fast) == n else logits[fast], axis=1)
         for i, token in zip(fast, picked.tolist()):
             tokens[i] = token
+    post: dict[int, TokenLogprob] = {}  # rows reporting probabilities after the chain
     for i, sampler in enumerate(samplers):
         try:
             if sampler.grammar is not None:
                 tokens[i] = sampler.pick_constrained(logits[i], tokens[i])
+            elif sampler.post_sampling_probs:
+                tokens[i], post[i] = sampler.sample_with_probs(logits[i], tokens[i])
             elif sampler.chain is not None:
                 tokens[i] = llama_cpp.llama_sampler_sample(sampler.chain, ctx, batch_rows[i])
         except Exception as exc:  # noqa: BLE001 - whatever it is, it fails this row alone
@@ -397,7 +425,8 @@ def sample_rows(
             failures[i] = exc
             tokens[i] = -1
     logprobs = [
-        target_logprobs(logits[i : i + 1], [tokens[i]], s.logprobs)[0] if s.logprobs >= 0 and tokens[i] >= 0 else None
+        post.get(i) or target_logprobs(logits[i : i + 1], [tokens[i]], s.logprobs)[0]
+        if s.logprobs >= 0 and tokens[i] >= 0 else None
         for i, s in enumerate(samplers)
     ]
     return tokens, logprobs

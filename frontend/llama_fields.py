@@ -32,8 +32,7 @@ def _at_most(limit: int) -> Callable[[Any], bool]:
 UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "verbose": (_falsy, "the __verbose debug field is not produced"),
     "echo": (_falsy, "echo is only supported on /v1/completions"),
-    "post_sampling_probs": (_falsy, "probabilities after the sampler chain are not reported; use n_probs "
-                                    "(probabilities of the model's distribution)"),
+    "post_sampling_probs": (_falsy, "probabilities after the sampler chain are reported by /completion only"),
     "n_indent": (_falsy, "minimum line indentation is not implemented"),
     "n_keep": (_at_most(0), "there is no context shift: a request never outgrows its slot"),
     "n_discard": (_falsy, "there is no context shift: a request never outgrows its slot"),

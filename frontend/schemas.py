@@ -198,6 +198,8 @@ class NativeCompletionRequest(SamplingFields, kw_only=True):
     return_tokens: bool = False
     response_fields: list[str] | None = None  # only these fields ("a/b" reaches into objects)
     logprobs: TopLogprobs | None = None  # llama-server's fallback name of n_probs
+    # completion_probabilities as probabilities after the sampler chain ("prob", "top_probs")
+    post_sampling_probs: bool = False
     # /infill
     input_prefix: str | None = None
     input_suffix: str | None = None

@@ -118,6 +118,9 @@ class SamplingParams(_Part):
     # Order of the samplers between the logit bias and the final pick (llama-server's names:
     # penalties, dry, top_n_sigma, top_k, typ_p, top_p, min_p, xtc, temperature, infill, adaptive_p).
     samplers: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_SAMPLER_ORDER))
+    # The sampled token's TokenLogprob holds probabilities after the chain (llama-server's
+    # post_sampling_probs: the distribution the token was drawn from), not raw log-probabilities.
+    post_sampling_probs: bool = False
 
 
 class TokenLogprob(_Part):

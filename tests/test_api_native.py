@@ -223,3 +223,16 @@ def test_id_slot_chooses_the_slot(server):
         assert native(server, n_predict=1, id_slot=slot)["id_slot"] == slot
     r = post(server, "/completion", {"prompt": PROMPT, "id_slot": 4})
     assert r.status_code == 400 and r.json()["error"]["param"] == "id_slot"
+
+
+def test_post_sampling_probs_are_the_chains_distribution(server):
+    out = native(server, n_predict=4, ignore_eos=True, temperature=1.0, top_k=3, seed=2, n_probs=3,
+                 post_sampling_probs=True)
+    for p in out["completion_probabilities"]:
+        assert set(p) == {"id", "token", "bytes", "prob", "top_probs"} and len(p["top_probs"]) == 3
+        assert abs(sum(t["prob"] for t in p["top_probs"]) - 1.0) < 1e-4  # top-k 3: all that is left
+        assert p["prob"] in [t["prob"] for t in p["top_probs"]]
+    greedy = native(server, n_predict=2, n_probs=2, post_sampling_probs=True)
+    assert [p["prob"] for p in greedy["completion_probabilities"]] == [1.0, 1.0]
+    r = post(server, "/v1/completions", {"prompt": PROMPT, "post_sampling_probs": True})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "post_sampling_probs"

@@ -83,7 +83,7 @@ class _Call:
             "timings": _choice_timings(choice),
         }
         if self.logprobs > 0 and not self.body.stream:
-            out["completion_probabilities"] = _probabilities(tokens)
+            out["completion_probabilities"] = _probabilities(tokens, self.body.post_sampling_probs)
         return _pick(out, self.body.response_fields)
 
     def partial(self, choice: Choice, delta: ChoiceDelta) -> dict[str, Any]:
@@ -101,7 +101,7 @@ class _Call:
         if delta.progress is not None:
             out["prompt_progress"] = progress_json(delta.progress)
         if self.logprobs > 0 and delta.tokens:
-            out["completion_probabilities"] = _probabilities(delta.tokens)
+            out["completion_probabilities"] = _probabilities(delta.tokens, self.body.post_sampling_probs)
         return out
 
 
@@ -113,16 +113,18 @@ def _choice_timings(choice: Choice) -> Timings:
                         stats.decode_ms)
 
 
-def _probabilities(tokens: list[TokenText]) -> list[dict[str, Any]]:
-    """llama-server's completion_probabilities: each token with its top_logprobs."""
+def _probabilities(tokens: list[TokenText], post_sampling: bool) -> list[dict[str, Any]]:
+    """llama-server's completion_probabilities: each token with its top_logprobs, or with
+    ``post_sampling_probs`` its prob and top_probs (probabilities after the sampler chain)."""
+    value, top = ("prob", "top_probs") if post_sampling else ("logprob", "top_logprobs")
     return [
         {
             "id": t.token_id,
             "token": t.text,
             "bytes": list(t.piece),
-            "logprob": t.logprob,
-            "top_logprobs": [
-                {"id": token_id, "token": text, "bytes": list(raw), "logprob": lp}
+            value: t.logprob,
+            top: [
+                {"id": token_id, "token": text, "bytes": list(raw), value: lp}
                 for token_id, (text, raw, lp) in zip(t.top_ids, t.top)
             ],
         }
@@ -231,8 +233,12 @@ async def _run(fe: Frontend, req: Request, body: NativeCompletionRequest,
     check_slot(body, info)
     n_probs = body.n_probs or body.logprobs or 0
     logprobs = n_probs if n_probs > 0 else -1
+    if body.post_sampling_probs and grammar is not None:
+        raise invalid("post_sampling_probs cannot be combined with a grammar or JSON schema",
+                      param="post_sampling_probs")
     sampling = sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids,
                                info.n_ctx_slot, grammar)
+    sampling = msgspec.structs.replace(sampling, post_sampling_probs=body.post_sampling_probs)
     requests = engine_requests(req.id, [p.token_ids for p in prompts], body.n, body, sampling, limit, logprobs)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
