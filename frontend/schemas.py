@@ -91,7 +91,8 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     dry_sequence_breakers: Annotated[list[str], msgspec.Meta(min_length=1)] | None = None
     adaptive_target: Annotated[float, msgspec.Meta(le=1.0)] | None = None
     adaptive_decay: Annotated[float, msgspec.Meta(ge=0.0, le=0.99)] | None = None
-    samplers: list[str] | str | None = None  # order of the samplers (names, or letters as "kmt")
+    # order of the samplers (names, or letters as "kmt"); bounded: each one is a pass per token
+    samplers: Annotated[list[str], msgspec.Meta(max_length=64)] | Annotated[str, msgspec.Meta(max_length=64)] | None = None
     ignore_eos: bool = False
     cache_prompt: bool = True
     n_probs: TopLogprobs = 0
