@@ -18,7 +18,7 @@ from typing import Self
 from frontend.engine_client import EngineClient
 from frontend.errors import ApiError, from_engine
 from frontend.schemas import PromptTokensDetails, Usage
-from frontend.stop import StopMatcher
+from frontend.stop import IndentGuard, StopMatcher
 from frontend.timings import Timings, make_timings
 from frontend.tokenizer import IncrementalDetokenizer, Tokenizer
 from ipc.protocol import AddRequest, FinishReason, PromptProgress, RequestOutput, RequestStats, TokenLogprob
@@ -51,9 +51,11 @@ class Choice:
     """The text of one engine request, built token by token."""
 
     def __init__(self, index: int, request_id: str, tokenizer: Tokenizer, stops: list[str],
-                 logprobs: bool, special_ids: frozenset[int] = frozenset(), time_limit_s: float | None = None) -> None:
-        """``time_limit_s``: llama-server's t_max_predict_ms: once this long has passed since the
-        first token and a newline has been generated, the text ends there (finish "length")."""
+                 logprobs: bool, special_ids: frozenset[int] = frozenset(), time_limit_s: float | None = None,
+                 n_indent: int = 0) -> None:
+        """``time_limit_s``: llama-server's t_max_predict_ms: a token with a newline generated
+        this long after the first token ends the text (finish "length"); ``n_indent``: see
+        IndentGuard."""
         self.index = index
         self.request_id = request_id
         self.n_tokens = 0  # generated tokens that count (up to a stop string's last token)
@@ -74,7 +76,7 @@ class Choice:
         self._delta = ChoiceDelta(index)
         self._finish_reported = False
         self._time_limit_s = time_limit_s
-        self._has_newline = False
+        self._indent = IndentGuard(n_indent)
 
     def feed(self, output: RequestOutput) -> None:
         if self.finished:
@@ -88,7 +90,8 @@ class Choice:
             for k, token_id in enumerate(output.token_ids):
                 self.n_tokens += 1
                 self._delta.token_ids.append(token_id)
-                text = self._detok.push(token_id)
+                raw = self._detok.push(token_id)
+                text, short_indent = self._indent.push(raw)
                 if self._logprobs and k < len(output.logprobs):
                     self._hold_token(output.logprobs[k], text)
                 self._decoded += len(text)
@@ -96,7 +99,7 @@ class Choice:
                     self.stopped_by_string = self.cut_short = True
                     self.finish_reason = "stop"
                     break
-                if self._over_time(text):
+                if short_indent or self._over_time(raw):
                     self.cut_short = True
                     self._delta.text += self._stop.flush()  # no stop string can end the text now
                     self._release_tokens(None)
@@ -140,7 +143,7 @@ class Choice:
             return
         if reason == FinishReason.ABORT:
             raise ApiError(500, "the engine aborted the request")
-        if self._emit(self._detok.flush()):
+        if self._emit(self._indent.push(self._detok.flush())[0] + self._indent.flush()):
             self.stopped_by_string = True
             self.finish_reason = "stop"
             return
@@ -149,10 +152,9 @@ class Choice:
         self.finish_reason = "stop" if reason == FinishReason.STOP else "length"
 
     def _over_time(self, text: str) -> bool:
-        if self._time_limit_s is None:
+        if self._time_limit_s is None or "\n" not in text:
             return False
-        self._has_newline = self._has_newline or "\n" in text
-        return self._has_newline and time.monotonic() - self.t_first_token >= self._time_limit_s
+        return time.monotonic() - self.t_first_token >= self._time_limit_s
 
     def _emit(self, text: str) -> bool:
         """Pass text through the stop matcher into the delta; True when a stop string matched."""
@@ -189,14 +191,15 @@ class Generation:
 
     def __init__(self, engine: EngineClient, tokenizer: Tokenizer, requests: list[AddRequest], n: int,
                  stops: list[str], logprobs: bool, ping_interval_s: float | None,
-                 special_ids: frozenset[int] = frozenset(), time_limit_s: float | None = None) -> None:
+                 special_ids: frozenset[int] = frozenset(), time_limit_s: float | None = None,
+                 n_indent: int = 0) -> None:
         """``special_ids``: control tokens written as their text (tool-call and reasoning markers);
-        ``ping_interval_s``: None never pings; ``time_limit_s``: see Choice."""
+        ``ping_interval_s``: None never pings; ``time_limit_s``, ``n_indent``: see Choice."""
         self._engine = engine
         self._requests = requests
         self._n = n
         self._ping_interval_s = ping_interval_s
-        self.choices = [Choice(i, r.request_id, tokenizer, stops, logprobs, special_ids, time_limit_s)
+        self.choices = [Choice(i, r.request_id, tokenizer, stops, logprobs, special_ids, time_limit_s, n_indent)
                         for i, r in enumerate(requests)]
         self._by_id = {c.request_id: c for c in self.choices}
         self._aborted: set[str] = set()

@@ -33,7 +33,6 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "verbose": (_falsy, "the __verbose debug field is not produced"),
     "echo": (_falsy, "echo is only supported on /v1/completions"),
     "post_sampling_probs": (_falsy, "probabilities after the sampler chain are reported by /completion only"),
-    "n_indent": (_falsy, "minimum line indentation is not implemented"),
     "n_keep": (_at_most(0), "there is no context shift: a request never outgrows its slot"),
     "n_discard": (_falsy, "there is no context shift: a request never outgrows its slot"),
     "n_cache_reuse": (_falsy, "KV shifting reuse is not implemented; the prefix cache reuses shared prefixes"),

@@ -101,6 +101,8 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     id_slot: Annotated[int, msgspec.Meta(ge=-1)] = -1  # run on this slot (as /slots numbers them); -1: any
     # ms after the first token past which the text ends at its next newline (<= 0: no limit)
     t_max_predict_ms: int | None = None
+    # lines after the first need this much indentation; the first that has less ends the text
+    n_indent: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] = 0
     # seconds of silence before a stream sends ": ping" (-1: never); default --sse-ping-interval
     sse_ping_interval: Annotated[float, msgspec.Meta(ge=-1)] | None = None
     # constrained output (one of them): GBNF (llama-server's field), a JSON schema, OpenAI's format

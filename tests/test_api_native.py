@@ -236,3 +236,14 @@ def test_post_sampling_probs_are_the_chains_distribution(server):
     assert [p["prob"] for p in greedy["completion_probabilities"]] == [1.0, 1.0]
     r = post(server, "/v1/completions", {"prompt": PROMPT, "post_sampling_probs": True})
     assert r.status_code == 400 and r.json()["error"]["param"] == "post_sampling_probs"
+
+
+def test_n_indent_stops_at_a_line_indented_less(server):
+    code = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n"
+    full = native(server, prompt=code, n_predict=48, ignore_eos=True)
+    cut = native(server, prompt=code, n_predict=48, ignore_eos=True, n_indent=4)
+    lines = cut["content"].split("\n")
+    assert all(len(line) - len(line.lstrip(" \t")) >= 4 or not line.strip() for line in lines[1:])
+    if cut["tokens_predicted"] < 48:
+        assert cut["stop_type"] == "limit"
+    assert full["content"].startswith(cut["content"].rstrip(" \t")) or cut["content"] in full["content"]

@@ -277,3 +277,13 @@ def test_unsupported_llama_server_fields_are_refused_unless_neutral():
             refuse_unsupported(body, ChatCompletionRequest)
         assert (info.value.status, info.value.param) == (400, field)
     refuse_unsupported(b'{"prompt": "x", "echo": true}', CompletionRequest)  # a field of /v1/completions
+
+
+def test_indent_guard_ends_the_text_at_the_first_short_line():
+    from frontend.stop import IndentGuard
+
+    guard = IndentGuard(4)
+    assert guard.push("if x:\n    ") == ("if x:\n", False)  # the indentation waits for the line's text
+    assert guard.push("y = 1\n  z") == ("    y = 1\n  ", True)  # two spaces: the text ends before "z"
+    assert IndentGuard(2).push("a\n\nb") == ("a\n", True)  # an empty line is not indented either
+    assert IndentGuard(0).push("a\nb") == ("a\nb", False)

@@ -122,7 +122,7 @@ def test_chat_field_is_honoured_or_refused_by_name(server, field):
 def test_neutral_values_of_unsupported_fields_are_accepted(server):
     """Clients such as SillyTavern send every field with its default: those must not fail."""
     body = BASE | {"n_keep": 0, "n_discard": 0, "lora": [], "id_slot": -1, "verbose": False,
-                   "n_indent": 0, "n_cache_reuse": 0,
+                   "n_cache_reuse": 0,
                    "grammar_lazy": False, "preserved_tokens": [], "reasoning_budget_tokens": -1, "mirostat": 0,
                    "xtc_probability": 0, "dry_multiplier": 0, "top_n_sigma": -1, "backend_sampling": False}
     r = httpx.post(f"{server.base_url}/completion", json=body, timeout=120)

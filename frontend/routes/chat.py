@@ -193,7 +193,7 @@ async def chat_completions(fe: Frontend, req: Request) -> Response | StreamRespo
     requests = engine_requests(req.id, [prompt], body.n, body, sampling, limit, logprobs)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
-                     fe.tokenizer.marker_tokens(markers), time_limit_s(body))
+                     fe.tokenizer.marker_tokens(markers), time_limit_s(body), body.n_indent)
     completion_id, created = f"chatcmpl-{req.id}", int(time.time())
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage

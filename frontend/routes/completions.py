@@ -145,7 +145,7 @@ async def completions(fe: Frontend, req: Request) -> Response | StreamResponse:
                                prompt_logprobs)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
-                     time_limit_s=time_limit_s(body))
+                     time_limit_s=time_limit_s(body), n_indent=body.n_indent)
     echoes = [p.text if body.echo else "" for p in prompts for _ in range(body.n)]
     completion_id, created = f"cmpl-{req.id}", int(time.time())
     if body.stream:
