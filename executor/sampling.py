@@ -361,7 +361,7 @@ def _sampler(name: str, p: SamplingParams, vocab: llama_cpp.llama_vocab_p, n_voc
     if name == "dry":
         if not _dry_on(p):
             return None
-        breakers = [b.encode() for b in p.dry_sequence_breakers]
+        breakers = [b.encode(errors="replace") for b in p.dry_sequence_breakers]  # a lone surrogate is JSON
         # llama.cpp copies the breakers while building the sampler: the array may go after.
         array = (ctypes.c_char_p * len(breakers))(*breakers)
         return llama_cpp.llama_sampler_init_dry(
