@@ -275,7 +275,7 @@ def _apply_select(chain: llama_cpp.llama_sampler_p, cand: np.ndarray) -> int:
 
 
 # Samplers that can move the argmax: the only ones a greedy chain runs (the others keep the top token).
-_GREEDY_RELEVANT = frozenset({"penalties", "dry", "typ_p", "xtc"})
+_GREEDY_RELEVANT = frozenset({"penalties", "dry", "typ_p", "xtc", "infill"})
 
 
 def changes_argmax(p: SamplingParams) -> bool:
@@ -288,6 +288,7 @@ def changes_argmax(p: SamplingParams) -> bool:
         or _dry_on(p)
         or (p.typical_p < 1.0 and _in_order(p, "typ_p"))
         or (_xtc_on(p) and _in_order(p, "xtc"))
+        or _in_order(p, "infill")
     )
 
 
