@@ -247,3 +247,10 @@ def test_n_indent_stops_at_a_line_indented_less(server):
     if cut["tokens_predicted"] < 48:
         assert cut["stop_type"] == "limit"
     assert full["content"].startswith(cut["content"].rstrip(" \t")) or cut["content"] in full["content"]
+
+
+def test_mixed_prompt_of_text_and_token_ids(server):
+    ids = tokenize(server, "The days of the week are")  # with BOS
+    mixed = native(server, prompt=[*ids, " Monday, Tuesday,"], n_predict=4)
+    assert mixed["tokens_evaluated"] == len(ids) + len(tokenize(server, " Monday, Tuesday,")) - 1
+    assert mixed["content"] == native(server, n_predict=4)["content"]

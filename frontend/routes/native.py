@@ -5,6 +5,7 @@ Request and response follow llama-server: ``content``, ``tokens`` (with ``return
 ``tokens_evaluated``, ``tokens_cached``, ``truncated``, ``generation_settings``, ``id_slot``,
 ``timings`` and, with ``n_probs``, ``completion_probabilities``; ``response_fields`` keeps only
 the fields it lists. One prompt gives one object, several prompts (or ``n_cmpl``) a list.
+A prompt may mix text and token ids (``[12, "text", 34]``), as in llama-server.
 Streams send one event per piece of text (``stop: false``) and, per result, a final event with
 every field (``stop: true``), as llama-server does (no ``[DONE]``).
 
@@ -26,6 +27,7 @@ from frontend.generation import Choice, ChoiceDelta, Generation, TokenText, coll
 from frontend.http import Request, Response, StreamResponse, json_response
 from frontend.llama_fields import refuse_unsupported
 from frontend.prompts import Prompt, check_tokens, completion_prompts
+from frontend.routes.tokens import tokenize_mixed
 from frontend.sampling import (
     check_context,
     check_slot,
@@ -172,7 +174,14 @@ def _generation_settings(body: NativeCompletionRequest, sampling: SamplingParams
 def _native_prompts(fe: Frontend, body: NativeCompletionRequest) -> list[Prompt]:
     if body.input_prefix is not None or body.input_suffix is not None or body.input_extra is not None:
         raise invalid("input_prefix, input_suffix and input_extra belong to /infill", param="input_prefix")
-    prompts = completion_prompts(fe.tokenizer, body.prompt, None)
+    prompt = body.prompt
+    if isinstance(prompt, list) and {type(p) for p in prompt} == {int, str}:
+        # llama-server's mixed prompt: text and token ids in one sequence ([12, "text", 34])
+        token_ids = tokenize_mixed(fe.tokenizer, prompt, add_special=True, parse_special=True)  # type: ignore[arg-type]
+        check_tokens(fe.tokenizer, token_ids, "prompt")
+        prompts = [Prompt(token_ids, fe.tokenizer.detokenize(token_ids, special=False))]
+    else:
+        prompts = completion_prompts(fe.tokenizer, prompt, None)
     if len(prompts) * body.n > MAX_CHOICES:
         raise invalid(f"{len(prompts)} prompts x n={body.n} is over the limit of {MAX_CHOICES} choices", param="n")
     return prompts
