@@ -278,6 +278,8 @@ class Generation:
         now = time.monotonic()
         started = [c.t_first_token for c in self.choices if c.t_first_token]
         prompt_n = sum(len(self._requests[c.index].prompt_token_ids) for c in firsts)
+        if not self._t_submit:  # not submitted yet (a stream's first chunk is built before)
+            return make_timings(0, prompt_n, 0.0, 0, 0.0)
         return make_timings(
             cache_n=0,
             prompt_n=prompt_n,
