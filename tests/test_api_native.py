@@ -226,7 +226,7 @@ def test_id_slot_chooses_the_slot(server):
 
 
 def test_post_sampling_probs_are_the_chains_distribution(server):
-    out = native(server, n_predict=4, ignore_eos=True, temperature=1.0, top_k=3, seed=2, n_probs=3,
+    out = native(server, n_predict=4, ignore_eos=True, temperature=1.0, top_k=3, top_p=1.0, min_p=0.0, seed=2, n_probs=3,
                  post_sampling_probs=True)
     for p in out["completion_probabilities"]:
         assert set(p) == {"id", "token", "bytes", "prob", "top_probs"} and len(p["top_probs"]) == 3

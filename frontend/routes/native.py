@@ -16,6 +16,7 @@ them answers 501, as llama-server does.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -265,9 +266,13 @@ async def _events(call: _Call) -> AsyncGenerator[bytes, None]:
     gen = call.gen
 
     def render(delta: ChoiceDelta) -> list[bytes]:
-        if not (delta.text or delta.token_ids or delta.tokens or delta.progress):
-            return []  # a finish without new text: the final event carries it
-        return [sse.event(call.partial(gen.choices[delta.index], delta))]
+        choice = gen.choices[delta.index]
+        events = []
+        if delta.progress is not None:  # its own event, before the text of the same step
+            events.append(sse.event(call.partial(choice, ChoiceDelta(delta.index, progress=delta.progress))))
+        if delta.text or delta.token_ids or delta.tokens:  # (a bare finish: the final event carries it)
+            events.append(sse.event(call.partial(choice, dataclasses.replace(delta, progress=None))))
+        return events
 
     def tail() -> list[bytes]:
         return [sse.event(call.result(c, "", [], [])) for c in gen.choices]
