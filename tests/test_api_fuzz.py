@@ -119,7 +119,8 @@ def test_fuzzed_requests_get_no_server_error_and_openai_errors(server: ServerHan
         assert response.status_code < 500 or unsupported, f"{label}: {response.status_code} {response.text[:500]}"
         if response.status_code >= 400:
             _assert_openai_error(response)
-        case.validate_response(response)
+        if not unsupported:  # schemathesis counts every 5xx as a server error
+            case.validate_response(response)
 
     fuzz()
 
