@@ -36,6 +36,7 @@ log = logging.getLogger("executor")
 # Candidates tried after a grammar rejection before the whole vocabulary is masked.
 RESAMPLE_TOP_N = 128
 GRAMMAR_CACHE_SIZE = 64  # compiled grammars kept per process (by text)
+DRY_CACHE_SIZE = 16  # DRY samplers kept per process (by settings) to clone from
 
 # llama_token_data as numpy sees it: {int32 id; float logit; float p}
 TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
@@ -233,6 +234,7 @@ class GrammarCache:
 
 
 _grammar_caches: dict[int, GrammarCache] = {}
+_dry_prototypes: OrderedDict[tuple, llama_cpp.llama_sampler_p] = OrderedDict()
 _scratch_buffers: dict[int, np.ndarray] = {}
 
 
@@ -360,14 +362,7 @@ def _sampler(name: str, p: SamplingParams, vocab: llama_cpp.llama_vocab_p, n_voc
             n_vocab, p.repeat_last_n, p.repeat_penalty, p.frequency_penalty, p.presence_penalty
         )
     if name == "dry":
-        if not _dry_on(p):
-            return None
-        breakers = [b.encode(errors="replace") for b in p.dry_sequence_breakers]  # a lone surrogate is JSON
-        # llama.cpp copies the breakers while building the sampler: the array may go after.
-        array = (ctypes.c_char_p * len(breakers))(*breakers)
-        return llama_cpp.llama_sampler_init_dry(
-            vocab, p.dry_multiplier, p.dry_base, p.dry_allowed_length, p.dry_penalty_last_n, array, len(breakers)
-        )
+        return _dry(p, vocab) if _dry_on(p) else None
     if name == "top_n_sigma":
         return llama_cpp.llama_sampler_init_top_n_sigma(p.top_n_sigma) if p.top_n_sigma > 0 else None
     if name == "top_k":
@@ -389,6 +384,30 @@ def _sampler(name: str, p: SamplingParams, vocab: llama_cpp.llama_vocab_p, n_voc
     if name == "adaptive_p":
         return None  # the final pick, added after the ordered samplers
     raise SequenceFailed(f"unknown sampler {name!r}")
+
+
+def _dry(p: SamplingParams, vocab: llama_cpp.llama_vocab_p) -> llama_cpp.llama_sampler_p:
+    """A DRY sampler: a clone of a cached one with the same settings. Building one matches every
+    sequence breaker against the whole vocabulary (~70 ms for Gemma's 262k tokens, a stall of the
+    whole step); a clone copies the processed breakers."""
+    key = (ctypes.cast(vocab, ctypes.c_void_p).value, p.dry_multiplier, p.dry_base, p.dry_allowed_length,
+           p.dry_penalty_last_n, tuple(p.dry_sequence_breakers))
+    proto = _dry_prototypes.get(key)
+    if proto is None:
+        breakers = [b.encode(errors="replace") for b in p.dry_sequence_breakers]  # a lone surrogate is JSON
+        # llama.cpp copies the breakers while building the sampler: the array may go after.
+        array = (ctypes.c_char_p * len(breakers))(*breakers)
+        proto = llama_cpp.llama_sampler_init_dry(
+            vocab, p.dry_multiplier, p.dry_base, p.dry_allowed_length, p.dry_penalty_last_n, array, len(breakers)
+        )
+        if not proto:
+            raise SequenceFailed("llama.cpp rejected the DRY settings")
+        _dry_prototypes[key] = proto
+        while len(_dry_prototypes) > DRY_CACHE_SIZE:
+            llama_cpp.llama_sampler_free(_dry_prototypes.popitem(last=False)[1])
+    else:
+        _dry_prototypes.move_to_end(key)
+    return llama_cpp.llama_sampler_clone(proto)
 
 
 def sample_rows(
