@@ -165,6 +165,8 @@ class ModelEngine:
             bos_token_id=llama_cpp.llama_vocab_bos(self.vocab),
             device=f"gpu:{os.environ.get('CUDA_VISIBLE_DEVICES', '0')}" if gpu else "cpu",
             pid=os.getpid(),
+            n_embd=llama_cpp.llama_model_n_embd(self.model),
+            vocab_type=llama_cpp.llama_vocab_type(self.vocab),
         )
 
     # ------------------------------------------------------------------ step
@@ -261,7 +263,8 @@ class ModelEngine:
             old.free()
         try:
             self.samplers[start.seq_id] = SeqSampler(
-                start.sampling, self.vocab, self.n_vocab, start.logprobs, start.history, start.prompt_logprobs
+                start.sampling, self.vocab, self.n_vocab, start.logprobs, start.history, start.prompt_logprobs,
+                start.penalty_context,
             )
         except SequenceFailed as exc:
             failures[start.seq_id] = EngineError(ErrorCode.INVALID_REQUEST, str(exc))

@@ -3,8 +3,10 @@
 Plain greedy sequences (no penalties, bias or grammar) take one vectorised numpy argmax over
 their logits rows: llama_sampler_sample copies the whole vocabulary (262k entries for Gemma 3)
 into a candidate array per call, which at 16 sequences would cost ~10% of a CPU step. Everything
-else runs a llama.cpp sampler chain built once per request (llama-server's order: bias,
-penalties, top-k, typical, top-p, min-p, temperature, dist). Log-probabilities come from the
+else runs a llama.cpp sampler chain built once per request, as llama-server's common_sampler
+builds it: logit bias, then the samplers in the request's order (penalties, DRY, top-n-sigma,
+top-k, typical, top-p, min-p, XTC, (dynamic) temperature by default), then dist, adaptive-p or
+Mirostat (v1, v2). Log-probabilities come from the
 raw logits rows (the model's distribution, as OpenAI reports it), never from a Python loop over
 the vocabulary.
 
@@ -34,6 +36,7 @@ log = logging.getLogger("executor")
 # Candidates tried after a grammar rejection before the whole vocabulary is masked.
 RESAMPLE_TOP_N = 128
 GRAMMAR_CACHE_SIZE = 64  # compiled grammars kept per process (by text)
+DRY_CACHE_SIZE = 16  # DRY samplers kept per process (by settings) to clone from
 
 # llama_token_data as numpy sees it: {int32 id; float logit; float p}
 TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
@@ -43,11 +46,6 @@ assert TOKEN_DATA.itemsize == ctypes.sizeof(llama_cpp.llama_token_data)
 class SequenceFailed(Exception):
     """This sequence cannot go on (its grammar has no allowed token, its sampler cannot be
     built); its request fails alone, the step and the other sequences go on."""
-
-
-class SequenceFailed(Exception):
-    """One sequence cannot go on (its sampler cannot be built or cannot sample); only its
-    request fails, the step's other sequences are unaffected."""
 
 
 class SeqSampler:
@@ -61,18 +59,15 @@ class SeqSampler:
         logprobs: int,
         history: list[int],
         prompt_logprobs: int = -1,
+        penalty_context: list[int] | None = None,
     ) -> None:
         self.logprobs = logprobs
         self.prompt_logprobs = prompt_logprobs
+        self.post_sampling_probs = params.post_sampling_probs and logprobs >= 0
         greedy = params.temperature <= 0
+        self.greedy = greedy
         # Greedy without logit changes: the token is the row's argmax, taken for all such rows at once.
-        self.argmax_first = (
-            greedy
-            and not params.logit_bias
-            and params.repeat_penalty == 1.0
-            and params.presence_penalty == 0.0
-            and params.frequency_penalty == 0.0
-        )
+        self.argmax_first = greedy and not changes_argmax(params)
         self.fast_greedy = self.argmax_first and params.grammar is None
         self.n_vocab = n_vocab
         self.chain: llama_cpp.llama_sampler_p | None = None
@@ -84,6 +79,8 @@ class SeqSampler:
         try:
             if not self.argmax_first:
                 self.chain = _build_chain(params, vocab, n_vocab, greedy)
+                for token in penalty_context or ():  # prompt tokens: the chain's memory, not the grammar's
+                    llama_cpp.llama_sampler_accept(self.chain, token)
             for token in history:
                 if self.chain is not None:
                     llama_cpp.llama_sampler_accept(self.chain, token)
@@ -105,6 +102,29 @@ class SeqSampler:
                       g.n_tokens, g.n_top, g.n_full)
             g.free()
             self.grammar = None
+
+    def sample_with_probs(self, row: np.ndarray, argmax_token: int) -> tuple[int, TokenLogprob]:
+        """The next token and the probabilities after the chain (``post_sampling_probs``): the
+        chosen token's and the ``logprobs`` most likely candidates'. A greedy pick has
+        probability 1 and its runners-up 0, as llama-server reports it."""
+        top_n = max(self.logprobs, 1)
+        token = argmax_token
+        if self.chain is not None:
+            full = _scratch(self.n_vocab)
+            full["logit"] = row
+            array = _token_data_array(full)
+            llama_cpp.llama_sampler_apply(self.chain, ctypes.byref(array))
+            if not 0 <= array.selected < array.size:
+                raise SequenceFailed("the sampler selected no token")
+            token = int(full["id"][array.selected])
+            llama_cpp.llama_sampler_accept(self.chain, token)
+            if not self.greedy:
+                kept = full[: array.size]  # the candidates the chain left, with dist's probabilities
+                order = np.argsort(-kept["p"])[:top_n]
+                top = [(int(t), float(p)) for t, p in zip(kept["id"][order], kept["p"][order])]
+                return token, TokenLogprob(token, float(kept["p"][array.selected]), top)
+        ranked = np.argsort(-row)[:top_n].tolist()
+        return token, TokenLogprob(token, 1.0, [(t, 1.0 if t == token else 0.0) for t in ranked])
 
     def pick_constrained(self, row: np.ndarray, argmax_token: int) -> int:
         """The next token under the grammar: sampled as without it, resampled if it is rejected.
@@ -214,6 +234,7 @@ class GrammarCache:
 
 
 _grammar_caches: dict[int, GrammarCache] = {}
+_dry_prototypes: OrderedDict[tuple, llama_cpp.llama_sampler_p] = OrderedDict()
 _scratch_buffers: dict[int, np.ndarray] = {}
 
 
@@ -255,11 +276,45 @@ def _apply_select(chain: llama_cpp.llama_sampler_p, cand: np.ndarray) -> int:
     return int(cand["id"][array.selected])
 
 
+# Samplers that can move the argmax: the only ones a greedy chain runs (the others keep the top token).
+_GREEDY_RELEVANT = frozenset({"penalties", "dry", "typ_p", "xtc", "infill"})
+
+
+def changes_argmax(p: SamplingParams) -> bool:
+    """Whether the chain may pick another token than the raw logits' argmax under greedy decoding."""
+    return bool(
+        p.logit_bias
+        or p.repeat_penalty != 1.0
+        or p.presence_penalty != 0.0
+        or p.frequency_penalty != 0.0
+        or _dry_on(p)
+        or (p.typical_p < 1.0 and _in_order(p, "typ_p"))
+        or (_xtc_on(p) and _in_order(p, "xtc"))
+        or _in_order(p, "infill")
+    )
+
+
+def _dry_on(p: SamplingParams) -> bool:
+    return p.dry_multiplier != 0.0 and p.dry_base >= 1.0 and p.dry_penalty_last_n != 0 and _in_order(p, "dry")
+
+
+def _xtc_on(p: SamplingParams) -> bool:
+    return p.xtc_probability > 0.0 and p.xtc_threshold <= 0.5
+
+
+def _in_order(p: SamplingParams, name: str) -> bool:
+    return name in p.samplers
+
+
 def _build_chain(
     p: SamplingParams, vocab: llama_cpp.llama_vocab_p, n_vocab: int, greedy: bool
 ) -> llama_cpp.llama_sampler_p:
-    """The chain without the grammar (checked apart, after sampling)."""
+    """The chain without the grammar (checked apart, after sampling), built as llama-server's
+    common_sampler does: logit bias, then the samplers in ``p.samplers`` order, then the pick
+    (dist, adaptive-p, mirostat or greedy). Neutral samplers are left out: each one costs a
+    pass over the candidates."""
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    seed = llama_cpp.LLAMA_DEFAULT_SEED if p.seed is None else p.seed & 0xFFFFFFFF
 
     def add(sampler: llama_cpp.llama_sampler_p) -> None:
         if not sampler:
@@ -270,31 +325,89 @@ def _build_chain(
     if p.logit_bias:
         biases = (llama_cpp.llama_logit_bias * len(p.logit_bias))(*p.logit_bias)
         add(llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(p.logit_bias), biases))
-    if p.repeat_penalty != 1.0 or p.presence_penalty != 0.0 or p.frequency_penalty != 0.0:
-        add(
-            llama_cpp.llama_sampler_init_penalties(
-                n_vocab,
-                p.repeat_last_n,
-                p.repeat_penalty,
-                p.frequency_penalty,
-                p.presence_penalty,
-            )
-        )
+    order: list[str] | tuple[str, ...] = p.samplers
+    if p.mirostat and not greedy:
+        # Mirostat replaces the truncating samplers; llama-server keeps only temperature before it.
+        order = ("temperature",)
+    for name in order:
+        if greedy and name not in _GREEDY_RELEVANT:
+            continue
+        try:
+            sampler = _sampler(name, p, vocab, n_vocab, seed)
+        except SequenceFailed:
+            llama_cpp.llama_sampler_free(chain)
+            raise
+        if sampler is not None:
+            add(sampler)
     if greedy:
         add(llama_cpp.llama_sampler_init_greedy())
-        return chain
-    if p.top_k > 0:
-        add(llama_cpp.llama_sampler_init_top_k(p.top_k))
-    if p.typical_p < 1.0:
-        add(llama_cpp.llama_sampler_init_typical(p.typical_p, 1))
-    if p.top_p < 1.0:
-        add(llama_cpp.llama_sampler_init_top_p(p.top_p, 1))
-    if p.min_p > 0.0:
-        add(llama_cpp.llama_sampler_init_min_p(p.min_p, 1))
-    add(llama_cpp.llama_sampler_init_temp(p.temperature))
-    seed = llama_cpp.LLAMA_DEFAULT_SEED if p.seed is None else p.seed & 0xFFFFFFFF
-    add(llama_cpp.llama_sampler_init_dist(seed))
+    elif p.mirostat == 1:
+        add(llama_cpp.llama_sampler_init_mirostat(n_vocab, seed, p.mirostat_tau, p.mirostat_eta, 100))
+    elif p.mirostat == 2:
+        add(llama_cpp.llama_sampler_init_mirostat_v2(seed, p.mirostat_tau, p.mirostat_eta))
+    elif "adaptive_p" in order:
+        add(llama_cpp.llama_sampler_init_adaptive_p(p.adaptive_target, p.adaptive_decay, seed))
+    else:
+        add(llama_cpp.llama_sampler_init_dist(seed))
     return chain
+
+
+def _sampler(name: str, p: SamplingParams, vocab: llama_cpp.llama_vocab_p, n_vocab: int,
+             seed: int) -> llama_cpp.llama_sampler_p | None:
+    """One sampler of the ordered part of the chain; None when its settings make it a no-op."""
+    if name == "penalties":
+        if p.repeat_penalty == 1.0 and p.presence_penalty == 0.0 and p.frequency_penalty == 0.0:
+            return None
+        return llama_cpp.llama_sampler_init_penalties(
+            n_vocab, p.repeat_last_n, p.repeat_penalty, p.frequency_penalty, p.presence_penalty
+        )
+    if name == "dry":
+        return _dry(p, vocab) if _dry_on(p) else None
+    if name == "top_n_sigma":
+        return llama_cpp.llama_sampler_init_top_n_sigma(p.top_n_sigma) if p.top_n_sigma > 0 else None
+    if name == "top_k":
+        return llama_cpp.llama_sampler_init_top_k(p.top_k) if p.top_k > 0 else None
+    if name == "typ_p":
+        return llama_cpp.llama_sampler_init_typical(p.typical_p, p.min_keep) if p.typical_p < 1.0 else None
+    if name == "top_p":
+        return llama_cpp.llama_sampler_init_top_p(p.top_p, p.min_keep) if p.top_p < 1.0 else None
+    if name == "min_p":
+        return llama_cpp.llama_sampler_init_min_p(p.min_p, p.min_keep) if p.min_p > 0.0 else None
+    if name == "xtc":
+        return llama_cpp.llama_sampler_init_xtc(p.xtc_probability, p.xtc_threshold, p.min_keep, seed) if _xtc_on(p) else None
+    if name == "temperature":
+        if p.dynatemp_range > 0.0:
+            return llama_cpp.llama_sampler_init_temp_ext(p.temperature, p.dynatemp_range, p.dynatemp_exponent)
+        return llama_cpp.llama_sampler_init_temp(p.temperature)
+    if name == "infill":
+        return llama_cpp.llama_sampler_init_infill(vocab)
+    if name == "adaptive_p":
+        return None  # the final pick, added after the ordered samplers
+    raise SequenceFailed(f"unknown sampler {name!r}")
+
+
+def _dry(p: SamplingParams, vocab: llama_cpp.llama_vocab_p) -> llama_cpp.llama_sampler_p:
+    """A DRY sampler: a clone of a cached one with the same settings. Building one matches every
+    sequence breaker against the whole vocabulary (~70 ms for Gemma's 262k tokens, a stall of the
+    whole step); a clone copies the processed breakers."""
+    key = (ctypes.cast(vocab, ctypes.c_void_p).value, p.dry_multiplier, p.dry_base, p.dry_allowed_length,
+           p.dry_penalty_last_n, tuple(p.dry_sequence_breakers))
+    proto = _dry_prototypes.get(key)
+    if proto is None:
+        breakers = [b.encode(errors="replace") for b in p.dry_sequence_breakers]  # a lone surrogate is JSON
+        # llama.cpp copies the breakers while building the sampler: the array may go after.
+        array = (ctypes.c_char_p * len(breakers))(*breakers)
+        proto = llama_cpp.llama_sampler_init_dry(
+            vocab, p.dry_multiplier, p.dry_base, p.dry_allowed_length, p.dry_penalty_last_n, array, len(breakers)
+        )
+        if not proto:
+            raise SequenceFailed("llama.cpp rejected the DRY settings")
+        _dry_prototypes[key] = proto
+        while len(_dry_prototypes) > DRY_CACHE_SIZE:
+            llama_cpp.llama_sampler_free(_dry_prototypes.popitem(last=False)[1])
+    else:
+        _dry_prototypes.move_to_end(key)
+    return llama_cpp.llama_sampler_clone(proto)
 
 
 def sample_rows(
@@ -317,10 +430,13 @@ def sample_rows(
         picked = np.argmax(logits if len(fast) == n else logits[fast], axis=1)
         for i, token in zip(fast, picked.tolist()):
             tokens[i] = token
+    post: dict[int, TokenLogprob] = {}  # rows reporting probabilities after the chain
     for i, sampler in enumerate(samplers):
         try:
             if sampler.grammar is not None:
                 tokens[i] = sampler.pick_constrained(logits[i], tokens[i])
+            elif sampler.post_sampling_probs:
+                tokens[i], post[i] = sampler.sample_with_probs(logits[i], tokens[i])
             elif sampler.chain is not None:
                 tokens[i] = llama_cpp.llama_sampler_sample(sampler.chain, ctx, batch_rows[i])
         except Exception as exc:  # noqa: BLE001 - whatever it is, it fails this row alone
@@ -329,7 +445,8 @@ def sample_rows(
             failures[i] = exc
             tokens[i] = -1
     logprobs = [
-        target_logprobs(logits[i : i + 1], [tokens[i]], s.logprobs)[0] if s.logprobs >= 0 and tokens[i] >= 0 else None
+        post.get(i) or target_logprobs(logits[i : i + 1], [tokens[i]], s.logprobs)[0]
+        if s.logprobs >= 0 and tokens[i] >= 0 else None
         for i, s in enumerate(samplers)
     ]
     return tokens, logprobs

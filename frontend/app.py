@@ -1,7 +1,9 @@
 """The ASGI application one granian worker runs: lifespan, routing, API keys, body limit, errors.
 
 At lifespan startup the worker loads its tokenizer and connects to the scheduler (``Frontend``).
-Every response carries ``x-request-id`` (the client's, if it sent a sane one). Handlers of
+Every response carries ``x-request-id`` (the client's, if it sent a sane one) and the CORS headers
+(``frontend.cors``); ``OPTIONS`` on any route is a CORS preflight; with ``--api-prefix`` every
+route lives under that prefix, as in llama-server. Handlers of
 generation endpoints run in a task that is cancelled when the client disconnects, which aborts
 their engine requests at once. Any exception becomes an OpenAI error object; nothing a client
 sends can take the worker down.
@@ -27,7 +29,8 @@ from frontend import metrics, openapi, sse
 from frontend.errors import ApiError
 from frontend.http import Headers, Request, Response, StreamResponse, error_response, read_body
 from frontend.openapi import Operation
-from frontend.routes import chat, completions, server, tokens, webui
+from frontend.cors import Cors
+from frontend.routes import chat, completions, native, server, tokens, webui
 from frontend.schemas import (
     ApplyTemplateResponse,
     ChatCompletion,
@@ -39,6 +42,7 @@ from frontend.schemas import (
     DetokenizeResponse,
     HealthStatus,
     ModelList,
+    NativeCompletionRequest,
     TokenizeRequest,
     TokenizeResponse,
 )
@@ -69,6 +73,8 @@ def build_routes(metrics_no_auth: bool) -> dict[str, dict[str, Route]]:
     chat_route = {"POST": Route(chat.chat_completions, Operation(
         "Create a chat completion", ChatCompletionRequest, ChatCompletion, ChatCompletionChunk), generates=True)}
     models_route = {"GET": Route(server.models, Operation("The served model", response=ModelList))}
+    native_route = {"POST": Route(native.completion, Operation(
+        "Complete a prompt (llama-server's native /completion)", NativeCompletionRequest), generates=True)}
     health_route = {"GET": Route(server.health, Operation(
         "Readiness: 200 once the model is loaded", response=HealthStatus, loading_status=True), auth=False)}
     return {
@@ -80,6 +86,11 @@ def build_routes(metrics_no_auth: bool) -> dict[str, dict[str, Route]]:
         "/chat/completions": chat_route,
         "/v1/completions": {"POST": Route(completions.completions, Operation(
             "Create a text completion", CompletionRequest, Completion, Completion), generates=True)},
+        "/completion": native_route,
+        "/completions": native_route,
+        "/infill": {"POST": Route(native.infill, Operation(
+            "Fill in the middle (llama-server's /infill; 501 without FIM tokens)", NativeCompletionRequest),
+            generates=True)},
         "/tokenize": {"POST": Route(tokens.tokenize, Operation("Tokenize text", TokenizeRequest, TokenizeResponse))},
         "/detokenize": {"POST": Route(tokens.detokenize, Operation(
             "Token ids to text", DetokenizeRequest, DetokenizeResponse))},
@@ -113,6 +124,7 @@ class App:
     def __init__(self, cfg: ServeConfig) -> None:
         self.cfg = cfg
         self.routes = build_routes(cfg.metrics_no_auth)
+        self.cors = Cors(cfg.cors_origins)
         self.fe: Frontend | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
@@ -148,11 +160,15 @@ class App:
         request_id = uuid.uuid4().hex
         client_id = headers.get("x-request-id", "")
         extra_headers = [(b"x-request-id", (client_id if _CLIENT_REQUEST_ID.fullmatch(client_id) else request_id)
-                          .encode())]
+                          .encode()), *self.cors.headers(headers)]
         assert self.fe is not None, "lifespan startup runs before any request"
         trace = RequestTrace(request_id, scope["method"], scope["path"])
         try:
-            route = self._route(scope["method"], scope["path"])
+            path = self._unprefixed(scope["path"])
+            if scope["method"] == "OPTIONS":
+                await _send_response(send, self._preflight(path, headers), extra_headers)
+                return
+            route = self._route(scope["method"], path)
             if route.auth and not self.fe.api_keys.allows(headers):
                 raise ApiError(401, "invalid or missing API key", headers=[(b"www-authenticate", b"Bearer")])
             body = await read_body(receive, headers, self.cfg.max_body_size)
@@ -163,13 +179,29 @@ class App:
         except ConnectionResetError:
             return
         query = dict(urllib.parse.parse_qsl(scope.get("query_string", b"").decode("latin-1")))
-        req = Request(scope["method"], scope["path"], headers, body, request_id, trace, query)
+        req = Request(scope["method"], path, headers, body, request_id, trace, query)
         respond = self._respond(route, req, send, extra_headers)
         if route.generates:
             trace.disconnected = await _cancel_on_disconnect(respond, receive)
         else:
             await respond
         trace.close()
+
+    def _unprefixed(self, path: str) -> str:
+        """The route path under --api-prefix (which, as in llama-server, every route is served under)."""
+        prefix = self.cfg.api_prefix
+        if not prefix:
+            return path
+        if path != prefix and not path.startswith(prefix + "/"):
+            raise ApiError(404, f"no endpoint {path} (routes are under {prefix})")
+        return path[len(prefix):] or "/"
+
+    def _preflight(self, path: str, headers: dict[str, str]) -> Response:
+        """OPTIONS (a CORS preflight): 204 with the route's methods; no API key (browsers send none)."""
+        by_method = self.routes.get(path)
+        if by_method is None:
+            raise ApiError(404, f"no endpoint {path}")
+        return Response(b"", 204, content_type=b"text/plain", headers=self.cors.preflight(headers, [*by_method]))
 
     def _route(self, method: str, path: str) -> Route:
         by_method = self.routes.get(path)

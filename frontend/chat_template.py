@@ -1,7 +1,9 @@
 """Chat templates: render a conversation into the prompt text the model was trained on.
 
-The template is the GGUF's ``tokenizer.chat_template`` (Jinja, as on Hugging Face), or the file
-given with ``--chat-template-file``; a model without one gets ChatML, as llama-server does.
+The template is the file given with ``--chat-template-file``, a built-in named with
+``--chat-template``, or the GGUF's ``tokenizer.chat_template`` (Jinja, as on Hugging Face); a model
+without one gets the built-in format its vocabulary's special tokens belong to (ChatML if none),
+and the log says which was chosen.
 Templates come from model files, so they run in jinja2's immutable sandbox with the helpers HF
 templates expect: ``raise_exception``, ``strftime_now`` and a ``tojson`` that keeps non-ASCII text.
 """
@@ -10,22 +12,16 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 from typing import Any
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from frontend.builtin_templates import BUILTIN, guess_from_vocabulary
 from frontend.tokenizer import Tokenizer
 
-CHATML_TEMPLATE = (
-    "{%- for message in messages -%}\n"
-    "  {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' -}}\n"
-    "{%- endfor -%}\n"
-    "{%- if add_generation_prompt -%}\n"
-    "  {{- '<|im_start|>assistant\\n' -}}\n"
-    "{%- endif -%}"
-)
-
+log = logging.getLogger(__name__)
 
 class ChatTemplateError(ValueError):
     """The template rejected the conversation (raise_exception) or failed while rendering."""
@@ -55,10 +51,12 @@ def _environment() -> ImmutableSandboxedEnvironment:
 
 class ChatTemplate:
     def __init__(self, source: str, bos_token: str, eos_token: str,
-                 strip_bos: bool = False, strip_eos: bool = False) -> None:
+                 strip_bos: bool = False, strip_eos: bool = False, origin: str = "") -> None:
         """``strip_bos``/``strip_eos``: the tokenizer adds BOS/EOS itself, so a template that writes
-        them would double them; they are cut from the rendered text (as llama.cpp does)."""
+        them would double them; they are cut from the rendered text (as llama.cpp does).
+        ``origin`` says where the template came from (for the log and /props)."""
         self.source = source
+        self.origin = origin
         self.bos_token = bos_token
         self.eos_token = eos_token
         self._strip_bos = strip_bos and bool(bos_token)
@@ -94,17 +92,31 @@ class ChatTemplate:
         return text
 
 
-def load_chat_template(tokenizer: Tokenizer, template_file: str = "") -> ChatTemplate:
-    """The template to use: ``template_file`` if given, else the model's, else ChatML."""
+def load_chat_template(tokenizer: Tokenizer, template_file: str = "", builtin: str = "") -> ChatTemplate:
+    """The template to use: ``template_file``, else the built-in ``builtin``, else the model's,
+    else the built-in its vocabulary suggests."""
     if template_file:
         with open(template_file, encoding="utf-8") as f:
-            source = f.read()
+            source, origin = f.read(), f"file {template_file}"
+    elif builtin:
+        source, origin = BUILTIN[builtin], f"built-in {builtin} (--chat-template)"
+    elif (own := tokenizer.metadata("tokenizer.chat_template")) is not None:
+        source, origin = own, "the model's tokenizer.chat_template"
     else:
-        source = tokenizer.metadata("tokenizer.chat_template") or CHATML_TEMPLATE
+        name = guess_from_vocabulary(lambda text: _is_special_token(tokenizer, text))
+        source, origin = BUILTIN[name], f"built-in {name}, chosen from the vocabulary (the model has no template)"
+    log.info("chat template: %s", origin)
     return ChatTemplate(
         source,
         bos_token=tokenizer.special_text(tokenizer.bos_id),
         eos_token=tokenizer.special_text(tokenizer.eos_id),
         strip_bos=tokenizer.add_bos,
         strip_eos=tokenizer.add_eos,
+        origin=origin,
     )
+
+
+def _is_special_token(tokenizer: Tokenizer, text: str) -> bool:
+    """``text`` is one token when special tokens are parsed, and several as plain text."""
+    return (len(tokenizer.tokenize(text, add_special=False, parse_special=True)) == 1
+            and len(tokenizer.tokenize(text, add_special=False, parse_special=False)) > 1)

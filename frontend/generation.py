@@ -18,10 +18,11 @@ from typing import Self
 from frontend.engine_client import EngineClient
 from frontend.errors import ApiError, from_engine
 from frontend.schemas import PromptTokensDetails, Usage
-from frontend.stop import StopMatcher
+from frontend.stop import IndentGuard, StopMatcher
+from frontend.timings import Timings, make_timings
 from frontend.tokenizer import IncrementalDetokenizer, Tokenizer
 from frontend.trace import ChoiceTrace, RequestTrace
-from ipc.protocol import AddRequest, FinishReason, RequestOutput, RequestStats, TokenLogprob
+from ipc.protocol import AddRequest, FinishReason, PromptProgress, RequestOutput, RequestStats, TokenLogprob
 
 
 @dataclass(slots=True)
@@ -33,6 +34,8 @@ class TokenText:
     logprob: float
     top: list[tuple[str, bytes, float]]
     offset: int  # characters of the choice's text before this token
+    token_id: int = -1
+    top_ids: list[int] = field(default_factory=list)  # the ids of ``top``
 
 
 @dataclass(slots=True)
@@ -40,14 +43,20 @@ class ChoiceDelta:
     index: int
     text: str = ""
     tokens: list[TokenText] = field(default_factory=list)
+    token_ids: list[int] = field(default_factory=list)  # the generated ids that count (llama-server's tokens)
     finish_reason: str | None = None  # "stop" or "length" on the choice's last delta
+    progress: PromptProgress | None = None  # the prefill's progress (with return_progress)
 
 
 class Choice:
     """The text of one engine request, built token by token."""
 
     def __init__(self, index: int, request_id: str, tokenizer: Tokenizer, stops: list[str],
-                 logprobs: bool, special_ids: frozenset[int] = frozenset()) -> None:
+                 logprobs: bool, special_ids: frozenset[int] = frozenset(), time_limit_s: float | None = None,
+                 n_indent: int = 0) -> None:
+        """``time_limit_s``: llama-server's t_max_predict_ms: a token with a newline generated
+        this long after the first token ends the text (finish "length"); ``n_indent``: see
+        IndentGuard."""
         self.index = index
         self.request_id = request_id
         self.n_tokens = 0  # generated tokens that count (up to a stop string's last token)
@@ -58,6 +67,7 @@ class Choice:
         self.first_token_at: float | None = None  # time.monotonic() when its first token arrived
         self.ended_at: float | None = None  # when the engine's terminal output arrived
         self.stopped_by_string = False
+        self.cut_short = False  # ended here (stop string, time limit): the engine request is to be aborted
         self.prompt_logprobs: list[TokenLogprob] = []  # with echo + logprobs: prompt tokens 1..
         self._tokenizer = tokenizer
         self._detok = IncrementalDetokenizer(tokenizer, special_ids)
@@ -68,23 +78,35 @@ class Choice:
         self._held_tokens: list[tuple[int, TokenText]] = []  # (end, token) whose text is not all out
         self._delta = ChoiceDelta(index)
         self._finish_reported = False
+        self._time_limit_s = time_limit_s
+        self._indent = IndentGuard(n_indent)
 
     def feed(self, output: RequestOutput) -> None:
         if self.finished:
             return
         self.prompt_logprobs += output.prompt_logprobs
+        if output.progress is not None:
+            self._delta.progress = output.progress
         if output.token_ids and self.first_token_at is None:
             self.first_token_at = time.monotonic()
         if self.finish_reason is None:
             for k, token_id in enumerate(output.token_ids):
                 self.n_tokens += 1
-                text = self._detok.push(token_id)
+                self._delta.token_ids.append(token_id)
+                raw = self._detok.push(token_id)
+                text, short_indent = self._indent.push(raw)
                 if self._logprobs and k < len(output.logprobs):
                     self._hold_token(output.logprobs[k], text)
                 self._decoded += len(text)
                 if self._emit(text):
-                    self.stopped_by_string = True
+                    self.stopped_by_string = self.cut_short = True
                     self.finish_reason = "stop"
+                    break
+                if short_indent or self._over_time(raw):
+                    self.cut_short = True
+                    self._delta.text += self._stop.flush()  # no stop string can end the text now
+                    self._release_tokens(None)
+                    self.finish_reason = "length"
                     break
             else:
                 self._release_tokens(self._emitted)
@@ -95,13 +117,24 @@ class Choice:
         """What changed since the last call, or None."""
         delta = self._delta
         report_finish = self.finish_reason is not None and not self._finish_reported
-        if not delta.text and not delta.tokens and not report_finish:
+        if not (delta.text or delta.tokens or delta.token_ids or delta.progress or report_finish):
             return None
         if report_finish:
             delta.finish_reason = self.finish_reason
             self._finish_reported = True
         self._delta = ChoiceDelta(self.index)
         return delta
+
+    @property
+    def stop_type(self) -> str:
+        """llama-server's stop_type: word (a stop string), eos, limit, or none (not finished)."""
+        if self.stopped_by_string:
+            return "word"
+        return {"stop": "eos", "length": "limit"}.get(self.finish_reason or "", "none")
+
+    @property
+    def stopping_word(self) -> str:
+        return self._stop.matched
 
     def _finish(self, output: RequestOutput) -> None:
         self.finished = True
@@ -116,13 +149,18 @@ class Choice:
             return
         if reason == FinishReason.ABORT:
             raise ApiError(500, "the engine aborted the request")
-        if self._emit(self._detok.flush()):
+        if self._emit(self._indent.push(self._detok.flush())[0] + self._indent.flush()):
             self.stopped_by_string = True
             self.finish_reason = "stop"
             return
         self._delta.text += self._stop.flush()
         self._release_tokens(None)
         self.finish_reason = "stop" if reason == FinishReason.STOP else "length"
+
+    def _over_time(self, text: str) -> bool:
+        if self._time_limit_s is None or "\n" not in text:
+            return False
+        return self.first_token_at is not None and time.monotonic() - self.first_token_at >= self._time_limit_s
 
     def _emit(self, text: str) -> bool:
         """Pass text through the stop matcher into the delta; True when a stop string matched."""
@@ -141,7 +179,8 @@ class Choice:
         for token_id, value in logprob.top:
             top_piece = self._tokenizer.piece(token_id)
             top.append((top_piece.decode("utf-8", errors="replace"), top_piece, value))
-        token = TokenText(piece.decode("utf-8", errors="replace"), piece, logprob.logprob, top, self._decoded)
+        token = TokenText(piece.decode("utf-8", errors="replace"), piece, logprob.logprob, top, self._decoded,
+                          logprob.token_id, [token_id for token_id, _ in logprob.top])
         self._held_tokens.append((self._decoded + len(text), token))
 
     def _release_tokens(self, upto: int | None) -> None:
@@ -157,21 +196,26 @@ class Generation:
     """The engine requests of one API call; ``requests[p * n + i]`` is choice i of prompt p."""
 
     def __init__(self, engine: EngineClient, tokenizer: Tokenizer, requests: list[AddRequest], n: int,
-                 stops: list[str], logprobs: bool, ping_interval_s: float,
-                 special_ids: frozenset[int] = frozenset(), trace: RequestTrace | None = None) -> None:
+                 stops: list[str], logprobs: bool, ping_interval_s: float | None,
+                 special_ids: frozenset[int] = frozenset(), time_limit_s: float | None = None,
+                 n_indent: int = 0, trace: RequestTrace | None = None) -> None:
         """``special_ids``: control tokens written as their text (tool-call and reasoning markers);
+        ``ping_interval_s``: None never pings; ``time_limit_s``, ``n_indent``: see Choice;
         ``trace``: the HTTP request's, which learns how each engine request went."""
         self._engine = engine
         self._trace = trace
         self._requests = requests
         self._n = n
         self._ping_interval_s = ping_interval_s
-        self.choices = [Choice(i, r.request_id, tokenizer, stops, logprobs, special_ids) for i, r in enumerate(requests)]
+        self.choices = [Choice(i, r.request_id, tokenizer, stops, logprobs, special_ids, time_limit_s, n_indent)
+                        for i, r in enumerate(requests)]
         self._by_id = {c.request_id: c for c in self.choices}
         self._aborted: set[str] = set()
         self._queue: asyncio.Queue[RequestOutput] | None = None
+        self._t_submit = 0.0
 
     async def __aenter__(self) -> Self:
+        self._t_submit = time.monotonic()
         self._queue = self._engine.submit(self._requests)
         return self
 
@@ -210,7 +254,7 @@ class Generation:
             choice = self._by_id[output.request_id]
             choice.feed(output)
             touched[choice.index] = choice
-            if choice.stopped_by_string and not choice.finished and choice.request_id not in self._aborted:
+            if choice.cut_short and not choice.finished and choice.request_id not in self._aborted:
                 self._aborted.add(choice.request_id)
                 self._engine.abort([choice.request_id])
         return [d for c in touched.values() if (d := c.take_delta()) is not None]
@@ -230,6 +274,36 @@ class Generation:
         )
 
 
+    def timings(self) -> Timings:
+        """llama-server's timings of this call: the engine's stats once every choice is done,
+        live figures measured here before that. Over several choices: tokens add up, each
+        phase lasts as long as its slowest choice."""
+        firsts = self.choices[:: self._n]
+        predicted_n = sum(c.n_tokens for c in self.choices)
+        if self.done and all(c.stats is not None for c in self.choices):
+            stats = [c.stats for c in self.choices if c.stats is not None]
+            first_stats = [c.stats for c in firsts if c.stats is not None]
+            return make_timings(
+                cache_n=sum(s.n_cached_tokens for s in first_stats),
+                prompt_n=sum(s.n_evaluated_prompt_tokens for s in first_stats),
+                prompt_ms=max(s.prefill_ms for s in stats),
+                predicted_n=predicted_n,
+                predicted_ms=max(s.decode_ms for s in stats),
+            )
+        now = time.monotonic()
+        started = [c.first_token_at for c in self.choices if c.first_token_at is not None]
+        prompt_n = sum(len(self._requests[c.index].prompt_token_ids) for c in firsts)
+        if not self._t_submit:  # not submitted yet (a stream's first chunk is built before)
+            return make_timings(0, prompt_n, 0.0, 0, 0.0)
+        return make_timings(
+            cache_n=0,
+            prompt_n=prompt_n,
+            prompt_ms=1e3 * ((max(started) if started else now) - self._t_submit),
+            predicted_n=predicted_n,
+            predicted_ms=1e3 * (now - min(started)) if started else 0.0,
+        )
+
+
 @dataclass(slots=True)
 class ChoiceResult:
     """A finished choice: all its text and tokens."""
@@ -239,20 +313,24 @@ class ChoiceResult:
     tokens: list[TokenText]
     finish_reason: str
     prompt_logprobs: list[TokenLogprob]
+    token_ids: list[int]
 
 
 async def collect(gen: Generation) -> list[ChoiceResult]:
     """Run a generation to its end (non-streaming responses)."""
     texts: list[list[str]] = [[] for _ in gen.choices]
     tokens: list[list[TokenText]] = [[] for _ in gen.choices]
+    token_ids: list[list[int]] = [[] for _ in gen.choices]
     async with gen:
         while not gen.done:
             for delta in await gen.next_deltas() or ():
                 texts[delta.index].append(delta.text)
                 tokens[delta.index].extend(delta.tokens)
+                token_ids[delta.index].extend(delta.token_ids)
     results = []
     for c in gen.choices:
         assert c.finish_reason is not None, "a finished choice has its finish reason"
         text = "".join(texts[c.index])
-        results.append(ChoiceResult(c.index, text, tokens[c.index], c.finish_reason, c.prompt_logprobs))
+        results.append(ChoiceResult(c.index, text, tokens[c.index], c.finish_reason, c.prompt_logprobs,
+                                    token_ids[c.index]))
     return results

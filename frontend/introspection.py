@@ -11,7 +11,7 @@ import llama_cpp
 import msgspec
 
 from frontend.chat_template import ChatTemplate, ChatTemplateError
-from frontend.sampling import DEFAULTS
+from frontend.sampling import server_defaults
 from ggserve.config import ServeConfig
 from ipc.protocol import EngineInfo, SamplingParams, SlotState
 
@@ -28,10 +28,10 @@ def generation_params(sampling: SamplingParams, n_predict: int, ignore_eos: bool
 
 
 def props(cfg: ServeConfig, info: EngineInfo, template: ChatTemplate) -> dict[str, Any]:
-    defaults = msgspec.structs.replace(DEFAULTS, seed=None if cfg.seed < 0 else cfg.seed)
+    defaults = msgspec.structs.replace(server_defaults(cfg), seed=None if cfg.seed < 0 else cfg.seed)
     executor = info.executors[0] if info.executors else None
     return {
-        "default_generation_settings": {"params": generation_params(defaults, -1), "n_ctx": info.n_ctx_slot},
+        "default_generation_settings": {"params": generation_params(defaults, cfg.n_predict), "n_ctx": info.n_ctx_slot},
         "total_slots": info.n_slots * info.n_executors,
         "model_alias": cfg.model_alias,
         # llama_model_desc is "<arch> <size> <file type>": its last part is llama-server's model_ftype.

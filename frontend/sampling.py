@@ -1,38 +1,60 @@
 """API parameters -> engine requests: defaults, seeds, logit bias, limits and the context check.
 
 Defaults for omitted parameters are llama-server's (temperature 0.8, top_k 40, top_p 0.95,
-min_p 0.05, no repetition penalty), so clients tuned against it behave the same here.
+min_p 0.05, no repetition penalty), so clients tuned against it behave the same here; the
+server-wide sampling flags (``--temp``, ``--top-k``, ...) replace them, as llama-server's do.
 With ``n > 1`` choice i samples with ``seed + i``: the choices differ from each other, and the
 same request with the same seed gives the same n choices again.
 """
 
 from __future__ import annotations
 
+import math
 import time
 
 import msgspec
 
 from frontend.errors import ApiError, invalid
 from frontend.prompts import check_tokens
-from frontend.schemas import SamplingFields
+from frontend.sampler_order import sampler_order
+from frontend.schemas import LogitBias, SamplingFields
 from frontend.tokenizer import Tokenizer
-from ipc.protocol import AddRequest, SamplingParams
+from ggserve.config import ServeConfig
+from ipc.protocol import AddRequest, EngineInfo, SamplingParams
 
 # llama-server's defaults for whatever a request leaves out.
-DEFAULTS = SamplingParams(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, typical_p=1.0, repeat_penalty=1.0,
-                          repeat_last_n=64, presence_penalty=0.0, frequency_penalty=0.0)
-_FROM_REQUEST = ("temperature", "top_k", "top_p", "min_p", "typical_p", "repeat_penalty", "repeat_last_n",
-                 "presence_penalty", "frequency_penalty")
+DEFAULTS = SamplingParams(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05)
+# Request fields that map one to one onto SamplingParams (same name, same meaning).
+FROM_REQUEST = ("temperature", "top_k", "top_p", "min_p", "typical_p", "repeat_penalty", "repeat_last_n",
+                "presence_penalty", "frequency_penalty", "min_keep", "top_n_sigma", "xtc_probability",
+                "xtc_threshold", "dynatemp_range", "dynatemp_exponent", "mirostat", "mirostat_tau", "mirostat_eta",
+                "dry_multiplier", "dry_allowed_length", "dry_penalty_last_n", "dry_sequence_breakers",
+                "adaptive_target", "adaptive_decay")
 _SEED_MASK = 0xFFFFFFFF  # llama.cpp seeds are uint32
 
 
-def sampling_params(req: SamplingFields, tokenizer: Tokenizer, default_seed: int,
-                    grammar: str | None = None) -> SamplingParams:
+def server_defaults(cfg: ServeConfig) -> SamplingParams:
+    """llama-server's defaults with the server-wide flags applied."""
+    return msgspec.structs.replace(DEFAULTS, **cfg.sampling)
+
+
+def sampling_params(req: SamplingFields, tokenizer: Tokenizer, defaults: SamplingParams, default_seed: int,
+                    eog_ids: list[int], n_ctx_slot: int, grammar: str | None = None) -> SamplingParams:
     """The sampler settings of choice 0 (``with_seed_offset`` derives the others); ``grammar``
-    is the checked GBNF the output must follow."""
-    given = {name: value for name in _FROM_REQUEST if (value := getattr(req, name)) is not None}
+    is the checked GBNF the output must follow; ``eog_ids`` are banned with ``ignore_eos``, as
+    llama-server does (an end-of-generation token that may not end the output is not sampled)."""
+    given = {name: value for name in FROM_REQUEST if (value := getattr(req, name)) is not None}
+    if given.get("repeat_last_n", defaults.repeat_last_n) == -1:  # -1: the whole context, as llama-server
+        given["repeat_last_n"] = n_ctx_slot
+    if req.dry_base is not None and req.dry_base >= 1.0:  # below 1: the default, as llama-server
+        given["dry_base"] = req.dry_base
+    if req.samplers is not None:
+        given["samplers"] = sampler_order(req.samplers)
+    bias = logit_bias(req.logit_bias, tokenizer) if req.logit_bias is not None else []
+    if req.ignore_eos:
+        bias += [(t, -math.inf) for t in eog_ids]
     seed = default_seed if req.seed is None else req.seed
-    return msgspec.structs.replace(DEFAULTS, **given, logit_bias=logit_bias(req.logit_bias or {}, tokenizer),
+    return msgspec.structs.replace(defaults, **given, logit_bias=bias,
                                    seed=None if seed < 0 else seed & _SEED_MASK, grammar=grammar)
 
 
@@ -42,18 +64,30 @@ def with_seed_offset(params: SamplingParams, offset: int) -> SamplingParams:
     return msgspec.structs.replace(params, seed=(params.seed + offset) & _SEED_MASK)
 
 
-def logit_bias(bias: dict[str, float], tokenizer: Tokenizer) -> list[tuple[int, float]]:
-    """OpenAI's {"token id": bias}; a key that is not a number is text, biasing all its tokens
-    (llama-server's extension)."""
+def logit_bias(bias: LogitBias, tokenizer: Tokenizer) -> list[tuple[int, float]]:
+    """OpenAI's {"token id": bias}, and llama-server's forms: a key that is not a number is text
+    (all its tokens get the bias), ``[[id or text, bias], ...]``, and ``false`` as the bias bans."""
+    pairs = bias.items() if isinstance(bias, dict) else bias
     out: list[tuple[int, float]] = []
-    for key, value in bias.items():
-        try:
-            token_ids = [int(key)]
-        except ValueError:
-            token_ids = tokenizer.tokenize(key, add_special=False, parse_special=False)
+    for key, value in pairs:
+        if value is True:
+            raise invalid(f"logit_bias of {key!r} is true; a bias is a number, or false to ban the token",
+                          param="logit_bias")
+        if isinstance(key, int):
+            token_ids = [key]
+        else:
+            try:
+                token_ids = [int(key)]
+            except ValueError:
+                token_ids = tokenizer.tokenize(key, add_special=False, parse_special=False)
         check_tokens(tokenizer, token_ids, "logit_bias")
-        out.extend((t, value) for t in token_ids)
+        out.extend((t, -math.inf if value is False else float(value)) for t in token_ids)
     return out
+
+
+def time_limit_s(req: SamplingFields) -> float | None:
+    """``t_max_predict_ms`` in seconds; None: no limit."""
+    return req.t_max_predict_ms / 1e3 if req.t_max_predict_ms is not None and req.t_max_predict_ms > 0 else None
 
 
 def stop_strings(stop: str | list[str] | None) -> list[str]:
@@ -62,13 +96,34 @@ def stop_strings(stop: str | list[str] | None) -> list[str]:
     return [stop] if isinstance(stop, str) else stop
 
 
-def max_tokens(value: int | None, param: str = "max_tokens") -> int:
-    """The engine's max_tokens: -1 (no limit but the context) for None or -1."""
-    if value is None or value == -1:
+def max_tokens(value: int | None, param: str = "max_tokens", default: int = -1) -> int:
+    """The engine's max_tokens: -1 (no limit but the context) for -1; ``default`` (the server's
+    ``-n``) for None."""
+    if value is None:
+        return default
+    if value == -1:
         return -1
     if value < 1:
         raise invalid(f"{param} must be at least 1 (or -1 for no limit), got {value}", param=param)
     return value
+
+
+def token_limit(req: SamplingFields, cfg: ServeConfig, max_completion_tokens: int | None = None) -> int:
+    """The request's output limit: llama-server reads ``n_predict``, then
+    ``max_completion_tokens``, then ``max_tokens``; none of them: the server's ``-n``."""
+    for param, value in (("n_predict", req.n_predict), ("max_completion_tokens", max_completion_tokens),
+                         ("max_tokens", req.max_tokens)):
+        if value is not None:
+            return max_tokens(value, param)
+    return max_tokens(None, default=cfg.n_predict)
+
+
+def check_slot(req: SamplingFields, info: EngineInfo) -> None:
+    """``id_slot`` names a slot that exists (numbered over all executors, as /slots shows them)."""
+    n_slots = info.n_slots * info.n_executors
+    if req.id_slot >= n_slots:
+        raise invalid(f"id_slot {req.id_slot} does not exist: the server has {n_slots} slots (0..{n_slots - 1})",
+                      param="id_slot")
 
 
 def check_context(n_prompt: int, max_new: int, n_ctx_slot: int) -> None:
@@ -103,6 +158,8 @@ def engine_requests(request_id: str, prompts: list[list[int]], n: int, req: Samp
             cache_prompt=req.cache_prompt,
             arrival_time=now,
             prompt_logprobs=prompt_logprobs,
+            return_progress=req.return_progress and req.stream,
+            id_slot=req.id_slot,
         )
         for p, prompt in enumerate(prompts)
         for i in range(n)

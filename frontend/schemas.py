@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from frontend.timings import PromptProgressJson, Timings
+
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 TopLogprobs = Annotated[int, msgspec.Meta(ge=0, le=20)]
 # One request may fan out to this many engine requests (n choices, or prompts x n).
@@ -40,22 +42,31 @@ class ResponseFormat(msgspec.Struct, kw_only=True):
     schema: dict[str, Any] | None = None  # llama-server's {"type": "json_object", "schema": {...}}
 
 
+# logit_bias in every form llama-server takes: {"id or text": bias} or [[id or text, bias], ...];
+# a bias of ``false`` bans the token.
+Bias = float | bool
+LogitBias = dict[str, Bias] | list[tuple[int | str, Bias]]
+
+
 class SamplingFields(msgspec.Struct, kw_only=True):
-    """Generation parameters shared by /v1/chat/completions and /v1/completions.
+    """Generation parameters shared by /v1/chat/completions, /v1/completions and /completion.
 
     ``model`` and ``user`` are accepted and ignored (one model is served), like any unknown field.
+    Every llama-server field is either here (honoured) or refused by ``frontend.llama_fields``.
     """
 
     max_tokens: int | None = None  # None or -1: until the slot's context is full
+    n_predict: int | None = None  # llama-server's name of max_tokens
     temperature: Annotated[float, msgspec.Meta(ge=0.0)] | None = None
     top_p: float | None = None
     n: ChoiceCount = 1
+    n_cmpl: ChoiceCount | None = None  # llama-server's name of n
     stop: str | list[str] | None = None
     seed: int | None = None
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
     # OpenAI: token id (as a string) -> bias in [-100, 100]. llama-server also accepts text keys.
-    logit_bias: dict[str, float] | None = None
+    logit_bias: LogitBias | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     # llama-server extras
@@ -63,14 +74,45 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     min_p: float | None = None
     typical_p: float | None = None
     repeat_penalty: float | None = None
-    repeat_last_n: CInt | None = None
+    repeat_last_n: Annotated[int, msgspec.Meta(ge=-1, le=2**31 - 1)] | None = None
+    min_keep: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] | None = None
+    top_n_sigma: float | None = None
+    xtc_probability: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None = None
+    xtc_threshold: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None = None
+    dynatemp_range: float | None = None
+    dynatemp_exponent: float | None = None
+    mirostat: Annotated[int, msgspec.Meta(ge=0, le=2)] | None = None
+    mirostat_tau: float | None = None
+    mirostat_eta: float | None = None
+    dry_multiplier: float | None = None
+    dry_base: float | None = None  # below 1: the server's default (as llama-server)
+    dry_allowed_length: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] | None = None
+    dry_penalty_last_n: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] | None = None
+    dry_sequence_breakers: Annotated[list[str], msgspec.Meta(min_length=1)] | None = None
+    adaptive_target: Annotated[float, msgspec.Meta(le=1.0)] | None = None
+    adaptive_decay: Annotated[float, msgspec.Meta(ge=0.0, le=0.99)] | None = None
+    # order of the samplers (names, or letters as "kmt"); bounded: each one is a pass per token
+    samplers: Annotated[list[str], msgspec.Meta(max_length=64)] | Annotated[str, msgspec.Meta(max_length=64)] | None = None
     ignore_eos: bool = False
     cache_prompt: bool = True
     n_probs: TopLogprobs = 0
+    timings_per_token: bool = False  # ``timings`` on every stream chunk, not only the last
+    return_progress: bool = False  # streams: ``prompt_progress`` chunks during the prefill
+    id_slot: Annotated[int, msgspec.Meta(ge=-1)] = -1  # run on this slot (as /slots numbers them); -1: any
+    # ms after the first token past which the text ends at its next newline (<= 0: no limit)
+    t_max_predict_ms: int | None = None
+    # lines after the first need this much indentation; the first that has less ends the text
+    n_indent: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] = 0
+    # seconds of silence before a stream sends ": ping" (-1: never); default --sse-ping-interval
+    sse_ping_interval: Annotated[float, msgspec.Meta(ge=-1)] | None = None
     # constrained output (one of them): GBNF (llama-server's field), a JSON schema, OpenAI's format
     grammar: str | None = None
     json_schema: dict[str, Any] | bool | None = None
     response_format: ResponseFormat | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_cmpl is not None:  # llama-server reads n_cmpl first, n as its fallback
+            self.n = self.n_cmpl
 
 
 class TextPart(msgspec.Struct, tag="text", tag_field="type"):
@@ -127,6 +169,9 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool = True
     chat_template_kwargs: dict[str, Any] | None = None
+    add_generation_prompt: bool | None = None  # None: true (false when continuing the last message)
+    # continue the final assistant message: true / "content"; false: never (see frontend.continuation)
+    continue_final_message: bool | Literal["content", "reasoning_content"] | None = None
     # reasoning: llama-server's per-request format, OpenAI's effort, a thinking token budget
     reasoning_format: Literal["none", "deepseek", "deepseek-legacy", "auto"] | None = None
     reasoning_effort: str | None = None
@@ -139,6 +184,29 @@ class CompletionRequest(SamplingFields, kw_only=True):
     suffix: str | None = None
     echo: bool = False
     logprobs: TopLogprobs | None = None
+
+
+class InfillChunk(msgspec.Struct, kw_only=True):
+    """A file of the repository given as context to /infill."""
+
+    text: str
+    filename: str = "tmp"
+
+
+class NativeCompletionRequest(SamplingFields, kw_only=True):
+    """llama-server's POST /completion (and /infill, which adds the input_* fields)."""
+
+    # a string, a token array, or a list of either (one result per prompt)
+    prompt: str | list[str | int | list[int]] = ""
+    return_tokens: bool = False
+    response_fields: list[str] | None = None  # only these fields ("a/b" reaches into objects)
+    logprobs: TopLogprobs | None = None  # llama-server's fallback name of n_probs
+    # completion_probabilities as probabilities after the sampler chain ("prob", "top_probs")
+    post_sampling_probs: bool = False
+    # /infill
+    input_prefix: str | None = None
+    input_suffix: str | None = None
+    input_extra: list[InfillChunk] | None = None
 
 
 class TokenizeRequest(msgspec.Struct, kw_only=True):
@@ -218,6 +286,7 @@ class ChatCompletion(msgspec.Struct, tag_field="object", tag="chat.completion"):
     system_fingerprint: str
     choices: list[ChatChoice]
     usage: Usage
+    timings: Timings | None = None  # llama-server's prompt and generation speed
 
 
 class ToolCallFunctionDelta(msgspec.Struct, omit_defaults=True, kw_only=True):
@@ -257,6 +326,8 @@ class ChatCompletionChunk(
     system_fingerprint: str
     choices: list[ChatChunkChoice]
     usage: Usage | None = None  # only on the last chunk, when stream_options.include_usage
+    timings: Timings | None = None  # on a choice's last chunk (on every chunk with timings_per_token)
+    prompt_progress: PromptProgressJson | None = None  # during the prefill, with return_progress
 
 
 class CompletionLogprobs(msgspec.Struct):
@@ -282,6 +353,8 @@ class Completion(msgspec.Struct, tag_field="object", tag="text_completion", omit
     system_fingerprint: str
     choices: list[CompletionChoice]
     usage: Usage | None = None
+    timings: Timings | None = None  # llama-server's; on streams the last chunk (every one with timings_per_token)
+    prompt_progress: PromptProgressJson | None = None  # stream chunks during the prefill, with return_progress
 
 
 class HealthStatus(msgspec.Struct):
@@ -296,6 +369,8 @@ class ModelMeta(msgspec.Struct, omit_defaults=True):
     n_ctx_train: int | None = None
     n_params: int | None = None
     size: int | None = None  # bytes
+    n_embd: int | None = None
+    vocab_type: int | None = None  # llama_vocab_type (1 SPM, 2 BPE, ...)
 
 
 class Model(msgspec.Struct, tag_field="object", tag="model", omit_defaults=True):
@@ -305,8 +380,34 @@ class Model(msgspec.Struct, tag_field="object", tag="model", omit_defaults=True)
     meta: ModelMeta | None = None  # absent until the engine is ready
 
 
+class OllamaModelDetails(msgspec.Struct):
+    parent_model: str = ""
+    format: str = "gguf"
+    family: str = ""
+    families: list[str] = msgspec.field(default_factory=lambda: [""])
+    parameter_size: str = ""
+    quantization_level: str = ""
+
+
+class OllamaModel(msgspec.Struct):
+    """An entry of llama-server's Ollama-style ``models`` list (what Ollama clients read)."""
+
+    name: str
+    model: str
+    modified_at: str = ""
+    size: str = ""
+    digest: str = ""
+    type: str = "model"
+    description: str = ""
+    tags: list[str] = msgspec.field(default_factory=lambda: [""])
+    capabilities: list[str] = msgspec.field(default_factory=lambda: ["completion"])
+    parameters: str = ""
+    details: OllamaModelDetails = msgspec.field(default_factory=OllamaModelDetails)
+
+
 class ModelList(msgspec.Struct, tag_field="object", tag="list"):
     data: list[Model]
+    models: list[OllamaModel] = []  # llama-server's Ollama-compatible listing of the same models
 
 
 class TokenPiece(msgspec.Struct):

@@ -31,10 +31,18 @@ def error_event(exc: ApiError) -> bytes:
     return b"data: " + exc.body() + b"\n\n"
 
 
+def ping_interval(requested: float | None, default: float) -> float | None:
+    """A request's ``sse_ping_interval`` (llama-server's field; -1: never) or the server's."""
+    if requested is None:
+        return default
+    return None if requested < 0 else max(requested, 0.05)
+
+
 async def generation_events(gen: Generation, head: list[bytes], render: Callable[[ChoiceDelta], list[bytes]],
-                            tail: Callable[[], list[bytes]]) -> AsyncGenerator[bytes, None]:
+                            tail: Callable[[], list[bytes]], done: bool = True) -> AsyncGenerator[bytes, None]:
     """The SSE body of a generation: ``head`` events, rendered deltas (pings while the engine is
-    quiet), ``tail`` events, ``[DONE]``.
+    quiet), ``tail`` events, ``[DONE]`` (OpenAI's end marker; llama-server's native stream has
+    none: ``done=False``).
 
     The first chunk waits for the engine's first output or a ping interval, whichever comes
     first: an error before it (queue full, bad request) propagates and gets its HTTP status; an
@@ -54,7 +62,7 @@ async def generation_events(gen: Generation, head: list[bytes], render: Callable
             log.warning("stream ended by an error: %s", exc.message)
             yield error_event(exc)
             return
-        yield b"".join([*tail(), DONE])
+        yield b"".join([*tail(), *([DONE] if done else [])])
 
 
 def _render_all(deltas: list[ChoiceDelta], render: Callable[[ChoiceDelta], list[bytes]]) -> list[bytes]:

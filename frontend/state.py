@@ -13,10 +13,11 @@ from frontend.auth import ApiKeys
 from frontend.chat_template import ChatTemplate, load_chat_template
 from frontend.engine_client import EngineClient
 from frontend.errors import unavailable
+from frontend.sampling import server_defaults
 from frontend.structured.grammar import GrammarChecker
 from frontend.tokenizer import Tokenizer
 from ggserve.config import ServeConfig
-from ipc.protocol import EngineInfo
+from ipc.protocol import EngineInfo, SamplingParams
 
 T = TypeVar("T")
 
@@ -40,7 +41,7 @@ class Frontend:
         frontend = cls(
             cfg=cfg,
             tokenizer=tokenizer,
-            template=load_chat_template(tokenizer, cfg.chat_template_file),
+            template=load_chat_template(tokenizer, cfg.chat_template_file, cfg.chat_template),
             engine=EngineClient(cfg.scheduler_endpoint, cfg.curve),
             api_keys=ApiKeys(cfg.api_keys),
             started_at=int(time.time()),
@@ -56,6 +57,17 @@ class Frontend:
     def grammars(self) -> GrammarChecker:
         """Checks request grammars with this worker's vocabulary (and remembers the good ones)."""
         return GrammarChecker(self.tokenizer)
+
+    @functools.cached_property
+    def sampling_defaults(self) -> SamplingParams:
+        """llama-server's sampling defaults with this server's flags (--temp, --top-k, ...) applied."""
+        return server_defaults(self.cfg)
+
+    @property
+    def eog_ids(self) -> list[int]:
+        """The model's end-of-generation tokens (banned by ``ignore_eos``); known once the engine is ready."""
+        info = self.engine.info
+        return info.executors[0].eog_token_ids if info is not None and info.executors else []
 
     @property
     def model_id(self) -> str:

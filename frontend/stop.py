@@ -12,6 +12,7 @@ class StopMatcher:
     def __init__(self, stops: list[str]) -> None:
         self._stops = [s for s in stops if s]
         self._held = ""
+        self.matched = ""  # the stop string that ended the text (llama-server's stopping_word)
 
     def push(self, text: str) -> tuple[str, bool]:
         """Feed new text; returns (text safe to emit, whether a stop string matched).
@@ -21,8 +22,9 @@ class StopMatcher:
         if not self._stops:
             return text, False
         buf = self._held + text
-        cut = min((i for i in (buf.find(s) for s in self._stops) if i >= 0), default=-1)
-        if cut >= 0:
+        found = [(i, stop) for stop in self._stops if (i := buf.find(stop)) >= 0]
+        if found:
+            cut, self.matched = min(found, key=lambda hit: hit[0])
             self._held = ""
             return buf[:cut], True
         keep = self._partial_match_len(buf)
@@ -43,3 +45,40 @@ class StopMatcher:
                     best = n
                     break
         return best
+
+
+class IndentGuard:
+    """llama-server's ``n_indent``: every line after the first must be indented by at least
+    ``n_indent`` spaces or tabs; the first line that is not ends the text where its content
+    would begin (its indentation kept). A line's leading whitespace is held back until the line
+    shows its first other character (a newline counts: an empty line ends the text too)."""
+
+    def __init__(self, n_indent: int) -> None:
+        self._n_indent = n_indent
+        self._held: str | None = None  # whitespace of the line being decided; None: not deciding
+
+    def push(self, text: str) -> tuple[str, bool]:
+        """Feed new text; returns (text to pass on, whether the text ends there)."""
+        if self._n_indent <= 0:
+            return text, False
+        out: list[str] = []
+        for ch in text:
+            if self._held is None:
+                out.append(ch)
+                if ch == "\n":
+                    self._held = ""
+            elif ch in " \t":
+                self._held += ch
+            else:
+                held, self._held = self._held, None
+                out.append(held)
+                if len(held) < self._n_indent:
+                    return "".join(out), True
+                out.append(ch)
+                if ch == "\n":
+                    self._held = ""
+        return "".join(out), False
+
+    def flush(self) -> str:
+        held, self._held = self._held or "", None
+        return held

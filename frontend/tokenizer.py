@@ -38,6 +38,8 @@ class Tokenizer:
         self.fim_prefix_id: int = llama_cpp.llama_vocab_fim_pre(self._vocab)
         self.fim_suffix_id: int = llama_cpp.llama_vocab_fim_suf(self._vocab)
         self.fim_middle_id: int = llama_cpp.llama_vocab_fim_mid(self._vocab)
+        self.fim_repo_id: int = llama_cpp.llama_vocab_fim_rep(self._vocab)  # repo-level FIM (may be -1)
+        self.fim_sep_id: int = llama_cpp.llama_vocab_fim_sep(self._vocab)
         # token id -> bytes, filled on first use (a full vocabulary is 100k-260k entries).
         self._pieces: dict[int, bytes] = {}
         self._special_pieces: dict[int, bytes] = {}

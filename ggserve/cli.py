@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import logging
 import signal
 import socket
 import sys
 
+from frontend.builtin_templates import builtin_names
+from frontend.errors import ApiError
+from frontend.sampler_order import sampler_order
 from ggserve.config import ServeConfig, cpu_has_amx
+from ggserve.env_flags import apply_env_defaults
 from ggserve.launcher import ChildFailed, Launcher, StartInterrupted
 from ggserve.logs import FORMATS, setup_logging
 from ggserve.model import resolve_model
@@ -28,13 +33,17 @@ class UsageError(SystemExit):
         super().__init__(2)
 
 
-def _serve_parser(sub: argparse._SubParsersAction) -> None:
+def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve a GGUF model behind the OpenAI API")
     d = ServeConfig(model="")
     m = p.add_argument_group("model")
     m.add_argument("-m", "--model", default="", help="GGUF file (default: embedded Gemma 3 270M)")
     m.add_argument("-a", "--alias", default="", help="model id shown by the API")
     m.add_argument("--chat-template-file", default="", help="jinja chat template overriding the GGUF's")
+    m.add_argument("--chat-template", default="", choices=["", *builtin_names()], metavar="NAME",
+                   help=f"a built-in chat template overriding the GGUF's: {', '.join(builtin_names())}")
+    m.add_argument("--chat-template-kwargs", default="", help='JSON object of extra template variables, '
+                   'e.g. \'{"enable_thinking": false}\'')
     e = p.add_argument_group("engine")
     e.add_argument("-np", "--parallel", dest="n_parallel", type=int, default=d.n_parallel, help="slots per executor")
     e.add_argument("-c", "--ctx-size", type=int, default=d.ctx_size, help="KV cells per executor, one pool for its slots")
@@ -73,6 +82,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
         "--reasoning-format", choices=["none", "deepseek", "deepseek-legacy", "auto"], default=d.reasoning_format,
         help="where thinking text goes: reasoning_content (deepseek, auto) or content (none)",
     )
+    _sampling_flags(p.add_argument_group("sampling defaults (a request's own fields win)"))
     h = p.add_argument_group("http")
     h.add_argument("--host", default=d.host)
     h.add_argument("--port", type=int, default=d.port)
@@ -91,6 +101,9 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--ssl-keyfile", "--ssl-key-file", default="")
     h.add_argument("--ssl-certfile", "--ssl-cert-file", default="")
     h.add_argument("--max-body-size", type=int, default=d.max_body_size, help="bytes")
+    h.add_argument("--cors-origins", default=",".join(d.cors_origins),
+                   help="comma-separated origins browsers may call from (default *: any)")
+    h.add_argument("--api-prefix", default="", help="serve every route under this path prefix too (e.g. /llm)")
     h.add_argument(
         "--sse-ping-interval", type=float, default=d.sse_ping_interval,
         help="seconds without output before a stream sends an SSE ': ping' comment",
@@ -119,6 +132,87 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     o.add_argument("-v", "--verbose", "--log-verbose", action="store_true", help="debug logs (--log-level debug)")
     o.add_argument("--log-format", default=d.log_format, choices=FORMATS, help="json: one JSON object per line")
     o.add_argument("--log-file", default="", help="append the logs of every process to this file (default: stderr)")
+    return p
+
+
+# llama-server's sampling flags: (flags, SamplingParams field, type, help).
+_SAMPLING_FLAGS: list[tuple[tuple[str, ...], str, type, str]] = [
+    (("--temp", "--temperature"), "temperature", float, "temperature (0.8; 0: greedy)"),
+    (("--top-k",), "top_k", int, "top-k (40; 0: off)"),
+    (("--top-p",), "top_p", float, "top-p (0.95; 1: off)"),
+    (("--min-p",), "min_p", float, "min-p (0.05; 0: off)"),
+    (("--typical", "--typical-p"), "typical_p", float, "locally typical p (1: off)"),
+    (("--top-nsigma", "--top-n-sigma"), "top_n_sigma", float, "top-n-sigma (-1: off)"),
+    (("--xtc-probability",), "xtc_probability", float, "XTC probability (0: off)"),
+    (("--xtc-threshold",), "xtc_threshold", float, "XTC threshold (0.1)"),
+    (("--repeat-penalty",), "repeat_penalty", float, "repetition penalty (1: off)"),
+    (("--repeat-last-n",), "repeat_last_n", int, "tokens the penalties look back (64; -1: context)"),
+    (("--presence-penalty",), "presence_penalty", float, "presence penalty (0: off)"),
+    (("--frequency-penalty",), "frequency_penalty", float, "frequency penalty (0: off)"),
+    (("--dry-multiplier",), "dry_multiplier", float, "DRY multiplier (0: off)"),
+    (("--dry-base",), "dry_base", float, "DRY base (1.75)"),
+    (("--dry-allowed-length",), "dry_allowed_length", int, "DRY allowed length (2)"),
+    (("--dry-penalty-last-n",), "dry_penalty_last_n", int, "DRY look-back (64; 0: off)"),
+    (("--dynatemp-range",), "dynatemp_range", float, "dynamic temperature range (0: off)"),
+    (("--dynatemp-exp",), "dynatemp_exponent", float, "dynamic temperature exponent (1)"),
+    (("--mirostat",), "mirostat", int, "Mirostat version (0: off, 1, 2)"),
+    (("--mirostat-lr",), "mirostat_eta", float, "Mirostat learning rate eta (0.1)"),
+    (("--mirostat-ent",), "mirostat_tau", float, "Mirostat target entropy tau (5)"),
+    (("--adaptive-target",), "adaptive_target", float, "adaptive-p target (-1: off)"),
+    (("--adaptive-decay",), "adaptive_decay", float, "adaptive-p decay (0.9)"),
+]
+
+
+def _sampling_flags(g: argparse._ArgumentGroup) -> None:
+    for flags, field, type_, help_ in _SAMPLING_FLAGS:
+        g.add_argument(*flags, dest=f"sampling_{field}", type=type_, default=None, help=help_)
+    g.add_argument("--dry-sequence-breaker", dest="sampling_dry_sequence_breakers", action="append", default=None,
+                   help="DRY sequence breaker (repeatable; 'none': no breakers)")
+    g.add_argument("--samplers", default="", help="sampler order, ';'-separated names (penalties;dry;top_k;...)")
+    g.add_argument("--sampler-seq", "--sampling-seq", default="", help="sampler order as letters (e.g. edskypmxt)")
+    g.add_argument("-n", "--n-predict", "--predict", dest="n_predict", type=int, default=-1,
+                   help="output tokens of a request that sets no limit (-1: until the slot's context is full)")
+
+
+def _sampling_defaults(args: argparse.Namespace) -> dict[str, float | int | list[str]]:
+    """The sampling flags given, as SamplingParams fields (checked like a request's)."""
+    values: dict[str, float | int | list[str]] = {
+        field: value for _, field, _, _ in _SAMPLING_FLAGS if (value := getattr(args, f"sampling_{field}")) is not None
+    }
+    breakers = args.sampling_dry_sequence_breakers
+    if breakers is not None:
+        values["dry_sequence_breakers"] = [] if breakers == ["none"] else breakers
+    try:
+        if args.samplers:
+            values["samplers"] = sampler_order([n for n in args.samplers.split(";") if n])
+        elif args.sampler_seq:
+            values["samplers"] = sampler_order(args.sampler_seq)
+    except ApiError as exc:
+        raise UsageError(f"ggserve: {exc.message}") from None
+    if values.get("mirostat", 0) not in (0, 1, 2):
+        raise UsageError("ggserve: --mirostat is 0, 1 or 2")
+    if args.n_predict < -1 or args.n_predict == 0:
+        raise UsageError("ggserve: --n-predict is -1 (no limit) or at least 1")
+    return values
+
+
+def _chat_template_kwargs(text: str) -> dict[str, object]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"ggserve: --chat-template-kwargs is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise UsageError("ggserve: --chat-template-kwargs must be a JSON object")
+    return value
+
+
+def _api_prefix(text: str) -> str:
+    prefix = text.strip().rstrip("/")
+    if prefix and not prefix.startswith("/"):
+        prefix = "/" + prefix
+    return prefix
 
 
 def _api_keys(args: argparse.Namespace) -> list[str]:
@@ -150,6 +244,10 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         gpus=[g for g in args.gpus.split(",") if g],
         api_keys=_api_keys(args),
         log_level="debug" if args.verbose else args.log_level,
+        sampling=_sampling_defaults(args),
+        chat_template_kwargs=_chat_template_kwargs(args.chat_template_kwargs),
+        cors_origins=[o.strip() for o in args.cors_origins.split(",") if o.strip()],
+        api_prefix=_api_prefix(args.api_prefix),
     )
     return ServeConfig(**fields)
 
@@ -212,8 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         return bench_main(argv[1:])
     parser = argparse.ArgumentParser(prog="ggserve", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    _serve_parser(sub)
+    serve_parser = _serve_parser(sub)
     sub.add_parser("bench", help="load-test an OpenAI-compatible server (ggserve bench --help)")
+    apply_env_defaults(serve_parser)
     args = parser.parse_args(argv)
     return serve(args)
 

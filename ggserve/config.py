@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -19,6 +20,8 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     model: str  # path of the .gguf
     alias: str = ""  # model id in the API; default: the file name
     chat_template_file: str = ""
+    chat_template: str = ""  # --chat-template: a built-in template by name (frontend.builtin_templates)
+    chat_template_kwargs: dict[str, Any] = {}  # --chat-template-kwargs: extra template variables
     # engine layout (llama-server flag names in comments)
     n_parallel: int = 4  # -np: slots per executor
     ctx_size: int = 4096  # -c: KV cells per executor, one pool shared by its slots
@@ -40,6 +43,9 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     cache_ram: int = 8192  # MiB of host memory for prefixes evicted from the KV cache; -1: no limit, 0: off
     seed: int = -1  # default sampling seed (-1: random)
     reasoning_format: str = "auto"  # --reasoning-format: none / deepseek / deepseek-legacy / auto
+    # server-wide sampling defaults (--temp, --top-k, ...): SamplingParams field -> value
+    sampling: dict[str, float | int | list[str]] = {}
+    n_predict: int = -1  # -n: output limit of a request that sets none (-1: the slot's context)
     # http
     host: str = "127.0.0.1"
     port: int = 8080
@@ -54,6 +60,8 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     ssl_certfile: str = ""
     max_body_size: int = 16 * 1024 * 1024
     sse_ping_interval: float = 5.0  # seconds without output before a stream sends ": ping"
+    cors_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])  # --cors-origins: origins browsers may call from ("*": any)
+    api_prefix: str = ""  # --api-prefix: every route is served under this path prefix instead
     # operations
     shutdown_timeout: float = 30.0  # seconds running requests may take to finish on SIGTERM
     max_restarts: int = 5  # failures of one process within RESTART_WINDOW_S before giving up

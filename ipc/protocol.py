@@ -76,6 +76,10 @@ class ArrayRef(_Part):
     shape: tuple[int, ...]
 
 
+# llama-server's default order of the samplers between the logit bias and the final pick.
+DEFAULT_SAMPLER_ORDER = ("penalties", "dry", "top_n_sigma", "top_k", "typ_p", "top_p", "min_p", "xtc", "temperature")
+
+
 class SamplingParams(_Part):
     """How the next token is chosen. Defaults are neutral; the frontend applies API defaults.
 
@@ -91,9 +95,32 @@ class SamplingParams(_Part):
     repeat_last_n: int = 64
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
-    logit_bias: list[tuple[int, float]] = []
+    logit_bias: list[tuple[int, float]] = []  # a bias of -inf bans the token
     seed: int | None = None
     grammar: str | None = None  # GBNF, root rule "root"
+    # llama.cpp's other samplers, with llama-server's meanings and neutral defaults
+    min_keep: int = 0  # truncating samplers keep at least this many candidates
+    top_n_sigma: float = -1.0  # <= 0: off
+    xtc_probability: float = 0.0
+    xtc_threshold: float = 0.1  # > 0.5: off
+    dynatemp_range: float = 0.0
+    dynatemp_exponent: float = 1.0
+    mirostat: int = 0  # 0: off; 1, 2: Mirostat v1 / v2 (replace the truncating samplers)
+    mirostat_tau: float = 5.0
+    mirostat_eta: float = 0.1
+    dry_multiplier: float = 0.0  # 0: DRY off
+    dry_base: float = 1.75
+    dry_allowed_length: int = 2
+    dry_penalty_last_n: int = 64  # 0: off
+    dry_sequence_breakers: list[str] = msgspec.field(default_factory=lambda: ["\n", ":", "\"", "*"])
+    adaptive_target: float = -1.0  # adaptive-p (only when "adaptive_p" is in ``samplers``)
+    adaptive_decay: float = 0.9
+    # Order of the samplers between the logit bias and the final pick (llama-server's names:
+    # penalties, dry, top_n_sigma, top_k, typ_p, top_p, min_p, xtc, temperature, infill, adaptive_p).
+    samplers: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_SAMPLER_ORDER))
+    # The sampled token's TokenLogprob holds probabilities after the chain (llama-server's
+    # post_sampling_probs: the distribution the token was drawn from), not raw log-probabilities.
+    post_sampling_probs: bool = False
 
 
 class TokenLogprob(_Part):
@@ -136,6 +163,10 @@ class AddRequest(_Msg):
     # -1: none; k >= 0: log-probability of every prompt token after the first (each given the
     # tokens before it), with the top k alternatives (``echo`` with ``logprobs``).
     prompt_logprobs: int = -1
+    return_progress: bool = False  # send PromptProgress after each prefill step (llama-server's)
+    # Run on this slot (executor_id * n_slots + slot index, as /slots numbers them), waiting for
+    # it to be free; -1: wherever the policy places it (llama-server's id_slot).
+    id_slot: int = -1
 
 
 class Abort(_Msg):
@@ -163,6 +194,15 @@ class StatsRequest(_Msg):
     reset_window: bool = False
 
 
+class PromptProgress(_Part):
+    """How far a request's prefill is, after one step (llama-server's ``prompt_progress``)."""
+
+    total: int  # prompt tokens
+    cache: int  # of them reused from the prefix cache
+    processed: int  # in the KV cache now (cached ones included)
+    time_ms: int  # since the request got its slot
+
+
 class RequestOutput(_Part):
     """New tokens of one request in one step; terminal when finish_reason is set."""
 
@@ -173,6 +213,7 @@ class RequestOutput(_Part):
     error: EngineError | None = None
     stats: RequestStats | None = None
     prompt_logprobs: list[TokenLogprob] = []  # of the next prompt tokens (see AddRequest)
+    progress: PromptProgress | None = None  # with AddRequest.return_progress, during the prefill
 
 
 class RequestOutputs(_Msg):
@@ -200,6 +241,8 @@ class ExecutorInfo(_Part):
     bos_token_id: int = -1
     device: str = "cpu"
     pid: int = 0  # the executor process: tells a restarted executor from its predecessor
+    n_embd: int = 0  # embedding width (llama-server's /v1/models meta)
+    vocab_type: int = 0  # llama_vocab_type: 1 SPM, 2 BPE, 3 WPM, 4 UGM, 5 RWKV
 
 
 class EngineInfo(_Msg):
@@ -318,6 +361,9 @@ class SeqStart(_Part):
     # Already-generated tokens to feed the penalty sampler (none for a fresh request).
     history: list[int] = []
     prompt_logprobs: int = -1  # top-k alternatives reported with logprob_targets (see BatchItem)
+    # The prompt's last tokens, fed to the repetition samplers (penalties, DRY) before the output:
+    # they penalise repeating the prompt too, as llama-server's do. Not fed to the grammar.
+    penalty_context: list[int] = []
 
 
 class BatchItem(_Part):

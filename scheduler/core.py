@@ -22,6 +22,7 @@ from ipc.protocol import (
     FinishReason,
     KvOp,
     KvOpKind,
+    PromptProgress,
     RequestOutput,
     RequestStats,
     SeqStart,
@@ -190,6 +191,9 @@ class Scheduler:
                 ErrorCode.INVALID_REQUEST,
                 f"the prompt has {len(prompt)} tokens; a request holds at most {self.n_ctx_slot}",
             )
+        n_slots = sum(len(e.slots) for e in self.executors.values())
+        if msg.id_slot >= n_slots:
+            return EngineError(ErrorCode.INVALID_REQUEST, f"id_slot {msg.id_slot} does not exist ({n_slots} slots)")
         if len(self.waiting) >= self.max_queue:
             return EngineError(ErrorCode.OVERLOADED, f"{len(self.waiting)} requests are waiting")
         return None
@@ -257,6 +261,17 @@ class Scheduler:
         for req in list(self.waiting):
             tokens = req.seq_tokens
             reuse_allowed = self.prefix_cache and req.cache_prompt
+            if req.id_slot >= 0:
+                # Pinned: waits for its slot without holding up the requests behind it.
+                placement = self._pinned_placement(ex, req, tokens, n_swa, reuse_allowed)
+                needed = policy.cells_needed(req, placement.reuse, ex.n_ctx_slot) if placement else 0
+                if placement is not None and self._reserve_cells(ex, needed + policy.n_decoding(ex.running), placement):
+                    self.waiting.remove(req)
+                    self._start(ex, req, placement, now)
+                    running.append(req)
+                    if all(s.busy for s in ex.slots):
+                        break
+                continue
             target = policy.choose_executor(candidates, tokens, n_swa, reuse_allowed)
             if target is None:
                 break  # no free slot anywhere
@@ -350,6 +365,14 @@ class Scheduler:
         self.counters["preempted"] += 1
         self.waiting.appendleft(req)
 
+    def _pinned_placement(self, ex: ExecutorState, req: Request, tokens: list[int], n_swa: int,
+                          reuse_allowed: bool) -> policy.Placement | None:
+        """The placement of a request asking for one slot: on it, if it is this executor's and free."""
+        executor_id, index = divmod(req.id_slot, len(ex.slots))
+        if executor_id != ex.id or ex.slots[index].busy:
+            return None
+        return policy.place_on(ex.slots[index], tokens, n_swa, reuse_allowed)
+
     def _start(self, ex: ExecutorState, req: Request, placement: policy.Placement, now: float) -> None:
         slot = placement.slot
         seq = slot.seq_id
@@ -376,7 +399,9 @@ class Scheduler:
         elif slot.tokens:
             self._drop_prefix(ex, slot, now, keep=placement.reuse)  # what it does not share makes way
         # A resumed request's sampler sees what it generated before (penalties, grammar state).
-        ex.starts.append(SeqStart(seq, req.sampling, req.logprobs, list(req.output_ids), req.prompt_logprobs))
+        ex.starts.append(
+            SeqStart(seq, req.sampling, req.logprobs, list(req.output_ids), req.prompt_logprobs, req.penalty_context)
+        )
         slot.request = slot.last_request = req
         slot.last_used = now
         req.slot = slot
@@ -415,6 +440,11 @@ class Scheduler:
                                  longest)
         for failure in result.failures:
             self._fail_seq(ex, failure.seq_id, failure.error, in_flight)
+        for req, _ in in_flight.values():
+            if req.return_progress and req.status == Status.PREFILL:
+                self.outputs[req.peer].append(RequestOutput(req.id, progress=PromptProgress(
+                    len(req.prompt), req.n_cached, min(req.n_computed, len(req.prompt)),
+                    int((now - req.t_admitted) * 1e3))))
         for entry in result.prompt_logprobs:
             req = in_flight.get(entry.seq_id, (None, 0))[0]
             if req is not None and req.status != Status.FINISHED:

@@ -4,6 +4,7 @@
   prompt (prefix affinity), otherwise to the least loaded one; inside the executor it takes the
   free slot that already holds its prefix, or a free slot into which a busy slot's prefix is
   copied, or the empty / least recently used free slot (evicting that slot's cached prefix).
+  A request that names its slot (``id_slot``) waits for that one.
 - Batching: every decoding request gets its one token first; the rest of the step's token
   budget goes to prompt chunks in admission order, so the oldest prefill always advances and no
   request starves.
@@ -80,6 +81,11 @@ def place(slots: list[Slot], prompt: list[int], n_swa: int, reuse_allowed: bool)
     if own_reuse > 0:
         return Placement(own, own_reuse, None)
     return Placement(victim(free), 0, None)
+
+
+def place_on(slot: Slot, prompt: list[int], n_swa: int, reuse_allowed: bool) -> Placement:
+    """A request that asked for this (free) slot: it reuses the slot's own cached prefix."""
+    return Placement(slot, reusable_prefix(slot, prompt, n_swa) if reuse_allowed else 0, None)
 
 
 def victim(free: list[Slot]) -> Slot:

@@ -17,8 +17,9 @@ class Status(enum.IntEnum):
 class Request:
     __slots__ = (
         "id", "peer", "prompt", "max_tokens", "sampling", "stop_token_ids", "ignore_eos",
-        "logprobs", "prompt_logprobs", "cache_prompt", "status", "output_ids", "slot", "n_computed", "n_cached",
-        "pending_token", "t_arrival", "t_admitted", "t_first_token", "t_last_token", "seq_tokens", "n_preempted",
+        "logprobs", "prompt_logprobs", "return_progress", "id_slot", "cache_prompt", "status", "output_ids", "slot",
+        "n_computed", "n_cached", "pending_token", "t_arrival", "t_admitted", "t_first_token", "t_last_token",
+        "seq_tokens", "n_preempted",
     )  # fmt: skip
 
     def __init__(self, msg: AddRequest, peer: bytes, max_tokens: int, now: float) -> None:
@@ -31,6 +32,8 @@ class Request:
         self.ignore_eos = msg.ignore_eos
         self.logprobs = msg.logprobs
         self.prompt_logprobs = msg.prompt_logprobs
+        self.return_progress = msg.return_progress
+        self.id_slot = msg.id_slot
         # Prompt log-probabilities need the logits of every prompt position: nothing is reused.
         self.cache_prompt = msg.cache_prompt and msg.prompt_logprobs < 0
         self.status = Status.WAITING
@@ -47,6 +50,18 @@ class Request:
         self.t_admitted = 0.0
         self.t_first_token = 0.0
         self.t_last_token = 0.0
+
+    @property
+    def penalty_context(self) -> list[int]:
+        """The prompt tokens the sampler chain's repetition samplers look back over (llama-server
+        feeds them the whole prompt; only the last ``repeat_last_n`` / ``dry_penalty_last_n`` count)."""
+        p = self.sampling
+        lookback = 0
+        if p.repeat_penalty != 1.0 or p.presence_penalty != 0.0 or p.frequency_penalty != 0.0:
+            lookback = p.repeat_last_n
+        if p.dry_multiplier != 0.0:
+            lookback = max(lookback, p.dry_penalty_last_n)
+        return self.prompt[-lookback:] if lookback > 0 else []
 
     @property
     def n_evaluated_prompt(self) -> int:

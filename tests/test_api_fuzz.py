@@ -78,8 +78,11 @@ def _bound_generation(body: Any) -> None:
         body["max_tokens"] = MAX_NEW_TOKENS
     if body.get("max_completion_tokens") == -1 or _int_over(body.get("max_completion_tokens"), MAX_NEW_TOKENS):
         body["max_completion_tokens"] = MAX_NEW_TOKENS
-    if _int_over(body.get("n"), MAX_CHOICES):
-        body["n"] = MAX_CHOICES
+    if body.get("n_predict") == -1 or _int_over(body.get("n_predict"), MAX_NEW_TOKENS):
+        body["n_predict"] = MAX_NEW_TOKENS
+    for name in ("n", "n_cmpl"):
+        if _int_over(body.get(name), MAX_CHOICES):
+            body[name] = MAX_CHOICES
     if isinstance(body.get("prompt"), list):
         body["prompt"] = body["prompt"][:MAX_PROMPTS]
 
@@ -111,10 +114,13 @@ def test_fuzzed_requests_get_no_server_error_and_openai_errors(server: ServerHan
         if mode == GenerationMode.POSITIVE:  # invalid requests never reach the engine: leave them as generated
             _bound_generation(case.body)
         response = case.call(base_url=server.base_url, timeout=60)
-        assert response.status_code < 500, f"{label}: {response.status_code} {response.text[:500]}"
+        # /infill answers 501 on a model without fill-in-the-middle tokens (the test model), as llama-server
+        unsupported = label == "POST /infill" and response.status_code == 501
+        assert response.status_code < 500 or unsupported, f"{label}: {response.status_code} {response.text[:500]}"
         if response.status_code >= 400:
             _assert_openai_error(response)
-        case.validate_response(response)
+        if not unsupported:  # schemathesis counts every 5xx as a server error
+            case.validate_response(response)
 
     fuzz()
 

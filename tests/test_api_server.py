@@ -58,7 +58,8 @@ def test_tokenize_and_detokenize(server):
 
 def test_apply_template(server):
     prompt = post(server, "/apply-template", {"messages": [{"role": "user", "content": "Hi"}]}).json()["prompt"]
-    assert prompt == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"  # ChatML: the GGUF has no template
+    # The GGUF has no template; its vocabulary is Gemma's, so Gemma's format (BOS is the tokenizer's).
+    assert prompt == "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"
 
 
 def test_props(server):
@@ -66,7 +67,7 @@ def test_props(server):
     assert props["total_slots"] == 4
     assert props["default_generation_settings"]["n_ctx"] == 2048
     assert props["default_generation_settings"]["params"]["temperature"] == 0.8
-    assert "<|im_start|>" in props["chat_template"] and props["bos_token"] == "<bos>"
+    assert "<start_of_turn>" in props["chat_template"] and props["bos_token"] == "<bos>"
 
 
 def test_slots_and_metrics_count_a_request(server):

@@ -1,14 +1,16 @@
-"""Chat templates: the model's (ChatML here: the test GGUF has none), an HF template from a file,
-the helpers HF templates use, and the sandbox."""
+"""Chat templates: the pick for a GGUF without one (Gemma's format for the test GGUF, from its
+vocabulary), the built-ins, an HF template from a file, the helpers HF templates use, and the sandbox."""
 
 from __future__ import annotations
 
 import datetime
+import logging
 
 import pytest
 from frontend_support import gemma_path
 
-from frontend.chat_template import CHATML_TEMPLATE, ChatTemplate, ChatTemplateError, load_chat_template
+from frontend.builtin_templates import BUILTIN, GEMMA, builtin_names, guess_from_vocabulary
+from frontend.chat_template import ChatTemplate, ChatTemplateError, load_chat_template
 from frontend.tokenizer import Tokenizer
 
 # google/gemma-3-270m-it's template (Hugging Face), as a --chat-template-file would hold it.
@@ -61,13 +63,31 @@ def tokenizer():
     tok.close()
 
 
-def test_model_without_template_gets_chatml(tokenizer: Tokenizer):
-    template = load_chat_template(tokenizer)
-    assert template.source == CHATML_TEMPLATE
+def test_model_without_template_gets_the_format_of_its_vocabulary(tokenizer: Tokenizer, caplog):
+    # The embedded Gemma 3 GGUF has no template but Gemma's turn tokens: Gemma's format, not ChatML.
+    with caplog.at_level(logging.INFO, logger="frontend.chat_template"):
+        template = load_chat_template(tokenizer)
+    assert template.source == GEMMA
+    assert "built-in gemma, chosen from the vocabulary" in caplog.text
     assert template.render(CONVERSATION[:2]) == (
-        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n"
+        "<start_of_turn>user\nBe brief.\n\nHi!<end_of_turn>\n<start_of_turn>model\n"
     )
-    assert not template.render(CONVERSATION[:2], add_generation_prompt=False).endswith("assistant\n")
+    assert not template.render(CONVERSATION[:2], add_generation_prompt=False).endswith("model\n")
+
+
+@pytest.mark.parametrize("name", builtin_names())
+def test_builtin_templates_render(tokenizer: Tokenizer, name: str):
+    template = load_chat_template(tokenizer, builtin=name)
+    assert template.source == BUILTIN[name]
+    text = template.render(CONVERSATION)
+    assert "Be brief." in text and "Hi!" in text
+    assert template.render(CONVERSATION[:2], add_generation_prompt=True) != template.render(
+        CONVERSATION[:2], add_generation_prompt=False) or name == "mistral-v7"  # v7 has no generation prompt
+
+
+def test_vocabulary_guess_falls_back_to_chatml():
+    assert guess_from_vocabulary(lambda text: False) == "chatml"
+    assert guess_from_vocabulary(lambda text: text == "<|start_header_id|>") == "llama3"
 
 
 def test_template_file_overrides_and_bos_is_not_doubled(tokenizer: Tokenizer, tmp_path):

@@ -9,8 +9,19 @@ from frontend_support import gemma_path
 from frontend.errors import ApiError, from_engine
 from frontend.http import Request
 from frontend.prompts import completion_prompts
-from frontend.sampling import check_context, engine_requests, max_tokens, sampling_params, stop_strings
-from frontend.schemas import ChatCompletionRequest, CompletionRequest
+from frontend.llama_fields import refuse_unsupported
+from frontend.sampler_order import sampler_order
+from frontend.sampling import (
+    DEFAULTS,
+    check_context,
+    engine_requests,
+    max_tokens,
+    sampling_params,
+    stop_strings,
+    token_limit,
+)
+from frontend.schemas import ChatCompletionRequest, CompletionRequest, NativeCompletionRequest
+from ggserve.config import ServeConfig
 from frontend.tokenizer import Tokenizer
 from ipc.protocol import EngineError, ErrorCode
 
@@ -20,6 +31,10 @@ def tokenizer():
     tok = Tokenizer(gemma_path())
     yield tok
     tok.close()
+
+
+def params_of(req, tokenizer: Tokenizer, seed: int = -1, eog: list[int] | None = None):
+    return sampling_params(req, tokenizer, DEFAULTS, seed, eog or [], 512)
 
 
 def decode(body: bytes, type_: type) -> object:
@@ -109,40 +124,40 @@ def test_engine_errors_map_to_statuses(code: ErrorCode, status: int, retry_after
 
 
 def test_llama_server_sampling_defaults(tokenizer: Tokenizer):
-    params = sampling_params(decode(b'{"messages": []}', ChatCompletionRequest), tokenizer, default_seed=-1)
+    params = params_of(decode(b'{"messages": []}', ChatCompletionRequest), tokenizer)
     assert (params.temperature, params.top_k, params.top_p, params.min_p) == (0.8, 40, 0.95, 0.05)
     assert (params.repeat_penalty, params.seed) == (1.0, None)
-    assert sampling_params(decode(b'{"messages": []}', ChatCompletionRequest), tokenizer, 7).seed == 7
+    assert params_of(decode(b'{"messages": []}', ChatCompletionRequest), tokenizer, 7).seed == 7
 
 
 def test_given_parameters_win(tokenizer: Tokenizer):
     req = decode(b'{"messages": [], "temperature": 0, "top_k": 1, "top_p": 0.5, "min_p": 0, "seed": 3, '
                  b'"presence_penalty": 0.5, "frequency_penalty": 0.25, "repeat_penalty": 1.1}', ChatCompletionRequest)
-    params = sampling_params(req, tokenizer, default_seed=-1)
+    params = params_of(req, tokenizer)
     assert (params.temperature, params.top_k, params.top_p, params.min_p, params.seed) == (0.0, 1, 0.5, 0.0, 3)
     assert (params.presence_penalty, params.frequency_penalty, params.repeat_penalty) == (0.5, 0.25, 1.1)
 
 
 def test_logit_bias_ids_and_text(tokenizer: Tokenizer):
     req = decode(b'{"messages": [], "logit_bias": {"9259": -100, " world": 5}}', ChatCompletionRequest)
-    bias = sampling_params(req, tokenizer, -1).logit_bias
+    bias = params_of(req, tokenizer).logit_bias
     world = tokenizer.tokenize(" world", add_special=False, parse_special=False)
     assert bias == [(9259, -100.0), *((t, 5.0) for t in world)]
     req = decode(b'{"messages": [], "logit_bias": {"999999999": 1}}', ChatCompletionRequest)
     with pytest.raises(ApiError) as info:
-        sampling_params(req, tokenizer, -1)
+        params_of(req, tokenizer)
     assert info.value.param == "logit_bias"
 
 
 def test_n_choices_get_consecutive_seeds_and_ids(tokenizer: Tokenizer):
     req = decode(b'{"prompt": "x", "n": 3, "seed": 10}', CompletionRequest)
-    requests = engine_requests("rid", [[1, 2], [3]], 3, req, sampling_params(req, tokenizer, -1), 8, -1)
+    requests = engine_requests("rid", [[1, 2], [3]], 3, req, params_of(req, tokenizer), 8, -1)
     assert [r.request_id for r in requests] == [f"rid-{i}" for i in range(6)]
     assert [r.sampling.seed for r in requests] == [10, 11, 12, 10, 11, 12]
     assert [r.prompt_token_ids for r in requests] == [[1, 2]] * 3 + [[3]] * 3
     unseeded = decode(b'{"prompt": "x", "n": 2}', CompletionRequest)
     assert {r.sampling.seed for r in engine_requests("r", [[1]], 2, unseeded,
-                                                     sampling_params(unseeded, tokenizer, -1), 8, -1)} == {None}
+                                                     params_of(unseeded, tokenizer), 8, -1)} == {None}
 
 
 def test_max_tokens():
@@ -218,3 +233,57 @@ def test_suffix_builds_an_infill_prompt():
     assert prompt.token_ids == [1, 900, ord("a"), ord("b"), 901, ord("c"), 902]
     [from_tokens] = completion_prompts(vocab, [97, 98], "c")  # type: ignore[arg-type]
     assert from_tokens.token_ids == prompt.token_ids
+
+
+def test_llama_server_logit_bias_forms(tokenizer: Tokenizer):
+    req = decode(b'{"prompt": "x", "logit_bias": [[9259, false], [" world", -2], ["15", 1]]}', CompletionRequest)
+    bias = params_of(req, tokenizer).logit_bias
+    world = tokenizer.tokenize(" world", add_special=False, parse_special=False)
+    assert bias == [(9259, float("-inf")), *((t, -2.0) for t in world), (15, 1.0)]
+    req = decode(b'{"prompt": "x", "logit_bias": {"9259": false}}', CompletionRequest)
+    assert params_of(req, tokenizer).logit_bias == [(9259, float("-inf"))]
+    with pytest.raises(ApiError) as info:
+        params_of(decode(b'{"prompt": "x", "logit_bias": {"1": true}}', CompletionRequest), tokenizer)
+    assert info.value.param == "logit_bias"
+
+
+def test_ignore_eos_bans_the_end_of_generation_tokens(tokenizer: Tokenizer):
+    req = decode(b'{"prompt": "x", "ignore_eos": true}', CompletionRequest)
+    assert params_of(req, tokenizer, eog=[1, 106]).logit_bias == [(1, float("-inf")), (106, float("-inf"))]
+
+
+def test_llama_server_names_and_samplers(tokenizer: Tokenizer):
+    req = decode(b'{"prompt": "x", "n_predict": 7, "max_tokens": 3, "n_cmpl": 2, "n": 5, "mirostat": 2, '
+                 b'"samplers": "kt", "dry_multiplier": 0.5, "dry_base": 0.5, "repeat_last_n": -1}', NativeCompletionRequest)
+    assert token_limit(req, ServeConfig(model="m")) == 7 and req.n == 2
+    params = params_of(req, tokenizer)
+    assert params.samplers == ["top_k", "temperature"] and params.mirostat == 2 and params.dry_multiplier == 0.5
+    assert params.dry_base == DEFAULTS.dry_base  # below 1: the default, as llama-server
+    assert params.repeat_last_n == 512  # -1: the slot's context
+    assert token_limit(decode(b'{"prompt": "x"}', CompletionRequest), ServeConfig(model="m", n_predict=9)) == 9
+    assert sampler_order(["Top-K", "nucleus", "temp", "minp"]) == ["top_k", "top_p", "temperature", "min_p"]
+    for bad in (["top_q"], "kz"):
+        with pytest.raises(ApiError) as info:
+            sampler_order(bad)
+        assert info.value.param == "samplers"
+
+
+def test_unsupported_llama_server_fields_are_refused_unless_neutral():
+    refuse_unsupported(b'{"prompt": "x", "lora": [], "n_keep": -1, "verbose": false, "n_indent": null}',
+                       NativeCompletionRequest)
+    for body, field in [(b'{"lora": [{"id": 0, "scale": 1}]}', "lora"), (b'{"n_keep": 5}', "n_keep"),
+                        (b'{"verbose": true}', "verbose"), (b'{"messages": [], "echo": true}', "echo")]:
+        with pytest.raises(ApiError) as info:
+            refuse_unsupported(body, ChatCompletionRequest)
+        assert (info.value.status, info.value.param) == (400, field)
+    refuse_unsupported(b'{"prompt": "x", "echo": true}', CompletionRequest)  # a field of /v1/completions
+
+
+def test_indent_guard_ends_the_text_at_the_first_short_line():
+    from frontend.stop import IndentGuard
+
+    guard = IndentGuard(4)
+    assert guard.push("if x:\n    ") == ("if x:\n", False)  # the indentation waits for the line's text
+    assert guard.push("y = 1\n  z") == ("    y = 1\n  ", True)  # two spaces: the text ends before "z"
+    assert IndentGuard(2).push("a\n\nb") == ("a\n", True)  # an empty line is not indented either
+    assert IndentGuard(0).push("a\nb") == ("a\nb", False)

@@ -27,6 +27,24 @@ SAMPLING = p.SamplingParams(
     logit_bias=[(13, -100.0), (7, 2.5)],
     seed=1234,
     grammar='root ::= "yes" | "no"',
+    min_keep=2,
+    top_n_sigma=1.5,
+    xtc_probability=0.5,
+    xtc_threshold=0.2,
+    dynatemp_range=0.3,
+    dynatemp_exponent=1.5,
+    mirostat=2,
+    mirostat_tau=4.0,
+    mirostat_eta=0.2,
+    dry_multiplier=0.8,
+    dry_base=2.0,
+    dry_allowed_length=3,
+    dry_penalty_last_n=32,
+    dry_sequence_breakers=["\n"],
+    adaptive_target=0.5,
+    adaptive_decay=0.5,
+    samplers=["top_k", "temperature"],
+    post_sampling_probs=True,
 )
 LOGPROB = p.TokenLogprob(token_id=42, logprob=-0.125, top=[(42, -0.125), (9, -2.5)])
 STATS = p.RequestStats(
@@ -57,6 +75,8 @@ EXECUTOR_INFO = p.ExecutorInfo(
     bos_token_id=2,
     device="cuda:0",
     pid=4242,
+    n_embd=640,
+    vocab_type=1,
 )
 
 # One instance of every message, every field (nested ones too) set to a non-default value.
@@ -72,6 +92,8 @@ SAMPLES: list[p.Message] = [
         cache_prompt=False,
         arrival_time=1_700_000_000.5,
         prompt_logprobs=1,
+        return_progress=True,
+        id_slot=3,
     ),
     p.Abort(request_ids=["chatcmpl-1", "chatcmpl-2"]),
     p.Hello(peer="frontend-0"),
@@ -86,6 +108,7 @@ SAMPLES: list[p.Message] = [
                 error=p.EngineError(code=p.ErrorCode.EXECUTOR_FAILED, message="executor 1 died"),
                 stats=STATS,
                 prompt_logprobs=[LOGPROB],
+                progress=p.PromptProgress(total=20, cache=8, processed=16, time_ms=12),
             )
         ]
     ),
@@ -144,7 +167,8 @@ SAMPLES: list[p.Message] = [
     p.StepPlan(
         step_id=17,
         kv_ops=[p.KvOp(kind=p.KvOpKind.RESTORE, seq_id=2, pos=363, src_seq_id=0, entry_id=12)],
-        starts=[p.SeqStart(seq_id=2, sampling=SAMPLING, logprobs=0, history=[42, 9], prompt_logprobs=3)],
+        starts=[p.SeqStart(seq_id=2, sampling=SAMPLING, logprobs=0, history=[42, 9], prompt_logprobs=3,
+                           penalty_context=[105, 2364])],
         ends=[5],
         items=[p.BatchItem(seq_id=2, token_ids=[2364, 107], pos=363, sample=True, logprob_targets=[107])],
     ),

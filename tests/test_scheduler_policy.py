@@ -590,3 +590,43 @@ def test_host_memory_entries_past_the_budget_are_dropped_least_recently_used_fir
     entries = h.sched.executors[0].host_cache.entries
     assert len(entries) == 2 and sum(e.nbytes for e in entries) <= 250
     assert set(h.fakes[0].host) == {e.entry_id for e in entries}  # the executor dropped the rest
+
+
+def test_a_request_naming_its_slot_waits_for_it_without_holding_up_others() -> None:
+    h = Harness(n_slots=2, n_executors=2)
+    h.add("busy", prompt(10), max_tokens=20, id_slot=3)  # executor 1, its second slot
+    h.step()
+    h.add("pinned", prompt(10, 500), max_tokens=2, id_slot=3)
+    h.add("free", prompt(10, 900), max_tokens=2)
+    for _ in range(4):
+        h.step()
+    assert h.final("free").finish_reason == FinishReason.LENGTH  # went ahead of the waiting one
+    assert "pinned" not in h.outputs or h.outputs["pinned"][-1].finish_reason is None
+    h.run_until_idle()
+    for rid in ("busy", "pinned"):
+        stats = h.final(rid).stats
+        assert (stats.executor_id, stats.slot_id) == (1, 1)
+    h.add("nowhere", prompt(10), id_slot=4)
+    assert h.final("nowhere").error.code == ErrorCode.INVALID_REQUEST
+
+
+def test_progress_is_reported_after_each_prefill_step() -> None:
+    h = Harness(n_slots=1, n_batch=16)
+    h.add("r", prompt(40), max_tokens=1, return_progress=True)
+    h.run_until_idle()
+    progress = [o.progress for o in h.outputs["r"] if o.progress is not None]
+    assert [p.processed for p in progress] == [16, 32, 40] and all(p.total == 40 for p in progress)
+    first_token = next(i for i, o in enumerate(h.outputs["r"]) if o.token_ids or o.finish_reason is not None)
+    assert all(o.progress is not None for o in h.outputs["r"][:first_token])
+
+
+def test_penalty_context_is_the_prompt_tail_the_repetition_samplers_look_at() -> None:
+    h = Harness(n_slots=1)
+    sched = h.sched
+    sched.add_request(AddRequest("p", prompt(100), 2, SamplingParams(repeat_penalty=1.3, repeat_last_n=8)), b"peer")
+    sched.add_request(AddRequest("q", prompt(100), 2, SamplingParams()), b"peer")
+    (plan,) = h.step()
+    assert plan.starts[0].penalty_context == prompt(100)[-8:]
+    h.run_until_idle()
+    (plan,) = [p for p in h.fakes[0].plans if p.starts][1:2]
+    assert plan.starts[0].penalty_context == []  # no penalty: nothing to send

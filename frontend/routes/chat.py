@@ -7,10 +7,20 @@ from dataclasses import dataclass
 
 from frontend import sse
 from frontend.chat_template import ChatTemplateError
+from frontend.continuation import continues_final_message
 from frontend.errors import invalid
 from frontend.generation import ChoiceDelta, Generation, TokenText, collect
 from frontend.http import Request, Response, StreamResponse, json_response
-from frontend.sampling import check_context, engine_requests, max_tokens, sampling_params, stop_strings
+from frontend.llama_fields import refuse_unsupported
+from frontend.sampling import (
+    check_context,
+    check_slot,
+    engine_requests,
+    sampling_params,
+    stop_strings,
+    time_limit_s,
+    token_limit,
+)
 from frontend.schemas import (
     SYSTEM_FINGERPRINT,
     AssistantMessage,
@@ -29,6 +39,7 @@ from frontend.schemas import (
     TopLogprob,
 )
 from frontend.state import Frontend
+from frontend.timings import progress_json
 from frontend.structured.constraints import check_grammar, output_grammar
 from frontend.structured.output import OutputDelta, OutputParser
 from frontend.structured.reasoning import Reasoning, reasoning_for
@@ -46,15 +57,20 @@ def _plan(fe: Frontend, body: ChatCompletionRequest) -> _ChatPlan:
     if not body.messages:
         raise invalid("messages must not be empty", param="messages")
     tools = plan_tools(body, fe.template.source)
-    extra = dict(body.chat_template_kwargs or {})
+    extra = fe.cfg.chat_template_kwargs | (body.chat_template_kwargs or {})
     if body.reasoning_effort is not None:
         extra.setdefault("reasoning_effort", body.reasoning_effort)
+    messages, prefill = tools.messages, ""
+    add_generation_prompt = body.add_generation_prompt is not False
+    if continues_final_message(body):
+        # The turns before it, an open assistant turn, then its text: the model writes on from there.
+        messages, prefill, add_generation_prompt = messages[:-1], messages[-1]["content"], True
     try:
-        prompt = fe.template.render(tools.messages, add_generation_prompt=True, tools=tools.template_tools,
-                                    extra=extra)
+        prompt = fe.template.render(messages, add_generation_prompt=add_generation_prompt,
+                                    tools=tools.template_tools, extra=extra)
     except ChatTemplateError as exc:
         raise invalid(str(exc), param="messages") from None
-    return _ChatPlan(prompt, tools)
+    return _ChatPlan(prompt + prefill, tools)
 
 
 def render_prompt(fe: Frontend, body: ChatCompletionRequest) -> str:
@@ -85,17 +101,20 @@ class _ChatChunks:
     """Stream events of one chat completion."""
 
     def __init__(self, id: str, created: int, model: str, n_choices: int, gen: Generation, logprobs: bool,
-                 include_usage: bool, parsers: list[OutputParser]) -> None:
+                 include_usage: bool, parsers: list[OutputParser], timings_per_token: bool) -> None:
         self._id, self._created, self._model = id, created, model
+        self._timings_per_token = timings_per_token
         self._n_choices = n_choices
         self._parsers = parsers
         self._gen = gen
         self._logprobs = logprobs
         self._include_usage = include_usage
 
-    def _chunk(self, choices: list[ChatChunkChoice]) -> bytes:
+    def _chunk(self, choices: list[ChatChunkChoice], timings: bool = False) -> bytes:
         return sse.event(ChatCompletionChunk(id=self._id, created=self._created, model=self._model,
-                                             system_fingerprint=SYSTEM_FINGERPRINT, choices=choices))
+                                             system_fingerprint=SYSTEM_FINGERPRINT, choices=choices,
+                                             timings=self._gen.timings() if timings or self._timings_per_token
+                                             else None))
 
     def head(self) -> list[bytes]:
         return [self._chunk([ChatChunkChoice(i, ChatDelta(role="assistant", content=""))])
@@ -103,6 +122,10 @@ class _ChatChunks:
 
     def render(self, delta: ChoiceDelta) -> list[bytes]:
         events = []
+        if delta.progress is not None:
+            events.append(sse.event(ChatCompletionChunk(
+                id=self._id, created=self._created, model=self._model, system_fingerprint=SYSTEM_FINGERPRINT,
+                choices=[ChatChunkChoice(delta.index, ChatDelta())], prompt_progress=progress_json(delta.progress))))
         parser = self._parsers[delta.index]
         out = parser.push(delta.text)
         if delta.finish_reason is not None:
@@ -120,7 +143,7 @@ class _ChatChunks:
             events.append(self._chunk([ChatChunkChoice(delta.index, ChatDelta(tool_calls=[args]))]))
         if delta.finish_reason is not None:
             reason = _finish_reason(delta.finish_reason, parser)
-            events.append(self._chunk([ChatChunkChoice(delta.index, ChatDelta(), finish_reason=reason)]))
+            events.append(self._chunk([ChatChunkChoice(delta.index, ChatDelta(), finish_reason=reason)], timings=True))
         return events
 
     def tail(self) -> list[bytes]:
@@ -128,7 +151,7 @@ class _ChatChunks:
             return []
         return [sse.event(ChatCompletionChunk(id=self._id, created=self._created, model=self._model,
                                               system_fingerprint=SYSTEM_FINGERPRINT, choices=[],
-                                              usage=self._gen.usage()))]
+                                              usage=self._gen.usage(), timings=self._gen.timings()))]
 
 
 def _finish_reason(reason: str, parser: OutputParser) -> str:
@@ -150,6 +173,7 @@ def _grammar(fe: Frontend, body: ChatCompletionRequest, plan: _ChatPlan) -> str 
 
 async def chat_completions(fe: Frontend, req: Request) -> Response | StreamResponse:
     body = req.decode(ChatCompletionRequest)
+    refuse_unsupported(req.body, ChatCompletionRequest)
     info = fe.engine_info()
     plan = await fe.prepare(len(req.body), lambda: _plan(fe, body))
     prompt = await fe.prepare(len(req.body), lambda: fe.tokenizer.tokenize(plan.prompt, add_special=True,
@@ -160,20 +184,21 @@ async def chat_completions(fe: Frontend, req: Request) -> Response | StreamRespo
                *([plan.tools.format.end] if plan.tools.format and plan.tools.format.end else []),
                *([reasoning.start, reasoning.end] if reasoning else [])]
     parsers = [OutputParser(reasoning, plan.tools.format) for _ in range(body.n)]
-    if body.max_completion_tokens is not None:
-        limit = max_tokens(body.max_completion_tokens, "max_completion_tokens")
-    else:
-        limit = max_tokens(body.max_tokens)
+    limit = token_limit(body, fe.cfg, body.max_completion_tokens)
     check_context(len(prompt), limit, info.n_ctx_slot)
+    check_slot(body, info)
     logprobs = _engine_logprobs(body)
-    requests = engine_requests(req.id, [prompt], body.n, body,
-                               sampling_params(body, fe.tokenizer, fe.cfg.seed, grammar), limit, logprobs)
+    sampling = sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids,
+                               info.n_ctx_slot, grammar)
+    requests = engine_requests(req.id, [prompt], body.n, body, sampling, limit, logprobs)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
-                     fe.cfg.sse_ping_interval, fe.tokenizer.marker_tokens(markers), trace=req.trace)
+                     sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
+                     fe.tokenizer.marker_tokens(markers), time_limit_s(body), body.n_indent, trace=req.trace)
     completion_id, created = f"chatcmpl-{req.id}", int(time.time())
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
-        chunks = _ChatChunks(completion_id, created, fe.model_id, body.n, gen, logprobs >= 0, include_usage, parsers)
+        chunks = _ChatChunks(completion_id, created, fe.model_id, body.n, gen, logprobs >= 0, include_usage, parsers,
+                             body.timings_per_token)
         return StreamResponse(sse.generation_events(gen, chunks.head(), chunks.render, chunks.tail))
     results = await collect(gen)
     choices = []
@@ -195,4 +220,5 @@ async def chat_completions(fe: Frontend, req: Request) -> Response | StreamRespo
         system_fingerprint=SYSTEM_FINGERPRINT,
         choices=choices,
         usage=gen.usage(),
+        timings=gen.timings(),
     ))

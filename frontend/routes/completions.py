@@ -16,7 +16,16 @@ from frontend.errors import invalid
 from frontend.generation import ChoiceDelta, ChoiceResult, Generation, TokenText, collect
 from frontend.http import Request, Response, StreamResponse, json_response
 from frontend.prompts import Prompt, completion_prompts
-from frontend.sampling import check_context, engine_requests, max_tokens, sampling_params, stop_strings
+from frontend.llama_fields import refuse_unsupported
+from frontend.sampling import (
+    check_context,
+    check_slot,
+    engine_requests,
+    sampling_params,
+    stop_strings,
+    time_limit_s,
+    token_limit,
+)
 from frontend.schemas import (
     MAX_CHOICES,
     SYSTEM_FINGERPRINT,
@@ -26,6 +35,7 @@ from frontend.schemas import (
     CompletionRequest,
 )
 from frontend.state import Frontend
+from frontend.timings import progress_json
 from frontend.structured.constraints import output_grammar
 from ipc.protocol import TokenLogprob
 
@@ -69,22 +79,28 @@ class _CompletionChunks:
     """Stream events of one completion request."""
 
     def __init__(self, id: str, created: int, model: str, echoes: list[str], gen: Generation, logprobs: bool,
-                 include_usage: bool) -> None:
+                 include_usage: bool, timings_per_token: bool) -> None:
         self._id, self._created, self._model = id, created, model
         self._echoes = echoes  # per choice: the prompt text to send first ("" without echo)
         self._gen = gen
         self._logprobs = logprobs
         self._include_usage = include_usage
+        self._timings_per_token = timings_per_token
 
     def _chunk(self, choice: CompletionChoice) -> bytes:
+        timings = self._gen.timings() if self._timings_per_token or choice.finish_reason is not None else None
         return sse.event(Completion(id=self._id, created=self._created, model=self._model,
-                                    system_fingerprint=SYSTEM_FINGERPRINT, choices=[choice]))
+                                    system_fingerprint=SYSTEM_FINGERPRINT, choices=[choice], timings=timings))
 
     def head(self) -> list[bytes]:
         return [self._chunk(CompletionChoice(i, text, None, None)) for i, text in enumerate(self._echoes) if text]
 
     def render(self, delta: ChoiceDelta) -> list[bytes]:
         events = []
+        if delta.progress is not None:
+            events.append(sse.event(Completion(
+                id=self._id, created=self._created, model=self._model, system_fingerprint=SYSTEM_FINGERPRINT,
+                choices=[], prompt_progress=progress_json(delta.progress))))
         if delta.text or delta.tokens:
             logprobs = _logprobs(delta.tokens, len(self._echoes[delta.index])) if self._logprobs else None
             events.append(self._chunk(CompletionChoice(delta.index, delta.text, logprobs, None)))
@@ -96,7 +112,8 @@ class _CompletionChunks:
         if not self._include_usage:
             return []
         return [sse.event(Completion(id=self._id, created=self._created, model=self._model,
-                                     system_fingerprint=SYSTEM_FINGERPRINT, choices=[], usage=self._gen.usage()))]
+                                     system_fingerprint=SYSTEM_FINGERPRINT, choices=[], usage=self._gen.usage(),
+                                     timings=self._gen.timings()))]
 
 
 def _prompts(fe: Frontend, body: CompletionRequest) -> list[Prompt]:
@@ -112,24 +129,29 @@ def _prompts(fe: Frontend, body: CompletionRequest) -> list[Prompt]:
 
 async def completions(fe: Frontend, req: Request) -> Response | StreamResponse:
     body = req.decode(CompletionRequest)
+    refuse_unsupported(req.body, CompletionRequest)
     info = fe.engine_info()
     prompts = await fe.prepare(len(req.body), lambda: _prompts(fe, body))
     grammar = await fe.prepare(len(req.body), lambda: output_grammar(fe.grammars, body))
-    limit = max_tokens(body.max_tokens)
+    limit = token_limit(body, fe.cfg)
     for prompt in prompts:
         check_context(len(prompt.token_ids), limit, info.n_ctx_slot)
+    check_slot(body, info)
     logprobs = body.logprobs if body.logprobs is not None else (body.n_probs if body.n_probs > 0 else -1)
     prompt_logprobs = logprobs if body.echo else -1
-    sampling = sampling_params(body, fe.tokenizer, fe.cfg.seed, grammar)
+    sampling = sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids,
+                               info.n_ctx_slot, grammar)
     requests = engine_requests(req.id, [p.token_ids for p in prompts], body.n, body, sampling, limit, logprobs,
                                prompt_logprobs)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
-                     fe.cfg.sse_ping_interval, trace=req.trace)
+                     sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
+                     time_limit_s=time_limit_s(body), n_indent=body.n_indent, trace=req.trace)
     echoes = [p.text if body.echo else "" for p in prompts for _ in range(body.n)]
     completion_id, created = f"cmpl-{req.id}", int(time.time())
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
-        chunks = _CompletionChunks(completion_id, created, fe.model_id, echoes, gen, logprobs >= 0, include_usage)
+        chunks = _CompletionChunks(completion_id, created, fe.model_id, echoes, gen, logprobs >= 0, include_usage,
+                                   body.timings_per_token)
         return StreamResponse(sse.generation_events(gen, chunks.head(), chunks.render, chunks.tail))
     results = await collect(gen)
     return json_response(Completion(
@@ -148,4 +170,5 @@ async def completions(fe: Frontend, req: Request) -> Response | StreamResponse:
             for r in results
         ],
         usage=gen.usage(),
+        timings=gen.timings(),
     ))

@@ -7,7 +7,7 @@ from typing import Any
 from frontend import introspection, metrics
 from frontend.errors import RETRY_AFTER_S, ApiError, invalid, unavailable
 from frontend.http import Request, Response, json_response
-from frontend.schemas import HealthStatus, Model, ModelList, ModelMeta
+from frontend.schemas import HealthStatus, Model, ModelList, ModelMeta, OllamaModel
 from frontend.state import Frontend
 from ipc.protocol import EngineInfo, EngineStats
 
@@ -34,7 +34,8 @@ async def health(fe: Frontend, req: Request) -> Response:
 async def models(fe: Frontend, req: Request) -> Response:
     info = fe.engine.info
     meta = _model_meta(fe, info) if info is not None else None
-    return json_response(ModelList([Model(fe.model_id, fe.started_at, "ggserve", meta)]))
+    return json_response(ModelList([Model(fe.model_id, fe.started_at, "ggserve", meta)],
+                                   [OllamaModel(fe.model_id, fe.model_id)]))
 
 
 def _model_meta(fe: Frontend, info: EngineInfo) -> ModelMeta:
@@ -42,6 +43,7 @@ def _model_meta(fe: Frontend, info: EngineInfo) -> ModelMeta:
     if info.executors:
         executor = info.executors[0]
         meta.n_ctx_train, meta.n_params, meta.size = executor.n_ctx_train, executor.n_params, executor.model_size_bytes
+        meta.n_embd, meta.vocab_type = executor.n_embd, executor.vocab_type
     return meta
 
 

@@ -1,0 +1,82 @@
+"""llama-server request fields ggserve does not implement: refused with a 400 that names them.
+
+The rule: every field llama-server accepts is either honoured (it is a field of the request
+schemas in ``frontend.schemas``) or refused here, never silently dropped. A field sent with the
+value that means "off" is accepted, since many clients (SillyTavern, the llama.cpp web UI) send
+every field with its default; any other value is a 400 naming it. ``null`` means "the server's
+default" in llama-server, so it is accepted too.
+
+The raw body is parsed a second time only when it names one of these fields (a byte search),
+so ordinary requests pay nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from frontend.errors import invalid
+
+
+def _falsy(value: Any) -> bool:
+    return value is False or value == 0 or value == "" or value == [] or value == {}
+
+
+def _at_most(limit: int) -> Callable[[Any], bool]:
+    return lambda value: isinstance(value, int) and not isinstance(value, bool) and value <= limit
+
+
+# field -> (whether a value is the neutral one, why anything else is refused)
+UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "verbose": (_falsy, "the __verbose debug field is not produced"),
+    "echo": (_falsy, "echo is only supported on /v1/completions"),
+    "post_sampling_probs": (_falsy, "probabilities after the sampler chain are reported by /completion only"),
+    "n_keep": (_at_most(0), "there is no context shift: a request never outgrows its slot"),
+    "n_discard": (_falsy, "there is no context shift: a request never outgrows its slot"),
+    "n_cache_reuse": (_falsy, "KV shifting reuse is not implemented; the prefix cache reuses shared prefixes"),
+    "lora": (_falsy, "LoRA adapters are not supported"),
+    "backend_sampling": (_falsy, "backend sampling is not supported"),
+    "grammar_lazy": (_falsy, "lazy grammars are not supported"),
+    "grammar_triggers": (_falsy, "grammar triggers are not supported"),
+    "preserved_tokens": (_falsy, "preserved tokens are not supported"),
+    "chat_format": (lambda v: False, "chat_format is internal to llama-server; use reasoning_format and tools"),
+    "chat_parser": (_falsy, "custom chat parsers are not supported"),
+    "generation_prompt": (_falsy, "generation_prompt is internal to llama-server"),
+    "multimodal_data": (_falsy, "multimodal prompts are not supported"),
+    "image_data": (_falsy, "multimodal prompts are not supported"),
+    "reasoning_format": (lambda v: v == "none", "reasoning extraction applies to chat completions"),
+    "parse_tool_calls": (lambda v: v is True, "tool calls are always parsed when tools are given"),
+    "reasoning_control": (_falsy, "reasoning control is not supported"),
+    "reasoning_budget_tokens": (_at_most(-1), "reasoning budgets are not supported"),
+    "reasoning_budget_start_tag": (_falsy, "reasoning budgets are not supported"),
+    "reasoning_budget_end_tags": (_falsy, "reasoning budgets are not supported"),
+    "reasoning_budget_end_tag": (_falsy, "reasoning budgets are not supported"),
+    "reasoning_budget_message": (_falsy, "reasoning budgets are not supported"),
+}
+_NEEDLES = [(name, f'"{name}"'.encode()) for name in UNSUPPORTED]
+
+
+def refuse_unsupported(body: bytes, request_type: type[msgspec.Struct]) -> None:
+    """A 400 naming the first unsupported llama-server field the body sets to a non-neutral value.
+
+    Fields of ``request_type`` are honoured by that endpoint and never refused here.
+    """
+    honoured = request_type.__struct_fields__
+    present = [name for name, needle in _NEEDLES if name not in honoured and needle in body]
+    if not present:
+        return
+    try:
+        fields = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return  # the typed decode reports the malformed body
+    if not isinstance(fields, dict):
+        return
+    for name in present:
+        value = fields.get(name)
+        if value is None:
+            continue
+        neutral, why = UNSUPPORTED[name]
+        if not neutral(value):
+            raise invalid(f"{name} is not supported by ggserve: {why}", param=name)

@@ -1,0 +1,281 @@
+"""llama-server's native completion API: POST /completion (also /completions) and POST /infill.
+
+Request and response follow llama-server: ``content``, ``tokens`` (with ``return_tokens``),
+``stop``, ``stop_type`` (none/eos/limit/word), ``stopping_word``, ``tokens_predicted``,
+``tokens_evaluated``, ``tokens_cached``, ``truncated``, ``generation_settings``, ``id_slot``,
+``timings`` and, with ``n_probs``, ``completion_probabilities``; ``response_fields`` keeps only
+the fields it lists. One prompt gives one object, several prompts (or ``n_cmpl``) a list.
+A prompt may mix text and token ids (``[12, "text", 34]``), as in llama-server.
+Streams send one event per piece of text (``stop: false``) and, per result, a final event with
+every field (``stop: true``), as llama-server does (no ``[DONE]``).
+
+/infill builds llama-server's repo-level fill-in-the-middle prompt from ``input_extra`` (files),
+``input_prefix``, ``prompt`` and ``input_suffix`` with the model's FIM tokens; a model without
+them answers 501, as llama-server does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import msgspec
+
+from frontend import sse
+from frontend.errors import ApiError, invalid
+from frontend.generation import Choice, ChoiceDelta, Generation, TokenText, collect
+from frontend.http import Request, Response, StreamResponse, json_response
+from frontend.llama_fields import refuse_unsupported
+from frontend.prompts import Prompt, check_tokens, completion_prompts
+from frontend.routes.tokens import tokenize_mixed
+from frontend.sampling import (
+    check_context,
+    check_slot,
+    engine_requests,
+    sampling_params,
+    stop_strings,
+    time_limit_s,
+    token_limit,
+)
+from frontend.schemas import MAX_CHOICES, NativeCompletionRequest
+from frontend.state import Frontend
+from frontend.structured.constraints import output_grammar
+from frontend.timings import Timings, make_timings, progress_json
+from frontend.tokenizer import Tokenizer
+from ipc.protocol import SamplingParams
+
+
+class _Call:
+    """What the responses of one native call share."""
+
+    def __init__(self, fe: Frontend, body: NativeCompletionRequest, prompts: list[Prompt], gen: Generation,
+                 sampling: SamplingParams, limit: int, logprobs: int) -> None:
+        self.fe, self.body, self.prompts, self.gen = fe, body, prompts, gen
+        self.logprobs = logprobs
+        self.n_slots = fe.engine_info().n_slots
+        self.settings = _generation_settings(body, sampling, limit, logprobs)
+
+    def prompt_of(self, choice: Choice) -> Prompt:
+        return self.prompts[choice.index // self.body.n]
+
+    def id_slot(self, choice: Choice) -> int:
+        """The slot as /slots numbers it (over all executors); -1 before the engine said."""
+        stats = choice.stats
+        return -1 if stats is None else stats.executor_id * self.n_slots + stats.slot_id
+
+    def result(self, choice: Choice, content: str, tokens: list[TokenText], token_ids: list[int]) -> dict[str, Any]:
+        stats = choice.stats
+        prompt = self.prompt_of(choice)
+        out: dict[str, Any] = {
+            "index": choice.index,
+            "content": content,
+            "tokens": token_ids if self.body.return_tokens else [],
+            "id_slot": self.id_slot(choice),
+            "stop": True,
+            "model": self.fe.model_id,
+            "tokens_predicted": choice.n_tokens,
+            "tokens_evaluated": len(prompt.token_ids),
+            "generation_settings": self.settings,
+            "prompt": prompt.text,
+            "has_new_line": "\n" in content,
+            "truncated": False,  # a prompt that does not fit is refused, never cut
+            "stop_type": choice.stop_type,
+            "stopping_word": choice.stopping_word,
+            "tokens_cached": stats.n_cached_tokens if stats is not None else 0,
+            "timings": _choice_timings(choice),
+        }
+        if self.logprobs > 0 and not self.body.stream:
+            out["completion_probabilities"] = _probabilities(tokens, self.body.post_sampling_probs)
+        return _pick(out, self.body.response_fields)
+
+    def partial(self, choice: Choice, delta: ChoiceDelta) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "index": delta.index,
+            "content": delta.text,
+            "tokens": delta.token_ids if self.body.return_tokens else [],
+            "stop": False,
+            "id_slot": self.id_slot(choice),
+            "tokens_predicted": choice.n_tokens,
+            "tokens_evaluated": len(self.prompt_of(choice).token_ids),
+        }
+        if self.body.timings_per_token:
+            out["timings"] = self.gen.timings()
+        if delta.progress is not None:
+            out["prompt_progress"] = progress_json(delta.progress)
+        if self.logprobs > 0 and delta.tokens:
+            out["completion_probabilities"] = _probabilities(delta.tokens, self.body.post_sampling_probs)
+        return out
+
+
+def _choice_timings(choice: Choice) -> Timings:
+    stats = choice.stats
+    if stats is None:
+        return make_timings(0, 0, 0.0, choice.n_tokens, 0.0)
+    return make_timings(stats.n_cached_tokens, stats.n_evaluated_prompt_tokens, stats.prefill_ms, choice.n_tokens,
+                        stats.decode_ms)
+
+
+def _probabilities(tokens: list[TokenText], post_sampling: bool) -> list[dict[str, Any]]:
+    """llama-server's completion_probabilities: each token with its top_logprobs, or with
+    ``post_sampling_probs`` its prob and top_probs (probabilities after the sampler chain)."""
+    value, top = ("prob", "top_probs") if post_sampling else ("logprob", "top_logprobs")
+    return [
+        {
+            "id": t.token_id,
+            "token": t.text,
+            "bytes": list(t.piece),
+            value: t.logprob,
+            top: [
+                {"id": token_id, "token": text, "bytes": list(raw), value: lp}
+                for token_id, (text, raw, lp) in zip(t.top_ids, t.top)
+            ],
+        }
+        for t in tokens
+    ]
+
+
+def _pick(result: dict[str, Any], fields: list[str] | None) -> dict[str, Any]:
+    """``response_fields``: the listed paths ("a/b" reaches into a/b), missing ones left out."""
+    if fields is None:
+        return result
+    picked: dict[str, Any] = {}
+    plain = msgspec.to_builtins(result)
+    for path in fields:
+        value: Any = plain
+        for key in path.split("/"):
+            if not isinstance(value, dict) or key not in value:
+                break
+            value = value[key]
+        else:
+            picked[path] = value
+    return picked
+
+
+def _generation_settings(body: NativeCompletionRequest, sampling: SamplingParams, limit: int,
+                         n_probs: int) -> dict[str, Any]:
+    """The settings the request ran with, under llama-server's names."""
+    settings = msgspec.structs.asdict(sampling)
+    settings.update(
+        seed=-1 if sampling.seed is None else sampling.seed,
+        grammar=sampling.grammar or "",
+        logit_bias=[[t, b] for t, b in sampling.logit_bias],
+        n_predict=limit,
+        max_tokens=limit,
+        stop=stop_strings(body.stop),
+        stream=body.stream,
+        n_probs=max(n_probs, 0),
+        ignore_eos=body.ignore_eos,
+        timings_per_token=body.timings_per_token,
+        cache_prompt=body.cache_prompt,
+    )
+    return settings
+
+
+def _native_prompts(fe: Frontend, body: NativeCompletionRequest) -> list[Prompt]:
+    if body.input_prefix is not None or body.input_suffix is not None or body.input_extra is not None:
+        raise invalid("input_prefix, input_suffix and input_extra belong to /infill", param="input_prefix")
+    prompt = body.prompt
+    if isinstance(prompt, list) and {type(p) for p in prompt} == {int, str}:
+        # llama-server's mixed prompt: text and token ids in one sequence ([12, "text", 34])
+        token_ids = tokenize_mixed(fe.tokenizer, prompt, add_special=True, parse_special=True)  # type: ignore[arg-type]
+        check_tokens(fe.tokenizer, token_ids, "prompt")
+        prompts = [Prompt(token_ids, fe.tokenizer.detokenize(token_ids, special=False))]
+    else:
+        prompts = completion_prompts(fe.tokenizer, prompt, None)
+    if len(prompts) * body.n > MAX_CHOICES:
+        raise invalid(f"{len(prompts)} prompts x n={body.n} is over the limit of {MAX_CHOICES} choices", param="n")
+    return prompts
+
+
+def _infill_prompt(tokenizer: Tokenizer, body: NativeCompletionRequest) -> list[Prompt]:
+    """llama-server's repo-level FIM layout (https://arxiv.org/pdf/2409.12186):
+    ``[BOS] [FIM_REP]myproject\\n ([FIM_SEP]file\\n text)* [FIM_SEP]filename\\n
+    [FIM_PRE] prefix prompt [FIM_SUF] suffix [FIM_MID]``."""
+    missing = [name for name, token in (("prefix", tokenizer.fim_prefix_id), ("suffix", tokenizer.fim_suffix_id),
+                                        ("middle", tokenizer.fim_middle_id)) if token < 0]
+    if missing:
+        raise ApiError(501, f"infill is not supported by this model: it has no fill-in-the-middle "
+                            f"{', '.join(missing)} token(s)")
+    if body.input_prefix is None or body.input_suffix is None:
+        raise invalid("/infill needs input_prefix and input_suffix", param="input_prefix")
+    if not isinstance(body.prompt, str):
+        raise invalid("prompt of /infill must be a string", param="prompt")
+
+    def text(s: str) -> list[int]:
+        return tokenizer.tokenize(s, add_special=False, parse_special=False)
+
+    tokens = [tokenizer.bos_id] if tokenizer.add_bos and tokenizer.bos_id >= 0 else []
+    if tokenizer.fim_repo_id >= 0:
+        tokens += [tokenizer.fim_repo_id, *text("myproject\n")]
+    for chunk in body.input_extra or ():
+        if tokenizer.fim_sep_id >= 0:
+            tokens += [tokenizer.fim_sep_id, *text(chunk.filename + "\n")]
+        else:
+            tokens += text("\n\n--- snippet ---\n\n")
+        tokens += text(chunk.text)
+    if tokenizer.fim_sep_id >= 0:
+        tokens += [tokenizer.fim_sep_id, *text("filename\n")]
+    tokens += [tokenizer.fim_prefix_id, *text(body.input_prefix), *text(body.prompt), tokenizer.fim_suffix_id,
+               *text(body.input_suffix), tokenizer.fim_middle_id]
+    check_tokens(tokenizer, tokens, "prompt")
+    return [Prompt(tokens, body.prompt)]
+
+
+async def completion(fe: Frontend, req: Request) -> Response | StreamResponse:
+    body = req.decode(NativeCompletionRequest)
+    return await _run(fe, req, body, await fe.prepare(len(req.body), lambda: _native_prompts(fe, body)))
+
+
+async def infill(fe: Frontend, req: Request) -> Response | StreamResponse:
+    body = req.decode(NativeCompletionRequest)
+    return await _run(fe, req, body, await fe.prepare(len(req.body), lambda: _infill_prompt(fe.tokenizer, body)))
+
+
+async def _run(fe: Frontend, req: Request, body: NativeCompletionRequest,
+               prompts: list[Prompt]) -> Response | StreamResponse:
+    refuse_unsupported(req.body, NativeCompletionRequest)
+    info = fe.engine_info()
+    grammar = await fe.prepare(len(req.body), lambda: output_grammar(fe.grammars, body))
+    limit = token_limit(body, fe.cfg)
+    for prompt in prompts:
+        check_context(len(prompt.token_ids), limit, info.n_ctx_slot)
+    check_slot(body, info)
+    n_probs = body.n_probs or body.logprobs or 0
+    logprobs = n_probs if n_probs > 0 else -1
+    if body.post_sampling_probs and grammar is not None:
+        raise invalid("post_sampling_probs cannot be combined with a grammar or JSON schema",
+                      param="post_sampling_probs")
+    sampling = sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids,
+                               info.n_ctx_slot, grammar)
+    sampling = msgspec.structs.replace(sampling, post_sampling_probs=body.post_sampling_probs)
+    requests = engine_requests(req.id, [p.token_ids for p in prompts], body.n, body, sampling, limit, logprobs)
+    gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
+                     sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
+                     time_limit_s=time_limit_s(body), n_indent=body.n_indent, trace=req.trace)
+    call = _Call(fe, body, prompts, gen, sampling, limit, logprobs)
+    if body.stream:
+        return StreamResponse(_events(call))
+    results = await collect(gen)
+    bodies = [call.result(gen.choices[r.index], r.text, r.tokens, r.token_ids) for r in results]
+    return json_response(bodies[0] if len(bodies) == 1 else bodies)
+
+
+async def _events(call: _Call) -> AsyncGenerator[bytes, None]:
+    """The stream: partial results while generating, then each result's final event."""
+    gen = call.gen
+
+    def render(delta: ChoiceDelta) -> list[bytes]:
+        choice = gen.choices[delta.index]
+        events = []
+        if delta.progress is not None:  # its own event, before the text of the same step
+            events.append(sse.event(call.partial(choice, ChoiceDelta(delta.index, progress=delta.progress))))
+        if delta.text or delta.token_ids or delta.tokens:  # (a bare finish: the final event carries it)
+            events.append(sse.event(call.partial(choice, dataclasses.replace(delta, progress=None))))
+        return events
+
+    def tail() -> list[bytes]:
+        return [sse.event(call.result(c, "", [], [])) for c in gen.choices]
+
+    async for chunk in sse.generation_events(gen, [], render, tail, done=False):
+        yield chunk

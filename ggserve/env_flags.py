@@ -1,0 +1,85 @@
+"""Command-line flags from environment variables, as llama-server's containers set them.
+
+Every ``ggserve serve`` flag can come from the environment: llama-server's ``LLAMA_ARG_*`` name
+where it has one (``LLAMA_ARG_CTX_SIZE``, ``LLAMA_API_KEY``, ...), otherwise ``GGSERVE_`` and the
+long flag's name (``GGSERVE_MAX_QUEUE`` for ``--max-queue``). A flag on the command line wins over
+its variable, as in llama-server. A variable's value is checked as the flag's would be: a bad one
+is a usage error naming the variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+# llama-server's variable names for the flags both servers have (common/arg.cpp's set_env).
+LLAMA_ENV = {
+    "--model": "LLAMA_ARG_MODEL",
+    "--alias": "LLAMA_ARG_ALIAS",
+    "--ctx-size": "LLAMA_ARG_CTX_SIZE",
+    "--parallel": "LLAMA_ARG_N_PARALLEL",
+    "--batch-size": "LLAMA_ARG_BATCH",
+    "--ubatch-size": "LLAMA_ARG_UBATCH",
+    "--threads": "LLAMA_ARG_THREADS",
+    "--n-gpu-layers": "LLAMA_ARG_N_GPU_LAYERS",
+    "--flash-attn": "LLAMA_ARG_FLASH_ATTN",
+    "--cache-type-k": "LLAMA_ARG_CACHE_TYPE_K",
+    "--cache-type-v": "LLAMA_ARG_CACHE_TYPE_V",
+    "--host": "LLAMA_ARG_HOST",
+    "--port": "LLAMA_ARG_PORT",
+    "--api-key": "LLAMA_API_KEY",
+    "--api-key-file": "LLAMA_ARG_API_KEY_FILE",
+    "--ssl-keyfile": "LLAMA_ARG_SSL_KEY_FILE",
+    "--ssl-certfile": "LLAMA_ARG_SSL_CERT_FILE",
+    "--cors-origins": "LLAMA_ARG_CORS_ORIGINS",
+    "--api-prefix": "LLAMA_ARG_API_PREFIX",
+    "--chat-template": "LLAMA_ARG_CHAT_TEMPLATE",
+    "--chat-template-file": "LLAMA_ARG_CHAT_TEMPLATE_FILE",
+    "--chat-template-kwargs": "LLAMA_ARG_CHAT_TEMPLATE_KWARGS",
+    "--reasoning-format": "LLAMA_ARG_THINK",
+    "--n-predict": "LLAMA_ARG_N_PREDICT",
+    "--temp": "LLAMA_ARG_TEMPERATURE",
+    "--top-k": "LLAMA_ARG_TOP_K",
+    "--top-p": "LLAMA_ARG_TOP_P",
+    "--min-p": "LLAMA_ARG_MIN_P",
+    "--repeat-penalty": "LLAMA_ARG_REPEAT_PENALTY",
+    "--presence-penalty": "LLAMA_ARG_PRESENCE_PENALTY",
+    "--frequency-penalty": "LLAMA_ARG_FREQUENCY_PENALTY",
+}
+_TRUE = {"1", "true", "on", "yes", "enabled"}
+_FALSE = {"0", "false", "off", "no", "disabled"}
+
+
+def env_name(action: argparse.Action) -> str | None:
+    """The variable of a flag: llama-server's, else GGSERVE_ + its first long name."""
+    longs = [s for s in action.option_strings if s.startswith("--")]
+    if not longs:
+        return None
+    for flag in longs:
+        if flag in LLAMA_ENV:
+            return LLAMA_ENV[flag]
+    return "GGSERVE_" + longs[0][2:].replace("-", "_").upper()
+
+
+def apply_env_defaults(parser: argparse.ArgumentParser, environ: dict[str, str] | None = None) -> None:
+    """Turn the environment's values into the parser's defaults (the command line still wins)."""
+    environ = dict(os.environ) if environ is None else environ
+    for action in parser._actions:
+        name = env_name(action)
+        if name is None or name not in environ or isinstance(action, argparse._HelpAction):
+            continue
+        raw = environ[name]
+        if action.nargs == 0:  # a switch: store_true / store_false / store_const
+            value = raw.strip().lower()
+            if value not in _TRUE | _FALSE:
+                parser.error(f"{name}={raw!r}: expected one of {sorted(_TRUE | _FALSE)}")
+            if value in _TRUE:
+                action.default = action.const
+            continue
+        try:
+            value = action.type(raw) if callable(action.type) else raw
+        except (TypeError, ValueError):
+            parser.error(f"{name}={raw!r} is not a valid value for {action.option_strings[-1]}")
+        if action.choices is not None and value not in action.choices:
+            parser.error(f"{name}={raw!r}: choose from {', '.join(map(str, action.choices))}")
+        action.default = [value] if isinstance(action, argparse._AppendAction) else value

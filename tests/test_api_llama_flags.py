@@ -1,0 +1,107 @@
+"""llama-server's flags: LLAMA_ARG_* environment variables, --api-prefix, --cors-origins, the
+server-wide sampling defaults (shown in /props), --chat-template."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import httpx
+import pytest
+from conftest import start_server
+
+from ggserve.cli import _serve_parser, config_from_args
+from ggserve.env_flags import apply_env_defaults, env_name
+
+ORIGIN = "http://app.example"
+
+
+def parse(argv: list[str], environ: dict[str, str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    serve = _serve_parser(parser.add_subparsers(dest="command"))
+    apply_env_defaults(serve, environ)
+    return parser.parse_args(["serve", *argv])
+
+
+def test_every_flag_has_an_environment_variable():
+    parser = argparse.ArgumentParser()
+    serve = _serve_parser(parser.add_subparsers())
+    names = [env_name(a) for a in serve._actions if a.option_strings and a.dest != "help"]
+    assert all(names) and len(set(names)) >= len(names) - 1  # --repack / --no-repack share a dest
+    assert "LLAMA_ARG_CTX_SIZE" in names and "LLAMA_API_KEY" in names and "GGSERVE_MAX_QUEUE" in names
+
+
+def test_environment_sets_flags_and_the_command_line_wins():
+    env = {"LLAMA_ARG_CTX_SIZE": "1024", "LLAMA_ARG_TEMPERATURE": "0.2", "LLAMA_API_KEY": "k1",
+           "GGSERVE_NO_PREFIX_CACHE": "1", "LLAMA_ARG_CORS_ORIGINS": "http://a.example,http://b.example"}
+    args = parse(["-c", "2048"], env)
+    assert args.ctx_size == 2048 and args.sampling_temperature == 0.2 and args.api_key == ["k1"]
+    cfg = config_from_args(args)
+    assert cfg.prefix_cache is False and cfg.sampling == {"temperature": 0.2}
+    assert cfg.cors_origins == ["http://a.example", "http://b.example"]
+    with pytest.raises(SystemExit):
+        parse([], {"LLAMA_ARG_CTX_SIZE": "lots"})
+    with pytest.raises(SystemExit):
+        parse([], {"GGSERVE_NO_PREFIX_CACHE": "perhaps"})
+
+
+def test_sampling_flags_become_server_defaults():
+    args = parse(["--temp", "0", "--top-k", "7", "--mirostat", "2", "--samplers", "top_k;temp", "-n", "16",
+                  "--dry-sequence-breaker", "\n", "--api-prefix", "llm/"], {})
+    cfg = config_from_args(args)
+    assert cfg.sampling == {"temperature": 0.0, "top_k": 7, "mirostat": 2, "samplers": ["top_k", "temperature"],
+                            "dry_sequence_breakers": ["\n"]}
+    assert cfg.n_predict == 16 and cfg.api_prefix == "/llm"
+    for bad in (["--samplers", "top_k;nope"], ["--mirostat", "3"], ["-n", "0"], ["--chat-template", "nope"],
+                ["--chat-template-kwargs", "[1]"]):
+        with pytest.raises(SystemExit):
+            config_from_args(parse(bad, {}))
+
+
+@pytest.fixture(scope="module")
+def flagged(monkeypatch_module):
+    for name, value in {"LLAMA_ARG_API_PREFIX": "/llm", "LLAMA_ARG_CORS_ORIGINS": ORIGIN,
+                        "LLAMA_ARG_TEMPERATURE": "0", "LLAMA_ARG_TOP_K": "7", "LLAMA_ARG_N_PREDICT": "3",
+                        "LLAMA_ARG_CHAT_TEMPLATE": "chatml"}.items():
+        monkeypatch_module.setenv(name, value)
+    with start_server(ready=False) as handle:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{handle.base_url}/llm/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        yield handle
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def test_env_flags_reach_the_server(flagged):
+    url = f"{flagged.base_url}/llm"
+    assert httpx.get(f"{flagged.base_url}/health").status_code == 404  # only under the prefix
+    params = httpx.get(f"{url}/props").json()["default_generation_settings"]["params"]
+    assert params["temperature"] == 0 and params["top_k"] == 7 and params["n_predict"] == 3
+    out = httpx.post(f"{url}/completion", json={"prompt": "One, two,", "ignore_eos": True}, timeout=60).json()
+    assert out["tokens_predicted"] == 3 and out["generation_settings"]["top_k"] == 7  # -n and --top-k
+    again = httpx.post(f"{url}/completion", json={"prompt": "One, two,", "ignore_eos": True}, timeout=60).json()
+    assert again["content"] == out["content"]  # --temp 0: greedy
+    prompt = httpx.post(f"{url}/apply-template", json={"messages": [{"role": "user", "content": "Hi"}]}).json()
+    assert prompt["prompt"].startswith("<|im_start|>user")  # --chat-template chatml
+
+
+def test_cors_with_a_list_of_origins(flagged):
+    url = f"{flagged.base_url}/llm/v1/chat/completions"
+    ok = httpx.options(url, headers={"origin": ORIGIN, "access-control-request-method": "POST",
+                                     "access-control-request-headers": "authorization, content-type"})
+    assert ok.status_code == 204
+    assert ok.headers["access-control-allow-origin"] == ORIGIN and ok.headers["vary"] == "Origin"
+    assert "POST" in ok.headers["access-control-allow-methods"]
+    assert ok.headers["access-control-allow-headers"] == "authorization, content-type"
+    other = httpx.options(url, headers={"origin": "http://evil.example", "access-control-request-method": "POST"})
+    assert "access-control-allow-origin" not in other.headers
