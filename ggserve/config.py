@@ -38,6 +38,8 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     prefix_cache: bool = True
     seed: int = -1  # default sampling seed (-1: random)
     reasoning_format: str = "auto"  # --reasoning-format: none / deepseek / deepseek-legacy / auto
+    reasoning_budget: int = -1  # --reasoning-budget: thinking tokens before the closing tag is forced
+    reasoning_budget_message: str = ""  # --reasoning-budget-message: text forced before the closing tag
     # http
     host: str = "127.0.0.1"
     port: int = 8080

@@ -76,6 +76,18 @@ class ArrayRef(_Part):
     shape: tuple[int, ...]
 
 
+class ReasoningBudget(_Part):
+    """End the thinking after ``tokens`` generated inside it by forcing ``forced`` (the closing
+    tag's token ids, after an optional message). The tags are matched on the generated text, not
+    on token ids, since a model (or a grammar) may spell a tag with other tokens."""
+
+    tokens: int  # >= 0: thinking tokens allowed (0: close the thinking as soon as it opens)
+    start: str  # text opening the thinking ("<think>")
+    end: str  # text closing it ("</think>")
+    forced: list[int]  # token ids forced once the budget is spent
+    open: bool = False  # the prompt already opened the thinking (the template wrote ``start``)
+
+
 class SamplingParams(_Part):
     """How the next token is chosen. Defaults are neutral; the frontend applies API defaults.
 
@@ -94,6 +106,7 @@ class SamplingParams(_Part):
     logit_bias: list[tuple[int, float]] = []
     seed: int | None = None
     grammar: str | None = None  # GBNF, root rule "root"
+    reasoning_budget: ReasoningBudget | None = None
 
 
 class TokenLogprob(_Part):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import msgspec
+
 from frontend import sse
 from frontend.chat_template import ChatTemplateError
 from frontend.errors import invalid
@@ -30,9 +32,14 @@ from frontend.schemas import (
 )
 from frontend.state import Frontend
 from frontend.structured.constraints import check_grammar, output_grammar
+from frontend.structured.harmony import HarmonyParser
 from frontend.structured.output import OutputDelta, OutputParser
-from frontend.structured.reasoning import Reasoning, reasoning_for
+from frontend.structured.reasoning import budget_for, check_budget, is_harmony, reasoning_for
+from frontend.structured.tool_formats import harmony
 from frontend.structured.tools import ToolPlan, plan_tools
+from ipc.protocol import ReasoningBudget
+
+ReplyParser = OutputParser | HarmonyParser
 
 
 @dataclass(slots=True)
@@ -85,7 +92,7 @@ class _ChatChunks:
     """Stream events of one chat completion."""
 
     def __init__(self, id: str, created: int, model: str, n_choices: int, gen: Generation, logprobs: bool,
-                 include_usage: bool, parsers: list[OutputParser]) -> None:
+                 include_usage: bool, parsers: list[ReplyParser]) -> None:
         self._id, self._created, self._model = id, created, model
         self._n_choices = n_choices
         self._parsers = parsers
@@ -131,12 +138,35 @@ class _ChatChunks:
                                               usage=self._gen.usage()))]
 
 
-def _finish_reason(reason: str, parser: OutputParser) -> str:
+def _finish_reason(reason: str, parser: ReplyParser) -> str:
     return "tool_calls" if parser.n_calls and reason == "stop" else reason
 
 
-def _reasoning(fe: Frontend, body: ChatCompletionRequest, prompt: str) -> Reasoning | None:
-    return reasoning_for(body.reasoning_format or fe.cfg.reasoning_format, prompt)
+def _reply(fe: Frontend, body: ChatCompletionRequest, plan: _ChatPlan) -> tuple[list[ReplyParser], list[str]]:
+    """A parser per choice for the reply's reasoning and calls, and the control tokens they read
+    (rendered as text)."""
+    fmt = body.reasoning_format or fe.cfg.reasoning_format
+    template = fe.template.source
+    reasoning = reasoning_for(fmt, plan.prompt, template)
+    if is_harmony(template):
+        calls, starts_open = plan.tools.format is not None, reasoning is not None and reasoning.starts_open
+        return [HarmonyParser(reasoning is not None, calls, starts_open) for _ in range(body.n)], list(harmony.MARKERS)
+    tools = plan.tools.format
+    markers = [*(tools.starts if tools else ()), *([tools.end] if tools and tools.end else []),
+               *([reasoning.start, reasoning.end] if reasoning else [])]
+    return [OutputParser(reasoning, tools) for _ in range(body.n)], markers
+
+
+def _budget(fe: Frontend, body: ChatCompletionRequest, plan: _ChatPlan) -> ReasoningBudget | None:
+    """``--reasoning-budget`` unless the request sets its own (llama-server reads either name)."""
+    if body.reasoning_budget_tokens is not None:
+        tokens = check_budget(body.reasoning_budget_tokens, "reasoning_budget_tokens")
+    elif body.thinking_budget_tokens is not None:
+        tokens = check_budget(body.thinking_budget_tokens, "thinking_budget_tokens")
+    else:
+        tokens = fe.cfg.reasoning_budget
+    message = fe.cfg.reasoning_budget_message if body.reasoning_budget_message is None else body.reasoning_budget_message
+    return budget_for(tokens, message, fe.template.source, plan.prompt, fe.tokenizer)
 
 
 def _grammar(fe: Frontend, body: ChatCompletionRequest, plan: _ChatPlan) -> str | None:
@@ -155,19 +185,16 @@ async def chat_completions(fe: Frontend, req: Request) -> Response | StreamRespo
     prompt = await fe.prepare(len(req.body), lambda: fe.tokenizer.tokenize(plan.prompt, add_special=True,
                                                                           parse_special=True))
     grammar = await fe.prepare(len(req.body), lambda: _grammar(fe, body, plan))
-    reasoning = _reasoning(fe, body, plan.prompt)
-    markers = [*(plan.tools.format.starts if plan.tools.format else ()),
-               *([plan.tools.format.end] if plan.tools.format and plan.tools.format.end else []),
-               *([reasoning.start, reasoning.end] if reasoning else [])]
-    parsers = [OutputParser(reasoning, plan.tools.format) for _ in range(body.n)]
+    parsers, markers = _reply(fe, body, plan)
+    sampling = msgspec.structs.replace(sampling_params(body, fe.tokenizer, fe.cfg.seed, grammar),
+                                       reasoning_budget=_budget(fe, body, plan))
     if body.max_completion_tokens is not None:
         limit = max_tokens(body.max_completion_tokens, "max_completion_tokens")
     else:
         limit = max_tokens(body.max_tokens)
     check_context(len(prompt), limit, info.n_ctx_slot)
     logprobs = _engine_logprobs(body)
-    requests = engine_requests(req.id, [prompt], body.n, body,
-                               sampling_params(body, fe.tokenizer, fe.cfg.seed, grammar), limit, logprobs)
+    requests = engine_requests(req.id, [prompt], body.n, body, sampling, limit, logprobs)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      fe.cfg.sse_ping_interval, fe.tokenizer.marker_tokens(markers))
     completion_id, created = f"chatcmpl-{req.id}", int(time.time())

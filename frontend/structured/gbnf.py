@@ -96,3 +96,18 @@ class Rules:
     def text(self) -> str:
         ordered = sorted(self._rules.items(), key=lambda kv: (kv[0] != "root", kv[0]))
         return "\n".join(f"{name} ::= {body}" for name, body in ordered)
+
+
+def text_without(rules: Rules, marker: str, name: str = "free-text") -> str:
+    """A rule for any text in which ``marker`` does not occur; the text may end with a proper
+    prefix of it (the marker may follow: after free text a call may open)."""
+
+    def not_from(i: int) -> str:
+        c = marker[i]
+        rest = f" | {literal(c)} ({not_from(i + 1)})" if i + 1 < len(marker) else ""
+        return f"{char_set([(ord(c), ord(c))], negated=True)}{rest}"
+
+    prefix = ""
+    for c in reversed(marker[:-1]):
+        prefix = f"{literal(c)} ({prefix})?" if prefix else literal(c)
+    return rules.add(name, f"({not_from(0)})* ({prefix})?")

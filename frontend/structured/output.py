@@ -79,9 +79,9 @@ class OutputParser:
         while self._buf:
             if self._state == self._CONTENT:
                 markers = self._content_markers()
-                pos, marker = _first(self._buf, markers)
+                pos, marker = first_marker(self._buf, markers)
                 if marker is None:
-                    keep = 0 if final else _partial_suffix(self._buf, markers)
+                    keep = 0 if final else partial_suffix(self._buf, markers)
                     if self._tools is not None and self._tools.at_output_start_only and not self._seen_content \
                             and not final and not self._buf.strip():
                         keep = len(self._buf)  # only whitespace so far: the reply may still open a call
@@ -102,7 +102,7 @@ class OutputParser:
                 end = self._reasoning.end
                 pos = self._buf.find(end)
                 if pos < 0:
-                    keep = 0 if final else _partial_suffix(self._buf, [end])
+                    keep = 0 if final else partial_suffix(self._buf, [end])
                     self._emit_reasoning(self._buf[: len(self._buf) - keep], out)
                     self._buf = self._buf[len(self._buf) - keep :]
                     return
@@ -161,7 +161,7 @@ class OutputParser:
                 out.content += text
 
 
-def _first(text: str, markers: list[str]) -> tuple[int, str | None]:
+def first_marker(text: str, markers: list[str]) -> tuple[int, str | None]:
     best, found = len(text) + 1, None
     for m in markers:
         pos = text.find(m)
@@ -170,7 +170,7 @@ def _first(text: str, markers: list[str]) -> tuple[int, str | None]:
     return best, found
 
 
-def _partial_suffix(text: str, markers: list[str]) -> int:
+def partial_suffix(text: str, markers: list[str]) -> int:
     """Length of the longest end of ``text`` that begins some marker (to hold back)."""
     longest = 0
     for m in markers:

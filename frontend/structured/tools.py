@@ -162,21 +162,8 @@ def _grammar(fmt: ToolFormat, functions: list[dict[str, Any]], forced: bool, par
     if forced:
         rules.define("root", section)
     elif fmt.at_output_start_only:
-        rules.define("root", f"{section} | {_free_text(rules, '{')}")
+        rules.define("root", f"{section} | {gbnf.text_without(rules, '{')}")
     else:
-        rules.define("root", f"{_free_text(rules, fmt.starts[0])} ({section})?")
+        rules.define("root", f"{gbnf.text_without(rules, fmt.starts[0])} ({section})?")
     return rules.text()
 
-
-def _free_text(rules: gbnf.Rules, marker: str) -> str:
-    """Any text in which ``marker`` does not occur (before it may open a call)."""
-
-    def not_from(i: int) -> str:
-        c = marker[i]
-        rest = f" | {gbnf.literal(c)} ({not_from(i + 1)})" if i + 1 < len(marker) else ""
-        return f"{gbnf.char_set([(ord(c), ord(c))], negated=True)}{rest}"
-
-    prefix = ""
-    for c in reversed(marker[:-1]):  # the text may end inside a would-be marker
-        prefix = f"{gbnf.literal(c)} ({prefix})?" if prefix else gbnf.literal(c)
-    return rules.add("free-text", f"({not_from(0)})* ({prefix})?")
