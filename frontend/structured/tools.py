@@ -22,6 +22,7 @@ from frontend.schemas import ChatCompletionRequest, ChatMessage, NamedToolChoice
 from frontend.structured import gbnf
 from frontend.structured.json_schema import SchemaError, schema_rule
 from frontend.structured.tool_formats import GENERIC, ToolFormat, detect_native_format
+from frontend.structured.tool_formats.harmony import HarmonyFormat
 
 GENERIC_PROMPT = (
     "You can call these functions:\n<tools>\n{tools}\n</tools>\n"
@@ -52,6 +53,8 @@ def plan_tools(body: ChatCompletionRequest, template_source: str) -> ToolPlan:
     _check_tool_results(history)
     if native is None:
         history = _generic_history(history)
+    elif isinstance(native, HarmonyFormat):  # gpt-oss's template reads past reasoning as "thinking"
+        history = [m | {"thinking": m["reasoning_content"]} if "reasoning_content" in m else m for m in history]
     if choice == "none" or not tools:
         return ToolPlan(history, tools or None if native else None, None, None)
     if native is None:
