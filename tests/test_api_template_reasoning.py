@@ -21,7 +21,8 @@ from conftest import start_server
 TEMPLATE = """\
 <|start|>system<|message|>Reasoning: {{ reasoning_effort | default("medium") }}; \
 thinking: {{ enable_thinking | default("unset") }}<|end|>
-{%- if tools %}<|start|>developer<|message|>{% for t in tools %}{{ t.function.name }} {% endfor %}<|end|>{% endif %}
+{%- if tools %}<|start|>developer<|message|>{% for t in tools %}{{ t.function.name }} {% endfor %}<|end|>
+{%- endif %}
 {%- for m in messages %}<|start|>{{ m.role }}
 {%- if m.thinking %}<|channel|>analysis<|message|>{{ m.thinking }}<|end|><|start|>{{ m.role }}{% endif %}
 {%- if m.tool_calls %}<|channel|>commentary to=functions.{{ m.tool_calls[0].function.name }} <|constrain|>json<|message|>\
@@ -62,7 +63,8 @@ def test_reasoning_effort_and_template_kwargs_reach_the_template(server):
     assert "Reasoning: high; thinking: False" in prompt(
         server, reasoning_effort="high", chat_template_kwargs={"enable_thinking": False})
     # chat_template_kwargs wins over the top-level field, as in llama-server
-    assert "Reasoning: low;" in prompt(server, reasoning_effort="high", chat_template_kwargs={"reasoning_effort": "low"})
+    assert "Reasoning: low;" in prompt(server, reasoning_effort="high",
+                                       chat_template_kwargs={"reasoning_effort": "low"})
 
 
 def test_past_reasoning_and_calls_render_as_harmony(server):

@@ -27,6 +27,7 @@ SAMPLING = p.SamplingParams(
     logit_bias=[(13, -100.0), (7, 2.5)],
     seed=1234,
     grammar='root ::= "yes" | "no"',
+    reasoning_budget=p.ReasoningBudget(tokens=64, start="<think>", end="</think>", forced=[2, 3], open=True),
 )
 LOGPROB = p.TokenLogprob(token_id=42, logprob=-0.125, top=[(42, -0.125), (9, -2.5)])
 STATS = p.RequestStats(

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from frontend.structured.harmony import HarmonyParser
-from frontend.structured.output import OutputDelta
+from frontend.structured.output import OutputDelta, merge_calls
 from frontend.structured.reasoning import reasoning_for, thinking_tags
 from frontend.structured.tool_formats import detect_native_format
 from frontend.structured.tool_formats.harmony import HarmonyFormat
@@ -24,6 +24,7 @@ def run(parser: HarmonyParser, text: str, step: int | None = None) -> OutputDelt
         total.content += out.content
         total.reasoning += out.reasoning
         total.calls += out.calls
+    total.calls = merge_calls(total.calls)  # as a reply that is not streamed reads them
     return total
 
 
@@ -112,3 +113,11 @@ def test_detection_format_and_tags():
     assert thinking_tags("{{ messages }}") == ("<think>", "</think>")
     r = reasoning_for("auto", "<|start|>assistant<|channel|>analysis<|message|>", GPT_OSS_MARKS)
     assert r is not None and r.starts_open and r.end == "<|end|>"
+
+
+def test_call_arguments_stream():
+    parser = HarmonyParser(True, True)
+    text = '<|channel|>commentary to=functions.f <|constrain|>json<|message|>{"a": [1, 2]}<|call|>'
+    pieces = [c for ch in text for c in parser.push(ch).calls] + parser.finish().calls
+    assert (pieces[0].name, pieces[0].arguments) == ("f", "") and pieces[0].id
+    assert "".join(p.arguments for p in pieces[1:]) == '{"a": [1, 2]}' and len(pieces) > 3

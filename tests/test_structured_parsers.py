@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from frontend.structured.output import OutputDelta, OutputParser
+from frontend.structured.output import OutputDelta, OutputParser, merge_calls
 from frontend.structured.reasoning import reasoning_for
 from frontend.structured.tool_formats import GENERIC, detect_native_format
 from frontend.structured.tool_formats.deepseek import DeepSeekFormat
@@ -23,6 +23,7 @@ def run(parser: OutputParser, text: str, step: int | None = None) -> OutputDelta
         total.content += out.content
         total.reasoning += out.reasoning
         total.calls += out.calls
+    total.calls = merge_calls(total.calls)  # as a reply that is not streamed reads them
     return total
 
 
@@ -123,3 +124,25 @@ def test_template_detection(template, name):
 
 def test_templates_without_tools_use_the_generic_format():
     assert detect_native_format("{{ messages }}") is None
+
+
+def pieces_of(parser, text: str) -> list:
+    """The call pieces a stream sends, feeding ``text`` one character at a time."""
+    pieces = [c for ch in text for c in parser.push(ch).calls]
+    return pieces + parser.finish().calls
+
+
+def test_arguments_stream_as_they_are_written():
+    args = '{"city": "Paris \\"Centre\\"", "days": [1, {"x": "}"}]}'
+    text = f'Sure.<tool_call>\n{{"name": "get_weather", "arguments": {args}}}\n</tool_call>'
+    pieces = pieces_of(OutputParser(None, HermesFormat()), text)
+    head, rest = pieces[0], pieces[1:]
+    assert (head.index, head.name, head.arguments) == (0, "get_weather", "") and head.id.startswith("call_")
+    assert len(rest) == len(args) and all(p.id is None and p.name is None and p.index == 0 for p in rest)
+    assert "".join(p.arguments for p in rest) == args  # braces inside strings do not end it early
+
+
+def test_calls_not_written_name_first_come_whole():
+    text = '<tool_call>{"arguments": {"a": 1}, "name": "f"}</tool_call>'
+    pieces = pieces_of(OutputParser(None, HermesFormat()), text)
+    assert [(p.name, p.arguments) for p in pieces] == [("f", ""), (None, '{"a": 1}')]

@@ -33,7 +33,7 @@ from frontend.schemas import (
 from frontend.state import Frontend
 from frontend.structured.constraints import check_grammar, output_grammar
 from frontend.structured.harmony import HarmonyParser
-from frontend.structured.output import OutputDelta, OutputParser
+from frontend.structured.output import OutputDelta, OutputParser, merge_calls
 from frontend.structured.reasoning import budget_for, check_budget, is_harmony, reasoning_for
 from frontend.structured.tool_formats import harmony
 from frontend.structured.tools import ToolPlan, plan_tools
@@ -120,11 +120,13 @@ class _ChatChunks:
             events.append(self._chunk([ChatChunkChoice(delta.index, ChatDelta(reasoning_content=out.reasoning))]))
         if out.content or logprobs is not None:
             events.append(self._chunk([ChatChunkChoice(delta.index, ChatDelta(content=out.content), logprobs)]))
-        for call in out.calls:
-            head = ToolCallDelta(call.index, ToolCallFunctionDelta(name=call.name, arguments=""), call.id, "function")
-            args = ToolCallDelta(call.index, ToolCallFunctionDelta(arguments=call.arguments))
-            events.append(self._chunk([ChatChunkChoice(delta.index, ChatDelta(tool_calls=[head]))]))
-            events.append(self._chunk([ChatChunkChoice(delta.index, ChatDelta(tool_calls=[args]))]))
+        for call in out.calls:  # OpenAI's shape: the first delta of a call has its id and name
+            if call.id is not None:
+                piece = ToolCallDelta(call.index, ToolCallFunctionDelta(name=call.name, arguments=call.arguments),
+                                      call.id, "function")
+            else:
+                piece = ToolCallDelta(call.index, ToolCallFunctionDelta(arguments=call.arguments))
+            events.append(self._chunk([ChatChunkChoice(delta.index, ChatDelta(tool_calls=[piece]))]))
         if delta.finish_reason is not None:
             reason = _finish_reason(delta.finish_reason, parser)
             events.append(self._chunk([ChatChunkChoice(delta.index, ChatDelta(), finish_reason=reason)]))
@@ -165,7 +167,9 @@ def _budget(fe: Frontend, body: ChatCompletionRequest, plan: _ChatPlan) -> Reaso
         tokens = check_budget(body.thinking_budget_tokens, "thinking_budget_tokens")
     else:
         tokens = fe.cfg.reasoning_budget
-    message = fe.cfg.reasoning_budget_message if body.reasoning_budget_message is None else body.reasoning_budget_message
+    message = body.reasoning_budget_message
+    if message is None:
+        message = fe.cfg.reasoning_budget_message
     return budget_for(tokens, message, fe.template.source, plan.prompt, fe.tokenizer)
 
 
@@ -209,7 +213,8 @@ async def chat_completions(fe: Frontend, req: Request) -> Response | StreamRespo
         first, rest = parser.push(r.text), parser.finish()
         content = (first.content + rest.content).strip() if parser.n_calls else first.content + rest.content
         reasoning_text = first.reasoning + rest.reasoning
-        calls = [ResponseToolCall(c.id, ToolCallFunction(c.name, c.arguments)) for c in first.calls + rest.calls]
+        calls = [ResponseToolCall(c.id, ToolCallFunction(c.name, c.arguments))
+                 for c in merge_calls(first.calls + rest.calls)]
         message = AssistantMessage(content=content or (None if calls else ""),
                                    reasoning_content=reasoning_text or None, tool_calls=calls or None)
         choices.append(ChatChoice(index=r.index, message=message,

@@ -5,8 +5,9 @@ The reply is a run of messages, each a header and a body:
 The analysis channel is the reasoning; the final channel, and commentary without a recipient
 (a preamble before calls), the answer; a message addressed ``to=functions.NAME`` is a call whose
 body is the JSON arguments, ended by ``<|call|>`` (an end-of-generation token, so usually the end
-of the text). Bodies stream as they come, except a call's, buffered until it ends and read then:
-malformed arguments come back as content. Text that is not in this format at all (a grammar
+of the text). Bodies stream as they come; a call's arguments too once they open with ``{`` (the
+name is in the header), else the call is read when it ends and malformed arguments come back as
+content. Text that is not in this format at all (a grammar
 forced plain JSON, or a model ignored its template) is content as it is. The same interface as
 frontend.structured.output.OutputParser.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from frontend.structured.output import CallOut, OutputDelta, first_marker, new_call_id, partial_suffix
+from frontend.structured.output import ArgsStream, OutputDelta, first_marker, partial_suffix, whole_call
 from frontend.structured.tool_formats.harmony import CALL, CHANNEL, END, FUNCTIONS, MESSAGE, RETURN, START, \
     call, recipient
 
@@ -37,6 +38,7 @@ class HarmonyParser:
         self._buf = ""
         self._header = ""  # the open message's header (kept to give a failed call back as text)
         self._call_name = ""
+        self._args: ArgsStream | None = None  # the open call, when its arguments stream
         self._n_calls = 0
 
     @property
@@ -73,7 +75,8 @@ class HarmonyParser:
                 pos, end = first_marker(self._buf, _BODY_ENDS)
                 if end is None:
                     if self._state == self._CALL:
-                        return  # arguments are read whole, when the call ends
+                        self._stream_args(out)
+                        return
                     keep = 0 if final else partial_suffix(self._buf, _BODY_ENDS)
                     self._emit_body(self._buf[: len(self._buf) - keep], out)
                     self._buf = self._buf[len(self._buf) - keep :]
@@ -120,12 +123,29 @@ class HarmonyParser:
         else:
             out.content += text
 
+    def _stream_args(self, out: OutputDelta) -> None:
+        """Send the arguments that arrived (the buffer holds the body so far)."""
+        if self._args is None:
+            body = self._buf.lstrip()
+            if not body.startswith("{"):
+                return
+            self._args = ArgsStream(self._n_calls, self._call_name.removeprefix(FUNCTIONS), out)
+            self._n_calls += 1
+            self._buf = body
+        keep = partial_suffix(self._buf, _BODY_ENDS)  # the call's end marker may be arriving
+        self._args.feed(self._buf[: len(self._buf) - keep], out)
+        self._buf = self._buf[len(self._buf) - keep :]
+
     def _close_call(self, body: str, out: OutputDelta) -> None:
+        if self._args is not None:  # already announced: send the rest of its arguments
+            self._args.feed(body, out)
+            self._args = None
+            return
         try:
             parsed = call(self._call_name, body.strip())
         except (ValueError, TypeError):
             out.content += self._header + body
             return
-        out.calls.append(CallOut(self._n_calls, new_call_id(), parsed.name, parsed.arguments))
+        whole_call(self._n_calls, parsed.name, parsed.arguments, out)
         self._n_calls += 1
 

@@ -5,6 +5,12 @@ and of the tool-call format (``<tool_call>``...); text that might be the start o
 held back until the next text decides. A call section is buffered until it closes, then read
 with the format's parser: a malformed call comes back as plain content, never as an error
 (llama-server answers 500 there). Each call gets an id (``call_`` + 24 hex digits).
+
+Where a format can tell a call's name before its arguments (``ToolFormat.args_start``), the
+arguments stream as the model writes them, as OpenAI streams them: the call's first piece
+carries its id and name, later pieces more of the arguments' JSON text (the model's own
+spelling; a whole call is re-encoded). The tool grammar makes such a call valid; only an output
+cut by max_tokens leaves its arguments unfinished, as with OpenAI.
 """
 
 from __future__ import annotations
@@ -18,9 +24,12 @@ from frontend.structured.tool_formats import ParsedCall, ToolFormat
 
 @dataclass(slots=True)
 class CallOut:
+    """A tool call or a piece of one: the first piece of each call has its id and name, later
+    pieces (same index) only more arguments text."""
+
     index: int
-    id: str
-    name: str
+    id: str | None
+    name: str | None
     arguments: str
 
 
@@ -38,6 +47,67 @@ def new_call_id() -> str:
     return "call_" + uuid.uuid4().hex[:24]
 
 
+def merge_calls(pieces: list[CallOut]) -> list[CallOut]:
+    """Whole calls from their pieces (for a reply that is not streamed)."""
+    calls: dict[int, CallOut] = {}
+    for piece in pieces:
+        if piece.index in calls:
+            calls[piece.index].arguments += piece.arguments
+        else:
+            assert piece.id is not None and piece.name is not None, "a call's first piece names it"
+            calls[piece.index] = CallOut(piece.index, piece.id, piece.name, piece.arguments)
+    return list(calls.values())
+
+
+def whole_call(index: int, name: str, arguments: str, out: OutputDelta) -> None:
+    """A call read at once: its head, then its arguments (as a stream sends them)."""
+    out.calls.append(CallOut(index, new_call_id(), name, ""))
+    out.calls.append(CallOut(index, None, None, arguments))
+
+
+class ArgsStream:
+    """The arguments of one call, sent as they arrive: the text of one JSON object, which ends
+    where its braces balance (whatever follows, such as the format's closing marker, is not
+    part of it)."""
+
+    def __init__(self, index: int, name: str, out: OutputDelta) -> None:
+        self.index = index
+        self.done = False
+        self._depth = 0
+        self._in_string = False
+        self._escape = False
+        out.calls.append(CallOut(index, new_call_id(), name, ""))
+
+    def feed(self, text: str, out: OutputDelta) -> None:
+        if self.done:
+            return
+        end = self._value_end(text)
+        piece = text if end is None else text[:end]
+        if piece:
+            out.calls.append(CallOut(self.index, None, None, piece))
+
+    def _value_end(self, text: str) -> int | None:
+        """Where the object ends in ``text`` (just past its closing brace), or None."""
+        for i, ch in enumerate(text):
+            if self._in_string:
+                if self._escape:
+                    self._escape = False
+                elif ch == "\\":
+                    self._escape = True
+                elif ch == '"':
+                    self._in_string = False
+            elif ch == '"':
+                self._in_string = True
+            elif ch in "{[":
+                self._depth += 1
+            elif ch in "}]":
+                self._depth -= 1
+                if self._depth == 0:
+                    self.done = True
+                    return i + 1
+        return None
+
+
 class OutputParser:
     _CONTENT, _REASONING, _CALL = range(3)
 
@@ -50,6 +120,8 @@ class OutputParser:
         self._seen_content = False  # non-whitespace answer text was emitted
         self._n_calls = 0
         self._after_reasoning = False  # drop the blank lines between the thinking and the answer
+        self._args: ArgsStream | None = None  # the open section's call, when its arguments stream
+        self._args_from = 0  # section text up to here went to ``_args``
 
     @property
     def n_calls(self) -> int:
@@ -119,6 +191,7 @@ class OutputParser:
                 self._buf = ""
                 pos = self._section.find(end) if end else -1
                 if pos < 0:
+                    self._stream_args(self._section, out)
                     return
                 section = self._section[:pos]
                 self._buf = self._section[pos + len(end or "") :]
@@ -134,8 +207,25 @@ class OutputParser:
             markers.extend(self._tools.starts)
         return markers
 
+    def _stream_args(self, section: str, out: OutputDelta) -> None:
+        """Send what is new of the open call's arguments (once its name is known)."""
+        assert self._tools is not None
+        if self._args is None:
+            start = self._tools.args_start(section)
+            if start is None:
+                return
+            name, self._args_from = start
+            self._args = ArgsStream(self._n_calls, name, out)
+            self._n_calls += 1
+        self._args.feed(section[self._args_from :], out)
+        self._args_from = len(section)
+
     def _close_section(self, section: str, out: OutputDelta) -> None:
         assert self._tools is not None
+        if self._args is not None:  # already announced: send the rest of its arguments
+            self._stream_args(section, out)
+            self._args = None
+            return
         try:
             calls: list[ParsedCall] = self._tools.parse(section)
         except (ValueError, TypeError, KeyError):
@@ -143,7 +233,7 @@ class OutputParser:
             self._emit_content(opener + section + (self._tools.end or ""), out)
             return
         for call in calls:
-            out.calls.append(CallOut(self._n_calls, new_call_id(), call.name, call.arguments))
+            whole_call(self._n_calls, call.name, call.arguments, out)
             self._n_calls += 1
 
     def _emit_content(self, text: str, out: OutputDelta) -> None:
