@@ -1,15 +1,18 @@
 """The executor's reasoning budget on the real Gemma 3 vocabulary: counting starts at the opening
 tag however it is tokenized, the closing tag is forced after the budget (never inside a UTF-8
-character), a natural close ends it, and a sampler with a grammar that forbids the tag gives up."""
+character), a natural close ends it; in the sampler, forced tokens advance the grammar and the
+penalties, and a grammar that forbids the closing tag wins."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from frontend_support import gemma_path
 
 from executor.reasoning_budget import BudgetTracker, State
+from executor.sampling import SeqSampler, sample_rows
 from frontend.tokenizer import Tokenizer
-from ipc.protocol import ReasoningBudget
+from ipc.protocol import ReasoningBudget, SamplingParams
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +91,35 @@ def test_never_forced_inside_a_utf8_character(tokenizer):
     assert out[: len(pieces)] == pieces
     text = tokenizer.detokenize(out)
     assert "\ufffd" not in text and text.endswith("</think>")
+
+
+def run_sampler(tokenizer: Tokenizer, params: SamplingParams, favourite: str, steps: int) -> str:
+    """Up to ``steps`` tokens (until the end of generation) from logits that always prefer
+    ``favourite`` (one token)."""
+    (token,) = tokens(tokenizer, favourite)
+    row = np.zeros((1, tokenizer.n_vocab), dtype=np.float32)
+    row[0, token] = 10.0
+    sampler = SeqSampler(params, tokenizer.vocab, tokenizer.n_vocab, -1, [])
+    out: list[int] = []
+    try:
+        for _ in range(steps):
+            (picked,), _ = sample_rows(None, row, [0], [sampler])
+            if picked == tokenizer.eos_id:
+                break
+            out.append(picked)
+    finally:
+        sampler.free()
+    return tokenizer.detokenize(out)
+
+
+def test_forced_tokens_advance_the_grammar_and_the_penalties(tokenizer):
+    spec = ReasoningBudget(3, "<think>", "</think>", tokens(tokenizer, "</think>"))
+    params = SamplingParams(temperature=0, repeat_penalty=1.1, grammar='root ::= "<think>" [a-z ]+ "</think>" "ok"',
+                            reasoning_budget=spec)
+    assert run_sampler(tokenizer, params, " a", 30) == "<think> a a a</think>ok"
+
+
+def test_a_grammar_that_forbids_the_closing_tag_wins(tokenizer):
+    spec = ReasoningBudget(2, "<think>", "</think>", tokens(tokenizer, "</think>"))
+    params = SamplingParams(temperature=0, grammar='root ::= "<think>" [a-z ]+', reasoning_budget=spec)
+    assert run_sampler(tokenizer, params, " a", 12).startswith("<think> a a a a")
