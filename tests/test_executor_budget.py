@@ -5,6 +5,7 @@ penalties, and a grammar that forbids the closing tag wins."""
 
 from __future__ import annotations
 
+import llama_cpp
 import numpy as np
 import pytest
 from frontend_support import gemma_path
@@ -104,7 +105,7 @@ def run_sampler(tokenizer: Tokenizer, params: SamplingParams, favourite: str, st
     try:
         for _ in range(steps):
             (picked,), _ = sample_rows(None, row, [0], [sampler])
-            if picked == tokenizer.eos_id:
+            if llama_cpp.llama_vocab_is_eog(tokenizer.vocab, picked):
                 break
             out.append(picked)
     finally:
