@@ -12,6 +12,7 @@ from frontend.structured import gbnf
 from frontend.structured.grammar import GrammarChecker, GrammarError
 from frontend.structured.json_schema import SchemaError, schema_rule, schema_to_gbnf
 from frontend.structured.tool_formats.harmony import HarmonyFormat
+from frontend.structured.tool_formats.qwen_xml import QwenXmlFormat
 from frontend.tokenizer import Tokenizer
 from ggserve.model import default_model_path
 from ipc.protocol import SamplingParams
@@ -201,3 +202,19 @@ def test_harmony_tool_grammar(tokenizer):
     assert accepts(tokenizer, grammar, "<|channel|>analysis<|message|>hm, weather<|end|><|start|>assistant" + call)
     assert not accepts(tokenizer, grammar, call.replace("get_weather", "other"))
     assert not accepts(tokenizer, grammar, call.replace('"Oslo"', "5"))
+
+
+def test_qwen_xml_tool_grammar(tokenizer):
+    params = {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]},
+                                               "days": {"type": "integer", "minimum": 1}}, "required": ["city"]}
+    functions = [{"name": "get_weather", "parameters": params}]
+    rules = gbnf.Rules()
+    rules.reserve("root")
+    rules.define("root", QwenXmlFormat(functions).section_grammar(rules, {"get_weather": "unused"}, parallel=False))
+    grammar = rules.text()
+    call = "<tool_call>\n<function=get_weather>\n<parameter=city>\nNew York\n</parameter>\n{}</function>\n</tool_call>"
+    assert accepts(tokenizer, grammar, call.format(""))
+    assert accepts(tokenizer, grammar, call.format("<parameter=unit>\nc\n</parameter>\n<parameter=days>\n3\n</parameter>\n"))
+    assert not accepts(tokenizer, grammar, call.format("<parameter=days>\n0\n</parameter>\n"))
+    assert not accepts(tokenizer, grammar, call.format("<parameter=unit>\nk\n</parameter>\n"))
+    assert not accepts(tokenizer, grammar, call.replace("<parameter=city>\nNew York\n</parameter>\n", ""))

@@ -13,6 +13,7 @@ from frontend.structured.tool_formats.deepseek import DeepSeekFormat
 from frontend.structured.tool_formats.hermes import HermesFormat
 from frontend.structured.tool_formats.llama3 import Llama3Format
 from frontend.structured.tool_formats.mistral import MistralFormat
+from frontend.structured.tool_formats.qwen_xml import QwenXmlFormat
 
 
 def run(parser: OutputParser, text: str, step: int | None = None) -> OutputDelta:
@@ -33,6 +34,11 @@ def calls_of(out: OutputDelta) -> list[tuple[str, dict]]:
     return [(c.name, json.loads(c.arguments)) for c in out.calls]
 
 
+XML_FUNCTIONS = [
+    {"name": "get_weather", "parameters": {"type": "object", "properties": {
+        "city": {"type": "string"}, "days": {"type": "integer"}, "opts": {"type": "object"}}}},
+    {"name": "add", "parameters": {"type": "object", "properties": {"a": {"type": "string"}}}},  # "007" stays text
+]
 CASES = [
     (HermesFormat(), 'Let me check.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
                      '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>',
@@ -49,6 +55,11 @@ CASES = [
                        '{"city": "Paris"}\n```<｜tool▁call▁end｜>\n<｜tool▁call▁begin｜>function<｜tool▁sep｜>add\n'
                        '```json\n{"a": 1}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>', "",
      [("get_weather", {"city": "Paris"}), ("add", {"a": 1})]),
+    (QwenXmlFormat(XML_FUNCTIONS), "I'll check.\n<tool_call>\n<function=get_weather>\n<parameter=city>\nNew York\n"
+                                   "</parameter>\n<parameter=days>\n3\n</parameter>\n<parameter=opts>\n"
+                                   '{"metric": true}\n</parameter>\n</function>\n</tool_call>\n<tool_call>\n'
+                                   "<function=add>\n<parameter=a>\n007\n</parameter>\n</function>\n</tool_call>",
+     "I'll check.", [("get_weather", {"city": "New York", "days": 3, "opts": {"metric": True}}), ("add", {"a": "007"})]),
     (DeepSeekFormat(fenced=False), '<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{"city": "Rome"}'
                                    "<｜tool▁call▁end｜><｜tool▁calls▁end｜>", "", [("get_weather", {"city": "Rome"})]),
 ]
@@ -117,6 +128,8 @@ def test_partial_marker_at_the_end_is_released():
     ("{% if tools %}[AVAILABLE_TOOLS]{% endif %}[TOOL_CALLS]", "mistral"),
     ("{% if tools %}{% endif %}<｜tool▁calls▁begin｜>", "deepseek"),
     ("{% if tools %}<|python_tag|>{% endif %}", "llama3"),
+    ("{% if tools %}<tool_call>\n<function={{ name }}>\n<parameter={{ k }}>{% endif %}", "qwen-xml"),
+    ("{% if tools %}<|channel|>commentary{% endif %}", "harmony"),
 ])
 def test_template_detection(template, name):
     assert detect_native_format(template).name == name

@@ -83,6 +83,11 @@ def schema_rule(rules: gbnf.Rules, schema: Any, hint: str) -> str:
     return _Converter(schema, rules).visit(schema, "#", hint)
 
 
+def subschema_rule(rules: gbnf.Rules, root: dict[str, Any], schema: Any, hint: str) -> str:
+    """``schema_rule`` for a part of ``root`` (its ``$ref``s resolve against ``root``)."""
+    return _Converter(root, rules).visit(schema, "#", hint)
+
+
 class _Converter:
     def __init__(self, root: dict[str, Any], rules: gbnf.Rules) -> None:
         self.root = root

@@ -48,6 +48,8 @@ def plan_tools(body: ChatCompletionRequest, template_source: str) -> ToolPlan:
     if named is not None and named not in {t["function"]["name"] for t in tools}:
         raise invalid(f"tool_choice names the function {named!r}, which is not among the tools", param="tool_choice")
     native = detect_native_format(template_source)
+    if native is not None:
+        native = native.bind([t["function"] for t in tools])
     fmt = native or GENERIC
     history = [_message(m, i) for i, m in enumerate(body.messages)]
     _check_tool_results(history)

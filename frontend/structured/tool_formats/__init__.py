@@ -8,6 +8,7 @@ from frontend.structured.tool_formats.harmony import HarmonyFormat
 from frontend.structured.tool_formats.hermes import HermesFormat
 from frontend.structured.tool_formats.llama3 import Llama3Format
 from frontend.structured.tool_formats.mistral import MistralFormat
+from frontend.structured.tool_formats.qwen_xml import QwenXmlFormat
 
 __all__ = ["ParsedCall", "ToolFormat", "GENERIC", "detect_native_format"]
 
@@ -22,6 +23,8 @@ def detect_native_format(template: str) -> ToolFormat | None:
         return None
     if "<|channel|>" in template:  # gpt-oss: checked first, its template mentions other syntaxes
         return HarmonyFormat()
+    if "<tool_call>" in template and "<function=" in template and "<parameter=" in template:
+        return QwenXmlFormat()
     if "<tool_call>" in template:
         return HermesFormat()
     if "[TOOL_CALLS]" in template:
