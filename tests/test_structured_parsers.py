@@ -55,11 +55,12 @@ CASES = [
                        '{"city": "Paris"}\n```<｜tool▁call▁end｜>\n<｜tool▁call▁begin｜>function<｜tool▁sep｜>add\n'
                        '```json\n{"a": 1}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>', "",
      [("get_weather", {"city": "Paris"}), ("add", {"a": 1})]),
-    (QwenXmlFormat(XML_FUNCTIONS), "I'll check.\n<tool_call>\n<function=get_weather>\n<parameter=city>\nNew York\n"
-                                   "</parameter>\n<parameter=days>\n3\n</parameter>\n<parameter=opts>\n"
-                                   '{"metric": true}\n</parameter>\n</function>\n</tool_call>\n<tool_call>\n'
-                                   "<function=add>\n<parameter=a>\n007\n</parameter>\n</function>\n</tool_call>",
-     "I'll check.", [("get_weather", {"city": "New York", "days": 3, "opts": {"metric": True}}), ("add", {"a": "007"})]),
+    (QwenXmlFormat(XML_FUNCTIONS),
+     "I'll check.\n<tool_call>\n<function=get_weather>\n<parameter=city>\nNew York\n</parameter>\n"
+     '<parameter=days>\n3\n</parameter>\n<parameter=opts>\n{"metric": true}\n</parameter>\n</function>\n'
+     "</tool_call>\n<tool_call>\n<function=add>\n<parameter=a>\n007\n</parameter>\n</function>\n</tool_call>",
+     "I'll check.",
+     [("get_weather", {"city": "New York", "days": 3, "opts": {"metric": True}}), ("add", {"a": "007"})]),
     (DeepSeekFormat(fenced=False), '<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{"city": "Rome"}'
                                    "<｜tool▁call▁end｜><｜tool▁calls▁end｜>", "", [("get_weather", {"city": "Rome"})]),
 ]

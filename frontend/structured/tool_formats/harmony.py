@@ -50,7 +50,8 @@ class HarmonyFormat(ToolFormat):
         # gpt-oss thinks before it calls: an analysis message may come first (one call per turn:
         # <|call|> ends the output, so ``parallel`` changes nothing).
         thinking = gbnf.text_without(rules, END, "harmony-analysis-text")
-        analysis = f'{gbnf.literal(CHANNEL + "analysis" + MESSAGE)} {thinking} {gbnf.literal(END + START + "assistant")}'
+        opener, closer = gbnf.literal(CHANNEL + "analysis" + MESSAGE), gbnf.literal(END + START + "assistant")
+        analysis = f"{opener} {thinking} {closer}"
         alts = [f'{gbnf.literal(self.starts[0] + name + " " + CONSTRAIN + "json" + MESSAGE)} {args}'
                 for name, args in calls.items()]
         one = rules.add("tool-call-harmony", " | ".join(alts))
