@@ -101,8 +101,11 @@ def test_harmony_reasoning_budget_ends_the_analysis(sdk):
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_harmony_forced_call(sdk, stream):
+    """The tool grammar lets the model think first (as gpt-oss does); the budget keeps a base
+    model's thinking short, so the call follows within max_tokens."""
     out = sdk.chat.completions.create(model="any", messages=MESSAGES, tools=TOOLS, tool_choice="required",
-                                      max_tokens=80, temperature=0, stream=stream)
+                                      max_tokens=80, temperature=0, stream=stream,
+                                      extra_body={"thinking_budget_tokens": 5})
     if stream:
         deltas = [d for c in out if c.choices for d in c.choices[0].delta.tool_calls or []]
         name, arguments = deltas[0].function.name, "".join(d.function.arguments or "" for d in deltas)
