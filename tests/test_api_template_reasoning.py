@@ -115,3 +115,16 @@ def test_harmony_forced_call(sdk, stream):
         name, arguments = choice.message.tool_calls[0].function.name, choice.message.tool_calls[0].function.arguments
     assert name == "get_weather"
     jsonschema.validate(json.loads(arguments), WEATHER)
+
+
+def test_harmony_response_format_answers_in_the_final_channel(sdk):
+    """A schema's JSON goes in gpt-oss's final channel (after its thinking, kept short here by
+    the budget), and comes back as the content alone."""
+    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 10}}, "required": ["city"]}
+    out = sdk.chat.completions.create(model="any", messages=MESSAGES, max_tokens=80, temperature=0,
+                                      response_format={"type": "json_schema",
+                                                       "json_schema": {"name": "c", "schema": schema}},
+                                      extra_body={"thinking_budget_tokens": 5})
+    choice = out.choices[0]
+    assert choice.finish_reason == "stop"
+    jsonschema.validate(json.loads(choice.message.content), schema)

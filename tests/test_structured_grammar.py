@@ -11,7 +11,7 @@ from executor.sampling import Grammar, SeqSampler, SequenceFailed, _grammar_cach
 from frontend.structured import gbnf
 from frontend.structured.grammar import GrammarChecker, GrammarError
 from frontend.structured.json_schema import SchemaError, schema_rule, schema_to_gbnf
-from frontend.structured.tool_formats.harmony import HarmonyFormat
+from frontend.structured.tool_formats.harmony import HarmonyFormat, final_message
 from frontend.structured.tool_formats.qwen_xml import QwenXmlFormat
 from frontend.tokenizer import Tokenizer
 from ggserve.model import default_model_path
@@ -219,3 +219,12 @@ def test_qwen_xml_tool_grammar(tokenizer):
     assert not accepts(tokenizer, grammar, call.format("<parameter=days>\n0\n</parameter>\n"))
     assert not accepts(tokenizer, grammar, call.format("<parameter=unit>\nk\n</parameter>\n"))
     assert not accepts(tokenizer, grammar, call.replace("<parameter=city>\nNew York\n</parameter>\n", ""))
+
+
+def test_harmony_final_message_frame(tokenizer):
+    grammar = schema_to_gbnf({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
+                             final_message)
+    assert accepts(tokenizer, grammar, '<|channel|>final<|message|>{"a": 1}')
+    assert accepts(tokenizer, grammar, '<|channel|>analysis<|message|>hm<|end|><|start|>assistant'
+                                       '<|channel|>final<|message|>{"a": 1}')
+    assert not accepts(tokenizer, grammar, '{"a": 1}')

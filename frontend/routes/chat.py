@@ -174,7 +174,8 @@ def _budget(fe: Frontend, body: ChatCompletionRequest, plan: _ChatPlan) -> Reaso
 
 
 def _grammar(fe: Frontend, body: ChatCompletionRequest, plan: _ChatPlan) -> str | None:
-    grammar = output_grammar(fe.grammars, body)
+    frame = harmony.final_message if is_harmony(fe.template.source) else None
+    grammar = output_grammar(fe.grammars, body, frame)
     if plan.tools.grammar is None:
         return grammar
     if grammar is not None:

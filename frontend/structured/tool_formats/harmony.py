@@ -47,15 +47,24 @@ class HarmonyFormat(ToolFormat):
         return [call(name, body)]
 
     def section_grammar(self, rules: gbnf.Rules, calls: dict[str, str], parallel: bool) -> str:
-        # gpt-oss thinks before it calls: an analysis message may come first (one call per turn:
-        # <|call|> ends the output, so ``parallel`` changes nothing).
-        thinking = gbnf.text_without(rules, END, "harmony-analysis-text")
-        opener, closer = gbnf.literal(CHANNEL + "analysis" + MESSAGE), gbnf.literal(END + START + "assistant")
-        analysis = f"{opener} {thinking} {closer}"
+        # One call per turn: <|call|> ends the output, so ``parallel`` changes nothing.
         alts = [f'{gbnf.literal(self.starts[0] + name + " " + CONSTRAIN + "json" + MESSAGE)} {args}'
                 for name, args in calls.items()]
         one = rules.add("tool-call-harmony", " | ".join(alts))
-        return f"({analysis})? {one}"
+        return f"{_analysis(rules)}? {one}"
+
+
+def final_message(rules: gbnf.Rules, value: str) -> str:
+    """A reply whose answer (the final channel) is ``value``: a response format for gpt-oss, which
+    keeps its way of answering (thinking first) instead of writing the JSON from the first token."""
+    return f"{_analysis(rules)}? {gbnf.literal(CHANNEL + 'final' + MESSAGE)} {value}"
+
+
+def _analysis(rules: gbnf.Rules) -> str:
+    """An analysis message and the next message's start: gpt-oss thinks before it answers."""
+    thinking = gbnf.text_without(rules, END, "harmony-analysis-text")
+    opener, closer = gbnf.literal(CHANNEL + "analysis" + MESSAGE), gbnf.literal(END + START + "assistant")
+    return rules.add("harmony-analysis", f"{opener} {thinking} {closer}")
 
 
 def call(name: str, body: str) -> ParsedCall:
