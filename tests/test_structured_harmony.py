@@ -116,7 +116,7 @@ def test_detection_format_and_tags():
 
 
 def test_call_arguments_stream():
-    parser = HarmonyParser(True, True)
+    parser = HarmonyParser(True, True, stream_args=True)
     text = '<|channel|>commentary to=functions.f <|constrain|>json<|message|>{"a": [1, 2]}<|call|>'
     pieces = [c for ch in text for c in parser.push(ch).calls] + parser.finish().calls
     assert (pieces[0].name, pieces[0].arguments) == ("f", "") and pieces[0].id

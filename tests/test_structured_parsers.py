@@ -149,7 +149,7 @@ def pieces_of(parser, text: str) -> list:
 def test_arguments_stream_as_they_are_written():
     args = '{"city": "Paris \\"Centre\\"", "days": [1, {"x": "}"}]}'
     text = f'Sure.<tool_call>\n{{"name": "get_weather", "arguments": {args}}}\n</tool_call>'
-    pieces = pieces_of(OutputParser(None, HermesFormat()), text)
+    pieces = pieces_of(OutputParser(None, HermesFormat(), stream_args=True), text)
     head, rest = pieces[0], pieces[1:]
     assert (head.index, head.name, head.arguments) == (0, "get_weather", "") and head.id.startswith("call_")
     assert len(rest) == len(args) and all(p.id is None and p.name is None and p.index == 0 for p in rest)
@@ -158,5 +158,5 @@ def test_arguments_stream_as_they_are_written():
 
 def test_calls_not_written_name_first_come_whole():
     text = '<tool_call>{"arguments": {"a": 1}, "name": "f"}</tool_call>'
-    pieces = pieces_of(OutputParser(None, HermesFormat()), text)
+    pieces = pieces_of(OutputParser(None, HermesFormat(), stream_args=True), text)
     assert [(p.name, p.arguments) for p in pieces] == [("f", ""), (None, '{"a": 1}')]

@@ -152,11 +152,13 @@ def _reply(fe: Frontend, body: ChatCompletionRequest, plan: _ChatPlan) -> tuple[
     reasoning = reasoning_for(fmt, plan.prompt, template)
     if is_harmony(template):
         calls, starts_open = plan.tools.format is not None, reasoning is not None and reasoning.starts_open
-        return [HarmonyParser(reasoning is not None, calls, starts_open) for _ in range(body.n)], list(harmony.MARKERS)
+        parsers: list[ReplyParser] = [HarmonyParser(reasoning is not None, calls, starts_open, body.stream)
+                                      for _ in range(body.n)]
+        return parsers, list(harmony.MARKERS)
     tools = plan.tools.format
     markers = [*(tools.starts if tools else ()), *([tools.end] if tools and tools.end else []),
                *([reasoning.start, reasoning.end] if reasoning else [])]
-    return [OutputParser(reasoning, tools) for _ in range(body.n)], markers
+    return [OutputParser(reasoning, tools, body.stream) for _ in range(body.n)], markers
 
 
 def _budget(fe: Frontend, body: ChatCompletionRequest, plan: _ChatPlan) -> ReasoningBudget | None:

@@ -5,9 +5,9 @@ The reply is a run of messages, each a header and a body:
 The analysis channel is the reasoning; the final channel, and commentary without a recipient
 (a preamble before calls), the answer; a message addressed ``to=functions.NAME`` is a call whose
 body is the JSON arguments, ended by ``<|call|>`` (an end-of-generation token, so usually the end
-of the text). Bodies stream as they come; a call's arguments too once they open with ``{`` (the
-name is in the header), else the call is read when it ends and malformed arguments come back as
-content. Text that is not in this format at all (a grammar
+of the text). Bodies stream as they come; in a stream a call's arguments too once they open with
+``{`` (the name is in the header), else the call is read when it ends and malformed arguments
+come back as content. Text that is not in this format at all (a grammar
 forced plain JSON, or a model ignored its template) is content as it is. The same interface as
 frontend.structured.output.OutputParser.
 """
@@ -30,10 +30,13 @@ _CHANNEL_NAME = re.compile(re.escape(CHANNEL) + r"\s*(\w+)")
 class HarmonyParser:
     _HEADER, _REASONING, _CONTENT, _CALL, _RAW = range(5)
 
-    def __init__(self, extract_reasoning: bool, parse_calls: bool, starts_open: bool = False) -> None:
-        """``starts_open``: the prompt ended inside an analysis message (its header written)."""
+    def __init__(self, extract_reasoning: bool, parse_calls: bool, starts_open: bool = False,
+                 stream_args: bool = False) -> None:
+        """``starts_open``: the prompt ended inside an analysis message (its header written);
+        ``stream_args``: as for OutputParser."""
         self._extract = extract_reasoning
         self._parse_calls = parse_calls
+        self._stream = stream_args
         self._state = self._REASONING if starts_open else self._HEADER
         self._buf = ""
         self._header = ""  # the open message's header (kept to give a failed call back as text)
@@ -127,7 +130,7 @@ class HarmonyParser:
         """Send the arguments that arrived (the buffer holds the body so far)."""
         if self._args is None:
             body = self._buf.lstrip()
-            if not body.startswith("{"):
+            if not self._stream or not body.startswith("{"):
                 return
             self._args = ArgsStream(self._n_calls, self._call_name.removeprefix(FUNCTIONS), out)
             self._n_calls += 1

@@ -6,8 +6,8 @@ held back until the next text decides. A call section is buffered until it close
 with the format's parser: a malformed call comes back as plain content, never as an error
 (llama-server answers 500 there). Each call gets an id (``call_`` + 24 hex digits).
 
-Where a format can tell a call's name before its arguments (``ToolFormat.args_start``), the
-arguments stream as the model writes them, as OpenAI streams them: the call's first piece
+In a stream, where a format can tell a call's name before its arguments (``args_start``), the
+arguments go out as the model writes them, as OpenAI streams them: the call's first piece
 carries its id and name, later pieces more of the arguments' JSON text (the model's own
 spelling; a whole call is re-encoded). The tool grammar makes such a call valid; only an output
 cut by max_tokens leaves its arguments unfinished, as with OpenAI.
@@ -111,9 +111,12 @@ class ArgsStream:
 class OutputParser:
     _CONTENT, _REASONING, _CALL = range(3)
 
-    def __init__(self, reasoning: Reasoning | None, tools: ToolFormat | None) -> None:
+    def __init__(self, reasoning: Reasoning | None, tools: ToolFormat | None, stream_args: bool = False) -> None:
+        """``stream_args``: send a call's arguments as they arrive (for a stream; a reply read
+        whole reads each call whole, so malformed arguments can still come back as content)."""
         self._reasoning = reasoning
         self._tools = tools
+        self._stream = stream_args
         self._state = self._REASONING if reasoning is not None and reasoning.starts_open else self._CONTENT
         self._buf = ""
         self._section = ""  # the open call section (from its marker)
@@ -211,7 +214,7 @@ class OutputParser:
         """Send what is new of the open call's arguments (once its name is known)."""
         assert self._tools is not None
         if self._args is None:
-            start = self._tools.args_start(section)
+            start = self._tools.args_start(section) if self._stream else None
             if start is None:
                 return
             name, self._args_from = start
