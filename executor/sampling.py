@@ -18,6 +18,10 @@ first (exact for greedy decoding whenever one of them is allowed), the whole voc
 none is. A token is accepted into a grammar only after the grammar allowed it: llama.cpp throws
 a C++ exception (a dead process) on a rejected token. A grammar with no allowed token left is a
 ``SequenceFailed`` for that sequence alone.
+
+A sequence with a reasoning budget (executor.reasoning_budget) takes the forced closing tag
+instead of sampling once its thinking has used the budget; the forced tokens go through the
+chain's and the grammar's accept like sampled ones.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from collections import OrderedDict
 import llama_cpp
 import numpy as np
 
+from executor.reasoning_budget import BudgetTracker
 from ipc.protocol import SamplingParams, TokenLogprob
 
 log = logging.getLogger("executor")
@@ -68,7 +73,6 @@ class SeqSampler:
         self.greedy = greedy
         # Greedy without logit changes: the token is the row's argmax, taken for all such rows at once.
         self.argmax_first = greedy and not changes_argmax(params)
-        self.fast_greedy = self.argmax_first and params.grammar is None
         self.n_vocab = n_vocab
         self.chain: llama_cpp.llama_sampler_p | None = None
         self.grammar: Grammar | None = None
@@ -76,6 +80,8 @@ class SeqSampler:
         self._boosted = np.array([t for t, b in params.logit_bias if b > 0], dtype=np.int32)
         if params.grammar is not None:
             self.grammar = Grammar(_grammar_cache(vocab).new(params.grammar))
+        budget = params.reasoning_budget
+        self.budget = BudgetTracker(budget, vocab) if budget is not None else None
         try:
             if not self.argmax_first:
                 self.chain = _build_chain(params, vocab, n_vocab, greedy)
@@ -88,6 +94,8 @@ class SeqSampler:
                     if not self.grammar.allows(token):
                         raise SequenceFailed("the generated tokens do not match the grammar")
                     self.grammar.accept(token)
+                if self.budget is not None:
+                    self.budget.accept(token)
         except BaseException:
             self.free()
             raise
@@ -125,6 +133,26 @@ class SeqSampler:
                 return token, TokenLogprob(token, float(kept["p"][array.selected]), top)
         ranked = np.argsort(-row)[:top_n].tolist()
         return token, TokenLogprob(token, 1.0, [(t, 1.0 if t == token else 0.0) for t in ranked])
+
+    def forced_token(self) -> int | None:
+        """The token the reasoning budget forces now (accepted by the chain and the grammar as if
+        sampled, so penalties and the grammar see the text the model will read), or None.
+
+        A grammar that forbids the forced token wins: the output's format is the request's
+        contract, the budget a preference, so the budget gives up and sampling goes on.
+        """
+        token = self.budget.forced_token() if self.budget is not None else None
+        if token is None:
+            return None
+        if self.grammar is not None:
+            if not self.grammar.allows(token):
+                assert self.budget is not None
+                self.budget.give_up()
+                return None
+            self.grammar.accept(token)
+        if self.chain is not None:
+            llama_cpp.llama_sampler_accept(self.chain, token)
+        return token
 
     def pick_constrained(self, row: np.ndarray, argmax_token: int) -> int:
         """The next token under the grammar: sampled as without it, resampled if it is rejected.
@@ -433,12 +461,16 @@ def sample_rows(
     post: dict[int, TokenLogprob] = {}  # rows reporting probabilities after the chain
     for i, sampler in enumerate(samplers):
         try:
-            if sampler.grammar is not None:
+            if (forced := sampler.forced_token()) is not None:
+                tokens[i] = forced
+            elif sampler.grammar is not None:
                 tokens[i] = sampler.pick_constrained(logits[i], tokens[i])
             elif sampler.post_sampling_probs:
                 tokens[i], post[i] = sampler.sample_with_probs(logits[i], tokens[i])
             elif sampler.chain is not None:
                 tokens[i] = llama_cpp.llama_sampler_sample(sampler.chain, ctx, batch_rows[i])
+            if sampler.budget is not None:
+                sampler.budget.accept(tokens[i])
         except Exception as exc:  # noqa: BLE001 - whatever it is, it fails this row alone
             if failures is None:
                 raise

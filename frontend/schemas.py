@@ -175,7 +175,10 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
     # reasoning: llama-server's per-request format, OpenAI's effort, a thinking token budget
     reasoning_format: Literal["none", "deepseek", "deepseek-legacy", "auto"] | None = None
     reasoning_effort: str | None = None
-    thinking_budget_tokens: int | None = None
+    # thinking tokens before the closing tag is forced (-1: no limit); llama-server reads either name
+    thinking_budget_tokens: CInt | None = None
+    reasoning_budget_tokens: CInt | None = None
+    reasoning_budget_message: str | None = None  # written before the forced closing tag
 
 
 class CompletionRequest(SamplingFields, kw_only=True):

@@ -83,6 +83,12 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="where thinking text goes: reasoning_content (deepseek, auto) or content (none)",
     )
     _sampling_flags(p.add_argument_group("sampling defaults (a request's own fields win)"))
+    e.add_argument(
+        "--reasoning-budget", type=int, default=d.reasoning_budget,
+        help="thinking tokens before the closing tag is forced (-1: no limit, 0: no thinking)",
+    )
+    e.add_argument("--reasoning-budget-message", default=d.reasoning_budget_message,
+                   help="text forced before the closing tag when the reasoning budget is spent")
     h = p.add_argument_group("http")
     h.add_argument("--host", default=d.host)
     h.add_argument("--port", type=int, default=d.port)
@@ -234,6 +240,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         raise UsageError("ggserve: --batch-size must be at least --parallel (one decode token per slot)")
     if args.step_timeout <= 0 or args.shutdown_timeout < 0 or args.max_restarts < 0:
         raise UsageError("ggserve: --step-timeout must be positive, --shutdown-timeout and --max-restarts not negative")
+    if args.reasoning_budget < -1:
+        raise UsageError("ggserve: --reasoning-budget must be -1 (no limit) or a number of tokens")
     if bool(args.ssl_keyfile) != bool(args.ssl_certfile):
         raise UsageError("ggserve: --ssl-keyfile and --ssl-certfile go together")
     # Flags whose dest is a ServeConfig field map one to one; the rest are derived here.

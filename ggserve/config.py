@@ -46,6 +46,8 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     # server-wide sampling defaults (--temp, --top-k, ...): SamplingParams field -> value
     sampling: dict[str, float | int | list[str]] = {}
     n_predict: int = -1  # -n: output limit of a request that sets none (-1: the slot's context)
+    reasoning_budget: int = -1  # --reasoning-budget: thinking tokens before the closing tag is forced
+    reasoning_budget_message: str = ""  # --reasoning-budget-message: text forced before the closing tag
     # http
     host: str = "127.0.0.1"
     port: int = 8080

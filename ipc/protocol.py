@@ -80,6 +80,18 @@ class ArrayRef(_Part):
 DEFAULT_SAMPLER_ORDER = ("penalties", "dry", "top_n_sigma", "top_k", "typ_p", "top_p", "min_p", "xtc", "temperature")
 
 
+class ReasoningBudget(_Part):
+    """End the thinking after ``tokens`` generated inside it by forcing ``forced`` (the closing
+    tag's token ids, after an optional message). The tags are matched on the generated text, not
+    on token ids, since a model (or a grammar) may spell a tag with other tokens."""
+
+    tokens: int  # >= 0: thinking tokens allowed (0: close the thinking as soon as it opens)
+    start: str  # text opening the thinking ("<think>")
+    end: str  # text closing it ("</think>")
+    forced: list[int]  # token ids forced once the budget is spent
+    open: bool = False  # the prompt already opened the thinking (the template wrote ``start``)
+
+
 class SamplingParams(_Part):
     """How the next token is chosen. Defaults are neutral; the frontend applies API defaults.
 
@@ -121,6 +133,7 @@ class SamplingParams(_Part):
     # The sampled token's TokenLogprob holds probabilities after the chain (llama-server's
     # post_sampling_probs: the distribution the token was drawn from), not raw log-probabilities.
     post_sampling_probs: bool = False
+    reasoning_budget: ReasoningBudget | None = None
 
 
 class TokenLogprob(_Part):

@@ -58,6 +58,7 @@ def test_forced_call_streamed(sdk, choice):
     arguments = "".join(d.function.arguments or "" for d in deltas)
     check_call(first.function.name, arguments, None if choice == "required" else "get_weather")
     assert all(d.id is None for d in deltas[1:])
+    assert len(deltas) > 2  # the arguments came in pieces as the model wrote them
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
 
 
@@ -138,3 +139,44 @@ def test_reasoning_format_none_keeps_the_tags(sdk):
     out = sdk.chat.completions.create(model="any", messages=MESSAGES, max_tokens=60, temperature=0,
                                       extra_body={"grammar": THINK, "reasoning_format": "none"})
     assert out.choices[0].message.content.startswith("<think>")
+
+
+FREE_THINK = 'root ::= "<think>" [a-z ]+ "</think>" [a-z ]{1,12}'
+
+
+def n_tokens(server, text: str) -> int:
+    r = httpx.post(f"{server.base_url}/tokenize", json={"content": text, "add_special": False})
+    return len(r.json()["tokens"])
+
+
+@pytest.mark.parametrize("field", ["thinking_budget_tokens", "reasoning_budget_tokens"])
+def test_thinking_budget_forces_the_closing_tag(server, sdk, field):
+    """Greedy, so the budgeted thinking is the start of the free one, cut after ~3 tokens (the
+    text is counted again by tokenizing it, which may spell it with other tokens)."""
+    free = sdk.chat.completions.create(model="any", messages=MESSAGES, max_tokens=80, temperature=0,
+                                       extra_body={"grammar": FREE_THINK}).choices[0].message
+    assert n_tokens(server, free.reasoning_content) > 4, free.reasoning_content
+    extra = {"grammar": FREE_THINK, field: 3}
+    cut = sdk.chat.completions.create(model="any", messages=MESSAGES, max_tokens=80, temperature=0,
+                                      extra_body=extra).choices[0].message
+    assert free.reasoning_content.startswith(cut.reasoning_content)
+    assert 2 <= n_tokens(server, cut.reasoning_content) <= 4 and cut.content.strip()
+    assert len(cut.reasoning_content) < len(free.reasoning_content)
+    chunks = list(sdk.chat.completions.create(model="any", messages=MESSAGES, max_tokens=80, temperature=0,
+                                              extra_body=extra, stream=True))
+    reasoning = "".join(getattr(c.choices[0].delta, "reasoning_content", None) or "" for c in chunks if c.choices)
+    assert reasoning == cut.reasoning_content
+
+
+def test_thinking_budget_zero_and_message(server, sdk):
+    extra = {"grammar": 'root ::= "<think>" [a-z .()]+ "</think>" [a-z ]{1,12}', "thinking_budget_tokens": 0,
+             "reasoning_budget_message": "(no time)"}
+    message = sdk.chat.completions.create(model="any", messages=MESSAGES, max_tokens=40, temperature=0,
+                                          extra_body=extra).choices[0].message
+    assert message.reasoning_content == "(no time)" and message.content.strip()
+
+
+def test_thinking_budget_below_minus_one_is_400(server):
+    r = httpx.post(f"{server.base_url}/v1/chat/completions",
+                   json={"messages": MESSAGES, "max_tokens": 4, "thinking_budget_tokens": -2})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "thinking_budget_tokens", r.text

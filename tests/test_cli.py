@@ -24,6 +24,7 @@ def test_llama_server_flags_map_onto_the_config(tmp_path) -> None:
         "-ctk", "q8_0", "--gpus", "0,1", "--executors", "2", "--no-prefix-cache",
         "--api-key", "a,b", "--api-key", "c", "--api-key-file", str(keys),
         "--sse-ping-interval", "2.5", "--no-repack", "-a", "my-model",
+        "--reasoning-format", "none", "--reasoning-budget", "64", "--reasoning-budget-message", "Enough.",
     ))  # fmt: skip
     assert (cfg.n_parallel, cfg.ctx_size, cfg.batch_size, cfg.threads) == (3, 3072, 256, 2)
     assert (cfg.n_gpu_layers, cfg.flash_attn, cfg.cache_type_k) == (0, "off", "q8_0")
@@ -33,6 +34,7 @@ def test_llama_server_flags_map_onto_the_config(tmp_path) -> None:
     assert cfg.sse_ping_interval == 2.5
     assert cfg.model_alias == "my-model"
     assert cfg.ctx_per_request == 0  # a request may hold the whole -c
+    assert (cfg.reasoning_format, cfg.reasoning_budget, cfg.reasoning_budget_message) == ("none", 64, "Enough.")
     assert cfg.model.endswith(".gguf")  # the embedded default, assembled once
 
 
@@ -44,6 +46,7 @@ def test_llama_server_flags_map_onto_the_config(tmp_path) -> None:
         ("-np", "64", "-c", "512"),
         ("--ssl-keyfile", "key.pem"),
         ("-m", "/nonexistent/model.gguf"),
+        ("--reasoning-budget", "-2"),
     ],
 )
 def test_bad_flag_combinations_exit_with_a_message(argv: tuple[str, ...], capsys) -> None:

@@ -45,6 +45,7 @@ SAMPLING = p.SamplingParams(
     adaptive_decay=0.5,
     samplers=["top_k", "temperature"],
     post_sampling_probs=True,
+    reasoning_budget=p.ReasoningBudget(tokens=64, start="<think>", end="</think>", forced=[2, 3], open=True),
 )
 LOGPROB = p.TokenLogprob(token_id=42, logprob=-0.125, top=[(42, -0.125), (9, -2.5)])
 STATS = p.RequestStats(

@@ -8,8 +8,11 @@ import json
 import pytest
 
 from executor.sampling import Grammar, SeqSampler, SequenceFailed, _grammar_cache
+from frontend.structured import gbnf
 from frontend.structured.grammar import GrammarChecker, GrammarError
-from frontend.structured.json_schema import SchemaError, schema_to_gbnf
+from frontend.structured.json_schema import SchemaError, schema_rule, schema_to_gbnf
+from frontend.structured.tool_formats.harmony import HarmonyFormat, final_message
+from frontend.structured.tool_formats.qwen_xml import QwenXmlFormat
 from frontend.tokenizer import Tokenizer
 from ggserve.model import default_model_path
 from ipc.protocol import SamplingParams
@@ -170,3 +173,58 @@ def test_sampler_resamples_rejected_tokens_and_fails_on_a_dead_end(tokenizer):
             assert tokenizer.piece(token).decode().isdigit()
     finally:
         sampled.free()
+
+
+@pytest.mark.parametrize("marker, good, bad", [
+    ("<tool_call>", ["", "a < b", "<tool_cal", "<<tool_cal", "x <tool_calx <", "tool_call>"],
+     ["<tool_call>", "<<tool_call>", "a<tool_call>b"]),
+    ("aab", ["", "a", "aa", "aaa", "abab", "ba"], ["aab", "aaab", "xaabx"]),
+    ("<|end|>", ["<|en", "<|<|end", "||end|>"], ["<|<|end|>", "hi<|end|>"]),
+])
+def test_text_without_a_marker(tokenizer, marker, good, bad):
+    rules = gbnf.Rules()
+    rules.reserve("root")
+    rules.define("root", gbnf.text_without(rules, marker))
+    grammar = rules.text()
+    assert all(accepts(tokenizer, grammar, t) for t in good), grammar
+    assert not any(accepts(tokenizer, grammar, t) for t in bad), grammar
+
+
+def test_harmony_tool_grammar(tokenizer):
+    rules = gbnf.Rules()
+    rules.reserve("root")
+    args = schema_rule(rules, {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+                       "f-args")
+    rules.define("root", HarmonyFormat().section_grammar(rules, {"get_weather": args}, parallel=True))
+    grammar = rules.text()
+    call = '<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"city": "Oslo"}'
+    assert accepts(tokenizer, grammar, call)
+    assert accepts(tokenizer, grammar, "<|channel|>analysis<|message|>hm, weather<|end|><|start|>assistant" + call)
+    assert not accepts(tokenizer, grammar, call.replace("get_weather", "other"))
+    assert not accepts(tokenizer, grammar, call.replace('"Oslo"', "5"))
+
+
+def test_qwen_xml_tool_grammar(tokenizer):
+    params = {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]},
+                                               "days": {"type": "integer", "minimum": 1}}, "required": ["city"]}
+    functions = [{"name": "get_weather", "parameters": params}]
+    rules = gbnf.Rules()
+    rules.reserve("root")
+    rules.define("root", QwenXmlFormat(functions).section_grammar(rules, {"get_weather": "unused"}, parallel=False))
+    grammar = rules.text()
+    call = "<tool_call>\n<function=get_weather>\n<parameter=city>\nNew York\n</parameter>\n{}</function>\n</tool_call>"
+    assert accepts(tokenizer, grammar, call.format(""))
+    optional = "<parameter=unit>\nc\n</parameter>\n<parameter=days>\n3\n</parameter>\n"
+    assert accepts(tokenizer, grammar, call.format(optional))
+    assert not accepts(tokenizer, grammar, call.format("<parameter=days>\n0\n</parameter>\n"))
+    assert not accepts(tokenizer, grammar, call.format("<parameter=unit>\nk\n</parameter>\n"))
+    assert not accepts(tokenizer, grammar, call.replace("<parameter=city>\nNew York\n</parameter>\n", ""))
+
+
+def test_harmony_final_message_frame(tokenizer):
+    grammar = schema_to_gbnf({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
+                             final_message)
+    assert accepts(tokenizer, grammar, '<|channel|>final<|message|>{"a": 1}')
+    assert accepts(tokenizer, grammar, '<|channel|>analysis<|message|>hm<|end|><|start|>assistant'
+                                       '<|channel|>final<|message|>{"a": 1}')
+    assert not accepts(tokenizer, grammar, '{"a": 1}')

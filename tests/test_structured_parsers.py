@@ -6,13 +6,14 @@ import json
 
 import pytest
 
-from frontend.structured.output import OutputDelta, OutputParser
+from frontend.structured.output import OutputDelta, OutputParser, merge_calls
 from frontend.structured.reasoning import reasoning_for
 from frontend.structured.tool_formats import GENERIC, detect_native_format
 from frontend.structured.tool_formats.deepseek import DeepSeekFormat
 from frontend.structured.tool_formats.hermes import HermesFormat
 from frontend.structured.tool_formats.llama3 import Llama3Format
 from frontend.structured.tool_formats.mistral import MistralFormat
+from frontend.structured.tool_formats.qwen_xml import QwenXmlFormat
 
 
 def run(parser: OutputParser, text: str, step: int | None = None) -> OutputDelta:
@@ -23,6 +24,7 @@ def run(parser: OutputParser, text: str, step: int | None = None) -> OutputDelta
         total.content += out.content
         total.reasoning += out.reasoning
         total.calls += out.calls
+    total.calls = merge_calls(total.calls)  # as a reply that is not streamed reads them
     return total
 
 
@@ -32,6 +34,11 @@ def calls_of(out: OutputDelta) -> list[tuple[str, dict]]:
     return [(c.name, json.loads(c.arguments)) for c in out.calls]
 
 
+XML_FUNCTIONS = [
+    {"name": "get_weather", "parameters": {"type": "object", "properties": {
+        "city": {"type": "string"}, "days": {"type": "integer"}, "opts": {"type": "object"}}}},
+    {"name": "add", "parameters": {"type": "object", "properties": {"a": {"type": "string"}}}},  # "007" stays text
+]
 CASES = [
     (HermesFormat(), 'Let me check.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
                      '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>',
@@ -48,6 +55,12 @@ CASES = [
                        '{"city": "Paris"}\n```<｜tool▁call▁end｜>\n<｜tool▁call▁begin｜>function<｜tool▁sep｜>add\n'
                        '```json\n{"a": 1}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>', "",
      [("get_weather", {"city": "Paris"}), ("add", {"a": 1})]),
+    (QwenXmlFormat(XML_FUNCTIONS),
+     "I'll check.\n<tool_call>\n<function=get_weather>\n<parameter=city>\nNew York\n</parameter>\n"
+     '<parameter=days>\n3\n</parameter>\n<parameter=opts>\n{"metric": true}\n</parameter>\n</function>\n'
+     "</tool_call>\n<tool_call>\n<function=add>\n<parameter=a>\n007\n</parameter>\n</function>\n</tool_call>",
+     "I'll check.",
+     [("get_weather", {"city": "New York", "days": 3, "opts": {"metric": True}}), ("add", {"a": "007"})]),
     (DeepSeekFormat(fenced=False), '<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{"city": "Rome"}'
                                    "<｜tool▁call▁end｜><｜tool▁calls▁end｜>", "", [("get_weather", {"city": "Rome"})]),
 ]
@@ -116,6 +129,8 @@ def test_partial_marker_at_the_end_is_released():
     ("{% if tools %}[AVAILABLE_TOOLS]{% endif %}[TOOL_CALLS]", "mistral"),
     ("{% if tools %}{% endif %}<｜tool▁calls▁begin｜>", "deepseek"),
     ("{% if tools %}<|python_tag|>{% endif %}", "llama3"),
+    ("{% if tools %}<tool_call>\n<function={{ name }}>\n<parameter={{ k }}>{% endif %}", "qwen-xml"),
+    ("{% if tools %}<|channel|>commentary{% endif %}", "harmony"),
 ])
 def test_template_detection(template, name):
     assert detect_native_format(template).name == name
@@ -123,3 +138,25 @@ def test_template_detection(template, name):
 
 def test_templates_without_tools_use_the_generic_format():
     assert detect_native_format("{{ messages }}") is None
+
+
+def pieces_of(parser, text: str) -> list:
+    """The call pieces a stream sends, feeding ``text`` one character at a time."""
+    pieces = [c for ch in text for c in parser.push(ch).calls]
+    return pieces + parser.finish().calls
+
+
+def test_arguments_stream_as_they_are_written():
+    args = '{"city": "Paris \\"Centre\\"", "days": [1, {"x": "}"}]}'
+    text = f'Sure.<tool_call>\n{{"name": "get_weather", "arguments": {args}}}\n</tool_call>'
+    pieces = pieces_of(OutputParser(None, HermesFormat(), stream_args=True), text)
+    head, rest = pieces[0], pieces[1:]
+    assert (head.index, head.name, head.arguments) == (0, "get_weather", "") and head.id.startswith("call_")
+    assert len(rest) == len(args) and all(p.id is None and p.name is None and p.index == 0 for p in rest)
+    assert "".join(p.arguments for p in rest) == args  # braces inside strings do not end it early
+
+
+def test_calls_not_written_name_first_come_whole():
+    text = '<tool_call>{"arguments": {"a": 1}, "name": "f"}</tool_call>'
+    pieces = pieces_of(OutputParser(None, HermesFormat(), stream_args=True), text)
+    assert [(p.name, p.arguments) for p in pieces] == [("f", ""), (None, '{"a": 1}')]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import msgspec
+
 from frontend import sse
 from frontend.chat_template import ChatTemplateError
 from frontend.continuation import continues_final_message
@@ -41,9 +43,14 @@ from frontend.schemas import (
 from frontend.state import Frontend
 from frontend.timings import progress_json
 from frontend.structured.constraints import check_grammar, output_grammar
-from frontend.structured.output import OutputDelta, OutputParser
-from frontend.structured.reasoning import Reasoning, reasoning_for
+from frontend.structured.harmony import HarmonyParser
+from frontend.structured.output import OutputDelta, OutputParser, merge_calls
+from frontend.structured.reasoning import budget_for, check_budget, is_harmony, reasoning_for
+from frontend.structured.tool_formats import harmony
 from frontend.structured.tools import ToolPlan, plan_tools
+from ipc.protocol import ReasoningBudget
+
+ReplyParser = OutputParser | HarmonyParser
 
 
 @dataclass(slots=True)
@@ -101,7 +108,7 @@ class _ChatChunks:
     """Stream events of one chat completion."""
 
     def __init__(self, id: str, created: int, model: str, n_choices: int, gen: Generation, logprobs: bool,
-                 include_usage: bool, parsers: list[OutputParser], timings_per_token: bool) -> None:
+                 include_usage: bool, parsers: list[ReplyParser], timings_per_token: bool) -> None:
         self._id, self._created, self._model = id, created, model
         self._timings_per_token = timings_per_token
         self._n_choices = n_choices
@@ -136,11 +143,13 @@ class _ChatChunks:
             events.append(self._chunk([ChatChunkChoice(delta.index, ChatDelta(reasoning_content=out.reasoning))]))
         if out.content or logprobs is not None:
             events.append(self._chunk([ChatChunkChoice(delta.index, ChatDelta(content=out.content), logprobs)]))
-        for call in out.calls:
-            head = ToolCallDelta(call.index, ToolCallFunctionDelta(name=call.name, arguments=""), call.id, "function")
-            args = ToolCallDelta(call.index, ToolCallFunctionDelta(arguments=call.arguments))
-            events.append(self._chunk([ChatChunkChoice(delta.index, ChatDelta(tool_calls=[head]))]))
-            events.append(self._chunk([ChatChunkChoice(delta.index, ChatDelta(tool_calls=[args]))]))
+        for call in out.calls:  # OpenAI's shape: the first delta of a call has its id and name
+            if call.id is not None:
+                piece = ToolCallDelta(call.index, ToolCallFunctionDelta(name=call.name, arguments=call.arguments),
+                                      call.id, "function")
+            else:
+                piece = ToolCallDelta(call.index, ToolCallFunctionDelta(arguments=call.arguments))
+            events.append(self._chunk([ChatChunkChoice(delta.index, ChatDelta(tool_calls=[piece]))]))
         if delta.finish_reason is not None:
             reason = _finish_reason(delta.finish_reason, parser)
             events.append(self._chunk([ChatChunkChoice(delta.index, ChatDelta(), finish_reason=reason)], timings=True))
@@ -154,16 +163,44 @@ class _ChatChunks:
                                               usage=self._gen.usage(), timings=self._gen.timings()))]
 
 
-def _finish_reason(reason: str, parser: OutputParser) -> str:
+def _finish_reason(reason: str, parser: ReplyParser) -> str:
     return "tool_calls" if parser.n_calls and reason == "stop" else reason
 
 
-def _reasoning(fe: Frontend, body: ChatCompletionRequest, prompt: str) -> Reasoning | None:
-    return reasoning_for(body.reasoning_format or fe.cfg.reasoning_format, prompt)
+def _reply(fe: Frontend, body: ChatCompletionRequest, plan: _ChatPlan) -> tuple[list[ReplyParser], list[str]]:
+    """A parser per choice for the reply's reasoning and calls, and the control tokens they read
+    (rendered as text)."""
+    fmt = body.reasoning_format or fe.cfg.reasoning_format
+    template = fe.template.source
+    reasoning = reasoning_for(fmt, plan.prompt, template)
+    if is_harmony(template):
+        calls, starts_open = plan.tools.format is not None, reasoning is not None and reasoning.starts_open
+        parsers: list[ReplyParser] = [HarmonyParser(reasoning is not None, calls, starts_open, body.stream)
+                                      for _ in range(body.n)]
+        return parsers, list(harmony.MARKERS)
+    tools = plan.tools.format
+    markers = [*(tools.starts if tools else ()), *([tools.end] if tools and tools.end else []),
+               *([reasoning.start, reasoning.end] if reasoning else [])]
+    return [OutputParser(reasoning, tools, body.stream) for _ in range(body.n)], markers
+
+
+def _budget(fe: Frontend, body: ChatCompletionRequest, plan: _ChatPlan) -> ReasoningBudget | None:
+    """``--reasoning-budget`` unless the request sets its own (llama-server reads either name)."""
+    if body.reasoning_budget_tokens is not None:
+        tokens = check_budget(body.reasoning_budget_tokens, "reasoning_budget_tokens")
+    elif body.thinking_budget_tokens is not None:
+        tokens = check_budget(body.thinking_budget_tokens, "thinking_budget_tokens")
+    else:
+        tokens = fe.cfg.reasoning_budget
+    message = body.reasoning_budget_message
+    if message is None:
+        message = fe.cfg.reasoning_budget_message
+    return budget_for(tokens, message, fe.template.source, plan.prompt, fe.tokenizer)
 
 
 def _grammar(fe: Frontend, body: ChatCompletionRequest, plan: _ChatPlan) -> str | None:
-    grammar = output_grammar(fe.grammars, body)
+    frame = harmony.final_message if is_harmony(fe.template.source) else None
+    grammar = output_grammar(fe.grammars, body, frame)
     if plan.tools.grammar is None:
         return grammar
     if grammar is not None:
@@ -179,17 +216,15 @@ async def chat_completions(fe: Frontend, req: Request) -> Response | StreamRespo
     prompt = await fe.prepare(len(req.body), lambda: fe.tokenizer.tokenize(plan.prompt, add_special=True,
                                                                           parse_special=True))
     grammar = await fe.prepare(len(req.body), lambda: _grammar(fe, body, plan))
-    reasoning = _reasoning(fe, body, plan.prompt)
-    markers = [*(plan.tools.format.starts if plan.tools.format else ()),
-               *([plan.tools.format.end] if plan.tools.format and plan.tools.format.end else []),
-               *([reasoning.start, reasoning.end] if reasoning else [])]
-    parsers = [OutputParser(reasoning, plan.tools.format) for _ in range(body.n)]
+    parsers, markers = _reply(fe, body, plan)
     limit = token_limit(body, fe.cfg, body.max_completion_tokens)
     check_context(len(prompt), limit, info.n_ctx_slot)
     check_slot(body, info)
     logprobs = _engine_logprobs(body)
-    sampling = sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids,
-                               info.n_ctx_slot, grammar)
+    sampling = msgspec.structs.replace(
+        sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids, info.n_ctx_slot, grammar),
+        reasoning_budget=_budget(fe, body, plan),
+    )
     requests = engine_requests(req.id, [prompt], body.n, body, sampling, limit, logprobs)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
@@ -207,7 +242,8 @@ async def chat_completions(fe: Frontend, req: Request) -> Response | StreamRespo
         first, rest = parser.push(r.text), parser.finish()
         content = (first.content + rest.content).strip() if parser.n_calls else first.content + rest.content
         reasoning_text = first.reasoning + rest.reasoning
-        calls = [ResponseToolCall(c.id, ToolCallFunction(c.name, c.arguments)) for c in first.calls + rest.calls]
+        calls = [ResponseToolCall(c.id, ToolCallFunction(c.name, c.arguments))
+                 for c in merge_calls(first.calls + rest.calls)]
         message = AssistantMessage(content=content or (None if calls else ""),
                                    reasoning_content=reasoning_text or None, tool_calls=calls or None)
         choices.append(ChatChoice(index=r.index, message=message,

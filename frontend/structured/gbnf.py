@@ -96,3 +96,34 @@ class Rules:
     def text(self) -> str:
         ordered = sorted(self._rules.items(), key=lambda kv: (kv[0] != "root", kv[0]))
         return "\n".join(f"{name} ::= {body}" for name, body in ordered)
+
+
+def text_without(rules: Rules, marker: str, name: str = "free-text") -> str:
+    """A rule for any text in which ``marker`` does not occur; the text may end with a proper
+    prefix of it (the marker may follow: after free text a call may open).
+
+    The rules are the states of the automaton that tracks how much of the marker the text ends
+    with (Knuth-Morris-Pratt): a character moves state ``i`` to the state it leads to, and the
+    state that would complete the marker does not exist. Simpler "no first character, or the
+    first and no second..." rules miss overlaps such as ``<<tool_call>``.
+    """
+    states = [rules.reserve(f"{name}-{i}") for i in range(len(marker))]
+    alphabet = sorted(set(marker))
+    for i, state in enumerate(states):
+        alts, leaves_zero = [], []
+        for c in alphabet:
+            j = _marker_state(marker, i, c)
+            if j == 0:
+                continue
+            leaves_zero.append((ord(c), ord(c)))
+            if j < len(marker):
+                alts.append(f"{literal(c)} {states[j]}")
+        alts.append(f"{char_set(leaves_zero, negated=True)} {states[0]}")
+        rules.define(state, f"({' | '.join(alts)})?")
+    return states[0]
+
+
+def _marker_state(marker: str, i: int, c: str) -> int:
+    """How much of ``marker`` text ends with, after ``marker[:i]`` and then ``c``."""
+    text = marker[:i] + c
+    return next((k for k in range(min(len(text), len(marker)), 0, -1) if text.endswith(marker[:k])), 0)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 from frontend.structured import gbnf
@@ -65,11 +66,13 @@ class SchemaError(ValueError):
     """The schema is malformed or uses what the grammar cannot guarantee."""
 
 
-def schema_to_gbnf(schema: Any) -> str:
-    """The GBNF grammar (root rule ``root``) of JSON documents valid against ``schema``."""
+def schema_to_gbnf(schema: Any, frame: Callable[[gbnf.Rules, str], str] | None = None) -> str:
+    """The GBNF grammar (root rule ``root``) of JSON documents valid against ``schema``; ``frame``
+    (rules, value expression) -> root expression places the document in a larger output."""
     rules = gbnf.Rules()
     rules.reserve("root")
-    rules.define("root", schema_rule(rules, schema, "root"))
+    value = schema_rule(rules, schema, "root")
+    rules.define("root", frame(rules, value) if frame is not None else value)
     return rules.text()
 
 
@@ -81,6 +84,11 @@ def schema_rule(rules: gbnf.Rules, schema: Any, hint: str) -> str:
     if not isinstance(schema, dict):
         raise SchemaError("the JSON schema must be an object")
     return _Converter(schema, rules).visit(schema, "#", hint)
+
+
+def subschema_rule(rules: gbnf.Rules, root: dict[str, Any], schema: Any, hint: str) -> str:
+    """``schema_rule`` for a part of ``root`` (its ``$ref``s resolve against ``root``)."""
+    return _Converter(root, rules).visit(schema, "#", hint)
 
 
 class _Converter:

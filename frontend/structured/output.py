@@ -5,6 +5,12 @@ and of the tool-call format (``<tool_call>``...); text that might be the start o
 held back until the next text decides. A call section is buffered until it closes, then read
 with the format's parser: a malformed call comes back as plain content, never as an error
 (llama-server answers 500 there). Each call gets an id (``call_`` + 24 hex digits).
+
+In a stream, where a format can tell a call's name before its arguments (``args_start``), the
+arguments go out as the model writes them, as OpenAI streams them: the call's first piece
+carries its id and name, later pieces more of the arguments' JSON text (the model's own
+spelling; a whole call is re-encoded). The tool grammar makes such a call valid; only an output
+cut by max_tokens leaves its arguments unfinished, as with OpenAI.
 """
 
 from __future__ import annotations
@@ -18,9 +24,12 @@ from frontend.structured.tool_formats import ParsedCall, ToolFormat
 
 @dataclass(slots=True)
 class CallOut:
+    """A tool call or a piece of one: the first piece of each call has its id and name, later
+    pieces (same index) only more arguments text."""
+
     index: int
-    id: str
-    name: str
+    id: str | None
+    name: str | None
     arguments: str
 
 
@@ -38,18 +47,84 @@ def new_call_id() -> str:
     return "call_" + uuid.uuid4().hex[:24]
 
 
+def merge_calls(pieces: list[CallOut]) -> list[CallOut]:
+    """Whole calls from their pieces (for a reply that is not streamed)."""
+    calls: dict[int, CallOut] = {}
+    for piece in pieces:
+        if piece.index in calls:
+            calls[piece.index].arguments += piece.arguments
+        else:
+            assert piece.id is not None and piece.name is not None, "a call's first piece names it"
+            calls[piece.index] = CallOut(piece.index, piece.id, piece.name, piece.arguments)
+    return list(calls.values())
+
+
+def whole_call(index: int, name: str, arguments: str, out: OutputDelta) -> None:
+    """A call read at once: its head, then its arguments (as a stream sends them)."""
+    out.calls.append(CallOut(index, new_call_id(), name, ""))
+    out.calls.append(CallOut(index, None, None, arguments))
+
+
+class ArgsStream:
+    """The arguments of one call, sent as they arrive: the text of one JSON object, which ends
+    where its braces balance (whatever follows, such as the format's closing marker, is not
+    part of it)."""
+
+    def __init__(self, index: int, name: str, out: OutputDelta) -> None:
+        self.index = index
+        self.done = False
+        self._depth = 0
+        self._in_string = False
+        self._escape = False
+        out.calls.append(CallOut(index, new_call_id(), name, ""))
+
+    def feed(self, text: str, out: OutputDelta) -> None:
+        if self.done:
+            return
+        end = self._value_end(text)
+        piece = text if end is None else text[:end]
+        if piece:
+            out.calls.append(CallOut(self.index, None, None, piece))
+
+    def _value_end(self, text: str) -> int | None:
+        """Where the object ends in ``text`` (just past its closing brace), or None."""
+        for i, ch in enumerate(text):
+            if self._in_string:
+                if self._escape:
+                    self._escape = False
+                elif ch == "\\":
+                    self._escape = True
+                elif ch == '"':
+                    self._in_string = False
+            elif ch == '"':
+                self._in_string = True
+            elif ch in "{[":
+                self._depth += 1
+            elif ch in "}]":
+                self._depth -= 1
+                if self._depth == 0:
+                    self.done = True
+                    return i + 1
+        return None
+
+
 class OutputParser:
     _CONTENT, _REASONING, _CALL = range(3)
 
-    def __init__(self, reasoning: Reasoning | None, tools: ToolFormat | None) -> None:
+    def __init__(self, reasoning: Reasoning | None, tools: ToolFormat | None, stream_args: bool = False) -> None:
+        """``stream_args``: send a call's arguments as they arrive (for a stream; a reply read
+        whole reads each call whole, so malformed arguments can still come back as content)."""
         self._reasoning = reasoning
         self._tools = tools
+        self._stream = stream_args
         self._state = self._REASONING if reasoning is not None and reasoning.starts_open else self._CONTENT
         self._buf = ""
         self._section = ""  # the open call section (from its marker)
         self._seen_content = False  # non-whitespace answer text was emitted
         self._n_calls = 0
         self._after_reasoning = False  # drop the blank lines between the thinking and the answer
+        self._args: ArgsStream | None = None  # the open section's call, when its arguments stream
+        self._args_from = 0  # section text up to here went to ``_args``
 
     @property
     def n_calls(self) -> int:
@@ -79,9 +154,9 @@ class OutputParser:
         while self._buf:
             if self._state == self._CONTENT:
                 markers = self._content_markers()
-                pos, marker = _first(self._buf, markers)
+                pos, marker = first_marker(self._buf, markers)
                 if marker is None:
-                    keep = 0 if final else _partial_suffix(self._buf, markers)
+                    keep = 0 if final else partial_suffix(self._buf, markers)
                     if self._tools is not None and self._tools.at_output_start_only and not self._seen_content \
                             and not final and not self._buf.strip():
                         keep = len(self._buf)  # only whitespace so far: the reply may still open a call
@@ -102,7 +177,7 @@ class OutputParser:
                 end = self._reasoning.end
                 pos = self._buf.find(end)
                 if pos < 0:
-                    keep = 0 if final else _partial_suffix(self._buf, [end])
+                    keep = 0 if final else partial_suffix(self._buf, [end])
                     self._emit_reasoning(self._buf[: len(self._buf) - keep], out)
                     self._buf = self._buf[len(self._buf) - keep :]
                     return
@@ -119,6 +194,7 @@ class OutputParser:
                 self._buf = ""
                 pos = self._section.find(end) if end else -1
                 if pos < 0:
+                    self._stream_args(self._section, out)
                     return
                 section = self._section[:pos]
                 self._buf = self._section[pos + len(end or "") :]
@@ -134,8 +210,25 @@ class OutputParser:
             markers.extend(self._tools.starts)
         return markers
 
+    def _stream_args(self, section: str, out: OutputDelta) -> None:
+        """Send what is new of the open call's arguments (once its name is known)."""
+        assert self._tools is not None
+        if self._args is None:
+            start = self._tools.args_start(section) if self._stream else None
+            if start is None:
+                return
+            name, self._args_from = start
+            self._args = ArgsStream(self._n_calls, name, out)
+            self._n_calls += 1
+        self._args.feed(section[self._args_from :], out)
+        self._args_from = len(section)
+
     def _close_section(self, section: str, out: OutputDelta) -> None:
         assert self._tools is not None
+        if self._args is not None:  # already announced: send the rest of its arguments
+            self._stream_args(section, out)
+            self._args = None
+            return
         try:
             calls: list[ParsedCall] = self._tools.parse(section)
         except (ValueError, TypeError, KeyError):
@@ -143,7 +236,7 @@ class OutputParser:
             self._emit_content(opener + section + (self._tools.end or ""), out)
             return
         for call in calls:
-            out.calls.append(CallOut(self._n_calls, new_call_id(), call.name, call.arguments))
+            whole_call(self._n_calls, call.name, call.arguments, out)
             self._n_calls += 1
 
     def _emit_content(self, text: str, out: OutputDelta) -> None:
@@ -161,7 +254,7 @@ class OutputParser:
                 out.content += text
 
 
-def _first(text: str, markers: list[str]) -> tuple[int, str | None]:
+def first_marker(text: str, markers: list[str]) -> tuple[int, str | None]:
     best, found = len(text) + 1, None
     for m in markers:
         pos = text.find(m)
@@ -170,7 +263,7 @@ def _first(text: str, markers: list[str]) -> tuple[int, str | None]:
     return best, found
 
 
-def _partial_suffix(text: str, markers: list[str]) -> int:
+def partial_suffix(text: str, markers: list[str]) -> int:
     """Length of the longest end of ``text`` that begins some marker (to hold back)."""
     longest = 0
     for m in markers:

@@ -22,6 +22,7 @@ from frontend.schemas import ChatCompletionRequest, ChatMessage, NamedToolChoice
 from frontend.structured import gbnf
 from frontend.structured.json_schema import SchemaError, schema_rule
 from frontend.structured.tool_formats import GENERIC, ToolFormat, detect_native_format
+from frontend.structured.tool_formats.harmony import HarmonyFormat
 
 GENERIC_PROMPT = (
     "You can call these functions:\n<tools>\n{tools}\n</tools>\n"
@@ -47,11 +48,15 @@ def plan_tools(body: ChatCompletionRequest, template_source: str) -> ToolPlan:
     if named is not None and named not in {t["function"]["name"] for t in tools}:
         raise invalid(f"tool_choice names the function {named!r}, which is not among the tools", param="tool_choice")
     native = detect_native_format(template_source)
+    if native is not None:
+        native = native.bind([t["function"] for t in tools])
     fmt = native or GENERIC
     history = [_message(m, i) for i, m in enumerate(body.messages)]
     _check_tool_results(history)
     if native is None:
         history = _generic_history(history)
+    elif isinstance(native, HarmonyFormat):  # gpt-oss's template reads past reasoning as "thinking"
+        history = [m | {"thinking": m["reasoning_content"]} if "reasoning_content" in m else m for m in history]
     if choice == "none" or not tools:
         return ToolPlan(history, tools or None if native else None, None, None)
     if native is None:
@@ -162,21 +167,8 @@ def _grammar(fmt: ToolFormat, functions: list[dict[str, Any]], forced: bool, par
     if forced:
         rules.define("root", section)
     elif fmt.at_output_start_only:
-        rules.define("root", f"{section} | {_free_text(rules, '{')}")
+        rules.define("root", f"{section} | {gbnf.text_without(rules, '{')}")
     else:
-        rules.define("root", f"{_free_text(rules, fmt.starts[0])} ({section})?")
+        rules.define("root", f"{gbnf.text_without(rules, fmt.starts[0])} ({section})?")
     return rules.text()
 
-
-def _free_text(rules: gbnf.Rules, marker: str) -> str:
-    """Any text in which ``marker`` does not occur (before it may open a call)."""
-
-    def not_from(i: int) -> str:
-        c = marker[i]
-        rest = f" | {gbnf.literal(c)} ({not_from(i + 1)})" if i + 1 < len(marker) else ""
-        return f"{gbnf.char_set([(ord(c), ord(c))], negated=True)}{rest}"
-
-    prefix = ""
-    for c in reversed(marker[:-1]):  # the text may end inside a would-be marker
-        prefix = f"{gbnf.literal(c)} ({prefix})?" if prefix else gbnf.literal(c)
-    return rules.add("free-text", f"({not_from(0)})* ({prefix})?")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from frontend.structured.tool_formats.base import ParsedCall, ToolFormat
 from frontend.structured.tool_formats.deepseek import CALLS_BEGIN, DeepSeekFormat
+from frontend.structured.tool_formats.harmony import HarmonyFormat
 from frontend.structured.tool_formats.hermes import HermesFormat
 from frontend.structured.tool_formats.llama3 import Llama3Format
 from frontend.structured.tool_formats.mistral import MistralFormat
+from frontend.structured.tool_formats.qwen_xml import QwenXmlFormat
 
 __all__ = ["ParsedCall", "ToolFormat", "GENERIC", "detect_native_format"]
 
@@ -19,6 +21,10 @@ def detect_native_format(template: str) -> ToolFormat | None:
     """The tool-call format a template renders, or None when it has no (known) tool support."""
     if "tools" not in template and "tool_calls" not in template:
         return None
+    if "<|channel|>" in template:  # gpt-oss: checked first, its template mentions other syntaxes
+        return HarmonyFormat()
+    if "<tool_call>" in template and "<function=" in template and "<parameter=" in template:
+        return QwenXmlFormat()
     if "<tool_call>" in template:
         return HermesFormat()
     if "[TOOL_CALLS]" in template:

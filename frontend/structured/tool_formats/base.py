@@ -30,6 +30,16 @@ class ToolFormat:
         """The calls of one section (the text between the markers); ValueError when malformed."""
         raise NotImplementedError
 
+    def bind(self, functions: list[dict[str, Any]]) -> ToolFormat:
+        """The format for a request with these functions (the formats that need their schemas
+        to read calls return a new instance)."""
+        return self
+
+    def args_start(self, section: str) -> tuple[str, int] | None:
+        """For a section of one call whose name comes first: the name and where the arguments
+        object begins, once the text so far shows them (so the arguments can stream)."""
+        return None
+
     def section_grammar(self, rules: gbnf.Rules, calls: dict[str, str], parallel: bool) -> str:
         """GBNF expression of one call section, opener and closer included. ``calls`` maps each
         function name to the expression of its arguments object."""

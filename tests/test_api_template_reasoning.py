@@ -1,0 +1,131 @@
+"""A chat template given with --chat-template-file, end to end on the default model: request
+fields reach the template (``reasoning_effort``, ``chat_template_kwargs``, past reasoning as
+gpt-oss's ``thinking``), and a Harmony-style template (it speaks in ``<|channel|>``s) makes the
+server read replies as gpt-oss writes them: analysis to reasoning_content, calls addressed to
+functions, the reasoning budget closing the analysis channel.
+
+The Gemma base model knows nothing of channels: grammars make it write them (a tool grammar
+makes it call), so only what a grammar forces is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import jsonschema
+import openai
+import pytest
+from conftest import start_server
+
+TEMPLATE = """\
+<|start|>system<|message|>Reasoning: {{ reasoning_effort | default("medium") }}; \
+thinking: {{ enable_thinking | default("unset") }}<|end|>
+{%- if tools %}<|start|>developer<|message|>{% for t in tools %}{{ t.function.name }} {% endfor %}<|end|>
+{%- endif %}
+{%- for m in messages %}<|start|>{{ m.role }}
+{%- if m.thinking %}<|channel|>analysis<|message|>{{ m.thinking }}<|end|><|start|>{{ m.role }}{% endif %}
+{%- if m.tool_calls %}<|channel|>commentary to=functions.{{ m.tool_calls[0].function.name }} <|constrain|>json<|message|>\
+{{ m.tool_calls[0].function.arguments | tojson }}<|call|>
+{%- else %}<|message|>{{ m.content }}<|end|>{% endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}<|start|>assistant{% endif %}"""
+
+WEATHER = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12}}, "required": ["city"]}
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}}]
+MESSAGES = [{"role": "user", "content": "What is the weather in Paris?"}]
+ANALYSIS = '"<|channel|>analysis<|message|>" [a-z ]+ "<|end|>"'
+HARMONY = f'root ::= {ANALYSIS} "<|start|>assistant<|channel|>final<|message|>" [a-z ]{{1,12}}'
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    path = tmp_path_factory.mktemp("template") / "harmony.jinja"
+    path.write_text(TEMPLATE)
+    with start_server("--chat-template-file", str(path)) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="module")
+def sdk(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0,
+                         _strict_response_validation=True)
+
+
+def prompt(server, **body) -> str:
+    r = httpx.post(f"{server.base_url}/apply-template", json={"messages": MESSAGES, **body})
+    assert r.status_code == 200, r.text
+    return r.json()["prompt"]
+
+
+def test_reasoning_effort_and_template_kwargs_reach_the_template(server):
+    assert "Reasoning: medium; thinking: unset" in prompt(server)
+    assert "Reasoning: high; thinking: False" in prompt(
+        server, reasoning_effort="high", chat_template_kwargs={"enable_thinking": False})
+    # chat_template_kwargs wins over the top-level field, as in llama-server
+    assert "Reasoning: low;" in prompt(server, reasoning_effort="high",
+                                       chat_template_kwargs={"reasoning_effort": "low"})
+
+
+def test_past_reasoning_and_calls_render_as_harmony(server):
+    history = MESSAGES + [{"role": "assistant", "reasoning_content": "need the weather", "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]
+    text = httpx.post(f"{server.base_url}/apply-template", json={"messages": history, "tools": TOOLS}).json()["prompt"]
+    assert "<|channel|>analysis<|message|>need the weather<|end|>" in text
+    assert '<|constrain|>json<|message|>{"city": "Paris"}<|call|>' in text
+
+
+def reply(sdk, stream: bool = False, **extra):
+    return sdk.chat.completions.create(model="any", messages=MESSAGES, max_tokens=80, temperature=0, stream=stream,
+                                       extra_body=extra)
+
+
+def test_harmony_analysis_is_reasoning(sdk):
+    message = reply(sdk, grammar=HARMONY).choices[0].message
+    assert message.reasoning_content and message.content.strip() and "<|" not in message.content
+    chunks = list(reply(sdk, stream=True, grammar=HARMONY))
+    reasoning = "".join(getattr(c.choices[0].delta, "reasoning_content", None) or "" for c in chunks if c.choices)
+    content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert (reasoning, content) == (message.reasoning_content, message.content)
+    none = reply(sdk, grammar=HARMONY, reasoning_format="none").choices[0].message
+    assert getattr(none, "reasoning_content", None) is None
+    assert none.content.startswith("<|channel|>analysis<|message|>")
+
+
+def test_harmony_reasoning_budget_ends_the_analysis(sdk):
+    free = reply(sdk, grammar=HARMONY).choices[0].message.reasoning_content
+    cut = reply(sdk, grammar=HARMONY, thinking_budget_tokens=3).choices[0].message
+    assert len(cut.reasoning_content) < len(free) and free.startswith(cut.reasoning_content)
+    assert cut.content.strip()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_harmony_forced_call(sdk, stream):
+    """The tool grammar lets the model think first (as gpt-oss does); the budget keeps a base
+    model's thinking short, so the call follows within max_tokens."""
+    out = sdk.chat.completions.create(model="any", messages=MESSAGES, tools=TOOLS, tool_choice="required",
+                                      max_tokens=80, temperature=0, stream=stream,
+                                      extra_body={"thinking_budget_tokens": 5})
+    if stream:
+        deltas = [d for c in out if c.choices for d in c.choices[0].delta.tool_calls or []]
+        name, arguments = deltas[0].function.name, "".join(d.function.arguments or "" for d in deltas)
+    else:
+        choice = out.choices[0]
+        assert choice.finish_reason == "tool_calls" and len(choice.message.tool_calls) == 1
+        name, arguments = choice.message.tool_calls[0].function.name, choice.message.tool_calls[0].function.arguments
+    assert name == "get_weather"
+    jsonschema.validate(json.loads(arguments), WEATHER)
+
+
+def test_harmony_response_format_answers_in_the_final_channel(sdk):
+    """A schema's JSON goes in gpt-oss's final channel (after its thinking, kept short here by
+    the budget), and comes back as the content alone."""
+    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 10}}, "required": ["city"]}
+    out = sdk.chat.completions.create(model="any", messages=MESSAGES, max_tokens=80, temperature=0,
+                                      response_format={"type": "json_schema",
+                                                       "json_schema": {"name": "c", "schema": schema}},
+                                      extra_body={"thinking_budget_tokens": 5})
+    choice = out.choices[0]
+    assert choice.finish_reason == "stop"
+    jsonschema.validate(json.loads(choice.message.content), schema)
