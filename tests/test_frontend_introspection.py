@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from frontend.chat_template import CHATML_TEMPLATE, ChatTemplate
+from frontend.builtin_templates import CHATML
+from frontend.chat_template import ChatTemplate
 from frontend.introspection import generation_params, slot_json, template_caps
 from ipc.protocol import EngineInfo, SamplingParams, SlotState
 
@@ -21,7 +22,7 @@ TOOL_TEMPLATE = (
 
 
 def test_template_caps_come_from_rendering_probes() -> None:
-    chatml = template_caps(ChatTemplate(CHATML_TEMPLATE, "<bos>", "<eos>"))
+    chatml = template_caps(ChatTemplate(CHATML, "<bos>", "<eos>"))
     assert chatml["supports_system_role"] and chatml["supports_string_content"]
     assert not chatml["supports_typed_content"]  # it prints the parts list as it is
     assert not (chatml["supports_tools"] or chatml["supports_tool_calls"] or chatml["supports_tool_call_id"])
