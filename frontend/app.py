@@ -166,7 +166,8 @@ class App:
         try:
             path = self._unprefixed(scope["path"])
             if scope["method"] == "OPTIONS":
-                await _send_response(send, self._preflight(path, headers), extra_headers)
+                await _send_response(send, self._preflight(path, headers), extra_headers, trace)
+                trace.close()
                 return
             route = self._route(scope["method"], path)
             if route.auth and not self.fe.api_keys.allows(headers):

@@ -190,7 +190,7 @@ def test_cors_preflight_on_every_route_and_headers_on_every_answer(server):
 def test_models_list_has_llama_server_meta_and_the_ollama_listing(server):
     listing = httpx.get(f"{server.base_url}/v1/models").json()
     meta = listing["data"][0]["meta"]
-    assert meta["n_ctx"] == 512 and meta["n_embd"] == 640 and meta["vocab_type"] > 0
+    assert meta["n_ctx"] == 2048 and meta["n_embd"] == 640 and meta["vocab_type"] > 0
     assert meta["n_params"] > 200e6 and meta["size"] > 0 and meta["n_vocab"] == meta["n_vocab"] > 0
     (entry,) = listing["models"]
     assert entry["name"] == entry["model"] == listing["data"][0]["id"] and entry["details"]["format"] == "gguf"
