@@ -16,7 +16,14 @@ from __future__ import annotations
 
 import re
 
-from frontend.structured.output import ArgsStream, OutputDelta, first_marker, partial_suffix, whole_call
+from frontend.structured.output import (
+    ArgsStream,
+    OutputDelta,
+    StreamParser,
+    first_marker,
+    partial_suffix,
+    whole_call,
+)
 from frontend.structured.tool_formats.harmony import CALL, CHANNEL, END, FUNCTIONS, MESSAGE, RETURN, START, \
     call, recipient
 
@@ -27,7 +34,7 @@ _MAX_HEADER = 256  # characters without <|message|>: not a header after all
 _CHANNEL_NAME = re.compile(re.escape(CHANNEL) + r"\s*(\w+)")
 
 
-class HarmonyParser:
+class HarmonyParser(StreamParser):
     _HEADER, _REASONING, _CONTENT, _CALL, _RAW = range(5)
 
     def __init__(self, extract_reasoning: bool, parse_calls: bool, starts_open: bool = False,
@@ -43,16 +50,6 @@ class HarmonyParser:
         self._call_name = ""
         self._args: ArgsStream | None = None  # the open call, when its arguments stream
         self._n_calls = 0
-
-    @property
-    def n_calls(self) -> int:
-        return self._n_calls
-
-    def push(self, text: str) -> OutputDelta:
-        self._buf += text
-        out = OutputDelta()
-        self._scan(out, final=False)
-        return out
 
     def finish(self) -> OutputDelta:
         out = OutputDelta()

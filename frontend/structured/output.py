@@ -108,7 +108,27 @@ class ArgsStream:
         return None
 
 
-class OutputParser:
+class StreamParser:
+    """What the reply parsers share: text is buffered and scanned into deltas as it comes."""
+
+    _buf: str
+    _n_calls: int
+
+    @property
+    def n_calls(self) -> int:
+        return self._n_calls
+
+    def push(self, text: str) -> OutputDelta:
+        self._buf += text
+        out = OutputDelta()
+        self._scan(out, final=False)
+        return out
+
+    def _scan(self, out: OutputDelta, final: bool) -> None:
+        raise NotImplementedError
+
+
+class OutputParser(StreamParser):
     _CONTENT, _REASONING, _CALL = range(3)
 
     def __init__(self, reasoning: Reasoning | None, tools: ToolFormat | None, stream_args: bool = False) -> None:
@@ -125,16 +145,6 @@ class OutputParser:
         self._after_reasoning = False  # drop the blank lines between the thinking and the answer
         self._args: ArgsStream | None = None  # the open section's call, when its arguments stream
         self._args_from = 0  # section text up to here went to ``_args``
-
-    @property
-    def n_calls(self) -> int:
-        return self._n_calls
-
-    def push(self, text: str) -> OutputDelta:
-        self._buf += text
-        out = OutputDelta()
-        self._scan(out, final=False)
-        return out
 
     def finish(self) -> OutputDelta:
         out = OutputDelta()
