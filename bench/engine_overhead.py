@@ -39,14 +39,13 @@ def kernel_step_seconds(cfg: ServeConfig, batch: int, steps: int) -> float:
     cparams.kv_unified, cparams.swa_full = True, False
     ctx = llama_cpp.llama_init_from_model(model, cparams)
     nb = NumpyBatch(cfg.batch_size)
-    n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(model))
     prompt = list(range(1000, 1000 + PROMPT_LEN))
-    nb.fill([BatchItem(s, prompt, 0, True) for s in range(batch)], n_vocab, cfg.n_parallel)
+    nb.fill([BatchItem(s, prompt, 0, True) for s in range(batch)])
     llama_cpp.llama_decode(ctx, nb.struct)
     times = []
     for step in range(steps):
         items = [BatchItem(s, [2000 + step], PROMPT_LEN + step, True) for s in range(batch)]
-        nb.fill(items, n_vocab, cfg.n_parallel)
+        nb.fill(items)
         t0 = time.perf_counter()
         llama_cpp.llama_decode(ctx, nb.struct)
         times.append(time.perf_counter() - t0)
