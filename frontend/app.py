@@ -2,7 +2,7 @@
 
 At lifespan startup the worker loads its tokenizer and connects to the scheduler (``Frontend``).
 Every response carries ``x-request-id`` (the client's, if it sent a sane one) and the CORS headers
-(``frontend.cors``); ``OPTIONS`` on any route is a CORS preflight; with ``--api-prefix`` every
+(``frontend.http.cors``); ``OPTIONS`` on any route is a CORS preflight; with ``--api-prefix`` every
 route lives under that prefix, as in llama-server. Handlers of
 generation endpoints run in a task that is cancelled when the client disconnects, which aborts
 their engine requests at once. Any exception becomes an OpenAI error object; nothing a client
@@ -25,13 +25,14 @@ from typing import Any
 
 import msgspec
 
-from frontend import metrics, openapi, sse
-from frontend.errors import ApiError
-from frontend.http import Headers, Request, Response, StreamResponse, error_response, read_body
-from frontend.openapi import Operation
-from frontend.cors import Cors
+from frontend.http import sse
+from frontend.observe import metrics, openapi
+from frontend.http.errors import ApiError
+from frontend.http.asgi import Headers, Request, Response, StreamResponse, error_response, read_body
+from frontend.observe.openapi import Operation
+from frontend.http.cors import Cors
 from frontend.routes import chat, completions, native, server, tokens, webui
-from frontend.schemas import (
+from frontend.api.schemas import (
     ApplyTemplateResponse,
     ChatCompletion,
     ChatCompletionChunk,
@@ -47,7 +48,7 @@ from frontend.schemas import (
     TokenizeResponse,
 )
 from frontend.state import Frontend
-from frontend.trace import RequestTrace
+from frontend.observe.trace import RequestTrace
 from ggserve.config import ServeConfig, load_config
 from ggserve.logs import setup_logging
 from ggserve.process import die_with_parent, ignore_stop_signals

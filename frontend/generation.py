@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from typing import Self
 
 from frontend.engine_client import EngineClient
-from frontend.errors import ApiError, from_engine
-from frontend.schemas import PromptTokensDetails, Usage
-from frontend.stop import IndentGuard, StopMatcher
+from frontend.http.errors import ApiError, from_engine
+from frontend.api.schemas import PromptTokensDetails, Usage
+from frontend.text.stop import IndentGuard, StopMatcher
 from frontend.timings import Timings, make_timings
-from frontend.tokenizer import IncrementalDetokenizer, Tokenizer
-from frontend.trace import ChoiceTrace, RequestTrace
+from frontend.text.tokenizer import IncrementalDetokenizer, Tokenizer
+from frontend.observe.trace import ChoiceTrace, RequestTrace
 from ipc.protocol import AddRequest, FinishReason, PromptProgress, RequestOutput, RequestStats, TokenLogprob
 
 

@@ -9,13 +9,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from frontend.auth import ApiKeys
-from frontend.chat_template import ChatTemplate, load_chat_template
+from frontend.http.auth import ApiKeys
+from frontend.text.chat_template import ChatTemplate, load_chat_template
 from frontend.engine_client import EngineClient
-from frontend.errors import unavailable
-from frontend.sampling import server_defaults
+from frontend.http.errors import unavailable
+from frontend.api.sampling import server_defaults
 from frontend.structured.grammar import GrammarChecker
-from frontend.tokenizer import Tokenizer
+from frontend.text.tokenizer import Tokenizer
 from ggserve.config import ServeConfig
 from ipc.protocol import EngineInfo, SamplingParams
 

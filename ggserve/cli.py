@@ -13,9 +13,9 @@ import signal
 import socket
 import sys
 
-from frontend.builtin_templates import builtin_names
-from frontend.errors import ApiError
-from frontend.sampler_order import sampler_order
+from frontend.text.builtin_templates import builtin_names
+from frontend.http.errors import ApiError
+from frontend.api.sampler_order import sampler_order
 from ggserve.config import ServeConfig, cpu_has_amx
 from ggserve.env_flags import apply_env_defaults
 from ggserve.launcher import ChildFailed, Launcher, StartInterrupted

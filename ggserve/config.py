@@ -20,7 +20,7 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     model: str  # path of the .gguf
     alias: str = ""  # model id in the API; default: the file name
     chat_template_file: str = ""
-    chat_template: str = ""  # --chat-template: a built-in template by name (frontend.builtin_templates)
+    chat_template: str = ""  # --chat-template: a built-in template by name (frontend.text.builtin_templates)
     chat_template_kwargs: dict[str, Any] = {}  # --chat-template-kwargs: extra template variables
     # engine layout (llama-server flag names in comments)
     n_parallel: int = 4  # -np: slots per executor

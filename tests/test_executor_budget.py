@@ -12,7 +12,7 @@ from frontend_support import gemma_path
 
 from executor.reasoning_budget import BudgetTracker, State
 from executor.sampling import SeqSampler, sample_rows
-from frontend.tokenizer import Tokenizer
+from frontend.text.tokenizer import Tokenizer
 from ipc.protocol import ReasoningBudget, SamplingParams
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from frontend.auth import ApiKeys
+from frontend.http.auth import ApiKeys
 
 
 def test_no_key_configured_ignores_authorization():

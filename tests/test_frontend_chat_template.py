@@ -9,9 +9,9 @@ import logging
 import pytest
 from frontend_support import gemma_path
 
-from frontend.builtin_templates import BUILTIN, GEMMA, builtin_names, guess_from_vocabulary
-from frontend.chat_template import ChatTemplate, ChatTemplateError, load_chat_template
-from frontend.tokenizer import Tokenizer
+from frontend.text.builtin_templates import BUILTIN, GEMMA, builtin_names, guess_from_vocabulary
+from frontend.text.chat_template import ChatTemplate, ChatTemplateError, load_chat_template
+from frontend.text.tokenizer import Tokenizer
 
 # google/gemma-3-270m-it's template (Hugging Face), as a --chat-template-file would hold it.
 GEMMA3_TEMPLATE = """{{ bos_token }}
@@ -65,7 +65,7 @@ def tokenizer():
 
 def test_model_without_template_gets_the_format_of_its_vocabulary(tokenizer: Tokenizer, caplog):
     # The embedded Gemma 3 GGUF has no template but Gemma's turn tokens: Gemma's format, not ChatML.
-    with caplog.at_level(logging.INFO, logger="frontend.chat_template"):
+    with caplog.at_level(logging.INFO, logger="frontend.text.chat_template"):
         template = load_chat_template(tokenizer)
     assert template.source == GEMMA
     assert "built-in gemma, chosen from the vocabulary" in caplog.text

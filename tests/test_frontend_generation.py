@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 import pytest
 from frontend_support import gemma_path
 
-from frontend.errors import ApiError
+from frontend.http.errors import ApiError
 from frontend.generation import ChoiceDelta, Generation, collect
-from frontend.tokenizer import Tokenizer
+from frontend.text.tokenizer import Tokenizer
 from ipc.protocol import (
     AddRequest,
     EngineError,

@@ -15,7 +15,7 @@ import openai
 import pytest
 from frontend_support import FakeScheduler, frontend_config, gemma_path, run_frontend, self_signed_cert
 
-from frontend.tokenizer import Tokenizer
+from frontend.text.tokenizer import Tokenizer
 from ipc.protocol import AddRequest, ErrorCode, Hello
 
 REPLY = "Hello there! How are you? 🙂 I am fine, thank you."

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from frontend.builtin_templates import CHATML
-from frontend.chat_template import ChatTemplate
-from frontend.introspection import generation_params, slot_json, template_caps
+from frontend.text.builtin_templates import CHATML
+from frontend.text.chat_template import ChatTemplate
+from frontend.observe.introspection import generation_params, slot_json, template_caps
 from ipc.protocol import EngineInfo, SamplingParams, SlotState
 
 INFO = EngineInfo(model_path="m.gguf", model_alias="m", n_ctx=4096, n_ctx_slot=1024, n_slots=4, n_executors=2,

@@ -8,7 +8,7 @@ import pytest
 import schemathesis
 
 from frontend.app import build_routes
-from frontend.openapi import document
+from frontend.observe.openapi import document
 
 REF = "#/components/schemas/"
 

@@ -6,12 +6,12 @@ import msgspec
 import pytest
 from frontend_support import gemma_path
 
-from frontend.errors import ApiError, from_engine
-from frontend.http import Request
-from frontend.prompts import completion_prompts
-from frontend.llama_fields import refuse_unsupported
-from frontend.sampler_order import sampler_order
-from frontend.sampling import (
+from frontend.http.errors import ApiError, from_engine
+from frontend.http.asgi import Request
+from frontend.text.prompts import completion_prompts
+from frontend.api.llama_fields import refuse_unsupported
+from frontend.api.sampler_order import sampler_order
+from frontend.api.sampling import (
     DEFAULTS,
     check_context,
     engine_requests,
@@ -20,9 +20,9 @@ from frontend.sampling import (
     stop_strings,
     token_limit,
 )
-from frontend.schemas import ChatCompletionRequest, CompletionRequest, NativeCompletionRequest
+from frontend.api.schemas import ChatCompletionRequest, CompletionRequest, NativeCompletionRequest
 from ggserve.config import ServeConfig
-from frontend.tokenizer import Tokenizer
+from frontend.text.tokenizer import Tokenizer
 from ipc.protocol import EngineError, ErrorCode
 
 
@@ -280,7 +280,7 @@ def test_unsupported_llama_server_fields_are_refused_unless_neutral():
 
 
 def test_indent_guard_ends_the_text_at_the_first_short_line():
-    from frontend.stop import IndentGuard
+    from frontend.text.stop import IndentGuard
 
     guard = IndentGuard(4)
     assert guard.push("if x:\n    ") == ("if x:\n", False)  # the indentation waits for the line's text

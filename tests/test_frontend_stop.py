@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from frontend.stop import StopMatcher
+from frontend.text.stop import StopMatcher
 
 
 def feed(stops: list[str], pieces: list[str]) -> tuple[str, bool, list[str]]:

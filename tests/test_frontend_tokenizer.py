@@ -7,7 +7,7 @@ import sys
 import pytest
 from frontend_support import gemma_path
 
-from frontend.tokenizer import IncrementalDetokenizer, Tokenizer
+from frontend.text.tokenizer import IncrementalDetokenizer, Tokenizer
 
 TEXTS = [
     "Hello, world!",

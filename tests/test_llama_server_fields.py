@@ -12,7 +12,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from frontend.schemas import ChatCompletionRequest, NativeCompletionRequest
+from frontend.api.schemas import ChatCompletionRequest, NativeCompletionRequest
 
 # field -> a value that asks for something
 FIELDS: dict[str, object] = {

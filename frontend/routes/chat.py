@@ -7,14 +7,14 @@ from dataclasses import dataclass
 
 import msgspec
 
-from frontend import sse
-from frontend.chat_template import ChatTemplateError
-from frontend.continuation import continues_final_message
-from frontend.errors import invalid
+from frontend.http import sse
+from frontend.text.chat_template import ChatTemplateError
+from frontend.text.continuation import continues_final_message
+from frontend.http.errors import invalid
 from frontend.generation import ChoiceDelta, Generation, TokenText, collect
-from frontend.http import Request, Response, StreamResponse, json_response
-from frontend.llama_fields import refuse_unsupported
-from frontend.sampling import (
+from frontend.http.asgi import Request, Response, StreamResponse, json_response
+from frontend.api.llama_fields import refuse_unsupported
+from frontend.api.sampling import (
     check_context,
     check_slot,
     engine_requests,
@@ -23,7 +23,7 @@ from frontend.sampling import (
     time_limit_s,
     token_limit,
 )
-from frontend.schemas import (
+from frontend.api.schemas import (
     SYSTEM_FINGERPRINT,
     AssistantMessage,
     ChatChoice,

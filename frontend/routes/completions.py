@@ -11,13 +11,13 @@ from __future__ import annotations
 import itertools
 import time
 
-from frontend import sse
-from frontend.errors import invalid
+from frontend.http import sse
+from frontend.http.errors import invalid
 from frontend.generation import ChoiceDelta, ChoiceResult, Generation, TokenText, collect
-from frontend.http import Request, Response, StreamResponse, json_response
-from frontend.prompts import Prompt, completion_prompts
-from frontend.llama_fields import refuse_unsupported
-from frontend.sampling import (
+from frontend.http.asgi import Request, Response, StreamResponse, json_response
+from frontend.text.prompts import Prompt, completion_prompts
+from frontend.api.llama_fields import refuse_unsupported
+from frontend.api.sampling import (
     check_context,
     check_slot,
     engine_requests,
@@ -26,7 +26,7 @@ from frontend.sampling import (
     time_limit_s,
     token_limit,
 )
-from frontend.schemas import (
+from frontend.api.schemas import (
     MAX_CHOICES,
     SYSTEM_FINGERPRINT,
     Completion,

@@ -22,14 +22,14 @@ from typing import Any
 
 import msgspec
 
-from frontend import sse
-from frontend.errors import ApiError, invalid
+from frontend.http import sse
+from frontend.http.errors import ApiError, invalid
 from frontend.generation import Choice, ChoiceDelta, Generation, TokenText, collect
-from frontend.http import Request, Response, StreamResponse, json_response
-from frontend.llama_fields import refuse_unsupported
-from frontend.prompts import Prompt, check_tokens, completion_prompts
+from frontend.http.asgi import Request, Response, StreamResponse, json_response
+from frontend.api.llama_fields import refuse_unsupported
+from frontend.text.prompts import Prompt, check_tokens, completion_prompts
 from frontend.routes.tokens import tokenize_mixed
-from frontend.sampling import (
+from frontend.api.sampling import (
     check_context,
     check_slot,
     engine_requests,
@@ -38,11 +38,11 @@ from frontend.sampling import (
     time_limit_s,
     token_limit,
 )
-from frontend.schemas import MAX_CHOICES, NativeCompletionRequest
+from frontend.api.schemas import MAX_CHOICES, NativeCompletionRequest
 from frontend.state import Frontend
 from frontend.structured.constraints import output_grammar
 from frontend.timings import Timings, make_timings, progress_json
-from frontend.tokenizer import Tokenizer
+from frontend.text.tokenizer import Tokenizer
 from ipc.protocol import SamplingParams
 
 

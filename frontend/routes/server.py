@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from frontend import introspection, metrics
-from frontend.errors import RETRY_AFTER_S, ApiError, invalid, unavailable
-from frontend.http import Request, Response, json_response
-from frontend.schemas import HealthStatus, Model, ModelList, ModelMeta, OllamaModel
+from frontend.observe import introspection, metrics
+from frontend.http.errors import RETRY_AFTER_S, ApiError, invalid, unavailable
+from frontend.http.asgi import Request, Response, json_response
+from frontend.api.schemas import HealthStatus, Model, ModelList, ModelMeta, OllamaModel
 from frontend.state import Frontend
 from ipc.protocol import EngineInfo, EngineStats
 

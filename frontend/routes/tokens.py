@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from frontend.http import Request, Response, json_response
-from frontend.prompts import check_tokens
+from frontend.http.asgi import Request, Response, json_response
+from frontend.text.prompts import check_tokens
 from frontend.routes.chat import render_prompt
-from frontend.schemas import (
+from frontend.api.schemas import (
     ApplyTemplateResponse,
     ChatCompletionRequest,
     DetokenizeRequest,
@@ -15,7 +15,7 @@ from frontend.schemas import (
     TokenPiece,
 )
 from frontend.state import Frontend
-from frontend.tokenizer import Tokenizer
+from frontend.text.tokenizer import Tokenizer
 
 
 def tokenize_mixed(tokenizer: Tokenizer, content: str | list[str | int], add_special: bool,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from frontend.errors import ApiError
-from frontend.http import Request, Response
+from frontend.http.errors import ApiError
+from frontend.http.asgi import Request, Response
 from frontend.state import Frontend
 
 _DIR = Path(__file__).resolve().parent.parent / "webui"

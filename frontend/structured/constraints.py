@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from frontend.errors import invalid
-from frontend.schemas import SamplingFields
+from frontend.http.errors import invalid
+from frontend.api.schemas import SamplingFields
 from frontend.structured import gbnf
 from frontend.structured.grammar import GrammarChecker, GrammarError
 from frontend.structured.json_schema import SchemaError, schema_to_gbnf

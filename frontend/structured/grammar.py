@@ -16,7 +16,7 @@ from collections import OrderedDict
 
 import llama_cpp
 
-from frontend.tokenizer import Tokenizer
+from frontend.text.tokenizer import Tokenizer
 
 MAX_GRAMMAR_BYTES = 512 * 1024
 _CACHE_SIZE = 256

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from frontend.errors import invalid
-from frontend.tokenizer import Tokenizer
+from frontend.http.errors import invalid
+from frontend.text.tokenizer import Tokenizer
 from ipc.protocol import ReasoningBudget
 
 THINK_START = "<think>"

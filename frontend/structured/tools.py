@@ -17,8 +17,8 @@ from typing import Any
 
 import msgspec
 
-from frontend.errors import invalid
-from frontend.schemas import ChatCompletionRequest, ChatMessage, NamedToolChoice
+from frontend.http.errors import invalid
+from frontend.api.schemas import ChatCompletionRequest, ChatMessage, NamedToolChoice
 from frontend.structured import gbnf
 from frontend.structured.json_schema import SchemaError, schema_rule
 from frontend.structured.tool_formats import GENERIC, ToolFormat, detect_native_format

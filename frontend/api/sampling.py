@@ -14,11 +14,11 @@ import time
 
 import msgspec
 
-from frontend.errors import ApiError, invalid
-from frontend.prompts import check_tokens
-from frontend.sampler_order import sampler_order
-from frontend.schemas import LogitBias, SamplingFields
-from frontend.tokenizer import Tokenizer
+from frontend.http.errors import ApiError, invalid
+from frontend.text.prompts import check_tokens
+from frontend.api.sampler_order import sampler_order
+from frontend.api.schemas import LogitBias, SamplingFields
+from frontend.text.tokenizer import Tokenizer
 from ggserve.config import ServeConfig
 from ipc.protocol import AddRequest, EngineInfo, SamplingParams
 

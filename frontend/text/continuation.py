@@ -9,8 +9,8 @@ a new one opens).
 
 from __future__ import annotations
 
-from frontend.errors import invalid
-from frontend.schemas import ChatCompletionRequest
+from frontend.http.errors import invalid
+from frontend.api.schemas import ChatCompletionRequest
 
 
 def continues_final_message(body: ChatCompletionRequest) -> bool:

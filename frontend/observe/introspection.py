@@ -10,8 +10,8 @@ from typing import Any
 import llama_cpp
 import msgspec
 
-from frontend.chat_template import ChatTemplate, ChatTemplateError
-from frontend.sampling import server_defaults
+from frontend.text.chat_template import ChatTemplate, ChatTemplateError
+from frontend.api.sampling import server_defaults
 from ggserve.config import ServeConfig
 from ipc.protocol import EngineInfo, SamplingParams, SlotState
 

@@ -1,7 +1,7 @@
 """llama-server request fields ggserve does not implement: refused with a 400 that names them.
 
 The rule: every field llama-server accepts is either honoured (it is a field of the request
-schemas in ``frontend.schemas``) or refused here, never silently dropped. A field sent with the
+schemas in ``frontend.api.schemas``) or refused here, never silently dropped. A field sent with the
 value that means "off" is accepted, since many clients (SillyTavern, the llama.cpp web UI) send
 every field with its default; any other value is a 400 naming it. ``null`` means "the server's
 default" in llama-server, so it is accepted too.
@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from frontend.errors import invalid
+from frontend.http.errors import invalid
 
 
 def _falsy(value: Any) -> bool:

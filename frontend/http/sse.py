@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from frontend.errors import ApiError
+from frontend.http.errors import ApiError
 from frontend.generation import ChoiceDelta, Generation
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ different chain.
 
 from __future__ import annotations
 
-from frontend.errors import invalid
+from frontend.http.errors import invalid
 
 # Canonical names, as the executor's chain builder knows them, with their one-letter codes.
 _CODES = {

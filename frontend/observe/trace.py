@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from frontend import metrics
+from frontend.observe import metrics
 from ipc.protocol import RequestStats
 
 log = logging.getLogger("ggserve.requests")

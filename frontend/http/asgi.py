@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from frontend.errors import ApiError, from_validation
-from frontend.trace import RequestTrace
+from frontend.http.errors import ApiError, from_validation
+from frontend.observe.trace import RequestTrace
 
 T = TypeVar("T")
 

@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document of the HTTP API, served at ``GET /openapi.json``.
 
-Request and response bodies are the msgspec Structs of ``frontend.schemas``, and msgspec writes
+Request and response bodies are the msgspec Structs of ``frontend.api.schemas``, and msgspec writes
 their JSON schemas, so the document describes exactly what requests decode into and responses
 encode from. Each route of the app's table carries its ``Operation`` (aliases such as
 ``/chat/completions`` share one), so a route cannot be served without being documented. Every
@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from frontend.schemas import ErrorResponse
+from frontend.api.schemas import ErrorResponse
 
 _REF_TEMPLATE = "#/components/schemas/{name}"
 _FREE_FORM: dict[str, Any] = {}  # a body this document does not pin down (llama-server's /props, /slots)

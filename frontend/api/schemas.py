@@ -52,7 +52,7 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     """Generation parameters shared by /v1/chat/completions, /v1/completions and /completion.
 
     ``model`` and ``user`` are accepted and ignored (one model is served), like any unknown field.
-    Every llama-server field is either here (honoured) or refused by ``frontend.llama_fields``.
+    Every llama-server field is either here (honoured) or refused by ``frontend.api.llama_fields``.
     """
 
     max_tokens: int | None = None  # None or -1: until the slot's context is full
@@ -170,7 +170,7 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
     parallel_tool_calls: bool = True
     chat_template_kwargs: dict[str, Any] | None = None
     add_generation_prompt: bool | None = None  # None: true (false when continuing the last message)
-    # continue the final assistant message: true / "content"; false: never (see frontend.continuation)
+    # continue the final assistant message: true / "content"; false: never (see frontend.text.continuation)
     continue_final_message: bool | Literal["content", "reasoning_content"] | None = None
     # reasoning: llama-server's per-request format, OpenAI's effort, a thinking token budget
     reasoning_format: Literal["none", "deepseek", "deepseek-legacy", "auto"] | None = None

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from frontend.errors import invalid
-from frontend.tokenizer import Tokenizer
+from frontend.http.errors import invalid
+from frontend.text.tokenizer import Tokenizer
 
 
 @dataclass(slots=True)

@@ -1,0 +1,1 @@
+"""The API's request and response bodies and their translation into engine sampling parameters."""

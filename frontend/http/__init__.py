@@ -1,0 +1,1 @@
+"""HTTP plumbing: ASGI messages, API keys, CORS, errors, server-sent events."""

@@ -1,0 +1,1 @@
+"""What the frontend tells operators: request traces, /metrics, /props and /slots, /openapi.json."""

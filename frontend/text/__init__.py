@@ -1,0 +1,1 @@
+"""Text <-> tokens: the tokenizer, chat templates, prompts, assistant prefill and stop strings."""
