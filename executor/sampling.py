@@ -2,9 +2,11 @@
 
 Plain greedy sequences (no penalties, bias or grammar) take one vectorised numpy argmax over
 their logits rows: llama_sampler_sample copies the whole vocabulary (262k entries for Gemma 3)
-into a candidate array per call, which at 16 sequences would cost ~10% of a CPU step. Everything
-else runs a llama.cpp sampler chain built once per request, as llama-server's common_sampler
-builds it: logit bias, then the samplers in the request's order (penalties, DRY, top-n-sigma,
+into a candidate array per call, which at 16 sequences would cost ~10% of a CPU step. The
+common sampled chain (top-k first, then top-p, min-p, temperature, dist) runs in
+executor.fast_sampling, on the top-k candidates only, picking the tokens llama.cpp would pick
+for the same seed. Everything else runs a llama.cpp sampler chain built once per request, as
+llama-server's common_sampler builds it: logit bias, then the samplers in the request's order (penalties, DRY, top-n-sigma,
 top-k, typical, top-p, min-p, XTC, (dynamic) temperature by default), then dist, adaptive-p or
 Mirostat (v1, v2). Log-probabilities come from the
 raw logits rows (the model's distribution, as OpenAI reports it), never from a Python loop over
@@ -33,6 +35,7 @@ from collections import OrderedDict
 import llama_cpp
 import numpy as np
 
+from executor.fast_sampling import FastChain, fast_steps
 from executor.reasoning_budget import BudgetTracker
 from ipc.protocol import SamplingParams, TokenLogprob
 
@@ -82,9 +85,17 @@ class SeqSampler:
             self.grammar = Grammar(_grammar_cache(vocab).new(params.grammar))
         budget = params.reasoning_budget
         self.budget = BudgetTracker(budget, vocab) if budget is not None else None
+        # The common sampled chain runs vectorised (executor.fast_sampling), the rest in llama.cpp.
+        steps = None
+        if not greedy and self.grammar is None and not self.post_sampling_probs:
+            steps = fast_steps(params, n_vocab)
+        self.fast = FastChain(steps, n_vocab, params.seed, params.min_keep) if steps else None
         try:
-            if not self.argmax_first:
+            if self.fast is not None:
+                self.fast.skip(len(history))
+            elif not self.argmax_first:
                 self.chain = _build_chain(params, vocab, n_vocab, greedy)
+                _skip_draws(self.chain, len(history))
                 for token in penalty_context or ():  # prompt tokens: the chain's memory, not the grammar's
                     llama_cpp.llama_sampler_accept(self.chain, token)
             for token in history:
@@ -380,6 +391,20 @@ def _build_chain(
     return chain
 
 
+def _skip_draws(chain: llama_cpp.llama_sampler_p, n_tokens: int) -> None:
+    """Advance the chain's dist sampler past ``n_tokens`` draws, as if it had picked the tokens a
+    resumed (preempted) sequence already has: its output goes on as it would have unpreempted.
+    dist draws once per call, even over a single candidate."""
+    n = llama_cpp.llama_sampler_chain_n(chain)
+    last = llama_cpp.llama_sampler_chain_get(chain, n - 1) if n else None
+    if not n_tokens or not last or llama_cpp.llama_sampler_name(last) != b"dist":
+        return
+    one = np.zeros(1, dtype=TOKEN_DATA)
+    array = _token_data_array(one)
+    for _ in range(n_tokens):
+        llama_cpp.llama_sampler_apply(last, ctypes.byref(array))
+
+
 def _sampler(name: str, p: SamplingParams, vocab: llama_cpp.llama_vocab_p, n_vocab: int,
              seed: int) -> llama_cpp.llama_sampler_p | None:
     """One sampler of the ordered part of the chain; None when its settings make it a no-op."""
@@ -453,10 +478,10 @@ def sample_rows(
     """
     n = len(samplers)
     tokens = [0] * n
-    fast = [i for i, s in enumerate(samplers) if s.argmax_first]
-    if fast:
-        picked = np.argmax(logits if len(fast) == n else logits[fast], axis=1)
-        for i, token in zip(fast, picked.tolist()):
+    argmax_rows = [i for i, s in enumerate(samplers) if s.argmax_first]
+    if argmax_rows:
+        picked = np.argmax(logits if len(argmax_rows) == n else logits[argmax_rows], axis=1)
+        for i, token in zip(argmax_rows, picked.tolist()):
             tokens[i] = token
     post: dict[int, TokenLogprob] = {}  # rows reporting probabilities after the chain
     for i, sampler in enumerate(samplers):
@@ -467,6 +492,8 @@ def sample_rows(
                 tokens[i] = sampler.pick_constrained(logits[i], tokens[i])
             elif sampler.post_sampling_probs:
                 tokens[i], post[i] = sampler.sample_with_probs(logits[i], tokens[i])
+            elif sampler.fast is not None:
+                tokens[i] = sampler.fast.sample(logits[i])
             elif sampler.chain is not None:
                 tokens[i] = llama_cpp.llama_sampler_sample(sampler.chain, ctx, batch_rows[i])
             if sampler.budget is not None:
