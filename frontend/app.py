@@ -1,6 +1,9 @@
 """The ASGI application one granian worker runs: lifespan, routing, API keys, body limit, errors.
 
-At lifespan startup the worker loads its tokenizer and connects to the scheduler (``Frontend``).
+At lifespan startup the worker loads its tokenizer and connects to the scheduler (``Frontend``);
+in router mode it connects to the launcher's model table instead (``ModelRouter``) and each
+request is served by the ``Frontend`` of the model it names, loaded first when needed (a
+stream gets SSE ping comments while its model loads).
 Every response carries ``x-request-id`` (the client's, if it sent a sane one) and the CORS headers
 (``frontend.http.cors``); ``OPTIONS`` on any route is a CORS preflight; with ``--api-prefix`` every
 route lives under that prefix, as in llama-server. Handlers of
@@ -19,7 +22,7 @@ import re
 import signal
 import urllib.parse
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,11 +30,11 @@ import msgspec
 
 from frontend.http import sse
 from frontend.observe import metrics, openapi
-from frontend.http.errors import ApiError
+from frontend.http.errors import ApiError, unavailable
 from frontend.http.asgi import Headers, Request, Response, StreamResponse, error_response, read_body
 from frontend.observe.openapi import Operation
 from frontend.http.cors import Cors
-from frontend.routes import chat, completions, native, server, tokens, webui
+from frontend.routes import chat, completions, models, native, server, tokens, webui
 from frontend.api.schemas import (
     ApplyTemplateResponse,
     ChatCompletion,
@@ -47,6 +50,8 @@ from frontend.api.schemas import (
     TokenizeRequest,
     TokenizeResponse,
 )
+from frontend.http.auth import ApiKeys
+from frontend.router import ModelRouter
 from frontend.state import Frontend
 from frontend.observe.trace import RequestTrace
 from ggserve.config import ServeConfig, load_config
@@ -57,20 +62,25 @@ log = logging.getLogger(__name__)
 
 CONFIG_ENV = "GGSERVE_FRONTEND_CONFIG"  # path of the ServeConfig JSON, set by ``python -m frontend``
 
-Handler = Callable[[Frontend, Request], Awaitable[Response | StreamResponse]]
+Handler = Callable[[Any, Request], Awaitable[Response | StreamResponse]]
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    handler: Handler
+    handler: Handler  # called with the model's Frontend, or with the server's state (scope "server")
     operation: Operation  # what /openapi.json says about it
     auth: bool = True  # needs an API key when keys are configured
     generates: bool = False  # runs engine requests: cancel it when the client goes away
+    # "model": the named model's Frontend (router mode: loaded first); "loaded": the same, but a
+    # 503 when the model is not loaded (never loads it); "server": the Frontend alone, or the
+    # ModelRouter in router mode.
+    scope: str = "model"
 
 
-def build_routes(metrics_no_auth: bool) -> dict[str, dict[str, Route]]:
-    """path -> method -> route; ``metrics_no_auth``: /metrics needs no API key (--metrics-no-auth)."""
+def build_routes(metrics_no_auth: bool, router: bool = False) -> dict[str, dict[str, Route]]:
+    """path -> method -> route; ``metrics_no_auth``: /metrics needs no API key (--metrics-no-auth);
+    ``router``: router mode's model endpoints."""
     chat_route = {"POST": Route(chat.chat_completions, Operation(
         "Create a chat completion", ChatCompletionRequest, ChatCompletion, ChatCompletionChunk), generates=True)}
     models_route = {"GET": Route(server.models, Operation("The served model", response=ModelList))}
@@ -101,32 +111,52 @@ def build_routes(metrics_no_auth: bool) -> dict[str, dict[str, Route]]:
             "GET": Route(server.props, Operation("Server properties (llama-server's /props)")),
             "POST": Route(server.set_props, Operation("Change server properties (with --props)")),
         },
-        "/slots": {"GET": Route(server.slots, Operation("Slot states (llama-server's /slots)"))},
+        "/slots": {"GET": Route(server.slots, Operation("Slot states (llama-server's /slots)"), scope="loaded")},
         "/metrics": {"GET": Route(server.metrics_text, Operation(
             "Prometheus metrics (with --metrics)", content_type=metrics.CONTENT_TYPE.decode()),
-            auth=not metrics_no_auth)},
-        "/openapi.json": {"GET": Route(openapi_json, Operation("This OpenAPI document"), auth=False)},
-        **{path: {"GET": Route(webui.serve, Operation(summary, content_type=content_type), auth=False)}
+            auth=not metrics_no_auth, scope="loaded")},
+        "/openapi.json": {"GET": Route(openapi_json, Operation("This OpenAPI document"), auth=False, scope="server")},
+        **{path: {"GET": Route(webui.serve, Operation(summary, content_type=content_type), auth=False, scope="server")}
            for path, (_, content_type, summary) in webui.FILES.items()},
+        **(_router_routes() if router else {}),
     }
 
 
-async def openapi_json(fe: Frontend, req: Request) -> Response:
-    return Response(_openapi_body(fe.cfg.metrics_no_auth, fe.api_keys.configured))
+def _router_routes() -> dict[str, dict[str, Route]]:
+    """Router mode's server-wide endpoints, in place of the single model's."""
+    listing = {"GET": Route(models.models, Operation("Every model and its status", response=ModelList),
+                            scope="server")}
+    health_route = {"GET": Route(models.health, Operation("Readiness: 200 while the router runs",
+                                                          response=HealthStatus), auth=False, scope="server")}
+    return {
+        "/health": health_route,
+        "/v1/health": health_route,
+        "/v1/models": listing,
+        "/models": listing,
+        "/props": {"GET": Route(models.props, Operation("A model's properties (?model=)"), scope="server")},
+        "/models/load": {"POST": Route(models.load, Operation("Load a model"), scope="server")},
+        "/models/unload": {"POST": Route(models.unload, Operation("Unload a model"), scope="server")},
+    }
+
+
+async def openapi_json(fe: Frontend | ModelRouter, req: Request) -> Response:
+    return Response(_openapi_body(fe.cfg.metrics_no_auth, fe.api_keys.configured, fe.cfg.router))
 
 
 @functools.cache
-def _openapi_body(metrics_no_auth: bool, api_keys: bool) -> bytes:
+def _openapi_body(metrics_no_auth: bool, api_keys: bool, router: bool) -> bytes:
     """Built on the first request: the document depends only on the route table and whether keys are set."""
-    return msgspec.json.encode(openapi.document(build_routes(metrics_no_auth), api_keys))
+    return msgspec.json.encode(openapi.document(build_routes(metrics_no_auth, router), api_keys))
 
 
 class App:
     def __init__(self, cfg: ServeConfig) -> None:
         self.cfg = cfg
-        self.routes = build_routes(cfg.metrics_no_auth)
+        self.routes = build_routes(cfg.metrics_no_auth, cfg.router)
         self.cors = Cors(cfg.cors_origins)
-        self.fe: Frontend | None = None
+        self.api_keys = ApiKeys(cfg.api_keys)
+        self.fe: Frontend | None = None  # the single model's
+        self.router: ModelRouter | None = None  # router mode's models
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
                        send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
@@ -143,7 +173,11 @@ class App:
             if message["type"] == "lifespan.startup":
                 _worker_signals()
                 try:
-                    self.fe = await Frontend.start(self.cfg)
+                    if self.cfg.router:
+                        self.router = ModelRouter(self.cfg)
+                        await self.router.start()
+                    else:
+                        self.fe = await Frontend.start(self.cfg)
                 except Exception as exc:
                     log.exception("frontend worker failed to start")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
@@ -152,6 +186,8 @@ class App:
             elif message["type"] == "lifespan.shutdown":
                 if self.fe is not None:
                     await self.fe.close()
+                if self.router is not None:
+                    await self.router.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -162,7 +198,6 @@ class App:
         client_id = headers.get("x-request-id", "")
         extra_headers = [(b"x-request-id", (client_id if _CLIENT_REQUEST_ID.fullmatch(client_id) else request_id)
                           .encode()), *self.cors.headers(headers)]
-        assert self.fe is not None, "lifespan startup runs before any request"
         trace = RequestTrace(request_id, scope["method"], scope["path"])
         try:
             path = self._unprefixed(scope["path"])
@@ -171,7 +206,7 @@ class App:
                 trace.close()
                 return
             route = self._route(scope["method"], path)
-            if route.auth and not self.fe.api_keys.allows(headers):
+            if route.auth and not self.api_keys.allows(headers):
                 raise ApiError(401, "invalid or missing API key", headers=[(b"www-authenticate", b"Bearer")])
             body = await read_body(receive, headers, self.cfg.max_body_size)
         except ApiError as exc:
@@ -217,10 +252,13 @@ class App:
 
     async def _respond(self, route: Route, req: Request, send: Callable[[dict[str, Any]], Awaitable[None]],
                        extra_headers: Headers) -> None:
-        assert self.fe is not None and req.trace is not None
+        assert req.trace is not None
         error: ApiError | None = None
         try:
-            response = await route.handler(self.fe, req)
+            if self.router is not None and self._loads_first(route, req):
+                response: Response | StreamResponse = StreamResponse(self._load_then_stream(route, req, self.router))
+            else:
+                response = await route.handler(await self._target(route, req), req)
             if isinstance(response, StreamResponse):
                 await _send_stream(send, response, extra_headers, req.trace)
                 return
@@ -231,6 +269,74 @@ class App:
             error = ApiError(500, "internal error; the server log has the details")
             response = error_response(error)
         await _send_response(send, response, extra_headers, req.trace, error)
+
+
+    async def _target(self, route: Route, req: Request) -> Frontend | ModelRouter:
+        """What the route's handler is called with (see Route.scope)."""
+        if self.router is None:
+            assert self.fe is not None, "lifespan startup runs before any request"
+            return self.fe
+        if route.scope == "server":
+            return self.router
+        name = models.requested_model(req)
+        if route.scope == "loaded":
+            fe = self.router.loaded(name)
+            if fe is None:
+                raise unavailable(f"model '{name}' is not loaded")
+            return fe
+        return await self.router.frontend_for(name, _autoload(req, self.cfg.models_autoload))
+
+    def _loads_first(self, route: Route, req: Request) -> bool:
+        """Router mode: a stream whose model is not loaded yet (it gets pings while it loads)."""
+        assert self.router is not None
+        return route.scope == "model" and _wants_stream(req.body) and self.router.loaded(models.requested_model(req)) is None
+
+    async def _load_then_stream(self, route: Route, req: Request, router: ModelRouter
+                                ) -> AsyncGenerator[bytes, None]:
+        """A stream whose model must load first: SSE ping comments while it loads, then the
+        handler's stream. A failure before the first ping is an ordinary HTTP error; after it,
+        an error event."""
+        load = asyncio.ensure_future(router.frontend_for(models.requested_model(req),
+                                                         _autoload(req, self.cfg.models_autoload)))
+        try:
+            pinged = False
+            while not load.done():
+                await asyncio.wait([load], timeout=self.cfg.sse_ping_interval)
+                if not load.done():
+                    pinged = True
+                    yield sse.PING
+            try:
+                response = await route.handler(load.result(), req)
+            except ApiError as exc:
+                if not pinged:
+                    raise
+                yield sse.error_event(exc)
+                return
+            assert isinstance(response, StreamResponse), "a streamed request answers with a stream"
+            try:
+                async for chunk in response.chunks:
+                    yield chunk
+            finally:
+                await response.chunks.aclose()
+        finally:
+            load.cancel()
+
+
+def _wants_stream(body: bytes) -> bool:
+    try:
+        return msgspec.json.decode(body, type=_StreamField).stream is True
+    except msgspec.DecodeError:
+        return False
+
+
+class _StreamField(msgspec.Struct):
+    stream: Any = False
+
+
+def _autoload(req: Request, default: bool) -> bool:
+    """llama-server's ``?autoload=true|false`` overrides --no-models-autoload per request."""
+    value = req.query.get("autoload", "").lower()
+    return default if value not in ("true", "false", "1", "0") else value in ("true", "1")
 
 
 async def _send_response(send: Callable[[dict[str, Any]], Awaitable[None]], response: Response,

@@ -81,7 +81,11 @@ class EngineClient:
         self._sock = transport.connect_dealer(self._ctx, self.endpoint, self.identity.encode(), self.keys)
         self._send(Hello(peer=self.identity))
 
-    async def close(self) -> None:
+    async def close(self, why: str = "") -> None:
+        """Disconnect; ``why``: end the requests still running with this error (router mode
+        unloading the model) instead of leaving them to the caller."""
+        if why:
+            self._fail_all(why)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -166,14 +170,18 @@ class EngineClient:
         log.error("the scheduler %s; failing %d request(s) and reconnecting", why, len(self._queues))
         self.connected = False
         self.status = None
-        error = EngineError(ErrorCode.EXECUTOR_FAILED, "the engine stopped answering; retry the request")
+        self._fail_all("the engine stopped answering; retry the request")
+        self._connect()
+
+    def _fail_all(self, message: str) -> None:
+        """End every request of this worker and every stats wait with an error."""
+        error = EngineError(ErrorCode.EXECUTOR_FAILED, message)
         for request_id, queue in self._queues.items():
             queue.put_nowait(RequestOutput(request_id, finish_reason=FinishReason.ERROR, error=error))
         self._queues.clear()
         for waiter in self._stats_waiters.values():
             if not waiter.done():
                 waiter.set_exception(TimeoutError("the scheduler stopped answering"))
-        self._connect()
 
     def _dispatch(self, msg: Message) -> None:
         if isinstance(msg, RequestOutputs):

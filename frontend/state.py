@@ -37,11 +37,12 @@ class Frontend:
 
     @classmethod
     async def start(cls, cfg: ServeConfig) -> Frontend:
-        tokenizer = Tokenizer(cfg.model)
+        # In a thread: in router mode a worker loads a model's vocabulary while serving others.
+        tokenizer = await asyncio.to_thread(Tokenizer, cfg.model)
         frontend = cls(
             cfg=cfg,
             tokenizer=tokenizer,
-            template=load_chat_template(tokenizer, cfg.chat_template_file, cfg.chat_template),
+            template=await asyncio.to_thread(load_chat_template, tokenizer, cfg.chat_template_file, cfg.chat_template),
             engine=EngineClient(cfg.scheduler_endpoint, cfg.curve),
             api_keys=ApiKeys(cfg.api_keys),
             started_at=int(time.time()),

@@ -12,15 +12,20 @@ import logging
 import signal
 import socket
 import sys
+from collections.abc import Sequence
+
+import msgspec
 
 from frontend.text.builtin_templates import builtin_names
 from frontend.http.errors import ApiError
 from frontend.api.sampler_order import sampler_order
-from ggserve.config import ServeConfig, cpu_has_amx
-from ggserve.env_flags import apply_env_defaults
+from ggserve.config import ModelSpec, ServeConfig, cpu_has_amx
+from ggserve.env_flags import apply_env_defaults, env_name
+from ggserve.engine_group import log_engine
 from ggserve.launcher import ChildFailed, Launcher, StartInterrupted
 from ggserve.logs import FORMATS, setup_logging
 from ggserve.model import resolve_model
+from ggserve.model_sources import PRESET_ONLY_KEYS, ModelSourceError, read_preset, scan_models_dir
 
 log = logging.getLogger("ggserve")
 
@@ -114,6 +119,17 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--sse-ping-interval", type=float, default=d.sse_ping_interval,
         help="seconds without output before a stream sends an SSE ': ping' comment",
     )
+    r = p.add_argument_group("router mode (several models, loaded on demand)")
+    r.add_argument("--models-dir", default="", help="serve every GGUF model of this directory")
+    r.add_argument("--models-preset", default="", help="INI file of models and their settings (llama-server's format)")
+    r.add_argument("--models-max", type=int, default=d.models_max,
+                   help="models loaded at once (0: no limit); loading one more unloads the least recently used idle one")
+    r.add_argument("--models-autoload", dest="models_autoload", action="store_true", default=d.models_autoload,
+                   help="load a model when a request names it (the default)")
+    r.add_argument("--no-models-autoload", dest="models_autoload", action="store_false",
+                   help="a request for a model that is not loaded gets 503 (POST /models/load loads it)")
+    r.add_argument("--sleep-idle-seconds", type=float, default=d.sleep_idle_seconds,
+                   help="unload a model idle this long; the next request loads it again (-1: never)")
     o = p.add_argument_group("operations")
     o.add_argument(
         "--shutdown-timeout", type=float, default=d.shutdown_timeout,
@@ -229,7 +245,28 @@ def _api_keys(args: argparse.Namespace) -> list[str]:
     return keys
 
 
-def config_from_args(args: argparse.Namespace) -> ServeConfig:
+def config_from_args(args: argparse.Namespace, argv: Sequence[str] = ()) -> ServeConfig:
+    """The server's configuration; ``argv`` (the command line after ``serve``) is needed with
+    --models-preset, whose flags the command line's own override."""
+    cfg = _engine_config(args)
+    if not (args.models_dir or args.models_preset):
+        if args.sleep_idle_seconds > 0:
+            raise UsageError("ggserve: --sleep-idle-seconds needs router mode (--models-dir or --models-preset)")
+        return cfg
+    if args.model:
+        raise UsageError("ggserve: -m and --models-dir/--models-preset exclude each other")
+    if args.models_max < 0:
+        raise UsageError("ggserve: --models-max cannot be negative (0: no limit)")
+    try:
+        models = router_models(cfg, args, list(argv))
+    except ModelSourceError as exc:
+        raise UsageError(f"ggserve: {exc}") from None
+    if not models:
+        raise UsageError("ggserve: no model found in --models-dir / --models-preset")
+    return msgspec.structs.replace(cfg, models=models)
+
+
+def _engine_config(args: argparse.Namespace) -> ServeConfig:
     if args.n_parallel < 1 or args.executors < 1:
         raise UsageError("ggserve: --parallel and --executors must be at least 1")
     if args.ctx_per_request < 0:
@@ -247,7 +284,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
     # Flags whose dest is a ServeConfig field map one to one; the rest are derived here.
     fields = {f: getattr(args, f) for f in ServeConfig.__struct_fields__ if hasattr(args, f)}
     fields.update(
-        model=resolve_model(args.model),
+        model=resolve_model(args.model) if args.model or not (args.models_dir or args.models_preset) else "",
         repack=not cpu_has_amx() if args.repack is None else args.repack,
         gpus=[g for g in args.gpus.split(",") if g],
         api_keys=_api_keys(args),
@@ -258,6 +295,86 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         api_prefix=_api_prefix(args.api_prefix),
     )
     return ServeConfig(**fields)
+
+
+# Settings of the whole server, not of one model: a preset may not set them.
+_SERVER_WIDE = frozenset({
+    "host", "port", "http_workers", "api_keys", "metrics", "metrics_no_auth", "slots", "props", "webui",
+    "ssl_keyfile", "ssl_certfile", "max_body_size", "cors_origins", "api_prefix", "shutdown_timeout",
+    "max_restarts", "run_dir", "scheduler_endpoint", "executor_endpoint", "log_level", "log_format", "log_file",
+    "models", "models_max", "models_autoload", "sleep_idle_seconds", "models_endpoint",
+})
+
+
+def router_models(base: ServeConfig, args: argparse.Namespace, argv: list[str]) -> list[ModelSpec]:
+    """The models of --models-dir and --models-preset. A preset section names a directory's model
+    (adding settings to it) or a new one (with ``model = PATH``); its settings are flags, read by
+    this parser: the command line wins over a model's section, which wins over ``[*]``."""
+    found = {m.name: m for m in scan_models_dir(args.models_dir)} if args.models_dir else {}
+    if not args.models_preset:
+        return list(found.values())
+    preset = read_preset(args.models_preset)
+    parser, serve_parser = _standalone_parser()
+    flags = _preset_flags(serve_parser)
+    models = dict(found)
+    for name, section in preset.models.items():
+        own = {k: v for k, v in section.items() if k not in PRESET_ONLY_KEYS}
+        preset_argv = _as_argv(preset.common, flags) + _as_argv(own, flags)
+        known = found.get(name)
+        if known is None and not any(flags.get(k) is flags["model"] for k in {**preset.common, **own}):
+            raise ModelSourceError(f"preset [{name}] names no model file (model = PATH)")
+        path_argv = ["--model", known.path] if known is not None else []
+        model_args = parser.parse_args(["serve", *path_argv, *preset_argv, *argv])
+        model_args.models_dir = model_args.models_preset = ""
+        cfg = _engine_config(model_args)
+        overrides = {f: getattr(cfg, f) for f in ServeConfig.__struct_fields__
+                     if f not in ("model", "alias") and getattr(cfg, f) != getattr(base, f)}
+        wide = sorted(set(overrides) & _SERVER_WIDE)
+        if wide:
+            raise ModelSourceError(f"preset [{name}] sets {', '.join(wide)}, which apply to the whole server")
+        models[name] = ModelSpec(name=name, path=cfg.model, mmproj=known.mmproj if known else "",
+                                 overrides=overrides, args=preset_argv,
+                                 load_on_startup=section.get("load-on-startup", "").lower() in ("1", "true", "on"))
+    return sorted(models.values(), key=lambda m: m.name)
+
+
+def _standalone_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """A fresh ``ggserve`` parser (with the environment's defaults) and its ``serve`` parser."""
+    parser = argparse.ArgumentParser(prog="ggserve")
+    serve_parser = _serve_parser(parser.add_subparsers(dest="command", required=True))
+    apply_env_defaults(serve_parser)
+    return parser, serve_parser
+
+
+def _preset_flags(serve_parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """Preset key -> flag: every flag's names without dashes, and its environment variable."""
+    flags: dict[str, argparse.Action] = {}
+    for action in serve_parser._actions:
+        for option in action.option_strings:
+            flags[option.lstrip("-")] = action
+        name = env_name(action)
+        if name is not None:
+            flags[name] = action
+    return flags
+
+
+def _as_argv(options: dict[str, str], flags: dict[str, argparse.Action]) -> list[str]:
+    """Preset settings as command-line flags; ``flag = true`` for a flag without a value."""
+    argv: list[str] = []
+    for key, value in options.items():
+        action = flags.get(key)
+        if action is None:
+            raise ModelSourceError(f"preset key {key!r} is not a ggserve serve flag")
+        if action.nargs != 0:
+            argv += [action.option_strings[-1], value]
+        elif value.lower() in ("true", "on", "1", "yes"):
+            argv.append(action.option_strings[-1])
+        elif value.lower() in ("false", "off", "0", "no"):
+            negation = flags.get(f"no-{key}")
+            argv += [negation.option_strings[-1]] if negation is not None else []
+        else:
+            raise ModelSourceError(f"preset key {key!r} takes true or false, not {value!r}")
+    return argv
 
 
 def _is_loopback(host: str) -> bool:
@@ -278,9 +395,9 @@ def _warn_about(cfg: ServeConfig, args: argparse.Namespace) -> None:
                     "it can use it (--api-key or --api-key-file)", cfg.host)
 
 
-def serve(args: argparse.Namespace) -> int:
+def serve(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     setup_logging("debug" if args.verbose else args.log_level, "ggserve", args.log_format, args.log_file)
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, argv)
     _warn_about(cfg, args)
     launcher = Launcher(cfg)
     signal.signal(signal.SIGINT, launcher.request_stop)
@@ -295,15 +412,11 @@ def serve(args: argparse.Namespace) -> int:
         log.error("start-up failed: %s", exc)
         launcher.shutdown()
         return 1
-    ex = info.executors[0]
-    log.info(
-        "model %s (%s, %.0fM params, %.0f MiB) as '%s'",
-        cfg.model, ex.model_desc, ex.n_params / 1e6, ex.model_size_bytes / 2**20, info.model_alias,
-    )
-    log.info(
-        "%d executor(s) x %d slots, up to %d tokens per request, batch %d, KV %.1f MiB per executor",
-        info.n_executors, info.n_slots, info.n_ctx_slot, info.n_batch, ex.kv_bytes / 2**20,
-    )
+    if info is not None:
+        log_engine(info)
+    else:
+        log.info("router mode: %d model(s), up to %s loaded at once%s", len(cfg.models), cfg.models_max or "all",
+                 "" if cfg.models_autoload else ", loaded by POST /models/load only")
     log.info("listening on %s://%s:%d", launcher.scheme, cfg.host, cfg.port)
     code = launcher.supervise()
     launcher.shutdown()
@@ -322,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("bench", help="load-test an OpenAI-compatible server (ggserve bench --help)")
     apply_env_defaults(serve_parser)
     args = parser.parse_args(argv)
-    return serve(args)
+    return serve(args, argv[1:])
 
 
 if __name__ == "__main__":

@@ -15,6 +15,17 @@ import msgspec
 from ipc.transport import CurveKeys
 
 
+class ModelSpec(msgspec.Struct, kw_only=True):
+    """One model of router mode (--models-dir, --models-preset)."""
+
+    name: str  # the API's model id
+    path: str  # the GGUF (first shard of a split)
+    mmproj: str = ""  # its multimodal projector, recognised and listed (ggserve does not load it yet)
+    overrides: dict[str, Any] = {}  # ServeConfig fields this model sets differently (preset)
+    args: list[str] = []  # those settings as flags, for /v1/models' status.args
+    load_on_startup: bool = False  # preset's load-on-startup
+
+
 class ServeConfig(msgspec.Struct, kw_only=True):
     # model
     model: str  # path of the .gguf
@@ -67,6 +78,12 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     # operations
     shutdown_timeout: float = 30.0  # seconds running requests may take to finish on SIGTERM
     max_restarts: int = 5  # failures of one process within RESTART_WINDOW_S before giving up
+    # router mode: several models, each its own engine, loaded on demand
+    models: list[ModelSpec] = []  # --models-dir / --models-preset; empty: one model (-m)
+    models_max: int = 4  # --models-max: loaded at once (0: no limit); the least recently used idle one goes
+    models_autoload: bool = True  # --no-models-autoload: a request for an unloaded model is a 503
+    sleep_idle_seconds: float = -1  # --sleep-idle-seconds: unload a model idle this long (-1: never)
+    models_endpoint: str = ""  # the launcher's model table socket (router mode; set by the launcher)
     # plumbing
     run_dir: str = ""
     scheduler_endpoint: str = ""
@@ -79,6 +96,10 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     @property
     def model_alias(self) -> str:
         return self.alias or Path(self.model).name
+
+    @property
+    def router(self) -> bool:
+        return bool(self.models)
 
     @property
     def n_threads(self) -> int:

@@ -19,6 +19,10 @@ Every child runs in its own process group (a terminal's Ctrl-C or a signal to th
 group reaches the launcher alone), ignores SIGINT/SIGTERM, and is SIGKILLed by the kernel if the
 launcher dies (PR_SET_PDEATHSIG): no orphan survives, whatever ends the launcher.
 
+Router mode (--models-dir / --models-preset): one engine per loaded model, loaded on demand and
+healed alone (``ggserve.model_router``); the frontend is shared. A model whose processes keep
+failing is unloaded (its requests fail), never the server.
+
 Stopping (SIGTERM/SIGINT): the scheduler drains (new requests get 503, running and queued ones
 finish for up to --shutdown-timeout, then the rest end with an error), then the frontend is
 stopped, then the engine; a second signal skips the wait. Exit code 0; the run directory's
@@ -27,95 +31,34 @@ files are removed (only the ones ggserve created when --run-dir was given).
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import shutil
-import signal
 import ssl
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
 
 import msgspec
 import zmq
 
+from ggserve.children import Child, ChildFailed
 from ggserve.config import ServeConfig, save_config
-from ipc.protocol import (
-    ChildRestarts,
-    Drain,
-    Drained,
-    EngineInfo,
-    EngineStatus,
-    ExecutorDied,
-    Hello,
-    RestartExecutor,
-    Restarts,
-    Shutdown,
-)
-from ipc.transport import (
-    LAUNCHER_IDENTITY,
-    BadFrame,
-    CurveKeys,
-    connect_dealer,
-    ipc_endpoint,
-    is_tcp,
-    recv,
-    send,
-)
+from ggserve.engine_group import STOP_WAIT_S, EngineGroup
+from ggserve.model_router import ModelRouter
+from ipc.protocol import ChildRestarts, Drain, EngineInfo
+from ipc.transport import CurveKeys, ipc_endpoint, is_tcp
 
 log = logging.getLogger("ggserve")
 
 POLL_SECONDS = 0.1
 STARTUP_TIMEOUT = 600.0
-BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # delay before the k-th restart within the window
-RESTART_WINDOW_S = 120.0
-SCHEDULER_SILENCE_S = 10.0  # a live scheduler that sends no EngineStatus this long is hung
 HTTP_GRACE_S = 0.5  # after the drain, time for the frontend to write the last events out
-STOP_WAIT_S = 5.0  # after Shutdown, time for the engine to exit before it is killed
-
-
-class ChildFailed(RuntimeError):
-    pass
 
 
 class StartInterrupted(RuntimeError):
     """A stop signal arrived while the server was starting."""
-
-
-@dataclass
-class Child:
-    """One supervised process and its restart history."""
-
-    name: str  # "scheduler", "executor N" or "frontend"
-    args: list[str]
-    env: dict[str, str] = field(default_factory=dict)
-    proc: subprocess.Popen | None = None
-    failures: collections.deque[float] = field(default_factory=collections.deque)
-    restart_at: float | None = None  # when to start it again after a failure
-    restarts: int = 0  # since the server started (ggserve:restarts_total)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid if self.proc is not None else 0
-
-    def exit_code(self) -> int | None:
-        """The exit code once the process has ended (None while it runs or was never started)."""
-        return None if self.proc is None else self.proc.poll()
-
-    def kill(self) -> None:
-        """SIGKILL the child's whole process group (granian's workers too) and reap it."""
-        if self.proc is None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.proc.wait()
 
 
 class Launcher:
@@ -132,12 +75,14 @@ class Launcher:
             run_dir=run_dir,
             scheduler_endpoint=scheduler_endpoint,
             executor_endpoint=executor_endpoint,
+            models_endpoint=ipc_endpoint(run_dir, "models") if cfg.router else "",
             curve=cfg.curve or (CurveKeys.generate() if remote else None),
         )
         self.cfg = cfg
         self.config_path = save_config(cfg)
         self.created_files = [self.config_path] + [
-            e.removeprefix("ipc://") for e in (scheduler_endpoint, executor_endpoint) if e.startswith("ipc://")
+            e.removeprefix("ipc://") for e in (scheduler_endpoint, executor_endpoint, cfg.models_endpoint)
+            if e.startswith("ipc://")
         ]
         frontend_env: dict[str, str] = {}
         if cfg.metrics:
@@ -149,47 +94,47 @@ class Launcher:
             self.created_files.append(metrics_dir)
             frontend_env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         self.zmq = zmq.Context()
-        self.control = self._connect_control()
-        self.scheduler = self._child("scheduler", "scheduler")
-        self.executors = [
-            self._child(f"executor {i}", "executor", "--id", str(i),
-                        env={"CUDA_VISIBLE_DEVICES": cfg.gpus[i] if i < len(cfg.gpus) else str(i)})
-            for i in range(cfg.executors)
-        ]
-        self.frontend = self._child("frontend", "frontend", env=frontend_env)
+        self.frontend = Child.module("frontend", "frontend", self.config_path, env=frontend_env)
+        # One engine for the single model; in router mode, one per loaded model (self.router's).
+        self.router = ModelRouter(cfg, self.zmq, self._frontend_restarts) if cfg.router else None
+        self.engine = None if cfg.router else EngineGroup(cfg, self.config_path, self.zmq,
+                                                           restart_counts=self._frontend_restarts)
         self.http = True
         self.stop_requested = False
         self.force_stop = False  # a second signal: do not wait for the drain
-        self.drained = False  # the scheduler reported every request ended
-        self.last_heard = time.monotonic()  # last message from the scheduler
 
-    def _child(self, name: str, module: str, *args: str, env: dict[str, str] | None = None) -> Child:
-        return Child(name, [sys.executable, "-m", module, "--config", self.config_path, *args], env or {})
-
-    def _connect_control(self) -> zmq.Socket:
-        """A fresh socket to the scheduler (a new one drops whatever the old one had queued)."""
-        return connect_dealer(self.zmq, self.cfg.scheduler_endpoint, LAUNCHER_IDENTITY, self.cfg.curve)
+    def _frontend_restarts(self) -> list[ChildRestarts]:
+        return [ChildRestarts("frontend", self.frontend.restarts)] if self.http else []
 
     @property
-    def children(self) -> list[Child]:
-        return [self.scheduler, *self.executors, *([self.frontend] if self.http else [])]
+    def engines(self) -> list[EngineGroup]:
+        return self.router.engines if self.router is not None else [self.engine] if self.engine is not None else []
+
+    @property
+    def scheduler(self) -> Child:
+        """The single model's scheduler."""
+        assert self.engine is not None, "router mode has one scheduler per loaded model"
+        return self.engine.scheduler
+
+    @property
+    def executors(self) -> list[Child]:
+        """The single model's executors."""
+        assert self.engine is not None, "router mode has executors per loaded model"
+        return self.engine.executors
 
     # ------------------------------------------------------------------ start
 
-    def _spawn(self, child: Child) -> None:
-        child.proc = subprocess.Popen(child.args, env={**os.environ, **child.env}, process_group=0)
-        child.restart_at = None
-
-    def start(self, http: bool = True) -> EngineInfo:
-        """Start every process; ``http=False`` runs the engine alone (tests, remote frontends)."""
+    def start(self, http: bool = True) -> EngineInfo | None:
+        """Start every process; ``http=False`` runs the engine alone (tests, remote frontends).
+        Returns the engine's facts (None in router mode, where models load on demand)."""
         self.http = http
-        self._spawn(self.scheduler)
-        for executor in self.executors:
-            self._spawn(executor)
+        if self.engine is not None:
+            self.engine.start()
         if http:
-            self._spawn(self.frontend)
-        self._hello()
-        info = self._wait_engine()
+            self.frontend.spawn()
+        info = self._wait_engine() if self.engine is not None else None
+        if self.router is not None:
+            self.router.start()
         if http:
             self._wait_http()
         return info
@@ -197,20 +142,22 @@ class Launcher:
     def _check_start(self) -> None:
         if self.stop_requested:
             raise StartInterrupted("stopped while starting")
-        for child in self.children:
-            code = child.exit_code()
-            if code is not None:
-                raise ChildFailed(f"{child.name} exited during start-up with code {code}")
+        failure = self.engine.start_failure() if self.engine is not None else None
+        if failure is not None:
+            raise ChildFailed(failure)
+        code = self.frontend.exit_code() if self.http else None
+        if code is not None:
+            raise ChildFailed(f"frontend exited during start-up with code {code}")
 
     def _wait_engine(self) -> EngineInfo:
+        assert self.engine is not None
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:
             self._check_start()
-            if self.control.poll(int(POLL_SECONDS * 1000)):
-                msg = self._recv_control()
-                if isinstance(msg, EngineInfo):
-                    self.last_heard = time.monotonic()
-                    return msg
+            self.engine.read_control()
+            if self.engine.info is not None:
+                return self.engine.info
+            time.sleep(POLL_SECONDS / 4)
         raise ChildFailed("the engine did not become ready in time")
 
     def _wait_http(self) -> None:
@@ -219,7 +166,10 @@ class Launcher:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:
             self._check_start()
-            self._read_control()  # keep the scheduler's pulse from piling up
+            for engine in self.engines:
+                engine.read_control()  # keep the scheduler's pulse from piling up
+            if self.router is not None:
+                self.router.supervise(time.monotonic(), restart=False)  # the workers need the model table
             try:
                 with urllib.request.urlopen(url, timeout=2, context=context) as resp:
                     if resp.status == 200:
@@ -244,125 +194,39 @@ class Launcher:
                 log.info("stopping: finishing running requests (up to %.0fs; signal again to skip)",
                          self.cfg.shutdown_timeout)
                 drain_deadline = now + self.cfg.shutdown_timeout + STOP_WAIT_S
-                self._send_control(Drain(self.cfg.shutdown_timeout))
+                if self.router is not None:
+                    self.router.drain(self.cfg.shutdown_timeout)
+                for engine in [self.engine] if self.engine is not None else []:
+                    engine.send_control(Drain(self.cfg.shutdown_timeout))
             if drain_deadline is not None:
-                if self.drained or self.force_stop or now > drain_deadline or self.scheduler.exit_code() is not None:
+                if self.force_stop or now > drain_deadline or all(
+                        e.drained or e.scheduler.exit_code() is not None for e in self.engines):
                     return 0
-            self._read_control()
             try:
-                self._watch(now, restart=drain_deadline is None)
+                if self.engine is not None:
+                    self.engine.supervise(now, drain_deadline is None, self.cfg.max_restarts)
+                if self.router is not None:
+                    self.router.supervise(now, drain_deadline is None)
+                self._watch_frontend(now, restart=drain_deadline is None)
             except ChildFailed as exc:
                 log.error("%s; giving up", exc)
                 return 1
             time.sleep(POLL_SECONDS)
 
-    def _watch(self, now: float, restart: bool) -> None:
-        """Notice deaths and hangs; start again what is due."""
-        if self.scheduler.restart_at is None:
-            code = self.scheduler.exit_code()
-            if code is not None:
-                self._scheduler_lost(now, f"exited with code {code}")
-            elif now - self.last_heard > SCHEDULER_SILENCE_S:
-                self.scheduler.kill()
-                self._scheduler_lost(now, f"sent nothing for {SCHEDULER_SILENCE_S:.0f}s (hung); killed")
-        for i, executor in enumerate(self.executors):
-            if executor.restart_at is None and self.scheduler.restart_at is None:
-                code = executor.exit_code()
-                if code is not None:
-                    message = f"process {executor.pid} exited with code {code}"
-                    self._send_control(ExecutorDied(i, executor.pid, message))
-                    self._failed(executor, now, message)
-        if self.http and self.frontend.restart_at is None:
+    def _watch_frontend(self, now: float, restart: bool) -> None:
+        if not self.http:
+            return
+        if self.frontend.restart_at is None:
             code = self.frontend.exit_code()
             if code is not None:
                 self.frontend.kill()  # its workers, if any survived it
-                self._failed(self.frontend, now, f"exited with code {code}")
-        if restart:
-            self._restart_due(now)
-
-    def _scheduler_lost(self, now: float, message: str) -> None:
-        """The engine restarts whole: fresh executors for the fresh scheduler."""
-        for executor in self.executors:
-            executor.kill()
-            executor.restart_at = None
-        self._failed(self.scheduler, now, message)
-        self.control.close(linger=0)
-        self.control = self._connect_control()
-
-    def _failed(self, child: Child, now: float, message: str) -> None:
-        while child.failures and now - child.failures[0] > RESTART_WINDOW_S:
-            child.failures.popleft()
-        child.failures.append(now)
-        n = len(child.failures)
-        if n > self.cfg.max_restarts:
-            raise ChildFailed(f"{child.name} {message}; it failed {n} times within {RESTART_WINDOW_S:.0f}s")
-        delay = BACKOFF_S[min(n, len(BACKOFF_S)) - 1]
-        log.error("%s %s; restarting it in %.0fs", child.name, message, delay)
-        child.restart_at = now + delay
-
-    def _restart_due(self, now: float) -> None:
-        if self.scheduler.restart_at is not None:
-            if now < self.scheduler.restart_at:
-                return
-            log.info("restarting the scheduler and %d executor(s)", len(self.executors))
-            self._spawn(self.scheduler)
-            for executor in self.executors:
-                self._spawn(executor)
-            self.scheduler.restarts += 1
-            self.last_heard = now
-            self._hello()
-        for executor in self.executors:
-            if executor.restart_at is not None and now >= executor.restart_at:
-                log.info("restarting %s", executor.name)
-                self._spawn(executor)
-                executor.restarts += 1
-                self._send_restarts()
-        if self.http and self.frontend.restart_at is not None and now >= self.frontend.restart_at:
+                self.frontend.failed(now, f"exited with code {code}", self.cfg.max_restarts)
+        elif restart and now >= self.frontend.restart_at:
             log.info("restarting the frontend")
-            self._spawn(self.frontend)
+            self.frontend.spawn()
             self.frontend.restarts += 1
-            self._send_restarts()
-
-    def _hello(self) -> None:
-        """Introduce the launcher to a (new) scheduler, with the restart counts it reports."""
-        send(self.control, Hello(peer="launcher"))
-        self._send_restarts()
-
-    def _send_restarts(self) -> None:
-        counts = [ChildRestarts(c.name.replace(" ", "-"), c.restarts) for c in self.children]
-        self._send_control(Restarts(counts))
-
-    def _read_control(self) -> None:
-        while self.control.poll(0):
-            msg = self._recv_control()
-            if msg is None:
-                continue
-            self.last_heard = time.monotonic()
-            if isinstance(msg, RestartExecutor):
-                executor = self.executors[msg.executor_id] if 0 <= msg.executor_id < len(self.executors) else None
-                if executor is not None and executor.pid == msg.pid and executor.exit_code() is None:
-                    log.error("executor %d hung (%s); killing it", msg.executor_id, msg.message)
-                    executor.kill()  # _watch restarts it
-            elif isinstance(msg, Drained):
-                log.info("all requests ended (%d cut short at the deadline)", msg.n_cut_short)
-                self.drained = True
-            elif isinstance(msg, EngineInfo):
-                log.info("the engine is ready again")
-            elif not isinstance(msg, EngineStatus):
-                log.warning("dropped an unexpected %s from the scheduler", type(msg).__name__)
-
-    def _recv_control(self) -> object | None:
-        try:
-            return recv(self.control)
-        except BadFrame as exc:
-            log.warning("dropped a bad frame from the scheduler: %s", exc)
-            return None
-
-    def _send_control(self, msg: Drain | ExecutorDied | Restarts | Shutdown) -> None:
-        try:
-            send(self.control, msg)
-        except zmq.ZMQError as exc:
-            log.warning("cannot reach the scheduler: %s", exc)
+            for engine in self.engines:
+                engine.send_restarts()
 
     def request_stop(self, *_: object) -> None:
         """Signal handler: the first signal drains, a second one stops without waiting."""
@@ -373,20 +237,16 @@ class Launcher:
     # ------------------------------------------------------------------ stop
 
     def shutdown(self) -> None:
-        """Stop every child: frontend first (requests are over), then scheduler and executors."""
+        """Stop every child: frontend first (requests are over), then the engines."""
         if self.http and self.frontend.exit_code() is None and self.frontend.proc is not None:
             time.sleep(HTTP_GRACE_S)
         self.frontend.kill()
-        self._send_control(Shutdown("launcher stopping"))
-        deadline = time.monotonic() + STOP_WAIT_S
-        for child in (self.scheduler, *self.executors):
-            if child.proc is not None:
-                try:
-                    child.proc.wait(max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    log.warning("%s did not stop in time; killing it", child.name)
-            child.kill()
-        self.control.close(linger=0)
+        if self.router is not None:
+            self.router.close(STOP_WAIT_S)
+        if self.engine is not None:
+            self.engine.stop("launcher stopping")
+            while not self.engine.stopped():
+                time.sleep(0.05)
         self.zmq.term()
         self._remove_files()
 

@@ -8,6 +8,8 @@ Reading this module explains the system:
     scheduler <--ExecutorReady/StepResult/ExecutorError-- executor
     launcher --Hello/ExecutorDied/Drain/Shutdown/Restarts--> scheduler
     launcher <--EngineInfo/EngineStatus/RestartExecutor/Drained-- scheduler
+    frontend --Hello/Heartbeat/LoadModel/UnloadModel/ModelUsed--> launcher   (router mode)
+    frontend <--ModelTable-- launcher                                         (router mode)
 
 Liveness: the scheduler sends EngineStatus to every peer that said Hello a few times a second;
 a frontend that hears nothing for a while fails its requests and reconnects. Frontend workers
@@ -279,6 +281,7 @@ class EngineStatus(_Msg):
     epoch: int  # the scheduler's, as in EngineInfo
     n_executors_ready: int  # executors that can run requests now (0: all restarting)
     draining: bool = False  # stopping: new requests are refused, running ones finish
+    n_requests: int = 0  # running and waiting: 0 means idle (the launcher's sleep and LRU clocks)
 
 
 class SlotState(_Part):
@@ -488,6 +491,62 @@ class Restarts(_Msg):
     counts: list[ChildRestarts]
 
 
+# ----------------------------------------------------------------------------- router mode
+# Several models, each its own engine (scheduler + executors), under one launcher and one
+# frontend. The launcher binds a ROUTER socket (``models_endpoint``); every HTTP worker connects
+# a DEALER, says Hello and Heartbeat, and receives the ModelTable on every change and a few times
+# a second. A worker connects an EngineClient to a model's scheduler while the table says loaded.
+
+
+class ModelStatus(enum.IntEnum):
+    """Where a model's engine is; ``str()`` gives llama-server's spelling."""
+
+    UNLOADED = 0
+    LOADING = 1
+    LOADED = 2
+    SLEEPING = 3  # unloaded after --sleep-idle-seconds; the next request loads it again
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+class ModelEntry(_Part):
+    """One model of the router's table."""
+
+    name: str  # the API's model id
+    path: str  # the GGUF (first shard of a split)
+    status: ModelStatus
+    config_path: str = ""  # the model engine's ServeConfig JSON (its scheduler endpoint inside)
+    load_id: int = 0  # counts this model's loads: a new one means a new engine to connect to
+    failed: bool = False  # the last load failed (status UNLOADED)
+    error: str = ""  # why it failed, or why it was unloaded
+    n_slots: int = 0  # slots per executor as configured
+    n_ctx: int = 0  # KV cells per executor as configured
+    args: list[str] = []  # the flags that differ from the server's (llama-server's status.args)
+
+
+class ModelTable(_Msg):
+    """Every model the router serves, with its status."""
+
+    models: list[ModelEntry]
+
+
+class LoadModel(_Msg):
+    """Load a model (a request for it arrived with autoload, or POST /models/load)."""
+
+    name: str
+
+
+class UnloadModel(_Msg):
+    name: str
+
+
+class ModelUsed(_Msg):
+    """A request for this model arrived: its idle clock restarts (LRU and sleep)."""
+
+    name: str
+
+
 Message = Union[
     AddRequest,
     Abort,
@@ -508,6 +567,10 @@ Message = Union[
     Drained,
     Shutdown,
     Restarts,
+    ModelTable,
+    LoadModel,
+    UnloadModel,
+    ModelUsed,
 ]
 
 _encoder = msgspec.msgpack.Encoder()

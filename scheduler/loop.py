@@ -193,7 +193,7 @@ class SchedulerLoop:
     def _tick(self, now: float) -> None:
         if now >= self.next_status:
             self.next_status = now + STATUS_INTERVAL_S
-            status = EngineStatus(self.epoch, self.core.n_alive, self.core.draining)
+            status = EngineStatus(self.epoch, self.core.n_alive, self.core.draining, len(self.core.requests))
             for peer in list(self.peers):
                 if not self._send(self.frontends, status, peer):
                     self._forget(peer, "is unreachable")

@@ -376,11 +376,22 @@ class ModelMeta(msgspec.Struct, omit_defaults=True):
     vocab_type: int | None = None  # llama_vocab_type (1 SPM, 2 BPE, ...)
 
 
+class ModelStatusInfo(msgspec.Struct, omit_defaults=True):
+    """Router mode: a model's ``status`` as llama-server's router lists it."""
+
+    value: str  # unloaded / loading / loaded / sleeping
+    args: list[str] = []  # the model's own flags (from the preset)
+    failed: bool = False  # the last load failed (value "unloaded")
+    message: str = ""  # why it failed or was unloaded
+
+
 class Model(msgspec.Struct, tag_field="object", tag="model", omit_defaults=True):
     id: str
     created: int
     owned_by: str
     meta: ModelMeta | None = None  # absent until the engine is ready
+    path: str | None = None  # router mode: the GGUF
+    status: ModelStatusInfo | None = None  # router mode
 
 
 class OllamaModelDetails(msgspec.Struct):

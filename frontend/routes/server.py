@@ -33,12 +33,12 @@ async def health(fe: Frontend, req: Request) -> Response:
 
 async def models(fe: Frontend, req: Request) -> Response:
     info = fe.engine.info
-    meta = _model_meta(fe, info) if info is not None else None
+    meta = model_meta(fe, info) if info is not None else None
     return json_response(ModelList([Model(fe.model_id, fe.started_at, "ggserve", meta)],
                                    [OllamaModel(fe.model_id, fe.model_id)]))
 
 
-def _model_meta(fe: Frontend, info: EngineInfo) -> ModelMeta:
+def model_meta(fe: Frontend, info: EngineInfo) -> ModelMeta:
     meta = ModelMeta(n_vocab=fe.tokenizer.n_vocab, n_ctx=info.n_ctx_slot)
     if info.executors:
         executor = info.executors[0]

@@ -1,0 +1,73 @@
+"""Router mode's server-wide endpoints: /health, /v1/models with each model's status, /props,
+POST /models/load and /models/unload (llama-server's router API)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from frontend.api.schemas import HealthStatus, Model, ModelList, ModelStatusInfo, OllamaModel
+from frontend.http.asgi import Request, Response, json_response
+from frontend.http.errors import invalid
+from frontend.router import ModelRouter
+from frontend.routes import server
+from ipc.protocol import ModelStatus
+
+
+class ModelName(msgspec.Struct):
+    """The ``model`` of a request body (every other field is the handler's business)."""
+
+    model: str = ""
+
+
+def requested_model(req: Request) -> str:
+    """The model a request names: ``?model=`` or the JSON body's ``model``; a 400 without one."""
+    name = req.query.get("model", "")
+    if not name and req.body.strip():
+        try:
+            name = msgspec.json.decode(req.body, type=ModelName).model
+        except msgspec.DecodeError:
+            name = ""  # the handler reports the bad body
+    if not name:
+        raise invalid("model name is missing from the request", param="model")
+    return name
+
+
+async def health(router: ModelRouter, req: Request) -> Response:
+    """The router serves as soon as it runs: models load on demand."""
+    return json_response(HealthStatus("ok"))
+
+
+async def models(router: ModelRouter, req: Request) -> Response:
+    data: list[Model] = []
+    for entry in router.table.values():
+        fe = router.loaded(entry.name)
+        meta = server.model_meta(fe, fe.engine.info) if fe is not None and fe.engine.info is not None else None
+        status = ModelStatusInfo(str(entry.status), entry.args, entry.failed, entry.error if entry.failed else "")
+        data.append(Model(entry.name, router.started_at, "ggserve", meta, entry.path, status))
+    return json_response(ModelList(data, [OllamaModel(m.id, m.id) for m in data]))
+
+
+async def props(router: ModelRouter, req: Request) -> Response:
+    """``/props?model=``: the model's properties when loaded; otherwise what is known without
+    loading it (a /props request never loads a model, as in llama-server)."""
+    name = requested_model(req)
+    fe = router.loaded(name)
+    if fe is not None:
+        return await server.props(fe, req)
+    entry = router.entry(name)
+    body: dict[str, Any] = {"model_alias": name, "model_path": entry.path, "total_slots": entry.n_slots,
+                            "is_sleeping": entry.status == ModelStatus.SLEEPING, "status": str(entry.status)}
+    return json_response(body)
+
+
+async def load(router: ModelRouter, req: Request) -> Response:
+    """Start loading the model; /v1/models shows when it is loaded."""
+    router.load(req.decode(ModelName).model or requested_model(req))
+    return json_response({"success": True})
+
+
+async def unload(router: ModelRouter, req: Request) -> Response:
+    router.unload(req.decode(ModelName).model or requested_model(req))
+    return json_response({"success": True})

@@ -1,0 +1,252 @@
+"""Router mode, the launcher's side: which models are loaded, loading and unloading their engines.
+
+Each model loads as its own engine (``EngineGroup``: scheduler + executors) with its own
+configuration and sockets in ``RUN_DIR/m<index>/``. The HTTP workers learn the models and their
+status from the ModelTable this module publishes on its ROUTER socket (``models_endpoint``) at
+every change and every TABLE_INTERVAL_S; they ask for loads and unloads (LoadModel, UnloadModel)
+and report each request (ModelUsed).
+
+Policy:
+  - loading a model when --models-max are loaded or loading first unloads the least recently
+    used idle one; when every one is busy the load fails at once (its waiting requests get 503);
+  - a model idle for --sleep-idle-seconds is unloaded with status SLEEPING;
+  - a load that fails (a process exits, or no EngineInfo within LOAD_TIMEOUT_S) leaves the model
+    UNLOADED with ``failed`` and the reason, which the waiting requests receive;
+  - a loaded model whose process keeps failing (--max-restarts) is unloaded the same way; the
+    other models are not touched.
+Every load, refused ones included, increments the model's ``load_id``: a worker that asked for a
+load knows its answer has come when the table shows a newer one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgspec
+import zmq
+
+from ggserve.children import ChildFailed
+from ggserve.config import ModelSpec, ServeConfig, save_config
+from ggserve.engine_group import EngineGroup, log_engine
+from ipc.protocol import (
+    ChildRestarts,
+    Drain,
+    Heartbeat,
+    Hello,
+    LoadModel,
+    ModelEntry,
+    ModelStatus,
+    ModelTable,
+    ModelUsed,
+    UnloadModel,
+)
+from ipc.transport import BadFrame, bind_router, ipc_endpoint, recv_routed, send
+
+log = logging.getLogger("ggserve")
+
+TABLE_INTERVAL_S = 0.5  # the table to every worker at least this often (their proof of life)
+PEER_TIMEOUT_S = 5.0  # a worker heard from less recently is forgotten
+LOAD_TIMEOUT_S = 600.0
+RECENT_USE_S = 1.0  # a model asked for this recently is not unloaded to make room
+
+
+@dataclass
+class RoutedModel:
+    """One model of the router and its engine, if loaded."""
+
+    spec: ModelSpec
+    cfg: ServeConfig  # its engine's configuration (own run directory and sockets)
+    config_path: str
+    status: ModelStatus = ModelStatus.UNLOADED
+    engine: EngineGroup | None = None
+    load_id: int = 0
+    failed: bool = False
+    error: str = ""
+    last_used: float = field(default_factory=time.monotonic)
+    load_deadline: float = 0.0
+
+    def entry(self) -> ModelEntry:
+        return ModelEntry(self.spec.name, self.spec.path, self.status, self.config_path, self.load_id, self.failed,
+                          self.error, self.cfg.n_parallel, self.cfg.ctx_size, self.spec.args)
+
+    def last_active(self) -> float:
+        return max(self.last_used, self.engine.last_busy if self.engine is not None else 0.0)
+
+
+class ModelRouter:
+    def __init__(self, cfg: ServeConfig, zctx: zmq.Context,
+                 restart_counts: Callable[[], list[ChildRestarts]]) -> None:
+        self.cfg = cfg
+        self.zmq = zctx
+        self.restart_counts = restart_counts
+        self.socket = bind_router(zctx, cfg.models_endpoint)
+        self.models = {spec.name: self._routed(i, spec) for i, spec in enumerate(cfg.models)}
+        self.peers: dict[bytes, float] = {}  # HTTP worker -> last heard
+        self.stopping: list[EngineGroup] = []  # unloaded engines not yet exited
+        self.accepting = True  # False once draining: no more loads
+        self.changed = True
+        self.next_table = 0.0
+
+    def _routed(self, index: int, spec: ModelSpec) -> RoutedModel:
+        run_dir = os.path.join(self.cfg.run_dir, f"m{index}")
+        os.makedirs(run_dir, mode=0o700, exist_ok=True)
+        cfg = msgspec.convert({**msgspec.to_builtins(msgspec.structs.replace(
+            self.cfg, models=[], models_endpoint="", run_dir=run_dir, model=spec.path, alias=spec.name,
+            scheduler_endpoint=ipc_endpoint(run_dir, "scheduler"), executor_endpoint=ipc_endpoint(run_dir, "executors"),
+        )), **spec.overrides}, ServeConfig)
+        return RoutedModel(spec, cfg, save_config(cfg))
+
+    @property
+    def engines(self) -> list[EngineGroup]:
+        return [m.engine for m in self.models.values() if m.engine is not None]
+
+    def start(self) -> None:
+        """Load the models marked load-on-startup."""
+        for model in self.models.values():
+            if model.spec.load_on_startup:
+                self.load(model)
+
+    # ------------------------------------------------------------------ load / unload
+
+    def load(self, model: RoutedModel) -> None:
+        if model.status in (ModelStatus.LOADING, ModelStatus.LOADED):
+            return
+        model.load_id += 1
+        model.failed, model.error = False, ""
+        self.changed = True
+        if not self.accepting:
+            self._refuse(model, "the server is shutting down")
+            return
+        active = [m for m in self.models.values() if m.status in (ModelStatus.LOADING, ModelStatus.LOADED)]
+        if self.cfg.models_max and len(active) >= self.cfg.models_max:
+            now = time.monotonic()
+            idle = [m for m in active if m.engine is not None and m.engine.idle and now - m.last_used > RECENT_USE_S]
+            if not idle:
+                self._refuse(model, f"{len(active)} models are loaded (--models-max {self.cfg.models_max}) "
+                                    "and none is idle; retry when one is")
+                return
+            victim = min(idle, key=RoutedModel.last_active)
+            log.info("unloading %s (least recently used) to make room for %s", victim.spec.name, model.spec.name)
+            self.unload(victim, f"unloaded to make room for {model.spec.name}")
+        log.info("loading %s (%s)", model.spec.name, model.spec.path)
+        model.engine = EngineGroup(model.cfg, model.config_path, self.zmq, model.spec.name, self.restart_counts)
+        model.engine.start()
+        model.status = ModelStatus.LOADING
+        model.last_used = time.monotonic()
+        model.load_deadline = model.last_used + LOAD_TIMEOUT_S
+
+    def _refuse(self, model: RoutedModel, why: str) -> None:
+        log.warning("not loading %s: %s", model.spec.name, why)
+        model.failed, model.error = True, why
+
+    def unload(self, model: RoutedModel, why: str, status: ModelStatus = ModelStatus.UNLOADED,
+               failed: bool = False) -> None:
+        if model.engine is not None:
+            model.engine.stop(why)
+            self.stopping.append(model.engine)
+            model.engine = None
+        model.status, model.failed, model.error = status, failed, why
+        self.changed = True
+
+    def drain(self, timeout_s: float) -> None:
+        self.accepting = False
+        for engine in self.engines:
+            engine.send_control(Drain(timeout_s))
+
+    # ------------------------------------------------------------------ supervise
+
+    def supervise(self, now: float, restart: bool) -> None:
+        self._read_workers(now)
+        for model in self.models.values():
+            engine = model.engine
+            if engine is None:
+                continue
+            if model.status == ModelStatus.LOADING:
+                self._watch_load(model, engine, now)
+                continue
+            try:
+                engine.supervise(now, restart, self.cfg.max_restarts)
+            except ChildFailed as exc:
+                log.error("%s; unloading %s", exc, model.spec.name)
+                self.unload(model, str(exc), failed=True)
+                continue
+            sleep_s = self.cfg.sleep_idle_seconds
+            if sleep_s > 0 and engine.idle and now - model.last_active() > sleep_s:
+                log.info("%s idle for %.0fs: sleeping (unloaded until the next request)", model.spec.name, sleep_s)
+                self.unload(model, "sleeping", ModelStatus.SLEEPING)
+        self.stopping = [engine for engine in self.stopping if not engine.stopped()]
+        if self.changed or now >= self.next_table:
+            self._publish(now)
+
+    def _watch_load(self, model: RoutedModel, engine: EngineGroup, now: float) -> None:
+        engine.read_control()
+        failure = engine.start_failure()
+        if failure is None and now > model.load_deadline:
+            failure = f"not ready within {LOAD_TIMEOUT_S:.0f}s"
+        if failure is not None:
+            log.error("loading %s failed: %s", model.spec.name, failure)
+            self.unload(model, f"loading failed: {failure}", failed=True)
+        elif engine.info is not None:
+            model.status = ModelStatus.LOADED
+            self.changed = True
+            log.info("%s loaded in %.1fs", model.spec.name, now - (model.load_deadline - LOAD_TIMEOUT_S))
+            log_engine(engine.info)
+
+    def _read_workers(self, now: float) -> None:
+        while self.socket.poll(0):
+            try:
+                peer, msg = recv_routed(self.socket)
+            except BadFrame as exc:
+                log.warning("dropped a bad frame from an HTTP worker: %s", exc)
+                continue
+            self.peers[peer] = now
+            if isinstance(msg, Hello):
+                self.changed = True  # the new worker needs the table now
+                continue
+            if isinstance(msg, Heartbeat):
+                continue
+            model = self.models.get(msg.name) if isinstance(msg, LoadModel | UnloadModel | ModelUsed) else None
+            if model is None:
+                log.warning("dropped a %s from an HTTP worker", type(msg).__name__)
+            elif isinstance(msg, ModelUsed):
+                model.last_used = now
+            elif isinstance(msg, LoadModel):
+                model.last_used = now
+                self.load(model)
+            else:
+                log.info("unloading %s (asked by a client)", model.spec.name)
+                self.unload(model, "unloaded by request")
+        for peer in [p for p, heard in self.peers.items() if now - heard > PEER_TIMEOUT_S]:
+            del self.peers[peer]
+
+    def _publish(self, now: float) -> None:
+        table = ModelTable([m.entry() for m in self.models.values()])
+        for peer in self.peers:
+            try:
+                send(self.socket, table, peer)
+            except zmq.ZMQError as exc:
+                log.debug("cannot reach HTTP worker %r: %s", peer, exc)
+        self.changed = False
+        self.next_table = now + TABLE_INTERVAL_S
+
+    # ------------------------------------------------------------------ stop
+
+    def close(self, wait_s: float) -> None:
+        """Stop every engine (Shutdown, then SIGKILL after ``wait_s``) and remove their files."""
+        for model in self.models.values():
+            if model.engine is not None:
+                self.unload(model, "the server is stopping")
+        deadline = time.monotonic() + wait_s
+        while self.stopping and time.monotonic() < deadline:
+            self.stopping = [engine for engine in self.stopping if not engine.stopped()]
+            time.sleep(0.05)
+        for engine in self.stopping:
+            engine.close()
+        self.socket.close(linger=0)
+        for model in self.models.values():
+            shutil.rmtree(model.cfg.run_dir, ignore_errors=True)
