@@ -101,7 +101,10 @@ class ModelRouter:
         while True:
             entry = self.entry(name)
             if entry.status == ModelStatus.LOADED:
-                return await self._open(entry)
+                fe = await self._open(entry)
+                if asked is not None:
+                    self._send(ModelUsed(name))  # the idle clock starts again: the request runs now
+                return fe
             if entry.status != ModelStatus.LOADING:
                 if asked is not None and entry.load_id >= asked:
                     raise unavailable(f"model '{name}' could not be loaded: {entry.error or 'it was unloaded'}")

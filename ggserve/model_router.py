@@ -8,7 +8,8 @@ and report each request (ModelUsed).
 
 Policy:
   - loading a model when --models-max are loaded or loading first unloads the least recently
-    used idle one; when every one is busy the load fails at once (its waiting requests get 503);
+    used idle one; while every one is busy the load waits (status LOADING), and fails after
+    ROOM_WAIT_S (its waiting requests get 503);
   - a model idle for --sleep-idle-seconds is unloaded with status SLEEPING;
   - a load that fails (a process exits, or no EngineInfo within LOAD_TIMEOUT_S) leaves the model
     UNLOADED with ``failed`` and the reason, which the waiting requests receive;
@@ -53,6 +54,7 @@ TABLE_INTERVAL_S = 0.5  # the table to every worker at least this often (their p
 PEER_TIMEOUT_S = 5.0  # a worker heard from less recently is forgotten
 LOAD_TIMEOUT_S = 600.0
 RECENT_USE_S = 1.0  # a model asked for this recently is not unloaded to make room
+ROOM_WAIT_S = 30.0  # a load waits this long for a loaded model to become idle (--models-max)
 
 
 @dataclass
@@ -68,7 +70,8 @@ class RoutedModel:
     failed: bool = False
     error: str = ""
     last_used: float = field(default_factory=time.monotonic)
-    load_deadline: float = 0.0
+    room_deadline: float = 0.0  # a load waiting for --models-max room gives up then
+    load_started: float = 0.0  # when its engine started
 
     def entry(self) -> ModelEntry:
         return ModelEntry(self.spec.name, self.spec.path, self.status, self.config_path, self.load_id, self.failed,
@@ -122,13 +125,23 @@ class ModelRouter:
         if not self.accepting:
             self._refuse(model, "the server is shutting down")
             return
-        active = [m for m in self.models.values() if m.status in (ModelStatus.LOADING, ModelStatus.LOADED)]
-        if self.cfg.models_max and len(active) >= self.cfg.models_max:
-            now = time.monotonic()
-            idle = [m for m in active if m.engine is not None and m.engine.idle and now - m.last_used > RECENT_USE_S]
+        now = time.monotonic()
+        model.status = ModelStatus.LOADING
+        model.last_used = now
+        model.room_deadline = now + ROOM_WAIT_S
+        self._start_if_room(model, now)
+
+    def _start_if_room(self, model: RoutedModel, now: float) -> None:
+        """Start the model's engine, unloading the least recently used idle model first when
+        --models-max engines run; with none idle, try again at the next tick (up to ROOM_WAIT_S)."""
+        running = [m for m in self.models.values() if m.engine is not None]
+        if self.cfg.models_max and len(running) >= self.cfg.models_max:
+            idle = [m for m in running if m.status == ModelStatus.LOADED and m.engine is not None and m.engine.idle
+                    and now - m.last_used > RECENT_USE_S]
             if not idle:
-                self._refuse(model, f"{len(active)} models are loaded (--models-max {self.cfg.models_max}) "
-                                    "and none is idle; retry when one is")
+                if now > model.room_deadline:
+                    self._refuse(model, f"{len(running)} models are loaded (--models-max {self.cfg.models_max}) "
+                                        f"and none was idle for {ROOM_WAIT_S:.0f}s")
                 return
             victim = min(idle, key=RoutedModel.last_active)
             log.info("unloading %s (least recently used) to make room for %s", victim.spec.name, model.spec.name)
@@ -136,13 +149,13 @@ class ModelRouter:
         log.info("loading %s (%s)", model.spec.name, model.spec.path)
         model.engine = EngineGroup(model.cfg, model.config_path, self.zmq, model.spec.name, self.restart_counts)
         model.engine.start()
-        model.status = ModelStatus.LOADING
-        model.last_used = time.monotonic()
-        model.load_deadline = model.last_used + LOAD_TIMEOUT_S
+        model.load_started = now
+        self.changed = True
 
     def _refuse(self, model: RoutedModel, why: str) -> None:
         log.warning("not loading %s: %s", model.spec.name, why)
-        model.failed, model.error = True, why
+        model.status, model.failed, model.error = ModelStatus.UNLOADED, True, why
+        self.changed = True
 
     def unload(self, model: RoutedModel, why: str, status: ModelStatus = ModelStatus.UNLOADED,
                failed: bool = False) -> None:
@@ -165,6 +178,8 @@ class ModelRouter:
         for model in self.models.values():
             engine = model.engine
             if engine is None:
+                if model.status == ModelStatus.LOADING:
+                    self._start_if_room(model, now)
                 continue
             if model.status == ModelStatus.LOADING:
                 self._watch_load(model, engine, now)
@@ -186,15 +201,16 @@ class ModelRouter:
     def _watch_load(self, model: RoutedModel, engine: EngineGroup, now: float) -> None:
         engine.read_control()
         failure = engine.start_failure()
-        if failure is None and now > model.load_deadline:
+        if failure is None and now > model.load_started + LOAD_TIMEOUT_S:
             failure = f"not ready within {LOAD_TIMEOUT_S:.0f}s"
         if failure is not None:
             log.error("loading %s failed: %s", model.spec.name, failure)
             self.unload(model, f"loading failed: {failure}", failed=True)
         elif engine.info is not None:
             model.status = ModelStatus.LOADED
+            model.last_used = now  # the idle clock starts now, not when the load began
             self.changed = True
-            log.info("%s loaded in %.1fs", model.spec.name, now - (model.load_deadline - LOAD_TIMEOUT_S))
+            log.info("%s loaded in %.1fs", model.spec.name, now - model.load_started)
             log_engine(engine.info)
 
     def _read_workers(self, now: float) -> None:

@@ -48,11 +48,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def start_server(*extra_args: str, ready: bool = True) -> Iterator[ServerHandle]:
-    """Run ``ggserve serve`` with DEFAULT_ARGS overridden by ``extra_args``; wait for /health."""
+def start_server(*extra_args: str, ready: bool = True, base_args: tuple[str, ...] = DEFAULT_ARGS
+                 ) -> Iterator[ServerHandle]:
+    """Run ``ggserve serve`` with ``base_args`` overridden by ``extra_args``; wait for /health."""
     port = free_port()
     log_file = tempfile.NamedTemporaryFile("w", prefix="ggserve-test-", suffix=".log", delete=False)
-    args = [sys.executable, "-m", "ggserve", "serve", "--port", str(port), *DEFAULT_ARGS, *extra_args]
+    args = [sys.executable, "-m", "ggserve", "serve", "--port", str(port), *base_args, *extra_args]
     proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
     handle = ServerHandle(proc, port, log_file.name, "https" if "--ssl-certfile" in extra_args else "http")
     try:

@@ -1,0 +1,226 @@
+"""Router mode: several models behind one server, each its own engine, loaded on demand.
+
+The models are the embedded model under three names (symlinks), with different slot counts from
+a preset. The model is a base model: the tests assert statuses, shapes and counts, never text.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import ServerHandle, start_server
+from test_cli import parse
+from test_faults import alive, cmdline, role_pids
+
+from ggserve.cli import UsageError, config_from_args
+from ggserve.model import resolve_model
+from ggserve.model_sources import scan_models_dir
+
+# Not conftest's DEFAULT_ARGS: its -np would win over the preset's slot counts, as flags given on
+# the command line do.
+ARGS = ("-c", "512", "-t", "1", "--metrics")
+PRESET = """version = 1
+[*]
+c = 512
+
+[alpha]
+np = 2
+
+[beta]
+np = 1
+"""
+LOAD_S = 60.0  # a load on a busy 2-core machine
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("models")
+    for name in ("alpha", "beta", "gamma"):
+        (directory / f"{name}.gguf").symlink_to(resolve_model(None))
+    (directory / "preset.ini").write_text(PRESET)
+    return directory
+
+
+def router_args(models_dir: Path, *extra: str) -> tuple[str, ...]:
+    return ("--models-dir", str(models_dir), "--models-preset", str(models_dir / "preset.ini"), *ARGS, *extra)
+
+
+def complete(server: ServerHandle, model: str, **fields: object) -> httpx.Response:
+    body = {"model": model, "prompt": "Hello", "max_tokens": 4, **fields}
+    return httpx.post(f"{server.base_url}/v1/completions", json=body, timeout=LOAD_S + 30)
+
+
+def statuses(server: ServerHandle) -> dict[str, str]:
+    models = httpx.get(f"{server.base_url}/v1/models", timeout=10).json()["data"]
+    return {m["id"]: m["status"]["value"] for m in models}
+
+
+def wait_status(server: ServerHandle, model: str, status: str, timeout_s: float = LOAD_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while statuses(server)[model] != status:
+        assert time.monotonic() < deadline, f"{model} not {status}: {statuses(server)}"
+        time.sleep(0.1)
+
+
+def executor_pids(server: ServerHandle, index: int) -> list[int]:
+    """The executors of the model with this index (its engine lives in RUN_DIR/m<index>/)."""
+    return [p for p in role_pids(server, "-m executor") if f"/m{index}/config.json" in cmdline(p)]
+
+
+def wait_engine_gone(server: ServerHandle, index: int, timeout_s: float = 10.0) -> None:
+    """An unloaded model's processes exit (after Shutdown, or killed after STOP_WAIT_S)."""
+    deadline = time.monotonic() + timeout_s
+    while executor_pids(server, index):
+        assert time.monotonic() < deadline, "the unloaded model's executor still runs"
+        time.sleep(0.1)
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+def test_models_dir_recognises_splits_and_projectors(tmp_path: Path) -> None:
+    for name in ("plain.gguf", "big-00001-of-00002.gguf", "big-00002-of-00002.gguf", "mmproj-plain.gguf"):
+        (tmp_path / name).touch()
+    (tmp_path / "vision").mkdir()
+    for name in ("vision-Q4.gguf", "mmproj-F16.gguf"):
+        (tmp_path / "vision" / name).touch()
+    models = {m.name: m for m in scan_models_dir(str(tmp_path))}
+    assert sorted(models) == ["big", "plain", "vision"]
+    assert models["big"].path.endswith("big-00001-of-00002.gguf")
+    assert models["vision"].path.endswith("vision-Q4.gguf") and models["vision"].mmproj.endswith("mmproj-F16.gguf")
+    assert models["plain"].mmproj == ""
+
+
+def test_preset_settings_and_precedence(models_dir: Path, tmp_path: Path) -> None:
+    argv = router_args(models_dir, "-np", "3")
+    cfg = config_from_args(parse(*argv), argv)
+    models = {m.name: m for m in cfg.models}
+    assert sorted(models) == ["alpha", "beta", "gamma"] and cfg.router and cfg.model == ""
+    # The command line's -np 3 wins over the sections' np; [*]'s c applies to the preset's models.
+    assert "n_parallel" not in models["alpha"].overrides and cfg.n_parallel == 3
+    argv = router_args(models_dir)
+    cfg = config_from_args(parse(*argv), argv)
+    models = {m.name: m for m in cfg.models}
+    assert models["alpha"].overrides["n_parallel"] == 2 and models["beta"].overrides["n_parallel"] == 1
+    assert models["gamma"].overrides == {}  # only in the directory: the command line's settings
+    for bad in ("port = 9000", "no-such-flag = 1", "jinja = maybe"):
+        preset = tmp_path / "bad.ini"
+        preset.write_text(f"[alpha]\nmodel = {models_dir / 'alpha.gguf'}\n{bad}\n")
+        with pytest.raises(UsageError):
+            config_from_args(parse("--models-preset", str(preset)), ("--models-preset", str(preset)))
+
+
+# ----------------------------------------------------------------------------- one server, many models
+
+
+@pytest.fixture(scope="module")
+def router(models_dir: Path) -> Iterator[ServerHandle]:
+    with start_server(*router_args(models_dir), base_args=()) as handle:
+        yield handle
+
+
+def test_models_are_listed_unloaded_with_their_settings(router: ServerHandle) -> None:
+    models = {m["id"]: m for m in httpx.get(f"{router.base_url}/v1/models").json()["data"]}
+    assert sorted(models) == ["alpha", "beta", "gamma"]
+    assert {m["status"]["value"] for m in models.values()} == {"unloaded"}
+    assert models["alpha"]["status"]["args"] == ["--ctx-size", "512", "--parallel", "2"]
+    assert models["alpha"]["path"].endswith(".gguf")
+
+
+def test_unknown_or_missing_model_is_an_openai_error(router: ServerHandle) -> None:
+    resp = complete(router, "delta")
+    assert resp.status_code == 404
+    assert resp.json()["error"]["type"] == "not_found_error" and resp.json()["error"]["param"] == "model"
+    resp = httpx.post(f"{router.base_url}/v1/completions", json={"prompt": "Hi"})
+    assert resp.status_code == 400 and "model" in resp.json()["error"]["message"]
+    assert httpx.get(f"{router.base_url}/slots").status_code == 400
+
+
+def test_a_request_loads_its_model_and_is_routed_to_it(router: ServerHandle) -> None:
+    for model, slots in (("alpha", 2), ("beta", 1)):
+        resp = complete(router, model)
+        assert resp.status_code == 200 and resp.json()["model"] == model
+        assert statuses(router)[model] == "loaded"
+        assert len(httpx.get(f"{router.base_url}/slots", params={"model": model}).json()) == slots
+        props = httpx.get(f"{router.base_url}/props", params={"model": model}).json()
+        assert props["total_slots"] == slots and props["is_sleeping"] is False
+    assert statuses(router)["gamma"] == "unloaded"
+    assert httpx.get(f"{router.base_url}/slots", params={"model": "gamma"}).status_code == 503  # never loads
+
+
+def test_alternating_concurrent_requests_to_two_models(router: ServerHandle) -> None:
+    results: list[tuple[str, int, str]] = []
+
+    def ask(model: str) -> None:
+        resp = complete(router, model, max_tokens=8)
+        results.append((model, resp.status_code, resp.json().get("model", "")))
+
+    threads = [threading.Thread(target=ask, args=("alpha" if i % 2 else "beta",)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(LOAD_S)
+    assert len(results) == 8 and all(status == 200 and got == model for model, status, got in results)
+
+
+def test_one_models_executor_dying_leaves_the_others_serving(router: ServerHandle) -> None:
+    complete(router, "alpha")
+    complete(router, "beta")
+    (victim,) = executor_pids(router, 0)  # alpha's
+    os.kill(victim, signal.SIGKILL)
+    t0 = time.monotonic()
+    while alive(victim):
+        time.sleep(0.05)
+    assert complete(router, "beta").status_code == 200  # served while alpha's executor restarts
+    deadline = t0 + LOAD_S
+    while (resp := complete(router, "alpha")).status_code != 200:
+        assert resp.status_code == 503 and time.monotonic() < deadline
+        time.sleep(0.5)
+    assert executor_pids(router, 0) != [victim] and statuses(router)["alpha"] == "loaded"
+
+
+def test_load_and_unload_endpoints(router: ServerHandle) -> None:
+    url = router.base_url
+    assert httpx.post(f"{url}/models/load", json={"model": "gamma"}).json() == {"success": True}
+    wait_status(router, "gamma", "loaded")
+    assert httpx.post(f"{url}/models/unload", json={"model": "gamma"}).json() == {"success": True}
+    wait_status(router, "gamma", "unloaded", 10)
+    assert httpx.post(f"{url}/models/load", json={"model": "delta"}).status_code == 404
+    assert httpx.post(f"{url}/v1/completions", params={"autoload": "false"},
+                      json={"model": "gamma", "prompt": "Hi"}).status_code == 503
+
+
+# ----------------------------------------------------------------------------- limits and sleep
+
+
+def test_models_max_unloads_the_least_recently_used(models_dir: Path) -> None:
+    with start_server(*router_args(models_dir, "--models-max", "1"), base_args=()) as server:
+        assert complete(server, "alpha").status_code == 200
+        assert complete(server, "beta").status_code == 200
+        assert statuses(server) == {"alpha": "unloaded", "beta": "loaded", "gamma": "unloaded"}
+        wait_engine_gone(server, 0)  # alpha's engine is gone, its memory freed
+        assert complete(server, "alpha").status_code == 200
+        assert statuses(server)["beta"] == "unloaded"
+
+
+def test_idle_models_sleep_and_wake_on_the_next_request(models_dir: Path) -> None:
+    with start_server(*router_args(models_dir, "--sleep-idle-seconds", "2", "--sse-ping-interval", "0.3"),
+                      base_args=()) as server:
+        assert complete(server, "alpha").status_code == 200
+        wait_status(server, "alpha", "sleeping", 15)
+        props = httpx.get(f"{server.base_url}/props", params={"model": "alpha"}).json()
+        assert props["is_sleeping"] is True
+        wait_engine_gone(server, 0)
+        body = {"model": "alpha", "prompt": "Hello", "max_tokens": 3, "stream": True}
+        with httpx.stream("POST", f"{server.base_url}/v1/completions", json=body, timeout=LOAD_S) as resp:
+            lines = [line for line in resp.iter_lines() if line]
+        assert resp.status_code == 200 and lines[0] == ": ping"  # pinged while it loaded
+        assert lines[-1] == "data: [DONE]"
+        assert statuses(server)["alpha"] == "loaded"
