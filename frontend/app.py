@@ -278,7 +278,7 @@ class App:
             return self.fe
         if route.scope == "server":
             return self.router
-        name = models.requested_model(req)
+        name = models.requested_model(req, self.router)
         if route.scope == "loaded":
             fe = self.router.loaded(name)
             if fe is None:
@@ -289,14 +289,15 @@ class App:
     def _loads_first(self, route: Route, req: Request) -> bool:
         """Router mode: a stream whose model is not loaded yet (it gets pings while it loads)."""
         assert self.router is not None
-        return route.scope == "model" and _wants_stream(req.body) and self.router.loaded(models.requested_model(req)) is None
+        return (route.scope == "model" and _wants_stream(req.body)
+                and self.router.loaded(models.requested_model(req, self.router)) is None)
 
     async def _load_then_stream(self, route: Route, req: Request, router: ModelRouter
                                 ) -> AsyncGenerator[bytes, None]:
         """A stream whose model must load first: SSE ping comments while it loads, then the
         handler's stream. A failure before the first ping is an ordinary HTTP error; after it,
         an error event."""
-        load = asyncio.ensure_future(router.frontend_for(models.requested_model(req),
+        load = asyncio.ensure_future(router.frontend_for(models.requested_model(req, router),
                                                          _autoload(req, self.cfg.models_autoload)))
         try:
             pinged = False

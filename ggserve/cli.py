@@ -250,8 +250,9 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str] = ()) -> Serv
     --models-preset, whose flags the command line's own override."""
     cfg = _engine_config(args)
     if not (args.models_dir or args.models_preset):
-        if args.sleep_idle_seconds > 0:
-            raise UsageError("ggserve: --sleep-idle-seconds needs router mode (--models-dir or --models-preset)")
+        if args.sleep_idle_seconds > 0:  # one model that sleeps: a router of one, loaded at start
+            model = ModelSpec(name=cfg.model_alias, path=cfg.model, load_on_startup=True)
+            return msgspec.structs.replace(cfg, models=[model], models_single=True, models_max=1)
         return cfg
     if args.model:
         raise UsageError("ggserve: -m and --models-dir/--models-preset exclude each other")
@@ -302,7 +303,7 @@ _SERVER_WIDE = frozenset({
     "host", "port", "http_workers", "api_keys", "metrics", "metrics_no_auth", "slots", "props", "webui",
     "ssl_keyfile", "ssl_certfile", "max_body_size", "cors_origins", "api_prefix", "shutdown_timeout",
     "max_restarts", "run_dir", "scheduler_endpoint", "executor_endpoint", "log_level", "log_format", "log_file",
-    "models", "models_max", "models_autoload", "sleep_idle_seconds", "models_endpoint",
+    "models", "models_max", "models_autoload", "sleep_idle_seconds", "models_single", "models_endpoint", "model_name",
 })
 
 
@@ -414,6 +415,8 @@ def serve(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
         return 1
     if info is not None:
         log_engine(info)
+    elif cfg.models_single:
+        log.info("%s sleeps after %gs idle and loads again on the next request", cfg.model_alias, cfg.sleep_idle_seconds)
     else:
         log.info("router mode: %d model(s), up to %s loaded at once%s", len(cfg.models), cfg.models_max or "all",
                  "" if cfg.models_autoload else ", loaded by POST /models/load only")

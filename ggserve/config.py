@@ -83,7 +83,9 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     models_max: int = 4  # --models-max: loaded at once (0: no limit); the least recently used idle one goes
     models_autoload: bool = True  # --no-models-autoload: a request for an unloaded model is a 503
     sleep_idle_seconds: float = -1  # --sleep-idle-seconds: unload a model idle this long (-1: never)
+    models_single: bool = False  # the -m model run as a router of one (--sleep-idle-seconds): any name is it
     models_endpoint: str = ""  # the launcher's model table socket (router mode; set by the launcher)
+    model_name: str = ""  # router mode: the model of this engine's processes (names them in the logs)
     # plumbing
     run_dir: str = ""
     scheduler_endpoint: str = ""

@@ -32,6 +32,6 @@ def ignore_stop_signals() -> None:
 
 
 def setup_child(cfg: ServeConfig, role: str) -> None:
-    setup_logging(cfg.log_level, role, cfg.log_format, cfg.log_file)
+    setup_logging(cfg.log_level, f"{role}:{cfg.model_name}" if cfg.model_name else role, cfg.log_format, cfg.log_file)
     die_with_parent()
     ignore_stop_signals()

@@ -224,3 +224,17 @@ def test_idle_models_sleep_and_wake_on_the_next_request(models_dir: Path) -> Non
         assert resp.status_code == 200 and lines[0] == ": ping"  # pinged while it loaded
         assert lines[-1] == "data: [DONE]"
         assert statuses(server)["alpha"] == "loaded"
+
+
+def test_a_single_model_sleeps_too() -> None:
+    with start_server("--sleep-idle-seconds", "2", "-c", "512", "-np", "2") as server:
+        body = {"prompt": "Hello", "max_tokens": 3}  # no model: a single model takes any request
+        assert httpx.post(f"{server.base_url}/v1/completions", json=body, timeout=LOAD_S).status_code == 200
+        assert httpx.get(f"{server.base_url}/props").json()["is_sleeping"] is False
+        deadline = time.monotonic() + 15
+        while not httpx.get(f"{server.base_url}/props").json()["is_sleeping"]:
+            assert time.monotonic() < deadline, "the model did not fall asleep"
+            time.sleep(0.2)
+        resp = httpx.post(f"{server.base_url}/v1/completions", json={**body, "model": "any"}, timeout=LOAD_S)
+        assert resp.status_code == 200 and resp.json()["usage"]["completion_tokens"] == 3
+        assert httpx.get(f"{server.base_url}/props").json()["is_sleeping"] is False

@@ -21,8 +21,11 @@ class ModelName(msgspec.Struct):
     model: str = ""
 
 
-def requested_model(req: Request) -> str:
-    """The model a request names: ``?model=`` or the JSON body's ``model``; a 400 without one."""
+def requested_model(req: Request, router: ModelRouter) -> str:
+    """The model a request names: ``?model=`` or the JSON body's ``model``; a 400 without one.
+    A single model that sleeps (--sleep-idle-seconds without a models directory) is every name."""
+    if router.cfg.models_single:
+        return router.cfg.models[0].name
     name = req.query.get("model", "")
     if not name and req.body.strip():
         try:
@@ -52,7 +55,7 @@ async def models(router: ModelRouter, req: Request) -> Response:
 async def props(router: ModelRouter, req: Request) -> Response:
     """``/props?model=``: the model's properties when loaded; otherwise what is known without
     loading it (a /props request never loads a model, as in llama-server)."""
-    name = requested_model(req)
+    name = requested_model(req, router)
     fe = router.loaded(name)
     if fe is not None:
         return await server.props(fe, req)
@@ -64,10 +67,10 @@ async def props(router: ModelRouter, req: Request) -> Response:
 
 async def load(router: ModelRouter, req: Request) -> Response:
     """Start loading the model; /v1/models shows when it is loaded."""
-    router.load(req.decode(ModelName).model or requested_model(req))
+    router.load(req.decode(ModelName).model or requested_model(req, router))
     return json_response({"success": True})
 
 
 async def unload(router: ModelRouter, req: Request) -> Response:
-    router.unload(req.decode(ModelName).model or requested_model(req))
+    router.unload(req.decode(ModelName).model or requested_model(req, router))
     return json_response({"success": True})
