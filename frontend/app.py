@@ -118,11 +118,11 @@ def build_routes(metrics_no_auth: bool, router: bool = False) -> dict[str, dict[
         "/openapi.json": {"GET": Route(openapi_json, Operation("This OpenAPI document"), auth=False, scope="server")},
         **{path: {"GET": Route(webui.serve, Operation(summary, content_type=content_type), auth=False, scope="server")}
            for path, (_, content_type, summary) in webui.FILES.items()},
-        **(_router_routes() if router else {}),
+        **(_router_routes(metrics_no_auth) if router else {}),
     }
 
 
-def _router_routes() -> dict[str, dict[str, Route]]:
+def _router_routes(metrics_no_auth: bool) -> dict[str, dict[str, Route]]:
     """Router mode's server-wide endpoints, in place of the single model's."""
     listing = {"GET": Route(models.models, Operation("Every model and its status", response=ModelList),
                             scope="server")}
@@ -134,6 +134,9 @@ def _router_routes() -> dict[str, dict[str, Route]]:
         "/v1/models": listing,
         "/models": listing,
         "/props": {"GET": Route(models.props, Operation("A model's properties (?model=)"), scope="server")},
+        "/metrics": {"GET": Route(models.metrics_text, Operation(
+            "Prometheus metrics of every loaded model (with --metrics)", content_type=metrics.CONTENT_TYPE.decode()),
+            auth=not metrics_no_auth, scope="server")},
         "/models/load": {"POST": Route(models.load, Operation("Load a model"), scope="server")},
         "/models/unload": {"POST": Route(models.unload, Operation("Unload a model"), scope="server")},
     }
@@ -279,6 +282,8 @@ class App:
         if route.scope == "server":
             return self.router
         name = models.requested_model(req, self.router)
+        if req.trace is not None:
+            req.trace.model = name
         if route.scope == "loaded":
             fe = self.router.loaded(name)
             if fe is None:
@@ -297,8 +302,10 @@ class App:
         """A stream whose model must load first: SSE ping comments while it loads, then the
         handler's stream. A failure before the first ping is an ordinary HTTP error; after it,
         an error event."""
-        load = asyncio.ensure_future(router.frontend_for(models.requested_model(req, router),
-                                                         _autoload(req, self.cfg.models_autoload)))
+        name = models.requested_model(req, router)
+        if req.trace is not None:
+            req.trace.model = name
+        load = asyncio.ensure_future(router.frontend_for(name, _autoload(req, self.cfg.models_autoload)))
         try:
             pinged = False
             while not load.done():

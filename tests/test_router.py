@@ -170,6 +170,15 @@ def test_alternating_concurrent_requests_to_two_models(router: ServerHandle) -> 
     assert len(results) == 8 and all(status == 200 and got == model for model, status, got in results)
 
 
+def test_metrics_and_logs_are_labelled_by_model(router: ServerHandle) -> None:
+    text = httpx.get(f"{router.base_url}/metrics", timeout=10).text
+    assert 'ggserve:slots_total{executor="0",model="alpha"} 2.0' in text
+    assert 'ggserve:slots_total{executor="0",model="beta"} 1.0' in text and 'model="gamma"' not in text
+    only = httpx.get(f"{router.base_url}/metrics", params={"model": "beta"}, timeout=10).text
+    assert 'model="beta"' in only and 'model="alpha"' not in only
+    assert "model=alpha" in router.log() and "scheduler:beta" in router.log()
+
+
 def test_one_models_executor_dying_leaves_the_others_serving(router: ServerHandle) -> None:
     complete(router, "alpha")
     complete(router, "beta")

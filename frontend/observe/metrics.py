@@ -7,7 +7,8 @@ counts evaluated prompt tokens, cache hits excluded; ``prompt_tokens_seconds`` a
 work unchanged; they sum over every executor. ``n_tokens_max`` is a gauge here, not a counter as
 in llama-server: a counter's sample would be renamed ``n_tokens_max_total``, and it is a maximum.
 The ``spec_decode_*`` series come with speculative decoding. The rest are ``ggserve:``, with an
-``executor`` label where a value belongs to one executor. With several executors the two
+``executor`` label where a value belongs to one executor. In router mode every engine series has
+a ``model`` label too, one per loaded model (the request histograms are over all models). With several executors the two
 throughput gauges are per executor: their time adds up over executors running side by side.
 
 Several HTTP workers: the engine's numbers come from the one scheduler, so any worker gives the
@@ -21,7 +22,7 @@ process.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -66,78 +67,94 @@ def _sum(executors: list[ExecutorStats], field: str) -> float:
 
 
 class _EngineCollector(Collector):
-    def __init__(self, stats: EngineStats) -> None:
-        self._stats = stats
+    """The engines' series; in router mode one engine per loaded model, told apart by a
+    ``model`` label (a single model's series have none)."""
+
+    def __init__(self, engines: dict[str, EngineStats]) -> None:
+        self._engines = engines  # model -> its stats ("": the single model, no label)
+
+    def _family(self, kind: type[CounterMetricFamily | GaugeMetricFamily], name: str, doc: str,
+                labels: list[str], values: Iterator[tuple[list[str], float]]) -> Metric:
+        """A family with the model label first (where there is one), samples from ``values``."""
+        routed = any(self._engines)
+        family = kind(name, doc, labels=(["model"] if routed else []) + labels)
+        for label_values, value in values:
+            family.add_metric(label_values, value)
+        return family
+
+    def _per_model(self, value: Callable[[EngineStats], float]) -> Iterator[tuple[list[str], float]]:
+        routed = any(self._engines)
+        return (([model] if routed else [], value(s)) for model, s in self._engines.items())
 
     def collect(self) -> Iterator[Metric]:
-        s = self._stats
-        ex = s.executors
-        steps = _sum(ex, "steps_total")
+        def steps(s: EngineStats) -> float:
+            return _sum(s.executors, "steps_total")
+
         for name, doc, value in [
             ("prompt_tokens", "Number of prompt tokens processed, excluding cached tokens",
-             _sum(ex, "prompt_tokens_total")),
+             lambda s: _sum(s.executors, "prompt_tokens_total")),
             ("prompt_tokens_cached", "Number of prompt tokens reused from the cache",
-             _sum(ex, "prompt_tokens_cached_total")),
-            ("prompt_seconds", "Total time spent processing prompts", _sum(ex, "prompt_seconds_total")),
-            ("tokens_predicted", "Number of generation tokens processed", _sum(ex, "tokens_predicted_total")),
-            ("tokens_predicted_seconds", "Total time spent generating tokens", s.tokens_predicted_seconds_total),
+             lambda s: _sum(s.executors, "prompt_tokens_cached_total")),
+            ("prompt_seconds", "Total time spent processing prompts", lambda s: _sum(s.executors, "prompt_seconds_total")),
+            ("tokens_predicted", "Number of generation tokens processed",
+             lambda s: _sum(s.executors, "tokens_predicted_total")),
+            ("tokens_predicted_seconds", "Total time spent generating tokens", lambda s: s.tokens_predicted_seconds_total),
             ("n_decode", "Total number of llama_decode() calls", steps),
         ]:
-            yield CounterMetricFamily(f"llamacpp:{name}", doc, value=value)
+            yield self._family(CounterMetricFamily, f"llamacpp:{name}", doc, [], self._per_model(value))
         for name, doc, value in [
-            ("n_tokens_max", "Largest observed sequence length (prompt + generation)", s.n_tokens_max),
-            ("prompt_tokens_seconds", "Average prompt throughput in tokens/s", s.prompt_tokens_per_second),
-            ("predicted_tokens_seconds", "Average generation throughput in tokens/s", s.predicted_tokens_per_second),
-            ("requests_processing", "Number of requests processing", s.n_running),
-            ("requests_deferred", "Number of requests deferred", s.n_waiting),
+            ("n_tokens_max", "Largest observed sequence length (prompt + generation)", lambda s: s.n_tokens_max),
+            ("prompt_tokens_seconds", "Average prompt throughput in tokens/s", lambda s: s.prompt_tokens_per_second),
+            ("predicted_tokens_seconds", "Average generation throughput in tokens/s",
+             lambda s: s.predicted_tokens_per_second),
+            ("requests_processing", "Number of requests processing", lambda s: s.n_running),
+            ("requests_deferred", "Number of requests deferred", lambda s: s.n_waiting),
             ("n_busy_slots_per_decode", "Average number of busy slots per llama_decode() call",
-             _sum(ex, "busy_slots_total") / max(steps, 1)),
+             lambda s: _sum(s.executors, "busy_slots_total") / max(steps(s), 1)),
         ]:
-            yield GaugeMetricFamily(f"llamacpp:{name}", doc, value=value)
+            yield self._family(GaugeMetricFamily, f"llamacpp:{name}", doc, [], self._per_model(value))
         for name, doc, value in [
-            ("requests_finished", "Requests that ended normally (stop or length)", s.requests_finished),
-            ("requests_aborted", "Requests aborted (client gone, stop string)", s.requests_aborted),
-            ("requests_failed", "Requests the engine failed", s.requests_failed),
-            ("requests_rejected", "Requests refused at admission (queue full, invalid, draining)", s.requests_rejected),
+            ("requests_finished", "Requests that ended normally (stop or length)", lambda s: s.requests_finished),
+            ("requests_aborted", "Requests aborted (client gone, stop string)", lambda s: s.requests_aborted),
+            ("requests_failed", "Requests the engine failed", lambda s: s.requests_failed),
+            ("requests_rejected", "Requests refused at admission (queue full, invalid, draining)",
+             lambda s: s.requests_rejected),
         ]:
-            yield CounterMetricFamily(f"ggserve:{name}", doc, value=value)
-        yield from self._per_executor(ex)
-        restarts = CounterMetricFamily("ggserve:restarts", "Restarts of a process after it failed or hung",
-                                       labels=["process"])
-        for child in s.restarts:
-            restarts.add_metric([child.process], child.count)
-        yield restarts
+            yield self._family(CounterMetricFamily, f"ggserve:{name}", doc, [], self._per_model(value))
+        yield from self._per_executor()
+        yield self._family(CounterMetricFamily, "ggserve:restarts", "Restarts of a process after it failed or hung",
+                           ["process"], self._labelled(lambda s: ((c.process, c.count) for c in s.restarts)))
 
-    @staticmethod
-    def _per_executor(executors: list[ExecutorStats]) -> Iterator[Metric]:
-        label = ["executor"]
-        families = [
-            (GaugeMetricFamily("ggserve:executor_ready", "1 while the executor runs requests, 0 while it restarts",
-                               labels=label), lambda e: float(e.ready)),
-            (GaugeMetricFamily("ggserve:slots_total", "Slots (sequences) of the executor", labels=label),
-             lambda e: e.n_slots),
-            (GaugeMetricFamily("ggserve:slots_busy", "Slots running a request", labels=label),
-             lambda e: e.n_busy_slots),
-            (GaugeMetricFamily("ggserve:kv_cache_tokens", "KV cells in use (a prefix shared by several slots "
-                               "counts once): running requests and prefix cache", labels=label),
-             lambda e: e.kv_tokens),
-            (GaugeMetricFamily("ggserve:kv_cache_usage_ratio", "kv_cache_tokens over the context's cells",
-                               labels=label), lambda e: e.kv_tokens / e.n_ctx if e.n_ctx else 0.0),
-            (CounterMetricFamily("ggserve:prefix_cache_hit_tokens", "Prompt tokens reused from the prefix cache",
-                                 labels=label), lambda e: e.prompt_tokens_cached_total),
-            (CounterMetricFamily("ggserve:prompt_tokens", "Prompt tokens evaluated (cache hits excluded)",
-                                 labels=label), lambda e: e.prompt_tokens_total),
-            (CounterMetricFamily("ggserve:generation_tokens", "Tokens generated by finished requests",
-                                 labels=label), lambda e: e.tokens_predicted_total),
-            (CounterMetricFamily("ggserve:steps", "Engine steps (llama_decode calls)", labels=label),
-             lambda e: e.steps_total),
-            (CounterMetricFamily("ggserve:step_seconds", "Time spent in engine steps", labels=label),
-             lambda e: e.step_seconds_total),
+    def _labelled(self, rows: Callable[[EngineStats], Iterator[tuple[str, float]]]
+                  ) -> Iterator[tuple[list[str], float]]:
+        """Samples with one label of their own (the executor, the process), under each model's."""
+        routed = any(self._engines)
+        for model, s in self._engines.items():
+            for label, value in rows(s):
+                yield ([model] if routed else []) + [label], value
+
+    def _per_executor(self) -> Iterator[Metric]:
+        families: list[tuple[type[CounterMetricFamily | GaugeMetricFamily], str, str, Callable[[ExecutorStats], float]]] = [
+            (GaugeMetricFamily, "ggserve:executor_ready", "1 while the executor runs requests, 0 while it restarts",
+             lambda e: float(e.ready)),
+            (GaugeMetricFamily, "ggserve:slots_total", "Slots (sequences) of the executor", lambda e: e.n_slots),
+            (GaugeMetricFamily, "ggserve:slots_busy", "Slots running a request", lambda e: e.n_busy_slots),
+            (GaugeMetricFamily, "ggserve:kv_cache_tokens", "KV cells in use (a prefix shared by several slots "
+             "counts once): running requests and prefix cache", lambda e: e.kv_tokens),
+            (GaugeMetricFamily, "ggserve:kv_cache_usage_ratio", "kv_cache_tokens over the context's cells",
+             lambda e: e.kv_tokens / e.n_ctx if e.n_ctx else 0.0),
+            (CounterMetricFamily, "ggserve:prefix_cache_hit_tokens", "Prompt tokens reused from the prefix cache",
+             lambda e: e.prompt_tokens_cached_total),
+            (CounterMetricFamily, "ggserve:prompt_tokens", "Prompt tokens evaluated (cache hits excluded)",
+             lambda e: e.prompt_tokens_total),
+            (CounterMetricFamily, "ggserve:generation_tokens", "Tokens generated by finished requests",
+             lambda e: e.tokens_predicted_total),
+            (CounterMetricFamily, "ggserve:steps", "Engine steps (llama_decode calls)", lambda e: e.steps_total),
+            (CounterMetricFamily, "ggserve:step_seconds", "Time spent in engine steps", lambda e: e.step_seconds_total),
         ]
-        for family, value in families:
-            for e in executors:
-                family.add_metric([str(e.executor_id)], value(e))
-            yield family
+        for kind, name, doc, value in families:
+            yield self._family(kind, name, doc, ["executor"], self._labelled(
+                lambda s, value=value: ((str(e.executor_id), value(e)) for e in s.executors)))
 
 
 def observe_request(prompt_tokens: int, generated_tokens: int, e2e_s: float, ttft_s: float | None,
@@ -155,9 +172,10 @@ def observe_request(prompt_tokens: int, generated_tokens: int, e2e_s: float, ttf
             TIME_PER_OUTPUT_TOKEN.observe((e2e_s - ttft_s) / (generated_tokens - 1))
 
 
-def render(stats: EngineStats) -> bytes:
+def render(engines: dict[str, EngineStats]) -> bytes:
+    """The metrics text of the engines (model -> stats; the single model's key is "")."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_EngineCollector(stats))
+    registry.register(_EngineCollector(engines))
     multiproc_dir = os.environ.get(MULTIPROC_ENV)
     if multiproc_dir:
         MultiProcessCollector(registry, multiproc_dir)

@@ -44,6 +44,7 @@ class RequestTrace:
     error: str = ""  # the error's message, when the response is one (or a stream ended by one)
     disconnected: bool = False  # the client left before the response ended
     choices: list[ChoiceTrace] = field(default_factory=list)
+    model: str = ""  # router mode: the model the request named
 
     def close(self) -> None:
         now = time.monotonic()
@@ -58,6 +59,8 @@ class RequestTrace:
 
     def _fields(self, now: float) -> dict[str, object]:
         fields: dict[str, object] = {"id": self.id, "endpoint": self.path, "status": self.status}
+        if self.model:
+            fields["model"] = self.model
         if self.choices:
             firsts = [c for c in self.choices if c.first_of_prompt]
             stats = [c.stats for c in self.choices if c.stats is not None]

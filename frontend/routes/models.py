@@ -1,15 +1,18 @@
 """Router mode's server-wide endpoints: /health, /v1/models with each model's status, /props,
-POST /models/load and /models/unload (llama-server's router API)."""
+/metrics (every loaded model's, labelled by model), POST /models/load and /models/unload
+(llama-server's router API)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
 
 from frontend.api.schemas import HealthStatus, Model, ModelList, ModelStatusInfo, OllamaModel
 from frontend.http.asgi import Request, Response, json_response
-from frontend.http.errors import invalid
+from frontend.http.errors import ApiError, invalid
+from frontend.observe import metrics
 from frontend.router import ModelRouter
 from frontend.routes import server
 from ipc.protocol import ModelStatus
@@ -63,6 +66,16 @@ async def props(router: ModelRouter, req: Request) -> Response:
     body: dict[str, Any] = {"model_alias": name, "model_path": entry.path, "total_slots": entry.n_slots,
                             "is_sleeping": entry.status == ModelStatus.SLEEPING, "status": str(entry.status)}
     return json_response(body)
+
+
+async def metrics_text(router: ModelRouter, req: Request) -> Response:
+    """Every loaded model's engine series with a ``model`` label (``?model=``: that one's only)."""
+    if not router.cfg.metrics:
+        raise ApiError(501, "this server does not serve metrics; start it with --metrics")
+    names = [requested_model(req, router)] if "model" in req.query else list(router.table)
+    loaded = {name: fe for name in names if (fe := router.loaded(name)) is not None}
+    stats = await asyncio.gather(*(server.engine_stats(fe, reset_window=True) for fe in loaded.values()))
+    return Response(metrics.render(dict(zip(loaded, stats))), content_type=metrics.CONTENT_TYPE)
 
 
 async def load(router: ModelRouter, req: Request) -> Response:

@@ -62,7 +62,7 @@ async def set_props(fe: Frontend, req: Request) -> Response:
     return json_response({"success": True})
 
 
-async def _engine_stats(fe: Frontend, reset_window: bool = False) -> EngineStats:
+async def engine_stats(fe: Frontend, reset_window: bool = False) -> EngineStats:
     try:
         return await fe.engine.stats(_STATS_TIMEOUT_S, reset_window)
     except TimeoutError:
@@ -74,7 +74,7 @@ async def slots(fe: Frontend, req: Request) -> Response:
     if not fe.cfg.slots:
         raise ApiError(501, "this server does not serve /slots; start it without --no-slots")
     info = fe.engine_info()
-    stats = await _engine_stats(fe)
+    stats = await engine_stats(fe)
     if req.query.get("fail_on_no_slot") and all(slot.busy for slot in stats.slots):
         raise unavailable("no slot available")
     return json_response([introspection.slot_json(slot, info) for slot in stats.slots])
@@ -85,6 +85,6 @@ async def metrics_text(fe: Frontend, req: Request) -> Response:
     if not fe.cfg.metrics:
         raise ApiError(501, "this server does not serve metrics; start it with --metrics")
     fe.engine_info()
-    stats = await _engine_stats(fe, reset_window=True)
+    stats = await engine_stats(fe, reset_window=True)
     headers = [(b"process-start-time-unix", str(int(stats.started_at)).encode())]
-    return Response(metrics.render(stats), content_type=metrics.CONTENT_TYPE, headers=headers)
+    return Response(metrics.render({"": stats}), content_type=metrics.CONTENT_TYPE, headers=headers)
