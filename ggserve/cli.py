@@ -256,6 +256,9 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str] = ()) -> Serv
         return cfg
     if args.model:
         raise UsageError("ggserve: -m and --models-dir/--models-preset exclude each other")
+    if args.scheduler_endpoint or args.executor_endpoint:
+        raise UsageError("ggserve: router mode keeps each model's engine on this host (no --scheduler-endpoint "
+                         "or --executor-endpoint)")
     if args.models_max < 0:
         raise UsageError("ggserve: --models-max cannot be negative (0: no limit)")
     try:

@@ -35,6 +35,9 @@ np = 2
 
 [beta]
 np = 1
+
+[broken]
+model = {broken}
 """
 LOAD_S = 60.0  # a load on a busy 2-core machine
 
@@ -44,7 +47,8 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("models")
     for name in ("alpha", "beta", "gamma"):
         (directory / f"{name}.gguf").symlink_to(resolve_model(None))
-    (directory / "preset.ini").write_text(PRESET)
+    (directory / "broken.bin").write_bytes(b"GGUF but not really a model")
+    (directory / "preset.ini").write_text(PRESET.format(broken=directory / "broken.bin"))
     return directory
 
 
@@ -102,7 +106,7 @@ def test_preset_settings_and_precedence(models_dir: Path, tmp_path: Path) -> Non
     argv = router_args(models_dir, "-np", "3")
     cfg = config_from_args(parse(*argv), argv)
     models = {m.name: m for m in cfg.models}
-    assert sorted(models) == ["alpha", "beta", "gamma"] and cfg.router and cfg.model == ""
+    assert sorted(models) == ["alpha", "beta", "broken", "gamma"] and cfg.router and cfg.model == ""
     # The command line's -np 3 wins over the sections' np; [*]'s c applies to the preset's models.
     assert "n_parallel" not in models["alpha"].overrides and cfg.n_parallel == 3
     argv = router_args(models_dir)
@@ -128,7 +132,7 @@ def router(models_dir: Path) -> Iterator[ServerHandle]:
 
 def test_models_are_listed_unloaded_with_their_settings(router: ServerHandle) -> None:
     models = {m["id"]: m for m in httpx.get(f"{router.base_url}/v1/models").json()["data"]}
-    assert sorted(models) == ["alpha", "beta", "gamma"]
+    assert sorted(models) == ["alpha", "beta", "broken", "gamma"]
     assert {m["status"]["value"] for m in models.values()} == {"unloaded"}
     assert models["alpha"]["status"]["args"] == ["--ctx-size", "512", "--parallel", "2"]
     assert models["alpha"]["path"].endswith(".gguf")
@@ -141,6 +145,15 @@ def test_unknown_or_missing_model_is_an_openai_error(router: ServerHandle) -> No
     resp = httpx.post(f"{router.base_url}/v1/completions", json={"prompt": "Hi"})
     assert resp.status_code == 400 and "model" in resp.json()["error"]["message"]
     assert httpx.get(f"{router.base_url}/slots").status_code == 400
+
+
+def test_a_model_that_fails_to_load_ends_its_requests_with_the_reason(router: ServerHandle) -> None:
+    t0 = time.monotonic()
+    resp = complete(router, "broken")
+    assert resp.status_code == 503 and "could not be loaded" in resp.json()["error"]["message"]
+    assert time.monotonic() - t0 < 20
+    (broken,) = [m for m in httpx.get(f"{router.base_url}/v1/models").json()["data"] if m["id"] == "broken"]
+    assert broken["status"]["value"] == "unloaded" and broken["status"]["failed"] is True
 
 
 def test_a_request_loads_its_model_and_is_routed_to_it(router: ServerHandle) -> None:
@@ -213,7 +226,7 @@ def test_models_max_unloads_the_least_recently_used(models_dir: Path) -> None:
     with start_server(*router_args(models_dir, "--models-max", "1"), base_args=()) as server:
         assert complete(server, "alpha").status_code == 200
         assert complete(server, "beta").status_code == 200
-        assert statuses(server) == {"alpha": "unloaded", "beta": "loaded", "gamma": "unloaded"}
+        assert statuses(server) == {"alpha": "unloaded", "beta": "loaded", "broken": "unloaded", "gamma": "unloaded"}
         wait_engine_gone(server, 0)  # alpha's engine is gone, its memory freed
         assert complete(server, "alpha").status_code == 200
         assert statuses(server)["beta"] == "unloaded"
