@@ -273,7 +273,6 @@ class App:
             response = error_response(error)
         await _send_response(send, response, extra_headers, req.trace, error)
 
-
     async def _target(self, route: Route, req: Request) -> Frontend | ModelRouter:
         """What the route's handler is called with (see Route.scope)."""
         if self.router is None:

@@ -29,7 +29,17 @@ from frontend.http.errors import ApiError, unavailable
 from frontend.state import Frontend
 from ggserve.config import ServeConfig, load_config
 from ipc import transport
-from ipc.protocol import Heartbeat, Hello, LoadModel, Message, ModelEntry, ModelStatus, ModelTable, ModelUsed, UnloadModel
+from ipc.protocol import (
+    Heartbeat,
+    Hello,
+    LoadModel,
+    Message,
+    ModelEntry,
+    ModelStatus,
+    ModelTable,
+    ModelUsed,
+    UnloadModel,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +58,7 @@ class ModelRouter:
         self._frontends: dict[str, Frontend] = {}
         self._engine_load: dict[str, int] = {}  # model -> load_id its Frontend's EngineClient belongs to
         self._opening: dict[str, asyncio.Task[Frontend]] = {}
+        self._closing: set[asyncio.Task[None]] = set()  # engine clients of unloaded models, closing
         self._changed = asyncio.Event()
         self._ctx: zmq.asyncio.Context | None = None
         self._sock: zmq.asyncio.Socket | None = None
@@ -200,6 +211,8 @@ class ModelRouter:
             # Unloaded (or loaded anew): end this engine's requests now with the reason.
             del self._engine_load[name]
             why = entry.error if entry is not None and entry.error else "the model was unloaded"
-            asyncio.create_task(self._frontends[name].engine.close(f"model '{name}': {why}"))
+            task = asyncio.create_task(self._frontends[name].engine.close(f"model '{name}': {why}"))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
         self._changed.set()
         self._changed = asyncio.Event()

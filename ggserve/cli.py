@@ -313,19 +313,21 @@ _SERVER_WIDE = frozenset({
 def router_models(base: ServeConfig, args: argparse.Namespace, argv: list[str]) -> list[ModelSpec]:
     """The models of --models-dir and --models-preset. A preset section names a directory's model
     (adding settings to it) or a new one (with ``model = PATH``); its settings are flags, read by
-    this parser: the command line wins over a model's section, which wins over ``[*]``."""
+    this parser: the command line wins over a model's section, which wins over ``[*]`` (which
+    applies to the directory's models too)."""
     found = {m.name: m for m in scan_models_dir(args.models_dir)} if args.models_dir else {}
     if not args.models_preset:
         return list(found.values())
     preset = read_preset(args.models_preset)
     parser, serve_parser = _standalone_parser()
     flags = _preset_flags(serve_parser)
-    models = dict(found)
-    for name, section in preset.models.items():
+    models: list[ModelSpec] = []
+    for name in sorted({*found, *preset.models}):
+        section = {**preset.common, **preset.models.get(name, {})}
         own = {k: v for k, v in section.items() if k not in PRESET_ONLY_KEYS}
-        preset_argv = _as_argv(preset.common, flags) + _as_argv(own, flags)
+        preset_argv = _as_argv(own, flags)
         known = found.get(name)
-        if known is None and not any(flags.get(k) is flags["model"] for k in {**preset.common, **own}):
+        if known is None and not any(flags.get(k) is flags["model"] for k in own):
             raise ModelSourceError(f"preset [{name}] names no model file (model = PATH)")
         path_argv = ["--model", known.path] if known is not None else []
         model_args = parser.parse_args(["serve", *path_argv, *preset_argv, *argv])
@@ -336,10 +338,10 @@ def router_models(base: ServeConfig, args: argparse.Namespace, argv: list[str]) 
         wide = sorted(set(overrides) & _SERVER_WIDE)
         if wide:
             raise ModelSourceError(f"preset [{name}] sets {', '.join(wide)}, which apply to the whole server")
-        models[name] = ModelSpec(name=name, path=cfg.model, mmproj=known.mmproj if known else "",
-                                 overrides=overrides, args=preset_argv,
-                                 load_on_startup=section.get("load-on-startup", "").lower() in ("1", "true", "on"))
-    return sorted(models.values(), key=lambda m: m.name)
+        models.append(ModelSpec(name=name, path=cfg.model, mmproj=known.mmproj if known else "",
+                                overrides=overrides, args=preset_argv,
+                                load_on_startup=section.get("load-on-startup", "").lower() in ("1", "true", "on")))
+    return models
 
 
 def _standalone_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
@@ -419,7 +421,8 @@ def serve(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     if info is not None:
         log_engine(info)
     elif cfg.models_single:
-        log.info("%s sleeps after %gs idle and loads again on the next request", cfg.model_alias, cfg.sleep_idle_seconds)
+        log.info("%s sleeps after %gs idle and loads again on the next request",
+                 cfg.model_alias, cfg.sleep_idle_seconds)
     else:
         log.info("router mode: %d model(s), up to %s loaded at once%s", len(cfg.models), cfg.models_max or "all",
                  "" if cfg.models_autoload else ", loaded by POST /models/load only")

@@ -123,9 +123,6 @@ class ModelRouter:
         model.load_id += 1
         model.failed, model.error = False, ""
         self.changed = True
-        if not self.accepting:
-            self._refuse(model, "the server is shutting down")
-            return
         now = time.monotonic()
         model.status = ModelStatus.LOADING
         model.last_used = now
@@ -134,7 +131,13 @@ class ModelRouter:
 
     def _start_if_room(self, model: RoutedModel, now: float) -> None:
         """Start the model's engine, unloading the least recently used idle model first when
-        --models-max engines run; with none idle, try again at the next tick (up to ROOM_WAIT_S)."""
+        --models-max engines run; with none idle, try again at the next tick (up to ROOM_WAIT_S).
+        The model's previous engine must have exited first: the new one binds the same sockets."""
+        if not self.accepting:
+            self._refuse(model, "the server is shutting down")
+            return
+        if any(engine.name == model.spec.name for engine in self.stopping):
+            return
         running = [m for m in self.models.values() if m.engine is not None]
         if self.cfg.models_max and len(running) >= self.cfg.models_max:
             idle = [m for m in running if m.status == ModelStatus.LOADED and m.engine is not None and m.engine.idle

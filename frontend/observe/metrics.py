@@ -66,6 +66,9 @@ def _sum(executors: list[ExecutorStats], field: str) -> float:
     return sum(getattr(e, field) for e in executors)
 
 
+_Kind = type[CounterMetricFamily | GaugeMetricFamily]
+
+
 class _EngineCollector(Collector):
     """The engines' series; in router mode one engine per loaded model, told apart by a
     ``model`` label (a single model's series have none)."""
@@ -73,7 +76,7 @@ class _EngineCollector(Collector):
     def __init__(self, engines: dict[str, EngineStats]) -> None:
         self._engines = engines  # model -> its stats ("": the single model, no label)
 
-    def _family(self, kind: type[CounterMetricFamily | GaugeMetricFamily], name: str, doc: str,
+    def _family(self, kind: _Kind, name: str, doc: str,
                 labels: list[str], values: Iterator[tuple[list[str], float]]) -> Metric:
         """A family with the model label first (where there is one), samples from ``values``."""
         routed = any(self._engines)
@@ -95,10 +98,12 @@ class _EngineCollector(Collector):
              lambda s: _sum(s.executors, "prompt_tokens_total")),
             ("prompt_tokens_cached", "Number of prompt tokens reused from the cache",
              lambda s: _sum(s.executors, "prompt_tokens_cached_total")),
-            ("prompt_seconds", "Total time spent processing prompts", lambda s: _sum(s.executors, "prompt_seconds_total")),
+            ("prompt_seconds", "Total time spent processing prompts",
+             lambda s: _sum(s.executors, "prompt_seconds_total")),
             ("tokens_predicted", "Number of generation tokens processed",
              lambda s: _sum(s.executors, "tokens_predicted_total")),
-            ("tokens_predicted_seconds", "Total time spent generating tokens", lambda s: s.tokens_predicted_seconds_total),
+            ("tokens_predicted_seconds", "Total time spent generating tokens",
+             lambda s: s.tokens_predicted_seconds_total),
             ("n_decode", "Total number of llama_decode() calls", steps),
         ]:
             yield self._family(CounterMetricFamily, f"llamacpp:{name}", doc, [], self._per_model(value))
@@ -134,7 +139,7 @@ class _EngineCollector(Collector):
                 yield ([model] if routed else []) + [label], value
 
     def _per_executor(self) -> Iterator[Metric]:
-        families: list[tuple[type[CounterMetricFamily | GaugeMetricFamily], str, str, Callable[[ExecutorStats], float]]] = [
+        families: list[tuple[_Kind, str, str, Callable[[ExecutorStats], float]]] = [
             (GaugeMetricFamily, "ggserve:executor_ready", "1 while the executor runs requests, 0 while it restarts",
              lambda e: float(e.ready)),
             (GaugeMetricFamily, "ggserve:slots_total", "Slots (sequences) of the executor", lambda e: e.n_slots),

@@ -63,8 +63,8 @@ async def props(router: ModelRouter, req: Request) -> Response:
     if fe is not None:
         return await server.props(fe, req)
     entry = router.entry(name)
-    body: dict[str, Any] = {"model_alias": name, "model_path": entry.path, "total_slots": entry.n_slots, "n_ctx": entry.n_ctx,
-                            "is_sleeping": entry.status == ModelStatus.SLEEPING, "status": str(entry.status)}
+    body: dict[str, Any] = {"model_alias": name, "model_path": entry.path, "total_slots": entry.n_slots,
+                            "n_ctx": entry.n_ctx, "is_sleeping": entry.status == ModelStatus.SLEEPING, "status": str(entry.status)}
     return json_response(body)
 
 
