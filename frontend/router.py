@@ -106,8 +106,11 @@ class ModelRouter:
         """The model's Frontend, ready to take requests: loads the model when it is not loaded
         (``autoload``; otherwise 503) and waits. A failed load is a 503 with its reason."""
         await self._first_table()
-        entry = self.entry(name)
+        self.entry(name)
         self._send(ModelUsed(name))
+        fe = self.loaded(name)
+        if fe is not None:
+            return fe
         asked: int | None = None  # load_id the answer to our LoadModel will carry
         while True:
             entry = self.entry(name)
