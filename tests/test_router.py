@@ -114,7 +114,11 @@ def test_preset_settings_and_precedence(models_dir: Path, tmp_path: Path) -> Non
     models = {m.name: m for m in cfg.models}
     assert models["alpha"].overrides["n_parallel"] == 2 and models["beta"].overrides["n_parallel"] == 1
     assert models["gamma"].overrides == {}  # only in the directory: the command line's settings
-    for bad in ("port = 9000", "no-such-flag = 1", "jinja = maybe"):
+    for argv in (("-m", str(models_dir / "alpha.gguf")), ("--models-max", "-1"),
+                 ("--scheduler-endpoint", "tcp://127.0.0.1:5555")):
+        with pytest.raises(UsageError):
+            config_from_args(parse(*router_args(models_dir), *argv))
+    for bad in ("port = 9000", "no-such-flag = 1", "no-prefix-cache = maybe"):
         preset = tmp_path / "bad.ini"
         preset.write_text(f"[alpha]\nmodel = {models_dir / 'alpha.gguf'}\n{bad}\n")
         with pytest.raises(UsageError):
@@ -230,6 +234,11 @@ def test_models_max_unloads_the_least_recently_used(models_dir: Path) -> None:
         wait_engine_gone(server, 0)  # alpha's engine is gone, its memory freed
         assert complete(server, "alpha").status_code == 200
         assert statuses(server)["beta"] == "unloaded"
+        engine = role_pids(server, "-m executor") + role_pids(server, "-m scheduler")
+        run_dir = Path(cmdline(engine[0]).split("--config ")[1].split()[0]).parent.parent
+        server.proc.send_signal(signal.SIGTERM)  # stops every model's engine, removes the run directory
+        assert server.proc.wait(30) == 0
+        assert not any(alive(pid) for pid in engine) and not run_dir.exists()
 
 
 def test_idle_models_sleep_and_wake_on_the_next_request(models_dir: Path) -> None:
