@@ -45,6 +45,10 @@ LLAMA_ENV = {
     "--repeat-penalty": "LLAMA_ARG_REPEAT_PENALTY",
     "--presence-penalty": "LLAMA_ARG_PRESENCE_PENALTY",
     "--frequency-penalty": "LLAMA_ARG_FREQUENCY_PENALTY",
+    "--models-dir": "LLAMA_ARG_MODELS_DIR",
+    "--models-preset": "LLAMA_ARG_MODELS_PRESET",
+    "--models-max": "LLAMA_ARG_MODELS_MAX",
+    "--models-autoload": "LLAMA_ARG_MODELS_AUTOLOAD",
 }
 _TRUE = {"1", "true", "on", "yes", "enabled"}
 _FALSE = {"0", "false", "off", "no", "disabled"}
@@ -73,8 +77,11 @@ def apply_env_defaults(parser: argparse.ArgumentParser, environ: dict[str, str] 
             value = raw.strip().lower()
             if value not in _TRUE | _FALSE:
                 parser.error(f"{name}={raw!r}: expected one of {sorted(_TRUE | _FALSE)}")
+            # On the parser: a switch pair (--webui / --no-webui) shares one destination.
             if value in _TRUE:
-                action.default = action.const
+                parser.set_defaults(**{action.dest: action.const})
+            elif isinstance(action.const, bool):
+                parser.set_defaults(**{action.dest: not action.const})
             continue
         try:
             value = action.type(raw) if callable(action.type) else raw
