@@ -58,6 +58,8 @@ class ModelRouter:
         self._frontends: dict[str, Frontend] = {}
         self._engine_load: dict[str, int] = {}  # model -> load_id its Frontend's EngineClient belongs to
         self._opening: dict[str, asyncio.Task[Frontend]] = {}
+        # A model's first Frontend, started while the model loads: (load_id, its start).
+        self._prefetching: dict[str, tuple[int, asyncio.Task[Frontend]]] = {}
         self._closing: set[asyncio.Task[None]] = set()  # engine clients of unloaded models, closing
         self._changed = asyncio.Event()
         self._ctx: zmq.asyncio.Context | None = None
@@ -76,7 +78,10 @@ class ModelRouter:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for fe in self._frontends.values():
+        started = [task for _, task in self._prefetching.values()]
+        await asyncio.gather(*started, return_exceptions=True)
+        prefetched = [t.result() for t in started if not t.cancelled() and t.exception() is None]
+        for fe in [*self._frontends.values(), *prefetched]:
             await fe.close()
         if self._sock is not None:
             self._sock.close(linger=0)
@@ -119,7 +124,9 @@ class ModelRouter:
                 if asked is not None:
                     self._send(ModelUsed(name))  # the idle clock starts again: the request runs now
                 return fe
-            if entry.status != ModelStatus.LOADING:
+            if entry.status == ModelStatus.LOADING:
+                self._prefetch(entry)
+            else:
                 if asked is not None and entry.load_id >= asked:
                     raise unavailable(f"model '{name}' could not be loaded: {entry.error or 'it was unloaded'}")
                 if asked is None:
@@ -159,13 +166,21 @@ class ModelRouter:
             task.add_done_callback(lambda _: self._opening.pop(entry.name, None))
         return await asyncio.shield(task)
 
+    def _prefetch(self, entry: ModelEntry) -> None:
+        """Load the vocabulary and template of a loading model beside its engine (the first
+        time only: a model's Frontend outlives its engines)."""
+        if entry.name not in self._frontends and entry.name not in self._prefetching:
+            task = asyncio.create_task(Frontend.start(load_config(entry.config_path)))
+            self._prefetching[entry.name] = (entry.load_id, task)
+
     async def _connect(self, entry: ModelEntry) -> Frontend:
         fe = self._frontends.get(entry.name)
         if fe is None:
-            cfg = load_config(entry.config_path)
-            fe = await Frontend.start(cfg)
-            self._frontends[entry.name] = fe
-        elif self._engine_load.get(entry.name) != entry.load_id:
+            self._prefetch(entry)
+            load_id, task = self._prefetching.pop(entry.name)
+            fe = self._frontends[entry.name] = await task
+            self._engine_load[entry.name] = load_id
+        if self._engine_load.get(entry.name) != entry.load_id:
             old, fe.engine = fe.engine, EngineClient(fe.cfg.scheduler_endpoint, fe.cfg.curve)
             await fe.engine.start()
             await old.close("the model was reloaded; retry the request")
