@@ -17,7 +17,7 @@ import httpx
 import pytest
 from conftest import ServerHandle, start_server
 from test_cli import parse
-from test_faults import alive, cmdline, role_pids
+from test_faults import Stream, alive, cmdline, role_pids
 
 from ggserve.cli import UsageError, config_from_args
 from ggserve.model import resolve_model
@@ -234,6 +234,14 @@ def test_models_max_unloads_the_least_recently_used(models_dir: Path) -> None:
         wait_engine_gone(server, 0)  # alpha's engine is gone, its memory freed
         assert complete(server, "alpha").status_code == 200
         assert statuses(server)["beta"] == "unloaded"
+        # A busy model is never unloaded: a load waits for it to finish.
+        busy = Stream(server.base_url, {"model": "alpha", "prompt": "Once", "max_tokens": 40, "stream": True,
+                                        "ignore_eos": True}).start()
+        busy.wait_events(2)
+        assert complete(server, "beta").status_code == 200
+        busy.join()
+        assert busy.done and statuses(server)["alpha"] == "unloaded"
+        assert complete(server, "alpha").status_code == 200
         engine = role_pids(server, "-m executor") + role_pids(server, "-m scheduler")
         run_dir = Path(cmdline(engine[0]).split("--config ")[1].split()[0]).parent.parent
         server.proc.send_signal(signal.SIGTERM)  # stops every model's engine, removes the run directory
