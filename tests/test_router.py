@@ -277,3 +277,15 @@ def test_a_single_model_sleeps_too() -> None:
         resp = httpx.post(f"{server.base_url}/v1/completions", json={**body, "model": "any"}, timeout=LOAD_S)
         assert resp.status_code == 200 and resp.json()["usage"]["completion_tokens"] == 3
         assert httpx.get(f"{server.base_url}/props").json()["is_sleeping"] is False
+
+
+def test_a_model_failing_too_often_is_unloaded_and_the_server_keeps_serving(models_dir: Path) -> None:
+    with start_server(*router_args(models_dir, "--max-restarts", "0"), base_args=()) as server:
+        assert complete(server, "alpha").status_code == 200 and complete(server, "beta").status_code == 200
+        (victim,) = executor_pids(server, 0)
+        os.kill(victim, signal.SIGKILL)
+        wait_status(server, "alpha", "unloaded", 15)
+        (alpha,) = [m for m in httpx.get(f"{server.base_url}/v1/models").json()["data"] if m["id"] == "alpha"]
+        assert alpha["status"]["failed"] is True and "failed 1 times" in alpha["status"]["message"]
+        assert server.proc.poll() is None and complete(server, "beta").status_code == 200
+        assert complete(server, "alpha").status_code == 200  # a new load starts afresh
