@@ -125,7 +125,7 @@ SAMPLES: list[p.Message] = [
         epoch=123456789,
         executors=[EXECUTOR_INFO],
     ),
-    p.EngineStatus(epoch=123456789, n_executors_ready=1, draining=True),
+    p.EngineStatus(epoch=123456789, n_executors_ready=1, draining=True, n_requests=3),
     p.Heartbeat(),
     p.EngineStats(
         token=7,
@@ -192,6 +192,12 @@ SAMPLES: list[p.Message] = [
     p.Drained(n_cut_short=2),
     p.Shutdown(reason="SIGTERM"),
     p.Restarts(counts=[p.ChildRestarts(process="scheduler", count=1)]),
+    p.ModelTable(models=[p.ModelEntry(
+        name="alpha", path="/m/alpha.gguf", status=p.ModelStatus.SLEEPING, config_path="/run/m0/config.json",
+        load_id=2, failed=True, error="sleeping", n_slots=2, n_ctx=512, args=["--parallel", "2"])]),
+    p.LoadModel(name="alpha"),
+    p.UnloadModel(name="beta"),
+    p.ModelUsed(name="gamma"),
 ]
 
 
