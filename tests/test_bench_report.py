@@ -6,8 +6,9 @@ import json
 from bench import compare, report
 from bench.client import RequestRecord
 from bench.runner import Load, Plan, RunResult
+from bench.sampling import Sampling
 from bench.stats import Slo, summarize
-from bench.workloads import Session, Turn
+from bench.workloads import LengthDist, Session, Turn
 
 
 def summaries(groups: tuple[str, ...] = ("",)) -> list[dict]:
@@ -126,3 +127,28 @@ def test_context_problems_name_the_server_and_the_fix():
     problems = compare.context_problems(servers, setup(unified_kv=True), plan(5000))
     assert [p.split(":")[0] for p in problems] == servers
     assert all(p.endswith("use a larger -c") for p in problems)
+
+
+def test_compare_report_names_sampling_groups_and_server_arguments(tmp_path, monkeypatch, capsys):
+    def measure(name, setup, plan, log_path, conditions):
+        records = [RequestRecord(i, 0, 10, 8, "long" if i == 0 else "short", ttft=0.1,
+                                 e2e=0.8, itl=[0.1] * 7, output_tokens=8) for i in range(4)]
+        return [RunResult(load, records, 1.0, 4, 4) for load in plan.loads]
+
+    monkeypatch.setattr(compare, "measure_server", measure)
+    monkeypatch.setattr(compare.signal, "signal", lambda *args: None)
+    plan = Plan([Load("concurrency", 4)], lambda load: [], [], 60, 60, 0,
+                Sampling("default", 0))
+    servers = setup(unified_kv=True, extra_args={"ggserve": ["--cache-ram", "0"]})
+    status = compare.compare_servers(["ggserve", "llama-server"], servers, plan, "long-mix",
+                                     Slo(), tmp_path, batched_bench=False,
+                                     input_len=LengthDist(8, 8), output_len=LengthDist(8, 8))
+    text = (tmp_path / "report.md").read_text()
+    assert status == 0 and text == capsys.readouterr().out
+    assert text.startswith("## long-mix, sampling default (temperature 0.8, top_k 40, ")
+    assert "### By request group" in text and "| c=4 | long | 1 | 1 |" in text
+    assert "llama-server's KV cells one pool (-kvu)" in text
+    assert "- ggserve arguments added: --cache-ram 0" in text
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [(r["server"], r["sampling"], sorted(r["groups"])) for r in rows] == [
+        ("ggserve", "default", ["long", "short"]), ("llama-server", "default", ["long", "short"])]
