@@ -32,7 +32,8 @@ from frontend.http.asgi import ErrorBody, Headers, Request, Response, StreamResp
 from frontend.observe.openapi import Operation
 from frontend.http.cors import Cors
 from frontend.api import anthropic as anthropic_api
-from frontend.routes import anthropic, chat, completions, native, server, tokens, webui
+from frontend.api import responses as responses_api
+from frontend.routes import anthropic, chat, completions, native, responses, server, tokens, webui
 from frontend.api.schemas import (
     ApplyTemplateResponse,
     ChatCompletion,
@@ -91,11 +92,19 @@ def build_routes(metrics_no_auth: bool) -> dict[str, dict[str, Route]]:
             "Create a text completion", CompletionRequest, Completion, Completion), generates=True)},
         "/v1/messages": {"POST": Route(anthropic.messages, Operation(
             "Create a message (Anthropic's Messages API)", anthropic_api.MessagesRequest, anthropic_api.Message,
-            anthropic_api.StreamEvent, error=anthropic_api.AnthropicError), generates=True,
+            anthropic_api.MessageStreamEvent, error=anthropic_api.AnthropicError), generates=True,
             error_body=anthropic_api.error_body)},
         "/v1/messages/count_tokens": {"POST": Route(anthropic.count_tokens, Operation(
             "Count the prompt tokens of a message request (Anthropic's API)", anthropic_api.CountTokensRequest,
             anthropic_api.TokenCount, error=anthropic_api.AnthropicError), error_body=anthropic_api.error_body)},
+        "/v1/responses": {"POST": Route(responses.create, Operation(
+            "Create a response (OpenAI's Responses API)", responses_api.ResponsesRequest, responses_api.Response,
+            responses_api.ResponseStreamEvent), generates=True)},
+        "/v1/responses/{id}": {
+            "GET": Route(responses.retrieve, Operation("A stored response", response=responses_api.Response)),
+            "DELETE": Route(responses.delete, Operation("Delete a stored response",
+                                                        response=responses_api.DeletedResponse)),
+        },
         "/completion": native_route,
         "/completions": native_route,
         "/infill": {"POST": Route(native.infill, Operation(
@@ -209,15 +218,23 @@ class App:
             raise ApiError(404, f"no endpoint {path} (routes are under {prefix})")
         return path[len(prefix):] or "/"
 
+    def _methods(self, path: str) -> dict[str, Route] | None:
+        """The routes of a path: its own, or those of ``<parent>/{id}`` (a resource by id)."""
+        by_method = self.routes.get(path)
+        if by_method is None:
+            parent, _, last = path.rpartition("/")
+            by_method = self.routes.get(f"{parent}/{{id}}") if last else None
+        return by_method
+
     def _preflight(self, path: str, headers: dict[str, str]) -> Response:
         """OPTIONS (a CORS preflight): 204 with the route's methods; no API key (browsers send none)."""
-        by_method = self.routes.get(path)
+        by_method = self._methods(path)
         if by_method is None:
             raise ApiError(404, f"no endpoint {path}")
         return Response(b"", 204, content_type=b"text/plain", headers=self.cors.preflight(headers, [*by_method]))
 
     def _route(self, method: str, path: str) -> Route:
-        by_method = self.routes.get(path)
+        by_method = self._methods(path)
         if by_method is None:
             raise ApiError(404, f"no endpoint {path}")
         route = by_method.get(method)

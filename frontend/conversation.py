@@ -39,6 +39,7 @@ from frontend.text.continuation import continues_final_message
 from ipc.protocol import ReasoningBudget
 
 ReplyParser = OutputParser | HarmonyParser
+MULTIMODAL = "images need multimodal support (--mmproj)"  # until image inputs are implemented
 
 
 @dataclass(slots=True)

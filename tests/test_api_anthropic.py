@@ -50,6 +50,7 @@ def post(server, path: str, body: dict, key: str = KEY) -> httpx.Response:
 def test_message_shape_usage_and_determinism(client):
     kwargs = {"model": "any", "system": SYSTEM, "messages": MESSAGES, "max_tokens": 12,
               "extra_body": {"temperature": 0}}
+    client.messages.create(**kwargs)  # caches the prompt: the next two run the same way (one shape, see design.md)
     first = client.messages.create(**kwargs, metadata={"user_id": "u1"})
     assert first.type == "message" and first.role == "assistant" and first.id.startswith("msg_")
     assert [b.type for b in first.content] == ["text"] and first.content[0].text

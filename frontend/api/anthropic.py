@@ -191,7 +191,7 @@ class TokenCount(msgspec.Struct):
     input_tokens: int
 
 
-class StreamEvent(msgspec.Struct, omit_defaults=True):
+class MessageStreamEvent(msgspec.Struct, omit_defaults=True):
     """The data of one stream event (its ``type`` is also the SSE event name); which other fields
     it has depends on the type, as in Anthropic's stream."""
 

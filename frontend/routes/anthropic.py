@@ -25,7 +25,7 @@ from frontend.api.anthropic import (
     MessagesRequest,
     MessageUsage,
     OutputBlock,
-    StreamEvent,
+    MessageStreamEvent,
     TextBlock,
     TextContent,
     ThinkingBlock,
@@ -53,16 +53,13 @@ from frontend.api.schemas import (
     Tool,
     ToolCall,
 )
-from frontend.conversation import ChatRun, ReplyParser
+from frontend.conversation import MULTIMODAL, ChatRun, ReplyParser
 from frontend.generation import ChoiceDelta, Generation, collect
 from frontend.http import sse
 from frontend.http.asgi import Request, Response, StreamResponse, json_response
 from frontend.http.errors import ApiError, invalid
 from frontend.reply_blocks import Block, BlockEvent, ReplyBlocks, reply_blocks
 from frontend.state import Frontend
-
-MULTIMODAL = "images need multimodal support (--mmproj)"
-
 
 def _text(blocks: str | list[TextBlock]) -> str:
     return blocks if isinstance(blocks, str) else "\n".join(b.text for b in blocks)
@@ -185,7 +182,7 @@ def _content(block: Block) -> OutputBlock:
     return ToolUseContent(block.call_id, block.name, arguments if isinstance(arguments, dict) else {})
 
 
-def _event(event: StreamEvent) -> bytes:
+def _event(event: MessageStreamEvent) -> bytes:
     return sse.named_event(event.type, event)
 
 
@@ -193,7 +190,7 @@ def _error_event(exc: ApiError) -> bytes:
     return sse.named_event("error", error_response(exc))
 
 
-_PING = _event(StreamEvent("ping"))
+_PING = _event(MessageStreamEvent("ping"))
 _DELTA_TYPES = {"thinking": ("thinking_delta", "thinking"), "text": ("text_delta", "text"),
                 "tool_call": ("input_json_delta", "partial_json")}
 
@@ -213,7 +210,7 @@ class _MessageStream:
 
     def head(self) -> list[bytes]:
         message = Message(self._id, self._model, [], None, None, MessageUsage(self._n_prompt, 0))
-        return [_event(StreamEvent("message_start", message=message))]
+        return [_event(MessageStreamEvent("message_start", message=message))]
 
     def render(self, delta: ChoiceDelta) -> list[bytes]:
         events = self._blocks.feed(conversation.parse_delta(self._parser, delta))
@@ -224,20 +221,20 @@ class _MessageStream:
 
     def tail(self) -> list[bytes]:
         stop_reason, stop_sequence = _stop_reason(self._gen, self._finish_reason)
-        return [_event(StreamEvent("message_delta", delta={"stop_reason": stop_reason, "stop_sequence": stop_sequence},
+        return [_event(MessageStreamEvent("message_delta", delta={"stop_reason": stop_reason, "stop_sequence": stop_sequence},
                                    usage=_usage(self._gen))),
-                _event(StreamEvent("message_stop"))]
+                _event(MessageStreamEvent("message_stop"))]
 
     @staticmethod
-    def _block_event(event: BlockEvent) -> StreamEvent:
+    def _block_event(event: BlockEvent) -> MessageStreamEvent:
         block = event.block
         if event.kind == "start":
             opened = Block(block.index, block.kind, call_id=block.call_id, name=block.name)  # empty, as Anthropic opens it
-            return StreamEvent("content_block_start", index=block.index, content_block=_content(opened))
+            return MessageStreamEvent("content_block_start", index=block.index, content_block=_content(opened))
         if event.kind == "delta":
             kind, field = _DELTA_TYPES[block.kind]
-            return StreamEvent("content_block_delta", index=block.index, delta={"type": kind, field: event.text})
-        return StreamEvent("content_block_stop", index=block.index)
+            return MessageStreamEvent("content_block_delta", index=block.index, delta={"type": kind, field: event.text})
+        return MessageStreamEvent("content_block_stop", index=block.index)
 
 
 async def messages(fe: Frontend, req: Request) -> Response | StreamResponse:
