@@ -43,8 +43,8 @@ def client(server) -> anthropic.Anthropic:
 
 
 def post(server, path: str, body: dict, key: str = KEY) -> httpx.Response:
-    return httpx.post(f"{server.base_url}{path}", json=body, headers={"x-api-key": key, "anthropic-version": "2023-06-01"},
-                      timeout=60)
+    headers = {"x-api-key": key, "anthropic-version": "2023-06-01"}
+    return httpx.post(f"{server.base_url}{path}", json=body, headers=headers, timeout=60)
 
 
 def test_message_shape_usage_and_determinism(client):
@@ -103,13 +103,15 @@ def check_call(block, expected: str | None = None) -> None:
 def test_tool_use_round_trip(client):
     question = [{"role": "user", "content": "What is the weather in Paris?"}]
     out = client.messages.create(model="any", messages=question, tools=TOOLS, max_tokens=60,
-                                 extra_body={"temperature": 0}, tool_choice={"type": "any", "disable_parallel_tool_use": True})
+                                 extra_body={"temperature": 0},
+                                 tool_choice={"type": "any", "disable_parallel_tool_use": True})
     assert out.stop_reason == "tool_use"
     assert [b.type for b in out.content] == ["tool_use"]
     call = out.content[0]
     check_call(call)
     follow_up = [*question, {"role": "assistant", "content": [b.model_dump() for b in out.content]},
-                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "Sunny, 21 C"}]}]
+                 {"role": "user",
+                  "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "Sunny, 21 C"}]}]
     reply = client.messages.create(model="any", messages=follow_up, tools=TOOLS, tool_choice={"type": "none"},
                                    max_tokens=12, extra_body={"temperature": 0})
     assert reply.stop_reason in ("end_turn", "max_tokens") and [b.type for b in reply.content] == ["text"]
@@ -120,7 +122,8 @@ def test_tool_use_round_trip(client):
 def test_named_tool_streamed(client):
     events = list(client.messages.create(
         model="any", messages=[{"role": "user", "content": "Is the bank open?"}], tools=TOOLS, max_tokens=60,
-        extra_body={"temperature": 0.7}, tool_choice={"type": "tool", "name": "is_open", "disable_parallel_tool_use": True},
+        extra_body={"temperature": 0.7},
+        tool_choice={"type": "tool", "name": "is_open", "disable_parallel_tool_use": True},
         stream=True))
     starts = [e for e in events if e.type == "content_block_start"]
     assert [s.content_block.type for s in starts] == ["tool_use"] and starts[0].content_block.name == "is_open"
@@ -160,7 +163,8 @@ def test_sdk_raises_bad_request(client):
 def test_authentication(server):
     r = post(server, "/v1/messages", {"messages": MESSAGES, "max_tokens": 4}, key="wrong")
     assert r.status_code == 401
-    assert r.json() == {"type": "error", "error": {"type": "authentication_error", "message": r.json()["error"]["message"]}}
+    error = r.json()["error"]
+    assert r.json() == {"type": "error", "error": {"type": "authentication_error", "message": error["message"]}}
     bad = anthropic.Anthropic(base_url=server.base_url, api_key="wrong", max_retries=0)
     with pytest.raises(anthropic.AuthenticationError):
         bad.messages.count_tokens(model="any", messages=MESSAGES)

@@ -34,6 +34,7 @@ from frontend.api.anthropic import (
     ThinkingEnabled,
     TokenCount,
     ToolChoiceAny,
+    ToolChoiceAuto,
     ToolChoiceNone,
     ToolChoiceTool,
     ToolResultBlock,
@@ -41,18 +42,7 @@ from frontend.api.anthropic import (
     ToolUseContent,
     error_response,
 )
-from frontend.api.schemas import (
-    ChatCompletionRequest,
-    ChatMessage,
-    FunctionCall,
-    FunctionDef,
-    JsonSchemaFormat,
-    NamedFunction,
-    NamedToolChoice,
-    ResponseFormat,
-    Tool,
-    ToolCall,
-)
+from frontend.api import schemas as chat
 from frontend.conversation import MULTIMODAL, ChatRun, ReplyParser
 from frontend.generation import ChoiceDelta, Generation, collect
 from frontend.http import sse
@@ -65,7 +55,7 @@ def _text(blocks: str | list[TextBlock]) -> str:
     return blocks if isinstance(blocks, str) else "\n".join(b.text for b in blocks)
 
 
-def _tool_result(block: ToolResultBlock, param: str) -> ChatMessage:
+def _tool_result(block: ToolResultBlock, param: str) -> chat.ChatMessage:
     if isinstance(block.content, str):
         text = block.content
     else:
@@ -74,11 +64,11 @@ def _tool_result(block: ToolResultBlock, param: str) -> ChatMessage:
         text = "\n".join(part.text for part in block.content if isinstance(part, TextBlock))
     if block.is_error:  # the chat format has no flag for it: the model reads it
         text = f"Error: {text}"
-    return ChatMessage(role="tool", tool_call_id=block.tool_use_id, content=text)
+    return chat.ChatMessage(role="tool", tool_call_id=block.tool_use_id, content=text)
 
 
-def _user_turn(blocks: list[ContentBlock], param: str) -> list[ChatMessage]:
-    """Tool results first (as the chat format answers calls), then the user's text."""
+def _user_turn(blocks: list[ContentBlock], param: str) -> list[chat.ChatMessage]:
+    """chat.Tool results first (as the chat format answers calls), then the user's text."""
     results, texts = [], []
     for j, block in enumerate(blocks):
         if isinstance(block, ToolResultBlock):
@@ -90,10 +80,10 @@ def _user_turn(blocks: list[ContentBlock], param: str) -> list[ChatMessage]:
         else:
             raise invalid(f"{param}.{j}: a user message cannot hold a {block.__struct_config__.tag} block",
                           param=f"{param}.{j}")
-    return results + ([ChatMessage(role="user", content="\n".join(texts))] if texts or not results else [])
+    return results + ([chat.ChatMessage(role="user", content="\n".join(texts))] if texts or not results else [])
 
 
-def _assistant_turn(blocks: list[ContentBlock], param: str) -> ChatMessage:
+def _assistant_turn(blocks: list[ContentBlock], param: str) -> chat.ChatMessage:
     texts, thinking, calls = [], [], []
     for j, block in enumerate(blocks):
         if isinstance(block, TextBlock):
@@ -101,38 +91,40 @@ def _assistant_turn(blocks: list[ContentBlock], param: str) -> ChatMessage:
         elif isinstance(block, ThinkingBlock):
             thinking.append(block.thinking)
         elif isinstance(block, ToolUseBlock):
-            calls.append(ToolCall(id=block.id, function=FunctionCall(name=block.name, arguments=block.input)))
+            calls.append(chat.ToolCall(id=block.id, function=chat.FunctionCall(name=block.name, arguments=block.input)))
         elif isinstance(block, ImageBlock):
             raise invalid(MULTIMODAL, param=f"{param}.{j}")
         else:
             raise invalid(f"{param}.{j}: an assistant message cannot hold a tool_result block", param=f"{param}.{j}")
-    return ChatMessage(role="assistant", content="".join(texts), reasoning_content="".join(thinking) or None,
+    return chat.ChatMessage(role="assistant", content="".join(texts), reasoning_content="".join(thinking) or None,
                        tool_calls=calls or None)
 
 
-def _turns(message: MessageParam, i: int) -> list[ChatMessage]:
+def _turns(message: MessageParam, i: int) -> list[chat.ChatMessage]:
     if isinstance(message.content, str):
-        return [ChatMessage(role=message.role, content=message.content)]
+        return [chat.ChatMessage(role=message.role, content=message.content)]
     param = f"messages.{i}.content"
     return [_assistant_turn(message.content, param)] if message.role == "assistant" \
         else _user_turn(message.content, param)
 
 
-def chat_request(body: CountTokensRequest, sampling: MessagesRequest | None = None) -> ChatCompletionRequest:
+_TOOL_CHOICES: dict[type, str] = {ToolChoiceAuto: "auto", ToolChoiceAny: "required", ToolChoiceNone: "none"}
+
+
+def chat_request(body: CountTokensRequest, sampling: MessagesRequest | None = None) -> chat.ChatCompletionRequest:
     """The Messages request as a chat completion request (``sampling``: the generation's settings;
     None for counting tokens)."""
     if not body.messages:
         raise invalid("messages must not be empty", param="messages")
-    messages = [ChatMessage(role="system", content=_text(body.system))] if body.system else []
+    messages = [chat.ChatMessage(role="system", content=_text(body.system))] if body.system else []
     for i, message in enumerate(body.messages):
         messages += _turns(message, i)
-    tools = [Tool(function=FunctionDef(name=t.name, description=t.description, parameters=t.input_schema))
+    tools = [chat.Tool(function=chat.FunctionDef(name=t.name, description=t.description, parameters=t.input_schema))
              for t in body.tools or []]
     choice = body.tool_choice
     fields: dict[str, Any] = {
-        "tool_choice": ("none" if isinstance(choice, ToolChoiceNone) else "required" if isinstance(choice, ToolChoiceAny)
-                        else NamedToolChoice(function=NamedFunction(choice.name)) if isinstance(choice, ToolChoiceTool)
-                        else "auto" if tools else None),
+        "tool_choice": chat.NamedToolChoice(function=chat.NamedFunction(choice.name))
+        if isinstance(choice, ToolChoiceTool) else _TOOL_CHOICES.get(type(choice)),
         "parallel_tool_calls": not getattr(choice, "disable_parallel_tool_use", False),
     }
     if isinstance(body.thinking, ThinkingDisabled):
@@ -144,12 +136,12 @@ def chat_request(body: CountTokensRequest, sampling: MessagesRequest | None = No
     if body.output_config is not None:
         fields["reasoning_effort"] = body.output_config.effort
         if body.output_config.format is not None:
-            fields["response_format"] = ResponseFormat(
-                type="json_schema", json_schema=JsonSchemaFormat(schema=body.output_config.format.schema))
+            fields["response_format"] = chat.ResponseFormat(
+                type="json_schema", json_schema=chat.JsonSchemaFormat(schema=body.output_config.format.schema))
     if sampling is not None:
         fields |= {"max_tokens": sampling.max_tokens, "stop": sampling.stop_sequences, "stream": sampling.stream,
                    "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k}
-    return ChatCompletionRequest(messages=messages, tools=tools or None, **fields)
+    return chat.ChatCompletionRequest(messages=messages, tools=tools or None, **fields)
 
 
 def _stop_reason(gen: Generation, finish_reason: str) -> tuple[str, str | None]:
@@ -221,7 +213,8 @@ class _MessageStream:
 
     def tail(self) -> list[bytes]:
         stop_reason, stop_sequence = _stop_reason(self._gen, self._finish_reason)
-        return [_event(MessageStreamEvent("message_delta", delta={"stop_reason": stop_reason, "stop_sequence": stop_sequence},
+        delta = {"stop_reason": stop_reason, "stop_sequence": stop_sequence}
+        return [_event(MessageStreamEvent("message_delta", delta=delta,
                                    usage=_usage(self._gen))),
                 _event(MessageStreamEvent("message_stop"))]
 
@@ -229,7 +222,8 @@ class _MessageStream:
     def _block_event(event: BlockEvent) -> MessageStreamEvent:
         block = event.block
         if event.kind == "start":
-            opened = Block(block.index, block.kind, call_id=block.call_id, name=block.name)  # empty, as Anthropic opens it
+            # empty, as Anthropic opens a block
+            opened = Block(block.index, block.kind, call_id=block.call_id, name=block.name)
             return MessageStreamEvent("content_block_start", index=block.index, content_block=_content(opened))
         if event.kind == "delta":
             kind, field = _DELTA_TYPES[block.kind]

@@ -17,18 +17,7 @@ import msgspec
 
 from frontend import conversation
 from frontend.api import responses as api
-from frontend.api.schemas import (
-    ChatCompletionRequest,
-    ChatMessage,
-    FunctionCall,
-    FunctionDef,
-    JsonSchemaFormat,
-    NamedFunction,
-    NamedToolChoice,
-    ResponseFormat,
-    Tool,
-    ToolCall,
-)
+from frontend.api import schemas as chat
 from frontend.conversation import MULTIMODAL, ChatRun, Reply
 from frontend.generation import ChoiceDelta, collect
 from frontend.http import sse
@@ -64,11 +53,11 @@ def _text(parts: str | list[Any], param: str) -> str:
     return "\n".join(texts)
 
 
-def chat_messages(items: list[api.InputItem], params: list[str]) -> list[ChatMessage]:
+def chat_messages(items: list[api.InputItem], params: list[str]) -> list[chat.ChatMessage]:
     """Items as chat turns: an assistant turn gathers the message and calls that follow each
     other, with the reasoning item before them."""
-    messages: list[ChatMessage] = []
-    turn: ChatMessage | None = None  # the assistant turn being gathered
+    messages: list[chat.ChatMessage] = []
+    turn: chat.ChatMessage | None = None  # the assistant turn being gathered
     reasoning = ""
     for item, param in zip(items, params, strict=True):
         if isinstance(item, api.ReasoningItem):
@@ -77,24 +66,25 @@ def chat_messages(items: list[api.InputItem], params: list[str]) -> list[ChatMes
         elif isinstance(item, api.FunctionCallItem) or (isinstance(item, api.MessageItem) and item.role == "assistant"):
             text = _text(item.content, f"{param}.content") if isinstance(item, api.MessageItem) else ""
             if turn is None or (text and turn.tool_calls):  # text after calls starts another turn
-                turn = ChatMessage(role="assistant", content="", reasoning_content=reasoning or None)
+                turn = chat.ChatMessage(role="assistant", content="", reasoning_content=reasoning or None)
                 messages.append(turn)
                 reasoning = ""
             turn.content = f"{turn.content}{text}"
             if isinstance(item, api.FunctionCallItem):
-                call = ToolCall(id=item.call_id, function=FunctionCall(name=item.name, arguments=item.arguments))
+                function = chat.FunctionCall(name=item.name, arguments=item.arguments)
+                call = chat.ToolCall(id=item.call_id, function=function)
                 turn.tool_calls = [*(turn.tool_calls or []), call]
         elif isinstance(item, api.FunctionCallOutputItem):
             turn = None
-            messages.append(ChatMessage(role="tool", tool_call_id=item.call_id,
+            messages.append(chat.ChatMessage(role="tool", tool_call_id=item.call_id,
                                         content=_text(item.output, f"{param}.output")))
         else:
             turn = None
-            messages.append(ChatMessage(role=item.role, content=_text(item.content, f"{param}.content")))
+            messages.append(chat.ChatMessage(role=item.role, content=_text(item.content, f"{param}.content")))
     return messages
 
 
-def chat_request(body: api.ResponsesRequest, items: Items, n_stored: int) -> ChatCompletionRequest:
+def chat_request(body: api.ResponsesRequest, items: Items, n_stored: int) -> chat.ChatCompletionRequest:
     """The conversation (``n_stored`` items from the previous response, then the input) as a
     chat completion request."""
     params = [f"previous_response_id items[{i}]" for i in range(n_stored)]
@@ -103,13 +93,13 @@ def chat_request(body: api.ResponsesRequest, items: Items, n_stored: int) -> Cha
     if not messages:
         raise invalid("input must not be empty", param="input")
     if body.instructions:
-        messages.insert(0, ChatMessage(role="system", content=body.instructions))
+        messages.insert(0, chat.ChatMessage(role="system", content=body.instructions))
     if body.background:
         raise invalid("background responses are not supported", param="background")
     if body.include:
         raise invalid(f"include {body.include[0]!r} is not supported: no extra output data is produced",
                       param="include")
-    tools = [Tool(function=FunctionDef(name=t.name, description=t.description, parameters=t.parameters,
+    tools = [chat.Tool(function=chat.FunctionDef(name=t.name, description=t.description, parameters=t.parameters,
                                        strict=t.strict)) for t in body.tools or []]
     choice = body.tool_choice
     fmt = body.text.format if body.text is not None else None
@@ -117,13 +107,14 @@ def chat_request(body: api.ResponsesRequest, items: Items, n_stored: int) -> Cha
     if fmt is not None and fmt.type != "text":
         if fmt.type == "json_schema" and fmt.schema is None:
             raise invalid("text.format of type json_schema needs a schema", param="text.format.schema")
-        response_format = ResponseFormat(type=fmt.type, schema=fmt.schema) if fmt.type == "json_object" else \
-            ResponseFormat(type=fmt.type, json_schema=JsonSchemaFormat(name=fmt.name, description=fmt.description,
-                                                                       schema=fmt.schema, strict=fmt.strict))
-    return ChatCompletionRequest(
+        named = chat.JsonSchemaFormat(name=fmt.name, description=fmt.description, schema=fmt.schema,
+                                      strict=fmt.strict)
+        response_format = chat.ResponseFormat(type=fmt.type, schema=fmt.schema) if fmt.type == "json_object" \
+            else chat.ResponseFormat(type=fmt.type, json_schema=named)
+    return chat.ChatCompletionRequest(
         messages=messages, max_tokens=body.max_output_tokens, temperature=body.temperature, top_p=body.top_p,
         tools=tools or None, parallel_tool_calls=body.parallel_tool_calls, response_format=response_format,
-        tool_choice=NamedToolChoice(function=NamedFunction(choice.name))
+        tool_choice=chat.NamedToolChoice(function=chat.NamedFunction(choice.name))
         if isinstance(choice, api.FunctionToolChoice) else choice,
         reasoning_effort=body.reasoning.effort if body.reasoning is not None else None, stream=body.stream)
 
