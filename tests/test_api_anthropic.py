@@ -133,10 +133,21 @@ def test_named_tool_streamed(client):
     assert [e.delta.stop_reason for e in events if e.type == "message_delta"] == ["tool_use"]
 
 
-def test_thinking_is_accepted(client):
-    out = client.messages.create(model="any", messages=MESSAGES, max_tokens=8, extra_body={"temperature": 0},
-                                 thinking={"type": "enabled", "budget_tokens": 4})
-    assert all(b.type in ("thinking", "text") for b in out.content) and out.usage.output_tokens <= 8
+def test_thinking_block(client):
+    # A prefilled "<think>" opens the thinking (the budget then closes it; the base model may open
+    # another right away, which is thinking too): the reply starts with a thinking block.
+    kwargs = {"model": "any", "max_tokens": 12, "extra_body": {"temperature": 0},
+              "messages": [*MESSAGES, {"role": "assistant", "content": "<think>"}],
+              "thinking": {"type": "enabled", "budget_tokens": 3}}
+    out = client.messages.create(**kwargs)
+    types = [b.type for b in out.content]
+    assert types in (["thinking"], ["thinking", "text"]) and out.content[0].thinking
+    assert out.content[0].signature == ""
+    events = [e for e in client.messages.create(**kwargs, stream=True) if e.type != "ping"]
+    assert [e.content_block.type for e in events if e.type == "content_block_start"] == types
+    thinking = "".join(e.delta.thinking for e in events if e.type == "content_block_delta" and e.index == 0)
+    assert thinking == out.content[0].thinking
+    assert [e.type for e in events].count("content_block_stop") == len(types)
 
 
 @pytest.mark.parametrize(("body", "needle"), [

@@ -70,6 +70,24 @@ def test_stream_event_sequence(sdk):
     assert final.output_text == whole.output_text and final.usage.output_tokens == whole.usage.output_tokens
 
 
+def test_reasoning_item(sdk):
+    # A prefilled "<think>" opens the thinking, which max_output_tokens cuts: a reasoning item only.
+    kwargs = {"model": "any", "max_output_tokens": 6, "temperature": 0,
+              "input": [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": "<think>"}]}
+    out = sdk.responses.create(**kwargs)
+    assert [item.type for item in out.output] == ["reasoning"] and out.status == "incomplete"
+    assert out.output[0].content[0].type == "reasoning_text" and out.output[0].content[0].text
+    assert 0 < out.usage.output_tokens_details.reasoning_tokens
+    events = list(sdk.responses.create(**kwargs, stream=True))
+    types = [e.type for e in events]
+    n_deltas = types.count("response.reasoning_text.delta")
+    assert types == ["response.created", "response.in_progress", "response.output_item.added",
+                     "response.content_part.added", *["response.reasoning_text.delta"] * n_deltas,
+                     "response.reasoning_text.done", "response.content_part.done", "response.output_item.done",
+                     "response.incomplete"]
+    assert events[-4].text == out.output[0].content[0].text
+
+
 def test_json_schema_format(sdk):
     schema = {"type": "object", "properties": {"color": {"type": "string", "maxLength": 12}}, "required": ["color"],
               "additionalProperties": False}
