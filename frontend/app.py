@@ -3,7 +3,8 @@
 At lifespan startup the worker loads its tokenizer and connects to the scheduler (``Frontend``).
 Every response carries ``x-request-id`` (the client's, if it sent a sane one) and the CORS headers
 (``frontend.http.cors``); ``OPTIONS`` on any route is a CORS preflight; with ``--api-prefix`` every
-route lives under that prefix, as in llama-server. Handlers of
+route lives under that prefix, as in llama-server; a path whose last segment is a resource's id
+(``/v1/responses/resp_...``) takes the route of ``<parent>/{id}``. Handlers of
 generation endpoints run in a task that is cancelled when the client disconnects, which aborts
 their engine requests at once. Any exception becomes an error object in the route's API shape
 (OpenAI's; Anthropic's on /v1/messages); nothing a client sends can take the worker down.
