@@ -33,6 +33,15 @@ def sdk(server) -> openai.OpenAI:
                          _strict_response_validation=True)
 
 
+def text_item_events(events: list, kind: str, last: str) -> list[str]:
+    """The event types of a stream with one output item of text (``kind``: output_text or
+    reasoning_text), with as many deltas as ``events`` has."""
+    n_deltas = sum(e.type == f"response.{kind}.delta" for e in events)
+    return ["response.created", "response.in_progress", "response.output_item.added", "response.content_part.added",
+            *[f"response.{kind}.delta"] * n_deltas, f"response.{kind}.done", "response.content_part.done",
+            "response.output_item.done", last]
+
+
 def test_response_shape_usage_and_determinism(sdk):
     kwargs = {"model": "any", "input": QUESTION, "instructions": "Answer briefly.", "max_output_tokens": 12,
               "temperature": 0}
@@ -58,12 +67,7 @@ def test_stream_event_sequence(sdk):
               "max_output_tokens": 10, "temperature": 0}
     whole = sdk.responses.create(**kwargs)
     events = list(sdk.responses.create(**kwargs, stream=True))
-    types = [e.type for e in events]
-    n_deltas = types.count("response.output_text.delta")
-    assert types == ["response.created", "response.in_progress", "response.output_item.added",
-                     "response.content_part.added", *["response.output_text.delta"] * n_deltas,
-                     "response.output_text.done", "response.content_part.done", "response.output_item.done",
-                     f"response.{whole.status}"]
+    assert [e.type for e in events] == text_item_events(events, "output_text", f"response.{whole.status}")
     assert [e.sequence_number for e in events] == list(range(len(events)))
     assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == whole.output_text
     final = events[-1].response
@@ -79,12 +83,7 @@ def test_reasoning_item(sdk):
     assert out.output[0].content[0].type == "reasoning_text" and out.output[0].content[0].text
     assert 0 < out.usage.output_tokens_details.reasoning_tokens
     events = list(sdk.responses.create(**kwargs, stream=True))
-    types = [e.type for e in events]
-    n_deltas = types.count("response.reasoning_text.delta")
-    assert types == ["response.created", "response.in_progress", "response.output_item.added",
-                     "response.content_part.added", *["response.reasoning_text.delta"] * n_deltas,
-                     "response.reasoning_text.done", "response.content_part.done", "response.output_item.done",
-                     "response.incomplete"]
+    assert [e.type for e in events] == text_item_events(events, "reasoning_text", "response.incomplete")
     assert events[-4].text == out.output[0].content[0].text
 
 

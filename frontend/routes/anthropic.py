@@ -68,7 +68,7 @@ def _tool_result(block: ToolResultBlock, param: str) -> chat.ChatMessage:
 
 
 def _user_turn(blocks: list[ContentBlock], param: str) -> list[chat.ChatMessage]:
-    """chat.Tool results first (as the chat format answers calls), then the user's text."""
+    """Tool results first (as the chat format answers calls), then the user's text."""
     results, texts = [], []
     for j, block in enumerate(blocks):
         if isinstance(block, ToolResultBlock):
@@ -97,7 +97,7 @@ def _assistant_turn(blocks: list[ContentBlock], param: str) -> chat.ChatMessage:
         else:
             raise invalid(f"{param}.{j}: an assistant message cannot hold a tool_result block", param=f"{param}.{j}")
     return chat.ChatMessage(role="assistant", content="".join(texts), reasoning_content="".join(thinking) or None,
-                       tool_calls=calls or None)
+                            tool_calls=calls or None)
 
 
 def _turns(message: MessageParam, i: int) -> list[chat.ChatMessage]:

@@ -77,7 +77,7 @@ def chat_messages(items: list[api.InputItem], params: list[str]) -> list[chat.Ch
         elif isinstance(item, api.FunctionCallOutputItem):
             turn = None
             messages.append(chat.ChatMessage(role="tool", tool_call_id=item.call_id,
-                                        content=_text(item.output, f"{param}.output")))
+                                             content=_text(item.output, f"{param}.output")))
         else:
             turn = None
             messages.append(chat.ChatMessage(role=item.role, content=_text(item.content, f"{param}.content")))
@@ -100,7 +100,7 @@ def chat_request(body: api.ResponsesRequest, items: Items, n_stored: int) -> cha
         raise invalid(f"include {body.include[0]!r} is not supported: no extra output data is produced",
                       param="include")
     tools = [chat.Tool(function=chat.FunctionDef(name=t.name, description=t.description, parameters=t.parameters,
-                                       strict=t.strict)) for t in body.tools or []]
+                                                 strict=t.strict)) for t in body.tools or []]
     choice = body.tool_choice
     fmt = body.text.format if body.text is not None else None
     response_format = None
