@@ -201,6 +201,8 @@ class _MessageStream:
         self._finish_reason = "stop"
 
     def head(self) -> list[bytes]:
+        # Cache hits are known when the engine finishes: here the whole prompt counts as input,
+        # message_delta's usage then splits it into input_tokens and cache_read_input_tokens.
         message = Message(self._id, self._model, [], None, None, MessageUsage(self._n_prompt, 0))
         return [_event(MessageStreamEvent("message_start", message=message))]
 
