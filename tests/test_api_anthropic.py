@@ -94,6 +94,14 @@ def test_stop_sequence(client):
     assert "".join(b.text for b in out.content).strip() == text[:text.index(word)].strip()
 
 
+def test_output_format_json_schema(client):
+    schema = {"type": "object", "properties": {"color": {"type": "string", "maxLength": 12}}, "required": ["color"],
+              "additionalProperties": False}
+    out = client.messages.create(model="any", messages=MESSAGES, max_tokens=40, extra_body={"temperature": 0},
+                                 output_config={"format": {"type": "json_schema", "schema": schema}})
+    jsonschema.validate(json.loads(out.content[0].text), schema)
+
+
 def check_call(block, expected: str | None = None) -> None:
     assert block.type == "tool_use" and block.id and block.name in SCHEMAS
     assert expected is None or block.name == expected
