@@ -23,7 +23,8 @@ QUESTION = "List three colors of the rainbow."
 
 @pytest.fixture(scope="module")
 def server():
-    with start_server("-np", "2", "-c", "2048") as handle:
+    # Two HTTP workers: a stored response must be found whichever worker a later request reaches.
+    with start_server("-np", "2", "-c", "2048", "--http-workers", "2") as handle:
         yield handle
 
 
@@ -159,6 +160,12 @@ def test_store_false_and_delete(server, sdk):
     with pytest.raises(openai.NotFoundError):
         sdk.responses.retrieve(stored.id)
     assert httpx.delete(f"{server.base_url}/v1/responses/not-an-id").status_code == 404
+
+
+def test_stored_responses_are_seen_by_every_worker(server, sdk):
+    ids = [sdk.responses.create(model="any", input=f"Count to {i}.", max_output_tokens=1).id for i in range(4)]
+    for response_id in ids * 3:  # a new connection each time, so the workers take turns
+        assert httpx.get(f"{server.base_url}/v1/responses/{response_id}", timeout=30).json()["id"] == response_id
 
 
 @pytest.mark.parametrize(("body", "param"), [
