@@ -3,10 +3,11 @@
 At lifespan startup the worker loads its tokenizer and connects to the scheduler (``Frontend``).
 Every response carries ``x-request-id`` (the client's, if it sent a sane one) and the CORS headers
 (``frontend.http.cors``); ``OPTIONS`` on any route is a CORS preflight; with ``--api-prefix`` every
-route lives under that prefix, as in llama-server. Handlers of
+route lives under that prefix, as in llama-server; a path whose last segment is a resource's id
+(``/v1/responses/resp_...``) takes the route of ``<parent>/{id}``. Handlers of
 generation endpoints run in a task that is cancelled when the client disconnects, which aborts
-their engine requests at once. Any exception becomes an OpenAI error object; nothing a client
-sends can take the worker down.
+their engine requests at once. Any exception becomes an error object in the route's API shape
+(OpenAI's; Anthropic's on /v1/messages); nothing a client sends can take the worker down.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ import msgspec
 from frontend.http import sse
 from frontend.observe import metrics, openapi
 from frontend.http.errors import ApiError
-from frontend.http.asgi import Headers, Request, Response, StreamResponse, error_response, read_body
+from frontend.http.asgi import ErrorBody, Headers, Request, Response, StreamResponse, error_response, read_body
 from frontend.observe.openapi import Operation
 from frontend.http.cors import Cors
-from frontend.routes import chat, completions, native, server, tokens, webui
+from frontend.api import anthropic as anthropic_api
+from frontend.api import responses as responses_api
+from frontend.routes import anthropic, chat, completions, native, responses, server, tokens, webui
 from frontend.api.schemas import (
     ApplyTemplateResponse,
     ChatCompletion,
@@ -67,6 +70,7 @@ class Route:
     operation: Operation  # what /openapi.json says about it
     auth: bool = True  # needs an API key when keys are configured
     generates: bool = False  # runs engine requests: cancel it when the client goes away
+    error_body: ErrorBody = ApiError.body  # its API's error shape (OpenAI's unless it is another API)
 
 
 def build_routes(metrics_no_auth: bool) -> dict[str, dict[str, Route]]:
@@ -87,6 +91,21 @@ def build_routes(metrics_no_auth: bool) -> dict[str, dict[str, Route]]:
         "/chat/completions": chat_route,
         "/v1/completions": {"POST": Route(completions.completions, Operation(
             "Create a text completion", CompletionRequest, Completion, Completion), generates=True)},
+        "/v1/messages": {"POST": Route(anthropic.messages, Operation(
+            "Create a message (Anthropic's Messages API)", anthropic_api.MessagesRequest, anthropic_api.Message,
+            anthropic_api.MessageStreamEvent, error=anthropic_api.AnthropicError), generates=True,
+            error_body=anthropic_api.error_body)},
+        "/v1/messages/count_tokens": {"POST": Route(anthropic.count_tokens, Operation(
+            "Count the prompt tokens of a message request (Anthropic's API)", anthropic_api.CountTokensRequest,
+            anthropic_api.TokenCount, error=anthropic_api.AnthropicError), error_body=anthropic_api.error_body)},
+        "/v1/responses": {"POST": Route(responses.create, Operation(
+            "Create a response (OpenAI's Responses API)", responses_api.ResponsesRequest, responses_api.Response,
+            responses_api.ResponseStreamEvent), generates=True)},
+        "/v1/responses/{id}": {
+            "GET": Route(responses.retrieve, Operation("A stored response", response=responses_api.Response)),
+            "DELETE": Route(responses.delete, Operation("Delete a stored response",
+                                                        response=responses_api.DeletedResponse)),
+        },
         "/completion": native_route,
         "/completions": native_route,
         "/infill": {"POST": Route(native.infill, Operation(
@@ -164,6 +183,7 @@ class App:
                           .encode()), *self.cors.headers(headers)]
         assert self.fe is not None, "lifespan startup runs before any request"
         trace = RequestTrace(request_id, scope["method"], scope["path"])
+        route: Route | None = None
         try:
             path = self._unprefixed(scope["path"])
             if scope["method"] == "OPTIONS":
@@ -175,7 +195,8 @@ class App:
                 raise ApiError(401, "invalid or missing API key", headers=[(b"www-authenticate", b"Bearer")])
             body = await read_body(receive, headers, self.cfg.max_body_size)
         except ApiError as exc:
-            await _send_response(send, error_response(exc), extra_headers, trace, exc)
+            response = error_response(exc, route.error_body) if route is not None else error_response(exc)
+            await _send_response(send, response, extra_headers, trace, exc)
             trace.close()
             return
         except ConnectionResetError:
@@ -198,15 +219,23 @@ class App:
             raise ApiError(404, f"no endpoint {path} (routes are under {prefix})")
         return path[len(prefix):] or "/"
 
+    def _methods(self, path: str) -> dict[str, Route] | None:
+        """The routes of a path: its own, or those of ``<parent>/{id}`` (a resource by id)."""
+        by_method = self.routes.get(path)
+        if by_method is None:
+            parent, _, last = path.rpartition("/")
+            by_method = self.routes.get(f"{parent}/{{id}}") if last else None
+        return by_method
+
     def _preflight(self, path: str, headers: dict[str, str]) -> Response:
         """OPTIONS (a CORS preflight): 204 with the route's methods; no API key (browsers send none)."""
-        by_method = self.routes.get(path)
+        by_method = self._methods(path)
         if by_method is None:
             raise ApiError(404, f"no endpoint {path}")
         return Response(b"", 204, content_type=b"text/plain", headers=self.cors.preflight(headers, [*by_method]))
 
     def _route(self, method: str, path: str) -> Route:
-        by_method = self.routes.get(path)
+        by_method = self._methods(path)
         if by_method is None:
             raise ApiError(404, f"no endpoint {path}")
         route = by_method.get(method)
@@ -225,11 +254,11 @@ class App:
                 await _send_stream(send, response, extra_headers, req.trace)
                 return
         except ApiError as exc:
-            response, error = error_response(exc), exc
+            response, error = error_response(exc, route.error_body), exc
         except Exception:
             log.exception("%s %s failed", req.method, req.path)
             error = ApiError(500, "internal error; the server log has the details")
-            response = error_response(error)
+            response = error_response(error, route.error_body)
         await _send_response(send, response, extra_headers, req.trace, error)
 
 
@@ -276,7 +305,8 @@ async def _send_stream(send: Callable[[dict[str, Any]], Awaitable[None]], respon
         except Exception:
             log.exception("stream failed")
             trace.error = "internal error"
-            await send({"type": "http.response.body", "body": sse.error_event(ApiError(500, "internal error")),
+            error_event = response.error_event or sse.error_event
+            await send({"type": "http.response.body", "body": error_event(ApiError(500, "internal error")),
                         "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     finally:

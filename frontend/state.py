@@ -1,9 +1,11 @@
-"""What one HTTP worker holds: configuration, tokenizer, chat template, engine link, API keys."""
+"""What one HTTP worker holds: configuration, tokenizer, chat template, engine link, API keys,
+the stored responses."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +15,7 @@ from frontend.http.auth import ApiKeys
 from frontend.text.chat_template import ChatTemplate, load_chat_template
 from frontend.engine_client import EngineClient
 from frontend.http.errors import unavailable
+from frontend.response_store import ResponseStore
 from frontend.api.sampling import server_defaults
 from frontend.structured.grammar import GrammarChecker
 from frontend.text.tokenizer import Tokenizer
@@ -57,6 +60,11 @@ class Frontend:
     def grammars(self) -> GrammarChecker:
         """Checks request grammars with this worker's vocabulary (and remembers the good ones)."""
         return GrammarChecker(self.tokenizer)
+
+    @functools.cached_property
+    def responses(self) -> ResponseStore:
+        """Stored Responses API responses, shared by the HTTP workers (in the run directory)."""
+        return ResponseStore(os.path.join(self.cfg.run_dir, "responses"))
 
     @functools.cached_property
     def sampling_defaults(self) -> SamplingParams:

@@ -6,7 +6,7 @@ No web framework: the app (``frontend.app``) routes, and handlers take a ``Reque
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -54,14 +54,18 @@ class StreamResponse:
     chunks: AsyncGenerator[bytes, None]
     content_type: bytes = b"text/event-stream"
     headers: Headers = field(default_factory=list)
+    error_event: Callable[[ApiError], bytes] | None = None  # a failure's last event; None: OpenAI's
 
 
 def json_response(obj: Any, status: int = 200, headers: Headers | None = None) -> Response:
     return Response(msgspec.json.encode(obj), status, headers=headers or [])
 
 
-def error_response(exc: ApiError) -> Response:
-    return Response(exc.body(), exc.status, headers=list(exc.headers))
+ErrorBody = Callable[[ApiError], bytes]  # an API's error JSON
+
+
+def error_response(exc: ApiError, body: ErrorBody = ApiError.body) -> Response:
+    return Response(body(exc), exc.status, headers=list(exc.headers))
 
 
 async def read_body(receive: Any, headers: dict[str, str], max_size: int) -> bytes:
