@@ -70,6 +70,12 @@ class Frontend:
         return info.executors[0].eog_token_ids if info is not None and info.executors else []
 
     @property
+    def keep(self) -> tuple[int, bool]:
+        """What a context shift keeps by default: ``--keep``, and whether the vocabulary adds BOS
+        (counted on top, as llama-server does); see ``frontend.api.sampling.kept_tokens``."""
+        return self.cfg.n_keep, self.tokenizer.add_bos
+
+    @property
     def model_id(self) -> str:
         return self.cfg.model_alias
 

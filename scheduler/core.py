@@ -87,8 +87,11 @@ class Scheduler:
         n_batch: int = 512,
         ctx_per_request: int = 0,
         cache_ram_bytes: int = 0,
+        context_shift: bool = False,
     ) -> None:
         self.n_executors = n_executors
+        self.context_shift_asked = context_shift  # --context-shift
+        self.context_shift = False  # asked, and every executor's cache can shift
         self.cache_ram_bytes = cache_ram_bytes  # host memory for evicted prefixes; < 0: no limit
         self.ctx_per_request = ctx_per_request  # 0: a request may use the whole pool
         self.max_queue = max_queue
@@ -124,6 +127,10 @@ class Scheduler:
         self.executors[info.executor_id] = ExecutorState(
             info.executor_id, info, self.n_batch, self.ctx_per_request, self.cache_ram_bytes
         )
+        if self.context_shift_asked and not info.can_shift:
+            log.warning("context shift is not supported by this model's KV cache (%s); it is disabled: a request "
+                        "that fills its context stops there", "sliding window" if info.n_swa else "cannot shift")
+        self.context_shift = self.context_shift_asked and all(e.info.can_shift for e in self.executors.values())
 
     def executor_failed(self, executor_id: int, message: str, pid: int = 0) -> None:
         """The executor is gone: fail what ran on it; queued requests wait for a live executor.
@@ -167,9 +174,12 @@ class Scheduler:
                 RequestOutput(msg.request_id, finish_reason=FinishReason.ERROR, error=rejection)
             )
             return
-        room = self.n_ctx_slot - len(msg.prompt_token_ids)
-        max_tokens = room if msg.max_tokens < 0 else min(msg.max_tokens, room)
-        req = Request(msg, peer, max_tokens, now)
+        if self.context_shift:
+            req = Request(msg, peer, msg.max_tokens, now, context_limited=False)
+        else:
+            room = self.n_ctx_slot - len(msg.prompt_token_ids)
+            req = Request(msg, peer, room if msg.max_tokens < 0 else min(msg.max_tokens, room), now,
+                          context_limited=msg.max_tokens < 0 or msg.max_tokens >= room)
         self.requests[req.id] = req
         self.waiting.append(req)
 
@@ -356,10 +366,11 @@ class Scheduler:
         slot.request = None
         ex.ends.append(slot.seq_id)
         ex.starts = [start for start in ex.starts if start.seq_id != slot.seq_id]
+        if req.status == Status.DECODE:  # a prefill goes on with the same tokens
+            req.seq_tokens = slot.tokens + [req.pending_token]
         self._evict(ex, slot)
         req.slot = None
         req.status = Status.WAITING
-        req.seq_tokens = req.prompt + req.output_ids
         req.n_computed = 0
         req.n_preempted += 1
         self.counters["preempted"] += 1
@@ -506,11 +517,44 @@ class Scheduler:
             self._finish(req, FinishReason.STOP)  # the stop token itself is not output
             return
         out = RequestOutput(req.id, [token], [logprob] if logprob is not None else [])
-        if len(req.output_ids) >= req.max_tokens or req.n_computed >= ex.n_ctx_slot:
+        if 0 <= req.max_tokens <= len(req.output_ids):
+            req.truncated |= req.context_limited
             self._finish(req, FinishReason.LENGTH, out=out)
             return
+        if req.n_computed >= ex.n_ctx_slot:  # no cell left for the token
+            if not self.context_shift:
+                req.truncated = True
+                self._finish(req, FinishReason.LENGTH, out=out)
+                return
+            self._shift(ex, req)
         req.pending_token = token
         self.outputs[req.peer].append(out)
+
+    def _shift(self, ex: ExecutorState, req: Request) -> None:
+        """Context shift, as llama-server's: keep the first n_keep tokens, drop n_discard of the
+        ones after them (by default half) and move the rest down, so generation goes on.
+
+        A cell has one position whatever sequences share it, so the moved cells must be this
+        sequence's alone: an idle cached prefix sharing them is cut where they start, and when a
+        running request shares them the dropped range grows to take them all.
+        """
+        slot = req.slot
+        n = len(slot.tokens)
+        keep = max(0, min(req.n_keep, ex.n_ctx_slot - 4))
+        n_left = n - keep
+        n_discard = max(0, min(req.n_discard or n_left // 2, n_left - 1))
+        shared = [(other, kv.shared_end(slot, other)) for other in ex.slots if other is not slot and other.tokens]
+        n_discard = max([n_discard] + [end - keep for other, end in shared if other.busy])
+        for other, end in shared:
+            if not other.busy and end > keep + n_discard:
+                self._drop_prefix(ex, other, keep=keep + n_discard)
+        log.debug("executor %d: request %s: context shift, n_keep %d, n_discard %d of %d", ex.id, req.id, keep,
+                  n_discard, n)
+        ex.kv_ops.append(KvOp(KvOpKind.SHIFT, slot.seq_id, keep, n_discard=n_discard))
+        kv.shift(slot, keep, n_discard)
+        req.n_computed -= n_discard
+        req.truncated = True
+        self.counters["context_shifts"] += 1
 
     # ------------------------------------------------------------------ endings
 
@@ -532,8 +576,11 @@ class Scheduler:
             slot.request = None
             if ex.alive:
                 ex.ends.append(slot.seq_id)
-            if error is not None:
+            if error is not None or slot.shift_keep == 0:
                 self._evict(ex, slot)
+            elif slot.shift_keep > 0:  # past the kept tokens, the cache is of no use to a prompt
+                ex.kv_ops.append(KvOp(KvOpKind.TRUNCATE, slot.seq_id, slot.shift_keep))
+                kv.truncate(slot, slot.shift_keep)
         req.status = Status.FINISHED
         del self.requests[req.id]
         out = out or RequestOutput(req.id)
@@ -571,6 +618,7 @@ class Scheduler:
             decode_ms=((req.t_last_token or first) - first) * 1000,
             executor_id=slot.executor_id if slot else -1,
             slot_id=slot.seq_id if slot else -1,
+            truncated=req.truncated,
         )
 
     # ------------------------------------------------------------------ reporting

@@ -73,7 +73,8 @@ class SchedulerLoop:
         self.executors = bind_router(self.zmq, cfg.executor_endpoint, cfg.curve)
         cache_ram_bytes = cfg.cache_ram * 2**20 if cfg.cache_ram > 0 else cfg.cache_ram
         self.core = Scheduler(
-            cfg.executors, cfg.max_queue, cfg.prefix_cache, cfg.batch_size, cfg.ctx_per_request, cache_ram_bytes
+            cfg.executors, cfg.max_queue, cfg.prefix_cache, cfg.batch_size, cfg.ctx_per_request, cache_ram_bytes,
+            cfg.context_shift,
         )
         self.hello_waiting: set[bytes] = set()  # peers to answer once every executor is ready
         self.peers: dict[bytes, float] = {}  # peers that said Hello -> last time heard from
@@ -183,6 +184,7 @@ class SchedulerLoop:
             max_queue=self.cfg.max_queue,
             epoch=self.epoch,
             executors=infos,
+            context_shift=self.core.context_shift,
         )
         for peer in self.hello_waiting:
             self._send(self.frontends, info, peer)

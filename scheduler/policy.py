@@ -53,11 +53,14 @@ def reusable_prefix(slot: Slot, prompt: list[int], n_swa: int) -> int:
 
     At least one prompt token is always evaluated (its logits give the first sampled token). With
     sliding-window attention, continuing at position q needs the window cells before q, which
-    llama.cpp may already have overwritten: only reuse if they are all still there.
+    llama.cpp may already have overwritten: only reuse if they are all still there. After a
+    context shift only the kept tokens hold what a prefill of them would.
     """
     if not slot.tokens:
         return 0
     m = min(common_prefix_len(slot.tokens, prompt), len(prompt) - 1)
+    if slot.shift_keep >= 0:
+        m = min(m, slot.shift_keep)
     if m <= 0:
         return 0
     if n_swa > 0 and slot.pos_min > max(0, m - n_swa):

@@ -27,7 +27,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from tests.frontend_support import gemma_path
+from frontend_support import gemma_path
 
 
 @dataclass(frozen=True)

@@ -126,14 +126,16 @@ def check_slot(req: SamplingFields, info: EngineInfo) -> None:
                       param="id_slot")
 
 
-def check_context(n_prompt: int, max_new: int, n_ctx_slot: int) -> None:
-    """A request must fit a slot: prompt + max_tokens, or prompt + one token without a limit."""
+def check_context(n_prompt: int, max_new: int, info: EngineInfo) -> None:
+    """A request must fit a slot: prompt + max_tokens, or prompt + one token without a limit or
+    when the context shifts (llama-server refuses a prompt that fills the context either way)."""
+    n_ctx_slot = info.n_ctx_slot
     if n_prompt == 0:
         raise invalid("the prompt is empty", param="prompt")
-    if max_new < 0 and n_prompt >= n_ctx_slot:
+    if (max_new < 0 or info.context_shift) and n_prompt >= n_ctx_slot:
         message = (f"the prompt has {n_prompt} tokens but a slot's context holds {n_ctx_slot} tokens, "
                    "prompt and generated tokens together; shorten the prompt or increase the context size")
-    elif max_new >= 0 and n_prompt + max_new > n_ctx_slot:
+    elif max_new >= 0 and not info.context_shift and n_prompt + max_new > n_ctx_slot:
         message = (f"the request asks for {n_prompt + max_new} tokens ({n_prompt} prompt + {max_new} max_tokens) "
                    f"but a slot's context holds {n_ctx_slot} tokens; shorten the prompt, lower max_tokens "
                    "or increase the context size")
@@ -143,9 +145,18 @@ def check_context(n_prompt: int, max_new: int, n_ctx_slot: int) -> None:
                    extra={"n_prompt_tokens": n_prompt, "n_ctx": n_ctx_slot})
 
 
+def kept_tokens(req: SamplingFields, n_prompt: int, default: int, add_bos: bool) -> int:
+    """Leading tokens a context shift keeps, as llama-server counts them: ``n_keep`` (the
+    server's ``--keep`` when not given; -1: the whole prompt), plus one for the BOS token of a
+    vocabulary that adds it."""
+    n_keep = default if req.n_keep is None else req.n_keep
+    return (n_prompt if n_keep < 0 else n_keep) + add_bos
+
+
 def engine_requests(request_id: str, prompts: list[list[int]], n: int, req: SamplingFields, sampling: SamplingParams,
-                    max_new: int, logprobs: int, prompt_logprobs: int = -1) -> list[AddRequest]:
-    """One AddRequest per (prompt, choice); ids are ``<request_id>-<index>``."""
+                    max_new: int, logprobs: int, keep: tuple[int, bool], prompt_logprobs: int = -1) -> list[AddRequest]:
+    """One AddRequest per (prompt, choice); ids are ``<request_id>-<index>``. ``keep`` is the
+    server's ``--keep`` and whether the vocabulary adds BOS (see ``kept_tokens``)."""
     now = time.time()
     return [
         AddRequest(
@@ -160,6 +171,8 @@ def engine_requests(request_id: str, prompts: list[list[int]], n: int, req: Samp
             prompt_logprobs=prompt_logprobs,
             return_progress=req.return_progress and req.stream,
             id_slot=req.id_slot,
+            n_keep=kept_tokens(req, len(prompt), *keep),
+            n_discard=req.n_discard,
         )
         for p, prompt in enumerate(prompts)
         for i in range(n)

@@ -99,6 +99,10 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     timings_per_token: bool = False  # ``timings`` on every stream chunk, not only the last
     return_progress: bool = False  # streams: ``prompt_progress`` chunks during the prefill
     id_slot: Annotated[int, msgspec.Meta(ge=-1)] = -1  # run on this slot (as /slots numbers them); -1: any
+    # context shift (--context-shift): prompt tokens kept when the context fills (-1: all; None:
+    # the server's --keep), and how many tokens after them are dropped (0: half)
+    n_keep: Annotated[int, msgspec.Meta(ge=-1, le=2**31 - 1)] | None = None
+    n_discard: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] = 0
     # ms after the first token past which the text ends at its next newline (<= 0: no limit)
     t_max_predict_ms: int | None = None
     # lines after the first need this much indentation; the first that has less ends the text
