@@ -7,9 +7,11 @@ shift positions (``llama_memory_can_shift``: no sliding window), and a one-layer
 shifted cache exactly what a fresh prefill of the same tokens computes (the keys and values of
 the only layer depend on the token and its position alone), so tests can compare the two.
 
-The weights are scaled so the logits are far apart (greedy decoding is decisive, not a run of
-near-ties): embeddings of unit variance, projections of variance 1 / fan-in. The output layer is
-tied to the embeddings (no ``output.weight``), which keeps a 262k x 64 vocabulary at 32 MiB.
+The weights are scaled so greedy text is neither a run of near-ties nor one token repeated:
+embeddings and output rows of unit variance (an output tied to the embeddings would predict the
+token it just read), projections of variance 1 / fan-in, and value and output projections
+``attn_gain`` times larger so the context, not only the last token, picks the next one. Two
+262k x 64 f16 matrices make the file 64 MiB.
 
 Files are cached under ``~/.cache/ggserve-tests`` (``GGSERVE_TEST_CACHE`` overrides) with the
 spec in the name, written to a temporary file and renamed, so parallel test sessions share them.
@@ -39,6 +41,7 @@ class LlamaSpec:
     n_ff: int = 128
     n_ctx_train: int = 4096
     seed: int = 0
+    attn_gain: float = 4.0  # scale of the value and output projections: what attention adds to each token
 
     @property
     def key(self) -> str:
@@ -52,7 +55,7 @@ def cache_dir() -> Path:
 
 
 @functools.cache
-def tiny_llama(**spec: int) -> str:
+def tiny_llama(**spec: float) -> str:
     """Path of the tiny llama model of ``spec`` (see LlamaSpec), written the first time."""
     s = LlamaSpec(**spec)
     target = cache_dir() / f"tiny-llama-{s.key}.gguf"
@@ -95,12 +98,13 @@ def write_llama(path: str, spec: LlamaSpec, tokenizer_from: str) -> None:
 
     writer.add_tensor("token_embd.weight", rng.standard_normal((len(tokens), spec.n_embd)).astype(np.float16))
     writer.add_tensor("output_norm.weight", np.ones(spec.n_embd, dtype=np.float32))
+    writer.add_tensor("output.weight", rng.standard_normal((len(tokens), spec.n_embd)).astype(np.float16))
     for i in range(spec.n_layer):
         writer.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(spec.n_embd, dtype=np.float32))
         writer.add_tensor(f"blk.{i}.attn_q.weight", matrix(spec.n_embd, spec.n_embd))
         writer.add_tensor(f"blk.{i}.attn_k.weight", matrix(n_kv, spec.n_embd))
-        writer.add_tensor(f"blk.{i}.attn_v.weight", matrix(n_kv, spec.n_embd))
-        writer.add_tensor(f"blk.{i}.attn_output.weight", matrix(spec.n_embd, spec.n_embd))
+        writer.add_tensor(f"blk.{i}.attn_v.weight", spec.attn_gain * matrix(n_kv, spec.n_embd))
+        writer.add_tensor(f"blk.{i}.attn_output.weight", spec.attn_gain * matrix(spec.n_embd, spec.n_embd))
         writer.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(spec.n_embd, dtype=np.float32))
         writer.add_tensor(f"blk.{i}.ffn_gate.weight", matrix(spec.n_ff, spec.n_embd))
         writer.add_tensor(f"blk.{i}.ffn_up.weight", matrix(spec.n_ff, spec.n_embd))
