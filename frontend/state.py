@@ -13,7 +13,7 @@ from frontend.http.auth import ApiKeys
 from frontend.text.chat_template import ChatTemplate, load_chat_template
 from frontend.engine_client import EngineClient
 from frontend.http.errors import unavailable
-from frontend.api.sampling import server_defaults
+from frontend.api.sampling import CacheDefaults, server_defaults
 from frontend.structured.grammar import GrammarChecker
 from frontend.text.tokenizer import Tokenizer
 from ggserve.config import ServeConfig
@@ -69,11 +69,10 @@ class Frontend:
         info = self.engine.info
         return info.executors[0].eog_token_ids if info is not None and info.executors else []
 
-    @property
-    def keep(self) -> tuple[int, bool]:
-        """What a context shift keeps by default: ``--keep``, and whether the vocabulary adds BOS
-        (counted on top, as llama-server does); see ``frontend.api.sampling.kept_tokens``."""
-        return self.cfg.n_keep, self.tokenizer.add_bos
+    @functools.cached_property
+    def cache_defaults(self) -> CacheDefaults:
+        """The server's n_keep and n_cache_reuse, and whether the vocabulary adds BOS."""
+        return CacheDefaults(self.cfg.n_keep, self.cfg.cache_reuse, self.tokenizer.add_bos)
 
     @property
     def model_id(self) -> str:

@@ -85,6 +85,9 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     e.add_argument("--no-context-shift", dest="context_shift", action="store_false")
     e.add_argument("--keep", dest="n_keep", type=int, default=d.n_keep,
                    help="prompt tokens a context shift keeps when a request sets no n_keep (-1: all)")
+    e.add_argument("--cache-reuse", type=int, default=d.cache_reuse,
+                   help="min chunk (tokens) of a cached prompt reused past a change by shifting its KV, when a "
+                   "request sets no n_cache_reuse (0: off; models whose KV cache can shift)")
     e.add_argument("-s", "--seed", type=int, default=d.seed, help="default sampling seed (-1: random)")
     e.add_argument(
         "--reasoning-format", choices=["none", "deepseek", "deepseek-legacy", "auto"], default=d.reasoning_format,
@@ -248,8 +251,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         raise UsageError("ggserve: --batch-size must be at least --parallel (one decode token per slot)")
     if args.step_timeout <= 0 or args.shutdown_timeout < 0 or args.max_restarts < 0:
         raise UsageError("ggserve: --step-timeout must be positive, --shutdown-timeout and --max-restarts not negative")
-    if args.n_keep < -1:
-        raise UsageError("ggserve: --keep must be -1 (the whole prompt) or a number of tokens")
+    if args.n_keep < -1 or args.cache_reuse < 0:
+        raise UsageError("ggserve: --keep must be -1 (the whole prompt) or a number of tokens, --cache-reuse not negative")
     if args.reasoning_budget < -1:
         raise UsageError("ggserve: --reasoning-budget must be -1 (no limit) or a number of tokens")
     if bool(args.ssl_keyfile) != bool(args.ssl_certfile):

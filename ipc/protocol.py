@@ -188,6 +188,9 @@ class AddRequest(_Msg):
     # and how many of the tokens after them are dropped (0: half of them).
     n_keep: int = 0
     n_discard: int = 0
+    # Reuse chunks of at least this many tokens of a slot's cache past the shared prefix by
+    # shifting their KV (llama-server's n_cache_reuse; models whose cache can shift); 0: off.
+    n_cache_reuse: int = 0
 
 
 class Abort(_Msg):

@@ -32,6 +32,7 @@ from ipc.protocol import (
     TokenLogprob,
 )
 from scheduler import kv, policy
+from scheduler.cache_reuse import chunk_cuts
 from scheduler.host_cache import MIN_TOKENS as MIN_HOST_TOKENS
 from scheduler.host_cache import HostCacheIndex
 from scheduler.metrics import EngineCounters
@@ -292,6 +293,8 @@ class Scheduler:
                 break
             if reuse_allowed:
                 placement = self._from_host_cache(ex, tokens, placement)
+            if reuse_allowed and req.n_cache_reuse > 0 and ex.info.can_shift:
+                placement = self._with_chunks(ex, tokens, placement, req.n_cache_reuse)
             if reuse_allowed and policy.awaits_donor(running, tokens, placement.reuse):
                 continue  # copied from the request prefilling it once that is done
             needed = policy.cells_needed(req, placement.reuse, ex.n_ctx_slot) + policy.n_decoding(ex.running)
@@ -331,10 +334,26 @@ class Scheduler:
         slot = placement.slot if placement.source is None else policy.victim([s for s in ex.slots if not s.busy])
         return policy.Placement(slot, reuse, None, entry)
 
+    def _with_chunks(self, ex: ExecutorState, tokens: list[int], placement: policy.Placement,
+                     min_chunk: int) -> policy.Placement:
+        """The placement reusing chunks of its slot's own cache past the shared prefix
+        (n_cache_reuse), when there are some. Cells other sequences share never move."""
+        slot = placement.slot
+        if placement.source is not None or placement.host is not None or not slot.tokens:
+            return placement
+        first = max((kv.shared_end(slot, other) for other in ex.slots if other is not slot and other.tokens),
+                    default=0)
+        cuts, reuse = chunk_cuts(slot.tokens, tokens, placement.reuse, first, min_chunk)
+        if not cuts:
+            return placement
+        return policy.Placement(slot, min(reuse, len(tokens) - 1), None, cuts=cuts)
+
     def _drop_prefix(self, ex: ExecutorState, slot: Slot, now: float | None = None, keep: int = 0) -> None:
         """Cut an idle slot's cached prefix to ``keep`` tokens (0: evict it), first keeping it
-        whole in host memory when what is cut is worth it."""
-        if len(slot.tokens) - keep >= MIN_HOST_TOKENS and ex.host_cache.worth_saving(slot.tokens) and ex.alive:
+        whole in host memory when what is cut is worth it (and is what a prefill computes: not
+        after a shift)."""
+        if (len(slot.tokens) - keep >= MIN_HOST_TOKENS and slot.shift_keep < 0 and ex.alive
+                and ex.host_cache.worth_saving(slot.tokens)):
             entry_id, dropped = ex.host_cache.add(slot.tokens, slot.pos_min, time.monotonic() if now is None else now)
             ex.kv_ops.append(KvOp(KvOpKind.SAVE, slot.seq_id, entry_id=entry_id))
             ex.kv_ops += [KvOp(KvOpKind.DROP, entry_id=e) for e in dropped]
@@ -408,6 +427,9 @@ class Scheduler:
             # (until the step's result reports it): a later admission must not reuse more.
             slot.pos_min = placement.source.pos_min
         elif slot.tokens:
+            for pos, n in placement.cuts:  # n_cache_reuse: chunks of the cache move to where the prompt has them
+                ex.kv_ops.append(KvOp(KvOpKind.SHIFT, seq, pos, n_discard=n))
+                kv.shift(slot, pos, n)
             self._drop_prefix(ex, slot, now, keep=placement.reuse)  # what it does not share makes way
         # A resumed request's sampler sees what it generated before (penalties, grammar state).
         ex.starts.append(
@@ -576,11 +598,8 @@ class Scheduler:
             slot.request = None
             if ex.alive:
                 ex.ends.append(slot.seq_id)
-            if error is not None or slot.shift_keep == 0:
+            if error is not None:
                 self._evict(ex, slot)
-            elif slot.shift_keep > 0:  # past the kept tokens, the cache is of no use to a prompt
-                ex.kv_ops.append(KvOp(KvOpKind.TRUNCATE, slot.seq_id, slot.shift_keep))
-                kv.truncate(slot, slot.shift_keep)
         req.status = Status.FINISHED
         del self.requests[req.id]
         out = out or RequestOutput(req.id)

@@ -21,7 +21,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from scheduler.host_cache import HostEntry
 from scheduler.request import Request, Status
@@ -46,6 +46,9 @@ class Placement:
     reuse: int  # prompt tokens whose KV is reused
     source: Slot | None  # slot to copy the prefix from; None: the slot's own cache
     host: HostEntry | None = None  # a prefix to restore from host memory instead (--cache-ram)
+    # n_cache_reuse: cuts (pos, n) of the slot's own cache lining chunks of it up with the prompt
+    # (scheduler.cache_reuse); ``reuse`` counts the chunks
+    cuts: list[tuple[int, int]] = field(default_factory=list)
 
 
 def reusable_prefix(slot: Slot, prompt: list[int], n_swa: int) -> int:

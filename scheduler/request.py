@@ -19,7 +19,7 @@ class Request:
         "id", "peer", "prompt", "max_tokens", "sampling", "stop_token_ids", "ignore_eos",
         "logprobs", "prompt_logprobs", "return_progress", "id_slot", "cache_prompt", "status", "output_ids", "slot",
         "n_computed", "n_cached", "pending_token", "t_arrival", "t_admitted", "t_first_token", "t_last_token",
-        "seq_tokens", "n_preempted", "n_keep", "n_discard", "context_limited", "truncated",
+        "seq_tokens", "n_preempted", "n_keep", "n_discard", "context_limited", "truncated", "n_cache_reuse",
     )  # fmt: skip
 
     def __init__(self, msg: AddRequest, peer: bytes, max_tokens: int, now: float, context_limited: bool) -> None:
@@ -31,6 +31,7 @@ class Request:
         self.truncated = False  # its context was shifted, or it stopped for want of context
         self.n_keep = msg.n_keep  # context shift: tokens kept at the start, and how many are dropped
         self.n_discard = msg.n_discard
+        self.n_cache_reuse = msg.n_cache_reuse  # reuse cached chunks of at least this many tokens (0: off)
         self.sampling: SamplingParams = msg.sampling
         self.stop_token_ids = frozenset(msg.stop_token_ids)
         self.ignore_eos = msg.ignore_eos

@@ -13,6 +13,7 @@ from frontend.api.llama_fields import refuse_unsupported
 from frontend.api.sampler_order import sampler_order
 from frontend.api.sampling import (
     DEFAULTS,
+    CacheDefaults,
     check_context,
     engine_requests,
     max_tokens,
@@ -151,25 +152,25 @@ def test_logit_bias_ids_and_text(tokenizer: Tokenizer):
 
 def test_n_choices_get_consecutive_seeds_and_ids(tokenizer: Tokenizer):
     req = decode(b'{"prompt": "x", "n": 3, "seed": 10}', CompletionRequest)
-    requests = engine_requests("rid", [[1, 2], [3]], 3, req, params_of(req, tokenizer), 8, -1, (0, True))
+    requests = engine_requests("rid", [[1, 2], [3]], 3, req, params_of(req, tokenizer), 8, -1, CacheDefaults())
     assert [r.request_id for r in requests] == [f"rid-{i}" for i in range(6)]
     assert [r.sampling.seed for r in requests] == [10, 11, 12, 10, 11, 12]
     assert [r.prompt_token_ids for r in requests] == [[1, 2]] * 3 + [[3]] * 3
     unseeded = decode(b'{"prompt": "x", "n": 2}', CompletionRequest)
     assert {r.sampling.seed for r in engine_requests("r", [[1]], 2, unseeded,
-                                                     params_of(unseeded, tokenizer), 8, -1, (0, True))} == {None}
+                                                     params_of(unseeded, tokenizer), 8, -1, CacheDefaults())} == {None}
 
 
-def test_n_keep_counts_bos_and_minus_one_keeps_the_prompt():
-    def keeps(body: bytes, default: int = 0, add_bos: bool = True) -> list[tuple[int, int]]:
+def test_n_keep_counts_bos_and_minus_one_keeps_the_prompt_and_cache_fields_default_to_the_server():
+    def keeps(body: bytes, cache: CacheDefaults = CacheDefaults()) -> list[tuple[int, int, int]]:
         req = decode(body, CompletionRequest)
-        return [(r.n_keep, r.n_discard) for r in engine_requests("r", [[1, 2, 3], [4]], 1, req, DEFAULTS, 8, -1,
-                                                                  (default, add_bos))]
+        return [(r.n_keep, r.n_discard, r.n_cache_reuse)
+                for r in engine_requests("r", [[1, 2, 3], [4]], 1, req, DEFAULTS, 8, -1, cache)]
 
-    assert keeps(b'{"prompt": "x"}') == [(1, 0), (1, 0)]  # the server's --keep 0, and BOS
-    assert keeps(b'{"prompt": "x"}', default=5, add_bos=False) == [(5, 0), (5, 0)]
-    assert keeps(b'{"prompt": "x", "n_keep": -1, "n_discard": 7}') == [(4, 7), (2, 7)]
-    assert keeps(b'{"prompt": "x", "n_keep": 2}', default=-1) == [(3, 0), (3, 0)]
+    assert keeps(b'{"prompt": "x"}') == [(1, 0, 0)] * 2  # the server's --keep 0, and BOS
+    assert keeps(b'{"prompt": "x"}', CacheDefaults(5, 64, add_bos=False)) == [(5, 0, 64)] * 2
+    assert keeps(b'{"prompt": "x", "n_keep": -1, "n_discard": 7}') == [(4, 7, 0), (2, 7, 0)]
+    assert keeps(b'{"prompt": "x", "n_keep": 2, "n_cache_reuse": 0}', CacheDefaults(-1, 64)) == [(3, 0, 0)] * 2
 
 
 def test_max_tokens():
@@ -292,7 +293,7 @@ def test_llama_server_names_and_samplers(tokenizer: Tokenizer):
 def test_unsupported_llama_server_fields_are_refused_unless_neutral():
     refuse_unsupported(b'{"prompt": "x", "lora": [], "n_cache_reuse": 0, "verbose": false, "n_indent": null}',
                        NativeCompletionRequest)
-    for body, field in [(b'{"lora": [{"id": 0, "scale": 1}]}', "lora"), (b'{"n_cache_reuse": 5}', "n_cache_reuse"),
+    for body, field in [(b'{"lora": [{"id": 0, "scale": 1}]}', "lora"), (b'{"grammar_lazy": true}', "grammar_lazy"),
                         (b'{"verbose": true}', "verbose"), (b'{"messages": [], "echo": true}', "echo")]:
         with pytest.raises(ApiError) as info:
             refuse_unsupported(body, ChatCompletionRequest)

@@ -99,6 +99,7 @@ SAMPLES: list[p.Message] = [
         id_slot=3,
         n_keep=5,
         n_discard=12,
+        n_cache_reuse=256,
     ),
     p.Abort(request_ids=["chatcmpl-1", "chatcmpl-2"]),
     p.Hello(peer="frontend-0"),

@@ -37,8 +37,9 @@ def test_a_generation_past_its_context_shifts_keeps_n_keep_and_goes_on() -> None
     assert final.finish_reason == FinishReason.LENGTH and len(h.tokens("r")) == 100
     assert final.stats.truncated
     assert shifts(h) and all(s == (0, 4, 14) for s in shifts(h))  # half of the 28 tokens after n_keep
-    # the slot is cut to the kept tokens: past them its cache matches no prompt
-    assert h.fakes[0].kv[0] == prompt(4) == h.sched.executors[0].slots[0].tokens
+    # past the kept tokens, its cache is no prompt's prefix
+    slot = h.sched.executors[0].slots[0]
+    assert slot.shift_keep == 4 and slot.tokens[:4] == prompt(4) == h.fakes[0].kv[0][:4]
 
 
 def test_n_discard_sets_how_many_tokens_go() -> None:

@@ -33,7 +33,6 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "verbose": (_falsy, "the __verbose debug field is not produced"),
     "echo": (_falsy, "echo is only supported on /v1/completions"),
     "post_sampling_probs": (_falsy, "probabilities after the sampler chain are reported by /completion only"),
-    "n_cache_reuse": (_falsy, "KV shifting reuse is not implemented; the prefix cache reuses shared prefixes"),
     "lora": (_falsy, "LoRA adapters are not supported"),
     "backend_sampling": (_falsy, "backend sampling is not supported"),
     "grammar_lazy": (_falsy, "lazy grammars are not supported"),

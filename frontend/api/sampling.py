@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import msgspec
 
@@ -145,18 +146,27 @@ def check_context(n_prompt: int, max_new: int, info: EngineInfo) -> None:
                    extra={"n_prompt_tokens": n_prompt, "n_ctx": n_ctx_slot})
 
 
-def kept_tokens(req: SamplingFields, n_prompt: int, default: int, add_bos: bool) -> int:
+@dataclass(frozen=True)
+class CacheDefaults:
+    """The server's defaults for a request's KV-cache fields: ``--keep`` (n_keep),
+    ``--cache-reuse`` (n_cache_reuse), and whether the vocabulary adds BOS."""
+
+    n_keep: int = 0
+    n_cache_reuse: int = 0
+    add_bos: bool = True
+
+
+def kept_tokens(req: SamplingFields, n_prompt: int, cache: CacheDefaults) -> int:
     """Leading tokens a context shift keeps, as llama-server counts them: ``n_keep`` (the
     server's ``--keep`` when not given; -1: the whole prompt), plus one for the BOS token of a
     vocabulary that adds it."""
-    n_keep = default if req.n_keep is None else req.n_keep
-    return (n_prompt if n_keep < 0 else n_keep) + add_bos
+    n_keep = cache.n_keep if req.n_keep is None else req.n_keep
+    return (n_prompt if n_keep < 0 else n_keep) + cache.add_bos
 
 
 def engine_requests(request_id: str, prompts: list[list[int]], n: int, req: SamplingFields, sampling: SamplingParams,
-                    max_new: int, logprobs: int, keep: tuple[int, bool], prompt_logprobs: int = -1) -> list[AddRequest]:
-    """One AddRequest per (prompt, choice); ids are ``<request_id>-<index>``. ``keep`` is the
-    server's ``--keep`` and whether the vocabulary adds BOS (see ``kept_tokens``)."""
+                    max_new: int, logprobs: int, cache: CacheDefaults, prompt_logprobs: int = -1) -> list[AddRequest]:
+    """One AddRequest per (prompt, choice); ids are ``<request_id>-<index>``."""
     now = time.time()
     return [
         AddRequest(
@@ -171,8 +181,9 @@ def engine_requests(request_id: str, prompts: list[list[int]], n: int, req: Samp
             prompt_logprobs=prompt_logprobs,
             return_progress=req.return_progress and req.stream,
             id_slot=req.id_slot,
-            n_keep=kept_tokens(req, len(prompt), *keep),
+            n_keep=kept_tokens(req, len(prompt), cache),
             n_discard=req.n_discard,
+            n_cache_reuse=cache.n_cache_reuse if req.n_cache_reuse is None else req.n_cache_reuse,
         )
         for p, prompt in enumerate(prompts)
         for i in range(n)

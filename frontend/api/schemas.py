@@ -103,6 +103,9 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     # the server's --keep), and how many tokens after them are dropped (0: half)
     n_keep: Annotated[int, msgspec.Meta(ge=-1, le=2**31 - 1)] | None = None
     n_discard: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] = 0
+    # reuse chunks of at least this many tokens of a cached prompt past a change, by shifting
+    # their KV (None: the server's --cache-reuse; 0: off)
+    n_cache_reuse: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] | None = None
     # ms after the first token past which the text ends at its next newline (<= 0: no limit)
     t_max_predict_ms: int | None = None
     # lines after the first need this much indentation; the first that has less ends the text

@@ -225,7 +225,7 @@ async def chat_completions(fe: Frontend, req: Request) -> Response | StreamRespo
         sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids, info.n_ctx_slot, grammar),
         reasoning_budget=_budget(fe, body, plan),
     )
-    requests = engine_requests(req.id, [prompt], body.n, body, sampling, limit, logprobs, fe.keep)
+    requests = engine_requests(req.id, [prompt], body.n, body, sampling, limit, logprobs, fe.cache_defaults)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
                      fe.tokenizer.marker_tokens(markers), time_limit_s(body), body.n_indent, trace=req.trace)

@@ -142,7 +142,7 @@ async def completions(fe: Frontend, req: Request) -> Response | StreamResponse:
     sampling = sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids,
                                info.n_ctx_slot, grammar)
     requests = engine_requests(req.id, [p.token_ids for p in prompts], body.n, body, sampling, limit, logprobs,
-                               fe.keep, prompt_logprobs)
+                               fe.cache_defaults, prompt_logprobs)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
                      time_limit_s=time_limit_s(body), n_indent=body.n_indent, trace=req.trace)

@@ -30,6 +30,7 @@ from frontend.api.llama_fields import refuse_unsupported
 from frontend.text.prompts import Prompt, check_tokens, completion_prompts
 from frontend.routes.tokens import tokenize_mixed
 from frontend.api.sampling import (
+    CacheDefaults,
     check_context,
     check_slot,
     engine_requests,
@@ -54,7 +55,7 @@ class _Call:
         self.fe, self.body, self.prompts, self.gen = fe, body, prompts, gen
         self.logprobs = logprobs
         self.n_slots = fe.engine_info().n_slots
-        self.settings = _generation_settings(body, sampling, limit, logprobs, fe.cfg.n_keep)
+        self.settings = _generation_settings(body, sampling, limit, logprobs, fe.cache_defaults)
 
     def prompt_of(self, choice: Choice) -> Prompt:
         return self.prompts[choice.index // self.body.n]
@@ -155,7 +156,7 @@ def _pick(result: dict[str, Any], fields: list[str] | None) -> dict[str, Any]:
 
 
 def _generation_settings(body: NativeCompletionRequest, sampling: SamplingParams, limit: int,
-                         n_probs: int, default_keep: int) -> dict[str, Any]:
+                         n_probs: int, cache: CacheDefaults) -> dict[str, Any]:
     """The settings the request ran with, under llama-server's names."""
     settings = msgspec.structs.asdict(sampling)
     settings.update(
@@ -170,8 +171,9 @@ def _generation_settings(body: NativeCompletionRequest, sampling: SamplingParams
         ignore_eos=body.ignore_eos,
         timings_per_token=body.timings_per_token,
         cache_prompt=body.cache_prompt,
-        n_keep=default_keep if body.n_keep is None else body.n_keep,
+        n_keep=cache.n_keep if body.n_keep is None else body.n_keep,
         n_discard=body.n_discard,
+        n_cache_reuse=cache.n_cache_reuse if body.n_cache_reuse is None else body.n_cache_reuse,
     )
     return settings
 
@@ -254,7 +256,7 @@ async def _run(fe: Frontend, req: Request, body: NativeCompletionRequest,
                                info.n_ctx_slot, grammar)
     sampling = msgspec.structs.replace(sampling, post_sampling_probs=body.post_sampling_probs)
     requests = engine_requests(req.id, [p.token_ids for p in prompts], body.n, body, sampling, limit, logprobs,
-                               fe.keep)
+                               fe.cache_defaults)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
                      time_limit_s=time_limit_s(body), n_indent=body.n_indent, trace=req.trace)
