@@ -69,3 +69,15 @@ def test_without_context_shift_or_where_the_cache_cannot_shift_generation_stops_
             assert out["tokens_evaluated"] + out["tokens_predicted"] == CTX
             if model is gemma:
                 assert "context shift is not supported by this model's KV cache" in handle.log()
+
+
+def test_n_cache_reuse_moves_cached_chunks_into_place(server):
+    def tokens(text: str) -> list[int]:
+        return post(server, "/tokenize", {"content": text}).json()["tokens"]
+
+    a, b, c = tokens(" The harbour was quiet that morning,"), tokens(" apart from the gulls,"), tokens(
+        " and the boats lay still on water as flat as glass.")
+    post(server, "/completion", {"prompt": [2, *a, *b, *c], "n_predict": 2})
+    edited = {"prompt": [2, *a, *c, *tokens(" Then")], "n_predict": 2}
+    assert post(server, "/completion", edited | {"n_cache_reuse": 8}).json()["tokens_cached"] == 1 + len(a) + len(c)
+    assert post(server, "/completion", edited).json()["tokens_cached"] == 1 + len(a)  # --cache-reuse 0: off

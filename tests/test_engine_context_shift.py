@@ -1,8 +1,10 @@
-"""Context shift on the real engine, with a tiny one-layer llama model (tests/tiny_models.py).
+"""Context shift and n_cache_reuse on the real engine, with a tiny one-layer llama model
+(tests/tiny_models.py).
 
 With one layer, a token's key and value depend on the token and its position only, so after a
 shift the cache holds exactly what a fresh prefill of the kept tokens followed by the moved ones
-computes: the generation after a shift must go on as a new request with that prompt does. That
+computes: the generation after a shift must go on as a new request with that prompt does, and a
+prompt whose cached chunks were moved into place must run as a cold prefill of it does. That
 checks which tokens were kept and dropped, and that the moved keys were re-rotated to their new
 positions. Runs differ in batch shape, so a mismatch is allowed only at a near-tie, after the
 log-probabilities of the tokens before it agreed.
@@ -107,3 +109,18 @@ def test_without_context_shift_a_generation_stops_at_the_context():
         (run,) = eng.client.generate([prompt], -1, ignore_eos=True)
         assert run.finish_reason == FinishReason.LENGTH and len(run.tokens) == CTX - len(prompt)
         assert run.stats.truncated
+
+
+def test_cached_chunks_after_a_removed_passage_are_moved_into_place_and_agree_with_a_cold_run(eng):
+    a, b, c, d = (eng.tokenizer.encode(t)[1:] for t in (
+        " The lighthouse keeper counted the ships that passed each night,",
+        " though the fog often hid them from view,",
+        " and wrote their names in a worn leather book that his father had given him.",
+        " Years later,"))
+    bos = eng.tokenizer.encode("")
+    eng.client.generate([bos + a + b + c], 2)
+    edited = bos + a + c + d
+    (warm,) = eng.client.generate([edited], 8, ignore_eos=True, logprobs=2, n_cache_reuse=8)
+    assert warm.stats.n_cached_tokens == len(bos + a + c)  # c's cells moved down, not recomputed
+    (cold,) = eng.client.generate([edited], 8, ignore_eos=True, logprobs=2, cache_prompt=False)
+    assert agrees(warm, cold, 0)
