@@ -17,8 +17,10 @@ from __future__ import annotations
 def chunk_cuts(cached: list[int], prompt: list[int], n_past: int, first: int, min_chunk: int) -> tuple[list[tuple[int, int]], int]:
     """The cuts (pos, n) that line up chunks of at least ``min_chunk`` tokens of ``cached`` with
     ``prompt`` after their common prefix ``n_past``, in the order they apply, and how many leading
-    prompt tokens the cache then holds. Only cached tokens from ``first`` on may move (the cells
-    before it are shared with other sequences: a cell has one position)."""
+    prompt tokens the cache then holds (a chunk already in place needs no cut: past a slot's
+    ``shift_keep`` the shared prefix is not counted in ``n_past``). Only cached tokens from
+    ``first`` on may move (the cells before it are shared with other sequences: a cell has one
+    position)."""
     cuts: list[tuple[int, int]] = []
     head_p = n_past  # prompt tokens lined up so far
     c = last = max(n_past, first)  # position in ``cached``; ``last``: after the last token kept

@@ -344,7 +344,7 @@ class Scheduler:
         first = max((kv.shared_end(slot, other) for other in ex.slots if other is not slot and other.tokens),
                     default=0)
         cuts, reuse = chunk_cuts(slot.tokens, tokens, placement.reuse, first, min_chunk)
-        if not cuts:
+        if reuse == placement.reuse:
             return placement
         return policy.Placement(slot, min(reuse, len(tokens) - 1), None, cuts=cuts)
 

@@ -20,6 +20,7 @@ def test_chunks_past_the_shared_prefix_line_up_with_the_prompt() -> None:
     # cells before 25 are shared: B's first 5 tokens are dropped, not moved, and C still moves
     assert chunk_cuts(A + B + C, A + C, 20, 25, 8) == ([(20, 10)], 40)
     assert chunk_cuts(A + B + C, A + C, 20, 35, 8) == ([], 20)  # C's cells are shared: nothing moves
+    assert chunk_cuts(A + C + D, A + C + B, 20, 0, 8) == ([], 40)  # in place already (past a shift_keep of 20)
 
 
 def test_a_prompt_with_a_passage_removed_reuses_what_follows_it() -> None:
@@ -33,7 +34,10 @@ def test_a_prompt_with_a_passage_removed_reuses_what_follows_it() -> None:
     assert h.fakes[0].kv[0][:45] == A + C + D
     slot = h.sched.executors[0].slots[0]
     assert slot.shift_keep == 20  # C's cells were computed after B: no other prompt's prefix past A
-    h.add("plain", A + B + C, max_tokens=2)  # without n_cache_reuse: the exact prefix only
+    h.add("again", A + C + D + B, max_tokens=2, n_cache_reuse=8)  # what is in place is reused again
+    run_checked(h)
+    assert h.final("again").stats.n_cached_tokens == 45 and shifts(h) == [(0, 20, 10)]
+    h.add("plain", A + C + D + B, max_tokens=2)  # without n_cache_reuse: the exact prefix only
     run_checked(h)
     assert h.final("plain").stats.n_cached_tokens == 20
 
