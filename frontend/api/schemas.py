@@ -55,7 +55,7 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     Every llama-server field is either here (honoured) or refused by ``frontend.api.llama_fields``.
     """
 
-    max_tokens: int | None = None  # None or -1: until the slot's context is full
+    max_tokens: int | None = None  # None or -1: until the slot's context is full (no limit with --context-shift)
     n_predict: int | None = None  # llama-server's name of max_tokens
     temperature: Annotated[float, msgspec.Meta(ge=0.0)] | None = None
     top_p: float | None = None
