@@ -126,6 +126,9 @@ class SchedulerLoop:
                 return
             restarted = msg.info.executor_id in self.core.executors
             self.core.executor_ready(msg.info)
+            if self.cfg.cache_reuse and not msg.info.can_shift:
+                log.warning("cache reuse is not supported by this model's KV cache (it cannot shift): "
+                            "--cache-reuse and n_cache_reuse are ignored")
             log.info("executor %d %s (%s, pid %d)", msg.info.executor_id,
                      "restarted and ready" if restarted else "ready", msg.info.device, msg.info.pid)
             if self.core.ready:
