@@ -59,7 +59,7 @@ def test_a_prompt_that_fills_the_context_is_refused(server):
 def test_without_context_shift_or_where_the_cache_cannot_shift_generation_stops_at_the_context():
     # The embedded Gemma 3's sliding-window cache is smaller than a 2048-cell context (not at 256:
     # then both caches have every cell and llama.cpp can shift them).
-    gemma = ["-c", "2048", "--context-shift"]
+    gemma = ["-c", "2048", "--context-shift", "--cache-reuse", "64"]
     for model in (["-m", tiny_llama(), "--no-context-shift"], gemma):
         with start_server(*SMALL, *model) as handle:
             r = post(handle, "/completion", {"prompt": PROMPT, "n_predict": 3 * CTX, "ignore_eos": True})
@@ -69,6 +69,7 @@ def test_without_context_shift_or_where_the_cache_cannot_shift_generation_stops_
             assert out["tokens_evaluated"] + out["tokens_predicted"] == CTX
             if model is gemma:
                 assert "context shift is not supported by this model's KV cache" in handle.log()
+                assert "cache reuse is not supported by this model's KV cache" in handle.log()
 
 
 def test_n_cache_reuse_moves_cached_chunks_into_place(server):
