@@ -252,7 +252,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
     if args.step_timeout <= 0 or args.shutdown_timeout < 0 or args.max_restarts < 0:
         raise UsageError("ggserve: --step-timeout must be positive, --shutdown-timeout and --max-restarts not negative")
     if args.n_keep < -1 or args.cache_reuse < 0:
-        raise UsageError("ggserve: --keep must be -1 (the whole prompt) or a number of tokens, --cache-reuse not negative")
+        raise UsageError("ggserve: --keep must be -1 (the whole prompt) or a number of tokens, "
+                         "--cache-reuse not negative")
     if args.reasoning_budget < -1:
         raise UsageError("ggserve: --reasoning-budget must be -1 (no limit) or a number of tokens")
     if bool(args.ssl_keyfile) != bool(args.ssl_certfile):

@@ -14,7 +14,8 @@ Here each move is a cut: drop ``n`` cached tokens at ``pos`` and move all after 
 from __future__ import annotations
 
 
-def chunk_cuts(cached: list[int], prompt: list[int], n_past: int, first: int, min_chunk: int) -> tuple[list[tuple[int, int]], int]:
+def chunk_cuts(cached: list[int], prompt: list[int], n_past: int, first: int,
+               min_chunk: int) -> tuple[list[tuple[int, int]], int]:
     """The cuts (pos, n) that line up chunks of at least ``min_chunk`` tokens of ``cached`` with
     ``prompt`` after their common prefix ``n_past``, in the order they apply, and how many leading
     prompt tokens the cache then holds (a chunk already in place needs no cut: past a slot's
