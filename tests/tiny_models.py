@@ -17,6 +17,13 @@ picks out tokens of the context and the context, not only the last token, picks 
 
 Files are cached under ``~/.cache/ggserve-tests`` (``GGSERVE_TEST_CACHE`` overrides) with the
 spec in the name, written to a temporary file and renamed, so parallel test sessions share them.
+Writing one takes a few seconds. Use::
+
+    from tiny_models import tiny_llama
+    path = tiny_llama()             # one layer, 64 wide: ``ggserve serve -m path`` serves it
+    path = tiny_llama(n_layer=2)    # any LlamaSpec field; each spec is its own cached file
+
+``write_llama(path, spec, tokenizer_from)`` writes one anywhere, with any GGUF's tokenizer.
 """
 
 from __future__ import annotations
