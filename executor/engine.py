@@ -167,6 +167,7 @@ class ModelEngine:
             pid=os.getpid(),
             n_embd=llama_cpp.llama_model_n_embd(self.model),
             vocab_type=llama_cpp.llama_vocab_type(self.vocab),
+            can_shift=llama_cpp.llama_memory_can_shift(self.memory),
         )
 
     # ------------------------------------------------------------------ step
@@ -300,8 +301,8 @@ class ModelEngine:
                 self.host_cache.drop(op.entry_id)
                 continue
             self._check_seq(op.seq_id)
-            if op.pos < 0:
-                raise BatchError(f"negative position in a KV edit of sequence {op.seq_id}")
+            if op.pos < 0 or op.n_discard < 0:
+                raise BatchError(f"negative position or count in a KV edit of sequence {op.seq_id}")
             if op.kind == KvOpKind.CLEAR:
                 llama_cpp.llama_memory_seq_rm(mem, op.seq_id, -1, -1)
             elif op.kind == KvOpKind.TRUNCATE:
@@ -310,6 +311,11 @@ class ModelEngine:
                 self._check_seq(op.src_seq_id)
                 llama_cpp.llama_memory_seq_rm(mem, op.seq_id, -1, -1)
                 llama_cpp.llama_memory_seq_cp(mem, op.src_seq_id, op.seq_id, 0, op.pos)
+            elif op.kind == KvOpKind.SHIFT:
+                # llama.cpp re-rotates the moved keys (RoPE) at the next llama_decode
+                end = op.pos + op.n_discard
+                llama_cpp.llama_memory_seq_rm(mem, op.seq_id, op.pos, end)
+                llama_cpp.llama_memory_seq_add(mem, op.seq_id, end, -1, -op.n_discard)
             elif op.kind == KvOpKind.SAVE:
                 self.host_cache.save(op.seq_id, op.entry_id)
             elif op.kind == KvOpKind.RESTORE:

@@ -140,13 +140,13 @@ async def start(fe: Frontend, req: Request, body: ChatCompletionRequest, logprob
     grammar = await fe.prepare(len(req.body), lambda: _grammar(fe, body, chat))
     parsers, markers = _reply_parsers(fe, body, chat)
     limit = token_limit(body, fe.cfg, body.max_completion_tokens)
-    check_context(len(prompt), limit, info.n_ctx_slot)
+    check_context(len(prompt), limit, info)
     check_slot(body, info)
     sampling = msgspec.structs.replace(
         sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids, info.n_ctx_slot, grammar),
         reasoning_budget=_budget(fe, body, chat),
     )
-    requests = engine_requests(req.id, [prompt], body.n, body, sampling, limit, logprobs)
+    requests = engine_requests(req.id, [prompt], body.n, body, sampling, limit, logprobs, fe.cache_defaults)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
                      fe.tokenizer.marker_tokens(markers), time_limit_s(body), body.n_indent, trace=req.trace)

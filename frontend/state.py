@@ -16,7 +16,7 @@ from frontend.text.chat_template import ChatTemplate, load_chat_template
 from frontend.engine_client import EngineClient
 from frontend.http.errors import unavailable
 from frontend.response_store import ResponseStore
-from frontend.api.sampling import server_defaults
+from frontend.api.sampling import CacheDefaults, server_defaults
 from frontend.structured.grammar import GrammarChecker
 from frontend.text.tokenizer import Tokenizer
 from ggserve.config import ServeConfig
@@ -76,6 +76,11 @@ class Frontend:
         """The model's end-of-generation tokens (banned by ``ignore_eos``); known once the engine is ready."""
         info = self.engine.info
         return info.executors[0].eog_token_ids if info is not None and info.executors else []
+
+    @functools.cached_property
+    def cache_defaults(self) -> CacheDefaults:
+        """The server's n_keep and n_cache_reuse, and whether the vocabulary adds BOS."""
+        return CacheDefaults(self.cfg.n_keep, self.cfg.cache_reuse, self.tokenizer.add_bos)
 
     @property
     def model_id(self) -> str:

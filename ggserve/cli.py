@@ -77,6 +77,17 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="MiB of host memory keeping prefixes evicted from the KV cache, restored instead of "
         "recomputed (-1: no limit, 0: off)",
     )
+    e.add_argument(
+        "--context-shift", dest="context_shift", action="store_true", default=d.context_shift,
+        help="a generation that fills its context goes on: half of the tokens after n_keep are dropped "
+        "(models whose KV cache can shift; default: off, the generation stops)",
+    )
+    e.add_argument("--no-context-shift", dest="context_shift", action="store_false")
+    e.add_argument("--keep", dest="n_keep", type=int, default=d.n_keep,
+                   help="prompt tokens a context shift keeps when a request sets no n_keep (-1: all)")
+    e.add_argument("--cache-reuse", type=int, default=d.cache_reuse,
+                   help="min chunk (tokens) of a cached prompt reused past a change by shifting its KV, when a "
+                   "request sets no n_cache_reuse (0: off; models whose KV cache can shift)")
     e.add_argument("-s", "--seed", type=int, default=d.seed, help="default sampling seed (-1: random)")
     e.add_argument(
         "--reasoning-format", choices=["none", "deepseek", "deepseek-legacy", "auto"], default=d.reasoning_format,
@@ -240,6 +251,9 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         raise UsageError("ggserve: --batch-size must be at least --parallel (one decode token per slot)")
     if args.step_timeout <= 0 or args.shutdown_timeout < 0 or args.max_restarts < 0:
         raise UsageError("ggserve: --step-timeout must be positive, --shutdown-timeout and --max-restarts not negative")
+    if args.n_keep < -1 or args.cache_reuse < 0:
+        raise UsageError("ggserve: --keep must be -1 (the whole prompt) or a number of tokens, "
+                         "--cache-reuse not negative")
     if args.reasoning_budget < -1:
         raise UsageError("ggserve: --reasoning-budget must be -1 (no limit) or a number of tokens")
     if bool(args.ssl_keyfile) != bool(args.ssl_certfile):

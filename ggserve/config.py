@@ -41,6 +41,9 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     step_timeout: float = 300.0  # seconds one step may take before its executor counts as hung
     prefix_cache: bool = True
     cache_ram: int = 8192  # MiB of host memory for prefixes evicted from the KV cache; -1: no limit, 0: off
+    context_shift: bool = False  # --context-shift: a generation that fills its context drops part of it
+    n_keep: int = 0  # --keep: prompt tokens a context shift keeps (-1: all), when a request sets no n_keep
+    cache_reuse: int = 0  # --cache-reuse: min chunk of a cached prompt reused by KV shifting (0: off)
     seed: int = -1  # default sampling seed (-1: random)
     reasoning_format: str = "auto"  # --reasoning-format: none / deepseek / deepseek-legacy / auto
     # server-wide sampling defaults (--temp, --top-k, ...): SamplingParams field -> value

@@ -38,6 +38,8 @@ LLAMA_ENV = {
     "--chat-template-kwargs": "LLAMA_ARG_CHAT_TEMPLATE_KWARGS",
     "--reasoning-format": "LLAMA_ARG_THINK",
     "--n-predict": "LLAMA_ARG_N_PREDICT",
+    "--context-shift": "LLAMA_ARG_CONTEXT_SHIFT",
+    "--cache-reuse": "LLAMA_ARG_CACHE_REUSE",
     "--temp": "LLAMA_ARG_TEMPERATURE",
     "--top-k": "LLAMA_ARG_TOP_K",
     "--top-p": "LLAMA_ARG_TOP_P",

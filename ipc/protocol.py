@@ -156,6 +156,9 @@ class RequestStats(_Part):
     decode_ms: float  # first token -> last token
     executor_id: int = -1
     slot_id: int = -1
+    # The request filled its context: it was shifted (context shift) or its output stopped there
+    # (llama-server's ``truncated``).
+    truncated: bool = False
 
 
 # ----------------------------------------------------------------------------- frontend <-> scheduler
@@ -180,6 +183,14 @@ class AddRequest(_Msg):
     # Run on this slot (executor_id * n_slots + slot index, as /slots numbers them), waiting for
     # it to be free; -1: wherever the policy places it (llama-server's id_slot).
     id_slot: int = -1
+    # Context shift (when the engine has it on): leading tokens of the sequence kept when it fills
+    # its context (the frontend resolves llama-server's n_keep: -1 the whole prompt, BOS counted),
+    # and how many of the tokens after them are dropped (0: half of them).
+    n_keep: int = 0
+    n_discard: int = 0
+    # Reuse chunks of at least this many tokens of a slot's cache past the shared prefix by
+    # shifting their KV (llama-server's n_cache_reuse; models whose cache can shift); 0: off.
+    n_cache_reuse: int = 0
 
 
 class Abort(_Msg):
@@ -256,6 +267,7 @@ class ExecutorInfo(_Part):
     pid: int = 0  # the executor process: tells a restarted executor from its predecessor
     n_embd: int = 0  # embedding width (llama-server's /v1/models meta)
     vocab_type: int = 0  # llama_vocab_type: 1 SPM, 2 BPE, 3 WPM, 4 UGM, 5 RWKV
+    can_shift: bool = False  # llama_memory_can_shift: positions can move (not a sliding-window cache)
 
 
 class EngineInfo(_Msg):
@@ -271,6 +283,9 @@ class EngineInfo(_Msg):
     max_queue: int
     epoch: int  # random per scheduler process: a different one means the scheduler was replaced
     executors: list[ExecutorInfo] = []
+    # A request may generate past n_ctx_slot: its context is shifted (--context-shift, on a model
+    # whose cache can shift); otherwise it stops there.
+    context_shift: bool = False
 
 
 class EngineStatus(_Msg):
@@ -355,6 +370,9 @@ class KvOpKind(enum.IntEnum):
     SAVE = 3  # keep seq_id's cells in host memory as entry_id (--cache-ram)
     RESTORE = 4  # load host entry entry_id into seq_id (empty); a failure fails its request
     DROP = 5  # forget host entry entry_id
+    # context shift: drop positions [pos, pos + n_discard) of seq_id and move the positions after
+    # them down by n_discard (the cells must be seq_id's alone: a cell has one position)
+    SHIFT = 6
 
 
 class KvOp(_Part):
@@ -363,6 +381,7 @@ class KvOp(_Part):
     pos: int = 0
     src_seq_id: int = -1
     entry_id: int = 0  # SAVE / RESTORE / DROP
+    n_discard: int = 0  # SHIFT
 
 
 class SeqStart(_Part):

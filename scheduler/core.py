@@ -32,6 +32,7 @@ from ipc.protocol import (
     TokenLogprob,
 )
 from scheduler import kv, policy
+from scheduler.cache_reuse import chunk_cuts
 from scheduler.host_cache import MIN_TOKENS as MIN_HOST_TOKENS
 from scheduler.host_cache import HostCacheIndex
 from scheduler.metrics import EngineCounters
@@ -87,8 +88,11 @@ class Scheduler:
         n_batch: int = 512,
         ctx_per_request: int = 0,
         cache_ram_bytes: int = 0,
+        context_shift: bool = False,
     ) -> None:
         self.n_executors = n_executors
+        self.context_shift_asked = context_shift  # --context-shift
+        self.context_shift = False  # asked, and every executor's cache can shift
         self.cache_ram_bytes = cache_ram_bytes  # host memory for evicted prefixes; < 0: no limit
         self.ctx_per_request = ctx_per_request  # 0: a request may use the whole pool
         self.max_queue = max_queue
@@ -124,6 +128,10 @@ class Scheduler:
         self.executors[info.executor_id] = ExecutorState(
             info.executor_id, info, self.n_batch, self.ctx_per_request, self.cache_ram_bytes
         )
+        if self.context_shift_asked and not info.can_shift:
+            log.warning("context shift is not supported by this model's KV cache (%s); it is disabled: a request "
+                        "that fills its context stops there", "sliding window" if info.n_swa else "cannot shift")
+        self.context_shift = self.context_shift_asked and all(e.info.can_shift for e in self.executors.values())
 
     def executor_failed(self, executor_id: int, message: str, pid: int = 0) -> None:
         """The executor is gone: fail what ran on it; queued requests wait for a live executor.
@@ -167,9 +175,12 @@ class Scheduler:
                 RequestOutput(msg.request_id, finish_reason=FinishReason.ERROR, error=rejection)
             )
             return
-        room = self.n_ctx_slot - len(msg.prompt_token_ids)
-        max_tokens = room if msg.max_tokens < 0 else min(msg.max_tokens, room)
-        req = Request(msg, peer, max_tokens, now)
+        if self.context_shift:
+            req = Request(msg, peer, msg.max_tokens, now, context_limited=False)
+        else:
+            room = self.n_ctx_slot - len(msg.prompt_token_ids)
+            req = Request(msg, peer, room if msg.max_tokens < 0 else min(msg.max_tokens, room), now,
+                          context_limited=msg.max_tokens < 0 or msg.max_tokens >= room)
         self.requests[req.id] = req
         self.waiting.append(req)
 
@@ -282,6 +293,8 @@ class Scheduler:
                 break
             if reuse_allowed:
                 placement = self._from_host_cache(ex, tokens, placement)
+            if reuse_allowed and req.n_cache_reuse > 0 and ex.info.can_shift:
+                placement = self._with_chunks(ex, tokens, placement, req.n_cache_reuse)
             if reuse_allowed and policy.awaits_donor(running, tokens, placement.reuse):
                 continue  # copied from the request prefilling it once that is done
             needed = policy.cells_needed(req, placement.reuse, ex.n_ctx_slot) + policy.n_decoding(ex.running)
@@ -321,10 +334,26 @@ class Scheduler:
         slot = placement.slot if placement.source is None else policy.victim([s for s in ex.slots if not s.busy])
         return policy.Placement(slot, reuse, None, entry)
 
+    def _with_chunks(self, ex: ExecutorState, tokens: list[int], placement: policy.Placement,
+                     min_chunk: int) -> policy.Placement:
+        """The placement reusing chunks of its slot's own cache past the shared prefix
+        (n_cache_reuse), when there are some. Cells other sequences share never move."""
+        slot = placement.slot
+        if placement.source is not None or placement.host is not None or not slot.tokens:
+            return placement
+        first = max((kv.shared_end(slot, other) for other in ex.slots if other is not slot and other.tokens),
+                    default=0)
+        cuts, reuse = chunk_cuts(slot.tokens, tokens, placement.reuse, first, min_chunk)
+        if reuse == placement.reuse:
+            return placement
+        return policy.Placement(slot, min(reuse, len(tokens) - 1), None, cuts=cuts)
+
     def _drop_prefix(self, ex: ExecutorState, slot: Slot, now: float | None = None, keep: int = 0) -> None:
         """Cut an idle slot's cached prefix to ``keep`` tokens (0: evict it), first keeping it
-        whole in host memory when what is cut is worth it."""
-        if len(slot.tokens) - keep >= MIN_HOST_TOKENS and ex.host_cache.worth_saving(slot.tokens) and ex.alive:
+        whole in host memory when what is cut is worth it (and is what a prefill computes: not
+        after a shift)."""
+        if (len(slot.tokens) - keep >= MIN_HOST_TOKENS and slot.shift_keep < 0 and ex.alive
+                and ex.host_cache.worth_saving(slot.tokens)):
             entry_id, dropped = ex.host_cache.add(slot.tokens, slot.pos_min, time.monotonic() if now is None else now)
             ex.kv_ops.append(KvOp(KvOpKind.SAVE, slot.seq_id, entry_id=entry_id))
             ex.kv_ops += [KvOp(KvOpKind.DROP, entry_id=e) for e in dropped]
@@ -356,10 +385,11 @@ class Scheduler:
         slot.request = None
         ex.ends.append(slot.seq_id)
         ex.starts = [start for start in ex.starts if start.seq_id != slot.seq_id]
+        if req.status == Status.DECODE:  # a prefill goes on with the same tokens
+            req.seq_tokens = slot.tokens + [req.pending_token]
         self._evict(ex, slot)
         req.slot = None
         req.status = Status.WAITING
-        req.seq_tokens = req.prompt + req.output_ids
         req.n_computed = 0
         req.n_preempted += 1
         self.counters["preempted"] += 1
@@ -397,6 +427,9 @@ class Scheduler:
             # (until the step's result reports it): a later admission must not reuse more.
             slot.pos_min = placement.source.pos_min
         elif slot.tokens:
+            for pos, n in placement.cuts:  # n_cache_reuse: chunks of the cache move to where the prompt has them
+                ex.kv_ops.append(KvOp(KvOpKind.SHIFT, seq, pos, n_discard=n))
+                kv.shift(slot, pos, n)
             self._drop_prefix(ex, slot, now, keep=placement.reuse)  # what it does not share makes way
         # A resumed request's sampler sees what it generated before (penalties, grammar state).
         ex.starts.append(
@@ -506,11 +539,44 @@ class Scheduler:
             self._finish(req, FinishReason.STOP)  # the stop token itself is not output
             return
         out = RequestOutput(req.id, [token], [logprob] if logprob is not None else [])
-        if len(req.output_ids) >= req.max_tokens or req.n_computed >= ex.n_ctx_slot:
+        if 0 <= req.max_tokens <= len(req.output_ids):
+            req.truncated |= req.context_limited
             self._finish(req, FinishReason.LENGTH, out=out)
             return
+        if req.n_computed >= ex.n_ctx_slot:  # no cell left for the token
+            if not self.context_shift:
+                req.truncated = True
+                self._finish(req, FinishReason.LENGTH, out=out)
+                return
+            self._shift(ex, req)
         req.pending_token = token
         self.outputs[req.peer].append(out)
+
+    def _shift(self, ex: ExecutorState, req: Request) -> None:
+        """Context shift, as llama-server's: keep the first n_keep tokens, drop n_discard of the
+        ones after them (by default half) and move the rest down, so generation goes on.
+
+        A cell has one position whatever sequences share it, so the moved cells must be this
+        sequence's alone: an idle cached prefix sharing them is cut where they start, and when a
+        running request shares them the dropped range grows to take them all.
+        """
+        slot = req.slot
+        n = len(slot.tokens)
+        keep = max(0, min(req.n_keep, ex.n_ctx_slot - 4))
+        n_left = n - keep
+        n_discard = max(0, min(req.n_discard or n_left // 2, n_left - 1))
+        shared = [(other, kv.shared_end(slot, other)) for other in ex.slots if other is not slot and other.tokens]
+        n_discard = max([n_discard] + [end - keep for other, end in shared if other.busy])
+        for other, end in shared:
+            if not other.busy and end > keep + n_discard:
+                self._drop_prefix(ex, other, keep=keep + n_discard)
+        log.debug("executor %d: request %s: context shift, n_keep %d, n_discard %d of %d", ex.id, req.id, keep,
+                  n_discard, n)
+        ex.kv_ops.append(KvOp(KvOpKind.SHIFT, slot.seq_id, keep, n_discard=n_discard))
+        kv.shift(slot, keep, n_discard)
+        req.n_computed -= n_discard
+        req.truncated = True
+        self.counters["context_shifts"] += 1
 
     # ------------------------------------------------------------------ endings
 
@@ -571,6 +637,7 @@ class Scheduler:
             decode_ms=((req.t_last_token or first) - first) * 1000,
             executor_id=slot.executor_id if slot else -1,
             slot_id=slot.seq_id if slot else -1,
+            truncated=req.truncated,
         )
 
     # ------------------------------------------------------------------ reporting

@@ -73,7 +73,8 @@ class SchedulerLoop:
         self.executors = bind_router(self.zmq, cfg.executor_endpoint, cfg.curve)
         cache_ram_bytes = cfg.cache_ram * 2**20 if cfg.cache_ram > 0 else cfg.cache_ram
         self.core = Scheduler(
-            cfg.executors, cfg.max_queue, cfg.prefix_cache, cfg.batch_size, cfg.ctx_per_request, cache_ram_bytes
+            cfg.executors, cfg.max_queue, cfg.prefix_cache, cfg.batch_size, cfg.ctx_per_request, cache_ram_bytes,
+            cfg.context_shift,
         )
         self.hello_waiting: set[bytes] = set()  # peers to answer once every executor is ready
         self.peers: dict[bytes, float] = {}  # peers that said Hello -> last time heard from
@@ -125,6 +126,9 @@ class SchedulerLoop:
                 return
             restarted = msg.info.executor_id in self.core.executors
             self.core.executor_ready(msg.info)
+            if self.cfg.cache_reuse and not msg.info.can_shift:
+                log.warning("cache reuse is not supported by this model's KV cache (it cannot shift): "
+                            "--cache-reuse and n_cache_reuse are ignored")
             log.info("executor %d %s (%s, pid %d)", msg.info.executor_id,
                      "restarted and ready" if restarted else "ready", msg.info.device, msg.info.pid)
             if self.core.ready:
@@ -183,6 +187,7 @@ class SchedulerLoop:
             max_queue=self.cfg.max_queue,
             epoch=self.epoch,
             executors=infos,
+            context_shift=self.core.context_shift,
         )
         for peer in self.hello_waiting:
             self._send(self.frontends, info, peer)

@@ -21,7 +21,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from scheduler.host_cache import HostEntry
 from scheduler.request import Request, Status
@@ -46,6 +46,9 @@ class Placement:
     reuse: int  # prompt tokens whose KV is reused
     source: Slot | None  # slot to copy the prefix from; None: the slot's own cache
     host: HostEntry | None = None  # a prefix to restore from host memory instead (--cache-ram)
+    # n_cache_reuse: cuts (pos, n) of the slot's own cache lining chunks of it up with the prompt
+    # (scheduler.cache_reuse); ``reuse`` counts the chunks
+    cuts: list[tuple[int, int]] = field(default_factory=list)
 
 
 def reusable_prefix(slot: Slot, prompt: list[int], n_swa: int) -> int:
@@ -53,11 +56,14 @@ def reusable_prefix(slot: Slot, prompt: list[int], n_swa: int) -> int:
 
     At least one prompt token is always evaluated (its logits give the first sampled token). With
     sliding-window attention, continuing at position q needs the window cells before q, which
-    llama.cpp may already have overwritten: only reuse if they are all still there.
+    llama.cpp may already have overwritten: only reuse if they are all still there. After a
+    context shift only the kept tokens hold what a prefill of them would.
     """
     if not slot.tokens:
         return 0
     m = min(common_prefix_len(slot.tokens, prompt), len(prompt) - 1)
+    if slot.shift_keep >= 0:
+        m = min(m, slot.shift_keep)
     if m <= 0:
         return 0
     if n_swa > 0 and slot.pos_min > max(0, m - n_swa):

@@ -32,6 +32,9 @@ class Slot:
     # cells it writes next: copied prefixes share cells, counted once (see scheduler.kv).
     segments: list[list[int]] = field(default_factory=list)
     origin: int = field(default_factory=new_origin)
+    # n_keep of a context shift of this sequence: the tokens after it were computed beside tokens
+    # since discarded, so only this many are a reusable prefix; -1: never shifted (see scheduler.kv).
+    shift_keep: int = -1
 
     @property
     def busy(self) -> bool:

@@ -97,3 +97,21 @@ def test_metrics_key_required_is_still_accepted_and_deprecated(caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="ggserve"):
         _warn_about(config_from_args(args), args)
     assert "deprecated" in caplog.text and not config_from_args(args).metrics_no_auth
+
+
+def test_context_shift_flags_map_onto_the_config() -> None:
+    from ggserve.env_flags import apply_env_defaults
+
+    default = config_from_args(parse())
+    assert (default.context_shift, default.n_keep, default.cache_reuse) == (False, 0, 0)  # llama-server's
+    cfg = config_from_args(parse("--context-shift", "--keep", "-1", "--cache-reuse", "256"))
+    assert (cfg.context_shift, cfg.n_keep, cfg.cache_reuse) == (True, -1, 256)
+    assert not config_from_args(parse("--context-shift", "--no-context-shift")).context_shift
+    parser = argparse.ArgumentParser()
+    serve = _serve_parser(parser.add_subparsers())
+    apply_env_defaults(serve, {"LLAMA_ARG_CONTEXT_SHIFT": "1", "LLAMA_ARG_CACHE_REUSE": "64"})
+    cfg = config_from_args(parser.parse_args(["serve"]))
+    assert (cfg.context_shift, cfg.cache_reuse) == (True, 64)
+    for bad in (("--keep", "-2"), ("--cache-reuse", "-1")):
+        with pytest.raises(SystemExit):
+            config_from_args(parse(*bad))

@@ -58,6 +58,7 @@ STATS = p.RequestStats(
     decode_ms=40.75,
     executor_id=1,
     slot_id=3,
+    truncated=True,
 )
 EXECUTOR_INFO = p.ExecutorInfo(
     executor_id=1,
@@ -78,6 +79,7 @@ EXECUTOR_INFO = p.ExecutorInfo(
     pid=4242,
     n_embd=640,
     vocab_type=1,
+    can_shift=True,
 )
 
 # One instance of every message, every field (nested ones too) set to a non-default value.
@@ -95,6 +97,9 @@ SAMPLES: list[p.Message] = [
         prompt_logprobs=1,
         return_progress=True,
         id_slot=3,
+        n_keep=5,
+        n_discard=12,
+        n_cache_reuse=256,
     ),
     p.Abort(request_ids=["chatcmpl-1", "chatcmpl-2"]),
     p.Hello(peer="frontend-0"),
@@ -124,6 +129,7 @@ SAMPLES: list[p.Message] = [
         max_queue=256,
         epoch=123456789,
         executors=[EXECUTOR_INFO],
+        context_shift=True,
     ),
     p.EngineStatus(epoch=123456789, n_executors_ready=1, draining=True),
     p.Heartbeat(),
@@ -167,7 +173,7 @@ SAMPLES: list[p.Message] = [
     ),
     p.StepPlan(
         step_id=17,
-        kv_ops=[p.KvOp(kind=p.KvOpKind.RESTORE, seq_id=2, pos=363, src_seq_id=0, entry_id=12)],
+        kv_ops=[p.KvOp(kind=p.KvOpKind.RESTORE, seq_id=2, pos=363, src_seq_id=0, entry_id=12, n_discard=7)],
         starts=[p.SeqStart(seq_id=2, sampling=SAMPLING, logprobs=0, history=[42, 9], prompt_logprobs=3,
                            penalty_context=[105, 2364])],
         ends=[5],

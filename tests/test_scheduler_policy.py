@@ -34,11 +34,12 @@ EOS = 1
 VOCAB = 10_000
 
 
-def info(n_slots: int = 4, n_ctx: int = 4096, n_swa: int = 0, executor_id: int = 0) -> ExecutorInfo:
+def info(n_slots: int = 4, n_ctx: int = 4096, n_swa: int = 0, executor_id: int = 0,
+         can_shift: bool = True) -> ExecutorInfo:
     return ExecutorInfo(
         executor_id=executor_id, model_path="fake.gguf", model_desc="fake", n_params=1,
         model_size_bytes=1, n_vocab=VOCAB, n_ctx=n_ctx, n_ctx_train=n_ctx, n_swa=n_swa,
-        n_slots=n_slots, n_batch=512, kv_bytes=0, eog_token_ids=[EOS],
+        n_slots=n_slots, n_batch=512, kv_bytes=0, eog_token_ids=[EOS], can_shift=can_shift,
     )  # fmt: skip
 
 
@@ -84,6 +85,11 @@ class FakeExecutor:
                 self.kv[op.seq_id], self.cells[op.seq_id] = [], []
             elif op.kind == KvOpKind.TRUNCATE:
                 del self.kv[op.seq_id][op.pos :], self.cells[op.seq_id][op.pos :]
+            elif op.kind == KvOpKind.SHIFT:  # a cell has one position: moved cells must not be shared
+                end = op.pos + op.n_discard
+                shared = set().union(*(c for s, c in enumerate(self.cells) if s != op.seq_id))
+                assert not shared & set(self.cells[op.seq_id][end:]), "a shift moved cells another sequence holds"
+                del self.kv[op.seq_id][op.pos : end], self.cells[op.seq_id][op.pos : end]
             else:
                 assert len(self.kv[op.src_seq_id]) >= op.pos and not self.kv[op.seq_id]
                 self.kv[op.seq_id] = self.kv[op.src_seq_id][: op.pos]
@@ -117,7 +123,8 @@ class Harness:
     def __init__(self, n_slots: int = 4, n_batch: int = 64, n_executors: int = 1, **kw) -> None:
         self.sched = Scheduler(n_executors, max_queue=kw.pop("max_queue", 64), n_batch=n_batch,
                                ctx_per_request=kw.pop("ctx_per_request", 0),
-                               cache_ram_bytes=kw.pop("cache_ram_bytes", 0))
+                               cache_ram_bytes=kw.pop("cache_ram_bytes", 0),
+                               context_shift=kw.pop("context_shift", False))
         self.fakes = []
         for e in range(n_executors):
             self.sched.executor_ready(info(n_slots=n_slots, executor_id=e, **kw))

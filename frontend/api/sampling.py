@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import msgspec
 
@@ -126,14 +127,16 @@ def check_slot(req: SamplingFields, info: EngineInfo) -> None:
                       param="id_slot")
 
 
-def check_context(n_prompt: int, max_new: int, n_ctx_slot: int) -> None:
-    """A request must fit a slot: prompt + max_tokens, or prompt + one token without a limit."""
+def check_context(n_prompt: int, max_new: int, info: EngineInfo) -> None:
+    """A request must fit a slot: prompt + max_tokens, or prompt + one token without a limit or
+    when the context shifts (llama-server refuses a prompt that fills the context either way)."""
+    n_ctx_slot = info.n_ctx_slot
     if n_prompt == 0:
         raise invalid("the prompt is empty", param="prompt")
-    if max_new < 0 and n_prompt >= n_ctx_slot:
+    if (max_new < 0 or info.context_shift) and n_prompt >= n_ctx_slot:
         message = (f"the prompt has {n_prompt} tokens but a slot's context holds {n_ctx_slot} tokens, "
                    "prompt and generated tokens together; shorten the prompt or increase the context size")
-    elif max_new >= 0 and n_prompt + max_new > n_ctx_slot:
+    elif max_new >= 0 and not info.context_shift and n_prompt + max_new > n_ctx_slot:
         message = (f"the request asks for {n_prompt + max_new} tokens ({n_prompt} prompt + {max_new} max_tokens) "
                    f"but a slot's context holds {n_ctx_slot} tokens; shorten the prompt, lower max_tokens "
                    "or increase the context size")
@@ -143,8 +146,26 @@ def check_context(n_prompt: int, max_new: int, n_ctx_slot: int) -> None:
                    extra={"n_prompt_tokens": n_prompt, "n_ctx": n_ctx_slot})
 
 
+@dataclass(frozen=True)
+class CacheDefaults:
+    """The server's defaults for a request's KV-cache fields: ``--keep`` (n_keep),
+    ``--cache-reuse`` (n_cache_reuse), and whether the vocabulary adds BOS."""
+
+    n_keep: int = 0
+    n_cache_reuse: int = 0
+    add_bos: bool = True
+
+
+def kept_tokens(req: SamplingFields, n_prompt: int, cache: CacheDefaults) -> int:
+    """Leading tokens a context shift keeps, as llama-server counts them: ``n_keep`` (the
+    server's ``--keep`` when not given; -1: the whole prompt), plus one for the BOS token of a
+    vocabulary that adds it."""
+    n_keep = cache.n_keep if req.n_keep is None else req.n_keep
+    return (n_prompt if n_keep < 0 else n_keep) + cache.add_bos
+
+
 def engine_requests(request_id: str, prompts: list[list[int]], n: int, req: SamplingFields, sampling: SamplingParams,
-                    max_new: int, logprobs: int, prompt_logprobs: int = -1) -> list[AddRequest]:
+                    max_new: int, logprobs: int, cache: CacheDefaults, prompt_logprobs: int = -1) -> list[AddRequest]:
     """One AddRequest per (prompt, choice); ids are ``<request_id>-<index>``."""
     now = time.time()
     return [
@@ -160,6 +181,9 @@ def engine_requests(request_id: str, prompts: list[list[int]], n: int, req: Samp
             prompt_logprobs=prompt_logprobs,
             return_progress=req.return_progress and req.stream,
             id_slot=req.id_slot,
+            n_keep=kept_tokens(req, len(prompt), cache),
+            n_discard=req.n_discard,
+            n_cache_reuse=cache.n_cache_reuse if req.n_cache_reuse is None else req.n_cache_reuse,
         )
         for p, prompt in enumerate(prompts)
         for i in range(n)

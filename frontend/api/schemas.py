@@ -55,7 +55,7 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     Every llama-server field is either here (honoured) or refused by ``frontend.api.llama_fields``.
     """
 
-    max_tokens: int | None = None  # None or -1: until the slot's context is full
+    max_tokens: int | None = None  # None or -1: until the slot's context is full (no limit with --context-shift)
     n_predict: int | None = None  # llama-server's name of max_tokens
     temperature: Annotated[float, msgspec.Meta(ge=0.0)] | None = None
     top_p: float | None = None
@@ -99,6 +99,13 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     timings_per_token: bool = False  # ``timings`` on every stream chunk, not only the last
     return_progress: bool = False  # streams: ``prompt_progress`` chunks during the prefill
     id_slot: Annotated[int, msgspec.Meta(ge=-1)] = -1  # run on this slot (as /slots numbers them); -1: any
+    # context shift (--context-shift): prompt tokens kept when the context fills (-1: all; None:
+    # the server's --keep), and how many tokens after them are dropped (0: half)
+    n_keep: Annotated[int, msgspec.Meta(ge=-1, le=2**31 - 1)] | None = None
+    n_discard: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] = 0
+    # reuse chunks of at least this many tokens of a cached prompt past a change, by shifting
+    # their KV (None: the server's --cache-reuse; 0: off)
+    n_cache_reuse: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] | None = None
     # ms after the first token past which the text ends at its next newline (<= 0: no limit)
     t_max_predict_ms: int | None = None
     # lines after the first need this much indentation; the first that has less ends the text

@@ -118,7 +118,9 @@ def slot_json(slot: SlotState, info: EngineInfo) -> dict[str, Any]:
         "params": generation_params(slot.sampling, slot.max_tokens, slot.ignore_eos, max(slot.logprobs, 0)),
         "next_token": [{
             "has_next_token": slot.busy,
-            "n_remain": max(0, slot.max_tokens - slot.n_generated_tokens) if slot.busy else 0,
+            # -1: no limit (a context that shifts), as llama-server's
+            "n_remain": (-1 if slot.max_tokens < 0 else max(0, slot.max_tokens - slot.n_generated_tokens))
+            if slot.busy else 0,
             "n_decoded": slot.n_generated_tokens,
         }],
     }

@@ -135,14 +135,14 @@ async def completions(fe: Frontend, req: Request) -> Response | StreamResponse:
     grammar = await fe.prepare(len(req.body), lambda: output_grammar(fe.grammars, body))
     limit = token_limit(body, fe.cfg)
     for prompt in prompts:
-        check_context(len(prompt.token_ids), limit, info.n_ctx_slot)
+        check_context(len(prompt.token_ids), limit, info)
     check_slot(body, info)
     logprobs = body.logprobs if body.logprobs is not None else (body.n_probs if body.n_probs > 0 else -1)
     prompt_logprobs = logprobs if body.echo else -1
     sampling = sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids,
                                info.n_ctx_slot, grammar)
     requests = engine_requests(req.id, [p.token_ids for p in prompts], body.n, body, sampling, limit, logprobs,
-                               prompt_logprobs)
+                               fe.cache_defaults, prompt_logprobs)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
                      time_limit_s=time_limit_s(body), n_indent=body.n_indent, trace=req.trace)
