@@ -31,7 +31,7 @@ from frontend.http.errors import ApiError
 from frontend.http.asgi import Headers, Request, Response, StreamResponse, error_response, read_body
 from frontend.observe.openapi import Operation
 from frontend.http.cors import Cors
-from frontend.routes import chat, completions, native, server, tokens, webui
+from frontend.routes import chat, completions, embeddings, native, rerank, server, tokens, webui
 from frontend.api.schemas import (
     ApplyTemplateResponse,
     ChatCompletion,
@@ -47,6 +47,7 @@ from frontend.api.schemas import (
     TokenizeRequest,
     TokenizeResponse,
 )
+from frontend.api.embedding_schemas import EmbeddingList, EmbeddingRequest, RerankRequest, RerankResponse
 from frontend.state import Frontend
 from frontend.observe.trace import RequestTrace
 from ggserve.config import ServeConfig, load_config
@@ -61,21 +62,36 @@ Handler = Callable[[Frontend, Request], Awaitable[Response | StreamResponse]]
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
+# What a route needs of the server: a generation server, or an embedding server started with
+# this flag (the other kind answers 501).
+GENERATION = ""
+EMBEDDINGS = "--embeddings"
+RERANKING = "--reranking"
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     handler: Handler
     operation: Operation  # what /openapi.json says about it
     auth: bool = True  # needs an API key when keys are configured
     generates: bool = False  # runs engine requests: cancel it when the client goes away
+    needs: str | None = None  # GENERATION, EMBEDDINGS or RERANKING (None: any server)
 
 
 def build_routes(metrics_no_auth: bool) -> dict[str, dict[str, Route]]:
     """path -> method -> route; ``metrics_no_auth``: /metrics needs no API key (--metrics-no-auth)."""
     chat_route = {"POST": Route(chat.chat_completions, Operation(
-        "Create a chat completion", ChatCompletionRequest, ChatCompletion, ChatCompletionChunk), generates=True)}
+        "Create a chat completion", ChatCompletionRequest, ChatCompletion, ChatCompletionChunk), generates=True,
+        needs=GENERATION)}
     models_route = {"GET": Route(server.models, Operation("The served model", response=ModelList))}
     native_route = {"POST": Route(native.completion, Operation(
-        "Complete a prompt (llama-server's native /completion)", NativeCompletionRequest), generates=True)}
+        "Complete a prompt (llama-server's native /completion)", NativeCompletionRequest), generates=True,
+        needs=GENERATION)}
+    embeddings_route = {"POST": Route(embeddings.embeddings, Operation(
+        "Create embeddings (with --embeddings)", EmbeddingRequest, EmbeddingList), generates=True, needs=EMBEDDINGS)}
+    rerank_route = {"POST": Route(rerank.rerank, Operation(
+        "Rank documents against a query (with --reranking)", RerankRequest, RerankResponse), generates=True,
+        needs=RERANKING)}
     health_route = {"GET": Route(server.health, Operation(
         "Readiness: 200 once the model is loaded", response=HealthStatus, loading_status=True), auth=False)}
     return {
@@ -86,12 +102,22 @@ def build_routes(metrics_no_auth: bool) -> dict[str, dict[str, Route]]:
         "/v1/chat/completions": chat_route,
         "/chat/completions": chat_route,
         "/v1/completions": {"POST": Route(completions.completions, Operation(
-            "Create a text completion", CompletionRequest, Completion, Completion), generates=True)},
+            "Create a text completion", CompletionRequest, Completion, Completion), generates=True,
+            needs=GENERATION)},
         "/completion": native_route,
         "/completions": native_route,
         "/infill": {"POST": Route(native.infill, Operation(
             "Fill in the middle (llama-server's /infill; 501 without FIM tokens)", NativeCompletionRequest),
-            generates=True)},
+            generates=True, needs=GENERATION)},
+        "/v1/embeddings": embeddings_route,
+        "/embeddings": embeddings_route,
+        "/embedding": {"POST": Route(embeddings.native_embedding, Operation(
+            "llama-server's native embeddings (with --embeddings)", EmbeddingRequest), generates=True,
+            needs=EMBEDDINGS)},
+        "/v1/rerank": rerank_route,
+        "/rerank": rerank_route,
+        "/v1/reranking": rerank_route,
+        "/reranking": rerank_route,
         "/tokenize": {"POST": Route(tokens.tokenize, Operation("Tokenize text", TokenizeRequest, TokenizeResponse))},
         "/detokenize": {"POST": Route(tokens.detokenize, Operation(
             "Token ids to text", DetokenizeRequest, DetokenizeResponse))},
@@ -173,6 +199,7 @@ class App:
             route = self._route(scope["method"], path)
             if route.auth and not self.fe.api_keys.allows(headers):
                 raise ApiError(401, "invalid or missing API key", headers=[(b"www-authenticate", b"Bearer")])
+            self._check_kind(route)
             body = await read_body(receive, headers, self.cfg.max_body_size)
         except ApiError as exc:
             await _send_response(send, error_response(exc), extra_headers, trace, exc)
@@ -197,6 +224,15 @@ class App:
         if path != prefix and not path.startswith(prefix + "/"):
             raise ApiError(404, f"no endpoint {path} (routes are under {prefix})")
         return path[len(prefix):] or "/"
+
+    def _check_kind(self, route: Route) -> None:
+        """A 501, as llama-server answers, for a route the other kind of server serves."""
+        if route.needs in (EMBEDDINGS, RERANKING) and not self.cfg.embeddings:
+            what = "embeddings" if route.needs == EMBEDDINGS else "reranking"
+            raise ApiError(501, f"This server does not support {what}. Start it with `{route.needs}`")
+        if route.needs == GENERATION and self.cfg.embeddings:
+            raise ApiError(501, "This server computes embeddings only and does not generate text: start it "
+                           "without `--embeddings` / `--reranking`")
 
     def _preflight(self, path: str, headers: dict[str, str]) -> Response:
         """OPTIONS (a CORS preflight): 204 with the route's methods; no API key (browsers send none)."""
