@@ -1,6 +1,6 @@
 """/v1/embeddings on a real embedding server (the embedded Gemma 3 270M, mean pooling), through
 the openai SDK, langchain-openai and plain HTTP: unit vectors, meaning, encodings, token input,
-batch invariance, concurrency, llama-server's native /embedding, and every bad input."""
+batch invariance, concurrency, llama-server's native /embedding, every bad input, and fuzzing."""
 
 from __future__ import annotations
 
@@ -11,8 +11,12 @@ import httpx
 import numpy as np
 import openai
 import pytest
+import schemathesis
 from conftest import start_server
+from hypothesis import HealthCheck, Phase, given, settings
 from langchain_openai import OpenAIEmbeddings
+from schemathesis import GenerationMode
+from test_api_fuzz import CONFIG, _assert_openai_error
 
 MAX_INPUTS = 40
 SENTENCES = [
@@ -134,3 +138,22 @@ def test_generation_and_rerank_answer_501_on_an_embedding_server(url: str):
     rerank = httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["d"]})
     assert rerank.status_code == 501 and "--reranking" in rerank.json()["error"]["message"]
     assert httpx.get(f"{url}/health").status_code == 200  # and it still serves
+
+
+@pytest.mark.parametrize("path", ["/v1/embeddings", "/embedding"])
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)
+def test_fuzzed_embedding_requests_get_no_server_error(url: str, path: str, mode: GenerationMode):
+    document = httpx.get(f"{url}/openapi.json").json()
+    operation = schemathesis.openapi.from_dict(document, config=CONFIG).find_operation_by_label(f"POST {path}")
+
+    @settings(max_examples=40, deadline=None, derandomize=True, database=None,
+              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+    @given(case=operation.as_strategy(mode))
+    def fuzz(case: schemathesis.Case) -> None:
+        response = case.call(base_url=url, timeout=60)
+        assert response.status_code < 500, f"{response.status_code} {response.text[:500]}"
+        if response.status_code >= 400:
+            _assert_openai_error(response)
+
+    fuzz()
+    assert httpx.get(f"{url}/health").status_code == 200
