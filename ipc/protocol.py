@@ -15,8 +15,10 @@ send Heartbeat; the scheduler aborts the requests of a worker that stops sending
 
 All messages are msgspec Structs encoded as msgpack arrays (``array_like``), tagged so one
 decoder reads the union. ``gc=False`` keeps these short-lived, acyclic objects out of the cyclic
-garbage collector. Bulk arrays never travel here: they live in ``ipc.shm`` and messages carry an
-``ArrayRef`` handle.
+garbage collector. Embedding vectors travel inside the messages (``Vectors``: raw float32 bytes,
+which msgpack copies once): for a 256-input request that costs ~1.5 ms more than ``ipc.shm``
+handles, 0.02% of the request (docs/benchmarks.md), not worth a release protocol. Bigger arrays
+go through ``ipc.shm``, and messages carry an ``ArrayRef`` handle.
 """
 
 from __future__ import annotations

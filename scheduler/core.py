@@ -44,6 +44,9 @@ from scheduler.slots import Slot
 
 log = logging.getLogger("scheduler")
 
+# The counter (EngineStats' requests_*) a request's end adds to; every other end is "finished".
+_COUNTER_OF = {FinishReason.ABORT: "aborted", FinishReason.ERROR: "failed"}
+
 
 class ExecutorState:
     """The scheduler's view of one executor process: its slots, running requests and the plan
@@ -183,10 +186,7 @@ class Scheduler:
         now = time.monotonic() if now is None else now
         rejection = self._validate(msg)
         if rejection is not None:
-            self.counters["rejected"] += 1
-            self.outputs[peer].append(
-                RequestOutput(msg.request_id, finish_reason=FinishReason.ERROR, error=rejection)
-            )
+            self._reject(msg.request_id, peer, rejection)
             return
         room = self.n_ctx_slot - len(msg.prompt_token_ids)
         max_tokens = room if msg.max_tokens < 0 else min(msg.max_tokens, room)
@@ -198,12 +198,13 @@ class Scheduler:
         now = time.monotonic() if now is None else now
         rejection = self._validate_embedding(msg)
         if rejection is not None:
-            self.counters["rejected"] += 1
-            self.outputs[peer].append(
-                RequestOutput(msg.request_id, finish_reason=FinishReason.ERROR, error=rejection)
-            )
+            self._reject(msg.request_id, peer, rejection)
             return
         self.embed.add(msg, peer, now)
+
+    def _reject(self, request_id: str, peer: bytes, error: EngineError) -> None:
+        self.counters["rejected"] += 1
+        self.outputs[peer].append(RequestOutput(request_id, finish_reason=FinishReason.ERROR, error=error))
 
     def _validate_embedding(self, msg: EmbedRequest) -> EngineError | None:
         problem = self._admission_problem(msg.request_id)
@@ -343,8 +344,7 @@ class Scheduler:
 
     def _embed_ended(self, job: EmbedJob, out: RequestOutput) -> None:
         self.outputs[job.peer].append(out)
-        reason = out.finish_reason
-        self.counters[{FinishReason.ABORT: "aborted", FinishReason.ERROR: "failed"}.get(reason, "finished")] += 1
+        self.counters[_COUNTER_OF.get(out.finish_reason, "finished")] += 1
 
     def _admit(self, ex: ExecutorState, now: float) -> None:
         """Move waiting requests (oldest first) into this executor's free slots."""
@@ -645,8 +645,7 @@ class Scheduler:
             ex.kv_ops.append(KvOp(KvOpKind.CLEAR, slot.seq_id))
 
     def _count(self, req: Request, reason: FinishReason) -> None:
-        name = {FinishReason.ABORT: "aborted", FinishReason.ERROR: "failed"}.get(reason, "finished")
-        self.counters[name] += 1
+        self.counters[_COUNTER_OF.get(reason, "finished")] += 1
         if req.slot is not None:
             decode_seconds = (req.t_last_token - req.t_first_token) if req.t_first_token else 0.0
             self.metrics.on_finish(req.slot.executor_id, len(req.output_ids), decode_seconds)
