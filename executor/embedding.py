@@ -43,7 +43,7 @@ class Embedder:
         t0 = time.perf_counter()
         failures: list[SeqFailure] = []
         items = self._runnable(plan.items, failures)
-        vectors = None
+        vectors = Vectors(self.dim, [0] * len(plan.items), b"")  # what the failed items get
         error = None
         if items:
             try:
@@ -51,7 +51,7 @@ class Embedder:
                 data = self._read(items, sum(rows))
             except RuntimeError as exc:
                 log.error("executor %d: embedding step %d failed: %s", executor_id, plan.step_id, exc)
-                error = str(exc)
+                vectors, error = None, str(exc)
             else:
                 ran = {id(item): n for item, n in zip(items, rows)}
                 vectors = Vectors(self.dim, [ran.get(id(item), 0) for item in plan.items], data)
