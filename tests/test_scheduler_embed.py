@@ -117,3 +117,23 @@ def test_rejections_name_the_input():
     assert "input 0 has a token out of range" in errors["vocab"]
     assert errors["empty"] == "input 1 is empty"
     assert "embeddings only" in errors["generate"]
+
+
+def test_inputs_in_flight_on_a_dead_executor_fail_their_request():
+    core = embedding_scheduler(n_slots=1)
+    core.add_embedding(EmbedRequest("a", [[1], [2]]), PEER)
+    plan = core.next_plan(0)
+    core.executor_failed(0, "killed")
+    run(core, plan)  # a late result of the dead process changes nothing
+    outputs = core.take_outputs()[PEER]
+    assert [(o.request_id, o.finish_reason, o.error.code) for o in outputs] == [
+        ("a", FinishReason.ERROR, ErrorCode.EXECUTOR_FAILED)]
+    assert not core.embed.jobs and not core.embed.waiting
+
+
+def test_drain_counts_embedding_requests_and_fail_all_ends_them():
+    core = embedding_scheduler()
+    core.add_embedding(EmbedRequest("a", [[1]]), PEER)
+    assert core.n_unfinished == 1
+    assert core.fail_all(EngineError(ErrorCode.SHUTTING_DOWN, "stopping")) == 1
+    assert core.n_unfinished == 0 and core.take_outputs()[PEER][0].finish_reason == FinishReason.ERROR
