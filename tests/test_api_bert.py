@@ -126,3 +126,17 @@ def test_rerank_in_tei_shape(rerank_url: str):
 def test_bad_rerank_requests_are_400(rerank_url: str, body: dict, message: str):
     r = httpx.post(f"{rerank_url}/v1/rerank", json=body)
     assert r.status_code == 400 and message in r.json()["error"]["message"], r.text
+
+
+def test_a_declared_rerank_template_formats_the_pair():
+    from frontend.routes.rerank import pair_tokens
+    from frontend.text.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer(tiny_reranker_gguf())
+    try:
+        template = "[CLS] query: {query} [SEP] document: {document} [SEP]"
+        assert pair_tokens(tokenizer, template, "cats", "fish") == tokenizer.tokenize(
+            "[CLS] query: cats [SEP] document: fish [SEP]", add_special=False, parse_special=True)
+        assert pair_tokens(tokenizer, None, "cats", "fish")[0] == 101  # [CLS] query [SEP] document
+    finally:
+        tokenizer.close()

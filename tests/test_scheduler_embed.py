@@ -33,13 +33,13 @@ def embedding_scheduler(n_slots: int = 8, n_batch: int = 64, n_ctx_train: int = 
     return core
 
 
-def run(core: Scheduler, plan: EmbedPlan, failed: frozenset[int] = frozenset()) -> None:
+def run(core: Scheduler, plan: EmbedPlan, failed: frozenset[int] = frozenset(), executor_id: int = 0) -> None:
     """Answer a plan as an executor would: input i's vector is [first token, length, 0, 0]."""
     rows = [[item.token_ids[0], len(item.token_ids), 0, 0] for item in plan.items if item.seq_id not in failed]
     counts = [0 if item.seq_id in failed else 1 for item in plan.items]
     failures = [SeqFailure(s, EngineError(ErrorCode.INTERNAL, "boom")) for s in failed]
     data = np.array(rows, dtype="<f4").tobytes()
-    core.embed_result(EmbedResult(plan.step_id, 0, Vectors(DIM, counts, data), failures=failures))
+    core.embed_result(EmbedResult(plan.step_id, executor_id, Vectors(DIM, counts, data), failures=failures))
 
 
 def drain(core: Scheduler) -> list[EmbedPlan]:
@@ -137,3 +137,20 @@ def test_drain_counts_embedding_requests_and_fail_all_ends_them():
     assert core.n_unfinished == 1
     assert core.fail_all(EngineError(ErrorCode.SHUTTING_DOWN, "stopping")) == 1
     assert core.n_unfinished == 0 and core.take_outputs()[PEER][0].finish_reason == FinishReason.ERROR
+
+
+def test_two_executors_share_one_queue_and_a_request_spans_both():
+    core = Scheduler(n_executors=2, max_queue=16, n_batch=64)
+    for executor_id in (0, 1):
+        core.executor_ready(ExecutorInfo(
+            executor_id=executor_id, model_path="fake.gguf", model_desc="fake", n_params=1, model_size_bytes=1,
+            n_vocab=100, n_ctx=1024, n_ctx_train=512, n_swa=0, n_slots=2, n_batch=64, kv_bytes=0, pooling=1,
+        ))  # fmt: skip
+    core.add_embedding(EmbedRequest("a", [[1], [2], [3]]), PEER)
+    first, second = core.next_plan(0), core.next_plan(1)
+    assert [i.token_ids for i in first.items] == [[1], [2]] and [i.token_ids for i in second.items] == [[3]]
+    run(core, second, executor_id=1)  # the later input comes back first
+    assert not core.take_outputs()
+    run(core, first)
+    (out,) = core.take_outputs()[PEER]
+    assert np.frombuffer(out.vectors.data, "<f4").reshape(-1, DIM)[:, 0].tolist() == [1, 2, 3]
