@@ -80,7 +80,6 @@ class NumpyBatch:
         self.struct.n_tokens = n
         return layout
 
-
     def fill_whole(self, sequences: list[tuple[int, list[int]]]) -> None:
         """Lay out whole inputs (seq id, tokens from position 0), every token an output: pooled
         embeddings need them all. The caller has checked ids and capacity."""

@@ -77,8 +77,8 @@ FLASH_ATTN = {
 def _flash_attn(cfg: ServeConfig) -> str:
     """An embedding server runs without flash attention unless told otherwise: on the CPU,
     llama.cpp's flash attention takes another (tiled) kernel for long batches, and a text's vector
-    alone and among 31 others then differs (cosine 0.9990, max 0.011 on Gemma 3 270M); without it
-    they agree to 1e-7."""
+    alone and among 31 others then differs past the batch-invariance bound (cosine 0.9990, max
+    0.011 on Gemma 3 270M); without it, cosine >= 0.9998 and max <= 0.005 in the tests."""
     if cfg.embeddings and cfg.flash_attn == "auto":
         return "off"
     return cfg.flash_attn
