@@ -71,6 +71,19 @@ def test_minilm_limits(minilm_url: str):
     assert same.status_code == 200 and len(same.json()["data"][0]["embedding"]) == 384
 
 
+def test_pooling_none_gives_a_vector_per_token_on_the_native_route(hf_tokenizer: HfTokenizer):
+    tokens = hf_tokenizer.encode(SENTENCES[0]).ids
+    with start_server("-m", minilm_gguf(), "--embeddings", "--pooling", "none", "-np", "4") as handle:
+        native = httpx.post(f"{handle.base_url}/embedding", json={"content": SENTENCES[0]}).json()
+        oai = httpx.post(f"{handle.base_url}/v1/embeddings", json={"input": SENTENCES[0]})
+    rows = np.array(native[0]["embedding"])
+    assert rows.shape == (len(tokens), 384)
+    reference = BertReference(minilm_gguf_weights(), n_head=12).hidden(tokens)
+    cosines = (rows * reference).sum(axis=1) / np.linalg.norm(rows, axis=1) / np.linalg.norm(reference, axis=1)
+    assert cosines.min() >= 0.99  # each token's hidden state, unnormalised
+    assert oai.status_code == 400 and "pooling 'none'" in oai.json()["error"]["message"]
+
+
 # ----------------------------------------------------------------------------- reranking
 
 QUERY = "what do cats eat"
