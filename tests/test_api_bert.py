@@ -8,6 +8,8 @@ the numpy rank head's, its order, top_n, documents and TEI's shape.
 
 from __future__ import annotations
 
+import functools
+
 import httpx
 import numpy as np
 import openai
@@ -23,6 +25,9 @@ from embedding_models import (
     tiny_reranker_weights,
 )
 from tokenizers import Tokenizer as HfTokenizer
+
+# Embedding requests can take seconds on a busy 2-core machine (httpx's default timeout is 5 s).
+post = functools.partial(httpx.post, timeout=120.0)
 
 SENTENCES = [
     "A man is eating food.",
@@ -54,7 +59,7 @@ def test_minilm_matches_the_numpy_reference(minilm_url: str, hf_tokenizer: HfTok
     out = client.embeddings.create(model="m", input=SENTENCES, encoding_format="float")
     for sentence, data in zip(SENTENCES, out.data):
         tokens = hf_tokenizer.encode(sentence).ids
-        ours = httpx.post(f"{minilm_url}/tokenize", json={"content": sentence, "add_special": True}).json()
+        ours = post(f"{minilm_url}/tokenize", json={"content": sentence, "add_special": True}).json()
         assert ours["tokens"] == tokens
         cosine = float(np.dot(reference.mean_embedding(tokens), data.embedding))
         assert cosine >= 0.99, (sentence, cosine)
@@ -63,19 +68,19 @@ def test_minilm_matches_the_numpy_reference(minilm_url: str, hf_tokenizer: HfTok
 
 
 def test_minilm_limits(minilm_url: str):
-    too_long = httpx.post(f"{minilm_url}/v1/embeddings", json={"input": ["ok", "word " * 600]})
+    too_long = post(f"{minilm_url}/v1/embeddings", json={"input": ["ok", "word " * 600]})
     assert too_long.status_code == 400 and "input[1] has 602 tokens" in too_long.json()["error"]["message"]
-    shortened = httpx.post(f"{minilm_url}/v1/embeddings", json={"input": "hi", "dimensions": 128})
+    shortened = post(f"{minilm_url}/v1/embeddings", json={"input": "hi", "dimensions": 128})
     assert shortened.status_code == 400 and "dimensions must be 384" in shortened.json()["error"]["message"]
-    same = httpx.post(f"{minilm_url}/v1/embeddings", json={"input": "hi", "dimensions": 384})
+    same = post(f"{minilm_url}/v1/embeddings", json={"input": "hi", "dimensions": 384})
     assert same.status_code == 200 and len(same.json()["data"][0]["embedding"]) == 384
 
 
 def test_pooling_none_gives_a_vector_per_token_on_the_native_route(hf_tokenizer: HfTokenizer):
     tokens = hf_tokenizer.encode(SENTENCES[0]).ids
     with start_server("-m", minilm_gguf(), "--embeddings", "--pooling", "none", "-np", "4") as handle:
-        native = httpx.post(f"{handle.base_url}/embedding", json={"content": SENTENCES[0]}).json()
-        oai = httpx.post(f"{handle.base_url}/v1/embeddings", json={"input": SENTENCES[0]})
+        native = post(f"{handle.base_url}/embedding", json={"content": SENTENCES[0]}).json()
+        oai = post(f"{handle.base_url}/v1/embeddings", json={"input": SENTENCES[0]})
     rows = np.array(native[0]["embedding"])
     assert rows.shape == (len(tokens), 384)
     reference = BertReference(minilm_gguf_weights(), n_head=12).hidden(tokens)
@@ -108,7 +113,7 @@ def reference_scores(hf_tokenizer: HfTokenizer) -> list[float]:
 def test_rerank_scores_order_and_top_n(rerank_url: str, hf_tokenizer: HfTokenizer):
     expected = reference_scores(hf_tokenizer)
     for route in ("/v1/rerank", "/rerank", "/v1/reranking"):
-        body = httpx.post(f"{rerank_url}{route}", json={"query": QUERY, "documents": DOCUMENTS}).json()
+        body = post(f"{rerank_url}{route}", json={"query": QUERY, "documents": DOCUMENTS}).json()
         results = body["results"]
         assert sorted(r["index"] for r in results) == list(range(len(DOCUMENTS)))
         scores = [r["relevance_score"] for r in results]
@@ -117,14 +122,14 @@ def test_rerank_scores_order_and_top_n(rerank_url: str, hf_tokenizer: HfTokenize
         assert body["usage"]["prompt_tokens"] > 0 and "document" not in results[0]
     by_index = {r["index"]: r["relevance_score"] for r in results}
     assert by_index[0] == pytest.approx(by_index[4], abs=1e-6)  # the same pair scores the same anywhere
-    top = httpx.post(f"{rerank_url}/v1/rerank", json={"query": QUERY, "documents": DOCUMENTS, "top_n": 2,
+    top = post(f"{rerank_url}/v1/rerank", json={"query": QUERY, "documents": DOCUMENTS, "top_n": 2,
                                                       "return_documents": True}).json()["results"]
     assert [r["index"] for r in top] == [r["index"] for r in results[:2]]
     assert top[0]["document"] == {"text": DOCUMENTS[top[0]["index"]]}
 
 
 def test_rerank_in_tei_shape(rerank_url: str):
-    tei = httpx.post(f"{rerank_url}/rerank", json={"query": QUERY, "texts": DOCUMENTS, "return_text": True}).json()
+    tei = post(f"{rerank_url}/rerank", json={"query": QUERY, "texts": DOCUMENTS, "return_text": True}).json()
     assert isinstance(tei, list) and {"index", "score", "text"} <= set(tei[0])
     assert tei[0]["text"] == DOCUMENTS[tei[0]["index"]]
 
@@ -137,7 +142,7 @@ def test_rerank_in_tei_shape(rerank_url: str):
     ({"query": QUERY, "documents": ["word " * 600]}, "documents[0] has"),
 ])
 def test_bad_rerank_requests_are_400(rerank_url: str, body: dict, message: str):
-    r = httpx.post(f"{rerank_url}/v1/rerank", json=body)
+    r = post(f"{rerank_url}/v1/rerank", json=body)
     assert r.status_code == 400 and message in r.json()["error"]["message"], r.text
 
 

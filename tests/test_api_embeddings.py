@@ -5,6 +5,7 @@ batch invariance, concurrency, llama-server's native /embedding, every bad input
 from __future__ import annotations
 
 import base64
+import functools
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -17,6 +18,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from langchain_openai import OpenAIEmbeddings
 from schemathesis import GenerationMode
 from test_api_fuzz import CONFIG, _assert_openai_error
+
+# Embedding requests can take seconds on a busy 2-core machine (httpx's default timeout is 5 s).
+post = functools.partial(httpx.post, timeout=120.0)
 
 MAX_INPUTS = 40
 SENTENCES = [
@@ -56,11 +60,11 @@ def test_unit_vectors_whose_distances_mean_something(client: openai.OpenAI):
 def test_base64_float_tokens_and_usage(client: openai.OpenAI, url: str):
     floats = vectors(client, SENTENCES[0])
     encoded = client.embeddings.create(model="m", input=SENTENCES[0])  # the SDK asks base64 and decodes it
-    raw = httpx.post(f"{url}/v1/embeddings", json={"input": SENTENCES[0], "encoding_format": "base64"}).json()
+    raw = post(f"{url}/v1/embeddings", json={"input": SENTENCES[0], "encoding_format": "base64"}).json()
     from_b64 = np.frombuffer(base64.b64decode(raw["data"][0]["embedding"]), dtype="<f4")
     assert np.array_equal(from_b64, floats[0].astype(np.float32))
     assert np.allclose(encoded.data[0].embedding, floats[0])
-    tokens = httpx.post(f"{url}/tokenize", json={"content": SENTENCES[0], "add_special": True}).json()["tokens"]
+    tokens = post(f"{url}/tokenize", json={"content": SENTENCES[0], "add_special": True}).json()["tokens"]
     by_tokens = client.embeddings.create(model="m", input=[tokens, tokens[:3]], encoding_format="float")
     assert np.allclose(by_tokens.data[0].embedding, floats[0], atol=1e-6)
     assert by_tokens.usage.prompt_tokens == len(tokens) + 3 == by_tokens.usage.total_tokens
@@ -96,13 +100,13 @@ def test_concurrent_requests_share_decodes_and_get_their_own_vectors(client: ope
 
 
 def test_native_embedding_endpoint(url: str, client: openai.OpenAI):
-    out = httpx.post(f"{url}/embedding", json={"content": SENTENCES[:2]}).json()
+    out = post(f"{url}/embedding", json={"content": SENTENCES[:2]}).json()
     assert [o["index"] for o in out] == [0, 1] and len(out[0]["embedding"]) == 1
     assert np.allclose(out[0]["embedding"][0], vectors(client, SENTENCES[0])[0], atol=1e-6)
-    raw = httpx.post(f"{url}/embedding", json={"content": SENTENCES[0], "embd_normalize": -1}).json()
+    raw = post(f"{url}/embedding", json={"content": SENTENCES[0], "embd_normalize": -1}).json()
     assert abs(np.linalg.norm(raw[0]["embedding"][0]) - 1) > 0.01  # not normalised
     # llama-server answers "content" in its native shape on the OpenAI route too
-    assert httpx.post(f"{url}/v1/embeddings", json={"content": "hi"}).json()[0]["index"] == 0
+    assert post(f"{url}/v1/embeddings", json={"content": "hi"}).json()[0]["index"] == 0
 
 
 @pytest.mark.parametrize("body, message", [
@@ -121,7 +125,7 @@ def test_native_embedding_endpoint(url: str, client: openai.OpenAI):
     ({"model": "m"}, '"input" must be provided'),
 ])
 def test_bad_input_is_a_400_in_openai_shape(url: str, body: dict, message: str):
-    r = httpx.post(f"{url}/v1/embeddings", json=body)
+    r = post(f"{url}/v1/embeddings", json=body)
     assert r.status_code == 400, r.text
     error = r.json()["error"]
     assert message in error["message"] and error["type"] in ("invalid_request_error", "exceed_context_size_error")
@@ -133,9 +137,9 @@ def test_the_sdk_raises_bad_request(client: openai.OpenAI):
 
 
 def test_generation_and_rerank_answer_501_on_an_embedding_server(url: str):
-    chat = httpx.post(f"{url}/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+    chat = post(f"{url}/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
     assert chat.status_code == 501 and "--embeddings" in chat.json()["error"]["message"]
-    rerank = httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["d"]})
+    rerank = post(f"{url}/v1/rerank", json={"query": "q", "documents": ["d"]})
     assert rerank.status_code == 501 and "--reranking" in rerank.json()["error"]["message"]
     assert httpx.get(f"{url}/health").status_code == 200  # and it still serves
 
