@@ -1,9 +1,10 @@
-"""Command line of the benchmark: `ggserve bench [options]`, `ggserve bench compare [options]` and
-`ggserve bench soak [options]`.
+"""Command line of the benchmark: `ggserve bench [options]`, `ggserve bench compare [options]`,
+`ggserve bench soak [options]` and `ggserve bench embeddings [options]`.
 
 `main` parses the arguments, builds the workload and load plan, and hands them to the runner
-(one server at a URL), to `bench.compare` (servers started here one after another) or to
-`bench.soak` (a long run against one server, watching errors and memory).
+(one server at a URL), to `bench.compare` (servers started here one after another), to
+`bench.soak` (a long run against one server, watching errors and memory) or to
+`bench.embeddings` (inputs/s of embedding servers, ggserve against llama-server).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import signal
 import sys
 from pathlib import Path
 
-from bench import compare, report, soak, soak_report
+from bench import compare, embeddings, report, soak, soak_report
 from bench.llama_cpp_build import ensure_built
 from bench.machine import CpuMeter
 from bench.runner import Load, Plan, benchmark
@@ -384,4 +385,6 @@ def main(argv: list[str] | None = None) -> int:
         return compare_main(argv[1:])
     if argv[:1] == ["soak"]:
         return soak_main(argv[1:])
+    if argv[:1] == ["embeddings"]:
+        return embeddings.main(argv[1:])
     return run_main(argv)

@@ -15,12 +15,15 @@ import time
 import llama_cpp
 
 from executor.batch import BatchError, NumpyBatch, item_problem
+from executor.embedding import Embedder
 from executor.host_cache import HostCache
 from executor.llama_log import LlamaLogCapture
 from executor.sampling import SequenceFailed, SeqSampler, logits_view, sample_rows, target_logprobs
 from ggserve.config import ServeConfig
 from ipc.protocol import (
     BatchItem,
+    EmbedPlan,
+    EmbedResult,
     EngineError,
     ErrorCode,
     ExecutorInfo,
@@ -55,11 +58,30 @@ class NoKvRoom(Exception):
     """llama_decode returned 1: no KV cells for the batch; the cache is left as it was."""
 
 
+POOLING = {
+    "": llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED,  # the GGUF's
+    "none": llama_cpp.LLAMA_POOLING_TYPE_NONE,
+    "mean": llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+    "cls": llama_cpp.LLAMA_POOLING_TYPE_CLS,
+    "last": llama_cpp.LLAMA_POOLING_TYPE_LAST,
+    "rank": llama_cpp.LLAMA_POOLING_TYPE_RANK,
+}
+
 FLASH_ATTN = {
     "auto": llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO,
     "on": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
     "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
 }
+
+
+def _flash_attn(cfg: ServeConfig) -> str:
+    """An embedding server runs without flash attention unless told otherwise: on the CPU,
+    llama.cpp's flash attention takes another (tiled) kernel for long batches, and a text's vector
+    alone and among 31 others then differs past the batch-invariance bound (cosine 0.9990, max
+    0.011 on Gemma 3 270M); without it, cosine >= 0.9998 and max <= 0.005 in the tests."""
+    if cfg.embeddings and cfg.flash_attn == "auto":
+        return "off"
+    return cfg.flash_attn
 
 
 def _load_progress(executor_id: int) -> llama_cpp.llama_progress_callback:
@@ -107,10 +129,14 @@ class ModelEngine:
         cparams.n_threads_batch = cfg.threads_batch or cfg.n_threads
         cparams.kv_unified = True  # batch-invariant attention across sequences (design.md)
         cparams.swa_full = False  # sliding-window cells per sequence only; see scheduler.policy
-        cparams.flash_attn_type = FLASH_ATTN[cfg.flash_attn]
+        cparams.flash_attn_type = FLASH_ATTN[_flash_attn(cfg)]
         cparams.type_k = CACHE_TYPES[cfg.cache_type_k]
         cparams.type_v = CACHE_TYPES[cfg.cache_type_v]
         cparams.no_perf = True
+        if cfg.embeddings:
+            cparams.embeddings = True
+            cparams.pooling_type = POOLING[cfg.pooling]
+            cparams.n_ubatch = cfg.batch_size  # a non-causal model needs each decode in one micro-batch
         self.ctx = llama_cpp.llama_init_from_model(self.model, cparams)
         if not self.ctx:
             raise RuntimeError("failed to create the llama.cpp context (out of memory?)")
@@ -120,6 +146,8 @@ class ModelEngine:
         self.batch = NumpyBatch(self.n_batch)
         self.samplers: dict[int, SeqSampler] = {}
         self.host_cache = HostCache(self.ctx)
+        self.embedder = (Embedder(self.model, self.ctx, self.batch, self.n_vocab, self.n_seq_max)
+                         if cfg.embeddings else None)
         self.info = self._describe(cfg)
         self._hang_file = os.environ.get(HANG_FILE_ENV, "")
         self._warm_up()
@@ -168,6 +196,7 @@ class ModelEngine:
             n_embd=llama_cpp.llama_model_n_embd(self.model),
             vocab_type=llama_cpp.llama_vocab_type(self.vocab),
             can_shift=llama_cpp.llama_memory_can_shift(self.memory),
+            pooling=self.embedder.pooling if self.embedder is not None else -1,
         )
 
     # ------------------------------------------------------------------ step
@@ -205,6 +234,12 @@ class ModelEngine:
             failures=[SeqFailure(seq, err) for seq, err in failures.items()],
             no_kv_room=no_kv_room,
         )
+
+    def embed(self, plan: EmbedPlan) -> EmbedResult:
+        """Run an embedding server's step (the scheduler sends these to embedding servers only)."""
+        if self.embedder is None:
+            return EmbedResult(plan.step_id, self.executor_id, error="this executor does not compute embeddings")
+        return self.embedder.step(plan, self.executor_id)
 
     def _run(
         self, plan: StepPlan, failures: dict[int, EngineError]

@@ -34,7 +34,7 @@ from frontend.observe.openapi import Operation
 from frontend.http.cors import Cors
 from frontend.api import anthropic as anthropic_api
 from frontend.api import responses as responses_api
-from frontend.routes import anthropic, chat, completions, native, responses, server, tokens, webui
+from frontend.routes import anthropic, chat, completions, embeddings, native, rerank, responses, server, tokens, webui
 from frontend.api.schemas import (
     ApplyTemplateResponse,
     ChatCompletion,
@@ -50,6 +50,7 @@ from frontend.api.schemas import (
     TokenizeRequest,
     TokenizeResponse,
 )
+from frontend.api.embedding_schemas import EmbeddingList, EmbeddingRequest, RerankRequest, RerankResponse
 from frontend.state import Frontend
 from frontend.observe.trace import RequestTrace
 from ggserve.config import ServeConfig, load_config
@@ -64,6 +65,13 @@ Handler = Callable[[Frontend, Request], Awaitable[Response | StreamResponse]]
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
+# What a route needs of the server: a generation server, or an embedding server started with
+# this flag (the other kind answers 501).
+GENERATION = ""
+EMBEDDINGS = "--embeddings"
+RERANKING = "--reranking"
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     handler: Handler
@@ -71,15 +79,23 @@ class Route:
     auth: bool = True  # needs an API key when keys are configured
     generates: bool = False  # runs engine requests: cancel it when the client goes away
     error_body: ErrorBody = ApiError.body  # its API's error shape (OpenAI's unless it is another API)
+    needs: str | None = None  # GENERATION, EMBEDDINGS or RERANKING (None: any server)
 
 
 def build_routes(metrics_no_auth: bool) -> dict[str, dict[str, Route]]:
     """path -> method -> route; ``metrics_no_auth``: /metrics needs no API key (--metrics-no-auth)."""
     chat_route = {"POST": Route(chat.chat_completions, Operation(
-        "Create a chat completion", ChatCompletionRequest, ChatCompletion, ChatCompletionChunk), generates=True)}
+        "Create a chat completion", ChatCompletionRequest, ChatCompletion, ChatCompletionChunk), generates=True,
+        needs=GENERATION)}
     models_route = {"GET": Route(server.models, Operation("The served model", response=ModelList))}
     native_route = {"POST": Route(native.completion, Operation(
-        "Complete a prompt (llama-server's native /completion)", NativeCompletionRequest), generates=True)}
+        "Complete a prompt (llama-server's native /completion)", NativeCompletionRequest), generates=True,
+        needs=GENERATION)}
+    embeddings_route = {"POST": Route(embeddings.embeddings, Operation(
+        "Create embeddings (with --embeddings)", EmbeddingRequest, EmbeddingList), generates=True, needs=EMBEDDINGS)}
+    rerank_route = {"POST": Route(rerank.rerank, Operation(
+        "Rank documents against a query (with --reranking)", RerankRequest, RerankResponse), generates=True,
+        needs=RERANKING)}
     health_route = {"GET": Route(server.health, Operation(
         "Readiness: 200 once the model is loaded", response=HealthStatus, loading_status=True), auth=False)}
     return {
@@ -90,17 +106,18 @@ def build_routes(metrics_no_auth: bool) -> dict[str, dict[str, Route]]:
         "/v1/chat/completions": chat_route,
         "/chat/completions": chat_route,
         "/v1/completions": {"POST": Route(completions.completions, Operation(
-            "Create a text completion", CompletionRequest, Completion, Completion), generates=True)},
+            "Create a text completion", CompletionRequest, Completion, Completion), generates=True,
+            needs=GENERATION)},
         "/v1/messages": {"POST": Route(anthropic.messages, Operation(
             "Create a message (Anthropic's Messages API)", anthropic_api.MessagesRequest, anthropic_api.Message,
             anthropic_api.MessageStreamEvent, error=anthropic_api.AnthropicError), generates=True,
-            error_body=anthropic_api.error_body)},
+            error_body=anthropic_api.error_body, needs=GENERATION)},
         "/v1/messages/count_tokens": {"POST": Route(anthropic.count_tokens, Operation(
             "Count the prompt tokens of a message request (Anthropic's API)", anthropic_api.CountTokensRequest,
             anthropic_api.TokenCount, error=anthropic_api.AnthropicError), error_body=anthropic_api.error_body)},
         "/v1/responses": {"POST": Route(responses.create, Operation(
             "Create a response (OpenAI's Responses API)", responses_api.ResponsesRequest, responses_api.Response,
-            responses_api.ResponseStreamEvent), generates=True)},
+            responses_api.ResponseStreamEvent), generates=True, needs=GENERATION)},
         "/v1/responses/{id}": {
             "GET": Route(responses.retrieve, Operation("A stored response", response=responses_api.Response)),
             "DELETE": Route(responses.delete, Operation("Delete a stored response",
@@ -110,7 +127,16 @@ def build_routes(metrics_no_auth: bool) -> dict[str, dict[str, Route]]:
         "/completions": native_route,
         "/infill": {"POST": Route(native.infill, Operation(
             "Fill in the middle (llama-server's /infill; 501 without FIM tokens)", NativeCompletionRequest),
-            generates=True)},
+            generates=True, needs=GENERATION)},
+        "/v1/embeddings": embeddings_route,
+        "/embeddings": embeddings_route,
+        "/embedding": {"POST": Route(embeddings.native_embedding, Operation(
+            "llama-server's native embeddings (with --embeddings)", EmbeddingRequest), generates=True,
+            needs=EMBEDDINGS)},
+        "/v1/rerank": rerank_route,
+        "/rerank": rerank_route,
+        "/v1/reranking": rerank_route,
+        "/reranking": rerank_route,
         "/tokenize": {"POST": Route(tokens.tokenize, Operation("Tokenize text", TokenizeRequest, TokenizeResponse))},
         "/detokenize": {"POST": Route(tokens.detokenize, Operation(
             "Token ids to text", DetokenizeRequest, DetokenizeResponse))},
@@ -193,6 +219,7 @@ class App:
             route = self._route(scope["method"], path)
             if route.auth and not self.fe.api_keys.allows(headers):
                 raise ApiError(401, "invalid or missing API key", headers=[(b"www-authenticate", b"Bearer")])
+            self._check_kind(route)
             body = await read_body(receive, headers, self.cfg.max_body_size)
         except ApiError as exc:
             response = error_response(exc, route.error_body) if route is not None else error_response(exc)
@@ -226,6 +253,14 @@ class App:
             parent, _, last = path.rpartition("/")
             by_method = self.routes.get(f"{parent}/{{id}}") if last else None
         return by_method
+    def _check_kind(self, route: Route) -> None:
+        """A 501, as llama-server answers, for a route the other kind of server serves."""
+        if route.needs in (EMBEDDINGS, RERANKING) and not self.cfg.embeddings:
+            what = "embeddings" if route.needs == EMBEDDINGS else "reranking"
+            raise ApiError(501, f"This server does not support {what}. Start it with `{route.needs}`")
+        if route.needs == GENERATION and self.cfg.embeddings:
+            raise ApiError(501, "This server computes embeddings only and does not generate text: start it "
+                           "without `--embeddings` / `--reranking`")
 
     def _preflight(self, path: str, headers: dict[str, str]) -> Response:
         """OPTIONS (a CORS preflight): 204 with the route's methods; no API key (browsers send none)."""

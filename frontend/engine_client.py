@@ -28,6 +28,7 @@ from ipc import transport
 from ipc.protocol import (
     Abort,
     AddRequest,
+    EmbedRequest,
     EngineError,
     EngineInfo,
     EngineStats,
@@ -104,7 +105,7 @@ class EngineClient:
             return "the server is shutting down"
         return None
 
-    def submit(self, requests: list[AddRequest]) -> asyncio.Queue[RequestOutput]:
+    def submit(self, requests: list[AddRequest] | list[EmbedRequest]) -> asyncio.Queue[RequestOutput]:
         """Send requests; the outputs of all of them arrive on the returned queue."""
         queue: asyncio.Queue[RequestOutput] = asyncio.Queue()
         for request in requests:

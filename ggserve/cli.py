@@ -24,6 +24,10 @@ from ggserve.model import resolve_model
 
 log = logging.getLogger("ggserve")
 
+# An embedding server's default -np: sequences (inputs) one decode may hold. Short inputs pack
+# many to a batch (26 of 19 tokens fill 512); llama.cpp allows up to 256.
+EMBEDDING_SEQUENCES = 64
+
 
 class UsageError(SystemExit):
     """A bad command line: the message, then exit code 2 (as argparse does)."""
@@ -44,8 +48,19 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help=f"a built-in chat template overriding the GGUF's: {', '.join(builtin_names())}")
     m.add_argument("--chat-template-kwargs", default="", help='JSON object of extra template variables, '
                    'e.g. \'{"enable_thinking": false}\'')
+    em = p.add_argument_group("embeddings and reranking")
+    em.add_argument("--embeddings", "--embedding", action="store_true",
+                    help="serve /v1/embeddings (an embedding server: generation endpoints answer 501)")
+    em.add_argument("--reranking", "--rerank", action="store_true",
+                    help="serve /v1/rerank with the model's classification head (--embeddings --pooling rank)")
+    em.add_argument("--pooling", choices=["none", "mean", "cls", "last", "rank"], default=d.pooling,
+                    help="how an input's token vectors become one (default: the GGUF's)")
+    em.add_argument("--embd-max-inputs", type=int, default=d.embd_max_inputs,
+                    help="inputs (or rerank documents) one request may have")
     e = p.add_argument_group("engine")
-    e.add_argument("-np", "--parallel", dest="n_parallel", type=int, default=d.n_parallel, help="slots per executor")
+    e.add_argument("-np", "--parallel", dest="n_parallel", type=int, default=None,
+                   help=f"slots per executor ({d.n_parallel}; an embedding server: inputs per decode, "
+                   f"{EMBEDDING_SEQUENCES})")
     e.add_argument("-c", "--ctx-size", type=int, default=d.ctx_size, help="KV cells per executor, one pool for its slots")
     e.add_argument(
         "--ctx-per-request", type=int, default=d.ctx_per_request,
@@ -240,7 +255,22 @@ def _api_keys(args: argparse.Namespace) -> list[str]:
     return keys
 
 
+def _embedding_mode(args: argparse.Namespace) -> None:
+    """Resolve --reranking (--embeddings with rank pooling) and the embedding server's defaults."""
+    if args.reranking:
+        if args.pooling not in ("", "rank"):
+            raise UsageError("ggserve: --reranking uses --pooling rank")
+        args.embeddings, args.pooling = True, "rank"
+    if args.pooling and not args.embeddings:
+        raise UsageError("ggserve: --pooling needs --embeddings (or --reranking)")
+    if args.embd_max_inputs < 1:
+        raise UsageError("ggserve: --embd-max-inputs must be at least 1")
+    if args.n_parallel is None:
+        args.n_parallel = EMBEDDING_SEQUENCES if args.embeddings else ServeConfig(model="").n_parallel
+
+
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
+    _embedding_mode(args)
     if args.n_parallel < 1 or args.executors < 1:
         raise UsageError("ggserve: --parallel and --executors must be at least 1")
     if args.ctx_per_request < 0:

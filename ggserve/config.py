@@ -22,6 +22,10 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     chat_template_file: str = ""
     chat_template: str = ""  # --chat-template: a built-in template by name (frontend.text.builtin_templates)
     chat_template_kwargs: dict[str, Any] = {}  # --chat-template-kwargs: extra template variables
+    # embedding server (--embeddings, --reranking): /v1/embeddings, /v1/rerank; generation answers 501
+    embeddings: bool = False
+    pooling: str = ""  # --pooling: none / mean / cls / last / rank; "": the GGUF's
+    embd_max_inputs: int = 2048  # --embd-max-inputs: inputs (or documents) of one request
     # engine layout (llama-server flag names in comments)
     n_parallel: int = 4  # -np: slots per executor
     ctx_size: int = 4096  # -c: KV cells per executor, one pool shared by its slots

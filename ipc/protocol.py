@@ -2,10 +2,10 @@
 
 Reading this module explains the system:
 
-    frontend --AddRequest/Abort/Hello/Heartbeat/StatsRequest--> scheduler
+    frontend --AddRequest/EmbedRequest/Abort/Hello/Heartbeat/StatsRequest--> scheduler
     frontend <--RequestOutputs/EngineInfo/EngineStatus/EngineStats-- scheduler
-    scheduler --StepPlan/Shutdown--> executor
-    scheduler <--ExecutorReady/StepResult/ExecutorError-- executor
+    scheduler --StepPlan/EmbedPlan/Shutdown--> executor
+    scheduler <--ExecutorReady/StepResult/EmbedResult/ExecutorError-- executor
     launcher --Hello/ExecutorDied/Drain/Shutdown/Restarts--> scheduler
     launcher <--EngineInfo/EngineStatus/RestartExecutor/Drained-- scheduler
 
@@ -15,8 +15,10 @@ send Heartbeat; the scheduler aborts the requests of a worker that stops sending
 
 All messages are msgspec Structs encoded as msgpack arrays (``array_like``), tagged so one
 decoder reads the union. ``gc=False`` keeps these short-lived, acyclic objects out of the cyclic
-garbage collector. Bulk arrays never travel here: they live in ``ipc.shm`` and messages carry an
-``ArrayRef`` handle.
+garbage collector. Embedding vectors travel inside the messages (``Vectors``: raw float32 bytes,
+which msgpack copies once): for a 256-input request that costs ~1.5 ms more than ``ipc.shm``
+handles, 0.02% of the request (docs/benchmarks.md), not worth a release protocol. Bigger arrays
+go through ``ipc.shm``, and messages carry an ``ArrayRef`` handle.
 """
 
 from __future__ import annotations
@@ -74,6 +76,15 @@ class ArrayRef(_Part):
     nbytes: int
     dtype: str
     shape: tuple[int, ...]
+
+
+class Vectors(_Part):
+    """Float32 rows (embeddings, per-token embeddings or rerank scores), row-major in ``data``;
+    ``counts[i]`` rows belong to the i-th input (1 when pooled, its token count with pooling none)."""
+
+    dim: int
+    counts: list[int]
+    data: bytes  # little-endian float32, sum(counts) * dim values
 
 
 # llama-server's default order of the samplers between the logit bias and the final pick.
@@ -193,6 +204,14 @@ class AddRequest(_Msg):
     n_cache_reuse: int = 0
 
 
+class EmbedRequest(_Msg):
+    """Pool the hidden states of each input (an embedding server only): no sampling, no output
+    tokens. Inputs are packed, one sequence each, into the same decodes as other requests'."""
+
+    request_id: str
+    inputs: list[list[int]]  # token ids, each run whole in one decode (never truncated)
+
+
 class Abort(_Msg):
     """Stop a request (client gone, stop string matched). Its slot is freed in the same step."""
 
@@ -238,6 +257,7 @@ class RequestOutput(_Part):
     stats: RequestStats | None = None
     prompt_logprobs: list[TokenLogprob] = []  # of the next prompt tokens (see AddRequest)
     progress: PromptProgress | None = None  # with AddRequest.return_progress, during the prefill
+    vectors: Vectors | None = None  # an EmbedRequest's result, one entry per input, with its terminal output
 
 
 class RequestOutputs(_Msg):
@@ -268,6 +288,9 @@ class ExecutorInfo(_Part):
     n_embd: int = 0  # embedding width (llama-server's /v1/models meta)
     vocab_type: int = 0  # llama_vocab_type: 1 SPM, 2 BPE, 3 WPM, 4 UGM, 5 RWKV
     can_shift: bool = False  # llama_memory_can_shift: positions can move (not a sliding-window cache)
+    # -1: a generation server; else an embedding server's llama_pooling_type (0 none, 1 mean,
+    # 2 cls, 3 last, 4 rank): it runs EmbedPlans only.
+    pooling: int = -1
 
 
 class EngineInfo(_Msg):
@@ -457,6 +480,32 @@ class StepResult(_Msg):
     no_kv_room: bool = False
 
 
+class EmbedItem(_Part):
+    """One input of an EmbedRequest on its own sequence, all of it, from position 0."""
+
+    seq_id: int
+    token_ids: list[int]
+
+
+class EmbedPlan(_Msg):
+    """One llama_decode of whole inputs (an embedding server's step); every sequence is cleared
+    after its vectors are read."""
+
+    step_id: int
+    items: list[EmbedItem]
+
+
+class EmbedResult(_Msg):
+    """The vectors of an EmbedPlan, in item order (``counts`` per item; 0 for a failed item)."""
+
+    step_id: int
+    executor_id: int
+    vectors: Vectors | None = None  # None when the decode failed
+    step_seconds: float = 0.0
+    error: str | None = None  # the decode failed; none of the items has vectors
+    failures: list[SeqFailure] = []  # items that did not run
+
+
 class ExecutorReady(_Msg):
     info: ExecutorInfo
 
@@ -509,6 +558,7 @@ class Restarts(_Msg):
 
 Message = Union[
     AddRequest,
+    EmbedRequest,
     Abort,
     Hello,
     Heartbeat,
@@ -519,6 +569,8 @@ Message = Union[
     EngineStats,
     StepPlan,
     StepResult,
+    EmbedPlan,
+    EmbedResult,
     ExecutorReady,
     ExecutorError,
     ExecutorDied,

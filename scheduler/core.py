@@ -14,6 +14,9 @@ import time
 from ipc.protocol import (
     AddRequest,
     BatchItem,
+    EmbedPlan,
+    EmbedRequest,
+    EmbedResult,
     EngineError,
     EngineStats,
     ErrorCode,
@@ -33,6 +36,7 @@ from ipc.protocol import (
 )
 from scheduler import kv, policy
 from scheduler.cache_reuse import chunk_cuts
+from scheduler.embed import EmbedJob, EmbedQueue
 from scheduler.host_cache import MIN_TOKENS as MIN_HOST_TOKENS
 from scheduler.host_cache import HostCacheIndex
 from scheduler.metrics import EngineCounters
@@ -40,6 +44,9 @@ from scheduler.request import Request, Status
 from scheduler.slots import Slot
 
 log = logging.getLogger("scheduler")
+
+# The counter (EngineStats' requests_*) a request's end adds to; every other end is "finished".
+_COUNTER_OF = {FinishReason.ABORT: "aborted", FinishReason.ERROR: "failed"}
 
 
 class ExecutorState:
@@ -106,6 +113,7 @@ class Scheduler:
         self._step_ids = 0
         self.counters = collections.Counter[str]()
         self.metrics = EngineCounters()
+        self.embed = EmbedQueue(self._embed_ended)  # an embedding server's requests
 
     # ------------------------------------------------------------------ executors
 
@@ -121,6 +129,21 @@ class Scheduler:
     @property
     def n_ctx_slot(self) -> int:
         return min(e.n_ctx_slot for e in self.executors.values())
+
+    @property
+    def embedding(self) -> bool:
+        """An embedding server: its executors run EmbedPlans, never generation."""
+        return any(e.info.pooling >= 0 for e in self.executors.values())
+
+    @property
+    def embed_input_limit(self) -> int:
+        """Tokens one embedding input may have: it runs whole in one decode, within the KV pool
+        and the positions the model was trained on (BERT's position table has no more)."""
+        return min(min(e.n_batch, e.n_ctx, e.info.n_ctx_train) for e in self.executors.values())
+
+    @property
+    def n_unfinished(self) -> int:
+        return len(self.requests) + len(self.embed.jobs)
 
     def executor_ready(self, info: ExecutorInfo) -> None:
         """A new executor process, or a restarted one: it starts with empty slots and cache."""
@@ -148,6 +171,7 @@ class Scheduler:
         error = EngineError(ErrorCode.EXECUTOR_FAILED, f"executor {executor_id} failed: {message}")
         for req in list(ex.running):
             self._finish(req, FinishReason.ERROR, error)
+        self.embed.fail_executor(executor_id, error, time.monotonic())
 
     def hung_executors(self, now: float, step_timeout: float) -> list[ExecutorState]:
         """Live executors whose step has run longer than ``step_timeout`` seconds."""
@@ -162,7 +186,7 @@ class Scheduler:
         unfinished = list(self.requests.values())
         for req in unfinished:
             self._finish(req, FinishReason.ERROR, error)
-        return len(unfinished)
+        return len(unfinished) + self.embed.fail_all(error, time.monotonic())
 
     # ------------------------------------------------------------------ requests
 
@@ -170,10 +194,7 @@ class Scheduler:
         now = time.monotonic() if now is None else now
         rejection = self._validate(msg)
         if rejection is not None:
-            self.counters["rejected"] += 1
-            self.outputs[peer].append(
-                RequestOutput(msg.request_id, finish_reason=FinishReason.ERROR, error=rejection)
-            )
+            self._reject(msg.request_id, peer, rejection)
             return
         if self.context_shift:
             req = Request(msg, peer, msg.max_tokens, now, context_limited=False)
@@ -184,13 +205,56 @@ class Scheduler:
         self.requests[req.id] = req
         self.waiting.append(req)
 
-    def _validate(self, msg: AddRequest) -> EngineError | None:
+    def add_embedding(self, msg: EmbedRequest, peer: bytes, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        rejection = self._validate_embedding(msg)
+        if rejection is not None:
+            self._reject(msg.request_id, peer, rejection)
+            return
+        self.embed.add(msg, peer, now)
+
+    def _reject(self, request_id: str, peer: bytes, error: EngineError) -> None:
+        self.counters["rejected"] += 1
+        self.outputs[peer].append(RequestOutput(request_id, finish_reason=FinishReason.ERROR, error=error))
+
+    def _validate_embedding(self, msg: EmbedRequest) -> EngineError | None:
+        problem = self._admission_problem(msg.request_id)
+        if problem is not None:
+            return problem
+        if not self.embedding:
+            return EngineError(ErrorCode.INVALID_REQUEST, "this server does not compute embeddings (--embeddings)")
+        if not msg.inputs:
+            return EngineError(ErrorCode.INVALID_REQUEST, "no inputs")
+        n_vocab = min(e.info.n_vocab for e in self.executors.values())
+        limit = self.embed_input_limit
+        for i, tokens in enumerate(msg.inputs):
+            if not tokens:
+                return EngineError(ErrorCode.INVALID_REQUEST, f"input {i} is empty")
+            if min(tokens) < 0 or max(tokens) >= n_vocab:
+                return EngineError(ErrorCode.INVALID_REQUEST, f"input {i} has a token out of range [0, {n_vocab})")
+            if len(tokens) > limit:
+                return EngineError(ErrorCode.INVALID_REQUEST,
+                                   f"input {i} has {len(tokens)} tokens; an input may have at most {limit}")
+        if len(self.embed.waiting) >= self.max_queue:
+            return EngineError(ErrorCode.OVERLOADED, f"{len(self.embed.waiting)} requests are waiting")
+        return None
+
+    def _admission_problem(self, request_id: str) -> EngineError | None:
+        """Why no request can be taken now (draining, loading) or this id is taken, or None."""
         if self.draining:
             return EngineError(ErrorCode.SHUTTING_DOWN, "the server is shutting down")
         if not self.ready:
             return EngineError(ErrorCode.SHUTTING_DOWN, "the engine is still loading")
-        if msg.request_id in self.requests:
-            return EngineError(ErrorCode.INVALID_REQUEST, f"duplicate request id {msg.request_id}")
+        if request_id in self.requests or request_id in self.embed.jobs:
+            return EngineError(ErrorCode.INVALID_REQUEST, f"duplicate request id {request_id}")
+        return None
+
+    def _validate(self, msg: AddRequest) -> EngineError | None:
+        problem = self._admission_problem(msg.request_id)
+        if problem is not None:
+            return problem
+        if self.embedding:
+            return EngineError(ErrorCode.INVALID_REQUEST, "this server computes embeddings only (--embeddings)")
         prompt = msg.prompt_token_ids
         if not prompt:
             return EngineError(ErrorCode.INVALID_REQUEST, "the prompt is empty")
@@ -214,19 +278,24 @@ class Scheduler:
             req = self.requests.get(rid)
             if req is not None:
                 self._finish(req, FinishReason.ABORT)
+            else:
+                self.embed.abort(rid, time.monotonic())
 
     def abort_peer(self, peer: bytes) -> None:
         """A frontend worker disappeared: abort everything it owned."""
         self.abort([r.id for r in self.requests.values() if r.peer == peer])
+        self.abort([j.id for j in self.embed.jobs.values() if j.peer == peer])
 
     # ------------------------------------------------------------------ steps
 
-    def next_plan(self, executor_id: int, now: float | None = None) -> StepPlan | None:
+    def next_plan(self, executor_id: int, now: float | None = None) -> StepPlan | EmbedPlan | None:
         """Admit waiting requests and build the executor's next step; None when it has no work."""
         now = time.monotonic() if now is None else now
         ex = self.executors[executor_id]
         if not ex.idle:
             return None
+        if ex.info.pooling >= 0:
+            return self._next_embed_plan(ex, now)
         self._make_room_for_decodes(ex)
         self._admit(ex, now)
         chosen = policy.plan_batch(ex.running, min(ex.budget, ex.free_cells))
@@ -261,6 +330,32 @@ class Scheduler:
         ex.step_id = self._step_ids
         ex.step_sent_at = now
         return plan
+
+    def _next_embed_plan(self, ex: ExecutorState, now: float) -> EmbedPlan | None:
+        items = self.embed.plan(ex.id, len(ex.slots), min(ex.n_batch, ex.n_ctx), now)
+        if not items:
+            return None
+        self._step_ids += 1
+        ex.in_flight = {}  # busy; the inputs it runs are the embed queue's to track
+        ex.in_flight_prompt_tokens = sum(len(item.token_ids) for item in items)
+        ex.step_id = self._step_ids
+        ex.step_sent_at = now
+        return EmbedPlan(self._step_ids, items)
+
+    def embed_result(self, result: EmbedResult, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        ex = self.executors.get(result.executor_id)
+        if ex is None or not ex.alive or ex.in_flight is None or result.step_id != ex.step_id:
+            return  # stale
+        ex.in_flight = None
+        n_items = len(self.embed.in_flight.get(ex.id, {}))
+        n_tokens = ex.in_flight_prompt_tokens
+        self.metrics.on_step(ex.id, result.step_seconds, n_tokens, n_tokens, n_items, 0)
+        self.embed.on_result(result, now)
+
+    def _embed_ended(self, job: EmbedJob, out: RequestOutput) -> None:
+        self.outputs[job.peer].append(out)
+        self.counters[_COUNTER_OF.get(out.finish_reason, "finished")] += 1
 
     def _admit(self, ex: ExecutorState, now: float) -> None:
         """Move waiting requests (oldest first) into this executor's free slots."""
@@ -616,8 +711,7 @@ class Scheduler:
             ex.kv_ops.append(KvOp(KvOpKind.CLEAR, slot.seq_id))
 
     def _count(self, req: Request, reason: FinishReason) -> None:
-        name = {FinishReason.ABORT: "aborted", FinishReason.ERROR: "failed"}.get(reason, "finished")
-        self.counters[name] += 1
+        self.counters[_COUNTER_OF.get(reason, "finished")] += 1
         if req.slot is not None:
             decode_seconds = (req.t_last_token - req.t_first_token) if req.t_first_token else 0.0
             self.metrics.on_finish(req.slot.executor_id, len(req.output_ids), decode_seconds)
@@ -648,7 +742,7 @@ class Scheduler:
 
     def has_work(self, executor_id: int) -> bool:
         ex = self.executors[executor_id]
-        return bool(ex.running or ex.kv_ops or ex.ends or self.waiting)
+        return bool(ex.running or ex.kv_ops or ex.ends or self.waiting or self.embed.waiting)
 
     def stats(self, token: int = 0) -> EngineStats:
         c = self.counters
@@ -656,7 +750,7 @@ class Scheduler:
         return EngineStats(
             token=token,
             slots=[self._slot_state(s) for ex in self.executors.values() for s in ex.slots],
-            n_waiting=len(self.waiting),
+            n_waiting=len(self.waiting) + len(self.embed.waiting),
             n_running=sum(len(ex.running) for ex in self.executors.values()),
             requests_finished=c["finished"],
             requests_aborted=c["aborted"],

@@ -28,6 +28,8 @@ from ipc.protocol import (
     AddRequest,
     Drain,
     Drained,
+    EmbedRequest,
+    EmbedResult,
     EngineError,
     EngineInfo,
     EngineStatus,
@@ -120,6 +122,8 @@ class SchedulerLoop:
                 self.core.step_result(msg)
             else:
                 log.warning("dropped a StepResult of executor %d from %r", msg.executor_id, peer)
+        elif isinstance(msg, EmbedResult) and peer == executor_identity(msg.executor_id):
+            self.core.embed_result(msg)
         elif isinstance(msg, ExecutorReady) and peer == executor_identity(msg.info.executor_id):
             if not 0 <= msg.info.executor_id < self.cfg.executors:
                 log.warning("dropped ExecutorReady of unknown executor %d", msg.info.executor_id)
@@ -143,6 +147,8 @@ class SchedulerLoop:
             self.peers[peer] = time.monotonic()
         if isinstance(msg, AddRequest):
             self.core.add_request(msg, peer)
+        elif isinstance(msg, EmbedRequest):
+            self.core.add_embedding(msg, peer)
         elif isinstance(msg, Abort):
             self.core.abort(msg.request_ids)
         elif isinstance(msg, Heartbeat):
@@ -213,7 +219,7 @@ class SchedulerLoop:
             self.core.executor_failed(ex.id, message)
             self._send(self.frontends, RestartExecutor(ex.id, ex.info.pid, message), LAUNCHER_IDENTITY)
         if self.drain_deadline is not None:
-            if self.core.requests and now < self.drain_deadline:
+            if self.core.n_unfinished and now < self.drain_deadline:
                 return
             cut = self.core.fail_all(EngineError(ErrorCode.SHUTTING_DOWN, "the server is shutting down"))
             log.info("drained (%d request(s) cut short at the deadline)", cut)

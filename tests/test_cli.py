@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from ggserve.cli import _serve_parser, _warn_about, config_from_args
+from ggserve.cli import EMBEDDING_SEQUENCES, _serve_parser, _warn_about, config_from_args
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -38,10 +38,23 @@ def test_llama_server_flags_map_onto_the_config(tmp_path) -> None:
     assert cfg.model.endswith(".gguf")  # the embedded default, assembled once
 
 
+def test_embedding_flags_map_onto_the_config() -> None:
+    plain = config_from_args(parse())
+    assert (plain.embeddings, plain.pooling, plain.n_parallel, plain.embd_max_inputs) == (False, "", 4, 2048)
+    cfg = config_from_args(parse("--embeddings", "--pooling", "cls", "--embd-max-inputs", "10"))
+    assert (cfg.embeddings, cfg.pooling, cfg.embd_max_inputs) == (True, "cls", 10)
+    assert cfg.n_parallel == EMBEDDING_SEQUENCES  # many short inputs per decode unless -np says
+    rerank = config_from_args(parse("--rerank", "-np", "8"))
+    assert (rerank.embeddings, rerank.pooling, rerank.n_parallel) == (True, "rank", 8)
+
+
 @pytest.mark.parametrize(
     "argv",
     [
         ("-np", "0"),
+        ("--pooling", "mean"),
+        ("--reranking", "--pooling", "mean"),
+        ("--embeddings", "--embd-max-inputs", "0"),
         ("-np", "8", "-b", "4"),
         ("-np", "64", "-c", "512"),
         ("--ssl-keyfile", "key.pem"),

@@ -100,6 +100,13 @@ def test_context_overflow_is_400_with_llama_server_fields(url: str):
     assert error["n_ctx"] == 256 and error["n_prompt_tokens"] > 256
 
 
+def test_embeddings_and_rerank_on_a_generation_server_are_501_naming_the_flag(url: str):
+    r = httpx.post(f"{url}/v1/embeddings", json={"input": "hi"})
+    assert r.status_code == 501 and "`--embeddings`" in r.json()["error"]["message"]
+    r = httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["d"]})
+    assert r.status_code == 501 and "`--reranking`" in r.json()["error"]["message"]
+
+
 # ----------------------------------------------------------------------------- generation
 
 

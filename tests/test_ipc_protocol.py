@@ -80,9 +80,12 @@ EXECUTOR_INFO = p.ExecutorInfo(
     n_embd=640,
     vocab_type=1,
     can_shift=True,
+    pooling=1,
 )
 
 # One instance of every message, every field (nested ones too) set to a non-default value.
+VECTORS = p.Vectors(dim=2, counts=[1, 3], data=bytes(range(32)))
+
 SAMPLES: list[p.Message] = [
     p.AddRequest(
         request_id="chatcmpl-1",
@@ -115,6 +118,7 @@ SAMPLES: list[p.Message] = [
                 stats=STATS,
                 prompt_logprobs=[LOGPROB],
                 progress=p.PromptProgress(total=20, cache=8, processed=16, time_ms=12),
+                vectors=VECTORS,
             )
         ]
     ),
@@ -189,6 +193,16 @@ SAMPLES: list[p.Message] = [
         prompt_logprobs=[p.PromptLogprobs(seq_id=2, logprobs=[LOGPROB])],
         failures=[p.SeqFailure(seq_id=3, error=p.EngineError(code=p.ErrorCode.INVALID_REQUEST, message="bad grammar"))],
         no_kv_room=True,
+    ),
+    p.EmbedRequest(request_id="embd-1", inputs=[[2, 105], [2, 9, 7]]),
+    p.EmbedPlan(step_id=18, items=[p.EmbedItem(seq_id=1, token_ids=[2, 105])]),
+    p.EmbedResult(
+        step_id=18,
+        executor_id=1,
+        vectors=VECTORS,
+        step_seconds=0.5,
+        error="llama_decode returned -3",
+        failures=[p.SeqFailure(seq_id=3, error=p.EngineError(code=p.ErrorCode.INTERNAL, message="invalid plan"))],
     ),
     p.ExecutorReady(info=EXECUTOR_INFO),
     p.ExecutorError(executor_id=1, message="failed to load model"),
