@@ -31,7 +31,7 @@ from frontend.http.errors import ApiError
 from frontend.http.asgi import Headers, Request, Response, StreamResponse, error_response, read_body
 from frontend.observe.openapi import Operation
 from frontend.http.cors import Cors
-from frontend.routes import chat, completions, native, server, tokens, webui
+from frontend.routes import chat, completions, native, server, slot_files, tokens, webui
 from frontend.api.schemas import (
     ApplyTemplateResponse,
     ChatCompletion,
@@ -102,6 +102,8 @@ def build_routes(metrics_no_auth: bool) -> dict[str, dict[str, Route]]:
             "POST": Route(server.set_props, Operation("Change server properties (with --props)")),
         },
         "/slots": {"GET": Route(server.slots, Operation("Slot states (llama-server's /slots)"))},
+        "/slots/{id_slot}": {"POST": Route(slot_files.slot_action, Operation(
+            "Save, restore or erase a slot's cache (?action=; with --slot-save-path)", slot_files.SlotFileRequest))},
         "/metrics": {"GET": Route(server.metrics_text, Operation(
             "Prometheus metrics (with --metrics)", content_type=metrics.CONTENT_TYPE.decode()),
             auth=not metrics_no_auth)},
@@ -125,6 +127,8 @@ class App:
     def __init__(self, cfg: ServeConfig) -> None:
         self.cfg = cfg
         self.routes = build_routes(cfg.metrics_no_auth)
+        # Routes ending in a parameter ("/slots/{id_slot}"), by the path before it.
+        self.templates = {p.rpartition("/")[0]: by_method for p, by_method in self.routes.items() if p.endswith("}")}
         self.cors = Cors(cfg.cors_origins)
         self.fe: Frontend | None = None
 
@@ -200,15 +204,18 @@ class App:
 
     def _preflight(self, path: str, headers: dict[str, str]) -> Response:
         """OPTIONS (a CORS preflight): 204 with the route's methods; no API key (browsers send none)."""
-        by_method = self.routes.get(path)
-        if by_method is None:
-            raise ApiError(404, f"no endpoint {path}")
+        by_method = self._methods(path)
         return Response(b"", 204, content_type=b"text/plain", headers=self.cors.preflight(headers, [*by_method]))
 
-    def _route(self, method: str, path: str) -> Route:
-        by_method = self.routes.get(path)
+    def _methods(self, path: str) -> dict[str, Route]:
+        head, _, last = path.rpartition("/")
+        by_method = self.routes.get(path) or (self.templates.get(head) if last else None)
         if by_method is None:
             raise ApiError(404, f"no endpoint {path}")
+        return by_method
+
+    def _route(self, method: str, path: str) -> Route:
+        by_method = self._methods(path)
         route = by_method.get(method)
         if route is None:
             allowed = ", ".join(by_method)

@@ -9,6 +9,7 @@ import argparse
 import ipaddress
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -102,6 +103,8 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     h.add_argument("--slots", dest="slots", action="store_true", default=d.slots, help="serve /slots (the default)")
     h.add_argument("--no-slots", dest="slots", action="store_false", help="/slots answers 501")
     h.add_argument("--props", action="store_true", help="allow POST /props")
+    h.add_argument("--slot-save-path", default="", metavar="DIR",
+                   help="directory where POST /slots/{id}?action=save|restore keeps slot files (default: off)")
     h.add_argument("--webui", dest="webui", action="store_true", default=d.webui, help="chat UI at / (the default)")
     h.add_argument("--no-webui", dest="webui", action="store_false", help="no chat UI at /")
     h.add_argument("--ssl-keyfile", "--ssl-key-file", default="")
@@ -242,6 +245,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         raise UsageError("ggserve: --step-timeout must be positive, --shutdown-timeout and --max-restarts not negative")
     if args.reasoning_budget < -1:
         raise UsageError("ggserve: --reasoning-budget must be -1 (no limit) or a number of tokens")
+    if args.slot_save_path and not os.path.isdir(args.slot_save_path):
+        raise UsageError(f"ggserve: --slot-save-path {args.slot_save_path} is not a directory")
     if bool(args.ssl_keyfile) != bool(args.ssl_certfile):
         raise UsageError("ggserve: --ssl-keyfile and --ssl-certfile go together")
     # Flags whose dest is a ServeConfig field map one to one; the rest are derived here.
@@ -256,6 +261,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         chat_template_kwargs=_chat_template_kwargs(args.chat_template_kwargs),
         cors_origins=[o.strip() for o in args.cors_origins.split(",") if o.strip()],
         api_prefix=_api_prefix(args.api_prefix),
+        slot_save_path=os.path.abspath(args.slot_save_path) if args.slot_save_path else "",
     )
     return ServeConfig(**fields)
 

@@ -57,6 +57,7 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     metrics_no_auth: bool = False  # /metrics without an API key even when keys are set
     slots: bool = True  # --no-slots: /slots answers 501
     props: bool = False  # --props: POST /props is allowed
+    slot_save_path: str = ""  # --slot-save-path: directory of slot files (POST /slots/{id}); "": 501
     webui: bool = True  # --no-webui: / answers 404
     ssl_keyfile: str = ""
     ssl_certfile: str = ""

@@ -2,8 +2,8 @@
 
 Reading this module explains the system:
 
-    frontend --AddRequest/Abort/Hello/Heartbeat/StatsRequest--> scheduler
-    frontend <--RequestOutputs/EngineInfo/EngineStatus/EngineStats-- scheduler
+    frontend --AddRequest/Abort/Hello/Heartbeat/StatsRequest/SlotAction--> scheduler
+    frontend <--RequestOutputs/EngineInfo/EngineStatus/EngineStats/SlotActionDone-- scheduler
     scheduler --StepPlan/Shutdown--> executor
     scheduler <--ExecutorReady/StepResult/ExecutorError-- executor
     launcher --Hello/ExecutorDied/Drain/Shutdown/Restarts--> scheduler
@@ -59,6 +59,8 @@ class ErrorCode(enum.IntEnum):
     SHUTTING_DOWN = 3  # 503: the server is stopping
     INTERNAL = 4  # 500: a bug
     NO_KV_ROOM = 5  # 503: the KV cache cannot hold the request's next tokens
+    SLOT_BUSY = 6  # 409: the slot runs a request (a slot action needs it idle)
+    NOT_FOUND = 7  # 404: a file the request names does not exist
 
 
 class EngineError(_Part):
@@ -345,6 +347,30 @@ class EngineStats(_Msg):
     preemptions_total: int = 0  # requests preempted for KV room (recomputed later)
 
 
+class SlotActionKind(enum.IntEnum):
+    SAVE = 0  # write the slot's cached tokens and their KV cells to ``path``
+    RESTORE = 1  # replace the slot's cache with the file's
+    ERASE = 2  # drop the slot's cached prefix
+
+
+class SlotAction(_Msg):
+    """llama-server's ``POST /slots/{id}?action=...`` on an idle slot; answered by SlotActionDone."""
+
+    token: int  # echoed back to match the reply
+    kind: SlotActionKind
+    id_slot: int  # executor_id * n_slots + slot index, as /slots numbers them
+    path: str = ""  # SAVE / RESTORE: the file, inside --slot-save-path
+    n_tokens: int = 0  # RESTORE: tokens the file's header announces (the KV cells to make room for)
+
+
+class SlotActionDone(_Msg):
+    token: int
+    n_tokens: int = 0  # tokens saved, restored or erased
+    n_bytes: int = 0  # bytes written or read
+    ms: float = 0.0  # time the executor spent on the file
+    error: EngineError | None = None
+
+
 # ----------------------------------------------------------------------------- scheduler <-> executor
 
 
@@ -355,6 +381,8 @@ class KvOpKind(enum.IntEnum):
     SAVE = 3  # keep seq_id's cells in host memory as entry_id (--cache-ram)
     RESTORE = 4  # load host entry entry_id into seq_id (empty); a failure fails its request
     DROP = 5  # forget host entry entry_id
+    SAVE_FILE = 6  # write seq_id's cells, with ``tokens`` as their token ids, to ``path``
+    LOAD_FILE = 7  # load ``path`` (at most ``pos`` tokens) into seq_id (emptied first)
 
 
 class KvOp(_Part):
@@ -363,6 +391,8 @@ class KvOp(_Part):
     pos: int = 0
     src_seq_id: int = -1
     entry_id: int = 0  # SAVE / RESTORE / DROP
+    path: str = ""  # SAVE_FILE / LOAD_FILE
+    tokens: list[int] = []  # SAVE_FILE
 
 
 class SeqStart(_Part):
@@ -420,6 +450,16 @@ class SeqFailure(_Part):
     error: EngineError
 
 
+class SlotFileResult(_Part):
+    """What a SAVE_FILE or LOAD_FILE op of the step did, in op order."""
+
+    seq_id: int
+    n_bytes: int = 0  # written or read
+    ms: float = 0.0
+    tokens: list[int] = []  # LOAD_FILE: the token ids the sequence now holds
+    error: EngineError | None = None  # the op failed (a failed load leaves the sequence empty)
+
+
 class StepResult(_Msg):
     """Sampled tokens of a StepPlan, in item order, plus cache facts the scheduler plans with."""
 
@@ -436,6 +476,7 @@ class StepResult(_Msg):
     # llama_decode found no room in the KV cache (it returned 1): nothing of the batch ran and
     # the cache is as before the step; the scheduler retries with fewer tokens.
     no_kv_room: bool = False
+    slot_files: list[SlotFileResult] = []
 
 
 class ExecutorReady(_Msg):
@@ -494,6 +535,8 @@ Message = Union[
     Hello,
     Heartbeat,
     StatsRequest,
+    SlotAction,
+    SlotActionDone,
     RequestOutputs,
     EngineInfo,
     EngineStatus,
