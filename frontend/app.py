@@ -103,7 +103,8 @@ def build_routes(metrics_no_auth: bool) -> dict[str, dict[str, Route]]:
         },
         "/slots": {"GET": Route(server.slots, Operation("Slot states (llama-server's /slots)"))},
         "/slots/{id_slot}": {"POST": Route(slot_files.slot_action, Operation(
-            "Save, restore or erase a slot's cache (?action=; with --slot-save-path)", slot_files.SlotFileRequest))},
+            "Save, restore or erase a slot's cache (with --slot-save-path)", slot_files.SlotFileRequest,
+            parameters=slot_files.PARAMETERS))},
         "/metrics": {"GET": Route(server.metrics_text, Operation(
             "Prometheus metrics (with --metrics)", content_type=metrics.CONTENT_TYPE.decode()),
             auth=not metrics_no_auth)},

@@ -97,3 +97,13 @@ def test_metrics_key_required_is_still_accepted_and_deprecated(caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="ggserve"):
         _warn_about(config_from_args(args), args)
     assert "deprecated" in caplog.text and not config_from_args(args).metrics_no_auth
+
+
+def test_slot_save_path_is_an_existing_directory(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "slots").mkdir()
+    assert config_from_args(parse("--slot-save-path", "slots")).slot_save_path == str(tmp_path / "slots")
+    assert config_from_args(parse()).slot_save_path == ""
+    with pytest.raises(SystemExit) as exc:
+        config_from_args(parse("--slot-save-path", "missing"))
+    assert exc.value.code == 2

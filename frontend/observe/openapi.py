@@ -34,6 +34,7 @@ class Operation:
     stream_event: type | None = None  # the data of each SSE event when the request sets "stream"
     content_type: str = "application/json"
     loading_status: bool = False  # answers 503 with its own body while not serving (/health)
+    parameters: tuple[dict[str, Any], ...] = ()  # OpenAPI parameter objects (path and query)
 
 
 class DocumentedRoute(Protocol):
@@ -70,6 +71,8 @@ def document(routes: Mapping[str, Mapping[str, DocumentedRoute]], api_keys: bool
 
 def _operation(path: str, method: str, op: Operation, refs: dict[type, Any], needs_key: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"summary": op.summary, "operationId": f"{method.lower()}{path.replace('/', '_')}"}
+    if op.parameters:
+        out["parameters"] = list(op.parameters)
     if op.request is not None:
         out["requestBody"] = {"required": True, "content": {"application/json": {"schema": refs[op.request]}}}
     ok: dict[str, Any] = {op.content_type: {"schema": refs[op.response] if op.response else _FREE_FORM}}

@@ -32,7 +32,14 @@ _REPLY_MARGIN_S = 10.0
 
 
 class SlotFileRequest(msgspec.Struct):
-    filename: str
+    filename: str  # save and restore; erase reads no body
+
+
+ACTIONS = {"save": SlotActionKind.SAVE, "restore": SlotActionKind.RESTORE, "erase": SlotActionKind.ERASE}
+PARAMETERS = (  # for /openapi.json
+    {"name": "id_slot", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}},
+    {"name": "action", "in": "query", "required": True, "schema": {"enum": [*ACTIONS]}},
+)
 
 
 async def slot_action(fe: Frontend, req: Request) -> Response:
@@ -43,7 +50,7 @@ async def slot_action(fe: Frontend, req: Request) -> Response:
         raise invalid(f"invalid slot id {id_text!r}", param="id_slot")
     id_slot = int(id_text)
     action = req.query.get("action", "")
-    kind = {"save": SlotActionKind.SAVE, "restore": SlotActionKind.RESTORE, "erase": SlotActionKind.ERASE}.get(action)
+    kind = ACTIONS.get(action)
     if kind is None:
         raise invalid(f"invalid action {action!r}: save, restore or erase", param="action")
     fe.engine_info()
