@@ -33,6 +33,7 @@ from collections import OrderedDict
 import llama_cpp
 import numpy as np
 
+from executor.lazy_grammar import LazyGrammar
 from executor.reasoning_budget import BudgetTracker
 from ipc.protocol import SamplingParams, TokenLogprob
 
@@ -75,11 +76,13 @@ class SeqSampler:
         self.argmax_first = greedy and not changes_argmax(params)
         self.n_vocab = n_vocab
         self.chain: llama_cpp.llama_sampler_p | None = None
-        self.grammar: Grammar | None = None
+        self.grammar: Grammar | LazyGrammar | None = None
         # Token ids a logit bias raises: candidates of a resample even when their raw logit is low.
         self._boosted = np.array([t for t, b in params.logit_bias if b > 0], dtype=np.int32)
         if params.grammar is not None:
-            self.grammar = Grammar(_grammar_cache(vocab).new(params.grammar))
+            grammar = Grammar(_grammar_cache(vocab).new(params.grammar))
+            triggers = params.grammar_triggers
+            self.grammar = grammar if triggers is None else LazyGrammar(grammar, triggers, vocab)
         budget = params.reasoning_budget
         self.budget = BudgetTracker(budget, vocab) if budget is not None else None
         try:
@@ -228,6 +231,13 @@ class Grammar:
         """Only for a token ``allows`` accepted: llama.cpp throws (kills the process) otherwise."""
         self.n_tokens += 1
         llama_cpp.llama_sampler_accept(self._sampler, token)
+
+    def clone(self) -> Grammar:
+        """A copy in the same state, to try tokens on without changing this one."""
+        sampler = llama_cpp.llama_sampler_clone(self._sampler)
+        if not sampler:
+            raise SequenceFailed("cannot copy the grammar")
+        return Grammar(sampler)
 
     def free(self) -> None:
         if self._sampler:

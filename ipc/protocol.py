@@ -94,6 +94,16 @@ class ReasoningBudget(_Part):
     open: bool = False  # the prompt already opened the thinking (the template wrote ``start``)
 
 
+class GrammarTriggers(_Part):
+    """A lazy grammar (llama-server's ``grammar_lazy``): the output is free until a trigger
+    appears in it, and follows the grammar from the trigger on."""
+
+    # Regexes searched in the generated text; the grammar starts at the first non-empty group of
+    # the match, else at the match. "^...$" must match the whole text (pattern_full).
+    patterns: list[str] = []
+    tokens: list[int] = []  # generating one of these tokens triggers; the grammar starts with it
+
+
 class SamplingParams(_Part):
     """How the next token is chosen. Defaults are neutral; the frontend applies API defaults.
 
@@ -112,6 +122,7 @@ class SamplingParams(_Part):
     logit_bias: list[tuple[int, float]] = []  # a bias of -inf bans the token
     seed: int | None = None
     grammar: str | None = None  # GBNF, root rule "root"
+    grammar_triggers: GrammarTriggers | None = None  # the grammar is lazy: it applies from a trigger on
     # llama.cpp's other samplers, with llama-server's meanings and neutral defaults
     min_keep: int = 0  # truncating samplers keep at least this many candidates
     top_n_sigma: float = -1.0  # <= 0: off

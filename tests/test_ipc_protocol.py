@@ -27,6 +27,7 @@ SAMPLING = p.SamplingParams(
     logit_bias=[(13, -100.0), (7, 2.5)],
     seed=1234,
     grammar='root ::= "yes" | "no"',
+    grammar_triggers=p.GrammarTriggers(patterns=["^go$"], tokens=[105]),
     min_keep=2,
     top_n_sigma=1.5,
     xtc_probability=0.5,

@@ -43,6 +43,7 @@ from frontend.api.schemas import (
 from frontend.state import Frontend
 from frontend.timings import progress_json
 from frontend.structured.constraints import check_grammar, output_grammar
+from frontend.structured.lazy import preserved_ids
 from frontend.structured.harmony import HarmonyParser
 from frontend.structured.output import OutputDelta, OutputParser, merge_calls
 from frontend.structured.reasoning import budget_for, check_budget, is_harmony, reasoning_for
@@ -228,7 +229,8 @@ async def chat_completions(fe: Frontend, req: Request) -> Response | StreamRespo
     requests = engine_requests(req.id, [prompt], body.n, body, sampling, limit, logprobs)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
-                     fe.tokenizer.marker_tokens(markers), time_limit_s(body), body.n_indent, trace=req.trace)
+                     fe.tokenizer.marker_tokens(markers) | preserved_ids(fe.tokenizer, body.preserved_tokens),
+                     time_limit_s(body), body.n_indent, trace=req.trace)
     completion_id, created = f"chatcmpl-{req.id}", int(time.time())
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage

@@ -41,6 +41,7 @@ from frontend.api.sampling import (
 from frontend.api.schemas import MAX_CHOICES, NativeCompletionRequest
 from frontend.state import Frontend
 from frontend.structured.constraints import output_grammar
+from frontend.structured.lazy import preserved_ids
 from frontend.timings import Timings, make_timings, progress_json
 from frontend.text.tokenizer import Tokenizer
 from ipc.protocol import SamplingParams
@@ -252,7 +253,8 @@ async def _run(fe: Frontend, req: Request, body: NativeCompletionRequest,
     requests = engine_requests(req.id, [p.token_ids for p in prompts], body.n, body, sampling, limit, logprobs)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
-                     time_limit_s=time_limit_s(body), n_indent=body.n_indent, trace=req.trace)
+                     preserved_ids(fe.tokenizer, body.preserved_tokens), time_limit_s(body), body.n_indent,
+                     trace=req.trace)
     call = _Call(fe, body, prompts, gen, sampling, limit, logprobs)
     if body.stream:
         return StreamResponse(_events(call))
