@@ -178,7 +178,7 @@ class App:
             route = self._route(scope["method"], path)
             if route.auth and not self.fe.api_keys.allows(headers):
                 raise ApiError(401, "invalid or missing API key", headers=[(b"www-authenticate", b"Bearer")])
-            body = await read_body(receive, headers, self.cfg.max_body_size)
+            body = await read_body(receive, headers, self.cfg.max_body_size, self.cfg.timeout)
         except ApiError as exc:
             await _send_response(send, error_response(exc), extra_headers, trace, exc)
             trace.close()

@@ -110,6 +110,8 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     h.add_argument("--ssl-keyfile", "--ssl-key-file", default="")
     h.add_argument("--ssl-certfile", "--ssl-cert-file", default="")
     h.add_argument("--max-body-size", type=int, default=d.max_body_size, help="bytes")
+    h.add_argument("-to", "--timeout", type=float, default=d.timeout,
+                   help="seconds a request's body may stall before a 408, and its headers may take (at most 30)")
     h.add_argument("--cors-origins", default=",".join(d.cors_origins),
                    help="comma-separated origins browsers may call from (default *: any)")
     h.add_argument("--api-prefix", default="", help="serve every route under this path prefix too (e.g. /llm)")
@@ -241,6 +243,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         raise UsageError(f"ggserve: --ctx-size {args.ctx_size} is too small for {args.n_parallel} slots")
     if args.batch_size < args.n_parallel:
         raise UsageError("ggserve: --batch-size must be at least --parallel (one decode token per slot)")
+    if args.timeout <= 0:
+        raise UsageError("ggserve: --timeout must be positive")
     if args.step_timeout <= 0 or args.shutdown_timeout < 0 or args.max_restarts < 0:
         raise UsageError("ggserve: --step-timeout must be positive, --shutdown-timeout and --max-restarts not negative")
     if args.reasoning_budget < -1:

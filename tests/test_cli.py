@@ -107,3 +107,10 @@ def test_slot_save_path_is_an_existing_directory(tmp_path, monkeypatch) -> None:
     with pytest.raises(SystemExit) as exc:
         config_from_args(parse("--slot-save-path", "missing"))
     assert exc.value.code == 2
+
+
+def test_timeout_is_llama_servers_flag() -> None:
+    assert config_from_args(parse("-to", "5")).timeout == 5.0
+    assert config_from_args(parse()).timeout == 600.0
+    with pytest.raises(SystemExit):
+        config_from_args(parse("--timeout", "0"))
