@@ -37,7 +37,7 @@ class LazyGrammar:
         self._grammar = grammar
         self._vocab = vocab
         self._tokens = frozenset(triggers.tokens)
-        self._patterns = [re.compile(p.encode()) for p in triggers.patterns]  # checked by the frontend
+        self._patterns = [re.compile(p.encode()) for p in triggers.patterns]  # re.error: SeqSampler's
         self._full = [p.startswith("^") and p.endswith("$") for p in triggers.patterns]
         self.awaiting = True
         self._text = b""  # generated so far (while awaiting)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import re
 from collections import OrderedDict
 
 import llama_cpp
@@ -82,7 +83,11 @@ class SeqSampler:
         if params.grammar is not None:
             grammar = Grammar(_grammar_cache(vocab).new(params.grammar))
             triggers = params.grammar_triggers
-            self.grammar = grammar if triggers is None else LazyGrammar(grammar, triggers, vocab)
+            try:
+                self.grammar = grammar if triggers is None else LazyGrammar(grammar, triggers, vocab)
+            except re.error as exc:  # the frontend checks patterns: only a client of its own gets here
+                grammar.free()
+                raise SequenceFailed(f"a grammar trigger is not a valid regex: {exc}") from None
         budget = params.reasoning_budget
         self.budget = BudgetTracker(budget, vocab) if budget is not None else None
         try:

@@ -156,6 +156,8 @@ def test_a_lazy_grammar_applies_from_its_trigger_on(server):
     content = lazy["content"]
     assert content.startswith(free[:cut])  # free text before the trigger, as without the grammar
     assert re.fullmatch(r"Friday=[0-9]{2}", content[cut:]), content  # the grammar from the trigger on
+    settings = lazy["generation_settings"]
+    assert settings["grammar_lazy"] and settings["grammar_triggers"] == [{"type": 2, "value": "Friday"}]
     eager = native(server, grammar=grammar)["content"]  # the same grammar, not lazy: from the first token
     assert re.fullmatch(r"Friday=[0-9]{2}", eager), eager
 

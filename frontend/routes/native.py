@@ -41,7 +41,7 @@ from frontend.api.sampling import (
 from frontend.api.schemas import MAX_CHOICES, NativeCompletionRequest
 from frontend.state import Frontend
 from frontend.structured.constraints import output_grammar
-from frontend.structured.lazy import preserved_ids
+from frontend.structured.lazy import preserved_ids, triggers_json
 from frontend.timings import Timings, make_timings, progress_json
 from frontend.text.tokenizer import Tokenizer
 from ipc.protocol import SamplingParams
@@ -169,6 +169,7 @@ def _generation_settings(body: NativeCompletionRequest, sampling: SamplingParams
         ignore_eos=body.ignore_eos,
         timings_per_token=body.timings_per_token,
         cache_prompt=body.cache_prompt,
+        **triggers_json(sampling.grammar_triggers),
     )
     return settings
 

@@ -61,6 +61,8 @@ async def slot_action(fe: Frontend, req: Request) -> Response:
     _check_filename(filename)
     path = os.path.join(fe.cfg.slot_save_path, filename)
     if kind == SlotActionKind.SAVE:
+        if os.path.lexists(path) and not os.path.isfile(path):
+            raise invalid(f"{filename!r} exists in the slot save directory and is not a file", param="filename")
         done = await _ask(fe, kind, id_slot, path)
         return json_response({"id_slot": id_slot, "filename": filename, "n_saved": done.n_tokens,
                               "n_written": done.n_bytes, "timings": {"save_ms": done.ms}})

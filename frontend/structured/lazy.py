@@ -14,6 +14,7 @@ special token that triggers a grammar shows.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from frontend.api.schemas import SamplingFields
 from frontend.http.errors import ApiError, invalid
@@ -67,6 +68,15 @@ def grammar_triggers(body: SamplingFields, tokenizer: Tokenizer) -> GrammarTrigg
     if not patterns and not tokens:
         raise invalid("grammar_lazy needs grammar_triggers: the grammar would never apply", param="grammar_lazy")
     return GrammarTriggers(patterns, tokens)
+
+
+def triggers_json(triggers: GrammarTriggers | None) -> dict[str, Any]:
+    """llama-server's ``grammar_lazy`` and ``grammar_triggers`` of a request's settings (a
+    pattern_full shows as its anchored pattern, which means the same)."""
+    if triggers is None:
+        return {"grammar_lazy": False, "grammar_triggers": []}
+    return {"grammar_lazy": True, "grammar_triggers": [{"type": PATTERN, "value": p} for p in triggers.patterns]
+            + [{"type": TOKEN, "value": "", "token": t} for t in triggers.tokens]}
 
 
 def _bad(index: int, why: str) -> ApiError:
