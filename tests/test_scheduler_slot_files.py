@@ -105,3 +105,12 @@ def test_a_restore_evicts_idle_prefixes_for_room_and_a_failed_load_leaves_the_sl
     h.step()
     assert replies(h)[missing].error.code == ErrorCode.NOT_FOUND
     assert not ex.slots[2].tokens and h.fakes[0].cells_used == cells_used(ex.slots)
+
+
+def test_slot_ids_count_over_executors() -> None:
+    h = Harness(n_slots=2, n_executors=2)
+    h.fakes[1].files["/slots/g.bin"] = prompt(20, 700)
+    restore = act(h, SlotActionKind.RESTORE, 3, "/slots/g.bin", 20)  # executor 1, its second slot
+    plans = h.step()
+    assert len(plans) == 1 and replies(h)[restore].error is None
+    assert h.sched.executors[1].slots[1].tokens == prompt(20, 700) and not h.sched.executors[0].slots[1].tokens
