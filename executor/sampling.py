@@ -85,7 +85,7 @@ class SeqSampler:
             triggers = params.grammar_triggers
             try:
                 self.grammar = grammar if triggers is None else LazyGrammar(grammar, triggers, vocab)
-            except re.error as exc:  # the frontend checks patterns: only a client of its own gets here
+            except (re.error, OverflowError, RecursionError) as exc:  # the frontend checks patterns first
                 grammar.free()
                 raise SequenceFailed(f"a grammar trigger is not a valid regex: {exc}") from None
         budget = params.reasoning_budget

@@ -170,7 +170,8 @@ def test_lazy_grammar_fields_are_checked(server):
         return r.json()["error"]
 
     assert error(grammar_lazy=True)["param"] == "grammar_lazy"  # no trigger: it would never apply
-    assert error(grammar_triggers=[{"type": 2, "value": "(unclosed"}])["param"] == "grammar_triggers"
+    for pattern in ("(unclosed", "a{99999999999}"):
+        assert error(grammar_triggers=[{"type": 2, "value": pattern}])["param"] == "grammar_triggers"
     assert error(grammar_triggers=[{"type": 7, "value": "x"}])["param"] == "grammar_triggers"
     assert error(grammar_triggers=[{"type": "token", "value": "x"}])["param"] == "grammar_triggers"  # no "token"
     word = error(grammar_triggers=[{"type": "word", "value": "<start_of_turn>"}])  # one token, not preserved

@@ -53,7 +53,7 @@ def grammar_triggers(body: SamplingFields, tokenizer: Tokenizer) -> GrammarTrigg
                 f"{'' if value.endswith('$') else '$'}"
             try:
                 re.compile(pattern.encode())
-            except re.error as exc:
+            except (re.error, OverflowError, RecursionError) as exc:  # "a{99999999999}" overflows
                 raise _bad(i, f"the pattern {value!r} is not a valid regex: {exc}") from None
             patterns.append(pattern)
         elif kind == TOKEN:
