@@ -85,8 +85,9 @@ def test_bad_requests_are_refused_by_name(saving):
     assert action(server, 0, "save", {}).status_code == 400  # no filename
     assert action(server, 0, "copy", {"filename": "a.bin"}).json()["error"]["param"] == "action"
     assert action(server, "abc", "erase").json()["error"]["param"] == "id_slot"
-    r = action(server, 3, "erase")
-    assert r.status_code == 400 and "slot 3 does not exist" in r.json()["error"]["message"]
+    for id_slot in (3, 10**30):
+        r = action(server, id_slot, "erase")
+        assert r.status_code == 400 and f"slot {id_slot} does not exist" in r.json()["error"]["message"]
 
 
 def test_a_busy_slot_is_a_409(saving):

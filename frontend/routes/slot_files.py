@@ -53,7 +53,9 @@ async def slot_action(fe: Frontend, req: Request) -> Response:
     kind = ACTIONS.get(action)
     if kind is None:
         raise invalid(f"invalid action {action!r}: save, restore or erase", param="action")
-    fe.engine_info()
+    info = fe.engine_info()
+    if id_slot >= info.n_slots * info.n_executors:
+        raise invalid(f"slot {id_slot} does not exist ({info.n_slots * info.n_executors} slots)", param="id_slot")
     if kind == SlotActionKind.ERASE:
         done = await _ask(fe, kind, id_slot)
         return json_response({"id_slot": id_slot, "n_erased": done.n_tokens})
