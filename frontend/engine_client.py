@@ -3,8 +3,8 @@
 On start the worker says Hello; the scheduler answers with EngineInfo once the engine is ready
 (until then /health says "loading"). A background task reads every message: RequestOutputs are
 split by request id into the queue the request's handler waits on, EngineStats and SlotActionDone
-answers go to the caller that asked for them (by token), EngineStatus (a few times a second) says whether executors are ready
-and whether the server drains. Sends never wait: the socket's high-water mark is unlimited.
+answers go to the caller that asked for them (by token), EngineStatus (a few times a second)
+says whether executors are ready and whether the server drains. Sends never wait: the socket's high-water mark is unlimited.
 
 Liveness, both ways: the worker sends Heartbeat every HEARTBEAT_S so the scheduler can abort the
 requests of a worker that died; and when the scheduler sends nothing for LOSS_S (it died or

@@ -102,7 +102,8 @@ def test_timeout_bounds_a_stalled_body_and_slow_headers(tmp_path, reply_ids):
                 t0 = time.monotonic()
                 return sock.recv(65536), time.monotonic() - t0
 
-        head = b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        head = (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100\r\n\r\n")
         response, waited = answer(head + b'{"prompt": ')
         assert response.startswith(b"HTTP/1.1 408") and b"--timeout" in response and 0.8 < waited < 5
         response, waited = answer(b"POST /v1/completions HTTP/1.1\r\nHost:")  # headers never end
