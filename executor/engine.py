@@ -14,6 +14,7 @@ import time
 
 import llama_cpp
 
+from executor import slot_files
 from executor.batch import BatchError, NumpyBatch, item_problem
 from executor.embedding import Embedder
 from executor.host_cache import HostCache
@@ -32,6 +33,7 @@ from ipc.protocol import (
     Sample,
     SeqFailure,
     SeqStart,
+    SlotFileResult,
     StepPlan,
     StepResult,
 )
@@ -212,12 +214,13 @@ class ModelEngine:
             while True:
                 time.sleep(3600)
         failures: dict[int, EngineError] = {}
+        files: list[SlotFileResult] = []
         samples: list[Sample] = []
         prompt_logprobs: list[PromptLogprobs] = []
         error = None
         no_kv_room = False
         try:
-            samples, prompt_logprobs = self._run(plan, failures)
+            samples, prompt_logprobs = self._run(plan, failures, files)
         except NoKvRoom:
             no_kv_room = True
         except (BatchError, ValueError, RuntimeError) as exc:
@@ -233,6 +236,7 @@ class ModelEngine:
             prompt_logprobs=prompt_logprobs,
             failures=[SeqFailure(seq, err) for seq, err in failures.items()],
             no_kv_room=no_kv_room,
+            slot_files=files,
         )
 
     def embed(self, plan: EmbedPlan) -> EmbedResult:
@@ -242,13 +246,13 @@ class ModelEngine:
         return self.embedder.step(plan, self.executor_id)
 
     def _run(
-        self, plan: StepPlan, failures: dict[int, EngineError]
+        self, plan: StepPlan, failures: dict[int, EngineError], files: list[SlotFileResult]
     ) -> tuple[list[Sample], list[PromptLogprobs]]:
         for seq in plan.ends:
             sampler = self.samplers.pop(seq, None)
             if sampler is not None:
                 sampler.free()
-        self._apply_kv_ops(plan, failures)
+        self._apply_kv_ops(plan, failures, files)
         for start in plan.starts:
             self._start(start, failures)
         items = self._runnable(plan.items, failures)
@@ -329,7 +333,7 @@ class ModelEngine:
         if not 0 <= seq_id < self.n_seq_max:
             raise BatchError(f"sequence id {seq_id} out of range")
 
-    def _apply_kv_ops(self, plan: StepPlan, failures: dict[int, EngineError]) -> None:
+    def _apply_kv_ops(self, plan: StepPlan, failures: dict[int, EngineError], files: list[SlotFileResult]) -> None:
         mem = self.memory
         for op in plan.kv_ops:
             if op.kind == KvOpKind.DROP:
@@ -357,6 +361,10 @@ class ModelEngine:
                 llama_cpp.llama_memory_seq_rm(mem, op.seq_id, -1, -1)
                 if not self.host_cache.restore(op.entry_id, op.seq_id):
                     failures[op.seq_id] = EngineError(ErrorCode.INTERNAL, "restoring a cached prefix failed")
+            elif op.kind == KvOpKind.SAVE_FILE:
+                files.append(slot_files.save(self.ctx, op.seq_id, op.path, op.tokens))
+            elif op.kind == KvOpKind.LOAD_FILE:
+                files.append(slot_files.load(self.ctx, mem, op.seq_id, op.path, op.pos, self.n_vocab))
 
     def _pos_min(self) -> list[int]:
         return [

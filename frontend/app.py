@@ -34,7 +34,9 @@ from frontend.observe.openapi import Operation
 from frontend.http.cors import Cors
 from frontend.api import anthropic as anthropic_api
 from frontend.api import responses as responses_api
-from frontend.routes import anthropic, chat, completions, embeddings, native, rerank, responses, server, tokens, webui
+from frontend.routes import (
+    anthropic, chat, completions, embeddings, native, rerank, responses, server, slot_files, tokens, webui,
+)
 from frontend.api.schemas import (
     ApplyTemplateResponse,
     ChatCompletion,
@@ -119,9 +121,11 @@ def build_routes(metrics_no_auth: bool) -> dict[str, dict[str, Route]]:
             "Create a response (OpenAI's Responses API)", responses_api.ResponsesRequest, responses_api.Response,
             responses_api.ResponseStreamEvent), generates=True, needs=GENERATION)},
         "/v1/responses/{id}": {
-            "GET": Route(responses.retrieve, Operation("A stored response", response=responses_api.Response)),
+            "GET": Route(responses.retrieve, Operation("A stored response", response=responses_api.Response,
+                                                       parameters=responses.PARAMETERS)),
             "DELETE": Route(responses.delete, Operation("Delete a stored response",
-                                                        response=responses_api.DeletedResponse)),
+                                                        response=responses_api.DeletedResponse,
+                                                        parameters=responses.PARAMETERS)),
         },
         "/completion": native_route,
         "/completions": native_route,
@@ -147,6 +151,9 @@ def build_routes(metrics_no_auth: bool) -> dict[str, dict[str, Route]]:
             "POST": Route(server.set_props, Operation("Change server properties (with --props)")),
         },
         "/slots": {"GET": Route(server.slots, Operation("Slot states (llama-server's /slots)"))},
+        "/slots/{id_slot}": {"POST": Route(slot_files.slot_action, Operation(
+            "Save, restore or erase a slot's cache (with --slot-save-path)", slot_files.SlotFileRequest,
+            parameters=slot_files.PARAMETERS))},
         "/metrics": {"GET": Route(server.metrics_text, Operation(
             "Prometheus metrics (with --metrics)", content_type=metrics.CONTENT_TYPE.decode()),
             auth=not metrics_no_auth)},
@@ -170,6 +177,8 @@ class App:
     def __init__(self, cfg: ServeConfig) -> None:
         self.cfg = cfg
         self.routes = build_routes(cfg.metrics_no_auth)
+        # Routes ending in a parameter ("/slots/{id_slot}"), by the path before it.
+        self.templates = {p.rpartition("/")[0]: by_method for p, by_method in self.routes.items() if p.endswith("}")}
         self.cors = Cors(cfg.cors_origins)
         self.fe: Frontend | None = None
 
@@ -220,7 +229,7 @@ class App:
             if route.auth and not self.fe.api_keys.allows(headers):
                 raise ApiError(401, "invalid or missing API key", headers=[(b"www-authenticate", b"Bearer")])
             self._check_kind(route)
-            body = await read_body(receive, headers, self.cfg.max_body_size)
+            body = await read_body(receive, headers, self.cfg.max_body_size, self.cfg.timeout)
         except ApiError as exc:
             response = error_response(exc, route.error_body) if route is not None else error_response(exc)
             await _send_response(send, response, extra_headers, trace, exc)
@@ -246,13 +255,6 @@ class App:
             raise ApiError(404, f"no endpoint {path} (routes are under {prefix})")
         return path[len(prefix):] or "/"
 
-    def _methods(self, path: str) -> dict[str, Route] | None:
-        """The routes of a path: its own, or those of ``<parent>/{id}`` (a resource by id)."""
-        by_method = self.routes.get(path)
-        if by_method is None:
-            parent, _, last = path.rpartition("/")
-            by_method = self.routes.get(f"{parent}/{{id}}") if last else None
-        return by_method
     def _check_kind(self, route: Route) -> None:
         """A 501, as llama-server answers, for a route the other kind of server serves."""
         if route.needs in (EMBEDDINGS, RERANKING) and not self.cfg.embeddings:
@@ -265,14 +267,17 @@ class App:
     def _preflight(self, path: str, headers: dict[str, str]) -> Response:
         """OPTIONS (a CORS preflight): 204 with the route's methods; no API key (browsers send none)."""
         by_method = self._methods(path)
+        return Response(b"", 204, content_type=b"text/plain", headers=self.cors.preflight(headers, [*by_method]))
+
+    def _methods(self, path: str) -> dict[str, Route]:
+        head, _, last = path.rpartition("/")
+        by_method = self.routes.get(path) or (self.templates.get(head) if last else None)
         if by_method is None:
             raise ApiError(404, f"no endpoint {path}")
-        return Response(b"", 204, content_type=b"text/plain", headers=self.cors.preflight(headers, [*by_method]))
+        return by_method
 
     def _route(self, method: str, path: str) -> Route:
         by_method = self._methods(path)
-        if by_method is None:
-            raise ApiError(404, f"no endpoint {path}")
         route = by_method.get(method)
         if route is None:
             allowed = ", ".join(by_method)

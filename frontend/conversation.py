@@ -28,6 +28,7 @@ from frontend.http import sse
 from frontend.http.asgi import Request
 from frontend.http.errors import invalid
 from frontend.state import Frontend
+from frontend.structured.lazy import preserved_ids
 from frontend.structured.constraints import check_grammar, output_grammar
 from frontend.structured.harmony import HarmonyParser
 from frontend.structured.output import CallOut, OutputDelta, OutputParser, merge_calls
@@ -149,7 +150,8 @@ async def start(fe: Frontend, req: Request, body: ChatCompletionRequest, logprob
     requests = engine_requests(req.id, [prompt], body.n, body, sampling, limit, logprobs, fe.cache_defaults)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
-                     fe.tokenizer.marker_tokens(markers), time_limit_s(body), body.n_indent, trace=req.trace)
+                     fe.tokenizer.marker_tokens(markers) | preserved_ids(fe.tokenizer, body.preserved_tokens),
+                     time_limit_s(body), body.n_indent, trace=req.trace)
     return ChatRun(gen, parsers, len(prompt))
 
 

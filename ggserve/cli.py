@@ -9,6 +9,7 @@ import argparse
 import ipaddress
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -128,11 +129,15 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     h.add_argument("--slots", dest="slots", action="store_true", default=d.slots, help="serve /slots (the default)")
     h.add_argument("--no-slots", dest="slots", action="store_false", help="/slots answers 501")
     h.add_argument("--props", action="store_true", help="allow POST /props")
+    h.add_argument("--slot-save-path", default="", metavar="DIR",
+                   help="directory where POST /slots/{id}?action=save|restore keeps slot files (default: off)")
     h.add_argument("--webui", dest="webui", action="store_true", default=d.webui, help="chat UI at / (the default)")
     h.add_argument("--no-webui", dest="webui", action="store_false", help="no chat UI at /")
     h.add_argument("--ssl-keyfile", "--ssl-key-file", default="")
     h.add_argument("--ssl-certfile", "--ssl-cert-file", default="")
     h.add_argument("--max-body-size", type=int, default=d.max_body_size, help="bytes")
+    h.add_argument("-to", "--timeout", type=float, default=d.timeout,
+                   help="seconds a request's body may stall before a 408, and its headers may take (at most 30)")
     h.add_argument("--cors-origins", default=",".join(d.cors_origins),
                    help="comma-separated origins browsers may call from (default *: any)")
     h.add_argument("--api-prefix", default="", help="serve every route under this path prefix too (e.g. /llm)")
@@ -279,6 +284,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         raise UsageError(f"ggserve: --ctx-size {args.ctx_size} is too small for {args.n_parallel} slots")
     if args.batch_size < args.n_parallel:
         raise UsageError("ggserve: --batch-size must be at least --parallel (one decode token per slot)")
+    if args.timeout <= 0:
+        raise UsageError("ggserve: --timeout must be positive")
     if args.step_timeout <= 0 or args.shutdown_timeout < 0 or args.max_restarts < 0:
         raise UsageError("ggserve: --step-timeout must be positive, --shutdown-timeout and --max-restarts not negative")
     if args.n_keep < -1 or args.cache_reuse < 0:
@@ -286,6 +293,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
                          "--cache-reuse not negative")
     if args.reasoning_budget < -1:
         raise UsageError("ggserve: --reasoning-budget must be -1 (no limit) or a number of tokens")
+    if args.slot_save_path and not os.path.isdir(args.slot_save_path):
+        raise UsageError(f"ggserve: --slot-save-path {args.slot_save_path} is not a directory")
     if bool(args.ssl_keyfile) != bool(args.ssl_certfile):
         raise UsageError("ggserve: --ssl-keyfile and --ssl-certfile go together")
     # Flags whose dest is a ServeConfig field map one to one; the rest are derived here.
@@ -300,6 +309,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         chat_template_kwargs=_chat_template_kwargs(args.chat_template_kwargs),
         cors_origins=[o.strip() for o in args.cors_origins.split(",") if o.strip()],
         api_prefix=_api_prefix(args.api_prefix),
+        slot_save_path=os.path.abspath(args.slot_save_path) if args.slot_save_path else "",
     )
     return ServeConfig(**fields)
 

@@ -64,10 +64,12 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     metrics_no_auth: bool = False  # /metrics without an API key even when keys are set
     slots: bool = True  # --no-slots: /slots answers 501
     props: bool = False  # --props: POST /props is allowed
+    slot_save_path: str = ""  # --slot-save-path: directory of slot files (POST /slots/{id}); "": 501
     webui: bool = True  # --no-webui: / answers 404
     ssl_keyfile: str = ""
     ssl_certfile: str = ""
     max_body_size: int = 16 * 1024 * 1024
+    timeout: float = 600.0  # --timeout: s a request's headers (at most 30) or next body chunk may take; then 408
     sse_ping_interval: float = 5.0  # seconds without output before a stream sends ": ping"
     cors_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])  # --cors-origins: origins browsers may call from ("*": any)
     api_prefix: str = ""  # --api-prefix: every route is served under this path prefix instead

@@ -32,6 +32,7 @@ LLAMA_ENV = {
     "--ssl-keyfile": "LLAMA_ARG_SSL_KEY_FILE",
     "--ssl-certfile": "LLAMA_ARG_SSL_CERT_FILE",
     "--cors-origins": "LLAMA_ARG_CORS_ORIGINS",
+    "--timeout": "LLAMA_ARG_TIMEOUT",
     "--api-prefix": "LLAMA_ARG_API_PREFIX",
     "--chat-template": "LLAMA_ARG_CHAT_TEMPLATE",
     "--chat-template-file": "LLAMA_ARG_CHAT_TEMPLATE_FILE",

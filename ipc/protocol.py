@@ -2,8 +2,8 @@
 
 Reading this module explains the system:
 
-    frontend --AddRequest/EmbedRequest/Abort/Hello/Heartbeat/StatsRequest--> scheduler
-    frontend <--RequestOutputs/EngineInfo/EngineStatus/EngineStats-- scheduler
+    frontend --AddRequest/EmbedRequest/Abort/Hello/Heartbeat/StatsRequest/SlotAction--> scheduler
+    frontend <--RequestOutputs/EngineInfo/EngineStatus/EngineStats/SlotActionDone-- scheduler
     scheduler --StepPlan/EmbedPlan/Shutdown--> executor
     scheduler <--ExecutorReady/StepResult/EmbedResult/ExecutorError-- executor
     launcher --Hello/ExecutorDied/Drain/Shutdown/Restarts--> scheduler
@@ -61,6 +61,8 @@ class ErrorCode(enum.IntEnum):
     SHUTTING_DOWN = 3  # 503: the server is stopping
     INTERNAL = 4  # 500: a bug
     NO_KV_ROOM = 5  # 503: the KV cache cannot hold the request's next tokens
+    SLOT_BUSY = 6  # 409: the slot runs a request (a slot action needs it idle)
+    NOT_FOUND = 7  # 404: a file the request names does not exist
 
 
 class EngineError(_Part):
@@ -103,6 +105,16 @@ class ReasoningBudget(_Part):
     open: bool = False  # the prompt already opened the thinking (the template wrote ``start``)
 
 
+class GrammarTriggers(_Part):
+    """A lazy grammar (llama-server's ``grammar_lazy``): the output is free until a trigger
+    appears in it, and follows the grammar from the trigger on."""
+
+    # Regexes searched in the generated text; the grammar starts at the first non-empty group of
+    # the match, else at the match. "^...$" must match the whole text (pattern_full).
+    patterns: list[str] = []
+    tokens: list[int] = []  # generating one of these tokens triggers; the grammar starts with it
+
+
 class SamplingParams(_Part):
     """How the next token is chosen. Defaults are neutral; the frontend applies API defaults.
 
@@ -121,6 +133,7 @@ class SamplingParams(_Part):
     logit_bias: list[tuple[int, float]] = []  # a bias of -inf bans the token
     seed: int | None = None
     grammar: str | None = None  # GBNF, root rule "root"
+    grammar_triggers: GrammarTriggers | None = None  # the grammar is lazy: it applies from a trigger on
     # llama.cpp's other samplers, with llama-server's meanings and neutral defaults
     min_keep: int = 0  # truncating samplers keep at least this many candidates
     top_n_sigma: float = -1.0  # <= 0: off
@@ -383,6 +396,30 @@ class EngineStats(_Msg):
     preemptions_total: int = 0  # requests preempted for KV room (recomputed later)
 
 
+class SlotActionKind(enum.IntEnum):
+    SAVE = 0  # write the slot's cached tokens and their KV cells to ``path``
+    RESTORE = 1  # replace the slot's cache with the file's
+    ERASE = 2  # drop the slot's cached prefix
+
+
+class SlotAction(_Msg):
+    """llama-server's ``POST /slots/{id}?action=...`` on an idle slot; answered by SlotActionDone."""
+
+    token: int  # echoed back to match the reply
+    kind: SlotActionKind
+    id_slot: int  # executor_id * n_slots + slot index, as /slots numbers them
+    path: str = ""  # SAVE / RESTORE: the file, inside --slot-save-path
+    n_tokens: int = 0  # RESTORE: tokens the file's header announces (the KV cells to make room for)
+
+
+class SlotActionDone(_Msg):
+    token: int
+    n_tokens: int = 0  # tokens saved, restored or erased
+    n_bytes: int = 0  # bytes written or read
+    ms: float = 0.0  # time the executor spent on the file
+    error: EngineError | None = None
+
+
 # ----------------------------------------------------------------------------- scheduler <-> executor
 
 
@@ -396,6 +433,8 @@ class KvOpKind(enum.IntEnum):
     # context shift: drop positions [pos, pos + n_discard) of seq_id and move the positions after
     # them down by n_discard (the cells must be seq_id's alone: a cell has one position)
     SHIFT = 6
+    SAVE_FILE = 7  # write seq_id's cells, with ``tokens`` as their token ids, to ``path``
+    LOAD_FILE = 8  # load ``path`` (at most ``pos`` tokens) into seq_id (emptied first)
 
 
 class KvOp(_Part):
@@ -405,6 +444,8 @@ class KvOp(_Part):
     src_seq_id: int = -1
     entry_id: int = 0  # SAVE / RESTORE / DROP
     n_discard: int = 0  # SHIFT
+    path: str = ""  # SAVE_FILE / LOAD_FILE
+    tokens: list[int] = []  # SAVE_FILE
 
 
 class SeqStart(_Part):
@@ -462,6 +503,16 @@ class SeqFailure(_Part):
     error: EngineError
 
 
+class SlotFileResult(_Part):
+    """What a SAVE_FILE or LOAD_FILE op of the step did, in op order."""
+
+    seq_id: int
+    n_bytes: int = 0  # written or read
+    ms: float = 0.0
+    tokens: list[int] = []  # LOAD_FILE: the token ids the sequence now holds
+    error: EngineError | None = None  # the op failed (a failed load leaves the sequence empty)
+
+
 class StepResult(_Msg):
     """Sampled tokens of a StepPlan, in item order, plus cache facts the scheduler plans with."""
 
@@ -478,6 +529,7 @@ class StepResult(_Msg):
     # llama_decode found no room in the KV cache (it returned 1): nothing of the batch ran and
     # the cache is as before the step; the scheduler retries with fewer tokens.
     no_kv_room: bool = False
+    slot_files: list[SlotFileResult] = []
 
 
 class EmbedItem(_Part):
@@ -563,6 +615,8 @@ Message = Union[
     Hello,
     Heartbeat,
     StatsRequest,
+    SlotAction,
+    SlotActionDone,
     RequestOutputs,
     EngineInfo,
     EngineStatus,

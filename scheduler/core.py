@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import logging
 import time
+from dataclasses import dataclass
 
 from ipc.protocol import (
     AddRequest,
@@ -29,6 +30,9 @@ from ipc.protocol import (
     RequestOutput,
     RequestStats,
     SeqStart,
+    SlotAction,
+    SlotActionDone,
+    SlotActionKind,
     SlotState,
     StepPlan,
     StepResult,
@@ -47,6 +51,17 @@ log = logging.getLogger("scheduler")
 
 # The counter (EngineStats' requests_*) a request's end adds to; every other end is "finished".
 _COUNTER_OF = {FinishReason.ABORT: "aborted", FinishReason.ERROR: "failed"}
+
+
+@dataclass(eq=False)
+class FileAction:
+    """A slot save or restore (POST /slots/{id}) waiting for its executor, which runs it as a
+    step of its own: nothing else touches the KV cache meanwhile, so the cells stay accounted."""
+
+    peer: bytes
+    msg: SlotAction
+    slot: Slot
+    n_saved: int = 0  # SAVE: the tokens written
 
 
 class ExecutorState:
@@ -76,6 +91,8 @@ class ExecutorState:
         # Tokens per step; halved while llama_decode finds no KV room, restored as steps succeed.
         self.budget = n_batch
         self.host_cache = HostCacheIndex(cache_ram_bytes, info.kv_bytes / max(1, info.n_ctx))
+        self.file_actions: list[FileAction] = []  # waiting, oldest first
+        self.file_in_flight: FileAction | None = None  # the step running is this action's
 
     @property
     def idle(self) -> bool:
@@ -110,6 +127,7 @@ class Scheduler:
         self.waiting: collections.deque[Request] = collections.deque()
         self.requests: dict[str, Request] = {}  # every unfinished request
         self.outputs: dict[bytes, list[RequestOutput]] = collections.defaultdict(list)
+        self.replies: list[tuple[bytes, SlotActionDone]] = []  # to frontend peers
         self._step_ids = 0
         self.counters = collections.Counter[str]()
         self.metrics = EngineCounters()
@@ -148,6 +166,9 @@ class Scheduler:
     def executor_ready(self, info: ExecutorInfo) -> None:
         """A new executor process, or a restarted one: it starts with empty slots and cache."""
         self.n_batch = min(self.n_batch, info.n_batch)
+        old = self.executors.get(info.executor_id)
+        if old is not None:
+            self._fail_file_actions(old, EngineError(ErrorCode.EXECUTOR_FAILED, "the executor was restarted"))
         self.executors[info.executor_id] = ExecutorState(
             info.executor_id, info, self.n_batch, self.ctx_per_request, self.cache_ram_bytes
         )
@@ -172,6 +193,7 @@ class Scheduler:
         for req in list(ex.running):
             self._finish(req, FinishReason.ERROR, error)
         self.embed.fail_executor(executor_id, error, time.monotonic())
+        self._fail_file_actions(ex, error)
 
     def hung_executors(self, now: float, step_timeout: float) -> list[ExecutorState]:
         """Live executors whose step has run longer than ``step_timeout`` seconds."""
@@ -294,6 +316,8 @@ class Scheduler:
         ex = self.executors[executor_id]
         if not ex.idle:
             return None
+        if ex.file_actions:
+            return self._file_plan(ex, now)
         if ex.info.pooling >= 0:
             return self._next_embed_plan(ex, now)
         self._make_room_for_decodes(ex)
@@ -322,6 +346,11 @@ class Scheduler:
             kv.append(slot, tokens)
             slot.last_used = now
             in_flight[slot.seq_id] = (req, n)
+        return self._send_plan(ex, items, in_flight, n_prompt, now)
+
+    def _send_plan(self, ex: ExecutorState, items: list[BatchItem], in_flight: dict[int, tuple[Request, int]],
+                   n_prompt: int, now: float) -> StepPlan:
+        """The step with the executor's pending cache edits and sampler changes; it is now in flight."""
         self._step_ids += 1
         plan = StepPlan(self._step_ids, ex.kv_ops, ex.starts, ex.ends, items)
         ex.kv_ops, ex.starts, ex.ends = [], [], []
@@ -414,6 +443,7 @@ class Scheduler:
             return ex.n_ctx - kv.cells_used(ex.slots, {placement.slot: placement.reuse if own else 0})
 
         keep = {placement.slot, placement.source} if placement is not None else set()
+        keep |= {action.slot for action in ex.file_actions}  # to be saved as they are now
         idle = sorted((s for s in ex.slots if not s.busy and s.tokens and s not in keep), key=lambda s: s.last_used)
         for slot in idle:
             if free() >= needed:
@@ -549,6 +579,9 @@ class Scheduler:
         in_flight, ex.in_flight = ex.in_flight, None
         for slot, pos_min in zip(ex.slots, result.pos_min):
             slot.pos_min = pos_min
+        action, ex.file_in_flight = ex.file_in_flight, None
+        if action is not None:
+            self._file_done(ex, action, result, now)
         if result.no_kv_room:
             self._retry_smaller(ex, in_flight)
             return
@@ -673,6 +706,81 @@ class Scheduler:
         req.truncated = True
         self.counters["context_shifts"] += 1
 
+    # ------------------------------------------------------------------ slot files
+
+    def slot_action(self, msg: SlotAction, peer: bytes) -> None:
+        """POST /slots/{id}: an erase is done at once; a save or restore waits for the executor's
+        next step. The slot must be idle: a running request or another action on it is a 409."""
+        error = self._slot_action_problem(msg)
+        if error is not None:
+            self.replies.append((peer, SlotActionDone(msg.token, error=error)))
+            return
+        ex, slot = self._slot_of(msg.id_slot)
+        if msg.kind == SlotActionKind.ERASE:
+            n_erased = len(slot.tokens)
+            self._evict(ex, slot)
+            self.replies.append((peer, SlotActionDone(msg.token, n_erased)))
+        else:
+            ex.file_actions.append(FileAction(peer, msg, slot))
+
+    def _slot_of(self, id_slot: int) -> tuple[ExecutorState, Slot]:
+        n_slots = len(next(iter(self.executors.values())).slots)
+        ex = self.executors[id_slot // n_slots]
+        return ex, ex.slots[id_slot % n_slots]
+
+    def _slot_action_problem(self, msg: SlotAction) -> EngineError | None:
+        if not self.ready:
+            return EngineError(ErrorCode.SHUTTING_DOWN, "the engine is still loading")
+        n_slots = sum(len(e.slots) for e in self.executors.values())
+        if not 0 <= msg.id_slot < n_slots:
+            return EngineError(ErrorCode.INVALID_REQUEST, f"slot {msg.id_slot} does not exist ({n_slots} slots)")
+        ex, slot = self._slot_of(msg.id_slot)
+        if not ex.alive:
+            return EngineError(ErrorCode.EXECUTOR_FAILED, f"executor {ex.id} is restarting")
+        if slot.busy or any(a.slot is slot for a in [*ex.file_actions, ex.file_in_flight] if a is not None):
+            return EngineError(ErrorCode.SLOT_BUSY, f"slot {msg.id_slot} is busy; retry when it is idle")
+        if msg.kind == SlotActionKind.RESTORE and msg.n_tokens > ex.n_ctx_slot:
+            return EngineError(ErrorCode.INVALID_REQUEST,
+                               f"the file holds {msg.n_tokens} tokens; a slot holds at most {ex.n_ctx_slot}")
+        return None
+
+    def _file_plan(self, ex: ExecutorState, now: float) -> StepPlan:
+        """A step running the oldest waiting slot action alone (with the cache edits pending)."""
+        action = ex.file_in_flight = ex.file_actions.pop(0)
+        slot, msg = action.slot, action.msg
+        if msg.kind == SlotActionKind.SAVE:
+            action.n_saved = len(slot.tokens)
+            ex.kv_ops.append(KvOp(KvOpKind.SAVE_FILE, slot.seq_id, path=msg.path, tokens=list(slot.tokens)))
+        else:
+            self._evict(ex, slot)
+            if self._reserve_cells(ex, msg.n_tokens + policy.n_decoding(ex.running)):
+                ex.kv_ops.append(KvOp(KvOpKind.LOAD_FILE, slot.seq_id, msg.n_tokens, path=msg.path))
+            else:
+                ex.file_in_flight = None
+                error = EngineError(ErrorCode.NO_KV_ROOM, f"no room in the KV cache for {msg.n_tokens} tokens")
+                self.replies.append((action.peer, SlotActionDone(msg.token, error=error)))
+        return self._send_plan(ex, [], {}, 0, now)
+
+    def _file_done(self, ex: ExecutorState, action: FileAction, result: StepResult, now: float) -> None:
+        done = result.slot_files[0] if result.slot_files else None
+        msg = action.msg
+        if done is None or done.error is not None:
+            error = done.error if done is not None else EngineError(
+                ErrorCode.INTERNAL, f"the executor did not run the slot action: {result.error or 'no result'}")
+            self.replies.append((action.peer, SlotActionDone(msg.token, error=error)))
+            return  # a failed load leaves the sequence empty, as the scheduler already counts it
+        n_tokens = action.n_saved
+        if msg.kind == SlotActionKind.RESTORE:
+            kv.append(action.slot, done.tokens)
+            action.slot.last_used = now
+            n_tokens = len(done.tokens)
+        self.replies.append((action.peer, SlotActionDone(msg.token, n_tokens, done.n_bytes, done.ms)))
+
+    def _fail_file_actions(self, ex: ExecutorState, error: EngineError) -> None:
+        actions = [*ex.file_actions, *([ex.file_in_flight] if ex.file_in_flight is not None else [])]
+        ex.file_actions, ex.file_in_flight = [], None
+        self.replies += [(a.peer, SlotActionDone(a.msg.token, error=error)) for a in actions]
+
     # ------------------------------------------------------------------ endings
 
     def _finish(
@@ -740,9 +848,13 @@ class Scheduler:
         outputs, self.outputs = self.outputs, collections.defaultdict(list)
         return outputs
 
+    def take_replies(self) -> list[tuple[bytes, SlotActionDone]]:
+        replies, self.replies = self.replies, []
+        return replies
+
     def has_work(self, executor_id: int) -> bool:
         ex = self.executors[executor_id]
-        return bool(ex.running or ex.kv_ops or ex.ends or self.waiting or self.embed.waiting)
+        return bool(ex.running or ex.kv_ops or ex.ends or ex.file_actions or self.waiting or self.embed.waiting)
 
     def stats(self, token: int = 0) -> EngineStats:
         c = self.counters

@@ -44,6 +44,7 @@ from ipc.protocol import (
     RestartExecutor,
     Restarts,
     Shutdown,
+    SlotAction,
     StatsRequest,
     StepResult,
 )
@@ -151,6 +152,8 @@ class SchedulerLoop:
             self.core.add_embedding(msg, peer)
         elif isinstance(msg, Abort):
             self.core.abort(msg.request_ids)
+        elif isinstance(msg, SlotAction):
+            self.core.slot_action(msg, peer)
         elif isinstance(msg, Heartbeat):
             self.heartbeating.add(peer)
             self.peers.setdefault(peer, time.monotonic())
@@ -266,6 +269,8 @@ class SchedulerLoop:
         for peer, outputs in self.core.take_outputs().items():
             if not self._send(self.frontends, RequestOutputs(outputs), peer):
                 self._forget(peer, "is unreachable")
+        for peer, reply in self.core.take_replies():
+            self._send(self.frontends, reply, peer)
 
     def _send(self, sock: zmq.Socket, msg: Message, peer: bytes) -> bool:
         try:

@@ -128,3 +128,20 @@ def test_context_shift_flags_map_onto_the_config() -> None:
     for bad in (("--keep", "-2"), ("--cache-reuse", "-1")):
         with pytest.raises(SystemExit):
             config_from_args(parse(*bad))
+
+
+def test_slot_save_path_is_an_existing_directory(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "slots").mkdir()
+    assert config_from_args(parse("--slot-save-path", "slots")).slot_save_path == str(tmp_path / "slots")
+    assert config_from_args(parse()).slot_save_path == ""
+    with pytest.raises(SystemExit) as exc:
+        config_from_args(parse("--slot-save-path", "missing"))
+    assert exc.value.code == 2
+
+
+def test_timeout_is_llama_servers_flag() -> None:
+    assert config_from_args(parse("-to", "5")).timeout == 5.0
+    assert config_from_args(parse()).timeout == 600.0
+    with pytest.raises(SystemExit):
+        config_from_args(parse("--timeout", "0"))

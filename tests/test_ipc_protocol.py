@@ -27,6 +27,7 @@ SAMPLING = p.SamplingParams(
     logit_bias=[(13, -100.0), (7, 2.5)],
     seed=1234,
     grammar='root ::= "yes" | "no"',
+    grammar_triggers=p.GrammarTriggers(patterns=["^go$"], tokens=[105]),
     min_keep=2,
     top_n_sigma=1.5,
     xtc_probability=0.5,
@@ -107,6 +108,9 @@ SAMPLES: list[p.Message] = [
     p.Abort(request_ids=["chatcmpl-1", "chatcmpl-2"]),
     p.Hello(peer="frontend-0"),
     p.StatsRequest(token=7, reset_window=True),
+    p.SlotAction(token=8, kind=p.SlotActionKind.RESTORE, id_slot=5, path="/var/slots/chat.bin", n_tokens=363),
+    p.SlotActionDone(token=8, n_tokens=363, n_bytes=1_234_567, ms=12.5,
+                     error=p.EngineError(code=p.ErrorCode.SLOT_BUSY, message="slot 5 is busy")),
     p.RequestOutputs(
         outputs=[
             p.RequestOutput(
@@ -177,7 +181,8 @@ SAMPLES: list[p.Message] = [
     ),
     p.StepPlan(
         step_id=17,
-        kv_ops=[p.KvOp(kind=p.KvOpKind.RESTORE, seq_id=2, pos=363, src_seq_id=0, entry_id=12, n_discard=7)],
+        kv_ops=[p.KvOp(kind=p.KvOpKind.SAVE_FILE, seq_id=2, pos=363, src_seq_id=0, entry_id=12, n_discard=7,
+                       path="/var/slots/chat.bin", tokens=[2, 105])],
         starts=[p.SeqStart(seq_id=2, sampling=SAMPLING, logprobs=0, history=[42, 9], prompt_logprobs=3,
                            penalty_context=[105, 2364])],
         ends=[5],
@@ -193,6 +198,8 @@ SAMPLES: list[p.Message] = [
         prompt_logprobs=[p.PromptLogprobs(seq_id=2, logprobs=[LOGPROB])],
         failures=[p.SeqFailure(seq_id=3, error=p.EngineError(code=p.ErrorCode.INVALID_REQUEST, message="bad grammar"))],
         no_kv_room=True,
+        slot_files=[p.SlotFileResult(seq_id=2, n_bytes=4096, ms=1.5, tokens=[2, 105],
+                                     error=p.EngineError(code=p.ErrorCode.NOT_FOUND, message="no slot file"))],
     ),
     p.EmbedRequest(request_id="embd-1", inputs=[[2, 105], [2, 9, 7]]),
     p.EmbedPlan(step_id=18, items=[p.EmbedItem(seq_id=1, token_ids=[2, 105])]),

@@ -23,6 +23,7 @@ from ipc.protocol import (
     Sample,
     SamplingParams,
     SeqFailure,
+    SlotFileResult,
     StepPlan,
     StepResult,
     TokenLogprob,
@@ -60,6 +61,7 @@ class FakeExecutor:
         self.next_cell = 0
         self.no_room = 0  # batches refused for lack of cells
         self.host: dict[int, list[int]] = {}  # --cache-ram entries: their tokens
+        self.files: dict[str, list[int]] = {}  # slot files (--slot-save-path): their tokens
         self.samplers: set[int] = set()
         self.plans: list[StepPlan] = []
 
@@ -71,8 +73,24 @@ class FakeExecutor:
         self.plans.append(plan)
         for seq in plan.ends:
             self.samplers.discard(seq)
+        files = []
         for op in plan.kv_ops:
-            if op.kind == KvOpKind.SAVE:
+            if op.kind == KvOpKind.SAVE_FILE:
+                assert op.tokens == self.kv[op.seq_id], "a save names the tokens the sequence holds"
+                self.files[op.path] = list(op.tokens)
+                files.append(SlotFileResult(op.seq_id, 100 * len(op.tokens)))
+            elif op.kind == KvOpKind.LOAD_FILE:
+                assert not self.kv[op.seq_id], "a load goes into an emptied sequence"
+                tokens = self.files.get(op.path)
+                if tokens is None:
+                    files.append(SlotFileResult(op.seq_id, error=EngineError(ErrorCode.NOT_FOUND, "no such file")))
+                    continue
+                assert len(tokens) <= op.pos and self.cells_used + len(tokens) <= self.n_ctx
+                self.kv[op.seq_id] = list(tokens)
+                self.cells[op.seq_id] = list(range(self.next_cell, self.next_cell + len(tokens)))
+                self.next_cell += len(tokens)
+                files.append(SlotFileResult(op.seq_id, 100 * len(tokens), tokens=list(tokens)))
+            elif op.kind == KvOpKind.SAVE:
                 self.host[op.entry_id] = list(self.kv[op.seq_id])
             elif op.kind == KvOpKind.DROP:
                 del self.host[op.entry_id]
@@ -115,7 +133,7 @@ class FakeExecutor:
                 samples.append(Sample(item.seq_id, 7 + len(self.kv[item.seq_id]) % 50))
         pos_min = [0 if kv else -1 for kv in self.kv]
         return StepResult(
-            plan.step_id, self.id, samples, pos_min, 0.01, prompt_logprobs=prompt_logprobs
+            plan.step_id, self.id, samples, pos_min, 0.01, prompt_logprobs=prompt_logprobs, slot_files=files
         )
 
 

@@ -19,6 +19,7 @@ from frontend.http.errors import ApiError, invalid
 from frontend.text.prompts import check_tokens
 from frontend.api.sampler_order import sampler_order
 from frontend.api.schemas import LogitBias, SamplingFields
+from frontend.structured.lazy import grammar_triggers
 from frontend.text.tokenizer import Tokenizer
 from ggserve.config import ServeConfig
 from ipc.protocol import AddRequest, EngineInfo, SamplingParams
@@ -42,8 +43,9 @@ def server_defaults(cfg: ServeConfig) -> SamplingParams:
 def sampling_params(req: SamplingFields, tokenizer: Tokenizer, defaults: SamplingParams, default_seed: int,
                     eog_ids: list[int], n_ctx_slot: int, grammar: str | None = None) -> SamplingParams:
     """The sampler settings of choice 0 (``with_seed_offset`` derives the others); ``grammar``
-    is the checked GBNF the output must follow; ``eog_ids`` are banned with ``ignore_eos``, as
-    llama-server does (an end-of-generation token that may not end the output is not sampled)."""
+    is the checked GBNF the output must follow (lazily with ``grammar_lazy``); ``eog_ids`` are
+    banned with ``ignore_eos``, as llama-server does (an end-of-generation token that may not end
+    the output is not sampled)."""
     given = {name: value for name in FROM_REQUEST if (value := getattr(req, name)) is not None}
     if given.get("repeat_last_n", defaults.repeat_last_n) == -1:  # -1: the whole context, as llama-server
         given["repeat_last_n"] = n_ctx_slot
@@ -55,8 +57,10 @@ def sampling_params(req: SamplingFields, tokenizer: Tokenizer, defaults: Samplin
     if req.ignore_eos:
         bias += [(t, -math.inf) for t in eog_ids]
     seed = default_seed if req.seed is None else req.seed
+    triggers = grammar_triggers(req, tokenizer)  # checked even without a grammar to trigger
     return msgspec.structs.replace(defaults, **given, logit_bias=bias,
-                                   seed=None if seed < 0 else seed & _SEED_MASK, grammar=grammar)
+                                   seed=None if seed < 0 else seed & _SEED_MASK, grammar=grammar,
+                                   grammar_triggers=triggers if grammar is not None else None)
 
 
 def with_seed_offset(params: SamplingParams, offset: int) -> SamplingParams:

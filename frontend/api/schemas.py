@@ -48,6 +48,14 @@ Bias = float | bool
 LogitBias = dict[str, Bias] | list[tuple[int | str, Bias]]
 
 
+class GrammarTrigger(msgspec.Struct, kw_only=True):
+    """llama-server's lazy grammar trigger (frontend.structured.lazy)."""
+
+    type: int | str  # 0 token, 1 word, 2 pattern, 3 pattern_full, or those names
+    value: str
+    token: int | None = None  # type token: its id
+
+
 class SamplingFields(msgspec.Struct, kw_only=True):
     """Generation parameters shared by /v1/chat/completions, /v1/completions and /completion.
 
@@ -116,6 +124,10 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     grammar: str | None = None
     json_schema: dict[str, Any] | bool | None = None
     response_format: ResponseFormat | None = None
+    # lazy grammar (llama-server's): the grammar applies from a trigger on (frontend.structured.lazy)
+    grammar_lazy: bool = False
+    grammar_triggers: Annotated[list[GrammarTrigger], msgspec.Meta(max_length=64)] | None = None
+    preserved_tokens: Annotated[list[str], msgspec.Meta(max_length=256)] | None = None
 
     def __post_init__(self) -> None:
         if self.n_cmpl is not None:  # llama-server reads n_cmpl first, n as its fallback

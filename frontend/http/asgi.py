@@ -6,6 +6,7 @@ No web framework: the app (``frontend.app``) routes, and handlers take a ``Reque
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -68,15 +69,20 @@ def error_response(exc: ApiError, body: ErrorBody = ApiError.body) -> Response:
     return Response(body(exc), exc.status, headers=list(exc.headers))
 
 
-async def read_body(receive: Any, headers: dict[str, str], max_size: int) -> bytes:
-    """The whole request body; 413 once it is known to exceed ``max_size`` bytes."""
+async def read_body(receive: Any, headers: dict[str, str], max_size: int, timeout_s: float) -> bytes:
+    """The whole request body; 413 once it is known to exceed ``max_size`` bytes, 408 when no
+    part of it arrives for ``timeout_s`` seconds (--timeout, llama-server's read timeout)."""
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_size:
         raise _too_large(int(declared), max_size)
     chunks: list[bytes] = []
     size = 0
     while True:
-        message = await receive()
+        try:
+            async with asyncio.timeout(timeout_s):
+                message = await receive()
+        except TimeoutError:
+            raise ApiError(408, f"the request body stopped arriving for {timeout_s:g} s (--timeout)") from None
         if message["type"] == "http.disconnect":
             raise ConnectionResetError("client went away while sending the body")
         chunk = message.get("body", b"")

@@ -12,6 +12,7 @@ import msgspec
 
 from frontend.text.chat_template import ChatTemplate, ChatTemplateError
 from frontend.api.sampling import server_defaults
+from frontend.structured.lazy import triggers_json
 from ggserve.config import ServeConfig
 from ipc.protocol import EngineInfo, SamplingParams, SlotState
 
@@ -24,6 +25,7 @@ def generation_params(sampling: SamplingParams, n_predict: int, ignore_eos: bool
     """llama-server's ``params`` object: every sampler setting, named as the API names it."""
     params = {name: value for name, value in msgspec.structs.asdict(sampling).items() if name not in _NOT_PARAMS}
     params["seed"] = _RANDOM_SEED if sampling.seed is None else sampling.seed
+    params.update(triggers_json(sampling.grammar_triggers))
     return params | {"max_tokens": n_predict, "n_predict": n_predict, "ignore_eos": ignore_eos, "n_probs": n_probs}
 
 

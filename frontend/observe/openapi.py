@@ -36,6 +36,7 @@ class Operation:
     content_type: str = "application/json"
     loading_status: bool = False  # answers 503 with its own body while not serving (/health)
     error: type = ErrorResponse  # the error body's Struct (Anthropic's routes have their own)
+    parameters: tuple[dict[str, Any], ...] = ()  # OpenAPI parameter objects (path and query)
 
 
 class DocumentedRoute(Protocol):
@@ -73,8 +74,8 @@ def document(routes: Mapping[str, Mapping[str, DocumentedRoute]], api_keys: bool
 def _operation(path: str, method: str, op: Operation, refs: dict[type, Any], needs_key: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"summary": op.summary,
                            "operationId": f"{method.lower()}{path.replace('/', '_').replace('{', '').replace('}', '')}"}
-    if "{id}" in path:
-        out["parameters"] = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    if op.parameters:
+        out["parameters"] = list(op.parameters)
     if op.request is not None:
         out["requestBody"] = {"required": True, "content": {"application/json": {"schema": refs[op.request]}}}
     ok: dict[str, Any] = {op.content_type: {"schema": refs[op.response] if op.response else _FREE_FORM}}

@@ -37,6 +37,7 @@ from frontend.api.schemas import (
 from frontend.state import Frontend
 from frontend.timings import progress_json
 from frontend.structured.constraints import output_grammar
+from frontend.structured.lazy import preserved_ids
 from ipc.protocol import TokenLogprob
 
 
@@ -145,7 +146,8 @@ async def completions(fe: Frontend, req: Request) -> Response | StreamResponse:
                                fe.cache_defaults, prompt_logprobs)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
-                     time_limit_s=time_limit_s(body), n_indent=body.n_indent, trace=req.trace)
+                     preserved_ids(fe.tokenizer, body.preserved_tokens), time_limit_s(body), body.n_indent,
+                     trace=req.trace)
     echoes = [p.text if body.echo else "" for p in prompts for _ in range(body.n)]
     completion_id, created = f"cmpl-{req.id}", int(time.time())
     if body.stream:

@@ -42,6 +42,7 @@ from frontend.api.sampling import (
 from frontend.api.schemas import MAX_CHOICES, NativeCompletionRequest
 from frontend.state import Frontend
 from frontend.structured.constraints import output_grammar
+from frontend.structured.lazy import preserved_ids, triggers_json
 from frontend.timings import Timings, make_timings, progress_json
 from frontend.text.tokenizer import Tokenizer
 from ipc.protocol import SamplingParams
@@ -174,6 +175,7 @@ def _generation_settings(body: NativeCompletionRequest, sampling: SamplingParams
         n_keep=cache.n_keep if body.n_keep is None else body.n_keep,
         n_discard=body.n_discard,
         n_cache_reuse=cache.n_cache_reuse if body.n_cache_reuse is None else body.n_cache_reuse,
+        **triggers_json(sampling.grammar_triggers),
     )
     return settings
 
@@ -259,7 +261,8 @@ async def _run(fe: Frontend, req: Request, body: NativeCompletionRequest,
                                fe.cache_defaults)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
-                     time_limit_s=time_limit_s(body), n_indent=body.n_indent, trace=req.trace)
+                     preserved_ids(fe.tokenizer, body.preserved_tokens), time_limit_s(body), body.n_indent,
+                     trace=req.trace)
     call = _Call(fe, body, prompts, gen, sampling, limit, logprobs)
     if body.stream:
         return StreamResponse(_events(call))

@@ -29,6 +29,8 @@ from frontend.state import Frontend
 
 Items = list[dict[str, Any]]
 
+PARAMETERS = ({"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},)  # /openapi.json
+
 
 def _decode_item(raw: dict[str, Any], param: str) -> api.InputItem:
     kind = raw.get("type", "message")
