@@ -291,9 +291,9 @@ def test_llama_server_names_and_samplers(tokenizer: Tokenizer):
 
 
 def test_unsupported_llama_server_fields_are_refused_unless_neutral():
-    refuse_unsupported(b'{"prompt": "x", "lora": [], "n_cache_reuse": 0, "verbose": false, "n_indent": null}',
+    refuse_unsupported(b'{"prompt": "x", "backend_sampling": false, "verbose": false, "n_indent": null}',
                        NativeCompletionRequest)
-    for body, field in [(b'{"lora": [{"id": 0, "scale": 1}]}', "lora"), (b'{"grammar_lazy": true}', "grammar_lazy"),
+    for body, field in [(b'{"backend_sampling": true}', "backend_sampling"), (b'{"chat_parser": "x"}', "chat_parser"),
                         (b'{"verbose": true}', "verbose"), (b'{"messages": [], "echo": true}', "echo")]:
         with pytest.raises(ApiError) as info:
             refuse_unsupported(body, ChatCompletionRequest)
