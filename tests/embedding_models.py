@@ -9,7 +9,7 @@ reference forward pass to check ggserve's vectors against.
   ``cls.output``) on MiniLM's vocabulary: it proves the rerank plumbing, not relevance.
 - ``BertReference``: the same BERT in numpy, from the same weights (mean pooling or rank head).
 
-Both files are written once into the test cache (``$XDG_CACHE_HOME/ggserve/test-models``).
+Both files are written once into the test cache (``tiny_models.cache_dir``).
 """
 
 from __future__ import annotations
@@ -22,15 +22,9 @@ from pathlib import Path
 
 import gguf
 import numpy as np
+from tiny_models import cache_dir
 
 EPS = 1e-12  # MiniLM's layer_norm_eps (the tiny reranker uses it too)
-
-
-def cache_dir() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    path = base / "ggserve" / "test-models"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 @functools.cache
