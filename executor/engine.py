@@ -17,6 +17,7 @@ import llama_cpp
 from executor.batch import BatchError, NumpyBatch, item_problem
 from executor.host_cache import HostCache
 from executor.llama_log import LlamaLogCapture
+from executor.lora import LoraAdapters
 from executor.sampling import SequenceFailed, SeqSampler, logits_view, sample_rows, target_logprobs
 from ggserve.config import ServeConfig
 from ipc.protocol import (
@@ -120,6 +121,7 @@ class ModelEngine:
         self.batch = NumpyBatch(self.n_batch)
         self.samplers: dict[int, SeqSampler] = {}
         self.host_cache = HostCache(self.ctx)
+        self.lora = LoraAdapters(self.model, self.ctx, [lora.path for lora in cfg.lora], self._log_capture)
         self.info = self._describe(cfg)
         self._hang_file = os.environ.get(HANG_FILE_ENV, "")
         self._warm_up()
@@ -167,6 +169,7 @@ class ModelEngine:
             pid=os.getpid(),
             n_embd=llama_cpp.llama_model_n_embd(self.model),
             vocab_type=llama_cpp.llama_vocab_type(self.vocab),
+            lora_adapters=self.lora.info,
         )
 
     # ------------------------------------------------------------------ step
@@ -215,6 +218,8 @@ class ModelEngine:
         self._apply_kv_ops(plan, failures)
         for start in plan.starts:
             self._start(start, failures)
+        if plan.lora is not None:  # before anything can return: the scheduler counts it as done
+            self.lora.apply(plan.lora)
         items = self._runnable(plan.items, failures)
         if not items:
             return [], []

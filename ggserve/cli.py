@@ -9,14 +9,16 @@ import argparse
 import ipaddress
 import json
 import logging
+import math
 import signal
 import socket
 import sys
+from pathlib import Path
 
 from frontend.text.builtin_templates import builtin_names
 from frontend.http.errors import ApiError
 from frontend.api.sampler_order import sampler_order
-from ggserve.config import ServeConfig, cpu_has_amx
+from ggserve.config import LoraFile, ServeConfig, cpu_has_amx
 from ggserve.env_flags import apply_env_defaults
 from ggserve.launcher import ChildFailed, Launcher, StartInterrupted
 from ggserve.logs import FORMATS, setup_logging
@@ -44,6 +46,13 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help=f"a built-in chat template overriding the GGUF's: {', '.join(builtin_names())}")
     m.add_argument("--chat-template-kwargs", default="", help='JSON object of extra template variables, '
                    'e.g. \'{"enable_thinking": false}\'')
+    # Both flags add to one list, so adapter ids follow the command line's order (as llama-server's).
+    m.add_argument("--lora", dest="lora", action="extend", type=_lora_files, default=[], metavar="FNAME",
+                   help="LoRA adapter at scale 1 (repeatable, or comma-separated)")
+    m.add_argument("--lora-scaled", dest="lora", action="extend", type=_scaled_lora_files, metavar="FNAME:SCALE",
+                   help="LoRA adapter at this scale (repeatable, or comma-separated)")
+    m.add_argument("--lora-init-without-apply", action="store_true",
+                   help="load the LoRA adapters at scale 0 (set scales later with POST /lora-adapters)")
     e = p.add_argument_group("engine")
     e.add_argument("-np", "--parallel", dest="n_parallel", type=int, default=d.n_parallel, help="slots per executor")
     e.add_argument("-c", "--ctx-size", type=int, default=d.ctx_size, help="KV cells per executor, one pool for its slots")
@@ -139,6 +148,34 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     o.add_argument("--log-format", default=d.log_format, choices=FORMATS, help="json: one JSON object per line")
     o.add_argument("--log-file", default="", help="append the logs of every process to this file (default: stderr)")
     return p
+
+
+def _lora_files(value: str) -> list[LoraFile]:
+    return [LoraFile(path) for path in value.split(",") if path]
+
+
+def _scaled_lora_files(value: str) -> list[LoraFile]:
+    files = []
+    for item in (item for item in value.split(",") if item):
+        path, _, scale = item.rpartition(":")
+        try:
+            files.append(LoraFile(path, float(scale)))
+        except ValueError:
+            path = ""
+        if not path or not math.isfinite(files[-1].scale):
+            raise argparse.ArgumentTypeError(f"{item!r}: expected FNAME:SCALE")
+    return files
+
+
+def _lora_paths(files: list[LoraFile]) -> list[LoraFile]:
+    """The adapters with absolute paths (the executors load them); a missing file is a usage error."""
+    resolved = []
+    for lora in files:
+        path = Path(lora.path).expanduser()
+        if not path.is_file():
+            raise UsageError(f"ggserve: LoRA adapter file not found: {path}")
+        resolved.append(LoraFile(str(path.resolve()), lora.scale))
+    return resolved
 
 
 # llama-server's sampling flags: (flags, SamplingParams field, type, help).
@@ -256,6 +293,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         chat_template_kwargs=_chat_template_kwargs(args.chat_template_kwargs),
         cors_origins=[o.strip() for o in args.cors_origins.split(",") if o.strip()],
         api_prefix=_api_prefix(args.api_prefix),
+        lora=_lora_paths(args.lora),
     )
     return ServeConfig(**fields)
 

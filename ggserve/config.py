@@ -15,6 +15,13 @@ import msgspec
 from ipc.transport import CurveKeys
 
 
+class LoraFile(msgspec.Struct):
+    """A LoRA adapter given at start (--lora FILE, --lora-scaled FILE:SCALE)."""
+
+    path: str
+    scale: float = 1.0  # its global scale at start
+
+
 class ServeConfig(msgspec.Struct, kw_only=True):
     # model
     model: str  # path of the .gguf
@@ -22,6 +29,8 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     chat_template_file: str = ""
     chat_template: str = ""  # --chat-template: a built-in template by name (frontend.text.builtin_templates)
     chat_template_kwargs: dict[str, Any] = {}  # --chat-template-kwargs: extra template variables
+    lora: list[LoraFile] = []  # LoRA adapters every executor loads; their ids are their indexes here
+    lora_init_without_apply: bool = False  # --lora-init-without-apply: every global scale starts at 0
     # engine layout (llama-server flag names in comments)
     n_parallel: int = 4  # -np: slots per executor
     ctx_size: int = 4096  # -c: KV cells per executor, one pool shared by its slots
@@ -79,6 +88,11 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     @property
     def model_alias(self) -> str:
         return self.alias or Path(self.model).name
+
+    @property
+    def lora_scales(self) -> list[float]:
+        """The global scale of each LoRA adapter at start."""
+        return [0.0 if self.lora_init_without_apply else lora.scale for lora in self.lora]
 
     @property
     def n_threads(self) -> int:

@@ -2,7 +2,7 @@
 
 Reading this module explains the system:
 
-    frontend --AddRequest/Abort/Hello/Heartbeat/StatsRequest--> scheduler
+    frontend --AddRequest/Abort/Hello/Heartbeat/StatsRequest/SetLoraScales--> scheduler
     frontend <--RequestOutputs/EngineInfo/EngineStatus/EngineStats-- scheduler
     scheduler --StepPlan/Shutdown--> executor
     scheduler <--ExecutorReady/StepResult/ExecutorError-- executor
@@ -136,6 +136,22 @@ class SamplingParams(_Part):
     reasoning_budget: ReasoningBudget | None = None
 
 
+class LoraScale(_Part):
+    """The scale of one LoRA adapter; ``id`` is its index in the order the adapters were given at
+    start (--lora / --lora-scaled), as GET /lora-adapters numbers them."""
+
+    id: int
+    scale: float
+
+
+class LoraAdapterInfo(_Part):
+    """A LoRA adapter an executor loaded, with llama-server's metadata of it."""
+
+    path: str
+    task_name: str = ""  # adapter.lora.task_name
+    prompt_prefix: str = ""  # adapter.lora.prompt_prefix
+
+
 class TokenLogprob(_Part):
     """Log-probability of the chosen token and the ``top`` most likely alternatives."""
 
@@ -180,12 +196,23 @@ class AddRequest(_Msg):
     # Run on this slot (executor_id * n_slots + slot index, as /slots numbers them), waiting for
     # it to be free; -1: wherever the policy places it (llama-server's id_slot).
     id_slot: int = -1
+    # LoRA adapters (llama-server's per-request ``lora``): None runs with the global scales (POST
+    # /lora-adapters); a list runs these adapters at these scales and every other one at 0.
+    lora: list[LoraScale] | None = None
 
 
 class Abort(_Msg):
     """Stop a request (client gone, stop string matched). Its slot is freed in the same step."""
 
     request_ids: list[str]
+
+
+class SetLoraScales(_Msg):
+    """POST /lora-adapters: the global scales of the LoRA adapters (those not listed: 0), used by
+    every later request that names none. The frontend then asks for EngineStats, whose answer
+    confirms the change (the scheduler reads one peer's messages in order)."""
+
+    scales: list[LoraScale]
 
 
 class Hello(_Msg):
@@ -256,6 +283,7 @@ class ExecutorInfo(_Part):
     pid: int = 0  # the executor process: tells a restarted executor from its predecessor
     n_embd: int = 0  # embedding width (llama-server's /v1/models meta)
     vocab_type: int = 0  # llama_vocab_type: 1 SPM, 2 BPE, 3 WPM, 4 UGM, 5 RWKV
+    lora_adapters: list[LoraAdapterInfo] = []  # in id order (--lora / --lora-scaled)
 
 
 class EngineInfo(_Msg):
@@ -343,6 +371,7 @@ class EngineStats(_Msg):
     restarts: list[ChildRestarts] = []  # as the launcher counts them
     started_at: float = 0.0  # unix time the scheduler started
     preemptions_total: int = 0  # requests preempted for KV room (recomputed later)
+    lora_scales: list[float] = []  # the global scale of each LoRA adapter, by id (GET /lora-adapters)
 
 
 # ----------------------------------------------------------------------------- scheduler <-> executor
@@ -399,6 +428,9 @@ class StepPlan(_Msg):
     starts: list[SeqStart] = []
     ends: list[int] = []  # seq ids whose sampler chains are freed (before kv_ops)
     items: list[BatchItem] = []
+    # Set the context's LoRA adapters to these (every other one at 0) before the decode: a step
+    # runs one adapter set. None: the set of the previous step (sent only when it changes).
+    lora: list[LoraScale] | None = None
 
 
 class Sample(_Part):
@@ -494,6 +526,7 @@ Message = Union[
     Hello,
     Heartbeat,
     StatsRequest,
+    SetLoraScales,
     RequestOutputs,
     EngineInfo,
     EngineStatus,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
+from scheduler.lora import NO_LORA, LoraKey
 from scheduler.request import Request
 
 
@@ -32,6 +33,7 @@ class Slot:
     # cells it writes next: copied prefixes share cells, counted once (see scheduler.kv).
     segments: list[list[int]] = field(default_factory=list)
     origin: int = field(default_factory=new_origin)
+    lora: LoraKey = NO_LORA  # the adapter set ``tokens`` were computed with
 
     @property
     def busy(self) -> bool:
