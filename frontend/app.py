@@ -31,7 +31,7 @@ from frontend.http.errors import ApiError
 from frontend.http.asgi import Headers, Request, Response, StreamResponse, error_response, read_body
 from frontend.observe.openapi import Operation
 from frontend.http.cors import Cors
-from frontend.routes import chat, completions, native, server, tokens, webui
+from frontend.routes import chat, completions, lora, native, server, tokens, webui
 from frontend.api.schemas import (
     ApplyTemplateResponse,
     ChatCompletion,
@@ -42,6 +42,9 @@ from frontend.api.schemas import (
     DetokenizeRequest,
     DetokenizeResponse,
     HealthStatus,
+    LoraAdapter,
+    LoraApplied,
+    LoraField,
     ModelList,
     NativeCompletionRequest,
     TokenizeRequest,
@@ -102,6 +105,12 @@ def build_routes(metrics_no_auth: bool) -> dict[str, dict[str, Route]]:
             "POST": Route(server.set_props, Operation("Change server properties (with --props)")),
         },
         "/slots": {"GET": Route(server.slots, Operation("Slot states (llama-server's /slots)"))},
+        "/lora-adapters": {
+            "GET": Route(lora.get_adapters, Operation(
+                "LoRA adapters and their global scales (llama-server's)", response=list[LoraAdapter])),
+            "POST": Route(lora.set_adapters, Operation(
+                "Set the global LoRA scales; adapters not listed go to 0", list[LoraField], LoraApplied)),
+        },
         "/metrics": {"GET": Route(server.metrics_text, Operation(
             "Prometheus metrics (with --metrics)", content_type=metrics.CONTENT_TYPE.decode()),
             auth=not metrics_no_auth)},

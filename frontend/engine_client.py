@@ -36,9 +36,11 @@ from ipc.protocol import (
     FinishReason,
     Heartbeat,
     Hello,
+    LoraScale,
     Message,
     RequestOutput,
     RequestOutputs,
+    SetLoraScales,
     StatsRequest,
 )
 from ipc.transport import CurveKeys
@@ -133,6 +135,13 @@ class EngineClient:
                 return await waiter
         finally:
             self._stats_waiters.pop(token, None)
+
+    async def lora_scales(self, change: list[LoraScale] | None, timeout_s: float = 5.0) -> EngineStats:
+        """Set the global LoRA scales (``change``; None: leave them) and return the counters, whose
+        ``lora_scales`` then hold the change: the scheduler reads this socket's messages in order."""
+        if change is not None:
+            self._send(SetLoraScales(change))
+        return await self.stats(timeout_s)
 
     def _send(self, msg: Message) -> None:
         assert self._sock is not None, "EngineClient.start() first"

@@ -269,9 +269,9 @@ def test_llama_server_names_and_samplers(tokenizer: Tokenizer):
 
 
 def test_unsupported_llama_server_fields_are_refused_unless_neutral():
-    refuse_unsupported(b'{"prompt": "x", "lora": [], "n_keep": -1, "verbose": false, "n_indent": null}',
+    refuse_unsupported(b'{"prompt": "x", "n_cache_reuse": 0, "n_keep": -1, "verbose": false, "n_indent": null}',
                        NativeCompletionRequest)
-    for body, field in [(b'{"lora": [{"id": 0, "scale": 1}]}', "lora"), (b'{"n_keep": 5}', "n_keep"),
+    for body, field in [(b'{"n_cache_reuse": 64}', "n_cache_reuse"), (b'{"n_keep": 5}', "n_keep"),
                         (b'{"verbose": true}', "verbose"), (b'{"messages": [], "echo": true}', "echo")]:
         with pytest.raises(ApiError) as info:
             refuse_unsupported(body, ChatCompletionRequest)

@@ -36,7 +36,6 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "n_keep": (_at_most(0), "there is no context shift: a request never outgrows its slot"),
     "n_discard": (_falsy, "there is no context shift: a request never outgrows its slot"),
     "n_cache_reuse": (_falsy, "KV shifting reuse is not implemented; the prefix cache reuses shared prefixes"),
-    "lora": (_falsy, "LoRA adapters are not supported"),
     "backend_sampling": (_falsy, "backend sampling is not supported"),
     "grammar_lazy": (_falsy, "lazy grammars are not supported"),
     "grammar_triggers": (_falsy, "grammar triggers are not supported"),

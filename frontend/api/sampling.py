@@ -20,7 +20,7 @@ from frontend.api.sampler_order import sampler_order
 from frontend.api.schemas import LogitBias, SamplingFields
 from frontend.text.tokenizer import Tokenizer
 from ggserve.config import ServeConfig
-from ipc.protocol import AddRequest, EngineInfo, SamplingParams
+from ipc.protocol import AddRequest, EngineInfo, LoraScale, SamplingParams
 
 # llama-server's defaults for whatever a request leaves out.
 DEFAULTS = SamplingParams(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05)
@@ -144,8 +144,10 @@ def check_context(n_prompt: int, max_new: int, n_ctx_slot: int) -> None:
 
 
 def engine_requests(request_id: str, prompts: list[list[int]], n: int, req: SamplingFields, sampling: SamplingParams,
-                    max_new: int, logprobs: int, prompt_logprobs: int = -1) -> list[AddRequest]:
-    """One AddRequest per (prompt, choice); ids are ``<request_id>-<index>``."""
+                    max_new: int, logprobs: int, prompt_logprobs: int = -1,
+                    lora: list[LoraScale] | None = None) -> list[AddRequest]:
+    """One AddRequest per (prompt, choice); ids are ``<request_id>-<index>``; ``lora``: the
+    adapter scales of frontend.api.lora.request_lora."""
     now = time.time()
     return [
         AddRequest(
@@ -160,6 +162,7 @@ def engine_requests(request_id: str, prompts: list[list[int]], n: int, req: Samp
             prompt_logprobs=prompt_logprobs,
             return_progress=req.return_progress and req.stream,
             id_slot=req.id_slot,
+            lora=lora,
         )
         for p, prompt in enumerate(prompts)
         for i in range(n)

@@ -14,6 +14,7 @@ from frontend.http.errors import invalid
 from frontend.generation import ChoiceDelta, Generation, TokenText, collect
 from frontend.http.asgi import Request, Response, StreamResponse, json_response
 from frontend.api.llama_fields import refuse_unsupported
+from frontend.api.lora import request_lora
 from frontend.api.sampling import (
     check_context,
     check_slot,
@@ -225,7 +226,8 @@ async def chat_completions(fe: Frontend, req: Request) -> Response | StreamRespo
         sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids, info.n_ctx_slot, grammar),
         reasoning_budget=_budget(fe, body, plan),
     )
-    requests = engine_requests(req.id, [prompt], body.n, body, sampling, limit, logprobs)
+    requests = engine_requests(req.id, [prompt], body.n, body, sampling, limit, logprobs,
+                               lora=request_lora(body, info))
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
                      fe.tokenizer.marker_tokens(markers), time_limit_s(body), body.n_indent, trace=req.trace)

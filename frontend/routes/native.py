@@ -27,6 +27,7 @@ from frontend.http.errors import ApiError, invalid
 from frontend.generation import Choice, ChoiceDelta, Generation, TokenText, collect
 from frontend.http.asgi import Request, Response, StreamResponse, json_response
 from frontend.api.llama_fields import refuse_unsupported
+from frontend.api.lora import request_lora
 from frontend.text.prompts import Prompt, check_tokens, completion_prompts
 from frontend.routes.tokens import tokenize_mixed
 from frontend.api.sampling import (
@@ -249,7 +250,8 @@ async def _run(fe: Frontend, req: Request, body: NativeCompletionRequest,
     sampling = sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids,
                                info.n_ctx_slot, grammar)
     sampling = msgspec.structs.replace(sampling, post_sampling_probs=body.post_sampling_probs)
-    requests = engine_requests(req.id, [p.token_ids for p in prompts], body.n, body, sampling, limit, logprobs)
+    requests = engine_requests(req.id, [p.token_ids for p in prompts], body.n, body, sampling, limit, logprobs,
+                               lora=request_lora(body, info))
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
                      time_limit_s=time_limit_s(body), n_indent=body.n_indent, trace=req.trace)
