@@ -6,9 +6,9 @@ never hands one set's KV to another.
 The model is a base model and the adapters are random: nothing here asserts what it says. Runs
 compared as "the same function" evaluate their whole prompt (cache_prompt off), so they have the
 same batch shapes: with an adapter, a reused prefix (the prompt's last token evaluated alone)
-moves the first token's log-probabilities by up to ~1 nat here, float rounding amplified by
-llama.cpp's 8-bit activation quantization (without an adapter these shapes happen to be
-bit-identical).
+moves the log-probabilities a little (float rounding of the adapter's matrix products, likely
+amplified by llama.cpp's 8-bit activation quantization), while without one these shapes happen
+to be bit-identical.
 """
 
 from __future__ import annotations
@@ -22,12 +22,13 @@ from ipc.protocol import ErrorCode, FinishReason, LoraScale, SetLoraScales
 from ipc.transport import send
 
 PROMPTS = ["The capital of France is", "def fibonacci(n):"]
-N_TOKENS = 9
+N_TOKENS = 6
 LOGPROB_TOL = 0.05  # same prompt, same batch shapes, other KV cells
 # Largest solo top-2 gap at which an adapted request in another batch shape may pick the
-# runner-up: test_engine's TIE_GAP is 0.5 for the plain model; with the test adapter one
-# position's log-probabilities moved by up to 1.4 nats between shapes (1.1 at a split seen here).
-LORA_TIE_GAP = 1.5
+# runner-up: test_engine's TIE_GAP (0.5) leaves the plain model's rounding room; the test adapter
+# adds its own (one position moved by 0.3 nats between shapes in a probe), while a step run with
+# the wrong adapters moves the top candidates by several nats.
+LORA_TIE_GAP = 1.0
 A_ONLY = [LoraScale(0, 1.0)]
 B_ONLY = [LoraScale(1, 1.0)]
 NONE = [LoraScale(0, 0.0)]  # every adapter at 0
