@@ -78,6 +78,11 @@ def test_a_requests_lora_changes_its_answer(server, path, body):
     assert _top(server, path, OFF, **body) == _top(server, path, OFF, **body)  # deterministic
 
 
+def test_generation_settings_show_the_requests_lora(server):
+    r = httpx.post(f"{server.base_url}/completion", timeout=60, json={"prompt": "Hi", "n_predict": 1, "lora": ON})
+    assert r.status_code == 200 and r.json()["generation_settings"]["lora"] == ON, r.text
+
+
 @pytest.mark.parametrize("lora, param", [
     ([{"id": 2, "scale": 1.0}], "lora"),
     ([{"id": -1, "scale": 1.0}], "lora"),

@@ -169,6 +169,7 @@ def _generation_settings(body: NativeCompletionRequest, sampling: SamplingParams
         ignore_eos=body.ignore_eos,
         timings_per_token=body.timings_per_token,
         cache_prompt=body.cache_prompt,
+        lora=[{"id": entry.id, "scale": entry.scale} for entry in body.lora or []],  # the request's own
     )
     return settings
 
