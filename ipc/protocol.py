@@ -2,7 +2,7 @@
 
 Reading this module explains the system:
 
-    frontend --AddRequest/EmbedRequest/Abort/Hello/Heartbeat/StatsRequest/SlotAction--> scheduler
+    frontend --AddRequest/EmbedRequest/Abort/Hello/Heartbeat/StatsRequest/SlotAction/SetLoraScales--> scheduler
     frontend <--RequestOutputs/EngineInfo/EngineStatus/EngineStats/SlotActionDone-- scheduler
     scheduler --StepPlan/EmbedPlan/Shutdown--> executor
     scheduler <--ExecutorReady/StepResult/EmbedResult/ExecutorError-- executor
@@ -160,6 +160,22 @@ class SamplingParams(_Part):
     reasoning_budget: ReasoningBudget | None = None
 
 
+class LoraScale(_Part):
+    """The scale of one LoRA adapter; ``id`` is its index in the order the adapters were given at
+    start (--lora / --lora-scaled), as GET /lora-adapters numbers them."""
+
+    id: int
+    scale: float
+
+
+class LoraAdapterInfo(_Part):
+    """A LoRA adapter an executor loaded, with llama-server's metadata of it."""
+
+    path: str
+    task_name: str = ""  # adapter.lora.task_name
+    prompt_prefix: str = ""  # adapter.lora.prompt_prefix
+
+
 class TokenLogprob(_Part):
     """Log-probability of the chosen token and the ``top`` most likely alternatives."""
 
@@ -223,12 +239,23 @@ class EmbedRequest(_Msg):
 
     request_id: str
     inputs: list[list[int]]  # token ids, each run whole in one decode (never truncated)
+    # LoRA adapters (llama-server's per-request ``lora``): None runs with the global scales (POST
+    # /lora-adapters); a list runs these adapters at these scales and every other one at 0.
+    lora: list[LoraScale] | None = None
 
 
 class Abort(_Msg):
     """Stop a request (client gone, stop string matched). Its slot is freed in the same step."""
 
     request_ids: list[str]
+
+
+class SetLoraScales(_Msg):
+    """POST /lora-adapters: the global scales of the LoRA adapters (those not listed: 0), used by
+    every later request that names none. The frontend then asks for EngineStats, whose answer
+    confirms the change (the scheduler reads one peer's messages in order)."""
+
+    scales: list[LoraScale]
 
 
 class Hello(_Msg):
@@ -304,6 +331,7 @@ class ExecutorInfo(_Part):
     # -1: a generation server; else an embedding server's llama_pooling_type (0 none, 1 mean,
     # 2 cls, 3 last, 4 rank): it runs EmbedPlans only.
     pooling: int = -1
+    lora_adapters: list[LoraAdapterInfo] = []  # in id order (--lora / --lora-scaled)
 
 
 class EngineInfo(_Msg):
@@ -394,6 +422,7 @@ class EngineStats(_Msg):
     restarts: list[ChildRestarts] = []  # as the launcher counts them
     started_at: float = 0.0  # unix time the scheduler started
     preemptions_total: int = 0  # requests preempted for KV room (recomputed later)
+    lora_scales: list[float] = []  # the global scale of each LoRA adapter, by id (GET /lora-adapters)
 
 
 class SlotActionKind(enum.IntEnum):
@@ -482,6 +511,9 @@ class StepPlan(_Msg):
     starts: list[SeqStart] = []
     ends: list[int] = []  # seq ids whose sampler chains are freed (before kv_ops)
     items: list[BatchItem] = []
+    # Set the context's LoRA adapters to these (every other one at 0) before the decode: a step
+    # runs one adapter set. None: the set of the previous step (sent only when it changes).
+    lora: list[LoraScale] | None = None
 
 
 class Sample(_Part):
@@ -617,6 +649,7 @@ Message = Union[
     StatsRequest,
     SlotAction,
     SlotActionDone,
+    SetLoraScales,
     RequestOutputs,
     EngineInfo,
     EngineStatus,
