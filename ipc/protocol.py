@@ -231,6 +231,9 @@ class AddRequest(_Msg):
     # Reuse chunks of at least this many tokens of a slot's cache past the shared prefix by
     # shifting their KV (llama-server's n_cache_reuse; models whose cache can shift); 0: off.
     n_cache_reuse: int = 0
+    # LoRA adapters (llama-server's per-request ``lora``): None runs with the global scales (POST
+    # /lora-adapters); a list runs these adapters at these scales and every other one at 0.
+    lora: list[LoraScale] | None = None
 
 
 class EmbedRequest(_Msg):
@@ -239,9 +242,6 @@ class EmbedRequest(_Msg):
 
     request_id: str
     inputs: list[list[int]]  # token ids, each run whole in one decode (never truncated)
-    # LoRA adapters (llama-server's per-request ``lora``): None runs with the global scales (POST
-    # /lora-adapters); a list runs these adapters at these scales and every other one at 0.
-    lora: list[LoraScale] | None = None
 
 
 class Abort(_Msg):

@@ -78,8 +78,7 @@ class SchedulerLoop:
         cache_ram_bytes = cfg.cache_ram * 2**20 if cfg.cache_ram > 0 else cfg.cache_ram
         self.core = Scheduler(
             cfg.executors, cfg.max_queue, cfg.prefix_cache, cfg.batch_size, cfg.ctx_per_request, cache_ram_bytes,
-            cfg.context_shift,
-            cfg.lora_scales,
+            cfg.context_shift, cfg.lora_scales,
         )
         self.hello_waiting: set[bytes] = set()  # peers to answer once every executor is ready
         self.peers: dict[bytes, float] = {}  # peers that said Hello -> last time heard from
