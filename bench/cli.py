@@ -1,9 +1,10 @@
-"""Command line of the benchmark: `ggserve bench [options]`, `ggserve bench compare [options]` and
-`ggserve bench soak [options]`.
+"""Command line of the benchmark: `ggserve bench [options]`, `ggserve bench compare [options]`,
+`ggserve bench soak [options]` and `ggserve bench embeddings [options]`.
 
 `main` parses the arguments, builds the workload and load plan, and hands them to the runner
-(one server at a URL), to `bench.compare` (servers started here one after another) or to
-`bench.soak` (a long run against one server, watching errors and memory).
+(one server at a URL), to `bench.compare` (servers started here one after another), to
+`bench.soak` (a long run against one server, watching errors and memory) or to
+`bench.embeddings` (inputs/s of embedding servers, ggserve against llama-server).
 """
 
 from __future__ import annotations
@@ -17,22 +18,25 @@ import signal
 import sys
 from pathlib import Path
 
-from bench import compare, report, soak, soak_report
+from bench import compare, embeddings, report, soak, soak_report
 from bench.llama_cpp_build import ensure_built
 from bench.machine import CpuMeter
 from bench.runner import Load, Plan, benchmark
+from bench.sampling import SAMPLING_MODES, Sampling
 from bench.stats import Slo, summarize
 from bench.tokenizer import TextMaker, Tokenizer
 from bench.workloads import (
     LengthDist,
     Session,
+    long_mix_sessions,
     multi_turn_sessions,
     random_sessions,
     shared_prefix_sessions,
 )
 from ggserve.config import cpu_has_amx
 
-WORKLOADS = ("random", "shared-prefix", "multi-turn")
+WORKLOADS = ("random", "shared-prefix", "multi-turn", "long-mix", "idle-conversations")
+IDLE_CONVERSATIONS = 64  # idle-conversations' default count: more histories than a KV cache holds
 SOAK_SERVER_ARGS = "-np 16 -c 8192"  # the slots and context of docs/benchmarks.md's runs
 
 
@@ -57,23 +61,53 @@ def _float_list(text: str) -> list[float]:
     return values
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise ValueError(f"want a fraction in (0, 1]: {text!r}")
+    return value
+
+
 def _add_workload_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("workload")
+    group = parser.add_argument_group(
+        "workload",
+        "random: one prompt per session. shared-prefix: prompts sharing their first tokens. "
+        "multi-turn: chats resending their history, one conversation after another per "
+        "client. long-mix: random prompts, --long-fraction of them --long-len tokens long; "
+        "TTFT and throughput reported for long and short requests apart. "
+        "idle-conversations: multi-turn chats (--num-prompts, default 64) sent round robin, "
+        "turn 1 of every chat, then turn 2 of every chat, ..., so each returns after the "
+        "others have pushed its history out of the KV cache; TTFT and cached tokens reported "
+        "for first and returning turns apart.")
     group.add_argument("--workload", choices=WORKLOADS, default="random")
+    group.add_argument("--sampling", choices=SAMPLING_MODES, default="greedy",
+                       help="greedy (temperature 0), or default: llama-server's default chain "
+                            "(temperature 0.8, top_k 40, top_p 0.95, min_p 0.05) with a seed "
+                            "per request from --seed, session and turn, the same for every "
+                            "server (default %(default)s)")
     group.add_argument("--input-len", type=LengthDist.parse, default=LengthDist(128, 128),
-                       metavar="N|LO:HI", help="prompt tokens (multi-turn: per user message)")
+                       metavar="N|LO:HI", help="prompt tokens (long-mix: of the short prompts; "
+                                               "chats: per user message)")
     group.add_argument("--output-len", type=LengthDist.parse, default=LengthDist(64, 64),
                        metavar="N|LO:HI", help="output tokens per request (exact: ignore_eos)")
     group.add_argument("--prefix-len", type=int, default=384,
                        help="shared-prefix: tokens of the prefix every request shares")
     group.add_argument("--suffix-len", type=LengthDist.parse, default=LengthDist(32, 32),
                        metavar="N|LO:HI", help="shared-prefix: distinct tokens after the prefix")
-    group.add_argument("--turns", type=int, default=4, help="multi-turn: user turns per chat")
+    group.add_argument("--long-len", type=int, default=3000,
+                       help="long-mix: tokens of the long prompts (default %(default)s)")
+    group.add_argument("--long-fraction", type=_fraction, default=0.125,
+                       help="long-mix: share of the sessions that are long, spread evenly "
+                            "(default %(default)s: 1 in 8)")
+    group.add_argument("--turns", type=int, default=4,
+                       help="multi-turn, idle-conversations: user turns per chat")
     group.add_argument("--system-len", type=int, default=64,
-                       help="multi-turn: tokens of each conversation's system message")
+                       help="multi-turn, idle-conversations: tokens of each conversation's "
+                            "system message")
     group.add_argument("--num-prompts", type=int, default=None,
-                       help="sessions per load level (default: max(8, 4 x concurrency), or 64 "
-                            "for a request rate)")
+                       help="sessions per load level (default: max(8, 4 x concurrency), 64 for "
+                            f"a request rate, {IDLE_CONVERSATIONS} conversations for "
+                            "idle-conversations)")
     group.add_argument("--warmup", type=int, default=1,
                        help="unmeasured random requests sent first")
     group.add_argument("--seed", type=int, default=0)
@@ -129,7 +163,15 @@ def compare_parser() -> argparse.ArgumentParser:
                              "is the one the ratios are about")
     parser.add_argument("-m", "--model-path", default=None, help="GGUF (default: Gemma 3 270M)")
     parser.add_argument("-np", "--parallel", type=int, default=16, help="slots")
-    parser.add_argument("-c", "--ctx-size", type=int, default=8192, help="KV cells in all")
+    parser.add_argument("-c", "--ctx-size", type=int, default=8192,
+                        help="KV cells in all. ggserve lets one request fill them all; "
+                             "llama-server gives each slot c / np unless --kvu, so a 3,000-token "
+                             "prompt at -np 16 needs --kvu (or -c 49152): a workload that does "
+                             "not fit is refused before anything runs")
+    parser.add_argument("--kvu", dest="unified_kv", action="store_true",
+                        help="llama-server with -kvu: one KV pool that any request may fill, "
+                             "ggserve's layout; the fair setting for long-mix and "
+                             "idle-conversations")
     parser.add_argument("-t", "--threads", type=int, default=2)
     parser.add_argument("-nr", "--no-repack", dest="repack", action="store_false", default=None,
                         help="llama.cpp weight repacking off in every server and the kernel "
@@ -138,7 +180,8 @@ def compare_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repack", dest="repack", action="store_true")
     parser.add_argument("--extra-args", action="append", default=[], metavar="SERVER=ARGS",
                         help="more command-line arguments for one server, e.g. "
-                             "'llama-server=-kvu'; repeatable")
+                             "'ggserve=--cache-ram 2048' and 'llama-server=--cache-ram 2048' "
+                             "(both have llama-server's --cache-ram); repeatable")
     parser.add_argument("--port", type=int, default=0, help="0: a free port")
     parser.add_argument("--startup-timeout", type=float, default=300.0)
     parser.add_argument("--quiet-cores", type=float, default=0.1,
@@ -217,7 +260,18 @@ def _loads(args: argparse.Namespace, default_concurrency: list[int]) -> list[Loa
 def _session_count(args: argparse.Namespace, load: Load) -> int:
     if args.num_prompts:
         return args.num_prompts
+    if args.workload == "idle-conversations":
+        return IDLE_CONVERSATIONS
     return max(8, 4 * int(load.value)) if load.mode == "concurrency" else 64
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """parse_args, and the combinations it cannot check alone."""
+    args = parser.parse_args(argv)
+    if args.workload == "idle-conversations" and args.request_rate:
+        parser.error("idle-conversations runs a closed loop: give --concurrency, not "
+                     "--request-rate")
+    return args
 
 
 def make_plan(args: argparse.Namespace, tokenizer_path: str,
@@ -234,13 +288,17 @@ def make_plan(args: argparse.Namespace, tokenizer_path: str,
         if args.workload == "shared-prefix":
             return shared_prefix_sessions(texts, rng, count, args.prefix_len, args.suffix_len,
                                           args.output_len)
+        if args.workload == "long-mix":
+            return long_mix_sessions(texts, rng, count, args.input_len, args.output_len,
+                                     args.long_len, args.long_fraction)
         return multi_turn_sessions(texts, rng, count, args.turns, args.system_len,
                                    args.input_len, args.output_len)
 
     warmup = random_sessions(texts, random.Random(f"{args.seed}:warmup"), args.warmup,
                              args.input_len, args.output_len)
     return Plan(_loads(args, default_concurrency), sessions_for, warmup, args.max_duration,
-                args.request_timeout, args.seed)
+                args.request_timeout, args.seed, Sampling(args.sampling, args.seed),
+                round_robin=args.workload == "idle-conversations")
 
 
 def _slo(args: argparse.Namespace) -> Slo:
@@ -248,24 +306,27 @@ def _slo(args: argparse.Namespace) -> Slo:
 
 
 def run_main(argv: list[str]) -> int:
-    args = run_parser().parse_args(argv)
+    args = _parse(run_parser(), argv)
     plan = make_plan(args, args.tokenizer or default_model_path(), [1, 4, 16, 64])
     meter = CpuMeter(os.getsid(args.server_pid) if args.server_pid else None)
     results = asyncio.run(benchmark(args.base_url, args.model, plan, args.exact_output, meter))
-    labels = {"server": args.label, "workload": args.workload}
+    labels = {"server": args.label, "workload": args.workload, "sampling": args.sampling}
     summaries = [labels | summarize(result, _slo(args)) for result in results]
     report.write_jsonl(args.output_dir / "results.jsonl", summaries)
     for result in results:
         run_labels = labels | {"mode": result.load.mode, "load": result.load.value}
         report.write_jsonl(args.output_dir / "requests.jsonl",
                            report.request_rows(result.records, run_labels))
-    report.save_plots(summaries, args.output_dir, f"{args.label}, {args.workload}")
+    report.save_plots(summaries, args.output_dir,
+                      f"{args.label}, {args.workload}, {args.sampling} sampling")
     sys.stdout.write(report.summary_table(summaries))
+    if groups := report.group_table(summaries, [args.label]):
+        sys.stdout.write(f"\nBy request group:\n\n{groups}")
     return 1 if any(s["errors"] for s in summaries) else 0
 
 
 def compare_main(argv: list[str]) -> int:
-    args = compare_parser().parse_args(argv)
+    args = _parse(compare_parser(), argv)
     if args.build_only:
         ensure_built()
         return 0
@@ -276,12 +337,14 @@ def compare_main(argv: list[str]) -> int:
         port=args.port,
         startup_timeout=args.startup_timeout, quiet_cores=args.quiet_cores,
         quiet_timeout=args.quiet_timeout, retries=args.retries,
-        extra_args=compare.parse_extra_args(args.extra_args))
+        extra_args=compare.parse_extra_args(args.extra_args), unified_kv=args.unified_kv)
     plan = make_plan(args, args.tokenizer or model_path, [1, 4, 16])
     servers = [name for name in args.servers.split(",") if name]
     unknown = set(servers) - set(compare.SERVERS)
     if unknown:
         raise SystemExit(f"unknown servers {sorted(unknown)}; known: {list(compare.SERVERS)}")
+    if problems := compare.context_problems(servers, setup, plan):
+        raise SystemExit("the workload does not fit:\n" + "\n".join(problems))
     return compare.compare_servers(servers, setup, plan, args.workload, _slo(args),
                                    args.output_dir, batched_bench=not args.no_batched_bench,
                                    input_len=args.input_len, output_len=args.output_len)
@@ -322,4 +385,6 @@ def main(argv: list[str] | None = None) -> int:
         return compare_main(argv[1:])
     if argv[:1] == ["soak"]:
         return soak_main(argv[1:])
+    if argv[:1] == ["embeddings"]:
+        return embeddings.main(argv[1:])
     return run_main(argv)

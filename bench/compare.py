@@ -11,6 +11,10 @@ waits for a quiet machine and is taken again when other processes disturbed it (
 Every request sets ignore_eos. llama-cpp-python's server ignores it (its min_tokens would pin the
 length, but through a Python logits processor that slows it by ~10%), so it is left as it is: the
 "short" column counts the requests that stopped early, if any.
+
+KV cells: ggserve lets one request fill all of -c; llama-server gives each slot -c / -np unless it
+runs with -kvu (one unified pool, ggserve's layout: ServerSetup.unified_kv). A workload whose
+longest request does not fit a server is refused before anything runs (context_problems).
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ class ServerSetup:
     port: int  # 0: pick a free one per server
     startup_timeout: float
     extra_args: Mapping[str, list[str]]  # server name -> more arguments
+    unified_kv: bool = False  # llama-server with -kvu: any one request may fill all of -c
     quiet_cores: float = 0.1  # run only when other processes use at most this many cores
     quiet_timeout: float = 600.0  # seconds to wait for that before going ahead anyway
     retries: int = 2  # runs of a load level again when other processes disturbed it
@@ -86,6 +91,7 @@ def server_command(name: str, setup: ServerSetup, port: int) -> list[str]:
         command = [str(ensure_built()["llama-server"]), "-m", model, "--host", "127.0.0.1",
                    "--port", str(port), "-np", str(slots), "-c", str(ctx), "-t", str(threads),
                    "--no-webui", _repack_flag(setup)]
+        command += ["-kvu"] if setup.unified_kv else []
     else:
         # interrupt_requests=False: by default a waiting request cuts the streaming one short.
         command = [sys.executable, "-m", "bench.llama_cpp_server", "--model", model,
@@ -99,6 +105,39 @@ def server_command(name: str, setup: ServerSetup, port: int) -> list[str]:
 def _repack_flag(setup: ServerSetup) -> str:
     """Explicit either way: ggserve's default depends on the CPU, llama.cpp's does not."""
     return "--repack" if setup.repack else "--no-repack"
+
+
+def llama_server_unified_kv(setup: ServerSetup) -> bool:
+    """Whether llama-server runs with one KV pool (--kvu here, or -kvu among its extra args)."""
+    args = setup.extra_args.get("llama-server", [])
+    return setup.unified_kv or "-kvu" in args or "--kv-unified" in args
+
+
+def request_capacity(name: str, setup: ServerSetup) -> int:
+    """KV cells one request may fill: -c / -np for llama-server without a unified KV pool, all
+    of -c otherwise (ggserve; llama-cpp-python's server has one sequence)."""
+    if name == "llama-server" and not llama_server_unified_kv(setup):
+        return setup.ctx_size // setup.parallel
+    return setup.ctx_size
+
+
+def context_problems(servers: Sequence[str], setup: ServerSetup, plan: Plan) -> list[str]:
+    """One line per server that cannot hold the plan's longest request (estimated with
+    Session.context_tokens), saying what would make it fit."""
+    longest = max(session.context_tokens for load in plan.loads
+                  for session in plan.sessions_for(load))
+    problems = []
+    for name in servers:
+        capacity = request_capacity(name, setup)
+        if capacity >= longest:
+            continue
+        fix = "a larger -c"
+        if capacity < setup.ctx_size:
+            fix = (f"--kvu (llama-server -kvu: one pool of {setup.ctx_size} cells that any "
+                   f"request may fill, as ggserve's) or {fix}")
+        problems.append(f"{name}: a request may hold {capacity} KV cells, the longest of this "
+                        f"workload needs about {longest}; use {fix}")
+    return problems
 
 
 def free_port() -> int:
@@ -325,9 +364,12 @@ def compare_servers(servers: Sequence[str], setup: ServerSetup, plan: Plan, work
     # A SIGTERM (or hang-up) exits through the `finally` that stops what is being measured.
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda signum, _: sys.exit(128 + signum))
+    kv_layout = "one pool (-kvu)" if llama_server_unified_kv(setup) else "split per slot"
     conditions = [f"{os.cpu_count()} CPUs; {Path(setup.model_path).name}; {setup.parallel} "
                   f"slots, {setup.ctx_size} KV cells, {setup.threads} threads, weight repacking "
-                  f"{'on' if setup.repack else 'off'}"]
+                  f"{'on' if setup.repack else 'off'}; llama-server's KV cells {kv_layout}"]
+    conditions += [f"{name} arguments added: {shlex.join(args)}"
+                   for name, args in setup.extra_args.items() if args]
 
     ceiling: dict[int, dict[str, Any]] = {}
     fixed_lengths = input_len.low == input_len.high and output_len.low == output_len.high
@@ -349,7 +391,7 @@ def compare_servers(servers: Sequence[str], setup: ServerSetup, plan: Plan, work
             failures[name] = f"{type(exc).__name__}: {exc}"
             _log(f"{name} failed: {failures[name]}")
             continue
-        labels = {"server": name, "workload": workload}
+        labels = {"server": name, "workload": workload, "sampling": plan.sampling.mode}
         runs = [labels | summarize(result, slo) for result in results]
         summaries += runs
         report.write_jsonl(out_dir / "results.jsonl", runs)
@@ -358,15 +400,17 @@ def compare_servers(servers: Sequence[str], setup: ServerSetup, plan: Plan, work
                 result.records, labels | {"mode": result.load.mode, "load": result.load.value}))
 
     ran = [name for name in servers if name not in failures]
-    markdown = ""
+    markdown = f"## {workload}, sampling {plan.sampling.description}\n\n"
     if summaries:
-        report.save_plots(summaries, out_dir, f"{workload}, {setup.parallel} slots, "
-                          f"{setup.threads} threads",
+        report.save_plots(summaries, out_dir, f"{workload}, {plan.sampling.mode} sampling, "
+                          f"{setup.parallel} slots, {setup.threads} threads",
                           {"kernel ceiling (batched-bench S_TG)":
                            {batch: row["speed_tg"] for batch, row in ceiling.items()},
                            "S_TG with unified KV": {batch: row["speed_tg_unified_kv"]
                                                     for batch, row in ceiling.items()}})
         markdown += comparison_tables(summaries, ran, ceiling) + "\n"
+        if groups := report.group_table(summaries, ran):
+            markdown += f"### By request group\n\n{groups}\n"
         markdown += "### All runs\n\n" + report.summary_table(summaries)
     markdown += "\n### Conditions\n\n" + "".join(f"- {line}\n" for line in conditions)
     markdown += "".join(f"\n**{name} did not run**: {reason.splitlines()[0]}\n"

@@ -1,7 +1,8 @@
 """Results out: JSON lines, Markdown tables and PNG plots of run summaries.
 
-A summary is the dict of `bench.stats.summarize`, labelled by the caller with "server" and
-"workload"; plots draw one series per server.
+A summary is the dict of `bench.stats.summarize`, labelled by the caller with "server",
+"workload" and "sampling"; plots draw one series per server. Runs whose requests carry groups get
+a second table, per group and server side by side.
 """
 
 from __future__ import annotations
@@ -77,12 +78,48 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str
 
 
 def summary_table(summaries: Iterable[Summary]) -> str:
-    """One row per run; server and workload columns when the summaries carry them."""
+    """One row per run; server, workload and sampling columns when the summaries carry them."""
     summaries = list(summaries)
-    labels = [key for key in ("server", "workload") if any(key in s for s in summaries)]
+    labels = [key for key in ("server", "workload", "sampling") if any(key in s for s in summaries)]
     headers = labels + [header for header, _ in SUMMARY_COLUMNS]
     rows = [[str(s.get(key, "")) for key in labels] + [render(s) for _, render in SUMMARY_COLUMNS]
             for s in summaries]
+    return markdown_table(headers, rows)
+
+
+# (header, key, digits) of group_table's metrics, each with a column per server
+GROUP_METRICS = [
+    ("req", "requests", 0),
+    ("TTFT p50 ms", "ttft_p50_ms", 0),
+    ("TTFT p90 ms", "ttft_p90_ms", 0),
+    ("out tok/s", "output_throughput", 1),
+    ("total tok/s", "total_throughput", 1),
+    ("cached tok/req", "cached_tokens_mean", 0),
+]
+
+
+def group_table(summaries: Iterable[Summary], servers: Sequence[str]) -> str:
+    """Per load level, a row for all requests and one per request group, with each metric of
+    GROUP_METRICS for every server side by side; "" when no run has groups. Throughput of a
+    group is over the whole run, so the groups' add up to the "all" row."""
+    runs = [s for s in summaries if "groups" in s]
+    if not runs:
+        return ""
+    by_key = {(str(s.get("server", "server")), s["load"]): s for s in runs}
+    by_load = {s["load"]: s for s in runs}
+    groups = sorted({group for s in runs for group in s["groups"]})
+    headers = ["load", "group"]
+    headers += [f"{header}: {server}" for header, _, _ in GROUP_METRICS for server in servers]
+    rows = []
+    for load in sorted(by_load):
+        for group in ("all", *groups):
+            row = [_load(by_load[load]), group]
+            for _, key, digits in GROUP_METRICS:
+                for server in servers:
+                    run = by_key.get((server, load), {})
+                    stats = run if group == "all" else run.get("groups", {}).get(group)
+                    row.append(_metric(key, digits)(stats) if stats else "-")
+            rows.append(row)
     return markdown_table(headers, rows)
 
 

@@ -2,6 +2,8 @@
 
 Latencies are reported in milliseconds. Only successful requests count towards throughput and
 latencies; failed ones are counted as errors. Inter-token latencies of all requests are pooled.
+Where requests carry groups (long and short prompts, first and returning turns), each group is
+also summarized on its own, its throughput over the whole run's duration (so the groups' add up).
 """
 
 from __future__ import annotations
@@ -49,12 +51,13 @@ def latency_stats(name: str, seconds: Sequence[float]) -> dict[str, float | None
     return stats
 
 
-def summarize(result: RunResult, slo: Slo) -> dict[str, Any]:
-    ok = [r for r in result.records if r.ok]
+def request_stats(records: Sequence[RequestRecord], duration: float,
+                  slo: Slo) -> dict[str, Any]:
+    """Counts, throughput over duration, cache use and latencies of some requests of a run."""
+    ok = [r for r in records if r.ok]
     output_tokens = sum(r.output_tokens for r in ok)
     # Prompt tokens as the server counted them (template, BOS, history) when it says so.
     prompt_tokens = sum(r.prompt_tokens if r.prompt_tokens is not None else r.input_len for r in ok)
-    duration = result.duration
     cache_known = [r for r in ok if r.cached_tokens is not None and r.prompt_tokens]
     samples = {
         "ttft": [r.ttft for r in ok if r.ttft is not None],
@@ -62,13 +65,10 @@ def summarize(result: RunResult, slo: Slo) -> dict[str, Any]:
         "itl": [gap for r in ok for gap in r.itl],
         "e2e": [r.e2e for r in ok if r.e2e is not None],
     }
-    summary: dict[str, Any] = {
-        "mode": result.load.mode,
-        "load": result.load.value,
-        "sessions": result.sessions_started,
-        "sessions_planned": result.sessions_planned,
+    cached_tokens = sum(r.cached_tokens or 0 for r in cache_known)
+    stats: dict[str, Any] = {
         "requests": len(ok),
-        "errors": len(result.records) - len(ok),
+        "errors": len(records) - len(ok),
         "short_outputs": sum(r.output_tokens < r.expected_output_tokens for r in ok),
         "duration_s": duration,
         "request_throughput": len(ok) / duration if duration else 0.0,
@@ -76,12 +76,31 @@ def summarize(result: RunResult, slo: Slo) -> dict[str, Any]:
         "total_throughput": (output_tokens + prompt_tokens) / duration if duration else 0.0,
         "output_tokens": output_tokens,
         "prompt_tokens": prompt_tokens,
-        # share of the prompt tokens the server says it took from its prefix cache
-        "cached_prompt_fraction": sum(r.cached_tokens or 0 for r in cache_known)
-        / sum(r.prompt_tokens or 0 for r in cache_known) if cache_known else None,
+        # share of the prompt tokens the server says it took from its prefix cache, and how
+        # many per request
+        "cached_prompt_fraction": cached_tokens / sum(r.prompt_tokens or 0 for r in cache_known)
+        if cache_known else None,
+        "cached_tokens_mean": cached_tokens / len(cache_known) if cache_known else None,
         "goodput": (sum(slo.met_by(r) for r in ok) / duration if duration else 0.0)
         if slo.defined else None,
     }
     for name in LATENCIES:
-        summary |= latency_stats(name, samples[name])
+        stats |= latency_stats(name, samples[name])
+    return stats
+
+
+def summarize(result: RunResult, slo: Slo) -> dict[str, Any]:
+    """request_stats of the whole run, its load and sessions, its CPU use and, if its requests
+    carry groups, request_stats per group under "groups"."""
+    summary: dict[str, Any] = {
+        "mode": result.load.mode,
+        "load": result.load.value,
+        "sessions": result.sessions_started,
+        "sessions_planned": result.sessions_planned,
+    }
+    summary |= request_stats(result.records, result.duration, slo)
+    groups = sorted({r.group for r in result.records if r.group})
+    if groups:
+        summary["groups"] = {group: request_stats([r for r in result.records if r.group == group],
+                                                  result.duration, slo) for group in groups}
     return summary | result.cpu

@@ -16,7 +16,7 @@ import zmq
 from executor.engine import ModelEngine
 from ggserve.config import load_config
 from ggserve.process import setup_child
-from ipc.protocol import ExecutorError, ExecutorReady, Shutdown, StepPlan
+from ipc.protocol import EmbedPlan, ExecutorError, ExecutorReady, Shutdown, StepPlan
 from ipc.transport import BadFrame, connect_dealer, executor_identity, recv, send
 
 log = logging.getLogger("executor")
@@ -49,6 +49,8 @@ def main() -> int:
             continue
         if isinstance(msg, StepPlan):
             send(sock, engine.step(msg))
+        elif isinstance(msg, EmbedPlan):
+            send(sock, engine.embed(msg))
         elif isinstance(msg, Shutdown):
             break
         else:

@@ -80,6 +80,19 @@ class NumpyBatch:
         self.struct.n_tokens = n
         return layout
 
+    def fill_whole(self, sequences: list[tuple[int, list[int]]]) -> None:
+        """Lay out whole inputs (seq id, tokens from position 0), every token an output: pooled
+        embeddings need them all. The caller has checked ids and capacity."""
+        n = 0
+        for seq_id, tokens in sequences:
+            end = n + len(tokens)
+            self.token[n:end] = tokens
+            self.pos[n:end] = np.arange(len(tokens), dtype=np.int32)
+            self.seq_id[n:end] = seq_id
+            n = end
+        self.logits[:n] = 1
+        self.struct.n_tokens = n
+
 
 def item_problem(item: BatchItem, n_vocab: int, n_seq_max: int) -> str | None:
     """Why llama.cpp could not decode this item (it would abort or reject it), or None."""

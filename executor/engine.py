@@ -14,13 +14,18 @@ import time
 
 import llama_cpp
 
+from executor import slot_files
 from executor.batch import BatchError, NumpyBatch, item_problem
+from executor.embedding import Embedder
 from executor.host_cache import HostCache
 from executor.llama_log import LlamaLogCapture
+from executor.lora import LoraAdapters
 from executor.sampling import SequenceFailed, SeqSampler, logits_view, sample_rows, target_logprobs
 from ggserve.config import ServeConfig
 from ipc.protocol import (
     BatchItem,
+    EmbedPlan,
+    EmbedResult,
     EngineError,
     ErrorCode,
     ExecutorInfo,
@@ -29,6 +34,7 @@ from ipc.protocol import (
     Sample,
     SeqFailure,
     SeqStart,
+    SlotFileResult,
     StepPlan,
     StepResult,
 )
@@ -55,11 +61,30 @@ class NoKvRoom(Exception):
     """llama_decode returned 1: no KV cells for the batch; the cache is left as it was."""
 
 
+POOLING = {
+    "": llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED,  # the GGUF's
+    "none": llama_cpp.LLAMA_POOLING_TYPE_NONE,
+    "mean": llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+    "cls": llama_cpp.LLAMA_POOLING_TYPE_CLS,
+    "last": llama_cpp.LLAMA_POOLING_TYPE_LAST,
+    "rank": llama_cpp.LLAMA_POOLING_TYPE_RANK,
+}
+
 FLASH_ATTN = {
     "auto": llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO,
     "on": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
     "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
 }
+
+
+def _flash_attn(cfg: ServeConfig) -> str:
+    """An embedding server runs without flash attention unless told otherwise: on the CPU,
+    llama.cpp's flash attention takes another (tiled) kernel for long batches, and a text's vector
+    alone and among 31 others then differs past the batch-invariance bound (cosine 0.9990, max
+    0.011 on Gemma 3 270M); without it, cosine >= 0.9998 and max <= 0.005 in the tests."""
+    if cfg.embeddings and cfg.flash_attn == "auto":
+        return "off"
+    return cfg.flash_attn
 
 
 def _load_progress(executor_id: int) -> llama_cpp.llama_progress_callback:
@@ -107,10 +132,14 @@ class ModelEngine:
         cparams.n_threads_batch = cfg.threads_batch or cfg.n_threads
         cparams.kv_unified = True  # batch-invariant attention across sequences (design.md)
         cparams.swa_full = False  # sliding-window cells per sequence only; see scheduler.policy
-        cparams.flash_attn_type = FLASH_ATTN[cfg.flash_attn]
+        cparams.flash_attn_type = FLASH_ATTN[_flash_attn(cfg)]
         cparams.type_k = CACHE_TYPES[cfg.cache_type_k]
         cparams.type_v = CACHE_TYPES[cfg.cache_type_v]
         cparams.no_perf = True
+        if cfg.embeddings:
+            cparams.embeddings = True
+            cparams.pooling_type = POOLING[cfg.pooling]
+            cparams.n_ubatch = cfg.batch_size  # a non-causal model needs each decode in one micro-batch
         self.ctx = llama_cpp.llama_init_from_model(self.model, cparams)
         if not self.ctx:
             raise RuntimeError("failed to create the llama.cpp context (out of memory?)")
@@ -120,6 +149,9 @@ class ModelEngine:
         self.batch = NumpyBatch(self.n_batch)
         self.samplers: dict[int, SeqSampler] = {}
         self.host_cache = HostCache(self.ctx)
+        self.embedder = (Embedder(self.model, self.ctx, self.batch, self.n_vocab, self.n_seq_max)
+                         if cfg.embeddings else None)
+        self.lora = LoraAdapters(self.model, self.ctx, [lora.path for lora in cfg.lora], self._log_capture)
         self.info = self._describe(cfg)
         self._hang_file = os.environ.get(HANG_FILE_ENV, "")
         self._warm_up()
@@ -167,6 +199,9 @@ class ModelEngine:
             pid=os.getpid(),
             n_embd=llama_cpp.llama_model_n_embd(self.model),
             vocab_type=llama_cpp.llama_vocab_type(self.vocab),
+            can_shift=llama_cpp.llama_memory_can_shift(self.memory),
+            pooling=self.embedder.pooling if self.embedder is not None else -1,
+            lora_adapters=self.lora.info,
         )
 
     # ------------------------------------------------------------------ step
@@ -182,12 +217,13 @@ class ModelEngine:
             while True:
                 time.sleep(3600)
         failures: dict[int, EngineError] = {}
+        files: list[SlotFileResult] = []
         samples: list[Sample] = []
         prompt_logprobs: list[PromptLogprobs] = []
         error = None
         no_kv_room = False
         try:
-            samples, prompt_logprobs = self._run(plan, failures)
+            samples, prompt_logprobs = self._run(plan, failures, files)
         except NoKvRoom:
             no_kv_room = True
         except (BatchError, ValueError, RuntimeError) as exc:
@@ -203,18 +239,27 @@ class ModelEngine:
             prompt_logprobs=prompt_logprobs,
             failures=[SeqFailure(seq, err) for seq, err in failures.items()],
             no_kv_room=no_kv_room,
+            slot_files=files,
         )
 
+    def embed(self, plan: EmbedPlan) -> EmbedResult:
+        """Run an embedding server's step (the scheduler sends these to embedding servers only)."""
+        if self.embedder is None:
+            return EmbedResult(plan.step_id, self.executor_id, error="this executor does not compute embeddings")
+        return self.embedder.step(plan, self.executor_id)
+
     def _run(
-        self, plan: StepPlan, failures: dict[int, EngineError]
+        self, plan: StepPlan, failures: dict[int, EngineError], files: list[SlotFileResult]
     ) -> tuple[list[Sample], list[PromptLogprobs]]:
         for seq in plan.ends:
             sampler = self.samplers.pop(seq, None)
             if sampler is not None:
                 sampler.free()
-        self._apply_kv_ops(plan, failures)
+        self._apply_kv_ops(plan, failures, files)
         for start in plan.starts:
             self._start(start, failures)
+        if plan.lora is not None:  # before anything can return: the scheduler counts it as done
+            self.lora.apply(plan.lora)
         items = self._runnable(plan.items, failures)
         if not items:
             return [], []
@@ -293,15 +338,15 @@ class ModelEngine:
         if not 0 <= seq_id < self.n_seq_max:
             raise BatchError(f"sequence id {seq_id} out of range")
 
-    def _apply_kv_ops(self, plan: StepPlan, failures: dict[int, EngineError]) -> None:
+    def _apply_kv_ops(self, plan: StepPlan, failures: dict[int, EngineError], files: list[SlotFileResult]) -> None:
         mem = self.memory
         for op in plan.kv_ops:
             if op.kind == KvOpKind.DROP:
                 self.host_cache.drop(op.entry_id)
                 continue
             self._check_seq(op.seq_id)
-            if op.pos < 0:
-                raise BatchError(f"negative position in a KV edit of sequence {op.seq_id}")
+            if op.pos < 0 or op.n_discard < 0:
+                raise BatchError(f"negative position or count in a KV edit of sequence {op.seq_id}")
             if op.kind == KvOpKind.CLEAR:
                 llama_cpp.llama_memory_seq_rm(mem, op.seq_id, -1, -1)
             elif op.kind == KvOpKind.TRUNCATE:
@@ -310,12 +355,21 @@ class ModelEngine:
                 self._check_seq(op.src_seq_id)
                 llama_cpp.llama_memory_seq_rm(mem, op.seq_id, -1, -1)
                 llama_cpp.llama_memory_seq_cp(mem, op.src_seq_id, op.seq_id, 0, op.pos)
+            elif op.kind == KvOpKind.SHIFT:
+                # llama.cpp re-rotates the moved keys (RoPE) at the next llama_decode
+                end = op.pos + op.n_discard
+                llama_cpp.llama_memory_seq_rm(mem, op.seq_id, op.pos, end)
+                llama_cpp.llama_memory_seq_add(mem, op.seq_id, end, -1, -op.n_discard)
             elif op.kind == KvOpKind.SAVE:
                 self.host_cache.save(op.seq_id, op.entry_id)
             elif op.kind == KvOpKind.RESTORE:
                 llama_cpp.llama_memory_seq_rm(mem, op.seq_id, -1, -1)
                 if not self.host_cache.restore(op.entry_id, op.seq_id):
                     failures[op.seq_id] = EngineError(ErrorCode.INTERNAL, "restoring a cached prefix failed")
+            elif op.kind == KvOpKind.SAVE_FILE:
+                files.append(slot_files.save(self.ctx, op.seq_id, op.path, op.tokens))
+            elif op.kind == KvOpKind.LOAD_FILE:
+                files.append(slot_files.load(self.ctx, mem, op.seq_id, op.path, op.pos, self.n_vocab))
 
     def _pos_min(self) -> list[int]:
         return [

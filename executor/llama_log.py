@@ -21,7 +21,13 @@ _KV_SIZE = re.compile(r"KV buffer size\s*=\s*([0-9.]+)\s*MiB")
 
 
 class LlamaLogCapture:
-    """Installs the process-wide llama.cpp log callback (keep the object alive)."""
+    """Installs the process-wide llama.cpp log callback.
+
+    The last one installed stays referenced by the class: llama.cpp keeps calling the C pointer
+    after its owner (e.g. a test's Tokenizer) is collected, and a freed ctypes callback crashes.
+    """
+
+    _installed: LlamaLogCapture | None = None
 
     def __init__(self) -> None:
         self.kv_bytes = 0
@@ -29,6 +35,7 @@ class LlamaLogCapture:
         self._collected: list[str] | None = None
         self._callback = llama_cpp.llama_log_callback(self._on_log)
         llama_cpp.llama_log_set(self._callback, ctypes.c_void_p(0))
+        LlamaLogCapture._installed = self
 
     def _on_log(self, level: int, text: bytes, _user: ctypes.c_void_p) -> None:
         line = self._pending + text.decode("utf-8", errors="replace")

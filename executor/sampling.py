@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import re
 from collections import OrderedDict
 
 import llama_cpp
 import numpy as np
 
 from executor.fast_sampling import FastChain, fast_steps
+from executor.lazy_grammar import LazyGrammar
 from executor.reasoning_budget import BudgetTracker
 from ipc.protocol import SamplingParams, TokenLogprob
 
@@ -78,11 +80,17 @@ class SeqSampler:
         self.argmax_first = greedy and not changes_argmax(params)
         self.n_vocab = n_vocab
         self.chain: llama_cpp.llama_sampler_p | None = None
-        self.grammar: Grammar | None = None
+        self.grammar: Grammar | LazyGrammar | None = None
         # Token ids a logit bias raises: candidates of a resample even when their raw logit is low.
         self._boosted = np.array([t for t, b in params.logit_bias if b > 0], dtype=np.int32)
         if params.grammar is not None:
-            self.grammar = Grammar(_grammar_cache(vocab).new(params.grammar))
+            grammar = Grammar(_grammar_cache(vocab).new(params.grammar))
+            triggers = params.grammar_triggers
+            try:
+                self.grammar = grammar if triggers is None else LazyGrammar(grammar, triggers, vocab)
+            except (re.error, OverflowError, RecursionError) as exc:  # the frontend checks patterns first
+                grammar.free()
+                raise SequenceFailed(f"a grammar trigger is not a valid regex: {exc}") from None
         budget = params.reasoning_budget
         self.budget = BudgetTracker(budget, vocab) if budget is not None else None
         # The common sampled chain runs vectorised (executor.fast_sampling), the rest in llama.cpp.
@@ -239,6 +247,13 @@ class Grammar:
         """Only for a token ``allows`` accepted: llama.cpp throws (kills the process) otherwise."""
         self.n_tokens += 1
         llama_cpp.llama_sampler_accept(self._sampler, token)
+
+    def clone(self) -> Grammar:
+        """A copy in the same state, to try tokens on without changing this one."""
+        sampler = llama_cpp.llama_sampler_clone(self._sampler)
+        if not sampler:
+            raise SequenceFailed("cannot copy the grammar")
+        return Grammar(sampler)
 
     def free(self) -> None:
         if self._sampler:

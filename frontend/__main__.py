@@ -13,12 +13,17 @@ import os
 from pathlib import Path
 
 from granian.constants import Interfaces
+from granian.http import HTTP1Settings
 from granian.log import LogLevels
 from granian.server import Server
 
 from frontend.app import CONFIG_ENV
 from ggserve.config import load_config
 from ggserve.process import setup_child
+
+# granian's default wait for a request's headers; --timeout only shortens it (a longer one would
+# let idle or slow connections hold the server's sockets longer).
+HEADER_TIMEOUT_S = 30.0
 
 
 class _Server(Server):
@@ -46,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         # granian's own lines go through this process's handler: one format (text or JSON), one file.
         log_dictconfig={"loggers": {"_granian": {"propagate": True}, "granian.access": {"propagate": True}}},
         respawn_failed_workers=True,
+        http1_settings=HTTP1Settings(header_read_timeout=int(min(cfg.timeout, HEADER_TIMEOUT_S) * 1000)),
     ).serve()
 
 

@@ -6,10 +6,11 @@ request is served by the ``Frontend`` of the model it names, loaded first when n
 stream gets SSE ping comments while its model loads).
 Every response carries ``x-request-id`` (the client's, if it sent a sane one) and the CORS headers
 (``frontend.http.cors``); ``OPTIONS`` on any route is a CORS preflight; with ``--api-prefix`` every
-route lives under that prefix, as in llama-server. Handlers of
+route lives under that prefix, as in llama-server; a path whose last segment is a resource's id
+(``/v1/responses/resp_...``) takes the route of ``<parent>/{id}``. Handlers of
 generation endpoints run in a task that is cancelled when the client disconnects, which aborts
-their engine requests at once. Any exception becomes an OpenAI error object; nothing a client
-sends can take the worker down.
+their engine requests at once. Any exception becomes an error object in the route's API shape
+(OpenAI's; Anthropic's on /v1/messages); nothing a client sends can take the worker down.
 """
 
 from __future__ import annotations
@@ -31,10 +32,14 @@ import msgspec
 from frontend.http import sse
 from frontend.observe import metrics, openapi
 from frontend.http.errors import ApiError, unavailable
-from frontend.http.asgi import Headers, Request, Response, StreamResponse, error_response, read_body
+from frontend.http.asgi import ErrorBody, Headers, Request, Response, StreamResponse, error_response, read_body
 from frontend.observe.openapi import Operation
 from frontend.http.cors import Cors
-from frontend.routes import chat, completions, models, native, server, tokens, webui
+from frontend.api import anthropic as anthropic_api
+from frontend.api import responses as responses_api
+from frontend.routes import (
+    anthropic, chat, completions, embeddings, lora, models, native, rerank, responses, server, slot_files, tokens, webui,
+)
 from frontend.api.schemas import (
     ApplyTemplateResponse,
     ChatCompletion,
@@ -45,6 +50,9 @@ from frontend.api.schemas import (
     DetokenizeRequest,
     DetokenizeResponse,
     HealthStatus,
+    LoraAdapter,
+    LoraApplied,
+    LoraField,
     ModelList,
     NativeCompletionRequest,
     TokenizeRequest,
@@ -52,6 +60,7 @@ from frontend.api.schemas import (
 )
 from frontend.http.auth import ApiKeys
 from frontend.router import ModelRouter
+from frontend.api.embedding_schemas import EmbeddingList, EmbeddingRequest, RerankRequest, RerankResponse
 from frontend.state import Frontend
 from frontend.observe.trace import RequestTrace
 from ggserve.config import ServeConfig, load_config
@@ -66,6 +75,13 @@ Handler = Callable[[Any, Request], Awaitable[Response | StreamResponse]]
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
+# What a route needs of the server: a generation server, or an embedding server started with
+# this flag (the other kind answers 501).
+GENERATION = ""
+EMBEDDINGS = "--embeddings"
+RERANKING = "--reranking"
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     handler: Handler  # called with the model's Frontend, or with the server's state (scope "server")
@@ -76,16 +92,25 @@ class Route:
     # 503 when the model is not loaded (never loads it); "server": the Frontend alone, or the
     # ModelRouter in router mode.
     scope: str = "model"
+    error_body: ErrorBody = ApiError.body  # its API's error shape (OpenAI's unless it is another API)
+    needs: str | None = None  # GENERATION, EMBEDDINGS or RERANKING (None: any server)
 
 
 def build_routes(metrics_no_auth: bool, router: bool = False) -> dict[str, dict[str, Route]]:
     """path -> method -> route; ``metrics_no_auth``: /metrics needs no API key (--metrics-no-auth);
     ``router``: router mode's model endpoints."""
     chat_route = {"POST": Route(chat.chat_completions, Operation(
-        "Create a chat completion", ChatCompletionRequest, ChatCompletion, ChatCompletionChunk), generates=True)}
+        "Create a chat completion", ChatCompletionRequest, ChatCompletion, ChatCompletionChunk), generates=True,
+        needs=GENERATION)}
     models_route = {"GET": Route(server.models, Operation("The served model", response=ModelList))}
     native_route = {"POST": Route(native.completion, Operation(
-        "Complete a prompt (llama-server's native /completion)", NativeCompletionRequest), generates=True)}
+        "Complete a prompt (llama-server's native /completion)", NativeCompletionRequest), generates=True,
+        needs=GENERATION)}
+    embeddings_route = {"POST": Route(embeddings.embeddings, Operation(
+        "Create embeddings (with --embeddings)", EmbeddingRequest, EmbeddingList), generates=True, needs=EMBEDDINGS)}
+    rerank_route = {"POST": Route(rerank.rerank, Operation(
+        "Rank documents against a query (with --reranking)", RerankRequest, RerankResponse), generates=True,
+        needs=RERANKING)}
     health_route = {"GET": Route(server.health, Operation(
         "Readiness: 200 once the model is loaded", response=HealthStatus, loading_status=True), auth=False)}
     return {
@@ -96,12 +121,39 @@ def build_routes(metrics_no_auth: bool, router: bool = False) -> dict[str, dict[
         "/v1/chat/completions": chat_route,
         "/chat/completions": chat_route,
         "/v1/completions": {"POST": Route(completions.completions, Operation(
-            "Create a text completion", CompletionRequest, Completion, Completion), generates=True)},
+            "Create a text completion", CompletionRequest, Completion, Completion), generates=True,
+            needs=GENERATION)},
+        "/v1/messages": {"POST": Route(anthropic.messages, Operation(
+            "Create a message (Anthropic's Messages API)", anthropic_api.MessagesRequest, anthropic_api.Message,
+            anthropic_api.MessageStreamEvent, error=anthropic_api.AnthropicError), generates=True,
+            error_body=anthropic_api.error_body, needs=GENERATION)},
+        "/v1/messages/count_tokens": {"POST": Route(anthropic.count_tokens, Operation(
+            "Count the prompt tokens of a message request (Anthropic's API)", anthropic_api.CountTokensRequest,
+            anthropic_api.TokenCount, error=anthropic_api.AnthropicError), error_body=anthropic_api.error_body)},
+        "/v1/responses": {"POST": Route(responses.create, Operation(
+            "Create a response (OpenAI's Responses API)", responses_api.ResponsesRequest, responses_api.Response,
+            responses_api.ResponseStreamEvent), generates=True, needs=GENERATION)},
+        "/v1/responses/{id}": {
+            "GET": Route(responses.retrieve, Operation("A stored response", response=responses_api.Response,
+                                                       parameters=responses.PARAMETERS)),
+            "DELETE": Route(responses.delete, Operation("Delete a stored response",
+                                                        response=responses_api.DeletedResponse,
+                                                        parameters=responses.PARAMETERS)),
+        },
         "/completion": native_route,
         "/completions": native_route,
         "/infill": {"POST": Route(native.infill, Operation(
             "Fill in the middle (llama-server's /infill; 501 without FIM tokens)", NativeCompletionRequest),
-            generates=True)},
+            generates=True, needs=GENERATION)},
+        "/v1/embeddings": embeddings_route,
+        "/embeddings": embeddings_route,
+        "/embedding": {"POST": Route(embeddings.native_embedding, Operation(
+            "llama-server's native embeddings (with --embeddings)", EmbeddingRequest), generates=True,
+            needs=EMBEDDINGS)},
+        "/v1/rerank": rerank_route,
+        "/rerank": rerank_route,
+        "/v1/reranking": rerank_route,
+        "/reranking": rerank_route,
         "/tokenize": {"POST": Route(tokens.tokenize, Operation("Tokenize text", TokenizeRequest, TokenizeResponse))},
         "/detokenize": {"POST": Route(tokens.detokenize, Operation(
             "Token ids to text", DetokenizeRequest, DetokenizeResponse))},
@@ -112,6 +164,15 @@ def build_routes(metrics_no_auth: bool, router: bool = False) -> dict[str, dict[
             "POST": Route(server.set_props, Operation("Change server properties (with --props)")),
         },
         "/slots": {"GET": Route(server.slots, Operation("Slot states (llama-server's /slots)"), scope="loaded")},
+        "/slots/{id_slot}": {"POST": Route(slot_files.slot_action, Operation(
+            "Save, restore or erase a slot's cache (with --slot-save-path)", slot_files.SlotFileRequest,
+            parameters=slot_files.PARAMETERS), scope="loaded")},
+        "/lora-adapters": {
+            "GET": Route(lora.get_adapters, Operation(
+                "LoRA adapters and their global scales (llama-server's)", response=list[LoraAdapter]), scope="loaded"),
+            "POST": Route(lora.set_adapters, Operation(
+                "Set the global LoRA scales; adapters not listed go to 0", list[LoraField], LoraApplied), scope="loaded"),
+        },
         "/metrics": {"GET": Route(server.metrics_text, Operation(
             "Prometheus metrics (with --metrics)", content_type=metrics.CONTENT_TYPE.decode()),
             auth=not metrics_no_auth, scope="loaded")},
@@ -156,6 +217,8 @@ class App:
     def __init__(self, cfg: ServeConfig) -> None:
         self.cfg = cfg
         self.routes = build_routes(cfg.metrics_no_auth, cfg.router)
+        # Routes ending in a parameter ("/slots/{id_slot}"), by the path before it.
+        self.templates = {p.rpartition("/")[0]: by_method for p, by_method in self.routes.items() if p.endswith("}")}
         self.cors = Cors(cfg.cors_origins)
         self.api_keys = ApiKeys(cfg.api_keys)
         self.fe: Frontend | None = None  # the single model's
@@ -202,6 +265,7 @@ class App:
         extra_headers = [(b"x-request-id", (client_id if _CLIENT_REQUEST_ID.fullmatch(client_id) else request_id)
                           .encode()), *self.cors.headers(headers)]
         trace = RequestTrace(request_id, scope["method"], scope["path"])
+        route: Route | None = None
         try:
             path = self._unprefixed(scope["path"])
             if scope["method"] == "OPTIONS":
@@ -211,9 +275,11 @@ class App:
             route = self._route(scope["method"], path)
             if route.auth and not self.api_keys.allows(headers):
                 raise ApiError(401, "invalid or missing API key", headers=[(b"www-authenticate", b"Bearer")])
-            body = await read_body(receive, headers, self.cfg.max_body_size)
+            self._check_kind(route)
+            body = await read_body(receive, headers, self.cfg.max_body_size, self.cfg.timeout)
         except ApiError as exc:
-            await _send_response(send, error_response(exc), extra_headers, trace, exc)
+            response = error_response(exc, route.error_body) if route is not None else error_response(exc)
+            await _send_response(send, response, extra_headers, trace, exc)
             trace.close()
             return
         except ConnectionResetError:
@@ -236,17 +302,29 @@ class App:
             raise ApiError(404, f"no endpoint {path} (routes are under {prefix})")
         return path[len(prefix):] or "/"
 
+    def _check_kind(self, route: Route) -> None:
+        """A 501, as llama-server answers, for a route the other kind of server serves."""
+        if route.needs in (EMBEDDINGS, RERANKING) and not self.cfg.embeddings:
+            what = "embeddings" if route.needs == EMBEDDINGS else "reranking"
+            raise ApiError(501, f"This server does not support {what}. Start it with `{route.needs}`")
+        if route.needs == GENERATION and self.cfg.embeddings:
+            raise ApiError(501, "This server computes embeddings only and does not generate text: start it "
+                           "without `--embeddings` / `--reranking`")
+
     def _preflight(self, path: str, headers: dict[str, str]) -> Response:
         """OPTIONS (a CORS preflight): 204 with the route's methods; no API key (browsers send none)."""
-        by_method = self.routes.get(path)
-        if by_method is None:
-            raise ApiError(404, f"no endpoint {path}")
+        by_method = self._methods(path)
         return Response(b"", 204, content_type=b"text/plain", headers=self.cors.preflight(headers, [*by_method]))
 
-    def _route(self, method: str, path: str) -> Route:
-        by_method = self.routes.get(path)
+    def _methods(self, path: str) -> dict[str, Route]:
+        head, _, last = path.rpartition("/")
+        by_method = self.routes.get(path) or (self.templates.get(head) if last else None)
         if by_method is None:
             raise ApiError(404, f"no endpoint {path}")
+        return by_method
+
+    def _route(self, method: str, path: str) -> Route:
+        by_method = self._methods(path)
         route = by_method.get(method)
         if route is None:
             allowed = ", ".join(by_method)
@@ -266,11 +344,11 @@ class App:
                 await _send_stream(send, response, extra_headers, req.trace)
                 return
         except ApiError as exc:
-            response, error = error_response(exc), exc
+            response, error = error_response(exc, route.error_body), exc
         except Exception:
             log.exception("%s %s failed", req.method, req.path)
             error = ApiError(500, "internal error; the server log has the details")
-            response = error_response(error)
+            response = error_response(error, route.error_body)
         await _send_response(send, response, extra_headers, req.trace, error)
 
     async def _target(self, route: Route, req: Request) -> Frontend | ModelRouter:
@@ -389,7 +467,8 @@ async def _send_stream(send: Callable[[dict[str, Any]], Awaitable[None]], respon
         except Exception:
             log.exception("stream failed")
             trace.error = "internal error"
-            await send({"type": "http.response.body", "body": sse.error_event(ApiError(500, "internal error")),
+            error_event = response.error_event or sse.error_event
+            await send({"type": "http.response.body", "body": error_event(ApiError(500, "internal error")),
                         "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     finally:

@@ -2,9 +2,9 @@
 
 On start the worker says Hello; the scheduler answers with EngineInfo once the engine is ready
 (until then /health says "loading"). A background task reads every message: RequestOutputs are
-split by request id into the queue the request's handler waits on, EngineStats answers go to the
-caller that asked for them, EngineStatus (a few times a second) says whether executors are ready
-and whether the server drains. Sends never wait: the socket's high-water mark is unlimited.
+split by request id into the queue the request's handler waits on, EngineStats and SlotActionDone
+answers go to the caller that asked for them (by token), EngineStatus (a few times a second)
+says whether executors are ready and whether the server drains. Sends never wait: the socket's high-water mark is unlimited.
 
 Liveness, both ways: the worker sends Heartbeat every HEARTBEAT_S so the scheduler can abort the
 requests of a worker that died; and when the scheduler sends nothing for LOSS_S (it died or
@@ -21,6 +21,7 @@ import logging
 import os
 import secrets
 import time
+from typing import Any
 
 import zmq.asyncio
 
@@ -28,6 +29,7 @@ from ipc import transport
 from ipc.protocol import (
     Abort,
     AddRequest,
+    EmbedRequest,
     EngineError,
     EngineInfo,
     EngineStats,
@@ -36,9 +38,14 @@ from ipc.protocol import (
     FinishReason,
     Heartbeat,
     Hello,
+    LoraScale,
     Message,
     RequestOutput,
     RequestOutputs,
+    SlotAction,
+    SlotActionDone,
+    SlotActionKind,
+    SetLoraScales,
     StatsRequest,
 )
 from ipc.transport import CurveKeys
@@ -58,8 +65,8 @@ class EngineClient:
         self.status: EngineStatus | None = None  # the scheduler's last pulse
         self.connected = False  # the scheduler answered Hello and has not gone silent since
         self._queues: dict[str, asyncio.Queue[RequestOutput]] = {}
-        self._stats_waiters: dict[int, asyncio.Future[EngineStats]] = {}
-        self._next_stats_token = 0
+        self._waiters: dict[int, asyncio.Future[Any]] = {}  # token -> the caller of stats() / slot_action()
+        self._next_token = 0
         self._ctx: zmq.asyncio.Context | None = None
         self._sock: zmq.asyncio.Socket | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -108,7 +115,7 @@ class EngineClient:
             return "the server is shutting down"
         return None
 
-    def submit(self, requests: list[AddRequest]) -> asyncio.Queue[RequestOutput]:
+    def submit(self, requests: list[AddRequest] | list[EmbedRequest]) -> asyncio.Queue[RequestOutput]:
         """Send requests; the outputs of all of them arrive on the returned queue."""
         queue: asyncio.Queue[RequestOutput] = asyncio.Queue()
         for request in requests:
@@ -127,16 +134,39 @@ class EngineClient:
     async def stats(self, timeout_s: float = 5.0, reset_window: bool = False) -> EngineStats:
         """Ask the scheduler for its live counters (``reset_window``: and start a new throughput
         window). Raises TimeoutError if it does not answer."""
-        self._next_stats_token += 1
-        token = self._next_stats_token
-        waiter: asyncio.Future[EngineStats] = asyncio.get_running_loop().create_future()
-        self._stats_waiters[token] = waiter
+        reply: EngineStats = await self._ask(StatsRequest(token=self._new_token(), reset_window=reset_window),
+                                             timeout_s)
+        return reply
+
+    async def slot_action(self, kind: SlotActionKind, id_slot: int, timeout_s: float, path: str = "",
+                          n_tokens: int = 0) -> SlotActionDone:
+        """Save, restore or erase a slot (POST /slots/{id}). Raises TimeoutError if the scheduler
+        does not answer (it answers an error itself when the executor fails or hangs)."""
+        reply: SlotActionDone = await self._ask(SlotAction(self._new_token(), kind, id_slot, path, n_tokens),
+                                                timeout_s)
+        return reply
+
+    def _new_token(self) -> int:
+        self._next_token += 1
+        return self._next_token
+
+    async def _ask(self, msg: StatsRequest | SlotAction, timeout_s: float) -> Any:
+        """Send ``msg`` and wait for the answer carrying its token."""
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiters[msg.token] = waiter
         try:
-            self._send(StatsRequest(token=token, reset_window=reset_window))
+            self._send(msg)
             async with asyncio.timeout(timeout_s):
                 return await waiter
         finally:
-            self._stats_waiters.pop(token, None)
+            self._waiters.pop(msg.token, None)
+
+    async def lora_scales(self, change: list[LoraScale] | None, timeout_s: float = 5.0) -> EngineStats:
+        """Set the global LoRA scales (``change``; None: leave them) and return the counters, whose
+        ``lora_scales`` then hold the change: the scheduler reads this socket's messages in order."""
+        if change is not None:
+            self._send(SetLoraScales(change))
+        return await self.stats(timeout_s)
 
     def _send(self, msg: Message) -> None:
         assert self._sock is not None, "EngineClient.start() first"
@@ -179,7 +209,7 @@ class EngineClient:
         for request_id, queue in self._queues.items():
             queue.put_nowait(RequestOutput(request_id, finish_reason=FinishReason.ERROR, error=error))
         self._queues.clear()
-        for waiter in self._stats_waiters.values():
+        for waiter in self._waiters.values():
             if not waiter.done():
                 waiter.set_exception(TimeoutError("the scheduler stopped answering"))
 
@@ -195,8 +225,8 @@ class EngineClient:
                 self._lost("was replaced by a new one")
                 return
             self.status = msg
-        elif isinstance(msg, EngineStats):
-            waiter = self._stats_waiters.get(msg.token)
+        elif isinstance(msg, (EngineStats, SlotActionDone)):
+            waiter = self._waiters.get(msg.token)
             if waiter is not None and not waiter.done():
                 waiter.set_result(msg)
         elif isinstance(msg, EngineInfo):

@@ -1,9 +1,11 @@
-"""What one HTTP worker holds: configuration, tokenizer, chat template, engine link, API keys."""
+"""What one HTTP worker holds: configuration, tokenizer, chat template, engine link, API keys,
+the stored responses."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,7 +15,8 @@ from frontend.http.auth import ApiKeys
 from frontend.text.chat_template import ChatTemplate, load_chat_template
 from frontend.engine_client import EngineClient
 from frontend.http.errors import unavailable
-from frontend.api.sampling import server_defaults
+from frontend.response_store import ResponseStore
+from frontend.api.sampling import CacheDefaults, server_defaults
 from frontend.structured.grammar import GrammarChecker
 from frontend.text.tokenizer import Tokenizer
 from ggserve.config import ServeConfig
@@ -60,6 +63,11 @@ class Frontend:
         return GrammarChecker(self.tokenizer)
 
     @functools.cached_property
+    def responses(self) -> ResponseStore:
+        """Stored Responses API responses, shared by the HTTP workers (in the run directory)."""
+        return ResponseStore(os.path.join(self.cfg.run_dir, "responses"))
+
+    @functools.cached_property
     def sampling_defaults(self) -> SamplingParams:
         """llama-server's sampling defaults with this server's flags (--temp, --top-k, ...) applied."""
         return server_defaults(self.cfg)
@@ -69,6 +77,11 @@ class Frontend:
         """The model's end-of-generation tokens (banned by ``ignore_eos``); known once the engine is ready."""
         info = self.engine.info
         return info.executors[0].eog_token_ids if info is not None and info.executors else []
+
+    @functools.cached_property
+    def cache_defaults(self) -> CacheDefaults:
+        """The server's n_keep and n_cache_reuse, and whether the vocabulary adds BOS."""
+        return CacheDefaults(self.cfg.n_keep, self.cfg.cache_reuse, self.tokenizer.add_bos)
 
     @property
     def model_id(self) -> str:

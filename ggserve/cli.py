@@ -9,17 +9,20 @@ import argparse
 import ipaddress
 import json
 import logging
+import os
+import math
 import signal
 import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import msgspec
 
 from frontend.text.builtin_templates import builtin_names
 from frontend.http.errors import ApiError
 from frontend.api.sampler_order import sampler_order
-from ggserve.config import ModelSpec, ServeConfig, cpu_has_amx
+from ggserve.config import LoraFile, ModelSpec, ServeConfig, cpu_has_amx
 from ggserve.env_flags import apply_env_defaults, env_name
 from ggserve.engine_group import log_engine
 from ggserve.launcher import ChildFailed, Launcher, StartInterrupted
@@ -28,6 +31,10 @@ from ggserve.model import resolve_model
 from ggserve.model_sources import PRESET_ONLY_KEYS, ModelSourceError, read_preset, scan_models_dir
 
 log = logging.getLogger("ggserve")
+
+# An embedding server's default -np: sequences (inputs) one decode may hold. Short inputs pack
+# many to a batch (26 of 19 tokens fill 512); llama.cpp allows up to 256.
+EMBEDDING_SEQUENCES = 64
 
 
 class UsageError(SystemExit):
@@ -49,8 +56,26 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help=f"a built-in chat template overriding the GGUF's: {', '.join(builtin_names())}")
     m.add_argument("--chat-template-kwargs", default="", help='JSON object of extra template variables, '
                    'e.g. \'{"enable_thinking": false}\'')
+    em = p.add_argument_group("embeddings and reranking")
+    em.add_argument("--embeddings", "--embedding", action="store_true",
+                    help="serve /v1/embeddings (an embedding server: generation endpoints answer 501)")
+    em.add_argument("--reranking", "--rerank", action="store_true",
+                    help="serve /v1/rerank with the model's classification head (--embeddings --pooling rank)")
+    em.add_argument("--pooling", choices=["none", "mean", "cls", "last", "rank"], default=d.pooling,
+                    help="how an input's token vectors become one (default: the GGUF's)")
+    em.add_argument("--embd-max-inputs", type=int, default=d.embd_max_inputs,
+                    help="inputs (or rerank documents) one request may have")
+    # Both flags add to one list, so adapter ids follow the command line's order (as llama-server's).
+    m.add_argument("--lora", dest="lora", action="extend", type=_lora_files, default=[], metavar="FNAME",
+                   help="LoRA adapter at scale 1 (repeatable, or comma-separated)")
+    m.add_argument("--lora-scaled", dest="lora", action="extend", type=_scaled_lora_files, metavar="FNAME:SCALE",
+                   help="LoRA adapter at this scale (repeatable, or comma-separated)")
+    m.add_argument("--lora-init-without-apply", action="store_true",
+                   help="load the LoRA adapters at scale 0 (set scales later with POST /lora-adapters)")
     e = p.add_argument_group("engine")
-    e.add_argument("-np", "--parallel", dest="n_parallel", type=int, default=d.n_parallel, help="slots per executor")
+    e.add_argument("-np", "--parallel", dest="n_parallel", type=int, default=None,
+                   help=f"slots per executor ({d.n_parallel}; an embedding server: inputs per decode, "
+                   f"{EMBEDDING_SEQUENCES})")
     e.add_argument("-c", "--ctx-size", type=int, default=d.ctx_size, help="KV cells per executor, one pool for its slots")
     e.add_argument(
         "--ctx-per-request", type=int, default=d.ctx_per_request,
@@ -82,6 +107,17 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="MiB of host memory keeping prefixes evicted from the KV cache, restored instead of "
         "recomputed (-1: no limit, 0: off)",
     )
+    e.add_argument(
+        "--context-shift", dest="context_shift", action="store_true", default=d.context_shift,
+        help="a generation that fills its context goes on: half of the tokens after n_keep are dropped "
+        "(models whose KV cache can shift; default: off, the generation stops)",
+    )
+    e.add_argument("--no-context-shift", dest="context_shift", action="store_false")
+    e.add_argument("--keep", dest="n_keep", type=int, default=d.n_keep,
+                   help="prompt tokens a context shift keeps when a request sets no n_keep (-1: all)")
+    e.add_argument("--cache-reuse", type=int, default=d.cache_reuse,
+                   help="min chunk (tokens) of a cached prompt reused past a change by shifting its KV, when a "
+                   "request sets no n_cache_reuse (0: off; models whose KV cache can shift)")
     e.add_argument("-s", "--seed", type=int, default=d.seed, help="default sampling seed (-1: random)")
     e.add_argument(
         "--reasoning-format", choices=["none", "deepseek", "deepseek-legacy", "auto"], default=d.reasoning_format,
@@ -107,11 +143,15 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     h.add_argument("--slots", dest="slots", action="store_true", default=d.slots, help="serve /slots (the default)")
     h.add_argument("--no-slots", dest="slots", action="store_false", help="/slots answers 501")
     h.add_argument("--props", action="store_true", help="allow POST /props")
+    h.add_argument("--slot-save-path", default="", metavar="DIR",
+                   help="directory where POST /slots/{id}?action=save|restore keeps slot files (default: off)")
     h.add_argument("--webui", dest="webui", action="store_true", default=d.webui, help="chat UI at / (the default)")
     h.add_argument("--no-webui", dest="webui", action="store_false", help="no chat UI at /")
     h.add_argument("--ssl-keyfile", "--ssl-key-file", default="")
     h.add_argument("--ssl-certfile", "--ssl-cert-file", default="")
     h.add_argument("--max-body-size", type=int, default=d.max_body_size, help="bytes")
+    h.add_argument("-to", "--timeout", type=float, default=d.timeout,
+                   help="seconds a request's body may stall before a 408, and its headers may take (at most 30)")
     h.add_argument("--cors-origins", default=",".join(d.cors_origins),
                    help="comma-separated origins browsers may call from (default *: any)")
     h.add_argument("--api-prefix", default="", help="serve every route under this path prefix too (e.g. /llm)")
@@ -155,6 +195,34 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     o.add_argument("--log-format", default=d.log_format, choices=FORMATS, help="json: one JSON object per line")
     o.add_argument("--log-file", default="", help="append the logs of every process to this file (default: stderr)")
     return p
+
+
+def _lora_files(value: str) -> list[LoraFile]:
+    return [LoraFile(path) for path in value.split(",") if path]
+
+
+def _scaled_lora_files(value: str) -> list[LoraFile]:
+    files = []
+    for item in (item for item in value.split(",") if item):
+        path, _, scale = item.rpartition(":")
+        try:
+            files.append(LoraFile(path, float(scale)))
+        except ValueError:
+            path = ""
+        if not path or not math.isfinite(files[-1].scale):
+            raise argparse.ArgumentTypeError(f"{item!r}: expected FNAME:SCALE")
+    return files
+
+
+def _lora_paths(files: list[LoraFile]) -> list[LoraFile]:
+    """The adapters with absolute paths (the executors load them); a missing file is a usage error."""
+    resolved = []
+    for lora in files:
+        path = Path(lora.path).expanduser()
+        if not path.is_file():
+            raise UsageError(f"ggserve: LoRA adapter file not found: {path}")
+        resolved.append(LoraFile(str(path.resolve()), lora.scale))
+    return resolved
 
 
 # llama-server's sampling flags: (flags, SamplingParams field, type, help).
@@ -245,6 +313,20 @@ def _api_keys(args: argparse.Namespace) -> list[str]:
     return keys
 
 
+def _embedding_mode(args: argparse.Namespace) -> None:
+    """Resolve --reranking (--embeddings with rank pooling) and the embedding server's defaults."""
+    if args.reranking:
+        if args.pooling not in ("", "rank"):
+            raise UsageError("ggserve: --reranking uses --pooling rank")
+        args.embeddings, args.pooling = True, "rank"
+    if args.pooling and not args.embeddings:
+        raise UsageError("ggserve: --pooling needs --embeddings (or --reranking)")
+    if args.embd_max_inputs < 1:
+        raise UsageError("ggserve: --embd-max-inputs must be at least 1")
+    if args.n_parallel is None:
+        args.n_parallel = EMBEDDING_SEQUENCES if args.embeddings else ServeConfig(model="").n_parallel
+
+
 def config_from_args(args: argparse.Namespace, argv: Sequence[str] = ()) -> ServeConfig:
     """The server's configuration; ``argv`` (the command line after ``serve``) is needed with
     --models-preset, whose flags the command line's own override."""
@@ -271,6 +353,7 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str] = ()) -> Serv
 
 
 def _engine_config(args: argparse.Namespace) -> ServeConfig:
+    _embedding_mode(args)
     if args.n_parallel < 1 or args.executors < 1:
         raise UsageError("ggserve: --parallel and --executors must be at least 1")
     if args.ctx_per_request < 0:
@@ -279,10 +362,17 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         raise UsageError(f"ggserve: --ctx-size {args.ctx_size} is too small for {args.n_parallel} slots")
     if args.batch_size < args.n_parallel:
         raise UsageError("ggserve: --batch-size must be at least --parallel (one decode token per slot)")
+    if args.timeout <= 0:
+        raise UsageError("ggserve: --timeout must be positive")
     if args.step_timeout <= 0 or args.shutdown_timeout < 0 or args.max_restarts < 0:
         raise UsageError("ggserve: --step-timeout must be positive, --shutdown-timeout and --max-restarts not negative")
+    if args.n_keep < -1 or args.cache_reuse < 0:
+        raise UsageError("ggserve: --keep must be -1 (the whole prompt) or a number of tokens, "
+                         "--cache-reuse not negative")
     if args.reasoning_budget < -1:
         raise UsageError("ggserve: --reasoning-budget must be -1 (no limit) or a number of tokens")
+    if args.slot_save_path and not os.path.isdir(args.slot_save_path):
+        raise UsageError(f"ggserve: --slot-save-path {args.slot_save_path} is not a directory")
     if bool(args.ssl_keyfile) != bool(args.ssl_certfile):
         raise UsageError("ggserve: --ssl-keyfile and --ssl-certfile go together")
     # Flags whose dest is a ServeConfig field map one to one; the rest are derived here.
@@ -297,6 +387,8 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         chat_template_kwargs=_chat_template_kwargs(args.chat_template_kwargs),
         cors_origins=[o.strip() for o in args.cors_origins.split(",") if o.strip()],
         api_prefix=_api_prefix(args.api_prefix),
+        slot_save_path=os.path.abspath(args.slot_save_path) if args.slot_save_path else "",
+        lora=_lora_paths(args.lora),
     )
     return ServeConfig(**fields)
 

@@ -26,6 +26,13 @@ class ModelSpec(msgspec.Struct, kw_only=True):
     load_on_startup: bool = False  # preset's load-on-startup
 
 
+class LoraFile(msgspec.Struct):
+    """A LoRA adapter given at start (--lora FILE, --lora-scaled FILE:SCALE)."""
+
+    path: str
+    scale: float = 1.0  # its global scale at start
+
+
 class ServeConfig(msgspec.Struct, kw_only=True):
     # model
     model: str  # path of the .gguf
@@ -33,6 +40,12 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     chat_template_file: str = ""
     chat_template: str = ""  # --chat-template: a built-in template by name (frontend.text.builtin_templates)
     chat_template_kwargs: dict[str, Any] = {}  # --chat-template-kwargs: extra template variables
+    # embedding server (--embeddings, --reranking): /v1/embeddings, /v1/rerank; generation answers 501
+    embeddings: bool = False
+    pooling: str = ""  # --pooling: none / mean / cls / last / rank; "": the GGUF's
+    embd_max_inputs: int = 2048  # --embd-max-inputs: inputs (or documents) of one request
+    lora: list[LoraFile] = []  # LoRA adapters every executor loads; their ids are their indexes here
+    lora_init_without_apply: bool = False  # --lora-init-without-apply: every global scale starts at 0
     # engine layout (llama-server flag names in comments)
     n_parallel: int = 4  # -np: slots per executor
     ctx_size: int = 4096  # -c: KV cells per executor, one pool shared by its slots
@@ -52,6 +65,9 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     step_timeout: float = 300.0  # seconds one step may take before its executor counts as hung
     prefix_cache: bool = True
     cache_ram: int = 8192  # MiB of host memory for prefixes evicted from the KV cache; -1: no limit, 0: off
+    context_shift: bool = False  # --context-shift: a generation that fills its context drops part of it
+    n_keep: int = 0  # --keep: prompt tokens a context shift keeps (-1: all), when a request sets no n_keep
+    cache_reuse: int = 0  # --cache-reuse: min chunk of a cached prompt reused by KV shifting (0: off)
     seed: int = -1  # default sampling seed (-1: random)
     reasoning_format: str = "auto"  # --reasoning-format: none / deepseek / deepseek-legacy / auto
     # server-wide sampling defaults (--temp, --top-k, ...): SamplingParams field -> value
@@ -68,10 +84,12 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     metrics_no_auth: bool = False  # /metrics without an API key even when keys are set
     slots: bool = True  # --no-slots: /slots answers 501
     props: bool = False  # --props: POST /props is allowed
+    slot_save_path: str = ""  # --slot-save-path: directory of slot files (POST /slots/{id}); "": 501
     webui: bool = True  # --no-webui: / answers 404
     ssl_keyfile: str = ""
     ssl_certfile: str = ""
     max_body_size: int = 16 * 1024 * 1024
+    timeout: float = 600.0  # --timeout: s a request's headers (at most 30) or next body chunk may take; then 408
     sse_ping_interval: float = 5.0  # seconds without output before a stream sends ": ping"
     cors_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])  # --cors-origins: origins browsers may call from ("*": any)
     api_prefix: str = ""  # --api-prefix: every route is served under this path prefix instead
@@ -102,6 +120,11 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     @property
     def router(self) -> bool:
         return bool(self.models)
+
+    @property
+    def lora_scales(self) -> list[float]:
+        """The global scale of each LoRA adapter at start."""
+        return [0.0 if self.lora_init_without_apply else lora.scale for lora in self.lora]
 
     @property
     def n_threads(self) -> int:

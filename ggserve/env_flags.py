@@ -32,12 +32,18 @@ LLAMA_ENV = {
     "--ssl-keyfile": "LLAMA_ARG_SSL_KEY_FILE",
     "--ssl-certfile": "LLAMA_ARG_SSL_CERT_FILE",
     "--cors-origins": "LLAMA_ARG_CORS_ORIGINS",
+    "--timeout": "LLAMA_ARG_TIMEOUT",
     "--api-prefix": "LLAMA_ARG_API_PREFIX",
     "--chat-template": "LLAMA_ARG_CHAT_TEMPLATE",
     "--chat-template-file": "LLAMA_ARG_CHAT_TEMPLATE_FILE",
     "--chat-template-kwargs": "LLAMA_ARG_CHAT_TEMPLATE_KWARGS",
     "--reasoning-format": "LLAMA_ARG_THINK",
     "--n-predict": "LLAMA_ARG_N_PREDICT",
+    "--context-shift": "LLAMA_ARG_CONTEXT_SHIFT",
+    "--cache-reuse": "LLAMA_ARG_CACHE_REUSE",
+    "--embeddings": "LLAMA_ARG_EMBEDDINGS",
+    "--reranking": "LLAMA_ARG_RERANKING",
+    "--pooling": "LLAMA_ARG_POOLING",
     "--temp": "LLAMA_ARG_TEMPERATURE",
     "--top-k": "LLAMA_ARG_TOP_K",
     "--top-p": "LLAMA_ARG_TOP_P",
@@ -85,8 +91,12 @@ def apply_env_defaults(parser: argparse.ArgumentParser, environ: dict[str, str] 
             continue
         try:
             value = action.type(raw) if callable(action.type) else raw
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, argparse.ArgumentTypeError):
             parser.error(f"{name}={raw!r} is not a valid value for {action.option_strings[-1]}")
         if action.choices is not None and value not in action.choices:
             parser.error(f"{name}={raw!r}: choose from {', '.join(map(str, action.choices))}")
-        action.default = [value] if isinstance(action, argparse._AppendAction) else value
+        if isinstance(action, argparse._ExtendAction):
+            # Its type gives a list, and flags extending one list share it (--lora, --lora-scaled).
+            parser.set_defaults(**{action.dest: [*parser.get_default(action.dest), *value]})
+        else:
+            action.default = [value] if isinstance(action, argparse._AppendAction) else value

@@ -2,10 +2,10 @@
 
 Reading this module explains the system:
 
-    frontend --AddRequest/Abort/Hello/Heartbeat/StatsRequest--> scheduler
-    frontend <--RequestOutputs/EngineInfo/EngineStatus/EngineStats-- scheduler
-    scheduler --StepPlan/Shutdown--> executor
-    scheduler <--ExecutorReady/StepResult/ExecutorError-- executor
+    frontend --AddRequest/EmbedRequest/Abort/Hello/Heartbeat/StatsRequest/SlotAction/SetLoraScales--> scheduler
+    frontend <--RequestOutputs/EngineInfo/EngineStatus/EngineStats/SlotActionDone-- scheduler
+    scheduler --StepPlan/EmbedPlan/Shutdown--> executor
+    scheduler <--ExecutorReady/StepResult/EmbedResult/ExecutorError-- executor
     launcher --Hello/ExecutorDied/Drain/Shutdown/Restarts--> scheduler
     launcher <--EngineInfo/EngineStatus/RestartExecutor/Drained-- scheduler
     frontend --Hello/Heartbeat/LoadModel/UnloadModel/ModelUsed--> launcher   (router mode)
@@ -17,8 +17,10 @@ send Heartbeat; the scheduler aborts the requests of a worker that stops sending
 
 All messages are msgspec Structs encoded as msgpack arrays (``array_like``), tagged so one
 decoder reads the union. ``gc=False`` keeps these short-lived, acyclic objects out of the cyclic
-garbage collector. Bulk arrays never travel here: they live in ``ipc.shm`` and messages carry an
-``ArrayRef`` handle.
+garbage collector. Embedding vectors travel inside the messages (``Vectors``: raw float32 bytes,
+which msgpack copies once): for a 256-input request that costs ~1.5 ms more than ``ipc.shm``
+handles, 0.02% of the request (docs/benchmarks.md), not worth a release protocol. Bigger arrays
+go through ``ipc.shm``, and messages carry an ``ArrayRef`` handle.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ class ErrorCode(enum.IntEnum):
     SHUTTING_DOWN = 3  # 503: the server is stopping
     INTERNAL = 4  # 500: a bug
     NO_KV_ROOM = 5  # 503: the KV cache cannot hold the request's next tokens
+    SLOT_BUSY = 6  # 409: the slot runs a request (a slot action needs it idle)
+    NOT_FOUND = 7  # 404: a file the request names does not exist
 
 
 class EngineError(_Part):
@@ -78,6 +82,15 @@ class ArrayRef(_Part):
     shape: tuple[int, ...]
 
 
+class Vectors(_Part):
+    """Float32 rows (embeddings, per-token embeddings or rerank scores), row-major in ``data``;
+    ``counts[i]`` rows belong to the i-th input (1 when pooled, its token count with pooling none)."""
+
+    dim: int
+    counts: list[int]
+    data: bytes  # little-endian float32, sum(counts) * dim values
+
+
 # llama-server's default order of the samplers between the logit bias and the final pick.
 DEFAULT_SAMPLER_ORDER = ("penalties", "dry", "top_n_sigma", "top_k", "typ_p", "top_p", "min_p", "xtc", "temperature")
 
@@ -92,6 +105,16 @@ class ReasoningBudget(_Part):
     end: str  # text closing it ("</think>")
     forced: list[int]  # token ids forced once the budget is spent
     open: bool = False  # the prompt already opened the thinking (the template wrote ``start``)
+
+
+class GrammarTriggers(_Part):
+    """A lazy grammar (llama-server's ``grammar_lazy``): the output is free until a trigger
+    appears in it, and follows the grammar from the trigger on."""
+
+    # Regexes searched in the generated text; the grammar starts at the first non-empty group of
+    # the match, else at the match. "^...$" must match the whole text (pattern_full).
+    patterns: list[str] = []
+    tokens: list[int] = []  # generating one of these tokens triggers; the grammar starts with it
 
 
 class SamplingParams(_Part):
@@ -112,6 +135,7 @@ class SamplingParams(_Part):
     logit_bias: list[tuple[int, float]] = []  # a bias of -inf bans the token
     seed: int | None = None
     grammar: str | None = None  # GBNF, root rule "root"
+    grammar_triggers: GrammarTriggers | None = None  # the grammar is lazy: it applies from a trigger on
     # llama.cpp's other samplers, with llama-server's meanings and neutral defaults
     min_keep: int = 0  # truncating samplers keep at least this many candidates
     top_n_sigma: float = -1.0  # <= 0: off
@@ -138,6 +162,22 @@ class SamplingParams(_Part):
     reasoning_budget: ReasoningBudget | None = None
 
 
+class LoraScale(_Part):
+    """The scale of one LoRA adapter; ``id`` is its index in the order the adapters were given at
+    start (--lora / --lora-scaled), as GET /lora-adapters numbers them."""
+
+    id: int
+    scale: float
+
+
+class LoraAdapterInfo(_Part):
+    """A LoRA adapter an executor loaded, with llama-server's metadata of it."""
+
+    path: str
+    task_name: str = ""  # adapter.lora.task_name
+    prompt_prefix: str = ""  # adapter.lora.prompt_prefix
+
+
 class TokenLogprob(_Part):
     """Log-probability of the chosen token and the ``top`` most likely alternatives."""
 
@@ -158,6 +198,9 @@ class RequestStats(_Part):
     decode_ms: float  # first token -> last token
     executor_id: int = -1
     slot_id: int = -1
+    # The request filled its context: it was shifted (context shift) or its output stopped there
+    # (llama-server's ``truncated``).
+    truncated: bool = False
 
 
 # ----------------------------------------------------------------------------- frontend <-> scheduler
@@ -182,12 +225,39 @@ class AddRequest(_Msg):
     # Run on this slot (executor_id * n_slots + slot index, as /slots numbers them), waiting for
     # it to be free; -1: wherever the policy places it (llama-server's id_slot).
     id_slot: int = -1
+    # Context shift (when the engine has it on): leading tokens of the sequence kept when it fills
+    # its context (the frontend resolves llama-server's n_keep: -1 the whole prompt, BOS counted),
+    # and how many of the tokens after them are dropped (0: half of them).
+    n_keep: int = 0
+    n_discard: int = 0
+    # Reuse chunks of at least this many tokens of a slot's cache past the shared prefix by
+    # shifting their KV (llama-server's n_cache_reuse; models whose cache can shift); 0: off.
+    n_cache_reuse: int = 0
+    # LoRA adapters (llama-server's per-request ``lora``): None runs with the global scales (POST
+    # /lora-adapters); a list runs these adapters at these scales and every other one at 0.
+    lora: list[LoraScale] | None = None
+
+
+class EmbedRequest(_Msg):
+    """Pool the hidden states of each input (an embedding server only): no sampling, no output
+    tokens. Inputs are packed, one sequence each, into the same decodes as other requests'."""
+
+    request_id: str
+    inputs: list[list[int]]  # token ids, each run whole in one decode (never truncated)
 
 
 class Abort(_Msg):
     """Stop a request (client gone, stop string matched). Its slot is freed in the same step."""
 
     request_ids: list[str]
+
+
+class SetLoraScales(_Msg):
+    """POST /lora-adapters: the global scales of the LoRA adapters (those not listed: 0), used by
+    every later request that names none. The frontend then asks for EngineStats, whose answer
+    confirms the change (the scheduler reads one peer's messages in order)."""
+
+    scales: list[LoraScale]
 
 
 class Hello(_Msg):
@@ -229,6 +299,7 @@ class RequestOutput(_Part):
     stats: RequestStats | None = None
     prompt_logprobs: list[TokenLogprob] = []  # of the next prompt tokens (see AddRequest)
     progress: PromptProgress | None = None  # with AddRequest.return_progress, during the prefill
+    vectors: Vectors | None = None  # an EmbedRequest's result, one entry per input, with its terminal output
 
 
 class RequestOutputs(_Msg):
@@ -258,6 +329,11 @@ class ExecutorInfo(_Part):
     pid: int = 0  # the executor process: tells a restarted executor from its predecessor
     n_embd: int = 0  # embedding width (llama-server's /v1/models meta)
     vocab_type: int = 0  # llama_vocab_type: 1 SPM, 2 BPE, 3 WPM, 4 UGM, 5 RWKV
+    can_shift: bool = False  # llama_memory_can_shift: positions can move (not a sliding-window cache)
+    # -1: a generation server; else an embedding server's llama_pooling_type (0 none, 1 mean,
+    # 2 cls, 3 last, 4 rank): it runs EmbedPlans only.
+    pooling: int = -1
+    lora_adapters: list[LoraAdapterInfo] = []  # in id order (--lora / --lora-scaled)
 
 
 class EngineInfo(_Msg):
@@ -273,6 +349,9 @@ class EngineInfo(_Msg):
     max_queue: int
     epoch: int  # random per scheduler process: a different one means the scheduler was replaced
     executors: list[ExecutorInfo] = []
+    # A request may generate past n_ctx_slot: its context is shifted (--context-shift, on a model
+    # whose cache can shift); otherwise it stops there.
+    context_shift: bool = False
 
 
 class EngineStatus(_Msg):
@@ -346,6 +425,31 @@ class EngineStats(_Msg):
     restarts: list[ChildRestarts] = []  # as the launcher counts them
     started_at: float = 0.0  # unix time the scheduler started
     preemptions_total: int = 0  # requests preempted for KV room (recomputed later)
+    lora_scales: list[float] = []  # the global scale of each LoRA adapter, by id (GET /lora-adapters)
+
+
+class SlotActionKind(enum.IntEnum):
+    SAVE = 0  # write the slot's cached tokens and their KV cells to ``path``
+    RESTORE = 1  # replace the slot's cache with the file's
+    ERASE = 2  # drop the slot's cached prefix
+
+
+class SlotAction(_Msg):
+    """llama-server's ``POST /slots/{id}?action=...`` on an idle slot; answered by SlotActionDone."""
+
+    token: int  # echoed back to match the reply
+    kind: SlotActionKind
+    id_slot: int  # executor_id * n_slots + slot index, as /slots numbers them
+    path: str = ""  # SAVE / RESTORE: the file, inside --slot-save-path
+    n_tokens: int = 0  # RESTORE: tokens the file's header announces (the KV cells to make room for)
+
+
+class SlotActionDone(_Msg):
+    token: int
+    n_tokens: int = 0  # tokens saved, restored or erased
+    n_bytes: int = 0  # bytes written or read
+    ms: float = 0.0  # time the executor spent on the file
+    error: EngineError | None = None
 
 
 # ----------------------------------------------------------------------------- scheduler <-> executor
@@ -358,6 +462,11 @@ class KvOpKind(enum.IntEnum):
     SAVE = 3  # keep seq_id's cells in host memory as entry_id (--cache-ram)
     RESTORE = 4  # load host entry entry_id into seq_id (empty); a failure fails its request
     DROP = 5  # forget host entry entry_id
+    # context shift: drop positions [pos, pos + n_discard) of seq_id and move the positions after
+    # them down by n_discard (the cells must be seq_id's alone: a cell has one position)
+    SHIFT = 6
+    SAVE_FILE = 7  # write seq_id's cells, with ``tokens`` as their token ids, to ``path``
+    LOAD_FILE = 8  # load ``path`` (at most ``pos`` tokens) into seq_id (emptied first)
 
 
 class KvOp(_Part):
@@ -366,6 +475,9 @@ class KvOp(_Part):
     pos: int = 0
     src_seq_id: int = -1
     entry_id: int = 0  # SAVE / RESTORE / DROP
+    n_discard: int = 0  # SHIFT
+    path: str = ""  # SAVE_FILE / LOAD_FILE
+    tokens: list[int] = []  # SAVE_FILE
 
 
 class SeqStart(_Part):
@@ -402,6 +514,9 @@ class StepPlan(_Msg):
     starts: list[SeqStart] = []
     ends: list[int] = []  # seq ids whose sampler chains are freed (before kv_ops)
     items: list[BatchItem] = []
+    # Set the context's LoRA adapters to these (every other one at 0) before the decode: a step
+    # runs one adapter set. None: the set of the previous step (sent only when it changes).
+    lora: list[LoraScale] | None = None
 
 
 class Sample(_Part):
@@ -423,6 +538,16 @@ class SeqFailure(_Part):
     error: EngineError
 
 
+class SlotFileResult(_Part):
+    """What a SAVE_FILE or LOAD_FILE op of the step did, in op order."""
+
+    seq_id: int
+    n_bytes: int = 0  # written or read
+    ms: float = 0.0
+    tokens: list[int] = []  # LOAD_FILE: the token ids the sequence now holds
+    error: EngineError | None = None  # the op failed (a failed load leaves the sequence empty)
+
+
 class StepResult(_Msg):
     """Sampled tokens of a StepPlan, in item order, plus cache facts the scheduler plans with."""
 
@@ -439,6 +564,33 @@ class StepResult(_Msg):
     # llama_decode found no room in the KV cache (it returned 1): nothing of the batch ran and
     # the cache is as before the step; the scheduler retries with fewer tokens.
     no_kv_room: bool = False
+    slot_files: list[SlotFileResult] = []
+
+
+class EmbedItem(_Part):
+    """One input of an EmbedRequest on its own sequence, all of it, from position 0."""
+
+    seq_id: int
+    token_ids: list[int]
+
+
+class EmbedPlan(_Msg):
+    """One llama_decode of whole inputs (an embedding server's step); every sequence is cleared
+    after its vectors are read."""
+
+    step_id: int
+    items: list[EmbedItem]
+
+
+class EmbedResult(_Msg):
+    """The vectors of an EmbedPlan, in item order (``counts`` per item; 0 for a failed item)."""
+
+    step_id: int
+    executor_id: int
+    vectors: Vectors | None = None  # None when the decode failed
+    step_seconds: float = 0.0
+    error: str | None = None  # the decode failed; none of the items has vectors
+    failures: list[SeqFailure] = []  # items that did not run
 
 
 class ExecutorReady(_Msg):
@@ -549,16 +701,22 @@ class ModelUsed(_Msg):
 
 Message = Union[
     AddRequest,
+    EmbedRequest,
     Abort,
     Hello,
     Heartbeat,
     StatsRequest,
+    SlotAction,
+    SlotActionDone,
+    SetLoraScales,
     RequestOutputs,
     EngineInfo,
     EngineStatus,
     EngineStats,
     StepPlan,
     StepResult,
+    EmbedPlan,
+    EmbedResult,
     ExecutorReady,
     ExecutorError,
     ExecutorDied,

@@ -10,10 +10,14 @@ from __future__ import annotations
 import collections
 import logging
 import time
+from dataclasses import dataclass
 
 from ipc.protocol import (
     AddRequest,
     BatchItem,
+    EmbedPlan,
+    EmbedRequest,
+    EmbedResult,
     EngineError,
     EngineStats,
     ErrorCode,
@@ -22,16 +26,22 @@ from ipc.protocol import (
     FinishReason,
     KvOp,
     KvOpKind,
+    LoraScale,
     PromptProgress,
     RequestOutput,
     RequestStats,
     SeqStart,
+    SlotAction,
+    SlotActionDone,
+    SlotActionKind,
     SlotState,
     StepPlan,
     StepResult,
     TokenLogprob,
 )
-from scheduler import kv, policy
+from scheduler import kv, lora, policy
+from scheduler.cache_reuse import chunk_cuts
+from scheduler.embed import EmbedJob, EmbedQueue
 from scheduler.host_cache import MIN_TOKENS as MIN_HOST_TOKENS
 from scheduler.host_cache import HostCacheIndex
 from scheduler.metrics import EngineCounters
@@ -39,6 +49,20 @@ from scheduler.request import Request, Status
 from scheduler.slots import Slot
 
 log = logging.getLogger("scheduler")
+
+# The counter (EngineStats' requests_*) a request's end adds to; every other end is "finished".
+_COUNTER_OF = {FinishReason.ABORT: "aborted", FinishReason.ERROR: "failed"}
+
+
+@dataclass(eq=False)
+class FileAction:
+    """A slot save or restore (POST /slots/{id}) waiting for its executor, which runs it as a
+    step of its own: nothing else touches the KV cache meanwhile, so the cells stay accounted."""
+
+    peer: bytes
+    msg: SlotAction
+    slot: Slot
+    n_saved: int = 0  # SAVE: the tokens written
 
 
 class ExecutorState:
@@ -68,6 +92,9 @@ class ExecutorState:
         # Tokens per step; halved while llama_decode finds no KV room, restored as steps succeed.
         self.budget = n_batch
         self.host_cache = HostCacheIndex(cache_ram_bytes, info.kv_bytes / max(1, info.n_ctx))
+        self.file_actions: list[FileAction] = []  # waiting, oldest first
+        self.file_in_flight: FileAction | None = None  # the step running is this action's
+        self.lora = lora.NO_LORA  # the adapter set its context runs with (a new process: none)
 
     @property
     def idle(self) -> bool:
@@ -87,8 +114,14 @@ class Scheduler:
         n_batch: int = 512,
         ctx_per_request: int = 0,
         cache_ram_bytes: int = 0,
+        context_shift: bool = False,
+        lora_scales: list[float] | None = None,
     ) -> None:
         self.n_executors = n_executors
+        self.context_shift_asked = context_shift  # --context-shift
+        self.context_shift = False  # asked, and every executor's cache can shift
+        # The global scale of each LoRA adapter (POST /lora-adapters); empty: none loaded.
+        self.lora_scales = list(lora_scales or [])
         self.cache_ram_bytes = cache_ram_bytes  # host memory for evicted prefixes; < 0: no limit
         self.ctx_per_request = ctx_per_request  # 0: a request may use the whole pool
         self.max_queue = max_queue
@@ -99,9 +132,11 @@ class Scheduler:
         self.waiting: collections.deque[Request] = collections.deque()
         self.requests: dict[str, Request] = {}  # every unfinished request
         self.outputs: dict[bytes, list[RequestOutput]] = collections.defaultdict(list)
+        self.replies: list[tuple[bytes, SlotActionDone]] = []  # to frontend peers
         self._step_ids = 0
         self.counters = collections.Counter[str]()
         self.metrics = EngineCounters()
+        self.embed = EmbedQueue(self._embed_ended)  # an embedding server's requests
 
     # ------------------------------------------------------------------ executors
 
@@ -118,12 +153,34 @@ class Scheduler:
     def n_ctx_slot(self) -> int:
         return min(e.n_ctx_slot for e in self.executors.values())
 
+    @property
+    def embedding(self) -> bool:
+        """An embedding server: its executors run EmbedPlans, never generation."""
+        return any(e.info.pooling >= 0 for e in self.executors.values())
+
+    @property
+    def embed_input_limit(self) -> int:
+        """Tokens one embedding input may have: it runs whole in one decode, within the KV pool
+        and the positions the model was trained on (BERT's position table has no more)."""
+        return min(min(e.n_batch, e.n_ctx, e.info.n_ctx_train) for e in self.executors.values())
+
+    @property
+    def n_unfinished(self) -> int:
+        return len(self.requests) + len(self.embed.jobs)
+
     def executor_ready(self, info: ExecutorInfo) -> None:
         """A new executor process, or a restarted one: it starts with empty slots and cache."""
         self.n_batch = min(self.n_batch, info.n_batch)
+        old = self.executors.get(info.executor_id)
+        if old is not None:
+            self._fail_file_actions(old, EngineError(ErrorCode.EXECUTOR_FAILED, "the executor was restarted"))
         self.executors[info.executor_id] = ExecutorState(
             info.executor_id, info, self.n_batch, self.ctx_per_request, self.cache_ram_bytes
         )
+        if self.context_shift_asked and not info.can_shift:
+            log.warning("context shift is not supported by this model's KV cache (%s); it is disabled: a request "
+                        "that fills its context stops there", "sliding window" if info.n_swa else "cannot shift")
+        self.context_shift = self.context_shift_asked and all(e.info.can_shift for e in self.executors.values())
 
     def executor_failed(self, executor_id: int, message: str, pid: int = 0) -> None:
         """The executor is gone: fail what ran on it; queued requests wait for a live executor.
@@ -140,6 +197,8 @@ class Scheduler:
         error = EngineError(ErrorCode.EXECUTOR_FAILED, f"executor {executor_id} failed: {message}")
         for req in list(ex.running):
             self._finish(req, FinishReason.ERROR, error)
+        self.embed.fail_executor(executor_id, error, time.monotonic())
+        self._fail_file_actions(ex, error)
 
     def hung_executors(self, now: float, step_timeout: float) -> list[ExecutorState]:
         """Live executors whose step has run longer than ``step_timeout`` seconds."""
@@ -154,32 +213,86 @@ class Scheduler:
         unfinished = list(self.requests.values())
         for req in unfinished:
             self._finish(req, FinishReason.ERROR, error)
-        return len(unfinished)
+        return len(unfinished) + self.embed.fail_all(error, time.monotonic())
 
     # ------------------------------------------------------------------ requests
+
+    def set_lora_scales(self, scales: list[LoraScale]) -> None:
+        """POST /lora-adapters: the new global scales (adapters not listed: 0) for later requests."""
+        problem = lora.problem(scales, len(self.lora_scales))
+        if problem is not None:
+            log.warning("dropped a LoRA scale change: %s", problem)
+            return
+        self.lora_scales = [0.0] * len(self.lora_scales)
+        for entry in scales:
+            self.lora_scales[entry.id] = entry.scale
 
     def add_request(self, msg: AddRequest, peer: bytes, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         rejection = self._validate(msg)
         if rejection is not None:
-            self.counters["rejected"] += 1
-            self.outputs[peer].append(
-                RequestOutput(msg.request_id, finish_reason=FinishReason.ERROR, error=rejection)
-            )
+            self._reject(msg.request_id, peer, rejection)
             return
-        room = self.n_ctx_slot - len(msg.prompt_token_ids)
-        max_tokens = room if msg.max_tokens < 0 else min(msg.max_tokens, room)
-        req = Request(msg, peer, max_tokens, now)
+        if self.context_shift:
+            req = Request(msg, peer, msg.max_tokens, now, context_limited=False)
+        else:
+            room = self.n_ctx_slot - len(msg.prompt_token_ids)
+            req = Request(msg, peer, room if msg.max_tokens < 0 else min(msg.max_tokens, room), now,
+                          context_limited=msg.max_tokens < 0 or msg.max_tokens >= room)
+        req.lora = lora.request_key(msg.lora, self.lora_scales)
         self.requests[req.id] = req
         self.waiting.append(req)
 
-    def _validate(self, msg: AddRequest) -> EngineError | None:
+    def add_embedding(self, msg: EmbedRequest, peer: bytes, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        rejection = self._validate_embedding(msg)
+        if rejection is not None:
+            self._reject(msg.request_id, peer, rejection)
+            return
+        self.embed.add(msg, peer, now)
+
+    def _reject(self, request_id: str, peer: bytes, error: EngineError) -> None:
+        self.counters["rejected"] += 1
+        self.outputs[peer].append(RequestOutput(request_id, finish_reason=FinishReason.ERROR, error=error))
+
+    def _validate_embedding(self, msg: EmbedRequest) -> EngineError | None:
+        problem = self._admission_problem(msg.request_id)
+        if problem is not None:
+            return problem
+        if not self.embedding:
+            return EngineError(ErrorCode.INVALID_REQUEST, "this server does not compute embeddings (--embeddings)")
+        if not msg.inputs:
+            return EngineError(ErrorCode.INVALID_REQUEST, "no inputs")
+        n_vocab = min(e.info.n_vocab for e in self.executors.values())
+        limit = self.embed_input_limit
+        for i, tokens in enumerate(msg.inputs):
+            if not tokens:
+                return EngineError(ErrorCode.INVALID_REQUEST, f"input {i} is empty")
+            if min(tokens) < 0 or max(tokens) >= n_vocab:
+                return EngineError(ErrorCode.INVALID_REQUEST, f"input {i} has a token out of range [0, {n_vocab})")
+            if len(tokens) > limit:
+                return EngineError(ErrorCode.INVALID_REQUEST,
+                                   f"input {i} has {len(tokens)} tokens; an input may have at most {limit}")
+        if len(self.embed.waiting) >= self.max_queue:
+            return EngineError(ErrorCode.OVERLOADED, f"{len(self.embed.waiting)} requests are waiting")
+        return None
+
+    def _admission_problem(self, request_id: str) -> EngineError | None:
+        """Why no request can be taken now (draining, loading) or this id is taken, or None."""
         if self.draining:
             return EngineError(ErrorCode.SHUTTING_DOWN, "the server is shutting down")
         if not self.ready:
             return EngineError(ErrorCode.SHUTTING_DOWN, "the engine is still loading")
-        if msg.request_id in self.requests:
-            return EngineError(ErrorCode.INVALID_REQUEST, f"duplicate request id {msg.request_id}")
+        if request_id in self.requests or request_id in self.embed.jobs:
+            return EngineError(ErrorCode.INVALID_REQUEST, f"duplicate request id {request_id}")
+        return None
+
+    def _validate(self, msg: AddRequest) -> EngineError | None:
+        problem = self._admission_problem(msg.request_id)
+        if problem is not None:
+            return problem
+        if self.embedding:
+            return EngineError(ErrorCode.INVALID_REQUEST, "this server computes embeddings only (--embeddings)")
         prompt = msg.prompt_token_ids
         if not prompt:
             return EngineError(ErrorCode.INVALID_REQUEST, "the prompt is empty")
@@ -194,6 +307,9 @@ class Scheduler:
         n_slots = sum(len(e.slots) for e in self.executors.values())
         if msg.id_slot >= n_slots:
             return EngineError(ErrorCode.INVALID_REQUEST, f"id_slot {msg.id_slot} does not exist ({n_slots} slots)")
+        problem = lora.problem(msg.lora, len(self.lora_scales)) if msg.lora else None
+        if problem is not None:
+            return EngineError(ErrorCode.INVALID_REQUEST, problem)
         if len(self.waiting) >= self.max_queue:
             return EngineError(ErrorCode.OVERLOADED, f"{len(self.waiting)} requests are waiting")
         return None
@@ -203,22 +319,31 @@ class Scheduler:
             req = self.requests.get(rid)
             if req is not None:
                 self._finish(req, FinishReason.ABORT)
+            else:
+                self.embed.abort(rid, time.monotonic())
 
     def abort_peer(self, peer: bytes) -> None:
         """A frontend worker disappeared: abort everything it owned."""
         self.abort([r.id for r in self.requests.values() if r.peer == peer])
+        self.abort([j.id for j in self.embed.jobs.values() if j.peer == peer])
 
     # ------------------------------------------------------------------ steps
 
-    def next_plan(self, executor_id: int, now: float | None = None) -> StepPlan | None:
+    def next_plan(self, executor_id: int, now: float | None = None) -> StepPlan | EmbedPlan | None:
         """Admit waiting requests and build the executor's next step; None when it has no work."""
         now = time.monotonic() if now is None else now
         ex = self.executors[executor_id]
         if not ex.idle:
             return None
+        if ex.file_actions:
+            return self._file_plan(ex, now)
+        if ex.info.pooling >= 0:
+            return self._next_embed_plan(ex, now)
         self._make_room_for_decodes(ex)
         self._admit(ex, now)
-        chosen = policy.plan_batch(ex.running, min(ex.budget, ex.free_cells))
+        # A step runs one LoRA adapter set; with no adapter loaded every request has the same.
+        running = policy.lora_turn(ex.running) if self.lora_scales else ex.running
+        chosen = policy.plan_batch(running, min(ex.budget, ex.free_cells))
         if not chosen and not ex.kv_ops and not ex.ends:
             return None
         items: list[BatchItem] = []
@@ -242,14 +367,49 @@ class Scheduler:
             kv.append(slot, tokens)
             slot.last_used = now
             in_flight[slot.seq_id] = (req, n)
+        return self._send_plan(ex, items, in_flight, n_prompt, now)
+
+    def _send_plan(self, ex: ExecutorState, items: list[BatchItem], in_flight: dict[int, tuple[Request, int]],
+                   n_prompt: int, now: float) -> StepPlan:
+        """The step with the executor's pending cache edits and sampler changes; it is now in flight."""
         self._step_ids += 1
         plan = StepPlan(self._step_ids, ex.kv_ops, ex.starts, ex.ends, items)
+        first = next(iter(in_flight.values()), None)
+        if first is not None and first[0].lora != ex.lora:  # a step runs one adapter set
+            ex.lora = first[0].lora
+            plan.lora = lora.to_wire(ex.lora)
         ex.kv_ops, ex.starts, ex.ends = [], [], []
         ex.in_flight = in_flight
         ex.in_flight_prompt_tokens = n_prompt
         ex.step_id = self._step_ids
         ex.step_sent_at = now
         return plan
+
+    def _next_embed_plan(self, ex: ExecutorState, now: float) -> EmbedPlan | None:
+        items = self.embed.plan(ex.id, len(ex.slots), min(ex.n_batch, ex.n_ctx), now)
+        if not items:
+            return None
+        self._step_ids += 1
+        ex.in_flight = {}  # busy; the inputs it runs are the embed queue's to track
+        ex.in_flight_prompt_tokens = sum(len(item.token_ids) for item in items)
+        ex.step_id = self._step_ids
+        ex.step_sent_at = now
+        return EmbedPlan(self._step_ids, items)
+
+    def embed_result(self, result: EmbedResult, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        ex = self.executors.get(result.executor_id)
+        if ex is None or not ex.alive or ex.in_flight is None or result.step_id != ex.step_id:
+            return  # stale
+        ex.in_flight = None
+        n_items = len(self.embed.in_flight.get(ex.id, {}))
+        n_tokens = ex.in_flight_prompt_tokens
+        self.metrics.on_step(ex.id, result.step_seconds, n_tokens, n_tokens, n_items, 0)
+        self.embed.on_result(result, now)
+
+    def _embed_ended(self, job: EmbedJob, out: RequestOutput) -> None:
+        self.outputs[job.peer].append(out)
+        self.counters[_COUNTER_OF.get(out.finish_reason, "finished")] += 1
 
     def _admit(self, ex: ExecutorState, now: float) -> None:
         """Move waiting requests (oldest first) into this executor's free slots."""
@@ -263,7 +423,7 @@ class Scheduler:
             reuse_allowed = self.prefix_cache and req.cache_prompt
             if req.id_slot >= 0:
                 # Pinned: waits for its slot without holding up the requests behind it.
-                placement = self._pinned_placement(ex, req, tokens, n_swa, reuse_allowed)
+                placement = self._pinned_placement(ex, req, n_swa, reuse_allowed)
                 needed = policy.cells_needed(req, placement.reuse, ex.n_ctx_slot) if placement else 0
                 if placement is not None and self._reserve_cells(ex, needed + policy.n_decoding(ex.running), placement):
                     self.waiting.remove(req)
@@ -272,17 +432,19 @@ class Scheduler:
                     if all(s.busy for s in ex.slots):
                         break
                 continue
-            target = policy.choose_executor(candidates, tokens, n_swa, reuse_allowed)
+            target = policy.choose_executor(candidates, tokens, n_swa, reuse_allowed, req.lora)
             if target is None:
                 break  # no free slot anywhere
             if target != ex.id:
                 continue  # placed when that executor plans its next step
-            placement = policy.place(ex.slots, tokens, n_swa, reuse_allowed)
+            placement = policy.place(ex.slots, tokens, n_swa, reuse_allowed, req.lora)
             if placement is None:
                 break
             if reuse_allowed:
-                placement = self._from_host_cache(ex, tokens, placement)
-            if reuse_allowed and policy.awaits_donor(running, tokens, placement.reuse):
+                placement = self._from_host_cache(ex, req, placement)
+            if reuse_allowed and req.n_cache_reuse > 0 and ex.info.can_shift:
+                placement = self._with_chunks(ex, req, placement)
+            if reuse_allowed and policy.awaits_donor(running, tokens, placement.reuse, req.lora):
                 continue  # copied from the request prefilling it once that is done
             needed = policy.cells_needed(req, placement.reuse, ex.n_ctx_slot) + policy.n_decoding(ex.running)
             if placement.host is not None:  # restored into new cells, whole, then cut to the reuse
@@ -306,6 +468,7 @@ class Scheduler:
             return ex.n_ctx - kv.cells_used(ex.slots, {placement.slot: placement.reuse if own else 0})
 
         keep = {placement.slot, placement.source} if placement is not None else set()
+        keep |= {action.slot for action in ex.file_actions}  # to be saved as they are now
         idle = sorted((s for s in ex.slots if not s.busy and s.tokens and s not in keep), key=lambda s: s.last_used)
         for slot in idle:
             if free() >= needed:
@@ -313,19 +476,36 @@ class Scheduler:
             self._drop_prefix(ex, slot)
         return free() >= needed
 
-    def _from_host_cache(self, ex: ExecutorState, tokens: list[int], placement: policy.Placement) -> policy.Placement:
+    def _from_host_cache(self, ex: ExecutorState, req: Request, placement: policy.Placement) -> policy.Placement:
         """A placement restoring a prefix from host memory, when that reuses clearly more."""
-        entry, reuse = ex.host_cache.best(tokens, ex.info.n_swa)
+        entry, reuse = ex.host_cache.best(req.seq_tokens, ex.info.n_swa, req.lora)
         if entry is None or reuse < placement.reuse + policy.AFFINITY_MIN_TOKENS:
             return placement
         slot = placement.slot if placement.source is None else policy.victim([s for s in ex.slots if not s.busy])
         return policy.Placement(slot, reuse, None, entry)
 
+    def _with_chunks(self, ex: ExecutorState, req: Request, placement: policy.Placement) -> policy.Placement:
+        """The placement reusing chunks of its slot's own cache past the shared prefix
+        (n_cache_reuse), when there are some. Cells other sequences share never move; a cache
+        computed with another adapter set is no use."""
+        slot, tokens, min_chunk = placement.slot, req.seq_tokens, req.n_cache_reuse
+        if placement.source is not None or placement.host is not None or not slot.tokens or slot.lora != req.lora:
+            return placement
+        first = max((kv.shared_end(slot, other) for other in ex.slots if other is not slot and other.tokens),
+                    default=0)
+        cuts, reuse = chunk_cuts(slot.tokens, tokens, placement.reuse, first, min_chunk)
+        if reuse == placement.reuse:
+            return placement
+        return policy.Placement(slot, min(reuse, len(tokens) - 1), None, cuts=cuts)
+
     def _drop_prefix(self, ex: ExecutorState, slot: Slot, now: float | None = None, keep: int = 0) -> None:
         """Cut an idle slot's cached prefix to ``keep`` tokens (0: evict it), first keeping it
-        whole in host memory when what is cut is worth it."""
-        if len(slot.tokens) - keep >= MIN_HOST_TOKENS and ex.host_cache.worth_saving(slot.tokens) and ex.alive:
-            entry_id, dropped = ex.host_cache.add(slot.tokens, slot.pos_min, time.monotonic() if now is None else now)
+        whole in host memory when what is cut is worth it (and is what a prefill computes: not
+        after a shift)."""
+        if (len(slot.tokens) - keep >= MIN_HOST_TOKENS and slot.shift_keep < 0 and ex.alive
+                and ex.host_cache.worth_saving(slot.tokens, slot.lora)):
+            entry_id, dropped = ex.host_cache.add(slot.tokens, slot.pos_min, time.monotonic() if now is None else now,
+                                                  slot.lora)
             ex.kv_ops.append(KvOp(KvOpKind.SAVE, slot.seq_id, entry_id=entry_id))
             ex.kv_ops += [KvOp(KvOpKind.DROP, entry_id=e) for e in dropped]
             self.counters["host_cache_saved"] += 1
@@ -356,22 +536,23 @@ class Scheduler:
         slot.request = None
         ex.ends.append(slot.seq_id)
         ex.starts = [start for start in ex.starts if start.seq_id != slot.seq_id]
+        if req.status == Status.DECODE:  # a prefill goes on with the same tokens
+            req.seq_tokens = slot.tokens + [req.pending_token]
         self._evict(ex, slot)
         req.slot = None
         req.status = Status.WAITING
-        req.seq_tokens = req.prompt + req.output_ids
         req.n_computed = 0
         req.n_preempted += 1
         self.counters["preempted"] += 1
         self.waiting.appendleft(req)
 
-    def _pinned_placement(self, ex: ExecutorState, req: Request, tokens: list[int], n_swa: int,
+    def _pinned_placement(self, ex: ExecutorState, req: Request, n_swa: int,
                           reuse_allowed: bool) -> policy.Placement | None:
         """The placement of a request asking for one slot: on it, if it is this executor's and free."""
         executor_id, index = divmod(req.id_slot, len(ex.slots))
         if executor_id != ex.id or ex.slots[index].busy:
             return None
-        return policy.place_on(ex.slots[index], tokens, n_swa, reuse_allowed)
+        return policy.place_on(ex.slots[index], req.seq_tokens, n_swa, reuse_allowed, req.lora)
 
     def _start(self, ex: ExecutorState, req: Request, placement: policy.Placement, now: float) -> None:
         slot = placement.slot
@@ -397,7 +578,11 @@ class Scheduler:
             # (until the step's result reports it): a later admission must not reuse more.
             slot.pos_min = placement.source.pos_min
         elif slot.tokens:
+            for pos, n in placement.cuts:  # n_cache_reuse: chunks of the cache move to where the prompt has them
+                ex.kv_ops.append(KvOp(KvOpKind.SHIFT, seq, pos, n_discard=n))
+                kv.shift(slot, pos, n)
             self._drop_prefix(ex, slot, now, keep=placement.reuse)  # what it does not share makes way
+        slot.lora = req.lora  # of the cells it computes (a reused prefix has the same set)
         # A resumed request's sampler sees what it generated before (penalties, grammar state).
         ex.starts.append(
             SeqStart(seq, req.sampling, req.logprobs, list(req.output_ids), req.prompt_logprobs, req.penalty_context)
@@ -421,6 +606,9 @@ class Scheduler:
         in_flight, ex.in_flight = ex.in_flight, None
         for slot, pos_min in zip(ex.slots, result.pos_min):
             slot.pos_min = pos_min
+        action, ex.file_in_flight = ex.file_in_flight, None
+        if action is not None:
+            self._file_done(ex, action, result, now)
         if result.no_kv_room:
             self._retry_smaller(ex, in_flight)
             return
@@ -506,11 +694,119 @@ class Scheduler:
             self._finish(req, FinishReason.STOP)  # the stop token itself is not output
             return
         out = RequestOutput(req.id, [token], [logprob] if logprob is not None else [])
-        if len(req.output_ids) >= req.max_tokens or req.n_computed >= ex.n_ctx_slot:
+        if 0 <= req.max_tokens <= len(req.output_ids):
+            req.truncated |= req.context_limited
             self._finish(req, FinishReason.LENGTH, out=out)
             return
+        if req.n_computed >= ex.n_ctx_slot:  # no cell left for the token
+            if not self.context_shift:
+                req.truncated = True
+                self._finish(req, FinishReason.LENGTH, out=out)
+                return
+            self._shift(ex, req)
         req.pending_token = token
         self.outputs[req.peer].append(out)
+
+    def _shift(self, ex: ExecutorState, req: Request) -> None:
+        """Context shift, as llama-server's: keep the first n_keep tokens, drop n_discard of the
+        ones after them (by default half) and move the rest down, so generation goes on.
+
+        A cell has one position whatever sequences share it, so the moved cells must be this
+        sequence's alone: an idle cached prefix sharing them is cut where they start, and when a
+        running request shares them the dropped range grows to take them all.
+        """
+        slot = req.slot
+        n = len(slot.tokens)
+        keep = max(0, min(req.n_keep, ex.n_ctx_slot - 4))
+        n_left = n - keep
+        n_discard = max(0, min(req.n_discard or n_left // 2, n_left - 1))
+        shared = [(other, kv.shared_end(slot, other)) for other in ex.slots if other is not slot and other.tokens]
+        n_discard = max([n_discard] + [end - keep for other, end in shared if other.busy])
+        for other, end in shared:
+            if not other.busy and end > keep + n_discard:
+                self._drop_prefix(ex, other, keep=keep + n_discard)
+        log.debug("executor %d: request %s: context shift, n_keep %d, n_discard %d of %d", ex.id, req.id, keep,
+                  n_discard, n)
+        ex.kv_ops.append(KvOp(KvOpKind.SHIFT, slot.seq_id, keep, n_discard=n_discard))
+        kv.shift(slot, keep, n_discard)
+        req.n_computed -= n_discard
+        req.truncated = True
+        self.counters["context_shifts"] += 1
+
+    # ------------------------------------------------------------------ slot files
+
+    def slot_action(self, msg: SlotAction, peer: bytes) -> None:
+        """POST /slots/{id}: an erase is done at once; a save or restore waits for the executor's
+        next step. The slot must be idle: a running request or another action on it is a 409."""
+        error = self._slot_action_problem(msg)
+        if error is not None:
+            self.replies.append((peer, SlotActionDone(msg.token, error=error)))
+            return
+        ex, slot = self._slot_of(msg.id_slot)
+        if msg.kind == SlotActionKind.ERASE:
+            n_erased = len(slot.tokens)
+            self._evict(ex, slot)
+            self.replies.append((peer, SlotActionDone(msg.token, n_erased)))
+        else:
+            ex.file_actions.append(FileAction(peer, msg, slot))
+
+    def _slot_of(self, id_slot: int) -> tuple[ExecutorState, Slot]:
+        n_slots = len(next(iter(self.executors.values())).slots)
+        ex = self.executors[id_slot // n_slots]
+        return ex, ex.slots[id_slot % n_slots]
+
+    def _slot_action_problem(self, msg: SlotAction) -> EngineError | None:
+        if not self.ready:
+            return EngineError(ErrorCode.SHUTTING_DOWN, "the engine is still loading")
+        n_slots = sum(len(e.slots) for e in self.executors.values())
+        if not 0 <= msg.id_slot < n_slots:
+            return EngineError(ErrorCode.INVALID_REQUEST, f"slot {msg.id_slot} does not exist ({n_slots} slots)")
+        ex, slot = self._slot_of(msg.id_slot)
+        if not ex.alive:
+            return EngineError(ErrorCode.EXECUTOR_FAILED, f"executor {ex.id} is restarting")
+        if slot.busy or any(a.slot is slot for a in [*ex.file_actions, ex.file_in_flight] if a is not None):
+            return EngineError(ErrorCode.SLOT_BUSY, f"slot {msg.id_slot} is busy; retry when it is idle")
+        if msg.kind == SlotActionKind.RESTORE and msg.n_tokens > ex.n_ctx_slot:
+            return EngineError(ErrorCode.INVALID_REQUEST,
+                               f"the file holds {msg.n_tokens} tokens; a slot holds at most {ex.n_ctx_slot}")
+        return None
+
+    def _file_plan(self, ex: ExecutorState, now: float) -> StepPlan:
+        """A step running the oldest waiting slot action alone (with the cache edits pending)."""
+        action = ex.file_in_flight = ex.file_actions.pop(0)
+        slot, msg = action.slot, action.msg
+        if msg.kind == SlotActionKind.SAVE:
+            action.n_saved = len(slot.tokens)
+            ex.kv_ops.append(KvOp(KvOpKind.SAVE_FILE, slot.seq_id, path=msg.path, tokens=list(slot.tokens)))
+        else:
+            self._evict(ex, slot)
+            if self._reserve_cells(ex, msg.n_tokens + policy.n_decoding(ex.running)):
+                ex.kv_ops.append(KvOp(KvOpKind.LOAD_FILE, slot.seq_id, msg.n_tokens, path=msg.path))
+            else:
+                ex.file_in_flight = None
+                error = EngineError(ErrorCode.NO_KV_ROOM, f"no room in the KV cache for {msg.n_tokens} tokens")
+                self.replies.append((action.peer, SlotActionDone(msg.token, error=error)))
+        return self._send_plan(ex, [], {}, 0, now)
+
+    def _file_done(self, ex: ExecutorState, action: FileAction, result: StepResult, now: float) -> None:
+        done = result.slot_files[0] if result.slot_files else None
+        msg = action.msg
+        if done is None or done.error is not None:
+            error = done.error if done is not None else EngineError(
+                ErrorCode.INTERNAL, f"the executor did not run the slot action: {result.error or 'no result'}")
+            self.replies.append((action.peer, SlotActionDone(msg.token, error=error)))
+            return  # a failed load leaves the sequence empty, as the scheduler already counts it
+        n_tokens = action.n_saved
+        if msg.kind == SlotActionKind.RESTORE:
+            kv.append(action.slot, done.tokens)
+            action.slot.last_used = now
+            n_tokens = len(done.tokens)
+        self.replies.append((action.peer, SlotActionDone(msg.token, n_tokens, done.n_bytes, done.ms)))
+
+    def _fail_file_actions(self, ex: ExecutorState, error: EngineError) -> None:
+        actions = [*ex.file_actions, *([ex.file_in_flight] if ex.file_in_flight is not None else [])]
+        ex.file_actions, ex.file_in_flight = [], None
+        self.replies += [(a.peer, SlotActionDone(a.msg.token, error=error)) for a in actions]
 
     # ------------------------------------------------------------------ endings
 
@@ -550,8 +846,7 @@ class Scheduler:
             ex.kv_ops.append(KvOp(KvOpKind.CLEAR, slot.seq_id))
 
     def _count(self, req: Request, reason: FinishReason) -> None:
-        name = {FinishReason.ABORT: "aborted", FinishReason.ERROR: "failed"}.get(reason, "finished")
-        self.counters[name] += 1
+        self.counters[_COUNTER_OF.get(reason, "finished")] += 1
         if req.slot is not None:
             decode_seconds = (req.t_last_token - req.t_first_token) if req.t_first_token else 0.0
             self.metrics.on_finish(req.slot.executor_id, len(req.output_ids), decode_seconds)
@@ -571,6 +866,7 @@ class Scheduler:
             decode_ms=((req.t_last_token or first) - first) * 1000,
             executor_id=slot.executor_id if slot else -1,
             slot_id=slot.seq_id if slot else -1,
+            truncated=req.truncated,
         )
 
     # ------------------------------------------------------------------ reporting
@@ -579,9 +875,13 @@ class Scheduler:
         outputs, self.outputs = self.outputs, collections.defaultdict(list)
         return outputs
 
+    def take_replies(self) -> list[tuple[bytes, SlotActionDone]]:
+        replies, self.replies = self.replies, []
+        return replies
+
     def has_work(self, executor_id: int) -> bool:
         ex = self.executors[executor_id]
-        return bool(ex.running or ex.kv_ops or ex.ends or self.waiting)
+        return bool(ex.running or ex.kv_ops or ex.ends or ex.file_actions or self.waiting or self.embed.waiting)
 
     def stats(self, token: int = 0) -> EngineStats:
         c = self.counters
@@ -589,7 +889,7 @@ class Scheduler:
         return EngineStats(
             token=token,
             slots=[self._slot_state(s) for ex in self.executors.values() for s in ex.slots],
-            n_waiting=len(self.waiting),
+            n_waiting=len(self.waiting) + len(self.embed.waiting),
             n_running=sum(len(ex.running) for ex in self.executors.values()),
             requests_finished=c["finished"],
             requests_aborted=c["aborted"],
@@ -603,6 +903,7 @@ class Scheduler:
             restarts=m.restarts,
             started_at=m.started_at,
             preemptions_total=c["preempted"],
+            lora_scales=list(self.lora_scales),
         )
 
     def _executor_stats(self, ex: ExecutorState) -> ExecutorStats:

@@ -8,6 +8,10 @@ segments [origin, start, end); a copy takes the donor's segments up to its lengt
 one origin all start where that origin began, so the pool's use is, over origins, the furthest
 end any slot still holds minus that start.
 
+A context shift drops a slot's cells [keep, keep + n_discard) and moves the ones after down to
+position ``keep``: the moved cells must be the slot's alone (a cell has one position, whatever
+sequences share it), so they take a new origin at their new positions.
+
 Every change of a slot's cached tokens goes through this module so the segments stay exact.
 """
 
@@ -44,6 +48,7 @@ def copy_prefix(slot: Slot, donor: Slot, n: int) -> None:
     slot.tokens = donor.tokens[:n]
     slot.segments = _clip(donor.segments, n)
     slot.origin = new_origin()
+    slot.shift_keep = donor.shift_keep if 0 <= donor.shift_keep < n else -1
 
 
 def truncate(slot: Slot, n: int) -> None:
@@ -53,6 +58,23 @@ def truncate(slot: Slot, n: int) -> None:
     del slot.tokens[n:]
     slot.segments = _clip(slot.segments, n)
     slot.origin = new_origin()  # what it writes next is not the cells it gave up
+    if n <= slot.shift_keep:
+        slot.shift_keep = -1  # what is left was computed as it stands
+
+
+def shift(slot: Slot, keep: int, n_discard: int) -> None:
+    """``slot`` drops its tokens [keep, keep + n_discard) and the ones after move down to
+    ``keep`` (their cells must be the slot's alone: see ``shared_end``)."""
+    tail = slot.tokens[keep + n_discard :]
+    truncate(slot, keep)
+    append(slot, tail)
+    slot.shift_keep = keep if slot.shift_keep < 0 else min(keep, slot.shift_keep)
+
+
+def shared_end(slot: Slot, other: Slot) -> int:
+    """The position after the last of ``slot``'s cells that ``other`` holds too (0: none)."""
+    mine = {origin: last for origin, _, last in slot.segments}
+    return max((min(last, mine[origin]) for origin, _, last in other.segments if origin in mine), default=0)
 
 
 def _clip(segments: list[list[int]], n: int) -> list[list[int]]:

@@ -28,6 +28,8 @@ from ipc.protocol import (
     AddRequest,
     Drain,
     Drained,
+    EmbedRequest,
+    EmbedResult,
     EngineError,
     EngineInfo,
     EngineStatus,
@@ -41,7 +43,9 @@ from ipc.protocol import (
     RequestOutputs,
     RestartExecutor,
     Restarts,
+    SetLoraScales,
     Shutdown,
+    SlotAction,
     StatsRequest,
     StepResult,
 )
@@ -73,7 +77,8 @@ class SchedulerLoop:
         self.executors = bind_router(self.zmq, cfg.executor_endpoint, cfg.curve)
         cache_ram_bytes = cfg.cache_ram * 2**20 if cfg.cache_ram > 0 else cfg.cache_ram
         self.core = Scheduler(
-            cfg.executors, cfg.max_queue, cfg.prefix_cache, cfg.batch_size, cfg.ctx_per_request, cache_ram_bytes
+            cfg.executors, cfg.max_queue, cfg.prefix_cache, cfg.batch_size, cfg.ctx_per_request, cache_ram_bytes,
+            cfg.context_shift, cfg.lora_scales,
         )
         self.hello_waiting: set[bytes] = set()  # peers to answer once every executor is ready
         self.peers: dict[bytes, float] = {}  # peers that said Hello -> last time heard from
@@ -119,12 +124,17 @@ class SchedulerLoop:
                 self.core.step_result(msg)
             else:
                 log.warning("dropped a StepResult of executor %d from %r", msg.executor_id, peer)
+        elif isinstance(msg, EmbedResult) and peer == executor_identity(msg.executor_id):
+            self.core.embed_result(msg)
         elif isinstance(msg, ExecutorReady) and peer == executor_identity(msg.info.executor_id):
             if not 0 <= msg.info.executor_id < self.cfg.executors:
                 log.warning("dropped ExecutorReady of unknown executor %d", msg.info.executor_id)
                 return
             restarted = msg.info.executor_id in self.core.executors
             self.core.executor_ready(msg.info)
+            if self.cfg.cache_reuse and not msg.info.can_shift:
+                log.warning("cache reuse is not supported by this model's KV cache (it cannot shift): "
+                            "--cache-reuse and n_cache_reuse are ignored")
             log.info("executor %d %s (%s, pid %d)", msg.info.executor_id,
                      "restarted and ready" if restarted else "ready", msg.info.device, msg.info.pid)
             if self.core.ready:
@@ -139,11 +149,17 @@ class SchedulerLoop:
             self.peers[peer] = time.monotonic()
         if isinstance(msg, AddRequest):
             self.core.add_request(msg, peer)
+        elif isinstance(msg, EmbedRequest):
+            self.core.add_embedding(msg, peer)
         elif isinstance(msg, Abort):
             self.core.abort(msg.request_ids)
+        elif isinstance(msg, SlotAction):
+            self.core.slot_action(msg, peer)
         elif isinstance(msg, Heartbeat):
             self.heartbeating.add(peer)
             self.peers.setdefault(peer, time.monotonic())
+        elif isinstance(msg, SetLoraScales):
+            self.core.set_lora_scales(msg.scales)
         elif isinstance(msg, StatsRequest):
             self._send(self.frontends, self.core.stats(msg.token), peer)
             if msg.reset_window:
@@ -183,6 +199,7 @@ class SchedulerLoop:
             max_queue=self.cfg.max_queue,
             epoch=self.epoch,
             executors=infos,
+            context_shift=self.core.context_shift,
         )
         for peer in self.hello_waiting:
             self._send(self.frontends, info, peer)
@@ -208,7 +225,7 @@ class SchedulerLoop:
             self.core.executor_failed(ex.id, message)
             self._send(self.frontends, RestartExecutor(ex.id, ex.info.pid, message), LAUNCHER_IDENTITY)
         if self.drain_deadline is not None:
-            if self.core.requests and now < self.drain_deadline:
+            if self.core.n_unfinished and now < self.drain_deadline:
                 return
             cut = self.core.fail_all(EngineError(ErrorCode.SHUTTING_DOWN, "the server is shutting down"))
             log.info("drained (%d request(s) cut short at the deadline)", cut)
@@ -255,6 +272,8 @@ class SchedulerLoop:
         for peer, outputs in self.core.take_outputs().items():
             if not self._send(self.frontends, RequestOutputs(outputs), peer):
                 self._forget(peer, "is unreachable")
+        for peer, reply in self.core.take_replies():
+            self._send(self.frontends, reply, peer)
 
     def _send(self, sock: zmq.Socket, msg: Message, peer: bytes) -> bool:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 
 from ipc.protocol import AddRequest, SamplingParams
+from scheduler.lora import NO_LORA, LoraKey
 
 
 class Status(enum.IntEnum):
@@ -19,14 +20,19 @@ class Request:
         "id", "peer", "prompt", "max_tokens", "sampling", "stop_token_ids", "ignore_eos",
         "logprobs", "prompt_logprobs", "return_progress", "id_slot", "cache_prompt", "status", "output_ids", "slot",
         "n_computed", "n_cached", "pending_token", "t_arrival", "t_admitted", "t_first_token", "t_last_token",
-        "seq_tokens", "n_preempted",
+        "seq_tokens", "n_preempted", "n_keep", "n_discard", "context_limited", "truncated", "n_cache_reuse", "lora",
     )  # fmt: skip
 
-    def __init__(self, msg: AddRequest, peer: bytes, max_tokens: int, now: float) -> None:
+    def __init__(self, msg: AddRequest, peer: bytes, max_tokens: int, now: float, context_limited: bool) -> None:
         self.id: str = msg.request_id
         self.peer = peer  # frontend worker that owns the request
         self.prompt: list[int] = msg.prompt_token_ids
-        self.max_tokens = max_tokens
+        self.max_tokens = max_tokens  # -1: no limit (a context that shifts)
+        self.context_limited = context_limited  # max_tokens is the room the context leaves
+        self.truncated = False  # its context was shifted, or it stopped for want of context
+        self.n_keep = msg.n_keep  # context shift: tokens kept at the start, and how many are dropped
+        self.n_discard = msg.n_discard
+        self.n_cache_reuse = msg.n_cache_reuse  # reuse cached chunks of at least this many tokens (0: off)
         self.sampling: SamplingParams = msg.sampling
         self.stop_token_ids = frozenset(msg.stop_token_ids)
         self.ignore_eos = msg.ignore_eos
@@ -41,9 +47,11 @@ class Request:
         self.slot = None  # scheduler.slots.Slot while running
         self.n_computed = 0  # tokens of this request (prompt, then output) in the KV cache
         # What its sequence must hold before it samples again: the prompt, and after a
-        # preemption the prompt and every token generated so far (recomputed on resumption).
+        # preemption what the sequence held and the token to feed (recomputed on resumption):
+        # the prompt and every token generated so far, less what context shifts dropped.
         self.seq_tokens: list[int] = self.prompt
         self.n_preempted = 0
+        self.lora: LoraKey = NO_LORA  # the adapter set it runs with (set by the scheduler)
         self.n_cached = 0  # prompt tokens reused from the prefix cache
         self.pending_token = -1
         self.t_arrival = now

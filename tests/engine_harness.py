@@ -143,7 +143,7 @@ class Engine:
 def running_engine(**overrides) -> Iterator[Engine]:
     settings = dict(n_parallel=4, ctx_size=2048, threads=2, repack=not cpu_has_amx())
     settings.update(overrides)
-    cfg = ServeConfig(model=resolve_model(None), **settings)
+    cfg = ServeConfig(model=resolve_model(settings.pop("model", None)), **settings)
     launcher = Launcher(cfg)
     info = launcher.start(http=False)
     exit_code: list[int] = []

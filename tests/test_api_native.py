@@ -254,3 +254,8 @@ def test_mixed_prompt_of_text_and_token_ids(server):
     mixed = native(server, prompt=[*ids, " Monday, Tuesday,"], n_predict=4)
     assert mixed["tokens_evaluated"] == len(ids) + len(tokenize(server, " Monday, Tuesday,")) - 1
     assert mixed["content"] == native(server, n_predict=4)["content"]
+
+
+def test_slot_actions_need_a_slot_save_path(server):
+    r = post(server, "/slots/0?action=save", {"filename": "a.bin"})
+    assert r.status_code == 501 and "--slot-save-path" in r.json()["error"]["message"]

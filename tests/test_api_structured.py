@@ -135,3 +135,53 @@ def test_grammar_dead_end_fails_only_its_request(server):
     assert failed.status_code == 400 and "dead end" in failed.json()["error"]["message"]
     for r in results:
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 24
+
+
+WEEK = "The days of the week are Monday, Tuesday,"
+
+
+def native(server, **body) -> dict:
+    r = httpx.post(f"{server.base_url}/completion", json={"prompt": WEEK, "temperature": 0, "n_predict": 24,
+                                                          "cache_prompt": False} | body, timeout=120)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_a_lazy_grammar_applies_from_its_trigger_on(server):
+    free = native(server)["content"]
+    cut = free.find("Friday")
+    assert cut > 0, free  # the base model lists the days: the trigger comes mid-output
+    grammar = 'root ::= "Friday" "=" [0-9] [0-9]'
+    lazy = native(server, grammar=grammar, grammar_lazy=True, grammar_triggers=[{"type": 2, "value": "Friday"}])
+    content = lazy["content"]
+    assert content.startswith(free[:cut])  # free text before the trigger, as without the grammar
+    assert re.fullmatch(r"Friday=[0-9]{2}", content[cut:]), content  # the grammar from the trigger on
+    settings = lazy["generation_settings"]
+    assert settings["grammar_lazy"] and settings["grammar_triggers"] == [{"type": 2, "value": "Friday"}]
+    eager = native(server, grammar=grammar)["content"]  # the same grammar, not lazy: from the first token
+    assert re.fullmatch(r"Friday=[0-9]{2}", eager), eager
+
+
+def test_lazy_grammar_fields_are_checked(server):
+    def error(**body) -> dict:
+        r = httpx.post(f"{server.base_url}/completion", json={"prompt": WEEK, "n_predict": 2, "grammar": 'root ::= "a"'}
+                       | body, timeout=60)
+        assert r.status_code == 400, r.text
+        return r.json()["error"]
+
+    assert error(grammar_lazy=True)["param"] == "grammar_lazy"  # no trigger: it would never apply
+    for pattern in ("(unclosed", "a{99999999999}"):
+        assert error(grammar_triggers=[{"type": 2, "value": pattern}])["param"] == "grammar_triggers"
+    assert error(grammar_triggers=[{"type": 7, "value": "x"}])["param"] == "grammar_triggers"
+    assert error(grammar_triggers=[{"type": "token", "value": "x"}])["param"] == "grammar_triggers"  # no "token"
+    word = error(grammar_triggers=[{"type": "word", "value": "<start_of_turn>"}])  # one token, not preserved
+    assert "preserved_tokens" in word["message"]
+
+
+def test_preserved_tokens_are_written_out(server):
+    start = httpx.post(f"{server.base_url}/tokenize", json={"content": "<start_of_turn>", "parse_special": True},
+                       timeout=60).json()["tokens"]
+    assert len(start) == 1
+    body = {"n_predict": 1, "logit_bias": [[start[0], 100]]}
+    assert native(server, **body)["content"] == ""  # a control token is not text
+    assert native(server, **body, preserved_tokens=["<start_of_turn>"])["content"] == "<start_of_turn>"

@@ -7,8 +7,9 @@ import random
 import httpx
 import pytest
 
-from bench.client import StreamingClient, api_root
-from bench.runner import Load, Plan, benchmark, run_closed_loop, run_open_loop
+from bench.client import StreamingClient, api_root, cached_tokens
+from bench.runner import Load, Plan, benchmark, run_closed_loop, run_open_loop, run_round_robin
+from bench.sampling import Sampling
 from bench.workloads import Session, Turn
 
 
@@ -177,3 +178,100 @@ def test_benchmark_warms_up_then_runs_each_level(monkeypatch):
     results = asyncio.run(benchmark("http://fake/v1", "m", plan))
     assert seen_loads == list(plan.loads)
     assert [len(r.records) for r in results] == [2, 2]
+
+
+def test_sampling_params_greedy_or_seeded_defaults():
+    assert Sampling().params(0, 0) == {"temperature": 0.0}
+    sampled = Sampling("default", seed=7)
+    params = sampled.params(3, 1)
+    assert params == {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05,
+                      "seed": params["seed"]}
+    assert params == Sampling("default", seed=7).params(3, 1)  # every server, every rerun
+    seeds = {sampled.params(session, turn)["seed"] for session in range(20) for turn in range(3)}
+    assert len(seeds) == 60 and all(0 <= seed < 2**31 for seed in seeds)
+    assert Sampling("default", seed=8).params(3, 1) != params  # --seed changes them
+    assert "top_k 40" in sampled.description and "greedy" in Sampling().description
+
+
+def test_cached_tokens_from_usage_else_llama_server_fields():
+    usage = {"usage": {"prompt_tokens_details": {"cached_tokens": 5}}, "timings": {"cache_n": 9}}
+    assert cached_tokens(usage) == 5
+    assert cached_tokens({"usage": {"prompt_tokens": 3}, "timings": {"cache_n": 9}}) == 9
+    assert cached_tokens({"tokens_cached": 4}) == 4
+    assert cached_tokens({"choices": []}) is None
+
+
+class ChatServer:
+    """Answers every chat turn with "r<n>" (n: requests so far), remembering each request's
+    system message and number of user turns; fails every request of the system "bad"."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int]] = []
+        self.bodies: list[dict] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        self.bodies.append(body)
+        system = body["messages"][0]["content"]
+        self.seen.append((system, sum(m["role"] == "user" for m in body["messages"])))
+        if system == "bad":
+            return httpx.Response(500, json={"error": {"message": "no"}})
+        chunk = {"choices": [{"delta": {"content": f"r{len(self.seen)}"}, "index": 0}]}
+        usage = {"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 1},
+                 "timings": {"cache_n": 6}}
+        return httpx.Response(200, content=sse(chunk, usage, "[DONE]"))
+
+
+def chats(*systems: str, turns: int = 2) -> list[Session]:
+    return [Session("chat", tuple(Turn(f"q{t}", 1, 1, "returning" if t else "first")
+                                  for t in range(turns)), system) for system in systems]
+
+
+@pytest.mark.parametrize("concurrency", [1, 2, 4])
+def test_round_robin_sends_turn_by_turn_across_conversations(concurrency):
+    server = ChatServer()
+
+    async def go():
+        client, http = client_for(server)
+        async with http:
+            return await run_round_robin(client, chats("a", "bad", "c"), concurrency, 60)
+
+    result = asyncio.run(go())
+    assert server.seen[:3] == [("a", 1), ("bad", 1), ("c", 1)]  # every first turn first
+    assert sorted(server.seen[3:]) == [("a", 2), ("c", 2)]  # "bad" ended at its failure
+    second = next(b for b in server.bodies if b["messages"][0]["content"] == "a"
+                  and len(b["messages"]) == 4)
+    assert second["messages"][2]["role"] == "assistant"  # the first reply came back
+    assert result.sessions_planned == 3 and result.sessions_started == 3
+    assert [(r.session, r.turn, r.ok) for r in result.records if r.turn == 1] in (
+        [(0, 1, True), (2, 1, True)], [(2, 1, True), (0, 1, True)])
+    assert {r.group for r in result.records} == {"first", "returning"}
+    assert [r.cached_tokens for r in result.records if r.ok] == [6] * 4  # timings.cache_n
+
+
+def test_one_conversation_round_robin_waits_for_its_own_turns():
+    server = ChatServer()
+
+    async def go():
+        client, http = client_for(server)
+        async with http:
+            return await run_round_robin(client, chats("a", turns=3), 3, 60)
+
+    result = asyncio.run(go())
+    assert server.seen == [("a", 1), ("a", 2), ("a", 3)]
+    assert [r.turn for r in result.records] == [0, 1, 2]
+
+
+def test_benchmark_sends_the_plans_sampling_and_order(monkeypatch):
+    server = ChatServer()
+    real_client = httpx.AsyncClient
+    monkeypatch.setattr(httpx, "AsyncClient", lambda **kw: real_client(
+        transport=httpx.MockTransport(server), **kw))
+    plan = Plan([Load("concurrency", 1)], lambda load: chats("a", "b"), [], max_duration=60,
+                request_timeout=10, seed=0, sampling=Sampling("default", 5), round_robin=True)
+    (result,) = asyncio.run(benchmark("http://fake", "m", plan))
+    assert server.seen == [("a", 1), ("b", 1), ("a", 2), ("b", 2)]
+    assert [b["seed"] for b in server.bodies] == [
+        Sampling("default", 5).params(session, turn)["seed"] for turn in (0, 1)
+        for session in (0, 1)]
+    assert all(b["temperature"] == 0.8 and b["ignore_eos"] for b in server.bodies)

@@ -8,10 +8,11 @@ from bench.stats import Slo, latency_stats, summarize
 
 
 def record(ttft: float, e2e: float, tokens: int, expected: int = 8, error: str = "",
-           prompt_tokens: int | None = None, cached_tokens: int | None = None) -> RequestRecord:
+           prompt_tokens: int | None = None, cached_tokens: int | None = None,
+           group: str = "") -> RequestRecord:
     gaps = [(e2e - ttft) / (tokens - 1)] * (tokens - 1) if tokens > 1 else []
     return RequestRecord(session=0, turn=0, input_len=10, expected_output_tokens=expected,
-                         ttft=ttft, e2e=e2e, itl=gaps, output_tokens=tokens,
+                         group=group, ttft=ttft, e2e=e2e, itl=gaps, output_tokens=tokens,
                          prompt_tokens=prompt_tokens, cached_tokens=cached_tokens, error=error)
 
 
@@ -48,6 +49,8 @@ def test_summarize_counts_only_successes():
     assert summary["tpot_p50_ms"] == pytest.approx(100.0)
     assert summary["goodput"] is None
     assert summary["cached_prompt_fraction"] == pytest.approx(4 / 11)  # only where reported
+    assert summary["cached_tokens_mean"] == pytest.approx(4.0)
+    assert "groups" not in summary  # no request has a group
 
 
 def test_goodput_counts_requests_meeting_every_slo():
@@ -56,3 +59,23 @@ def test_goodput_counts_requests_meeting_every_slo():
     assert [slo.met_by(r) for r in records] == [True, False, False]  # ttft; tpot 300 ms
     summary = summarize(RunResult(Load("rate", 1.0), records, 4.0, 3, 3), slo)
     assert summary["goodput"] == pytest.approx(1 / 4.0)
+
+
+def test_groups_are_summarized_apart_over_the_whole_run():
+    records = [record(2.0, 3.0, 8, group="long", prompt_tokens=301, cached_tokens=0),
+               record(0.1, 0.8, 8, group="short", prompt_tokens=11, cached_tokens=0),
+               record(0.3, 1.0, 8, group="short", prompt_tokens=11, cached_tokens=10),
+               record(0.0, 0.0, 0, group="short", error="HTTP 500")]
+    summary = summarize(RunResult(Load("concurrency", 4), records, 4.0, 4, 4), Slo())
+    long, short = summary["groups"]["long"], summary["groups"]["short"]
+    assert list(summary["groups"]) == ["long", "short"]
+    assert (long["requests"], short["requests"], short["errors"]) == (1, 2, 1)
+    assert long["ttft_p50_ms"] == pytest.approx(2000.0)
+    assert short["ttft_p50_ms"] == pytest.approx(200.0)
+    assert short["ttft_p90_ms"] == pytest.approx(280.0)
+    # throughput over the run's 4 s, so the groups add up to the whole
+    assert long["output_throughput"] + short["output_throughput"] == pytest.approx(
+        summary["output_throughput"]) == pytest.approx(24 / 4.0)
+    assert long["total_throughput"] == pytest.approx((8 + 301) / 4.0)
+    assert short["cached_tokens_mean"] == pytest.approx(5.0)
+    assert short["cached_prompt_fraction"] == pytest.approx(10 / 22)

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from ggserve.cli import _serve_parser, _warn_about, config_from_args
+from ggserve.cli import EMBEDDING_SEQUENCES, _serve_parser, _warn_about, config_from_args
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -38,10 +38,23 @@ def test_llama_server_flags_map_onto_the_config(tmp_path) -> None:
     assert cfg.model.endswith(".gguf")  # the embedded default, assembled once
 
 
+def test_embedding_flags_map_onto_the_config() -> None:
+    plain = config_from_args(parse())
+    assert (plain.embeddings, plain.pooling, plain.n_parallel, plain.embd_max_inputs) == (False, "", 4, 2048)
+    cfg = config_from_args(parse("--embeddings", "--pooling", "cls", "--embd-max-inputs", "10"))
+    assert (cfg.embeddings, cfg.pooling, cfg.embd_max_inputs) == (True, "cls", 10)
+    assert cfg.n_parallel == EMBEDDING_SEQUENCES  # many short inputs per decode unless -np says
+    rerank = config_from_args(parse("--rerank", "-np", "8"))
+    assert (rerank.embeddings, rerank.pooling, rerank.n_parallel) == (True, "rank", 8)
+
+
 @pytest.mark.parametrize(
     "argv",
     [
         ("-np", "0"),
+        ("--pooling", "mean"),
+        ("--reranking", "--pooling", "mean"),
+        ("--embeddings", "--embd-max-inputs", "0"),
         ("-np", "8", "-b", "4"),
         ("-np", "64", "-c", "512"),
         ("--ssl-keyfile", "key.pem"),
@@ -97,3 +110,38 @@ def test_metrics_key_required_is_still_accepted_and_deprecated(caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="ggserve"):
         _warn_about(config_from_args(args), args)
     assert "deprecated" in caplog.text and not config_from_args(args).metrics_no_auth
+
+
+def test_context_shift_flags_map_onto_the_config() -> None:
+    from ggserve.env_flags import apply_env_defaults
+
+    default = config_from_args(parse())
+    assert (default.context_shift, default.n_keep, default.cache_reuse) == (False, 0, 0)  # llama-server's
+    cfg = config_from_args(parse("--context-shift", "--keep", "-1", "--cache-reuse", "256"))
+    assert (cfg.context_shift, cfg.n_keep, cfg.cache_reuse) == (True, -1, 256)
+    assert not config_from_args(parse("--context-shift", "--no-context-shift")).context_shift
+    parser = argparse.ArgumentParser()
+    serve = _serve_parser(parser.add_subparsers())
+    apply_env_defaults(serve, {"LLAMA_ARG_CONTEXT_SHIFT": "1", "LLAMA_ARG_CACHE_REUSE": "64"})
+    cfg = config_from_args(parser.parse_args(["serve"]))
+    assert (cfg.context_shift, cfg.cache_reuse) == (True, 64)
+    for bad in (("--keep", "-2"), ("--cache-reuse", "-1")):
+        with pytest.raises(SystemExit):
+            config_from_args(parse(*bad))
+
+
+def test_slot_save_path_is_an_existing_directory(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "slots").mkdir()
+    assert config_from_args(parse("--slot-save-path", "slots")).slot_save_path == str(tmp_path / "slots")
+    assert config_from_args(parse()).slot_save_path == ""
+    with pytest.raises(SystemExit) as exc:
+        config_from_args(parse("--slot-save-path", "missing"))
+    assert exc.value.code == 2
+
+
+def test_timeout_is_llama_servers_flag() -> None:
+    assert config_from_args(parse("-to", "5")).timeout == 5.0
+    assert config_from_args(parse()).timeout == 600.0
+    with pytest.raises(SystemExit):
+        config_from_args(parse("--timeout", "0"))

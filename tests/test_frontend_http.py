@@ -6,6 +6,7 @@ rejections (503 + Retry-After, the openai SDK's retry), failures mid-stream, loa
 
 from __future__ import annotations
 
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -92,12 +93,36 @@ def test_body_over_the_limit_is_413(url: str):
     assert chunked.status_code == 413
 
 
+def test_timeout_bounds_a_stalled_body_and_slow_headers(tmp_path, reply_ids):
+    cfg = frontend_config(str(tmp_path), timeout=1.0)
+    with FakeScheduler(cfg.scheduler_endpoint, reply_ids), run_frontend(cfg):
+        def answer(request: bytes) -> tuple[bytes, float]:
+            with socket.create_connection((cfg.host, cfg.port), timeout=10) as sock:
+                sock.sendall(request)
+                t0 = time.monotonic()
+                return sock.recv(65536), time.monotonic() - t0
+
+        head = (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100\r\n\r\n")
+        response, waited = answer(head + b'{"prompt": ')
+        assert response.startswith(b"HTTP/1.1 408") and b"--timeout" in response and 0.8 < waited < 5
+        response, waited = answer(b"POST /v1/completions HTTP/1.1\r\nHost:")  # headers never end
+        assert response == b"" and 0.8 < waited < 5  # granian closes the connection
+
+
 def test_context_overflow_is_400_with_llama_server_fields(url: str):
     r = httpx.post(f"{url}/v1/completions", json={"prompt": "word " * 300, "max_tokens": 4})
     assert r.status_code == 400
     error = r.json()["error"]
     assert error["type"] == "exceed_context_size_error"
     assert error["n_ctx"] == 256 and error["n_prompt_tokens"] > 256
+
+
+def test_embeddings_and_rerank_on_a_generation_server_are_501_naming_the_flag(url: str):
+    r = httpx.post(f"{url}/v1/embeddings", json={"input": "hi"})
+    assert r.status_code == 501 and "`--embeddings`" in r.json()["error"]["message"]
+    r = httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["d"]})
+    assert r.status_code == 501 and "`--reranking`" in r.json()["error"]["message"]
 
 
 # ----------------------------------------------------------------------------- generation

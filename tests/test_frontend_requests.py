@@ -13,6 +13,7 @@ from frontend.api.llama_fields import refuse_unsupported
 from frontend.api.sampler_order import sampler_order
 from frontend.api.sampling import (
     DEFAULTS,
+    CacheDefaults,
     check_context,
     engine_requests,
     max_tokens,
@@ -23,7 +24,7 @@ from frontend.api.sampling import (
 from frontend.api.schemas import ChatCompletionRequest, CompletionRequest, NativeCompletionRequest
 from ggserve.config import ServeConfig
 from frontend.text.tokenizer import Tokenizer
-from ipc.protocol import EngineError, ErrorCode
+from ipc.protocol import EngineError, EngineInfo, ErrorCode
 
 
 @pytest.fixture(scope="module")
@@ -151,13 +152,25 @@ def test_logit_bias_ids_and_text(tokenizer: Tokenizer):
 
 def test_n_choices_get_consecutive_seeds_and_ids(tokenizer: Tokenizer):
     req = decode(b'{"prompt": "x", "n": 3, "seed": 10}', CompletionRequest)
-    requests = engine_requests("rid", [[1, 2], [3]], 3, req, params_of(req, tokenizer), 8, -1)
+    requests = engine_requests("rid", [[1, 2], [3]], 3, req, params_of(req, tokenizer), 8, -1, CacheDefaults())
     assert [r.request_id for r in requests] == [f"rid-{i}" for i in range(6)]
     assert [r.sampling.seed for r in requests] == [10, 11, 12, 10, 11, 12]
     assert [r.prompt_token_ids for r in requests] == [[1, 2]] * 3 + [[3]] * 3
     unseeded = decode(b'{"prompt": "x", "n": 2}', CompletionRequest)
     assert {r.sampling.seed for r in engine_requests("r", [[1]], 2, unseeded,
-                                                     params_of(unseeded, tokenizer), 8, -1)} == {None}
+                                                     params_of(unseeded, tokenizer), 8, -1, CacheDefaults())} == {None}
+
+
+def test_n_keep_counts_bos_and_minus_one_keeps_the_prompt_and_cache_fields_default_to_the_server():
+    def keeps(body: bytes, cache: CacheDefaults = CacheDefaults()) -> list[tuple[int, int, int]]:
+        req = decode(body, CompletionRequest)
+        return [(r.n_keep, r.n_discard, r.n_cache_reuse)
+                for r in engine_requests("r", [[1, 2, 3], [4]], 1, req, DEFAULTS, 8, -1, cache)]
+
+    assert keeps(b'{"prompt": "x"}') == [(1, 0, 0)] * 2  # the server's --keep 0, and BOS
+    assert keeps(b'{"prompt": "x"}', CacheDefaults(5, 64, add_bos=False)) == [(5, 0, 64)] * 2
+    assert keeps(b'{"prompt": "x", "n_keep": -1, "n_discard": 7}') == [(4, 7, 0), (2, 7, 0)]
+    assert keeps(b'{"prompt": "x", "n_keep": 2, "n_cache_reuse": 0}', CacheDefaults(-1, 64)) == [(3, 0, 0)] * 2
 
 
 def test_max_tokens():
@@ -169,20 +182,29 @@ def test_max_tokens():
     assert (info.value.status, info.value.param) == (400, "max_completion_tokens")
 
 
+def _info(n_ctx_slot: int, context_shift: bool = False) -> EngineInfo:
+    return EngineInfo(model_path="m", model_alias="m", n_ctx=n_ctx_slot, n_ctx_slot=n_ctx_slot, n_slots=1,
+                      n_executors=1, n_batch=8, max_queue=1, epoch=0, context_shift=context_shift)
+
+
 def test_context_check_says_what_was_asked_and_allowed():
-    check_context(10, 22, 32)
-    check_context(31, -1, 32)
+    check_context(10, 22, _info(32))
+    check_context(31, -1, _info(32))
+    check_context(10, 500, _info(32, context_shift=True))  # the context shifts: max_tokens may exceed it
     with pytest.raises(ApiError) as info:
-        check_context(10, 23, 32)
+        check_context(32, 5, _info(32, context_shift=True))  # a prompt that fills it does not run
+    assert info.value.type == "exceed_context_size_error"
+    with pytest.raises(ApiError) as info:
+        check_context(10, 23, _info(32))
     err = info.value
     assert (err.status, err.type) == (400, "exceed_context_size_error")
     assert err.extra == {"n_prompt_tokens": 10, "n_ctx": 32}
     assert "33 tokens" in err.message and "32" in err.message
     with pytest.raises(ApiError) as info:
-        check_context(32, -1, 32)
+        check_context(32, -1, _info(32))
     assert info.value.type == "exceed_context_size_error"
     with pytest.raises(ApiError):
-        check_context(0, 5, 32)
+        check_context(0, 5, _info(32))
 
 
 def test_prompt_forms(tokenizer: Tokenizer):
@@ -269,9 +291,9 @@ def test_llama_server_names_and_samplers(tokenizer: Tokenizer):
 
 
 def test_unsupported_llama_server_fields_are_refused_unless_neutral():
-    refuse_unsupported(b'{"prompt": "x", "lora": [], "n_keep": -1, "verbose": false, "n_indent": null}',
+    refuse_unsupported(b'{"prompt": "x", "backend_sampling": false, "verbose": false, "n_indent": null}',
                        NativeCompletionRequest)
-    for body, field in [(b'{"lora": [{"id": 0, "scale": 1}]}', "lora"), (b'{"n_keep": 5}', "n_keep"),
+    for body, field in [(b'{"backend_sampling": true}', "backend_sampling"), (b'{"chat_parser": "x"}', "chat_parser"),
                         (b'{"verbose": true}', "verbose"), (b'{"messages": [], "echo": true}', "echo")]:
         with pytest.raises(ApiError) as info:
             refuse_unsupported(body, ChatCompletionRequest)

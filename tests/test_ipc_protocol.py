@@ -27,6 +27,7 @@ SAMPLING = p.SamplingParams(
     logit_bias=[(13, -100.0), (7, 2.5)],
     seed=1234,
     grammar='root ::= "yes" | "no"',
+    grammar_triggers=p.GrammarTriggers(patterns=["^go$"], tokens=[105]),
     min_keep=2,
     top_n_sigma=1.5,
     xtc_probability=0.5,
@@ -58,6 +59,7 @@ STATS = p.RequestStats(
     decode_ms=40.75,
     executor_id=1,
     slot_id=3,
+    truncated=True,
 )
 EXECUTOR_INFO = p.ExecutorInfo(
     executor_id=1,
@@ -78,9 +80,14 @@ EXECUTOR_INFO = p.ExecutorInfo(
     pid=4242,
     n_embd=640,
     vocab_type=1,
+    can_shift=True,
+    pooling=1,
+    lora_adapters=[p.LoraAdapterInfo(path="/models/style.gguf", task_name="style", prompt_prefix="Q: ")],
 )
 
 # One instance of every message, every field (nested ones too) set to a non-default value.
+VECTORS = p.Vectors(dim=2, counts=[1, 3], data=bytes(range(32)))
+
 SAMPLES: list[p.Message] = [
     p.AddRequest(
         request_id="chatcmpl-1",
@@ -95,10 +102,18 @@ SAMPLES: list[p.Message] = [
         prompt_logprobs=1,
         return_progress=True,
         id_slot=3,
+        n_keep=5,
+        n_discard=12,
+        n_cache_reuse=256,
+        lora=[p.LoraScale(id=1, scale=-0.5)],
     ),
+    p.SetLoraScales(scales=[p.LoraScale(id=0, scale=0.25)]),
     p.Abort(request_ids=["chatcmpl-1", "chatcmpl-2"]),
     p.Hello(peer="frontend-0"),
     p.StatsRequest(token=7, reset_window=True),
+    p.SlotAction(token=8, kind=p.SlotActionKind.RESTORE, id_slot=5, path="/var/slots/chat.bin", n_tokens=363),
+    p.SlotActionDone(token=8, n_tokens=363, n_bytes=1_234_567, ms=12.5,
+                     error=p.EngineError(code=p.ErrorCode.SLOT_BUSY, message="slot 5 is busy")),
     p.RequestOutputs(
         outputs=[
             p.RequestOutput(
@@ -110,6 +125,7 @@ SAMPLES: list[p.Message] = [
                 stats=STATS,
                 prompt_logprobs=[LOGPROB],
                 progress=p.PromptProgress(total=20, cache=8, processed=16, time_ms=12),
+                vectors=VECTORS,
             )
         ]
     ),
@@ -124,6 +140,7 @@ SAMPLES: list[p.Message] = [
         max_queue=256,
         epoch=123456789,
         executors=[EXECUTOR_INFO],
+        context_shift=True,
     ),
     p.EngineStatus(epoch=123456789, n_executors_ready=1, draining=True, n_requests=3),
     p.Heartbeat(),
@@ -164,14 +181,17 @@ SAMPLES: list[p.Message] = [
         restarts=[p.ChildRestarts(process="executor-1", count=2)],
         started_at=1_700_000_000.5,
         preemptions_total=3,
+        lora_scales=[1.0, 0.0],
     ),
     p.StepPlan(
         step_id=17,
-        kv_ops=[p.KvOp(kind=p.KvOpKind.RESTORE, seq_id=2, pos=363, src_seq_id=0, entry_id=12)],
+        kv_ops=[p.KvOp(kind=p.KvOpKind.SAVE_FILE, seq_id=2, pos=363, src_seq_id=0, entry_id=12, n_discard=7,
+                       path="/var/slots/chat.bin", tokens=[2, 105])],
         starts=[p.SeqStart(seq_id=2, sampling=SAMPLING, logprobs=0, history=[42, 9], prompt_logprobs=3,
                            penalty_context=[105, 2364])],
         ends=[5],
         items=[p.BatchItem(seq_id=2, token_ids=[2364, 107], pos=363, sample=True, logprob_targets=[107])],
+        lora=[p.LoraScale(id=0, scale=1.5)],
     ),
     p.StepResult(
         step_id=17,
@@ -183,6 +203,18 @@ SAMPLES: list[p.Message] = [
         prompt_logprobs=[p.PromptLogprobs(seq_id=2, logprobs=[LOGPROB])],
         failures=[p.SeqFailure(seq_id=3, error=p.EngineError(code=p.ErrorCode.INVALID_REQUEST, message="bad grammar"))],
         no_kv_room=True,
+        slot_files=[p.SlotFileResult(seq_id=2, n_bytes=4096, ms=1.5, tokens=[2, 105],
+                                     error=p.EngineError(code=p.ErrorCode.NOT_FOUND, message="no slot file"))],
+    ),
+    p.EmbedRequest(request_id="embd-1", inputs=[[2, 105], [2, 9, 7]]),
+    p.EmbedPlan(step_id=18, items=[p.EmbedItem(seq_id=1, token_ids=[2, 105])]),
+    p.EmbedResult(
+        step_id=18,
+        executor_id=1,
+        vectors=VECTORS,
+        step_seconds=0.5,
+        error="llama_decode returned -3",
+        failures=[p.SeqFailure(seq_id=3, error=p.EngineError(code=p.ErrorCode.INTERNAL, message="invalid plan"))],
     ),
     p.ExecutorReady(info=EXECUTOR_INFO),
     p.ExecutorError(executor_id=1, message="failed to load model"),

@@ -93,7 +93,7 @@ BASE = {"prompt": "Once upon a time", "n_predict": 3, "temperature": 0}
 def test_completion_field_is_honoured_or_refused_by_name(server, field):
     body = BASE | {field: FIELDS[field]}
     if field == "grammar_lazy":
-        body["grammar"] = FIELDS["grammar"]
+        body |= {"grammar": FIELDS["grammar"], "grammar_triggers": [{"type": 2, "value": "y"}]}
     r = httpx.post(f"{server.base_url}/completion", json=body, timeout=120)
     assert r.status_code in (200, 400), r.text
     if r.status_code == 200:

@@ -23,6 +23,7 @@ from ipc.protocol import (
     Sample,
     SamplingParams,
     SeqFailure,
+    SlotFileResult,
     StepPlan,
     StepResult,
     TokenLogprob,
@@ -34,11 +35,12 @@ EOS = 1
 VOCAB = 10_000
 
 
-def info(n_slots: int = 4, n_ctx: int = 4096, n_swa: int = 0, executor_id: int = 0) -> ExecutorInfo:
+def info(n_slots: int = 4, n_ctx: int = 4096, n_swa: int = 0, executor_id: int = 0,
+         can_shift: bool = True) -> ExecutorInfo:
     return ExecutorInfo(
         executor_id=executor_id, model_path="fake.gguf", model_desc="fake", n_params=1,
         model_size_bytes=1, n_vocab=VOCAB, n_ctx=n_ctx, n_ctx_train=n_ctx, n_swa=n_swa,
-        n_slots=n_slots, n_batch=512, kv_bytes=0, eog_token_ids=[EOS],
+        n_slots=n_slots, n_batch=512, kv_bytes=0, eog_token_ids=[EOS], can_shift=can_shift,
     )  # fmt: skip
 
 
@@ -59,6 +61,7 @@ class FakeExecutor:
         self.next_cell = 0
         self.no_room = 0  # batches refused for lack of cells
         self.host: dict[int, list[int]] = {}  # --cache-ram entries: their tokens
+        self.files: dict[str, list[int]] = {}  # slot files (--slot-save-path): their tokens
         self.samplers: set[int] = set()
         self.plans: list[StepPlan] = []
 
@@ -70,8 +73,24 @@ class FakeExecutor:
         self.plans.append(plan)
         for seq in plan.ends:
             self.samplers.discard(seq)
+        files = []
         for op in plan.kv_ops:
-            if op.kind == KvOpKind.SAVE:
+            if op.kind == KvOpKind.SAVE_FILE:
+                assert op.tokens == self.kv[op.seq_id], "a save names the tokens the sequence holds"
+                self.files[op.path] = list(op.tokens)
+                files.append(SlotFileResult(op.seq_id, 100 * len(op.tokens)))
+            elif op.kind == KvOpKind.LOAD_FILE:
+                assert not self.kv[op.seq_id], "a load goes into an emptied sequence"
+                tokens = self.files.get(op.path)
+                if tokens is None:
+                    files.append(SlotFileResult(op.seq_id, error=EngineError(ErrorCode.NOT_FOUND, "no such file")))
+                    continue
+                assert len(tokens) <= op.pos and self.cells_used + len(tokens) <= self.n_ctx
+                self.kv[op.seq_id] = list(tokens)
+                self.cells[op.seq_id] = list(range(self.next_cell, self.next_cell + len(tokens)))
+                self.next_cell += len(tokens)
+                files.append(SlotFileResult(op.seq_id, 100 * len(tokens), tokens=list(tokens)))
+            elif op.kind == KvOpKind.SAVE:
                 self.host[op.entry_id] = list(self.kv[op.seq_id])
             elif op.kind == KvOpKind.DROP:
                 del self.host[op.entry_id]
@@ -84,6 +103,11 @@ class FakeExecutor:
                 self.kv[op.seq_id], self.cells[op.seq_id] = [], []
             elif op.kind == KvOpKind.TRUNCATE:
                 del self.kv[op.seq_id][op.pos :], self.cells[op.seq_id][op.pos :]
+            elif op.kind == KvOpKind.SHIFT:  # a cell has one position: moved cells must not be shared
+                end = op.pos + op.n_discard
+                shared = set().union(*(c for s, c in enumerate(self.cells) if s != op.seq_id))
+                assert not shared & set(self.cells[op.seq_id][end:]), "a shift moved cells another sequence holds"
+                del self.kv[op.seq_id][op.pos : end], self.cells[op.seq_id][op.pos : end]
             else:
                 assert len(self.kv[op.src_seq_id]) >= op.pos and not self.kv[op.seq_id]
                 self.kv[op.seq_id] = self.kv[op.src_seq_id][: op.pos]
@@ -109,7 +133,7 @@ class FakeExecutor:
                 samples.append(Sample(item.seq_id, 7 + len(self.kv[item.seq_id]) % 50))
         pos_min = [0 if kv else -1 for kv in self.kv]
         return StepResult(
-            plan.step_id, self.id, samples, pos_min, 0.01, prompt_logprobs=prompt_logprobs
+            plan.step_id, self.id, samples, pos_min, 0.01, prompt_logprobs=prompt_logprobs, slot_files=files
         )
 
 
@@ -117,7 +141,8 @@ class Harness:
     def __init__(self, n_slots: int = 4, n_batch: int = 64, n_executors: int = 1, **kw) -> None:
         self.sched = Scheduler(n_executors, max_queue=kw.pop("max_queue", 64), n_batch=n_batch,
                                ctx_per_request=kw.pop("ctx_per_request", 0),
-                               cache_ram_bytes=kw.pop("cache_ram_bytes", 0))
+                               cache_ram_bytes=kw.pop("cache_ram_bytes", 0),
+                               context_shift=kw.pop("context_shift", False))
         self.fakes = []
         for e in range(n_executors):
             self.sched.executor_ready(info(n_slots=n_slots, executor_id=e, **kw))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import msgspec
 
@@ -18,9 +19,10 @@ from frontend.http.errors import ApiError, invalid
 from frontend.text.prompts import check_tokens
 from frontend.api.sampler_order import sampler_order
 from frontend.api.schemas import LogitBias, SamplingFields
+from frontend.structured.lazy import grammar_triggers
 from frontend.text.tokenizer import Tokenizer
 from ggserve.config import ServeConfig
-from ipc.protocol import AddRequest, EngineInfo, SamplingParams
+from ipc.protocol import AddRequest, EngineInfo, LoraScale, SamplingParams
 
 # llama-server's defaults for whatever a request leaves out.
 DEFAULTS = SamplingParams(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05)
@@ -41,8 +43,9 @@ def server_defaults(cfg: ServeConfig) -> SamplingParams:
 def sampling_params(req: SamplingFields, tokenizer: Tokenizer, defaults: SamplingParams, default_seed: int,
                     eog_ids: list[int], n_ctx_slot: int, grammar: str | None = None) -> SamplingParams:
     """The sampler settings of choice 0 (``with_seed_offset`` derives the others); ``grammar``
-    is the checked GBNF the output must follow; ``eog_ids`` are banned with ``ignore_eos``, as
-    llama-server does (an end-of-generation token that may not end the output is not sampled)."""
+    is the checked GBNF the output must follow (lazily with ``grammar_lazy``); ``eog_ids`` are
+    banned with ``ignore_eos``, as llama-server does (an end-of-generation token that may not end
+    the output is not sampled)."""
     given = {name: value for name in FROM_REQUEST if (value := getattr(req, name)) is not None}
     if given.get("repeat_last_n", defaults.repeat_last_n) == -1:  # -1: the whole context, as llama-server
         given["repeat_last_n"] = n_ctx_slot
@@ -54,8 +57,10 @@ def sampling_params(req: SamplingFields, tokenizer: Tokenizer, defaults: Samplin
     if req.ignore_eos:
         bias += [(t, -math.inf) for t in eog_ids]
     seed = default_seed if req.seed is None else req.seed
+    triggers = grammar_triggers(req, tokenizer)  # checked even without a grammar to trigger
     return msgspec.structs.replace(defaults, **given, logit_bias=bias,
-                                   seed=None if seed < 0 else seed & _SEED_MASK, grammar=grammar)
+                                   seed=None if seed < 0 else seed & _SEED_MASK, grammar=grammar,
+                                   grammar_triggers=triggers if grammar is not None else None)
 
 
 def with_seed_offset(params: SamplingParams, offset: int) -> SamplingParams:
@@ -126,14 +131,16 @@ def check_slot(req: SamplingFields, info: EngineInfo) -> None:
                       param="id_slot")
 
 
-def check_context(n_prompt: int, max_new: int, n_ctx_slot: int) -> None:
-    """A request must fit a slot: prompt + max_tokens, or prompt + one token without a limit."""
+def check_context(n_prompt: int, max_new: int, info: EngineInfo) -> None:
+    """A request must fit a slot: prompt + max_tokens, or prompt + one token without a limit or
+    when the context shifts (llama-server refuses a prompt that fills the context either way)."""
+    n_ctx_slot = info.n_ctx_slot
     if n_prompt == 0:
         raise invalid("the prompt is empty", param="prompt")
-    if max_new < 0 and n_prompt >= n_ctx_slot:
+    if (max_new < 0 or info.context_shift) and n_prompt >= n_ctx_slot:
         message = (f"the prompt has {n_prompt} tokens but a slot's context holds {n_ctx_slot} tokens, "
                    "prompt and generated tokens together; shorten the prompt or increase the context size")
-    elif max_new >= 0 and n_prompt + max_new > n_ctx_slot:
+    elif max_new >= 0 and not info.context_shift and n_prompt + max_new > n_ctx_slot:
         message = (f"the request asks for {n_prompt + max_new} tokens ({n_prompt} prompt + {max_new} max_tokens) "
                    f"but a slot's context holds {n_ctx_slot} tokens; shorten the prompt, lower max_tokens "
                    "or increase the context size")
@@ -143,9 +150,29 @@ def check_context(n_prompt: int, max_new: int, n_ctx_slot: int) -> None:
                    extra={"n_prompt_tokens": n_prompt, "n_ctx": n_ctx_slot})
 
 
+@dataclass(frozen=True)
+class CacheDefaults:
+    """The server's defaults for a request's KV-cache fields: ``--keep`` (n_keep),
+    ``--cache-reuse`` (n_cache_reuse), and whether the vocabulary adds BOS."""
+
+    n_keep: int = 0
+    n_cache_reuse: int = 0
+    add_bos: bool = True
+
+
+def kept_tokens(req: SamplingFields, n_prompt: int, cache: CacheDefaults) -> int:
+    """Leading tokens a context shift keeps, as llama-server counts them: ``n_keep`` (the
+    server's ``--keep`` when not given; -1: the whole prompt), plus one for the BOS token of a
+    vocabulary that adds it."""
+    n_keep = cache.n_keep if req.n_keep is None else req.n_keep
+    return (n_prompt if n_keep < 0 else n_keep) + cache.add_bos
+
+
 def engine_requests(request_id: str, prompts: list[list[int]], n: int, req: SamplingFields, sampling: SamplingParams,
-                    max_new: int, logprobs: int, prompt_logprobs: int = -1) -> list[AddRequest]:
-    """One AddRequest per (prompt, choice); ids are ``<request_id>-<index>``."""
+                    max_new: int, logprobs: int, cache: CacheDefaults, prompt_logprobs: int = -1,
+                    lora: list[LoraScale] | None = None) -> list[AddRequest]:
+    """One AddRequest per (prompt, choice); ids are ``<request_id>-<index>``; ``lora``: the
+    adapter scales of frontend.api.lora.request_lora."""
     now = time.time()
     return [
         AddRequest(
@@ -160,6 +187,10 @@ def engine_requests(request_id: str, prompts: list[list[int]], n: int, req: Samp
             prompt_logprobs=prompt_logprobs,
             return_progress=req.return_progress and req.stream,
             id_slot=req.id_slot,
+            n_keep=kept_tokens(req, len(prompt), cache),
+            n_discard=req.n_discard,
+            n_cache_reuse=cache.n_cache_reuse if req.n_cache_reuse is None else req.n_cache_reuse,
+            lora=lora,
         )
         for p, prompt in enumerate(prompts)
         for i in range(n)

@@ -48,6 +48,22 @@ Bias = float | bool
 LogitBias = dict[str, Bias] | list[tuple[int | str, Bias]]
 
 
+class GrammarTrigger(msgspec.Struct, kw_only=True):
+    """llama-server's lazy grammar trigger (frontend.structured.lazy)."""
+
+    type: int | str  # 0 token, 1 word, 2 pattern, 3 pattern_full, or those names
+    value: str
+    token: int | None = None  # type token: its id
+
+
+class LoraField(msgspec.Struct):
+    """One LoRA adapter's scale, in a request's ``lora`` or POST /lora-adapters (llama-server's form);
+    ``id`` as GET /lora-adapters numbers the adapters."""
+
+    id: int
+    scale: float
+
+
 class SamplingFields(msgspec.Struct, kw_only=True):
     """Generation parameters shared by /v1/chat/completions, /v1/completions and /completion.
 
@@ -55,7 +71,7 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     Every llama-server field is either here (honoured) or refused by ``frontend.api.llama_fields``.
     """
 
-    max_tokens: int | None = None  # None or -1: until the slot's context is full
+    max_tokens: int | None = None  # None or -1: until the slot's context is full (no limit with --context-shift)
     n_predict: int | None = None  # llama-server's name of max_tokens
     temperature: Annotated[float, msgspec.Meta(ge=0.0)] | None = None
     top_p: float | None = None
@@ -99,6 +115,13 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     timings_per_token: bool = False  # ``timings`` on every stream chunk, not only the last
     return_progress: bool = False  # streams: ``prompt_progress`` chunks during the prefill
     id_slot: Annotated[int, msgspec.Meta(ge=-1)] = -1  # run on this slot (as /slots numbers them); -1: any
+    # context shift (--context-shift): prompt tokens kept when the context fills (-1: all; None:
+    # the server's --keep), and how many tokens after them are dropped (0: half)
+    n_keep: Annotated[int, msgspec.Meta(ge=-1, le=2**31 - 1)] | None = None
+    n_discard: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] = 0
+    # reuse chunks of at least this many tokens of a cached prompt past a change, by shifting
+    # their KV (None: the server's --cache-reuse; 0: off)
+    n_cache_reuse: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] | None = None
     # ms after the first token past which the text ends at its next newline (<= 0: no limit)
     t_max_predict_ms: int | None = None
     # lines after the first need this much indentation; the first that has less ends the text
@@ -109,6 +132,13 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     grammar: str | None = None
     json_schema: dict[str, Any] | bool | None = None
     response_format: ResponseFormat | None = None
+    # lazy grammar (llama-server's): the grammar applies from a trigger on (frontend.structured.lazy)
+    grammar_lazy: bool = False
+    grammar_triggers: Annotated[list[GrammarTrigger], msgspec.Meta(max_length=64)] | None = None
+    preserved_tokens: Annotated[list[str], msgspec.Meta(max_length=256)] | None = None
+    # LoRA adapters of this request: those listed at their scales, every other one off; none or
+    # []: the global scales (POST /lora-adapters). Steps run one adapter set (README, LoRA).
+    lora: list[LoraField] | None = None
 
     def __post_init__(self) -> None:
         if self.n_cmpl is not None:  # llama-server reads n_cmpl first, n as its fallback
@@ -427,6 +457,22 @@ class ModelList(msgspec.Struct, tag_field="object", tag="list"):
 class TokenPiece(msgspec.Struct):
     id: int
     piece: str | list[int]  # the bytes when the piece is not whole UTF-8 (part of a character)
+
+
+class LoraAdapter(msgspec.Struct):
+    """An entry of GET /lora-adapters (llama-server's fields)."""
+
+    id: int
+    path: str
+    scale: float  # its global scale
+    task_name: str
+    prompt_prefix: str
+
+
+class LoraApplied(msgspec.Struct):
+    """POST /lora-adapters' answer (llama-server's)."""
+
+    success: bool = True
 
 
 class TokenizeResponse(msgspec.Struct):

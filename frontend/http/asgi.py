@@ -6,7 +6,8 @@ No web framework: the app (``frontend.app``) routes, and handlers take a ``Reque
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import asyncio
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -54,25 +55,34 @@ class StreamResponse:
     chunks: AsyncGenerator[bytes, None]
     content_type: bytes = b"text/event-stream"
     headers: Headers = field(default_factory=list)
+    error_event: Callable[[ApiError], bytes] | None = None  # a failure's last event; None: OpenAI's
 
 
 def json_response(obj: Any, status: int = 200, headers: Headers | None = None) -> Response:
     return Response(msgspec.json.encode(obj), status, headers=headers or [])
 
 
-def error_response(exc: ApiError) -> Response:
-    return Response(exc.body(), exc.status, headers=list(exc.headers))
+ErrorBody = Callable[[ApiError], bytes]  # an API's error JSON
 
 
-async def read_body(receive: Any, headers: dict[str, str], max_size: int) -> bytes:
-    """The whole request body; 413 once it is known to exceed ``max_size`` bytes."""
+def error_response(exc: ApiError, body: ErrorBody = ApiError.body) -> Response:
+    return Response(body(exc), exc.status, headers=list(exc.headers))
+
+
+async def read_body(receive: Any, headers: dict[str, str], max_size: int, timeout_s: float) -> bytes:
+    """The whole request body; 413 once it is known to exceed ``max_size`` bytes, 408 when no
+    part of it arrives for ``timeout_s`` seconds (--timeout, llama-server's read timeout)."""
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_size:
         raise _too_large(int(declared), max_size)
     chunks: list[bytes] = []
     size = 0
     while True:
-        message = await receive()
+        try:
+            async with asyncio.timeout(timeout_s):
+                message = await receive()
+        except TimeoutError:
+            raise ApiError(408, f"the request body stopped arriving for {timeout_s:g} s (--timeout)") from None
         if message["type"] == "http.disconnect":
             raise ConnectionResetError("client went away while sending the body")
         chunk = message.get("body", b"")

@@ -18,6 +18,8 @@ _TYPE_BY_STATUS = {
     401: "authentication_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    408: "timeout_error",
+    409: "conflict_error",
     413: "invalid_request_error",
     500: "server_error",
     501: "not_supported_error",
@@ -68,10 +70,14 @@ def from_engine(error: EngineError | None) -> ApiError:
         return ApiError(500, "the engine failed the request without saying why")
     if error.code == ErrorCode.INVALID_REQUEST:
         return invalid(error.message)
+    if error.code in _STATUS:
+        return ApiError(_STATUS[error.code], error.message)
     if error.code in _RETRYABLE:
         return unavailable(error.message)
     return ApiError(500, error.message)
 
+
+_STATUS = {ErrorCode.SLOT_BUSY: 409, ErrorCode.NOT_FOUND: 404}
 
 # Engine failures a client should retry: the server heals (a failed process is restarted), sheds
 # load or is being replaced (draining). The openai SDK retries 503 after Retry-After.

@@ -26,6 +26,11 @@ def event(obj: Any) -> bytes:
     return b"data: " + _encode(obj) + b"\n\n"
 
 
+def named_event(name: str, obj: Any) -> bytes:
+    """An event with a name (``event: <name>``), as Anthropic's and OpenAI's Responses streams send them."""
+    return b"event: " + name.encode() + b"\ndata: " + _encode(obj) + b"\n\n"
+
+
 def error_event(exc: ApiError) -> bytes:
     """An error after the stream started: the status is already 200, so the error is an event."""
     return b"data: " + exc.body() + b"\n\n"
@@ -39,10 +44,11 @@ def ping_interval(requested: float | None, default: float) -> float | None:
 
 
 async def generation_events(gen: Generation, head: list[bytes], render: Callable[[ChoiceDelta], list[bytes]],
-                            tail: Callable[[], list[bytes]], done: bool = True) -> AsyncGenerator[bytes, None]:
-    """The SSE body of a generation: ``head`` events, rendered deltas (pings while the engine is
-    quiet), ``tail`` events, ``[DONE]`` (OpenAI's end marker; llama-server's native stream has
-    none: ``done=False``).
+                            tail: Callable[[], list[bytes]], done: bool = True, ping: bytes = PING,
+                            on_error: Callable[[ApiError], bytes] = error_event) -> AsyncGenerator[bytes, None]:
+    """The SSE body of a generation: ``head`` events, rendered deltas (``ping`` while the engine is
+    quiet), ``tail`` events, ``[DONE]`` (OpenAI's end marker; llama-server's native stream and the
+    streams with named events have none: ``done=False``); ``on_error`` writes a late error's event.
 
     The first chunk waits for the engine's first output or a ping interval, whichever comes
     first: an error before it (queue full, bad request) propagates and gets its HTTP status; an
@@ -50,17 +56,17 @@ async def generation_events(gen: Generation, head: list[bytes], render: Callable
     """
     async with gen:
         first = await gen.next_deltas()
-        yield b"".join([*head, *(_render_all(first, render) if first is not None else [PING])])
+        yield b"".join([*head, *(_render_all(first, render) if first is not None else [ping])])
         try:
             while not gen.done:
                 deltas = await gen.next_deltas()
                 if deltas is None:
-                    yield PING
+                    yield ping
                 elif deltas:
                     yield b"".join(_render_all(deltas, render))
         except ApiError as exc:
             log.warning("stream ended by an error: %s", exc.message)
-            yield error_event(exc)
+            yield on_error(exc)
             return
         yield b"".join([*tail(), *([DONE] if done else [])])
 

@@ -12,6 +12,7 @@ import msgspec
 
 from frontend.text.chat_template import ChatTemplate, ChatTemplateError
 from frontend.api.sampling import server_defaults
+from frontend.structured.lazy import triggers_json
 from ggserve.config import ServeConfig
 from ipc.protocol import EngineInfo, SamplingParams, SlotState
 
@@ -24,6 +25,7 @@ def generation_params(sampling: SamplingParams, n_predict: int, ignore_eos: bool
     """llama-server's ``params`` object: every sampler setting, named as the API names it."""
     params = {name: value for name, value in msgspec.structs.asdict(sampling).items() if name not in _NOT_PARAMS}
     params["seed"] = _RANDOM_SEED if sampling.seed is None else sampling.seed
+    params.update(triggers_json(sampling.grammar_triggers))
     return params | {"max_tokens": n_predict, "n_predict": n_predict, "ignore_eos": ignore_eos, "n_probs": n_probs}
 
 
@@ -118,7 +120,9 @@ def slot_json(slot: SlotState, info: EngineInfo) -> dict[str, Any]:
         "params": generation_params(slot.sampling, slot.max_tokens, slot.ignore_eos, max(slot.logprobs, 0)),
         "next_token": [{
             "has_next_token": slot.busy,
-            "n_remain": max(0, slot.max_tokens - slot.n_generated_tokens) if slot.busy else 0,
+            # -1: no limit (a context that shifts), as llama-server's
+            "n_remain": (-1 if slot.max_tokens < 0 else max(0, slot.max_tokens - slot.n_generated_tokens))
+            if slot.busy else 0,
             "n_decoded": slot.n_generated_tokens,
         }],
     }

@@ -4,7 +4,8 @@ Request and response bodies are the msgspec Structs of ``frontend.api.schemas``,
 their JSON schemas, so the document describes exactly what requests decode into and responses
 encode from. Each route of the app's table carries its ``Operation`` (aliases such as
 ``/chat/completions`` share one), so a route cannot be served without being documented. Every
-error, whatever its status, is an ``ErrorResponse`` (the ``default`` response).
+error, whatever its status, is the API's error object (the ``default`` response): OpenAI's
+``ErrorResponse``, Anthropic's on its routes.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class Operation:
     stream_event: type | None = None  # the data of each SSE event when the request sets "stream"
     content_type: str = "application/json"
     loading_status: bool = False  # answers 503 with its own body while not serving (/health)
+    error: type = ErrorResponse  # the error body's Struct (Anthropic's routes have their own)
+    parameters: tuple[dict[str, Any], ...] = ()  # OpenAPI parameter objects (path and query)
 
 
 class DocumentedRoute(Protocol):
@@ -45,8 +48,8 @@ def document(routes: Mapping[str, Mapping[str, DocumentedRoute]], api_keys: bool
     """The OpenAPI document of ``routes`` (path -> method -> route); ``api_keys``: whether the
     server has keys, so that routes with ``auth`` require one."""
     operations = [route.operation for by_method in routes.values() for route in by_method.values()]
-    structs = sorted({t for op in operations for t in (op.request, op.response, op.stream_event) if t is not None}
-                     | {ErrorResponse}, key=lambda t: t.__name__)
+    structs = sorted({t for op in operations for t in (op.request, op.response, op.stream_event, op.error)
+                      if t is not None}, key=lambda t: (t.__module__, t.__name__))
     schemas, components = msgspec.json.schema_components(structs, ref_template=_REF_TEMPLATE)
     refs = dict(zip(structs, schemas, strict=True))
     paths = {
@@ -69,18 +72,21 @@ def document(routes: Mapping[str, Mapping[str, DocumentedRoute]], api_keys: bool
 
 
 def _operation(path: str, method: str, op: Operation, refs: dict[type, Any], needs_key: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {"summary": op.summary, "operationId": f"{method.lower()}{path.replace('/', '_')}"}
+    out: dict[str, Any] = {"summary": op.summary,
+                           "operationId": f"{method.lower()}{path.replace('/', '_').replace('{', '').replace('}', '')}"}
+    if op.parameters:
+        out["parameters"] = list(op.parameters)
     if op.request is not None:
         out["requestBody"] = {"required": True, "content": {"application/json": {"schema": refs[op.request]}}}
     ok: dict[str, Any] = {op.content_type: {"schema": refs[op.response] if op.response else _FREE_FORM}}
     if op.stream_event is not None:
-        ok["text/event-stream"] = {"schema": _sse_event(refs[op.stream_event], refs[ErrorResponse])}
+        ok["text/event-stream"] = {"schema": _sse_event(refs[op.stream_event], refs[op.error])}
     responses: dict[str, Any] = {"200": {"description": "OK", "content": ok}}
     if op.loading_status:
         responses["503"] = {"description": "Not serving now: loading, restarting or draining",
                             "content": {"application/json": {"schema": refs[op.response]}}}
-    responses["default"] = {"description": "An OpenAI error object",
-                            "content": {"application/json": {"schema": refs[ErrorResponse]}}}
+    responses["default"] = {"description": "An error object",
+                            "content": {"application/json": {"schema": refs[op.error]}}}
     out["responses"] = responses
     if needs_key:
         out["security"] = [{name: []} for name in _SECURITY_SCHEMES]

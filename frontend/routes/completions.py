@@ -17,6 +17,7 @@ from frontend.generation import ChoiceDelta, ChoiceResult, Generation, TokenText
 from frontend.http.asgi import Request, Response, StreamResponse, json_response
 from frontend.text.prompts import Prompt, completion_prompts
 from frontend.api.llama_fields import refuse_unsupported
+from frontend.api.lora import request_lora
 from frontend.api.sampling import (
     check_context,
     check_slot,
@@ -37,6 +38,7 @@ from frontend.api.schemas import (
 from frontend.state import Frontend
 from frontend.timings import progress_json
 from frontend.structured.constraints import output_grammar
+from frontend.structured.lazy import preserved_ids
 from ipc.protocol import TokenLogprob
 
 
@@ -135,17 +137,18 @@ async def completions(fe: Frontend, req: Request) -> Response | StreamResponse:
     grammar = await fe.prepare(len(req.body), lambda: output_grammar(fe.grammars, body))
     limit = token_limit(body, fe.cfg)
     for prompt in prompts:
-        check_context(len(prompt.token_ids), limit, info.n_ctx_slot)
+        check_context(len(prompt.token_ids), limit, info)
     check_slot(body, info)
     logprobs = body.logprobs if body.logprobs is not None else (body.n_probs if body.n_probs > 0 else -1)
     prompt_logprobs = logprobs if body.echo else -1
     sampling = sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids,
                                info.n_ctx_slot, grammar)
     requests = engine_requests(req.id, [p.token_ids for p in prompts], body.n, body, sampling, limit, logprobs,
-                               prompt_logprobs)
+                               fe.cache_defaults, prompt_logprobs, request_lora(body, info))
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
-                     time_limit_s=time_limit_s(body), n_indent=body.n_indent, trace=req.trace)
+                     preserved_ids(fe.tokenizer, body.preserved_tokens), time_limit_s(body), body.n_indent,
+                     trace=req.trace)
     echoes = [p.text if body.echo else "" for p in prompts for _ in range(body.n)]
     completion_id, created = f"cmpl-{req.id}", int(time.time())
     if body.stream:

@@ -27,9 +27,11 @@ from frontend.http.errors import ApiError, invalid
 from frontend.generation import Choice, ChoiceDelta, Generation, TokenText, collect
 from frontend.http.asgi import Request, Response, StreamResponse, json_response
 from frontend.api.llama_fields import refuse_unsupported
+from frontend.api.lora import request_lora
 from frontend.text.prompts import Prompt, check_tokens, completion_prompts
 from frontend.routes.tokens import tokenize_mixed
 from frontend.api.sampling import (
+    CacheDefaults,
     check_context,
     check_slot,
     engine_requests,
@@ -41,6 +43,7 @@ from frontend.api.sampling import (
 from frontend.api.schemas import MAX_CHOICES, NativeCompletionRequest
 from frontend.state import Frontend
 from frontend.structured.constraints import output_grammar
+from frontend.structured.lazy import preserved_ids, triggers_json
 from frontend.timings import Timings, make_timings, progress_json
 from frontend.text.tokenizer import Tokenizer
 from ipc.protocol import SamplingParams
@@ -54,7 +57,7 @@ class _Call:
         self.fe, self.body, self.prompts, self.gen = fe, body, prompts, gen
         self.logprobs = logprobs
         self.n_slots = fe.engine_info().n_slots
-        self.settings = _generation_settings(body, sampling, limit, logprobs)
+        self.settings = _generation_settings(body, sampling, limit, logprobs, fe.cache_defaults)
 
     def prompt_of(self, choice: Choice) -> Prompt:
         return self.prompts[choice.index // self.body.n]
@@ -79,7 +82,9 @@ class _Call:
             "generation_settings": self.settings,
             "prompt": prompt.text,
             "has_new_line": "\n" in content,
-            "truncated": False,  # a prompt that does not fit is refused, never cut
+            # the context filled: shifted (--context-shift) or the output stopped there; a prompt
+            # that does not fit is refused, never cut
+            "truncated": stats.truncated if stats is not None else False,
             "stop_type": choice.stop_type,
             "stopping_word": choice.stopping_word,
             "tokens_cached": stats.n_cached_tokens if stats is not None else 0,
@@ -153,7 +158,7 @@ def _pick(result: dict[str, Any], fields: list[str] | None) -> dict[str, Any]:
 
 
 def _generation_settings(body: NativeCompletionRequest, sampling: SamplingParams, limit: int,
-                         n_probs: int) -> dict[str, Any]:
+                         n_probs: int, cache: CacheDefaults) -> dict[str, Any]:
     """The settings the request ran with, under llama-server's names."""
     settings = msgspec.structs.asdict(sampling)
     settings.update(
@@ -168,6 +173,11 @@ def _generation_settings(body: NativeCompletionRequest, sampling: SamplingParams
         ignore_eos=body.ignore_eos,
         timings_per_token=body.timings_per_token,
         cache_prompt=body.cache_prompt,
+        n_keep=cache.n_keep if body.n_keep is None else body.n_keep,
+        n_discard=body.n_discard,
+        n_cache_reuse=cache.n_cache_reuse if body.n_cache_reuse is None else body.n_cache_reuse,
+        **triggers_json(sampling.grammar_triggers),
+        lora=[{"id": entry.id, "scale": entry.scale} for entry in body.lora or []],  # the request's own
     )
     return settings
 
@@ -239,7 +249,7 @@ async def _run(fe: Frontend, req: Request, body: NativeCompletionRequest,
     grammar = await fe.prepare(len(req.body), lambda: output_grammar(fe.grammars, body))
     limit = token_limit(body, fe.cfg)
     for prompt in prompts:
-        check_context(len(prompt.token_ids), limit, info.n_ctx_slot)
+        check_context(len(prompt.token_ids), limit, info)
     check_slot(body, info)
     n_probs = body.n_probs or body.logprobs or 0
     logprobs = n_probs if n_probs > 0 else -1
@@ -249,10 +259,12 @@ async def _run(fe: Frontend, req: Request, body: NativeCompletionRequest,
     sampling = sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids,
                                info.n_ctx_slot, grammar)
     sampling = msgspec.structs.replace(sampling, post_sampling_probs=body.post_sampling_probs)
-    requests = engine_requests(req.id, [p.token_ids for p in prompts], body.n, body, sampling, limit, logprobs)
+    requests = engine_requests(req.id, [p.token_ids for p in prompts], body.n, body, sampling, limit, logprobs,
+                               fe.cache_defaults, lora=request_lora(body, info))
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
-                     time_limit_s=time_limit_s(body), n_indent=body.n_indent, trace=req.trace)
+                     preserved_ids(fe.tokenizer, body.preserved_tokens), time_limit_s(body), body.n_indent,
+                     trace=req.trace)
     call = _Call(fe, body, prompts, gen, sampling, limit, logprobs)
     if body.stream:
         return StreamResponse(_events(call))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from frontend.http.asgi import Request, Response, json_response
 from frontend.text.prompts import check_tokens
-from frontend.routes.chat import render_prompt
+from frontend.conversation import render_prompt
 from frontend.api.schemas import (
     ApplyTemplateResponse,
     ChatCompletionRequest,

@@ -35,6 +35,8 @@ class Tokenizer:
         self.eos_id: int = llama_cpp.llama_vocab_eos(self._vocab)
         self.add_bos: bool = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
         self.add_eos: bool = bool(llama_cpp.llama_vocab_get_add_eos(self._vocab))
+        self.sep_id: int = llama_cpp.llama_vocab_sep(self._vocab)  # BERT's [SEP]; rerank pairs
+        self.add_sep: bool = bool(llama_cpp.llama_vocab_get_add_sep(self._vocab))
         self.fim_prefix_id: int = llama_cpp.llama_vocab_fim_pre(self._vocab)
         self.fim_suffix_id: int = llama_cpp.llama_vocab_fim_suf(self._vocab)
         self.fim_middle_id: int = llama_cpp.llama_vocab_fim_mid(self._vocab)

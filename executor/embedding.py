@@ -1,0 +1,105 @@
+"""An embedding server's step: decode whole inputs, one sequence each, and read their vectors.
+
+With pooling (mean, cls, last, rank) llama.cpp pools each sequence's hidden states itself and
+``llama_get_embeddings_seq`` gives one row per sequence (rank: the classification head's scores);
+with pooling none every token's row comes back, in batch order. llama.cpp refuses a pooled decode
+unless every token is an output, so the batch flags them all. The sequences are cleared after the
+step: an embedding leaves nothing in the KV cache (a non-causal model like BERT has none at all).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import time
+
+import llama_cpp
+import numpy as np
+
+from executor.batch import NumpyBatch
+from ipc.protocol import EmbedItem, EmbedPlan, EmbedResult, EngineError, ErrorCode, SeqFailure, Vectors
+
+log = logging.getLogger("executor")
+
+POOLING_NONE = llama_cpp.LLAMA_POOLING_TYPE_NONE
+POOLING_RANK = llama_cpp.LLAMA_POOLING_TYPE_RANK
+
+
+class Embedder:
+    """Runs EmbedPlans on a context created with ``embeddings`` on."""
+
+    def __init__(self, model: llama_cpp.llama_model_p, ctx: llama_cpp.llama_context_p, batch: NumpyBatch,
+                 n_vocab: int, n_seq_max: int) -> None:
+        self.ctx = ctx
+        self.memory = llama_cpp.llama_get_memory(ctx)  # NULL for non-causal models: no KV cache
+        self.batch = batch
+        self.n_vocab = n_vocab
+        self.n_seq_max = n_seq_max
+        self.pooling = llama_cpp.llama_pooling_type(ctx)
+        self.dim = llama_cpp.llama_model_n_cls_out(model) if self.pooling == POOLING_RANK else (
+            llama_cpp.llama_model_n_embd_out(model))
+
+    def step(self, plan: EmbedPlan, executor_id: int) -> EmbedResult:
+        t0 = time.perf_counter()
+        failures: list[SeqFailure] = []
+        items = self._runnable(plan.items, failures)
+        vectors = Vectors(self.dim, [0] * len(plan.items), b"")  # what the failed items get
+        error = None
+        if items:
+            try:
+                rows = self._decode(items)
+                data = self._read(items, sum(rows))
+            except RuntimeError as exc:
+                log.error("executor %d: embedding step %d failed: %s", executor_id, plan.step_id, exc)
+                vectors, error = None, str(exc)
+            else:
+                ran = {id(item): n for item, n in zip(items, rows)}
+                vectors = Vectors(self.dim, [ran.get(id(item), 0) for item in plan.items], data)
+            finally:
+                llama_cpp.llama_memory_clear(self.memory, False)
+        return EmbedResult(plan.step_id, executor_id, vectors, time.perf_counter() - t0, error, failures)
+
+    def _runnable(self, items: list[EmbedItem], failures: list[SeqFailure]) -> list[EmbedItem]:
+        """The items llama.cpp can decode together (it would abort on some others)."""
+        runnable: list[EmbedItem] = []
+        seen: set[int] = set()
+        n_tokens = 0
+        for item in items:
+            tokens = item.token_ids
+            problem = None
+            if not 0 <= item.seq_id < self.n_seq_max or item.seq_id in seen:
+                problem = f"sequence id {item.seq_id} out of range or repeated"
+            elif not tokens or min(tokens) < 0 or max(tokens) >= self.n_vocab:
+                problem = f"empty input or token id out of the vocabulary for sequence {item.seq_id}"
+            elif n_tokens + len(tokens) > self.batch.capacity:
+                problem = f"the plan has more than {self.batch.capacity} tokens"
+            if problem is not None:
+                failures.append(SeqFailure(item.seq_id, EngineError(ErrorCode.INTERNAL, f"invalid plan: {problem}")))
+                continue
+            seen.add(item.seq_id)
+            n_tokens += len(tokens)
+            runnable.append(item)
+        return runnable
+
+    def _decode(self, items: list[EmbedItem]) -> list[int]:
+        """Decode the items; the rows each one gets back."""
+        self.batch.fill_whole([(item.seq_id, item.token_ids) for item in items])
+        rc = llama_cpp.llama_decode(self.ctx, self.batch.struct)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode returned {rc}")
+        if self.pooling == POOLING_NONE:
+            return [len(item.token_ids) for item in items]
+        return [1] * len(items)
+
+    def _read(self, items: list[EmbedItem], n_rows: int) -> bytes:
+        float_p = ctypes.POINTER(ctypes.c_float)
+        if self.pooling == POOLING_NONE:  # every token's row, in batch order
+            ptr = llama_cpp.llama_get_embeddings(self.ctx)
+            return np.ctypeslib.as_array(ctypes.cast(ptr, float_p), (n_rows * self.dim,)).tobytes()
+        out = np.empty((n_rows, self.dim), dtype=np.float32)
+        for row, item in enumerate(items):
+            ptr = llama_cpp.llama_get_embeddings_seq(self.ctx, item.seq_id)
+            if not ptr:
+                raise RuntimeError(f"no pooled embedding for sequence {item.seq_id}")
+            out[row] = np.ctypeslib.as_array(ctypes.cast(ptr, float_p), (self.dim,))
+        return out.tobytes()

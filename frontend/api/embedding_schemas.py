@@ -1,0 +1,88 @@
+"""Embedding and rerank request and response bodies (OpenAI, llama-server, Jina/Cohere, TEI).
+
+As in ``frontend.api.schemas``: requests decode straight into these Structs (a wrong type is a
+400 naming the field; unknown fields such as ``model`` and ``user`` are ignored).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+# A string, a token array, a list of strings or a list of token arrays (OpenAI's ``input``). The
+# union is wider than that so a mixed list decodes and is refused with a message naming it.
+EmbeddingInput = str | list[str | int | list[int]]
+
+
+class EmbeddingRequest(msgspec.Struct, kw_only=True):
+    """OpenAI's POST /v1/embeddings, and llama-server's native POST /embedding (``content``,
+    ``embd_normalize``)."""
+
+    input: EmbeddingInput | None = None
+    content: EmbeddingInput | None = None  # llama-server's native name of ``input``
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    # llama-server's: -1 none, 0 max absolute int16, 1 taxicab, 2 euclidean (L2), > 2 p-norm
+    embd_normalize: int = 2
+
+
+class EmbeddingData(msgspec.Struct):
+    index: int
+    embedding: list[float] | str  # base64 of little-endian float32 with encoding_format "base64"
+    object: str = "embedding"
+
+
+class EmbeddingUsage(msgspec.Struct):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingList(msgspec.Struct):
+    data: list[EmbeddingData]
+    model: str
+    usage: EmbeddingUsage
+    object: str = "list"
+
+
+class NativeEmbedding(msgspec.Struct):
+    """One input of llama-server's /embedding: one row pooled, one per token with pooling none."""
+
+    index: int
+    embedding: list[list[float]]
+
+
+class TextDocument(msgspec.Struct):
+    text: str
+
+
+class RerankRequest(msgspec.Struct, kw_only=True):
+    """POST /v1/rerank: Jina/Cohere's ``documents`` or TEI's ``texts`` (answered in TEI's shape)."""
+
+    query: str
+    documents: list[str | TextDocument] | None = None
+    texts: list[str] | None = None
+    top_n: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    return_documents: bool = False  # Jina/Cohere: each result carries its document
+    return_text: bool = False  # TEI: each result carries its text
+
+
+class RerankResult(msgspec.Struct, omit_defaults=True):
+    index: int
+    relevance_score: float
+    document: TextDocument | None = None
+
+
+class RerankResponse(msgspec.Struct):
+    results: list[RerankResult]
+    model: str
+    usage: EmbeddingUsage
+    object: str = "list"
+
+
+class TeiRank(msgspec.Struct, omit_defaults=True):
+    """One result of TEI's /rerank (a JSON array of these)."""
+
+    index: int
+    score: float
+    text: str | None = None

@@ -1,0 +1,189 @@
+"""A chat conversation's way through the engine, whichever API it came in by.
+
+OpenAI's /v1/chat/completions, Anthropic's /v1/messages and OpenAI's /v1/responses all translate
+their request into a ``ChatCompletionRequest`` and run it here: chat template (with tools as the
+template needs them), prompt tokens, context check, grammar (response format or the tool-call
+grammar), reasoning budget, sampling, and a reply parser per choice that splits the output into
+reasoning, answer text and tool calls. Only the request and response shapes differ per API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgspec
+
+from frontend.api.sampling import (
+    check_context,
+    check_slot,
+    engine_requests,
+    sampling_params,
+    stop_strings,
+    time_limit_s,
+    token_limit,
+)
+from frontend.api.schemas import ChatCompletionRequest
+from frontend.generation import ChoiceDelta, ChoiceResult, Generation
+from frontend.http import sse
+from frontend.http.asgi import Request
+from frontend.http.errors import invalid
+from frontend.state import Frontend
+from frontend.api.lora import request_lora
+from frontend.structured.lazy import preserved_ids
+from frontend.structured.constraints import check_grammar, output_grammar
+from frontend.structured.harmony import HarmonyParser
+from frontend.structured.output import CallOut, OutputDelta, OutputParser, merge_calls
+from frontend.structured.reasoning import budget_for, check_budget, is_harmony, reasoning_for
+from frontend.structured.tool_formats import harmony
+from frontend.structured.tools import ToolPlan, plan_tools
+from frontend.text.chat_template import ChatTemplateError
+from frontend.text.continuation import continues_final_message
+from ipc.protocol import ReasoningBudget
+
+ReplyParser = OutputParser | HarmonyParser
+MULTIMODAL = "images need multimodal support (--mmproj)"  # until image inputs are implemented
+
+
+@dataclass(slots=True)
+class ChatPlan:
+    prompt: str
+    tools: ToolPlan
+
+
+def plan(fe: Frontend, body: ChatCompletionRequest) -> ChatPlan:
+    """The conversation as prompt text (with tools as the template needs them)."""
+    if not body.messages:
+        raise invalid("messages must not be empty", param="messages")
+    tools = plan_tools(body, fe.template.source)
+    extra = fe.cfg.chat_template_kwargs | (body.chat_template_kwargs or {})
+    if body.reasoning_effort is not None:
+        extra.setdefault("reasoning_effort", body.reasoning_effort)
+    messages, prefill = tools.messages, ""
+    add_generation_prompt = body.add_generation_prompt is not False
+    if continues_final_message(body):
+        # The turns before it, an open assistant turn, then its text: the model writes on from there.
+        messages, prefill, add_generation_prompt = messages[:-1], messages[-1]["content"], True
+    try:
+        prompt = fe.template.render(messages, add_generation_prompt=add_generation_prompt,
+                                    tools=tools.template_tools, extra=extra)
+    except ChatTemplateError as exc:
+        raise invalid(str(exc), param="messages") from None
+    return ChatPlan(prompt + prefill, tools)
+
+
+def render_prompt(fe: Frontend, body: ChatCompletionRequest) -> str:
+    """The conversation as prompt text (also what /apply-template returns)."""
+    return plan(fe, body).prompt
+
+
+async def prompt_tokens(fe: Frontend, req: Request, body: ChatCompletionRequest) -> tuple[ChatPlan, list[int]]:
+    """The plan and the prompt's tokens, exactly as a generation would submit them."""
+    chat = await fe.prepare(len(req.body), lambda: plan(fe, body))
+    tokens = await fe.prepare(len(req.body), lambda: fe.tokenizer.tokenize(chat.prompt, add_special=True,
+                                                                          parse_special=True))
+    return chat, tokens
+
+
+def _reply_parsers(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) -> tuple[list[ReplyParser], list[str]]:
+    """A parser per choice for the reply's reasoning and calls, and the control tokens they read
+    (rendered as text)."""
+    fmt = body.reasoning_format or fe.cfg.reasoning_format
+    template = fe.template.source
+    reasoning = reasoning_for(fmt, chat.prompt, template)
+    if is_harmony(template):
+        calls, starts_open = chat.tools.format is not None, reasoning is not None and reasoning.starts_open
+        parsers: list[ReplyParser] = [HarmonyParser(reasoning is not None, calls, starts_open, body.stream)
+                                      for _ in range(body.n)]
+        return parsers, list(harmony.MARKERS)
+    tools = chat.tools.format
+    markers = [*(tools.starts if tools else ()), *([tools.end] if tools and tools.end else []),
+               *([reasoning.start, reasoning.end] if reasoning else [])]
+    return [OutputParser(reasoning, tools, body.stream) for _ in range(body.n)], markers
+
+
+def _budget(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) -> ReasoningBudget | None:
+    """``--reasoning-budget`` unless the request sets its own (llama-server reads either name)."""
+    if body.reasoning_budget_tokens is not None:
+        tokens = check_budget(body.reasoning_budget_tokens, "reasoning_budget_tokens")
+    elif body.thinking_budget_tokens is not None:
+        tokens = check_budget(body.thinking_budget_tokens, "thinking_budget_tokens")
+    else:
+        tokens = fe.cfg.reasoning_budget
+    message = body.reasoning_budget_message
+    if message is None:
+        message = fe.cfg.reasoning_budget_message
+    return budget_for(tokens, message, fe.template.source, chat.prompt, fe.tokenizer)
+
+
+def _grammar(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) -> str | None:
+    frame = harmony.final_message if is_harmony(fe.template.source) else None
+    grammar = output_grammar(fe.grammars, body, frame)
+    if chat.tools.grammar is None:
+        return grammar
+    if grammar is not None:
+        raise invalid("a response format or grammar cannot be combined with tool calls", param="tool_choice")
+    return check_grammar(fe.grammars, chat.tools.grammar, "tools")
+
+
+@dataclass(slots=True)
+class ChatRun:
+    """A chat request ready to run: its generation (enter it to submit) and a reply parser per choice."""
+
+    gen: Generation
+    parsers: list[ReplyParser]
+    n_prompt: int  # prompt tokens
+
+
+async def start(fe: Frontend, req: Request, body: ChatCompletionRequest, logprobs: int = -1) -> ChatRun:
+    """Everything between a checked chat request and its engine requests; ``logprobs`` as
+    ``AddRequest.logprobs`` (-1: none)."""
+    info = fe.engine_info()
+    chat, prompt = await prompt_tokens(fe, req, body)
+    grammar = await fe.prepare(len(req.body), lambda: _grammar(fe, body, chat))
+    parsers, markers = _reply_parsers(fe, body, chat)
+    limit = token_limit(body, fe.cfg, body.max_completion_tokens)
+    check_context(len(prompt), limit, info)
+    check_slot(body, info)
+    sampling = msgspec.structs.replace(
+        sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids, info.n_ctx_slot, grammar),
+        reasoning_budget=_budget(fe, body, chat),
+    )
+    requests = engine_requests(req.id, [prompt], body.n, body, sampling, limit, logprobs, fe.cache_defaults,
+                               lora=request_lora(body, info))
+    gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
+                     sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
+                     fe.tokenizer.marker_tokens(markers) | preserved_ids(fe.tokenizer, body.preserved_tokens),
+                     time_limit_s(body), body.n_indent, trace=req.trace)
+    return ChatRun(gen, parsers, len(prompt))
+
+
+def parse_delta(parser: ReplyParser, delta: ChoiceDelta) -> OutputDelta:
+    """A streamed delta read by its choice's parser (all that is held back comes out at the finish)."""
+    out = parser.push(delta.text)
+    if delta.finish_reason is not None:
+        rest = parser.finish()
+        out = OutputDelta(out.content + rest.content, out.reasoning + rest.reasoning, out.calls + rest.calls)
+    return out
+
+
+@dataclass(slots=True)
+class Reply:
+    """A finished choice read whole."""
+
+    content: str
+    reasoning: str
+    calls: list[CallOut]  # whole calls
+    finish_reason: str  # "stop", "length" or "tool_calls"
+
+
+def read_reply(parser: ReplyParser, result: ChoiceResult) -> Reply:
+    first, rest = parser.push(result.text), parser.finish()
+    content = first.content + rest.content
+    if parser.n_calls:  # the whitespace around calls is not an answer
+        content = content.strip()
+    return Reply(content, first.reasoning + rest.reasoning, merge_calls(first.calls + rest.calls),
+                 finish_reason(result.finish_reason, parser))
+
+
+def finish_reason(reason: str, parser: ReplyParser) -> str:
+    return "tool_calls" if parser.n_calls and reason == "stop" else reason

@@ -1,0 +1,62 @@
+"""One embedding call's engine request, and the vector arithmetic of the responses.
+
+``embed`` sends one EmbedRequest (all the call's inputs: the scheduler packs them, with other
+calls' inputs, into shared decodes) and waits for its one terminal output; leaving early (the
+client went away) aborts it. The engine returns raw pooled vectors; normalising (OpenAI's are
+unit length), Matryoshka truncation and base64 happen here.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+
+from frontend.engine_client import EngineClient
+from frontend.http.errors import ApiError, from_engine
+from ipc.protocol import EmbedRequest, FinishReason, RequestStats, Vectors
+
+
+async def embed(engine: EngineClient, request_id: str, inputs: list[list[int]]) -> tuple[list[np.ndarray], RequestStats]:
+    """Each input's rows (one pooled row, or one per token with pooling none) and the stats."""
+    queue = engine.submit([EmbedRequest(request_id, inputs)])
+    finished = False
+    try:
+        while True:
+            out = await queue.get()
+            if out.finish_reason is None:
+                continue
+            finished = True
+            if out.finish_reason == FinishReason.ERROR:
+                raise from_engine(out.error)
+            if out.vectors is None or out.stats is None:
+                raise ApiError(500, "the engine aborted the request")
+            return split_rows(out.vectors), out.stats
+    finally:
+        if not finished:
+            engine.abort([request_id])
+        engine.release([request_id])
+
+
+def split_rows(vectors: Vectors) -> list[np.ndarray]:
+    data = np.frombuffer(vectors.data, dtype="<f4").reshape(-1, vectors.dim)
+    return np.split(data, np.cumsum(vectors.counts)[:-1])
+
+
+def normalize(rows: np.ndarray, norm: int) -> np.ndarray:
+    """llama-server's ``embd_normalize`` per row: -1 none, 0 max absolute value scaled to the
+    int16 range, 2 euclidean (L2, the default), any other p the p-norm (1: taxicab)."""
+    if norm < 0:
+        return rows
+    if norm == 0:
+        scale = np.abs(rows).max(axis=-1, keepdims=True) / 32760.0
+    elif norm == 2:
+        scale = np.linalg.norm(rows, axis=-1, keepdims=True)
+    else:
+        scale = (np.abs(rows) ** norm).sum(axis=-1, keepdims=True) ** (1.0 / norm)
+    return np.divide(rows, scale, out=np.zeros_like(rows), where=scale > 0)
+
+
+def as_base64(row: np.ndarray) -> str:
+    """OpenAI's base64 encoding: the little-endian float32 bytes."""
+    return base64.b64encode(row.astype("<f4").tobytes()).decode("ascii")

@@ -1,0 +1,138 @@
+"""Embeddings: OpenAI's POST /v1/embeddings (also /embeddings) and llama-server's /embedding.
+
+``input`` is a string, a list of strings, a token array or a list of token arrays; strings are
+tokenized with the model's special tokens (BOS/CLS, EOS/SEP) as llama-server does. Every input
+runs whole (never truncated): one longer than the engine can take in one decode is a 400 naming
+its index and length. OpenAI's vectors are L2-normalised; ``dimensions`` truncates them
+(Matryoshka) on models trained for it, then normalises again. A body with llama-server's
+``content`` instead of ``input``, or the /embedding route, gets llama-server's native answer:
+``[{"index", "embedding": [[...]]}]``, normalised by ``embd_normalize``, one row per token with
+pooling none (not normalised).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from frontend.api.embedding_schemas import (
+    EmbeddingData,
+    EmbeddingInput,
+    EmbeddingList,
+    EmbeddingRequest,
+    EmbeddingUsage,
+    NativeEmbedding,
+)
+from frontend.embedding import as_base64, embed, normalize
+from frontend.http.asgi import Request, Response, json_response
+from frontend.http.errors import ApiError, invalid
+from frontend.state import Frontend
+from ipc.protocol import EngineInfo
+
+POOLING_NONE = 0
+POOLING_RANK = 4
+# Model families trained with Matryoshka representation learning: their vectors may be cut to
+# their first ``dimensions`` components (GGUF has no key saying so; matched on general.name).
+_MATRYOSHKA_NAMES = ("nomic-embed-text-v1.5", "qwen3-embedding", "mxbai-embed-large", "embeddinggemma",
+                     "snowflake-arctic-embed", "jina-embeddings-v3")
+
+
+async def embeddings(fe: Frontend, req: Request) -> Response:
+    body = req.decode(EmbeddingRequest)
+    if body.input is None:
+        if body.content is None:
+            raise invalid('"input" must be provided', param="input")
+        return await _native(fe, req, body, body.content)
+    info = fe.engine_info()
+    if info.executors[0].pooling == POOLING_NONE:
+        raise invalid("pooling 'none' gives one vector per token, which OpenAI's API cannot carry: use "
+                      "llama-server's /embedding or start the server with another --pooling")
+    width = _width(fe, info, body.dimensions)
+    inputs = await fe.prepare(len(req.body), lambda: tokenize_inputs(fe, info, body.input, "input"))
+    rows, stats = await embed(fe.engine, req.id, inputs)
+    vectors = normalize(np.concatenate(rows)[:, :width], 2)
+    data = [EmbeddingData(i, as_base64(v) if body.encoding_format == "base64" else v.tolist())
+            for i, v in enumerate(vectors)]
+    usage = EmbeddingUsage(stats.n_prompt_tokens, stats.n_prompt_tokens)
+    return json_response(EmbeddingList(data, fe.model_id, usage))
+
+
+async def native_embedding(fe: Frontend, req: Request) -> Response:
+    body = req.decode(EmbeddingRequest)
+    value = body.content if body.content is not None else body.input
+    if value is None:
+        raise invalid('"input" or "content" must be provided', param="content")
+    return await _native(fe, req, body, value)
+
+
+async def _native(fe: Frontend, req: Request, body: EmbeddingRequest, value: EmbeddingInput) -> Response:
+    info = fe.engine_info()
+    inputs = await fe.prepare(len(req.body), lambda: tokenize_inputs(fe, info, value, "content"))
+    rows, _ = await embed(fe.engine, req.id, inputs)
+    pooled = info.executors[0].pooling != POOLING_NONE
+    return json_response([NativeEmbedding(i, (normalize(r, body.embd_normalize) if pooled else r).tolist())
+                          for i, r in enumerate(rows)])
+
+
+def tokenize_inputs(fe: Frontend, info: EngineInfo, value: EmbeddingInput, param: str) -> list[list[int]]:
+    """The inputs as token arrays; a 400 for an empty, mixed, out-of-vocabulary or too long one,
+    or too many of them (--embd-max-inputs)."""
+    items = _items(value, param)
+    if len(items) > fe.cfg.embd_max_inputs:
+        raise invalid(f"{len(items)} inputs; at most {fe.cfg.embd_max_inputs} (--embd-max-inputs)", param=param)
+    limit = input_token_limit(info)
+    inputs = []
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            if not item:
+                raise invalid(f"{param}[{i}] is an empty string", param=param)
+            tokens = fe.tokenizer.tokenize(item, add_special=True, parse_special=True)
+        else:
+            tokens = item
+            bad = fe.tokenizer.invalid_token(tokens)
+            if not tokens or bad is not None:
+                raise invalid(f"{param}[{i}] is empty or has token {bad} outside the vocabulary "
+                              f"(0..{fe.tokenizer.n_vocab - 1})", param=param)
+        check_length(i, len(tokens), limit, param)
+        inputs.append(tokens)
+    return inputs
+
+
+def _items(value: EmbeddingInput, param: str) -> list[str | list[int]]:
+    if isinstance(value, str):
+        return [value]
+    if not value:
+        raise invalid(f"{param} is an empty list", param=param)
+    if all(isinstance(v, int) for v in value):
+        return [value]  # type: ignore[list-item]  # one token array
+    if all(isinstance(v, str) for v in value) or all(isinstance(v, list) for v in value):
+        return value  # type: ignore[return-value]
+    raise invalid(f"{param} mixes strings, token ids and token arrays: send a string, a list of strings, "
+                  "a token array or a list of token arrays", param=param)
+
+
+def input_token_limit(info: EngineInfo) -> int:
+    """Tokens one input may have: it runs whole in one decode (--batch-size), within the KV pool
+    (--ctx-size) and the positions the model was trained on."""
+    return min(info.n_batch, info.n_ctx, *(e.n_ctx_train for e in info.executors))
+
+
+def check_length(index: int, n_tokens: int, limit: int, param: str) -> None:
+    if n_tokens > limit:
+        raise ApiError(400, f"{param}[{index}] has {n_tokens} tokens, more than the {limit} one input may have "
+                       "(it runs whole in one batch: see --batch-size and --ctx-size)",
+                       type="exceed_context_size_error", param=param,
+                       extra={"n_prompt_tokens": n_tokens, "n_ctx": limit})
+
+
+def _width(fe: Frontend, info: EngineInfo, dimensions: int | None) -> int:
+    """The components kept of each vector (``dimensions``, checked against the model)."""
+    width = info.executors[0].n_embd
+    if dimensions is None or dimensions == width:
+        return width
+    if dimensions > width:
+        raise invalid(f"dimensions {dimensions} is more than the model's {width}", param="dimensions")
+    name = " ".join(fe.tokenizer.metadata(key) or "" for key in ("general.name", "general.basename")).lower()
+    if not any(family in name for family in _MATRYOSHKA_NAMES):
+        raise invalid(f"this model's embeddings cannot be shortened (it was not trained for it, as Matryoshka "
+                      f"models are): dimensions must be {width}", param="dimensions")
+    return dimensions

@@ -1,0 +1,288 @@
+"""POST /v1/responses, GET and DELETE /v1/responses/{id}: OpenAI's Responses API over the chat path.
+
+The input items (after those of ``previous_response_id``'s conversation) become chat messages:
+messages, function calls and their outputs as tool calls and results, reasoning items as the
+next assistant turn's reasoning; ``instructions`` is the system message. The request runs
+through ``frontend.conversation`` like any chat completion, and the reply's blocks come back as
+output items (reasoning, message, function_call), streamed with the Responses event sequence.
+A response is stored (``frontend.response_store``) unless ``store`` is false.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+
+from frontend import conversation
+from frontend.api import responses as api
+from frontend.api import schemas as chat
+from frontend.conversation import MULTIMODAL, ChatRun, Reply
+from frontend.generation import ChoiceDelta, collect
+from frontend.http import sse
+from frontend.http.asgi import Request, Response, StreamResponse, json_response
+from frontend.http.errors import ApiError, invalid
+from frontend.reply_blocks import Block, BlockEvent, ReplyBlocks, reply_blocks
+from frontend.response_store import StoredResponse
+from frontend.state import Frontend
+
+Items = list[dict[str, Any]]
+
+PARAMETERS = ({"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},)  # /openapi.json
+
+
+def _decode_item(raw: dict[str, Any], param: str) -> api.InputItem:
+    kind = raw.get("type", "message")
+    item_type = api.ITEM_TYPES.get(kind) if isinstance(kind, str) else None
+    if item_type is None:
+        raise invalid(f"{param}: items of type {kind!r} are not supported (only {', '.join(api.ITEM_TYPES)})",
+                      param=f"{param}.type")
+    try:
+        return msgspec.convert(raw, item_type)
+    except msgspec.ValidationError as exc:
+        raise invalid(f"{param}: {exc}", param=param) from None
+
+
+def _text(parts: str | list[Any], param: str) -> str:
+    if isinstance(parts, str):
+        return parts
+    texts = []
+    for j, part in enumerate(parts):
+        if isinstance(part, api.InputImage):
+            raise invalid(MULTIMODAL, param=f"{param}.{j}")
+        texts.append(part.refusal if isinstance(part, api.Refusal) else part.text)
+    return "\n".join(texts)
+
+
+def chat_messages(items: list[api.InputItem], params: list[str]) -> list[chat.ChatMessage]:
+    """Items as chat turns: an assistant turn gathers the message and calls that follow each
+    other, with the reasoning item before them."""
+    messages: list[chat.ChatMessage] = []
+    turn: chat.ChatMessage | None = None  # the assistant turn being gathered
+    reasoning = ""
+    for item, param in zip(items, params, strict=True):
+        if isinstance(item, api.ReasoningItem):
+            reasoning += "".join(part.text for part in item.content or item.summary)
+            turn = None
+        elif isinstance(item, api.FunctionCallItem) or (isinstance(item, api.MessageItem) and item.role == "assistant"):
+            text = _text(item.content, f"{param}.content") if isinstance(item, api.MessageItem) else ""
+            if turn is None or (text and turn.tool_calls):  # text after calls starts another turn
+                turn = chat.ChatMessage(role="assistant", content="", reasoning_content=reasoning or None)
+                messages.append(turn)
+                reasoning = ""
+            turn.content = f"{turn.content}{text}"
+            if isinstance(item, api.FunctionCallItem):
+                function = chat.FunctionCall(name=item.name, arguments=item.arguments)
+                call = chat.ToolCall(id=item.call_id, function=function)
+                turn.tool_calls = [*(turn.tool_calls or []), call]
+        elif isinstance(item, api.FunctionCallOutputItem):
+            turn = None
+            messages.append(chat.ChatMessage(role="tool", tool_call_id=item.call_id,
+                                             content=_text(item.output, f"{param}.output")))
+        else:
+            turn = None
+            messages.append(chat.ChatMessage(role=item.role, content=_text(item.content, f"{param}.content")))
+    return messages
+
+
+def chat_request(body: api.ResponsesRequest, items: Items, n_stored: int) -> chat.ChatCompletionRequest:
+    """The conversation (``n_stored`` items from the previous response, then the input) as a
+    chat completion request."""
+    params = [f"previous_response_id items[{i}]" for i in range(n_stored)]
+    params += [f"input.{i}" for i in range(len(items) - n_stored)]
+    messages = chat_messages([_decode_item(raw, p) for raw, p in zip(items, params, strict=True)], params)
+    if not messages:
+        raise invalid("input must not be empty", param="input")
+    if body.instructions:
+        messages.insert(0, chat.ChatMessage(role="system", content=body.instructions))
+    if body.background:
+        raise invalid("background responses are not supported", param="background")
+    if body.include:
+        raise invalid(f"include {body.include[0]!r} is not supported: no extra output data is produced",
+                      param="include")
+    tools = [chat.Tool(function=chat.FunctionDef(name=t.name, description=t.description, parameters=t.parameters,
+                                                 strict=t.strict)) for t in body.tools or []]
+    choice = body.tool_choice
+    fmt = body.text.format if body.text is not None else None
+    response_format = None
+    if fmt is not None and fmt.type != "text":
+        if fmt.type == "json_schema" and fmt.schema is None:
+            raise invalid("text.format of type json_schema needs a schema", param="text.format.schema")
+        named = chat.JsonSchemaFormat(name=fmt.name, description=fmt.description, schema=fmt.schema,
+                                      strict=fmt.strict)
+        response_format = chat.ResponseFormat(type=fmt.type, schema=fmt.schema) if fmt.type == "json_object" \
+            else chat.ResponseFormat(type=fmt.type, json_schema=named)
+    return chat.ChatCompletionRequest(
+        messages=messages, max_tokens=body.max_output_tokens, temperature=body.temperature, top_p=body.top_p,
+        tools=tools or None, parallel_tool_calls=body.parallel_tool_calls, response_format=response_format,
+        tool_choice=chat.NamedToolChoice(function=chat.NamedFunction(choice.name))
+        if isinstance(choice, api.FunctionToolChoice) else choice,
+        reasoning_effort=body.reasoning.effort if body.reasoning is not None else None, stream=body.stream)
+
+
+def _item(response_id: str, block: Block, status: api.Status) -> api.OutputItem:
+    """A block as an output item; while in progress, without its text (as an item is announced)."""
+    item_id = f"{_ITEM_PREFIX[block.kind]}_{response_id.removeprefix('resp_')}_{block.index}"
+    done = status != "in_progress"
+    if block.kind == "text":
+        return api.OutputMessage(id=item_id, content=[api.OutputTextPart(block.text)] if done else [], status=status)
+    if block.kind == "thinking":
+        return api.OutputReasoning(id=item_id, content=[api.ReasoningTextPart(block.text)] if done else [],
+                                   status=status)
+    return api.OutputFunctionCall(id=item_id, call_id=block.call_id, name=block.name, arguments=block.text,
+                                  status=status)
+
+
+_ITEM_PREFIX = {"text": "msg", "thinking": "rs", "tool_call": "fc"}
+
+
+class _Turn:
+    """One response's making: the request, its conversation so far, and the finished Response."""
+
+    def __init__(self, fe: Frontend, body: api.ResponsesRequest, response_id: str, items: Items,
+                 run: ChatRun) -> None:
+        self.fe, self.body, self.id, self.items, self.run = fe, body, response_id, items, run
+        self.created = int(time.time())
+
+    def response(self, status: api.Status, output: list[api.OutputItem] | None = None,
+                 usage: api.ResponseUsage | None = None) -> api.Response:
+        body = self.body
+        finished = status != "in_progress"
+        return api.Response(
+            id=self.id, created_at=self.created, status=status, model=self.fe.model_id, output=output or [],
+            usage=usage, instructions=body.instructions, max_output_tokens=body.max_output_tokens,
+            metadata=body.metadata or {}, parallel_tool_calls=body.parallel_tool_calls,
+            previous_response_id=body.previous_response_id, reasoning=body.reasoning or api.ReasoningConfig(),
+            store=body.store, temperature=body.temperature,
+            text=body.text or api.TextConfig(format=api.TextFormat(type="text")),
+            tool_choice=body.tool_choice or ("auto" if body.tools else "none"), tools=body.tools or [],
+            top_p=body.top_p, incomplete_details=api.IncompleteDetails("max_output_tokens")
+            if status == "incomplete" else None, completed_at=int(time.time()) if finished else None)
+
+    def finish(self, blocks: list[Block], finish_reason: str) -> api.Response:
+        """The finished response (stored unless ``store`` is false)."""
+        gen = self.run.gen
+        usage = gen.usage()
+        reasoning = "".join(b.text for b in blocks if b.kind == "thinking")
+        n_reasoning = len(self.fe.tokenizer.tokenize(reasoning, add_special=False, parse_special=True)) \
+            if reasoning else 0
+        status: api.Status = "incomplete" if finish_reason == "length" else "completed"
+        output = [_item(self.id, b, "completed") for b in blocks]
+        response = self.response(status, output, api.ResponseUsage(
+            usage.prompt_tokens, api.InputTokensDetails(usage.prompt_tokens_details.cached_tokens),
+            usage.completion_tokens, api.OutputTokensDetails(n_reasoning), usage.total_tokens))
+        if self.body.store:
+            self.fe.responses.put(StoredResponse(response, self.items + msgspec.to_builtins(output)))
+        return response
+
+
+class _ResponseStream:
+    """The Responses event sequence: response.created, response.in_progress, then per output item
+    output_item.added, its content or arguments (added, deltas, done), output_item.done, and
+    response.completed (response.incomplete when cut by max_output_tokens); each event numbered."""
+
+    def __init__(self, turn: _Turn) -> None:
+        self._turn = turn
+        self._parser = turn.run.parsers[0]
+        self._blocks = ReplyBlocks()
+        self._finish_reason = "stop"
+        self._seq = 0
+
+    def _event(self, type_: str, **fields: Any) -> bytes:
+        event = api.ResponseStreamEvent(type=type_, sequence_number=self._seq, **fields)
+        self._seq += 1
+        return sse.named_event(type_, event)
+
+    def head(self) -> list[bytes]:
+        response = self._turn.response("in_progress")
+        return [self._event("response.created", response=response),
+                self._event("response.in_progress", response=response)]
+
+    def render(self, delta: ChoiceDelta) -> list[bytes]:
+        events = self._blocks.feed(conversation.parse_delta(self._parser, delta))
+        if delta.finish_reason is not None:
+            events += self._blocks.close()
+            self._finish_reason = conversation.finish_reason(delta.finish_reason, self._parser)
+        return [e for event in events for e in self._block_events(event)]
+
+    def tail(self) -> list[bytes]:
+        response = self._turn.finish(self._blocks.blocks, self._finish_reason)
+        return [self._event(f"response.{response.status}", response=response)]
+
+    def error(self, exc: ApiError) -> bytes:
+        return self._event("error", code=exc.type, message=exc.message, param=exc.param)
+
+    def _block_events(self, event: BlockEvent) -> list[bytes]:
+        block, turn_id = event.block, self._turn.id
+        where: dict[str, Any] = {"output_index": block.index, "item_id": _item(turn_id, block, "in_progress").id}
+        content = {**where, "content_index": 0}
+        if event.kind == "start":
+            out = [self._event("response.output_item.added", output_index=block.index,
+                               item=_item(turn_id, Block(block.index, block.kind, "", block.call_id, block.name),
+                                          "in_progress"))]
+            if block.kind != "tool_call":
+                out.append(self._event("response.content_part.added", **content, part=_part(block.kind, "")))
+            return out
+        if event.kind == "delta":
+            if block.kind == "text":
+                return [self._event("response.output_text.delta", **content, delta=event.text, logprobs=[])]
+            if block.kind == "thinking":
+                return [self._event("response.reasoning_text.delta", **content, delta=event.text)]
+            return [self._event("response.function_call_arguments.delta", **where, delta=event.text)]
+        if block.kind == "tool_call":
+            out = [self._event("response.function_call_arguments.done", **where, name=block.name,
+                               arguments=block.text)]
+        elif block.kind == "text":
+            out = [self._event("response.output_text.done", **content, text=block.text, logprobs=[])]
+        else:
+            out = [self._event("response.reasoning_text.done", **content, text=block.text)]
+        if block.kind != "tool_call":
+            out.append(self._event("response.content_part.done", **content, part=_part(block.kind, block.text)))
+        out.append(self._event("response.output_item.done", output_index=block.index,
+                               item=_item(turn_id, block, "completed")))
+        return out
+
+
+def _part(kind: str, text: str) -> api.OutputTextPart | api.ReasoningTextPart:
+    return api.OutputTextPart(text) if kind == "text" else api.ReasoningTextPart(text)
+
+
+def _not_found(response_id: str, param: str | None = None) -> ApiError:
+    return ApiError(404, f"no stored response with id {response_id!r} (unknown, deleted, evicted, or made "
+                         "with store: false)", param=param)
+
+
+def _stored(fe: Frontend, response_id: str, param: str | None = None) -> StoredResponse:
+    stored = fe.responses.get(response_id)
+    if stored is None:
+        raise _not_found(response_id, param)
+    return stored
+
+
+async def create(fe: Frontend, req: Request) -> Response | StreamResponse:
+    body = req.decode(api.ResponsesRequest)
+    stored = [] if body.previous_response_id is None else \
+        _stored(fe, body.previous_response_id, "previous_response_id").items
+    given = [{"role": "user", "content": body.input}] if isinstance(body.input, str) else body.input
+    items = stored + given
+    run = await conversation.start(fe, req, chat_request(body, items, len(stored)))
+    turn = _Turn(fe, body, f"resp_{req.id}", items, run)
+    if body.stream:
+        stream = _ResponseStream(turn)
+        return StreamResponse(sse.generation_events(run.gen, stream.head(), stream.render, stream.tail, done=False,
+                                                    on_error=stream.error), error_event=stream.error)
+    result = (await collect(run.gen))[0]
+    reply: Reply = conversation.read_reply(run.parsers[0], result)
+    return json_response(turn.finish(reply_blocks(reply), reply.finish_reason))
+
+
+async def retrieve(fe: Frontend, req: Request) -> Response:
+    return json_response(_stored(fe, req.path.rpartition("/")[2]).response)
+
+
+async def delete(fe: Frontend, req: Request) -> Response:
+    response_id = req.path.rpartition("/")[2]
+    if not fe.responses.delete(response_id):
+        raise _not_found(response_id)
+    return json_response(api.DeletedResponse(response_id))

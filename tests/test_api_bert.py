@@ -1,0 +1,160 @@
+"""Real BERT embeddings and reranking, checked against an independent numpy forward pass.
+
+all-MiniLM-L6-v2 (converted by tests/embedding_models.py, pooling from the GGUF: mean) must give,
+per sentence, the vector of the numpy reference on the same weights, with the tokens of Hugging
+Face's own tokenizer. A tiny random BERT reranker proves /v1/rerank's plumbing: its scores are
+the numpy rank head's, its order, top_n, documents and TEI's shape.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import httpx
+import numpy as np
+import openai
+import pytest
+from conftest import start_server
+from embedding_models import (
+    TINY_HEADS,
+    BertReference,
+    minilm_dir,
+    minilm_gguf,
+    minilm_gguf_weights,
+    tiny_reranker_gguf,
+    tiny_reranker_weights,
+)
+from tokenizers import Tokenizer as HfTokenizer
+
+# Embedding requests can take seconds on a busy 2-core machine (httpx's default timeout is 5 s).
+post = functools.partial(httpx.post, timeout=120.0)
+
+SENTENCES = [
+    "A man is eating food.",
+    "A man is eating a piece of bread.",
+    "The girl is carrying a baby.",
+    "A man is riding a horse.",
+    "Two men pushed carts through the woods.",
+    "Résumé of the naïve café owner, who's unbelievably well-known!",
+]
+
+
+@pytest.fixture(scope="module")
+def hf_tokenizer() -> HfTokenizer:
+    tokenizer = HfTokenizer.from_file(str(minilm_dir() / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
+
+
+@pytest.fixture(scope="module")
+def minilm_url():
+    with start_server("-m", minilm_gguf(), "--embeddings", "-np", "16") as handle:
+        yield handle.base_url
+
+
+def test_minilm_matches_the_numpy_reference(minilm_url: str, hf_tokenizer: HfTokenizer):
+    reference = BertReference(minilm_gguf_weights(), n_head=12)
+    client = openai.OpenAI(base_url=f"{minilm_url}/v1", api_key="unused", max_retries=0)
+    out = client.embeddings.create(model="m", input=SENTENCES, encoding_format="float")
+    for sentence, data in zip(SENTENCES, out.data):
+        tokens = hf_tokenizer.encode(sentence).ids
+        ours = post(f"{minilm_url}/tokenize", json={"content": sentence, "add_special": True}).json()
+        assert ours["tokens"] == tokens
+        cosine = float(np.dot(reference.mean_embedding(tokens), data.embedding))
+        assert cosine >= 0.99, (sentence, cosine)
+    v = np.array([d.embedding for d in out.data])
+    assert (v @ v.T)[0, 1] > (v @ v.T)[0, 2]  # eating ~ eating, not carrying a baby
+
+
+def test_minilm_limits(minilm_url: str):
+    too_long = post(f"{minilm_url}/v1/embeddings", json={"input": ["ok", "word " * 600]})
+    assert too_long.status_code == 400 and "input[1] has 602 tokens" in too_long.json()["error"]["message"]
+    shortened = post(f"{minilm_url}/v1/embeddings", json={"input": "hi", "dimensions": 128})
+    assert shortened.status_code == 400 and "dimensions must be 384" in shortened.json()["error"]["message"]
+    same = post(f"{minilm_url}/v1/embeddings", json={"input": "hi", "dimensions": 384})
+    assert same.status_code == 200 and len(same.json()["data"][0]["embedding"]) == 384
+
+
+def test_pooling_none_gives_a_vector_per_token_on_the_native_route(hf_tokenizer: HfTokenizer):
+    tokens = hf_tokenizer.encode(SENTENCES[0]).ids
+    with start_server("-m", minilm_gguf(), "--embeddings", "--pooling", "none", "-np", "4") as handle:
+        native = post(f"{handle.base_url}/embedding", json={"content": SENTENCES[0]}).json()
+        oai = post(f"{handle.base_url}/v1/embeddings", json={"input": SENTENCES[0]})
+    rows = np.array(native[0]["embedding"])
+    assert rows.shape == (len(tokens), 384)
+    reference = BertReference(minilm_gguf_weights(), n_head=12).hidden(tokens)
+    cosines = (rows * reference).sum(axis=1) / np.linalg.norm(rows, axis=1) / np.linalg.norm(reference, axis=1)
+    assert cosines.min() >= 0.99  # each token's hidden state, unnormalised
+    assert oai.status_code == 400 and "pooling 'none'" in oai.json()["error"]["message"]
+
+
+# ----------------------------------------------------------------------------- reranking
+
+QUERY = "what do cats eat"
+DOCUMENTS = ["Cats eat fish and meat.", "The stock market fell.", "Kittens like milk.", "Paris is in France.",
+             "Cats eat fish and meat."]
+
+
+@pytest.fixture(scope="module")
+def rerank_url():
+    with start_server("-m", tiny_reranker_gguf(), "--reranking", "-np", "8") as handle:
+        yield handle.base_url
+
+
+def reference_scores(hf_tokenizer: HfTokenizer) -> list[float]:
+    """[CLS] query [SEP] document: llama-server's pair layout for a BERT vocabulary."""
+    reference = BertReference(tiny_reranker_weights(), n_head=TINY_HEADS)
+    query = hf_tokenizer.encode(QUERY, add_special_tokens=False).ids
+    return [reference.rank_score([101, *query, 102, *hf_tokenizer.encode(d, add_special_tokens=False).ids])
+            for d in DOCUMENTS]
+
+
+def test_rerank_scores_order_and_top_n(rerank_url: str, hf_tokenizer: HfTokenizer):
+    expected = reference_scores(hf_tokenizer)
+    for route in ("/v1/rerank", "/rerank", "/v1/reranking"):
+        body = post(f"{rerank_url}{route}", json={"query": QUERY, "documents": DOCUMENTS}).json()
+        results = body["results"]
+        assert sorted(r["index"] for r in results) == list(range(len(DOCUMENTS)))
+        scores = [r["relevance_score"] for r in results]
+        assert scores == sorted(scores, reverse=True)
+        assert np.allclose([expected[r["index"]] for r in results], scores, atol=1e-3)
+        assert body["usage"]["prompt_tokens"] > 0 and "document" not in results[0]
+    by_index = {r["index"]: r["relevance_score"] for r in results}
+    assert by_index[0] == pytest.approx(by_index[4], abs=1e-6)  # the same pair scores the same anywhere
+    top = post(f"{rerank_url}/v1/rerank", json={"query": QUERY, "documents": DOCUMENTS, "top_n": 2,
+                                                      "return_documents": True}).json()["results"]
+    assert [r["index"] for r in top] == [r["index"] for r in results[:2]]
+    assert top[0]["document"] == {"text": DOCUMENTS[top[0]["index"]]}
+
+
+def test_rerank_in_tei_shape(rerank_url: str):
+    tei = post(f"{rerank_url}/rerank", json={"query": QUERY, "texts": DOCUMENTS, "return_text": True}).json()
+    assert isinstance(tei, list) and {"index", "score", "text"} <= set(tei[0])
+    assert tei[0]["text"] == DOCUMENTS[tei[0]["index"]]
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"query": QUERY}, '"documents" must be a non-empty list'),
+    ({"query": QUERY, "documents": []}, '"documents" must be a non-empty list'),
+    ({"documents": ["d"]}, "query"),
+    ({"query": QUERY, "documents": ["d", 5]}, "documents"),
+    ({"query": QUERY, "documents": ["word " * 600]}, "documents[0] has"),
+])
+def test_bad_rerank_requests_are_400(rerank_url: str, body: dict, message: str):
+    r = post(f"{rerank_url}/v1/rerank", json=body)
+    assert r.status_code == 400 and message in r.json()["error"]["message"], r.text
+
+
+def test_a_declared_rerank_template_formats_the_pair():
+    from frontend.routes.rerank import pair_tokens
+    from frontend.text.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer(tiny_reranker_gguf())
+    try:
+        template = "[CLS] query: {query} [SEP] document: {document} [SEP]"
+        assert pair_tokens(tokenizer, template, "cats", "fish") == tokenizer.tokenize(
+            "[CLS] query: cats [SEP] document: fish [SEP]", add_special=False, parse_special=True)
+        assert pair_tokens(tokenizer, None, "cats", "fish")[0] == 101  # [CLS] query [SEP] document
+    finally:
+        tokenizer.close()

@@ -1,0 +1,163 @@
+"""/v1/embeddings on a real embedding server (the embedded Gemma 3 270M, mean pooling), through
+the openai SDK, langchain-openai and plain HTTP: unit vectors, meaning, encodings, token input,
+batch invariance, concurrency, llama-server's native /embedding, every bad input, and fuzzing."""
+
+from __future__ import annotations
+
+import base64
+import functools
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import openai
+import pytest
+import schemathesis
+from conftest import start_server
+from hypothesis import HealthCheck, Phase, given, settings
+from langchain_openai import OpenAIEmbeddings
+from schemathesis import GenerationMode
+from test_api_fuzz import CONFIG, _assert_error
+
+# Embedding requests can take seconds on a busy 2-core machine (httpx's default timeout is 5 s).
+post = functools.partial(httpx.post, timeout=120.0)
+
+MAX_INPUTS = 40
+SENTENCES = [
+    "The cat sat on the mat.",
+    "A cat was sitting on the rug.",
+    "Quarterly revenue grew by twelve percent.",
+    "Stock markets fell sharply on Monday.",
+]
+
+
+@pytest.fixture(scope="module")
+def url():
+    with start_server("--embeddings", "--pooling", "mean", "-np", "32", "--embd-max-inputs", str(MAX_INPUTS)) as h:
+        yield h.base_url
+
+
+@pytest.fixture(scope="module")
+def client(url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+
+
+def vectors(client: openai.OpenAI, inputs, **kw) -> np.ndarray:
+    out = client.embeddings.create(model="m", input=inputs, encoding_format="float", **kw)
+    assert [d.index for d in out.data] == list(range(len(out.data)))
+    return np.array([d.embedding for d in out.data])
+
+
+def test_unit_vectors_whose_distances_mean_something(client: openai.OpenAI):
+    v = vectors(client, SENTENCES)
+    assert v.shape == (4, 640)
+    assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    sim = v @ v.T
+    assert sim[0, 1] > sim[0, 2] and sim[0, 1] > sim[0, 3]  # cat ~ cat, not cat ~ finance
+    assert sim[2, 3] > sim[2, 1]
+
+
+def test_base64_float_tokens_and_usage(client: openai.OpenAI, url: str):
+    floats = vectors(client, SENTENCES[0])
+    encoded = client.embeddings.create(model="m", input=SENTENCES[0])  # the SDK asks base64 and decodes it
+    raw = post(f"{url}/v1/embeddings", json={"input": SENTENCES[0], "encoding_format": "base64"}).json()
+    from_b64 = np.frombuffer(base64.b64decode(raw["data"][0]["embedding"]), dtype="<f4")
+    assert np.array_equal(from_b64, floats[0].astype(np.float32))
+    assert np.allclose(encoded.data[0].embedding, floats[0])
+    tokens = post(f"{url}/tokenize", json={"content": SENTENCES[0], "add_special": True}).json()["tokens"]
+    by_tokens = client.embeddings.create(model="m", input=[tokens, tokens[:3]], encoding_format="float")
+    assert np.allclose(by_tokens.data[0].embedding, floats[0], atol=1e-6)
+    assert by_tokens.usage.prompt_tokens == len(tokens) + 3 == by_tokens.usage.total_tokens
+    assert raw["usage"]["prompt_tokens"] == len(tokens) and raw["object"] == "list"
+
+
+def test_langchain_openai_embeddings(client: openai.OpenAI, url: str):
+    # check_embedding_ctx_length=False: send text (by default it sends OpenAI's tiktoken ids)
+    lc = OpenAIEmbeddings(model="m", base_url=f"{url}/v1", api_key="unused", check_embedding_ctx_length=False)
+    docs = np.array(lc.embed_documents(SENTENCES[:2]))
+    query = np.array(lc.embed_query(SENTENCES[0]))
+    assert np.allclose(docs, vectors(client, SENTENCES[:2]), atol=1e-6)
+    assert np.allclose(query, docs[0], atol=1e-6)
+
+
+def test_a_text_alone_and_in_a_batch_of_32_gives_the_same_vector(client: openai.OpenAI):
+    text = "Batch invariance: the same text gives the same vector whatever runs beside it."
+    others = [f"Companion sentence number {i} talks about something else entirely." for i in range(31)]
+    alone = vectors(client, text)[0]
+    batch = vectors(client, [*others[:13], text, *others[13:]])[13]
+    assert float(alone @ batch) >= 0.999
+    assert float(np.abs(alone - batch).max()) <= 1e-2
+
+
+def test_concurrent_requests_share_decodes_and_get_their_own_vectors(client: openai.OpenAI):
+    texts = [f"Request {i}: {SENTENCES[i % 4]}" for i in range(16)]
+    solo = vectors(client, texts)
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda t: vectors(client, t)[0], texts))
+    # not bit-identical (other batch shapes take other kernels), within the batch-invariance bound
+    assert (np.array(results) * solo).sum(axis=1).min() >= 0.999
+    assert np.abs(np.array(results) - solo).max() <= 1e-2
+
+
+def test_native_embedding_endpoint(url: str, client: openai.OpenAI):
+    out = post(f"{url}/embedding", json={"content": SENTENCES[:2]}).json()
+    assert [o["index"] for o in out] == [0, 1] and len(out[0]["embedding"]) == 1
+    assert np.allclose(out[0]["embedding"][0], vectors(client, SENTENCES[0])[0], atol=1e-6)
+    raw = post(f"{url}/embedding", json={"content": SENTENCES[0], "embd_normalize": -1}).json()
+    assert abs(np.linalg.norm(raw[0]["embedding"][0]) - 1) > 0.01  # not normalised
+    # llama-server answers "content" in its native shape on the OpenAI route too
+    assert post(f"{url}/v1/embeddings", json={"content": "hi"}).json()[0]["index"] == 0
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"input": []}, "empty list"),
+    ({"input": ""}, "empty string"),
+    ({"input": ["ok", ""]}, "input[1] is an empty string"),
+    ({"input": [5, 10**7]}, "outside the vocabulary"),
+    ({"input": [[5], []]}, "input[1] is empty"),
+    ({"input": ["text", 5]}, "mixes strings, token ids and token arrays"),
+    ({"input": [[5], "text"]}, "mixes"),
+    ({"input": ["x"] * (MAX_INPUTS + 1)}, f"at most {MAX_INPUTS} (--embd-max-inputs)"),
+    ({"input": ["short", "word " * 600]}, "input[1] has 602 tokens, more than the 512"),
+    ({"input": "x", "dimensions": 64}, "dimensions must be 640"),
+    ({"input": "x", "dimensions": 10_000}, "more than the model's 640"),
+    ({"input": "x", "encoding_format": "int8"}, "encoding_format"),
+    ({"model": "m"}, '"input" must be provided'),
+])
+def test_bad_input_is_a_400_in_openai_shape(url: str, body: dict, message: str):
+    r = post(f"{url}/v1/embeddings", json=body)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert message in error["message"] and error["type"] in ("invalid_request_error", "exceed_context_size_error")
+
+
+def test_the_sdk_raises_bad_request(client: openai.OpenAI):
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(model="m", input=[])
+
+
+def test_generation_and_rerank_answer_501_on_an_embedding_server(url: str):
+    chat = post(f"{url}/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+    assert chat.status_code == 501 and "--embeddings" in chat.json()["error"]["message"]
+    rerank = post(f"{url}/v1/rerank", json={"query": "q", "documents": ["d"]})
+    assert rerank.status_code == 501 and "--reranking" in rerank.json()["error"]["message"]
+    assert httpx.get(f"{url}/health").status_code == 200  # and it still serves
+
+
+@pytest.mark.parametrize("path", ["/v1/embeddings", "/embedding"])
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)
+def test_fuzzed_embedding_requests_get_no_server_error(url: str, path: str, mode: GenerationMode):
+    document = httpx.get(f"{url}/openapi.json").json()
+    operation = schemathesis.openapi.from_dict(document, config=CONFIG).find_operation_by_label(f"POST {path}")
+
+    @settings(max_examples=40, deadline=None, derandomize=True, database=None,
+              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+    @given(case=operation.as_strategy(mode))
+    def fuzz(case: schemathesis.Case) -> None:
+        response = case.call(base_url=url, timeout=60)
+        assert response.status_code < 500, f"{response.status_code} {response.text[:500]}"
+        if response.status_code >= 400:
+            _assert_error(f"POST {path}", response)
+
+    fuzz()
+    assert httpx.get(f"{url}/health").status_code == 200

@@ -1,0 +1,187 @@
+"""OpenAI's Responses API (/v1/responses) end to end on the default model, through the openai SDK.
+
+The embedded model is a base model: only shapes, counts, event sequences, determinism at
+temperature 0 and what grammars force are asserted, never its words.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import jsonschema
+import openai
+import pytest
+
+from tests.conftest import start_server
+
+WEATHER = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 16}, "unit": {"enum": ["c", "f"]}},
+           "required": ["city", "unit"], "additionalProperties": False}
+TOOLS = [{"type": "function", "name": "get_weather", "description": "Weather in a city", "parameters": WEATHER}]
+QUESTION = "List three colors of the rainbow."
+
+
+@pytest.fixture(scope="module")
+def server():
+    # Two HTTP workers: a stored response must be found whichever worker a later request reaches.
+    with start_server("-np", "2", "-c", "2048", "--http-workers", "2") as handle:
+        yield handle
+
+
+@pytest.fixture(scope="module")
+def sdk(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0,
+                         _strict_response_validation=True)
+
+
+def text_item_events(events: list, kind: str, last: str) -> list[str]:
+    """The event types of a stream with one output item of text (``kind``: output_text or
+    reasoning_text), with as many deltas as ``events`` has."""
+    n_deltas = sum(e.type == f"response.{kind}.delta" for e in events)
+    return ["response.created", "response.in_progress", "response.output_item.added", "response.content_part.added",
+            *[f"response.{kind}.delta"] * n_deltas, f"response.{kind}.done", "response.content_part.done",
+            "response.output_item.done", last]
+
+
+def test_response_shape_usage_and_determinism(sdk):
+    kwargs = {"model": "any", "input": QUESTION, "instructions": "Answer briefly.", "max_output_tokens": 12,
+              "temperature": 0}
+    sdk.responses.create(**kwargs)  # caches the prompt: the next two run the same way (one shape, see design.md)
+    first = sdk.responses.create(**kwargs, metadata={"k": "v"})
+    assert first.object == "response" and first.id.startswith("resp_") and first.metadata == {"k": "v"}
+    assert [item.type for item in first.output] == ["message"]
+    assert first.output_text and first.output[0].content[0].type == "output_text"
+    assert first.status in ("completed", "incomplete")
+    usage = first.usage
+    assert 0 < usage.output_tokens <= 12 and usage.total_tokens == usage.input_tokens + usage.output_tokens
+    assert usage.output_tokens_details.reasoning_tokens == 0
+    if first.status == "incomplete":
+        assert first.incomplete_details.reason == "max_output_tokens" and usage.output_tokens == 12
+    second = sdk.responses.create(**kwargs)
+    assert second.output_text == first.output_text and second.usage.input_tokens == usage.input_tokens
+    assert second.usage.input_tokens_details.cached_tokens > 0  # the same prompt, from the prefix cache
+    assert sdk.responses.retrieve(first.id).output_text == first.output_text
+
+
+def test_stream_event_sequence(sdk):
+    kwargs = {"model": "any", "input": [{"role": "user", "content": [{"type": "input_text", "text": QUESTION}]}],
+              "max_output_tokens": 10, "temperature": 0}
+    whole = sdk.responses.create(**kwargs)
+    events = list(sdk.responses.create(**kwargs, stream=True))
+    assert [e.type for e in events] == text_item_events(events, "output_text", f"response.{whole.status}")
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == whole.output_text
+    final = events[-1].response
+    assert final.output_text == whole.output_text and final.usage.output_tokens == whole.usage.output_tokens
+
+
+def test_reasoning_item(sdk):
+    # A prefilled "<think>" opens the thinking, which max_output_tokens cuts: a reasoning item only.
+    kwargs = {"model": "any", "max_output_tokens": 6, "temperature": 0,
+              "input": [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": "<think>"}]}
+    out = sdk.responses.create(**kwargs)
+    assert [item.type for item in out.output] == ["reasoning"] and out.status == "incomplete"
+    assert out.output[0].content[0].type == "reasoning_text" and out.output[0].content[0].text
+    assert 0 < out.usage.output_tokens_details.reasoning_tokens
+    events = list(sdk.responses.create(**kwargs, stream=True))
+    assert [e.type for e in events] == text_item_events(events, "reasoning_text", "response.incomplete")
+    assert events[-4].text == out.output[0].content[0].text
+
+
+def test_json_schema_format(sdk):
+    schema = {"type": "object", "properties": {"color": {"type": "string", "maxLength": 12}}, "required": ["color"],
+              "additionalProperties": False}
+    out = sdk.responses.create(model="any", input=QUESTION, max_output_tokens=40, temperature=0,
+                               text={"format": {"type": "json_schema", "name": "c", "schema": schema, "strict": True}})
+    jsonschema.validate(json.loads(out.output_text), schema)
+
+
+def test_function_call_round_trip(sdk):
+    question = [{"role": "user", "content": "What is the weather in Paris?"}]
+    out = sdk.responses.create(model="any", input=question, tools=TOOLS, tool_choice="required",
+                               parallel_tool_calls=False, max_output_tokens=60, temperature=0)
+    assert [item.type for item in out.output] == ["function_call"]
+    call = out.output[0]
+    assert call.name == "get_weather" and call.call_id and call.id
+    jsonschema.validate(json.loads(call.arguments), WEATHER)
+    follow_up = [*question, call.model_dump(exclude_none=True),
+                 {"type": "function_call_output", "call_id": call.call_id, "output": "Sunny, 21 C"}]
+    reply = sdk.responses.create(model="any", input=follow_up, tools=TOOLS, tool_choice="none",
+                                 max_output_tokens=12, temperature=0)
+    assert [item.type for item in reply.output] == ["message"] and reply.output_text
+    # The same turn through previous_response_id: the same prompt.
+    chained = sdk.responses.create(model="any", previous_response_id=out.id, tools=TOOLS, tool_choice="none",
+                                   input=[{"type": "function_call_output", "call_id": call.call_id,
+                                           "output": "Sunny, 21 C"}], max_output_tokens=12, temperature=0)
+    assert chained.usage.input_tokens == reply.usage.input_tokens
+
+
+def test_function_call_streamed(sdk):
+    events = list(sdk.responses.create(model="any", input="Weather in Rome?", tools=TOOLS,
+                                       tool_choice={"type": "function", "name": "get_weather"},
+                                       parallel_tool_calls=False, max_output_tokens=60, temperature=0.7, stream=True))
+    types = [e.type for e in events]
+    n_deltas = types.count("response.function_call_arguments.delta")
+    assert n_deltas > 1 and types == ["response.created", "response.in_progress", "response.output_item.added",
+                                      *["response.function_call_arguments.delta"] * n_deltas,
+                                      "response.function_call_arguments.done", "response.output_item.done",
+                                      "response.completed"]
+    arguments = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
+    assert arguments == events[-3].arguments == events[-1].response.output[0].arguments
+    jsonschema.validate(json.loads(arguments), WEATHER)
+
+
+def test_previous_response_id_continues_the_conversation(sdk):
+    first = sdk.responses.create(model="any", input="Name a fruit.", max_output_tokens=8, temperature=0)
+    second = sdk.responses.create(model="any", input="Name another one.", previous_response_id=first.id,
+                                  max_output_tokens=8, temperature=0)
+    assert second.previous_response_id == first.id
+    # The same conversation written out: the same prompt, longer than the first by the first turn.
+    explicit = sdk.responses.create(model="any", max_output_tokens=8, temperature=0, input=[
+        {"role": "user", "content": "Name a fruit."}, *[item.model_dump(exclude_none=True) for item in first.output],
+        {"role": "user", "content": "Name another one."}])
+    assert second.usage.input_tokens == explicit.usage.input_tokens
+    assert second.usage.input_tokens > first.usage.input_tokens + first.usage.output_tokens
+    third = sdk.responses.create(model="any", input="And a third.", previous_response_id=second.id,
+                                 max_output_tokens=4, temperature=0)
+    assert third.usage.input_tokens > second.usage.input_tokens + second.usage.output_tokens
+
+
+def test_store_false_and_delete(server, sdk):
+    unstored = sdk.responses.create(model="any", input="Hi", max_output_tokens=2, store=False)
+    assert unstored.store is False
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.retrieve(unstored.id)
+    with pytest.raises(openai.NotFoundError) as info:
+        sdk.responses.create(model="any", input="Hi", max_output_tokens=2, previous_response_id=unstored.id)
+    assert info.value.body["param"] == "previous_response_id"
+    stored = sdk.responses.create(model="any", input="Hi", max_output_tokens=2)
+    sdk.responses.delete(stored.id)
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.retrieve(stored.id)
+    assert httpx.delete(f"{server.base_url}/v1/responses/not-an-id").status_code == 404
+
+
+def test_stored_responses_are_seen_by_every_worker(server, sdk):
+    ids = [sdk.responses.create(model="any", input=f"Count to {i}.", max_output_tokens=1).id for i in range(4)]
+    for response_id in ids * 3:  # a new connection each time, so the workers take turns
+        assert httpx.get(f"{server.base_url}/v1/responses/{response_id}", timeout=30).json()["id"] == response_id
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"input": [{"role": "robot", "content": "hi"}]}, "input.0"),
+    ({"input": "hi", "frequency_penalty": 1}, None),
+    ({"input": "hi", "tools": [{"type": "web_search"}]}, "tools[0].type"),
+    ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "data:image/png;base64,AA=="}]}]},
+     "input.0.content.0"),
+    ({"input": [{"type": "item_reference", "id": "x"}]}, "input.0.type"),
+    ({"input": "hi", "truncation": "auto"}, "truncation"),
+    ({"input": "hi", "previous_response_id": "resp_unknown"}, "previous_response_id"),
+])
+def test_bad_requests_in_openai_shape(server, body, param):
+    r = httpx.post(f"{server.base_url}/v1/responses", json={"max_output_tokens": 2, **body}, timeout=60)
+    assert r.status_code in (400, 404), r.text
+    error = r.json()["error"]
+    assert error["code"] == r.status_code and error["message"] and error["param"] == param
+    if param is None:  # an unknown field: the message names it
+        assert next(iter(set(body) - {"input"})) in error["message"]
