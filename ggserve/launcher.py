@@ -57,6 +57,7 @@ from ipc.protocol import (
     Restarts,
     Shutdown,
 )
+from ipc.shm import executor_owner, run_id_of, segment_name, unlink_segment
 from ipc.transport import (
     LAUNCHER_IDENTITY,
     BadFrame,
@@ -270,6 +271,7 @@ class Launcher:
                 code = executor.exit_code()
                 if code is not None:
                     message = f"process {executor.pid} exited with code {code}"
+                    self._unlink_arena(i, executor)
                     self._send_control(ExecutorDied(i, executor.pid, message))
                     self._failed(executor, now, message)
         if self.http and self.frontend.restart_at is None:
@@ -282,12 +284,18 @@ class Launcher:
 
     def _scheduler_lost(self, now: float, message: str) -> None:
         """The engine restarts whole: fresh executors for the fresh scheduler."""
-        for executor in self.executors:
+        for i, executor in enumerate(self.executors):
             executor.kill()
+            self._unlink_arena(i, executor)
             executor.restart_at = None
         self._failed(self.scheduler, now, message)
         self.control.close(linger=0)
         self.control = self._connect_control()
+
+    def _unlink_arena(self, executor_id: int, executor: Child) -> None:
+        """A dead executor's vector arena (when it had one and could not unlink it itself: a
+        SIGKILL takes its resource tracker too). The frontends' mappings go as they move on."""
+        unlink_segment(segment_name(run_id_of(self.cfg.run_dir), executor_owner(executor_id, executor.pid)))
 
     def _failed(self, child: Child, now: float, message: str) -> None:
         while child.failures and now - child.failures[0] > RESTART_WINDOW_S:
@@ -386,6 +394,8 @@ class Launcher:
                 except subprocess.TimeoutExpired:
                     log.warning("%s did not stop in time; killing it", child.name)
             child.kill()
+        for i, executor in enumerate(self.executors):
+            self._unlink_arena(i, executor)
         self.control.close(linger=0)
         self.zmq.term()
         self._remove_files()

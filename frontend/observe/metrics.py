@@ -99,6 +99,8 @@ class _EngineCollector(Collector):
             ("requests_aborted", "Requests aborted (client gone, stop string)", s.requests_aborted),
             ("requests_failed", "Requests the engine failed", s.requests_failed),
             ("requests_rejected", "Requests refused at admission (queue full, invalid, draining)", s.requests_rejected),
+            ("vectors_inline", "Embedding steps whose vectors went inside the message: the shared-memory "
+             "arena was full", s.vectors_inline_total),
         ]:
             yield CounterMetricFamily(f"ggserve:{name}", doc, value=value)
         yield from self._per_executor(ex)
