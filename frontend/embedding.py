@@ -61,10 +61,11 @@ def read_rows(engine: EngineClient, vectors: Vectors, mark: int) -> list[np.ndar
 
 
 def split_rows(vectors: Vectors, reader: ArenaReader) -> list[np.ndarray]:
-    """Each input's rows, (count, dim) float32, copied from their regions or viewing ``data``."""
+    """Each input's rows, (count, dim) float32: views of private copies of their regions (one
+    memcpy per region: a step's rows, the request's and its neighbours'), or of ``data``."""
     data = np.frombuffer(vectors.data, dtype="<f4").reshape(-1, vectors.dim)
     where = vectors.where or [(-1, 0)] * len(vectors.counts)
-    views = [reader.view(ref) for ref in vectors.regions]
+    copies = [reader.get(ref) for ref in vectors.regions]
     rows = []
     start = 0
     for (region, first), count in zip(where, vectors.counts):
@@ -72,7 +73,7 @@ def split_rows(vectors: Vectors, reader: ArenaReader) -> list[np.ndarray]:
             rows.append(data[start:start + count])
             start += count
         else:
-            rows.append(views[region][first:first + count].copy())
+            rows.append(copies[region][first:first + count])
     return rows
 
 
