@@ -38,6 +38,7 @@ class Embedder:
                  n_vocab: int, n_seq_max: int, arena: Arena | None = None) -> None:
         self.ctx = ctx
         self.arena = arena
+        self.arena_was_full = False  # logged once
         self.memory = llama_cpp.llama_get_memory(ctx)  # NULL for non-causal models: no KV cache
         self.batch = batch
         self.n_vocab = n_vocab
@@ -82,7 +83,10 @@ class Embedder:
             try:
                 ref = self.arena.put(data)
             except ArenaFull as exc:
-                log.warning("%s: the vectors go inside the message", exc)
+                if not self.arena_was_full:
+                    log.warning("%s: the vectors go inside the message (counted in ggserve:vectors_inline_total; "
+                                "not logged again)", exc)
+                self.arena_was_full = True
             else:
                 firsts = np.cumsum([0, *counts[:-1]]).tolist()
                 return Vectors(self.dim, counts, regions=[ref], where=[(0, first) for first in firsts])

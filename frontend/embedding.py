@@ -53,7 +53,7 @@ def read_rows(engine: EngineClient, vectors: Vectors, mark: int) -> list[np.ndar
         raise _stale("this server worker stalled")
     try:
         rows = split_rows(vectors, engine.arena)
-    except (FileNotFoundError, TypeError) as exc:  # the segment is gone or is not the one the ref was made in
+    except FileNotFoundError as exc:  # its segment is gone: a dead executor's, unlinked
         raise _stale(f"the executor that computed the vectors restarted ({exc})") from exc
     if not engine.steady_since(mark):
         raise _stale("this server worker stalled")
