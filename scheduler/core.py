@@ -168,7 +168,9 @@ class Scheduler:
         self.n_batch = min(self.n_batch, info.n_batch)
         old = self.executors.get(info.executor_id)
         if old is not None:
-            self._fail_file_actions(old, EngineError(ErrorCode.EXECUTOR_FAILED, "the executor was restarted"))
+            error = EngineError(ErrorCode.EXECUTOR_FAILED, "the executor was restarted")
+            self._fail_file_actions(old, error)
+            self.embed.fail_executor(info.executor_id, error, time.monotonic())  # a no-op once its death was seen
         self.executors[info.executor_id] = ExecutorState(
             info.executor_id, info, self.n_batch, self.ctx_per_request, self.cache_ram_bytes
         )

@@ -223,3 +223,18 @@ def test_a_stalled_worker_does_not_read(executor: FakeExecutor, client: EngineCl
     with pytest.raises(ApiError) as err:
         read_rows(client, outputs(core)["a"].vectors, mark)
     assert err.value.status == 503 and "stalled" in err.value.message
+
+
+def test_a_restart_seen_only_as_a_new_ready_sends_no_old_region_to_the_new_arena():
+    old, new = FakeExecutor(0, 4096), FakeExecutor(0, 4096)
+    try:
+        core = scheduler(old)
+        core.add_embedding(EmbedRequest("a", [[1], [2], [3]]), PEER)
+        step(core, old)
+        core.executor_ready(new.info())  # no ExecutorDied first
+        assert outputs(core)["a"].error.code == ErrorCode.EXECUTOR_FAILED
+        core.add_embedding(EmbedRequest("b", [[4]]), PEER)
+        assert step(core, new).releases == []  # new.run would raise on a region of the old arena
+    finally:
+        old.close()
+        new.close()
