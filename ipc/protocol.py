@@ -411,7 +411,7 @@ class EngineStats(_Msg):
     started_at: float = 0.0  # unix time the scheduler started
     preemptions_total: int = 0  # requests preempted for KV room (recomputed later)
     # embedding steps whose vectors came inside the message although the executor has an arena
-    # (it was full): each is ~1.5 ms more per 256 vectors, not an error
+    # (it was full): slower to carry (docs/benchmarks.md), not an error
     vectors_inline_total: int = 0
 
 

@@ -10,15 +10,16 @@ Protocol (the arena never sends messages itself; the caller's protocol messages 
   4. The reader tells the writer, by whatever message the caller uses, that it is done; the writer
      calls ``release(ref)`` and the region can be reused. Until then the region is the reader's.
 A full arena raises ``ArenaFull``: the writer should wait for releases, or send the bytes another
-way, never overwrite. The segment's memory is reserved when it is created (``ArenaFull`` later,
-``OSError`` now), so a write can never meet a full ``/dev/shm`` (which would kill it with SIGBUS).
+way, never overwrite. The segment's memory is reserved when it is created (which raises OSError
+when ``/dev/shm`` has no room), so no later write can meet a full ``/dev/shm`` (a SIGBUS).
 
 Segments are named ``ggserve-<run id>-<owner>`` so leftovers of a crashed run are recognisable in
 ``/dev/shm``; an executor's owner name holds its pid (``executor_owner``), so a restarted one gets
 a new segment and handles of its predecessor can never read the new one's data. A reader drops
-its mappings of unlinked segments when it attaches a new one. Only the owner registers its segment with Python's resource tracker (which unlinks
-it if the owner dies without ``unlink()``); readers attach without registering, so a reader
-exiting never destroys a segment it did not create. POSIX only.
+its mappings of unlinked segments when it attaches a new one. Only the owner registers its
+segment with Python's resource tracker (which unlinks it if the owner dies without ``unlink()``;
+a SIGKILL of its process group takes the tracker too: ``unlink_segment``); readers attach without
+registering, so a reader exiting never destroys a segment it did not create. POSIX only.
 """
 
 from __future__ import annotations
