@@ -4,7 +4,8 @@ all-MiniLM-L6-v2 (converted by tests/embedding_models.py, pooling from the GGUF:
 per sentence, the vector of the numpy reference on the same weights, with the tokens of Hugging
 Face's own tokenizer. A tiny random BERT reranker proves /v1/rerank's plumbing: its scores are
 the numpy rank head's, its order, top_n, documents and TEI's shape. The vectors go through the
-executor's shared-memory arena, and a killed executor leaves no segment behind.
+executor's shared-memory arena; an executor killed mid-request fails it clearly (503) and leaves no
+segment behind.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import glob
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
@@ -117,14 +119,19 @@ def _embed_when_ready(url: str, deadline: float) -> list[list[float]]:
         time.sleep(0.5)
 
 
-def test_vectors_go_through_shared_memory_and_an_executor_restart_leaves_no_segment_behind():
-    with start_server("-m", minilm_gguf(), "--embeddings", "-np", "4", "--metrics") as handle:
+def test_vectors_go_through_shared_memory_and_an_executor_killed_mid_request_leaves_nothing_behind():
+    with start_server("-m", minilm_gguf(), "--embeddings", "-np", "1", "--metrics") as handle:
         before = _embed_when_ready(handle.base_url, time.monotonic())
         pid = _executor_pid(handle.proc.pid)
         (segment,) = glob.glob(f"/dev/shm/ggserve-*-executor0-{pid}")
         metrics = httpx.get(f"{handle.base_url}/metrics", timeout=30).text
         assert "ggserve:vectors_inline_total 0.0" in metrics  # every step's rows went through the arena
-        os.kill(pid, signal.SIGKILL)
+        with ThreadPoolExecutor(1) as pool:  # 2,000 one-input steps: seconds, with rows in the arena
+            cut = pool.submit(post, f"{handle.base_url}/v1/embeddings", json={"input": ["word"] * 2000})
+            time.sleep(1.0)
+            os.kill(pid, signal.SIGKILL)
+            cut = cut.result()
+        assert cut.status_code == 503 and "executor 0 failed" in cut.json()["error"]["message"], cut.text
         after = _embed_when_ready(handle.base_url, time.monotonic() + 120)  # 503s while it restarts
         assert np.allclose(after, before, atol=1e-6)
         assert not os.path.exists(segment)  # the launcher unlinked the dead one's segment
