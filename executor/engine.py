@@ -19,6 +19,7 @@ from executor.batch import BatchError, NumpyBatch, item_problem
 from executor.embedding import Embedder
 from executor.host_cache import HostCache
 from executor.llama_log import LlamaLogCapture
+from executor.lora import LoraAdapters
 from executor.sampling import SequenceFailed, SeqSampler, logits_view, sample_rows, target_logprobs
 from ggserve.config import ServeConfig
 from ipc.protocol import (
@@ -152,6 +153,7 @@ class ModelEngine:
         self.host_cache = HostCache(self.ctx)
         self.embedder = (Embedder(self.model, self.ctx, self.batch, self.n_vocab, self.n_seq_max, arena)
                          if cfg.embeddings else None)
+        self.lora = LoraAdapters(self.model, self.ctx, [lora.path for lora in cfg.lora], self._log_capture)
         self.info = self._describe(cfg)
         self._hang_file = os.environ.get(HANG_FILE_ENV, "")
         self._warm_up()
@@ -202,6 +204,7 @@ class ModelEngine:
             can_shift=llama_cpp.llama_memory_can_shift(self.memory),
             pooling=self.embedder.pooling if self.embedder is not None else -1,
             arena=self.embedder.arena.name if self.embedder is not None and self.embedder.arena is not None else "",
+            lora_adapters=self.lora.info,
         )
 
     # ------------------------------------------------------------------ step
@@ -258,6 +261,8 @@ class ModelEngine:
         self._apply_kv_ops(plan, failures, files)
         for start in plan.starts:
             self._start(start, failures)
+        if plan.lora is not None:  # before anything can return: the scheduler counts it as done
+            self.lora.apply(plan.lora)
         items = self._runnable(plan.items, failures)
         if not items:
             return [], []

@@ -35,7 +35,7 @@ from frontend.http.cors import Cors
 from frontend.api import anthropic as anthropic_api
 from frontend.api import responses as responses_api
 from frontend.routes import (
-    anthropic, chat, completions, embeddings, native, rerank, responses, server, slot_files, tokens, webui,
+    anthropic, chat, completions, embeddings, lora, native, rerank, responses, server, slot_files, tokens, webui,
 )
 from frontend.api.schemas import (
     ApplyTemplateResponse,
@@ -47,6 +47,9 @@ from frontend.api.schemas import (
     DetokenizeRequest,
     DetokenizeResponse,
     HealthStatus,
+    LoraAdapter,
+    LoraApplied,
+    LoraField,
     ModelList,
     NativeCompletionRequest,
     TokenizeRequest,
@@ -154,6 +157,12 @@ def build_routes(metrics_no_auth: bool) -> dict[str, dict[str, Route]]:
         "/slots/{id_slot}": {"POST": Route(slot_files.slot_action, Operation(
             "Save, restore or erase a slot's cache (with --slot-save-path)", slot_files.SlotFileRequest,
             parameters=slot_files.PARAMETERS))},
+        "/lora-adapters": {
+            "GET": Route(lora.get_adapters, Operation(
+                "LoRA adapters and their global scales (llama-server's)", response=list[LoraAdapter])),
+            "POST": Route(lora.set_adapters, Operation(
+                "Set the global LoRA scales; adapters not listed go to 0", list[LoraField], LoraApplied)),
+        },
         "/metrics": {"GET": Route(server.metrics_text, Operation(
             "Prometheus metrics (with --metrics)", content_type=metrics.CONTENT_TYPE.decode()),
             auth=not metrics_no_auth)},

@@ -28,6 +28,7 @@ from frontend.http import sse
 from frontend.http.asgi import Request
 from frontend.http.errors import invalid
 from frontend.state import Frontend
+from frontend.api.lora import request_lora
 from frontend.structured.lazy import preserved_ids
 from frontend.structured.constraints import check_grammar, output_grammar
 from frontend.structured.harmony import HarmonyParser
@@ -147,7 +148,8 @@ async def start(fe: Frontend, req: Request, body: ChatCompletionRequest, logprob
         sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids, info.n_ctx_slot, grammar),
         reasoning_budget=_budget(fe, body, chat),
     )
-    requests = engine_requests(req.id, [prompt], body.n, body, sampling, limit, logprobs, fe.cache_defaults)
+    requests = engine_requests(req.id, [prompt], body.n, body, sampling, limit, logprobs, fe.cache_defaults,
+                               lora=request_lora(body, info))
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
                      fe.tokenizer.marker_tokens(markers) | preserved_ids(fe.tokenizer, body.preserved_tokens),

@@ -43,12 +43,14 @@ from ipc.protocol import (
     FinishReason,
     Heartbeat,
     Hello,
+    LoraScale,
     Message,
     RequestOutput,
     RequestOutputs,
     SlotAction,
     SlotActionDone,
     SlotActionKind,
+    SetLoraScales,
     StatsRequest,
     VectorsRead,
 )
@@ -182,6 +184,13 @@ class EngineClient:
                 return await waiter
         finally:
             self._waiters.pop(msg.token, None)
+
+    async def lora_scales(self, change: list[LoraScale] | None, timeout_s: float = 5.0) -> EngineStats:
+        """Set the global LoRA scales (``change``; None: leave them) and return the counters, whose
+        ``lora_scales`` then hold the change: the scheduler reads this socket's messages in order."""
+        if change is not None:
+            self._send(SetLoraScales(change))
+        return await self.stats(timeout_s)
 
     def _send(self, msg: Message) -> None:
         assert self._sock is not None, "EngineClient.start() first"

@@ -10,14 +10,16 @@ import ipaddress
 import json
 import logging
 import os
+import math
 import signal
 import socket
 import sys
+from pathlib import Path
 
 from frontend.text.builtin_templates import builtin_names
 from frontend.http.errors import ApiError
 from frontend.api.sampler_order import sampler_order
-from ggserve.config import ServeConfig, cpu_has_amx
+from ggserve.config import LoraFile, ServeConfig, cpu_has_amx
 from ggserve.env_flags import apply_env_defaults
 from ggserve.launcher import ChildFailed, Launcher, StartInterrupted
 from ggserve.logs import FORMATS, setup_logging
@@ -58,6 +60,13 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     help="how an input's token vectors become one (default: the GGUF's)")
     em.add_argument("--embd-max-inputs", type=int, default=d.embd_max_inputs,
                     help="inputs (or rerank documents) one request may have")
+    # Both flags add to one list, so adapter ids follow the command line's order (as llama-server's).
+    m.add_argument("--lora", dest="lora", action="extend", type=_lora_files, default=[], metavar="FNAME",
+                   help="LoRA adapter at scale 1 (repeatable, or comma-separated)")
+    m.add_argument("--lora-scaled", dest="lora", action="extend", type=_scaled_lora_files, metavar="FNAME:SCALE",
+                   help="LoRA adapter at this scale (repeatable, or comma-separated)")
+    m.add_argument("--lora-init-without-apply", action="store_true",
+                   help="load the LoRA adapters at scale 0 (set scales later with POST /lora-adapters)")
     e = p.add_argument_group("engine")
     e.add_argument("-np", "--parallel", dest="n_parallel", type=int, default=None,
                    help=f"slots per executor ({d.n_parallel}; an embedding server: inputs per decode, "
@@ -170,6 +179,34 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     o.add_argument("--log-format", default=d.log_format, choices=FORMATS, help="json: one JSON object per line")
     o.add_argument("--log-file", default="", help="append the logs of every process to this file (default: stderr)")
     return p
+
+
+def _lora_files(value: str) -> list[LoraFile]:
+    return [LoraFile(path) for path in value.split(",") if path]
+
+
+def _scaled_lora_files(value: str) -> list[LoraFile]:
+    files = []
+    for item in (item for item in value.split(",") if item):
+        path, _, scale = item.rpartition(":")
+        try:
+            files.append(LoraFile(path, float(scale)))
+        except ValueError:
+            path = ""
+        if not path or not math.isfinite(files[-1].scale):
+            raise argparse.ArgumentTypeError(f"{item!r}: expected FNAME:SCALE")
+    return files
+
+
+def _lora_paths(files: list[LoraFile]) -> list[LoraFile]:
+    """The adapters with absolute paths (the executors load them); a missing file is a usage error."""
+    resolved = []
+    for lora in files:
+        path = Path(lora.path).expanduser()
+        if not path.is_file():
+            raise UsageError(f"ggserve: LoRA adapter file not found: {path}")
+        resolved.append(LoraFile(str(path.resolve()), lora.scale))
+    return resolved
 
 
 # llama-server's sampling flags: (flags, SamplingParams field, type, help).
@@ -310,6 +347,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         cors_origins=[o.strip() for o in args.cors_origins.split(",") if o.strip()],
         api_prefix=_api_prefix(args.api_prefix),
         slot_save_path=os.path.abspath(args.slot_save_path) if args.slot_save_path else "",
+        lora=_lora_paths(args.lora),
     )
     return ServeConfig(**fields)
 

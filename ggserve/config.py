@@ -15,6 +15,13 @@ import msgspec
 from ipc.transport import CurveKeys
 
 
+class LoraFile(msgspec.Struct):
+    """A LoRA adapter given at start (--lora FILE, --lora-scaled FILE:SCALE)."""
+
+    path: str
+    scale: float = 1.0  # its global scale at start
+
+
 class ServeConfig(msgspec.Struct, kw_only=True):
     # model
     model: str  # path of the .gguf
@@ -26,6 +33,8 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     embeddings: bool = False
     pooling: str = ""  # --pooling: none / mean / cls / last / rank; "": the GGUF's
     embd_max_inputs: int = 2048  # --embd-max-inputs: inputs (or documents) of one request
+    lora: list[LoraFile] = []  # LoRA adapters every executor loads; their ids are their indexes here
+    lora_init_without_apply: bool = False  # --lora-init-without-apply: every global scale starts at 0
     # engine layout (llama-server flag names in comments)
     n_parallel: int = 4  # -np: slots per executor
     ctx_size: int = 4096  # -c: KV cells per executor, one pool shared by its slots
@@ -88,6 +97,11 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     @property
     def model_alias(self) -> str:
         return self.alias or Path(self.model).name
+
+    @property
+    def lora_scales(self) -> list[float]:
+        """The global scale of each LoRA adapter at start."""
+        return [0.0 if self.lora_init_without_apply else lora.scale for lora in self.lora]
 
     @property
     def n_threads(self) -> int:

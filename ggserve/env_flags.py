@@ -84,8 +84,12 @@ def apply_env_defaults(parser: argparse.ArgumentParser, environ: dict[str, str] 
             continue
         try:
             value = action.type(raw) if callable(action.type) else raw
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, argparse.ArgumentTypeError):
             parser.error(f"{name}={raw!r} is not a valid value for {action.option_strings[-1]}")
         if action.choices is not None and value not in action.choices:
             parser.error(f"{name}={raw!r}: choose from {', '.join(map(str, action.choices))}")
-        action.default = [value] if isinstance(action, argparse._AppendAction) else value
+        if isinstance(action, argparse._ExtendAction):
+            # Its type gives a list, and flags extending one list share it (--lora, --lora-scaled).
+            parser.set_defaults(**{action.dest: [*parser.get_default(action.dest), *value]})
+        else:
+            action.default = [value] if isinstance(action, argparse._AppendAction) else value

@@ -2,7 +2,7 @@
 
 Reading this module explains the system:
 
-    frontend --AddRequest/EmbedRequest/VectorsRead/Abort/Hello/Heartbeat/StatsRequest/SlotAction--> scheduler
+    frontend --AddRequest/EmbedRequest/VectorsRead/Abort/Hello/Heartbeat/StatsRequest/SlotAction/SetLoraScales--> scheduler
     frontend <--RequestOutputs/EngineInfo/EngineStatus/EngineStats/SlotActionDone-- scheduler
     scheduler --StepPlan/EmbedPlan/Shutdown--> executor
     scheduler <--ExecutorReady/StepResult/EmbedResult/ExecutorError-- executor
@@ -166,6 +166,22 @@ class SamplingParams(_Part):
     reasoning_budget: ReasoningBudget | None = None
 
 
+class LoraScale(_Part):
+    """The scale of one LoRA adapter; ``id`` is its index in the order the adapters were given at
+    start (--lora / --lora-scaled), as GET /lora-adapters numbers them."""
+
+    id: int
+    scale: float
+
+
+class LoraAdapterInfo(_Part):
+    """A LoRA adapter an executor loaded, with llama-server's metadata of it."""
+
+    path: str
+    task_name: str = ""  # adapter.lora.task_name
+    prompt_prefix: str = ""  # adapter.lora.prompt_prefix
+
+
 class TokenLogprob(_Part):
     """Log-probability of the chosen token and the ``top`` most likely alternatives."""
 
@@ -221,6 +237,9 @@ class AddRequest(_Msg):
     # Reuse chunks of at least this many tokens of a slot's cache past the shared prefix by
     # shifting their KV (llama-server's n_cache_reuse; models whose cache can shift); 0: off.
     n_cache_reuse: int = 0
+    # LoRA adapters (llama-server's per-request ``lora``): None runs with the global scales (POST
+    # /lora-adapters); a list runs these adapters at these scales and every other one at 0.
+    lora: list[LoraScale] | None = None
 
 
 class EmbedRequest(_Msg):
@@ -242,6 +261,14 @@ class Abort(_Msg):
     """Stop a request (client gone, stop string matched). Its slot is freed in the same step."""
 
     request_ids: list[str]
+
+
+class SetLoraScales(_Msg):
+    """POST /lora-adapters: the global scales of the LoRA adapters (those not listed: 0), used by
+    every later request that names none. The frontend then asks for EngineStats, whose answer
+    confirms the change (the scheduler reads one peer's messages in order)."""
+
+    scales: list[LoraScale]
 
 
 class Hello(_Msg):
@@ -320,6 +347,7 @@ class ExecutorInfo(_Part):
     # The shared-memory arena its vectors go through (ipc.shm), one per process incarnation;
     # "": none (a generation server, or remote processes): vectors travel in the messages.
     arena: str = ""
+    lora_adapters: list[LoraAdapterInfo] = []  # in id order (--lora / --lora-scaled)
 
 
 class EngineInfo(_Msg):
@@ -413,6 +441,7 @@ class EngineStats(_Msg):
     # embedding steps whose vectors came inside the message although the executor has an arena
     # (it was full): slower to carry (docs/benchmarks.md), not an error
     vectors_inline_total: int = 0
+    lora_scales: list[float] = []  # the global scale of each LoRA adapter, by id (GET /lora-adapters)
 
 
 class SlotActionKind(enum.IntEnum):
@@ -501,6 +530,9 @@ class StepPlan(_Msg):
     starts: list[SeqStart] = []
     ends: list[int] = []  # seq ids whose sampler chains are freed (before kv_ops)
     items: list[BatchItem] = []
+    # Set the context's LoRA adapters to these (every other one at 0) before the decode: a step
+    # runs one adapter set. None: the set of the previous step (sent only when it changes).
+    lora: list[LoraScale] | None = None
 
 
 class Sample(_Part):
@@ -639,6 +671,7 @@ Message = Union[
     StatsRequest,
     SlotAction,
     SlotActionDone,
+    SetLoraScales,
     RequestOutputs,
     EngineInfo,
     EngineStatus,

@@ -26,6 +26,7 @@ from ipc.protocol import (
     FinishReason,
     KvOp,
     KvOpKind,
+    LoraScale,
     PromptProgress,
     RequestOutput,
     RequestStats,
@@ -38,7 +39,7 @@ from ipc.protocol import (
     StepResult,
     TokenLogprob,
 )
-from scheduler import kv, policy
+from scheduler import kv, lora, policy
 from scheduler.cache_reuse import chunk_cuts
 from scheduler.embed import EmbedJob, EmbedQueue
 from scheduler.host_cache import MIN_TOKENS as MIN_HOST_TOKENS
@@ -93,6 +94,7 @@ class ExecutorState:
         self.host_cache = HostCacheIndex(cache_ram_bytes, info.kv_bytes / max(1, info.n_ctx))
         self.file_actions: list[FileAction] = []  # waiting, oldest first
         self.file_in_flight: FileAction | None = None  # the step running is this action's
+        self.lora = lora.NO_LORA  # the adapter set its context runs with (a new process: none)
 
     @property
     def idle(self) -> bool:
@@ -113,10 +115,13 @@ class Scheduler:
         ctx_per_request: int = 0,
         cache_ram_bytes: int = 0,
         context_shift: bool = False,
+        lora_scales: list[float] | None = None,
     ) -> None:
         self.n_executors = n_executors
         self.context_shift_asked = context_shift  # --context-shift
         self.context_shift = False  # asked, and every executor's cache can shift
+        # The global scale of each LoRA adapter (POST /lora-adapters); empty: none loaded.
+        self.lora_scales = list(lora_scales or [])
         self.cache_ram_bytes = cache_ram_bytes  # host memory for evicted prefixes; < 0: no limit
         self.ctx_per_request = ctx_per_request  # 0: a request may use the whole pool
         self.max_queue = max_queue
@@ -214,6 +219,16 @@ class Scheduler:
 
     # ------------------------------------------------------------------ requests
 
+    def set_lora_scales(self, scales: list[LoraScale]) -> None:
+        """POST /lora-adapters: the new global scales (adapters not listed: 0) for later requests."""
+        problem = lora.problem(scales, len(self.lora_scales))
+        if problem is not None:
+            log.warning("dropped a LoRA scale change: %s", problem)
+            return
+        self.lora_scales = [0.0] * len(self.lora_scales)
+        for entry in scales:
+            self.lora_scales[entry.id] = entry.scale
+
     def add_request(self, msg: AddRequest, peer: bytes, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         rejection = self._validate(msg)
@@ -226,6 +241,7 @@ class Scheduler:
             room = self.n_ctx_slot - len(msg.prompt_token_ids)
             req = Request(msg, peer, room if msg.max_tokens < 0 else min(msg.max_tokens, room), now,
                           context_limited=msg.max_tokens < 0 or msg.max_tokens >= room)
+        req.lora = lora.request_key(msg.lora, self.lora_scales)
         self.requests[req.id] = req
         self.waiting.append(req)
 
@@ -293,6 +309,9 @@ class Scheduler:
         n_slots = sum(len(e.slots) for e in self.executors.values())
         if msg.id_slot >= n_slots:
             return EngineError(ErrorCode.INVALID_REQUEST, f"id_slot {msg.id_slot} does not exist ({n_slots} slots)")
+        problem = lora.problem(msg.lora, len(self.lora_scales)) if msg.lora else None
+        if problem is not None:
+            return EngineError(ErrorCode.INVALID_REQUEST, problem)
         if len(self.waiting) >= self.max_queue:
             return EngineError(ErrorCode.OVERLOADED, f"{len(self.waiting)} requests are waiting")
         return None
@@ -328,7 +347,9 @@ class Scheduler:
             return self._next_embed_plan(ex, now)
         self._make_room_for_decodes(ex)
         self._admit(ex, now)
-        chosen = policy.plan_batch(ex.running, min(ex.budget, ex.free_cells))
+        # A step runs one LoRA adapter set; with no adapter loaded every request has the same.
+        running = policy.lora_turn(ex.running) if self.lora_scales else ex.running
+        chosen = policy.plan_batch(running, min(ex.budget, ex.free_cells))
         if not chosen and not ex.kv_ops and not ex.ends:
             return None
         items: list[BatchItem] = []
@@ -359,6 +380,10 @@ class Scheduler:
         """The step with the executor's pending cache edits and sampler changes; it is now in flight."""
         self._step_ids += 1
         plan = StepPlan(self._step_ids, ex.kv_ops, ex.starts, ex.ends, items)
+        first = next(iter(in_flight.values()), None)
+        if first is not None and first[0].lora != ex.lora:  # a step runs one adapter set
+            ex.lora = first[0].lora
+            plan.lora = lora.to_wire(ex.lora)
         ex.kv_ops, ex.starts, ex.ends = [], [], []
         ex.in_flight = in_flight
         ex.in_flight_prompt_tokens = n_prompt
@@ -406,7 +431,7 @@ class Scheduler:
             reuse_allowed = self.prefix_cache and req.cache_prompt
             if req.id_slot >= 0:
                 # Pinned: waits for its slot without holding up the requests behind it.
-                placement = self._pinned_placement(ex, req, tokens, n_swa, reuse_allowed)
+                placement = self._pinned_placement(ex, req, n_swa, reuse_allowed)
                 needed = policy.cells_needed(req, placement.reuse, ex.n_ctx_slot) if placement else 0
                 if placement is not None and self._reserve_cells(ex, needed + policy.n_decoding(ex.running), placement):
                     self.waiting.remove(req)
@@ -415,19 +440,19 @@ class Scheduler:
                     if all(s.busy for s in ex.slots):
                         break
                 continue
-            target = policy.choose_executor(candidates, tokens, n_swa, reuse_allowed)
+            target = policy.choose_executor(candidates, tokens, n_swa, reuse_allowed, req.lora)
             if target is None:
                 break  # no free slot anywhere
             if target != ex.id:
                 continue  # placed when that executor plans its next step
-            placement = policy.place(ex.slots, tokens, n_swa, reuse_allowed)
+            placement = policy.place(ex.slots, tokens, n_swa, reuse_allowed, req.lora)
             if placement is None:
                 break
             if reuse_allowed:
-                placement = self._from_host_cache(ex, tokens, placement)
+                placement = self._from_host_cache(ex, req, placement)
             if reuse_allowed and req.n_cache_reuse > 0 and ex.info.can_shift:
-                placement = self._with_chunks(ex, tokens, placement, req.n_cache_reuse)
-            if reuse_allowed and policy.awaits_donor(running, tokens, placement.reuse):
+                placement = self._with_chunks(ex, req, placement)
+            if reuse_allowed and policy.awaits_donor(running, tokens, placement.reuse, req.lora):
                 continue  # copied from the request prefilling it once that is done
             needed = policy.cells_needed(req, placement.reuse, ex.n_ctx_slot) + policy.n_decoding(ex.running)
             if placement.host is not None:  # restored into new cells, whole, then cut to the reuse
@@ -459,20 +484,20 @@ class Scheduler:
             self._drop_prefix(ex, slot)
         return free() >= needed
 
-    def _from_host_cache(self, ex: ExecutorState, tokens: list[int], placement: policy.Placement) -> policy.Placement:
+    def _from_host_cache(self, ex: ExecutorState, req: Request, placement: policy.Placement) -> policy.Placement:
         """A placement restoring a prefix from host memory, when that reuses clearly more."""
-        entry, reuse = ex.host_cache.best(tokens, ex.info.n_swa)
+        entry, reuse = ex.host_cache.best(req.seq_tokens, ex.info.n_swa, req.lora)
         if entry is None or reuse < placement.reuse + policy.AFFINITY_MIN_TOKENS:
             return placement
         slot = placement.slot if placement.source is None else policy.victim([s for s in ex.slots if not s.busy])
         return policy.Placement(slot, reuse, None, entry)
 
-    def _with_chunks(self, ex: ExecutorState, tokens: list[int], placement: policy.Placement,
-                     min_chunk: int) -> policy.Placement:
+    def _with_chunks(self, ex: ExecutorState, req: Request, placement: policy.Placement) -> policy.Placement:
         """The placement reusing chunks of its slot's own cache past the shared prefix
-        (n_cache_reuse), when there are some. Cells other sequences share never move."""
-        slot = placement.slot
-        if placement.source is not None or placement.host is not None or not slot.tokens:
+        (n_cache_reuse), when there are some. Cells other sequences share never move; a cache
+        computed with another adapter set is no use."""
+        slot, tokens, min_chunk = placement.slot, req.seq_tokens, req.n_cache_reuse
+        if placement.source is not None or placement.host is not None or not slot.tokens or slot.lora != req.lora:
             return placement
         first = max((kv.shared_end(slot, other) for other in ex.slots if other is not slot and other.tokens),
                     default=0)
@@ -486,8 +511,9 @@ class Scheduler:
         whole in host memory when what is cut is worth it (and is what a prefill computes: not
         after a shift)."""
         if (len(slot.tokens) - keep >= MIN_HOST_TOKENS and slot.shift_keep < 0 and ex.alive
-                and ex.host_cache.worth_saving(slot.tokens)):
-            entry_id, dropped = ex.host_cache.add(slot.tokens, slot.pos_min, time.monotonic() if now is None else now)
+                and ex.host_cache.worth_saving(slot.tokens, slot.lora)):
+            entry_id, dropped = ex.host_cache.add(slot.tokens, slot.pos_min, time.monotonic() if now is None else now,
+                                                  slot.lora)
             ex.kv_ops.append(KvOp(KvOpKind.SAVE, slot.seq_id, entry_id=entry_id))
             ex.kv_ops += [KvOp(KvOpKind.DROP, entry_id=e) for e in dropped]
             self.counters["host_cache_saved"] += 1
@@ -528,13 +554,13 @@ class Scheduler:
         self.counters["preempted"] += 1
         self.waiting.appendleft(req)
 
-    def _pinned_placement(self, ex: ExecutorState, req: Request, tokens: list[int], n_swa: int,
+    def _pinned_placement(self, ex: ExecutorState, req: Request, n_swa: int,
                           reuse_allowed: bool) -> policy.Placement | None:
         """The placement of a request asking for one slot: on it, if it is this executor's and free."""
         executor_id, index = divmod(req.id_slot, len(ex.slots))
         if executor_id != ex.id or ex.slots[index].busy:
             return None
-        return policy.place_on(ex.slots[index], tokens, n_swa, reuse_allowed)
+        return policy.place_on(ex.slots[index], req.seq_tokens, n_swa, reuse_allowed, req.lora)
 
     def _start(self, ex: ExecutorState, req: Request, placement: policy.Placement, now: float) -> None:
         slot = placement.slot
@@ -564,6 +590,7 @@ class Scheduler:
                 ex.kv_ops.append(KvOp(KvOpKind.SHIFT, seq, pos, n_discard=n))
                 kv.shift(slot, pos, n)
             self._drop_prefix(ex, slot, now, keep=placement.reuse)  # what it does not share makes way
+        slot.lora = req.lora  # of the cells it computes (a reused prefix has the same set)
         # A resumed request's sampler sees what it generated before (penalties, grammar state).
         ex.starts.append(
             SeqStart(seq, req.sampling, req.logprobs, list(req.output_ids), req.prompt_logprobs, req.penalty_context)
@@ -885,6 +912,7 @@ class Scheduler:
             started_at=m.started_at,
             preemptions_total=c["preempted"],
             vectors_inline_total=c["vectors_inline"],
+            lora_scales=list(self.lora_scales),
         )
 
     def _executor_stats(self, ex: ExecutorState) -> ExecutorStats:

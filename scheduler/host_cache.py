@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+from scheduler.lora import LoraKey
 from scheduler.slots import common_prefix_len
 
 MIN_TOKENS = 32  # cutting fewer tokens than this from a prefix does not save it (cheap to recompute)
@@ -25,6 +26,7 @@ class HostEntry:
     pos_min: int  # the saved sequence's lowest position (sliding window)
     nbytes: int
     last_used: float
+    lora: LoraKey  # the adapter set the prefix was computed with
 
 
 class HostCacheIndex:
@@ -38,17 +40,17 @@ class HostCacheIndex:
     def enabled(self) -> bool:
         return self.budget_bytes != 0
 
-    def worth_saving(self, tokens: list[int]) -> bool:
+    def worth_saving(self, tokens: list[int], lora: LoraKey) -> bool:
         """Within the budget, and not already held whole by an entry."""
         fits = self.budget_bytes < 0 or len(tokens) * self.bytes_per_token <= self.budget_bytes
-        return (self.enabled and fits
-                and not any(common_prefix_len(e.tokens, tokens) == len(tokens) for e in self.entries))
+        return (self.enabled and fits and not any(
+            e.lora == lora and common_prefix_len(e.tokens, tokens) == len(tokens) for e in self.entries))
 
-    def add(self, tokens: list[int], pos_min: int, now: float) -> tuple[int, list[int]]:
+    def add(self, tokens: list[int], pos_min: int, now: float, lora: LoraKey) -> tuple[int, list[int]]:
         """Index a saved prefix; (its entry id, ids of the entries dropped for it)."""
-        entry = HostEntry(next(self._ids), list(tokens), pos_min, int(len(tokens) * self.bytes_per_token), now)
+        entry = HostEntry(next(self._ids), list(tokens), pos_min, int(len(tokens) * self.bytes_per_token), now, lora)
         # Entries the new one extends are redundant; then the least recently used go past the budget.
-        dropped = [e for e in self.entries if common_prefix_len(e.tokens, tokens) == len(e.tokens)]
+        dropped = [e for e in self.entries if e.lora == lora and common_prefix_len(e.tokens, tokens) == len(e.tokens)]
         self.entries = [e for e in self.entries if e not in dropped]
         while self.budget_bytes > 0 and self.entries and (
                 sum(e.nbytes for e in self.entries) + entry.nbytes > self.budget_bytes):
@@ -58,10 +60,13 @@ class HostCacheIndex:
         self.entries.append(entry)
         return entry.entry_id, [e.entry_id for e in dropped]
 
-    def best(self, tokens: list[int], n_swa: int) -> tuple[HostEntry | None, int]:
-        """The entry sharing the longest reusable prefix with ``tokens``, and that length."""
+    def best(self, tokens: list[int], n_swa: int, lora: LoraKey) -> tuple[HostEntry | None, int]:
+        """The entry of adapter set ``lora`` sharing the longest reusable prefix with ``tokens``,
+        and that length."""
         best, best_len = None, 0
         for entry in self.entries:
+            if entry.lora != lora:
+                continue
             m = min(common_prefix_len(entry.tokens, tokens), len(tokens) - 1)
             if n_swa > 0 and entry.pos_min > max(0, m - n_swa):
                 continue

@@ -43,6 +43,7 @@ from ipc.protocol import (
     RequestOutputs,
     RestartExecutor,
     Restarts,
+    SetLoraScales,
     Shutdown,
     SlotAction,
     StatsRequest,
@@ -78,7 +79,7 @@ class SchedulerLoop:
         cache_ram_bytes = cfg.cache_ram * 2**20 if cfg.cache_ram > 0 else cfg.cache_ram
         self.core = Scheduler(
             cfg.executors, cfg.max_queue, cfg.prefix_cache, cfg.batch_size, cfg.ctx_per_request, cache_ram_bytes,
-            cfg.context_shift,
+            cfg.context_shift, cfg.lora_scales,
         )
         self.hello_waiting: set[bytes] = set()  # peers to answer once every executor is ready
         self.peers: dict[bytes, float] = {}  # peers that said Hello -> last time heard from
@@ -160,6 +161,8 @@ class SchedulerLoop:
         elif isinstance(msg, Heartbeat):
             self.heartbeating.add(peer)
             self.peers.setdefault(peer, time.monotonic())
+        elif isinstance(msg, SetLoraScales):
+            self.core.set_lora_scales(msg.scales)
         elif isinstance(msg, StatsRequest):
             self._send(self.frontends, self.core.stats(msg.token), peer)
             if msg.reset_window:

@@ -17,6 +17,9 @@
 - Forking: a request whose prompt another request is still prefilling waits for it and then
   copies its cells, so ``n`` choices of one prompt (or a burst of identical prompts) evaluate it
   once.
+- LoRA: a step runs the requests of one adapter set (the adapters apply to the whole decode):
+  the set of the request that has waited longest for a step, so sets take turns and none
+  starves. A cached prefix is reused only by a request of the set that computed it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from scheduler.host_cache import HostEntry
+from scheduler.lora import LoraKey
 from scheduler.request import Request, Status
 from scheduler.slots import Slot, common_prefix_len
 
@@ -51,15 +55,16 @@ class Placement:
     cuts: list[tuple[int, int]] = field(default_factory=list)
 
 
-def reusable_prefix(slot: Slot, prompt: list[int], n_swa: int) -> int:
-    """How many leading prompt tokens of ``slot``'s cache can be reused by a new request.
+def reusable_prefix(slot: Slot, prompt: list[int], n_swa: int, lora: LoraKey) -> int:
+    """How many leading prompt tokens of ``slot``'s cache can be reused by a new request of
+    adapter set ``lora`` (none if the slot's cache was computed with another set).
 
     At least one prompt token is always evaluated (its logits give the first sampled token). With
     sliding-window attention, continuing at position q needs the window cells before q, which
     llama.cpp may already have overwritten: only reuse if they are all still there. After a
     context shift only the kept tokens hold what a prefill of them would.
     """
-    if not slot.tokens:
+    if not slot.tokens or slot.lora != lora:
         return 0
     m = min(common_prefix_len(slot.tokens, prompt), len(prompt) - 1)
     if slot.shift_keep >= 0:
@@ -71,17 +76,17 @@ def reusable_prefix(slot: Slot, prompt: list[int], n_swa: int) -> int:
     return m
 
 
-def place(slots: list[Slot], prompt: list[int], n_swa: int, reuse_allowed: bool) -> Placement | None:
+def place(slots: list[Slot], prompt: list[int], n_swa: int, reuse_allowed: bool, lora: LoraKey) -> Placement | None:
     free = [s for s in slots if not s.busy]
     if not free:
         return None
     if not reuse_allowed:
         return Placement(victim(free), 0, None)
-    own = max(free, key=lambda s: reusable_prefix(s, prompt, n_swa))
-    own_reuse = reusable_prefix(own, prompt, n_swa)
+    own = max(free, key=lambda s: reusable_prefix(s, prompt, n_swa, lora))
+    own_reuse = reusable_prefix(own, prompt, n_swa, lora)
     busy = [s for s in slots if s.busy]
-    donor = max(busy, key=lambda s: reusable_prefix(s, prompt, n_swa), default=None)
-    donor_reuse = reusable_prefix(donor, prompt, n_swa) if donor is not None else 0
+    donor = max(busy, key=lambda s: reusable_prefix(s, prompt, n_swa, lora), default=None)
+    donor_reuse = reusable_prefix(donor, prompt, n_swa, lora) if donor is not None else 0
     if donor is not None and donor_reuse > own_reuse:
         return Placement(victim(free), donor_reuse, donor)
     if own_reuse > 0:
@@ -89,9 +94,9 @@ def place(slots: list[Slot], prompt: list[int], n_swa: int, reuse_allowed: bool)
     return Placement(victim(free), 0, None)
 
 
-def place_on(slot: Slot, prompt: list[int], n_swa: int, reuse_allowed: bool) -> Placement:
+def place_on(slot: Slot, prompt: list[int], n_swa: int, reuse_allowed: bool, lora: LoraKey) -> Placement:
     """A request that asked for this (free) slot: it reuses the slot's own cached prefix."""
-    return Placement(slot, reusable_prefix(slot, prompt, n_swa) if reuse_allowed else 0, None)
+    return Placement(slot, reusable_prefix(slot, prompt, n_swa, lora) if reuse_allowed else 0, None)
 
 
 def victim(free: list[Slot]) -> Slot:
@@ -99,19 +104,19 @@ def victim(free: list[Slot]) -> Slot:
     return min(free, key=lambda s: (len(s.tokens) > 0, s.last_used))
 
 
-def best_prefix(slots: list[Slot], prompt: list[int], n_swa: int) -> int:
-    return max((reusable_prefix(s, prompt, n_swa) for s in slots), default=0)
+def best_prefix(slots: list[Slot], prompt: list[int], n_swa: int, lora: LoraKey) -> int:
+    return max((reusable_prefix(s, prompt, n_swa, lora) for s in slots), default=0)
 
 
 def choose_executor(
-    candidates: dict[int, list[Slot]], prompt: list[int], n_swa: int, reuse_allowed: bool
+    candidates: dict[int, list[Slot]], prompt: list[int], n_swa: int, reuse_allowed: bool, lora: LoraKey
 ) -> int | None:
     """Executor for a request among those with a free slot: prefix affinity, then least load."""
     open_ = {e: slots for e, slots in candidates.items() if any(not s.busy for s in slots)}
     if not open_:
         return None
     if reuse_allowed:
-        affinity = {e: best_prefix(slots, prompt, n_swa) for e, slots in open_.items()}
+        affinity = {e: best_prefix(slots, prompt, n_swa, lora) for e, slots in open_.items()}
         best = max(affinity, key=lambda e: affinity[e])
         if affinity[best] >= AFFINITY_MIN_TOKENS:
             return best
@@ -124,12 +129,13 @@ def cells_needed(req: Request, reuse: int, n_ctx_request: int) -> int:
     return n - reuse + min(OUTPUT_RESERVE_TOKENS, max(0, n_ctx_request - n))
 
 
-def awaits_donor(running: list[Request], tokens: list[int], reusable_now: int) -> bool:
-    """Whether a running request is still prefilling a longer shared prefix of ``tokens`` than
-    can be reused now: then it is cheaper to wait one step and copy its cells."""
+def awaits_donor(running: list[Request], tokens: list[int], reusable_now: int, lora: LoraKey) -> bool:
+    """Whether a running request of adapter set ``lora`` is still prefilling a longer shared
+    prefix of ``tokens`` than can be reused now: then it is cheaper to wait one step and copy
+    its cells."""
     useful = len(tokens) - 1  # the last token is always evaluated
     for other in running:
-        if other.status != Status.PREFILL:
+        if other.status != Status.PREFILL or other.lora != lora:
             continue
         shared = min(common_prefix_len(other.seq_tokens, tokens), useful)
         if other.n_computed < shared and shared >= reusable_now + AFFINITY_MIN_TOKENS:
@@ -146,6 +152,15 @@ def preemption_victim(running: list[Request]) -> Request | None:
     """The newest running request that can be recomputed later (prompt log-probabilities
     would be reported twice, so those requests are never preempted)."""
     return next((r for r in reversed(running) if r.prompt_logprobs < 0), None)
+
+
+def lora_turn(running: list[Request]) -> list[Request]:
+    """The running requests of the adapter set whose turn it is: the set of the request that has
+    waited longest for a step (its slot's ``last_used``; admission order breaks ties)."""
+    if not running:
+        return running
+    turn = min(running, key=lambda r: r.slot.last_used).lora
+    return [r for r in running if r.lora == turn]
 
 
 def plan_batch(running: list[Request], budget: int) -> list[tuple[Request, int]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 
 from ipc.protocol import AddRequest, SamplingParams
+from scheduler.lora import NO_LORA, LoraKey
 
 
 class Status(enum.IntEnum):
@@ -19,7 +20,7 @@ class Request:
         "id", "peer", "prompt", "max_tokens", "sampling", "stop_token_ids", "ignore_eos",
         "logprobs", "prompt_logprobs", "return_progress", "id_slot", "cache_prompt", "status", "output_ids", "slot",
         "n_computed", "n_cached", "pending_token", "t_arrival", "t_admitted", "t_first_token", "t_last_token",
-        "seq_tokens", "n_preempted", "n_keep", "n_discard", "context_limited", "truncated", "n_cache_reuse",
+        "seq_tokens", "n_preempted", "n_keep", "n_discard", "context_limited", "truncated", "n_cache_reuse", "lora",
     )  # fmt: skip
 
     def __init__(self, msg: AddRequest, peer: bytes, max_tokens: int, now: float, context_limited: bool) -> None:
@@ -50,6 +51,7 @@ class Request:
         # the prompt and every token generated so far, less what context shifts dropped.
         self.seq_tokens: list[int] = self.prompt
         self.n_preempted = 0
+        self.lora: LoraKey = NO_LORA  # the adapter set it runs with (set by the scheduler)
         self.n_cached = 0  # prompt tokens reused from the prefix cache
         self.pending_token = -1
         self.t_arrival = now

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
+from scheduler.lora import NO_LORA, LoraKey
 from scheduler.request import Request
 
 
@@ -35,6 +36,7 @@ class Slot:
     # n_keep of a context shift of this sequence: the tokens after it were computed beside tokens
     # since discarded, so only this many are a reusable prefix; -1: never shifted (see scheduler.kv).
     shift_keep: int = -1
+    lora: LoraKey = NO_LORA  # the adapter set ``tokens`` were computed with
 
     @property
     def busy(self) -> bool:

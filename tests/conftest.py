@@ -93,3 +93,18 @@ def _stop(proc: subprocess.Popen) -> None:
 def server() -> Iterator[ServerHandle]:
     with start_server() as handle:
         yield handle
+
+
+@pytest.fixture(scope="session")
+def lora_adapters(request) -> dict[str, str]:
+    """LoRA adapters for the default model, written once into pytest's cache: "a" and "b" (two
+    different random adapters; "a" has a task name), "wrong_shape" (for another model)."""
+    from ggserve.model import resolve_model
+    from lora_adapter import write_adapter
+
+    base, folder = resolve_model(None), request.config.cache.mkdir("lora-adapters")
+    return {
+        "a": str(write_adapter(base, folder / "a.gguf", seed=1, task_name="style")),
+        "b": str(write_adapter(base, folder / "b.gguf", seed=2)),
+        "wrong_shape": str(write_adapter(base, folder / "wrong-shape.gguf", seed=3, wrong_shape=True)),
+    }

@@ -19,7 +19,7 @@ import zmq
 from conftest import free_port
 
 from engine_harness import Engine, EngineClient, Result, running_engine
-from ipc.protocol import ErrorCode, ExecutorDied, FinishReason, Hello, SamplingParams, Shutdown, StepResult
+from ipc.protocol import ErrorCode, ExecutorDied, FinishReason, Hello, LoraScale, SamplingParams, Shutdown, StepResult
 from ipc.transport import LAUNCHER_IDENTITY, connect_dealer, executor_identity, send
 
 # Largest solo top-2 gap at which another batch shape may pick the runner-up. Between batch
@@ -63,15 +63,18 @@ def encode_all(eng: Engine, texts: list[str]) -> list[list[int]]:
 
 
 def teacher_forced_splits(
-    client: EngineClient, prompt: list[int], solo: Result, companions: list[list[int]]
+    client: EngineClient, prompt: list[int], solo: Result, companions: list[list[int]],
+    lora: list[LoraScale] | None = None, companion_lora: list[list[LoraScale] | None] | None = None,
 ) -> list[tuple[int, float]]:
-    """(step, solo top-2 gap) wherever the batched run departs from the solo tokens."""
+    """(step, solo top-2 gap) wherever the batched run departs from the solo tokens; ``lora``
+    and ``companion_lora`` (one per companion): their LoRA adapters."""
     ref = solo.tokens
     splits: list[tuple[int, float]] = []
     pos = 0
+    companion_lora = companion_lora or [None] * len(companions)
     while pos < len(ref):
-        rids = [client.submit(prompt + ref[:pos], len(ref) - pos, ignore_eos=True, logprobs=2)]
-        rids += [client.submit(c, len(ref), ignore_eos=True) for c in companions]
+        rids = [client.submit(prompt + ref[:pos], len(ref) - pos, ignore_eos=True, logprobs=2, lora=lora)]
+        rids += [client.submit(c, len(ref), ignore_eos=True, lora=cl) for c, cl in zip(companions, companion_lora)]
         got = client.wait(rids)[0].tokens
         k = next((i for i, (a, b) in enumerate(zip(got, ref[pos:])) if a != b), None)
         if k is None:

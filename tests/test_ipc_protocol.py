@@ -83,6 +83,7 @@ EXECUTOR_INFO = p.ExecutorInfo(
     can_shift=True,
     pooling=1,
     arena="ggserve-run1-executor1-4242",
+    lora_adapters=[p.LoraAdapterInfo(path="/models/style.gguf", task_name="style", prompt_prefix="Q: ")],
 )
 
 # One instance of every message, every field (nested ones too) set to a non-default value.
@@ -106,7 +107,9 @@ SAMPLES: list[p.Message] = [
         n_keep=5,
         n_discard=12,
         n_cache_reuse=256,
+        lora=[p.LoraScale(id=1, scale=-0.5)],
     ),
+    p.SetLoraScales(scales=[p.LoraScale(id=0, scale=0.25)]),
     p.Abort(request_ids=["chatcmpl-1", "chatcmpl-2"]),
     p.Hello(peer="frontend-0"),
     p.StatsRequest(token=7, reset_window=True),
@@ -181,6 +184,7 @@ SAMPLES: list[p.Message] = [
         started_at=1_700_000_000.5,
         preemptions_total=3,
         vectors_inline_total=2,
+        lora_scales=[1.0, 0.0],
     ),
     p.StepPlan(
         step_id=17,
@@ -190,6 +194,7 @@ SAMPLES: list[p.Message] = [
                            penalty_context=[105, 2364])],
         ends=[5],
         items=[p.BatchItem(seq_id=2, token_ids=[2364, 107], pos=363, sample=True, logprob_targets=[107])],
+        lora=[p.LoraScale(id=0, scale=1.5)],
     ),
     p.StepResult(
         step_id=17,

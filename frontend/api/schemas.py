@@ -56,6 +56,14 @@ class GrammarTrigger(msgspec.Struct, kw_only=True):
     token: int | None = None  # type token: its id
 
 
+class LoraField(msgspec.Struct):
+    """One LoRA adapter's scale, in a request's ``lora`` or POST /lora-adapters (llama-server's form);
+    ``id`` as GET /lora-adapters numbers the adapters."""
+
+    id: int
+    scale: float
+
+
 class SamplingFields(msgspec.Struct, kw_only=True):
     """Generation parameters shared by /v1/chat/completions, /v1/completions and /completion.
 
@@ -128,6 +136,9 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     grammar_lazy: bool = False
     grammar_triggers: Annotated[list[GrammarTrigger], msgspec.Meta(max_length=64)] | None = None
     preserved_tokens: Annotated[list[str], msgspec.Meta(max_length=256)] | None = None
+    # LoRA adapters of this request: those listed at their scales, every other one off; none or
+    # []: the global scales (POST /lora-adapters). Steps run one adapter set (README, LoRA).
+    lora: list[LoraField] | None = None
 
     def __post_init__(self) -> None:
         if self.n_cmpl is not None:  # llama-server reads n_cmpl first, n as its fallback
@@ -435,6 +446,22 @@ class ModelList(msgspec.Struct, tag_field="object", tag="list"):
 class TokenPiece(msgspec.Struct):
     id: int
     piece: str | list[int]  # the bytes when the piece is not whole UTF-8 (part of a character)
+
+
+class LoraAdapter(msgspec.Struct):
+    """An entry of GET /lora-adapters (llama-server's fields)."""
+
+    id: int
+    path: str
+    scale: float  # its global scale
+    task_name: str
+    prompt_prefix: str
+
+
+class LoraApplied(msgspec.Struct):
+    """POST /lora-adapters' answer (llama-server's)."""
+
+    success: bool = True
 
 
 class TokenizeResponse(msgspec.Struct):

@@ -17,6 +17,7 @@ from frontend.generation import ChoiceDelta, ChoiceResult, Generation, TokenText
 from frontend.http.asgi import Request, Response, StreamResponse, json_response
 from frontend.text.prompts import Prompt, completion_prompts
 from frontend.api.llama_fields import refuse_unsupported
+from frontend.api.lora import request_lora
 from frontend.api.sampling import (
     check_context,
     check_slot,
@@ -143,7 +144,7 @@ async def completions(fe: Frontend, req: Request) -> Response | StreamResponse:
     sampling = sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids,
                                info.n_ctx_slot, grammar)
     requests = engine_requests(req.id, [p.token_ids for p in prompts], body.n, body, sampling, limit, logprobs,
-                               fe.cache_defaults, prompt_logprobs)
+                               fe.cache_defaults, prompt_logprobs, request_lora(body, info))
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
                      preserved_ids(fe.tokenizer, body.preserved_tokens), time_limit_s(body), body.n_indent,

@@ -27,6 +27,7 @@ from frontend.http.errors import ApiError, invalid
 from frontend.generation import Choice, ChoiceDelta, Generation, TokenText, collect
 from frontend.http.asgi import Request, Response, StreamResponse, json_response
 from frontend.api.llama_fields import refuse_unsupported
+from frontend.api.lora import request_lora
 from frontend.text.prompts import Prompt, check_tokens, completion_prompts
 from frontend.routes.tokens import tokenize_mixed
 from frontend.api.sampling import (
@@ -176,6 +177,7 @@ def _generation_settings(body: NativeCompletionRequest, sampling: SamplingParams
         n_discard=body.n_discard,
         n_cache_reuse=cache.n_cache_reuse if body.n_cache_reuse is None else body.n_cache_reuse,
         **triggers_json(sampling.grammar_triggers),
+        lora=[{"id": entry.id, "scale": entry.scale} for entry in body.lora or []],  # the request's own
     )
     return settings
 
@@ -258,7 +260,7 @@ async def _run(fe: Frontend, req: Request, body: NativeCompletionRequest,
                                info.n_ctx_slot, grammar)
     sampling = msgspec.structs.replace(sampling, post_sampling_probs=body.post_sampling_probs)
     requests = engine_requests(req.id, [p.token_ids for p in prompts], body.n, body, sampling, limit, logprobs,
-                               fe.cache_defaults)
+                               fe.cache_defaults, lora=request_lora(body, info))
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
                      preserved_ids(fe.tokenizer, body.preserved_tokens), time_limit_s(body), body.n_indent,
