@@ -1,16 +1,19 @@
-"""How embedding vectors should travel executor -> scheduler -> frontend: inside the messages
-(msgpack bytes over ZeroMQ) or through the ``ipc.shm`` arena with handles in the messages.
+"""How embedding vectors travel executor -> scheduler -> frontend: through the executors'
+``ipc.shm`` arenas with handles in the messages (the engine's path), or inside the messages (its
+fallback when an arena is full or a process is remote, and the path before shared memory).
 
 `python -m bench.embed_transport [--inputs 256] [--dim 640] [--steps 10] [--repeat 50]` times the
 transport alone (no model) for one request of ``--inputs`` pooled vectors computed in
-``--steps`` decodes, with the real protocol encoder and ZeroMQ ipc:// sockets:
+``--steps`` decodes, with the real protocol messages and encoder, ZeroMQ ipc:// sockets and the
+frontend's own reading (frontend.embedding.split_rows):
 
+- shm: each step's rows go into the arena and its EmbedResult carries an ArrayRef and each row's
+  place; the scheduler forwards the refs in the request's RequestOutputs; the frontend copies the
+  rows out and says VectorsRead; the refs ride back on the next EmbedPlan and are freed;
 - socket: each step's EmbedResult carries its rows; the scheduler joins them into the request's
-  RequestOutputs; the frontend views them with numpy;
-- shm: the executor copies each step's rows into its arena and sends an ArrayRef; the scheduler
-  forwards the refs; the frontend copies them out and sends the refs back to be released.
+  RequestOutputs; the frontend views them with numpy.
 
-It prints the milliseconds per request of each; the engine keeps whichever is faster.
+It prints the milliseconds per request of each.
 """
 
 from __future__ import annotations
@@ -21,19 +24,23 @@ import tempfile
 import time
 from collections.abc import Callable
 
-import msgspec
 import numpy as np
 import zmq
 
-from ipc.protocol import ArrayRef, EmbedResult, FinishReason, RequestOutput, RequestOutputs, Vectors, decode, encode
+from frontend.embedding import split_rows
+from ipc.protocol import (
+    ArrayRef,
+    EmbedPlan,
+    EmbedResult,
+    FinishReason,
+    RequestOutput,
+    RequestOutputs,
+    Vectors,
+    VectorsRead,
+    decode,
+    encode,
+)
 from ipc.shm import Arena, ArenaReader
-
-
-class _Refs(msgspec.Struct, array_like=True):
-    """What a shared-memory variant of the messages would carry instead of the rows."""
-
-    step_id: int
-    refs: list[ArrayRef]
 
 
 def _pair(ctx: zmq.Context, path: str) -> tuple[zmq.Socket, zmq.Socket]:
@@ -44,7 +51,8 @@ def _pair(ctx: zmq.Context, path: str) -> tuple[zmq.Socket, zmq.Socket]:
     return client, server
 
 
-def via_socket(hops: tuple[tuple[zmq.Socket, zmq.Socket], ...], steps: list[np.ndarray]) -> np.ndarray:
+def via_socket(hops: tuple[tuple[zmq.Socket, zmq.Socket], ...], steps: list[np.ndarray],
+               reader: ArenaReader) -> np.ndarray:
     (ex_out, sched_in), (sched_out, fe_in) = hops[:2]
     rows: list[bytes] = []
     for i, step in enumerate(steps):
@@ -55,22 +63,30 @@ def via_socket(hops: tuple[tuple[zmq.Socket, zmq.Socket], ...], steps: list[np.n
     dim = steps[0].shape[1]
     out = RequestOutput("r", finish_reason=FinishReason.STOP, vectors=Vectors(dim, [1] * len(rows), b"".join(rows)))
     sched_out.send(encode(RequestOutputs([out])))
-    got = decode(fe_in.recv(copy=False).buffer).outputs[0].vectors
-    return np.frombuffer(got.data, "<f4").reshape(-1, got.dim)
+    return np.concatenate(split_rows(decode(fe_in.recv(copy=False).buffer).outputs[0].vectors, reader))
 
 
 def via_shm(hops: tuple[tuple[zmq.Socket, zmq.Socket], ...], steps: list[np.ndarray], arena: Arena,
             reader: ArenaReader) -> np.ndarray:
-    (ex_out, sched_in), (sched_out, fe_in), (fe_out, ex_in) = hops
-    refs: list[ArrayRef] = []
+    (ex_out, sched_in), (sched_out, fe_in), (fe_out, sched_back) = hops
+    regions: list[ArrayRef] = []
+    where: list[tuple[int, int]] = []
     for i, step in enumerate(steps):
-        ex_out.send(msgspec.msgpack.encode(_Refs(i, [arena.put(step)])))
-        refs += msgspec.msgpack.decode(sched_in.recv(copy=False).buffer, type=_Refs).refs
-    sched_out.send(msgspec.msgpack.encode(_Refs(0, refs)))
-    got = msgspec.msgpack.decode(fe_in.recv(copy=False).buffer, type=_Refs).refs
-    vectors = np.concatenate([reader.view(ref) for ref in got])  # the copy the response needs
-    fe_out.send(msgspec.msgpack.encode(_Refs(0, got)))  # done: release (relayed to the executor)
-    for ref in msgspec.msgpack.decode(ex_in.recv(copy=False).buffer, type=_Refs).refs:
+        vectors = Vectors(step.shape[1], [1] * len(step), regions=[arena.put(step)],
+                          where=[(0, j) for j in range(len(step))])
+        ex_out.send(encode(EmbedResult(i, 0, vectors)))
+        result = decode(sched_in.recv(copy=False).buffer)
+        where += [(len(regions), first) for _, first in result.vectors.where]
+        regions += result.vectors.regions
+    dim = steps[0].shape[1]
+    out = RequestOutput("r", finish_reason=FinishReason.STOP,
+                        vectors=Vectors(dim, [1] * len(where), regions=regions, where=where))
+    sched_out.send(encode(RequestOutputs([out])))
+    vectors = np.concatenate(split_rows(decode(fe_in.recv(copy=False).buffer).outputs[0].vectors, reader))
+    fe_out.send(encode(VectorsRead(["r"])))
+    decode(sched_back.recv(copy=False).buffer)
+    sched_in.send(encode(EmbedPlan(len(steps), [], regions)))  # the releases ride on the next plan
+    for ref in decode(ex_out.recv(copy=False).buffer).releases:
         arena.release(ref)
     return vectors
 
@@ -99,9 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         arena = Arena(f"bench{os.getpid()}", "executor", 4 * vectors.nbytes + 2**16)
         reader = ArenaReader()
         try:
-            assert np.array_equal(via_socket(hops, steps), vectors)
+            assert np.array_equal(via_socket(hops, steps, reader), vectors)
             assert np.array_equal(via_shm(hops, steps, arena, reader), vectors)
-            socket_ms = _time(lambda: via_socket(hops, steps), args.repeat)
+            assert arena.free_bytes == arena.capacity
+            socket_ms = _time(lambda: via_socket(hops, steps, reader), args.repeat)
             shm_ms = _time(lambda: via_shm(hops, steps, arena, reader), args.repeat)
         finally:
             reader.close()
@@ -113,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             ctx.term()
     mib = vectors.nbytes / 2**20
     print(f"{args.inputs} vectors x {args.dim} float32 ({mib:.2f} MiB) in {args.steps} steps, per request:")
-    print(f"  socket (rows in the messages): {socket_ms:.3f} ms")
-    print(f"  shared memory (ArrayRef handles): {shm_ms:.3f} ms")
+    print(f"  shared memory (ArrayRef handles): {shm_ms:.3f} ms  (the engine's path, VectorsRead and release included)")
+    print(f"  socket (rows in the messages): {socket_ms:.3f} ms  (the fallback)")
     return 0
 
 

@@ -5,6 +5,11 @@ With pooling (mean, cls, last, rank) llama.cpp pools each sequence's hidden stat
 with pooling none every token's row comes back, in batch order. llama.cpp refuses a pooled decode
 unless every token is an output, so the batch flags them all. The sequences are cleared after the
 step: an embedding leaves nothing in the KV cache (a non-causal model like BERT has none at all).
+
+A step's rows go into the executor's shared-memory arena when it has one (ipc.shm): the result
+carries one ArrayRef and each item's first row. The plan lists the regions of earlier steps that
+nobody reads any more; they are freed before this step writes. A full arena (more rows waiting to
+be read than it holds) is no error: the rows then travel inside the result, as without an arena.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 
 from executor.batch import NumpyBatch
 from ipc.protocol import EmbedItem, EmbedPlan, EmbedResult, EngineError, ErrorCode, SeqFailure, Vectors
+from ipc.shm import Arena, ArenaFull
 
 log = logging.getLogger("executor")
 
@@ -29,8 +35,10 @@ class Embedder:
     """Runs EmbedPlans on a context created with ``embeddings`` on."""
 
     def __init__(self, model: llama_cpp.llama_model_p, ctx: llama_cpp.llama_context_p, batch: NumpyBatch,
-                 n_vocab: int, n_seq_max: int) -> None:
+                 n_vocab: int, n_seq_max: int, arena: Arena | None = None) -> None:
         self.ctx = ctx
+        self.arena = arena
+        self.arena_was_full = False  # logged once
         self.memory = llama_cpp.llama_get_memory(ctx)  # NULL for non-causal models: no KV cache
         self.batch = batch
         self.n_vocab = n_vocab
@@ -41,9 +49,10 @@ class Embedder:
 
     def step(self, plan: EmbedPlan, executor_id: int) -> EmbedResult:
         t0 = time.perf_counter()
+        self._release(plan, executor_id)
         failures: list[SeqFailure] = []
         items = self._runnable(plan.items, failures)
-        vectors = Vectors(self.dim, [0] * len(plan.items), b"")  # what the failed items get
+        vectors = Vectors(self.dim, [0] * len(plan.items))  # what the failed items get
         error = None
         if items:
             try:
@@ -54,10 +63,34 @@ class Embedder:
                 vectors, error = None, str(exc)
             else:
                 ran = {id(item): n for item, n in zip(items, rows)}
-                vectors = Vectors(self.dim, [ran.get(id(item), 0) for item in plan.items], data)
+                vectors = self._vectors([ran.get(id(item), 0) for item in plan.items], data)
             finally:
                 llama_cpp.llama_memory_clear(self.memory, False)
         return EmbedResult(plan.step_id, executor_id, vectors, time.perf_counter() - t0, error, failures)
+
+    def _release(self, plan: EmbedPlan, executor_id: int) -> None:
+        for ref in plan.releases:
+            try:
+                if self.arena is None:
+                    raise ValueError("this executor has no arena")
+                self.arena.release(ref)
+            except ValueError as exc:  # a scheduler bug, or a ref of another process: never fatal
+                log.error("executor %d: cannot release %s: %s", executor_id, ref, exc)
+
+    def _vectors(self, counts: list[int], data: np.ndarray) -> Vectors:
+        """The step's rows in the arena, or in the message when there is no arena or no room."""
+        if self.arena is not None:
+            try:
+                ref = self.arena.put(data)
+            except ArenaFull as exc:
+                if not self.arena_was_full:
+                    log.warning("%s: the vectors go inside the message (counted in ggserve:vectors_inline_total; "
+                                "not logged again)", exc)
+                self.arena_was_full = True
+            else:
+                firsts = np.cumsum([0, *counts[:-1]]).tolist()
+                return Vectors(self.dim, counts, regions=[ref], where=[(0, first) for first in firsts])
+        return Vectors(self.dim, counts, data.tobytes())
 
     def _runnable(self, items: list[EmbedItem], failures: list[SeqFailure]) -> list[EmbedItem]:
         """The items llama.cpp can decode together (it would abort on some others)."""
@@ -91,15 +124,17 @@ class Embedder:
             return [len(item.token_ids) for item in items]
         return [1] * len(items)
 
-    def _read(self, items: list[EmbedItem], n_rows: int) -> bytes:
+    def _read(self, items: list[EmbedItem], n_rows: int) -> np.ndarray:
+        """The rows, (n_rows, dim) float32: with pooling none a view of llama.cpp's output buffer,
+        valid until the next decode."""
         float_p = ctypes.POINTER(ctypes.c_float)
         if self.pooling == POOLING_NONE:  # every token's row, in batch order
             ptr = llama_cpp.llama_get_embeddings(self.ctx)
-            return np.ctypeslib.as_array(ctypes.cast(ptr, float_p), (n_rows * self.dim,)).tobytes()
+            return np.ctypeslib.as_array(ctypes.cast(ptr, float_p), (n_rows, self.dim))
         out = np.empty((n_rows, self.dim), dtype=np.float32)
         for row, item in enumerate(items):
             ptr = llama_cpp.llama_get_embeddings_seq(self.ctx, item.seq_id)
             if not ptr:
                 raise RuntimeError(f"no pooled embedding for sequence {item.seq_id}")
             out[row] = np.ctypeslib.as_array(ctypes.cast(ptr, float_p), (self.dim,))
-        return out.tobytes()
+        return out

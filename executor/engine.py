@@ -38,6 +38,7 @@ from ipc.protocol import (
     StepPlan,
     StepResult,
 )
+from ipc.shm import Arena
 
 log = logging.getLogger("executor")
 
@@ -104,7 +105,8 @@ def _load_progress(executor_id: int) -> llama_cpp.llama_progress_callback:
 
 
 class ModelEngine:
-    def __init__(self, cfg: ServeConfig, executor_id: int) -> None:
+    def __init__(self, cfg: ServeConfig, executor_id: int, arena: Arena | None = None) -> None:
+        """``arena``: where an embedding server puts its vectors (None: inside the messages)."""
         self.executor_id = executor_id
         self._log_capture = LlamaLogCapture()
         llama_cpp.llama_backend_init()
@@ -149,7 +151,7 @@ class ModelEngine:
         self.batch = NumpyBatch(self.n_batch)
         self.samplers: dict[int, SeqSampler] = {}
         self.host_cache = HostCache(self.ctx)
-        self.embedder = (Embedder(self.model, self.ctx, self.batch, self.n_vocab, self.n_seq_max)
+        self.embedder = (Embedder(self.model, self.ctx, self.batch, self.n_vocab, self.n_seq_max, arena)
                          if cfg.embeddings else None)
         self.lora = LoraAdapters(self.model, self.ctx, [lora.path for lora in cfg.lora], self._log_capture)
         self.info = self._describe(cfg)
@@ -201,6 +203,7 @@ class ModelEngine:
             vocab_type=llama_cpp.llama_vocab_type(self.vocab),
             can_shift=llama_cpp.llama_memory_can_shift(self.memory),
             pooling=self.embedder.pooling if self.embedder is not None else -1,
+            arena=self.embedder.arena.name if self.embedder is not None and self.embedder.arena is not None else "",
             lora_adapters=self.lora.info,
         )
 

@@ -12,6 +12,11 @@ hangs), every request of this worker ends with an error at once and the worker r
 fresh socket (whatever the old one had queued is dropped), saying Hello until a scheduler
 answers. Until then new requests get 503. A restarted scheduler may hear the old socket first
 (ZeroMQ reconnects by itself): its EngineStatus carries another epoch, which counts as a loss too.
+
+Embedding vectors arrive as refs to the executors' shared-memory arenas, read with this worker's
+``arena`` reader. Their regions stay ours until we say VectorsRead, or until the scheduler
+forgets this worker (silent for 3 s): a worker whose event loop stalled may have been forgotten
+and must not read them (``steady_since``).
 """
 
 from __future__ import annotations
@@ -47,12 +52,17 @@ from ipc.protocol import (
     SlotActionKind,
     SetLoraScales,
     StatsRequest,
+    VectorsRead,
 )
+from ipc.shm import ArenaReader
 from ipc.transport import CurveKeys
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 0.25  # Heartbeat to the scheduler; Hello again while none answers
+# A gap between two sends this long may let the scheduler forget this worker (it does after 3 s
+# of silence, scheduler.loop.PEER_TIMEOUT_S) and reuse the vectors' regions it held for us.
+STALL_S = 2.0
 LOSS_S = 1.5  # scheduler silence after which it counts as lost (it sends status every 0.2 s)
 
 
@@ -70,6 +80,9 @@ class EngineClient:
         self._ctx: zmq.asyncio.Context | None = None
         self._sock: zmq.asyncio.Socket | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.arena = ArenaReader()  # this worker's mappings of the executors' vector arenas
+        self._last_sent = time.monotonic()
+        self._stalls = 0  # gaps of STALL_S or more between two sends
 
     async def start(self) -> None:
         """Connect and say Hello; EngineInfo arrives in the background."""
@@ -100,6 +113,7 @@ class EngineClient:
             self._sock.close(linger=0)
         if self._ctx is not None:
             self._ctx.term()
+        self.arena.close()
 
     @property
     def ready(self) -> bool:
@@ -125,6 +139,20 @@ class EngineClient:
 
     def abort(self, request_ids: list[str]) -> None:
         self._send(Abort(request_ids=request_ids))
+
+    def vectors_read(self, request_ids: list[str]) -> None:
+        """Done with these embedding requests' vectors (copied, or given up): free their regions."""
+        self._send(VectorsRead(request_ids))
+
+    @property
+    def send_mark(self) -> int:
+        """Pass to ``steady_since`` later."""
+        return self._stalls
+
+    def steady_since(self, mark: int) -> bool:
+        """No gap of STALL_S between sends since ``send_mark`` gave ``mark``, nor since the last
+        send: the scheduler cannot have forgotten this worker (and reused regions it held)."""
+        return self._stalls == mark and time.monotonic() - self._last_sent < STALL_S
 
     def release(self, request_ids: list[str]) -> None:
         """Forget requests: later outputs for them are dropped."""
@@ -172,6 +200,10 @@ class EngineClient:
         assert self._sock is not None, "EngineClient.start() first"
         # Unlimited high-water mark: the send completes at once, no need to await it.
         transport.send(self._sock, msg)
+        now = time.monotonic()
+        if now - self._last_sent >= STALL_S:
+            self._stalls += 1
+        self._last_sent = now
 
     async def _heartbeat_loop(self) -> None:
         while True:

@@ -31,6 +31,7 @@ from ipc.protocol import (
     Restarts,
     Shutdown,
 )
+from ipc.shm import executor_owner, run_id_of, segment_name, unlink_segment
 from ipc.transport import LAUNCHER_IDENTITY, BadFrame, connect_dealer, recv, send
 
 log = logging.getLogger("ggserve")
@@ -105,6 +106,7 @@ class EngineGroup:
                 code = executor.exit_code()
                 if code is not None:
                     message = f"process {executor.pid} exited with code {code}"
+                    self._unlink_arena(i, executor)
                     self.send_control(ExecutorDied(i, executor.pid, message))
                     executor.failed(now, message, max_restarts)
         if restart:
@@ -112,12 +114,18 @@ class EngineGroup:
 
     def _scheduler_lost(self, now: float, message: str, max_restarts: int) -> None:
         """The engine restarts whole: fresh executors for the fresh scheduler."""
-        for executor in self.executors:
+        for i, executor in enumerate(self.executors):
             executor.kill()
+            self._unlink_arena(i, executor)
             executor.restart_at = None
         self.scheduler.failed(now, message, max_restarts)
         self.control.close(linger=0)
         self.control = self._connect_control()
+
+    def _unlink_arena(self, executor_id: int, executor: Child) -> None:
+        """A dead executor's vector arena (when it had one and could not unlink it itself: a
+        SIGKILL takes its resource tracker too). The frontends' mappings go as they move on."""
+        unlink_segment(segment_name(run_id_of(self.cfg.run_dir), executor_owner(executor_id, executor.pid)))
 
     def _restart_due(self, now: float) -> None:
         if self.scheduler.restart_at is not None:
@@ -210,6 +218,8 @@ class EngineGroup:
     def close(self) -> None:
         for child in self.children:
             child.kill()  # reaps it (and its group) whether it ended by itself or not
+        for i, executor in enumerate(self.executors):
+            self._unlink_arena(i, executor)
         self.control.close(linger=0)
 
 

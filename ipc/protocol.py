@@ -2,7 +2,7 @@
 
 Reading this module explains the system:
 
-    frontend --AddRequest/EmbedRequest/Abort/Hello/Heartbeat/StatsRequest/SlotAction/SetLoraScales--> scheduler
+    frontend --AddRequest/EmbedRequest/VectorsRead/Abort/Hello/Heartbeat/StatsRequest/SlotAction/SetLoraScales--> scheduler
     frontend <--RequestOutputs/EngineInfo/EngineStatus/EngineStats/SlotActionDone-- scheduler
     scheduler --StepPlan/EmbedPlan/Shutdown--> executor
     scheduler <--ExecutorReady/StepResult/EmbedResult/ExecutorError-- executor
@@ -17,10 +17,11 @@ send Heartbeat; the scheduler aborts the requests of a worker that stops sending
 
 All messages are msgspec Structs encoded as msgpack arrays (``array_like``), tagged so one
 decoder reads the union. ``gc=False`` keeps these short-lived, acyclic objects out of the cyclic
-garbage collector. Embedding vectors travel inside the messages (``Vectors``: raw float32 bytes,
-which msgpack copies once): for a 256-input request that costs ~1.5 ms more than ``ipc.shm``
-handles, 0.02% of the request (docs/benchmarks.md), not worth a release protocol. Bigger arrays
-go through ``ipc.shm``, and messages carry an ``ArrayRef`` handle.
+garbage collector. Bulk arrays go through ``ipc.shm``: messages carry ``ArrayRef`` handles.
+Embedding vectors (``Vectors``) sit in the executor's arena; the frontend copies its request's
+rows out and says VectorsRead, and the scheduler gives regions nobody reads any more back to the
+executor with its next EmbedPlan (scheduler.vector_regions). The rows travel inside the messages
+only as the fallback: the arena is full, or a process is remote (tcp://).
 """
 
 from __future__ import annotations
@@ -83,12 +84,17 @@ class ArrayRef(_Part):
 
 
 class Vectors(_Part):
-    """Float32 rows (embeddings, per-token embeddings or rerank scores), row-major in ``data``;
-    ``counts[i]`` rows belong to the i-th input (1 when pooled, its token count with pooling none)."""
+    """Float32 rows (embeddings, per-token embeddings or rerank scores); ``counts[i]`` rows belong
+    to the i-th input (1 when pooled, its token count with pooling none). An input's rows are
+    ``where[i] = (r, first)``: rows first .. first + counts[i] of the arena array ``regions[r]``
+    (an (n, dim) float32 array), or, with r = -1 (and when ``where`` is empty), the input's turn
+    in ``data``: the fallback, every such input's rows back to back in input order."""
 
     dim: int
     counts: list[int]
-    data: bytes  # little-endian float32, sum(counts) * dim values
+    data: bytes = b""  # little-endian float32 rows of the inputs not in shared memory
+    regions: list[ArrayRef] = []
+    where: list[tuple[int, int]] = []  # per input; empty: every input is in ``data``
 
 
 # llama-server's default order of the samplers between the logit bias and the final pick.
@@ -246,6 +252,13 @@ class EmbedRequest(_Msg):
     inputs: list[list[int]]  # token ids, each run whole in one decode (never truncated)
 
 
+class VectorsRead(_Msg):
+    """The frontend is done with these embedding requests (it copied their vectors out of shared
+    memory, or gave up on them): their arena regions may be reused. Sent once per request."""
+
+    request_ids: list[str]
+
+
 class Abort(_Msg):
     """Stop a request (client gone, stop string matched). Its slot is freed in the same step."""
 
@@ -333,6 +346,9 @@ class ExecutorInfo(_Part):
     # -1: a generation server; else an embedding server's llama_pooling_type (0 none, 1 mean,
     # 2 cls, 3 last, 4 rank): it runs EmbedPlans only.
     pooling: int = -1
+    # The shared-memory arena its vectors go through (ipc.shm), one per process incarnation;
+    # "": none (a generation server, or remote processes): vectors travel in the messages.
+    arena: str = ""
     lora_adapters: list[LoraAdapterInfo] = []  # in id order (--lora / --lora-scaled)
 
 
@@ -425,6 +441,9 @@ class EngineStats(_Msg):
     restarts: list[ChildRestarts] = []  # as the launcher counts them
     started_at: float = 0.0  # unix time the scheduler started
     preemptions_total: int = 0  # requests preempted for KV room (recomputed later)
+    # embedding steps whose vectors came inside the message although the executor has an arena
+    # (it was full): slower to carry (docs/benchmarks.md), not an error
+    vectors_inline_total: int = 0
     lora_scales: list[float] = []  # the global scale of each LoRA adapter, by id (GET /lora-adapters)
 
 
@@ -576,10 +595,12 @@ class EmbedItem(_Part):
 
 class EmbedPlan(_Msg):
     """One llama_decode of whole inputs (an embedding server's step); every sequence is cleared
-    after its vectors are read."""
+    after its vectors are read. ``releases``: arena regions of earlier steps nobody reads any
+    more, freed before this step writes its own (a region is needed only when a step writes)."""
 
     step_id: int
     items: list[EmbedItem]
+    releases: list[ArrayRef] = []
 
 
 class EmbedResult(_Msg):
@@ -702,6 +723,7 @@ class ModelUsed(_Msg):
 Message = Union[
     AddRequest,
     EmbedRequest,
+    VectorsRead,
     Abort,
     Hello,
     Heartbeat,

@@ -9,17 +9,23 @@ Protocol (the arena never sends messages itself; the caller's protocol messages 
      returns a private copy (``view(ref)`` skips the copy, see below).
   4. The reader tells the writer, by whatever message the caller uses, that it is done; the writer
      calls ``release(ref)`` and the region can be reused. Until then the region is the reader's.
-A full arena raises ``ArenaFull``: the writer should wait for releases, not overwrite.
+A full arena raises ``ArenaFull``: the writer should wait for releases, or send the bytes another
+way, never overwrite. The segment's memory is reserved when it is created (which raises OSError
+when ``/dev/shm`` has no room), so no later write can meet a full ``/dev/shm`` (a SIGBUS).
 
 Segments are named ``ggserve-<run id>-<owner>`` so leftovers of a crashed run are recognisable in
-``/dev/shm``. Only the owner registers its segment with Python's resource tracker (which unlinks
-it if the owner dies without ``unlink()``); readers attach without registering, so a reader
-exiting never destroys a segment it did not create. POSIX only.
+``/dev/shm``; an executor's owner name holds its pid (``executor_owner``), so a restarted one gets
+a new segment and handles of its predecessor can never read the new one's data. A reader drops
+its mappings of unlinked segments when it attaches a new one. Only the owner registers its
+segment with Python's resource tracker (which unlinks it if the owner dies without ``unlink()``;
+a SIGKILL of its process group takes the tracker too: ``unlink_segment``); readers attach without
+registering, so a reader exiting never destroys a segment it did not create. POSIX only.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import mmap
 import os
 import threading
@@ -39,6 +45,22 @@ class ArenaFull(Exception):
 
 def segment_name(run_id: str, owner: str) -> str:
     return f"ggserve-{run_id}-{owner}"
+
+
+def run_id_of(run_dir: str) -> str:
+    """A run's id in segment names: its run directory's name (unique per run: mkdtemp's)."""
+    return os.path.basename(os.path.normpath(run_dir))
+
+
+def executor_owner(executor_id: int, pid: int) -> str:
+    """The owner name of one executor process's arena: one segment per incarnation."""
+    return f"executor{executor_id}-{pid}"
+
+
+def unlink_segment(name: str) -> None:
+    """Remove a segment's name if it is still there (its owner died without ``unlink()``)."""
+    with contextlib.suppress(FileNotFoundError):
+        _posixshmem.shm_unlink("/" + name)
 
 
 def _aligned(nbytes: int) -> int:
@@ -95,6 +117,12 @@ class Arena:
             raise ValueError(f"arena size must be at least {ALIGNMENT} bytes, got {size}")
         self.name = segment_name(run_id, owner)
         self._shm = SharedMemory(self.name, create=True, size=size)
+        try:
+            os.posix_fallocate(self._shm._fd, 0, size)  # reserve the memory now (see the docstring)
+        except OSError:
+            self._shm.close()
+            self._shm.unlink()
+            raise
         # Released by SharedMemory.close(), so a put after close() fails instead of writing into
         # a fresh private array (which np.ndarray(buffer=None) would silently do).
         self._buf = self._shm.buf
@@ -128,6 +156,15 @@ class Arena:
                 raise ValueError(f"{ref} is not allocated (released twice?)")
             self._free.free(ref.offset)
 
+    @property
+    def capacity(self) -> int:
+        return self._free.capacity
+
+    @property
+    def free_bytes(self) -> int:
+        with self._lock:
+            return self._free.free_bytes
+
     def close(self) -> None:
         """Unmap the segment in this process (other processes keep their mappings)."""
         self._shm.close()
@@ -153,7 +190,9 @@ class ArenaReader:
         ``close`` (an unmapped segment with live views raises BufferError)."""
         mapping = self._maps.get(ref.segment)
         if mapping is None:
-            mapping = self._maps[ref.segment] = self._attach(ref.segment)
+            mapping = self._attach(ref.segment)
+            self._drop_unlinked()
+            self._maps[ref.segment] = mapping
         return np.ndarray(ref.shape, np.dtype(ref.dtype), buffer=mapping, offset=ref.offset)
 
     def detach(self, segment: str) -> None:
@@ -165,6 +204,15 @@ class ArenaReader:
     def close(self) -> None:
         for segment in list(self._maps):
             self.detach(segment)
+
+    def _drop_unlinked(self) -> None:
+        """Forget segments whose name is gone (a dead writer's): the mapping goes with its last
+        view (at once when there is none), and the memory once no process maps it."""
+        for segment in list(self._maps):
+            try:
+                os.close(_posixshmem.shm_open("/" + segment, os.O_RDONLY, mode=0o600))
+            except FileNotFoundError:
+                del self._maps[segment]
 
     @staticmethod
     def _attach(segment: str) -> mmap.mmap:

@@ -173,7 +173,9 @@ class Scheduler:
         self.n_batch = min(self.n_batch, info.n_batch)
         old = self.executors.get(info.executor_id)
         if old is not None:
-            self._fail_file_actions(old, EngineError(ErrorCode.EXECUTOR_FAILED, "the executor was restarted"))
+            error = EngineError(ErrorCode.EXECUTOR_FAILED, "the executor was restarted")
+            self._fail_file_actions(old, error)
+            self.embed.fail_executor(info.executor_id, error, time.monotonic())  # a no-op once its death was seen
         self.executors[info.executor_id] = ExecutorState(
             info.executor_id, info, self.n_batch, self.ctx_per_request, self.cache_ram_bytes
         )
@@ -323,9 +325,13 @@ class Scheduler:
                 self.embed.abort(rid, time.monotonic())
 
     def abort_peer(self, peer: bytes) -> None:
-        """A frontend worker disappeared: abort everything it owned."""
+        """A frontend worker disappeared: abort everything it owned, free the vectors it held."""
         self.abort([r.id for r in self.requests.values() if r.peer == peer])
-        self.abort([j.id for j in self.embed.jobs.values() if j.peer == peer])
+        self.embed.forget_peer(peer, time.monotonic())
+
+    def vectors_read(self, peer: bytes, request_ids: list[str]) -> None:
+        """The peer copied these requests' vectors: their arena regions may be reused."""
+        self.embed.vectors_read(peer, request_ids)
 
     # ------------------------------------------------------------------ steps
 
@@ -394,7 +400,7 @@ class Scheduler:
         ex.in_flight_prompt_tokens = sum(len(item.token_ids) for item in items)
         ex.step_id = self._step_ids
         ex.step_sent_at = now
-        return EmbedPlan(self._step_ids, items)
+        return EmbedPlan(self._step_ids, items, self.embed.regions.take_releases(ex.id))
 
     def embed_result(self, result: EmbedResult, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
@@ -405,6 +411,8 @@ class Scheduler:
         n_items = len(self.embed.in_flight.get(ex.id, {}))
         n_tokens = ex.in_flight_prompt_tokens
         self.metrics.on_step(ex.id, result.step_seconds, n_tokens, n_tokens, n_items, 0)
+        if ex.info.arena and result.vectors is not None and result.vectors.data:
+            self.counters["vectors_inline"] += 1  # the arena was full
         self.embed.on_result(result, now)
 
     def _embed_ended(self, job: EmbedJob, out: RequestOutput) -> None:
@@ -903,6 +911,7 @@ class Scheduler:
             restarts=m.restarts,
             started_at=m.started_at,
             preemptions_total=c["preempted"],
+            vectors_inline_total=c["vectors_inline"],
             lora_scales=list(self.lora_scales),
         )
 

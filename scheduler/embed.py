@@ -5,7 +5,9 @@ is free again as soon as that step's vectors are back (the executor clears every
 an embedding step). Packing is first come, first served over inputs, not requests: a step takes
 the waiting inputs in order (one request's in its order, then the next request's) while they fit
 the step's token budget and sequence limit, so the inputs of one request and of concurrent
-requests share decodes. A request ends with one output carrying every input's vectors.
+requests share decodes. A request ends with one output carrying every input's vectors: refs to
+the arena regions its rows are in (held for it in ``regions``, see scheduler.vector_regions), and
+the bytes of the rows that came inside the messages.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ipc.protocol import (
+    ArrayRef,
     EmbedItem,
     EmbedRequest,
     EmbedResult,
@@ -25,6 +28,10 @@ from ipc.protocol import (
     RequestStats,
     Vectors,
 )
+from scheduler.vector_regions import RegionKey, VectorRegions, key_of
+
+# Where an input's rows are: their bytes (they came inside the message), or (region, first row).
+Rows = bytes | tuple[ArrayRef, int]
 
 
 @dataclass(eq=False)
@@ -36,14 +43,24 @@ class EmbedJob:
     next_input: int = 0  # inputs before it are planned
     n_done: int = 0  # inputs whose vectors are back
     dim: int = 0
-    rows: list[bytes] = field(default_factory=list)  # per input, once back
+    rows: list[Rows] = field(default_factory=list)  # per input, once back
     counts: list[int] = field(default_factory=list)
+    regions: dict[RegionKey, ArrayRef] = field(default_factory=dict)  # held for this request
     t_started: float = 0.0  # its first input was planned
     finished: bool = False
 
     def __post_init__(self) -> None:
         self.rows = [b""] * len(self.inputs)
         self.counts = [0] * len(self.inputs)
+
+    def vectors(self) -> Vectors:
+        """Every input's rows: refs to its regions, and the bytes of the rest."""
+        index = {key: i for i, key in enumerate(self.regions)}
+        where = [(index[key_of(rows[0])], rows[1]) if isinstance(rows, tuple) else (-1, 0) for rows in self.rows]
+        data = b"".join(rows for rows in self.rows if isinstance(rows, bytes))
+        if not self.regions:
+            return Vectors(self.dim, self.counts, data)
+        return Vectors(self.dim, self.counts, data, list(self.regions.values()), where)
 
     def stats(self, now: float, executor_id: int) -> RequestStats:
         n_tokens = sum(len(tokens) for tokens in self.inputs)
@@ -69,6 +86,7 @@ class EmbedQueue:
 
     def __init__(self, on_end: EndCallback) -> None:
         self.on_end = on_end
+        self.regions = VectorRegions()
         self.jobs: dict[str, EmbedJob] = {}  # every unfinished request
         self.waiting: collections.deque[EmbedJob] = collections.deque()  # with inputs not planned yet
         # executor id -> seq id -> (request, input index) of its step in flight
@@ -116,20 +134,31 @@ class EmbedQueue:
         self._store(flight, result.vectors, now, result.executor_id)
 
     def _store(self, flight: dict[int, tuple[EmbedJob, int]], vectors: Vectors, now: float, executor_id: int) -> None:
-        """Hand each input its rows of the step's vectors (in item order, which is seq order)."""
+        """Hand each input its rows of the step's vectors (in item order, which is seq order):
+        its place in a region (held once per request), or its slice of ``data``."""
+        keys = [self.regions.add(executor_id, ref) for ref in vectors.regions]
         width = vectors.dim * 4
         offset = 0
         for seq, count in enumerate(vectors.counts):
+            region, first = vectors.where[seq] if vectors.where else (-1, 0)
+            start, offset = offset, offset + (count * width if region < 0 else 0)
             job, index = flight.get(seq, (None, 0))
-            end = offset + count * width
-            if job is not None and not job.finished and count:
-                job.rows[index] = vectors.data[offset:end]
-                job.counts[index] = count
-                job.dim = vectors.dim
-                job.n_done += 1
-                if job.n_done == len(job.inputs):
-                    self._end(job, now, executor_id)
-            offset = end
+            if job is None or job.finished or not count:
+                continue
+            if region < 0:
+                job.rows[index] = vectors.data[start:offset]
+            else:
+                job.rows[index] = (vectors.regions[region], first)
+                if keys[region] not in job.regions:
+                    job.regions[keys[region]] = vectors.regions[region]
+                    self.regions.hold(keys[region])
+            job.counts[index] = count
+            job.dim = vectors.dim
+            job.n_done += 1
+            if job.n_done == len(job.inputs):
+                self._end(job, now, executor_id)
+        for key in keys:
+            self.regions.settle(key)
 
     def abort(self, request_id: str, now: float) -> None:
         job = self.jobs.get(request_id)
@@ -137,9 +166,21 @@ class EmbedQueue:
             self._end(job, now, -1, reason=FinishReason.ABORT)
 
     def fail_executor(self, executor_id: int, error: EngineError, now: float) -> None:
-        """The executor is gone: the requests with inputs on it fail (their other inputs too)."""
-        for job, _ in self.in_flight.pop(executor_id, {}).values():
+        """The executor is gone: the requests with inputs on it, or rows in its arena, fail
+        (their other inputs too)."""
+        gone = set(self.regions.forget_executor(executor_id))
+        stranded = [job for job in self.jobs.values() if not gone.isdisjoint(job.regions)]
+        for job in [job for job, _ in self.in_flight.pop(executor_id, {}).values()] + stranded:
             self._end(job, now, executor_id, error)
+
+    def vectors_read(self, peer: bytes, request_ids: list[str]) -> None:
+        self.regions.returned(peer, request_ids)
+
+    def forget_peer(self, peer: bytes, now: float) -> None:
+        """A frontend worker is gone: its requests end and its regions are free."""
+        for job in [job for job in self.jobs.values() if job.peer == peer]:
+            self._end(job, now, -1, reason=FinishReason.ABORT)
+        self.regions.forget_peer(peer)
 
     def fail_all(self, error: EngineError, now: float) -> int:
         """End every unfinished request with ``error``; how many there were."""
@@ -163,5 +204,9 @@ class EmbedQueue:
             out.finish_reason = reason
         else:
             out.finish_reason = FinishReason.STOP
-            out.vectors = Vectors(job.dim, job.counts, b"".join(job.rows))
+            out.vectors = job.vectors()
+        if out.vectors is not None and job.regions:
+            self.regions.lend(job.peer, job.id, list(job.regions))
+        else:
+            self.regions.drop(job.regions)
         self.on_end(job, out)

@@ -48,6 +48,7 @@ from ipc.protocol import (
     SlotAction,
     StatsRequest,
     StepResult,
+    VectorsRead,
 )
 from ipc.transport import (
     LAUNCHER_IDENTITY,
@@ -151,6 +152,8 @@ class SchedulerLoop:
             self.core.add_request(msg, peer)
         elif isinstance(msg, EmbedRequest):
             self.core.add_embedding(msg, peer)
+        elif isinstance(msg, VectorsRead):
+            self.core.vectors_read(peer, msg.request_ids)
         elif isinstance(msg, Abort):
             self.core.abort(msg.request_ids)
         elif isinstance(msg, SlotAction):

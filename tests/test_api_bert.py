@@ -3,12 +3,19 @@
 all-MiniLM-L6-v2 (converted by tests/embedding_models.py, pooling from the GGUF: mean) must give,
 per sentence, the vector of the numpy reference on the same weights, with the tokens of Hugging
 Face's own tokenizer. A tiny random BERT reranker proves /v1/rerank's plumbing: its scores are
-the numpy rank head's, its order, top_n, documents and TEI's shape.
+the numpy rank head's, its order, top_n, documents and TEI's shape. The vectors go through the
+executor's shared-memory arena; an executor killed mid-request fails it clearly (503) and leaves no
+segment behind.
 """
 
 from __future__ import annotations
 
 import functools
+import glob
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
@@ -87,6 +94,51 @@ def test_pooling_none_gives_a_vector_per_token_on_the_native_route(hf_tokenizer:
     cosines = (rows * reference).sum(axis=1) / np.linalg.norm(rows, axis=1) / np.linalg.norm(reference, axis=1)
     assert cosines.min() >= 0.99  # each token's hidden state, unnormalised
     assert oai.status_code == 400 and "pooling 'none'" in oai.json()["error"]["message"]
+
+
+def _executor_pid(launcher_pid: int) -> int:
+    """The launcher's executor child (0 while there is none)."""
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as stat, open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+                args = cmdline.read().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == launcher_pid and b"executor" in args:
+            return int(entry)
+    return 0
+
+
+def _embed_when_ready(url: str, deadline: float) -> list[list[float]]:
+    while True:
+        r = post(f"{url}/v1/embeddings", json={"input": SENTENCES})
+        if r.status_code == 200 or time.monotonic() > deadline:
+            assert r.status_code == 200, r.text
+            return [d["embedding"] for d in r.json()["data"]]
+        time.sleep(0.5)
+
+
+def test_vectors_go_through_shared_memory_and_an_executor_killed_mid_request_leaves_nothing_behind():
+    with start_server("-m", minilm_gguf(), "--embeddings", "-np", "1", "--metrics") as handle:
+        before = _embed_when_ready(handle.base_url, time.monotonic())
+        pid = _executor_pid(handle.proc.pid)
+        (segment,) = glob.glob(f"/dev/shm/ggserve-*-executor0-{pid}")
+        metrics = httpx.get(f"{handle.base_url}/metrics", timeout=30).text
+        assert "ggserve:vectors_inline_total 0.0" in metrics  # every step's rows went through the arena
+        with ThreadPoolExecutor(1) as pool:  # 2,000 one-input steps: seconds, with rows in the arena
+            cut = pool.submit(post, f"{handle.base_url}/v1/embeddings", json={"input": ["word"] * 2000})
+            time.sleep(1.0)
+            os.kill(pid, signal.SIGKILL)
+            cut = cut.result()
+        assert cut.status_code == 503 and "executor 0 failed" in cut.json()["error"]["message"], cut.text
+        after = _embed_when_ready(handle.base_url, time.monotonic() + 120)  # 503s while it restarts
+        assert np.allclose(after, before, atol=1e-6)
+        assert not os.path.exists(segment)  # the launcher unlinked the dead one's segment
+        new_pid = _executor_pid(handle.proc.pid)
+        assert new_pid != pid and glob.glob(f"/dev/shm/ggserve-*-executor0-{new_pid}")
+        run_prefix = segment.rsplit("-executor0-", 1)[0]
+    assert not glob.glob(f"{run_prefix}-*")  # stopped: nothing left in /dev/shm
 
 
 # ----------------------------------------------------------------------------- reranking

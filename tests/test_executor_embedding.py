@@ -1,7 +1,10 @@
 """The executor's embedding step on the converted all-MiniLM-L6-v2 (no KV cache: BERT), in
-process: pooled and per-token vectors, and plans llama.cpp would abort on failing item by item."""
+process: pooled and per-token vectors, plans llama.cpp would abort on failing item by item, and
+vectors through a shared-memory arena (freed by later plans; inline when it is full)."""
 
 from __future__ import annotations
+
+import uuid
 
 import numpy as np
 import pytest
@@ -10,6 +13,7 @@ from embedding_models import minilm_gguf
 from executor.engine import ModelEngine
 from ggserve.config import ServeConfig, cpu_has_amx
 from ipc.protocol import EmbedItem, EmbedPlan
+from ipc.shm import Arena, ArenaReader
 
 SENTENCE = [101, 1037, 2158, 2003, 5983, 2833, 1012, 102]  # "a man is eating food." with [CLS], [SEP]
 
@@ -66,4 +70,39 @@ def test_pooling_none_gives_one_row_per_token():
         # BERT attends both ways: a token's row depends on the tokens after it too
         assert not np.allclose(rows(result, 0)[:3], rows(result, 1), atol=1e-3)
     finally:
+        eng.close()
+
+
+@pytest.fixture
+def arena():
+    arena = Arena(f"test{uuid.uuid4().hex[:10]}", "executor0-1", 4096)  # two 384-wide rows and a bit
+    yield arena
+    arena.close()
+    arena.unlink()
+
+
+def test_vectors_through_the_arena_equal_the_inline_ones_and_a_full_arena_sends_them_inline(arena: Arena):
+    cfg = ServeConfig(model=minilm_gguf(), embeddings=True, pooling="mean", n_parallel=8, ctx_size=512,
+                      batch_size=64, threads=2, repack=not cpu_has_amx())
+    eng = ModelEngine(cfg, 0, arena)
+    reader = ArenaReader()
+    try:
+        assert eng.info.arena == arena.name
+        items = [EmbedItem(0, SENTENCE), EmbedItem(1, [101, 10**6]), EmbedItem(2, [101, 7592, 102])]
+        shared = eng.embed(EmbedPlan(1, items))  # 2 rows: 3,072 of the arena's 4,032 bytes
+        inline = eng.embed(EmbedPlan(2, items))  # no room left: inside the message
+        assert not shared.vectors.data and len(shared.vectors.regions) == 1
+        assert shared.vectors.counts == inline.vectors.counts == [1, 0, 1]
+        assert shared.vectors.where == [(0, 0), (0, 1), (0, 1)]
+        assert inline.vectors.data and not inline.vectors.regions and not inline.vectors.where
+        region = reader.get(shared.vectors.regions[0])
+        assert region.tobytes() == inline.vectors.data  # bitwise
+        assert arena.free_bytes < arena.capacity
+        # the next plan frees the region before writing its own
+        again = eng.embed(EmbedPlan(3, items[:1], releases=shared.vectors.regions))
+        assert again.vectors.regions[0].offset == 0 and not again.vectors.data
+        eng.embed(EmbedPlan(4, [], releases=again.vectors.regions + shared.vectors.regions))  # once too often: logged
+        assert arena.free_bytes == arena.capacity
+    finally:
+        reader.close()
         eng.close()

@@ -82,11 +82,13 @@ EXECUTOR_INFO = p.ExecutorInfo(
     vocab_type=1,
     can_shift=True,
     pooling=1,
+    arena="ggserve-run1-executor1-4242",
     lora_adapters=[p.LoraAdapterInfo(path="/models/style.gguf", task_name="style", prompt_prefix="Q: ")],
 )
 
 # One instance of every message, every field (nested ones too) set to a non-default value.
-VECTORS = p.Vectors(dim=2, counts=[1, 3], data=bytes(range(32)))
+REGION = p.ArrayRef(segment="ggserve-run1-executor1-4242", offset=128, nbytes=24, dtype="<f4", shape=(3, 2))
+VECTORS = p.Vectors(dim=2, counts=[1, 3], data=bytes(range(8)), regions=[REGION], where=[(-1, 0), (0, 0)])
 
 SAMPLES: list[p.Message] = [
     p.AddRequest(
@@ -181,6 +183,7 @@ SAMPLES: list[p.Message] = [
         restarts=[p.ChildRestarts(process="executor-1", count=2)],
         started_at=1_700_000_000.5,
         preemptions_total=3,
+        vectors_inline_total=2,
         lora_scales=[1.0, 0.0],
     ),
     p.StepPlan(
@@ -207,7 +210,8 @@ SAMPLES: list[p.Message] = [
                                      error=p.EngineError(code=p.ErrorCode.NOT_FOUND, message="no slot file"))],
     ),
     p.EmbedRequest(request_id="embd-1", inputs=[[2, 105], [2, 9, 7]]),
-    p.EmbedPlan(step_id=18, items=[p.EmbedItem(seq_id=1, token_ids=[2, 105])]),
+    p.EmbedPlan(step_id=18, items=[p.EmbedItem(seq_id=1, token_ids=[2, 105])], releases=[REGION]),
+    p.VectorsRead(request_ids=["embd-1"]),
     p.EmbedResult(
         step_id=18,
         executor_id=1,

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from ipc.protocol import ArrayRef
-from ipc.shm import ALIGNMENT, Arena, ArenaFull, ArenaReader
+from ipc.shm import ALIGNMENT, Arena, ArenaFull, ArenaReader, executor_owner, run_id_of, unlink_segment
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -313,3 +313,20 @@ def test_owner_that_dies_without_unlink_is_cleaned_up(tmp_path: Path) -> None:
     assert done.stdout == "created\n"
     assert "leaked shared_memory" in done.stderr  # the owner's tracker unlinked it
     assert not _exists(f"ggserve-{run_id}-writer")
+
+
+def test_a_reader_forgets_unlinked_segments_when_it_attaches_another(make_arena, reader) -> None:
+    run_id = _run_id()
+    dead = make_arena(run_id=run_id, owner=executor_owner(0, 100))
+    assert dead.name == f"ggserve-{run_id}-executor0-100" and run_id_of(f"/tmp/{run_id}/") == run_id
+    reader.get(dead.put(np.arange(3)))
+    view = reader.view(dead.put(np.arange(3)))
+    dead.close()
+    unlink_segment(dead.name)  # what the launcher does for a killed executor
+    unlink_segment(dead.name)  # and again: already gone is fine
+    assert not _exists(dead.name)
+    live = make_arena(run_id=run_id, owner=executor_owner(0, 101))
+    reader.get(live.put(np.arange(3)))  # attaching the new segment drops the old mapping
+    assert list(reader._maps) == [live.name]
+    np.testing.assert_array_equal(view, np.arange(3))  # a live view keeps its memory until it goes
+    assert live.free_bytes == live.capacity - ALIGNMENT

@@ -124,6 +124,8 @@ class _EngineCollector(Collector):
             ("requests_failed", "Requests the engine failed", lambda s: s.requests_failed),
             ("requests_rejected", "Requests refused at admission (queue full, invalid, draining)",
              lambda s: s.requests_rejected),
+            ("vectors_inline", "Embedding steps whose vectors went inside the message: the shared-memory "
+             "arena was full", lambda s: s.vectors_inline_total),
         ]:
             yield self._family(CounterMetricFamily, f"ggserve:{name}", doc, [], self._per_model(value))
         yield from self._per_executor()
