@@ -97,13 +97,15 @@ def server() -> Iterator[ServerHandle]:
 
 
 @pytest.fixture(scope="session")
-def lora_adapters(request) -> dict[str, str]:
-    """LoRA adapters for the default model, written once into pytest's cache: "a" and "b" (two
+def lora_adapters() -> dict[str, str]:
+    """LoRA adapters for the default model, written once into the test cache: "a" and "b" (two
     different random adapters; "a" has a task name), "wrong_shape" (for another model)."""
     from ggserve.model import resolve_model
     from lora_adapter import write_adapter
+    from tiny_models import cache_dir
 
-    base, folder = resolve_model(None), request.config.cache.mkdir("lora-adapters")
+    base, folder = resolve_model(None), cache_dir() / "lora-adapters"
+    folder.mkdir(exist_ok=True)
     return {
         "a": str(write_adapter(base, folder / "a.gguf", seed=1, task_name="style")),
         "b": str(write_adapter(base, folder / "b.gguf", seed=2)),
