@@ -6,6 +6,8 @@ same batch shape (each request alone), never across shapes (see design.md).
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import openai
 import pytest
@@ -145,3 +147,20 @@ def test_prompt_over_the_context_is_400(server, sdk):
     r = httpx.post(f"{server.base_url}/v1/chat/completions",
                    json={"messages": MESSAGES, "max_tokens": 2100, "stream": True})
     assert r.status_code == 400 and r.json()["error"]["type"] == "exceed_context_size_error"
+
+
+def test_stream_first_chunk_has_a_null_content(server):
+    """llama-server's and OpenAI's first chunk: the role, with ``"content": null``."""
+    with httpx.stream("POST", f"{server.base_url}/v1/chat/completions",
+                      json={"messages": MESSAGES, "max_tokens": 2, "stream": True}) as r:
+        first = json.loads(next(line for line in r.iter_lines() if line.startswith("data: "))[6:])
+    assert first["choices"][0]["delta"] == {"role": "assistant", "content": None}
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions/input_tokens", "/chat/completions/input_tokens"])
+def test_input_tokens_counts_the_chat_prompt(server, path):
+    r = httpx.post(f"{server.base_url}{path}", json={"messages": MESSAGES})
+    assert r.status_code == 200
+    assert r.json() == {"object": "response.input_tokens", "input_tokens": prompt_tokens(server, MESSAGES)}
+    bad = httpx.post(f"{server.base_url}{path}", json={"messages": "not a list"})
+    assert bad.status_code == 400 and "error" in bad.json()

@@ -17,6 +17,7 @@ from frontend.api.schemas import (
     ChatDelta,
     ChatLogprobs,
     ChatTokenLogprob,
+    InputTokenCount,
     ResponseToolCall,
     ToolCallDelta,
     ToolCallFunction,
@@ -70,7 +71,7 @@ class _ChatChunks:
                                              else None))
 
     def head(self) -> list[bytes]:
-        return [self._chunk([ChatChunkChoice(i, ChatDelta(role="assistant", content=""))])
+        return [self._chunk([ChatChunkChoice(i, ChatDelta(role="assistant", content=None))])
                 for i in range(self._n_choices)]
 
     def render(self, delta: ChoiceDelta) -> list[bytes]:
@@ -137,3 +138,12 @@ async def chat_completions(fe: Frontend, req: Request) -> Response | StreamRespo
         usage=gen.usage(),
         timings=gen.timings(),
     ))
+
+
+async def input_tokens(fe: Frontend, req: Request) -> Response:
+    """How many prompt tokens a chat request would submit, without generating (llama-server's
+    /v1/chat/completions/input_tokens)."""
+    body = req.decode(ChatCompletionRequest)
+    refuse_unsupported(req.body, ChatCompletionRequest)
+    _, tokens = await conversation.prompt_tokens(fe, req, body)
+    return json_response(InputTokenCount(len(tokens)))
