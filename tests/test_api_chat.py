@@ -150,11 +150,12 @@ def test_prompt_over_the_context_is_400(server, sdk):
 
 
 def test_stream_first_chunk_has_a_null_content(server):
-    """llama-server's and OpenAI's first chunk: the role, with ``"content": null``."""
+    """llama-server's and OpenAI's first chunk: the role, with ``"content": null``, and no timings."""
     with httpx.stream("POST", f"{server.base_url}/v1/chat/completions",
-                      json={"messages": MESSAGES, "max_tokens": 2, "stream": True}) as r:
-        first = json.loads(next(line for line in r.iter_lines() if line.startswith("data: "))[6:])
-    assert first["choices"][0]["delta"] == {"role": "assistant", "content": None}
+                      json={"messages": MESSAGES, "max_tokens": 2, "stream": True, "timings_per_token": True}) as r:
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": None}
+    assert "timings" not in events[0] and all("timings" in e for e in events[1:])
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions/input_tokens", "/chat/completions/input_tokens"])

@@ -71,7 +71,10 @@ class _ChatChunks:
                                              else None))
 
     def head(self) -> list[bytes]:
-        return [self._chunk([ChatChunkChoice(i, ChatDelta(role="assistant", content=None))])
+        """The role chunk of each choice: no timings yet, even with timings_per_token (llama-server)."""
+        return [sse.event(ChatCompletionChunk(id=self._id, created=self._created, model=self._model,
+                                              system_fingerprint=SYSTEM_FINGERPRINT,
+                                              choices=[ChatChunkChoice(i, ChatDelta(role="assistant", content=None))]))
                 for i in range(self._n_choices)]
 
     def render(self, delta: ChoiceDelta) -> list[bytes]:
