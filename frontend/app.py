@@ -50,6 +50,7 @@ from frontend.api.schemas import (
     DetokenizeRequest,
     DetokenizeResponse,
     HealthStatus,
+    InputTokenCount,
     LoraAdapter,
     LoraApplied,
     LoraField,
@@ -102,6 +103,8 @@ def build_routes(metrics_no_auth: bool, router: bool = False) -> dict[str, dict[
     chat_route = {"POST": Route(chat.chat_completions, Operation(
         "Create a chat completion", ChatCompletionRequest, ChatCompletion, ChatCompletionChunk), generates=True,
         needs=GENERATION)}
+    input_tokens_route = {"POST": Route(chat.input_tokens, Operation(
+        "Count the prompt tokens of a chat completion request", ChatCompletionRequest, InputTokenCount))}
     models_route = {"GET": Route(server.models, Operation("The served model", response=ModelList))}
     native_route = {"POST": Route(native.completion, Operation(
         "Complete a prompt (llama-server's native /completion)", NativeCompletionRequest), generates=True,
@@ -120,6 +123,8 @@ def build_routes(metrics_no_auth: bool, router: bool = False) -> dict[str, dict[
         "/models": models_route,
         "/v1/chat/completions": chat_route,
         "/chat/completions": chat_route,
+        "/v1/chat/completions/input_tokens": input_tokens_route,
+        "/chat/completions/input_tokens": input_tokens_route,
         "/v1/completions": {"POST": Route(completions.completions, Operation(
             "Create a text completion", CompletionRequest, Completion, Completion), generates=True,
             needs=GENERATION)},

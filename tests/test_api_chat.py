@@ -6,6 +6,8 @@ same batch shape (each request alone), never across shapes (see design.md).
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import openai
 import pytest
@@ -145,3 +147,21 @@ def test_prompt_over_the_context_is_400(server, sdk):
     r = httpx.post(f"{server.base_url}/v1/chat/completions",
                    json={"messages": MESSAGES, "max_tokens": 2100, "stream": True})
     assert r.status_code == 400 and r.json()["error"]["type"] == "exceed_context_size_error"
+
+
+def test_stream_first_chunk_has_a_null_content(server):
+    """llama-server's and OpenAI's first chunk: the role, with ``"content": null``, and no timings."""
+    with httpx.stream("POST", f"{server.base_url}/v1/chat/completions",
+                      json={"messages": MESSAGES, "max_tokens": 2, "stream": True, "timings_per_token": True}) as r:
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": None}
+    assert "timings" not in events[0] and all("timings" in e for e in events[1:])
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions/input_tokens", "/chat/completions/input_tokens"])
+def test_input_tokens_counts_the_chat_prompt(server, path):
+    r = httpx.post(f"{server.base_url}{path}", json={"messages": MESSAGES})
+    assert r.status_code == 200
+    assert r.json() == {"object": "response.input_tokens", "input_tokens": prompt_tokens(server, MESSAGES)}
+    bad = httpx.post(f"{server.base_url}{path}", json={"messages": "not a list"})
+    assert bad.status_code == 400 and "error" in bad.json()

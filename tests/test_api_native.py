@@ -111,6 +111,12 @@ def test_response_fields_and_probabilities(server):
         assert p["top_logprobs"][0]["logprob"] >= p["top_logprobs"][1]["logprob"]
 
 
+
+def test_empty_response_fields_keeps_the_whole_result(server):
+    """llama-server reads ``response_fields: []`` as no projection."""
+    out = native(server, n_predict=2, response_fields=[])
+    assert {"content", "generation_settings", "timings", "stop_type"} <= set(out)
+
 def test_several_prompts_give_a_list(server):
     out = post(server, "/completion", {"prompt": ["One, two,", "Red, green,"], "n_predict": 2, "n_cmpl": 2,
                                        "temperature": 0}).json()

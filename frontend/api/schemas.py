@@ -337,8 +337,11 @@ class ToolCallDelta(msgspec.Struct, omit_defaults=True):
 
 
 class ChatDelta(msgspec.Struct, omit_defaults=True):
+    """One chunk's delta; ``content`` left unset is omitted, set to None it is sent as null (the
+    first chunk's, as llama-server and OpenAI send it)."""
+
     role: str | None = None
-    content: str | None = None
+    content: str | None | msgspec.UnsetType = msgspec.UNSET
     reasoning_content: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
 
@@ -348,6 +351,12 @@ class ChatChunkChoice(msgspec.Struct):
     delta: ChatDelta
     logprobs: ChatLogprobs | None = None
     finish_reason: str | None = None
+
+
+class InputTokenCount(msgspec.Struct, tag_field="object", tag="response.input_tokens"):
+    """POST /v1/chat/completions/input_tokens: the prompt tokens a chat request would submit."""
+
+    input_tokens: int
 
 
 class ChatCompletionChunk(

@@ -17,6 +17,7 @@ from frontend.api.schemas import (
     ChatDelta,
     ChatLogprobs,
     ChatTokenLogprob,
+    InputTokenCount,
     ResponseToolCall,
     ToolCallDelta,
     ToolCallFunction,
@@ -70,7 +71,10 @@ class _ChatChunks:
                                              else None))
 
     def head(self) -> list[bytes]:
-        return [self._chunk([ChatChunkChoice(i, ChatDelta(role="assistant", content=""))])
+        """The role chunk of each choice: no timings yet, even with timings_per_token (llama-server)."""
+        return [sse.event(ChatCompletionChunk(id=self._id, created=self._created, model=self._model,
+                                              system_fingerprint=SYSTEM_FINGERPRINT,
+                                              choices=[ChatChunkChoice(i, ChatDelta(role="assistant", content=None))]))
                 for i in range(self._n_choices)]
 
     def render(self, delta: ChoiceDelta) -> list[bytes]:
@@ -137,3 +141,12 @@ async def chat_completions(fe: Frontend, req: Request) -> Response | StreamRespo
         usage=gen.usage(),
         timings=gen.timings(),
     ))
+
+
+async def input_tokens(fe: Frontend, req: Request) -> Response:
+    """How many prompt tokens a chat request would submit, without generating (llama-server's
+    /v1/chat/completions/input_tokens)."""
+    body = req.decode(ChatCompletionRequest)
+    refuse_unsupported(req.body, ChatCompletionRequest)
+    _, tokens = await conversation.prompt_tokens(fe, req, body)
+    return json_response(InputTokenCount(len(tokens)))

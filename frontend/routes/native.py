@@ -141,8 +141,9 @@ def _probabilities(tokens: list[TokenText], post_sampling: bool) -> list[dict[st
 
 
 def _pick(result: dict[str, Any], fields: list[str] | None) -> dict[str, Any]:
-    """``response_fields``: the listed paths ("a/b" reaches into a/b), missing ones left out."""
-    if fields is None:
+    """``response_fields``: the listed paths ("a/b" reaches into a/b), missing ones left out; none
+    listed (or an empty list, as llama-server) keeps the whole result."""
+    if not fields:
         return result
     picked: dict[str, Any] = {}
     plain = msgspec.to_builtins(result)
