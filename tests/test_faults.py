@@ -197,10 +197,16 @@ def test_hung_step_is_detected_by_the_step_timeout_and_the_executor_restarted(tm
 
 def test_too_many_failures_in_a_row_end_the_server_with_exit_code_1() -> None:
     with start_server("--max-restarts", "1") as server:
+        killed: list[int] = []
         for _ in range(2):
+            # /health may still say ok for a moment after a kill: wait for the new executor itself
+            deadline = time.monotonic() + 30
+            while not (fresh := [p for p in role_pids(server, "-m executor") if p not in killed and alive(p)]):
+                assert time.monotonic() < deadline, "the executor was not restarted"
+                time.sleep(0.1)
             wait_healthy(server)
-            (victim,) = role_pids(server, "-m executor")
-            os.kill(victim, signal.SIGKILL)
+            killed.append(fresh[0])
+            os.kill(fresh[0], signal.SIGKILL)
             time.sleep(0.3)
         assert server.proc.wait(30) == 1
         assert "executor 0 process" in server.log() and "failed 2 times within 120s; giving up" in server.log()
