@@ -27,6 +27,9 @@ class BatchLayout:
     n_outputs: int = 0
     sample_batch_rows: list[int] = field(default_factory=list)  # batch index of each sample
     sample_out_rows: list[int] = field(default_factory=list)  # its logits row
+    # items with a draft (not in the sample lists): (batch index, logits row) of their first of
+    # draft + 1 sampled positions
+    drafts: list[tuple[int, int]] = field(default_factory=list)
     spans: list[tuple[int, int, list[int]]] = field(default_factory=list)  # (seq, first row, targets)
 
 
@@ -70,7 +73,12 @@ class NumpyBatch:
                 self.logits[n : n + n_targets] = 1
                 layout.spans.append((item.seq_id, layout.n_outputs, item.logprob_targets))
                 layout.n_outputs += n_targets
-            if item.sample:
+            if item.draft:
+                first = end - item.draft - 1
+                self.logits[first:end] = 1
+                layout.drafts.append((first, layout.n_outputs))
+                layout.n_outputs += item.draft + 1
+            elif item.sample:
                 if n_targets < k:  # the last token is not already an output row
                     self.logits[end - 1] = 1
                     layout.n_outputs += 1
@@ -103,6 +111,8 @@ def item_problem(item: BatchItem, n_vocab: int, n_seq_max: int) -> str | None:
         return f"sequence id {item.seq_id} out of range"
     if item.pos < 0:
         return f"negative position {item.pos} for sequence {item.seq_id}"
+    if item.draft and not (0 < item.draft < k and item.sample and not item.logprob_targets):
+        return f"invalid draft of {item.draft} tokens for sequence {item.seq_id}"
     if len(item.logprob_targets) > k:
         return f"more logprob targets than tokens for sequence {item.seq_id}"
     if min(item.token_ids) < 0 or max(item.token_ids) >= n_vocab:

@@ -13,14 +13,15 @@ import os
 import time
 
 import llama_cpp
+import numpy as np
 
 from executor import slot_files
-from executor.batch import BatchError, NumpyBatch, item_problem
+from executor.batch import BatchError, BatchLayout, NumpyBatch, item_problem
 from executor.embedding import Embedder
 from executor.host_cache import HostCache
 from executor.llama_log import LlamaLogCapture
 from executor.lora import LoraAdapters
-from executor.sampling import SequenceFailed, SeqSampler, logits_view, sample_rows, target_logprobs
+from executor.sampling import SequenceFailed, SeqSampler, logits_view, sample_rows, target_logprobs, verify_draft
 from ggserve.config import ServeConfig
 from ipc.protocol import (
     BatchItem,
@@ -102,6 +103,13 @@ def _load_progress(executor_id: int) -> llama_cpp.llama_progress_callback:
         return True  # go on loading
 
     return llama_cpp.llama_progress_callback(report)
+
+
+def _sampling_error(exc: Exception) -> EngineError:
+    """A sequence's sampling failure: the request's own doing (a grammar dead end), or a bug."""
+    if isinstance(exc, SequenceFailed):
+        return EngineError(ErrorCode.INVALID_REQUEST, str(exc))
+    return EngineError(ErrorCode.INTERNAL, f"sampling failed: {exc!r}")
 
 
 class ModelEngine:
@@ -267,7 +275,8 @@ class ModelEngine:
         if not items:
             return [], []
         layout = self.batch.fill(items)
-        sampled_items = [item for item in items if item.sample]
+        sampled_items = [item for item in items if item.sample and not item.draft]
+        drafted_items = [item for item in items if item.draft]
         samplers = [self.samplers[item.seq_id] for item in sampled_items]
         prompt_tops = [self.samplers[seq].prompt_logprobs for seq, _, _ in layout.spans]
         rc = llama_cpp.llama_decode(self.ctx, self.batch.struct)
@@ -282,24 +291,39 @@ class ModelEngine:
             PromptLogprobs(seq, target_logprobs(logits[row : row + len(targets)], targets, top))
             for (seq, row, targets), top in zip(layout.spans, prompt_tops)
         ]
+        samples = self._verify(drafted_items, layout, logits, failures)
         if not samplers:
-            return [], prompt_logprobs
+            return samples, prompt_logprobs
         only_samples = layout.n_outputs == len(samplers)  # rows are the samples, in order
         rows = logits if only_samples else logits[layout.sample_out_rows]
         failed: dict[int, Exception] = {}
         tokens, logprobs = sample_rows(self.ctx, rows, layout.sample_batch_rows, samplers, failed)
-        samples = []
         for i, (item, token, lp) in enumerate(zip(sampled_items, tokens, logprobs)):
             if i in failed:
                 exc = failed[i]
                 log.warning("executor %d: sequence %d failed: %r", self.executor_id, item.seq_id, exc)
-                failures[item.seq_id] = (
-                    EngineError(ErrorCode.INVALID_REQUEST, str(exc)) if isinstance(exc, SequenceFailed)
-                    else EngineError(ErrorCode.INTERNAL, f"sampling failed: {exc!r}")
-                )
+                failures[item.seq_id] = _sampling_error(exc)
             else:
                 samples.append(Sample(seq_id=item.seq_id, token_id=token, logprob=lp))
         return samples, prompt_logprobs
+
+    def _verify(self, items: list[BatchItem], layout: BatchLayout, logits: np.ndarray,
+                failures: dict[int, EngineError]) -> list[Sample]:
+        """Verify each item's draft (executor.sampling.verify_draft); a sequence whose sampler
+        fails fails alone."""
+        samples = []
+        for item, (batch_row, out_row) in zip(items, layout.drafts):
+            n_rows = item.draft + 1
+            try:
+                tokens, logprobs = verify_draft(self.ctx, logits[out_row : out_row + n_rows], batch_row,
+                                                item.token_ids[-item.draft :], self.samplers[item.seq_id])
+            except Exception as exc:  # noqa: BLE001 - whatever it is, it fails this sequence alone
+                log.warning("executor %d: sequence %d failed: %r", self.executor_id, item.seq_id, exc)
+                failures[item.seq_id] = _sampling_error(exc)
+                continue
+            accepted = [lp for lp in logprobs[:-1] if lp is not None]
+            samples.append(Sample(item.seq_id, tokens[-1], logprobs[-1], len(tokens) - 1, accepted))
+        return samples
 
     def _start(self, start: SeqStart, failures: dict[int, EngineError]) -> None:
         """Build the sampler chain of a request starting on ``start.seq_id``."""

@@ -501,18 +501,9 @@ def sample_rows(
     post: dict[int, TokenLogprob] = {}  # rows reporting probabilities after the chain
     for i, sampler in enumerate(samplers):
         try:
-            if (forced := sampler.forced_token()) is not None:
-                tokens[i] = forced
-            elif sampler.grammar is not None:
-                tokens[i] = sampler.pick_constrained(logits[i], tokens[i])
-            elif sampler.post_sampling_probs:
-                tokens[i], post[i] = sampler.sample_with_probs(logits[i], tokens[i])
-            elif sampler.fast is not None:
-                tokens[i] = sampler.fast.sample(logits[i])
-            elif sampler.chain is not None:
-                tokens[i] = llama_cpp.llama_sampler_sample(sampler.chain, ctx, batch_rows[i])
-            if sampler.budget is not None:
-                sampler.budget.accept(tokens[i])
+            tokens[i], lp = _pick(sampler, ctx, logits[i], tokens[i], batch_rows[i])
+            if lp is not None:
+                post[i] = lp
         except Exception as exc:  # noqa: BLE001 - whatever it is, it fails this row alone
             if failures is None:
                 raise
@@ -524,6 +515,53 @@ def sample_rows(
         for i, s in enumerate(samplers)
     ]
     return tokens, logprobs
+
+
+def _pick(
+    sampler: SeqSampler, ctx: llama_cpp.llama_context_p, row: np.ndarray, argmax_token: int, batch_row: int
+) -> tuple[int, TokenLogprob | None]:
+    """One sequence's next token from its logits ``row`` (batch index ``batch_row``; its argmax
+    ``argmax_token`` when the sampler takes it), with the probabilities after the chain when the
+    request reports those. The sampler's state (chain, grammar, budget) accepts the token."""
+    post = None
+    if (forced := sampler.forced_token()) is not None:
+        token = forced
+    elif sampler.grammar is not None:
+        token = sampler.pick_constrained(row, argmax_token)
+    elif sampler.post_sampling_probs:
+        token, post = sampler.sample_with_probs(row, argmax_token)
+    elif sampler.fast is not None:
+        token = sampler.fast.sample(row)
+    elif sampler.chain is not None:
+        token = llama_cpp.llama_sampler_sample(sampler.chain, ctx, batch_row)
+    else:
+        token = argmax_token
+    if sampler.budget is not None:
+        sampler.budget.accept(token)
+    return token, post
+
+
+def verify_draft(
+    ctx: llama_cpp.llama_context_p, rows: np.ndarray, first_batch_row: int, draft: list[int], sampler: SeqSampler
+) -> tuple[list[int], list[TokenLogprob | None]]:
+    """Speculative decoding: sample at each position of a draft in order (``rows[j]`` are the
+    logits after draft token j, row 0 after the token before the draft) and accept while the
+    sample equals the draft token. Returns the output tokens, the accepted draft tokens then the
+    token sampled after them, and their log-probabilities (None where not wanted). The sampler's
+    state has accepted exactly these tokens, as if they had been sampled one step each."""
+    picks = np.argmax(rows, axis=1).tolist() if sampler.argmax_first else [0] * len(rows)
+    tokens: list[int] = []
+    post: list[TokenLogprob | None] = []
+    for j, row in enumerate(rows):
+        token, lp = _pick(sampler, ctx, row, picks[j], first_batch_row + j)
+        tokens.append(token)
+        post.append(lp)
+        if j == len(draft) or token != draft[j]:
+            break
+    if sampler.logprobs < 0:
+        return tokens, [None] * len(tokens)
+    raw = target_logprobs(rows[: len(tokens)], tokens, sampler.logprobs)
+    return tokens, [p or r for p, r in zip(post, raw)]
 
 
 def target_logprobs(block: np.ndarray, targets: list[int], top_n: int) -> list[TokenLogprob]:

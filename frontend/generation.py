@@ -289,6 +289,8 @@ class Generation:
                 prompt_ms=max(s.prefill_ms for s in stats),
                 predicted_n=predicted_n,
                 predicted_ms=max(s.decode_ms for s in stats),
+                draft_n=sum(s.n_draft_tokens for s in stats),
+                draft_n_accepted=sum(s.n_draft_accepted for s in stats),
             )
         now = time.monotonic()
         started = [c.first_token_at for c in self.choices if c.first_token_at is not None]

@@ -17,7 +17,7 @@ import msgspec
 from ipc.protocol import PromptProgress
 
 
-class Timings(msgspec.Struct):
+class Timings(msgspec.Struct, omit_defaults=True):
     cache_n: int
     prompt_n: int
     prompt_ms: float
@@ -27,9 +27,13 @@ class Timings(msgspec.Struct):
     predicted_ms: float
     predicted_per_token_ms: float
     predicted_per_second: float
+    # speculative decoding: draft tokens verified and accepted (present only when some were)
+    draft_n: int = 0
+    draft_n_accepted: int = 0
 
 
-def make_timings(cache_n: int, prompt_n: int, prompt_ms: float, predicted_n: int, predicted_ms: float) -> Timings:
+def make_timings(cache_n: int, prompt_n: int, prompt_ms: float, predicted_n: int, predicted_ms: float,
+                 draft_n: int = 0, draft_n_accepted: int = 0) -> Timings:
     steps = max(predicted_n - 1, 0)  # decode steps: the first token came with the prefill
     return Timings(
         cache_n=cache_n,
@@ -41,6 +45,8 @@ def make_timings(cache_n: int, prompt_n: int, prompt_ms: float, predicted_n: int
         predicted_ms=predicted_ms,
         predicted_per_token_ms=predicted_ms / steps if steps else 0.0,
         predicted_per_second=1e3 * steps / predicted_ms if predicted_ms > 0 else 0.0,
+        draft_n=draft_n,
+        draft_n_accepted=draft_n_accepted,
     )
 
 

@@ -22,7 +22,7 @@ import msgspec
 from frontend.text.builtin_templates import builtin_names
 from frontend.http.errors import ApiError
 from frontend.api.sampler_order import sampler_order
-from ggserve.config import LoraFile, ModelSpec, ServeConfig, cpu_has_amx
+from ggserve.config import SPEC_TYPES, LoraFile, ModelSpec, ServeConfig, cpu_has_amx
 from ggserve.env_flags import apply_env_defaults, env_name
 from ggserve.engine_group import log_engine
 from ggserve.launcher import ChildFailed, Launcher, StartInterrupted
@@ -124,6 +124,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="where thinking text goes: reasoning_content (deepseek, auto) or content (none)",
     )
     _sampling_flags(p.add_argument_group("sampling defaults (a request's own fields win)"))
+    _speculative_flags(p.add_argument_group("speculative decoding"), d)
     e.add_argument(
         "--reasoning-budget", type=int, default=d.reasoning_budget,
         help="thinking tokens before the closing tag is forced (-1: no limit, 0: no thinking)",
@@ -352,6 +353,48 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str] = ()) -> Serv
     return msgspec.structs.replace(cfg, models=models)
 
 
+def _speculative_flags(g: argparse._ArgumentGroup, d: ServeConfig) -> None:
+    """llama-server's speculative decoding flags (each of its per-type n-gram flags sets the one
+    n-gram setting ggserve has)."""
+    g.add_argument("--spec-type", choices=["none", *SPEC_TYPES], default=d.spec_type or "none",
+                   help="model-free drafting: ngram-simple (llama.cpp's: the last --spec-ngram-size-n tokens "
+                   "matched earlier in prompt + output), ngram (ggserve's: the longest such match, down to 2 "
+                   "tokens; ngram-mod, ngram-map-k and ngram-map-k4v run it too)")
+    g.add_argument("--spec-draft-n-max", "--draft", "--draft-n", "--draft-max", dest="spec_draft_n_max", type=int,
+                   default=d.spec_draft_n_max, help="draft tokens per step at most (0: --spec-ngram-size-m)")
+    g.add_argument("--spec-draft-n-min", "--draft-min", "--draft-n-min", "--spec-ngram-mod-n-min",
+                   dest="spec_draft_n_min", type=int, default=d.spec_draft_n_min,
+                   help="a shorter draft is not verified")
+    g.add_argument("--spec-draft-p-min", "--draft-p-min", dest="spec_draft_p_min", type=float,
+                   default=d.spec_draft_p_min, help="draft models: stop drafting below this probability")
+    g.add_argument("--spec-ngram-size-n", "--spec-ngram-simple-size-n", "--spec-ngram-map-k-size-n",
+                   "--spec-ngram-map-k4v-size-n", "--spec-ngram-mod-n-match", dest="spec_ngram_size_n", type=int,
+                   default=d.spec_ngram_size_n, help="tokens of the match (ngram: at most)")
+    g.add_argument("--spec-ngram-size-m", "--spec-ngram-simple-size-m", "--spec-ngram-map-k-size-m",
+                   "--spec-ngram-map-k4v-size-m", "--spec-ngram-mod-n-max", dest="spec_ngram_size_m", type=int,
+                   default=d.spec_ngram_size_m, help="tokens drafted after a match")
+    g.add_argument("--spec-ngram-min-hits", "--spec-ngram-simple-min-hits", "--spec-ngram-map-k-min-hits",
+                   "--spec-ngram-map-k4v-min-hits", dest="spec_ngram_min_hits", type=int,
+                   default=d.spec_ngram_min_hits, help="earlier occurrences of the match needed to draft")
+    g.add_argument("-md", "--spec-draft-model", "--model-draft", dest="spec_draft_model", default="",
+                   help="draft model (not supported yet: refused)")
+
+
+def _check_speculative(args: argparse.Namespace) -> None:
+    if args.spec_draft_model:
+        raise UsageError("ggserve: draft models (-md / --spec-draft-model) are not supported yet; "
+                         "use --spec-type ngram-simple or ngram")
+    if args.spec_type == "none":
+        args.spec_type = ""
+    if args.spec_draft_n_max < 0 or args.spec_draft_n_min < 0 or not 0.0 <= args.spec_draft_p_min <= 1.0:
+        raise UsageError("ggserve: --spec-draft-n-max and --spec-draft-n-min cannot be negative, "
+                         "--spec-draft-p-min is in [0, 1]")
+    if not 1 <= args.spec_ngram_size_n <= 1024 or not 1 <= args.spec_ngram_size_m <= 1024:
+        raise UsageError("ggserve: --spec-ngram-size-n and --spec-ngram-size-m are in [1, 1024]")
+    if args.spec_ngram_min_hits < 1:
+        raise UsageError("ggserve: --spec-ngram-min-hits must be at least 1")
+
+
 def _engine_config(args: argparse.Namespace) -> ServeConfig:
     _embedding_mode(args)
     if args.n_parallel < 1 or args.executors < 1:
@@ -369,6 +412,7 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
     if args.n_keep < -1 or args.cache_reuse < 0:
         raise UsageError("ggserve: --keep must be -1 (the whole prompt) or a number of tokens, "
                          "--cache-reuse not negative")
+    _check_speculative(args)
     if args.reasoning_budget < -1:
         raise UsageError("ggserve: --reasoning-budget must be -1 (no limit) or a number of tokens")
     if args.slot_save_path and not os.path.isdir(args.slot_save_path):

@@ -15,6 +15,11 @@ import msgspec
 from ipc.transport import CurveKeys
 
 
+# --spec-type values: llama.cpp's n-gram rule, and ggserve's longest-match index (which also
+# serves llama.cpp's other n-gram types).
+SPEC_TYPES = ("ngram-simple", "ngram", "ngram-mod", "ngram-map-k", "ngram-map-k4v")
+
+
 class ModelSpec(msgspec.Struct, kw_only=True):
     """One model of router mode (--models-dir, --models-preset)."""
 
@@ -68,6 +73,14 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     context_shift: bool = False  # --context-shift: a generation that fills its context drops part of it
     n_keep: int = 0  # --keep: prompt tokens a context shift keeps (-1: all), when a request sets no n_keep
     cache_reuse: int = 0  # --cache-reuse: min chunk of a cached prompt reused by KV shifting (0: off)
+    # speculative decoding (llama-server's flags): --spec-type ngram-simple / ngram ("": off)
+    spec_type: str = ""
+    spec_draft_n_max: int = 0  # --spec-draft-n-max: draft tokens per step at most (0: the type's, --spec-ngram-size-m)
+    spec_draft_n_min: int = 0  # --spec-draft-n-min: a shorter draft is not verified
+    spec_draft_p_min: float = 0.0  # --spec-draft-p-min: draft models only
+    spec_ngram_size_n: int = 12  # --spec-ngram-size-n: tokens matched (ngram: the longest match, down to 2)
+    spec_ngram_size_m: int = 48  # --spec-ngram-size-m: tokens drafted after a match
+    spec_ngram_min_hits: int = 1  # --spec-ngram-min-hits: earlier occurrences a match needs
     seed: int = -1  # default sampling seed (-1: random)
     reasoning_format: str = "auto"  # --reasoning-format: none / deepseek / deepseek-legacy / auto
     # server-wide sampling defaults (--temp, --top-k, ...): SamplingParams field -> value

@@ -207,9 +207,20 @@ class RequestStats(_Part):
     # The request filled its context: it was shifted (context shift) or its output stopped there
     # (llama-server's ``truncated``).
     truncated: bool = False
+    n_draft_tokens: int = 0  # speculative decoding: draft tokens verified for it
+    n_draft_accepted: int = 0  # of them, accepted (each an output token gained without a step)
 
 
 # ----------------------------------------------------------------------------- frontend <-> scheduler
+
+
+class Speculation(_Part):
+    """A request's speculative decoding settings (llama-server's ``speculative.*`` fields); None
+    in a field: the server's (--spec-draft-n-max, --spec-draft-n-min, --spec-draft-p-min)."""
+
+    n_max: int | None = None  # draft tokens per step at most (0: no speculation for this request)
+    n_min: int | None = None  # a shorter draft is not verified
+    p_min: float | None = None  # draft model: stop drafting below this probability of its pick
 
 
 class AddRequest(_Msg):
@@ -242,6 +253,7 @@ class AddRequest(_Msg):
     # LoRA adapters (llama-server's per-request ``lora``): None runs with the global scales (POST
     # /lora-adapters); a list runs these adapters at these scales and every other one at 0.
     lora: list[LoraScale] | None = None
+    speculative: Speculation | None = None  # None: the server's settings
 
 
 class EmbedRequest(_Msg):
@@ -368,6 +380,7 @@ class EngineInfo(_Msg):
     # A request may generate past n_ctx_slot: its context is shifted (--context-shift, on a model
     # whose cache can shift); otherwise it stops there.
     context_shift: bool = False
+    speculative: str = ""  # --spec-type ("": none)
 
 
 class EngineStatus(_Msg):
@@ -445,6 +458,12 @@ class EngineStats(_Msg):
     # (it was full): slower to carry (docs/benchmarks.md), not an error
     vectors_inline_total: int = 0
     lora_scales: list[float] = []  # the global scale of each LoRA adapter, by id (GET /lora-adapters)
+    # speculative decoding (llama-server's spec_decode_* counters): draft tokens verified, accepted,
+    # verifications (a draft of a request in a step), and accepted tokens by draft position
+    spec_draft_tokens_total: int = 0
+    spec_accepted_tokens_total: int = 0
+    spec_drafts_total: int = 0
+    spec_accepted_per_pos: list[int] = []
 
 
 class SlotActionKind(enum.IntEnum):
@@ -523,6 +542,10 @@ class BatchItem(_Part):
     # Report, for the first len(logprob_targets) tokens, the log-probability that the next token
     # is logprob_targets[j] (prompt log-probabilities).
     logprob_targets: list[int] = []
+    # Speculative decoding: the last ``draft`` tokens are a draft to verify (``sample`` is set):
+    # the executor samples at each of the last draft + 1 positions in order, accepting a draft
+    # token while the sample equals it, and stops at the first sample that differs.
+    draft: int = 0
 
 
 class StepPlan(_Msg):
@@ -539,9 +562,16 @@ class StepPlan(_Msg):
 
 
 class Sample(_Part):
+    """The token sampled for a sequence. After a draft (BatchItem.draft), the first
+    ``n_accepted`` draft tokens were accepted and ``token_id`` was sampled after them; the
+    sampler state has advanced over exactly these tokens; ``accepted_logprobs`` are those of the
+    accepted draft tokens (when the request wants log-probabilities)."""
+
     seq_id: int
     token_id: int
     logprob: TokenLogprob | None = None
+    n_accepted: int = 0
+    accepted_logprobs: list[TokenLogprob] = []
 
 
 class PromptLogprobs(_Part):

@@ -30,6 +30,7 @@ from ipc.protocol import (
     PromptProgress,
     RequestOutput,
     RequestStats,
+    Sample,
     SeqStart,
     SlotAction,
     SlotActionDone,
@@ -39,7 +40,7 @@ from ipc.protocol import (
     StepResult,
     TokenLogprob,
 )
-from scheduler import kv, lora, policy
+from scheduler import kv, lora, policy, speculative
 from scheduler.cache_reuse import chunk_cuts
 from scheduler.embed import EmbedJob, EmbedQueue
 from scheduler.host_cache import MIN_TOKENS as MIN_HOST_TOKENS
@@ -47,6 +48,7 @@ from scheduler.host_cache import HostCacheIndex
 from scheduler.metrics import EngineCounters
 from scheduler.request import Request, Status
 from scheduler.slots import Slot
+from scheduler.speculative import Drafter, SpecSettings, StepCost
 
 log = logging.getLogger("scheduler")
 
@@ -95,6 +97,7 @@ class ExecutorState:
         self.file_actions: list[FileAction] = []  # waiting, oldest first
         self.file_in_flight: FileAction | None = None  # the step running is this action's
         self.lora = lora.NO_LORA  # the adapter set its context runs with (a new process: none)
+        self.step_cost = StepCost()  # its step time by tokens (how long drafts may be)
 
     @property
     def idle(self) -> bool:
@@ -116,8 +119,11 @@ class Scheduler:
         cache_ram_bytes: int = 0,
         context_shift: bool = False,
         lora_scales: list[float] | None = None,
+        spec: SpecSettings | None = None,
     ) -> None:
         self.n_executors = n_executors
+        self.spec = spec or SpecSettings("", 0, 0, 0, 1)  # speculative decoding (--spec-*)
+        self.spec_accepted_per_pos: list[int] = []  # accepted draft tokens by draft position
         self.context_shift_asked = context_shift  # --context-shift
         self.context_shift = False  # asked, and every executor's cache can shift
         # The global scale of each LoRA adapter (POST /lora-adapters); empty: none loaded.
@@ -242,6 +248,10 @@ class Scheduler:
             req = Request(msg, peer, room if msg.max_tokens < 0 else min(msg.max_tokens, room), now,
                           context_limited=msg.max_tokens < 0 or msg.max_tokens >= room)
         req.lora = lora.request_key(msg.lora, self.lora_scales)
+        if self.spec.enabled:
+            own = msg.speculative
+            req.spec_n_max = self.spec.n_max if own is None or own.n_max is None else own.n_max
+            req.spec_n_min = self.spec.n_min if own is None or own.n_min is None else own.n_min
         self.requests[req.id] = req
         self.waiting.append(req)
 
@@ -349,7 +359,10 @@ class Scheduler:
         self._admit(ex, now)
         # A step runs one LoRA adapter set; with no adapter loaded every request has the same.
         running = policy.lora_turn(ex.running) if self.lora_scales else ex.running
-        chosen = policy.plan_batch(running, min(ex.budget, ex.free_cells))
+        budget = min(ex.budget, ex.free_cells)
+        if self.spec.enabled:
+            self._plan_drafts(ex, running, budget)
+        chosen = policy.plan_batch(running, budget)
         if not chosen and not ex.kv_ops and not ex.ends:
             return None
         items: list[BatchItem] = []
@@ -358,7 +371,7 @@ class Scheduler:
         for req, n in chosen:
             slot = req.slot
             if req.status == Status.DECODE:
-                tokens = [req.pending_token]
+                tokens = [req.pending_token, *req.draft]
                 sample = True
             else:
                 tokens = req.seq_tokens[req.n_computed : req.n_computed + n]
@@ -368,12 +381,53 @@ class Scheduler:
             targets = req.prompt[req.n_computed + 1 : req.n_computed + n + 1] if (
                 req.prompt_logprobs >= 0 and req.status == Status.PREFILL
             ) else []
-            items.append(BatchItem(slot.seq_id, tokens, req.n_computed, sample, targets))
+            items.append(BatchItem(slot.seq_id, tokens, req.n_computed, sample, targets,
+                                   len(req.draft) if req.status == Status.DECODE else 0))
             req.n_computed += n
             kv.append(slot, tokens)
             slot.last_used = now
             in_flight[slot.seq_id] = (req, n)
         return self._send_plan(ex, items, in_flight, n_prompt, now)
+
+    def _plan_drafts(self, ex: ExecutorState, running: list[Request], budget: int) -> None:
+        """Set the draft of every decoding request for this step (most empty): proposals from
+        each request's own tokens, lengths by scheduler.speculative.allocate within the cells
+        and tokens the decodes leave (drafts never evict or preempt anything)."""
+        decoding = [r for r in running if r.status == Status.DECODE]
+        proposals: dict[int, list[int]] = {}
+        candidates: list[tuple[int, float, int]] = []
+        probes: list[int] = []
+        for i, req in enumerate(decoding):
+            req.draft = []
+            # draft tokens that can matter: within the output limit and the slot's context
+            limit = min(req.spec_n_max, ex.n_ctx_slot - req.n_computed - 1)
+            if req.max_tokens >= 0:
+                limit = min(limit, req.max_tokens - len(req.output_ids) - 1)
+            if limit < max(1, req.spec_n_min):
+                continue
+            if req.drafter is None:
+                req.drafter = Drafter(req.prompt + req.output_ids)
+            draft = req.drafter.propose(self.spec, limit)
+            if len(draft) < max(1, req.spec_n_min):
+                continue
+            proposals[i] = draft
+            candidates.append((i, req.drafter.acceptance.alpha, len(draft)))
+            if req.drafter.wants_probe():
+                probes.append(i)
+        if not candidates:
+            return
+        spare = budget - len(decoding)
+        lengths = speculative.allocate(candidates, len(decoding), ex.step_cost, spare)
+        spare -= sum(lengths.values())
+        for i in probes:  # a request whose drafts have not paid lately tries its first token again
+            if i not in lengths and spare > 0 and decoding[i].spec_n_min <= 1:
+                lengths[i] = 1
+                spare -= 1
+        for i, n in lengths.items():
+            req = decoding[i]
+            if n >= req.spec_n_min:
+                req.draft = proposals[i][:n]
+                req.drafter.drafted()
 
     def _send_plan(self, ex: ExecutorState, items: list[BatchItem], in_flight: dict[int, tuple[Request, int]],
                    n_prompt: int, now: float) -> StepPlan:
@@ -634,6 +688,7 @@ class Scheduler:
             longest = max((len(s.tokens) for s in ex.slots if s.busy), default=0)
             self.metrics.on_step(ex.id, result.step_seconds, ex.in_flight_prompt_tokens, n_tokens, len(ex.running),
                                  longest)
+            ex.step_cost.observe(n_tokens, result.step_seconds)
         for failure in result.failures:
             self._fail_seq(ex, failure.seq_id, failure.error, in_flight)
         for req, _ in in_flight.values():
@@ -648,7 +703,35 @@ class Scheduler:
         for sample in result.samples:
             req = in_flight.get(sample.seq_id, (None, 0))[0]
             if req is not None and req.status != Status.FINISHED:
-                self._on_token(req, sample.token_id, sample.logprob, now)
+                if req.draft:
+                    self._verified(ex, req, sample, now)
+                else:
+                    self._on_tokens(req, [sample.token_id], [sample.logprob], now)
+
+    def _verified(self, ex: ExecutorState, req: Request, sample: Sample, now: float) -> None:
+        """A draft was verified: the rejected tokens leave the cache (before the next step), the
+        accepted ones and the token sampled after them are output."""
+        draft, req.draft = req.draft, []
+        n_accepted = max(0, min(sample.n_accepted, len(draft)))
+        rejected = len(draft) - n_accepted
+        if rejected:
+            slot = req.slot
+            keep = len(slot.tokens) - rejected
+            kv.truncate(slot, keep)
+            ex.kv_ops.append(KvOp(KvOpKind.TRUNCATE, slot.seq_id, keep))
+            req.n_computed -= rejected
+        req.n_draft_tokens += len(draft)
+        req.n_draft_accepted += n_accepted
+        req.drafter.acceptance.update(len(draft), n_accepted)
+        self.counters["spec_drafts"] += 1
+        self.counters["spec_draft_tokens"] += len(draft)
+        self.counters["spec_accepted_tokens"] += n_accepted
+        per_pos = self.spec_accepted_per_pos
+        per_pos += [0] * (n_accepted - len(per_pos))
+        for pos in range(n_accepted):
+            per_pos[pos] += 1
+        logprobs = list(sample.accepted_logprobs) or [None] * n_accepted
+        self._on_tokens(req, [*draft[:n_accepted], sample.token_id], [*logprobs[:n_accepted], sample.logprob], now)
 
     def _fail_seq(
         self,
@@ -676,6 +759,7 @@ class Scheduler:
         for seq, (req, n) in in_flight.items():
             if req.status == Status.FINISHED:
                 continue
+            req.draft = []
             req.n_computed -= n
             kv.truncate(ex.slots[seq], len(ex.slots[seq].tokens) - n)
         planned = sum(n for _, n in in_flight.values())
@@ -688,31 +772,39 @@ class Scheduler:
             self._finish(newest, FinishReason.ERROR,
                          EngineError(ErrorCode.NO_KV_ROOM, "the KV cache is full; retry later"))
 
-    def _on_token(self, req: Request, token: int, logprob: TokenLogprob | None, now: float) -> None:
+    def _on_tokens(self, req: Request, tokens: list[int], logprobs: list[TokenLogprob | None], now: float) -> None:
+        """Output tokens of one step, in order: all but the last are in the KV cache already
+        (accepted draft tokens); the last is the one to feed next. They go out in one output."""
         if req.status == Status.PREFILL:
             req.status = Status.DECODE
             req.t_first_token = req.t_first_token or now  # a resumed request keeps its first
         req.t_last_token = now
-        req.output_ids.append(token)
         ex = self.executors[req.slot.executor_id]
-        is_stop = token in req.stop_token_ids or (
-            not req.ignore_eos and token in ex.info.eog_token_ids
-        )
-        if is_stop:
-            self._finish(req, FinishReason.STOP)  # the stop token itself is not output
-            return
-        out = RequestOutput(req.id, [token], [logprob] if logprob is not None else [])
-        if 0 <= req.max_tokens <= len(req.output_ids):
-            req.truncated |= req.context_limited
-            self._finish(req, FinishReason.LENGTH, out=out)
-            return
+        if req.drafter is not None:
+            req.drafter.extend(tokens)
+        out = RequestOutput(req.id)
+        for token, logprob in zip(tokens, logprobs):
+            req.output_ids.append(token)
+            is_stop = token in req.stop_token_ids or (
+                not req.ignore_eos and token in ex.info.eog_token_ids
+            )
+            if is_stop:
+                self._finish(req, FinishReason.STOP, out=out)  # the stop token itself is not output
+                return
+            out.token_ids.append(token)
+            if logprob is not None:
+                out.logprobs.append(logprob)
+            if 0 <= req.max_tokens <= len(req.output_ids):
+                req.truncated |= req.context_limited
+                self._finish(req, FinishReason.LENGTH, out=out)
+                return
         if req.n_computed >= ex.n_ctx_slot:  # no cell left for the token
             if not self.context_shift:
                 req.truncated = True
                 self._finish(req, FinishReason.LENGTH, out=out)
                 return
             self._shift(ex, req)
-        req.pending_token = token
+        req.pending_token = tokens[-1]
         self.outputs[req.peer].append(out)
 
     def _shift(self, ex: ExecutorState, req: Request) -> None:
@@ -875,6 +967,8 @@ class Scheduler:
             executor_id=slot.executor_id if slot else -1,
             slot_id=slot.seq_id if slot else -1,
             truncated=req.truncated,
+            n_draft_tokens=req.n_draft_tokens,
+            n_draft_accepted=req.n_draft_accepted,
         )
 
     # ------------------------------------------------------------------ reporting
@@ -913,6 +1007,10 @@ class Scheduler:
             preemptions_total=c["preempted"],
             vectors_inline_total=c["vectors_inline"],
             lora_scales=list(self.lora_scales),
+            spec_draft_tokens_total=c["spec_draft_tokens"],
+            spec_accepted_tokens_total=c["spec_accepted_tokens"],
+            spec_drafts_total=c["spec_drafts"],
+            spec_accepted_per_pos=list(self.spec_accepted_per_pos),
         )
 
     def _executor_stats(self, ex: ExecutorState) -> ExecutorStats:

@@ -60,6 +60,7 @@ from ipc.transport import (
     start_authenticator,
 )
 from scheduler.core import Scheduler
+from scheduler.speculative import spec_settings
 
 log = logging.getLogger("scheduler")
 
@@ -79,7 +80,7 @@ class SchedulerLoop:
         cache_ram_bytes = cfg.cache_ram * 2**20 if cfg.cache_ram > 0 else cfg.cache_ram
         self.core = Scheduler(
             cfg.executors, cfg.max_queue, cfg.prefix_cache, cfg.batch_size, cfg.ctx_per_request, cache_ram_bytes,
-            cfg.context_shift, cfg.lora_scales,
+            cfg.context_shift, cfg.lora_scales, spec_settings(cfg),
         )
         self.hello_waiting: set[bytes] = set()  # peers to answer once every executor is ready
         self.peers: dict[bytes, float] = {}  # peers that said Hello -> last time heard from
@@ -203,6 +204,7 @@ class SchedulerLoop:
             epoch=self.epoch,
             executors=infos,
             context_shift=self.core.context_shift,
+            speculative=self.cfg.spec_type,
         )
         for peer in self.hello_waiting:
             self._send(self.frontends, info, peer)

@@ -5,7 +5,8 @@
   free slot that already holds its prefix, or a free slot into which a busy slot's prefix is
   copied, or the empty / least recently used free slot (evicting that slot's cached prefix).
   A request that names its slot (``id_slot``) waits for that one.
-- Batching: every decoding request gets its one token first; the rest of the step's token
+- Batching: every decoding request gets its one token first (with its speculative draft, whose
+  length scheduler.speculative decided within the budget); the rest of the step's token
   budget goes to prompt chunks in admission order, so the oldest prefill always advances and no
   request starves.
 - KV cells: the executor's cache is one pool. A request is admitted when the cells it needs
@@ -164,15 +165,18 @@ def lora_turn(running: list[Request]) -> list[Request]:
 
 
 def plan_batch(running: list[Request], budget: int) -> list[tuple[Request, int]]:
-    """(request, number of tokens) for this step: decodes first, then prompt chunks, in order.
+    """(request, number of tokens) for this step: decodes first (the pending token and the
+    request's draft, cut to the budget), then prompt chunks, in order.
 
     ``running`` is in admission order. A prompt chunk that completes the prompt is sampled.
     """
     chosen: list[tuple[Request, int]] = []
     for req in running:
         if req.status == Status.DECODE and budget > 0:
-            chosen.append((req, 1))
-            budget -= 1
+            n = min(1 + len(req.draft), budget)
+            del req.draft[n - 1 :]
+            chosen.append((req, n))
+            budget -= n
     for req in running:
         if budget <= 0:
             break

@@ -22,7 +22,7 @@ from frontend.api.schemas import LogitBias, SamplingFields
 from frontend.structured.lazy import grammar_triggers
 from frontend.text.tokenizer import Tokenizer
 from ggserve.config import ServeConfig
-from ipc.protocol import AddRequest, EngineInfo, LoraScale, SamplingParams
+from ipc.protocol import AddRequest, EngineInfo, LoraScale, SamplingParams, Speculation
 
 # llama-server's defaults for whatever a request leaves out.
 DEFAULTS = SamplingParams(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05)
@@ -168,6 +168,13 @@ def kept_tokens(req: SamplingFields, n_prompt: int, cache: CacheDefaults) -> int
     return (n_prompt if n_keep < 0 else n_keep) + cache.add_bos
 
 
+def speculation(req: SamplingFields) -> Speculation | None:
+    """The request's own speculative decoding settings (None: the server's)."""
+    if req.spec_n_max is None and req.spec_n_min is None and req.spec_p_min is None:
+        return None
+    return Speculation(req.spec_n_max, req.spec_n_min, req.spec_p_min)
+
+
 def engine_requests(request_id: str, prompts: list[list[int]], n: int, req: SamplingFields, sampling: SamplingParams,
                     max_new: int, logprobs: int, cache: CacheDefaults, prompt_logprobs: int = -1,
                     lora: list[LoraScale] | None = None) -> list[AddRequest]:
@@ -191,6 +198,7 @@ def engine_requests(request_id: str, prompts: list[list[int]], n: int, req: Samp
             n_discard=req.n_discard,
             n_cache_reuse=cache.n_cache_reuse if req.n_cache_reuse is None else req.n_cache_reuse,
             lora=lora,
+            speculative=speculation(req),
         )
         for p, prompt in enumerate(prompts)
         for i in range(n)

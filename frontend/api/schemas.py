@@ -139,6 +139,12 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     # LoRA adapters of this request: those listed at their scales, every other one off; none or
     # []: the global scales (POST /lora-adapters). Steps run one adapter set (README, LoRA).
     lora: list[LoraField] | None = None
+    # speculative decoding (--spec-type), llama-server's fields: draft tokens per step at most
+    # (0: no speculation for this request) and at least; the draft model's probability floor
+    spec_n_max: Annotated[int, msgspec.Meta(ge=0, le=1024)] | None = msgspec.field(default=None, name="speculative.n_max")
+    spec_n_min: Annotated[int, msgspec.Meta(ge=0, le=1024)] | None = msgspec.field(default=None, name="speculative.n_min")
+    spec_p_min: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None = msgspec.field(
+        default=None, name="speculative.p_min")
 
     def __post_init__(self) -> None:
         if self.n_cmpl is not None:  # llama-server reads n_cmpl first, n as its fallback

@@ -106,7 +106,7 @@ def slot_json(slot: SlotState, info: EngineInfo) -> dict[str, Any]:
         "id_slot": slot.slot_id,
         "id_executor": slot.executor_id,
         "n_ctx": info.n_ctx_slot,
-        "speculative": False,
+        "speculative": bool(info.speculative),
         "is_processing": slot.busy,
         "n_cached_tokens": slot.n_cached_tokens,
     }

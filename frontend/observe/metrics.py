@@ -105,6 +105,12 @@ class _EngineCollector(Collector):
             ("tokens_predicted_seconds", "Total time spent generating tokens",
              lambda s: s.tokens_predicted_seconds_total),
             ("n_decode", "Total number of llama_decode() calls", steps),
+            ("spec_decode_num_draft_tokens", "Speculative: Total draft tokens generated",
+             lambda s: s.spec_draft_tokens_total),
+            ("spec_decode_num_accepted_tokens", "Speculative: Total draft tokens accepted by the target model",
+             lambda s: s.spec_accepted_tokens_total),
+            ("spec_decode_num_drafts", "Speculative: Total speculative decoding verification steps",
+             lambda s: s.spec_drafts_total),
         ]:
             yield self._family(CounterMetricFamily, f"llamacpp:{name}", doc, [], self._per_model(value))
         for name, doc, value in [
@@ -129,6 +135,10 @@ class _EngineCollector(Collector):
         ]:
             yield self._family(CounterMetricFamily, f"ggserve:{name}", doc, [], self._per_model(value))
         yield from self._per_executor()
+        if any(s.spec_accepted_per_pos for s in self._engines.values()):
+            yield self._family(CounterMetricFamily, "llamacpp:spec_decode_num_accepted_tokens_per_pos",
+                               "Accepted tokens per draft position", ["position"],
+                               self._labelled(lambda s: ((str(i), n) for i, n in enumerate(s.spec_accepted_per_pos))))
         yield self._family(CounterMetricFamily, "ggserve:restarts", "Restarts of a process after it failed or hung",
                            ["process"], self._labelled(lambda s: ((c.process, c.count) for c in s.restarts)))
 

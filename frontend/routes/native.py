@@ -118,7 +118,7 @@ def _choice_timings(choice: Choice) -> Timings:
     if stats is None:
         return make_timings(0, 0, 0.0, choice.n_tokens, 0.0)
     return make_timings(stats.n_cached_tokens, stats.n_evaluated_prompt_tokens, stats.prefill_ms, choice.n_tokens,
-                        stats.decode_ms)
+                        stats.decode_ms, stats.n_draft_tokens, stats.n_draft_accepted)
 
 
 def _probabilities(tokens: list[TokenText], post_sampling: bool) -> list[dict[str, Any]]:

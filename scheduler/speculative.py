@@ -1,0 +1,207 @@
+"""Speculative decoding, the scheduler's half: model-free drafts and how long each one is.
+
+A decoding request with speculation on proposes the tokens that followed the last time its
+latest tokens appeared in its own prompt + output (prompt lookup). Its step item then carries
+the pending token and the draft; the executor verifies them in the same ``llama_decode`` as
+every other sequence's tokens (ipc.protocol.BatchItem.draft) and reports how many were
+accepted; the scheduler drops the rejected ones from the KV cache (a TRUNCATE before the next
+step) and from its books.
+
+Verification samples the target at each draft position and accepts while the sample equals the
+draft. A model-free draft is a point mass, for which this is exactly the standard rejection
+rule: the output has the target's distribution at any temperature, and with the same seed the
+same random draws go to the same output positions as without speculation.
+
+Drafts cost compute: on a CPU a decode's time grows with its tokens, so speculation must pay for
+itself. Each executor fits its step time as ``fixed + per_token * tokens`` online
+(``StepCost``); each request keeps its recent acceptance rate ``alpha`` (``Acceptance``), so the
+j-th draft token is expected to yield ``alpha ** j`` output tokens. Draft tokens are granted,
+most valuable first, while each raises the step's expected output tokens per second: when the
+batch is already compute-bound (many decodes, each draft token nearly as costly as a whole
+output token) drafts stop, and a request whose drafts keep failing drafts shorter, then not at
+all, until a probe shows it agreeing again.
+"""
+
+from __future__ import annotations
+
+import heapq
+from array import array
+from dataclasses import dataclass
+
+from ggserve.config import ServeConfig
+
+# Acceptance prior: as if this many draft positions had been tried, PRIOR_ALPHA of them accepted.
+PRIOR_TRIALS = 2.0
+PRIOR_ALPHA = 0.5
+ACCEPTANCE_DECAY = 0.9  # per verification: the rate follows the text (a quote ends, a new one starts)
+MIN_ALPHA = 0.05  # a request never gives up for good: every so often a 1-token probe is worth it
+PROBE_EVERY = 16  # steps between probes of a request whose acceptance is below the threshold
+
+# Step-time model prior: a per-token cost of PRIOR_TOKEN_SHARE of a one-token step, weighted as
+# PRIOR_WEIGHT observations (it decides until the executor has run steps of several sizes).
+PRIOR_TOKEN_SHARE = 0.1
+PRIOR_WEIGHT = 4.0
+COST_DECAY = 0.995  # per step: the fit follows load changes (other processes, thermal state)
+MIN_SMALL_N = 2  # the llama.cpp n-gram rule never matches fewer tokens; ggserve's backs off to this
+
+
+@dataclass(frozen=True)
+class SpecSettings:
+    """The server's speculative decoding settings (--spec-*)."""
+
+    kind: str  # "": off; "ngram-simple": llama.cpp's rule; anything else: the longest match
+    n_max: int  # draft tokens per step at most
+    n_min: int  # a shorter draft is not verified
+    size_n: int  # tokens matched (the longest-match index: at most)
+    min_hits: int  # earlier occurrences of the matched tokens needed
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.kind)
+
+
+def spec_settings(cfg: ServeConfig) -> SpecSettings:
+    return SpecSettings(cfg.spec_type, cfg.spec_draft_n_max or cfg.spec_ngram_size_m, cfg.spec_draft_n_min,
+                        cfg.spec_ngram_size_n, cfg.spec_ngram_min_hits)
+
+
+class Drafter:
+    """One request's token history and its draft proposals.
+
+    The history is kept as little-endian int32 bytes, so finding the last earlier occurrence of
+    the latest n tokens is one ``bytes.rfind`` (C speed, no per-token index to maintain).
+    """
+
+    __slots__ = ("_bytes", "n_tokens", "acceptance", "_idle_steps")
+
+    def __init__(self, tokens: list[int]) -> None:
+        self._bytes = bytearray()
+        self.n_tokens = 0
+        self.extend(tokens)
+        self.acceptance = Acceptance()
+        self._idle_steps = 0  # steps since it last drafted (for probes)
+
+    def extend(self, tokens: list[int]) -> None:
+        self._bytes += array("i", tokens).tobytes()
+        self.n_tokens += len(tokens)
+
+    def propose(self, settings: SpecSettings, limit: int) -> list[int]:
+        """Up to ``limit`` tokens that followed the latest tokens earlier in the history."""
+        if limit <= 0:
+            return []
+        sizes = [settings.size_n] if settings.kind == "ngram-simple" else range(settings.size_n, MIN_SMALL_N - 1, -1)
+        for n in sizes:
+            start = self._find(n, settings.min_hits)
+            if start >= 0:
+                end = min(start + limit, self.n_tokens)
+                return array("i", self._bytes[4 * start : 4 * end]).tolist()
+        return []
+
+    def _find(self, n: int, min_hits: int) -> int:
+        """Where the tokens after the last earlier occurrence of the latest ``n`` tokens start
+        (-1: none, or fewer than ``min_hits`` occurrences)."""
+        if self.n_tokens <= n:
+            return -1
+        data = self._bytes
+        pattern = bytes(data[-4 * n :])
+        end = len(data) - 4  # the occurrence must end before the latest token
+        hits = 0
+        found = -1
+        while True:
+            at = data.rfind(pattern, 0, end)
+            if at < 0:
+                return found if hits >= min_hits else -1
+            if at % 4 == 0:  # token-aligned (a match across token boundaries is not one)
+                hits += 1
+                if found < 0:
+                    found = at // 4 + n
+                if hits >= min_hits:
+                    return found
+            end = at + 4 * n - 1
+
+    def wants_probe(self) -> bool:
+        """Whether a request whose drafts have not paid lately should try one token again."""
+        self._idle_steps += 1
+        return self._idle_steps >= PROBE_EVERY
+
+    def drafted(self) -> None:
+        self._idle_steps = 0
+
+
+class Acceptance:
+    """A request's recent rate of draft acceptance, per draft position (a geometric model: each
+    position is accepted with probability ``alpha`` until the first rejection)."""
+
+    __slots__ = ("accepted", "trials")
+
+    def __init__(self) -> None:
+        self.accepted = PRIOR_ALPHA * PRIOR_TRIALS
+        self.trials = PRIOR_TRIALS
+
+    @property
+    def alpha(self) -> float:
+        return max(MIN_ALPHA, self.accepted / self.trials)
+
+    def update(self, n_drafted: int, n_accepted: int) -> None:
+        rejected = 1 if n_accepted < n_drafted else 0
+        self.accepted = self.accepted * ACCEPTANCE_DECAY + n_accepted
+        self.trials = self.trials * ACCEPTANCE_DECAY + n_accepted + rejected
+
+
+class StepCost:
+    """An executor's step time as ``fixed + per_token * tokens``, a least-squares fit with
+    exponential forgetting over its recent steps (plus a prior, for when all were one size)."""
+
+    def __init__(self) -> None:
+        self._w = self._n = self._t = self._nn = self._nt = 0.0
+        self._mean_one = 0.0  # time of small steps, for the prior
+
+    def observe(self, n_tokens: int, seconds: float) -> None:
+        d = COST_DECAY
+        self._w = self._w * d + 1.0
+        self._n = self._n * d + n_tokens
+        self._t = self._t * d + seconds
+        self._nn = self._nn * d + n_tokens * n_tokens
+        self._nt = self._nt * d + n_tokens * seconds
+
+    def fit(self) -> tuple[float, float]:
+        """(fixed seconds, seconds per token), never negative."""
+        if self._w == 0.0:
+            return 1.0, PRIOR_TOKEN_SHARE
+        mean_n, mean_t = self._n / self._w, self._t / self._w
+        # The prior: PRIOR_WEIGHT observations on the line through the mean with the prior slope.
+        prior_slope = PRIOR_TOKEN_SHARE * mean_t / (1.0 + PRIOR_TOKEN_SHARE * max(mean_n - 1.0, 0.0))
+        var = self._nn / self._w - mean_n * mean_n
+        cov = self._nt / self._w - mean_n * mean_t
+        slope = (cov * self._w + prior_slope * PRIOR_WEIGHT) / (var * self._w + PRIOR_WEIGHT)
+        slope = max(slope, 0.0)
+        return max(mean_t - slope * mean_n, 0.0), slope
+
+
+def allocate(candidates: list[tuple[int, float, int]], n_plain: int, cost: StepCost, budget: int) -> dict[int, int]:
+    """Draft lengths that maximise the step's expected output tokens per second.
+
+    ``candidates``: (key, alpha, longest draft) per speculating request; ``n_plain``: the step's
+    decode tokens (each yields one output token). Draft token j of a request (j = 1, 2, ...) adds
+    ``alpha ** j`` expected tokens for one token's cost; tokens are granted most valuable first
+    while they raise expected tokens per second, at most ``budget`` in all.
+    """
+    fixed, per_token = cost.fit()
+    expected = float(n_plain)
+    seconds = fixed + per_token * n_plain
+    lengths: dict[int, int] = {}
+    heap = [(-alpha, key, alpha, 1, longest) for key, alpha, longest in candidates if longest > 0]
+    heapq.heapify(heap)
+    while heap and budget > 0:
+        neg_value, key, alpha, j, longest = heapq.heappop(heap)
+        value = -neg_value
+        # Adding a token of value v raises tokens/second iff v > per_token * expected / seconds.
+        if value * seconds <= per_token * expected:
+            break
+        expected += value
+        seconds += per_token
+        lengths[key] = j
+        budget -= 1
+        if j < longest:
+            heapq.heappush(heap, (-(value * alpha), key, alpha, j + 1, longest))
+    return lengths
