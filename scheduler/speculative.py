@@ -33,7 +33,7 @@ from ggserve.config import ServeConfig
 # Acceptance prior: as if this many draft positions had been tried, PRIOR_ALPHA of them accepted.
 PRIOR_TRIALS = 2.0
 PRIOR_ALPHA = 0.5
-ACCEPTANCE_DECAY = 0.9  # per verification: the rate follows the text (a quote ends, a new one starts)
+ACCEPTANCE_DECAY = 0.8  # per verification: the rate follows the text (a quote ends, a new one starts)
 MIN_ALPHA = 0.05  # a request never gives up for good: every so often a 1-token probe is worth it
 PROBE_EVERY = 16  # steps between probes of a request whose acceptance is below the threshold
 

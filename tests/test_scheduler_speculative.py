@@ -1,0 +1,191 @@
+"""Speculative decoding in the scheduler: n-gram drafts, their lengths, and the bookkeeping of
+accepted and rejected draft tokens, driven by a fake executor whose "model" writes a fixed
+sequence (the token at position p is ``target(p)``) and verifies drafts against it as the real
+executor does: it accepts draft tokens while they equal the target and then samples one more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from test_scheduler_policy import EOS, Harness, prompt
+
+from ipc.protocol import AddRequest, FinishReason, KvOpKind, Sample, SamplingParams, Speculation, StepPlan, StepResult
+from scheduler.speculative import Acceptance, Drafter, SpecSettings, StepCost, allocate
+
+NGRAM = SpecSettings("ngram", n_max=16, n_min=0, size_n=6, min_hits=1)
+SIMPLE = SpecSettings("ngram-simple", n_max=16, n_min=0, size_n=4, min_hits=1)
+PERIOD = 12
+
+
+def periodic(p: int) -> int:
+    """A text that repeats every PERIOD tokens (a copy workload)."""
+    return 1000 + p % PERIOD
+
+
+class SpecHarness(Harness):
+    """A Harness whose fake executor samples ``target(position)`` and verifies drafts."""
+
+    def __init__(self, target: Callable[[int], int] = periodic, spec: SpecSettings = NGRAM, **kw) -> None:
+        super().__init__(**kw)
+        self.sched.spec = spec
+        self.target = target
+        for fake in self.fakes:
+            run = fake.run
+            fake.run = lambda plan, run=run: self._verify(plan, run(plan))
+
+    def _verify(self, plan: StepPlan, result: StepResult) -> StepResult:
+        if result.no_kv_room:
+            return result
+        samples = []
+        for item in plan.items:
+            if not item.sample:
+                continue
+            first = item.pos + len(item.token_ids) - item.draft  # the position the first sampled row predicts
+            accepted = 0
+            while accepted < item.draft and item.token_ids[-item.draft + accepted] == self.target(first + accepted):
+                accepted += 1
+            samples.append(Sample(item.seq_id, self.target(first + accepted), n_accepted=accepted))
+        result.samples = samples
+        return result
+
+    def add(self, rid: str, tokens: list[int], max_tokens: int = 4, **kw) -> None:
+        self.sched.add_request(AddRequest(rid, tokens, max_tokens, SamplingParams(temperature=0), **kw), b"peer")
+        self._collect()
+
+    def drafts(self) -> list[int]:
+        return [item.draft for fake in self.fakes for plan in fake.plans for item in plan.items if item.draft]
+
+
+def copy_prompt(n: int) -> list[int]:
+    return [periodic(p) for p in range(n)]
+
+
+def test_ngram_simple_drafts_what_followed_the_last_earlier_match() -> None:
+    d = Drafter([1, 2, 3, 4, 5, 6, 9, 9, 1, 2, 3, 4])
+    assert d.propose(SIMPLE, 10) == [5, 6, 9, 9, 1, 2, 3, 4]  # stops at the history's end
+    assert d.propose(SIMPLE, 3) == [5, 6, 9]
+    assert Drafter([1, 2, 3, 4, 7, 1, 2, 3]).propose(SIMPLE, 5) == []  # only 3 tokens match
+    d.extend([5, 8])
+    assert d.propose(SIMPLE, 4) == []  # "3 4 5 8" never appeared before
+
+
+def test_ggserve_ngram_backs_off_to_the_longest_shorter_match() -> None:
+    d = Drafter([1, 2, 3, 4, 7, 1, 2, 3])
+    assert d.propose(NGRAM, 5) == [4, 7, 1, 2, 3]  # "1 2 3" matched
+    assert Drafter([5, 6, 7]).propose(NGRAM, 5) == []
+
+
+def test_a_match_must_be_token_aligned_and_min_hits_counts_earlier_occurrences() -> None:
+    d = Drafter([0, 1, 0, 0, 0, 1, 0])
+    assert d.propose(SpecSettings("ngram-simple", 8, 0, 2, 1), 3) == [0, 0, 1]
+    # 256 is bytes 00 01 00 00: [1, 0]'s bytes (01 00 00 00 00 00 00 00) lie across [256, 0, 0] unaligned
+    assert Drafter([256, 0, 0, 7, 1, 0]).propose(SpecSettings("ngram-simple", 8, 0, 2, 1), 3) == []
+    twice = SpecSettings("ngram-simple", 8, 0, 2, 2)
+    assert Drafter([1, 2, 5, 1, 2, 6, 1, 2]).propose(twice, 1) == [6]  # the latest of two
+    assert Drafter([1, 2, 5, 3, 3, 1, 2]).propose(twice, 1) == []  # seen once only
+
+
+def test_step_cost_fit_recovers_a_linear_step_time() -> None:
+    cost = StepCost()
+    for n in (1, 2, 4, 8, 16, 3, 5) * 30:
+        cost.observe(n, 0.020 + 0.004 * n)
+    fixed, per_token = cost.fit()
+    assert abs(fixed - 0.020) < 0.002 and abs(per_token - 0.004) < 0.0005
+
+
+def test_drafts_are_long_when_tokens_are_cheap_and_stop_when_the_batch_is_compute_bound() -> None:
+    cheap, bound = StepCost(), StepCost()
+    for n in (1, 2, 4, 8, 16) * 30:
+        cheap.observe(n, 0.020 + 0.0002 * n)  # a GPU-like step: the weights' read dominates
+        bound.observe(n, 0.001 + 0.010 * n)  # every token costs nearly a whole step
+    assert allocate([(0, 0.9, 16)], 1, cheap, 100) == {0: 16}
+    assert allocate([(0, 0.9, 16)], 1, bound, 100) == {}
+    assert allocate([(0, 0.9, 16)], 1, cheap, 5) == {0: 5}  # the step's spare tokens bound it
+    lengths = allocate([(0, 0.95, 16), (1, 0.3, 16)], 2, cheap, 100)
+    assert lengths[0] > lengths.get(1, 0)  # the request that agrees more drafts more
+
+
+def test_acceptance_follows_recent_verifications() -> None:
+    a = Acceptance()
+    for _ in range(20):
+        a.update(8, 8)
+    assert a.alpha > 0.9
+    for _ in range(30):
+        a.update(8, 0)
+    assert a.alpha < 0.2
+
+
+def test_a_copy_is_drafted_accepted_and_output_in_order() -> None:
+    h = SpecHarness(n_slots=1)
+    h.add("r", copy_prompt(3 * PERIOD), max_tokens=40)
+    steps = h.run_until_idle()
+    tokens = h.tokens("r")
+    assert tokens == [periodic(3 * PERIOD + i) for i in range(40)]  # what the target writes, nothing lost
+    stats = h.final("r").stats
+    assert stats.n_draft_tokens > 0 and stats.n_draft_accepted == stats.n_draft_tokens
+    assert steps < 40 / 2  # several tokens per step
+    stats_all = h.sched.stats()
+    assert stats_all.spec_accepted_tokens_total == stats.n_draft_accepted
+    assert stats_all.spec_accepted_per_pos[0] == stats_all.spec_drafts_total
+
+
+def test_a_partly_accepted_draft_keeps_the_accepted_tokens_and_drops_the_rest() -> None:
+    # the target copies the period except at positions that are multiples of 30
+    target = lambda p: 5 if p % 30 == 0 else periodic(p)  # noqa: E731
+    h = SpecHarness(target=target, n_slots=1)
+    h.add("r", copy_prompt(2 * PERIOD + 1), max_tokens=60)
+    h.run_until_idle()
+    start = 2 * PERIOD + 1
+    assert h.tokens("r") == [target(start + i) for i in range(60)]
+    stats = h.final("r").stats
+    assert 0 < stats.n_draft_accepted < stats.n_draft_tokens
+    assert any(op.kind == KvOpKind.TRUNCATE for plan in h.fakes[0].plans for op in plan.kv_ops)
+    slot, kv = h.sched.executors[0].slots[0], h.fakes[0].kv[0]
+    assert slot.tokens == kv[: len(slot.tokens)] and len(kv) - len(slot.tokens) <= 16  # a last truncate is queued
+
+
+def test_a_stop_token_inside_an_accepted_draft_ends_the_request_there() -> None:
+    target = lambda p: EOS if p == 45 else periodic(p)  # noqa: E731
+    h = SpecHarness(target=target, n_slots=1)
+    h.add("r", copy_prompt(3 * PERIOD), max_tokens=100)
+    h.run_until_idle()
+    assert h.tokens("r") == [periodic(p) for p in range(3 * PERIOD, 45)]
+    assert h.final("r").finish_reason == FinishReason.STOP
+
+
+def test_drafts_never_pass_max_tokens_or_the_slot_context() -> None:
+    h = SpecHarness(n_slots=1)
+    h.add("r", copy_prompt(3 * PERIOD), max_tokens=7)
+    h.run_until_idle()
+    assert len(h.tokens("r")) == 7 and all(d <= 6 for d in h.drafts())
+    h = SpecHarness(n_slots=1, ctx_per_request=3 * PERIOD + 10)
+    h.add("c", copy_prompt(3 * PERIOD), max_tokens=-1)
+    h.run_until_idle()
+    assert len(h.tokens("c")) == 10 and h.final("c").finish_reason == FinishReason.LENGTH
+
+
+def test_a_request_can_turn_speculation_off_or_ask_for_a_minimum() -> None:
+    h = SpecHarness(n_slots=2)
+    h.add("off", copy_prompt(3 * PERIOD), max_tokens=20, speculative=Speculation(n_max=0))
+    h.run_until_idle()
+    assert not h.drafts() and h.final("off").stats.n_draft_tokens == 0
+    h = SpecHarness(n_slots=1)
+    h.add("min", copy_prompt(3 * PERIOD), max_tokens=30, speculative=Speculation(n_min=5, n_max=8))
+    h.run_until_idle()
+    assert h.drafts() and all(5 <= d <= 8 for d in h.drafts())
+
+
+def test_speculating_and_plain_requests_share_steps_within_the_token_budget() -> None:
+    h = SpecHarness(n_slots=4, n_batch=24)
+    for i in range(2):
+        h.add(f"s{i}", copy_prompt(3 * PERIOD), max_tokens=30)
+        h.add(f"p{i}", copy_prompt(3 * PERIOD), max_tokens=30, speculative=Speculation(n_max=0))
+    h.run_until_idle()
+    for i in range(2):
+        assert h.tokens(f"s{i}") == h.tokens(f"p{i}") == [periodic(3 * PERIOD + k) for k in range(30)]
+        assert h.final(f"s{i}").stats.n_draft_tokens > 0 and h.final(f"p{i}").stats.n_draft_tokens == 0
+    assert all(sum(len(i.token_ids) for i in plan.items) <= 24 for plan in h.fakes[0].plans)
+    ex, fake = h.sched.executors[0], h.fakes[0]
+    h.step()  # the last truncations run
+    assert ex.n_ctx - ex.free_cells == fake.cells_used
