@@ -60,6 +60,9 @@ def test_embedding_flags_map_onto_the_config() -> None:
         ("--ssl-keyfile", "key.pem"),
         ("-m", "/nonexistent/model.gguf"),
         ("--reasoning-budget", "-2"),
+        ("-md", "draft.gguf"),
+        ("--spec-type", "ngram", "--spec-ngram-size-n", "0"),
+        ("--spec-type", "ngram", "--draft-max", "-1"),
     ],
 )
 def test_bad_flag_combinations_exit_with_a_message(argv: tuple[str, ...], capsys) -> None:
@@ -145,3 +148,14 @@ def test_timeout_is_llama_servers_flag() -> None:
     assert config_from_args(parse()).timeout == 600.0
     with pytest.raises(SystemExit):
         config_from_args(parse("--timeout", "0"))
+
+
+def test_speculative_flags_map_onto_the_config() -> None:
+    default = config_from_args(parse())
+    assert default.spec_type == ""  # off, as llama-server
+    cfg = config_from_args(parse("--spec-type", "ngram-simple", "--spec-ngram-simple-size-n", "8",
+                                 "--spec-ngram-simple-size-m", "32", "--draft-max", "16", "--draft-min", "2"))
+    assert (cfg.spec_type, cfg.spec_ngram_size_n, cfg.spec_ngram_size_m) == ("ngram-simple", 8, 32)
+    assert (cfg.spec_draft_n_max, cfg.spec_draft_n_min) == (16, 2)
+    assert config_from_args(parse("--spec-type", "ngram-mod", "--spec-ngram-mod-n-match", "24")).spec_ngram_size_n == 24
+    assert config_from_args(parse("--spec-type", "none")).spec_type == ""
