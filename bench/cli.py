@@ -28,6 +28,7 @@ from bench.tokenizer import TextMaker, Tokenizer
 from bench.workloads import (
     LengthDist,
     Session,
+    copy_sessions,
     long_mix_sessions,
     multi_turn_sessions,
     random_sessions,
@@ -35,7 +36,7 @@ from bench.workloads import (
 )
 from ggserve.config import cpu_has_amx
 
-WORKLOADS = ("random", "shared-prefix", "multi-turn", "long-mix", "idle-conversations")
+WORKLOADS = ("random", "shared-prefix", "multi-turn", "long-mix", "idle-conversations", "copy")
 IDLE_CONVERSATIONS = 64  # idle-conversations' default count: more histories than a KV cache holds
 SOAK_SERVER_ARGS = "-np 16 -c 8192"  # the slots and context of docs/benchmarks.md's runs
 
@@ -78,7 +79,8 @@ def _add_workload_args(parser: argparse.ArgumentParser) -> None:
         "idle-conversations: multi-turn chats (--num-prompts, default 64) sent round robin, "
         "turn 1 of every chat, then turn 2 of every chat, ..., so each returns after the "
         "others have pushed its history out of the KV cache; TTFT and cached tokens reported "
-        "for first and returning turns apart.")
+        "for first and returning turns apart. copy: a --passage-len passage three times, then "
+        "the start of a fourth copy (speculative decoding's case).")
     group.add_argument("--workload", choices=WORKLOADS, default="random")
     group.add_argument("--sampling", choices=SAMPLING_MODES, default="greedy",
                        help="greedy (temperature 0), or default: llama-server's default chain "
@@ -99,6 +101,8 @@ def _add_workload_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--long-fraction", type=_fraction, default=0.125,
                        help="long-mix: share of the sessions that are long, spread evenly "
                             "(default %(default)s: 1 in 8)")
+    group.add_argument("--passage-len", type=int, default=150,
+                       help="copy: tokens of the passage (default %(default)s)")
     group.add_argument("--turns", type=int, default=4,
                        help="multi-turn, idle-conversations: user turns per chat")
     group.add_argument("--system-len", type=int, default=64,
@@ -288,6 +292,8 @@ def make_plan(args: argparse.Namespace, tokenizer_path: str,
         if args.workload == "shared-prefix":
             return shared_prefix_sessions(texts, rng, count, args.prefix_len, args.suffix_len,
                                           args.output_len)
+        if args.workload == "copy":
+            return copy_sessions(texts, rng, count, args.passage_len, args.output_len)
         if args.workload == "long-mix":
             return long_mix_sessions(texts, rng, count, args.input_len, args.output_len,
                                      args.long_len, args.long_fraction)

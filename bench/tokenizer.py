@@ -51,10 +51,14 @@ class TextMaker:
         self._tokenizer = tokenizer
         self._words = tokenizer.word_pool(pool_size, random.Random(seed))
 
-    def text(self, n_tokens: int, rng: random.Random) -> str:
+    def text(self, n_tokens: int, rng: random.Random, copies: int = 1, lead: int = 0) -> str:
+        """n_tokens random words; with ``copies`` > 1 the same words that many times, then the
+        first ``lead`` of them again (a text that invites copying), exactly
+        copies * n_tokens + lead tokens."""
         # Adjacent pool words could in principle merge into one token; redraw until exact.
         for _ in range(20):
-            text = "".join(rng.choices(self._words, k=n_tokens))
-            if self._tokenizer.count(text) == n_tokens:
+            words = rng.choices(self._words, k=n_tokens)
+            text = "".join(words * copies + words[:lead])
+            if self._tokenizer.count(text) == copies * n_tokens + lead:
                 return text
         raise RuntimeError(f"could not make a text of exactly {n_tokens} tokens")

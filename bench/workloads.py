@@ -1,7 +1,7 @@
 """Benchmark workloads: the sessions a run sends, with exact token lengths.
 
 A session is a list of requests sent one after another by one simulated user. Random,
-shared-prefix and long-mix workloads are one raw-prompt `/v1/completions` request per session; a
+shared-prefix, long-mix and copy workloads are one raw-prompt `/v1/completions` request per session; a
 multi-turn session (also the idle-conversations workload's, which only sends the turns in another
 order) is a `/v1/chat/completions` conversation that resends the whole history every turn.
 Requests may carry a group ("long"/"short", "first"/"returning") that the report summarizes
@@ -91,6 +91,23 @@ def long_mix_sessions(texts: TextMaker, rng: random.Random, count: int, input_le
     return [_prompt(texts, rng, long_len, output_len, "long") if index in long_at
             else _prompt(texts, rng, input_len.sample(rng), output_len, "short")
             for index in range(count)]
+
+
+COPIES = 3  # the copy workload: the passage this many times in the prompt
+COPY_LEAD = 8  # then this many of its first words, starting another copy
+
+
+def copy_sessions(texts: TextMaker, rng: random.Random, count: int, passage_len: int,
+                  output_len: LengthDist) -> list[Session]:
+    """Prompts holding a passage of passage_len tokens three times, then the start of a fourth
+    copy: the model goes on copying, as it does when it edits code, extracts, quotes its sources
+    or rewrites JSON. Speculative decoding's case (llama-server's ngram drafts find it)."""
+    sessions = []
+    for _ in range(count):
+        text = texts.text(passage_len, rng, COPIES, COPY_LEAD)
+        turn = Turn(text, COPIES * passage_len + COPY_LEAD, output_len.sample(rng))
+        sessions.append(Session("completions", (turn,)))
+    return sessions
 
 
 def shared_prefix_sessions(texts: TextMaker, rng: random.Random, count: int, prefix_len: int,

@@ -11,6 +11,7 @@ from bench.tokenizer import TextMaker, Tokenizer
 from bench.workloads import (
     TEMPLATE_TOKENS_PER_MESSAGE,
     LengthDist,
+    copy_sessions,
     long_mix_sessions,
     multi_turn_sessions,
     random_sessions,
@@ -68,6 +69,16 @@ def test_shared_prefix_is_shared_token_for_token(tokenizer, texts):
         assert 210 <= turn.input_len <= 230
         assert ids[:200] == prefix_ids
     assert len({tuple(tokenizer.ids(t.text)[200:]) for t in prompts}) == 8  # distinct suffixes
+
+
+def test_copy_prompts_hold_a_passage_three_times_and_start_a_fourth(tokenizer, texts):
+    sessions = copy_sessions(texts, random.Random(0), 4, passage_len=50, output_len=LengthDist(20, 20))
+    for session in sessions:
+        (turn,) = session.turns
+        ids = tokenizer.ids(turn.text)
+        assert len(ids) == turn.input_len == 3 * 50 + 8 and turn.output_len == 20
+        assert ids[:50] == ids[50:100] == ids[100:150] and ids[150:] == ids[:8]
+    assert len({s.turns[0].text for s in sessions}) == 4
 
 
 def test_multi_turn_conversations(tokenizer, texts):
