@@ -113,6 +113,9 @@ def item_problem(item: BatchItem, n_vocab: int, n_seq_max: int) -> str | None:
         return f"negative position {item.pos} for sequence {item.seq_id}"
     if item.draft and not (0 < item.draft < k and item.sample and not item.logprob_targets):
         return f"invalid draft of {item.draft} tokens for sequence {item.seq_id}"
+    if item.draft_model and not (item.draft_model > 0 and k == 1 and item.sample and not item.draft
+                                 and not item.logprob_targets):
+        return f"invalid draft request of {item.draft_model} tokens for sequence {item.seq_id}"
     if len(item.logprob_targets) > k:
         return f"more logprob targets than tokens for sequence {item.seq_id}"
     if min(item.token_ids) < 0 or max(item.token_ids) >= n_vocab:

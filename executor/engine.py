@@ -17,6 +17,7 @@ import numpy as np
 
 from executor import slot_files
 from executor.batch import BatchError, BatchLayout, NumpyBatch, item_problem
+from executor.draft import DraftModel, SeqTokens
 from executor.embedding import Embedder
 from executor.host_cache import HostCache
 from executor.llama_log import LlamaLogCapture
@@ -162,6 +163,11 @@ class ModelEngine:
         self.embedder = (Embedder(self.model, self.ctx, self.batch, self.n_vocab, self.n_seq_max, arena)
                          if cfg.embeddings else None)
         self.lora = LoraAdapters(self.model, self.ctx, [lora.path for lora in cfg.lora], self._log_capture)
+        # speculative decoding with a draft model: the model, the target's tokens it follows, and
+        # each sequence's p_min (SeqStart)
+        self.draft = DraftModel(cfg, self.n_vocab, self.n_seq_max) if cfg.spec_draft_model else None
+        self.seq_tokens = SeqTokens(self.n_seq_max) if self.draft is not None else None
+        self.draft_p_min: dict[int, float] = {}
         self.info = self._describe(cfg)
         self._hang_file = os.environ.get(HANG_FILE_ENV, "")
         self._warm_up()
@@ -233,6 +239,7 @@ class ModelEngine:
         prompt_logprobs: list[PromptLogprobs] = []
         error = None
         no_kv_room = False
+        self._draft_seconds = 0.0
         try:
             samples, prompt_logprobs = self._run(plan, failures, files)
         except NoKvRoom:
@@ -251,6 +258,7 @@ class ModelEngine:
             failures=[SeqFailure(seq, err) for seq, err in failures.items()],
             no_kv_room=no_kv_room,
             slot_files=files,
+            draft_seconds=self._draft_seconds,
         )
 
     def embed(self, plan: EmbedPlan) -> EmbedResult:
@@ -274,7 +282,13 @@ class ModelEngine:
         items = self._runnable(plan.items, failures)
         if not items:
             return [], []
+        drafted: dict[int, list[int]] = {}
+        if self.draft is not None:
+            items, drafted = self._with_drafts(items)
         layout = self.batch.fill(items)
+        if self.seq_tokens is not None:
+            for item in items:
+                self.seq_tokens.write(item)
         sampled_items = [item for item in items if item.sample and not item.draft]
         drafted_items = [item for item in items if item.draft]
         samplers = [self.samplers[item.seq_id] for item in sampled_items]
@@ -291,7 +305,7 @@ class ModelEngine:
             PromptLogprobs(seq, target_logprobs(logits[row : row + len(targets)], targets, top))
             for (seq, row, targets), top in zip(layout.spans, prompt_tops)
         ]
-        samples = self._verify(drafted_items, layout, logits, failures)
+        samples = self._verify(drafted_items, layout, logits, failures, drafted)
         if not samplers:
             return samples, prompt_logprobs
         only_samples = layout.n_outputs == len(samplers)  # rows are the samples, in order
@@ -304,13 +318,34 @@ class ModelEngine:
                 log.warning("executor %d: sequence %d failed: %r", self.executor_id, item.seq_id, exc)
                 failures[item.seq_id] = _sampling_error(exc)
             else:
-                samples.append(Sample(seq_id=item.seq_id, token_id=token, logprob=lp))
+                samples.append(Sample(seq_id=item.seq_id, token_id=token, logprob=lp))  # drafted nothing
         return samples, prompt_logprobs
 
+    def _with_drafts(self, items: list[BatchItem]) -> tuple[list[BatchItem], dict[int, list[int]]]:
+        """The items with the draft model's tokens appended where it was asked to draft (a
+        sequence whose tokens are not known drafts nothing), and those tokens by sequence."""
+        assert self.draft is not None and self.seq_tokens is not None
+        wanted = []
+        for item in items:
+            held = self.seq_tokens.tokens[item.seq_id] if item.draft_model else None
+            if held is not None and len(held) == item.pos:
+                wanted.append((item.seq_id, held + item.token_ids, item.draft_model,
+                               self.draft_p_min.get(item.seq_id, 0.0)))
+        if not wanted:
+            return items, {}
+        drafts = self.draft.draft(wanted)
+        self._draft_seconds = self.draft.seconds
+        out = []
+        for item in items:
+            extra = drafts.get(item.seq_id, []) if item.draft_model else []
+            out.append(BatchItem(item.seq_id, item.token_ids + extra, item.pos, item.sample, item.logprob_targets,
+                                 len(extra)) if item.draft_model else item)
+        return out, drafts
+
     def _verify(self, items: list[BatchItem], layout: BatchLayout, logits: np.ndarray,
-                failures: dict[int, EngineError]) -> list[Sample]:
+                failures: dict[int, EngineError], drafted: dict[int, list[int]]) -> list[Sample]:
         """Verify each item's draft (executor.sampling.verify_draft); a sequence whose sampler
-        fails fails alone."""
+        fails fails alone. ``drafted``: the draft model's tokens, by sequence."""
         samples = []
         for item, (batch_row, out_row) in zip(items, layout.drafts):
             n_rows = item.draft + 1
@@ -322,7 +357,8 @@ class ModelEngine:
                 failures[item.seq_id] = _sampling_error(exc)
                 continue
             accepted = [lp for lp in logprobs[:-1] if lp is not None]
-            samples.append(Sample(item.seq_id, tokens[-1], logprobs[-1], len(tokens) - 1, accepted))
+            samples.append(Sample(item.seq_id, tokens[-1], logprobs[-1], len(tokens) - 1, accepted,
+                                  drafted.get(item.seq_id, [])))
         return samples
 
     def _start(self, start: SeqStart, failures: dict[int, EngineError]) -> None:
@@ -333,6 +369,7 @@ class ModelEngine:
         old = self.samplers.pop(start.seq_id, None)
         if old is not None:
             old.free()
+        self.draft_p_min[start.seq_id] = start.draft_p_min
         try:
             self.samplers[start.seq_id] = SeqSampler(
                 start.sampling, self.vocab, self.n_vocab, start.logprobs, start.history, start.prompt_logprobs,
@@ -351,13 +388,15 @@ class ModelEngine:
             problem = item_problem(item, self.n_vocab, self.n_seq_max)
             if problem is None and item.seq_id not in self.samplers:
                 problem = f"sequence {item.seq_id} has no sampler"
-            if problem is None and n_tokens + len(item.token_ids) > self.batch.capacity:
+            if problem is None and item.draft_model and self.draft is None:
+                problem = f"sequence {item.seq_id} asks for a draft but no draft model is loaded"
+            if problem is None and n_tokens + len(item.token_ids) + item.draft_model > self.batch.capacity:
                 problem = f"the plan has more than {self.batch.capacity} tokens"
             if problem is not None:
                 log.error("executor %d: %s", self.executor_id, problem)
                 failures[item.seq_id] = EngineError(ErrorCode.INTERNAL, f"invalid plan: {problem}")
                 continue
-            n_tokens += len(item.token_ids)
+            n_tokens += len(item.token_ids) + item.draft_model
             runnable.append(item)
         return runnable
 
@@ -370,6 +409,8 @@ class ModelEngine:
         for op in plan.kv_ops:
             if op.kind == KvOpKind.DROP:
                 self.host_cache.drop(op.entry_id)
+                if self.seq_tokens is not None:
+                    self.seq_tokens.apply(op)
                 continue
             self._check_seq(op.seq_id)
             if op.pos < 0 or op.n_discard < 0:
@@ -397,6 +438,10 @@ class ModelEngine:
                 files.append(slot_files.save(self.ctx, op.seq_id, op.path, op.tokens))
             elif op.kind == KvOpKind.LOAD_FILE:
                 files.append(slot_files.load(self.ctx, mem, op.seq_id, op.path, op.pos, self.n_vocab))
+                if self.seq_tokens is not None:
+                    self.seq_tokens.set(op.seq_id, files[-1].tokens)
+            if self.seq_tokens is not None:
+                self.seq_tokens.apply(op)
 
     def _pos_min(self) -> list[int]:
         return [
@@ -404,6 +449,8 @@ class ModelEngine:
         ]
 
     def close(self) -> None:
+        if self.draft is not None:
+            self.draft.close()
         for sampler in self.samplers.values():
             sampler.free()
         self.samplers.clear()

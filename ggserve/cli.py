@@ -22,7 +22,7 @@ import msgspec
 from frontend.text.builtin_templates import builtin_names
 from frontend.http.errors import ApiError
 from frontend.api.sampler_order import sampler_order
-from ggserve.config import SPEC_TYPES, LoraFile, ModelSpec, ServeConfig, cpu_has_amx
+from ggserve.config import DRAFT_MODEL_TYPE, SPEC_TYPES, LoraFile, ModelSpec, ServeConfig, cpu_has_amx
 from ggserve.env_flags import apply_env_defaults, env_name
 from ggserve.engine_group import log_engine
 from ggserve.launcher import ChildFailed, Launcher, StartInterrupted
@@ -359,7 +359,8 @@ def _speculative_flags(g: argparse._ArgumentGroup, d: ServeConfig) -> None:
     g.add_argument("--spec-type", choices=["none", *SPEC_TYPES], default=d.spec_type or "none",
                    help="model-free drafting: ngram-simple (llama.cpp's: the last --spec-ngram-size-n tokens "
                    "matched earlier in prompt + output), ngram (ggserve's: the longest such match, down to 2 "
-                   "tokens; ngram-mod, ngram-map-k and ngram-map-k4v run it too)")
+                   "tokens; ngram-mod, ngram-map-k and ngram-map-k4v run it too), draft-simple (a draft "
+                   "model, -md)")
     g.add_argument("--spec-draft-n-max", "--draft", "--draft-n", "--draft-max", dest="spec_draft_n_max", type=int,
                    default=d.spec_draft_n_max, help="draft tokens per step at most (0: --spec-ngram-size-m)")
     g.add_argument("--spec-draft-n-min", "--draft-min", "--draft-n-min", "--spec-ngram-mod-n-min",
@@ -376,16 +377,20 @@ def _speculative_flags(g: argparse._ArgumentGroup, d: ServeConfig) -> None:
     g.add_argument("--spec-ngram-min-hits", "--spec-ngram-simple-min-hits", "--spec-ngram-map-k-min-hits",
                    "--spec-ngram-map-k4v-min-hits", dest="spec_ngram_min_hits", type=int,
                    default=d.spec_ngram_min_hits, help="earlier occurrences of the match needed to draft")
-    g.add_argument("-md", "--spec-draft-model", "--model-draft", dest="spec_draft_model", default="",
-                   help="draft model (not supported yet: refused)")
+    g.add_argument("-md", "--spec-draft-model", "--model-draft", dest="spec_draft_model", default=d.spec_draft_model,
+                   help="draft model with the target's vocabulary (--spec-type draft-simple, the default with it)")
+    g.add_argument("-ngld", "--spec-draft-ngl", "--gpu-layers-draft", "--n-gpu-layers-draft", dest="spec_draft_ngl",
+                   type=int, default=d.spec_draft_ngl, help="draft model layers on the GPU (-1: all)")
 
 
 def _check_speculative(args: argparse.Namespace) -> None:
-    if args.spec_draft_model:
-        raise UsageError("ggserve: draft models (-md / --spec-draft-model) are not supported yet; "
-                         "use --spec-type ngram-simple or ngram")
     if args.spec_type == "none":
-        args.spec_type = ""
+        args.spec_type = DRAFT_MODEL_TYPE if args.spec_draft_model else ""
+    if (args.spec_type == DRAFT_MODEL_TYPE) != bool(args.spec_draft_model):
+        raise UsageError("ggserve: a draft model (-md FILE) goes with --spec-type draft-simple "
+                         "(the n-gram types need none)")
+    if args.spec_draft_model and not os.path.isfile(args.spec_draft_model):
+        raise UsageError(f"ggserve: the draft model {args.spec_draft_model} does not exist")
     if args.spec_draft_n_max < 0 or args.spec_draft_n_min < 0 or not 0.0 <= args.spec_draft_p_min <= 1.0:
         raise UsageError("ggserve: --spec-draft-n-max and --spec-draft-n-min cannot be negative, "
                          "--spec-draft-p-min is in [0, 1]")
@@ -433,6 +438,7 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         api_prefix=_api_prefix(args.api_prefix),
         slot_save_path=os.path.abspath(args.slot_save_path) if args.slot_save_path else "",
         lora=_lora_paths(args.lora),
+        spec_draft_model=os.path.abspath(args.spec_draft_model) if args.spec_draft_model else "",
     )
     return ServeConfig(**fields)
 

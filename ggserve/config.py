@@ -15,9 +15,10 @@ import msgspec
 from ipc.transport import CurveKeys
 
 
-# --spec-type values: llama.cpp's n-gram rule, and ggserve's longest-match index (which also
-# serves llama.cpp's other n-gram types).
-SPEC_TYPES = ("ngram-simple", "ngram", "ngram-mod", "ngram-map-k", "ngram-map-k4v")
+# --spec-type values: llama.cpp's n-gram rule, ggserve's longest-match index (which also serves
+# llama.cpp's other n-gram types), and a draft model (-md).
+SPEC_TYPES = ("ngram-simple", "ngram", "ngram-mod", "ngram-map-k", "ngram-map-k4v", "draft-simple")
+DRAFT_MODEL_TYPE = "draft-simple"  # the type that drafts with -md
 
 
 class ModelSpec(msgspec.Struct, kw_only=True):
@@ -75,9 +76,11 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     cache_reuse: int = 0  # --cache-reuse: min chunk of a cached prompt reused by KV shifting (0: off)
     # speculative decoding (llama-server's flags): --spec-type ngram-simple / ngram ("": off)
     spec_type: str = ""
-    spec_draft_n_max: int = 0  # --spec-draft-n-max: draft tokens per step at most (0: the type's, --spec-ngram-size-m)
+    spec_draft_n_max: int = 0  # --spec-draft-n-max: draft tokens per step at most (0: the type's: --spec-ngram-size-m, 16 with -md)
     spec_draft_n_min: int = 0  # --spec-draft-n-min: a shorter draft is not verified
     spec_draft_p_min: float = 0.0  # --spec-draft-p-min: draft models only
+    spec_draft_model: str = ""  # -md: the draft model's GGUF (--spec-type draft-simple)
+    spec_draft_ngl: int = -1  # -ngld: draft model layers on the GPU (-1: all)
     spec_ngram_size_n: int = 12  # --spec-ngram-size-n: tokens matched (ngram: the longest match, down to 2)
     spec_ngram_size_m: int = 48  # --spec-ngram-size-m: tokens drafted after a match
     spec_ngram_min_hits: int = 1  # --spec-ngram-min-hits: earlier occurrences a match needs

@@ -530,6 +530,7 @@ class SeqStart(_Part):
     # The prompt's last tokens, fed to the repetition samplers (penalties, DRY) before the output:
     # they penalise repeating the prompt too, as llama-server's do. Not fed to the grammar.
     penalty_context: list[int] = []
+    draft_p_min: float = 0.0  # the draft model stops drafting for it below this probability
 
 
 class BatchItem(_Part):
@@ -546,6 +547,9 @@ class BatchItem(_Part):
     # the executor samples at each of the last draft + 1 positions in order, accepting a draft
     # token while the sample equals it, and stops at the first sample that differs.
     draft: int = 0
+    # With a draft model: the executor drafts up to this many tokens after ``token_ids`` (one
+    # pending token) itself, appends them and verifies them as above (Sample.drafted says which).
+    draft_model: int = 0
 
 
 class StepPlan(_Msg):
@@ -572,6 +576,7 @@ class Sample(_Part):
     logprob: TokenLogprob | None = None
     n_accepted: int = 0
     accepted_logprobs: list[TokenLogprob] = []
+    drafted: list[int] = []  # BatchItem.draft_model: the tokens the draft model proposed
 
 
 class PromptLogprobs(_Part):
@@ -614,6 +619,7 @@ class StepResult(_Msg):
     # the cache is as before the step; the scheduler retries with fewer tokens.
     no_kv_room: bool = False
     slot_files: list[SlotFileResult] = []
+    draft_seconds: float = 0.0  # of step_seconds, the draft model's share
 
 
 class EmbedItem(_Part):

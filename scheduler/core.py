@@ -48,7 +48,7 @@ from scheduler.host_cache import HostCacheIndex
 from scheduler.metrics import EngineCounters
 from scheduler.request import Request, Status
 from scheduler.slots import Slot
-from scheduler.speculative import Drafter, SpecSettings, StepCost
+from scheduler.speculative import DRAFTED, Drafter, SpecSettings, StepCost
 
 log = logging.getLogger("scheduler")
 
@@ -98,6 +98,7 @@ class ExecutorState:
         self.file_in_flight: FileAction | None = None  # the step running is this action's
         self.lora = lora.NO_LORA  # the adapter set its context runs with (a new process: none)
         self.step_cost = StepCost()  # its step time by tokens (how long drafts may be)
+        self.draft_token_seconds = 0.0  # a draft model's time per drafted token (recent average)
 
     @property
     def idle(self) -> bool:
@@ -252,6 +253,7 @@ class Scheduler:
             own = msg.speculative
             req.spec_n_max = self.spec.n_max if own is None or own.n_max is None else own.n_max
             req.spec_n_min = self.spec.n_min if own is None or own.n_min is None else own.n_min
+            req.spec_p_min = self.spec.p_min if own is None or own.p_min is None else own.p_min
         self.requests[req.id] = req
         self.waiting.append(req)
 
@@ -370,8 +372,9 @@ class Scheduler:
         n_prompt = 0
         for req, n in chosen:
             slot = req.slot
+            draft = len(req.draft) if req.status == Status.DECODE else 0
             if req.status == Status.DECODE:
-                tokens = [req.pending_token, *req.draft]
+                tokens = [req.pending_token, *req.draft]  # a draft model's tokens: placeholders
                 sample = True
             else:
                 tokens = req.seq_tokens[req.n_computed : req.n_computed + n]
@@ -381,8 +384,11 @@ class Scheduler:
             targets = req.prompt[req.n_computed + 1 : req.n_computed + n + 1] if (
                 req.prompt_logprobs >= 0 and req.status == Status.PREFILL
             ) else []
-            items.append(BatchItem(slot.seq_id, tokens, req.n_computed, sample, targets,
-                                   len(req.draft) if req.status == Status.DECODE else 0))
+            if self.spec.model:
+                items.append(BatchItem(slot.seq_id, tokens[: len(tokens) - draft], req.n_computed, sample, targets,
+                                       draft_model=draft))
+            else:
+                items.append(BatchItem(slot.seq_id, tokens, req.n_computed, sample, targets, draft))
             req.n_computed += n
             kv.append(slot, tokens)
             slot.last_used = now
@@ -391,8 +397,10 @@ class Scheduler:
 
     def _plan_drafts(self, ex: ExecutorState, running: list[Request], budget: int) -> None:
         """Set the draft of every decoding request for this step (most empty): proposals from
-        each request's own tokens, lengths by scheduler.speculative.allocate within the cells
-        and tokens the decodes leave (drafts never evict or preempt anything)."""
+        each request's own tokens (or, with a draft model, placeholders for the tokens the
+        executor will draft), lengths by scheduler.speculative.allocate within the cells and
+        tokens the decodes leave (drafts never evict or preempt anything). A request's n_min,
+        when it has one, is a floor as well as a threshold."""
         decoding = [r for r in running if r.status == Status.DECODE]
         proposals: dict[int, list[int]] = {}
         candidates: list[tuple[int, float, int]] = []
@@ -407,7 +415,7 @@ class Scheduler:
                 continue
             if req.drafter is None:
                 req.drafter = Drafter(req.prompt + req.output_ids)
-            draft = req.drafter.propose(self.spec, limit)
+            draft = [DRAFTED] * limit if self.spec.model else req.drafter.propose(self.spec, limit)
             if len(draft) < max(1, req.spec_n_min):
                 continue
             proposals[i] = draft
@@ -417,12 +425,13 @@ class Scheduler:
         if not candidates:
             return
         spare = budget - len(decoding)
-        lengths = speculative.allocate(candidates, len(decoding), ex.step_cost, spare)
+        lengths = speculative.allocate(candidates, len(decoding), ex.step_cost, spare, ex.draft_token_seconds)
         spare -= sum(lengths.values())
-        for i in probes:  # a request whose drafts have not paid lately tries its first token again
-            if i not in lengths and spare > 0 and decoding[i].spec_n_min <= 1:
-                lengths[i] = 1
-                spare -= 1
+        for i in proposals:  # floors: n_min, and a probe for a request whose drafts have not paid lately
+            floor = decoding[i].spec_n_min or (1 if i in probes else 0)
+            if lengths.get(i, 0) < floor <= spare + lengths.get(i, 0):
+                spare -= floor - lengths.get(i, 0)
+                lengths[i] = floor
         for i, n in lengths.items():
             req = decoding[i]
             if n >= req.spec_n_min:
@@ -647,7 +656,8 @@ class Scheduler:
         slot.lora = req.lora  # of the cells it computes (a reused prefix has the same set)
         # A resumed request's sampler sees what it generated before (penalties, grammar state).
         ex.starts.append(
-            SeqStart(seq, req.sampling, req.logprobs, list(req.output_ids), req.prompt_logprobs, req.penalty_context)
+            SeqStart(seq, req.sampling, req.logprobs, list(req.output_ids), req.prompt_logprobs, req.penalty_context,
+                     req.spec_p_min)
         )
         slot.request = slot.last_request = req
         slot.last_used = now
@@ -688,7 +698,11 @@ class Scheduler:
             longest = max((len(s.tokens) for s in ex.slots if s.busy), default=0)
             self.metrics.on_step(ex.id, result.step_seconds, ex.in_flight_prompt_tokens, n_tokens, len(ex.running),
                                  longest)
-            ex.step_cost.observe(n_tokens, result.step_seconds)
+            ex.step_cost.observe(n_tokens, result.step_seconds - result.draft_seconds)
+            if result.draft_seconds:
+                longest = max((len(r.draft) for r, _ in in_flight.values()), default=0)
+                per_token = result.draft_seconds / max(1, longest)
+                ex.draft_token_seconds += 0.1 * (per_token - ex.draft_token_seconds)
         for failure in result.failures:
             self._fail_seq(ex, failure.seq_id, failure.error, in_flight)
         for req, _ in in_flight.values():
@@ -711,15 +725,21 @@ class Scheduler:
     def _verified(self, ex: ExecutorState, req: Request, sample: Sample, now: float) -> None:
         """A draft was verified: the rejected tokens leave the cache (before the next step), the
         accepted ones and the token sampled after them are output."""
-        draft, req.draft = req.draft, []
+        reserved, req.draft = req.draft, []  # the cells the draft was given
+        draft = sample.drafted[: len(reserved)] if self.spec.model else reserved
         n_accepted = max(0, min(sample.n_accepted, len(draft)))
-        rejected = len(draft) - n_accepted
+        slot = req.slot
+        rejected = len(reserved) - n_accepted
         if rejected:
-            slot = req.slot
             keep = len(slot.tokens) - rejected
             kv.truncate(slot, keep)
             ex.kv_ops.append(KvOp(KvOpKind.TRUNCATE, slot.seq_id, keep))
             req.n_computed -= rejected
+        if self.spec.model:  # the placeholders of the accepted tokens get their ids
+            kv.name_tokens(slot, len(slot.tokens) - n_accepted, draft[:n_accepted])
+        if not draft:
+            self._on_tokens(req, [sample.token_id], [sample.logprob], now)
+            return
         req.n_draft_tokens += len(draft)
         req.n_draft_accepted += n_accepted
         req.drafter.acceptance.update(len(draft), n_accepted)
@@ -926,6 +946,11 @@ class Scheduler:
             ex.running.remove(req)
             slot = req.slot
             slot.request = None
+            if req.draft and self.spec.model and ex.alive:  # cells booked for draft tokens it never learns
+                keep = len(slot.tokens) - len(req.draft)
+                kv.truncate(slot, keep)
+                ex.kv_ops.append(KvOp(KvOpKind.TRUNCATE, slot.seq_id, keep))
+            req.draft = []
             if ex.alive:
                 ex.ends.append(slot.seq_id)
             if error is not None:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+from ggserve.tokens import common_prefix_len
 from scheduler.lora import LoraKey
-from scheduler.slots import common_prefix_len
 
 MIN_TOKENS = 32  # cutting fewer tokens than this from a prefix does not save it (cheap to recompute)
 

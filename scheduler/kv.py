@@ -71,6 +71,12 @@ def shift(slot: Slot, keep: int, n_discard: int) -> None:
     slot.shift_keep = keep if slot.shift_keep < 0 else min(keep, slot.shift_keep)
 
 
+def name_tokens(slot: Slot, start: int, tokens: list[int]) -> None:
+    """The cells from ``start`` on hold these tokens (booked before their ids were known: a
+    draft model's tokens, drafted in the executor)."""
+    slot.tokens[start : start + len(tokens)] = tokens
+
+
 def shared_end(slot: Slot, other: Slot) -> int:
     """The position after the last of ``slot``'s cells that ``other`` holds too (0: none)."""
     mine = {origin: last for origin, _, last in slot.segments}

@@ -27,10 +27,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ggserve.tokens import common_prefix_len
 from scheduler.host_cache import HostEntry
 from scheduler.lora import LoraKey
 from scheduler.request import Request, Status
-from scheduler.slots import Slot, common_prefix_len
+from scheduler.slots import Slot
 
 # Prompt chunk per step of a request that wants prompt log-probabilities: each of its tokens
 # then has a logits row (1 MiB with Gemma 3's 262k vocabulary).

@@ -21,7 +21,7 @@ class Request:
         "logprobs", "prompt_logprobs", "return_progress", "id_slot", "cache_prompt", "status", "output_ids", "slot",
         "n_computed", "n_cached", "pending_token", "t_arrival", "t_admitted", "t_first_token", "t_last_token",
         "seq_tokens", "n_preempted", "n_keep", "n_discard", "context_limited", "truncated", "n_cache_reuse", "lora",
-        "spec_n_max", "spec_n_min", "drafter", "draft", "n_draft_tokens", "n_draft_accepted",
+        "spec_n_max", "spec_n_min", "spec_p_min", "drafter", "draft", "n_draft_tokens", "n_draft_accepted",
     )  # fmt: skip
 
     def __init__(self, msg: AddRequest, peer: bytes, max_tokens: int, now: float, context_limited: bool) -> None:
@@ -63,6 +63,7 @@ class Request:
         # request's drafter (made at its first decode), the draft of the step in flight, counts.
         self.spec_n_max = 0
         self.spec_n_min = 0
+        self.spec_p_min = 0.0  # a draft model stops drafting below this probability
         self.drafter = None  # scheduler.speculative.Drafter
         self.draft: list[int] = []
         self.n_draft_tokens = 0

@@ -28,7 +28,7 @@ import heapq
 from array import array
 from dataclasses import dataclass
 
-from ggserve.config import ServeConfig
+from ggserve.config import DRAFT_MODEL_TYPE, ServeConfig
 
 # Acceptance prior: as if this many draft positions had been tried, PRIOR_ALPHA of them accepted.
 PRIOR_TRIALS = 2.0
@@ -49,20 +49,31 @@ MIN_SMALL_N = 2  # the llama.cpp n-gram rule never matches fewer tokens; ggserve
 class SpecSettings:
     """The server's speculative decoding settings (--spec-*)."""
 
-    kind: str  # "": off; "ngram-simple": llama.cpp's rule; anything else: the longest match
+    kind: str  # "": off; "ngram-simple": llama.cpp's rule; "draft-simple": a draft model; else the longest match
     n_max: int  # draft tokens per step at most
     n_min: int  # a shorter draft is not verified
     size_n: int  # tokens matched (the longest-match index: at most)
     min_hits: int  # earlier occurrences of the matched tokens needed
+    p_min: float = 0.0  # the draft model's probability floor
 
     @property
     def enabled(self) -> bool:
         return bool(self.kind)
 
+    @property
+    def model(self) -> bool:
+        """The executor drafts with a draft model (the scheduler proposes nothing itself)."""
+        return self.kind == DRAFT_MODEL_TYPE
+
+
+DRAFTED = -1  # the token id the scheduler books for a draft model's token until the step says it
+DRAFT_MODEL_N_MAX = 16  # a draft model's tokens per step at most, unless --spec-draft-n-max says
+
 
 def spec_settings(cfg: ServeConfig) -> SpecSettings:
-    return SpecSettings(cfg.spec_type, cfg.spec_draft_n_max or cfg.spec_ngram_size_m, cfg.spec_draft_n_min,
-                        cfg.spec_ngram_size_n, cfg.spec_ngram_min_hits)
+    default_max = DRAFT_MODEL_N_MAX if cfg.spec_type == DRAFT_MODEL_TYPE else cfg.spec_ngram_size_m
+    return SpecSettings(cfg.spec_type, cfg.spec_draft_n_max or default_max, cfg.spec_draft_n_min,
+                        cfg.spec_ngram_size_n, cfg.spec_ngram_min_hits, cfg.spec_draft_p_min)
 
 
 class Drafter:
@@ -178,28 +189,31 @@ class StepCost:
         return max(mean_t - slope * mean_n, 0.0), slope
 
 
-def allocate(candidates: list[tuple[int, float, int]], n_plain: int, cost: StepCost, budget: int) -> dict[int, int]:
+def allocate(candidates: list[tuple[int, float, int]], n_plain: int, cost: StepCost, budget: int,
+             extra_per_token: float = 0.0) -> dict[int, int]:
     """Draft lengths that maximise the step's expected output tokens per second.
 
     ``candidates``: (key, alpha, longest draft) per speculating request; ``n_plain``: the step's
     decode tokens (each yields one output token). Draft token j of a request (j = 1, 2, ...) adds
     ``alpha ** j`` expected tokens for one token's cost; tokens are granted most valuable first
-    while they raise expected tokens per second, at most ``budget`` in all.
+    while they raise expected tokens per second, at most ``budget`` in all. ``extra_per_token``:
+    what making one draft token costs besides verifying it (a draft model's decode).
     """
     fixed, per_token = cost.fit()
     expected = float(n_plain)
     seconds = fixed + per_token * n_plain
+    draft_cost = per_token + extra_per_token
     lengths: dict[int, int] = {}
     heap = [(-alpha, key, alpha, 1, longest) for key, alpha, longest in candidates if longest > 0]
     heapq.heapify(heap)
     while heap and budget > 0:
         neg_value, key, alpha, j, longest = heapq.heappop(heap)
         value = -neg_value
-        # Adding a token of value v raises tokens/second iff v > per_token * expected / seconds.
-        if value * seconds <= per_token * expected:
+        # Adding a token of value v raises tokens/second iff v > cost * expected / seconds.
+        if value * seconds <= draft_cost * expected:
             break
         expected += value
-        seconds += per_token
+        seconds += draft_cost
         lengths[key] = j
         budget -= 1
         if j < longest:

@@ -29,7 +29,7 @@ from ipc.protocol import (
     TokenLogprob,
 )
 from scheduler.core import Scheduler
-from scheduler.slots import common_prefix_len
+from ggserve.tokens import common_prefix_len
 
 EOS = 1
 VOCAB = 10_000
