@@ -1,7 +1,9 @@
 """Speculative decoding, the scheduler's half: model-free drafts and how long each one is.
 
 A decoding request with speculation on proposes the tokens that followed the last time its
-latest tokens appeared in its own prompt + output (prompt lookup). Its step item then carries
+latest tokens appeared in its own prompt + output (prompt lookup); with a draft model (-md) the
+scheduler books cells for the draft instead, and the executor drafts (executor.draft) and says
+which tokens it drafted. Its step item then carries
 the pending token and the draft; the executor verifies them in the same ``llama_decode`` as
 every other sequence's tokens (ipc.protocol.BatchItem.draft) and reports how many were
 accepted; the scheduler drops the rejected ones from the KV cache (a TRUNCATE before the next
