@@ -57,7 +57,10 @@ def test_greedy_free_text_with_speculation_agrees_teacher_forced(engine: Engine)
 
 def test_sampled_speculation_is_deterministic_for_a_seed_and_accepts_drafts(engine: Engine) -> None:
     (prompt,) = encode_all(engine, [copy_prompt()])
-    runs = [engine.client.generate([prompt], 60, ignore_eos=True, sampling=SAMPLED)[0] for _ in range(2)]
+    # fixed draft lengths, so both runs have the same batch shapes (adaptive lengths follow step times)
+    fixed = Speculation(n_min=4, n_max=4)
+    runs = [engine.client.generate([prompt], 60, ignore_eos=True, sampling=SAMPLED, speculative=fixed)[0]
+            for _ in range(2)]
     assert runs[0].tokens == runs[1].tokens
     assert runs[0].stats.n_draft_accepted > 0
 
