@@ -328,7 +328,8 @@ class ModelEngine:
         wanted = []
         for item in items:
             held = self.seq_tokens.tokens[item.seq_id] if item.draft_model else None
-            if held is not None and len(held) == item.pos:
+            # (a negative id is media, which the draft model cannot read: such a sequence does not draft)
+            if held is not None and len(held) == item.pos and (not held or min(held) >= 0):
                 wanted.append((item.seq_id, held + item.token_ids, item.draft_model,
                                self.draft_p_min.get(item.seq_id, 0.0)))
         if not wanted:

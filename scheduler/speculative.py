@@ -107,7 +107,9 @@ class Drafter:
             start = self._find(n, settings.min_hits)
             if start >= 0:
                 end = min(start + limit, self.n_tokens)
-                return array("i", self._bytes[4 * start : 4 * end]).tolist()
+                draft = array("i", self._bytes[4 * start : 4 * end]).tolist()
+                cut = next((i for i, t in enumerate(draft) if t < 0), len(draft))
+                return draft[:cut]  # a negative id stands for media, never a token to feed
         return []
 
     def _find(self, n: int, min_hits: int) -> int:

@@ -189,3 +189,11 @@ def test_speculating_and_plain_requests_share_steps_within_the_token_budget() ->
     ex, fake = h.sched.executors[0], h.fakes[0]
     h.step()  # the last truncations run
     assert ex.n_ctx - ex.free_cells == fake.cells_used
+
+
+def test_a_draft_never_holds_a_media_placeholder() -> None:
+    # negative ids stand for image or audio positions in a prompt (multimodal): never fed as tokens
+    d = Drafter([1, 2, 3, -7, -7, 4, 1, 2, 3])
+    assert d.propose(SIMPLE, 5) == []  # the 3-token match is shorter than size_n 4
+    assert d.propose(NGRAM, 5) == []  # what followed "1 2 3" starts with media
+    assert Drafter([1, 2, 5, -7, 1, 2]).propose(NGRAM, 5) == [5]
