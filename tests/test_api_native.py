@@ -180,18 +180,24 @@ def test_bad_llama_fields_are_400s_naming_them(server, path):
 
 
 def test_cors_preflight_on_every_route_and_headers_on_every_answer(server):
+    # llama-server's defaults: any origin, echoed back with credentials allowed.
     for path in build_routes(False):
-        r = httpx.options(f"{server.base_url}{path}", headers={"origin": ORIGIN,
-                                                                "access-control-request-method": "POST"})
-        assert r.status_code == 204 and r.headers["access-control-allow-origin"] == "*", path
+        r = httpx.options(f"{server.base_url}{path}", headers={"origin": ORIGIN, "access-control-request-method": "POST",
+                                                                "access-control-request-headers": "Authorization"})
+        assert r.status_code == 200 and r.content == b"", path
+        assert r.headers["access-control-allow-origin"] == ORIGIN and r.headers["vary"] == "Origin", path
+        assert r.headers["access-control-allow-credentials"] == "true", path
+        assert r.headers["access-control-allow-methods"] == "GET, POST, DELETE, OPTIONS", path
+        assert r.headers["access-control-allow-headers"] == "*", path
     answers = [httpx.get(f"{server.base_url}/health", headers={"origin": ORIGIN}),
                httpx.get(f"{server.base_url}/nope", headers={"origin": ORIGIN}),
                httpx.post(f"{server.base_url}/v1/completions", json={"prompt": 5}, headers={"origin": ORIGIN})]
     assert [a.status_code for a in answers] == [200, 404, 400]
-    assert all(a.headers["access-control-allow-origin"] == "*" for a in answers)
+    assert all(a.headers["access-control-allow-origin"] == ORIGIN for a in answers)
+    assert httpx.get(f"{server.base_url}/health").headers["access-control-allow-origin"] == "*"  # no Origin sent
     with httpx.stream("POST", f"{server.base_url}/completion", headers={"origin": ORIGIN},
                       json={"prompt": "Hi", "n_predict": 2, "stream": True}) as stream:
-        assert stream.headers["access-control-allow-origin"] == "*"
+        assert stream.headers["access-control-allow-origin"] == ORIGIN
 
 
 def test_models_list_has_llama_server_meta_and_the_ollama_listing(server):
@@ -261,6 +267,26 @@ def test_mixed_prompt_of_text_and_token_ids(server):
     mixed = native(server, prompt=[*ids, " Monday, Tuesday,"], n_predict=4)
     assert mixed["tokens_evaluated"] == len(ids) + len(tokenize(server, " Monday, Tuesday,")) - 1
     assert mixed["content"] == native(server, n_predict=4)["content"]
+
+
+def test_object_prompts_and_lists_of_every_form(server):
+    greedy = native(server, n_predict=4)
+    ids = tokenize(server, PROMPT)
+    several = post(server, "/completion", {"prompt": [ids, {"prompt_string": PROMPT}, PROMPT], "n_predict": 4,
+                                           "temperature": 0}).json()
+    assert [out["content"] for out in several] == [greedy["content"]] * 3
+    assert [out["tokens_evaluated"] for out in several] == [len(ids)] * 3
+    single = native(server, prompt={"prompt_string": PROMPT}, n_predict=4)
+    assert single["content"] == greedy["content"] and single["prompt"] == PROMPT
+    completion = post(server, "/v1/completions", {"prompt": {"prompt_string": PROMPT}, "max_tokens": 4,
+                                                  "temperature": 0}).json()
+    assert completion["choices"][0]["text"] == greedy["content"]
+    media = post(server, "/completion", {"prompt": {"prompt_string": "<__media__> hi", "multimodal_data": ["AAAA"]}})
+    assert media.status_code == 400 and "no multimodal projector loaded" in media.json()["error"]["message"]
+    assert media.json()["error"]["param"] == "prompt.multimodal_data"
+    for bad in ({}, {"content": [{"type": "text", "text": "x"}]}, {"prompt_string": 5}, {"text": "x"}):
+        r = post(server, "/completion", {"prompt": bad})
+        assert r.status_code == 400 and r.json()["error"]["param"].startswith("prompt"), (bad, r.text)
 
 
 def test_slot_actions_need_a_slot_save_path(server):

@@ -29,7 +29,6 @@ from frontend.http.asgi import Request, Response, StreamResponse, json_response
 from frontend.api.llama_fields import refuse_unsupported
 from frontend.api.lora import request_lora
 from frontend.text.prompts import Prompt, check_tokens, completion_prompts
-from frontend.routes.tokens import tokenize_mixed
 from frontend.api.sampling import (
     CacheDefaults,
     check_context,
@@ -186,14 +185,7 @@ def _generation_settings(body: NativeCompletionRequest, sampling: SamplingParams
 def _native_prompts(fe: Frontend, body: NativeCompletionRequest) -> list[Prompt]:
     if body.input_prefix is not None or body.input_suffix is not None or body.input_extra is not None:
         raise invalid("input_prefix, input_suffix and input_extra belong to /infill", param="input_prefix")
-    prompt = body.prompt
-    if isinstance(prompt, list) and {type(p) for p in prompt} == {int, str}:
-        # llama-server's mixed prompt: text and token ids in one sequence ([12, "text", 34])
-        token_ids = tokenize_mixed(fe.tokenizer, prompt, add_special=True, parse_special=True)  # type: ignore[arg-type]
-        check_tokens(fe.tokenizer, token_ids, "prompt")
-        prompts = [Prompt(token_ids, fe.tokenizer.detokenize(token_ids, special=False))]
-    else:
-        prompts = completion_prompts(fe.tokenizer, prompt, None)
+    prompts = completion_prompts(fe.tokenizer, body.prompt, None)
     if len(prompts) * body.n > MAX_CHOICES:
         raise invalid(f"{len(prompts)} prompts x n={body.n} is over the limit of {MAX_CHOICES} choices", param="n")
     return prompts
