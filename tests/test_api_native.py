@@ -221,11 +221,20 @@ def test_t_max_predict_ms_ends_the_text_at_a_newline_after_the_limit(server):
 def test_prompt_progress_arrives_before_the_first_token(server):
     long_prompt = "one two three four five six seven eight nine ten " * 30
     events = stream_events(server, "/completion", {"prompt": long_prompt, "n_predict": 2, "stream": True, "ignore_eos": True,
-                                                  "return_progress": True, "cache_prompt": False})
+                                                  "return_progress": True, "cache_prompt": False,
+                                                  "timings_per_token": True})
     first_text = next(i for i, e in enumerate(events) if e.get("content"))
-    progress = [e["prompt_progress"] for e in events[:first_text] if "prompt_progress" in e]
-    assert progress and progress[-1]["processed"] == progress[-1]["total"] == events[-1]["tokens_evaluated"]
-    assert all(p["time_ms"] >= 0 and p["cache"] == 0 for p in progress)
+    progress = [e for e in events[:first_text] if "prompt_progress" in e]
+    assert len(progress) >= 2  # llama-server's 0% update as the prefill starts, then one per step
+    last = progress[-1]["prompt_progress"]
+    assert last["processed"] == last["total"] == events[-1]["tokens_evaluated"]
+    assert all(p["prompt_progress"]["time_ms"] >= 0 and p["prompt_progress"]["cache"] == 0 for p in progress)
+    first = progress[0]
+    assert first["prompt_progress"]["processed"] == 0
+    assert [first["timings"][k] for k in ("prompt_n", "prompt_ms", "predicted_n", "predicted_ms")] == [0, 0, 0, 0]
+    prompt_ms = [p["timings"]["prompt_ms"] for p in progress]
+    assert prompt_ms == sorted(prompt_ms) and prompt_ms[-1] > 0  # never backwards (llama-server's suite)
+    assert [p["timings"]["prompt_n"] for p in progress] == [p["prompt_progress"]["processed"] for p in progress]
     chunks = stream_events(server, "/v1/chat/completions", {"messages": [{"role": "user", "content": long_prompt}],
                                                             "max_tokens": 2, "stream": True, "return_progress": True})
     assert any("prompt_progress" in c for c in chunks)

@@ -43,7 +43,7 @@ from frontend.api.schemas import MAX_CHOICES, NativeCompletionRequest
 from frontend.state import Frontend
 from frontend.structured.constraints import output_grammar
 from frontend.structured.lazy import preserved_ids, triggers_json
-from frontend.timings import Timings, make_timings, progress_json
+from frontend.timings import Timings, make_timings, progress_json, progress_timings
 from frontend.text.tokenizer import Tokenizer
 from ipc.protocol import SamplingParams
 
@@ -104,7 +104,7 @@ class _Call:
             "tokens_evaluated": len(self.prompt_of(choice).token_ids),
         }
         if self.body.timings_per_token:
-            out["timings"] = self.gen.timings()
+            out["timings"] = progress_timings(delta.progress) if delta.progress is not None else self.gen.timings()
         if delta.progress is not None:
             out["prompt_progress"] = progress_json(delta.progress)
         if self.logprobs > 0 and delta.tokens:
