@@ -17,6 +17,7 @@ them answers 501, as llama-server does.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -164,7 +165,8 @@ def _generation_settings(body: NativeCompletionRequest, sampling: SamplingParams
     settings.update(
         seed=-1 if sampling.seed is None else sampling.seed,
         grammar=sampling.grammar or "",
-        logit_bias=[[t, b] for t, b in sampling.logit_bias],
+        # llama-server's shape; a ban (-inf, also ignore_eos's) encodes as JSON's null there too
+        logit_bias=[{"bias": b if math.isfinite(b) else None, "token": t} for t, b in sampling.logit_bias],
         n_predict=limit,
         max_tokens=limit,
         stop=stop_strings(body.stop),
