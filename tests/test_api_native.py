@@ -162,6 +162,23 @@ def test_assistant_prefill_is_continued(server):
     assert out["choices"][0]["message"]["content"] == raw["content"]  # the continuation alone
 
 
+def test_continuing_the_reasoning_of_the_final_message(server):
+    messages = [{"role": "user", "content": "Name a colour."},
+                {"role": "assistant", "content": "", "reasoning_content": "Let me think"}]
+    prompt = post(server, "/apply-template", {"messages": messages}).json()["prompt"]
+    assert prompt.endswith("<start_of_turn>model\n<think>Let me think")  # the reasoning is open
+    grammar = 'root ::= [a-z ]{1,16} "</think>" [a-z]{1,8}'  # the model must close the thinking, then answer
+    for extra in ({}, {"continue_final_message": "reasoning_content", "add_generation_prompt": False}):
+        out = post(server, "/v1/chat/completions", {"messages": messages, "max_tokens": 40, "temperature": 0,
+                                                    "grammar": grammar} | extra).json()
+        message = out["choices"][0]["message"]
+        assert message["reasoning_content"] and message["content"], out  # split at the tag it continued into
+        assert "<think>" not in message["content"] and "</think>" not in message["content"]
+    with_content = [messages[0], messages[1] | {"content": "It is"}]
+    prompt = post(server, "/apply-template", {"messages": with_content}).json()["prompt"]
+    assert prompt.endswith("<start_of_turn>model\nIt is")  # a template without thinking tags: the content
+
+
 def test_openai_sdk_reads_llama_server_extras(server):
     sdk = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0,
                         _strict_response_validation=True)
