@@ -52,9 +52,8 @@ class ChatPlan:
 
 
 def plan(fe: Frontend, body: ChatCompletionRequest) -> ChatPlan:
-    """The conversation as prompt text (with tools as the template needs them)."""
-    if not body.messages:
-        raise invalid("messages must not be empty", param="messages")
+    """The conversation as prompt text (with tools as the template needs them). No messages is
+    a conversation too, as llama-server takes it: the generation prompt alone."""
     tools = plan_tools(body, fe.template.source)
     extra = fe.cfg.chat_template_kwargs | (body.chat_template_kwargs or {})
     if body.reasoning_effort is not None:
