@@ -58,14 +58,14 @@ def plan(fe: Frontend, body: ChatCompletionRequest) -> ChatPlan:
     extra = fe.cfg.chat_template_kwargs | (body.chat_template_kwargs or {})
     if body.reasoning_effort is not None:
         extra.setdefault("reasoning_effort", body.reasoning_effort)
-    messages = tools.messages
+    messages, add_generation_prompt = tools.messages, body.add_generation_prompt is not False
     mode = continuation_mode(body)
     if mode is not None:
         # The turns before it and an open assistant turn, then the message: the model writes on from there.
-        messages = messages[:-1]
+        messages, add_generation_prompt = messages[:-1], True
     try:
-        prompt = fe.template.render(messages, add_generation_prompt=mode is not None or body.add_generation_prompt
-                                    is not False, tools=tools.template_tools, extra=extra)
+        prompt = fe.template.render(messages, add_generation_prompt=add_generation_prompt,
+                                    tools=tools.template_tools, extra=extra)
     except ChatTemplateError as exc:
         raise invalid(str(exc), param="messages") from None
     if mode is None:

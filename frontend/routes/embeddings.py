@@ -23,9 +23,9 @@ from frontend.api.embedding_schemas import (
     EmbeddingUsage,
     NativeEmbedding,
 )
+from frontend.api.schemas import PromptInput
 from frontend.embedding import as_base64, embed, normalize
 from frontend.http.asgi import Request, Response, json_response
-from frontend.api.schemas import PromptInput
 from frontend.http.errors import ApiError, invalid
 from frontend.state import Frontend
 from frontend.text.prompts import split_prompts, subprompt_tokens
