@@ -114,6 +114,9 @@ def build_routes(metrics_no_auth: bool, router: bool = False) -> dict[str, dict[
     rerank_route = {"POST": Route(rerank.rerank, Operation(
         "Rank documents against a query (with --reranking)", RerankRequest, RerankResponse), generates=True,
         needs=RERANKING)}
+    responses_route = {"POST": Route(responses.create, Operation(
+        "Create a response (OpenAI's Responses API)", responses_api.ResponsesRequest, responses_api.Response,
+        responses_api.ResponseStreamEvent), generates=True, needs=GENERATION)}
     health_route = {"GET": Route(server.health, Operation(
         "Readiness: 200 once the model is loaded", response=HealthStatus, loading_status=True), auth=False)}
     return {
@@ -135,9 +138,8 @@ def build_routes(metrics_no_auth: bool, router: bool = False) -> dict[str, dict[
         "/v1/messages/count_tokens": {"POST": Route(anthropic.count_tokens, Operation(
             "Count the prompt tokens of a message request (Anthropic's API)", anthropic_api.CountTokensRequest,
             anthropic_api.TokenCount, error=anthropic_api.AnthropicError), error_body=anthropic_api.error_body)},
-        "/v1/responses": {"POST": Route(responses.create, Operation(
-            "Create a response (OpenAI's Responses API)", responses_api.ResponsesRequest, responses_api.Response,
-            responses_api.ResponseStreamEvent), generates=True, needs=GENERATION)},
+        "/v1/responses": responses_route,
+        "/responses": responses_route,
         "/v1/responses/{id}": {
             "GET": Route(responses.retrieve, Operation("A stored response", response=responses_api.Response,
                                                        parameters=responses.PARAMETERS)),
