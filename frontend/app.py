@@ -117,6 +117,8 @@ def build_routes(metrics_no_auth: bool, router: bool = False) -> dict[str, dict[
     responses_route = {"POST": Route(responses.create, Operation(
         "Create a response (OpenAI's Responses API)", responses_api.ResponsesRequest, responses_api.Response,
         responses_api.ResponseStreamEvent), generates=True, needs=GENERATION)}
+    responses_input_tokens_route = {"POST": Route(responses.input_tokens, Operation(
+        "Count the prompt tokens of a response request", responses_api.ResponsesRequest, InputTokenCount))}
     health_route = {"GET": Route(server.health, Operation(
         "Readiness: 200 once the model is loaded", response=HealthStatus, loading_status=True), auth=False)}
     return {
@@ -140,6 +142,8 @@ def build_routes(metrics_no_auth: bool, router: bool = False) -> dict[str, dict[
             anthropic_api.TokenCount, error=anthropic_api.AnthropicError), error_body=anthropic_api.error_body)},
         "/v1/responses": responses_route,
         "/responses": responses_route,
+        "/v1/responses/input_tokens": responses_input_tokens_route,
+        "/responses/input_tokens": responses_input_tokens_route,
         "/v1/responses/{id}": {
             "GET": Route(responses.retrieve, Operation("A stored response", response=responses_api.Response,
                                                        parameters=responses.PARAMETERS)),

@@ -187,6 +187,9 @@ def test_llama_server_telemetry_on_the_unversioned_route(server, sdk):
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     plain = httpx.post(f"{server.base_url}/responses", json={"input": "Hi", "max_output_tokens": 2}, timeout=60)
     assert plain.json()["object"] == "response"
+    for path in ("/v1/responses/input_tokens", "/responses/input_tokens"):
+        count = httpx.post(f"{server.base_url}{path}", json={"input": "Hi", "max_output_tokens": 2}).json()
+        assert count == {"object": "response.input_tokens", "input_tokens": plain.json()["usage"]["input_tokens"]}
 
 
 @pytest.mark.parametrize(("body", "param"), [

@@ -1,4 +1,5 @@
-"""POST /v1/responses, GET and DELETE /v1/responses/{id}: OpenAI's Responses API over the chat path.
+"""POST /v1/responses, GET and DELETE /v1/responses/{id}: OpenAI's Responses API over the chat path
+(and llama-server's POST /v1/responses/input_tokens).
 
 The input items (after those of ``previous_response_id``'s conversation) become chat messages:
 messages, function calls and their outputs as tool calls and results, reasoning items as the
@@ -273,13 +274,19 @@ def _stored(fe: Frontend, response_id: str, param: str | None = None) -> StoredR
     return stored
 
 
-async def create(fe: Frontend, req: Request) -> Response | StreamResponse:
-    body = req.decode(api.ResponsesRequest)
+def _conversation(fe: Frontend, body: api.ResponsesRequest) -> tuple[Items, int]:
+    """The items of the response's conversation (those of ``previous_response_id`` first) and
+    how many came from there."""
     stored = [] if body.previous_response_id is None else \
         _stored(fe, body.previous_response_id, "previous_response_id").items
     given = [{"role": "user", "content": body.input}] if isinstance(body.input, str) else body.input
-    items = stored + given
-    run = await conversation.start(fe, req, chat_request(body, items, len(stored)))
+    return stored + given, len(stored)
+
+
+async def create(fe: Frontend, req: Request) -> Response | StreamResponse:
+    body = req.decode(api.ResponsesRequest)
+    items, n_stored = _conversation(fe, body)
+    run = await conversation.start(fe, req, chat_request(body, items, n_stored))
     turn = _Turn(fe, body, f"resp_{req.id}", items, run)
     if body.stream:
         stream = _ResponseStream(turn)
@@ -288,6 +295,15 @@ async def create(fe: Frontend, req: Request) -> Response | StreamResponse:
     result = (await collect(run.gen))[0]
     reply: Reply = conversation.read_reply(run.parsers[0], result)
     return json_response(turn.finish(reply_blocks(reply), reply.finish_reason))
+
+
+async def input_tokens(fe: Frontend, req: Request) -> Response:
+    """How many prompt tokens a response request would submit, without generating
+    (llama-server's /v1/responses/input_tokens)."""
+    body = req.decode(api.ResponsesRequest)
+    items, n_stored = _conversation(fe, body)
+    _, tokens = await conversation.prompt_tokens(fe, req, chat_request(body, items, n_stored))
+    return json_response(chat.InputTokenCount(len(tokens)))
 
 
 async def retrieve(fe: Frontend, req: Request) -> Response:
