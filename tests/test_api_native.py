@@ -318,3 +318,13 @@ def test_object_prompts_and_lists_of_every_form(server):
 def test_slot_actions_need_a_slot_save_path(server):
     r = post(server, "/slots/0?action=save", {"filename": "a.bin"})
     assert r.status_code == 501 and "--slot-save-path" in r.json()["error"]["message"]
+
+
+def test_backend_sampling_is_a_place_not_a_result(server):
+    """llama-server's backend_sampling promises the same tokens and probabilities: ggserve takes it
+    and samples where it always does (its own suite's test, at a seed)."""
+    body = {"prompt": "The countries of Europe are:", "n_predict": 6, "n_probs": 5, "post_sampling_probs": True,
+            "seed": 4242, "temperature": 0.8}
+    on, off = native(server, **body, backend_sampling=True), native(server, **body, backend_sampling=False)
+    assert on["completion_probabilities"] == off["completion_probabilities"] and on["content"] == off["content"]
+    assert on["generation_settings"]["backend_sampling"] is True

@@ -301,7 +301,7 @@ def test_llama_server_names_and_samplers(tokenizer: Tokenizer):
 def test_unsupported_llama_server_fields_are_refused_unless_neutral():
     refuse_unsupported(b'{"prompt": "x", "backend_sampling": false, "verbose": false, "n_indent": null}',
                        NativeCompletionRequest)
-    for body, field in [(b'{"backend_sampling": true}', "backend_sampling"), (b'{"chat_parser": "x"}', "chat_parser"),
+    for body, field in [(b'{"chat_parser": "x"}', "chat_parser"),
                         (b'{"verbose": true}', "verbose"), (b'{"messages": [], "echo": true}', "echo")]:
         with pytest.raises(ApiError) as info:
             refuse_unsupported(body, ChatCompletionRequest)

@@ -113,6 +113,9 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     cache_prompt: bool = True
     n_probs: TopLogprobs = 0
     timings_per_token: bool = False  # ``timings`` on every stream chunk, not only the last
+    # llama-server's request to run the sampler chain in the compute graph: a place, not a result
+    # (the same tokens and probabilities, by its definition); ggserve samples in the executor either way
+    backend_sampling: bool = False
     return_progress: bool = False  # streams: ``prompt_progress`` chunks during the prefill
     id_slot: Annotated[int, msgspec.Meta(ge=-1)] = -1  # run on this slot (as /slots numbers them); -1: any
     # context shift (--context-shift): prompt tokens kept when the context fills (-1: all; None:

@@ -174,6 +174,7 @@ def _generation_settings(body: NativeCompletionRequest, sampling: SamplingParams
         n_probs=max(n_probs, 0),
         ignore_eos=body.ignore_eos,
         timings_per_token=body.timings_per_token,
+        backend_sampling=body.backend_sampling,
         cache_prompt=body.cache_prompt,
         n_keep=cache.n_keep if body.n_keep is None else body.n_keep,
         n_discard=body.n_discard,
