@@ -5,7 +5,7 @@ in router mode it connects to the launcher's model table instead (``ModelRouter`
 request is served by the ``Frontend`` of the model it names, loaded first when needed (a
 stream gets SSE ping comments while its model loads).
 Every response carries ``x-request-id`` (the client's, if it sent a sane one) and the CORS headers
-(``frontend.http.cors``); ``OPTIONS`` on any route is a CORS preflight; with ``--api-prefix`` every
+(``frontend.http.cors``); ``OPTIONS`` on any path is a CORS preflight; with ``--api-prefix`` every
 route lives under that prefix, as in llama-server; a path whose last segment is a resource's id
 (``/v1/responses/resp_...``) takes the route of ``<parent>/{id}``. Handlers of
 generation endpoints run in a task that is cancelled when the client disconnects, which aborts
@@ -114,6 +114,11 @@ def build_routes(metrics_no_auth: bool, router: bool = False) -> dict[str, dict[
     rerank_route = {"POST": Route(rerank.rerank, Operation(
         "Rank documents against a query (with --reranking)", RerankRequest, RerankResponse), generates=True,
         needs=RERANKING)}
+    responses_route = {"POST": Route(responses.create, Operation(
+        "Create a response (OpenAI's Responses API)", responses_api.ResponsesRequest, responses_api.Response,
+        responses_api.ResponseStreamEvent), generates=True, needs=GENERATION)}
+    responses_input_tokens_route = {"POST": Route(responses.input_tokens, Operation(
+        "Count the prompt tokens of a response request", responses_api.ResponsesRequest, InputTokenCount))}
     health_route = {"GET": Route(server.health, Operation(
         "Readiness: 200 once the model is loaded", response=HealthStatus, loading_status=True), auth=False)}
     return {
@@ -135,9 +140,10 @@ def build_routes(metrics_no_auth: bool, router: bool = False) -> dict[str, dict[
         "/v1/messages/count_tokens": {"POST": Route(anthropic.count_tokens, Operation(
             "Count the prompt tokens of a message request (Anthropic's API)", anthropic_api.CountTokensRequest,
             anthropic_api.TokenCount, error=anthropic_api.AnthropicError), error_body=anthropic_api.error_body)},
-        "/v1/responses": {"POST": Route(responses.create, Operation(
-            "Create a response (OpenAI's Responses API)", responses_api.ResponsesRequest, responses_api.Response,
-            responses_api.ResponseStreamEvent), generates=True, needs=GENERATION)},
+        "/v1/responses": responses_route,
+        "/responses": responses_route,
+        "/v1/responses/input_tokens": responses_input_tokens_route,
+        "/responses/input_tokens": responses_input_tokens_route,
         "/v1/responses/{id}": {
             "GET": Route(responses.retrieve, Operation("A stored response", response=responses_api.Response,
                                                        parameters=responses.PARAMETERS)),
@@ -224,7 +230,7 @@ class App:
         self.routes = build_routes(cfg.metrics_no_auth, cfg.router)
         # Routes ending in a parameter ("/slots/{id_slot}"), by the path before it.
         self.templates = {p.rpartition("/")[0]: by_method for p, by_method in self.routes.items() if p.endswith("}")}
-        self.cors = Cors(cfg.cors_origins)
+        self.cors = Cors(cfg.cors_origins, cfg.cors_methods, cfg.cors_headers, cfg.cors_credentials)
         self.api_keys = ApiKeys(cfg.api_keys)
         self.fe: Frontend | None = None  # the single model's
         self.router: ModelRouter | None = None  # router mode's models
@@ -271,12 +277,15 @@ class App:
                           .encode()), *self.cors.headers(headers)]
         trace = RequestTrace(request_id, scope["method"], scope["path"])
         route: Route | None = None
+        if scope["method"] == "OPTIONS":
+            # A CORS preflight, answered as llama-server does before routing: 200 on any path,
+            # without an API key (browsers send none).
+            preflight = Response(b"", 200, content_type=b"text/plain", headers=self.cors.preflight())
+            await _send_response(send, preflight, extra_headers, trace)
+            trace.close()
+            return
         try:
             path = self._unprefixed(scope["path"])
-            if scope["method"] == "OPTIONS":
-                await _send_response(send, self._preflight(path, headers), extra_headers, trace)
-                trace.close()
-                return
             route = self._route(scope["method"], path)
             if route.auth and not self.api_keys.allows(headers):
                 raise ApiError(401, "invalid or missing API key", headers=[(b"www-authenticate", b"Bearer")])
@@ -315,11 +324,6 @@ class App:
         if route.needs == GENERATION and self.cfg.embeddings:
             raise ApiError(501, "This server computes embeddings only and does not generate text: start it "
                            "without `--embeddings` / `--reranking`")
-
-    def _preflight(self, path: str, headers: dict[str, str]) -> Response:
-        """OPTIONS (a CORS preflight): 204 with the route's methods; no API key (browsers send none)."""
-        by_method = self._methods(path)
-        return Response(b"", 204, content_type=b"text/plain", headers=self.cors.preflight(headers, [*by_method]))
 
     def _methods(self, path: str) -> dict[str, Route]:
         head, _, last = path.rpartition("/")

@@ -37,7 +37,7 @@ from frontend.structured.reasoning import budget_for, check_budget, is_harmony, 
 from frontend.structured.tool_formats import harmony
 from frontend.structured.tools import ToolPlan, plan_tools
 from frontend.text.chat_template import ChatTemplateError
-from frontend.text.continuation import continues_final_message
+from frontend.text.continuation import continuation_mode, continue_message
 from ipc.protocol import ReasoningBudget
 
 ReplyParser = OutputParser | HarmonyParser
@@ -48,27 +48,32 @@ MULTIMODAL = "images need multimodal support (--mmproj)"  # until image inputs a
 class ChatPlan:
     prompt: str
     tools: ToolPlan
+    in_reasoning: bool = False  # continuing reasoning: the reply starts inside the thinking
 
 
 def plan(fe: Frontend, body: ChatCompletionRequest) -> ChatPlan:
-    """The conversation as prompt text (with tools as the template needs them)."""
-    if not body.messages:
-        raise invalid("messages must not be empty", param="messages")
+    """The conversation as prompt text (with tools as the template needs them). No messages is
+    a conversation too, as llama-server takes it: the generation prompt alone."""
     tools = plan_tools(body, fe.template.source)
     extra = fe.cfg.chat_template_kwargs | (body.chat_template_kwargs or {})
     if body.reasoning_effort is not None:
         extra.setdefault("reasoning_effort", body.reasoning_effort)
-    messages, prefill = tools.messages, ""
-    add_generation_prompt = body.add_generation_prompt is not False
-    if continues_final_message(body):
-        # The turns before it, an open assistant turn, then its text: the model writes on from there.
-        messages, prefill, add_generation_prompt = messages[:-1], messages[-1]["content"], True
+    messages, add_generation_prompt = tools.messages, body.add_generation_prompt is not False
+    mode = continuation_mode(body)
+    if mode is not None:
+        # The turns before it and an open assistant turn, then the message: the model writes on from there.
+        messages, add_generation_prompt = messages[:-1], True
     try:
         prompt = fe.template.render(messages, add_generation_prompt=add_generation_prompt,
                                     tools=tools.template_tools, extra=extra)
     except ChatTemplateError as exc:
         raise invalid(str(exc), param="messages") from None
-    return ChatPlan(prompt + prefill, tools)
+    if mode is None:
+        return ChatPlan(prompt, tools)
+    # The content as the template would get it; the reasoning from the request (templates get none).
+    continued = continue_message(prompt, tools.messages[-1]["content"], body.messages[-1].reasoning_content or "", mode,
+                                 fe.template.source)
+    return ChatPlan(continued.prompt, tools, continued.in_reasoning)
 
 
 def render_prompt(fe: Frontend, body: ChatCompletionRequest) -> str:
@@ -89,7 +94,7 @@ def _reply_parsers(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) ->
     (rendered as text)."""
     fmt = body.reasoning_format or fe.cfg.reasoning_format
     template = fe.template.source
-    reasoning = reasoning_for(fmt, chat.prompt, template)
+    reasoning = reasoning_for(fmt, chat.prompt, template, chat.in_reasoning)
     if is_harmony(template):
         calls, starts_open = chat.tools.format is not None, reasoning is not None and reasoning.starts_open
         parsers: list[ReplyParser] = [HarmonyParser(reasoning is not None, calls, starts_open, body.stream)
@@ -112,7 +117,7 @@ def _budget(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) -> Reason
     message = body.reasoning_budget_message
     if message is None:
         message = fe.cfg.reasoning_budget_message
-    return budget_for(tokens, message, fe.template.source, chat.prompt, fe.tokenizer)
+    return budget_for(tokens, message, fe.template.source, chat.prompt, fe.tokenizer, chat.in_reasoning)
 
 
 def _grammar(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) -> str | None:

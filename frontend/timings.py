@@ -50,6 +50,12 @@ def make_timings(cache_n: int, prompt_n: int, prompt_ms: float, predicted_n: int
     )
 
 
+def progress_timings(progress: PromptProgress) -> Timings:
+    """The timings of a prefill under way (a ``prompt_progress`` chunk's, as llama-server's slot
+    stats then): the prompt tokens evaluated so far and their time, nothing generated yet."""
+    return make_timings(progress.cache, progress.processed - progress.cache, float(progress.time_ms), 0, 0.0)
+
+
 class PromptProgressJson(msgspec.Struct):
     """llama-server's ``prompt_progress``: prompt tokens in all, from the cache, in the KV cache now."""
 

@@ -154,7 +154,13 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     h.add_argument("-to", "--timeout", type=float, default=d.timeout,
                    help="seconds a request's body may stall before a 408, and its headers may take (at most 30)")
     h.add_argument("--cors-origins", default=",".join(d.cors_origins),
-                   help="comma-separated origins browsers may call from (default *: any)")
+                   help="comma-separated origins browsers may call from (default *: any; localhost: this machine's)")
+    h.add_argument("--cors-methods", default=d.cors_methods, help="methods a CORS preflight allows")
+    h.add_argument("--cors-headers", default=d.cors_headers, help="request headers a CORS preflight allows")
+    h.add_argument("--cors-credentials", dest="cors_credentials", action="store_true", default=d.cors_credentials,
+                   help="allow credentials (the default; with --cors-origins * the caller's origin is echoed)")
+    h.add_argument("--no-cors-credentials", dest="cors_credentials", action="store_false",
+                   help="refuse credentials on cross-origin requests")
     h.add_argument("--api-prefix", default="", help="serve every route under this path prefix too (e.g. /llm)")
     h.add_argument(
         "--sse-ping-interval", type=float, default=d.sse_ping_interval,
@@ -446,7 +452,7 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
 # Settings of the whole server, not of one model: a preset may not set them.
 _SERVER_WIDE = frozenset({
     "host", "port", "http_workers", "api_keys", "metrics", "metrics_no_auth", "slots", "props", "webui",
-    "ssl_keyfile", "ssl_certfile", "max_body_size", "cors_origins", "api_prefix", "shutdown_timeout",
+    "ssl_keyfile", "ssl_certfile", "max_body_size", "cors_origins", "cors_methods", "cors_headers", "cors_credentials", "api_prefix", "shutdown_timeout",
     "max_restarts", "run_dir", "scheduler_endpoint", "executor_endpoint", "log_level", "log_format", "log_file",
     "models", "models_max", "models_autoload", "sleep_idle_seconds", "models_single", "models_endpoint", "model_name",
 })

@@ -108,6 +108,9 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     timeout: float = 600.0  # --timeout: s a request's headers (at most 30) or next body chunk may take; then 408
     sse_ping_interval: float = 5.0  # seconds without output before a stream sends ": ping"
     cors_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])  # --cors-origins: origins browsers may call from ("*": any)
+    cors_methods: str = "GET, POST, DELETE, OPTIONS"  # --cors-methods: a preflight's Access-Control-Allow-Methods
+    cors_headers: str = "*"  # --cors-headers: a preflight's Access-Control-Allow-Headers
+    cors_credentials: bool = True  # --no-cors-credentials: refuse credentials (and answer "*" to any origin)
     api_prefix: str = ""  # --api-prefix: every route is served under this path prefix instead
     # operations
     shutdown_timeout: float = 30.0  # seconds running requests may take to finish on SIGTERM

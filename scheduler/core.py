@@ -56,6 +56,12 @@ log = logging.getLogger("scheduler")
 _COUNTER_OF = {FinishReason.ABORT: "aborted", FinishReason.ERROR: "failed"}
 
 
+def _progress(req: Request, now: float) -> PromptProgress:
+    """How far the request's prefill is (llama-server's ``prompt_progress``)."""
+    return PromptProgress(len(req.prompt), req.n_cached, min(req.n_computed, len(req.prompt)),
+                          int((now - req.t_admitted) * 1e3))
+
+
 @dataclass(eq=False)
 class FileAction:
     """A slot save or restore (POST /slots/{id}) waiting for its executor, which runs it as a
@@ -667,6 +673,8 @@ class Scheduler:
         if not req.n_preempted:
             req.n_cached = placement.reuse
             req.t_admitted = now
+            if req.return_progress:  # llama-server's 0% update: the prefill starts
+                self.outputs[req.peer].append(RequestOutput(req.id, progress=_progress(req, now)))
         ex.running.append(req)
         self.metrics.on_admit(ex.id, placement.reuse)  # a resumed request's reuse too: not recomputed
 
@@ -707,9 +715,7 @@ class Scheduler:
             self._fail_seq(ex, failure.seq_id, failure.error, in_flight)
         for req, _ in in_flight.values():
             if req.return_progress and req.status == Status.PREFILL:
-                self.outputs[req.peer].append(RequestOutput(req.id, progress=PromptProgress(
-                    len(req.prompt), req.n_cached, min(req.n_computed, len(req.prompt)),
-                    int((now - req.t_admitted) * 1e3))))
+                self.outputs[req.peer].append(RequestOutput(req.id, progress=_progress(req, now)))
         for entry in result.prompt_logprobs:
             req = in_flight.get(entry.seq_id, (None, 0))[0]
             if req is not None and req.status != Status.FINISHED:

@@ -164,7 +164,6 @@ def test_thinking_block(client):
     ({"messages": MESSAGES, "max_tokens": 4, "top_logprobs": 2}, "top_logprobs"),
     ({"messages": [{"role": "user", "content": [{"type": "image", "source": {
         "type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}]}], "max_tokens": 4}, "--mmproj"),
-    ({"messages": [], "max_tokens": 4}, "messages"),
     ({"messages": MESSAGES, "max_tokens": 4, "tools": [{"name": "x", "type": "web_search_20250305"}]}, "tools"),
 ])
 def test_bad_requests_in_anthropic_shape(server, body, needle):
@@ -172,6 +171,14 @@ def test_bad_requests_in_anthropic_shape(server, body, needle):
     assert r.status_code == 400, r.text
     assert r.json()["type"] == "error" and r.json()["error"]["type"] == "invalid_request_error"
     assert needle in r.json()["error"]["message"]
+
+
+def test_empty_messages_are_a_conversation_as_in_llama_server(server):
+    out = post(server, "/v1/messages", {"messages": [], "max_tokens": 3})
+    assert out.status_code == 200 and out.json()["type"] == "message", out.text
+    assert out.json()["usage"]["output_tokens"] <= 3
+    chat = post(server, "/v1/chat/completions", {"messages": [], "max_tokens": 3})
+    assert chat.status_code == 200 and chat.json()["usage"]["completion_tokens"] <= 3
 
 
 def test_sdk_raises_bad_request(client):

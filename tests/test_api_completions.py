@@ -114,7 +114,9 @@ def test_suffix_needs_an_infill_model(sdk):
     "body",
     [
         {"prompt": []},
-        {"prompt": [1, "mixed"]},
+        {"prompt": {"content": [{"type": "text", "text": "x"}]}},  # content parts: embeddings only
+        {"prompt": {"prompt_string": "x", "multimodal_data": ["AAAA"]}},
+        {"prompt": [[2, "x", 10**9]]},
         {"prompt": [10**9]},
         {"prompt": "x", "max_tokens": 0},
         {"prompt": "x", "logprobs": 99},

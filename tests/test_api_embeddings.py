@@ -110,13 +110,17 @@ def test_native_embedding_endpoint(url: str, client: openai.OpenAI):
 
 
 @pytest.mark.parametrize("body, message", [
-    ({"input": []}, "empty list"),
-    ({"input": ""}, "empty string"),
-    ({"input": ["ok", ""]}, "input[1] is an empty string"),
+    ({"input": []}, "input must not be empty"),
     ({"input": [5, 10**7]}, "outside the vocabulary"),
+    ({"input": ["ok", [5, "x", 10**7]]}, "outside the vocabulary"),
     ({"input": [[5], []]}, "input[1] is empty"),
-    ({"input": ["text", 5]}, "mixes strings, token ids and token arrays"),
-    ({"input": [[5], "text"]}, "mixes"),
+    ({"input": {"content": "string"}}, "must be an array of content parts"),
+    ({"input": {"content": [{"type": "unknown"}]}}, "must be a text part"),
+    ({"input": {"content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}},
+     "no multimodal projector loaded"),
+    ({"input": {"prompt_string": "x", "multimodal_data": ["AAAA"]}}, "no multimodal projector loaded"),
+    ({"input": {"prompt_string": "x", "content": [{"type": "text", "text": "y"}]}}, "exactly one of"),
+    ({"input": {"prompt": "x"}}, "prompt"),
     ({"input": ["x"] * (MAX_INPUTS + 1)}, f"at most {MAX_INPUTS} (--embd-max-inputs)"),
     ({"input": ["short", "word " * 600]}, "input[1] has 602 tokens, more than the 512"),
     ({"input": "x", "dimensions": 64}, "dimensions must be 640"),
@@ -129,6 +133,24 @@ def test_bad_input_is_a_400_in_openai_shape(url: str, body: dict, message: str):
     assert r.status_code == 400, r.text
     error = r.json()["error"]
     assert message in error["message"] and error["type"] in ("invalid_request_error", "exceed_context_size_error")
+
+
+def test_every_prompt_form_of_llama_server(url: str):
+    """Its tokenize_input_prompts: mixed text and token ids, object prompts, OpenAI content parts;
+    the same text in any form gives the same vector."""
+    ids = httpx.post(f"{url}/tokenize", json={"content": "hello world", "add_special": True}).json()["tokens"]
+    text_ids = httpx.post(f"{url}/tokenize", json={"content": " world"}).json()["tokens"]
+    forms = ["hello world", ids, {"prompt_string": "hello world"}, [*ids[:-len(text_ids)], " world"],
+             {"content": [{"type": "text", "text": "hello "}, {"type": "text", "text": "world"}]},
+             {"prompt_string": [*ids[:-len(text_ids)], " world"]}]
+    out = post(f"{url}/v1/embeddings", json={"input": forms}).json()
+    v = np.array([d["embedding"] for d in out["data"]])
+    assert v.shape == (len(forms), 640) and out["usage"]["prompt_tokens"] == len(ids) * len(forms)
+    assert (v @ v[0]).min() > 0.999
+    single = post(f"{url}/v1/embeddings", json={"input": [*ids[:-len(text_ids)], " world"]}).json()
+    assert len(single["data"]) == 1  # a list holding a token id is one prompt
+    empty = post(f"{url}/v1/embeddings", json={"input": ""}).json()  # the BOS token alone, as llama-server
+    assert empty["usage"]["prompt_tokens"] == 1 and len(empty["data"][0]["embedding"]) == 640
 
 
 def test_the_sdk_raises_bad_request(client: openai.OpenAI):

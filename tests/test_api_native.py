@@ -162,6 +162,23 @@ def test_assistant_prefill_is_continued(server):
     assert out["choices"][0]["message"]["content"] == raw["content"]  # the continuation alone
 
 
+def test_continuing_the_reasoning_of_the_final_message(server):
+    messages = [{"role": "user", "content": "Name a colour."},
+                {"role": "assistant", "content": "", "reasoning_content": "Let me think"}]
+    prompt = post(server, "/apply-template", {"messages": messages}).json()["prompt"]
+    assert prompt.endswith("<start_of_turn>model\n<think>Let me think")  # the reasoning is open
+    grammar = 'root ::= [a-z ]{1,16} "</think>" [a-z]{1,8}'  # the model must close the thinking, then answer
+    for extra in ({}, {"continue_final_message": "reasoning_content", "add_generation_prompt": False}):
+        out = post(server, "/v1/chat/completions", {"messages": messages, "max_tokens": 40, "temperature": 0,
+                                                    "grammar": grammar} | extra).json()
+        message = out["choices"][0]["message"]
+        assert message["reasoning_content"] and message["content"], out  # split at the tag it continued into
+        assert "<think>" not in message["content"] and "</think>" not in message["content"]
+    with_content = [messages[0], messages[1] | {"content": "It is"}]
+    prompt = post(server, "/apply-template", {"messages": with_content}).json()["prompt"]
+    assert prompt.endswith("<start_of_turn>model\nIt is")  # a template without thinking tags: the content
+
+
 def test_openai_sdk_reads_llama_server_extras(server):
     sdk = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0,
                         _strict_response_validation=True)
@@ -180,18 +197,24 @@ def test_bad_llama_fields_are_400s_naming_them(server, path):
 
 
 def test_cors_preflight_on_every_route_and_headers_on_every_answer(server):
+    # llama-server's defaults: any origin, echoed back with credentials allowed.
     for path in build_routes(False):
-        r = httpx.options(f"{server.base_url}{path}", headers={"origin": ORIGIN,
-                                                                "access-control-request-method": "POST"})
-        assert r.status_code == 204 and r.headers["access-control-allow-origin"] == "*", path
+        r = httpx.options(f"{server.base_url}{path}", headers={"origin": ORIGIN, "access-control-request-method": "POST",
+                                                                "access-control-request-headers": "Authorization"})
+        assert r.status_code == 200 and r.content == b"", path
+        assert r.headers["access-control-allow-origin"] == ORIGIN and r.headers["vary"] == "Origin", path
+        assert r.headers["access-control-allow-credentials"] == "true", path
+        assert r.headers["access-control-allow-methods"] == "GET, POST, DELETE, OPTIONS", path
+        assert r.headers["access-control-allow-headers"] == "*", path
     answers = [httpx.get(f"{server.base_url}/health", headers={"origin": ORIGIN}),
                httpx.get(f"{server.base_url}/nope", headers={"origin": ORIGIN}),
                httpx.post(f"{server.base_url}/v1/completions", json={"prompt": 5}, headers={"origin": ORIGIN})]
     assert [a.status_code for a in answers] == [200, 404, 400]
-    assert all(a.headers["access-control-allow-origin"] == "*" for a in answers)
+    assert all(a.headers["access-control-allow-origin"] == ORIGIN for a in answers)
+    assert httpx.get(f"{server.base_url}/health").headers["access-control-allow-origin"] == "*"  # no Origin sent
     with httpx.stream("POST", f"{server.base_url}/completion", headers={"origin": ORIGIN},
                       json={"prompt": "Hi", "n_predict": 2, "stream": True}) as stream:
-        assert stream.headers["access-control-allow-origin"] == "*"
+        assert stream.headers["access-control-allow-origin"] == ORIGIN
 
 
 def test_models_list_has_llama_server_meta_and_the_ollama_listing(server):
@@ -215,11 +238,20 @@ def test_t_max_predict_ms_ends_the_text_at_a_newline_after_the_limit(server):
 def test_prompt_progress_arrives_before_the_first_token(server):
     long_prompt = "one two three four five six seven eight nine ten " * 30
     events = stream_events(server, "/completion", {"prompt": long_prompt, "n_predict": 2, "stream": True, "ignore_eos": True,
-                                                  "return_progress": True, "cache_prompt": False})
+                                                  "return_progress": True, "cache_prompt": False,
+                                                  "timings_per_token": True})
     first_text = next(i for i, e in enumerate(events) if e.get("content"))
-    progress = [e["prompt_progress"] for e in events[:first_text] if "prompt_progress" in e]
-    assert progress and progress[-1]["processed"] == progress[-1]["total"] == events[-1]["tokens_evaluated"]
-    assert all(p["time_ms"] >= 0 and p["cache"] == 0 for p in progress)
+    progress = [e for e in events[:first_text] if "prompt_progress" in e]
+    assert len(progress) >= 2  # llama-server's 0% update as the prefill starts, then one per step
+    last = progress[-1]["prompt_progress"]
+    assert last["processed"] == last["total"] == events[-1]["tokens_evaluated"]
+    assert all(p["prompt_progress"]["time_ms"] >= 0 and p["prompt_progress"]["cache"] == 0 for p in progress)
+    first = progress[0]
+    assert first["prompt_progress"]["processed"] == 0
+    assert [first["timings"][k] for k in ("prompt_n", "prompt_ms", "predicted_n", "predicted_ms")] == [0, 0, 0, 0]
+    prompt_ms = [p["timings"]["prompt_ms"] for p in progress]
+    assert prompt_ms == sorted(prompt_ms) and prompt_ms[-1] > 0  # never backwards (llama-server's suite)
+    assert [p["timings"]["prompt_n"] for p in progress] == [p["prompt_progress"]["processed"] for p in progress]
     chunks = stream_events(server, "/v1/chat/completions", {"messages": [{"role": "user", "content": long_prompt}],
                                                             "max_tokens": 2, "stream": True, "return_progress": True})
     assert any("prompt_progress" in c for c in chunks)
@@ -263,6 +295,36 @@ def test_mixed_prompt_of_text_and_token_ids(server):
     assert mixed["content"] == native(server, n_predict=4)["content"]
 
 
+def test_object_prompts_and_lists_of_every_form(server):
+    greedy = native(server, n_predict=4)
+    ids = tokenize(server, PROMPT)
+    several = post(server, "/completion", {"prompt": [ids, {"prompt_string": PROMPT}, PROMPT], "n_predict": 4,
+                                           "temperature": 0}).json()
+    assert [out["content"] for out in several] == [greedy["content"]] * 3
+    assert [out["tokens_evaluated"] for out in several] == [len(ids)] * 3
+    single = native(server, prompt={"prompt_string": PROMPT}, n_predict=4)
+    assert single["content"] == greedy["content"] and single["prompt"] == PROMPT
+    completion = post(server, "/v1/completions", {"prompt": {"prompt_string": PROMPT}, "max_tokens": 4,
+                                                  "temperature": 0}).json()
+    assert completion["choices"][0]["text"] == greedy["content"]
+    media = post(server, "/completion", {"prompt": {"prompt_string": "<__media__> hi", "multimodal_data": ["AAAA"]}})
+    assert media.status_code == 400 and "no multimodal projector loaded" in media.json()["error"]["message"]
+    assert media.json()["error"]["param"] == "prompt.multimodal_data"
+    for bad in ({}, {"content": [{"type": "text", "text": "x"}]}, {"prompt_string": 5}, {"text": "x"}):
+        r = post(server, "/completion", {"prompt": bad})
+        assert r.status_code == 400 and r.json()["error"]["param"].startswith("prompt"), (bad, r.text)
+
+
 def test_slot_actions_need_a_slot_save_path(server):
     r = post(server, "/slots/0?action=save", {"filename": "a.bin"})
     assert r.status_code == 501 and "--slot-save-path" in r.json()["error"]["message"]
+
+
+def test_backend_sampling_is_a_place_not_a_result(server):
+    """llama-server's backend_sampling promises the same tokens and probabilities: ggserve takes it
+    and samples where it always does (its own suite's test, at a seed)."""
+    body = {"prompt": "The countries of Europe are:", "n_predict": 6, "n_probs": 5, "post_sampling_probs": True,
+            "seed": 4242, "temperature": 0.8}
+    on, off = native(server, **body, backend_sampling=True), native(server, **body, backend_sampling=False)
+    assert on["completion_probabilities"] == off["completion_probabilities"] and on["content"] == off["content"]
+    assert on["generation_settings"]["backend_sampling"] is True

@@ -69,6 +69,8 @@ def test_metrics_need_the_key(ops):
     r = get(server, "/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     assert int(r.headers["process-start-time-unix"]) > 0
+    # typed and named as llama-server writes it (its suite parses the TYPE lines)
+    assert "# TYPE llamacpp:n_tokens_max counter\nllamacpp:n_tokens_max " in r.text
 
 
 def test_every_series_moves_and_histograms_count_the_requests(ops):
@@ -102,7 +104,8 @@ def test_every_series_moves_and_histograms_count_the_requests(ops):
     for name in ("llamacpp:prompt_seconds_total", "llamacpp:tokens_predicted_seconds_total",
                  "llamacpp:n_decode_total"):
         assert delta(name) > 0, name
-    assert value(after, "llamacpp:n_tokens_max") >= max(u["total_tokens"] for u in usages) - 1
+    # prometheus_client's parser names a counter's sample NAME_total
+    assert value(after, "llamacpp:n_tokens_max_total") >= max(u["total_tokens"] for u in usages) - 1
     # the throughput gauges average over the window since the previous scrape (llama-server's)
     assert value(after, "llamacpp:prompt_tokens_seconds") > 0
     assert value(after, "llamacpp:predicted_tokens_seconds") > 0

@@ -168,6 +168,30 @@ def test_stored_responses_are_seen_by_every_worker(server, sdk):
         assert httpx.get(f"{server.base_url}/v1/responses/{response_id}", timeout=30).json()["id"] == response_id
 
 
+def test_llama_server_telemetry_on_the_unversioned_route(server, sdk):
+    """llama-server's extras: /responses, prompt_progress in response.in_progress events,
+    timings on each step's last event (timings_per_token) and on response.completed."""
+    body = {"input": "This is a test " * 20, "max_output_tokens": 4, "temperature": 0, "stream": True,
+            "timings_per_token": True, "return_progress": True}
+    events = []
+    with httpx.stream("POST", f"{server.base_url}/responses", json=body, timeout=120) as r:
+        assert r.status_code == 200
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+    progress = [e for e in events if "prompt_progress" in e]
+    assert progress and all(e["type"] == "response.in_progress" for e in progress)
+    assert progress[-1]["prompt_progress"]["processed"] == progress[-1]["prompt_progress"]["total"] > 0
+    assert any(e["type"] == "response.output_text.delta" and "timings" in e for e in events)
+    completed = events[-1]
+    assert completed["type"] in ("response.completed", "response.incomplete")
+    assert completed["timings"]["predicted_n"] == completed["response"]["usage"]["output_tokens"]
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    plain = httpx.post(f"{server.base_url}/responses", json={"input": "Hi", "max_output_tokens": 2}, timeout=60)
+    assert plain.json()["object"] == "response"
+    for path in ("/v1/responses/input_tokens", "/responses/input_tokens"):
+        count = httpx.post(f"{server.base_url}{path}", json={"input": "Hi", "max_output_tokens": 2}).json()
+        assert count == {"object": "response.input_tokens", "input_tokens": plain.json()["usage"]["input_tokens"]}
+
+
 @pytest.mark.parametrize(("body", "param"), [
     ({"input": [{"role": "robot", "content": "hi"}]}, "input.0"),
     ({"input": "hi", "frequency_penalty": 1}, None),

@@ -39,7 +39,12 @@ def test_ignore_eos_bans_end_of_generation_tokens(server):
                      ).json()["tokens"]
     out = run(server, prompt="The end.", n_predict=24, ignore_eos=True, temperature=1.5, seed=1)
     assert out["tokens_predicted"] == 24 and not set(eog) & set(out["tokens"])
-    assert out["generation_settings"]["logit_bias"]  # the bans are part of the settings, as in llama-server
+    # The bans are part of the settings, in llama-server's shape (a -inf bias is JSON's null).
+    assert {entry["token"] for entry in out["generation_settings"]["logit_bias"]} >= set(eog)
+    assert all(entry["bias"] is None for entry in out["generation_settings"]["logit_bias"])
+    assert run(server, prompt="The end.", n_predict=1)["generation_settings"]["logit_bias"] == []
+    boosted = run(server, prompt="The end.", n_predict=1, logit_bias=[[eog[0], 2.5]])
+    assert boosted["generation_settings"]["logit_bias"] == [{"bias": 2.5, "token": eog[0]}]
 
 
 @pytest.mark.parametrize("version", [1, 2])

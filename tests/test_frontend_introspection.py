@@ -47,3 +47,7 @@ def test_slot_json_counts_ids_over_executors_and_shows_the_request() -> None:
     assert (busy["id_task"], busy["n_prompt_tokens"], busy["n_prompt_tokens_cache"]) == ("r-0", 20, 8)
     assert busy["n_prompt_tokens_processed"] == 12 and busy["params"]["temperature"] == 0.2
     assert busy["next_token"] == [{"has_next_token": True, "n_remain": 59, "n_decoded": 5}]
+    done = slot_json(SlotState(slot_id=0, executor_id=0, busy=False, request_id="r-0", n_generated_tokens=5,
+                               max_tokens=64, sampling=SamplingParams()), INFO)
+    assert done["id_task"] == "r-0"  # the last request's settings stay; its budget does not (llama-server's)
+    assert done["next_token"] == [{"has_next_token": False, "n_remain": -1, "n_decoded": 0}]

@@ -21,7 +21,7 @@ from frontend.api.sampling import (
     stop_strings,
     token_limit,
 )
-from frontend.api.schemas import ChatCompletionRequest, CompletionRequest, NativeCompletionRequest
+from frontend.api.schemas import ChatCompletionRequest, CompletionRequest, NativeCompletionRequest, PromptObject
 from ggserve.config import ServeConfig
 from frontend.text.tokenizer import Tokenizer
 from ipc.protocol import EngineError, EngineInfo, ErrorCode
@@ -216,13 +216,21 @@ def test_prompt_forms(tokenizer: Tokenizer):
     many = completion_prompts(tokenizer, ["Hello", [9259]], None)
     assert [p.token_ids for p in many] == [hello, [9259]]
     assert [p.text for p in many] == ["Hello", "Hello"]
+    # llama-server's other forms: text and ids mixed in one prompt, object prompts
+    mixed = completion_prompts(tokenizer, [*hello, " world"], None)
+    assert [p.token_ids for p in mixed] == [hello + tokenizer.tokenize(" world", add_special=False, parse_special=True)]
+    objects = completion_prompts(tokenizer, [PromptObject(prompt_string="Hello"), PromptObject(prompt_string=hello)],
+                                 None)
+    assert [p.token_ids for p in objects] == [hello, hello]
 
 
 @pytest.mark.parametrize(
     ("prompt", "suffix", "param"),
     [
         ([], None, "prompt"),
-        ([1, "a"], None, "prompt"),
+        ([1, [2]], None, "prompt"),  # a prompt holding ids holds ids and text only
+        (PromptObject(prompt_string="x", multimodal_data=["AA=="]), None, "prompt.multimodal_data"),
+        (PromptObject(content=[{"type": "text", "text": "x"}]), None, "prompt"),  # content parts: embeddings only
         ([[1, 10**9]], None, "prompt"),
         ("def f():", "return 1", "suffix"),  # Gemma 3 has no FIM tokens
     ],
@@ -293,7 +301,7 @@ def test_llama_server_names_and_samplers(tokenizer: Tokenizer):
 def test_unsupported_llama_server_fields_are_refused_unless_neutral():
     refuse_unsupported(b'{"prompt": "x", "backend_sampling": false, "verbose": false, "n_indent": null}',
                        NativeCompletionRequest)
-    for body, field in [(b'{"backend_sampling": true}', "backend_sampling"), (b'{"chat_parser": "x"}', "chat_parser"),
+    for body, field in [(b'{"chat_parser": "x"}', "chat_parser"),
                         (b'{"verbose": true}', "verbose"), (b'{"messages": [], "echo": true}', "echo")]:
         with pytest.raises(ApiError) as info:
             refuse_unsupported(body, ChatCompletionRequest)

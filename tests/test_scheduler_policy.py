@@ -635,12 +635,13 @@ def test_a_request_naming_its_slot_waits_for_it_without_holding_up_others() -> N
     assert h.final("nowhere").error.code == ErrorCode.INVALID_REQUEST
 
 
-def test_progress_is_reported_after_each_prefill_step() -> None:
+def test_progress_is_reported_when_the_prefill_starts_and_after_each_step() -> None:
     h = Harness(n_slots=1, n_batch=16)
     h.add("r", prompt(40), max_tokens=1, return_progress=True)
     h.run_until_idle()
     progress = [o.progress for o in h.outputs["r"] if o.progress is not None]
-    assert [p.processed for p in progress] == [16, 32, 40] and all(p.total == 40 for p in progress)
+    assert [p.processed for p in progress] == [0, 16, 32, 40] and all(p.total == 40 for p in progress)
+    assert progress[0].time_ms == 0  # llama-server's 0% update, as the request gets its slot
     first_token = next(i for i, o in enumerate(h.outputs["r"]) if o.token_ids or o.finish_reason is not None)
     assert all(o.progress is not None for o in h.outputs["r"][:first_token])
 

@@ -10,17 +10,16 @@ from typing import Annotated, Literal
 
 import msgspec
 
-# A string, a token array, a list of strings or a list of token arrays (OpenAI's ``input``). The
-# union is wider than that so a mixed list decodes and is refused with a message naming it.
-EmbeddingInput = str | list[str | int | list[int]]
+from frontend.api.schemas import PromptInput
+
 
 
 class EmbeddingRequest(msgspec.Struct, kw_only=True):
     """OpenAI's POST /v1/embeddings, and llama-server's native POST /embedding (``content``,
     ``embd_normalize``)."""
 
-    input: EmbeddingInput | None = None
-    content: EmbeddingInput | None = None  # llama-server's native name of ``input``
+    input: PromptInput | None = None  # OpenAI's forms and llama-server's (frontend.text.prompts)
+    content: PromptInput | None = None  # llama-server's native name of ``input``
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Annotated[int, msgspec.Meta(ge=1)] | None = None
     # llama-server's: -1 none, 0 max absolute int16, 1 taxicab, 2 euclidean (L2), > 2 p-norm

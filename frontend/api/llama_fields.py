@@ -33,7 +33,6 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "verbose": (_falsy, "the __verbose debug field is not produced"),
     "echo": (_falsy, "echo is only supported on /v1/completions"),
     "post_sampling_probs": (_falsy, "probabilities after the sampler chain are reported by /completion only"),
-    "backend_sampling": (_falsy, "backend sampling is not supported"),
     "chat_format": (lambda v: False, "chat_format is internal to llama-server; use reasoning_format and tools"),
     "chat_parser": (_falsy, "custom chat parsers are not supported"),
     "generation_prompt": (_falsy, "generation_prompt is internal to llama-server"),

@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from frontend.timings import PromptProgressJson, Timings
+
 # ----------------------------------------------------------------------------- requests
 
 
@@ -146,6 +148,10 @@ class ResponsesRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     prompt_cache_retention: str | None = None
     service_tier: str | None = None
     stream_options: dict[str, Any] | None = None
+    # llama-server's extensions: ``timings`` on every stream event batch, ``prompt_progress``
+    # in response.in_progress events during the prefill
+    timings_per_token: bool = False
+    return_progress: bool = False
 
 
 # ----------------------------------------------------------------------------- responses
@@ -257,6 +263,9 @@ class ResponseStreamEvent(msgspec.Struct, omit_defaults=True, kw_only=True):
     name: str | None = None
     arguments: str | None = None
     logprobs: list[Any] | None = None
+    # llama-server's: a batch's last event with timings_per_token (and response.completed)
+    timings: Timings | None = None
+    prompt_progress: PromptProgressJson | None = None  # response.in_progress during the prefill
     # an "error" event
     code: str | None = None
     message: str | None = None

@@ -113,6 +113,9 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     cache_prompt: bool = True
     n_probs: TopLogprobs = 0
     timings_per_token: bool = False  # ``timings`` on every stream chunk, not only the last
+    # llama-server's request to run the sampler chain in the compute graph: a place, not a result
+    # (the same tokens and probabilities, by its definition); ggserve samples in the executor either way
+    backend_sampling: bool = False
     return_progress: bool = False  # streams: ``prompt_progress`` chunks during the prefill
     id_slot: Annotated[int, msgspec.Meta(ge=-1)] = -1  # run on this slot (as /slots numbers them); -1: any
     # context shift (--context-shift): prompt tokens kept when the context fills (-1: all; None:
@@ -217,9 +220,22 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
     reasoning_budget_message: str | None = None  # written before the forced closing tag
 
 
+class PromptObject(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """llama-server's object prompt ``{"prompt_string": ..., "multimodal_data": [base64, ...]}``;
+    on the embedding routes also OpenAI's ``{"content": [parts]}`` (frontend.text.prompts)."""
+
+    prompt_string: str | list[str | int] | None = None
+    multimodal_data: list[str] | str | None = None
+    content: list[dict[str, Any]] | str | None = None  # a string is refused there, as llama-server does
+
+
+# llama-server's prompt forms (its tokenize_input_prompts): a string, a token array, text and
+# token ids mixed in one array, an object prompt, or a list of any of these (one result each).
+PromptInput = str | list[str | int | list[str | int] | PromptObject] | PromptObject
+
+
 class CompletionRequest(SamplingFields, kw_only=True):
-    # a string, a list of strings, a token array, or a list of token arrays
-    prompt: str | list[str | int | list[int]]
+    prompt: PromptInput
     suffix: str | None = None
     echo: bool = False
     logprobs: TopLogprobs | None = None
@@ -235,8 +251,7 @@ class InfillChunk(msgspec.Struct, kw_only=True):
 class NativeCompletionRequest(SamplingFields, kw_only=True):
     """llama-server's POST /completion (and /infill, which adds the input_* fields)."""
 
-    # a string, a token array, or a list of either (one result per prompt)
-    prompt: str | list[str | int | list[int]] = ""
+    prompt: PromptInput = ""
     return_tokens: bool = False
     response_fields: list[str] | None = None  # only these fields ("a/b" reaches into objects)
     logprobs: TopLogprobs | None = None  # llama-server's fallback name of n_probs

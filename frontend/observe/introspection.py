@@ -118,11 +118,12 @@ def slot_json(slot: SlotState, info: EngineInfo) -> dict[str, Any]:
         "n_prompt_tokens_processed": slot.n_prompt_tokens_processed,
         "n_prompt_tokens_cache": slot.n_prompt_tokens_cached,
         "params": generation_params(slot.sampling, slot.max_tokens, slot.ignore_eos, max(slot.logprobs, 0)),
+        # An idle slot has no budget (-1) and has decoded nothing, as llama-server resets it on release.
         "next_token": [{
             "has_next_token": slot.busy,
             # -1: no limit (a context that shifts), as llama-server's
             "n_remain": (-1 if slot.max_tokens < 0 else max(0, slot.max_tokens - slot.n_generated_tokens))
-            if slot.busy else 0,
-            "n_decoded": slot.n_generated_tokens,
+            if slot.busy else -1,
+            "n_decoded": slot.n_generated_tokens if slot.busy else 0,
         }],
     }

@@ -4,8 +4,8 @@ the per-request histograms the HTTP workers observe.
 Series llama-server also exports keep its ``llamacpp:`` names and meaning (``prompt_tokens_total``
 counts evaluated prompt tokens, cache hits excluded; ``prompt_tokens_seconds`` and
 ``predicted_tokens_seconds`` average over the time since the previous scrape), so its dashboards
-work unchanged; they sum over every executor. ``n_tokens_max`` is a gauge here, not a counter as
-in llama-server: a counter's sample would be renamed ``n_tokens_max_total``, and it is a maximum.
+work unchanged; they sum over every executor. ``n_tokens_max`` is typed a counter, as llama-server
+types it (though it is a maximum), with its sample named as there (see ``render``).
 The ``spec_decode_*`` series come with speculative decoding. The rest are ``ggserve:``, with an
 ``executor`` label where a value belongs to one executor. In router mode every engine series has
 a ``model`` label too, one per loaded model (the request histograms are over all models). With several executors the two
@@ -198,7 +198,10 @@ def render(engines: dict[str, EngineStats]) -> bytes:
         MultiProcessCollector(registry, multiproc_dir)
     else:
         registry.register(_RegistryCollector(_requests))
-    return generate_latest(registry)
+    # prometheus_client names a counter's sample NAME_total, and llama-server's n_tokens_max sample
+    # has no suffix: it is made a gauge and its TYPE line says counter, as llama-server's does.
+    return generate_latest(registry).replace(b"# TYPE llamacpp:n_tokens_max gauge\n",
+                                             b"# TYPE llamacpp:n_tokens_max counter\n")
 
 
 class _RegistryCollector(Collector):

@@ -113,9 +113,7 @@ _TOOL_CHOICES: dict[type, str] = {ToolChoiceAuto: "auto", ToolChoiceAny: "requir
 
 def chat_request(body: CountTokensRequest, sampling: MessagesRequest | None = None) -> chat.ChatCompletionRequest:
     """The Messages request as a chat completion request (``sampling``: the generation's settings;
-    None for counting tokens)."""
-    if not body.messages:
-        raise invalid("messages must not be empty", param="messages")
+    None for counting tokens). No messages is accepted, as llama-server accepts it."""
     messages = [chat.ChatMessage(role="system", content=_text(body.system))] if body.system else []
     for i, message in enumerate(body.messages):
         messages += _turns(message, i)

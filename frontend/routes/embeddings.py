@@ -1,7 +1,9 @@
 """Embeddings: OpenAI's POST /v1/embeddings (also /embeddings) and llama-server's /embedding.
 
-``input`` is a string, a list of strings, a token array or a list of token arrays; strings are
-tokenized with the model's special tokens (BOS/CLS, EOS/SEP) as llama-server does. Every input
+``input`` is a string, a list of strings, a token array or a list of token arrays, or any of
+llama-server's other prompt forms (mixed text and token ids, ``{"prompt_string"}``, OpenAI's
+``{"content": [text parts]}``: frontend.text.prompts); text is tokenized with the model's special
+tokens (BOS/CLS, EOS/SEP) as llama-server does. Every input
 runs whole (never truncated): one longer than the engine can take in one decode is a 400 naming
 its index and length. OpenAI's vectors are L2-normalised; ``dimensions`` truncates them
 (Matryoshka) on models trained for it, then normalises again. A body with llama-server's
@@ -16,16 +18,17 @@ import numpy as np
 
 from frontend.api.embedding_schemas import (
     EmbeddingData,
-    EmbeddingInput,
     EmbeddingList,
     EmbeddingRequest,
     EmbeddingUsage,
     NativeEmbedding,
 )
+from frontend.api.schemas import PromptInput
 from frontend.embedding import as_base64, embed, normalize
 from frontend.http.asgi import Request, Response, json_response
 from frontend.http.errors import ApiError, invalid
 from frontend.state import Frontend
+from frontend.text.prompts import split_prompts, subprompt_tokens
 from ipc.protocol import EngineInfo
 
 POOLING_NONE = 0
@@ -64,7 +67,7 @@ async def native_embedding(fe: Frontend, req: Request) -> Response:
     return await _native(fe, req, body, value)
 
 
-async def _native(fe: Frontend, req: Request, body: EmbeddingRequest, value: EmbeddingInput) -> Response:
+async def _native(fe: Frontend, req: Request, body: EmbeddingRequest, value: PromptInput) -> Response:
     info = fe.engine_info()
     inputs = await fe.prepare(len(req.body), lambda: tokenize_inputs(fe, info, value, "content"))
     rows, _ = await embed(fe.engine, req.id, inputs)
@@ -73,41 +76,21 @@ async def _native(fe: Frontend, req: Request, body: EmbeddingRequest, value: Emb
                           for i, r in enumerate(rows)])
 
 
-def tokenize_inputs(fe: Frontend, info: EngineInfo, value: EmbeddingInput, param: str) -> list[list[int]]:
-    """The inputs as token arrays; a 400 for an empty, mixed, out-of-vocabulary or too long one,
-    or too many of them (--embd-max-inputs)."""
-    items = _items(value, param)
+def tokenize_inputs(fe: Frontend, info: EngineInfo, value: PromptInput, param: str) -> list[list[int]]:
+    """The inputs as token arrays (every form of frontend.text.prompts); a 400 for an empty,
+    out-of-vocabulary or too long one, or too many of them (--embd-max-inputs)."""
+    items = split_prompts(value, param)
     if len(items) > fe.cfg.embd_max_inputs:
         raise invalid(f"{len(items)} inputs; at most {fe.cfg.embd_max_inputs} (--embd-max-inputs)", param=param)
     limit = input_token_limit(info)
     inputs = []
     for i, item in enumerate(items):
-        if isinstance(item, str):
-            if not item:
-                raise invalid(f"{param}[{i}] is an empty string", param=param)
-            tokens = fe.tokenizer.tokenize(item, add_special=True, parse_special=True)
-        else:
-            tokens = item
-            bad = fe.tokenizer.invalid_token(tokens)
-            if not tokens or bad is not None:
-                raise invalid(f"{param}[{i}] is empty or has token {bad} outside the vocabulary "
-                              f"(0..{fe.tokenizer.n_vocab - 1})", param=param)
+        tokens = subprompt_tokens(fe.tokenizer, item, f"{param}[{i}]", content_parts=True)
+        if not tokens:  # an empty text on a model that adds no BOS, or an empty token array
+            raise invalid(f"{param}[{i}] is empty", param=param)
         check_length(i, len(tokens), limit, param)
         inputs.append(tokens)
     return inputs
-
-
-def _items(value: EmbeddingInput, param: str) -> list[str | list[int]]:
-    if isinstance(value, str):
-        return [value]
-    if not value:
-        raise invalid(f"{param} is an empty list", param=param)
-    if all(isinstance(v, int) for v in value):
-        return [value]  # type: ignore[list-item]  # one token array
-    if all(isinstance(v, str) for v in value) or all(isinstance(v, list) for v in value):
-        return value  # type: ignore[return-value]
-    raise invalid(f"{param} mixes strings, token ids and token arrays: send a string, a list of strings, "
-                  "a token array or a list of token arrays", param=param)
 
 
 def input_token_limit(info: EngineInfo) -> int:

@@ -17,6 +17,7 @@ them answers 501, as llama-server does.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -29,7 +30,6 @@ from frontend.http.asgi import Request, Response, StreamResponse, json_response
 from frontend.api.llama_fields import refuse_unsupported
 from frontend.api.lora import request_lora
 from frontend.text.prompts import Prompt, check_tokens, completion_prompts
-from frontend.routes.tokens import tokenize_mixed
 from frontend.api.sampling import (
     CacheDefaults,
     check_context,
@@ -44,7 +44,7 @@ from frontend.api.schemas import MAX_CHOICES, NativeCompletionRequest
 from frontend.state import Frontend
 from frontend.structured.constraints import output_grammar
 from frontend.structured.lazy import preserved_ids, triggers_json
-from frontend.timings import Timings, make_timings, progress_json
+from frontend.timings import Timings, make_timings, progress_json, progress_timings
 from frontend.text.tokenizer import Tokenizer
 from ipc.protocol import SamplingParams
 
@@ -105,7 +105,7 @@ class _Call:
             "tokens_evaluated": len(self.prompt_of(choice).token_ids),
         }
         if self.body.timings_per_token:
-            out["timings"] = self.gen.timings()
+            out["timings"] = progress_timings(delta.progress) if delta.progress is not None else self.gen.timings()
         if delta.progress is not None:
             out["prompt_progress"] = progress_json(delta.progress)
         if self.logprobs > 0 and delta.tokens:
@@ -165,7 +165,8 @@ def _generation_settings(body: NativeCompletionRequest, sampling: SamplingParams
     settings.update(
         seed=-1 if sampling.seed is None else sampling.seed,
         grammar=sampling.grammar or "",
-        logit_bias=[[t, b] for t, b in sampling.logit_bias],
+        # llama-server's shape; a ban (-inf, also ignore_eos's) encodes as JSON's null there too
+        logit_bias=[{"bias": b if math.isfinite(b) else None, "token": t} for t, b in sampling.logit_bias],
         n_predict=limit,
         max_tokens=limit,
         stop=stop_strings(body.stop),
@@ -173,6 +174,7 @@ def _generation_settings(body: NativeCompletionRequest, sampling: SamplingParams
         n_probs=max(n_probs, 0),
         ignore_eos=body.ignore_eos,
         timings_per_token=body.timings_per_token,
+        backend_sampling=body.backend_sampling,
         cache_prompt=body.cache_prompt,
         n_keep=cache.n_keep if body.n_keep is None else body.n_keep,
         n_discard=body.n_discard,
@@ -186,14 +188,7 @@ def _generation_settings(body: NativeCompletionRequest, sampling: SamplingParams
 def _native_prompts(fe: Frontend, body: NativeCompletionRequest) -> list[Prompt]:
     if body.input_prefix is not None or body.input_suffix is not None or body.input_extra is not None:
         raise invalid("input_prefix, input_suffix and input_extra belong to /infill", param="input_prefix")
-    prompt = body.prompt
-    if isinstance(prompt, list) and {type(p) for p in prompt} == {int, str}:
-        # llama-server's mixed prompt: text and token ids in one sequence ([12, "text", 34])
-        token_ids = tokenize_mixed(fe.tokenizer, prompt, add_special=True, parse_special=True)  # type: ignore[arg-type]
-        check_tokens(fe.tokenizer, token_ids, "prompt")
-        prompts = [Prompt(token_ids, fe.tokenizer.detokenize(token_ids, special=False))]
-    else:
-        prompts = completion_prompts(fe.tokenizer, prompt, None)
+    prompts = completion_prompts(fe.tokenizer, body.prompt, None)
     if len(prompts) * body.n > MAX_CHOICES:
         raise invalid(f"{len(prompts)} prompts x n={body.n} is over the limit of {MAX_CHOICES} choices", param="n")
     return prompts

@@ -1,4 +1,5 @@
-"""POST /v1/responses, GET and DELETE /v1/responses/{id}: OpenAI's Responses API over the chat path.
+"""POST /v1/responses, GET and DELETE /v1/responses/{id}: OpenAI's Responses API over the chat path
+(and llama-server's POST /v1/responses/input_tokens).
 
 The input items (after those of ``previous_response_id``'s conversation) become chat messages:
 messages, function calls and their outputs as tool calls and results, reasoning items as the
@@ -26,6 +27,7 @@ from frontend.http.errors import ApiError, invalid
 from frontend.reply_blocks import Block, BlockEvent, ReplyBlocks, reply_blocks
 from frontend.response_store import StoredResponse
 from frontend.state import Frontend
+from frontend.timings import progress_json, progress_timings
 
 Items = list[dict[str, Any]]
 
@@ -118,7 +120,8 @@ def chat_request(body: api.ResponsesRequest, items: Items, n_stored: int) -> cha
         tools=tools or None, parallel_tool_calls=body.parallel_tool_calls, response_format=response_format,
         tool_choice=chat.NamedToolChoice(function=chat.NamedFunction(choice.name))
         if isinstance(choice, api.FunctionToolChoice) else choice,
-        reasoning_effort=body.reasoning.effort if body.reasoning is not None else None, stream=body.stream)
+        reasoning_effort=body.reasoning.effort if body.reasoning is not None else None, stream=body.stream,
+        timings_per_token=body.timings_per_token, return_progress=body.return_progress)
 
 
 def _item(response_id: str, block: Block, status: api.Status) -> api.OutputItem:
@@ -190,9 +193,12 @@ class _ResponseStream:
         self._seq = 0
 
     def _event(self, type_: str, **fields: Any) -> bytes:
+        return sse.named_event(type_, self._data(type_, **fields))
+
+    def _data(self, type_: str, **fields: Any) -> api.ResponseStreamEvent:
         event = api.ResponseStreamEvent(type=type_, sequence_number=self._seq, **fields)
         self._seq += 1
-        return sse.named_event(type_, event)
+        return event
 
     def head(self) -> list[bytes]:
         response = self._turn.response("in_progress")
@@ -200,46 +206,54 @@ class _ResponseStream:
                 self._event("response.in_progress", response=response)]
 
     def render(self, delta: ChoiceDelta) -> list[bytes]:
+        out = []
+        if delta.progress is not None:  # llama-server's: the prefill's progress, as the response is in progress
+            timings = progress_timings(delta.progress) if self._turn.body.timings_per_token else None
+            out.append(self._event("response.in_progress", response=self._turn.response("in_progress"),
+                                   prompt_progress=progress_json(delta.progress), timings=timings))
         events = self._blocks.feed(conversation.parse_delta(self._parser, delta))
         if delta.finish_reason is not None:
             events += self._blocks.close()
             self._finish_reason = conversation.finish_reason(delta.finish_reason, self._parser)
-        return [e for event in events for e in self._block_events(event)]
+        data = [e for event in events for e in self._block_events(event)]
+        if data and self._turn.body.timings_per_token:  # on the step's last event, as llama-server puts them
+            data[-1].timings = self._turn.run.gen.timings()
+        return out + [sse.named_event(d.type, d) for d in data]
 
     def tail(self) -> list[bytes]:
         response = self._turn.finish(self._blocks.blocks, self._finish_reason)
-        return [self._event(f"response.{response.status}", response=response)]
+        return [self._event(f"response.{response.status}", response=response, timings=self._turn.run.gen.timings())]
 
     def error(self, exc: ApiError) -> bytes:
         return self._event("error", code=exc.type, message=exc.message, param=exc.param)
 
-    def _block_events(self, event: BlockEvent) -> list[bytes]:
+    def _block_events(self, event: BlockEvent) -> list[api.ResponseStreamEvent]:
         block, turn_id = event.block, self._turn.id
         where: dict[str, Any] = {"output_index": block.index, "item_id": _item(turn_id, block, "in_progress").id}
         content = {**where, "content_index": 0}
         if event.kind == "start":
-            out = [self._event("response.output_item.added", output_index=block.index,
+            out = [self._data("response.output_item.added", output_index=block.index,
                                item=_item(turn_id, Block(block.index, block.kind, "", block.call_id, block.name),
                                           "in_progress"))]
             if block.kind != "tool_call":
-                out.append(self._event("response.content_part.added", **content, part=_part(block.kind, "")))
+                out.append(self._data("response.content_part.added", **content, part=_part(block.kind, "")))
             return out
         if event.kind == "delta":
             if block.kind == "text":
-                return [self._event("response.output_text.delta", **content, delta=event.text, logprobs=[])]
+                return [self._data("response.output_text.delta", **content, delta=event.text, logprobs=[])]
             if block.kind == "thinking":
-                return [self._event("response.reasoning_text.delta", **content, delta=event.text)]
-            return [self._event("response.function_call_arguments.delta", **where, delta=event.text)]
+                return [self._data("response.reasoning_text.delta", **content, delta=event.text)]
+            return [self._data("response.function_call_arguments.delta", **where, delta=event.text)]
         if block.kind == "tool_call":
-            out = [self._event("response.function_call_arguments.done", **where, name=block.name,
+            out = [self._data("response.function_call_arguments.done", **where, name=block.name,
                                arguments=block.text)]
         elif block.kind == "text":
-            out = [self._event("response.output_text.done", **content, text=block.text, logprobs=[])]
+            out = [self._data("response.output_text.done", **content, text=block.text, logprobs=[])]
         else:
-            out = [self._event("response.reasoning_text.done", **content, text=block.text)]
+            out = [self._data("response.reasoning_text.done", **content, text=block.text)]
         if block.kind != "tool_call":
-            out.append(self._event("response.content_part.done", **content, part=_part(block.kind, block.text)))
-        out.append(self._event("response.output_item.done", output_index=block.index,
+            out.append(self._data("response.content_part.done", **content, part=_part(block.kind, block.text)))
+        out.append(self._data("response.output_item.done", output_index=block.index,
                                item=_item(turn_id, block, "completed")))
         return out
 
@@ -260,13 +274,19 @@ def _stored(fe: Frontend, response_id: str, param: str | None = None) -> StoredR
     return stored
 
 
-async def create(fe: Frontend, req: Request) -> Response | StreamResponse:
-    body = req.decode(api.ResponsesRequest)
+def _conversation(fe: Frontend, body: api.ResponsesRequest) -> tuple[Items, int]:
+    """The items of the response's conversation (those of ``previous_response_id`` first) and
+    how many came from there."""
     stored = [] if body.previous_response_id is None else \
         _stored(fe, body.previous_response_id, "previous_response_id").items
     given = [{"role": "user", "content": body.input}] if isinstance(body.input, str) else body.input
-    items = stored + given
-    run = await conversation.start(fe, req, chat_request(body, items, len(stored)))
+    return stored + given, len(stored)
+
+
+async def create(fe: Frontend, req: Request) -> Response | StreamResponse:
+    body = req.decode(api.ResponsesRequest)
+    items, n_stored = _conversation(fe, body)
+    run = await conversation.start(fe, req, chat_request(body, items, n_stored))
     turn = _Turn(fe, body, f"resp_{req.id}", items, run)
     if body.stream:
         stream = _ResponseStream(turn)
@@ -275,6 +295,15 @@ async def create(fe: Frontend, req: Request) -> Response | StreamResponse:
     result = (await collect(run.gen))[0]
     reply: Reply = conversation.read_reply(run.parsers[0], result)
     return json_response(turn.finish(reply_blocks(reply), reply.finish_reason))
+
+
+async def input_tokens(fe: Frontend, req: Request) -> Response:
+    """How many prompt tokens a response request would submit, without generating
+    (llama-server's /v1/responses/input_tokens)."""
+    body = req.decode(api.ResponsesRequest)
+    items, n_stored = _conversation(fe, body)
+    _, tokens = await conversation.prompt_tokens(fe, req, chat_request(body, items, n_stored))
+    return json_response(chat.InputTokenCount(len(tokens)))
 
 
 async def retrieve(fe: Frontend, req: Request) -> Response:

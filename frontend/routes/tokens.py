@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from frontend.http.asgi import Request, Response, json_response
-from frontend.text.prompts import check_tokens
+from frontend.text.prompts import check_tokens, tokenize_mixed
 from frontend.conversation import render_prompt
 from frontend.api.schemas import (
     ApplyTemplateResponse,
@@ -15,21 +15,6 @@ from frontend.api.schemas import (
     TokenPiece,
 )
 from frontend.state import Frontend
-from frontend.text.tokenizer import Tokenizer
-
-
-def tokenize_mixed(tokenizer: Tokenizer, content: str | list[str | int], add_special: bool,
-                   parse_special: bool) -> list[int]:
-    """A string, or a list mixing strings and token ids (special tokens added before the first
-    element only, as llama-server does)."""
-    parts = [content] if isinstance(content, str) else content
-    token_ids: list[int] = []
-    for i, part in enumerate(parts):
-        if isinstance(part, str):
-            token_ids += tokenizer.tokenize(part, add_special=add_special and i == 0, parse_special=parse_special)
-        else:
-            token_ids.append(part)
-    return token_ids
 
 
 async def tokenize(fe: Frontend, req: Request) -> Response:

@@ -45,13 +45,14 @@ def thinking_tags(template: str) -> tuple[str, str]:
     return (HARMONY_START, HARMONY_END) if is_harmony(template) else (THINK_START, THINK_END)
 
 
-def reasoning_for(fmt: str, prompt: str, template: str = "") -> Reasoning | None:
-    """How to read reasoning from a reply to ``prompt`` with format ``fmt`` (None: don't)."""
+def reasoning_for(fmt: str, prompt: str, template: str = "", in_reasoning: bool = False) -> Reasoning | None:
+    """How to read reasoning from a reply to ``prompt`` with format ``fmt`` (None: don't);
+    `in_reasoning`: the prompt continues a message's reasoning (frontend.text.continuation)."""
     if fmt == "none":
         return None
     start, end = thinking_tags(template)
     # A template that opens the thinking itself (DeepSeek R1, Qwen3 thinking) ends the prompt with it.
-    starts_open = prompt.rstrip().endswith(start)
+    starts_open = in_reasoning or prompt.rstrip().endswith(start)
     legacy = fmt == "deepseek-legacy" and not is_harmony(template)
     return Reasoning(start, end, starts_open, keep_in_content=legacy)
 
@@ -62,11 +63,12 @@ def check_budget(value: int, param: str) -> int:
     return value
 
 
-def budget_for(tokens: int, message: str, template: str, prompt: str, tokenizer: Tokenizer) -> ReasoningBudget | None:
+def budget_for(tokens: int, message: str, template: str, prompt: str, tokenizer: Tokenizer,
+               in_reasoning: bool = False) -> ReasoningBudget | None:
     """The engine's budget spec: after ``tokens`` thinking tokens, force ``message`` and the
     closing tag (None when unlimited)."""
     if tokens < 0:
         return None
     start, end = thinking_tags(template)
     forced = tokenizer.tokenize(message + end, add_special=False, parse_special=True)
-    return ReasoningBudget(tokens, start, end, forced, open=prompt.rstrip().endswith(start))
+    return ReasoningBudget(tokens, start, end, forced, open=in_reasoning or prompt.rstrip().endswith(start))
