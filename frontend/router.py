@@ -107,6 +107,14 @@ class ModelRouter:
             return None
         return fe if fe.engine.ready else None
 
+    async def connected(self, name: str) -> Frontend | None:
+        """The model's Frontend if the model is loaded, None if not (never loads it). With several
+        HTTP workers a worker may not have served a loaded model yet: it connects to it now."""
+        entry = self.entry(name)
+        if entry.status != ModelStatus.LOADED:
+            return None
+        return self.loaded(name) or await self._open(entry)
+
     async def frontend_for(self, name: str, autoload: bool) -> Frontend:
         """The model's Frontend, ready to take requests: loads the model when it is not loaded
         (``autoload``; otherwise 503) and waits. A failed load is a 503 with its reason."""

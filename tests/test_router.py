@@ -7,6 +7,7 @@ a preset. The model is a base model: the tests assert statuses, shapes and count
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -130,7 +131,8 @@ def test_preset_settings_and_precedence(models_dir: Path, tmp_path: Path) -> Non
 
 @pytest.fixture(scope="module")
 def router(models_dir: Path) -> Iterator[ServerHandle]:
-    with start_server(*router_args(models_dir), base_args=()) as handle:
+    # Two HTTP workers: each learns a model when it first needs it, whichever loaded it.
+    with start_server(*router_args(models_dir, "--http-workers", "2"), base_args=()) as handle:
         yield handle
 
 
@@ -187,12 +189,29 @@ def test_alternating_concurrent_requests_to_two_models(router: ServerHandle) -> 
     assert len(results) == 8 and all(status == 200 and got == model for model, status, got in results)
 
 
+def histogram_count(text: str, name: str, model: str) -> float:
+    match = re.search(rf'^ggserve:{name}_count{{model="{model}"}} (\S+)$', text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
 def test_metrics_and_logs_are_labelled_by_model(router: ServerHandle) -> None:
-    text = httpx.get(f"{router.base_url}/metrics", timeout=10).text
-    assert 'ggserve:slots_total{executor="0",model="alpha"} 2.0' in text
-    assert 'ggserve:slots_total{executor="0",model="beta"} 1.0' in text and 'model="gamma"' not in text
-    only = httpx.get(f"{router.base_url}/metrics", params={"model": "beta"}, timeout=10).text
-    assert 'model="beta"' in only and 'model="alpha"' not in only
+    url = router.base_url
+    before = httpx.get(f"{url}/metrics", timeout=10).text
+    for model in ("alpha", "alpha", "beta"):
+        assert complete(router, model).status_code == 200
+    # Two HTTP workers: whichever answers a scrape gives every loaded model's series, also one it
+    # has served no request for, and the request histograms of both workers.
+    for _ in range(6):
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+        assert 'ggserve:slots_total{executor="0",model="alpha"} 2.0' in text
+        assert 'ggserve:slots_total{executor="0",model="beta"} 1.0' in text and 'model="gamma"' not in text
+        assert re.search(r'^llamacpp:n_decode_total{model="beta"} [1-9]', text, re.MULTILINE)
+        for name in ("request_prompt_tokens", "e2e_request_latency_seconds", "time_to_first_token_seconds"):
+            assert histogram_count(text, name, "alpha") == histogram_count(before, name, "alpha") + 2
+            assert histogram_count(text, name, "beta") == histogram_count(before, name, "beta") + 1
+        assert "ggserve:request_prompt_tokens_count " not in text  # no series without a model
+    only = httpx.get(f"{url}/metrics", params={"model": "beta"}, timeout=10).text
+    assert 'slots_total{executor="0",model="beta"}' in only and 'slots_total{executor="0",model="alpha"}' not in only
     assert "model=alpha" in router.log() and "scheduler:beta" in router.log()
 
 
