@@ -268,6 +268,31 @@ def test_models_max_unloads_the_least_recently_used(models_dir: Path) -> None:
         assert not any(alive(pid) for pid in engine) and not run_dir.exists()
 
 
+def test_models_memory_unloads_idle_models_to_fit_and_refuses_what_never_fits(models_dir: Path, tmp_path: Path) -> None:
+    preset = tmp_path / "memory.ini"
+    preset.write_text("[*]\nc = 512\nnp = 1\n\n[gamma]\nc = 32768\n")
+    # At -c 512 a model is estimated at ~250 MiB (its 241 MiB file, 9 MiB of KV, 1 MiB of logits):
+    # 400 MiB hold one at a time, never gamma with 32768 cells (576 MiB of KV alone).
+    with start_server("--models-dir", str(models_dir), "--models-preset", str(preset), "-t", "1",
+                      "--models-memory", "400M", "--models-max", "0", base_args=()) as server:
+        assert complete(server, "alpha").status_code == 200
+        assert complete(server, "beta").status_code == 200
+        assert statuses(server)["alpha"] == "unloaded" and statuses(server)["beta"] == "loaded"
+        assert "unloading alpha (least recently used) to make room for beta" in server.log()
+        for resp in (complete(server, "gamma"), httpx.post(f"{server.base_url}/models/load", json={"model": "gamma"})):
+            error = resp.json()["error"]
+            assert resp.status_code == 400 and error["param"] == "model" and "--models-memory" in error["message"]
+        assert statuses(server)["gamma"] == "unloaded"
+        # A busy model is not unloaded for memory either: the load waits until it is idle.
+        busy = Stream(server.base_url, {"model": "beta", "prompt": "Once", "max_tokens": 40, "stream": True,
+                                        "ignore_eos": True}).start()
+        busy.wait_events(2)
+        assert complete(server, "alpha").status_code == 200
+        busy.join()
+        assert busy.done and statuses(server)["beta"] == "unloaded"
+        assert "estimated 25" in server.log()  # the load logs its estimate (about 250 MiB)
+
+
 def test_idle_models_sleep_and_wake_on_the_next_request(models_dir: Path) -> None:
     with start_server(*router_args(models_dir, "--sleep-idle-seconds", "2", "--sse-ping-interval", "0.3"),
                       base_args=()) as server:
