@@ -76,7 +76,7 @@ class RoutedModel:
     failed: bool = False
     error: str = ""
     last_used: float = field(default_factory=time.monotonic)
-    room_deadline: float = 0.0  # a load waiting for --models-max room gives up then
+    room_deadline: float = 0.0  # a load waiting for room (--models-max, --models-memory) gives up then
     load_started: float = 0.0  # when its engine started
 
     @property

@@ -279,7 +279,8 @@ def test_models_memory_unloads_idle_models_to_fit_and_refuses_what_never_fits(mo
         assert complete(server, "beta").status_code == 200
         assert statuses(server)["alpha"] == "unloaded" and statuses(server)["beta"] == "loaded"
         assert "unloading alpha (least recently used) to make room for beta" in server.log()
-        for resp in (complete(server, "gamma"), httpx.post(f"{server.base_url}/models/load", json={"model": "gamma"})):
+        for resp in (complete(server, "gamma"), complete(server, "gamma", stream=True),
+                     httpx.post(f"{server.base_url}/models/load", json={"model": "gamma"})):
             error = resp.json()["error"]
             assert resp.status_code == 400 and error["param"] == "model" and "--models-memory" in error["message"]
         assert statuses(server)["gamma"] == "unloaded"
