@@ -24,6 +24,7 @@ import asyncio
 import json
 import random
 import shlex
+import signal
 import statistics
 import sys
 import tempfile
@@ -120,12 +121,14 @@ async def throughput(http: httpx.AsyncClient, models: list[str], prompts: list[s
 async def run(base_url: str, args: argparse.Namespace, prompts: list[str], server_pid: int) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     async with httpx.AsyncClient(base_url=base_url, timeout=600.0) as http:
-        def quiet() -> float:
-            return round(wait_until_quiet(args.quiet_cores, args.quiet_timeout, server_session=server_pid), 2)
+        async def quiet() -> float:
+            other = await asyncio.to_thread(wait_until_quiet, args.quiet_cores, args.quiet_timeout,
+                                            server_session=server_pid)
+            return round(other, 2)
 
         cold, warm = [], []
         for _ in range(args.repeats):
-            other = quiet()
+            other = await quiet()
             cold.append(await first_token_s(http, "alpha", prompts.pop()))
             warm.append(await first_token_s(http, "alpha", prompts.pop()))
             rows += [{"phase": "cold", "ttft_s": round(cold[-1], 4), "other_cores": other},
@@ -134,7 +137,7 @@ async def run(base_url: str, args: argparse.Namespace, prompts: list[str], serve
         for model in MODELS:  # both loaded (and warmed up) before the throughput phases
             await first_token_s(http, model, prompts.pop())
         for phase, models in (("one model", ["alpha"]), ("two models", list(MODELS))):
-            other = quiet()
+            other = await quiet()
             batch = [prompts.pop() for _ in range(args.requests)]
             rows.append({"phase": phase, "models": models, "concurrency": args.concurrency,
                          "output_len": args.output_len, "other_cores": other}
@@ -160,6 +163,9 @@ def main(argv: list[str]) -> int:
     from ggserve.model import resolve_model
 
     model = resolve_model(args.model_path)
+    # A SIGTERM (or hang-up) exits through the `finally` that stops the server.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _: sys.exit(128 + signum))
     maker = TextMaker(Tokenizer(model), seed=args.seed)
     rng = random.Random(args.seed)
     prompts = [maker.text(args.input_len, rng) for _ in range(3 * args.repeats + 2 * args.requests + 2)]

@@ -114,12 +114,6 @@ class ModelRouter:
             alias=spec.name, model_name=spec.name,
             scheduler_endpoint=ipc_endpoint(run_dir, "scheduler"), executor_endpoint=ipc_endpoint(run_dir, "executors"),
         )), **spec.overrides}, ServeConfig)
-        if not cfg.threads:
-            # llama.cpp's threads spin at barriers: two models' executors on the same cores slow
-            # each other down many times over (docs/benchmarks.md: ~20x on 2 cores). Without -t,
-            # the cores are split between the models that may run at once.
-            at_once = min(self.cfg.models_max or len(self.cfg.models), len(self.cfg.models))
-            cfg = msgspec.structs.replace(cfg, threads=max(1, (os.cpu_count() or 1) // (cfg.executors * at_once)))
         # Read at start (~50 ms a model): the HTTP workers refuse a model that can never fit.
         memory = estimate_memory(cfg) if self.cfg.models_memory else None
         return RoutedModel(spec, cfg, save_config(cfg), memory)
