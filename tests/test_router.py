@@ -218,11 +218,16 @@ def test_metrics_and_logs_are_labelled_by_model(router: ServerHandle) -> None:
 def test_one_models_executor_dying_leaves_the_others_serving(router: ServerHandle) -> None:
     complete(router, "alpha")
     complete(router, "beta")
-    (victim,) = executor_pids(router, 0)  # alpha's
+    serving = Stream(router.base_url, {"model": "beta", "prompt": "Once", "max_tokens": 40, "stream": True,
+                                       "ignore_eos": True}).start()
+    serving.wait_events(2)
+    (victim,) = executor_pids(router, 0)  # alpha's, killed while beta streams
     os.kill(victim, signal.SIGKILL)
     t0 = time.monotonic()
     while alive(victim):
         time.sleep(0.05)
+    serving.join()
+    assert serving.status == 200 and serving.done and not any("error" in line for _, line in serving.events)
     assert complete(router, "beta").status_code == 200  # served while alpha's executor restarts
     deadline = t0 + LOAD_S
     while (resp := complete(router, "alpha")).status_code != 200:
