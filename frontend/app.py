@@ -371,7 +371,7 @@ class App:
         if req.trace is not None:
             req.trace.model = name
         if route.scope == "loaded":
-            fe = self.router.loaded(name)
+            fe = await self.router.connected(name)
             if fe is None:
                 raise unavailable(f"model '{name}' is not loaded")
             return fe

@@ -25,7 +25,7 @@ import zmq.asyncio
 
 from frontend.engine_client import EngineClient
 from frontend.http.auth import ApiKeys
-from frontend.http.errors import ApiError, unavailable
+from frontend.http.errors import ApiError, invalid, unavailable
 from frontend.state import Frontend
 from ggserve.config import ServeConfig, load_config
 from ipc import transport
@@ -107,11 +107,19 @@ class ModelRouter:
             return None
         return fe if fe.engine.ready else None
 
+    async def connected(self, name: str) -> Frontend | None:
+        """The model's Frontend if the model is loaded, None if not (never loads it). With several
+        HTTP workers a worker may not have served a loaded model yet: it connects to it now."""
+        entry = self.entry(name)
+        if entry.status != ModelStatus.LOADED:
+            return None
+        return self.loaded(name) or await self._open(entry)
+
     async def frontend_for(self, name: str, autoload: bool) -> Frontend:
         """The model's Frontend, ready to take requests: loads the model when it is not loaded
         (``autoload``; otherwise 503) and waits. A failed load is a 503 with its reason."""
         await self._first_table()
-        self.entry(name)
+        self._check_fits(self.entry(name))
         self._send(ModelUsed(name))
         fe = self.loaded(name)
         if fe is not None:
@@ -137,8 +145,16 @@ class ModelRouter:
             await self._wait_change()
 
     def load(self, name: str) -> None:
-        self.entry(name)
+        self._check_fits(self.entry(name))
         self._send(LoadModel(name))
+
+    def _check_fits(self, entry: ModelEntry) -> None:
+        """A 400 for a model larger than the whole --models-memory budget: no unload makes room."""
+        budget = self.cfg.models_memory
+        if budget and entry.memory_bytes > budget:
+            raise invalid(f"model '{entry.name}' needs about {entry.memory_bytes / 2**20:.0f} MiB (estimated from "
+                          f"its GGUF and settings), more than --models-memory ({budget / 2**20:.0f} MiB): it "
+                          "cannot be loaded", param="model")
 
     def unload(self, name: str) -> None:
         self.entry(name)

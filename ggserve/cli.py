@@ -171,6 +171,10 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     r.add_argument("--models-preset", default="", help="INI file of models and their settings (llama-server's format)")
     r.add_argument("--models-max", type=int, default=d.models_max,
                    help="models loaded at once (0: no limit); loading one more unloads the least recently used idle one")
+    r.add_argument("--models-memory", type=_byte_size, default=d.models_memory, metavar="BYTES",
+                   help="memory the loaded models may take, estimated from each GGUF (weights + KV cache); "
+                        "K/M/G/T suffixes (powers of 1024); loading one more unloads the least recently used "
+                        "idle ones to fit (0: no budget)")
     r.add_argument("--models-autoload", dest="models_autoload", action="store_true", default=d.models_autoload,
                    help="load a model when a request names it (the default)")
     r.add_argument("--no-models-autoload", dest="models_autoload", action="store_false",
@@ -202,6 +206,22 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     o.add_argument("--log-format", default=d.log_format, choices=FORMATS, help="json: one JSON object per line")
     o.add_argument("--log-file", default="", help="append the logs of every process to this file (default: stderr)")
     return p
+
+
+_SIZE_SUFFIXES = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def _byte_size(value: str) -> int:
+    """``4G``, ``512M``, ``1.5GiB``, ``1000000``: bytes (suffixes are powers of 1024, as in free -h)."""
+    text = value.strip().upper().removesuffix("IB").removesuffix("B")
+    number, suffix = (text[:-1], text[-1]) if text[-1:] in _SIZE_SUFFIXES else (text, "")
+    try:
+        size = float(number) * _SIZE_SUFFIXES[suffix]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {value!r} (e.g. 8G, 512M, 1073741824)") from None
+    if not math.isfinite(size) or size < 0:
+        raise argparse.ArgumentTypeError(f"not a size: {value!r} (a number of bytes, not negative)")
+    return int(size)
 
 
 def _lora_files(value: str) -> list[LoraFile]:
@@ -454,7 +474,7 @@ _SERVER_WIDE = frozenset({
     "host", "port", "http_workers", "api_keys", "metrics", "metrics_no_auth", "slots", "props", "webui",
     "ssl_keyfile", "ssl_certfile", "max_body_size", "cors_origins", "cors_methods", "cors_headers", "cors_credentials", "api_prefix", "shutdown_timeout",
     "max_restarts", "run_dir", "scheduler_endpoint", "executor_endpoint", "log_level", "log_format", "log_file",
-    "models", "models_max", "models_autoload", "sleep_idle_seconds", "models_single", "models_endpoint", "model_name",
+    "models", "models_max", "models_memory", "models_autoload", "sleep_idle_seconds", "models_single", "models_endpoint", "model_name",
 })
 
 

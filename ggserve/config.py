@@ -118,6 +118,7 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     # router mode: several models, each its own engine, loaded on demand
     models: list[ModelSpec] = []  # --models-dir / --models-preset; empty: one model (-m)
     models_max: int = 4  # --models-max: loaded at once (0: no limit); the least recently used idle one goes
+    models_memory: int = 0  # --models-memory: bytes the loaded models may take (estimated; 0: no budget)
     models_autoload: bool = True  # --no-models-autoload: a request for an unloaded model is a 503
     sleep_idle_seconds: float = -1  # --sleep-idle-seconds: unload a model idle this long (-1: never)
     models_single: bool = False  # the -m model run as a router of one (--sleep-idle-seconds): any name is it

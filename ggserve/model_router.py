@@ -7,9 +7,12 @@ every change and every TABLE_INTERVAL_S; they ask for loads and unloads (LoadMod
 and report each request (ModelUsed).
 
 Policy:
-  - loading a model when --models-max are loaded or loading first unloads the least recently
-    used idle one; while every one is busy the load waits (status LOADING), and fails after
-    ROOM_WAIT_S (its waiting requests get 503);
+  - loading a model when --models-max are loaded or loading, or when its estimated memory
+    (``ggserve.model_memory``) would take the loaded models past --models-memory, first unloads
+    the least recently used idle ones (``ggserve.model_room``), and starts once their processes
+    have exited; while too many are busy the load waits (status LOADING), and fails after
+    ROOM_WAIT_S (its waiting requests get 503); a model larger than the whole budget fails at
+    once (the HTTP workers answer 400 without asking);
   - a model idle for --sleep-idle-seconds is unloaded with status SLEEPING;
   - a load that fails (a process exits, or no EngineInfo within LOAD_TIMEOUT_S) leaves the model
     UNLOADED with ``failed`` and the reason, which the waiting requests receive;
@@ -34,6 +37,8 @@ import zmq
 from ggserve.children import ChildFailed
 from ggserve.config import ModelSpec, ServeConfig, save_config
 from ggserve.engine_group import EngineGroup, log_engine
+from ggserve.model_memory import MIB, MemoryEstimate, estimate_memory
+from ggserve.model_room import Limits, Resident, victims
 from ipc.protocol import (
     ChildRestarts,
     Drain,
@@ -64,18 +69,23 @@ class RoutedModel:
     spec: ModelSpec
     cfg: ServeConfig  # its engine's configuration (own run directory and sockets)
     config_path: str
+    memory: MemoryEstimate | None  # its estimated footprint (None without --models-memory)
     status: ModelStatus = ModelStatus.UNLOADED
     engine: EngineGroup | None = None
     load_id: int = 0
     failed: bool = False
     error: str = ""
     last_used: float = field(default_factory=time.monotonic)
-    room_deadline: float = 0.0  # a load waiting for --models-max room gives up then
+    room_deadline: float = 0.0  # a load waiting for room (--models-max, --models-memory) gives up then
     load_started: float = 0.0  # when its engine started
+
+    @property
+    def memory_bytes(self) -> int:
+        return self.memory.total_bytes if self.memory is not None else 0
 
     def entry(self) -> ModelEntry:
         return ModelEntry(self.spec.name, self.spec.path, self.status, self.config_path, self.load_id, self.failed,
-                          self.error, self.cfg.n_parallel, self.cfg.ctx_size, self.spec.args)
+                          self.error, self.cfg.n_parallel, self.cfg.ctx_size, self.spec.args, self.memory_bytes)
 
     def last_active(self) -> float:
         return max(self.last_used, self.engine.last_busy if self.engine is not None else 0.0)
@@ -87,6 +97,7 @@ class ModelRouter:
         self.cfg = cfg
         self.zmq = zctx
         self.restart_counts = restart_counts
+        self.limits = Limits(cfg.models_max, cfg.models_memory)
         self.socket = bind_router(zctx, cfg.models_endpoint)
         self.models = {spec.name: self._routed(i, spec) for i, spec in enumerate(cfg.models)}
         self.peers: dict[bytes, float] = {}  # HTTP worker -> last heard
@@ -103,7 +114,9 @@ class ModelRouter:
             alias=spec.name, model_name=spec.name,
             scheduler_endpoint=ipc_endpoint(run_dir, "scheduler"), executor_endpoint=ipc_endpoint(run_dir, "executors"),
         )), **spec.overrides}, ServeConfig)
-        return RoutedModel(spec, cfg, save_config(cfg))
+        # Read at start (~50 ms a model): the HTTP workers refuse a model that can never fit.
+        memory = estimate_memory(cfg) if self.cfg.models_memory else None
+        return RoutedModel(spec, cfg, save_config(cfg), memory)
 
     @property
     def engines(self) -> list[EngineGroup]:
@@ -130,31 +143,55 @@ class ModelRouter:
         self._start_if_room(model, now)
 
     def _start_if_room(self, model: RoutedModel, now: float) -> None:
-        """Start the model's engine, unloading the least recently used idle model first when
-        --models-max engines run; with none idle, try again at the next tick (up to ROOM_WAIT_S).
-        The model's previous engine must have exited first: the new one binds the same sockets."""
+        """Start the model's engine once there is room (module docstring), unloading the least
+        recently used idle models first; with too few idle, try again at the next tick (up to
+        ROOM_WAIT_S). A previous engine of the model must have exited first: the new one binds the
+        same sockets; so must the unloaded ones when their memory is what the model needs."""
         if not self.accepting:
             self._refuse(model, "the server is shutting down")
             return
         if any(engine.name == model.spec.name for engine in self.stopping):
             return
+        if self.limits.never_fits(model.memory_bytes):
+            self._refuse(model, f"it needs about {model.memory.describe() if model.memory else ''} (estimated), "
+                                f"more than --models-memory {self.cfg.models_memory / MIB:.0f} MiB")
+            return
         running = [m for m in self.models.values() if m.engine is not None]
-        if self.cfg.models_max and len(running) >= self.cfg.models_max:
-            idle = [m for m in running if m.status == ModelStatus.LOADED and m.engine is not None and m.engine.idle
-                    and now - m.last_used > RECENT_USE_S]
-            if not idle:
-                if now > model.room_deadline:
-                    self._refuse(model, f"{len(running)} models are loaded (--models-max {self.cfg.models_max}) "
-                                        f"and none was idle for {ROOM_WAIT_S:.0f}s")
-                return
-            victim = min(idle, key=RoutedModel.last_active)
-            log.info("unloading %s (least recently used) to make room for %s", victim.spec.name, model.spec.name)
-            self.unload(victim, f"unloaded to make room for {model.spec.name}")
-        log.info("loading %s (%s)", model.spec.name, model.spec.path)
+        chosen = victims(model.memory_bytes, [self._resident(m, now) for m in running], self.limits)
+        if chosen is None:
+            if now > model.room_deadline:
+                self._refuse(model, self._no_room(running, model))
+            return
+        for victim in chosen:
+            log.info("unloading %s (least recently used) to make room for %s", victim.name, model.spec.name)
+            self.unload(self.models[victim.name], f"unloaded to make room for {model.spec.name}")
+        if self.limits.memory_bytes and self._memory_in_use() + model.memory_bytes > self.limits.memory_bytes:
+            return  # unloaded engines are still exiting
+        log.info("loading %s (%s%s)", model.spec.name, model.spec.path,
+                 f"; estimated {model.memory.describe()}" if model.memory else "")
         model.engine = EngineGroup(model.cfg, model.config_path, self.zmq, model.spec.name, self.restart_counts)
         model.engine.start()
         model.load_started = now
         self.changed = True
+
+    @staticmethod
+    def _resident(model: RoutedModel, now: float) -> Resident:
+        evictable = (model.status == ModelStatus.LOADED and model.engine is not None and model.engine.idle
+                     and now - model.last_used > RECENT_USE_S)
+        return Resident(model.spec.name, model.memory_bytes, evictable, model.last_active())
+
+    def _memory_in_use(self) -> int:
+        """The estimated memory of the running engines and of the unloaded ones not yet exited."""
+        running = sum(m.memory_bytes for m in self.models.values() if m.engine is not None)
+        return running + sum(self.models[engine.name].memory_bytes for engine in self.stopping)
+
+    def _no_room(self, running: list[RoutedModel], model: RoutedModel) -> str:
+        limits = [f"--models-max {self.cfg.models_max}"] if self.cfg.models_max else []
+        if self.limits.memory_bytes:
+            limits.append(f"--models-memory {self.cfg.models_memory / MIB:.0f} MiB: {self._memory_in_use() / MIB:.0f} "
+                          f"MiB in use, {model.memory_bytes / MIB:.0f} MiB needed")
+        return (f"{len(running)} models are loaded ({'; '.join(limits)}) and too few were idle to make room "
+                f"for {ROOM_WAIT_S:.0f}s")
 
     def _refuse(self, model: RoutedModel, why: str) -> None:
         log.warning("not loading %s: %s", model.spec.name, why)

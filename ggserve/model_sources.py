@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from ggserve.config import ModelSpec
 
-_SPLIT = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$")
+SPLIT_NAME = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$")
 GLOBAL_SECTION = "*"
 PRESET_ONLY_KEYS = ("load-on-startup",)
 
@@ -40,10 +40,10 @@ def _model_in(files: list[str]) -> str:
     """The model file among a directory's .gguf files: the single one, or a split's first shard."""
     models = [f for f in files if not _is_projector(f)]
     for name in models:
-        split = _SPLIT.match(name)
+        split = SPLIT_NAME.match(name)
         if split is not None and int(split["index"]) == 1:
             return name
-    whole = [f for f in models if _SPLIT.match(f) is None]
+    whole = [f for f in models if SPLIT_NAME.match(f) is None]
     return whole[0] if whole else ""
 
 
@@ -62,7 +62,7 @@ def scan_models_dir(directory: str) -> list[ModelSpec]:
                                         mmproj=os.path.abspath(os.path.join(entry.path, projectors[0]))
                                         if projectors else ""))
         elif entry.name.endswith(".gguf") and not _is_projector(entry.name):
-            split = _SPLIT.match(entry.name)
+            split = SPLIT_NAME.match(entry.name)
             if split is not None and int(split["index"]) != 1:
                 continue
             name = split["stem"] if split is not None else entry.name.removesuffix(".gguf")

@@ -732,6 +732,7 @@ class ModelEntry(_Part):
     n_slots: int = 0  # slots per executor as configured
     n_ctx: int = 0  # KV cells per executor as configured
     args: list[str] = []  # the flags that differ from the server's (llama-server's status.args)
+    memory_bytes: int = 0  # its estimated footprint under --models-memory (0: no budget)
 
 
 class ModelTable(_Msg):

@@ -7,6 +7,7 @@ a preset. The model is a base model: the tests assert statuses, shapes and count
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -130,7 +131,8 @@ def test_preset_settings_and_precedence(models_dir: Path, tmp_path: Path) -> Non
 
 @pytest.fixture(scope="module")
 def router(models_dir: Path) -> Iterator[ServerHandle]:
-    with start_server(*router_args(models_dir), base_args=()) as handle:
+    # Two HTTP workers: each learns a model when it first needs it, whichever loaded it.
+    with start_server(*router_args(models_dir, "--http-workers", "2"), base_args=()) as handle:
         yield handle
 
 
@@ -187,23 +189,45 @@ def test_alternating_concurrent_requests_to_two_models(router: ServerHandle) -> 
     assert len(results) == 8 and all(status == 200 and got == model for model, status, got in results)
 
 
+def histogram_count(text: str, name: str, model: str) -> float:
+    match = re.search(rf'^ggserve:{name}_count{{model="{model}"}} (\S+)$', text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
 def test_metrics_and_logs_are_labelled_by_model(router: ServerHandle) -> None:
-    text = httpx.get(f"{router.base_url}/metrics", timeout=10).text
-    assert 'ggserve:slots_total{executor="0",model="alpha"} 2.0' in text
-    assert 'ggserve:slots_total{executor="0",model="beta"} 1.0' in text and 'model="gamma"' not in text
-    only = httpx.get(f"{router.base_url}/metrics", params={"model": "beta"}, timeout=10).text
-    assert 'model="beta"' in only and 'model="alpha"' not in only
+    url = router.base_url
+    before = httpx.get(f"{url}/metrics", timeout=10).text
+    for model in ("alpha", "alpha", "beta"):
+        assert complete(router, model).status_code == 200
+    # Two HTTP workers: whichever answers a scrape gives every loaded model's series, also one it
+    # has served no request for, and the request histograms of both workers.
+    for _ in range(6):
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+        assert 'ggserve:slots_total{executor="0",model="alpha"} 2.0' in text
+        assert 'ggserve:slots_total{executor="0",model="beta"} 1.0' in text and 'model="gamma"' not in text
+        assert re.search(r'^llamacpp:n_decode_total{model="beta"} [1-9]', text, re.MULTILINE)
+        for name in ("request_prompt_tokens", "e2e_request_latency_seconds", "time_to_first_token_seconds"):
+            assert histogram_count(text, name, "alpha") == histogram_count(before, name, "alpha") + 2
+            assert histogram_count(text, name, "beta") == histogram_count(before, name, "beta") + 1
+        assert "ggserve:request_prompt_tokens_count " not in text  # no series without a model
+    only = httpx.get(f"{url}/metrics", params={"model": "beta"}, timeout=10).text
+    assert 'slots_total{executor="0",model="beta"}' in only and 'slots_total{executor="0",model="alpha"}' not in only
     assert "model=alpha" in router.log() and "scheduler:beta" in router.log()
 
 
 def test_one_models_executor_dying_leaves_the_others_serving(router: ServerHandle) -> None:
     complete(router, "alpha")
     complete(router, "beta")
-    (victim,) = executor_pids(router, 0)  # alpha's
+    serving = Stream(router.base_url, {"model": "beta", "prompt": "Once", "max_tokens": 40, "stream": True,
+                                       "ignore_eos": True}).start()
+    serving.wait_events(2)
+    (victim,) = executor_pids(router, 0)  # alpha's, killed while beta streams
     os.kill(victim, signal.SIGKILL)
     t0 = time.monotonic()
     while alive(victim):
         time.sleep(0.05)
+    serving.join()
+    assert serving.status == 200 and serving.done and not any("error" in line for _, line in serving.events)
     assert complete(router, "beta").status_code == 200  # served while alpha's executor restarts
     deadline = t0 + LOAD_S
     while (resp := complete(router, "alpha")).status_code != 200:
@@ -247,6 +271,32 @@ def test_models_max_unloads_the_least_recently_used(models_dir: Path) -> None:
         server.proc.send_signal(signal.SIGTERM)  # stops every model's engine, removes the run directory
         assert server.proc.wait(30) == 0
         assert not any(alive(pid) for pid in engine) and not run_dir.exists()
+
+
+def test_models_memory_unloads_idle_models_to_fit_and_refuses_what_never_fits(models_dir: Path, tmp_path: Path) -> None:
+    preset = tmp_path / "memory.ini"
+    preset.write_text("[*]\nc = 512\nnp = 1\n\n[gamma]\nc = 32768\n")
+    # At -c 512 a model is estimated at ~250 MiB (its 241 MiB file, 9 MiB of KV, 1 MiB of logits):
+    # 400 MiB hold one at a time, never gamma with 32768 cells (576 MiB of KV alone).
+    with start_server("--models-dir", str(models_dir), "--models-preset", str(preset), "-t", "1",
+                      "--models-memory", "400M", "--models-max", "0", base_args=()) as server:
+        assert complete(server, "alpha").status_code == 200
+        assert complete(server, "beta").status_code == 200
+        assert statuses(server)["alpha"] == "unloaded" and statuses(server)["beta"] == "loaded"
+        assert "unloading alpha (least recently used) to make room for beta" in server.log()
+        for resp in (complete(server, "gamma"), complete(server, "gamma", stream=True),
+                     httpx.post(f"{server.base_url}/models/load", json={"model": "gamma"})):
+            error = resp.json()["error"]
+            assert resp.status_code == 400 and error["param"] == "model" and "--models-memory" in error["message"]
+        assert statuses(server)["gamma"] == "unloaded"
+        # A busy model is not unloaded for memory either: the load waits until it is idle.
+        busy = Stream(server.base_url, {"model": "beta", "prompt": "Once", "max_tokens": 40, "stream": True,
+                                        "ignore_eos": True}).start()
+        busy.wait_events(2)
+        assert complete(server, "alpha").status_code == 200
+        busy.join()
+        assert busy.done and statuses(server)["beta"] == "unloaded"
+        assert "estimated 25" in server.log()  # the load logs its estimate (about 250 MiB)
 
 
 def test_idle_models_sleep_and_wake_on_the_next_request(models_dir: Path) -> None:

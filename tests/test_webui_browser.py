@@ -1,7 +1,8 @@
 """The web UI in a real headless Chromium (Debian's chromium and chromium-driver, driven by
 selenium): load the page, send a message and see the streamed reply appear, stop a reply, find
-the conversation again after a reload, and give an API key when the server asks for one. The
-screenshot taken mid-conversation is docs/webui.png (shown in the README)."""
+the conversation again after a reload, give an API key when the server asks for one, and pick a
+model in router mode. The screenshot taken mid-conversation is docs/webui.png (shown in the
+README)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ServerHandle
+from conftest import ServerHandle, start_server
 from frontend_support import FakeScheduler, frontend_config, run_frontend
 from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from ggserve.model import resolve_model
 
 
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "webui.png"
@@ -76,6 +79,7 @@ def set_settings(driver: webdriver.Chrome, **values: str) -> None:
 def test_chat_streams_a_reply_and_stops_one(server: ServerHandle, browser: webdriver.Chrome) -> None:
     browser.get(f"{server.base_url}/")
     wait(browser, lambda d: d.find_element(By.ID, "model-name").text == "gemma-3-270m-q4_k_m.gguf")
+    assert not browser.find_element(By.ID, "model-picker").is_displayed()  # one model: no picker
     set_settings(browser, **{"system-prompt": "You are a helpful assistant.", "temperature": "0", "max_tokens": "24"})
 
     send(browser, "Write a short poem about the sea.")
@@ -164,3 +168,28 @@ def test_replies_render_as_markdown_and_html_stays_text(tmp_path, browser: webdr
         assert browser.title == "ggserve"
         user = browser.find_element(By.CSS_SELECTOR, ".message.user .content")
         assert user.text == "<b>not bold</b>" and not user.find_elements(By.TAG_NAME, "b")
+
+
+def picker_options(driver: webdriver.Chrome) -> list[str]:
+    return [o.text for o in Select(driver.find_element(By.ID, "model-picker")).options]
+
+
+def test_router_mode_picks_the_model_and_shows_its_status(tmp_path, browser: webdriver.Chrome) -> None:
+    for name in ("alpha", "beta"):
+        (tmp_path / f"{name}.gguf").symlink_to(resolve_model(None))
+    with start_server("--models-dir", str(tmp_path), "-c", "512", "-np", "1", "-t", "1", base_args=()) as server:
+        browser.get(f"{server.base_url}/")
+        wait(browser, lambda d: picker_options(d) == ["alpha (unloaded)", "beta (unloaded)"], timeout_s=30)
+        assert not browser.find_element(By.ID, "model-name").is_displayed()
+        Select(browser.find_element(By.ID, "model-picker")).select_by_value("beta")
+        set_settings(browser, temperature="0", max_tokens="8")
+        send(browser, "Hello")  # beta is not loaded: the request loads it
+        wait(browser, lambda d: "tokens" in d.find_element(By.CSS_SELECTOR, ".message.assistant .meta").text)
+        assert browser.find_element(By.CSS_SELECTOR, ".message.assistant .role").text == "beta"
+        models = {m["id"]: m["status"]["value"] for m in httpx.get(f"{server.base_url}/v1/models").json()["data"]}
+        assert models == {"alpha": "unloaded", "beta": "loaded"}  # the request named beta
+        wait(browser, lambda d: picker_options(d) == ["alpha (unloaded)", "beta (loaded)"], timeout_s=30)
+        # The choice is kept: after a reload beta is still the model.
+        browser.refresh()
+        wait(browser, lambda d: Select(d.find_element(By.ID, "model-picker")).first_selected_option.text
+             == "beta (loaded)", timeout_s=30)

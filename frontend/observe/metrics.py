@@ -7,11 +7,13 @@ counts evaluated prompt tokens, cache hits excluded; ``prompt_tokens_seconds`` a
 work unchanged; they sum over every executor. ``n_tokens_max`` is typed a counter, as llama-server
 types it (though it is a maximum), with its sample named as there (see ``render``).
 The ``spec_decode_*`` series come with speculative decoding. The rest are ``ggserve:``, with an
-``executor`` label where a value belongs to one executor. In router mode every engine series has
-a ``model`` label too, one per loaded model (the request histograms are over all models). With several executors the two
-throughput gauges are per executor: their time adds up over executors running side by side.
+``executor`` label where a value belongs to one executor. In router mode every engine series and
+every request histogram has a ``model`` label too (the engine series of each loaded model). With
+several executors the two throughput gauges are per executor: their time adds up over executors
+running side by side.
 
-Several HTTP workers: the engine's numbers come from the one scheduler, so any worker gives the
+Several HTTP workers: the engine's numbers come from the one scheduler (in router mode, each
+loaded model's: the scraped worker connects to every one of them), so any worker gives the
 same; the request histograms live in each worker, so with ``PROMETHEUS_MULTIPROC_DIR`` set (the
 launcher sets it with ``--metrics``) every worker writes them to its own file in that folder
 (prometheus-client's multiprocess mode) and the scraped worker sums all the files, those of
@@ -21,6 +23,7 @@ process.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator
 
@@ -40,26 +43,37 @@ _PER_TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04
                       0.4, 0.5, 0.75, 1.0, 2.5)
 _TOKEN_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
 
-# Not in the default registry: /metrics shows the process's own Python metrics of no worker.
-_requests = CollectorRegistry(auto_describe=True)
-TIME_TO_FIRST_TOKEN = Histogram(
-    "ggserve:time_to_first_token_seconds", "From the HTTP request to its first generated token (per choice)",
-    buckets=_LATENCY_BUCKETS, registry=_requests)
-TIME_PER_OUTPUT_TOKEN = Histogram(
-    "ggserve:time_per_output_token_seconds", "Mean time between generated tokens after the first (per choice)",
-    buckets=_PER_TOKEN_BUCKETS, registry=_requests)
-E2E_LATENCY = Histogram(
-    "ggserve:e2e_request_latency_seconds", "From the HTTP request to the choice's last token",
-    buckets=_LATENCY_BUCKETS, registry=_requests)
-QUEUE_TIME = Histogram(
-    "ggserve:request_queue_time_seconds", "Time a request waited in the scheduler's queue for a slot",
-    buckets=_LATENCY_BUCKETS, registry=_requests)
-PROMPT_TOKENS = Histogram(
-    "ggserve:request_prompt_tokens", "Prompt length of a request, in tokens",
-    buckets=_TOKEN_BUCKETS, registry=_requests)
-GENERATION_TOKENS = Histogram(
-    "ggserve:request_generation_tokens", "Tokens a request generated",
-    buckets=_TOKEN_BUCKETS, registry=_requests)
+class _RequestHistograms:
+    """The per-request histograms, in a registry of their own (not the default one: /metrics
+    shows the Python metrics of no worker); in router mode each has a ``model`` label."""
+
+    def __init__(self, labels: tuple[str, ...]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+
+        def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, doc, labels, buckets=buckets, registry=self.registry)
+
+        self.time_to_first_token = histogram(
+            "ggserve:time_to_first_token_seconds", "From the HTTP request to its first generated token (per choice)",
+            _LATENCY_BUCKETS)
+        self.time_per_output_token = histogram(
+            "ggserve:time_per_output_token_seconds", "Mean time between generated tokens after the first (per choice)",
+            _PER_TOKEN_BUCKETS)
+        self.e2e_latency = histogram(
+            "ggserve:e2e_request_latency_seconds", "From the HTTP request to the choice's last token", _LATENCY_BUCKETS)
+        self.queue_time = histogram(
+            "ggserve:request_queue_time_seconds", "Time a request waited in the scheduler's queue for a slot",
+            _LATENCY_BUCKETS)
+        self.prompt_tokens = histogram(
+            "ggserve:request_prompt_tokens", "Prompt length of a request, in tokens", _TOKEN_BUCKETS)
+        self.generation_tokens = histogram(
+            "ggserve:request_generation_tokens", "Tokens a request generated", _TOKEN_BUCKETS)
+
+
+@functools.cache
+def _histograms(by_model: bool) -> _RequestHistograms:
+    """One set per kind of server, made on first use: a worker serves one model or a router's."""
+    return _RequestHistograms(("model",) if by_model else ())
 
 
 def _sum(executors: list[ExecutorStats], field: str) -> float:
@@ -174,30 +188,40 @@ class _EngineCollector(Collector):
                 lambda s, value=value: ((str(e.executor_id), value(e)) for e in s.executors)))
 
 
-def observe_request(prompt_tokens: int, generated_tokens: int, e2e_s: float, ttft_s: float | None,
+def observe_request(model: str, prompt_tokens: int, generated_tokens: int, e2e_s: float, ttft_s: float | None,
                     queue_s: float | None) -> None:
-    """One engine request (one choice) ended; ``ttft_s`` is None when it generated nothing,
-    ``queue_s`` when the engine never reported it (the client left first)."""
-    PROMPT_TOKENS.observe(prompt_tokens)
-    GENERATION_TOKENS.observe(generated_tokens)
-    E2E_LATENCY.observe(e2e_s)
+    """One engine request (one choice) ended; ``model``: the model it named in router mode, ""
+    with one model; ``ttft_s`` is None when it generated nothing, ``queue_s`` when the engine
+    never reported it (the client left first)."""
+    h = _histograms(bool(model))
+
+    def observe(histogram: Histogram, value: float) -> None:
+        (histogram.labels(model) if model else histogram).observe(value)
+
+    observe(h.prompt_tokens, prompt_tokens)
+    observe(h.generation_tokens, generated_tokens)
+    observe(h.e2e_latency, e2e_s)
     if queue_s is not None:
-        QUEUE_TIME.observe(queue_s)
+        observe(h.queue_time, queue_s)
     if ttft_s is not None:
-        TIME_TO_FIRST_TOKEN.observe(ttft_s)
+        observe(h.time_to_first_token, ttft_s)
         if generated_tokens > 1:
-            TIME_PER_OUTPUT_TOKEN.observe((e2e_s - ttft_s) / (generated_tokens - 1))
+            observe(h.time_per_output_token, (e2e_s - ttft_s) / (generated_tokens - 1))
 
 
-def render(engines: dict[str, EngineStats]) -> bytes:
-    """The metrics text of the engines (model -> stats; the single model's key is "")."""
+def render(engines: dict[str, EngineStats], by_model: bool = False) -> bytes:
+    """The metrics text of the engines (model -> stats; the single model's key is "") and of the
+    request histograms (``by_model``: router mode's, labelled by model)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_EngineCollector(engines))
+    # Made before any request too: a histogram without labels is shown at zero from the start
+    # (in multiprocess mode, making it writes its zeros to this worker's file).
+    histograms = _histograms(by_model)
     multiproc_dir = os.environ.get(MULTIPROC_ENV)
     if multiproc_dir:
         MultiProcessCollector(registry, multiproc_dir)
     else:
-        registry.register(_RegistryCollector(_requests))
+        registry.register(_RegistryCollector(histograms.registry))
     # prometheus_client names a counter's sample NAME_total, and llama-server's n_tokens_max sample
     # has no suffix: it is made a gauge and its TYPE line says counter, as llama-server's does.
     return generate_latest(registry).replace(b"# TYPE llamacpp:n_tokens_max gauge\n",

@@ -50,7 +50,7 @@ class RequestTrace:
         now = time.monotonic()
         for c in self.choices:
             metrics.observe_request(
-                c.prompt_tokens, c.generated_tokens, c.ended_at - self.received_at,
+                self.model, c.prompt_tokens, c.generated_tokens, c.ended_at - self.received_at,
                 None if c.first_token_at is None else c.first_token_at - self.received_at,
                 None if c.stats is None else c.stats.queue_ms / 1000)
         level = logging.DEBUG if self.path in _POLLED else logging.INFO

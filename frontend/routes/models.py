@@ -14,8 +14,9 @@ from frontend.http.asgi import Request, Response, json_response
 from frontend.http.errors import ApiError, invalid
 from frontend.observe import metrics
 from frontend.router import ModelRouter
+from frontend.state import Frontend
 from frontend.routes import server
-from ipc.protocol import ModelStatus
+from ipc.protocol import EngineStats, ModelStatus
 
 
 class ModelName(msgspec.Struct):
@@ -48,7 +49,7 @@ async def health(router: ModelRouter, req: Request) -> Response:
 async def models(router: ModelRouter, req: Request) -> Response:
     data: list[Model] = []
     for entry in router.table.values():
-        fe = router.loaded(entry.name)
+        fe = await _connected(router, entry.name)
         meta = server.model_meta(fe, fe.engine.info) if fe is not None and fe.engine.info is not None else None
         status = ModelStatusInfo(str(entry.status), entry.args, entry.failed, entry.error if entry.failed else "")
         data.append(Model(entry.name, router.started_at, "ggserve", meta, entry.path, status))
@@ -59,7 +60,7 @@ async def props(router: ModelRouter, req: Request) -> Response:
     """``/props?model=``: the model's properties when loaded; otherwise what is known without
     loading it (a /props request never loads a model, as in llama-server)."""
     name = requested_model(req, router)
-    fe = router.loaded(name)
+    fe = await router.connected(name)
     if fe is not None:
         return await server.props(fe, req)
     entry = router.entry(name)
@@ -69,13 +70,37 @@ async def props(router: ModelRouter, req: Request) -> Response:
 
 
 async def metrics_text(router: ModelRouter, req: Request) -> Response:
-    """Every loaded model's engine series with a ``model`` label (``?model=``: that one's only)."""
+    """Every loaded model's engine series and the request histograms, with a ``model`` label
+    (``?model=``: that model's engine series only)."""
     if not router.cfg.metrics:
         raise ApiError(501, "this server does not serve metrics; start it with --metrics")
     names = [requested_model(req, router)] if "model" in req.query else list(router.table)
-    loaded = {name: fe for name in names if (fe := router.loaded(name)) is not None}
-    stats = await asyncio.gather(*(server.engine_stats(fe, reset_window=True) for fe in loaded.values()))
-    return Response(metrics.render(dict(zip(loaded, stats))), content_type=metrics.CONTENT_TYPE)
+    stats = await asyncio.gather(*(_engine_stats(router, name) for name in names))
+    engines = {name: s for name, s in zip(names, stats) if s is not None}
+    return Response(metrics.render(engines, by_model=True), content_type=metrics.CONTENT_TYPE)
+
+
+async def _engine_stats(router: ModelRouter, name: str) -> EngineStats | None:
+    """A loaded model's engine stats (starting its next throughput window); None when it is not
+    loaded, or is being unloaded while the scrape runs."""
+    fe = await _connected(router, name)
+    if fe is None:
+        return None
+    try:
+        return await server.engine_stats(fe, reset_window=True)
+    except ApiError:
+        return None
+
+
+async def _connected(router: ModelRouter, name: str) -> Frontend | None:
+    """The model's Frontend when it is loaded and answers; None otherwise (a model being unloaded
+    while a listing or a scrape runs is left out of it, not an error of the whole answer)."""
+    try:
+        return await router.connected(name)
+    except ApiError as exc:
+        if exc.status == 404:
+            raise
+        return None
 
 
 async def load(router: ModelRouter, req: Request) -> Response:

@@ -1,7 +1,9 @@
 // The chat page: conversations kept in localStorage, replies streamed from /v1/chat/completions
 // (server-sent events read from fetch, so Stop can abort them), markdown rendering, a system
 // prompt and sampling settings, and tokens per second of each reply (the response's `timings`
-// when the server sends them, else counted from the stream).
+// when the server sends them, else counted from the stream). In router mode (the model list
+// carries each model's `status`) a picker lists the models with their status and the chosen one
+// goes in the requests' `model`; a model that is not loaded loads on the first message.
 "use strict";
 
 const STORE = {
@@ -9,6 +11,7 @@ const STORE = {
   current: "ggserve.current",
   settings: "ggserve.settings",
   key: "ggserve.apiKey",
+  model: "ggserve.model",
 };
 const SAMPLING = ["temperature", "top_p", "top_k", "min_p", "max_tokens"];
 
@@ -76,8 +79,28 @@ async function loadModel() {
     $("model-name").textContent = "(no model: " + (await errorText(response)) + ")";
     return;
   }
-  modelName = (await response.json()).data[0].id;
-  $("model-name").textContent = modelName;
+  const models = (await response.json()).data;
+  if (!models.some((m) => m.status)) {  // one model: its name, no picker
+    modelName = models[0].id;
+    $("model-name").textContent = modelName;
+    return;
+  }
+  const saved = localStorage.getItem(STORE.model);
+  if (!models.some((m) => m.id === modelName)) {
+    modelName = models.some((m) => m.id === saved) ? saved : models[0].id;
+  }
+  const picker = $("model-picker");
+  picker.replaceChildren(...models.map((m) => {
+    const option = document.createElement("option");
+    option.value = m.id;
+    option.dataset.status = m.status.value;
+    option.textContent = `${m.id} (${m.status.failed ? "failed to load" : m.status.value})`;
+    if (m.status.message) option.title = m.status.message;
+    return option;
+  }));
+  picker.value = modelName;
+  picker.hidden = false;
+  $("model-name").hidden = true;
 }
 
 // ---------------------------------------------------------------- conversations
@@ -130,7 +153,7 @@ function messageView(message) {
   node.className = `message ${message.role}`;
   const role = document.createElement("div");
   role.className = "role";
-  role.textContent = message.role === "user" ? "You" : modelName || "Assistant";
+  role.textContent = message.role === "user" ? "You" : message.model || modelName || "Assistant";
   const reasoning = document.createElement("details");
   reasoning.className = "reasoning";
   const summary = document.createElement("summary");
@@ -220,7 +243,7 @@ async function send(text) {
   const convo = current() || newConversation();
   if (!convo.messages.length) convo.title = text.slice(0, 48);
   convo.messages.push({ role: "user", content: text });
-  const reply = { role: "assistant", content: "" };
+  const reply = { role: "assistant", content: "", model: modelName };
   convo.messages.push(reply);
   save();
   render();
@@ -237,6 +260,10 @@ async function send(text) {
   };
   controller = new AbortController();
   setBusy(true);
+  const picked = $("model-picker").selectedOptions[0];
+  if (!$("model-picker").hidden && picked && picked.dataset.status !== "loaded") {
+    $("status").textContent = `loading ${modelName}…`;  // the server loads it before the first token
+  }
   let counted = 0, firstAt = 0, lastAt = 0, usage = null, timings = null;
   try {
     const response = await api("/v1/chat/completions", {
@@ -248,6 +275,7 @@ async function send(text) {
       const delta = chunk.choices?.[0]?.delta;
       if (delta?.content || delta?.reasoning_content) {
         lastAt = performance.now();
+        if (!firstAt) $("status").textContent = "generating…";  // past a model load
         firstAt ||= lastAt;
         counted++;
         reply.content += delta.content || "";
@@ -264,6 +292,7 @@ async function send(text) {
   if (counted || usage) reply.stats = speed(timings, usage, counted, firstAt, lastAt);
   controller = null;
   setBusy(false);
+  if (!$("model-picker").hidden) loadModel();  // the model's status changed (loaded)
   save();
   cancelAnimationFrame(frame);
   view.update();
@@ -273,6 +302,7 @@ async function send(text) {
 function setBusy(busy) {
   $("send").hidden = busy;
   $("stop").hidden = !busy;
+  $("model-picker").disabled = busy;
   $("status").textContent = busy ? "generating…" : "";
   document.body.classList.toggle("busy", busy);
 }
@@ -316,6 +346,15 @@ $("new-chat").addEventListener("click", () => {
 $("open-settings").addEventListener("click", openSettings);
 $("settings").addEventListener("close", closeSettings);
 $("forget-key").addEventListener("click", () => localStorage.removeItem(STORE.key));
+$("model-picker").addEventListener("change", (event) => {
+  modelName = event.target.value;
+  localStorage.setItem(STORE.model, modelName);
+});
+// Statuses change on the server (loads, unloads, sleep): refresh them while the page is shown,
+// but never under the user's hand (rebuilding an open list would close it).
+setInterval(() => {
+  if (!$("model-picker").hidden && !document.hidden && document.activeElement !== $("model-picker")) loadModel();
+}, 5000);
 
 render();
 loadModel();
