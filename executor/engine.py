@@ -20,6 +20,7 @@ from executor.embedding import Embedder
 from executor.host_cache import HostCache
 from executor.llama_log import LlamaLogCapture
 from executor.lora import LoraAdapters
+from executor.media import MediaDecoder
 from executor.sampling import SequenceFailed, SeqSampler, logits_view, sample_rows, target_logprobs
 from ggserve.config import ServeConfig
 from ipc.protocol import (
@@ -154,6 +155,10 @@ class ModelEngine:
         self.embedder = (Embedder(self.model, self.ctx, self.batch, self.n_vocab, self.n_seq_max, arena)
                          if cfg.embeddings else None)
         self.lora = LoraAdapters(self.model, self.ctx, [lora.path for lora in cfg.lora], self._log_capture)
+        # --mmproj: images / audio in prompts (executor.media)
+        self.media = (MediaDecoder(cfg.mmproj, self.model, self.ctx, cfg.mmproj_offload and cfg.n_gpu_layers != 0,
+                                   cfg.n_threads, llama_cpp.llama_n_ubatch(self.ctx))
+                      if cfg.mmproj and not cfg.embeddings else None)
         self.info = self._describe(cfg)
         self._hang_file = os.environ.get(HANG_FILE_ENV, "")
         self._warm_up()
@@ -205,6 +210,9 @@ class ModelEngine:
             pooling=self.embedder.pooling if self.embedder is not None else -1,
             arena=self.embedder.arena.name if self.embedder is not None and self.embedder.arena is not None else "",
             lora_adapters=self.lora.info,
+            n_ubatch=llama_cpp.llama_n_ubatch(self.ctx),
+            vision=self.media is not None and self.media.info.vision,
+            audio=self.media is not None and self.media.info.audio,
         )
 
     # ------------------------------------------------------------------ step
@@ -263,7 +271,10 @@ class ModelEngine:
             self._start(start, failures)
         if plan.lora is not None:  # before anything can return: the scheduler counts it as done
             self.lora.apply(plan.lora)
-        items = self._runnable(plan.items, failures)
+        items = plan.items
+        if self.media is not None:  # media chunks first, each in a decode of its own
+            items = self.media.run(items, failures)
+        items = self._runnable(items, failures)
         if not items:
             return [], []
         layout = self.batch.fill(items)
@@ -316,6 +327,8 @@ class ModelEngine:
             )
         except SequenceFailed as exc:
             failures[start.seq_id] = EngineError(ErrorCode.INVALID_REQUEST, str(exc))
+        if self.media is not None:
+            self.media.start(start.seq_id, start.media)
 
     def _runnable(self, items: list[BatchItem], failures: dict[int, EngineError]) -> list[BatchItem]:
         """The items that can be decoded; each other one becomes a failure of its sequence."""
@@ -383,5 +396,7 @@ class ModelEngine:
         for sampler in self.samplers.values():
             sampler.free()
         self.samplers.clear()
+        if self.media is not None:
+            self.media.close()
         llama_cpp.llama_free(self.ctx)
         llama_cpp.llama_model_free(self.model)

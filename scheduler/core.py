@@ -39,7 +39,7 @@ from ipc.protocol import (
     StepResult,
     TokenLogprob,
 )
-from scheduler import kv, lora, policy
+from scheduler import kv, lora, media, policy
 from scheduler.cache_reuse import chunk_cuts
 from scheduler.embed import EmbedJob, EmbedQueue
 from scheduler.host_cache import MIN_TOKENS as MIN_HOST_TOKENS
@@ -235,7 +235,7 @@ class Scheduler:
         if rejection is not None:
             self._reject(msg.request_id, peer, rejection)
             return
-        if self.context_shift:
+        if self.context_shift and not msg.media:  # a shift could cut a picture in two
             req = Request(msg, peer, msg.max_tokens, now, context_limited=False)
         else:
             room = self.n_ctx_slot - len(msg.prompt_token_ids)
@@ -298,9 +298,11 @@ class Scheduler:
         prompt = msg.prompt_token_ids
         if not prompt:
             return EngineError(ErrorCode.INVALID_REQUEST, "the prompt is empty")
-        n_vocab = min(e.info.n_vocab for e in self.executors.values())
-        if min(prompt) < 0 or max(prompt) >= n_vocab:
-            return EngineError(ErrorCode.INVALID_REQUEST, f"prompt token out of range [0, {n_vocab})")
+        infos = [e.info for e in self.executors.values()]
+        problem = media.problem(msg, min(i.n_vocab for i in infos), min(i.n_ubatch for i in infos),
+                                all(i.vision for i in infos), all(i.audio for i in infos))
+        if problem is not None:
+            return EngineError(ErrorCode.INVALID_REQUEST, problem)
         if len(prompt) >= self.n_ctx_slot:
             return EngineError(
                 ErrorCode.INVALID_REQUEST,
@@ -593,7 +595,8 @@ class Scheduler:
         slot.lora = req.lora  # of the cells it computes (a reused prefix has the same set)
         # A resumed request's sampler sees what it generated before (penalties, grammar state).
         ex.starts.append(
-            SeqStart(seq, req.sampling, req.logprobs, list(req.output_ids), req.prompt_logprobs, req.penalty_context)
+            SeqStart(seq, req.sampling, req.logprobs, list(req.output_ids), req.prompt_logprobs, req.penalty_context,
+                     req.media)
         )
         slot.request = slot.last_request = req
         slot.last_used = now
