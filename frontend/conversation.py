@@ -85,7 +85,7 @@ async def prompt_tokens(fe: Frontend, req: Request, body: ChatCompletionRequest)
     files = await media.load_messages(body.messages, fe.media_limits)
     chat = await fe.prepare(len(req.body), lambda: plan(fe, body))
     if fe.multimodal is not None and files:
-        prompt = await asyncio.to_thread(fe.multimodal.tokenize, chat.prompt, files, add_special=True)
+        prompt = await asyncio.to_thread(fe.multimodal.tokenize, chat.prompt, files, "messages", add_special=True)
         return chat, prompt
     tokens = await fe.prepare(len(req.body), lambda: fe.tokenizer.tokenize(chat.prompt, add_special=True,
                                                                           parse_special=True))
@@ -158,7 +158,7 @@ async def start(fe: Frontend, req: Request, body: ChatCompletionRequest, logprob
         reasoning_budget=_budget(fe, body, chat),
     )
     lora = request_lora(body, info)
-    chunks = fe.media_arena.put(mprompt.spans) if mprompt.spans else []  # last: nothing may raise after it
+    chunks = fe.media_arena.put([mprompt.spans]) if mprompt.spans else None  # last: nothing may raise after it
     requests = engine_requests(req.id, [prompt], body.n, body, sampling, limit, logprobs, fe.cache_defaults,
                                lora=lora, media=chunks)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,

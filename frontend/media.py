@@ -123,22 +123,35 @@ async def _image_bytes(part: ImagePart, param: str, limits: MediaLimits) -> byte
     raise invalid("image_url.url must be a data: URI (or http(s) with --allow-remote-media)", param=param)
 
 
-async def load(part: ImagePart | AudioPart, param: str, limits: MediaLimits) -> MediaFile:
-    """The checked file of one content part."""
+def _check_server(param: str, limits: MediaLimits) -> None:
     if not limits.mmproj:
         raise invalid("this server does not accept images or audio: start it with --mmproj and the model's "
                       "projector file", param=param)
+
+
+async def load(part: ImagePart | AudioPart, param: str, limits: MediaLimits) -> MediaFile:
+    """The checked file of one content part."""
+    _check_server(param, limits)
     if isinstance(part, ImagePart):
-        want, data = "image", await _image_bytes(part, param, limits)
-    else:
-        want, data = "audio", _b64(part.input_audio.data, param, limits)
+        return checked(await _image_bytes(part, param, limits), "image", param, limits)
+    return checked(_b64(part.input_audio.data, param, limits), "audio", param, limits)
+
+
+def load_base64(data: str, param: str, limits: MediaLimits) -> MediaFile:
+    """The checked file of llama-server's ``multimodal_data`` entry (an image or audio)."""
+    _check_server(param, limits)
+    return checked(_b64(data, param, limits), None, param, limits)
+
+
+def checked(data: bytes, want: str | None, param: str, limits: MediaLimits) -> MediaFile:
+    """``data`` as a MediaFile if it is media this server can encode (of kind ``want`` if given)."""
     _check_size(len(data), param, limits)
     found = sniff(data)
     if found is None:
         raise invalid(f"unsupported media format ({describe(data)}); images: PNG, JPEG, GIF, BMP; audio: WAV, "
                       "MP3, FLAC", param=param)
     kind, fmt = found
-    if kind != want:
+    if want is not None and kind != want:
         raise invalid(f"the {want} part holds {kind} ({fmt})", param=param)
     if kind == "image" and not limits.vision:
         raise invalid("the model's projector (--mmproj) has no image encoder", param=param)

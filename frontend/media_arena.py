@@ -37,21 +37,25 @@ class MediaArena:
                     raise unavailable(f"no shared memory for media files: {exc}") from None
             return self._arena
 
-    def put(self, spans: list[Span]) -> list[MediaChunk]:
-        """The request's chunks with their files in the arena; a 503 when it is full."""
+    def put(self, prompts: list[list[Span]]) -> list[list[MediaChunk]]:
+        """Each prompt's chunks with their files in the arena (all or none); a 503 when it is full."""
         arena, chunks = self._get(), []
         try:
-            for span in spans:
-                ref = arena.put(np.frombuffer(span.file.data, dtype=np.uint8))
-                chunks.append(MediaChunk(span.start, span.n_tokens, span.file.sha256, ref))
+            for spans in prompts:
+                chunks.append([])
+                for span in spans:
+                    ref = arena.put(np.frombuffer(span.file.data, dtype=np.uint8))
+                    chunks[-1].append(MediaChunk(span.start, span.n_tokens, span.file.sha256, ref))
         except ArenaFull:
             self.release(chunks)
             raise unavailable("too many media files in flight; retry in a moment") from None
         return chunks
 
-    def release(self, chunks: list[MediaChunk]) -> None:
-        for chunk in chunks:
-            self._get().release(chunk.data)
+    def release(self, prompts: list[list[MediaChunk]]) -> None:
+        arena = self._get()
+        for chunks in prompts:
+            for chunk in chunks:
+                arena.release(chunk.data)
 
     def close(self) -> None:
         if self._arena is not None:

@@ -170,9 +170,10 @@ def kept_tokens(req: SamplingFields, n_prompt: int, cache: CacheDefaults) -> int
 
 def engine_requests(request_id: str, prompts: list[list[int]], n: int, req: SamplingFields, sampling: SamplingParams,
                     max_new: int, logprobs: int, cache: CacheDefaults, prompt_logprobs: int = -1,
-                    lora: list[LoraScale] | None = None, media: list[MediaChunk] | None = None) -> list[AddRequest]:
+                    lora: list[LoraScale] | None = None, media: list[list[MediaChunk]] | None = None
+                    ) -> list[AddRequest]:
     """One AddRequest per (prompt, choice); ids are ``<request_id>-<index>``; ``lora``: the
-    adapter scales of frontend.api.lora.request_lora; ``media``: the chunks of a single prompt."""
+    adapter scales of frontend.api.lora.request_lora; ``media``: each prompt's media chunks."""
     now = time.time()
     return [
         AddRequest(
@@ -191,7 +192,7 @@ def engine_requests(request_id: str, prompts: list[list[int]], n: int, req: Samp
             n_discard=req.n_discard,
             n_cache_reuse=cache.n_cache_reuse if req.n_cache_reuse is None else req.n_cache_reuse,
             lora=lora,
-            media=media or [],
+            media=media[p] if media else [],
         )
         for p, prompt in enumerate(prompts)
         for i in range(n)

@@ -247,11 +247,18 @@ class InfillChunk(msgspec.Struct, kw_only=True):
     filename: str = "tmp"
 
 
+class MultimodalPrompt(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """llama-server's prompt object: text with one media marker per file, the files in base64."""
+
+    prompt_string: str
+    multimodal_data: list[str] = []
+
+
 class NativeCompletionRequest(SamplingFields, kw_only=True):
     """llama-server's POST /completion (and /infill, which adds the input_* fields)."""
 
-    # a string, a token array, or a list of either (one result per prompt)
-    prompt: str | list[str | int | list[int]] = ""
+    # a string, a token array, a multimodal prompt object, or a list of them (one result per prompt)
+    prompt: str | MultimodalPrompt | list[str | int | list[int] | MultimodalPrompt] = ""
     return_tokens: bool = False
     response_fields: list[str] | None = None  # only these fields ("a/b" reaches into objects)
     logprobs: TopLogprobs | None = None  # llama-server's fallback name of n_probs

@@ -40,7 +40,8 @@ from frontend.api.sampling import (
     time_limit_s,
     token_limit,
 )
-from frontend.api.schemas import MAX_CHOICES, NativeCompletionRequest
+from frontend import media
+from frontend.api.schemas import MAX_CHOICES, MultimodalPrompt, NativeCompletionRequest
 from frontend.state import Frontend
 from frontend.structured.constraints import output_grammar
 from frontend.structured.lazy import preserved_ids, triggers_json
@@ -187,7 +188,15 @@ def _native_prompts(fe: Frontend, body: NativeCompletionRequest) -> list[Prompt]
     if body.input_prefix is not None or body.input_suffix is not None or body.input_extra is not None:
         raise invalid("input_prefix, input_suffix and input_extra belong to /infill", param="input_prefix")
     prompt = body.prompt
-    if isinstance(prompt, list) and {type(p) for p in prompt} == {int, str}:
+    if isinstance(prompt, MultimodalPrompt) or (isinstance(prompt, list)
+                                                and any(isinstance(p, MultimodalPrompt) for p in prompt)):
+        items = prompt if isinstance(prompt, list) else [prompt]
+        if any(isinstance(p, int) for p in items):
+            raise invalid("a prompt list with multimodal objects holds strings, token arrays and objects, "
+                          "not bare token ids", param="prompt")
+        prompts = [_multimodal_prompt(fe, p, f"prompt[{i}]") if isinstance(p, MultimodalPrompt)
+                   else completion_prompts(fe.tokenizer, p, None)[0] for i, p in enumerate(items)]  # type: ignore[arg-type]
+    elif isinstance(prompt, list) and {type(p) for p in prompt} == {int, str}:
         # llama-server's mixed prompt: text and token ids in one sequence ([12, "text", 34])
         token_ids = tokenize_mixed(fe.tokenizer, prompt, add_special=True, parse_special=True)  # type: ignore[arg-type]
         check_tokens(fe.tokenizer, token_ids, "prompt")
@@ -197,6 +206,16 @@ def _native_prompts(fe: Frontend, body: NativeCompletionRequest) -> list[Prompt]
     if len(prompts) * body.n > MAX_CHOICES:
         raise invalid(f"{len(prompts)} prompts x n={body.n} is over the limit of {MAX_CHOICES} choices", param="n")
     return prompts
+
+
+def _multimodal_prompt(fe: Frontend, prompt: MultimodalPrompt, param: str) -> Prompt:
+    """llama-server's ``{"prompt_string", "multimodal_data"}``: one marker per file in the text."""
+    files = [media.load_base64(data, f"{param}.multimodal_data[{i}]", fe.media_limits)
+             for i, data in enumerate(prompt.multimodal_data)]
+    if fe.multimodal is None or not files:  # plain text (a server without --mmproj was refused above)
+        return completion_prompts(fe.tokenizer, prompt.prompt_string, None)[0]
+    tokenized = fe.multimodal.tokenize(prompt.prompt_string, files, param, add_special=True)
+    return Prompt(tokenized.tokens, prompt.prompt_string, tokenized.spans)
 
 
 def _infill_prompt(tokenizer: Tokenizer, body: NativeCompletionRequest) -> list[Prompt]:
@@ -260,12 +279,16 @@ async def _run(fe: Frontend, req: Request, body: NativeCompletionRequest,
     sampling = sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids,
                                info.n_ctx_slot, grammar)
     sampling = msgspec.structs.replace(sampling, post_sampling_probs=body.post_sampling_probs)
+    lora = request_lora(body, info)
+    has_media = any(p.media for p in prompts)
+    media_chunks = fe.media_arena.put([p.media for p in prompts]) if has_media else None  # last: nothing raises after
     requests = engine_requests(req.id, [p.token_ids for p in prompts], body.n, body, sampling, limit, logprobs,
-                               fe.cache_defaults, lora=request_lora(body, info))
+                               fe.cache_defaults, lora=lora, media=media_chunks)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
                      preserved_ids(fe.tokenizer, body.preserved_tokens), time_limit_s(body), body.n_indent,
-                     trace=req.trace)
+                     trace=req.trace,
+                     on_exit=(lambda: fe.media_arena.release(media_chunks)) if media_chunks else None)
     call = _Call(fe, body, prompts, gen, sampling, limit, logprobs)
     if body.stream:
         return StreamResponse(_events(call))

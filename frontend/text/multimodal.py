@@ -45,9 +45,10 @@ class MediaTokenizer:
     def close(self) -> None:
         projector.free(self._ctx)
 
-    def tokenize(self, text: str, files: list[MediaFile], add_special: bool, parse_special: bool = True) -> MediaPrompt:
+    def tokenize(self, text: str, files: list[MediaFile], param: str, add_special: bool,
+                 parse_special: bool = True) -> MediaPrompt:
         """The prompt ``text`` (one MARKER per file, in order) as ids and chunks; a 400 for a file
-        that does not decode or a marker count that does not match."""
+        that does not decode or a marker count that does not match (naming ``param``)."""
         tokens: list[int] = []
         spans: list[Span] = []
         with self._lock:
@@ -64,7 +65,7 @@ class MediaTokenizer:
                         tokens += [media_token_id(file.sha256)] * n
             except MediaError as exc:
                 if exc.index is None:
-                    raise invalid(str(exc), param="messages") from None
+                    raise invalid(str(exc), param=param) from None
                 file = files[exc.index]
                 raise invalid(f"the {file.kind} could not be decoded (a broken or truncated file?)",
                               param=file.param) from None

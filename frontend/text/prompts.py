@@ -7,9 +7,10 @@ fill-in-the-middle prompt, which needs a model with FIM tokens.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from frontend.http.errors import invalid
+from frontend.text.multimodal import Span
 from frontend.text.tokenizer import Tokenizer
 
 
@@ -17,6 +18,7 @@ from frontend.text.tokenizer import Tokenizer
 class Prompt:
     token_ids: list[int]
     text: str  # what ``echo`` sends back
+    media: list[Span] = field(default_factory=list)  # its images / audio (frontend.text.multimodal)
 
 
 def check_tokens(tokenizer: Tokenizer, token_ids: list[int], param: str) -> None:
