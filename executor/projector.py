@@ -61,6 +61,10 @@ def chunks_of(ctx: mtmd.mtmd_context_p, text: bytes, files: list[bytes], add_spe
               parse_special: bool = True) -> Iterator[list[mtmd.mtmd_input_chunk_p]]:
     """mtmd's chunks of ``text`` with one media marker per file, freed on exit. MediaError names
     the file that does not decode."""
+    n_markers = text.count(marker())
+    if n_markers != len(files):  # checked here: mtmd's return codes do not tell this apart
+        raise MediaError(f"the prompt has {n_markers} media markers ({marker().decode()}) for {len(files)} "
+                         "media files; each file needs one")
     bitmaps = []
     chunks = mtmd.mtmd_input_chunks_init()
     try:
@@ -75,9 +79,6 @@ def chunks_of(ctx: mtmd.mtmd_context_p, text: bytes, files: list[bytes], add_spe
         inp.add_special, inp.parse_special = add_special, parse_special
         array = (ctypes.c_void_p * max(1, len(bitmaps)))(*bitmaps)
         rc = mtmd.mtmd_tokenize(ctx, chunks, ctypes.byref(inp), array, len(bitmaps))
-        if rc == 1:
-            raise MediaError(f"the prompt has another number of media markers ({marker().decode()}) "
-                             f"than media files ({len(files)})")
         if rc != 0:
             raise MediaError(f"a media file could not be preprocessed (mtmd_tokenize returned {rc})")
         yield [mtmd.mtmd_input_chunks_get(chunks, i) for i in range(mtmd.mtmd_input_chunks_size(chunks))]

@@ -44,7 +44,9 @@ from frontend.text.multimodal import MediaPrompt
 from ipc.protocol import ReasoningBudget
 
 ReplyParser = OutputParser | HarmonyParser
-MULTIMODAL = "images need multimodal support (--mmproj)"  # until image inputs are implemented
+# Images reach the model through /v1/chat/completions and /completion (frontend.media); the
+# Anthropic and Responses shapes of them are not translated yet.
+MULTIMODAL = "images are accepted on /v1/chat/completions and /completion (with --mmproj), not on this endpoint yet"
 
 
 @dataclass(slots=True)
