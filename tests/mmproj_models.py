@@ -39,6 +39,7 @@ IMAGE_TOKENS = (IMAGE_SIZE // PATCH_SIZE // POOL) ** 2
 MEL_BINS = 128
 AUDIO_POSITIONS = 1500  # Whisper: 3,000 mel frames a 30 s window, halved by the second conv
 STACK = 20  # must divide 1,500 (mtmd checks the token count it predicted)
+AUDIO_TOKENS = AUDIO_POSITIONS // STACK  # per 30 s window
 
 
 def _write_cached(name: str, write: Callable[[str], None]) -> str:
