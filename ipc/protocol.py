@@ -226,7 +226,9 @@ class MediaChunk(_Part):
 
 
 def media_token_id(sha256: str) -> int:
-    """The prompt id every position of a media chunk carries: negative, from its content hash."""
+    """The prompt id every position of a media chunk carries: negative, from its content hash.
+    31 bits of it, so ids stay int32 wherever tokens go: two different files with the same text
+    before them share a cached prefix by mistake once in 2**31 pairs."""
     return -1 - int(sha256[:8], 16) % (2**31 - 1)
 
 
