@@ -20,7 +20,7 @@ class ModelSpec(msgspec.Struct, kw_only=True):
 
     name: str  # the API's model id
     path: str  # the GGUF (first shard of a split)
-    mmproj: str = ""  # its multimodal projector, recognised and listed (ggserve does not load it yet)
+    mmproj: str = ""  # its multimodal projector (the directory's mmproj*.gguf), loaded with it
     overrides: dict[str, Any] = {}  # ServeConfig fields this model sets differently (preset)
     args: list[str] = []  # those settings as flags, for /v1/models' status.args
     load_on_startup: bool = False  # preset's load-on-startup
