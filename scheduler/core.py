@@ -299,7 +299,9 @@ class Scheduler:
         if not prompt:
             return EngineError(ErrorCode.INVALID_REQUEST, "the prompt is empty")
         infos = [e.info for e in self.executors.values()]
-        problem = media.problem(msg, min(i.n_vocab for i in infos), min(i.n_ubatch for i in infos),
+        # a chunk is decoded in one micro-batch, and must fit a step beside every slot's decode
+        chunk_limit = min(min(i.n_ubatch, i.n_batch - i.n_slots) for i in infos)
+        problem = media.problem(msg, min(i.n_vocab for i in infos), chunk_limit,
                                 all(i.vision for i in infos), all(i.audio for i in infos))
         if problem is not None:
             return EngineError(ErrorCode.INVALID_REQUEST, problem)

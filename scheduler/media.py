@@ -37,7 +37,7 @@ def fit_chunk(chunks: dict[int, int], tokens: list[int], start: int, n: int) -> 
     return end - start
 
 
-def problem(msg: AddRequest, n_vocab: int, n_ubatch: int, vision: bool, audio: bool) -> str | None:
+def problem(msg: AddRequest, n_vocab: int, chunk_limit: int, vision: bool, audio: bool) -> str | None:
     """Why the prompt's tokens and media chunks do not fit together or this engine, or None."""
     prompt = msg.prompt_token_ids
     if not msg.media:
@@ -52,9 +52,9 @@ def problem(msg: AddRequest, n_vocab: int, n_ubatch: int, vision: bool, audio: b
     for chunk in msg.media:
         if chunk.start < covered or chunk.n_tokens <= 0 or chunk.start + chunk.n_tokens > len(prompt):
             return "media chunks overlap or leave the prompt"
-        if chunk.n_tokens > n_ubatch:
-            return (f"a media chunk has {chunk.n_tokens} embeddings; the engine decodes at most {n_ubatch} "
-                    "at once (raise --ubatch-size)")
+        if chunk.n_tokens > chunk_limit:
+            return (f"a media chunk has {chunk.n_tokens} embeddings; the engine decodes at most {chunk_limit} "
+                    "at once (raise --ubatch-size and --batch-size)")
         mid = media_token_id(chunk.sha256)
         if any(t != mid for t in prompt[chunk.start : chunk.start + chunk.n_tokens]):
             return "a media chunk's prompt positions do not hold its id"
