@@ -388,6 +388,8 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         raise UsageError("ggserve: --ssl-keyfile and --ssl-certfile go together")
     if args.mmproj and not os.path.isfile(args.mmproj):
         raise UsageError(f"ggserve: --mmproj {args.mmproj} is not a file")
+    if args.mmproj and (args.embeddings or args.reranking):
+        raise UsageError("ggserve: --mmproj serves images and audio to a generation server, not with --embeddings")
     if args.media_max_bytes <= 0 or args.media_fetch_timeout <= 0:
         raise UsageError("ggserve: --media-max-bytes and --media-fetch-timeout must be positive")
     # Flags whose dest is a ServeConfig field map one to one; the rest are derived here.

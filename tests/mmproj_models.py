@@ -22,7 +22,6 @@ import functools
 import os
 import tempfile
 from collections.abc import Callable
-from pathlib import Path
 
 import gguf
 import numpy as np
