@@ -75,6 +75,8 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     mm = p.add_argument_group("multimodal input")
     mm.add_argument("--mmproj", default="", metavar="FILE",
                     help="multimodal projector GGUF: images and/or audio in prompts (the model's mmproj file)")
+    mm.add_argument("--mmproj-offload", dest="mmproj_offload", action="store_true", default=d.mmproj_offload,
+                    help="run the media encoder on the GPU with the model (the default)")
     mm.add_argument("--no-mmproj-offload", dest="mmproj_offload", action="store_false",
                     help="run the media encoder on the CPU even when the model is on a GPU")
     mm.add_argument("--media-max-bytes", type=int, default=d.media_max_bytes,
