@@ -149,6 +149,16 @@ def test_image_requests_batched_beside_text_requests(server):
         assert r.json()["usage"]["completion_tokens"] == 12
 
 
+def test_n_choices_of_one_image_prompt(server):
+    one = chat(server, [{"type": "text", "text": "Choices"}, image_part(png(36, 36, 21))], max_tokens=3)
+    two = chat(server, [{"type": "text", "text": "Choices"}, image_part(png(36, 36, 22))], max_tokens=3, n=2,
+               temperature=0.9, seed=5)
+    assert two.status_code == 200, two.text
+    assert [c["index"] for c in two.json()["choices"]] == [0, 1]
+    usage = two.json()["usage"]
+    assert usage["prompt_tokens"] == one.json()["usage"]["prompt_tokens"] and usage["completion_tokens"] == 6
+
+
 def test_completion_multimodal_data(server):
     prompt = {"prompt_string": "A photo: <__media__> It shows", "multimodal_data": [base64.b64encode(png(40, 40)).decode()]}
     r = httpx.post(f"{server.base_url}/completion", json={"prompt": prompt, "n_predict": 4, "temperature": 0},
