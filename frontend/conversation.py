@@ -44,9 +44,8 @@ from frontend.text.multimodal import MediaPrompt
 from ipc.protocol import ReasoningBudget
 
 ReplyParser = OutputParser | HarmonyParser
-# Images reach the model through /v1/chat/completions and /completion (frontend.media); the
-# Anthropic and Responses shapes of them are not translated yet.
-MULTIMODAL = "images are accepted on /v1/chat/completions and /completion (with --mmproj), not on this endpoint yet"
+# Images reach the model in user messages (frontend.media), not in tool results or replies.
+MULTIMODAL = "images are accepted in user messages (with --mmproj), not here"
 
 
 @dataclass(slots=True)

@@ -234,3 +234,24 @@ def test_bad_media_is_a_400_naming_the_part(server, part, needle):
 def test_the_server_survives_bad_media(server):
     ok = chat(server, [{"type": "text", "text": "Still"}, image_part(png(40, 40, 9))])
     assert ok.status_code == 200, ok.text
+
+
+def test_images_through_the_anthropic_and_responses_apis(server):
+    image = png(40, 40, 31)
+    b64 = base64.b64encode(image).decode()
+    chat_usage = chat(server, [{"type": "text", "text": "Look"}, image_part(image)]).json()["usage"]
+    messages = httpx.post(f"{server.base_url}/v1/messages", timeout=120, json={"max_tokens": 3, "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "Look"},
+                                     {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                                                  "data": b64}}]}]})
+    assert messages.status_code == 200, messages.text
+    assert messages.json()["usage"]["input_tokens"] + messages.json()["usage"].get("cache_read_input_tokens", 0) \
+        == chat_usage["prompt_tokens"]
+    responses = httpx.post(f"{server.base_url}/v1/responses", timeout=120, json={"max_output_tokens": 3, "input": [
+        {"role": "user", "content": [{"type": "input_text", "text": "Look"},
+                                     {"type": "input_image", "image_url": data_uri(image)}]}]})
+    assert responses.status_code == 200, responses.text
+    assert responses.json()["usage"]["input_tokens"] == chat_usage["prompt_tokens"]
+    broken = httpx.post(f"{server.base_url}/v1/messages", timeout=60, json={"max_tokens": 3, "messages": [
+        {"role": "user", "content": [{"type": "image", "source": {"type": "file", "file_id": "f"}}]}]})
+    assert broken.status_code == 400 and broken.json()["error"]["type"] == "invalid_request_error"

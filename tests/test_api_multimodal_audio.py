@@ -96,5 +96,9 @@ def test_a_server_without_mmproj_refuses_media():
         native = httpx.post(f"{plain.base_url}/completion", timeout=60, json={"prompt": {
             "prompt_string": "<__media__>", "multimodal_data": [base64.b64encode(png(8, 8)).decode()]}})
         assert native.status_code == 400 and "--mmproj" in native.json()["error"]["message"]
+        image = "data:image/png;base64," + base64.b64encode(png(8, 8)).decode()
+        responses = httpx.post(f"{plain.base_url}/v1/responses", timeout=60, json={"input": [
+            {"role": "user", "content": [{"type": "input_image", "image_url": image}]}]})
+        assert responses.status_code == 400 and "--mmproj" in responses.json()["error"]["message"]
         props = httpx.get(f"{plain.base_url}/props", timeout=30).json()
         assert props["modalities"] == {"vision": False, "video": False, "audio": False}
