@@ -75,7 +75,9 @@ class Request:
             lookback = p.repeat_last_n
         if p.dry_multiplier != 0.0:
             lookback = max(lookback, p.dry_penalty_last_n)
-        return text_only(self.prompt)[-lookback:] if lookback > 0 else []
+        if lookback <= 0:
+            return []
+        return (text_only(self.prompt) if self.media else self.prompt)[-lookback:]
 
     @property
     def n_evaluated_prompt(self) -> int:
