@@ -247,6 +247,10 @@ def test_images_through_the_anthropic_and_responses_apis(server):
     assert messages.status_code == 200, messages.text
     assert messages.json()["usage"]["input_tokens"] + messages.json()["usage"].get("cache_read_input_tokens", 0) \
         == chat_usage["prompt_tokens"]
+    counted = httpx.post(f"{server.base_url}/v1/messages/count_tokens", timeout=60, json={"messages": [
+        {"role": "user", "content": [{"type": "text", "text": "Look"},
+                                     {"type": "image", "source": {"type": "url", "url": data_uri(image)}}]}]})
+    assert counted.json()["input_tokens"] == chat_usage["prompt_tokens"]
     responses = httpx.post(f"{server.base_url}/v1/responses", timeout=120, json={"max_output_tokens": 3, "input": [
         {"role": "user", "content": [{"type": "input_text", "text": "Look"},
                                      {"type": "input_image", "image_url": data_uri(image)}]}]})

@@ -266,5 +266,5 @@ async def messages(fe: Frontend, req: Request) -> Response | StreamResponse:
 
 async def count_tokens(fe: Frontend, req: Request) -> Response:
     body = req.decode(CountTokensRequest)
-    _, tokens = await conversation.prompt_tokens(fe, req, chat_request(body))
-    return json_response(TokenCount(len(tokens)))
+    _, prompt = await conversation.prompt_tokens(fe, req, chat_request(body))
+    return json_response(TokenCount(len(prompt.tokens)))
