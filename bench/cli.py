@@ -1,12 +1,13 @@
 """Command line of the benchmark: `ggserve bench [options]`, `ggserve bench compare [options]`,
-`ggserve bench soak [options]`, `ggserve bench embeddings [options]` and `ggserve bench router
-[options]`.
+`ggserve bench soak [options]`, `ggserve bench embeddings [options]`, `ggserve bench router
+[options]` and `ggserve bench multimodal --mmproj FILE [options]`.
 
 `main` parses the arguments, builds the workload and load plan, and hands them to the runner
 (one server at a URL), to `bench.compare` (servers started here one after another), to
 `bench.soak` (a long run against one server, watching errors and memory) or to
 `bench.embeddings` (inputs/s of embedding servers, ggserve against llama-server) or to
 `bench.router` (router mode: cold and warm time to first token, one model against two).
+`bench.multimodal` (image requests/s, ggserve against llama-server).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import signal
 import sys
 from pathlib import Path
 
-from bench import compare, embeddings, report, router, soak, soak_report
+from bench import compare, embeddings, multimodal, report, router, soak, soak_report
 from bench.llama_cpp_build import ensure_built
 from bench.machine import CpuMeter
 from bench.runner import Load, Plan, benchmark
@@ -397,4 +398,6 @@ def main(argv: list[str] | None = None) -> int:
         return embeddings.main(argv[1:])
     if argv[:1] == ["router"]:
         return router.main(argv[1:])
+    if argv[:1] == ["multimodal"]:
+        return multimodal.main(argv[1:])
     return run_main(argv)

@@ -22,6 +22,7 @@ from executor.embedding import Embedder
 from executor.host_cache import HostCache
 from executor.llama_log import LlamaLogCapture
 from executor.lora import LoraAdapters
+from executor.media import MediaDecoder
 from executor.sampling import SequenceFailed, SeqSampler, logits_view, sample_rows, target_logprobs, verify_draft
 from ggserve.config import ServeConfig
 from ipc.protocol import (
@@ -168,6 +169,10 @@ class ModelEngine:
         self.draft = DraftModel(cfg, self.n_vocab, self.n_seq_max) if cfg.spec_draft_model else None
         self.seq_tokens = SeqTokens(self.n_seq_max) if self.draft is not None else None
         self.draft_p_min: dict[int, float] = {}
+        # --mmproj: images / audio in prompts (executor.media)
+        self.media = (MediaDecoder(cfg.mmproj, self.model, self.ctx, cfg.mmproj_offload and cfg.n_gpu_layers != 0,
+                                   cfg.n_threads, llama_cpp.llama_n_ubatch(self.ctx))
+                      if cfg.mmproj and not cfg.embeddings else None)
         self.info = self._describe(cfg)
         self._hang_file = os.environ.get(HANG_FILE_ENV, "")
         self._warm_up()
@@ -219,6 +224,9 @@ class ModelEngine:
             pooling=self.embedder.pooling if self.embedder is not None else -1,
             arena=self.embedder.arena.name if self.embedder is not None and self.embedder.arena is not None else "",
             lora_adapters=self.lora.info,
+            n_ubatch=llama_cpp.llama_n_ubatch(self.ctx),
+            vision=self.media is not None and self.media.info.vision,
+            audio=self.media is not None and self.media.info.audio,
         )
 
     # ------------------------------------------------------------------ step
@@ -279,7 +287,10 @@ class ModelEngine:
             self._start(start, failures)
         if plan.lora is not None:  # before anything can return: the scheduler counts it as done
             self.lora.apply(plan.lora)
-        items = self._runnable(plan.items, failures)
+        items = plan.items
+        if self.media is not None:  # media chunks first, each in a decode of its own
+            items = self.media.run(items, failures)
+        items = self._runnable(items, failures)
         if not items:
             return [], []
         drafted: dict[int, list[int]] = {}
@@ -378,6 +389,8 @@ class ModelEngine:
             )
         except SequenceFailed as exc:
             failures[start.seq_id] = EngineError(ErrorCode.INVALID_REQUEST, str(exc))
+        if self.media is not None:
+            self.media.start(start.seq_id, start.media)
 
     def _runnable(self, items: list[BatchItem], failures: dict[int, EngineError]) -> list[BatchItem]:
         """The items that can be decoded; each other one becomes a failure of its sequence."""
@@ -455,5 +468,7 @@ class ModelEngine:
         for sampler in self.samplers.values():
             sampler.free()
         self.samplers.clear()
+        if self.media is not None:
+            self.media.close()
         llama_cpp.llama_free(self.ctx)
         llama_cpp.llama_model_free(self.model)

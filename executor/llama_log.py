@@ -1,4 +1,4 @@
-"""Route llama.cpp's log lines into Python logging and pick out the facts operators need.
+"""Route llama.cpp's (and its mtmd's) log lines into Python logging and pick out the facts operators need.
 
 llama.cpp prints a lot at INFO while loading; we keep it at DEBUG, surface warnings and errors,
 and remember the KV buffer sizes it reports (the only exact figure of KV memory it gives).
@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 
 import llama_cpp
+from llama_cpp import mtmd_cpp
 
 log = logging.getLogger("llama.cpp")
 
@@ -35,6 +36,7 @@ class LlamaLogCapture:
         self._collected: list[str] | None = None
         self._callback = llama_cpp.llama_log_callback(self._on_log)
         llama_cpp.llama_log_set(self._callback, ctypes.c_void_p(0))
+        mtmd_cpp.mtmd_helper_log_set(self._callback, ctypes.c_void_p(0))  # the multimodal projector's too
         LlamaLogCapture._installed = self
 
     def _on_log(self, level: int, text: bytes, _user: ctypes.c_void_p) -> None:

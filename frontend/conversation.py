@@ -9,6 +9,7 @@ reasoning, answer text and tool calls. Only the request and response shapes diff
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import msgspec
@@ -22,6 +23,7 @@ from frontend.api.sampling import (
     time_limit_s,
     token_limit,
 )
+from frontend import media
 from frontend.api.schemas import ChatCompletionRequest
 from frontend.generation import ChoiceDelta, ChoiceResult, Generation
 from frontend.http import sse
@@ -38,10 +40,12 @@ from frontend.structured.tool_formats import harmony
 from frontend.structured.tools import ToolPlan, plan_tools
 from frontend.text.chat_template import ChatTemplateError
 from frontend.text.continuation import continuation_mode, continue_message
+from frontend.text.multimodal import MediaPrompt
 from ipc.protocol import ReasoningBudget
 
 ReplyParser = OutputParser | HarmonyParser
-MULTIMODAL = "images need multimodal support (--mmproj)"  # until image inputs are implemented
+# Images reach the model in user messages (frontend.media), not in tool results or replies.
+MULTIMODAL = "images are accepted in user messages (with --mmproj), not here"
 
 
 @dataclass(slots=True)
@@ -81,12 +85,17 @@ def render_prompt(fe: Frontend, body: ChatCompletionRequest) -> str:
     return plan(fe, body).prompt
 
 
-async def prompt_tokens(fe: Frontend, req: Request, body: ChatCompletionRequest) -> tuple[ChatPlan, list[int]]:
-    """The plan and the prompt's tokens, exactly as a generation would submit them."""
+async def prompt_tokens(fe: Frontend, req: Request, body: ChatCompletionRequest) -> tuple[ChatPlan, MediaPrompt]:
+    """The plan and the prompt's tokens (with its media chunks), exactly as a generation would
+    submit them."""
+    files = await media.load_messages(body.messages, fe.media_limits)
     chat = await fe.prepare(len(req.body), lambda: plan(fe, body))
+    if fe.multimodal is not None and files:
+        prompt = await asyncio.to_thread(fe.multimodal.tokenize, chat.prompt, files, "messages", add_special=True)
+        return chat, prompt
     tokens = await fe.prepare(len(req.body), lambda: fe.tokenizer.tokenize(chat.prompt, add_special=True,
                                                                           parse_special=True))
-    return chat, tokens
+    return chat, MediaPrompt(tokens, [])
 
 
 def _reply_parsers(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) -> tuple[list[ReplyParser], list[str]]:
@@ -143,7 +152,8 @@ async def start(fe: Frontend, req: Request, body: ChatCompletionRequest, logprob
     """Everything between a checked chat request and its engine requests; ``logprobs`` as
     ``AddRequest.logprobs`` (-1: none)."""
     info = fe.engine_info()
-    chat, prompt = await prompt_tokens(fe, req, body)
+    chat, mprompt = await prompt_tokens(fe, req, body)
+    prompt = mprompt.tokens
     grammar = await fe.prepare(len(req.body), lambda: _grammar(fe, body, chat))
     parsers, markers = _reply_parsers(fe, body, chat)
     limit = token_limit(body, fe.cfg, body.max_completion_tokens)
@@ -153,12 +163,15 @@ async def start(fe: Frontend, req: Request, body: ChatCompletionRequest, logprob
         sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids, info.n_ctx_slot, grammar),
         reasoning_budget=_budget(fe, body, chat),
     )
+    lora = request_lora(body, info)
+    chunks = fe.media_arena.put([mprompt.spans]) if mprompt.spans else None  # last: nothing may raise after it
     requests = engine_requests(req.id, [prompt], body.n, body, sampling, limit, logprobs, fe.cache_defaults,
-                               lora=request_lora(body, info))
+                               lora=lora, media=chunks)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
                      fe.tokenizer.marker_tokens(markers) | preserved_ids(fe.tokenizer, body.preserved_tokens),
-                     time_limit_s(body), body.n_indent, trace=req.trace)
+                     time_limit_s(body), body.n_indent, trace=req.trace,
+                     on_exit=(lambda: fe.media_arena.release(chunks)) if chunks else None)
     return ChatRun(gen, parsers, len(prompt))
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Self
 
 from frontend.engine_client import EngineClient
@@ -198,10 +199,12 @@ class Generation:
     def __init__(self, engine: EngineClient, tokenizer: Tokenizer, requests: list[AddRequest], n: int,
                  stops: list[str], logprobs: bool, ping_interval_s: float | None,
                  special_ids: frozenset[int] = frozenset(), time_limit_s: float | None = None,
-                 n_indent: int = 0, trace: RequestTrace | None = None) -> None:
+                 n_indent: int = 0, trace: RequestTrace | None = None,
+                 on_exit: Callable[[], None] | None = None) -> None:
         """``special_ids``: control tokens written as their text (tool-call and reasoning markers);
         ``ping_interval_s``: None never pings; ``time_limit_s``, ``n_indent``: see Choice;
-        ``trace``: the HTTP request's, which learns how each engine request went."""
+        ``trace``: the HTTP request's, which learns how each engine request went; ``on_exit``:
+        called once every request has ended (frees the requests' media files)."""
         self._engine = engine
         self._trace = trace
         self._requests = requests
@@ -213,6 +216,7 @@ class Generation:
         self._aborted: set[str] = set()
         self._queue: asyncio.Queue[RequestOutput] | None = None
         self._t_submit = 0.0
+        self._on_exit = on_exit
 
     async def __aenter__(self) -> Self:
         self._t_submit = time.monotonic()
@@ -224,6 +228,8 @@ class Generation:
         if running:
             self._engine.abort(running)
         self._engine.release([c.request_id for c in self.choices])
+        if self._on_exit is not None:
+            self._on_exit()
         if self._trace is not None:
             now = time.monotonic()
             self._trace.choices += [

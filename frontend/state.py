@@ -18,6 +18,9 @@ from frontend.http.errors import unavailable
 from frontend.response_store import ResponseStore
 from frontend.api.sampling import CacheDefaults, server_defaults
 from frontend.structured.grammar import GrammarChecker
+from frontend.media import MediaLimits
+from frontend.media_arena import MediaArena
+from frontend.text.multimodal import MediaTokenizer
 from frontend.text.tokenizer import Tokenizer
 from ggserve.config import ServeConfig
 from ipc.protocol import EngineInfo, SamplingParams
@@ -37,6 +40,7 @@ class Frontend:
     engine: EngineClient
     api_keys: ApiKeys
     started_at: int  # unix time, the "created" of /v1/models
+    multimodal: MediaTokenizer | None = None  # --mmproj: prompts with images / audio
 
     @classmethod
     async def start(cls, cfg: ServeConfig) -> Frontend:
@@ -49,13 +53,27 @@ class Frontend:
             engine=EngineClient(cfg.scheduler_endpoint, cfg.curve),
             api_keys=ApiKeys(cfg.api_keys),
             started_at=int(time.time()),
+            multimodal=await asyncio.to_thread(MediaTokenizer, tokenizer, cfg.mmproj) if cfg.mmproj else None,
         )
         await frontend.engine.start()
         return frontend
 
     async def close(self) -> None:
         await self.engine.close()
+        if self.multimodal is not None:
+            self.multimodal.close()
+            self.media_arena.close()
         self.tokenizer.close()
+
+    @functools.cached_property
+    def media_limits(self) -> MediaLimits:
+        info = self.multimodal.info if self.multimodal is not None else None
+        return MediaLimits(self.cfg, info is not None and info.vision, info is not None and info.audio)
+
+    @functools.cached_property
+    def media_arena(self) -> MediaArena:
+        """Where this worker's requests put their media files for the executors (ipc.shm)."""
+        return MediaArena(self.cfg.run_dir, self.cfg.media_max_bytes)
 
     @functools.cached_property
     def grammars(self) -> GrammarChecker:

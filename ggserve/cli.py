@@ -72,6 +72,19 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="LoRA adapter at this scale (repeatable, or comma-separated)")
     m.add_argument("--lora-init-without-apply", action="store_true",
                    help="load the LoRA adapters at scale 0 (set scales later with POST /lora-adapters)")
+    mm = p.add_argument_group("multimodal input")
+    mm.add_argument("--mmproj", default="", metavar="FILE",
+                    help="multimodal projector GGUF: images and/or audio in prompts (the model's mmproj file)")
+    mm.add_argument("--mmproj-offload", dest="mmproj_offload", action="store_true", default=d.mmproj_offload,
+                    help="run the media encoder on the GPU with the model (the default)")
+    mm.add_argument("--no-mmproj-offload", dest="mmproj_offload", action="store_false",
+                    help="run the media encoder on the CPU even when the model is on a GPU")
+    mm.add_argument("--media-max-bytes", type=int, default=d.media_max_bytes,
+                    help=f"largest image or audio file a request may send ({d.media_max_bytes} bytes)")
+    mm.add_argument("--allow-remote-media", action="store_true",
+                    help="let image_url be an http(s) URL the server fetches (default: data: URIs only)")
+    mm.add_argument("--media-fetch-timeout", type=float, default=d.media_fetch_timeout,
+                    help=f"seconds a remote media fetch may take ({d.media_fetch_timeout:g})")
     e = p.add_argument_group("engine")
     e.add_argument("-np", "--parallel", dest="n_parallel", type=int, default=None,
                    help=f"slots per executor ({d.n_parallel}; an embedding server: inputs per decode, "
@@ -450,6 +463,12 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         raise UsageError(f"ggserve: --slot-save-path {args.slot_save_path} is not a directory")
     if bool(args.ssl_keyfile) != bool(args.ssl_certfile):
         raise UsageError("ggserve: --ssl-keyfile and --ssl-certfile go together")
+    if args.mmproj and not os.path.isfile(args.mmproj):
+        raise UsageError(f"ggserve: --mmproj {args.mmproj} is not a file")
+    if args.mmproj and (args.embeddings or args.reranking):
+        raise UsageError("ggserve: --mmproj serves images and audio to a generation server, not with --embeddings")
+    if args.media_max_bytes <= 0 or args.media_fetch_timeout <= 0:
+        raise UsageError("ggserve: --media-max-bytes and --media-fetch-timeout must be positive")
     # Flags whose dest is a ServeConfig field map one to one; the rest are derived here.
     fields = {f: getattr(args, f) for f in ServeConfig.__struct_fields__ if hasattr(args, f)}
     fields.update(
@@ -465,6 +484,7 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         slot_save_path=os.path.abspath(args.slot_save_path) if args.slot_save_path else "",
         lora=_lora_paths(args.lora),
         spec_draft_model=os.path.abspath(args.spec_draft_model) if args.spec_draft_model else "",
+        mmproj=os.path.abspath(args.mmproj) if args.mmproj else "",
     )
     return ServeConfig(**fields)
 

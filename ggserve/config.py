@@ -26,7 +26,7 @@ class ModelSpec(msgspec.Struct, kw_only=True):
 
     name: str  # the API's model id
     path: str  # the GGUF (first shard of a split)
-    mmproj: str = ""  # its multimodal projector, recognised and listed (ggserve does not load it yet)
+    mmproj: str = ""  # its multimodal projector (the directory's mmproj*.gguf), loaded with it
     overrides: dict[str, Any] = {}  # ServeConfig fields this model sets differently (preset)
     args: list[str] = []  # those settings as flags, for /v1/models' status.args
     load_on_startup: bool = False  # preset's load-on-startup
@@ -52,6 +52,12 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     embd_max_inputs: int = 2048  # --embd-max-inputs: inputs (or documents) of one request
     lora: list[LoraFile] = []  # LoRA adapters every executor loads; their ids are their indexes here
     lora_init_without_apply: bool = False  # --lora-init-without-apply: every global scale starts at 0
+    # multimodal input (images, audio): the projector every executor (and frontend worker) loads
+    mmproj: str = ""  # --mmproj FILE
+    mmproj_offload: bool = True  # --no-mmproj-offload: the encoder runs on the CPU
+    media_max_bytes: int = 20 * 1024 * 1024  # --media-max-bytes: largest image or audio file accepted
+    allow_remote_media: bool = False  # --allow-remote-media: image_url may be http(s), fetched by the server
+    media_fetch_timeout: float = 10.0  # --media-fetch-timeout: seconds a remote media fetch may take
     # engine layout (llama-server flag names in comments)
     n_parallel: int = 4  # -np: slots per executor
     ctx_size: int = 4096  # -c: KV cells per executor, one pool shared by its slots

@@ -45,6 +45,8 @@ LLAMA_ENV = {
     "--context-shift": "LLAMA_ARG_CONTEXT_SHIFT",
     "--cache-reuse": "LLAMA_ARG_CACHE_REUSE",
     "--embeddings": "LLAMA_ARG_EMBEDDINGS",
+    "--mmproj": "LLAMA_ARG_MMPROJ",
+    "--mmproj-offload": "LLAMA_ARG_MMPROJ_OFFLOAD",
     "--reranking": "LLAMA_ARG_RERANKING",
     "--pooling": "LLAMA_ARG_POOLING",
     "--temp": "LLAMA_ARG_TEMPERATURE",

@@ -111,7 +111,7 @@ class ModelRouter:
         os.makedirs(run_dir, mode=0o700, exist_ok=True)
         cfg = msgspec.convert({**msgspec.to_builtins(msgspec.structs.replace(
             self.cfg, models=[], models_single=False, models_endpoint="", run_dir=run_dir, model=spec.path,
-            alias=spec.name, model_name=spec.name,
+            alias=spec.name, model_name=spec.name, mmproj=spec.mmproj or self.cfg.mmproj,
             scheduler_endpoint=ipc_endpoint(run_dir, "scheduler"), executor_endpoint=ipc_endpoint(run_dir, "executors"),
         )), **spec.overrides}, ServeConfig)
         # Read at start (~50 ms a model): the HTTP workers refuse a model that can never fit.

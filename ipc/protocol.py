@@ -223,6 +223,26 @@ class Speculation(_Part):
     p_min: float | None = None  # draft model: stop drafting below this probability of its pick
 
 
+class MediaChunk(_Part):
+    """An image or audio clip of a prompt (multimodal models, ``--mmproj``). In
+    ``prompt_token_ids`` its ``n_tokens`` positions from ``start`` hold ``media_token_id(sha256)``
+    (negative: never a vocabulary id), so the prefix cache matches media by content. Its file's
+    bytes are in the frontend's shared-memory arena (``data``), never in the message. A
+    BatchItem holds either text tokens or exactly one whole media chunk (scheduler.media)."""
+
+    start: int  # index of its first position in the prompt
+    n_tokens: int  # embeddings (= KV cells and positions: M-RoPE models are refused)
+    sha256: str  # hex digest of the file's bytes
+    data: ArrayRef  # the file (uint8), as the client sent it; the executor decodes it again
+
+
+def media_token_id(sha256: str) -> int:
+    """The prompt id every position of a media chunk carries: negative, from its content hash.
+    31 bits of it, so ids stay int32 wherever tokens go: two different files with the same text
+    before them share a cached prefix by mistake once in 2**31 pairs."""
+    return -1 - int(sha256[:8], 16) % (2**31 - 1)
+
+
 class AddRequest(_Msg):
     """A new generation request. The prompt is already tokenized by the frontend."""
 
@@ -254,6 +274,7 @@ class AddRequest(_Msg):
     # /lora-adapters); a list runs these adapters at these scales and every other one at 0.
     lora: list[LoraScale] | None = None
     speculative: Speculation | None = None  # None: the server's settings
+    media: list[MediaChunk] = []  # in prompt order (see MediaChunk)
 
 
 class EmbedRequest(_Msg):
@@ -362,6 +383,9 @@ class ExecutorInfo(_Part):
     # "": none (a generation server, or remote processes): vectors travel in the messages.
     arena: str = ""
     lora_adapters: list[LoraAdapterInfo] = []  # in id order (--lora / --lora-scaled)
+    n_ubatch: int = 0  # a media chunk is decoded whole in one micro-batch: at most this many embeddings
+    vision: bool = False  # --mmproj loaded with an image encoder
+    audio: bool = False  # ... with an audio encoder
 
 
 class EngineInfo(_Msg):
@@ -531,6 +555,7 @@ class SeqStart(_Part):
     # they penalise repeating the prompt too, as llama-server's do. Not fed to the grammar.
     penalty_context: list[int] = []
     draft_p_min: float = 0.0  # the draft model stops drafting for it below this probability
+    media: list[MediaChunk] = []  # the request's media: an item at a chunk's start decodes it
 
 
 class BatchItem(_Part):

@@ -40,7 +40,7 @@ from ipc.protocol import (
     StepResult,
     TokenLogprob,
 )
-from scheduler import kv, lora, policy, speculative
+from scheduler import kv, lora, media, policy, speculative
 from scheduler.cache_reuse import chunk_cuts
 from scheduler.embed import EmbedJob, EmbedQueue
 from scheduler.host_cache import MIN_TOKENS as MIN_HOST_TOKENS
@@ -248,7 +248,7 @@ class Scheduler:
         if rejection is not None:
             self._reject(msg.request_id, peer, rejection)
             return
-        if self.context_shift:
+        if self.context_shift and not msg.media:  # a shift could cut a picture in two
             req = Request(msg, peer, msg.max_tokens, now, context_limited=False)
         else:
             room = self.n_ctx_slot - len(msg.prompt_token_ids)
@@ -316,9 +316,13 @@ class Scheduler:
         prompt = msg.prompt_token_ids
         if not prompt:
             return EngineError(ErrorCode.INVALID_REQUEST, "the prompt is empty")
-        n_vocab = min(e.info.n_vocab for e in self.executors.values())
-        if min(prompt) < 0 or max(prompt) >= n_vocab:
-            return EngineError(ErrorCode.INVALID_REQUEST, f"prompt token out of range [0, {n_vocab})")
+        infos = [e.info for e in self.executors.values()]
+        # a chunk is decoded in one micro-batch, and must fit a step beside every slot's decode
+        chunk_limit = min(min(i.n_ubatch, i.n_batch - i.n_slots) for i in infos)
+        problem = media.problem(msg, min(i.n_vocab for i in infos), chunk_limit,
+                                all(i.vision for i in infos), all(i.audio for i in infos))
+        if problem is not None:
+            return EngineError(ErrorCode.INVALID_REQUEST, problem)
         if len(prompt) >= self.n_ctx_slot:
             return EngineError(
                 ErrorCode.INVALID_REQUEST,
@@ -663,7 +667,7 @@ class Scheduler:
         # A resumed request's sampler sees what it generated before (penalties, grammar state).
         ex.starts.append(
             SeqStart(seq, req.sampling, req.logprobs, list(req.output_ids), req.prompt_logprobs, req.penalty_context,
-                     req.spec_p_min)
+                     req.spec_p_min, req.media)
         )
         slot.request = slot.last_request = req
         slot.last_used = now

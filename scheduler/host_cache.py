@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from ggserve.tokens import common_prefix_len
 from scheduler.lora import LoraKey
+from scheduler.media import snap_reuse
 
 MIN_TOKENS = 32  # cutting fewer tokens than this from a prefix does not save it (cheap to recompute)
 
@@ -67,7 +68,7 @@ class HostCacheIndex:
         for entry in self.entries:
             if entry.lora != lora:
                 continue
-            m = min(common_prefix_len(entry.tokens, tokens), len(tokens) - 1)
+            m = snap_reuse(tokens, min(common_prefix_len(entry.tokens, tokens), len(tokens) - 1))
             if n_swa > 0 and entry.pos_min > max(0, m - n_swa):
                 continue
             if m > best_len:

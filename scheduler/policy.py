@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from ggserve.tokens import common_prefix_len
 from scheduler.host_cache import HostEntry
 from scheduler.lora import LoraKey
+from scheduler.media import fit_chunk, snap_reuse
 from scheduler.request import Request, Status
 from scheduler.slots import Slot
 
@@ -68,7 +69,7 @@ def reusable_prefix(slot: Slot, prompt: list[int], n_swa: int, lora: LoraKey) ->
     """
     if not slot.tokens or slot.lora != lora:
         return 0
-    m = min(common_prefix_len(slot.tokens, prompt), len(prompt) - 1)
+    m = snap_reuse(prompt, min(common_prefix_len(slot.tokens, prompt), len(prompt) - 1))
     if slot.shift_keep >= 0:
         m = min(m, slot.shift_keep)
     if m <= 0:
@@ -185,6 +186,10 @@ def plan_batch(running: list[Request], budget: int) -> list[tuple[Request, int]]
             n = min(req.prompt_remaining, budget)
             if req.prompt_logprobs >= 0:
                 n = min(n, PROMPT_LOGPROBS_CHUNK)
+            if req.media_chunks:  # text or one whole image / clip (scheduler.media)
+                n = fit_chunk(req.media_chunks, req.seq_tokens, req.n_computed, n)
+                if n == 0:
+                    continue
             chosen.append((req, n))
             budget -= n
     return chosen

@@ -6,6 +6,7 @@ import enum
 
 from ipc.protocol import AddRequest, SamplingParams
 from scheduler.lora import NO_LORA, LoraKey
+from scheduler.media import text_only
 
 
 class Status(enum.IntEnum):
@@ -22,6 +23,7 @@ class Request:
         "n_computed", "n_cached", "pending_token", "t_arrival", "t_admitted", "t_first_token", "t_last_token",
         "seq_tokens", "n_preempted", "n_keep", "n_discard", "context_limited", "truncated", "n_cache_reuse", "lora",
         "spec_n_max", "spec_n_min", "spec_p_min", "drafter", "draft", "n_draft_tokens", "n_draft_accepted",
+        "media", "media_chunks",
     )  # fmt: skip
 
     def __init__(self, msg: AddRequest, peer: bytes, max_tokens: int, now: float, context_limited: bool) -> None:
@@ -33,7 +35,11 @@ class Request:
         self.truncated = False  # its context was shifted, or it stopped for want of context
         self.n_keep = msg.n_keep  # context shift: tokens kept at the start, and how many are dropped
         self.n_discard = msg.n_discard
-        self.n_cache_reuse = msg.n_cache_reuse  # reuse cached chunks of at least this many tokens (0: off)
+        # Images and audio of the prompt (scheduler.media), and start -> n_tokens of each.
+        self.media = msg.media
+        self.media_chunks = {chunk.start: chunk.n_tokens for chunk in msg.media}
+        # reuse cached chunks of at least this many tokens (0: off; shifting would cut media)
+        self.n_cache_reuse = 0 if msg.media else msg.n_cache_reuse
         self.sampling: SamplingParams = msg.sampling
         self.stop_token_ids = frozenset(msg.stop_token_ids)
         self.ignore_eos = msg.ignore_eos
@@ -79,7 +85,9 @@ class Request:
             lookback = p.repeat_last_n
         if p.dry_multiplier != 0.0:
             lookback = max(lookback, p.dry_penalty_last_n)
-        return self.prompt[-lookback:] if lookback > 0 else []
+        if lookback <= 0:
+            return []
+        return (text_only(self.prompt) if self.media else self.prompt)[-lookback:]
 
     @property
     def n_evaluated_prompt(self) -> int:

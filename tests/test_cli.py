@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 import pytest
 
@@ -64,6 +65,9 @@ def test_embedding_flags_map_onto_the_config() -> None:
         ("--spec-type", "draft-simple"),
         ("--spec-type", "ngram", "--spec-ngram-size-n", "0"),
         ("--spec-type", "ngram", "--draft-max", "-1"),
+        ("--mmproj", "/nonexistent/mmproj.gguf"),
+        ("--mmproj", __file__, "--embeddings"),
+        ("--media-max-bytes", "0"),
     ],
 )
 def test_bad_flag_combinations_exit_with_a_message(argv: tuple[str, ...], capsys) -> None:
@@ -71,6 +75,15 @@ def test_bad_flag_combinations_exit_with_a_message(argv: tuple[str, ...], capsys
         config_from_args(parse(*argv))
     assert exc.value.code == 2  # as argparse's own usage errors
     assert "ggserve:" in capsys.readouterr().err
+
+
+def test_multimodal_flags_map_onto_the_config() -> None:
+    plain = config_from_args(parse())
+    assert (plain.mmproj, plain.mmproj_offload, plain.allow_remote_media) == ("", True, False)
+    cfg = config_from_args(parse("--mmproj", __file__, "--no-mmproj-offload", "--media-max-bytes", "1000",
+                                 "--allow-remote-media", "--media-fetch-timeout", "2.5"))
+    assert cfg.mmproj == os.path.abspath(__file__) and not cfg.mmproj_offload
+    assert (cfg.media_max_bytes, cfg.allow_remote_media, cfg.media_fetch_timeout) == (1000, True, 2.5)
 
 
 def test_reliability_flags_map_onto_the_config() -> None:

@@ -86,10 +86,15 @@ EXECUTOR_INFO = p.ExecutorInfo(
     pooling=1,
     arena="ggserve-run1-executor1-4242",
     lora_adapters=[p.LoraAdapterInfo(path="/models/style.gguf", task_name="style", prompt_prefix="Q: ")],
+    n_ubatch=512,
+    vision=True,
+    audio=True,
 )
 
 # One instance of every message, every field (nested ones too) set to a non-default value.
 REGION = p.ArrayRef(segment="ggserve-run1-executor1-4242", offset=128, nbytes=24, dtype="<f4", shape=(3, 2))
+MEDIA = p.MediaChunk(start=3, n_tokens=2, sha256="ab" * 32, data=p.ArrayRef(
+    segment="ggserve-run1-frontend-media-77", offset=64, nbytes=1000, dtype="|u1", shape=(1000,)))
 VECTORS = p.Vectors(dim=2, counts=[1, 3], data=bytes(range(8)), regions=[REGION], where=[(-1, 0), (0, 0)])
 
 SAMPLES: list[p.Message] = [
@@ -111,6 +116,7 @@ SAMPLES: list[p.Message] = [
         n_cache_reuse=256,
         lora=[p.LoraScale(id=1, scale=-0.5)],
         speculative=p.Speculation(n_max=8, n_min=2, p_min=0.75),
+        media=[MEDIA],
     ),
     p.SetLoraScales(scales=[p.LoraScale(id=0, scale=0.25)]),
     p.Abort(request_ids=["chatcmpl-1", "chatcmpl-2"]),
@@ -199,7 +205,7 @@ SAMPLES: list[p.Message] = [
         kv_ops=[p.KvOp(kind=p.KvOpKind.SAVE_FILE, seq_id=2, pos=363, src_seq_id=0, entry_id=12, n_discard=7,
                        path="/var/slots/chat.bin", tokens=[2, 105])],
         starts=[p.SeqStart(seq_id=2, sampling=SAMPLING, logprobs=0, history=[42, 9], prompt_logprobs=3,
-                           penalty_context=[105, 2364], draft_p_min=0.5)],
+                           penalty_context=[105, 2364], draft_p_min=0.5, media=[MEDIA])],
         ends=[5],
         items=[p.BatchItem(seq_id=2, token_ids=[2364, 107], pos=363, sample=True, logprob_targets=[107], draft=1,
                             draft_model=4)],

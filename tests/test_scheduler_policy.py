@@ -41,6 +41,7 @@ def info(n_slots: int = 4, n_ctx: int = 4096, n_swa: int = 0, executor_id: int =
         executor_id=executor_id, model_path="fake.gguf", model_desc="fake", n_params=1,
         model_size_bytes=1, n_vocab=VOCAB, n_ctx=n_ctx, n_ctx_train=n_ctx, n_swa=n_swa,
         n_slots=n_slots, n_batch=512, kv_bytes=0, eog_token_ids=[EOS], can_shift=can_shift,
+        n_ubatch=512, vision=True,
     )  # fmt: skip
 
 

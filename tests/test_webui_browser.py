@@ -16,6 +16,7 @@ import httpx
 import pytest
 from conftest import ServerHandle, start_server
 from frontend_support import FakeScheduler, frontend_config, run_frontend
+from mmproj_models import png, tiny_vision_mmproj
 from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
@@ -193,3 +194,25 @@ def test_router_mode_picks_the_model_and_shows_its_status(tmp_path, browser: web
         browser.refresh()
         wait(browser, lambda d: Select(d.find_element(By.ID, "model-picker")).first_selected_option.text
              == "beta (loaded)", timeout_s=30)
+
+def test_an_image_is_attached_when_the_server_has_a_projector(tmp_path, browser: webdriver.Chrome) -> None:
+    picture = tmp_path / "picture.png"
+    picture.write_bytes(png(40, 30))
+    with start_server("-np", "1", "-c", "1024", "--mmproj", tiny_vision_mmproj()) as server:
+        browser.get(f"{server.base_url}/")
+        attach = browser.find_element(By.ID, "attach-button")
+        wait(browser, lambda d: attach.is_displayed())
+        set_settings(browser, temperature="0", max_tokens="4")
+        browser.find_element(By.ID, "attach").send_keys(str(picture))
+        wait(browser, lambda d: d.find_element(By.ID, "attached").text == "1 image")
+        send(browser, "What is in this picture?")
+        wait(browser, lambda d: "tokens" in d.find_element(By.CSS_SELECTOR, ".message.assistant .meta").text)
+        shown = browser.find_element(By.CSS_SELECTOR, ".message.user img.attachment")
+        assert shown.get_attribute("src").startswith("data:image/png;base64,")
+        assert not browser.find_element(By.CSS_SELECTOR, ".message.assistant .meta").get_attribute(
+            "class").endswith("error")
+        assert browser.find_element(By.ID, "attached").text == ""
+    with start_server("-np", "1", "-c", "512") as plain:  # no projector: no button
+        browser.get(f"{plain.base_url}/")
+        wait(browser, lambda d: d.find_element(By.ID, "model-name").text == "gemma-3-270m-q4_k_m.gguf")
+        assert not browser.find_element(By.ID, "attach-button").is_displayed()

@@ -22,7 +22,7 @@ from frontend.api.schemas import LogitBias, SamplingFields
 from frontend.structured.lazy import grammar_triggers
 from frontend.text.tokenizer import Tokenizer
 from ggserve.config import ServeConfig
-from ipc.protocol import AddRequest, EngineInfo, LoraScale, SamplingParams, Speculation
+from ipc.protocol import AddRequest, EngineInfo, LoraScale, MediaChunk, SamplingParams, Speculation
 
 # llama-server's defaults for whatever a request leaves out.
 DEFAULTS = SamplingParams(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05)
@@ -177,9 +177,10 @@ def speculation(req: SamplingFields) -> Speculation | None:
 
 def engine_requests(request_id: str, prompts: list[list[int]], n: int, req: SamplingFields, sampling: SamplingParams,
                     max_new: int, logprobs: int, cache: CacheDefaults, prompt_logprobs: int = -1,
-                    lora: list[LoraScale] | None = None) -> list[AddRequest]:
+                    lora: list[LoraScale] | None = None, media: list[list[MediaChunk]] | None = None
+                    ) -> list[AddRequest]:
     """One AddRequest per (prompt, choice); ids are ``<request_id>-<index>``; ``lora``: the
-    adapter scales of frontend.api.lora.request_lora."""
+    adapter scales of frontend.api.lora.request_lora; ``media``: each prompt's media chunks."""
     now = time.time()
     return [
         AddRequest(
@@ -199,6 +200,7 @@ def engine_requests(request_id: str, prompts: list[list[int]], n: int, req: Samp
             n_cache_reuse=cache.n_cache_reuse if req.n_cache_reuse is None else req.n_cache_reuse,
             lora=lora,
             speculative=speculation(req),
+            media=media[p] if media else [],
         )
         for p, prompt in enumerate(prompts)
         for i in range(n)

@@ -158,6 +158,27 @@ class TextPart(msgspec.Struct, tag="text", tag_field="type"):
     text: str
 
 
+class ImageUrl(msgspec.Struct, kw_only=True):
+    url: str  # a data: URI, or http(s) with --allow-remote-media
+    detail: Literal["auto", "low", "high"] | None = None  # accepted; the projector sets the resolution
+
+
+class ImagePart(msgspec.Struct, tag="image_url", tag_field="type"):
+    image_url: ImageUrl
+
+
+class InputAudio(msgspec.Struct, kw_only=True):
+    data: str  # base64
+    format: Literal["wav", "mp3", "flac"]
+
+
+class AudioPart(msgspec.Struct, tag="input_audio", tag_field="type"):
+    input_audio: InputAudio
+
+
+ContentPart = TextPart | ImagePart | AudioPart
+
+
 class FunctionCall(msgspec.Struct, kw_only=True):
     name: str
     arguments: str | dict[str, Any] = "{}"  # OpenAI sends a JSON string; some clients an object
@@ -171,7 +192,7 @@ class ToolCall(msgspec.Struct, kw_only=True):
 
 class ChatMessage(msgspec.Struct, kw_only=True):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
@@ -445,6 +466,11 @@ class ModelStatusInfo(msgspec.Struct, omit_defaults=True):
     message: str = ""  # why it failed or was unloaded
 
 
+class ModelArchitecture(msgspec.Struct):
+    input_modalities: list[str]  # "text", and "image" / "audio" with --mmproj
+    output_modalities: list[str] = msgspec.field(default_factory=lambda: ["text"])
+
+
 class Model(msgspec.Struct, tag_field="object", tag="model", omit_defaults=True):
     id: str
     created: int
@@ -452,6 +478,7 @@ class Model(msgspec.Struct, tag_field="object", tag="model", omit_defaults=True)
     meta: ModelMeta | None = None  # absent until the engine is ready
     path: str | None = None  # router mode: the GGUF
     status: ModelStatusInfo | None = None  # router mode
+    architecture: ModelArchitecture | None = None
 
 
 class OllamaModelDetails(msgspec.Struct):

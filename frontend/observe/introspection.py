@@ -11,6 +11,7 @@ import llama_cpp
 import msgspec
 
 from frontend.text.chat_template import ChatTemplate, ChatTemplateError
+from frontend.text.multimodal import MARKER
 from frontend.api.sampling import server_defaults
 from frontend.structured.lazy import triggers_json
 from ggserve.config import ServeConfig
@@ -39,7 +40,9 @@ def props(cfg: ServeConfig, info: EngineInfo, template: ChatTemplate) -> dict[st
         # llama_model_desc is "<arch> <size> <file type>": its last part is llama-server's model_ftype.
         "model_ftype": executor.model_desc.split(" ", 2)[-1] if executor else "",
         "model_path": info.model_path,
-        "modalities": {"vision": False, "video": False, "audio": False},
+        "modalities": {"vision": bool(executor and executor.vision), "video": False,
+                       "audio": bool(executor and executor.audio)},
+        "media_marker": MARKER,
         "endpoint_slots": cfg.slots,
         "endpoint_props": cfg.props,
         "endpoint_metrics": cfg.metrics,

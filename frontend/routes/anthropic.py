@@ -68,19 +68,35 @@ def _tool_result(block: ToolResultBlock, param: str) -> chat.ChatMessage:
 
 
 def _user_turn(blocks: list[ContentBlock], param: str) -> list[chat.ChatMessage]:
-    """Tool results first (as the chat format answers calls), then the user's text."""
-    results, texts = [], []
+    """Tool results first (as the chat format answers calls), then the user's text and images."""
+    results: list[chat.ChatMessage] = []
+    parts: list[chat.ContentPart] = []
     for j, block in enumerate(blocks):
         if isinstance(block, ToolResultBlock):
             results.append(_tool_result(block, f"{param}.{j}"))
         elif isinstance(block, TextBlock):
-            texts.append(block.text)
+            parts.append(chat.TextPart(block.text))
         elif isinstance(block, ImageBlock):
-            raise invalid(MULTIMODAL, param=f"{param}.{j}")
+            parts.append(chat.ImagePart(chat.ImageUrl(url=_image_url(block, f"{param}.{j}"))))
         else:
             raise invalid(f"{param}.{j}: a user message cannot hold a {block.__struct_config__.tag} block",
                           param=f"{param}.{j}")
-    return results + ([chat.ChatMessage(role="user", content="\n".join(texts))] if texts or not results else [])
+    if not parts and results:
+        return results
+    text_only = all(isinstance(part, chat.TextPart) for part in parts)
+    content = "\n".join(part.text for part in parts) if text_only else parts  # type: ignore[union-attr]
+    return [*results, chat.ChatMessage(role="user", content=content)]
+
+
+def _image_url(block: ImageBlock, param: str) -> str:
+    """An Anthropic image source as an image URL: ``base64`` (as a data: URI) or ``url``."""
+    source = block.source
+    if source.get("type") == "base64" and isinstance(source.get("data"), str):
+        return f"data:{source.get('media_type', 'image/png')};base64,{source['data']}"
+    if source.get("type") == "url" and isinstance(source.get("url"), str):
+        return source["url"]
+    raise invalid("an image source is {\"type\": \"base64\", \"media_type\", \"data\"} or {\"type\": \"url\", "
+                  "\"url\"}", param=f"{param}.source")
 
 
 def _assistant_turn(blocks: list[ContentBlock], param: str) -> chat.ChatMessage:
@@ -248,5 +264,5 @@ async def messages(fe: Frontend, req: Request) -> Response | StreamResponse:
 
 async def count_tokens(fe: Frontend, req: Request) -> Response:
     body = req.decode(CountTokensRequest)
-    _, tokens = await conversation.prompt_tokens(fe, req, chat_request(body))
-    return json_response(TokenCount(len(tokens)))
+    _, prompt = await conversation.prompt_tokens(fe, req, chat_request(body))
+    return json_response(TokenCount(len(prompt.tokens)))

@@ -148,5 +148,5 @@ async def input_tokens(fe: Frontend, req: Request) -> Response:
     /v1/chat/completions/input_tokens)."""
     body = req.decode(ChatCompletionRequest)
     refuse_unsupported(req.body, ChatCompletionRequest)
-    _, tokens = await conversation.prompt_tokens(fe, req, body)
-    return json_response(InputTokenCount(len(tokens)))
+    _, prompt = await conversation.prompt_tokens(fe, req, body)
+    return json_response(InputTokenCount(len(prompt.tokens)))

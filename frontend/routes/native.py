@@ -40,7 +40,8 @@ from frontend.api.sampling import (
     time_limit_s,
     token_limit,
 )
-from frontend.api.schemas import MAX_CHOICES, NativeCompletionRequest
+from frontend import media
+from frontend.api.schemas import MAX_CHOICES, NativeCompletionRequest, PromptObject
 from frontend.state import Frontend
 from frontend.structured.constraints import output_grammar
 from frontend.structured.lazy import preserved_ids, triggers_json
@@ -188,10 +189,23 @@ def _generation_settings(body: NativeCompletionRequest, sampling: SamplingParams
 def _native_prompts(fe: Frontend, body: NativeCompletionRequest) -> list[Prompt]:
     if body.input_prefix is not None or body.input_suffix is not None or body.input_extra is not None:
         raise invalid("input_prefix, input_suffix and input_extra belong to /infill", param="input_prefix")
-    prompts = completion_prompts(fe.tokenizer, body.prompt, None)
+    multimodal = (lambda prompt, param: _multimodal_prompt(fe, prompt, param)) if fe.multimodal is not None else None
+    prompts = completion_prompts(fe.tokenizer, body.prompt, None, multimodal)
     if len(prompts) * body.n > MAX_CHOICES:
         raise invalid(f"{len(prompts)} prompts x n={body.n} is over the limit of {MAX_CHOICES} choices", param="n")
     return prompts
+
+
+def _multimodal_prompt(fe: Frontend, prompt: PromptObject, param: str) -> Prompt:
+    """llama-server's ``{"prompt_string", "multimodal_data"}``: one marker per file in the text."""
+    if not isinstance(prompt.prompt_string, str):
+        raise invalid("with multimodal_data, prompt_string must be a string (one marker per file)",
+                      param=f"{param}.prompt_string")
+    data = [prompt.multimodal_data] if isinstance(prompt.multimodal_data, str) else prompt.multimodal_data or []
+    files = [media.load_base64(item, f"{param}.multimodal_data[{i}]", fe.media_limits) for i, item in enumerate(data)]
+    assert fe.multimodal is not None
+    tokenized = fe.multimodal.tokenize(prompt.prompt_string, files, param, add_special=True)
+    return Prompt(tokenized.tokens, prompt.prompt_string, tokenized.spans)
 
 
 def _infill_prompt(tokenizer: Tokenizer, body: NativeCompletionRequest) -> list[Prompt]:
@@ -255,12 +269,16 @@ async def _run(fe: Frontend, req: Request, body: NativeCompletionRequest,
     sampling = sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids,
                                info.n_ctx_slot, grammar)
     sampling = msgspec.structs.replace(sampling, post_sampling_probs=body.post_sampling_probs)
+    lora = request_lora(body, info)
+    has_media = any(p.media for p in prompts)
+    media_chunks = fe.media_arena.put([p.media for p in prompts]) if has_media else None  # last: nothing raises after
     requests = engine_requests(req.id, [p.token_ids for p in prompts], body.n, body, sampling, limit, logprobs,
-                               fe.cache_defaults, lora=request_lora(body, info))
+                               fe.cache_defaults, lora=lora, media=media_chunks)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
                      preserved_ids(fe.tokenizer, body.preserved_tokens), time_limit_s(body), body.n_indent,
-                     trace=req.trace)
+                     trace=req.trace,
+                     on_exit=(lambda: fe.media_arena.release(media_chunks)) if media_chunks else None)
     call = _Call(fe, body, prompts, gen, sampling, limit, logprobs)
     if body.stream:
         return StreamResponse(_events(call))

@@ -84,8 +84,24 @@ def chat_messages(items: list[api.InputItem], params: list[str]) -> list[chat.Ch
                                              content=_text(item.output, f"{param}.output")))
         else:
             turn = None
-            messages.append(chat.ChatMessage(role=item.role, content=_text(item.content, f"{param}.content")))
+            messages.append(chat.ChatMessage(role=item.role, content=_input_content(item.content, f"{param}.content")))
     return messages
+
+
+def _input_content(parts: str | list[Any], param: str) -> str | list[chat.ContentPart]:
+    """A user (or system) message: its text, or text and image parts in order (frontend.media)."""
+    if isinstance(parts, str) or not any(isinstance(part, api.InputImage) for part in parts):
+        return _text(parts, param)
+    content: list[chat.ContentPart] = []
+    for j, part in enumerate(parts):
+        if not isinstance(part, api.InputImage):
+            content.append(chat.TextPart(_text([part], param)))
+        elif part.image_url is None:
+            raise invalid("an input_image needs image_url (a data: URI, or http(s) with --allow-remote-media); "
+                          "file ids are not supported", param=f"{param}.{j}")
+        else:
+            content.append(chat.ImagePart(chat.ImageUrl(url=part.image_url)))
+    return content
 
 
 def chat_request(body: api.ResponsesRequest, items: Items, n_stored: int) -> chat.ChatCompletionRequest:

@@ -7,7 +7,7 @@ from typing import Any
 from frontend.observe import introspection, metrics
 from frontend.http.errors import RETRY_AFTER_S, ApiError, invalid, unavailable
 from frontend.http.asgi import Request, Response, json_response
-from frontend.api.schemas import HealthStatus, Model, ModelList, ModelMeta, OllamaModel
+from frontend.api.schemas import HealthStatus, Model, ModelArchitecture, ModelList, ModelMeta, OllamaModel
 from frontend.state import Frontend
 from ipc.protocol import EngineInfo, EngineStats
 
@@ -34,8 +34,16 @@ async def health(fe: Frontend, req: Request) -> Response:
 async def models(fe: Frontend, req: Request) -> Response:
     info = fe.engine.info
     meta = model_meta(fe, info) if info is not None else None
-    return json_response(ModelList([Model(fe.model_id, fe.started_at, "ggserve", meta)],
-                                   [OllamaModel(fe.model_id, fe.model_id)]))
+    capabilities = ["completion", "multimodal"] if fe.multimodal is not None else ["completion"]
+    return json_response(ModelList([Model(fe.model_id, fe.started_at, "ggserve", meta, architecture=architecture(fe))],
+                                   [OllamaModel(fe.model_id, fe.model_id, capabilities=capabilities)]))
+
+
+def architecture(fe: Frontend) -> ModelArchitecture:
+    """The model's input modalities (llama-server's router lists them: OpenRouter's shape)."""
+    info = fe.multimodal.info if fe.multimodal is not None else None
+    inputs = ["text", *(["image"] if info and info.vision else []), *(["audio"] if info and info.audio else [])]
+    return ModelArchitecture(inputs)
 
 
 def model_meta(fe: Frontend, info: EngineInfo) -> ModelMeta:

@@ -18,11 +18,12 @@ from typing import Any
 import msgspec
 
 from frontend.http.errors import invalid
-from frontend.api.schemas import ChatCompletionRequest, ChatMessage, NamedToolChoice
+from frontend.api.schemas import ChatCompletionRequest, ChatMessage, NamedToolChoice, TextPart
 from frontend.structured import gbnf
 from frontend.structured.json_schema import SchemaError, schema_rule
 from frontend.structured.tool_formats import GENERIC, ToolFormat, detect_native_format
 from frontend.structured.tool_formats.harmony import HarmonyFormat
+from frontend.text.multimodal import MARKER
 
 GENERIC_PROMPT = (
     "You can call these functions:\n<tools>\n{tools}\n</tools>\n"
@@ -70,8 +71,9 @@ def plan_tools(body: ChatCompletionRequest, template_source: str) -> ToolPlan:
 def _message(message: ChatMessage, i: int) -> dict[str, Any]:
     content = message.content
     if isinstance(content, list):
-        # Templates differ in what they accept; joined text works with all of them (llama.cpp's choice).
-        content = "\n".join(part.text for part in content)
+        # Templates differ in what they accept; joined text works with all of them (llama.cpp's
+        # choice). An image or audio part is the media marker there (frontend.text.multimodal).
+        content = "\n".join(part.text if isinstance(part, TextPart) else MARKER for part in content)
     out: dict[str, Any] = {"role": message.role, "content": content or ""}
     if message.name is not None:
         out["name"] = message.name

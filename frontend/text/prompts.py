@@ -12,11 +12,13 @@ which needs a model with FIM tokens.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from frontend.api.schemas import PromptInput, PromptObject
 from frontend.http.errors import invalid
+from frontend.text.multimodal import Span
 from frontend.text.tokenizer import Tokenizer
 
 # One prompt of a request: text, token ids, both mixed, or an object prompt.
@@ -29,6 +31,7 @@ _MEDIA_PARTS = frozenset({"image_url", "input_audio", "input_video"})
 class Prompt:
     token_ids: list[int]
     text: str  # what ``echo`` sends back
+    media: list[Span] = field(default_factory=list)  # its images / audio (frontend.text.multimodal)
 
 
 def check_tokens(tokenizer: Tokenizer, token_ids: list[int], param: str) -> None:
@@ -103,12 +106,19 @@ def _content_text(parts: list[dict[str, Any]] | str, param: str) -> str:
     return "".join(texts)
 
 
-def completion_prompts(tokenizer: Tokenizer, value: PromptInput, suffix: str | None) -> list[Prompt]:
-    """The prompts of a completion request, each with the text ``echo`` sends back."""
+def completion_prompts(tokenizer: Tokenizer, value: PromptInput, suffix: str | None,
+                       multimodal: Callable[[PromptObject, str], Prompt] | None = None) -> list[Prompt]:
+    """The prompts of a completion request, each with the text ``echo`` sends back.
+    ``multimodal``: how an object prompt with ``multimodal_data`` becomes one (a server with a
+    projector; without one such a prompt is a 400)."""
     if suffix is not None and not tokenizer.supports_infill:
         raise invalid("suffix needs a model with fill-in-the-middle tokens; this one has none", param="suffix")
     prompts = []
-    for item in split_prompts(value, "prompt"):
+    items = split_prompts(value, "prompt")
+    for i, item in enumerate(items):
+        if multimodal is not None and isinstance(item, PromptObject) and item.multimodal_data:
+            prompts.append(multimodal(item, f"prompt[{i}]" if isinstance(value, list) else "prompt"))
+            continue
         # An infill prefix is plain text placed between FIM tokens: no BOS, no special tokens.
         token_ids = subprompt_tokens(tokenizer, item, "prompt", special=suffix is None)
         text = item if isinstance(item, str) else tokenizer.detokenize(token_ids, special=False)

@@ -28,6 +28,7 @@ class Tokenizer:
         self._model = llama_cpp.llama_model_load_from_file(model_path.encode(), params)
         if not self._model:
             raise RuntimeError(f"cannot load the vocabulary of {model_path}")
+        self.model = self._model  # the vocab-only model (frontend.text.multimodal builds on it)
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
         self.vocab = self._vocab  # for grammar checks (frontend.structured.grammar)
         self.n_vocab: int = llama_cpp.llama_vocab_n_tokens(self._vocab)

@@ -21,6 +21,7 @@ let currentId = localStorage.getItem(STORE.current) || null;
 let settings = load(STORE.settings, { systemPrompt: "" });
 let modelName = "";
 let controller = null;  // the AbortController of the reply being streamed
+let attachments = [];  // data: URLs of the images picked for the next message
 
 function load(key, fallback) {
   try {
@@ -31,7 +32,11 @@ function load(key, fallback) {
 }
 
 function save() {
-  localStorage.setItem(STORE.conversations, JSON.stringify(conversations));
+  try {
+    localStorage.setItem(STORE.conversations, JSON.stringify(conversations));
+  } catch (err) {  // the browser's quota (a few MB): attached images fill it fast
+    console.warn("conversations not saved:", err);
+  }
   localStorage.setItem(STORE.current, currentId ?? "");
 }
 
@@ -80,6 +85,8 @@ async function loadModel() {
     return;
   }
   const models = (await response.json()).data;
+  // a server with an image projector (--mmproj) takes pictures in user messages
+  $("attach-button").hidden = !models[0].architecture?.input_modalities?.includes("image");
   if (!models.some((m) => m.status)) {  // one model: its name, no picker
     modelName = models[0].id;
     $("model-name").textContent = modelName;
@@ -169,7 +176,7 @@ function messageView(message) {
     reasoning.hidden = !message.reasoning;
     reasoningText.textContent = message.reasoning || "";
     if (message.role === "assistant") content.replaceChildren(Markdown.render(message.content));
-    else content.textContent = message.content;
+    else content.replaceChildren(...userContent(message.content));
     const notes = [];
     if (message.stats) notes.push(message.stats);
     if (message.stopped) notes.push("stopped");
@@ -179,6 +186,19 @@ function messageView(message) {
   };
   update();
   return { node, update };
+}
+
+// A user message is its text, or OpenAI content parts: text and images (data: URLs).
+function userContent(parts) {
+  if (typeof parts === "string") return [parts];
+  return parts.map((part) => {
+    if (part.type === "text") return part.text;
+    const img = document.createElement("img");
+    img.className = "attachment";
+    img.src = part.image_url.url;
+    img.alt = "attached image";
+    return img;
+  });
 }
 
 function render() {
@@ -242,7 +262,10 @@ async function* events(response) {
 async function send(text) {
   const convo = current() || newConversation();
   if (!convo.messages.length) convo.title = text.slice(0, 48);
-  convo.messages.push({ role: "user", content: text });
+  const images = attachments.map((url) => ({ type: "image_url", image_url: { url } }));
+  attachments = [];
+  $("attached").textContent = "";
+  convo.messages.push({ role: "user", content: images.length ? [{ type: "text", text }, ...images] : text });
   const reply = { role: "assistant", content: "", model: modelName };
   convo.messages.push(reply);
   save();
@@ -337,6 +360,18 @@ $("prompt").addEventListener("keydown", (event) => {
   }
 });
 $("stop").addEventListener("click", () => controller?.abort());
+$("attach-button").addEventListener("click", () => $("attach").click());
+$("attach").addEventListener("change", async () => {
+  const read = (file) => new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+  attachments.push(...(await Promise.all([...$("attach").files].map(read))));
+  $("attach").value = "";
+  $("attached").textContent = `${attachments.length} image${attachments.length === 1 ? "" : "s"}`;
+});
 $("new-chat").addEventListener("click", () => {
   if (controller) return;
   newConversation();

@@ -1,0 +1,168 @@
+"""The ``multimodal`` workload: `ggserve bench multimodal --mmproj FILE [options]`.
+
+Each server (ggserve, llama-server) is started in turn on the same model, projector, threads and
+context, warmed up, and measured in image requests per second: chat completions of a short text
+and one PNG, ``--max-tokens`` output tokens each (EOS ignored, greedy), at these loads:
+
+- ``distinct-C``: C concurrent clients, every request a picture never seen before (the encoder
+  runs for each; C in --concurrency: 1 and 4);
+- ``same-C``: C clients, every request the same picture and text (prefix and encoder caches).
+
+Every load sends ``--requests`` requests after waiting for a quiet machine. The table gives each
+server's requests/s and ggserve's ratio to llama-server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import random
+import struct
+import sys
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import compare, report
+from bench.llama_cpp_build import ensure_built
+from bench.machine import wait_until_quiet
+
+SERVERS = ("ggserve", "llama-server")
+
+
+@dataclass(frozen=True)
+class Load:
+    name: str  # "distinct-4", "same-1"
+    clients: int
+    distinct: bool
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ggserve bench multimodal", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mmproj", required=True, help="the projector GGUF both servers load")
+    p.add_argument("--servers", default=",".join(SERVERS), help="comma-separated, from: " + ", ".join(SERVERS))
+    p.add_argument("-m", "--model-path", default=None, help="GGUF (default: the embedded Gemma 3 270M)")
+    p.add_argument("-t", "--threads", type=int, default=2)
+    p.add_argument("-c", "--ctx-size", type=int, default=4096)
+    p.add_argument("-np", "--parallel", type=int, default=4, help="slots of both servers")
+    p.add_argument("--concurrency", default="1,4", help="comma-separated client counts")
+    p.add_argument("--requests", type=int, default=32, help="requests per load")
+    p.add_argument("--max-tokens", type=int, default=16)
+    p.add_argument("--image-size", type=int, default=64, help="side of the square PNGs, in pixels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--port", type=int, default=0, help="0: a free port")
+    p.add_argument("--startup-timeout", type=float, default=300.0)
+    p.add_argument("--quiet-cores", type=float, default=0.1,
+                   help="measure only when other processes use at most this many cores")
+    p.add_argument("--quiet-timeout", type=float, default=600.0)
+    p.add_argument("--output-dir", type=Path, default=Path("bench-results"))
+    return p
+
+
+def png(side: int, rng: random.Random) -> bytes:
+    """A PNG of random RGB pixels."""
+    raw = b"".join(b"\x00" + rng.randbytes(side * 3) for _ in range(side))
+
+    def block(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + block(b"IHDR", header) + block(b"IDAT", zlib.compress(raw)) + block(b"IEND", b"")
+
+
+def server_command(name: str, args: argparse.Namespace, model: str, port: int) -> list[str]:
+    common = ["-m", model, "--mmproj", args.mmproj, "--port", str(port), "-c", str(args.ctx_size),
+              "-t", str(args.threads), "-np", str(args.parallel), "--no-repack"]  # repacked kernels crash on some VMs
+    if name == "ggserve":
+        return [sys.executable, "-c", compare.GGSERVE_LAUNCHER, "serve", *common]
+    return [str(ensure_built()["llama-server"]), *common, "--host", "127.0.0.1", "--no-webui"]
+
+
+def body(image: bytes, max_tokens: int) -> dict[str, Any]:
+    url = "data:image/png;base64," + base64.b64encode(image).decode()
+    content = [{"type": "text", "text": "Describe this picture."}, {"type": "image_url", "image_url": {"url": url}}]
+    return {"model": "m", "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens,
+            "temperature": 0, "ignore_eos": True}
+
+
+async def run_load(base_url: str, load: Load, images: list[bytes], max_tokens: int) -> dict[str, Any]:
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for image in images:
+        queue.put_nowait(image)
+    errors = tokens = 0
+
+    async def client(http: httpx.AsyncClient) -> None:
+        nonlocal errors, tokens
+        while not queue.empty():
+            response = await http.post(f"{base_url}/v1/chat/completions", json=body(queue.get_nowait(), max_tokens))
+            if response.status_code != 200:
+                errors += 1
+            else:
+                tokens += response.json()["usage"]["completion_tokens"]
+
+    async with httpx.AsyncClient(timeout=600.0, limits=httpx.Limits(max_connections=load.clients)) as http:
+        started = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(load.clients)))
+        elapsed = time.perf_counter() - started
+    return {"load": load.name, "requests": len(images), "errors": errors, "completion_tokens": tokens,
+            "seconds": round(elapsed, 3), "requests_per_s": round(len(images) / elapsed, 3)}
+
+
+def measure(name: str, args: argparse.Namespace, model: str, loads: list[Load], images: dict[str, list[bytes]],
+            log_path: Path) -> list[dict[str, Any]]:
+    port = args.port or compare.free_port()
+    rows = []
+    with compare.running_server(name, server_command(name, args, model, port), port, log_path,
+                                args.startup_timeout) as (base_url, pid):
+        asyncio.run(run_load(base_url, Load("warmup", 1, True), images["warmup"], args.max_tokens))
+        for load in loads:
+            other = wait_until_quiet(args.quiet_cores, args.quiet_timeout, server_session=pid)
+            row = {"server": name} | asyncio.run(run_load(base_url, load, images[load.name], args.max_tokens))
+            rows.append(row | {"other_cores": round(other, 2)})
+            print(f"[bench.multimodal] {name} {load.name}: {row['requests_per_s']} requests/s", file=sys.stderr,
+                  flush=True)
+    return rows
+
+
+def table(rows: list[dict[str, Any]], servers: list[str], loads: list[Load]) -> str:
+    by = {(r["server"], r["load"]): r for r in rows}
+    both = "ggserve" in servers and "llama-server" in servers
+    head = ["load", *(f"{s} requests/s" for s in servers), *(["ggserve / llama-server"] if both else [])]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for load in loads:
+        cells = [load.name, *(f"{by[(s, load.name)]['requests_per_s']:.2f}" for s in servers)]
+        if both:
+            ratio = by[("ggserve", load.name)]["requests_per_s"] / by[("llama-server", load.name)]["requests_per_s"]
+            cells.append(f"{ratio:.2f}x")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    servers = [s for s in args.servers.split(",") if s]
+    if set(servers) - set(SERVERS):
+        raise SystemExit(f"unknown servers {sorted(set(servers) - set(SERVERS))}; known: {list(SERVERS)}")
+    from ggserve.model import resolve_model
+
+    model = resolve_model(args.model_path)
+    counts = [int(c) for c in args.concurrency.split(",") if c]
+    loads = [Load(f"distinct-{c}", c, True) for c in counts] + [Load(f"same-{c}", c, False) for c in counts]
+    rng = random.Random(args.seed)
+    same = png(args.image_size, rng)
+    # The same pictures for every server, in the same order.
+    images = {load.name: [png(args.image_size, rng) if load.distinct else same for _ in range(args.requests)]
+              for load in loads}
+    images["warmup"] = [png(args.image_size, rng) for _ in range(2)]
+    rows = []
+    for name in servers:
+        rows += measure(name, args, model, loads, images, args.output_dir / f"multimodal-{name}.log")
+    report.write_jsonl(args.output_dir / "multimodal.jsonl", rows)
+    sys.stdout.write(table(rows, servers, loads))
+    return 1 if any(r["errors"] for r in rows) else 0

@@ -1,0 +1,129 @@
+"""Images and audio in prompts: encode media chunks with mtmd and decode their embeddings.
+
+The frontend put each file's bytes in its shared-memory arena and counted the chunk's embeddings
+with its own mtmd context; here the same projector encodes the file again (same bytes, same
+preprocessing: the same count) and the embeddings go to ``llama_decode`` through a batch with
+``embd`` set. A chunk is decoded whole in a decode of its own (one micro-batch), at positions
+``pos .. pos + n_tokens - 1``, with non-causal attention where the model wants it (Gemma 3
+attends bidirectionally within an image). Encoded chunks are kept by content hash (bounded), so
+a second request with the same picture skips the encoder even when its prefix is not cached.
+
+M-RoPE projectors (Qwen2-VL and relatives: positions per image row and column) are refused at
+load: their chunks take fewer positions than KV cells, which the scheduler does not model.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import logging
+
+import llama_cpp
+import numpy as np
+from llama_cpp import mtmd_cpp as mtmd
+
+from executor import projector
+from executor.projector import MediaError
+from ipc.protocol import BatchItem, EngineError, ErrorCode, MediaChunk
+from ipc.shm import ArenaReader
+
+log = logging.getLogger(__name__)
+
+EMBEDDING_CACHE_BYTES = 256 * 2**20  # encoded chunks kept by hash (a Gemma 3 4B image: 2.6 MB)
+
+
+class MediaDecoder:
+    """The executor's media: each sequence's chunks, the encoder, and an embeddings batch."""
+
+    def __init__(self, path: str, model: llama_cpp.llama_model_p, ctx: llama_cpp.llama_context_p,
+                 use_gpu: bool, n_threads: int, n_ubatch: int) -> None:
+        self.mtmd, self.info = projector.load(path, model, use_gpu, n_threads, warmup=True)
+        self.ctx = ctx
+        self.n_embd = llama_cpp.llama_model_n_embd(model)
+        self.n_ubatch = n_ubatch
+        self.reader = ArenaReader()
+        self.chunks: dict[int, dict[int, MediaChunk]] = {}  # seq -> start -> chunk
+        self.cache: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
+        self.cache_bytes = 0
+        self.batch = llama_cpp.llama_batch_init(n_ubatch, self.n_embd, 1)
+        self._embd = np.ctypeslib.as_array(self.batch.embd, shape=(n_ubatch, self.n_embd))
+
+    def start(self, seq_id: int, media: list[MediaChunk]) -> None:
+        """A request starts on ``seq_id`` with these chunks (none: a text request)."""
+        if media:
+            self.chunks[seq_id] = {chunk.start: chunk for chunk in media}
+        else:
+            self.chunks.pop(seq_id, None)
+
+    def run(self, items: list[BatchItem], failures: dict[int, EngineError]) -> list[BatchItem]:
+        """Decode the items that are media chunks (each alone); the text items, to batch."""
+        text: list[BatchItem] = []
+        for item in items:
+            if not item.token_ids or item.token_ids[0] >= 0:
+                text.append(item)
+            elif item.seq_id not in failures:
+                try:
+                    self._decode(item)
+                except MediaError as exc:
+                    log.warning("sequence %d: %s", item.seq_id, exc)
+                    failures[item.seq_id] = EngineError(ErrorCode.INVALID_REQUEST, str(exc))
+        return text
+
+    def _decode(self, item: BatchItem) -> None:
+        chunk = self.chunks.get(item.seq_id, {}).get(item.pos)
+        n = len(item.token_ids)
+        if chunk is None or chunk.n_tokens != n or item.sample:
+            raise MediaError(f"invalid plan: no media chunk of {n} positions at {item.pos}")
+        if n > self.n_ubatch:
+            raise MediaError(f"a media chunk of {n} embeddings exceeds the micro-batch ({self.n_ubatch})")
+        self._embd[:n] = self._embeddings(chunk)
+        b = self.batch
+        for i in range(n):
+            b.pos[i] = item.pos + i
+            b.n_seq_id[i] = 1
+            b.seq_id[i][0] = item.seq_id
+            b.logits[i] = 0
+        b.n_tokens = n
+        if self.info.non_causal:
+            llama_cpp.llama_set_causal_attn(self.ctx, False)
+        try:
+            rc = llama_cpp.llama_decode(self.ctx, b)
+        finally:
+            if self.info.non_causal:
+                llama_cpp.llama_set_causal_attn(self.ctx, True)
+        if rc != 0:
+            raise MediaError("no room in the KV cache for a media chunk" if rc == 1
+                             else f"llama_decode of a media chunk returned {rc}")
+
+    def _embeddings(self, chunk: MediaChunk) -> np.ndarray:
+        cached = self.cache.get(chunk.sha256)
+        if cached is not None:
+            self.cache.move_to_end(chunk.sha256)
+            return cached
+        data = self.reader.get(chunk.data).tobytes()
+        # The frontend frees the region when its request ends: bytes of another file there must
+        # never be cached under this hash.
+        if hashlib.sha256(data).hexdigest() != chunk.sha256:
+            raise MediaError("the media file changed before it was encoded (request gone?)")
+        embd = self._encode(data, chunk.n_tokens)
+        self.cache[chunk.sha256] = embd
+        self.cache_bytes += embd.nbytes
+        while self.cache_bytes > EMBEDDING_CACHE_BYTES and len(self.cache) > 1:
+            _, old = self.cache.popitem(last=False)
+            self.cache_bytes -= old.nbytes
+        return embd
+
+    def _encode(self, data: bytes, n_tokens: int) -> np.ndarray:
+        with projector.chunks_of(self.mtmd, projector.marker(), [data]) as chunks:
+            media = [c for c in chunks if not projector.is_text(c)]
+            if len(media) != 1 or projector.n_embeddings(media[0]) != n_tokens:
+                raise MediaError("the media file gives another number of embeddings than the frontend counted")
+            if mtmd.mtmd_encode_chunk(self.mtmd, media[0]) != 0:
+                raise MediaError("the media encoder failed")
+            out = mtmd.mtmd_get_output_embd(self.mtmd)
+            return np.ctypeslib.as_array(out, shape=(n_tokens, self.n_embd)).copy()
+
+    def close(self) -> None:
+        llama_cpp.llama_batch_free(self.batch)
+        projector.free(self.mtmd)
+        self.reader.close()

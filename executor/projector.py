@@ -1,0 +1,107 @@
+"""llama.cpp's mtmd (multimodal projector) behind three calls, for the frontend and the executor.
+
+Both load the same ``--mmproj``: the frontend to split a prompt into text tokens and media chunks
+(and count each chunk's embeddings: it varies with the image's size on some models), the executor
+to encode the chunks. Both run the same preprocessing on the same bytes, so they agree on counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import llama_cpp
+from llama_cpp import mtmd_cpp as mtmd
+
+
+class MediaError(Exception):
+    """A media file could not be decoded, preprocessed or encoded; ``index``: which one, if known."""
+
+    def __init__(self, message: str, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+@dataclass(frozen=True)
+class ProjectorInfo:
+    vision: bool
+    audio: bool
+    non_causal: bool  # decode images with bidirectional attention (Gemma 3)
+
+
+def load(path: str, model: llama_cpp.llama_model_p, use_gpu: bool, n_threads: int,
+         warmup: bool) -> tuple[mtmd.mtmd_context_p, ProjectorInfo]:
+    """An mtmd context for ``model`` (a vocab-only model is enough to tokenize); RuntimeError says
+    what is wrong."""
+    params = mtmd.mtmd_context_params_default()
+    params.use_gpu = use_gpu
+    params.n_threads = n_threads
+    params.warmup = warmup
+    ctx = mtmd.mtmd_init_from_file(path.encode(), model, params)
+    if not ctx:
+        raise RuntimeError(f"cannot load the multimodal projector {path} for this model "
+                           "(not an mmproj GGUF, or one made for another model: see the log)")
+    if mtmd.mtmd_decode_use_mrope(ctx):
+        # Their chunks take fewer positions than KV cells; the scheduler counts one per cell.
+        mtmd.mtmd_free(ctx)
+        raise RuntimeError(f"{path} is an M-RoPE projector (Qwen2-VL family): not supported yet")
+    info = ProjectorInfo(bool(mtmd.mtmd_support_vision(ctx)), bool(mtmd.mtmd_support_audio(ctx)),
+                         bool(mtmd.mtmd_decode_use_non_causal(ctx, None)))
+    return ctx, info
+
+
+def free(ctx: mtmd.mtmd_context_p) -> None:
+    mtmd.mtmd_free(ctx)
+
+
+@contextlib.contextmanager
+def chunks_of(ctx: mtmd.mtmd_context_p, text: bytes, files: list[bytes], add_special: bool = False,
+              parse_special: bool = True) -> Iterator[list[mtmd.mtmd_input_chunk_p]]:
+    """mtmd's chunks of ``text`` with one media marker per file, freed on exit. MediaError names
+    the file that does not decode."""
+    n_markers = text.count(marker())
+    if n_markers != len(files):  # checked here: mtmd's return codes do not tell this apart
+        raise MediaError(f"the prompt has {n_markers} media markers ({marker().decode()}) for {len(files)} "
+                         "media files; each file needs one")
+    bitmaps = []
+    chunks = mtmd.mtmd_input_chunks_init()
+    try:
+        for i, data in enumerate(files):
+            buf = (ctypes.c_ubyte * len(data)).from_buffer_copy(data)
+            bitmap = mtmd.mtmd_helper_bitmap_init_from_buf(ctx, buf, len(data), False)
+            if not bitmap:
+                raise MediaError(f"media file {i} could not be decoded", i)
+            bitmaps.append(bitmap)
+        inp = mtmd.mtmd_input_text()
+        inp.text, inp.text_len = text, len(text)
+        inp.add_special, inp.parse_special = add_special, parse_special
+        array = (ctypes.c_void_p * max(1, len(bitmaps)))(*bitmaps)
+        rc = mtmd.mtmd_tokenize(ctx, chunks, ctypes.byref(inp), array, len(bitmaps))
+        if rc != 0:
+            raise MediaError(f"a media file could not be preprocessed (mtmd_tokenize returned {rc})")
+        yield [mtmd.mtmd_input_chunks_get(chunks, i) for i in range(mtmd.mtmd_input_chunks_size(chunks))]
+    finally:
+        mtmd.mtmd_input_chunks_free(chunks)
+        for bitmap in bitmaps:
+            mtmd.mtmd_bitmap_free(bitmap)
+
+
+def is_text(chunk: mtmd.mtmd_input_chunk_p) -> bool:
+    return mtmd.mtmd_input_chunk_get_type(chunk) == mtmd.MTMD_INPUT_CHUNK_TYPE_TEXT
+
+
+def text_tokens(chunk: mtmd.mtmd_input_chunk_p) -> list[int]:
+    n = ctypes.c_size_t()
+    tokens = mtmd.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(n))
+    return tokens[: n.value]
+
+
+def n_embeddings(chunk: mtmd.mtmd_input_chunk_p) -> int:
+    return mtmd.mtmd_input_chunk_get_n_tokens(chunk)
+
+
+def marker() -> bytes:
+    """The text that stands for one media file in a prompt (llama.cpp's ``<__media__>``)."""
+    return mtmd.mtmd_default_marker()

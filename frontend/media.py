@@ -1,0 +1,171 @@
+"""Media a request sends (images, audio): fetched, decoded from base64, sized and sniffed.
+
+What comes out is a ``MediaFile``: the file's bytes as the client sent them, whether they are an
+image or audio, and their SHA-256 (the prefix cache and the executor's encoder cache key media
+by it). Every problem is a 400 naming the part: not base64, an unsupported format, larger than
+``--media-max-bytes``, a remote URL without ``--allow-remote-media``, a kind of media the
+projector has no encoder for. Whether the bytes really decode is mtmd's to say, when the prompt
+is tokenized (frontend.text.multimodal).
+
+Formats are those llama.cpp's mtmd decodes without ffmpeg: images through stb_image (PNG, JPEG,
+GIF, BMP), audio through miniaudio (WAV, MP3, FLAC).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+from frontend.api.schemas import AudioPart, ChatMessage, ImagePart
+from frontend.http.errors import invalid
+from ggserve.config import ServeConfig
+
+_IMAGE_MAGIC = {b"\x89PNG\r\n\x1a\n": "png", b"\xff\xd8\xff": "jpeg", b"GIF87a": "gif", b"GIF89a": "gif", b"BM": "bmp"}
+_AUDIO_MAGIC = {b"ID3": "mp3", b"fLaC": "flac"}
+
+
+@dataclass(frozen=True)
+class MediaFile:
+    data: bytes
+    kind: str  # "image" or "audio"
+    sha256: str
+    param: str  # where the request had it, for error messages
+
+
+def sniff(data: bytes) -> tuple[str, str] | None:
+    """(kind, format) from the file's first bytes; None for a format mtmd cannot read."""
+    for magic, fmt in _IMAGE_MAGIC.items():
+        if data.startswith(magic):
+            return "image", fmt
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        return "audio", "wav"
+    for magic, fmt in _AUDIO_MAGIC.items():
+        if data.startswith(magic):
+            return "audio", fmt
+    if len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0:  # an MPEG audio frame
+        return "audio", "mp3"
+    return None
+
+
+def describe(data: bytes) -> str:
+    """What an unreadable file looks like, for the error message."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    if data[4:12] in (b"ftypavif", b"ftypheic", b"ftypmif1"):
+        return "AVIF/HEIC"
+    if data.lstrip()[:5] in (b"<?xml", b"<svg ") or data.lstrip()[:4] == b"<svg":
+        return "SVG"
+    return "not an image or audio file"
+
+
+class MediaLimits:
+    """The server's media settings and what its projector can encode."""
+
+    def __init__(self, cfg: ServeConfig, vision: bool, audio: bool) -> None:
+        self.max_bytes = cfg.media_max_bytes
+        self.allow_remote = cfg.allow_remote_media
+        self.fetch_timeout = cfg.media_fetch_timeout
+        self.vision = vision
+        self.audio = audio
+        self.mmproj = bool(cfg.mmproj)
+
+
+def _check_size(n: int, param: str, limits: MediaLimits) -> None:
+    if n > limits.max_bytes:
+        raise invalid(f"the media file is {n} bytes; this server accepts at most {limits.max_bytes} "
+                      "(--media-max-bytes)", param=param)
+
+
+def _b64(text: str, param: str, limits: MediaLimits) -> bytes:
+    _check_size(len(text) * 3 // 4 - 2, param, limits)  # before decoding a huge string
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid("the media data is not valid base64", param=param) from None
+
+
+def _from_data_uri(url: str, param: str, limits: MediaLimits) -> bytes:
+    header, sep, payload = url[5:].partition(",")
+    if not sep or not header.endswith(";base64"):
+        raise invalid("a data: URI must be base64 (data:<type>;base64,<data>)", param=param)
+    return _b64(payload, param, limits)
+
+
+def _fetch(url: str, param: str, limits: MediaLimits) -> bytes:
+    """GET ``url`` with the time and size limits (blocking: run it in a thread)."""
+    request = urllib.request.Request(url, headers={"User-Agent": "ggserve"})
+    try:
+        with urllib.request.urlopen(request, timeout=limits.fetch_timeout) as response:
+            data = response.read(limits.max_bytes + 1)
+    except urllib.error.HTTPError as exc:
+        raise invalid(f"fetching the media URL failed: HTTP {exc.code}", param=param) from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise invalid(f"fetching the media URL failed: {reason}", param=param) from None
+    _check_size(len(data), param, limits)
+    return data
+
+
+async def _image_bytes(part: ImagePart, param: str, limits: MediaLimits) -> bytes:
+    url = part.image_url.url
+    if url.startswith("data:"):
+        return _from_data_uri(url, param, limits)
+    if url.startswith(("http://", "https://")):
+        if not limits.allow_remote:
+            raise invalid("remote media URLs are off on this server (--allow-remote-media); send the image "
+                          "as a data: URI", param=param)
+        return await asyncio.to_thread(_fetch, url, param, limits)
+    raise invalid("image_url.url must be a data: URI (or http(s) with --allow-remote-media)", param=param)
+
+
+def _check_server(param: str, limits: MediaLimits) -> None:
+    if not limits.mmproj:
+        raise invalid("this server does not accept images or audio: start it with --mmproj and the model's "
+                      "projector file", param=param)
+
+
+async def load(part: ImagePart | AudioPart, param: str, limits: MediaLimits) -> MediaFile:
+    """The checked file of one content part."""
+    _check_server(param, limits)
+    if isinstance(part, ImagePart):
+        return checked(await _image_bytes(part, param, limits), "image", param, limits)
+    return checked(_b64(part.input_audio.data, param, limits), "audio", param, limits)
+
+
+def load_base64(data: str, param: str, limits: MediaLimits) -> MediaFile:
+    """The checked file of llama-server's ``multimodal_data`` entry (an image or audio)."""
+    _check_server(param, limits)
+    return checked(_b64(data, param, limits), None, param, limits)
+
+
+def checked(data: bytes, want: str | None, param: str, limits: MediaLimits) -> MediaFile:
+    """``data`` as a MediaFile if it is media this server can encode (of kind ``want`` if given)."""
+    _check_size(len(data), param, limits)
+    found = sniff(data)
+    if found is None:
+        raise invalid(f"unsupported media format ({describe(data)}); images: PNG, JPEG, GIF, BMP; audio: WAV, "
+                      "MP3, FLAC", param=param)
+    kind, fmt = found
+    if want is not None and kind != want:
+        raise invalid(f"the {want} part holds {kind} ({fmt})", param=param)
+    if kind == "image" and not limits.vision:
+        raise invalid("the model's projector (--mmproj) has no image encoder", param=param)
+    if kind == "audio" and not limits.audio:
+        raise invalid("the model's projector (--mmproj) has no audio encoder", param=param)
+    return MediaFile(data, kind, hashlib.sha256(data).hexdigest(), param)
+
+
+async def load_messages(messages: list[ChatMessage], limits: MediaLimits) -> list[MediaFile]:
+    """The media parts of a conversation in prompt order (each becomes one marker there)."""
+    files = []
+    for i, message in enumerate(messages):
+        if isinstance(message.content, list):
+            for j, part in enumerate(message.content):
+                if isinstance(part, (ImagePart, AudioPart)):
+                    files.append(await load(part, f"messages[{i}].content[{j}]", limits))
+    return files

@@ -1,0 +1,199 @@
+"""Tiny multimodal projectors (mmproj GGUFs) for the embedded Gemma 3 270M, written with ``gguf``.
+
+llama.cpp's mtmd loads a projector only if its output width equals the text model's embedding
+width (640 here); everything else may be tiny. Random weights: they prove plumbing, positions and
+caching, never what a picture shows.
+
+- ``tiny_vision_mmproj()``: projector type ``gemma3`` (Gemma 3's own: a SigLIP ViT, a 2D average
+  pool, an RMS norm and one projection). The smallest tensor set of the vision projectors, and the
+  one the embedded model's family uses, so mtmd wraps images in ``<start_of_image>`` /
+  ``<end_of_image>`` and decodes them with non-causal attention as it does for Gemma 3 4B.
+  56 px images, 14 px patches -> 4x4 patches, pooled by 2 -> 4 image tokens.
+- ``tiny_audio_mmproj()``: projector type ``ultravox`` (a Whisper encoder: two 1D convolutions, a
+  transformer, frame stacking, an RMS-normed SwiGLU projector). Whisper works on 30 s windows of
+  128 mel bins; 1,500 positions after the stride-2 convolution, stacked by 20 -> 75 tokens a window.
+
+Both are written once into the test cache (``tiny_models.cache_dir``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from collections.abc import Callable
+
+import gguf
+import numpy as np
+from tiny_models import cache_dir
+
+TEXT_EMBD = 640  # the embedded Gemma 3 270M's n_embd: the projector's output width
+VIT_EMBD = 32
+VIT_HEADS = 2
+VIT_FF = 64
+IMAGE_SIZE = 56
+PATCH_SIZE = 14
+POOL = 2  # Gemma 3's avg-pool kernel (4 in the real model); tokens per image = (56/14/2)^2 = 4
+IMAGE_TOKENS = (IMAGE_SIZE // PATCH_SIZE // POOL) ** 2
+MEL_BINS = 128
+AUDIO_POSITIONS = 1500  # Whisper: 3,000 mel frames a 30 s window, halved by the second conv
+STACK = 20  # must divide 1,500 (mtmd checks the token count it predicted)
+AUDIO_TOKENS = AUDIO_POSITIONS // STACK  # per 30 s window
+
+
+def _write_cached(name: str, write: Callable[[str], None]) -> str:
+    """``cache_dir()/name``, written by ``write(tmp_path)`` the first time (atomic rename)."""
+    target = cache_dir() / name
+    if not target.exists():
+        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
+        os.close(fd)
+        try:
+            write(tmp)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return str(target)
+
+
+def _common_keys(writer: gguf.GGUFWriter, modality: str, n_embd: int, n_layer: int) -> None:
+    writer.add_uint32(f"clip.{modality}.embedding_length", n_embd)
+    writer.add_uint32(f"clip.{modality}.feed_forward_length", VIT_FF)
+    writer.add_uint32(f"clip.{modality}.block_count", n_layer)
+    writer.add_uint32(f"clip.{modality}.projection_dim", TEXT_EMBD)
+    writer.add_uint32(f"clip.{modality}.attention.head_count", VIT_HEADS)
+    writer.add_float32(f"clip.{modality}.attention.layer_norm_epsilon", 1e-6)
+
+
+def _encoder_layers(writer: gguf.GGUFWriter, prefix: str, n_layer: int, rng: np.random.Generator,
+                    k_bias: bool) -> None:
+    """Pre-norm transformer blocks with llama.cpp's clip tensor names (``{prefix}.blk.N.*``)."""
+    def matrix(n_out: int, n_in: int) -> np.ndarray:  # rows of n_in values
+        return (rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)).astype(np.float32)
+
+    zeros, ones = np.zeros(VIT_EMBD, np.float32), np.ones(VIT_EMBD, np.float32)
+    for i in range(n_layer):
+        blk = f"{prefix}.blk.{i}"
+        for part in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            writer.add_tensor(f"{blk}.{part}.weight", matrix(VIT_EMBD, VIT_EMBD))
+            if part != "attn_k" or k_bias:  # Whisper's key projection has no bias
+                writer.add_tensor(f"{blk}.{part}.bias", zeros)
+        for norm in ("ln1", "ln2"):
+            writer.add_tensor(f"{blk}.{norm}.weight", ones)
+            writer.add_tensor(f"{blk}.{norm}.bias", zeros)
+        writer.add_tensor(f"{blk}.ffn_up.weight", matrix(VIT_FF, VIT_EMBD))
+        writer.add_tensor(f"{blk}.ffn_up.bias", np.zeros(VIT_FF, np.float32))
+        writer.add_tensor(f"{blk}.ffn_down.weight", matrix(VIT_EMBD, VIT_FF))
+        writer.add_tensor(f"{blk}.ffn_down.bias", zeros)
+
+
+def _finish(writer: gguf.GGUFWriter) -> None:
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def write_vision_mmproj(path: str, n_layer: int = 1, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    writer = gguf.GGUFWriter(path, "clip")
+    writer.add_name("tiny-gemma3-vision")
+    writer.add_string("clip.projector_type", "gemma3")
+    writer.add_bool("clip.has_vision_encoder", True)
+    writer.add_bool("clip.has_audio_encoder", False)
+    writer.add_bool("clip.use_gelu", True)
+    _common_keys(writer, "vision", VIT_EMBD, n_layer)
+    writer.add_uint32("clip.vision.image_size", IMAGE_SIZE)
+    writer.add_uint32("clip.vision.patch_size", PATCH_SIZE)
+    writer.add_uint32("clip.vision.projector.scale_factor", POOL)
+    writer.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
+    writer.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
+    n_patches = (IMAGE_SIZE // PATCH_SIZE) ** 2
+    # numpy shapes are ggml's ne reversed: the patch conv is ne [p, p, 3, n_embd]
+    writer.add_tensor("v.patch_embd.weight", (rng.standard_normal(
+        (VIT_EMBD, 3, PATCH_SIZE, PATCH_SIZE)) * 0.05).astype(np.float32))
+    writer.add_tensor("v.patch_embd.bias", np.zeros(VIT_EMBD, np.float32))
+    writer.add_tensor("v.position_embd.weight", (rng.standard_normal(
+        (n_patches, VIT_EMBD)) * 0.02).astype(np.float32))
+    _encoder_layers(writer, "v", n_layer, rng, k_bias=True)
+    writer.add_tensor("v.post_ln.weight", np.ones(VIT_EMBD, np.float32))
+    writer.add_tensor("v.post_ln.bias", np.zeros(VIT_EMBD, np.float32))
+    writer.add_tensor("mm.soft_emb_norm.weight", np.ones(VIT_EMBD, np.float32))
+    # ggml ne [TEXT_EMBD, VIT_EMBD]: mtmd reads the output width from ne[0]
+    writer.add_tensor("mm.input_projection.weight", (rng.standard_normal(
+        (VIT_EMBD, TEXT_EMBD)) * 0.02).astype(np.float32))
+    _finish(writer)
+
+
+def write_audio_mmproj(path: str, n_layer: int = 1, seed: int = 1) -> None:
+    rng = np.random.default_rng(seed)
+    writer = gguf.GGUFWriter(path, "clip")
+    writer.add_name("tiny-ultravox-audio")
+    writer.add_string("clip.projector_type", "ultravox")
+    writer.add_bool("clip.has_vision_encoder", False)
+    writer.add_bool("clip.has_audio_encoder", True)
+    _common_keys(writer, "audio", VIT_EMBD, n_layer)
+    writer.add_uint32("clip.audio.num_mel_bins", MEL_BINS)
+    writer.add_uint32("clip.audio.projector.stack_factor", STACK)
+    # conv1d kernels are ne [k, in, out]
+    writer.add_tensor("a.conv1d.1.weight", (rng.standard_normal((VIT_EMBD, MEL_BINS, 3)) * 0.05)
+                      .astype(np.float16))
+    writer.add_tensor("a.conv1d.1.bias", np.zeros((VIT_EMBD, 1), np.float32))
+    writer.add_tensor("a.conv1d.2.weight", (rng.standard_normal((VIT_EMBD, VIT_EMBD, 3)) * 0.05)
+                      .astype(np.float16))
+    writer.add_tensor("a.conv1d.2.bias", np.zeros((VIT_EMBD, 1), np.float32))
+    writer.add_tensor("a.position_embd.weight", (rng.standard_normal(
+        (AUDIO_POSITIONS, VIT_EMBD)) * 0.02).astype(np.float32))
+    _encoder_layers(writer, "a", n_layer, rng, k_bias=False)
+    writer.add_tensor("a.post_ln.weight", np.ones(VIT_EMBD, np.float32))
+    writer.add_tensor("a.post_ln.bias", np.zeros(VIT_EMBD, np.float32))
+    stacked = VIT_EMBD * STACK
+    writer.add_tensor("mm.a.norm_pre.weight", np.ones(stacked, np.float32))
+    # SwiGLU: mlp.1 gives 2 x hidden, halves gated; mlp.2 maps hidden -> text width
+    hidden = 64
+    writer.add_tensor("mm.a.mlp.1.weight", (rng.standard_normal((2 * hidden, stacked))
+                                            / np.sqrt(stacked)).astype(np.float32))
+    writer.add_tensor("mm.a.norm_mid.weight", np.ones(hidden, np.float32))
+    writer.add_tensor("mm.a.mlp.2.weight", (rng.standard_normal((TEXT_EMBD, hidden)) * 0.02)
+                      .astype(np.float32))
+    _finish(writer)
+
+
+@functools.cache
+def tiny_vision_mmproj() -> str:
+    return _write_cached("tiny-gemma3-vision-mmproj-v1.gguf", write_vision_mmproj)
+
+
+@functools.cache
+def tiny_audio_mmproj() -> str:
+    return _write_cached("tiny-ultravox-audio-mmproj-v1.gguf", write_audio_mmproj)
+
+
+def png(width: int, height: int, seed: int = 0) -> bytes:
+    """A PNG of random RGB pixels (zlib and struct: no imaging library needed)."""
+    import struct
+    import zlib
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    raw = b"".join(b"\x00" + row.tobytes() for row in pixels)  # filter type 0 per row
+
+    def block(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return b"\x89PNG\r\n\x1a\n" + block(b"IHDR", header) + block(b"IDAT", zlib.compress(raw)) + block(b"IEND", b"")
+
+
+def wav(seconds: float, rate: int = 16000, seed: int = 0) -> bytes:
+    """A mono 16-bit WAV of noise."""
+    import io
+    import wave
+
+    samples = (np.random.default_rng(seed).standard_normal(int(seconds * rate)) * 3000).astype(np.int16)
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(samples.tobytes())
+    return buf.getvalue()

@@ -1,0 +1,104 @@
+"""Audio in prompts through a real server: the embedded Gemma 3 270M with a tiny random
+Ultravox (Whisper encoder) projector (tests/mmproj_models.py: 75 embeddings per 30 s window).
+
+Also what a server refuses when its projector has no image encoder, when remote media is off
+(the default), and when it has no projector at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import httpx
+import pytest
+from conftest import start_server
+from mmproj_models import AUDIO_TOKENS, png, tiny_audio_mmproj, wav
+
+
+@pytest.fixture(scope="module")
+def server():
+    with start_server("-np", "2", "-c", "1024", "--mmproj", tiny_audio_mmproj()) as handle:
+        yield handle
+
+
+def audio_part(data: bytes, fmt: str = "wav") -> dict:
+    return {"type": "input_audio", "input_audio": {"data": base64.b64encode(data).decode(), "format": fmt}}
+
+
+def chat(server, content, **extra) -> httpx.Response:
+    body = {"messages": [{"role": "user", "content": content}], "max_tokens": 4, "temperature": 0, **extra}
+    return httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=120)
+
+
+def test_modalities_are_reported(server):
+    assert httpx.get(f"{server.base_url}/props", timeout=30).json()["modalities"] == {
+        "vision": False, "video": False, "audio": True}
+    models = httpx.get(f"{server.base_url}/v1/models", timeout=30).json()
+    assert models["data"][0]["architecture"]["input_modalities"] == ["text", "audio"]
+
+
+def test_audio_chat_counts_its_embeddings_and_reuses_the_prefix(server):
+    content = [{"type": "text", "text": "Transcribe:"}, audio_part(wav(1.5))]
+    text = chat(server, [{"type": "text", "text": "Transcribe:"}]).json()["usage"]["prompt_tokens"]
+    first = chat(server, content)
+    assert first.status_code == 200, first.text
+    n_prompt = first.json()["usage"]["prompt_tokens"]
+    assert n_prompt - text >= AUDIO_TOKENS
+    second = chat(server, content).json()["usage"]
+    assert second["prompt_tokens"] == n_prompt
+    assert second["prompt_tokens_details"]["cached_tokens"] == n_prompt - 1
+
+
+def test_the_clip_reaches_the_model(server):
+    # One slot, so the cells are the same each time: llama.cpp's CPU kernels round differently
+    # where a sequence's cells lie in the shared cache, text or audio alike (design.md).
+    def logprobs(seed: int) -> list:
+        r = chat(server, [{"type": "text", "text": "Hear"}, audio_part(wav(1.0, seed=seed))], logprobs=True,
+                 top_logprobs=5, cache_prompt=False, id_slot=0)
+        assert r.status_code == 200, r.text
+        return r.json()["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+
+    a, again, b = logprobs(1), logprobs(1), logprobs(2)
+    assert a == again
+    assert a != b
+
+
+def test_streamed_audio_chat(server):
+    body = {"messages": [{"role": "user", "content": [audio_part(wav(0.8)), {"type": "text", "text": "Say"}]}],
+            "max_tokens": 3, "stream": True, "stream_options": {"include_usage": True}}
+    with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", json=body, timeout=120) as r:
+        assert r.status_code == 200
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    assert events[-1]["usage"]["completion_tokens"] == 3
+    assert events[-1]["usage"]["prompt_tokens"] > AUDIO_TOKENS
+
+
+@pytest.mark.parametrize(("part", "needle"), [
+    ({"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(png(20, 20)).decode()}},
+     "no image encoder"),
+    ({"type": "image_url", "image_url": {"url": "http://127.0.0.1:9/cat.png"}}, "--allow-remote-media"),
+    (audio_part(b"RIFF\x10\x00\x00\x00WAVEfmt " + b"\x00" * 16), "could not be decoded"),
+    (audio_part(png(20, 20)), "holds image"),
+])
+def test_bad_input_is_a_400(server, part, needle):
+    r = chat(server, [{"type": "text", "text": "Hi"}, part])
+    assert r.status_code == 400, r.text
+    assert needle in r.json()["error"]["message"]
+    assert r.json()["error"]["param"] == "messages[0].content[1]"
+
+
+def test_a_server_without_mmproj_refuses_media():
+    with start_server("-np", "1", "-c", "512") as plain:
+        r = chat(plain, [{"type": "text", "text": "Hi"}, audio_part(wav(0.5))])
+        assert r.status_code == 400, r.text
+        assert "--mmproj" in r.json()["error"]["message"]
+        native = httpx.post(f"{plain.base_url}/completion", timeout=60, json={"prompt": {
+            "prompt_string": "<__media__>", "multimodal_data": [base64.b64encode(png(8, 8)).decode()]}})
+        assert native.status_code == 400 and "--mmproj" in native.json()["error"]["message"]
+        image = "data:image/png;base64," + base64.b64encode(png(8, 8)).decode()
+        responses = httpx.post(f"{plain.base_url}/v1/responses", timeout=60, json={"input": [
+            {"role": "user", "content": [{"type": "input_image", "image_url": image}]}]})
+        assert responses.status_code == 400 and "--mmproj" in responses.json()["error"]["message"]
+        props = httpx.get(f"{plain.base_url}/props", timeout=30).json()
+        assert props["modalities"] == {"vision": False, "video": False, "audio": False}

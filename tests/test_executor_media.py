@@ -1,0 +1,84 @@
+"""The executor's media path in process, on the embedded model with the tiny Gemma 3 projector:
+a chunk's embeddings are decoded in a decode of their own and the sequence goes on from them,
+encoded chunks are kept by hash, and a chunk that cannot run fails its sequence alone."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+
+import numpy as np
+import pytest
+from mmproj_models import IMAGE_TOKENS, png, tiny_vision_mmproj
+
+from executor.engine import ModelEngine
+from ggserve.config import ServeConfig, cpu_has_amx
+from ggserve.model import resolve_model
+from ipc.protocol import BatchItem, MediaChunk, SamplingParams, SeqStart, StepPlan, media_token_id
+from ipc.shm import Arena
+
+HEAD = [2, 9259, 255999]  # BOS "Hello" <start_of_image>
+TAIL = [256000, 1902]  # <end_of_image> " world"
+
+
+@pytest.fixture(scope="module")
+def engine():
+    cfg = ServeConfig(model=resolve_model(None), mmproj=tiny_vision_mmproj(), n_parallel=4, ctx_size=1024,
+                      threads=2, repack=not cpu_has_amx())
+    eng = ModelEngine(cfg, 0)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="module")
+def arena():
+    a = Arena(uuid.uuid4().hex[:8], f"test-media-{os.getpid()}", 1 << 20)
+    yield a
+    a.close()
+    a.unlink()
+
+
+def chunk(arena: Arena, data: bytes, digest: str | None = None) -> MediaChunk:
+    ref = arena.put(np.frombuffer(data, dtype=np.uint8))
+    return MediaChunk(len(HEAD), IMAGE_TOKENS, digest or hashlib.sha256(data).hexdigest(), ref)
+
+
+def run_prompt(engine: ModelEngine, seq: int, media: MediaChunk, step: int) -> list:
+    """Prefill HEAD, the picture, TAIL on ``seq`` as the scheduler plans them; the samples and failures."""
+    mid = [media_token_id(media.sha256)] * media.n_tokens
+    plans = [
+        StepPlan(step, starts=[SeqStart(seq, SamplingParams(temperature=0), media=[media])],
+                 items=[BatchItem(seq, HEAD, 0, False)]),
+        StepPlan(step + 1, items=[BatchItem(seq, mid, len(HEAD), False)]),
+        StepPlan(step + 2, items=[BatchItem(seq, TAIL, len(HEAD) + media.n_tokens, True)]),
+    ]
+    return [engine.step(plan) for plan in plans]
+
+
+def test_the_picture_is_decoded_and_the_sequence_goes_on(engine, arena, monkeypatch):
+    media = chunk(arena, png(40, 30, 1))
+    results = run_prompt(engine, 0, media, 10)
+    assert all(r.error is None and not r.failures for r in results)
+    assert len(results[-1].samples) == 1
+    assert list(engine.media.cache) == [media.sha256]
+    # the same picture on another sequence comes from the cache: the encoder does not run again
+    monkeypatch.setattr(engine.media, "_encode", lambda *_: pytest.fail("encoded twice"))
+    again = run_prompt(engine, 1, chunk(arena, png(40, 30, 1)), 20)
+    assert all(r.error is None and not r.failures for r in again)
+    assert len(again[-1].samples) == 1
+
+
+def test_a_chunk_that_cannot_run_fails_its_sequence_alone(engine, arena):
+    data = png(24, 24, 2)
+    wrong = chunk(arena, data, digest=hashlib.sha256(b"another file").hexdigest())
+    mid = [media_token_id(wrong.sha256)] * IMAGE_TOKENS
+    engine.step(StepPlan(30, starts=[SeqStart(2, SamplingParams(temperature=0), media=[wrong]),
+                                     SeqStart(3, SamplingParams(temperature=0))],
+                         items=[BatchItem(2, HEAD, 0, False)]))
+    result = engine.step(StepPlan(31, items=[BatchItem(2, mid, len(HEAD), False), BatchItem(3, HEAD, 0, True)]))
+    assert result.error is None
+    assert [f.seq_id for f in result.failures] == [2] and "changed" in result.failures[0].error.message
+    assert [s.seq_id for s in result.samples] == [3]  # the other sequence sampled in the same step
+    misplaced = engine.step(StepPlan(32, items=[BatchItem(3, mid, len(HEAD) + 1, False)]))
+    assert [f.seq_id for f in misplaced.failures] == [3] and "no media chunk" in misplaced.failures[0].error.message
