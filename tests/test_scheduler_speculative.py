@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from test_scheduler_policy import EOS, Harness, prompt
+from test_scheduler_policy import EOS, Harness
 
 from ipc.protocol import AddRequest, FinishReason, KvOpKind, Sample, SamplingParams, Speculation, StepPlan, StepResult
 from scheduler.speculative import Acceptance, Drafter, SpecSettings, StepCost, allocate
