@@ -15,8 +15,8 @@ rule: the output has the target's distribution at any temperature, and with the 
 same random draws go to the same output positions as without speculation.
 
 Drafts cost compute: on a CPU a decode's time grows with its tokens, so speculation must pay for
-itself. Each executor fits its step time as ``fixed + per_token * tokens`` online
-(``StepCost``); each request keeps its recent acceptance rate ``alpha`` (``Acceptance``), so the
+itself. Each executor keeps its step time as a curve of the step's tokens (``StepCost``); each
+request keeps its recent acceptance rate ``alpha`` (``Acceptance``), so the
 j-th draft token is expected to yield ``alpha ** j`` output tokens. Draft tokens are granted,
 most valuable first, while each raises the step's expected output tokens per second: when the
 batch is already compute-bound (many decodes, each draft token nearly as costly as a whole
@@ -39,11 +39,10 @@ ACCEPTANCE_DECAY = 0.8  # per verification: the rate follows the text (a quote e
 MIN_ALPHA = 0.05  # a request never gives up for good: every so often a 1-token probe is worth it
 PROBE_EVERY = 16  # steps between probes of a request whose acceptance is below the threshold
 
-# Step-time model prior: a per-token cost of PRIOR_TOKEN_SHARE of a one-token step, weighted as
-# PRIOR_WEIGHT observations (it decides until the executor has run steps of several sizes).
+# Step-time model prior: a token costs PRIOR_TOKEN_SHARE of a one-token step (until steps of
+# several sizes have been seen).
 PRIOR_TOKEN_SHARE = 0.1
-PRIOR_WEIGHT = 4.0
-COST_DECAY = 0.995  # per step: the fit follows load changes (other processes, thermal state)
+COST_DECAY = 0.995  # per step: the curve follows load changes (other processes, thermal state)
 MIN_SMALL_N = 2  # the llama.cpp n-gram rule never matches fewer tokens; ggserve's backs off to this
 
 
@@ -164,33 +163,63 @@ class Acceptance:
 
 
 class StepCost:
-    """An executor's step time as ``fixed + per_token * tokens``, a least-squares fit with
-    exponential forgetting over its recent steps (plus a prior, for when all were one size)."""
+    """An executor's step time as a function of the step's tokens, from its recent steps.
+
+    A CPU's cost per token falls as a batch grows (the weights are read once for all its tokens:
+    here ~4 ms a token at 16, ~1.4 ms at 500), so a straight line misjudges long drafts. Steps are
+    kept by size class (powers of two, halved), each an average with forgetting of its tokens and
+    seconds; ``seconds(n)`` interpolates between the classes seen, never decreasing, and goes on
+    past the largest with its last slope. With one class seen, the slope is a prior (a token costs
+    PRIOR_TOKEN_SHARE of a one-token step), which the prefill chunks correct soon.
+    """
 
     def __init__(self) -> None:
-        self._w = self._n = self._t = self._nn = self._nt = 0.0
-        self._mean_one = 0.0  # time of small steps, for the prior
+        self._classes: dict[int, list[float]] = {}  # class -> [weight, tokens sum, seconds sum]
+        self._curve: list[tuple[float, float]] | None = None  # (tokens, seconds), made on demand
 
     def observe(self, n_tokens: int, seconds: float) -> None:
-        d = COST_DECAY
-        self._w = self._w * d + 1.0
-        self._n = self._n * d + n_tokens
-        self._t = self._t * d + seconds
-        self._nn = self._nn * d + n_tokens * n_tokens
-        self._nt = self._nt * d + n_tokens * seconds
+        if n_tokens <= 0:
+            return
+        cls = (2 * n_tokens).bit_length()  # 1, 2, 3-4, 5-8, ... tokens: one class each (about)
+        for stats in self._classes.values():
+            stats[0] *= COST_DECAY
+            stats[1] *= COST_DECAY
+            stats[2] *= COST_DECAY
+        stats = self._classes.setdefault(cls, [0.0, 0.0, 0.0])
+        stats[0] += 1.0
+        stats[1] += n_tokens
+        stats[2] += seconds
+        self._curve = None
 
-    def fit(self) -> tuple[float, float]:
-        """(fixed seconds, seconds per token), never negative."""
-        if self._w == 0.0:
-            return 1.0, PRIOR_TOKEN_SHARE
-        mean_n, mean_t = self._n / self._w, self._t / self._w
-        # The prior: PRIOR_WEIGHT observations on the line through the mean with the prior slope.
-        prior_slope = PRIOR_TOKEN_SHARE * mean_t / (1.0 + PRIOR_TOKEN_SHARE * max(mean_n - 1.0, 0.0))
-        var = self._nn / self._w - mean_n * mean_n
-        cov = self._nt / self._w - mean_n * mean_t
-        slope = (cov * self._w + prior_slope * PRIOR_WEIGHT) / (var * self._w + PRIOR_WEIGHT)
-        slope = max(slope, 0.0)
-        return max(mean_t - slope * mean_n, 0.0), slope
+    def seconds(self, n_tokens: float) -> float:
+        curve = self._curve
+        if curve is None:
+            curve = self._curve = self._make_curve()
+        if not curve:
+            return 1.0 + PRIOR_TOKEN_SHARE * n_tokens
+        if n_tokens <= curve[0][0]:
+            return curve[0][1]
+        for (n0, t0), (n1, t1) in zip(curve, curve[1:]):
+            if n_tokens <= n1:
+                return t0 + (t1 - t0) * (n_tokens - n0) / (n1 - n0)
+        (n0, t0), (n1, t1) = curve[-2], curve[-1]
+        return t1 + (t1 - t0) / (n1 - n0) * (n_tokens - n1)
+
+    def _make_curve(self) -> list[tuple[float, float]]:
+        points = sorted((n / w, t / w) for w, n, t in self._classes.values() if w > 1e-3)
+        if not points:
+            return []
+        if len(points) == 1:  # the prior's slope, to a point far enough to extrapolate from
+            n, t = points[0]
+            points.append((n + 1.0, t * (1.0 + PRIOR_TOKEN_SHARE)))
+        curve = [points[0]]
+        for n, t in points[1:]:
+            if n > curve[-1][0]:
+                curve.append((n, max(t, curve[-1][1])))  # more tokens never take less time
+        if len(curve) == 1:
+            n, t = curve[0]
+            curve.append((n + 1.0, t * (1.0 + PRIOR_TOKEN_SHARE)))
+        return curve
 
 
 def allocate(candidates: list[tuple[int, float, int]], n_plain: int, cost: StepCost, budget: int,
@@ -203,21 +232,24 @@ def allocate(candidates: list[tuple[int, float, int]], n_plain: int, cost: StepC
     while they raise expected tokens per second, at most ``budget`` in all. ``extra_per_token``:
     what making one draft token costs besides verifying it (a draft model's decode).
     """
-    fixed, per_token = cost.fit()
+    n = float(n_plain)
     expected = float(n_plain)
-    seconds = fixed + per_token * n_plain
-    draft_cost = per_token + extra_per_token
+    drafting = 0.0  # the draft model's time for the tokens granted so far
+    seconds = cost.seconds(n)
     lengths: dict[int, int] = {}
     heap = [(-alpha, key, alpha, 1, longest) for key, alpha, longest in candidates if longest > 0]
     heapq.heapify(heap)
     while heap and budget > 0:
         neg_value, key, alpha, j, longest = heapq.heappop(heap)
         value = -neg_value
-        # Adding a token of value v raises tokens/second iff v > cost * expected / seconds.
-        if value * seconds <= draft_cost * expected:
+        # Worth it iff the step's expected tokens per second go up.
+        more = cost.seconds(n + 1) + drafting + extra_per_token
+        if (expected + value) * seconds <= expected * more:
             break
+        n += 1
+        drafting += extra_per_token
         expected += value
-        seconds += draft_cost
+        seconds = more
         lengths[key] = j
         budget -= 1
         if j < longest:

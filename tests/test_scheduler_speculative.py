@@ -86,17 +86,21 @@ def test_a_match_must_be_token_aligned_and_min_hits_counts_earlier_occurrences()
     assert Drafter([1, 2, 5, 3, 3, 1, 2]).propose(twice, 1) == []  # seen once only
 
 
-def test_step_cost_fit_recovers_a_linear_step_time() -> None:
+def test_step_cost_follows_the_measured_curve_and_goes_on_past_it() -> None:
     cost = StepCost()
-    for n in (1, 2, 4, 8, 16, 3, 5) * 30:
-        cost.observe(n, 0.020 + 0.004 * n)
-    fixed, per_token = cost.fit()
-    assert abs(fixed - 0.020) < 0.002 and abs(per_token - 0.004) < 0.0005
+    for n in (1, 2, 4, 8, 16, 3, 5, 256) * 30:
+        cost.observe(n, 0.020 + 0.004 * min(n, 16) + 0.001 * max(0, n - 16))  # cheaper per token past 16
+    assert abs(cost.seconds(8) - 0.052) < 0.004
+    assert 0.084 < cost.seconds(100) < cost.seconds(256) < 0.35
+    assert cost.seconds(512) > cost.seconds(256) > cost.seconds(16)
+    fresh = StepCost()
+    fresh.observe(1, 0.02)
+    assert fresh.seconds(2) > fresh.seconds(1) == 0.02  # the prior slope
 
 
 def test_drafts_are_long_when_tokens_are_cheap_and_stop_when_the_batch_is_compute_bound() -> None:
     cheap, bound = StepCost(), StepCost()
-    for n in (1, 2, 4, 8, 16) * 30:
+    for n in (1, 2, 4, 8, 16, 32) * 30:
         cheap.observe(n, 0.020 + 0.0002 * n)  # a GPU-like step: the weights' read dominates
         bound.observe(n, 0.001 + 0.010 * n)  # every token costs nearly a whole step
     assert allocate([(0, 0.9, 16)], 1, cheap, 100) == {0: 16}
@@ -104,6 +108,7 @@ def test_drafts_are_long_when_tokens_are_cheap_and_stop_when_the_batch_is_comput
     assert allocate([(0, 0.9, 16)], 1, cheap, 5) == {0: 5}  # the step's spare tokens bound it
     lengths = allocate([(0, 0.95, 16), (1, 0.3, 16)], 2, cheap, 100)
     assert lengths[0] > lengths.get(1, 0)  # the request that agrees more drafts more
+    assert allocate([(0, 0.9, 16)], 1, cheap, 100, extra_per_token=0.02) == {}  # a draft model as slow as the target
 
 
 def test_acceptance_follows_recent_verifications() -> None:
