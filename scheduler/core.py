@@ -409,9 +409,12 @@ class Scheduler:
         """Set the draft of every decoding request for this step (most empty): proposals from
         each request's own tokens (or, with a draft model, placeholders for the tokens the
         executor will draft), lengths by scheduler.speculative.allocate within the cells and
-        tokens the decodes leave (drafts never evict or preempt anything). A request's n_min,
+        tokens the decodes and prompt chunks leave (drafts never evict, preempt or delay a
+        prefill). A request's n_min,
         when it has one, is a floor as well as a threshold."""
         decoding = [r for r in running if r.status == Status.DECODE]
+        # prompts come first: a slot waiting on its prefill produces nothing at all
+        prefill = sum(r.prompt_remaining for r in running if r.status == Status.PREFILL)
         proposals: dict[int, list[int]] = {}
         candidates: list[tuple[int, float, int]] = []
         probes: list[int] = []
@@ -434,7 +437,7 @@ class Scheduler:
                 probes.append(i)
         if not candidates:
             return
-        spare = budget - len(decoding)
+        spare = max(0, budget - len(decoding) - prefill)
         lengths = speculative.allocate(candidates, len(decoding), ex.step_cost, spare, ex.draft_token_seconds)
         spare -= sum(lengths.values())
         for i in proposals:  # floors: n_min, and a probe for a request whose drafts have not paid lately
