@@ -318,8 +318,8 @@ async def input_tokens(fe: Frontend, req: Request) -> Response:
     (llama-server's /v1/responses/input_tokens)."""
     body = req.decode(api.ResponsesRequest)
     items, n_stored = _conversation(fe, body)
-    _, tokens = await conversation.prompt_tokens(fe, req, chat_request(body, items, n_stored))
-    return json_response(chat.InputTokenCount(len(tokens)))
+    _, prompt = await conversation.prompt_tokens(fe, req, chat_request(body, items, n_stored))
+    return json_response(chat.InputTokenCount(len(prompt.tokens)))
 
 
 async def retrieve(fe: Frontend, req: Request) -> Response:
