@@ -31,9 +31,7 @@ import httpx
 from bench import compare, report
 from bench.llama_cpp_build import ensure_built
 from bench.machine import wait_until_quiet
-
-SERVERS = ("ggserve", "llama-server")
-
+from bench.options import add_run_options, add_server_options, chosen_servers
 
 @dataclass(frozen=True)
 class Load:
@@ -46,8 +44,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ggserve bench multimodal", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mmproj", required=True, help="the projector GGUF both servers load")
-    p.add_argument("--servers", default=",".join(SERVERS), help="comma-separated, from: " + ", ".join(SERVERS))
-    p.add_argument("-m", "--model-path", default=None, help="GGUF (default: the embedded Gemma 3 270M)")
+    add_server_options(p)
     p.add_argument("-t", "--threads", type=int, default=2)
     p.add_argument("-c", "--ctx-size", type=int, default=4096)
     p.add_argument("-np", "--parallel", type=int, default=4, help="slots of both servers")
@@ -55,13 +52,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--requests", type=int, default=32, help="requests per load")
     p.add_argument("--max-tokens", type=int, default=16)
     p.add_argument("--image-size", type=int, default=64, help="side of the square PNGs, in pixels")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--port", type=int, default=0, help="0: a free port")
-    p.add_argument("--startup-timeout", type=float, default=300.0)
-    p.add_argument("--quiet-cores", type=float, default=0.1,
-                   help="measure only when other processes use at most this many cores")
-    p.add_argument("--quiet-timeout", type=float, default=600.0)
-    p.add_argument("--output-dir", type=Path, default=Path("bench-results"))
+    add_run_options(p)
     return p
 
 
@@ -146,9 +137,7 @@ def table(rows: list[dict[str, Any]], servers: list[str], loads: list[Load]) -> 
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    servers = [s for s in args.servers.split(",") if s]
-    if set(servers) - set(SERVERS):
-        raise SystemExit(f"unknown servers {sorted(set(servers) - set(SERVERS))}; known: {list(SERVERS)}")
+    servers = chosen_servers(args)
     from ggserve.model import resolve_model
 
     model = resolve_model(args.model_path)

@@ -36,6 +36,7 @@ import httpx
 
 from bench import compare, proctree, report
 from bench.machine import wait_until_quiet
+from bench.options import add_run_options
 from bench.tokenizer import TextMaker, Tokenizer
 from ggserve.config import cpu_has_amx
 
@@ -54,13 +55,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--output-len", type=int, default=64, help="tokens per throughput request")
     p.add_argument("--requests", type=int, default=32, help="throughput requests per phase")
     p.add_argument("--concurrency", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--port", type=int, default=0, help="0: a free port")
-    p.add_argument("--startup-timeout", type=float, default=300.0)
-    p.add_argument("--quiet-cores", type=float, default=0.1,
-                   help="measure only when other processes use at most this many cores")
-    p.add_argument("--quiet-timeout", type=float, default=600.0)
-    p.add_argument("--output-dir", type=Path, default=Path("bench-results"))
+    add_run_options(p)
     return p
 
 
