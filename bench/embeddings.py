@@ -107,21 +107,6 @@ def measure(name: str, args: argparse.Namespace, model: str, loads: list[Load], 
     return rows
 
 
-def table(rows: list[dict[str, Any]], servers: list[str], loads: list[Load]) -> str:
-    by = {(r["server"], r["load"]): r for r in rows}
-    head = ["load", *(f"{s} inputs/s" for s in servers)]
-    both = "ggserve" in servers and "llama-server" in servers
-    lines = ["| " + " | ".join(head + (["ggserve / llama-server"] if both else [])) + " |",
-             "|" + "---|" * (len(head) + both)]
-    for load in loads:
-        values = [by[(s, load.name)]["inputs_per_s"] for s in servers]
-        cells = [load.name, *(f"{v:.1f}" for v in values)]
-        if both:
-            cells.append(f"{by[('ggserve', load.name)]['inputs_per_s'] / by[('llama-server', load.name)]['inputs_per_s']:.2f}x")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     servers = chosen_servers(args)
@@ -143,5 +128,5 @@ def main(argv: list[str]) -> int:
     for name in servers:
         rows += measure(name, args, model, loads, texts, args.output_dir / f"embeddings-{name}.log")
     report.write_jsonl(args.output_dir / "embeddings.jsonl", rows)
-    sys.stdout.write(table(rows, servers, loads))
+    sys.stdout.write(report.ratio_table(rows, servers, [load.name for load in loads], "inputs_per_s", "inputs/s", 1))
     return 1 if any(r["errors"] for r in rows) else 0

@@ -121,20 +121,6 @@ def measure(name: str, args: argparse.Namespace, model: str, loads: list[Load], 
     return rows
 
 
-def table(rows: list[dict[str, Any]], servers: list[str], loads: list[Load]) -> str:
-    by = {(r["server"], r["load"]): r for r in rows}
-    both = "ggserve" in servers and "llama-server" in servers
-    head = ["load", *(f"{s} requests/s" for s in servers), *(["ggserve / llama-server"] if both else [])]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for load in loads:
-        cells = [load.name, *(f"{by[(s, load.name)]['requests_per_s']:.2f}" for s in servers)]
-        if both:
-            ratio = by[("ggserve", load.name)]["requests_per_s"] / by[("llama-server", load.name)]["requests_per_s"]
-            cells.append(f"{ratio:.2f}x")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     servers = chosen_servers(args)
@@ -153,5 +139,5 @@ def main(argv: list[str]) -> int:
     for name in servers:
         rows += measure(name, args, model, loads, images, args.output_dir / f"multimodal-{name}.log")
     report.write_jsonl(args.output_dir / "multimodal.jsonl", rows)
-    sys.stdout.write(table(rows, servers, loads))
+    sys.stdout.write(report.ratio_table(rows, servers, [load.name for load in loads], "requests_per_s", "requests/s", 2))
     return 1 if any(r["errors"] for r in rows) else 0

@@ -77,6 +77,22 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str
     return "\n".join(lines) + "\n"
 
 
+def ratio_table(rows: Iterable[Mapping[str, Any]], servers: Sequence[str], loads: Sequence[str], metric: str,
+                unit: str, digits: int) -> str:
+    """One ``metric`` per load and server (rows keyed by "server" and "load"), with ggserve's ratio
+    to llama-server when both ran: the side-by-side benchmarks' table."""
+    by = {(r["server"], r["load"]): r[metric] for r in rows}
+    both = "ggserve" in servers and "llama-server" in servers
+    headers = ["load", *(f"{s} {unit}" for s in servers), *(["ggserve / llama-server"] if both else [])]
+    lines = []
+    for load in loads:
+        cells = [load, *(f"{by[(s, load)]:.{digits}f}" for s in servers)]
+        if both:
+            cells.append(f"{by[('ggserve', load)] / by[('llama-server', load)]:.2f}x")
+        lines.append(cells)
+    return markdown_table(headers, lines)
+
+
 def summary_table(summaries: Iterable[Summary]) -> str:
     """One row per run; server, workload and sampling columns when the summaries carry them."""
     summaries = list(summaries)

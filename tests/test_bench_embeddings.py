@@ -3,7 +3,7 @@ measurement (a real run at a small size)."""
 
 from __future__ import annotations
 
-from bench import embed_transport, embeddings
+from bench import embed_transport, embeddings, report
 
 
 def test_both_servers_get_the_same_embedding_settings() -> None:
@@ -21,7 +21,8 @@ def test_table_gives_each_server_and_the_ratio() -> None:
     loads = [embeddings.Load("batch-256", 256, 1), embeddings.Load("clients-16", 1, 16)]
     rows = [{"server": s, "load": load.name, "inputs_per_s": rate}
             for s, rate in (("ggserve", 30.0), ("llama-server", 15.0)) for load in loads]
-    table = embeddings.table(rows, ["ggserve", "llama-server"], loads)
+    table = report.ratio_table(rows, ["ggserve", "llama-server"], [load.name for load in loads], "inputs_per_s",
+                               "inputs/s", 1)
     assert "| batch-256 | 30.0 | 15.0 | 2.00x |" in table and table.count("\n") == 4
 
 
