@@ -5,6 +5,8 @@ With pooling (mean, cls, last, rank) llama.cpp pools each sequence's hidden stat
 with pooling none every token's row comes back, in batch order. llama.cpp refuses a pooled decode
 unless every token is an output, so the batch flags them all. The sequences are cleared after the
 step: an embedding leaves nothing in the KV cache (a non-causal model like BERT has none at all).
+Where a probe at start-up allowed it (executor.hidden_tap), the graph stops at the hidden states
+before a causal LM's output layer and the pooling is done here instead.
 
 A step's rows go into the executor's shared-memory arena when it has one (ipc.shm): the result
 carries one ArrayRef and each item's first row. The plan lists the regions of earlier steps that
@@ -22,6 +24,7 @@ import llama_cpp
 import numpy as np
 
 from executor.batch import NumpyBatch
+from executor.hidden_tap import HiddenTap, pool
 from ipc.protocol import EmbedItem, EmbedPlan, EmbedResult, EngineError, ErrorCode, SeqFailure, Vectors
 from ipc.shm import Arena, ArenaFull
 
@@ -35,8 +38,9 @@ class Embedder:
     """Runs EmbedPlans on a context created with ``embeddings`` on."""
 
     def __init__(self, model: llama_cpp.llama_model_p, ctx: llama_cpp.llama_context_p, batch: NumpyBatch,
-                 n_vocab: int, n_seq_max: int, arena: Arena | None = None) -> None:
+                 n_vocab: int, n_seq_max: int, arena: Arena | None = None, tap: HiddenTap | None = None) -> None:
         self.ctx = ctx
+        self.tap = tap
         self.arena = arena
         self.arena_was_full = False  # logged once
         self.memory = llama_cpp.llama_get_memory(ctx)  # NULL for non-causal models: no KV cache
@@ -117,9 +121,14 @@ class Embedder:
     def _decode(self, items: list[EmbedItem]) -> list[int]:
         """Decode the items; the rows each one gets back."""
         self.batch.fill_whole([(item.seq_id, item.token_ids) for item in items])
+        if self.tap is not None:
+            self.tap.begin()
         rc = llama_cpp.llama_decode(self.ctx, self.batch.struct)
         if rc != 0:
             raise RuntimeError(f"llama_decode returned {rc}")
+        if self.tap is not None and self.tap.problem:
+            # the graph ran to the end (the tap never stops after a problem): llama.cpp's output stands
+            log.warning("embeddings: hidden-state tap: %s; llama.cpp's vectors used", self.tap.problem)
         if self.pooling == POOLING_NONE:
             return [len(item.token_ids) for item in items]
         return [1] * len(items)
@@ -127,6 +136,10 @@ class Embedder:
     def _read(self, items: list[EmbedItem], n_rows: int) -> np.ndarray:
         """The rows, (n_rows, dim) float32: with pooling none a view of llama.cpp's output buffer,
         valid until the next decode."""
+        if self.tap is not None and self.tap.stopped:
+            if self.tap.problem or self.tap.n != sum(len(item.token_ids) for item in items):
+                raise RuntimeError(f"the hidden-state tap read {self.tap.n} rows ({self.tap.problem})")
+            return pool(self.tap.rows, [len(item.token_ids) for item in items], self.pooling)
         float_p = ctypes.POINTER(ctypes.c_float)
         if self.pooling == POOLING_NONE:  # every token's row, in batch order
             ptr = llama_cpp.llama_get_embeddings(self.ctx)

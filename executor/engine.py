@@ -19,6 +19,7 @@ from executor import slot_files
 from executor.batch import BatchError, BatchLayout, NumpyBatch, item_problem
 from executor.draft import DraftModel, SeqTokens
 from executor.embedding import Embedder
+from executor.hidden_tap import tap_for
 from executor.host_cache import HostCache
 from executor.llama_log import LlamaLogCapture
 from executor.lora import LoraAdapters
@@ -152,6 +153,9 @@ class ModelEngine:
             cparams.embeddings = True
             cparams.pooling_type = POOLING[cfg.pooling]
             cparams.n_ubatch = cfg.batch_size  # a non-causal model needs each decode in one micro-batch
+        tap = tap_for(self.model, cparams, self.n_vocab) if cfg.embeddings else None
+        if tap is not None:
+            cparams.cb_eval, cparams.cb_eval_user_data = tap.callback, None
         self.ctx = llama_cpp.llama_init_from_model(self.model, cparams)
         if not self.ctx:
             raise RuntimeError("failed to create the llama.cpp context (out of memory?)")
@@ -161,7 +165,7 @@ class ModelEngine:
         self.batch = NumpyBatch(self.n_batch)
         self.samplers: dict[int, SeqSampler] = {}
         self.host_cache = HostCache(self.ctx)
-        self.embedder = (Embedder(self.model, self.ctx, self.batch, self.n_vocab, self.n_seq_max, arena)
+        self.embedder = (Embedder(self.model, self.ctx, self.batch, self.n_vocab, self.n_seq_max, arena, tap)
                          if cfg.embeddings else None)
         self.lora = LoraAdapters(self.model, self.ctx, [lora.path for lora in cfg.lora], self._log_capture)
         # speculative decoding with a draft model: the model, the target's tokens it follows, and
