@@ -12,6 +12,10 @@ temperature, and dist's draw: ``std::mt19937`` seeded as llama.cpp seeds it (num
 ``RandomState`` is the same generator with the same seeding), two 32-bit draws combined as
 libstdc++'s ``uniform_real_distribution<double>`` combines them, and a float64 running sum.
 
+A logit bias (``logit_bias``; ``ignore_eos`` bans the end-of-generation tokens with one) comes
+first in llama.cpp's chain: ``LogitBias`` adds it to the row in place for the pick and restores
+the row after, so this path (and plain greedy, ``executor.sampling``) takes biased rows too.
+
 The same seed therefore gives the same tokens as llama.cpp's chain, with one exception: where
 two of the top logits are exactly equal, llama.cpp's partial sort leaves them in an
 unspecified order while this path puts the lower token id first, so a draw that lands on one
@@ -22,6 +26,8 @@ distribution; the equivalence test checks the tokens on real logits.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -45,10 +51,10 @@ def fast_steps(p: SamplingParams, n_vocab: int) -> list[tuple[str, float]] | Non
     """The chain of ``p`` as (sampler, value) steps when this path can run it exactly, else None.
 
     It can when the active samplers (those whose settings are not neutral) are top-k first, then
-    any of top-p, min-p and plain temperature, then dist: no logit bias, penalties, DRY, typical,
-    XTC, top-n-sigma, dynamic temperature, Mirostat or adaptive-p.
+    any of top-p, min-p and plain temperature, then dist (after a logit bias, if any): no
+    penalties, DRY, typical, XTC, top-n-sigma, dynamic temperature, Mirostat or adaptive-p.
     """
-    if p.temperature <= 0 or p.mirostat or p.logit_bias or p.dynatemp_range > 0:
+    if p.temperature <= 0 or p.mirostat or p.dynatemp_range > 0:
         return None
     if p.repeat_penalty != 1.0 or p.presence_penalty != 0.0 or p.frequency_penalty != 0.0:
         return None
@@ -87,11 +93,32 @@ def _active(name: str, p: SamplingParams) -> bool:
     return True  # infill, adaptive_p and anything new: llama.cpp's chain
 
 
-class FastChain:
-    """One sequence's state on this path: its steps and its random stream."""
+class LogitBias:
+    """llama.cpp's logit-bias sampler, applied to a row in place for one pick."""
 
-    def __init__(self, steps: list[tuple[str, float]], n_vocab: int, seed: int | None, min_keep: int) -> None:
+    def __init__(self, pairs: list[tuple[int, float]]) -> None:
+        self.ids = np.array([token for token, _ in pairs], dtype=np.int64)
+        self.values = np.array([bias for _, bias in pairs], dtype=np.float32)
+
+    @contextmanager
+    def applied(self, row: np.ndarray) -> Iterator[np.ndarray]:
+        """The row with the biases added (float32, a token listed twice gets both, as in
+        llama.cpp), restored bit for bit afterwards (the caller may read raw logits later)."""
+        saved = row[self.ids]
+        np.add.at(row, self.ids, self.values)
+        try:
+            yield row
+        finally:
+            row[self.ids] = saved
+
+
+class FastChain:
+    """One sequence's state on this path: its steps, its logit bias and its random stream."""
+
+    def __init__(self, steps: list[tuple[str, float]], n_vocab: int, seed: int | None, min_keep: int,
+                 bias: LogitBias | None = None) -> None:
         self.k = int(steps[0][1])
+        self._bias = bias
         self._block = _block_size(n_vocab, self.k)
         # Later steps with their values as the float32 llama.cpp stores them.
         self._steps = [(name, np.float32(value)) for name, value in steps[1:]]
@@ -121,7 +148,11 @@ class FastChain:
         return low, high
 
     def sample(self, row: np.ndarray) -> int:
-        ids, logits = self._top_k(row)
+        if self._bias is None:
+            ids, logits = self._top_k(row)
+        else:
+            with self._bias.applied(row):
+                ids, logits = self._top_k(row)  # copies: the row may be restored
         n = len(ids)
         for name, value in self._steps:
             if name == TOP_K:

@@ -1,9 +1,10 @@
 """Per-sequence token selection over one step's logits.
 
-Plain greedy sequences (no penalties, bias or grammar) take one vectorised numpy argmax over
+Plain greedy sequences (no penalties or grammar) take one vectorised numpy argmax over
 their logits rows: llama_sampler_sample copies the whole vocabulary (262k entries for Gemma 3)
-into a candidate array per call, which at 16 sequences would cost ~10% of a CPU step. The
-common sampled chain (top-k first, then top-p, min-p, temperature, dist) runs in
+into a candidate array per call, which at 16 sequences would cost ~10% of a CPU step. A greedy
+row with a logit bias (``ignore_eos`` is one) takes the argmax with the bias added in place. The
+common sampled chain (logit bias, top-k first, then top-p, min-p, temperature, dist) runs in
 executor.fast_sampling, on the top-k candidates only, picking the tokens llama.cpp would pick
 for the same seed. Everything else runs a llama.cpp sampler chain built once per request, as
 llama-server's common_sampler builds it: logit bias, then the samplers in the request's order (penalties, DRY, top-n-sigma,
@@ -36,7 +37,7 @@ from collections import OrderedDict
 import llama_cpp
 import numpy as np
 
-from executor.fast_sampling import FastChain, fast_steps
+from executor.fast_sampling import FastChain, LogitBias, fast_steps
 from executor.lazy_grammar import LazyGrammar
 from executor.reasoning_budget import BudgetTracker
 from ipc.protocol import SamplingParams, TokenLogprob
@@ -78,6 +79,10 @@ class SeqSampler:
         self.greedy = greedy
         # Greedy without logit changes: the token is the row's argmax, taken for all such rows at once.
         self.argmax_first = greedy and not changes_argmax(params)
+        bias = LogitBias(params.logit_bias) if params.logit_bias else None
+        # Greedy whose only logit change is a bias: the biased row's argmax, no llama.cpp chain.
+        self.biased_argmax = bias if (greedy and params.grammar is None and not self.post_sampling_probs
+                                      and not _chain_changes_argmax(params)) else None
         self.n_vocab = n_vocab
         self.chain: llama_cpp.llama_sampler_p | None = None
         self.grammar: Grammar | LazyGrammar | None = None
@@ -97,11 +102,11 @@ class SeqSampler:
         steps = None
         if not greedy and self.grammar is None and not self.post_sampling_probs:
             steps = fast_steps(params, n_vocab)
-        self.fast = FastChain(steps, n_vocab, params.seed, params.min_keep) if steps else None
+        self.fast = FastChain(steps, n_vocab, params.seed, params.min_keep, bias) if steps else None
         try:
             if self.fast is not None:
                 self.fast.skip(len(history))
-            elif not self.argmax_first:
+            elif not self.argmax_first and self.biased_argmax is None:
                 self.chain = _build_chain(params, vocab, n_vocab, greedy)
                 _skip_draws(self.chain, len(history))
                 for token in penalty_context or ():  # prompt tokens: the chain's memory, not the grammar's
@@ -336,9 +341,13 @@ _GREEDY_RELEVANT = frozenset({"penalties", "dry", "typ_p", "xtc", "infill"})
 
 def changes_argmax(p: SamplingParams) -> bool:
     """Whether the chain may pick another token than the raw logits' argmax under greedy decoding."""
+    return bool(p.logit_bias) or _chain_changes_argmax(p)
+
+
+def _chain_changes_argmax(p: SamplingParams) -> bool:
+    """Whether a sampler after the logit bias may move the argmax under greedy decoding."""
     return bool(
-        p.logit_bias
-        or p.repeat_penalty != 1.0
+        p.repeat_penalty != 1.0
         or p.presence_penalty != 0.0
         or p.frequency_penalty != 0.0
         or _dry_on(p)
@@ -532,6 +541,9 @@ def _pick(
         token, post = sampler.sample_with_probs(row, argmax_token)
     elif sampler.fast is not None:
         token = sampler.fast.sample(row)
+    elif sampler.biased_argmax is not None:
+        with sampler.biased_argmax.applied(row):
+            token = int(np.argmax(row))
     elif sampler.chain is not None:
         token = llama_cpp.llama_sampler_sample(sampler.chain, ctx, batch_row)
     else:

@@ -7,12 +7,13 @@ executor builds for the same parameters (executor.sampling), run over the whole 
 from __future__ import annotations
 
 import ctypes
+import math
 
 import llama_cpp
 import numpy as np
 import pytest
 
-from executor.fast_sampling import FastChain, fast_steps
+from executor.fast_sampling import FastChain, LogitBias, fast_steps
 from executor.sampling import TOKEN_DATA, SeqSampler, _build_chain, _skip_draws, _token_data_array, sample_rows
 from ggserve.model import resolve_model
 from ipc.protocol import SamplingParams
@@ -72,7 +73,8 @@ def _chain_tokens(params: SamplingParams, vocab, n_vocab: int, rows: np.ndarray,
 def _fast_tokens(params: SamplingParams, n_vocab: int, rows: np.ndarray, skip: int = 0) -> list[int]:
     steps = fast_steps(params, n_vocab)
     assert steps is not None
-    fast = FastChain(steps, n_vocab, params.seed, params.min_keep)
+    fast = FastChain(steps, n_vocab, params.seed, params.min_keep,
+                     LogitBias(params.logit_bias) if params.logit_bias else None)
     fast.skip(skip)
     return [fast.sample(row) for row in rows]
 
@@ -144,7 +146,6 @@ def test_vectorised_path_is_taken_only_for_chains_it_reproduces() -> None:
         SamplingParams(temperature=0.0),  # greedy: the argmax path
         SamplingParams(temperature=0.8, top_k=0),  # no top-k: the whole vocabulary is a candidate
         SamplingParams(temperature=0.8, repeat_penalty=1.1),
-        SamplingParams(temperature=0.8, logit_bias=[(5, 1.0)]),
         SamplingParams(temperature=0.8, mirostat=2),
         SamplingParams(temperature=0.8, dynatemp_range=0.5),
         SamplingParams(temperature=0.8, typical_p=0.9),
@@ -177,3 +178,46 @@ def test_vocabulary_sizes_without_whole_blocks_pick_the_same_tokens(n_vocab: int
     rows[5, -3] = rows[5].max() + 5  # the best token in the short last block
     params = SamplingParams(temperature=1.1, top_k=40, top_p=0.97, min_p=0.01, seed=11)
     assert _fast_tokens(params, n_vocab, rows) == _chain_tokens(params, None, n_vocab, rows)
+
+
+def _biases(rows: np.ndarray) -> list[tuple[int, float]]:
+    """Bans of the tokens that top the first rows (as ignore_eos bans its tokens), one of them
+    listed twice, and a boost that makes a mid-ranked token competitive."""
+    tops = [int(t) for t in np.argmax(rows[:4], axis=1)]
+    mid = int(np.argsort(rows[5])[-30])
+    return [(t, -math.inf) for t in tops] + [(tops[0], -math.inf), (mid, 6.0), (mid, 1.5)]
+
+
+def test_logit_bias_on_the_vectorised_path_picks_llama_cpp_chains_tokens(model_rows) -> None:
+    rows, vocab, n_vocab = model_rows
+    for seed in range(6):
+        params = SamplingParams(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, seed=seed, logit_bias=_biases(rows))
+        before = rows.copy()
+        expected = _chain_tokens(params, vocab, n_vocab, rows)
+        got = _fast_tokens(params, n_vocab, rows)
+        assert rows.tobytes() == before.tobytes()  # the rows are restored bit for bit
+        assert all(a == b or _has_tie_in_top(rows[i], 40) for i, (a, b) in enumerate(zip(expected, got)))
+        assert not {t for t, b in params.logit_bias if b < 0} & set(got)
+
+
+def test_greedy_with_a_logit_bias_takes_the_biased_argmax_without_a_chain(model_rows) -> None:
+    rows, vocab, n_vocab = model_rows
+    params = SamplingParams(temperature=0.0, logit_bias=_biases(rows))
+    samplers = [SeqSampler(params, vocab, n_vocab, -1, []) for _ in rows]
+    greedy = _build_chain(params, vocab, n_vocab, greedy=True)
+    try:
+        assert all(s.biased_argmax is not None and s.chain is None and not s.argmax_first for s in samplers)
+        before = rows.copy()
+        tokens, _ = sample_rows(None, rows, list(range(len(rows))), samplers)
+        assert rows.tobytes() == before.tobytes()
+        cand = np.zeros(n_vocab, dtype=TOKEN_DATA)
+        for row, token in zip(rows, tokens):
+            cand["id"], cand["logit"], cand["p"] = np.arange(n_vocab, dtype=np.int32), row, 0.0
+            array = _token_data_array(cand)
+            llama_cpp.llama_sampler_apply(greedy, ctypes.byref(array))
+            assert token == int(cand["id"][array.selected])
+        assert not {t for t, b in params.logit_bias if b < 0} & set(tokens)
+    finally:
+        llama_cpp.llama_sampler_free(greedy)
+        for s in samplers:
+            s.free()
