@@ -755,7 +755,7 @@ class Scheduler:
             return
         req.n_draft_tokens += len(draft)
         req.n_draft_accepted += n_accepted
-        req.drafter.acceptance.update(len(draft), n_accepted)
+        req.drafter.verified(len(draft), n_accepted)
         self.counters["spec_drafts"] += 1
         self.counters["spec_draft_tokens"] += len(draft)
         self.counters["spec_accepted_tokens"] += n_accepted

@@ -38,6 +38,9 @@ PRIOR_ALPHA = 0.5
 ACCEPTANCE_DECAY = 0.8  # per verification: the rate follows the text (a quote ends, a new one starts)
 MIN_ALPHA = 0.05  # a request never gives up for good: every so often a 1-token probe is worth it
 PROBE_EVERY = 16  # steps between probes of a request whose acceptance is below the threshold
+# ... doubled after each draft that had nothing accepted, up to this: a probe costs a token of
+# compute, and where nothing repeats (free text) probes every 16 steps cost ~4% at 8 sequences
+PROBE_EVERY_MAX = 128
 
 # Step-time model prior: a token costs PRIOR_TOKEN_SHARE of a one-token step (until steps of
 # several sizes have been seen).
@@ -84,7 +87,7 @@ class Drafter:
     the latest n tokens is one ``bytes.rfind`` (C speed, no per-token index to maintain).
     """
 
-    __slots__ = ("_bytes", "n_tokens", "acceptance", "_idle_steps")
+    __slots__ = ("_bytes", "n_tokens", "acceptance", "_idle_steps", "_probe_every")
 
     def __init__(self, tokens: list[int]) -> None:
         self._bytes = bytearray()
@@ -92,6 +95,7 @@ class Drafter:
         self.extend(tokens)
         self.acceptance = Acceptance()
         self._idle_steps = 0  # steps since it last drafted (for probes)
+        self._probe_every = PROBE_EVERY
 
     def extend(self, tokens: list[int]) -> None:
         self._bytes += array("i", tokens).tobytes()
@@ -136,10 +140,15 @@ class Drafter:
     def wants_probe(self) -> bool:
         """Whether a request whose drafts have not paid lately should try one token again."""
         self._idle_steps += 1
-        return self._idle_steps >= PROBE_EVERY
+        return self._idle_steps >= self._probe_every
 
     def drafted(self) -> None:
         self._idle_steps = 0
+
+    def verified(self, n_drafted: int, n_accepted: int) -> None:
+        """A draft's outcome: the acceptance rate, and the wait before the next probe."""
+        self.acceptance.update(n_drafted, n_accepted)
+        self._probe_every = PROBE_EVERY if n_accepted else min(2 * self._probe_every, PROBE_EVERY_MAX)
 
 
 class Acceptance:

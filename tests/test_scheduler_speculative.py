@@ -11,7 +11,7 @@ from collections.abc import Callable
 from test_scheduler_policy import EOS, Harness
 
 from ipc.protocol import AddRequest, FinishReason, KvOpKind, Sample, SamplingParams, Speculation, StepPlan, StepResult
-from scheduler.speculative import Acceptance, Drafter, SpecSettings, StepCost, allocate
+from scheduler.speculative import PROBE_EVERY, PROBE_EVERY_MAX, Acceptance, Drafter, SpecSettings, StepCost, allocate
 
 NGRAM = SpecSettings("ngram", n_max=16, n_min=0, size_n=6, min_hits=1)
 SIMPLE = SpecSettings("ngram-simple", n_max=16, n_min=0, size_n=4, min_hits=1)
@@ -119,6 +119,25 @@ def test_acceptance_follows_recent_verifications() -> None:
     for _ in range(30):
         a.update(8, 0)
     assert a.alpha < 0.2
+
+
+def test_probes_of_a_request_whose_drafts_fail_come_ever_later_until_one_is_accepted() -> None:
+    drafter = Drafter([1, 2, 3])
+
+    def steps_to_probe() -> int:
+        n = 1
+        while not drafter.wants_probe():
+            n += 1
+        drafter.drafted()
+        return n
+
+    waits = []
+    for _ in range(5):
+        waits.append(steps_to_probe())
+        drafter.verified(1, 0)
+    assert waits == [PROBE_EVERY, 2 * PROBE_EVERY, 4 * PROBE_EVERY, PROBE_EVERY_MAX, PROBE_EVERY_MAX]
+    drafter.verified(1, 1)  # accepted: back to the short wait
+    assert steps_to_probe() == PROBE_EVERY
 
 
 def test_a_copy_is_drafted_accepted_and_output_in_order() -> None:
