@@ -58,7 +58,7 @@ def error(r: httpx.Response, status: int = 400) -> dict:
 
 def test_modalities_are_reported(server):
     props = httpx.get(f"{server.base_url}/props", timeout=30).json()
-    assert props["modalities"] == {"vision": True, "video": False, "audio": False}
+    assert props["modalities"] == {"vision": True, "video": True, "audio": False}  # test extra: ffmpeg
     assert props["media_marker"] == "<__media__>"
     models = httpx.get(f"{server.base_url}/v1/models", timeout=30).json()
     assert models["data"][0]["architecture"]["input_modalities"] == ["text", "image"]
