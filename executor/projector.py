@@ -18,6 +18,7 @@ from llama_cpp import mtmd_cpp as mtmd
 
 T = TypeVar("T")
 
+
 class MediaError(Exception):
     """A media file could not be decoded, preprocessed or encoded; ``index``: which one, if known."""
 

@@ -24,7 +24,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from frontend.api.schemas import AudioPart, ChatMessage, ImagePart, MediaPart, VideoPart, VideoUrlPart
+from frontend.api.schemas import AudioPart, ChatMessage, ImagePart, MediaPart, VideoPart
 from frontend.http.errors import ApiError, invalid
 from ggserve.config import ServeConfig
 
@@ -195,6 +195,6 @@ async def load_messages(messages: list[ChatMessage], limits: MediaLimits) -> lis
     for i, message in enumerate(messages):
         if isinstance(message.content, list):
             for j, part in enumerate(message.content):
-                if isinstance(part, (ImagePart, AudioPart, VideoPart, VideoUrlPart)):
+                if isinstance(part, MediaPart):
                     files.append(await load(part, f"messages[{i}].content[{j}]", limits))
     return files

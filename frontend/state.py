@@ -109,10 +109,11 @@ class Frontend:
     def model_id(self) -> str:
         return self.cfg.model_alias
 
-    async def prepare(self, body_size: int, work: Callable[[], T]) -> T:
-        """Run a request's tokenizer-heavy preparation; off the event loop for large bodies
-        (llama.cpp's tokenizer releases the GIL and may run in several threads at once)."""
-        if body_size <= _INLINE_BODY_BYTES:
+    async def prepare(self, body_size: int | None, work: Callable[[], T]) -> T:
+        """Run a request's tokenizer-heavy preparation; off the event loop for large bodies, or
+        always (``body_size`` None) (llama.cpp's tokenizer releases the GIL and may run in several
+        threads at once)."""
+        if body_size is not None and body_size <= _INLINE_BODY_BYTES:
             return work()
         return await asyncio.to_thread(work)
 

@@ -244,7 +244,10 @@ def _infill_prompt(tokenizer: Tokenizer, body: NativeCompletionRequest) -> list[
 
 async def completion(fe: Frontend, req: Request) -> Response | StreamResponse:
     body = req.decode(NativeCompletionRequest)
-    return await _run(fe, req, body, await fe.prepare(len(req.body), lambda: _native_prompts(fe, body)))
+    # Media in a prompt are decoded as it is tokenized (mtmd, ffmpeg for a video): off the event
+    # loop, however small the body.
+    size = len(req.body) if fe.multimodal is None else None
+    return await _run(fe, req, body, await fe.prepare(size, lambda: _native_prompts(fe, body)))
 
 
 async def infill(fe: Frontend, req: Request) -> Response | StreamResponse:
