@@ -122,3 +122,13 @@ def test_clips_that_do_not_all_fit_the_cache_wait_for_room():
         for r in results:
             assert r.status_code == 200, r.text
             assert r.json()["usage"]["completion_tokens"] == 4
+
+
+def test_a_clip_larger_than_a_slot_context_is_a_400_naming_both_sizes():
+    with start_server("-np", "1", "-c", "256", "--ctx-per-request", "64", "--mmproj", tiny_audio_mmproj()) as tight:
+        r = chat(tight, [{"type": "text", "text": "Hear"}, audio_part(wav(1.0))])
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["type"] == "exceed_context_size_error" and err["param"] == "messages[0].content[1]"
+        assert f"{AUDIO_TOKENS} embeddings" in err["message"] and "64 tokens" in err["message"]
+        assert (err["n_chunk_tokens"], err["n_ctx"]) == (AUDIO_TOKENS, 64)

@@ -29,6 +29,7 @@ from frontend.generation import Choice, ChoiceDelta, Generation, TokenText, coll
 from frontend.http.asgi import Request, Response, StreamResponse, json_response
 from frontend.api.llama_fields import refuse_unsupported
 from frontend.api.lora import request_lora
+from frontend.text.multimodal import check_chunks
 from frontend.text.prompts import Prompt, check_tokens, completion_prompts
 from frontend.api.sampling import (
     CacheDefaults,
@@ -262,6 +263,7 @@ async def _run(fe: Frontend, req: Request, body: NativeCompletionRequest,
     grammar = await fe.prepare(len(req.body), lambda: output_grammar(fe.grammars, body))
     limit = token_limit(body, fe.cfg)
     for prompt in prompts:
+        check_chunks(prompt.media, info.n_ctx_slot)
         check_context(len(prompt.token_ids), limit, info)
     check_slot(body, info)
     n_probs = body.n_probs or body.logprobs or 0

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from executor import projector
 from executor.projector import MediaError
-from frontend.http.errors import invalid
+from frontend.http.errors import ApiError, invalid
 from frontend.media import MediaFile
 from frontend.text.tokenizer import Tokenizer
 from frontend.video import VideoDecoder
@@ -37,6 +37,18 @@ class Span:
 class MediaPrompt:
     tokens: list[int]  # vocabulary ids, and each chunk's media id at its positions
     spans: list[Span]  # in prompt order
+
+
+def check_chunks(spans: list[Span], n_ctx_slot: int) -> None:
+    """A media chunk goes into the KV cache whole: one that a request's context cannot hold is a
+    400 naming its part and both sizes (the engine would refuse it too)."""
+    for span in spans:
+        if span.n_tokens >= n_ctx_slot:
+            what = "a frame of the video" if span.file.kind == "video" else f"the {span.file.kind}"
+            raise ApiError(400, f"{what} takes {span.n_tokens} embeddings at once; a slot's context holds "
+                                f"{n_ctx_slot} tokens, prompt and reply together: increase the context size",
+                           type="exceed_context_size_error", param=span.file.param,
+                           extra={"n_chunk_tokens": span.n_tokens, "n_ctx": n_ctx_slot})
 
 
 class MediaTokenizer:
