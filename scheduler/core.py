@@ -376,7 +376,7 @@ class Scheduler:
         if self.spec.enabled:
             self._plan_drafts(ex, running, budget)
         chosen = policy.plan_batch(running, budget)
-        if not chosen and ex.budget < ex.n_batch:
+        if not chosen and ex.budget < min(ex.n_batch, ex.free_cells):
             # A budget cut after a refused step must not idle the executor: with nothing else to
             # run, the doubling that restores it never comes, and a media chunk goes whole or not.
             ex.budget = ex.n_batch
