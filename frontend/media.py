@@ -31,7 +31,8 @@ from ggserve.config import ServeConfig
 _IMAGE_MAGIC = {b"\x89PNG\r\n\x1a\n": "png", b"\xff\xd8\xff": "jpeg", b"GIF87a": "gif", b"GIF89a": "gif", b"BM": "bmp"}
 _AUDIO_MAGIC = {b"ID3": "mp3", b"fLaC": "flac"}
 _VIDEO_MAGIC = {b"\x1a\x45\xdf\xa3": "webm", b"FLV\x01": "flv", b"\x00\x00\x01\xba": "mpeg"}
-_STILL_BRANDS = (b"avif", b"avis", b"heic", b"heix", b"mif1", b"msf1")  # ISO files that hold pictures
+# ISO media files (an "ftyp" box first) that hold pictures or sound only, not video
+_NOT_VIDEO_BRANDS = (b"avif", b"avis", b"heic", b"heix", b"mif1", b"msf1", b"M4A ", b"M4B ", b"M4P ")
 _TS_PACKET = 188  # an MPEG transport stream: a sync byte every 188 bytes
 
 
@@ -59,7 +60,7 @@ def sniff(data: bytes) -> tuple[str, str] | None:
             return "audio", fmt
     if len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0:  # an MPEG audio frame
         return "audio", "mp3"
-    if data[4:8] == b"ftyp" and data[8:12] not in _STILL_BRANDS:
+    if data[4:8] == b"ftyp" and data[8:12] not in _NOT_VIDEO_BRANDS:
         return "video", "mp4"
     if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
         return "video", "avi"

@@ -94,6 +94,7 @@ def test_the_png_stream_splits_into_files_and_a_cut_file_is_an_error():
     (b"\x00\x00\x00\x18ftypisom", ("video", "mp4")),
     (b"\x00\x00\x00\x14ftypqt  ", ("video", "mp4")),
     (b"\x00\x00\x00\x1cftypavif", None),  # a still picture in the same box format
+    (b"\x00\x00\x00\x20ftypM4A ", None),  # sound only
     (b"\x1a\x45\xdf\xa3\x01\x00", ("video", "webm")),
     (b"RIFF\x00\x00\x00\x00AVI LIST", ("video", "avi")),
     (b"FLV\x01\x05", ("video", "flv")),
