@@ -368,8 +368,8 @@ class Scheduler:
         if ex.info.pooling >= 0:
             return self._next_embed_plan(ex, now)
         self._make_room_for_decodes(ex)
+        self._make_room_for_chunk(ex)  # before admissions: one admitted now would be its first victim
         self._admit(ex, now)
-        self._make_room_for_chunk(ex)
         # A step runs one LoRA adapter set; with no adapter loaded every request has the same.
         running = policy.lora_turn(ex.running) if self.lora_scales else ex.running
         budget = min(ex.budget, ex.free_cells)
