@@ -117,8 +117,12 @@ class VideoDecoder:
     def _run_ffmpeg(self, video: MediaFile) -> bytes:
         """ffmpeg's output for the file, within the time and size limits (it is killed past
         either); a 400 when it fails."""
-        proc = subprocess.Popen(self._command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        try:
+            proc = subprocess.Popen(self._command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)
+        except OSError as exc:  # removed or not executable since start-up
+            raise ApiError(501, f"video input needs ffmpeg, and {self.ffmpeg} does not run: {exc}",
+                           param=video.param) from None
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         timed_out = threading.Event()
 

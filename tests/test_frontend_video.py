@@ -102,3 +102,11 @@ def test_the_png_stream_splits_into_files_and_a_cut_file_is_an_error():
 ])
 def test_video_containers_are_sniffed(head, found):
     assert sniff(head + b"\x00" * 400) == found
+
+
+def test_an_ffmpeg_that_does_not_run_is_a_501(tmp_path):
+    fake = tmp_path / "ffmpeg"
+    fake.write_bytes(b"\x7fELF not really")
+    fake.chmod(0o755)
+    err = failure(decoder(video_ffmpeg_dir=str(tmp_path)), video(0.5))
+    assert err.status == 501 and "does not run" in err.message
