@@ -9,6 +9,9 @@ the picture and reuses its KV. Two rules keep a chunk whole:
   embeddings in a decode of its own, all in one micro-batch: Gemma 3 attends bidirectionally
   within an image);
 - a reused prefix never ends inside a chunk (it is cut back to the chunk's start).
+
+A chunk also takes its KV cells all at once: the oldest prefill waiting at one gets them from
+idle prefixes and newer requests (scheduler.core), where text would take what is free.
 """
 
 from __future__ import annotations
