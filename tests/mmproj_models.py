@@ -199,9 +199,10 @@ def wav(seconds: float, rate: int = 16000, seed: int = 0) -> bytes:
     return buf.getvalue()
 
 
-def video(seconds: float, fps: int = 8, seed: int = 0, size: str = "64x48") -> bytes:
-    """An MP4 (MPEG-4 part 2, index at the end) of ffmpeg's test pattern, its hue turned by
-    ``seed``, written with the ffmpeg the server decodes videos with (frontend.video)."""
+def video(seconds: float, fps: int = 8, seed: int = 0, size: str = "64x48", source: str = "testsrc") -> bytes:
+    """An MP4 (MPEG-4 part 2, index at the end) of an ffmpeg source (the moving test pattern, or
+    ``color`` for a still picture), its hue turned by ``seed``, written with the ffmpeg the server
+    decodes videos with (frontend.video)."""
     import subprocess
 
     from frontend.video import find_ffmpeg
@@ -211,7 +212,7 @@ def video(seconds: float, fps: int = 8, seed: int = 0, size: str = "64x48") -> b
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "clip.mp4")
         subprocess.run([ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-f", "lavfi",
-                        "-i", f"testsrc=size={size}:rate={fps}:duration={seconds}", "-vf", f"hue=h={seed * 37 % 360}",
+                        "-i", f"{source}=size={size}:rate={fps}:duration={seconds}", "-vf", f"hue=h={seed * 37 % 360}",
                         "-c:v", "mpeg4", "-pix_fmt", "yuv420p", path], check=True, timeout=60)
         with open(path, "rb") as f:
             return f.read()

@@ -125,6 +125,15 @@ def test_a_video_part_without_data_or_url_is_a_400(server):
     assert "data or url" in err["message"]
 
 
+def test_a_still_video_counts_every_frame(server):
+    # identical frames share one media id (and one encoding): each still takes its place
+    replies = [chat(server, [{"type": "text", "text": "Watch"}, video_part(v)])
+               for v in (video(1.0, source="color"), video(1.0, seed=6))]
+    assert all(r.status_code == 200 for r in replies), replies[0].text
+    still, moving = (r.json()["usage"] for r in replies)
+    assert still["prompt_tokens"] == moving["prompt_tokens"] and still["completion_tokens"] == 3
+
+
 def test_the_server_survives_bad_videos(server):
     ok = chat(server, [{"type": "text", "text": "Still"}, video_part(video(0.5, seed=5))])
     assert ok.status_code == 200, ok.text
