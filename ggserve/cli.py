@@ -80,9 +80,9 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     mm.add_argument("--no-mmproj-offload", dest="mmproj_offload", action="store_false",
                     help="run the media encoder on the CPU even when the model is on a GPU")
     mm.add_argument("--media-max-bytes", type=int, default=d.media_max_bytes,
-                    help=f"largest image or audio file a request may send ({d.media_max_bytes} bytes)")
+                    help=f"largest image, audio or video file a request may send ({d.media_max_bytes} bytes)")
     mm.add_argument("--allow-remote-media", action="store_true",
-                    help="let image_url be an http(s) URL the server fetches (default: data: URIs only)")
+                    help="let image_url and video parts be http(s) URLs the server fetches (default: data: URIs only)")
     mm.add_argument("--media-fetch-timeout", type=float, default=d.media_fetch_timeout,
                     help=f"seconds a remote media fetch may take ({d.media_fetch_timeout:g})")
     mm.add_argument("--video-fps", type=float, default=d.video_fps, metavar="N",
