@@ -94,7 +94,8 @@ class VideoDecoder:
         try:
             pngs = split_png_stream(stream)
         except ValueError:
-            raise invalid("the video could not be decoded (ffmpeg wrote a truncated frame)", param=video.param) from None
+            raise invalid("the video could not be decoded (ffmpeg wrote a truncated frame)",
+                          param=video.param) from None
         if not pngs:
             raise invalid("the video could not be decoded: it has no video frames", param=video.param)
         if len(pngs) > self.max_frames:

@@ -103,7 +103,8 @@ def test_a_chunk_without_kv_room_leaves_the_cache_as_it_was(engine, arena):
     assert first.error is None and not first.failures
     memory = llama_cpp.llama_get_memory(engine.ctx)
     # the chunk fits the free cells, the text beside it does not: the chunk leaves again
-    crowded = engine.step(StepPlan(43, items=[BatchItem(0, mid, len(HEAD), False), BatchItem(1, [9259] * 12, 0, False)]))
+    crowded = engine.step(StepPlan(43, items=[BatchItem(0, mid, len(HEAD), False),
+                                              BatchItem(1, [9259] * 12, 0, False)]))
     assert crowded.no_kv_room and not crowded.failures and crowded.error is None
     assert llama_cpp.llama_memory_seq_pos_max(memory, 0) == len(HEAD) - 1
     assert llama_cpp.llama_memory_seq_pos_max(memory, 1) == -1
