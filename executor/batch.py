@@ -15,6 +15,10 @@ import numpy as np
 from ipc.protocol import BatchItem
 
 
+class NoKvRoom(Exception):
+    """llama_decode returned 1: no KV cells for the batch; the cache is left as it was."""
+
+
 class BatchError(ValueError):
     """The plan's batch cannot be decoded (llama.cpp would abort or reject it)."""
 

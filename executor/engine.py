@@ -16,7 +16,7 @@ import llama_cpp
 import numpy as np
 
 from executor import slot_files
-from executor.batch import BatchError, BatchLayout, NumpyBatch, item_problem
+from executor.batch import BatchError, BatchLayout, NoKvRoom, NumpyBatch, item_problem
 from executor.draft import DraftModel, SeqTokens
 from executor.embedding import Embedder
 from executor.hidden_tap import tap_for
@@ -60,10 +60,6 @@ CACHE_TYPES = {
 # Test-only fault injection: when this environment variable names a file and the file exists,
 # the next step deletes it and never returns (a hung executor, for --step-timeout tests).
 HANG_FILE_ENV = "GGSERVE_TEST_HANG_FILE"
-
-
-class NoKvRoom(Exception):
-    """llama_decode returned 1: no KV cells for the batch; the cache is left as it was."""
 
 
 POOLING = {
@@ -310,6 +306,8 @@ class ModelEngine:
         prompt_tops = [self.samplers[seq].prompt_logprobs for seq, _, _ in layout.spans]
         rc = llama_cpp.llama_decode(self.ctx, self.batch.struct)
         if rc == 1:
+            if self.media is not None:  # the step runs again: none of it may stay in the cache
+                self.media.undo()
             raise NoKvRoom()
         if rc != 0:
             raise RuntimeError(f"llama_decode returned {rc}")

@@ -23,6 +23,7 @@ import numpy as np
 from llama_cpp import mtmd_cpp as mtmd
 
 from executor import projector
+from executor.batch import NoKvRoom
 from executor.projector import MediaError
 from ipc.protocol import BatchItem, EngineError, ErrorCode, MediaChunk
 from ipc.shm import ArenaReader
@@ -39,12 +40,14 @@ class MediaDecoder:
                  use_gpu: bool, n_threads: int, n_ubatch: int) -> None:
         self.mtmd, self.info = projector.load(path, model, use_gpu, n_threads, warmup=True)
         self.ctx = ctx
+        self.memory = llama_cpp.llama_get_memory(ctx)
         self.n_embd = llama_cpp.llama_model_n_embd(model)
         self.n_ubatch = n_ubatch
         self.reader = ArenaReader()
         self.chunks: dict[int, dict[int, MediaChunk]] = {}  # seq -> start -> chunk
         self.cache: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
         self.cache_bytes = 0
+        self.decoded: list[BatchItem] = []  # this step's chunks in the cache (undone if it is refused)
         self.batch = llama_cpp.llama_batch_init(n_ubatch, self.n_embd, 1)
         self._embd = np.ctypeslib.as_array(self.batch.embd, shape=(n_ubatch, self.n_embd))
 
@@ -56,14 +59,18 @@ class MediaDecoder:
             self.chunks.pop(seq_id, None)
 
     def run(self, items: list[BatchItem], failures: dict[int, EngineError]) -> list[BatchItem]:
-        """Decode the items that are media chunks (each alone); the text items, to batch."""
+        """Decode the items that are media chunks (each alone); the text items, to batch.
+        NoKvRoom (with none of the step's chunks left in the cache) when one finds no room: the
+        scheduler plans the step again, as it does when the text batch finds none."""
         text: list[BatchItem] = []
+        self.decoded = []
         for item in items:
             if not item.token_ids or item.token_ids[0] >= 0:
                 text.append(item)
             elif item.seq_id not in failures:
                 try:
                     self._decode(item)
+                    self.decoded.append(item)
                 except MediaError as exc:
                     log.warning("sequence %d: %s", item.seq_id, exc)
                     failures[item.seq_id] = EngineError(ErrorCode.INVALID_REQUEST, str(exc))
@@ -91,9 +98,17 @@ class MediaDecoder:
         finally:
             if self.info.non_causal:
                 llama_cpp.llama_set_causal_attn(self.ctx, True)
+        if rc == 1:  # the cache is as it was: the chunk waits for room, its request goes on
+            self.undo()
+            raise NoKvRoom()
         if rc != 0:
-            raise MediaError("no room in the KV cache for a media chunk" if rc == 1
-                             else f"llama_decode of a media chunk returned {rc}")
+            raise MediaError(f"llama_decode of a media chunk returned {rc}")
+
+    def undo(self) -> None:
+        """Remove the chunks this step decoded from the cache (the step is refused and planned again)."""
+        for item in self.decoded:
+            llama_cpp.llama_memory_seq_rm(self.memory, item.seq_id, item.pos, -1)
+        self.decoded = []
 
     def _embeddings(self, chunk: MediaChunk) -> np.ndarray:
         cached = self.cache.get(chunk.sha256)

@@ -11,9 +11,12 @@ import contextlib
 import ctypes
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import llama_cpp
 from llama_cpp import mtmd_cpp as mtmd
+
+T = TypeVar("T")
 
 
 class MediaError(Exception):
@@ -61,24 +64,52 @@ def chunks_of(ctx: mtmd.mtmd_context_p, text: bytes, files: list[bytes], add_spe
               parse_special: bool = True) -> Iterator[list[mtmd.mtmd_input_chunk_p]]:
     """mtmd's chunks of ``text`` with one media marker per file, freed on exit. MediaError names
     the file that does not decode."""
-    n_markers = text.count(marker())
-    if n_markers != len(files):  # checked here: mtmd's return codes do not tell this apart
-        raise MediaError(f"the prompt has {n_markers} media markers ({marker().decode()}) for {len(files)} "
+    with chunks_of_parts(ctx, interleave(text.decode(errors="replace"), files), add_special, parse_special) as chunks:
+        yield chunks
+
+
+def interleave(text: str, files: list[T]) -> list[str | T]:
+    """The texts between ``text``'s media markers, each marker replaced by its file (what
+    mtmd_tokenize makes of them: the texts are tokenized apart); MediaError unless there is
+    one marker per file."""
+    pieces = text.split(marker().decode())
+    if len(pieces) != len(files) + 1:  # checked here: mtmd's return codes do not tell this apart
+        raise MediaError(f"the prompt has {len(pieces) - 1} media markers ({marker().decode()}) for {len(files)} "
                          "media files; each file needs one")
+    parts: list[str | T] = [pieces[0]]
+    for file, piece in zip(files, pieces[1:]):
+        parts += [file, piece]
+    return parts
+
+
+@contextlib.contextmanager
+def chunks_of_parts(ctx: mtmd.mtmd_context_p, parts: list[str | bytes], add_special: bool = False,
+                    parse_special: bool = True) -> Iterator[list[mtmd.mtmd_input_chunk_p]]:
+    """mtmd's chunks of ``parts`` (texts, and media files as bytes), each text tokenized on its
+    own, freed on exit. MediaError names the file that does not decode (its index among the files)."""
     bitmaps = []
     chunks = mtmd.mtmd_input_chunks_init()
     try:
-        for i, data in enumerate(files):
+        for i, data in enumerate(p for p in parts if isinstance(p, bytes)):
             buf = (ctypes.c_ubyte * len(data)).from_buffer_copy(data)
             bitmap = mtmd.mtmd_helper_bitmap_init_from_buf(ctx, buf, len(data), False)
             if not bitmap:
                 raise MediaError(f"media file {i} could not be decoded", i)
             bitmaps.append(bitmap)
-        inp = mtmd.mtmd_input_text()
-        inp.text, inp.text_len = text, len(text)
-        inp.add_special, inp.parse_special = add_special, parse_special
-        array = (ctypes.c_void_p * max(1, len(bitmaps)))(*bitmaps)
-        rc = mtmd.mtmd_tokenize(ctx, chunks, ctypes.byref(inp), array, len(bitmaps))
+        files = iter(bitmaps)
+        inputs = []
+        for part in parts:
+            inp = mtmd.mtmd_input_part()
+            if isinstance(part, str):
+                text = mtmd.mtmd_input_text()
+                text.text = encoded = part.encode()
+                text.text_len, text.add_special, text.parse_special = len(encoded), False, parse_special
+                inp.text = ctypes.pointer(text)
+            else:
+                inp.bitmap = next(files)
+            inputs.append(ctypes.pointer(inp))
+        array = (ctypes.POINTER(mtmd.mtmd_input_part) * max(1, len(inputs)))(*inputs)
+        rc = mtmd.mtmd_tokenize_from_parts(ctx, chunks, array, len(inputs), add_special)
         if rc != 0:
             raise MediaError(f"a media file could not be preprocessed (mtmd_tokenize returned {rc})")
         yield [mtmd.mtmd_input_chunks_get(chunks, i) for i in range(mtmd.mtmd_input_chunks_size(chunks))]

@@ -40,7 +40,7 @@ from frontend.structured.tool_formats import harmony
 from frontend.structured.tools import ToolPlan, plan_tools
 from frontend.text.chat_template import ChatTemplateError
 from frontend.text.continuation import continuation_mode, continue_message
-from frontend.text.multimodal import MediaPrompt
+from frontend.text.multimodal import MediaPrompt, check_chunks
 from ipc.protocol import ReasoningBudget
 
 ReplyParser = OutputParser | HarmonyParser
@@ -157,6 +157,7 @@ async def start(fe: Frontend, req: Request, body: ChatCompletionRequest, logprob
     grammar = await fe.prepare(len(req.body), lambda: _grammar(fe, body, chat))
     parsers, markers = _reply_parsers(fe, body, chat)
     limit = token_limit(body, fe.cfg, body.max_completion_tokens)
+    check_chunks(mprompt.spans, info.n_ctx_slot)
     check_context(len(prompt), limit, info)
     check_slot(body, info)
     sampling = msgspec.structs.replace(

@@ -1,14 +1,17 @@
-"""Media a request sends (images, audio): fetched, decoded from base64, sized and sniffed.
+"""Media a request sends (images, audio, video): fetched, decoded from base64, sized and sniffed.
 
 What comes out is a ``MediaFile``: the file's bytes as the client sent them, whether they are an
-image or audio, and their SHA-256 (the prefix cache and the executor's encoder cache key media
-by it). Every problem is a 400 naming the part: not base64, an unsupported format, larger than
-``--media-max-bytes``, a remote URL without ``--allow-remote-media``, a kind of media the
-projector has no encoder for. Whether the bytes really decode is mtmd's to say, when the prompt
-is tokenized (frontend.text.multimodal).
+image, audio or a video, and their SHA-256 (the prefix cache and the executor's encoder cache key
+media by it). Every problem is a 400 naming the part: not base64, an unsupported format, larger
+than ``--media-max-bytes``, a remote URL without ``--allow-remote-media``, a kind of media the
+projector has no encoder for (a video needs the image encoder: its frames are images); a video
+to a server without ffmpeg is a 501. Whether the bytes really decode is mtmd's (or ffmpeg's) to
+say, when the prompt is tokenized (frontend.text.multimodal, frontend.video).
 
-Formats are those llama.cpp's mtmd decodes without ffmpeg: images through stb_image (PNG, JPEG,
-GIF, BMP), audio through miniaudio (WAV, MP3, FLAC).
+Image and audio formats are those llama.cpp's mtmd decodes without ffmpeg: images through
+stb_image (PNG, JPEG, GIF, BMP), audio through miniaudio (WAV, MP3, FLAC). Videos are the
+containers ffmpeg reads that are recognised by their first bytes: MP4 / MOV, WebM / Matroska,
+AVI, MPEG transport and program streams, FLV.
 """
 
 from __future__ import annotations
@@ -21,20 +24,28 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from frontend.api.schemas import AudioPart, ChatMessage, ImagePart
-from frontend.http.errors import invalid
+from frontend.api.schemas import AudioPart, ChatMessage, ImagePart, MediaPart, VideoPart
+from frontend.http.errors import ApiError, invalid
 from ggserve.config import ServeConfig
 
 _IMAGE_MAGIC = {b"\x89PNG\r\n\x1a\n": "png", b"\xff\xd8\xff": "jpeg", b"GIF87a": "gif", b"GIF89a": "gif", b"BM": "bmp"}
 _AUDIO_MAGIC = {b"ID3": "mp3", b"fLaC": "flac"}
+_VIDEO_MAGIC = {b"\x1a\x45\xdf\xa3": "webm", b"FLV\x01": "flv", b"\x00\x00\x01\xba": "mpeg"}
+# ISO media files (an "ftyp" box first) that hold pictures or sound only, not video
+_NOT_VIDEO_BRANDS = (b"avif", b"avis", b"heic", b"heix", b"mif1", b"msf1", b"M4A ", b"M4B ", b"M4P ")
+_TS_PACKET = 188  # an MPEG transport stream: a sync byte every 188 bytes
 
 
 @dataclass(frozen=True)
 class MediaFile:
     data: bytes
-    kind: str  # "image" or "audio"
+    kind: str  # "image", "audio" or "video" (a video's frames, too: PNG files)
     sha256: str
     param: str  # where the request had it, for error messages
+
+
+def media_file(data: bytes, kind: str, param: str) -> MediaFile:
+    return MediaFile(data, kind, hashlib.sha256(data).hexdigest(), param)
 
 
 def sniff(data: bytes) -> tuple[str, str] | None:
@@ -49,6 +60,15 @@ def sniff(data: bytes) -> tuple[str, str] | None:
             return "audio", fmt
     if len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0:  # an MPEG audio frame
         return "audio", "mp3"
+    if data[4:8] == b"ftyp" and data[8:12] not in _NOT_VIDEO_BRANDS:
+        return "video", "mp4"
+    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
+        return "video", "avi"
+    for magic, fmt in _VIDEO_MAGIC.items():
+        if data.startswith(magic):
+            return "video", fmt
+    if len(data) > 2 * _TS_PACKET and data[0] == data[_TS_PACKET] == data[2 * _TS_PACKET] == 0x47:
+        return "video", "mpegts"
     return None
 
 
@@ -66,12 +86,13 @@ def describe(data: bytes) -> str:
 class MediaLimits:
     """The server's media settings and what its projector can encode."""
 
-    def __init__(self, cfg: ServeConfig, vision: bool, audio: bool) -> None:
+    def __init__(self, cfg: ServeConfig, vision: bool, audio: bool, no_video: str | None) -> None:
         self.max_bytes = cfg.media_max_bytes
         self.allow_remote = cfg.allow_remote_media
         self.fetch_timeout = cfg.media_fetch_timeout
         self.vision = vision
         self.audio = audio
+        self.no_video = no_video  # why this server cannot decode videos (no ffmpeg), or None
         self.mmproj = bool(cfg.mmproj)
 
 
@@ -111,15 +132,18 @@ def _fetch(url: str, param: str, limits: MediaLimits) -> bytes:
     return data
 
 
-async def _image_bytes(part: ImagePart, param: str, limits: MediaLimits) -> bytes:
-    url = part.image_url.url
+async def _url_bytes(url: str, kind: str, param: str, limits: MediaLimits) -> bytes:
+    """A part's data: URI or http(s) URL; a video part may also be bare base64 (llama-server's
+    last resort for any media value)."""
     if url.startswith("data:"):
         return _from_data_uri(url, param, limits)
     if url.startswith(("http://", "https://")):
         if not limits.allow_remote:
-            raise invalid("remote media URLs are off on this server (--allow-remote-media); send the image "
+            raise invalid(f"remote media URLs are off on this server (--allow-remote-media); send the {kind} "
                           "as a data: URI", param=param)
         return await asyncio.to_thread(_fetch, url, param, limits)
+    if kind == "video":
+        return _b64(url, param, limits)
     raise invalid("image_url.url must be a data: URI (or http(s) with --allow-remote-media)", param=param)
 
 
@@ -129,16 +153,19 @@ def _check_server(param: str, limits: MediaLimits) -> None:
                       "projector file", param=param)
 
 
-async def load(part: ImagePart | AudioPart, param: str, limits: MediaLimits) -> MediaFile:
+async def load(part: MediaPart, param: str, limits: MediaLimits) -> MediaFile:
     """The checked file of one content part."""
     _check_server(param, limits)
     if isinstance(part, ImagePart):
-        return checked(await _image_bytes(part, param, limits), "image", param, limits)
-    return checked(_b64(part.input_audio.data, param, limits), "audio", param, limits)
+        return checked(await _url_bytes(part.image_url.url, "image", param, limits), "image", param, limits)
+    if isinstance(part, AudioPart):
+        return checked(_b64(part.input_audio.data, param, limits), "audio", param, limits)
+    source = part.input_video if isinstance(part, VideoPart) else part.video_url
+    return checked(await _url_bytes(source.source, "video", param, limits), "video", param, limits)
 
 
 def load_base64(data: str, param: str, limits: MediaLimits) -> MediaFile:
-    """The checked file of llama-server's ``multimodal_data`` entry (an image or audio)."""
+    """The checked file of llama-server's ``multimodal_data`` entry (an image, audio or a video)."""
     _check_server(param, limits)
     return checked(_b64(data, param, limits), None, param, limits)
 
@@ -149,15 +176,18 @@ def checked(data: bytes, want: str | None, param: str, limits: MediaLimits) -> M
     found = sniff(data)
     if found is None:
         raise invalid(f"unsupported media format ({describe(data)}); images: PNG, JPEG, GIF, BMP; audio: WAV, "
-                      "MP3, FLAC", param=param)
+                      "MP3, FLAC; video: MP4, MOV, WebM, MKV, AVI, MPEG, FLV", param=param)
     kind, fmt = found
     if want is not None and kind != want:
         raise invalid(f"the {want} part holds {kind} ({fmt})", param=param)
-    if kind == "image" and not limits.vision:
-        raise invalid("the model's projector (--mmproj) has no image encoder", param=param)
+    if kind in ("image", "video") and not limits.vision:
+        reason = " (a video's frames go to it as images)" if kind == "video" else ""
+        raise invalid(f"the model's projector (--mmproj) has no image encoder{reason}", param=param)
     if kind == "audio" and not limits.audio:
         raise invalid("the model's projector (--mmproj) has no audio encoder", param=param)
-    return MediaFile(data, kind, hashlib.sha256(data).hexdigest(), param)
+    if kind == "video" and limits.no_video is not None:
+        raise ApiError(501, limits.no_video, param=param)
+    return media_file(data, kind, param)
 
 
 async def load_messages(messages: list[ChatMessage], limits: MediaLimits) -> list[MediaFile]:
@@ -166,6 +196,6 @@ async def load_messages(messages: list[ChatMessage], limits: MediaLimits) -> lis
     for i, message in enumerate(messages):
         if isinstance(message.content, list):
             for j, part in enumerate(message.content):
-                if isinstance(part, (ImagePart, AudioPart)):
+                if isinstance(part, MediaPart):
                     files.append(await load(part, f"messages[{i}].content[{j}]", limits))
     return files

@@ -20,10 +20,14 @@ from ipc.protocol import MediaChunk
 from ipc.shm import Arena, ArenaFull, run_id_of
 
 
+def arena_bytes(max_file_bytes: int) -> int:
+    """A worker's arena: room for a few requests' largest files at once (or one video's frames)."""
+    return max(4 * max_file_bytes, 64 * 2**20)
+
+
 class MediaArena:
     def __init__(self, run_dir: str, max_file_bytes: int) -> None:
-        # Room for a few requests' largest files at once; the memory is reserved at creation.
-        self._size = max(4 * max_file_bytes, 64 * 2**20)
+        self._size = arena_bytes(max_file_bytes)  # the memory is reserved at creation
         self._run_id = run_id_of(run_dir)
         self._arena: Arena | None = None
         self._lock = threading.Lock()

@@ -19,9 +19,10 @@ from frontend.response_store import ResponseStore
 from frontend.api.sampling import CacheDefaults, server_defaults
 from frontend.structured.grammar import GrammarChecker
 from frontend.media import MediaLimits
-from frontend.media_arena import MediaArena
+from frontend.media_arena import MediaArena, arena_bytes
 from frontend.text.multimodal import MediaTokenizer
 from frontend.text.tokenizer import Tokenizer
+from frontend.video import VideoDecoder
 from ggserve.config import ServeConfig
 from ipc.protocol import EngineInfo, SamplingParams
 
@@ -40,12 +41,13 @@ class Frontend:
     engine: EngineClient
     api_keys: ApiKeys
     started_at: int  # unix time, the "created" of /v1/models
-    multimodal: MediaTokenizer | None = None  # --mmproj: prompts with images / audio
+    multimodal: MediaTokenizer | None = None  # --mmproj: prompts with images / audio / video
 
     @classmethod
     async def start(cls, cfg: ServeConfig) -> Frontend:
         # In a thread: in router mode a worker loads a model's vocabulary while serving others.
         tokenizer = await asyncio.to_thread(Tokenizer, cfg.model)
+        video = VideoDecoder(cfg, arena_bytes(cfg.media_max_bytes) // 2)  # half the arena: room to send the frames
         frontend = cls(
             cfg=cfg,
             tokenizer=tokenizer,
@@ -53,7 +55,7 @@ class Frontend:
             engine=EngineClient(cfg.scheduler_endpoint, cfg.curve),
             api_keys=ApiKeys(cfg.api_keys),
             started_at=int(time.time()),
-            multimodal=await asyncio.to_thread(MediaTokenizer, tokenizer, cfg.mmproj) if cfg.mmproj else None,
+            multimodal=await asyncio.to_thread(MediaTokenizer, tokenizer, cfg.mmproj, video) if cfg.mmproj else None,
         )
         await frontend.engine.start()
         return frontend
@@ -67,8 +69,10 @@ class Frontend:
 
     @functools.cached_property
     def media_limits(self) -> MediaLimits:
-        info = self.multimodal.info if self.multimodal is not None else None
-        return MediaLimits(self.cfg, info is not None and info.vision, info is not None and info.audio)
+        if self.multimodal is None:
+            return MediaLimits(self.cfg, False, False, None)
+        info = self.multimodal.info
+        return MediaLimits(self.cfg, info.vision, info.audio, self.multimodal.video.unavailable_reason)
 
     @functools.cached_property
     def media_arena(self) -> MediaArena:
@@ -105,10 +109,11 @@ class Frontend:
     def model_id(self) -> str:
         return self.cfg.model_alias
 
-    async def prepare(self, body_size: int, work: Callable[[], T]) -> T:
-        """Run a request's tokenizer-heavy preparation; off the event loop for large bodies
-        (llama.cpp's tokenizer releases the GIL and may run in several threads at once)."""
-        if body_size <= _INLINE_BODY_BYTES:
+    async def prepare(self, body_size: int | None, work: Callable[[], T]) -> T:
+        """Run a request's tokenizer-heavy preparation; off the event loop for large bodies, or
+        always (``body_size`` None) (llama.cpp's tokenizer releases the GIL and may run in several
+        threads at once)."""
+        if body_size is not None and body_size <= _INLINE_BODY_BYTES:
             return work()
         return await asyncio.to_thread(work)
 

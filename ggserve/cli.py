@@ -80,11 +80,23 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     mm.add_argument("--no-mmproj-offload", dest="mmproj_offload", action="store_false",
                     help="run the media encoder on the CPU even when the model is on a GPU")
     mm.add_argument("--media-max-bytes", type=int, default=d.media_max_bytes,
-                    help=f"largest image or audio file a request may send ({d.media_max_bytes} bytes)")
+                    help=f"largest image, audio or video file a request may send ({d.media_max_bytes} bytes)")
     mm.add_argument("--allow-remote-media", action="store_true",
-                    help="let image_url be an http(s) URL the server fetches (default: data: URIs only)")
+                    help="let image_url and video parts be http(s) URLs the server fetches (default: data: URIs only)")
     mm.add_argument("--media-fetch-timeout", type=float, default=d.media_fetch_timeout,
                     help=f"seconds a remote media fetch may take ({d.media_fetch_timeout:g})")
+    mm.add_argument("--video-fps", type=float, default=d.video_fps, metavar="N",
+                    help=f"video frames sampled per second ({d.video_fps:g})")
+    mm.add_argument("--video-timestamp-interval", type=int, default=d.video_timestamp_interval, metavar="MS",
+                    help=f"milliseconds between the timestamp texts among video frames "
+                    f"({d.video_timestamp_interval}; 0: none)")
+    mm.add_argument("--video-ffmpeg-dir", default=d.video_ffmpeg_dir, metavar="DIR",
+                    help="directory holding the ffmpeg that decodes videos (default: PATH, then the imageio-ffmpeg "
+                    "package's)")
+    mm.add_argument("--video-max-frames", type=int, default=d.video_max_frames, metavar="N",
+                    help=f"frames one video may give at --video-fps ({d.video_max_frames})")
+    mm.add_argument("--video-decode-timeout", type=float, default=d.video_decode_timeout, metavar="SECONDS",
+                    help=f"seconds ffmpeg may take to decode one video ({d.video_decode_timeout:g})")
     e = p.add_argument_group("engine")
     e.add_argument("-np", "--parallel", dest="n_parallel", type=int, default=None,
                    help=f"slots per executor ({d.n_parallel}; an embedding server: inputs per decode, "
@@ -469,6 +481,12 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         raise UsageError("ggserve: --mmproj serves images and audio to a generation server, not with --embeddings")
     if args.media_max_bytes <= 0 or args.media_fetch_timeout <= 0:
         raise UsageError("ggserve: --media-max-bytes and --media-fetch-timeout must be positive")
+    if args.video_max_frames <= 0 or args.video_decode_timeout <= 0:
+        raise UsageError("ggserve: --video-max-frames and --video-decode-timeout must be positive")
+    if args.video_fps <= 0:  # llama-server's 0 (the video's own rate) needs ffprobe, which ggserve does without
+        raise UsageError("ggserve: --video-fps must be positive (ggserve samples videos at a set rate)")
+    if args.video_ffmpeg_dir and not os.path.isdir(args.video_ffmpeg_dir):
+        raise UsageError(f"ggserve: --video-ffmpeg-dir {args.video_ffmpeg_dir} is not a directory")
     # Flags whose dest is a ServeConfig field map one to one; the rest are derived here.
     fields = {f: getattr(args, f) for f in ServeConfig.__struct_fields__ if hasattr(args, f)}
     fields.update(
@@ -485,6 +503,7 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         lora=_lora_paths(args.lora),
         spec_draft_model=os.path.abspath(args.spec_draft_model) if args.spec_draft_model else "",
         mmproj=os.path.abspath(args.mmproj) if args.mmproj else "",
+        video_ffmpeg_dir=os.path.abspath(args.video_ffmpeg_dir) if args.video_ffmpeg_dir else "",
     )
     return ServeConfig(**fields)
 

@@ -55,9 +55,15 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     # multimodal input (images, audio): the projector every executor (and frontend worker) loads
     mmproj: str = ""  # --mmproj FILE
     mmproj_offload: bool = True  # --no-mmproj-offload: the encoder runs on the CPU
-    media_max_bytes: int = 20 * 1024 * 1024  # --media-max-bytes: largest image or audio file accepted
-    allow_remote_media: bool = False  # --allow-remote-media: image_url may be http(s), fetched by the server
+    media_max_bytes: int = 20 * 1024 * 1024  # --media-max-bytes: largest image, audio or video file accepted
+    allow_remote_media: bool = False  # --allow-remote-media: image_url and video parts may be http(s), fetched
     media_fetch_timeout: float = 10.0  # --media-fetch-timeout: seconds a remote media fetch may take
+    # video: decoded by the frontend with ffmpeg into frames sent as images (frontend.video)
+    video_fps: float = 4.0  # --video-fps: frames sampled per second
+    video_timestamp_interval: int = 5000  # --video-timestamp-interval: ms between timestamp texts (<= 0: none)
+    video_ffmpeg_dir: str = ""  # --video-ffmpeg-dir: where ffmpeg is; "": PATH, then imageio-ffmpeg's
+    video_max_frames: int = 64  # --video-max-frames: frames one video may give
+    video_decode_timeout: float = 30.0  # --video-decode-timeout: seconds ffmpeg may take for one video
     # engine layout (llama-server flag names in comments)
     n_parallel: int = 4  # -np: slots per executor
     ctx_size: int = 4096  # -c: KV cells per executor, one pool shared by its slots

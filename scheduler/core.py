@@ -319,7 +319,7 @@ class Scheduler:
         infos = [e.info for e in self.executors.values()]
         # a chunk is decoded in one micro-batch, and must fit a step beside every slot's decode
         chunk_limit = min(min(i.n_ubatch, i.n_batch - i.n_slots) for i in infos)
-        problem = media.problem(msg, min(i.n_vocab for i in infos), chunk_limit,
+        problem = media.problem(msg, min(i.n_vocab for i in infos), chunk_limit, self.n_ctx_slot,
                                 all(i.vision for i in infos), all(i.audio for i in infos))
         if problem is not None:
             return EngineError(ErrorCode.INVALID_REQUEST, problem)
@@ -368,6 +368,7 @@ class Scheduler:
         if ex.info.pooling >= 0:
             return self._next_embed_plan(ex, now)
         self._make_room_for_decodes(ex)
+        self._make_room_for_chunk(ex)  # before admissions: one admitted now would be its first victim
         self._admit(ex, now)
         # A step runs one LoRA adapter set; with no adapter loaded every request has the same.
         running = policy.lora_turn(ex.running) if self.lora_scales else ex.running
@@ -375,6 +376,11 @@ class Scheduler:
         if self.spec.enabled:
             self._plan_drafts(ex, running, budget)
         chosen = policy.plan_batch(running, budget)
+        if not chosen and ex.budget < min(ex.n_batch, ex.free_cells):
+            # A budget cut after a refused step must not idle the executor: with nothing else to
+            # run, the doubling that restores it never comes, and a media chunk goes whole or not.
+            ex.budget = ex.n_batch
+            chosen = policy.plan_batch(running, min(ex.budget, ex.free_cells))
         if not chosen and not ex.kv_ops and not ex.ends:
             return None
         items: list[BatchItem] = []
@@ -611,6 +617,23 @@ class Scheduler:
                 return  # llama_decode will say no room; the step is retried smaller
             self._preempt(ex, victim)
 
+    def _make_room_for_chunk(self, ex: ExecutorState) -> None:
+        """The oldest prefill, when a media chunk is next, needs the chunk's cells all at once
+        (a chunk never splits): free idle prefixes, then preempt newer requests, until they are
+        free. Text takes whatever cells are free and decodes preempt for theirs, but a chunk that
+        found too few would otherwise wait for cells that nothing frees (finished requests leave
+        their prefixes cached). When it is the newest request itself, the older ones' ends give
+        it room."""
+        head = next((r for r in ex.running if r.status == Status.PREFILL and r.prompt_remaining > 0), None)
+        size = head.media_chunks.get(head.n_computed) if head is not None else None
+        if size is None:
+            return
+        while not self._reserve_cells(ex, size + policy.n_decoding(ex.running)):
+            victim = policy.preemption_victim(ex.running)
+            if victim is None or victim is head:
+                return
+            self._preempt(ex, victim)
+
     def _preempt(self, ex: ExecutorState, req: Request) -> None:
         """Free a running request's cells and put it first in the queue; it recomputes its
         prompt and the tokens it generated when it runs again."""
@@ -786,18 +809,23 @@ class Scheduler:
             self._evict(ex, slot)
 
     def _retry_smaller(self, ex: ExecutorState, in_flight: dict[int, tuple[Request, int]]) -> None:
-        """llama_decode found no KV room and left the cache as it was: undo the step's token
-        bookkeeping and plan fewer tokens next time (as llama-server halves its batch). When a
-        single token does not fit, the newest request gives its cells back by failing."""
+        """llama_decode found no KV room and the executor left the cache as it was (media chunks
+        it had decoded in the step included): undo the step's token bookkeeping and plan fewer
+        tokens next time (as llama-server halves its batch). When the least step that advances
+        (one token, or one media chunk whole) does not fit, the newest request gives its cells
+        back by failing."""
+        least = 1
         for seq, (req, n) in in_flight.items():
             if req.status == Status.FINISHED:
                 continue
             req.draft = []
             req.n_computed -= n
             kv.truncate(ex.slots[seq], len(ex.slots[seq].tokens) - n)
+            if req.status == Status.PREFILL and req.media_chunks.get(req.n_computed) == n:
+                least = max(least, n)
         planned = sum(n for _, n in in_flight.values())
         log.warning("executor %d: no KV room for %d tokens; retrying with fewer", ex.id, planned)
-        if planned > 1:
+        if planned > least:
             ex.budget = max(1, planned // 2)
             return
         newest = next((r for r in reversed(ex.running) if r.status != Status.FINISHED), None)

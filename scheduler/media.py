@@ -9,6 +9,9 @@ the picture and reuses its KV. Two rules keep a chunk whole:
   embeddings in a decode of its own, all in one micro-batch: Gemma 3 attends bidirectionally
   within an image);
 - a reused prefix never ends inside a chunk (it is cut back to the chunk's start).
+
+A chunk also takes its KV cells all at once: the oldest prefill waiting at one gets them from
+idle prefixes and newer requests (scheduler.core), where text would take what is free.
 """
 
 from __future__ import annotations
@@ -37,8 +40,10 @@ def fit_chunk(chunks: dict[int, int], tokens: list[int], start: int, n: int) -> 
     return end - start
 
 
-def problem(msg: AddRequest, n_vocab: int, chunk_limit: int, vision: bool, audio: bool) -> str | None:
-    """Why the prompt's tokens and media chunks do not fit together or this engine, or None."""
+def problem(msg: AddRequest, n_vocab: int, chunk_limit: int, n_ctx_slot: int, vision: bool,
+            audio: bool) -> str | None:
+    """Why the prompt's tokens and media chunks do not fit together or this engine, or None
+    (``chunk_limit``: embeddings one decode takes; ``n_ctx_slot``: tokens one request holds)."""
     prompt = msg.prompt_token_ids
     if not msg.media:
         if min(prompt) < 0 or max(prompt) >= n_vocab:
@@ -52,6 +57,9 @@ def problem(msg: AddRequest, n_vocab: int, chunk_limit: int, vision: bool, audio
     for chunk in msg.media:
         if chunk.start < covered or chunk.n_tokens <= 0 or chunk.start + chunk.n_tokens > len(prompt):
             return "media chunks overlap or leave the prompt"
+        if chunk.n_tokens >= n_ctx_slot:  # it never fits, whatever waits or is preempted
+            return (f"a media chunk has {chunk.n_tokens} embeddings; a request holds at most {n_ctx_slot} tokens "
+                    "with its reply (raise --ctx-size or --ctx-per-request)")
         if chunk.n_tokens > chunk_limit:
             return (f"a media chunk has {chunk.n_tokens} embeddings; the engine decodes at most {chunk_limit} "
                     "at once (raise --ubatch-size and --batch-size)")

@@ -197,3 +197,22 @@ def wav(seconds: float, rate: int = 16000, seed: int = 0) -> bytes:
         out.setframerate(rate)
         out.writeframes(samples.tobytes())
     return buf.getvalue()
+
+
+def video(seconds: float, fps: int = 8, seed: int = 0, size: str = "64x48", source: str = "testsrc") -> bytes:
+    """An MP4 (MPEG-4 part 2, index at the end) of an ffmpeg source (the moving test pattern, or
+    ``color`` for a still picture), its hue turned by ``seed``, written with the ffmpeg the server
+    decodes videos with (frontend.video)."""
+    import subprocess
+
+    from frontend.video import find_ffmpeg
+
+    ffmpeg = find_ffmpeg("")
+    assert ffmpeg is not None, "the video tests need ffmpeg (pip install imageio-ffmpeg)"
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "clip.mp4")
+        subprocess.run([ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-f", "lavfi",
+                        "-i", f"{source}=size={size}:rate={fps}:duration={seconds}", "-vf", f"hue=h={seed * 37 % 360}",
+                        "-c:v", "mpeg4", "-pix_fmt", "yuv420p", path], check=True, timeout=60)
+        with open(path, "rb") as f:
+            return f.read()

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from conftest import start_server
-from mmproj_models import IMAGE_TOKENS, png, tiny_vision_mmproj, wav
+from mmproj_models import IMAGE_TOKENS, png, tiny_vision_mmproj, video, wav
 
 MAX_BYTES = 100_000
 
@@ -58,7 +58,7 @@ def error(r: httpx.Response, status: int = 400) -> dict:
 
 def test_modalities_are_reported(server):
     props = httpx.get(f"{server.base_url}/props", timeout=30).json()
-    assert props["modalities"] == {"vision": True, "video": False, "audio": False}
+    assert props["modalities"] == {"vision": True, "video": True, "audio": False}  # test extra: ffmpeg
     assert props["media_marker"] == "<__media__>"
     models = httpx.get(f"{server.base_url}/v1/models", timeout=30).json()
     assert models["data"][0]["architecture"]["input_modalities"] == ["text", "image"]
@@ -195,7 +195,7 @@ class _Files(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def files_url() -> Iterator[str]:
-    _Files.files = {"/cat.png": png(40, 40, 5), "/big.png": png(400, 400, 6)}
+    _Files.files = {"/cat.png": png(40, 40, 5), "/big.png": png(400, 400, 6), "/clip.mp4": video(0.5, seed=7)}
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Files)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -212,6 +212,15 @@ def test_remote_image_is_fetched_within_limits(server, files_url):
     assert ok.json()["usage"]["prompt_tokens"] == local.json()["usage"]["prompt_tokens"]
     assert "--media-max-bytes" in error(remote("/big.png"))["message"]
     assert "HTTP 404" in error(remote("/missing.png"))["message"]
+
+
+def test_remote_video_is_fetched_as_images_are(server, files_url):
+    part = {"type": "video_url", "video_url": {"url": files_url + "/clip.mp4"}}
+    remote = chat(server, [{"type": "text", "text": "Watch"}, part])
+    assert remote.status_code == 200, remote.text
+    inline = chat(server, [{"type": "text", "text": "Watch"}, {"type": "video_url", "video_url": {
+        "url": data_uri(video(0.5, seed=7), "video/mp4")}}])
+    assert remote.json()["usage"]["prompt_tokens"] == inline.json()["usage"]["prompt_tokens"] > IMAGE_TOKENS
 
 
 @pytest.mark.parametrize(("part", "needle"), [

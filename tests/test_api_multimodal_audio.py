@@ -8,12 +8,13 @@ Also what a server refuses when its projector has no image encoder, when remote 
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import json
 
 import httpx
 import pytest
 from conftest import start_server
-from mmproj_models import AUDIO_TOKENS, png, tiny_audio_mmproj, wav
+from mmproj_models import AUDIO_TOKENS, png, tiny_audio_mmproj, video, wav
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +27,9 @@ def audio_part(data: bytes, fmt: str = "wav") -> dict:
     return {"type": "input_audio", "input_audio": {"data": base64.b64encode(data).decode(), "format": fmt}}
 
 
-def chat(server, content, **extra) -> httpx.Response:
+def chat(server, content, timeout: float = 120, **extra) -> httpx.Response:
     body = {"messages": [{"role": "user", "content": content}], "max_tokens": 4, "temperature": 0, **extra}
-    return httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=120)
+    return httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=timeout)
 
 
 def test_modalities_are_reported(server):
@@ -80,6 +81,8 @@ def test_streamed_audio_chat(server):
     ({"type": "image_url", "image_url": {"url": "http://127.0.0.1:9/cat.png"}}, "--allow-remote-media"),
     (audio_part(b"RIFF\x10\x00\x00\x00WAVEfmt " + b"\x00" * 16), "could not be decoded"),
     (audio_part(png(20, 20)), "holds image"),
+    ({"type": "input_video", "input_video": {"data": base64.b64encode(video(0.5)).decode()}},
+     "no image encoder (a video's frames go to it as images)"),
 ])
 def test_bad_input_is_a_400(server, part, needle):
     r = chat(server, [{"type": "text", "text": "Hi"}, part])
@@ -102,3 +105,30 @@ def test_a_server_without_mmproj_refuses_media():
         assert responses.status_code == 400 and "--mmproj" in responses.json()["error"]["message"]
         props = httpx.get(f"{plain.base_url}/props", timeout=30).json()
         assert props["modalities"] == {"vision": False, "video": False, "audio": False}
+
+
+def test_clips_that_do_not_all_fit_the_cache_wait_for_room():
+    # 256 cells hold two of these ~100-token prompts: admitted together, the third one's clip
+    # (75 embeddings, taken whole) finds too few free cells once the first two have prefilled,
+    # and must get the cells they leave cached when they finish, not wait for ever.
+    with start_server("-np", "4", "-c", "256", "--mmproj", tiny_audio_mmproj()) as small:
+        def one(i: int) -> httpx.Response:
+            content = [{"type": "text", "text": f"Here is clip number {i} of the three clips, listen:"},
+                       audio_part(wav(1.0, seed=10 + i))]
+            return chat(small, content, timeout=60)
+
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            results = list(pool.map(one, range(3)))
+        for r in results:
+            assert r.status_code == 200, r.text
+            assert r.json()["usage"]["completion_tokens"] == 4
+
+
+def test_a_clip_larger_than_a_slot_context_is_a_400_naming_both_sizes():
+    with start_server("-np", "1", "-c", "256", "--ctx-per-request", "64", "--mmproj", tiny_audio_mmproj()) as tight:
+        r = chat(tight, [{"type": "text", "text": "Hear"}, audio_part(wav(1.0))])
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["type"] == "exceed_context_size_error" and err["param"] == "messages[0].content[1]"
+        assert f"{AUDIO_TOKENS} embeddings" in err["message"] and "64 tokens" in err["message"]
+        assert (err["n_chunk_tokens"], err["n_ctx"]) == (AUDIO_TOKENS, 64)

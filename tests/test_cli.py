@@ -68,6 +68,10 @@ def test_embedding_flags_map_onto_the_config() -> None:
         ("--mmproj", "/nonexistent/mmproj.gguf"),
         ("--mmproj", __file__, "--embeddings"),
         ("--media-max-bytes", "0"),
+        ("--video-fps", "0"),
+        ("--video-max-frames", "0"),
+        ("--video-decode-timeout", "0"),
+        ("--video-ffmpeg-dir", "/nonexistent/bin"),
     ],
 )
 def test_bad_flag_combinations_exit_with_a_message(argv: tuple[str, ...], capsys) -> None:
@@ -84,6 +88,10 @@ def test_multimodal_flags_map_onto_the_config() -> None:
                                  "--allow-remote-media", "--media-fetch-timeout", "2.5"))
     assert cfg.mmproj == os.path.abspath(__file__) and not cfg.mmproj_offload
     assert (cfg.media_max_bytes, cfg.allow_remote_media, cfg.media_fetch_timeout) == (1000, True, 2.5)
+    video = config_from_args(parse("--video-fps", "2", "--video-timestamp-interval", "0", "--video-ffmpeg-dir", ".",
+                                   "--video-max-frames", "16", "--video-decode-timeout", "5"))
+    assert (video.video_fps, video.video_timestamp_interval, video.video_ffmpeg_dir) == (2.0, 0, os.path.abspath("."))
+    assert (video.video_max_frames, video.video_decode_timeout) == (16, 5.0)
 
 
 def test_reliability_flags_map_onto_the_config() -> None:

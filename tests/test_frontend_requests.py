@@ -68,7 +68,7 @@ def test_content_parts_and_stop_forms():
     [
         (b'{"messages": "hi"}', "messages"),
         (b'{"messages": [{"role": "wizard", "content": "hi"}]}', "messages[0].role"),
-        (b'{"messages": [{"role": "user", "content": [{"type": "video_url"}]}]}', "messages[0].content[0].type"),
+        (b'{"messages": [{"role": "user", "content": [{"type": "hologram"}]}]}', "messages[0].content[0].type"),
         (b'{"messages": [], "temperature": "hot"}', "temperature"),
         (b'{"messages": [], "temperature": -1}', "temperature"),
         (b'{"messages": [], "n": 0}', "n"),

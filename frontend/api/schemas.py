@@ -176,7 +176,34 @@ class AudioPart(msgspec.Struct, tag="input_audio", tag_field="type"):
     input_audio: InputAudio
 
 
-ContentPart = TextPart | ImagePart | AudioPart
+class VideoSource(msgspec.Struct, kw_only=True):
+    """llama-server's video part: ``data`` (read first) or ``url``: a data: URI, bare base64, or
+    http(s) with --allow-remote-media."""
+
+    data: str | None = None
+    url: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.data is None and self.url is None:
+            raise ValueError("a video part needs data or url")
+
+    @property
+    def source(self) -> str:
+        return self.data if self.data is not None else self.url or ""
+
+
+class VideoPart(msgspec.Struct, tag="input_video", tag_field="type"):
+    input_video: VideoSource
+
+
+class VideoUrlPart(msgspec.Struct, tag="video_url", tag_field="type"):
+    """OpenAI-style spelling llama-server takes as an alias of ``input_video``."""
+
+    video_url: VideoSource
+
+
+ContentPart = TextPart | ImagePart | AudioPart | VideoPart | VideoUrlPart
+MediaPart = ImagePart | AudioPart | VideoPart | VideoUrlPart
 
 
 class FunctionCall(msgspec.Struct, kw_only=True):

@@ -30,7 +30,8 @@ def generation_params(sampling: SamplingParams, n_predict: int, ignore_eos: bool
     return params | {"max_tokens": n_predict, "n_predict": n_predict, "ignore_eos": ignore_eos, "n_probs": n_probs}
 
 
-def props(cfg: ServeConfig, info: EngineInfo, template: ChatTemplate) -> dict[str, Any]:
+def props(cfg: ServeConfig, info: EngineInfo, template: ChatTemplate, video: bool) -> dict[str, Any]:
+    """llama-server's /props (``video``: this server decodes videos: an image encoder and ffmpeg)."""
     defaults = msgspec.structs.replace(server_defaults(cfg), seed=None if cfg.seed < 0 else cfg.seed)
     executor = info.executors[0] if info.executors else None
     return {
@@ -40,7 +41,7 @@ def props(cfg: ServeConfig, info: EngineInfo, template: ChatTemplate) -> dict[st
         # llama_model_desc is "<arch> <size> <file type>": its last part is llama-server's model_ftype.
         "model_ftype": executor.model_desc.split(" ", 2)[-1] if executor else "",
         "model_path": info.model_path,
-        "modalities": {"vision": bool(executor and executor.vision), "video": False,
+        "modalities": {"vision": bool(executor and executor.vision), "video": video and bool(executor and executor.vision),
                        "audio": bool(executor and executor.audio)},
         "media_marker": MARKER,
         "endpoint_slots": cfg.slots,

@@ -29,6 +29,7 @@ from frontend.generation import Choice, ChoiceDelta, Generation, TokenText, coll
 from frontend.http.asgi import Request, Response, StreamResponse, json_response
 from frontend.api.llama_fields import refuse_unsupported
 from frontend.api.lora import request_lora
+from frontend.text.multimodal import check_chunks
 from frontend.text.prompts import Prompt, check_tokens, completion_prompts
 from frontend.api.sampling import (
     CacheDefaults,
@@ -244,7 +245,10 @@ def _infill_prompt(tokenizer: Tokenizer, body: NativeCompletionRequest) -> list[
 
 async def completion(fe: Frontend, req: Request) -> Response | StreamResponse:
     body = req.decode(NativeCompletionRequest)
-    return await _run(fe, req, body, await fe.prepare(len(req.body), lambda: _native_prompts(fe, body)))
+    # Media in a prompt are decoded as it is tokenized (mtmd, ffmpeg for a video): off the event
+    # loop, however small the body.
+    size = len(req.body) if fe.multimodal is None else None
+    return await _run(fe, req, body, await fe.prepare(size, lambda: _native_prompts(fe, body)))
 
 
 async def infill(fe: Frontend, req: Request) -> Response | StreamResponse:
@@ -259,6 +263,7 @@ async def _run(fe: Frontend, req: Request, body: NativeCompletionRequest,
     grammar = await fe.prepare(len(req.body), lambda: output_grammar(fe.grammars, body))
     limit = token_limit(body, fe.cfg)
     for prompt in prompts:
+        check_chunks(prompt.media, info.n_ctx_slot)
         check_context(len(prompt.token_ids), limit, info)
     check_slot(body, info)
     n_probs = body.n_probs or body.logprobs or 0

@@ -7,6 +7,7 @@ way it tokenizes text without asking the engine: mtmd decides how many embedding
 sees it. The cost is the projector's weights once per worker, in host memory.
 
 A chunk's positions carry ``media_token_id(sha256)`` in the prompt (see ipc.protocol.MediaChunk).
+A video becomes llama-server's text and frames first (frontend.video): each frame is an image chunk.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from dataclasses import dataclass
 
 from executor import projector
 from executor.projector import MediaError
-from frontend.http.errors import invalid
+from frontend.http.errors import ApiError, invalid
 from frontend.media import MediaFile
 from frontend.text.tokenizer import Tokenizer
+from frontend.video import VideoDecoder
 from ipc.protocol import media_token_id
 
 MARKER = projector.marker().decode()
@@ -37,10 +39,23 @@ class MediaPrompt:
     spans: list[Span]  # in prompt order
 
 
+def check_chunks(spans: list[Span], n_ctx_slot: int) -> None:
+    """A media chunk goes into the KV cache whole: one that a request's context cannot hold is a
+    400 naming its part and both sizes (the engine would refuse it too)."""
+    for span in spans:
+        if span.n_tokens >= n_ctx_slot:
+            what = "a frame of the video" if span.file.kind == "video" else f"the {span.file.kind}"
+            raise ApiError(400, f"{what} takes {span.n_tokens} embeddings at once; a slot's context holds "
+                                f"{n_ctx_slot} tokens, prompt and reply together: increase the context size",
+                           type="exceed_context_size_error", param=span.file.param,
+                           extra={"n_chunk_tokens": span.n_tokens, "n_ctx": n_ctx_slot})
+
+
 class MediaTokenizer:
-    def __init__(self, tokenizer: Tokenizer, mmproj: str) -> None:
+    def __init__(self, tokenizer: Tokenizer, mmproj: str, video: VideoDecoder) -> None:
         self._ctx, self.info = projector.load(mmproj, tokenizer.model, use_gpu=False, n_threads=1, warmup=False)
         self._lock = threading.Lock()  # one mtmd context; prompts may be tokenized in threads
+        self.video = video  # a video becomes text and frames (images) here, as in llama-server
 
     def close(self) -> None:
         projector.free(self._ctx)
@@ -49,24 +64,33 @@ class MediaTokenizer:
                  parse_special: bool = True) -> MediaPrompt:
         """The prompt ``text`` (one MARKER per file, in order) as ids and chunks; a 400 for a file
         that does not decode or a marker count that does not match (naming ``param``)."""
+        try:
+            parts = projector.interleave(text, files)
+        except MediaError as exc:
+            raise invalid(str(exc), param=param) from None
+        expanded: list[str | MediaFile] = []
+        for part in parts:  # ffmpeg runs here, outside the lock
+            is_video = isinstance(part, MediaFile) and part.kind == "video"
+            expanded += self.video.parts(part) if is_video else [part]
+        media = [part for part in expanded if isinstance(part, MediaFile)]
         tokens: list[int] = []
         spans: list[Span] = []
         with self._lock:
             try:
-                with projector.chunks_of(self._ctx, text.encode(), [f.data for f in files], add_special,
-                                         parse_special) as chunks:
+                with projector.chunks_of_parts(self._ctx, [p.data if isinstance(p, MediaFile) else p for p in expanded],
+                                               add_special, parse_special) as chunks:
                     for chunk in chunks:
                         if projector.is_text(chunk):
                             tokens += projector.text_tokens(chunk)
                             continue
-                        file = files[len(spans)]
+                        file = media[len(spans)]
                         n = projector.n_embeddings(chunk)
                         spans.append(Span(len(tokens), n, file))
                         tokens += [media_token_id(file.sha256)] * n
             except MediaError as exc:
                 if exc.index is None:
                     raise invalid(str(exc), param=param) from None
-                file = files[exc.index]
+                file = media[exc.index]
                 raise invalid(f"the {file.kind} could not be decoded (a broken or truncated file?)",
                               param=file.param) from None
         return MediaPrompt(tokens, spans)

@@ -24,7 +24,7 @@ from frontend.text.tokenizer import Tokenizer
 # One prompt of a request: text, token ids, both mixed, or an object prompt.
 Subprompt = str | list[str | int] | PromptObject
 NO_PROJECTOR = "no multimodal projector loaded: this server takes text prompts only (start it with --mmproj)"
-_MEDIA_PARTS = frozenset({"image_url", "input_audio", "input_video"})
+_MEDIA_PARTS = frozenset({"image_url", "input_audio", "input_video", "video_url"})
 
 
 @dataclass(slots=True)
