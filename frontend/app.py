@@ -195,7 +195,7 @@ def build_routes(metrics_no_auth: bool, router: bool = False) -> dict[str, dict[
                 content_type="text/event-stream", parameters=streams.PARAMETERS), generates=True, scope="streams"),
             "DELETE": Route(streams.delete_stream, Operation(
                 "Stop a resumable stream: its generation is aborted and its record dropped",
-                parameters=streams.PARAMETERS[:1]), scope="streams"),
+                parameters=streams.PARAMETERS[:1], no_content=True), scope="streams"),
         },
         "/v1/streams/lookup": {"POST": Route(streams.lookup, Operation(
             "The resumable streams of the conversation ids given", streams.StreamLookupRequest,
