@@ -9,7 +9,8 @@ Every response carries ``x-request-id`` (the client's, if it sent a sane one) an
 route lives under that prefix, as in llama-server; a path whose last segment is a resource's id
 (``/v1/responses/resp_...``) takes the route of ``<parent>/{id}``. Handlers of
 generation endpoints run in a task that is cancelled when the client disconnects, which aborts
-their engine requests at once. Any exception becomes an error object in the route's API shape
+their engine requests at once, except a resumable stream's (``X-Conversation-Id``:
+``frontend.routes.streams``), which runs on without its client. Any exception becomes an error object in the route's API shape
 (OpenAI's; Anthropic's on /v1/messages); nothing a client sends can take the worker down.
 """
 
@@ -513,7 +514,7 @@ async def _cancel_on_disconnect(work: Coroutine[Any, Any, None], receive: Callab
     await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
     gone = not task.done()
     if gone:
-        log.info("client disconnected; aborting its request")
+        log.info("client disconnected; ending its response")  # and its generation, unless resumable
         task.cancel()
     watcher.cancel()
     await asyncio.gather(task, watcher, return_exceptions=True)

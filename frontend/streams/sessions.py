@@ -7,7 +7,8 @@ resumes with ``GET /v1/stream`` and gets the rest. One conversation has at most 
 new stream with the same id cancels the old one.
 
 Bounds, llama-server's (tools/server/server-stream.cpp): a session keeps the last
-``MAX_BYTES`` (4 MiB) of its stream, an offset before them is lost; a finished session is
+``MAX_BYTES`` (4 MiB) of its stream, an offset before them is lost (in memory it holds up to
+twice that, so that the front is dropped once per 4 MiB, not at every event); a finished session is
 forgotten ``TTL_S`` (300 s) after its end; a running one lives as long as its generation, which
 ends by itself (``max_tokens``, end of generation, the context) or by ``DELETE /v1/stream``.
 """
