@@ -10,8 +10,9 @@ route lives under that prefix, as in llama-server; a path whose last segment is 
 (``/v1/responses/resp_...``) takes the route of ``<parent>/{id}``. Handlers of
 generation endpoints run in a task that is cancelled when the client disconnects, which aborts
 their engine requests at once, except a resumable stream's (``X-Conversation-Id``:
-``frontend.routes.streams``), which runs on without its client. Any exception becomes an error object in the route's API shape
-(OpenAI's; Anthropic's on /v1/messages); nothing a client sends can take the worker down.
+``frontend.routes.streams``), which runs on without its client. Any exception becomes an error
+object in the route's API shape (OpenAI's; Anthropic's on /v1/messages); nothing a client sends
+can take the worker down.
 """
 
 from __future__ import annotations
