@@ -9,6 +9,7 @@ hold a model name with slashes. What is kept, and for how long: ``frontend.strea
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ from ipc.protocol import StreamReadStatus
 log = logging.getLogger(__name__)
 
 HEADER = "x-conversation-id"
+_STOPPED = "the stream was stopped before it began (DELETE /v1/stream, or a newer stream of the same conversation)"
 PARAMETERS = (  # /openapi.json
     {"name": "conv_id", "in": "query", "required": True, "schema": {"type": "string"}},
     {"name": "from", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
@@ -47,35 +49,57 @@ class StreamStatus(msgspec.Struct):
 async def record(streams: WorkerStreams, req: Request, response: StreamResponse) -> StreamResponse:
     """Run a resumable stream apart from its HTTP connection; the response follows its record.
 
-    An error before the first chunk stays an ordinary HTTP error and records nothing, as in
-    llama-server (a request it refuses leaves no stream behind)."""
-    first = await anext(response.chunks)
-    try:
-        session = await streams.create(req.headers[HEADER])
-    except BaseException:  # cancelled (the client left) while the other workers were asked
-        await response.chunks.aclose()
-        raise
-    session.append(first)
-    if req.trace is not None:
-        req.trace.resumable = True  # its generation, not its response, ends it
-    streams.sessions.produce(session, _produce(streams, session, response, req.trace))
+    The session exists from the start, so a client that leaves while its request waits for a
+    slot leaves it waiting, as in llama-server. An error before the first chunk (a full queue, a
+    prompt over the context) is the POST's HTTP error and leaves no stream behind."""
+    session = await streams.create(req.headers[HEADER])
+    began: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    began.add_done_callback(_read_error)
+    producer = streams.sessions.produce(session, _produce(streams, session, response, began, req.trace))
+    # asyncio.wait cancels neither: the client may leave here, the generation goes on
+    await asyncio.wait((began, producer), return_when=asyncio.FIRST_COMPLETED)
+    if not began.done():  # stopped before it ran at all
+        raise invalid(_STOPPED)
+    began.result()  # the error before the first chunk, if any
     return StreamResponse(_follow(session.read(0)), response.content_type, response.headers, response.error_event)
 
 
 async def _produce(streams: WorkerStreams, session: StreamSession, response: StreamResponse,
-                   trace: RequestTrace | None) -> None:
-    """Write the generation's chunks into its session until it ends or is cancelled."""
+                   began: asyncio.Future[None], trace: RequestTrace | None) -> None:
+    """Write the generation's chunks into its session until it ends or is cancelled (DELETE, or a
+    newer stream of the conversation); ``began`` resolves at the first chunk, or with the error
+    that came before it."""
     try:
+        try:
+            session.append(await anext(response.chunks))
+        except StopAsyncIteration:
+            pass
+        except asyncio.CancelledError:
+            began.set_exception(invalid(_STOPPED))
+            raise
+        except Exception as exc:
+            began.set_exception(exc)
+            streams.sessions.forget(session)
+            return
+        if trace is not None:
+            trace.resumable = True  # its generation, not its response, ends it
+        began.set_result(None)
         async for chunk in response.chunks:
             session.append(chunk)
     except Exception:
         log.exception("resumable stream failed")
         session.append(sse.internal_error_event(response.error_event))
     finally:
-        await response.chunks.aclose()  # when cancelled (DELETE): aborts its engine requests
+        await response.chunks.aclose()  # when cancelled: aborts its engine requests
         streams.sessions.finished(session)
-        if trace is not None:
+        if trace is not None and trace.resumable:
             trace.close()
+
+
+def _read_error(began: asyncio.Future[None]) -> None:
+    """Mark the error as seen: the POST it was for may have left without reading it."""
+    if not began.cancelled():
+        began.exception()
 
 
 async def get_stream(streams: WorkerStreams, req: Request) -> StreamResponse:
@@ -87,7 +111,7 @@ async def get_stream(streams: WorkerStreams, req: Request) -> StreamResponse:
         if exc.status == StreamReadStatus.OFFSET_LOST:
             raise invalid("Stream offset lost, please restart", param="from") from None
         raise ApiError(404, "Stream not found or expired") from None
-    return StreamResponse(_follow(chunks, status_first=True))
+    return StreamResponse(_follow(chunks))
 
 
 async def delete_stream(streams: WorkerStreams, req: Request) -> Response:
@@ -104,11 +128,10 @@ async def lookup(streams: WorkerStreams, req: Request) -> Response:
     return json_response([StreamStatus(**msgspec.structs.asdict(info)) for info in found])
 
 
-async def _follow(chunks: AsyncIterator[bytes], status_first: bool = False) -> AsyncIterator[bytes]:
-    """The chunks; ``status_first``: an empty one first, so the status goes out at once even
-    when nothing is left to replay (the stream ended at the offset asked for)."""
-    if status_first:
-        yield b""
+async def _follow(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The chunks, after an empty one: the status goes out at once, also when nothing is left to
+    send (the stream ended at the offset asked for, or was empty)."""
+    yield b""
     async with contextlib.aclosing(chunks):  # a reader that leaves ends its peer's read too
         async for chunk in chunks:
             yield chunk

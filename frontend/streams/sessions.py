@@ -126,12 +126,13 @@ class StreamSessions:
         self._sessions[conversation_id] = session
         return session
 
-    def produce(self, session: StreamSession, producer: Coroutine[Any, Any, None]) -> None:
+    def produce(self, session: StreamSession, producer: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run the coroutine that writes the session, as a task of its own (not its client's)."""
         task = asyncio.create_task(producer)
         self._producers.add(task)
         task.add_done_callback(self._producers.discard)
         session.producer = task
+        return task
 
     def get(self, conversation_id: str) -> StreamSession | None:
         return self._sessions.get(conversation_id)
@@ -139,7 +140,7 @@ class StreamSessions:
     def finished(self, session: StreamSession) -> None:
         """The session's stream ended: forget it once its time to live is over."""
         session.finish()
-        asyncio.get_running_loop().call_later(self._ttl_s, functools.partial(self._forget, session))
+        asyncio.get_running_loop().call_later(self._ttl_s, functools.partial(self.forget, session))
 
     def cancel(self, conversation_id: str) -> bool:
         """Stop and forget the conversation's session; False when there is none."""
@@ -158,7 +159,8 @@ class StreamSessions:
         for conversation_id in list(self._sessions):
             self.cancel(conversation_id)
 
-    def _forget(self, session: StreamSession) -> None:
+    def forget(self, session: StreamSession) -> None:
+        """Drop the session from the conversation's record (unless a newer one replaced it)."""
         if self._sessions.get(session.conversation_id) is session:
             del self._sessions[session.conversation_id]
 
