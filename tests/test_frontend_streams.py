@@ -1,7 +1,8 @@
 """Resumable streams without a model: a session's bounded record and its readers, and two HTTP
 workers' ``WorkerStreams`` in one event loop (each on its own socket in a shared run directory),
 so that a read, lookup or stop reaching the worker that does not hold the stream is exercised
-deterministically. The same through real servers: tests/test_api_streams.py."""
+deterministically; and how a POST's stream is recorded apart from its client. The same through
+real servers: tests/test_api_streams.py."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from frontend.http.asgi import Request, StreamResponse
+from frontend.http.errors import ApiError
+from frontend.observe.trace import RequestTrace
+from frontend.routes.streams import HEADER, record
 from frontend.streams.sessions import StreamSession, StreamSessions
 from frontend.streams.workers import StreamUnavailable, WorkerStreams
 from ipc.protocol import StreamReadStatus
@@ -142,3 +147,70 @@ def test_a_socket_left_by_a_dead_worker_is_skipped_and_removed(tmp_path, two_wor
         assert await other.lookup(["c"]) == []
         assert not stale.exists()
     two_workers(body)
+
+
+def _request(conversation_id: str) -> Request:
+    return Request("POST", "/v1/chat/completions", {HEADER: conversation_id}, b"{}", "req-1",
+                   RequestTrace("req-1", "POST", "/v1/chat/completions"))
+
+
+def test_record_runs_the_stream_apart_from_its_client(tmp_path):
+    async def scenario() -> None:
+        streams = WorkerStreams(str(tmp_path))
+        release = asyncio.Event()
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"data: 1\n\n"
+            await release.wait()
+            yield b"data: [DONE]\n\n"
+
+        req = _request("c")
+        followed = await record(streams, req, StreamResponse(chunks()))
+        assert await anext(followed.chunks) == b""  # the status goes out at once
+        assert await anext(followed.chunks) == b"data: 1\n\n"
+        await followed.chunks.aclose()  # the client leaves
+        release.set()
+        session = streams.sessions.get("c")
+        assert session is not None and session.producer is not None
+        await session.producer
+        assert session.done and session.total_bytes == len(b"data: 1\n\ndata: [DONE]\n\n")
+        assert req.trace is not None and req.trace.resumable  # closed by the generation's end
+    run(scenario)
+
+
+def test_record_keeps_an_error_before_the_first_chunk_and_no_session(tmp_path):
+    async def scenario() -> None:
+        streams = WorkerStreams(str(tmp_path))
+
+        async def refused() -> AsyncIterator[bytes]:
+            raise ApiError(503, "queue full")
+            yield b""  # an async generator
+
+        req = _request("c")
+        with pytest.raises(ApiError) as refusal:
+            await record(streams, req, StreamResponse(refused()))
+        assert refusal.value.status == 503 and streams.sessions.get("c") is None
+        assert req.trace is not None and not req.trace.resumable  # the app closes it with the error
+    run(scenario)
+
+
+def test_a_stream_stopped_before_its_first_chunk_answers_its_post_with_a_400(tmp_path):
+    async def scenario() -> None:
+        streams = WorkerStreams(str(tmp_path))
+        closed = asyncio.Event()
+
+        async def queued() -> AsyncIterator[bytes]:
+            try:
+                await asyncio.sleep(60)  # waiting for a slot
+                yield b""
+            finally:
+                closed.set()  # (Generation aborts its engine requests here)
+
+        post = asyncio.create_task(record(streams, _request("c"), StreamResponse(queued())))
+        await asyncio.sleep(0.01)
+        assert streams.sessions.get("c") is not None  # resumable while still queued
+        assert await streams.cancel("c")
+        with pytest.raises(ApiError) as stopped:
+            await post
+        assert stopped.value.status == 400 and closed.is_set()
+    run(scenario)
