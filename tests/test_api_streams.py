@@ -6,7 +6,9 @@ the other. The model's words are never asserted; the bytes of the streams are co
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import time
 
 import httpx
@@ -35,6 +37,11 @@ def events(raw: bytes) -> list[str]:
     return [e for e in raw.decode().split("\n\n") if e]
 
 
+def lookup(server, conversation_id: str) -> list[dict]:
+    return httpx.post(f"{server.base_url}/v1/streams/lookup", json={"conversation_ids": [conversation_id]},
+                      timeout=TIMEOUT_S).json()
+
+
 def busy_slots(server) -> int:
     return sum(s["is_processing"] for s in httpx.get(f"{server.base_url}/slots", timeout=TIMEOUT_S).json())
 
@@ -54,9 +61,7 @@ def test_replay_from_an_offset_equals_the_original_stream(server):
         assert skipped.content == original[first_event:]
         assert events(skipped.content) == events(original)[1:]
         assert stream(server, conversation, len(original)).content == b""
-    lookup = httpx.post(f"{server.base_url}/v1/streams/lookup", timeout=TIMEOUT_S,
-                        json={"conversation_ids": ["conv-replay", "never-streamed"]})
-    [entry] = lookup.json()
+    [entry] = lookup(server, "conv-replay") + lookup(server, "never-streamed")  # the id matches its ::model variant
     assert entry["conversation_id"] == conversation and entry["is_done"] is True
     assert entry["total_bytes"] == len(original) and 0 < entry["started_at"] <= entry["completed_at"]
 
@@ -80,6 +85,34 @@ def test_a_stream_resumes_after_its_client_left(server):
     assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "length"
 
 
+def test_a_client_that_leaves_while_queued_leaves_its_request_queued(server):
+    """Both slots busy: the resumable request waits for one; its client goes away meanwhile (a raw
+    socket closed before any answer, as a page reload); it runs once a slot is free."""
+    conversation = "conv-queued"
+    with contextlib.ExitStack() as busy:
+        for _ in range(2):
+            r = busy.enter_context(httpx.stream("POST", f"{server.base_url}/v1/completions", timeout=TIMEOUT_S,
+                                                json={**LONG, "max_tokens": 1500}))
+            next(r.iter_raw())
+        assert busy_slots(server) == 2
+        body = json.dumps({**LONG, "max_tokens": 12}).encode()
+        with socket.create_connection(("127.0.0.1", server.port)) as raw:
+            raw.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        b"X-Conversation-Id: " + conversation.encode() + b"\r\n"
+                        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            deadline = time.monotonic() + 10
+            while not lookup(server, conversation):
+                assert time.monotonic() < deadline, "the queued stream was never recorded"
+                time.sleep(0.05)
+        [entry] = lookup(server, conversation)
+        assert entry["is_done"] is False
+    # the two long streams' clients left: their slots free up, the queued request runs
+    whole = stream(server, conversation, 0).content
+    assert whole.endswith(b"data: [DONE]\n\n")
+    usage = json.loads(events(whole)[-2].removeprefix("data: "))["usage"]
+    assert usage["completion_tokens"] == 12
+
+
 def test_delete_aborts_the_generation_and_frees_its_slot(server):
     conversation = "conv-stop"
     with httpx.stream("POST", f"{server.base_url}/v1/completions", json={**LONG, "max_tokens": 1500},
@@ -98,8 +131,7 @@ def test_delete_aborts_the_generation_and_frees_its_slot(server):
     for _ in range(3):
         gone = stream(server, conversation, 0)
         assert gone.status_code == 404 and gone.json()["error"]["type"] == "not_found_error"
-    assert httpx.post(f"{server.base_url}/v1/streams/lookup", json={"conversation_ids": [conversation]},
-                      timeout=TIMEOUT_S).json() == []
+    assert lookup(server, conversation) == []
     # idempotent, as in llama-server
     assert httpx.delete(f"{server.base_url}/v1/stream", params={"conv_id": conversation}).status_code == 204
 
