@@ -90,10 +90,12 @@ def test_a_client_that_leaves_while_queued_leaves_its_request_queued(server):
     socket closed before any answer, as a page reload); it runs once a slot is free."""
     conversation = "conv-queued"
     with contextlib.ExitStack() as busy:
+        readers = []  # kept: a reader dropped closes its connection
         for _ in range(2):
             r = busy.enter_context(httpx.stream("POST", f"{server.base_url}/v1/completions", timeout=TIMEOUT_S,
                                                 json={**LONG, "max_tokens": 1500}))
-            next(r.iter_raw())
+            readers.append(r.iter_raw())
+            next(readers[-1])
         assert busy_slots(server) == 2
         body = json.dumps({**LONG, "max_tokens": 12}).encode()
         with socket.create_connection(("127.0.0.1", server.port)) as raw:
