@@ -93,17 +93,10 @@ class WorkerStreams:
             return session.read(offset)
         status = StreamReadStatus.NOT_FOUND
         for path in self._peer_paths():
-            connection = await self._connect(path)
-            if connection is None:
+            exchange = await self._exchange(path, StreamRead(conversation_id, offset))
+            if exchange is None:
                 continue
-            reader, writer = connection
-            try:
-                await _write(writer, StreamRead(conversation_id, offset))
-                opened = await asyncio.wait_for(_read(reader), PEER_TIMEOUT_S)
-            except (OSError, TimeoutError, msgspec.DecodeError) as exc:
-                log.warning("stream peer %s failed: %s", path, exc)
-                writer.close()
-                continue
+            opened, reader, writer = exchange
             if isinstance(opened, StreamOpened) and opened.status == StreamReadStatus.OK:
                 return _relay(reader, writer)
             writer.close()
@@ -131,15 +124,26 @@ class WorkerStreams:
             return []
         return [os.path.join(self._dir, n) for n in names if n.endswith(".sock") and n != os.path.basename(self._path)]
 
-    async def _connect(self, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    async def _exchange(self, path: str, question: Message
+                        ) -> tuple[Message | None, asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """Ask the peer at ``path``: its first answer (None: it closed without one) and the open
+        connection, which the caller closes; None when the peer cannot be reached."""
         try:
-            return await asyncio.wait_for(asyncio.open_unix_connection(path), PEER_TIMEOUT_S)
+            reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), PEER_TIMEOUT_S)
         except ConnectionRefusedError:  # its worker is gone
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)
+            return None
         except (OSError, TimeoutError) as exc:
             log.warning("stream peer %s unreachable: %s", path, exc)
-        return None
+            return None
+        try:
+            await _write(writer, question)
+            return await asyncio.wait_for(_read(reader), PEER_TIMEOUT_S), reader, writer
+        except (OSError, TimeoutError, msgspec.DecodeError) as exc:
+            log.warning("stream peer %s failed: %s", path, exc)
+            writer.close()
+            return None
 
     async def _ask_all(self, question: Message) -> list[Message]:
         """Every peer's answer to ``question`` (the peers that fail to answer are left out)."""
@@ -147,18 +151,12 @@ class WorkerStreams:
         return [a for a in answers if a is not None]
 
     async def _ask(self, path: str, question: Message) -> Message | None:
-        connection = await self._connect(path)
-        if connection is None:
+        exchange = await self._exchange(path, question)
+        if exchange is None:
             return None
-        reader, writer = connection
-        try:
-            await _write(writer, question)
-            return await asyncio.wait_for(_read(reader), PEER_TIMEOUT_S)
-        except (OSError, TimeoutError, msgspec.DecodeError) as exc:
-            log.warning("stream peer %s failed: %s", path, exc)
-            return None
-        finally:
-            writer.close()
+        answer, _, writer = exchange
+        writer.close()
+        return answer
 
     # ------------------------------------------------------------------ answering them
 
