@@ -368,7 +368,7 @@ class App:
                 response: Response | StreamResponse = StreamResponse(self._load_then_stream(route, req, self.router))
             else:
                 response = await route.handler(await self._target(route, req), req)
-            if isinstance(response, StreamResponse) and route.generates and streams.HEADER in req.headers:
+            if isinstance(response, StreamResponse) and route.generates and req.headers.get(streams.HEADER):
                 response = await streams.record(self.streams, req, response)
             if isinstance(response, StreamResponse):
                 await _send_stream(send, response, extra_headers, req.trace)
