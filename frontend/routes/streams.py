@@ -27,7 +27,7 @@ from ipc.protocol import StreamReadStatus
 log = logging.getLogger(__name__)
 
 HEADER = "x-conversation-id"
-_STOPPED = "the stream was stopped before it began (DELETE /v1/stream, or a newer stream of the same conversation)"
+_STOPPED = "request cancelled before its stream began (DELETE /v1/stream, or a newer stream of the conversation)"
 PARAMETERS = (  # /openapi.json
     {"name": "conv_id", "in": "query", "required": True, "schema": {"type": "string"}},
     {"name": "from", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
