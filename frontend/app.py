@@ -9,8 +9,10 @@ Every response carries ``x-request-id`` (the client's, if it sent a sane one) an
 route lives under that prefix, as in llama-server; a path whose last segment is a resource's id
 (``/v1/responses/resp_...``) takes the route of ``<parent>/{id}``. Handlers of
 generation endpoints run in a task that is cancelled when the client disconnects, which aborts
-their engine requests at once. Any exception becomes an error object in the route's API shape
-(OpenAI's; Anthropic's on /v1/messages); nothing a client sends can take the worker down.
+their engine requests at once, except a resumable stream's (``X-Conversation-Id``:
+``frontend.routes.streams``), which runs on without its client. Any exception becomes an error
+object in the route's API shape (OpenAI's; Anthropic's on /v1/messages); nothing a client sends
+can take the worker down.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ from frontend.http.cors import Cors
 from frontend.api import anthropic as anthropic_api
 from frontend.api import responses as responses_api
 from frontend.routes import (
-    anthropic, chat, completions, embeddings, lora, models, native, rerank, responses, server, slot_files, tokens, webui,
+    anthropic, chat, completions, embeddings, lora, models, native, rerank, responses, server, slot_files, streams,
+    tokens, webui,
 )
 from frontend.api.schemas import (
     ApplyTemplateResponse,
@@ -63,6 +66,7 @@ from frontend.http.auth import ApiKeys
 from frontend.router import ModelRouter
 from frontend.api.embedding_schemas import EmbeddingList, EmbeddingRequest, RerankRequest, RerankResponse
 from frontend.state import Frontend
+from frontend.streams.workers import WorkerStreams
 from frontend.observe.trace import RequestTrace
 from ggserve.config import ServeConfig, load_config
 from ggserve.logs import setup_logging
@@ -91,7 +95,7 @@ class Route:
     generates: bool = False  # runs engine requests: cancel it when the client goes away
     # "model": the named model's Frontend (router mode: loaded first); "loaded": the same, but a
     # 503 when the model is not loaded (never loads it); "server": the Frontend alone, or the
-    # ModelRouter in router mode.
+    # ModelRouter in router mode; "streams": the worker's resumable streams (WorkerStreams).
     scope: str = "model"
     error_body: ErrorBody = ApiError.body  # its API's error shape (OpenAI's unless it is another API)
     needs: str | None = None  # GENERATION, EMBEDDINGS or RERANKING (None: any server)
@@ -187,6 +191,17 @@ def build_routes(metrics_no_auth: bool, router: bool = False) -> dict[str, dict[
         "/metrics": {"GET": Route(server.metrics_text, Operation(
             "Prometheus metrics (with --metrics)", content_type=metrics.CONTENT_TYPE.decode()),
             auth=not metrics_no_auth, scope="loaded")},
+        "/v1/stream": {
+            "GET": Route(streams.get_stream, Operation(
+                "Replay a resumable stream (X-Conversation-Id) from a byte offset and follow it",
+                content_type="text/event-stream", parameters=streams.PARAMETERS), generates=True, scope="streams"),
+            "DELETE": Route(streams.delete_stream, Operation(
+                "Stop a resumable stream: its generation is aborted and its record dropped",
+                parameters=streams.PARAMETERS[:1], no_content=True), scope="streams"),
+        },
+        "/v1/streams/lookup": {"POST": Route(streams.lookup, Operation(
+            "The resumable streams of the conversation ids given", streams.StreamLookupRequest,
+            list[streams.StreamStatus]), scope="streams")},
         "/openapi.json": {"GET": Route(openapi_json, Operation("This OpenAPI document"), auth=False, scope="server")},
         **{path: {"GET": Route(webui.serve, Operation(summary, content_type=content_type), auth=False, scope="server")}
            for path, (_, content_type, summary) in webui.FILES.items()},
@@ -234,6 +249,7 @@ class App:
         self.api_keys = ApiKeys(cfg.api_keys)
         self.fe: Frontend | None = None  # the single model's
         self.router: ModelRouter | None = None  # router mode's models
+        self.streams = WorkerStreams(cfg.run_dir)  # listens once the worker starts
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
                        send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
@@ -250,6 +266,7 @@ class App:
             if message["type"] == "lifespan.startup":
                 _worker_signals()
                 try:
+                    await self.streams.start()
                     if self.cfg.router:
                         self.router = ModelRouter(self.cfg)
                         await self.router.start()
@@ -261,6 +278,7 @@ class App:
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await self.streams.close()
                 if self.fe is not None:
                     await self.fe.close()
                 if self.router is not None:
@@ -305,7 +323,8 @@ class App:
             trace.disconnected = await _cancel_on_disconnect(respond, receive)
         else:
             await respond
-        trace.close()
+        if not trace.resumable:
+            trace.close()
 
     def _unprefixed(self, path: str) -> str:
         """The route path under --api-prefix (which, as in llama-server, every route is served under)."""
@@ -349,6 +368,8 @@ class App:
                 response: Response | StreamResponse = StreamResponse(self._load_then_stream(route, req, self.router))
             else:
                 response = await route.handler(await self._target(route, req), req)
+            if isinstance(response, StreamResponse) and route.generates and req.headers.get(streams.HEADER):
+                response = await streams.record(self.streams, req, response)
             if isinstance(response, StreamResponse):
                 await _send_stream(send, response, extra_headers, req.trace)
                 return
@@ -360,8 +381,10 @@ class App:
             response = error_response(error, route.error_body)
         await _send_response(send, response, extra_headers, req.trace, error)
 
-    async def _target(self, route: Route, req: Request) -> Frontend | ModelRouter:
+    async def _target(self, route: Route, req: Request) -> Frontend | ModelRouter | WorkerStreams:
         """What the route's handler is called with (see Route.scope)."""
+        if route.scope == "streams":
+            return self.streams
         if self.router is None:
             assert self.fe is not None, "lifespan startup runs before any request"
             return self.fe
@@ -442,7 +465,8 @@ async def _send_response(send: Callable[[dict[str, Any]], Awaitable[None]], resp
         "status": response.status,
         "headers": [
             (b"content-type", response.content_type),
-            (b"content-length", str(len(response.body)).encode()),
+            # a 204 has no body and no length (RFC 9110 8.6)
+            *([] if response.status == 204 else [(b"content-length", str(len(response.body)).encode())]),
             *response.headers,
             *extra_headers,
         ],
@@ -476,8 +500,7 @@ async def _send_stream(send: Callable[[dict[str, Any]], Awaitable[None]], respon
         except Exception:
             log.exception("stream failed")
             trace.error = "internal error"
-            error_event = response.error_event or sse.error_event
-            await send({"type": "http.response.body", "body": error_event(ApiError(500, "internal error")),
+            await send({"type": "http.response.body", "body": sse.internal_error_event(response.error_event),
                         "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     finally:
@@ -492,7 +515,7 @@ async def _cancel_on_disconnect(work: Coroutine[Any, Any, None], receive: Callab
     await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
     gone = not task.done()
     if gone:
-        log.info("client disconnected; aborting its request")
+        log.info("client disconnected; ending its response")  # and its generation, unless resumable
         task.cancel()
     watcher.cancel()
     await asyncio.gather(task, watcher, return_exceptions=True)

@@ -112,7 +112,7 @@ def _reply_parsers(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) ->
     tools = chat.tools.format
     markers = [*(tools.starts if tools else ()), *([tools.end] if tools and tools.end else []),
                *([reasoning.start, reasoning.end] if reasoning else [])]
-    return [OutputParser(reasoning, tools, body.stream) for _ in range(body.n)], markers
+    return [OutputParser(reasoning, tools, body.stream, chat.tools.forced) for _ in range(body.n)], markers
 
 
 def _budget(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) -> ReasoningBudget | None:

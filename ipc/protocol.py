@@ -10,6 +10,8 @@ Reading this module explains the system:
     launcher <--EngineInfo/EngineStatus/RestartExecutor/Drained-- scheduler
     frontend --Hello/Heartbeat/LoadModel/UnloadModel/ModelUsed--> launcher   (router mode)
     frontend <--ModelTable-- launcher                                         (router mode)
+    frontend --StreamRead/StreamLookup/StreamCancel--> frontend              (resumable streams)
+    frontend <--StreamOpened/StreamBytes/StreamSessions/StreamCancelled-- frontend
 
 Liveness: the scheduler sends EngineStatus to every peer that said Hello a few times a second;
 a frontend that hears nothing for a while fails its requests and reconnects. Frontend workers
@@ -782,6 +784,64 @@ class ModelUsed(_Msg):
     name: str
 
 
+# ----------------------------------------------------------------------------- resumable streams
+# A stream with ``X-Conversation-Id`` is recorded in the HTTP worker that runs it; a GET, DELETE or
+# lookup may reach another worker, which asks its peers over their unix sockets in the run
+# directory (frontend.streams.peers): one request per connection, answered by one message, or by
+# StreamOpened and then StreamBytes until the stream ends (the connection closes).
+
+
+class StreamRead(_Msg):
+    """Send the recorded bytes of a conversation's stream from ``offset`` on, then follow it."""
+
+    conversation_id: str
+    offset: int
+
+
+class StreamReadStatus(enum.IntEnum):
+    OK = 0  # StreamBytes follow
+    NOT_FOUND = 1  # no such stream in this worker
+    OFFSET_LOST = 2  # the offset lies before the bytes still kept (the record is bounded)
+
+
+class StreamOpened(_Msg):
+    status: StreamReadStatus
+
+
+class StreamBytes(_Msg):
+    data: bytes
+
+
+class StreamLookup(_Msg):
+    """Which of these conversations (or ``<id>::<model>`` variants) have a stream here?"""
+
+    conversation_ids: list[str]
+
+
+class StreamInfo(_Part):
+    """One recorded stream, as llama-server's /v1/streams/lookup describes it."""
+
+    conversation_id: str
+    is_done: bool
+    total_bytes: int
+    started_at: int  # unix seconds
+    completed_at: int  # unix seconds; 0 while it runs
+
+
+class StreamSessions(_Msg):
+    sessions: list[StreamInfo]
+
+
+class StreamCancel(_Msg):
+    """Stop a conversation's stream (its generation is aborted) and forget its record."""
+
+    conversation_id: str
+
+
+class StreamCancelled(_Msg):
+    found: bool
+
+
 Message = Union[
     AddRequest,
     EmbedRequest,
@@ -813,6 +873,13 @@ Message = Union[
     LoadModel,
     UnloadModel,
     ModelUsed,
+    StreamRead,
+    StreamOpened,
+    StreamBytes,
+    StreamLookup,
+    StreamSessions,
+    StreamCancel,
+    StreamCancelled,
 ]
 
 _encoder = msgspec.msgpack.Encoder()

@@ -62,6 +62,35 @@ def test_forced_call_streamed(sdk, choice):
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_calls_cut_by_max_tokens_never_leak_into_content(sdk, stream):
+    """Forced calls cut at any length: each is a call (complete, or its arguments so far), never text."""
+    for max_tokens in (2, 7, 12, 19, 33, 50):
+        kwargs = {"model": "any", "messages": MESSAGES, "tools": TOOLS, "tool_choice": "required",
+                  "parallel_tool_calls": True, "max_tokens": max_tokens, "temperature": 0}
+        if stream:
+            chunks = list(sdk.chat.completions.create(**kwargs, stream=True))
+            content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            calls: dict[int, list[str]] = {}
+            for d in (d for c in chunks if c.choices for d in c.choices[0].delta.tool_calls or []):
+                calls.setdefault(d.index, [d.function.name or "", ""])[1] += d.function.arguments or ""
+            finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+        else:
+            choice = sdk.chat.completions.create(**kwargs).choices[0]
+            content, finish = choice.message.content or "", [choice.finish_reason]
+            calls = {i: [c.function.name, c.function.arguments] for i, c in enumerate(choice.message.tool_calls or [])}
+        assert content == "", (max_tokens, content)
+        assert finish in (["length"], ["tool_calls"])
+        names_and_args = list(calls.values())
+        for name, arguments in names_and_args[:-1]:  # all but the last one were finished
+            check_call(name, arguments)
+        if finish == ["tool_calls"]:
+            assert names_and_args
+            check_call(*names_and_args[-1])
+        elif names_and_args:
+            assert names_and_args[-1][0] in SCHEMAS and names_and_args[-1][1].startswith("{")
+
+
 def test_langchain_bind_tools(server):
     from langchain_core.tools import tool
     from langchain_openai import ChatOpenAI

@@ -252,6 +252,13 @@ SAMPLES: list[p.Message] = [
     p.LoadModel(name="alpha"),
     p.UnloadModel(name="beta"),
     p.ModelUsed(name="gamma"),
+    p.StreamRead(conversation_id="conv::org/model:Q8_0", offset=120),
+    p.StreamOpened(status=p.StreamReadStatus.OFFSET_LOST),
+    p.StreamBytes(data=b"data: {}\n\n"),
+    p.StreamLookup(conversation_ids=["conv", "other"]),
+    p.StreamSessions(sessions=[p.StreamInfo("conv", True, 2958, 1795650311, 1795650312)]),
+    p.StreamCancel(conversation_id="conv"),
+    p.StreamCancelled(found=True),
 ]
 
 

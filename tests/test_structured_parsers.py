@@ -84,9 +84,39 @@ def test_malformed_calls_come_back_as_content(text):
     assert out.calls == [] and out.content == text
 
 
-def test_unclosed_section_at_the_end_is_parsed_or_kept():
+def test_unclosed_section_at_the_end_is_parsed():
     out = run(OutputParser(None, HermesFormat()), '<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n')
     assert calls_of(out) == [("f", {"a": 1})]
+
+
+# The output of a tool grammar (required, parallel calls) cut by max_tokens at every length.
+FORCED = ('<tool_call>\n{"name": "get_weather", "arguments": {\n  "city": "Paris"\n}}\n</tool_call>\n'
+          '<tool_call>\n{"name": "add", "arguments": {"a": 1}}\n</tool_call>')
+
+
+@pytest.mark.parametrize("forced", [True, False])
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_call_cut_short_is_never_content(stream, forced):
+    opener = len("<tool_call>")
+    # with tool_choice auto, text before any call may end with a piece of the opener: it stays text (below)
+    for n in range(0 if forced else opener, len(FORCED) + 1):
+        text = FORCED[:n]
+        parser = OutputParser(None, HermesFormat(), stream_args=stream, forced=forced)
+        out = run(parser, text, 1 if stream else None)
+        assert out.content == "", text
+        complete = text.count("</tool_call>")
+        named = text.count('"arguments": {')  # calls whose arguments began: those written so far
+        assert [c.name for c in out.calls] == ["get_weather", "add"][:named], text
+        for i, (call, whole) in enumerate(zip(out.calls, ['{\n  "city": "Paris"\n}', '{"a": 1}'])):
+            if i < complete:  # read whole (and written anew)
+                assert json.loads(call.arguments) == json.loads(whole)
+            else:  # the arguments written so far, not more, never other text
+                assert whole.startswith(call.arguments) or json.loads(call.arguments) == json.loads(whole)
+
+
+def test_text_before_a_call_cut_short_stays_content():
+    out = run(OutputParser(None, HermesFormat()), 'Let me look. <tool_call>\n{"name": "get_')
+    assert out.content == "Let me look. " and out.calls == []
 
 
 @pytest.mark.parametrize("step", [None, 1, 4])

@@ -36,6 +36,11 @@ def error_event(exc: ApiError) -> bytes:
     return b"data: " + exc.body() + b"\n\n"
 
 
+def internal_error_event(on_error: Callable[[ApiError], bytes] | None) -> bytes:
+    """The last event of a stream that failed on our side: ``on_error``'s (its API's), or OpenAI's."""
+    return (on_error or error_event)(ApiError(500, "internal error"))
+
+
 def ping_interval(requested: float | None, default: float) -> float | None:
     """A request's ``sse_ping_interval`` (llama-server's field; -1: never) or the server's."""
     if requested is None:

@@ -37,6 +37,7 @@ class Operation:
     loading_status: bool = False  # answers 503 with its own body while not serving (/health)
     error: type = ErrorResponse  # the error body's Struct (Anthropic's routes have their own)
     parameters: tuple[dict[str, Any], ...] = ()  # OpenAPI parameter objects (path and query)
+    no_content: bool = False  # succeeds with a 204 and no body (DELETE /v1/stream)
 
 
 class DocumentedRoute(Protocol):
@@ -81,7 +82,8 @@ def _operation(path: str, method: str, op: Operation, refs: dict[type, Any], nee
     ok: dict[str, Any] = {op.content_type: {"schema": refs[op.response] if op.response else _FREE_FORM}}
     if op.stream_event is not None:
         ok["text/event-stream"] = {"schema": _sse_event(refs[op.stream_event], refs[op.error])}
-    responses: dict[str, Any] = {"200": {"description": "OK", "content": ok}}
+    responses: dict[str, Any] = ({"204": {"description": "No content"}} if op.no_content
+                                 else {"200": {"description": "OK", "content": ok}})
     if op.loading_status:
         responses["503"] = {"description": "Not serving now: loading, restarting or draining",
                             "content": {"application/json": {"schema": refs[op.response]}}}

@@ -45,6 +45,7 @@ class RequestTrace:
     disconnected: bool = False  # the client left before the response ended
     choices: list[ChoiceTrace] = field(default_factory=list)
     model: str = ""  # router mode: the model the request named
+    resumable: bool = False  # a resumable stream's: closed when its generation ends, not its response
 
     def close(self) -> None:
         now = time.monotonic()

@@ -4,7 +4,11 @@ The parser scans the text for the markers of the reasoning format (``<think>``..
 and of the tool-call format (``<tool_call>``...); text that might be the start of a marker is
 held back until the next text decides. A call section is buffered until it closes, then read
 with the format's parser: a malformed call comes back as plain content, never as an error
-(llama-server answers 500 there). Each call gets an id (``call_`` + 24 hex digits).
+(llama-server answers 500 there). A section the output ended inside (cut by max_tokens or a
+stop string before its closer) is a call, never content: its name and the arguments written so
+far when the name is complete (as a stream sends them), nothing otherwise. The blank lines
+after a call are the format's separator, not content. Each call gets an id (``call_`` + 24 hex
+digits).
 
 In a stream, where a format can tell a call's name before its arguments (``args_start``), the
 arguments go out as the model writes them, as OpenAI streams them: the call's first piece
@@ -131,18 +135,23 @@ class StreamParser:
 class OutputParser(StreamParser):
     _CONTENT, _REASONING, _CALL = range(3)
 
-    def __init__(self, reasoning: Reasoning | None, tools: ToolFormat | None, stream_args: bool = False) -> None:
+    def __init__(self, reasoning: Reasoning | None, tools: ToolFormat | None, stream_args: bool = False,
+                 forced: bool = False) -> None:
         """``stream_args``: send a call's arguments as they arrive (for a stream; a reply read
-        whole reads each call whole, so malformed arguments can still come back as content)."""
+        whole reads each call whole, so malformed arguments can still come back as content).
+        ``forced``: the tool grammar makes the answer calls only (tool_choice ``required`` or a
+        named function), so an opener the output ended inside is a call cut short, not text (as it is
+        after a first call, whatever the tool choice)."""
         self._reasoning = reasoning
         self._tools = tools
         self._stream = stream_args
+        self._forced = forced
         self._state = self._REASONING if reasoning is not None and reasoning.starts_open else self._CONTENT
         self._buf = ""
         self._section = ""  # the open call section (from its marker)
         self._seen_content = False  # non-whitespace answer text was emitted
         self._n_calls = 0
-        self._after_reasoning = False  # drop the blank lines between the thinking and the answer
+        self._after_section = False  # drop the blank lines after the thinking or a call
         self._args: ArgsStream | None = None  # the open section's call, when its arguments stream
         self._args_from = 0  # section text up to here went to ``_args``
 
@@ -150,7 +159,7 @@ class OutputParser(StreamParser):
         out = OutputDelta()
         self._scan(out, final=True)
         if self._state == self._CALL:
-            self._close_section(self._section, out)
+            self._close_section(self._section, out, cut=self._tools is not None and self._tools.end is not None)
         elif self._state == self._REASONING:
             self._emit_reasoning(self._buf, out)
         else:
@@ -166,9 +175,13 @@ class OutputParser(StreamParser):
                 markers = self._content_markers()
                 pos, marker = first_marker(self._buf, markers)
                 if marker is None:
-                    keep = 0 if final else partial_suffix(self._buf, markers)
-                    if self._tools is not None and self._tools.at_output_start_only and not self._seen_content \
-                            and not final and not self._buf.strip():
+                    keep = partial_suffix(self._buf, markers)
+                    if final and (self._forced or self._n_calls):  # (after a call, the grammar allows only calls)
+                        self._buf = self._buf[: len(self._buf) - keep]  # an opener cut short: no text
+                    if final:
+                        keep = 0
+                    elif self._tools is not None and self._tools.at_output_start_only and not self._seen_content \
+                            and not self._buf.strip():
                         keep = len(self._buf)  # only whitespace so far: the reply may still open a call
                     self._emit_content(self._buf[: len(self._buf) - keep], out)
                     self._buf = self._buf[len(self._buf) - keep :]
@@ -195,7 +208,7 @@ class OutputParser(StreamParser):
                 if self._reasoning.keep_in_content:
                     out.content += end
                 self._buf = self._buf[pos + len(end) :]
-                self._after_reasoning = not self._reasoning.keep_in_content
+                self._after_section = not self._reasoning.keep_in_content
                 self._state = self._CONTENT
             else:
                 assert self._tools is not None
@@ -210,6 +223,7 @@ class OutputParser(StreamParser):
                 self._buf = self._section[pos + len(end or "") :]
                 self._section = ""
                 self._close_section(section, out)
+                self._after_section = True
                 self._state = self._CONTENT
 
     def _content_markers(self) -> list[str]:
@@ -220,11 +234,12 @@ class OutputParser(StreamParser):
             markers.extend(self._tools.starts)
         return markers
 
-    def _stream_args(self, section: str, out: OutputDelta) -> None:
-        """Send what is new of the open call's arguments (once its name is known)."""
+    def _stream_args(self, section: str, out: OutputDelta, announce: bool = False) -> None:
+        """Send what is new of the open call's arguments (once its name is known); ``announce``:
+        also when not streaming."""
         assert self._tools is not None
         if self._args is None:
-            start = self._tools.args_start(section) if self._stream else None
+            start = self._tools.args_start(section) if self._stream or announce else None
             if start is None:
                 return
             name, self._args_from = start
@@ -233,7 +248,8 @@ class OutputParser(StreamParser):
         self._args.feed(section[self._args_from :], out)
         self._args_from = len(section)
 
-    def _close_section(self, section: str, out: OutputDelta) -> None:
+    def _close_section(self, section: str, out: OutputDelta, cut: bool = False) -> None:
+        """``cut``: the output ended inside the section, before its closer."""
         assert self._tools is not None
         if self._args is not None:  # already announced: send the rest of its arguments
             self._stream_args(section, out)
@@ -242,6 +258,10 @@ class OutputParser(StreamParser):
         try:
             calls: list[ParsedCall] = self._tools.parse(section)
         except (ValueError, TypeError, KeyError):
+            if cut:  # what the tool grammar began is a call, cut short; not text
+                self._stream_args(section, out, announce=True)
+                self._args = None
+                return
             opener = "" if self._tools.keep_start else self._tools.starts[0]
             self._emit_content(opener + section + (self._tools.end or ""), out)
             return
@@ -250,9 +270,9 @@ class OutputParser(StreamParser):
             self._n_calls += 1
 
     def _emit_content(self, text: str, out: OutputDelta) -> None:
-        if self._after_reasoning:
+        if self._after_section:
             text = text.lstrip()
-            self._after_reasoning = not text
+            self._after_section = not text
         if text.strip():
             self._seen_content = True
         out.content += text

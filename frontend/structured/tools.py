@@ -38,6 +38,7 @@ class ToolPlan:
     template_tools: list[dict[str, Any]] | None
     format: ToolFormat | None  # how to read calls from the output (None: no calls expected)
     grammar: str | None
+    forced: bool = False  # the grammar makes the answer calls only (tool_choice required or named)
 
 
 def plan_tools(body: ChatCompletionRequest, template_source: str) -> ToolPlan:
@@ -65,7 +66,7 @@ def plan_tools(body: ChatCompletionRequest, template_source: str) -> ToolPlan:
             tools="\n".join(json.dumps(t["function"], ensure_ascii=False) for t in tools)))
     functions = [t["function"] for t in tools if named is None or t["function"]["name"] == named]
     grammar = _grammar(fmt, functions, forced=choice != "auto", parallel=body.parallel_tool_calls)
-    return ToolPlan(history, tools if native else None, fmt, grammar)
+    return ToolPlan(history, tools if native else None, fmt, grammar, forced=choice != "auto")
 
 
 def _message(message: ChatMessage, i: int) -> dict[str, Any]:
