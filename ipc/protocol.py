@@ -231,9 +231,13 @@ class MediaChunk(_Part):
     BatchItem holds either text tokens or exactly one whole media chunk (scheduler.media)."""
 
     start: int  # index of its first position in the prompt
-    n_tokens: int  # embeddings (= KV cells and positions: M-RoPE models are refused)
+    n_tokens: int  # embeddings (= KV cells and prompt ids)
     sha256: str  # hex digest of the file's bytes
     data: ArrayRef  # the file (uint8), as the client sent it; the executor decodes it again
+    # How far it advances the sequence's llama.cpp position: an M-RoPE image (Qwen2-VL) takes
+    # max(rows, columns) of its grid, fewer than its cells; 0: n_tokens. The scheduler counts
+    # cells; the executor maps them to positions (executor.positions).
+    n_pos: int = 0
 
 
 def media_token_id(sha256: str) -> int:
@@ -559,7 +563,9 @@ class SeqStart(_Part):
 
 
 class BatchItem(_Part):
-    """Tokens of one sequence in this step's batch, at positions pos, pos+1, ..."""
+    """Tokens of one sequence in this step's batch, at positions pos, pos+1, ... (indices in the
+    sequence's tokens, as every position the scheduler sends: llama.cpp's own differ after an
+    M-RoPE image, see MediaChunk.n_pos)"""
 
     seq_id: int
     token_ids: list[int]

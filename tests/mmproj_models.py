@@ -28,6 +28,7 @@ import numpy as np
 from tiny_models import cache_dir
 
 TEXT_EMBD = 640  # the embedded Gemma 3 270M's n_embd: the projector's output width
+QWEN_TEXT_EMBD = 64  # tiny_models.tiny_qwen2vl()'s n_embd
 VIT_EMBD = 32
 VIT_HEADS = 2
 VIT_FF = 64
@@ -56,11 +57,11 @@ def _write_cached(name: str, write: Callable[[str], None]) -> str:
     return str(target)
 
 
-def _common_keys(writer: gguf.GGUFWriter, modality: str, n_embd: int, n_layer: int) -> None:
+def _common_keys(writer: gguf.GGUFWriter, modality: str, n_embd: int, n_layer: int, out_embd: int = TEXT_EMBD) -> None:
     writer.add_uint32(f"clip.{modality}.embedding_length", n_embd)
     writer.add_uint32(f"clip.{modality}.feed_forward_length", VIT_FF)
     writer.add_uint32(f"clip.{modality}.block_count", n_layer)
-    writer.add_uint32(f"clip.{modality}.projection_dim", TEXT_EMBD)
+    writer.add_uint32(f"clip.{modality}.projection_dim", out_embd)
     writer.add_uint32(f"clip.{modality}.attention.head_count", VIT_HEADS)
     writer.add_float32(f"clip.{modality}.attention.layer_norm_epsilon", 1e-6)
 
@@ -125,6 +126,37 @@ def write_vision_mmproj(path: str, n_layer: int = 1, seed: int = 0) -> None:
     _finish(writer)
 
 
+def write_qwen2vl_mmproj(path: str, n_layer: int = 1, seed: int = 2) -> None:
+    """Qwen2-VL's vision tower: two patch convolutions (a video's two frames; a still image goes
+    through both), pre-norm blocks with 2-D M-RoPE attention, and the merger (a norm, then 2x2
+    patches concatenated into an MLP to the text width)."""
+    rng = np.random.default_rng(seed)
+    writer = gguf.GGUFWriter(path, "clip")
+    writer.add_name("tiny-qwen2vl-vision")
+    writer.add_string("clip.projector_type", "qwen2vl_merger")
+    writer.add_bool("clip.has_vision_encoder", True)
+    writer.add_bool("clip.has_audio_encoder", False)
+    writer.add_bool("clip.use_gelu", True)
+    _common_keys(writer, "vision", VIT_EMBD, n_layer, QWEN_TEXT_EMBD)
+    writer.add_uint32("clip.vision.image_size", IMAGE_SIZE)
+    writer.add_uint32("clip.vision.patch_size", PATCH_SIZE)
+    writer.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
+    writer.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
+    for name in ("v.patch_embd.weight", "v.patch_embd.weight.1"):  # no bias: the graph asserts it
+        writer.add_tensor(name, (rng.standard_normal((VIT_EMBD, 3, PATCH_SIZE, PATCH_SIZE)) * 0.05)
+                          .astype(np.float32))
+    _encoder_layers(writer, "v", n_layer, rng, k_bias=True)
+    writer.add_tensor("v.post_ln.weight", np.ones(VIT_EMBD, np.float32))
+    writer.add_tensor("v.post_ln.bias", np.zeros(VIT_EMBD, np.float32))
+    merged = 4 * VIT_EMBD
+    writer.add_tensor("mm.0.weight", (rng.standard_normal((merged, merged)) / np.sqrt(merged)).astype(np.float32))
+    writer.add_tensor("mm.0.bias", np.zeros(merged, np.float32))
+    # unit-variance embeddings, like the text model's token embeddings
+    writer.add_tensor("mm.2.weight", rng.standard_normal((QWEN_TEXT_EMBD, merged)).astype(np.float32))
+    writer.add_tensor("mm.2.bias", np.zeros(QWEN_TEXT_EMBD, np.float32))
+    _finish(writer)
+
+
 def write_audio_mmproj(path: str, n_layer: int = 1, seed: int = 1) -> None:
     rng = np.random.default_rng(seed)
     writer = gguf.GGUFWriter(path, "clip")
@@ -162,6 +194,11 @@ def write_audio_mmproj(path: str, n_layer: int = 1, seed: int = 1) -> None:
 @functools.cache
 def tiny_vision_mmproj() -> str:
     return _write_cached("tiny-gemma3-vision-mmproj-v1.gguf", write_vision_mmproj)
+
+
+@functools.cache
+def tiny_qwen2vl_mmproj() -> str:
+    return _write_cached("tiny-qwen2vl-vision-mmproj-v1.gguf", write_qwen2vl_mmproj)
 
 
 @functools.cache
