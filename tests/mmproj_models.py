@@ -13,7 +13,15 @@ caching, never what a picture shows.
   transformer, frame stacking, an RMS-normed SwiGLU projector). Whisper works on 30 s windows of
   128 mel bins; 1,500 positions after the stride-2 convolution, stacked by 20 -> 75 tokens a window.
 
-Both are written once into the test cache (``tiny_models.cache_dir``).
+For M-RoPE (a Qwen2-VL text model, ``tiny_models.tiny_qwen2vl()``, 64 wide):
+
+- ``tiny_qwen2vl_mmproj()``: projector type ``qwen2vl_merger`` (Qwen2-VL's ViT with 2-D M-RoPE
+  and its 2x2 patch merger). Images are resized to a grid of 28 px cells, at least 8: a 300 x 100
+  picture makes 11 x 4 embeddings that advance the text's position by 11.
+- ``tiny_qwen2_audio_mmproj()``: projector type ``qwen2a`` (Qwen2-Audio / Qwen2.5-Omni's audio: a
+  Whisper encoder, a 2x pool, one linear layer): 750 embeddings per 30 s window, one position each.
+
+All are written once into the test cache (``tiny_models.cache_dir``).
 """
 
 from __future__ import annotations
@@ -157,16 +165,19 @@ def write_qwen2vl_mmproj(path: str, n_layer: int = 1, seed: int = 2) -> None:
     _finish(writer)
 
 
-def write_audio_mmproj(path: str, n_layer: int = 1, seed: int = 1) -> None:
-    rng = np.random.default_rng(seed)
+def _audio_writer(path: str, name: str, projector_type: str, n_layer: int, out_embd: int) -> gguf.GGUFWriter:
     writer = gguf.GGUFWriter(path, "clip")
-    writer.add_name("tiny-ultravox-audio")
-    writer.add_string("clip.projector_type", "ultravox")
+    writer.add_name(name)
+    writer.add_string("clip.projector_type", projector_type)
     writer.add_bool("clip.has_vision_encoder", False)
     writer.add_bool("clip.has_audio_encoder", True)
-    _common_keys(writer, "audio", VIT_EMBD, n_layer)
+    _common_keys(writer, "audio", VIT_EMBD, n_layer, out_embd)
     writer.add_uint32("clip.audio.num_mel_bins", MEL_BINS)
-    writer.add_uint32("clip.audio.projector.stack_factor", STACK)
+    return writer
+
+
+def _whisper_encoder(writer: gguf.GGUFWriter, n_layer: int, rng: np.random.Generator) -> None:
+    """Whisper's encoder: two 1D convolutions, learned positions, blocks, a final norm."""
     # conv1d kernels are ne [k, in, out]
     writer.add_tensor("a.conv1d.1.weight", (rng.standard_normal((VIT_EMBD, MEL_BINS, 3)) * 0.05)
                       .astype(np.float16))
@@ -179,6 +190,13 @@ def write_audio_mmproj(path: str, n_layer: int = 1, seed: int = 1) -> None:
     _encoder_layers(writer, "a", n_layer, rng, k_bias=False)
     writer.add_tensor("a.post_ln.weight", np.ones(VIT_EMBD, np.float32))
     writer.add_tensor("a.post_ln.bias", np.zeros(VIT_EMBD, np.float32))
+
+
+def write_audio_mmproj(path: str, n_layer: int = 1, seed: int = 1) -> None:
+    rng = np.random.default_rng(seed)
+    writer = _audio_writer(path, "tiny-ultravox-audio", "ultravox", n_layer, TEXT_EMBD)
+    writer.add_uint32("clip.audio.projector.stack_factor", STACK)
+    _whisper_encoder(writer, n_layer, rng)
     stacked = VIT_EMBD * STACK
     writer.add_tensor("mm.a.norm_pre.weight", np.ones(stacked, np.float32))
     # SwiGLU: mlp.1 gives 2 x hidden, halves gated; mlp.2 maps hidden -> text width
@@ -191,9 +209,25 @@ def write_audio_mmproj(path: str, n_layer: int = 1, seed: int = 1) -> None:
     _finish(writer)
 
 
+def write_qwen2_audio_mmproj(path: str, n_layer: int = 1, seed: int = 3) -> None:
+    """Qwen2-Audio's encoder (Qwen2.5-Omni's audio half): Whisper, a 2x average pool (750
+    embeddings per 30 s window) and one linear layer to the text width."""
+    rng = np.random.default_rng(seed)
+    writer = _audio_writer(path, "tiny-qwen2-audio", "qwen2a", n_layer, QWEN_TEXT_EMBD)
+    _whisper_encoder(writer, n_layer, rng)
+    writer.add_tensor("mm.a.fc.weight", rng.standard_normal((QWEN_TEXT_EMBD, VIT_EMBD)).astype(np.float32))
+    writer.add_tensor("mm.a.fc.bias", np.zeros(QWEN_TEXT_EMBD, np.float32))
+    _finish(writer)
+
+
 @functools.cache
 def tiny_vision_mmproj() -> str:
     return _write_cached("tiny-gemma3-vision-mmproj-v1.gguf", write_vision_mmproj)
+
+
+@functools.cache
+def tiny_qwen2_audio_mmproj() -> str:
+    return _write_cached("tiny-qwen2-audio-mmproj-v1.gguf", write_qwen2_audio_mmproj)
 
 
 @functools.cache

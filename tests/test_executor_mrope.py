@@ -1,5 +1,5 @@
 """M-RoPE in the executor, in process: a tiny Qwen2-VL text model (tiny_models.tiny_qwen2vl) with a
-tiny qwen2vl merger projector (mmproj_models), checked against llama.cpp's own mtmd helper path
+tiny qwen2vl merger projector (mmproj_models), and a tiny Qwen2-Audio encoder, checked against llama.cpp's own mtmd helper path
 (mtmd_reference). A 300 x 100 picture makes an 11 x 4 grid: 44 embeddings (KV cells) that advance
 the sequence by 11 positions; the scheduler's plans count cells and the executor maps them."""
 
@@ -11,7 +11,7 @@ import uuid
 
 import numpy as np
 import pytest
-from mmproj_models import png, tiny_qwen2vl_mmproj
+from mmproj_models import png, tiny_qwen2_audio_mmproj, tiny_qwen2vl_mmproj, wav
 from mtmd_reference import next_logits
 from tiny_models import tiny_qwen2vl
 
@@ -38,20 +38,30 @@ def engine():
 
 
 @pytest.fixture(scope="module")
-def prompt(engine):
-    """(head tokens, the image's chunk, tail tokens) as the frontend splits PROMPT."""
-    arena = Arena(uuid.uuid4().hex[:8], f"test-mrope-{os.getpid()}", 1 << 20)
+def arena():
+    a = Arena(uuid.uuid4().hex[:8], f"test-mrope-{os.getpid()}", 1 << 20)
+    yield a
+    a.close()
+    a.unlink()
+
+
+def split(engine: ModelEngine, arena: Arena, text: str, data: bytes) -> tuple[list[int], MediaChunk, list[int]]:
+    """(head tokens, the file's chunk, tail tokens) as the frontend splits ``text``."""
     parts = []
-    with projector.chunks_of(engine.media.mtmd, PROMPT.encode(), [IMAGE], add_special=True) as chunks:
+    with projector.chunks_of(engine.media.mtmd, text.encode(), [data], add_special=True) as chunks:
         for c in chunks:
             parts.append(projector.text_tokens(c) if projector.is_text(c)
                          else (projector.n_embeddings(c), projector.n_positions(c)))
     head, (n, n_pos), tail = parts
-    assert (n, n_pos) == GRID
-    ref = arena.put(np.frombuffer(IMAGE, dtype=np.uint8))
-    yield head, MediaChunk(len(head), n, hashlib.sha256(IMAGE).hexdigest(), ref, n_pos), tail
-    arena.close()
-    arena.unlink()
+    ref = arena.put(np.frombuffer(data, dtype=np.uint8))
+    return head, MediaChunk(len(head), n, hashlib.sha256(data).hexdigest(), ref, n_pos), tail
+
+
+@pytest.fixture(scope="module")
+def prompt(engine, arena):
+    head, chunk, tail = split(engine, arena, PROMPT, IMAGE)
+    assert (chunk.n_tokens, chunk.n_pos) == GRID
+    return head, chunk, tail
 
 
 @pytest.fixture(scope="module")
@@ -138,3 +148,19 @@ def test_a_kv_edit_inside_a_picture_is_a_bad_plan(engine, prompt, reference):
     assert "inside a media chunk" in result.error
     again = run(engine, prefill(0, prompt, 71))
     np.testing.assert_allclose(again, reference, atol=1e-3)
+
+
+def test_audio_on_an_mrope_model_counts_up_every_section(arena):
+    """Qwen2.5-Omni's audio: one position per embedding, the same in all four sections."""
+    cfg = ServeConfig(model=tiny_qwen2vl(), mmproj=tiny_qwen2_audio_mmproj(), n_parallel=1, ctx_size=1024,
+                      batch_size=1024, ubatch_size=1024, threads=2, repack=not cpu_has_amx())
+    engine = ModelEngine(cfg, 0)
+    try:
+        text, clip = "Listen: <__media__> and it says", wav(1.0, seed=3)
+        head, chunk, tail = split(engine, arena, text, clip)
+        assert chunk.n_pos == chunk.n_tokens == 750  # a 30 s window
+        ours = run(engine, prefill(0, (head, chunk, tail), 1))
+        reference, _ = next_logits(engine.model, engine.media.mtmd, text, [clip])
+        np.testing.assert_allclose(ours, reference, atol=1e-3)
+    finally:
+        engine.close()
