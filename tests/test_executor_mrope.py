@@ -1,7 +1,8 @@
 """M-RoPE in the executor, in process: a tiny Qwen2-VL text model (tiny_models.tiny_qwen2vl) with a
-tiny qwen2vl merger projector (mmproj_models), and a tiny Qwen2-Audio encoder, checked against llama.cpp's own mtmd helper path
-(mtmd_reference). A 300 x 100 picture makes an 11 x 4 grid: 44 embeddings (KV cells) that advance
-the sequence by 11 positions; the scheduler's plans count cells and the executor maps them."""
+tiny qwen2vl merger projector (mmproj_models), and with a tiny Qwen2-Audio encoder, checked against
+llama.cpp's own mtmd helper path (mtmd_reference). A 300 x 100 picture makes an 11 x 4 grid: 44
+embeddings (KV cells) that advance the sequence by 11 positions; the scheduler's plans count
+cells and the executor maps them."""
 
 from __future__ import annotations
 
