@@ -522,6 +522,8 @@ class SlotActionDone(_Msg):
 
 
 class KvOpKind(enum.IntEnum):
+    """A KV edit; its ``pos`` and counts are token indices of the sequence (see BatchItem)."""
+
     CLEAR = 0  # drop every cell of seq_id
     TRUNCATE = 1  # drop positions >= pos of seq_id
     COPY = 2  # share positions [0, pos) of src_seq_id into seq_id (seq_id must be empty)
