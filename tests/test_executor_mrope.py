@@ -127,6 +127,10 @@ def test_copies_truncations_and_host_memory_keep_the_positions(engine, prompt, r
     copied = run(engine, [StepPlan(40, kv_ops=[KvOp(KvOpKind.COPY, 1, after, 0)], starts=start,
                                    items=[BatchItem(1, tail, after, True)])])
     np.testing.assert_allclose(copied, reference, atol=1e-3)
+    # text after the picture cut back (as after rejected draft tokens) and decoded again
+    recut = run(engine, [StepPlan(45, kv_ops=[KvOp(KvOpKind.TRUNCATE, 1, after + 2)],
+                                  items=[BatchItem(1, tail[2:], after + 2, True)])])
+    np.testing.assert_allclose(recut, reference, atol=1e-3)
     # the whole prompt goes to host memory and comes back on another sequence, cut back to the
     # picture's start (its cells all sit at one position): the picture and the tail run again
     start = [SeqStart(2, SamplingParams(temperature=0), media=[chunk])]
