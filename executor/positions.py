@@ -11,7 +11,9 @@ A layout follows the sequence's cells, as the scheduler edits them: a request's 
 (its prompt's chunks), a copy gives the destination the source's, a host-memory entry keeps the
 one it was saved with, a clear or a slot file (text only) empties it. A layout covers more than
 the cells (a truncated prompt keeps its chunks): harmless, as positions before an index depend
-only on the chunks before it, and the next start replaces it.
+only on the chunks before it, and the next start replaces it. Context shifts (and n_cache_reuse,
+which shifts) never reach these models: llama.cpp cannot move M-RoPE positions
+(``llama_memory_can_shift`` is false), so the scheduler turns them off, as llama-server does.
 """
 
 from __future__ import annotations
