@@ -18,6 +18,8 @@ For M-RoPE (a Qwen2-VL text model, ``tiny_models.tiny_qwen2vl()``, 64 wide):
 - ``tiny_qwen2vl_mmproj()``: projector type ``qwen2vl_merger`` (Qwen2-VL's ViT with 2-D M-RoPE
   and its 2x2 patch merger). Images are resized to a grid of 28 px cells, at least 8: a 300 x 100
   picture makes 11 x 4 embeddings that advance the text's position by 11.
+- ``tiny_qwen25vl_mmproj()``: the same as Qwen2.5-VL's ``qwen2.5vl_merger`` (windowed attention in
+  its first block, SwiGLU MLPs).
 - ``tiny_qwen2_audio_mmproj()``: projector type ``qwen2a`` (Qwen2-Audio / Qwen2.5-Omni's audio: a
   Whisper encoder, a 2x pool, one linear layer): 750 embeddings per 30 s window, one position each.
 
@@ -134,17 +136,24 @@ def write_vision_mmproj(path: str, n_layer: int = 1, seed: int = 0) -> None:
     _finish(writer)
 
 
-def write_qwen2vl_mmproj(path: str, n_layer: int = 1, seed: int = 2) -> None:
+def write_qwen2vl_mmproj(path: str, n_layer: int = 1, seed: int = 2, window_pattern: int = 0) -> None:
     """Qwen2-VL's vision tower: two patch convolutions (a video's two frames; a still image goes
     through both), pre-norm blocks with 2-D M-RoPE attention, and the merger (a norm, then 2x2
-    patches concatenated into an MLP to the text width)."""
+    patches concatenated into an MLP to the text width). ``window_pattern`` > 0: Qwen2.5-VL's
+    (attention within 112 px windows except in every window_pattern-th block, SwiGLU MLPs)."""
     rng = np.random.default_rng(seed)
     writer = gguf.GGUFWriter(path, "clip")
-    writer.add_name("tiny-qwen2vl-vision")
-    writer.add_string("clip.projector_type", "qwen2vl_merger")
+    writer.add_name("tiny-qwen2.5vl-vision" if window_pattern else "tiny-qwen2vl-vision")
+    writer.add_string("clip.projector_type", "qwen2.5vl_merger" if window_pattern else "qwen2vl_merger")
     writer.add_bool("clip.has_vision_encoder", True)
     writer.add_bool("clip.has_audio_encoder", False)
-    writer.add_bool("clip.use_gelu", True)
+    writer.add_bool("clip.use_silu" if window_pattern else "clip.use_gelu", True)
+    if window_pattern:
+        writer.add_uint32("clip.vision.n_wa_pattern", window_pattern)
+        for i in range(n_layer):
+            writer.add_tensor(f"v.blk.{i}.ffn_gate.weight", (rng.standard_normal((VIT_FF, VIT_EMBD))
+                                                              / np.sqrt(VIT_EMBD)).astype(np.float32))
+            writer.add_tensor(f"v.blk.{i}.ffn_gate.bias", np.zeros(VIT_FF, np.float32))
     _common_keys(writer, "vision", VIT_EMBD, n_layer, QWEN_TEXT_EMBD)
     writer.add_uint32("clip.vision.image_size", IMAGE_SIZE)
     writer.add_uint32("clip.vision.patch_size", PATCH_SIZE)
@@ -233,6 +242,12 @@ def tiny_qwen2_audio_mmproj() -> str:
 @functools.cache
 def tiny_qwen2vl_mmproj() -> str:
     return _write_cached("tiny-qwen2vl-vision-mmproj-v1.gguf", write_qwen2vl_mmproj)
+
+
+@functools.cache
+def tiny_qwen25vl_mmproj() -> str:
+    return _write_cached("tiny-qwen2.5vl-vision-mmproj-v1.gguf",
+                         functools.partial(write_qwen2vl_mmproj, n_layer=2, window_pattern=2))
 
 
 @functools.cache

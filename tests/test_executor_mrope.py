@@ -1,8 +1,8 @@
 """M-RoPE in the executor, in process: a tiny Qwen2-VL text model (tiny_models.tiny_qwen2vl) with a
-tiny qwen2vl merger projector (mmproj_models), and with a tiny Qwen2-Audio encoder, checked against
-llama.cpp's own mtmd helper path (mtmd_reference). A 300 x 100 picture makes an 11 x 4 grid: 44
-embeddings (KV cells) that advance the sequence by 11 positions; the scheduler's plans count
-cells and the executor maps them."""
+tiny qwen2vl merger projector (mmproj_models), and with tiny Qwen2.5-VL and Qwen2-Audio encoders,
+checked against llama.cpp's own mtmd helper path (mtmd_reference). A 300 x 100 picture makes an
+11 x 4 grid: 44 embeddings (KV cells) that advance the sequence by 11 positions; the scheduler's
+plans count cells and the executor maps them."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import uuid
 
 import numpy as np
 import pytest
-from mmproj_models import png, tiny_qwen2_audio_mmproj, tiny_qwen2vl_mmproj, wav
+from mmproj_models import png, tiny_qwen2_audio_mmproj, tiny_qwen25vl_mmproj, tiny_qwen2vl_mmproj, wav
 from mtmd_reference import next_logits
 from tiny_models import tiny_qwen2vl
 
@@ -155,17 +155,21 @@ def test_a_kv_edit_inside_a_picture_is_a_bad_plan(engine, prompt, reference):
     np.testing.assert_allclose(again, reference, atol=1e-3)
 
 
-def test_audio_on_an_mrope_model_counts_up_every_section(arena):
-    """Qwen2.5-Omni's audio: one position per embedding, the same in all four sections."""
-    cfg = ServeConfig(model=tiny_qwen2vl(), mmproj=tiny_qwen2_audio_mmproj(), n_parallel=1, ctx_size=1024,
+@pytest.mark.parametrize(("mmproj", "text", "data", "grid"), [
+    # Qwen2.5-Omni's audio: one position per embedding, the same in all four sections (a 30 s window)
+    (tiny_qwen2_audio_mmproj, "Listen: <__media__> and it says", wav(1.0, seed=3), (750, 750)),
+    # Qwen2.5-VL's windowed vision tower: the same positions as Qwen2-VL's
+    (tiny_qwen25vl_mmproj, "A picture: <__media__> and what it shows is", IMAGE, GRID),
+], ids=["qwen2-audio", "qwen2.5-vl"])
+def test_other_mrope_projectors_predict_what_llama_cpp_does(arena, mmproj, text, data, grid):
+    cfg = ServeConfig(model=tiny_qwen2vl(), mmproj=mmproj(), n_parallel=1, ctx_size=1024,
                       batch_size=1024, ubatch_size=1024, threads=2, repack=not cpu_has_amx())
     engine = ModelEngine(cfg, 0)
     try:
-        text, clip = "Listen: <__media__> and it says", wav(1.0, seed=3)
-        head, chunk, tail = split(engine, arena, text, clip)
-        assert chunk.n_pos == chunk.n_tokens == 750  # a 30 s window
+        head, chunk, tail = split(engine, arena, text, data)
+        assert (chunk.n_tokens, chunk.n_pos) == grid
         ours = run(engine, prefill(0, (head, chunk, tail), 1))
-        reference, _ = next_logits(engine.model, engine.media.mtmd, text, [clip])
+        reference, _ = next_logits(engine.model, engine.media.mtmd, text, [data])
         np.testing.assert_allclose(ours, reference, atol=1e-3)
     finally:
         engine.close()
