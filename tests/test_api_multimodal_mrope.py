@@ -125,6 +125,18 @@ def test_a_reused_prefix_through_the_image_predicts_the_same(server, reference):
     assert_agrees(out, reference(longer, [IMAGE]))
 
 
+def test_choices_of_one_image_prompt_share_its_cells(server, reference):
+    """n_cmpl: the second choice copies the first one's prompt cells, picture included."""
+    text = "Two answers about <__media__> begin with"
+    expected = reference(text, [IMAGE])
+    choices = complete(server, text, [IMAGE], n_cmpl=2, n_predict=4)
+    assert [c["index"] for c in choices] == [0, 1]
+    assert max(c["tokens_cached"] for c in choices) > N_EMBD  # one copied the other's, through the picture
+    for choice in choices:
+        assert_agrees(choice, expected)
+    assert choices[0]["content"] == choices[1]["content"]  # greedy
+
+
 def test_two_images_in_one_prompt(server, reference):
     other = png(56, 112, 9)  # 2 x 4 merged patches: 8 embeddings, 4 positions
     text = "First <__media__> then <__media__> and"
