@@ -5,7 +5,8 @@ An image's embeddings take KV cells but advance the sequence by max(rows, column
 (a 300 x 100 picture: 44 embeddings, 11 positions), so the tests compare what the server
 predicts next with llama.cpp's own mtmd helper path run in process on the same prompt
 (mtmd_reference): cold, after reusing a cached prefix through the picture, with new text after a
-reused picture, and batched beside text requests.
+reused picture, in choices that copy each other's cells, with two pictures, and batched beside
+text requests.
 """
 
 from __future__ import annotations
