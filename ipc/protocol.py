@@ -641,7 +641,8 @@ class StepResult(_Msg):
     step_id: int
     executor_id: int
     samples: list[Sample] = []
-    # llama_memory_seq_pos_min of every sequence after the step (-1: empty). With sliding-window
+    # llama_memory_seq_pos_min of every sequence after the step, as a token index (-1: empty;
+    # executor.positions maps it back after an M-RoPE picture). With sliding-window
     # attention a cached prefix of length q is reusable only if pos_min <= max(0, q - n_swa).
     pos_min: list[int] = []
     step_seconds: float = 0.0
