@@ -1,8 +1,8 @@
 """Tiny multimodal projectors (mmproj GGUFs) for the tests' text models, written with ``gguf``.
 
 llama.cpp's mtmd loads a projector only if its output width equals the text model's embedding
-width (640 for the embedded Gemma 3 270M); everything else may be tiny. Random weights: they prove plumbing, positions and
-caching, never what a picture shows. For the embedded Gemma 3 270M:
+width (640 for the embedded Gemma 3 270M); everything else may be tiny. Random weights: they
+prove plumbing, positions and caching, never what a picture shows. For the embedded Gemma 3 270M:
 
 - ``tiny_vision_mmproj()``: projector type ``gemma3`` (Gemma 3's own: a SigLIP ViT, a 2D average
   pool, an RMS norm and one projection). The smallest tensor set of the vision projectors, and the
