@@ -38,10 +38,14 @@ class BatchLayout:
 
 
 class NumpyBatch:
-    def __init__(self, capacity: int) -> None:
+    """Token ids, or embeddings of ``n_embd`` (media) with ``n_pos`` positions each (M-RoPE: 4,
+    section-major as llama_batch wants them)."""
+
+    def __init__(self, capacity: int, n_embd: int = 0, n_pos: int = 1) -> None:
         self.capacity = capacity
         self.token = np.zeros(capacity, dtype=np.int32)
-        self.pos = np.zeros(capacity, dtype=np.int32)
+        self.embd = np.zeros((capacity, n_embd), dtype=np.float32)
+        self.pos = np.zeros(capacity * n_pos, dtype=np.int32)
         self.n_seq_id = np.ones(capacity, dtype=np.int32)
         self.seq_id = np.zeros(capacity, dtype=np.int32)
         self.logits = np.zeros(capacity, dtype=np.int8)
@@ -51,26 +55,29 @@ class NumpyBatch:
             *(ctypes.cast(base + 4 * i, int32_p) for i in range(capacity))
         )
         self.struct = llama_cpp.llama_batch()
-        self.struct.token = self.token.ctypes.data_as(int32_p)
-        self.struct.embd = ctypes.POINTER(ctypes.c_float)()
+        self.struct.token = self.token.ctypes.data_as(int32_p) if not n_embd else int32_p()
+        self.struct.embd = (self.embd.ctypes.data_as(ctypes.POINTER(ctypes.c_float)) if n_embd
+                            else ctypes.POINTER(ctypes.c_float)())
         self.struct.pos = self.pos.ctypes.data_as(int32_p)
         self.struct.n_seq_id = self.n_seq_id.ctypes.data_as(int32_p)
         self.struct.seq_id = self._seq_ptrs
         self.struct.logits = self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
 
-    def fill(self, items: list[BatchItem]) -> BatchLayout:
+    def fill(self, items: list[BatchItem], first_pos: list[int] | None = None) -> BatchLayout:
         """Lay the items out in order and flag the tokens whose logits are needed. The items
-        have passed ``item_problem``."""
+        have passed ``item_problem``. ``first_pos``: llama.cpp's position of each item's first
+        token where it is not ``item.pos`` (executor.positions)."""
         n = 0
         layout = BatchLayout()
-        for item in items:
+        for i, item in enumerate(items):
             k = len(item.token_ids)
             n_targets = len(item.logprob_targets)
             if n + k > self.capacity:
                 raise BatchError(f"batch of more than {self.capacity} tokens")
             end = n + k
+            pos = item.pos if first_pos is None else first_pos[i]
             self.token[n:end] = item.token_ids
-            self.pos[n:end] = np.arange(item.pos, item.pos + k, dtype=np.int32)
+            self.pos[n:end] = np.arange(pos, pos + k, dtype=np.int32)
             self.seq_id[n:end] = item.seq_id
             self.logits[n:end] = 0
             if n_targets:
@@ -103,6 +110,17 @@ class NumpyBatch:
             self.seq_id[n:end] = seq_id
             n = end
         self.logits[:n] = 1
+        self.struct.n_tokens = n
+
+    def fill_embeddings(self, seq_id: int, embd: np.ndarray, positions: np.ndarray) -> None:
+        """One media chunk's embeddings (n x n_embd) at ``positions`` (n_pos x n), no outputs.
+        The caller has checked n against the capacity."""
+        n = len(embd)
+        self.embd[:n] = embd
+        n_pos = len(self.pos) // self.capacity
+        self.pos[: n_pos * n] = positions.reshape(-1)  # section-major for this n
+        self.seq_id[:n] = seq_id
+        self.logits[:n] = 0
         self.struct.n_tokens = n
 
 

@@ -33,6 +33,7 @@ from ipc.protocol import (
     EngineError,
     ErrorCode,
     ExecutorInfo,
+    KvOp,
     KvOpKind,
     PromptLogprobs,
     Sample,
@@ -191,6 +192,8 @@ class ModelEngine:
         self.media = (MediaDecoder(cfg.mmproj, self.model, self.ctx, cfg.mmproj_offload and cfg.n_gpu_layers != 0,
                                    cfg.n_threads, llama_cpp.llama_n_ubatch(self.ctx))
                       if cfg.mmproj and not cfg.embeddings else None)
+        # M-RoPE: token index -> llama.cpp position of each sequence (None: they are equal)
+        self.positions = self.media.positions if self.media is not None else None
         self.info = self._describe(cfg)
         self._hang_file = os.environ.get(HANG_FILE_ENV, "")
         self._warm_up()
@@ -314,7 +317,7 @@ class ModelEngine:
         drafted: dict[int, list[int]] = {}
         if self.draft is not None:
             items, drafted = self._with_drafts(items)
-        layout = self.batch.fill(items)
+        layout = self.batch.fill(items, self.positions.first_positions(items) if self.positions is not None else None)
         if self.seq_tokens is not None:
             for item in items:
                 self.seq_tokens.write(item)
@@ -443,8 +446,7 @@ class ModelEngine:
         for op in plan.kv_ops:
             if op.kind == KvOpKind.DROP:
                 self.host_cache.drop(op.entry_id)
-                if self.seq_tokens is not None:
-                    self.seq_tokens.apply(op)
+                self._follow(op)
                 continue
             self._check_seq(op.seq_id)
             if op.pos < 0 or op.n_discard < 0:
@@ -452,11 +454,11 @@ class ModelEngine:
             if op.kind == KvOpKind.CLEAR:
                 llama_cpp.llama_memory_seq_rm(mem, op.seq_id, -1, -1)
             elif op.kind == KvOpKind.TRUNCATE:
-                llama_cpp.llama_memory_seq_rm(mem, op.seq_id, op.pos, -1)
+                llama_cpp.llama_memory_seq_rm(mem, op.seq_id, self._position(op.seq_id, op.pos), -1)
             elif op.kind == KvOpKind.COPY:
                 self._check_seq(op.src_seq_id)
                 llama_cpp.llama_memory_seq_rm(mem, op.seq_id, -1, -1)
-                llama_cpp.llama_memory_seq_cp(mem, op.src_seq_id, op.seq_id, 0, op.pos)
+                llama_cpp.llama_memory_seq_cp(mem, op.src_seq_id, op.seq_id, 0, self._position(op.src_seq_id, op.pos))
             elif op.kind == KvOpKind.SHIFT:
                 # llama.cpp re-rotates the moved keys (RoPE) at the next llama_decode
                 end = op.pos + op.n_discard
@@ -474,13 +476,28 @@ class ModelEngine:
                 files.append(slot_files.load(self.ctx, mem, op.seq_id, op.path, op.pos, self.n_vocab))
                 if self.seq_tokens is not None:
                     self.seq_tokens.set(op.seq_id, files[-1].tokens)
-            if self.seq_tokens is not None:
-                self.seq_tokens.apply(op)
+            self._follow(op)
+
+    def _follow(self, op: KvOp) -> None:
+        """What mirrors the sequences' cells (the draft's tokens, M-RoPE layouts) follows an edit."""
+        if self.seq_tokens is not None:
+            self.seq_tokens.apply(op)
+        if self.positions is not None:
+            self.positions.apply(op)
+
+    def _position(self, seq_id: int, index: int) -> int:
+        """llama.cpp's position of a sequence's token ``index`` (executor.positions); a bound inside
+        a media chunk is a bad plan."""
+        if self.positions is None:
+            return index
+        try:
+            return self.positions.position(seq_id, index)
+        except ValueError as exc:
+            raise BatchError(f"a KV edit of sequence {seq_id}: {exc}") from None
 
     def _pos_min(self) -> list[int]:
-        return [
-            llama_cpp.llama_memory_seq_pos_min(self.memory, s) for s in range(self.n_seq_max)
-        ]
+        pos_min = [llama_cpp.llama_memory_seq_pos_min(self.memory, s) for s in range(self.n_seq_max)]
+        return self.positions.indices(pos_min) if self.positions is not None else pos_min
 
     def close(self) -> None:
         if self.draft is not None:

@@ -8,8 +8,9 @@ preprocessing: the same count) and the embeddings go to ``llama_decode`` through
 attends bidirectionally within an image). Encoded chunks are kept by content hash (bounded), so
 a second request with the same picture skips the encoder even when its prefix is not cached.
 
-M-RoPE projectors (Qwen2-VL and relatives: positions per image row and column) are refused at
-load: their chunks take fewer positions than KV cells, which the scheduler does not model.
+M-RoPE projectors (Qwen2-VL and relatives): each embedding has 4 positions (time, row, column,
+unused) as mtmd lays them out, from the chunk's first llama.cpp position, which
+``executor.positions`` maps from the scheduler's token index.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import numpy as np
 from llama_cpp import mtmd_cpp as mtmd
 
 from executor import projector
-from executor.batch import NoKvRoom
+from executor.batch import NoKvRoom, NumpyBatch
+from executor.positions import SeqPositions
 from executor.projector import MediaError
 from ipc.protocol import BatchItem, EngineError, ErrorCode, MediaChunk
 from ipc.shm import ArenaReader
@@ -45,11 +47,12 @@ class MediaDecoder:
         self.n_ubatch = n_ubatch
         self.reader = ArenaReader()
         self.chunks: dict[int, dict[int, MediaChunk]] = {}  # seq -> start -> chunk
-        self.cache: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
+        # sha256 -> (embeddings, M-RoPE positions: projector.mrope_positions, or None)
+        self.cache: collections.OrderedDict[str, tuple[np.ndarray, np.ndarray | None]] = collections.OrderedDict()
         self.cache_bytes = 0
         self.decoded: list[BatchItem] = []  # this step's chunks in the cache (undone if it is refused)
-        self.batch = llama_cpp.llama_batch_init(n_ubatch, self.n_embd, 1)
-        self._embd = np.ctypeslib.as_array(self.batch.embd, shape=(n_ubatch, self.n_embd))
+        self.positions = SeqPositions() if self.info.mrope else None
+        self.batch = NumpyBatch(n_ubatch, self.n_embd, 4 if self.info.mrope else 1)
 
     def start(self, seq_id: int, media: list[MediaChunk]) -> None:
         """A request starts on ``seq_id`` with these chunks (none: a text request)."""
@@ -57,6 +60,8 @@ class MediaDecoder:
             self.chunks[seq_id] = {chunk.start: chunk for chunk in media}
         else:
             self.chunks.pop(seq_id, None)
+        if self.positions is not None:
+            self.positions.start(seq_id, media)
 
     def run(self, items: list[BatchItem], failures: dict[int, EngineError]) -> list[BatchItem]:
         """Decode the items that are media chunks (each alone); the text items, to batch.
@@ -83,18 +88,17 @@ class MediaDecoder:
             raise MediaError(f"invalid plan: no media chunk of {n} positions at {item.pos}")
         if n > self.n_ubatch:
             raise MediaError(f"a media chunk of {n} embeddings exceeds the micro-batch ({self.n_ubatch})")
-        self._embd[:n] = self._embeddings(chunk)
-        b = self.batch
-        for i in range(n):
-            b.pos[i] = item.pos + i
-            b.n_seq_id[i] = 1
-            b.seq_id[i][0] = item.seq_id
-            b.logits[i] = 0
-        b.n_tokens = n
+        embd, mrope = self._embeddings(chunk)
+        if self.positions is None:
+            positions = np.arange(item.pos, item.pos + n, dtype=np.int32)[None]
+        else:
+            assert mrope is not None
+            positions = mrope[0] + self.positions.position(item.seq_id, item.pos) * mrope[1]
+        self.batch.fill_embeddings(item.seq_id, embd, positions)
         if self.info.non_causal:
             llama_cpp.llama_set_causal_attn(self.ctx, False)
         try:
-            rc = llama_cpp.llama_decode(self.ctx, b)
+            rc = llama_cpp.llama_decode(self.ctx, self.batch.struct)
         finally:
             if self.info.non_causal:
                 llama_cpp.llama_set_causal_attn(self.ctx, True)
@@ -107,10 +111,11 @@ class MediaDecoder:
     def undo(self) -> None:
         """Remove the chunks this step decoded from the cache (the step is refused and planned again)."""
         for item in self.decoded:
-            llama_cpp.llama_memory_seq_rm(self.memory, item.seq_id, item.pos, -1)
+            start = item.pos if self.positions is None else self.positions.position(item.seq_id, item.pos)
+            llama_cpp.llama_memory_seq_rm(self.memory, item.seq_id, start, -1)
         self.decoded = []
 
-    def _embeddings(self, chunk: MediaChunk) -> np.ndarray:
+    def _embeddings(self, chunk: MediaChunk) -> tuple[np.ndarray, np.ndarray | None]:
         cached = self.cache.get(chunk.sha256)
         if cached is not None:
             self.cache.move_to_end(chunk.sha256)
@@ -120,25 +125,28 @@ class MediaDecoder:
         # never be cached under this hash.
         if hashlib.sha256(data).hexdigest() != chunk.sha256:
             raise MediaError("the media file changed before it was encoded (request gone?)")
-        embd = self._encode(data, chunk.n_tokens)
-        self.cache[chunk.sha256] = embd
-        self.cache_bytes += embd.nbytes
+        encoded = self._encode(data, chunk)
+        self.cache[chunk.sha256] = encoded
+        self.cache_bytes += encoded[0].nbytes
         while self.cache_bytes > EMBEDDING_CACHE_BYTES and len(self.cache) > 1:
-            _, old = self.cache.popitem(last=False)
+            _, (old, _) = self.cache.popitem(last=False)
             self.cache_bytes -= old.nbytes
-        return embd
+        return encoded
 
-    def _encode(self, data: bytes, n_tokens: int) -> np.ndarray:
+    def _encode(self, data: bytes, chunk: MediaChunk) -> tuple[np.ndarray, np.ndarray | None]:
+        n_tokens = chunk.n_tokens
         with projector.chunks_of(self.mtmd, projector.marker(), [data]) as chunks:
             media = [c for c in chunks if not projector.is_text(c)]
-            if len(media) != 1 or projector.n_embeddings(media[0]) != n_tokens:
-                raise MediaError("the media file gives another number of embeddings than the frontend counted")
+            if (len(media) != 1 or projector.n_embeddings(media[0]) != n_tokens
+                    or projector.n_positions(media[0]) != (chunk.n_pos or n_tokens)):
+                raise MediaError("the media file gives other numbers of embeddings or positions than the "
+                                 "frontend counted")
             if mtmd.mtmd_encode_chunk(self.mtmd, media[0]) != 0:
                 raise MediaError("the media encoder failed")
             out = mtmd.mtmd_get_output_embd(self.mtmd)
-            return np.ctypeslib.as_array(out, shape=(n_tokens, self.n_embd)).copy()
+            embd = np.ctypeslib.as_array(out, shape=(n_tokens, self.n_embd)).copy()
+            return embd, projector.mrope_positions(media[0], n_tokens) if self.info.mrope else None
 
     def close(self) -> None:
-        llama_cpp.llama_batch_free(self.batch)
         projector.free(self.mtmd)
         self.reader.close()

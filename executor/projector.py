@@ -1,8 +1,9 @@
 """llama.cpp's mtmd (multimodal projector) behind three calls, for the frontend and the executor.
 
 Both load the same ``--mmproj``: the frontend to split a prompt into text tokens and media chunks
-(and count each chunk's embeddings: it varies with the image's size on some models), the executor
-to encode the chunks. Both run the same preprocessing on the same bytes, so they agree on counts.
+(and count each chunk's embeddings and positions: they vary with the image's size on some
+models), the executor to encode the chunks. Both run the same preprocessing on the same bytes, so
+they agree on counts.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import llama_cpp
+import numpy as np
 from llama_cpp import mtmd_cpp as mtmd
 
 T = TypeVar("T")
@@ -32,6 +34,9 @@ class ProjectorInfo:
     vision: bool
     audio: bool
     non_causal: bool  # decode images with bidirectional attention (Gemma 3)
+    # M-RoPE (Qwen2-VL family): an embedding has 4 positions (time, row, column, unused), and an
+    # image advances its sequence by fewer positions than it takes KV cells (executor.positions)
+    mrope: bool
 
 
 def load(path: str, model: llama_cpp.llama_model_p, use_gpu: bool, n_threads: int,
@@ -46,12 +51,8 @@ def load(path: str, model: llama_cpp.llama_model_p, use_gpu: bool, n_threads: in
     if not ctx:
         raise RuntimeError(f"cannot load the multimodal projector {path} for this model "
                            "(not an mmproj GGUF, or one made for another model: see the log)")
-    if mtmd.mtmd_decode_use_mrope(ctx):
-        # Their chunks take fewer positions than KV cells; the scheduler counts one per cell.
-        mtmd.mtmd_free(ctx)
-        raise RuntimeError(f"{path} is an M-RoPE projector (Qwen2-VL family): not supported yet")
     info = ProjectorInfo(bool(mtmd.mtmd_support_vision(ctx)), bool(mtmd.mtmd_support_audio(ctx)),
-                         bool(mtmd.mtmd_decode_use_non_causal(ctx, None)))
+                         bool(mtmd.mtmd_decode_use_non_causal(ctx, None)), bool(mtmd.mtmd_decode_use_mrope(ctx)))
     return ctx, info
 
 
@@ -131,6 +132,33 @@ def text_tokens(chunk: mtmd.mtmd_input_chunk_p) -> list[int]:
 
 def n_embeddings(chunk: mtmd.mtmd_input_chunk_p) -> int:
     return mtmd.mtmd_input_chunk_get_n_tokens(chunk)
+
+
+def n_positions(chunk: mtmd.mtmd_input_chunk_p) -> int:
+    """How far the chunk advances its sequence's position: its embeddings, except for an M-RoPE
+    image (max(rows, columns) of its grid)."""
+    return mtmd.mtmd_input_chunk_get_n_pos(chunk)
+
+
+def mrope_positions(chunk: mtmd.mtmd_input_chunk_p, n: int) -> np.ndarray:
+    """The M-RoPE positions of the chunk's ``n`` embeddings as (2, 4, n) int32: ``[0]`` for a
+    chunk starting at position 0 and ``[1]`` what each unit of its first position adds, per
+    section (time, row, column, unused), so a chunk at ``p`` has ``[0] + p * [1]``. mtmd defines
+    them per position (an image's time, row and column move with it, its fourth section does
+    not; audio counts up in every section), so they are read from it at 0 and 1."""
+    at = np.zeros((2, 4, n), np.int32)
+    image = mtmd.mtmd_input_chunk_get_tokens_image(chunk)
+    if not image:  # audio (mtmd-helper's set_position_mrope_1d)
+        at[0] = np.arange(n, dtype=np.int32)
+        at[1] = at[0] + 1
+    else:
+        for p0 in (0, 1):
+            out = (mtmd.mtmd_decoder_pos * n)()
+            mtmd.mtmd_helper_image_get_decoder_pos(image, p0, out)
+            grid = np.ctypeslib.as_array(ctypes.cast(out, ctypes.POINTER(ctypes.c_uint32)), shape=(n, 4))
+            at[p0] = grid[:, [0, 2, 1, 3]].T  # struct order t, x, y, z; sections t, y, x, z
+    at[1] -= at[0]
+    return at
 
 
 def marker() -> bytes:

@@ -49,7 +49,7 @@ class MediaArena:
                 chunks.append([])
                 for span in spans:
                     ref = arena.put(np.frombuffer(span.file.data, dtype=np.uint8))
-                    chunks[-1].append(MediaChunk(span.start, span.n_tokens, span.file.sha256, ref))
+                    chunks[-1].append(MediaChunk(span.start, span.n_tokens, span.file.sha256, ref, span.n_pos))
         except ArenaFull:
             self.release(chunks)
             raise unavailable("too many media files in flight; retry in a moment") from None

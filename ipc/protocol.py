@@ -233,9 +233,13 @@ class MediaChunk(_Part):
     BatchItem holds either text tokens or exactly one whole media chunk (scheduler.media)."""
 
     start: int  # index of its first position in the prompt
-    n_tokens: int  # embeddings (= KV cells and positions: M-RoPE models are refused)
+    n_tokens: int  # embeddings (= KV cells and prompt ids)
     sha256: str  # hex digest of the file's bytes
     data: ArrayRef  # the file (uint8), as the client sent it; the executor decodes it again
+    # How far it advances the sequence's llama.cpp position: an M-RoPE image (Qwen2-VL) takes
+    # max(rows, columns) of its grid, fewer than its cells; 0: n_tokens. The scheduler counts
+    # cells; the executor maps them to positions (executor.positions).
+    n_pos: int = 0
 
 
 def media_token_id(sha256: str) -> int:
@@ -520,6 +524,8 @@ class SlotActionDone(_Msg):
 
 
 class KvOpKind(enum.IntEnum):
+    """A KV edit; its ``pos`` and counts are token indices of the sequence (see BatchItem)."""
+
     CLEAR = 0  # drop every cell of seq_id
     TRUNCATE = 1  # drop positions >= pos of seq_id
     COPY = 2  # share positions [0, pos) of src_seq_id into seq_id (seq_id must be empty)
@@ -561,7 +567,9 @@ class SeqStart(_Part):
 
 
 class BatchItem(_Part):
-    """Tokens of one sequence in this step's batch, at positions pos, pos+1, ..."""
+    """Tokens of one sequence in this step's batch, at positions pos, pos+1, ... (indices in the
+    sequence's tokens, as every position the scheduler sends: llama.cpp's own differ after an
+    M-RoPE image, see MediaChunk.n_pos)"""
 
     seq_id: int
     token_ids: list[int]
@@ -635,7 +643,8 @@ class StepResult(_Msg):
     step_id: int
     executor_id: int
     samples: list[Sample] = []
-    # llama_memory_seq_pos_min of every sequence after the step (-1: empty). With sliding-window
+    # llama_memory_seq_pos_min of every sequence after the step, as a token index (-1: empty;
+    # executor.positions maps it back after an M-RoPE picture). With sliding-window
     # attention a cached prefix of length q is reusable only if pos_min <= max(0, q - n_swa).
     pos_min: list[int] = []
     step_seconds: float = 0.0

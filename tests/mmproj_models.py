@@ -1,8 +1,8 @@
-"""Tiny multimodal projectors (mmproj GGUFs) for the embedded Gemma 3 270M, written with ``gguf``.
+"""Tiny multimodal projectors (mmproj GGUFs) for the tests' text models, written with ``gguf``.
 
 llama.cpp's mtmd loads a projector only if its output width equals the text model's embedding
-width (640 here); everything else may be tiny. Random weights: they prove plumbing, positions and
-caching, never what a picture shows.
+width (640 for the embedded Gemma 3 270M); everything else may be tiny. Random weights: they
+prove plumbing, positions and caching, never what a picture shows. For the embedded Gemma 3 270M:
 
 - ``tiny_vision_mmproj()``: projector type ``gemma3`` (Gemma 3's own: a SigLIP ViT, a 2D average
   pool, an RMS norm and one projection). The smallest tensor set of the vision projectors, and the
@@ -13,7 +13,17 @@ caching, never what a picture shows.
   transformer, frame stacking, an RMS-normed SwiGLU projector). Whisper works on 30 s windows of
   128 mel bins; 1,500 positions after the stride-2 convolution, stacked by 20 -> 75 tokens a window.
 
-Both are written once into the test cache (``tiny_models.cache_dir``).
+For M-RoPE (a Qwen2-VL text model, ``tiny_models.tiny_qwen2vl()``, 64 wide):
+
+- ``tiny_qwen2vl_mmproj()``: projector type ``qwen2vl_merger`` (Qwen2-VL's ViT with 2-D M-RoPE
+  and its 2x2 patch merger). Images are resized to a grid of 28 px cells, at least 8: a 300 x 100
+  picture makes 11 x 4 embeddings that advance the text's position by 11.
+- ``tiny_qwen25vl_mmproj()``: the same as Qwen2.5-VL's ``qwen2.5vl_merger`` (windowed attention in
+  its first block, SwiGLU MLPs).
+- ``tiny_qwen2_audio_mmproj()``: projector type ``qwen2a`` (Qwen2-Audio / Qwen2.5-Omni's audio: a
+  Whisper encoder, a 2x pool, one linear layer): 750 embeddings per 30 s window, one position each.
+
+All are written once into the test cache (``tiny_models.cache_dir``).
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import numpy as np
 from tiny_models import cache_dir
 
 TEXT_EMBD = 640  # the embedded Gemma 3 270M's n_embd: the projector's output width
+QWEN_TEXT_EMBD = 64  # tiny_models.tiny_qwen2vl()'s n_embd
 VIT_EMBD = 32
 VIT_HEADS = 2
 VIT_FF = 64
@@ -56,11 +67,11 @@ def _write_cached(name: str, write: Callable[[str], None]) -> str:
     return str(target)
 
 
-def _common_keys(writer: gguf.GGUFWriter, modality: str, n_embd: int, n_layer: int) -> None:
+def _common_keys(writer: gguf.GGUFWriter, modality: str, n_embd: int, n_layer: int, out_embd: int = TEXT_EMBD) -> None:
     writer.add_uint32(f"clip.{modality}.embedding_length", n_embd)
     writer.add_uint32(f"clip.{modality}.feed_forward_length", VIT_FF)
     writer.add_uint32(f"clip.{modality}.block_count", n_layer)
-    writer.add_uint32(f"clip.{modality}.projection_dim", TEXT_EMBD)
+    writer.add_uint32(f"clip.{modality}.projection_dim", out_embd)
     writer.add_uint32(f"clip.{modality}.attention.head_count", VIT_HEADS)
     writer.add_float32(f"clip.{modality}.attention.layer_norm_epsilon", 1e-6)
 
@@ -125,16 +136,57 @@ def write_vision_mmproj(path: str, n_layer: int = 1, seed: int = 0) -> None:
     _finish(writer)
 
 
-def write_audio_mmproj(path: str, n_layer: int = 1, seed: int = 1) -> None:
+def write_qwen2vl_mmproj(path: str, n_layer: int = 1, seed: int = 2, window_pattern: int = 0) -> None:
+    """Qwen2-VL's vision tower: two patch convolutions (a video's two frames; a still image goes
+    through both), pre-norm blocks with 2-D M-RoPE attention, and the merger (a norm, then 2x2
+    patches concatenated into an MLP to the text width). ``window_pattern`` > 0: Qwen2.5-VL's
+    (attention within 112 px windows except in every window_pattern-th block, SwiGLU MLPs)."""
     rng = np.random.default_rng(seed)
     writer = gguf.GGUFWriter(path, "clip")
-    writer.add_name("tiny-ultravox-audio")
-    writer.add_string("clip.projector_type", "ultravox")
+    writer.add_name("tiny-qwen2.5vl-vision" if window_pattern else "tiny-qwen2vl-vision")
+    writer.add_string("clip.projector_type", "qwen2.5vl_merger" if window_pattern else "qwen2vl_merger")
+    writer.add_bool("clip.has_vision_encoder", True)
+    writer.add_bool("clip.has_audio_encoder", False)
+    writer.add_bool("clip.use_silu" if window_pattern else "clip.use_gelu", True)
+    if window_pattern:
+        writer.add_uint32("clip.vision.n_wa_pattern", window_pattern)
+        for i in range(n_layer):
+            writer.add_tensor(f"v.blk.{i}.ffn_gate.weight", (rng.standard_normal((VIT_FF, VIT_EMBD))
+                                                              / np.sqrt(VIT_EMBD)).astype(np.float32))
+            writer.add_tensor(f"v.blk.{i}.ffn_gate.bias", np.zeros(VIT_FF, np.float32))
+    _common_keys(writer, "vision", VIT_EMBD, n_layer, QWEN_TEXT_EMBD)
+    writer.add_uint32("clip.vision.image_size", IMAGE_SIZE)
+    writer.add_uint32("clip.vision.patch_size", PATCH_SIZE)
+    writer.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
+    writer.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
+    for name in ("v.patch_embd.weight", "v.patch_embd.weight.1"):  # no bias: the graph asserts it
+        writer.add_tensor(name, (rng.standard_normal((VIT_EMBD, 3, PATCH_SIZE, PATCH_SIZE)) * 0.05)
+                          .astype(np.float32))
+    _encoder_layers(writer, "v", n_layer, rng, k_bias=True)
+    writer.add_tensor("v.post_ln.weight", np.ones(VIT_EMBD, np.float32))
+    writer.add_tensor("v.post_ln.bias", np.zeros(VIT_EMBD, np.float32))
+    merged = 4 * VIT_EMBD
+    writer.add_tensor("mm.0.weight", (rng.standard_normal((merged, merged)) / np.sqrt(merged)).astype(np.float32))
+    writer.add_tensor("mm.0.bias", np.zeros(merged, np.float32))
+    # unit-variance embeddings, like the text model's token embeddings
+    writer.add_tensor("mm.2.weight", rng.standard_normal((QWEN_TEXT_EMBD, merged)).astype(np.float32))
+    writer.add_tensor("mm.2.bias", np.zeros(QWEN_TEXT_EMBD, np.float32))
+    _finish(writer)
+
+
+def _audio_writer(path: str, name: str, projector_type: str, n_layer: int, out_embd: int) -> gguf.GGUFWriter:
+    writer = gguf.GGUFWriter(path, "clip")
+    writer.add_name(name)
+    writer.add_string("clip.projector_type", projector_type)
     writer.add_bool("clip.has_vision_encoder", False)
     writer.add_bool("clip.has_audio_encoder", True)
-    _common_keys(writer, "audio", VIT_EMBD, n_layer)
+    _common_keys(writer, "audio", VIT_EMBD, n_layer, out_embd)
     writer.add_uint32("clip.audio.num_mel_bins", MEL_BINS)
-    writer.add_uint32("clip.audio.projector.stack_factor", STACK)
+    return writer
+
+
+def _whisper_encoder(writer: gguf.GGUFWriter, n_layer: int, rng: np.random.Generator) -> None:
+    """Whisper's encoder: two 1D convolutions, learned positions, blocks, a final norm."""
     # conv1d kernels are ne [k, in, out]
     writer.add_tensor("a.conv1d.1.weight", (rng.standard_normal((VIT_EMBD, MEL_BINS, 3)) * 0.05)
                       .astype(np.float16))
@@ -147,6 +199,13 @@ def write_audio_mmproj(path: str, n_layer: int = 1, seed: int = 1) -> None:
     _encoder_layers(writer, "a", n_layer, rng, k_bias=False)
     writer.add_tensor("a.post_ln.weight", np.ones(VIT_EMBD, np.float32))
     writer.add_tensor("a.post_ln.bias", np.zeros(VIT_EMBD, np.float32))
+
+
+def write_audio_mmproj(path: str, n_layer: int = 1, seed: int = 1) -> None:
+    rng = np.random.default_rng(seed)
+    writer = _audio_writer(path, "tiny-ultravox-audio", "ultravox", n_layer, TEXT_EMBD)
+    writer.add_uint32("clip.audio.projector.stack_factor", STACK)
+    _whisper_encoder(writer, n_layer, rng)
     stacked = VIT_EMBD * STACK
     writer.add_tensor("mm.a.norm_pre.weight", np.ones(stacked, np.float32))
     # SwiGLU: mlp.1 gives 2 x hidden, halves gated; mlp.2 maps hidden -> text width
@@ -159,9 +218,36 @@ def write_audio_mmproj(path: str, n_layer: int = 1, seed: int = 1) -> None:
     _finish(writer)
 
 
+def write_qwen2_audio_mmproj(path: str, n_layer: int = 1, seed: int = 3) -> None:
+    """Qwen2-Audio's encoder (Qwen2.5-Omni's audio half): Whisper, a 2x average pool (750
+    embeddings per 30 s window) and one linear layer to the text width."""
+    rng = np.random.default_rng(seed)
+    writer = _audio_writer(path, "tiny-qwen2-audio", "qwen2a", n_layer, QWEN_TEXT_EMBD)
+    _whisper_encoder(writer, n_layer, rng)
+    writer.add_tensor("mm.a.fc.weight", rng.standard_normal((QWEN_TEXT_EMBD, VIT_EMBD)).astype(np.float32))
+    writer.add_tensor("mm.a.fc.bias", np.zeros(QWEN_TEXT_EMBD, np.float32))
+    _finish(writer)
+
+
 @functools.cache
 def tiny_vision_mmproj() -> str:
     return _write_cached("tiny-gemma3-vision-mmproj-v1.gguf", write_vision_mmproj)
+
+
+@functools.cache
+def tiny_qwen2_audio_mmproj() -> str:
+    return _write_cached("tiny-qwen2-audio-mmproj-v1.gguf", write_qwen2_audio_mmproj)
+
+
+@functools.cache
+def tiny_qwen2vl_mmproj() -> str:
+    return _write_cached("tiny-qwen2vl-vision-mmproj-v1.gguf", write_qwen2vl_mmproj)
+
+
+@functools.cache
+def tiny_qwen25vl_mmproj() -> str:
+    return _write_cached("tiny-qwen2.5vl-vision-mmproj-v1.gguf",
+                         functools.partial(write_qwen2vl_mmproj, n_layer=2, window_pattern=2))
 
 
 @functools.cache

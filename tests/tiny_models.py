@@ -67,13 +67,22 @@ def cache_dir() -> Path:
 @functools.cache
 def tiny_llama(**spec: float) -> str:
     """Path of the tiny llama model of ``spec`` (see LlamaSpec), written the first time."""
-    s = LlamaSpec(**spec)
-    target = cache_dir() / f"tiny-llama-{s.key}.gguf"
+    return _tiny("llama", LlamaSpec(**spec))
+
+
+@functools.cache
+def tiny_qwen2vl(**spec: float) -> str:
+    """The tiny model of ``spec`` as a Qwen2-VL text model (``qwen2vl``: M-RoPE positions)."""
+    return _tiny("qwen2vl", LlamaSpec(**spec))
+
+
+def _tiny(arch: str, s: LlamaSpec) -> str:
+    target = cache_dir() / f"tiny-{arch}-{s.key}.gguf"
     if not target.exists():
         fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
         os.close(fd)
         try:
-            write_llama(tmp, s, gemma_path())
+            write_llama(tmp, s, gemma_path(), arch)
             os.replace(tmp, target)
         finally:
             if os.path.exists(tmp):
@@ -81,12 +90,22 @@ def tiny_llama(**spec: float) -> str:
     return str(target)
 
 
-def write_llama(path: str, spec: LlamaSpec, tokenizer_from: str) -> None:
-    """Write a llama-architecture GGUF of ``spec`` with the tokenizer of the GGUF ``tokenizer_from``."""
+def mrope_sections(head_dim: int) -> list[int]:
+    """Rotary pairs per M-RoPE section (time, height, width, unused), in Qwen2-VL's proportions
+    (16, 24, 24 of a 128-wide head's 64 pairs)."""
+    pairs = head_dim // 2
+    time = pairs // 4
+    return [time, (pairs - time) // 2, pairs - time - (pairs - time) // 2, 0]
+
+
+def write_llama(path: str, spec: LlamaSpec, tokenizer_from: str, arch: str = "llama") -> None:
+    """Write a llama-architecture GGUF of ``spec`` with the tokenizer of the GGUF ``tokenizer_from``.
+    ``arch="qwen2vl"``: the same decoder with Qwen2-VL's M-RoPE (its rope sections; the tensors
+    are llama's, Qwen2's q/k/v biases being optional)."""
     reader = gguf.GGUFReader(tokenizer_from)
     tokens = reader.fields["tokenizer.ggml.tokens"].contents()
-    writer = gguf.GGUFWriter(path, "llama")
-    writer.add_name(f"tiny-llama-{spec.n_layer}L-{spec.n_embd}")
+    writer = gguf.GGUFWriter(path, arch)
+    writer.add_name(f"tiny-{arch}-{spec.n_layer}L-{spec.n_embd}")
     writer.add_context_length(spec.n_ctx_train)
     writer.add_embedding_length(spec.n_embd)
     writer.add_block_count(spec.n_layer)
@@ -95,6 +114,8 @@ def write_llama(path: str, spec: LlamaSpec, tokenizer_from: str) -> None:
     writer.add_head_count_kv(spec.n_head_kv)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_rope_dimension_count(spec.n_embd // spec.n_head)
+    if arch == "qwen2vl":
+        writer.add_rope_dimension_sections(mrope_sections(spec.n_embd // spec.n_head))
     writer.add_vocab_size(len(tokens))
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
     _copy_tokenizer(reader, writer)

@@ -31,6 +31,7 @@ class Span:
     start: int
     n_tokens: int
     file: MediaFile
+    n_pos: int  # positions it advances (ipc.protocol.MediaChunk.n_pos)
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ class MediaTokenizer:
                             continue
                         file = media[len(spans)]
                         n = projector.n_embeddings(chunk)
-                        spans.append(Span(len(tokens), n, file))
+                        spans.append(Span(len(tokens), n, file, projector.n_positions(chunk)))
                         tokens += [media_token_id(file.sha256)] * n
             except MediaError as exc:
                 if exc.index is None:
