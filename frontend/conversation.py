@@ -23,7 +23,7 @@ from frontend.api.sampling import (
     time_limit_s,
     token_limit,
 )
-from frontend import media
+from frontend.media import files as media
 from frontend.api.schemas import ChatCompletionRequest
 from frontend.generation import ChoiceDelta, ChoiceResult, Generation
 from frontend.http import sse
@@ -44,7 +44,7 @@ from frontend.text.multimodal import MediaPrompt, check_chunks
 from ipc.protocol import ReasoningBudget
 
 ReplyParser = OutputParser | HarmonyParser
-# Images reach the model in user messages (frontend.media), not in tool results or replies.
+# Images reach the model in user messages (frontend.media.files), not in tool results or replies.
 MULTIMODAL = "images are accepted in user messages (with --mmproj), not here"
 
 

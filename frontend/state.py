@@ -18,11 +18,11 @@ from frontend.http.errors import unavailable
 from frontend.response_store import ResponseStore
 from frontend.api.sampling import CacheDefaults, server_defaults
 from frontend.structured.grammar import GrammarChecker
-from frontend.media import MediaLimits
-from frontend.media_arena import MediaArena, arena_bytes
+from frontend.media.files import MediaLimits
+from frontend.media.arena import MediaArena, arena_bytes
 from frontend.text.multimodal import MediaTokenizer
 from frontend.text.tokenizer import Tokenizer
-from frontend.video import VideoDecoder
+from frontend.media.video import VideoDecoder
 from ggserve.config import ServeConfig
 from ipc.protocol import EngineInfo, SamplingParams
 

@@ -58,7 +58,7 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     media_max_bytes: int = 20 * 1024 * 1024  # --media-max-bytes: largest image, audio or video file accepted
     allow_remote_media: bool = False  # --allow-remote-media: image_url and video parts may be http(s), fetched
     media_fetch_timeout: float = 10.0  # --media-fetch-timeout: seconds a remote media fetch may take
-    # video: decoded by the frontend with ffmpeg into frames sent as images (frontend.video)
+    # video: decoded by the frontend with ffmpeg into frames sent as images (frontend.media.video)
     video_fps: float = 4.0  # --video-fps: frames sampled per second
     video_timestamp_interval: int = 5000  # --video-timestamp-interval: ms between timestamp texts (<= 0: none)
     video_ffmpeg_dir: str = ""  # --video-ffmpeg-dir: where ffmpeg is; "": PATH, then imageio-ffmpeg's

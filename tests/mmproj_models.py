@@ -288,10 +288,10 @@ def wav(seconds: float, rate: int = 16000, seed: int = 0) -> bytes:
 def video(seconds: float, fps: int = 8, seed: int = 0, size: str = "64x48", source: str = "testsrc") -> bytes:
     """An MP4 (MPEG-4 part 2, index at the end) of an ffmpeg source (the moving test pattern, or
     ``color`` for a still picture), its hue turned by ``seed``, written with the ffmpeg the server
-    decodes videos with (frontend.video)."""
+    decodes videos with (frontend.media.video)."""
     import subprocess
 
-    from frontend.video import find_ffmpeg
+    from frontend.media.video import find_ffmpeg
 
     ffmpeg = find_ffmpeg("")
     assert ffmpeg is not None, "the video tests need ffmpeg (pip install imageio-ffmpeg)"

@@ -10,8 +10,8 @@ import pytest
 from mmproj_models import png, video
 
 from frontend.http.errors import ApiError
-from frontend.media import media_file, sniff
-from frontend.video import PROMPT_START, VideoDecoder, split_png_stream
+from frontend.media.files import media_file, sniff
+from frontend.media.video import PROMPT_START, VideoDecoder, split_png_stream
 from ggserve.config import ServeConfig
 
 

@@ -41,7 +41,7 @@ from frontend.api.sampling import (
     time_limit_s,
     token_limit,
 )
-from frontend import media
+from frontend.media import files as media
 from frontend.api.schemas import MAX_CHOICES, NativeCompletionRequest, PromptObject
 from frontend.state import Frontend
 from frontend.structured.constraints import output_grammar

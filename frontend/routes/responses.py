@@ -89,7 +89,7 @@ def chat_messages(items: list[api.InputItem], params: list[str]) -> list[chat.Ch
 
 
 def _input_content(parts: str | list[Any], param: str) -> str | list[chat.ContentPart]:
-    """A user (or system) message: its text, or text and image parts in order (frontend.media)."""
+    """A user (or system) message: its text, or text and image parts in order (frontend.media.files)."""
     if isinstance(parts, str) or not any(isinstance(part, api.InputImage) for part in parts):
         return _text(parts, param)
     content: list[chat.ContentPart] = []

@@ -7,7 +7,7 @@ way it tokenizes text without asking the engine: mtmd decides how many embedding
 sees it. The cost is the projector's weights once per worker, in host memory.
 
 A chunk's positions carry ``media_token_id(sha256)`` in the prompt (see ipc.protocol.MediaChunk).
-A video becomes llama-server's text and frames first (frontend.video): each frame is an image chunk.
+A video becomes llama-server's text and frames first (frontend.media.video): each frame is an image chunk.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from executor import projector
 from executor.projector import MediaError
 from frontend.http.errors import ApiError, invalid
-from frontend.media import MediaFile
+from frontend.media.files import MediaFile
 from frontend.text.tokenizer import Tokenizer
-from frontend.video import VideoDecoder
+from frontend.media.video import VideoDecoder
 from ipc.protocol import media_token_id
 
 MARKER = projector.marker().decode()

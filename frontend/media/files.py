@@ -6,7 +6,7 @@ media by it). Every problem is a 400 naming the part: not base64, an unsupported
 than ``--media-max-bytes``, a remote URL without ``--allow-remote-media``, a kind of media the
 projector has no encoder for (a video needs the image encoder: its frames are images); a video
 to a server without ffmpeg is a 501. Whether the bytes really decode is mtmd's (or ffmpeg's) to
-say, when the prompt is tokenized (frontend.text.multimodal, frontend.video).
+say, when the prompt is tokenized (frontend.text.multimodal, frontend.media.video).
 
 Image and audio formats are those llama.cpp's mtmd decodes without ffmpeg: images through
 stb_image (PNG, JPEG, GIF, BMP), audio through miniaudio (WAV, MP3, FLAC). Videos are the

@@ -24,7 +24,7 @@ import threading
 from typing import IO
 
 from frontend.http.errors import ApiError, invalid
-from frontend.media import MediaFile, media_file
+from frontend.media.files import MediaFile, media_file
 from ggserve.config import ServeConfig
 
 PROMPT_START = "Video:"  # mtmd-helper's text before the frames
