@@ -5,7 +5,7 @@ With pooling (mean, cls, last, rank) llama.cpp pools each sequence's hidden stat
 with pooling none every token's row comes back, in batch order. llama.cpp refuses a pooled decode
 unless every token is an output, so the batch flags them all. The sequences are cleared after the
 step: an embedding leaves nothing in the KV cache (a non-causal model like BERT has none at all).
-Where a probe at start-up allowed it (executor.hidden_tap), the graph stops at the hidden states
+Where a probe at start-up allowed it (``tap_for``, executor.hidden_tap), the graph stops at the hidden states
 before a causal LM's output layer and the pooling is done here instead.
 
 A step's rows go into the executor's shared-memory arena when it has one (ipc.shm): the result
@@ -24,7 +24,7 @@ import llama_cpp
 import numpy as np
 
 from executor.batch import NumpyBatch
-from executor.hidden_tap import HiddenTap, pool
+from executor.hidden_tap import POOLINGS, HiddenTap, hidden_node, pool
 from ipc.protocol import EmbedItem, EmbedPlan, EmbedResult, EngineError, ErrorCode, SeqFailure, Vectors
 from ipc.shm import Arena, ArenaFull
 
@@ -151,3 +151,51 @@ class Embedder:
                 raise RuntimeError(f"no pooled embedding for sequence {item.seq_id}")
             out[row] = np.ctypeslib.as_array(ctypes.cast(ptr, float_p), (self.dim,))
         return out
+
+
+def tap_for(model: llama_cpp.llama_model_p, cparams: llama_cpp.llama_context_params,
+            n_vocab: int) -> HiddenTap | None:
+    """A stopping tap for contexts made with ``cparams``, if a probe shows it gives llama.cpp's
+    vectors and saves an output layer; else None (the context then runs without a callback)."""
+    width = llama_cpp.llama_model_n_embd(model)
+    probe = llama_cpp.llama_context_params.from_buffer_copy(cparams)
+    probe.n_ctx, probe.n_batch, probe.n_ubatch, probe.n_seq_max = 256, 64, 64, 4
+    observer = HiddenTap(64, width, stop=False)
+    probe.cb_eval, probe.cb_eval_user_data = observer.callback, None
+    ctx = llama_cpp.llama_init_from_model(model, probe)
+    if not ctx:
+        return None
+    try:
+        verdict = _probe(Embedder(model, ctx, NumpyBatch(64), n_vocab, probe.n_seq_max), observer)
+    finally:
+        llama_cpp.llama_free(ctx)
+    if verdict:
+        log.info("embeddings: llama.cpp runs the whole graph and pools: %s", verdict)
+        return None
+    log.info("embeddings: the output layer is skipped (the graph stops at %s)", observer.node.decode())
+    return HiddenTap(cparams.n_batch, width, stop=True, node=observer.node)
+
+
+def _probe(embedder: Embedder, observer: HiddenTap) -> str:
+    """Why the tap cannot be used with this model ('' if it can): a few short inputs decoded
+    with ``observer`` watching, its rows pooled here against llama.cpp's own vectors."""
+    if embedder.pooling not in POOLINGS:
+        return "rank pooling needs the classification head"
+    observer.node = hidden_node(embedder.pooling)
+    items = [EmbedItem(seq, [(97 * seq + 13 * i) % embedder.n_vocab for i in range(n)])
+             for seq, n in enumerate([5, 3, 7])]
+    lengths = [len(item.token_ids) for item in items]
+    observer.begin()
+    try:
+        rows = embedder._decode(items)
+    except RuntimeError:
+        return "the probe decode failed"
+    theirs = embedder._read(items, sum(rows))
+    if observer.problem or observer.n != sum(lengths):
+        return f"no usable {observer.node.decode()} node ({observer.problem or f'{observer.n} rows'})"
+    if not observer.saw_output:
+        return "no output layer after the hidden states: nothing to skip"
+    mine = pool(observer.rows, lengths, embedder.pooling)
+    if mine.shape != theirs.shape or not np.allclose(mine, theirs, rtol=1e-3, atol=1e-4):
+        return "the hidden states pooled here differ from llama.cpp's vectors"
+    return ""

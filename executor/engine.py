@@ -18,8 +18,7 @@ import numpy as np
 from executor import slot_files
 from executor.batch import BatchError, BatchLayout, NoKvRoom, NumpyBatch, item_problem
 from executor.draft import DraftModel, SeqTokens
-from executor.embedding import Embedder
-from executor.hidden_tap import tap_for
+from executor.embedding import Embedder, tap_for
 from executor.host_cache import HostCache
 from executor.llama_log import LlamaLogCapture
 from executor.lora import LoraAdapters

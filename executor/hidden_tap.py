@@ -9,7 +9,7 @@ computed it and tells ggml's scheduler to stop the graph there, and the pooling 
 or every row for pooling none) is done in numpy by the caller. llama.cpp still copies its logits
 and pooled rows out of the stopped graph; nobody reads them.
 
-That this is right for a model is checked, not assumed: at start-up ``tap_for`` decodes a few short
+That this is right for a model is checked, not assumed: at start-up ``executor.embedding.tap_for`` decodes a few short
 sequences in a small context with a tap that observes without stopping, and a tap is used only if
 its rows pooled in numpy match llama.cpp's own and the graph has an output layer after
 ``result_norm`` (``result_output``; an encoder like BERT has none, so there is nothing to skip).
@@ -19,13 +19,10 @@ Reranking (a classification head after the pooling) never uses it.
 from __future__ import annotations
 
 import ctypes
-import logging
 
 import llama_cpp
 import numpy as np
 from llama_cpp._ggml import libggml  # ggml's C API, loaded by llama-cpp-python itself
-
-log = logging.getLogger("executor")
 
 HIDDEN_NODE = b"result_norm"  # llama.cpp's name for the pooled-from hidden states (res->t_embd)
 # with pooling none, llama.cpp's pooling step renames that same tensor as its output
@@ -111,67 +108,5 @@ def pool(rows: np.ndarray, lengths: list[int], pooling: int) -> np.ndarray:
     return rows[starts + np.asarray(lengths) - 1]  # last
 
 
-def tap_for(model: llama_cpp.llama_model_p, cparams: llama_cpp.llama_context_params,
-            n_vocab: int) -> HiddenTap | None:
-    """A stopping tap for contexts made with ``cparams``, if a probe shows it gives llama.cpp's
-    vectors and saves an output layer; else None (the context then runs without a callback)."""
-    width = llama_cpp.llama_model_n_embd(model)
-    probe = llama_cpp.llama_context_params.from_buffer_copy(cparams)
-    probe.n_ctx, probe.n_batch, probe.n_ubatch, probe.n_seq_max = 256, 64, 64, 4
-    observer = HiddenTap(64, width, stop=False)
-    probe.cb_eval, probe.cb_eval_user_data = observer.callback, None
-    ctx = llama_cpp.llama_init_from_model(model, probe)
-    if not ctx:
-        return None
-    observer.node = hidden_node(llama_cpp.llama_pooling_type(ctx))
-    try:
-        verdict = _probe(ctx, observer, n_vocab, llama_cpp.llama_model_n_embd_out(model))
-    finally:
-        llama_cpp.llama_free(ctx)
-    if verdict:
-        log.info("embeddings: llama.cpp runs the whole graph and pools: %s", verdict)
-        return None
-    log.info("embeddings: the output layer is skipped (the graph stops at %s)", observer.node.decode())
-    return HiddenTap(cparams.n_batch, width, stop=True, node=observer.node)
-
-
 def hidden_node(pooling: int) -> bytes:
     return HIDDEN_NODE_UNPOOLED if pooling == llama_cpp.LLAMA_POOLING_TYPE_NONE else HIDDEN_NODE
-
-
-def _probe(ctx: llama_cpp.llama_context_p, observer: HiddenTap, n_vocab: int, width: int) -> str:
-    """Why the tap cannot be used with this model ('' if it can); ``width``: llama.cpp's vectors'."""
-    pooling = llama_cpp.llama_pooling_type(ctx)
-    if pooling not in POOLINGS:
-        return "rank pooling needs the classification head"
-    lengths = [5, 3, 7]
-    batch = llama_cpp.llama_batch_init(sum(lengths), 0, len(lengths))
-    try:
-        i = 0
-        for seq, length in enumerate(lengths):
-            for pos in range(length):
-                batch.token[i] = (97 * i + 13) % n_vocab
-                batch.pos[i], batch.n_seq_id[i], batch.logits[i] = pos, 1, 1
-                batch.seq_id[i][0] = seq
-                i += 1
-        batch.n_tokens = i
-        observer.begin()
-        if llama_cpp.llama_decode(ctx, batch) != 0:
-            return "the probe decode failed"
-    finally:
-        llama_cpp.llama_batch_free(batch)
-    if observer.problem or observer.n != sum(lengths):
-        return f"no usable {observer.node.decode()} node ({observer.problem or f'{observer.n} rows'})"
-    if not observer.saw_output:
-        return "no output layer after the hidden states: nothing to skip"
-    mine = pool(observer.rows, lengths, pooling)
-    float_p = ctypes.POINTER(ctypes.c_float)
-    if pooling == llama_cpp.LLAMA_POOLING_TYPE_NONE:
-        theirs = np.ctypeslib.as_array(ctypes.cast(llama_cpp.llama_get_embeddings(ctx), float_p),
-                                       (sum(lengths), width))
-    else:
-        theirs = np.stack([np.ctypeslib.as_array(ctypes.cast(llama_cpp.llama_get_embeddings_seq(ctx, seq), float_p),
-                                                 (width,)) for seq in range(len(lengths))])
-    if mine.shape != theirs.shape or not np.allclose(mine, theirs, rtol=1e-3, atol=1e-4):
-        return "the hidden states pooled here differ from llama.cpp's vectors"
-    return ""
