@@ -737,6 +737,8 @@ class Scheduler:
             self.metrics.on_step(ex.id, result.step_seconds, ex.in_flight_prompt_tokens, n_tokens, len(ex.running),
                                  longest)
             ex.step_cost.observe(n_tokens, result.step_seconds - result.draft_seconds)
+            if log.isEnabledFor(logging.DEBUG):
+                self._trace_step(ex, result, in_flight, n_tokens)
             if result.draft_seconds:
                 longest = max((len(r.draft) for r, _ in in_flight.values()), default=0)
                 per_token = result.draft_seconds / max(1, longest)
@@ -757,6 +759,16 @@ class Scheduler:
                     self._verified(ex, req, sample, now)
                 else:
                     self._on_tokens(req, [sample.token_id], [sample.logprob], now)
+
+    def _trace_step(self, ex: ExecutorState, result: StepResult, in_flight: dict[int, tuple[Request, int]],
+                    n_tokens: int) -> None:
+        """One debug line per step: what it ran and what it yielded (for tuning the step's mix)."""
+        decodes = [req for req, _ in in_flight.values() if req.status == Status.DECODE]
+        drafted = sum(len(req.draft) for req in decodes)
+        accepted = sum(s.n_accepted for s in result.samples)
+        log.debug("executor %d: step %d: %d tokens (%d decodes, %d drafted, %d accepted, %d prompt) in %.1f ms, "
+                  "%d running, %d waiting", ex.id, result.step_id, n_tokens, len(decodes), drafted, accepted,
+                  ex.in_flight_prompt_tokens, 1e3 * result.step_seconds, len(ex.running), len(self.waiting))
 
     def _verified(self, ex: ExecutorState, req: Request, sample: Sample, now: float) -> None:
         """A draft was verified: the rejected tokens leave the cache (before the next step), the

@@ -221,3 +221,17 @@ def test_a_draft_never_holds_a_media_placeholder() -> None:
     assert d.propose(SIMPLE, 5) == []  # the 3-token match is shorter than size_n 4
     assert d.propose(NGRAM, 5) == []  # what followed "1 2 3" starts with media
     assert Drafter([1, 2, 5, -7, 1, 2]).propose(NGRAM, 5) == [5]
+
+
+def test_debug_logs_trace_each_step_with_its_drafts_and_accepted_tokens(caplog) -> None:
+    h = SpecHarness(n_slots=1)
+    h.add("r", copy_prompt(3 * PERIOD), max_tokens=40)
+    with caplog.at_level("DEBUG", logger="scheduler"):
+        h.run_until_idle()
+    lines = [r.getMessage() for r in caplog.records if " step " in r.getMessage()]
+    assert len(lines) == sum(1 for fake in h.fakes for plan in fake.plans if plan.items)  # decoding steps
+    assert f"{3 * PERIOD} prompt" in lines[0]
+    drafted = sum(int(line.split(" drafted")[0].rsplit(" ", 1)[1]) for line in lines)
+    accepted = sum(int(line.split(" accepted")[0].rsplit(" ", 1)[1]) for line in lines)
+    stats = h.final("r").stats
+    assert (drafted, accepted) == (stats.n_draft_tokens, stats.n_draft_accepted)
