@@ -268,6 +268,7 @@ class ModelEngine:
         error = None
         no_kv_room = False
         self._draft_seconds = 0.0
+        self._save_seconds = 0.0
         try:
             samples, prompt_logprobs = self._run(plan, failures, files)
         except NoKvRoom:
@@ -287,6 +288,7 @@ class ModelEngine:
             no_kv_room=no_kv_room,
             slot_files=files,
             draft_seconds=self._draft_seconds,
+            save_seconds=self._save_seconds,
         )
 
     def embed(self, plan: EmbedPlan) -> EmbedResult:
@@ -464,7 +466,9 @@ class ModelEngine:
                 llama_cpp.llama_memory_seq_rm(mem, op.seq_id, op.pos, end)
                 llama_cpp.llama_memory_seq_add(mem, op.seq_id, end, -1, -op.n_discard)
             elif op.kind == KvOpKind.SAVE:
+                t0 = time.perf_counter()
                 self.host_cache.save(op.seq_id, op.entry_id)
+                self._save_seconds += time.perf_counter() - t0
             elif op.kind == KvOpKind.RESTORE:
                 llama_cpp.llama_memory_seq_rm(mem, op.seq_id, -1, -1)
                 if not self.host_cache.restore(op.entry_id, op.seq_id):

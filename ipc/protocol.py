@@ -656,6 +656,7 @@ class StepResult(_Msg):
     no_kv_room: bool = False
     slot_files: list[SlotFileResult] = []
     draft_seconds: float = 0.0  # of step_seconds, the draft model's share
+    save_seconds: float = 0.0  # of step_seconds, the SAVE ops' share (prefixes copied to host memory)
 
 
 class EmbedItem(_Part):

@@ -467,6 +467,7 @@ class Scheduler:
             ex.lora = first[0].lora
             plan.lora = lora.to_wire(ex.lora)
         ex.kv_ops, ex.starts, ex.ends = [], [], []
+        ex.host_cache.sent()
         ex.in_flight = in_flight
         ex.in_flight_prompt_tokens = n_prompt
         ex.step_id = self._step_ids
@@ -594,11 +595,15 @@ class Scheduler:
         after a shift)."""
         if (len(slot.tokens) - keep >= MIN_HOST_TOKENS and slot.shift_keep < 0 and ex.alive
                 and ex.host_cache.worth_saving(slot.tokens, slot.lora)):
-            entry_id, dropped = ex.host_cache.add(slot.tokens, slot.pos_min, time.monotonic() if now is None else now,
-                                                  slot.lora)
-            ex.kv_ops.append(KvOp(KvOpKind.SAVE, slot.seq_id, entry_id=entry_id))
-            ex.kv_ops += [KvOp(KvOpKind.DROP, entry_id=e) for e in dropped]
-            self.counters["host_cache_saved"] += 1
+            if not ex.host_cache.save_pays(slot.writes, ex.step_cost.seconds(len(slot.tokens))):
+                self.counters["host_cache_unsaved"] += 1
+            else:
+                entry_id, dropped = ex.host_cache.add(slot.tokens, slot.pos_min,
+                                                      time.monotonic() if now is None else now, slot.lora)
+                ex.kv_ops.append(KvOp(KvOpKind.SAVE, slot.seq_id, entry_id=entry_id))
+                ex.kv_ops += [KvOp(KvOpKind.DROP, entry_id=e) for e in dropped]
+                ex.host_cache.queued(slot.writes)
+                self.counters["host_cache_saved"] += 1
         if keep == 0:
             self._evict(ex, slot)
         elif keep < len(slot.tokens):
@@ -714,6 +719,7 @@ class Scheduler:
         if ex is None or not ex.alive or ex.in_flight is None or result.step_id != ex.step_id:
             return  # a stale result (of a process already declared failed): nothing to apply
         in_flight, ex.in_flight = ex.in_flight, None
+        ex.host_cache.measured(result.save_seconds)
         for slot, pos_min in zip(ex.slots, result.pos_min):
             slot.pos_min = pos_min
         action, ex.file_in_flight = ex.file_in_flight, None
@@ -736,7 +742,7 @@ class Scheduler:
             longest = max((len(s.tokens) for s in ex.slots if s.busy), default=0)
             self.metrics.on_step(ex.id, result.step_seconds, ex.in_flight_prompt_tokens, n_tokens, len(ex.running),
                                  longest)
-            ex.step_cost.observe(n_tokens, result.step_seconds - result.draft_seconds)
+            ex.step_cost.observe(n_tokens, result.step_seconds - result.draft_seconds - result.save_seconds)
             if log.isEnabledFor(logging.DEBUG):
                 self._trace_step(ex, result, in_flight, n_tokens)
             if result.draft_seconds:

@@ -6,6 +6,14 @@ it than any slot offers has it restored (RESTORE) into a free slot instead of re
 Entries are dropped least recently used first past the budget (a DROP op). Sizes are estimated
 from the executor's KV bytes per cell; on sliding-window models an entry is reusable up to
 where its window cells reach, as a slot's prefix is (scheduler.policy.reusable_prefix).
+
+A save must cost less than recomputing the prefix would. llama.cpp copies a sequence out run of
+cells by run of cells, one synchronous device copy per run and layer; a sequence decoded beside
+others has a run per step (its cells interleave with theirs). On a CPU that is a memcpy each,
+nothing beside a prefill; on a GPU a 160-token prefix decoded among 16 sequences measured 48 ms
+to save against ~3 ms to recompute. So the executor times its saves, the index keeps the time
+per run (``Slot.writes`` counts a slot's runs), and a prefix whose save would take more than
+SAVE_SHARE of its recompute time is evicted without one.
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ from scheduler.lora import LoraKey
 from scheduler.media import snap_reuse
 
 MIN_TOKENS = 32  # cutting fewer tokens than this from a prefix does not save it (cheap to recompute)
+SAVE_SHARE = 0.5  # a save may cost this much of a recompute: it pays only if the prefix comes back
+RUN_SECONDS_DECAY = 0.8  # per measured step: the time per run follows the recent saves
 
 
 @dataclass(eq=False)
@@ -36,6 +46,9 @@ class HostCacheIndex:
         self.bytes_per_token = bytes_per_token
         self.entries: list[HostEntry] = []
         self._ids = itertools.count(1)
+        self.run_seconds = 0.0  # a save's time per run of cells, measured (0: not yet: saves pay)
+        self._queued_runs = 0  # runs of the SAVE ops for the next step
+        self._in_flight_runs = 0  # ... and of the step running
 
     @property
     def enabled(self) -> bool:
@@ -46,6 +59,27 @@ class HostCacheIndex:
         fits = self.budget_bytes < 0 or len(tokens) * self.bytes_per_token <= self.budget_bytes
         return (self.enabled and fits and not any(
             e.lora == lora and common_prefix_len(e.tokens, tokens) == len(tokens) for e in self.entries))
+
+    def save_pays(self, runs: int, recompute_seconds: float) -> bool:
+        """Whether saving a prefix of ``runs`` runs of cells costs less than recomputing it would
+        (``recompute_seconds``), by SAVE_SHARE."""
+        return runs * self.run_seconds <= SAVE_SHARE * recompute_seconds
+
+    def queued(self, runs: int) -> None:
+        """A SAVE op of ``runs`` runs of cells goes out with the next step."""
+        self._queued_runs += runs
+
+    def sent(self) -> None:
+        """The next step went out with the queued SAVE ops."""
+        self._in_flight_runs, self._queued_runs = self._queued_runs, 0
+
+    def measured(self, save_seconds: float) -> None:
+        """The step's SAVE ops took ``save_seconds`` in all."""
+        runs, self._in_flight_runs = self._in_flight_runs, 0
+        if runs:
+            per_run = save_seconds / runs
+            self.run_seconds = per_run if self.run_seconds == 0 else (
+                RUN_SECONDS_DECAY * self.run_seconds + (1 - RUN_SECONDS_DECAY) * per_run)
 
     def add(self, tokens: list[int], pos_min: int, now: float, lora: LoraKey) -> tuple[int, list[int]]:
         """Index a saved prefix; (its entry id, ids of the entries dropped for it)."""

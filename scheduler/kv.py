@@ -36,6 +36,7 @@ def append(slot: Slot, tokens: list[int]) -> None:
     """``slot`` writes ``tokens`` into new cells after the ones it holds."""
     n = len(slot.tokens)
     slot.tokens.extend(tokens)
+    slot.writes += 1
     last = slot.segments[-1] if slot.segments else None
     if last is not None and last[0] == slot.origin and last[2] == n:
         last[2] = n + len(tokens)
@@ -47,6 +48,7 @@ def copy_prefix(slot: Slot, donor: Slot, n: int) -> None:
     """``slot`` (empty) now holds the first ``n`` cells of ``donor``, shared with it."""
     slot.tokens = donor.tokens[:n]
     slot.segments = _clip(donor.segments, n)
+    slot.writes = donor.writes
     slot.origin = new_origin()
     slot.shift_keep = donor.shift_keep if 0 <= donor.shift_keep < n else -1
 
@@ -57,6 +59,8 @@ def truncate(slot: Slot, n: int) -> None:
         return
     del slot.tokens[n:]
     slot.segments = _clip(slot.segments, n)
+    if n == 0:
+        slot.writes = 0
     slot.origin = new_origin()  # what it writes next is not the cells it gave up
     if n <= slot.shift_keep:
         slot.shift_keep = -1  # what is left was computed as it stands

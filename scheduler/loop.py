@@ -247,10 +247,12 @@ class SchedulerLoop:
             host = ex.host_cache.entries
             log.info(
                 "executor %d: %d running, %d waiting, KV %d/%d cells (%.0f%%), host cache %d prefix(es) ~%.0f MiB; "
-                "since start %d preemption(s), %d prefix(es) saved to and %d restored from host memory",
+                "since start %d preemption(s), %d prefix(es) saved to and %d restored from host memory, "
+                "%d evicted unsaved (slower to save than to recompute: %.2f ms per run of cells)",
                 ex.id, len(ex.running), len(self.core.waiting), used, ex.n_ctx, 100 * used / ex.n_ctx,
                 len(host), sum(e.nbytes for e in host) / 2**20,
-                c["preempted"], c["host_cache_saved"], c["host_cache_restored"],
+                c["preempted"], c["host_cache_saved"], c["host_cache_restored"], c["host_cache_unsaved"],
+                1e3 * ex.host_cache.run_seconds,
             )
 
     def _forget(self, peer: bytes, why: str) -> None:

@@ -37,6 +37,10 @@ class Slot:
     # since discarded, so only this many are a reusable prefix; -1: never shifted (see scheduler.kv).
     shift_keep: int = -1
     lora: LoraKey = NO_LORA  # the adapter set ``tokens`` were computed with
+    # Writes that made its cells (one per step that appended to it, at most): beside other
+    # sequences' writes each is a separate run of cells, and llama.cpp saves a sequence to host
+    # memory one run at a time, so on a GPU a save's cost grows with this count, not the tokens.
+    writes: int = 0
 
     @property
     def busy(self) -> bool:

@@ -142,7 +142,9 @@ def test_copies_truncations_and_host_memory_keep_the_positions(engine, prompt, r
         StepPlan(52, items=[BatchItem(2, tail, after, True)]),
     ])
     np.testing.assert_allclose(restored, reference, atol=1e-3)
-    result = engine.step(StepPlan(53, kv_ops=[KvOp(KvOpKind.DROP, entry_id=7)]))
+    saved = engine.step(StepPlan(53, kv_ops=[KvOp(KvOpKind.SAVE, 2, entry_id=8)]))
+    assert 0 < saved.save_seconds <= saved.step_seconds  # timed apart: the scheduler weighs saves by it
+    result = engine.step(StepPlan(54, kv_ops=[KvOp(KvOpKind.DROP, entry_id=7), KvOp(KvOpKind.DROP, entry_id=8)]))
     assert result.pos_min[2] == 0 and result.pos_min[1] == -1
 
 

@@ -618,6 +618,46 @@ def test_host_memory_entries_past_the_budget_are_dropped_least_recently_used_fir
     assert set(h.fakes[0].host) == {e.entry_id for e in entries}  # the executor dropped the rest
 
 
+def test_a_prefix_slower_to_save_than_to_recompute_is_evicted_unsaved() -> None:
+    # a GPU: each run of cells of a save is a device copy, recomputing the prefix is quick
+    h = Harness(n_slots=1, n_ctx=512, n_batch=512, cache_ram_bytes=10**6)
+    fake = h.fakes[0]
+    run = fake.run
+
+    def timed(plan: StepPlan) -> StepResult:
+        result = run(plan)
+        result.save_seconds = 0.5 * sum(op.kind == KvOpKind.SAVE for op in plan.kv_ops)  # steps: 10 ms
+        result.step_seconds += result.save_seconds
+        return result
+
+    fake.run = timed
+    for i in range(4):  # each evicts the previous one's prefix: 100 prompt tokens, 8 decoded one by one
+        h.add(f"r{i}", prompt(100, 1000 * (i + 1)), max_tokens=8)
+        h.run_until_idle()
+    saves = [op for plan in fake.plans for op in plan.kv_ops if op.kind == KvOpKind.SAVE]
+    assert len(saves) == 1  # the first save measured the cost; the next prefixes were not worth it
+    assert h.sched.counters["host_cache_saved"] == 1 and h.sched.counters["host_cache_unsaved"] == 2
+    cost = h.sched.executors[0].step_cost
+    assert cost.seconds(100) < 0.1  # the save's time is not the step's: recomputing stays cheap
+
+
+def test_a_prefix_that_is_cheap_to_save_is_kept_in_host_memory_each_time() -> None:
+    h = Harness(n_slots=1, n_ctx=512, n_batch=512, cache_ram_bytes=10**6)
+    fake = h.fakes[0]
+    run = fake.run
+
+    def timed(plan: StepPlan) -> StepResult:  # a CPU: a save is memcpys
+        result = run(plan)
+        result.save_seconds = 1e-5 * sum(op.kind == KvOpKind.SAVE for op in plan.kv_ops)
+        return result
+
+    fake.run = timed
+    for i in range(4):
+        h.add(f"r{i}", prompt(100, 1000 * (i + 1)), max_tokens=8)
+        h.run_until_idle()
+    assert h.sched.counters["host_cache_saved"] == 3 and h.sched.counters["host_cache_unsaved"] == 0
+
+
 def test_a_request_naming_its_slot_waits_for_it_without_holding_up_others() -> None:
     h = Harness(n_slots=2, n_executors=2)
     h.add("busy", prompt(10), max_tokens=20, id_slot=3)  # executor 1, its second slot
