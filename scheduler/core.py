@@ -772,9 +772,10 @@ class Scheduler:
         decodes = [req for req, _ in in_flight.values() if req.status == Status.DECODE]
         drafted = sum(len(req.draft) for req in decodes)
         accepted = sum(s.n_accepted for s in result.samples)
-        log.debug("executor %d: step %d: %d tokens (%d decodes, %d drafted, %d accepted, %d prompt) in %.1f ms, "
-                  "%d running, %d waiting", ex.id, result.step_id, n_tokens, len(decodes), drafted, accepted,
-                  ex.in_flight_prompt_tokens, 1e3 * result.step_seconds, len(ex.running), len(self.waiting))
+        log.debug("executor %d: step %d: %d tokens (%d decodes, %d drafted, %d accepted, %d prompt) in %.1f ms "
+                  "(%.1f ms saving prefixes), %d running, %d waiting", ex.id, result.step_id, n_tokens, len(decodes),
+                  drafted, accepted, ex.in_flight_prompt_tokens, 1e3 * result.step_seconds, 1e3 * result.save_seconds,
+                  len(ex.running), len(self.waiting))
 
     def _verified(self, ex: ExecutorState, req: Request, sample: Sample, now: float) -> None:
         """A draft was verified: the rejected tokens leave the cache (before the next step), the
