@@ -111,6 +111,17 @@ def test_drafts_are_long_when_tokens_are_cheap_and_stop_when_the_batch_is_comput
     assert allocate([(0, 0.9, 16)], 1, cheap, 100, extra_per_token=0.02) == {}  # a draft model as slow as the target
 
 
+def test_a_concave_step_cost_gets_long_drafts_where_a_first_token_alone_would_not_pay() -> None:
+    cost = StepCost()
+    for n, seconds in [(1, 0.018), (4, 0.040), (9, 0.074), (18, 0.110), (480, 1.0)] * 20:  # 2 CPU cores
+        cost.observe(n, seconds)
+    # beside 8 decodes a first draft token costs 7 ms of a 68 ms step (worth 0.8 tokens: not
+    # alone), but 32 of them cost 69 ms more and bring 2.6 tokens per request
+    lengths = allocate([(i, 0.8, 48) for i in range(8)], 8, cost, 504)
+    assert sum(lengths.values()) >= 24 and len(lengths) == 8
+    assert allocate([(i, 0.5, 48) for i in range(8)], 8, cost, 504) == {}  # too unreliable to pay at all
+
+
 def test_acceptance_follows_recent_verifications() -> None:
     a = Acceptance()
     for _ in range(20):
