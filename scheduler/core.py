@@ -105,6 +105,7 @@ class ExecutorState:
         self.lora = lora.NO_LORA  # the adapter set its context runs with (a new process: none)
         self.step_cost = StepCost()  # its step time by tokens (how long drafts may be)
         self.draft_token_seconds = 0.0  # a draft model's time per drafted token (recent average)
+        self.prompt_turn = False  # on a CPU: the next step that must choose serves prompt chunks
 
     @property
     def idle(self) -> bool:
@@ -373,6 +374,8 @@ class Scheduler:
         # A step runs one LoRA adapter set; with no adapter loaded every request has the same.
         running = policy.lora_turn(ex.running) if self.lora_scales else ex.running
         budget = min(ex.budget, ex.free_cells)
+        running, turn = policy.step_requests(running, budget, ex.info.device == "cpu", ex.prompt_turn)
+        ex.prompt_turn ^= turn
         if self.spec.enabled:
             self._plan_drafts(ex, running, budget)
         chosen = policy.plan_batch(running, budget)

@@ -36,12 +36,12 @@ VOCAB = 10_000
 
 
 def info(n_slots: int = 4, n_ctx: int = 4096, n_swa: int = 0, executor_id: int = 0,
-         can_shift: bool = True) -> ExecutorInfo:
+         can_shift: bool = True, device: str = "cpu") -> ExecutorInfo:
     return ExecutorInfo(
         executor_id=executor_id, model_path="fake.gguf", model_desc="fake", n_params=1,
         model_size_bytes=1, n_vocab=VOCAB, n_ctx=n_ctx, n_ctx_train=n_ctx, n_swa=n_swa,
         n_slots=n_slots, n_batch=512, kv_bytes=0, eog_token_ids=[EOS], can_shift=can_shift,
-        n_ubatch=512, vision=True,
+        n_ubatch=512, vision=True, device=device,
     )  # fmt: skip
 
 
@@ -471,7 +471,7 @@ def test_no_kv_room_for_a_single_token_fails_the_newest_request_only() -> None:
 
 
 def test_a_copied_prefix_keeps_the_source_window_so_a_second_admission_does_not_overreach() -> None:
-    h = Harness(n_slots=3, n_swa=64, n_batch=512)
+    h = Harness(n_slots=3, n_swa=64, n_batch=512, device="gpu:0")  # a step takes decodes and prompts alike
     long = prompt(300)
     h.add("a", long, max_tokens=50)
     h.step()
@@ -483,6 +483,34 @@ def test_a_copied_prefix_keeps_the_source_window_so_a_second_admission_does_not_
     assert [(op.src_seq_id, op.pos) for op in copies] == [(0, 300)]
     (c_item,) = [i for i in plan.items if i.token_ids[:1] == [100] and i.pos == 0]
     assert len(c_item.token_ids) == 152  # evaluated whole, not reused from b's copy
+
+
+def test_on_a_cpu_decodes_and_a_long_prompt_take_turns_instead_of_sharing_a_step() -> None:
+    for device, mixed in (("cpu", False), ("gpu:0", True)):
+        h = Harness(n_slots=9, n_batch=512, device=device)
+        for i in range(8):
+            h.add(f"d{i}", prompt(20, 100 * (i + 1)), max_tokens=40)
+        h.step()  # their prompts
+        h.add("long", prompt(400, 5000), max_tokens=4)
+        plans = [plan for _ in range(4) for plan in h.step()]
+        kinds = [{"decode" if len(i.token_ids) == 1 else "prompt" for i in plan.items} for plan in plans[:2]]
+        if mixed:
+            assert kinds[0] == {"decode", "prompt"}
+        else:  # a step of decodes, then the prompt alone: each decode still gets a token per two steps
+            assert kinds == [{"decode"}, {"prompt"}], kinds
+        h.run_until_idle()
+        assert h.final("long").finish_reason == FinishReason.LENGTH
+        assert all(len(h.tokens(f"d{i}")) == 40 for i in range(8))
+
+
+def test_on_a_cpu_a_short_prompt_still_shares_the_decodes_step() -> None:
+    h = Harness(n_slots=9, n_batch=512)
+    for i in range(8):
+        h.add(f"d{i}", prompt(20, 100 * (i + 1)), max_tokens=40)
+    h.step()
+    h.add("short", prompt(30, 5000), max_tokens=4)  # 8 + 30 rows: under a query tile
+    (plan,) = h.step()
+    assert len(plan.items) == 9
 
 
 def test_decode_error_fails_the_step_requests_and_clears_their_cache() -> None:
