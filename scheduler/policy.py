@@ -180,7 +180,8 @@ def step_requests(running: list[Request], budget: int, on_cpu: bool, prompt_turn
     On a CPU a step that would hold decodes and at least CPU_QUERY_TILE rows in all serves one
     kind only, decodes and prompt chunks taking turns (``prompt_turn``: the prompts' turn): two
     steps cost less than the mixed one, and the decodes' tokens come no later. A GPU runs the
-    mixed step at no extra cost, so there every step takes both."""
+    mixed step at no extra cost, so there every step takes both. (A prompts' turn whose picture
+    finds no room plans nothing: the scheduler's next tick gives the decodes their turn.)"""
     decoding = [r for r in running if r.status == Status.DECODE]
     prefill = sum(r.prompt_remaining for r in running if r.status == Status.PREFILL)
     if not on_cpu or not decoding or not prefill or len(decoding) + min(prefill, budget) < CPU_QUERY_TILE:
