@@ -118,7 +118,7 @@ class ModelRouter:
     async def frontend_for(self, name: str, autoload: bool) -> Frontend:
         """The model's Frontend, ready to take requests: loads the model when it is not loaded
         (``autoload``; otherwise 503) and waits. A failed load is a 503 with its reason."""
-        await self._first_table()
+        await self.first_table()
         self._check_fits(self.entry(name))
         self._send(ModelUsed(name))
         fe = self.loaded(name)
@@ -160,7 +160,8 @@ class ModelRouter:
         self.entry(name)
         self._send(UnloadModel(name))
 
-    async def _first_table(self) -> None:
+    async def first_table(self) -> None:
+        """Until this worker has the launcher's model table (it comes just after start-up)."""
         while not self.table:
             await self._wait_change()
 

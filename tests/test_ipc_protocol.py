@@ -225,6 +225,7 @@ SAMPLES: list[p.Message] = [
         slot_files=[p.SlotFileResult(seq_id=2, n_bytes=4096, ms=1.5, tokens=[2, 105],
                                      error=p.EngineError(code=p.ErrorCode.NOT_FOUND, message="no slot file"))],
         draft_seconds=0.0078125,
+        save_seconds=0.00390625,
     ),
     p.EmbedRequest(request_id="embd-1", inputs=[[2, 105], [2, 9, 7]]),
     p.EmbedPlan(step_id=18, items=[p.EmbedItem(seq_id=1, token_ids=[2, 105])], releases=[REGION]),

@@ -6,6 +6,8 @@ a preset. The model is a base model: the tests assert statuses, shapes and count
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import re
 import signal
@@ -124,6 +126,26 @@ def test_preset_settings_and_precedence(models_dir: Path, tmp_path: Path) -> Non
         preset.write_text(f"[alpha]\nmodel = {models_dir / 'alpha.gguf'}\n{bad}\n")
         with pytest.raises(UsageError):
             config_from_args(parse("--models-preset", str(preset)), ("--models-preset", str(preset)))
+
+
+def test_a_worker_asked_for_the_models_before_it_has_the_table_waits_for_it() -> None:
+    """With several HTTP workers, one may be asked for /v1/models before the launcher's first
+    table reached it: it answers with the table, not an empty list."""
+    from frontend.router import ModelRouter
+    from frontend.routes.models import models
+    from ggserve.config import ServeConfig
+    from ipc.protocol import ModelEntry, ModelStatus, ModelTable
+
+    async def ask() -> list[str]:
+        router = ModelRouter(ServeConfig(model=""))
+        asked = asyncio.create_task(models(router, None))
+        await asyncio.sleep(0.05)
+        assert not asked.done()
+        router._on_table(ModelTable([ModelEntry("alpha", "/m/alpha.gguf", ModelStatus.UNLOADED)]))
+        body = json.loads((await asked).body)
+        return [m["id"] for m in body["data"]]
+
+    assert asyncio.run(ask()) == ["alpha"]
 
 
 # ----------------------------------------------------------------------------- one server, many models

@@ -47,6 +47,7 @@ async def health(router: ModelRouter, req: Request) -> Response:
 
 
 async def models(router: ModelRouter, req: Request) -> Response:
+    await router.first_table()  # a worker asked right after start-up must not list no models
     data: list[Model] = []
     for entry in router.table.values():
         fe = await _connected(router, entry.name)
