@@ -13,50 +13,27 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import llama_cpp
 import numpy as np
 
+from bench.llama_direct import context, decode, load_model
 from executor.batch import NumpyBatch
-from executor.llama_log import LlamaLogCapture
-from ggserve.config import cpu_has_amx
-from ggserve.model import resolve_model
 from ipc.protocol import BatchItem
 
 PROMPT_LEN = 32
-FLASH = {"on": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED, "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED}
-
-
-def _context(model: llama_cpp.llama_model_p, n_seq: int, n_ctx: int, threads: int, flash: str
-             ) -> llama_cpp.llama_context_p:
-    cparams = llama_cpp.llama_context_default_params()
-    cparams.n_ctx, cparams.n_batch, cparams.n_ubatch, cparams.n_seq_max = n_ctx, 512, 512, n_seq
-    cparams.n_threads = cparams.n_threads_batch = threads
-    cparams.kv_unified, cparams.swa_full = True, False
-    cparams.flash_attn_type = FLASH[flash]
-    cparams.no_perf = True
-    return llama_cpp.llama_init_from_model(model, cparams)
-
-
-def _decode(ctx: llama_cpp.llama_context_p, nb: NumpyBatch, items: list[BatchItem]) -> float:
-    nb.fill(items)
-    t0 = time.perf_counter()
-    if llama_cpp.llama_decode(ctx, nb.struct) != 0:
-        raise RuntimeError("llama_decode failed")
-    return time.perf_counter() - t0
 
 
 def measure(model: llama_cpp.llama_model_p, batch: int, idle: int, idle_len: int, steps: int, rounds: int,
             threads: int, flash: str) -> tuple[float, float]:
     """Median decode step seconds (without, with) the idle prefixes."""
     n_seq = batch + idle
-    ctx = _context(model, n_seq, batch * (PROMPT_LEN + steps * (rounds + 1) * 2 + 8) + idle * idle_len + 512, threads,
-                   flash)
+    ctx = context(model, n_seq, batch * (PROMPT_LEN + steps * (rounds + 1) * 2 + 8) + idle * idle_len + 512, threads,
+                  flash)
     memory = llama_cpp.llama_get_memory(ctx)
     nb = NumpyBatch(512)
     prompt = list(range(1000, 1000 + PROMPT_LEN))
-    _decode(ctx, nb, [BatchItem(s, prompt, 0, True) for s in range(batch)])
+    decode(ctx, nb, [BatchItem(s, prompt, 0, True) for s in range(batch)])
     pos = PROMPT_LEN
     times: dict[bool, list[float]] = {False: [], True: []}
     for round_ in range(rounds + 1):  # the first round warms up and is not counted
@@ -65,9 +42,9 @@ def measure(model: llama_cpp.llama_model_p, batch: int, idle: int, idle_len: int
                 for s in range(batch, n_seq):  # idle prefixes, prefilled in chunks
                     tokens = list(range(3000 + s, 3000 + s + idle_len))
                     for start in range(0, idle_len, 512):
-                        _decode(ctx, nb, [BatchItem(s, tokens[start : start + 512], start, False)])
+                        decode(ctx, nb, [BatchItem(s, tokens[start : start + 512], start, False)])
             for _ in range(steps):
-                seconds = _decode(ctx, nb, [BatchItem(s, [2000 + pos], pos, True) for s in range(batch)])
+                seconds = decode(ctx, nb, [BatchItem(s, [2000 + pos], pos, True) for s in range(batch)])
                 if round_:
                     times[with_idle].append(seconds)
                 pos += 1
@@ -87,11 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternations of without / with")
     parser.add_argument("-t", "--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    LlamaLogCapture()  # llama.cpp's loading chatter goes to logging (not configured here: dropped)
-    llama_cpp.llama_backend_init()
-    mparams = llama_cpp.llama_model_default_params()
-    mparams.use_extra_bufts = not cpu_has_amx()
-    model = llama_cpp.llama_model_load_from_file(resolve_model(args.model_path).encode(), mparams)
+    model = load_model(args.model_path)
     print("| flash attention | idle prefixes | step ms without | step ms with | cost |")
     print("|---|---|---|---|---|")
     for flash in ("on", "off"):

@@ -20,11 +20,8 @@ import sys
 
 import llama_cpp
 
-from bench.idle_prefix_cost import _context, _decode
+from bench.llama_direct import context, decode, load_model
 from executor.batch import NumpyBatch
-from executor.llama_log import LlamaLogCapture
-from ggserve.config import cpu_has_amx
-from ggserve.model import resolve_model
 from ipc.protocol import BatchItem
 
 
@@ -34,16 +31,16 @@ class Cache:
 
     def __init__(self, model: llama_cpp.llama_model_p, others: int, prompt_len: int, decoded: int, new_len: int,
                  threads: int) -> None:
-        self.ctx = _context(model, others + 1, others * (prompt_len + decoded + 8) + new_len + 512, threads, "on")
+        self.ctx = context(model, others + 1, others * (prompt_len + decoded + 8) + new_len + 512, threads, "on")
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.batch = NumpyBatch(512)
         self.others, self.new_len, self.pos = others, new_len, prompt_len + decoded
         for s in range(others):
             tokens = list(range(1000 + s, 1000 + s + prompt_len))
             for start in range(0, prompt_len, 512):
-                _decode(self.ctx, self.batch, [BatchItem(s, tokens[start : start + 512], start, False)])
+                decode(self.ctx, self.batch, [BatchItem(s, tokens[start : start + 512], start, False)])
         for k in range(decoded):
-            _decode(self.ctx, self.batch, [BatchItem(s, [3000 + k], prompt_len + k, False) for s in range(others)])
+            decode(self.ctx, self.batch, [BatchItem(s, [3000 + k], prompt_len + k, False) for s in range(others)])
 
     def step(self, decodes: bool, prompt: bool) -> float:
         """Seconds of one step, after which the cache is as before it."""
@@ -51,7 +48,7 @@ class Cache:
         if prompt:
             n = self.new_len - len(items)
             items.append(BatchItem(self.others, list(range(7000, 7000 + n)), 0, True))
-        seconds = _decode(self.ctx, self.batch, items)
+        seconds = decode(self.ctx, self.batch, items)
         for s in range(self.others + 1):
             llama_cpp.llama_memory_seq_rm(self.memory, s, self.pos if s < self.others else 0, -1)
         return seconds
@@ -89,11 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("-t", "--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    LlamaLogCapture()  # llama.cpp's loading chatter goes to logging (not configured here: dropped)
-    llama_cpp.llama_backend_init()
-    mparams = llama_cpp.llama_model_default_params()
-    mparams.use_extra_bufts = not cpu_has_amx()
-    model = llama_cpp.llama_model_load_from_file(resolve_model(args.model_path).encode(), mparams)
+    model = load_model(args.model_path)
     ms = measure(model, args.others, args.prompt_len, args.decoded, args.new_len, args.reps, args.threads)
     llama_cpp.llama_model_free(model)
     print(f"| step ({args.new_len} rows; {args.others} others of {args.prompt_len} + {args.decoded} tokens) | ms |")
