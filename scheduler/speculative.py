@@ -203,21 +203,11 @@ class StepCost:
         self._curve = None
 
     def seconds(self, n_tokens: float) -> float:
-        curve = self._curve
-        if curve is None:
-            curve = self._curve = self._make_curve()
-        if not curve:
-            return 1.0 + PRIOR_TOKEN_SHARE * n_tokens
-        if n_tokens <= curve[0][0]:
-            return curve[0][1]
-        for (n0, t0), (n1, t1) in zip(curve, curve[1:]):
-            if n_tokens <= n1:
-                return t0 + (t1 - t0) * (n_tokens - n0) / (n1 - n0)
-        (n0, t0), (n1, t1) = curve[-2], curve[-1]
-        return t1 + (t1 - t0) / (n1 - n0) * (n_tokens - n1)
+        return float(self.seconds_many(np.array([n_tokens]))[0])
 
     def seconds_many(self, n_tokens: np.ndarray) -> np.ndarray:
-        """``seconds`` of each of ``n_tokens`` (increasing or not), at once."""
+        """``seconds`` of each of ``n_tokens``, at once: the curve between its points, its first
+        point's time below them, its last slope past them."""
         curve = self._curve
         if curve is None:
             curve = self._curve = self._make_curve()
