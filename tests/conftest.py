@@ -14,11 +14,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
+
+from ipc.shm import Arena
 
 # /metrics and POST /props are off by default, as in llama-server; the tests use them.
 DEFAULT_ARGS = ("-np", "4", "-c", "2048", "-t", "2", "--metrics", "--props")
@@ -94,6 +97,15 @@ def _stop(proc: subprocess.Popen) -> None:
 def server() -> Iterator[ServerHandle]:
     with start_server() as handle:
         yield handle
+
+
+@pytest.fixture(scope="module")
+def arena() -> Iterator[Arena]:
+    """A shared-memory arena to hand an executor media chunks from, as a frontend does."""
+    a = Arena(uuid.uuid4().hex[:8], f"test-{os.getpid()}", 1 << 20)
+    yield a
+    a.close()
+    a.unlink()
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,6 @@ finds no KV room leaves the step to be planned again."""
 from __future__ import annotations
 
 import hashlib
-import os
-import uuid
 
 import llama_cpp
 import numpy as np
@@ -31,14 +29,6 @@ def engine():
     eng = ModelEngine(cfg, 0)
     yield eng
     eng.close()
-
-
-@pytest.fixture(scope="module")
-def arena():
-    a = Arena(uuid.uuid4().hex[:8], f"test-media-{os.getpid()}", 1 << 20)
-    yield a
-    a.close()
-    a.unlink()
 
 
 def chunk(arena: Arena, data: bytes, digest: str | None = None) -> MediaChunk:

@@ -7,8 +7,6 @@ plans count cells and the executor maps them."""
 from __future__ import annotations
 
 import hashlib
-import os
-import uuid
 
 import numpy as np
 import pytest
@@ -36,14 +34,6 @@ def engine():
     eng = ModelEngine(cfg, 0)
     yield eng
     eng.close()
-
-
-@pytest.fixture(scope="module")
-def arena():
-    a = Arena(uuid.uuid4().hex[:8], f"test-mrope-{os.getpid()}", 1 << 20)
-    yield a
-    a.close()
-    a.unlink()
 
 
 def split(engine: ModelEngine, arena: Arena, text: str, data: bytes) -> tuple[list[int], MediaChunk, list[int]]:
