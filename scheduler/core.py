@@ -48,7 +48,7 @@ from scheduler.host_cache import HostCacheIndex
 from scheduler.metrics import EngineCounters
 from scheduler.request import Request, Status
 from scheduler.slots import Slot
-from scheduler.speculative import DRAFTED, Drafter, SpecSettings, StepCost
+from scheduler.speculative import DRAFTED, Acceptance, Drafter, SpecSettings, StepCost
 
 log = logging.getLogger("scheduler")
 
@@ -132,6 +132,7 @@ class Scheduler:
         self.n_executors = n_executors
         self.spec = spec or SpecSettings("", 0, 0, 0, 1)  # speculative decoding (--spec-*)
         self.spec_accepted_per_pos: list[int] = []  # accepted draft tokens by draft position
+        self.spec_pool = Acceptance(decay=speculative.POOL_DECAY)  # every request's: a new one's prior
         self.context_shift_asked = context_shift  # --context-shift
         self.context_shift = False  # asked, and every executor's cache can shift
         # The global scale of each LoRA adapter (POST /lora-adapters); empty: none loaded.
@@ -436,7 +437,7 @@ class Scheduler:
             if limit < max(1, req.spec_n_min):
                 continue
             if req.drafter is None:
-                req.drafter = Drafter(req.prompt + req.output_ids)
+                req.drafter = Drafter(req.prompt + req.output_ids, self.spec_pool.alpha)
             draft = [DRAFTED] * limit if self.spec.model else req.drafter.propose(self.spec, limit)
             if len(draft) < max(1, req.spec_n_min):
                 continue
@@ -801,6 +802,7 @@ class Scheduler:
         req.n_draft_tokens += len(draft)
         req.n_draft_accepted += n_accepted
         req.drafter.verified(len(draft), n_accepted)
+        self.spec_pool.update(len(draft), n_accepted)
         self.counters["spec_drafts"] += 1
         self.counters["spec_draft_tokens"] += len(draft)
         self.counters["spec_accepted_tokens"] += n_accepted

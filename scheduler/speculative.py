@@ -37,6 +37,10 @@ from ggserve.config import DRAFT_MODEL_TYPE, ServeConfig
 PRIOR_TRIALS = 2.0
 PRIOR_ALPHA = 0.5
 ACCEPTANCE_DECAY = 0.8  # per verification: the rate follows the text (a quote ends, a new one starts)
+# A new request's prior is the server's recent rate over all requests (a copy workload's requests
+# draft long from their first step; on free text they do not waste a first long draft); that
+# pooled rate forgets more slowly, as it follows the workload rather than one text.
+POOL_DECAY = 0.95
 MIN_ALPHA = 0.05  # a request never gives up for good: every so often a 1-token probe is worth it
 PROBE_EVERY = 16  # steps between probes of a request whose acceptance is below the threshold
 # ... doubled after each draft that had nothing accepted, up to this: a probe costs a token of
@@ -91,11 +95,11 @@ class Drafter:
 
     __slots__ = ("_bytes", "n_tokens", "acceptance", "_idle_steps", "_probe_every")
 
-    def __init__(self, tokens: list[int]) -> None:
+    def __init__(self, tokens: list[int], prior_alpha: float = PRIOR_ALPHA) -> None:
         self._bytes = bytearray()
         self.n_tokens = 0
         self.extend(tokens)
-        self.acceptance = Acceptance()
+        self.acceptance = Acceptance(prior_alpha)
         self._idle_steps = 0  # steps since it last drafted (for probes)
         self._probe_every = PROBE_EVERY
 
@@ -114,7 +118,12 @@ class Drafter:
                 end = min(start + limit, self.n_tokens)
                 draft = array("i", self._bytes[4 * start : 4 * end]).tolist()
                 cut = next((i for i, t in enumerate(draft) if t < 0), len(draft))
-                return draft[:cut]  # a negative id stands for media, never a token to feed
+                if cut < len(draft):
+                    return draft[:cut]  # a negative id stands for media, never a token to feed
+                # Past the history's end the continuation repeats (its period is the distance
+                # to the match): a lookup after accepting it would propose the same again. A
+                # model caught in a loop ("\n\n\n", a table's "| --- |") drafts it whole.
+                return (draft * -(-limit // len(draft)))[:limit]
         return []
 
     def _find(self, n: int, min_hits: int) -> int:
@@ -157,11 +166,12 @@ class Acceptance:
     """A request's recent rate of draft acceptance, per draft position (a geometric model: each
     position is accepted with probability ``alpha`` until the first rejection)."""
 
-    __slots__ = ("accepted", "trials")
+    __slots__ = ("accepted", "trials", "decay")
 
-    def __init__(self) -> None:
-        self.accepted = PRIOR_ALPHA * PRIOR_TRIALS
+    def __init__(self, prior_alpha: float = PRIOR_ALPHA, decay: float = ACCEPTANCE_DECAY) -> None:
+        self.accepted = prior_alpha * PRIOR_TRIALS
         self.trials = PRIOR_TRIALS
+        self.decay = decay
 
     @property
     def alpha(self) -> float:
@@ -169,8 +179,8 @@ class Acceptance:
 
     def update(self, n_drafted: int, n_accepted: int) -> None:
         rejected = 1 if n_accepted < n_drafted else 0
-        self.accepted = self.accepted * ACCEPTANCE_DECAY + n_accepted
-        self.trials = self.trials * ACCEPTANCE_DECAY + n_accepted + rejected
+        self.accepted = self.accepted * self.decay + n_accepted
+        self.trials = self.trials * self.decay + n_accepted + rejected
 
 
 class StepCost:

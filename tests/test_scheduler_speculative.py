@@ -6,6 +6,7 @@ executor does: it accepts draft tokens while they equal the target and then samp
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 from test_scheduler_policy import EOS, Harness
@@ -26,10 +27,12 @@ def periodic(p: int) -> int:
 class SpecHarness(Harness):
     """A Harness whose fake executor samples ``target(position)`` and verifies drafts."""
 
-    def __init__(self, target: Callable[[int], int] = periodic, spec: SpecSettings = NGRAM, **kw) -> None:
+    def __init__(self, target: Callable[[int], int] = periodic, spec: SpecSettings = NGRAM,
+                 step_seconds: Callable[[int], float] | None = None, **kw) -> None:
         super().__init__(**kw)
         self.sched.spec = spec
         self.target = target
+        self.step_seconds = step_seconds  # the step's time by its tokens (None: the fake's)
         for fake in self.fakes:
             run = fake.run
             fake.run = lambda plan, run=run: self._verify(plan, run(plan))
@@ -47,6 +50,8 @@ class SpecHarness(Harness):
                 accepted += 1
             samples.append(Sample(item.seq_id, self.target(first + accepted), n_accepted=accepted))
         result.samples = samples
+        if self.step_seconds is not None:
+            result.step_seconds = self.step_seconds(sum(len(item.token_ids) for item in plan.items))
         return result
 
     def add(self, rid: str, tokens: list[int], max_tokens: int = 4, **kw) -> None:
@@ -63,11 +68,16 @@ def copy_prompt(n: int) -> list[int]:
 
 def test_ngram_simple_drafts_what_followed_the_last_earlier_match() -> None:
     d = Drafter([1, 2, 3, 4, 5, 6, 9, 9, 1, 2, 3, 4])
-    assert d.propose(SIMPLE, 10) == [5, 6, 9, 9, 1, 2, 3, 4]  # stops at the history's end
+    assert d.propose(SIMPLE, 10) == [5, 6, 9, 9, 1, 2, 3, 4, 5, 6]  # past the history's end: again
     assert d.propose(SIMPLE, 3) == [5, 6, 9]
     assert Drafter([1, 2, 3, 4, 7, 1, 2, 3]).propose(SIMPLE, 5) == []  # only 3 tokens match
     d.extend([5, 8])
     assert d.propose(SIMPLE, 4) == []  # "3 4 5 8" never appeared before
+
+
+def test_a_loop_is_drafted_whole_by_repeating_its_period() -> None:
+    assert Drafter([7, 1, 2, 2, 2, 2, 2]).propose(SIMPLE, 6) == [2] * 6  # one token, again and again
+    assert Drafter([9, 3, 4, 3, 4, 3, 4, 3]).propose(SIMPLE, 5) == [4, 3, 4, 3, 4]
 
 
 def test_ggserve_ngram_backs_off_to_the_longest_shorter_match() -> None:
@@ -165,6 +175,30 @@ def test_a_copy_is_drafted_accepted_and_output_in_order() -> None:
     assert stats_all.spec_accepted_per_pos[0] == stats_all.spec_drafts_total
 
 
+def cpu_step_seconds(n_tokens: int) -> float:
+    """2 CPU cores: a first token beside a decode costs 12 ms, later ones ~5 ms (measured)."""
+    return 0.017 if n_tokens == 1 else 0.025 + 0.0047 * n_tokens
+
+
+def test_a_new_request_starts_from_the_acceptance_of_the_requests_before_it() -> None:
+    # where a draft pays only if it is likely accepted (a 50% prior does not)
+    h = SpecHarness(n_slots=1, step_seconds=cpu_step_seconds)
+    h.add("first", copy_prompt(3 * PERIOD), max_tokens=60)
+    h.run_until_idle()
+    assert h.sched.spec_pool.alpha > 0.9
+    first_drafts = len(h.drafts())
+    h.add("next", copy_prompt(3 * PERIOD + 5), max_tokens=30)
+    h.step()  # its prompt
+    h.step()  # its first decode: drafts at once, at the copy workload's rate
+    assert len(h.drafts()) == first_drafts + 1 and h.drafts()[-1] > 1
+    h.run_until_idle()
+    # free text: one of four tokens at random, which a draft guesses a quarter of the time
+    failing = SpecHarness(target=lambda p: 1000 + random.Random(p).randrange(4), n_slots=1)
+    failing.add("r", copy_prompt(3 * PERIOD), max_tokens=300)
+    failing.run_until_idle()
+    assert failing.sched.spec_pool.alpha < 0.4
+
+
 def test_a_partly_accepted_draft_keeps_the_accepted_tokens_and_drops_the_rest() -> None:
     # the target copies the period except at positions that are multiples of 30
     target = lambda p: 5 if p % 30 == 0 else periodic(p)  # noqa: E731
@@ -232,6 +266,8 @@ def test_a_draft_never_holds_a_media_placeholder() -> None:
     assert d.propose(SIMPLE, 5) == []  # the 3-token match is shorter than size_n 4
     assert d.propose(NGRAM, 5) == []  # what followed "1 2 3" starts with media
     assert Drafter([1, 2, 5, -7, 1, 2]).propose(NGRAM, 5) == [5]
+    assert Drafter([5, 1, 6, 5, 1, 6, -7, 5, 1]).propose(SIMPLE, 5) == []  # "6 5 1" is followed by media
+    assert Drafter([5, -7, 6, 5, 1, 6, 5, 1]).propose(NGRAM, 5) == [6, 5, 1, 6, 5]  # a loop clear of it
 
 
 def test_debug_logs_trace_each_step_with_its_drafts_and_accepted_tokens(caplog) -> None:
