@@ -16,10 +16,10 @@ same random draws go to the same output positions as without speculation.
 
 Drafts cost compute: on a CPU a decode's time grows with its tokens, so speculation must pay for
 itself. Each executor keeps its step time as a curve of the step's tokens (``StepCost``); each
-request keeps its recent acceptance rate ``alpha`` (``Acceptance``), so the
-j-th draft token is expected to yield ``alpha ** j`` output tokens. Draft tokens are granted,
-most valuable first, while each raises the step's expected output tokens per second: when the
-batch is already compute-bound (many decodes, each draft token nearly as costly as a whole
+request keeps its recent acceptance rate ``alpha`` (``Acceptance``, starting from the rate of
+all requests lately), so the j-th draft token is expected to yield ``alpha ** j`` output tokens.
+The step's draft tokens are the most valuable ones, as many as maximise its expected output
+tokens per second (``allocate``): when the batch is already compute-bound (many decodes, each draft token nearly as costly as a whole
 output token) drafts stop, and a request whose drafts keep failing drafts shorter, then not at
 all, until a probe shows it agreeing again.
 """
