@@ -19,9 +19,9 @@ itself. Each executor keeps its step time as a curve of the step's tokens (``Ste
 request keeps its recent acceptance rate ``alpha`` (``Acceptance``, starting from the rate of
 all requests lately), so the j-th draft token is expected to yield ``alpha ** j`` output tokens.
 The step's draft tokens are the most valuable ones, as many as maximise its expected output
-tokens per second (``allocate``): when the batch is already compute-bound (many decodes, each draft token nearly as costly as a whole
-output token) drafts stop, and a request whose drafts keep failing drafts shorter, then not at
-all, until a probe shows it agreeing again.
+tokens per second (``allocate``): when the batch is already compute-bound (many decodes, each
+draft token nearly as costly as a whole output token) drafts stop, and a request whose drafts
+keep failing drafts shorter, then not at all, until a probe shows it agreeing again.
 """
 
 from __future__ import annotations
@@ -163,8 +163,9 @@ class Drafter:
 
 
 class Acceptance:
-    """A request's recent rate of draft acceptance, per draft position (a geometric model: each
-    position is accepted with probability ``alpha`` until the first rejection)."""
+    """A recent rate of draft acceptance (a request's, or the scheduler's over all requests), per
+    draft position (a geometric model: each position is accepted with probability ``alpha``
+    until the first rejection)."""
 
     __slots__ = ("accepted", "trials", "decay")
 
