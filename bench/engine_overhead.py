@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=3, help="kernel/engine pairs, interleaved")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--model", default="")
+    p.add_argument("--no-async-scheduling", dest="async_scheduling", action="store_false",
+                   help="the engine waits for each step's result before planning the next")
     args = p.parse_args(argv)
     cfg = ServeConfig(
         model=resolve_model(args.model or None),
@@ -96,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         repack=not cpu_has_amx(),
         log_level="warning",
+        async_scheduling=args.async_scheduling,
     )
     print("| run | batch | kernel step (ms) | engine step (ms) | kernel tok/s | engine tok/s | overhead |")
     print("|---|---|---|---|---|---|---|")

@@ -178,6 +178,9 @@ class ModelEngine:
         self.n_batch = llama_cpp.llama_n_batch(self.ctx)
         self.batch = NumpyBatch(self.n_batch)
         self.samplers: dict[int, SeqSampler] = {}
+        # The tokens the last step sampled, by sequence: what a step planned behind it feeds
+        # (BatchItem.follows); None when the last step did not run.
+        self._last_samples: dict[int, int] | None = {}
         self.host_cache = HostCache(self.ctx)
         self.embedder = (Embedder(self.model, self.ctx, self.batch, self.n_vocab, self.n_seq_max, arena, tap)
                          if cfg.embeddings else None)
@@ -276,6 +279,8 @@ class ModelEngine:
         except (BatchError, ValueError, RuntimeError) as exc:
             log.error("executor %d: step %d failed: %s", self.executor_id, plan.step_id, exc)
             error = str(exc)
+        ran = not no_kv_room and error is None
+        self._last_samples = {sample.seq_id: sample.token_id for sample in samples} if ran else None
         return StepResult(
             step_id=plan.step_id,
             executor_id=self.executor_id,
@@ -309,7 +314,7 @@ class ModelEngine:
             self._start(start, failures)
         if plan.lora is not None:  # before anything can return: the scheduler counts it as done
             self.lora.apply(plan.lora)
-        items = plan.items
+        items = self._followed(plan.items, failures)
         if self.media is not None:  # media chunks first, each in a decode of its own
             items = self.media.run(items, failures)
         items = self._runnable(items, failures)
@@ -415,6 +420,24 @@ class ModelEngine:
             failures[start.seq_id] = EngineError(ErrorCode.INVALID_REQUEST, str(exc))
         if self.media is not None:
             self.media.start(start.seq_id, start.media)
+
+    def _followed(self, items: list[BatchItem], failures: dict[int, EngineError]) -> list[BatchItem]:
+        """The items, those planned before the last step's result (``follows``) given the token
+        it sampled for their sequence."""
+        if not any(item.follows for item in items):
+            return items
+        if self._last_samples is None:
+            raise NoKvRoom()  # it builds on a step that did not run; the scheduler undid both
+        followed: list[BatchItem] = []
+        for item in items:
+            if item.follows:
+                token = self._last_samples.get(item.seq_id)
+                if token is None:  # its sampling failed last step (the scheduler ends it)
+                    failures[item.seq_id] = EngineError(ErrorCode.INTERNAL, "the step before sampled no token")
+                    continue
+                item.token_ids = [token]
+            followed.append(item)
+        return followed
 
     def _runnable(self, items: list[BatchItem], failures: dict[int, EngineError]) -> list[BatchItem]:
         """The items that can be decoded; each other one becomes a failure of its sequence."""

@@ -138,6 +138,12 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "(models whose KV cache can shift; default: off, the generation stops)",
     )
     e.add_argument("--no-context-shift", dest="context_shift", action="store_false")
+    e.add_argument(
+        "--async-scheduling", dest="async_scheduling", action="store_true", default=d.async_scheduling,
+        help="while a decode step runs, plan the next one, which feeds the tokens the running step samples "
+        "(default: on; only steady decoding without speculation is planned ahead)",
+    )
+    e.add_argument("--no-async-scheduling", dest="async_scheduling", action="store_false")
     e.add_argument("--keep", dest="n_keep", type=int, default=d.n_keep,
                    help="prompt tokens a context shift keeps when a request sets no n_keep (-1: all)")
     e.add_argument("--cache-reuse", type=int, default=d.cache_reuse,

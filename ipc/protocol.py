@@ -487,6 +487,7 @@ class EngineStats(_Msg):
     # embedding steps whose vectors came inside the message although the executor has an arena
     # (it was full): slower to carry (docs/benchmarks.md), not an error
     vectors_inline_total: int = 0
+    steps_planned_ahead_total: int = 0  # decode steps planned before the running one's result
     lora_scales: list[float] = []  # the global scale of each LoRA adapter, by id (GET /lora-adapters)
     # speculative decoding (llama-server's spec_decode_* counters): draft tokens verified, accepted,
     # verifications (a draft of a request in a step), and accepted tokens by draft position
@@ -585,6 +586,10 @@ class BatchItem(_Part):
     # With a draft model: the executor drafts up to this many tokens after ``token_ids`` (one
     # pending token) itself, appends them and verifies them as above (Sample.drafted says which).
     draft_model: int = 0
+    # Asynchronous scheduling: planned before the previous step's result, this item's one token
+    # (``token_ids`` empty) is the one the previous step sampled for the sequence. If that step did
+    # not run (no KV room, an error), the executor refuses this step too (``no_kv_room``).
+    follows: bool = False
 
 
 class StepPlan(_Msg):

@@ -48,7 +48,7 @@ from scheduler.host_cache import HostCacheIndex
 from scheduler.metrics import EngineCounters
 from scheduler.request import Request, Status
 from scheduler.slots import Slot
-from scheduler.speculative import DRAFTED, Acceptance, Drafter, SpecSettings, StepCost
+from scheduler.speculative import Acceptance, Drafter, SpecSettings, StepCost
 
 log = logging.getLogger("scheduler")
 
@@ -90,6 +90,10 @@ class ExecutorState:
         self.in_flight_prompt_tokens = 0  # prompt tokens of the step running (for the metrics)
         self.step_id = 0
         self.step_sent_at = 0.0
+        # The step planned behind it before its result (asynchronous scheduling): its id and
+        # seq -> (request, 1). It runs as soon as the running one ends.
+        self.queued: dict[int, tuple[Request, int]] | None = None
+        self.queued_step_id = 0
         self.kv_ops: list[KvOp] = []
         self.starts: list[SeqStart] = []
         self.ends: list[int] = []
@@ -210,7 +214,7 @@ class Scheduler:
             return
         log.error("executor %d failed: %s", executor_id, message)
         ex.alive = False
-        ex.in_flight = None
+        ex.in_flight = ex.queued = None
         error = EngineError(ErrorCode.EXECUTOR_FAILED, f"executor {executor_id} failed: {message}")
         for req in list(ex.running):
             self._finish(req, FinishReason.ERROR, error)
@@ -438,7 +442,7 @@ class Scheduler:
                 continue
             if req.drafter is None:
                 req.drafter = Drafter(req.prompt + req.output_ids, self.spec_pool.alpha)
-            draft = [DRAFTED] * limit if self.spec.model else req.drafter.propose(self.spec, limit)
+            draft = [kv.UNNAMED] * limit if self.spec.model else req.drafter.propose(self.spec, limit)
             if len(draft) < max(1, req.spec_n_min):
                 continue
             proposals[i] = draft
@@ -460,6 +464,50 @@ class Scheduler:
             if n >= req.spec_n_min:
                 req.draft = proposals[i][:n]
                 req.drafter.drafted()
+
+    def next_follow_plan(self, executor_id: int, now: float | None = None) -> StepPlan | None:
+        """The step after the one running, planned before its result (asynchronous scheduling,
+        as vLLM's): the same decodes again, each feeding the token the running step samples,
+        which the executor puts in (BatchItem.follows). The executor starts it the moment the
+        running step ends, so this process's round trip (the result, its bookkeeping, the next
+        plan) no longer idles it. Only steady decoding qualifies: a request that may be admitted,
+        a prompt chunk, drafts, cache edits, file actions, LoRA, or a request one token from its
+        limit waits for the result and a full plan (None here)."""
+        ex = self.executors[executor_id]
+        if not ex.alive or not ex.in_flight or ex.queued is not None or ex.file_in_flight or ex.file_actions:
+            return None
+        if self.spec.enabled or self.lora_scales or ex.kv_ops or ex.starts:
+            return None
+        if self.waiting and not all(slot.busy for slot in ex.slots):
+            return None  # a waiting request may be admitted: that takes a full plan
+        running = ex.running
+        if not running or len(running) != len(ex.in_flight) or len(running) > ex.free_cells:
+            return None
+        for req in running:
+            entry = ex.in_flight.get(req.slot.seq_id)
+            if (
+                req.status != Status.DECODE
+                or entry is None or entry[0] is not req or entry[1] != 1  # a plain decode in the running step
+                or req.n_computed + 2 >= ex.n_ctx_slot  # the result may shift or end the context
+                or 0 <= req.max_tokens < len(req.output_ids) + 2  # the running step may be its last
+            ):
+                return None
+        now = time.monotonic() if now is None else now
+        items: list[BatchItem] = []
+        queued: dict[int, tuple[Request, int]] = {}
+        for req in running:
+            slot = req.slot
+            items.append(BatchItem(slot.seq_id, [], req.n_computed, True, follows=True))
+            req.n_computed += 1
+            kv.append(slot, [kv.UNNAMED])  # named when the running step's result says the token
+            slot.last_used = now
+            queued[slot.seq_id] = (req, 1)
+        self._step_ids += 1
+        plan = StepPlan(self._step_ids, [], [], ex.ends, items)
+        ex.ends = []
+        ex.queued, ex.queued_step_id = queued, self._step_ids
+        self.counters["planned_ahead"] += 1
+        return plan
 
     def _send_plan(self, ex: ExecutorState, items: list[BatchItem], in_flight: dict[int, tuple[Request, int]],
                    n_prompt: int, now: float) -> StepPlan:
@@ -723,12 +771,21 @@ class Scheduler:
         if ex is None or not ex.alive or ex.in_flight is None or result.step_id != ex.step_id:
             return  # a stale result (of a process already declared failed): nothing to apply
         in_flight, ex.in_flight = ex.in_flight, None
+        queued, ex.queued = ex.queued, None
+        if queued is not None:  # it runs now
+            ex.in_flight, ex.step_id, ex.step_sent_at = queued, ex.queued_step_id, now
+            ex.in_flight_prompt_tokens = 0
         ex.host_cache.measured(result.save_seconds)
         for slot, pos_min in zip(ex.slots, result.pos_min):
             slot.pos_min = pos_min
         action, ex.file_in_flight = ex.file_in_flight, None
         if action is not None:
             self._file_done(ex, action, result, now)
+        if (result.no_kv_room or result.error is not None) and queued is not None:
+            # The executor refuses the step behind one that did not run: undo it first (its
+            # cells come after this step's), and let its refusal arrive as a stale result.
+            ex.in_flight = None
+            self._undo(ex, queued)
         if result.no_kv_room:
             self._retry_smaller(ex, in_flight)
             return
@@ -764,6 +821,10 @@ class Scheduler:
                 self.outputs[req.peer].append(RequestOutput(req.id, prompt_logprobs=entry.logprobs))
         for sample in result.samples:
             req = in_flight.get(sample.seq_id, (None, 0))[0]
+            if queued is not None and sample.seq_id in queued:  # the queued step feeds this token
+                slot = ex.slots[sample.seq_id]
+                if slot.tokens and slot.tokens[-1] == kv.UNNAMED:
+                    kv.name_tokens(slot, len(slot.tokens) - 1, [sample.token_id])
             if req is not None and req.status != Status.FINISHED:
                 if req.draft:
                     self._verified(ex, req, sample, now)
@@ -832,19 +893,26 @@ class Scheduler:
         else:
             self._evict(ex, slot)
 
+    def _undo(self, ex: ExecutorState, flight: dict[int, tuple[Request, int]]) -> None:
+        """A step did not run: its tokens leave the books (cells and positions), a finished
+        request's too, whose slot keeps a cached prefix of what the cache holds (no slot is
+        given to another request while a step on it is in flight)."""
+        for seq, (req, n) in flight.items():
+            slot = ex.slots[seq]
+            kv.truncate(slot, max(0, len(slot.tokens) - n))  # an evicted slot holds nothing
+            if req.status != Status.FINISHED:
+                req.draft = []
+                req.n_computed -= n
+
     def _retry_smaller(self, ex: ExecutorState, in_flight: dict[int, tuple[Request, int]]) -> None:
         """llama_decode found no KV room and the executor left the cache as it was (media chunks
         it had decoded in the step included): undo the step's token bookkeeping and plan fewer
         tokens next time (as llama-server halves its batch). When the least step that advances
         (one token, or one media chunk whole) does not fit, the newest request gives its cells
         back by failing."""
+        self._undo(ex, in_flight)
         least = 1
-        for seq, (req, n) in in_flight.items():
-            if req.status == Status.FINISHED:
-                continue
-            req.draft = []
-            req.n_computed -= n
-            kv.truncate(ex.slots[seq], len(ex.slots[seq].tokens) - n)
+        for req, n in in_flight.values():
             if req.status == Status.PREFILL and req.media_chunks.get(req.n_computed) == n:
                 least = max(least, n)
         planned = sum(n for _, n in in_flight.values())
@@ -1096,6 +1164,7 @@ class Scheduler:
             started_at=m.started_at,
             preemptions_total=c["preempted"],
             vectors_inline_total=c["vectors_inline"],
+            steps_planned_ahead_total=c["planned_ahead"],
             lora_scales=list(self.lora_scales),
             spec_draft_tokens_total=c["spec_draft_tokens"],
             spec_accepted_tokens_total=c["spec_accepted_tokens"],

@@ -19,6 +19,10 @@ from __future__ import annotations
 
 from scheduler.slots import Slot, new_origin
 
+# The id booked for a token whose id is not known yet: a draft model's token (drafted in the
+# executor) or the token a running step samples, fed by the step planned behind it.
+UNNAMED = -1
+
 
 def cells_used(slots: list[Slot], truncated: dict[Slot, int] | None = None) -> int:
     """Cells the slots hold; ``truncated`` counts some slots as if cut to that many tokens."""
@@ -76,8 +80,7 @@ def shift(slot: Slot, keep: int, n_discard: int) -> None:
 
 
 def name_tokens(slot: Slot, start: int, tokens: list[int]) -> None:
-    """The cells from ``start`` on hold these tokens (booked before their ids were known: a
-    draft model's tokens, drafted in the executor)."""
+    """The cells from ``start`` on hold these tokens (booked as UNNAMED before their ids were known)."""
     slot.tokens[start : start + len(tokens)] = tokens
 
 

@@ -269,11 +269,15 @@ class SchedulerLoop:
 
     def _dispatch(self) -> None:
         for ex in self.core.executors.values():
+            plans = []
             if ex.idle and self.core.has_work(ex.id):
-                plan = self.core.next_plan(ex.id)
-                if plan is not None:
-                    if not self._send(self.executors, plan, executor_identity(ex.id)):
-                        self.core.executor_failed(ex.id, "unreachable")
+                plans.append(self.core.next_plan(ex.id))
+            if self.cfg.async_scheduling:  # the step behind the one running, planned now
+                plans.append(self.core.next_follow_plan(ex.id))
+            for plan in plans:
+                if plan is not None and not self._send(self.executors, plan, executor_identity(ex.id)):
+                    self.core.executor_failed(ex.id, "unreachable")
+                    break
 
     def _flush(self) -> None:
         for peer, outputs in self.core.take_outputs().items():

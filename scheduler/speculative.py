@@ -76,7 +76,6 @@ class SpecSettings:
         return self.kind == DRAFT_MODEL_TYPE
 
 
-DRAFTED = -1  # the token id the scheduler books for a draft model's token until the step says it
 DRAFT_MODEL_N_MAX = 16  # a draft model's tokens per step at most, unless --spec-draft-n-max says
 
 

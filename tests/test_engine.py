@@ -115,6 +115,21 @@ def test_same_batch_twice_is_bit_identical() -> None:
         assert [lp.top for lp in a.logprobs] == [lp.top for lp in b.logprobs]
 
 
+def test_decode_steps_planned_ahead_compute_exactly_what_one_step_at_a_time_does() -> None:
+    # Asynchronous scheduling changes when a step is planned, not what it computes: the same
+    # requests on a fresh engine each way (the same cache layout) give the same bits.
+    runs = []
+    for async_scheduling in (True, False):
+        with running_engine(n_parallel=2, ctx_size=1024, async_scheduling=async_scheduling) as eng:
+            prompts = encode_all(eng, PROMPTS[:2])
+            runs.append(eng.client.generate(prompts, 24, ignore_eos=True, logprobs=2))
+            ahead = eng.client.stats().steps_planned_ahead_total
+            assert ahead > 10 if async_scheduling else ahead == 0
+    for a, b in zip(*runs):
+        assert a.tokens == b.tokens and len(a.tokens) == 24
+        assert [lp.logprob for lp in a.logprobs] == [lp.logprob for lp in b.logprobs]
+
+
 def test_request_batched_with_seven_others_computes_the_same_function(engine: Engine) -> None:
     prompts = encode_all(engine, PROMPTS)
     for target in (0, 3):

@@ -194,6 +194,7 @@ SAMPLES: list[p.Message] = [
         started_at=1_700_000_000.5,
         preemptions_total=3,
         vectors_inline_total=2,
+        steps_planned_ahead_total=5,
         lora_scales=[1.0, 0.0],
         spec_draft_tokens_total=300,
         spec_accepted_tokens_total=210,
@@ -208,7 +209,7 @@ SAMPLES: list[p.Message] = [
                            penalty_context=[105, 2364], draft_p_min=0.5, media=[MEDIA])],
         ends=[5],
         items=[p.BatchItem(seq_id=2, token_ids=[2364, 107], pos=363, sample=True, logprob_targets=[107], draft=1,
-                            draft_model=4)],
+                            draft_model=4, follows=True)],
         lora=[p.LoraScale(id=0, scale=1.5)],
     ),
     p.StepResult(

@@ -65,6 +65,8 @@ class FakeExecutor:
         self.files: dict[str, list[int]] = {}  # slot files (--slot-save-path): their tokens
         self.samplers: set[int] = set()
         self.plans: list[StepPlan] = []
+        self.last_samples: dict[int, int] | None = {}  # what a step planned ahead feeds (None: refused)
+        self.refuse_next = False  # a test's way to make the next step find no KV room
 
     @property
     def cells_used(self) -> int:
@@ -115,10 +117,17 @@ class FakeExecutor:
                 self.cells[op.seq_id] = self.cells[op.src_seq_id][: op.pos]
         for start in plan.starts:
             self.samplers.add(start.seq_id)
+        refused = self.refuse_next or any(i.follows for i in plan.items) and self.last_samples is None
+        self.refuse_next = False
+        for item in plan.items:  # the executor's half of asynchronous scheduling
+            if item.follows and not refused:
+                assert not item.token_ids and item.seq_id in self.last_samples
+                item.token_ids = [self.last_samples[item.seq_id]]
         assert sum(len(i.token_ids) for i in plan.items) <= self.n_batch
         assert len({i.seq_id for i in plan.items}) == len(plan.items)
-        if self.cells_used + sum(len(i.token_ids) for i in plan.items) > self.n_ctx:
+        if refused or self.cells_used + sum(len(i.token_ids) for i in plan.items) > self.n_ctx:
             self.no_room += 1
+            self.last_samples = None
             return StepResult(plan.step_id, self.id, [], [0 if kv else -1 for kv in self.kv], no_kv_room=True)
         samples, prompt_logprobs = [], []
         for item in plan.items:
@@ -133,6 +142,7 @@ class FakeExecutor:
                 assert item.seq_id in self.samplers
                 samples.append(Sample(item.seq_id, 7 + len(self.kv[item.seq_id]) % 50))
         pos_min = [0 if kv else -1 for kv in self.kv]
+        self.last_samples = {sample.seq_id: sample.token_id for sample in samples}
         return StepResult(
             plan.step_id, self.id, samples, pos_min, 0.01, prompt_logprobs=prompt_logprobs, slot_files=files
         )

@@ -146,6 +146,8 @@ class _EngineCollector(Collector):
              lambda s: s.requests_rejected),
             ("vectors_inline", "Embedding steps whose vectors went inside the message: the shared-memory "
              "arena was full", lambda s: s.vectors_inline_total),
+            ("steps_planned_ahead", "Decode steps planned while the step before them ran (asynchronous "
+             "scheduling)", lambda s: s.steps_planned_ahead_total),
         ]:
             yield self._family(CounterMetricFamily, f"ggserve:{name}", doc, [], self._per_model(value))
         yield from self._per_executor()

@@ -1,0 +1,146 @@
+"""Asynchronous scheduling: while a decode step runs, the scheduler plans the next one, whose
+items feed the tokens the running step samples (BatchItem.follows; the fake executor, as the
+real one, puts in the token it sampled last for the sequence and refuses such a step when the
+one before it did not run). The same requests must produce the same tokens as with one step at
+a time, and the scheduler's books (cells, positions, slots) must match the executor's cache.
+"""
+
+from __future__ import annotations
+
+from test_scheduler_policy import Harness, prompt
+
+from ipc.protocol import FinishReason, StepPlan
+
+
+class AsyncHarness(Harness):
+    """The scheduler loop's order with one executor: a full plan when it is idle, then, while
+    a plan runs, the plan behind it; the executor runs them in order."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.queue: list[StepPlan] = []
+
+    def step(self) -> list[StepPlan]:
+        fake = self.fakes[0]
+        if not self.queue:
+            plan = self.sched.next_plan(fake.id)
+            if plan is None:
+                return []
+            self.queue.append(plan)
+        follow = self.sched.next_follow_plan(fake.id)
+        if follow is not None:
+            self.queue.append(follow)
+        plan = self.queue.pop(0)
+        self.sched.step_result(fake.run(plan))
+        self._collect()
+        return [plan]
+
+    def followed(self) -> int:
+        """Steps planned ahead so far."""
+        return sum(any(item.follows for item in plan.items) for plan in self.fakes[0].plans)
+
+    def assert_books_match(self) -> None:
+        ex, fake = self.sched.executors[0], self.fakes[0]
+        for slot, tokens in zip(ex.slots, fake.kv):
+            assert slot.tokens == tokens[: len(slot.tokens)]  # named, and what the cache holds
+        assert ex.n_ctx - ex.free_cells == fake.cells_used
+
+
+def run_both(setup, **kw) -> tuple[Harness, AsyncHarness]:
+    plain, ahead = Harness(**kw), AsyncHarness(**kw)
+    for h in (plain, ahead):
+        setup(h)
+        h.run_until_idle()
+    return plain, ahead
+
+
+def test_steady_decodes_are_planned_ahead_and_give_the_same_tokens() -> None:
+    def setup(h: Harness) -> None:
+        for i in range(3):
+            h.add(f"r{i}", prompt(8, 100 * (i + 1)), max_tokens=30)
+
+    plain, ahead = run_both(setup, n_slots=4)
+    assert ahead.followed() >= 20  # nearly every decode step after the first
+    for i in range(3):
+        assert ahead.tokens(f"r{i}") == plain.tokens(f"r{i}") and len(ahead.tokens(f"r{i}")) == 30
+        assert ahead.final(f"r{i}").finish_reason == FinishReason.LENGTH
+    ahead.assert_books_match()
+    assert len(ahead.fakes[0].plans) < len(plain.fakes[0].plans) + 2
+    assert ahead.sched.stats().steps_planned_ahead_total == ahead.followed()
+
+
+def test_a_request_stopping_while_a_step_is_planned_ahead_outputs_nothing_more() -> None:
+    def setup(h: Harness) -> None:
+        h.add("stops", prompt(8), max_tokens=40, stop_token_ids=[7 + 20])  # the fake samples 7 + len % 50
+        h.add("goes", prompt(9, 300), max_tokens=40)
+
+    plain, ahead = run_both(setup, n_slots=2)
+    assert ahead.tokens("stops") == plain.tokens("stops") and ahead.final("stops").finish_reason == FinishReason.STOP
+    assert ahead.tokens("goes") == plain.tokens("goes")
+    runs = [sum(item.seq_id == 0 for plan in h.fakes[0].plans for item in plan.items) for h in (plain, ahead)]
+    assert runs[1] == runs[0] + 1  # the step planned ahead fed its stop token: wasted, not output
+    ahead.assert_books_match()
+
+
+def test_a_waiting_request_is_admitted_between_planned_ahead_steps() -> None:
+    h = AsyncHarness(n_slots=2)
+    h.add("a", prompt(8), max_tokens=30)
+    for _ in range(6):
+        h.step()
+    assert h.followed() > 0
+    h.add("b", prompt(8, 500), max_tokens=5)  # a free slot: the pipeline drains to admit it
+    h.run_until_idle()
+    assert len(h.tokens("a")) == 30 and len(h.tokens("b")) == 5
+    h.assert_books_match()
+
+
+def test_no_kv_room_under_a_planned_ahead_step_undoes_both_and_loses_nothing() -> None:
+    def setup(h: Harness) -> None:
+        for i in range(3):
+            h.add(f"r{i}", prompt(8, 100 * (i + 1)), max_tokens=25)
+
+    plain = Harness(n_slots=3)
+    setup(plain)
+    plain.run_until_idle()
+    h = AsyncHarness(n_slots=3)
+    setup(h)
+    for _ in range(8):
+        h.step()
+    assert h.queue and h.queue[0].items[0].follows  # a step is planned behind the running one
+    h.fakes[0].refuse_next = True  # the running one finds no room: the one behind cannot run
+    h.step()
+    h.run_until_idle()
+    for i in range(3):
+        assert h.tokens(f"r{i}") == plain.tokens(f"r{i}") and h.final(f"r{i}").finish_reason == FinishReason.LENGTH
+    assert h.fakes[0].no_room == 2  # the refused step and the one planned behind it
+    h.assert_books_match()
+
+
+def test_nothing_is_planned_ahead_past_max_tokens_or_beside_a_prompt() -> None:
+    h = AsyncHarness(n_slots=2, n_batch=16)
+    h.add("short", prompt(8), max_tokens=2)
+    h.run_until_idle()
+    assert len(h.tokens("short")) == 2 and h.followed() == 0  # its first decode is its last
+    h.add("a", prompt(8, 200), max_tokens=20)
+    h.add("long", prompt(100, 400), max_tokens=2)  # prefilled in chunks beside a's decodes
+    h.run_until_idle()
+    for plan in h.fakes[0].plans:
+        if any(item.follows for item in plan.items):
+            assert all(item.follows and len(item.token_ids) == 1 for item in plan.items)
+    assert len(h.tokens("a")) == 20 and len(h.tokens("long")) == 2
+    h.assert_books_match()
+
+
+def test_a_request_aborted_before_a_refused_step_keeps_a_true_cached_prefix() -> None:
+    h = AsyncHarness(n_slots=3)
+    for i in range(3):
+        h.add(f"r{i}", prompt(8, 100 * (i + 1)), max_tokens=25)
+    for _ in range(8):
+        h.step()
+    h.sched.abort(["r1"])  # its tokens in the running step and the one behind it are booked
+    h.fakes[0].refuse_next = True
+    h.step()
+    h.run_until_idle()
+    assert h.final("r1").finish_reason == FinishReason.ABORT
+    assert len(h.tokens("r0")) == len(h.tokens("r2")) == 25
+    h.assert_books_match()  # the aborted slot claims no cell the cache lacks
