@@ -1,8 +1,10 @@
 """The scheduler's state machine, free of sockets so it can be driven by tests.
 
 The loop (scheduler.loop) feeds it messages and asks it for the next StepPlan of each idle
-executor; it accumulates the RequestOutputs to send to each frontend peer. Every request ends
-in exactly one terminal output (stop, length, abort or error) and frees its slot.
+executor, and, while a decode step runs, for the step behind it (``next_follow_plan``:
+asynchronous scheduling); it accumulates the RequestOutputs to send to each frontend peer.
+Every request ends in exactly one terminal output (stop, length, abort or error) and frees its
+slot.
 """
 
 from __future__ import annotations

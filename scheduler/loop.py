@@ -1,8 +1,9 @@
 """The scheduler process's loop: sockets and timing around scheduler.core.
 
 It blocks in zmq poll (never spins: on a CPU box the executors need every core), drains both
-sockets, sends the next plan to every idle executor that has work, then sends each frontend
-peer one RequestOutputs with everything that step produced for it.
+sockets, sends the next plan to every idle executor that has work (and, with
+--async-scheduling, the decode step behind a running one), then sends each frontend peer one
+RequestOutputs with everything that step produced for it.
 
 A few times a second (the poll's timeout) it also keeps the engine alive and honest:
   - sends EngineStatus to every peer that said Hello (the frontends' and the launcher's proof
