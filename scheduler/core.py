@@ -901,10 +901,13 @@ class Scheduler:
         given to another request while a step on it is in flight)."""
         for seq, (req, n) in flight.items():
             slot = ex.slots[seq]
-            kv.truncate(slot, max(0, len(slot.tokens) - n))  # an evicted slot holds nothing
-            if req.status != Status.FINISHED:
+            if req.status == Status.FINISHED:  # its booked draft may be cut already, or it evicted
+                keep = min(len(slot.tokens), req.n_computed - n)
+            else:
+                keep = len(slot.tokens) - n
                 req.draft = []
-                req.n_computed -= n
+            req.n_computed -= n
+            kv.truncate(slot, max(0, keep))
 
     def _retry_smaller(self, ex: ExecutorState, in_flight: dict[int, tuple[Request, int]]) -> None:
         """llama_decode found no KV room and the executor left the cache as it was (media chunks
