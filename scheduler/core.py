@@ -469,12 +469,14 @@ class Scheduler:
 
     def next_follow_plan(self, executor_id: int, now: float | None = None) -> StepPlan | None:
         """The step after the one running, planned before its result (asynchronous scheduling,
-        as vLLM's): the same decodes again, each feeding the token the running step samples,
-        which the executor puts in (BatchItem.follows). The executor starts it the moment the
-        running step ends, so this process's round trip (the result, its bookkeeping, the next
-        plan) no longer idles it. Only steady decoding qualifies: a request that may be admitted,
-        a prompt chunk, drafts, cache edits, file actions, LoRA, or a request one token from its
-        limit waits for the result and a full plan (None here)."""
+        as vLLM's): one decode of each request in the running step, feeding the token that step
+        samples for it (its first, after its prompt's last chunk), which the executor puts in
+        (BatchItem.follows). The executor starts it the moment the running step ends, so this
+        process's round trip (the result, its bookkeeping, the next plan) no longer idles it.
+        A request whose running step is its last (``max_tokens``) is left out: it ends with that
+        result. Anything else waits for the result and a full plan (None here): a request that
+        may be admitted, a prompt chunk that is not a prompt's last, drafts, cache edits, file
+        actions, LoRA, a request near its context's end."""
         ex = self.executors[executor_id]
         if not ex.alive or not ex.in_flight or ex.queued is not None or ex.file_in_flight or ex.file_actions:
             return None
@@ -485,19 +487,24 @@ class Scheduler:
         running = ex.running
         if not running or len(running) != len(ex.in_flight) or len(running) > ex.free_cells:
             return None
+        going_on = []
         for req in running:
             entry = ex.in_flight.get(req.slot.seq_id)
             if (
-                req.status != Status.DECODE
-                or entry is None or entry[0] is not req or entry[1] != 1  # a plain decode in the running step
+                entry is None or entry[0] is not req
+                # in the running step: a plain decode, or its prompt's last chunk
+                or (entry[1] != 1 if req.status == Status.DECODE else req.n_computed != len(req.seq_tokens))
                 or req.n_computed + 2 >= ex.n_ctx_slot  # the result may shift or end the context
-                or 0 <= req.max_tokens < len(req.output_ids) + 2  # the running step may be its last
             ):
                 return None
+            if not 0 <= req.max_tokens < len(req.output_ids) + 2:  # else the running step is its last
+                going_on.append(req)
+        if not going_on:
+            return None
         now = time.monotonic() if now is None else now
         items: list[BatchItem] = []
         queued: dict[int, tuple[Request, int]] = {}
-        for req in running:
+        for req in going_on:
             slot = req.slot
             items.append(BatchItem(slot.seq_id, [], req.n_computed, True, follows=True))
             req.n_computed += 1

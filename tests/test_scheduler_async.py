@@ -82,6 +82,39 @@ def test_a_request_stopping_while_a_step_is_planned_ahead_outputs_nothing_more()
     ahead.assert_books_match()
 
 
+def test_a_request_ending_with_the_running_step_is_left_out_of_the_step_behind_it() -> None:
+    def setup(h: Harness) -> None:
+        h.add("long", prompt(8), max_tokens=30)
+        h.add("short", prompt(9, 300), max_tokens=10)
+
+    plain, ahead = run_both(setup, n_slots=2)
+    for name in ("long", "short"):
+        assert ahead.tokens(name) == plain.tokens(name)
+        assert ahead.final(name).finish_reason == FinishReason.LENGTH
+    runs = [sum(item.seq_id == 1 for plan in h.fakes[0].plans for item in plan.items) for h in (plain, ahead)]
+    assert runs[1] == runs[0]  # no token of "short" computed past its max_tokens
+    # the pipeline did not drain when "short" ended: the step behind its last carried "long" alone
+    plans = ahead.fakes[0].plans
+    last = max(i for i, plan in enumerate(plans) if any(item.seq_id == 1 for item in plan.items))
+    assert [(item.seq_id, item.follows) for item in plans[last + 1].items] == [(0, True)]
+    ahead.assert_books_match()
+
+
+def test_the_first_decode_is_planned_ahead_of_the_prompt_step() -> None:
+    def setup(h: Harness) -> None:
+        h.add("a", prompt(8), max_tokens=6)
+        h.add("b", prompt(40, 300), max_tokens=6)
+
+    plain, ahead = run_both(setup, n_slots=2, n_batch=16)  # b's prompt takes three chunks
+    for name in ("a", "b"):
+        assert ahead.tokens(name) == plain.tokens(name) and len(ahead.tokens(name)) == 6
+    plans = ahead.fakes[0].plans
+    last_chunk = max(i for i, plan in enumerate(plans)
+                     if any(item.seq_id == 1 and len(item.token_ids) > 1 for item in plan.items))
+    assert any(item.seq_id == 1 and item.follows for item in plans[last_chunk + 1].items)
+    ahead.assert_books_match()
+
+
 def test_a_waiting_request_is_admitted_between_planned_ahead_steps() -> None:
     h = AsyncHarness(n_slots=2)
     h.add("a", prompt(8), max_tokens=30)
@@ -118,9 +151,9 @@ def test_no_kv_room_under_a_planned_ahead_step_undoes_both_and_loses_nothing() -
 
 def test_nothing_is_planned_ahead_past_max_tokens_or_beside_a_prompt() -> None:
     h = AsyncHarness(n_slots=2, n_batch=16)
-    h.add("short", prompt(8), max_tokens=2)
+    h.add("short", prompt(8), max_tokens=1)
     h.run_until_idle()
-    assert len(h.tokens("short")) == 2 and h.followed() == 0  # its first decode is its last
+    assert len(h.tokens("short")) == 1 and h.followed() == 0  # its prompt step is its last
     h.add("a", prompt(8, 200), max_tokens=20)
     h.add("long", prompt(100, 400), max_tokens=2)  # prefilled in chunks beside a's decodes
     h.run_until_idle()
