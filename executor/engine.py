@@ -17,6 +17,7 @@ import numpy as np
 
 from executor import slot_files
 from executor.batch import BatchError, BatchLayout, NoKvRoom, NumpyBatch, item_problem
+from executor.device_sampling import DeviceGreedy
 from executor.draft import DraftModel, SeqTokens
 from executor.embedding import Embedder, tap_for
 from executor.host_cache import HostCache
@@ -161,6 +162,8 @@ class ModelEngine:
         cparams.type_k = CACHE_TYPES[cfg.cache_type_k]
         cparams.type_v = CACHE_TYPES[cfg.cache_type_v]
         cparams.no_perf = True
+        if cfg.backend_sampling and (cfg.spec_type or cfg.spec_draft_model):
+            cparams.n_outputs_max_per_seq = 0  # a verified draft samples every row (0: no limit)
         if cfg.embeddings:
             cparams.embeddings = True
             cparams.pooling_type = POOLING[cfg.pooling]
@@ -178,6 +181,10 @@ class ModelEngine:
         self.n_batch = llama_cpp.llama_n_batch(self.ctx)
         self.batch = NumpyBatch(self.n_batch)
         self.samplers: dict[int, SeqSampler] = {}
+        self.device = DeviceGreedy(self.ctx, self.n_vocab) if cfg.backend_sampling and not cfg.embeddings else None
+        if self.device is not None and not llama_cpp.llama_supports_gpu_offload():
+            log.warning("executor %d: --backend-sampling on a CPU: llama.cpp's argmax there is slower than "
+                        "the host path's", executor_id)
         # The tokens the last step sampled, by sequence: what a step planned behind it feeds
         # (BatchItem.follows); None when the last step did not run.
         self._last_samples: dict[int, int] | None = {}
@@ -340,7 +347,7 @@ class ModelEngine:
             raise RuntimeError(f"llama_decode returned {rc}")
         if not layout.n_outputs:
             return [], []
-        logits = logits_view(self.ctx, layout.n_outputs, self.n_vocab)
+        logits = logits_view(self.ctx, layout.n_outputs, self.n_vocab)  # rows of device-sampled sequences: stale
         prompt_logprobs = [
             PromptLogprobs(seq, target_logprobs(logits[row : row + len(targets)], targets, top))
             for (seq, row, targets), top in zip(layout.spans, prompt_tops)
@@ -351,7 +358,9 @@ class ModelEngine:
         only_samples = layout.n_outputs == len(samplers)  # rows are the samples, in order
         rows = logits if only_samples else logits[layout.sample_out_rows]
         failed: dict[int, Exception] = {}
-        tokens, logprobs = sample_rows(self.ctx, rows, layout.sample_batch_rows, samplers, failed)
+        device = [self._device_argmax(item.seq_id, [row]) for item, row in zip(sampled_items, layout.sample_batch_rows)]
+        tokens, logprobs = sample_rows(self.ctx, rows, layout.sample_batch_rows, samplers, failed,
+                                       [None if d is None else d[0] for d in device])
         for i, (item, token, lp) in enumerate(zip(sampled_items, tokens, logprobs)):
             if i in failed:
                 exc = failed[i]
@@ -391,8 +400,9 @@ class ModelEngine:
         for item, (batch_row, out_row) in zip(items, layout.drafts):
             n_rows = item.draft + 1
             try:
+                device = self._device_argmax(item.seq_id, list(range(batch_row, batch_row + n_rows)))
                 tokens, logprobs = verify_draft(self.ctx, logits[out_row : out_row + n_rows], batch_row,
-                                                item.token_ids[-item.draft :], self.samplers[item.seq_id])
+                                                item.token_ids[-item.draft :], self.samplers[item.seq_id], device)
             except Exception as exc:  # noqa: BLE001 - whatever it is, it fails this sequence alone
                 log.warning("executor %d: sequence %d failed: %r", self.executor_id, item.seq_id, exc)
                 failures[item.seq_id] = _sampling_error(exc)
@@ -418,8 +428,18 @@ class ModelEngine:
             )
         except SequenceFailed as exc:
             failures[start.seq_id] = EngineError(ErrorCode.INVALID_REQUEST, str(exc))
+        if self.device is not None:
+            sampler = self.samplers.get(start.seq_id)
+            self.device.set(start.seq_id, sampler.device_bias if sampler is not None else None)
         if self.media is not None:
             self.media.start(start.seq_id, start.media)
+
+    def _device_argmax(self, seq_id: int, batch_rows: list[int]) -> list[int] | None:
+        """The argmax of each of these output rows of ``seq_id`` as the device took it, or None
+        when the sequence samples on the host (executor.device_sampling)."""
+        if self.device is None or not self.device.attached(seq_id):
+            return None
+        return [self.device.token(row) for row in batch_rows]
 
     def _followed(self, items: list[BatchItem], failures: dict[int, EngineError]) -> list[BatchItem]:
         """The items, those planned before the last step's result (``follows``) given the token
@@ -531,6 +551,8 @@ class ModelEngine:
         for sampler in self.samplers.values():
             sampler.free()
         self.samplers.clear()
+        if self.device is not None:
+            self.device.close()
         if self.media is not None:
             self.media.close()
         llama_cpp.llama_free(self.ctx)

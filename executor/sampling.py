@@ -80,6 +80,7 @@ class SeqSampler:
         # Greedy without logit changes: the token is the row's argmax, taken for all such rows at once.
         self.argmax_first = greedy and not changes_argmax(params)
         bias = LogitBias(params.logit_bias) if params.logit_bias else None
+        self._bias_pairs = tuple((t, b) for t, b in params.logit_bias)
         # Greedy whose only logit change is a bias: the biased row's argmax, no llama.cpp chain.
         self.biased_argmax = bias if (greedy and params.grammar is None and not self.post_sampling_probs
                                       and not _chain_changes_argmax(params)) else None
@@ -123,6 +124,17 @@ class SeqSampler:
         except BaseException:
             self.free()
             raise
+
+    @property
+    def device_bias(self) -> tuple[tuple[int, float], ...] | None:
+        """The logit bias under which the device's argmax is this sequence's token
+        (executor.device_sampling), or None when the host must sample it: greedy whose only
+        logit change is a bias (no token twice: llama.cpp's device bias keeps one value), and
+        nothing of the request reads the raw logits rows (log-probabilities, a grammar)."""
+        bias = self._bias_pairs
+        if (not self.argmax_first and self.biased_argmax is None) or len({t for t, _ in bias}) != len(bias):
+            return None
+        return bias if self.grammar is None and self.logprobs < 0 and self.prompt_logprobs < 0 else None
 
     def free(self) -> None:
         if self.chain is not None:
@@ -493,16 +505,20 @@ def sample_rows(
     batch_rows: list[int],
     samplers: list[SeqSampler],
     failures: dict[int, Exception] | None = None,
+    device_argmax: list[int | None] | None = None,
 ) -> tuple[list[int], list[TokenLogprob | None]]:
-    """Choose one token per output row. ``logits[i]`` is the row of ``batch_rows[i]``.
+    """Choose one token per output row. ``logits[i]`` is the row of ``batch_rows[i]``;
+    ``device_argmax[i]``, where given, its argmax as the device took it, under the sequence's
+    logit bias (the row itself is then never read: llama.cpp may not have copied it).
 
     A row whose sequence cannot go on gets token -1; with ``failures`` given, the exception is
     stored there under the row index (any exception of a row's sampler fails that row alone),
     otherwise it propagates.
     """
     n = len(samplers)
-    tokens = [0] * n
-    argmax_rows = [i for i, s in enumerate(samplers) if s.argmax_first]
+    device_argmax = device_argmax or [None] * n
+    tokens = [0 if t is None else t for t in device_argmax]
+    argmax_rows = [i for i, s in enumerate(samplers) if s.argmax_first and device_argmax[i] is None]
     if argmax_rows:
         picked = np.argmax(logits if len(argmax_rows) == n else logits[argmax_rows], axis=1)
         for i, token in zip(argmax_rows, picked.tolist()):
@@ -510,7 +526,7 @@ def sample_rows(
     post: dict[int, TokenLogprob] = {}  # rows reporting probabilities after the chain
     for i, sampler in enumerate(samplers):
         try:
-            tokens[i], lp = _pick(sampler, ctx, logits[i], tokens[i], batch_rows[i])
+            tokens[i], lp = _pick(sampler, ctx, logits[i], tokens[i], batch_rows[i], device_argmax[i] is not None)
             if lp is not None:
                 post[i] = lp
         except Exception as exc:  # noqa: BLE001 - whatever it is, it fails this row alone
@@ -527,14 +543,18 @@ def sample_rows(
 
 
 def _pick(
-    sampler: SeqSampler, ctx: llama_cpp.llama_context_p, row: np.ndarray, argmax_token: int, batch_row: int
+    sampler: SeqSampler, ctx: llama_cpp.llama_context_p, row: np.ndarray, argmax_token: int, batch_row: int,
+    on_device: bool = False,
 ) -> tuple[int, TokenLogprob | None]:
     """One sequence's next token from its logits ``row`` (batch index ``batch_row``; its argmax
-    ``argmax_token`` when the sampler takes it), with the probabilities after the chain when the
+    ``argmax_token`` when the sampler takes it, or when the device took it under the logit bias:
+    ``on_device``, the row is then not read), with the probabilities after the chain when the
     request reports those. The sampler's state (chain, grammar, budget) accepts the token."""
     post = None
     if (forced := sampler.forced_token()) is not None:
         token = forced
+    elif on_device:
+        token = argmax_token
     elif sampler.grammar is not None:
         token = sampler.pick_constrained(row, argmax_token)
     elif sampler.post_sampling_probs:
@@ -554,18 +574,23 @@ def _pick(
 
 
 def verify_draft(
-    ctx: llama_cpp.llama_context_p, rows: np.ndarray, first_batch_row: int, draft: list[int], sampler: SeqSampler
+    ctx: llama_cpp.llama_context_p, rows: np.ndarray, first_batch_row: int, draft: list[int], sampler: SeqSampler,
+    device_argmax: list[int] | None = None,
 ) -> tuple[list[int], list[TokenLogprob | None]]:
     """Speculative decoding: sample at each position of a draft in order (``rows[j]`` are the
     logits after draft token j, row 0 after the token before the draft) and accept while the
     sample equals the draft token. Returns the output tokens, the accepted draft tokens then the
     token sampled after them, and their log-probabilities (None where not wanted). The sampler's
-    state has accepted exactly these tokens, as if they had been sampled one step each."""
-    picks = np.argmax(rows, axis=1).tolist() if sampler.argmax_first else [0] * len(rows)
+    state has accepted exactly these tokens, as if they had been sampled one step each.
+    ``device_argmax``: the rows' argmaxes as the device took them (the rows are then not read)."""
+    if device_argmax is not None:
+        picks = device_argmax
+    else:
+        picks = np.argmax(rows, axis=1).tolist() if sampler.argmax_first else [0] * len(rows)
     tokens: list[int] = []
     post: list[TokenLogprob | None] = []
     for j, row in enumerate(rows):
-        token, lp = _pick(sampler, ctx, row, picks[j], first_batch_row + j)
+        token, lp = _pick(sampler, ctx, row, picks[j], first_batch_row + j, device_argmax is not None)
         tokens.append(token)
         post.append(lp)
         if j == len(draft) or token != draft[j]:

@@ -144,6 +144,11 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "(default: on; only steady decoding without speculation is planned ahead)",
     )
     e.add_argument("--no-async-scheduling", dest="async_scheduling", action="store_false")
+    e.add_argument(
+        "-bs", "--backend-sampling", action="store_true", default=d.backend_sampling,
+        help="greedy requests without logprobs or grammar take their argmax on the model's device, so no "
+        "logits reach the host when all of a step's rows do (a GPU option: on a CPU it is slower)",
+    )
     e.add_argument("--keep", dest="n_keep", type=int, default=d.n_keep,
                    help="prompt tokens a context shift keeps when a request sets no n_keep (-1: all)")
     e.add_argument("--cache-reuse", type=int, default=d.cache_reuse,

@@ -87,6 +87,7 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     n_keep: int = 0  # --keep: prompt tokens a context shift keeps (-1: all), when a request sets no n_keep
     cache_reuse: int = 0  # --cache-reuse: min chunk of a cached prompt reused by KV shifting (0: off)
     async_scheduling: bool = True  # plan a decode step before the running one's result (--no-async-scheduling)
+    backend_sampling: bool = False  # -bs: greedy sequences take their argmax on the model's device
     # speculative decoding (llama-server's flags): --spec-type ngram-simple / ngram ("": off)
     spec_type: str = ""
     spec_draft_n_max: int = 0  # --spec-draft-n-max: draft tokens per step at most (0: the type's: --spec-ngram-size-m, 16 with -md)

@@ -43,6 +43,7 @@ LLAMA_ENV = {
     "--reasoning-format": "LLAMA_ARG_THINK",
     "--n-predict": "LLAMA_ARG_N_PREDICT",
     "--context-shift": "LLAMA_ARG_CONTEXT_SHIFT",
+    "--backend-sampling": "LLAMA_ARG_BACKEND_SAMPLING",
     "--cache-reuse": "LLAMA_ARG_CACHE_REUSE",
     "--embeddings": "LLAMA_ARG_EMBEDDINGS",
     "--mmproj": "LLAMA_ARG_MMPROJ",

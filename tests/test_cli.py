@@ -155,6 +155,18 @@ def test_context_shift_flags_map_onto_the_config() -> None:
             config_from_args(parse(*bad))
 
 
+def test_backend_sampling_is_llama_servers_flag() -> None:
+    from ggserve.env_flags import apply_env_defaults
+
+    assert not config_from_args(parse()).backend_sampling  # llama-server's default
+    assert config_from_args(parse("-bs")).backend_sampling
+    assert config_from_args(parse("--backend-sampling")).backend_sampling
+    parser = argparse.ArgumentParser()
+    serve = _serve_parser(parser.add_subparsers())
+    apply_env_defaults(serve, {"LLAMA_ARG_BACKEND_SAMPLING": "1"})
+    assert config_from_args(parser.parse_args(["serve"])).backend_sampling
+
+
 def test_slot_save_path_is_an_existing_directory(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "slots").mkdir()

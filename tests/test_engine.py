@@ -130,6 +130,22 @@ def test_decode_steps_planned_ahead_compute_exactly_what_one_step_at_a_time_does
         assert [lp.logprob for lp in a.logprobs] == [lp.logprob for lp in b.logprobs]
 
 
+def test_greedy_sampling_on_the_device_picks_what_the_host_picks() -> None:
+    # --backend-sampling moves the argmax of plain greedy requests into llama.cpp's graph; one
+    # asking for logprobs beside them stays on the host. Fresh engines, the same cache layout.
+    runs = []
+    for backend_sampling in (True, False):
+        with running_engine(n_parallel=3, ctx_size=1024, backend_sampling=backend_sampling) as eng:
+            prompts = encode_all(eng, PROMPTS[:3])
+            rids = [eng.client.submit(p, 24) for p in prompts[:2]]
+            rids.append(eng.client.submit(prompts[2], 24, logprobs=2))
+            runs.append(eng.client.wait(rids))
+    for a, b in zip(*runs):
+        assert a.tokens == b.tokens and a.tokens and a.finish_reason == b.finish_reason
+        assert [lp.logprob for lp in a.logprobs] == [lp.logprob for lp in b.logprobs]
+    assert len(runs[0][2].logprobs) == len(runs[0][2].tokens)
+
+
 def test_request_batched_with_seven_others_computes_the_same_function(engine: Engine) -> None:
     prompts = encode_all(engine, PROMPTS)
     for target in (0, 3):
