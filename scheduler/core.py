@@ -780,10 +780,10 @@ class Scheduler:
         if ex is None or not ex.alive or ex.in_flight is None or result.step_id != ex.step_id:
             return  # a stale result (of a process already declared failed): nothing to apply
         in_flight, ex.in_flight = ex.in_flight, None
+        n_prompt, ex.in_flight_prompt_tokens = ex.in_flight_prompt_tokens, 0  # a queued step has none
         queued, ex.queued = ex.queued, None
         if queued is not None:  # it runs now
             ex.in_flight, ex.step_id, ex.step_sent_at = queued, ex.queued_step_id, now
-            ex.in_flight_prompt_tokens = 0
         ex.host_cache.measured(result.save_seconds)
         for slot, pos_min in zip(ex.slots, result.pos_min):
             slot.pos_min = pos_min
@@ -810,11 +810,11 @@ class Scheduler:
         n_tokens = sum(n for _, n in in_flight.values())
         if n_tokens:  # a plan of cache edits alone runs no llama_decode
             longest = max((len(s.tokens) for s in ex.slots if s.busy), default=0)
-            self.metrics.on_step(ex.id, result.step_seconds, ex.in_flight_prompt_tokens, n_tokens, len(ex.running),
+            self.metrics.on_step(ex.id, result.step_seconds, n_prompt, n_tokens, len(ex.running),
                                  longest)
             ex.step_cost.observe(n_tokens, result.step_seconds - result.draft_seconds - result.save_seconds)
             if log.isEnabledFor(logging.DEBUG):
-                self._trace_step(ex, result, in_flight, n_tokens)
+                self._trace_step(ex, result, in_flight, n_tokens, n_prompt)
             if result.draft_seconds:
                 longest = max((len(r.draft) for r, _ in in_flight.values()), default=0)
                 per_token = result.draft_seconds / max(1, longest)
@@ -841,14 +841,14 @@ class Scheduler:
                     self._on_tokens(req, [sample.token_id], [sample.logprob], now)
 
     def _trace_step(self, ex: ExecutorState, result: StepResult, in_flight: dict[int, tuple[Request, int]],
-                    n_tokens: int) -> None:
+                    n_tokens: int, n_prompt: int) -> None:
         """One debug line per step: what it ran and what it yielded (for tuning the step's mix)."""
         decodes = [req for req, _ in in_flight.values() if req.status == Status.DECODE]
         drafted = sum(len(req.draft) for req in decodes)
         accepted = sum(s.n_accepted for s in result.samples)
         log.debug("executor %d: step %d: %d tokens (%d decodes, %d drafted, %d accepted, %d prompt) in %.1f ms "
                   "(%.1f ms saving prefixes), %d running, %d waiting", ex.id, result.step_id, n_tokens, len(decodes),
-                  drafted, accepted, ex.in_flight_prompt_tokens, 1e3 * result.step_seconds, 1e3 * result.save_seconds,
+                  drafted, accepted, n_prompt, 1e3 * result.step_seconds, 1e3 * result.save_seconds,
                   len(ex.running), len(self.waiting))
 
     def _verified(self, ex: ExecutorState, req: Request, sample: Sample, now: float) -> None:

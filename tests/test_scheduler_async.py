@@ -113,6 +113,8 @@ def test_the_first_decode_is_planned_ahead_of_the_prompt_step() -> None:
                      if any(item.seq_id == 1 and len(item.token_ids) > 1 for item in plan.items))
     assert any(item.seq_id == 1 and item.follows for item in plans[last_chunk + 1].items)
     ahead.assert_books_match()
+    # the prompt steps' tokens count although a step was planned behind them
+    assert [ex.prompt_tokens_total for ex in ahead.sched.stats().executors] == [8 + 40]
 
 
 def test_a_waiting_request_is_admitted_between_planned_ahead_steps() -> None:
