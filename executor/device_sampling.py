@@ -9,15 +9,14 @@ which is most of what the executor adds to a GPU step.
 Only greedy sequences sample there, with at most a logit bias (``ignore_eos`` is one) and no
 log-probabilities (of the prompt or the output) or grammar (``SeqSampler.device_bias``). Every
 other sequence keeps the host path, which reads the raw logits llama.cpp then copies for the
-whole step. Sampled chains stay
-on the host on purpose: there they pick, seed for seed, the tokens llama.cpp's CPU chain picks.
+whole step. Sampled chains stay on the host on purpose: there they pick, seed for seed, the
+tokens llama.cpp's CPU chain picks.
 
 Attaching or detaching a chain makes llama.cpp plan its graph again (a reserve, ~1-3 ms), so a
 sequence keeps its chain across requests until a request with another bias, or one that needs
-the host path, starts on it;
-an idle sequence's chain runs on a dummy row, which keeps the graph's shape steady. On a CPU the
-graph's argmax is llama.cpp's single-threaded scalar loop, slower than numpy's: the option is
-for GPU executors.
+the host path, starts on it; an idle sequence's chain runs on a dummy row, which keeps the
+graph's shape steady. On a CPU the graph's argmax is llama.cpp's single-threaded scalar loop,
+slower than numpy's: the option is for GPU executors.
 
 ggml's argmax keeps the last of equal maxima, numpy's the first, so on an exact tie of the top
 two logits the device may pick the other of the two (equally likely) tokens.
@@ -48,8 +47,8 @@ class DeviceGreedy:
         return seq_id in self._chains
 
     def set(self, seq_id: int, bias: Bias | None) -> None:
-        """From its next step on, sample ``seq_id`` on the device with this logit bias (()
-        for none), or on the host (None)."""
+        """From its next step on, sample ``seq_id`` on the device under this logit bias (empty:
+        none), or on the host (None)."""
         held = self._chains.get(seq_id)
         if (held[0] if held is not None else None) == bias:
             return
@@ -62,7 +61,8 @@ class DeviceGreedy:
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         if bias:
             pairs = (llama_cpp.llama_logit_bias * len(bias))(*bias)
-            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_logit_bias(self.n_vocab, len(bias), pairs))
+            bias_sampler = llama_cpp.llama_sampler_init_logit_bias(self.n_vocab, len(bias), pairs)
+            llama_cpp.llama_sampler_chain_add(chain, bias_sampler)
         llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
         if llama_cpp.llama_set_sampler(self.ctx, seq_id, chain):
             self._chains[seq_id] = (bias, chain)
