@@ -179,3 +179,18 @@ def test_a_request_aborted_before_a_refused_step_keeps_a_true_cached_prefix() ->
     assert h.final("r1").finish_reason == FinishReason.ABORT
     assert len(h.tokens("r0")) == len(h.tokens("r2")) == 25
     h.assert_books_match()  # the aborted slot claims no cell the cache lacks
+
+
+def test_a_request_aborted_while_its_first_decode_is_planned_ahead_leaves_true_books() -> None:
+    h = AsyncHarness(n_slots=2, n_batch=16)
+    h.add("a", prompt(8), max_tokens=20)
+    h.add("b", prompt(40, 300), max_tokens=20)  # three prompt chunks
+    while not any(item.seq_id == 1 and item.follows for plan in h.queue for item in plan.items):
+        h.step()  # until b's last chunk ran, its first decode queued behind it
+    h.sched.abort(["b"])  # the queued decode's cell is booked
+    h.add("c", prompt(40, 300)[:30] + prompt(6, 900), max_tokens=5)  # reuses b's cached prompt
+    h.run_until_idle()
+    assert h.final("b").finish_reason == FinishReason.ABORT and len(h.tokens("b")) == 1
+    assert len(h.tokens("a")) == 20 and len(h.tokens("c")) == 5
+    assert h.final("c").stats.n_cached_tokens == 30
+    h.assert_books_match()
