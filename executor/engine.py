@@ -355,12 +355,10 @@ class ModelEngine:
         samples = self._verify(drafted_items, layout, logits, failures, drafted)
         if not samplers:
             return samples, prompt_logprobs
-        only_samples = layout.n_outputs == len(samplers)  # rows are the samples, in order
-        rows = logits if only_samples else logits[layout.sample_out_rows]
         failed: dict[int, Exception] = {}
         device = [self._device_argmax(item.seq_id, [row]) for item, row in zip(sampled_items, layout.sample_batch_rows)]
-        tokens, logprobs = sample_rows(self.ctx, rows, layout.sample_batch_rows, samplers, failed,
-                                       [None if d is None else d[0] for d in device])
+        tokens, logprobs = sample_rows(self.ctx, logits, layout.sample_batch_rows, samplers, failed,
+                                       [None if d is None else d[0] for d in device], layout.sample_out_rows)
         for i, (item, token, lp) in enumerate(zip(sampled_items, tokens, logprobs)):
             if i in failed:
                 exc = failed[i]

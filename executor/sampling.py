@@ -506,10 +506,13 @@ def sample_rows(
     samplers: list[SeqSampler],
     failures: dict[int, Exception] | None = None,
     device_argmax: list[int | None] | None = None,
+    out_rows: list[int] | None = None,
 ) -> tuple[list[int], list[TokenLogprob | None]]:
-    """Choose one token per output row. ``logits[i]`` is the row of ``batch_rows[i]``;
-    ``device_argmax[i]``, where given, its argmax as the device took it, under the sequence's
-    logit bias (the row itself is then never read: llama.cpp may not have copied it).
+    """Choose one token per sampler: sampler i's logits are ``logits[out_rows[i]]`` (default:
+    row i), the output of ``batch_rows[i]``; ``device_argmax[i]``, where given, their argmax as
+    the device took it, under the sequence's logit bias (the row itself is then never read:
+    llama.cpp may not have copied it). The rows are read in place, never gathered: a copy of 16
+    rows of 262k logits costs about as much as their argmax.
 
     A row whose sequence cannot go on gets token -1; with ``failures`` given, the exception is
     stored there under the row index (any exception of a row's sampler fails that row alone),
@@ -517,16 +520,17 @@ def sample_rows(
     """
     n = len(samplers)
     device_argmax = device_argmax or [None] * n
-    tokens = [0 if t is None else t for t in device_argmax]
-    argmax_rows = [i for i, s in enumerate(samplers) if s.argmax_first and device_argmax[i] is None]
-    if argmax_rows:
-        picked = np.argmax(logits if len(argmax_rows) == n else logits[argmax_rows], axis=1)
-        for i, token in zip(argmax_rows, picked.tolist()):
-            tokens[i] = token
+    rows = [logits[r] for r in (out_rows if out_rows is not None else range(n))]
+    tokens = [0] * n
+    for i, sampler in enumerate(samplers):
+        if device_argmax[i] is not None:
+            tokens[i] = device_argmax[i]
+        elif sampler.argmax_first:
+            tokens[i] = int(rows[i].argmax())
     post: dict[int, TokenLogprob] = {}  # rows reporting probabilities after the chain
     for i, sampler in enumerate(samplers):
         try:
-            tokens[i], lp = _pick(sampler, ctx, logits[i], tokens[i], batch_rows[i], device_argmax[i] is not None)
+            tokens[i], lp = _pick(sampler, ctx, rows[i], tokens[i], batch_rows[i], device_argmax[i] is not None)
             if lp is not None:
                 post[i] = lp
         except Exception as exc:  # noqa: BLE001 - whatever it is, it fails this row alone
@@ -535,7 +539,7 @@ def sample_rows(
             failures[i] = exc
             tokens[i] = -1
     logprobs = [
-        post.get(i) or target_logprobs(logits[i : i + 1], [tokens[i]], s.logprobs)[0]
+        post.get(i) or target_logprobs(rows[i][None, :], [tokens[i]], s.logprobs)[0]
         if s.logprobs >= 0 and tokens[i] >= 0 else None
         for i, s in enumerate(samplers)
     ]
