@@ -124,11 +124,11 @@ def test_a_draft_is_verified_on_the_devices_argmax(engines, device_reads) -> Non
     continuation = [s.token_id for r in generate(host, [SeqStart(0, GREEDY)], 6) for s in r.samples]
     # the first three tokens the model would pick, then one it would not
     draft = continuation[1:4] + [(continuation[4] + 1) % 1000 + 5]
-    plan = lambda: StepPlan(9, items=[BatchItem(0, [continuation[0], *draft], len(PROMPTS[0]), True, draft=4)])
     verified = []
     for engine in (device, host):
         run(engine, start(1, [SeqStart(0, GREEDY)]))
-        verified.append(run(engine, plan()).samples)
+        item = BatchItem(0, [continuation[0], *draft], len(PROMPTS[0]), True, draft=4)
+        verified.append(run(engine, StepPlan(9, items=[item])).samples)
     assert verified[0] == verified[1]
     assert verified[0][0].n_accepted == 3 and verified[0][0].token_id == continuation[4]
     assert device_reads[-5:] == list(range(5))  # the step's five rows, read from the device
