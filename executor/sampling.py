@@ -80,10 +80,17 @@ class SeqSampler:
         # Greedy without logit changes: the token is the row's argmax, taken for all such rows at once.
         self.argmax_first = greedy and not changes_argmax(params)
         bias = LogitBias(params.logit_bias) if params.logit_bias else None
-        self._bias_pairs = tuple((t, b) for t, b in params.logit_bias)
         # Greedy whose only logit change is a bias: the biased row's argmax, no llama.cpp chain.
         self.biased_argmax = bias if (greedy and params.grammar is None and not self.post_sampling_probs
                                       and not _chain_changes_argmax(params)) else None
+        # The logit bias under which the device's argmax is this sequence's token
+        # (executor.device_sampling), or None when the host must sample it: greedy whose only
+        # logit change is a bias (no token twice: llama.cpp's device bias keeps one value), and
+        # nothing of the request reads the raw logits rows (log-probabilities, a grammar).
+        pairs = tuple((t, b) for t, b in params.logit_bias)
+        on_device = ((self.argmax_first or self.biased_argmax is not None) and params.grammar is None
+                     and logprobs < 0 and prompt_logprobs < 0 and len({t for t, _ in pairs}) == len(pairs))
+        self.device_bias = pairs if on_device else None
         self.n_vocab = n_vocab
         self.chain: llama_cpp.llama_sampler_p | None = None
         self.grammar: Grammar | LazyGrammar | None = None
@@ -124,17 +131,6 @@ class SeqSampler:
         except BaseException:
             self.free()
             raise
-
-    @property
-    def device_bias(self) -> tuple[tuple[int, float], ...] | None:
-        """The logit bias under which the device's argmax is this sequence's token
-        (executor.device_sampling), or None when the host must sample it: greedy whose only
-        logit change is a bias (no token twice: llama.cpp's device bias keeps one value), and
-        nothing of the request reads the raw logits rows (log-probabilities, a grammar)."""
-        bias = self._bias_pairs
-        if (not self.argmax_first and self.biased_argmax is None) or len({t for t, _ in bias}) != len(bias):
-            return None
-        return bias if self.grammar is None and self.logprobs < 0 and self.prompt_logprobs < 0 else None
 
     def free(self) -> None:
         if self.chain is not None:
