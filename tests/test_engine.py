@@ -115,31 +115,39 @@ def test_same_batch_twice_is_bit_identical() -> None:
         assert [lp.top for lp in a.logprobs] == [lp.top for lp in b.logprobs]
 
 
-def test_decode_steps_planned_ahead_compute_exactly_what_one_step_at_a_time_does() -> None:
-    # Asynchronous scheduling changes when a step is planned, not what it computes: the same
-    # requests on a fresh engine each way (the same cache layout) give the same bits.
+def on_and_off(setting: str, work, **engine_kw) -> list[list[Result]]:
+    """``work(engine, on)`` on a fresh engine with ``setting`` on, then on one with it off: the
+    same cache layout each time, so the two runs may be compared bit for bit."""
     runs = []
-    for async_scheduling in (True, False):
-        with running_engine(n_parallel=2, ctx_size=1024, async_scheduling=async_scheduling) as eng:
-            prompts = encode_all(eng, PROMPTS[:2])
-            runs.append(eng.client.generate(prompts, 24, ignore_eos=True, logprobs=2))
-            ahead = eng.client.stats().steps_planned_ahead_total
-            assert ahead > 10 if async_scheduling else ahead == 0
-    for a, b in zip(*runs):
+    for on in (True, False):
+        with running_engine(**engine_kw, **{setting: on}) as eng:
+            runs.append(work(eng, on))
+    return runs
+
+
+def test_decode_steps_planned_ahead_compute_exactly_what_one_step_at_a_time_does() -> None:
+    # Asynchronous scheduling changes when a step is planned, not what it computes.
+    def work(eng: Engine, on: bool) -> list[Result]:
+        results = eng.client.generate(encode_all(eng, PROMPTS[:2]), 24, ignore_eos=True, logprobs=2)
+        ahead = eng.client.stats().steps_planned_ahead_total
+        assert ahead > 10 if on else ahead == 0
+        return results
+
+    for a, b in zip(*on_and_off("async_scheduling", work, n_parallel=2, ctx_size=1024)):
         assert a.tokens == b.tokens and len(a.tokens) == 24
         assert [lp.logprob for lp in a.logprobs] == [lp.logprob for lp in b.logprobs]
 
 
 def test_greedy_sampling_on_the_device_picks_what_the_host_picks() -> None:
     # --backend-sampling moves the argmax of plain greedy requests into llama.cpp's graph; one
-    # asking for logprobs beside them stays on the host. Fresh engines, the same cache layout.
-    runs = []
-    for backend_sampling in (True, False):
-        with running_engine(n_parallel=3, ctx_size=1024, backend_sampling=backend_sampling) as eng:
-            prompts = encode_all(eng, PROMPTS[:3])
-            rids = [eng.client.submit(p, 24) for p in prompts[:2]]
-            rids.append(eng.client.submit(prompts[2], 24, logprobs=2))
-            runs.append(eng.client.wait(rids))
+    # asking for logprobs beside them stays on the host.
+    def work(eng: Engine, on: bool) -> list[Result]:
+        prompts = encode_all(eng, PROMPTS[:3])
+        rids = [eng.client.submit(p, 24) for p in prompts[:2]]
+        rids.append(eng.client.submit(prompts[2], 24, logprobs=2))
+        return eng.client.wait(rids)
+
+    runs = on_and_off("backend_sampling", work, n_parallel=3, ctx_size=1024)
     for a, b in zip(*runs):
         assert a.tokens == b.tokens and a.tokens and a.finish_reason == b.finish_reason
         assert [lp.logprob for lp in a.logprobs] == [lp.logprob for lp in b.logprobs]
