@@ -66,36 +66,48 @@ class NumpyBatch:
     def fill(self, items: list[BatchItem], first_pos: list[int] | None = None) -> BatchLayout:
         """Lay the items out in order and flag the tokens whose logits are needed. The items
         have passed ``item_problem``. ``first_pos``: llama.cpp's position of each item's first
-        token where it is not ``item.pos`` (executor.positions)."""
-        n = 0
+        token where it is not ``item.pos`` (executor.positions).
+
+        Each array is written once, from a list (a decode step is one token per item: numpy slice
+        assignments per item cost several times more, most of the executor's work before the
+        decode)."""
+        lengths = [len(item.token_ids) for item in items]
+        n = sum(lengths)
+        if n > self.capacity:
+            raise BatchError(f"batch of more than {self.capacity} tokens")
+        firsts = first_pos if first_pos is not None else [item.pos for item in items]
+        tokens: list[int] = []
+        seq_ids: list[int] = []
+        positions: list[int] = []
+        flagged: list[int] = []  # the output rows
         layout = BatchLayout()
-        for i, item in enumerate(items):
-            k = len(item.token_ids)
+        start = 0
+        for item, first, k in zip(items, firsts, lengths):
+            end = start + k
+            tokens += item.token_ids
+            seq_ids += [item.seq_id] * k
+            positions += range(first, first + k)
             n_targets = len(item.logprob_targets)
-            if n + k > self.capacity:
-                raise BatchError(f"batch of more than {self.capacity} tokens")
-            end = n + k
-            pos = item.pos if first_pos is None else first_pos[i]
-            self.token[n:end] = item.token_ids
-            self.pos[n:end] = np.arange(pos, pos + k, dtype=np.int32)
-            self.seq_id[n:end] = item.seq_id
-            self.logits[n:end] = 0
             if n_targets:
-                self.logits[n : n + n_targets] = 1
+                flagged += range(start, start + n_targets)
                 layout.spans.append((item.seq_id, layout.n_outputs, item.logprob_targets))
                 layout.n_outputs += n_targets
             if item.draft:
-                first = end - item.draft - 1
-                self.logits[first:end] = 1
-                layout.drafts.append((first, layout.n_outputs))
+                flagged += range(end - item.draft - 1, end)
+                layout.drafts.append((end - item.draft - 1, layout.n_outputs))
                 layout.n_outputs += item.draft + 1
             elif item.sample:
                 if n_targets < k:  # the last token is not already an output row
-                    self.logits[end - 1] = 1
+                    flagged.append(end - 1)
                     layout.n_outputs += 1
                 layout.sample_batch_rows.append(end - 1)
                 layout.sample_out_rows.append(layout.n_outputs - 1)
-            n = end
+            start = end
+        self.token[:n] = tokens
+        self.seq_id[:n] = seq_ids
+        self.pos[:n] = positions
+        self.logits[:n] = 0
+        self.logits[flagged] = 1
         self.struct.n_tokens = n
         return layout
 
