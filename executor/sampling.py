@@ -37,7 +37,7 @@ from collections import OrderedDict
 import llama_cpp
 import numpy as np
 
-from executor.fast_sampling import FastChain, LogitBias, fast_steps
+from executor.fast_sampling import FastChain, LogitBias, fast_steps, pick, sample_many, top_candidates
 from executor.lazy_grammar import LazyGrammar
 from executor.reasoning_budget import BudgetTracker
 from ipc.protocol import SamplingParams, TokenLogprob
@@ -516,15 +516,32 @@ def sample_rows(
     """
     n = len(samplers)
     device_argmax = device_argmax or [None] * n
-    rows = [logits[r] for r in (out_rows if out_rows is not None else range(n))]
+    out_rows = out_rows if out_rows is not None else list(range(n))
+    rows = [logits[r] for r in out_rows]
     tokens = [0] * n
     for i, sampler in enumerate(samplers):
         if device_argmax[i] is not None:
             tokens[i] = device_argmax[i]
         elif sampler.argmax_first:
             tokens[i] = int(rows[i].argmax())
+    # The sampled chains executor.fast_sampling runs, all rows at once (a reasoning budget may
+    # force a token instead: such a row goes alone, below).
+    fast = [i for i, s in enumerate(samplers) if s.fast is not None and s.budget is None and device_argmax[i] is None]
+    sampled_together = set(fast)
+    if fast:
+        try:
+            picked = sample_many(logits, [out_rows[i] for i in fast], [samplers[i].fast for i in fast])
+            for i, token in zip(fast, picked):
+                tokens[i] = token
+        except Exception as exc:  # noqa: BLE001 - it fails these rows, not the others
+            if failures is None:
+                raise
+            for i in fast:
+                failures[i], tokens[i] = exc, -1
     post: dict[int, TokenLogprob] = {}  # rows reporting probabilities after the chain
     for i, sampler in enumerate(samplers):
+        if i in sampled_together:
+            continue
         try:
             tokens[i], lp = _pick(sampler, ctx, rows[i], tokens[i], batch_rows[i], device_argmax[i] is not None)
             if lp is not None:
@@ -587,10 +604,17 @@ def verify_draft(
         picks = device_argmax
     else:
         picks = np.argmax(rows, axis=1).tolist() if sampler.argmax_first else [0] * len(rows)
+    # a sampled chain of executor.fast_sampling: every row's candidates at once (only the rows
+    # reached draw from the random stream)
+    fast = sampler.fast if sampler.budget is None and device_argmax is None else None
+    candidates = top_candidates(rows, range(len(rows)), [fast] * len(rows)) if fast is not None else []
     tokens: list[int] = []
     post: list[TokenLogprob | None] = []
     for j, row in enumerate(rows):
-        token, lp = _pick(sampler, ctx, row, picks[j], first_batch_row + j, device_argmax is not None)
+        if fast is not None:
+            token, lp = pick([fast], [candidates[j]])[0], None
+        else:
+            token, lp = _pick(sampler, ctx, row, picks[j], first_batch_row + j, device_argmax is not None)
         tokens.append(token)
         post.append(lp)
         if j == len(draft) or token != draft[j]:

@@ -13,7 +13,7 @@ import llama_cpp
 import numpy as np
 import pytest
 
-from executor.fast_sampling import FastChain, LogitBias, fast_steps
+from executor.fast_sampling import FastChain, LogitBias, fast_steps, sample_many
 from executor.sampling import TOKEN_DATA, SeqSampler, _build_chain, _skip_draws, _token_data_array, sample_rows
 from ggserve.model import resolve_model
 from ipc.protocol import SamplingParams
@@ -97,6 +97,31 @@ def test_same_seed_picks_llama_cpp_chains_tokens(model_rows, name: str) -> None:
             assert a == b or _has_tie_in_top(rows[i], params.top_k), (name, seed, i, a, b)
 
 
+def test_rows_sampled_together_pick_each_chains_own_tokens(model_rows) -> None:
+    """Sequences with different chains (k, step order, min_keep, biases) sampled in one call, on
+    rows in any order, each pick what llama.cpp's chain picks for that sequence alone."""
+    rows, vocab, n_vocab = model_rows
+    biased = SamplingParams(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, logit_bias=_biases(rows))
+    settings = [*PARAMS.values(), biased]
+    chains = [FastChain(fast_steps(p, n_vocab), n_vocab, seed, p.min_keep,
+                        LogitBias(p.logit_bias) if p.logit_bias else None) for seed, p in enumerate(settings)]
+    before = rows.copy()
+    # at step t, sequence i reads row order[(i + 3 * t) % len(order)]: rows out of order, a sequence's rows apart
+    order = np.random.default_rng(5).permutation(len(rows))
+    n_steps = 8
+    read = [[int(order[(i + 3 * t) % len(order)]) for t in range(n_steps)] for i in range(len(chains))]
+    got: list[list[int]] = [[] for _ in chains]
+    for t in range(n_steps):
+        for i, token in enumerate(sample_many(rows, [read[i][t] for i in range(len(chains))], chains)):
+            got[i].append(token)
+    assert rows.tobytes() == before.tobytes()  # the biased rows are restored bit for bit
+    for seed, (p, tokens) in enumerate(zip(settings, got)):
+        params = SamplingParams(**{**{f: getattr(p, f) for f in p.__struct_fields__}, "seed": seed})
+        expected = _chain_tokens(params, vocab, n_vocab, rows[read[seed]])
+        assert all(a == b or _has_tie_in_top(rows[r], params.top_k)
+                   for a, b, r in zip(expected, tokens, read[seed])), (seed, expected, tokens)
+
+
 def test_resumed_sequence_continues_its_random_stream(model_rows) -> None:
     """After skip(n) both paths pick what an unpreempted sequence picks from row n on."""
     rows, vocab, n_vocab = model_rows
@@ -178,6 +203,12 @@ def test_vocabulary_sizes_without_whole_blocks_pick_the_same_tokens(n_vocab: int
     rows[5, -3] = rows[5].max() + 5  # the best token in the short last block
     params = SamplingParams(temperature=1.1, top_k=40, top_p=0.97, min_p=0.01, seed=11)
     assert _fast_tokens(params, n_vocab, rows) == _chain_tokens(params, None, n_vocab, rows)
+    # and every row at once, a sequence (seed) each
+    seeds = [SamplingParams(**{**{f: getattr(params, f) for f in params.__struct_fields__}, "seed": seed})
+             for seed in range(len(rows))]
+    chains = [FastChain(fast_steps(p, n_vocab), n_vocab, p.seed, 0) for p in seeds]
+    assert sample_many(rows, list(range(len(rows))), chains) == [
+        _chain_tokens(p, None, n_vocab, rows[i : i + 1])[0] for i, p in enumerate(seeds)]
 
 
 def _biases(rows: np.ndarray) -> list[tuple[int, float]]:
