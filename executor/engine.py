@@ -17,7 +17,7 @@ import numpy as np
 
 from executor import slot_files
 from executor.batch import BatchError, BatchLayout, NoKvRoom, NumpyBatch, item_problem
-from executor.device_sampling import DeviceGreedy
+from executor.device_sampling import DeviceSampling
 from executor.draft import DraftModel, SeqTokens
 from executor.embedding import Embedder, tap_for
 from executor.host_cache import HostCache
@@ -181,9 +181,10 @@ class ModelEngine:
         self.n_batch = llama_cpp.llama_n_batch(self.ctx)
         self.batch = NumpyBatch(self.n_batch)
         self.samplers: dict[int, SeqSampler] = {}
-        self.device = DeviceGreedy(self.ctx, self.n_vocab) if cfg.backend_sampling and not cfg.embeddings else None
+        self.device = (DeviceSampling(self.ctx, self.vocab, self.n_vocab, not (cfg.spec_type or cfg.spec_draft_model))
+                       if cfg.backend_sampling and not cfg.embeddings else None)
         if self.device is not None and not llama_cpp.llama_supports_gpu_offload():
-            log.warning("executor %d: --backend-sampling on a CPU: llama.cpp's argmax there is slower than "
+            log.warning("executor %d: --backend-sampling on a CPU: llama.cpp's sampling there is slower than "
                         "the host path's", executor_id)
         # The tokens the last step sampled, by sequence: what a step planned behind it feeds
         # (BatchItem.follows); None when the last step did not run.
@@ -356,7 +357,8 @@ class ModelEngine:
         if not samplers:
             return samples, prompt_logprobs
         failed: dict[int, Exception] = {}
-        device = [self._device_argmax(item.seq_id, [row]) for item, row in zip(sampled_items, layout.sample_batch_rows)]
+        device = [self._device_tokens(item.seq_id, [row])
+                  for item, row in zip(sampled_items, layout.sample_batch_rows)]
         tokens, logprobs = sample_rows(self.ctx, logits, layout.sample_batch_rows, samplers, failed,
                                        [None if d is None else d[0] for d in device], layout.sample_out_rows)
         for i, (item, token, lp) in enumerate(zip(sampled_items, tokens, logprobs)):
@@ -398,7 +400,7 @@ class ModelEngine:
         for item, (batch_row, out_row) in zip(items, layout.drafts):
             n_rows = item.draft + 1
             try:
-                device = self._device_argmax(item.seq_id, list(range(batch_row, batch_row + n_rows)))
+                device = self._device_tokens(item.seq_id, list(range(batch_row, batch_row + n_rows)))
                 tokens, logprobs = verify_draft(self.ctx, logits[out_row : out_row + n_rows], batch_row,
                                                 item.token_ids[-item.draft :], self.samplers[item.seq_id], device)
             except Exception as exc:  # noqa: BLE001 - whatever it is, it fails this sequence alone
@@ -428,13 +430,13 @@ class ModelEngine:
             failures[start.seq_id] = EngineError(ErrorCode.INVALID_REQUEST, str(exc))
         if self.device is not None:
             sampler = self.samplers.get(start.seq_id)
-            self.device.set(start.seq_id, sampler.device_bias if sampler is not None else None)
+            self.device.set(start.seq_id, sampler.device_params if sampler is not None else None, len(start.history))
         if self.media is not None:
             self.media.start(start.seq_id, start.media)
 
-    def _device_argmax(self, seq_id: int, batch_rows: list[int]) -> list[int] | None:
-        """The argmax of each of these output rows of ``seq_id`` as the device took it, or None
-        when the sequence samples on the host (executor.device_sampling)."""
+    def _device_tokens(self, seq_id: int, batch_rows: list[int]) -> list[int] | None:
+        """The token the device sampled at each of these output rows of ``seq_id``, or None when
+        the sequence samples on the host (executor.device_sampling)."""
         if self.device is None or not self.device.attached(seq_id):
             return None
         return [self.device.token(row) for row in batch_rows]

@@ -83,14 +83,6 @@ class SeqSampler:
         # Greedy whose only logit change is a bias: the biased row's argmax, no llama.cpp chain.
         self.biased_argmax = bias if (greedy and params.grammar is None and not self.post_sampling_probs
                                       and not _chain_changes_argmax(params)) else None
-        # The logit bias under which the device's argmax is this sequence's token
-        # (executor.device_sampling), or None when the host must sample it: greedy whose only
-        # logit change is a bias (no token twice: llama.cpp's device bias keeps one value), and
-        # nothing of the request reads the raw logits rows (log-probabilities, a grammar).
-        pairs = tuple((t, b) for t, b in params.logit_bias)
-        on_device = ((self.argmax_first or self.biased_argmax is not None) and params.grammar is None
-                     and logprobs < 0 and prompt_logprobs < 0 and len({t for t, _ in pairs}) == len(pairs))
-        self.device_bias = pairs if on_device else None
         self.n_vocab = n_vocab
         self.chain: llama_cpp.llama_sampler_p | None = None
         self.grammar: Grammar | LazyGrammar | None = None
@@ -111,12 +103,21 @@ class SeqSampler:
         if not greedy and self.grammar is None and not self.post_sampling_probs:
             steps = fast_steps(params, n_vocab)
         self.fast = FastChain(steps, n_vocab, params.seed, params.min_keep, bias) if steps else None
+        # The settings whose chain the device may run for this sequence (executor.device_sampling),
+        # or None when the host must sample it: greedy whose only logit change is a bias, or the
+        # vectorised path's sampled chain, with no token biased twice (llama.cpp's device bias keeps
+        # one value) and nothing of the request reading the raw logits (log-probabilities, a grammar).
+        biased = [t for t, _ in params.logit_bias]
+        on_device = ((self.argmax_first or self.biased_argmax is not None or self.fast is not None)
+                     and params.grammar is None and logprobs < 0 and prompt_logprobs < 0
+                     and len(set(biased)) == len(biased))
+        self.device_params = params if on_device else None
         try:
             if self.fast is not None:
                 self.fast.skip(len(history))
             elif not self.argmax_first and self.biased_argmax is None:
-                self.chain = _build_chain(params, vocab, n_vocab, greedy)
-                _skip_draws(self.chain, len(history))
+                self.chain = build_chain(params, vocab, n_vocab, greedy)
+                skip_draws(self.chain, len(history))
                 for token in penalty_context or ():  # prompt tokens: the chain's memory, not the grammar's
                     llama_cpp.llama_sampler_accept(self.chain, token)
             for token in history:
@@ -377,7 +378,7 @@ def _in_order(p: SamplingParams, name: str) -> bool:
     return name in p.samplers
 
 
-def _build_chain(
+def build_chain(
     p: SamplingParams, vocab: llama_cpp.llama_vocab_p, n_vocab: int, greedy: bool
 ) -> llama_cpp.llama_sampler_p:
     """The chain without the grammar (checked apart, after sampling), built as llama-server's
@@ -423,7 +424,7 @@ def _build_chain(
     return chain
 
 
-def _skip_draws(chain: llama_cpp.llama_sampler_p, n_tokens: int) -> None:
+def skip_draws(chain: llama_cpp.llama_sampler_p, n_tokens: int) -> None:
     """Advance the chain's dist sampler past ``n_tokens`` draws, as if it had picked the tokens a
     resumed (preempted) sequence already has: its output goes on as it would have unpreempted.
     dist draws once per call, even over a single candidate."""
@@ -501,12 +502,12 @@ def sample_rows(
     batch_rows: list[int],
     samplers: list[SeqSampler],
     failures: dict[int, Exception] | None = None,
-    device_argmax: list[int | None] | None = None,
+    device_tokens: list[int | None] | None = None,
     out_rows: list[int] | None = None,
 ) -> tuple[list[int], list[TokenLogprob | None]]:
     """Choose one token per sampler: sampler i's logits are ``logits[out_rows[i]]`` (default:
-    row i), the output of ``batch_rows[i]``; ``device_argmax[i]``, where given, their argmax as
-    the device took it, under the sequence's logit bias (the row itself is then never read:
+    row i), the output of ``batch_rows[i]``; ``device_tokens[i]``, where given, the token the
+    device sampled there with the sequence's chain (the row itself is then never read:
     llama.cpp may not have copied it). The rows are read in place, never gathered: a copy of 16
     rows of 262k logits costs about as much as their argmax.
 
@@ -515,18 +516,19 @@ def sample_rows(
     otherwise it propagates.
     """
     n = len(samplers)
-    device_argmax = device_argmax or [None] * n
+    device_tokens = device_tokens or [None] * n
     out_rows = out_rows if out_rows is not None else list(range(n))
     rows = [logits[r] for r in out_rows]
     tokens = [0] * n
     for i, sampler in enumerate(samplers):
-        if device_argmax[i] is not None:
-            tokens[i] = device_argmax[i]
+        if device_tokens[i] is not None:
+            tokens[i] = device_tokens[i]
         elif sampler.argmax_first:
             tokens[i] = int(rows[i].argmax())
     # The sampled chains executor.fast_sampling runs, all rows at once (a reasoning budget may
     # force a token instead: such a row goes alone, below).
-    fast = [i for i, s in enumerate(samplers) if s.fast is not None and s.budget is None and device_argmax[i] is None]
+    fast = [i for i, s in enumerate(samplers)
+            if s.fast is not None and s.budget is None and device_tokens[i] is None]
     sampled_together = set(fast)
     if fast:
         try:
@@ -543,7 +545,7 @@ def sample_rows(
         if i in sampled_together:
             continue
         try:
-            tokens[i], lp = _pick(sampler, ctx, rows[i], tokens[i], batch_rows[i], device_argmax[i] is not None)
+            tokens[i], lp = _pick(sampler, ctx, rows[i], tokens[i], batch_rows[i], device_tokens[i] is not None)
             if lp is not None:
                 post[i] = lp
         except Exception as exc:  # noqa: BLE001 - whatever it is, it fails this row alone
@@ -564,7 +566,7 @@ def _pick(
     on_device: bool = False,
 ) -> tuple[int, TokenLogprob | None]:
     """One sequence's next token from its logits ``row`` (batch index ``batch_row``; its argmax
-    ``argmax_token`` when the sampler takes it, or when the device took it under the logit bias:
+    ``argmax_token`` when the sampler takes it, or the token the device sampled with the chain:
     ``on_device``, the row is then not read), with the probabilities after the chain when the
     request reports those. The sampler's state (chain, grammar, budget) accepts the token."""
     post = None
@@ -592,21 +594,21 @@ def _pick(
 
 def verify_draft(
     ctx: llama_cpp.llama_context_p, rows: np.ndarray, first_batch_row: int, draft: list[int], sampler: SeqSampler,
-    device_argmax: list[int] | None = None,
+    device_tokens: list[int] | None = None,
 ) -> tuple[list[int], list[TokenLogprob | None]]:
     """Speculative decoding: sample at each position of a draft in order (``rows[j]`` are the
     logits after draft token j, row 0 after the token before the draft) and accept while the
     sample equals the draft token. Returns the output tokens, the accepted draft tokens then the
     token sampled after them, and their log-probabilities (None where not wanted). The sampler's
     state has accepted exactly these tokens, as if they had been sampled one step each.
-    ``device_argmax``: the rows' argmaxes as the device took them (the rows are then not read)."""
-    if device_argmax is not None:
-        picks = device_argmax
+    ``device_tokens``: the rows' tokens as the device sampled them (the rows are then not read)."""
+    if device_tokens is not None:
+        picks = device_tokens
     else:
         picks = np.argmax(rows, axis=1).tolist() if sampler.argmax_first else [0] * len(rows)
     # a sampled chain of executor.fast_sampling: every row's candidates at once (only the rows
     # reached draw from the random stream)
-    fast = sampler.fast if sampler.budget is None and device_argmax is None else None
+    fast = sampler.fast if sampler.budget is None and device_tokens is None else None
     candidates = top_candidates(rows, range(len(rows)), [fast] * len(rows)) if fast is not None else []
     tokens: list[int] = []
     post: list[TokenLogprob | None] = []
@@ -614,7 +616,7 @@ def verify_draft(
         if fast is not None:
             token, lp = pick([fast], [candidates[j]])[0], None
         else:
-            token, lp = _pick(sampler, ctx, row, picks[j], first_batch_row + j, device_argmax is not None)
+            token, lp = _pick(sampler, ctx, row, picks[j], first_batch_row + j, device_tokens is not None)
         tokens.append(token)
         post.append(lp)
         if j == len(draft) or token != draft[j]:

@@ -154,6 +154,23 @@ def test_greedy_sampling_on_the_device_picks_what_the_host_picks() -> None:
     assert len(runs[0][2].logprobs) == len(runs[0][2].tokens)
 
 
+def test_sampled_requests_on_the_device_draw_the_same_tokens_for_a_seed() -> None:
+    # --backend-sampling runs llama-server's default sampled chain in llama.cpp's graph too: other
+    # draws than the host's, but the same ones for a seed, request after request.
+    def sampled(seed: int | None) -> SamplingParams:
+        return SamplingParams(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, seed=seed)
+
+    # (one request at a time, each computing its whole prompt in the same cells: a draw near the
+    # edge of a token's probability can change with any other batch shape)
+    with running_engine(n_parallel=1, ctx_size=1024, backend_sampling=True) as eng:
+        prompt = encode_all(eng, PROMPTS[:1])
+        runs = [eng.client.generate(prompt, 24, ignore_eos=True, sampling=sampled(5), cache_prompt=False)[0]
+                for _ in range(2)]
+        (unseeded,) = eng.client.generate(prompt, 24, ignore_eos=True, sampling=sampled(None))
+    assert runs[0].tokens == runs[1].tokens and len(runs[0].tokens) == 24
+    assert len(unseeded.tokens) == 24
+
+
 def test_request_batched_with_seven_others_computes_the_same_function(engine: Engine) -> None:
     prompts = encode_all(engine, PROMPTS)
     for target in (0, 3):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from executor.fast_sampling import FastChain, LogitBias, fast_steps, sample_many
-from executor.sampling import TOKEN_DATA, SeqSampler, _build_chain, _skip_draws, _token_data_array, sample_rows
+from executor.sampling import TOKEN_DATA, SeqSampler, _token_data_array, build_chain, sample_rows, skip_draws
 from ggserve.model import resolve_model
 from ipc.protocol import SamplingParams
 
@@ -51,8 +51,8 @@ def model_rows() -> tuple[np.ndarray, llama_cpp.llama_vocab_p, int]:
 
 def _chain_tokens(params: SamplingParams, vocab, n_vocab: int, rows: np.ndarray, skip: int = 0) -> list[int]:
     """llama.cpp's picks for each row in turn, by the chain the executor would build."""
-    chain = _build_chain(params, vocab, n_vocab, greedy=False)
-    _skip_draws(chain, skip)
+    chain = build_chain(params, vocab, n_vocab, greedy=False)
+    skip_draws(chain, skip)
     cand = np.zeros(n_vocab, dtype=TOKEN_DATA)
     picked = []
     try:
@@ -235,7 +235,7 @@ def test_greedy_with_a_logit_bias_takes_the_biased_argmax_without_a_chain(model_
     rows, vocab, n_vocab = model_rows
     params = SamplingParams(temperature=0.0, logit_bias=_biases(rows))
     samplers = [SeqSampler(params, vocab, n_vocab, -1, []) for _ in rows]
-    greedy = _build_chain(params, vocab, n_vocab, greedy=True)
+    greedy = build_chain(params, vocab, n_vocab, greedy=True)
     try:
         assert all(s.biased_argmax is not None and s.chain is None and not s.argmax_first for s in samplers)
         before = rows.copy()
