@@ -27,6 +27,10 @@ Stopping (SIGTERM/SIGINT): the scheduler drains (new requests get 503, running a
 finish for up to --shutdown-timeout, then the rest end with an error), then the frontend is
 stopped, then the engine; a second signal skips the wait. Exit code 0; the run directory's
 files are removed (only the ones ggserve created when --run-dir was given).
+
+Shared memory (ipc.shm): a process killed with its process group cannot unlink its arena, so
+at start, before a frontend restart and at the end the launcher unlinks every ggserve segment
+whose owner process is gone, this run's or a killed server's.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from ggserve.config import ServeConfig, save_config
 from ggserve.engine_group import STOP_WAIT_S, EngineGroup
 from ggserve.model_router import ModelRouter
 from ipc.protocol import ChildRestarts, Drain, EngineInfo
+from ipc.shm import unlink_orphans
 from ipc.transport import CurveKeys, ipc_endpoint, is_tcp
 
 log = logging.getLogger("ggserve")
@@ -128,6 +133,7 @@ class Launcher:
         """Start every process; ``http=False`` runs the engine alone (tests, remote frontends).
         Returns the engine's facts (None in router mode, where models load on demand)."""
         self.http = http
+        self._unlink_orphans()  # of servers killed before they could clean up
         if self.engine is not None:
             self.engine.start()
         if http:
@@ -223,6 +229,7 @@ class Launcher:
                 self.frontend.failed(now, f"exited with code {code}", self.cfg.max_restarts)
         elif restart and now >= self.frontend.restart_at:
             log.info("restarting the frontend")
+            self._unlink_orphans()  # the media arenas of its killed workers
             self.frontend.spawn()
             self.frontend.restarts += 1
             for engine in self.engines:
@@ -247,8 +254,15 @@ class Launcher:
             self.engine.stop("launcher stopping")
             while not self.engine.stopped():
                 time.sleep(0.05)
+        self._unlink_orphans()  # the HTTP workers' media arenas: their process group was killed
         self.zmq.term()
         self._remove_files()
+
+    def _unlink_orphans(self) -> None:
+        """Free the shared memory that ggserve processes which are gone left behind (ipc.shm)."""
+        freed = unlink_orphans()
+        if freed:
+            log.info("freed %.0f MiB of shared memory left by ggserve processes that are gone", freed / 2**20)
 
     def _remove_files(self) -> None:
         if self.created_run_dir:

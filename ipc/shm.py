@@ -14,11 +14,12 @@ way, never overwrite. The segment's memory is reserved when it is created (which
 when ``/dev/shm`` has no room), so no later write can meet a full ``/dev/shm`` (a SIGBUS).
 
 Segments are named ``ggserve-<run id>-<owner>`` so leftovers of a crashed run are recognisable in
-``/dev/shm``; an executor's owner name holds its pid (``executor_owner``), so a restarted one gets
-a new segment and handles of its predecessor can never read the new one's data. A reader drops
-its mappings of unlinked segments when it attaches a new one. Only the owner registers its
-segment with Python's resource tracker (which unlinks it if the owner dies without ``unlink()``;
-a SIGKILL of its process group takes the tracker too: ``unlink_segment``); readers attach without
+``/dev/shm``; an owner name holds the owner's pid (``executor_owner``, ``frontend_media_owner``),
+so a restarted process gets a new segment and handles of its predecessor can never read the new
+one's data. A reader drops its mappings of unlinked segments when it attaches a new one. Only the
+owner registers its segment with Python's resource tracker (which unlinks it if the owner dies
+without ``unlink()``); a SIGKILL of its process group takes the tracker too, so the launcher
+unlinks what dead owners left (``unlink_segment``, ``unlink_orphans``). Readers attach without
 registering, so a reader exiting never destroys a segment it did not create. POSIX only.
 """
 
@@ -28,6 +29,7 @@ import bisect
 import contextlib
 import mmap
 import os
+import re
 import threading
 from multiprocessing.shared_memory import SharedMemory
 
@@ -37,6 +39,7 @@ import numpy as np
 from ipc.protocol import ArrayRef
 
 ALIGNMENT = 64  # bytes; every region starts on a cache line
+SHM_DIR = "/dev/shm"  # where POSIX shared memory names live (Linux)
 
 
 class ArenaFull(Exception):
@@ -57,10 +60,55 @@ def executor_owner(executor_id: int, pid: int) -> str:
     return f"executor{executor_id}-{pid}"
 
 
+def frontend_media_owner(pid: int) -> str:
+    """The owner name of one HTTP worker's arena for media files."""
+    return f"frontend-media-{pid}"
+
+
+# ggserve-<run id>-<owner>, the owner's pid ending the name (executor_owner, frontend_media_owner)
+_OWNED = re.compile(r"ggserve-.+-(?:executor\d+|frontend-media)-(\d+)")
+
+
 def unlink_segment(name: str) -> None:
     """Remove a segment's name if it is still there (its owner died without ``unlink()``)."""
     with contextlib.suppress(FileNotFoundError):
         _posixshmem.shm_unlink("/" + name)
+
+
+def unlink_orphans() -> int:
+    """Unlink every ggserve segment whose owner process is gone, of any run, and return the
+    bytes freed. A process killed with its process group (the launcher stops the frontend so,
+    and a SIGKILL stops a whole server so) takes Python's resource tracker along, and its
+    segment would hold its memory in ``/dev/shm`` until the machine restarts. A live owner's
+    segment is never touched; a reader that has it mapped keeps its mapping."""
+    try:
+        names = os.listdir(SHM_DIR)
+    except FileNotFoundError:
+        return 0
+    freed = 0
+    for name in names:
+        owned = _OWNED.fullmatch(name)
+        if owned is None or _alive(int(owned.group(1))):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            freed += os.stat(os.path.join(SHM_DIR, name)).st_size
+            unlink_segment(name)
+    return freed
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not exited (a zombie has)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True  # no /proc: trust kill()
 
 
 def _aligned(nbytes: int) -> int:

@@ -12,6 +12,7 @@ import base64
 import concurrent.futures
 import http.server
 import json
+import os
 import threading
 from collections.abc import Iterator
 
@@ -19,6 +20,8 @@ import httpx
 import pytest
 from conftest import start_server
 from mmproj_models import IMAGE_TOKENS, png, tiny_vision_mmproj, video, wav
+
+from ipc.shm import SHM_DIR
 
 MAX_BYTES = 100_000
 
@@ -270,3 +273,13 @@ def test_images_through_the_anthropic_and_responses_apis(server):
     broken = httpx.post(f"{server.base_url}/v1/messages", timeout=60, json={"max_tokens": 3, "messages": [
         {"role": "user", "content": [{"type": "image", "source": {"type": "file", "file_id": "f"}}]}]})
     assert broken.status_code == 400 and broken.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_a_stopped_server_leaves_no_shared_memory():
+    """The HTTP workers' media arenas go with the server: the launcher kills the frontend's
+    process group (their resource trackers too), then unlinks what they owned."""
+    before = set(os.listdir(SHM_DIR))
+    with start_server("--mmproj", tiny_vision_mmproj(), "--media-max-bytes", str(MAX_BYTES)) as handle:
+        assert chat(handle, [{"type": "text", "text": "Look"}, image_part(png(32, 32, 1))]).status_code == 200
+        assert any("frontend-media" in name for name in set(os.listdir(SHM_DIR)) - before)
+    assert not set(os.listdir(SHM_DIR)) - before

@@ -18,7 +18,17 @@ import numpy as np
 import pytest
 
 from ipc.protocol import ArrayRef
-from ipc.shm import ALIGNMENT, Arena, ArenaFull, ArenaReader, executor_owner, run_id_of, unlink_segment
+from ipc.shm import (
+    ALIGNMENT,
+    Arena,
+    ArenaFull,
+    ArenaReader,
+    executor_owner,
+    frontend_media_owner,
+    run_id_of,
+    unlink_orphans,
+    unlink_segment,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -330,3 +340,18 @@ def test_a_reader_forgets_unlinked_segments_when_it_attaches_another(make_arena,
     assert list(reader._maps) == [live.name]
     np.testing.assert_array_equal(view, np.arange(3))  # a live view keeps its memory until it goes
     assert live.free_bytes == live.capacity - ALIGNMENT
+
+
+def test_segments_of_owners_that_are_gone_are_unlinked_and_live_ones_kept(make_arena) -> None:
+    """What a process killed with its resource tracker (its process group SIGKILLed) leaves is
+    freed; a segment whose owner lives, or whose name holds no owner's pid, is not touched."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)  # that process has exited (and been reaped)
+    run_id = _run_id()
+    orphans = [make_arena(4096, run_id, frontend_media_owner(dead_pid)),
+               make_arena(4096, run_id, executor_owner(1, dead_pid))]
+    kept = [make_arena(4096, run_id, frontend_media_owner(os.getpid())), make_arena(4096, run_id, "writer")]
+    for arena in orphans + kept:
+        arena.close()
+    assert unlink_orphans() >= 2 * 4096
+    assert [_exists(a.name) for a in orphans + kept] == [False, False, True, True]

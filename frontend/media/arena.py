@@ -17,7 +17,7 @@ import numpy as np
 from frontend.http.errors import unavailable
 from frontend.text.multimodal import Span
 from ipc.protocol import MediaChunk
-from ipc.shm import Arena, ArenaFull, run_id_of
+from ipc.shm import Arena, ArenaFull, frontend_media_owner, run_id_of
 
 
 def arena_bytes(max_file_bytes: int) -> int:
@@ -36,7 +36,7 @@ class MediaArena:
         with self._lock:
             if self._arena is None:  # on first use: most servers with --mmproj see text too
                 try:
-                    self._arena = Arena(self._run_id, f"frontend-media-{os.getpid()}", self._size)
+                    self._arena = Arena(self._run_id, frontend_media_owner(os.getpid()), self._size)
                 except OSError as exc:
                     raise unavailable(f"no shared memory for media files: {exc}") from None
             return self._arena
