@@ -90,9 +90,11 @@ def unlink_orphans() -> int:
         owned = _OWNED.fullmatch(name)
         if owned is None or _alive(int(owned.group(1))):
             continue
-        with contextlib.suppress(FileNotFoundError):
-            freed += os.stat(os.path.join(SHM_DIR, name)).st_size
-            unlink_segment(name)
+        # gone meanwhile, or another user's (only its owner may unlink it in the sticky /dev/shm)
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            size = os.stat(os.path.join(SHM_DIR, name)).st_size
+            _posixshmem.shm_unlink("/" + name)
+            freed += size
     return freed
 
 

@@ -355,3 +355,18 @@ def test_segments_of_owners_that_are_gone_are_unlinked_and_live_ones_kept(make_a
         arena.close()
     assert unlink_orphans() >= 2 * 4096
     assert [_exists(a.name) for a in orphans + kept] == [False, False, True, True]
+
+
+def test_another_users_orphans_are_left_alone(make_arena, monkeypatch) -> None:
+    """Only a segment's owner may unlink it in the sticky /dev/shm: another user's leftovers are
+    skipped, never an error at a server's start."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = make_arena(4096, _run_id(), frontend_media_owner(int(gone.stdout)))
+
+    def refused(name: str) -> None:
+        raise PermissionError(1, "Operation not permitted", name)
+
+    monkeypatch.setattr("ipc.shm._posixshmem.shm_unlink", refused)
+    assert unlink_orphans() == 0
+    monkeypatch.undo()
+    assert _exists(orphan.name)
