@@ -217,7 +217,8 @@ def test_the_first_token_follows_the_chains_distribution_across_seeds(sampled_de
     for t, p in zip(top.tolist(), expected):
         obs, exp = obs + observed_by_token[t], exp + p * len(draws)
         if exp >= 5:
-            bins.append(obs), exp_bins.append(exp)
+            bins.append(obs)
+            exp_bins.append(exp)
             obs, exp = 0, 0.0
     if exp:
         bins[-1] += obs
