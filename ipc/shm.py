@@ -93,7 +93,7 @@ def unlink_orphans() -> int:
         # gone meanwhile, or another user's (only its owner may unlink it in the sticky /dev/shm)
         with contextlib.suppress(FileNotFoundError, PermissionError):
             size = os.stat(os.path.join(SHM_DIR, name)).st_size
-            _posixshmem.shm_unlink("/" + name)
+            unlink_segment(name)
             freed += size
     return freed
 
