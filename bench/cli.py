@@ -4,10 +4,10 @@
 
 `main` parses the arguments, builds the workload and load plan, and hands them to the runner
 (one server at a URL), to `bench.compare` (servers started here one after another), to
-`bench.soak` (a long run against one server, watching errors and memory) or to
-`bench.embeddings` (inputs/s of embedding servers, ggserve against llama-server) or to
-`bench.router` (router mode: cold and warm time to first token, one model against two).
-`bench.multimodal` (image requests/s, ggserve against llama-server).
+`bench.scenarios.soak` (a long run against one server, watching errors and memory) or to
+`bench.scenarios.embeddings` (inputs/s of embedding servers, ggserve against llama-server) or to
+`bench.scenarios.router` (router mode: cold and warm time to first token, one model against two).
+`bench.scenarios.multimodal` (image requests/s, ggserve against llama-server).
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ import signal
 import sys
 from pathlib import Path
 
-from bench import compare, embeddings, multimodal, report, router, soak, soak_report
-from bench.llama_cpp_build import ensure_built
-from bench.machine import CpuMeter
+from bench import compare, report
+from bench.scenarios import embeddings, multimodal, router, soak, soak_report
+from bench.baselines.llama_cpp_build import ensure_built
+from bench.host.machine import CpuMeter
 from bench.runner import Load, Plan, benchmark
 from bench.sampling import SAMPLING_MODES, Sampling
 from bench.stats import Slo, summarize

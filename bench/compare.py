@@ -6,7 +6,7 @@ workload, llama-batched-bench (same llama.cpp tree as llama-server) measures the
 batch sizes equal to the concurrency levels: S_TG, decode-only tokens/s, with a KV buffer per
 sequence and with one unified buffer (ggserve's layout), and the output tokens/s of the whole batch
 including its prefill. Engine efficiency = a server's output tokens/s / S_TG. Every measurement
-waits for a quiet machine and is taken again when other processes disturbed it (bench.machine).
+waits for a quiet machine and is taken again when other processes disturbed it (bench.host.machine).
 
 Every request sets ignore_eos. llama-cpp-python's server ignores it (its min_tokens would pin the
 length, but through a Python logits processor that slows it by ~10%), so it is left as it is: the
@@ -37,8 +37,8 @@ from typing import Any
 import httpx
 
 from bench import report
-from bench.llama_cpp_build import ensure_built
-from bench.machine import CpuMeter, wait_until_quiet
+from bench.baselines.llama_cpp_build import ensure_built
+from bench.host.machine import CpuMeter, wait_until_quiet
 from bench.runner import Plan, RunResult, benchmark
 from bench.stats import Slo, summarize
 from bench.workloads import LengthDist
@@ -94,7 +94,7 @@ def server_command(name: str, setup: ServerSetup, port: int) -> list[str]:
         command += ["-kvu"] if setup.unified_kv else []
     else:
         # interrupt_requests=False: by default a waiting request cuts the streaming one short.
-        command = [sys.executable, "-m", "bench.llama_cpp_server", "--model", model,
+        command = [sys.executable, "-m", "bench.baselines.llama_cpp_server", "--model", model,
                    "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(ctx),
                    "--n_threads", str(threads), "--n_threads_batch", str(threads),
                    "--interrupt_requests", "False"]

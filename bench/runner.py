@@ -27,7 +27,7 @@ from bench.client import (
     api_root,
     discover_model,
 )
-from bench.machine import CpuMeter
+from bench.host.machine import CpuMeter
 from bench.progress import ProgressBar
 from bench.sampling import Sampling
 from bench.workloads import Session
@@ -52,7 +52,7 @@ class RunResult:
     duration: float  # seconds from the first request sent to the last one finished
     sessions_planned: int
     sessions_started: int
-    cpu: dict[str, float | None] = field(default_factory=dict)  # bench.machine.CpuMeter.stop
+    cpu: dict[str, float | None] = field(default_factory=dict)  # bench.host.machine.CpuMeter.stop
 
 
 async def _worker_pool(jobs: Iterator[Callable[[], Awaitable[None]]], concurrency: int,

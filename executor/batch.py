@@ -66,7 +66,7 @@ class NumpyBatch:
     def fill(self, items: list[BatchItem], first_pos: list[int] | None = None) -> BatchLayout:
         """Lay the items out in order and flag the tokens whose logits are needed. The items
         have passed ``item_problem``. ``first_pos``: llama.cpp's position of each item's first
-        token where it is not ``item.pos`` (executor.positions).
+        token where it is not ``item.pos`` (executor.media.positions).
 
         Each array is written once, from a list (a decode step is one token per item: numpy slice
         assignments per item cost several times more, most of the executor's work before the

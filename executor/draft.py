@@ -23,7 +23,7 @@ import llama_cpp
 import numpy as np
 
 from executor.batch import NumpyBatch
-from executor.sampling import logits_view
+from executor.sampling.sequence import logits_view
 from ggserve.config import ServeConfig
 from ggserve.tokens import common_prefix_len
 from ipc.protocol import BatchItem, KvOp, KvOpKind

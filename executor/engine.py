@@ -15,16 +15,16 @@ import time
 import llama_cpp
 import numpy as np
 
-from executor import slot_files
+from executor.state import slot_files
 from executor.batch import BatchError, BatchLayout, NoKvRoom, NumpyBatch, item_problem
-from executor.device_sampling import DeviceSampling
+from executor.sampling.device import DeviceSampling
 from executor.draft import DraftModel, SeqTokens
-from executor.embedding import Embedder, tap_for
-from executor.host_cache import HostCache
-from executor.llama_log import LlamaLogCapture
+from executor.embedding.embedder import Embedder, tap_for
+from executor.state.host_cache import HostCache
+from ggserve.llama.log import LlamaLogCapture
 from executor.lora import LoraAdapters
-from executor.media import MediaDecoder
-from executor.sampling import SequenceFailed, SeqSampler, logits_view, sample_rows, target_logprobs, verify_draft
+from executor.media.decoder import MediaDecoder
+from executor.sampling.sequence import SequenceFailed, SeqSampler, logits_view, sample_rows, target_logprobs, verify_draft
 from ggserve.config import ServeConfig
 from ipc.protocol import (
     BatchItem,
@@ -198,7 +198,7 @@ class ModelEngine:
         self.draft = DraftModel(cfg, self.n_vocab, self.n_seq_max) if cfg.spec_draft_model else None
         self.seq_tokens = SeqTokens(self.n_seq_max) if self.draft is not None else None
         self.draft_p_min: dict[int, float] = {}
-        # --mmproj: images / audio in prompts (executor.media)
+        # --mmproj: images / audio in prompts (executor.media.decoder)
         self.media = (MediaDecoder(cfg.mmproj, self.model, self.ctx, cfg.mmproj_offload and cfg.n_gpu_layers != 0,
                                    cfg.n_threads, llama_cpp.llama_n_ubatch(self.ctx))
                       if cfg.mmproj and not cfg.embeddings else None)
@@ -394,7 +394,7 @@ class ModelEngine:
 
     def _verify(self, items: list[BatchItem], layout: BatchLayout, logits: np.ndarray,
                 failures: dict[int, EngineError], drafted: dict[int, list[int]]) -> list[Sample]:
-        """Verify each item's draft (executor.sampling.verify_draft); a sequence whose sampler
+        """Verify each item's draft (executor.sampling.sequence.verify_draft); a sequence whose sampler
         fails fails alone. ``drafted``: the draft model's tokens, by sequence."""
         samples = []
         for item, (batch_row, out_row) in zip(items, layout.drafts):
@@ -436,7 +436,7 @@ class ModelEngine:
 
     def _device_tokens(self, seq_id: int, batch_rows: list[int]) -> list[int] | None:
         """The token the device sampled at each of these output rows of ``seq_id``, or None when
-        the sequence samples on the host (executor.device_sampling)."""
+        the sequence samples on the host (executor.sampling.device)."""
         if self.device is None or not self.device.attached(seq_id):
             return None
         return [self.device.token(row) for row in batch_rows]
@@ -532,7 +532,7 @@ class ModelEngine:
             self.positions.apply(op)
 
     def _position(self, seq_id: int, index: int) -> int:
-        """llama.cpp's position of a sequence's token ``index`` (executor.positions); a bound inside
+        """llama.cpp's position of a sequence's token ``index`` (executor.media.positions); a bound inside
         a media chunk is a bad plan."""
         if self.positions is None:
             return index

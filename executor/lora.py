@@ -12,7 +12,7 @@ import ctypes
 
 import llama_cpp
 
-from executor.llama_log import LlamaLogCapture
+from ggserve.llama.log import LlamaLogCapture
 from ipc.protocol import LoraAdapterInfo, LoraScale
 
 

@@ -19,16 +19,15 @@ from pathlib import Path
 
 import msgspec
 
-from frontend.text.builtin_templates import builtin_names
-from frontend.http.errors import ApiError
-from frontend.api.sampler_order import sampler_order
+from ggserve.chat_templates import builtin_names
+from ggserve.samplers import sampler_order
 from ggserve.config import DRAFT_MODEL_TYPE, SPEC_TYPES, LoraFile, ModelSpec, ServeConfig, cpu_has_amx
 from ggserve.env_flags import apply_env_defaults, env_name
 from ggserve.engine_group import log_engine
 from ggserve.launcher import ChildFailed, Launcher, StartInterrupted
 from ggserve.logs import FORMATS, setup_logging
-from ggserve.model import resolve_model
-from ggserve.model_sources import PRESET_ONLY_KEYS, ModelSourceError, read_preset, scan_models_dir
+from ggserve.models.resolve import resolve_model
+from ggserve.models.sources import PRESET_ONLY_KEYS, ModelSourceError, read_preset, scan_models_dir
 
 log = logging.getLogger("ggserve")
 
@@ -340,8 +339,8 @@ def _sampling_defaults(args: argparse.Namespace) -> dict[str, float | int | list
             values["samplers"] = sampler_order([n for n in args.samplers.split(";") if n])
         elif args.sampler_seq:
             values["samplers"] = sampler_order(args.sampler_seq)
-    except ApiError as exc:
-        raise UsageError(f"ggserve: {exc.message}") from None
+    except ValueError as exc:
+        raise UsageError(f"ggserve: {exc}") from None
     if values.get("mirostat", 0) not in (0, 1, 2):
         raise UsageError("ggserve: --mirostat is 0, 1 or 2")
     if args.n_predict < -1 or args.n_predict == 0:

@@ -44,7 +44,7 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     model: str  # path of the .gguf
     alias: str = ""  # model id in the API; default: the file name
     chat_template_file: str = ""
-    chat_template: str = ""  # --chat-template: a built-in template by name (frontend.text.builtin_templates)
+    chat_template: str = ""  # --chat-template: a built-in template by name (ggserve.chat_templates)
     chat_template_kwargs: dict[str, Any] = {}  # --chat-template-kwargs: extra template variables
     # embedding server (--embeddings, --reranking): /v1/embeddings, /v1/rerank; generation answers 501
     embeddings: bool = False

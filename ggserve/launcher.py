@@ -20,7 +20,7 @@ group reaches the launcher alone), ignores SIGINT/SIGTERM, and is SIGKILLed by t
 launcher dies (PR_SET_PDEATHSIG): no orphan survives, whatever ends the launcher.
 
 Router mode (--models-dir / --models-preset): one engine per loaded model, loaded on demand and
-healed alone (``ggserve.model_router``); the frontend is shared. A model whose processes keep
+healed alone (``ggserve.models.router``); the frontend is shared. A model whose processes keep
 failing is unloaded (its requests fail), never the server.
 
 Stopping (SIGTERM/SIGINT): the scheduler drains (new requests get 503, running and queued ones
@@ -50,7 +50,7 @@ import zmq
 from ggserve.children import Child, ChildFailed
 from ggserve.config import ServeConfig, save_config
 from ggserve.engine_group import STOP_WAIT_S, EngineGroup
-from ggserve.model_router import ModelRouter
+from ggserve.models.router import ModelRouter
 from ipc.protocol import ChildRestarts, Drain, EngineInfo
 from ipc.shm import unlink_orphans
 from ipc.transport import CurveKeys, ipc_endpoint, is_tcp

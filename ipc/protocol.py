@@ -22,7 +22,7 @@ decoder reads the union. ``gc=False`` keeps these short-lived, acyclic objects o
 garbage collector. Bulk arrays go through ``ipc.shm``: messages carry ``ArrayRef`` handles.
 Embedding vectors (``Vectors``) sit in the executor's arena; the frontend copies its request's
 rows out and says VectorsRead, and the scheduler gives regions nobody reads any more back to the
-executor with its next EmbedPlan (scheduler.vector_regions). The rows travel inside the messages
+executor with its next EmbedPlan (scheduler.embedding.vector_regions). The rows travel inside the messages
 only as the fallback: the arena is full, or a process is remote (tcp://).
 """
 
@@ -238,7 +238,7 @@ class MediaChunk(_Part):
     data: ArrayRef  # the file (uint8), as the client sent it; the executor decodes it again
     # How far it advances the sequence's llama.cpp position: an M-RoPE image (Qwen2-VL) takes
     # max(rows, columns) of its grid, fewer than its cells; 0: n_tokens. The scheduler counts
-    # cells; the executor maps them to positions (executor.positions).
+    # cells; the executor maps them to positions (executor.media.positions).
     n_pos: int = 0
 
 
@@ -448,7 +448,7 @@ class ExecutorStats(_Part):
     n_slots: int
     n_busy_slots: int
     n_ctx: int  # KV cells of its context
-    kv_tokens: int  # KV cells in use (a prefix copied between sequences counts once; scheduler.kv)
+    kv_tokens: int  # KV cells in use (a prefix copied between sequences counts once; scheduler.cache.kv)
     steps_total: int  # llama_decode calls
     step_seconds_total: float
     prompt_tokens_total: int  # prompt tokens evaluated (cache hits excluded)
@@ -649,7 +649,7 @@ class StepResult(_Msg):
     executor_id: int
     samples: list[Sample] = []
     # llama_memory_seq_pos_min of every sequence after the step, as a token index (-1: empty;
-    # executor.positions maps it back after an M-RoPE picture). With sliding-window
+    # executor.media.positions maps it back after an M-RoPE picture). With sliding-window
     # attention a cached prefix of length q is reusable only if pos_min <= max(0, q - n_swa).
     pos_min: list[int] = []
     step_seconds: float = 0.0

@@ -42,11 +42,12 @@ from ipc.protocol import (
     StepResult,
     TokenLogprob,
 )
-from scheduler import kv, lora, media, policy, speculative
-from scheduler.cache_reuse import chunk_cuts
-from scheduler.embed import EmbedJob, EmbedQueue
-from scheduler.host_cache import MIN_TOKENS as MIN_HOST_TOKENS
-from scheduler.host_cache import HostCacheIndex
+from scheduler import lora, media, policy, speculative
+from scheduler.cache import kv
+from scheduler.cache.reuse import chunk_cuts
+from scheduler.embedding.jobs import EmbedJob, EmbedQueue
+from scheduler.cache.host_cache import MIN_TOKENS as MIN_HOST_TOKENS
+from scheduler.cache.host_cache import HostCacheIndex
 from scheduler.metrics import EngineCounters
 from scheduler.request import Request, Status
 from scheduler.slots import Slot

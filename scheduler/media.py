@@ -3,7 +3,7 @@
 A media chunk occupies ``n_tokens`` prompt positions (KV cells), each holding the same negative id
 derived from the file's hash (``ipc.protocol.media_token_id``). The scheduler counts in these;
 where the model's positions differ (an M-RoPE image advances llama.cpp's position by fewer), the
-executor maps them (``executor.positions``). That makes the prefix cache key media by
+executor maps them (``executor.media.positions``). That makes the prefix cache key media by
 content for free: a second request with the same picture matches the first one's tokens through
 the picture and reuses its KV. Two rules keep a chunk whole:
 

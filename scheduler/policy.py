@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ggserve.tokens import common_prefix_len
-from scheduler.host_cache import HostEntry
+from scheduler.cache.host_cache import HostEntry
 from scheduler.lora import LoraKey
 from scheduler.media import fit_chunk, snap_reuse
 from scheduler.request import Request, Status
@@ -54,7 +54,7 @@ class Placement:
     source: Slot | None  # slot to copy the prefix from; None: the slot's own cache
     host: HostEntry | None = None  # a prefix to restore from host memory instead (--cache-ram)
     # n_cache_reuse: cuts (pos, n) of the slot's own cache lining chunks of it up with the prompt
-    # (scheduler.cache_reuse); ``reuse`` counts the chunks
+    # (scheduler.cache.reuse); ``reuse`` counts the chunks
     cuts: list[tuple[int, int]] = field(default_factory=list)
 
 

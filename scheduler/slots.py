@@ -30,11 +30,11 @@ class Slot:
     # Lowest position still in the cache for this sequence (llama_memory_seq_pos_min), -1 empty.
     pos_min: int = -1
     # Which KV cells hold ``tokens``, as [origin, start, end) segments, and the origin of the
-    # cells it writes next: copied prefixes share cells, counted once (see scheduler.kv).
+    # cells it writes next: copied prefixes share cells, counted once (see scheduler.cache.kv).
     segments: list[list[int]] = field(default_factory=list)
     origin: int = field(default_factory=new_origin)
     # n_keep of a context shift of this sequence: the tokens after it were computed beside tokens
-    # since discarded, so only this many are a reusable prefix; -1: never shifted (see scheduler.kv).
+    # since discarded, so only this many are a reusable prefix; -1: never shifted (see scheduler.cache.kv).
     shift_keep: int = -1
     lora: LoraKey = NO_LORA  # the adapter set ``tokens`` were computed with
     # Writes that made its cells (one per step that appended to it, at most): beside other

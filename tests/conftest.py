@@ -112,7 +112,7 @@ def arena() -> Iterator[Arena]:
 def lora_adapters() -> dict[str, str]:
     """LoRA adapters for the default model, written once into the test cache: "a" and "b" (two
     different random adapters; "a" has a task name), "wrong_shape" (for another model)."""
-    from ggserve.model import resolve_model
+    from ggserve.models.resolve import resolve_model
     from lora_adapter import write_adapter
     from tiny_models import cache_dir
 

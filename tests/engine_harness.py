@@ -15,7 +15,7 @@ import zmq
 
 from ggserve.config import ServeConfig, cpu_has_amx
 from ggserve.launcher import Launcher
-from ggserve.model import resolve_model
+from ggserve.models.resolve import resolve_model
 from ipc.protocol import (
     Abort,
     AddRequest,

@@ -15,7 +15,7 @@ import llama_cpp
 import numpy as np
 from llama_cpp import mtmd_cpp as mtmd
 
-from executor import projector
+from ggserve.llama import projector
 
 
 def next_logits(model: llama_cpp.llama_model_p, mtmd_ctx: mtmd.mtmd_context_p, text: str, files: list[bytes],

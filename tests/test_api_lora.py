@@ -132,7 +132,7 @@ def test_lora_flags_and_environment_variables_map_onto_the_config(lora_adapters)
 
 @pytest.mark.parametrize("adapter, reason", [("wrong_shape", "wrong base model"), ("base_model", "adapter")])
 def test_an_adapter_that_does_not_load_fails_start_up_with_a_message(lora_adapters, adapter, reason):
-    from ggserve.model import resolve_model
+    from ggserve.models.resolve import resolve_model
 
     path = resolve_model(None) if adapter == "base_model" else lora_adapters[adapter]
     with start_server("-np", "1", "-c", "256", "--lora", path, ready=False) as server:

@@ -24,7 +24,7 @@ from mmproj_models import png, tiny_qwen2vl_mmproj
 from mtmd_reference import log_softmax, next_logits
 from tiny_models import tiny_qwen2vl
 
-from executor import projector
+from ggserve.llama import projector
 
 IMAGE = png(300, 100, 4)
 N_EMBD = 44  # the picture's embeddings (11 x 4 merged patches); it advances the position by 11

@@ -9,7 +9,7 @@ import pytest
 
 from bench import compare
 from bench.cli import default_model_path
-from bench.machine import CpuMeter
+from bench.host.machine import CpuMeter
 from bench.runner import Load, Plan, RunResult, benchmark
 from bench.stats import Slo, summarize
 from bench.tokenizer import TextMaker, Tokenizer

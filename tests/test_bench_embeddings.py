@@ -3,7 +3,10 @@ measurement (a real run at a small size)."""
 
 from __future__ import annotations
 
-from bench import embed_transport, embeddings, report
+from bench import report
+from bench.micro import embed_transport
+
+from bench.scenarios import embeddings
 
 
 def test_both_servers_get_the_same_embedding_settings() -> None:

@@ -1,4 +1,4 @@
-"""bench.gguf_standin: the stand-in of the embedded model keeps its layout, loads in llama.cpp,
+"""bench.micro.gguf_standin: the stand-in of the embedded model keeps its layout, loads in llama.cpp,
 and decodes ordinary (not control) tokens; it is a small fraction of the model's size."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import llama_cpp
 import numpy as np
 
 from bench.cli import default_model_path
-from bench.gguf_standin import pack, unpack
+from bench.micro.gguf_standin import pack, unpack
 
 
 def _greedy(path: Path, n: int) -> tuple[list[int], list[bool]]:

@@ -1,10 +1,10 @@
-"""bench.machine: CPU accounting of a server's session, of this process and of the rest."""
+"""bench.host.machine: CPU accounting of a server's session, of this process and of the rest."""
 
 import subprocess
 import sys
 import time
 
-from bench.machine import CpuMeter, session_cpu_seconds, wait_until_quiet
+from bench.host.machine import CpuMeter, session_cpu_seconds, wait_until_quiet
 
 BURN = "import time\nend = time.monotonic() + {s}\nwhile time.monotonic() < end: pass"
 

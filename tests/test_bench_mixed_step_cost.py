@@ -1,4 +1,4 @@
-"""bench.mixed_step_cost: each timed step leaves the cache as it found it, so every repetition
+"""bench.micro.mixed_step_cost: each timed step leaves the cache as it found it, so every repetition
 measures the same step, and the report has the four timings."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import llama_cpp
 import pytest
 
 from bench.cli import default_model_path
-from bench.mixed_step_cost import Cache, measure
+from bench.micro.mixed_step_cost import Cache, measure
 
 
 @pytest.fixture(scope="module")

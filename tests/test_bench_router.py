@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from bench import router
+from bench.scenarios import router
 
 
 def test_a_small_run_measures_every_phase(tmp_path, capsys) -> None:

@@ -15,12 +15,12 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from bench import proctree
+from bench.host import proctree
 from bench.cli import default_model_path
-from bench.proctree import Proc, Sample
-from bench.soak import SoakOptions, run_soak_with_server
-from bench.soak_client import KINDS, Outcome, SoakRecord, StreamReader, classify_reply, send
-from bench.soak_report import Kill, kill_impacts, summarize, summary_text
+from bench.host.proctree import Proc, Sample
+from bench.scenarios.soak import SoakOptions, run_soak_with_server
+from bench.scenarios.soak_client import KINDS, Outcome, SoakRecord, StreamReader, classify_reply, send
+from bench.scenarios.soak_report import Kill, kill_impacts, summarize, summary_text
 from bench.tokenizer import TextMaker, Tokenizer
 from bench.workloads import LengthDist
 from conftest import DEFAULT_ARGS

@@ -120,7 +120,7 @@ def test_eight_speculating_requests_run_beside_eight_plain_ones(engine: Engine) 
 @pytest.fixture(scope="module")
 def self_drafting():
     """The embedded model as its own draft model (-md): every greedy draft should be accepted."""
-    from ggserve.model import resolve_model
+    from ggserve.models.resolve import resolve_model
 
     with running_engine(n_parallel=4, ctx_size=2048, spec_type="draft-simple",
                         spec_draft_model=resolve_model(None)) as eng:

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from tiny_models import tiny_llama
 
-from executor.device_sampling import DeviceSampling
+from executor.sampling.device import DeviceSampling
 from executor.engine import ModelEngine
-from executor.sampling import logits_view
+from executor.sampling.sequence import logits_view
 from ggserve.config import ServeConfig, cpu_has_amx
 from ipc.protocol import BatchItem, KvOp, KvOpKind, SamplingParams, SeqStart, StepPlan, StepResult
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from frontend_support import gemma_path
 
-from executor.reasoning_budget import BudgetTracker, State
-from executor.sampling import SeqSampler, sample_rows
+from executor.sampling.reasoning_budget import BudgetTracker, State
+from executor.sampling.sequence import SeqSampler, sample_rows
 from frontend.text.tokenizer import Tokenizer
 from ipc.protocol import ReasoningBudget, SamplingParams
 

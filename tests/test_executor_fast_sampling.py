@@ -1,7 +1,7 @@
 """The vectorised sampling path picks llama.cpp's tokens per seed, with llama.cpp's distribution.
 
 Rows are real logits of the embedded model; the reference is the llama.cpp sampler chain the
-executor builds for the same parameters (executor.sampling), run over the whole vocabulary.
+executor builds for the same parameters (executor.sampling.sequence), run over the whole vocabulary.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import llama_cpp
 import numpy as np
 import pytest
 
-from executor.fast_sampling import FastChain, LogitBias, fast_steps, sample_many
-from executor.sampling import TOKEN_DATA, SeqSampler, _token_data_array, build_chain, sample_rows, skip_draws
-from ggserve.model import resolve_model
+from executor.sampling.fast import FastChain, LogitBias, fast_steps, sample_many
+from executor.sampling.sequence import TOKEN_DATA, SeqSampler, _token_data_array, build_chain, sample_rows, skip_draws
+from ggserve.models.resolve import resolve_model
 from ipc.protocol import SamplingParams
 
 TEXT = (

@@ -1,4 +1,4 @@
-"""Embeddings that stop the graph before the output layer (executor.hidden_tap), in process: on
+"""Embeddings that stop the graph before the output layer (executor.embedding.hidden_tap), in process: on
 the embedded Gemma 3 (a causal LM with a 262k-token output layer) every pooling gives the vectors
 llama.cpp's own pooling gives on a context without the tap; models with nothing to skip (BERT) or
 a head after the pooling (rank) run the whole graph as before."""
@@ -14,7 +14,7 @@ from embedding_models import minilm_gguf, tiny_reranker_gguf
 
 from executor.engine import ModelEngine
 from ggserve.config import ServeConfig, cpu_has_amx
-from ggserve.model import resolve_model
+from ggserve.models.resolve import resolve_model
 from ipc.protocol import EmbedItem, EmbedPlan
 
 INPUTS = [[2, 651, 5866, 3002, 1127, 528, 506, 9678, 236761], [2, 9259], [2, 45518, 563, 1657, 236761, 108]]

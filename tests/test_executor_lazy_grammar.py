@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from frontend_support import gemma_path
 
-from executor.lazy_grammar import LazyGrammar
-from executor.sampling import Grammar, GrammarCache, SeqSampler, sample_rows
+from executor.sampling.lazy_grammar import LazyGrammar
+from executor.sampling.sequence import Grammar, GrammarCache, SeqSampler, sample_rows
 from frontend.text.tokenizer import Tokenizer
 from ipc.protocol import GrammarTriggers, SamplingParams
 

@@ -14,7 +14,7 @@ from mmproj_models import IMAGE_TOKENS, png, tiny_vision_mmproj
 
 from executor.engine import ModelEngine
 from ggserve.config import ServeConfig, cpu_has_amx
-from ggserve.model import resolve_model
+from ggserve.models.resolve import resolve_model
 from ipc.protocol import BatchItem, KvOp, KvOpKind, MediaChunk, SamplingParams, SeqStart, StepPlan, media_token_id
 from ipc.shm import Arena
 

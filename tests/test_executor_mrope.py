@@ -14,9 +14,10 @@ from mmproj_models import png, tiny_qwen2_audio_mmproj, tiny_qwen25vl_mmproj, ti
 from mtmd_reference import next_logits
 from tiny_models import tiny_qwen2vl
 
-from executor import positions, projector
+from executor.media import positions
+from ggserve.llama import projector
 from executor.engine import ModelEngine
-from executor.sampling import logits_view
+from executor.sampling.sequence import logits_view
 from ggserve.config import ServeConfig, cpu_has_amx
 from ipc.protocol import (BatchItem, KvOp, KvOpKind, MediaChunk, SamplingParams, SeqStart, StepPlan,
                           media_token_id)

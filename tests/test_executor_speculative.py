@@ -1,4 +1,4 @@
-"""Draft verification in the executor (executor.sampling.verify_draft) on synthetic logits rows:
+"""Draft verification in the executor (executor.sampling.sequence.verify_draft) on synthetic logits rows:
 sampled output keeps the target's distribution, and a seed gives the tokens it gives without
 speculation (the same draws land on the same output positions)."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from executor.sampling import SeqSampler, verify_draft
+from executor.sampling.sequence import SeqSampler, verify_draft
 from ipc.protocol import SamplingParams
 
 N_VOCAB = 64

@@ -9,7 +9,7 @@ import logging
 import pytest
 from frontend_support import gemma_path
 
-from frontend.text.builtin_templates import BUILTIN, GEMMA, builtin_names, guess_from_vocabulary
+from ggserve.chat_templates import BUILTIN, GEMMA, builtin_names, guess_from_vocabulary
 from frontend.text.chat_template import ChatTemplate, ChatTemplateError, load_chat_template
 from frontend.text.tokenizer import Tokenizer
 

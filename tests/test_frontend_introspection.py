@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from frontend.text.builtin_templates import CHATML
+from ggserve.chat_templates import CHATML
 from frontend.text.chat_template import ChatTemplate
 from frontend.observe.introspection import generation_params, slot_json, template_caps
 from ipc.protocol import EngineInfo, SamplingParams, SlotState

@@ -10,7 +10,7 @@ from frontend.http.errors import ApiError, from_engine
 from frontend.http.asgi import Request
 from frontend.text.prompts import completion_prompts
 from frontend.api.llama_fields import refuse_unsupported
-from frontend.api.sampler_order import sampler_order
+from ggserve.samplers import sampler_order
 from frontend.api.sampling import (
     DEFAULTS,
     CacheDefaults,
@@ -293,8 +293,10 @@ def test_llama_server_names_and_samplers(tokenizer: Tokenizer):
     assert token_limit(decode(b'{"prompt": "x"}', CompletionRequest), ServeConfig(model="m", n_predict=9)) == 9
     assert sampler_order(["Top-K", "nucleus", "temp", "minp"]) == ["top_k", "top_p", "temperature", "min_p"]
     for bad in (["top_q"], "kz"):
-        with pytest.raises(ApiError) as info:
+        with pytest.raises(ValueError):
             sampler_order(bad)
+        with pytest.raises(ApiError) as info:
+            params_of(decode(msgspec.json.encode({"prompt": "x", "samplers": bad}), NativeCompletionRequest), tokenizer)
         assert info.value.param == "samplers"
 
 

@@ -9,10 +9,10 @@ from test_cli import parse
 
 from executor.engine import ModelEngine
 from ggserve.config import ServeConfig
-from ggserve.gguf_meta import GGUFError, read_metadata
-from ggserve.model import resolve_model
-from ggserve.model_memory import estimate_memory, model_files
-from ggserve.model_room import Limits, Resident, victims
+from ggserve.models.gguf_meta import GGUFError, read_metadata
+from ggserve.models.resolve import resolve_model
+from ggserve.models.memory import estimate_memory, model_files
+from ggserve.models.room import Limits, Resident, victims
 
 MODEL = resolve_model(None)
 

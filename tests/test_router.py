@@ -23,8 +23,8 @@ from test_cli import parse
 from test_faults import Stream, alive, cmdline, role_pids
 
 from ggserve.cli import UsageError, config_from_args
-from ggserve.model import resolve_model
-from ggserve.model_sources import scan_models_dir
+from ggserve.models.resolve import resolve_model
+from ggserve.models.sources import scan_models_dir
 
 # Not conftest's DEFAULT_ARGS: its -np would win over the preset's slot counts, as flags given on
 # the command line do.

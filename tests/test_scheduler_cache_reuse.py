@@ -7,7 +7,7 @@ from __future__ import annotations
 from test_scheduler_context_shift import run_checked, shifts
 from test_scheduler_policy import Harness, prompt
 
-from scheduler.cache_reuse import chunk_cuts
+from scheduler.cache.reuse import chunk_cuts
 
 A, B, C, D = prompt(20, 100), prompt(10, 300), prompt(20, 500), prompt(5, 700)
 

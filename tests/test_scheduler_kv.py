@@ -1,10 +1,10 @@
-"""The KV pool's cell count with shared prefixes (scheduler.kv), against a cell-level model."""
+"""The KV pool's cell count with shared prefixes (scheduler.cache.kv), against a cell-level model."""
 
 from __future__ import annotations
 
 import random
 
-from scheduler import kv
+from scheduler.cache import kv
 from scheduler.slots import Slot
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from test_scheduler_policy import Harness, prompt
 
 from ipc.protocol import ErrorCode, KvOpKind, SlotAction, SlotActionDone, SlotActionKind
-from scheduler.kv import cells_used
+from scheduler.cache.kv import cells_used
 
 PEER = b"peer"
 

@@ -23,7 +23,7 @@ PEER, OTHER = b"frontend-1", b"frontend-2"
 
 
 class FakeExecutor:
-    """Answers plans as executor.embedding does: frees the plan's releases, puts the step's rows
+    """Answers plans as executor.embedding.embedder does: frees the plan's releases, puts the step's rows
     (input i: [first token, length, i, 0]) in its arena, or inline when it is full."""
 
     def __init__(self, executor_id: int, size: int) -> None:

@@ -7,14 +7,14 @@ import json
 
 import pytest
 
-from executor.sampling import Grammar, SeqSampler, SequenceFailed, _grammar_cache
+from executor.sampling.sequence import Grammar, SeqSampler, SequenceFailed, _grammar_cache
 from frontend.structured import gbnf
 from frontend.structured.grammar import GrammarChecker, GrammarError
 from frontend.structured.json_schema import SchemaError, schema_rule, schema_to_gbnf
 from frontend.structured.tool_formats.harmony import HarmonyFormat, final_message
 from frontend.structured.tool_formats.qwen_xml import QwenXmlFormat
 from frontend.text.tokenizer import Tokenizer
-from ggserve.model import default_model_path
+from ggserve.models.resolve import default_model_path
 from ipc.protocol import SamplingParams
 from tests.structured_schemas import SCHEMAS
 

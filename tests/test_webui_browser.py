@@ -23,7 +23,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from ggserve.model import resolve_model
+from ggserve.models.resolve import resolve_model
 
 
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "webui.png"

@@ -17,7 +17,7 @@ import msgspec
 
 from frontend.http.errors import ApiError, invalid
 from frontend.text.prompts import check_tokens
-from frontend.api.sampler_order import sampler_order
+from ggserve.samplers import sampler_order
 from frontend.api.schemas import LogitBias, SamplingFields
 from frontend.structured.lazy import grammar_triggers
 from frontend.text.tokenizer import Tokenizer
@@ -52,7 +52,10 @@ def sampling_params(req: SamplingFields, tokenizer: Tokenizer, defaults: Samplin
     if req.dry_base is not None and req.dry_base >= 1.0:  # below 1: the default, as llama-server
         given["dry_base"] = req.dry_base
     if req.samplers is not None:
-        given["samplers"] = sampler_order(req.samplers)
+        try:
+            given["samplers"] = sampler_order(req.samplers)
+        except ValueError as exc:
+            raise invalid(str(exc), param="samplers") from None
     bias = logit_bias(req.logit_bias, tokenizer) if req.logit_bias is not None else []
     if req.ignore_eos:
         bias += [(t, -math.inf) for t in eog_ids]

@@ -1,7 +1,7 @@
 """llama-server's lazy grammar fields: ``grammar_lazy``, ``grammar_triggers``, ``preserved_tokens``.
 
 With ``grammar_lazy`` the request's grammar (``grammar``, ``json_schema`` or ``response_format``)
-constrains nothing until a trigger appears in the output (executor.lazy_grammar). Triggers take
+constrains nothing until a trigger appears in the output (executor.sampling.lazy_grammar). Triggers take
 llama-server's form ``{"type", "value"[, "token"]}`` with its type numbers (0 token, 1 word,
 2 pattern, 3 pattern_full) or their names: a word is found anywhere in the output (a word that
 is a single token must be listed in ``preserved_tokens``, as llama-server requires, and then

@@ -18,7 +18,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from frontend.text.builtin_templates import BUILTIN, guess_from_vocabulary
+from ggserve.chat_templates import BUILTIN, guess_from_vocabulary
 from frontend.text.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)

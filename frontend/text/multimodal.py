@@ -15,8 +15,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from executor import projector
-from executor.projector import MediaError
+from ggserve.llama import projector
+from ggserve.llama.projector import MediaError
 from frontend.http.errors import ApiError, invalid
 from frontend.media.files import MediaFile
 from frontend.text.tokenizer import Tokenizer

@@ -11,7 +11,7 @@ import ctypes
 
 import llama_cpp
 
-from executor.llama_log import LlamaLogCapture
+from ggserve.llama.log import LlamaLogCapture
 
 _META_BUF_SIZE = 1 << 20  # chat templates can be tens of KB; metadata strings beyond 1 MiB are cut
 
