@@ -145,8 +145,9 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     e.add_argument("--no-async-scheduling", dest="async_scheduling", action="store_false")
     e.add_argument(
         "-bs", "--backend-sampling", action="store_true", default=d.backend_sampling,
-        help="greedy requests without logprobs or grammar take their argmax on the model's device, so no "
-        "logits reach the host when all of a step's rows do (a GPU option: on a CPU it is slower)",
+        help="greedy requests and llama-server's default sampled chain (top-k, top-p, min-p, temperature) "
+        "sample on the model's device, so no logits reach the host when all of a step's rows do; logprobs, "
+        "grammars and other samplers stay on the host (a GPU option: on a CPU it is slower)",
     )
     e.add_argument("--keep", dest="n_keep", type=int, default=d.n_keep,
                    help="prompt tokens a context shift keeps when a request sets no n_keep (-1: all)")
@@ -169,7 +170,8 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     h = p.add_argument_group("http")
     h.add_argument("--host", default=d.host)
     h.add_argument("--port", type=int, default=d.port)
-    h.add_argument("--http-workers", type=int, default=d.http_workers)
+    h.add_argument("--http-workers", type=int, default=d.http_workers,
+                   help="HTTP worker processes, each with its own event loop and link to the scheduler")
     h.add_argument("--api-key", dest="api_key", action="append", default=[], help="accepted key (repeatable, or comma-separated)")
     h.add_argument("--api-key-file", default="", help="file with one API key per line")
     h.add_argument("--metrics", action="store_true", help="serve Prometheus metrics at /metrics (501 otherwise)")
@@ -463,8 +465,8 @@ def _check_speculative(args: argparse.Namespace) -> None:
 
 def _engine_config(args: argparse.Namespace) -> ServeConfig:
     _embedding_mode(args)
-    if args.n_parallel < 1 or args.executors < 1:
-        raise UsageError("ggserve: --parallel and --executors must be at least 1")
+    if args.n_parallel < 1 or args.executors < 1 or args.http_workers < 1:
+        raise UsageError("ggserve: --parallel, --executors and --http-workers must be at least 1")
     if args.ctx_per_request < 0:
         raise UsageError("ggserve: --ctx-per-request cannot be negative")
     if args.ctx_size < args.n_parallel * 16:

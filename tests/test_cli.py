@@ -53,6 +53,7 @@ def test_embedding_flags_map_onto_the_config() -> None:
     "argv",
     [
         ("-np", "0"),
+        ("--http-workers", "0"),
         ("--pooling", "mean"),
         ("--reranking", "--pooling", "mean"),
         ("--embeddings", "--embd-max-inputs", "0"),
