@@ -1,10 +1,10 @@
-"""``python -m frontend.loadtest URL``: how many requests per second the HTTP frontend sustains.
+"""``python -m bench.micro.frontend_load URL``: how many requests per second the HTTP frontend sustains.
 
 A closed-loop load generator for one endpoint: ``--connections`` keep-alive HTTP/1.1 connections
 each send the same request again as soon as the previous response is complete, for
 ``--seconds``; prints requests/s and latency percentiles. It speaks just enough HTTP/1.1
 (Content-Length or chunked bodies) to stay cheaper per request than the server it measures.
-See docs/benchmarks.md for the numbers and how they were taken.
+See docs/frontend.md for the numbers and how they were taken.
 """
 
 from __future__ import annotations
