@@ -81,7 +81,7 @@ async def run(url: str, body: bytes | None, connections: int, seconds: float) ->
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m frontend.loadtest", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m bench.micro.frontend_load", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("url", help="e.g. http://127.0.0.1:8080/v1/models")
     parser.add_argument("--json", default=None, help="POST this JSON body instead of a GET")
