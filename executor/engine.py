@@ -24,7 +24,14 @@ from executor.state.host_cache import HostCache
 from ggserve.llama.log import LlamaLogCapture
 from executor.lora import LoraAdapters
 from executor.media.decoder import MediaDecoder
-from executor.sampling.sequence import SequenceFailed, SeqSampler, logits_view, sample_rows, target_logprobs, verify_draft
+from executor.sampling.sequence import (
+    SequenceFailed,
+    SeqSampler,
+    logits_view,
+    sample_rows,
+    target_logprobs,
+    verify_draft,
+)
 from ggserve.config import ServeConfig
 from ipc.protocol import (
     BatchItem,

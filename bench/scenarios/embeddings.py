@@ -104,7 +104,8 @@ def measure(name: str, args: argparse.Namespace, model: str, loads: list[Load], 
             other = wait_until_quiet(args.quiet_cores, args.quiet_timeout, server_session=pid)
             row = {"server": name} | asyncio.run(run_load(base_url, load, texts[load.name]))
             rows.append(row | {"other_cores": round(other, 2)})
-            print(f"[bench.scenarios.embeddings] {name} {load.name}: {row['inputs_per_s']} inputs/s", file=sys.stderr, flush=True)
+            print(f"[bench.scenarios.embeddings] {name} {load.name}: {row['inputs_per_s']} inputs/s",
+                  file=sys.stderr, flush=True)
     return rows
 
 

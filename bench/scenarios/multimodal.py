@@ -117,8 +117,8 @@ def measure(name: str, args: argparse.Namespace, model: str, loads: list[Load], 
             other = wait_until_quiet(args.quiet_cores, args.quiet_timeout, server_session=pid)
             row = {"server": name} | asyncio.run(run_load(base_url, load, images[load.name], args.max_tokens))
             rows.append(row | {"other_cores": round(other, 2)})
-            print(f"[bench.scenarios.multimodal] {name} {load.name}: {row['requests_per_s']} requests/s", file=sys.stderr,
-                  flush=True)
+            print(f"[bench.scenarios.multimodal] {name} {load.name}: {row['requests_per_s']} requests/s",
+                  file=sys.stderr, flush=True)
     return rows
 
 

@@ -9,11 +9,12 @@ computed it and tells ggml's scheduler to stop the graph there, and the pooling 
 or every row for pooling none) is done in numpy by the caller. llama.cpp still copies its logits
 and pooled rows out of the stopped graph; nobody reads them.
 
-That this is right for a model is checked, not assumed: at start-up ``executor.embedding.embedder.tap_for`` decodes a few short
-sequences in a small context with a tap that observes without stopping, and a tap is used only if
-its rows pooled in numpy match llama.cpp's own and the graph has an output layer after
-``result_norm`` (``result_output``; an encoder like BERT has none, so there is nothing to skip).
-Reranking (a classification head after the pooling) never uses it.
+That this is right for a model is checked, not assumed: at start-up
+``executor.embedding.embedder.tap_for`` decodes a few short sequences in a small context with a
+tap that observes without stopping, and a tap is used only if its rows pooled in numpy match
+llama.cpp's own and the graph has an output layer after ``result_norm`` (``result_output``; an
+encoder like BERT has none, so there is nothing to skip). Reranking (a classification head after
+the pooling) never uses it.
 """
 
 from __future__ import annotations
