@@ -28,11 +28,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
@@ -208,6 +208,29 @@ def running_server(name: str, command: list[str], port: int, log_path: Path,
             yield base_url, process.pid
         finally:
             _stop(process)
+
+
+class _Load(Protocol):
+    name: str
+
+
+L = TypeVar("L", bound=_Load)
+
+
+def measure_loads(name: str, command: list[str], port: int, log_path: Path, args: Any, warmup: L, loads: list[L],
+                  run: Callable[[str, L], Awaitable[dict[str, Any]]], figure: str, unit: str) -> list[dict[str, Any]]:
+    """One server's rows of a side-by-side scenario (embeddings, multimodal): start it, run
+    ``warmup``, then each load once the machine is quiet (``args.quiet_cores``); each row is the
+    server's name, what ``run(base_url, load)`` measured and the cores other processes used."""
+    rows = []
+    with running_server(name, command, port, log_path, args.startup_timeout) as (base_url, pid):
+        asyncio.run(run(base_url, warmup))
+        for load in loads:
+            other = wait_until_quiet(args.quiet_cores, args.quiet_timeout, server_session=pid)
+            row = {"server": name} | asyncio.run(run(base_url, load))
+            rows.append(row | {"other_cores": round(other, 2)})
+            _log(f"{name} {load.name}: {row[figure]} {unit}")
+    return rows
 
 
 def kernel_ceiling(setup: ServerSetup, batch_sizes: Sequence[int], input_len: int,

@@ -19,6 +19,7 @@ import asyncio
 import random
 import sys
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,6 @@ import httpx
 
 from bench import compare, report
 from bench.baselines.llama_cpp_build import ensure_built
-from bench.host.machine import wait_until_quiet
 from bench.options import add_run_options, add_server_options, chosen_servers
 from bench.tokenizer import TextMaker, Tokenizer
 from bench.workloads import LengthDist
@@ -96,17 +96,12 @@ async def run_load(base_url: str, load: Load, texts: list[str]) -> dict[str, Any
 def measure(name: str, args: argparse.Namespace, model: str, loads: list[Load], texts: dict[str, list[str]],
             log_path: Path) -> list[dict[str, Any]]:
     port = args.port or compare.free_port()
-    rows = []
-    with compare.running_server(name, server_command(name, args, model, port), port, log_path,
-                                args.startup_timeout) as (base_url, pid):
-        asyncio.run(run_load(base_url, Load("warmup", 8, 1), texts["warmup"]))
-        for load in loads:
-            other = wait_until_quiet(args.quiet_cores, args.quiet_timeout, server_session=pid)
-            row = {"server": name} | asyncio.run(run_load(base_url, load, texts[load.name]))
-            rows.append(row | {"other_cores": round(other, 2)})
-            print(f"[bench.scenarios.embeddings] {name} {load.name}: {row['inputs_per_s']} inputs/s",
-                  file=sys.stderr, flush=True)
-    return rows
+
+    def run(base_url: str, load: Load) -> Awaitable[dict[str, Any]]:
+        return run_load(base_url, load, texts[load.name])
+
+    return compare.measure_loads(name, server_command(name, args, model, port), port, log_path, args,
+                                 Load("warmup", 8, 1), loads, run, "inputs_per_s", "inputs/s")
 
 
 def main(argv: list[str]) -> int:

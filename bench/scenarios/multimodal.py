@@ -22,6 +22,7 @@ import struct
 import sys
 import time
 import zlib
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,6 @@ import httpx
 
 from bench import compare, report
 from bench.baselines.llama_cpp_build import ensure_built
-from bench.host.machine import wait_until_quiet
 from bench.options import add_run_options, add_server_options, chosen_servers
 
 
@@ -109,17 +109,12 @@ async def run_load(base_url: str, load: Load, images: list[bytes], max_tokens: i
 def measure(name: str, args: argparse.Namespace, model: str, loads: list[Load], images: dict[str, list[bytes]],
             log_path: Path) -> list[dict[str, Any]]:
     port = args.port or compare.free_port()
-    rows = []
-    with compare.running_server(name, server_command(name, args, model, port), port, log_path,
-                                args.startup_timeout) as (base_url, pid):
-        asyncio.run(run_load(base_url, Load("warmup", 1, True), images["warmup"], args.max_tokens))
-        for load in loads:
-            other = wait_until_quiet(args.quiet_cores, args.quiet_timeout, server_session=pid)
-            row = {"server": name} | asyncio.run(run_load(base_url, load, images[load.name], args.max_tokens))
-            rows.append(row | {"other_cores": round(other, 2)})
-            print(f"[bench.scenarios.multimodal] {name} {load.name}: {row['requests_per_s']} requests/s",
-                  file=sys.stderr, flush=True)
-    return rows
+
+    def run(base_url: str, load: Load) -> Awaitable[dict[str, Any]]:
+        return run_load(base_url, load, images[load.name], args.max_tokens)
+
+    return compare.measure_loads(name, server_command(name, args, model, port), port, log_path, args,
+                                 Load("warmup", 1, True), loads, run, "requests_per_s", "requests/s")
 
 
 def main(argv: list[str]) -> int:
