@@ -10,7 +10,7 @@ A sequence samples there when its request needs nothing but the chain (``SeqSamp
 device_params``): greedy with at most a logit bias (``ignore_eos`` is one), or the common
 sampled chain (top-k first, then top-p, min-p, temperature, dist; executor.sampling.fast), and
 no log-probabilities (of the prompt or the output) or grammar, which read the raw logits. The
-chain is the one llama-server builds (``sampling.build_chain``), so a greedy sequence picks the
+chain is the one llama-server builds (``executor.sampling.sequence.build_chain``), so a greedy sequence picks the
 host's tokens; a sampled one draws from the same distribution with its own arithmetic, so for a
 seed it picks other tokens than on the host (llama-server's ``-bs`` does the same), the same
 ones on every run. A resumed sequence's chain skips the draws its tokens so far took.

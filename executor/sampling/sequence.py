@@ -7,11 +7,11 @@ row with a logit bias (``ignore_eos`` is one) takes the argmax with the bias add
 common sampled chain (logit bias, top-k first, then top-p, min-p, temperature, dist) runs in
 executor.sampling.fast, on the top-k candidates only, picking the tokens llama.cpp would pick
 for the same seed. Everything else runs a llama.cpp sampler chain built once per request, as
-llama-server's common_sampler builds it: logit bias, then the samplers in the request's order (penalties, DRY, top-n-sigma,
-top-k, typical, top-p, min-p, XTC, (dynamic) temperature by default), then dist, adaptive-p or
-Mirostat (v1, v2). Log-probabilities come from the
-raw logits rows (the model's distribution, as OpenAI reports it), never from a Python loop over
-the vocabulary.
+llama-server's common_sampler builds it: logit bias, then the samplers in the request's order
+(penalties, DRY, top-n-sigma, top-k, typical, top-p, min-p, XTC, (dynamic) temperature by
+default), then dist, adaptive-p or Mirostat (v1, v2). Log-probabilities come from the raw logits
+rows (the model's distribution, as OpenAI reports it), never from a Python loop over the
+vocabulary.
 
 Grammar-constrained sequences sample first and check the grammar after, as llama-server does:
 llama.cpp's grammar sampler masks the whole vocabulary (262k pieces matched against the grammar
@@ -22,8 +22,8 @@ none is. A token is accepted into a grammar only after the grammar allowed it: l
 a C++ exception (a dead process) on a rejected token. A grammar with no allowed token left is a
 ``SequenceFailed`` for that sequence alone.
 
-A sequence with a reasoning budget (executor.sampling.reasoning_budget) takes the forced closing tag
-instead of sampling once its thinking has used the budget; the forced tokens go through the
+A sequence with a reasoning budget (executor.sampling.reasoning_budget) takes the forced closing
+tag instead of sampling once its thinking has used the budget; the forced tokens go through the
 chain's and the grammar's accept like sampled ones.
 """
 
