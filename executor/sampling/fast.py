@@ -44,9 +44,10 @@ DRAW_AHEAD = 256  # 32-bit draws taken from the generator at a time (two per tok
 MAX_TOP_K = 1024  # larger k: llama.cpp's chain (the candidate sets stop being small)
 _TWO_32 = 4294967296.0
 _TWO_64 = 18446744073709551616.0
-# Logits per block of the top-k search: blocks of 1024 (262k vocabulary, k = 40) reduce as fast
-# as a plain max; smaller blocks reduce slower, larger ones leave more to read again.
-MAX_BLOCK = 1024
+# Logits per block of the top-k search: blocks of 512 (262k vocabulary, k = 40) reduce as fast
+# as a plain max; smaller blocks reduce slower, larger ones leave more to read again (1024 read
+# twice as much again for the same block maxima: 1.56 against 1.08 ms for 16 rows on an EPYC).
+MAX_BLOCK = 512
 MIN_BLOCK = 64
 
 # The samplers this path runs, by the names of SamplingParams.samplers.
