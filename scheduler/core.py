@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from dataclasses import dataclass
 
 from ipc.protocol import (
     AddRequest,
@@ -29,15 +28,12 @@ from ipc.protocol import (
     KvOp,
     KvOpKind,
     LoraScale,
-    PromptProgress,
     RequestOutput,
-    RequestStats,
     Sample,
     SeqStart,
     SlotAction,
     SlotActionDone,
     SlotActionKind,
-    SlotState,
     StepPlan,
     StepResult,
     TokenLogprob,
@@ -45,13 +41,14 @@ from ipc.protocol import (
 from scheduler import lora, media, policy, speculative
 from scheduler.cache import kv
 from scheduler.cache.reuse import chunk_cuts
-from scheduler.embedding.jobs import EmbedJob, EmbedQueue
 from scheduler.cache.host_cache import MIN_TOKENS as MIN_HOST_TOKENS
-from scheduler.cache.host_cache import HostCacheIndex
-from scheduler.metrics import EngineCounters
+from scheduler.embedding.jobs import EmbedJob, EmbedQueue
+from scheduler.executor_state import ExecutorState, FileAction
+from scheduler.observe.metrics import EngineCounters
+from scheduler.observe.reports import prompt_progress, request_stats, slot_state
 from scheduler.request import Request, Status
 from scheduler.slots import Slot
-from scheduler.speculative import Acceptance, Drafter, SpecSettings, StepCost
+from scheduler.speculative import Acceptance, Drafter, SpecSettings
 
 log = logging.getLogger("scheduler")
 
@@ -59,71 +56,9 @@ log = logging.getLogger("scheduler")
 _COUNTER_OF = {FinishReason.ABORT: "aborted", FinishReason.ERROR: "failed"}
 
 
-def _progress(req: Request, now: float) -> PromptProgress:
-    """How far the request's prefill is (llama-server's ``prompt_progress``)."""
-    return PromptProgress(len(req.prompt), req.n_cached, min(req.n_computed, len(req.prompt)),
-                          int((now - req.t_admitted) * 1e3))
-
-
-@dataclass(eq=False)
-class FileAction:
-    """A slot save or restore (POST /slots/{id}) waiting for its executor, which runs it as a
-    step of its own: nothing else touches the KV cache meanwhile, so the cells stay accounted."""
-
-    peer: bytes
-    msg: SlotAction
-    slot: Slot
-    n_saved: int = 0  # SAVE: the tokens written
-
-
-class ExecutorState:
-    """The scheduler's view of one executor process: its slots, running requests and the plan
-    in flight. A restarted executor gets a new ExecutorState: empty slots, empty prefix cache."""
-
-    def __init__(
-        self, executor_id: int, info: ExecutorInfo, n_batch: int, ctx_per_request: int, cache_ram_bytes: int
-    ) -> None:
-        self.id = executor_id
-        self.info = info
-        self.alive = True
-        self.slots = [Slot(executor_id, s) for s in range(info.n_slots)]
-        self.running: list[Request] = []  # admission order
-        # The step running: its id, when it was sent, and seq -> (request, tokens it adds).
-        self.in_flight: dict[int, tuple[Request, int]] | None = None
-        self.in_flight_prompt_tokens = 0  # prompt tokens of the step running (for the metrics)
-        self.step_id = 0
-        self.step_sent_at = 0.0
-        # The step planned behind it before its result (asynchronous scheduling): its id and
-        # seq -> (request, 1). It runs as soon as the running one ends.
-        self.queued: dict[int, tuple[Request, int]] | None = None
-        self.queued_step_id = 0
-        self.kv_ops: list[KvOp] = []
-        self.starts: list[SeqStart] = []
-        self.ends: list[int] = []
-        # The KV cache is one pool of n_ctx cells; one request may hold up to n_ctx_slot of them.
-        self.n_ctx = info.n_ctx
-        self.n_ctx_slot = min(ctx_per_request or info.n_ctx, info.n_ctx)
-        self.n_batch = n_batch
-        # Tokens per step; halved while llama_decode finds no KV room, restored as steps succeed.
-        self.budget = n_batch
-        self.host_cache = HostCacheIndex(cache_ram_bytes, info.kv_bytes / max(1, info.n_ctx))
-        self.file_actions: list[FileAction] = []  # waiting, oldest first
-        self.file_in_flight: FileAction | None = None  # the step running is this action's
-        self.lora = lora.NO_LORA  # the adapter set its context runs with (a new process: none)
-        self.step_cost = StepCost()  # its step time by tokens (how long drafts may be)
-        self.draft_token_seconds = 0.0  # a draft model's time per drafted token (recent average)
-        self.prompt_turn = False  # on a CPU: the next step that must choose serves prompt chunks
-
-    @property
-    def idle(self) -> bool:
-        return self.alive and self.in_flight is None
-
-    @property
-    def free_cells(self) -> int:
-        return self.n_ctx - kv.cells_used(self.slots)
-
-
 class Scheduler:
+    """Every request from arrival to its terminal output, across the executors."""
+
     def __init__(
         self,
         n_executors: int,
@@ -771,7 +706,7 @@ class Scheduler:
             req.n_cached = placement.reuse
             req.t_admitted = now
             if req.return_progress:  # llama-server's 0% update: the prefill starts
-                self.outputs[req.peer].append(RequestOutput(req.id, progress=_progress(req, now)))
+                self.outputs[req.peer].append(RequestOutput(req.id, progress=prompt_progress(req, now)))
         ex.running.append(req)
         self.metrics.on_admit(ex.id, placement.reuse)  # a resumed request's reuse too: not recomputed
 
@@ -824,7 +759,7 @@ class Scheduler:
             self._fail_seq(ex, failure.seq_id, failure.error, in_flight)
         for req, _ in in_flight.values():
             if req.return_progress and req.status == Status.PREFILL:
-                self.outputs[req.peer].append(RequestOutput(req.id, progress=_progress(req, now)))
+                self.outputs[req.peer].append(RequestOutput(req.id, progress=prompt_progress(req, now)))
         for entry in result.prompt_logprobs:
             req = in_flight.get(entry.seq_id, (None, 0))[0]
             if req is not None and req.status != Status.FINISHED:
@@ -1106,7 +1041,7 @@ class Scheduler:
         out = out or RequestOutput(req.id)
         out.finish_reason = reason
         out.error = error
-        out.stats = self._stats_of(req)
+        out.stats = request_stats(req)
         self.outputs[req.peer].append(out)
         self._count(req, reason)
 
@@ -1122,25 +1057,6 @@ class Scheduler:
             decode_seconds = (req.t_last_token - req.t_first_token) if req.t_first_token else 0.0
             self.metrics.on_finish(req.slot.executor_id, len(req.output_ids), decode_seconds)
 
-    @staticmethod
-    def _stats_of(req: Request) -> RequestStats:
-        slot = req.slot
-        admitted = req.t_admitted or req.t_arrival
-        first = req.t_first_token or admitted
-        return RequestStats(
-            n_prompt_tokens=len(req.prompt),
-            n_cached_tokens=req.n_cached,
-            n_evaluated_prompt_tokens=req.n_evaluated_prompt,
-            n_generated_tokens=len(req.output_ids),
-            queue_ms=(admitted - req.t_arrival) * 1000,
-            prefill_ms=(first - admitted) * 1000,
-            decode_ms=((req.t_last_token or first) - first) * 1000,
-            executor_id=slot.executor_id if slot else -1,
-            slot_id=slot.seq_id if slot else -1,
-            truncated=req.truncated,
-            n_draft_tokens=req.n_draft_tokens,
-            n_draft_accepted=req.n_draft_accepted,
-        )
 
     # ------------------------------------------------------------------ reporting
 
@@ -1161,7 +1077,7 @@ class Scheduler:
         m = self.metrics
         return EngineStats(
             token=token,
-            slots=[self._slot_state(s) for ex in self.executors.values() for s in ex.slots],
+            slots=[slot_state(s) for ex in self.executors.values() for s in ex.slots],
             n_waiting=len(self.waiting) + len(self.embed.waiting),
             n_running=sum(len(ex.running) for ex in self.executors.values()),
             requests_finished=c["finished"],
@@ -1190,19 +1106,3 @@ class Scheduler:
             ex.id, ex.alive, len(ex.slots), sum(s.busy for s in ex.slots), ex.info.n_ctx,
             ex.n_ctx - ex.free_cells,
         )
-
-    @staticmethod
-    def _slot_state(slot: Slot) -> SlotState:
-        state = SlotState(slot.seq_id, slot.executor_id, slot.busy, n_cached_tokens=len(slot.tokens))
-        req = slot.last_request
-        if req is not None:
-            state.request_id = req.id
-            state.n_prompt_tokens = len(req.prompt)
-            state.n_generated_tokens = len(req.output_ids)
-            state.n_prompt_tokens_cached = req.n_cached
-            state.n_prompt_tokens_processed = req.n_evaluated_prompt
-            state.max_tokens = req.max_tokens
-            state.sampling = req.sampling
-            state.ignore_eos = req.ignore_eos
-            state.logprobs = req.logprobs
-        return state
