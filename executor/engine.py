@@ -68,6 +68,8 @@ CACHE_TYPES = {
 # Test-only fault injection: when this environment variable names a file and the file exists,
 # the next step deletes it and never returns (a hung executor, for --step-timeout tests).
 HANG_FILE_ENV = "GGSERVE_TEST_HANG_FILE"
+SAVE_PROBE_RUNS = 8  # runs of cells in the start-up save that tells a save's cost per run
+SAVE_PROBE_ENTRY = -1  # its host-cache entry (the scheduler's ids start at 1)
 
 
 POOLING = {
@@ -197,6 +199,7 @@ class ModelEngine:
         # (BatchItem.follows); None when the last step did not run.
         self._last_samples: dict[int, int] | None = {}
         self.host_cache = HostCache(self.ctx)
+        self._times_a_save = cfg.cache_ram != 0 and not cfg.embeddings  # at warm-up (info.save_run_seconds)
         self.embedder = (Embedder(self.model, self.ctx, self.batch, self.n_vocab, self.n_seq_max, arena, tap)
                          if cfg.embeddings else None)
         self.lora = LoraAdapters(self.model, self.ctx, [lora.path for lora in cfg.lora], self._log_capture)
@@ -227,12 +230,33 @@ class ModelEngine:
 
     def _warm_up(self) -> None:
         """Decode one token and forget it, as llama-server does: the first decode allocates and
-        pages in what every later one uses, and would otherwise stall the first real step."""
+        pages in what every later one uses, and would otherwise stall the first real step. With
+        a host cache, also time one save (``info.save_run_seconds``)."""
         token = max(0, self.info.bos_token_id)
         self.batch.fill([BatchItem(0, [token], 0, True)])
         if llama_cpp.llama_decode(self.ctx, self.batch.struct) != 0:
             raise RuntimeError("the warm-up decode failed")
         llama_cpp.llama_memory_clear(self.memory, True)
+        if self._times_a_save and self.n_seq_max >= 2:
+            self.info.save_run_seconds = self._time_a_save(token)
+            llama_cpp.llama_memory_clear(self.memory, True)
+
+    def _time_a_save(self, token: int) -> float:
+        """A host-memory save's time per run of cells. Sequences 0 and 1 decode SAVE_PROBE_RUNS
+        tokens side by side, one each per step, so that each of sequence 0's cells is a run of its
+        own, as a prefix decoded among other sequences lies in the cache; then sequence 0 is saved
+        as a SAVE op saves it. On a GPU each run and layer is a copy of its own, and without this
+        the scheduler learns the cost from its first evictions' saves (on an H100 they stalled a
+        step for 55 ms)."""
+        for pos in range(SAVE_PROBE_RUNS):
+            self.batch.fill([BatchItem(0, [token], pos, False), BatchItem(1, [token], pos, False)])
+            if llama_cpp.llama_decode(self.ctx, self.batch.struct) != 0:
+                raise RuntimeError("the warm-up decode failed")
+        t0 = time.perf_counter()
+        self.host_cache.save(0, SAVE_PROBE_ENTRY)
+        seconds = time.perf_counter() - t0
+        self.host_cache.drop(SAVE_PROBE_ENTRY)
+        return seconds / SAVE_PROBE_RUNS
 
     def _describe(self, cfg: ServeConfig) -> ExecutorInfo:
         buf = ctypes.create_string_buffer(256)

@@ -392,6 +392,9 @@ class ExecutorInfo(_Part):
     n_ubatch: int = 0  # a media chunk is decoded whole in one micro-batch: at most this many embeddings
     vision: bool = False  # --mmproj loaded with an image encoder
     audio: bool = False  # ... with an audio encoder
+    # A host-memory save's time per run of a sequence's cells, timed once at start-up (0: not
+    # timed: no host cache, or a single slot); the scheduler's estimate until saves are timed.
+    save_run_seconds: float = 0.0
 
 
 class EngineInfo(_Msg):

@@ -36,12 +36,12 @@ VOCAB = 10_000
 
 
 def info(n_slots: int = 4, n_ctx: int = 4096, n_swa: int = 0, executor_id: int = 0,
-         can_shift: bool = True, device: str = "cpu") -> ExecutorInfo:
+         can_shift: bool = True, device: str = "cpu", save_run_seconds: float = 0.0) -> ExecutorInfo:
     return ExecutorInfo(
         executor_id=executor_id, model_path="fake.gguf", model_desc="fake", n_params=1,
         model_size_bytes=1, n_vocab=VOCAB, n_ctx=n_ctx, n_ctx_train=n_ctx, n_swa=n_swa,
         n_slots=n_slots, n_batch=512, kv_bytes=0, eog_token_ids=[EOS], can_shift=can_shift,
-        n_ubatch=512, vision=True, device=device,
+        n_ubatch=512, vision=True, device=device, save_run_seconds=save_run_seconds,
     )  # fmt: skip
 
 
@@ -677,6 +677,17 @@ def test_a_prefix_slower_to_save_than_to_recompute_is_evicted_unsaved() -> None:
     assert h.sched.counters["host_cache_saved"] == 1 and h.sched.counters["host_cache_unsaved"] == 2
     cost = h.sched.executors[0].step_cost
     assert cost.seconds(100) < 0.1  # the save's time is not the step's: recomputing stays cheap
+
+
+def test_a_save_timed_costly_at_start_up_keeps_even_the_first_prefix_unsaved() -> None:
+    # the executor timed a save at start-up (a GPU: a device copy per run of cells), so no
+    # eviction has to stall a step to learn what saving costs
+    h = Harness(n_slots=1, n_ctx=512, n_batch=512, cache_ram_bytes=10**6, save_run_seconds=0.5)
+    for i in range(4):
+        h.add(f"r{i}", prompt(100, 1000 * (i + 1)), max_tokens=8)
+        h.run_until_idle()
+    assert not [op for plan in h.fakes[0].plans for op in plan.kv_ops if op.kind == KvOpKind.SAVE]
+    assert h.sched.counters["host_cache_saved"] == 0 and h.sched.counters["host_cache_unsaved"] == 3
 
 
 def test_a_prefix_that_is_cheap_to_save_is_kept_in_host_memory_each_time() -> None:

@@ -11,9 +11,10 @@ A save must cost less than recomputing the prefix would. llama.cpp copies a sequ
 cells by run of cells, one synchronous device copy per run and layer; a sequence decoded beside
 others has a run per step (its cells interleave with theirs). On a CPU that is a memcpy each,
 nothing beside a prefill; on a GPU a 160-token prefix decoded among 16 sequences measured 48 ms
-to save against ~3 ms to recompute. So the executor times its saves, the index keeps the time
-per run (``Slot.writes`` counts a slot's runs), and a prefix whose save would take more than
-SAVE_SHARE of its recompute time is evicted without one.
+to save against ~3 ms to recompute. So the executor times one save at start-up
+(``ExecutorInfo.save_run_seconds``) and then every save, the index keeps the time per run
+(``Slot.writes`` counts a slot's runs), and a prefix whose save would take more than SAVE_SHARE
+of its recompute time is evicted without one.
 """
 
 from __future__ import annotations
@@ -41,12 +42,14 @@ class HostEntry:
 
 
 class HostCacheIndex:
-    def __init__(self, budget_bytes: int, bytes_per_token: float) -> None:
+    def __init__(self, budget_bytes: int, bytes_per_token: float, run_seconds: float = 0.0) -> None:
         self.budget_bytes = budget_bytes  # < 0: no limit; 0: off
         self.bytes_per_token = bytes_per_token
         self.entries: list[HostEntry] = []
         self._ids = itertools.count(1)
-        self.run_seconds = 0.0  # a save's time per run of cells, measured (0: not yet: saves pay)
+        # A save's time per run of cells: the executor's start-up measure, then the saves' (0: not
+        # known yet: saves pay).
+        self.run_seconds = run_seconds
         self._queued_runs = 0  # runs of the SAVE ops for the next step
         self._in_flight_runs = 0  # ... and of the step running
 
