@@ -30,7 +30,7 @@ from ipc.shm import (
     unlink_segment,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _run_id() -> str:

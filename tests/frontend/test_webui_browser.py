@@ -26,7 +26,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from ggserve.models.resolve import resolve_model
 
 
-SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "webui.png"
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "webui.png"
 BROWSER = next((shutil.which(name) for name in ("chromium", "chromium-browser") if shutil.which(name)), None)
 DRIVER = shutil.which("chromedriver")
 WAIT_S = 120  # generation shares two cores with the browser

@@ -2,7 +2,7 @@
 workers' ``WorkerStreams`` in one event loop (each on its own socket in a shared run directory),
 so that a read, lookup or stop reaching the worker that does not hold the stream is exercised
 deterministically; and how a POST's stream is recorded apart from its client. The same through
-real servers: tests/test_api_streams.py."""
+real servers: tests/api/test_api_streams.py."""
 
 from __future__ import annotations
 

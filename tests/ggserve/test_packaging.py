@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SOURCE_PACKAGES = ("ggserve", "frontend", "scheduler", "executor", "ipc", "bench")
 # Files of the kinds a package may ship beside its modules, in folders that are not packages.
 PROBE_DATA_FILES = ("frontend/webui/index.html", "frontend/webui/js/app.js", "frontend/grammars/json.gbnf")
@@ -107,8 +107,8 @@ def test_every_third_party_module_the_tests_import_is_declared() -> None:
         assert f"pip install --no-deps {name}" in readme, f"the README's test command must install {name}"
     declared |= NO_DEPS_TEST_DISTRIBUTIONS
     tests = REPO / "tests"
-    first_party = set(SOURCE_PACKAGES) | {"tests"} | {p.stem for p in tests.glob("*.py")}
-    imported = set().union(*(_imported_top_level_modules(p) for p in tests.glob("*.py")))
+    first_party = set(SOURCE_PACKAGES) | {"tests"} | {p.stem for p in tests.rglob("*.py")}
+    imported = set().union(*(_imported_top_level_modules(p) for p in tests.rglob("*.py")))
     third_party = sorted(imported - first_party - sys.stdlib_module_names)
     distributions = importlib.metadata.packages_distributions()
     undeclared = {}
