@@ -199,7 +199,8 @@ class ModelEngine:
         # (BatchItem.follows); None when the last step did not run.
         self._last_samples: dict[int, int] | None = {}
         self.host_cache = HostCache(self.ctx)
-        self._times_a_save = cfg.cache_ram != 0 and not cfg.embeddings  # at warm-up (info.save_run_seconds)
+        # at warm-up (info.save_run_seconds): the probe decodes two sequences
+        self._times_a_save = cfg.cache_ram != 0 and not cfg.embeddings and self.n_seq_max >= 2
         self.embedder = (Embedder(self.model, self.ctx, self.batch, self.n_vocab, self.n_seq_max, arena, tap)
                          if cfg.embeddings else None)
         self.lora = LoraAdapters(self.model, self.ctx, [lora.path for lora in cfg.lora], self._log_capture)
@@ -237,7 +238,7 @@ class ModelEngine:
         if llama_cpp.llama_decode(self.ctx, self.batch.struct) != 0:
             raise RuntimeError("the warm-up decode failed")
         llama_cpp.llama_memory_clear(self.memory, True)
-        if self._times_a_save and self.n_seq_max >= 2:
+        if self._times_a_save:
             self.info.save_run_seconds = self._time_a_save(token)
             llama_cpp.llama_memory_clear(self.memory, True)
 
