@@ -31,6 +31,7 @@ from frontend.http.asgi import Request
 from frontend.http.errors import invalid
 from frontend.state import Frontend
 from frontend.api.lora import request_lora
+from frontend.api.native_result import NativeResults
 from frontend.structured.lazy import preserved_ids
 from frontend.structured.constraints import check_grammar, output_grammar
 from frontend.structured.harmony import HarmonyParser
@@ -41,6 +42,7 @@ from frontend.structured.tools import ToolPlan, plan_tools
 from frontend.text.chat_template import ChatTemplateError
 from frontend.text.continuation import continuation_mode, continue_message
 from frontend.text.multimodal import MediaPrompt, check_chunks
+from frontend.text.prompts import Prompt
 from ipc.protocol import ReasoningBudget
 
 ReplyParser = OutputParser | HarmonyParser
@@ -146,6 +148,7 @@ class ChatRun:
     gen: Generation
     parsers: list[ReplyParser]
     n_prompt: int  # prompt tokens
+    native: NativeResults | None = None  # with ``verbose``: llama-server's result objects (``__verbose``)
 
 
 async def start(fe: Frontend, req: Request, body: ChatCompletionRequest, logprobs: int = -1) -> ChatRun:
@@ -173,7 +176,8 @@ async def start(fe: Frontend, req: Request, body: ChatCompletionRequest, logprob
                      fe.tokenizer.marker_tokens(markers) | preserved_ids(fe.tokenizer, body.preserved_tokens),
                      time_limit_s(body), body.n_indent, trace=req.trace,
                      on_exit=(lambda: fe.media_arena.release(chunks)) if chunks else None)
-    return ChatRun(gen, parsers, len(prompt))
+    native = NativeResults(fe, body, [Prompt(prompt, chat.prompt)], sampling, limit, logprobs) if body.verbose else None
+    return ChatRun(gen, parsers, len(prompt), native)
 
 
 def parse_delta(parser: ReplyParser, delta: ChoiceDelta) -> OutputDelta:

@@ -30,7 +30,6 @@ def _at_most(limit: int) -> Callable[[Any], bool]:
 
 # field -> (whether a value is the neutral one, why anything else is refused)
 UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "verbose": (_falsy, "the __verbose debug field is not produced"),
     "echo": (_falsy, "echo is only supported on /v1/completions"),
     "post_sampling_probs": (_falsy, "probabilities after the sampler chain are reported by /completion only"),
     "chat_format": (lambda v: False, "chat_format is internal to llama-server; use reasoning_format and tools"),

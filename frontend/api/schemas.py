@@ -116,6 +116,7 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     # llama-server's request to run the sampler chain in the compute graph: a place, not a result
     # (the same tokens and probabilities, by its definition); ggserve samples in the executor either way
     backend_sampling: bool = False
+    verbose: bool = False  # llama-server's debug field: ``__verbose``, the native result, in the response
     return_progress: bool = False  # streams: ``prompt_progress`` chunks during the prefill
     id_slot: Annotated[int, msgspec.Meta(ge=-1)] = -1  # run on this slot (as /slots numbers them); -1: any
     # context shift (--context-shift): prompt tokens kept when the context fills (-1: all; None:
@@ -381,7 +382,12 @@ class ChatChoice(msgspec.Struct):
     finish_reason: str
 
 
-class ChatCompletion(msgspec.Struct, tag_field="object", tag="chat.completion"):
+# ``__verbose``, with llama-server's ``verbose: true``: the native result (frontend.api.native_result)
+# of the first choice; a stream sends one chunk with it per choice, after the last text.
+Verbose = dict[str, Any] | None
+
+
+class ChatCompletion(msgspec.Struct, tag_field="object", tag="chat.completion", omit_defaults=True):
     id: str
     created: int
     model: str
@@ -389,6 +395,7 @@ class ChatCompletion(msgspec.Struct, tag_field="object", tag="chat.completion"):
     choices: list[ChatChoice]
     usage: Usage
     timings: Timings | None = None  # llama-server's prompt and generation speed
+    verbose: Verbose = msgspec.field(default=None, name="__verbose")
 
 
 class ToolCallFunctionDelta(msgspec.Struct, omit_defaults=True, kw_only=True):
@@ -439,6 +446,7 @@ class ChatCompletionChunk(
     usage: Usage | None = None  # only on the last chunk, when stream_options.include_usage
     timings: Timings | None = None  # on a choice's last chunk (on every chunk with timings_per_token)
     prompt_progress: PromptProgressJson | None = None  # during the prefill, with return_progress
+    verbose: Verbose = msgspec.field(default=None, name="__verbose")
 
 
 class CompletionLogprobs(msgspec.Struct):
@@ -466,6 +474,7 @@ class Completion(msgspec.Struct, tag_field="object", tag="text_completion", omit
     usage: Usage | None = None
     timings: Timings | None = None  # llama-server's; on streams the last chunk (every one with timings_per_token)
     prompt_progress: PromptProgressJson | None = None  # stream chunks during the prefill, with return_progress
+    verbose: Verbose = msgspec.field(default=None, name="__verbose")
 
 
 class HealthStatus(msgspec.Struct):

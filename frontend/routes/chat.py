@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from frontend import conversation
 from frontend.api.llama_fields import refuse_unsupported
@@ -25,6 +26,7 @@ from frontend.api.schemas import (
     TopLogprob,
 )
 from frontend.conversation import ReplyParser
+from frontend.api.native_result import NativeResults
 from frontend.generation import ChoiceDelta, Generation, TokenText, collect
 from frontend.http import sse
 from frontend.http.asgi import Request, Response, StreamResponse, json_response
@@ -55,8 +57,10 @@ class _ChatChunks:
     """Stream events of one chat completion."""
 
     def __init__(self, id: str, created: int, model: str, n_choices: int, gen: Generation, logprobs: bool,
-                 include_usage: bool, parsers: list[ReplyParser], timings_per_token: bool) -> None:
+                 include_usage: bool, parsers: list[ReplyParser], timings_per_token: bool,
+                 native: NativeResults | None) -> None:
         self._id, self._created, self._model = id, created, model
+        self._native = native
         self._timings_per_token = timings_per_token
         self._n_choices = n_choices
         self._parsers = parsers
@@ -103,11 +107,16 @@ class _ChatChunks:
         return events
 
     def tail(self) -> list[bytes]:
-        if not self._include_usage:
-            return []
-        return [sse.event(ChatCompletionChunk(id=self._id, created=self._created, model=self._model,
-                                              system_fingerprint=SYSTEM_FINGERPRINT, choices=[],
-                                              usage=self._gen.usage(), timings=self._gen.timings()))]
+        events = [self._bare_chunk(verbose=self._native.result(choice, "", [], []))
+                  for choice in self._gen.choices] if self._native is not None else []
+        if self._include_usage:
+            events.append(self._bare_chunk(usage=self._gen.usage(), timings=self._gen.timings()))
+        return events
+
+    def _bare_chunk(self, **fields: Any) -> bytes:
+        """A chunk with no choices (OpenAI's usage chunk, llama-server's __verbose)."""
+        return sse.event(ChatCompletionChunk(id=self._id, created=self._created, model=self._model,
+                                              system_fingerprint=SYSTEM_FINGERPRINT, choices=[], **fields))
 
 
 async def chat_completions(fe: Frontend, req: Request) -> Response | StreamResponse:
@@ -120,7 +129,7 @@ async def chat_completions(fe: Frontend, req: Request) -> Response | StreamRespo
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         chunks = _ChatChunks(completion_id, created, fe.model_id, body.n, gen, logprobs >= 0, include_usage, parsers,
-                             body.timings_per_token)
+                             body.timings_per_token, run.native)
         return StreamResponse(sse.generation_events(gen, chunks.head(), chunks.render, chunks.tail))
     results = await collect(gen)
     choices = []
@@ -140,6 +149,7 @@ async def chat_completions(fe: Frontend, req: Request) -> Response | StreamRespo
         choices=choices,
         usage=gen.usage(),
         timings=gen.timings(),
+        verbose=run.native.first(gen, results) if run.native is not None else None,
     ))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from typing import Any
 
 from frontend.http import sse
 from frontend.http.errors import invalid
@@ -18,6 +19,7 @@ from frontend.http.asgi import Request, Response, StreamResponse, json_response
 from frontend.text.prompts import Prompt, completion_prompts
 from frontend.api.llama_fields import refuse_unsupported
 from frontend.api.lora import request_lora
+from frontend.api.native_result import NativeResults
 from frontend.api.sampling import (
     check_context,
     check_slot,
@@ -81,8 +83,9 @@ class _CompletionChunks:
     """Stream events of one completion request."""
 
     def __init__(self, id: str, created: int, model: str, echoes: list[str], gen: Generation, logprobs: bool,
-                 include_usage: bool, timings_per_token: bool) -> None:
+                 include_usage: bool, timings_per_token: bool, native: NativeResults | None) -> None:
         self._id, self._created, self._model = id, created, model
+        self._native = native
         self._echoes = echoes  # per choice: the prompt text to send first ("" without echo)
         self._gen = gen
         self._logprobs = logprobs
@@ -111,11 +114,16 @@ class _CompletionChunks:
         return events
 
     def tail(self) -> list[bytes]:
-        if not self._include_usage:
-            return []
-        return [sse.event(Completion(id=self._id, created=self._created, model=self._model,
-                                     system_fingerprint=SYSTEM_FINGERPRINT, choices=[], usage=self._gen.usage(),
-                                     timings=self._gen.timings()))]
+        events = [self._bare_chunk(verbose=self._native.result(choice, "", [], []))
+                  for choice in self._gen.choices] if self._native is not None else []
+        if self._include_usage:
+            events.append(self._bare_chunk(usage=self._gen.usage(), timings=self._gen.timings()))
+        return events
+
+    def _bare_chunk(self, **fields: Any) -> bytes:
+        """A chunk with no choices (OpenAI's usage chunk, llama-server's __verbose)."""
+        return sse.event(Completion(id=self._id, created=self._created, model=self._model,
+                                    system_fingerprint=SYSTEM_FINGERPRINT, choices=[], **fields))
 
 
 def _prompts(fe: Frontend, body: CompletionRequest) -> list[Prompt]:
@@ -149,12 +157,13 @@ async def completions(fe: Frontend, req: Request) -> Response | StreamResponse:
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
                      preserved_ids(fe.tokenizer, body.preserved_tokens), time_limit_s(body), body.n_indent,
                      trace=req.trace)
+    native = NativeResults(fe, body, prompts, sampling, limit, logprobs) if body.verbose else None
     echoes = [p.text if body.echo else "" for p in prompts for _ in range(body.n)]
     completion_id, created = f"cmpl-{req.id}", int(time.time())
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         chunks = _CompletionChunks(completion_id, created, fe.model_id, echoes, gen, logprobs >= 0, include_usage,
-                                   body.timings_per_token)
+                                   body.timings_per_token, native)
         return StreamResponse(sse.generation_events(gen, chunks.head(), chunks.render, chunks.tail))
     results = await collect(gen)
     return json_response(Completion(
@@ -174,4 +183,5 @@ async def completions(fe: Frontend, req: Request) -> Response | StreamResponse:
         ],
         usage=gen.usage(),
         timings=gen.timings(),
+        verbose=native.first(gen, results) if native is not None else None,
     ))

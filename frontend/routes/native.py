@@ -1,10 +1,7 @@
 """llama-server's native completion API: POST /completion (also /completions) and POST /infill.
 
-Request and response follow llama-server: ``content``, ``tokens`` (with ``return_tokens``),
-``stop``, ``stop_type`` (none/eos/limit/word), ``stopping_word``, ``tokens_predicted``,
-``tokens_evaluated``, ``tokens_cached``, ``truncated``, ``generation_settings``, ``id_slot``,
-``timings`` and, with ``n_probs``, ``completion_probabilities``; ``response_fields`` keeps only
-the fields it lists. One prompt gives one object, several prompts (or ``n_cmpl``) a list.
+Request and response follow llama-server (the result object: frontend.api.native_result).
+One prompt gives one object, several prompts (or ``n_cmpl``) a list.
 A prompt may mix text and token ids (``[12, "text", 34]``), as in llama-server.
 Streams send one event per piece of text (``stop: false``) and, per result, a final event with
 every field (``stop: true``), as llama-server does (no ``[DONE]``).
@@ -17,7 +14,6 @@ them answers 501, as llama-server does.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -25,14 +21,14 @@ import msgspec
 
 from frontend.http import sse
 from frontend.http.errors import ApiError, invalid
-from frontend.generation import Choice, ChoiceDelta, Generation, TokenText, collect
+from frontend.generation import Choice, ChoiceDelta, Generation, collect
 from frontend.http.asgi import Request, Response, StreamResponse, json_response
 from frontend.api.llama_fields import refuse_unsupported
 from frontend.api.lora import request_lora
+from frontend.api.native_result import NativeResults, probabilities
 from frontend.text.multimodal import check_chunks
 from frontend.text.prompts import Prompt, check_tokens, completion_prompts
 from frontend.api.sampling import (
-    CacheDefaults,
     check_context,
     check_slot,
     engine_requests,
@@ -45,62 +41,27 @@ from frontend.media import files as media
 from frontend.api.schemas import MAX_CHOICES, NativeCompletionRequest, PromptObject
 from frontend.state import Frontend
 from frontend.structured.constraints import output_grammar
-from frontend.structured.lazy import preserved_ids, triggers_json
-from frontend.timings import Timings, make_timings, progress_json, progress_timings
+from frontend.structured.lazy import preserved_ids
+from frontend.timings import progress_json, progress_timings
 from frontend.text.tokenizer import Tokenizer
 from ipc.protocol import SamplingParams
 
 
-class _Call:
-    """What the responses of one native call share."""
+class _Call(NativeResults):
+    """What the responses of one native call share: the final results, and the partial ones a
+    stream sends before them."""
 
     def __init__(self, fe: Frontend, body: NativeCompletionRequest, prompts: list[Prompt], gen: Generation,
                  sampling: SamplingParams, limit: int, logprobs: int) -> None:
-        self.fe, self.body, self.prompts, self.gen = fe, body, prompts, gen
-        self.logprobs = logprobs
-        self.n_slots = fe.engine_info().n_slots
-        self.settings = _generation_settings(body, sampling, limit, logprobs, fe.cache_defaults)
-
-    def prompt_of(self, choice: Choice) -> Prompt:
-        return self.prompts[choice.index // self.body.n]
-
-    def id_slot(self, choice: Choice) -> int:
-        """The slot as /slots numbers it (over all executors); -1 before the engine said."""
-        stats = choice.stats
-        return -1 if stats is None else stats.executor_id * self.n_slots + stats.slot_id
-
-    def result(self, choice: Choice, content: str, tokens: list[TokenText], token_ids: list[int]) -> dict[str, Any]:
-        stats = choice.stats
-        prompt = self.prompt_of(choice)
-        out: dict[str, Any] = {
-            "index": choice.index,
-            "content": content,
-            "tokens": token_ids if self.body.return_tokens else [],
-            "id_slot": self.id_slot(choice),
-            "stop": True,
-            "model": self.fe.model_id,
-            "tokens_predicted": choice.n_tokens,
-            "tokens_evaluated": len(prompt.token_ids),
-            "generation_settings": self.settings,
-            "prompt": prompt.text,
-            "has_new_line": "\n" in content,
-            # the context filled: shifted (--context-shift) or the output stopped there; a prompt
-            # that does not fit is refused, never cut
-            "truncated": stats.truncated if stats is not None else False,
-            "stop_type": choice.stop_type,
-            "stopping_word": choice.stopping_word,
-            "tokens_cached": stats.n_cached_tokens if stats is not None else 0,
-            "timings": _choice_timings(choice),
-        }
-        if self.logprobs > 0 and not self.body.stream:
-            out["completion_probabilities"] = _probabilities(tokens, self.body.post_sampling_probs)
-        return _pick(out, self.body.response_fields)
+        super().__init__(fe, body, prompts, sampling, limit, logprobs, return_tokens=body.return_tokens,
+                         post_sampling_probs=body.post_sampling_probs, response_fields=body.response_fields)
+        self.gen = gen
 
     def partial(self, choice: Choice, delta: ChoiceDelta) -> dict[str, Any]:
         out: dict[str, Any] = {
             "index": delta.index,
             "content": delta.text,
-            "tokens": delta.token_ids if self.body.return_tokens else [],
+            "tokens": delta.token_ids if self.return_tokens else [],
             "stop": False,
             "id_slot": self.id_slot(choice),
             "tokens_predicted": choice.n_tokens,
@@ -111,80 +72,8 @@ class _Call:
         if delta.progress is not None:
             out["prompt_progress"] = progress_json(delta.progress)
         if self.logprobs > 0 and delta.tokens:
-            out["completion_probabilities"] = _probabilities(delta.tokens, self.body.post_sampling_probs)
+            out["completion_probabilities"] = probabilities(delta.tokens, self.post_sampling_probs)
         return out
-
-
-def _choice_timings(choice: Choice) -> Timings:
-    stats = choice.stats
-    if stats is None:
-        return make_timings(0, 0, 0.0, choice.n_tokens, 0.0)
-    return make_timings(stats.n_cached_tokens, stats.n_evaluated_prompt_tokens, stats.prefill_ms, choice.n_tokens,
-                        stats.decode_ms, stats.n_draft_tokens, stats.n_draft_accepted)
-
-
-def _probabilities(tokens: list[TokenText], post_sampling: bool) -> list[dict[str, Any]]:
-    """llama-server's completion_probabilities: each token with its top_logprobs, or with
-    ``post_sampling_probs`` its prob and top_probs (probabilities after the sampler chain)."""
-    value, top = ("prob", "top_probs") if post_sampling else ("logprob", "top_logprobs")
-    return [
-        {
-            "id": t.token_id,
-            "token": t.text,
-            "bytes": list(t.piece),
-            value: t.logprob,
-            top: [
-                {"id": token_id, "token": text, "bytes": list(raw), value: lp}
-                for token_id, (text, raw, lp) in zip(t.top_ids, t.top)
-            ],
-        }
-        for t in tokens
-    ]
-
-
-def _pick(result: dict[str, Any], fields: list[str] | None) -> dict[str, Any]:
-    """``response_fields``: the listed paths ("a/b" reaches into a/b), missing ones left out; none
-    listed (or an empty list, as llama-server) keeps the whole result."""
-    if not fields:
-        return result
-    picked: dict[str, Any] = {}
-    plain = msgspec.to_builtins(result)
-    for path in fields:
-        value: Any = plain
-        for key in path.split("/"):
-            if not isinstance(value, dict) or key not in value:
-                break
-            value = value[key]
-        else:
-            picked[path] = value
-    return picked
-
-
-def _generation_settings(body: NativeCompletionRequest, sampling: SamplingParams, limit: int,
-                         n_probs: int, cache: CacheDefaults) -> dict[str, Any]:
-    """The settings the request ran with, under llama-server's names."""
-    settings = msgspec.structs.asdict(sampling)
-    settings.update(
-        seed=-1 if sampling.seed is None else sampling.seed,
-        grammar=sampling.grammar or "",
-        # llama-server's shape; a ban (-inf, also ignore_eos's) encodes as JSON's null there too
-        logit_bias=[{"bias": b if math.isfinite(b) else None, "token": t} for t, b in sampling.logit_bias],
-        n_predict=limit,
-        max_tokens=limit,
-        stop=stop_strings(body.stop),
-        stream=body.stream,
-        n_probs=max(n_probs, 0),
-        ignore_eos=body.ignore_eos,
-        timings_per_token=body.timings_per_token,
-        backend_sampling=body.backend_sampling,
-        cache_prompt=body.cache_prompt,
-        n_keep=cache.n_keep if body.n_keep is None else body.n_keep,
-        n_discard=body.n_discard,
-        n_cache_reuse=cache.n_cache_reuse if body.n_cache_reuse is None else body.n_cache_reuse,
-        **triggers_json(sampling.grammar_triggers),
-        lora=[{"id": entry.id, "scale": entry.scale} for entry in body.lora or []],  # the request's own
-    )
-    return settings
 
 
 def _native_prompts(fe: Frontend, body: NativeCompletionRequest) -> list[Prompt]:

@@ -328,3 +328,41 @@ def test_backend_sampling_is_a_place_not_a_result(server):
     on, off = native(server, **body, backend_sampling=True), native(server, **body, backend_sampling=False)
     assert on["completion_probabilities"] == off["completion_probabilities"] and on["content"] == off["content"]
     assert on["generation_settings"]["backend_sampling"] is True
+
+
+def test_verbose_adds_the_native_result_to_openai_responses(server):
+    """llama-server's ``verbose: true``: ``__verbose`` holds the native result of the first choice
+    (its rendered prompt, its text, its timings); without it there is no such field."""
+    messages = [{"role": "system", "content": "Book"}, {"role": "user", "content": "What is the best book"}]
+    chat = post(server, "/v1/chat/completions", {"messages": messages, "max_tokens": 3, "temperature": 0,
+                                                 "verbose": True}).json()
+    verbose = chat["__verbose"]
+    assert NATIVE_FIELDS <= set(verbose)
+    assert "Book" in verbose["prompt"] and "What is the best book" in verbose["prompt"]
+    assert verbose["content"] == chat["choices"][0]["message"]["content"]
+    assert verbose["tokens_predicted"] == chat["usage"]["completion_tokens"] == 3
+    assert verbose["tokens_evaluated"] == chat["usage"]["prompt_tokens"]
+    assert verbose["stop_type"] == "limit" and verbose["generation_settings"]["n_predict"] == 3
+    assert set(verbose["timings"]) >= TIMINGS
+    plain = post(server, "/v1/chat/completions", {"messages": messages, "max_tokens": 3, "verbose": False}).json()
+    assert "__verbose" not in plain
+
+    completion = post(server, "/v1/completions", {"prompt": PROMPT, "max_tokens": 4, "temperature": 0,
+                                                  "verbose": True}).json()
+    assert completion["__verbose"]["prompt"] == PROMPT
+    assert completion["__verbose"]["content"] == completion["choices"][0]["text"]
+    assert completion["__verbose"]["tokens_predicted"] == 4
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+def test_verbose_streams_send_each_choices_native_result_after_the_text(server, path):
+    body = {"max_tokens": 3, "temperature": 0, "verbose": True, "stream": True, "n": 2,
+            "stream_options": {"include_usage": True}}
+    body |= {"messages": [{"role": "user", "content": "Hi"}]} if "chat" in path else {"prompt": PROMPT}
+    events = stream_events(server, path, body)
+    verbose = [e for e in events if "__verbose" in e]
+    assert [e["__verbose"]["index"] for e in verbose] == [0, 1]
+    assert all(e["choices"] == [] and e["__verbose"]["tokens_predicted"] == 3 for e in verbose)
+    last_text = max(i for i, e in enumerate(events) if e["choices"])
+    assert all(events.index(e) > last_text for e in verbose)
+    assert "usage" in events[-1]  # the usage chunk stays last

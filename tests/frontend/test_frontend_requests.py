@@ -304,7 +304,7 @@ def test_unsupported_llama_server_fields_are_refused_unless_neutral():
     refuse_unsupported(b'{"prompt": "x", "backend_sampling": false, "verbose": false, "n_indent": null}',
                        NativeCompletionRequest)
     for body, field in [(b'{"chat_parser": "x"}', "chat_parser"),
-                        (b'{"verbose": true}', "verbose"), (b'{"messages": [], "echo": true}', "echo")]:
+                        (b'{"chat_format": 1}', "chat_format"), (b'{"messages": [], "echo": true}', "echo")]:
         with pytest.raises(ApiError) as info:
             refuse_unsupported(body, ChatCompletionRequest)
         assert (info.value.status, info.value.param) == (400, field)
