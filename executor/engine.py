@@ -354,6 +354,10 @@ class ModelEngine:
             self._start(start, failures)
         if plan.lora is not None:  # before anything can return: the scheduler counts it as done
             self.lora.apply(plan.lora)
+        for seq in plan.end_reasoning:
+            sampler = self.samplers.get(seq)
+            if sampler is not None and sampler.budget is not None:
+                sampler.budget.end_now()
         items = self._followed(plan.items, failures)
         if self.media is not None:  # media chunks first, each in a decode of its own
             items = self.media.run(items, failures)

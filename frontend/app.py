@@ -50,6 +50,8 @@ from frontend.api.schemas import (
     ChatCompletionRequest,
     Completion,
     CompletionRequest,
+    ControlRequest,
+    ControlResult,
     DetokenizeRequest,
     DetokenizeResponse,
     HealthStatus,
@@ -109,6 +111,9 @@ def build_routes(metrics_no_auth: bool, router: bool = False) -> dict[str, dict[
         needs=GENERATION)}
     input_tokens_route = {"POST": Route(chat.input_tokens, Operation(
         "Count the prompt tokens of a chat completion request", ChatCompletionRequest, InputTokenCount))}
+    control_route = {"POST": Route(chat.control, Operation(
+        "End the thinking of a running chat completion (llama-server's reasoning control)", ControlRequest,
+        ControlResult), scope="loaded")}
     models_route = {"GET": Route(server.models, Operation("The served model", response=ModelList))}
     native_route = {"POST": Route(native.completion, Operation(
         "Complete a prompt (llama-server's native /completion)", NativeCompletionRequest), generates=True,
@@ -132,6 +137,8 @@ def build_routes(metrics_no_auth: bool, router: bool = False) -> dict[str, dict[
         "/models": models_route,
         "/v1/chat/completions": chat_route,
         "/chat/completions": chat_route,
+        "/v1/chat/completions/control": control_route,
+        "/chat/completions/control": control_route,
         "/v1/chat/completions/input_tokens": input_tokens_route,
         "/chat/completions/input_tokens": input_tokens_route,
         "/v1/completions": {"POST": Route(completions.completions, Operation(

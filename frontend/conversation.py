@@ -128,7 +128,8 @@ def _budget(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) -> Reason
     message = body.reasoning_budget_message
     if message is None:
         message = fe.cfg.reasoning_budget_message
-    return budget_for(tokens, message, fe.template.source, chat.prompt, fe.tokenizer, chat.in_reasoning)
+    return budget_for(tokens, message, fe.template.source, chat.prompt, fe.tokenizer, chat.in_reasoning,
+                      body.reasoning_control)
 
 
 def _grammar(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) -> str | None:

@@ -2,8 +2,8 @@
 
 On start the worker says Hello; the scheduler answers with EngineInfo once the engine is ready
 (until then /health says "loading"). A background task reads every message: RequestOutputs are
-split by request id into the queue the request's handler waits on, EngineStats and SlotActionDone
-answers go to the caller that asked for them (by token), EngineStatus (a few times a second)
+split by request id into the queue the request's handler waits on, EngineStats, SlotActionDone and
+EndReasoningDone answers go to the caller that asked for them (by token), EngineStatus (a few times a second)
 says whether executors are ready and whether the server drains. Sends never wait: the socket's high-water mark is unlimited.
 
 Liveness, both ways: the worker sends Heartbeat every HEARTBEAT_S so the scheduler can abort the
@@ -35,6 +35,8 @@ from ipc.protocol import (
     Abort,
     AddRequest,
     EmbedRequest,
+    EndReasoning,
+    EndReasoningDone,
     EngineError,
     EngineInfo,
     EngineStats,
@@ -174,11 +176,17 @@ class EngineClient:
                                                 timeout_s)
         return reply
 
+    async def end_reasoning(self, request_id: str, timeout_s: float) -> EndReasoningDone:
+        """End the thinking of the running choices of a call (POST /v1/chat/completions/control).
+        Raises TimeoutError if the scheduler does not answer."""
+        reply: EndReasoningDone = await self._ask(EndReasoning(self._new_token(), request_id), timeout_s)
+        return reply
+
     def _new_token(self) -> int:
         self._next_token += 1
         return self._next_token
 
-    async def _ask(self, msg: StatsRequest | SlotAction, timeout_s: float) -> Any:
+    async def _ask(self, msg: StatsRequest | SlotAction | EndReasoning, timeout_s: float) -> Any:
         """Send ``msg`` and wait for the answer carrying its token."""
         waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiters[msg.token] = waiter
@@ -257,7 +265,7 @@ class EngineClient:
                 self._lost("was replaced by a new one")
                 return
             self.status = msg
-        elif isinstance(msg, (EngineStats, SlotActionDone)):
+        elif isinstance(msg, (EngineStats, SlotActionDone, EndReasoningDone)):
             waiter = self._waiters.get(msg.token)
             if waiter is not None and not waiter.done():
                 waiter.set_result(msg)

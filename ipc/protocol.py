@@ -104,15 +104,18 @@ DEFAULT_SAMPLER_ORDER = ("penalties", "dry", "top_n_sigma", "top_k", "typ_p", "t
 
 
 class ReasoningBudget(_Part):
-    """End the thinking after ``tokens`` generated inside it by forcing ``forced`` (the closing
-    tag's token ids, after an optional message). The tags are matched on the generated text, not
-    on token ids, since a model (or a grammar) may spell a tag with other tokens."""
+    """End the thinking after ``tokens`` generated inside it by forcing ``forced`` (the first
+    closing tag's token ids, after an optional message). The tags are matched on the generated
+    text, not on token ids, since a model (or a grammar) may spell a tag with other tokens."""
 
-    tokens: int  # >= 0: thinking tokens allowed (0: close the thinking as soon as it opens)
+    # >= 0: thinking tokens allowed (0: close the thinking as soon as it opens); -1: no limit
+    # (with ``control``, only an EndReasoning ends it)
+    tokens: int
     start: str  # text opening the thinking ("<think>")
-    end: str  # text closing it ("</think>")
+    ends: list[str]  # texts closing it ("</think>"); any of them ends the thinking
     forced: list[int]  # token ids forced once the budget is spent
     open: bool = False  # the prompt already opened the thinking (the template wrote ``start``)
+    control: bool = False  # llama-server's reasoning_control: an EndReasoning may end the thinking early
 
 
 class GrammarTriggers(_Part):
@@ -516,6 +519,21 @@ class SlotAction(_Msg):
     n_tokens: int = 0  # RESTORE: tokens the file's header announces (the KV cells to make room for)
 
 
+class EndReasoning(_Msg):
+    """llama-server's ``POST /v1/chat/completions/control`` with ``reasoning_end``: end the thinking
+    of the running choices of frontend request ``request_id`` (engine ids ``<request_id>-<k>``),
+    as if their reasoning budget were spent; answered by EndReasoningDone."""
+
+    token: int  # echoed back to match the reply
+    request_id: str
+
+
+class EndReasoningDone(_Msg):
+    token: int
+    ended: int = 0  # choices whose thinking ends at their next step
+    error: str = ""  # why none: no such running request, or it was not sent with reasoning_control
+
+
 class SlotActionDone(_Msg):
     token: int
     n_tokens: int = 0  # tokens saved, restored or erased
@@ -606,6 +624,9 @@ class StepPlan(_Msg):
     # Set the context's LoRA adapters to these (every other one at 0) before the decode: a step
     # runs one adapter set. None: the set of the previous step (sent only when it changes).
     lora: list[LoraScale] | None = None
+    # seq ids whose thinking ends now (EndReasoning): from this step on their budget forces the
+    # closing tag, as when it is spent
+    end_reasoning: list[int] = []
 
 
 class Sample(_Part):
@@ -870,6 +891,8 @@ Message = Union[
     StatsRequest,
     SlotAction,
     SlotActionDone,
+    EndReasoning,
+    EndReasoningDone,
     SetLoraScales,
     RequestOutputs,
     EngineInfo,

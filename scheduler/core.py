@@ -19,6 +19,8 @@ from ipc.protocol import (
     EmbedPlan,
     EmbedRequest,
     EmbedResult,
+    EndReasoning,
+    EndReasoningDone,
     EngineError,
     EngineStats,
     ErrorCode,
@@ -89,7 +91,7 @@ class Scheduler:
         self.waiting: collections.deque[Request] = collections.deque()
         self.requests: dict[str, Request] = {}  # every unfinished request
         self.outputs: dict[bytes, list[RequestOutput]] = collections.defaultdict(list)
-        self.replies: list[tuple[bytes, SlotActionDone]] = []  # to frontend peers
+        self.replies: list[tuple[bytes, SlotActionDone | EndReasoningDone]] = []  # to frontend peers
         self._step_ids = 0
         self.counters = collections.Counter[str]()
         self.metrics = EngineCounters()
@@ -448,7 +450,7 @@ class Scheduler:
             slot.last_used = now
             queued[slot.seq_id] = (req, 1)
         self._step_ids += 1
-        plan = StepPlan(self._step_ids, [], [], ex.ends, items)
+        plan = StepPlan(self._step_ids, [], [], ex.ends, items, end_reasoning=self._take_end_reasoning(ex))
         ex.ends = []
         ex.queued, ex.queued_step_id = queued, self._step_ids
         self.counters["planned_ahead"] += 1
@@ -458,7 +460,7 @@ class Scheduler:
                    n_prompt: int, now: float) -> StepPlan:
         """The step with the executor's pending cache edits and sampler changes; it is now in flight."""
         self._step_ids += 1
-        plan = StepPlan(self._step_ids, ex.kv_ops, ex.starts, ex.ends, items)
+        plan = StepPlan(self._step_ids, ex.kv_ops, ex.starts, ex.ends, items, end_reasoning=self._take_end_reasoning(ex))
         first = next(iter(in_flight.values()), None)
         if first is not None and first[0].lora != ex.lora:  # a step runs one adapter set
             ex.lora = first[0].lora
@@ -470,6 +472,13 @@ class Scheduler:
         ex.step_id = self._step_ids
         ex.step_sent_at = now
         return plan
+
+    @staticmethod
+    def _take_end_reasoning(ex: ExecutorState) -> list[int]:
+        """The seqs whose thinking the next step ends (those still running the request that asked)."""
+        seqs = [seq for seq, req in ex.end_reasoning if ex.slots[seq].request is req]
+        ex.end_reasoning = []
+        return seqs
 
     def _next_embed_plan(self, ex: ExecutorState, now: float) -> EmbedPlan | None:
         items = self.embed.plan(ex.id, len(ex.slots), min(ex.n_batch, ex.n_ctx), now)
@@ -951,6 +960,27 @@ class Scheduler:
         else:
             ex.file_actions.append(FileAction(peer, msg, slot))
 
+    def end_reasoning(self, msg: EndReasoning, peer: bytes) -> None:
+        """POST /v1/chat/completions/control: the running choices of a call that armed reasoning
+        control end their thinking at their executor's next step (llama-server's answers when
+        there are none)."""
+        prefix = f"{msg.request_id}-"
+        running = [(ex, req) for ex in self.executors.values() for req in ex.running
+                   if req.id.startswith(prefix) and req.slot is not None]
+        armed = [(ex, req) for ex, req in running
+                 if req.sampling.reasoning_budget is not None and req.sampling.reasoning_budget.control]
+        if not running:
+            self.replies.append((peer, EndReasoningDone(msg.token, error="no active completion for this id")))
+            return
+        if not armed:
+            self.replies.append((peer, EndReasoningDone(
+                msg.token, error="reasoning control not enabled for this completion")))
+            return
+        for ex, req in armed:
+            assert req.slot is not None
+            ex.end_reasoning.append((req.slot.seq_id, req))
+        self.replies.append((peer, EndReasoningDone(msg.token, ended=len(armed))))
+
     def _slot_of(self, id_slot: int) -> tuple[ExecutorState, Slot]:
         n_slots = len(next(iter(self.executors.values())).slots)
         ex = self.executors[id_slot // n_slots]
@@ -1064,7 +1094,7 @@ class Scheduler:
         outputs, self.outputs = self.outputs, collections.defaultdict(list)
         return outputs
 
-    def take_replies(self) -> list[tuple[bytes, SlotActionDone]]:
+    def take_replies(self) -> list[tuple[bytes, SlotActionDone | EndReasoningDone]]:
         replies, self.replies = self.replies, []
         return replies
 

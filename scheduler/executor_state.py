@@ -50,6 +50,7 @@ class ExecutorState:
         self.kv_ops: list[KvOp] = []
         self.starts: list[SeqStart] = []
         self.ends: list[int] = []
+        self.end_reasoning: list[tuple[int, Request]] = []  # (seq, its request) whose thinking ends next step
         # The KV cache is one pool of n_ctx cells; one request may hold up to n_ctx_slot of them.
         self.n_ctx = info.n_ctx
         self.n_ctx_slot = min(ctx_per_request or info.n_ctx, info.n_ctx)

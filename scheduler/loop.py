@@ -31,6 +31,7 @@ from ipc.protocol import (
     Drained,
     EmbedRequest,
     EmbedResult,
+    EndReasoning,
     EngineError,
     EngineInfo,
     EngineStatus,
@@ -160,6 +161,8 @@ class SchedulerLoop:
             self.core.abort(msg.request_ids)
         elif isinstance(msg, SlotAction):
             self.core.slot_action(msg, peer)
+        elif isinstance(msg, EndReasoning):
+            self.core.end_reasoning(msg, peer)
         elif isinstance(msg, Heartbeat):
             self.heartbeating.add(peer)
             self.peers.setdefault(peer, time.monotonic())

@@ -24,10 +24,6 @@ def _falsy(value: Any) -> bool:
     return value is False or value == 0 or value == "" or value == [] or value == {}
 
 
-def _at_most(limit: int) -> Callable[[Any], bool]:
-    return lambda value: isinstance(value, int) and not isinstance(value, bool) and value <= limit
-
-
 # field -> (whether a value is the neutral one, why anything else is refused)
 UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "echo": (_falsy, "echo is only supported on /v1/completions"),
@@ -39,12 +35,9 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "image_data": (_falsy, 'the old image API; send {"prompt_string": ..., "multimodal_data": [...]} as the prompt'),
     "reasoning_format": (lambda v: v == "none", "reasoning extraction applies to chat completions"),
     "parse_tool_calls": (lambda v: v is True, "tool calls are always parsed when tools are given"),
-    "reasoning_control": (_falsy, "reasoning control is not supported"),
-    "reasoning_budget_tokens": (_at_most(-1), "reasoning budgets are not supported"),
-    "reasoning_budget_start_tag": (_falsy, "reasoning budgets are not supported"),
-    "reasoning_budget_end_tags": (_falsy, "reasoning budgets are not supported"),
-    "reasoning_budget_end_tag": (_falsy, "reasoning budgets are not supported"),
-    "reasoning_budget_message": (_falsy, "reasoning budgets are not supported"),
+    "reasoning_budget_start_tag": (_falsy, "a chat completion's thinking tags are its chat template's"),
+    "reasoning_budget_end_tags": (_falsy, "a chat completion's thinking tags are its chat template's"),
+    "reasoning_budget_end_tag": (_falsy, "a chat completion's thinking tags are its chat template's"),
 }
 _NEEDLES = [(name, f'"{name}"'.encode()) for name in UNSUPPORTED]
 

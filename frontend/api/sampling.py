@@ -178,19 +178,21 @@ def speculation(req: SamplingFields) -> Speculation | None:
     return Speculation(req.spec_n_max, req.spec_n_min, req.spec_p_min)
 
 
-def engine_requests(request_id: str, prompts: list[list[int]], n: int, req: SamplingFields, sampling: SamplingParams,
-                    max_new: int, logprobs: int, cache: CacheDefaults, prompt_logprobs: int = -1,
-                    lora: list[LoraScale] | None = None, media: list[list[MediaChunk]] | None = None
-                    ) -> list[AddRequest]:
-    """One AddRequest per (prompt, choice); ids are ``<request_id>-<index>``; ``lora``: the
-    adapter scales of frontend.api.lora.request_lora; ``media``: each prompt's media chunks."""
+def engine_requests(request_id: str, prompts: list[list[int]], n: int, req: SamplingFields,
+                    sampling: SamplingParams | list[SamplingParams], max_new: int, logprobs: int, cache: CacheDefaults,
+                    prompt_logprobs: int = -1, lora: list[LoraScale] | None = None,
+                    media: list[list[MediaChunk]] | None = None) -> list[AddRequest]:
+    """One AddRequest per (prompt, choice); ids are ``<request_id>-<index>``; ``sampling``: for
+    every prompt, or each prompt's; ``lora``: the adapter scales of frontend.api.lora.request_lora;
+    ``media``: each prompt's media chunks."""
     now = time.time()
+    samplings = sampling if isinstance(sampling, list) else [sampling] * len(prompts)
     return [
         AddRequest(
             request_id=f"{request_id}-{p * n + i}",
             prompt_token_ids=prompt,
             max_tokens=max_new,
-            sampling=with_seed_offset(sampling, i),
+            sampling=with_seed_offset(samplings[p], i),
             ignore_eos=req.ignore_eos,
             logprobs=logprobs,
             cache_prompt=req.cache_prompt,

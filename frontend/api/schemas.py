@@ -116,6 +116,13 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     # llama-server's request to run the sampler chain in the compute graph: a place, not a result
     # (the same tokens and probabilities, by its definition); ggserve samples in the executor either way
     backend_sampling: bool = False
+    # The thinking's budget: after this many tokens inside it the closing tag is forced (-1: no
+    # limit). Chat completions take the tags from the chat template, the text completions from
+    # the request (TextCompletionFields); ``reasoning_control`` lets POST
+    # /v1/chat/completions/control end the thinking at any time.
+    reasoning_budget_tokens: CInt | None = None
+    reasoning_budget_message: str | None = None  # written before the forced closing tag
+    reasoning_control: bool = False
     verbose: bool = False  # llama-server's debug field: ``__verbose``, the native result, in the response
     return_progress: bool = False  # streams: ``prompt_progress`` chunks during the prefill
     id_slot: Annotated[int, msgspec.Meta(ge=-1)] = -1  # run on this slot (as /slots numbers them); -1: any
@@ -263,10 +270,7 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
     # reasoning: llama-server's per-request format, OpenAI's effort, a thinking token budget
     reasoning_format: Literal["none", "deepseek", "deepseek-legacy", "auto"] | None = None
     reasoning_effort: str | None = None
-    # thinking tokens before the closing tag is forced (-1: no limit); llama-server reads either name
-    thinking_budget_tokens: CInt | None = None
-    reasoning_budget_tokens: CInt | None = None
-    reasoning_budget_message: str | None = None  # written before the forced closing tag
+    thinking_budget_tokens: CInt | None = None  # llama-server's other name of reasoning_budget_tokens
 
 
 class PromptObject(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -283,7 +287,16 @@ class PromptObject(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 PromptInput = str | list[str | int | list[str | int] | PromptObject] | PromptObject
 
 
-class CompletionRequest(SamplingFields, kw_only=True):
+class TextCompletionFields(SamplingFields, kw_only=True):
+    """What /v1/completions and /completion add: a raw prompt has no chat template to name the
+    thinking's tags, so a reasoning budget names them (llama-server's fields)."""
+
+    reasoning_budget_start_tag: str | None = None
+    reasoning_budget_end_tags: list[str] | None = None  # any of them ends the thinking; the first is forced
+    reasoning_budget_end_tag: str | None = None  # llama-server's other name, for one tag
+
+
+class CompletionRequest(TextCompletionFields, kw_only=True):
     prompt: PromptInput
     suffix: str | None = None
     echo: bool = False
@@ -297,7 +310,7 @@ class InfillChunk(msgspec.Struct, kw_only=True):
     filename: str = "tmp"
 
 
-class NativeCompletionRequest(SamplingFields, kw_only=True):
+class NativeCompletionRequest(TextCompletionFields, kw_only=True):
     """llama-server's POST /completion (and /infill, which adds the input_* fields)."""
 
     prompt: PromptInput = ""
@@ -427,6 +440,19 @@ class ChatChunkChoice(msgspec.Struct):
     delta: ChatDelta
     logprobs: ChatLogprobs | None = None
     finish_reason: str | None = None
+
+
+class ControlRequest(msgspec.Struct, kw_only=True):
+    """POST /v1/chat/completions/control (llama-server's): act on a running chat completion."""
+
+    id: str = ""  # the completion's id, as its response or stream gave it
+    action: str = ""  # "reasoning_end": end its thinking now (it must have set reasoning_control)
+    model: str | None = None  # router mode: the model that runs it
+
+
+class ControlResult(msgspec.Struct, omit_defaults=True):
+    success: bool
+    message: str | None = None  # why nothing was done
 
 
 class InputTokenCount(msgspec.Struct, tag_field="object", tag="response.input_tokens"):

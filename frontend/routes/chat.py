@@ -18,6 +18,8 @@ from frontend.api.schemas import (
     ChatDelta,
     ChatLogprobs,
     ChatTokenLogprob,
+    ControlRequest,
+    ControlResult,
     InputTokenCount,
     ResponseToolCall,
     ToolCallDelta,
@@ -30,8 +32,13 @@ from frontend.api.native_result import NativeResults
 from frontend.generation import ChoiceDelta, Generation, TokenText, collect
 from frontend.http import sse
 from frontend.http.asgi import Request, Response, StreamResponse, json_response
+from frontend.http.errors import invalid, unavailable
 from frontend.state import Frontend
 from frontend.timings import progress_json
+
+
+COMPLETION_ID_PREFIX = "chatcmpl-"  # + the request's id (the engine's ids are that id, "-", the choice)
+CONTROL_TIMEOUT_S = 5.0  # the scheduler answers a control at once, between two steps
 
 
 def _engine_logprobs(body: ChatCompletionRequest) -> int:
@@ -125,7 +132,7 @@ async def chat_completions(fe: Frontend, req: Request) -> Response | StreamRespo
     logprobs = _engine_logprobs(body)
     run = await conversation.start(fe, req, body, logprobs)
     gen, parsers = run.gen, run.parsers
-    completion_id, created = f"chatcmpl-{req.id}", int(time.time())
+    completion_id, created = f"{COMPLETION_ID_PREFIX}{req.id}", int(time.time())
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         chunks = _ChatChunks(completion_id, created, fe.model_id, body.n, gen, logprobs >= 0, include_usage, parsers,
@@ -151,6 +158,22 @@ async def chat_completions(fe: Frontend, req: Request) -> Response | StreamRespo
         timings=gen.timings(),
         verbose=run.native.first(gen, results) if run.native is not None else None,
     ))
+
+
+async def control(fe: Frontend, req: Request) -> Response:
+    """llama-server's POST /v1/chat/completions/control: ``reasoning_end`` ends the thinking of a
+    running completion that set ``reasoning_control`` (every choice of it); a completion that is
+    not running (finished, unknown, still queued) is ``success: false`` with the reason."""
+    body = req.decode(ControlRequest)
+    if not body.id:
+        raise invalid("missing completion id", param="id")
+    if body.action != "reasoning_end":
+        raise invalid(f"unknown control action {body.action!r}; the one action is reasoning_end", param="action")
+    try:
+        done = await fe.engine.end_reasoning(body.id.removeprefix(COMPLETION_ID_PREFIX), CONTROL_TIMEOUT_S)
+    except TimeoutError:
+        raise unavailable(f"the scheduler did not answer within {CONTROL_TIMEOUT_S:g} s") from None
+    return json_response(ControlResult(success=True) if done.ended else ControlResult(False, done.error))
 
 
 async def input_tokens(fe: Frontend, req: Request) -> Response:

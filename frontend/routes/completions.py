@@ -41,6 +41,7 @@ from frontend.state import Frontend
 from frontend.timings import progress_json
 from frontend.structured.constraints import output_grammar
 from frontend.structured.lazy import preserved_ids
+from frontend.structured.reasoning import tagged_budget, with_tagged_budget
 from ipc.protocol import TokenLogprob
 
 
@@ -147,11 +148,13 @@ async def completions(fe: Frontend, req: Request) -> Response | StreamResponse:
     for prompt in prompts:
         check_context(len(prompt.token_ids), limit, info)
     check_slot(body, info)
+    budget = tagged_budget(body, fe.tokenizer)
     logprobs = body.logprobs if body.logprobs is not None else (body.n_probs if body.n_probs > 0 else -1)
     prompt_logprobs = logprobs if body.echo else -1
     sampling = sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids,
                                info.n_ctx_slot, grammar)
-    requests = engine_requests(req.id, [p.token_ids for p in prompts], body.n, body, sampling, limit, logprobs,
+    requests = engine_requests(req.id, [p.token_ids for p in prompts], body.n, body,
+                               with_tagged_budget(sampling, budget, [p.text for p in prompts]), limit, logprobs,
                                fe.cache_defaults, prompt_logprobs, request_lora(body, info))
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),

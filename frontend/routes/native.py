@@ -42,6 +42,7 @@ from frontend.api.schemas import MAX_CHOICES, NativeCompletionRequest, PromptObj
 from frontend.state import Frontend
 from frontend.structured.constraints import output_grammar
 from frontend.structured.lazy import preserved_ids
+from frontend.structured.reasoning import tagged_budget, with_tagged_budget
 from frontend.timings import progress_json, progress_timings
 from frontend.text.tokenizer import Tokenizer
 from ipc.protocol import SamplingParams
@@ -155,6 +156,7 @@ async def _run(fe: Frontend, req: Request, body: NativeCompletionRequest,
         check_chunks(prompt.media, info.n_ctx_slot)
         check_context(len(prompt.token_ids), limit, info)
     check_slot(body, info)
+    budget = tagged_budget(body, fe.tokenizer)
     n_probs = body.n_probs or body.logprobs or 0
     logprobs = n_probs if n_probs > 0 else -1
     if body.post_sampling_probs and grammar is not None:
@@ -166,7 +168,8 @@ async def _run(fe: Frontend, req: Request, body: NativeCompletionRequest,
     lora = request_lora(body, info)
     has_media = any(p.media for p in prompts)
     media_chunks = fe.media_arena.put([p.media for p in prompts]) if has_media else None  # last: nothing raises after
-    requests = engine_requests(req.id, [p.token_ids for p in prompts], body.n, body, sampling, limit, logprobs,
+    requests = engine_requests(req.id, [p.token_ids for p in prompts], body.n, body,
+                               with_tagged_budget(sampling, budget, [p.text for p in prompts]), limit, logprobs,
                                fe.cache_defaults, lora=lora, media=media_chunks)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import msgspec
+
+from frontend.api.schemas import TextCompletionFields
 from frontend.http.errors import invalid
 from frontend.text.tokenizer import Tokenizer
-from ipc.protocol import ReasoningBudget
+from ipc.protocol import ReasoningBudget, SamplingParams
 
 THINK_START = "<think>"
 THINK_END = "</think>"
@@ -64,11 +67,46 @@ def check_budget(value: int, param: str) -> int:
 
 
 def budget_for(tokens: int, message: str, template: str, prompt: str, tokenizer: Tokenizer,
-               in_reasoning: bool = False) -> ReasoningBudget | None:
-    """The engine's budget spec: after ``tokens`` thinking tokens, force ``message`` and the
-    closing tag (None when unlimited)."""
-    if tokens < 0:
-        return None
+               in_reasoning: bool = False, control: bool = False) -> ReasoningBudget | None:
+    """A chat completion's budget spec, on its template's tags: after ``tokens`` thinking tokens,
+    force ``message`` and the closing tag (None when unlimited and not under ``control``)."""
     start, end = thinking_tags(template)
-    forced = tokenizer.tokenize(message + end, add_special=False, parse_special=True)
-    return ReasoningBudget(tokens, start, end, forced, open=in_reasoning or prompt.rstrip().endswith(start))
+    return _budget(tokens, message, start, [end], in_reasoning or prompt.rstrip().endswith(start), tokenizer,
+                   control)
+
+
+def tagged_budget(body: TextCompletionFields, tokenizer: Tokenizer) -> ReasoningBudget | None:
+    """A text completion's budget spec, on the tags the request names (llama-server's
+    ``reasoning_budget_start_tag`` and ``reasoning_budget_end_tags``); None without a budget or
+    reasoning control. Whether the prompt opened the thinking is each prompt's own (with_tagged_budget)."""
+    tokens = -1 if body.reasoning_budget_tokens is None else check_budget(body.reasoning_budget_tokens,
+                                                                         "reasoning_budget_tokens")
+    if tokens < 0 and not body.reasoning_control:
+        return None
+    ends = body.reasoning_budget_end_tags
+    if ends is None:
+        ends = [body.reasoning_budget_end_tag] if body.reasoning_budget_end_tag else []
+    ends = [tag for tag in ends if tag]
+    if not body.reasoning_budget_start_tag or not ends:
+        raise invalid("a reasoning budget on a text completion needs its tags: reasoning_budget_start_tag and "
+                      "reasoning_budget_end_tags", param="reasoning_budget_tokens" if tokens >= 0 else "reasoning_control")
+    return _budget(tokens, body.reasoning_budget_message or "", body.reasoning_budget_start_tag, ends, False,
+                   tokenizer, body.reasoning_control)
+
+
+def with_tagged_budget(sampling: SamplingParams, budget: ReasoningBudget | None,
+                       prompts: list[str]) -> SamplingParams | list[SamplingParams]:
+    """The sampling of each prompt: with ``budget``, open where the prompt opened the thinking."""
+    if budget is None:
+        return sampling
+    opened = msgspec.structs.replace(budget, open=True)
+    return [msgspec.structs.replace(sampling, reasoning_budget=opened if prompt.rstrip().endswith(budget.start)
+                                    else budget) for prompt in prompts]
+
+
+def _budget(tokens: int, message: str, start: str, ends: list[str], open: bool, tokenizer: Tokenizer,
+            control: bool) -> ReasoningBudget | None:
+    if tokens < 0 and not control:
+        return None
+    forced = tokenizer.tokenize(message + ends[0], add_special=False, parse_special=True)
+    return ReasoningBudget(tokens, start, ends, forced, open=open, control=control)

@@ -172,6 +172,10 @@ def test_reasoning_format_none_keeps_the_tags(sdk):
 
 FREE_THINK = 'root ::= "<think>" [a-z ]+ "</think>" [a-z ]{1,12}'
 
+# Greedy, the base model's free thinking on this question runs past 200 tokens without closing.
+LONG_THINKER = [{"role": "user", "content": "Explain how computers work in detail."}]
+LONG_THINKER_PROMPT = "<start_of_turn>user\nExplain how computers work in detail.<end_of_turn>\n<start_of_turn>model\n"
+
 
 def n_tokens(server, text: str) -> int:
     r = httpx.post(f"{server.base_url}/tokenize", json={"content": text, "add_special": False})
@@ -182,23 +186,23 @@ def n_tokens(server, text: str) -> int:
 def test_thinking_budget_forces_the_closing_tag(server, sdk, field):
     """Greedy, so the budgeted thinking is the start of the free one, cut after ~3 tokens (the
     text is counted again by tokenizing it, which may spell it with other tokens)."""
-    free = sdk.chat.completions.create(model="any", messages=MESSAGES, max_tokens=80, temperature=0,
+    free = sdk.chat.completions.create(model="any", messages=LONG_THINKER, max_tokens=80, temperature=0,
                                        extra_body={"grammar": FREE_THINK}).choices[0].message
     assert n_tokens(server, free.reasoning_content) > 4, free.reasoning_content
     extra = {"grammar": FREE_THINK, field: 3}
-    cut = sdk.chat.completions.create(model="any", messages=MESSAGES, max_tokens=80, temperature=0,
+    cut = sdk.chat.completions.create(model="any", messages=LONG_THINKER, max_tokens=80, temperature=0,
                                       extra_body=extra).choices[0].message
     assert free.reasoning_content.startswith(cut.reasoning_content)
     assert 2 <= n_tokens(server, cut.reasoning_content) <= 4 and cut.content.strip()
     assert len(cut.reasoning_content) < len(free.reasoning_content)
-    chunks = list(sdk.chat.completions.create(model="any", messages=MESSAGES, max_tokens=80, temperature=0,
+    chunks = list(sdk.chat.completions.create(model="any", messages=LONG_THINKER, max_tokens=80, temperature=0,
                                               extra_body=extra, stream=True))
     reasoning = "".join(getattr(c.choices[0].delta, "reasoning_content", None) or "" for c in chunks if c.choices)
     assert reasoning == cut.reasoning_content
 
 
 def test_thinking_budget_zero_and_message(server, sdk):
-    extra = {"grammar": 'root ::= "<think>" [a-z .()]+ "</think>" [a-z ]{1,12}', "thinking_budget_tokens": 0,
+    extra = {"grammar": 'root ::= "<think>" [a-z .()]+ "</think>" [a-z]{1,12}', "thinking_budget_tokens": 0,
              "reasoning_budget_message": "(no time)"}
     message = sdk.chat.completions.create(model="any", messages=MESSAGES, max_tokens=40, temperature=0,
                                           extra_body=extra).choices[0].message
@@ -209,3 +213,82 @@ def test_thinking_budget_below_minus_one_is_400(server):
     r = httpx.post(f"{server.base_url}/v1/chat/completions",
                    json={"messages": MESSAGES, "max_tokens": 4, "thinking_budget_tokens": -2})
     assert r.status_code == 400 and r.json()["error"]["param"] == "thinking_budget_tokens", r.text
+
+
+def control(server, completion_id: str | None, action: str = "reasoning_end") -> httpx.Response:
+    body = {"action": action} | ({"id": completion_id} if completion_id is not None else {})
+    return httpx.post(f"{server.base_url}/v1/chat/completions/control", json=body, timeout=30)
+
+
+def stream_with_control(server, body: dict) -> tuple[str, str, str | None, list[dict]]:
+    """Stream a chat completion and send a reasoning_end control after its first reasoning text:
+    the reasoning, the content, the finish reason and the control's answers."""
+    reasoning, content, finish, answers = "", "", None, []
+    with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", json=body | {"stream": True},
+                      timeout=120) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            for choice in event["choices"]:
+                reasoning += choice["delta"].get("reasoning_content") or ""
+                content += choice["delta"].get("content") or ""
+                finish = choice.get("finish_reason") or finish
+            if reasoning and not answers:
+                answers.append(control(server, event["id"]).json())
+    return reasoning, content, finish, answers
+
+
+def test_reasoning_control_ends_a_running_thinking(server):
+    """llama-server's reasoning control: a completion sent with ``reasoning_control`` closes its
+    thinking when POST /v1/chat/completions/control says ``reasoning_end``, and goes on to answer."""
+    body = {"messages": LONG_THINKER, "max_tokens": 200, "temperature": 0, "grammar": FREE_THINK}
+    free = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=120).json()["choices"][0]
+    assert free["finish_reason"] == "length" and not free["message"]["content"]
+    reasoning, content, finish, answers = stream_with_control(server, body | {"reasoning_control": True})
+    assert answers == [{"success": True}]
+    assert finish == "stop" and content.strip()
+    assert free["message"]["reasoning_content"].startswith(reasoning)
+    assert n_tokens(server, reasoning) < 100 < n_tokens(server, free["message"]["reasoning_content"])
+
+
+def test_reasoning_control_says_why_it_did_nothing(server):
+    body = {"messages": LONG_THINKER, "max_tokens": 30, "temperature": 0, "grammar": FREE_THINK}
+    _, _, finish, answers = stream_with_control(server, body)
+    assert answers == [{"success": False, "message": "reasoning control not enabled for this completion"}]
+    assert finish == "length"
+    assert control(server, "chatcmpl-nobody").json() == {"success": False, "message": "no active completion for this id"}
+    for completion_id, action, param in (("chatcmpl-x", "pause", "action"), (None, "reasoning_end", "id")):
+        r = control(server, completion_id, action)
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+
+
+def test_text_completions_budget_the_thinking_between_the_tags_they_name(server):
+    """/completion and /v1/completions have no chat template: a budget names its tags (any end
+    tag closes the thinking, the first is forced after the message); a prompt that ends with the
+    start tag has opened the thinking already."""
+    def complete(path: str, **body) -> str:
+        r = httpx.post(f"{server.base_url}{path}", json={"max_tokens": 40, "temperature": 0} | body, timeout=120)
+        assert r.status_code == 200, r.text
+        return r.json()["content"] if path == "/completion" else r.json()["choices"][0]["text"]
+
+    free = complete("/completion", prompt=LONG_THINKER_PROMPT, grammar=FREE_THINK)
+    assert free.startswith("<think>") and "</think>" not in free
+    budget = {"reasoning_budget_tokens": 3, "reasoning_budget_message": " enough",
+              "reasoning_budget_start_tag": "<think>", "reasoning_budget_end_tags": ["</think>", "</reasoning>"]}
+    cut = complete("/completion", prompt=LONG_THINKER_PROMPT, grammar=FREE_THINK, **budget)
+    thinking = cut.removeprefix("<think>").split(" enough</think>")[0]
+    assert free.startswith("<think>" + thinking) and 1 <= n_tokens(server, thinking) <= 4, cut
+    one_tag = budget | {"reasoning_budget_end_tags": None, "reasoning_budget_end_tag": "</think>"}
+    assert complete("/v1/completions", prompt=LONG_THINKER_PROMPT, grammar=FREE_THINK, **one_tag) == cut
+    opened = complete("/completion", prompt=LONG_THINKER_PROMPT + "<think>",
+                      grammar='root ::= [a-z ]+ "</think>" [a-z ]{1,12}', **budget)
+    assert 1 <= n_tokens(server, opened.split(" enough</think>")[0]) <= 4, opened
+    for body, param in (({"reasoning_budget_tokens": 3}, "reasoning_budget_tokens"),
+                        ({"reasoning_control": True, "reasoning_budget_start_tag": "<think>"}, "reasoning_control")):
+        r = httpx.post(f"{server.base_url}/completion", json={"prompt": "Hi", "n_predict": 2} | body, timeout=30)
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+    r = httpx.post(f"{server.base_url}/v1/chat/completions", timeout=30,
+                   json={"messages": MESSAGES, "max_tokens": 2, "reasoning_budget_start_tag": "<think>"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "reasoning_budget_start_tag", r.text

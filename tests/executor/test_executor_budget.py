@@ -33,7 +33,7 @@ def spelled_out(tokenizer: Tokenizer, text: str) -> list[int]:
 
 
 def tracker(tokenizer: Tokenizer, budget: int, message: str = "", open: bool = False) -> BudgetTracker:
-    spec = ReasoningBudget(budget, "<think>", "</think>", tokens(tokenizer, message + "</think>"), open=open)
+    spec = ReasoningBudget(budget, "<think>", ["</think>"], tokens(tokenizer, message + "</think>"), open=open)
     return BudgetTracker(spec, tokenizer.vocab)
 
 
@@ -122,13 +122,35 @@ def run_sampler(tokenizer: Tokenizer, params: SamplingParams, favourite: str, st
 
 
 def test_forced_tokens_advance_the_grammar_and_the_penalties(tokenizer):
-    spec = ReasoningBudget(3, "<think>", "</think>", tokens(tokenizer, "</think>"))
+    spec = ReasoningBudget(3, "<think>", ["</think>"], tokens(tokenizer, "</think>"))
     params = SamplingParams(temperature=0, repeat_penalty=1.1, grammar='root ::= "<think>" [a-z ]+ "</think>" "ok"',
                             reasoning_budget=spec)
     assert run_sampler(tokenizer, params, " a", 30) == "<think> a a a</think>ok"
 
 
 def test_a_grammar_that_forbids_the_closing_tag_wins(tokenizer):
-    spec = ReasoningBudget(2, "<think>", "</think>", tokens(tokenizer, "</think>"))
+    spec = ReasoningBudget(2, "<think>", ["</think>"], tokens(tokenizer, "</think>"))
     params = SamplingParams(temperature=0, grammar='root ::= "<think>" [a-z ]+', reasoning_budget=spec)
     assert run_sampler(tokenizer, params, " a", 12).startswith("<think> a a a a")
+
+
+def test_an_unlimited_budget_under_control_ends_only_when_told(tokenizer):
+    """reasoning_control without a budget: the thinking goes on until end_now, which forces the
+    closing tag at once (and does nothing before the thinking opens, or after it closed)."""
+    spec = ReasoningBudget(-1, "<think>", ["</think>"], tokens(tokenizer, "</think>"), control=True)
+    t = BudgetTracker(spec, tokenizer.vocab)
+    t.end_now()
+    assert t.state is State.WAITING_START
+    generate(t, tokens(tokenizer, "<think>") + tokens(tokenizer, " one two three") * 20)
+    assert t.state is State.COUNTING
+    t.end_now()
+    assert tokenizer.detokenize(generate(t, [])) == "</think>" and t.state is State.DONE
+    t.end_now()
+    assert t.state is State.DONE
+
+
+def test_any_of_several_closing_tags_ends_the_thinking(tokenizer):
+    spec = ReasoningBudget(50, "<think>", ["</think>", "</reasoning>"], tokens(tokenizer, "</think>"))
+    t = BudgetTracker(spec, tokenizer.vocab)
+    out = generate(t, tokens(tokenizer, "<think> a b</reasoning> c d e"))
+    assert t.state is State.DONE and "</think>" not in tokenizer.detokenize(out)

@@ -46,7 +46,8 @@ SAMPLING = p.SamplingParams(
     adaptive_decay=0.5,
     samplers=["top_k", "temperature"],
     post_sampling_probs=True,
-    reasoning_budget=p.ReasoningBudget(tokens=64, start="<think>", end="</think>", forced=[2, 3], open=True),
+    reasoning_budget=p.ReasoningBudget(tokens=64, start="<think>", ends=["</think>", "</reasoning>"], forced=[2, 3],
+                                        open=True, control=True),
 )
 LOGPROB = p.TokenLogprob(token_id=42, logprob=-0.125, top=[(42, -0.125), (9, -2.5)])
 STATS = p.RequestStats(
@@ -126,6 +127,8 @@ SAMPLES: list[p.Message] = [
     p.SlotAction(token=8, kind=p.SlotActionKind.RESTORE, id_slot=5, path="/var/slots/chat.bin", n_tokens=363),
     p.SlotActionDone(token=8, n_tokens=363, n_bytes=1_234_567, ms=12.5,
                      error=p.EngineError(code=p.ErrorCode.SLOT_BUSY, message="slot 5 is busy")),
+    p.EndReasoning(token=9, request_id="4f1c"),
+    p.EndReasoningDone(token=9, ended=2, error="no active completion for this id"),
     p.RequestOutputs(
         outputs=[
             p.RequestOutput(
@@ -212,6 +215,7 @@ SAMPLES: list[p.Message] = [
         items=[p.BatchItem(seq_id=2, token_ids=[2364, 107], pos=363, sample=True, logprob_targets=[107], draft=1,
                             draft_model=4, follows=True)],
         lora=[p.LoraScale(id=0, scale=1.5)],
+        end_reasoning=[2],
     ),
     p.StepResult(
         step_id=17,

@@ -12,6 +12,7 @@ import msgspec
 
 from ipc.protocol import (
     AddRequest,
+    EndReasoning,
     EngineError,
     ErrorCode,
     ExecutorInfo,
@@ -19,6 +20,7 @@ from ipc.protocol import (
     KvOp,
     KvOpKind,
     PromptLogprobs,
+    ReasoningBudget,
     RequestOutput,
     Sample,
     SamplingParams,
@@ -746,3 +748,27 @@ def test_penalty_context_is_the_prompt_tail_the_repetition_samplers_look_at() ->
     h.run_until_idle()
     (plan,) = [p for p in h.fakes[0].plans if p.starts][1:2]
     assert plan.starts[0].penalty_context == []  # no penalty: nothing to send
+
+
+def test_end_reasoning_reaches_the_running_choices_of_a_call_that_armed_it() -> None:
+    """POST /v1/chat/completions/control: the call's running choices get their seq ids in the next
+    step, once; a call that is not running, or did not arm reasoning control, gets llama-server's
+    reasons."""
+    h = Harness(n_slots=3)
+    budget = ReasoningBudget(-1, "<think>", ["</think>"], [5], control=True)
+    for start, (rid, armed) in enumerate((("call-0", True), ("call-1", True), ("plain-0", False))):
+        params = SamplingParams(temperature=0, reasoning_budget=budget if armed else None)
+        h.sched.add_request(AddRequest(rid, prompt(8, 100 * start + 100), 50, params), b"peer")
+    h.step()
+    h.step()
+    for request_id, token in (("call", 1), ("plain", 2), ("nobody", 3)):
+        h.sched.end_reasoning(EndReasoning(token, request_id), b"peer")
+    replies = {reply.token: reply for _, reply in h.sched.take_replies()}
+    assert (replies[1].ended, replies[1].error) == (2, "")
+    assert replies[2].error == "reasoning control not enabled for this completion" and not replies[2].ended
+    assert replies[3].error == "no active completion for this id"
+    seq_of = {req.id: req.slot.seq_id for req in h.sched.executors[0].running}
+    (plan,) = h.step()
+    assert sorted(plan.end_reasoning) == sorted([seq_of["call-0"], seq_of["call-1"]])
+    (plan,) = h.step()
+    assert plan.end_reasoning == []
