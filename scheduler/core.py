@@ -323,12 +323,13 @@ class Scheduler:
         ex.prompt_turn ^= turn
         if self.spec.enabled:
             self._plan_drafts(ex, running, budget)
-        chosen = policy.plan_batch(running, budget)
+        split = policy.cpu_prompt_split(ex.n_batch) if ex.info.device == "cpu" else 0
+        chosen = policy.plan_batch(running, budget, split)
         if not chosen and ex.budget < min(ex.n_batch, ex.free_cells):
             # A budget cut after a refused step must not idle the executor: with nothing else to
             # run, the doubling that restores it never comes, and a media chunk goes whole or not.
             ex.budget = ex.n_batch
-            chosen = policy.plan_batch(running, min(ex.budget, ex.free_cells))
+            chosen = policy.plan_batch(running, min(ex.budget, ex.free_cells), split)
         if not chosen and not ex.kv_ops and not ex.ends:
             return None
         items: list[BatchItem] = []

@@ -8,7 +8,8 @@
 - Batching: every decoding request gets its one token first (with its speculative draft, whose
   length scheduler.speculative decided within the budget); the rest of the step's token
   budget goes to prompt chunks in admission order, so the oldest prefill always advances and no
-  request starves.
+  request starves. On a CPU no new prompt starts past half the batch (cpu_prompt_split), and
+  decodes and prompt chunks take turns (step_requests).
 - KV cells: the executor's cache is one pool. A request is admitted when the cells it needs
   (its prompt past the reused prefix, plus a small reserve for its first output tokens) are
   free, after evicting idle cached prefixes least recently used first; a step never plans more
@@ -191,9 +192,11 @@ def step_requests(running: list[Request], budget: int, on_cpu: bool, prompt_turn
     return decoding, True
 
 
-def plan_batch(running: list[Request], budget: int) -> list[tuple[Request, int]]:
+def plan_batch(running: list[Request], budget: int, prompt_split: int = 0) -> list[tuple[Request, int]]:
     """(request, number of tokens) for this step: decodes first (the pending token and the
-    request's draft, cut to the budget), then prompt chunks, in order.
+    request's draft, cut to the budget), then prompt chunks, in order; with ``prompt_split``,
+    no further request's prompt starts once the step holds that many prompt tokens (see
+    cpu_prompt_split).
 
     ``running`` is in admission order. A prompt chunk that completes the prompt is sampled.
     """
@@ -204,8 +207,9 @@ def plan_batch(running: list[Request], budget: int) -> list[tuple[Request, int]]
             del req.draft[n - 1 :]
             chosen.append((req, n))
             budget -= n
+    n_prompt = 0
     for req in running:
-        if budget <= 0:
+        if budget <= 0 or prompt_split and n_prompt >= prompt_split:
             break
         if req.status == Status.PREFILL and req.prompt_remaining > 0:
             n = min(req.prompt_remaining, budget)
@@ -217,4 +221,15 @@ def plan_batch(running: list[Request], budget: int) -> list[tuple[Request, int]]
                     continue
             chosen.append((req, n))
             budget -= n
+            n_prompt += n
     return chosen
+
+
+def cpu_prompt_split(n_batch: int) -> int:
+    """On a CPU a step costs its tokens: a burst of prompts prefilled in one step gets all its
+    first tokens after the whole step; in two steps half of them come a step sooner. So a step
+    stops taking new prompts at half the batch; the oldest prompt's chunk still gets the whole
+    budget, which keeps a long prompt's chunks (and its time) as they were. Measured on the
+    embedded model (2 cores, waves of 16 x 32-token prompts): mean TTFT -18%, the last one's +5%,
+    throughput within the noise (docs/benchmarks.md, session 12)."""
+    return n_batch // 2

@@ -449,7 +449,7 @@ def test_a_sequence_that_fails_alone_ends_only_its_request_and_drops_its_cache()
 
 
 def test_no_kv_room_retries_the_step_with_fewer_tokens_and_loses_nothing() -> None:
-    h = Harness(n_slots=2, n_batch=64)
+    h = Harness(n_slots=2, n_batch=64, device="cuda")  # one step takes both prompts (see the CPU's split)
     h.add("a", prompt(40), max_tokens=3)
     h.add("b", prompt(40, 500), max_tokens=3)
     plan = h.sched.next_plan(0)
@@ -772,3 +772,23 @@ def test_end_reasoning_reaches_the_running_choices_of_a_call_that_armed_it() -> 
     assert sorted(plan.end_reasoning) == sorted([seq_of["call-0"], seq_of["call-1"]])
     (plan,) = h.step()
     assert plan.end_reasoning == []
+
+
+def test_on_a_cpu_a_burst_of_prompts_is_prefilled_in_halves() -> None:
+    """A CPU step costs its tokens: no new prompt starts once a step holds half the batch, so the
+    first half of a burst gets its first tokens a step sooner; the oldest prompt's chunk still
+    takes the whole budget. A GPU step takes every prompt that fits."""
+    for device, firsts in (("cpu", [4, 4]), ("cuda", [8])):
+        h = Harness(n_slots=8, n_batch=256, device=device)
+        for i in range(8):
+            h.add(f"r{i}", prompt(32, 100 * i + 100), max_tokens=2)
+        prefilled = []
+        while len(sum(prefilled, [])) < 8:
+            (plan,) = h.step()
+            prefilled.append([item.seq_id for item in plan.items if item.sample and len(item.token_ids) == 32])
+        assert [len(p) for p in prefilled if p] == firsts
+    h = Harness(n_slots=2, n_batch=256)
+    h.add("long", prompt(600), max_tokens=2)
+    h.add("short", prompt(32, 5000), max_tokens=2)
+    (plan,) = h.step()
+    assert [len(item.token_ids) for item in plan.items] == [256]
