@@ -216,6 +216,10 @@ def build_routes(metrics_no_auth: bool, router: bool = False) -> dict[str, dict[
     }
 
 
+# --path: a GET that no route answers reads a file
+_STATIC_FILES = {"GET": Route(webui.serve_static, Operation("A static file of --path"), auth=False, scope="server")}
+
+
 def _router_routes(metrics_no_auth: bool) -> dict[str, dict[str, Route]]:
     """Router mode's server-wide endpoints, in place of the single model's."""
     listing = {"GET": Route(models.models, Operation("Every model and its status", response=ModelList),
@@ -354,6 +358,8 @@ class App:
     def _methods(self, path: str) -> dict[str, Route]:
         head, _, last = path.rpartition("/")
         by_method = self.routes.get(path) or (self.templates.get(head) if last else None)
+        if by_method is None and self.cfg.static_path:
+            return _STATIC_FILES
         if by_method is None:
             raise ApiError(404, f"no endpoint {path}")
         return by_method

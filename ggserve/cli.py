@@ -185,6 +185,8 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="directory where POST /slots/{id}?action=save|restore keeps slot files (default: off)")
     h.add_argument("--webui", dest="webui", action="store_true", default=d.webui, help="chat UI at / (the default)")
     h.add_argument("--no-webui", dest="webui", action="store_false", help="no chat UI at /")
+    h.add_argument("--path", dest="static_path", default="", metavar="DIR",
+                   help="serve DIR's files at / in place of the chat UI (an API route wins over a file)")
     h.add_argument("--ssl-keyfile", "--ssl-key-file", default="")
     h.add_argument("--ssl-certfile", "--ssl-cert-file", default="")
     h.add_argument("--max-body-size", type=int, default=d.max_body_size, help="bytes")
@@ -369,6 +371,13 @@ def _api_prefix(text: str) -> str:
     return prefix
 
 
+def _static_path(path: str) -> str:
+    """--path: a directory that exists (llama-server refuses to start otherwise too)."""
+    if path and not os.path.isdir(path):
+        raise UsageError(f"ggserve: --path {path}: no such directory")
+    return os.path.abspath(path) if path else ""
+
+
 def _api_keys(args: argparse.Namespace) -> list[str]:
     keys = [k.strip() for value in args.api_key for k in value.split(",") if k.strip()]
     if args.api_key_file:
@@ -512,6 +521,7 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         cors_origins=[o.strip() for o in args.cors_origins.split(",") if o.strip()],
         api_prefix=_api_prefix(args.api_prefix),
         slot_save_path=os.path.abspath(args.slot_save_path) if args.slot_save_path else "",
+        static_path=_static_path(args.static_path),
         lora=_lora_paths(args.lora),
         spec_draft_model=os.path.abspath(args.spec_draft_model) if args.spec_draft_model else "",
         mmproj=os.path.abspath(args.mmproj) if args.mmproj else "",
@@ -522,7 +532,7 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
 
 # Settings of the whole server, not of one model: a preset may not set them.
 _SERVER_WIDE = frozenset({
-    "host", "port", "http_workers", "api_keys", "metrics", "metrics_no_auth", "slots", "props", "webui",
+    "host", "port", "http_workers", "api_keys", "metrics", "metrics_no_auth", "slots", "props", "webui", "static_path",
     "ssl_keyfile", "ssl_certfile", "max_body_size", "cors_origins", "cors_methods", "cors_headers", "cors_credentials", "api_prefix", "shutdown_timeout",
     "max_restarts", "run_dir", "scheduler_endpoint", "executor_endpoint", "log_level", "log_format", "log_file",
     "models", "models_max", "models_memory", "models_autoload", "sleep_idle_seconds", "models_single", "models_endpoint", "model_name",

@@ -116,6 +116,7 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     props: bool = False  # --props: POST /props is allowed
     slot_save_path: str = ""  # --slot-save-path: directory of slot files (POST /slots/{id}); "": 501
     webui: bool = True  # --no-webui: / answers 404
+    static_path: str = ""  # --path: a directory whose files are served at / (in place of the web UI)
     ssl_keyfile: str = ""
     ssl_certfile: str = ""
     max_body_size: int = 16 * 1024 * 1024

@@ -37,6 +37,7 @@ LLAMA_ENV = {
     "--cors-credentials": "LLAMA_ARG_CORS_CREDENTIALS",
     "--timeout": "LLAMA_ARG_TIMEOUT",
     "--api-prefix": "LLAMA_ARG_API_PREFIX",
+    "--path": "LLAMA_ARG_STATIC_PATH",
     "--chat-template": "LLAMA_ARG_CHAT_TEMPLATE",
     "--chat-template-file": "LLAMA_ARG_CHAT_TEMPLATE_FILE",
     "--chat-template-kwargs": "LLAMA_ARG_CHAT_TEMPLATE_KWARGS",

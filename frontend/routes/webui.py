@@ -2,12 +2,16 @@
 step, no CDN: the page loads nothing from elsewhere, and its Content-Security-Policy says so).
 
 The page needs no API key to load (it asks for one when the API answers 401); ``--no-webui``
-turns it off (404).
+turns it off (404). ``--path DIR`` (llama-server's) serves DIR's files at ``/`` instead, the
+web UI's paths included: a GET that no route answers reads the file at its path under DIR
+(``index.html`` for a directory); none, or a path leaving DIR, is a 404.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import mimetypes
 from pathlib import Path
 
 from frontend.http.errors import ApiError
@@ -41,7 +45,24 @@ def _read(name: str) -> bytes:
 
 
 async def serve(fe: Frontend, req: Request) -> Response:
+    if fe.cfg.static_path:
+        return await serve_static(fe, req)
     if not fe.cfg.webui:
         raise ApiError(404, f"no endpoint {req.path} (the web UI is off: --no-webui)")
     name, content_type, _ = FILES[req.path]
     return Response(_read(name), content_type=content_type.encode(), headers=list(_HEADERS))
+
+
+async def serve_static(fe: Frontend, req: Request) -> Response:
+    """The file of ``--path`` at the request's path."""
+    root = Path(fe.cfg.static_path)
+    target = (root / req.path.lstrip("/")).resolve()
+    if target.is_dir():
+        target = target / "index.html"
+    if not target.is_relative_to(root.resolve()) or not target.is_file():
+        raise ApiError(404, f"no endpoint or file {req.path}")
+    content_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+    if content_type.startswith("text/") or content_type.endswith(("javascript", "json")):
+        content_type += "; charset=utf-8"
+    body = await asyncio.to_thread(target.read_bytes)  # a large file does not stall the other requests
+    return Response(body, content_type=content_type.encode(), headers=[(b"x-content-type-options", b"nosniff")])

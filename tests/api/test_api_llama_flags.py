@@ -4,7 +4,9 @@ server-wide sampling defaults (shown in /props), --chat-template."""
 from __future__ import annotations
 
 import argparse
+import http.client
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -59,11 +61,23 @@ def test_sampling_flags_become_server_defaults():
 
 
 @pytest.fixture(scope="module")
-def flagged(monkeypatch_module):
+def static_dir(tmp_path_factory) -> Path:
+    """What --path serves: a page, a script in a folder, and a secret beside the folder."""
+    root = tmp_path_factory.mktemp("static")
+    (root / "site").mkdir()
+    (root / "site" / "index.html").write_text("<h1>my ui</h1>")
+    (root / "site" / "js").mkdir()
+    (root / "site" / "js" / "app.js").write_text("console.log(1)")
+    (root / "secret.txt").write_text("not served")
+    return root
+
+
+@pytest.fixture(scope="module")
+def flagged(monkeypatch_module, static_dir):
     for name, value in {"LLAMA_ARG_API_PREFIX": "/llm", "LLAMA_ARG_CORS_ORIGINS": ORIGIN,
                         "LLAMA_ARG_CORS_METHODS": "GET, PUT", "LLAMA_ARG_CORS_CREDENTIALS": "false",
                         "LLAMA_ARG_TEMPERATURE": "0", "LLAMA_ARG_TOP_K": "7", "LLAMA_ARG_N_PREDICT": "3",
-                        "LLAMA_ARG_CHAT_TEMPLATE": "chatml"}.items():
+                        "LLAMA_ARG_CHAT_TEMPLATE": "chatml", "LLAMA_ARG_STATIC_PATH": str(static_dir / "site")}.items():
         monkeypatch_module.setenv(name, value)
     with start_server(ready=False) as handle:
         deadline = time.monotonic() + 180
@@ -106,3 +120,28 @@ def test_cors_with_a_list_of_origins(flagged):
     assert ok.headers["access-control-allow-credentials"] == "false"
     other = httpx.options(url, headers={"origin": "http://evil.example", "access-control-request-method": "POST"})
     assert other.status_code == 200 and "access-control-allow-origin" not in other.headers
+
+
+def test_path_serves_its_files_in_place_of_the_web_ui(flagged):
+    """llama-server's --path (here LLAMA_ARG_STATIC_PATH, under --api-prefix): a directory's files
+    at /, index.html for a folder, the API's routes first; nothing outside the directory."""
+    url = f"{flagged.base_url}/llm"
+    page = httpx.get(f"{url}/")
+    assert page.status_code == 200 and page.text == "<h1>my ui</h1>"
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    script = httpx.get(f"{url}/js/app.js")
+    assert script.text == "console.log(1)" and script.headers["content-type"].startswith("text/javascript")
+    assert httpx.get(f"{url}/health").json()["status"] == "ok"  # a route wins over a file
+    for missing in ("/webui/app.js", "/nope.txt", "/../secret.txt", "/%2e%2e/secret.txt", "/js/../../secret.txt"):
+        conn = http.client.HTTPConnection("127.0.0.1", flagged.port, timeout=30)
+        conn.request("GET", f"/llm{missing}")  # as sent: clients would remove the dot segments
+        answer = conn.getresponse()
+        assert answer.status == 404 and b"not served" not in answer.read(), missing
+        conn.close()
+    assert httpx.post(f"{url}/js/app.js").status_code == 405
+
+
+def test_path_must_be_a_directory(tmp_path):
+    with pytest.raises(SystemExit):
+        config_from_args(parse(["--path", str(tmp_path / "missing")], {}))
+    assert config_from_args(parse(["--path", str(tmp_path)], {})).static_path == str(tmp_path)
