@@ -10,6 +10,7 @@ and the ``__verbose`` field that ``verbose: true`` adds to the OpenAI-shaped res
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -17,6 +18,7 @@ import msgspec
 from frontend.api.sampling import CacheDefaults, stop_strings
 from frontend.api.schemas import SamplingFields
 from frontend.generation import Choice, ChoiceResult, Generation, TokenText
+from frontend.http import sse
 from frontend.state import Frontend
 from frontend.structured.lazy import triggers_json
 from frontend.text.prompts import Prompt
@@ -77,6 +79,18 @@ class NativeResults:
         """The first choice's result (``__verbose`` of a non-streamed OpenAI response)."""
         first = results[0]
         return self.result(gen.choices[first.index], first.text, first.tokens, first.token_ids)
+
+
+def stream_tail(native: NativeResults | None, gen: Generation, include_usage: bool,
+                bare_chunk: Callable[..., msgspec.Struct]) -> list[bytes]:
+    """The events after an OpenAI stream's text: with ``verbose``, a chunk per choice holding its
+    native result (``__verbose``), then the usage chunk if it was asked for. ``bare_chunk(**fields)``
+    makes the API's chunk with no choices."""
+    events = [sse.event(bare_chunk(verbose=native.result(choice, "", [], []))) for choice in gen.choices
+              ] if native is not None else []
+    if include_usage:
+        events.append(sse.event(bare_chunk(usage=gen.usage(), timings=gen.timings())))
+    return events
 
 
 def choice_timings(choice: Choice) -> Timings:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import time
-from typing import Any
 
 from frontend import conversation
 from frontend.api.llama_fields import refuse_unsupported
@@ -28,7 +28,7 @@ from frontend.api.schemas import (
     TopLogprob,
 )
 from frontend.conversation import ReplyParser
-from frontend.api.native_result import NativeResults
+from frontend.api.native_result import NativeResults, stream_tail
 from frontend.generation import ChoiceDelta, Generation, TokenText, collect
 from frontend.http import sse
 from frontend.http.asgi import Request, Response, StreamResponse, json_response
@@ -114,16 +114,9 @@ class _ChatChunks:
         return events
 
     def tail(self) -> list[bytes]:
-        events = [self._bare_chunk(verbose=self._native.result(choice, "", [], []))
-                  for choice in self._gen.choices] if self._native is not None else []
-        if self._include_usage:
-            events.append(self._bare_chunk(usage=self._gen.usage(), timings=self._gen.timings()))
-        return events
-
-    def _bare_chunk(self, **fields: Any) -> bytes:
-        """A chunk with no choices (OpenAI's usage chunk, llama-server's __verbose)."""
-        return sse.event(ChatCompletionChunk(id=self._id, created=self._created, model=self._model,
-                                              system_fingerprint=SYSTEM_FINGERPRINT, choices=[], **fields))
+        bare = functools.partial(ChatCompletionChunk, id=self._id, created=self._created, model=self._model,
+                                 system_fingerprint=SYSTEM_FINGERPRINT, choices=[])
+        return stream_tail(self._native, self._gen, self._include_usage, bare)
 
 
 async def chat_completions(fe: Frontend, req: Request) -> Response | StreamResponse:

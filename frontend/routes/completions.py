@@ -8,9 +8,9 @@ not streamed (the prompt's log-probabilities only exist after its prefill).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
-from typing import Any
 
 from frontend.http import sse
 from frontend.http.errors import invalid
@@ -19,7 +19,7 @@ from frontend.http.asgi import Request, Response, StreamResponse, json_response
 from frontend.text.prompts import Prompt, completion_prompts
 from frontend.api.llama_fields import refuse_unsupported
 from frontend.api.lora import request_lora
-from frontend.api.native_result import NativeResults
+from frontend.api.native_result import NativeResults, stream_tail
 from frontend.api.sampling import (
     check_context,
     check_slot,
@@ -115,16 +115,9 @@ class _CompletionChunks:
         return events
 
     def tail(self) -> list[bytes]:
-        events = [self._bare_chunk(verbose=self._native.result(choice, "", [], []))
-                  for choice in self._gen.choices] if self._native is not None else []
-        if self._include_usage:
-            events.append(self._bare_chunk(usage=self._gen.usage(), timings=self._gen.timings()))
-        return events
-
-    def _bare_chunk(self, **fields: Any) -> bytes:
-        """A chunk with no choices (OpenAI's usage chunk, llama-server's __verbose)."""
-        return sse.event(Completion(id=self._id, created=self._created, model=self._model,
-                                    system_fingerprint=SYSTEM_FINGERPRINT, choices=[], **fields))
+        bare = functools.partial(Completion, id=self._id, created=self._created, model=self._model,
+                                 system_fingerprint=SYSTEM_FINGERPRINT, choices=[])
+        return stream_tail(self._native, self._gen, self._include_usage, bare)
 
 
 def _prompts(fe: Frontend, body: CompletionRequest) -> list[Prompt]:
