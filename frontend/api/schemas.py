@@ -339,6 +339,9 @@ class DetokenizeRequest(msgspec.Struct, kw_only=True):
 # ----------------------------------------------------------------------------- responses
 
 SYSTEM_FINGERPRINT = "ggserve"
+# A completion's id is one of these and its request's id (the engine's are that id, "-", the choice).
+CHAT_COMPLETION_ID_PREFIX = "chatcmpl-"
+TEXT_COMPLETION_ID_PREFIX = "cmpl-"
 
 
 class PromptTokensDetails(msgspec.Struct):

@@ -8,7 +8,9 @@ import time
 from frontend import conversation
 from frontend.api.llama_fields import refuse_unsupported
 from frontend.api.schemas import (
+    CHAT_COMPLETION_ID_PREFIX,
     SYSTEM_FINGERPRINT,
+    TEXT_COMPLETION_ID_PREFIX,
     AssistantMessage,
     ChatChoice,
     ChatChunkChoice,
@@ -37,7 +39,6 @@ from frontend.state import Frontend
 from frontend.timings import progress_json
 
 
-COMPLETION_ID_PREFIX = "chatcmpl-"  # + the request's id (the engine's ids are that id, "-", the choice)
 CONTROL_TIMEOUT_S = 5.0  # the scheduler answers a control at once, between two steps
 
 
@@ -125,7 +126,7 @@ async def chat_completions(fe: Frontend, req: Request) -> Response | StreamRespo
     logprobs = _engine_logprobs(body)
     run = await conversation.start(fe, req, body, logprobs)
     gen, parsers = run.gen, run.parsers
-    completion_id, created = f"{COMPLETION_ID_PREFIX}{req.id}", int(time.time())
+    completion_id, created = f"{CHAT_COMPLETION_ID_PREFIX}{req.id}", int(time.time())
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         chunks = _ChatChunks(completion_id, created, fe.model_id, body.n, gen, logprobs >= 0, include_usage, parsers,
@@ -155,18 +156,27 @@ async def chat_completions(fe: Frontend, req: Request) -> Response | StreamRespo
 
 async def control(fe: Frontend, req: Request) -> Response:
     """llama-server's POST /v1/chat/completions/control: ``reasoning_end`` ends the thinking of a
-    running completion that set ``reasoning_control`` (every choice of it); a completion that is
-    not running (finished, unknown, still queued) is ``success: false`` with the reason."""
+    running completion that set ``reasoning_control`` (every choice of it; a /v1/completions id
+    works too); a completion that is not running (finished, unknown, still queued) is
+    ``success: false`` with the reason."""
     body = req.decode(ControlRequest)
     if not body.id:
         raise invalid("missing completion id", param="id")
     if body.action != "reasoning_end":
         raise invalid(f"unknown control action {body.action!r}; the one action is reasoning_end", param="action")
     try:
-        done = await fe.engine.end_reasoning(body.id.removeprefix(COMPLETION_ID_PREFIX), CONTROL_TIMEOUT_S)
+        done = await fe.engine.end_reasoning(_request_id(body.id), CONTROL_TIMEOUT_S)
     except TimeoutError:
         raise unavailable(f"the scheduler did not answer within {CONTROL_TIMEOUT_S:g} s") from None
     return json_response(ControlResult(success=True) if done.ended else ControlResult(False, done.error))
+
+
+def _request_id(completion_id: str) -> str:
+    """The request id in a chat completion's id (or a text completion's: ``cmpl-``)."""
+    for prefix in (CHAT_COMPLETION_ID_PREFIX, TEXT_COMPLETION_ID_PREFIX):
+        if completion_id.startswith(prefix):
+            return completion_id.removeprefix(prefix)
+    return completion_id
 
 
 async def input_tokens(fe: Frontend, req: Request) -> Response:

@@ -32,6 +32,7 @@ from frontend.api.sampling import (
 from frontend.api.schemas import (
     MAX_CHOICES,
     SYSTEM_FINGERPRINT,
+    TEXT_COMPLETION_ID_PREFIX,
     Completion,
     CompletionChoice,
     CompletionLogprobs,
@@ -155,7 +156,7 @@ async def completions(fe: Frontend, req: Request) -> Response | StreamResponse:
                      trace=req.trace)
     native = NativeResults(fe, body, prompts, sampling, limit, logprobs) if body.verbose else None
     echoes = [p.text if body.echo else "" for p in prompts for _ in range(body.n)]
-    completion_id, created = f"cmpl-{req.id}", int(time.time())
+    completion_id, created = f"{TEXT_COMPLETION_ID_PREFIX}{req.id}", int(time.time())
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         chunks = _CompletionChunks(completion_id, created, fe.model_id, echoes, gen, logprobs >= 0, include_usage,

@@ -292,3 +292,20 @@ def test_text_completions_budget_the_thinking_between_the_tags_they_name(server)
     r = httpx.post(f"{server.base_url}/v1/chat/completions", timeout=30,
                    json={"messages": MESSAGES, "max_tokens": 2, "reasoning_budget_start_tag": "<think>"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "reasoning_budget_start_tag", r.text
+
+
+def test_reasoning_control_of_a_text_completion_by_its_id(server):
+    body = {"prompt": LONG_THINKER_PROMPT, "max_tokens": 200, "temperature": 0, "grammar": FREE_THINK,
+            "stream": True, "reasoning_control": True, "reasoning_budget_start_tag": "<think>",
+            "reasoning_budget_end_tags": ["</think>"]}
+    text, answers = "", []
+    with httpx.stream("POST", f"{server.base_url}/v1/completions", json=body, timeout=120) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                event = json.loads(line[6:])
+                text += "".join(choice["text"] for choice in event["choices"])
+                if len(text) > len("<think>") and not answers:
+                    answers.append(control(server, event["id"]).json())
+    assert answers == [{"success": True}]
+    thinking, closed, answer = text.partition("</think>")
+    assert closed and answer.strip() and n_tokens(server, thinking) < 100, text
