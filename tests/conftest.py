@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from frontend.text.tokenizer import Tokenizer
+from frontend_support import gemma_path
 from ipc.shm import Arena
 
 # /metrics and POST /props are off by default, as in llama-server; the tests use them.
@@ -106,6 +108,14 @@ def arena() -> Iterator[Arena]:
     yield a
     a.close()
     a.unlink()
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> Iterator[Tokenizer]:
+    """The embedded model's vocabulary (no weights), shared by the tests that tokenize."""
+    tok = Tokenizer(gemma_path())
+    yield tok
+    tok.close()
 
 
 @pytest.fixture(scope="session")

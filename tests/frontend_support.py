@@ -25,6 +25,8 @@ from typing import Self
 import httpx
 import zmq
 
+from frontend.structured.harmony import HarmonyParser
+from frontend.structured.output import OutputDelta, OutputParser, merge_calls
 from ggserve.config import ServeConfig, save_config
 from ipc import transport
 from ipc.protocol import (
@@ -46,6 +48,18 @@ from ipc.protocol import (
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_parser(parser: OutputParser | HarmonyParser, text: str, step: int | None = None) -> OutputDelta:
+    """Feed a reply parser ``text`` whole, or ``step`` characters at a time (as a stream would)."""
+    total = OutputDelta()
+    pieces = [text] if step is None else [text[i : i + step] for i in range(0, len(text), step)]
+    for out in [*(parser.push(p) for p in pieces), parser.finish()]:
+        total.content += out.content
+        total.reasoning += out.reasoning
+        total.calls += out.calls
+    total.calls = merge_calls(total.calls)  # as a reply that is not streamed reads them
+    return total
 
 
 @functools.cache

@@ -21,6 +21,7 @@ from bench.workloads import (
 
 @pytest.fixture(scope="module")
 def tokenizer() -> Tokenizer:
+    """The benchmark's own tokenizer (bench.tokenizer), in place of conftest's frontend one."""
     return Tokenizer(default_model_path())
 
 

@@ -8,19 +8,11 @@ from __future__ import annotations
 import llama_cpp
 import numpy as np
 import pytest
-from frontend_support import gemma_path
 
 from executor.sampling.reasoning_budget import BudgetTracker, State
 from executor.sampling.sequence import SeqSampler, sample_rows
 from frontend.text.tokenizer import Tokenizer
 from ipc.protocol import ReasoningBudget, SamplingParams
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    tok = Tokenizer(gemma_path())
-    yield tok
-    tok.close()
 
 
 def tokens(tokenizer: Tokenizer, text: str) -> list[int]:

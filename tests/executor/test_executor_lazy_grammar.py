@@ -6,20 +6,11 @@ own lazy sampler would throw and kill the process), and token triggers."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
-from frontend_support import gemma_path
 
 from executor.sampling.lazy_grammar import LazyGrammar
 from executor.sampling.sequence import Grammar, GrammarCache, SeqSampler, sample_rows
 from frontend.text.tokenizer import Tokenizer
 from ipc.protocol import GrammarTriggers, SamplingParams
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    tok = Tokenizer(gemma_path())
-    yield tok
-    tok.close()
 
 
 def tokens(tokenizer: Tokenizer, text: str) -> list[int]:

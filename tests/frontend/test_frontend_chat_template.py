@@ -7,7 +7,6 @@ import datetime
 import logging
 
 import pytest
-from frontend_support import gemma_path
 
 from ggserve.chat_templates import BUILTIN, GEMMA, builtin_names, guess_from_vocabulary
 from frontend.text.chat_template import ChatTemplate, ChatTemplateError, load_chat_template
@@ -54,13 +53,6 @@ CONVERSATION = [
     {"role": "assistant", "content": "Hello."},
     {"role": "user", "content": "Capital of France?"},
 ]
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    tok = Tokenizer(gemma_path())
-    yield tok
-    tok.close()
 
 
 def test_model_without_template_gets_the_format_of_its_vocabulary(tokenizer: Tokenizer, caplog):

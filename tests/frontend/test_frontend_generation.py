@@ -10,7 +10,6 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import pytest
-from frontend_support import gemma_path
 
 from frontend.http.errors import ApiError
 from frontend.generation import ChoiceDelta, Generation, collect
@@ -44,13 +43,6 @@ class StubEngine:
 
     def release(self, request_ids: list[str]) -> None:
         self.released += request_ids
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    tok = Tokenizer(gemma_path())
-    yield tok
-    tok.close()
 
 
 def ids(tokenizer: Tokenizer, text: str) -> list[int]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from frontend_support import gemma_path
 
 from frontend.http.errors import ApiError, from_engine
 from frontend.http.asgi import Request
@@ -25,13 +24,6 @@ from frontend.api.schemas import ChatCompletionRequest, CompletionRequest, Nativ
 from ggserve.config import ServeConfig
 from frontend.text.tokenizer import Tokenizer
 from ipc.protocol import EngineError, EngineInfo, ErrorCode
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    tok = Tokenizer(gemma_path())
-    yield tok
-    tok.close()
 
 
 def params_of(req, tokenizer: Tokenizer, seed: int = -1, eog: list[int] | None = None):

@@ -17,13 +17,6 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    tok = Tokenizer(gemma_path())
-    yield tok
-    tok.close()
-
-
 def test_vocabulary_facts(tokenizer: Tokenizer):
     assert tokenizer.n_vocab == 262144
     assert tokenizer.add_bos and tokenizer.bos_id == 2

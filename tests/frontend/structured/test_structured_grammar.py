@@ -14,14 +14,8 @@ from frontend.structured.json_schema import SchemaError, schema_rule, schema_to_
 from frontend.structured.tool_formats.harmony import HarmonyFormat, final_message
 from frontend.structured.tool_formats.qwen_xml import QwenXmlFormat
 from frontend.text.tokenizer import Tokenizer
-from ggserve.models.resolve import default_model_path
 from ipc.protocol import SamplingParams
 from tests.structured_schemas import SCHEMAS
-
-
-@pytest.fixture(scope="module")
-def tokenizer() -> Tokenizer:
-    return Tokenizer(str(default_model_path()))
 
 
 def accepts(tokenizer: Tokenizer, grammar: str, text: str) -> bool:

@@ -7,26 +7,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from frontend_support import run_parser
 
 from frontend.structured.harmony import HarmonyParser
-from frontend.structured.output import OutputDelta, merge_calls
 from frontend.structured.reasoning import reasoning_for, thinking_tags
 from frontend.structured.tool_formats import detect_native_format
 from frontend.structured.tool_formats.harmony import HarmonyFormat
 
 GPT_OSS_MARKS = "{%- if tools %}{{ tools }}{% endif %}<|start|>assistant<|channel|>final<|message|>"
-
-
-def run(parser: HarmonyParser, text: str, step: int | None = None) -> OutputDelta:
-    total = OutputDelta()
-    pieces = [text] if step is None else [text[i : i + step] for i in range(0, len(text), step)]
-    for out in [*(parser.push(p) for p in pieces), parser.finish()]:
-        total.content += out.content
-        total.reasoning += out.reasoning
-        total.calls += out.calls
-    total.calls = merge_calls(total.calls)  # as a reply that is not streamed reads them
-    return total
-
 
 STEPS = [None, 1, 5]
 ANALYSIS = "<|channel|>analysis<|message|>The user asks for 2+2. That is 4.<|end|>"
@@ -34,14 +22,14 @@ ANALYSIS = "<|channel|>analysis<|message|>The user asks for 2+2. That is 4.<|end
 
 @pytest.mark.parametrize("step", STEPS)
 def test_analysis_then_final(step):
-    out = run(HarmonyParser(True, False), ANALYSIS + "<|start|>assistant<|channel|>final<|message|>It is 4.", step)
+    out = run_parser(HarmonyParser(True, False), ANALYSIS + "<|start|>assistant<|channel|>final<|message|>It is 4.", step)
     assert (out.reasoning, out.content, out.calls) == ("The user asks for 2+2. That is 4.", "It is 4.", [])
 
 
 @pytest.mark.parametrize("step", STEPS)
 def test_reasoning_format_none_keeps_the_analysis_in_content(step):
     text = ANALYSIS + "<|start|>assistant<|channel|>final<|message|>4"
-    out = run(HarmonyParser(False, False), text, step)
+    out = run_parser(HarmonyParser(False, False), text, step)
     assert out.reasoning == "" and out.content == ANALYSIS + "4"
 
 
@@ -54,7 +42,7 @@ def test_reasoning_format_none_keeps_the_analysis_in_content(step):
 ])
 def test_calls_after_analysis(call, step):
     text = call if call.startswith(" to=") else ANALYSIS + "<|start|>assistant" + call
-    out = run(HarmonyParser(True, True), text, step)
+    out = run_parser(HarmonyParser(True, True), text, step)
     assert [(c.index, c.name, json.loads(c.arguments)) for c in out.calls] == [(0, "get_weather", {"city": "Paris"})]
     assert out.calls[0].id.startswith("call_") and out.content == ""
     assert out.reasoning == ("" if call.startswith(" to=") else "The user asks for 2+2. That is 4.")
@@ -64,27 +52,27 @@ def test_calls_after_analysis(call, step):
 def test_preamble_is_content_and_call_follows(step):
     text = ("<|channel|>commentary<|message|>Checking the weather.<|end|><|start|>assistant"
             '<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"city": "Rome"}<|call|>')
-    out = run(HarmonyParser(True, True), text, step)
+    out = run_parser(HarmonyParser(True, True), text, step)
     assert out.content == "Checking the weather." and [c.name for c in out.calls] == ["get_weather"]
 
 
 def test_malformed_arguments_come_back_as_content():
     text = '<|channel|>commentary to=functions.f <|constrain|>json<|message|>{"a": '
-    out = run(HarmonyParser(True, True), text)
+    out = run_parser(HarmonyParser(True, True), text)
     assert out.calls == [] and out.content == text
 
 
 def test_calls_not_parsed_without_tools_and_builtin_recipients_shown():
     text = '<|channel|>commentary to=functions.f <|constrain|>json<|message|>{"a": 1}'
-    assert run(HarmonyParser(True, False), text).content == text
+    assert run_parser(HarmonyParser(True, False), text).content == text
     text = '<|channel|>analysis to=browser.search<|message|>{"query": "x"}'
-    assert run(HarmonyParser(True, True), text).content == text
+    assert run_parser(HarmonyParser(True, True), text).content == text
 
 
 @pytest.mark.parametrize("text", ['{"answer": 4}', "Hello there", "", "   "])
 @pytest.mark.parametrize("step", STEPS)
 def test_plain_text_is_content_as_it_is(text, step):
-    assert run(HarmonyParser(True, True), text, step).content == text
+    assert run_parser(HarmonyParser(True, True), text, step).content == text
 
 
 def test_plain_text_streams_before_the_end():
@@ -99,7 +87,7 @@ def test_reasoning_streams_before_its_end_marker():
 
 
 def test_prompt_that_opened_the_analysis():
-    out = run(HarmonyParser(True, False, starts_open=True), "hmm<|end|><|start|>assistant<|channel|>final<|message|>4")
+    out = run_parser(HarmonyParser(True, False, starts_open=True), "hmm<|end|><|start|>assistant<|channel|>final<|message|>4")
     assert (out.reasoning, out.content) == ("hmm", "4")
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from frontend_support import run_parser
 
-from frontend.structured.output import OutputDelta, OutputParser, merge_calls
+from frontend.structured.output import OutputDelta, OutputParser
 from frontend.structured.reasoning import reasoning_for
 from frontend.structured.tool_formats import GENERIC, detect_native_format
 from frontend.structured.tool_formats.deepseek import DeepSeekFormat
@@ -14,18 +15,6 @@ from frontend.structured.tool_formats.hermes import HermesFormat
 from frontend.structured.tool_formats.llama3 import Llama3Format
 from frontend.structured.tool_formats.mistral import MistralFormat
 from frontend.structured.tool_formats.qwen_xml import QwenXmlFormat
-
-
-def run(parser: OutputParser, text: str, step: int | None = None) -> OutputDelta:
-    """Feed ``text`` whole, or ``step`` characters at a time (as a stream would)."""
-    total = OutputDelta()
-    pieces = [text] if step is None else [text[i : i + step] for i in range(0, len(text), step)]
-    for out in [*(parser.push(p) for p in pieces), parser.finish()]:
-        total.content += out.content
-        total.reasoning += out.reasoning
-        total.calls += out.calls
-    total.calls = merge_calls(total.calls)  # as a reply that is not streamed reads them
-    return total
 
 
 def calls_of(out: OutputDelta) -> list[tuple[str, dict]]:
@@ -69,7 +58,7 @@ CASES = [
 @pytest.mark.parametrize("step", [None, 1, 3])
 @pytest.mark.parametrize("fmt, text, content, calls", CASES, ids=[f"{c[0].name}-{i}" for i, c in enumerate(CASES)])
 def test_native_formats(fmt, text, content, calls, step):
-    out = run(OutputParser(None, fmt), text, step)
+    out = run_parser(OutputParser(None, fmt), text, step)
     assert calls_of(out) == calls
     assert out.content.strip() == content.strip()  # whitespace between calls is dropped by the route
 
@@ -80,12 +69,12 @@ def test_native_formats(fmt, text, content, calls, step):
     '<tool_call>{"arguments": {}}</tool_call>',  # no name
 ])
 def test_malformed_calls_come_back_as_content(text):
-    out = run(OutputParser(None, HermesFormat()), text)
+    out = run_parser(OutputParser(None, HermesFormat()), text)
     assert out.calls == [] and out.content == text
 
 
 def test_unclosed_section_at_the_end_is_parsed():
-    out = run(OutputParser(None, HermesFormat()), '<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n')
+    out = run_parser(OutputParser(None, HermesFormat()), '<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n')
     assert calls_of(out) == [("f", {"a": 1})]
 
 
@@ -102,7 +91,7 @@ def test_a_call_cut_short_is_never_content(stream, forced):
     for n in range(0 if forced else opener, len(FORCED) + 1):
         text = FORCED[:n]
         parser = OutputParser(None, HermesFormat(), stream_args=stream, forced=forced)
-        out = run(parser, text, 1 if stream else None)
+        out = run_parser(parser, text, 1 if stream else None)
         assert out.content == "", text
         complete = text.count("</tool_call>")
         named = text.count('"arguments": {')  # calls whose arguments began: those written so far
@@ -115,42 +104,42 @@ def test_a_call_cut_short_is_never_content(stream, forced):
 
 
 def test_text_before_a_call_cut_short_stays_content():
-    out = run(OutputParser(None, HermesFormat()), 'Let me look. <tool_call>\n{"name": "get_')
+    out = run_parser(OutputParser(None, HermesFormat()), 'Let me look. <tool_call>\n{"name": "get_')
     assert out.content == "Let me look. " and out.calls == []
 
 
 @pytest.mark.parametrize("step", [None, 1, 4])
 def test_deepseek_reasoning_for_any_model(step):
-    out = run(OutputParser(reasoning_for("deepseek", "prompt"), None), "<think>\nso 2+2 is 4\n</think>\n\nIt is 4.", step)
+    out = run_parser(OutputParser(reasoning_for("deepseek", "prompt"), None), "<think>\nso 2+2 is 4\n</think>\n\nIt is 4.", step)
     assert (out.reasoning, out.content) == ("\nso 2+2 is 4\n", "It is 4.")
 
 
 def test_reasoning_opened_by_the_prompt_and_tool_call_after_it():
     reasoning = reasoning_for("auto", "<|im_start|>assistant\n<think>\n")
-    out = run(OutputParser(reasoning, GENERIC), 'need weather</think>\n<tool_call>{"name": "w", "arguments": {}}'
+    out = run_parser(OutputParser(reasoning, GENERIC), 'need weather</think>\n<tool_call>{"name": "w", "arguments": {}}'
                                                 "</tool_call>", 2)
     assert out.reasoning == "need weather" and calls_of(out) == [("w", {})] and out.content.strip() == ""
 
 
 def test_tool_call_markers_inside_reasoning_are_reasoning():
-    out = run(OutputParser(reasoning_for("deepseek", ""), GENERIC),
+    out = run_parser(OutputParser(reasoning_for("deepseek", ""), GENERIC),
               '<think>maybe <tool_call>{"name": "x", "arguments": {}}</tool_call>?</think>ok')
     assert out.calls == [] and out.content == "ok" and "<tool_call>" in out.reasoning
 
 
 def test_reasoning_format_none_and_legacy():
     assert reasoning_for("none", "") is None
-    out = run(OutputParser(reasoning_for("deepseek-legacy", ""), None), "<think>a</think>b")
+    out = run_parser(OutputParser(reasoning_for("deepseek-legacy", ""), None), "<think>a</think>b")
     assert out.reasoning == "a" and out.content == "<think>a</think>b"
 
 
 def test_unterminated_thinking_is_reasoning():
-    out = run(OutputParser(reasoning_for("deepseek", ""), None), "<think>still going", 3)
+    out = run_parser(OutputParser(reasoning_for("deepseek", ""), None), "<think>still going", 3)
     assert out.reasoning == "still going" and out.content == ""
 
 
 def test_partial_marker_at_the_end_is_released():
-    out = run(OutputParser(None, HermesFormat()), "a <tool_ca", 1)
+    out = run_parser(OutputParser(None, HermesFormat()), "a <tool_ca", 1)
     assert out.content == "a <tool_ca" and out.calls == []
 
 
