@@ -29,7 +29,7 @@ class GrammarError(ValueError):
 class GrammarChecker:
     def __init__(self, tokenizer: Tokenizer) -> None:
         self._tokenizer = tokenizer
-        self._lock = threading.Lock()  # the log capture is process-wide
+        self._lock = threading.Lock()  # the cache of checked grammars, and the compile that fills it
         self._known: OrderedDict[str, str | None] = OrderedDict()  # text -> error (None: fine)
 
     def check(self, text: str) -> None:

@@ -10,6 +10,7 @@ import contextlib
 import ctypes
 import logging
 import re
+import threading
 from collections.abc import Iterator
 
 import llama_cpp
@@ -26,14 +27,18 @@ class LlamaLogCapture:
 
     The last one installed stays referenced by the class: llama.cpp keeps calling the C pointer
     after its owner (e.g. a test's Tokenizer) is collected, and a freed ctypes callback crashes.
+    Since only the last one hears llama.cpp, what collect_problems gathers is the class's too:
+    any capture collects, whichever was installed last (a router-mode worker holds a Tokenizer,
+    and so a capture, per model), one block at a time.
     """
 
     _installed: LlamaLogCapture | None = None
+    _collected: list[str] | None = None  # the lines of the collect_problems block running
+    _collecting = threading.Lock()
 
     def __init__(self) -> None:
         self.kv_bytes = 0
         self._pending = ""
-        self._collected: list[str] | None = None
         self._callback = llama_cpp.llama_log_callback(self._on_log)
         llama_cpp.llama_log_set(self._callback, ctypes.c_void_p(0))
         mtmd_cpp.mtmd_helper_log_set(self._callback, ctypes.c_void_p(0))  # the multimodal projector's too
@@ -49,15 +54,18 @@ class LlamaLogCapture:
         match = _KV_SIZE.search(line)
         if match:
             self.kv_bytes += int(float(match.group(1)) * 1024 * 1024)
-        if self._collected is not None and level >= 3:
-            self._collected.append(line)
+        collected = LlamaLogCapture._collected
+        if collected is not None and level >= 3:
+            collected.append(line)
         log.log(_LEVELS.get(level, logging.DEBUG), "%s", line)
 
     @contextlib.contextmanager
     def collect_problems(self) -> Iterator[list[str]]:
-        """The warning and error lines llama.cpp logs inside the block (callers serialise use)."""
-        self._collected = lines = []
-        try:
-            yield lines
-        finally:
-            self._collected = None
+        """The warning and error lines llama.cpp logs inside the block."""
+        lines: list[str] = []
+        with LlamaLogCapture._collecting:
+            LlamaLogCapture._collected = lines
+            try:
+                yield lines
+            finally:
+                LlamaLogCapture._collected = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from frontend_support import gemma_path
 
 from executor.sampling.sequence import Grammar, SeqSampler, SequenceFailed, _grammar_cache
 from frontend.structured import gbnf
@@ -222,3 +223,15 @@ def test_harmony_final_message_frame(tokenizer):
     assert accepts(tokenizer, grammar, '<|channel|>analysis<|message|>hm<|end|><|start|>assistant'
                                        '<|channel|>final<|message|>{"a": 1}')
     assert not accepts(tokenizer, grammar, '{"a": 1}')
+
+
+def test_an_earlier_tokenizers_checker_still_hears_llama_cpps_reason(tokenizer):
+    """llama.cpp's log callback is process-wide and the capture installed last hears it; a
+    router-mode worker holds a tokenizer per model, so the first model's checker must still
+    get the reason of a grammar llama.cpp refuses."""
+    later = Tokenizer(gemma_path())
+    try:
+        with pytest.raises(GrammarError, match="left recursion"):
+            GrammarChecker(tokenizer).check('root ::= root "a"')
+    finally:
+        later.close()
