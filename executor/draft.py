@@ -24,6 +24,7 @@ import numpy as np
 
 from executor.batch import NumpyBatch
 from executor.sampling.sequence import logits_view
+from executor.threadpool import ExecutorThreads
 from ggserve.config import ServeConfig
 from ggserve.tokens import common_prefix_len
 from ipc.protocol import BatchItem, KvOp, KvOpKind
@@ -75,7 +76,7 @@ class SeqTokens:
 class DraftModel:
     """The draft model's context; ``held[seq]``: the tokens its cache holds for the sequence."""
 
-    def __init__(self, cfg: ServeConfig, n_vocab: int, n_seq_max: int) -> None:
+    def __init__(self, cfg: ServeConfig, n_vocab: int, n_seq_max: int, threads: ExecutorThreads) -> None:
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = cfg.spec_draft_ngl if cfg.spec_draft_ngl >= 0 else 999
         mparams.use_extra_bufts = cfg.repack
@@ -102,6 +103,7 @@ class DraftModel:
         if not self.ctx:
             llama_cpp.llama_model_free(self.model)
             raise RuntimeError("failed to create the draft model's context (out of memory?)")
+        self.pools = threads.attach(self.ctx)
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.n_vocab = n_vocab
         self.batch = NumpyBatch(llama_cpp.llama_n_batch(self.ctx))
@@ -189,4 +191,6 @@ class DraftModel:
 
     def close(self) -> None:
         llama_cpp.llama_free(self.ctx)
+        if self.pools is not None:
+            self.pools.close()
         llama_cpp.llama_model_free(self.model)

@@ -24,6 +24,7 @@ from executor.state.host_cache import HostCache
 from ggserve.llama.log import LlamaLogCapture
 from executor.lora import LoraAdapters
 from executor.media.decoder import MediaDecoder
+from executor.threadpool import ExecutorThreads
 from executor.sampling.sequence import (
     SequenceFailed,
     SeqSampler,
@@ -143,6 +144,7 @@ class ModelEngine:
         self.executor_id = executor_id
         self._log_capture = LlamaLogCapture()
         llama_cpp.llama_backend_init()
+        self.threads = ExecutorThreads(cfg, executor_id)
 
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = cfg.n_gpu_layers if cfg.n_gpu_layers >= 0 else 999
@@ -185,6 +187,7 @@ class ModelEngine:
             self.ctx = _encoder_context(self.model, self.ctx, cparams, cfg)
         if not self.ctx:
             raise RuntimeError("failed to create the llama.cpp context (out of memory?)")
+        self.pools = self.threads.attach(self.ctx)
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.n_seq_max = llama_cpp.llama_n_seq_max(self.ctx)
         self.n_batch = llama_cpp.llama_n_batch(self.ctx)
@@ -206,7 +209,7 @@ class ModelEngine:
         self.lora = LoraAdapters(self.model, self.ctx, [lora.path for lora in cfg.lora], self._log_capture)
         # speculative decoding with a draft model: the model, the target's tokens it follows, and
         # each sequence's p_min (SeqStart)
-        self.draft = DraftModel(cfg, self.n_vocab, self.n_seq_max) if cfg.spec_draft_model else None
+        self.draft = DraftModel(cfg, self.n_vocab, self.n_seq_max, self.threads) if cfg.spec_draft_model else None
         self.seq_tokens = SeqTokens(self.n_seq_max) if self.draft is not None else None
         self.draft_p_min: dict[int, float] = {}
         # --mmproj: images / audio in prompts (executor.media.decoder)
@@ -592,4 +595,6 @@ class ModelEngine:
         if self.media is not None:
             self.media.close()
         llama_cpp.llama_free(self.ctx)
+        if self.pools is not None:
+            self.pools.close()
         llama_cpp.llama_model_free(self.model)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import msgspec
 
+from ggserve import cpu_placement
 from ggserve.chat_templates import builtin_names
 from ggserve.samplers import sampler_order
 from ggserve.config import DRAFT_MODEL_TYPE, SPEC_TYPES, LoraFile, ModelSpec, ServeConfig, cpu_has_amx
@@ -109,6 +110,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     e.add_argument("-ub", "--ubatch-size", type=int, default=d.ubatch_size)
     e.add_argument("-t", "--threads", type=int, default=d.threads, help="0: all cores")
     e.add_argument("-tb", "--threads-batch", type=int, default=d.threads_batch)
+    cpu_placement.add_flags(p.add_argument_group("CPU placement of llama.cpp's threads (llama-server's flags)"))
     e.add_argument("-ngl", "--n-gpu-layers", "--gpu-layers", dest="n_gpu_layers", type=int, default=d.n_gpu_layers)
     e.add_argument("-fa", "--flash-attn", choices=["on", "off", "auto"], default=d.flash_attn)
     e.add_argument("-ctk", "--cache-type-k", default=d.cache_type_k)
@@ -508,6 +510,10 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         raise UsageError("ggserve: --video-fps must be positive (ggserve samples videos at a set rate)")
     if args.video_ffmpeg_dir and not os.path.isdir(args.video_ffmpeg_dir):
         raise UsageError(f"ggserve: --video-ffmpeg-dir {args.video_ffmpeg_dir} is not a directory")
+    try:
+        cpu, cpu_batch = cpu_placement.placements(args)
+    except cpu_placement.PlacementError as exc:
+        raise UsageError(f"ggserve: {exc}") from None
     # Flags whose dest is a ServeConfig field map one to one; the rest are derived here.
     fields = {f: getattr(args, f) for f in ServeConfig.__struct_fields__ if hasattr(args, f)}
     fields.update(
@@ -526,6 +532,8 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         spec_draft_model=os.path.abspath(args.spec_draft_model) if args.spec_draft_model else "",
         mmproj=os.path.abspath(args.mmproj) if args.mmproj else "",
         video_ffmpeg_dir=os.path.abspath(args.video_ffmpeg_dir) if args.video_ffmpeg_dir else "",
+        cpu=cpu,
+        cpu_batch=cpu_batch,
     )
     return ServeConfig(**fields)
 

@@ -39,6 +39,21 @@ class LoraFile(msgspec.Struct):
     scale: float = 1.0  # its global scale at start
 
 
+class CpuPlacement(msgspec.Struct, kw_only=True):
+    """Where and how an executor's llama.cpp threads run (llama-server's -C, -Cr, --cpu-strict,
+    --prio, --poll). llama.cpp runs steps of one token with one, steps of several (prompts, and
+    decodes of several sequences) with the other (the -batch flags)."""
+
+    cpus: list[int] = []  # CPUs the threads may run on; empty: those the process was given
+    strict: bool = False  # each thread on its own CPU of ``cpus``, in order
+    prio: int = 0  # -1 low, 0 normal, 1 medium, 2 high, 3 realtime (ggml_sched_priority)
+    poll: int = 50  # 0-100: how long an idle thread polls for work (builds without OpenMP)
+
+    @property
+    def custom(self) -> bool:
+        return self != CpuPlacement()
+
+
 class ServeConfig(msgspec.Struct, kw_only=True):
     # model
     model: str  # path of the .gguf
@@ -72,6 +87,8 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     ubatch_size: int = 512  # -ub
     threads: int = 0  # -t: per executor; 0 = the cores split evenly between executors
     threads_batch: int = 0  # -tb: 0 = same as threads
+    cpu: CpuPlacement = msgspec.field(default_factory=CpuPlacement)  # threads of one-token steps
+    cpu_batch: CpuPlacement = msgspec.field(default_factory=CpuPlacement)  # of steps of several tokens (-Cb, -Crb, ...)
     n_gpu_layers: int = -1  # -ngl: -1 = all
     flash_attn: str = "auto"  # -fa: on / off / auto
     cache_type_k: str = "f16"  # -ctk

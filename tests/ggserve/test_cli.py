@@ -194,3 +194,36 @@ def test_speculative_flags_map_onto_the_config() -> None:
     assert (cfg.spec_draft_n_max, cfg.spec_draft_n_min) == (16, 2)
     assert config_from_args(parse("--spec-type", "ngram-mod", "--spec-ngram-mod-n-match", "24")).spec_ngram_size_n == 24
     assert config_from_args(parse("--spec-type", "none")).spec_type == ""
+
+
+def test_cpu_placement_flags_map_onto_the_config() -> None:
+    plain = config_from_args(parse())
+    assert not plain.cpu.custom and not plain.cpu_batch.custom  # llama.cpp's own pools, as before
+    n = os.cpu_count() or 1
+    cfg = config_from_args(parse("-C", "0x1", "-Cr", f"{n - 1}-", "--cpu-strict", "1", "--prio", "-1",
+                                 "--poll", "0", "--prio-batch", "0"))
+    assert (cfg.cpu.cpus, cfg.cpu.strict, cfg.cpu.prio, cfg.cpu.poll) == (sorted({0, n - 1}), True, -1, 0)
+    # each -batch flag left out takes its one-token counterpart's value
+    assert (cfg.cpu_batch.cpus, cfg.cpu_batch.strict, cfg.cpu_batch.prio, cfg.cpu_batch.poll) == (
+        sorted({0, n - 1}), True, 0, 0)
+    split = config_from_args(parse("-Cr", "-0", "-Crb", f"0-{n - 1}", "--cpu-strict-batch", "1"))
+    assert (split.cpu.cpus, split.cpu.strict) == ([0], False)
+    assert (split.cpu_batch.cpus, split.cpu_batch.strict) == (list(range(n)), True)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("-C", "0xzz"), "not hexadecimal"),
+    (("-C", "0"), "names no CPU"),
+    (("-C", f"{1 << (os.cpu_count() or 1):x}"), "this machine has CPUs"),
+    (("-Cr", "3"), "is not [lo]-[hi]"),
+    (("-Crb", "2-1"), "is not [lo]-[hi]"),
+    (("--poll", "101"), "--poll is in [0, 100]"),
+    (("--poll-batch", "-1"), "--poll-batch is in [0, 100]"),
+    (("--prio", "4"), "--prio is one of"),
+    (("--cpu-strict", "2"), "--cpu-strict is 0 or 1"),
+])
+def test_bad_cpu_placement_exits_with_a_message_naming_it(argv: tuple[str, ...], message: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        config_from_args(parse(*argv))
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err

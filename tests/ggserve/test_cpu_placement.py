@@ -1,0 +1,86 @@
+"""llama-server's CPU placement flags (-C, -Cr, --cpu-strict, --prio) place a real executor's
+llama.cpp threads: the affinity and scheduling of its threads, read from /proc after a request."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import httpx
+import pytest
+
+from conftest import ServerHandle, start_server
+from executor import threadpool
+from ggserve.config import CpuPlacement, ServeConfig
+from test_faults import role_pids
+
+
+def threads(pid: int) -> dict[int, tuple[set[int], int]]:
+    """Each thread of ``pid``: the CPUs it may run on and its scheduling policy."""
+    found = {}
+    for tid in map(int, os.listdir(f"/proc/{pid}/task")):
+        try:
+            found[tid] = (os.sched_getaffinity(tid), os.sched_getscheduler(tid))
+        except OSError:  # a thread that ended meanwhile
+            continue
+    return found
+
+
+def complete(server: ServerHandle) -> None:
+    reply = httpx.post(f"{server.base_url}/v1/completions", timeout=60,
+                       json={"prompt": "The capital of France", "max_tokens": 8, "temperature": 0})
+    assert reply.status_code == 200
+    assert reply.json()["usage"]["completion_tokens"] == 8
+
+
+def test_low_priority_and_a_mask_place_every_llama_cpp_thread() -> None:
+    with start_server("-t", "2", "-C", "0x1", "--prio", "-1") as server:
+        complete(server)  # llama.cpp places its pool's threads at each step
+        (executor,) = role_pids(server, "-m executor")
+        placed = threads(executor)
+        assert placed[executor] == ({0}, os.SCHED_BATCH)  # the main thread is the pool's thread 0
+        # the main thread and the OpenMP worker that computes beside it
+        assert sum(1 for cpus, policy in placed.values() if (cpus, policy) == ({0}, os.SCHED_BATCH)) >= 2
+        assert os.getpriority(os.PRIO_PROCESS, executor) == threadpool.NICE[-1]
+        assert "llama.cpp threads: 2 on 0, prio -1" in server.log()
+        complete(server)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="strict placement of 2 threads needs 2 CPUs")
+def test_strict_placement_puts_each_thread_on_its_own_cpu() -> None:
+    with start_server("-t", "2", "-C", "0x3", "--cpu-strict", "1") as server:
+        complete(server)
+        (executor,) = role_pids(server, "-m executor")
+        placed = threads(executor)
+        assert placed[executor][0] == {0}
+        assert any(cpus == {1} for tid, (cpus, _) in placed.items() if tid != executor)
+        assert "2 on 0,1 (strict)" in server.log()
+
+
+def test_without_placement_flags_llama_cpp_keeps_its_own_pools(server: ServerHandle) -> None:
+    complete(server)
+    (executor,) = role_pids(server, "-m executor")
+    assert threads(executor)[executor][0] == os.sched_getaffinity(0)  # inherited, untouched
+    assert "llama.cpp threads:" not in server.log()
+
+
+def test_several_strict_executors_take_their_own_runs_of_the_mask() -> None:
+    placement = CpuPlacement(cpus=[2, 3, 4, 5, 6], strict=True)
+    assert threadpool.executor_cpus(placement, 2, 0, 2) == [2, 3]
+    assert threadpool.executor_cpus(placement, 2, 1, 2) == [4, 5]
+    assert threadpool.executor_cpus(placement, 3, 1, 2) == [5, 6, 2]  # wraps when the mask is short
+    loose = CpuPlacement(cpus=[2, 3], strict=False)
+    assert threadpool.executor_cpus(loose, 2, 1, 2) == [2, 3]  # not strict: the whole mask each
+
+
+def test_a_priority_the_process_may_not_take_is_warned_about_once(monkeypatch, caplog) -> None:
+    def refuse(*_args: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(threadpool.os, "setpriority", refuse)
+    monkeypatch.setattr(threadpool, "_may_run_realtime", lambda: False)
+    cfg = ServeConfig(model="m.gguf", cpu=CpuPlacement(prio=2), cpu_batch=CpuPlacement(prio=2))
+    with caplog.at_level(logging.WARNING, logger="executor"):
+        assert threadpool.apply_priority(cfg, 0) is False  # llama.cpp's threads keep normal scheduling
+    assert "cannot set the process's nice value to -10" in caplog.text
+    assert "may not use real-time scheduling" in caplog.text
