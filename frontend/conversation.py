@@ -22,6 +22,7 @@ from frontend.api.sampling import (
     stop_strings,
     time_limit_s,
     token_limit,
+    with_post_sampling_probs,
 )
 from frontend.media import files as media
 from frontend.api.schemas import ChatCompletionRequest
@@ -168,6 +169,7 @@ async def start(fe: Frontend, req: Request, body: ChatCompletionRequest, logprob
         sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids, info.n_ctx_slot, grammar),
         reasoning_budget=_budget(fe, body, chat),
     )
+    sampling = with_post_sampling_probs(sampling, body.post_sampling_probs)
     lora = request_lora(body, info)
     chunks = fe.media_arena.put([mprompt.spans]) if mprompt.spans else None  # last: nothing may raise after it
     requests = engine_requests(req.id, [prompt], body.n, body, sampling, limit, logprobs, fe.cache_defaults,
@@ -177,7 +179,8 @@ async def start(fe: Frontend, req: Request, body: ChatCompletionRequest, logprob
                      fe.tokenizer.marker_tokens(markers) | preserved_ids(fe.tokenizer, body.preserved_tokens),
                      time_limit_s(body), body.n_indent, trace=req.trace,
                      on_exit=(lambda: fe.media_arena.release(chunks)) if chunks else None)
-    native = NativeResults(fe, body, [Prompt(prompt, chat.prompt)], sampling, limit, logprobs) if body.verbose else None
+    native = (NativeResults(fe, body, [Prompt(prompt, chat.prompt)], sampling, limit, logprobs,
+                            post_sampling_probs=body.post_sampling_probs) if body.verbose else None)
     return ChatRun(gen, parsers, len(prompt), native)
 
 

@@ -27,7 +27,8 @@ def _falsy(value: Any) -> bool:
 # field -> (whether a value is the neutral one, why anything else is refused)
 UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "echo": (_falsy, "echo is only supported on /v1/completions"),
-    "post_sampling_probs": (_falsy, "probabilities after the sampler chain are reported by /completion only"),
+    "post_sampling_probs": (_falsy, "probabilities after the sampler chain are reported by /completion and "
+                            "/v1/chat/completions only"),
     "chat_format": (lambda v: False, "chat_format is internal to llama-server; use reasoning_format and tools"),
     "chat_parser": (_falsy, "custom chat parsers are not supported"),
     "generation_prompt": (_falsy, "generation_prompt is internal to llama-server"),

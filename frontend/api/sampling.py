@@ -66,6 +66,18 @@ def sampling_params(req: SamplingFields, tokenizer: Tokenizer, defaults: Samplin
                                    grammar_triggers=triggers if grammar is not None else None)
 
 
+def with_post_sampling_probs(params: SamplingParams, wanted: bool) -> SamplingParams:
+    """``post_sampling_probs``: report the probabilities after the sampler chain (those the token
+    was drawn from) instead of the model's log-probabilities. Not with a grammar, whose sampler
+    rules candidates out rather than weighing them."""
+    if not wanted:
+        return params
+    if params.grammar is not None:
+        raise invalid("post_sampling_probs cannot be combined with a grammar, JSON schema or tools",
+                      param="post_sampling_probs")
+    return msgspec.structs.replace(params, post_sampling_probs=True)
+
+
 def with_seed_offset(params: SamplingParams, offset: int) -> SamplingParams:
     if params.seed is None or offset == 0:
         return params

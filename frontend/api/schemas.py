@@ -260,6 +260,8 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
     max_completion_tokens: int | None = None
     logprobs: bool = False
     top_logprobs: TopLogprobs | None = None
+    # llama-server's: logprobs as probabilities after the sampler chain ("prob", "top_probs")
+    post_sampling_probs: bool = False
     tools: list[Tool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool = True
@@ -361,11 +363,22 @@ class TopLogprob(msgspec.Struct):
     bytes: list[int]
 
 
-class ChatTokenLogprob(msgspec.Struct):
+class TopProb(msgspec.Struct):
     token: str
-    logprob: float
+    prob: float
     bytes: list[int]
-    top_logprobs: list[TopLogprob]
+
+
+class ChatTokenLogprob(msgspec.Struct, kw_only=True):
+    """A generated token: OpenAI's logprob and top_logprobs, or with llama-server's
+    ``post_sampling_probs`` prob and top_probs (probabilities after the sampler chain)."""
+
+    token: str
+    bytes: list[int]
+    logprob: float | msgspec.UnsetType = msgspec.UNSET
+    top_logprobs: list[TopLogprob] | msgspec.UnsetType = msgspec.UNSET
+    prob: float | msgspec.UnsetType = msgspec.UNSET
+    top_probs: list[TopProb] | msgspec.UnsetType = msgspec.UNSET
 
 
 class ChatLogprobs(msgspec.Struct):

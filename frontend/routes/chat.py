@@ -28,6 +28,7 @@ from frontend.api.schemas import (
     ToolCallFunction,
     ToolCallFunctionDelta,
     TopLogprob,
+    TopProb,
 )
 from frontend.conversation import ReplyParser
 from frontend.api.native_result import NativeResults, stream_tail
@@ -49,14 +50,18 @@ def _engine_logprobs(body: ChatCompletionRequest) -> int:
     return body.n_probs if body.n_probs > 0 else -1
 
 
-def _logprobs(tokens: list[TokenText]) -> ChatLogprobs:
+def _logprobs(tokens: list[TokenText], post_sampling: bool) -> ChatLogprobs:
+    """OpenAI's logprobs; with ``post_sampling_probs`` llama-server's prob and top_probs (the
+    engine then reports probabilities in place of log-probabilities)."""
+    if post_sampling:
+        return ChatLogprobs(content=[
+            ChatTokenLogprob(token=t.text, bytes=list(t.piece), prob=t.logprob,
+                             top_probs=[TopProb(token=text, prob=p, bytes=list(raw)) for text, raw, p in t.top])
+            for t in tokens
+        ])
     return ChatLogprobs(content=[
-        ChatTokenLogprob(
-            token=t.text,
-            logprob=t.logprob,
-            bytes=list(t.piece),
-            top_logprobs=[TopLogprob(token=text, logprob=lp, bytes=list(raw)) for text, raw, lp in t.top],
-        )
+        ChatTokenLogprob(token=t.text, bytes=list(t.piece), logprob=t.logprob,
+                         top_logprobs=[TopLogprob(token=text, logprob=lp, bytes=list(raw)) for text, raw, lp in t.top])
         for t in tokens
     ])
 
@@ -65,7 +70,7 @@ class _ChatChunks:
     """Stream events of one chat completion."""
 
     def __init__(self, id: str, created: int, model: str, n_choices: int, gen: Generation, logprobs: bool,
-                 include_usage: bool, parsers: list[ReplyParser], timings_per_token: bool,
+                 post_sampling: bool, include_usage: bool, parsers: list[ReplyParser], timings_per_token: bool,
                  native: NativeResults | None) -> None:
         self._id, self._created, self._model = id, created, model
         self._native = native
@@ -73,7 +78,7 @@ class _ChatChunks:
         self._n_choices = n_choices
         self._parsers = parsers
         self._gen = gen
-        self._logprobs = logprobs
+        self._logprobs, self._post_sampling = logprobs, post_sampling
         self._include_usage = include_usage
 
     def _chunk(self, choices: list[ChatChunkChoice], timings: bool = False) -> bytes:
@@ -97,7 +102,7 @@ class _ChatChunks:
                 choices=[ChatChunkChoice(delta.index, ChatDelta())], prompt_progress=progress_json(delta.progress))))
         parser = self._parsers[delta.index]
         out = conversation.parse_delta(parser, delta)
-        logprobs = _logprobs(delta.tokens) if self._logprobs and delta.tokens else None
+        logprobs = _logprobs(delta.tokens, self._post_sampling) if self._logprobs and delta.tokens else None
         if out.reasoning:
             events.append(self._chunk([ChatChunkChoice(delta.index, ChatDelta(reasoning_content=out.reasoning))]))
         if out.content or logprobs is not None:
@@ -129,8 +134,8 @@ async def chat_completions(fe: Frontend, req: Request) -> Response | StreamRespo
     completion_id, created = f"{CHAT_COMPLETION_ID_PREFIX}{req.id}", int(time.time())
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
-        chunks = _ChatChunks(completion_id, created, fe.model_id, body.n, gen, logprobs >= 0, include_usage, parsers,
-                             body.timings_per_token, run.native)
+        chunks = _ChatChunks(completion_id, created, fe.model_id, body.n, gen, logprobs >= 0, body.post_sampling_probs,
+                             include_usage, parsers, body.timings_per_token, run.native)
         return StreamResponse(sse.generation_events(gen, chunks.head(), chunks.render, chunks.tail))
     results = await collect(gen)
     choices = []
@@ -140,7 +145,7 @@ async def chat_completions(fe: Frontend, req: Request) -> Response | StreamRespo
         message = AssistantMessage(content=reply.content or (None if calls else ""),
                                    reasoning_content=reply.reasoning or None, tool_calls=calls or None)
         choices.append(ChatChoice(index=r.index, message=message,
-                                  logprobs=_logprobs(r.tokens) if logprobs >= 0 else None,
+                                  logprobs=_logprobs(r.tokens, body.post_sampling_probs) if logprobs >= 0 else None,
                                   finish_reason=reply.finish_reason))
     return json_response(ChatCompletion(
         id=completion_id,

@@ -17,8 +17,6 @@ import dataclasses
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import msgspec
-
 from frontend.http import sse
 from frontend.http.errors import ApiError, invalid
 from frontend.generation import Choice, ChoiceDelta, Generation, collect
@@ -36,6 +34,7 @@ from frontend.api.sampling import (
     stop_strings,
     time_limit_s,
     token_limit,
+    with_post_sampling_probs,
 )
 from frontend.media import files as media
 from frontend.api.schemas import MAX_CHOICES, NativeCompletionRequest, PromptObject
@@ -159,12 +158,8 @@ async def _run(fe: Frontend, req: Request, body: NativeCompletionRequest,
     budget = tagged_budget(body, fe.tokenizer)
     n_probs = body.n_probs or body.logprobs or 0
     logprobs = n_probs if n_probs > 0 else -1
-    if body.post_sampling_probs and grammar is not None:
-        raise invalid("post_sampling_probs cannot be combined with a grammar or JSON schema",
-                      param="post_sampling_probs")
-    sampling = sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids,
-                               info.n_ctx_slot, grammar)
-    sampling = msgspec.structs.replace(sampling, post_sampling_probs=body.post_sampling_probs)
+    sampling = with_post_sampling_probs(sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed,
+                                                        fe.eog_ids, info.n_ctx_slot, grammar), body.post_sampling_probs)
     lora = request_lora(body, info)
     has_media = any(p.media for p in prompts)
     media_chunks = fe.media_arena.put([p.media for p in prompts]) if has_media else None  # last: nothing raises after

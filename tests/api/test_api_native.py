@@ -277,6 +277,30 @@ def test_post_sampling_probs_are_the_chains_distribution(server):
     assert r.status_code == 400 and r.json()["error"]["param"] == "post_sampling_probs"
 
 
+def test_chat_post_sampling_probs_give_probs_in_place_of_logprobs(server):
+    """llama-server's chat shape: each token's ``prob`` and ``top_probs`` (after the sampler
+    chain) instead of ``logprob`` and ``top_logprobs``, streamed and not."""
+    messages = [{"role": "user", "content": "Name a colour."}]
+    body = {"messages": messages, "max_tokens": 4, "ignore_eos": True, "temperature": 1.0, "top_k": 3, "top_p": 1.0,
+            "min_p": 0.0, "seed": 2, "logprobs": True, "top_logprobs": 3, "post_sampling_probs": True}
+    chat = post(server, "/v1/chat/completions", body).json()
+    content = chat["choices"][0]["logprobs"]["content"]
+    assert len(content) == 4
+    for p in content:
+        assert set(p) == {"token", "bytes", "prob", "top_probs"} and len(p["top_probs"]) == 3
+        assert abs(sum(t["prob"] for t in p["top_probs"]) - 1.0) < 1e-4  # top-k 3: all that is left
+        assert p["prob"] in [t["prob"] for t in p["top_probs"]]
+    streamed = [c["choices"][0]["logprobs"]["content"]
+                for c in stream_events(server, "/v1/chat/completions", body | {"stream": True})
+                if c.get("choices") and c["choices"][0].get("logprobs")]
+    assert [p for chunk in streamed for p in chunk] == content  # same seed, same batch shape
+    plain = post(server, "/v1/chat/completions", body | {"post_sampling_probs": False}).json()
+    assert set(plain["choices"][0]["logprobs"]["content"][0]) == {"token", "bytes", "logprob", "top_logprobs"}
+    for grammar in ({"grammar": 'root ::= "yes"'}, {"response_format": {"type": "json_object"}}):
+        r = post(server, "/v1/chat/completions", body | grammar)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "post_sampling_probs"
+
+
 def test_n_indent_stops_at_a_line_indented_less(server):
     code = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n"
     full = native(server, prompt=code, n_predict=48, ignore_eos=True)
