@@ -23,6 +23,7 @@ import llama_cpp
 import numpy as np
 
 from executor.batch import NumpyBatch
+from executor.llama_params import context_params, model_params
 from executor.sampling.sequence import logits_view
 from executor.threadpool import ExecutorThreads
 from ggserve.config import ServeConfig
@@ -77,9 +78,7 @@ class DraftModel:
     """The draft model's context; ``held[seq]``: the tokens its cache holds for the sequence."""
 
     def __init__(self, cfg: ServeConfig, n_vocab: int, n_seq_max: int, threads: ExecutorThreads) -> None:
-        mparams = llama_cpp.llama_model_default_params()
-        mparams.n_gpu_layers = cfg.spec_draft_ngl if cfg.spec_draft_ngl >= 0 else 999
-        mparams.use_extra_bufts = cfg.repack
+        mparams = model_params(cfg, cfg.spec_draft_ngl)
         log.info("loading the draft model %s", cfg.spec_draft_model)
         self.model = llama_cpp.llama_model_load_from_file(cfg.spec_draft_model.encode(), mparams)
         if not self.model:
@@ -89,16 +88,7 @@ class DraftModel:
             llama_cpp.llama_model_free(self.model)
             raise RuntimeError(f"the draft model's vocabulary ({llama_cpp.llama_vocab_n_tokens(vocab)} tokens) "
                                f"is not the target's ({n_vocab})")
-        cparams = llama_cpp.llama_context_default_params()
-        cparams.n_ctx = cfg.ctx_size
-        cparams.n_batch = cfg.batch_size
-        cparams.n_ubatch = min(cfg.ubatch_size, cfg.batch_size)
-        cparams.n_seq_max = n_seq_max
-        cparams.n_threads = cfg.n_threads
-        cparams.n_threads_batch = cfg.threads_batch or cfg.n_threads
-        cparams.kv_unified = True
-        cparams.swa_full = False
-        cparams.no_perf = True
+        cparams = context_params(cfg, n_seq_max)
         self.ctx = llama_cpp.llama_init_from_model(self.model, cparams)
         if not self.ctx:
             llama_cpp.llama_model_free(self.model)

@@ -24,6 +24,7 @@ from executor.state.host_cache import HostCache
 from ggserve.llama.log import LlamaLogCapture
 from executor.lora import LoraAdapters
 from executor.media.decoder import MediaDecoder
+from executor.llama_params import NUMA, context_params, model_params
 from executor.threadpool import ExecutorThreads
 from executor.sampling.sequence import (
     SequenceFailed,
@@ -146,9 +147,8 @@ class ModelEngine:
         llama_cpp.llama_backend_init()
         self.threads = ExecutorThreads(cfg, executor_id)
 
-        mparams = llama_cpp.llama_model_default_params()
-        mparams.n_gpu_layers = cfg.n_gpu_layers if cfg.n_gpu_layers >= 0 else 999
-        mparams.use_extra_bufts = cfg.repack
+        llama_cpp.llama_numa_init(NUMA[cfg.numa])
+        mparams = model_params(cfg, cfg.n_gpu_layers)
         log.info("executor %d: loading %s", executor_id, cfg.model)
         t0 = time.monotonic()
         progress = _load_progress(executor_id)  # referenced until the load returns (ctypes callback)
@@ -160,19 +160,10 @@ class ModelEngine:
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
 
-        cparams = llama_cpp.llama_context_default_params()
-        cparams.n_ctx = cfg.ctx_size
-        cparams.n_batch = cfg.batch_size
-        cparams.n_ubatch = min(cfg.ubatch_size, cfg.batch_size)
-        cparams.n_seq_max = cfg.n_parallel
-        cparams.n_threads = cfg.n_threads
-        cparams.n_threads_batch = cfg.threads_batch or cfg.n_threads
-        cparams.kv_unified = True  # batch-invariant attention across sequences (design.md)
-        cparams.swa_full = False  # sliding-window cells per sequence only; see scheduler.policy
+        cparams = context_params(cfg, cfg.n_parallel)
         cparams.flash_attn_type = FLASH_ATTN[_flash_attn(cfg)]
         cparams.type_k = CACHE_TYPES[cfg.cache_type_k]
         cparams.type_v = CACHE_TYPES[cfg.cache_type_v]
-        cparams.no_perf = True
         if cfg.backend_sampling and (cfg.spec_type or cfg.spec_draft_model):
             cparams.n_outputs_max_per_seq = 0  # a verified draft samples every row (0: no limit)
         if cfg.embeddings:
@@ -220,7 +211,8 @@ class ModelEngine:
         self.positions = self.media.positions if self.media is not None else None
         self.info = self._describe(cfg)
         self._hang_file = os.environ.get(HANG_FILE_ENV, "")
-        self._warm_up()
+        if cfg.warmup:
+            self._warm_up()
         log.info(
             "executor %d: loaded in %.1fs: %s, %d slots, n_ctx %d, KV %.1f MiB, device %s",
             executor_id,

@@ -74,17 +74,18 @@ def apply_priority(cfg: ServeConfig, executor_id: int) -> bool:
     llama.cpp's threads may take real-time scheduling, which the prio asks for from medium on.
     Where this process may not (no CAP_SYS_NICE), say so once, rather than let ggml warn at
     every step."""
-    prio = max(cfg.cpu.prio, cfg.cpu_batch.prio)
+    prio = cfg.cpu.prio  # the process's, as llama-server's (--prio-batch places threads only)
     if NICE[prio] != 0:
         try:
             os.setpriority(os.PRIO_PROCESS, 0, NICE[prio])
         except OSError as exc:
             log.warning("executor %d: --prio %d: cannot set the process's nice value to %d: %s",
                         executor_id, prio, NICE[prio], exc.strerror)
-    if prio < REALTIME_FROM or _may_run_realtime():
+    highest = max(prio, cfg.cpu_batch.prio)
+    if highest < REALTIME_FROM or _may_run_realtime():
         return True
     log.warning("executor %d: --prio %d: this process may not use real-time scheduling for llama.cpp's "
-                "threads (needs CAP_SYS_NICE); they keep normal scheduling", executor_id, prio)
+                "threads (needs CAP_SYS_NICE); they keep normal scheduling", executor_id, highest)
     return False
 
 

@@ -6,6 +6,7 @@ Flag names follow llama-server's wherever the meaning is the same, so its users 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import ipaddress
 import json
 import logging
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import msgspec
 
-from ggserve import cpu_placement
+from ggserve import cpu_placement, llama_flags
 from ggserve.chat_templates import builtin_names
 from ggserve.samplers import sampler_order
 from ggserve.config import DRAFT_MODEL_TYPE, SPEC_TYPES, LoraFile, ModelSpec, ServeConfig, cpu_has_amx
@@ -35,6 +36,11 @@ log = logging.getLogger("ggserve")
 # An embedding server's default -np: sequences (inputs) one decode may hold. Short inputs pack
 # many to a batch (26 of 19 tokens fill 512); llama.cpp allows up to 256.
 EMBEDDING_SEQUENCES = 64
+
+
+def version_text() -> str:
+    return (f"ggserve {importlib.metadata.version('ggserve')} "
+            f"(llama-cpp-python {importlib.metadata.version('llama-cpp-python')})")
 
 
 class UsageError(SystemExit):
@@ -111,6 +117,8 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     e.add_argument("-t", "--threads", type=int, default=d.threads, help="0: all cores")
     e.add_argument("-tb", "--threads-batch", type=int, default=d.threads_batch)
     cpu_placement.add_flags(p.add_argument_group("CPU placement of llama.cpp's threads (llama-server's flags)"))
+    llama_flags.add_flags(e, p.add_argument_group("llama-server compatibility"))
+    p.add_argument("--version", action="version", version=version_text())
     e.add_argument("-ngl", "--n-gpu-layers", "--gpu-layers", dest="n_gpu_layers", type=int, default=d.n_gpu_layers)
     e.add_argument("-fa", "--flash-attn", choices=["on", "off", "auto"], default=d.flash_attn)
     e.add_argument("-ctk", "--cache-type-k", default=d.cache_type_k)
@@ -127,7 +135,10 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--step-timeout", type=float, default=d.step_timeout,
         help="seconds one engine step may take before its executor is declared hung and restarted",
     )
-    e.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false", help="never reuse cached prefixes")
+    e.add_argument("--prefix-cache", "--cache-prompt", dest="prefix_cache", action="store_true", default=d.prefix_cache,
+                   help="reuse cached prefixes of prompts (the default)")
+    e.add_argument("--no-prefix-cache", "--no-cache-prompt", dest="prefix_cache", action="store_false",
+                   help="never reuse cached prefixes")
     e.add_argument(
         "-cram", "--cache-ram", type=int, default=d.cache_ram,
         help="MiB of host memory keeping prefixes evicted from the KV cache, restored instead of "
@@ -185,8 +196,9 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     h.add_argument("--props", action="store_true", help="allow POST /props")
     h.add_argument("--slot-save-path", default="", metavar="DIR",
                    help="directory where POST /slots/{id}?action=save|restore keeps slot files (default: off)")
-    h.add_argument("--webui", dest="webui", action="store_true", default=d.webui, help="chat UI at / (the default)")
-    h.add_argument("--no-webui", dest="webui", action="store_false", help="no chat UI at /")
+    h.add_argument("--webui", "--ui", dest="webui", action="store_true", default=d.webui,
+                   help="chat UI at / (the default)")
+    h.add_argument("--no-webui", "--no-ui", dest="webui", action="store_false", help="no chat UI at /")
     h.add_argument("--path", dest="static_path", default="", metavar="DIR",
                    help="serve DIR's files at / in place of the chat UI (an API route wins over a file)")
     h.add_argument("--ssl-keyfile", "--ssl-key-file", default="")
@@ -512,7 +524,9 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         raise UsageError(f"ggserve: --video-ffmpeg-dir {args.video_ffmpeg_dir} is not a directory")
     try:
         cpu, cpu_batch = cpu_placement.placements(args)
-    except cpu_placement.PlacementError as exc:
+        llama_flags.check(args)
+        rope = llama_flags.rope_settings(args)
+    except ValueError as exc:
         raise UsageError(f"ggserve: {exc}") from None
     # Flags whose dest is a ServeConfig field map one to one; the rest are derived here.
     fields = {f: getattr(args, f) for f in ServeConfig.__struct_fields__ if hasattr(args, f)}
@@ -534,6 +548,7 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         video_ffmpeg_dir=os.path.abspath(args.video_ffmpeg_dir) if args.video_ffmpeg_dir else "",
         cpu=cpu,
         cpu_batch=cpu_batch,
+        rope=rope,
     )
     return ServeConfig(**fields)
 
@@ -676,6 +691,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(argv[1:])
     parser = argparse.ArgumentParser(prog="ggserve", description=__doc__)
+    parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(dest="command", required=True)
     serve_parser = _serve_parser(sub)
     sub.add_parser("bench", help="load-test an OpenAI-compatible server (ggserve bench --help)")

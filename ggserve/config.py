@@ -54,6 +54,20 @@ class CpuPlacement(msgspec.Struct, kw_only=True):
         return self != CpuPlacement()
 
 
+class RopeSettings(msgspec.Struct, kw_only=True):
+    """RoPE and YaRN overrides (llama-server's --rope-* and --yarn-* flags); the defaults keep
+    the GGUF's values (llama.cpp's own defaults)."""
+
+    scaling: str = ""  # --rope-scaling: none / linear / yarn; "": the GGUF's
+    freq_base: float = 0.0  # --rope-freq-base; 0: the GGUF's
+    freq_scale: float = 0.0  # --rope-freq-scale (--rope-scale N sets 1/N); 0: the GGUF's
+    yarn_orig_ctx: int = 0  # --yarn-orig-ctx: the model's training context; 0: the GGUF's
+    yarn_ext_factor: float = -1.0  # --yarn-ext-factor (-1: llama.cpp's choice)
+    yarn_attn_factor: float = -1.0  # --yarn-attn-factor
+    yarn_beta_slow: float = -1.0  # --yarn-beta-slow
+    yarn_beta_fast: float = -1.0  # --yarn-beta-fast
+
+
 class ServeConfig(msgspec.Struct, kw_only=True):
     # model
     model: str  # path of the .gguf
@@ -94,6 +108,12 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     cache_type_k: str = "f16"  # -ctk
     cache_type_v: str = "f16"  # -ctv
     repack: bool = True  # --no-repack: CPU weight repacking (extra buffer types, incl. AMX)
+    kv_offload: bool = True  # -nkvo: the KV cache (and attention) stays in host memory
+    op_offload: bool = True  # --no-op-offload: host tensors' operations stay on the CPU
+    check_tensors: bool = False  # --check-tensors: validate the weights while loading
+    numa: str = ""  # --numa: distribute / isolate / numactl ("": off)
+    warmup: bool = True  # --no-warmup: no warm-up decode (nor timed save) at start
+    rope: RopeSettings = msgspec.field(default_factory=RopeSettings)
     executors: int = 1  # data parallel executors (one per GPU; processes on CPU)
     gpus: list[str] = []  # CUDA_VISIBLE_DEVICES value per executor; empty: executor index
     max_queue: int = 256  # waiting requests beyond which new ones get 503

@@ -145,3 +145,4 @@ def test_path_must_be_a_directory(tmp_path):
     with pytest.raises(SystemExit):
         config_from_args(parse(["--path", str(tmp_path / "missing")], {}))
     assert config_from_args(parse(["--path", str(tmp_path)], {})).static_path == str(tmp_path)
+

@@ -8,7 +8,8 @@ import os
 
 import pytest
 
-from ggserve.cli import EMBEDDING_SEQUENCES, _serve_parser, _warn_about, config_from_args
+from ggserve.cli import EMBEDDING_SEQUENCES, _serve_parser, _warn_about, config_from_args, main
+from ggserve.config import RopeSettings
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -227,3 +228,60 @@ def test_bad_cpu_placement_exits_with_a_message_naming_it(argv: tuple[str, ...],
         config_from_args(parse(*argv))
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_llama_cpp_context_flags_map_onto_the_config() -> None:
+    plain = config_from_args(parse())
+    assert (plain.kv_offload, plain.op_offload, plain.check_tensors, plain.numa, plain.warmup) == (
+        True, True, False, "", True)
+    assert plain.rope == RopeSettings()  # the GGUF's values
+    cfg = config_from_args(parse("-nkvo", "--no-op-offload", "--check-tensors", "--numa", "isolate", "--no-warmup",
+                                 "--rope-scaling", "yarn", "--rope-scale", "4", "--rope-freq-base", "20000",
+                                 "--yarn-orig-ctx", "2048", "--yarn-ext-factor", "0.5", "--yarn-attn-factor", "1.1",
+                                 "--yarn-beta-slow", "2", "--yarn-beta-fast", "16"))
+    assert (cfg.kv_offload, cfg.op_offload, cfg.check_tensors, cfg.numa, cfg.warmup) == (
+        False, False, True, "isolate", False)
+    assert cfg.rope == RopeSettings(scaling="yarn", freq_base=20000.0, freq_scale=0.25, yarn_orig_ctx=2048,
+                                    yarn_ext_factor=0.5, yarn_attn_factor=1.1, yarn_beta_slow=2.0,
+                                    yarn_beta_fast=16.0)
+    assert config_from_args(parse("--rope-freq-scale", "0.5")).rope.freq_scale == 0.5
+
+
+def test_flags_for_what_ggserve_always_does_are_accepted() -> None:
+    cfg = config_from_args(parse("--jinja", "-cb", "--cont-batching", "-kvu", "--kv-unified", "--cache-prompt",
+                                 "--ui"))
+    assert cfg.prefix_cache and cfg.webui
+    aliases = config_from_args(parse("--no-cache-prompt", "--no-ui"))
+    assert not aliases.prefix_cache and not aliases.webui
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("--no-jinja",), "renders chat templates with Jinja always"),
+    (("-nocb",), "always batches continuously"),
+    (("-no-kvu",), "one KV pool"),
+    (("-hf", "ggml-org/gemma-3-270m-GGUF"), "does not download models"),
+    (("--model-url", "https://example.com/m.gguf"), "does not download models"),
+    (("--rope-scale", "0"), "--rope-scale must be positive"),
+])
+def test_llama_server_flags_ggserve_cannot_honour_exit_with_the_reason(argv: tuple[str, ...], message: str,
+                                                                      capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        config_from_args(parse(*argv))
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_tuning_flags_without_a_counterpart_are_accepted_with_a_warning(caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="ggserve"):
+        config_from_args(parse("--threads-http", "8", "-dt", "0.1", "-sps", "0.5"))
+    for flag in ("--threads-http", "--defrag-thold", "--slot-prompt-similarity"):
+        assert f"{flag} is accepted without effect" in caplog.text
+
+
+def test_version_prints_ggserve_and_llama_cpp_python_versions(capsys) -> None:
+    for argv in (["--version"], ["serve", "--version"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 0
+        out = capsys.readouterr().out
+        assert out.startswith("ggserve ") and "llama-cpp-python 0.3.36" in out

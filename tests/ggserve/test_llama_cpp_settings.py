@@ -1,5 +1,6 @@
-"""llama-server's CPU placement flags (-C, -Cr, --cpu-strict, --prio) place a real executor's
-llama.cpp threads: the affinity and scheduling of its threads, read from /proc after a request."""
+"""llama.cpp settings reach a real executor: llama-server's CPU placement flags (-C, -Cr,
+--cpu-strict, --prio) place its llama.cpp threads (their affinity and scheduling, read from /proc
+after a request); RoPE, offload and warm-up flags reach its context."""
 
 from __future__ import annotations
 
@@ -57,11 +58,12 @@ def test_strict_placement_puts_each_thread_on_its_own_cpu() -> None:
         assert "2 on 0,1 (strict)" in server.log()
 
 
-def test_without_placement_flags_llama_cpp_keeps_its_own_pools(server: ServerHandle) -> None:
-    complete(server)
-    (executor,) = role_pids(server, "-m executor")
-    assert threads(executor)[executor][0] == os.sched_getaffinity(0)  # inherited, untouched
-    assert "llama.cpp threads:" not in server.log()
+def test_without_placement_flags_llama_cpp_keeps_its_own_pools() -> None:
+    with start_server("-np", "1", "-c", "512") as server:
+        complete(server)
+        (executor,) = role_pids(server, "-m executor")
+        assert threads(executor)[executor][0] == os.sched_getaffinity(0)  # inherited, untouched
+        assert "llama.cpp threads:" not in server.log()
 
 
 def test_several_strict_executors_take_their_own_runs_of_the_mask() -> None:
@@ -84,3 +86,22 @@ def test_a_priority_the_process_may_not_take_is_warned_about_once(monkeypatch, c
         assert threadpool.apply_priority(cfg, 0) is False  # llama.cpp's threads keep normal scheduling
     assert "cannot set the process's nice value to -10" in caplog.text
     assert "may not use real-time scheduling" in caplog.text
+
+
+def test_rope_flags_reach_llama_cpp_and_a_server_without_warm_up_serves():
+    """--rope-scale 4 compresses positions (the same prompt's logits change); the server also
+    starts without its warm-up decode and with llama.cpp's offload switches set."""
+    body = {"prompt": "The capital of France is", "max_tokens": 2, "logprobs": 2, "temperature": 0}
+
+    def first_logprobs(server) -> list[float]:
+        reply = httpx.post(f"{server.base_url}/v1/completions", json=body, timeout=60)
+        assert reply.status_code == 200
+        return reply.json()["choices"][0]["logprobs"]["token_logprobs"]
+
+    with start_server("-np", "1", "-c", "512") as plain:
+        before = first_logprobs(plain)
+    with start_server("-np", "1", "-c", "512", "--rope-scale", "4", "--no-warmup", "-nkvo", "--no-op-offload",
+                      "--check-tensors") as scaled:
+        after = first_logprobs(scaled)
+        assert first_logprobs(scaled) == after  # deterministic, warm or not
+    assert max(abs(a - b) for a, b in zip(before, after)) > 1e-3

@@ -1,0 +1,110 @@
+"""llama-server flags beyond ggserve's own design: llama.cpp's model and context settings
+(RoPE / YaRN, KV and op offload, tensor checks, NUMA, warm-up), the flags that ask for what
+ggserve always does (accepted), and those it has no counterpart for (a usage error saying why,
+or a warning for tuning knobs whose mechanism ggserve lacks, as llama.cpp itself warns of its
+deprecated ones). An unknown flag stays argparse's usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from ggserve.config import RopeSettings
+
+log = logging.getLogger("ggserve")
+
+NUMA_STRATEGIES = ("distribute", "isolate", "numactl")
+# flags that ask for downloads: ggserve loads local files only
+DOWNLOAD_FLAGS = ("-hf", "-hfr", "--hf-repo", "-hff", "--hf-file", "-hfd", "-hfrd", "--hf-repo-draft",
+                  "-mu", "--model-url", "-dr", "--docker-repo", "-mmu", "--mmproj-url")
+# flags whose mechanism ggserve does not have: (dest, why); a value is accepted with a warning
+TUNING_WITHOUT_EFFECT = {
+    "--threads-http": ("threads_http", "ggserve's HTTP frontend is asynchronous; --http-workers N runs N "
+                                       "worker processes"),
+    "--defrag-thold": ("defrag_thold", "deprecated in llama.cpp, which ignores it too"),
+    "--slot-prompt-similarity": ("slot_prompt_similarity", "ggserve gives a request the slot holding the "
+                                                           "longest cached prefix of its prompt"),
+}
+TUNING_SHORT = {"--defrag-thold": "-dt", "--slot-prompt-similarity": "-sps"}
+
+
+def add_flags(e: argparse._ArgumentGroup, c: argparse._ArgumentGroup) -> None:
+    """``e``: the engine group (llama.cpp settings); ``c``: llama-server compatibility."""
+    e.add_argument("-kvo", "--kv-offload", dest="kv_offload", action="store_true", default=True,
+                   help="the KV cache and attention on the GPU with the layers (the default)")
+    e.add_argument("-nkvo", "--no-kv-offload", dest="kv_offload", action="store_false",
+                   help="the KV cache and attention in host memory, on the CPU")
+    e.add_argument("--op-offload", dest="op_offload", action="store_true", default=True,
+                   help="operations on weights in host memory may run on the GPU (the default)")
+    e.add_argument("--no-op-offload", dest="op_offload", action="store_false")
+    e.add_argument("--check-tensors", action="store_true", help="validate the weights while loading")
+    e.add_argument("--numa", choices=NUMA_STRATEGIES, default="",
+                   help="llama.cpp's NUMA placement of its threads (default: none)")
+    e.add_argument("--warmup", dest="warmup", action="store_true", default=True,
+                   help="one decode at start, before the first request (the default)")
+    e.add_argument("--no-warmup", dest="warmup", action="store_false",
+                   help="no warm-up decode (the first request pays for it; a GPU's first save to "
+                   "--cache-ram is not timed in advance either)")
+    d = RopeSettings()
+    e.add_argument("--rope-scaling", dest="rope_scaling", choices=["none", "linear", "yarn"], default=d.scaling,
+                   help="RoPE scaling method (default: the model's)")
+    e.add_argument("--rope-scale", type=float, default=None, metavar="N",
+                   help="context scaling factor: --rope-freq-scale 1/N")
+    e.add_argument("--rope-freq-base", type=float, default=d.freq_base, metavar="N",
+                   help="RoPE base frequency (default: the model's)")
+    e.add_argument("--rope-freq-scale", type=float, default=d.freq_scale, metavar="N",
+                   help="RoPE frequency scaling factor: the context grows by 1/N (default: the model's)")
+    e.add_argument("--yarn-orig-ctx", type=int, default=d.yarn_orig_ctx, metavar="N",
+                   help="YaRN: the model's training context (default: the model's)")
+    for name, value in (("ext-factor", d.yarn_ext_factor), ("attn-factor", d.yarn_attn_factor),
+                        ("beta-slow", d.yarn_beta_slow), ("beta-fast", d.yarn_beta_fast)):
+        e.add_argument(f"--yarn-{name}", type=float, default=value, metavar="N",
+                       help=f"YaRN {name.replace('-', ' ')} (default: {value:g}, llama.cpp's choice)")
+    # what ggserve always does
+    c.add_argument("--jinja", dest="jinja", action="store_true", default=True,
+                   help="chat templates are rendered with Jinja (always)")
+    c.add_argument("--no-jinja", dest="jinja", action="store_false", help=argparse.SUPPRESS)
+    c.add_argument("-cb", "--cont-batching", dest="cont_batching", action="store_true", default=True,
+                   help="continuous batching (always)")
+    c.add_argument("-nocb", "--no-cont-batching", dest="cont_batching", action="store_false",
+                   help=argparse.SUPPRESS)
+    c.add_argument("-kvu", "--kv-unified", dest="kv_unified", action="store_true", default=True,
+                   help="one KV pool for every slot (always)")
+    c.add_argument("-no-kvu", "--no-kv-unified", dest="kv_unified", action="store_false", help=argparse.SUPPRESS)
+    for flag, (dest, why) in TUNING_WITHOUT_EFFECT.items():
+        names = [TUNING_SHORT[flag], flag] if flag in TUNING_SHORT else [flag]
+        c.add_argument(*names, dest=dest, type=float, default=None, metavar="N",
+                       help=f"accepted, without effect: {why}")
+    c.add_argument(*DOWNLOAD_FLAGS, dest="download", default=None, metavar="SOURCE", help=argparse.SUPPRESS)
+
+
+def rope_settings(args: argparse.Namespace) -> RopeSettings:
+    freq_scale = args.rope_freq_scale
+    if args.rope_scale is not None:
+        if args.rope_scale <= 0:
+            raise ValueError("--rope-scale must be positive")
+        freq_scale = 1.0 / args.rope_scale
+    return RopeSettings(scaling=args.rope_scaling, freq_base=args.rope_freq_base, freq_scale=freq_scale,
+                        yarn_orig_ctx=args.yarn_orig_ctx, yarn_ext_factor=args.yarn_ext_factor,
+                        yarn_attn_factor=args.yarn_attn_factor, yarn_beta_slow=args.yarn_beta_slow,
+                        yarn_beta_fast=args.yarn_beta_fast)
+
+
+def check(args: argparse.Namespace) -> None:
+    """ValueError for what ggserve cannot do; warnings for the knobs it has no use for."""
+    if not args.jinja:
+        raise ValueError("--no-jinja: ggserve renders chat templates with Jinja always "
+                         "(--chat-template NAME picks a built-in one)")
+    if not args.cont_batching:
+        raise ValueError("--no-cont-batching: ggserve always batches continuously (-np 1 serves one request "
+                         "at a time)")
+    if not args.kv_unified:
+        raise ValueError("--no-kv-unified: ggserve keeps one KV pool for all slots (--ctx-per-request limits "
+                         "what one request may hold)")
+    if args.download is not None:
+        raise ValueError("ggserve does not download models: give a local GGUF with -m PATH "
+                         "(or a directory of them with --models-dir)")
+    for flag, (dest, why) in TUNING_WITHOUT_EFFECT.items():
+        if getattr(args, dest) is not None:
+            log.warning("%s is accepted without effect: %s", flag, why)
