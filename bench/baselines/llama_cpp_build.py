@@ -61,21 +61,25 @@ def binary_paths(version: str) -> dict[str, Path]:
     return {target: bin_dir / target for target in TARGETS}
 
 
+def cmake_build(tree: Path, build: Path, options: tuple[str, ...], targets: tuple[str, ...],
+                jobs: int | None = None) -> None:
+    """Configure the llama.cpp tree into ``build`` with ``options`` and build ``targets``."""
+    jobs = jobs or os.cpu_count() or 1
+    _log(f"building {', '.join(targets)} from {tree} into {build} "
+         f"with {jobs} jobs (several minutes on a small CPU; done once)")
+    subprocess.run(["cmake", "-S", str(tree), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", *options],
+                   check=True, stdout=sys.stderr)
+    subprocess.run(["cmake", "--build", str(build), "--config", "Release", "--target", *targets,
+                    "-j", str(jobs)], check=True, stdout=sys.stderr)
+
+
 def ensure_built(version: str | None = None, jobs: int | None = None) -> dict[str, Path]:
     """Paths of the llama.cpp binaries, building them first if the cache lacks any."""
     version = version or pinned_version()
     binaries = binary_paths(version)
     if all(path.is_file() for path in binaries.values()):
         return binaries
-    tree = source_tree(version)
-    build = cache_dir(version) / "build"
-    jobs = jobs or os.cpu_count() or 1
-    _log(f"building {', '.join(TARGETS)} from {tree} into {build} "
-         f"with {jobs} jobs (several minutes on a small CPU; done once)")
-    subprocess.run(["cmake", "-S", str(tree), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-                    *CMAKE_OPTIONS], check=True, stdout=sys.stderr)
-    subprocess.run(["cmake", "--build", str(build), "--config", "Release", "--target", *TARGETS,
-                    "-j", str(jobs)], check=True, stdout=sys.stderr)
+    cmake_build(source_tree(version), cache_dir(version) / "build", CMAKE_OPTIONS, TARGETS, jobs)
     missing = [str(path) for path in binaries.values() if not path.is_file()]
     if missing:
         raise RuntimeError(f"build finished but binaries are missing: {missing}")
