@@ -25,6 +25,7 @@ from ggserve.llama.log import LlamaLogCapture
 from executor.lora import LoraAdapters
 from executor.media.decoder import MediaDecoder
 from executor.llama_params import NUMA, context_params, model_params
+from executor.tensor_overrides import TensorOverrides
 from executor.threadpool import ExecutorThreads
 from executor.sampling.sequence import (
     SequenceFailed,
@@ -149,6 +150,9 @@ class ModelEngine:
 
         llama_cpp.llama_numa_init(NUMA[cfg.numa])
         mparams = model_params(cfg, cfg.n_gpu_layers)
+        overrides = TensorOverrides(cfg.tensor_overrides) if cfg.tensor_overrides else None
+        if overrides is not None:
+            overrides.apply(mparams)
         log.info("executor %d: loading %s", executor_id, cfg.model)
         t0 = time.monotonic()
         progress = _load_progress(executor_id)  # referenced until the load returns (ctypes callback)

@@ -54,6 +54,14 @@ class CpuPlacement(msgspec.Struct, kw_only=True):
         return self != CpuPlacement()
 
 
+class TensorOverride(msgspec.Struct):
+    """Weights whose names match ``pattern`` (a regex searched in the name) go to the named
+    buffer type (llama-server's -ot, --cpu-moe, --n-cpu-moe, --n-cpu-ffn)."""
+
+    pattern: str
+    buffer_type: str  # a device's buffer type by its llama.cpp name: CPU, CUDA0, ...
+
+
 class RopeSettings(msgspec.Struct, kw_only=True):
     """RoPE and YaRN overrides (llama-server's --rope-* and --yarn-* flags); the defaults keep
     the GGUF's values (llama.cpp's own defaults)."""
@@ -114,6 +122,7 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     numa: str = ""  # --numa: distribute / isolate / numactl ("": off)
     warmup: bool = True  # --no-warmup: no warm-up decode (nor timed save) at start
     rope: RopeSettings = msgspec.field(default_factory=RopeSettings)
+    tensor_overrides: list[TensorOverride] = []  # the first whose pattern matches a weight places it
     executors: int = 1  # data parallel executors (one per GPU; processes on CPU)
     gpus: list[str] = []  # CUDA_VISIBLE_DEVICES value per executor; empty: executor index
     max_queue: int = 256  # waiting requests beyond which new ones get 503

@@ -84,6 +84,10 @@ LLAMA_ENV = {
     "--threads-http": "LLAMA_ARG_THREADS_HTTP",
     "--defrag-thold": "LLAMA_ARG_DEFRAG_THOLD",
     "--hf-repo": "LLAMA_ARG_HF_REPO",
+    "--override-tensor": "LLAMA_ARG_OVERRIDE_TENSOR",
+    "--cpu-moe": "LLAMA_ARG_CPU_MOE",
+    "--n-cpu-moe": "LLAMA_ARG_N_CPU_MOE",
+    "--n-cpu-ffn": "LLAMA_ARG_N_CPU_FFN",
 }
 _TRUE = {"1", "true", "on", "yes", "enabled"}
 _FALSE = {"0", "false", "off", "no", "disabled"}
@@ -113,7 +117,9 @@ def apply_env_defaults(parser: argparse.ArgumentParser, environ: dict[str, str] 
             if value not in _TRUE | _FALSE:
                 parser.error(f"{name}={raw!r}: expected one of {sorted(_TRUE | _FALSE)}")
             # On the parser: a switch pair (--webui / --no-webui) shares one destination.
-            if value in _TRUE:
+            if value in _TRUE and isinstance(action.const, list):  # a switch adding to a list (--cpu-moe)
+                parser.set_defaults(**{action.dest: [*parser.get_default(action.dest), *action.const]})
+            elif value in _TRUE:
                 parser.set_defaults(**{action.dest: action.const})
             elif isinstance(action.const, bool):
                 parser.set_defaults(**{action.dest: not action.const})
@@ -124,8 +130,10 @@ def apply_env_defaults(parser: argparse.ArgumentParser, environ: dict[str, str] 
             parser.error(f"{name}={raw!r} is not a valid value for {action.option_strings[-1]}")
         if action.choices is not None and value not in action.choices:
             parser.error(f"{name}={raw!r}: choose from {', '.join(map(str, action.choices))}")
-        if isinstance(action, argparse._ExtendAction):
-            # Its type gives a list, and flags extending one list share it (--lora, --lora-scaled).
+        if isinstance(action, argparse._ExtendAction) or (isinstance(value, list) and
+                                                          isinstance(parser.get_default(action.dest), list)):
+            # Its type gives a list, and flags extending one list share it (--lora, --lora-scaled; -ot,
+            # --n-cpu-moe).
             parser.set_defaults(**{action.dest: [*parser.get_default(action.dest), *value]})
         else:
             action.default = [value] if isinstance(action, argparse._AppendAction) else value

@@ -9,12 +9,46 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 
-from ggserve.config import RopeSettings
+from ggserve.config import RopeSettings, TensorOverride
 
 log = logging.getLogger("ggserve")
 
 NUMA_STRATEGIES = ("distribute", "isolate", "numactl")
+MOE_EXPERTS = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"  # a MoE layer's expert weights
+DENSE_FFN = r"\.ffn_(up|down|gate)\."  # a dense layer's feed-forward weights
+CPU_BUFFER = "CPU"
+
+
+def _overrides(text: str) -> list[TensorOverride]:
+    """-ot's ``PATTERN=BUFFER_TYPE,...``."""
+    out = []
+    for item in text.split(","):
+        pattern, eq, buffer_type = item.rpartition("=")
+        if not eq or not pattern or not buffer_type:
+            raise argparse.ArgumentTypeError(f"{item!r} is not <tensor name pattern>=<buffer type>")
+        out.append(TensorOverride(pattern, buffer_type))
+    return out
+
+
+def _first_layers(regex: str) -> Callable[[str], list[TensorOverride]]:
+    """--n-cpu-moe / --n-cpu-ffn N: the weights of layers 0 to N-1 on the CPU."""
+    def parse(text: str) -> list[TensorOverride]:
+        n = int(text)
+        if n < 0:
+            raise argparse.ArgumentTypeError(f"{text} is not a number of layers")
+        return [TensorOverride(rf"blk\.{i}{regex}", CPU_BUFFER) for i in range(n)]
+    return parse
+
+
+class _ExtendInOrder(argparse.Action):
+    """Each flag adds its overrides to one list, in command-line order (the first match wins)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        added = self.const if self.nargs == 0 else values
+        setattr(namespace, self.dest, [*getattr(namespace, self.dest), *added])
 # flags that ask for downloads: ggserve loads local files only
 DOWNLOAD_FLAGS = ("-hf", "-hfr", "--hf-repo", "-hff", "--hf-file", "-hfd", "-hfrd", "--hf-repo-draft",
                   "-mu", "--model-url", "-dr", "--docker-repo", "-mmu", "--mmproj-url")
@@ -39,6 +73,19 @@ def add_flags(e: argparse._ArgumentGroup, c: argparse._ArgumentGroup) -> None:
                    help="operations on weights in host memory may run on the GPU (the default)")
     e.add_argument("--no-op-offload", dest="op_offload", action="store_false")
     e.add_argument("--check-tensors", action="store_true", help="validate the weights while loading")
+    e.add_argument("-ot", "--override-tensor", dest="tensor_overrides", action=_ExtendInOrder, default=[],
+                   type=_overrides, metavar="PATTERN=TYPE,...",
+                   help="weights whose names match a regex go to a buffer type (CPU, CUDA0, ...; the first "
+                   "match wins)")
+    e.add_argument("-cmoe", "--cpu-moe", dest="tensor_overrides", action=_ExtendInOrder, nargs=0,
+                   const=[TensorOverride(MOE_EXPERTS, CPU_BUFFER)],
+                   help="every Mixture-of-Experts layer's expert weights stay on the CPU")
+    e.add_argument("-ncmoe", "--n-cpu-moe", dest="tensor_overrides", action=_ExtendInOrder,
+                   type=_first_layers(MOE_EXPERTS), metavar="N",
+                   help="the expert weights of the first N layers stay on the CPU")
+    e.add_argument("-ncffn", "--n-cpu-ffn", dest="tensor_overrides", action=_ExtendInOrder,
+                   type=_first_layers(DENSE_FFN), metavar="N",
+                   help="the dense feed-forward weights of the first N layers stay on the CPU")
     e.add_argument("--numa", choices=NUMA_STRATEGIES, default="",
                    help="llama.cpp's NUMA placement of its threads (default: none)")
     e.add_argument("--warmup", dest="warmup", action="store_true", default=True,

@@ -285,3 +285,17 @@ def test_version_prints_ggserve_and_llama_cpp_python_versions(capsys) -> None:
         assert exc.value.code == 0
         out = capsys.readouterr().out
         assert out.startswith("ggserve ") and "llama-cpp-python 0.3.36" in out
+
+
+def test_tensor_override_flags_add_to_one_list_in_command_line_order() -> None:
+    cfg = config_from_args(parse("-ot", r"blk\.1\.=CUDA0,output=CPU", "--cpu-moe", "-ncmoe", "2", "-ncffn", "1"))
+    assert [(o.pattern, o.buffer_type) for o in cfg.tensor_overrides] == [
+        (r"blk\.1\.", "CUDA0"), ("output", "CPU"),
+        (r"\.ffn_(up|down|gate|gate_up)_(ch|)exps", "CPU"),
+        (r"blk\.0\.ffn_(up|down|gate|gate_up)_(ch|)exps", "CPU"), (r"blk\.1\.ffn_(up|down|gate|gate_up)_(ch|)exps", "CPU"),
+        (r"blk\.0\.ffn_(up|down|gate)\.", "CPU"),
+    ]
+    assert config_from_args(parse()).tensor_overrides == []
+    for bad in (("-ot", "no-equals"), ("-ot", "=CPU"), ("-ncmoe", "-1")):
+        with pytest.raises(SystemExit):
+            parse(*bad)

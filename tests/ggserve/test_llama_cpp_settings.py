@@ -105,3 +105,12 @@ def test_rope_flags_reach_llama_cpp_and_a_server_without_warm_up_serves():
         after = first_logprobs(scaled)
         assert first_logprobs(scaled) == after  # deterministic, warm or not
     assert max(abs(a - b) for a, b in zip(before, after)) > 1e-3
+
+
+def test_tensor_overrides_place_weights_and_an_unknown_buffer_type_stops_the_start():
+    with start_server("-np", "1", "-c", "512", "-v", "-ot", r"token_embd\.weight=CPU", "--cpu-moe") as server:
+        complete(server)
+        assert "tensor token_embd.weight" in server.log() and "buffer type overridden to CPU" in server.log()
+    with start_server("-np", "1", "-c", "512", "-ot", "x=NOPE", ready=False) as server:
+        assert server.proc.wait(120) == 1
+        assert "unknown buffer type NOPE in --override-tensor; this build has CPU" in server.log()
