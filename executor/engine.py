@@ -21,6 +21,7 @@ from executor.sampling.device import DeviceSampling
 from executor.draft import DraftModel, SeqTokens
 from executor.embedding.embedder import Embedder, tap_for
 from executor.state.host_cache import HostCache
+from ggserve.llama import kv_overrides
 from ggserve.llama.log import LlamaLogCapture
 from executor.lora import LoraAdapters
 from executor.media.decoder import MediaDecoder
@@ -150,6 +151,7 @@ class ModelEngine:
 
         llama_cpp.llama_numa_init(NUMA[cfg.numa])
         mparams = model_params(cfg, cfg.n_gpu_layers)
+        kv = kv_overrides.apply(cfg.kv_overrides, mparams)  # referenced until the load returns
         overrides = TensorOverrides(cfg.tensor_overrides) if cfg.tensor_overrides else None
         if overrides is not None:
             overrides.apply(mparams)
@@ -158,7 +160,7 @@ class ModelEngine:
         progress = _load_progress(executor_id)  # referenced until the load returns (ctypes callback)
         mparams.progress_callback = progress
         self.model = llama_cpp.llama_model_load_from_file(cfg.model.encode(), mparams)
-        del progress
+        del progress, kv
         if not self.model:
             raise RuntimeError(f"failed to load model {cfg.model}")
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)

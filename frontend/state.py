@@ -46,7 +46,7 @@ class Frontend:
     @classmethod
     async def start(cls, cfg: ServeConfig) -> Frontend:
         # In a thread: in router mode a worker loads a model's vocabulary while serving others.
-        tokenizer = await asyncio.to_thread(Tokenizer, cfg.model)
+        tokenizer = await asyncio.to_thread(Tokenizer, cfg.model, cfg.kv_overrides)
         video = VideoDecoder(cfg, arena_bytes(cfg.media_max_bytes) // 2)  # half the arena: room to send the frames
         frontend = cls(
             cfg=cfg,

@@ -62,6 +62,14 @@ class TensorOverride(msgspec.Struct):
     buffer_type: str  # a device's buffer type by its llama.cpp name: CPU, CUDA0, ...
 
 
+class KvOverride(msgspec.Struct):
+    """A GGUF metadata value replaced at load (llama-server's --override-kv KEY=TYPE:VALUE)."""
+
+    key: str
+    type: str  # int / float / bool / str
+    value: int | float | bool | str
+
+
 class RopeSettings(msgspec.Struct, kw_only=True):
     """RoPE and YaRN overrides (llama-server's --rope-* and --yarn-* flags); the defaults keep
     the GGUF's values (llama.cpp's own defaults)."""
@@ -123,6 +131,7 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     warmup: bool = True  # --no-warmup: no warm-up decode (nor timed save) at start
     rope: RopeSettings = msgspec.field(default_factory=RopeSettings)
     tensor_overrides: list[TensorOverride] = []  # the first whose pattern matches a weight places it
+    kv_overrides: list[KvOverride] = []  # --override-kv: for the executors' model and the frontend's vocabulary
     executors: int = 1  # data parallel executors (one per GPU; processes on CPU)
     gpus: list[str] = []  # CUDA_VISIBLE_DEVICES value per executor; empty: executor index
     max_queue: int = 256  # waiting requests beyond which new ones get 503

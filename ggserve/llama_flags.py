@@ -11,7 +11,8 @@ import argparse
 import logging
 from collections.abc import Callable
 
-from ggserve.config import RopeSettings, TensorOverride
+from ggserve.config import KvOverride, RopeSettings, TensorOverride
+from ggserve.llama import kv_overrides
 
 log = logging.getLogger("ggserve")
 
@@ -40,6 +41,13 @@ def _first_layers(regex: str) -> Callable[[str], list[TensorOverride]]:
             raise argparse.ArgumentTypeError(f"{text} is not a number of layers")
         return [TensorOverride(rf"blk\.{i}{regex}", CPU_BUFFER) for i in range(n)]
     return parse
+
+
+def _kv_overrides(text: str) -> list[KvOverride]:
+    try:
+        return kv_overrides.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class _ExtendInOrder(argparse.Action):
@@ -73,6 +81,9 @@ def add_flags(e: argparse._ArgumentGroup, c: argparse._ArgumentGroup) -> None:
                    help="operations on weights in host memory may run on the GPU (the default)")
     e.add_argument("--no-op-offload", dest="op_offload", action="store_false")
     e.add_argument("--check-tensors", action="store_true", help="validate the weights while loading")
+    e.add_argument("--override-kv", dest="kv_overrides", action=_ExtendInOrder, default=[], type=_kv_overrides,
+                   metavar="KEY=TYPE:VALUE,...", help="replace GGUF metadata values at load (TYPE: int, float, "
+                   "bool, str), for the model and the frontend's vocabulary alike")
     e.add_argument("-ot", "--override-tensor", dest="tensor_overrides", action=_ExtendInOrder, default=[],
                    type=_overrides, metavar="PATTERN=TYPE,...",
                    help="weights whose names match a regex go to a buffer type (CPU, CUDA0, ...; the first "

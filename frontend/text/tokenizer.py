@@ -11,6 +11,8 @@ import ctypes
 
 import llama_cpp
 
+from ggserve.config import KvOverride
+from ggserve.llama import kv_overrides
 from ggserve.llama.log import LlamaLogCapture
 
 _META_BUF_SIZE = 1 << 20  # chat templates can be tens of KB; metadata strings beyond 1 MiB are cut
@@ -19,13 +21,16 @@ _META_BUF_SIZE = 1 << 20  # chat templates can be tens of KB; metadata strings b
 class Tokenizer:
     """Tokenize and detokenize with the vocabulary of a GGUF file."""
 
-    def __init__(self, model_path: str) -> None:
+    def __init__(self, model_path: str, overrides: list[KvOverride] | None = None) -> None:
+        """``overrides``: GGUF metadata replaced at load (--override-kv), as the executors load it."""
         # llama.cpp's log lines go to Python logging (loading chatter at DEBUG).
         self.log_capture = LlamaLogCapture()
         llama_cpp.llama_backend_init()
         params = llama_cpp.llama_model_default_params()
         params.vocab_only = True
+        kv = kv_overrides.apply(overrides or [], params)  # referenced until the load returns
         self._model = llama_cpp.llama_model_load_from_file(model_path.encode(), params)
+        del kv
         if not self._model:
             raise RuntimeError(f"cannot load the vocabulary of {model_path}")
         self.model = self._model  # the vocab-only model (frontend.text.multimodal builds on it)

@@ -292,10 +292,21 @@ def test_tensor_override_flags_add_to_one_list_in_command_line_order() -> None:
     assert [(o.pattern, o.buffer_type) for o in cfg.tensor_overrides] == [
         (r"blk\.1\.", "CUDA0"), ("output", "CPU"),
         (r"\.ffn_(up|down|gate|gate_up)_(ch|)exps", "CPU"),
-        (r"blk\.0\.ffn_(up|down|gate|gate_up)_(ch|)exps", "CPU"), (r"blk\.1\.ffn_(up|down|gate|gate_up)_(ch|)exps", "CPU"),
+        (r"blk\.0\.ffn_(up|down|gate|gate_up)_(ch|)exps", "CPU"),
+        (r"blk\.1\.ffn_(up|down|gate|gate_up)_(ch|)exps", "CPU"),
         (r"blk\.0\.ffn_(up|down|gate)\.", "CPU"),
     ]
     assert config_from_args(parse()).tensor_overrides == []
     for bad in (("-ot", "no-equals"), ("-ot", "=CPU"), ("-ncmoe", "-1")):
         with pytest.raises(SystemExit):
             parse(*bad)
+
+
+def test_override_kv_takes_typed_metadata_values() -> None:
+    cfg = config_from_args(parse("--override-kv", "a.n=int:3,a.f=float:0.5",
+                                 "--override-kv", "a.b=bool:false,a.s=str:x y"))
+    assert [(o.key, o.type, o.value) for o in cfg.kv_overrides] == [
+        ("a.n", "int", 3), ("a.f", "float", 0.5), ("a.b", "bool", False), ("a.s", "str", "x y")]
+    for bad in ("a.n", "a.n=int", "a.n=int:x", "a.b=bool:yes", "a.x=blob:1", "a.s=str:" + "x" * 128):
+        with pytest.raises(SystemExit):
+            parse("--override-kv", bad)

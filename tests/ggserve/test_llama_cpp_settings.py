@@ -114,3 +114,17 @@ def test_tensor_overrides_place_weights_and_an_unknown_buffer_type_stops_the_sta
     with start_server("-np", "1", "-c", "512", "-ot", "x=NOPE", ready=False) as server:
         assert server.proc.wait(120) == 1
         assert "unknown buffer type NOPE in --override-tensor; this build has CPU" in server.log()
+
+
+def test_metadata_overrides_reach_the_vocabulary_of_frontend_and_executor():
+    """tokenizer.ggml.add_bos_token=false: prompts start without BOS in /tokenize and in what the
+    executor evaluates (the usage counts one token less than the default server's)."""
+    body = {"prompt": "Hello", "max_tokens": 2, "temperature": 0}
+    with start_server("-np", "1", "-c", "512") as plain:
+        with_bos = httpx.post(f"{plain.base_url}/tokenize", json={"content": "Hello", "add_special": True}).json()
+        n_plain = httpx.post(f"{plain.base_url}/v1/completions", json=body, timeout=60).json()["usage"]["prompt_tokens"]
+    with start_server("-np", "1", "-c", "512", "--override-kv", "tokenizer.ggml.add_bos_token=bool:false") as server:
+        without = httpx.post(f"{server.base_url}/tokenize", json={"content": "Hello", "add_special": True}).json()
+        reply = httpx.post(f"{server.base_url}/v1/completions", json=body, timeout=60).json()
+    assert with_bos["tokens"][1:] == without["tokens"] and len(with_bos["tokens"]) == 2
+    assert reply["usage"]["prompt_tokens"] == n_plain - 1 and reply["usage"]["completion_tokens"] == 2
