@@ -258,6 +258,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     o.add_argument("-v", "--verbose", "--log-verbose", action="store_true", help="debug logs (--log-level debug)")
     o.add_argument("--log-format", default=d.log_format, choices=FORMATS, help="json: one JSON object per line")
     o.add_argument("--log-file", default="", help="append the logs of every process to this file (default: stderr)")
+    llama_flags.add_log_flags(o)
     return p
 
 

@@ -88,6 +88,12 @@ LLAMA_ENV = {
     "--cpu-moe": "LLAMA_ARG_CPU_MOE",
     "--n-cpu-moe": "LLAMA_ARG_N_CPU_MOE",
     "--n-cpu-ffn": "LLAMA_ARG_N_CPU_FFN",
+    "--log-jsonl": "LLAMA_ARG_LOG_JSONL",
+    "--log-colors": "LLAMA_ARG_LOG_COLORS",
+    "--log-prefix": "LLAMA_ARG_LOG_PREFIX",
+    "--log-timestamps": "LLAMA_ARG_LOG_TIMESTAMPS",
+    "--offline": "LLAMA_ARG_OFFLINE",
+    "--log-file": "LLAMA_ARG_LOG_FILE",
 }
 _TRUE = {"1", "true", "on", "yes", "enabled"}
 _FALSE = {"0", "false", "off", "no", "disabled"}

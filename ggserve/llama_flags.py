@@ -137,6 +137,35 @@ def add_flags(e: argparse._ArgumentGroup, c: argparse._ArgumentGroup) -> None:
     c.add_argument(*DOWNLOAD_FLAGS, dest="download", default=None, metavar="SOURCE", help=argparse.SUPPRESS)
 
 
+# llama.cpp's log verbosity (0 output, 1 error, 2 warning, 3 info, 4 debug) as a logging level
+VERBOSITY = ("critical", "error", "warning", "info", "debug")
+
+
+def _verbosity(text: str) -> str:
+    n = int(text)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a verbosity (0 to 4; more is 4)")
+    return VERBOSITY[min(n, len(VERBOSITY) - 1)]
+
+
+def add_log_flags(o: argparse._ArgumentGroup) -> None:
+    """llama-server's logging flags onto ggserve's --log-level and --log-format."""
+    o.add_argument("-lv", "--verbosity", "--log-verbosity", dest="log_level", type=_verbosity, metavar="N",
+                   help="llama-server's levels: 0 only fatal, 1 errors, 2 warnings, 3 info, 4 or more debug")
+    o.add_argument("--log-disable", dest="log_level", action="store_const", const="critical",
+                   help="only fatal messages")
+    o.add_argument("--log-jsonl", dest="log_format", action="store_const", const="json",
+                   help="--log-format json")
+    o.add_argument("--no-log-jsonl", dest="log_format", action="store_const", const="text", help=argparse.SUPPRESS)
+    for name in ("prefix", "timestamps"):
+        o.add_argument(f"--log-{name}", dest=f"log_{name}", action="store_true", default=None,
+                       help=f"text log lines carry the {'process' if name == 'prefix' else 'time'} (always)")
+        o.add_argument(f"--no-log-{name}", dest=f"log_{name}", action="store_false", help=argparse.SUPPRESS)
+    o.add_argument("--log-colors", nargs="?", const="on", choices=["on", "off", "auto"], default=None,
+                   help="accepted: ggserve's log lines have no colours")
+    o.add_argument("--offline", action="store_true", help="accepted: ggserve never downloads anything")
+
+
 def rope_settings(args: argparse.Namespace) -> RopeSettings:
     freq_scale = args.rope_freq_scale
     if args.rope_scale is not None:
@@ -166,3 +195,9 @@ def check(args: argparse.Namespace) -> None:
     for flag, (dest, why) in TUNING_WITHOUT_EFFECT.items():
         if getattr(args, dest) is not None:
             log.warning("%s is accepted without effect: %s", flag, why)
+    for name, what in (("prefix", "the process's name"), ("timestamps", "the time")):
+        if getattr(args, f"log_{name}") is False:
+            log.warning("--no-log-%s is accepted without effect: ggserve's text log lines always carry %s "
+                        "(--log-format json has them as fields)", name, what)
+    if args.log_colors == "on":
+        log.warning("--log-colors on is accepted without effect: ggserve's log lines have no colours")

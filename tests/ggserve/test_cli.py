@@ -310,3 +310,28 @@ def test_override_kv_takes_typed_metadata_values() -> None:
     for bad in ("a.n", "a.n=int", "a.n=int:x", "a.b=bool:yes", "a.x=blob:1", "a.s=str:" + "x" * 128):
         with pytest.raises(SystemExit):
             parse("--override-kv", bad)
+
+
+@pytest.mark.parametrize("argv, level, fmt", [
+    ((), "info", "text"),
+    (("-lv", "0"), "critical", "text"),
+    (("--verbosity", "2"), "warning", "text"),
+    (("--log-verbosity", "9"), "debug", "text"),
+    (("--log-disable",), "critical", "text"),
+    (("--log-jsonl",), "info", "json"),
+])
+def test_llama_server_log_flags_set_the_level_and_format(argv: tuple[str, ...], level: str, fmt: str) -> None:
+    cfg = config_from_args(parse(*argv))
+    assert (cfg.log_level, cfg.log_format) == (level, fmt)
+
+
+def test_log_flags_ggserve_cannot_honour_are_accepted_with_a_warning(caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="ggserve"):
+        config_from_args(parse("--no-log-prefix", "--no-log-timestamps", "--log-colors", "--offline"))
+    assert "--no-log-prefix is accepted without effect" in caplog.text
+    assert "--no-log-timestamps is accepted without effect" in caplog.text
+    assert "--log-colors on is accepted without effect" in caplog.text
+    with caplog.at_level(logging.WARNING, logger="ggserve"):
+        caplog.clear()
+        config_from_args(parse("--log-prefix", "--log-timestamps", "--log-colors", "off"))
+    assert caplog.text == ""
