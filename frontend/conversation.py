@@ -62,9 +62,9 @@ def plan(fe: Frontend, body: ChatCompletionRequest) -> ChatPlan:
     """The conversation as prompt text (with tools as the template needs them). No messages is
     a conversation too, as llama-server takes it: the generation prompt alone."""
     tools = plan_tools(body, fe.template.source)
-    extra = fe.cfg.chat_template_kwargs | (body.chat_template_kwargs or {})
-    if body.reasoning_effort is not None:
-        extra.setdefault("reasoning_effort", body.reasoning_effort)
+    # the request's kwargs, then its reasoning_effort, then the server's defaults (llama-server's order)
+    effort = {} if body.reasoning_effort is None else {"reasoning_effort": body.reasoning_effort}
+    extra = fe.cfg.chat_template_kwargs | effort | (body.chat_template_kwargs or {})
     messages, add_generation_prompt = tools.messages, body.add_generation_prompt is not False
     mode = continuation_mode(body)
     if mode is not None:

@@ -180,6 +180,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     e.add_argument("--reasoning-budget-message", default=d.reasoning_budget_message,
                    help="text forced before the closing tag when the reasoning budget is spent")
+    llama_flags.add_reasoning_flags(e)
     h = p.add_argument_group("http")
     h.add_argument("--host", default=d.host)
     h.add_argument("--port", type=int, default=d.port)
@@ -538,7 +539,7 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         api_keys=_api_keys(args),
         log_level="debug" if args.verbose else args.log_level,
         sampling=_sampling_defaults(args),
-        chat_template_kwargs=_chat_template_kwargs(args.chat_template_kwargs),
+        chat_template_kwargs=llama_flags.template_defaults(args, _chat_template_kwargs(args.chat_template_kwargs)),
         cors_origins=[o.strip() for o in args.cors_origins.split(",") if o.strip()],
         api_prefix=_api_prefix(args.api_prefix),
         slot_save_path=os.path.abspath(args.slot_save_path) if args.slot_save_path else "",

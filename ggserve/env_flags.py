@@ -93,6 +93,8 @@ LLAMA_ENV = {
     "--log-prefix": "LLAMA_ARG_LOG_PREFIX",
     "--log-timestamps": "LLAMA_ARG_LOG_TIMESTAMPS",
     "--offline": "LLAMA_ARG_OFFLINE",
+    "--reasoning": "LLAMA_ARG_REASONING",
+    "--reasoning-effort": "LLAMA_ARG_REASONING_EFFORT",
     "--log-file": "LLAMA_ARG_LOG_FILE",
 }
 _TRUE = {"1", "true", "on", "yes", "enabled"}

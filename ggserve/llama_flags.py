@@ -148,6 +148,26 @@ def _verbosity(text: str) -> str:
     return VERBOSITY[min(n, len(VERBOSITY) - 1)]
 
 
+def add_reasoning_flags(g: argparse._ArgumentGroup) -> None:
+    """llama-server's template-side reasoning switches: server-wide chat template variables."""
+    g.add_argument("-rea", "--reasoning", nargs="?", const="on", choices=["on", "off", "auto"], default="auto",
+                   help="thinking in chat templates that offer it: on / off set the template's enable_thinking "
+                   "(a request's chat_template_kwargs win), auto leaves it to the template")
+    g.add_argument("--reasoning-effort", default="default", metavar="LEVEL",
+                   help="the chat template's reasoning_effort (minimal, low, medium, high, ...) for requests "
+                   "that set none; default: the template's own")
+
+
+def template_defaults(args: argparse.Namespace, kwargs: dict[str, object]) -> dict[str, object]:
+    """--chat-template-kwargs with --reasoning and --reasoning-effort added (the kwargs win)."""
+    added: dict[str, object] = {}
+    if args.reasoning != "auto":
+        added["enable_thinking"] = args.reasoning == "on"
+    if args.reasoning_effort != "default":
+        added["reasoning_effort"] = args.reasoning_effort
+    return added | kwargs
+
+
 def add_log_flags(o: argparse._ArgumentGroup) -> None:
     """llama-server's logging flags onto ggserve's --log-level and --log-format."""
     o.add_argument("-lv", "--verbosity", "--log-verbosity", dest="log_level", type=_verbosity, metavar="N",

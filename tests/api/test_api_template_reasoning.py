@@ -67,6 +67,17 @@ def test_reasoning_effort_and_template_kwargs_reach_the_template(server):
                                        chat_template_kwargs={"reasoning_effort": "low"})
 
 
+def test_reasoning_flags_set_template_defaults_that_requests_override(tmp_path):
+    """llama-server's --reasoning off and --reasoning-effort low become the template's
+    enable_thinking and reasoning_effort for requests that set neither."""
+    path = tmp_path / "harmony.jinja"
+    path.write_text(TEMPLATE)
+    with start_server("--chat-template-file", str(path), "--reasoning", "off", "--reasoning-effort", "low") as flagged:
+        assert "Reasoning: low; thinking: False" in prompt(flagged)
+        assert "Reasoning: high; thinking: True" in prompt(
+            flagged, reasoning_effort="high", chat_template_kwargs={"enable_thinking": True})
+
+
 def test_past_reasoning_and_calls_render_as_harmony(server):
     history = MESSAGES + [{"role": "assistant", "reasoning_content": "need the weather", "tool_calls": [
         {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},

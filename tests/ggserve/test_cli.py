@@ -335,3 +335,12 @@ def test_log_flags_ggserve_cannot_honour_are_accepted_with_a_warning(caplog) -> 
         caplog.clear()
         config_from_args(parse("--log-prefix", "--log-timestamps", "--log-colors", "off"))
     assert caplog.text == ""
+
+
+def test_reasoning_flags_become_chat_template_defaults_under_the_explicit_kwargs() -> None:
+    assert config_from_args(parse()).chat_template_kwargs == {}  # auto: the template decides
+    assert config_from_args(parse("-rea", "off")).chat_template_kwargs == {"enable_thinking": False}
+    assert config_from_args(parse("--reasoning", "--reasoning-effort", "high")).chat_template_kwargs == {
+        "enable_thinking": True, "reasoning_effort": "high"}
+    explicit = config_from_args(parse("--reasoning", "off", "--chat-template-kwargs", '{"enable_thinking": true}'))
+    assert explicit.chat_template_kwargs == {"enable_thinking": True}
