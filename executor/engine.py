@@ -26,7 +26,7 @@ from ggserve.llama.log import LlamaLogCapture
 from executor.lora import LoraAdapters
 from executor.media.decoder import MediaDecoder
 from executor.llama_params import NUMA, context_params, model_params
-from executor.tensor_overrides import TensorOverrides
+from executor import tensor_overrides
 from executor.threadpool import ExecutorThreads
 from executor.sampling.sequence import (
     SequenceFailed,
@@ -151,16 +151,15 @@ class ModelEngine:
 
         llama_cpp.llama_numa_init(NUMA[cfg.numa])
         mparams = model_params(cfg, cfg.n_gpu_layers)
-        kv = kv_overrides.apply(cfg.kv_overrides, mparams)  # referenced until the load returns
-        overrides = TensorOverrides(cfg.tensor_overrides) if cfg.tensor_overrides else None
-        if overrides is not None:
-            overrides.apply(mparams)
+        # the override arrays are referenced until the load returns
+        kv = kv_overrides.apply(cfg.kv_overrides, mparams)
+        tensors = tensor_overrides.apply(cfg.tensor_overrides, mparams)
         log.info("executor %d: loading %s", executor_id, cfg.model)
         t0 = time.monotonic()
         progress = _load_progress(executor_id)  # referenced until the load returns (ctypes callback)
         mparams.progress_callback = progress
         self.model = llama_cpp.llama_model_load_from_file(cfg.model.encode(), mparams)
-        del progress, kv
+        del progress, kv, tensors
         if not self.model:
             raise RuntimeError(f"failed to load model {cfg.model}")
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)

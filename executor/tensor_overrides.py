@@ -9,13 +9,11 @@ the few ggml calls go through ctypes.
 from __future__ import annotations
 
 import ctypes
-import os
-import sys
-from pathlib import Path
 
 import llama_cpp
 
 from ggserve.config import TensorOverride
+from ggserve.llama.libs import library
 
 
 class _Override(ctypes.Structure):
@@ -25,9 +23,8 @@ class _Override(ctypes.Structure):
 
 
 def _ggml() -> ctypes.CDLL:
-    """libggml (the backend registry), which llama.cpp has already loaded."""
-    base = Path(os.environ.get("LLAMA_CPP_LIB_PATH") or Path(llama_cpp.__file__).parent / "lib")
-    lib = ctypes.CDLL(str(base / ("libggml.dylib" if sys.platform == "darwin" else "libggml.so")))
+    """libggml, the backend registry."""
+    lib = library("libggml")
     lib.ggml_backend_dev_count.restype = ctypes.c_size_t
     lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
     lib.ggml_backend_dev_get.restype = ctypes.c_void_p
@@ -49,20 +46,18 @@ def buffer_types() -> dict[str, int]:
     return found
 
 
-class TensorOverrides:
-    """The C array (terminated by a null entry) and the strings it points to, kept alive while
-    llama.cpp loads the model."""
-
-    def __init__(self, overrides: list[TensorOverride]) -> None:
-        known = buffer_types()
-        unknown = sorted({o.buffer_type for o in overrides} - set(known))
-        if unknown:
-            raise RuntimeError(f"unknown buffer type {', '.join(unknown)} in --override-tensor; this build has "
-                               f"{', '.join(sorted(known))}")
-        self._patterns = [o.pattern.encode() for o in overrides]
-        self.array = (_Override * (len(overrides) + 1))()
-        for entry, pattern, override in zip(self.array, self._patterns, overrides):
-            entry.pattern, entry.buft = pattern, known[override.buffer_type]
-
-    def apply(self, mparams: llama_cpp.llama_model_params) -> None:
-        mparams.tensor_buft_overrides = ctypes.cast(self.array, ctypes.c_void_p)
+def apply(overrides: list[TensorOverride], params: llama_cpp.llama_model_params) -> ctypes.Array | None:
+    """Point ``params`` at the overrides (a zeroed entry ends the array); the array returned,
+    which holds the pattern strings, must outlive the model's load."""
+    if not overrides:
+        return None
+    known = buffer_types()
+    unknown = sorted({o.buffer_type for o in overrides} - set(known))
+    if unknown:
+        raise RuntimeError(f"unknown buffer type {', '.join(unknown)} in --override-tensor; this build has "
+                           f"{', '.join(sorted(known))}")
+    array = (_Override * (len(overrides) + 1))()
+    for entry, override in zip(array, overrides):
+        entry.pattern, entry.buft = override.pattern.encode(), known[override.buffer_type]
+    params.tensor_buft_overrides = ctypes.cast(array, ctypes.c_void_p)
+    return array

@@ -13,13 +13,12 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-import sys
 import threading
-from pathlib import Path
 
 import llama_cpp
 
 from ggserve.config import CpuPlacement, ServeConfig
+from ggserve.llama.libs import library
 
 log = logging.getLogger("executor")
 
@@ -40,10 +39,8 @@ class _ThreadpoolParams(ctypes.Structure):
 
 
 def _ggml_cpu() -> ctypes.CDLL:
-    """llama-cpp-python's CPU backend library, which llama.cpp has already loaded."""
-    base = Path(os.environ.get("LLAMA_CPP_LIB_PATH") or Path(llama_cpp.__file__).parent / "lib")
-    name = "libggml-cpu.dylib" if sys.platform == "darwin" else "libggml-cpu.so"
-    lib = ctypes.CDLL(str(base / name))
+    """ggml's CPU backend, where the thread pools are made."""
+    lib = library("libggml-cpu")
     lib.ggml_threadpool_new.argtypes = [ctypes.POINTER(_ThreadpoolParams)]
     lib.ggml_threadpool_new.restype = ctypes.c_void_p
     lib.ggml_threadpool_free.argtypes = [ctypes.c_void_p]

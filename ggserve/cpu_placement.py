@@ -15,17 +15,13 @@ from ggserve.config import CpuPlacement
 PRIORITIES = {-1: "low", 0: "normal", 1: "medium", 2: "high", 3: "realtime"}
 
 
-class PlacementError(ValueError):
-    pass
-
-
 def parse_cpu_mask(text: str, n_cpus: int) -> set[int]:
     """A hex mask, bit i for CPU i ("0x" optional)."""
     digits = text[2:] if text.lower().startswith("0x") else text
     try:
         value = int(digits, 16)
     except ValueError:
-        raise PlacementError(f"CPU mask {text!r} is not hexadecimal") from None
+        raise ValueError(f"CPU mask {text!r} is not hexadecimal") from None
     cpus = {i for i in range(value.bit_length()) if value >> i & 1}
     _check_exist(cpus, text, n_cpus)
     return cpus
@@ -40,7 +36,7 @@ def parse_cpu_range(text: str, n_cpus: int) -> set[int]:
     except ValueError:
         first = last = -1
     if not dash or first < 0 or last < first:
-        raise PlacementError(f"CPU range {text!r} is not [lo]-[hi]")
+        raise ValueError(f"CPU range {text!r} is not [lo]-[hi]")
     cpus = set(range(first, last + 1))
     _check_exist(cpus, text, n_cpus)
     return cpus
@@ -48,9 +44,9 @@ def parse_cpu_range(text: str, n_cpus: int) -> set[int]:
 
 def _check_exist(cpus: set[int], text: str, n_cpus: int) -> None:
     if not cpus:
-        raise PlacementError(f"CPU mask {text!r} names no CPU")
+        raise ValueError(f"CPU mask {text!r} names no CPU")
     if max(cpus) >= n_cpus:
-        raise PlacementError(f"{text!r} names CPU {max(cpus)}; this machine has CPUs 0-{n_cpus - 1}")
+        raise ValueError(f"{text!r} names CPU {max(cpus)}; this machine has CPUs 0-{n_cpus - 1}")
 
 
 def add_flags(group: argparse._ArgumentGroup) -> None:
@@ -93,10 +89,10 @@ def _placement(args: argparse.Namespace, suffix: str, base: CpuPlacement, n_cpus
     strict, prio, poll = (getattr(args, f"{name}{suffix}") for name in ("cpu_strict", "prio", "poll"))
     flag = suffix.replace("_", "-")
     if strict not in (None, 0, 1):
-        raise PlacementError(f"--cpu-strict{flag} is 0 or 1")
+        raise ValueError(f"--cpu-strict{flag} is 0 or 1")
     if prio is not None and prio not in PRIORITIES:
-        raise PlacementError(f"--prio{flag} is one of " + ", ".join(map(str, PRIORITIES)))
+        raise ValueError(f"--prio{flag} is one of " + ", ".join(map(str, PRIORITIES)))
     if poll is not None and not 0 <= poll <= 100:
-        raise PlacementError(f"--poll{flag} is in [0, 100]")
+        raise ValueError(f"--poll{flag} is in [0, 100]")
     return CpuPlacement(cpus=sorted(cpus), strict=base.strict if strict is None else bool(strict),
                         prio=base.prio if prio is None else prio, poll=base.poll if poll is None else poll)

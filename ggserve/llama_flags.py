@@ -20,6 +20,17 @@ NUMA_STRATEGIES = ("distribute", "isolate", "numactl")
 MOE_EXPERTS = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"  # a MoE layer's expert weights
 DENSE_FFN = r"\.ffn_(up|down|gate)\."  # a dense layer's feed-forward weights
 CPU_BUFFER = "CPU"
+# flags that ask for downloads: ggserve loads local files only
+DOWNLOAD_FLAGS = ("-hf", "-hfr", "--hf-repo", "-hff", "--hf-file", "-hfd", "-hfrd", "--hf-repo-draft",
+                  "-mu", "--model-url", "-dr", "--docker-repo", "-mmu", "--mmproj-url")
+# flags whose mechanism ggserve does not have: (names, dest, why); a value is accepted with a warning
+TUNING_WITHOUT_EFFECT = (
+    (("--threads-http",), "threads_http",
+     "ggserve's HTTP frontend is asynchronous; --http-workers N runs N worker processes"),
+    (("-dt", "--defrag-thold"), "defrag_thold", "deprecated in llama.cpp, which ignores it too"),
+    (("-sps", "--slot-prompt-similarity"), "slot_prompt_similarity",
+     "ggserve gives a request the slot holding the longest cached prefix of its prompt"),
+)
 
 
 def _overrides(text: str) -> list[TensorOverride]:
@@ -57,18 +68,6 @@ class _ExtendInOrder(argparse.Action):
                  option_string: str | None = None) -> None:
         added = self.const if self.nargs == 0 else values
         setattr(namespace, self.dest, [*getattr(namespace, self.dest), *added])
-# flags that ask for downloads: ggserve loads local files only
-DOWNLOAD_FLAGS = ("-hf", "-hfr", "--hf-repo", "-hff", "--hf-file", "-hfd", "-hfrd", "--hf-repo-draft",
-                  "-mu", "--model-url", "-dr", "--docker-repo", "-mmu", "--mmproj-url")
-# flags whose mechanism ggserve does not have: (dest, why); a value is accepted with a warning
-TUNING_WITHOUT_EFFECT = {
-    "--threads-http": ("threads_http", "ggserve's HTTP frontend is asynchronous; --http-workers N runs N "
-                                       "worker processes"),
-    "--defrag-thold": ("defrag_thold", "deprecated in llama.cpp, which ignores it too"),
-    "--slot-prompt-similarity": ("slot_prompt_similarity", "ggserve gives a request the slot holding the "
-                                                           "longest cached prefix of its prompt"),
-}
-TUNING_SHORT = {"--defrag-thold": "-dt", "--slot-prompt-similarity": "-sps"}
 
 
 def add_flags(e: argparse._ArgumentGroup, c: argparse._ArgumentGroup) -> None:
@@ -130,8 +129,7 @@ def add_flags(e: argparse._ArgumentGroup, c: argparse._ArgumentGroup) -> None:
     c.add_argument("-kvu", "--kv-unified", dest="kv_unified", action="store_true", default=True,
                    help="one KV pool for every slot (always)")
     c.add_argument("-no-kvu", "--no-kv-unified", dest="kv_unified", action="store_false", help=argparse.SUPPRESS)
-    for flag, (dest, why) in TUNING_WITHOUT_EFFECT.items():
-        names = [TUNING_SHORT[flag], flag] if flag in TUNING_SHORT else [flag]
+    for names, dest, why in TUNING_WITHOUT_EFFECT:
         c.add_argument(*names, dest=dest, type=float, default=None, metavar="N",
                        help=f"accepted, without effect: {why}")
     c.add_argument(*DOWNLOAD_FLAGS, dest="download", default=None, metavar="SOURCE", help=argparse.SUPPRESS)
@@ -212,9 +210,9 @@ def check(args: argparse.Namespace) -> None:
     if args.download is not None:
         raise ValueError("ggserve does not download models: give a local GGUF with -m PATH "
                          "(or a directory of them with --models-dir)")
-    for flag, (dest, why) in TUNING_WITHOUT_EFFECT.items():
+    for names, dest, why in TUNING_WITHOUT_EFFECT:
         if getattr(args, dest) is not None:
-            log.warning("%s is accepted without effect: %s", flag, why)
+            log.warning("%s is accepted without effect: %s", names[-1], why)
     for name, what in (("prefix", "the process's name"), ("timestamps", "the time")):
         if getattr(args, f"log_{name}") is False:
             log.warning("--no-log-%s is accepted without effect: ggserve's text log lines always carry %s "
