@@ -39,8 +39,15 @@ EMBEDDING_SEQUENCES = 64
 
 
 def version_text() -> str:
-    return (f"ggserve {importlib.metadata.version('ggserve')} "
-            f"(llama-cpp-python {importlib.metadata.version('llama-cpp-python')})")
+    return f"ggserve {_installed_version('ggserve')} (llama-cpp-python {_installed_version('llama-cpp-python')})"
+
+
+def _installed_version(package: str) -> str:
+    # a checkout run from PYTHONPATH (as on the GPU machines) has no installed metadata
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 class UsageError(SystemExit):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import os
 
@@ -285,6 +286,18 @@ def test_version_prints_ggserve_and_llama_cpp_python_versions(capsys) -> None:
         assert exc.value.code == 0
         out = capsys.readouterr().out
         assert out.startswith("ggserve ") and "llama-cpp-python 0.3.36" in out
+
+
+def test_a_checkout_run_without_installing_starts_and_says_its_version_is_unknown(monkeypatch, capsys) -> None:
+    # the GPU machines run ggserve from PYTHONPATH: no package metadata, and the parser must still build
+    def not_installed(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith("ggserve unknown (not installed) (llama-cpp-python unknown")
 
 
 def test_tensor_override_flags_add_to_one_list_in_command_line_order() -> None:
