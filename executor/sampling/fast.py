@@ -18,8 +18,8 @@ for all of them, not a few per row, which at 16 rows costs about two thirds of s
 one by one (a single row costs about 1.5 times as much, ~0.15 ms).
 
 A logit bias (``logit_bias``; ``ignore_eos`` bans the end-of-generation tokens with one) comes
-first in llama.cpp's chain: ``LogitBias`` adds it to the row in place for the pick and restores
-the row after, so this path (and plain greedy, ``executor.sampling.sequence``) takes biased rows too.
+first in llama.cpp's chain: it is added to the rows in place for the pick and the rows are
+restored after, so this path (and greedy, ``biased_argmax``) takes biased rows too.
 
 The same seed therefore gives the same tokens as llama.cpp's chain, with one exception: where
 two of the top logits are exactly equal, llama.cpp's partial sort leaves them in an
@@ -101,22 +101,11 @@ def _active(name: str, p: SamplingParams) -> bool:
 
 
 class LogitBias:
-    """llama.cpp's logit-bias sampler, applied to a row in place for one pick."""
+    """llama.cpp's logit-bias sampler: token ids and what to add to their logits."""
 
     def __init__(self, pairs: list[tuple[int, float]]) -> None:
         self.ids = np.array([token for token, _ in pairs], dtype=np.int64)
         self.values = np.array([bias for _, bias in pairs], dtype=np.float32)
-
-    @contextmanager
-    def applied(self, row: np.ndarray) -> Iterator[np.ndarray]:
-        """The row with the biases added (float32, a token listed twice gets both, as in
-        llama.cpp), restored bit for bit afterwards (the caller may read raw logits later)."""
-        saved = row[self.ids]
-        np.add.at(row, self.ids, self.values)
-        try:
-            yield row
-        finally:
-            row[self.ids] = saved
 
 
 class FastChain:
@@ -176,7 +165,7 @@ def top_candidates(logits: np.ndarray, rows: Sequence[int], chains: Sequence[Fas
     in place, one pass for the block maxima, then the candidates. The rows are restored bit for
     bit after (the caller may read raw logits later). Draws nothing from the random streams."""
     found: list[Candidates] = [(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32))] * len(chains)
-    with _biases_applied(logits, rows, chains):
+    with _biases_applied(logits, rows, [chain.bias for chain in chains]):
         by_block: dict[int, list[int]] = {}
         for i, chain in enumerate(chains):
             if chain.blocked:
@@ -204,11 +193,19 @@ def pick(chains: Sequence[FastChain], candidates: Sequence[Candidates]) -> list[
     return tokens
 
 
+def biased_argmax(logits: np.ndarray, rows: Sequence[int], biases: Sequence[LogitBias | None]) -> list[int]:
+    """Greedy picks: the argmax of each ``logits[rows[i]]`` under ``biases[i]`` (None: none).
+    The biases of all rows go in with one call and the rows are restored after: one context per
+    row cost ~13 us of a GPU step's ~4 ms at 16 rows with ``ignore_eos``."""
+    with _biases_applied(logits, rows, biases):
+        return [int(logits[row].argmax()) for row in rows]
+
+
 @contextmanager
-def _biases_applied(logits: np.ndarray, rows: Sequence[int], chains: Sequence[FastChain]) -> Iterator[None]:
-    """The chains' logit biases added to their rows in place (float32; a token listed twice gets
-    both, as in llama.cpp), and the rows restored bit for bit afterwards."""
-    biased = [(row, chain.bias) for row, chain in zip(rows, chains) if chain.bias is not None]
+def _biases_applied(logits: np.ndarray, rows: Sequence[int], biases: Sequence[LogitBias | None]) -> Iterator[None]:
+    """The logit biases added to their rows in place (float32; a token listed twice gets both,
+    as in llama.cpp), and the rows restored bit for bit afterwards."""
+    biased = [(row, bias) for row, bias in zip(rows, biases) if bias is not None]
     if not biased:
         yield
         return

@@ -1,9 +1,9 @@
 """Per-sequence token selection over one step's logits.
 
-Plain greedy sequences (no penalties or grammar) take one vectorised numpy argmax over
-their logits rows: llama_sampler_sample copies the whole vocabulary (262k entries for Gemma 3)
-into a candidate array per call, which at 16 sequences would cost ~10% of a CPU step. A greedy
-row with a logit bias (``ignore_eos`` is one) takes the argmax with the bias added in place. The
+Plain greedy sequences (no penalties or grammar) take a numpy argmax of their logits rows:
+llama_sampler_sample copies the whole vocabulary (262k entries for Gemma 3) into a candidate
+array per call, which at 16 sequences would cost ~10% of a CPU step. Greedy rows with a logit
+bias (``ignore_eos`` is one) take the argmax with all their biases added in place at once. The
 common sampled chain (logit bias, top-k first, then top-p, min-p, temperature, dist) runs in
 executor.sampling.fast, on the top-k candidates only, picking the tokens llama.cpp would pick
 for the same seed. Everything else runs a llama.cpp sampler chain built once per request, as
@@ -37,7 +37,7 @@ from collections import OrderedDict
 import llama_cpp
 import numpy as np
 
-from executor.sampling.fast import FastChain, LogitBias, fast_steps, pick, sample_many, top_candidates
+from executor.sampling.fast import FastChain, LogitBias, biased_argmax, fast_steps, pick, sample_many, top_candidates
 from executor.sampling.lazy_grammar import LazyGrammar
 from executor.sampling.reasoning_budget import BudgetTracker
 from ipc.protocol import SamplingParams, TokenLogprob
@@ -83,6 +83,8 @@ class SeqSampler:
         # Greedy whose only logit change is a bias: the biased row's argmax, no llama.cpp chain.
         self.biased_argmax = bias if (greedy and params.grammar is None and not self.post_sampling_probs
                                       and not _chain_changes_argmax(params)) else None
+        # Both take the row's argmax (under the bias, if any) up front, with the step's other such rows.
+        self.picks_argmax = self.argmax_first or self.biased_argmax is not None
         self.n_vocab = n_vocab
         self.chain: llama_cpp.llama_sampler_p | None = None
         self.grammar: Grammar | LazyGrammar | None = None
@@ -108,14 +110,14 @@ class SeqSampler:
         # vectorised path's sampled chain, with no token biased twice (llama.cpp's device bias keeps
         # one value) and nothing of the request reading the raw logits (log-probabilities, a grammar).
         biased = [t for t, _ in params.logit_bias]
-        on_device = ((self.argmax_first or self.biased_argmax is not None or self.fast is not None)
+        on_device = ((self.picks_argmax or self.fast is not None)
                      and params.grammar is None and logprobs < 0 and prompt_logprobs < 0
                      and len(set(biased)) == len(biased))
         self.device_params = params if on_device else None
         try:
             if self.fast is not None:
                 self.fast.skip(len(history))
-            elif not self.argmax_first and self.biased_argmax is None:
+            elif not self.picks_argmax:
                 self.chain = build_chain(params, vocab, n_vocab, greedy)
                 skip_draws(self.chain, len(history))
                 for token in penalty_context or ():  # prompt tokens: the chain's memory, not the grammar's
@@ -519,12 +521,11 @@ def sample_rows(
     device_tokens = device_tokens or [None] * n
     out_rows = out_rows if out_rows is not None else list(range(n))
     rows = [logits[r] for r in out_rows]
-    tokens = [0] * n
-    for i, sampler in enumerate(samplers):
-        if device_tokens[i] is not None:
-            tokens[i] = device_tokens[i]
-        elif sampler.argmax_first:
-            tokens[i] = int(rows[i].argmax())
+    tokens = [token if token is not None else 0 for token in device_tokens]
+    greedy = [i for i, s in enumerate(samplers) if device_tokens[i] is None and s.picks_argmax]
+    picked = biased_argmax(logits, [out_rows[i] for i in greedy], [samplers[i].biased_argmax for i in greedy])
+    for i, token in zip(greedy, picked):
+        tokens[i] = token
     # The sampled chains executor.sampling.fast runs, all rows at once (a reasoning budget may
     # force a token instead: such a row goes alone, below).
     fast = [i for i, s in enumerate(samplers)
@@ -566,8 +567,8 @@ def _pick(
     on_device: bool = False,
 ) -> tuple[int, TokenLogprob | None]:
     """One sequence's next token from its logits ``row`` (batch index ``batch_row``; its argmax
-    ``argmax_token`` when the sampler takes it, or the token the device sampled with the chain:
-    ``on_device``, the row is then not read), with the probabilities after the chain when the
+    under its logit bias ``argmax_token`` when ``picks_argmax``, or the token the device
+    sampled with the chain: ``on_device``, the row is then not read), with the probabilities after the chain when the
     request reports those. The sampler's state (chain, grammar, budget) accepts the token."""
     post = None
     if (forced := sampler.forced_token()) is not None:
@@ -580,9 +581,6 @@ def _pick(
         token, post = sampler.sample_with_probs(row, argmax_token)
     elif sampler.fast is not None:
         token = sampler.fast.sample(row)
-    elif sampler.biased_argmax is not None:
-        with sampler.biased_argmax.applied(row):
-            token = int(np.argmax(row))
     elif sampler.chain is not None:
         token = llama_cpp.llama_sampler_sample(sampler.chain, ctx, batch_row)
     else:
@@ -604,8 +602,10 @@ def verify_draft(
     ``device_tokens``: the rows' tokens as the device sampled them (the rows are then not read)."""
     if device_tokens is not None:
         picks = device_tokens
+    elif sampler.picks_argmax:
+        picks = biased_argmax(rows, range(len(rows)), [sampler.biased_argmax] * len(rows))
     else:
-        picks = np.argmax(rows, axis=1).tolist() if sampler.argmax_first else [0] * len(rows)
+        picks = [0] * len(rows)
     # a sampled chain of executor.sampling.fast: every row's candidates at once (only the rows
     # reached draw from the random stream)
     fast = sampler.fast if sampler.budget is None and device_tokens is None else None
