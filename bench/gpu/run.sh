@@ -11,6 +11,9 @@
 #              wait policy), the baseline first and last
 #   trace      the baseline and the placement apart again with -v (one log line per step)
 #   step       one executor step in process, split into its parts, beside the bare loop
+#   ab         another commit against the working tree, alternated twice: the step in process
+#              at 16 rows, then ggserve alone at 16. The other tree goes in .gpu/base first:
+#              mkdir -p .gpu/base && git archive REV ggserve executor scheduler frontend ipc bench | tar -x -C .gpu/base
 #
 # THREADS, OUTPUT_LEN, PROMPTS and STEPS shrink a dry run (on a CPU here, CUDA_LIBS naming the
 # cuBLAS and CUDA runtime folders: ggml finds no GPU and runs on the CPU).
@@ -104,6 +107,32 @@ step() {
     python3 -m bench.micro.executor_step --batch 16,4,1 --steps "${STEPS:-200}" --threads "${THREADS:-4}" \
         --model /tmp/model.gguf \
         | tee "$RES"/executor-step.txt
+}
+
+# a command (or one of the functions here) run on DIR's tree
+in_tree() {
+    local dir=$1
+    shift
+    (cd "$dir" && PYTHONPATH=/tmp/site:$dir "$@")
+}
+
+ab() {
+    local tree label dir round
+    for round in 1 2; do
+        for tree in base work; do
+            label=$tree$round
+            dir=$PWD/.gpu/base
+            [ "$tree" = work ] && dir=$PWD
+            in_tree "$dir" python3 -m bench.micro.executor_step --batch 16 --steps "${STEPS:-200}" \
+                --threads "${THREADS:-4}" --model /tmp/model.gguf 2>/dev/null | grep '^| 16' | sed "s/^/$label /" \
+                | tee -a "$RES"/ab-step.txt
+        done
+    done
+    for round in 1 2; do
+        in_tree "$PWD/.gpu/base" placed "ab-base$round" "" "" > /dev/null 2>&1
+        in_tree "$PWD" placed "ab-work$round" "" "" > /dev/null 2>&1
+    done
+    summary placement-ab
 }
 
 for name in "${@:-compare placement step}"; do
