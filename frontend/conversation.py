@@ -165,6 +165,7 @@ async def start(fe: Frontend, req: Request, body: ChatCompletionRequest, logprob
     check_chunks(mprompt.spans, info.n_ctx_slot)
     check_context(len(prompt), limit, info)
     check_slot(body, info)
+    fe.fill_defaults(body)
     sampling = msgspec.structs.replace(
         sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids, info.n_ctx_slot, grammar),
         reasoning_budget=_budget(fe, body, chat),

@@ -16,7 +16,8 @@ from frontend.text.chat_template import ChatTemplate, load_chat_template
 from frontend.engine_client import EngineClient
 from frontend.http.errors import unavailable
 from frontend.response_store import ResponseStore
-from frontend.api.sampling import CacheDefaults, server_defaults
+from frontend.api.schemas import SamplingFields
+from frontend.api.sampling import CacheDefaults, check_server_defaults, server_defaults
 from frontend.structured.grammar import GrammarChecker
 from frontend.media.files import MediaLimits
 from frontend.media.arena import MediaArena, arena_bytes
@@ -57,6 +58,8 @@ class Frontend:
             started_at=int(time.time()),
             multimodal=await asyncio.to_thread(MediaTokenizer, tokenizer, cfg.mmproj, video) if cfg.mmproj else None,
         )
+        # -l / --grammar / -j as the model reads them: a bad one stops the start, not every request
+        check_server_defaults(frontend.sampling_defaults, tokenizer, frontend.grammars)
         await frontend.engine.start()
         return frontend
 
@@ -93,6 +96,11 @@ class Frontend:
     def sampling_defaults(self) -> SamplingParams:
         """llama-server's sampling defaults with this server's flags (--temp, --top-k, ...) applied."""
         return server_defaults(self.cfg)
+
+    def fill_defaults(self, body: SamplingFields) -> None:
+        """The server-wide defaults of request fields that are no sampler setting (--ignore-eos)."""
+        if body.ignore_eos is None:
+            body.ignore_eos = self.cfg.ignore_eos
 
     @property
     def eog_ids(self) -> list[int]:

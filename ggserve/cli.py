@@ -20,7 +20,7 @@ from pathlib import Path
 
 import msgspec
 
-from ggserve import cpu_placement, llama_flags
+from ggserve import cpu_placement, llama_flags, output_flags
 from ggserve.chat_templates import builtin_names
 from ggserve.samplers import sampler_order
 from ggserve.config import DRAFT_MODEL_TYPE, SPEC_TYPES, LoraFile, ModelSpec, ServeConfig, cpu_has_amx
@@ -179,7 +179,9 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--reasoning-format", choices=["none", "deepseek", "deepseek-legacy", "auto"], default=d.reasoning_format,
         help="where thinking text goes: reasoning_content (deepseek, auto) or content (none)",
     )
-    _sampling_flags(p.add_argument_group("sampling defaults (a request's own fields win)"))
+    sampling = p.add_argument_group("sampling defaults (a request's own fields win)")
+    _sampling_flags(sampling)
+    output_flags.add_flags(sampling)
     _speculative_flags(p.add_argument_group("speculative decoding"), d)
     e.add_argument(
         "--reasoning-budget", type=int, default=d.reasoning_budget,
@@ -535,6 +537,9 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         cpu, cpu_batch = cpu_placement.placements(args)
         llama_flags.check(args)
         rope = llama_flags.rope_settings(args)
+        grammar, json_schema = output_flags.grammar_defaults(args)
+        for value in args.logit_bias:
+            output_flags.parse_logit_bias(value)
     except ValueError as exc:
         raise UsageError(f"ggserve: {exc}") from None
     # Flags whose dest is a ServeConfig field map one to one; the rest are derived here.
@@ -546,6 +551,8 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         api_keys=_api_keys(args),
         log_level="debug" if args.verbose else args.log_level,
         sampling=_sampling_defaults(args),
+        grammar=grammar,
+        json_schema=json_schema,
         chat_template_kwargs=llama_flags.template_defaults(args, _chat_template_kwargs(args.chat_template_kwargs)),
         cors_origins=[o.strip() for o in args.cors_origins.split(",") if o.strip()],
         api_prefix=_api_prefix(args.api_prefix),

@@ -158,6 +158,11 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     # server-wide sampling defaults (--temp, --top-k, ...): SamplingParams field -> value
     sampling: dict[str, float | int | list[str]] = {}
     n_predict: int = -1  # -n: output limit of a request that sets none (-1: the slot's context)
+    # server-wide output defaults (ggserve.output_flags): for requests that leave the field out
+    ignore_eos: bool = False  # --ignore-eos
+    logit_bias: list[str] = []  # -l values as given (TOKEN_ID(+/-)BIAS; JSON has no -inf to hold a ban)
+    grammar: str = ""  # --grammar / --grammar-file: GBNF
+    json_schema: str = ""  # -j / -jf: a JSON schema's text
     reasoning_budget: int = -1  # --reasoning-budget: thinking tokens before the closing tag is forced
     reasoning_budget_message: str = ""  # --reasoning-budget-message: text forced before the closing tag
     # http

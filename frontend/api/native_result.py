@@ -152,7 +152,7 @@ def generation_settings(body: SamplingFields, sampling: SamplingParams, limit: i
         stop=stop_strings(body.stop),
         stream=body.stream,
         n_probs=max(n_probs, 0),
-        ignore_eos=body.ignore_eos,
+        ignore_eos=bool(body.ignore_eos),
         timings_per_token=body.timings_per_token,
         backend_sampling=body.backend_sampling,
         cache_prompt=body.cache_prompt,

@@ -2,13 +2,16 @@
 
 Defaults for omitted parameters are llama-server's (temperature 0.8, top_k 40, top_p 0.95,
 min_p 0.05, no repetition penalty), so clients tuned against it behave the same here; the
-server-wide sampling flags (``--temp``, ``--top-k``, ...) replace them, as llama-server's do.
+server-wide sampling flags (``--temp``, ``--top-k``, ...) replace them, as llama-server's do, and
+so do its output defaults (ggserve.output_flags: ``-l``, ``--grammar``, ``-j``) for requests that
+set no logit bias or output format of their own.
 With ``n > 1`` choice i samples with ``seed + i``: the choices differ from each other, and the
 same request with the same seed gives the same n choices again.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -19,9 +22,12 @@ from frontend.http.errors import ApiError, invalid
 from frontend.text.prompts import check_tokens
 from ggserve.samplers import sampler_order
 from frontend.api.schemas import LogitBias, SamplingFields
+from frontend.structured.grammar import GrammarChecker, GrammarError
+from frontend.structured.json_schema import schema_to_gbnf
 from frontend.structured.lazy import grammar_triggers
 from frontend.text.tokenizer import Tokenizer
 from ggserve.config import ServeConfig
+from ggserve.output_flags import parse_logit_bias
 from ipc.protocol import AddRequest, EngineInfo, LoraScale, MediaChunk, SamplingParams, Speculation
 
 # llama-server's defaults for whatever a request leaves out.
@@ -36,14 +42,31 @@ _SEED_MASK = 0xFFFFFFFF  # llama.cpp seeds are uint32
 
 
 def server_defaults(cfg: ServeConfig) -> SamplingParams:
-    """llama-server's defaults with the server-wide flags applied."""
-    return msgspec.structs.replace(DEFAULTS, **cfg.sampling)
+    """llama-server's defaults with the server-wide flags applied; a JSON schema that cannot be
+    converted raises SchemaError."""
+    schema = schema_to_gbnf(json.loads(cfg.json_schema)) if cfg.json_schema else None
+    return msgspec.structs.replace(DEFAULTS, **cfg.sampling, logit_bias=[parse_logit_bias(v) for v in cfg.logit_bias],
+                                   grammar=cfg.grammar or schema)
+
+
+def check_server_defaults(defaults: SamplingParams, tokenizer: Tokenizer, checker: GrammarChecker) -> None:
+    """What the command line cannot check without the model: -l's token ids, and the grammar of
+    --grammar / -j as llama.cpp parses it. ValueError says what is wrong."""
+    for token, _ in defaults.logit_bias:
+        if not 0 <= token < tokenizer.n_vocab:
+            raise ValueError(f"--logit-bias: token {token} is not in the model's vocabulary of {tokenizer.n_vocab}")
+    if defaults.grammar is not None:
+        try:
+            checker.check(defaults.grammar)
+        except GrammarError as exc:
+            raise ValueError(f"the server's grammar (--grammar / --json-schema): {exc}") from None
 
 
 def sampling_params(req: SamplingFields, tokenizer: Tokenizer, defaults: SamplingParams, default_seed: int,
                     eog_ids: list[int], n_ctx_slot: int, grammar: str | None = None) -> SamplingParams:
     """The sampler settings of choice 0 (``with_seed_offset`` derives the others); ``grammar``
-    is the checked GBNF the output must follow (lazily with ``grammar_lazy``); ``eog_ids`` are
+    is the checked GBNF the output must follow (lazily with ``grammar_lazy``; None: the
+    server's, if any); ``eog_ids`` are
     banned with ``ignore_eos``, as llama-server does (an end-of-generation token that may not end
     the output is not sampled)."""
     given = {name: value for name in FROM_REQUEST if (value := getattr(req, name)) is not None}
@@ -56,13 +79,14 @@ def sampling_params(req: SamplingFields, tokenizer: Tokenizer, defaults: Samplin
             given["samplers"] = sampler_order(req.samplers)
         except ValueError as exc:
             raise invalid(str(exc), param="samplers") from None
-    bias = logit_bias(req.logit_bias, tokenizer) if req.logit_bias is not None else []
+    bias = logit_bias(req.logit_bias, tokenizer) if req.logit_bias is not None else list(defaults.logit_bias)
     if req.ignore_eos:
         bias += [(t, -math.inf) for t in eog_ids]
     seed = default_seed if req.seed is None else req.seed
     triggers = grammar_triggers(req, tokenizer)  # checked even without a grammar to trigger
     return msgspec.structs.replace(defaults, **given, logit_bias=bias,
-                                   seed=None if seed < 0 else seed & _SEED_MASK, grammar=grammar,
+                                   seed=None if seed < 0 else seed & _SEED_MASK,
+                                   grammar=grammar if grammar is not None else defaults.grammar,
                                    grammar_triggers=triggers if grammar is not None else None)
 
 
@@ -205,7 +229,7 @@ def engine_requests(request_id: str, prompts: list[list[int]], n: int, req: Samp
             prompt_token_ids=prompt,
             max_tokens=max_new,
             sampling=with_seed_offset(samplings[p], i),
-            ignore_eos=req.ignore_eos,
+            ignore_eos=bool(req.ignore_eos),
             logprobs=logprobs,
             cache_prompt=req.cache_prompt,
             arrival_time=now,

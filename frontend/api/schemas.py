@@ -109,7 +109,7 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     adaptive_decay: Annotated[float, msgspec.Meta(ge=0.0, le=0.99)] | None = None
     # order of the samplers (names, or letters as "kmt"); bounded: each one is a pass per token
     samplers: Annotated[list[str], msgspec.Meta(max_length=64)] | Annotated[str, msgspec.Meta(max_length=64)] | None = None
-    ignore_eos: bool = False
+    ignore_eos: bool | None = None  # None: the server's --ignore-eos (Frontend.fill_defaults)
     cache_prompt: bool = True
     n_probs: TopLogprobs = 0
     timings_per_token: bool = False  # ``timings`` on every stream chunk, not only the last

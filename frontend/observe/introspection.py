@@ -35,7 +35,8 @@ def props(cfg: ServeConfig, info: EngineInfo, template: ChatTemplate, video: boo
     defaults = msgspec.structs.replace(server_defaults(cfg), seed=None if cfg.seed < 0 else cfg.seed)
     executor = info.executors[0] if info.executors else None
     return {
-        "default_generation_settings": {"params": generation_params(defaults, cfg.n_predict), "n_ctx": info.n_ctx_slot},
+        "default_generation_settings": {"params": generation_params(defaults, cfg.n_predict, cfg.ignore_eos),
+                                        "n_ctx": info.n_ctx_slot},
         "total_slots": info.n_slots * info.n_executors,
         "model_alias": cfg.model_alias,
         # llama_model_desc is "<arch> <size> <file type>": its last part is llama-server's model_ftype.

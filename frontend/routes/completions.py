@@ -142,6 +142,7 @@ async def completions(fe: Frontend, req: Request) -> Response | StreamResponse:
     for prompt in prompts:
         check_context(len(prompt.token_ids), limit, info)
     check_slot(body, info)
+    fe.fill_defaults(body)
     budget = tagged_budget(body, fe.tokenizer)
     logprobs = body.logprobs if body.logprobs is not None else (body.n_probs if body.n_probs > 0 else -1)
     prompt_logprobs = logprobs if body.echo else -1

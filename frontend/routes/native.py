@@ -155,6 +155,7 @@ async def _run(fe: Frontend, req: Request, body: NativeCompletionRequest,
         check_chunks(prompt.media, info.n_ctx_slot)
         check_context(len(prompt.token_ids), limit, info)
     check_slot(body, info)
+    fe.fill_defaults(body)
     budget = tagged_budget(body, fe.tokenizer)
     n_probs = body.n_probs or body.logprobs or 0
     logprobs = n_probs if n_probs > 0 else -1

@@ -14,12 +14,15 @@ from frontend.api.sampling import (
     DEFAULTS,
     CacheDefaults,
     check_context,
+    check_server_defaults,
     engine_requests,
     max_tokens,
     sampling_params,
+    server_defaults,
     stop_strings,
     token_limit,
 )
+from frontend.structured.grammar import GrammarChecker
 from frontend.api.schemas import ChatCompletionRequest, CompletionRequest, NativeCompletionRequest, PromptObject
 from ggserve.config import ServeConfig
 from frontend.text.tokenizer import Tokenizer
@@ -272,6 +275,41 @@ def test_llama_server_logit_bias_forms(tokenizer: Tokenizer):
 def test_ignore_eos_bans_the_end_of_generation_tokens(tokenizer: Tokenizer):
     req = decode(b'{"prompt": "x", "ignore_eos": true}', CompletionRequest)
     assert params_of(req, tokenizer, eog=[1, 106]).logit_bias == [(1, float("-inf")), (106, float("-inf"))]
+
+
+def test_server_logit_bias_and_grammar_apply_to_requests_that_set_none(tokenizer: Tokenizer):
+    cfg = ServeConfig(model="", logit_bias=["5+1.5", "7-inf"], grammar='root ::= [0-9]+')
+    defaults = server_defaults(cfg)
+    check_server_defaults(defaults, tokenizer, GrammarChecker(tokenizer))
+
+    def params(body: bytes, grammar: str | None = None):
+        return sampling_params(decode(body, CompletionRequest), tokenizer, defaults, -1, [1], 512, grammar)
+
+    plain = params(b'{"prompt": "x"}')
+    assert plain.logit_bias == [(5, 1.5), (7, float("-inf"))] and plain.grammar == 'root ::= [0-9]+'
+    # a request's own logit bias replaces the server's, even an empty one (as llama-server)
+    assert params(b'{"prompt": "x", "logit_bias": {"9": 2}}').logit_bias == [(9, 2.0)]
+    assert params(b'{"prompt": "x", "logit_bias": {}}').logit_bias == []
+    assert params(b'{"prompt": "x", "ignore_eos": true}').logit_bias == [(5, 1.5), (7, float("-inf")),
+                                                                       (1, float("-inf"))]
+    # a request's own output format (its checked grammar) replaces the server's
+    assert params(b'{"prompt": "x"}', 'root ::= "a"').grammar == 'root ::= "a"'
+
+
+def test_server_json_schema_becomes_the_default_grammar() -> None:
+    grammar = server_defaults(ServeConfig(model="", json_schema='{"type": "object"}')).grammar
+    assert grammar is not None and grammar.startswith("root ::= ")
+    assert server_defaults(ServeConfig(model="")).grammar is None
+
+
+@pytest.mark.parametrize(("cfg", "message"), [
+    (ServeConfig(model="", logit_bias=["999999999+1"]), "--logit-bias: token 999999999 is not in the model's vocabulary"),
+    (ServeConfig(model="", grammar="root ::= undefined-rule"), "the server's grammar"),
+])
+def test_server_defaults_the_model_cannot_take_stop_the_start(tokenizer: Tokenizer, cfg: ServeConfig,
+                                                              message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        check_server_defaults(server_defaults(cfg), tokenizer, GrammarChecker(tokenizer))
 
 
 def test_llama_server_names_and_samplers(tokenizer: Tokenizer):

@@ -357,3 +357,33 @@ def test_reasoning_flags_become_chat_template_defaults_under_the_explicit_kwargs
         "enable_thinking": True, "reasoning_effort": "high"}
     explicit = config_from_args(parse("--reasoning", "off", "--chat-template-kwargs", '{"enable_thinking": true}'))
     assert explicit.chat_template_kwargs == {"enable_thinking": True}
+
+
+def test_llama_server_output_defaults_map_onto_the_config(tmp_path) -> None:
+    cfg = config_from_args(parse("--ignore-eos", "-l", "15043+1", "--logit-bias", "2-inf", "--grammar", 'root ::= "a"'))
+    assert (cfg.ignore_eos, cfg.logit_bias, cfg.grammar, cfg.json_schema) == (True, ["15043+1", "2-inf"],
+                                                                              'root ::= "a"', "")
+    schema = tmp_path / "schema.json"
+    schema.write_text('{"type": "object"}')
+    cfg = config_from_args(parse("-jf", str(schema)))
+    assert (cfg.ignore_eos, cfg.logit_bias, cfg.grammar, cfg.json_schema) == (False, [], "", '{"type": "object"}')
+    grammar = tmp_path / "g.gbnf"
+    grammar.write_text('root ::= [0-9]+\n')
+    assert config_from_args(parse("--grammar-file", str(grammar))).grammar == 'root ::= [0-9]+\n'
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["-l", "15043"], "is not TOKEN_ID(+/-)BIAS"),
+    (["-l", "x+1"], "is not TOKEN_ID(+/-)BIAS"),
+    (["-l", "5+nan"], "is not TOKEN_ID(+/-)BIAS"),
+    (["--grammar", 'root ::= "a"', "-j", "{}"], "--grammar and --json-schema cannot be used together"),
+    (["-j", "{not json"], "--json-schema: not JSON"),
+    (["-j", "[1]"], "a JSON schema is an object"),
+    (["--grammar", " "], "the grammar is empty"),
+    (["--grammar-file", "/no/such/file"], "--grammar-file /no/such/file"),
+])
+def test_bad_output_defaults_are_usage_errors(argv: list[str], message: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        config_from_args(parse(*argv))
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
