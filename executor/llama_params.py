@@ -3,6 +3,8 @@ model's context and a draft model's share them, as llama-server gives both the s
 
 from __future__ import annotations
 
+import ctypes
+
 import llama_cpp
 
 from ggserve.config import ServeConfig
@@ -13,6 +15,8 @@ ROPE_SCALING = {
     "linear": llama_cpp.LLAMA_ROPE_SCALING_TYPE_LINEAR,
     "yarn": llama_cpp.LLAMA_ROPE_SCALING_TYPE_YARN,
 }
+# -dev none: the device list llama.cpp reads is empty (its NULL terminator only); kept for the process
+_NO_DEVICES = (ctypes.c_void_p * 1)(None)
 NUMA = {
     "": llama_cpp.GGML_NUMA_STRATEGY_DISABLED,
     "distribute": llama_cpp.GGML_NUMA_STRATEGY_DISTRIBUTE,
@@ -27,6 +31,9 @@ def model_params(cfg: ServeConfig, n_gpu_layers: int) -> llama_cpp.llama_model_p
     mparams.n_gpu_layers = n_gpu_layers if n_gpu_layers >= 0 else 999
     mparams.use_extra_bufts = cfg.repack
     mparams.check_tensors = cfg.check_tensors
+    mparams.no_host = not cfg.host_buffer
+    if cfg.cpu_only:
+        mparams.devices = ctypes.addressof(_NO_DEVICES)
     return mparams
 
 

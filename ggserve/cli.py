@@ -538,6 +538,7 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         llama_flags.check(args)
         rope = llama_flags.rope_settings(args)
         grammar, json_schema = output_flags.grammar_defaults(args)
+        cpu_only = llama_flags.cpu_only(args)
         for value in args.logit_bias:
             output_flags.parse_logit_bias(value)
     except ValueError as exc:
@@ -553,6 +554,7 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         sampling=_sampling_defaults(args),
         grammar=grammar,
         json_schema=json_schema,
+        cpu_only=cpu_only,
         chat_template_kwargs=llama_flags.template_defaults(args, _chat_template_kwargs(args.chat_template_kwargs)),
         cors_origins=[o.strip() for o in args.cors_origins.split(",") if o.strip()],
         api_prefix=_api_prefix(args.api_prefix),

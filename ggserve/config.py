@@ -127,6 +127,8 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     kv_offload: bool = True  # -nkvo: the KV cache (and attention) stays in host memory
     op_offload: bool = True  # --no-op-offload: host tensors' operations stay on the CPU
     check_tensors: bool = False  # --check-tensors: validate the weights while loading
+    cpu_only: bool = False  # -dev none: llama.cpp uses no GPU or accelerator (models and KV in host memory)
+    host_buffer: bool = True  # --no-host: no pinned host buffer, so the weights may take extra buffer types
     numa: str = ""  # --numa: distribute / isolate / numactl ("": off)
     warmup: bool = True  # --no-warmup: no warm-up decode (nor timed save) at start
     rope: RopeSettings = msgspec.field(default_factory=RopeSettings)

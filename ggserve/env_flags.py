@@ -69,6 +69,8 @@ LLAMA_ENV = {
     "--cache-prompt": "LLAMA_ARG_CACHE_PROMPT",
     "--kv-offload": "LLAMA_ARG_KV_OFFLOAD",
     "--numa": "LLAMA_ARG_NUMA",
+    "--device": "LLAMA_ARG_DEVICE",
+    "--no-host": "LLAMA_ARG_NO_HOST",
     "--rope-scaling": "LLAMA_ARG_ROPE_SCALING_TYPE",
     "--rope-scale": "LLAMA_ARG_ROPE_SCALE",
     "--rope-freq-base": "LLAMA_ARG_ROPE_FREQ_BASE",

@@ -33,6 +33,35 @@ TUNING_WITHOUT_EFFECT = (
 )
 
 
+class _ListDevices(argparse.Action):
+    """--list-devices: llama-server's listing, then exit (as --version does)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0,
+                         help=kwargs.get("help"))
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from ggserve.llama.devices import listing  # loads llama.cpp: only when asked
+
+        print(listing())
+        parser.exit()
+
+
+def cpu_only(args: argparse.Namespace) -> bool:
+    """-dev: True for "none" (no GPU), False without it (llama.cpp's devices); ValueError for names."""
+    value = args.device
+    if value in ("", "none"):
+        return value == "none"
+    from ggserve.llama.devices import devices
+
+    names = [d.name for d in devices()]
+    unknown = [name for name in value.split(",") if name not in names]
+    if unknown:
+        raise ValueError(f"-dev: invalid device {unknown[0]} (llama.cpp finds: {', '.join(names) or 'none'})")
+    raise ValueError("-dev: ggserve runs one executor per GPU and places them with --gpus (CUDA indices); "
+                     "-dev takes 'none' (no GPU)")
+
+
 def _overrides(text: str) -> list[TensorOverride]:
     """-ot's ``PATTERN=BUFFER_TYPE,...``."""
     out = []
@@ -80,6 +109,11 @@ def add_flags(e: argparse._ArgumentGroup, c: argparse._ArgumentGroup) -> None:
                    help="operations on weights in host memory may run on the GPU (the default)")
     e.add_argument("--no-op-offload", dest="op_offload", action="store_false")
     e.add_argument("--check-tensors", action="store_true", help="validate the weights while loading")
+    e.add_argument("-dev", "--device", default="", metavar="none",
+                   help="'none': llama.cpp uses no GPU or accelerator (ggserve places executors on GPUs with --gpus)")
+    e.add_argument("--list-devices", action=_ListDevices, help="print the GPUs and accelerators llama.cpp finds, and exit")
+    e.add_argument("--no-host", dest="host_buffer", action="store_false",
+                   help="no pinned host buffer for the weights, so that extra buffer types may take them")
     e.add_argument("--override-kv", dest="kv_overrides", action=_ExtendInOrder, default=[], type=_kv_overrides,
                    metavar="KEY=TYPE:VALUE,...", help="replace GGUF metadata values at load (TYPE: int, float, "
                    "bool, str), for the model and the frontend's vocabulary alike")

@@ -387,3 +387,20 @@ def test_bad_output_defaults_are_usage_errors(argv: list[str], message: str, cap
         config_from_args(parse(*argv))
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_list_devices_prints_llama_cpp_s_devices_and_exits(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "--list-devices"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "Available devices:" and len(out) >= 2  # "(none)" without a GPU
+
+
+def test_device_none_and_no_host_map_onto_the_config_and_device_names_are_usage_errors(capsys) -> None:
+    cfg = config_from_args(parse("-dev", "none", "--no-host"))
+    assert (cfg.cpu_only, cfg.host_buffer) == (True, False)
+    assert (config_from_args(parse()).cpu_only, config_from_args(parse()).host_buffer) == (False, True)
+    with pytest.raises(SystemExit) as exc:
+        config_from_args(parse("-dev", "NOPE0"))
+    assert exc.value.code == 2 and "-dev: invalid device NOPE0" in capsys.readouterr().err
