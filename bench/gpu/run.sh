@@ -11,6 +11,8 @@
 #              wait policy), the baseline first and last
 #   trace      the baseline and the placement apart again with -v (one log line per step)
 #   step       one executor step in process, split into its parts, beside the bare loop
+#   contexts   one context decoding 16 rows against two contexts of 8 driven alternately (the
+#              host's pick of one overlapping the other's decode: bench.micro.two_contexts)
 #   ab         another commit against the working tree, alternated twice: the step in process
 #              at 16 rows, then ggserve alone at 16. The other tree goes in .gpu/base first:
 #              mkdir -p .gpu/base && git archive REV ggserve executor scheduler frontend ipc bench | tar -x -C .gpu/base
@@ -107,6 +109,11 @@ step() {
     python3 -m bench.micro.executor_step --batch 16,4,1 --steps "${STEPS:-200}" --threads "${THREADS:-4}" \
         --model /tmp/model.gguf \
         | tee "$RES"/executor-step.txt
+}
+
+contexts() {
+    python3 -m bench.micro.two_contexts --rows 16 --steps "${STEPS:-200}" --threads "${THREADS:-4}" --rounds 3 \
+        --model /tmp/model.gguf 2>/dev/null | tee "$RES"/two-contexts.txt
 }
 
 # a command (or one of the functions here) run on DIR's tree
