@@ -65,6 +65,8 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     m.add_argument("-m", "--model", default="", help="GGUF file (default: embedded Gemma 3 270M)")
     m.add_argument("-a", "--alias", default="", help="model id shown by the API")
     m.add_argument("--chat-template-file", default="", help="jinja chat template overriding the GGUF's")
+    m.add_argument("--spm-infill", action="store_true",
+                   help="fill-in-the-middle prompts (/infill, a suffix) put the suffix before the prefix")
     m.add_argument("--chat-template", default="", choices=["", *builtin_names()], metavar="NAME",
                    help=f"a built-in chat template overriding the GGUF's: {', '.join(builtin_names())}")
     m.add_argument("--chat-template-kwargs", default="", help='JSON object of extra template variables, '
@@ -76,6 +78,9 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     help="serve /v1/rerank with the model's classification head (--embeddings --pooling rank)")
     em.add_argument("--pooling", choices=["none", "mean", "cls", "last", "rank"], default=d.pooling,
                     help="how an input's token vectors become one (default: the GGUF's)")
+    em.add_argument("--embd-normalize", type=int, default=d.embd_normalize, metavar="N",
+                    help="norm of the vectors of requests that set no embd_normalize: -1 none, 0 max absolute "
+                    "int16, 1 taxicab, 2 euclidean (default), > 2 p-norm")
     em.add_argument("--embd-max-inputs", type=int, default=d.embd_max_inputs,
                     help="inputs (or rerank documents) one request may have")
     # Both flags add to one list, so adapter ids follow the command line's order (as llama-server's).
@@ -96,6 +101,9 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     help=f"largest image, audio or video file a request may send ({d.media_max_bytes} bytes)")
     mm.add_argument("--allow-remote-media", action="store_true",
                     help="let image_url and video parts be http(s) URLs the server fetches (default: data: URIs only)")
+    mm.add_argument("--media-path", default="", metavar="DIR",
+                    help="a directory whose files image_url and other media parts may name as file:// URLs "
+                    "(relative paths inside it)")
     mm.add_argument("--media-fetch-timeout", type=float, default=d.media_fetch_timeout,
                     help=f"seconds a remote media fetch may take ({d.media_fetch_timeout:g})")
     mm.add_argument("--video-fps", type=float, default=d.video_fps, metavar="N",
@@ -114,11 +122,14 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     e.add_argument("-np", "--parallel", dest="n_parallel", type=int, default=None,
                    help=f"slots per executor ({d.n_parallel}; an embedding server: inputs per decode, "
                    f"{EMBEDDING_SEQUENCES})")
-    e.add_argument("-c", "--ctx-size", type=int, default=d.ctx_size, help="KV cells per executor, one pool for its slots")
+    e.add_argument("-c", "--ctx-size", type=int, default=None,
+                   help=f"KV cells per executor, one pool for its slots ({d.ctx_size})")
     e.add_argument(
         "--ctx-per-request", type=int, default=d.ctx_per_request,
         help="tokens (prompt + output) one request may hold (default 0: the whole -c)",
     )
+    e.add_argument("--kv-unified-per-slot", type=int, default=None, metavar="N",
+                   help="llama-server's name for --ctx-per-request N; without -c the pool is then -np x N cells")
     e.add_argument("-b", "--batch-size", type=int, default=d.batch_size, help="max tokens per step")
     e.add_argument("-ub", "--ubatch-size", type=int, default=d.ubatch_size)
     e.add_argument("-t", "--threads", type=int, default=d.threads, help="0: all cores")
@@ -497,12 +508,29 @@ def _check_speculative(args: argparse.Namespace) -> None:
         raise UsageError("ggserve: --spec-ngram-min-hits must be at least 1")
 
 
+def _context_sizes(args: argparse.Namespace) -> None:
+    """-c, and llama-server's --kv-unified-per-slot N: a request's limit, and the pool's size
+    (-np x N) when -c is not given."""
+    per_slot = args.kv_unified_per_slot
+    if per_slot is not None:
+        if per_slot < 1:
+            raise UsageError("ggserve: --kv-unified-per-slot must be at least 1")
+        if args.ctx_per_request:
+            raise UsageError("ggserve: --kv-unified-per-slot and --ctx-per-request set the same limit: give one")
+        args.ctx_per_request = per_slot
+    if args.ctx_size is None:
+        args.ctx_size = args.n_parallel * per_slot if per_slot else ServeConfig(model="").ctx_size
+
+
 def _engine_config(args: argparse.Namespace) -> ServeConfig:
     _embedding_mode(args)
+    _context_sizes(args)
     if args.n_parallel < 1 or args.executors < 1 or args.http_workers < 1:
         raise UsageError("ggserve: --parallel, --executors and --http-workers must be at least 1")
     if args.ctx_per_request < 0:
         raise UsageError("ggserve: --ctx-per-request cannot be negative")
+    if args.embd_normalize < -1:
+        raise UsageError("ggserve: --embd-normalize is -1 (none) or more")
     if args.ctx_size < args.n_parallel * 16:
         raise UsageError(f"ggserve: --ctx-size {args.ctx_size} is too small for {args.n_parallel} slots")
     if args.batch_size < args.n_parallel:
@@ -531,6 +559,8 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         raise UsageError("ggserve: --video-max-frames and --video-decode-timeout must be positive")
     if args.video_fps <= 0:  # llama-server's 0 (the video's own rate) needs ffprobe, which ggserve does without
         raise UsageError("ggserve: --video-fps must be positive (ggserve samples videos at a set rate)")
+    if args.media_path and not os.path.isdir(args.media_path):
+        raise UsageError(f"ggserve: --media-path {args.media_path} is not a directory")
     if args.video_ffmpeg_dir and not os.path.isdir(args.video_ffmpeg_dir):
         raise UsageError(f"ggserve: --video-ffmpeg-dir {args.video_ffmpeg_dir} is not a directory")
     try:
@@ -564,6 +594,7 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         spec_draft_model=os.path.abspath(args.spec_draft_model) if args.spec_draft_model else "",
         mmproj=os.path.abspath(args.mmproj) if args.mmproj else "",
         video_ffmpeg_dir=os.path.abspath(args.video_ffmpeg_dir) if args.video_ffmpeg_dir else "",
+        media_path=os.path.abspath(args.media_path) if args.media_path else "",
         cpu=cpu,
         cpu_batch=cpu_batch,
         rope=rope,

@@ -101,6 +101,7 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     mmproj: str = ""  # --mmproj FILE
     mmproj_offload: bool = True  # --no-mmproj-offload: the encoder runs on the CPU
     media_max_bytes: int = 20 * 1024 * 1024  # --media-max-bytes: largest image, audio or video file accepted
+    media_path: str = ""  # --media-path: a directory file:// media URLs are read from (absolute; "": off)
     allow_remote_media: bool = False  # --allow-remote-media: image_url and video parts may be http(s), fetched
     media_fetch_timeout: float = 10.0  # --media-fetch-timeout: seconds a remote media fetch may take
     # video: decoded by the frontend with ffmpeg into frames sent as images (frontend.media.video)
@@ -165,6 +166,8 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     logit_bias: list[str] = []  # -l values as given (TOKEN_ID(+/-)BIAS; JSON has no -inf to hold a ban)
     grammar: str = ""  # --grammar / --grammar-file: GBNF
     json_schema: str = ""  # -j / -jf: a JSON schema's text
+    spm_infill: bool = False  # --spm-infill: fill-in-the-middle prompts put the suffix first
+    embd_normalize: int = 2  # --embd-normalize: embeddings' norm for requests that set none (-1: none, 2: L2)
     reasoning_budget: int = -1  # --reasoning-budget: thinking tokens before the closing tag is forced
     reasoning_budget_message: str = ""  # --reasoning-budget-message: text forced before the closing tag
     # http

@@ -70,6 +70,7 @@ LLAMA_ENV = {
     "--kv-offload": "LLAMA_ARG_KV_OFFLOAD",
     "--numa": "LLAMA_ARG_NUMA",
     "--device": "LLAMA_ARG_DEVICE",
+    "--kv-unified-per-slot": "LLAMA_ARG_KV_UNIFIED_PER_SLOT",
     "--no-host": "LLAMA_ARG_NO_HOST",
     "--rope-scaling": "LLAMA_ARG_ROPE_SCALING_TYPE",
     "--rope-scale": "LLAMA_ARG_ROPE_SCALE",

@@ -31,6 +31,12 @@ TUNING_WITHOUT_EFFECT = (
     (("-sps", "--slot-prompt-similarity"), "slot_prompt_similarity",
      "ggserve gives a request the slot holding the longest cached prefix of its prompt"),
 )
+# switches of the same kind
+SWITCHES_WITHOUT_EFFECT = (
+    (("--swa-full",), "swa_full",
+     "ggserve's prefix cache reuses prefixes on sliding-window models without a full-size window cache"),
+    (("--perf",), "perf", "ggserve times every request itself (timings, /metrics); llama.cpp's counters stay off"),
+)
 
 
 class _ListDevices(argparse.Action):
@@ -163,8 +169,12 @@ def add_flags(e: argparse._ArgumentGroup, c: argparse._ArgumentGroup) -> None:
     c.add_argument("-kvu", "--kv-unified", dest="kv_unified", action="store_true", default=True,
                    help="one KV pool for every slot (always)")
     c.add_argument("-no-kvu", "--no-kv-unified", dest="kv_unified", action="store_false", help=argparse.SUPPRESS)
+    c.add_argument("--no-perf", action="store_true", help="llama.cpp's internal timings off (always)")
     for names, dest, why in TUNING_WITHOUT_EFFECT:
         c.add_argument(*names, dest=dest, type=float, default=None, metavar="N",
+                       help=f"accepted, without effect: {why}")
+    for names, dest, why in SWITCHES_WITHOUT_EFFECT:
+        c.add_argument(*names, dest=dest, action="store_const", const=True, default=None,
                        help=f"accepted, without effect: {why}")
     c.add_argument(*DOWNLOAD_FLAGS, dest="download", default=None, metavar="SOURCE", help=argparse.SUPPRESS)
 
@@ -244,7 +254,7 @@ def check(args: argparse.Namespace) -> None:
     if args.download is not None:
         raise ValueError("ggserve does not download models: give a local GGUF with -m PATH "
                          "(or a directory of them with --models-dir)")
-    for names, dest, why in TUNING_WITHOUT_EFFECT:
+    for names, dest, why in (*TUNING_WITHOUT_EFFECT, *SWITCHES_WITHOUT_EFFECT):
         if getattr(args, dest) is not None:
             log.warning("%s is accepted without effect: %s", names[-1], why)
     for name, what in (("prefix", "the process's name"), ("timestamps", "the time")):

@@ -22,8 +22,9 @@ class EmbeddingRequest(msgspec.Struct, kw_only=True):
     content: PromptInput | None = None  # llama-server's native name of ``input``
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    # llama-server's: -1 none, 0 max absolute int16, 1 taxicab, 2 euclidean (L2), > 2 p-norm
-    embd_normalize: int = 2
+    # llama-server's: -1 none, 0 max absolute int16, 1 taxicab, 2 euclidean (L2), > 2 p-norm;
+    # None: the server's --embd-normalize (2 by default)
+    embd_normalize: Annotated[int, msgspec.Meta(ge=-1)] | None = None
 
 
 class EmbeddingData(msgspec.Struct):

@@ -3,7 +3,8 @@
 What comes out is a ``MediaFile``: the file's bytes as the client sent them, whether they are an
 image, audio or a video, and their SHA-256 (the prefix cache and the executor's encoder cache key
 media by it). Every problem is a 400 naming the part: not base64, an unsupported format, larger
-than ``--media-max-bytes``, a remote URL without ``--allow-remote-media``, a kind of media the
+than ``--media-max-bytes``, a remote URL without ``--allow-remote-media``, a file:// path
+without ``--media-path`` or outside it, a kind of media the
 projector has no encoder for (a video needs the image encoder: its frames are images); a video
 to a server without ffmpeg is a 501. Whether the bytes really decode is mtmd's (or ffmpeg's) to
 say, when the prompt is tokenized (frontend.text.multimodal, frontend.media.video).
@@ -20,7 +21,9 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
@@ -90,6 +93,7 @@ class MediaLimits:
         self.max_bytes = cfg.media_max_bytes
         self.allow_remote = cfg.allow_remote_media
         self.fetch_timeout = cfg.media_fetch_timeout
+        self.media_path = cfg.media_path  # --media-path: the directory file:// URLs read from ("": off)
         self.vision = vision
         self.audio = audio
         self.no_video = no_video  # why this server cannot decode videos (no ffmpeg), or None
@@ -132,11 +136,32 @@ def _fetch(url: str, param: str, limits: MediaLimits) -> bytes:
     return data
 
 
+def _local(url: str, param: str, limits: MediaLimits) -> bytes:
+    """A file:// URL: a path relative to --media-path that stays inside it (no absolute path,
+    no .., no link leading out), as llama-server allows them."""
+    if not limits.media_path:
+        raise invalid("file:// URLs are not allowed unless the server has --media-path", param=param)
+    relative = urllib.parse.unquote(url[len("file://"):])
+    root = os.path.realpath(limits.media_path)
+    path = os.path.realpath(os.path.join(root, relative))
+    if not relative or os.path.isabs(relative) or os.path.commonpath([root, path]) != root:
+        raise invalid(f"file path is not allowed: {relative!r} (a path inside --media-path)", param=param)
+    try:
+        size = os.path.getsize(path)
+        _check_size(size, param, limits)
+        with open(path, "rb") as f:
+            return f.read(limits.max_bytes + 1)
+    except OSError:
+        raise invalid(f"file does not exist or cannot be opened: {relative!r}", param=param) from None
+
+
 async def _url_bytes(url: str, kind: str, param: str, limits: MediaLimits) -> bytes:
-    """A part's data: URI or http(s) URL; a video part may also be bare base64 (llama-server's
-    last resort for any media value)."""
+    """A part's data: URI, http(s) URL or file:// path under --media-path; a video part may
+    also be bare base64 (llama-server's last resort for any media value)."""
     if url.startswith("data:"):
         return _from_data_uri(url, param, limits)
+    if url.startswith("file://"):
+        return await asyncio.to_thread(_local, url, param, limits)
     if url.startswith(("http://", "https://")):
         if not limits.allow_remote:
             raise invalid(f"remote media URLs are off on this server (--allow-remote-media); send the {kind} "
@@ -144,7 +169,8 @@ async def _url_bytes(url: str, kind: str, param: str, limits: MediaLimits) -> by
         return await asyncio.to_thread(_fetch, url, param, limits)
     if kind == "video":
         return _b64(url, param, limits)
-    raise invalid("image_url.url must be a data: URI (or http(s) with --allow-remote-media)", param=param)
+    raise invalid("image_url.url must be a data: URI (or http(s) with --allow-remote-media, file:// with "
+                  "--media-path)", param=param)
 
 
 def _check_server(param: str, limits: MediaLimits) -> None:

@@ -5,11 +5,12 @@ llama-server's other prompt forms (mixed text and token ids, ``{"prompt_string"}
 ``{"content": [text parts]}``: frontend.text.prompts); text is tokenized with the model's special
 tokens (BOS/CLS, EOS/SEP) as llama-server does. Every input
 runs whole (never truncated): one longer than the engine can take in one decode is a 400 naming
-its index and length. OpenAI's vectors are L2-normalised; ``dimensions`` truncates them
-(Matryoshka) on models trained for it, then normalises again. A body with llama-server's
-``content`` instead of ``input``, or the /embedding route, gets llama-server's native answer:
-``[{"index", "embedding": [[...]]}]``, normalised by ``embd_normalize``, one row per token with
-pooling none (not normalised).
+its index and length. Vectors are normalised as ``embd_normalize`` asks (llama-server's field,
+on both routes as there; default the server's ``--embd-normalize``, L2); ``dimensions``
+truncates OpenAI's (Matryoshka) on models trained for it, then normalises again. A body with
+llama-server's ``content`` instead of ``input``, or the /embedding route, gets llama-server's
+native answer: ``[{"index", "embedding": [[...]]}]``, one row per token with pooling none (not
+normalised).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ async def embeddings(fe: Frontend, req: Request) -> Response:
     width = _width(fe, info, body.dimensions)
     inputs = await fe.prepare(len(req.body), lambda: tokenize_inputs(fe, info, body.input, "input"))
     rows, stats = await embed(fe.engine, req.id, inputs)
-    vectors = normalize(np.concatenate(rows)[:, :width], 2)
+    vectors = normalize(np.concatenate(rows)[:, :width], _norm(fe, body))
     data = [EmbeddingData(i, as_base64(v) if body.encoding_format == "base64" else v.tolist())
             for i, v in enumerate(vectors)]
     usage = EmbeddingUsage(stats.n_prompt_tokens, stats.n_prompt_tokens)
@@ -72,8 +73,12 @@ async def _native(fe: Frontend, req: Request, body: EmbeddingRequest, value: Pro
     inputs = await fe.prepare(len(req.body), lambda: tokenize_inputs(fe, info, value, "content"))
     rows, _ = await embed(fe.engine, req.id, inputs)
     pooled = info.executors[0].pooling != POOLING_NONE
-    return json_response([NativeEmbedding(i, (normalize(r, body.embd_normalize) if pooled else r).tolist())
+    return json_response([NativeEmbedding(i, (normalize(r, _norm(fe, body)) if pooled else r).tolist())
                           for i, r in enumerate(rows)])
+
+
+def _norm(fe: Frontend, body: EmbeddingRequest) -> int:
+    return fe.cfg.embd_normalize if body.embd_normalize is None else body.embd_normalize
 
 
 def tokenize_inputs(fe: Frontend, info: EngineInfo, value: PromptInput, param: str) -> list[list[int]]:

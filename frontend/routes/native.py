@@ -25,7 +25,7 @@ from frontend.api.llama_fields import refuse_unsupported
 from frontend.api.lora import request_lora
 from frontend.api.native_result import NativeResults, probabilities
 from frontend.text.multimodal import check_chunks
-from frontend.text.prompts import Prompt, check_tokens, completion_prompts
+from frontend.text.prompts import Prompt, check_tokens, completion_prompts, fim_tokens
 from frontend.api.sampling import (
     check_context,
     check_slot,
@@ -98,10 +98,10 @@ def _multimodal_prompt(fe: Frontend, prompt: PromptObject, param: str) -> Prompt
     return Prompt(tokenized.tokens, prompt.prompt_string, tokenized.spans)
 
 
-def _infill_prompt(tokenizer: Tokenizer, body: NativeCompletionRequest) -> list[Prompt]:
+def _infill_prompt(tokenizer: Tokenizer, body: NativeCompletionRequest, spm: bool) -> list[Prompt]:
     """llama-server's repo-level FIM layout (https://arxiv.org/pdf/2409.12186):
     ``[BOS] [FIM_REP]myproject\\n ([FIM_SEP]file\\n text)* [FIM_SEP]filename\\n
-    [FIM_PRE] prefix prompt [FIM_SUF] suffix [FIM_MID]``."""
+    [FIM_PRE] prefix prompt [FIM_SUF] suffix [FIM_MID]`` (with ``spm`` suffix first: fim_tokens)."""
     missing = [name for name, token in (("prefix", tokenizer.fim_prefix_id), ("suffix", tokenizer.fim_suffix_id),
                                         ("middle", tokenizer.fim_middle_id)) if token < 0]
     if missing:
@@ -126,8 +126,7 @@ def _infill_prompt(tokenizer: Tokenizer, body: NativeCompletionRequest) -> list[
         tokens += text(chunk.text)
     if tokenizer.fim_sep_id >= 0:
         tokens += [tokenizer.fim_sep_id, *text("filename\n")]
-    tokens += [tokenizer.fim_prefix_id, *text(body.input_prefix), *text(body.prompt), tokenizer.fim_suffix_id,
-               *text(body.input_suffix), tokenizer.fim_middle_id]
+    tokens += fim_tokens(tokenizer, [*text(body.input_prefix), *text(body.prompt)], text(body.input_suffix), spm)
     check_tokens(tokenizer, tokens, "prompt")
     return [Prompt(tokens, body.prompt)]
 
@@ -142,7 +141,8 @@ async def completion(fe: Frontend, req: Request) -> Response | StreamResponse:
 
 async def infill(fe: Frontend, req: Request) -> Response | StreamResponse:
     body = req.decode(NativeCompletionRequest)
-    return await _run(fe, req, body, await fe.prepare(len(req.body), lambda: _infill_prompt(fe.tokenizer, body)))
+    prompts = await fe.prepare(len(req.body), lambda: _infill_prompt(fe.tokenizer, body, fe.cfg.spm_infill))
+    return await _run(fe, req, body, prompts)
 
 
 async def _run(fe: Frontend, req: Request, body: NativeCompletionRequest,

@@ -107,10 +107,12 @@ def _content_text(parts: list[dict[str, Any]] | str, param: str) -> str:
 
 
 def completion_prompts(tokenizer: Tokenizer, value: PromptInput, suffix: str | None,
-                       multimodal: Callable[[PromptObject, str], Prompt] | None = None) -> list[Prompt]:
+                       multimodal: Callable[[PromptObject, str], Prompt] | None = None,
+                       spm: bool = False) -> list[Prompt]:
     """The prompts of a completion request, each with the text ``echo`` sends back.
     ``multimodal``: how an object prompt with ``multimodal_data`` becomes one (a server with a
-    projector; without one such a prompt is a 400)."""
+    projector; without one such a prompt is a 400); ``spm``: a ``suffix`` goes first
+    (``fim_tokens``)."""
     if suffix is not None and not tokenizer.supports_infill:
         raise invalid("suffix needs a model with fill-in-the-middle tokens; this one has none", param="suffix")
     prompts = []
@@ -122,12 +124,19 @@ def completion_prompts(tokenizer: Tokenizer, value: PromptInput, suffix: str | N
         # An infill prefix is plain text placed between FIM tokens: no BOS, no special tokens.
         token_ids = subprompt_tokens(tokenizer, item, "prompt", special=suffix is None)
         text = item if isinstance(item, str) else tokenizer.detokenize(token_ids, special=False)
-        prompts.append(Prompt(_infill(tokenizer, token_ids, suffix) if suffix is not None else token_ids, text))
+        prompts.append(Prompt(_infill(tokenizer, token_ids, suffix, spm) if suffix is not None else token_ids, text))
     return prompts
 
 
-def _infill(tokenizer: Tokenizer, prefix: list[int], suffix: str) -> list[int]:
-    """``[BOS] <FIM_PRE> prefix <FIM_SUF> suffix <FIM_MID>``: the model writes the middle."""
+def _infill(tokenizer: Tokenizer, prefix: list[int], suffix: str, spm: bool) -> list[int]:
+    """``[BOS]`` and the ``fim_tokens``: the model writes the middle."""
     suffix_ids = tokenizer.tokenize(suffix, add_special=False, parse_special=False)
     bos = [tokenizer.bos_id] if tokenizer.add_bos and tokenizer.bos_id >= 0 else []
-    return [*bos, tokenizer.fim_prefix_id, *prefix, tokenizer.fim_suffix_id, *suffix_ids, tokenizer.fim_middle_id]
+    return [*bos, *fim_tokens(tokenizer, prefix, suffix_ids, spm)]
+
+
+def fim_tokens(tokenizer: Tokenizer, prefix: list[int], suffix: list[int], spm: bool) -> list[int]:
+    """``<FIM_PRE> prefix <FIM_SUF> suffix <FIM_MID>``, or with ``spm`` (llama-server's
+    ``--spm-infill``, for models trained suffix first) ``<FIM_SUF> suffix <FIM_PRE> prefix <FIM_MID>``."""
+    pre, suf = [tokenizer.fim_prefix_id, *prefix], [tokenizer.fim_suffix_id, *suffix]
+    return [*(suf + pre if spm else pre + suf), tokenizer.fim_middle_id]

@@ -109,6 +109,28 @@ def test_native_embedding_endpoint(url: str, client: openai.OpenAI):
     assert post(f"{url}/v1/embeddings", json={"content": "hi"}).json()[0]["index"] == 0
 
 
+def test_embd_normalize_applies_to_the_openai_route_as_in_llama_server(url: str):
+    def vector(**body) -> np.ndarray:
+        r = post(f"{url}/v1/embeddings", json={"input": SENTENCES[0], **body})
+        assert r.status_code == 200, r.text
+        return np.array(r.json()["data"][0]["embedding"])
+
+    unit = vector()
+    assert abs(np.linalg.norm(unit) - 1) < 1e-5
+    raw = vector(embd_normalize=-1)
+    assert abs(np.linalg.norm(raw) - 1) > 0.01 and np.allclose(raw / np.linalg.norm(raw), unit, atol=1e-5)
+    assert abs(np.abs(vector(embd_normalize=1)).sum() - 1) < 1e-4  # taxicab
+    assert post(f"{url}/v1/embeddings", json={"input": "x", "embd_normalize": -2}).status_code == 400
+
+
+def test_the_servers_embd_normalize_is_the_default_a_request_overrides():
+    with start_server("--embeddings", "--pooling", "mean", "-np", "4", "--embd-normalize", "1") as h:
+        taxicab = post(f"{h.base_url}/v1/embeddings", json={"input": SENTENCES[0]}).json()["data"][0]["embedding"]
+        assert abs(np.abs(taxicab).sum() - 1) < 1e-4
+        native = post(f"{h.base_url}/embedding", json={"content": SENTENCES[0], "embd_normalize": 2}).json()
+        assert abs(np.linalg.norm(native[0]["embedding"][0]) - 1) < 1e-5
+
+
 @pytest.mark.parametrize("body, message", [
     ({"input": []}, "input must not be empty"),
     ({"input": [5, 10**7]}, "outside the vocabulary"),

@@ -241,6 +241,7 @@ class _CodeModelVocab:
 
     n_vocab, bos_id, add_bos, supports_infill = 1000, 1, True, True
     fim_prefix_id, fim_suffix_id, fim_middle_id = 900, 901, 902
+    fim_repo_id = fim_sep_id = -1
 
     def tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
         return [self.bos_id] * add_special + [ord(c) for c in text]
@@ -258,6 +259,19 @@ def test_suffix_builds_an_infill_prompt():
     assert prompt.token_ids == [1, 900, ord("a"), ord("b"), 901, ord("c"), 902]
     [from_tokens] = completion_prompts(vocab, [97, 98], "c")  # type: ignore[arg-type]
     assert from_tokens.token_ids == prompt.token_ids
+    # --spm-infill: suffix first, as llama-server orders it
+    [spm] = completion_prompts(vocab, "ab", "c", spm=True)  # type: ignore[arg-type]
+    assert spm.token_ids == [1, 901, ord("c"), 900, ord("a"), ord("b"), 902]
+
+
+def test_infill_route_orders_prefix_and_suffix_as_spm_infill_says():
+    from frontend.routes.native import _infill_prompt
+
+    body = decode(b'{"input_prefix": "a", "prompt": "b", "input_suffix": "c"}', NativeCompletionRequest)
+    [psm] = _infill_prompt(_CodeModelVocab(), body, spm=False)  # type: ignore[arg-type]
+    [spm] = _infill_prompt(_CodeModelVocab(), body, spm=True)  # type: ignore[arg-type]
+    assert psm.token_ids == [1, 900, ord("a"), ord("b"), 901, ord("c"), 902]
+    assert spm.token_ids == [1, 901, ord("c"), 900, ord("a"), ord("b"), 902]
 
 
 def test_llama_server_logit_bias_forms(tokenizer: Tokenizer):

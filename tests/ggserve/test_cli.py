@@ -404,3 +404,27 @@ def test_device_none_and_no_host_map_onto_the_config_and_device_names_are_usage_
     with pytest.raises(SystemExit) as exc:
         config_from_args(parse("-dev", "NOPE0"))
     assert exc.value.code == 2 and "-dev: invalid device NOPE0" in capsys.readouterr().err
+
+
+def test_llama_server_context_embedding_and_infill_flags_map_onto_the_config(caplog) -> None:
+    cfg = config_from_args(parse("-np", "4", "--kv-unified-per-slot", "1024", "--embd-normalize", "1", "--spm-infill"))
+    assert (cfg.ctx_size, cfg.ctx_per_request, cfg.embd_normalize, cfg.spm_infill) == (4096, 1024, 1, True)
+    assert config_from_args(parse("-np", "2", "--kv-unified-per-slot", "300")).ctx_size == 600  # -np x N without -c
+    assert config_from_args(parse("-c", "8192", "--kv-unified-per-slot", "300")).ctx_size == 8192
+    plain = config_from_args(parse())
+    assert (plain.ctx_size, plain.ctx_per_request, plain.embd_normalize, plain.spm_infill) == (4096, 0, 2, False)
+    with caplog.at_level(logging.WARNING, logger="ggserve"):
+        config_from_args(parse("--swa-full", "--perf", "--no-perf"))
+    assert "--swa-full is accepted without effect" in caplog.text and "--perf is accepted without effect" in caplog.text
+    assert "--no-perf" not in caplog.text
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--kv-unified-per-slot", "0"], "--kv-unified-per-slot must be at least 1"),
+    (["--kv-unified-per-slot", "512", "--ctx-per-request", "512"], "set the same limit: give one"),
+    (["--embd-normalize", "-2"], "--embd-normalize is -1 (none) or more"),
+])
+def test_bad_context_and_embedding_flags_are_usage_errors(argv: list[str], message: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        config_from_args(parse(*argv))
+    assert exc.value.code == 2 and message in capsys.readouterr().err

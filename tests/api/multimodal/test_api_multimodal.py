@@ -15,6 +15,7 @@ import json
 import os
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -27,9 +28,22 @@ MAX_BYTES = 100_000
 
 
 @pytest.fixture(scope="module")
-def server():
+def media_dir(tmp_path_factory) -> Path:
+    """--media-path: cat.png, sub/big.png, and a link to a picture outside it."""
+    root = tmp_path_factory.mktemp("media")
+    (root / "cat.png").write_bytes(png(40, 40, 5))
+    (root / "sub").mkdir()
+    (root / "sub" / "big.png").write_bytes(png(400, 400, 6))
+    outside = tmp_path_factory.mktemp("outside") / "secret.png"
+    outside.write_bytes(png(40, 40, 5))
+    (root / "link.png").symlink_to(outside)
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(media_dir):
     with start_server("--mmproj", tiny_vision_mmproj(), "--media-max-bytes", str(MAX_BYTES),
-                      "--allow-remote-media", "--media-fetch-timeout", "2") as handle:
+                      "--allow-remote-media", "--media-fetch-timeout", "2", "--media-path", str(media_dir)) as handle:
         yield handle
 
 
@@ -215,6 +229,30 @@ def test_remote_image_is_fetched_within_limits(server, files_url):
     assert ok.json()["usage"]["prompt_tokens"] == local.json()["usage"]["prompt_tokens"]
     assert "--media-max-bytes" in error(remote("/big.png"))["message"]
     assert "HTTP 404" in error(remote("/missing.png"))["message"]
+
+
+def test_file_urls_read_inside_the_media_path_only(server, media_dir):
+    def local(url: str) -> httpx.Response:
+        return chat(server, [{"type": "text", "text": "Look"}, {"type": "image_url", "image_url": {"url": url}}])
+
+    ok = local("file://cat.png")
+    assert ok.status_code == 200, ok.text
+    inline = chat(server, [{"type": "text", "text": "Look"}, image_part(png(40, 40, 5))])
+    assert ok.json()["usage"]["prompt_tokens"] == inline.json()["usage"]["prompt_tokens"]
+    assert "--media-max-bytes" in error(local("file://sub/big.png"))["message"]
+    for escape in ("file://../outside/secret.png", f"file://{media_dir}/cat.png", "file://link.png", "file://"):
+        assert "file path is not allowed" in error(local(escape))["message"], escape
+    assert "does not exist" in error(local("file://missing.png"))["message"]
+
+
+def test_file_urls_need_a_media_path() -> None:
+    from frontend.media.files import MediaLimits, _local
+    from frontend.http.errors import ApiError
+    from ggserve.config import ServeConfig
+
+    limits = MediaLimits(ServeConfig(model="", mmproj="x"), vision=True, audio=False, no_video=None)
+    with pytest.raises(ApiError, match="unless the server has --media-path"):
+        _local("file://cat.png", "messages[0].content[1]", limits)
 
 
 def test_remote_video_is_fetched_as_images_are(server, files_url):
