@@ -177,7 +177,8 @@ async def start(fe: Frontend, req: Request, body: ChatCompletionRequest, logprob
                                lora=lora, media=chunks)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
-                     fe.tokenizer.marker_tokens(markers) | preserved_ids(fe.tokenizer, body.preserved_tokens),
+                     fe.written(fe.tokenizer.marker_tokens(markers)
+                                | preserved_ids(fe.tokenizer, body.preserved_tokens)),
                      time_limit_s(body), body.n_indent, trace=req.trace,
                      on_exit=(lambda: fe.media_arena.release(chunks)) if chunks else None)
     native = (NativeResults(fe, body, [Prompt(prompt, chat.prompt)], sampling, limit, logprobs,

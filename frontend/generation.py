@@ -72,6 +72,7 @@ class Choice:
         self.prompt_logprobs: list[TokenLogprob] = []  # with echo + logprobs: prompt tokens 1..
         self._tokenizer = tokenizer
         self._detok = IncrementalDetokenizer(tokenizer, special_ids)
+        self._special_ids = special_ids
         self._stop = StopMatcher(stops)
         self._logprobs = logprobs
         self._decoded = 0  # characters decoded so far
@@ -175,10 +176,10 @@ class Choice:
         return stopped
 
     def _hold_token(self, logprob: TokenLogprob, text: str) -> None:
-        piece = self._tokenizer.piece(logprob.token_id)
+        piece = self._tokenizer.piece(logprob.token_id, logprob.token_id in self._special_ids)
         top = []
         for token_id, value in logprob.top:
-            top_piece = self._tokenizer.piece(token_id)
+            top_piece = self._tokenizer.piece(token_id, token_id in self._special_ids)
             top.append((top_piece.decode("utf-8", errors="replace"), top_piece, value))
         token = TokenText(piece.decode("utf-8", errors="replace"), piece, logprob.logprob, top, self._decoded,
                           logprob.token_id, [token_id for token_id, _ in logprob.top])

@@ -97,6 +97,11 @@ class Frontend:
         """llama-server's sampling defaults with this server's flags (--temp, --top-k, ...) applied."""
         return server_defaults(self.cfg)
 
+    def written(self, markers: frozenset[int]) -> frozenset[int]:
+        """The control tokens a reply writes as text: its format ``markers``, or every one with
+        --special (llama-server's -sp)."""
+        return self.tokenizer.hidden_ids if self.cfg.special else markers
+
     def fill_defaults(self, body: SamplingFields) -> None:
         """The server-wide defaults of request fields that are no sampler setting (--ignore-eos)."""
         if body.ignore_eos is None:

@@ -65,6 +65,8 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     m.add_argument("-m", "--model", default="", help="GGUF file (default: embedded Gemma 3 270M)")
     m.add_argument("-a", "--alias", default="", help="model id shown by the API")
     m.add_argument("--chat-template-file", default="", help="jinja chat template overriding the GGUF's")
+    m.add_argument("-sp", "--special", action="store_true",
+                   help="replies write control tokens (end of generation, turn markers) as their text")
     m.add_argument("--spm-infill", action="store_true",
                    help="fill-in-the-middle prompts (/infill, a suffix) put the suffix before the prefix")
     m.add_argument("--chat-template", default="", choices=["", *builtin_names()], metavar="NAME",

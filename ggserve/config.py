@@ -166,6 +166,7 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     logit_bias: list[str] = []  # -l values as given (TOKEN_ID(+/-)BIAS; JSON has no -inf to hold a ban)
     grammar: str = ""  # --grammar / --grammar-file: GBNF
     json_schema: str = ""  # -j / -jf: a JSON schema's text
+    special: bool = False  # -sp: replies write control tokens (EOS, turn markers) as their text
     spm_infill: bool = False  # --spm-infill: fill-in-the-middle prompts put the suffix first
     embd_normalize: int = 2  # --embd-normalize: embeddings' norm for requests that set none (-1: none, 2: L2)
     reasoning_budget: int = -1  # --reasoning-budget: thinking tokens before the closing tag is forced

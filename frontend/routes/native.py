@@ -169,7 +169,7 @@ async def _run(fe: Frontend, req: Request, body: NativeCompletionRequest,
                                fe.cache_defaults, lora=lora, media=media_chunks)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
-                     preserved_ids(fe.tokenizer, body.preserved_tokens), time_limit_s(body), body.n_indent,
+                     fe.written(preserved_ids(fe.tokenizer, body.preserved_tokens)), time_limit_s(body), body.n_indent,
                      trace=req.trace,
                      on_exit=(lambda: fe.media_arena.release(media_chunks)) if media_chunks else None)
     call = _Call(fe, body, prompts, gen, sampling, limit, logprobs)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import ctypes
+import functools
 
 import llama_cpp
 
@@ -114,6 +115,13 @@ class Tokenizer:
         """Token ids -> text, as llama-server's /detokenize (special tokens rendered by default)."""
         data = b"".join(self.piece(t, special) for t in token_ids)
         return data.decode("utf-8", errors="replace")
+
+    @functools.cached_property
+    def hidden_ids(self) -> frozenset[int]:
+        """The tokens whose text only ``special`` renders (BOS, EOS, turn markers: llama.cpp's
+        control and unknown tokens): what llama-server's ``--special`` writes out."""
+        hidden = llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN | llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
+        return frozenset(t for t in range(self.n_vocab) if llama_cpp.llama_vocab_get_attr(self._vocab, t) & hidden)
 
     def marker_tokens(self, markers: list[str]) -> frozenset[int]:
         """The control tokens among ``markers`` (each a single special token), to be rendered."""

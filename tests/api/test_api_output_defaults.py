@@ -1,5 +1,6 @@
 """llama-server's server-wide output defaults, end to end: ``--ignore-eos``, ``-l`` and
-``--grammar`` apply to requests that leave the field out, and a request's own field wins.
+``--grammar`` apply to requests that leave the field out, and a request's own field wins;
+``-sp`` writes control tokens out.
 
 The server bans the digits 0-8 and constrains output to digits, so whatever the base model
 would say, the text it must write is nines: that is what is asserted.
@@ -77,3 +78,30 @@ def test_a_server_grammar_llama_cpp_cannot_parse_fails_start_up_with_a_message()
         assert handle.proc.wait(180) != 0
         log = handle.log()
         assert "the server's grammar (--grammar / --json-schema)" in log, log
+
+
+# A grammar can force a control token that does not end the generation (llama.cpp's grammars
+# allow an end-of-generation token only once they are complete); then one ends it, which is not
+# part of the reply (llama-server writes it too with -sp: a documented difference).
+@pytest.fixture(scope="module")
+def start_of_turn(tokenizer) -> int:
+    [token] = tokenizer.tokenize("<start_of_turn>", add_special=False, parse_special=True)
+    return token
+
+
+def test_control_tokens_are_left_out_of_replies_without_special(server, start_of_turn) -> None:
+    out = complete(server, grammar=f'root ::= "a" <[{start_of_turn}]>', ignore_eos=False, n_probs=1)
+    assert out["content"] == "a" and out["stop_type"] == "eos"
+    assert [p["token"] for p in out["completion_probabilities"]] == ["a", ""]
+
+
+def test_special_writes_control_tokens_into_content_and_logprobs(start_of_turn) -> None:
+    with start_server("-sp", "-np", "1", "-c", "512") as handle:
+        out = complete(handle, grammar=f'root ::= "a" <[{start_of_turn}]>', n_probs=1)
+        assert out["content"] == "a<start_of_turn>" and out["stop_type"] == "eos"
+        assert [p["token"] for p in out["completion_probabilities"]] == ["a", "<start_of_turn>"]
+        chat = httpx.post(f"{handle.base_url}/v1/chat/completions", timeout=60, json={
+            "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "temperature": 0,
+            "grammar": f'root ::= "b" <[{start_of_turn}]>'}).json()
+        assert chat["choices"][0]["message"]["content"] == "b<start_of_turn>"
+        assert chat["choices"][0]["finish_reason"] == "stop"
