@@ -17,6 +17,12 @@ ROPE_SCALING = {
 }
 # -dev none: the device list llama.cpp reads is empty (its NULL terminator only); kept for the process
 _NO_DEVICES = (ctypes.c_void_p * 1)(None)
+SPLIT_MODE = {
+    "none": llama_cpp.LLAMA_SPLIT_MODE_NONE,
+    "layer": llama_cpp.LLAMA_SPLIT_MODE_LAYER,
+    "row": llama_cpp.LLAMA_SPLIT_MODE_ROW,
+    "tensor": llama_cpp.LLAMA_SPLIT_MODE_TENSOR,
+}
 NUMA = {
     "": llama_cpp.GGML_NUMA_STRATEGY_DISABLED,
     "distribute": llama_cpp.GGML_NUMA_STRATEGY_DISTRIBUTE,
@@ -32,6 +38,11 @@ def model_params(cfg: ServeConfig, n_gpu_layers: int) -> llama_cpp.llama_model_p
     mparams.use_extra_bufts = cfg.repack
     mparams.check_tensors = cfg.check_tensors
     mparams.no_host = not cfg.host_buffer
+    # the executor sees its own GPUs only (ggserve.gpu_groups): -sm none is the first of them
+    mparams.split_mode = SPLIT_MODE[cfg.split_mode]
+    mparams.main_gpu = cfg.main_gpu if cfg.split_mode != "none" else 0
+    if cfg.tensor_split:  # ctypes keeps the array alive with mparams
+        mparams.tensor_split = (ctypes.c_float * llama_cpp.llama_max_devices())(*cfg.tensor_split)
     if cfg.cpu_only:
         mparams.devices = ctypes.addressof(_NO_DEVICES)
     return mparams

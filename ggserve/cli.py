@@ -20,7 +20,7 @@ from pathlib import Path
 
 import msgspec
 
-from ggserve import cpu_placement, llama_flags, output_flags
+from ggserve import cpu_placement, gpu_groups, llama_flags, output_flags
 from ggserve.chat_templates import builtin_names
 from ggserve.samplers import sampler_order
 from ggserve.config import DRAFT_MODEL_TYPE, SPEC_TYPES, LoraFile, ModelSpec, ServeConfig, cpu_has_amx
@@ -149,7 +149,16 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     e.add_argument("--repack", dest="repack", action="store_true")
     e.add_argument("--executors", type=int, default=d.executors, help="data-parallel executors")
-    e.add_argument("--gpus", default="", help="comma-separated CUDA device per executor")
+    e.add_argument("--gpus", default="", help="comma-separated CUDA device per executor (with -sm layer / row / "
+                   "tensor: all executors' GPUs, an equal share each)")
+    e.add_argument("-sm", "--split-mode", choices=gpu_groups.SPLIT_MODES, default=d.split_mode,
+                   help="none (default): one GPU per executor, each with the whole model; layer / row / tensor: "
+                   "an executor spreads its model over its GPUs, as llama-server does")
+    e.add_argument("-mg", "--main-gpu", type=int, default=d.main_gpu, metavar="INDEX",
+                   help="-sm none: the first executor's GPU (the next ones follow); else the GPU, among an "
+                   "executor's, for row splits' results and the KV cache")
+    e.add_argument("-ts", "--tensor-split", type=_proportions, default=[], metavar="N0,N1,...",
+                   help="proportions of the model on each of an executor's GPUs, e.g. 3,1")
     e.add_argument("--max-queue", type=int, default=d.max_queue, help="waiting requests before 503")
     e.add_argument(
         "--step-timeout", type=float, default=d.step_timeout,
@@ -510,6 +519,14 @@ def _check_speculative(args: argparse.Namespace) -> None:
         raise UsageError("ggserve: --spec-ngram-min-hits must be at least 1")
 
 
+def _proportions(text: str) -> list[float]:
+    """-ts: numbers split at ',' or '/' (llama-server's forms)."""
+    try:
+        return [float(v) for v in text.replace("/", ",").split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"-ts {text!r}: proportions are numbers, e.g. 3,1") from None
+
+
 def _context_sizes(args: argparse.Namespace) -> None:
     """-c, and llama-server's --kv-unified-per-slot N: a request's limit, and the pool's size
     (-np x N) when -c is not given."""
@@ -571,6 +588,8 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         rope = llama_flags.rope_settings(args)
         grammar, json_schema = output_flags.grammar_defaults(args)
         cpu_only = llama_flags.cpu_only(args)
+        gpu_groups.check_split([g for g in args.gpus.split(",") if g], args.executors, args.split_mode,
+                               args.main_gpu, args.tensor_split)
         for value in args.logit_bias:
             output_flags.parse_logit_bias(value)
     except ValueError as exc:

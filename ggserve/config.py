@@ -136,7 +136,11 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     tensor_overrides: list[TensorOverride] = []  # the first whose pattern matches a weight places it
     kv_overrides: list[KvOverride] = []  # --override-kv: for the executors' model and the frontend's vocabulary
     executors: int = 1  # data parallel executors (one per GPU; processes on CPU)
-    gpus: list[str] = []  # CUDA_VISIBLE_DEVICES value per executor; empty: executor index
+    gpus: list[str] = []  # CUDA devices: one per executor (or with split_mode, equal groups); empty: executor index
+    # one executor over several GPUs (llama-server's flags; ggserve.gpu_groups lays them out)
+    split_mode: str = "none"  # -sm: none (a GPU per executor) / layer / row / tensor
+    main_gpu: int = 0  # -mg: the GPU (index among an executor's) for row splits' results and KV
+    tensor_split: list[float] = []  # -ts: the model's proportions across an executor's GPUs
     max_queue: int = 256  # waiting requests beyond which new ones get 503
     step_timeout: float = 300.0  # seconds one step may take before its executor counts as hung
     prefix_cache: bool = True

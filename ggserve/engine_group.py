@@ -18,6 +18,7 @@ import zmq
 
 from ggserve.children import Child
 from ggserve.config import ServeConfig
+from ggserve.gpu_groups import executor_gpus
 from ipc.protocol import (
     ChildRestarts,
     Drain,
@@ -50,10 +51,11 @@ class EngineGroup:
         self.zmq = zctx
         prefix = f"{name}/" if name else ""
         self.scheduler = Child.module(f"{prefix}scheduler", "scheduler", config_path)
+        gpus = executor_gpus(cfg.gpus, cfg.executors, cfg.split_mode, cfg.main_gpu)
         self.executors = [
             Child.module(f"{prefix}executor {i}", "executor", config_path, "--id", str(i),
-                         env={"CUDA_VISIBLE_DEVICES": cfg.gpus[i] if i < len(cfg.gpus) else str(i)})
-            for i in range(cfg.executors)
+                         env={"CUDA_VISIBLE_DEVICES": visible} if visible is not None else None)
+            for i, visible in enumerate(gpus)
         ]
         self._other_counts = restart_counts or list
         self.control = self._connect_control()

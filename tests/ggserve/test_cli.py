@@ -428,3 +428,27 @@ def test_bad_context_and_embedding_flags_are_usage_errors(argv: list[str], messa
     with pytest.raises(SystemExit) as exc:
         config_from_args(parse(*argv))
     assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_llama_server_split_flags_map_onto_the_config_and_the_executors_parameters() -> None:
+    from executor.llama_params import model_params
+
+    cfg = config_from_args(parse("-sm", "row", "--gpus", "0,1,2,3", "--executors", "2", "-ts", "3/1", "-mg", "1"))
+    assert (cfg.split_mode, cfg.tensor_split, cfg.main_gpu, cfg.gpus) == ("row", [3.0, 1.0], 1, ["0", "1", "2", "3"])
+    params = model_params(cfg, -1)
+    assert (params.split_mode, params.main_gpu) == (2, 1)
+    assert (params.tensor_split[0], params.tensor_split[1], params.tensor_split[2]) == (3.0, 1.0, 0.0)
+    plain = model_params(config_from_args(parse("-mg", "1")), -1)  # -sm none: the executor's one GPU
+    assert (plain.split_mode, plain.main_gpu, bool(plain.tensor_split)) == (0, 0, False)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["-sm", "layer", "--executors", "2"], "give the GPUs of all executors with --gpus"),
+    (["-ts", "3,1"], "use it with -sm layer, row or tensor"),
+    (["-sm", "layer", "-ts", "3,x"], "proportions are numbers"),
+    (["-sm", "split"], "invalid choice"),
+])
+def test_bad_split_flags_are_usage_errors(argv: list[str], message: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        config_from_args(parse(*argv))
+    assert exc.value.code == 2 and message in capsys.readouterr().err
