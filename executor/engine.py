@@ -26,7 +26,7 @@ from ggserve.llama.log import LlamaLogCapture
 from executor.lora import LoraAdapters
 from executor.media.decoder import MediaDecoder
 from executor.llama_params import NUMA, context_params, model_params
-from executor import tensor_overrides
+from executor import control_vector, tensor_overrides
 from executor.threadpool import ExecutorThreads
 from executor.sampling.sequence import (
     SequenceFailed,
@@ -184,6 +184,8 @@ class ModelEngine:
         if not self.ctx:
             raise RuntimeError("failed to create the llama.cpp context (out of memory?)")
         self.pools = self.threads.attach(self.ctx)
+        if cfg.control_vectors:
+            control_vector.apply(self.ctx, self.model, cfg.control_vectors, *cfg.control_vector_layers)
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.n_seq_max = llama_cpp.llama_n_seq_max(self.ctx)
         self.n_batch = llama_cpp.llama_n_batch(self.ctx)

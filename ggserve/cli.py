@@ -23,7 +23,7 @@ import msgspec
 from ggserve import cpu_placement, gpu_groups, llama_flags, output_flags
 from ggserve.chat_templates import builtin_names
 from ggserve.samplers import sampler_order
-from ggserve.config import DRAFT_MODEL_TYPE, SPEC_TYPES, LoraFile, ModelSpec, ServeConfig, cpu_has_amx
+from ggserve.config import DRAFT_MODEL_TYPE, SPEC_TYPES, ScaledFile, ModelSpec, ServeConfig, cpu_has_amx
 from ggserve.env_flags import apply_env_defaults, env_name
 from ggserve.engine_group import log_engine
 from ggserve.launcher import ChildFailed, Launcher, StartInterrupted
@@ -86,12 +86,18 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     em.add_argument("--embd-max-inputs", type=int, default=d.embd_max_inputs,
                     help="inputs (or rerank documents) one request may have")
     # Both flags add to one list, so adapter ids follow the command line's order (as llama-server's).
-    m.add_argument("--lora", dest="lora", action="extend", type=_lora_files, default=[], metavar="FNAME",
+    m.add_argument("--lora", dest="lora", action="extend", type=_files, default=[], metavar="FNAME",
                    help="LoRA adapter at scale 1 (repeatable, or comma-separated)")
-    m.add_argument("--lora-scaled", dest="lora", action="extend", type=_scaled_lora_files, metavar="FNAME:SCALE",
+    m.add_argument("--lora-scaled", dest="lora", action="extend", type=_scaled_files, metavar="FNAME:SCALE",
                    help="LoRA adapter at this scale (repeatable, or comma-separated)")
     m.add_argument("--lora-init-without-apply", action="store_true",
                    help="load the LoRA adapters at scale 0 (set scales later with POST /lora-adapters)")
+    m.add_argument("--control-vector", dest="control_vectors", action="extend", type=_files, default=[],
+                   metavar="FNAME", help="control vector at scale 1 (repeatable, or comma-separated)")
+    m.add_argument("--control-vector-scaled", dest="control_vectors", action="extend", type=_scaled_files,
+                   metavar="FNAME:SCALE", help="control vector at this scale (repeatable, or comma-separated)")
+    m.add_argument("--control-vector-layer-range", dest="control_vector_layers", type=int, nargs=2,
+                   default=(0, 0), metavar=("START", "END"), help="layers the control vectors apply to (inclusive)")
     mm = p.add_argument_group("multimodal input")
     mm.add_argument("--mmproj", default="", metavar="FILE",
                     help="multimodal projector GGUF: images and/or audio in prompts (the model's mmproj file)")
@@ -310,16 +316,16 @@ def _byte_size(value: str) -> int:
     return int(size)
 
 
-def _lora_files(value: str) -> list[LoraFile]:
-    return [LoraFile(path) for path in value.split(",") if path]
+def _files(value: str) -> list[ScaledFile]:
+    return [ScaledFile(path) for path in value.split(",") if path]
 
 
-def _scaled_lora_files(value: str) -> list[LoraFile]:
+def _scaled_files(value: str) -> list[ScaledFile]:
     files = []
     for item in (item for item in value.split(",") if item):
         path, _, scale = item.rpartition(":")
         try:
-            files.append(LoraFile(path, float(scale)))
+            files.append(ScaledFile(path, float(scale)))
         except ValueError:
             path = ""
         if not path or not math.isfinite(files[-1].scale):
@@ -327,14 +333,14 @@ def _scaled_lora_files(value: str) -> list[LoraFile]:
     return files
 
 
-def _lora_paths(files: list[LoraFile]) -> list[LoraFile]:
-    """The adapters with absolute paths (the executors load them); a missing file is a usage error."""
+def _absolute(files: list[ScaledFile], what: str) -> list[ScaledFile]:
+    """The files with absolute paths (the executors load them); a missing file is a usage error."""
     resolved = []
-    for lora in files:
-        path = Path(lora.path).expanduser()
+    for file in files:
+        path = Path(file.path).expanduser()
         if not path.is_file():
-            raise UsageError(f"ggserve: LoRA adapter file not found: {path}")
-        resolved.append(LoraFile(str(path.resolve()), lora.scale))
+            raise UsageError(f"ggserve: {what} file not found: {path}")
+        resolved.append(ScaledFile(str(path.resolve()), file.scale))
     return resolved
 
 
@@ -548,6 +554,8 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         raise UsageError("ggserve: --parallel, --executors and --http-workers must be at least 1")
     if args.ctx_per_request < 0:
         raise UsageError("ggserve: --ctx-per-request cannot be negative")
+    if min(args.control_vector_layers) < 0:
+        raise UsageError("ggserve: --control-vector-layer-range takes layer numbers (0: the first / last)")
     if args.embd_normalize < -1:
         raise UsageError("ggserve: --embd-normalize is -1 (none) or more")
     if args.ctx_size < args.n_parallel * 16:
@@ -611,7 +619,8 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         api_prefix=_api_prefix(args.api_prefix),
         slot_save_path=os.path.abspath(args.slot_save_path) if args.slot_save_path else "",
         static_path=_static_path(args.static_path),
-        lora=_lora_paths(args.lora),
+        lora=_absolute(args.lora, "LoRA adapter"),
+        control_vectors=_absolute(args.control_vectors, "control vector"),
         spec_draft_model=os.path.abspath(args.spec_draft_model) if args.spec_draft_model else "",
         mmproj=os.path.abspath(args.mmproj) if args.mmproj else "",
         video_ffmpeg_dir=os.path.abspath(args.video_ffmpeg_dir) if args.video_ffmpeg_dir else "",

@@ -32,8 +32,9 @@ class ModelSpec(msgspec.Struct, kw_only=True):
     load_on_startup: bool = False  # preset's load-on-startup
 
 
-class LoraFile(msgspec.Struct):
-    """A LoRA adapter given at start (--lora FILE, --lora-scaled FILE:SCALE)."""
+class ScaledFile(msgspec.Struct):
+    """A LoRA adapter (--lora FILE, --lora-scaled FILE:SCALE) or a control vector
+    (--control-vector FILE, --control-vector-scaled FILE:SCALE) given at start."""
 
     path: str
     scale: float = 1.0  # its global scale at start
@@ -95,7 +96,9 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     embeddings: bool = False
     pooling: str = ""  # --pooling: none / mean / cls / last / rank; "": the GGUF's
     embd_max_inputs: int = 2048  # --embd-max-inputs: inputs (or documents) of one request
-    lora: list[LoraFile] = []  # LoRA adapters every executor loads; their ids are their indexes here
+    lora: list[ScaledFile] = []  # LoRA adapters every executor loads; their ids are their indexes here
+    control_vectors: list[ScaledFile] = []  # summed, scaled, on every token's hidden state
+    control_vector_layers: tuple[int, int] = (0, 0)  # --control-vector-layer-range START END (0: first / last)
     lora_init_without_apply: bool = False  # --lora-init-without-apply: every global scale starts at 0
     # multimodal input (images, audio): the projector every executor (and frontend worker) loads
     mmproj: str = ""  # --mmproj FILE

@@ -14,7 +14,7 @@ import pytest
 from conftest import start_server
 
 from ggserve.cli import _serve_parser, config_from_args
-from ggserve.config import LoraFile
+from ggserve.config import ScaledFile
 from ggserve.env_flags import apply_env_defaults
 
 ON = [{"id": 0, "scale": 1.0}]
@@ -122,7 +122,7 @@ def test_lora_flags_and_environment_variables_map_onto_the_config(lora_adapters)
     args = parser.parse_args(["serve", "--lora", f"{lora_adapters['a']},{lora_adapters['b']}",
                               "--lora-init-without-apply"])
     cfg = config_from_args(args)
-    assert cfg.lora == [LoraFile(lora_adapters["b"], -0.5), LoraFile(lora_adapters["a"]), LoraFile(lora_adapters["b"])]
+    assert cfg.lora == [ScaledFile(lora_adapters["b"], -0.5), ScaledFile(lora_adapters["a"]), ScaledFile(lora_adapters["b"])]
     assert cfg.lora_scales == [0.0, 0.0, 0.0]
     for bad in (["--lora-scaled", "x.gguf"], ["--lora-scaled", "x.gguf:big"], ["--lora", "/nonexistent.gguf"]):
         with pytest.raises(SystemExit) as exc:

@@ -17,7 +17,7 @@ import pytest
 from test_engine import teacher_forced_splits
 
 from engine_harness import Engine, Result, running_engine
-from ggserve.config import LoraFile
+from ggserve.config import ScaledFile
 from ipc.protocol import ErrorCode, FinishReason, LoraScale, SetLoraScales
 from ipc.transport import send
 
@@ -45,7 +45,7 @@ def base_results() -> list[Result]:
 @pytest.fixture(scope="module")
 def engine(lora_adapters):
     """Adapter 0 ("a") at global scale 1, adapter 1 ("b") at 0."""
-    adapters = [LoraFile(lora_adapters["a"]), LoraFile(lora_adapters["b"], 0.0)]
+    adapters = [ScaledFile(lora_adapters["a"]), ScaledFile(lora_adapters["b"], 0.0)]
     with running_engine(n_parallel=4, ctx_size=2048, lora=adapters) as eng:
         yield eng
 

@@ -452,3 +452,18 @@ def test_bad_split_flags_are_usage_errors(argv: list[str], message: str, capsys)
     with pytest.raises(SystemExit) as exc:
         config_from_args(parse(*argv))
     assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_control_vector_flags_add_to_one_list_with_absolute_paths(tmp_path, capsys) -> None:
+    a, b = tmp_path / "a.gguf", tmp_path / "b.gguf"
+    a.write_bytes(b"x")
+    b.write_bytes(b"x")
+    cfg = config_from_args(parse("--control-vector", str(a), "--control-vector-scaled", f"{b}:-0.5,{a}:2",
+                                 "--control-vector-layer-range", "3", "9"))
+    assert [(f.path, f.scale) for f in cfg.control_vectors] == [(str(a), 1.0), (str(b), -0.5), (str(a), 2.0)]
+    assert tuple(cfg.control_vector_layers) == (3, 9)
+    assert (config_from_args(parse()).control_vectors, tuple(config_from_args(parse()).control_vector_layers)) == (
+        [], (0, 0))
+    with pytest.raises(SystemExit):
+        config_from_args(parse("--control-vector", str(tmp_path / "missing.gguf")))
+    assert "control vector file not found" in capsys.readouterr().err

@@ -1,13 +1,16 @@
 """llama.cpp settings reach a real executor: llama-server's CPU placement flags (-C, -Cr,
 --cpu-strict, --prio) place its llama.cpp threads (their affinity and scheduling, read from /proc
-after a request); RoPE, offload and warm-up flags reach its context."""
+after a request); RoPE, offload and warm-up flags, tensor and metadata overrides and control
+vectors reach its model and context."""
 
 from __future__ import annotations
 
 import logging
 import os
 
+import gguf
 import httpx
+import numpy as np
 import pytest
 
 from conftest import ServerHandle, start_server
@@ -88,16 +91,16 @@ def test_a_priority_the_process_may_not_take_is_warned_about_once(monkeypatch, c
     assert "may not use real-time scheduling" in caplog.text
 
 
+def first_logprobs(server) -> list[float]:
+    body = {"prompt": "The capital of France is", "max_tokens": 2, "logprobs": 2, "temperature": 0}
+    reply = httpx.post(f"{server.base_url}/v1/completions", json=body, timeout=60)
+    assert reply.status_code == 200
+    return reply.json()["choices"][0]["logprobs"]["token_logprobs"]
+
+
 def test_rope_flags_reach_llama_cpp_and_a_server_without_warm_up_serves():
     """--rope-scale 4 compresses positions (the same prompt's logits change); the server also
     starts without its warm-up decode and with llama.cpp's offload switches set."""
-    body = {"prompt": "The capital of France is", "max_tokens": 2, "logprobs": 2, "temperature": 0}
-
-    def first_logprobs(server) -> list[float]:
-        reply = httpx.post(f"{server.base_url}/v1/completions", json=body, timeout=60)
-        assert reply.status_code == 200
-        return reply.json()["choices"][0]["logprobs"]["token_logprobs"]
-
     with start_server("-np", "1", "-c", "512") as plain:
         before = first_logprobs(plain)
     with start_server("-np", "1", "-c", "512", "--rope-scale", "4", "--no-warmup", "-nkvo", "--no-op-offload",
@@ -130,3 +133,31 @@ def test_metadata_overrides_reach_the_vocabulary_of_frontend_and_executor():
         reply = httpx.post(f"{server.base_url}/v1/completions", json=body, timeout=60).json()
     assert with_bos["tokens"][1:] == without["tokens"] and len(with_bos["tokens"]) == 2
     assert reply["usage"]["prompt_tokens"] == n_plain - 1 and reply["usage"]["completion_tokens"] == 2
+
+
+def write_control_vector(path, n_embd: int, layers: range, seed: int) -> str:
+    writer = gguf.GGUFWriter(str(path), "controlvector")
+    rng = np.random.default_rng(seed)
+    for layer in layers:
+        writer.add_tensor(f"direction.{layer}", rng.standard_normal(n_embd).astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return str(path)
+
+
+def test_control_vectors_change_the_logits_scale_zero_does_not_and_a_wrong_width_stops_the_start(tmp_path):
+    vector = write_control_vector(tmp_path / "cv.gguf", 640, range(1, 19), seed=1)  # Gemma 3 270M: 640 x 18
+    with start_server("-np", "1", "-c", "512") as plain:
+        before = first_logprobs(plain)
+    with start_server("-np", "1", "-c", "512", "--control-vector", vector) as steered:
+        steered_logprobs = first_logprobs(steered)
+    assert max(abs(a - b) for a, b in zip(before, steered_logprobs)) > 1e-3
+    with start_server("-np", "1", "-c", "512", "--control-vector-scaled", f"{vector}:0",
+                      "--control-vector-layer-range", "2", "10") as zero:
+        assert first_logprobs(zero) == before
+    wrong = write_control_vector(tmp_path / "wide.gguf", 1024, range(1, 3), seed=2)
+    with start_server("-np", "1", "-c", "512", "--control-vector", wrong, ready=False) as server:
+        assert server.proc.wait(120) == 1
+        assert f"control vector {wrong}: direction.1 has 1024 values; the model's hidden state has 640" in server.log()
