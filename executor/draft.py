@@ -23,9 +23,9 @@ import llama_cpp
 import numpy as np
 
 from executor.batch import NumpyBatch
-from executor.llama_params import context_params, model_params
+from executor.model.params import context_params, model_params
 from executor.sampling.sequence import logits_view
-from executor.threadpool import ExecutorThreads
+from executor.model.threadpool import ExecutorThreads
 from ggserve.config import ServeConfig
 from ggserve.tokens import common_prefix_len
 from ipc.protocol import BatchItem, KvOp, KvOpKind

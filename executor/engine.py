@@ -23,11 +23,11 @@ from executor.embedding.embedder import Embedder, tap_for
 from executor.state.host_cache import HostCache
 from ggserve.llama import kv_overrides
 from ggserve.llama.log import LlamaLogCapture
-from executor.lora import LoraAdapters
+from executor.model.lora import LoraAdapters
 from executor.media.decoder import MediaDecoder
-from executor.llama_params import NUMA, context_params, model_params
-from executor import control_vector, tensor_overrides
-from executor.threadpool import ExecutorThreads
+from executor.model.params import NUMA, context_params, model_params
+from executor.model import control_vector, tensor_overrides
+from executor.model.threadpool import ExecutorThreads
 from executor.sampling.sequence import (
     SequenceFailed,
     SeqSampler,

@@ -431,7 +431,7 @@ def test_bad_context_and_embedding_flags_are_usage_errors(argv: list[str], messa
 
 
 def test_llama_server_split_flags_map_onto_the_config_and_the_executors_parameters() -> None:
-    from executor.llama_params import model_params
+    from executor.model.params import model_params
 
     cfg = config_from_args(parse("-sm", "row", "--gpus", "0,1,2,3", "--executors", "2", "-ts", "3/1", "-mg", "1"))
     assert (cfg.split_mode, cfg.tensor_split, cfg.main_gpu, cfg.gpus) == ("row", [3.0, 1.0], 1, ["0", "1", "2", "3"])

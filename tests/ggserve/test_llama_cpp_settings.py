@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import ServerHandle, start_server
-from executor import threadpool
+from executor.model import threadpool
 from ggserve.config import CpuPlacement, ServeConfig
 from test_faults import role_pids
 
