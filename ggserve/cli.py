@@ -20,11 +20,12 @@ from pathlib import Path
 
 import msgspec
 
-from ggserve import cpu_placement, gpu_groups, llama_flags, output_flags
+from ggserve import gpu_groups
+from ggserve.flags import cpu_placement, llama_server, output
 from ggserve.chat_templates import builtin_names
 from ggserve.samplers import sampler_order
 from ggserve.config import DRAFT_MODEL_TYPE, SPEC_TYPES, ScaledFile, ModelSpec, ServeConfig, cpu_has_amx
-from ggserve.env_flags import apply_env_defaults, env_name
+from ggserve.flags.env import apply_env_defaults, env_name
 from ggserve.engine_group import log_engine
 from ggserve.launcher import ChildFailed, Launcher, StartInterrupted
 from ggserve.logs import FORMATS, setup_logging
@@ -143,7 +144,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     e.add_argument("-t", "--threads", type=int, default=d.threads, help="0: all cores")
     e.add_argument("-tb", "--threads-batch", type=int, default=d.threads_batch)
     cpu_placement.add_flags(p.add_argument_group("CPU placement of llama.cpp's threads (llama-server's flags)"))
-    llama_flags.add_flags(e, p.add_argument_group("llama-server compatibility"))
+    llama_server.add_flags(e, p.add_argument_group("llama-server compatibility"))
     p.add_argument("--version", action="version", version=version_text())
     e.add_argument("-ngl", "--n-gpu-layers", "--gpu-layers", dest="n_gpu_layers", type=int, default=d.n_gpu_layers)
     e.add_argument("-fa", "--flash-attn", choices=["on", "off", "auto"], default=d.flash_attn)
@@ -209,7 +210,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     sampling = p.add_argument_group("sampling defaults (a request's own fields win)")
     _sampling_flags(sampling)
-    output_flags.add_flags(sampling)
+    output.add_flags(sampling)
     _speculative_flags(p.add_argument_group("speculative decoding"), d)
     e.add_argument(
         "--reasoning-budget", type=int, default=d.reasoning_budget,
@@ -217,7 +218,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     e.add_argument("--reasoning-budget-message", default=d.reasoning_budget_message,
                    help="text forced before the closing tag when the reasoning budget is spent")
-    llama_flags.add_reasoning_flags(e)
+    llama_server.add_reasoning_flags(e)
     h = p.add_argument_group("http")
     h.add_argument("--host", default=d.host)
     h.add_argument("--port", type=int, default=d.port)
@@ -296,7 +297,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     o.add_argument("-v", "--verbose", "--log-verbose", action="store_true", help="debug logs (--log-level debug)")
     o.add_argument("--log-format", default=d.log_format, choices=FORMATS, help="json: one JSON object per line")
     o.add_argument("--log-file", default="", help="append the logs of every process to this file (default: stderr)")
-    llama_flags.add_log_flags(o)
+    llama_server.add_log_flags(o)
     return p
 
 
@@ -592,14 +593,14 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         raise UsageError(f"ggserve: --video-ffmpeg-dir {args.video_ffmpeg_dir} is not a directory")
     try:
         cpu, cpu_batch = cpu_placement.placements(args)
-        llama_flags.check(args)
-        rope = llama_flags.rope_settings(args)
-        grammar, json_schema = output_flags.grammar_defaults(args)
-        cpu_only = llama_flags.cpu_only(args)
+        llama_server.check(args)
+        rope = llama_server.rope_settings(args)
+        grammar, json_schema = output.grammar_defaults(args)
+        cpu_only = llama_server.cpu_only(args)
         gpu_groups.check_split([g for g in args.gpus.split(",") if g], args.executors, args.split_mode,
                                args.main_gpu, args.tensor_split)
         for value in args.logit_bias:
-            output_flags.parse_logit_bias(value)
+            output.parse_logit_bias(value)
     except ValueError as exc:
         raise UsageError(f"ggserve: {exc}") from None
     # Flags whose dest is a ServeConfig field map one to one; the rest are derived here.
@@ -614,7 +615,7 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         grammar=grammar,
         json_schema=json_schema,
         cpu_only=cpu_only,
-        chat_template_kwargs=llama_flags.template_defaults(args, _chat_template_kwargs(args.chat_template_kwargs)),
+        chat_template_kwargs=llama_server.template_defaults(args, _chat_template_kwargs(args.chat_template_kwargs)),
         cors_origins=[o.strip() for o in args.cors_origins.split(",") if o.strip()],
         api_prefix=_api_prefix(args.api_prefix),
         slot_save_path=os.path.abspath(args.slot_save_path) if args.slot_save_path else "",

@@ -168,7 +168,7 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     # server-wide sampling defaults (--temp, --top-k, ...): SamplingParams field -> value
     sampling: dict[str, float | int | list[str]] = {}
     n_predict: int = -1  # -n: output limit of a request that sets none (-1: the slot's context)
-    # server-wide output defaults (ggserve.output_flags): for requests that leave the field out
+    # server-wide output defaults (ggserve.flags.output): for requests that leave the field out
     ignore_eos: bool = False  # --ignore-eos
     logit_bias: list[str] = []  # -l values as given (TOKEN_ID(+/-)BIAS; JSON has no -inf to hold a ban)
     grammar: str = ""  # --grammar / --grammar-file: GBNF

@@ -3,7 +3,7 @@
 Defaults for omitted parameters are llama-server's (temperature 0.8, top_k 40, top_p 0.95,
 min_p 0.05, no repetition penalty), so clients tuned against it behave the same here; the
 server-wide sampling flags (``--temp``, ``--top-k``, ...) replace them, as llama-server's do, and
-so do its output defaults (ggserve.output_flags: ``-l``, ``--grammar``, ``-j``) for requests that
+so do its output defaults (ggserve.flags.output: ``-l``, ``--grammar``, ``-j``) for requests that
 set no logit bias or output format of their own.
 With ``n > 1`` choice i samples with ``seed + i``: the choices differ from each other, and the
 same request with the same seed gives the same n choices again.
@@ -27,7 +27,7 @@ from frontend.structured.json_schema import schema_to_gbnf
 from frontend.structured.lazy import grammar_triggers
 from frontend.text.tokenizer import Tokenizer
 from ggserve.config import ServeConfig
-from ggserve.output_flags import parse_logit_bias
+from ggserve.flags.output import parse_logit_bias
 from ipc.protocol import AddRequest, EngineInfo, LoraScale, MediaChunk, SamplingParams, Speculation
 
 # llama-server's defaults for whatever a request leaves out.

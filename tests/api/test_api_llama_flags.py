@@ -13,7 +13,7 @@ import pytest
 from conftest import start_server
 
 from ggserve.cli import _serve_parser, config_from_args
-from ggserve.env_flags import apply_env_defaults, env_name
+from ggserve.flags.env import apply_env_defaults, env_name
 
 ORIGIN = "http://app.example"
 

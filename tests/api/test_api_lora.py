@@ -15,7 +15,7 @@ from conftest import start_server
 
 from ggserve.cli import _serve_parser, config_from_args
 from ggserve.config import ScaledFile
-from ggserve.env_flags import apply_env_defaults
+from ggserve.flags.env import apply_env_defaults
 
 ON = [{"id": 0, "scale": 1.0}]
 OFF = [{"id": 0, "scale": 0.0}]  # every adapter at 0: the plain model

@@ -141,7 +141,7 @@ def test_metrics_key_required_is_still_accepted_and_deprecated(caplog) -> None:
 
 
 def test_context_shift_flags_map_onto_the_config() -> None:
-    from ggserve.env_flags import apply_env_defaults
+    from ggserve.flags.env import apply_env_defaults
 
     default = config_from_args(parse())
     assert (default.context_shift, default.n_keep, default.cache_reuse) == (False, 0, 0)  # llama-server's
@@ -159,7 +159,7 @@ def test_context_shift_flags_map_onto_the_config() -> None:
 
 
 def test_backend_sampling_is_llama_servers_flag() -> None:
-    from ggserve.env_flags import apply_env_defaults
+    from ggserve.flags.env import apply_env_defaults
 
     assert not config_from_args(parse()).backend_sampling  # llama-server's default
     assert config_from_args(parse("-bs")).backend_sampling
