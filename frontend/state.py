@@ -56,7 +56,8 @@ class Frontend:
             engine=EngineClient(cfg.scheduler_endpoint, cfg.curve),
             api_keys=ApiKeys(cfg.api_keys),
             started_at=int(time.time()),
-            multimodal=await asyncio.to_thread(MediaTokenizer, tokenizer, cfg.mmproj, video) if cfg.mmproj else None,
+            multimodal=await asyncio.to_thread(MediaTokenizer, tokenizer, cfg.mmproj, video, cfg.image_tokens)
+            if cfg.mmproj else None,
         )
         # -l / --grammar / -j as the model reads them: a bad one stops the start, not every request
         check_server_defaults(frontend.sampling_defaults, tokenizer, frontend.grammars)

@@ -106,6 +106,10 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     help="run the media encoder on the GPU with the model (the default)")
     mm.add_argument("--no-mmproj-offload", dest="mmproj_offload", action="store_false",
                     help="run the media encoder on the CPU even when the model is on a GPU")
+    mm.add_argument("--image-min-tokens", type=int, default=-1, metavar="N",
+                    help="least embeddings an image takes on models that resize pictures to a token budget "
+                    "(Qwen2-VL, ...; default: the model's)")
+    mm.add_argument("--image-max-tokens", type=int, default=-1, metavar="N", help="most embeddings an image takes there")
     mm.add_argument("--media-max-bytes", type=int, default=d.media_max_bytes,
                     help=f"largest image, audio or video file a request may send ({d.media_max_bytes} bytes)")
     mm.add_argument("--allow-remote-media", action="store_true",
@@ -587,6 +591,10 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         raise UsageError("ggserve: --video-max-frames and --video-decode-timeout must be positive")
     if args.video_fps <= 0:  # llama-server's 0 (the video's own rate) needs ffprobe, which ggserve does without
         raise UsageError("ggserve: --video-fps must be positive (ggserve samples videos at a set rate)")
+    if min(args.image_min_tokens, args.image_max_tokens) < -1 or 0 in (args.image_min_tokens, args.image_max_tokens):
+        raise UsageError("ggserve: --image-min-tokens and --image-max-tokens are positive (-1: the model's)")
+    if 0 < args.image_max_tokens < args.image_min_tokens:
+        raise UsageError("ggserve: --image-min-tokens is more than --image-max-tokens")
     if args.media_path and not os.path.isdir(args.media_path):
         raise UsageError(f"ggserve: --media-path {args.media_path} is not a directory")
     if args.video_ffmpeg_dir and not os.path.isdir(args.video_ffmpeg_dir):
@@ -626,6 +634,7 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         mmproj=os.path.abspath(args.mmproj) if args.mmproj else "",
         video_ffmpeg_dir=os.path.abspath(args.video_ffmpeg_dir) if args.video_ffmpeg_dir else "",
         media_path=os.path.abspath(args.media_path) if args.media_path else "",
+        image_tokens=(args.image_min_tokens, args.image_max_tokens),
         cpu=cpu,
         cpu_batch=cpu_batch,
         rope=rope,

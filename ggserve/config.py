@@ -102,6 +102,9 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     lora_init_without_apply: bool = False  # --lora-init-without-apply: every global scale starts at 0
     # multimodal input (images, audio): the projector every executor (and frontend worker) loads
     mmproj: str = ""  # --mmproj FILE
+    # --image-min-tokens / --image-max-tokens: embeddings per image on models that resize pictures
+    # to a token budget (Qwen2-VL and others; -1: the model's)
+    image_tokens: tuple[int, int] = (-1, -1)
     mmproj_offload: bool = True  # --no-mmproj-offload: the encoder runs on the CPU
     media_max_bytes: int = 20 * 1024 * 1024  # --media-max-bytes: largest image, audio or video file accepted
     media_path: str = ""  # --media-path: a directory file:// media URLs are read from (absolute; "": off)

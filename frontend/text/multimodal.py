@@ -53,8 +53,10 @@ def check_chunks(spans: list[Span], n_ctx_slot: int) -> None:
 
 
 class MediaTokenizer:
-    def __init__(self, tokenizer: Tokenizer, mmproj: str, video: VideoDecoder) -> None:
-        self._ctx, self.info = projector.load(mmproj, tokenizer.model, use_gpu=False, n_threads=1, warmup=False)
+    def __init__(self, tokenizer: Tokenizer, mmproj: str, video: VideoDecoder,
+                 image_tokens: tuple[int, int] = (-1, -1)) -> None:
+        self._ctx, self.info = projector.load(mmproj, tokenizer.model, use_gpu=False, n_threads=1, warmup=False,
+                                              image_tokens=image_tokens)
         self._lock = threading.Lock()  # one mtmd context; prompts may be tokenized in threads
         self.video = video  # a video becomes text and frames (images) here, as in llama-server
 

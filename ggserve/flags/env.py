@@ -70,6 +70,8 @@ LLAMA_ENV = {
     "--kv-offload": "LLAMA_ARG_KV_OFFLOAD",
     "--numa": "LLAMA_ARG_NUMA",
     "--device": "LLAMA_ARG_DEVICE",
+    "--image-min-tokens": "LLAMA_ARG_IMAGE_MIN_TOKENS",
+    "--image-max-tokens": "LLAMA_ARG_IMAGE_MAX_TOKENS",
     "--split-mode": "LLAMA_ARG_SPLIT_MODE",
     "--tensor-split": "LLAMA_ARG_TENSOR_SPLIT",
     "--main-gpu": "LLAMA_ARG_MAIN_GPU",

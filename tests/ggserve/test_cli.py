@@ -467,3 +467,12 @@ def test_control_vector_flags_add_to_one_list_with_absolute_paths(tmp_path, caps
     with pytest.raises(SystemExit):
         config_from_args(parse("--control-vector", str(tmp_path / "missing.gguf")))
     assert "control vector file not found" in capsys.readouterr().err
+
+
+def test_image_token_budget_flags_map_onto_the_config(capsys) -> None:
+    assert tuple(config_from_args(parse("--image-min-tokens", "8", "--image-max-tokens", "64")).image_tokens) == (8, 64)
+    assert tuple(config_from_args(parse()).image_tokens) == (-1, -1)
+    for argv in (["--image-max-tokens", "0"], ["--image-min-tokens", "9", "--image-max-tokens", "4"]):
+        with pytest.raises(SystemExit):
+            config_from_args(parse(*argv))
+    assert "--image-min-tokens is more than --image-max-tokens" in capsys.readouterr().err

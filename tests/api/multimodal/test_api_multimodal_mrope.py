@@ -163,3 +163,13 @@ def test_image_requests_batched_beside_text_requests(server, reference):
             assert_agrees(out, want)
         for future in plain:
             assert future.result().status_code == 200 and future.result().json()["tokens_predicted"] == 12
+
+
+def test_image_max_tokens_shrinks_a_picture_to_its_budget_in_frontend_and_executor(server):
+    """Qwen2-VL resizes a picture to fit --image-max-tokens: 14 embeddings instead of 44; the
+    executor encodes what the frontend counted (a disagreement would fail the request)."""
+    full = complete(server, f"Look: {projector.marker().decode()}", [IMAGE])["tokens_evaluated"]
+    with start_server("-m", tiny_qwen2vl(), "--mmproj", tiny_qwen2vl_mmproj(), "--image-max-tokens", "20") as capped:
+        out = complete(capped, f"Look: {projector.marker().decode()}", [IMAGE], n_predict=3)
+        assert out["tokens_evaluated"] == full - (N_EMBD - 14)
+        assert out["tokens_predicted"] == 3
