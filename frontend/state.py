@@ -17,7 +17,7 @@ from frontend.engine_client import EngineClient
 from frontend.http.errors import unavailable
 from frontend.response_store import ResponseStore
 from frontend.api.schemas import SamplingFields
-from frontend.api.sampling import CacheDefaults, check_server_defaults, server_defaults
+from frontend.api.sampling import CacheDefaults, check_server_defaults, server_defaults, stop_strings
 from frontend.structured.grammar import GrammarChecker
 from frontend.media.files import MediaLimits
 from frontend.media.arena import MediaArena, arena_bytes
@@ -104,9 +104,12 @@ class Frontend:
         return self.tokenizer.hidden_ids if self.cfg.special else markers
 
     def fill_defaults(self, body: SamplingFields) -> None:
-        """The server-wide defaults of request fields that are no sampler setting (--ignore-eos)."""
+        """The server-wide defaults of request fields that are no sampler setting: --ignore-eos,
+        and -r's stop strings for a request with none (or only empty ones), as llama-server."""
         if body.ignore_eos is None:
             body.ignore_eos = self.cfg.ignore_eos
+        if self.cfg.stop and not any(stop_strings(body.stop)):
+            body.stop = list(self.cfg.stop)
 
     @property
     def eog_ids(self) -> list[int]:

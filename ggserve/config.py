@@ -173,6 +173,7 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     n_predict: int = -1  # -n: output limit of a request that sets none (-1: the slot's context)
     # server-wide output defaults (ggserve.flags.output): for requests that leave the field out
     ignore_eos: bool = False  # --ignore-eos
+    stop: list[str] = []  # -r: stop strings of requests that give none
     logit_bias: list[str] = []  # -l values as given (TOKEN_ID(+/-)BIAS; JSON has no -inf to hold a ban)
     grammar: str = ""  # --grammar / --grammar-file: GBNF
     json_schema: str = ""  # -j / -jf: a JSON schema's text

@@ -1,8 +1,8 @@
-"""llama-server's server-wide output defaults: ``--ignore-eos``, ``-l`` / ``--logit-bias``,
-``--grammar`` / ``--grammar-file`` and ``-j`` / ``--json-schema`` / ``-jf``. They apply to
-requests that leave the matching field out: a request's ``ignore_eos``, ``logit_bias`` (even an
-empty one) or output format (``grammar``, ``json_schema``, ``response_format``, tools) wins, as
-in llama-server. The frontend turns them into sampler settings (frontend.api.sampling); here
+"""llama-server's server-wide output defaults: ``--ignore-eos``, ``-r`` / ``--reverse-prompt``,
+``-l`` / ``--logit-bias``, ``--grammar`` / ``--grammar-file`` and ``-j`` / ``--json-schema`` /
+``-jf``. They apply to requests that leave the matching field out: a request's ``ignore_eos``,
+``stop``, ``logit_bias`` (even an empty one) or output format (``grammar``, ``json_schema``,
+``response_format``, tools) wins, as in llama-server. The frontend turns them into sampler settings (frontend.api.sampling); here
 they are read and checked as far as the command line can be.
 """
 
@@ -32,6 +32,8 @@ def parse_logit_bias(text: str) -> tuple[int, float]:
 def add_flags(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--ignore-eos", action="store_true",
                    help="requests that set no ignore_eos generate past end-of-generation tokens")
+    g.add_argument("-r", "--reverse-prompt", dest="stop", action="append", default=[], metavar="PROMPT",
+                   help="stop string of requests that give none (repeatable)")
     g.add_argument("-l", "--logit-bias", action="append", default=[], metavar="TOKEN_ID(+/-)BIAS",
                    help="logit bias of requests that set none, e.g. 15043+1, 15043-inf (repeatable)")
     g.add_argument("--grammar", default=None, help="GBNF grammar of requests that constrain their output with none")

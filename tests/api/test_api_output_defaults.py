@@ -1,4 +1,4 @@
-"""llama-server's server-wide output defaults, end to end: ``--ignore-eos``, ``-l`` and
+"""llama-server's server-wide output defaults, end to end: ``--ignore-eos``, ``-r``, ``-l`` and
 ``--grammar`` apply to requests that leave the field out, and a request's own field wins;
 ``-sp`` writes control tokens out.
 
@@ -25,7 +25,7 @@ def digit_ids(tokenizer) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def server(digit_ids):
     bans = [arg for d in "012345678" for arg in ("-l", f"{digit_ids[d]}-inf")]
-    with start_server("--ignore-eos", "--grammar", DIGITS, *bans) as handle:
+    with start_server("--ignore-eos", "--grammar", DIGITS, "-r", "ba", *bans) as handle:
         yield handle
 
 
@@ -49,8 +49,15 @@ def test_a_requests_own_logit_bias_replaces_the_servers(server, digit_ids) -> No
 
 
 def test_a_requests_own_grammar_replaces_the_servers(server) -> None:
-    out = complete(server, grammar='root ::= "ab"+')
+    out = complete(server, grammar='root ::= "ab"+', stop=["zz"])
     assert out["content"].startswith("ab") and set(out["content"]) == {"a", "b"}
+
+
+def test_the_servers_stop_strings_apply_to_requests_that_give_none(server) -> None:
+    for stop in ({}, {"stop": []}, {"stop": [""]}):
+        out = complete(server, grammar='root ::= "ab"+', **stop)
+        assert (out["content"], out["stop_type"], out["stopping_word"]) == ("a", "word", "ba")
+        assert out["generation_settings"]["stop"] == ["ba"]
 
 
 def test_a_request_may_turn_ignore_eos_off(server) -> None:
