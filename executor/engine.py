@@ -212,7 +212,8 @@ class ModelEngine:
         self.draft_p_min: dict[int, float] = {}
         # --mmproj: images / audio in prompts (executor.media.decoder)
         self.media = (MediaDecoder(cfg.mmproj, self.model, self.ctx, cfg.mmproj_offload and cfg.n_gpu_layers != 0,
-                                   cfg.n_threads, llama_cpp.llama_n_ubatch(self.ctx), cfg.image_tokens)
+                                   cfg.n_threads, llama_cpp.llama_n_ubatch(self.ctx), cfg.image_tokens,
+                                   cfg.mtmd_batch_max_tokens)
                       if cfg.mmproj and not cfg.embeddings else None)
         # M-RoPE: token index -> llama.cpp position of each sequence (None: they are equal)
         self.positions = self.media.positions if self.media is not None else None

@@ -66,7 +66,7 @@ def plan(fe: Frontend, body: ChatCompletionRequest) -> ChatPlan:
     effort = {} if body.reasoning_effort is None else {"reasoning_effort": body.reasoning_effort}
     extra = fe.cfg.chat_template_kwargs | effort | (body.chat_template_kwargs or {})
     messages, add_generation_prompt = tools.messages, body.add_generation_prompt is not False
-    mode = continuation_mode(body)
+    mode = continuation_mode(body, fe.cfg.prefill_assistant)
     if mode is not None:
         # The turns before it and an open assistant turn, then the message: the model writes on from there.
         messages, add_generation_prompt = messages[:-1], True

@@ -66,6 +66,10 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     m.add_argument("-m", "--model", default="", help="GGUF file (default: embedded Gemma 3 270M)")
     m.add_argument("-a", "--alias", default="", help="model id shown by the API")
     m.add_argument("--chat-template-file", default="", help="jinja chat template overriding the GGUF's")
+    m.add_argument("--prefill-assistant", dest="prefill_assistant", action="store_true", default=True,
+                   help="a chat ending with an assistant message continues it (the default)")
+    m.add_argument("--no-prefill-assistant", dest="prefill_assistant", action="store_false",
+                   help="a final assistant message is a closed turn, answered in a new one")
     m.add_argument("-sp", "--special", action="store_true",
                    help="replies write control tokens (end of generation, turn markers) as their text")
     m.add_argument("--spm-infill", action="store_true",
@@ -100,8 +104,14 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     m.add_argument("--control-vector-layer-range", dest="control_vector_layers", type=int, nargs=2,
                    default=(0, 0), metavar=("START", "END"), help="layers the control vectors apply to (inclusive)")
     mm = p.add_argument_group("multimodal input")
-    mm.add_argument("--mmproj", default="", metavar="FILE",
+    mm.add_argument("-mm", "--mmproj", default="", metavar="FILE",
                     help="multimodal projector GGUF: images and/or audio in prompts (the model's mmproj file)")
+    mm.add_argument("--mmproj-auto", dest="mmproj_auto", action="store_true", default=True,
+                    help="use the projector --mmproj names (the default; llama-server's -hf picks one itself)")
+    mm.add_argument("--no-mmproj", "--no-mmproj-auto", dest="mmproj_auto", action="store_false",
+                    help="load no projector, even one --mmproj names")
+    mm.add_argument("--mtmd-batch-max-tokens", type=int, default=d.mtmd_batch_max_tokens, metavar="N",
+                    help="image embeddings the executor encodes in one batch at most (0: llama.cpp's default)")
     mm.add_argument("--mmproj-offload", dest="mmproj_offload", action="store_true", default=d.mmproj_offload,
                     help="run the media encoder on the GPU with the model (the default)")
     mm.add_argument("--no-mmproj-offload", dest="mmproj_offload", action="store_false",
@@ -553,6 +563,8 @@ def _context_sizes(args: argparse.Namespace) -> None:
 
 
 def _engine_config(args: argparse.Namespace) -> ServeConfig:
+    if not args.mmproj_auto:
+        args.mmproj = ""  # --no-mmproj
     _embedding_mode(args)
     _context_sizes(args)
     if args.n_parallel < 1 or args.executors < 1 or args.http_workers < 1:
@@ -593,6 +605,8 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         raise UsageError("ggserve: --video-fps must be positive (ggserve samples videos at a set rate)")
     if min(args.image_min_tokens, args.image_max_tokens) < -1 or 0 in (args.image_min_tokens, args.image_max_tokens):
         raise UsageError("ggserve: --image-min-tokens and --image-max-tokens are positive (-1: the model's)")
+    if args.mtmd_batch_max_tokens < 0:
+        raise UsageError("ggserve: --mtmd-batch-max-tokens cannot be negative")
     if 0 < args.image_max_tokens < args.image_min_tokens:
         raise UsageError("ggserve: --image-min-tokens is more than --image-max-tokens")
     if args.media_path and not os.path.isdir(args.media_path):

@@ -105,6 +105,8 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     # --image-min-tokens / --image-max-tokens: embeddings per image on models that resize pictures
     # to a token budget (Qwen2-VL and others; -1: the model's)
     image_tokens: tuple[int, int] = (-1, -1)
+    mtmd_batch_max_tokens: int = 0  # --mtmd-batch-max-tokens: image embeddings encoded per batch (0: llama.cpp's)
+    prefill_assistant: bool = True  # --no-prefill-assistant: a final assistant message is closed, not continued
     mmproj_offload: bool = True  # --no-mmproj-offload: the encoder runs on the CPU
     media_max_bytes: int = 20 * 1024 * 1024  # --media-max-bytes: largest image, audio or video file accepted
     media_path: str = ""  # --media-path: a directory file:// media URLs are read from (absolute; "": off)

@@ -39,8 +39,10 @@ class MediaDecoder:
     """The executor's media: each sequence's chunks, the encoder, and an embeddings batch."""
 
     def __init__(self, path: str, model: llama_cpp.llama_model_p, ctx: llama_cpp.llama_context_p,
-                 use_gpu: bool, n_threads: int, n_ubatch: int, image_tokens: tuple[int, int]) -> None:
-        self.mtmd, self.info = projector.load(path, model, use_gpu, n_threads, warmup=True, image_tokens=image_tokens)
+                 use_gpu: bool, n_threads: int, n_ubatch: int, image_tokens: tuple[int, int],
+                 batch_max_tokens: int) -> None:
+        self.mtmd, self.info = projector.load(path, model, use_gpu, n_threads, warmup=True, image_tokens=image_tokens,
+                                              batch_max_tokens=batch_max_tokens)
         self.ctx = ctx
         self.memory = llama_cpp.llama_get_memory(ctx)
         self.n_embd = llama_cpp.llama_model_n_embd(model)

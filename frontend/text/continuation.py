@@ -35,12 +35,14 @@ class Continued:
     in_reasoning: bool  # the reply starts inside the thinking (its start tag is in the prompt)
 
 
-def continuation_mode(body: ChatCompletionRequest) -> Mode | None:
-    """What of the last message is continued (None: nothing); a 400 for contradictory settings."""
+def continuation_mode(body: ChatCompletionRequest, prefill: bool = True) -> Mode | None:
+    """What of the last message is continued (None: nothing); a 400 for contradictory settings.
+    ``prefill`` False (--no-prefill-assistant): only an explicit ``continue_final_message``
+    continues; a final assistant message is otherwise a closed turn."""
     explicit = body.continue_final_message
     last = body.messages[-1] if body.messages else None
     if explicit is None:
-        if last is None or last.role != "assistant":
+        if not prefill or last is None or last.role != "assistant":
             return None
         if len(body.messages) >= 2 and body.messages[-2].role == "assistant":
             raise invalid("cannot have 2 or more assistant messages at the end of the list", param="messages")

@@ -23,6 +23,11 @@ CPU_BUFFER = "CPU"
 # flags that ask for downloads: ggserve loads local files only
 DOWNLOAD_FLAGS = ("-hf", "-hfr", "--hf-repo", "-hff", "--hf-file", "-hfd", "-hfrd", "--hf-repo-draft",
                   "-mu", "--model-url", "-dr", "--docker-repo", "-mmu", "--mmproj-url")
+# switches that pick a model to download (llama-server's presets), or list what it downloaded
+DOWNLOAD_SWITCHES = ("--embd-gemma-default", "--fim-qwen-1.5b-default", "--fim-qwen-3b-default",
+                     "--fim-qwen-7b-default", "--fim-qwen-7b-spec", "--fim-qwen-14b-spec", "--fim-qwen-30b-default",
+                     "--gpt-oss-20b-default", "--gpt-oss-120b-default", "--vision-gemma-4b-default",
+                     "--vision-gemma-12b-default", "-cl", "--cache-list")
 # flags whose mechanism ggserve does not have: (names, dest, why); a value is accepted with a warning
 TUNING_WITHOUT_EFFECT = (
     (("--threads-http",), "threads_http",
@@ -30,12 +35,19 @@ TUNING_WITHOUT_EFFECT = (
     (("-dt", "--defrag-thold"), "defrag_thold", "deprecated in llama.cpp, which ignores it too"),
     (("-sps", "--slot-prompt-similarity"), "slot_prompt_similarity",
      "ggserve gives a request the slot holding the longest cached prefix of its prompt"),
+    (("-ctxcp", "--ctx-checkpoints", "--swa-checkpoints"), "ctx_checkpoints",
+     "ggserve keeps sliding-window prefixes reusable without llama.cpp's context checkpoints"),
+    (("-cms", "--checkpoint-min-step"), "checkpoint_min_step",
+     "ggserve keeps sliding-window prefixes reusable without llama.cpp's context checkpoints"),
 )
 # switches of the same kind
 SWITCHES_WITHOUT_EFFECT = (
     (("--swa-full",), "swa_full",
      "ggserve's prefix cache reuses prefixes on sliding-window models without a full-size window cache"),
     (("--perf",), "perf", "ggserve times every request itself (timings, /metrics); llama.cpp's counters stay off"),
+    (("-e", "--escape", "--no-escape"), "escape", "llama-server ignores it too: request text arrives as JSON strings"),
+    (("--no-cache-idle-slots",), "no_cache_idle_slots",
+     "ggserve keeps idle slots' prefixes cached (in the KV cache, then in --cache-ram when evicted)"),
 )
 
 
@@ -170,6 +182,8 @@ def add_flags(e: argparse._ArgumentGroup, c: argparse._ArgumentGroup) -> None:
                    help="one KV pool for every slot (always)")
     c.add_argument("-no-kvu", "--no-kv-unified", dest="kv_unified", action="store_false", help=argparse.SUPPRESS)
     c.add_argument("--no-perf", action="store_true", help="llama.cpp's internal timings off (always)")
+    c.add_argument("--cache-idle-slots", action="store_true",
+                   help="idle slots' prefixes stay cached, and go to --cache-ram when evicted (always)")
     for names, dest, why in TUNING_WITHOUT_EFFECT:
         c.add_argument(*names, dest=dest, type=float, default=None, metavar="N",
                        help=f"accepted, without effect: {why}")
@@ -177,6 +191,7 @@ def add_flags(e: argparse._ArgumentGroup, c: argparse._ArgumentGroup) -> None:
         c.add_argument(*names, dest=dest, action="store_const", const=True, default=None,
                        help=f"accepted, without effect: {why}")
     c.add_argument(*DOWNLOAD_FLAGS, dest="download", default=None, metavar="SOURCE", help=argparse.SUPPRESS)
+    c.add_argument(*DOWNLOAD_SWITCHES, dest="download", action="store_const", const="preset", help=argparse.SUPPRESS)
 
 
 # llama.cpp's log verbosity (0 output, 1 error, 2 warning, 3 info, 4 debug) as a logging level
@@ -256,7 +271,7 @@ def check(args: argparse.Namespace) -> None:
                          "(or a directory of them with --models-dir)")
     for names, dest, why in (*TUNING_WITHOUT_EFFECT, *SWITCHES_WITHOUT_EFFECT):
         if getattr(args, dest) is not None:
-            log.warning("%s is accepted without effect: %s", names[-1], why)
+            log.warning("%s is accepted without effect: %s", next(n for n in names if n.startswith("--")), why)
     for name, what in (("prefix", "the process's name"), ("timestamps", "the time")):
         if getattr(args, f"log_{name}") is False:
             log.warning("--no-log-%s is accepted without effect: ggserve's text log lines always carry %s "

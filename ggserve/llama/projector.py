@@ -40,16 +40,20 @@ class ProjectorInfo:
 
 
 def load(path: str, model: llama_cpp.llama_model_p, use_gpu: bool, n_threads: int,
-         warmup: bool, image_tokens: tuple[int, int] = (-1, -1)) -> tuple[mtmd.mtmd_context_p, ProjectorInfo]:
+         warmup: bool, image_tokens: tuple[int, int] = (-1, -1),
+         batch_max_tokens: int = 0) -> tuple[mtmd.mtmd_context_p, ProjectorInfo]:
     """An mtmd context for ``model`` (a vocab-only model is enough to tokenize); ``image_tokens``:
     the least and most embeddings an image may take on models that resize pictures to a token
-    budget (-1: the model's); the frontend and the executors must pass the same. RuntimeError
-    says what is wrong."""
+    budget (-1: the model's), the frontend and the executors must pass the same;
+    ``batch_max_tokens``: embeddings encoded per batch (0: mtmd's default). RuntimeError says
+    what is wrong."""
     params = mtmd.mtmd_context_params_default()
     params.use_gpu = use_gpu
     params.n_threads = n_threads
     params.warmup = warmup
     params.image_min_tokens, params.image_max_tokens = image_tokens
+    if batch_max_tokens > 0:
+        params.batch_max_tokens = batch_max_tokens
     ctx = mtmd.mtmd_init_from_file(path.encode(), model, params)
     if not ctx:
         raise RuntimeError(f"cannot load the multimodal projector {path} for this model "

@@ -38,6 +38,12 @@ def test_what_is_continued(last, fields, mode):
     assert continuation_mode(request(last, **fields)) == mode
 
 
+def test_without_prefill_assistant_only_an_explicit_request_continues():
+    assert continuation_mode(request({"content": "The answer"}), prefill=False) is None
+    explicit = request({"content": "The answer"}, continue_final_message=True, add_generation_prompt=False)
+    assert continuation_mode(explicit, prefill=False) == "content"
+
+
 @pytest.mark.parametrize("last, fields", [
     ({"content": "x"}, {"continue_final_message": "reasoning_content"}),  # add_generation_prompt defaults to true
     ({"content": "x", "tool_calls": [{"function": {"name": "f"}}]}, {}),

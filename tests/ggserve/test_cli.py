@@ -476,3 +476,24 @@ def test_image_token_budget_flags_map_onto_the_config(capsys) -> None:
         with pytest.raises(SystemExit):
             config_from_args(parse(*argv))
     assert "--image-min-tokens is more than --image-max-tokens" in capsys.readouterr().err
+
+
+def test_llama_server_chat_and_projector_flags_map_onto_the_config(tmp_path, caplog) -> None:
+    projector = tmp_path / "mmproj.gguf"
+    projector.write_bytes(b"x")
+    cfg = config_from_args(parse("-mm", str(projector), "--mtmd-batch-max-tokens", "64", "--no-prefill-assistant"))
+    assert (cfg.mmproj, cfg.mtmd_batch_max_tokens, cfg.prefill_assistant) == (str(projector), 64, False)
+    assert config_from_args(parse("--mmproj", str(projector), "--no-mmproj")).mmproj == ""
+    plain = config_from_args(parse("--mmproj-auto", "--cache-idle-slots", "--prefill-assistant"))
+    assert (plain.mmproj, plain.mtmd_batch_max_tokens, plain.prefill_assistant) == ("", 0, True)
+    with caplog.at_level(logging.WARNING, logger="ggserve"):
+        config_from_args(parse("-ctxcp", "8", "--no-cache-idle-slots"))
+    assert "--ctx-checkpoints is accepted without effect" in caplog.text
+    assert "--no-cache-idle-slots is accepted without effect" in caplog.text
+
+
+def test_model_presets_that_download_are_usage_errors(capsys) -> None:
+    for flag in ("--gpt-oss-20b-default", "--fim-qwen-7b-spec", "-cl"):
+        with pytest.raises(SystemExit) as exc:
+            config_from_args(parse(flag))
+        assert exc.value.code == 2 and "ggserve does not download models" in capsys.readouterr().err
