@@ -23,6 +23,16 @@ SPLIT_MODE = {
     "row": llama_cpp.LLAMA_SPLIT_MODE_ROW,
     "tensor": llama_cpp.LLAMA_SPLIT_MODE_TENSOR,
 }
+LOAD_MODE = {
+    "auto": llama_cpp.LLAMA_LOAD_MODE_AUTO,
+    "none": llama_cpp.LLAMA_LOAD_MODE_NONE,
+    "mmap": llama_cpp.LLAMA_LOAD_MODE_MMAP,
+    "mlock": llama_cpp.LLAMA_LOAD_MODE_MLOCK,
+    "mmap+mlock": llama_cpp.LLAMA_LOAD_MODE_MMAP_MLOCK,
+    "dio": llama_cpp.LLAMA_LOAD_MODE_DIRECT_IO,
+}
+LAZY_MODE = {"auto": llama_cpp.LLAMA_LAZY_MODE_AUTO, "on": llama_cpp.LLAMA_LAZY_MODE_ON,
+             "off": llama_cpp.LLAMA_LAZY_MODE_OFF}
 NUMA = {
     "": llama_cpp.GGML_NUMA_STRATEGY_DISABLED,
     "distribute": llama_cpp.GGML_NUMA_STRATEGY_DISTRIBUTE,
@@ -38,6 +48,8 @@ def model_params(cfg: ServeConfig, n_gpu_layers: int) -> llama_cpp.llama_model_p
     mparams.use_extra_bufts = cfg.repack
     mparams.check_tensors = cfg.check_tensors
     mparams.no_host = not cfg.host_buffer
+    mparams.load_mode = LOAD_MODE[cfg.load_mode]
+    mparams.lazy_mode = LAZY_MODE[cfg.lazy_mode]
     # the executor sees its own GPUs only (ggserve.gpu_groups): -sm none is the first of them
     mparams.split_mode = SPLIT_MODE[cfg.split_mode]
     mparams.main_gpu = cfg.main_gpu if cfg.split_mode != "none" else 0

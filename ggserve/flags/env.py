@@ -70,6 +70,8 @@ LLAMA_ENV = {
     "--kv-offload": "LLAMA_ARG_KV_OFFLOAD",
     "--numa": "LLAMA_ARG_NUMA",
     "--device": "LLAMA_ARG_DEVICE",
+    "--load-mode": "LLAMA_ARG_LOAD_MODE",
+    "--lazy-mode": "LLAMA_ARG_LAZY_MODE",
     "--prefill-assistant": "LLAMA_ARG_PREFILL_ASSISTANT",
     "--cache-idle-slots": "LLAMA_ARG_CACHE_IDLE_SLOTS",
     "--mtmd-batch-max-tokens": "LLAMA_ARG_MTMD_BATCH_MAX_TOKENS",

@@ -17,6 +17,7 @@ from ggserve.llama import kv_overrides
 log = logging.getLogger("ggserve")
 
 NUMA_STRATEGIES = ("distribute", "isolate", "numactl")
+LOAD_MODES = ("auto", "none", "mmap", "mlock", "mmap+mlock", "dio")
 MOE_EXPERTS = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"  # a MoE layer's expert weights
 DENSE_FFN = r"\.ffn_(up|down|gate)\."  # a dense layer's feed-forward weights
 CPU_BUFFER = "CPU"
@@ -130,6 +131,12 @@ def add_flags(e: argparse._ArgumentGroup, c: argparse._ArgumentGroup) -> None:
     e.add_argument("-dev", "--device", default="", metavar="none",
                    help="'none': llama.cpp uses no GPU or accelerator (ggserve places executors on GPUs with --gpus)")
     e.add_argument("--list-devices", action=_ListDevices, help="print the GPUs and accelerators llama.cpp finds, and exit")
+    e.add_argument("-lm", "--load-mode", choices=LOAD_MODES, default="auto",
+                   help="how llama.cpp reads the weights: auto (mmap unless a device cannot), none, mmap, mlock "
+                   "(kept in RAM), mmap+mlock, dio (direct I/O)")
+    e.add_argument("-lzm", "--lazy-mode", choices=("auto", "on", "off"), default="auto",
+                   help="read the rows of tensors the architecture marks (per-layer embeddings) from disk on "
+                   "demand: on, auto (those over 4 GiB), off")
     e.add_argument("--no-host", dest="host_buffer", action="store_false",
                    help="no pinned host buffer for the weights, so that extra buffer types may take them")
     e.add_argument("--override-kv", dest="kv_overrides", action=_ExtendInOrder, default=[], type=_kv_overrides,

@@ -497,3 +497,12 @@ def test_model_presets_that_download_are_usage_errors(capsys) -> None:
         with pytest.raises(SystemExit) as exc:
             config_from_args(parse(flag))
         assert exc.value.code == 2 and "ggserve does not download models" in capsys.readouterr().err
+
+
+def test_load_and_lazy_modes_reach_the_model_parameters() -> None:
+    from executor.model.params import model_params
+
+    params = model_params(config_from_args(parse("-lm", "mmap+mlock", "-lzm", "on")), -1)
+    assert (params.load_mode, params.lazy_mode) == (3, 2)
+    plain = model_params(config_from_args(parse()), -1)
+    assert (plain.load_mode, plain.lazy_mode) == (-1, 1)  # llama.cpp's auto

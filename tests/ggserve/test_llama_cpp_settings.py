@@ -111,9 +111,10 @@ def test_rope_flags_reach_llama_cpp_and_a_server_without_warm_up_serves():
 
 
 def test_tensor_overrides_place_weights_and_an_unknown_buffer_type_stops_the_start():
-    # -dev none, --no-host and a row split load beside them (no GPU here to see them move anything)
+    # -dev none, --no-host, a row split (no GPU here to see them move anything) and a load without
+    # mmap load beside them
     with start_server("-np", "1", "-c", "512", "-v", "-ot", r"token_embd\.weight=CPU", "--cpu-moe",
-                      "-dev", "none", "--no-host", "-sm", "row", "-ts", "1") as server:
+                      "-dev", "none", "--no-host", "-sm", "row", "-ts", "1", "-lm", "none", "-lzm", "off") as server:
         complete(server)
         assert "tensor token_embd.weight" in server.log() and "buffer type overridden to CPU" in server.log()
     with start_server("-np", "1", "-c", "512", "-ot", "x=NOPE", ready=False) as server:
