@@ -252,6 +252,11 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     h.add_argument("--webui", "--ui", dest="webui", action="store_true", default=d.webui,
                    help="chat UI at / (the default)")
     h.add_argument("--no-webui", "--no-ui", dest="webui", action="store_false", help="no chat UI at /")
+    h.add_argument("--ui-config", "--webui-config", default=None, metavar="JSON",
+                   help="the chat UI's default settings, a JSON object (/props ui_settings; e.g. "
+                   '{"systemMessage": "...", "temperature": 0.2})')
+    h.add_argument("--ui-config-file", "--webui-config-file", default=None, metavar="PATH",
+                   help="a file with that JSON object")
     h.add_argument("--path", dest="static_path", default="", metavar="DIR",
                    help="serve DIR's files at / in place of the chat UI (an API route wins over a file)")
     h.add_argument("--ssl-keyfile", "--ssl-key-file", default="")
@@ -437,6 +442,27 @@ def _api_prefix(text: str) -> str:
     if prefix and not prefix.startswith("/"):
         prefix = "/" + prefix
     return prefix
+
+
+def _ui_settings(args: argparse.Namespace) -> str:
+    """--ui-config / --ui-config-file: a JSON object's text ("" without either)."""
+    if args.ui_config is not None and args.ui_config_file is not None:
+        raise UsageError("ggserve: --ui-config and --ui-config-file cannot be used together")
+    text = args.ui_config
+    if args.ui_config_file is not None:
+        try:
+            text = Path(args.ui_config_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"ggserve: --ui-config-file {args.ui_config_file}: {exc}") from None
+    if text is None:
+        return ""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"ggserve: --ui-config is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise UsageError("ggserve: --ui-config must be a JSON object")
+    return text
 
 
 def _static_path(path: str) -> str:
@@ -642,6 +668,7 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         api_prefix=_api_prefix(args.api_prefix),
         slot_save_path=os.path.abspath(args.slot_save_path) if args.slot_save_path else "",
         static_path=_static_path(args.static_path),
+        ui_settings=_ui_settings(args),
         lora=_absolute(args.lora, "LoRA adapter"),
         control_vectors=_absolute(args.control_vectors, "control vector"),
         spec_draft_model=os.path.abspath(args.spec_draft_model) if args.spec_draft_model else "",

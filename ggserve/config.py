@@ -197,6 +197,7 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     props: bool = False  # --props: POST /props is allowed
     slot_save_path: str = ""  # --slot-save-path: directory of slot files (POST /slots/{id}); "": 501
     webui: bool = True  # --no-webui: / answers 404
+    ui_settings: str = ""  # --ui-config / --ui-config-file: a JSON object, /props' ui_settings (the UI's defaults)
     static_path: str = ""  # --path: a directory whose files are served at / (in place of the web UI)
     ssl_keyfile: str = ""
     ssl_certfile: str = ""

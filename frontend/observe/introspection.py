@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import json
 from typing import Any
 
 import llama_cpp
@@ -49,7 +50,7 @@ def props(cfg: ServeConfig, info: EngineInfo, template: ChatTemplate, video: boo
         "endpoint_props": cfg.props,
         "endpoint_metrics": cfg.metrics,
         "ui": cfg.webui,
-        "ui_settings": {},
+        "ui_settings": json.loads(cfg.ui_settings) if cfg.ui_settings else {},
         "chat_template": template.source,
         "chat_template_caps": template_caps(template),
         "bos_token": template.bos_token,

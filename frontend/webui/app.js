@@ -344,6 +344,19 @@ function closeSettings() {
   localStorage.setItem(STORE.settings, JSON.stringify(settings));
 }
 
+// The server's defaults (--ui-config, /props' ui_settings) for the settings this browser has
+// not set: llama-server's names (systemMessage) or this page's (systemPrompt, temperature, ...).
+async function loadServerSettings() {
+  const response = await api("/props");
+  if (!response.ok) return;
+  const defaults = (await response.json()).ui_settings || {};
+  const system = defaults.systemPrompt ?? defaults.systemMessage;
+  if (!settings.systemPrompt && typeof system === "string") settings.systemPrompt = system;
+  for (const name of SAMPLING) {
+    if ((settings[name] ?? "") === "" && defaults[name] !== undefined) settings[name] = String(defaults[name]);
+  }
+}
+
 // ---------------------------------------------------------------- wiring
 
 $("composer").addEventListener("submit", (event) => {
@@ -393,3 +406,4 @@ setInterval(() => {
 
 render();
 loadModel();
+loadServerSettings();

@@ -131,6 +131,26 @@ def test_asks_for_the_api_key_when_the_server_needs_one(tmp_path, browser: webdr
         assert browser.execute_script("return localStorage.getItem('ggserve.apiKey')") == "browser-key"
 
 
+def test_the_servers_ui_config_fills_the_settings_this_browser_has_not_set(tmp_path, browser) -> None:
+    ui = {"systemMessage": "Be brief.", "temperature": 0.1, "theme": "dark"}
+    cfg = frontend_config(str(tmp_path), ui_settings=json.dumps(ui))
+    with FakeScheduler(cfg.scheduler_endpoint, [200]), run_frontend(cfg) as url:
+        assert httpx.get(f"{url}/props", timeout=10).json()["ui_settings"] == ui  # llama-server's UIs read it
+        browser.get(f"{url}/")
+        wait(browser, lambda d: d.find_element(By.ID, "model-name").text == cfg.model_alias, timeout_s=30)
+        browser.find_element(By.ID, "open-settings").click()
+        wait(browser, lambda d: d.find_element(By.ID, "system-prompt").get_attribute("value") == "Be brief.",
+             timeout_s=30)
+        assert browser.find_element(By.ID, "temperature").get_attribute("value") == "0.1"
+        browser.find_element(By.ID, "temperature").clear()
+        browser.find_element(By.ID, "temperature").send_keys("0.7")  # the user's own value wins after this
+        browser.find_element(By.CSS_SELECTOR, "#settings button[value=close]").click()
+        browser.refresh()
+        wait(browser, lambda d: d.find_element(By.ID, "model-name").text == cfg.model_alias, timeout_s=30)
+        browser.find_element(By.ID, "open-settings").click()
+        assert browser.find_element(By.ID, "temperature").get_attribute("value") == "0.7"
+
+
 MARKDOWN_REPLY = """# Reading a file
 
 Use **`open`** with a *context manager*:

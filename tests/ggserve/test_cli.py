@@ -506,3 +506,16 @@ def test_load_and_lazy_modes_reach_the_model_parameters() -> None:
     assert (params.load_mode, params.lazy_mode) == (3, 2)
     plain = model_params(config_from_args(parse()), -1)
     assert (plain.load_mode, plain.lazy_mode) == (-1, 1)  # llama.cpp's auto
+
+
+def test_ui_config_flags_hold_a_json_object(tmp_path, capsys) -> None:
+    assert config_from_args(parse("--ui-config", '{"theme": "dark"}')).ui_settings == '{"theme": "dark"}'
+    path = tmp_path / "ui.json"
+    path.write_text('{"systemMessage": "x"}')
+    assert config_from_args(parse("--webui-config-file", str(path))).ui_settings == '{"systemMessage": "x"}'
+    assert config_from_args(parse()).ui_settings == ""
+    for argv, message in ((["--ui-config", "[1]"], "must be a JSON object"), (["--ui-config", "{x"], "is not JSON"),
+                          (["--ui-config", "{}", "--ui-config-file", str(path)], "cannot be used together")):
+        with pytest.raises(SystemExit):
+            config_from_args(parse(*argv))
+        assert message in capsys.readouterr().err
