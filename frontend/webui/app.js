@@ -405,5 +405,4 @@ setInterval(() => {
 }, 5000);
 
 render();
-loadModel();
-loadServerSettings();
+loadModel().then(loadServerSettings);  // one after the other: a 401 asks for the key once

@@ -70,6 +70,7 @@ LLAMA_ENV = {
     "--kv-offload": "LLAMA_ARG_KV_OFFLOAD",
     "--numa": "LLAMA_ARG_NUMA",
     "--device": "LLAMA_ARG_DEVICE",
+    "--reasoning-preserve": "LLAMA_ARG_REASONING_PRESERVE",
     "--ui-config": "LLAMA_ARG_UI_CONFIG",
     "--ui-config-file": "LLAMA_ARG_UI_CONFIG_FILE",
     "--load-mode": "LLAMA_ARG_LOAD_MODE",

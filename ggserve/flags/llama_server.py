@@ -220,11 +220,17 @@ def add_reasoning_flags(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--reasoning-effort", default="default", metavar="LEVEL",
                    help="the chat template's reasoning_effort (minimal, low, medium, high, ...) for requests "
                    "that set none; default: the template's own")
+    g.add_argument("--reasoning-preserve", dest="reasoning_preserve", action="store_true", default=True,
+                   help="the chat template's preserve_reasoning: templates that can keep every past turn's "
+                   "reasoning do (the default, as in llama-server)")
+    g.add_argument("--no-reasoning-preserve", dest="reasoning_preserve", action="store_false",
+                   help="preserve_reasoning false: such templates keep the last turn's reasoning only")
 
 
 def template_defaults(args: argparse.Namespace, kwargs: dict[str, object]) -> dict[str, object]:
-    """--chat-template-kwargs with --reasoning and --reasoning-effort added (the kwargs win)."""
-    added: dict[str, object] = {}
+    """--chat-template-kwargs with --reasoning, --reasoning-effort and --reasoning-preserve added
+    (the kwargs win); preserve_reasoning is always set, as llama-server sets it."""
+    added: dict[str, object] = {"preserve_reasoning": args.reasoning_preserve}
     if args.reasoning != "auto":
         added["enable_thinking"] = args.reasoning == "on"
     if args.reasoning_effort != "default":

@@ -351,12 +351,14 @@ def test_log_flags_ggserve_cannot_honour_are_accepted_with_a_warning(caplog) -> 
 
 
 def test_reasoning_flags_become_chat_template_defaults_under_the_explicit_kwargs() -> None:
-    assert config_from_args(parse()).chat_template_kwargs == {}  # auto: the template decides
-    assert config_from_args(parse("-rea", "off")).chat_template_kwargs == {"enable_thinking": False}
+    keep = {"preserve_reasoning": True}  # llama-server passes it to every template
+    assert config_from_args(parse()).chat_template_kwargs == keep  # auto: the template decides the rest
+    assert config_from_args(parse("-rea", "off")).chat_template_kwargs == {**keep, "enable_thinking": False}
     assert config_from_args(parse("--reasoning", "--reasoning-effort", "high")).chat_template_kwargs == {
-        "enable_thinking": True, "reasoning_effort": "high"}
+        **keep, "enable_thinking": True, "reasoning_effort": "high"}
     explicit = config_from_args(parse("--reasoning", "off", "--chat-template-kwargs", '{"enable_thinking": true}'))
-    assert explicit.chat_template_kwargs == {"enable_thinking": True}
+    assert explicit.chat_template_kwargs == {**keep, "enable_thinking": True}
+    assert config_from_args(parse("--no-reasoning-preserve")).chat_template_kwargs == {"preserve_reasoning": False}
 
 
 def test_llama_server_output_defaults_map_onto_the_config(tmp_path) -> None:
