@@ -103,7 +103,9 @@ async def prompt_tokens(fe: Frontend, req: Request, body: ChatCompletionRequest)
 
 def _reply_parsers(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) -> tuple[list[ReplyParser], list[str]]:
     """A parser per choice for the reply's reasoning and calls, and the control tokens they read
-    (rendered as text)."""
+    (rendered as text); --skip-chat-parsing: everything stays in the content."""
+    if fe.cfg.skip_chat_parsing:
+        return [OutputParser(None, None, body.stream, False) for _ in range(body.n)], []
     fmt = body.reasoning_format or fe.cfg.reasoning_format
     template = fe.template.source
     reasoning = reasoning_for(fmt, chat.prompt, template, chat.in_reasoning)

@@ -222,6 +222,10 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--reasoning-format", choices=["none", "deepseek", "deepseek-legacy", "auto"], default=d.reasoning_format,
         help="where thinking text goes: reasoning_content (deepseek, auto) or content (none)",
     )
+    e.add_argument("--skip-chat-parsing", dest="skip_chat_parsing", action="store_true",
+                   help="replies are all content: no reasoning or tool calls are read out of them")
+    e.add_argument("--no-skip-chat-parsing", dest="skip_chat_parsing", action="store_false",
+                   help="read reasoning and tool calls out of replies (the default)")
     sampling = p.add_argument_group("sampling defaults (a request's own fields win)")
     _sampling_flags(sampling)
     output.add_flags(sampling)
@@ -425,16 +429,18 @@ def _sampling_defaults(args: argparse.Namespace) -> dict[str, float | int | list
     return values
 
 
-def _chat_template_kwargs(text: str) -> dict[str, object]:
-    if not text:
-        return {}
+def _json_object(text: str, flag: str) -> dict[str, object]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UsageError(f"ggserve: --chat-template-kwargs is not JSON: {exc}") from None
+        raise UsageError(f"ggserve: {flag} is not JSON: {exc}") from None
     if not isinstance(value, dict):
-        raise UsageError("ggserve: --chat-template-kwargs must be a JSON object")
+        raise UsageError(f"ggserve: {flag} must be a JSON object")
     return value
+
+
+def _chat_template_kwargs(text: str) -> dict[str, object]:
+    return _json_object(text, "--chat-template-kwargs") if text else {}
 
 
 def _api_prefix(text: str) -> str:
@@ -456,12 +462,7 @@ def _ui_settings(args: argparse.Namespace) -> str:
             raise UsageError(f"ggserve: --ui-config-file {args.ui_config_file}: {exc}") from None
     if text is None:
         return ""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"ggserve: --ui-config is not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise UsageError("ggserve: --ui-config must be a JSON object")
+    _json_object(text, "--ui-config")
     return text
 
 

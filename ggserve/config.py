@@ -172,6 +172,7 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     spec_ngram_min_hits: int = 1  # --spec-ngram-min-hits: earlier occurrences a match needs
     seed: int = -1  # default sampling seed (-1: random)
     reasoning_format: str = "auto"  # --reasoning-format: none / deepseek / deepseek-legacy / auto
+    skip_chat_parsing: bool = False  # --skip-chat-parsing: replies are all content (no reasoning or calls parsed)
     # server-wide sampling defaults (--temp, --top-k, ...): SamplingParams field -> value
     sampling: dict[str, float | int | list[str]] = {}
     n_predict: int = -1  # -n: output limit of a request that sets none (-1: the slot's context)

@@ -1,6 +1,6 @@
 """llama-server's server-wide output defaults, end to end: ``--ignore-eos``, ``-r``, ``-l`` and
 ``--grammar`` apply to requests that leave the field out, and a request's own field wins;
-``-sp`` writes control tokens out.
+``-sp`` writes control tokens out, and ``--skip-chat-parsing`` leaves reasoning in the content.
 
 The server bans the digits 0-8 and constrains output to digits, so whatever the base model
 would say, the text it must write is nines: that is what is asserted.
@@ -102,8 +102,9 @@ def test_control_tokens_are_left_out_of_replies_without_special(server, start_of
     assert [p["token"] for p in out["completion_probabilities"]] == ["a", ""]
 
 
-def test_special_writes_control_tokens_into_content_and_logprobs(start_of_turn) -> None:
-    with start_server("-sp", "-np", "1", "-c", "512") as handle:
+def test_special_writes_control_tokens_into_content_and_logprobs_and_skip_chat_parsing_keeps_all_in_content(
+        start_of_turn) -> None:
+    with start_server("-sp", "--skip-chat-parsing", "-np", "1", "-c", "512") as handle:
         out = complete(handle, grammar=f'root ::= "a" <[{start_of_turn}]>', n_probs=1)
         assert out["content"] == "a<start_of_turn>" and out["stop_type"] == "eos"
         assert [p["token"] for p in out["completion_probabilities"]] == ["a", "<start_of_turn>"]
@@ -112,3 +113,8 @@ def test_special_writes_control_tokens_into_content_and_logprobs(start_of_turn) 
             "grammar": f'root ::= "b" <[{start_of_turn}]>'}).json()
         assert chat["choices"][0]["message"]["content"] == "b<start_of_turn>"
         assert chat["choices"][0]["finish_reason"] == "stop"
+        think = httpx.post(f"{handle.base_url}/v1/chat/completions", timeout=60, json={
+            "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16, "temperature": 0,
+            "grammar": 'root ::= "<think>" [a-z]{1,4} "</think>" [a-z]{1,4}'}).json()["choices"][0]["message"]
+        assert think["content"].startswith("<think>") and "</think>" in think["content"]
+        assert not think.get("reasoning_content")
