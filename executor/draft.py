@@ -78,7 +78,7 @@ class DraftModel:
     """The draft model's context; ``held[seq]``: the tokens its cache holds for the sequence."""
 
     def __init__(self, cfg: ServeConfig, n_vocab: int, n_seq_max: int, threads: ExecutorThreads) -> None:
-        mparams = model_params(cfg, cfg.spec_draft_ngl)
+        mparams = model_params(cfg, draft=True)
         log.info("loading the draft model %s", cfg.spec_draft_model)
         self.model = llama_cpp.llama_model_load_from_file(cfg.spec_draft_model.encode(), mparams)
         if not self.model:
@@ -88,7 +88,7 @@ class DraftModel:
             llama_cpp.llama_model_free(self.model)
             raise RuntimeError(f"the draft model's vocabulary ({llama_cpp.llama_vocab_n_tokens(vocab)} tokens) "
                                f"is not the target's ({n_vocab})")
-        cparams = context_params(cfg, n_seq_max)
+        cparams = context_params(cfg, n_seq_max, draft=True)
         self.ctx = llama_cpp.llama_init_from_model(self.model, cparams)
         if not self.ctx:
             llama_cpp.llama_model_free(self.model)

@@ -58,17 +58,6 @@ from ipc.shm import Arena
 
 log = logging.getLogger("executor")
 
-CACHE_TYPES = {
-    "f32": llama_cpp.GGML_TYPE_F32,
-    "f16": llama_cpp.GGML_TYPE_F16,
-    "bf16": 30,  # GGML_TYPE_BF16 (not exported by llama-cpp-python)
-    "iq4_nl": llama_cpp.GGML_TYPE_IQ4_NL,
-    "q8_0": llama_cpp.GGML_TYPE_Q8_0,
-    "q4_0": llama_cpp.GGML_TYPE_Q4_0,
-    "q4_1": llama_cpp.GGML_TYPE_Q4_1,
-    "q5_0": llama_cpp.GGML_TYPE_Q5_0,
-    "q5_1": llama_cpp.GGML_TYPE_Q5_1,
-}
 # Test-only fault injection: when this environment variable names a file and the file exists,
 # the next step deletes it and never returns (a hung executor, for --step-timeout tests).
 HANG_FILE_ENV = "GGSERVE_TEST_HANG_FILE"
@@ -150,7 +139,7 @@ class ModelEngine:
         self.threads = ExecutorThreads(cfg, executor_id)
 
         llama_cpp.llama_numa_init(NUMA[cfg.numa])
-        mparams = model_params(cfg, cfg.n_gpu_layers)
+        mparams = model_params(cfg)
         # the override arrays are referenced until the load returns
         kv = kv_overrides.apply(cfg.kv_overrides, mparams)
         tensors = tensor_overrides.apply(cfg.tensor_overrides, mparams)
@@ -167,8 +156,6 @@ class ModelEngine:
 
         cparams = context_params(cfg, cfg.n_parallel)
         cparams.flash_attn_type = FLASH_ATTN[_flash_attn(cfg)]
-        cparams.type_k = CACHE_TYPES[cfg.cache_type_k]
-        cparams.type_v = CACHE_TYPES[cfg.cache_type_v]
         if cfg.backend_sampling and (cfg.spec_type or cfg.spec_draft_model):
             cparams.n_outputs_max_per_seq = 0  # a verified draft samples every row (0: no limit)
         if cfg.embeddings:

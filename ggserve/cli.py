@@ -24,7 +24,7 @@ from ggserve import gpu_groups
 from ggserve.flags import cpu_placement, llama_server, output
 from ggserve.chat_templates import builtin_names
 from ggserve.samplers import sampler_order
-from ggserve.config import DRAFT_MODEL_TYPE, SPEC_TYPES, ScaledFile, ModelSpec, ServeConfig, cpu_has_amx
+from ggserve.config import CACHE_TYPES, DRAFT_MODEL_TYPE, SPEC_TYPES, ScaledFile, ModelSpec, ServeConfig, cpu_has_amx
 from ggserve.flags.env import apply_env_defaults, env_name
 from ggserve.engine_group import log_engine
 from ggserve.launcher import ChildFailed, Launcher, StartInterrupted
@@ -162,8 +162,8 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=version_text())
     e.add_argument("-ngl", "--n-gpu-layers", "--gpu-layers", dest="n_gpu_layers", type=int, default=d.n_gpu_layers)
     e.add_argument("-fa", "--flash-attn", choices=["on", "off", "auto"], default=d.flash_attn)
-    e.add_argument("-ctk", "--cache-type-k", default=d.cache_type_k)
-    e.add_argument("-ctv", "--cache-type-v", default=d.cache_type_v)
+    e.add_argument("-ctk", "--cache-type-k", choices=CACHE_TYPES, default=d.cache_type_k)
+    e.add_argument("-ctv", "--cache-type-v", choices=CACHE_TYPES, default=d.cache_type_v)
     e.add_argument(
         "-nr", "--no-repack", dest="repack", action="store_false", default=None,
         help="no CPU weight repacking (default: off on AMX CPUs, whose llama.cpp path can crash)",
@@ -548,6 +548,17 @@ def _speculative_flags(g: argparse._ArgumentGroup, d: ServeConfig) -> None:
                    help="draft model with the target's vocabulary (--spec-type draft-simple, the default with it)")
     g.add_argument("-ngld", "--spec-draft-ngl", "--gpu-layers-draft", "--n-gpu-layers-draft", dest="spec_draft_ngl",
                    type=int, default=d.spec_draft_ngl, help="draft model layers on the GPU (-1: all)")
+    g.add_argument("-devd", "--device-draft", "--spec-draft-device", default="", metavar="none",
+                   help="'none': the draft model on no GPU")
+    g.add_argument("-td", "--threads-draft", "--spec-draft-threads", dest="spec_draft_threads", type=int,
+                   default=d.spec_draft_threads, metavar="N", help="the draft model's threads (default: -t)")
+    g.add_argument("-tbd", "--threads-batch-draft", "--spec-draft-threads-batch", dest="spec_draft_threads_batch",
+                   type=int, default=d.spec_draft_threads_batch, metavar="N",
+                   help="the draft model's threads for batches (default: -td)")
+    g.add_argument("-ctkd", "--cache-type-k-draft", "--spec-draft-type-k", dest="spec_draft_type_k",
+                   choices=CACHE_TYPES, default=d.spec_draft_type_k, help="the draft model's KV cache type for K")
+    g.add_argument("-ctvd", "--cache-type-v-draft", "--spec-draft-type-v", dest="spec_draft_type_v",
+                   choices=CACHE_TYPES, default=d.spec_draft_type_v, help="and for V")
 
 
 def _check_speculative(args: argparse.Namespace) -> None:
@@ -645,7 +656,8 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         llama_server.check(args)
         rope = llama_server.rope_settings(args)
         grammar, json_schema = output.grammar_defaults(args)
-        cpu_only = llama_server.cpu_only(args)
+        cpu_only = llama_server.cpu_only(args.device, "-dev")
+        draft_cpu_only = llama_server.cpu_only(args.device_draft, "-devd")
         gpu_groups.check_split([g for g in args.gpus.split(",") if g], args.executors, args.split_mode,
                                args.main_gpu, args.tensor_split)
         for value in args.logit_bias:
@@ -664,6 +676,7 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         grammar=grammar,
         json_schema=json_schema,
         cpu_only=cpu_only,
+        spec_draft_cpu_only=draft_cpu_only,
         chat_template_kwargs=llama_server.template_defaults(args, _chat_template_kwargs(args.chat_template_kwargs)),
         cors_origins=[o.strip() for o in args.cors_origins.split(",") if o.strip()],
         api_prefix=_api_prefix(args.api_prefix),

@@ -21,6 +21,10 @@ SPEC_TYPES = ("ngram-simple", "ngram", "ngram-mod", "ngram-map-k", "ngram-map-k4
 DRAFT_MODEL_TYPE = "draft-simple"  # the type that drafts with -md
 
 
+# KV cache types (-ctk / -ctv and the draft's -ctkd / -ctvd), as llama-server names them
+CACHE_TYPES = ("f32", "f16", "bf16", "iq4_nl", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1")
+
+
 class ModelSpec(msgspec.Struct, kw_only=True):
     """One model of router mode (--models-dir, --models-preset)."""
 
@@ -167,6 +171,11 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     spec_draft_p_min: float = 0.0  # --spec-draft-p-min: draft models only
     spec_draft_model: str = ""  # -md: the draft model's GGUF (--spec-type draft-simple)
     spec_draft_ngl: int = -1  # -ngld: draft model layers on the GPU (-1: all)
+    spec_draft_cpu_only: bool = False  # -devd none: the draft model on no GPU
+    spec_draft_threads: int = 0  # -td: the draft's threads (0: the target's)
+    spec_draft_threads_batch: int = 0  # -tbd: its threads for batches (0: its -td)
+    spec_draft_type_k: str = "f16"  # -ctkd: the draft's KV cache types
+    spec_draft_type_v: str = "f16"  # -ctvd
     spec_ngram_size_n: int = 12  # --spec-ngram-size-n: tokens matched (ngram: the longest match, down to 2)
     spec_ngram_size_m: int = 48  # --spec-ngram-size-m: tokens drafted after a match
     spec_ngram_min_hits: int = 1  # --spec-ngram-min-hits: earlier occurrences a match needs

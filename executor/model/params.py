@@ -23,6 +23,17 @@ SPLIT_MODE = {
     "row": llama_cpp.LLAMA_SPLIT_MODE_ROW,
     "tensor": llama_cpp.LLAMA_SPLIT_MODE_TENSOR,
 }
+CACHE_TYPES = {
+    "f32": llama_cpp.GGML_TYPE_F32,
+    "f16": llama_cpp.GGML_TYPE_F16,
+    "bf16": 30,  # GGML_TYPE_BF16 (not exported by llama-cpp-python)
+    "iq4_nl": llama_cpp.GGML_TYPE_IQ4_NL,
+    "q8_0": llama_cpp.GGML_TYPE_Q8_0,
+    "q4_0": llama_cpp.GGML_TYPE_Q4_0,
+    "q4_1": llama_cpp.GGML_TYPE_Q4_1,
+    "q5_0": llama_cpp.GGML_TYPE_Q5_0,
+    "q5_1": llama_cpp.GGML_TYPE_Q5_1,
+}
 LOAD_MODE = {
     "auto": llama_cpp.LLAMA_LOAD_MODE_AUTO,
     "none": llama_cpp.LLAMA_LOAD_MODE_NONE,
@@ -41,10 +52,11 @@ NUMA = {
 }
 
 
-def model_params(cfg: ServeConfig, n_gpu_layers: int) -> llama_cpp.llama_model_params:
-    """``n_gpu_layers``: -1 for all (the target's -ngl or the draft's -ngld)."""
+def model_params(cfg: ServeConfig, draft: bool = False) -> llama_cpp.llama_model_params:
+    """The target's parameters, or with ``draft`` the draft model's (its -ngld and -devd)."""
     mparams = llama_cpp.llama_model_default_params()
-    mparams.n_gpu_layers = n_gpu_layers if n_gpu_layers >= 0 else 999
+    n_gpu_layers = cfg.spec_draft_ngl if draft else cfg.n_gpu_layers
+    mparams.n_gpu_layers = n_gpu_layers if n_gpu_layers >= 0 else 999  # -1: all
     mparams.use_extra_bufts = cfg.repack
     mparams.check_tensors = cfg.check_tensors
     mparams.no_host = not cfg.host_buffer
@@ -55,19 +67,23 @@ def model_params(cfg: ServeConfig, n_gpu_layers: int) -> llama_cpp.llama_model_p
     mparams.main_gpu = cfg.main_gpu if cfg.split_mode != "none" else 0
     if cfg.tensor_split:  # ctypes keeps the array alive with mparams
         mparams.tensor_split = (ctypes.c_float * llama_cpp.llama_max_devices())(*cfg.tensor_split)
-    if cfg.cpu_only:
+    if cfg.spec_draft_cpu_only if draft else cfg.cpu_only:
         mparams.devices = ctypes.addressof(_NO_DEVICES)
     return mparams
 
 
-def context_params(cfg: ServeConfig, n_seq_max: int) -> llama_cpp.llama_context_params:
+def context_params(cfg: ServeConfig, n_seq_max: int, draft: bool = False) -> llama_cpp.llama_context_params:
+    """The target's context, or with ``draft`` the draft model's (its -td, -tbd, -ctkd, -ctvd)."""
     cparams = llama_cpp.llama_context_default_params()
     cparams.n_ctx = cfg.ctx_size
     cparams.n_batch = cfg.batch_size
     cparams.n_ubatch = min(cfg.ubatch_size, cfg.batch_size)
     cparams.n_seq_max = n_seq_max
-    cparams.n_threads = cfg.n_threads
-    cparams.n_threads_batch = cfg.threads_batch or cfg.n_threads
+    threads = (cfg.spec_draft_threads or cfg.n_threads) if draft else cfg.n_threads
+    cparams.n_threads = threads
+    cparams.n_threads_batch = (cfg.spec_draft_threads_batch if draft else cfg.threads_batch) or threads
+    cparams.type_k = CACHE_TYPES[cfg.spec_draft_type_k if draft else cfg.cache_type_k]
+    cparams.type_v = CACHE_TYPES[cfg.spec_draft_type_v if draft else cfg.cache_type_v]
     cparams.kv_unified = True  # batch-invariant attention across sequences (design.md)
     cparams.swa_full = False  # sliding-window cells per sequence only; see scheduler.policy
     cparams.no_perf = True

@@ -66,9 +66,9 @@ class _ListDevices(argparse.Action):
         parser.exit()
 
 
-def cpu_only(args: argparse.Namespace) -> bool:
-    """-dev: True for "none" (no GPU), False without it (llama.cpp's devices); ValueError for names."""
-    value = args.device
+def cpu_only(value: str, flag: str) -> bool:
+    """-dev (or -devd): True for "none" (no GPU), False without it (llama.cpp's devices);
+    ValueError for names."""
     if value in ("", "none"):
         return value == "none"
     from ggserve.llama.devices import devices
@@ -76,9 +76,9 @@ def cpu_only(args: argparse.Namespace) -> bool:
     names = [d.name for d in devices()]
     unknown = [name for name in value.split(",") if name not in names]
     if unknown:
-        raise ValueError(f"-dev: invalid device {unknown[0]} (llama.cpp finds: {', '.join(names) or 'none'})")
-    raise ValueError("-dev: ggserve runs one executor per GPU and places them with --gpus (CUDA indices); "
-                     "-dev takes 'none' (no GPU)")
+        raise ValueError(f"{flag}: invalid device {unknown[0]} (llama.cpp finds: {', '.join(names) or 'none'})")
+    raise ValueError(f"{flag}: ggserve runs one executor per GPU and places them with --gpus (CUDA indices); "
+                     f"{flag} takes 'none' (no GPU)")
 
 
 def _overrides(text: str) -> list[TensorOverride]:

@@ -437,10 +437,10 @@ def test_llama_server_split_flags_map_onto_the_config_and_the_executors_paramete
 
     cfg = config_from_args(parse("-sm", "row", "--gpus", "0,1,2,3", "--executors", "2", "-ts", "3/1", "-mg", "1"))
     assert (cfg.split_mode, cfg.tensor_split, cfg.main_gpu, cfg.gpus) == ("row", [3.0, 1.0], 1, ["0", "1", "2", "3"])
-    params = model_params(cfg, -1)
+    params = model_params(cfg)
     assert (params.split_mode, params.main_gpu) == (2, 1)
     assert (params.tensor_split[0], params.tensor_split[1], params.tensor_split[2]) == (3.0, 1.0, 0.0)
-    plain = model_params(config_from_args(parse("-mg", "1")), -1)  # -sm none: the executor's one GPU
+    plain = model_params(config_from_args(parse("-mg", "1")))  # -sm none: the executor's one GPU
     assert (plain.split_mode, plain.main_gpu, bool(plain.tensor_split)) == (0, 0, False)
 
 
@@ -504,9 +504,9 @@ def test_model_presets_that_download_are_usage_errors(capsys) -> None:
 def test_load_and_lazy_modes_reach_the_model_parameters() -> None:
     from executor.model.params import model_params
 
-    params = model_params(config_from_args(parse("-lm", "mmap+mlock", "-lzm", "on")), -1)
+    params = model_params(config_from_args(parse("-lm", "mmap+mlock", "-lzm", "on")))
     assert (params.load_mode, params.lazy_mode) == (3, 2)
-    plain = model_params(config_from_args(parse()), -1)
+    plain = model_params(config_from_args(parse()))
     assert (plain.load_mode, plain.lazy_mode) == (-1, 1)  # llama.cpp's auto
 
 
@@ -521,3 +521,19 @@ def test_ui_config_flags_hold_a_json_object(tmp_path, capsys) -> None:
         with pytest.raises(SystemExit):
             config_from_args(parse(*argv))
         assert message in capsys.readouterr().err
+
+
+def test_draft_model_flags_reach_the_draft_models_parameters_only() -> None:
+    from executor.model.params import CACHE_TYPES as EXECUTOR_CACHE_TYPES, context_params, model_params
+    from ggserve.config import CACHE_TYPES
+
+    assert tuple(EXECUTOR_CACHE_TYPES) == CACHE_TYPES  # the flags' choices are what the executor maps
+    cfg = config_from_args(parse("-t", "3", "-ctk", "q8_0", "-td", "2", "-tbd", "5", "-ctkd", "q4_0", "-ctvd", "q8_0",
+                                 "-devd", "none", "-ngld", "0"))
+    target, draft = context_params(cfg, 4), context_params(cfg, 4, draft=True)
+    assert (target.n_threads, target.type_k, target.type_v) == (3, 8, 1)  # q8_0, f16
+    assert (draft.n_threads, draft.n_threads_batch, draft.type_k, draft.type_v) == (2, 5, 2, 8)  # q4_0, q8_0
+    assert (model_params(cfg).devices, model_params(cfg, draft=True).devices != 0) == (None, True)
+    assert model_params(cfg, draft=True).n_gpu_layers == 0
+    plain = context_params(config_from_args(parse("-t", "3")), 4, draft=True)
+    assert (plain.n_threads, plain.n_threads_batch, plain.type_k) == (3, 3, 1)  # the target's threads, f16
