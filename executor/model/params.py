@@ -1,5 +1,6 @@
-"""llama.cpp's model and context parameters from the configuration, in one place: the target
-model's context and a draft model's share them, as llama-server gives both the same."""
+"""llama.cpp's model and context parameters from the configuration, in one place for the target
+model and a draft model: they share every setting but the draft's own flags (-ngld, -devd, -td,
+-tbd, -ctkd, -ctvd), as in llama-server."""
 
 from __future__ import annotations
 

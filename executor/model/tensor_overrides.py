@@ -2,8 +2,7 @@
 the configuration's overrides as llama.cpp's ``tensor_buft_overrides`` array.
 
 Buffer types are looked up by name among the devices llama.cpp has (CPU, CUDA0, ...); a name it
-does not have stops the load with the names it does. llama-cpp-python binds none of this, so
-the few ggml calls go through ctypes.
+does not have stops the load with the names it does (ggserve.llama.devices asks ggml).
 """
 
 from __future__ import annotations
@@ -13,37 +12,13 @@ import ctypes
 import llama_cpp
 
 from ggserve.config import TensorOverride
-from ggserve.llama.libs import library
+from ggserve.llama.devices import buffer_types
 
 
 class _Override(ctypes.Structure):
     """llama.h's struct llama_model_tensor_buft_override."""
 
     _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
-
-
-def _ggml() -> ctypes.CDLL:
-    """libggml, the backend registry."""
-    lib = library("libggml")
-    lib.ggml_backend_dev_count.restype = ctypes.c_size_t
-    lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
-    lib.ggml_backend_dev_get.restype = ctypes.c_void_p
-    lib.ggml_backend_dev_buffer_type.argtypes = [ctypes.c_void_p]
-    lib.ggml_backend_dev_buffer_type.restype = ctypes.c_void_p
-    lib.ggml_backend_buft_name.argtypes = [ctypes.c_void_p]
-    lib.ggml_backend_buft_name.restype = ctypes.c_char_p
-    return lib
-
-
-def buffer_types() -> dict[str, int]:
-    """Each device's buffer type by name."""
-    lib = _ggml()
-    found = {}
-    for i in range(lib.ggml_backend_dev_count()):
-        buft = lib.ggml_backend_dev_buffer_type(lib.ggml_backend_dev_get(i))
-        if buft:
-            found[lib.ggml_backend_buft_name(buft).decode()] = buft
-    return found
 
 
 def apply(overrides: list[TensorOverride], params: llama_cpp.llama_model_params) -> ctypes.Array | None:

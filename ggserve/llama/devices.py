@@ -1,5 +1,6 @@
-"""llama.cpp's compute devices (GPUs and accelerators; the CPU is not listed), as
-llama-server's ``--list-devices`` prints them and its ``-dev`` names them."""
+"""llama.cpp's compute devices through ggml's backend registry (llama-cpp-python binds none of
+it): the GPUs and accelerators as llama-server's ``--list-devices`` prints them and its ``-dev``
+names them, and every device's buffer type by name (``-ot``, executor.model.tensor_overrides)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,10 @@ def _ggml() -> ctypes.CDLL:
     lib.ggml_backend_dev_memory.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t),
                                             ctypes.POINTER(ctypes.c_size_t)]
     lib.ggml_backend_dev_memory.restype = None
+    lib.ggml_backend_dev_buffer_type.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_dev_buffer_type.restype = ctypes.c_void_p
+    lib.ggml_backend_buft_name.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_buft_name.restype = ctypes.c_char_p
     return lib
 
 
@@ -52,6 +57,17 @@ def devices() -> list[Device]:
         lib.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
         found.append(Device(lib.ggml_backend_dev_name(dev).decode(), lib.ggml_backend_dev_description(dev).decode(),
                             total.value // _MIB, free.value // _MIB))
+    return found
+
+
+def buffer_types() -> dict[str, int]:
+    """Each device's buffer type by name (CPU, CUDA0, ...)."""
+    lib = _ggml()
+    found = {}
+    for i in range(lib.ggml_backend_dev_count()):
+        buft = lib.ggml_backend_dev_buffer_type(lib.ggml_backend_dev_get(i))
+        if buft:
+            found[lib.ggml_backend_buft_name(buft).decode()] = buft
     return found
 
 
