@@ -13,7 +13,6 @@ import msgspec
 
 from frontend.text.chat_template import ChatTemplate, ChatTemplateError
 from frontend.text.multimodal import MARKER
-from frontend.api.sampling import server_defaults
 from frontend.structured.lazy import triggers_json
 from ggserve.config import ServeConfig
 from ipc.protocol import EngineInfo, SamplingParams, SlotState
@@ -31,9 +30,11 @@ def generation_params(sampling: SamplingParams, n_predict: int, ignore_eos: bool
     return params | {"max_tokens": n_predict, "n_predict": n_predict, "ignore_eos": ignore_eos, "n_probs": n_probs}
 
 
-def props(cfg: ServeConfig, info: EngineInfo, template: ChatTemplate, video: bool) -> dict[str, Any]:
-    """llama-server's /props (``video``: this server decodes videos: an image encoder and ffmpeg)."""
-    defaults = msgspec.structs.replace(server_defaults(cfg), seed=None if cfg.seed < 0 else cfg.seed)
+def props(cfg: ServeConfig, sampling: SamplingParams, info: EngineInfo, template: ChatTemplate,
+          video: bool) -> dict[str, Any]:
+    """llama-server's /props (``sampling``: the server's sampling defaults; ``video``: this server
+    decodes videos: an image encoder and ffmpeg)."""
+    defaults = msgspec.structs.replace(sampling, seed=None if cfg.seed < 0 else cfg.seed)
     executor = info.executors[0] if info.executors else None
     return {
         "default_generation_settings": {"params": generation_params(defaults, cfg.n_predict, cfg.ignore_eos),

@@ -57,7 +57,7 @@ def model_meta(fe: Frontend, info: EngineInfo) -> ModelMeta:
 
 async def props(fe: Frontend, req: Request) -> Response:
     video = fe.multimodal is not None and fe.multimodal.video.unavailable_reason is None
-    return json_response(introspection.props(fe.cfg, fe.engine_info(), fe.template, video))
+    return json_response(introspection.props(fe.cfg, fe.sampling_defaults, fe.engine_info(), fe.template, video))
 
 
 async def set_props(fe: Frontend, req: Request) -> Response:
