@@ -54,6 +54,7 @@ class ModelRouter:
         self.api_keys = ApiKeys(cfg.api_keys)
         self.started_at = int(time.time())
         self.table: dict[str, ModelEntry] = {}
+        self._aliases: dict[str, str] = {}  # alias -> the model's name
         self.heard_at = 0.0  # monotonic time of the last table
         self._frontends: dict[str, Frontend] = {}
         self._engine_load: dict[str, int] = {}  # model -> load_id its Frontend's EngineClient belongs to
@@ -91,8 +92,8 @@ class ModelRouter:
     # ------------------------------------------------------------------ requests
 
     def entry(self, name: str) -> ModelEntry:
-        """The model's row of the table; 404 for a model the server does not have."""
-        entry = self.table.get(name)
+        """The model's row of the table, by its name or an alias; 404 for a model the server does not have."""
+        entry = self.table.get(self._aliases.get(name, name))
         if entry is None:
             if not self.table:
                 raise unavailable("the model list is not known yet")
@@ -102,8 +103,8 @@ class ModelRouter:
     def loaded(self, name: str) -> Frontend | None:
         """The model's Frontend if the model is loaded and connected now (never loads it)."""
         entry = self.entry(name)
-        fe = self._frontends.get(name)
-        if entry.status != ModelStatus.LOADED or fe is None or self._engine_load.get(name) != entry.load_id:
+        fe = self._frontends.get(entry.name)
+        if entry.status != ModelStatus.LOADED or fe is None or self._engine_load.get(entry.name) != entry.load_id:
             return None
         return fe if fe.engine.ready else None
 
@@ -119,6 +120,7 @@ class ModelRouter:
         """The model's Frontend, ready to take requests: loads the model when it is not loaded
         (``autoload``; otherwise 503) and waits. A failed load is a 503 with its reason."""
         await self.first_table()
+        name = self.entry(name).name  # an alias names the model
         self._check_fits(self.entry(name))
         self._send(ModelUsed(name))
         fe = self.loaded(name)
@@ -145,8 +147,9 @@ class ModelRouter:
             await self._wait_change()
 
     def load(self, name: str) -> None:
-        self._check_fits(self.entry(name))
-        self._send(LoadModel(name))
+        entry = self.entry(name)
+        self._check_fits(entry)
+        self._send(LoadModel(entry.name))
 
     def _check_fits(self, entry: ModelEntry) -> None:
         """A 400 for a model larger than the whole --models-memory budget: no unload makes room."""
@@ -157,8 +160,7 @@ class ModelRouter:
                           "cannot be loaded", param="model")
 
     def unload(self, name: str) -> None:
-        self.entry(name)
-        self._send(UnloadModel(name))
+        self._send(UnloadModel(self.entry(name).name))
 
     async def first_table(self) -> None:
         """Until this worker has the launcher's model table (it comes just after start-up)."""
@@ -239,6 +241,7 @@ class ModelRouter:
     def _on_table(self, table: ModelTable) -> None:
         self.heard_at = time.monotonic()
         self.table = {entry.name: entry for entry in table.models}
+        self._aliases = {alias: entry.name for entry in table.models for alias in entry.aliases}
         for name, load_id in list(self._engine_load.items()):
             entry = self.table.get(name)
             if entry is not None and entry.status == ModelStatus.LOADED and entry.load_id == load_id:

@@ -64,7 +64,11 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     d = ServeConfig(model="")
     m = p.add_argument_group("model")
     m.add_argument("-m", "--model", default="", help="GGUF file (default: embedded Gemma 3 270M)")
-    m.add_argument("-a", "--alias", default="", help="model id shown by the API")
+    m.add_argument("-a", "--alias", dest="aliases", type=_names, default=[], metavar="NAME,...",
+                   help="names the API answers to, comma-separated; the first in sorted order is the model id, "
+                   "as in llama-server (default: the file name)")
+    m.add_argument("--tags", type=_names, default=[], metavar="TAG,...",
+                   help="tags /v1/models shows for the model, comma-separated (informational)")
     m.add_argument("--chat-template-file", default="", help="jinja chat template overriding the GGUF's")
     m.add_argument("--prefill-assistant", dest="prefill_assistant", action="store_true", default=True,
                    help="a chat ending with an assistant message continues it (the default)")
@@ -327,6 +331,11 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 _SIZE_SUFFIXES = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
+def _names(value: str) -> list[str]:
+    """A comma-separated list as llama-server keeps it: stripped, without empties or repeats, sorted."""
+    return sorted({name.strip() for name in value.split(",")} - {""})
+
+
 def _byte_size(value: str) -> int:
     """``4G``, ``512M``, ``1.5GiB``, ``1000000``: bytes (suffixes are powers of 1024, as in free -h)."""
     text = value.strip().upper().removesuffix("IB").removesuffix("B")
@@ -501,7 +510,8 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str] = ()) -> Serv
     cfg = _engine_config(args)
     if not (args.models_dir or args.models_preset):
         if args.sleep_idle_seconds > 0:  # one model that sleeps: a router of one, loaded at start
-            model = ModelSpec(name=cfg.model_alias, path=cfg.model, load_on_startup=True)
+            model = ModelSpec(name=cfg.model_alias, path=cfg.model, aliases=cfg.aliases, tags=cfg.tags,
+                              load_on_startup=True)
             return msgspec.structs.replace(cfg, models=[model], models_single=True, models_max=1)
         return cfg
     if args.model:
@@ -730,14 +740,26 @@ def router_models(base: ServeConfig, args: argparse.Namespace, argv: list[str]) 
         model_args.models_dir = model_args.models_preset = ""
         cfg = _engine_config(model_args)
         overrides = {f: getattr(cfg, f) for f in ServeConfig.__struct_fields__
-                     if f not in ("model", "alias") and getattr(cfg, f) != getattr(base, f)}
+                     if f not in ("model", "aliases", "tags") and getattr(cfg, f) != getattr(base, f)}
         wide = sorted(set(overrides) & _SERVER_WIDE)
         if wide:
             raise ModelSourceError(f"preset [{name}] sets {', '.join(wide)}, which apply to the whole server")
-        models.append(ModelSpec(name=name, path=cfg.model, mmproj=known.mmproj if known else "",
-                                overrides=overrides, args=preset_argv,
+        models.append(ModelSpec(name=name, path=cfg.model, aliases=cfg.aliases, tags=cfg.tags,
+                                mmproj=known.mmproj if known else "", overrides=overrides, args=preset_argv,
                                 load_on_startup=section.get("load-on-startup", "").lower() in ("1", "true", "on")))
+    _check_names(models)
     return models
+
+
+def _check_names(models: list[ModelSpec]) -> None:
+    """Every name a request may give (a model's own and its aliases) picks one model."""
+    owner = {m.name: m.name for m in models}
+    for model in models:
+        for alias in model.aliases:
+            taken = owner.setdefault(alias, model.name)
+            if taken != model.name:
+                raise ModelSourceError(f"alias {alias!r} of model [{model.name}] is also "
+                                       f"{'the name' if alias == taken else 'an alias'} of model [{taken}]")
 
 
 def _standalone_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:

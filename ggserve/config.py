@@ -30,6 +30,8 @@ class ModelSpec(msgspec.Struct, kw_only=True):
 
     name: str  # the API's model id
     path: str  # the GGUF (first shard of a split)
+    aliases: list[str] = []  # other names requests may give it (preset's alias)
+    tags: list[str] = []  # preset's tags (informational)
     mmproj: str = ""  # its multimodal projector (the directory's mmproj*.gguf), loaded with it
     overrides: dict[str, Any] = {}  # ServeConfig fields this model sets differently (preset)
     args: list[str] = []  # those settings as flags, for /v1/models' status.args
@@ -92,7 +94,8 @@ class RopeSettings(msgspec.Struct, kw_only=True):
 class ServeConfig(msgspec.Struct, kw_only=True):
     # model
     model: str  # path of the .gguf
-    alias: str = ""  # model id in the API; default: the file name
+    aliases: list[str] = []  # -a: names the API answers to, sorted; the first is the model id (default: the file name)
+    tags: list[str] = []  # --tags: shown in /v1/models, sorted (informational)
     chat_template_file: str = ""
     chat_template: str = ""  # --chat-template: a built-in template by name (ggserve.chat_templates)
     chat_template_kwargs: dict[str, Any] = {}  # --chat-template-kwargs: extra template variables
@@ -242,7 +245,7 @@ class ServeConfig(msgspec.Struct, kw_only=True):
 
     @property
     def model_alias(self) -> str:
-        return self.alias or Path(self.model).name
+        return self.aliases[0] if self.aliases else Path(self.model).name
 
     @property
     def router(self) -> bool:

@@ -791,6 +791,8 @@ class ModelEntry(_Part):
     name: str  # the API's model id
     path: str  # the GGUF (first shard of a split)
     status: ModelStatus
+    aliases: list[str] = []  # other names requests may give it
+    tags: list[str] = []  # informational, shown in /v1/models
     config_path: str = ""  # the model engine's ServeConfig JSON (its scheduler endpoint inside)
     load_id: int = 0  # counts this model's loads: a new one means a new engine to connect to
     failed: bool = False  # the last load failed (status UNLOADED)

@@ -553,6 +553,8 @@ class Model(msgspec.Struct, tag_field="object", tag="model", omit_defaults=True)
     id: str
     created: int
     owned_by: str
+    aliases: list[str]  # llama-server's: the names requests may use
+    tags: list[str]  # llama-server's --tags
     meta: ModelMeta | None = None  # absent until the engine is ready
     path: str | None = None  # router mode: the GGUF
     status: ModelStatusInfo | None = None  # router mode

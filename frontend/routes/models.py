@@ -53,7 +53,7 @@ async def models(router: ModelRouter, req: Request) -> Response:
         fe = await _connected(router, entry.name)
         meta = server.model_meta(fe, fe.engine.info) if fe is not None and fe.engine.info is not None else None
         status = ModelStatusInfo(str(entry.status), entry.args, entry.failed, entry.error if entry.failed else "")
-        data.append(Model(entry.name, router.started_at, "ggserve", meta, entry.path, status))
+        data.append(Model(entry.name, router.started_at, "ggserve", entry.aliases, entry.tags, meta, entry.path, status))
     return json_response(ModelList(data, [OllamaModel(m.id, m.id) for m in data]))
 
 
@@ -65,7 +65,7 @@ async def props(router: ModelRouter, req: Request) -> Response:
     if fe is not None:
         return await server.props(fe, req)
     entry = router.entry(name)
-    body: dict[str, Any] = {"model_alias": name, "model_path": entry.path, "total_slots": entry.n_slots,
+    body: dict[str, Any] = {"model_alias": entry.name, "model_path": entry.path, "total_slots": entry.n_slots,
                             "n_ctx": entry.n_ctx, "is_sleeping": entry.status == ModelStatus.SLEEPING, "status": str(entry.status)}
     return json_response(body)
 
@@ -75,7 +75,7 @@ async def metrics_text(router: ModelRouter, req: Request) -> Response:
     (``?model=``: that model's engine series only)."""
     if not router.cfg.metrics:
         raise ApiError(501, "this server does not serve metrics; start it with --metrics")
-    names = [requested_model(req, router)] if "model" in req.query else list(router.table)
+    names = [router.entry(requested_model(req, router)).name] if "model" in req.query else list(router.table)
     stats = await asyncio.gather(*(_engine_stats(router, name) for name in names))
     engines = {name: s for name, s in zip(names, stats) if s is not None}
     return Response(metrics.render(engines, by_model=True), content_type=metrics.CONTENT_TYPE)

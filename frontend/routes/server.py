@@ -35,7 +35,8 @@ async def models(fe: Frontend, req: Request) -> Response:
     info = fe.engine.info
     meta = model_meta(fe, info) if info is not None else None
     capabilities = ["completion", "multimodal"] if fe.multimodal is not None else ["completion"]
-    return json_response(ModelList([Model(fe.model_id, fe.started_at, "ggserve", meta, architecture=architecture(fe))],
+    return json_response(ModelList([Model(fe.model_id, fe.started_at, "ggserve", fe.cfg.aliases, fe.cfg.tags, meta,
+                                          architecture=architecture(fe))],
                                    [OllamaModel(fe.model_id, fe.model_id, capabilities=capabilities)]))
 
 

@@ -16,6 +16,7 @@ import os
 LLAMA_ENV = {
     "--model": "LLAMA_ARG_MODEL",
     "--alias": "LLAMA_ARG_ALIAS",
+    "--tags": "LLAMA_ARG_TAGS",
     "--ctx-size": "LLAMA_ARG_CTX_SIZE",
     "--parallel": "LLAMA_ARG_N_PARALLEL",
     "--batch-size": "LLAMA_ARG_BATCH",

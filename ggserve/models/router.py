@@ -84,8 +84,9 @@ class RoutedModel:
         return self.memory.total_bytes if self.memory is not None else 0
 
     def entry(self) -> ModelEntry:
-        return ModelEntry(self.spec.name, self.spec.path, self.status, self.config_path, self.load_id, self.failed,
-                          self.error, self.cfg.n_parallel, self.cfg.ctx_size, self.spec.args, self.memory_bytes)
+        return ModelEntry(self.spec.name, self.spec.path, self.status, self.spec.aliases, self.spec.tags,
+                          self.config_path, self.load_id, self.failed, self.error, self.cfg.n_parallel,
+                          self.cfg.ctx_size, self.spec.args, self.memory_bytes)
 
     def last_active(self) -> float:
         return max(self.last_used, self.engine.last_busy if self.engine is not None else 0.0)
@@ -111,7 +112,7 @@ class ModelRouter:
         os.makedirs(run_dir, mode=0o700, exist_ok=True)
         cfg = msgspec.convert({**msgspec.to_builtins(msgspec.structs.replace(
             self.cfg, models=[], models_single=False, models_endpoint="", run_dir=run_dir, model=spec.path,
-            alias=spec.name, model_name=spec.name, mmproj=spec.mmproj or self.cfg.mmproj,
+            aliases=[spec.name], tags=spec.tags, model_name=spec.name, mmproj=spec.mmproj or self.cfg.mmproj,
             scheduler_endpoint=ipc_endpoint(run_dir, "scheduler"), executor_endpoint=ipc_endpoint(run_dir, "executors"),
         )), **spec.overrides}, ServeConfig)
         # Read at start (~50 ms a model): the HTTP workers refuse a model that can never fit.

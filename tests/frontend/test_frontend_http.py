@@ -267,7 +267,8 @@ def test_loading_until_engine_info(tmp_path, reply_ids):
 
 @pytest.mark.parametrize("metrics_no_auth", [False, True])
 def test_api_keys(tmp_path, reply_ids, metrics_no_auth: bool):
-    cfg = frontend_config(str(tmp_path), api_keys=["k1", "k2"], metrics=True, metrics_no_auth=metrics_no_auth)
+    cfg = frontend_config(str(tmp_path), api_keys=["k1", "k2"], metrics=True, metrics_no_auth=metrics_no_auth,
+                          aliases=["first", "second"], tags=["small"])
     with FakeScheduler(cfg.scheduler_endpoint, reply_ids), run_frontend(cfg) as url:
         assert httpx.get(f"{url}/health").status_code == 200
         r = httpx.get(f"{url}/v1/models")
@@ -283,7 +284,9 @@ def test_api_keys(tmp_path, reply_ids, metrics_no_auth: bool):
         with pytest.raises(openai.AuthenticationError):
             client(url).models.list()
         models = openai.OpenAI(base_url=f"{url}/v1", api_key="k1", _strict_response_validation=True).models.list()
-        assert [m.id for m in models.data] == [cfg.model_alias]
+        assert [m.id for m in models.data] == [cfg.model_alias] == ["first"]
+        (listed,) = httpx.get(f"{url}/v1/models", headers={"x-api-key": "k1"}).json()["data"]
+        assert listed["aliases"] == ["first", "second"] and listed["tags"] == ["small"]  # llama-server's fields
 
 
 def test_operator_endpoints_off_answer_501_and_props_changes_nothing_silently(tmp_path, reply_ids):

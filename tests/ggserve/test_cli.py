@@ -41,6 +41,13 @@ def test_llama_server_flags_map_onto_the_config(tmp_path) -> None:
     assert cfg.model.endswith(".gguf")  # the embedded default, assembled once
 
 
+def test_aliases_and_tags_are_comma_separated_sets_as_in_llama_server() -> None:
+    cfg = config_from_args(parse("-a", "zeta, alpha,,zeta", "--tags", "small,base"))
+    assert cfg.aliases == ["alpha", "zeta"] and cfg.tags == ["base", "small"]
+    assert cfg.model_alias == "alpha"  # llama-server's id: the first alias of its sorted set
+    assert config_from_args(parse()).aliases == [] and config_from_args(parse()).model_alias.endswith(".gguf")
+
+
 def test_embedding_flags_map_onto_the_config() -> None:
     plain = config_from_args(parse())
     assert (plain.embeddings, plain.pooling, plain.n_parallel, plain.embd_max_inputs) == (False, "", 4, 2048)

@@ -35,6 +35,8 @@ c = 512
 
 [alpha]
 np = 2
+alias = first, primary
+tags = small
 
 [beta]
 np = 1
@@ -128,6 +130,18 @@ def test_preset_settings_and_precedence(models_dir: Path, tmp_path: Path) -> Non
             config_from_args(parse("--models-preset", str(preset)), ("--models-preset", str(preset)))
 
 
+def test_an_alias_naming_another_model_or_its_alias_is_refused(models_dir: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    preset = tmp_path / "aliases.ini"
+    for alpha, beta, why in (("alias = beta", "", "'beta' of model [alpha] is also the name of model [beta]"),
+                             ("alias = one", "alias = two,one", "'one' of model [beta] is also an alias of model [alpha]")):
+        preset.write_text(f"[alpha]\nmodel = {models_dir / 'alpha.gguf'}\n{alpha}\n"
+                          f"[beta]\nmodel = {models_dir / 'beta.gguf'}\n{beta}\n")
+        with pytest.raises(UsageError):
+            config_from_args(parse("--models-preset", str(preset)), ("--models-preset", str(preset)))
+        assert why in capsys.readouterr().err
+
+
 def test_a_worker_asked_for_the_models_before_it_has_the_table_waits_for_it() -> None:
     """With several HTTP workers, one may be asked for /v1/models before the launcher's first
     table reached it: it answers with the table, not an empty list."""
@@ -162,7 +176,10 @@ def test_models_are_listed_unloaded_with_their_settings(router: ServerHandle) ->
     models = {m["id"]: m for m in httpx.get(f"{router.base_url}/v1/models").json()["data"]}
     assert sorted(models) == ["alpha", "beta", "broken", "gamma"]
     assert {m["status"]["value"] for m in models.values()} == {"unloaded"}
-    assert models["alpha"]["status"]["args"] == ["--ctx-size", "512", "--parallel", "2"]
+    assert models["alpha"]["status"]["args"] == ["--ctx-size", "512", "--parallel", "2", "--alias", "first, primary",
+                                                 "--tags", "small"]
+    assert (models["alpha"]["aliases"], models["alpha"]["tags"]) == (["first", "primary"], ["small"])
+    assert (models["beta"]["aliases"], models["beta"]["tags"]) == ([], [])
     assert models["alpha"]["path"].endswith(".gguf")
 
 
@@ -194,6 +211,9 @@ def test_a_request_loads_its_model_and_is_routed_to_it(router: ServerHandle) -> 
         assert props["total_slots"] == slots and props["is_sleeping"] is False
     assert statuses(router)["gamma"] == "unloaded"
     assert httpx.get(f"{router.base_url}/slots", params={"model": "gamma"}).status_code == 503  # never loads
+    resp = complete(router, "primary")  # an alias routes to its model
+    assert resp.status_code == 200 and resp.json()["model"] == "alpha"
+    assert httpx.get(f"{router.base_url}/props", params={"model": "first"}).json()["total_slots"] == 2
 
 
 def test_alternating_concurrent_requests_to_two_models(router: ServerHandle) -> None:

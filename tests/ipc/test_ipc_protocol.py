@@ -253,7 +253,8 @@ SAMPLES: list[p.Message] = [
     p.Shutdown(reason="SIGTERM"),
     p.Restarts(counts=[p.ChildRestarts(process="scheduler", count=1)]),
     p.ModelTable(models=[p.ModelEntry(
-        name="alpha", path="/m/alpha.gguf", status=p.ModelStatus.SLEEPING, config_path="/run/m0/config.json",
+        name="alpha", path="/m/alpha.gguf", status=p.ModelStatus.SLEEPING, aliases=["first"], tags=["small"],
+        config_path="/run/m0/config.json",
         load_id=2, failed=True, error="sleeping", n_slots=2, n_ctx=512, args=["--parallel", "2"],
         memory_bytes=263_000_000)]),
     p.LoadModel(name="alpha"),
