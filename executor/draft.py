@@ -23,6 +23,7 @@ import llama_cpp
 import numpy as np
 
 from executor.batch import NumpyBatch
+from executor.model import tensor_overrides
 from executor.model.params import context_params, model_params
 from executor.sampling.sequence import logits_view
 from executor.model.threadpool import ExecutorThreads
@@ -79,8 +80,11 @@ class DraftModel:
 
     def __init__(self, cfg: ServeConfig, n_vocab: int, n_seq_max: int, threads: ExecutorThreads) -> None:
         mparams = model_params(cfg, draft=True)
+        # referenced until the load returns
+        tensors = tensor_overrides.apply(cfg.spec_draft_tensor_overrides, mparams, "--override-tensor-draft")
         log.info("loading the draft model %s", cfg.spec_draft_model)
         self.model = llama_cpp.llama_model_load_from_file(cfg.spec_draft_model.encode(), mparams)
+        del tensors
         if not self.model:
             raise RuntimeError(f"failed to load the draft model {cfg.spec_draft_model}")
         vocab = llama_cpp.llama_model_get_vocab(self.model)
@@ -93,7 +97,7 @@ class DraftModel:
         if not self.ctx:
             llama_cpp.llama_model_free(self.model)
             raise RuntimeError("failed to create the draft model's context (out of memory?)")
-        self.pools = threads.attach(self.ctx)
+        self.pools = threads.attach(self.ctx, draft=True)
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.n_vocab = n_vocab
         self.batch = NumpyBatch(llama_cpp.llama_n_batch(self.ctx))

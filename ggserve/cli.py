@@ -569,6 +569,7 @@ def _speculative_flags(g: argparse._ArgumentGroup, d: ServeConfig) -> None:
                    choices=CACHE_TYPES, default=d.spec_draft_type_k, help="the draft model's KV cache type for K")
     g.add_argument("-ctvd", "--cache-type-v-draft", "--spec-draft-type-v", dest="spec_draft_type_v",
                    choices=CACHE_TYPES, default=d.spec_draft_type_v, help="and for V")
+    cpu_placement.add_flags(g, draft=True)
 
 
 def _check_speculative(args: argparse.Namespace) -> None:
@@ -663,6 +664,7 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         raise UsageError(f"ggserve: --video-ffmpeg-dir {args.video_ffmpeg_dir} is not a directory")
     try:
         cpu, cpu_batch = cpu_placement.placements(args)
+        draft_cpu, draft_cpu_batch = cpu_placement.placements(args, draft=True)
         llama_server.check(args)
         rope = llama_server.rope_settings(args)
         grammar, json_schema = output.grammar_defaults(args)
@@ -702,6 +704,8 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         image_tokens=(args.image_min_tokens, args.image_max_tokens),
         cpu=cpu,
         cpu_batch=cpu_batch,
+        spec_draft_cpu=draft_cpu,
+        spec_draft_cpu_batch=draft_cpu_batch,
         rope=rope,
     )
     return ServeConfig(**fields)

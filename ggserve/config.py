@@ -179,6 +179,9 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     spec_draft_threads_batch: int = 0  # -tbd: its threads for batches (0: its -td)
     spec_draft_type_k: str = "f16"  # -ctkd: the draft's KV cache types
     spec_draft_type_v: str = "f16"  # -ctvd
+    spec_draft_cpu: CpuPlacement = msgspec.field(default_factory=CpuPlacement)  # -Cd, --prio-draft, ...
+    spec_draft_cpu_batch: CpuPlacement = msgspec.field(default_factory=CpuPlacement)  # -Cbd, -Crbd, ...
+    spec_draft_tensor_overrides: list[TensorOverride] = []  # -otd, -cmoed, -ncmoed
     spec_ngram_size_n: int = 12  # --spec-ngram-size-n: tokens matched (ngram: the longest match, down to 2)
     spec_ngram_size_m: int = 48  # --spec-ngram-size-m: tokens drafted after a match
     spec_ngram_min_hits: int = 1  # --spec-ngram-min-hits: earlier occurrences a match needs

@@ -2,9 +2,11 @@
 and the executor's process priority.
 
 Without those flags an executor attaches no pool and llama.cpp makes a throwaway one with its
-defaults for each step, as before. With them it attaches two (``llama_attach_threadpool``): one
-for steps of one token, one for steps of several (prompts, decodes of several sequences), the
-same one where the two placements agree. Their threads are OpenMP's in the default build: each
+defaults for each step, as before. With them it attaches two to a model's context
+(``llama_attach_threadpool``): one for steps of one token, one for steps of several (prompts,
+decodes of several sequences), the same one where the two placements agree. A draft model's
+context gets its own, placed by the draft's flags (-Cd, --prio-draft, ...) with its thread counts
+(-td, -tbd). Their threads are OpenMP's in the default build: each
 step applies the pool's affinity and priority to them, the executor's main thread included.
 """
 
@@ -78,7 +80,7 @@ def apply_priority(cfg: ServeConfig, executor_id: int) -> bool:
         except OSError as exc:
             log.warning("executor %d: --prio %d: cannot set the process's nice value to %d: %s",
                         executor_id, prio, NICE[prio], exc.strerror)
-    highest = max(prio, cfg.cpu_batch.prio)
+    highest = max(p.prio for p in (cfg.cpu, cfg.cpu_batch, cfg.spec_draft_cpu, cfg.spec_draft_cpu_batch))
     if highest < REALTIME_FROM or _may_run_realtime():
         return True
     log.warning("executor %d: --prio %d: this process may not use real-time scheduling for llama.cpp's "
@@ -108,9 +110,9 @@ class ExecutorThreads:
 
     def __init__(self, cfg: ServeConfig, executor_id: int) -> None:
         self.cfg, self.executor_id = cfg, executor_id
-        self.custom = cfg.cpu.custom or cfg.cpu_batch.custom
-        self.realtime = apply_priority(cfg, executor_id) if self.custom else False
-        if self.custom:
+        custom = any(p.custom for p in (cfg.cpu, cfg.cpu_batch, cfg.spec_draft_cpu, cfg.spec_draft_cpu_batch))
+        self.realtime = apply_priority(cfg, executor_id) if custom else False
+        if cfg.cpu.custom or cfg.cpu_batch.custom:
             self._place_main_thread()
 
     def _place_main_thread(self) -> None:
@@ -124,20 +126,34 @@ class ExecutorThreads:
             policy, priority = THREAD_POLICY[placement.prio]
             os.sched_setscheduler(0, policy, os.sched_param(priority))
 
-    def attach(self, ctx: llama_cpp.llama_context_p) -> ThreadPools | None:
-        """Pools for ``ctx`` as placed (None without placement flags: llama.cpp's own)."""
-        return ThreadPools(ctx, self.cfg, self.executor_id, self.realtime) if self.custom else None
+    def attach(self, ctx: llama_cpp.llama_context_p, draft: bool = False) -> ThreadPools | None:
+        """Pools for the target's ``ctx``, or with ``draft`` the draft model's, as placed (None
+        without that model's placement flags: llama.cpp's own)."""
+        cfg = self.cfg
+        if draft:  # its thread counts as executor.model.params gives them to its context
+            single, batch = cfg.spec_draft_cpu, cfg.spec_draft_cpu_batch
+            n_single = cfg.spec_draft_threads or cfg.n_threads
+            n_batch = cfg.spec_draft_threads_batch or n_single
+        else:
+            single, batch = cfg.cpu, cfg.cpu_batch
+            n_single, n_batch = cfg.n_threads, cfg.threads_batch or cfg.n_threads
+        if not (single.custom or batch.custom):
+            return None
+        pools = ThreadPools(ctx, single, batch, (n_single, n_batch), cfg, self.executor_id, self.realtime)
+        log.info("executor %d: %sllama.cpp threads: %s", self.executor_id, "the draft model's " if draft else "",
+                 pools.description)
+        return pools
 
 
 class ThreadPools:
     """The pools one llama.cpp context runs its steps on; ``close`` after the context is freed."""
 
-    def __init__(self, ctx: llama_cpp.llama_context_p, cfg: ServeConfig, executor_id: int,
-                 realtime: bool) -> None:
+    def __init__(self, ctx: llama_cpp.llama_context_p, single_placement: CpuPlacement, batch_placement: CpuPlacement,
+                 threads: tuple[int, int], cfg: ServeConfig, executor_id: int, realtime: bool) -> None:
         self._lib = _ggml_cpu()
-        n_single, n_batch = cfg.n_threads, cfg.threads_batch or cfg.n_threads
-        single = self._params(cfg.cpu, n_single, cfg, executor_id, realtime)
-        batch = self._params(cfg.cpu_batch, n_batch, cfg, executor_id, realtime)
+        n_single, n_batch = threads
+        single = self._params(single_placement, n_single, cfg, executor_id, realtime)
+        batch = self._params(batch_placement, n_batch, cfg, executor_id, realtime)
         self.pools: list[int] = []
         same = n_single == n_batch and bytes(single) == bytes(batch)
         if not same:
@@ -149,8 +165,8 @@ class ThreadPools:
                 raise RuntimeError(f"llama.cpp could not create a thread pool of {params.n_threads} threads")
             self.pools.append(pool)
         _attach_fn()(ctx, self.pools[-1], None if same else self.pools[0])
-        log.info("executor %d: llama.cpp threads: %s", executor_id, describe(single) if same else
-                 f"one-token steps {describe(single)}; steps of several tokens {describe(batch)}")
+        self.description = (describe(single) if same else
+                            f"one-token steps {describe(single)}; steps of several tokens {describe(batch)}")
 
     @staticmethod
     def _params(placement: CpuPlacement, n_threads: int, cfg: ServeConfig, executor_id: int,

@@ -106,6 +106,8 @@ LLAMA_ENV = {
     "--override-tensor": "LLAMA_ARG_OVERRIDE_TENSOR",
     "--cpu-moe": "LLAMA_ARG_CPU_MOE",
     "--n-cpu-moe": "LLAMA_ARG_N_CPU_MOE",
+    "--spec-draft-cpu-moe": "LLAMA_ARG_SPEC_DRAFT_CPU_MOE",
+    "--spec-draft-n-cpu-moe": "LLAMA_ARG_SPEC_DRAFT_N_CPU_MOE",
     "--n-cpu-ffn": "LLAMA_ARG_N_CPU_FFN",
     "--log-jsonl": "LLAMA_ARG_LOG_JSONL",
     "--log-colors": "LLAMA_ARG_LOG_COLORS",

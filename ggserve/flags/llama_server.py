@@ -118,6 +118,26 @@ class _ExtendInOrder(argparse.Action):
         setattr(namespace, self.dest, [*getattr(namespace, self.dest), *added])
 
 
+def _tensor_override_flags(e: argparse._ArgumentGroup, draft: bool) -> None:
+    """-ot, -cmoe, -ncmoe, or with ``draft`` the draft model's -otd, -cmoed, -ncmoed."""
+    dest, whose = ("spec_draft_tensor_overrides", "the draft model's ") if draft else ("tensor_overrides", "")
+    names = {
+        "ot": ("--spec-draft-override-tensor", "-otd", "--override-tensor-draft") if draft else
+              ("-ot", "--override-tensor"),
+        "cmoe": ("--spec-draft-cpu-moe", "-cmoed", "--cpu-moe-draft") if draft else ("-cmoe", "--cpu-moe"),
+        "ncmoe": ("--spec-draft-n-cpu-moe", "--spec-draft-ncmoe", "-ncmoed", "--n-cpu-moe-draft") if draft else
+                 ("-ncmoe", "--n-cpu-moe"),
+    }
+    e.add_argument(*names["ot"], dest=dest, action=_ExtendInOrder, default=[], type=_overrides,
+                   metavar="PATTERN=TYPE,...", help=f"{whose}weights whose names match a regex go to a buffer type "
+                   "(CPU, CUDA0, ...; the first match wins)")
+    e.add_argument(*names["cmoe"], dest=dest, action=_ExtendInOrder, nargs=0,
+                   const=[TensorOverride(MOE_EXPERTS, CPU_BUFFER)],
+                   help=f"{whose}Mixture-of-Experts layers' expert weights stay on the CPU")
+    e.add_argument(*names["ncmoe"], dest=dest, action=_ExtendInOrder, type=_first_layers(MOE_EXPERTS),
+                   metavar="N", help=f"the expert weights of {whose}first N layers stay on the CPU")
+
+
 def add_flags(e: argparse._ArgumentGroup, c: argparse._ArgumentGroup) -> None:
     """``e``: the engine group (llama.cpp settings); ``c``: llama-server compatibility."""
     e.add_argument("-kvo", "--kv-offload", dest="kv_offload", action="store_true", default=True,
@@ -142,16 +162,8 @@ def add_flags(e: argparse._ArgumentGroup, c: argparse._ArgumentGroup) -> None:
     e.add_argument("--override-kv", dest="kv_overrides", action=_ExtendInOrder, default=[], type=_kv_overrides,
                    metavar="KEY=TYPE:VALUE,...", help="replace GGUF metadata values at load (TYPE: int, float, "
                    "bool, str), for the model and the frontend's vocabulary alike")
-    e.add_argument("-ot", "--override-tensor", dest="tensor_overrides", action=_ExtendInOrder, default=[],
-                   type=_overrides, metavar="PATTERN=TYPE,...",
-                   help="weights whose names match a regex go to a buffer type (CPU, CUDA0, ...; the first "
-                   "match wins)")
-    e.add_argument("-cmoe", "--cpu-moe", dest="tensor_overrides", action=_ExtendInOrder, nargs=0,
-                   const=[TensorOverride(MOE_EXPERTS, CPU_BUFFER)],
-                   help="every Mixture-of-Experts layer's expert weights stay on the CPU")
-    e.add_argument("-ncmoe", "--n-cpu-moe", dest="tensor_overrides", action=_ExtendInOrder,
-                   type=_first_layers(MOE_EXPERTS), metavar="N",
-                   help="the expert weights of the first N layers stay on the CPU")
+    for draft in (False, True):
+        _tensor_override_flags(e, draft)
     e.add_argument("-ncffn", "--n-cpu-ffn", dest="tensor_overrides", action=_ExtendInOrder,
                    type=_first_layers(DENSE_FFN), metavar="N",
                    help="the dense feed-forward weights of the first N layers stay on the CPU")

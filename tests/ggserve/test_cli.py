@@ -11,6 +11,7 @@ import pytest
 
 from ggserve.cli import EMBEDDING_SEQUENCES, _serve_parser, _warn_about, config_from_args, main
 from ggserve.config import RopeSettings
+from ggserve.flags import llama_server
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -220,7 +221,29 @@ def test_cpu_placement_flags_map_onto_the_config() -> None:
     assert (split.cpu_batch.cpus, split.cpu_batch.strict) == (list(range(n)), True)
 
 
+def test_draft_placement_flags_default_to_the_targets() -> None:
+    n = os.cpu_count() or 1
+    inherited = config_from_args(parse("-C", "0x1", "--prio", "-1", "--cpu-strict-batch", "1"))
+    assert inherited.spec_draft_cpu == inherited.cpu  # -Cd, --prio-draft, ...: the target's
+    assert inherited.spec_draft_cpu_batch == inherited.cpu  # -Cbd, ...: the draft's one-token flags'
+    cfg = config_from_args(parse("-C", "0x1", "-Cd", f"{1 << (n - 1):x}", "--prio-draft", "0",
+                                 "--spec-draft-cpu-range-batch", "0-", "--poll-batch-draft", "10"))
+    assert (cfg.cpu.cpus, cfg.spec_draft_cpu.cpus, cfg.spec_draft_cpu.prio) == ([0], [n - 1], 0)
+    assert (cfg.spec_draft_cpu_batch.cpus, cfg.spec_draft_cpu_batch.poll) == (list(range(n)), 10)
+    assert not config_from_args(parse()).spec_draft_cpu.custom
+
+
+def test_draft_tensor_overrides_are_the_drafts_own() -> None:
+    cfg = config_from_args(parse("-otd", r"token_embd\.weight=CPU", "-cmoed", "-ncmoed", "1", "-ot", "x=CPU"))
+    assert [o.pattern for o in cfg.spec_draft_tensor_overrides] == [
+        r"token_embd\.weight", llama_server.MOE_EXPERTS, rf"blk\.0{llama_server.MOE_EXPERTS}"]
+    assert [o.pattern for o in cfg.tensor_overrides] == ["x"]
+
+
 @pytest.mark.parametrize("argv, message", [
+    (("--prio-draft", "4"), "--spec-draft-prio is one of"),
+    (("--poll-batch-draft", "101"), "--spec-draft-poll-batch is in [0, 100]"),
+    (("-Crd", "x"), "is not [lo]-[hi]"),
     (("-C", "0xzz"), "not hexadecimal"),
     (("-C", "0"), "names no CPU"),
     (("-C", f"{1 << (os.cpu_count() or 1):x}"), "this machine has CPUs"),

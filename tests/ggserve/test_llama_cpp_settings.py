@@ -16,6 +16,7 @@ import pytest
 from conftest import ServerHandle, start_server
 from executor.model import threadpool
 from ggserve.config import CpuPlacement, ServeConfig
+from ggserve.models.resolve import resolve_model
 from test_faults import role_pids
 
 
@@ -120,6 +121,21 @@ def test_tensor_overrides_place_weights_and_an_unknown_buffer_type_stops_the_sta
     with start_server("-np", "1", "-c", "512", "-ot", "x=NOPE", ready=False) as server:
         assert server.proc.wait(120) == 1
         assert "unknown buffer type NOPE in --override-tensor; this build has CPU" in server.log()
+
+
+def test_a_draft_models_placement_and_tensor_overrides_are_its_own():
+    """-td / -Cd / --prio-draft place the draft model's pools (the target keeps llama.cpp's);
+    -otd places the draft's weights (only the draft's load, the second, logs overrides)."""
+    draft = ("-np", "1", "-c", "512", "-v", "-md", resolve_model(None), "-td", "1")
+    with start_server(*draft, "-Cd", "0x1", "--prio-draft", "-1", "-otd", r"token_embd\.weight=CPU") as server:
+        complete(server)
+        log = server.log()
+        assert "executor 0: the draft model's llama.cpp threads: 1 on 0, prio -1" in log
+        assert "executor 0: llama.cpp threads:" not in log  # the target: no placement flags
+        assert log.find("loading the draft model") < log.find("buffer type overridden to CPU")  # none before
+    with start_server(*draft, "-otd", "x=NOPE", ready=False) as server:
+        assert server.proc.wait(120) == 1
+        assert "unknown buffer type NOPE in --override-tensor-draft" in server.log()
 
 
 def test_metadata_overrides_reach_the_vocabulary_of_frontend_and_executor():
