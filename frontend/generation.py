@@ -22,6 +22,7 @@ from frontend.api.schemas import PromptTokensDetails, Usage
 from frontend.text.stop import IndentGuard, StopMatcher
 from frontend.timings import Timings, make_timings
 from frontend.text.tokenizer import IncrementalDetokenizer, Tokenizer
+from frontend.observe.prompt_log import PromptLog
 from frontend.observe.trace import ChoiceTrace, RequestTrace
 from ipc.protocol import AddRequest, FinishReason, PromptProgress, RequestOutput, RequestStats, TokenLogprob
 
@@ -201,12 +202,14 @@ class Generation:
                  stops: list[str], logprobs: bool, ping_interval_s: float | None,
                  special_ids: frozenset[int] = frozenset(), time_limit_s: float | None = None,
                  n_indent: int = 0, trace: RequestTrace | None = None,
-                 on_exit: Callable[[], None] | None = None) -> None:
+                 on_exit: Callable[[], None] | None = None, prompt_log: PromptLog | None = None) -> None:
         """``special_ids``: control tokens written as their text (tool-call and reasoning markers);
         ``ping_interval_s``: None never pings; ``time_limit_s``, ``n_indent``: see Choice;
         ``trace``: the HTTP request's, which learns how each engine request went; ``on_exit``:
-        called once every request has ended (frees the requests' media files)."""
+        called once every request has ended (frees the requests' media files); ``prompt_log``:
+        --log-prompts-dir's, which gets the prompts when they are submitted."""
         self._engine = engine
+        self._prompt_log = prompt_log
         self._trace = trace
         self._requests = requests
         self._n = n
@@ -221,6 +224,8 @@ class Generation:
 
     async def __aenter__(self) -> Self:
         self._t_submit = time.monotonic()
+        if self._prompt_log is not None:
+            self._prompt_log.write([r.prompt_token_ids for r in self._requests[::self._n]])
         self._queue = self._engine.submit(self._requests)
         return self
 

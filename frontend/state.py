@@ -24,6 +24,7 @@ from frontend.media.arena import MediaArena, arena_bytes
 from frontend.text.multimodal import MediaTokenizer
 from frontend.text.tokenizer import Tokenizer
 from frontend.media.video import VideoDecoder
+from frontend.observe.prompt_log import PromptLog
 from ggserve.config import ServeConfig
 from ipc.protocol import EngineInfo, SamplingParams
 
@@ -92,6 +93,11 @@ class Frontend:
     def responses(self) -> ResponseStore:
         """Stored Responses API responses, shared by the HTTP workers (in the run directory)."""
         return ResponseStore(os.path.join(self.cfg.run_dir, "responses"))
+
+    @functools.cached_property
+    def prompt_log(self) -> PromptLog | None:
+        """--log-prompts-dir: where generations' prompts are written (None: nowhere)."""
+        return PromptLog(self.cfg.log_prompts_dir, self.tokenizer) if self.cfg.log_prompts_dir else None
 
     @functools.cached_property
     def sampling_defaults(self) -> SamplingParams:

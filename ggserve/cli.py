@@ -21,7 +21,7 @@ from pathlib import Path
 import msgspec
 
 from ggserve import gpu_groups
-from ggserve.flags import cpu_placement, llama_server, output
+from ggserve.flags import completion, cpu_placement, llama_server, output
 from ggserve.chat_templates import builtin_names
 from ggserve.samplers import sampler_order
 from ggserve.config import CACHE_TYPES, DRAFT_MODEL_TYPE, SPEC_TYPES, ScaledFile, ModelSpec, ServeConfig, cpu_has_amx
@@ -61,6 +61,8 @@ class UsageError(SystemExit):
 
 def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve a GGUF model behind the OpenAI API")
+    p.add_argument("--completion-bash", action=completion.CompletionBash, subcommands=sub,
+                   help="print a bash completion script for ggserve and exit: source <(ggserve serve --completion-bash)")
     d = ServeConfig(model="")
     m = p.add_argument_group("model")
     m.add_argument("-m", "--model", default="", help="GGUF file (default: embedded Gemma 3 270M)")
@@ -120,6 +122,8 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     help="run the media encoder on the GPU with the model (the default)")
     mm.add_argument("--no-mmproj-offload", dest="mmproj_offload", action="store_false",
                     help="run the media encoder on the CPU even when the model is on a GPU")
+    mm.add_argument("-mmdev", "--mmproj-device", default="", metavar="none",
+                    help="'none': the media encoder on the CPU, as --no-mmproj-offload (default: with the model)")
     mm.add_argument("--image-min-tokens", type=int, default=-1, metavar="N",
                     help="least embeddings an image takes on models that resize pictures to a token budget "
                     "(Qwen2-VL, ...; default: the model's)")
@@ -324,6 +328,9 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     o.add_argument("-v", "--verbose", "--log-verbose", action="store_true", help="debug logs (--log-level debug)")
     o.add_argument("--log-format", default=d.log_format, choices=FORMATS, help="json: one JSON object per line")
     o.add_argument("--log-file", default="", help="append the logs of every process to this file (default: stderr)")
+    o.add_argument("--log-prompts-dir", default="", metavar="PATH",
+                   help="write each generation's prompt, as the model reads it, to a file in PATH (created if "
+                   "missing; for debugging)")
     llama_server.add_log_flags(o)
     return p
 
@@ -570,9 +577,21 @@ def _speculative_flags(g: argparse._ArgumentGroup, d: ServeConfig) -> None:
     g.add_argument("-ctvd", "--cache-type-v-draft", "--spec-draft-type-v", dest="spec_draft_type_v",
                    choices=CACHE_TYPES, default=d.spec_draft_type_v, help="and for V")
     cpu_placement.add_flags(g, draft=True)
+    g.add_argument("--spec-default", action="store_true",
+                   help="llama-server's default set-up: --spec-type ngram-mod with a 24-token match, drafts of "
+                   "48 to 64 tokens (the flags given beside it win)")
+
+
+# --spec-default's settings, as llama-server's ngram-mod ones map onto ggserve's
+SPEC_DEFAULT = {"spec_type": "ngram-mod", "spec_ngram_size_n": 24, "spec_draft_n_min": 48, "spec_ngram_size_m": 64}
 
 
 def _check_speculative(args: argparse.Namespace) -> None:
+    if args.spec_default:
+        unset = ServeConfig(model="", spec_type="none")
+        for dest, value in SPEC_DEFAULT.items():
+            if getattr(args, dest) == getattr(unset, dest):
+                setattr(args, dest, value)
     if args.spec_type == "none":
         args.spec_type = DRAFT_MODEL_TYPE if args.spec_draft_model else ""
     if (args.spec_type == DRAFT_MODEL_TYPE) != bool(args.spec_draft_model):
@@ -658,6 +677,11 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         raise UsageError("ggserve: --mtmd-batch-max-tokens cannot be negative")
     if 0 < args.image_max_tokens < args.image_min_tokens:
         raise UsageError("ggserve: --image-min-tokens is more than --image-max-tokens")
+    if args.log_prompts_dir:
+        try:
+            os.makedirs(args.log_prompts_dir, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"ggserve: --log-prompts-dir {args.log_prompts_dir}: {exc.strerror}") from None
     if args.media_path and not os.path.isdir(args.media_path):
         raise UsageError(f"ggserve: --media-path {args.media_path} is not a directory")
     if args.video_ffmpeg_dir and not os.path.isdir(args.video_ffmpeg_dir):
@@ -670,6 +694,8 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         grammar, json_schema = output.grammar_defaults(args)
         cpu_only = llama_server.cpu_only(args.device, "-dev")
         draft_cpu_only = llama_server.cpu_only(args.device_draft, "-devd")
+        if llama_server.cpu_only(args.mmproj_device, "-mmdev"):
+            args.mmproj_offload = False
         gpu_groups.check_split([g for g in args.gpus.split(",") if g], args.executors, args.split_mode,
                                args.main_gpu, args.tensor_split)
         for value in args.logit_bias:
@@ -701,6 +727,7 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         mmproj=os.path.abspath(args.mmproj) if args.mmproj else "",
         video_ffmpeg_dir=os.path.abspath(args.video_ffmpeg_dir) if args.video_ffmpeg_dir else "",
         media_path=os.path.abspath(args.media_path) if args.media_path else "",
+        log_prompts_dir=os.path.abspath(args.log_prompts_dir) if args.log_prompts_dir else "",
         image_tokens=(args.image_min_tokens, args.image_max_tokens),
         cpu=cpu,
         cpu_batch=cpu_batch,

@@ -245,6 +245,7 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     log_level: str = "info"  # --verbose: debug
     log_format: str = "text"  # text / json (one object per line)
     log_file: str = ""  # every process appends here instead of stderr
+    log_prompts_dir: str = ""  # --log-prompts-dir: each generation's prompt in a file there
 
     @property
     def model_alias(self) -> str:

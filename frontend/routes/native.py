@@ -171,7 +171,8 @@ async def _run(fe: Frontend, req: Request, body: NativeCompletionRequest,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
                      fe.written(preserved_ids(fe.tokenizer, body.preserved_tokens)), time_limit_s(body), body.n_indent,
                      trace=req.trace,
-                     on_exit=(lambda: fe.media_arena.release(media_chunks)) if media_chunks else None)
+                     on_exit=(lambda: fe.media_arena.release(media_chunks)) if media_chunks else None,
+                     prompt_log=fe.prompt_log)
     call = _Call(fe, body, prompts, gen, sampling, limit, logprobs)
     if body.stream:
         return StreamResponse(_events(call))

@@ -50,6 +50,7 @@ LLAMA_ENV = {
     "--embeddings": "LLAMA_ARG_EMBEDDINGS",
     "--mmproj": "LLAMA_ARG_MMPROJ",
     "--mmproj-offload": "LLAMA_ARG_MMPROJ_OFFLOAD",
+    "--mmproj-device": "MTMD_BACKEND_DEVICE",
     "--video-fps": "LLAMA_ARG_VIDEO_FPS",
     "--video-timestamp-interval": "LLAMA_ARG_VIDEO_TIMESTAMP_INTERVAL",
     "--video-ffmpeg-dir": "LLAMA_ARG_VIDEO_FFMPEG_DIR",
@@ -117,6 +118,13 @@ LLAMA_ENV = {
     "--reasoning": "LLAMA_ARG_REASONING",
     "--reasoning-effort": "LLAMA_ARG_REASONING_EFFORT",
     "--log-file": "LLAMA_ARG_LOG_FILE",
+    "--fit": "LLAMA_ARG_FIT",
+    "--fit-target": "LLAMA_ARG_FIT_TARGET",
+    "--fit-ctx": "LLAMA_ARG_FIT_CTX",
+    "--rpc": "LLAMA_ARG_RPC",
+    "--reuse-port": "LLAMA_ARG_REUSE_PORT",
+    "--spec-draft-p-split": "LLAMA_ARG_SPEC_DRAFT_P_SPLIT",
+    "--spec-draft-backend-sampling": "LLAMA_ARG_SPEC_DRAFT_BACKEND_SAMPLING",
 }
 _TRUE = {"1", "true", "on", "yes", "enabled"}
 _FALSE = {"0", "false", "off", "no", "disabled"}

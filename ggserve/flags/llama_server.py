@@ -23,23 +23,30 @@ DENSE_FFN = r"\.ffn_(up|down|gate)\."  # a dense layer's feed-forward weights
 CPU_BUFFER = "CPU"
 # flags that ask for downloads: ggserve loads local files only
 DOWNLOAD_FLAGS = ("-hf", "-hfr", "--hf-repo", "-hff", "--hf-file", "-hfd", "-hfrd", "--hf-repo-draft",
-                  "-mu", "--model-url", "-dr", "--docker-repo", "-mmu", "--mmproj-url")
+                  "--spec-draft-hf", "-mu", "--model-url", "-dr", "--docker-repo", "-mmu", "--mmproj-url")
 # switches that pick a model to download (llama-server's presets), or list what it downloaded
 DOWNLOAD_SWITCHES = ("--embd-gemma-default", "--fim-qwen-1.5b-default", "--fim-qwen-3b-default",
                      "--fim-qwen-7b-default", "--fim-qwen-7b-spec", "--fim-qwen-14b-spec", "--fim-qwen-30b-default",
                      "--gpt-oss-20b-default", "--gpt-oss-120b-default", "--vision-gemma-4b-default",
                      "--vision-gemma-12b-default", "-cl", "--cache-list")
-# flags whose mechanism ggserve does not have: (names, dest, why); a value is accepted with a warning
+NO_FIT = "ggserve does not fit -ngl and -c to the devices' memory: they apply as given (-ngl: all layers)"
+# flags whose mechanism ggserve does not have: (names, dest, value type, why); a value is accepted
+# with a warning
 TUNING_WITHOUT_EFFECT = (
-    (("--threads-http",), "threads_http",
+    (("--threads-http",), "threads_http", float,
      "ggserve's HTTP frontend is asynchronous; --http-workers N runs N worker processes"),
-    (("-dt", "--defrag-thold"), "defrag_thold", "deprecated in llama.cpp, which ignores it too"),
-    (("-sps", "--slot-prompt-similarity"), "slot_prompt_similarity",
+    (("-dt", "--defrag-thold"), "defrag_thold", float, "deprecated in llama.cpp, which ignores it too"),
+    (("-sps", "--slot-prompt-similarity"), "slot_prompt_similarity", float,
      "ggserve gives a request the slot holding the longest cached prefix of its prompt"),
-    (("-ctxcp", "--ctx-checkpoints", "--swa-checkpoints"), "ctx_checkpoints",
+    (("-ctxcp", "--ctx-checkpoints", "--swa-checkpoints"), "ctx_checkpoints", float,
      "ggserve keeps sliding-window prefixes reusable without llama.cpp's context checkpoints"),
-    (("-cms", "--checkpoint-min-step"), "checkpoint_min_step",
+    (("-cms", "--checkpoint-min-step"), "checkpoint_min_step", float,
      "ggserve keeps sliding-window prefixes reusable without llama.cpp's context checkpoints"),
+    (("-fitt", "--fit-target"), "fit_target", str, NO_FIT),
+    (("-fitc", "--fit-ctx"), "fit_ctx", int, NO_FIT),
+    (("--spec-draft-p-split", "--draft-p-split"), "spec_draft_p_split", float,
+     "llama.cpp's speculative decoding does not read it either"),
+    (("-hft", "--hf-token"), "hf_token", str, "ggserve downloads nothing"),
 )
 # switches of the same kind
 SWITCHES_WITHOUT_EFFECT = (
@@ -49,7 +56,30 @@ SWITCHES_WITHOUT_EFFECT = (
     (("-e", "--escape", "--no-escape"), "escape", "llama-server ignores it too: request text arrives as JSON strings"),
     (("--no-cache-idle-slots",), "no_cache_idle_slots",
      "ggserve keeps idle slots' prefixes cached (in the KV cache, then in --cache-ram when evicted)"),
+    (("--spec-draft-backend-sampling", "--no-spec-draft-backend-sampling"), "spec_draft_backend_sampling",
+     "ggserve's draft model takes its greedy picks from its logits in the executor"),
 )
+# flags of llama-server features ggserve does not have: (names, takes a value, why); a usage error
+UNSUPPORTED = (
+    (("--rpc",), True, "ggserve runs its executors on this machine's devices (no llama.cpp RPC backend)"),
+    (("--reuse-port",), False, "granian cannot share its port with other processes; --http-workers N runs N HTTP "
+     "processes on one port"),
+    (("--tools",), True, "ggserve has no built-in tools for agents"),
+    (("--tools-runtime",), True, "ggserve has no built-in tools for agents"),
+    (("-ag", "--agent"), False, "ggserve has no built-in tools for agents or CORS proxy"),
+    (("--mcp-servers-config", "--mcp-servers-json"), True, "ggserve's chat page has no MCP client"),
+    (("--webui-mcp-proxy", "--ui-mcp-proxy"), False, "ggserve's chat page has no MCP proxy"),
+    (("-lcs", "--lookup-cache-static"), True, "ggserve has no ngram-cache drafting from lookup cache files "
+     "(--spec-type ngram drafts from the prompt and the output)"),
+    (("-lcd", "--lookup-cache-dynamic"), True, "ggserve has no ngram-cache drafting from lookup cache files "
+     "(--spec-type ngram drafts from the prompt and the output)"),
+    (("--spec-synth-len",), True, "synthetic draft acceptance benchmarks llama.cpp's verifier; ggserve verifies "
+     "real drafts only"),
+    (("--spec-synth-rates",), True, "synthetic draft acceptance benchmarks llama.cpp's verifier; ggserve verifies "
+     "real drafts only"),
+)
+# their off switches: what ggserve does
+UNSUPPORTED_OFF = ("-no-ag", "--no-agent", "--no-webui-mcp-proxy", "--no-ui-mcp-proxy")
 
 
 class _ListDevices(argparse.Action):
@@ -138,6 +168,10 @@ def _tensor_override_flags(e: argparse._ArgumentGroup, draft: bool) -> None:
                    metavar="N", help=f"the expert weights of {whose}first N layers stay on the CPU")
 
 
+def _unsupported_dest(names: tuple[str, ...]) -> str:
+    return "unsupported_" + names[-1].lstrip("-").replace("-", "_")
+
+
 def add_flags(e: argparse._ArgumentGroup, c: argparse._ArgumentGroup) -> None:
     """``e``: the engine group (llama.cpp settings); ``c``: llama-server compatibility."""
     e.add_argument("-kvo", "--kv-offload", dest="kv_offload", action="store_true", default=True,
@@ -203,12 +237,18 @@ def add_flags(e: argparse._ArgumentGroup, c: argparse._ArgumentGroup) -> None:
     c.add_argument("--no-perf", action="store_true", help="llama.cpp's internal timings off (always)")
     c.add_argument("--cache-idle-slots", action="store_true",
                    help="idle slots' prefixes stay cached, and go to --cache-ram when evicted (always)")
-    for names, dest, why in TUNING_WITHOUT_EFFECT:
-        c.add_argument(*names, dest=dest, type=float, default=None, metavar="N",
+    for names, dest, kind, why in TUNING_WITHOUT_EFFECT:
+        c.add_argument(*names, dest=dest, type=kind, default=None, metavar="N",
                        help=f"accepted, without effect: {why}")
+    c.add_argument("-fit", "--fit", choices=("on", "off"), default=None,
+                   help=f"'off' is what ggserve does; 'on' is accepted with a warning: {NO_FIT}")
     for names, dest, why in SWITCHES_WITHOUT_EFFECT:
         c.add_argument(*names, dest=dest, action="store_const", const=True, default=None,
                        help=f"accepted, without effect: {why}")
+    for names, takes_value, _ in UNSUPPORTED:
+        kind = {"metavar": "VALUE"} if takes_value else {"action": "store_const", "const": True}
+        c.add_argument(*names, dest=_unsupported_dest(names), default=None, help=argparse.SUPPRESS, **kind)
+    c.add_argument(*UNSUPPORTED_OFF, action="store_true", help="accepted: what ggserve does")
     c.add_argument(*DOWNLOAD_FLAGS, dest="download", default=None, metavar="SOURCE", help=argparse.SUPPRESS)
     c.add_argument(*DOWNLOAD_SWITCHES, dest="download", action="store_const", const="preset", help=argparse.SUPPRESS)
 
@@ -291,12 +331,17 @@ def check(args: argparse.Namespace) -> None:
     if not args.kv_unified:
         raise ValueError("--no-kv-unified: ggserve keeps one KV pool for all slots (--ctx-per-request limits "
                          "what one request may hold)")
+    for names, _, why in UNSUPPORTED:
+        if getattr(args, _unsupported_dest(names)) is not None:
+            raise ValueError(f"{names[-1]}: {why}")
     if args.download is not None:
         raise ValueError("ggserve does not download models: give a local GGUF with -m PATH "
                          "(or a directory of them with --models-dir)")
-    for names, dest, why in (*TUNING_WITHOUT_EFFECT, *SWITCHES_WITHOUT_EFFECT):
+    for names, dest, why in (*((n, d, w) for n, d, _, w in TUNING_WITHOUT_EFFECT), *SWITCHES_WITHOUT_EFFECT):
         if getattr(args, dest) is not None:
             log.warning("%s is accepted without effect: %s", next(n for n in names if n.startswith("--")), why)
+    if args.fit == "on":
+        log.warning("--fit on is accepted without effect: %s", NO_FIT)
     for name, what in (("prefix", "the process's name"), ("timestamps", "the time")):
         if getattr(args, f"log_{name}") is False:
             log.warning("--no-log-%s is accepted without effect: ggserve's text log lines always carry %s "

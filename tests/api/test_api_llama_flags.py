@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import time
 from pathlib import Path
 
@@ -77,7 +78,8 @@ def flagged(monkeypatch_module, static_dir):
     for name, value in {"LLAMA_ARG_API_PREFIX": "/llm", "LLAMA_ARG_CORS_ORIGINS": ORIGIN,
                         "LLAMA_ARG_CORS_METHODS": "GET, PUT", "LLAMA_ARG_CORS_CREDENTIALS": "false",
                         "LLAMA_ARG_TEMPERATURE": "0", "LLAMA_ARG_TOP_K": "7", "LLAMA_ARG_N_PREDICT": "3",
-                        "LLAMA_ARG_CHAT_TEMPLATE": "chatml", "LLAMA_ARG_STATIC_PATH": str(static_dir / "site")}.items():
+                        "LLAMA_ARG_CHAT_TEMPLATE": "chatml", "LLAMA_ARG_STATIC_PATH": str(static_dir / "site"),
+                        "GGSERVE_LOG_PROMPTS_DIR": str(static_dir / "prompts")}.items():
         monkeypatch_module.setenv(name, value)
     with start_server(ready=False) as handle:
         deadline = time.monotonic() + 180
@@ -108,6 +110,21 @@ def test_env_flags_reach_the_server(flagged):
     assert again["content"] == out["content"]  # --temp 0: greedy
     prompt = httpx.post(f"{url}/apply-template", json={"messages": [{"role": "user", "content": "Hi"}]}).json()
     assert prompt["prompt"].startswith("<|im_start|>user")  # --chat-template chatml
+
+
+def test_log_prompts_dir_gets_each_generations_prompt_as_the_model_reads_it(flagged, static_dir):
+    directory = static_dir / "prompts"  # made by the server
+    before = set(directory.iterdir())
+    url = f"{flagged.base_url}/llm"
+    chat = {"messages": [{"role": "user", "content": "Hi there"}], "max_tokens": 1}
+    assert httpx.post(f"{url}/v1/chat/completions", json=chat, timeout=60).status_code == 200
+    assert httpx.post(f"{url}/v1/completions", json={"prompt": ["One", "Two"], "max_tokens": 1, "n": 2},
+                      timeout=60).status_code == 200
+    written = sorted(path.read_text() for path in set(directory.iterdir()) - before)
+    assert len(written) == 2  # a file per call
+    rendered, listed = written  # "<bos>..." sorts before "[..."
+    assert "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n" in rendered  # the chat template's text
+    assert [text.removeprefix("<bos>") for text in json.loads(listed)] == ["One", "Two"]  # each prompt once
 
 
 def test_cors_with_a_list_of_origins(flagged):

@@ -6,12 +6,13 @@ import argparse
 import importlib.metadata
 import logging
 import os
+import subprocess
 
 import pytest
 
-from ggserve.cli import EMBEDDING_SEQUENCES, _serve_parser, _warn_about, config_from_args, main
+from ggserve.cli import EMBEDDING_SEQUENCES, UsageError, _serve_parser, _warn_about, config_from_args, main
 from ggserve.config import RopeSettings
-from ggserve.flags import llama_server
+from ggserve.flags import completion, llama_server
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -98,6 +99,9 @@ def test_multimodal_flags_map_onto_the_config() -> None:
     cfg = config_from_args(parse("--mmproj", __file__, "--no-mmproj-offload", "--media-max-bytes", "1000",
                                  "--allow-remote-media", "--media-fetch-timeout", "2.5"))
     assert cfg.mmproj == os.path.abspath(__file__) and not cfg.mmproj_offload
+    assert not config_from_args(parse("--mmproj", __file__, "-mmdev", "none")).mmproj_offload  # llama-server's form
+    with pytest.raises(UsageError):
+        config_from_args(parse("-mmdev", "NoSuchDevice0"))
     assert (cfg.media_max_bytes, cfg.allow_remote_media, cfg.media_fetch_timeout) == (1000, True, 2.5)
     video = config_from_args(parse("--video-fps", "2", "--video-timestamp-interval", "0", "--video-ffmpeg-dir", ".",
                                    "--video-max-frames", "16", "--video-decode-timeout", "5"))
@@ -284,6 +288,7 @@ def test_flags_for_what_ggserve_always_does_are_accepted() -> None:
     assert cfg.prefix_cache and cfg.webui
     aliases = config_from_args(parse("--no-cache-prompt", "--no-ui"))
     assert not aliases.prefix_cache and not aliases.webui
+    config_from_args(parse("-fit", "off", "-no-ag", "--no-agent", "--no-ui-mcp-proxy", "--no-webui-mcp-proxy"))
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -293,6 +298,15 @@ def test_flags_for_what_ggserve_always_does_are_accepted() -> None:
     (("-hf", "ggml-org/gemma-3-270m-GGUF"), "does not download models"),
     (("--model-url", "https://example.com/m.gguf"), "does not download models"),
     (("--rope-scale", "0"), "--rope-scale must be positive"),
+    (("--rpc", "host:50052"), "--rpc: ggserve runs its executors on this machine's devices"),
+    (("--reuse-port",), "--reuse-port: granian cannot share its port"),
+    (("--tools", "all"), "--tools: ggserve has no built-in tools"),
+    (("-ag",), "--agent: ggserve has no built-in tools"),
+    (("--mcp-servers-json", "{}"), "--mcp-servers-json: ggserve's chat page has no MCP client"),
+    (("--ui-mcp-proxy",), "--ui-mcp-proxy: ggserve's chat page has no MCP proxy"),
+    (("-lcs", "cache.bin"), "--lookup-cache-static: ggserve has no ngram-cache drafting"),
+    (("--spec-synth-len", "3"), "--spec-synth-len: synthetic draft acceptance"),
+    (("--spec-draft-hf", "org/draft-GGUF"), "does not download models"),
 ])
 def test_llama_server_flags_ggserve_cannot_honour_exit_with_the_reason(argv: tuple[str, ...], message: str,
                                                                       capsys) -> None:
@@ -304,9 +318,43 @@ def test_llama_server_flags_ggserve_cannot_honour_exit_with_the_reason(argv: tup
 
 def test_tuning_flags_without_a_counterpart_are_accepted_with_a_warning(caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="ggserve"):
-        config_from_args(parse("--threads-http", "8", "-dt", "0.1", "-sps", "0.5"))
-    for flag in ("--threads-http", "--defrag-thold", "--slot-prompt-similarity"):
+        config_from_args(parse("--threads-http", "8", "-dt", "0.1", "-sps", "0.5", "-fit", "on", "-fitt", "512,1024",
+                               "-fitc", "8192", "--draft-p-split", "0.2", "-hft", "hf_x", "--spec-draft-backend-sampling"))
+    for flag in ("--threads-http", "--defrag-thold", "--slot-prompt-similarity", "--fit on", "--fit-target",
+                 "--fit-ctx", "--spec-draft-p-split", "--hf-token", "--spec-draft-backend-sampling"):
         assert f"{flag} is accepted without effect" in caplog.text
+
+
+def test_completion_bash_completes_subcommands_flags_choices_and_paths(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "--completion-bash"])
+    assert exc.value.code == 0
+    script = tmp_path / "ggserve.bash"
+    script.write_text(capsys.readouterr().out)
+    (tmp_path / "model.gguf").touch()
+    (tmp_path / "models").mkdir()
+
+    def complete(*words: str) -> list[str]:
+        call = f"source {script}; COMP_WORDS=(ggserve {' '.join(words)}); COMP_CWORD={len(words)}; _ggserve; " \
+               'printf "%s\\n" "${COMPREPLY[@]}"'
+        out = subprocess.run(["bash", "-c", call], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+        return out.split()
+
+    assert complete("se") == ["serve"]
+    assert complete("serve", "--ctx-s") == ["--ctx-size"]
+    assert complete("serve", "-fa", "o") == ["on", "off"]
+    assert complete("serve", "-m", "mod") == ["model.gguf", "models"]  # a file: any path
+    assert complete("serve", "--models-dir", "mod") == ["models"]  # a directory: directories only
+    serve = {a.dest for a in _serve_parser(argparse.ArgumentParser().add_subparsers())._actions}
+    assert completion.FILE_DESTS | completion.DIR_DESTS <= serve  # no flag renamed away
+
+
+def test_spec_default_is_llama_servers_ngram_mod_set_up_and_flags_beside_it_win() -> None:
+    cfg = config_from_args(parse("--spec-default"))
+    assert (cfg.spec_type, cfg.spec_ngram_size_n, cfg.spec_draft_n_min, cfg.spec_ngram_size_m) == ("ngram-mod", 24, 48, 64)
+    mine = config_from_args(parse("--spec-default", "--spec-ngram-mod-n-max", "32", "--spec-type", "ngram"))
+    assert (mine.spec_type, mine.spec_ngram_size_n, mine.spec_ngram_size_m) == ("ngram", 24, 32)
+    assert config_from_args(parse()).spec_type == ""
 
 
 def test_version_prints_ggserve_and_llama_cpp_python_versions(capsys) -> None:
