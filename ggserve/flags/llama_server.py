@@ -59,6 +59,9 @@ SWITCHES_WITHOUT_EFFECT = (
     (("--spec-draft-backend-sampling", "--no-spec-draft-backend-sampling"), "spec_draft_backend_sampling",
      "ggserve's draft model takes its greedy picks from its logits in the executor"),
 )
+NO_LOOKUP_CACHE = ("ggserve has no ngram-cache drafting from lookup cache files (--spec-type ngram drafts from the "
+                   "prompt and the output)")
+NO_SYNTHETIC_DRAFTS = "synthetic draft acceptance benchmarks llama.cpp's verifier; ggserve verifies real drafts only"
 # flags of llama-server features ggserve does not have: (names, takes a value, why); a usage error
 UNSUPPORTED = (
     (("--rpc",), True, "ggserve runs its executors on this machine's devices (no llama.cpp RPC backend)"),
@@ -69,14 +72,10 @@ UNSUPPORTED = (
     (("-ag", "--agent"), False, "ggserve has no built-in tools for agents or CORS proxy"),
     (("--mcp-servers-config", "--mcp-servers-json"), True, "ggserve's chat page has no MCP client"),
     (("--webui-mcp-proxy", "--ui-mcp-proxy"), False, "ggserve's chat page has no MCP proxy"),
-    (("-lcs", "--lookup-cache-static"), True, "ggserve has no ngram-cache drafting from lookup cache files "
-     "(--spec-type ngram drafts from the prompt and the output)"),
-    (("-lcd", "--lookup-cache-dynamic"), True, "ggserve has no ngram-cache drafting from lookup cache files "
-     "(--spec-type ngram drafts from the prompt and the output)"),
-    (("--spec-synth-len",), True, "synthetic draft acceptance benchmarks llama.cpp's verifier; ggserve verifies "
-     "real drafts only"),
-    (("--spec-synth-rates",), True, "synthetic draft acceptance benchmarks llama.cpp's verifier; ggserve verifies "
-     "real drafts only"),
+    (("-lcs", "--lookup-cache-static"), True, NO_LOOKUP_CACHE),
+    (("-lcd", "--lookup-cache-dynamic"), True, NO_LOOKUP_CACHE),
+    (("--spec-synth-len",), True, NO_SYNTHETIC_DRAFTS),
+    (("--spec-synth-rates",), True, NO_SYNTHETIC_DRAFTS),
 )
 # their off switches: what ggserve does
 UNSUPPORTED_OFF = ("-no-ag", "--no-agent", "--no-webui-mcp-proxy", "--no-ui-mcp-proxy")
@@ -238,7 +237,7 @@ def add_flags(e: argparse._ArgumentGroup, c: argparse._ArgumentGroup) -> None:
     c.add_argument("--cache-idle-slots", action="store_true",
                    help="idle slots' prefixes stay cached, and go to --cache-ram when evicted (always)")
     for names, dest, kind, why in TUNING_WITHOUT_EFFECT:
-        c.add_argument(*names, dest=dest, type=kind, default=None, metavar="N",
+        c.add_argument(*names, dest=dest, type=kind, default=None, metavar="VALUE" if kind is str else "N",
                        help=f"accepted, without effect: {why}")
     c.add_argument("-fit", "--fit", choices=("on", "off"), default=None,
                    help=f"'off' is what ggserve does; 'on' is accepted with a warning: {NO_FIT}")
