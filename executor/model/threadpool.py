@@ -6,8 +6,8 @@ defaults for each step, as before. With them it attaches two to a model's contex
 (``llama_attach_threadpool``): one for steps of one token, one for steps of several (prompts,
 decodes of several sequences), the same one where the two placements agree. A draft model's
 context gets its own, placed by the draft's flags (-Cd, --prio-draft, ...) with its thread counts
-(-td, -tbd). Their threads are OpenMP's in the default build: each
-step applies the pool's affinity and priority to them, the executor's main thread included.
+(-td, -tbd). Their threads are OpenMP's in the default build: each step applies the pool's
+affinity and priority to them, the executor's main thread included.
 """
 
 from __future__ import annotations

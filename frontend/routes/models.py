@@ -53,7 +53,8 @@ async def models(router: ModelRouter, req: Request) -> Response:
         fe = await _connected(router, entry.name)
         meta = server.model_meta(fe, fe.engine.info) if fe is not None and fe.engine.info is not None else None
         status = ModelStatusInfo(str(entry.status), entry.args, entry.failed, entry.error if entry.failed else "")
-        data.append(Model(entry.name, router.started_at, "ggserve", entry.aliases, entry.tags, meta, entry.path, status))
+        data.append(Model(entry.name, router.started_at, "ggserve", entry.aliases, entry.tags, meta, entry.path, status,
+                          server.architecture(fe) if fe is not None else None))
     return json_response(ModelList(data, [OllamaModel(m.id, m.id) for m in data]))
 
 

@@ -213,6 +213,9 @@ def test_a_request_loads_its_model_and_is_routed_to_it(router: ServerHandle) -> 
     assert httpx.get(f"{router.base_url}/slots", params={"model": "gamma"}).status_code == 503  # never loads
     resp = complete(router, "primary")  # an alias routes to its model
     assert resp.status_code == 200 and resp.json()["model"] == "alpha"
+    listed = {m["id"]: m for m in httpx.get(f"{router.base_url}/v1/models").json()["data"]}
+    assert listed["alpha"]["architecture"]["input_modalities"] == ["text"]  # known once loaded
+    assert "architecture" not in listed["gamma"]
     assert httpx.get(f"{router.base_url}/props", params={"model": "first"}).json()["total_slots"] == 2
 
 
