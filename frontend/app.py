@@ -41,8 +41,9 @@ from frontend.api import anthropic as anthropic_api
 from frontend.api import responses as responses_api
 from frontend.routes import (
     anthropic, chat, completions, embeddings, lora, models, native, rerank, responses, server, slot_files, streams,
-    tokens, webui,
+    tokens, transcriptions, webui,
 )
+from frontend.api.transcriptions import Transcription, TranscriptionDelta
 from frontend.api.schemas import (
     ApplyTemplateResponse,
     ChatCompletion,
@@ -128,6 +129,9 @@ def build_routes(metrics_no_auth: bool, router: bool = False) -> dict[str, dict[
         responses_api.ResponseStreamEvent), generates=True, needs=GENERATION)}
     responses_input_tokens_route = {"POST": Route(responses.input_tokens, Operation(
         "Count the prompt tokens of a response request", responses_api.ResponsesRequest, InputTokenCount))}
+    transcriptions_route = {"POST": Route(transcriptions.transcriptions, Operation(
+        "Transcribe audio (OpenAI's speech-to-text; a multipart/form-data body; needs an audio --mmproj)",
+        response=Transcription, stream_event=TranscriptionDelta), generates=True, needs=GENERATION)}
     health_route = {"GET": Route(server.health, Operation(
         "Readiness: 200 once the model is loaded", response=HealthStatus, loading_status=True), auth=False)}
     return {
@@ -167,6 +171,8 @@ def build_routes(metrics_no_auth: bool, router: bool = False) -> dict[str, dict[
         "/infill": {"POST": Route(native.infill, Operation(
             "Fill in the middle (llama-server's /infill; 501 without FIM tokens)", NativeCompletionRequest),
             generates=True, needs=GENERATION)},
+        "/v1/audio/transcriptions": transcriptions_route,
+        "/audio/transcriptions": transcriptions_route,
         "/v1/embeddings": embeddings_route,
         "/embeddings": embeddings_route,
         "/embedding": {"POST": Route(embeddings.native_embedding, Operation(

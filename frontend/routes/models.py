@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 
 from frontend.api.schemas import HealthStatus, Model, ModelList, ModelStatusInfo, OllamaModel
+from frontend.http import multipart
 from frontend.http.asgi import Request, Response, json_response
 from frontend.http.errors import ApiError, invalid
 from frontend.observe import metrics
@@ -31,7 +32,9 @@ def requested_model(req: Request, router: ModelRouter) -> str:
     if router.cfg.models_single:
         return router.cfg.models[0].name
     name = req.query.get("model", "")
-    if not name and req.body.strip():
+    if not name and req.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        name = multipart.parse(req.headers["content-type"], req.body).fields.get("model", "")  # a file upload
+    elif not name and req.body.strip():
         try:
             name = msgspec.json.decode(req.body, type=ModelName).model
         except msgspec.DecodeError:

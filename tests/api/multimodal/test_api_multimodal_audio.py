@@ -12,6 +12,7 @@ import concurrent.futures
 import json
 
 import httpx
+import openai
 import pytest
 from conftest import start_server
 from mmproj_models import AUDIO_TOKENS, png, tiny_audio_mmproj, video, wav
@@ -91,8 +92,72 @@ def test_bad_input_is_a_400(server, part, needle):
     assert r.json()["error"]["param"] == "messages[0].content[1]"
 
 
+def transcribe(server, data: bytes, route: str = "/v1/audio/transcriptions", **fields: str) -> httpx.Response:
+    form = {"model": "whisper-1", "temperature": "0", "max_tokens": "4", **fields}
+    return httpx.post(f"{server.base_url}{route}", data=form, files={"file": ("clip.wav", data, "audio/wav")},
+                      timeout=120)
+
+
+def test_transcriptions_through_the_openai_client(server):
+    client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="none", _strict_response_validation=True)
+    result = client.audio.transcriptions.create(model="whisper-1", file=("clip.wav", wav(1.0)), temperature=0,
+                                                extra_body={"max_tokens": 4})
+    assert isinstance(result.text, str)
+    body = transcribe(server, wav(1.0)).json()
+    assert body["text"] == result.text  # greedy: the same answer again
+    usage = body["usage"]
+    assert body["type"] == "transcript.text.done" and usage["type"] == "tokens"  # llama-server's shape
+    assert usage["input_tokens"] > AUDIO_TOKENS and 0 < usage["output_tokens"] <= 4
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+    assert usage["input_tokens_details"]["cached_tokens"] == usage["input_tokens"] - 1  # the same clip again
+    french = transcribe(server, wav(1.0), "/audio/transcriptions", language="fr").json()["usage"]
+    assert french["input_tokens"] > usage["input_tokens"]  # " (language: fr)" joins the prompt
+    text = transcribe(server, wav(1.0), response_format="text")
+    assert text.headers["content-type"].startswith("text/plain") and text.text == body["text"]
+
+
+def test_streamed_transcription_sends_deltas_then_the_whole_text(server):
+    with httpx.stream("POST", f"{server.base_url}/v1/audio/transcriptions", timeout=120,
+                      data={"stream": "true", "max_tokens": "5", "temperature": "0"},
+                      files={"file": ("clip.wav", wav(0.8), "audio/wav")}) as r:
+        assert r.status_code == 200
+        lines = [line for line in r.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    events = [json.loads(line[6:]) for line in lines[:-1]]
+    deltas, done = events[:-1], events[-1]
+    assert {e["type"] for e in deltas} <= {"transcript.text.delta"} and done["type"] == "transcript.text.done"
+    assert "".join(e["delta"] for e in deltas) == done["text"] and done["usage"]["output_tokens"] <= 5
+
+
+@pytest.mark.parametrize(("fields", "files", "param", "needle"), [
+    ({"model": "whisper-1"}, {}, "file", "No input file found"),
+    ({"timestamp_granularities[]": "word"}, None, "timestamp_granularities[]", "not supported"),
+    ({"response_format": "srt"}, None, "response_format", "json, text"),
+    ({"stream": "yes"}, None, "stream", "true or false"),
+    ({"max_tokens": "many"}, None, "max_tokens", "not an integer"),
+    ({}, {"file": ("cat.png", png(8, 8), "image/png")}, "file", "WAV, MP3 or FLAC"),
+    ({}, {"file": ("bad.wav", b"RIFF\x10\x00\x00\x00WAVEfmt " + b"\x00" * 16, "audio/wav")}, "file",
+     "could not be decoded"),
+])
+def test_bad_transcription_requests_are_a_400_naming_the_field(server, fields, files, param, needle):
+    files = {"file": ("clip.wav", wav(0.5), "audio/wav")} if files is None else files
+    if files:
+        r = httpx.post(f"{server.base_url}/v1/audio/transcriptions", data=fields, files=files, timeout=60)
+    else:  # a form of text fields only (httpx would send it urlencoded)
+        parts = b"".join(f'--b\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+                         for k, v in fields.items())
+        r = httpx.post(f"{server.base_url}/v1/audio/transcriptions", content=parts + b"--b--\r\n", timeout=60,
+                       headers={"content-type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param and needle in r.json()["error"]["message"]
+    json_body = httpx.post(f"{server.base_url}/v1/audio/transcriptions", json={"file": "x"}, timeout=60)
+    assert json_body.status_code == 400 and "multipart/form-data" in json_body.json()["error"]["message"]
+
+
 def test_a_server_without_mmproj_refuses_media():
     with start_server("-np", "1", "-c", "512") as plain:
+        r = transcribe(plain, wav(0.5))
+        assert r.status_code == 501 and r.json()["error"]["message"] == "The current model does not support audio input."
         r = chat(plain, [{"type": "text", "text": "Hi"}, audio_part(wav(0.5))])
         assert r.status_code == 400, r.text
         assert "--mmproj" in r.json()["error"]["message"]
