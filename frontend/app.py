@@ -243,6 +243,8 @@ def _router_routes(metrics_no_auth: bool) -> dict[str, dict[str, Route]]:
             auth=not metrics_no_auth, scope="server")},
         "/models/load": {"POST": Route(models.load, Operation("Load a model"), scope="server")},
         "/models/unload": {"POST": Route(models.unload, Operation("Unload a model"), scope="server")},
+        "/models/sse": {"GET": Route(models.status_events, Operation(
+            "Server-sent events of the models' status changes", content_type="text/event-stream"), scope="server")},
     }
 
 

@@ -167,6 +167,10 @@ class ModelRouter:
         while not self.table:
             await self._wait_change()
 
+    async def next_table(self) -> None:
+        """Until the launcher's next table (it sends one on every change, and now and then)."""
+        await self._wait_change()
+
     async def _wait_change(self) -> None:
         """Until the next table; 503 when the launcher has been silent too long."""
         try:

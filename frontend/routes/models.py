@@ -1,17 +1,19 @@
 """Router mode's server-wide endpoints: /health, /v1/models with each model's status, /props,
-/metrics (every loaded model's, labelled by model), POST /models/load and /models/unload
-(llama-server's router API)."""
+/metrics (every loaded model's, labelled by model), POST /models/load and /models/unload,
+GET /models/sse (llama-server's router API)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import msgspec
 
 from frontend.api.schemas import HealthStatus, Model, ModelList, ModelStatusInfo, OllamaModel
-from frontend.http import multipart
-from frontend.http.asgi import Request, Response, json_response
+from frontend.http import multipart, sse
+from frontend.http.asgi import Request, Response, StreamResponse, json_response
 from frontend.http.errors import ApiError, invalid
 from frontend.observe import metrics
 from frontend.router import ModelRouter
@@ -106,6 +108,37 @@ async def _connected(router: ModelRouter, name: str) -> Frontend | None:
         if exc.status == 404:
             raise
         return None
+
+
+async def status_events(router: ModelRouter, req: Request) -> StreamResponse:
+    """GET /models/sse: llama-server's stream of model status changes, an event per model whose
+    status changed (``{"model", "event": "status_change", "data": {"status", ...}}``; a failed
+    load adds ``failed`` and its ``error``), pings between them."""
+    await router.first_table()
+    return StreamResponse(_status_events(router))
+
+
+async def _status_events(router: ModelRouter) -> AsyncGenerator[bytes, None]:
+    seen = {name: entry.status for name, entry in router.table.items()}
+    yield sse.PING  # opens the stream: events come when a status changes
+    quiet_since = time.monotonic()
+    while True:
+        try:
+            await router.next_table()
+        except ApiError as exc:  # the launcher is gone
+            yield sse.error_event(exc)
+            return
+        events = []
+        for name, entry in router.table.items():
+            if seen.get(name) != entry.status:
+                seen[name] = entry.status
+                data: dict[str, Any] = {"status": str(entry.status)}
+                if entry.failed:
+                    data |= {"failed": True, "error": entry.error}
+                events.append(sse.event({"model": name, "event": "status_change", "data": data}))
+        if events or time.monotonic() - quiet_since > router.cfg.sse_ping_interval:
+            yield b"".join(events) or sse.PING  # a ping finds a client that left
+            quiet_since = time.monotonic()
 
 
 async def load(router: ModelRouter, req: Request) -> Response:

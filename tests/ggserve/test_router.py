@@ -281,12 +281,30 @@ def test_one_models_executor_dying_leaves_the_others_serving(router: ServerHandl
     assert executor_pids(router, 0) != [victim] and statuses(router)["alpha"] == "loaded"
 
 
-def test_load_and_unload_endpoints(router: ServerHandle) -> None:
+def test_load_and_unload_endpoints_and_their_status_events(router: ServerHandle) -> None:
     url = router.base_url
+    events: list[dict] = []
+
+    def listen() -> None:  # llama-server's GET /models/sse, until gamma is unloaded again
+        with httpx.stream("GET", f"{url}/models/sse", timeout=LOAD_S + 30) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data: "):
+                    events.append(json.loads(line[6:]))
+                    if events[-1]["model"] == "gamma" and events[-1]["data"]["status"] == "unloaded":
+                        return
+
+    listener = threading.Thread(target=listen)
+    listener.start()
+    time.sleep(0.5)  # connected before the load starts
     assert httpx.post(f"{url}/models/load", json={"model": "gamma"}).json() == {"success": True}
     wait_status(router, "gamma", "loaded")
     assert httpx.post(f"{url}/models/unload", json={"model": "gamma"}).json() == {"success": True}
     wait_status(router, "gamma", "unloaded", 10)
+    listener.join(10)
+    assert not listener.is_alive()
+    gamma = [e["data"]["status"] for e in events if e["model"] == "gamma"]
+    assert gamma[-2:] == ["loaded", "unloaded"] and gamma[0] in ("loading", "loaded")
+    assert {e["event"] for e in events} == {"status_change"}
     assert httpx.post(f"{url}/models/load", json={"model": "delta"}).status_code == 404
     assert httpx.post(f"{url}/v1/completions", params={"autoload": "false"},
                       json={"model": "gamma", "prompt": "Hi"}).status_code == 503
