@@ -1,7 +1,7 @@
 """--log-prompts-dir (llama-server's debugging aid): each generation's prompt in a file of its own,
 ``<milliseconds since the epoch, 12 digits>.txt``, as the model reads it (a chat's rendered
-template, control tokens written as their text); the prompts of a call with several as a JSON
-list. HTTP workers share the directory: a name already taken gets ``-1``, ``-2``, ... added."""
+template, control tokens written as their text, a picture or a clip as the media marker); the
+prompts of a call with several as a JSON list. HTTP workers share the directory: a name already taken gets ``-1``, ``-2``, ... added."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import logging
 import os
 import time
 
+from frontend.text.multimodal import MARKER
 from frontend.text.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -21,9 +22,14 @@ class PromptLog:
         self.directory = directory
         self._tokenizer = tokenizer
 
+    def _text(self, ids: list[int]) -> str:
+        """A prompt's text, each media chunk (its positions carry negative ids) as the media marker."""
+        runs = itertools.groupby(ids, key=lambda t: min(t, 0))  # 0: text; a media chunk: its own id
+        return "".join(MARKER if key < 0 else self._tokenizer.detokenize(list(run)) for key, run in runs)
+
     def write(self, prompts: list[list[int]]) -> None:
         """Write one call's prompts (token ids); a failure is logged, the request goes on."""
-        texts = [self._tokenizer.detokenize(ids) for ids in prompts]
+        texts = [self._text(ids) for ids in prompts]
         body = texts[0] if len(texts) == 1 else json.dumps(texts, indent=2, ensure_ascii=False)
         stamp = f"{int(time.time() * 1000):012d}"
         try:
