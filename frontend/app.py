@@ -230,13 +230,15 @@ def _router_routes(metrics_no_auth: bool) -> dict[str, dict[str, Route]]:
     """Router mode's server-wide endpoints, in place of the single model's."""
     listing = {"GET": Route(models.models, Operation("Every model and its status", response=ModelList),
                             scope="server")}
+    downloads = Route(models.no_downloads, Operation("llama-server's model downloads: 501 (ggserve serves local "
+                                                     "files only)"), scope="server")
     health_route = {"GET": Route(models.health, Operation("Readiness: 200 while the router runs",
                                                           response=HealthStatus), auth=False, scope="server")}
     return {
         "/health": health_route,
         "/v1/health": health_route,
         "/v1/models": listing,
-        "/models": listing,
+        "/models": {**listing, "POST": downloads, "DELETE": downloads},
         "/props": {"GET": Route(models.props, Operation("A model's properties (?model=)"), scope="server")},
         "/metrics": {"GET": Route(models.metrics_text, Operation(
             "Prometheus metrics of every loaded model (with --metrics)", content_type=metrics.CONTENT_TYPE.decode()),

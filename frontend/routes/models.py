@@ -141,6 +141,12 @@ async def _status_events(router: ModelRouter) -> AsyncGenerator[bytes, None]:
             quiet_since = time.monotonic()
 
 
+async def no_downloads(router: ModelRouter, req: Request) -> Response:
+    """POST / DELETE /models: llama-server downloads a model into its cache, or removes one."""
+    raise ApiError(501, "ggserve serves the models of --models-dir and --models-preset only: it downloads "
+                        "and removes none")
+
+
 async def load(router: ModelRouter, req: Request) -> Response:
     """Start loading the model; /v1/models shows when it is loaded."""
     router.load(req.decode(ModelName).model or requested_model(req, router))

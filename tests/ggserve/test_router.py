@@ -306,6 +306,9 @@ def test_load_and_unload_endpoints_and_their_status_events(router: ServerHandle)
     assert gamma[-2:] == ["loaded", "unloaded"] and gamma[0] in ("loading", "loaded")
     assert {e["event"] for e in events} == {"status_change"}
     assert httpx.post(f"{url}/models/load", json={"model": "delta"}).status_code == 404
+    for method in ("POST", "DELETE"):  # llama-server's downloads into its cache
+        refused = httpx.request(method, f"{url}/models", params={"model": "org/model-GGUF"})
+        assert refused.status_code == 501 and "downloads" in refused.json()["error"]["message"]
     assert httpx.post(f"{url}/v1/completions", params={"autoload": "false"},
                       json={"model": "gamma", "prompt": "Hi"}).status_code == 503
 
