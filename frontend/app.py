@@ -60,6 +60,7 @@ from frontend.api.schemas import (
     LoraAdapter,
     LoraApplied,
     LoraField,
+    Model,
     ModelList,
     NativeCompletionRequest,
     TokenizeRequest,
@@ -104,6 +105,9 @@ class Route:
     needs: str | None = None  # GENERATION, EMBEDDINGS or RERANKING (None: any server)
 
 
+MODEL_PARAMETERS = ({"name": "model", "in": "path", "required": True, "schema": {"type": "string"}},)
+
+
 def build_routes(metrics_no_auth: bool, router: bool = False) -> dict[str, dict[str, Route]]:
     """path -> method -> route; ``metrics_no_auth``: /metrics needs no API key (--metrics-no-auth);
     ``router``: router mode's model endpoints."""
@@ -116,6 +120,8 @@ def build_routes(metrics_no_auth: bool, router: bool = False) -> dict[str, dict[
         "End the thinking of a running chat completion (llama-server's reasoning control)", ControlRequest,
         ControlResult), scope="loaded")}
     models_route = {"GET": Route(server.models, Operation("The served model", response=ModelList))}
+    model_route = {"GET": Route(server.model, Operation("The served model by its id or an alias (OpenAI's retrieve)",
+                                                        response=Model, parameters=MODEL_PARAMETERS))}
     native_route = {"POST": Route(native.completion, Operation(
         "Complete a prompt (llama-server's native /completion)", NativeCompletionRequest), generates=True,
         needs=GENERATION)}
@@ -139,6 +145,8 @@ def build_routes(metrics_no_auth: bool, router: bool = False) -> dict[str, dict[
         "/v1/health": health_route,
         "/v1/models": models_route,
         "/models": models_route,
+        "/v1/models/{model}": model_route,
+        "/models/{model}": model_route,
         "/v1/chat/completions": chat_route,
         "/chat/completions": chat_route,
         "/v1/chat/completions/control": control_route,
@@ -234,11 +242,15 @@ def _router_routes(metrics_no_auth: bool) -> dict[str, dict[str, Route]]:
                                                      "files only)"), scope="server")
     health_route = {"GET": Route(models.health, Operation("Readiness: 200 while the router runs",
                                                           response=HealthStatus), auth=False, scope="server")}
+    one = {"GET": Route(models.model, Operation("A model and its status, by its name or an alias", response=Model,
+                                                parameters=MODEL_PARAMETERS), scope="server")}
     return {
         "/health": health_route,
         "/v1/health": health_route,
         "/v1/models": listing,
         "/models": {**listing, "POST": downloads, "DELETE": downloads},
+        "/v1/models/{model}": one,
+        "/models/{model}": one,
         "/props": {"GET": Route(models.props, Operation("A model's properties (?model=)"), scope="server")},
         "/metrics": {"GET": Route(models.metrics_text, Operation(
             "Prometheus metrics of every loaded model (with --metrics)", content_type=metrics.CONTENT_TYPE.decode()),

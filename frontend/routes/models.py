@@ -19,7 +19,7 @@ from frontend.observe import metrics
 from frontend.router import ModelRouter
 from frontend.state import Frontend
 from frontend.routes import server
-from ipc.protocol import EngineStats, ModelStatus
+from ipc.protocol import EngineStats, ModelEntry, ModelStatus
 
 
 class ModelName(msgspec.Struct):
@@ -53,14 +53,22 @@ async def health(router: ModelRouter, req: Request) -> Response:
 
 async def models(router: ModelRouter, req: Request) -> Response:
     await router.first_table()  # a worker asked right after start-up must not list no models
-    data: list[Model] = []
-    for entry in router.table.values():
-        fe = await _connected(router, entry.name)
-        meta = server.model_meta(fe, fe.engine.info) if fe is not None and fe.engine.info is not None else None
-        status = ModelStatusInfo(str(entry.status), entry.args, entry.failed, entry.error if entry.failed else "")
-        data.append(Model(entry.name, router.started_at, "ggserve", entry.aliases, entry.tags, meta, entry.path, status,
-                          server.architecture(fe) if fe is not None else None))
+    data = [await _listed(router, entry) for entry in list(router.table.values())]
     return json_response(ModelList(data, [OllamaModel(m.id, m.id) for m in data]))
+
+
+async def model(router: ModelRouter, req: Request) -> Response:
+    """GET /v1/models/{model} (OpenAI's retrieve): one model as /v1/models lists it, by its name or an alias."""
+    await router.first_table()
+    return json_response(await _listed(router, router.entry(req.path.rpartition("/")[2])))
+
+
+async def _listed(router: ModelRouter, entry: ModelEntry) -> Model:
+    fe = await _connected(router, entry.name)
+    meta = server.model_meta(fe, fe.engine.info) if fe is not None and fe.engine.info is not None else None
+    status = ModelStatusInfo(str(entry.status), entry.args, entry.failed, entry.error if entry.failed else "")
+    return Model(entry.name, router.started_at, "ggserve", entry.aliases, entry.tags, meta, entry.path, status,
+                 server.architecture(fe) if fe is not None else None)
 
 
 async def props(router: ModelRouter, req: Request) -> Response:

@@ -31,13 +31,23 @@ async def health(fe: Frontend, req: Request) -> Response:
                          headers=[(b"retry-after", str(RETRY_AFTER_S).encode())])
 
 
-async def models(fe: Frontend, req: Request) -> Response:
+def _model(fe: Frontend) -> Model:
     info = fe.engine.info
     meta = model_meta(fe, info) if info is not None else None
+    return Model(fe.model_id, fe.started_at, "ggserve", fe.cfg.aliases, fe.cfg.tags, meta, architecture=architecture(fe))
+
+
+async def models(fe: Frontend, req: Request) -> Response:
     capabilities = ["completion", "multimodal"] if fe.multimodal is not None else ["completion"]
-    return json_response(ModelList([Model(fe.model_id, fe.started_at, "ggserve", fe.cfg.aliases, fe.cfg.tags, meta,
-                                          architecture=architecture(fe))],
-                                   [OllamaModel(fe.model_id, fe.model_id, capabilities=capabilities)]))
+    return json_response(ModelList([_model(fe)], [OllamaModel(fe.model_id, fe.model_id, capabilities=capabilities)]))
+
+
+async def model(fe: Frontend, req: Request) -> Response:
+    """GET /v1/models/{model} (OpenAI's retrieve): the model, by its id or an alias."""
+    name = req.path.rpartition("/")[2]
+    if name != fe.model_id and name not in fe.cfg.aliases:
+        raise ApiError(404, f"The model '{name}' does not exist", param="model")
+    return json_response(_model(fe))
 
 
 def architecture(fe: Frontend) -> ModelArchitecture:

@@ -287,6 +287,11 @@ def test_api_keys(tmp_path, reply_ids, metrics_no_auth: bool):
         assert [m.id for m in models.data] == [cfg.model_alias] == ["first"]
         (listed,) = httpx.get(f"{url}/v1/models", headers={"x-api-key": "k1"}).json()["data"]
         assert listed["aliases"] == ["first", "second"] and listed["tags"] == ["small"]  # llama-server's fields
+        sdk = openai.OpenAI(base_url=f"{url}/v1", api_key="k1", _strict_response_validation=True)
+        for name in ("first", "second"):  # OpenAI's retrieve, by the id or an alias
+            assert sdk.models.retrieve(name).id == "first"
+        with pytest.raises(openai.NotFoundError):
+            sdk.models.retrieve("gpt-4o")
 
 
 def test_operator_endpoints_off_answer_501_and_props_changes_nothing_silently(tmp_path, reply_ids):

@@ -180,6 +180,9 @@ def test_models_are_listed_unloaded_with_their_settings(router: ServerHandle) ->
                                                  "--tags", "small"]
     assert (models["alpha"]["aliases"], models["alpha"]["tags"]) == (["first", "primary"], ["small"])
     assert (models["beta"]["aliases"], models["beta"]["tags"]) == ([], [])
+    one = httpx.get(f"{router.base_url}/v1/models/primary")  # OpenAI's retrieve, by an alias too
+    assert one.status_code == 200 and one.json()["id"] == "alpha" and one.json()["status"]["value"] == "unloaded"
+    assert httpx.get(f"{router.base_url}/models/delta").status_code == 404
     assert models["alpha"]["path"].endswith(".gguf")
 
 
