@@ -68,6 +68,11 @@ def executor_cpus(placement: CpuPlacement, n_threads: int, executor_id: int, exe
     return [cpus[(start + i) % len(cpus)] for i in range(min(n_threads, len(cpus)))]
 
 
+def _placements(cfg: ServeConfig) -> tuple[CpuPlacement, ...]:
+    """Every pool's placement: the target's two, the draft model's two."""
+    return cfg.cpu, cfg.cpu_batch, cfg.spec_draft_cpu, cfg.spec_draft_cpu_batch
+
+
 def apply_priority(cfg: ServeConfig, executor_id: int) -> bool:
     """Set this executor process's nice value as llama-server sets its own (--prio); whether
     llama.cpp's threads may take real-time scheduling, which the prio asks for from medium on.
@@ -80,7 +85,7 @@ def apply_priority(cfg: ServeConfig, executor_id: int) -> bool:
         except OSError as exc:
             log.warning("executor %d: --prio %d: cannot set the process's nice value to %d: %s",
                         executor_id, prio, NICE[prio], exc.strerror)
-    highest = max(p.prio for p in (cfg.cpu, cfg.cpu_batch, cfg.spec_draft_cpu, cfg.spec_draft_cpu_batch))
+    highest = max(p.prio for p in _placements(cfg))
     if highest < REALTIME_FROM or _may_run_realtime():
         return True
     log.warning("executor %d: --prio %d: this process may not use real-time scheduling for llama.cpp's "
@@ -110,7 +115,7 @@ class ExecutorThreads:
 
     def __init__(self, cfg: ServeConfig, executor_id: int) -> None:
         self.cfg, self.executor_id = cfg, executor_id
-        custom = any(p.custom for p in (cfg.cpu, cfg.cpu_batch, cfg.spec_draft_cpu, cfg.spec_draft_cpu_batch))
+        custom = any(p.custom for p in _placements(cfg))
         self.realtime = apply_priority(cfg, executor_id) if custom else False
         if cfg.cpu.custom or cfg.cpu_batch.custom:
             self._place_main_thread()

@@ -503,8 +503,12 @@ def test_llama_server_context_embedding_and_infill_flags_map_onto_the_config(cap
     (["--kv-unified-per-slot", "0"], "--kv-unified-per-slot must be at least 1"),
     (["--kv-unified-per-slot", "512", "--ctx-per-request", "512"], "set the same limit: give one"),
     (["--embd-normalize", "-2"], "--embd-normalize is -1 (none) or more"),
+    (["-sm", "layer", "--executors", "2"], "give the GPUs of all executors with --gpus"),
+    (["-ts", "3,1"], "use it with -sm layer, row or tensor"),
+    (["-sm", "layer", "-ts", "3,x"], "proportions are numbers"),
+    (["-sm", "split"], "invalid choice"),
 ])
-def test_bad_context_and_embedding_flags_are_usage_errors(argv: list[str], message: str, capsys) -> None:
+def test_bad_context_embedding_and_split_flags_are_usage_errors(argv: list[str], message: str, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         config_from_args(parse(*argv))
     assert exc.value.code == 2 and message in capsys.readouterr().err
@@ -520,18 +524,6 @@ def test_llama_server_split_flags_map_onto_the_config_and_the_executors_paramete
     assert (params.tensor_split[0], params.tensor_split[1], params.tensor_split[2]) == (3.0, 1.0, 0.0)
     plain = model_params(config_from_args(parse("-mg", "1")))  # -sm none: the executor's one GPU
     assert (plain.split_mode, plain.main_gpu, bool(plain.tensor_split)) == (0, 0, False)
-
-
-@pytest.mark.parametrize(("argv", "message"), [
-    (["-sm", "layer", "--executors", "2"], "give the GPUs of all executors with --gpus"),
-    (["-ts", "3,1"], "use it with -sm layer, row or tensor"),
-    (["-sm", "layer", "-ts", "3,x"], "proportions are numbers"),
-    (["-sm", "split"], "invalid choice"),
-])
-def test_bad_split_flags_are_usage_errors(argv: list[str], message: str, capsys) -> None:
-    with pytest.raises(SystemExit) as exc:
-        config_from_args(parse(*argv))
-    assert exc.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_control_vector_flags_add_to_one_list_with_absolute_paths(tmp_path, capsys) -> None:
