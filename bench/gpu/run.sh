@@ -13,6 +13,9 @@
 #   step       one executor step in process, split into its parts, beside the bare loop
 #   contexts   one context decoding 16 rows against two contexts of 8 driven alternately (the
 #              host's pick of one overlapping the other's decode: bench.micro.two_contexts)
+#   dual       the same idea end to end, with no new code: ggserve at concurrency 16 with one
+#              executor of 16 slots against two executors of 8 on the one GPU (--executors 2
+#              --gpus 0,0: two processes, whose host work overlaps the other's kernels), alternated
 #   ab         another commit against the working tree, alternated twice: the step in process
 #              at 16 rows, then ggserve alone at 16. The other tree goes in .gpu/base first:
 #              mkdir -p .gpu/base && git archive REV ggserve executor scheduler frontend ipc bench | tar -x -C .gpu/base
@@ -114,6 +117,15 @@ step() {
 contexts() {
     python3 -m bench.micro.two_contexts --rows 16 --steps "${STEPS:-200}" --threads "${THREADS:-4}" --rounds 3 \
         --model /tmp/model.gguf 2>/dev/null | tee "$RES"/two-contexts.txt
+}
+
+dual() {
+    local round
+    for round in 1 2; do
+        placed "dual-one$round" "" ""
+        placed "dual-two$round" "" "--executors 2 --gpus 0,0 -np 8"
+    done
+    summary placement-dual
 }
 
 # a command (or one of the functions here) run on DIR's tree
