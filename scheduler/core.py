@@ -5,6 +5,13 @@ executor, and, while a decode step runs, for the step behind it (``next_follow_p
 asynchronous scheduling); it accumulates the RequestOutputs to send to each frontend peer.
 Every request ends in exactly one terminal output (stop, length, abort or error) and frees its
 slot.
+
+Here: a request's life (arrival, admission into a slot, steps, tokens, its end) and the
+executors'. Its parts, each a module: what is refused at arrival (scheduler.validation),
+where a request goes and what a step holds (scheduler.policy), room in the KV pool
+(scheduler.cache.room), speculative drafts (scheduler.speculative), slot files
+(scheduler.slot_files), embeddings (scheduler.embedding), what is reported
+(scheduler.observe).
 """
 
 from __future__ import annotations
@@ -25,7 +32,6 @@ from ipc.protocol import (
     EngineStats,
     ErrorCode,
     ExecutorInfo,
-    ExecutorStats,
     FinishReason,
     KvOp,
     KvOpKind,
@@ -40,17 +46,15 @@ from ipc.protocol import (
     StepResult,
     TokenLogprob,
 )
-from scheduler import lora, media, policy, speculative
-from scheduler.cache import kv
-from scheduler.cache.reuse import chunk_cuts
-from scheduler.cache.host_cache import MIN_TOKENS as MIN_HOST_TOKENS
+from scheduler import lora, policy, slot_files, validation
+from scheduler.cache import kv, room
 from scheduler.embedding.jobs import EmbedJob, EmbedQueue
 from scheduler.executor_state import ExecutorState, FileAction
 from scheduler.observe.metrics import EngineCounters
-from scheduler.observe.reports import prompt_progress, request_stats, slot_state
+from scheduler.observe.reports import engine_stats, prompt_progress, request_stats
 from scheduler.request import Request, Status
-from scheduler.slots import Slot
-from scheduler.speculative import Acceptance, Drafter, SpecSettings
+from scheduler.speculative import drafts
+from scheduler.speculative.drafter import POOL_DECAY, Acceptance, SpecSettings
 
 log = logging.getLogger("scheduler")
 
@@ -76,7 +80,7 @@ class Scheduler:
         self.n_executors = n_executors
         self.spec = spec or SpecSettings("", 0, 0, 0, 1)  # speculative decoding (--spec-*)
         self.spec_accepted_per_pos: list[int] = []  # accepted draft tokens by draft position
-        self.spec_pool = Acceptance(decay=speculative.POOL_DECAY)  # every request's: a new one's prior
+        self.spec_pool = Acceptance(decay=POOL_DECAY)  # every request's: a new one's prior
         self.context_shift_asked = context_shift  # --context-shift
         self.context_shift = False  # asked, and every executor's cache can shift
         # The global scale of each LoRA adapter (POST /lora-adapters); empty: none loaded.
@@ -133,7 +137,7 @@ class Scheduler:
         old = self.executors.get(info.executor_id)
         if old is not None:
             error = EngineError(ErrorCode.EXECUTOR_FAILED, "the executor was restarted")
-            self._fail_file_actions(old, error)
+            self.replies += slot_files.fail_pending(old, error)
             self.embed.fail_executor(info.executor_id, error, time.monotonic())  # a no-op once its death was seen
         self.executors[info.executor_id] = ExecutorState(
             info.executor_id, info, self.n_batch, self.ctx_per_request, self.cache_ram_bytes
@@ -159,7 +163,7 @@ class Scheduler:
         for req in list(ex.running):
             self._finish(req, FinishReason.ERROR, error)
         self.embed.fail_executor(executor_id, error, time.monotonic())
-        self._fail_file_actions(ex, error)
+        self.replies += slot_files.fail_pending(ex, error)
 
     def hung_executors(self, now: float, step_timeout: float) -> list[ExecutorState]:
         """Live executors whose step has run longer than ``step_timeout`` seconds."""
@@ -190,7 +194,7 @@ class Scheduler:
 
     def add_request(self, msg: AddRequest, peer: bytes, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
-        rejection = self._validate(msg)
+        rejection = validation.request_problem(self, msg)
         if rejection is not None:
             self._reject(msg.request_id, peer, rejection)
             return
@@ -211,7 +215,7 @@ class Scheduler:
 
     def add_embedding(self, msg: EmbedRequest, peer: bytes, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
-        rejection = self._validate_embedding(msg)
+        rejection = validation.embedding_problem(self, msg)
         if rejection is not None:
             self._reject(msg.request_id, peer, rejection)
             return
@@ -220,69 +224,6 @@ class Scheduler:
     def _reject(self, request_id: str, peer: bytes, error: EngineError) -> None:
         self.counters["rejected"] += 1
         self.outputs[peer].append(RequestOutput(request_id, finish_reason=FinishReason.ERROR, error=error))
-
-    def _validate_embedding(self, msg: EmbedRequest) -> EngineError | None:
-        problem = self._admission_problem(msg.request_id)
-        if problem is not None:
-            return problem
-        if not self.embedding:
-            return EngineError(ErrorCode.INVALID_REQUEST, "this server does not compute embeddings (--embeddings)")
-        if not msg.inputs:
-            return EngineError(ErrorCode.INVALID_REQUEST, "no inputs")
-        n_vocab = min(e.info.n_vocab for e in self.executors.values())
-        limit = self.embed_input_limit
-        for i, tokens in enumerate(msg.inputs):
-            if not tokens:
-                return EngineError(ErrorCode.INVALID_REQUEST, f"input {i} is empty")
-            if min(tokens) < 0 or max(tokens) >= n_vocab:
-                return EngineError(ErrorCode.INVALID_REQUEST, f"input {i} has a token out of range [0, {n_vocab})")
-            if len(tokens) > limit:
-                return EngineError(ErrorCode.INVALID_REQUEST,
-                                   f"input {i} has {len(tokens)} tokens; an input may have at most {limit}")
-        if len(self.embed.waiting) >= self.max_queue:
-            return EngineError(ErrorCode.OVERLOADED, f"{len(self.embed.waiting)} requests are waiting")
-        return None
-
-    def _admission_problem(self, request_id: str) -> EngineError | None:
-        """Why no request can be taken now (draining, loading) or this id is taken, or None."""
-        if self.draining:
-            return EngineError(ErrorCode.SHUTTING_DOWN, "the server is shutting down")
-        if not self.ready:
-            return EngineError(ErrorCode.SHUTTING_DOWN, "the engine is still loading")
-        if request_id in self.requests or request_id in self.embed.jobs:
-            return EngineError(ErrorCode.INVALID_REQUEST, f"duplicate request id {request_id}")
-        return None
-
-    def _validate(self, msg: AddRequest) -> EngineError | None:
-        problem = self._admission_problem(msg.request_id)
-        if problem is not None:
-            return problem
-        if self.embedding:
-            return EngineError(ErrorCode.INVALID_REQUEST, "this server computes embeddings only (--embeddings)")
-        prompt = msg.prompt_token_ids
-        if not prompt:
-            return EngineError(ErrorCode.INVALID_REQUEST, "the prompt is empty")
-        infos = [e.info for e in self.executors.values()]
-        # a chunk is decoded in one micro-batch, and must fit a step beside every slot's decode
-        chunk_limit = min(min(i.n_ubatch, i.n_batch - i.n_slots) for i in infos)
-        problem = media.problem(msg, min(i.n_vocab for i in infos), chunk_limit, self.n_ctx_slot,
-                                all(i.vision for i in infos), all(i.audio for i in infos))
-        if problem is not None:
-            return EngineError(ErrorCode.INVALID_REQUEST, problem)
-        if len(prompt) >= self.n_ctx_slot:
-            return EngineError(
-                ErrorCode.INVALID_REQUEST,
-                f"the prompt has {len(prompt)} tokens; a request holds at most {self.n_ctx_slot}",
-            )
-        n_slots = sum(len(e.slots) for e in self.executors.values())
-        if msg.id_slot >= n_slots:
-            return EngineError(ErrorCode.INVALID_REQUEST, f"id_slot {msg.id_slot} does not exist ({n_slots} slots)")
-        problem = lora.problem(msg.lora, len(self.lora_scales)) if msg.lora else None
-        if problem is not None:
-            return EngineError(ErrorCode.INVALID_REQUEST, problem)
-        if len(self.waiting) >= self.max_queue:
-            return EngineError(ErrorCode.OVERLOADED, f"{len(self.waiting)} requests are waiting")
-        return None
 
     def abort(self, request_ids: list[str]) -> None:
         for rid in request_ids:
@@ -309,8 +250,11 @@ class Scheduler:
         ex = self.executors[executor_id]
         if not ex.idle:
             return None
-        if ex.file_actions:
-            return self._file_plan(ex, now)
+        if ex.file_actions:  # a slot file's step runs alone
+            failure = slot_files.start(ex, self.counters)
+            if failure is not None:
+                self.replies.append(failure)
+            return self._send_plan(ex, [], {}, 0, now)
         if ex.info.pooling >= 0:
             return self._next_embed_plan(ex, now)
         self._make_room_for_decodes(ex)
@@ -322,7 +266,7 @@ class Scheduler:
         running, turn = policy.step_requests(running, budget, ex.info.device == "cpu", ex.prompt_turn)
         ex.prompt_turn ^= turn
         if self.spec.enabled:
-            self._plan_drafts(ex, running, budget)
+            drafts.plan(self.spec, self.spec_pool, ex, running, budget)
         split = policy.cpu_prompt_split(ex.n_batch) if ex.info.device == "cpu" else 0
         chosen = policy.plan_batch(running, budget, split)
         if not chosen and ex.budget < min(ex.n_batch, ex.free_cells):
@@ -359,52 +303,6 @@ class Scheduler:
             slot.last_used = now
             in_flight[slot.seq_id] = (req, n)
         return self._send_plan(ex, items, in_flight, n_prompt, now)
-
-    def _plan_drafts(self, ex: ExecutorState, running: list[Request], budget: int) -> None:
-        """Set the draft of every decoding request for this step (most empty): proposals from
-        each request's own tokens (or, with a draft model, placeholders for the tokens the
-        executor will draft), lengths by scheduler.speculative.allocate within the cells and
-        tokens the decodes and prompt chunks leave (drafts never evict, preempt or delay a
-        prefill). A request's n_min,
-        when it has one, is a floor as well as a threshold."""
-        decoding = [r for r in running if r.status == Status.DECODE]
-        # prompts come first: a slot waiting on its prefill produces nothing at all
-        prefill = sum(r.prompt_remaining for r in running if r.status == Status.PREFILL)
-        proposals: dict[int, list[int]] = {}
-        candidates: list[tuple[int, float, int]] = []
-        probes: list[int] = []
-        for i, req in enumerate(decoding):
-            req.draft = []
-            # draft tokens that can matter: within the output limit and the slot's context
-            limit = min(req.spec_n_max, ex.n_ctx_slot - req.n_computed - 1)
-            if req.max_tokens >= 0:
-                limit = min(limit, req.max_tokens - len(req.output_ids) - 1)
-            if limit < max(1, req.spec_n_min):
-                continue
-            if req.drafter is None:
-                req.drafter = Drafter(req.prompt + req.output_ids, self.spec_pool.alpha)
-            draft = [kv.UNNAMED] * limit if self.spec.model else req.drafter.propose(self.spec, limit)
-            if len(draft) < max(1, req.spec_n_min):
-                continue
-            proposals[i] = draft
-            candidates.append((i, req.drafter.acceptance.alpha, len(draft)))
-            if req.drafter.wants_probe():
-                probes.append(i)
-        if not candidates:
-            return
-        spare = max(0, budget - len(decoding) - prefill)
-        lengths = speculative.allocate(candidates, len(decoding), ex.step_cost, spare, ex.draft_token_seconds)
-        spare -= sum(lengths.values())
-        for i in proposals:  # floors: n_min, and a probe for a request whose drafts have not paid lately
-            floor = decoding[i].spec_n_min or (1 if i in probes else 0)
-            if lengths.get(i, 0) < floor <= spare + lengths.get(i, 0):
-                spare -= floor - lengths.get(i, 0)
-                lengths[i] = floor
-        for i, n in lengths.items():
-            req = decoding[i]
-            if n >= req.spec_n_min:
-                req.draft = proposals[i][:n]
-                req.drafter.drafted()
 
     def next_follow_plan(self, executor_id: int, now: float | None = None) -> StepPlan | None:
         """The step after the one running, planned before its result (asynchronous scheduling,
@@ -521,9 +419,10 @@ class Scheduler:
             reuse_allowed = self.prefix_cache and req.cache_prompt
             if req.id_slot >= 0:
                 # Pinned: waits for its slot without holding up the requests behind it.
-                placement = self._pinned_placement(ex, req, n_swa, reuse_allowed)
+                placement = policy.place_pinned(ex.slots, ex.id, req.id_slot, tokens, n_swa, reuse_allowed, req.lora)
                 needed = policy.cells_needed(req, placement.reuse, ex.n_ctx_slot) if placement else 0
-                if placement is not None and self._reserve_cells(ex, needed + policy.n_decoding(ex.running), placement):
+                if placement is not None and room.reserve_cells(
+                        ex, needed + policy.n_decoding(ex.running), self.counters, placement):
                     self.waiting.remove(req)
                     self._start(ex, req, placement, now)
                     running.append(req)
@@ -539,15 +438,15 @@ class Scheduler:
             if placement is None:
                 break
             if reuse_allowed:
-                placement = self._from_host_cache(ex, req, placement)
+                placement = policy.from_host_cache(placement, ex.host_cache, ex.slots, tokens, n_swa, req.lora)
             if reuse_allowed and req.n_cache_reuse > 0 and ex.info.can_shift:
-                placement = self._with_chunks(ex, req, placement)
+                placement = policy.with_chunks(placement, ex.slots, tokens, req.n_cache_reuse, req.lora)
             if reuse_allowed and policy.awaits_donor(running, tokens, placement.reuse, req.lora):
                 continue  # copied from the request prefilling it once that is done
             needed = policy.cells_needed(req, placement.reuse, ex.n_ctx_slot) + policy.n_decoding(ex.running)
             if placement.host is not None:  # restored into new cells, whole, then cut to the reuse
                 needed += len(placement.host.tokens)
-            if not self._reserve_cells(ex, needed, placement):
+            if not room.reserve_cells(ex, needed, self.counters, placement):
                 break  # first come, first served: later requests wait for cells too
             self.waiting.remove(req)
             self._start(ex, req, placement, now)
@@ -555,74 +454,12 @@ class Scheduler:
             if all(s.busy for s in ex.slots):
                 break
 
-    def _reserve_cells(self, ex: ExecutorState, needed: int, placement: policy.Placement | None = None) -> bool:
-        """Evict idle cached prefixes, least recently used first, until ``needed`` cells are
-        free once ``placement`` has cut its slot to what it reuses (never evicting the slot or
-        the donor it places with); whether they are."""
-        def free() -> int:
-            if placement is None:
-                return ex.free_cells
-            own = placement.source is None and placement.host is None
-            return ex.n_ctx - kv.cells_used(ex.slots, {placement.slot: placement.reuse if own else 0})
-
-        keep = {placement.slot, placement.source} if placement is not None else set()
-        keep |= {action.slot for action in ex.file_actions}  # to be saved as they are now
-        idle = sorted((s for s in ex.slots if not s.busy and s.tokens and s not in keep), key=lambda s: s.last_used)
-        for slot in idle:
-            if free() >= needed:
-                break
-            self._drop_prefix(ex, slot)
-        return free() >= needed
-
-    def _from_host_cache(self, ex: ExecutorState, req: Request, placement: policy.Placement) -> policy.Placement:
-        """A placement restoring a prefix from host memory, when that reuses clearly more."""
-        entry, reuse = ex.host_cache.best(req.seq_tokens, ex.info.n_swa, req.lora)
-        if entry is None or reuse < placement.reuse + policy.AFFINITY_MIN_TOKENS:
-            return placement
-        slot = placement.slot if placement.source is None else policy.victim([s for s in ex.slots if not s.busy])
-        return policy.Placement(slot, reuse, None, entry)
-
-    def _with_chunks(self, ex: ExecutorState, req: Request, placement: policy.Placement) -> policy.Placement:
-        """The placement reusing chunks of its slot's own cache past the shared prefix
-        (n_cache_reuse), when there are some. Cells other sequences share never move; a cache
-        computed with another adapter set is no use."""
-        slot, tokens, min_chunk = placement.slot, req.seq_tokens, req.n_cache_reuse
-        if placement.source is not None or placement.host is not None or not slot.tokens or slot.lora != req.lora:
-            return placement
-        first = max((kv.shared_end(slot, other) for other in ex.slots if other is not slot and other.tokens),
-                    default=0)
-        cuts, reuse = chunk_cuts(slot.tokens, tokens, placement.reuse, first, min_chunk)
-        if reuse == placement.reuse:
-            return placement
-        return policy.Placement(slot, min(reuse, len(tokens) - 1), None, cuts=cuts)
-
-    def _drop_prefix(self, ex: ExecutorState, slot: Slot, now: float | None = None, keep: int = 0) -> None:
-        """Cut an idle slot's cached prefix to ``keep`` tokens (0: evict it), first keeping it
-        whole in host memory when what is cut is worth it (and is what a prefill computes: not
-        after a shift)."""
-        if (len(slot.tokens) - keep >= MIN_HOST_TOKENS and slot.shift_keep < 0 and ex.alive
-                and ex.host_cache.worth_saving(slot.tokens, slot.lora)):
-            if not ex.host_cache.save_pays(slot.writes, ex.step_cost.seconds(len(slot.tokens))):
-                self.counters["host_cache_unsaved"] += 1
-            else:
-                entry_id, dropped = ex.host_cache.add(slot.tokens, slot.pos_min,
-                                                      time.monotonic() if now is None else now, slot.lora)
-                ex.kv_ops.append(KvOp(KvOpKind.SAVE, slot.seq_id, entry_id=entry_id))
-                ex.kv_ops += [KvOp(KvOpKind.DROP, entry_id=e) for e in dropped]
-                ex.host_cache.queued(slot.writes)
-                self.counters["host_cache_saved"] += 1
-        if keep == 0:
-            self._evict(ex, slot)
-        elif keep < len(slot.tokens):
-            ex.kv_ops.append(KvOp(KvOpKind.TRUNCATE, slot.seq_id, keep))
-            kv.truncate(slot, keep)
-
     def _make_room_for_decodes(self, ex: ExecutorState) -> None:
         """Every decoding request needs a cell this step: free idle prefixes, then preempt the
         newest requests, until they all have one."""
         while True:
             decoding = policy.n_decoding(ex.running)
-            if self._reserve_cells(ex, decoding) or not decoding:
+            if room.reserve_cells(ex, decoding, self.counters) or not decoding:
                 return
             victim = policy.preemption_victim(ex.running)
             if victim is None:
@@ -640,7 +477,7 @@ class Scheduler:
         size = head.media_chunks.get(head.n_computed) if head is not None else None
         if size is None:
             return
-        while not self._reserve_cells(ex, size + policy.n_decoding(ex.running)):
+        while not room.reserve_cells(ex, size + policy.n_decoding(ex.running), self.counters):
             victim = policy.preemption_victim(ex.running)
             if victim is None or victim is head:
                 return
@@ -657,7 +494,7 @@ class Scheduler:
         ex.starts = [start for start in ex.starts if start.seq_id != slot.seq_id]
         if req.status == Status.DECODE:  # a prefill goes on with the same tokens
             req.seq_tokens = slot.tokens + [req.pending_token]
-        self._evict(ex, slot)
+        room.evict(ex, slot)
         req.slot = None
         req.status = Status.WAITING
         req.n_computed = 0
@@ -665,20 +502,12 @@ class Scheduler:
         self.counters["preempted"] += 1
         self.waiting.appendleft(req)
 
-    def _pinned_placement(self, ex: ExecutorState, req: Request, n_swa: int,
-                          reuse_allowed: bool) -> policy.Placement | None:
-        """The placement of a request asking for one slot: on it, if it is this executor's and free."""
-        executor_id, index = divmod(req.id_slot, len(ex.slots))
-        if executor_id != ex.id or ex.slots[index].busy:
-            return None
-        return policy.place_on(ex.slots[index], req.seq_tokens, n_swa, reuse_allowed, req.lora)
-
     def _start(self, ex: ExecutorState, req: Request, placement: policy.Placement, now: float) -> None:
         slot = placement.slot
         seq = slot.seq_id
         if placement.host is not None:
             if slot.tokens:
-                self._drop_prefix(ex, slot, now)
+                room.drop_prefix(ex, slot, self.counters, now)
             entry = placement.host
             ex.kv_ops.append(KvOp(KvOpKind.RESTORE, seq, entry_id=entry.entry_id))
             kv.append(slot, entry.tokens)
@@ -690,7 +519,7 @@ class Scheduler:
                 kv.truncate(slot, placement.reuse)
         elif placement.source is not None:
             if slot.tokens:
-                self._drop_prefix(ex, slot, now)
+                room.drop_prefix(ex, slot, self.counters, now)
             ex.kv_ops.append(KvOp(KvOpKind.COPY, seq, placement.reuse, placement.source.seq_id))
             kv.copy_prefix(slot, placement.source, placement.reuse)
             # The copy shares the source's cells, so it starts where the source's window does
@@ -700,7 +529,7 @@ class Scheduler:
             for pos, n in placement.cuts:  # n_cache_reuse: chunks of the cache move to where the prompt has them
                 ex.kv_ops.append(KvOp(KvOpKind.SHIFT, seq, pos, n_discard=n))
                 kv.shift(slot, pos, n)
-            self._drop_prefix(ex, slot, now, keep=placement.reuse)  # what it does not share makes way
+            room.drop_prefix(ex, slot, self.counters, now, keep=placement.reuse)  # what it does not share makes way
         slot.lora = req.lora  # of the cells it computes (a reused prefix has the same set)
         # A resumed request's sampler sees what it generated before (penalties, grammar state).
         ex.starts.append(
@@ -735,7 +564,7 @@ class Scheduler:
             slot.pos_min = pos_min
         action, ex.file_in_flight = ex.file_in_flight, None
         if action is not None:
-            self._file_done(ex, action, result, now)
+            self.replies.append(slot_files.done(action, result, now))
         if (result.no_kv_room or result.error is not None) and queued is not None:
             # The executor refuses the step behind one that did not run: undo it first (its
             # cells come after this step's), and let its refusal arrive as a stale result.
@@ -749,7 +578,7 @@ class Scheduler:
             error = EngineError(ErrorCode.EXECUTOR_FAILED, f"decode failed: {result.error}")
             for seq, (req, _) in in_flight.items():
                 if req.status == Status.FINISHED:
-                    self._evict(ex, ex.slots[seq])
+                    room.evict(ex, ex.slots[seq])
                 else:
                     self._finish(req, FinishReason.ERROR, error)  # also evicts its slot
             return
@@ -798,36 +627,18 @@ class Scheduler:
                   len(ex.running), len(self.waiting))
 
     def _verified(self, ex: ExecutorState, req: Request, sample: Sample, now: float) -> None:
-        """A draft was verified: the rejected tokens leave the cache (before the next step), the
-        accepted ones and the token sampled after them are output."""
-        reserved, req.draft = req.draft, []  # the cells the draft was given
-        draft = sample.drafted[: len(reserved)] if self.spec.model else reserved
-        n_accepted = max(0, min(sample.n_accepted, len(draft)))
-        slot = req.slot
-        rejected = len(reserved) - n_accepted
-        if rejected:
-            keep = len(slot.tokens) - rejected
-            kv.truncate(slot, keep)
-            ex.kv_ops.append(KvOp(KvOpKind.TRUNCATE, slot.seq_id, keep))
-            req.n_computed -= rejected
-        if self.spec.model:  # the placeholders of the accepted tokens get their ids
-            kv.name_tokens(slot, len(slot.tokens) - n_accepted, draft[:n_accepted])
-        if not draft:
-            self._on_tokens(req, [sample.token_id], [sample.logprob], now)
-            return
-        req.n_draft_tokens += len(draft)
-        req.n_draft_accepted += n_accepted
-        req.drafter.verified(len(draft), n_accepted)
-        self.spec_pool.update(len(draft), n_accepted)
-        self.counters["spec_drafts"] += 1
-        self.counters["spec_draft_tokens"] += len(draft)
-        self.counters["spec_accepted_tokens"] += n_accepted
-        per_pos = self.spec_accepted_per_pos
-        per_pos += [0] * (n_accepted - len(per_pos))
-        for pos in range(n_accepted):
-            per_pos[pos] += 1
-        logprobs = list(sample.accepted_logprobs) or [None] * n_accepted
-        self._on_tokens(req, [*draft[:n_accepted], sample.token_id], [*logprobs[:n_accepted], sample.logprob], now)
+        """A draft was verified: the accepted tokens and the one sampled after them are output."""
+        tokens, logprobs, n_drafted, n_accepted = drafts.settle(ex, req, sample, bool(self.spec.model))
+        if n_drafted:
+            self.spec_pool.update(n_drafted, n_accepted)
+            self.counters["spec_drafts"] += 1
+            self.counters["spec_draft_tokens"] += n_drafted
+            self.counters["spec_accepted_tokens"] += n_accepted
+            per_pos = self.spec_accepted_per_pos
+            per_pos += [0] * (n_accepted - len(per_pos))
+            for pos in range(n_accepted):
+                per_pos[pos] += 1
+        self._on_tokens(req, tokens, logprobs, now)
 
     def _fail_seq(
         self,
@@ -846,7 +657,7 @@ class Scheduler:
         if req is not None and req.status != Status.FINISHED:
             self._finish(req, FinishReason.ERROR, error)  # also evicts the slot
         else:
-            self._evict(ex, slot)
+            room.evict(ex, slot)
 
     def _undo(self, ex: ExecutorState, flight: dict[int, tuple[Request, int]]) -> None:
         """A step did not run: its tokens leave the books (cells and positions), a finished
@@ -935,7 +746,7 @@ class Scheduler:
         n_discard = max([n_discard] + [end - keep for other, end in shared if other.busy])
         for other, end in shared:
             if not other.busy and end > keep + n_discard:
-                self._drop_prefix(ex, other, keep=keep + n_discard)
+                room.drop_prefix(ex, other, self.counters, keep=keep + n_discard)
         log.debug("executor %d: request %s: context shift, n_keep %d, n_discard %d of %d", ex.id, req.id, keep,
                   n_discard, n)
         ex.kv_ops.append(KvOp(KvOpKind.SHIFT, slot.seq_id, keep, n_discard=n_discard))
@@ -948,15 +759,16 @@ class Scheduler:
 
     def slot_action(self, msg: SlotAction, peer: bytes) -> None:
         """POST /slots/{id}: an erase is done at once; a save or restore waits for the executor's
-        next step. The slot must be idle: a running request or another action on it is a 409."""
-        error = self._slot_action_problem(msg)
+        next step (scheduler.slot_files). The slot must be idle: a running request or another
+        action on it is a 409."""
+        error = slot_files.problem(self.executors, self.ready, msg)
         if error is not None:
             self.replies.append((peer, SlotActionDone(msg.token, error=error)))
             return
-        ex, slot = self._slot_of(msg.id_slot)
+        ex, slot = slot_files.locate(self.executors, msg.id_slot)
         if msg.kind == SlotActionKind.ERASE:
             n_erased = len(slot.tokens)
-            self._evict(ex, slot)
+            room.evict(ex, slot)
             self.replies.append((peer, SlotActionDone(msg.token, n_erased)))
         else:
             ex.file_actions.append(FileAction(peer, msg, slot))
@@ -981,64 +793,6 @@ class Scheduler:
             assert req.slot is not None
             ex.end_reasoning.append((req.slot.seq_id, req))
         self.replies.append((peer, EndReasoningDone(msg.token, ended=len(armed))))
-
-    def _slot_of(self, id_slot: int) -> tuple[ExecutorState, Slot]:
-        n_slots = len(next(iter(self.executors.values())).slots)
-        ex = self.executors[id_slot // n_slots]
-        return ex, ex.slots[id_slot % n_slots]
-
-    def _slot_action_problem(self, msg: SlotAction) -> EngineError | None:
-        if not self.ready:
-            return EngineError(ErrorCode.SHUTTING_DOWN, "the engine is still loading")
-        n_slots = sum(len(e.slots) for e in self.executors.values())
-        if not 0 <= msg.id_slot < n_slots:
-            return EngineError(ErrorCode.INVALID_REQUEST, f"slot {msg.id_slot} does not exist ({n_slots} slots)")
-        ex, slot = self._slot_of(msg.id_slot)
-        if not ex.alive:
-            return EngineError(ErrorCode.EXECUTOR_FAILED, f"executor {ex.id} is restarting")
-        if slot.busy or any(a.slot is slot for a in [*ex.file_actions, ex.file_in_flight] if a is not None):
-            return EngineError(ErrorCode.SLOT_BUSY, f"slot {msg.id_slot} is busy; retry when it is idle")
-        if msg.kind == SlotActionKind.RESTORE and msg.n_tokens > ex.n_ctx_slot:
-            return EngineError(ErrorCode.INVALID_REQUEST,
-                               f"the file holds {msg.n_tokens} tokens; a slot holds at most {ex.n_ctx_slot}")
-        return None
-
-    def _file_plan(self, ex: ExecutorState, now: float) -> StepPlan:
-        """A step running the oldest waiting slot action alone (with the cache edits pending)."""
-        action = ex.file_in_flight = ex.file_actions.pop(0)
-        slot, msg = action.slot, action.msg
-        if msg.kind == SlotActionKind.SAVE:
-            action.n_saved = len(slot.tokens)
-            ex.kv_ops.append(KvOp(KvOpKind.SAVE_FILE, slot.seq_id, path=msg.path, tokens=list(slot.tokens)))
-        else:
-            self._evict(ex, slot)
-            if self._reserve_cells(ex, msg.n_tokens + policy.n_decoding(ex.running)):
-                ex.kv_ops.append(KvOp(KvOpKind.LOAD_FILE, slot.seq_id, msg.n_tokens, path=msg.path))
-            else:
-                ex.file_in_flight = None
-                error = EngineError(ErrorCode.NO_KV_ROOM, f"no room in the KV cache for {msg.n_tokens} tokens")
-                self.replies.append((action.peer, SlotActionDone(msg.token, error=error)))
-        return self._send_plan(ex, [], {}, 0, now)
-
-    def _file_done(self, ex: ExecutorState, action: FileAction, result: StepResult, now: float) -> None:
-        done = result.slot_files[0] if result.slot_files else None
-        msg = action.msg
-        if done is None or done.error is not None:
-            error = done.error if done is not None else EngineError(
-                ErrorCode.INTERNAL, f"the executor did not run the slot action: {result.error or 'no result'}")
-            self.replies.append((action.peer, SlotActionDone(msg.token, error=error)))
-            return  # a failed load leaves the sequence empty, as the scheduler already counts it
-        n_tokens = action.n_saved
-        if msg.kind == SlotActionKind.RESTORE:
-            kv.append(action.slot, done.tokens)
-            action.slot.last_used = now
-            n_tokens = len(done.tokens)
-        self.replies.append((action.peer, SlotActionDone(msg.token, n_tokens, done.n_bytes, done.ms)))
-
-    def _fail_file_actions(self, ex: ExecutorState, error: EngineError) -> None:
-        actions = [*ex.file_actions, *([ex.file_in_flight] if ex.file_in_flight is not None else [])]
-        ex.file_actions, ex.file_in_flight = [], None
-        self.replies += [(a.peer, SlotActionDone(a.msg.token, error=error)) for a in actions]
 
     # ------------------------------------------------------------------ endings
 
@@ -1066,7 +820,7 @@ class Scheduler:
             if ex.alive:
                 ex.ends.append(slot.seq_id)
             if error is not None:
-                self._evict(ex, slot)
+                room.evict(ex, slot)
         req.status = Status.FINISHED
         del self.requests[req.id]
         out = out or RequestOutput(req.id)
@@ -1076,18 +830,11 @@ class Scheduler:
         self.outputs[req.peer].append(out)
         self._count(req, reason)
 
-    def _evict(self, ex: ExecutorState, slot: Slot) -> None:
-        kv.truncate(slot, 0)
-        slot.pos_min = -1
-        if ex.alive:
-            ex.kv_ops.append(KvOp(KvOpKind.CLEAR, slot.seq_id))
-
     def _count(self, req: Request, reason: FinishReason) -> None:
         self.counters[_COUNTER_OF.get(reason, "finished")] += 1
         if req.slot is not None:
             decode_seconds = (req.t_last_token - req.t_first_token) if req.t_first_token else 0.0
             self.metrics.on_finish(req.slot.executor_id, len(req.output_ids), decode_seconds)
-
 
     # ------------------------------------------------------------------ reporting
 
@@ -1104,36 +851,5 @@ class Scheduler:
         return bool(ex.running or ex.kv_ops or ex.ends or ex.file_actions or self.waiting or self.embed.waiting)
 
     def stats(self, token: int = 0) -> EngineStats:
-        c = self.counters
-        m = self.metrics
-        return EngineStats(
-            token=token,
-            slots=[slot_state(s) for ex in self.executors.values() for s in ex.slots],
-            n_waiting=len(self.waiting) + len(self.embed.waiting),
-            n_running=sum(len(ex.running) for ex in self.executors.values()),
-            requests_finished=c["finished"],
-            requests_aborted=c["aborted"],
-            requests_failed=c["failed"],
-            requests_rejected=c["rejected"],
-            executors=[self._executor_stats(ex) for ex in self.executors.values()],
-            tokens_predicted_seconds_total=m.predicted_seconds,
-            n_tokens_max=m.n_tokens_max,
-            prompt_tokens_per_second=m.window.prompt_rate(),
-            predicted_tokens_per_second=m.window.decode_rate(),
-            restarts=m.restarts,
-            started_at=m.started_at,
-            preemptions_total=c["preempted"],
-            vectors_inline_total=c["vectors_inline"],
-            steps_planned_ahead_total=c["planned_ahead"],
-            lora_scales=list(self.lora_scales),
-            spec_draft_tokens_total=c["spec_draft_tokens"],
-            spec_accepted_tokens_total=c["spec_accepted_tokens"],
-            spec_drafts_total=c["spec_drafts"],
-            spec_accepted_per_pos=list(self.spec_accepted_per_pos),
-        )
-
-    def _executor_stats(self, ex: ExecutorState) -> ExecutorStats:
-        return self.metrics.executor_stats(
-            ex.id, ex.alive, len(ex.slots), sum(s.busy for s in ex.slots), ex.info.n_ctx,
-            ex.n_ctx - ex.free_cells,
-        )
+        """The engine's state and counters (scheduler.observe.reports)."""
+        return engine_stats(self, token)

@@ -12,7 +12,7 @@ from scheduler.cache import kv
 from scheduler.cache.host_cache import HostCacheIndex
 from scheduler.request import Request
 from scheduler.slots import Slot
-from scheduler.speculative import StepCost
+from scheduler.speculative.allocation import StepCost
 
 
 @dataclass(eq=False)

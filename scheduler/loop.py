@@ -62,7 +62,7 @@ from ipc.transport import (
     start_authenticator,
 )
 from scheduler.core import Scheduler
-from scheduler.speculative import spec_settings
+from scheduler.speculative.drafter import spec_settings
 
 log = logging.getLogger("scheduler")
 

@@ -29,7 +29,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ggserve.tokens import common_prefix_len
-from scheduler.cache.host_cache import HostEntry
+from scheduler.cache import kv
+from scheduler.cache.host_cache import HostCacheIndex, HostEntry
+from scheduler.cache.reuse import chunk_cuts
 from scheduler.lora import LoraKey
 from scheduler.media import fit_chunk, snap_reuse
 from scheduler.request import Request, Status
@@ -98,9 +100,41 @@ def place(slots: list[Slot], prompt: list[int], n_swa: int, reuse_allowed: bool,
     return Placement(victim(free), 0, None)
 
 
-def place_on(slot: Slot, prompt: list[int], n_swa: int, reuse_allowed: bool, lora: LoraKey) -> Placement:
-    """A request that asked for this (free) slot: it reuses the slot's own cached prefix."""
+def place_pinned(slots: list[Slot], executor_id: int, id_slot: int, prompt: list[int], n_swa: int,
+                 reuse_allowed: bool, lora: LoraKey) -> Placement | None:
+    """A request that asked for slot ``id_slot`` (numbered across executors): on it, reusing its
+    own cached prefix, if it is one of ``slots`` (executor ``executor_id``'s) and free."""
+    owner, index = divmod(id_slot, len(slots))
+    if owner != executor_id or slots[index].busy:
+        return None
+    slot = slots[index]
     return Placement(slot, reusable_prefix(slot, prompt, n_swa, lora) if reuse_allowed else 0, None)
+
+
+def from_host_cache(placement: Placement, host_cache: HostCacheIndex, slots: list[Slot], prompt: list[int],
+                    n_swa: int, lora: LoraKey) -> Placement:
+    """The placement restoring a prefix from host memory (--cache-ram) instead, when that reuses
+    clearly more: into the placement's own slot, or the free slot it would have evicted."""
+    entry, reuse = host_cache.best(prompt, n_swa, lora)
+    if entry is None or reuse < placement.reuse + AFFINITY_MIN_TOKENS:
+        return placement
+    slot = placement.slot if placement.source is None else victim([s for s in slots if not s.busy])
+    return Placement(slot, reuse, None, entry)
+
+
+def with_chunks(placement: Placement, slots: list[Slot], prompt: list[int], min_chunk: int,
+                lora: LoraKey) -> Placement:
+    """The placement reusing chunks of its slot's own cache past the shared prefix
+    (n_cache_reuse), when there are some. Cells other sequences share never move; a cache
+    computed with another adapter set is no use."""
+    slot = placement.slot
+    if placement.source is not None or placement.host is not None or not slot.tokens or slot.lora != lora:
+        return placement
+    first = max((kv.shared_end(slot, other) for other in slots if other is not slot and other.tokens), default=0)
+    cuts, reuse = chunk_cuts(slot.tokens, prompt, placement.reuse, first, min_chunk)
+    if reuse == placement.reuse:
+        return placement
+    return Placement(slot, min(reuse, len(prompt) - 1), None, cuts=cuts)
 
 
 def victim(free: list[Slot]) -> Slot:

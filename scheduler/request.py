@@ -70,7 +70,7 @@ class Request:
         self.spec_n_max = 0
         self.spec_n_min = 0
         self.spec_p_min = 0.0  # a draft model stops drafting below this probability
-        self.drafter = None  # scheduler.speculative.Drafter
+        self.drafter = None  # scheduler.speculative.drafter.Drafter
         self.draft: list[int] = []
         self.n_draft_tokens = 0
         self.n_draft_accepted = 0

@@ -1,12 +1,17 @@
-"""What the scheduler reports about requests and slots: a prefill's progress while it runs, a
-finished request's stats, and a slot's state for /slots (built from the scheduler's records,
-never changing them)."""
+"""What the scheduler reports: a prefill's progress while it runs, a finished request's stats,
+a slot's state for /slots, and the engine's state and counters for /slots, /metrics and /health
+(built from the scheduler's records, never changing them)."""
 
 from __future__ import annotations
 
-from ipc.protocol import PromptProgress, RequestStats, SlotState
+from typing import TYPE_CHECKING
+
+from ipc.protocol import EngineStats, PromptProgress, RequestStats, SlotState
 from scheduler.request import Request
 from scheduler.slots import Slot
+
+if TYPE_CHECKING:
+    from scheduler.core import Scheduler
 
 
 def prompt_progress(req: Request, now: float) -> PromptProgress:
@@ -51,3 +56,35 @@ def slot_state(slot: Slot) -> SlotState:
         state.ignore_eos = req.ignore_eos
         state.logprobs = req.logprobs
     return state
+
+
+def engine_stats(sched: Scheduler, token: int = 0) -> EngineStats:
+    """The engine as a whole (the answer to a stats request tagged ``token``)."""
+    c = sched.counters
+    m = sched.metrics
+    return EngineStats(
+        token=token,
+        slots=[slot_state(s) for ex in sched.executors.values() for s in ex.slots],
+        n_waiting=len(sched.waiting) + len(sched.embed.waiting),
+        n_running=sum(len(ex.running) for ex in sched.executors.values()),
+        requests_finished=c["finished"],
+        requests_aborted=c["aborted"],
+        requests_failed=c["failed"],
+        requests_rejected=c["rejected"],
+        executors=[m.executor_stats(ex.id, ex.alive, len(ex.slots), sum(s.busy for s in ex.slots), ex.info.n_ctx,
+                                    ex.n_ctx - ex.free_cells) for ex in sched.executors.values()],
+        tokens_predicted_seconds_total=m.predicted_seconds,
+        n_tokens_max=m.n_tokens_max,
+        prompt_tokens_per_second=m.window.prompt_rate(),
+        predicted_tokens_per_second=m.window.decode_rate(),
+        restarts=m.restarts,
+        started_at=m.started_at,
+        preemptions_total=c["preempted"],
+        vectors_inline_total=c["vectors_inline"],
+        steps_planned_ahead_total=c["planned_ahead"],
+        lora_scales=list(sched.lora_scales),
+        spec_draft_tokens_total=c["spec_draft_tokens"],
+        spec_accepted_tokens_total=c["spec_accepted_tokens"],
+        spec_drafts_total=c["spec_drafts"],
+        spec_accepted_per_pos=list(sched.spec_accepted_per_pos),
+    )

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from test_scheduler_policy import EOS, Harness
 
 from ipc.protocol import AddRequest, FinishReason, KvOpKind, Sample, SamplingParams, Speculation, StepPlan, StepResult
-from scheduler.speculative import PROBE_EVERY, PROBE_EVERY_MAX, Acceptance, Drafter, SpecSettings, StepCost, allocate
+from scheduler.speculative.allocation import StepCost, allocate
+from scheduler.speculative.drafter import PROBE_EVERY, PROBE_EVERY_MAX, Acceptance, Drafter, SpecSettings
 
 NGRAM = SpecSettings("ngram", n_max=16, n_min=0, size_n=6, min_hits=1)
 SIMPLE = SpecSettings("ngram-simple", n_max=16, n_min=0, size_n=4, min_hits=1)
