@@ -182,7 +182,8 @@ async def start(fe: Frontend, req: Request, body: ChatCompletionRequest, logprob
                      fe.written(fe.tokenizer.marker_tokens(markers)
                                 | preserved_ids(fe.tokenizer, body.preserved_tokens)),
                      time_limit_s(body), body.n_indent, trace=req.trace,
-                     on_exit=(lambda: fe.media_arena.release(chunks)) if chunks else None, prompt_log=fe.prompt_log)
+                     on_exit=(lambda: fe.media_arena.release(chunks)) if chunks else None, prompt_log=fe.prompt_log,
+                     keep_stop=body.include_stop_str_in_output)
     native = (NativeResults(fe, body, [Prompt(prompt, chat.prompt)], sampling, limit, logprobs,
                             post_sampling_probs=body.post_sampling_probs) if body.verbose else None)
     return ChatRun(gen, parsers, len(prompt), native)

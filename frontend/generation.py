@@ -55,10 +55,10 @@ class Choice:
 
     def __init__(self, index: int, request_id: str, tokenizer: Tokenizer, stops: list[str],
                  logprobs: bool, special_ids: frozenset[int] = frozenset(), time_limit_s: float | None = None,
-                 n_indent: int = 0) -> None:
+                 n_indent: int = 0, keep_stop: bool = False) -> None:
         """``time_limit_s``: llama-server's t_max_predict_ms: a token with a newline generated
         this long after the first token ends the text (finish "length"); ``n_indent``: see
-        IndentGuard."""
+        IndentGuard; ``keep_stop``: the stop string that ends the text stays in it."""
         self.index = index
         self.request_id = request_id
         self.n_tokens = 0  # generated tokens that count (up to a stop string's last token)
@@ -74,7 +74,7 @@ class Choice:
         self._tokenizer = tokenizer
         self._detok = IncrementalDetokenizer(tokenizer, special_ids)
         self._special_ids = special_ids
-        self._stop = StopMatcher(stops)
+        self._stop = StopMatcher(stops, keep_stop)
         self._logprobs = logprobs
         self._decoded = 0  # characters decoded so far
         self._emitted = 0  # characters released to the client
@@ -202,9 +202,10 @@ class Generation:
                  stops: list[str], logprobs: bool, ping_interval_s: float | None,
                  special_ids: frozenset[int] = frozenset(), time_limit_s: float | None = None,
                  n_indent: int = 0, trace: RequestTrace | None = None,
-                 on_exit: Callable[[], None] | None = None, prompt_log: PromptLog | None = None) -> None:
+                 on_exit: Callable[[], None] | None = None, prompt_log: PromptLog | None = None,
+                 keep_stop: bool = False) -> None:
         """``special_ids``: control tokens written as their text (tool-call and reasoning markers);
-        ``ping_interval_s``: None never pings; ``time_limit_s``, ``n_indent``: see Choice;
+        ``ping_interval_s``: None never pings; ``time_limit_s``, ``n_indent``, ``keep_stop``: see Choice;
         ``trace``: the HTTP request's, which learns how each engine request went; ``on_exit``:
         called once every request has ended (frees the requests' media files); ``prompt_log``:
         --log-prompts-dir's, which gets the prompts when they are submitted."""
@@ -214,8 +215,8 @@ class Generation:
         self._requests = requests
         self._n = n
         self._ping_interval_s = ping_interval_s
-        self.choices = [Choice(i, r.request_id, tokenizer, stops, logprobs, special_ids, time_limit_s, n_indent)
-                        for i, r in enumerate(requests)]
+        self.choices = [Choice(i, r.request_id, tokenizer, stops, logprobs, special_ids, time_limit_s, n_indent,
+                               keep_stop) for i, r in enumerate(requests)]
         self._by_id = {c.request_id: c for c in self.choices}
         self._aborted: set[str] = set()
         self._queue: asyncio.Queue[RequestOutput] | None = None

@@ -6,8 +6,9 @@ value that means "off" is accepted, since many clients (SillyTavern, the llama.c
 every field with its default; any other value is a 400 naming it. ``null`` means "the server's
 default" in llama-server, so it is accepted too.
 
-The raw body is parsed a second time only when it names one of these fields (a byte search),
-so ordinary requests pay nothing.
+vLLM's extras that ggserve does not implement are refused the same way (their table is in
+frontend.api.vllm_fields). The raw body is parsed a second time only when it names one of these
+fields (a byte search), so ordinary requests pay nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from frontend.api import vllm_fields
 from frontend.http.errors import invalid
 
 
@@ -40,11 +42,12 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "reasoning_budget_end_tags": (_falsy, "a chat completion's thinking tags are its chat template's"),
     "reasoning_budget_end_tag": (_falsy, "a chat completion's thinking tags are its chat template's"),
 }
-_NEEDLES = [(name, f'"{name}"'.encode()) for name in UNSUPPORTED]
+_REFUSED = {**UNSUPPORTED, **vllm_fields.UNSUPPORTED}
+_NEEDLES = [(name, f'"{name}"'.encode()) for name in _REFUSED]
 
 
 def refuse_unsupported(body: bytes, request_type: type[msgspec.Struct]) -> None:
-    """A 400 naming the first unsupported llama-server field the body sets to a non-neutral value.
+    """A 400 naming the first unsupported llama-server or vLLM field the body sets to a non-neutral value.
 
     Fields of ``request_type`` are honoured by that endpoint and never refused here.
     """
@@ -62,6 +65,6 @@ def refuse_unsupported(body: bytes, request_type: type[msgspec.Struct]) -> None:
         value = fields.get(name)
         if value is None:
             continue
-        neutral, why = UNSUPPORTED[name]
+        neutral, why = _REFUSED[name]
         if not neutral(value):
             raise invalid(f"{name} is not supported by ggserve: {why}", param=name)

@@ -72,6 +72,9 @@ def sampling_params(req: SamplingFields, tokenizer: Tokenizer, defaults: Samplin
     given = {name: value for name in FROM_REQUEST if (value := getattr(req, name)) is not None}
     if given.get("repeat_last_n", defaults.repeat_last_n) == -1:  # -1: the whole context, as llama-server
         given["repeat_last_n"] = n_ctx_slot
+    if req.repetition_penalty is not None and req.repeat_penalty is None:  # vLLM's: over the whole context
+        given["repeat_penalty"] = req.repetition_penalty
+        given.setdefault("repeat_last_n", n_ctx_slot)
     if req.dry_base is not None and req.dry_base >= 1.0:  # below 1: the default, as llama-server
         given["dry_base"] = req.dry_base
     if req.samplers is not None:
@@ -79,6 +82,9 @@ def sampling_params(req: SamplingFields, tokenizer: Tokenizer, defaults: Samplin
             given["samplers"] = sampler_order(req.samplers)
         except ValueError as exc:
             raise invalid(str(exc), param="samplers") from None
+    if req.stop_token_ids and not all(0 <= t < tokenizer.n_vocab for t in req.stop_token_ids):
+        raise invalid(f"stop_token_ids: a token id is not in the model's vocabulary of {tokenizer.n_vocab}",
+                      param="stop_token_ids")
     bias = logit_bias(req.logit_bias, tokenizer) if req.logit_bias is not None else list(defaults.logit_bias)
     if req.ignore_eos:
         bias += [(t, -math.inf) for t in eog_ids]
@@ -229,6 +235,7 @@ def engine_requests(request_id: str, prompts: list[list[int]], n: int, req: Samp
             prompt_token_ids=prompt,
             max_tokens=max_new,
             sampling=with_seed_offset(samplings[p], i),
+            stop_token_ids=req.stop_token_ids or [],
             ignore_eos=bool(req.ignore_eos),
             logprobs=logprobs,
             cache_prompt=req.cache_prompt,

@@ -27,6 +27,11 @@ CInt = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
 
 class StreamOptions(msgspec.Struct):
     include_usage: bool = False
+    continuous_usage_stats: bool = False  # vLLM's usage on every chunk: not supported
+
+    def __post_init__(self) -> None:
+        if self.continuous_usage_stats:
+            raise ValueError("continuous_usage_stats is not supported by ggserve: usage comes with the last chunk")
 
 
 class JsonSchemaFormat(msgspec.Struct, kw_only=True):
@@ -62,6 +67,27 @@ class LoraField(msgspec.Struct):
 
     id: int
     scale: float
+
+
+class StructuredOutputs(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """vLLM's ``structured_outputs``: one constraint on the output (frontend.structured.constraints)."""
+
+    json: dict[str, Any] | bool | str | None = None  # a JSON schema (or its JSON text)
+    regex: str | None = None  # the whole output matches it
+    choice: list[str] | None = None  # the output is one of these
+    grammar: str | None = None  # GBNF
+    json_object: bool | None = None  # any JSON object
+    # vLLM's grammar-backend options: only their defaults (a 400 names the field otherwise)
+    disable_any_whitespace: bool = False
+    disable_additional_properties: bool = False
+    whitespace_pattern: str | None = None
+    structural_tag: Any = None
+
+    def __post_init__(self) -> None:
+        for name, neutral in (("disable_any_whitespace", False), ("disable_additional_properties", False),
+                              ("whitespace_pattern", None), ("structural_tag", None)):
+            if getattr(self, name) != neutral:
+                raise ValueError(f"{name} is not supported by ggserve")
 
 
 class SamplingFields(msgspec.Struct, kw_only=True):
@@ -156,6 +182,22 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     spec_n_min: Annotated[int, msgspec.Meta(ge=0, le=1024)] | None = msgspec.field(default=None, name="speculative.n_min")
     spec_p_min: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None = msgspec.field(
         default=None, name="speculative.p_min")
+    # vLLM's extras (frontend.api.vllm_fields refuses the ones not listed here). Constrained
+    # output, one of them or one of the fields above: a JSON schema (or its text), a regex or a
+    # choice of strings the whole output matches, a GBNF grammar, or the same in one object.
+    guided_json: dict[str, Any] | bool | str | None = None
+    guided_regex: str | None = None
+    guided_choice: Annotated[list[str], msgspec.Meta(min_length=1)] | None = None
+    guided_grammar: str | None = None
+    structured_outputs: StructuredOutputs | None = None
+    # the grammar engine vLLM should use (xgrammar, outlines, ...): a place, not a result; ggserve's
+    # is llama.cpp's, and the constraint is the same
+    guided_decoding_backend: str | None = None
+    # vLLM's repetition penalty: llama.cpp's repeat_penalty over the whole context (repeat_last_n -1)
+    # unless those fields are given
+    repetition_penalty: Annotated[float, msgspec.Meta(gt=0.0)] | None = None
+    stop_token_ids: list[CInt] | None = None  # generating one of these ends the output (not shown)
+    include_stop_str_in_output: bool = False  # the stop string that ended the text is kept in it
 
     def __post_init__(self) -> None:
         if self.n_cmpl is not None:  # llama-server reads n_cmpl first, n as its fallback

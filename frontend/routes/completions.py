@@ -154,7 +154,7 @@ async def completions(fe: Frontend, req: Request) -> Response | StreamResponse:
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
                      fe.written(preserved_ids(fe.tokenizer, body.preserved_tokens)), time_limit_s(body), body.n_indent,
-                     trace=req.trace, prompt_log=fe.prompt_log)
+                     trace=req.trace, prompt_log=fe.prompt_log, keep_stop=body.include_stop_str_in_output)
     native = NativeResults(fe, body, prompts, sampling, limit, logprobs) if body.verbose else None
     echoes = [p.text if body.echo else "" for p in prompts for _ in range(body.n)]
     completion_id, created = f"{TEXT_COMPLETION_ID_PREFIX}{req.id}", int(time.time())

@@ -172,7 +172,7 @@ async def _run(fe: Frontend, req: Request, body: NativeCompletionRequest,
                      fe.written(preserved_ids(fe.tokenizer, body.preserved_tokens)), time_limit_s(body), body.n_indent,
                      trace=req.trace,
                      on_exit=(lambda: fe.media_arena.release(media_chunks)) if media_chunks else None,
-                     prompt_log=fe.prompt_log)
+                     prompt_log=fe.prompt_log, keep_stop=body.include_stop_str_in_output)
     call = _Call(fe, body, prompts, gen, sampling, limit, logprobs)
     if body.stream:
         return StreamResponse(_events(call))

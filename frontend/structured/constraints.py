@@ -1,8 +1,11 @@
-"""The grammar a request's output must follow, from ``grammar``, ``json_schema`` or
-``response_format``; every problem is a 400 found here, before the engine sees the request."""
+"""The grammar a request's output must follow, from llama-server's ``grammar`` or ``json_schema``,
+OpenAI's ``response_format``, or vLLM's ``guided_*`` / ``structured_outputs`` (a schema, a regex or
+a choice the whole output matches, a GBNF grammar); every problem is a 400 found here, before the
+engine sees the request."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +14,7 @@ from frontend.api.schemas import SamplingFields
 from frontend.structured import gbnf
 from frontend.structured.grammar import GrammarChecker, GrammarError
 from frontend.structured.json_schema import SchemaError, schema_to_gbnf
+from frontend.structured.regex import PatternError, pattern_to_gbnf
 
 ANY_JSON_OBJECT: dict[str, Any] = {"type": "object"}
 # Where a model's reply format puts the JSON (gpt-oss: in its final channel): (rules, value) -> root.
@@ -19,25 +23,60 @@ Frame = Callable[[gbnf.Rules, str], str]
 
 def output_grammar(checker: GrammarChecker, body: SamplingFields, frame: Frame | None = None) -> str | None:
     """GBNF for the request's output, or None when it is free text. ``frame`` places a schema's
-    JSON in the reply (a ``grammar`` is the whole output as given)."""
-    fmt = body.response_format
-    given = [name for name in ("grammar", "json_schema") if getattr(body, name) is not None]
-    if fmt is not None and fmt.type != "text":
-        given.append("response_format")
+    JSON in the reply (a grammar, a regex or a choice is the whole output as given)."""
+    given = _constraints(body)
     if len(given) > 1:
-        raise invalid(f"{given[0]} and {given[1]} cannot be used together", param=given[1])
-    if body.grammar is not None:
-        return check_grammar(checker, body.grammar, "grammar")
-    if body.json_schema is not None:
-        return schema_grammar(checker, body.json_schema, "json_schema", frame)
-    if fmt is None or fmt.type == "text":
+        raise invalid(f"{given[0][0]} and {given[1][0]} cannot be used together", param=given[1][0])
+    if not given:
         return None
-    if fmt.type == "json_object":
-        return schema_grammar(checker, fmt.schema or ANY_JSON_OBJECT, "response_format.schema", frame)
-    if fmt.json_schema is None or fmt.json_schema.schema is None:
-        raise invalid("response_format of type json_schema needs json_schema.schema",
-                      param="response_format.json_schema")
-    return schema_grammar(checker, fmt.json_schema.schema, "response_format.json_schema.schema", frame)
+    param, kind, value = given[0]
+    if kind == "grammar":
+        return check_grammar(checker, value, param)
+    if kind == "regex":
+        try:
+            body_expr = pattern_to_gbnf(value, raw=True)
+        except PatternError as exc:
+            raise invalid(f"{param}: {exc}", param=param) from None
+        return check_grammar(checker, f"root ::= {body_expr}\n", param)
+    if kind == "choice":
+        return check_grammar(checker, "root ::= " + " | ".join(gbnf.literal(c) for c in value) + "\n", param)
+    if isinstance(value, str):  # a schema as JSON text (vLLM takes either)
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError) as exc:
+            raise invalid(f"{param}: not a JSON schema: {exc}", param=param) from None
+    return schema_grammar(checker, value, param, frame)
+
+
+def _constraints(body: SamplingFields) -> list[tuple[str, str, Any]]:
+    """(param, kind, value) of every output constraint the request sets: llama-server's, OpenAI's
+    and vLLM's fields; kind is grammar, schema, regex or choice."""
+    out: list[tuple[str, str, Any]] = []
+    for param, kind in (("grammar", "grammar"), ("json_schema", "schema"), ("guided_json", "schema"),
+                        ("guided_regex", "regex"), ("guided_choice", "choice"), ("guided_grammar", "grammar")):
+        value = getattr(body, param)
+        if value is not None:
+            out.append((param, kind, value))
+    fmt = body.response_format
+    if fmt is not None and fmt.type == "json_object":
+        out.append(("response_format.schema" if fmt.schema else "response_format", "schema",
+                    fmt.schema or ANY_JSON_OBJECT))
+    elif fmt is not None and fmt.type == "json_schema":
+        if fmt.json_schema is None or fmt.json_schema.schema is None:
+            raise invalid("response_format of type json_schema needs json_schema.schema",
+                          param="response_format.json_schema")
+        out.append(("response_format.json_schema.schema", "schema", fmt.json_schema.schema))
+    so = body.structured_outputs
+    if so is not None:
+        for name, kind in (("json", "schema"), ("regex", "regex"), ("choice", "choice"), ("grammar", "grammar")):
+            value = getattr(so, name)
+            if value is not None:
+                out.append((f"structured_outputs.{name}", kind, value))
+        if so.json_object:
+            out.append(("structured_outputs.json_object", "schema", ANY_JSON_OBJECT))
+        if so.choice is not None and not so.choice:
+            raise invalid("structured_outputs.choice needs at least one string", param="structured_outputs.choice")
+    return out
 
 
 def schema_grammar(checker: GrammarChecker, schema: Any, param: str, frame: Frame | None = None) -> str:

@@ -6,7 +6,8 @@ backslash or control character. Supported: literals and escapes, ``.``, classes 
 ``\\d \\w \\s`` (and their negations), groups ``(...)`` and ``(?:...)``, alternation, the
 quantifiers ``? * + {n} {n,} {n,m}`` (lazy forms too). A pattern matches anywhere in the string
 unless anchored with ``^`` and ``$``, as JSON Schema says. Lookaround, backreferences and other
-features a grammar cannot express raise ``PatternError``.
+features a grammar cannot express raise ``PatternError``. The raw form (vLLM's ``guided_regex``)
+matches plain text, the whole of it.
 """
 
 from __future__ import annotations
@@ -27,16 +28,19 @@ class PatternError(ValueError):
     pass
 
 
-def pattern_to_gbnf(pattern: str) -> str:
-    """The GBNF expression for JSON string content matching ``pattern``."""
+def pattern_to_gbnf(pattern: str, raw: bool = False) -> str:
+    """The GBNF expression for JSON string content matching ``pattern``; with ``raw``, for text
+    that matches it whole (vLLM's guided_regex: the characters as themselves, anchored or not)."""
     anchored_start = pattern.startswith("^")
     backslashes = len(pattern[:-1]) - len(pattern[:-1].rstrip("\\"))
     anchored_end = pattern.endswith("$") and backslashes % 2 == 0  # "\\$" is an escaped "$"
     body = pattern[1 if anchored_start else 0 : len(pattern) - 1 if anchored_end else len(pattern)]
-    parser = _Parser(body)
+    parser = _Parser(body, raw)
     expr = parser.alternation()
     if parser.pos != len(body):
         raise PatternError(f"unexpected {body[parser.pos]!r} at offset {parser.pos} of the pattern")
+    if raw:
+        return f"({expr})"
     any_text = f"{_any_char()}*"
     parts = ([] if anchored_start else [any_text]) + [f"({expr})"] + ([] if anchored_end else [any_text])
     return " ".join(parts)
@@ -119,10 +123,21 @@ def _contains(ranges: list[tuple[int, int]], code: int) -> bool:
     return any(lo <= code <= hi for lo, hi in ranges)
 
 
+def _raw_class(ranges: list[tuple[int, int]], negated: bool) -> str:
+    """A character class as raw text."""
+    ranges = _complement(ranges) if negated else _normalize(ranges)
+    if not ranges:
+        raise PatternError("a character class of the pattern allows no character")
+    return char_set(ranges)
+
+
 class _Parser:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, raw: bool = False) -> None:
         self.text = text
         self.pos = 0
+        # the text's characters as JSON string content, or as themselves
+        self._char = (lambda code: literal(chr(code))) if raw else _char_expr
+        self._class = _raw_class if raw else _class_expr
 
     def _peek(self) -> str:
         return self.text[self.pos] if self.pos < len(self.text) else ""
@@ -158,17 +173,17 @@ class _Parser:
         if ch == "[":
             return self.char_class()
         if ch == ".":
-            return _class_expr([(0x0A, 0x0A), (0x0D, 0x0D)], negated=True)
+            return self._class([(0x0A, 0x0A), (0x0D, 0x0D)], True)
         if ch == "\\":
             ranges, negated = self.escape(in_class=False)
             if len(ranges) == 1 and ranges[0][0] == ranges[0][1] and not negated:
-                return _char_expr(ranges[0][0])
-            return _class_expr(ranges, negated)
+                return self._char(ranges[0][0])
+            return self._class(ranges, negated)
         if ch in "*+?{":
             raise PatternError(f"nothing to repeat before {ch!r} at offset {self.pos - 1} of the pattern")
         if ch in "^$":
             raise PatternError("'^' and '$' are supported only at the pattern's start and end")
-        return _char_expr(ord(ch))
+        return self._char(ord(ch))
 
     def quantified(self, atom: str) -> str:
         ch = self._peek()
@@ -267,4 +282,4 @@ class _Parser:
                 ranges.append((lo, hi))
             else:
                 ranges.append((lo, lo))
-        return _class_expr(ranges, negated)
+        return self._class(ranges, negated)

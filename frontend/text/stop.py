@@ -2,15 +2,18 @@
 
 Text arrives in pieces. A piece's tail that could be the start of a stop string is held back
 until the next piece decides it: either the stop string completes (generation ends there, the
-stop string and everything after it are dropped) or it cannot, and the held text is released.
+stop string and everything after it are dropped, or only what follows it with vLLM's
+include_stop_str_in_output) or it cannot, and the held text is released.
 """
 
 from __future__ import annotations
 
 
 class StopMatcher:
-    def __init__(self, stops: list[str]) -> None:
+    def __init__(self, stops: list[str], keep: bool = False) -> None:
+        """``keep``: the stop string that ends the text is part of it (vLLM's include_stop_str_in_output)."""
         self._stops = [s for s in stops if s]
+        self._keep = keep
         self._held = ""
         self.matched = ""  # the stop string that ended the text (llama-server's stopping_word)
 
@@ -26,7 +29,7 @@ class StopMatcher:
         if found:
             cut, self.matched = min(found, key=lambda hit: hit[0])
             self._held = ""
-            return buf[:cut], True
+            return buf[: cut + len(self.matched) if self._keep else cut], True
         keep = self._partial_match_len(buf)
         self._held = buf[len(buf) - keep :]
         return buf[: len(buf) - keep], False

@@ -1,0 +1,194 @@
+"""vLLM's extra request fields, sent as a vLLM client sends them (the OpenAI SDK's ``extra_body``):
+constrained output (``guided_*``, ``structured_outputs``), ``stop_token_ids``,
+``include_stop_str_in_output`` and ``repetition_penalty`` are honoured; every other vLLM extra is
+a 400 naming it unless it has its neutral value.
+
+The model is a base model: the tests assert what a grammar forces, and agreement between two
+runs of the same shape (temperature 0, no prefix cache), never what the model says.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import httpx
+import jsonschema
+import openai
+import pytest
+
+from frontend.api import vllm_fields
+
+SCHEMA = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12}, "age": {"type": "integer"}},
+          "required": ["name", "age"], "additionalProperties": False}
+MESSAGES = [{"role": "user", "content": "Tell me about a person."}]
+
+
+@pytest.fixture(scope="module")
+def sdk(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0,
+                         _strict_response_validation=True)
+
+
+def chat(sdk: openai.OpenAI, stream: bool = False, **extra: object) -> tuple[str, str]:
+    """(content, finish_reason) of a greedy chat call with vLLM's fields in ``extra_body``."""
+    kwargs = dict(model="any", messages=MESSAGES, max_tokens=80, temperature=0, extra_body=extra)
+    if not stream:
+        choice = sdk.chat.completions.create(**kwargs).choices[0]
+        return choice.message.content or "", choice.finish_reason
+    text, finish = "", ""
+    for chunk in sdk.chat.completions.create(stream=True, **kwargs):
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+            finish = chunk.choices[0].finish_reason or finish
+    return text, finish
+
+
+def completion(server, **body: object) -> dict:
+    r = httpx.post(f"{server.base_url}/v1/completions",
+                   json={"prompt": "The capital of France is", "temperature": 0, "cache_prompt": False} | body,
+                   timeout=120)
+    assert r.status_code == 200, r.text
+    return r.json()["choices"][0]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("extra", [{"guided_choice": ["positive", "negative", "neutral"]},
+                                   {"structured_outputs": {"choice": ["positive", "negative", "neutral"]}}],
+                         ids=["guided_choice", "structured_outputs"])
+def test_a_choice_makes_the_output_one_of_its_strings(sdk, extra, stream):
+    text, finish = chat(sdk, stream, **extra)
+    assert text in ("positive", "negative", "neutral") and finish == "stop"
+
+
+@pytest.mark.parametrize("extra", [{"guided_regex": r"[A-Z][a-z]{2,8} is \d{2}( years old)?\."},
+                                   {"structured_outputs": {"regex": r"^[A-Z][a-z]{2,8} is \d{2}( years old)?\.$"}}],
+                         ids=["guided_regex", "structured_outputs"])
+def test_a_regex_matches_the_whole_output(sdk, extra):
+    text, finish = chat(sdk, **extra)
+    assert re.fullmatch(r"[A-Z][a-z]{2,8} is \d{2}( years old)?\.", text), text
+    assert finish == "stop"
+
+
+def test_a_regex_constrains_text_completions_too(server):
+    choice = completion(server, max_tokens=40, guided_regex=r"(yes|no), \d{1,3}")
+    assert re.fullmatch(r"(yes|no), \d{1,3}", choice["text"]) and choice["finish_reason"] == "stop", choice
+
+
+@pytest.mark.parametrize("extra", [{"guided_json": SCHEMA}, {"guided_json": json.dumps(SCHEMA)},
+                                   {"structured_outputs": {"json": SCHEMA}}],
+                         ids=["guided_json", "guided_json_text", "structured_outputs"])
+def test_a_json_schema_output_validates(sdk, extra):
+    text, finish = chat(sdk, **extra)
+    assert finish == "stop", text
+    jsonschema.validate(json.loads(text), SCHEMA)
+
+
+def test_structured_outputs_json_object_gives_an_object(sdk):
+    text, finish = chat(sdk, stream=True, structured_outputs={"json_object": True})
+    assert finish == "stop" and isinstance(json.loads(text), dict), text
+
+
+def test_a_gbnf_grammar_forces_its_language(sdk):
+    text, finish = chat(sdk, guided_grammar='root ::= "Answer: " ("yes" | "no") "."',
+                        guided_decoding_backend="xgrammar")
+    assert text in ("Answer: yes.", "Answer: no.") and finish == "stop"
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"guided_choice": ["a"], "guided_regex": "b"}, "guided_choice"),
+    ({"guided_json": SCHEMA, "response_format": {"type": "json_object"}}, "response_format"),
+    ({"grammar": 'root ::= "x"', "structured_outputs": {"choice": ["x"]}}, "structured_outputs.choice"),
+    ({"guided_regex": "(?=a)b"}, "guided_regex"),
+    ({"guided_regex": "[a"}, "guided_regex"),
+    ({"guided_json": "{not json"}, "guided_json"),
+    ({"guided_choice": []}, "guided_choice"),
+    ({"structured_outputs": {"regex": "a", "disable_any_whitespace": True}}, "structured_outputs"),
+    ({"structured_outputs": {"choices": ["a"]}}, "structured_outputs"),
+    ({"stream": True, "stream_options": {"continuous_usage_stats": True}}, "stream_options"),
+    ({"stop_token_ids": [10**9]}, "stop_token_ids"),
+    ({"repetition_penalty": 0}, "repetition_penalty"),
+])
+def test_bad_vllm_constraints_are_400_naming_the_field(server, body, param):
+    r = httpx.post(f"{server.base_url}/v1/chat/completions",
+                   json={"messages": MESSAGES, "max_tokens": 4} | body, timeout=60)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param, r.text
+
+
+def test_stop_token_ids_end_the_output_before_the_token(server):
+    text = completion(server, max_tokens=12)["text"]
+    # the ids of the same greedy output, from llama-server's endpoint (same prompt, same shape)
+    native = httpx.post(f"{server.base_url}/completion",
+                        json={"prompt": "The capital of France is", "n_predict": 12, "temperature": 0,
+                              "cache_prompt": False, "return_tokens": True}, timeout=120).json()
+    ids = native["tokens"]
+    assert native["content"] == text and len(ids) == 12
+    k = next(i for i in range(2, 12) if ids.index(ids[i]) == i)  # a token's first appearance, not the first
+    stopped = completion(server, max_tokens=12, stop_token_ids=[ids[k]])
+    assert stopped["finish_reason"] == "stop"
+    assert stopped["text"] == httpx.post(f"{server.base_url}/detokenize", json={"tokens": ids[:k]},
+                                         timeout=30).json()["content"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_include_stop_str_in_output_keeps_the_stop_string(server, stream):
+    full = completion(server, max_tokens=10)["text"]
+    stop = full.split()[2]  # a word from the middle of the greedy output
+    cut = full.index(stop)
+
+    def run(**body: object) -> str:
+        if not stream:
+            return completion(server, max_tokens=10, stop=[stop], **body)["text"]
+        text = ""
+        with httpx.stream("POST", f"{server.base_url}/v1/completions", timeout=120, json={
+                "prompt": "The capital of France is", "temperature": 0, "cache_prompt": False, "max_tokens": 10,
+                "stop": [stop], "stream": True, **body}) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: {"):
+                    text += json.loads(line[6:])["choices"][0]["text"]
+        return text
+
+    assert run() == full[:cut]
+    assert run(include_stop_str_in_output=True) == full[:cut + len(stop)]
+
+
+def test_repetition_penalty_is_repeat_penalty_over_the_whole_context(server):
+    plain = completion(server, max_tokens=40)["text"]
+    vllm = completion(server, max_tokens=40, repetition_penalty=1.5)["text"]
+    llama = completion(server, max_tokens=40, repeat_penalty=1.5, repeat_last_n=-1)["text"]
+    assert vllm == llama != plain
+
+
+# vLLM field -> a value that asks for something
+ASKING = {"best_of": 2, "use_beam_search": True, "length_penalty": 0.5, "min_tokens": 4, "allowed_token_ids": [5],
+          "bad_words": ["x"], "logits_processors": ["m.P"], "prompt_logprobs": 1, "truncate_prompt_tokens": 8,
+          "skip_special_tokens": False, "spaces_between_special_tokens": False, "guided_whitespace_pattern": " ",
+          "structural_tag": "{}", "chat_template": "{{ x }}", "documents": [{"text": "x"}],
+          "mm_processor_kwargs": {"a": 1}, "priority": 1, "cache_salt": "s", "kv_transfer_params": {"a": 1},
+          "vllm_xargs": {"a": 1}, "return_tokens_as_token_ids": True, "request_id": "r1"}
+NEUTRAL = {"best_of": 1, "use_beam_search": False, "length_penalty": 1.0, "min_tokens": 0, "allowed_token_ids": None,
+           "bad_words": [], "logits_processors": None, "prompt_logprobs": None, "truncate_prompt_tokens": None,
+           "skip_special_tokens": True, "spaces_between_special_tokens": True, "guided_whitespace_pattern": None,
+           "structural_tag": None, "chat_template": None, "documents": None, "mm_processor_kwargs": None,
+           "priority": 0, "cache_salt": None, "kv_transfer_params": None, "vllm_xargs": None,
+           "return_tokens_as_token_ids": False, "request_id": None}
+
+
+def test_every_refused_vllm_field_has_an_asking_and_a_neutral_value():
+    assert set(ASKING) == set(NEUTRAL) == set(vllm_fields.UNSUPPORTED)
+
+
+@pytest.mark.parametrize("field", sorted(ASKING))
+def test_unsupported_vllm_fields_are_400_naming_them(server, field):
+    r = httpx.post(f"{server.base_url}/v1/chat/completions",
+                   json={"messages": MESSAGES, "max_tokens": 2, field: ASKING[field]}, timeout=60)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == field and field in error["message"], error
+
+
+def test_neutral_vllm_fields_are_accepted(sdk):
+    """A vLLM client may send every extra with its default."""
+    text, finish = chat(sdk, **NEUTRAL, guided_decoding_backend="auto")
+    assert finish in ("stop", "length")
