@@ -65,6 +65,7 @@ from frontend.api.schemas import (
     NativeCompletionRequest,
     TokenizeRequest,
     TokenizeResponse,
+    VersionInfo,
 )
 from frontend.http.auth import ApiKeys
 from frontend.router import ModelRouter
@@ -140,9 +141,13 @@ def build_routes(metrics_no_auth: bool, router: bool = False) -> dict[str, dict[
         response=Transcription, stream_event=TranscriptionDelta), generates=True, needs=GENERATION)}
     health_route = {"GET": Route(server.health, Operation(
         "Readiness: 200 once the model is loaded", response=HealthStatus, loading_status=True), auth=False)}
+    version_route = {"GET": Route(server.version, Operation("The server's version (vLLM's /version)",
+                                                            response=VersionInfo), auth=False)}
     return {
         "/health": health_route,
         "/v1/health": health_route,
+        "/ping": {**health_route, "POST": health_route["GET"]},  # vLLM's (SageMaker's) liveness check
+        "/version": version_route,
         "/v1/models": models_route,
         "/models": models_route,
         "/v1/models/{model}": model_route,
@@ -247,6 +252,9 @@ def _router_routes(metrics_no_auth: bool) -> dict[str, dict[str, Route]]:
     return {
         "/health": health_route,
         "/v1/health": health_route,
+        "/ping": {**health_route, "POST": health_route["GET"]},
+        "/version": {"GET": Route(server.version, Operation("The server's version (vLLM's /version)",
+                                                            response=VersionInfo), auth=False, scope="server")},
         "/v1/models": listing,
         "/models": {**listing, "POST": downloads, "DELETE": downloads},
         "/v1/models/{model}": one,

@@ -6,7 +6,6 @@ Flag names follow llama-server's wherever the meaning is the same, so its users 
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import ipaddress
 import json
 import logging
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import msgspec
 
-from ggserve import gpu_groups
+from ggserve import gpu_groups, installed_version
 from ggserve.flags import completion, cpu_placement, llama_server, output
 from ggserve.chat_templates import builtin_names
 from ggserve.samplers import sampler_order
@@ -40,15 +39,7 @@ EMBEDDING_SEQUENCES = 64
 
 
 def version_text() -> str:
-    return f"ggserve {_installed_version('ggserve')} (llama-cpp-python {_installed_version('llama-cpp-python')})"
-
-
-def _installed_version(package: str) -> str:
-    # a checkout run from PYTHONPATH (as on the GPU machines) has no installed metadata
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown (not installed)"
+    return f"ggserve {installed_version('ggserve')} (llama-cpp-python {installed_version('llama-cpp-python')})"
 
 
 class UsageError(SystemExit):

@@ -370,10 +370,27 @@ class NativeCompletionRequest(TextCompletionFields, kw_only=True):
 
 
 class TokenizeRequest(msgspec.Struct, kw_only=True):
+    """llama-server's form (``content``) or vLLM's (``prompt``, or chat ``messages`` tokenized as a
+    chat completion's prompt is), whose answer is vLLM's VllmTokenizeResponse."""
+
     content: str | list[str | int] = ""
     add_special: bool = False
     parse_special: bool = True
     with_pieces: bool = False
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    add_special_tokens: bool | None = None  # a prompt: BOS as the model wants it unless false
+    add_generation_prompt: bool | None = None
+    continue_final_message: bool | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+    return_token_strs: bool = False
+
+
+class VllmTokenizeResponse(msgspec.Struct):
+    count: int
+    max_model_len: int  # tokens one request may hold
+    tokens: list[int]
+    token_strs: list[str] | None = None
 
 
 class DetokenizeRequest(msgspec.Struct, kw_only=True):
@@ -660,6 +677,11 @@ class TokenizeResponse(msgspec.Struct):
 
 class DetokenizeResponse(msgspec.Struct):
     content: str
+    prompt: str  # the same text, under vLLM's name
+
+
+class VersionInfo(msgspec.Struct):
+    version: str
 
 
 class ApplyTemplateResponse(msgspec.Struct):

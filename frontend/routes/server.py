@@ -1,15 +1,20 @@
-"""Server endpoints: /health, /v1/models, /props, /slots, /metrics."""
+"""Server endpoints: /health, /v1/models, /props, /slots, /metrics, /version."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from frontend.observe import introspection, metrics
 from frontend.http.errors import RETRY_AFTER_S, ApiError, invalid, unavailable
 from frontend.http.asgi import Request, Response, json_response
-from frontend.api.schemas import HealthStatus, Model, ModelArchitecture, ModelList, ModelMeta, OllamaModel
+from frontend.api.schemas import (HealthStatus, Model, ModelArchitecture, ModelList, ModelMeta, OllamaModel,
+                                  VersionInfo)
 from frontend.state import Frontend
+from ggserve import installed_version
 from ipc.protocol import EngineInfo, EngineStats
+
+if TYPE_CHECKING:
+    from frontend.router import ModelRouter
 
 _STATS_TIMEOUT_S = 5.0
 
@@ -108,3 +113,8 @@ async def metrics_text(fe: Frontend, req: Request) -> Response:
     stats = await engine_stats(fe, reset_window=True)
     headers = [(b"process-start-time-unix", str(int(stats.started_at)).encode())]
     return Response(metrics.render({"": stats}), content_type=metrics.CONTENT_TYPE, headers=headers)
+
+
+async def version(fe: Frontend | ModelRouter, req: Request) -> Response:
+    """vLLM's /version: the server's version."""
+    return json_response(VersionInfo(installed_version("ggserve")))

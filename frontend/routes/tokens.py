@@ -1,8 +1,9 @@
-"""llama-server's tokenizer endpoints: /tokenize, /detokenize, /apply-template."""
+"""The tokenizer endpoints: /tokenize, /detokenize (llama-server's and vLLM's forms), /apply-template."""
 
 from __future__ import annotations
 
 from frontend.http.asgi import Request, Response, json_response
+from frontend.http.errors import invalid
 from frontend.text.prompts import check_tokens, tokenize_mixed
 from frontend.conversation import render_prompt
 from frontend.api.schemas import (
@@ -13,12 +14,15 @@ from frontend.api.schemas import (
     TokenizeRequest,
     TokenizeResponse,
     TokenPiece,
+    VllmTokenizeResponse,
 )
 from frontend.state import Frontend
 
 
 async def tokenize(fe: Frontend, req: Request) -> Response:
     body = req.decode(TokenizeRequest)
+    if body.prompt is not None or body.messages is not None:
+        return json_response(_vllm_tokenize(fe, body))
     token_ids = tokenize_mixed(fe.tokenizer, body.content, body.add_special, body.parse_special)
     check_tokens(fe.tokenizer, token_ids, "content")
     if not body.with_pieces:
@@ -34,10 +38,32 @@ async def tokenize(fe: Frontend, req: Request) -> Response:
     return json_response(TokenizeResponse(tokens))
 
 
+def _vllm_tokenize(fe: Frontend, body: TokenizeRequest) -> VllmTokenizeResponse:
+    """vLLM's /tokenize: a prompt, or messages as a chat completion would submit them."""
+    if body.prompt is not None and body.messages is not None:
+        raise invalid("prompt and messages cannot be used together", param="messages")
+    if body.messages is not None:
+        if body.add_special_tokens:
+            raise invalid("the chat template's prompt gets the model's special tokens as a chat completion's does",
+                          param="add_special_tokens")
+        chat = ChatCompletionRequest(messages=body.messages, add_generation_prompt=body.add_generation_prompt,
+                                     continue_final_message=body.continue_final_message,
+                                     chat_template_kwargs=body.chat_template_kwargs)
+        token_ids = fe.tokenizer.tokenize(render_prompt(fe, chat), add_special=True, parse_special=True)
+    else:
+        add_special = body.add_special_tokens is not False
+        token_ids = fe.tokenizer.tokenize(body.prompt or "", add_special=add_special, parse_special=True)
+    strs = [fe.tokenizer.piece(t, special=True).decode("utf-8", errors="replace") for t in token_ids] \
+        if body.return_token_strs else None
+    info = fe.engine_info()
+    return VllmTokenizeResponse(len(token_ids), info.n_ctx_slot, token_ids, strs)
+
+
 async def detokenize(fe: Frontend, req: Request) -> Response:
     body = req.decode(DetokenizeRequest)
     check_tokens(fe.tokenizer, body.tokens, "tokens")
-    return json_response(DetokenizeResponse(fe.tokenizer.detokenize(body.tokens)))
+    text = fe.tokenizer.detokenize(body.tokens)
+    return json_response(DetokenizeResponse(text, text))
 
 
 async def apply_template(fe: Frontend, req: Request) -> Response:

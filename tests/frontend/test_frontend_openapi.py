@@ -50,7 +50,8 @@ def test_operations_need_a_key_only_when_keys_are_configured(metrics_no_auth: bo
     routes = build_routes(metrics_no_auth)
     assert all("security" not in op for op in _operations(document(routes, api_keys=False)).values())
     with_keys = _operations(document(routes, api_keys=True))
-    open_routes = {("GET", "/health"), ("GET", "/v1/health"), ("GET", "/openapi.json"), ("GET", "/"),
+    open_routes = {("GET", "/health"), ("GET", "/v1/health"), ("GET", "/ping"), ("POST", "/ping"),
+                   ("GET", "/version"), ("GET", "/openapi.json"), ("GET", "/"),
                    ("GET", "/webui/app.js"), ("GET", "/webui/markdown.js"), ("GET", "/webui/style.css")}
     if metrics_no_auth:
         open_routes.add(("GET", "/metrics"))

@@ -1,7 +1,8 @@
-"""vLLM's extra request fields, sent as a vLLM client sends them (the OpenAI SDK's ``extra_body``):
-constrained output (``guided_*``, ``structured_outputs``), ``stop_token_ids``,
-``include_stop_str_in_output`` and ``repetition_penalty`` are honoured; every other vLLM extra is
-a 400 naming it unless it has its neutral value.
+"""What a client written for ``vllm serve`` sends: vLLM's extra request fields (the OpenAI SDK's
+``extra_body``), where constrained output (``guided_*``, ``structured_outputs``), ``stop_token_ids``,
+``include_stop_str_in_output`` and ``repetition_penalty`` are honoured and every other vLLM extra
+is a 400 naming it unless it has its neutral value; and vLLM's endpoints beside OpenAI's
+(/tokenize and /detokenize in vLLM's form, /ping, /version).
 
 The model is a base model: the tests assert what a grammar forces, and agreement between two
 runs of the same shape (temperature 0, no prefix cache), never what the model says.
@@ -192,3 +193,32 @@ def test_neutral_vllm_fields_are_accepted(sdk):
     """A vLLM client may send every extra with its default."""
     text, finish = chat(sdk, **NEUTRAL, guided_decoding_backend="auto")
     assert finish in ("stop", "length")
+
+
+def test_tokenize_in_vllm_form_counts_what_a_request_submits(server, sdk):
+    base = server.base_url
+    prompt = httpx.post(f"{base}/tokenize", json={"model": "any", "prompt": "Hello world", "return_token_strs": True},
+                        timeout=30).json()
+    assert prompt["count"] == len(prompt["tokens"]) == len(prompt["token_strs"]) and prompt["max_model_len"] > 0
+    bare = httpx.post(f"{base}/tokenize", json={"prompt": "Hello world", "add_special_tokens": False}, timeout=30).json()
+    assert bare["tokens"] == prompt["tokens"][1:]  # without BOS
+    assert bare["tokens"] == httpx.post(f"{base}/tokenize", json={"content": "Hello world"}, timeout=30).json()["tokens"]
+    chat = httpx.post(f"{base}/tokenize", json={"messages": MESSAGES}, timeout=30).json()
+    usage = sdk.chat.completions.create(model="any", messages=MESSAGES, max_tokens=1).usage
+    assert chat["count"] == usage.prompt_tokens
+    detok = httpx.post(f"{base}/detokenize", json={"tokens": bare["tokens"]}, timeout=30).json()
+    assert detok == {"content": "Hello world", "prompt": "Hello world"}
+
+
+@pytest.mark.parametrize("body, param", [({"prompt": "a", "messages": MESSAGES}, "messages"),
+                                         ({"messages": MESSAGES, "add_special_tokens": True}, "add_special_tokens")])
+def test_tokenize_in_vllm_form_refuses_what_it_cannot_mean(server, body, param):
+    r = httpx.post(f"{server.base_url}/tokenize", json=body, timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+
+
+def test_ping_and_version(server):
+    assert httpx.get(f"{server.base_url}/ping", timeout=30).status_code == 200
+    assert httpx.post(f"{server.base_url}/ping", timeout=30).status_code == 200
+    version = httpx.get(f"{server.base_url}/version", timeout=30).json()["version"]
+    assert version and isinstance(version, str)
