@@ -55,10 +55,11 @@ class Choice:
 
     def __init__(self, index: int, request_id: str, tokenizer: Tokenizer, stops: list[str],
                  logprobs: bool, special_ids: frozenset[int] = frozenset(), time_limit_s: float | None = None,
-                 n_indent: int = 0, keep_stop: bool = False) -> None:
+                 n_indent: int = 0, keep_stop: bool = False, min_tokens: int = 0) -> None:
         """``time_limit_s``: llama-server's t_max_predict_ms: a token with a newline generated
         this long after the first token ends the text (finish "length"); ``n_indent``: see
-        IndentGuard; ``keep_stop``: the stop string that ends the text stays in it."""
+        IndentGuard; ``keep_stop``: the stop string that ends the text stays in it;
+        ``min_tokens``: stop strings apply from this many tokens on (vLLM's min_tokens)."""
         self.index = index
         self.request_id = request_id
         self.n_tokens = 0  # generated tokens that count (up to a stop string's last token)
@@ -75,6 +76,7 @@ class Choice:
         self._detok = IncrementalDetokenizer(tokenizer, special_ids)
         self._special_ids = special_ids
         self._stop = StopMatcher(stops, keep_stop)
+        self._min_tokens = min_tokens
         self._logprobs = logprobs
         self._decoded = 0  # characters decoded so far
         self._emitted = 0  # characters released to the client
@@ -167,7 +169,10 @@ class Choice:
 
     def _emit(self, text: str) -> bool:
         """Pass text through the stop matcher into the delta; True when a stop string matched."""
-        emitted, stopped = self._stop.push(text)
+        if self.n_tokens < self._min_tokens:  # too soon for a stop string to end the text
+            emitted, stopped = self._stop.flush() + text, False
+        else:
+            emitted, stopped = self._stop.push(text)
         self._delta.text += emitted
         self._emitted += len(emitted)
         if stopped:
@@ -216,7 +221,7 @@ class Generation:
         self._n = n
         self._ping_interval_s = ping_interval_s
         self.choices = [Choice(i, r.request_id, tokenizer, stops, logprobs, special_ids, time_limit_s, n_indent,
-                               keep_stop) for i, r in enumerate(requests)]
+                               keep_stop, r.min_tokens) for i, r in enumerate(requests)]
         self._by_id = {c.request_id: c for c in self.choices}
         self._aborted: set[str] = set()
         self._queue: asyncio.Queue[RequestOutput] | None = None

@@ -260,6 +260,9 @@ class AddRequest(_Msg):
     max_tokens: int  # -1: until the slot's context is full
     sampling: SamplingParams = msgspec.field(default_factory=SamplingParams)
     stop_token_ids: list[int] = []
+    # vLLM's min_tokens: the end-of-generation tokens and stop_token_ids cannot be sampled until
+    # this many tokens are out (the scheduler bans them in the sampler's logit bias until then)
+    min_tokens: int = 0
     ignore_eos: bool = False
     logprobs: int = -1  # -1: none; 0: chosen token only; k: chosen + top k
     cache_prompt: bool = True  # allow prefix-cache reuse for this request

@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import time
+
+import msgspec
 
 from ipc.protocol import (
     AddRequest,
@@ -332,6 +335,7 @@ class Scheduler:
                 # in the running step: a plain decode, or its prompt's last chunk
                 or (entry[1] != 1 if req.status == Status.DECODE else req.n_computed != len(req.seq_tokens))
                 or req.n_computed + 2 >= ex.n_ctx_slot  # the result may shift or end the context
+                or req.ending_banned and len(req.output_ids) + 1 >= req.min_tokens  # its sampler changes
             ):
                 return None
             if not 0 <= req.max_tokens < len(req.output_ids) + 2:  # else the running step is its last
@@ -531,11 +535,7 @@ class Scheduler:
                 kv.shift(slot, pos, n)
             room.drop_prefix(ex, slot, self.counters, now, keep=placement.reuse)  # what it does not share makes way
         slot.lora = req.lora  # of the cells it computes (a reused prefix has the same set)
-        # A resumed request's sampler sees what it generated before (penalties, grammar state).
-        ex.starts.append(
-            SeqStart(seq, req.sampling, req.logprobs, list(req.output_ids), req.prompt_logprobs, req.penalty_context,
-                     req.spec_p_min, req.media)
-        )
+        self._start_sampler(ex, req, seq)
         slot.request = slot.last_request = req
         slot.last_used = now
         req.slot = slot
@@ -548,6 +548,20 @@ class Scheduler:
                 self.outputs[req.peer].append(RequestOutput(req.id, progress=prompt_progress(req, now)))
         ex.running.append(req)
         self.metrics.on_admit(ex.id, placement.reuse)  # a resumed request's reuse too: not recomputed
+
+    def _start_sampler(self, ex: ExecutorState, req: Request, seq: int) -> None:
+        """The request's sampler chain is (re)built on ``seq`` before the next step. A resumed
+        request's sees what it generated before (penalties, grammar state); until min_tokens are
+        out, the ending tokens are banned."""
+        sampling = req.sampling
+        req.ending_banned = len(req.output_ids) < req.min_tokens
+        if req.ending_banned:
+            ending = sorted(req.stop_token_ids | (set() if req.ignore_eos else set(ex.info.eog_token_ids)))
+            sampling = msgspec.structs.replace(sampling, logit_bias=[*sampling.logit_bias,
+                                                                     *((t, -math.inf) for t in ending)])
+        ex.starts = [start for start in ex.starts if start.seq_id != seq]
+        ex.starts.append(SeqStart(seq, sampling, req.logprobs, list(req.output_ids), req.prompt_logprobs,
+                                  req.penalty_context, req.spec_p_min, req.media))
 
     def step_result(self, result: StepResult, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
@@ -720,6 +734,8 @@ class Scheduler:
                 req.truncated |= req.context_limited
                 self._finish(req, FinishReason.LENGTH, out=out)
                 return
+        if req.ending_banned and len(req.output_ids) >= req.min_tokens:
+            self._start_sampler(ex, req, req.slot.seq_id)  # the ending tokens may come from now on
         if req.n_computed >= ex.n_ctx_slot:  # no cell left for the token
             if not self.context_shift:
                 req.truncated = True

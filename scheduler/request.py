@@ -23,7 +23,7 @@ class Request:
         "n_computed", "n_cached", "pending_token", "t_arrival", "t_admitted", "t_first_token", "t_last_token",
         "seq_tokens", "n_preempted", "n_keep", "n_discard", "context_limited", "truncated", "n_cache_reuse", "lora",
         "spec_n_max", "spec_n_min", "spec_p_min", "drafter", "draft", "n_draft_tokens", "n_draft_accepted",
-        "media", "media_chunks",
+        "media", "media_chunks", "min_tokens", "ending_banned",
     )  # fmt: skip
 
     def __init__(self, msg: AddRequest, peer: bytes, max_tokens: int, now: float, context_limited: bool) -> None:
@@ -42,6 +42,8 @@ class Request:
         self.n_cache_reuse = 0 if msg.media else msg.n_cache_reuse
         self.sampling: SamplingParams = msg.sampling
         self.stop_token_ids = frozenset(msg.stop_token_ids)
+        self.min_tokens = msg.min_tokens
+        self.ending_banned = False  # its sequence's sampler bans the ending tokens (min_tokens)
         self.ignore_eos = msg.ignore_eos
         self.logprobs = msg.logprobs
         self.prompt_logprobs = msg.prompt_logprobs

@@ -227,6 +227,9 @@ def engine_requests(request_id: str, prompts: list[list[int]], n: int, req: Samp
     """One AddRequest per (prompt, choice); ids are ``<request_id>-<index>``; ``sampling``: for
     every prompt, or each prompt's; ``lora``: the adapter scales of frontend.api.lora.request_lora;
     ``media``: each prompt's media chunks."""
+    if 0 <= max_new < req.min_tokens:
+        raise invalid(f"min_tokens ({req.min_tokens}) is more than the tokens the request may generate ({max_new})",
+                      param="min_tokens")
     now = time.time()
     samplings = sampling if isinstance(sampling, list) else [sampling] * len(prompts)
     return [
@@ -236,6 +239,7 @@ def engine_requests(request_id: str, prompts: list[list[int]], n: int, req: Samp
             max_tokens=max_new,
             sampling=with_seed_offset(samplings[p], i),
             stop_token_ids=req.stop_token_ids or [],
+            min_tokens=req.min_tokens,
             ignore_eos=bool(req.ignore_eos),
             logprobs=logprobs,
             cache_prompt=req.cache_prompt,

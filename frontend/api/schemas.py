@@ -197,6 +197,8 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     # unless those fields are given
     repetition_penalty: Annotated[float, msgspec.Meta(gt=0.0)] | None = None
     stop_token_ids: list[CInt] | None = None  # generating one of these ends the output (not shown)
+    # no end-of-generation token, stop token or stop string ends the output before this many tokens
+    min_tokens: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] = 0
     include_stop_str_in_output: bool = False  # the stop string that ended the text is kept in it
 
     def __post_init__(self) -> None:

@@ -22,7 +22,6 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "best_of": (lambda v: v in (None, 1), "no server-side best-of; ask for n choices and pick one"),
     "use_beam_search": (_unset, "no beam search"),
     "length_penalty": (lambda v: v in (None, 1, 1.0), "length_penalty applies to beam search, which ggserve does not do"),
-    "min_tokens": (_unset, "no minimum output length; logit_bias can ban the end-of-generation tokens"),
     "allowed_token_ids": (_unset, "no token whitelist; a grammar (guided_grammar, guided_regex, guided_choice) "
                           "constrains the output"),
     "bad_words": (_unset, "no banned words; logit_bias can ban tokens"),

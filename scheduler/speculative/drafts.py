@@ -33,6 +33,8 @@ def plan(spec: SpecSettings, pool: Acceptance, ex: ExecutorState, running: list[
         limit = min(req.spec_n_max, ex.n_ctx_slot - req.n_computed - 1)
         if req.max_tokens >= 0:
             limit = min(limit, req.max_tokens - len(req.output_ids) - 1)
+        if req.ending_banned:  # the ban on ending tokens is lifted between steps
+            limit = min(limit, req.min_tokens - len(req.output_ids) - 1)
         if limit < max(1, req.spec_n_min):
             continue
         if req.drafter is None:

@@ -1,6 +1,6 @@
 """What a client written for ``vllm serve`` sends: vLLM's extra request fields (the OpenAI SDK's
 ``extra_body``), where constrained output (``guided_*``, ``structured_outputs``), ``stop_token_ids``,
-``include_stop_str_in_output`` and ``repetition_penalty`` are honoured and every other vLLM extra
+``include_stop_str_in_output``, ``min_tokens`` and ``repetition_penalty`` are honoured and every other vLLM extra
 is a 400 naming it unless it has its neutral value; and vLLM's endpoints beside OpenAI's
 (/tokenize and /detokenize in vLLM's form, /ping, /version).
 
@@ -51,6 +51,19 @@ def completion(server, **body: object) -> dict:
                    timeout=120)
     assert r.status_code == 200, r.text
     return r.json()["choices"][0]
+
+
+def greedy_ids(server, n: int) -> list[int]:
+    """The token ids of the prompt's greedy output (llama-server's endpoint; same shape as completion())."""
+    native = httpx.post(f"{server.base_url}/completion",
+                        json={"prompt": "The capital of France is", "n_predict": n, "temperature": 0,
+                              "cache_prompt": False, "return_tokens": True}, timeout=120).json()
+    assert len(native["tokens"]) == n
+    return native["tokens"]
+
+
+def detokenize(server, ids: list[int]) -> str:
+    return httpx.post(f"{server.base_url}/detokenize", json={"tokens": ids}, timeout=30).json()["content"]
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -118,18 +131,44 @@ def test_bad_vllm_constraints_are_400_naming_the_field(server, body, param):
 
 
 def test_stop_token_ids_end_the_output_before_the_token(server):
-    text = completion(server, max_tokens=12)["text"]
-    # the ids of the same greedy output, from llama-server's endpoint (same prompt, same shape)
-    native = httpx.post(f"{server.base_url}/completion",
-                        json={"prompt": "The capital of France is", "n_predict": 12, "temperature": 0,
-                              "cache_prompt": False, "return_tokens": True}, timeout=120).json()
-    ids = native["tokens"]
-    assert native["content"] == text and len(ids) == 12
+    ids = greedy_ids(server, 12)
+    assert detokenize(server, ids) == completion(server, max_tokens=12)["text"]  # the same greedy tokens
     k = next(i for i in range(2, 12) if ids.index(ids[i]) == i)  # a token's first appearance, not the first
     stopped = completion(server, max_tokens=12, stop_token_ids=[ids[k]])
-    assert stopped["finish_reason"] == "stop"
-    assert stopped["text"] == httpx.post(f"{server.base_url}/detokenize", json={"tokens": ids[:k]},
-                                         timeout=30).json()["content"]
+    assert stopped["finish_reason"] == "stop" and stopped["text"] == detokenize(server, ids[:k])
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_min_tokens_holds_off_stop_tokens_and_stop_strings(server, stream):
+    ids = greedy_ids(server, 12)
+    k = next(i for i in range(2, 12) if ids.index(ids[i]) == i)
+    first_stop = detokenize(server, [ids[k]]).strip() or None  # the stop token's text, as a stop string
+    body = {"max_tokens": 20, "stop_token_ids": [ids[k]], "min_tokens": k + 4}
+    if stream:
+        chunks = []
+        with httpx.stream("POST", f"{server.base_url}/v1/completions", timeout=120, json={
+                "prompt": "The capital of France is", "temperature": 0, "cache_prompt": False, "stream": True,
+                "stream_options": {"include_usage": True}, **body}) as r:
+            chunks = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+        text = "".join(c["choices"][0]["text"] for c in chunks if c["choices"])
+        n_out = next(c["usage"]["completion_tokens"] for c in chunks if c.get("usage"))
+    else:
+        r = httpx.post(f"{server.base_url}/v1/completions", timeout=120, json={
+            "prompt": "The capital of France is", "temperature": 0, "cache_prompt": False, **body})
+        text, n_out = r.json()["choices"][0]["text"], r.json()["usage"]["completion_tokens"]
+    assert n_out >= k + 4  # the stop token was banned until then
+    assert text.startswith(detokenize(server, ids[:k]))  # the same greedy tokens up to the banned one
+    if first_stop is not None:  # a stop string found early does not end the text before min_tokens either
+        r = httpx.post(f"{server.base_url}/v1/completions", timeout=120, json={
+            "prompt": "The capital of France is", "temperature": 0, "cache_prompt": False, "max_tokens": 20,
+            "stop": [first_stop], "min_tokens": k + 4})
+        assert r.json()["usage"]["completion_tokens"] >= k + 4, r.text
+
+
+def test_min_tokens_above_max_tokens_is_a_400(server):
+    r = httpx.post(f"{server.base_url}/v1/completions", timeout=30,
+                   json={"prompt": "Hi", "max_tokens": 4, "min_tokens": 5})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "min_tokens", r.text
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -162,13 +201,13 @@ def test_repetition_penalty_is_repeat_penalty_over_the_whole_context(server):
 
 
 # vLLM field -> a value that asks for something
-ASKING = {"best_of": 2, "use_beam_search": True, "length_penalty": 0.5, "min_tokens": 4, "allowed_token_ids": [5],
+ASKING = {"best_of": 2, "use_beam_search": True, "length_penalty": 0.5, "allowed_token_ids": [5],
           "bad_words": ["x"], "logits_processors": ["m.P"], "prompt_logprobs": 1, "truncate_prompt_tokens": 8,
           "skip_special_tokens": False, "spaces_between_special_tokens": False, "guided_whitespace_pattern": " ",
           "structural_tag": "{}", "chat_template": "{{ x }}", "documents": [{"text": "x"}],
           "mm_processor_kwargs": {"a": 1}, "priority": 1, "cache_salt": "s", "kv_transfer_params": {"a": 1},
           "vllm_xargs": {"a": 1}, "return_tokens_as_token_ids": True, "request_id": "r1"}
-NEUTRAL = {"best_of": 1, "use_beam_search": False, "length_penalty": 1.0, "min_tokens": 0, "allowed_token_ids": None,
+NEUTRAL = {"best_of": 1, "use_beam_search": False, "length_penalty": 1.0, "allowed_token_ids": None,
            "bad_words": [], "logits_processors": None, "prompt_logprobs": None, "truncate_prompt_tokens": None,
            "skip_special_tokens": True, "spaces_between_special_tokens": True, "guided_whitespace_pattern": None,
            "structural_tag": None, "chat_template": None, "documents": None, "mm_processor_kwargs": None,

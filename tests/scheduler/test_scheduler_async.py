@@ -7,7 +7,9 @@ a time, and the scheduler's books (cells, positions, slots) must match the execu
 
 from __future__ import annotations
 
-from test_scheduler_policy import Harness, prompt
+import math
+
+from test_scheduler_policy import EOS, Harness, prompt
 
 from ipc.protocol import FinishReason, StepPlan
 
@@ -194,3 +196,18 @@ def test_a_request_aborted_while_its_first_decode_is_planned_ahead_leaves_true_b
     assert len(h.tokens("a")) == 20 and len(h.tokens("c")) == 5
     assert h.final("c").stats.n_cached_tokens == 30
     h.assert_books_match()
+
+
+def test_min_tokens_bans_the_ending_tokens_until_then_and_no_step_ahead_crosses_the_switch() -> None:
+    h = AsyncHarness(n_slots=2)
+    h.add("r", prompt(8), max_tokens=20, min_tokens=6, stop_token_ids=[3])
+    h.run_until_idle()
+    plans = h.fakes[0].plans
+    starts = [(i, start) for i, plan in enumerate(plans) for start in plan.starts]
+    assert len(starts) == 2  # the request's sampler, then the same without the ban
+    (_, banned), (switch, lifted) = starts
+    assert {t for t, bias in banned.sampling.logit_bias if bias == -math.inf} == {EOS, 3}
+    assert lifted.sampling.logit_bias == [] and len(lifted.history) == 6
+    # exactly the first six tokens were sampled under the ban, steps planned ahead included
+    assert sum(item.sample for plan in plans[:switch] for item in plan.items) == 6
+    assert h.followed() > 0 and len(h.tokens("r")) == 20
