@@ -347,6 +347,7 @@ class CompletionRequest(TextCompletionFields, kw_only=True):
     suffix: str | None = None
     echo: bool = False
     logprobs: TopLogprobs | None = None
+    add_special_tokens: bool = True  # vLLM's: false leaves out the BOS token of a text prompt
 
 
 class InfillChunk(msgspec.Struct, kw_only=True):

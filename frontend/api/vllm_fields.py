@@ -44,4 +44,7 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "vllm_xargs": (_unset, "vLLM's extension arguments have no meaning here"),
     "return_tokens_as_token_ids": (_unset, "log-probabilities name tokens by their text and bytes"),
     "request_id": (lambda v: v is None, "ggserve names each request itself (the response's id)"),
+    # /v1/completions honours it; elsewhere the prompt gets BOS once, as the vocabulary wants it
+    "add_special_tokens": (lambda v: v is False, "the prompt gets the model's special tokens once, as a chat "
+                           "template's prompt does"),
 }

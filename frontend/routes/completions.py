@@ -126,7 +126,8 @@ def _prompts(fe: Frontend, body: CompletionRequest) -> list[Prompt]:
         raise invalid("echo with logprobs is not supported with stream", param="stream")
     if body.echo and body.suffix is not None:
         raise invalid("echo and suffix cannot be combined", param="echo")
-    prompts = completion_prompts(fe.tokenizer, body.prompt, body.suffix, spm=fe.cfg.spm_infill)
+    prompts = completion_prompts(fe.tokenizer, body.prompt, body.suffix, spm=fe.cfg.spm_infill,
+                                 add_bos=body.add_special_tokens)
     if len(prompts) * body.n > MAX_CHOICES:
         raise invalid(f"{len(prompts)} prompts x n={body.n} is over the limit of {MAX_CHOICES} choices", param="n")
     return prompts

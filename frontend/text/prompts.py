@@ -64,14 +64,15 @@ def split_prompts(value: PromptInput, param: str) -> list[Subprompt]:
 
 
 def subprompt_tokens(tokenizer: Tokenizer, item: Subprompt, param: str, special: bool = True,
-                     content_parts: bool = False) -> list[int]:
-    """One prompt's token ids; `special`: add BOS and parse special-token text in its text;
-    `content_parts`: an object prompt may be OpenAI's ``{"content": [parts]}`` (embeddings)."""
+                     content_parts: bool = False, add_bos: bool = True) -> list[int]:
+    """One prompt's token ids; `special`: add BOS (unless not `add_bos`) and parse special-token
+    text in its text; `content_parts`: an object prompt may be OpenAI's ``{"content": [parts]}``
+    (embeddings)."""
     text = object_prompt(item, param, content_parts) if isinstance(item, PromptObject) else item
     if not isinstance(text, str) and not all(isinstance(part, str | int) for part in text):
         raise invalid("a prompt holding token ids is one prompt: its items must be token ids or strings, "
                       "not lists or objects", param=param)
-    token_ids = tokenize_mixed(tokenizer, text, add_special=special, parse_special=special)
+    token_ids = tokenize_mixed(tokenizer, text, add_special=special and add_bos, parse_special=special)
     if not isinstance(text, str):
         check_tokens(tokenizer, token_ids, param)
     return token_ids
@@ -108,11 +109,12 @@ def _content_text(parts: list[dict[str, Any]] | str, param: str) -> str:
 
 def completion_prompts(tokenizer: Tokenizer, value: PromptInput, suffix: str | None,
                        multimodal: Callable[[PromptObject, str], Prompt] | None = None,
-                       spm: bool = False) -> list[Prompt]:
+                       spm: bool = False, add_bos: bool = True) -> list[Prompt]:
     """The prompts of a completion request, each with the text ``echo`` sends back.
     ``multimodal``: how an object prompt with ``multimodal_data`` becomes one (a server with a
     projector; without one such a prompt is a 400); ``spm``: a ``suffix`` goes first
-    (``fim_tokens``)."""
+    (``fim_tokens``); ``add_bos``: False leaves out the BOS a text prompt gets (vLLM's
+    add_special_tokens)."""
     if suffix is not None and not tokenizer.supports_infill:
         raise invalid("suffix needs a model with fill-in-the-middle tokens; this one has none", param="suffix")
     prompts = []
@@ -122,7 +124,7 @@ def completion_prompts(tokenizer: Tokenizer, value: PromptInput, suffix: str | N
             prompts.append(multimodal(item, f"prompt[{i}]" if isinstance(value, list) else "prompt"))
             continue
         # An infill prefix is plain text placed between FIM tokens: no BOS, no special tokens.
-        token_ids = subprompt_tokens(tokenizer, item, "prompt", special=suffix is None)
+        token_ids = subprompt_tokens(tokenizer, item, "prompt", special=suffix is None, add_bos=add_bos)
         text = item if isinstance(item, str) else tokenizer.detokenize(token_ids, special=False)
         prompts.append(Prompt(_infill(tokenizer, token_ids, suffix, spm) if suffix is not None else token_ids, text))
     return prompts

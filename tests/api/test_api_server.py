@@ -52,7 +52,8 @@ def test_tokenize_and_detokenize(server):
     assert with_bos == [2, *tokens]
     pieces = post(server, "/tokenize", {"content": "Hello world", "with_pieces": True}).json()["tokens"]
     assert "".join(p["piece"] for p in pieces) == "Hello world"
-    assert post(server, "/detokenize", {"tokens": tokens}).json() == {"content": "Hello world"}
+    # llama-server's name of the text, and vLLM's
+    assert post(server, "/detokenize", {"tokens": tokens}).json() == {"content": "Hello world", "prompt": "Hello world"}
     assert post(server, "/detokenize", {"tokens": [10**9]}).status_code == 400
 
 

@@ -193,6 +193,16 @@ def test_include_stop_str_in_output_keeps_the_stop_string(server, stream):
     assert run(include_stop_str_in_output=True) == full[:cut + len(stop)]
 
 
+def test_add_special_tokens_false_leaves_out_bos_on_text_completions(server):
+    def prompt_tokens(**body: object) -> int:
+        r = httpx.post(f"{server.base_url}/v1/completions", timeout=60,
+                       json={"prompt": "The capital of France is", "max_tokens": 1, **body})
+        assert r.status_code == 200, r.text
+        return r.json()["usage"]["prompt_tokens"]
+
+    assert prompt_tokens(add_special_tokens=False) == prompt_tokens() - 1 == prompt_tokens(add_special_tokens=True) - 1
+
+
 def test_repetition_penalty_is_repeat_penalty_over_the_whole_context(server):
     plain = completion(server, max_tokens=40)["text"]
     vllm = completion(server, max_tokens=40, repetition_penalty=1.5)["text"]
@@ -206,13 +216,14 @@ ASKING = {"best_of": 2, "use_beam_search": True, "length_penalty": 0.5, "allowed
           "skip_special_tokens": False, "spaces_between_special_tokens": False, "guided_whitespace_pattern": " ",
           "structural_tag": "{}", "chat_template": "{{ x }}", "documents": [{"text": "x"}],
           "mm_processor_kwargs": {"a": 1}, "priority": 1, "cache_salt": "s", "kv_transfer_params": {"a": 1},
-          "vllm_xargs": {"a": 1}, "return_tokens_as_token_ids": True, "request_id": "r1"}
+          "vllm_xargs": {"a": 1}, "return_tokens_as_token_ids": True, "request_id": "r1",
+          "add_special_tokens": True}
 NEUTRAL = {"best_of": 1, "use_beam_search": False, "length_penalty": 1.0, "allowed_token_ids": None,
            "bad_words": [], "logits_processors": None, "prompt_logprobs": None, "truncate_prompt_tokens": None,
            "skip_special_tokens": True, "spaces_between_special_tokens": True, "guided_whitespace_pattern": None,
            "structural_tag": None, "chat_template": None, "documents": None, "mm_processor_kwargs": None,
            "priority": 0, "cache_salt": None, "kv_transfer_params": None, "vllm_xargs": None,
-           "return_tokens_as_token_ids": False, "request_id": None}
+           "return_tokens_as_token_ids": False, "request_id": None, "add_special_tokens": False}
 
 
 def test_every_refused_vllm_field_has_an_asking_and_a_neutral_value():

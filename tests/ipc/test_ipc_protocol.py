@@ -106,6 +106,7 @@ SAMPLES: list[p.Message] = [
         max_tokens=64,
         sampling=SAMPLING,
         stop_token_ids=[106],
+        min_tokens=3,
         ignore_eos=True,
         logprobs=2,
         cache_prompt=False,
