@@ -2,8 +2,8 @@
 
 Clients written for ``vllm serve`` send vLLM's extras in ``extra_body``. The ones ggserve honours
 are fields of the request schemas (frontend.api.schemas: ``guided_*``, ``structured_outputs``,
-``repetition_penalty``, ``stop_token_ids``, ``include_stop_str_in_output``, ...); these are the
-rest, refused like llama-server's unsupported fields (frontend.api.llama_fields, which checks both
+``min_tokens``, ``repetition_penalty``, ``stop_token_ids``, ``include_stop_str_in_output``, and
+``add_special_tokens`` on /v1/completions); these are the rest, refused like llama-server's unsupported fields (frontend.api.llama_fields, which checks both
 tables): the value that means "off" (vLLM's default) is accepted, anything else is a 400.
 """
 
