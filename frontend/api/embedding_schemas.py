@@ -25,6 +25,15 @@ class EmbeddingRequest(msgspec.Struct, kw_only=True):
     # llama-server's: -1 none, 0 max absolute int16, 1 taxicab, 2 euclidean (L2), > 2 p-norm;
     # None: the server's --embd-normalize (2 by default)
     embd_normalize: Annotated[int, msgspec.Meta(ge=-1)] | None = None
+    # vLLM's: keep each input's last k tokens (-1: as many as one input may have); without the
+    # model's special tokens; normalize (true: L2, false: none) where embd_normalize is not given
+    truncate_prompt_tokens: Annotated[int, msgspec.Meta(ge=-1)] | None = None
+    add_special_tokens: bool = True
+    normalize: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.truncate_prompt_tokens == 0:
+            raise ValueError("truncate_prompt_tokens keeps the last k >= 1 tokens (-1: as many as fit)")
 
 
 class EmbeddingData(msgspec.Struct):

@@ -3,7 +3,8 @@
 Clients written for ``vllm serve`` send vLLM's extras in ``extra_body``. The ones ggserve honours
 are fields of the request schemas (frontend.api.schemas: ``guided_*``, ``structured_outputs``,
 ``min_tokens``, ``repetition_penalty``, ``stop_token_ids``, ``include_stop_str_in_output``, and
-``add_special_tokens`` on /v1/completions); these are the rest, refused like llama-server's unsupported fields (frontend.api.llama_fields, which checks both
+``add_special_tokens`` on /v1/completions, and on /v1/embeddings ``truncate_prompt_tokens``,
+``add_special_tokens`` and ``normalize``); these are the rest, refused like llama-server's unsupported fields (frontend.api.llama_fields, which checks both
 tables): the value that means "off" (vLLM's default) is accepted, anything else is a 400.
 """
 
@@ -28,7 +29,8 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "logits_processors": (_unset, "no custom logits processors"),
     "prompt_logprobs": (lambda v: v is None, "/v1/completions gives the prompt's log-probabilities with echo "
                         "and logprobs"),
-    "truncate_prompt_tokens": (lambda v: v is None, "prompts are never truncated: one longer than the context is a 400"),
+    "truncate_prompt_tokens": (lambda v: v is None, "only embedding inputs are truncated; a prompt longer than the "
+                               "context is a 400"),
     "skip_special_tokens": (lambda v: v is True, "special tokens are left out of the text (as with vLLM's default); "
                             "start the server with --special to write them"),
     "spaces_between_special_tokens": (lambda v: v is True, "a Hugging Face detokenizer option; llama.cpp's writes no "

@@ -24,6 +24,7 @@ from frontend.api.embedding_schemas import (
     EmbeddingUsage,
     NativeEmbedding,
 )
+from frontend.api.llama_fields import refuse_unsupported
 from frontend.api.schemas import PromptInput
 from frontend.embedding import as_base64, embed, normalize
 from frontend.http.asgi import Request, Response, json_response
@@ -50,8 +51,10 @@ async def embeddings(fe: Frontend, req: Request) -> Response:
     if info.executors[0].pooling == POOLING_NONE:
         raise invalid("pooling 'none' gives one vector per token, which OpenAI's API cannot carry: use "
                       "llama-server's /embedding or start the server with another --pooling")
+    refuse_unsupported(req.body, EmbeddingRequest)
     width = _width(fe, info, body.dimensions)
-    inputs = await fe.prepare(len(req.body), lambda: tokenize_inputs(fe, info, body.input, "input"))
+    inputs = await fe.prepare(len(req.body), lambda: tokenize_inputs(
+        fe, info, body.input, "input", body.truncate_prompt_tokens, body.add_special_tokens))
     rows, stats = await embed(fe.engine, req.id, inputs)
     vectors = normalize(np.concatenate(rows)[:, :width], _norm(fe, body))
     data = [EmbeddingData(i, as_base64(v) if body.encoding_format == "base64" else v.tolist())
@@ -78,19 +81,28 @@ async def _native(fe: Frontend, req: Request, body: EmbeddingRequest, value: Pro
 
 
 def _norm(fe: Frontend, body: EmbeddingRequest) -> int:
-    return fe.cfg.embd_normalize if body.embd_normalize is None else body.embd_normalize
+    if body.embd_normalize is not None:
+        return body.embd_normalize
+    if body.normalize is not None:  # vLLM's
+        return 2 if body.normalize else -1
+    return fe.cfg.embd_normalize
 
 
-def tokenize_inputs(fe: Frontend, info: EngineInfo, value: PromptInput, param: str) -> list[list[int]]:
+def tokenize_inputs(fe: Frontend, info: EngineInfo, value: PromptInput, param: str, truncate: int | None = None,
+                    add_special: bool = True) -> list[list[int]]:
     """The inputs as token arrays (every form of frontend.text.prompts); a 400 for an empty,
-    out-of-vocabulary or too long one, or too many of them (--embd-max-inputs)."""
+    out-of-vocabulary or too long one, or too many of them (--embd-max-inputs). ``truncate``
+    (vLLM's truncate_prompt_tokens) keeps each input's last tokens (-1: as many as fit);
+    ``add_special``: False leaves out the model's special tokens (BOS, EOS / CLS, SEP)."""
     items = split_prompts(value, param)
     if len(items) > fe.cfg.embd_max_inputs:
         raise invalid(f"{len(items)} inputs; at most {fe.cfg.embd_max_inputs} (--embd-max-inputs)", param=param)
     limit = input_token_limit(info)
     inputs = []
     for i, item in enumerate(items):
-        tokens = subprompt_tokens(fe.tokenizer, item, f"{param}[{i}]", content_parts=True)
+        tokens = subprompt_tokens(fe.tokenizer, item, f"{param}[{i}]", content_parts=True, add_bos=add_special)
+        if truncate is not None:
+            tokens = tokens[-(limit if truncate < 0 else truncate):]
         if not tokens:  # an empty text on a model that adds no BOS, or an empty token array
             raise invalid(f"{param}[{i}] is empty", param=param)
         check_length(i, len(tokens), limit, param)

@@ -123,6 +123,46 @@ def test_embd_normalize_applies_to_the_openai_route_as_in_llama_server(url: str)
     assert post(f"{url}/v1/embeddings", json={"input": "x", "embd_normalize": -2}).status_code == 400
 
 
+def test_vllm_truncate_prompt_tokens_keeps_each_inputs_last_tokens(url: str):
+    ids = post(f"{url}/tokenize", json={"content": SENTENCES[2], "add_special": True}).json()["tokens"]
+    assert len(ids) > 6
+
+    def embedding(**body) -> tuple[np.ndarray, int]:
+        r = post(f"{url}/v1/embeddings", json=body)
+        assert r.status_code == 200, r.text
+        return np.array(r.json()["data"][0]["embedding"]), r.json()["usage"]["prompt_tokens"]
+
+    cut, n_cut = embedding(input=SENTENCES[2], truncate_prompt_tokens=5)
+    tail, _ = embedding(input=ids[-5:])  # the same five tokens, given as ids
+    whole, n_whole = embedding(input=SENTENCES[2])
+    assert n_cut == 5 and n_whole == len(ids)
+    assert np.allclose(cut, tail, atol=1e-5) and not np.allclose(cut, whole, atol=1e-3)
+    assert embedding(input=SENTENCES[2], truncate_prompt_tokens=-1)[1] == len(ids)  # it fits: nothing cut
+    long_cut = embedding(input=["word " * 600], truncate_prompt_tokens=-1)[1]
+    assert long_cut == 512  # as many as one input may have, where the whole input is a 400
+
+
+def test_vllm_add_special_tokens_and_normalize(url: str):
+    def embedding(**body) -> tuple[np.ndarray, int]:
+        r = post(f"{url}/v1/embeddings", json={"input": SENTENCES[0], **body})
+        assert r.status_code == 200, r.text
+        return np.array(r.json()["data"][0]["embedding"]), r.json()["usage"]["prompt_tokens"]
+
+    plain, n_plain = embedding(add_special_tokens=False)
+    _, n_special = embedding()
+    assert 0 < n_plain < n_special
+    raw, _ = embedding(normalize=False)
+    assert abs(np.linalg.norm(raw) - 1) > 0.01 and abs(np.linalg.norm(embedding(normalize=True)[0]) - 1) < 1e-5
+    assert abs(np.abs(embedding(normalize=True, embd_normalize=1)[0]).sum() - 1) < 1e-4  # llama-server's wins
+
+
+@pytest.mark.parametrize("body, param", [({"truncate_prompt_tokens": 0}, "truncate_prompt_tokens"),
+                                         ({"priority": 1}, "priority"), ({"request_id": "x"}, "request_id")])
+def test_vllm_extras_an_embedding_server_refuses_name_themselves(url: str, body: dict, param: str):
+    r = post(f"{url}/v1/embeddings", json={"input": "x", **body})
+    assert r.status_code == 400 and param in r.text, r.text
+
+
 def test_the_servers_embd_normalize_is_the_default_a_request_overrides():
     with start_server("--embeddings", "--pooling", "mean", "-np", "4", "--embd-normalize", "1") as h:
         taxicab = post(f"{h.base_url}/v1/embeddings", json={"input": SENTENCES[0]}).json()["data"][0]["embedding"]
