@@ -263,6 +263,8 @@ class AddRequest(_Msg):
     # vLLM's min_tokens: the end-of-generation tokens and stop_token_ids cannot be sampled until
     # this many tokens are out (the scheduler bans them in the sampler's logit bias until then)
     min_tokens: int = 0
+    # vLLM's cache_salt: cached prefixes are reused only between requests of the same salt
+    cache_salt: str = ""
     ignore_eos: bool = False
     logprobs: int = -1  # -1: none; 0: chosen token only; k: chosen + top k
     cache_prompt: bool = True  # allow prefix-cache reuse for this request

@@ -423,7 +423,8 @@ class Scheduler:
             reuse_allowed = self.prefix_cache and req.cache_prompt
             if req.id_slot >= 0:
                 # Pinned: waits for its slot without holding up the requests behind it.
-                placement = policy.place_pinned(ex.slots, ex.id, req.id_slot, tokens, n_swa, reuse_allowed, req.lora)
+                placement = policy.place_pinned(ex.slots, ex.id, req.id_slot, tokens, n_swa, reuse_allowed,
+                                                req.cache_key)
                 needed = policy.cells_needed(req, placement.reuse, ex.n_ctx_slot) if placement else 0
                 if placement is not None and room.reserve_cells(
                         ex, needed + policy.n_decoding(ex.running), self.counters, placement):
@@ -433,19 +434,19 @@ class Scheduler:
                     if all(s.busy for s in ex.slots):
                         break
                 continue
-            target = policy.choose_executor(candidates, tokens, n_swa, reuse_allowed, req.lora)
+            target = policy.choose_executor(candidates, tokens, n_swa, reuse_allowed, req.cache_key)
             if target is None:
                 break  # no free slot anywhere
             if target != ex.id:
                 continue  # placed when that executor plans its next step
-            placement = policy.place(ex.slots, tokens, n_swa, reuse_allowed, req.lora)
+            placement = policy.place(ex.slots, tokens, n_swa, reuse_allowed, req.cache_key)
             if placement is None:
                 break
             if reuse_allowed:
-                placement = policy.from_host_cache(placement, ex.host_cache, ex.slots, tokens, n_swa, req.lora)
+                placement = policy.from_host_cache(placement, ex.host_cache, ex.slots, tokens, n_swa, req.cache_key)
             if reuse_allowed and req.n_cache_reuse > 0 and ex.info.can_shift:
-                placement = policy.with_chunks(placement, ex.slots, tokens, req.n_cache_reuse, req.lora)
-            if reuse_allowed and policy.awaits_donor(running, tokens, placement.reuse, req.lora):
+                placement = policy.with_chunks(placement, ex.slots, tokens, req.n_cache_reuse, req.cache_key)
+            if reuse_allowed and policy.awaits_donor(running, tokens, placement.reuse, req.cache_key):
                 continue  # copied from the request prefilling it once that is done
             needed = policy.cells_needed(req, placement.reuse, ex.n_ctx_slot) + policy.n_decoding(ex.running)
             if placement.host is not None:  # restored into new cells, whole, then cut to the reuse
@@ -534,7 +535,7 @@ class Scheduler:
                 ex.kv_ops.append(KvOp(KvOpKind.SHIFT, seq, pos, n_discard=n))
                 kv.shift(slot, pos, n)
             room.drop_prefix(ex, slot, self.counters, now, keep=placement.reuse)  # what it does not share makes way
-        slot.lora = req.lora  # of the cells it computes (a reused prefix has the same set)
+        slot.cache_key = req.cache_key  # of the cells it computes (a reused prefix has the same key)
         self._start_sampler(ex, req, seq)
         slot.request = slot.last_request = req
         slot.last_used = now

@@ -21,7 +21,8 @@
   once.
 - LoRA: a step runs the requests of one adapter set (the adapters apply to the whole decode):
   the set of the request that has waited longest for a step, so sets take turns and none
-  starves. A cached prefix is reused only by a request of the set that computed it.
+  starves. A cached prefix is reused only by a request of the set that computed it, and of the
+  same cache salt (vLLM's ``cache_salt``): the request's CacheKey.
 """
 
 from __future__ import annotations
@@ -32,9 +33,8 @@ from ggserve.tokens import common_prefix_len
 from scheduler.cache import kv
 from scheduler.cache.host_cache import HostCacheIndex, HostEntry
 from scheduler.cache.reuse import chunk_cuts
-from scheduler.lora import LoraKey
 from scheduler.media import fit_chunk, snap_reuse
-from scheduler.request import Request, Status
+from scheduler.request import CacheKey, Request, Status
 from scheduler.slots import Slot
 
 # Prompt chunk per step of a request that wants prompt log-probabilities: each of its tokens
@@ -61,16 +61,16 @@ class Placement:
     cuts: list[tuple[int, int]] = field(default_factory=list)
 
 
-def reusable_prefix(slot: Slot, prompt: list[int], n_swa: int, lora: LoraKey) -> int:
-    """How many leading prompt tokens of ``slot``'s cache can be reused by a new request of
-    adapter set ``lora`` (none if the slot's cache was computed with another set).
+def reusable_prefix(slot: Slot, prompt: list[int], n_swa: int, key: CacheKey) -> int:
+    """How many leading prompt tokens of ``slot``'s cache can be reused by a new request of cache
+    key ``key`` (none if the slot's cache was computed with another adapter set, or another salt).
 
     At least one prompt token is always evaluated (its logits give the first sampled token). With
     sliding-window attention, continuing at position q needs the window cells before q, which
     llama.cpp may already have overwritten: only reuse if they are all still there. After a
     context shift only the kept tokens hold what a prefill of them would.
     """
-    if not slot.tokens or slot.lora != lora:
+    if not slot.tokens or slot.cache_key != key:
         return 0
     m = snap_reuse(prompt, min(common_prefix_len(slot.tokens, prompt), len(prompt) - 1))
     if slot.shift_keep >= 0:
@@ -82,17 +82,17 @@ def reusable_prefix(slot: Slot, prompt: list[int], n_swa: int, lora: LoraKey) ->
     return m
 
 
-def place(slots: list[Slot], prompt: list[int], n_swa: int, reuse_allowed: bool, lora: LoraKey) -> Placement | None:
+def place(slots: list[Slot], prompt: list[int], n_swa: int, reuse_allowed: bool, key: CacheKey) -> Placement | None:
     free = [s for s in slots if not s.busy]
     if not free:
         return None
     if not reuse_allowed:
         return Placement(victim(free), 0, None)
-    own = max(free, key=lambda s: reusable_prefix(s, prompt, n_swa, lora))
-    own_reuse = reusable_prefix(own, prompt, n_swa, lora)
+    own = max(free, key=lambda s: reusable_prefix(s, prompt, n_swa, key))
+    own_reuse = reusable_prefix(own, prompt, n_swa, key)
     busy = [s for s in slots if s.busy]
-    donor = max(busy, key=lambda s: reusable_prefix(s, prompt, n_swa, lora), default=None)
-    donor_reuse = reusable_prefix(donor, prompt, n_swa, lora) if donor is not None else 0
+    donor = max(busy, key=lambda s: reusable_prefix(s, prompt, n_swa, key), default=None)
+    donor_reuse = reusable_prefix(donor, prompt, n_swa, key) if donor is not None else 0
     if donor is not None and donor_reuse > own_reuse:
         return Placement(victim(free), donor_reuse, donor)
     if own_reuse > 0:
@@ -101,21 +101,21 @@ def place(slots: list[Slot], prompt: list[int], n_swa: int, reuse_allowed: bool,
 
 
 def place_pinned(slots: list[Slot], executor_id: int, id_slot: int, prompt: list[int], n_swa: int,
-                 reuse_allowed: bool, lora: LoraKey) -> Placement | None:
+                 reuse_allowed: bool, key: CacheKey) -> Placement | None:
     """A request that asked for slot ``id_slot`` (numbered across executors): on it, reusing its
     own cached prefix, if it is one of ``slots`` (executor ``executor_id``'s) and free."""
     owner, index = divmod(id_slot, len(slots))
     if owner != executor_id or slots[index].busy:
         return None
     slot = slots[index]
-    return Placement(slot, reusable_prefix(slot, prompt, n_swa, lora) if reuse_allowed else 0, None)
+    return Placement(slot, reusable_prefix(slot, prompt, n_swa, key) if reuse_allowed else 0, None)
 
 
 def from_host_cache(placement: Placement, host_cache: HostCacheIndex, slots: list[Slot], prompt: list[int],
-                    n_swa: int, lora: LoraKey) -> Placement:
+                    n_swa: int, key: CacheKey) -> Placement:
     """The placement restoring a prefix from host memory (--cache-ram) instead, when that reuses
     clearly more: into the placement's own slot, or the free slot it would have evicted."""
-    entry, reuse = host_cache.best(prompt, n_swa, lora)
+    entry, reuse = host_cache.best(prompt, n_swa, key)
     if entry is None or reuse < placement.reuse + AFFINITY_MIN_TOKENS:
         return placement
     slot = placement.slot if placement.source is None else victim([s for s in slots if not s.busy])
@@ -123,12 +123,12 @@ def from_host_cache(placement: Placement, host_cache: HostCacheIndex, slots: lis
 
 
 def with_chunks(placement: Placement, slots: list[Slot], prompt: list[int], min_chunk: int,
-                lora: LoraKey) -> Placement:
+                key: CacheKey) -> Placement:
     """The placement reusing chunks of its slot's own cache past the shared prefix
     (n_cache_reuse), when there are some. Cells other sequences share never move; a cache
     computed with another adapter set is no use."""
     slot = placement.slot
-    if placement.source is not None or placement.host is not None or not slot.tokens or slot.lora != lora:
+    if placement.source is not None or placement.host is not None or not slot.tokens or slot.cache_key != key:
         return placement
     first = max((kv.shared_end(slot, other) for other in slots if other is not slot and other.tokens), default=0)
     cuts, reuse = chunk_cuts(slot.tokens, prompt, placement.reuse, first, min_chunk)
@@ -142,19 +142,19 @@ def victim(free: list[Slot]) -> Slot:
     return min(free, key=lambda s: (len(s.tokens) > 0, s.last_used))
 
 
-def best_prefix(slots: list[Slot], prompt: list[int], n_swa: int, lora: LoraKey) -> int:
-    return max((reusable_prefix(s, prompt, n_swa, lora) for s in slots), default=0)
+def best_prefix(slots: list[Slot], prompt: list[int], n_swa: int, key: CacheKey) -> int:
+    return max((reusable_prefix(s, prompt, n_swa, key) for s in slots), default=0)
 
 
 def choose_executor(
-    candidates: dict[int, list[Slot]], prompt: list[int], n_swa: int, reuse_allowed: bool, lora: LoraKey
+    candidates: dict[int, list[Slot]], prompt: list[int], n_swa: int, reuse_allowed: bool, key: CacheKey
 ) -> int | None:
     """Executor for a request among those with a free slot: prefix affinity, then least load."""
     open_ = {e: slots for e, slots in candidates.items() if any(not s.busy for s in slots)}
     if not open_:
         return None
     if reuse_allowed:
-        affinity = {e: best_prefix(slots, prompt, n_swa, lora) for e, slots in open_.items()}
+        affinity = {e: best_prefix(slots, prompt, n_swa, key) for e, slots in open_.items()}
         best = max(affinity, key=lambda e: affinity[e])
         if affinity[best] >= AFFINITY_MIN_TOKENS:
             return best
@@ -167,13 +167,13 @@ def cells_needed(req: Request, reuse: int, n_ctx_request: int) -> int:
     return n - reuse + min(OUTPUT_RESERVE_TOKENS, max(0, n_ctx_request - n))
 
 
-def awaits_donor(running: list[Request], tokens: list[int], reusable_now: int, lora: LoraKey) -> bool:
-    """Whether a running request of adapter set ``lora`` is still prefilling a longer shared
+def awaits_donor(running: list[Request], tokens: list[int], reusable_now: int, key: CacheKey) -> bool:
+    """Whether a running request of cache key ``key`` is still prefilling a longer shared
     prefix of ``tokens`` than can be reused now: then it is cheaper to wait one step and copy
     its cells."""
     useful = len(tokens) - 1  # the last token is always evaluated
     for other in running:
-        if other.status != Status.PREFILL or other.lora != lora:
+        if other.status != Status.PREFILL or other.cache_key != key:
             continue
         shared = min(common_prefix_len(other.seq_tokens, tokens), useful)
         if other.n_computed < shared and shared >= reusable_now + AFFINITY_MIN_TOKENS:

@@ -9,6 +9,13 @@ from scheduler.lora import NO_LORA, LoraKey
 from scheduler.media import text_only
 
 
+# Who may reuse the cells a request computes: requests of the same LoRA adapter set (the cells
+# are what that set computed) and of the same cache salt (vLLM's cache_salt: clients that must
+# not learn of each other's prompts from a faster answer share no cached prefix).
+CacheKey = tuple[LoraKey, str]
+NO_KEY: CacheKey = (NO_LORA, "")
+
+
 class Status(enum.IntEnum):
     WAITING = 0  # in the queue, no slot
     PREFILL = 1  # has a slot; prompt not yet fully in the KV cache
@@ -23,7 +30,7 @@ class Request:
         "n_computed", "n_cached", "pending_token", "t_arrival", "t_admitted", "t_first_token", "t_last_token",
         "seq_tokens", "n_preempted", "n_keep", "n_discard", "context_limited", "truncated", "n_cache_reuse", "lora",
         "spec_n_max", "spec_n_min", "spec_p_min", "drafter", "draft", "n_draft_tokens", "n_draft_accepted",
-        "media", "media_chunks", "min_tokens", "ending_banned",
+        "media", "media_chunks", "min_tokens", "ending_banned", "cache_salt",
     )  # fmt: skip
 
     def __init__(self, msg: AddRequest, peer: bytes, max_tokens: int, now: float, context_limited: bool) -> None:
@@ -61,6 +68,7 @@ class Request:
         self.seq_tokens: list[int] = self.prompt
         self.n_preempted = 0
         self.lora: LoraKey = NO_LORA  # the adapter set it runs with (set by the scheduler)
+        self.cache_salt = msg.cache_salt
         self.n_cached = 0  # prompt tokens reused from the prefix cache
         self.pending_token = -1
         self.t_arrival = now
@@ -76,6 +84,10 @@ class Request:
         self.draft: list[int] = []
         self.n_draft_tokens = 0
         self.n_draft_accepted = 0
+
+    @property
+    def cache_key(self) -> CacheKey:
+        return self.lora, self.cache_salt
 
     @property
     def penalty_context(self) -> list[int]:

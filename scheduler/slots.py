@@ -5,8 +5,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-from scheduler.lora import NO_LORA, LoraKey
-from scheduler.request import Request
+from scheduler.request import NO_KEY, CacheKey, Request
 
 
 _origins = itertools.count(1)
@@ -36,7 +35,7 @@ class Slot:
     # n_keep of a context shift of this sequence: the tokens after it were computed beside tokens
     # since discarded, so only this many are a reusable prefix; -1: never shifted (see scheduler.cache.kv).
     shift_keep: int = -1
-    lora: LoraKey = NO_LORA  # the adapter set ``tokens`` were computed with
+    cache_key: CacheKey = NO_KEY  # who may reuse ``tokens`` (the adapter set that computed them, the salt)
     # Writes that made its cells (one per step that appended to it, at most): beside other
     # sequences' writes each is a separate run of cells, and llama.cpp saves a sequence to host
     # memory one run at a time, so on a GPU a save's cost grows with this count, not the tokens.

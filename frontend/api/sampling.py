@@ -240,6 +240,7 @@ def engine_requests(request_id: str, prompts: list[list[int]], n: int, req: Samp
             sampling=with_seed_offset(samplings[p], i),
             stop_token_ids=req.stop_token_ids or [],
             min_tokens=req.min_tokens,
+            cache_salt=req.cache_salt or "",
             ignore_eos=bool(req.ignore_eos),
             logprobs=logprobs,
             cache_prompt=req.cache_prompt,

@@ -199,6 +199,9 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     stop_token_ids: list[CInt] | None = None  # generating one of these ends the output (not shown)
     # no end-of-generation token, stop token or stop string ends the output before this many tokens
     min_tokens: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] = 0
+    # cached prefixes are shared only between requests of the same salt (so a tenant cannot tell
+    # from a fast answer that another sent the same prompt)
+    cache_salt: Annotated[str, msgspec.Meta(min_length=1)] | None = None
     include_stop_str_in_output: bool = False  # the stop string that ended the text is kept in it
 
     def __post_init__(self) -> None:

@@ -2,9 +2,10 @@
 
 Clients written for ``vllm serve`` send vLLM's extras in ``extra_body``. The ones ggserve honours
 are fields of the request schemas (frontend.api.schemas: ``guided_*``, ``structured_outputs``,
-``min_tokens``, ``repetition_penalty``, ``stop_token_ids``, ``include_stop_str_in_output``, and
-``add_special_tokens`` on /v1/completions, and on /v1/embeddings ``truncate_prompt_tokens``,
-``add_special_tokens`` and ``normalize``); these are the rest, refused like llama-server's unsupported fields (frontend.api.llama_fields, which checks both
+``min_tokens``, ``cache_salt``, ``repetition_penalty``, ``stop_token_ids``,
+``include_stop_str_in_output``, ``add_special_tokens`` on /v1/completions, and on /v1/embeddings
+``truncate_prompt_tokens``, ``add_special_tokens`` and ``normalize``); these are the rest,
+refused like llama-server's unsupported fields (frontend.api.llama_fields, which checks both
 tables): the value that means "off" (vLLM's default) is accepted, anything else is a 400.
 """
 
@@ -41,7 +42,6 @@ UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "documents": (_unset, "no documents for the chat template"),
     "mm_processor_kwargs": (_unset, "the multimodal projector sets its own options"),
     "priority": (_unset, "no priorities: requests run first come, first served"),
-    "cache_salt": (_unset, "the prefix cache is shared by every request (no salted partitions)"),
     "kv_transfer_params": (_unset, "no disaggregated serving"),
     "vllm_xargs": (_unset, "vLLM's extension arguments have no meaning here"),
     "return_tokens_as_token_ids": (_unset, "log-probabilities name tokens by their text and bytes"),

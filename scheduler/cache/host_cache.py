@@ -23,8 +23,8 @@ import itertools
 from dataclasses import dataclass
 
 from ggserve.tokens import common_prefix_len
-from scheduler.lora import LoraKey
 from scheduler.media import snap_reuse
+from scheduler.request import CacheKey
 
 MIN_TOKENS = 32  # cutting fewer tokens than this from a prefix does not save it (cheap to recompute)
 SAVE_SHARE = 0.5  # a save may cost this much of a recompute: it pays only if the prefix comes back
@@ -38,7 +38,7 @@ class HostEntry:
     pos_min: int  # the saved sequence's lowest position (sliding window)
     nbytes: int
     last_used: float
-    lora: LoraKey  # the adapter set the prefix was computed with
+    key: CacheKey  # who may reuse the prefix (the adapter set that computed it, the salt)
 
 
 class HostCacheIndex:
@@ -57,11 +57,11 @@ class HostCacheIndex:
     def enabled(self) -> bool:
         return self.budget_bytes != 0
 
-    def worth_saving(self, tokens: list[int], lora: LoraKey) -> bool:
+    def worth_saving(self, tokens: list[int], key: CacheKey) -> bool:
         """Within the budget, and not already held whole by an entry."""
         fits = self.budget_bytes < 0 or len(tokens) * self.bytes_per_token <= self.budget_bytes
         return (self.enabled and fits and not any(
-            e.lora == lora and common_prefix_len(e.tokens, tokens) == len(tokens) for e in self.entries))
+            e.key == key and common_prefix_len(e.tokens, tokens) == len(tokens) for e in self.entries))
 
     def save_pays(self, runs: int, recompute_seconds: float) -> bool:
         """Whether saving a prefix of ``runs`` runs of cells costs less than recomputing it would
@@ -84,11 +84,11 @@ class HostCacheIndex:
             self.run_seconds = per_run if self.run_seconds == 0 else (
                 RUN_SECONDS_DECAY * self.run_seconds + (1 - RUN_SECONDS_DECAY) * per_run)
 
-    def add(self, tokens: list[int], pos_min: int, now: float, lora: LoraKey) -> tuple[int, list[int]]:
+    def add(self, tokens: list[int], pos_min: int, now: float, key: CacheKey) -> tuple[int, list[int]]:
         """Index a saved prefix; (its entry id, ids of the entries dropped for it)."""
-        entry = HostEntry(next(self._ids), list(tokens), pos_min, int(len(tokens) * self.bytes_per_token), now, lora)
+        entry = HostEntry(next(self._ids), list(tokens), pos_min, int(len(tokens) * self.bytes_per_token), now, key)
         # Entries the new one extends are redundant; then the least recently used go past the budget.
-        dropped = [e for e in self.entries if e.lora == lora and common_prefix_len(e.tokens, tokens) == len(e.tokens)]
+        dropped = [e for e in self.entries if e.key == key and common_prefix_len(e.tokens, tokens) == len(e.tokens)]
         self.entries = [e for e in self.entries if e not in dropped]
         while self.budget_bytes > 0 and self.entries and (
                 sum(e.nbytes for e in self.entries) + entry.nbytes > self.budget_bytes):
@@ -98,12 +98,12 @@ class HostCacheIndex:
         self.entries.append(entry)
         return entry.entry_id, [e.entry_id for e in dropped]
 
-    def best(self, tokens: list[int], n_swa: int, lora: LoraKey) -> tuple[HostEntry | None, int]:
-        """The entry of adapter set ``lora`` sharing the longest reusable prefix with ``tokens``,
+    def best(self, tokens: list[int], n_swa: int, key: CacheKey) -> tuple[HostEntry | None, int]:
+        """The entry of cache key ``key`` sharing the longest reusable prefix with ``tokens``,
         and that length."""
         best, best_len = None, 0
         for entry in self.entries:
-            if entry.lora != lora:
+            if entry.key != key:
                 continue
             m = snap_reuse(tokens, min(common_prefix_len(entry.tokens, tokens), len(tokens) - 1))
             if n_swa > 0 and entry.pos_min > max(0, m - n_swa):

@@ -36,12 +36,12 @@ def drop_prefix(ex: ExecutorState, slot: Slot, counters: collections.Counter[str
     whole in host memory when what is cut is worth it (and is what a prefill computes: not
     after a shift)."""
     if (len(slot.tokens) - keep >= MIN_HOST_TOKENS and slot.shift_keep < 0 and ex.alive
-            and ex.host_cache.worth_saving(slot.tokens, slot.lora)):
+            and ex.host_cache.worth_saving(slot.tokens, slot.cache_key)):
         if not ex.host_cache.save_pays(slot.writes, ex.step_cost.seconds(len(slot.tokens))):
             counters["host_cache_unsaved"] += 1
         else:
             entry_id, dropped = ex.host_cache.add(slot.tokens, slot.pos_min,
-                                                  time.monotonic() if now is None else now, slot.lora)
+                                                  time.monotonic() if now is None else now, slot.cache_key)
             ex.kv_ops.append(KvOp(KvOpKind.SAVE, slot.seq_id, entry_id=entry_id))
             ex.kv_ops += [KvOp(KvOpKind.DROP, entry_id=e) for e in dropped]
             ex.host_cache.queued(slot.writes)

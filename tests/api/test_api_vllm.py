@@ -1,8 +1,9 @@
 """What a client written for ``vllm serve`` sends: vLLM's extra request fields (the OpenAI SDK's
 ``extra_body``), where constrained output (``guided_*``, ``structured_outputs``), ``stop_token_ids``,
-``include_stop_str_in_output``, ``min_tokens`` and ``repetition_penalty`` are honoured and every other vLLM extra
-is a 400 naming it unless it has its neutral value; and vLLM's endpoints beside OpenAI's
-(/tokenize and /detokenize in vLLM's form, /ping, /version).
+``include_stop_str_in_output``, ``min_tokens``, ``cache_salt``, ``add_special_tokens`` and
+``repetition_penalty`` are honoured and every other vLLM extra is a 400 naming it unless it has
+its neutral value; and vLLM's endpoints beside OpenAI's (/tokenize and /detokenize in vLLM's
+form, /ping, /version).
 
 The model is a base model: the tests assert what a grammar forces, and agreement between two
 runs of the same shape (temperature 0, no prefix cache), never what the model says.
@@ -203,6 +204,23 @@ def test_add_special_tokens_false_leaves_out_bos_on_text_completions(server):
     assert prompt_tokens(add_special_tokens=False) == prompt_tokens() - 1 == prompt_tokens(add_special_tokens=True) - 1
 
 
+def test_cache_salt_keeps_cached_prefixes_apart(server):
+    text = "Salted prompts share a cache only with their own salt. " * 6
+
+    def cached(**body: object) -> int:
+        r = httpx.post(f"{server.base_url}/v1/completions", timeout=60,
+                       json={"prompt": text, "max_tokens": 1, "temperature": 0, **body})
+        assert r.status_code == 200, r.text
+        return r.json()["usage"]["prompt_tokens_details"]["cached_tokens"]
+
+    cached(cache_salt="alpha")
+    # another salt, or none, computes it again (an unsalted prompt may share BOS with earlier ones)
+    assert cached(cache_salt="beta") == 0 and cached() <= 1
+    assert cached(cache_salt="alpha") > 40 and cached() > 40  # its own salt (and no salt) reuse theirs
+    r = httpx.post(f"{server.base_url}/v1/completions", json={"prompt": "x", "cache_salt": ""}, timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "cache_salt", r.text
+
+
 def test_repetition_penalty_is_repeat_penalty_over_the_whole_context(server):
     plain = completion(server, max_tokens=40)["text"]
     vllm = completion(server, max_tokens=40, repetition_penalty=1.5)["text"]
@@ -215,14 +233,14 @@ ASKING = {"best_of": 2, "use_beam_search": True, "length_penalty": 0.5, "allowed
           "bad_words": ["x"], "logits_processors": ["m.P"], "prompt_logprobs": 1, "truncate_prompt_tokens": 8,
           "skip_special_tokens": False, "spaces_between_special_tokens": False, "guided_whitespace_pattern": " ",
           "structural_tag": "{}", "chat_template": "{{ x }}", "documents": [{"text": "x"}],
-          "mm_processor_kwargs": {"a": 1}, "priority": 1, "cache_salt": "s", "kv_transfer_params": {"a": 1},
+          "mm_processor_kwargs": {"a": 1}, "priority": 1, "kv_transfer_params": {"a": 1},
           "vllm_xargs": {"a": 1}, "return_tokens_as_token_ids": True, "request_id": "r1",
           "add_special_tokens": True}
 NEUTRAL = {"best_of": 1, "use_beam_search": False, "length_penalty": 1.0, "allowed_token_ids": None,
            "bad_words": [], "logits_processors": None, "prompt_logprobs": None, "truncate_prompt_tokens": None,
            "skip_special_tokens": True, "spaces_between_special_tokens": True, "guided_whitespace_pattern": None,
            "structural_tag": None, "chat_template": None, "documents": None, "mm_processor_kwargs": None,
-           "priority": 0, "cache_salt": None, "kv_transfer_params": None, "vllm_xargs": None,
+           "priority": 0, "kv_transfer_params": None, "vllm_xargs": None,
            "return_tokens_as_token_ids": False, "request_id": None, "add_special_tokens": False}
 
 
@@ -250,9 +268,11 @@ def test_tokenize_in_vllm_form_counts_what_a_request_submits(server, sdk):
     prompt = httpx.post(f"{base}/tokenize", json={"model": "any", "prompt": "Hello world", "return_token_strs": True},
                         timeout=30).json()
     assert prompt["count"] == len(prompt["tokens"]) == len(prompt["token_strs"]) and prompt["max_model_len"] > 0
-    bare = httpx.post(f"{base}/tokenize", json={"prompt": "Hello world", "add_special_tokens": False}, timeout=30).json()
+    bare = httpx.post(f"{base}/tokenize", json={"prompt": "Hello world", "add_special_tokens": False},
+                      timeout=30).json()
     assert bare["tokens"] == prompt["tokens"][1:]  # without BOS
-    assert bare["tokens"] == httpx.post(f"{base}/tokenize", json={"content": "Hello world"}, timeout=30).json()["tokens"]
+    llama_form = httpx.post(f"{base}/tokenize", json={"content": "Hello world"}, timeout=30).json()
+    assert bare["tokens"] == llama_form["tokens"]
     chat = httpx.post(f"{base}/tokenize", json={"messages": MESSAGES}, timeout=30).json()
     usage = sdk.chat.completions.create(model="any", messages=MESSAGES, max_tokens=1).usage
     assert chat["count"] == usage.prompt_tokens

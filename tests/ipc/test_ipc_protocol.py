@@ -107,6 +107,7 @@ SAMPLES: list[p.Message] = [
         sampling=SAMPLING,
         stop_token_ids=[106],
         min_tokens=3,
+        cache_salt="tenant",
         ignore_eos=True,
         logprobs=2,
         cache_prompt=False,

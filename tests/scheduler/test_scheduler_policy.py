@@ -792,3 +792,24 @@ def test_on_a_cpu_a_burst_of_prompts_is_prefilled_in_halves() -> None:
     h.add("short", prompt(32, 5000), max_tokens=2)
     (plan,) = h.step()
     assert [len(item.token_ids) for item in plan.items] == [256]
+
+
+def test_a_cached_prefix_is_reused_only_with_the_same_cache_salt() -> None:
+    h = Harness(n_slots=4)
+    h.add("a", prompt(40), max_tokens=2, cache_salt="tenant-1")
+    h.run_until_idle()
+    for rid, salt in (("other", "tenant-2"), ("none", ""), ("same", "tenant-1")):
+        h.add(rid, prompt(40) + [7], max_tokens=2, cache_salt=salt)
+        h.run_until_idle()
+    assert h.final("other").stats.n_cached_tokens == 0 and h.final("none").stats.n_cached_tokens == 0
+    assert h.final("same").stats.n_cached_tokens == 40
+
+
+def test_a_request_waits_to_copy_a_prefix_only_from_its_own_salt() -> None:
+    h = Harness(n_slots=4)
+    h.add("first", prompt(60), max_tokens=2, cache_salt="x")
+    h.add("twin", prompt(60), max_tokens=2, cache_salt="y")  # no copy across salts: computed again
+    h.add("sibling", prompt(60), max_tokens=2, cache_salt="x")
+    h.run_until_idle()
+    assert h.final("twin").stats.n_cached_tokens == 0
+    assert h.final("sibling").stats.n_cached_tokens == 59  # copied from "first" (the last token is evaluated)
