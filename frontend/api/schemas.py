@@ -624,6 +624,7 @@ class Model(msgspec.Struct, tag_field="object", tag="model", omit_defaults=True)
     path: str | None = None  # router mode: the GGUF
     status: ModelStatusInfo | None = None  # router mode
     architecture: ModelArchitecture | None = None
+    max_model_len: int | None = None  # vLLM's: tokens one request may hold (meta's n_ctx)
 
 
 class OllamaModelDetails(msgspec.Struct):

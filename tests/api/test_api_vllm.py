@@ -292,3 +292,9 @@ def test_ping_and_version(server):
     assert httpx.post(f"{server.base_url}/ping", timeout=30).status_code == 200
     version = httpx.get(f"{server.base_url}/version", timeout=30).json()["version"]
     assert version and isinstance(version, str)
+
+
+def test_models_list_vllms_max_model_len(server):
+    listed = httpx.get(f"{server.base_url}/v1/models", timeout=30).json()["data"][0]
+    counted = httpx.post(f"{server.base_url}/tokenize", json={"prompt": "x"}, timeout=30).json()
+    assert listed["max_model_len"] == counted["max_model_len"] == listed["meta"]["n_ctx"] > 0
