@@ -94,7 +94,7 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     """Generation parameters shared by /v1/chat/completions, /v1/completions and /completion.
 
     ``model`` and ``user`` are accepted and ignored (one model is served), like any unknown field.
-    Every llama-server field is either here (honoured) or refused by ``frontend.api.llama_fields``.
+    Every llama-server field is either here (honoured) or refused by ``frontend.api.unsupported_fields``.
     """
 
     max_tokens: int | None = None  # None or -1: until the slot's context is full (no limit with --context-shift)
@@ -182,7 +182,7 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     spec_n_min: Annotated[int, msgspec.Meta(ge=0, le=1024)] | None = msgspec.field(default=None, name="speculative.n_min")
     spec_p_min: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None = msgspec.field(
         default=None, name="speculative.p_min")
-    # vLLM's extras (frontend.api.vllm_fields refuses the ones not listed here). Constrained
+    # vLLM's extras (frontend.api.unsupported_fields refuses the ones not listed here). Constrained
     # output, one of them or one of the fields above: a JSON schema (or its text), a regex or a
     # choice of strings the whole output matches, a GBNF grammar, or the same in one object.
     guided_json: dict[str, Any] | bool | str | None = None
@@ -625,6 +625,10 @@ class Model(msgspec.Struct, tag_field="object", tag="model", omit_defaults=True)
     status: ModelStatusInfo | None = None  # router mode
     architecture: ModelArchitecture | None = None
     max_model_len: int | None = None  # vLLM's: tokens one request may hold (meta's n_ctx)
+
+    def __post_init__(self) -> None:
+        if self.meta is not None:
+            self.max_model_len = self.meta.n_ctx
 
 
 class OllamaModelDetails(msgspec.Struct):

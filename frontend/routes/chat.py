@@ -6,7 +6,7 @@ import functools
 import time
 
 from frontend import conversation
-from frontend.api.llama_fields import refuse_unsupported
+from frontend.api.unsupported_fields import refuse_unsupported
 from frontend.api.schemas import (
     CHAT_COMPLETION_ID_PREFIX,
     SYSTEM_FINGERPRINT,

@@ -17,7 +17,7 @@ from frontend.http.errors import invalid
 from frontend.generation import ChoiceDelta, ChoiceResult, Generation, TokenText, collect
 from frontend.http.asgi import Request, Response, StreamResponse, json_response
 from frontend.text.prompts import Prompt, completion_prompts
-from frontend.api.llama_fields import refuse_unsupported
+from frontend.api.unsupported_fields import refuse_unsupported
 from frontend.api.lora import request_lora
 from frontend.api.native_result import NativeResults, stream_tail
 from frontend.api.sampling import (

@@ -24,7 +24,7 @@ from frontend.api.embedding_schemas import (
     EmbeddingUsage,
     NativeEmbedding,
 )
-from frontend.api.llama_fields import refuse_unsupported
+from frontend.api.unsupported_fields import refuse_unsupported
 from frontend.api.schemas import PromptInput
 from frontend.embedding import as_base64, embed, normalize
 from frontend.http.asgi import Request, Response, json_response

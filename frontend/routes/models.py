@@ -68,7 +68,7 @@ async def _listed(router: ModelRouter, entry: ModelEntry) -> Model:
     meta = server.model_meta(fe, fe.engine.info) if fe is not None and fe.engine.info is not None else None
     status = ModelStatusInfo(str(entry.status), entry.args, entry.failed, entry.error if entry.failed else "")
     return Model(entry.name, router.started_at, "ggserve", entry.aliases, entry.tags, meta, entry.path, status,
-                 server.architecture(fe) if fe is not None else None, meta.n_ctx if meta is not None else None)
+                 server.architecture(fe) if fe is not None else None)
 
 
 async def props(router: ModelRouter, req: Request) -> Response:

@@ -21,7 +21,7 @@ from frontend.http import sse
 from frontend.http.errors import ApiError, invalid
 from frontend.generation import Choice, ChoiceDelta, Generation, collect
 from frontend.http.asgi import Request, Response, StreamResponse, json_response
-from frontend.api.llama_fields import refuse_unsupported
+from frontend.api.unsupported_fields import refuse_unsupported
 from frontend.api.lora import request_lora
 from frontend.api.native_result import NativeResults, probabilities
 from frontend.text.multimodal import check_chunks

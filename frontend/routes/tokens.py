@@ -5,7 +5,7 @@ from __future__ import annotations
 from frontend.http.asgi import Request, Response, json_response
 from frontend.http.errors import invalid
 from frontend.text.prompts import check_tokens, tokenize_mixed
-from frontend.conversation import render_prompt
+from frontend.conversation import prompt_tokens, render_prompt
 from frontend.api.schemas import (
     ApplyTemplateResponse,
     ChatCompletionRequest,
@@ -22,7 +22,7 @@ from frontend.state import Frontend
 async def tokenize(fe: Frontend, req: Request) -> Response:
     body = req.decode(TokenizeRequest)
     if body.prompt is not None or body.messages is not None:
-        return json_response(_vllm_tokenize(fe, body))
+        return json_response(await _vllm_tokenize(fe, req, body))
     token_ids = tokenize_mixed(fe.tokenizer, body.content, body.add_special, body.parse_special)
     check_tokens(fe.tokenizer, token_ids, "content")
     if not body.with_pieces:
@@ -38,7 +38,7 @@ async def tokenize(fe: Frontend, req: Request) -> Response:
     return json_response(TokenizeResponse(tokens))
 
 
-def _vllm_tokenize(fe: Frontend, body: TokenizeRequest) -> VllmTokenizeResponse:
+async def _vllm_tokenize(fe: Frontend, req: Request, body: TokenizeRequest) -> VllmTokenizeResponse:
     """vLLM's /tokenize: a prompt, or messages as a chat completion would submit them."""
     if body.prompt is not None and body.messages is not None:
         raise invalid("prompt and messages cannot be used together", param="messages")
@@ -49,12 +49,13 @@ def _vllm_tokenize(fe: Frontend, body: TokenizeRequest) -> VllmTokenizeResponse:
         chat = ChatCompletionRequest(messages=body.messages, add_generation_prompt=body.add_generation_prompt,
                                      continue_final_message=body.continue_final_message,
                                      chat_template_kwargs=body.chat_template_kwargs)
-        token_ids = fe.tokenizer.tokenize(render_prompt(fe, chat), add_special=True, parse_special=True)
+        token_ids = (await prompt_tokens(fe, req, chat))[1].tokens
     else:
         add_special = body.add_special_tokens is not False
         token_ids = fe.tokenizer.tokenize(body.prompt or "", add_special=add_special, parse_special=True)
-    strs = [fe.tokenizer.piece(t, special=True).decode("utf-8", errors="replace") for t in token_ids] \
-        if body.return_token_strs else None
+    # (a picture's or a clip's positions, negative ids, have no text)
+    strs = [fe.tokenizer.piece(t, special=True).decode("utf-8", errors="replace") if t >= 0 else ""
+            for t in token_ids] if body.return_token_strs else None
     info = fe.engine_info()
     return VllmTokenizeResponse(len(token_ids), info.n_ctx_slot, token_ids, strs)
 

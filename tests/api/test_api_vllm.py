@@ -19,7 +19,7 @@ import jsonschema
 import openai
 import pytest
 
-from frontend.api import vllm_fields
+from frontend.api import unsupported_fields
 
 SCHEMA = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12}, "age": {"type": "integer"}},
           "required": ["name", "age"], "additionalProperties": False}
@@ -245,7 +245,7 @@ NEUTRAL = {"best_of": 1, "use_beam_search": False, "length_penalty": 1.0, "allow
 
 
 def test_every_refused_vllm_field_has_an_asking_and_a_neutral_value():
-    assert set(ASKING) == set(NEUTRAL) == set(vllm_fields.UNSUPPORTED)
+    assert set(ASKING) == set(NEUTRAL) == set(unsupported_fields.VLLM)
 
 
 @pytest.mark.parametrize("field", sorted(ASKING))

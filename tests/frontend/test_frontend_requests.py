@@ -8,7 +8,7 @@ import pytest
 from frontend.http.errors import ApiError, from_engine
 from frontend.http.asgi import Request
 from frontend.text.prompts import completion_prompts
-from frontend.api.llama_fields import refuse_unsupported
+from frontend.api.unsupported_fields import refuse_unsupported
 from ggserve.samplers import sampler_order
 from frontend.api.sampling import (
     DEFAULTS,
