@@ -10,7 +10,8 @@
 #              (-t, -C / --cpu-strict away from the frontend and clients, --prio, OpenMP's
 #              wait policy), the baseline first and last
 #   trace      the baseline and the placement apart again with -v (one log line per step)
-#   step       one executor step in process, split into its parts, beside the bare loop
+#   step       one executor step in process, split into its parts, beside the bare loop; then
+#              the same with the pick on the device (-bs)
 #   contexts   one context decoding 16 rows against two contexts of 8 driven alternately (the
 #              host's pick of one overlapping the other's decode: bench.micro.two_contexts)
 #   dual       the same idea end to end, with no new code: ggserve at concurrency 16 with one
@@ -112,6 +113,9 @@ step() {
     python3 -m bench.micro.executor_step --batch 16,4,1 --steps "${STEPS:-200}" --threads "${THREADS:-4}" \
         --model /tmp/model.gguf \
         | tee "$RES"/executor-step.txt
+    python3 -m bench.micro.executor_step --batch 16,4,1 --steps "${STEPS:-200}" --threads "${THREADS:-4}" \
+        --model /tmp/model.gguf --backend-sampling \
+        | tee "$RES"/executor-step-device.txt
 }
 
 contexts() {

@@ -7,6 +7,10 @@ and times each step's parts: the ``llama_decode`` call (on a GPU it returns once
 queued), the wait for the device, the host's sampling (``sample_rows``) and the rest. Then the
 loop llama-batched-bench runs on the same context: ``llama_decode`` and a wait for it, no
 sampling. On a CPU the wait is nothing: the call does the work. Medians over the steps.
+
+``--backend-sampling`` does the same with every sequence's chain at the end of llama.cpp's
+graph (``-bs``, executor.sampling.device): the pick then happens inside the wait, and the
+host's "sampling" is reading the tokens back.
 """
 
 from __future__ import annotations
@@ -80,7 +84,7 @@ def _ms(times: list[float]) -> float:
     return 1e3 * statistics.median(times)
 
 
-def measure(engine: ModelEngine, parts: Parts, batch: int, steps: int) -> None:
+def measure(engine: ModelEngine, parts: Parts, batch: int, steps: int, where: str) -> None:
     seqs = list(range(batch))
     step_id = 0
     for name, params in CHAINS.items():
@@ -99,7 +103,7 @@ def measure(engine: ModelEngine, parts: Parts, batch: int, steps: int) -> None:
                 raise RuntimeError(f"step {step_id} failed: {result.error or result.failures}")
         step, call, wait, sampling = (_ms(totals), _ms(parts.seconds["call"]), _ms(parts.seconds["wait"]),
                                       _ms(parts.seconds["sampling"]))
-        print(f"| {batch} | {name} | {step:.3f} | {call:.3f} | {wait:.3f} | {sampling:.3f} "
+        print(f"| {batch} | {name}{where} | {step:.3f} | {call:.3f} | {wait:.3f} | {sampling:.3f} "
               f"| {step - call - wait - sampling:.3f} |", flush=True)
     memory = llama_cpp.llama_get_memory(engine.ctx)
     for s in seqs:
@@ -123,10 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--threads", type=int, default=4)
     p.add_argument("--model", default="", help="GGUF (default: the embedded model); all layers on the GPU if any")
+    p.add_argument("--backend-sampling", action="store_true", help="sample on the model's device (-bs)")
     args = p.parse_args(argv)
     batches = [int(b) for b in args.batch.split(",")]
     cfg = ServeConfig(model=resolve_model(args.model or None), n_parallel=max(batches), ctx_size=8192,
-                      threads=args.threads, repack=not cpu_has_amx(), log_level="warning")
+                      threads=args.threads, repack=not cpu_has_amx(), log_level="warning",
+                      backend_sampling=args.backend_sampling)
     print(f"loading {cfg.model}...", file=sys.stderr)
     engine = ModelEngine(cfg, 0)
     print("| rows | requests | step (ms) | llama_decode call | wait for the device | sampling (host) | the rest |")
@@ -134,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with Parts() as parts:
             for batch in batches:
-                measure(engine, parts, batch, args.steps)
+                measure(engine, parts, batch, args.steps, ", on the device" if args.backend_sampling else "")
     finally:
         engine.close()
     return 0
