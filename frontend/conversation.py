@@ -22,6 +22,7 @@ from frontend.api.sampling import (
     stop_strings,
     time_limit_s,
     token_limit,
+    truncated_prompt,
     with_post_sampling_probs,
 )
 from frontend.media import files as media
@@ -121,11 +122,12 @@ def _reply_parsers(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) ->
 
 
 def _budget(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) -> ReasoningBudget | None:
-    """``--reasoning-budget`` unless the request sets its own (llama-server reads either name)."""
-    if body.reasoning_budget_tokens is not None:
-        tokens = check_budget(body.reasoning_budget_tokens, "reasoning_budget_tokens")
-    elif body.thinking_budget_tokens is not None:
-        tokens = check_budget(body.thinking_budget_tokens, "thinking_budget_tokens")
+    """``--reasoning-budget`` unless the request sets its own (llama-server reads either of its
+    names; vLLM's is the third)."""
+    for name in ("reasoning_budget_tokens", "thinking_budget_tokens", "thinking_token_budget"):
+        if (value := getattr(body, name)) is not None:
+            tokens = check_budget(value, name)
+            break
     else:
         tokens = fe.cfg.reasoning_budget
     message = body.reasoning_budget_message
@@ -151,7 +153,8 @@ class ChatRun:
 
     gen: Generation
     parsers: list[ReplyParser]
-    n_prompt: int  # prompt tokens
+    prompt_token_ids: list[int]
+    prompt_text: str  # the conversation rendered by the chat template
     native: NativeResults | None = None  # with ``verbose``: llama-server's result objects (``__verbose``)
 
 
@@ -164,6 +167,7 @@ async def start(fe: Frontend, req: Request, body: ChatCompletionRequest, logprob
     grammar = await fe.prepare(len(req.body), lambda: _grammar(fe, body, chat))
     parsers, markers = _reply_parsers(fe, body, chat)
     limit = token_limit(body, fe.cfg, body.max_completion_tokens)
+    prompt = truncated_prompt(prompt, body, limit, info, bool(mprompt.spans))
     check_chunks(mprompt.spans, info.n_ctx_slot)
     check_context(len(prompt), limit, info)
     check_slot(body, info)
@@ -186,7 +190,7 @@ async def start(fe: Frontend, req: Request, body: ChatCompletionRequest, logprob
                      keep_stop=body.include_stop_str_in_output)
     native = (NativeResults(fe, body, [Prompt(prompt, chat.prompt)], sampling, limit, logprobs,
                             post_sampling_probs=body.post_sampling_probs) if body.verbose else None)
-    return ChatRun(gen, parsers, len(prompt), native)
+    return ChatRun(gen, parsers, prompt, chat.prompt, native)
 
 
 def parse_delta(parser: ReplyParser, delta: ChoiceDelta) -> OutputDelta:

@@ -40,6 +40,12 @@ class TokenText:
     top_ids: list[int] = field(default_factory=list)  # the ids of ``top``
 
 
+def token_name(as_ids: bool) -> Callable[[str, int], str]:
+    """How log-probabilities name a token: its text, or vLLM's ``token_id:<id>``
+    (``return_tokens_as_token_ids``)."""
+    return (lambda _text, token_id: f"token_id:{token_id}") if as_ids else (lambda text, _id: text)
+
+
 @dataclass(slots=True)
 class ChoiceDelta:
     index: int

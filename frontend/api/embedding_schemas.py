@@ -28,12 +28,9 @@ class EmbeddingRequest(msgspec.Struct, kw_only=True):
     # vLLM's: keep each input's last k tokens (-1: as many as one input may have); without the
     # model's special tokens; normalize (true: L2, false: none) where embd_normalize is not given
     truncate_prompt_tokens: Annotated[int, msgspec.Meta(ge=-1)] | None = None
+    truncation_side: Literal["left", "right"] | None = None  # "right": keep the first k tokens instead
     add_special_tokens: bool = True
     normalize: bool | None = None
-
-    def __post_init__(self) -> None:
-        if self.truncate_prompt_tokens == 0:
-            raise ValueError("truncate_prompt_tokens keeps the last k >= 1 tokens (-1: as many as fit)")
 
 
 class EmbeddingData(msgspec.Struct):

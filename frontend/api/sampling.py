@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import msgspec
 
 from frontend.http.errors import ApiError, invalid
-from frontend.text.prompts import check_tokens
+from frontend.text.prompts import Prompt, check_tokens, truncate_tokens
 from ggserve.samplers import sampler_order
 from frontend.api.schemas import LogitBias, SamplingFields
 from frontend.structured.grammar import GrammarChecker, GrammarError
@@ -174,6 +174,32 @@ def check_slot(req: SamplingFields, info: EngineInfo) -> None:
     if req.id_slot >= n_slots:
         raise invalid(f"id_slot {req.id_slot} does not exist: the server has {n_slots} slots (0..{n_slots - 1})",
                       param="id_slot")
+
+
+def truncated_prompt(token_ids: list[int], req: SamplingFields, max_new: int, info: EngineInfo,
+                     has_media: bool = False) -> list[int]:
+    """The prompt cut as vLLM's ``truncate_prompt_tokens`` says: to k tokens, its last ones
+    unless ``truncation_side`` is "right"; -1: as many as fit in a slot beside the output limit."""
+    keep = req.truncate_prompt_tokens
+    if keep is None:
+        return token_ids
+    if has_media:
+        raise invalid("truncate_prompt_tokens cannot cut a prompt with images or audio",
+                      param="truncate_prompt_tokens")
+    if keep < 0:
+        keep = max(1, info.n_ctx_slot - (max_new if max_new >= 0 and not info.context_shift else 1))
+    return truncate_tokens(token_ids, keep, req.truncation_side)
+
+
+def truncated_prompts(prompts: list[Prompt], req: SamplingFields, max_new: int, info: EngineInfo,
+                      tokenizer: Tokenizer) -> list[Prompt]:
+    """Text prompts cut by ``truncate_prompt_tokens`` (truncated_prompt); ``echo`` then sends
+    the text of what was kept."""
+    fitted = []
+    for prompt in prompts:
+        tokens = truncated_prompt(prompt.token_ids, req, max_new, info, bool(prompt.media))
+        fitted.append(prompt if tokens is prompt.token_ids else Prompt(tokens, tokenizer.detokenize(tokens, False)))
+    return fitted
 
 
 def check_context(n_prompt: int, max_new: int, info: EngineInfo) -> None:

@@ -7,7 +7,7 @@ server's defaults (llama-server's) apply. Responses encode with the exact field 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
@@ -26,12 +26,12 @@ CInt = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
 
 
 class StreamOptions(msgspec.Struct):
-    include_usage: bool = False
-    continuous_usage_stats: bool = False  # vLLM's usage on every chunk: not supported
+    include_usage: bool = False  # a last chunk with the usage
+    continuous_usage_stats: bool = False  # vLLM's: with include_usage, every chunk has the usage so far
 
-    def __post_init__(self) -> None:
-        if self.continuous_usage_stats:
-            raise ValueError("continuous_usage_stats is not supported by ggserve: usage comes with the last chunk")
+    def usage_chunks(self) -> tuple[bool, bool]:
+        """Whether the stream ends with a usage chunk, and whether every chunk has the usage so far."""
+        return self.include_usage, self.include_usage and self.continuous_usage_stats
 
 
 class JsonSchemaFormat(msgspec.Struct, kw_only=True):
@@ -203,6 +203,15 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     # from a fast answer that another sent the same prompt)
     cache_salt: Annotated[str, msgspec.Meta(min_length=1)] | None = None
     include_stop_str_in_output: bool = False  # the stop string that ended the text is kept in it
+    # a longer prompt is cut to this many tokens (-1: as many as fit beside the output limit):
+    # its last ones (truncation_side "left", vLLM's default) or its first ones ("right")
+    truncate_prompt_tokens: Annotated[int, msgspec.Meta(ge=-1)] | None = None
+    truncation_side: Literal["left", "right"] | None = None
+    # the prompt's token ids (prompt_token_ids) and each choice's generated ones (token_ids) in the
+    # answer; a stream sends the prompt's with a choice's first chunk and each chunk's own ids
+    return_token_ids: bool | None = None
+    # log-probabilities name their tokens "token_id:<id>" (a token's text may not be valid UTF-8)
+    return_tokens_as_token_ids: bool | None = None
 
     def __post_init__(self) -> None:
         if self.n_cmpl is not None:  # llama-server reads n_cmpl first, n as its fallback
@@ -320,6 +329,9 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
     reasoning_format: Literal["none", "deepseek", "deepseek-legacy", "auto"] | None = None
     reasoning_effort: str | None = None
     thinking_budget_tokens: CInt | None = None  # llama-server's other name of reasoning_budget_tokens
+    thinking_token_budget: CInt | None = None  # vLLM's name of it
+    include_reasoning: bool = True  # vLLM's: false leaves the reasoning out of the answer
+    return_prompt_text: bool | None = None  # vLLM's: the rendered conversation in the answer (prompt_text)
 
 
 class PromptObject(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -362,6 +374,9 @@ class InfillChunk(msgspec.Struct, kw_only=True):
 
 class NativeCompletionRequest(TextCompletionFields, kw_only=True):
     """llama-server's POST /completion (and /infill, which adds the input_* fields)."""
+
+    # vLLM's fields of the OpenAI answers, refused here (``return_tokens`` gives the ids)
+    not_honoured: ClassVar[frozenset[str]] = frozenset({"return_token_ids", "return_tokens_as_token_ids"})
 
     prompt: PromptInput = ""
     return_tokens: bool = False
@@ -474,6 +489,7 @@ class ChatChoice(msgspec.Struct):
     message: AssistantMessage
     logprobs: ChatLogprobs | None
     finish_reason: str
+    token_ids: list[int] | msgspec.UnsetType = msgspec.UNSET  # vLLM's return_token_ids
 
 
 # ``__verbose``, with llama-server's ``verbose: true``: the native result (frontend.api.native_result)
@@ -490,6 +506,8 @@ class ChatCompletion(msgspec.Struct, tag_field="object", tag="chat.completion", 
     usage: Usage
     timings: Timings | None = None  # llama-server's prompt and generation speed
     verbose: Verbose = msgspec.field(default=None, name="__verbose")
+    prompt_token_ids: list[int] | None = None  # vLLM's return_token_ids
+    prompt_text: str | None = None  # vLLM's return_prompt_text
 
 
 class ToolCallFunctionDelta(msgspec.Struct, omit_defaults=True, kw_only=True):
@@ -521,6 +539,7 @@ class ChatChunkChoice(msgspec.Struct):
     delta: ChatDelta
     logprobs: ChatLogprobs | None = None
     finish_reason: str | None = None
+    token_ids: list[int] | msgspec.UnsetType = msgspec.UNSET  # vLLM's return_token_ids: this chunk's
 
 
 class ControlRequest(msgspec.Struct, kw_only=True):
@@ -550,10 +569,12 @@ class ChatCompletionChunk(
     model: str
     system_fingerprint: str
     choices: list[ChatChunkChoice]
-    usage: Usage | None = None  # only on the last chunk, when stream_options.include_usage
+    usage: Usage | None = None  # on the last chunk with stream_options.include_usage (all: continuous_usage_stats)
     timings: Timings | None = None  # on a choice's last chunk (on every chunk with timings_per_token)
     prompt_progress: PromptProgressJson | None = None  # during the prefill, with return_progress
     verbose: Verbose = msgspec.field(default=None, name="__verbose")
+    prompt_token_ids: list[int] | None = None  # vLLM's return_token_ids: on the first chunk
+    prompt_text: str | None = None  # vLLM's return_prompt_text: on the first chunk
 
 
 class CompletionLogprobs(msgspec.Struct):
@@ -568,6 +589,9 @@ class CompletionChoice(msgspec.Struct):
     text: str
     logprobs: CompletionLogprobs | None
     finish_reason: str | None
+    # vLLM's return_token_ids: the choice's prompt (a stream's first chunk of the choice) and its tokens
+    prompt_token_ids: list[int] | msgspec.UnsetType = msgspec.UNSET
+    token_ids: list[int] | msgspec.UnsetType = msgspec.UNSET
 
 
 class Completion(msgspec.Struct, tag_field="object", tag="text_completion", omit_defaults=True):

@@ -50,8 +50,11 @@ LLAMA_SERVER: Table = {
 
 # vLLM's extras (sent in ``extra_body``). Honoured elsewhere: ``guided_*``, ``structured_outputs``,
 # ``min_tokens``, ``cache_salt``, ``repetition_penalty``, ``stop_token_ids``,
-# ``include_stop_str_in_output``, ``add_special_tokens`` on /v1/completions, and on /v1/embeddings
-# ``truncate_prompt_tokens``, ``add_special_tokens`` and ``normalize``.
+# ``include_stop_str_in_output``, ``truncate_prompt_tokens`` and ``truncation_side``,
+# ``add_special_tokens`` on /v1/completions and /v1/embeddings, ``return_token_ids`` and
+# ``return_tokens_as_token_ids`` on the OpenAI routes, ``include_reasoning``,
+# ``thinking_token_budget`` and ``return_prompt_text`` on chat, ``normalize`` on /v1/embeddings.
+# A field a request type lists in its ``not_honoured`` is refused there although it has it.
 VLLM: Table = {
     "best_of": (lambda v: v == 1, "no server-side best-of; ask for n choices and pick one"),
     "use_beam_search": (_falsy, "no beam search"),
@@ -61,8 +64,17 @@ VLLM: Table = {
     "bad_words": (_falsy, "no banned words; logit_bias can ban tokens"),
     "logits_processors": (_falsy, "no custom logits processors"),
     "prompt_logprobs": (_never, "/v1/completions gives the prompt's log-probabilities with echo and logprobs"),
-    "truncate_prompt_tokens": (_never, "only embedding inputs are truncated; a prompt longer than the context is "
-                               "a 400"),
+    "return_token_ids": (_falsy, "llama-server's return_tokens gives the generated token ids here"),
+    "return_tokens_as_token_ids": (_falsy, "llama-server's completion_probabilities give each token's id here"),
+    "logprob_token_ids": (_falsy, "no log-probabilities of chosen token ids; top_logprobs gives the most likely"),
+    "repetition_detection": (_falsy, "no repetition detection; max_tokens bounds the output"),
+    "watermarking": (_falsy, "no watermarking"),
+    "stream_interval": (lambda v: v == 1, "a stream sends each token's text as soon as it is known"),
+    # honoured by chat completions only
+    "include_reasoning": (lambda v: v is True, "a text completion has no reasoning to leave out"),
+    "thinking_token_budget": (_never, "a text completion's budget names its tags: reasoning_budget_tokens with "
+                              "reasoning_budget_start_tag and reasoning_budget_end_tags"),
+    "return_prompt_text": (_falsy, "the prompt is the request's own text (echo returns it)"),
     "skip_special_tokens": (lambda v: v is True, "special tokens are left out of the text (as with vLLM's default); "
                             "start the server with --special to write them"),
     "spaces_between_special_tokens": (lambda v: v is True, "a Hugging Face detokenizer option; llama.cpp's writes no "
@@ -75,7 +87,6 @@ VLLM: Table = {
     "priority": (_falsy, "no priorities: requests run first come, first served"),
     "kv_transfer_params": (_falsy, "no disaggregated serving"),
     "vllm_xargs": (_falsy, "vLLM's extension arguments have no meaning here"),
-    "return_tokens_as_token_ids": (_falsy, "log-probabilities name tokens by their text and bytes"),
     "request_id": (_never, "ggserve names each request itself (the response's id)"),
     # /v1/completions and /v1/embeddings honour it; a chat prompt gets BOS once, as the vocabulary wants it
     "add_special_tokens": (lambda v: v is False, "the prompt gets the model's special tokens once, as a chat "
@@ -91,7 +102,7 @@ def refuse_unsupported(body: bytes, request_type: type[msgspec.Struct]) -> None:
 
     Fields of ``request_type`` are honoured by that endpoint and never refused here.
     """
-    honoured = request_type.__struct_fields__
+    honoured = set(request_type.__struct_fields__) - getattr(request_type, "not_honoured", frozenset())
     present = [name for name, needle in _NEEDLES if name not in honoured and needle in body]
     if not present:
         return

@@ -209,7 +209,7 @@ class _MessageStream:
     def __init__(self, message_id: str, model: str, run: ChatRun) -> None:
         self._id, self._model = message_id, model
         self._gen = run.gen
-        self._n_prompt = run.n_prompt
+        self._n_prompt = len(run.prompt_token_ids)
         self._parser: ReplyParser = run.parsers[0]
         self._blocks = ReplyBlocks()
         self._finish_reason = "stop"

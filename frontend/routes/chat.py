@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import functools
 import time
+from typing import Any
+
+import msgspec
 
 from frontend import conversation
 from frontend.api.unsupported_fields import refuse_unsupported
@@ -24,15 +27,15 @@ from frontend.api.schemas import (
     ControlResult,
     InputTokenCount,
     ResponseToolCall,
+    StreamOptions,
     ToolCallDelta,
     ToolCallFunction,
     ToolCallFunctionDelta,
     TopLogprob,
     TopProb,
 )
-from frontend.conversation import ReplyParser
-from frontend.api.native_result import NativeResults, stream_tail
-from frontend.generation import ChoiceDelta, Generation, TokenText, collect
+from frontend.api.native_result import stream_tail
+from frontend.generation import ChoiceDelta, TokenText, collect, token_name
 from frontend.http import sse
 from frontend.http.asgi import Request, Response, StreamResponse, json_response
 from frontend.http.errors import invalid, unavailable
@@ -50,18 +53,21 @@ def _engine_logprobs(body: ChatCompletionRequest) -> int:
     return body.n_probs if body.n_probs > 0 else -1
 
 
-def _logprobs(tokens: list[TokenText], post_sampling: bool) -> ChatLogprobs:
+def _logprobs(tokens: list[TokenText], post_sampling: bool, as_ids: bool) -> ChatLogprobs:
     """OpenAI's logprobs; with ``post_sampling_probs`` llama-server's prob and top_probs (the
     engine then reports probabilities in place of log-probabilities)."""
+    name = token_name(as_ids)
     if post_sampling:
         return ChatLogprobs(content=[
-            ChatTokenLogprob(token=t.text, bytes=list(t.piece), prob=t.logprob,
-                             top_probs=[TopProb(token=text, prob=p, bytes=list(raw)) for text, raw, p in t.top])
+            ChatTokenLogprob(token=name(t.text, t.token_id), bytes=list(t.piece), prob=t.logprob,
+                             top_probs=[TopProb(token=name(text, i), prob=p, bytes=list(raw))
+                                        for (text, raw, p), i in zip(t.top, t.top_ids)])
             for t in tokens
         ])
     return ChatLogprobs(content=[
-        ChatTokenLogprob(token=t.text, bytes=list(t.piece), logprob=t.logprob,
-                         top_logprobs=[TopLogprob(token=text, logprob=lp, bytes=list(raw)) for text, raw, lp in t.top])
+        ChatTokenLogprob(token=name(t.text, t.token_id), bytes=list(t.piece), logprob=t.logprob,
+                         top_logprobs=[TopLogprob(token=name(text, i), logprob=lp, bytes=list(raw))
+                                       for (text, raw, lp), i in zip(t.top, t.top_ids)])
         for t in tokens
     ])
 
@@ -69,51 +75,62 @@ def _logprobs(tokens: list[TokenText], post_sampling: bool) -> ChatLogprobs:
 class _ChatChunks:
     """Stream events of one chat completion."""
 
-    def __init__(self, id: str, created: int, model: str, n_choices: int, gen: Generation, logprobs: bool,
-                 post_sampling: bool, include_usage: bool, parsers: list[ReplyParser], timings_per_token: bool,
-                 native: NativeResults | None) -> None:
+    def __init__(self, id: str, created: int, model: str, body: ChatCompletionRequest, run: conversation.ChatRun,
+                 logprobs: bool) -> None:
         self._id, self._created, self._model = id, created, model
-        self._native = native
-        self._timings_per_token = timings_per_token
-        self._n_choices = n_choices
-        self._parsers = parsers
-        self._gen = gen
-        self._logprobs, self._post_sampling = logprobs, post_sampling
-        self._include_usage = include_usage
+        self._body, self._run, self._gen, self._parsers = body, run, run.gen, run.parsers
+        self._logprobs = logprobs
+        options = body.stream_options or StreamOptions()
+        self._include_usage, self._continuous_usage = options.usage_chunks()
 
-    def _chunk(self, choices: list[ChatChunkChoice], timings: bool = False) -> bytes:
+    def _chunk(self, choices: list[ChatChunkChoice], timings: bool = False, **fields: Any) -> bytes:
+        """A chunk with its timings (the last of a choice, or each with timings_per_token) and the
+        usage so far (continuous_usage_stats)."""
+        if timings or self._body.timings_per_token:
+            fields["timings"] = self._gen.timings()
+        return self._bare(choices, **fields)
+
+    def _bare(self, choices: list[ChatChunkChoice], **fields: Any) -> bytes:
         return sse.event(ChatCompletionChunk(id=self._id, created=self._created, model=self._model,
                                              system_fingerprint=SYSTEM_FINGERPRINT, choices=choices,
-                                             timings=self._gen.timings() if timings or self._timings_per_token
-                                             else None))
+                                             usage=self._gen.usage() if self._continuous_usage else None, **fields))
 
     def head(self) -> list[bytes]:
-        """The role chunk of each choice: no timings yet, even with timings_per_token (llama-server)."""
-        return [sse.event(ChatCompletionChunk(id=self._id, created=self._created, model=self._model,
-                                              system_fingerprint=SYSTEM_FINGERPRINT,
-                                              choices=[ChatChunkChoice(i, ChatDelta(role="assistant", content=None))]))
-                for i in range(self._n_choices)]
+        """The role chunk of each choice: no timings yet, even with timings_per_token (llama-server);
+        the prompt's token ids and text when asked for (vLLM)."""
+        body, run = self._body, self._run
+        fields = {"prompt_token_ids": run.prompt_token_ids if body.return_token_ids else None,
+                  "prompt_text": run.prompt_text if body.return_prompt_text else None}
+        return [self._bare([ChatChunkChoice(i, ChatDelta(role="assistant", content=None))], **fields)
+                for i in range(body.n)]
 
     def render(self, delta: ChoiceDelta) -> list[bytes]:
+        body = self._body
         events = []
         if delta.progress is not None:
-            events.append(sse.event(ChatCompletionChunk(
-                id=self._id, created=self._created, model=self._model, system_fingerprint=SYSTEM_FINGERPRINT,
-                choices=[ChatChunkChoice(delta.index, ChatDelta())], prompt_progress=progress_json(delta.progress))))
+            events.append(self._bare([ChatChunkChoice(delta.index, ChatDelta())],
+                                     prompt_progress=progress_json(delta.progress)))
         parser = self._parsers[delta.index]
         out = conversation.parse_delta(parser, delta)
-        logprobs = _logprobs(delta.tokens, self._post_sampling) if self._logprobs and delta.tokens else None
-        if out.reasoning:
-            events.append(self._chunk([ChatChunkChoice(delta.index, ChatDelta(reasoning_content=out.reasoning))]))
+        logprobs = (_logprobs(delta.tokens, body.post_sampling_probs, bool(body.return_tokens_as_token_ids))
+                    if self._logprobs and delta.tokens else None)
+        choices = []
+        if out.reasoning and body.include_reasoning:
+            choices.append(ChatChunkChoice(delta.index, ChatDelta(reasoning_content=out.reasoning)))
         if out.content or logprobs is not None:
-            events.append(self._chunk([ChatChunkChoice(delta.index, ChatDelta(content=out.content), logprobs)]))
+            choices.append(ChatChunkChoice(delta.index, ChatDelta(content=out.content), logprobs))
         for call in out.calls:  # OpenAI's shape: the first delta of a call has its id and name
             if call.id is not None:
                 piece = ToolCallDelta(call.index, ToolCallFunctionDelta(name=call.name, arguments=call.arguments),
                                       call.id, "function")
             else:
                 piece = ToolCallDelta(call.index, ToolCallFunctionDelta(arguments=call.arguments))
-            events.append(self._chunk([ChatChunkChoice(delta.index, ChatDelta(tool_calls=[piece]))]))
+            choices.append(ChatChunkChoice(delta.index, ChatDelta(tool_calls=[piece])))
+        if body.return_token_ids and delta.token_ids:  # the step's ids go with its first chunk
+            if not choices:
+                choices.append(ChatChunkChoice(delta.index, ChatDelta()))
+            choices[0].token_ids = delta.token_ids
+        events += [self._chunk([choice]) for choice in choices]
         if delta.finish_reason is not None:
             reason = conversation.finish_reason(delta.finish_reason, parser)
             events.append(self._chunk([ChatChunkChoice(delta.index, ChatDelta(), finish_reason=reason)], timings=True))
@@ -122,7 +139,7 @@ class _ChatChunks:
     def tail(self) -> list[bytes]:
         bare = functools.partial(ChatCompletionChunk, id=self._id, created=self._created, model=self._model,
                                  system_fingerprint=SYSTEM_FINGERPRINT, choices=[])
-        return stream_tail(self._native, self._gen, self._include_usage, bare)
+        return stream_tail(self._run.native, self._gen, self._include_usage, bare)
 
 
 async def chat_completions(fe: Frontend, req: Request) -> Response | StreamResponse:
@@ -133,9 +150,7 @@ async def chat_completions(fe: Frontend, req: Request) -> Response | StreamRespo
     gen, parsers = run.gen, run.parsers
     completion_id, created = f"{CHAT_COMPLETION_ID_PREFIX}{req.id}", int(time.time())
     if body.stream:
-        include_usage = body.stream_options is not None and body.stream_options.include_usage
-        chunks = _ChatChunks(completion_id, created, fe.model_id, body.n, gen, logprobs >= 0, body.post_sampling_probs,
-                             include_usage, parsers, body.timings_per_token, run.native)
+        chunks = _ChatChunks(completion_id, created, fe.model_id, body, run, logprobs >= 0)
         return StreamResponse(sse.generation_events(gen, chunks.head(), chunks.render, chunks.tail))
     results = await collect(gen)
     choices = []
@@ -143,10 +158,13 @@ async def chat_completions(fe: Frontend, req: Request) -> Response | StreamRespo
         reply = conversation.read_reply(parsers[r.index], r)
         calls = [ResponseToolCall(c.id, ToolCallFunction(c.name, c.arguments)) for c in reply.calls]
         message = AssistantMessage(content=reply.content or (None if calls else ""),
-                                   reasoning_content=reply.reasoning or None, tool_calls=calls or None)
-        choices.append(ChatChoice(index=r.index, message=message,
-                                  logprobs=_logprobs(r.tokens, body.post_sampling_probs) if logprobs >= 0 else None,
-                                  finish_reason=reply.finish_reason))
+                                   reasoning_content=(reply.reasoning if body.include_reasoning else "") or None,
+                                   tool_calls=calls or None)
+        logprobs_out = (_logprobs(r.tokens, body.post_sampling_probs, bool(body.return_tokens_as_token_ids))
+                        if logprobs >= 0 else None)
+        choices.append(ChatChoice(index=r.index, message=message, logprobs=logprobs_out,
+                                  finish_reason=reply.finish_reason,
+                                  token_ids=r.token_ids if body.return_token_ids else msgspec.UNSET))
     return json_response(ChatCompletion(
         id=completion_id,
         created=created,
@@ -156,6 +174,8 @@ async def chat_completions(fe: Frontend, req: Request) -> Response | StreamRespo
         usage=gen.usage(),
         timings=gen.timings(),
         verbose=run.native.first(gen, results) if run.native is not None else None,
+        prompt_token_ids=run.prompt_token_ids if body.return_token_ids else None,
+        prompt_text=run.prompt_text if body.return_prompt_text else None,
     ))
 
 

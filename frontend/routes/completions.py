@@ -11,10 +11,13 @@ from __future__ import annotations
 import functools
 import itertools
 import time
+from typing import Any
+
+import msgspec
 
 from frontend.http import sse
 from frontend.http.errors import invalid
-from frontend.generation import ChoiceDelta, ChoiceResult, Generation, TokenText, collect
+from frontend.generation import ChoiceDelta, ChoiceResult, Generation, TokenText, collect, token_name
 from frontend.http.asgi import Request, Response, StreamResponse, json_response
 from frontend.text.prompts import Prompt, completion_prompts
 from frontend.api.unsupported_fields import refuse_unsupported
@@ -28,6 +31,7 @@ from frontend.api.sampling import (
     stop_strings,
     time_limit_s,
     token_limit,
+    truncated_prompts,
 )
 from frontend.api.schemas import (
     MAX_CHOICES,
@@ -37,6 +41,7 @@ from frontend.api.schemas import (
     CompletionChoice,
     CompletionLogprobs,
     CompletionRequest,
+    StreamOptions,
 )
 from frontend.state import Frontend
 from frontend.timings import progress_json
@@ -46,33 +51,40 @@ from frontend.structured.reasoning import tagged_budget, with_tagged_budget
 from ipc.protocol import TokenLogprob
 
 
-def _logprobs(tokens: list[TokenText], offset: int) -> CompletionLogprobs:
+def _logprobs(tokens: list[TokenText], offset: int, as_ids: bool) -> CompletionLogprobs:
+    name = token_name(as_ids)
     return CompletionLogprobs(
-        tokens=[t.text for t in tokens],
+        tokens=[name(t.text, t.token_id) for t in tokens],
         token_logprobs=[t.logprob for t in tokens],
-        top_logprobs=[{text: lp for text, _, lp in t.top} for t in tokens],
+        top_logprobs=[{name(text, i): lp for (text, _, lp), i in zip(t.top, t.top_ids)} for t in tokens],
         text_offset=[offset + t.offset for t in tokens],
     )
 
 
-def _echo_logprobs(fe: Frontend, prompt: Prompt, lps: list[TokenLogprob]) -> CompletionLogprobs:
+def _echo_logprobs(fe: Frontend, prompt: Prompt, lps: list[TokenLogprob], as_ids: bool) -> CompletionLogprobs:
     """The echoed prompt's tokens: the first has no log-probability (nothing precedes it)."""
-    texts = [fe.tokenizer.piece(t).decode("utf-8", errors="replace") for t in prompt.token_ids]
+    name = token_name(as_ids)
+
+    def text(token_id: int) -> str:
+        return fe.tokenizer.piece(token_id).decode("utf-8", errors="replace")
+
+    texts = [text(t) for t in prompt.token_ids]
     tops: list[dict[str, float] | None] = [None]
-    tops += [{fe.tokenizer.piece(t).decode("utf-8", errors="replace"): v for t, v in lp.top} for lp in lps]
+    tops += [{name(text(t), t): v for t, v in lp.top} for lp in lps]
     return CompletionLogprobs(
-        tokens=texts,
+        tokens=[name(s, t) for s, t in zip(texts, prompt.token_ids)],
         token_logprobs=[None, *(lp.logprob for lp in lps)],
         top_logprobs=tops,
         text_offset=list(itertools.accumulate((len(t) for t in texts[:-1]), initial=0)),
     )
 
 
-def _choice_logprobs(fe: Frontend, result: ChoiceResult, echoed: Prompt | None, echo_text: str) -> CompletionLogprobs:
-    generated = _logprobs(result.tokens, len(echo_text))
+def _choice_logprobs(fe: Frontend, result: ChoiceResult, echoed: Prompt | None, echo_text: str,
+                     as_ids: bool) -> CompletionLogprobs:
+    generated = _logprobs(result.tokens, len(echo_text), as_ids)
     if echoed is None:
         return generated
-    prompt = _echo_logprobs(fe, echoed, result.prompt_logprobs)
+    prompt = _echo_logprobs(fe, echoed, result.prompt_logprobs, as_ids)
     return CompletionLogprobs(
         tokens=prompt.tokens + generated.tokens,
         token_logprobs=prompt.token_logprobs + generated.token_logprobs,
@@ -84,33 +96,43 @@ def _choice_logprobs(fe: Frontend, result: ChoiceResult, echoed: Prompt | None, 
 class _CompletionChunks:
     """Stream events of one completion request."""
 
-    def __init__(self, id: str, created: int, model: str, echoes: list[str], gen: Generation, logprobs: bool,
-                 include_usage: bool, timings_per_token: bool, native: NativeResults | None) -> None:
+    def __init__(self, id: str, created: int, model: str, body: CompletionRequest, prompts: list[Prompt],
+                 echoes: list[str], gen: Generation, logprobs: bool, native: NativeResults | None) -> None:
         self._id, self._created, self._model = id, created, model
+        self._body, self._prompts = body, prompts
         self._native = native
         self._echoes = echoes  # per choice: the prompt text to send first ("" without echo)
         self._gen = gen
         self._logprobs = logprobs
-        self._include_usage = include_usage
-        self._timings_per_token = timings_per_token
+        self._include_usage, self._continuous_usage = (body.stream_options or StreamOptions()).usage_chunks()
+
+    def _event(self, choices: list[CompletionChoice], **fields: Any) -> bytes:
+        return sse.event(Completion(id=self._id, created=self._created, model=self._model,
+                                    system_fingerprint=SYSTEM_FINGERPRINT, choices=choices,
+                                    usage=self._gen.usage() if self._continuous_usage else None, **fields))
 
     def _chunk(self, choice: CompletionChoice) -> bytes:
-        timings = self._gen.timings() if self._timings_per_token or choice.finish_reason is not None else None
-        return sse.event(Completion(id=self._id, created=self._created, model=self._model,
-                                    system_fingerprint=SYSTEM_FINGERPRINT, choices=[choice], timings=timings))
+        timed = self._body.timings_per_token or choice.finish_reason is not None
+        return self._event([choice], timings=self._gen.timings() if timed else None)
 
     def head(self) -> list[bytes]:
-        return [self._chunk(CompletionChoice(i, text, None, None)) for i, text in enumerate(self._echoes) if text]
+        """Each choice's echoed prompt, and its token ids when asked for (vLLM's return_token_ids)."""
+        body, n = self._body, self._body.n
+        return [self._chunk(CompletionChoice(
+                    i, text, None, None,
+                    prompt_token_ids=self._prompts[i // n].token_ids if body.return_token_ids else msgspec.UNSET))
+                for i, text in enumerate(self._echoes) if text or body.return_token_ids]
 
     def render(self, delta: ChoiceDelta) -> list[bytes]:
+        body = self._body
         events = []
         if delta.progress is not None:
-            events.append(sse.event(Completion(
-                id=self._id, created=self._created, model=self._model, system_fingerprint=SYSTEM_FINGERPRINT,
-                choices=[], prompt_progress=progress_json(delta.progress))))
-        if delta.text or delta.tokens:
-            logprobs = _logprobs(delta.tokens, len(self._echoes[delta.index])) if self._logprobs else None
-            events.append(self._chunk(CompletionChoice(delta.index, delta.text, logprobs, None)))
+            events.append(self._event([], prompt_progress=progress_json(delta.progress)))
+        token_ids = delta.token_ids if body.return_token_ids and delta.token_ids else msgspec.UNSET
+        if delta.text or delta.tokens or token_ids:
+            logprobs = (_logprobs(delta.tokens, len(self._echoes[delta.index]), bool(body.return_tokens_as_token_ids))
+                        if self._logprobs else None)
+            events.append(self._chunk(CompletionChoice(delta.index, delta.text, logprobs, None, token_ids=token_ids)))
         if delta.finish_reason is not None:
             events.append(self._chunk(CompletionChoice(delta.index, "", None, delta.finish_reason)))
         return events
@@ -140,6 +162,7 @@ async def completions(fe: Frontend, req: Request) -> Response | StreamResponse:
     prompts = await fe.prepare(len(req.body), lambda: _prompts(fe, body))
     grammar = await fe.prepare(len(req.body), lambda: output_grammar(fe.grammars, body))
     limit = token_limit(body, fe.cfg)
+    prompts = truncated_prompts(prompts, body, limit, info, fe.tokenizer)
     for prompt in prompts:
         check_context(len(prompt.token_ids), limit, info)
     check_slot(body, info)
@@ -160,11 +183,11 @@ async def completions(fe: Frontend, req: Request) -> Response | StreamResponse:
     echoes = [p.text if body.echo else "" for p in prompts for _ in range(body.n)]
     completion_id, created = f"{TEXT_COMPLETION_ID_PREFIX}{req.id}", int(time.time())
     if body.stream:
-        include_usage = body.stream_options is not None and body.stream_options.include_usage
-        chunks = _CompletionChunks(completion_id, created, fe.model_id, echoes, gen, logprobs >= 0, include_usage,
-                                   body.timings_per_token, native)
+        chunks = _CompletionChunks(completion_id, created, fe.model_id, body, prompts, echoes, gen, logprobs >= 0,
+                                   native)
         return StreamResponse(sse.generation_events(gen, chunks.head(), chunks.render, chunks.tail))
     results = await collect(gen)
+    as_ids = bool(body.return_tokens_as_token_ids)
     return json_response(Completion(
         id=completion_id,
         created=created,
@@ -174,9 +197,12 @@ async def completions(fe: Frontend, req: Request) -> Response | StreamResponse:
             CompletionChoice(
                 index=r.index,
                 text=echoes[r.index] + r.text,
-                logprobs=_choice_logprobs(fe, r, prompts[r.index // body.n] if body.echo else None, echoes[r.index])
+                logprobs=_choice_logprobs(fe, r, prompts[r.index // body.n] if body.echo else None, echoes[r.index],
+                                          as_ids)
                 if logprobs >= 0 else None,
                 finish_reason=r.finish_reason,
+                prompt_token_ids=prompts[r.index // body.n].token_ids if body.return_token_ids else msgspec.UNSET,
+                token_ids=r.token_ids if body.return_token_ids else msgspec.UNSET,
             )
             for r in results
         ],

@@ -30,7 +30,7 @@ from frontend.embedding import as_base64, embed, normalize
 from frontend.http.asgi import Request, Response, json_response
 from frontend.http.errors import ApiError, invalid
 from frontend.state import Frontend
-from frontend.text.prompts import split_prompts, subprompt_tokens
+from frontend.text.prompts import split_prompts, subprompt_tokens, truncate_tokens
 from ipc.protocol import EngineInfo
 
 POOLING_NONE = 0
@@ -54,7 +54,7 @@ async def embeddings(fe: Frontend, req: Request) -> Response:
     refuse_unsupported(req.body, EmbeddingRequest)
     width = _width(fe, info, body.dimensions)
     inputs = await fe.prepare(len(req.body), lambda: tokenize_inputs(
-        fe, info, body.input, "input", body.truncate_prompt_tokens, body.add_special_tokens))
+        fe, info, body.input, "input", body.truncate_prompt_tokens, body.add_special_tokens, body.truncation_side))
     rows, stats = await embed(fe.engine, req.id, inputs)
     vectors = normalize(np.concatenate(rows)[:, :width], _norm(fe, body))
     data = [EmbeddingData(i, as_base64(v) if body.encoding_format == "base64" else v.tolist())
@@ -89,10 +89,11 @@ def _norm(fe: Frontend, body: EmbeddingRequest) -> int:
 
 
 def tokenize_inputs(fe: Frontend, info: EngineInfo, value: PromptInput, param: str, truncate: int | None = None,
-                    add_special: bool = True) -> list[list[int]]:
+                    add_special: bool = True, truncation_side: str | None = None) -> list[list[int]]:
     """The inputs as token arrays (every form of frontend.text.prompts); a 400 for an empty,
     out-of-vocabulary or too long one, or too many of them (--embd-max-inputs). ``truncate``
-    (vLLM's truncate_prompt_tokens) keeps each input's last tokens (-1: as many as fit);
+    (vLLM's truncate_prompt_tokens) keeps each input's last tokens (-1: as many as fit; its first
+    ones with ``truncation_side`` "right");
     ``add_special``: False leaves out the model's special tokens (BOS, EOS / CLS, SEP)."""
     items = split_prompts(value, param)
     if len(items) > fe.cfg.embd_max_inputs:
@@ -102,7 +103,7 @@ def tokenize_inputs(fe: Frontend, info: EngineInfo, value: PromptInput, param: s
     for i, item in enumerate(items):
         tokens = subprompt_tokens(fe.tokenizer, item, f"{param}[{i}]", content_parts=True, add_bos=add_special)
         if truncate is not None:
-            tokens = tokens[-(limit if truncate < 0 else truncate):]
+            tokens = truncate_tokens(tokens, limit if truncate < 0 else truncate, truncation_side)
         if not tokens:  # an empty text on a model that adds no BOS, or an empty token array
             raise invalid(f"{param}[{i}] is empty", param=param)
         check_length(i, len(tokens), limit, param)

@@ -34,6 +34,7 @@ from frontend.api.sampling import (
     stop_strings,
     time_limit_s,
     token_limit,
+    truncated_prompts,
     with_post_sampling_probs,
 )
 from frontend.media import files as media
@@ -151,6 +152,7 @@ async def _run(fe: Frontend, req: Request, body: NativeCompletionRequest,
     info = fe.engine_info()
     grammar = await fe.prepare(len(req.body), lambda: output_grammar(fe.grammars, body))
     limit = token_limit(body, fe.cfg)
+    prompts = truncated_prompts(prompts, body, limit, info, fe.tokenizer)
     for prompt in prompts:
         check_chunks(prompt.media, info.n_ctx_slot)
         check_context(len(prompt.token_ids), limit, info)

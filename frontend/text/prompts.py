@@ -34,6 +34,16 @@ class Prompt:
     media: list[Span] = field(default_factory=list)  # its images / audio (frontend.text.multimodal)
 
 
+def truncate_tokens(token_ids: list[int], keep: int, side: str | None) -> list[int]:
+    """At most ``keep`` tokens (vLLM's ``truncate_prompt_tokens``): the last ones (side "left" or
+    None, vLLM's truncation) or the first ones ("right")."""
+    if keep < 1:
+        raise invalid("truncate_prompt_tokens keeps k >= 1 tokens (-1: as many as fit)", param="truncate_prompt_tokens")
+    if len(token_ids) <= keep:
+        return token_ids
+    return token_ids[:keep] if side == "right" else token_ids[len(token_ids) - keep:]
+
+
 def check_tokens(tokenizer: Tokenizer, token_ids: list[int], param: str) -> None:
     bad = tokenizer.invalid_token(token_ids)
     if bad is not None:

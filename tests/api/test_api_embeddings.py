@@ -123,7 +123,7 @@ def test_embd_normalize_applies_to_the_openai_route_as_in_llama_server(url: str)
     assert post(f"{url}/v1/embeddings", json={"input": "x", "embd_normalize": -2}).status_code == 400
 
 
-def test_vllm_truncate_prompt_tokens_keeps_each_inputs_last_tokens(url: str):
+def test_vllm_truncate_prompt_tokens_keeps_each_inputs_last_or_first_tokens(url: str):
     ids = post(f"{url}/tokenize", json={"content": SENTENCES[2], "add_special": True}).json()["tokens"]
     assert len(ids) > 6
 
@@ -137,6 +137,8 @@ def test_vllm_truncate_prompt_tokens_keeps_each_inputs_last_tokens(url: str):
     whole, n_whole = embedding(input=SENTENCES[2])
     assert n_cut == 5 and n_whole == len(ids)
     assert np.allclose(cut, tail, atol=1e-5) and not np.allclose(cut, whole, atol=1e-3)
+    head, n_head = embedding(input=SENTENCES[2], truncate_prompt_tokens=5, truncation_side="right")
+    assert n_head == 5 and np.allclose(head, embedding(input=ids[:5])[0], atol=1e-5)  # its first five
     assert embedding(input=SENTENCES[2], truncate_prompt_tokens=-1)[1] == len(ids)  # it fits: nothing cut
     long_cut = embedding(input=["word " * 600], truncate_prompt_tokens=-1)[1]
     assert long_cut == 512  # as many as one input may have, where the whole input is a 400

@@ -111,6 +111,20 @@ def test_harmony_reasoning_budget_ends_the_analysis(sdk):
     assert cut.content.strip()
 
 
+def test_vllms_reasoning_fields(sdk):
+    """vLLM's thinking_token_budget is the same budget; include_reasoning false leaves the
+    reasoning out of the answer, streamed or not, and the answer's content as it was."""
+    budget = reply(sdk, grammar=HARMONY, thinking_budget_tokens=3).choices[0].message
+    assert reply(sdk, grammar=HARMONY, thinking_token_budget=3).choices[0].message == budget
+    full = reply(sdk, grammar=HARMONY).choices[0].message
+    hidden = reply(sdk, grammar=HARMONY, include_reasoning=False).choices[0].message
+    assert full.reasoning_content and getattr(hidden, "reasoning_content", None) is None
+    assert hidden.content == full.content
+    chunks = [c for c in reply(sdk, stream=True, grammar=HARMONY, include_reasoning=False) if c.choices]
+    assert not any(getattr(c.choices[0].delta, "reasoning_content", None) for c in chunks)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == full.content
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_harmony_forced_call(sdk, stream):
     """The tool grammar lets the model think first (as gpt-oss does); the budget keeps a base

@@ -1,9 +1,10 @@
 """What a client written for ``vllm serve`` sends: vLLM's extra request fields (the OpenAI SDK's
 ``extra_body``), where constrained output (``guided_*``, ``structured_outputs``), ``stop_token_ids``,
-``include_stop_str_in_output``, ``min_tokens``, ``cache_salt``, ``add_special_tokens`` and
-``repetition_penalty`` are honoured and every other vLLM extra is a 400 naming it unless it has
-its neutral value; and vLLM's endpoints beside OpenAI's (/tokenize and /detokenize in vLLM's
-form, /ping, /version).
+``include_stop_str_in_output``, ``min_tokens``, ``cache_salt``, ``add_special_tokens``,
+``repetition_penalty``, ``truncate_prompt_tokens``, ``return_token_ids``,
+``return_tokens_as_token_ids``, ``return_prompt_text`` and ``continuous_usage_stats`` are honoured
+and every other vLLM extra is a 400 naming it unless it has its neutral value; and vLLM's
+endpoints beside OpenAI's (/tokenize and /detokenize in vLLM's form, /ping, /version).
 
 The model is a base model: the tests assert what a grammar forces, and agreement between two
 runs of the same shape (temperature 0, no prefix cache), never what the model says.
@@ -120,7 +121,8 @@ def test_a_gbnf_grammar_forces_its_language(sdk):
     ({"guided_choice": []}, "guided_choice"),
     ({"structured_outputs": {"regex": "a", "disable_any_whitespace": True}}, "structured_outputs"),
     ({"structured_outputs": {"choices": ["a"]}}, "structured_outputs"),
-    ({"stream": True, "stream_options": {"continuous_usage_stats": True}}, "stream_options"),
+    ({"truncate_prompt_tokens": 0}, "truncate_prompt_tokens"),
+    ({"truncation_side": "middle"}, "truncation_side"),
     ({"stop_token_ids": [10**9]}, "stop_token_ids"),
     ({"repetition_penalty": 0}, "repetition_penalty"),
 ])
@@ -230,18 +232,27 @@ def test_repetition_penalty_is_repeat_penalty_over_the_whole_context(server):
 
 # vLLM field -> a value that asks for something
 ASKING = {"best_of": 2, "use_beam_search": True, "length_penalty": 0.5, "allowed_token_ids": [5],
-          "bad_words": ["x"], "logits_processors": ["m.P"], "prompt_logprobs": 1, "truncate_prompt_tokens": 8,
+          "bad_words": ["x"], "logits_processors": ["m.P"], "prompt_logprobs": 1,
           "skip_special_tokens": False, "spaces_between_special_tokens": False, "guided_whitespace_pattern": " ",
           "structural_tag": "{}", "chat_template": "{{ x }}", "documents": [{"text": "x"}],
           "mm_processor_kwargs": {"a": 1}, "priority": 1, "kv_transfer_params": {"a": 1},
           "vllm_xargs": {"a": 1}, "return_tokens_as_token_ids": True, "request_id": "r1",
-          "add_special_tokens": True}
+          "add_special_tokens": True, "return_token_ids": True, "logprob_token_ids": [5],
+          "repetition_detection": {"max_pattern_size": 4}, "watermarking": True, "stream_interval": 4,
+          "include_reasoning": False, "thinking_token_budget": 8, "return_prompt_text": True}
 NEUTRAL = {"best_of": 1, "use_beam_search": False, "length_penalty": 1.0, "allowed_token_ids": None,
-           "bad_words": [], "logits_processors": None, "prompt_logprobs": None, "truncate_prompt_tokens": None,
+           "bad_words": [], "logits_processors": None, "prompt_logprobs": None,
            "skip_special_tokens": True, "spaces_between_special_tokens": True, "guided_whitespace_pattern": None,
            "structural_tag": None, "chat_template": None, "documents": None, "mm_processor_kwargs": None,
            "priority": 0, "kv_transfer_params": None, "vllm_xargs": None,
-           "return_tokens_as_token_ids": False, "request_id": None, "add_special_tokens": False}
+           "return_tokens_as_token_ids": False, "request_id": None, "add_special_tokens": False,
+           "return_token_ids": False, "logprob_token_ids": None, "repetition_detection": None, "watermarking": False,
+           "stream_interval": 1, "include_reasoning": True, "thinking_token_budget": None,
+           "return_prompt_text": False}
+# where a field is refused: chat completions, unless chat honours it
+REFUSED_AT = {"return_token_ids": "/completion", "return_tokens_as_token_ids": "/completion",
+              "include_reasoning": "/v1/completions", "thinking_token_budget": "/v1/completions",
+              "return_prompt_text": "/v1/completions", "add_special_tokens": "/v1/chat/completions"}
 
 
 def test_every_refused_vllm_field_has_an_asking_and_a_neutral_value():
@@ -250,8 +261,9 @@ def test_every_refused_vllm_field_has_an_asking_and_a_neutral_value():
 
 @pytest.mark.parametrize("field", sorted(ASKING))
 def test_unsupported_vllm_fields_are_400_naming_them(server, field):
-    r = httpx.post(f"{server.base_url}/v1/chat/completions",
-                   json={"messages": MESSAGES, "max_tokens": 2, field: ASKING[field]}, timeout=60)
+    route = REFUSED_AT.get(field, "/v1/chat/completions")
+    body = {"messages": MESSAGES} if route == "/v1/chat/completions" else {"prompt": "Hi"}
+    r = httpx.post(f"{server.base_url}{route}", json=body | {"max_tokens": 2, field: ASKING[field]}, timeout=60)
     assert r.status_code == 400, r.text
     error = r.json()["error"]
     assert error["param"] == field and field in error["message"], error
@@ -298,3 +310,110 @@ def test_models_list_vllms_max_model_len(server):
     listed = httpx.get(f"{server.base_url}/v1/models", timeout=30).json()["data"][0]
     counted = httpx.post(f"{server.base_url}/tokenize", json={"prompt": "x"}, timeout=30).json()
     assert listed["max_model_len"] == counted["max_model_len"] == listed["meta"]["n_ctx"] > 0
+
+
+def sse_chunks(server, route: str, body: dict) -> list[dict]:
+    with httpx.stream("POST", f"{server.base_url}{route}", json=body | {"stream": True}, timeout=120) as r:
+        assert r.status_code == 200, r.read()
+        return [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+
+
+def tokenize(server, **body: object) -> list[int]:
+    return httpx.post(f"{server.base_url}/tokenize", json=body, timeout=30).json()["tokens"]
+
+
+def test_return_token_ids_on_text_completions(server):
+    ids = greedy_ids(server, 8)
+    choice = completion(server, max_tokens=8, return_token_ids=True)
+    assert choice["prompt_token_ids"] == tokenize(server, prompt="The capital of France is")
+    assert choice["token_ids"] == ids and detokenize(server, ids) == choice["text"]
+    assert "token_ids" not in completion(server, max_tokens=2)  # only when asked for
+    chunks = sse_chunks(server, "/v1/completions", {"prompt": "The capital of France is", "temperature": 0,
+                                                    "cache_prompt": False, "max_tokens": 8, "return_token_ids": True})
+    choices = [c["choices"][0] for c in chunks if c["choices"]]
+    assert choices[0]["prompt_token_ids"] == choice["prompt_token_ids"]  # with the choice's first chunk
+    assert [t for c in choices for t in c.get("token_ids") or []] == ids
+
+
+def test_return_token_ids_on_chat_completions(server, sdk):
+    out = sdk.chat.completions.create(model="any", messages=MESSAGES, max_tokens=8, temperature=0,
+                                      extra_body={"return_token_ids": True, "cache_prompt": False})
+    answer = out.model_dump()
+    assert answer["prompt_token_ids"] == tokenize(server, messages=MESSAGES)
+    ids = answer["choices"][0]["token_ids"]
+    assert len(ids) == out.usage.completion_tokens and detokenize(server, ids) == out.choices[0].message.content
+    chunks = sse_chunks(server, "/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 8, "temperature": 0,
+                                                         "cache_prompt": False, "return_token_ids": True})
+    assert chunks[0]["prompt_token_ids"] == answer["prompt_token_ids"]
+    assert not any("prompt_token_ids" in c for c in chunks[1:])
+    assert [t for c in chunks if c["choices"] for t in c["choices"][0].get("token_ids") or []] == ids
+
+
+@pytest.mark.parametrize("route", ["/v1/completions", "/v1/chat/completions"])
+def test_return_tokens_as_token_ids_names_logprob_tokens_by_id(server, route):
+    body = {"max_tokens": 6, "temperature": 0, "return_token_ids": True, "return_tokens_as_token_ids": True}
+    if route == "/v1/completions":
+        r = httpx.post(f"{server.base_url}{route}", json={"prompt": "The capital of France is", "logprobs": 2} | body,
+                       timeout=60)
+        choice = r.json()["choices"][0]
+        names, tops = choice["logprobs"]["tokens"], [list(t) for t in choice["logprobs"]["top_logprobs"]]
+    else:
+        r = httpx.post(f"{server.base_url}{route}",
+                       json={"messages": MESSAGES, "logprobs": True, "top_logprobs": 2} | body, timeout=60)
+        choice = r.json()["choices"][0]
+        content = choice["logprobs"]["content"]
+        names, tops = [t["token"] for t in content], [[a["token"] for a in t["top_logprobs"]] for t in content]
+    assert names == [f"token_id:{t}" for t in choice["token_ids"]]
+    assert all(len(top) == 2 and all(re.fullmatch(r"token_id:\d+", name) for name in top) for top in tops)
+
+
+def test_truncate_prompt_tokens_keeps_the_prompts_last_or_first_tokens(server):
+    prompt = "One two three four five six seven eight nine ten eleven twelve."
+    ids = tokenize(server, prompt=prompt)
+    left = completion(server, prompt=prompt, max_tokens=2, truncate_prompt_tokens=5, return_token_ids=True,
+                      echo=True)
+    assert left["prompt_token_ids"] == ids[-5:] and left["text"].startswith(detokenize(server, ids[-5:]))
+    right = completion(server, prompt=prompt, max_tokens=2, truncate_prompt_tokens=5, truncation_side="right",
+                       return_token_ids=True)
+    assert right["prompt_token_ids"] == ids[:5]
+    assert completion(server, prompt=prompt, max_tokens=2, truncate_prompt_tokens=500,
+                      return_token_ids=True)["prompt_token_ids"] == ids  # shorter: unchanged
+    r = httpx.post(f"{server.base_url}/v1/chat/completions", timeout=60,
+                   json={"messages": MESSAGES, "max_tokens": 2, "truncate_prompt_tokens": 4})
+    assert r.status_code == 200 and r.json()["usage"]["prompt_tokens"] == 4, r.text
+
+
+def test_truncate_prompt_tokens_minus_one_fits_a_long_prompt_in_the_context(server):
+    n_ctx = httpx.get(f"{server.base_url}/v1/models", timeout=30).json()["data"][0]["max_model_len"]
+    prompt = [1000 + i % 500 for i in range(n_ctx + 50)]  # token ids: more than a slot holds
+    r = httpx.post(f"{server.base_url}/v1/completions", timeout=120, json={"prompt": prompt, "max_tokens": 4})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "exceed_context_size_error", r.text
+    r = httpx.post(f"{server.base_url}/v1/completions", timeout=300,
+                   json={"prompt": prompt, "max_tokens": 4, "truncate_prompt_tokens": -1, "return_token_ids": True})
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert choice["prompt_token_ids"] == prompt[-(n_ctx - 4):] and r.json()["usage"]["prompt_tokens"] == n_ctx - 4
+
+
+@pytest.mark.parametrize("route", ["/v1/completions", "/v1/chat/completions"])
+def test_continuous_usage_stats_put_the_usage_so_far_on_every_chunk(server, route):
+    body = {"max_tokens": 6, "temperature": 0, "ignore_eos": True,
+            "stream_options": {"include_usage": True, "continuous_usage_stats": True}}
+    body |= {"prompt": "The capital of France is"} if route == "/v1/completions" else {"messages": MESSAGES}
+    chunks = sse_chunks(server, route, body)
+    assert all("usage" in c for c in chunks)
+    outputs = [c["usage"]["completion_tokens"] for c in chunks]
+    assert outputs == sorted(outputs) and outputs[-1] == 6
+    assert {c["usage"]["prompt_tokens"] for c in chunks} == {chunks[-1]["usage"]["prompt_tokens"]}
+    plain = sse_chunks(server, route, body | {"stream_options": {"include_usage": True}})
+    assert [c for c in plain if c.get("usage")] == [plain[-1]]  # without it: the last chunk only
+
+
+def test_return_prompt_text_is_the_rendered_conversation(server):
+    rendered = httpx.post(f"{server.base_url}/apply-template", json={"messages": MESSAGES}, timeout=30).json()
+    r = httpx.post(f"{server.base_url}/v1/chat/completions", timeout=60,
+                   json={"messages": MESSAGES, "max_tokens": 2, "return_prompt_text": True})
+    assert r.json()["prompt_text"] == rendered["prompt"]
+    chunks = sse_chunks(server, "/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 2,
+                                                         "return_prompt_text": True})
+    assert chunks[0]["prompt_text"] == rendered["prompt"]
