@@ -68,7 +68,7 @@ def sampling_params(req: SamplingFields, tokenizer: Tokenizer, defaults: Samplin
     is the checked GBNF the output must follow (lazily with ``grammar_lazy``; None: the
     server's, if any); ``eog_ids`` are
     banned with ``ignore_eos``, as llama-server does (an end-of-generation token that may not end
-    the output is not sampled)."""
+    the output is not sampled), and by ``allowed_token_ids`` that list none of them."""
     given = {name: value for name in FROM_REQUEST if (value := getattr(req, name)) is not None}
     if given.get("repeat_last_n", defaults.repeat_last_n) == -1:  # -1: the whole context, as llama-server
         given["repeat_last_n"] = n_ctx_slot
@@ -86,7 +86,9 @@ def sampling_params(req: SamplingFields, tokenizer: Tokenizer, defaults: Samplin
         raise invalid(f"stop_token_ids: a token id is not in the model's vocabulary of {tokenizer.n_vocab}",
                       param="stop_token_ids")
     bias = logit_bias(req.logit_bias, tokenizer) if req.logit_bias is not None else list(defaults.logit_bias)
-    if req.ignore_eos:
+    if req.allowed_token_ids is not None:  # (the grammar of frontend.structured.constraints)
+        check_tokens(tokenizer, req.allowed_token_ids, "allowed_token_ids")
+    if req.ignore_eos or (req.allowed_token_ids is not None and not set(req.allowed_token_ids) & set(eog_ids)):
         bias += [(t, -math.inf) for t in eog_ids]
     seed = default_seed if req.seed is None else req.seed
     triggers = grammar_triggers(req, tokenizer)  # checked even without a grammar to trigger

@@ -190,6 +190,8 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     guided_choice: Annotated[list[str], msgspec.Meta(min_length=1)] | None = None
     guided_grammar: str | None = None
     structured_outputs: StructuredOutputs | None = None
+    # the output is made of these tokens only (an end-of-generation token among them may end it)
+    allowed_token_ids: Annotated[list[CInt], msgspec.Meta(min_length=1)] | None = None
     # the grammar engine vLLM should use (xgrammar, outlines, ...): a place, not a result; ggserve's
     # is llama.cpp's, and the constraint is the same
     guided_decoding_backend: str | None = None

@@ -49,7 +49,7 @@ LLAMA_SERVER: Table = {
 }
 
 # vLLM's extras (sent in ``extra_body``). Honoured elsewhere: ``guided_*``, ``structured_outputs``,
-# ``min_tokens``, ``cache_salt``, ``repetition_penalty``, ``stop_token_ids``,
+# ``allowed_token_ids``, ``min_tokens``, ``cache_salt``, ``repetition_penalty``, ``stop_token_ids``,
 # ``include_stop_str_in_output``, ``truncate_prompt_tokens`` and ``truncation_side``,
 # ``add_special_tokens`` on /v1/completions and /v1/embeddings, ``return_token_ids`` and
 # ``return_tokens_as_token_ids`` on the OpenAI routes, ``include_reasoning``,
@@ -59,8 +59,6 @@ VLLM: Table = {
     "best_of": (lambda v: v == 1, "no server-side best-of; ask for n choices and pick one"),
     "use_beam_search": (_falsy, "no beam search"),
     "length_penalty": (lambda v: v == 1, "length_penalty applies to beam search, which ggserve does not do"),
-    "allowed_token_ids": (_falsy, "no token whitelist; a grammar (guided_grammar, guided_regex, guided_choice) "
-                          "constrains the output"),
     "bad_words": (_falsy, "no banned words; logit_bias can ban tokens"),
     "logits_processors": (_falsy, "no custom logits processors"),
     "prompt_logprobs": (_never, "/v1/completions gives the prompt's log-probabilities with echo and logprobs"),

@@ -1,7 +1,7 @@
 """The grammar a request's output must follow, from llama-server's ``grammar`` or ``json_schema``,
 OpenAI's ``response_format``, or vLLM's ``guided_*`` / ``structured_outputs`` (a schema, a regex or
-a choice the whole output matches, a GBNF grammar); every problem is a 400 found here, before the
-engine sees the request."""
+a choice the whole output matches, a GBNF grammar) and ``allowed_token_ids`` (token literals of
+llama.cpp's grammars); every problem is a 400 found here, before the engine sees the request."""
 
 from __future__ import annotations
 
@@ -40,6 +40,9 @@ def output_grammar(checker: GrammarChecker, body: SamplingFields, frame: Frame |
         return check_grammar(checker, f"root ::= {body_expr}\n", param)
     if kind == "choice":
         return check_grammar(checker, "root ::= " + " | ".join(gbnf.literal(c) for c in value) + "\n", param)
+    if kind == "tokens":  # end-of-generation tokens are the grammar's end, not literals (sampling_params)
+        return check_grammar(checker, "root ::= (" + " | ".join(f"<[{t}]>" for t in sorted(set(value))) + ")*\n",
+                             param)
     if isinstance(value, str):  # a schema as JSON text (vLLM takes either)
         try:
             value = json.loads(value)
@@ -50,10 +53,11 @@ def output_grammar(checker: GrammarChecker, body: SamplingFields, frame: Frame |
 
 def _constraints(body: SamplingFields) -> list[tuple[str, str, Any]]:
     """(param, kind, value) of every output constraint the request sets: llama-server's, OpenAI's
-    and vLLM's fields; kind is grammar, schema, regex or choice."""
+    and vLLM's fields; kind is grammar, schema, regex, choice or tokens."""
     out: list[tuple[str, str, Any]] = []
     for param, kind in (("grammar", "grammar"), ("json_schema", "schema"), ("guided_json", "schema"),
-                        ("guided_regex", "regex"), ("guided_choice", "choice"), ("guided_grammar", "grammar")):
+                        ("guided_regex", "regex"), ("guided_choice", "choice"), ("guided_grammar", "grammar"),
+                        ("allowed_token_ids", "tokens")):
         value = getattr(body, param)
         if value is not None:
             out.append((param, kind, value))

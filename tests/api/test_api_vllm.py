@@ -1,6 +1,6 @@
 """What a client written for ``vllm serve`` sends: vLLM's extra request fields (the OpenAI SDK's
 ``extra_body``), where constrained output (``guided_*``, ``structured_outputs``), ``stop_token_ids``,
-``include_stop_str_in_output``, ``min_tokens``, ``cache_salt``, ``add_special_tokens``,
+``include_stop_str_in_output``, ``min_tokens``, ``allowed_token_ids``, ``cache_salt``, ``add_special_tokens``,
 ``repetition_penalty``, ``truncate_prompt_tokens``, ``return_token_ids``,
 ``return_tokens_as_token_ids``, ``return_prompt_text`` and ``continuous_usage_stats`` are honoured
 and every other vLLM extra is a 400 naming it unless it has its neutral value; and vLLM's
@@ -122,6 +122,10 @@ def test_a_gbnf_grammar_forces_its_language(sdk):
     ({"structured_outputs": {"regex": "a", "disable_any_whitespace": True}}, "structured_outputs"),
     ({"structured_outputs": {"choices": ["a"]}}, "structured_outputs"),
     ({"truncate_prompt_tokens": 0}, "truncate_prompt_tokens"),
+    ({"allowed_token_ids": []}, "allowed_token_ids"),
+    ({"allowed_token_ids": [10**9]}, "allowed_token_ids"),
+    ({"allowed_token_ids": [-3]}, "allowed_token_ids"),
+    ({"allowed_token_ids": [5], "guided_choice": ["a"]}, "allowed_token_ids"),
     ({"truncation_side": "middle"}, "truncation_side"),
     ({"stop_token_ids": [10**9]}, "stop_token_ids"),
     ({"repetition_penalty": 0}, "repetition_penalty"),
@@ -231,7 +235,7 @@ def test_repetition_penalty_is_repeat_penalty_over_the_whole_context(server):
 
 
 # vLLM field -> a value that asks for something
-ASKING = {"best_of": 2, "use_beam_search": True, "length_penalty": 0.5, "allowed_token_ids": [5],
+ASKING = {"best_of": 2, "use_beam_search": True, "length_penalty": 0.5,
           "bad_words": ["x"], "logits_processors": ["m.P"], "prompt_logprobs": 1,
           "skip_special_tokens": False, "spaces_between_special_tokens": False, "guided_whitespace_pattern": " ",
           "structural_tag": "{}", "chat_template": "{{ x }}", "documents": [{"text": "x"}],
@@ -240,7 +244,7 @@ ASKING = {"best_of": 2, "use_beam_search": True, "length_penalty": 0.5, "allowed
           "add_special_tokens": True, "return_token_ids": True, "logprob_token_ids": [5],
           "repetition_detection": {"max_pattern_size": 4}, "watermarking": True, "stream_interval": 4,
           "include_reasoning": False, "thinking_token_budget": 8, "return_prompt_text": True}
-NEUTRAL = {"best_of": 1, "use_beam_search": False, "length_penalty": 1.0, "allowed_token_ids": None,
+NEUTRAL = {"best_of": 1, "use_beam_search": False, "length_penalty": 1.0,
            "bad_words": [], "logits_processors": None, "prompt_logprobs": None,
            "skip_special_tokens": True, "spaces_between_special_tokens": True, "guided_whitespace_pattern": None,
            "structural_tag": None, "chat_template": None, "documents": None, "mm_processor_kwargs": None,
@@ -417,3 +421,19 @@ def test_return_prompt_text_is_the_rendered_conversation(server):
     chunks = sse_chunks(server, "/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 2,
                                                          "return_prompt_text": True})
     assert chunks[0]["prompt_text"] == rendered["prompt"]
+
+
+def test_allowed_token_ids_make_the_whole_output(server):
+    ids = greedy_ids(server, 12)
+    allowed = sorted(set(ids[4:9]))  # tokens the model would write later, not first
+    choice = completion(server, max_tokens=10, allowed_token_ids=allowed, return_token_ids=True)
+    assert set(choice["token_ids"]) <= set(allowed) and len(choice["token_ids"]) == 10
+    assert choice["finish_reason"] == "length"  # no end-of-generation token was allowed
+    eos = tokenize(server, prompt="<eos>", add_special_tokens=False)
+    assert len(eos) == 1
+    with_eos = completion(server, max_tokens=10, allowed_token_ids=allowed + eos, return_token_ids=True)
+    assert set(with_eos["token_ids"]) <= set(allowed)  # and it may end with <eos> (not in the ids)
+    chat_ids = httpx.post(f"{server.base_url}/v1/chat/completions", timeout=60, json={
+        "messages": MESSAGES, "max_tokens": 6, "temperature": 0, "allowed_token_ids": allowed,
+        "return_token_ids": True}).json()["choices"][0]["token_ids"]
+    assert set(chat_ids) <= set(allowed) and len(chat_ids) == 6
