@@ -376,7 +376,7 @@ class ModelEngine:
             return [], []
         logits = logits_view(self.ctx, layout.n_outputs, self.n_vocab)  # rows of device-sampled sequences: stale
         prompt_logprobs = [
-            PromptLogprobs(seq, target_logprobs(logits[row : row + len(targets)], targets, top))
+            PromptLogprobs(seq, target_logprobs(logits[row : row + len(targets)], targets, top, ranked=True))
             for (seq, row, targets), top in zip(layout.spans, prompt_tops)
         ]
         samples = self._verify(drafted_items, layout, logits, failures, drafted)

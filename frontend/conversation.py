@@ -32,6 +32,7 @@ from frontend.http import sse
 from frontend.http.asgi import Request
 from frontend.http.errors import invalid
 from frontend.state import Frontend
+from frontend.api import prompt_logprobs
 from frontend.api.lora import request_lora
 from frontend.api.native_result import NativeResults
 from frontend.structured.lazy import preserved_ids
@@ -180,7 +181,7 @@ async def start(fe: Frontend, req: Request, body: ChatCompletionRequest, logprob
     lora = request_lora(body, info)
     chunks = fe.media_arena.put([mprompt.spans]) if mprompt.spans else None  # last: nothing may raise after it
     requests = engine_requests(req.id, [prompt], body.n, body, sampling, limit, logprobs, fe.cache_defaults,
-                               lora=lora, media=chunks)
+                               prompt_logprobs.requested(body), lora=lora, media=chunks)
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
                      fe.written(fe.tokenizer.marker_tokens(markers)

@@ -195,6 +195,7 @@ class TokenLogprob(_Part):
     token_id: int
     logprob: float
     top: list[tuple[int, float]] = []
+    rank: int = 0  # of a prompt token: 1 + how many tokens were more likely (0 for generated tokens)
 
 
 class RequestStats(_Part):

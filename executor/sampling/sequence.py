@@ -627,22 +627,25 @@ def verify_draft(
     return tokens, [p or r for p, r in zip(post, raw)]
 
 
-def target_logprobs(block: np.ndarray, targets: list[int], top_n: int) -> list[TokenLogprob]:
-    """Row j's log-probability of ``targets[j]`` (+ top_n alternatives), vectorised over rows."""
+def target_logprobs(block: np.ndarray, targets: list[int], top_n: int, ranked: bool = False) -> list[TokenLogprob]:
+    """Row j's log-probability of ``targets[j]`` (+ top_n alternatives; its rank when ``ranked``:
+    another pass over the vocabulary), vectorised over rows."""
     peak = block.max(axis=1, keepdims=True)
     log_z = peak[:, 0] + np.log(np.exp(block - peak).sum(axis=1, dtype=np.float64))
     rows = np.arange(len(targets))
-    chosen = (block[rows, targets] - log_z).tolist()
+    target_logits = block[rows, targets]
+    chosen = (target_logits - log_z).tolist()
+    ranks = ((block > target_logits[:, None]).sum(axis=1) + 1).tolist() if ranked else [0] * len(targets)
     if top_n <= 0:
-        return [TokenLogprob(t, lp) for t, lp in zip(targets, chosen)]
+        return [TokenLogprob(t, lp, rank=r) for t, lp, r in zip(targets, chosen, ranks)]
     top_idx = np.argpartition(block, -top_n, axis=1)[:, -top_n:]
     top_val = np.take_along_axis(block, top_idx, axis=1)
     order = np.argsort(-top_val, axis=1)
     top_idx = np.take_along_axis(top_idx, order, axis=1)
     top_lp = np.take_along_axis(top_val, order, axis=1) - log_z[:, None]
     return [
-        TokenLogprob(t, lp, list(zip(ids, lps)))
-        for t, lp, ids, lps in zip(targets, chosen, top_idx.tolist(), top_lp.tolist())
+        TokenLogprob(t, lp, list(zip(ids, lps)), r)
+        for t, lp, ids, lps, r in zip(targets, chosen, top_idx.tolist(), top_lp.tolist(), ranks)
     ]
 
 

@@ -214,6 +214,8 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     return_token_ids: bool | None = None
     # log-probabilities name their tokens "token_id:<id>" (a token's text may not be valid UTF-8)
     return_tokens_as_token_ids: bool | None = None
+    # each prompt token's log-probability and rank, with this many alternatives (not streamed)
+    prompt_logprobs: TopLogprobs | None = None
 
     def __post_init__(self) -> None:
         if self.n_cmpl is not None:  # llama-server reads n_cmpl first, n as its fallback
@@ -378,7 +380,8 @@ class NativeCompletionRequest(TextCompletionFields, kw_only=True):
     """llama-server's POST /completion (and /infill, which adds the input_* fields)."""
 
     # vLLM's fields of the OpenAI answers, refused here (``return_tokens`` gives the ids)
-    not_honoured: ClassVar[frozenset[str]] = frozenset({"return_token_ids", "return_tokens_as_token_ids"})
+    not_honoured: ClassVar[frozenset[str]] = frozenset({"return_token_ids", "return_tokens_as_token_ids",
+                                                        "prompt_logprobs"})
 
     prompt: PromptInput = ""
     return_tokens: bool = False
@@ -486,6 +489,19 @@ class AssistantMessage(msgspec.Struct, omit_defaults=True, kw_only=True):
     tool_calls: list[ResponseToolCall] | None = None
 
 
+class PromptTokenLogprob(msgspec.Struct):
+    """vLLM's log-probability of a prompt token (or of an alternative to it)."""
+
+    logprob: float
+    rank: int  # 1: the most likely token
+    decoded_token: str
+
+
+# vLLM's prompt_logprobs: per prompt token, by token id, the token and the most likely
+# alternatives; None for the first (nothing precedes it)
+PromptLogprobs = list[dict[int, PromptTokenLogprob] | None]
+
+
 class ChatChoice(msgspec.Struct):
     index: int
     message: AssistantMessage
@@ -510,6 +526,7 @@ class ChatCompletion(msgspec.Struct, tag_field="object", tag="chat.completion", 
     verbose: Verbose = msgspec.field(default=None, name="__verbose")
     prompt_token_ids: list[int] | None = None  # vLLM's return_token_ids
     prompt_text: str | None = None  # vLLM's return_prompt_text
+    prompt_logprobs: PromptLogprobs | None = None  # vLLM's (of the first choice's prompt)
 
 
 class ToolCallFunctionDelta(msgspec.Struct, omit_defaults=True, kw_only=True):
@@ -594,6 +611,7 @@ class CompletionChoice(msgspec.Struct):
     # vLLM's return_token_ids: the choice's prompt (a stream's first chunk of the choice) and its tokens
     prompt_token_ids: list[int] | msgspec.UnsetType = msgspec.UNSET
     token_ids: list[int] | msgspec.UnsetType = msgspec.UNSET
+    prompt_logprobs: PromptLogprobs | msgspec.UnsetType = msgspec.UNSET  # vLLM's
 
 
 class Completion(msgspec.Struct, tag_field="object", tag="text_completion", omit_defaults=True):

@@ -51,8 +51,8 @@ LLAMA_SERVER: Table = {
 # vLLM's extras (sent in ``extra_body``). Honoured elsewhere: ``guided_*``, ``structured_outputs``,
 # ``allowed_token_ids``, ``min_tokens``, ``cache_salt``, ``repetition_penalty``, ``stop_token_ids``,
 # ``include_stop_str_in_output``, ``truncate_prompt_tokens`` and ``truncation_side``,
-# ``add_special_tokens`` on /v1/completions and /v1/embeddings, ``return_token_ids`` and
-# ``return_tokens_as_token_ids`` on the OpenAI routes, ``include_reasoning``,
+# ``add_special_tokens`` on /v1/completions and /v1/embeddings, ``return_token_ids``,
+# ``return_tokens_as_token_ids`` and ``prompt_logprobs`` on the OpenAI routes, ``include_reasoning``,
 # ``thinking_token_budget`` and ``return_prompt_text`` on chat, ``normalize`` on /v1/embeddings.
 # A field a request type lists in its ``not_honoured`` is refused there although it has it.
 VLLM: Table = {
@@ -61,7 +61,7 @@ VLLM: Table = {
     "length_penalty": (lambda v: v == 1, "length_penalty applies to beam search, which ggserve does not do"),
     "bad_words": (_falsy, "no banned words; logit_bias can ban tokens"),
     "logits_processors": (_falsy, "no custom logits processors"),
-    "prompt_logprobs": (_never, "/v1/completions gives the prompt's log-probabilities with echo and logprobs"),
+    "prompt_logprobs": (_never, "/v1/completions and /v1/chat/completions give them"),
     "return_token_ids": (_falsy, "llama-server's return_tokens gives the generated token ids here"),
     "return_tokens_as_token_ids": (_falsy, "llama-server's completion_probabilities give each token's id here"),
     "logprob_token_ids": (_falsy, "no log-probabilities of chosen token ids; top_logprobs gives the most likely"),

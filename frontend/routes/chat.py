@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 
 from frontend import conversation
+from frontend.api import prompt_logprobs
 from frontend.api.unsupported_fields import refuse_unsupported
 from frontend.api.schemas import (
     CHAT_COMPLETION_ID_PREFIX,
@@ -176,6 +177,9 @@ async def chat_completions(fe: Frontend, req: Request) -> Response | StreamRespo
         verbose=run.native.first(gen, results) if run.native is not None else None,
         prompt_token_ids=run.prompt_token_ids if body.return_token_ids else None,
         prompt_text=run.prompt_text if body.return_prompt_text else None,
+        prompt_logprobs=prompt_logprobs.as_vllm(fe.tokenizer, results[0].prompt_logprobs, body.prompt_logprobs,
+                                                bool(body.return_tokens_as_token_ids))
+        if body.prompt_logprobs is not None else None,
     ))
 
 

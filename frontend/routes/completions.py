@@ -21,6 +21,7 @@ from frontend.generation import ChoiceDelta, ChoiceResult, Generation, TokenText
 from frontend.http.asgi import Request, Response, StreamResponse, json_response
 from frontend.text.prompts import Prompt, completion_prompts
 from frontend.api.unsupported_fields import refuse_unsupported
+from frontend.api import prompt_logprobs
 from frontend.api.lora import request_lora
 from frontend.api.native_result import NativeResults, stream_tail
 from frontend.api.sampling import (
@@ -61,8 +62,10 @@ def _logprobs(tokens: list[TokenText], offset: int, as_ids: bool) -> CompletionL
     )
 
 
-def _echo_logprobs(fe: Frontend, prompt: Prompt, lps: list[TokenLogprob], as_ids: bool) -> CompletionLogprobs:
-    """The echoed prompt's tokens: the first has no log-probability (nothing precedes it)."""
+def _echo_logprobs(fe: Frontend, prompt: Prompt, lps: list[TokenLogprob], top_n: int,
+                   as_ids: bool) -> CompletionLogprobs:
+    """The echoed prompt's tokens with ``top_n`` alternatives each: the first has no
+    log-probability (nothing precedes it)."""
     name = token_name(as_ids)
 
     def text(token_id: int) -> str:
@@ -70,7 +73,7 @@ def _echo_logprobs(fe: Frontend, prompt: Prompt, lps: list[TokenLogprob], as_ids
 
     texts = [text(t) for t in prompt.token_ids]
     tops: list[dict[str, float] | None] = [None]
-    tops += [{name(text(t), t): v for t, v in lp.top} for lp in lps]
+    tops += [{name(text(t), t): v for t, v in lp.top[:top_n]} for lp in lps]
     return CompletionLogprobs(
         tokens=[name(s, t) for s, t in zip(texts, prompt.token_ids)],
         token_logprobs=[None, *(lp.logprob for lp in lps)],
@@ -79,12 +82,12 @@ def _echo_logprobs(fe: Frontend, prompt: Prompt, lps: list[TokenLogprob], as_ids
     )
 
 
-def _choice_logprobs(fe: Frontend, result: ChoiceResult, echoed: Prompt | None, echo_text: str,
+def _choice_logprobs(fe: Frontend, result: ChoiceResult, echoed: Prompt | None, echo_text: str, top_n: int,
                      as_ids: bool) -> CompletionLogprobs:
     generated = _logprobs(result.tokens, len(echo_text), as_ids)
     if echoed is None:
         return generated
-    prompt = _echo_logprobs(fe, echoed, result.prompt_logprobs, as_ids)
+    prompt = _echo_logprobs(fe, echoed, result.prompt_logprobs, top_n, as_ids)
     return CompletionLogprobs(
         tokens=prompt.tokens + generated.tokens,
         token_logprobs=prompt.token_logprobs + generated.token_logprobs,
@@ -169,12 +172,13 @@ async def completions(fe: Frontend, req: Request) -> Response | StreamResponse:
     fe.fill_defaults(body)
     budget = tagged_budget(body, fe.tokenizer)
     logprobs = body.logprobs if body.logprobs is not None else (body.n_probs if body.n_probs > 0 else -1)
-    prompt_logprobs = logprobs if body.echo else -1
+    echoed_logprobs = logprobs if body.echo else -1  # the echoed prompt's, and/or vLLM's prompt_logprobs
+    engine_prompt_logprobs = max(echoed_logprobs, prompt_logprobs.requested(body))
     sampling = sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids,
                                info.n_ctx_slot, grammar)
     requests = engine_requests(req.id, [p.token_ids for p in prompts], body.n, body,
                                with_tagged_budget(sampling, budget, [p.text for p in prompts]), limit, logprobs,
-                               fe.cache_defaults, prompt_logprobs, request_lora(body, info))
+                               fe.cache_defaults, engine_prompt_logprobs, request_lora(body, info))
     gen = Generation(fe.engine, fe.tokenizer, requests, body.n, stop_strings(body.stop), logprobs >= 0,
                      sse.ping_interval(body.sse_ping_interval, fe.cfg.sse_ping_interval),
                      fe.written(preserved_ids(fe.tokenizer, body.preserved_tokens)), time_limit_s(body), body.n_indent,
@@ -198,11 +202,13 @@ async def completions(fe: Frontend, req: Request) -> Response | StreamResponse:
                 index=r.index,
                 text=echoes[r.index] + r.text,
                 logprobs=_choice_logprobs(fe, r, prompts[r.index // body.n] if body.echo else None, echoes[r.index],
-                                          as_ids)
+                                          logprobs, as_ids)
                 if logprobs >= 0 else None,
                 finish_reason=r.finish_reason,
                 prompt_token_ids=prompts[r.index // body.n].token_ids if body.return_token_ids else msgspec.UNSET,
                 token_ids=r.token_ids if body.return_token_ids else msgspec.UNSET,
+                prompt_logprobs=prompt_logprobs.as_vllm(fe.tokenizer, r.prompt_logprobs, body.prompt_logprobs, as_ids)
+                if body.prompt_logprobs is not None else msgspec.UNSET,
             )
             for r in results
         ],

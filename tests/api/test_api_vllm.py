@@ -2,7 +2,7 @@
 ``extra_body``), where constrained output (``guided_*``, ``structured_outputs``), ``stop_token_ids``,
 ``include_stop_str_in_output``, ``min_tokens``, ``allowed_token_ids``, ``cache_salt``, ``add_special_tokens``,
 ``repetition_penalty``, ``truncate_prompt_tokens``, ``return_token_ids``,
-``return_tokens_as_token_ids``, ``return_prompt_text`` and ``continuous_usage_stats`` are honoured
+``return_tokens_as_token_ids``, ``prompt_logprobs``, ``return_prompt_text`` and ``continuous_usage_stats`` are honoured
 and every other vLLM extra is a 400 naming it unless it has its neutral value; and vLLM's
 endpoints beside OpenAI's (/tokenize and /detokenize in vLLM's form, /ping, /version).
 
@@ -123,6 +123,8 @@ def test_a_gbnf_grammar_forces_its_language(sdk):
     ({"structured_outputs": {"choices": ["a"]}}, "structured_outputs"),
     ({"truncate_prompt_tokens": 0}, "truncate_prompt_tokens"),
     ({"allowed_token_ids": []}, "allowed_token_ids"),
+    ({"prompt_logprobs": 1, "stream": True}, "prompt_logprobs"),
+    ({"prompt_logprobs": 21}, "prompt_logprobs"),
     ({"allowed_token_ids": [10**9]}, "allowed_token_ids"),
     ({"allowed_token_ids": [-3]}, "allowed_token_ids"),
     ({"allowed_token_ids": [5], "guided_choice": ["a"]}, "allowed_token_ids"),
@@ -255,6 +257,7 @@ NEUTRAL = {"best_of": 1, "use_beam_search": False, "length_penalty": 1.0,
            "return_prompt_text": False}
 # where a field is refused: chat completions, unless chat honours it
 REFUSED_AT = {"return_token_ids": "/completion", "return_tokens_as_token_ids": "/completion",
+              "prompt_logprobs": "/completion",
               "include_reasoning": "/v1/completions", "thinking_token_budget": "/v1/completions",
               "return_prompt_text": "/v1/completions", "add_special_tokens": "/v1/chat/completions"}
 
@@ -437,3 +440,33 @@ def test_allowed_token_ids_make_the_whole_output(server):
         "messages": MESSAGES, "max_tokens": 6, "temperature": 0, "allowed_token_ids": allowed,
         "return_token_ids": True}).json()["choices"][0]["token_ids"]
     assert set(chat_ids) <= set(allowed) and len(chat_ids) == 6
+
+
+def test_prompt_logprobs_give_each_prompt_tokens_logprob_rank_and_alternatives(server):
+    prompt = "The capital of France is Paris, and the capital of Italy is"
+    ids = tokenize(server, prompt=prompt)
+    choice = completion(server, prompt=prompt, max_tokens=1, prompt_logprobs=3)
+    echoed = completion(server, prompt=prompt, max_tokens=1, echo=True, logprobs=1)["logprobs"]
+    entries = choice["prompt_logprobs"]
+    assert len(entries) == len(ids) and entries[0] is None
+    for i, (token_id, entry) in enumerate(zip(ids[1:], entries[1:]), 1):
+        assert list(entry)[0] == str(token_id)  # the prompt token first, then the most likely ones
+        mine = entry[str(token_id)]
+        assert mine["logprob"] == pytest.approx(echoed["token_logprobs"][i], abs=1e-4)
+        assert mine["decoded_token"] == echoed["tokens"][i]
+        by_rank = sorted(entry.values(), key=lambda e: e["rank"])
+        assert [e["rank"] for e in by_rank][:3] == [1, 2, 3] and len(entry) == 3 + (mine["rank"] > 3)
+        assert all(a["logprob"] >= b["logprob"] for a, b in zip(by_rank, by_rank[1:]))
+    only = completion(server, prompt=prompt, max_tokens=1, prompt_logprobs=0, return_tokens_as_token_ids=True)
+    assert all(list(e) == [str(t)] and e[str(t)]["decoded_token"] == f"token_id:{t}"
+               for t, e in zip(ids[1:], only["prompt_logprobs"][1:]))
+
+
+def test_chat_prompt_logprobs_cover_the_rendered_conversation(server):
+    r = httpx.post(f"{server.base_url}/v1/chat/completions", timeout=60,
+                   json={"messages": MESSAGES, "max_tokens": 1, "prompt_logprobs": 0, "return_token_ids": True})
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    entries, ids = answer["prompt_logprobs"], answer["prompt_token_ids"]
+    assert len(entries) == len(ids) == answer["usage"]["prompt_tokens"] and entries[0] is None
+    assert [list(e) for e in entries[1:]] == [[str(t)] for t in ids[1:]]

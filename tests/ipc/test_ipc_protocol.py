@@ -49,7 +49,7 @@ SAMPLING = p.SamplingParams(
     reasoning_budget=p.ReasoningBudget(tokens=64, start="<think>", ends=["</think>", "</reasoning>"], forced=[2, 3],
                                         open=True, control=True),
 )
-LOGPROB = p.TokenLogprob(token_id=42, logprob=-0.125, top=[(42, -0.125), (9, -2.5)])
+LOGPROB = p.TokenLogprob(token_id=42, logprob=-0.125, top=[(42, -0.125), (9, -2.5)], rank=1)
 STATS = p.RequestStats(
     n_prompt_tokens=20,
     n_cached_tokens=8,
