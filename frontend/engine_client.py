@@ -34,6 +34,7 @@ from ipc import transport
 from ipc.protocol import (
     Abort,
     AddRequest,
+    AddRequests,
     EmbedRequest,
     EndReasoning,
     EndReasoningDone,
@@ -136,7 +137,12 @@ class EngineClient:
         queue: asyncio.Queue[RequestOutput] = asyncio.Queue()
         for request in requests:
             self._queues[request.request_id] = queue
-            self._send(request)
+        generation = [r for r in requests if isinstance(r, AddRequest)]
+        if len(generation) > 1:  # one call's choices and prompts: admitted whole or not at all
+            self._send(AddRequests(generation))
+        else:
+            for request in requests:
+                self._send(request)
         return queue
 
     def abort(self, request_ids: list[str]) -> None:

@@ -292,6 +292,13 @@ class AddRequest(_Msg):
     media: list[MediaChunk] = []  # in prompt order (see MediaChunk)
 
 
+class AddRequests(_Msg):
+    """The engine requests of one API call (its n choices, its prompts): queued together, or
+    all refused with the same error. A call of one request sends its AddRequest alone."""
+
+    requests: list[AddRequest]
+
+
 class EmbedRequest(_Msg):
     """Pool the hidden states of each input (an embedding server only): no sampling, no output
     tokens. Inputs are packed, one sequence each, into the same decodes as other requests'."""
@@ -891,6 +898,7 @@ class StreamCancelled(_Msg):
 
 Message = Union[
     AddRequest,
+    AddRequests,
     EmbedRequest,
     VectorsRead,
     Abort,

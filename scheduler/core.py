@@ -196,11 +196,21 @@ class Scheduler:
             self.lora_scales[entry.id] = entry.scale
 
     def add_request(self, msg: AddRequest, peer: bytes, now: float | None = None) -> None:
+        self.add_requests([msg], peer, now)
+
+    def add_requests(self, msgs: list[AddRequest], peer: bytes, now: float | None = None) -> None:
+        """The engine requests of one API call: queued together, or all refused with the first
+        problem found (the queue's limit counts what waits before the call, not its own choices)."""
         now = time.monotonic() if now is None else now
-        rejection = validation.request_problem(self, msg)
+        rejection = validation.call_problem(self, msgs)
         if rejection is not None:
-            self._reject(msg.request_id, peer, rejection)
+            for msg in msgs:
+                self._reject(msg.request_id, peer, rejection)
             return
+        for msg in msgs:
+            self._queue(msg, peer, now)
+
+    def _queue(self, msg: AddRequest, peer: bytes, now: float) -> None:
         if self.context_shift and not msg.media:  # a shift could cut a picture in two
             req = Request(msg, peer, msg.max_tokens, now, context_limited=False)
         else:

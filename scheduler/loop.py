@@ -27,6 +27,7 @@ from ggserve.config import ServeConfig
 from ipc.protocol import (
     Abort,
     AddRequest,
+    AddRequests,
     Drain,
     Drained,
     EmbedRequest,
@@ -152,7 +153,9 @@ class SchedulerLoop:
         if peer in self.peers:
             self.peers[peer] = time.monotonic()
         if isinstance(msg, AddRequest):
-            self.core.add_request(msg, peer)
+            self.core.add_requests([msg], peer)
+        elif isinstance(msg, AddRequests):
+            self.core.add_requests(msg.requests, peer)
         elif isinstance(msg, EmbedRequest):
             self.core.add_embedding(msg, peer)
         elif isinstance(msg, VectorsRead):

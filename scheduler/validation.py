@@ -17,8 +17,20 @@ if TYPE_CHECKING:
     from scheduler.core import Scheduler
 
 
-def request_problem(sched: Scheduler, msg: AddRequest) -> EngineError | None:
-    """Why a generation request is refused, or None."""
+def call_problem(sched: Scheduler, msgs: list[AddRequest]) -> EngineError | None:
+    """Why the engine requests of one API call are refused (together), or None. A full queue
+    refuses the call whole: its own choices do not count against it."""
+    for msg in msgs:
+        problem = _request_problem(sched, msg)
+        if problem is not None:
+            return problem
+    if len(sched.waiting) >= sched.max_queue:
+        return EngineError(ErrorCode.OVERLOADED, f"{len(sched.waiting)} requests are waiting")
+    return None
+
+
+def _request_problem(sched: Scheduler, msg: AddRequest) -> EngineError | None:
+    """Why a generation request is refused, or None (the queue's length aside: see call_problem)."""
     problem = _not_now(sched, msg.request_id)
     if problem is not None:
         return problem
@@ -45,8 +57,6 @@ def request_problem(sched: Scheduler, msg: AddRequest) -> EngineError | None:
     lora_problem = lora.problem(msg.lora, len(sched.lora_scales)) if msg.lora else None
     if lora_problem is not None:
         return EngineError(ErrorCode.INVALID_REQUEST, lora_problem)
-    if len(sched.waiting) >= sched.max_queue:
-        return EngineError(ErrorCode.OVERLOADED, f"{len(sched.waiting)} requests are waiting")
     return None
 
 

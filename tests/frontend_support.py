@@ -32,6 +32,7 @@ from ipc import transport
 from ipc.protocol import (
     Abort,
     AddRequest,
+    AddRequests,
     EngineError,
     EngineInfo,
     EngineStats,
@@ -129,8 +130,10 @@ class FakeScheduler:
             self.hold = False
 
     def messages(self, kind: type) -> list:
+        """The messages of this type received so far (AddRequest: those of every AddRequests too)."""
         with self._lock:
-            return [m for m in self.received if isinstance(m, kind)]
+            received = [r for m in self.received for r in (m.requests if isinstance(m, AddRequests) else [m])]
+            return [m for m in received if isinstance(m, kind)]
 
     def aborted_ids(self) -> set[str]:
         return {rid for m in self.messages(Abort) for rid in m.request_ids}
@@ -161,13 +164,15 @@ class FakeScheduler:
         if isinstance(msg, Hello):
             self._peers.add(peer)
             self._known.add(peer)
-        elif isinstance(msg, AddRequest):
-            if self.reject:
+        elif isinstance(msg, (AddRequest, AddRequests)):
+            requests = [msg] if isinstance(msg, AddRequest) else msg.requests
+            if self.reject:  # one call's requests are refused together, as the scheduler does
                 code = self.reject.pop(0)
                 error = EngineError(code, f"fake engine says {code.name}")
-                self._send(sock, peer, [RequestOutput(msg.request_id, finish_reason=FinishReason.ERROR, error=error)])
+                self._send(sock, peer, [RequestOutput(r.request_id, finish_reason=FinishReason.ERROR, error=error)
+                                        for r in requests])
             else:
-                self._waiting.append(_Running(msg, peer))
+                self._waiting += [_Running(r, peer) for r in requests]
         elif isinstance(msg, Abort):
             for queue in (self._waiting, self._running):
                 for r in [r for r in queue if r.request.request_id in msg.request_ids]:

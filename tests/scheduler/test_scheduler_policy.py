@@ -380,6 +380,31 @@ def test_full_queue_rejects_with_overloaded() -> None:
     assert final.error.code == ErrorCode.OVERLOADED
 
 
+def test_a_calls_choices_are_queued_together_or_refused_together() -> None:
+    """The queue's limit counts the requests waiting before a call, not the call's own n
+    choices: an idle server takes n above --max-queue, a full one refuses every choice."""
+    h = Harness(n_slots=1, max_queue=2)
+    params = SamplingParams(temperature=0)
+    h.sched.add_requests([AddRequest(f"a-{i}", prompt(5), 4, params) for i in range(5)], b"peer")
+    h._collect()
+    assert len(h.sched.waiting) == 5 and not h.outputs  # all five queued, none refused
+    h.sched.add_requests([AddRequest(f"b-{i}", prompt(5, 300), 4, params) for i in range(2)], b"peer")
+    h._collect()
+    assert [h.final(f"b-{i}").error.code for i in range(2)] == [ErrorCode.OVERLOADED] * 2
+    assert len(h.sched.waiting) == 5  # none of the refused call's choices stayed
+    h.run_until_idle()
+    assert all(h.final(f"a-{i}").finish_reason == FinishReason.LENGTH for i in range(5))
+
+
+def test_a_bad_request_refuses_its_whole_call() -> None:
+    h = Harness(n_slots=2)
+    params = SamplingParams(temperature=0)
+    h.sched.add_requests([AddRequest("c-0", prompt(5), 4, params), AddRequest("c-1", [], 4, params)], b"peer")
+    h._collect()
+    assert [h.final(r).error.code for r in ("c-0", "c-1")] == [ErrorCode.INVALID_REQUEST] * 2
+    assert not h.sched.waiting
+
+
 def test_prompt_longer_than_the_per_request_context_is_rejected() -> None:
     h = Harness(n_slots=4, n_ctx=256, ctx_per_request=64)
     h.add("big", prompt(64))
