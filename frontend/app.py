@@ -33,7 +33,7 @@ import msgspec
 
 from frontend.http import sse
 from frontend.observe import metrics, openapi
-from frontend.http.errors import ApiError, unavailable
+from frontend.http.errors import UNREADABLE_JSON, ApiError, unavailable
 from frontend.http.asgi import ErrorBody, Headers, Request, Response, StreamResponse, error_response, read_body
 from frontend.observe.openapi import Operation
 from frontend.http.cors import Cors
@@ -395,10 +395,11 @@ class App:
         return by_method
 
     def _route(self, method: str, path: str) -> Route:
+        """The route of ``method`` at ``path``; HEAD is GET's, answered without the body."""
         by_method = self._methods(path)
-        route = by_method.get(method)
+        route = by_method.get("GET" if method == "HEAD" else method)
         if route is None:
-            allowed = ", ".join(by_method)
+            allowed = ", ".join([*by_method, *(["HEAD"] if "GET" in by_method else [])])
             raise ApiError(405, f"{path} accepts {allowed}, not {method}", headers=[(b"allow", allowed.encode())])
         return route
 
@@ -413,6 +414,9 @@ class App:
                 response = await route.handler(await self._target(route, req), req)
             if isinstance(response, StreamResponse) and route.generates and req.headers.get(streams.HEADER):
                 response = await streams.record(self.streams, req, response)
+            if isinstance(response, StreamResponse) and req.method == "HEAD":  # its headers, no events
+                await response.chunks.aclose()
+                response = Response(b"", content_type=response.content_type, headers=response.headers)
             if isinstance(response, StreamResponse):
                 await _send_stream(send, response, extra_headers, req.trace)
                 return
@@ -422,7 +426,7 @@ class App:
             log.exception("%s %s failed", req.method, req.path)
             error = ApiError(500, "internal error; the server log has the details")
             response = error_response(error, route.error_body)
-        await _send_response(send, response, extra_headers, req.trace, error)
+        await _send_response(send, response, extra_headers, req.trace, error, head=req.method == "HEAD")
 
     async def _target(self, route: Route, req: Request) -> Frontend | ModelRouter | WorkerStreams:
         """What the route's handler is called with (see Route.scope)."""
@@ -485,7 +489,7 @@ class App:
 def _wants_stream(body: bytes) -> bool:
     try:
         return msgspec.json.decode(body, type=_StreamField).stream is True
-    except msgspec.DecodeError:
+    except UNREADABLE_JSON:  # (msgspec's DecodeError is a ValueError)
         return False
 
 
@@ -500,7 +504,9 @@ def _autoload(req: Request, default: bool) -> bool:
 
 
 async def _send_response(send: Callable[[dict[str, Any]], Awaitable[None]], response: Response,
-                         extra_headers: Headers, trace: RequestTrace, error: ApiError | None = None) -> None:
+                         extra_headers: Headers, trace: RequestTrace, error: ApiError | None = None,
+                         head: bool = False) -> None:
+    """``head``: the answer to a HEAD request: GET's headers (its content-length too), no body."""
     trace.status = response.status
     trace.error = error.message if error is not None else ""
     await send({
@@ -514,7 +520,7 @@ async def _send_response(send: Callable[[dict[str, Any]], Awaitable[None]], resp
             *extra_headers,
         ],
     })
-    await send({"type": "http.response.body", "body": response.body})
+    await send({"type": "http.response.body", "body": b"" if head else response.body})
 
 
 async def _send_stream(send: Callable[[dict[str, Any]], Awaitable[None]], response: StreamResponse,

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from frontend.http.errors import invalid
+from frontend.http.errors import UNREADABLE_JSON, invalid
 
 
 def _falsy(value: Any) -> bool:
@@ -106,7 +106,7 @@ def refuse_unsupported(body: bytes, request_type: type[msgspec.Struct]) -> None:
         return
     try:
         fields = msgspec.json.decode(body)
-    except msgspec.DecodeError:
+    except UNREADABLE_JSON:  # (msgspec's DecodeError is a ValueError)
         return  # the typed decode reports the malformed body
     if not isinstance(fields, dict):
         return

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from frontend.http.errors import ApiError, from_validation
+from frontend.http.errors import UNREADABLE_JSON, ApiError, from_validation, invalid
 from frontend.observe.trace import RequestTrace
 
 T = TypeVar("T")
@@ -37,6 +37,8 @@ class Request:
             return msgspec.json.decode(self.body, type=type_)
         except msgspec.DecodeError as exc:
             raise from_validation(exc) from None
+        except UNREADABLE_JSON as exc:  # text that is not UTF-8, or nested deeper than the decoder goes
+            raise invalid(f"request body is not valid JSON: {exc}") from None
 
 
 @dataclass(slots=True)

@@ -1,5 +1,5 @@
-"""API keys: ``Authorization: Bearer <key>`` or ``X-Api-Key: <key>`` (either may carry it),
-compared in constant time.
+"""API keys: ``Authorization: Bearer <key>``, the bare key as the whole Authorization header (as
+llama-server takes it), or ``X-Api-Key: <key>``; compared in constant time.
 
 With no key configured every request passes and any Authorization header is ignored (the openai
 SDK always sends one).
@@ -22,9 +22,9 @@ class ApiKeys:
         if not self._keys:
             return True
         presented = [headers.get("x-api-key", "").strip()]
-        scheme, _, credentials = headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer":
-            presented.append(credentials.strip())
+        authorization = headers.get("authorization", "").strip()
+        scheme, _, credentials = authorization.partition(" ")
+        presented.append(credentials.strip() if scheme.lower() == "bearer" else authorization)
         # Compare with every key (no early exit) so timing tells nothing about which one is close.
         matched = False
         for candidate in (p.encode() for p in presented if p):

@@ -86,6 +86,11 @@ _RETRYABLE = frozenset(
 )
 
 
+# What msgspec raises, besides DecodeError, on a body it cannot read: bytes that are not UTF-8
+# inside a string (UnicodeDecodeError, a ValueError) or nesting past its recursion limit.
+UNREADABLE_JSON = (ValueError, RecursionError)
+
+
 def from_validation(exc: msgspec.ValidationError | msgspec.DecodeError) -> ApiError:
     """A 400 from msgspec's decode error; ``param`` is the JSON path of the bad field."""
     text = str(exc)

@@ -14,7 +14,7 @@ import msgspec
 from frontend.api.schemas import HealthStatus, Model, ModelList, ModelStatusInfo, OllamaModel
 from frontend.http import multipart, sse
 from frontend.http.asgi import Request, Response, StreamResponse, json_response
-from frontend.http.errors import ApiError, invalid
+from frontend.http.errors import UNREADABLE_JSON, ApiError, invalid
 from frontend.observe import metrics
 from frontend.router import ModelRouter
 from frontend.state import Frontend
@@ -39,7 +39,7 @@ def requested_model(req: Request, router: ModelRouter) -> str:
     elif not name and req.body.strip():
         try:
             name = msgspec.json.decode(req.body, type=ModelName).model
-        except msgspec.DecodeError:
+        except UNREADABLE_JSON:  # (msgspec's DecodeError is a ValueError)
             name = ""  # the handler reports the bad body
     if not name:
         raise invalid("model name is missing from the request", param="model")

@@ -76,6 +76,16 @@ def test_unknown_route_and_wrong_method(url: str):
     assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
     r = httpx.get(f"{url}/v1/chat/completions")
     assert r.status_code == 405 and r.headers["allow"] == "POST"
+    r = httpx.post(f"{url}/health")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
+
+
+@pytest.mark.parametrize("path", ["/health", "/v1/models", "/props"])
+def test_head_answers_gets_headers_without_a_body(url: str, path: str):
+    got, head = httpx.get(f"{url}{path}"), httpx.head(f"{url}{path}")
+    assert head.status_code == got.status_code == 200 and head.content == b""
+    assert head.headers["content-type"] == got.headers["content-type"]
+    assert head.headers["content-length"] == got.headers["content-length"]
 
 
 def test_invalid_json_is_400_not_500(url: str):
@@ -84,6 +94,23 @@ def test_invalid_json_is_400_not_500(url: str):
     assert set(r.json()["error"]) == {"message", "type", "param", "code"}
     r = httpx.post(f"{url}/v1/completions", json={"prompt": {"a": 1}})
     assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"
+
+
+DEEP = b"[" * 1200 + b"]" * 1200  # nested deeper than msgspec's decoder goes
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "\xff"}]}'),  # not UTF-8
+    ("/v1/chat/completions", b'{"messages": [], "chat_template_kwargs": {"a": ' + DEEP + b"}}"),
+    ("/v1/messages", b'{"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "\xff"}]}'),
+    ("/v1/messages", b'{"model": "m", "max_tokens": 1, "messages": [], "tools": [{"name": "t", "input_schema": '
+                     b'{"a": ' + DEEP + b"}}]}"),
+    ("/tokenize", b'{"content": "\xfe"}'),
+    ("/completion", b'{"prompt": "x", "json_schema": {"a": ' + DEEP + b"}}"),
+])
+def test_unreadable_json_is_a_400(url: str, path: str, body: bytes):
+    r = httpx.post(f"{url}{path}", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"], r.text
 
 
 def test_body_over_the_limit_is_413(url: str):
@@ -276,6 +303,8 @@ def test_api_keys(tmp_path, reply_ids, metrics_no_auth: bool):
         assert httpx.get(f"{url}/v1/models", headers={"authorization": "Bearer nope"}).status_code == 401
         assert httpx.get(f"{url}/v1/models", headers={"authorization": "Bearer k2"}).status_code == 200
         assert httpx.get(f"{url}/v1/models", headers={"x-api-key": "k1"}).status_code == 200
+        assert httpx.get(f"{url}/v1/models", headers={"authorization": "k1"}).status_code == 200  # as llama-server
+        assert httpx.get(f"{url}/v1/models", headers={"authorization": "Basic k1"}).status_code == 401
         assert httpx.get(f"{url}/metrics").status_code == (200 if metrics_no_auth else 401)
         assert httpx.get(f"{url}/").status_code == 200  # the web UI loads, then asks for a key
         paths = httpx.get(f"{url}/openapi.json").json()["paths"]  # served without a key, like /health
