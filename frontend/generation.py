@@ -298,14 +298,16 @@ class Generation:
         )
 
 
-    def timings(self) -> Timings:
-        """llama-server's timings of this call: the engine's stats once every choice is done,
-        live figures measured here before that. Over several choices: tokens add up, each
-        phase lasts as long as its slowest choice."""
-        firsts = self.choices[:: self._n]
-        predicted_n = sum(c.n_tokens for c in self.choices)
-        if self.done and all(c.stats is not None for c in self.choices):
-            stats = [c.stats for c in self.choices if c.stats is not None]
+    def timings(self, index: int | None = None) -> Timings:
+        """llama-server's timings of this call, or of its choice ``index`` alone (what a stream's
+        chunks of that choice carry): the engine's stats once the choices are done, live figures
+        measured here before that. Over several choices: tokens add up, each phase lasts as long
+        as its slowest choice."""
+        choices = self.choices if index is None else [self.choices[index]]
+        firsts = self.choices[:: self._n] if index is None else choices
+        predicted_n = sum(c.n_tokens for c in choices)
+        if all(c.finished and c.stats is not None for c in choices):
+            stats = [c.stats for c in choices if c.stats is not None]
             first_stats = [c.stats for c in firsts if c.stats is not None]
             return make_timings(
                 cache_n=sum(s.n_cached_tokens for s in first_stats),
@@ -317,7 +319,7 @@ class Generation:
                 draft_n_accepted=sum(s.n_draft_accepted for s in stats),
             )
         now = time.monotonic()
-        started = [c.first_token_at for c in self.choices if c.first_token_at is not None]
+        started = [c.first_token_at for c in choices if c.first_token_at is not None]
         prompt_n = sum(len(self._requests[c.index].prompt_token_ids) for c in firsts)
         if not self._t_submit:  # not submitted yet (a stream's first chunk is built before)
             return make_timings(0, prompt_n, 0.0, 0, 0.0)

@@ -51,6 +51,8 @@ def _engine_logprobs(body: ChatCompletionRequest) -> int:
     """-1: none; 0: the chosen token; k: chosen + top k (``top_logprobs``, or llama-server's ``n_probs``)."""
     if body.logprobs:
         return body.top_logprobs or 0
+    if body.top_logprobs is not None:  # OpenAI's rule, and llama-server's
+        raise invalid("top_logprobs requires logprobs to be set to true", param="top_logprobs")
     return body.n_probs if body.n_probs > 0 else -1
 
 
@@ -84,12 +86,11 @@ class _ChatChunks:
         options = body.stream_options or StreamOptions()
         self._include_usage, self._continuous_usage = options.usage_chunks()
 
-    def _chunk(self, choices: list[ChatChunkChoice], timings: bool = False, **fields: Any) -> bytes:
-        """A chunk with its timings (the last of a choice, or each with timings_per_token) and the
-        usage so far (continuous_usage_stats)."""
-        if timings or self._body.timings_per_token:
-            fields["timings"] = self._gen.timings()
-        return self._bare(choices, **fields)
+    def _chunk(self, choice: ChatChunkChoice, timings: bool = False) -> bytes:
+        """A chunk of one choice, with that choice's timings (on its last chunk, or on each with
+        timings_per_token) and the usage so far (continuous_usage_stats)."""
+        timed = timings or self._body.timings_per_token
+        return self._bare([choice], timings=self._gen.timings(choice.index) if timed else None)
 
     def _bare(self, choices: list[ChatChunkChoice], **fields: Any) -> bytes:
         return sse.event(ChatCompletionChunk(id=self._id, created=self._created, model=self._model,
@@ -131,10 +132,10 @@ class _ChatChunks:
             if not choices:
                 choices.append(ChatChunkChoice(delta.index, ChatDelta()))
             choices[0].token_ids = delta.token_ids
-        events += [self._chunk([choice]) for choice in choices]
+        events += [self._chunk(choice) for choice in choices]
         if delta.finish_reason is not None:
             reason = conversation.finish_reason(delta.finish_reason, parser)
-            events.append(self._chunk([ChatChunkChoice(delta.index, ChatDelta(), finish_reason=reason)], timings=True))
+            events.append(self._chunk(ChatChunkChoice(delta.index, ChatDelta(), finish_reason=reason), timings=True))
         return events
 
     def tail(self) -> list[bytes]:

@@ -115,8 +115,9 @@ class _CompletionChunks:
                                     usage=self._gen.usage() if self._continuous_usage else None, **fields))
 
     def _chunk(self, choice: CompletionChoice) -> bytes:
+        """A chunk of one choice, with that choice's timings on its last chunk (each with timings_per_token)."""
         timed = self._body.timings_per_token or choice.finish_reason is not None
-        return self._event([choice], timings=self._gen.timings() if timed else None)
+        return self._event([choice], timings=self._gen.timings(choice.index) if timed else None)
 
     def head(self) -> list[bytes]:
         """Each choice's echoed prompt, and its token ids when asked for (vLLM's return_token_ids)."""

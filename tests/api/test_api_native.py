@@ -139,6 +139,18 @@ def test_timings_on_openai_responses_add_up_with_usage(server):
     assert len(finishing) == 1 and set(finishing[0]["timings"]) == TIMINGS
 
 
+@pytest.mark.parametrize("path, body", [("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}]}),
+                                        ("/v1/completions", {"prompt": "Hi"})])
+def test_a_streamed_choice_carries_its_own_timings(server, path, body):
+    """As llama-server: each choice's last chunk has the timings of that choice, not of all n."""
+    chunks = stream_events(server, path, body | {"max_tokens": 4, "n": 3, "ignore_eos": True, "stream": True,
+                                                 "stream_options": {"include_usage": True}})
+    finishing = [c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+    assert sorted(c["choices"][0]["index"] for c in finishing) == [0, 1, 2]
+    assert [c["timings"]["predicted_n"] for c in finishing] == [4, 4, 4]
+    assert chunks[-1]["timings"]["predicted_n"] == chunks[-1]["usage"]["completion_tokens"] == 12  # the call's
+
+
 def test_infill_needs_fim_tokens(server):
     r = post(server, "/infill", {"input_prefix": "def f(", "input_suffix": "):\n", "prompt": ""})
     assert r.status_code == 501 and "fill-in-the-middle" in r.json()["error"]["message"]

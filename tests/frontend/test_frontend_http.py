@@ -94,6 +94,9 @@ def test_invalid_json_is_400_not_500(url: str):
     assert set(r.json()["error"]) == {"message", "type", "param", "code"}
     r = httpx.post(f"{url}/v1/completions", json={"prompt": {"a": 1}})
     assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"
+    r = httpx.post(f"{url}/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}],
+                                                       "top_logprobs": 2})  # without logprobs: OpenAI's 400
+    assert r.status_code == 400 and r.json()["error"]["param"] == "top_logprobs"
 
 
 DEEP = b"[" * 1200 + b"]" * 1200  # nested deeper than msgspec's decoder goes
