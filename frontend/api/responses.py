@@ -6,7 +6,7 @@ Fields the API defines as hints or bookkeeping are accepted and ignored: ``user`
 on every prompt), ``service_tier``, ``stream_options`` (obfuscation padding), ``text.verbosity``
 and ``reasoning.summary`` (no summaries are written: reasoning comes back whole); and on items
 sent back, their ``id``, ``status``, ``annotations`` and ``logprobs``. ``metadata`` is kept and
-returned, as OpenAI does.
+returned, as OpenAI does. ``include`` is honoured (see ``Include``).
 
 Input items are decoded one by one (``frontend.routes.responses``): a message item may leave out
 its ``type``, which a tagged union cannot express.
@@ -80,7 +80,9 @@ class ReasoningItem(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     type: Literal["reasoning"]
     summary: list[ReasoningText] = []
     content: list[ReasoningText] | None = None
-    encrypted_content: None = None  # never produced here, so never sent back
+    # what ggserve's include "reasoning.encrypted_content" wrote (frontend.routes.responses.seal),
+    # or another server's opaque blob (unreadable here: ignored)
+    encrypted_content: str | None = None
     id: str | None = None
     status: str | None = None
 
@@ -122,6 +124,14 @@ class ReasoningConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     generate_summary: str | None = None  # summary's old name
 
 
+# ``include``: reasoning items carry their reasoning as encrypted_content (which a stateless client
+# sends back to continue the conversation); the outputs of OpenAI's hosted tools, which this
+# server has none of, so they add nothing. Any other value (output_text's logprobs): a 400.
+Include = Literal["reasoning.encrypted_content", "file_search_call.results", "web_search_call.results",
+                  "web_search_call.action.sources", "code_interpreter_call.outputs",
+                  "computer_call_output.output.image_url"]
+
+
 class ResponsesRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     input: str | list[dict[str, Any]]
     model: str = ""  # one model is served: any name
@@ -140,7 +150,7 @@ class ResponsesRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     metadata: dict[str, str] | None = None
     truncation: Literal["disabled"] | None = None  # "auto" (dropping items to fit) is not implemented
     background: bool = False  # true: refused (responses run while their request waits)
-    include: list[str] | None = None  # anything: refused (no extra output data is produced)
+    include: list[Include] | None = None
     # hints and bookkeeping, ignored (see the module's docstring)
     user: str | None = None
     safety_identifier: str | None = None
@@ -190,6 +200,7 @@ class OutputReasoning(msgspec.Struct, tag="reasoning", tag_field="type", kw_only
     content: list[ReasoningTextPart]
     status: Status
     summary: list[Any] = msgspec.field(default_factory=list)
+    encrypted_content: str | msgspec.UnsetType = msgspec.UNSET  # with include "reasoning.encrypted_content"
 
 
 OutputItem = OutputMessage | OutputFunctionCall | OutputReasoning

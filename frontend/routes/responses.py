@@ -11,6 +11,7 @@ A response is stored (``frontend.response_store``) unless ``store`` is false.
 
 from __future__ import annotations
 
+import base64
 import time
 from typing import Any
 
@@ -65,7 +66,7 @@ def chat_messages(items: list[api.InputItem], params: list[str]) -> list[chat.Ch
     reasoning = ""
     for item, param in zip(items, params, strict=True):
         if isinstance(item, api.ReasoningItem):
-            reasoning += "".join(part.text for part in item.content or item.summary)
+            reasoning += "".join(part.text for part in item.content or item.summary) or unseal(item.encrypted_content)
             turn = None
         elif isinstance(item, api.FunctionCallItem) or (isinstance(item, api.MessageItem) and item.role == "assistant"):
             text = _text(item.content, f"{param}.content") if isinstance(item, api.MessageItem) else ""
@@ -116,9 +117,6 @@ def chat_request(body: api.ResponsesRequest, items: Items, n_stored: int) -> cha
         messages.insert(0, chat.ChatMessage(role="system", content=body.instructions))
     if body.background:
         raise invalid("background responses are not supported", param="background")
-    if body.include:
-        raise invalid(f"include {body.include[0]!r} is not supported: no extra output data is produced",
-                      param="include")
     tools = [chat.Tool(function=chat.FunctionDef(name=t.name, description=t.description, parameters=t.parameters,
                                                  strict=t.strict)) for t in body.tools or []]
     choice = body.tool_choice
@@ -140,20 +138,39 @@ def chat_request(body: api.ResponsesRequest, items: Items, n_stored: int) -> cha
         timings_per_token=body.timings_per_token, return_progress=body.return_progress)
 
 
-def _item(response_id: str, block: Block, status: api.Status) -> api.OutputItem:
-    """A block as an output item; while in progress, without its text (as an item is announced)."""
+def _item(response_id: str, block: Block, status: api.Status, sealed: bool = False) -> api.OutputItem:
+    """A block as an output item; while in progress, without its text (as an item is announced);
+    ``sealed``: a reasoning item carries its reasoning as encrypted_content too."""
     item_id = f"{_ITEM_PREFIX[block.kind]}_{response_id.removeprefix('resp_')}_{block.index}"
     done = status != "in_progress"
     if block.kind == "text":
         return api.OutputMessage(id=item_id, content=[api.OutputTextPart(block.text)] if done else [], status=status)
     if block.kind == "thinking":
         return api.OutputReasoning(id=item_id, content=[api.ReasoningTextPart(block.text)] if done else [],
-                                   status=status)
+                                   status=status,
+                                   encrypted_content=seal(block.text) if sealed and done else msgspec.UNSET)
     return api.OutputFunctionCall(id=item_id, call_id=block.call_id, name=block.name, arguments=block.text,
                                   status=status)
 
 
 _ITEM_PREFIX = {"text": "msg", "thinking": "rs", "tool_call": "fc"}
+_SEAL = "ggserve-reasoning:"
+
+
+def seal(reasoning: str) -> str:
+    """A reasoning item's encrypted_content: the reasoning itself, encoded (the response shows it
+    anyway), so that a client keeping no state gets it back into the conversation."""
+    return _SEAL + base64.b64encode(reasoning.encode()).decode()
+
+
+def unseal(content: str | None) -> str:
+    """The reasoning in an encrypted_content that ``seal`` wrote; "" for another server's."""
+    if not content or not content.startswith(_SEAL):
+        return ""
+    try:
+        return base64.b64decode(content.removeprefix(_SEAL), validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return ""
 
 
 class _Turn:
@@ -163,6 +180,7 @@ class _Turn:
                  run: ChatRun) -> None:
         self.fe, self.body, self.id, self.items, self.run = fe, body, response_id, items, run
         self.created = int(time.time())
+        self.sealed = "reasoning.encrypted_content" in (body.include or ())
 
     def response(self, status: api.Status, output: list[api.OutputItem] | None = None,
                  usage: api.ResponseUsage | None = None) -> api.Response:
@@ -187,7 +205,7 @@ class _Turn:
         n_reasoning = len(self.fe.tokenizer.tokenize(reasoning, add_special=False, parse_special=True)) \
             if reasoning else 0
         status: api.Status = "incomplete" if finish_reason == "length" else "completed"
-        output = [_item(self.id, b, "completed") for b in blocks]
+        output = [_item(self.id, b, "completed", self.sealed) for b in blocks]
         response = self.response(status, output, api.ResponseUsage(
             usage.prompt_tokens, api.InputTokensDetails(usage.prompt_tokens_details.cached_tokens),
             usage.completion_tokens, api.OutputTokensDetails(n_reasoning), usage.total_tokens))
@@ -270,7 +288,7 @@ class _ResponseStream:
         if block.kind != "tool_call":
             out.append(self._data("response.content_part.done", **content, part=_part(block.kind, block.text)))
         out.append(self._data("response.output_item.done", output_index=block.index,
-                               item=_item(turn_id, block, "completed")))
+                               item=_item(turn_id, block, "completed", self._turn.sealed)))
         return out
 
 

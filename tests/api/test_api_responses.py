@@ -13,6 +13,8 @@ import jsonschema
 import openai
 import pytest
 
+from frontend.api import responses as api
+from frontend.routes import responses as responses_route
 from tests.conftest import start_server
 
 WEATHER = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 16}, "unit": {"enum": ["c", "f"]}},
@@ -86,6 +88,30 @@ def test_reasoning_item(sdk):
     events = list(sdk.responses.create(**kwargs, stream=True))
     assert [e.type for e in events] == text_item_events(events, "reasoning_text", "response.incomplete")
     assert events[-4].text == out.output[0].content[0].text
+
+
+def test_include_encrypted_reasoning_round_trips_for_stateless_clients(sdk):
+    """include "reasoning.encrypted_content": a reasoning item carries its reasoning in a form a
+    client keeping no state sends back (store false), and it reaches the next turn; another
+    server's blob (llama-server sends "") is accepted and ignored."""
+    kwargs = {"model": "any", "max_output_tokens": 6, "temperature": 0, "store": False,
+              "input": [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": "<think>"}]}
+    plain = sdk.responses.create(**kwargs).output[0]
+    assert plain.type == "reasoning" and plain.encrypted_content is None
+    item = sdk.responses.create(**kwargs, include=["reasoning.encrypted_content"]).output[0]
+    assert item.encrypted_content and responses_route.unseal(item.encrypted_content) == item.content[0].text
+    streamed = list(sdk.responses.create(**kwargs, include=["reasoning.encrypted_content"], stream=True))
+    assert streamed[-2].item.encrypted_content == item.encrypted_content  # output_item.done
+    back = [api.ReasoningItem(type="reasoning", encrypted_content=item.encrypted_content),
+            api.MessageItem(role="assistant", content="Red.")]
+    turn = responses_route.chat_messages(back, ["input.0", "input.1"])[0]
+    assert turn.reasoning_content == item.content[0].text and turn.content == "Red."
+    foreign = [api.ReasoningItem(type="reasoning", encrypted_content="gAAAAB..."), back[1]]
+    assert responses_route.chat_messages(foreign, ["input.0", "input.1"])[0].reasoning_content is None
+    again = sdk.responses.create(model="any", max_output_tokens=2, input=[
+        {"role": "user", "content": QUESTION}, {"type": "reasoning", "summary": [], "encrypted_content": ""},
+        {"role": "assistant", "content": "Red."}, {"role": "user", "content": "More?"}])
+    assert again.status in ("completed", "incomplete")
 
 
 def test_json_schema_format(sdk):
@@ -199,6 +225,7 @@ def test_llama_server_telemetry_on_the_unversioned_route(server, sdk):
     ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]}]}, "input.0.content.0"),
     ({"input": [{"type": "item_reference", "id": "x"}]}, "input.0.type"),
     ({"input": "hi", "truncation": "auto"}, "truncation"),
+    ({"input": "hi", "include": ["message.output_text.logprobs"]}, "include[0]"),
     ({"input": "hi", "previous_response_id": "resp_unknown"}, "previous_response_id"),
 ])
 def test_bad_requests_in_openai_shape(server, body, param):
