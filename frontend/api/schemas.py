@@ -100,13 +100,13 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     max_tokens: int | None = None  # None or -1: until the slot's context is full (no limit with --context-shift)
     n_predict: int | None = None  # llama-server's name of max_tokens
     temperature: Annotated[float, msgspec.Meta(ge=0.0)] | None = None
-    top_p: float | None = None
+    top_p: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None = None  # OpenAI's and vLLM's ranges
     n: ChoiceCount = 1
     n_cmpl: ChoiceCount | None = None  # llama-server's name of n
     stop: str | list[str] | None = None
     seed: int | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
+    presence_penalty: Annotated[float, msgspec.Meta(ge=-2.0, le=2.0)] | None = None
+    frequency_penalty: Annotated[float, msgspec.Meta(ge=-2.0, le=2.0)] | None = None
     # OpenAI: token id (as a string) -> bias in [-100, 100]. llama-server also accepts text keys.
     logit_bias: LogitBias | None = None
     stream: bool = False

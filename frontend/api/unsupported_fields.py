@@ -1,5 +1,5 @@
-"""Request fields of llama-server's and vLLM's APIs that ggserve does not implement: refused with
-a 400 that names them.
+"""Request fields of llama-server's, vLLM's and OpenAI's APIs that ggserve does not implement:
+refused with a 400 that names them.
 
 The rule: every field llama-server or vLLM accepts is either honoured (it is a field of the
 request schemas in ``frontend.api.schemas``) or refused here, never silently dropped. A field
@@ -91,7 +91,20 @@ VLLM: Table = {
                            "template's prompt does"),
 }
 
-_REFUSED = {**LLAMA_SERVER, **VLLM}
+# OpenAI's own fields that ask for what ggserve cannot give. Honoured or accepted elsewhere: the
+# rest; ``prediction`` (Predicted Outputs) is a hint to go faster, with the same output, and
+# ``store``, ``metadata``, ``service_tier``, ``user``, ``prompt_cache_key``, ``safety_identifier``
+# and ``verbosity`` are bookkeeping or hints (like any unknown field, ignored).
+OPENAI: Table = {
+    "functions": (_falsy, "the deprecated functions API is not supported; send them as tools"),
+    "function_call": (lambda v: v in ("none", "auto"), "the deprecated functions API is not supported; "
+                      "use tool_choice"),
+    "audio": (_falsy, "no audio output"),
+    "modalities": (lambda v: v == ["text"], "text is the only output modality"),
+    "web_search_options": (_falsy, "no web search"),
+}
+
+_REFUSED = {**LLAMA_SERVER, **VLLM, **OPENAI}
 _NEEDLES = [(name, f'"{name}"'.encode()) for name in _REFUSED]
 
 

@@ -122,6 +122,9 @@ def test_suffix_needs_an_infill_model(sdk):
         {"prompt": "x", "logprobs": 99},
         {"prompt": "x", "echo": True, "logprobs": 1, "stream": True},
         {"prompt": "x", "n": "two"},
+        {"prompt": "x", "top_p": 1.5},  # OpenAI's ranges (and vLLM's)
+        {"prompt": "x", "presence_penalty": 2.5},
+        {"prompt": "x", "frequency_penalty": -3},
     ],
 )
 def test_bad_requests_are_400(server, body: dict):

@@ -116,6 +116,20 @@ def test_unreadable_json_is_a_400(url: str, path: str, body: bytes):
     assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"], r.text
 
 
+@pytest.mark.parametrize("field, value", [
+    ("functions", [{"name": "f", "parameters": {"type": "object"}}]), ("function_call", {"name": "f"}),
+    ("audio", {"voice": "alloy", "format": "wav"}), ("modalities", ["text", "audio"]),
+    ("web_search_options", {"search_context_size": "low"}),
+])
+def test_openai_fields_asking_for_what_is_not_served_are_400s_naming_them(url: str, field: str, value: object):
+    body = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 1}
+    r = httpx.post(f"{url}/v1/chat/completions", json=body | {field: value})
+    assert r.status_code == 400 and r.json()["error"]["param"] == field, r.text
+    neutral = {"functions": [], "function_call": "auto", "audio": None, "modalities": ["text"],
+               "web_search_options": None}
+    assert httpx.post(f"{url}/v1/chat/completions", json=body | {field: neutral[field]}).status_code == 200
+
+
 def test_body_over_the_limit_is_413(url: str):
     r = httpx.post(f"{url}/v1/completions", content=b"x" * 5000)
     assert r.status_code == 413
