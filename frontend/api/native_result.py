@@ -19,6 +19,7 @@ from frontend.api.sampling import CacheDefaults, stop_strings
 from frontend.api.schemas import SamplingFields
 from frontend.generation import Choice, ChoiceResult, Generation, TokenText
 from frontend.http import sse
+from frontend.observe.introspection import RANDOM_SEED
 from frontend.state import Frontend
 from frontend.structured.lazy import triggers_json
 from frontend.text.prompts import Prompt
@@ -143,7 +144,7 @@ def generation_settings(body: SamplingFields, sampling: SamplingParams, limit: i
     """The settings the request ran with, under llama-server's names."""
     settings = msgspec.structs.asdict(sampling)
     settings.update(
-        seed=-1 if sampling.seed is None else sampling.seed,
+        seed=RANDOM_SEED if sampling.seed is None else sampling.seed,  # as /props shows it
         grammar=sampling.grammar or "",
         # llama-server's shape; a ban (-inf, also ignore_eos's) encodes as JSON's null there too
         logit_bias=[{"bias": b if math.isfinite(b) else None, "token": t} for t, b in sampling.logit_bias],

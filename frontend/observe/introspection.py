@@ -17,7 +17,7 @@ from frontend.structured.lazy import triggers_json
 from ggserve.config import ServeConfig
 from ipc.protocol import EngineInfo, SamplingParams, SlotState
 
-_RANDOM_SEED = 0xFFFFFFFF  # llama.cpp's LLAMA_DEFAULT_SEED: a new random seed per request
+RANDOM_SEED = 0xFFFFFFFF  # llama.cpp's LLAMA_DEFAULT_SEED: a new random seed per request
 _NOT_PARAMS = frozenset({"logit_bias", "grammar"})  # llama-server's short params leave them out
 
 
@@ -25,7 +25,7 @@ def generation_params(sampling: SamplingParams, n_predict: int, ignore_eos: bool
                       n_probs: int = 0) -> dict[str, Any]:
     """llama-server's ``params`` object: every sampler setting, named as the API names it."""
     params = {name: value for name, value in msgspec.structs.asdict(sampling).items() if name not in _NOT_PARAMS}
-    params["seed"] = _RANDOM_SEED if sampling.seed is None else sampling.seed
+    params["seed"] = RANDOM_SEED if sampling.seed is None else sampling.seed
     params.update(triggers_json(sampling.grammar_triggers))
     return params | {"max_tokens": n_predict, "n_predict": n_predict, "ignore_eos": ignore_eos, "n_probs": n_probs}
 

@@ -185,7 +185,9 @@ def _content(block: Block) -> OutputBlock:
         arguments = json.loads(block.text or "{}")
     except json.JSONDecodeError:  # cut off by max_tokens
         arguments = {}
-    return ToolUseContent(block.call_id, block.name, arguments if isinstance(arguments, dict) else {})
+    # Anthropic's ids read toolu_...; a tool_result names it back as it is
+    tool_use_id = "toolu_" + block.call_id.removeprefix("call_")
+    return ToolUseContent(tool_use_id, block.name, arguments if isinstance(arguments, dict) else {})
 
 
 def _event(event: MessageStreamEvent) -> bytes:

@@ -103,7 +103,7 @@ def test_output_format_json_schema(client):
 
 
 def check_call(block, expected: str | None = None) -> None:
-    assert block.type == "tool_use" and block.id and block.name in SCHEMAS
+    assert block.type == "tool_use" and block.id.startswith("toolu_") and block.name in SCHEMAS
     assert expected is None or block.name == expected
     jsonschema.validate(block.input, SCHEMAS[block.name])
 
