@@ -192,6 +192,7 @@ def build_routes(metrics_no_auth: bool, router: bool = False) -> dict[str, dict[
             "llama-server's native embeddings (with --embeddings)", EmbeddingRequest), generates=True,
             needs=EMBEDDINGS)},
         "/v1/rerank": rerank_route,
+        "/v2/rerank": rerank_route,  # Cohere's v2 path, as vLLM serves it
         "/rerank": rerank_route,
         "/v1/reranking": rerank_route,
         "/reranking": rerank_route,

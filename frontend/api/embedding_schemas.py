@@ -70,6 +70,7 @@ class RerankRequest(msgspec.Struct, kw_only=True):
     texts: list[str] | None = None
     top_n: Annotated[int, msgspec.Meta(ge=0)] | None = None
     return_documents: bool = False  # Jina/Cohere: each result carries its document
+    max_tokens_per_doc: Annotated[int, msgspec.Meta(ge=1)] | None = None  # Cohere v2: each document's first k
     return_text: bool = False  # TEI: each result carries its text
 
 

@@ -1,4 +1,5 @@
-"""Reranking: POST /v1/rerank (also /rerank, /v1/reranking, /reranking), as llama-server.
+"""Reranking: POST /v1/rerank (also /rerank, /v1/reranking, /reranking), as llama-server, and
+vLLM's /v2/rerank (Cohere's v2 path, whose ``max_tokens_per_doc`` cuts each document).
 
 Each document is paired with the query and scored by the model's classification head (rank
 pooling); all pairs of a call go to the engine as one request, packed into shared decodes. A pair
@@ -46,7 +47,8 @@ async def rerank(fe: Frontend, req: Request) -> Response:
 
     def pairs() -> list[list[int]]:
         template = fe.tokenizer.metadata(RERANK_TEMPLATE_KEY)
-        inputs = [pair_tokens(fe.tokenizer, template, body.query, doc) for doc in documents]
+        cut = [_first_tokens(fe.tokenizer, doc, body.max_tokens_per_doc) for doc in documents]
+        inputs = [pair_tokens(fe.tokenizer, template, body.query, doc) for doc in cut]
         for i, tokens in enumerate(inputs):
             check_length(i, len(tokens), limit, "documents")
         return inputs
@@ -60,6 +62,14 @@ async def rerank(fe: Frontend, req: Request) -> Response:
                for i in order]
     return json_response(RerankResponse(results, fe.model_id, EmbeddingUsage(stats.n_prompt_tokens,
                                                                                 stats.n_prompt_tokens)))
+
+
+def _first_tokens(tokenizer: Tokenizer, document: str, limit: int | None) -> str:
+    """The document's text cut to its first ``limit`` tokens (Cohere's max_tokens_per_doc)."""
+    if limit is None:
+        return document
+    tokens = tokenizer.tokenize(document, add_special=False, parse_special=False)
+    return document if len(tokens) <= limit else tokenizer.detokenize(tokens[:limit], special=False)
 
 
 def pair_tokens(tokenizer: Tokenizer, template: str | None, query: str, document: str) -> list[int]:

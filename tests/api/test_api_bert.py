@@ -180,6 +180,19 @@ def test_rerank_scores_order_and_top_n(rerank_url: str, hf_tokenizer: HfTokenize
     assert top[0]["document"] == {"text": DOCUMENTS[top[0]["index"]]}
 
 
+def test_cohere_v2_path_and_max_tokens_per_doc(rerank_url: str):
+    v1 = post(f"{rerank_url}/v1/rerank", json={"query": QUERY, "documents": DOCUMENTS}).json()["results"]
+    v2 = post(f"{rerank_url}/v2/rerank", json={"model": "m", "query": QUERY, "documents": DOCUMENTS}).json()["results"]
+    assert v2 == v1
+    cut = post(f"{rerank_url}/v2/rerank", json={"query": QUERY, "documents": DOCUMENTS[:1],
+                                                "max_tokens_per_doc": 2}).json()["results"][0]["relevance_score"]
+    first_two = post(f"{rerank_url}/tokenize", json={"content": DOCUMENTS[0]}).json()["tokens"][:2]
+    text = post(f"{rerank_url}/detokenize", json={"tokens": first_two}).json()["content"]
+    assert cut == pytest.approx(post(f"{rerank_url}/v2/rerank", json={"query": QUERY, "documents": [text]})
+                                .json()["results"][0]["relevance_score"], abs=1e-5)
+    assert cut != pytest.approx(v1[[r["index"] for r in v1].index(0)]["relevance_score"], abs=1e-3)
+
+
 def test_rerank_in_tei_shape(rerank_url: str):
     tei = post(f"{rerank_url}/rerank", json={"query": QUERY, "texts": DOCUMENTS, "return_text": True}).json()
     assert isinstance(tei, list) and {"index", "score", "text"} <= set(tei[0])
