@@ -66,7 +66,8 @@ def plan(fe: Frontend, body: ChatCompletionRequest) -> ChatPlan:
     tools = plan_tools(body, fe.template.source)
     # the request's kwargs, then its reasoning_effort, then the server's defaults (llama-server's order)
     effort = {} if body.reasoning_effort is None else {"reasoning_effort": body.reasoning_effort}
-    extra = fe.cfg.chat_template_kwargs | effort | (body.chat_template_kwargs or {})
+    documents = {} if body.documents is None else {"documents": body.documents}
+    extra = fe.cfg.chat_template_kwargs | effort | documents | (body.chat_template_kwargs or {})
     messages, add_generation_prompt = tools.messages, body.add_generation_prompt is not False
     mode = continuation_mode(body, fe.cfg.prefill_assistant)
     if mode is not None:

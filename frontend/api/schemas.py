@@ -336,6 +336,9 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
     thinking_token_budget: CInt | None = None  # vLLM's name of it
     include_reasoning: bool = True  # vLLM's: false leaves the reasoning out of the answer
     return_prompt_text: bool | None = None  # vLLM's: the rendered conversation in the answer (prompt_text)
+    # vLLM's: documents for retrieval-augmented generation, given to the chat template as
+    # ``documents`` (Command-R's, Granite's); a template that does not use them renders as without
+    documents: list[dict[str, str]] | None = None
 
 
 class PromptObject(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

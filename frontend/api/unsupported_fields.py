@@ -53,7 +53,8 @@ LLAMA_SERVER: Table = {
 # ``include_stop_str_in_output``, ``truncate_prompt_tokens`` and ``truncation_side``,
 # ``add_special_tokens`` on /v1/completions and /v1/embeddings, ``return_token_ids``,
 # ``return_tokens_as_token_ids`` and ``prompt_logprobs`` on the OpenAI routes, ``include_reasoning``,
-# ``thinking_token_budget`` and ``return_prompt_text`` on chat, ``normalize`` on /v1/embeddings.
+# ``thinking_token_budget``, ``return_prompt_text`` and ``documents`` on chat, ``normalize`` on
+# /v1/embeddings.
 # A field a request type lists in its ``not_honoured`` is refused there although it has it.
 VLLM: Table = {
     "best_of": (lambda v: v == 1, "no server-side best-of; ask for n choices and pick one"),
@@ -80,7 +81,7 @@ VLLM: Table = {
     "guided_whitespace_pattern": (_falsy, "no custom whitespace pattern for JSON"),
     "structural_tag": (_falsy, "no structural tags; guided_grammar can express them"),
     "chat_template": (_falsy, "no per-request chat template; start the server with --chat-template-file"),
-    "documents": (_falsy, "no documents for the chat template"),
+    "documents": (_falsy, "documents go to a chat template: chat completions only"),
     "mm_processor_kwargs": (_falsy, "the multimodal projector sets its own options"),
     "priority": (_falsy, "no priorities: requests run first come, first served"),
     "kv_transfer_params": (_falsy, "no disaggregated serving"),

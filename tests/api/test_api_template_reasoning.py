@@ -21,6 +21,8 @@ from conftest import start_server
 TEMPLATE = """\
 <|start|>system<|message|>Reasoning: {{ reasoning_effort | default("medium") }}; \
 thinking: {{ enable_thinking | default("unset") }}<|end|>
+{%- if documents %}<|start|>system<|message|>Documents:{% for d in documents %} {{ d.title }}={{ d.text }}\
+{% endfor %}<|end|>{% endif %}
 {%- if tools %}<|start|>developer<|message|>{% for t in tools %}{{ t.function.name }} {% endfor %}<|end|>
 {%- endif %}
 {%- for m in messages %}<|start|>{{ m.role }}
@@ -65,6 +67,12 @@ def test_reasoning_effort_and_template_kwargs_reach_the_template(server):
     # chat_template_kwargs wins over the top-level field, as in llama-server
     assert "Reasoning: low;" in prompt(server, reasoning_effort="high",
                                        chat_template_kwargs={"reasoning_effort": "low"})
+
+
+def test_vllms_documents_reach_the_template(server):
+    docs = [{"title": "cats", "text": "Cats eat fish."}, {"title": "dogs", "text": "Dogs bark."}]
+    assert "Documents: cats=Cats eat fish. dogs=Dogs bark.<|end|>" in prompt(server, documents=docs)
+    assert "Documents:" not in prompt(server)
 
 
 def test_reasoning_flags_set_template_defaults_that_requests_override(tmp_path):

@@ -259,7 +259,8 @@ NEUTRAL = {"best_of": 1, "use_beam_search": False, "length_penalty": 1.0,
 REFUSED_AT = {"return_token_ids": "/completion", "return_tokens_as_token_ids": "/completion",
               "prompt_logprobs": "/completion",
               "include_reasoning": "/v1/completions", "thinking_token_budget": "/v1/completions",
-              "return_prompt_text": "/v1/completions", "add_special_tokens": "/v1/chat/completions"}
+              "return_prompt_text": "/v1/completions", "documents": "/v1/completions",
+              "add_special_tokens": "/v1/chat/completions"}
 
 
 def test_every_refused_vllm_field_has_an_asking_and_a_neutral_value():
