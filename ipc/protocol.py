@@ -244,6 +244,8 @@ class MediaChunk(_Part):
     # max(rows, columns) of its grid, fewer than its cells; 0: n_tokens. The scheduler counts
     # cells; the executor maps them to positions (executor.media.positions).
     n_pos: int = 0
+    # Which of its file's chunks this is: mtmd cuts audio into 30 s windows, a chunk each, in order.
+    part: int = 0
 
 
 def media_token_id(sha256: str) -> int:

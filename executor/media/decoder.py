@@ -49,8 +49,9 @@ class MediaDecoder:
         self.n_ubatch = n_ubatch
         self.reader = ArenaReader()
         self.chunks: dict[int, dict[int, MediaChunk]] = {}  # seq -> start -> chunk
-        # sha256 -> (embeddings, M-RoPE positions: projector.mrope_positions, or None)
-        self.cache: collections.OrderedDict[str, tuple[np.ndarray, np.ndarray | None]] = collections.OrderedDict()
+        # (sha256, part) -> (embeddings, M-RoPE positions: projector.mrope_positions, or None)
+        self.cache: collections.OrderedDict[tuple[str, int], tuple[np.ndarray, np.ndarray | None]] = (
+            collections.OrderedDict())
         self.cache_bytes = 0
         self.decoded: list[BatchItem] = []  # this step's chunks in the cache (undone if it is refused)
         self.positions = SeqPositions() if self.info.mrope else None
@@ -118,9 +119,10 @@ class MediaDecoder:
         self.decoded = []
 
     def _embeddings(self, chunk: MediaChunk) -> tuple[np.ndarray, np.ndarray | None]:
-        cached = self.cache.get(chunk.sha256)
+        key = (chunk.sha256, chunk.part)
+        cached = self.cache.get(key)
         if cached is not None:
-            self.cache.move_to_end(chunk.sha256)
+            self.cache.move_to_end(key)
             return cached
         data = self.reader.get(chunk.data).tobytes()
         # The frontend frees the region when its request ends: bytes of another file there must
@@ -128,7 +130,7 @@ class MediaDecoder:
         if hashlib.sha256(data).hexdigest() != chunk.sha256:
             raise MediaError("the media file changed before it was encoded (request gone?)")
         encoded = self._encode(data, chunk)
-        self.cache[chunk.sha256] = encoded
+        self.cache[key] = encoded
         self.cache_bytes += encoded[0].nbytes
         while self.cache_bytes > EMBEDDING_CACHE_BYTES and len(self.cache) > 1:
             _, (old, _) = self.cache.popitem(last=False)
@@ -139,15 +141,16 @@ class MediaDecoder:
         n_tokens = chunk.n_tokens
         with projector.chunks_of(self.mtmd, projector.marker(), [data]) as chunks:
             media = [c for c in chunks if not projector.is_text(c)]
-            if (len(media) != 1 or projector.n_embeddings(media[0]) != n_tokens
-                    or projector.n_positions(media[0]) != (chunk.n_pos or n_tokens)):
+            if (len(media) <= chunk.part or projector.n_embeddings(media[chunk.part]) != n_tokens
+                    or projector.n_positions(media[chunk.part]) != (chunk.n_pos or n_tokens)):
                 raise MediaError("the media file gives other numbers of embeddings or positions than the "
                                  "frontend counted")
-            if mtmd.mtmd_encode_chunk(self.mtmd, media[0]) != 0:
+            part = media[chunk.part]  # of a long audio clip, one 30 s window
+            if mtmd.mtmd_encode_chunk(self.mtmd, part) != 0:
                 raise MediaError("the media encoder failed")
             out = mtmd.mtmd_get_output_embd(self.mtmd)
             embd = np.ctypeslib.as_array(out, shape=(n_tokens, self.n_embd)).copy()
-            return embd, projector.mrope_positions(media[0], n_tokens) if self.info.mrope else None
+            return embd, projector.mrope_positions(part, n_tokens) if self.info.mrope else None
 
     def close(self) -> None:
         projector.free(self.mtmd)

@@ -49,7 +49,8 @@ class MediaArena:
                 chunks.append([])
                 for span in spans:
                     ref = arena.put(np.frombuffer(span.file.data, dtype=np.uint8))
-                    chunks[-1].append(MediaChunk(span.start, span.n_tokens, span.file.sha256, ref, span.n_pos))
+                    chunks[-1].append(MediaChunk(span.start, span.n_tokens, span.file.sha256, ref, span.n_pos,
+                                                 span.part))
         except ArenaFull:
             self.release(chunks)
             raise unavailable("too many media files in flight; retry in a moment") from None

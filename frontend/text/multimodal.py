@@ -32,6 +32,7 @@ class Span:
     n_tokens: int
     file: MediaFile
     n_pos: int  # positions it advances (ipc.protocol.MediaChunk.n_pos)
+    part: int = 0  # which of its file's chunks (ipc.protocol.MediaChunk.part)
 
 
 @dataclass(frozen=True)
@@ -86,9 +87,10 @@ class MediaTokenizer:
                         if projector.is_text(chunk):
                             tokens += projector.text_tokens(chunk)
                             continue
-                        file = media[len(spans)]
+                        file = media[projector.file_index(chunk)]
+                        part = sum(span.file is file for span in spans)  # a long audio clip: several
                         n = projector.n_embeddings(chunk)
-                        spans.append(Span(len(tokens), n, file, projector.n_positions(chunk)))
+                        spans.append(Span(len(tokens), n, file, projector.n_positions(chunk), part))
                         tokens += [media_token_id(file.sha256)] * n
             except MediaError as exc:
                 if exc.index is None:

@@ -103,6 +103,7 @@ def chunks_of_parts(ctx: mtmd.mtmd_context_p, parts: list[str | bytes], add_spec
             bitmap = mtmd.mtmd_helper_bitmap_init_from_buf(ctx, buf, len(data), False)
             if not bitmap:
                 raise MediaError(f"media file {i} could not be decoded", i)
+            mtmd.mtmd_bitmap_set_id(bitmap, str(i).encode())  # its chunks say which file they are of
             bitmaps.append(bitmap)
         files = iter(bitmaps)
         inputs = []
@@ -125,6 +126,12 @@ def chunks_of_parts(ctx: mtmd.mtmd_context_p, parts: list[str | bytes], add_spec
         mtmd.mtmd_input_chunks_free(chunks)
         for bitmap in bitmaps:
             mtmd.mtmd_bitmap_free(bitmap)
+
+
+def file_index(chunk: mtmd.mtmd_input_chunk_p) -> int:
+    """Which of chunks_of_parts' files a media chunk is (one file may give several chunks: mtmd
+    cuts audio into 30 s windows)."""
+    return int(mtmd.mtmd_input_chunk_get_id(chunk))
 
 
 def is_text(chunk: mtmd.mtmd_input_chunk_p) -> bool:

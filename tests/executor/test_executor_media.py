@@ -53,7 +53,7 @@ def test_the_picture_is_decoded_and_the_sequence_goes_on(engine, arena, monkeypa
     results = run_prompt(engine, 0, media, 10)
     assert all(r.error is None and not r.failures for r in results)
     assert len(results[-1].samples) == 1
-    assert list(engine.media.cache) == [media.sha256]
+    assert list(engine.media.cache) == [(media.sha256, 0)]
     # the same picture on another sequence comes from the cache: the encoder does not run again
     monkeypatch.setattr(engine.media, "_encode", lambda *_: pytest.fail("encoded twice"))
     again = run_prompt(engine, 1, chunk(arena, png(40, 30, 1)), 20)

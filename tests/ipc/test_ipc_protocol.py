@@ -96,7 +96,7 @@ EXECUTOR_INFO = p.ExecutorInfo(
 # One instance of every message, every field (nested ones too) set to a non-default value.
 REGION = p.ArrayRef(segment="ggserve-run1-executor1-4242", offset=128, nbytes=24, dtype="<f4", shape=(3, 2))
 MEDIA = p.MediaChunk(start=3, n_tokens=2, sha256="ab" * 32, data=p.ArrayRef(
-    segment="ggserve-run1-frontend-media-77", offset=64, nbytes=1000, dtype="|u1", shape=(1000,)), n_pos=1)
+    segment="ggserve-run1-frontend-media-77", offset=64, nbytes=1000, dtype="|u1", shape=(1000,)), n_pos=1, part=1)
 VECTORS = p.Vectors(dim=2, counts=[1, 3], data=bytes(range(8)), regions=[REGION], where=[(-1, 0), (0, 0)])
 
 SAMPLES: list[p.Message] = [

@@ -52,6 +52,20 @@ def test_audio_chat_counts_its_embeddings_and_reuses_the_prefix(server):
     assert second["prompt_tokens_details"]["cached_tokens"] == n_prompt - 1
 
 
+def test_a_clip_over_30_s_is_several_windows(server):
+    """mtmd cuts audio into 30 s windows, a chunk each: a 31 s clip is two, and a short clip
+    after it a third (the executor encodes each window of the file on its own)."""
+    short = chat(server, [{"type": "text", "text": "Hear"}, audio_part(wav(2.0))]).json()["usage"]["prompt_tokens"]
+    long = chat(server, [{"type": "text", "text": "Hear"}, audio_part(wav(31.0))])
+    assert long.status_code == 200, long.text
+    assert long.json()["usage"]["prompt_tokens"] == short + AUDIO_TOKENS  # a second window
+    again = chat(server, [{"type": "text", "text": "Hear"}, audio_part(wav(31.0))]).json()["usage"]
+    assert again["prompt_tokens_details"]["cached_tokens"] == again["prompt_tokens"] - 1
+    both = chat(server, [{"type": "text", "text": "Hear"}, audio_part(wav(31.0)), audio_part(wav(2.0, seed=3))])
+    assert both.status_code == 200, both.text
+    assert both.json()["usage"]["prompt_tokens"] >= short + 2 * AUDIO_TOKENS
+
+
 def test_the_clip_reaches_the_model(server):
     # One slot, so the cells are the same each time: llama.cpp's CPU kernels round differently
     # where a sequence's cells lie in the shared cache, text or audio alike (design.md).
