@@ -55,7 +55,7 @@ from scheduler.embedding.jobs import EmbedJob, EmbedQueue
 from scheduler.executor_state import ExecutorState, FileAction
 from scheduler.observe.metrics import EngineCounters
 from scheduler.observe.reports import engine_stats, prompt_progress, request_stats
-from scheduler.request import Request, Status
+from scheduler.request import CacheKey, Request, Status
 from scheduler.speculative import drafts
 from scheduler.speculative.drafter import POOL_DECAY, Acceptance, SpecSettings
 
@@ -99,6 +99,7 @@ class Scheduler:
         self.requests: dict[str, Request] = {}  # every unfinished request
         self.outputs: dict[bytes, list[RequestOutput]] = collections.defaultdict(list)
         self.replies: list[tuple[bytes, SlotActionDone | EndReasoningDone]] = []  # to frontend peers
+        self.file_keys: dict[str, CacheKey] = {}  # slot files saved in this run: the cache key of their cells
         self._step_ids = 0
         self.counters = collections.Counter[str]()
         self.metrics = EngineCounters()
@@ -589,7 +590,7 @@ class Scheduler:
             slot.pos_min = pos_min
         action, ex.file_in_flight = ex.file_in_flight, None
         if action is not None:
-            self.replies.append(slot_files.done(action, result, now))
+            self.replies.append(slot_files.done(action, result, now, self.file_keys))
         if (result.no_kv_room or result.error is not None) and queued is not None:
             # The executor refuses the step behind one that did not run: undo it first (its
             # cells come after this step's), and let its refusal arrive as a stale result.

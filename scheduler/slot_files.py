@@ -24,6 +24,7 @@ from ipc.protocol import (
 from scheduler import policy
 from scheduler.cache import kv, room
 from scheduler.executor_state import ExecutorState, FileAction
+from scheduler.request import NO_KEY, CacheKey
 from scheduler.slots import Slot
 
 Reply = tuple[bytes, SlotActionDone]  # to a frontend peer
@@ -71,8 +72,11 @@ def start(ex: ExecutorState, counters: collections.Counter[str]) -> Reply | None
     return action.peer, SlotActionDone(msg.token, error=error)
 
 
-def done(action: FileAction, result: StepResult, now: float) -> Reply:
-    """The reply to an action whose step ran; a restored slot holds the file's tokens."""
+def done(action: FileAction, result: StepResult, now: float, file_keys: dict[str, CacheKey]) -> Reply:
+    """The reply to an action whose step ran; a restored slot holds the file's tokens, reusable
+    by the requests of the cache key (adapter set, salt) that computed them: ``file_keys``
+    remembers it for each file saved in this run; another file (a previous run's,
+    llama-server's) restores as computed with no adapters and no salt."""
     answer = result.slot_files[0] if result.slot_files else None
     msg = action.msg
     if answer is None or answer.error is not None:
@@ -81,8 +85,11 @@ def done(action: FileAction, result: StepResult, now: float) -> Reply:
         # a failed load leaves the sequence empty, as the scheduler already counts it
         return action.peer, SlotActionDone(msg.token, error=error)
     n_tokens = action.n_saved
-    if msg.kind == SlotActionKind.RESTORE:
+    if msg.kind == SlotActionKind.SAVE:
+        file_keys[msg.path] = action.slot.cache_key
+    else:
         kv.append(action.slot, answer.tokens)
+        action.slot.cache_key = file_keys.get(msg.path, NO_KEY)
         action.slot.last_used = now
         n_tokens = len(answer.tokens)
     return action.peer, SlotActionDone(msg.token, n_tokens, answer.n_bytes, answer.ms)

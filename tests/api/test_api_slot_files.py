@@ -102,3 +102,20 @@ def test_a_busy_slot_is_a_409(saving):
         assert r.status_code == 409 and r.json()["error"]["type"] == "conflict_error", r.text
         assert action(server, 0, "erase").status_code == 409
     assert not os.path.exists(os.path.join(save_dir, "busy.bin"))
+
+
+def test_a_restored_file_is_reused_only_by_the_key_that_computed_it(saving):
+    """A slot saved from a salted request, restored into another slot: requests of the same
+    salt reuse it; an unsalted request does not (the salt, and the adapter set, go with the
+    file)."""
+    server, _ = saving
+    complete(server, id_slot=0, cache_salt="tenant-a")
+    assert action(server, 0, "save", {"filename": "salted.bin"}).status_code == 200
+    for slot in range(3):
+        assert action(server, slot, "erase").status_code == 200
+    complete(server, id_slot=2, prompt="Something else entirely, to give slot 2 a past.")
+    assert action(server, 2, "restore", {"filename": "salted.bin"}).status_code == 200
+    assert complete(server, id_slot=2)["tokens_cached"] <= 1  # unsalted: computed again
+    assert action(server, 2, "restore", {"filename": "salted.bin"}).status_code == 200
+    n_prompt = complete(server, id_slot=1)["tokens_evaluated"]
+    assert complete(server, id_slot=2, cache_salt="tenant-a")["tokens_cached"] == n_prompt - 1
