@@ -29,6 +29,7 @@ only as the fallback: the arena is full, or a process is remote (tcp://).
 from __future__ import annotations
 
 import enum
+import math
 from typing import Union
 
 import msgspec
@@ -178,7 +179,15 @@ class LoraScale(_Part):
     start (--lora / --lora-scaled), as GET /lora-adapters numbers them."""
 
     id: int
-    scale: float
+    scale: float  # llama.cpp takes a float32: see valid_scale
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def valid_scale(scale: float) -> bool:
+    """Whether a LoRA scale is a number llama.cpp's float32 holds (not NaN, no overflow to inf)."""
+    return math.isfinite(scale) and abs(scale) <= FLOAT32_MAX
 
 
 class LoraAdapterInfo(_Part):

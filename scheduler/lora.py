@@ -9,9 +9,7 @@ steps and cached prefixes. Steps and the prefix cache never mix two keys (schedu
 
 from __future__ import annotations
 
-import math
-
-from ipc.protocol import LoraScale
+from ipc.protocol import LoraScale, valid_scale
 
 LoraKey = tuple[tuple[int, float], ...]  # (adapter id, scale) of the adapters on, by id
 NO_LORA: LoraKey = ()
@@ -37,8 +35,8 @@ def problem(requested: list[LoraScale], n_adapters: int) -> str | None:
     for lora in requested:
         if not 0 <= lora.id < n_adapters:
             return f"LoRA adapter id {lora.id} does not exist ({n_adapters} loaded)"
-        if not math.isfinite(lora.scale):
-            return f"LoRA adapter {lora.id} has scale {lora.scale}; a scale is a finite number"
+        if not valid_scale(lora.scale):
+            return f"LoRA adapter {lora.id} has scale {lora.scale}; a scale is a finite float32 number"
     return None
 
 

@@ -7,11 +7,9 @@ that is not a finite number, is a 400 naming the field (llama-server ignores unk
 
 from __future__ import annotations
 
-import math
-
 from frontend.api.schemas import LoraField, SamplingFields
 from frontend.http.errors import invalid
-from ipc.protocol import EngineInfo, LoraScale
+from ipc.protocol import EngineInfo, LoraScale, valid_scale
 
 
 def n_adapters(info: EngineInfo) -> int:
@@ -26,8 +24,8 @@ def lora_scales(entries: list[LoraField], info: EngineInfo, param: str | None) -
             loaded = f"ids 0..{n - 1}" if n else "none (start it with --lora)"
             raise invalid(f"LoRA adapter id {entry.id} does not exist; the server's adapters are {loaded}",
                           param=param)
-        if not math.isfinite(entry.scale):
-            raise invalid(f"the scale of LoRA adapter {entry.id} is not a finite number", param=param)
+        if not valid_scale(entry.scale):
+            raise invalid(f"the scale of LoRA adapter {entry.id} is not a finite float32 number", param=param)
     return [LoraScale(entry.id, entry.scale) for entry in entries]
 
 

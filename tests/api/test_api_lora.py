@@ -47,7 +47,8 @@ def test_post_sets_the_global_scales_and_unlisted_adapters_go_to_zero(server):
         r = httpx.post(url, json=[{"id": 1, "scale": 0.25}], timeout=30)
         assert r.status_code == 200 and r.json() == {"success": True}
         assert [a["scale"] for a in adapters(server)] == [0.0, 0.25]
-        for bad in ({"id": 0, "scale": 1}, [{"id": 2, "scale": 1}], [{"id": 0, "scale": "high"}], [{"id": 0}]):
+        for bad in ({"id": 0, "scale": 1}, [{"id": 2, "scale": 1}], [{"id": 0, "scale": "high"}], [{"id": 0}],
+                    [{"id": 0, "scale": 1e39}]):  # a double, but infinite as llama.cpp's float32
             r = httpx.post(url, json=bad, timeout=30)
             assert r.status_code == 400, (bad, r.text)
         assert [a["scale"] for a in adapters(server)] == [0.0, 0.25]  # a refused change changes nothing
