@@ -117,9 +117,12 @@ def input_token_limit(info: EngineInfo) -> int:
     return min(info.n_batch, info.n_ctx, *(e.n_ctx_train for e in info.executors))
 
 
-def check_length(index: int, n_tokens: int, limit: int, param: str) -> None:
+def check_length(index: int, n_tokens: int, limit: int, param: str, what: str = "") -> None:
+    """A 400 when input ``index`` of ``param`` is too long; ``what`` names it when it is more
+    than that input (a rerank pair: the query and the document)."""
     if n_tokens > limit:
-        raise ApiError(400, f"{param}[{index}] has {n_tokens} tokens, more than the {limit} one input may have "
+        what = what or f"{param}[{index}]"
+        raise ApiError(400, f"{what} has {n_tokens} tokens, more than the {limit} one input may have "
                        "(it runs whole in one batch: see --batch-size and --ctx-size)",
                        type="exceed_context_size_error", param=param,
                        extra={"n_prompt_tokens": n_tokens, "n_ctx": limit})

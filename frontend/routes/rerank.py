@@ -50,12 +50,14 @@ async def rerank(fe: Frontend, req: Request) -> Response:
         cut = [_first_tokens(fe.tokenizer, doc, body.max_tokens_per_doc) for doc in documents]
         inputs = [pair_tokens(fe.tokenizer, template, body.query, doc) for doc in cut]
         for i, tokens in enumerate(inputs):
-            check_length(i, len(tokens), limit, "documents")
+            check_length(i, len(tokens), limit, "documents", f"the pair of the query and documents[{i}]")
         return inputs
 
     rows, stats = await embed(fe.engine, req.id, await fe.prepare(len(req.body), pairs))
     scores = [float(r[0, 0]) for r in rows]
-    order = sorted(range(len(documents)), key=lambda i: -scores[i])[: body.top_n]
+    # vLLM's /v2/rerank reads top_n 0 as "all" (its default); llama-server's routes as none
+    top_n = None if body.top_n == 0 and req.path.endswith("/v2/rerank") else body.top_n
+    order = sorted(range(len(documents)), key=lambda i: -scores[i])[:top_n]
     if tei:
         return json_response([TeiRank(i, scores[i], documents[i] if body.return_text else None) for i in order])
     results = [RerankResult(i, scores[i], TextDocument(documents[i]) if body.return_documents else None)

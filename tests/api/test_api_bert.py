@@ -184,6 +184,10 @@ def test_cohere_v2_path_and_max_tokens_per_doc(rerank_url: str):
     v1 = post(f"{rerank_url}/v1/rerank", json={"query": QUERY, "documents": DOCUMENTS}).json()["results"]
     v2 = post(f"{rerank_url}/v2/rerank", json={"model": "m", "query": QUERY, "documents": DOCUMENTS}).json()["results"]
     assert v2 == v1
+    assert post(f"{rerank_url}/v2/rerank", json={"query": QUERY, "documents": DOCUMENTS, "top_n": 0}).json()[
+        "results"] == v1  # vLLM's default top_n, 0: all of them
+    assert post(f"{rerank_url}/v1/rerank", json={"query": QUERY, "documents": DOCUMENTS, "top_n": 0}).json()[
+        "results"] == []  # llama-server's reading
     cut = post(f"{rerank_url}/v2/rerank", json={"query": QUERY, "documents": DOCUMENTS[:1],
                                                 "max_tokens_per_doc": 2}).json()["results"][0]["relevance_score"]
     first_two = post(f"{rerank_url}/tokenize", json={"content": DOCUMENTS[0]}).json()["tokens"][:2]
@@ -204,7 +208,8 @@ def test_rerank_in_tei_shape(rerank_url: str):
     ({"query": QUERY, "documents": []}, '"documents" must be a non-empty list'),
     ({"documents": ["d"]}, "query"),
     ({"query": QUERY, "documents": ["d", 5]}, "documents"),
-    ({"query": QUERY, "documents": ["word " * 600]}, "documents[0] has"),
+    ({"query": QUERY, "documents": ["word " * 600]}, "the pair of the query and documents[0] has"),
+    ({"query": "word " * 600, "documents": ["cats"]}, "the pair of the query and documents[0] has"),
 ])
 def test_bad_rerank_requests_are_400(rerank_url: str, body: dict, message: str):
     r = post(f"{rerank_url}/v1/rerank", json=body)
