@@ -264,7 +264,8 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="serve DIR's files at / in place of the chat UI (an API route wins over a file)")
     h.add_argument("--ssl-keyfile", "--ssl-key-file", default="")
     h.add_argument("--ssl-certfile", "--ssl-cert-file", default="")
-    h.add_argument("--max-body-size", type=int, default=d.max_body_size, help="bytes")
+    h.add_argument("--max-body-size", type=int, default=d.max_body_size,
+                   help="largest request body in bytes (a base64 media file takes 4/3 of its size)")
     h.add_argument("-to", "--timeout", type=float, default=d.timeout,
                    help="seconds a request's body may stall before a 408, and its headers may take (at most 30)")
     h.add_argument("--cors-origins", default=",".join(d.cors_origins),
@@ -275,7 +276,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="allow credentials (the default; with --cors-origins * the caller's origin is echoed)")
     h.add_argument("--no-cors-credentials", dest="cors_credentials", action="store_false",
                    help="refuse credentials on cross-origin requests")
-    h.add_argument("--api-prefix", default="", help="serve every route under this path prefix too (e.g. /llm)")
+    h.add_argument("--api-prefix", default="", help="serve every route under this path prefix instead (e.g. /llm)")
     h.add_argument(
         "--sse-ping-interval", type=float, default=d.sse_ping_interval,
         help="seconds without output before a stream sends an SSE ': ping' comment",
@@ -630,6 +631,11 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         raise UsageError("ggserve: --parallel, --executors and --http-workers must be at least 1")
     if args.ctx_per_request < 0:
         raise UsageError("ggserve: --ctx-per-request cannot be negative")
+    if args.ctx_per_request > args.ctx_size:
+        raise UsageError(f"ggserve: --ctx-per-request {args.ctx_per_request} is more than the KV pool "
+                         f"(--ctx-size {args.ctx_size}) holds")
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"ggserve: --port {args.port} is not a TCP port (0-65535)")
     if min(args.control_vector_layers) < 0:
         raise UsageError("ggserve: --control-vector-layer-range takes layer numbers (0: the first / last)")
     if args.embd_normalize < -1:

@@ -217,7 +217,8 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     static_path: str = ""  # --path: a directory whose files are served at / (in place of the web UI)
     ssl_keyfile: str = ""
     ssl_certfile: str = ""
-    max_body_size: int = 16 * 1024 * 1024
+    # a request body: room for a --media-max-bytes file in base64 (4/3 of it) and the rest
+    max_body_size: int = 32 * 1024 * 1024
     timeout: float = 600.0  # --timeout: s a request's headers (at most 30) or next body chunk may take; then 408
     sse_ping_interval: float = 5.0  # seconds without output before a stream sends ": ping"
     cors_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])  # --cors-origins: origins browsers may call from ("*": any)

@@ -607,3 +607,12 @@ def test_draft_model_flags_reach_the_draft_models_parameters_only() -> None:
     assert model_params(cfg, draft=True).n_gpu_layers == 0
     plain = context_params(config_from_args(parse("-t", "3")), 4, draft=True)
     assert (plain.n_threads, plain.n_threads_batch, plain.type_k) == (3, 3, 1)  # the target's threads, f16
+
+
+@pytest.mark.parametrize("flags", [("--port", "99999"), ("--port", "-1"), ("-c", "512", "--ctx-per-request", "1024")])
+def test_impossible_ports_and_request_contexts_are_usage_errors(flags: tuple[str, ...]) -> None:
+    """Refused with exit code 2 before a model loads (a port out of range failed after the load;
+    a request context above the pool was silently capped)."""
+    with pytest.raises(SystemExit) as exc:
+        config_from_args(parse(*flags))
+    assert exc.value.code == 2
