@@ -259,7 +259,7 @@ def run_frontend(cfg: ServeConfig, wait_ready: bool = True, timeout_s: float = 6
         while True:
             assert proc.poll() is None, f"frontend exited with code {proc.returncode}"
             try:
-                status = httpx.get(f"{base_url}/health", verify=False, timeout=1).status_code
+                status = httpx.get(f"{base_url}{cfg.api_prefix}/health", verify=False, timeout=1).status_code
                 if status == 200 or (status == 503 and not wait_ready):
                     break
             except httpx.TransportError:

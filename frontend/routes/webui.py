@@ -50,7 +50,10 @@ async def serve(fe: Frontend, req: Request) -> Response:
     if not fe.cfg.webui:
         raise ApiError(404, f"no endpoint {req.path} (the web UI is off: --no-webui)")
     name, content_type, _ = FILES[req.path]
-    return Response(_read(name), content_type=content_type.encode(), headers=list(_HEADERS))
+    body = _read(name)
+    if name == "index.html" and fe.cfg.api_prefix:  # its files are under --api-prefix too
+        body = body.replace(b'"/webui/', b'"' + fe.cfg.api_prefix.encode() + b"/webui/")
+    return Response(body, content_type=content_type.encode(), headers=list(_HEADERS))
 
 
 async def serve_static(fe: Frontend, req: Request) -> Response:

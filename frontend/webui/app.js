@@ -42,6 +42,9 @@ function save() {
 
 // ---------------------------------------------------------------- API
 
+// The server's routes are under --api-prefix, as this script is: /PREFIX/webui/app.js.
+const PREFIX = new URL(document.currentScript.src).pathname.replace(/\/webui\/app\.js$/, "");
+
 function headers() {
   const result = { "Content-Type": "application/json" };
   const key = localStorage.getItem(STORE.key);
@@ -52,7 +55,7 @@ function headers() {
 // fetch with the API key; a 401 asks for a key and tries again (until the user gives none).
 async function api(path, options = {}) {
   for (;;) {
-    const response = await fetch(path, { ...options, headers: headers() });
+    const response = await fetch(PREFIX + path, { ...options, headers: headers() });
     if (response.status !== 401 || !(await askKey())) return response;
   }
 }

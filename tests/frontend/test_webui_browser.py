@@ -131,6 +131,19 @@ def test_asks_for_the_api_key_when_the_server_needs_one(tmp_path, browser: webdr
         assert browser.execute_script("return localStorage.getItem('ggserve.apiKey')") == "browser-key"
 
 
+@pytest.mark.parametrize("page", ["/api/", "/api"])
+def test_the_page_works_under_the_api_prefix(tmp_path, browser: webdriver.Chrome, page: str) -> None:
+    """--api-prefix: the page's files and the API calls it makes are under the prefix too."""
+    cfg = frontend_config(str(tmp_path), api_prefix="/api")
+    with FakeScheduler(cfg.scheduler_endpoint, [200, 201, 202]), run_frontend(cfg) as url:
+        browser.get(f"{url}{page}")
+        wait(browser, lambda d: d.find_element(By.ID, "model-name").text == cfg.model_alias, timeout_s=30)
+        assert browser.execute_script("return getComputedStyle(document.body).margin") == "0px"  # styled
+        send(browser, "hello")
+        wait(browser, lambda d: "tokens" in d.find_element(By.CSS_SELECTOR, ".message.assistant .meta").text,
+             timeout_s=30)
+
+
 def test_the_servers_ui_config_fills_the_settings_this_browser_has_not_set(tmp_path, browser) -> None:
     ui = {"systemMessage": "Be brief.", "temperature": 0.1, "theme": "dark"}
     cfg = frontend_config(str(tmp_path), ui_settings=json.dumps(ui))
