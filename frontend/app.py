@@ -349,7 +349,8 @@ class App:
             route = self._route(scope["method"], path)
             if route.auth and not self.api_keys.allows(headers):
                 raise ApiError(401, "invalid or missing API key", headers=[(b"www-authenticate", b"Bearer")])
-            self._check_kind(route)
+            if self.router is None:  # router mode: the model named decides (_target)
+                _check_kind(route, self.cfg)
             body = await read_body(receive, headers, self.cfg.max_body_size, self.cfg.timeout)
         except ApiError as exc:
             response = error_response(exc, route.error_body) if route is not None else error_response(exc)
@@ -376,15 +377,6 @@ class App:
         if path != prefix and not path.startswith(prefix + "/"):
             raise ApiError(404, f"no endpoint {path} (routes are under {prefix})")
         return path[len(prefix):] or "/"
-
-    def _check_kind(self, route: Route) -> None:
-        """A 501, as llama-server answers, for a route the other kind of server serves."""
-        if route.needs in (EMBEDDINGS, RERANKING) and not self.cfg.embeddings:
-            what = "embeddings" if route.needs == EMBEDDINGS else "reranking"
-            raise ApiError(501, f"This server does not support {what}. Start it with `{route.needs}`")
-        if route.needs == GENERATION and self.cfg.embeddings:
-            raise ApiError(501, "This server computes embeddings only and does not generate text: start it "
-                           "without `--embeddings` / `--reranking`")
 
     def _methods(self, path: str) -> dict[str, Route]:
         head, _, last = path.rpartition("/")
@@ -445,8 +437,10 @@ class App:
             fe = await self.router.connected(name)
             if fe is None:
                 raise unavailable(f"model '{name}' is not loaded")
-            return fe
-        return await self.router.frontend_for(name, _autoload(req, self.cfg.models_autoload))
+        else:
+            fe = await self.router.frontend_for(name, _autoload(req, self.cfg.models_autoload))
+        _check_kind(route, fe.cfg)  # an embedding model beside generating ones: its own settings
+        return fe
 
     def _loads_first(self, route: Route, req: Request) -> bool:
         """Router mode: a stream whose model is not loaded yet (it gets pings while it loads)."""
@@ -471,7 +465,9 @@ class App:
                     pinged = True
                     yield sse.PING
             try:
-                response = await route.handler(load.result(), req)
+                fe = load.result()
+                _check_kind(route, fe.cfg)
+                response = await route.handler(fe, req)
             except ApiError as exc:
                 if not pinged:
                     raise
@@ -485,6 +481,16 @@ class App:
                 await response.chunks.aclose()
         finally:
             load.cancel()
+
+
+def _check_kind(route: Route, cfg: ServeConfig) -> None:
+    """A 501, as llama-server answers, for a route the other kind of server (or model) serves."""
+    if route.needs in (EMBEDDINGS, RERANKING) and not cfg.embeddings:
+        what = "embeddings" if route.needs == EMBEDDINGS else "reranking"
+        raise ApiError(501, f"This server does not support {what}. Start it with `{route.needs}`")
+    if route.needs == GENERATION and cfg.embeddings:
+        raise ApiError(501, "This server computes embeddings only and does not generate text: start it "
+                       "without `--embeddings` / `--reranking`")
 
 
 def _wants_stream(body: bytes) -> bool:

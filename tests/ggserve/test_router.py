@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import ServerHandle, start_server
+from embedding_models import minilm_gguf
 from test_cli import parse
 from test_faults import Stream, alive, cmdline, role_pids
 
@@ -340,6 +341,27 @@ def test_models_max_unloads_the_least_recently_used(models_dir: Path) -> None:
         server.proc.send_signal(signal.SIGTERM)  # stops every model's engine, removes the run directory
         assert server.proc.wait(30) == 0
         assert not any(alive(pid) for pid in engine) and not run_dir.exists()
+
+
+def test_an_embedding_model_serves_beside_a_generating_one(tmp_path: Path) -> None:
+    """Each model's kind is its own (its preset's embeddings): the router sends /v1/embeddings
+    to the embedding model and chat to the generating one; a route of the other kind is a 501."""
+    directory = tmp_path / "models"
+    directory.mkdir()
+    (directory / "chat.gguf").symlink_to(resolve_model(None))
+    (directory / "minilm.gguf").symlink_to(minilm_gguf())
+    (directory / "preset.ini").write_text("version = 1\n[*]\nc = 512\n\n[minilm]\nembeddings = true\nnp = 4\n")
+    with start_server("--models-dir", str(directory), "--models-preset", str(directory / "preset.ini"), "-t", "1",
+                      "--models-max", "1", base_args=()) as server:
+        base = server.base_url
+        r = httpx.post(f"{base}/v1/embeddings", json={"model": "minilm", "input": "hello"}, timeout=LOAD_S)
+        assert r.status_code == 200 and len(r.json()["data"][0]["embedding"]) == 384, r.text
+        r = httpx.post(f"{base}/v1/chat/completions", timeout=LOAD_S,
+                       json={"model": "minilm", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+        assert r.status_code == 501, r.text
+        assert complete(server, "chat").status_code == 200
+        r = httpx.post(f"{base}/v1/embeddings", json={"model": "chat", "input": "hello"}, timeout=LOAD_S)
+        assert r.status_code == 501 and "--embeddings" in r.json()["error"]["message"], r.text
 
 
 def test_models_memory_unloads_idle_models_to_fit_and_refuses_what_never_fits(models_dir: Path, tmp_path: Path) -> None:
