@@ -42,6 +42,7 @@ from frontend.api.schemas import (
     CompletionChoice,
     CompletionLogprobs,
     CompletionRequest,
+    PromptObject,
     StreamOptions,
 )
 from frontend.state import Frontend
@@ -147,13 +148,19 @@ class _CompletionChunks:
         return stream_tail(self._native, self._gen, self._include_usage, bare)
 
 
+def _no_media(prompt: PromptObject, param: str) -> Prompt:
+    """A server with a projector: media go to the other routes (as llama-server, a 400 here)."""
+    raise invalid("/v1/completions takes text prompts: send images and audio to /completion or "
+                  "/v1/chat/completions", param=f"{param}.multimodal_data")
+
+
 def _prompts(fe: Frontend, body: CompletionRequest) -> list[Prompt]:
     if body.echo and body.logprobs is not None and body.stream:
         raise invalid("echo with logprobs is not supported with stream", param="stream")
     if body.echo and body.suffix is not None:
         raise invalid("echo and suffix cannot be combined", param="echo")
-    prompts = completion_prompts(fe.tokenizer, body.prompt, body.suffix, spm=fe.cfg.spm_infill,
-                                 add_bos=body.add_special_tokens)
+    prompts = completion_prompts(fe.tokenizer, body.prompt, body.suffix, _no_media if fe.multimodal else None,
+                                 spm=fe.cfg.spm_infill, add_bos=body.add_special_tokens)
     if len(prompts) * body.n > MAX_CHOICES:
         raise invalid(f"{len(prompts)} prompts x n={body.n} is over the limit of {MAX_CHOICES} choices", param="n")
     return prompts

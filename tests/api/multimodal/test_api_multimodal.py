@@ -191,6 +191,9 @@ def test_completion_multimodal_data(server):
     mismatch = httpx.post(f"{server.base_url}/completion", timeout=60, json={
         "prompt": {"prompt_string": "no marker here", "multimodal_data": [base64.b64encode(png(8, 8)).decode()]}})
     assert "media markers" in error(mismatch)["message"]
+    openai_route = httpx.post(f"{server.base_url}/v1/completions", json={"prompt": prompt, "max_tokens": 2},
+                              timeout=60)
+    assert openai_route.status_code == 400 and "/completion or /v1/chat/completions" in error(openai_route)["message"]
 
 
 class _Files(http.server.BaseHTTPRequestHandler):
