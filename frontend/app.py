@@ -192,7 +192,9 @@ def build_routes(metrics_no_auth: bool, router: bool = False) -> dict[str, dict[
             "llama-server's native embeddings (with --embeddings)", EmbeddingRequest), generates=True,
             needs=EMBEDDINGS)},
         "/v1/rerank": rerank_route,
-        "/v2/rerank": rerank_route,  # Cohere's v2 path, as vLLM serves it
+        "/v2/rerank": {"POST": Route(rerank.rerank_v2, Operation(  # Cohere's v2 path, as vLLM serves it
+            "Rank documents against a query (with --reranking; top_n 0: all)", RerankRequest, RerankResponse),
+            generates=True, needs=RERANKING)},
         "/rerank": rerank_route,
         "/v1/reranking": rerank_route,
         "/reranking": rerank_route,

@@ -13,6 +13,7 @@ so ordinary requests pay nothing.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -109,13 +110,20 @@ _REFUSED = {**LLAMA_SERVER, **VLLM, **OPENAI}
 _NEEDLES = [(name, f'"{name}"'.encode()) for name in _REFUSED]
 
 
+@functools.cache
+def _needles(request_type: type[msgspec.Struct]) -> list[tuple[str, bytes]]:
+    """The refused fields ``request_type`` does not honour (its own fields, less its ``not_honoured``)."""
+    honoured = set(request_type.__struct_fields__) - getattr(request_type, "not_honoured", frozenset())
+    return [(name, needle) for name, needle in _NEEDLES if name not in honoured]
+
+
 def refuse_unsupported(body: bytes, request_type: type[msgspec.Struct]) -> None:
-    """A 400 naming the first unsupported llama-server or vLLM field the body sets to a non-neutral value.
+    """A 400 naming the first unsupported llama-server, vLLM or OpenAI field the body sets to a
+    non-neutral value.
 
     Fields of ``request_type`` are honoured by that endpoint and never refused here.
     """
-    honoured = set(request_type.__struct_fields__) - getattr(request_type, "not_honoured", frozenset())
-    present = [name for name, needle in _NEEDLES if name not in honoured and needle in body]
+    present = [name for name, needle in _needles(request_type) if needle in body]
     if not present:
         return
     try:

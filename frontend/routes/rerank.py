@@ -31,7 +31,13 @@ from frontend.text.tokenizer import Tokenizer
 RERANK_TEMPLATE_KEY = "tokenizer.chat_template.rerank"
 
 
-async def rerank(fe: Frontend, req: Request) -> Response:
+async def rerank_v2(fe: Frontend, req: Request) -> Response:
+    """vLLM's /v2/rerank: ``top_n`` 0 (its default) means every document."""
+    return await rerank(fe, req, zero_means_all=True)
+
+
+async def rerank(fe: Frontend, req: Request, zero_means_all: bool = False) -> Response:
+    """llama-server's routes: ``top_n`` 0 gives no results, as there."""
     body = req.decode(RerankRequest)
     info = fe.engine_info()
     if info.executors[0].pooling != POOLING_RANK:
@@ -55,8 +61,7 @@ async def rerank(fe: Frontend, req: Request) -> Response:
 
     rows, stats = await embed(fe.engine, req.id, await fe.prepare(len(req.body), pairs))
     scores = [float(r[0, 0]) for r in rows]
-    # vLLM's /v2/rerank reads top_n 0 as "all" (its default); llama-server's routes as none
-    top_n = None if body.top_n == 0 and req.path.endswith("/v2/rerank") else body.top_n
+    top_n = None if body.top_n == 0 and zero_means_all else body.top_n
     order = sorted(range(len(documents)), key=lambda i: -scores[i])[:top_n]
     if tei:
         return json_response([TeiRank(i, scores[i], documents[i] if body.return_text else None) for i in order])
