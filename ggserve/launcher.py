@@ -148,7 +148,9 @@ class Launcher:
     def _check_start(self) -> None:
         if self.stop_requested:
             raise StartInterrupted("stopped while starting")
-        failure = self.engine.start_failure() if self.engine is not None else None
+        # Until the engine is ready, a process that exits fails the start; once it is, the engine
+        # heals as while serving (_wait_http supervises it): /health may already say ok to clients.
+        failure = self.engine.start_failure() if self.engine is not None and self.engine.info is None else None
         if failure is not None:
             raise ChildFailed(failure)
         code = self.frontend.exit_code() if self.http else None
@@ -172,8 +174,8 @@ class Launcher:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:
             self._check_start()
-            for engine in self.engines:
-                engine.read_control()  # keep the scheduler's pulse from piling up
+            if self.engine is not None:  # ready: a child that dies now is restarted (or fails past --max-restarts)
+                self.engine.supervise(time.monotonic(), True, self.cfg.max_restarts)
             if self.router is not None:
                 self.router.supervise(time.monotonic(), restart=False)  # the workers need the model table
             try:

@@ -202,7 +202,7 @@ def test_too_many_failures_in_a_row_end_the_server_with_exit_code_1() -> None:
             # /health may still say ok for a moment after a kill: wait for the new executor itself
             deadline = time.monotonic() + 30
             while not (fresh := [p for p in role_pids(server, "-m executor") if p not in killed and alive(p)]):
-                assert time.monotonic() < deadline, "the executor was not restarted"
+                assert time.monotonic() < deadline, f"the executor was not restarted; the log:\n{server.log()[-4000:]}"
                 time.sleep(0.1)
             wait_healthy(server)
             killed.append(fresh[0])
