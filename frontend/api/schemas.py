@@ -671,11 +671,8 @@ class Model(msgspec.Struct, tag_field="object", tag="model", omit_defaults=True)
     path: str | None = None  # router mode: the GGUF
     status: ModelStatusInfo | None = None  # router mode
     architecture: ModelArchitecture | None = None
-    max_model_len: int | None = None  # vLLM's: tokens one request may hold (meta's n_ctx)
-
-    def __post_init__(self) -> None:
-        if self.meta is not None:
-            self.max_model_len = self.meta.n_ctx
+    # vLLM's: tokens one request may hold (meta's n_ctx; on an embedding server, one input's limit)
+    max_model_len: int | None = None
 
 
 class OllamaModelDetails(msgspec.Struct):

@@ -65,10 +65,12 @@ async def model(router: ModelRouter, req: Request) -> Response:
 
 async def _listed(router: ModelRouter, entry: ModelEntry) -> Model:
     fe = await _connected(router, entry.name)
-    meta = server.model_meta(fe, fe.engine.info) if fe is not None and fe.engine.info is not None else None
+    info = fe.engine.info if fe is not None else None
+    meta = server.model_meta(fe, info) if fe is not None and info is not None else None
     status = ModelStatusInfo(str(entry.status), entry.args, entry.failed, entry.error if entry.failed else "")
     return Model(entry.name, router.started_at, "ggserve", entry.aliases, entry.tags, meta, entry.path, status,
-                 server.architecture(fe) if fe is not None else None)
+                 server.architecture(fe) if fe is not None else None,
+                 server.max_model_len(fe, info) if fe is not None and info is not None else None)
 
 
 async def props(router: ModelRouter, req: Request) -> Response:

@@ -9,6 +9,7 @@ from frontend.http.errors import RETRY_AFTER_S, ApiError, invalid, unavailable
 from frontend.http.asgi import Request, Response, json_response
 from frontend.api.schemas import (HealthStatus, Model, ModelArchitecture, ModelList, ModelMeta, OllamaModel,
                                   VersionInfo)
+from frontend.routes.embeddings import input_token_limit
 from frontend.state import Frontend
 from ggserve import installed_version
 from ipc.protocol import EngineInfo, EngineStats
@@ -39,7 +40,8 @@ async def health(fe: Frontend, req: Request) -> Response:
 def _model(fe: Frontend) -> Model:
     info = fe.engine.info
     meta = model_meta(fe, info) if info is not None else None
-    return Model(fe.model_id, fe.started_at, "ggserve", fe.cfg.aliases, fe.cfg.tags, meta, architecture=architecture(fe))
+    return Model(fe.model_id, fe.started_at, "ggserve", fe.cfg.aliases, fe.cfg.tags, meta, architecture=architecture(fe),
+                 max_model_len=max_model_len(fe, info) if info is not None else None)
 
 
 async def models(fe: Frontend, req: Request) -> Response:
@@ -60,6 +62,12 @@ def architecture(fe: Frontend) -> ModelArchitecture:
     info = fe.multimodal.info if fe.multimodal is not None else None
     inputs = ["text", *(["image"] if info and info.vision else []), *(["audio"] if info and info.audio else [])]
     return ModelArchitecture(inputs)
+
+
+def max_model_len(fe: Frontend, info: EngineInfo) -> int:
+    """vLLM's max_model_len: the tokens one request may hold; on an embedding server, one input
+    (it runs whole in one decode), as vLLM reports a BERT's 512 positions."""
+    return input_token_limit(info) if fe.cfg.embeddings else info.n_ctx_slot
 
 
 def model_meta(fe: Frontend, info: EngineInfo) -> ModelMeta:

@@ -16,6 +16,7 @@ from frontend.api.schemas import (
     TokenPiece,
     VllmTokenizeResponse,
 )
+from frontend.routes.server import max_model_len
 from frontend.state import Frontend
 
 
@@ -56,8 +57,7 @@ async def _vllm_tokenize(fe: Frontend, req: Request, body: TokenizeRequest) -> V
     # (a picture's or a clip's positions, negative ids, have no text)
     strs = [fe.tokenizer.piece(t, special=True).decode("utf-8", errors="replace") if t >= 0 else ""
             for t in token_ids] if body.return_token_strs else None
-    info = fe.engine_info()
-    return VllmTokenizeResponse(len(token_ids), info.n_ctx_slot, token_ids, strs)
+    return VllmTokenizeResponse(len(token_ids), max_model_len(fe, fe.engine_info()), token_ids, strs)
 
 
 async def detokenize(fe: Frontend, req: Request) -> Response:

@@ -12,8 +12,8 @@ digits).
 
 In a stream, where a format can tell a call's name before its arguments (``args_start``), the
 arguments go out as the model writes them, as OpenAI streams them: the call's first piece
-carries its id and name, later pieces more of the arguments' JSON text (the model's own
-spelling; a whole call is re-encoded). The tool grammar makes such a call valid; only an output
+carries its id and name, later pieces more of the arguments' JSON text (spaced as a whole
+call's re-encoded arguments are, as llama-server streams them). The tool grammar makes such a call valid; only an output
 cut by max_tokens leaves its arguments unfinished, as with OpenAI.
 """
 
@@ -72,7 +72,8 @@ def whole_call(index: int, name: str, arguments: str, out: OutputDelta) -> None:
 class ArgsStream:
     """The arguments of one call, sent as they arrive: the text of one JSON object, which ends
     where its braces balance (whatever follows, such as the format's closing marker, is not
-    part of it)."""
+    part of it). Outside strings the spacing is json.dumps' (``", "``, ``": "``, no other
+    whitespace), so a stream's arguments read as those of the same call not streamed."""
 
     def __init__(self, index: int, name: str, out: OutputDelta) -> None:
         self.index = index
@@ -85,14 +86,14 @@ class ArgsStream:
     def feed(self, text: str, out: OutputDelta) -> None:
         if self.done:
             return
-        end = self._value_end(text)
-        piece = text if end is None else text[:end]
+        piece = self._take(text)
         if piece:
             out.calls.append(CallOut(self.index, None, None, piece))
 
-    def _value_end(self, text: str) -> int | None:
-        """Where the object ends in ``text`` (just past its closing brace), or None."""
-        for i, ch in enumerate(text):
+    def _take(self, text: str) -> str:
+        """The object's part of ``text`` (up to its closing brace), spaced as json.dumps spaces it."""
+        kept: list[str] = []
+        for ch in text:
             if self._in_string:
                 if self._escape:
                     self._escape = False
@@ -100,16 +101,22 @@ class ArgsStream:
                     self._escape = True
                 elif ch == '"':
                     self._in_string = False
+            elif ch.isspace():
+                continue
             elif ch == '"':
                 self._in_string = True
+            elif ch in ",:":
+                ch += " "
             elif ch in "{[":
                 self._depth += 1
             elif ch in "}]":
                 self._depth -= 1
                 if self._depth == 0:
                     self.done = True
-                    return i + 1
-        return None
+                    kept.append(ch)
+                    break
+            kept.append(ch)
+        return "".join(kept)
 
 
 class StreamParser:

@@ -144,6 +144,15 @@ def test_vllm_truncate_prompt_tokens_keeps_each_inputs_last_or_first_tokens(url:
     assert long_cut == 512  # as many as one input may have, where the whole input is a 400
 
 
+def test_max_model_len_is_what_one_input_may_hold(url: str):
+    """vLLM's max_model_len on an embedding server: one input's tokens (it runs whole in one
+    decode), not the KV pool that /props' n_ctx shows."""
+    listed = httpx.get(f"{url}/v1/models", timeout=30).json()["data"][0]
+    counted = post(f"{url}/tokenize", json={"prompt": "x"}).json()
+    assert listed["max_model_len"] == counted["max_model_len"] == 512 < listed["meta"]["n_ctx"]
+    assert post(f"{url}/v1/embeddings", json={"input": "word " * 520}).status_code == 400  # past it
+
+
 def test_vllm_add_special_tokens_and_normalize(url: str):
     def embedding(**body) -> tuple[np.ndarray, int]:
         r = post(f"{url}/v1/embeddings", json={"input": SENTENCES[0], **body})
