@@ -53,7 +53,7 @@ def _text(parts: str | list[Any], param: str) -> str:
     texts = []
     for j, part in enumerate(parts):
         if isinstance(part, api.InputImage):
-            raise invalid(MULTIMODAL, param=f"{param}.{j}")
+            raise invalid(MULTIMODAL, param=f"{param}[{j}]")
         texts.append(part.refusal if isinstance(part, api.Refusal) else part.text)
     return "\n".join(texts)
 
@@ -99,7 +99,7 @@ def _input_content(parts: str | list[Any], param: str) -> str | list[chat.Conten
             content.append(chat.TextPart(_text([part], param)))
         elif part.image_url is None:
             raise invalid("an input_image needs image_url (a data: URI, or http(s) with --allow-remote-media); "
-                          "file ids are not supported", param=f"{param}.{j}")
+                          "file ids are not supported", param=f"{param}[{j}]")
         else:
             content.append(chat.ImagePart(chat.ImageUrl(url=part.image_url)))
     return content
@@ -109,7 +109,7 @@ def chat_request(body: api.ResponsesRequest, items: Items, n_stored: int) -> cha
     """The conversation (``n_stored`` items from the previous response, then the input) as a
     chat completion request."""
     params = [f"previous_response_id items[{i}]" for i in range(n_stored)]
-    params += [f"input.{i}" for i in range(len(items) - n_stored)]
+    params += [f"input[{i}]" for i in range(len(items) - n_stored)]
     messages = chat_messages([_decode_item(raw, p) for raw, p in zip(items, params, strict=True)], params)
     if not messages:
         raise invalid("input must not be empty", param="input")

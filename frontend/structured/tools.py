@@ -84,7 +84,7 @@ def _message(message: ChatMessage, i: int) -> dict[str, Any]:
         out["reasoning_content"] = message.reasoning_content
     if message.tool_calls:
         if message.role != "assistant":
-            raise invalid(f"messages[{i}]: only assistant messages have tool_calls", param=f"messages.{i}.tool_calls")
+            raise invalid(f"messages[{i}]: only assistant messages have tool_calls", param=f"messages[{i}].tool_calls")
         calls = []
         for j, call in enumerate(message.tool_calls):
             args: Any = call.function.arguments
@@ -93,10 +93,10 @@ def _message(message: ChatMessage, i: int) -> dict[str, Any]:
                     args = json.loads(args) if args.strip() else {}
                 except json.JSONDecodeError as exc:
                     raise invalid(f"messages[{i}].tool_calls[{j}].function.arguments is not valid JSON: {exc}",
-                                  param=f"messages.{i}.tool_calls.{j}.function.arguments") from None
+                                  param=f"messages[{i}].tool_calls[{j}].function.arguments") from None
             if not isinstance(args, dict):
                 raise invalid(f"messages[{i}].tool_calls[{j}].function.arguments must be a JSON object",
-                              param=f"messages.{i}.tool_calls.{j}.function.arguments")
+                              param=f"messages[{i}].tool_calls[{j}].function.arguments")
             calls.append({"id": call.id or f"call_{i}_{j}", "type": "function",
                           "function": {"name": call.function.name, "arguments": args}})
         out["tool_calls"] = calls
@@ -111,11 +111,11 @@ def _check_tool_results(history: list[dict[str, Any]]) -> None:
         if m["role"] == "tool":
             if not ids:
                 raise invalid(f"messages[{i}] is a tool result but no assistant message before it calls a tool",
-                              param=f"messages.{i}")
+                              param=f"messages[{i}]")
             call_id = m.get("tool_call_id")
             if call_id is not None and call_id not in ids:
                 raise invalid(f"messages[{i}].tool_call_id {call_id!r} answers no earlier tool call",
-                              param=f"messages.{i}.tool_call_id")
+                              param=f"messages[{i}].tool_call_id")
 
 
 def _generic_history(history: list[dict[str, Any]]) -> list[dict[str, Any]]:

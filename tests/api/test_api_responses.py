@@ -104,10 +104,10 @@ def test_include_encrypted_reasoning_round_trips_for_stateless_clients(sdk):
     assert streamed[-2].item.encrypted_content == item.encrypted_content  # output_item.done
     back = [api.ReasoningItem(type="reasoning", encrypted_content=item.encrypted_content),
             api.MessageItem(role="assistant", content="Red.")]
-    turn = responses_route.chat_messages(back, ["input.0", "input.1"])[0]
+    turn = responses_route.chat_messages(back, ["input[0]", "input[1]"])[0]
     assert turn.reasoning_content == item.content[0].text and turn.content == "Red."
     foreign = [api.ReasoningItem(type="reasoning", encrypted_content="gAAAAB..."), back[1]]
-    assert responses_route.chat_messages(foreign, ["input.0", "input.1"])[0].reasoning_content is None
+    assert responses_route.chat_messages(foreign, ["input[0]", "input[1]"])[0].reasoning_content is None
     again = sdk.responses.create(model="any", max_output_tokens=2, input=[
         {"role": "user", "content": QUESTION}, {"type": "reasoning", "summary": [], "encrypted_content": ""},
         {"role": "assistant", "content": "Red."}, {"role": "user", "content": "More?"}])
@@ -219,11 +219,11 @@ def test_llama_server_telemetry_on_the_unversioned_route(server, sdk):
 
 
 @pytest.mark.parametrize(("body", "param"), [
-    ({"input": [{"role": "robot", "content": "hi"}]}, "input.0"),
+    ({"input": [{"role": "robot", "content": "hi"}]}, "input[0]"),
     ({"input": "hi", "frequency_penalty": 1}, None),
     ({"input": "hi", "tools": [{"type": "web_search"}]}, "tools[0].type"),
-    ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]}]}, "input.0.content.0"),
-    ({"input": [{"type": "item_reference", "id": "x"}]}, "input.0.type"),
+    ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]}]}, "input[0].content[0]"),
+    ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0].type"),
     ({"input": "hi", "truncation": "auto"}, "truncation"),
     ({"input": "hi", "include": ["message.output_text.logprobs"]}, "include[0]"),
     ({"input": "hi", "previous_response_id": "resp_unknown"}, "previous_response_id"),

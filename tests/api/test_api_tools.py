@@ -127,17 +127,21 @@ def test_tool_result_round_trip_renders_and_answers(server, sdk):
     assert out.choices[0].message.content and not out.choices[0].message.tool_calls
 
 
-@pytest.mark.parametrize("history, words", [
+@pytest.mark.parametrize("history, words, param", [
     ([{"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
-                                            "function": {"name": "f", "arguments": "{not json"}}]}], "not valid JSON"),
-    ([{"role": "tool", "tool_call_id": "c9", "content": "x"}], "no assistant message before it"),
+                                            "function": {"name": "f", "arguments": "{not json"}}]}], "not valid JSON",
+     ".tool_calls[0].function.arguments"),
+    ([{"role": "tool", "tool_call_id": "c9", "content": "x"}], "no assistant message before it", ""),
     ([{"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f"}}]},
-      {"role": "tool", "tool_call_id": "c2", "content": "x"}], "answers no earlier tool call"),
+      {"role": "tool", "tool_call_id": "c2", "content": "x"}], "answers no earlier tool call", ".tool_call_id"),
 ])
-def test_bad_tool_history_is_400(server, history, words):
-    r = httpx.post(f"{server.base_url}/v1/chat/completions",
-                   json={"messages": MESSAGES + history, "tools": TOOLS, "max_tokens": 4})
-    assert r.status_code == 400 and words in r.json()["error"]["message"], r.text
+def test_bad_tool_history_is_400(server, history, words, param):
+    """The error's param is the field's JSON path, spelled as msgspec's type errors spell it."""
+    messages = MESSAGES + history
+    r = httpx.post(f"{server.base_url}/v1/chat/completions", json={"messages": messages, "tools": TOOLS, "max_tokens": 4})
+    error = r.json()["error"]
+    assert r.status_code == 400 and words in error["message"], r.text
+    assert error["param"] == f"messages[{len(messages) - 1}]{param}"
 
 
 def test_tool_choice_errors_are_400(server):
