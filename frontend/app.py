@@ -40,8 +40,8 @@ from frontend.http.cors import Cors
 from frontend.api import anthropic as anthropic_api
 from frontend.api import responses as responses_api
 from frontend.routes import (
-    anthropic, chat, completions, embeddings, lora, models, native, rerank, responses, server, slot_files, streams,
-    tokens, transcriptions, webui,
+    anthropic, chat, completions, embeddings, lora, models, native, rerank, responses, score, server, slot_files,
+    streams, tokens, transcriptions, webui,
 )
 from frontend.api.transcriptions import Transcription, TranscriptionDelta
 from frontend.api.schemas import (
@@ -69,7 +69,8 @@ from frontend.api.schemas import (
 )
 from frontend.http.auth import ApiKeys
 from frontend.router import ModelRouter
-from frontend.api.embedding_schemas import EmbeddingList, EmbeddingRequest, RerankRequest, RerankResponse
+from frontend.api.embedding_schemas import (EmbeddingList, EmbeddingRequest, RerankRequest, RerankResponse, ScoreRequest,
+                                            ScoreResponse)
 from frontend.state import Frontend
 from frontend.streams.workers import WorkerStreams
 from frontend.observe.trace import RequestTrace
@@ -131,6 +132,9 @@ def build_routes(metrics_no_auth: bool, router: bool = False) -> dict[str, dict[
     rerank_route = {"POST": Route(rerank.rerank, Operation(
         "Rank documents against a query (with --reranking)", RerankRequest, RerankResponse), generates=True,
         needs=RERANKING)}
+    score_route = {"POST": Route(score.score, Operation(
+        "Score pairs of texts (vLLM's /score: a reranker's score, or an embedding model's cosine similarity)",
+        ScoreRequest, ScoreResponse), generates=True, needs=EMBEDDINGS)}
     responses_route = {"POST": Route(responses.create, Operation(
         "Create a response (OpenAI's Responses API)", responses_api.ResponsesRequest, responses_api.Response,
         responses_api.ResponseStreamEvent), generates=True, needs=GENERATION)}
@@ -196,6 +200,8 @@ def build_routes(metrics_no_auth: bool, router: bool = False) -> dict[str, dict[
             "Rank documents against a query (with --reranking; top_n 0: all)", RerankRequest, RerankResponse),
             generates=True, needs=RERANKING)},
         "/rerank": rerank_route,
+        "/score": score_route,
+        "/v1/score": score_route,
         "/v1/reranking": rerank_route,
         "/reranking": rerank_route,
         "/tokenize": {"POST": Route(tokens.tokenize, Operation("Tokenize text", TokenizeRequest, TokenizeResponse))},

@@ -93,3 +93,40 @@ class TeiRank(msgspec.Struct, omit_defaults=True):
     index: int
     score: float
     text: str | None = None
+
+
+ScoreTexts = str | list[str]
+
+
+class ScoreRequest(msgspec.Struct, kw_only=True):
+    """vLLM's POST /score: the left texts and the right ones, under any of the names vLLM's
+    versions give them (``text_1``/``text_2``, ``data_1``/``data_2``, ``queries`` with
+    ``documents`` or ``items``)."""
+
+    text_1: ScoreTexts | None = None
+    text_2: ScoreTexts | None = None
+    data_1: ScoreTexts | None = None
+    data_2: ScoreTexts | None = None
+    queries: ScoreTexts | None = None
+    documents: ScoreTexts | None = None
+    items: ScoreTexts | None = None
+    # at most k tokens per input (-1: as many as one may have): a pair's document is cut to fit on a
+    # cross-encoder, each text keeps its last k tokens on a bi-encoder (as /v1/embeddings cuts)
+    truncate_prompt_tokens: Annotated[int, msgspec.Meta(ge=-1)] | None = None
+    use_activation: bool | None = None  # a cross-encoder's score through the sigmoid (default true)
+    activation: bool | None = None  # use_activation's older name
+
+
+class ScoreData(msgspec.Struct):
+    index: int
+    score: float
+    object: str = "score"
+
+
+class ScoreResponse(msgspec.Struct):
+    id: str
+    created: int
+    model: str
+    data: list[ScoreData]
+    usage: EmbeddingUsage
+    object: str = "list"

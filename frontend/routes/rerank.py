@@ -53,7 +53,7 @@ async def rerank(fe: Frontend, req: Request, zero_means_all: bool = False) -> Re
 
     def pairs() -> list[list[int]]:
         template = fe.tokenizer.metadata(RERANK_TEMPLATE_KEY)
-        cut = [_first_tokens(fe.tokenizer, doc, body.max_tokens_per_doc) for doc in documents]
+        cut = [first_tokens(fe.tokenizer, doc, body.max_tokens_per_doc) for doc in documents]
         inputs = [pair_tokens(fe.tokenizer, template, body.query, doc) for doc in cut]
         for i, tokens in enumerate(inputs):
             check_length(i, len(tokens), limit, "documents", f"the pair of the query and documents[{i}]")
@@ -71,7 +71,7 @@ async def rerank(fe: Frontend, req: Request, zero_means_all: bool = False) -> Re
                                                                                 stats.n_prompt_tokens)))
 
 
-def _first_tokens(tokenizer: Tokenizer, document: str, limit: int | None) -> str:
+def first_tokens(tokenizer: Tokenizer, document: str, limit: int | None) -> str:
     """The document's text cut to its first ``limit`` tokens (Cohere's max_tokens_per_doc)."""
     if limit is None:
         return document

@@ -228,3 +228,59 @@ def test_a_declared_rerank_template_formats_the_pair():
         assert pair_tokens(tokenizer, None, "cats", "fish")[0] == 101  # [CLS] query [SEP] document
     finally:
         tokenizer.close()
+
+
+def _sigmoid(x: float) -> float:
+    return 1 / (1 + np.exp(-x))
+
+
+def test_vllm_score_on_a_reranker_is_the_rank_heads_score_through_the_sigmoid(rerank_url: str,
+                                                                              hf_tokenizer: HfTokenizer):
+    expected = reference_scores(hf_tokenizer)
+    for route in ("/score", "/v1/score"):
+        r = post(f"{rerank_url}{route}", json={"model": "m", "text_1": QUERY, "text_2": DOCUMENTS})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["object"] == "list" and body["id"].startswith("score-") and body["usage"]["prompt_tokens"] > 0
+        assert [(d["index"], d["object"]) for d in body["data"]] == [(i, "score") for i in range(len(DOCUMENTS))]
+        assert np.allclose([d["score"] for d in body["data"]], [_sigmoid(x) for x in expected], atol=5e-4)
+    raw = post(f"{rerank_url}/score", json={"queries": QUERY, "documents": DOCUMENTS, "use_activation": False}).json()
+    assert np.allclose([d["score"] for d in raw["data"]], expected, atol=1e-3)  # /v1/rerank's relevance_score
+    # N:N pairs item by item: each pair scores as it does alone
+    pairwise = post(f"{rerank_url}/score", json={"data_1": [QUERY, "stocks"], "data_2": DOCUMENTS[:2]}).json()["data"]
+    alone = post(f"{rerank_url}/score", json={"text_1": "stocks", "text_2": DOCUMENTS[1]}).json()["data"]
+    assert pairwise[0]["score"] == pytest.approx(_sigmoid(expected[0]), abs=5e-4)
+    assert pairwise[1]["score"] == pytest.approx(alone[0]["score"], abs=1e-5)
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"text_1": ["a", "b"], "text_2": ["c", "d", "e"]}, "text_1"),
+    ({"text_1": "a"}, "text_2"),
+    ({"text_1": "a", "text_2": []}, "text_2"),
+    ({"text_1": "a", "queries": "b", "text_2": "c"}, "text_1"),
+    ({"text_1": "a", "text_2": "b", "priority": 1}, "priority"),
+    ({"text_1": "word " * 600, "text_2": "c"}, "text_2"),
+    ({"text_1": "word " * 600, "text_2": "c", "truncate_prompt_tokens": 8}, "truncate_prompt_tokens"),
+])
+def test_bad_score_requests_are_400_naming_the_field(rerank_url: str, body: dict, param: str):
+    r = post(f"{rerank_url}/score", json=body)
+    assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+
+
+def test_score_truncate_prompt_tokens_cuts_the_document_to_fit(rerank_url: str):
+    long_document = "cats eat fish " * 200
+    assert post(f"{rerank_url}/score", json={"text_1": QUERY, "text_2": long_document}).status_code == 400
+    r = post(f"{rerank_url}/score", json={"text_1": QUERY, "text_2": long_document, "truncate_prompt_tokens": 32})
+    assert r.status_code == 200 and r.json()["usage"]["prompt_tokens"] <= 32, r.text
+    assert post(f"{rerank_url}/score", json={"text_1": QUERY, "text_2": long_document,
+                                             "truncate_prompt_tokens": -1}).status_code == 200
+
+
+def test_vllm_score_on_an_embedding_server_is_the_cosine_similarity(minilm_url: str):
+    vectors = np.array([d["embedding"] for d in post(f"{minilm_url}/v1/embeddings",
+                                                     json={"input": SENTENCES[:3]}).json()["data"]])
+    one_to_many = post(f"{minilm_url}/v1/score", json={"text_1": SENTENCES[0], "text_2": SENTENCES[1:3]}).json()
+    assert np.allclose([d["score"] for d in one_to_many["data"]], vectors[1:3] @ vectors[0], atol=1e-4)
+    assert one_to_many["data"][0]["score"] > one_to_many["data"][1]["score"]  # eating food ~ eating bread
+    pairwise = post(f"{minilm_url}/score", json={"text_1": SENTENCES[:2], "text_2": SENTENCES[1:3]}).json()["data"]
+    assert np.allclose([d["score"] for d in pairwise], [vectors[0] @ vectors[1], vectors[1] @ vectors[2]], atol=1e-4)

@@ -239,7 +239,7 @@ def test_generation_and_rerank_answer_501_on_an_embedding_server(url: str):
     assert httpx.get(f"{url}/health").status_code == 200  # and it still serves
 
 
-@pytest.mark.parametrize("path", ["/v1/embeddings", "/embedding"])
+@pytest.mark.parametrize("path", ["/v1/embeddings", "/embedding", "/v1/score"])
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)
 def test_fuzzed_embedding_requests_get_no_server_error(url: str, path: str, mode: GenerationMode):
     document = httpx.get(f"{url}/openapi.json").json()
