@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from frontend.api.schemas import ChatTokenLogprob
 from frontend.timings import PromptProgressJson, Timings
 
 # ----------------------------------------------------------------------------- requests
@@ -125,9 +126,10 @@ class ReasoningConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 # ``include``: reasoning items carry their reasoning as encrypted_content (which a stateless client
-# sends back to continue the conversation); the outputs of OpenAI's hosted tools, which this
-# server has none of, so they add nothing. Any other value (output_text's logprobs): a 400.
-Include = Literal["reasoning.encrypted_content", "file_search_call.results", "web_search_call.results",
+# sends back to continue the conversation); output_text parts carry their tokens' logprobs; the
+# outputs of OpenAI's hosted tools, which this server has none of, add nothing. Any other value: a 400.
+Include = Literal["reasoning.encrypted_content", "message.output_text.logprobs", "file_search_call.results",
+                  "web_search_call.results",
                   "web_search_call.action.sources", "code_interpreter_call.outputs",
                   "computer_call_output.output.image_url"]
 
@@ -151,6 +153,9 @@ class ResponsesRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     truncation: Literal["disabled"] | None = None  # "auto" (dropping items to fit) is not implemented
     background: bool = False  # true: refused (responses run while their request waits)
     include: list[Include] | None = None
+    # the k most likely tokens beside each output token's logprob (the logprobs come with include
+    # "message.output_text.logprobs", or with top_logprobs alone)
+    top_logprobs: Annotated[int, msgspec.Meta(ge=0, le=20)] | None = None
     # hints and bookkeeping, ignored (see the module's docstring)
     user: str | None = None
     safety_identifier: str | None = None
@@ -170,7 +175,7 @@ class ResponsesRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
 class OutputTextPart(msgspec.Struct, tag="output_text", tag_field="type"):
     text: str
     annotations: list[Any] = msgspec.field(default_factory=list)
-    logprobs: list[Any] = msgspec.field(default_factory=list)
+    logprobs: list[ChatTokenLogprob] = msgspec.field(default_factory=list)
 
 
 class ReasoningTextPart(msgspec.Struct, tag="reasoning_text", tag_field="type"):
@@ -246,6 +251,7 @@ class Response(msgspec.Struct, tag="response", tag_field="object", kw_only=True)
     tool_choice: Literal["none", "auto", "required"] | FunctionToolChoice
     tools: list[FunctionTool]
     top_p: float | None
+    top_logprobs: int | None = None
     truncation: Literal["disabled"] = "disabled"
     error: None = None
     incomplete_details: IncompleteDetails | None = None
@@ -273,7 +279,7 @@ class ResponseStreamEvent(msgspec.Struct, omit_defaults=True, kw_only=True):
     text: str | None = None
     name: str | None = None
     arguments: str | None = None
-    logprobs: list[Any] | None = None
+    logprobs: list[ChatTokenLogprob] | None = None
     # llama-server's: a batch's last event with timings_per_token (and response.completed)
     timings: Timings | None = None
     prompt_progress: PromptProgressJson | None = None  # response.in_progress during the prefill

@@ -56,23 +56,20 @@ def _engine_logprobs(body: ChatCompletionRequest) -> int:
     return body.n_probs if body.n_probs > 0 else -1
 
 
-def _logprobs(tokens: list[TokenText], post_sampling: bool, as_ids: bool) -> ChatLogprobs:
-    """OpenAI's logprobs; with ``post_sampling_probs`` llama-server's prob and top_probs (the
-    engine then reports probabilities in place of log-probabilities)."""
+def token_logprobs(tokens: list[TokenText], post_sampling: bool = False, as_ids: bool = False) -> list[ChatTokenLogprob]:
+    """OpenAI's logprobs of each token (chat's, and the Responses API's output_text); with
+    ``post_sampling_probs`` llama-server's prob and top_probs (the engine then reports
+    probabilities in place of log-probabilities)."""
     name = token_name(as_ids)
     if post_sampling:
-        return ChatLogprobs(content=[
-            ChatTokenLogprob(token=name(t.text, t.token_id), bytes=list(t.piece), prob=t.logprob,
-                             top_probs=[TopProb(token=name(text, i), prob=p, bytes=list(raw))
-                                        for (text, raw, p), i in zip(t.top, t.top_ids)])
-            for t in tokens
-        ])
-    return ChatLogprobs(content=[
-        ChatTokenLogprob(token=name(t.text, t.token_id), bytes=list(t.piece), logprob=t.logprob,
-                         top_logprobs=[TopLogprob(token=name(text, i), logprob=lp, bytes=list(raw))
-                                       for (text, raw, lp), i in zip(t.top, t.top_ids)])
-        for t in tokens
-    ])
+        return [ChatTokenLogprob(token=name(t.text, t.token_id), bytes=list(t.piece), prob=t.logprob,
+                                 top_probs=[TopProb(token=name(text, i), prob=p, bytes=list(raw))
+                                            for (text, raw, p), i in zip(t.top, t.top_ids)])
+                for t in tokens]
+    return [ChatTokenLogprob(token=name(t.text, t.token_id), bytes=list(t.piece), logprob=t.logprob,
+                             top_logprobs=[TopLogprob(token=name(text, i), logprob=lp, bytes=list(raw))
+                                           for (text, raw, lp), i in zip(t.top, t.top_ids)])
+            for t in tokens]
 
 
 class _ChatChunks:
@@ -114,7 +111,8 @@ class _ChatChunks:
                                      prompt_progress=progress_json(delta.progress)))
         parser = self._parsers[delta.index]
         out = conversation.parse_delta(parser, delta)
-        logprobs = (_logprobs(delta.tokens, body.post_sampling_probs, bool(body.return_tokens_as_token_ids))
+        as_ids = bool(body.return_tokens_as_token_ids)
+        logprobs = (ChatLogprobs(token_logprobs(delta.tokens, body.post_sampling_probs, as_ids))
                     if self._logprobs and delta.tokens else None)
         choices = []
         if out.reasoning and body.include_reasoning:
@@ -162,7 +160,8 @@ async def chat_completions(fe: Frontend, req: Request) -> Response | StreamRespo
         message = AssistantMessage(content=reply.content or (None if calls else ""),
                                    reasoning_content=(reply.reasoning if body.include_reasoning else "") or None,
                                    tool_calls=calls or None)
-        logprobs_out = (_logprobs(r.tokens, body.post_sampling_probs, bool(body.return_tokens_as_token_ids))
+        as_ids = bool(body.return_tokens_as_token_ids)
+        logprobs_out = (ChatLogprobs(token_logprobs(r.tokens, body.post_sampling_probs, as_ids))
                         if logprobs >= 0 else None)
         choices.append(ChatChoice(index=r.index, message=message, logprobs=logprobs_out,
                                   finish_reason=reply.finish_reason,

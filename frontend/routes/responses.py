@@ -21,12 +21,13 @@ from frontend import conversation
 from frontend.api import responses as api
 from frontend.api import schemas as chat
 from frontend.conversation import MULTIMODAL, ChatRun, Reply
-from frontend.generation import ChoiceDelta, collect
+from frontend.generation import ChoiceDelta, ChoiceResult, TokenText, collect
 from frontend.http import sse
 from frontend.http.asgi import Request, Response, StreamResponse, json_response
 from frontend.http.errors import ApiError, invalid
 from frontend.reply_blocks import Block, BlockEvent, ReplyBlocks, reply_blocks
 from frontend.response_store import StoredResponse
+from frontend.routes.chat import token_logprobs
 from frontend.state import Frontend
 from frontend.timings import progress_json, progress_timings
 
@@ -138,13 +139,16 @@ def chat_request(body: api.ResponsesRequest, items: Items, n_stored: int) -> cha
         timings_per_token=body.timings_per_token, return_progress=body.return_progress)
 
 
-def _item(response_id: str, block: Block, status: api.Status, sealed: bool = False) -> api.OutputItem:
+def _item(response_id: str, block: Block, status: api.Status, sealed: bool = False,
+          logprobs: list[chat.ChatTokenLogprob] | None = None) -> api.OutputItem:
     """A block as an output item; while in progress, without its text (as an item is announced);
-    ``sealed``: a reasoning item carries its reasoning as encrypted_content too."""
+    ``sealed``: a reasoning item carries its reasoning as encrypted_content too; ``logprobs``: a
+    message's text part carries them."""
     item_id = f"{_ITEM_PREFIX[block.kind]}_{response_id.removeprefix('resp_')}_{block.index}"
     done = status != "in_progress"
     if block.kind == "text":
-        return api.OutputMessage(id=item_id, content=[api.OutputTextPart(block.text)] if done else [], status=status)
+        part = api.OutputTextPart(block.text, logprobs=logprobs or [])
+        return api.OutputMessage(id=item_id, content=[part] if done else [], status=status)
     if block.kind == "thinking":
         return api.OutputReasoning(id=item_id, content=[api.ReasoningTextPart(block.text)] if done else [],
                                    status=status,
@@ -173,6 +177,31 @@ def unseal(content: str | None) -> str:
         return ""
 
 
+def logprobs_asked(body: api.ResponsesRequest) -> int:
+    """``AddRequest.logprobs`` for the output text's logprobs (include
+    "message.output_text.logprobs", or top_logprobs alone): the chosen token's and the k most
+    likely; -1: none."""
+    if "message.output_text.logprobs" in (body.include or ()) or body.top_logprobs is not None:
+        return body.top_logprobs or 0
+    return -1
+
+
+def text_tokens(result: ChoiceResult, blocks: list[Block]) -> dict[int, list[TokenText]]:
+    """The tokens of each text block of a reply read whole: those the block's text begins in,
+    found in the output from its end (the answer follows the reasoning, and precedes calls)."""
+    out: dict[int, list[TokenText]] = {}
+    end = len(result.text)
+    for block in reversed(blocks):
+        if block.kind != "text" or not block.text:
+            continue
+        start = result.text.rfind(block.text, 0, end)
+        if start < 0:
+            continue
+        out[block.index] = [t for t in result.tokens if start <= t.offset < start + len(block.text)]
+        end = start
+    return out
+
+
 class _Turn:
     """One response's making: the request, its conversation so far, and the finished Response."""
 
@@ -181,6 +210,7 @@ class _Turn:
         self.fe, self.body, self.id, self.items, self.run = fe, body, response_id, items, run
         self.created = int(time.time())
         self.sealed = "reasoning.encrypted_content" in (body.include or ())
+        self.logprobs = logprobs_asked(body) >= 0
 
     def response(self, status: api.Status, output: list[api.OutputItem] | None = None,
                  usage: api.ResponseUsage | None = None) -> api.Response:
@@ -194,24 +224,28 @@ class _Turn:
             store=body.store, temperature=body.temperature,
             text=body.text or api.TextConfig(format=api.TextFormat(type="text")),
             tool_choice=body.tool_choice or ("auto" if body.tools else "none"), tools=body.tools or [],
-            top_p=body.top_p, incomplete_details=api.IncompleteDetails("max_output_tokens")
+            top_p=body.top_p, top_logprobs=body.top_logprobs, incomplete_details=api.IncompleteDetails("max_output_tokens")
             if status == "incomplete" else None, completed_at=int(time.time()) if finished else None)
 
-    def finish(self, blocks: list[Block], finish_reason: str) -> api.Response:
-        """The finished response (stored unless ``store`` is false)."""
+    def finish(self, blocks: list[Block], finish_reason: str, tokens: dict[int, list[TokenText]]) -> api.Response:
+        """The finished response (stored unless ``store`` is false); ``tokens``: those of each
+        text block, whose logprobs its part carries when they were asked for."""
         gen = self.run.gen
         usage = gen.usage()
         reasoning = "".join(b.text for b in blocks if b.kind == "thinking")
         n_reasoning = len(self.fe.tokenizer.tokenize(reasoning, add_special=False, parse_special=True)) \
             if reasoning else 0
         status: api.Status = "incomplete" if finish_reason == "length" else "completed"
-        output = [_item(self.id, b, "completed", self.sealed) for b in blocks]
+        output = [_item(self.id, b, "completed", self.sealed, self.text_logprobs(tokens.get(b.index))) for b in blocks]
         response = self.response(status, output, api.ResponseUsage(
             usage.prompt_tokens, api.InputTokensDetails(usage.prompt_tokens_details.cached_tokens),
             usage.completion_tokens, api.OutputTokensDetails(n_reasoning), usage.total_tokens))
         if self.body.store:
             self.fe.responses.put(StoredResponse(response, self.items + msgspec.to_builtins(output)))
         return response
+
+    def text_logprobs(self, tokens: list[TokenText] | None) -> list[chat.ChatTokenLogprob] | None:
+        return token_logprobs(tokens) if self.logprobs and tokens else None
 
 
 class _ResponseStream:
@@ -225,6 +259,11 @@ class _ResponseStream:
         self._blocks = ReplyBlocks()
         self._finish_reason = "stop"
         self._seq = 0
+        # with logprobs: the tokens not yet given to a text delta, those each text block got, and
+        # this step's text delta that carries them (its BlockEvent)
+        self._pending: list[TokenText] = []
+        self._tokens: dict[int, list[TokenText]] = {}
+        self._carrier: tuple[BlockEvent, list[TokenText]] | None = None
 
     def _event(self, type_: str, **fields: Any) -> bytes:
         return sse.named_event(type_, self._data(type_, **fields))
@@ -249,13 +288,27 @@ class _ResponseStream:
         if delta.finish_reason is not None:
             events += self._blocks.close()
             self._finish_reason = conversation.finish_reason(delta.finish_reason, self._parser)
+        self._attribute(delta.tokens, events)
         data = [e for event in events for e in self._block_events(event)]
         if data and self._turn.body.timings_per_token:  # on the step's last event, as llama-server puts them
             data[-1].timings = self._turn.run.gen.timings()
         return out + [sse.named_event(d.type, d) for d in data]
 
+    def _attribute(self, tokens: list[TokenText], events: list[BlockEvent]) -> None:
+        """The step's tokens (and those held back before) go to its last text delta; a step that
+        only writes reasoning or a call's arguments had tokens of those, which carry none."""
+        self._pending += tokens
+        self._carrier = None
+        texts = [e for e in events if e.kind == "delta" and e.block.kind == "text"]
+        if texts:
+            self._carrier = (texts[-1], self._pending)
+            self._tokens.setdefault(texts[-1].block.index, []).extend(self._pending)
+            self._pending = []
+        elif any(e.kind == "delta" for e in events):
+            self._pending = []
+
     def tail(self) -> list[bytes]:
-        response = self._turn.finish(self._blocks.blocks, self._finish_reason)
+        response = self._turn.finish(self._blocks.blocks, self._finish_reason, self._tokens)
         return [self._event(f"response.{response.status}", response=response, timings=self._turn.run.gen.timings())]
 
     def error(self, exc: ApiError) -> bytes:
@@ -274,26 +327,31 @@ class _ResponseStream:
             return out
         if event.kind == "delta":
             if block.kind == "text":
-                return [self._data("response.output_text.delta", **content, delta=event.text, logprobs=[])]
+                carried = self._carrier[1] if self._carrier is not None and self._carrier[0] is event else None
+                return [self._data("response.output_text.delta", **content, delta=event.text,
+                                   logprobs=self._turn.text_logprobs(carried) or [])]
             if block.kind == "thinking":
                 return [self._data("response.reasoning_text.delta", **content, delta=event.text)]
             return [self._data("response.function_call_arguments.delta", **where, delta=event.text)]
+        logprobs = self._turn.text_logprobs(self._tokens.get(block.index))
         if block.kind == "tool_call":
             out = [self._data("response.function_call_arguments.done", **where, name=block.name,
                                arguments=block.text)]
         elif block.kind == "text":
-            out = [self._data("response.output_text.done", **content, text=block.text, logprobs=[])]
+            out = [self._data("response.output_text.done", **content, text=block.text, logprobs=logprobs or [])]
         else:
             out = [self._data("response.reasoning_text.done", **content, text=block.text)]
         if block.kind != "tool_call":
-            out.append(self._data("response.content_part.done", **content, part=_part(block.kind, block.text)))
+            out.append(self._data("response.content_part.done", **content,
+                                  part=_part(block.kind, block.text, logprobs)))
         out.append(self._data("response.output_item.done", output_index=block.index,
-                               item=_item(turn_id, block, "completed", self._turn.sealed)))
+                               item=_item(turn_id, block, "completed", self._turn.sealed, logprobs)))
         return out
 
 
-def _part(kind: str, text: str) -> api.OutputTextPart | api.ReasoningTextPart:
-    return api.OutputTextPart(text) if kind == "text" else api.ReasoningTextPart(text)
+def _part(kind: str, text: str, logprobs: list[chat.ChatTokenLogprob] | None = None
+          ) -> api.OutputTextPart | api.ReasoningTextPart:
+    return api.OutputTextPart(text, logprobs=logprobs or []) if kind == "text" else api.ReasoningTextPart(text)
 
 
 def _not_found(response_id: str, param: str | None = None) -> ApiError:
@@ -320,7 +378,7 @@ def _conversation(fe: Frontend, body: api.ResponsesRequest) -> tuple[Items, int]
 async def create(fe: Frontend, req: Request) -> Response | StreamResponse:
     body = req.decode(api.ResponsesRequest)
     items, n_stored = _conversation(fe, body)
-    run = await conversation.start(fe, req, chat_request(body, items, n_stored))
+    run = await conversation.start(fe, req, chat_request(body, items, n_stored), logprobs_asked(body))
     turn = _Turn(fe, body, f"resp_{req.id}", items, run)
     if body.stream:
         stream = _ResponseStream(turn)
@@ -328,7 +386,8 @@ async def create(fe: Frontend, req: Request) -> Response | StreamResponse:
                                                     on_error=stream.error), error_event=stream.error)
     result = (await collect(run.gen))[0]
     reply: Reply = conversation.read_reply(run.parsers[0], result)
-    return json_response(turn.finish(reply_blocks(reply), reply.finish_reason))
+    blocks = reply_blocks(reply)
+    return json_response(turn.finish(blocks, reply.finish_reason, text_tokens(result, blocks)))
 
 
 async def input_tokens(fe: Frontend, req: Request) -> Response:

@@ -14,6 +14,8 @@ import openai
 import pytest
 
 from frontend.api import responses as api
+from frontend.generation import ChoiceResult, TokenText
+from frontend.reply_blocks import Block
 from frontend.routes import responses as responses_route
 from tests.conftest import start_server
 
@@ -112,6 +114,49 @@ def test_include_encrypted_reasoning_round_trips_for_stateless_clients(sdk):
         {"role": "user", "content": QUESTION}, {"type": "reasoning", "summary": [], "encrypted_content": ""},
         {"role": "assistant", "content": "Red."}, {"role": "user", "content": "More?"}])
     assert again.status in ("completed", "incomplete")
+
+
+def test_output_text_logprobs_whole_and_streamed(sdk):
+    """include "message.output_text.logprobs" (with top_logprobs): the text part carries each of
+    its tokens' logprobs, as chat completions gives them for the same prompt; a stream's text
+    deltas carry their own tokens', and the done events all of them."""
+    kwargs = {"model": "any", "input": QUESTION, "max_output_tokens": 8, "temperature": 0}
+    sdk.responses.create(**kwargs)  # caches the prompt: the runs below take the same shape (see design.md)
+    plain = sdk.responses.create(**kwargs)
+    assert plain.output[0].content[0].logprobs == [] and plain.top_logprobs is None
+    out = sdk.responses.create(**kwargs, include=["message.output_text.logprobs"], top_logprobs=2)
+    part = out.output[0].content[0]
+    assert out.top_logprobs == 2 and part.text == plain.output_text
+    assert "".join(lp.token for lp in part.logprobs) == part.text and len(part.logprobs) == out.usage.output_tokens
+    assert all(lp.logprob <= 0 and len(lp.top_logprobs) == 2 and bytes(lp.bytes).decode() == lp.token
+               for lp in part.logprobs)
+    chat = sdk.chat.completions.create(model="any", messages=[{"role": "user", "content": QUESTION}], max_tokens=8,
+                                       temperature=0, logprobs=True, top_logprobs=2)
+    expected = chat.choices[0].logprobs.content
+    assert [lp.token for lp in part.logprobs] == [lp.token for lp in expected]
+    assert [lp.logprob for lp in part.logprobs] == pytest.approx([lp.logprob for lp in expected], abs=1e-3)
+    alone = sdk.responses.create(**kwargs, top_logprobs=0).output[0].content[0].logprobs  # top_logprobs asks too
+    assert [lp.token for lp in alone] == [lp.token for lp in part.logprobs] and not alone[0].top_logprobs
+    events = list(sdk.responses.create(**kwargs, include=["message.output_text.logprobs"], top_logprobs=2,
+                                       stream=True))
+    deltas = [e for e in events if e.type == "response.output_text.delta"]
+    streamed = [lp for e in deltas for lp in e.logprobs]
+    assert "".join(e.delta for e in deltas) == part.text
+    assert [lp.token for lp in streamed] == [lp.token for lp in part.logprobs]
+    done = next(e for e in events if e.type == "response.output_text.done")
+    final = events[-1].response.output[0].content[0].logprobs
+    assert [lp.model_dump() for lp in done.logprobs] == [lp.model_dump() for lp in streamed] == \
+        [lp.model_dump() for lp in final]
+
+
+def test_a_reply_read_whole_gives_its_text_part_the_tokens_of_the_answer_only():
+    """The reasoning's tokens and a call's are not the output text's."""
+    pieces = ["<think>", "2+2", " is 4", "</think>", "\n\n", "It", " is 4", "<tool_call>", "{}", "</tool_call>"]
+    offsets = [sum(map(len, pieces[:i])) for i in range(len(pieces))]
+    tokens = [TokenText(p, p.encode(), -0.5, [], o) for p, o in zip(pieces, offsets)]
+    result = ChoiceResult(0, "".join(pieces), tokens, "stop", [], [])
+    blocks = [Block(0, "thinking", "2+2 is 4"), Block(1, "text", "It is 4"), Block(2, "tool_call", "{}", "c", "f")]
+    assert [t.text for t in responses_route.text_tokens(result, blocks)[1]] == ["It", " is 4"]
 
 
 def test_json_schema_format(sdk):
@@ -225,7 +270,8 @@ def test_llama_server_telemetry_on_the_unversioned_route(server, sdk):
     ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]}]}, "input[0].content[0]"),
     ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0].type"),
     ({"input": "hi", "truncation": "auto"}, "truncation"),
-    ({"input": "hi", "include": ["message.output_text.logprobs"]}, "include[0]"),
+    ({"input": "hi", "include": ["message.input_image.image_url"]}, "include[0]"),
+    ({"input": "hi", "top_logprobs": 21}, "top_logprobs"),
     ({"input": "hi", "previous_response_id": "resp_unknown"}, "previous_response_id"),
 ])
 def test_bad_requests_in_openai_shape(server, body, param):
