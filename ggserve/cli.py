@@ -57,7 +57,9 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     d = ServeConfig(model="")
     m = p.add_argument_group("model")
     m.add_argument("-m", "--model", default="", help="GGUF file (default: embedded Gemma 3 270M)")
-    m.add_argument("-a", "--alias", dest="aliases", type=_names, default=[], metavar="NAME,...",
+    m.add_argument("model_file", nargs="?", default="", metavar="MODEL.gguf",
+                   help="the GGUF file, as vllm serve takes it (same as -m)")
+    m.add_argument("-a", "--alias", "--served-model-name", dest="aliases", type=_names, default=[], metavar="NAME,...",
                    help="names the API answers to, comma-separated; the first in sorted order is the model id, "
                    "as in llama-server (default: the file name)")
     m.add_argument("--tags", type=_names, default=[], metavar="TAG,...",
@@ -141,18 +143,20 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     mm.add_argument("--video-decode-timeout", type=float, default=d.video_decode_timeout, metavar="SECONDS",
                     help=f"seconds ffmpeg may take to decode one video ({d.video_decode_timeout:g})")
     e = p.add_argument_group("engine")
-    e.add_argument("-np", "--parallel", dest="n_parallel", type=int, default=None,
+    e.add_argument("-np", "--parallel", "--max-num-seqs", dest="n_parallel", type=int, default=None,
                    help=f"slots per executor ({d.n_parallel}; an embedding server: inputs per decode, "
                    f"{EMBEDDING_SEQUENCES})")
     e.add_argument("-c", "--ctx-size", type=int, default=None,
                    help=f"KV cells per executor, one pool for its slots ({d.ctx_size})")
     e.add_argument(
-        "--ctx-per-request", type=int, default=d.ctx_per_request,
-        help="tokens (prompt + output) one request may hold (default 0: the whole -c)",
+        "--ctx-per-request", "--max-model-len", type=int, default=d.ctx_per_request,
+        help="tokens (prompt + output) one request may hold (default 0: the whole -c; without -c the pool "
+        "holds at least this many)",
     )
     e.add_argument("--kv-unified-per-slot", type=int, default=None, metavar="N",
                    help="llama-server's name for --ctx-per-request N; without -c the pool is then -np x N cells")
-    e.add_argument("-b", "--batch-size", type=int, default=d.batch_size, help="max tokens per step")
+    e.add_argument("-b", "--batch-size", "--max-num-batched-tokens", type=int, default=d.batch_size,
+                   help="max tokens per step")
     e.add_argument("-ub", "--ubatch-size", type=int, default=d.ubatch_size)
     e.add_argument("-t", "--threads", type=int, default=d.threads, help="0: all cores")
     e.add_argument("-tb", "--threads-batch", type=int, default=d.threads_batch)
@@ -619,10 +623,15 @@ def _context_sizes(args: argparse.Namespace) -> None:
             raise UsageError("ggserve: --kv-unified-per-slot and --ctx-per-request set the same limit: give one")
         args.ctx_per_request = per_slot
     if args.ctx_size is None:
-        args.ctx_size = args.n_parallel * per_slot if per_slot else ServeConfig(model="").ctx_size
+        args.ctx_size = args.n_parallel * per_slot if per_slot else max(ServeConfig(model="").ctx_size,
+                                                                           args.ctx_per_request)
 
 
 def _engine_config(args: argparse.Namespace) -> ServeConfig:
+    if args.model_file:  # vllm serve's form: the model first
+        if args.model:
+            raise UsageError("ggserve: give the model once, with -m or as the first argument")
+        args.model = args.model_file
     if not args.mmproj_auto:
         args.mmproj = ""  # --no-mmproj
     _embedding_mode(args)

@@ -499,7 +499,20 @@ def test_llama_server_context_embedding_and_infill_flags_map_onto_the_config(cap
     assert "--no-perf" not in caplog.text
 
 
+def test_vllm_serve_flags_name_the_same_settings(tmp_path) -> None:
+    """vllm serve MODEL --served-model-name --max-num-seqs --max-model-len --max-num-batched-tokens."""
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    cfg = config_from_args(parse(str(model), "--served-model-name", "mine", "--max-num-seqs", "8",
+                                 "--max-model-len", "2048", "--max-num-batched-tokens", "1024"))
+    assert (cfg.model, cfg.aliases, cfg.n_parallel, cfg.ctx_per_request, cfg.batch_size) == (
+        str(model.resolve()), ["mine"], 8, 2048, 1024)
+    assert cfg.ctx_size == 4096  # the default pool holds it
+    assert config_from_args(parse("--max-model-len", "16384")).ctx_size == 16384  # without -c, a pool that holds it
+
+
 @pytest.mark.parametrize(("argv", "message"), [
+    (["m.gguf", "-m", "n.gguf"], "give the model once"),
     (["--kv-unified-per-slot", "0"], "--kv-unified-per-slot must be at least 1"),
     (["--kv-unified-per-slot", "512", "--ctx-per-request", "512"], "set the same limit: give one"),
     (["--embd-normalize", "-2"], "--embd-normalize is -1 (none) or more"),
