@@ -148,6 +148,9 @@ class SamplingParams(_Part):
     seed: int | None = None
     grammar: str | None = None  # GBNF, root rule "root"
     grammar_triggers: GrammarTriggers | None = None  # the grammar is lazy: it applies from a trigger on
+    # token sequences the output never contains (vLLM's bad_words): a sequence's last token is
+    # banned where the tokens generated just before it are the rest of it
+    banned_sequences: list[list[int]] = []
     # llama.cpp's other samplers, with llama-server's meanings and neutral defaults
     min_keep: int = 0  # truncating samplers keep at least this many candidates
     top_n_sigma: float = -1.0  # <= 0: off

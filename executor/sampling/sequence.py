@@ -37,6 +37,7 @@ from collections import OrderedDict
 import llama_cpp
 import numpy as np
 
+from executor.sampling.banned import BannedSequences
 from executor.sampling.fast import FastChain, LogitBias, biased_argmax, fast_steps, pick, sample_many, top_candidates
 from executor.sampling.lazy_grammar import LazyGrammar
 from executor.sampling.reasoning_budget import BudgetTracker
@@ -80,14 +81,16 @@ class SeqSampler:
         # Greedy without logit changes: the token is the row's argmax, taken for all such rows at once.
         self.argmax_first = greedy and not changes_argmax(params)
         bias = LogitBias(params.logit_bias) if params.logit_bias else None
+        # A grammar or banned sequences: the token is checked after it is picked (pick_constrained).
+        constrained = params.grammar is not None or bool(params.banned_sequences)
         # Greedy whose only logit change is a bias: the biased row's argmax, no llama.cpp chain.
-        self.biased_argmax = bias if (greedy and params.grammar is None and not self.post_sampling_probs
+        self.biased_argmax = bias if (greedy and not constrained and not self.post_sampling_probs
                                       and not _chain_changes_argmax(params)) else None
         # Both take the row's argmax (under the bias, if any) up front, with the step's other such rows.
         self.picks_argmax = self.argmax_first or self.biased_argmax is not None
         self.n_vocab = n_vocab
         self.chain: llama_cpp.llama_sampler_p | None = None
-        self.grammar: Grammar | LazyGrammar | None = None
+        self.grammar: Grammar | LazyGrammar | BannedSequences | None = None
         # Token ids a logit bias raises: candidates of a resample even when their raw logit is low.
         self._boosted = np.array([t for t, b in params.logit_bias if b > 0], dtype=np.int32)
         if params.grammar is not None:
@@ -98,6 +101,8 @@ class SeqSampler:
             except (re.error, OverflowError, RecursionError) as exc:  # the frontend checks patterns first
                 grammar.free()
                 raise SequenceFailed(f"a grammar trigger is not a valid regex: {exc}") from None
+        if params.banned_sequences:
+            self.grammar = BannedSequences(params.banned_sequences, self.grammar)
         budget = params.reasoning_budget
         self.budget = BudgetTracker(budget, vocab) if budget is not None else None
         # The common sampled chain runs vectorised (executor.sampling.fast), the rest in llama.cpp.
@@ -111,7 +116,7 @@ class SeqSampler:
         # one value) and nothing of the request reading the raw logits (log-probabilities, a grammar).
         biased = [t for t, _ in params.logit_bias]
         on_device = ((self.picks_argmax or self.fast is not None)
-                     and params.grammar is None and logprobs < 0 and prompt_logprobs < 0
+                     and not constrained and logprobs < 0 and prompt_logprobs < 0
                      and len(set(biased)) == len(biased))
         self.device_params = params if on_device else None
         try:

@@ -92,10 +92,27 @@ def sampling_params(req: SamplingFields, tokenizer: Tokenizer, defaults: Samplin
         bias += [(t, -math.inf) for t in eog_ids]
     seed = default_seed if req.seed is None else req.seed
     triggers = grammar_triggers(req, tokenizer)  # checked even without a grammar to trigger
+    if req.bad_words:
+        given["banned_sequences"] = banned_sequences(req.bad_words, tokenizer)
     return msgspec.structs.replace(defaults, **given, logit_bias=bias,
                                    seed=None if seed < 0 else seed & _SEED_MASK,
                                    grammar=grammar if grammar is not None else defaults.grammar,
                                    grammar_triggers=triggers if grammar is not None else None)
+
+
+def banned_sequences(words: list[str], tokenizer: Tokenizer) -> list[list[int]]:
+    """vLLM's bad_words as token sequences: each word's tokens as written at the start of the
+    text and after a space (most vocabularies spell a word differently there), once each."""
+    out: list[list[int]] = []
+    for i, word in enumerate(words):
+        bare = word.lstrip()
+        if not bare:
+            raise invalid(f"bad_words[{i}] is empty", param=f"bad_words[{i}]")
+        for text in (bare, " " + bare):
+            tokens = tokenizer.tokenize(text, add_special=False, parse_special=False)
+            if tokens and tokens not in out:
+                out.append(tokens)
+    return out
 
 
 def with_post_sampling_probs(params: SamplingParams, wanted: bool) -> SamplingParams:
@@ -104,8 +121,8 @@ def with_post_sampling_probs(params: SamplingParams, wanted: bool) -> SamplingPa
     rules candidates out rather than weighing them."""
     if not wanted:
         return params
-    if params.grammar is not None:
-        raise invalid("post_sampling_probs cannot be combined with a grammar, JSON schema or tools",
+    if params.grammar is not None or params.banned_sequences:
+        raise invalid("post_sampling_probs cannot be combined with a grammar, JSON schema, tools or bad_words",
                       param="post_sampling_probs")
     return msgspec.structs.replace(params, post_sampling_probs=True)
 

@@ -199,6 +199,8 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     # unless those fields are given
     repetition_penalty: Annotated[float, msgspec.Meta(gt=0.0)] | None = None
     stop_token_ids: list[CInt] | None = None  # generating one of these ends the output (not shown)
+    # words the output never contains (their tokens as at the text's start and after a space)
+    bad_words: Annotated[list[str], msgspec.Meta(max_length=256)] | None = None
     # no end-of-generation token, stop token or stop string ends the output before this many tokens
     min_tokens: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] = 0
     # cached prefixes are shared only between requests of the same salt (so a tenant cannot tell

@@ -55,13 +55,12 @@ LLAMA_SERVER: Table = {
 # ``add_special_tokens`` on /v1/completions and /v1/embeddings, ``return_token_ids``,
 # ``return_tokens_as_token_ids`` and ``prompt_logprobs`` on the OpenAI routes, ``include_reasoning``,
 # ``thinking_token_budget``, ``return_prompt_text`` and ``documents`` on chat, ``normalize`` on
-# /v1/embeddings.
+# /v1/embeddings, ``bad_words`` on completions.
 # A field a request type lists in its ``not_honoured`` is refused there although it has it.
 VLLM: Table = {
     "best_of": (lambda v: v == 1, "no server-side best-of; ask for n choices and pick one"),
     "use_beam_search": (_falsy, "no beam search"),
     "length_penalty": (lambda v: v == 1, "length_penalty applies to beam search, which ggserve does not do"),
-    "bad_words": (_falsy, "no banned words; logit_bias can ban tokens"),
     "logits_processors": (_falsy, "no custom logits processors"),
     "prompt_logprobs": (_never, "/v1/completions and /v1/chat/completions give them"),
     "return_token_ids": (_falsy, "llama-server's return_tokens gives the generated token ids here"),

@@ -229,6 +229,32 @@ def test_cache_salt_keeps_cached_prefixes_apart(server):
     assert r.status_code == 400 and r.json()["error"]["param"] == "cache_salt", r.text
 
 
+def test_bad_words_never_appear_in_the_output(server):
+    """vLLM's bad_words: the greedy output's third token, banned as a word, is replaced from
+    there on (the tokens before it are the same computation) and never comes back."""
+    plain = completion(server, max_tokens=12, return_token_ids=True)
+    banned_id = plain["token_ids"][2]
+    word = httpx.post(f"{server.base_url}/detokenize", json={"tokens": [banned_id]}, timeout=30).json()["content"]
+    variants = [httpx.post(f"{server.base_url}/tokenize", json={"content": text}, timeout=30).json()["tokens"]
+                for text in (word.lstrip(), " " + word.lstrip())]
+    assert [banned_id] in variants  # the word is that one token at the start of a text or after a space
+    for route in ("/v1/completions", "/completion"):
+        r = httpx.post(f"{server.base_url}{route}", timeout=120, json={
+            "prompt": "The capital of France is", "temperature": 0, "cache_prompt": False, "max_tokens": 12,
+            "n_predict": 12, "bad_words": [word], "return_token_ids": route == "/v1/completions",
+            "return_tokens": route == "/completion"})
+        assert r.status_code == 200, r.text
+        out = r.json()["choices"][0]["token_ids"] if route == "/v1/completions" else r.json()["tokens"]
+        assert out[:2] == plain["token_ids"][:2] and banned_id not in out
+        assert not any(out[i:i + len(v)] == v for v in variants for i in range(len(out)))
+    sampled = httpx.post(f"{server.base_url}/v1/chat/completions", timeout=120, json={
+        "messages": MESSAGES, "max_tokens": 16, "temperature": 1.5, "seed": 3, "bad_words": [word],
+        "return_token_ids": True}).json()["choices"][0]["token_ids"]
+    assert sampled and banned_id not in sampled
+    bad = httpx.post(f"{server.base_url}/v1/completions", json={"prompt": "x", "bad_words": ["  "]}, timeout=30)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "bad_words[0]"
+
+
 def test_repetition_penalty_is_repeat_penalty_over_the_whole_context(server):
     plain = completion(server, max_tokens=40)["text"]
     vllm = completion(server, max_tokens=40, repetition_penalty=1.5)["text"]
@@ -238,7 +264,7 @@ def test_repetition_penalty_is_repeat_penalty_over_the_whole_context(server):
 
 # vLLM field -> a value that asks for something
 ASKING = {"best_of": 2, "use_beam_search": True, "length_penalty": 0.5,
-          "bad_words": ["x"], "logits_processors": ["m.P"], "prompt_logprobs": 1,
+          "logits_processors": ["m.P"], "prompt_logprobs": 1,
           "skip_special_tokens": False, "spaces_between_special_tokens": False, "guided_whitespace_pattern": " ",
           "structural_tag": "{}", "chat_template": "{{ x }}", "documents": [{"text": "x"}],
           "mm_processor_kwargs": {"a": 1}, "priority": 1, "kv_transfer_params": {"a": 1},
@@ -247,7 +273,7 @@ ASKING = {"best_of": 2, "use_beam_search": True, "length_penalty": 0.5,
           "repetition_detection": {"max_pattern_size": 4}, "watermarking": True, "stream_interval": 4,
           "include_reasoning": False, "thinking_token_budget": 8, "return_prompt_text": True}
 NEUTRAL = {"best_of": 1, "use_beam_search": False, "length_penalty": 1.0,
-           "bad_words": [], "logits_processors": None, "prompt_logprobs": None,
+           "logits_processors": None, "prompt_logprobs": None,
            "skip_special_tokens": True, "spaces_between_special_tokens": True, "guided_whitespace_pattern": None,
            "structural_tag": None, "chat_template": None, "documents": None, "mm_processor_kwargs": None,
            "priority": 0, "kv_transfer_params": None, "vllm_xargs": None,
