@@ -28,6 +28,18 @@ def _aliases() -> dict[str, str]:
 
 _BY_NAME = _aliases()
 
+# llama.cpp's infill sampler compares every pair of its candidates (it merges tokens that begin
+# one another): over a whole vocabulary (262k for Gemma 3) one step would take hours.
+INFILL_MAX_CANDIDATES = 256
+
+
+def infill_problem(order: list[str], top_k: int) -> str | None:
+    """Why the infill sampler cannot run in this order, or None: top_k must cut its candidates first."""
+    if "infill" not in order or ("top_k" in order[: order.index("infill")] and 0 < top_k <= INFILL_MAX_CANDIDATES):
+        return None
+    return (f"the infill sampler compares every pair of its candidates: put top_k (1-{INFILL_MAX_CANDIDATES}) "
+            "before it in the sampler order")
+
 
 def sampler_order(value: list[str] | str) -> list[str]:
     """Canonical names in the given order; ValueError for a name or letter llama.cpp does not have."""

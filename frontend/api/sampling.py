@@ -20,7 +20,7 @@ import msgspec
 
 from frontend.http.errors import ApiError, invalid
 from frontend.text.prompts import Prompt, check_tokens, truncate_tokens
-from ggserve.samplers import sampler_order
+from ggserve.samplers import infill_problem, sampler_order
 from frontend.api.schemas import LogitBias, SamplingFields
 from frontend.structured.grammar import GrammarChecker, GrammarError
 from frontend.structured.json_schema import schema_to_gbnf
@@ -55,6 +55,8 @@ def check_server_defaults(defaults: SamplingParams, tokenizer: Tokenizer, checke
     for token, _ in defaults.logit_bias:
         if not 0 <= token < tokenizer.n_vocab:
             raise ValueError(f"--logit-bias: token {token} is not in the model's vocabulary of {tokenizer.n_vocab}")
+    if (why := infill_problem(defaults.samplers, defaults.top_k)) is not None:
+        raise ValueError(f"--samplers: {why}")
     if defaults.grammar is not None:
         try:
             checker.check(defaults.grammar)
@@ -94,6 +96,8 @@ def sampling_params(req: SamplingFields, tokenizer: Tokenizer, defaults: Samplin
     triggers = grammar_triggers(req, tokenizer)  # checked even without a grammar to trigger
     if req.bad_words:
         given["banned_sequences"] = banned_sequences(req.bad_words, tokenizer)
+    if (why := infill_problem(given.get("samplers", defaults.samplers), given.get("top_k", defaults.top_k))):
+        raise invalid(why, param="samplers" if "samplers" in given else "top_k")
     return msgspec.structs.replace(defaults, **given, logit_bias=bias,
                                    seed=None if seed < 0 else seed & _SEED_MASK,
                                    grammar=grammar if grammar is not None else defaults.grammar,

@@ -80,6 +80,17 @@ def test_samplers_order_decides_the_chain(server):
         assert out["generation_settings"]["samplers"] == ["top_k"]
 
 
+@pytest.mark.parametrize("body", [{"samplers": ["infill"]}, {"samplers": ["infill", "top_k"]},
+                                  {"samplers": ["top_k", "infill"], "top_k": 0}])
+def test_the_infill_sampler_needs_top_k_before_it(server, body):
+    """It compares every pair of its candidates: over the whole vocabulary one step would stall
+    the executor (and every request on it) for hours."""
+    r = httpx.post(f"{server.base_url}/completion", json={"prompt": PROMPT, "n_predict": 2} | body, timeout=60)
+    assert r.status_code == 400 and "top_k" in r.json()["error"]["message"], r.text
+    out = run(server, n_predict=4, ignore_eos=True, samplers=["top_k", "infill", "temperature"], top_k=40, seed=1)
+    assert len(out["tokens"]) == 4
+
+
 def test_top_n_sigma_narrows_and_min_keep_widens(server):
     base = greedy(server)
     hot = {"n_predict": 8, "ignore_eos": True, "temperature": 3.0, "top_k": 0, "top_p": 1.0}
