@@ -171,7 +171,7 @@ async def start(fe: Frontend, req: Request, body: ChatCompletionRequest, logprob
     limit = token_limit(body, fe.cfg, body.max_completion_tokens)
     prompt = truncated_prompt(prompt, body, limit, info, bool(mprompt.spans))
     check_chunks(mprompt.spans, info.n_ctx_slot)
-    check_context(len(prompt), limit, info)
+    check_context(len(prompt), info)
     check_slot(body, info)
     fe.fill_defaults(body)
     sampling = msgspec.structs.replace(

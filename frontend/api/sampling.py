@@ -209,8 +209,8 @@ def truncated_prompt(token_ids: list[int], req: SamplingFields, max_new: int, in
     if has_media:
         raise invalid("truncate_prompt_tokens cannot cut a prompt with images or audio",
                       param="truncate_prompt_tokens")
-    if keep < 0:
-        keep = max(1, info.n_ctx_slot - (max_new if max_new >= 0 and not info.context_shift else 1))
+    if keep < 0:  # room for max_tokens beside it, or for one token when they would not leave one
+        keep = info.n_ctx_slot - (max_new if 0 <= max_new < info.n_ctx_slot and not info.context_shift else 1)
     return truncate_tokens(token_ids, keep, req.truncation_side)
 
 
@@ -225,23 +225,17 @@ def truncated_prompts(prompts: list[Prompt], req: SamplingFields, max_new: int, 
     return fitted
 
 
-def check_context(n_prompt: int, max_new: int, info: EngineInfo) -> None:
-    """A request must fit a slot: prompt + max_tokens, or prompt + one token without a limit or
-    when the context shifts (llama-server refuses a prompt that fills the context either way)."""
+def check_context(n_prompt: int, info: EngineInfo) -> None:
+    """A prompt must leave a slot room for one token. A longer ``max_tokens`` than the rest of
+    the context is no error: the output stops where the context is full (finish "length",
+    ``truncated``), as llama-server does; with a context that shifts it goes on."""
     n_ctx_slot = info.n_ctx_slot
     if n_prompt == 0:
         raise invalid("the prompt is empty", param="prompt")
-    if (max_new < 0 or info.context_shift) and n_prompt >= n_ctx_slot:
-        message = (f"the prompt has {n_prompt} tokens but a slot's context holds {n_ctx_slot} tokens, "
-                   "prompt and generated tokens together; shorten the prompt or increase the context size")
-    elif max_new >= 0 and not info.context_shift and n_prompt + max_new > n_ctx_slot:
-        message = (f"the request asks for {n_prompt + max_new} tokens ({n_prompt} prompt + {max_new} max_tokens) "
-                   f"but a slot's context holds {n_ctx_slot} tokens; shorten the prompt, lower max_tokens "
-                   "or increase the context size")
-    else:
-        return
-    raise ApiError(400, message, type="exceed_context_size_error",
-                   extra={"n_prompt_tokens": n_prompt, "n_ctx": n_ctx_slot})
+    if n_prompt >= n_ctx_slot:
+        raise ApiError(400, f"the prompt has {n_prompt} tokens but a slot's context holds {n_ctx_slot} tokens, "
+                       "prompt and generated tokens together; shorten the prompt or increase the context size",
+                       type="exceed_context_size_error", extra={"n_prompt_tokens": n_prompt, "n_ctx": n_ctx_slot})
 
 
 @dataclass(frozen=True)

@@ -175,7 +175,7 @@ async def completions(fe: Frontend, req: Request) -> Response | StreamResponse:
     limit = token_limit(body, fe.cfg)
     prompts = truncated_prompts(prompts, body, limit, info, fe.tokenizer)
     for prompt in prompts:
-        check_context(len(prompt.token_ids), limit, info)
+        check_context(len(prompt.token_ids), info)
     check_slot(body, info)
     fe.fill_defaults(body)
     budget = tagged_budget(body, fe.tokenizer)

@@ -155,7 +155,7 @@ async def _run(fe: Frontend, req: Request, body: NativeCompletionRequest,
     prompts = truncated_prompts(prompts, body, limit, info, fe.tokenizer)
     for prompt in prompts:
         check_chunks(prompt.media, info.n_ctx_slot)
-        check_context(len(prompt.token_ids), limit, info)
+        check_context(len(prompt.token_ids), info)
     check_slot(body, info)
     fe.fill_defaults(body)
     budget = tagged_budget(body, fe.tokenizer)

@@ -145,8 +145,16 @@ def test_prompt_over_the_context_is_400(server, sdk):
     assert error["type"] == "exceed_context_size_error"
     assert error["n_ctx"] == 2048 and error["n_prompt_tokens"] > 2048  # the whole -c: one KV pool
     r = httpx.post(f"{server.base_url}/v1/chat/completions",
-                   json={"messages": MESSAGES, "max_tokens": 2100, "stream": True})
+                   json={"messages": MESSAGES * 300, "max_tokens": 4, "stream": True})
     assert r.status_code == 400 and r.json()["error"]["type"] == "exceed_context_size_error"
+
+
+def test_max_tokens_past_the_context_stops_where_it_is_full(server):
+    """As llama-server: a max_tokens larger than the room the prompt leaves is no error."""
+    prompt = [1000 + i % 500 for i in range(2040)]  # token ids: 8 cells left of the 2048
+    out = httpx.post(f"{server.base_url}/v1/completions", timeout=300, json={
+        "prompt": prompt, "max_tokens": 4096, "ignore_eos": True}).json()
+    assert out["choices"][0]["finish_reason"] == "length" and out["usage"]["completion_tokens"] == 8
 
 
 def test_stream_first_chunk_has_a_null_content(server):
