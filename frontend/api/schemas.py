@@ -388,7 +388,7 @@ class NativeCompletionRequest(TextCompletionFields, kw_only=True):
     not_honoured: ClassVar[frozenset[str]] = frozenset({"return_token_ids", "return_tokens_as_token_ids",
                                                         "prompt_logprobs"})
 
-    prompt: PromptInput = ""
+    prompt: PromptInput | None = None  # required by /completion (as llama-server), "" by default on /infill
     return_tokens: bool = False
     response_fields: list[str] | None = None  # only these fields ("a/b" reaches into objects)
     logprobs: TopLogprobs | None = None  # llama-server's fallback name of n_probs

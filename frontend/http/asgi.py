@@ -32,13 +32,36 @@ class Request:
     query: dict[str, str] = field(default_factory=dict)  # the query string's parameters (the last of a repeated one)
 
     def decode(self, type_: type[T]) -> T:
-        """The JSON body as ``type_``; a 400 naming the bad field otherwise."""
+        """The JSON body as ``type_``; a 400 naming the bad field otherwise. A top-level field
+        sent as ``null`` means its default (as llama-server and OpenAI read it), also where the
+        field itself takes no null."""
         try:
             return msgspec.json.decode(self.body, type=type_)
+        except msgspec.ValidationError as exc:
+            return _without_nulls(self.body, type_, exc)
         except msgspec.DecodeError as exc:
             raise from_validation(exc) from None
         except UNREADABLE_JSON as exc:  # text that is not UTF-8, or nested deeper than the decoder goes
             raise invalid(f"request body is not valid JSON: {exc}") from None
+
+
+def _without_nulls(body: bytes, type_: type[T], exc: msgspec.ValidationError) -> T:
+    """``type_`` from the body less the top-level fields that are null where null is not taken,
+    one at a time as the errors name them; a 400 for any other error."""
+    fields: Any = None
+    while True:
+        field_name = str(exc).rpartition(" - at `$.")[2].rstrip("`")
+        if "got `null`" not in str(exc) or not field_name.isidentifier():
+            raise from_validation(exc) from None
+        if fields is None:
+            fields = msgspec.json.decode(body)
+        if not isinstance(fields, dict) or field_name not in fields:
+            raise from_validation(exc) from None
+        del fields[field_name]
+        try:
+            return msgspec.convert(fields, type_)
+        except msgspec.ValidationError as again:
+            exc = again
 
 
 @dataclass(slots=True)

@@ -80,6 +80,8 @@ class _Call(NativeResults):
 def _native_prompts(fe: Frontend, body: NativeCompletionRequest) -> list[Prompt]:
     if body.input_prefix is not None or body.input_suffix is not None or body.input_extra is not None:
         raise invalid("input_prefix, input_suffix and input_extra belong to /infill", param="input_prefix")
+    if body.prompt is None:
+        raise invalid('"prompt" must be provided', param="prompt")
     multimodal = (lambda prompt, param: _multimodal_prompt(fe, prompt, param)) if fe.multimodal is not None else None
     prompts = completion_prompts(fe.tokenizer, body.prompt, None, multimodal)
     if len(prompts) * body.n > MAX_CHOICES:
@@ -110,7 +112,8 @@ def _infill_prompt(tokenizer: Tokenizer, body: NativeCompletionRequest, spm: boo
                             f"{', '.join(missing)} token(s)")
     if body.input_prefix is None or body.input_suffix is None:
         raise invalid("/infill needs input_prefix and input_suffix", param="input_prefix")
-    if not isinstance(body.prompt, str):
+    prompt = "" if body.prompt is None else body.prompt
+    if not isinstance(prompt, str):
         raise invalid("prompt of /infill must be a string", param="prompt")
 
     def text(s: str) -> list[int]:
@@ -127,9 +130,9 @@ def _infill_prompt(tokenizer: Tokenizer, body: NativeCompletionRequest, spm: boo
         tokens += text(chunk.text)
     if tokenizer.fim_sep_id >= 0:
         tokens += [tokenizer.fim_sep_id, *text("filename\n")]
-    tokens += fim_tokens(tokenizer, [*text(body.input_prefix), *text(body.prompt)], text(body.input_suffix), spm)
+    tokens += fim_tokens(tokenizer, [*text(body.input_prefix), *text(prompt)], text(body.input_suffix), spm)
     check_tokens(tokenizer, tokens, "prompt")
-    return [Prompt(tokens, body.prompt)]
+    return [Prompt(tokens, prompt)]
 
 
 async def completion(fe: Frontend, req: Request) -> Response | StreamResponse:

@@ -127,3 +127,30 @@ def test_neutral_values_of_unsupported_fields_are_accepted(server):
                    "xtc_probability": 0, "dry_multiplier": 0, "top_n_sigma": -1, "backend_sampling": False}
     r = httpx.post(f"{server.base_url}/completion", json=body, timeout=120)
     assert r.status_code == 200, r.text
+
+
+def test_a_field_sent_as_null_means_its_default(server):
+    """llama-server reads null as "the server's default" (server-schema.cpp), as OpenAI does:
+    SDKs send unset fields as null."""
+    nulls = {field: None for field in FIELDS if field not in ("prompt", "n_predict")}
+    r = httpx.post(f"{server.base_url}/completion", json=BASE | nulls, timeout=120)
+    assert r.status_code == 200 and r.json()["tokens_predicted"] <= 3, r.text
+    chat = {field: None for field in ("stream", "n", "logprobs", "top_logprobs", "parallel_tool_calls", "n_probs",
+                                      "cache_prompt", "id_slot", "return_progress", "timings_per_token", "verbose")}
+    r = httpx.post(f"{server.base_url}/v1/chat/completions", timeout=120,
+                   json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2} | chat)
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["role"] == "assistant", r.text
+    r = httpx.post(f"{server.base_url}/v1/completions", json={"prompt": "Hi", "max_tokens": 2, "echo": None,
+                                                              "stream": None, "n": None}, timeout=120)
+    assert r.status_code == 200 and len(r.json()["choices"]) == 1, r.text
+    # null where a value is needed, or inside a field, is still an error naming it
+    for body, param in (({"messages": None}, "messages"), ({"messages": [{"role": None, "content": "x"}]},
+                                                           "messages[0].role")):
+        r = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=60)
+        assert r.status_code == 400 and param in r.json()["error"]["message"], r.text
+
+
+def test_completion_needs_a_prompt(server):
+    for body in ({"n_predict": 2}, {"n_predict": 2, "prompt": None}):
+        r = httpx.post(f"{server.base_url}/completion", json=body, timeout=60)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "prompt", r.text
