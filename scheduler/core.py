@@ -728,6 +728,9 @@ class Scheduler:
             req.t_first_token = req.t_first_token or now  # a resumed request keeps its first
         req.t_last_token = now
         ex = self.executors[req.slot.executor_id]
+        if req.max_tokens == 0:  # (llama-server's n_predict 0) its prompt is cached; nothing is generated
+            self._finish(req, FinishReason.LENGTH, out=RequestOutput(req.id))
+            return
         if req.drafter is not None:
             req.drafter.extend(tokens)
         out = RequestOutput(req.id)

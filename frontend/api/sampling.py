@@ -171,13 +171,12 @@ def stop_strings(stop: str | list[str] | None) -> list[str]:
 
 def max_tokens(value: int | None, param: str = "max_tokens", default: int = -1) -> int:
     """The engine's max_tokens: -1 (no limit but the context) for -1; ``default`` (the server's
-    ``-n``) for None."""
+    ``-n``) for None; 0 evaluates the prompt into the cache and generates nothing (llama-server's
+    n_predict 0, as editors warm a cache with it)."""
     if value is None:
         return default
-    if value == -1:
-        return -1
-    if value < 1:
-        raise invalid(f"{param} must be at least 1 (or -1 for no limit), got {value}", param=param)
+    if value < -1:
+        raise invalid(f"{param} must be at least 0 (or -1 for no limit), got {value}", param=param)
     return value
 
 

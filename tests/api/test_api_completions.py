@@ -118,7 +118,7 @@ def test_suffix_needs_an_infill_model(sdk):
         {"prompt": {"prompt_string": "x", "multimodal_data": ["AAAA"]}},
         {"prompt": [[2, "x", 10**9]]},
         {"prompt": [10**9]},
-        {"prompt": "x", "max_tokens": 0},
+        {"prompt": "x", "max_tokens": -2},
         {"prompt": "x", "logprobs": 99},
         {"prompt": "x", "echo": True, "logprobs": 1, "stream": True},
         {"prompt": "x", "n": "two"},
@@ -131,3 +131,18 @@ def test_bad_requests_are_400(server, body: dict):
     r = httpx.post(f"{server.base_url}/v1/completions", json=body)
     assert r.status_code == 400, r.text
     assert r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_max_tokens_0_evaluates_the_prompt_and_generates_nothing(server):
+    """llama-server's n_predict 0 (editors warm their cache with it: the next request with the
+    prompt finds it cached), and the legacy API's max_tokens 0 with echo: the prompt's logprobs."""
+    prompt = "The quick brown fox jumps over the lazy dog because"
+    warm = httpx.post(f"{server.base_url}/completion", json={"prompt": prompt, "n_predict": 0}, timeout=60).json()
+    assert (warm["content"], warm["tokens_predicted"], warm["stop_type"]) == ("", 0, "limit")
+    again = httpx.post(f"{server.base_url}/completion", json={"prompt": prompt, "n_predict": 1}, timeout=60).json()
+    assert again["timings"]["cache_n"] == warm["tokens_evaluated"] - 1  # all but the last token, from the cache
+    echo = httpx.post(f"{server.base_url}/v1/completions", timeout=60, json={
+        "prompt": prompt, "max_tokens": 0, "echo": True, "logprobs": 1}).json()["choices"][0]
+    assert echo["text"] == prompt and echo["finish_reason"] == "length"
+    lps = echo["logprobs"]["token_logprobs"]
+    assert lps[0] is None and len(lps) == len(echo["logprobs"]["tokens"]) > 5 and all(lp <= 0 for lp in lps[1:])
