@@ -68,7 +68,8 @@ class Choice:
         ``min_tokens``: stop strings apply from this many tokens on (vLLM's min_tokens)."""
         self.index = index
         self.request_id = request_id
-        self.n_tokens = 0  # generated tokens that count (up to a stop string's last token)
+        # generated tokens that count: up to a stop string's last token, or with the ending token
+        self.n_tokens = 0
         self.finish_reason: str | None = None  # known as soon as the text is final
         self.finished = False  # the engine's terminal output arrived
         self.stats: RequestStats | None = None
@@ -166,6 +167,8 @@ class Choice:
             return
         self._delta.text += self._stop.flush()
         self._release_tokens(None)
+        if reason == FinishReason.STOP:  # the end-of-generation (or stop) token: generated, not shown,
+            self.n_tokens += 1  # and counted as llama-server and vLLM count it
         self.finish_reason = "stop" if reason == FinishReason.STOP else "length"
 
     def _over_time(self, text: str) -> bool:

@@ -98,8 +98,13 @@ def test_timings_per_token_on_every_chunk(server):
 def test_stop_word_and_eos(server):
     out = native(server, grammar='root ::= "alpha, beta"', stop=[","], n_predict=20)
     assert out["content"] == "alpha" and out["stop_type"] == "word" and out["stopping_word"] == ","
-    done = native(server, grammar='root ::= "alpha"', n_predict=20)
+    done = native(server, grammar='root ::= "alpha"', n_predict=20, return_tokens=True)
     assert done["content"] == "alpha" and done["stop_type"] == "eos" and done["stopping_word"] == ""
+    # the end-of-generation token is generated: counted (as llama-server and vLLM count it), not shown
+    assert done["tokens_predicted"] == done["timings"]["predicted_n"] == len(done["tokens"]) + 1
+    chat = post(server, "/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 20,
+                                                  "grammar": 'root ::= "alpha"', "return_token_ids": True}).json()
+    assert chat["usage"]["completion_tokens"] == len(chat["choices"][0]["token_ids"]) + 1
 
 
 def test_response_fields_and_probabilities(server):
