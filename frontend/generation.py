@@ -75,6 +75,7 @@ class Choice:
         self.stats: RequestStats | None = None
         self.error = ""  # the engine's message when it failed the request
         self.first_token_at: float | None = None  # time.monotonic() when its first token arrived
+        self.n_cached = 0  # its prompt tokens from the prefix cache (said with its first tokens)
         self.ended_at: float | None = None  # when the engine's terminal output arrived
         self.stopped_by_string = False
         self.cut_short = False  # ended here (stop string, time limit): the engine request is to be aborted
@@ -101,6 +102,8 @@ class Choice:
             self._delta.progress = output.progress
         if output.token_ids and self.first_token_at is None:
             self.first_token_at = time.monotonic()
+        if output.n_cached_tokens >= 0:
+            self.n_cached = output.n_cached_tokens
         if self.finish_reason is None:
             for k, token_id in enumerate(output.token_ids):
                 self.n_tokens += 1
@@ -323,11 +326,12 @@ class Generation:
             )
         now = time.monotonic()
         started = [c.first_token_at for c in choices if c.first_token_at is not None]
-        prompt_n = sum(len(self._requests[c.index].prompt_token_ids) for c in firsts)
+        cache_n = sum(c.n_cached for c in firsts)
+        prompt_n = sum(len(self._requests[c.index].prompt_token_ids) for c in firsts) - cache_n
         if not self._t_submit:  # not submitted yet (a stream's first chunk is built before)
             return make_timings(0, prompt_n, 0.0, 0, 0.0)
         return make_timings(
-            cache_n=0,
+            cache_n=cache_n,
             prompt_n=prompt_n,
             prompt_ms=1e3 * ((max(started) if started else now) - self._t_submit),
             predicted_n=predicted_n,

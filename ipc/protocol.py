@@ -382,6 +382,9 @@ class RequestOutput(_Part):
     prompt_logprobs: list[TokenLogprob] = []  # of the next prompt tokens (see AddRequest)
     progress: PromptProgress | None = None  # with AddRequest.return_progress, during the prefill
     vectors: Vectors | None = None  # an EmbedRequest's result, one entry per input, with its terminal output
+    # with a request's first tokens: its prompt tokens reused from the prefix cache (-1: not said
+    # here), so a stream's timings count them from the first chunk on
+    n_cached_tokens: int = -1
 
 
 class RequestOutputs(_Msg):

@@ -723,17 +723,19 @@ class Scheduler:
     def _on_tokens(self, req: Request, tokens: list[int], logprobs: list[TokenLogprob | None], now: float) -> None:
         """Output tokens of one step, in order: all but the last are in the KV cache already
         (accepted draft tokens); the last is the one to feed next. They go out in one output."""
+        out = RequestOutput(req.id)
         if req.status == Status.PREFILL:
             req.status = Status.DECODE
-            req.t_first_token = req.t_first_token or now  # a resumed request keeps its first
+            if not req.t_first_token:  # (a resumed request keeps its first)
+                req.t_first_token = now
+                out.n_cached_tokens = req.n_cached
         req.t_last_token = now
         ex = self.executors[req.slot.executor_id]
         if req.max_tokens == 0:  # (llama-server's n_predict 0) its prompt is cached; nothing is generated
-            self._finish(req, FinishReason.LENGTH, out=RequestOutput(req.id))
+            self._finish(req, FinishReason.LENGTH, out=out)
             return
         if req.drafter is not None:
             req.drafter.extend(tokens)
-        out = RequestOutput(req.id)
         for token, logprob in zip(tokens, logprobs):
             req.output_ids.append(token)
             is_stop = token in req.stop_token_ids or (

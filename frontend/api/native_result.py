@@ -62,7 +62,9 @@ class NativeResults:
             "tokens_predicted": choice.n_tokens,
             "tokens_evaluated": len(prompt.token_ids),
             "generation_settings": self.settings,
-            "prompt": prompt.text,
+            # as llama-server: the prompt's tokens as text, special ones written (a prompt with
+            # media: its text, markers in place)
+            "prompt": prompt.text if prompt.media else self.fe.tokenizer.detokenize(prompt.token_ids, special=True),
             "has_new_line": "\n" in content,
             # the context filled: shifted (--context-shift) or the output stopped there; a prompt
             # that does not fit is refused, never cut

@@ -448,12 +448,14 @@ class Usage(msgspec.Struct):
 
 
 class TopLogprob(msgspec.Struct):
+    id: int  # llama-server's: the token's id
     token: str
     logprob: float
     bytes: list[int]
 
 
 class TopProb(msgspec.Struct):
+    id: int
     token: str
     prob: float
     bytes: list[int]
@@ -463,6 +465,7 @@ class ChatTokenLogprob(msgspec.Struct, kw_only=True):
     """A generated token: OpenAI's logprob and top_logprobs, or with llama-server's
     ``post_sampling_probs`` prob and top_probs (probabilities after the sampler chain)."""
 
+    id: int  # llama-server's: the token's id
     token: str
     bytes: list[int]
     logprob: float | msgspec.UnsetType = msgspec.UNSET

@@ -60,15 +60,15 @@ def token_logprobs(tokens: list[TokenText], post_sampling: bool = False, as_ids:
     """OpenAI's logprobs of each token (chat's, and the Responses API's output_text); with
     ``post_sampling_probs`` llama-server's prob and top_probs (the engine then reports
     probabilities in place of log-probabilities)."""
-    name = token_name(as_ids)
+    name = token_name(as_ids)  # (each entry has its token's id too, as llama-server's)
     if post_sampling:
-        return [ChatTokenLogprob(token=name(t.text, t.token_id), bytes=list(t.piece), prob=t.logprob,
-                                 top_probs=[TopProb(token=name(text, i), prob=p, bytes=list(raw))
-                                            for (text, raw, p), i in zip(t.top, t.top_ids)])
+        return [ChatTokenLogprob(id=t.token_id, token=name(t.text, t.token_id), bytes=list(t.piece),
+                                 prob=t.logprob, top_probs=[TopProb(i, name(text, i), p, list(raw))
+                                                            for (text, raw, p), i in zip(t.top, t.top_ids)])
                 for t in tokens]
-    return [ChatTokenLogprob(token=name(t.text, t.token_id), bytes=list(t.piece), logprob=t.logprob,
-                             top_logprobs=[TopLogprob(token=name(text, i), logprob=lp, bytes=list(raw))
-                                           for (text, raw, lp), i in zip(t.top, t.top_ids)])
+    return [ChatTokenLogprob(id=t.token_id, token=name(t.text, t.token_id), bytes=list(t.piece),
+                             logprob=t.logprob, top_logprobs=[TopLogprob(i, name(text, i), lp, list(raw))
+                                                              for (text, raw, lp), i in zip(t.top, t.top_ids)])
             for t in tokens]
 
 

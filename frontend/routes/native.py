@@ -62,7 +62,7 @@ class _Call(NativeResults):
         out: dict[str, Any] = {
             "index": delta.index,
             "content": delta.text,
-            "tokens": delta.token_ids if self.return_tokens else [],
+            "tokens": delta.token_ids,  # a stream's pieces carry their ids always, as llama-server's
             "stop": False,
             "id_slot": self.id_slot(choice),
             "tokens_predicted": choice.n_tokens,

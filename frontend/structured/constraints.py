@@ -59,6 +59,10 @@ def _constraints(body: SamplingFields) -> list[tuple[str, str, Any]]:
                         ("guided_regex", "regex"), ("guided_choice", "choice"), ("guided_grammar", "grammar"),
                         ("allowed_token_ids", "tokens")):
         value = getattr(body, param)
+        if param == "grammar" and value == "":  # llama-server's reading: no grammar
+            continue
+        if param == "json_schema" and value == {}:  # llama-server's reading: any JSON object
+            value = ANY_JSON_OBJECT
         if value is not None:
             out.append((param, kind, value))
     fmt = body.response_format

@@ -58,8 +58,11 @@ def test_n_predict_limits_every_endpoint(server):
 def test_native_response_shape_and_timings_add_up(server):
     out = native(server, n_predict=6, ignore_eos=True, return_tokens=True)
     assert set(out) == NATIVE_FIELDS
-    assert out["stop"] is True and out["truncated"] is False and out["prompt"] == PROMPT
+    assert out["stop"] is True and out["truncated"] is False
     assert out["tokens_evaluated"] == len(tokenize(server, PROMPT))
+    # the prompt's tokens as text, special ones written, as llama-server ("<bos>...")
+    assert out["prompt"] == post(server, "/detokenize", {"tokens": tokenize(server, PROMPT)}).json()["content"]
+    assert out["prompt"] != PROMPT and out["prompt"].endswith(PROMPT)
     assert len(out["tokens"]) == out["tokens_predicted"] == 6
     assert post(server, "/detokenize", {"tokens": out["tokens"]}).json()["content"] == out["content"]
     timings = out["timings"]
@@ -85,9 +88,13 @@ def test_native_stream_matches_the_whole_answer(server):
 
 
 def test_timings_per_token_on_every_chunk(server):
-    events = stream_events(server, "/completion", {"prompt": PROMPT, "n_predict": 4, "ignore_eos": True,
-                                                  "stream": True, "timings_per_token": True})
+    body = {"prompt": PROMPT, "n_predict": 4, "ignore_eos": True, "stream": True, "timings_per_token": True}
+    stream_events(server, "/completion", body)
+    events = stream_events(server, "/completion", body)  # its prompt from the prefix cache now
     assert all(set(e["timings"]) == TIMINGS for e in events)
+    # the prompt's counts are the same on every chunk, the cached tokens counted from the first on
+    counts = {(e["timings"]["cache_n"], e["timings"]["prompt_n"]) for e in events}
+    assert len(counts) == 1 and next(iter(counts))[0] > 0
     chunks = stream_events(server, "/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}],
                                                             "max_tokens": 4, "stream": True,
                                                             "timings_per_token": True})
@@ -304,7 +311,8 @@ def test_chat_post_sampling_probs_give_probs_in_place_of_logprobs(server):
     content = chat["choices"][0]["logprobs"]["content"]
     assert len(content) == 4
     for p in content:
-        assert set(p) == {"token", "bytes", "prob", "top_probs"} and len(p["top_probs"]) == 3
+        assert set(p) == {"id", "token", "bytes", "prob", "top_probs"} and len(p["top_probs"]) == 3
+        assert {"id", "token", "bytes", "prob"} == set(p["top_probs"][0])
         assert abs(sum(t["prob"] for t in p["top_probs"]) - 1.0) < 1e-4  # top-k 3: all that is left
         assert p["prob"] in [t["prob"] for t in p["top_probs"]]
     streamed = [c["choices"][0]["logprobs"]["content"]
@@ -312,7 +320,9 @@ def test_chat_post_sampling_probs_give_probs_in_place_of_logprobs(server):
                 if c.get("choices") and c["choices"][0].get("logprobs")]
     assert [p for chunk in streamed for p in chunk] == content  # same seed, same batch shape
     plain = post(server, "/v1/chat/completions", body | {"post_sampling_probs": False}).json()
-    assert set(plain["choices"][0]["logprobs"]["content"][0]) == {"token", "bytes", "logprob", "top_logprobs"}
+    first = plain["choices"][0]["logprobs"]["content"][0]
+    assert set(first) == {"id", "token", "bytes", "logprob", "top_logprobs"}  # llama-server's id beside OpenAI's
+    assert first["id"] == first["top_logprobs"][0]["id"] or first["logprob"] < first["top_logprobs"][0]["logprob"]
     for grammar in ({"grammar": 'root ::= "yes"'}, {"response_format": {"type": "json_object"}}):
         r = post(server, "/v1/chat/completions", body | grammar)
         assert r.status_code == 400 and r.json()["error"]["param"] == "post_sampling_probs"
@@ -344,7 +354,7 @@ def test_object_prompts_and_lists_of_every_form(server):
     assert [out["content"] for out in several] == [greedy["content"]] * 3
     assert [out["tokens_evaluated"] for out in several] == [len(ids)] * 3
     single = native(server, prompt={"prompt_string": PROMPT}, n_predict=4)
-    assert single["content"] == greedy["content"] and single["prompt"] == PROMPT
+    assert single["content"] == greedy["content"] and single["prompt"].endswith(PROMPT)
     completion = post(server, "/v1/completions", {"prompt": {"prompt_string": PROMPT}, "max_tokens": 4,
                                                   "temperature": 0}).json()
     assert completion["choices"][0]["text"] == greedy["content"]
@@ -390,7 +400,7 @@ def test_verbose_adds_the_native_result_to_openai_responses(server):
 
     completion = post(server, "/v1/completions", {"prompt": PROMPT, "max_tokens": 4, "temperature": 0,
                                                   "verbose": True}).json()
-    assert completion["__verbose"]["prompt"] == PROMPT
+    assert completion["__verbose"]["prompt"].endswith(PROMPT)
     assert completion["__verbose"]["content"] == completion["choices"][0]["text"]
     assert completion["__verbose"]["tokens_predicted"] == 4
 
