@@ -53,6 +53,10 @@ def document(routes: Mapping[str, Mapping[str, DocumentedRoute]], api_keys: bool
                       if t is not None}, key=lambda t: (t.__module__, t.__name__))
     schemas, components = msgspec.json.schema_components(structs, ref_template=_REF_TEMPLATE)
     refs = dict(zip(structs, schemas, strict=True))
+    for request in {op.request for op in operations if op.request is not None}:
+        ref = refs[request].get("$ref", "")
+        if ref:
+            _null_means_default(components[ref.rpartition("/")[2]])
     paths = {
         path: {
             method.lower(): _operation(path, method, route.operation, refs, api_keys and route.auth)
@@ -70,6 +74,17 @@ def document(routes: Mapping[str, Mapping[str, DocumentedRoute]], api_keys: bool
     if api_keys:
         doc["components"]["securitySchemes"] = _SECURITY_SCHEMES
     return doc
+
+
+def _null_means_default(schema: dict[str, Any]) -> None:
+    """A request body's optional top-level fields take null too: it means their default (as
+    ``Request.decode`` reads it)."""
+    required = set(schema.get("required", ()))
+    properties = schema.get("properties", {})
+    for name, prop in properties.items():
+        options = prop.get("anyOf", [prop])
+        if name not in required and not any(o.get("type") == "null" for o in options):
+            properties[name] = {"anyOf": [prop, {"type": "null"}]}
 
 
 def _operation(path: str, method: str, op: Operation, refs: dict[type, Any], needs_key: bool) -> dict[str, Any]:
