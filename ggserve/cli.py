@@ -59,7 +59,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     m.add_argument("-m", "--model", default="", help="GGUF file (default: embedded Gemma 3 270M)")
     m.add_argument("model_file", nargs="?", default="", metavar="MODEL.gguf",
                    help="the GGUF file, as vllm serve takes it (same as -m)")
-    m.add_argument("-a", "--alias", "--served-model-name", dest="aliases", type=_names, default=[], metavar="NAME,...",
+    m.add_argument("-a", "--alias", dest="aliases", type=_names, default=[], metavar="NAME,...",
                    help="names the API answers to, comma-separated; the first in sorted order is the model id, "
                    "as in llama-server (default: the file name)")
     m.add_argument("--tags", type=_names, default=[], metavar="TAG,...",
@@ -143,23 +143,23 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     mm.add_argument("--video-decode-timeout", type=float, default=d.video_decode_timeout, metavar="SECONDS",
                     help=f"seconds ffmpeg may take to decode one video ({d.video_decode_timeout:g})")
     e = p.add_argument_group("engine")
-    e.add_argument("-np", "--parallel", "--max-num-seqs", dest="n_parallel", type=int, default=None,
+    e.add_argument("-np", "--parallel", dest="n_parallel", type=int, default=None,
                    help=f"slots per executor ({d.n_parallel}; an embedding server: inputs per decode, "
                    f"{EMBEDDING_SEQUENCES})")
     e.add_argument("-c", "--ctx-size", type=int, default=None,
                    help=f"KV cells per executor, one pool for its slots ({d.ctx_size})")
     e.add_argument(
-        "--ctx-per-request", "--max-model-len", type=int, default=d.ctx_per_request,
+        "--ctx-per-request", type=int, default=d.ctx_per_request,
         help="tokens (prompt + output) one request may hold (default 0: the whole -c; without -c the pool "
         "holds at least this many)",
     )
     e.add_argument("--kv-unified-per-slot", type=int, default=None, metavar="N",
                    help="llama-server's name for --ctx-per-request N; without -c the pool is then -np x N cells")
-    e.add_argument("-b", "--batch-size", "--max-num-batched-tokens", type=int, default=d.batch_size,
-                   help="max tokens per step")
+    e.add_argument("-b", "--batch-size", type=int, default=d.batch_size, help="max tokens per step")
     e.add_argument("-ub", "--ubatch-size", type=int, default=d.ubatch_size)
     e.add_argument("-t", "--threads", type=int, default=d.threads, help="0: all cores")
     e.add_argument("-tb", "--threads-batch", type=int, default=d.threads_batch)
+    _vllm_aliases(p.add_argument_group("vllm serve's names"))
     cpu_placement.add_flags(p.add_argument_group("CPU placement of llama.cpp's threads (llama-server's flags)"))
     llama_server.add_flags(e, p.add_argument_group("llama-server compatibility"))
     p.add_argument("--version", action="version", version=version_text())
@@ -610,6 +610,17 @@ def _proportions(text: str) -> list[float]:
         return [float(v) for v in text.replace("/", ",").split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"-ts {text!r}: proportions are numbers, e.g. 3,1") from None
+
+
+def _vllm_aliases(group: argparse._ArgumentGroup) -> None:
+    """vllm serve's flags for settings ggserve has under llama-server's names (the model may
+    also come first, as ``vllm serve MODEL`` takes it)."""
+    for flag, dest, type_, ours in (("--served-model-name", "aliases", _names, "-a"),
+                                    ("--max-num-seqs", "n_parallel", int, "-np"),
+                                    ("--max-model-len", "ctx_per_request", int, "--ctx-per-request"),
+                                    ("--max-num-batched-tokens", "batch_size", int, "-b")):
+        group.add_argument(flag, dest=dest, type=type_, default=argparse.SUPPRESS,
+                           metavar="NAME,..." if dest == "aliases" else "N", help=f"as {ours}")
 
 
 def _context_sizes(args: argparse.Namespace) -> None:

@@ -19,6 +19,7 @@ from ggserve.models.resolve import resolve_model
 from ipc.protocol import (
     Abort,
     AddRequest,
+    AddRequests,
     EngineError,
     EngineInfo,
     EngineStats,
@@ -110,8 +111,18 @@ class EngineClient:
             self.pump(max(0.1, deadline - time.monotonic()))
         return [self.results[r] for r in rids]
 
-    def generate(self, prompts: list[list[int]], max_tokens: int, **kw) -> list[Result]:
-        return self.wait([self.submit(p, max_tokens, **kw) for p in prompts])
+    def generate(self, prompts: list[list[int]], max_tokens: int, together: bool = False, **kw) -> list[Result]:
+        """``together``: in one AddRequests message (as one API call's requests), so the
+        scheduler sees them at once and starts them in the same step, whatever the machine's load."""
+        if not together:
+            return self.wait([self.submit(p, max_tokens, **kw) for p in prompts])
+        kw.setdefault("sampling", GREEDY)
+        first = self._ids + 1
+        self._ids += len(prompts)
+        rids = [f"req-{first + i}" for i in range(len(prompts))]
+        send(self.sock, AddRequests([AddRequest(rid, p, max_tokens, **kw) for rid, p in zip(rids, prompts)]))
+        self.results.update({rid: Result() for rid in rids})
+        return self.wait(rids)
 
     def stats(self) -> EngineStats:
         send(self.sock, StatsRequest(token=1))

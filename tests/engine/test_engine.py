@@ -128,7 +128,7 @@ def on_and_off(setting: str, work, **engine_kw) -> list[list[Result]]:
 def test_decode_steps_planned_ahead_compute_exactly_what_one_step_at_a_time_does() -> None:
     # Asynchronous scheduling changes when a step is planned, not what it computes.
     def work(eng: Engine, on: bool) -> list[Result]:
-        results = eng.client.generate(encode_all(eng, PROMPTS[:2]), 24, ignore_eos=True, logprobs=2)
+        results = eng.client.generate(encode_all(eng, PROMPTS[:2]), 24, together=True, ignore_eos=True, logprobs=2)
         ahead = eng.client.stats().steps_planned_ahead_total
         assert ahead > 10 if on else ahead == 0
         return results

@@ -82,7 +82,7 @@ def test_text_and_finish_and_usage(tokenizer: Tokenizer):
     [result], engine, gen = run(scenario())
     assert (result.text, result.finish_reason) == ("Paris is nice.", "stop")
     usage = gen.usage()
-    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (3, 4, 7)
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (3, 5, 8)  # 4 + the ending token
     assert usage.prompt_tokens_details.cached_tokens == 2
     assert engine.aborted == [] and engine.released == ["r-0"]
 
@@ -171,7 +171,8 @@ def test_n_choices_and_several_prompts_count_each_prompt_once(tokenizer: Tokeniz
     results, gen = run(scenario())
     assert [r.text for r in results] == ["a", "b", "c", "d"]
     usage = gen.usage()
-    assert (usage.prompt_tokens, usage.completion_tokens, usage.prompt_tokens_details.cached_tokens) == (6, 4, 2)
+    # each choice: its token and the ending one
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.prompt_tokens_details.cached_tokens) == (6, 8, 2)
 
 
 def test_engine_error_raises_with_its_status(tokenizer: Tokenizer):

@@ -172,8 +172,9 @@ def test_max_tokens():
     assert max_tokens(None) == -1
     assert max_tokens(-1) == -1
     assert max_tokens(5) == 5
+    assert max_tokens(0) == 0  # the prompt into the cache, nothing generated (llama-server's n_predict 0)
     with pytest.raises(ApiError) as info:
-        max_tokens(0, "max_completion_tokens")
+        max_tokens(-2, "max_completion_tokens")
     assert (info.value.status, info.value.param) == (400, "max_completion_tokens")
 
 

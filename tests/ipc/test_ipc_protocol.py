@@ -28,6 +28,7 @@ SAMPLING = p.SamplingParams(
     seed=1234,
     grammar='root ::= "yes" | "no"',
     grammar_triggers=p.GrammarTriggers(patterns=["^go$"], tokens=[105]),
+    banned_sequences=[[17], [5, 6]],
     min_keep=2,
     top_n_sigma=1.5,
     xtc_probability=0.5,
@@ -149,6 +150,7 @@ SAMPLES: list[p.Message] = [
                 prompt_logprobs=[LOGPROB],
                 progress=p.PromptProgress(total=20, cache=8, processed=16, time_ms=12),
                 vectors=VECTORS,
+                n_cached_tokens=8,
             )
         ]
     ),
