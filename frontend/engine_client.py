@@ -12,6 +12,8 @@ hangs), every request of this worker ends with an error at once and the worker r
 fresh socket (whatever the old one had queued is dropped), saying Hello until a scheduler
 answers. Until then new requests get 503. A restarted scheduler may hear the old socket first
 (ZeroMQ reconnects by itself): its EngineStatus carries another epoch, which counts as a loss too.
+A worker whose event loop stalled past the scheduler's 3 s is forgotten (its requests aborted);
+when it speaks again the scheduler ends each of those requests with an error (PEER_FORGOTTEN).
 
 Embedding vectors arrive as refs to the executors' shared-memory arenas, read with this worker's
 ``arena`` reader. Their regions stay ours until we say VectorsRead, or until the scheduler

@@ -69,6 +69,7 @@ class ErrorCode(enum.IntEnum):
     NO_KV_ROOM = 5  # 503: the KV cache cannot hold the request's next tokens
     SLOT_BUSY = 6  # 409: the slot runs a request (a slot action needs it idle)
     NOT_FOUND = 7  # 404: a file the request names does not exist
+    PEER_FORGOTTEN = 8  # 503: the frontend worker was silent too long; the engine dropped its requests
 
 
 class EngineError(_Part):

@@ -247,10 +247,16 @@ class Scheduler:
             else:
                 self.embed.abort(rid, time.monotonic())
 
-    def abort_peer(self, peer: bytes) -> None:
-        """A frontend worker disappeared: abort everything it owned, free the vectors it held."""
+    def abort_peer(self, peer: bytes) -> set[str]:
+        """A frontend worker disappeared: abort everything it owned, free the vectors it held, drop
+        what was to be sent to it. Returns the ids of its requests whose end it was not told."""
+        unanswered = {r.id for r in self.requests.values() if r.peer == peer}
+        unanswered |= {job.id for job in self.embed.jobs.values() if job.peer == peer}
+        unanswered |= {out.request_id for out in self.outputs.pop(peer, [])}
         self.abort([r.id for r in self.requests.values() if r.peer == peer])
         self.embed.forget_peer(peer, time.monotonic())
+        self.outputs.pop(peer, None)  # (the aborts' outputs)
+        return unanswered
 
     def vectors_read(self, peer: bytes, request_ids: list[str]) -> None:
         """The peer copied these requests' vectors: their arena regions may be reused."""

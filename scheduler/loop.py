@@ -40,9 +40,11 @@ from ipc.protocol import (
     ExecutorDied,
     ExecutorError,
     ExecutorReady,
+    FinishReason,
     Heartbeat,
     Hello,
     Message,
+    RequestOutput,
     RequestOutputs,
     RestartExecutor,
     Restarts,
@@ -70,6 +72,7 @@ log = logging.getLogger("scheduler")
 TICK_S = 0.1  # poll timeout: how often timers are checked when no message arrives
 STATUS_INTERVAL_S = 0.2  # EngineStatus to every peer
 PEER_TIMEOUT_S = 3.0  # a frontend worker silent this long is gone: its requests are aborted
+FORGOTTEN_TTL_S = 600.0  # how long a forgotten worker's dropped requests are remembered, should it come back
 LOAD_LOG_INTERVAL_S = 60.0  # a line per executor on its load and KV use, while there is work
 
 
@@ -88,6 +91,9 @@ class SchedulerLoop:
         self.hello_waiting: set[bytes] = set()  # peers to answer once every executor is ready
         self.peers: dict[bytes, float] = {}  # peers that said Hello -> last time heard from
         self.heartbeating: set[bytes] = set()  # peers that send Heartbeat (expected to go on)
+        # forgotten peers (silent or unreachable) -> (when, the ids of their requests dropped then):
+        # one that was only stalled is told those requests failed when it is heard from again
+        self.forgotten: dict[bytes, tuple[float, set[str]]] = {}
         self.epoch = secrets.randbits(62)  # tells this scheduler from the one it may replace
         self.drain_deadline: float | None = None
         self.next_status = 0.0
@@ -150,6 +156,8 @@ class SchedulerLoop:
             log.warning("dropped an unexpected %s from %r", type(msg).__name__, peer)
 
     def _on_frontend_message(self, peer: bytes, msg: Message) -> None:
+        if peer in self.forgotten:
+            self._remind(peer)
         if peer in self.peers:
             self.peers[peer] = time.monotonic()
         if isinstance(msg, AddRequest):
@@ -262,15 +270,31 @@ class SchedulerLoop:
                 1e3 * ex.host_cache.run_seconds,
             )
 
-    def _forget(self, peer: bytes, why: str) -> None:
-        """A frontend worker is gone: abort its requests, send it nothing more."""
+    def _forget(self, peer: bytes, why: str, unsent: list[RequestOutput] | None = None) -> None:
+        """A frontend worker is gone: abort its requests, send it nothing more (unless it comes
+        back: ``_remind``); ``unsent``: outputs that could not be sent to it."""
         n = sum(r.peer == peer for r in self.core.requests.values())
         if peer != LAUNCHER_IDENTITY:
             log.warning("frontend peer %r %s; aborting its %d request(s)", peer, why, n)
         self.peers.pop(peer, None)
         self.heartbeating.discard(peer)
-        self.core.abort_peer(peer)
-        self.core.outputs.pop(peer, None)
+        now = time.monotonic()
+        dropped = self.core.abort_peer(peer) | {out.request_id for out in unsent or ()}
+        if dropped and peer != LAUNCHER_IDENTITY:
+            self.forgotten[peer] = (now, dropped | self.forgotten.get(peer, (now, set()))[1])
+        for old in [p for p, (when, _) in self.forgotten.items() if now - when > FORGOTTEN_TTL_S]:
+            del self.forgotten[old]  # a worker that died: it never comes back
+
+    def _remind(self, peer: bytes) -> None:
+        """A forgotten worker speaks again (its event loop had stalled, or a send to it failed): the
+        requests dropped then end with an error, so none of its clients waits forever."""
+        _, dropped = self.forgotten.pop(peer)
+        log.warning("frontend peer %r is back; failing the %d request(s) dropped while it was silent",
+                    peer, len(dropped))
+        error = EngineError(ErrorCode.PEER_FORGOTTEN, f"this HTTP worker did not answer the engine for over "
+                            f"{PEER_TIMEOUT_S:g}s (its event loop stalled), so the engine dropped its requests; retry")
+        self._send(self.frontends, RequestOutputs([RequestOutput(rid, finish_reason=FinishReason.ERROR, error=error)
+                                                   for rid in sorted(dropped)]), peer)
 
     # ------------------------------------------------------------------ output
 
@@ -289,7 +313,7 @@ class SchedulerLoop:
     def _flush(self) -> None:
         for peer, outputs in self.core.take_outputs().items():
             if not self._send(self.frontends, RequestOutputs(outputs), peer):
-                self._forget(peer, "is unreachable")
+                self._forget(peer, "is unreachable", outputs)
         for peer, reply in self.core.take_replies():
             self._send(self.frontends, reply, peer)
 

@@ -82,7 +82,8 @@ _STATUS = {ErrorCode.SLOT_BUSY: 409, ErrorCode.NOT_FOUND: 404}
 # Engine failures a client should retry: the server heals (a failed process is restarted), sheds
 # load or is being replaced (draining). The openai SDK retries 503 after Retry-After.
 _RETRYABLE = frozenset(
-    {ErrorCode.OVERLOADED, ErrorCode.SHUTTING_DOWN, ErrorCode.EXECUTOR_FAILED, ErrorCode.NO_KV_ROOM}
+    {ErrorCode.OVERLOADED, ErrorCode.SHUTTING_DOWN, ErrorCode.EXECUTOR_FAILED, ErrorCode.NO_KV_ROOM,
+     ErrorCode.PEER_FORGOTTEN}
 )
 
 

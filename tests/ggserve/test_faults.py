@@ -266,6 +266,27 @@ def test_killed_frontend_worker_is_respawned_and_its_requests_are_aborted() -> N
         serves(server)
 
 
+def test_a_stalled_frontend_worker_gets_its_dropped_requests_failed_when_it_wakes() -> None:
+    """A worker whose event loop stalls past the scheduler's 3 s is forgotten and its requests
+    aborted; once it runs again, each of its clients gets an error at once, none waits forever."""
+    with start_server("--http-workers", "1") as server:
+        (granian,) = [p for p in role_pids(server, "-m frontend") if parent(p) == server.proc.pid]
+        (worker,) = children(granian)
+        streams = [Stream(server.base_url).start() for _ in range(2)]
+        for s in streams:
+            s.wait_events(3)
+        os.kill(worker, signal.SIGSTOP)
+        time.sleep(4.5)
+        t_wake = time.monotonic()
+        os.kill(worker, signal.SIGCONT)
+        for s in streams:
+            s.join(timeout_s=30)
+            assert s.failed and s.ended_at - t_wake < 3.0, (s.events[-2:], server.log()[-2000:])
+            assert "did not answer the engine" in s.events[-1][1]
+        assert "is back; failing the 2 request(s) dropped while it was silent" in server.log()
+        serves(server)
+
+
 # ----------------------------------------------------------------------------- stopping
 
 
