@@ -91,6 +91,26 @@ def test_bad_requests_are_refused_by_name(saving):
         assert r.status_code == 400 and f"slot {id_slot} does not exist" in r.json()["error"]["message"]
 
 
+def test_a_cut_or_garbled_file_is_a_400_and_the_executor_lives(saving):
+    """llama.cpp's own file loader reads past the end of a truncated file and aborts the process
+    on an assertion: every cut file must be refused, the server serving on."""
+    server, save_dir = saving
+    complete(server, id_slot=0)
+    assert action(server, 0, "save", {"filename": "whole.bin"}).status_code == 200
+    data = open(os.path.join(save_dir, "whole.bin"), "rb").read()
+    cuts = {"half.bin": data[: len(data) // 2], "short.bin": data[:-100], "header.bin": data[:14],
+            "tail.bin": data + b"\0" * 64}
+    for name, content in cuts.items():
+        with open(os.path.join(save_dir, name), "wb") as f:
+            f.write(content)
+        r = action(server, 1, "restore", {"filename": name})
+        assert r.status_code == 400 and "unable to restore" in r.json()["error"]["message"], (name, r.text)
+        assert slot_state(server, 1)["n_cached_tokens"] == 0
+    assert action(server, 1, "restore", {"filename": "whole.bin"}).status_code == 200
+    assert "restarting it in" not in server.log()  # no process died
+    complete(server)
+
+
 def test_a_busy_slot_is_a_409(saving):
     server, save_dir = saving
     body = {"prompt": PROMPT, "n_predict": 400, "ignore_eos": True, "stream": True, "id_slot": 0}
