@@ -183,7 +183,8 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    "executor's, for row splits' results and the KV cache")
     e.add_argument("-ts", "--tensor-split", type=_proportions, default=[], metavar="N0,N1,...",
                    help="proportions of the model on each of an executor's GPUs, e.g. 3,1")
-    e.add_argument("--max-queue", type=int, default=d.max_queue, help="waiting requests before 503")
+    e.add_argument("--max-queue", type=int, default=d.max_queue,
+                   help=f"requests that may wait for a slot before new ones get 503 ({d.max_queue}; 0: none)")
     e.add_argument(
         "--step-timeout", type=float, default=d.step_timeout,
         help="seconds one engine step may take before its executor is declared hung and restarted",
@@ -651,6 +652,8 @@ def _engine_config(args: argparse.Namespace) -> ServeConfig:
         raise UsageError("ggserve: --parallel, --executors and --http-workers must be at least 1")
     if args.ctx_per_request < 0:
         raise UsageError("ggserve: --ctx-per-request cannot be negative")
+    if args.max_queue < 0:
+        raise UsageError("ggserve: --max-queue cannot be negative (0: no request waits for a slot)")
     if args.ctx_per_request > args.ctx_size:
         raise UsageError(f"ggserve: --ctx-per-request {args.ctx_per_request} is more than the KV pool "
                          f"(--ctx-size {args.ctx_size}) holds")

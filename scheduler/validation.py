@@ -19,13 +19,18 @@ if TYPE_CHECKING:
 
 def call_problem(sched: Scheduler, msgs: list[AddRequest]) -> EngineError | None:
     """Why the engine requests of one API call are refused (together), or None. A full queue
-    refuses the call whole: its own choices do not count against it."""
+    refuses the call whole: its own choices do not count against it, nor do requests an idle
+    slot is about to take (--max-queue 0: a call runs only when a slot is free for it)."""
     for msg in msgs:
         problem = _request_problem(sched, msg)
         if problem is not None:
             return problem
-    if len(sched.waiting) >= sched.max_queue:
-        return EngineError(ErrorCode.OVERLOADED, f"{len(sched.waiting)} requests are waiting")
+    # what waits for a slot: the queue less the idle slots its head is about to take
+    free = sum(not slot.busy for ex in sched.executors.values() if ex.alive for slot in ex.slots)
+    backlog = len(sched.waiting) - free
+    if backlog >= sched.max_queue:
+        return EngineError(ErrorCode.OVERLOADED, f"{max(backlog, 0)} requests are waiting for a slot "
+                           f"(--max-queue {sched.max_queue})")
     return None
 
 

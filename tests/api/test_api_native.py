@@ -215,7 +215,9 @@ def test_openai_sdk_reads_llama_server_extras(server):
 @pytest.mark.parametrize("path", ["/completion", "/v1/completions"])
 def test_bad_llama_fields_are_400s_naming_them(server, path):
     for field, value in [("mirostat", 3), ("samplers", ["top_k", "nucleus_x"]), ("samplers", "kq"),
-                         ("logit_bias", {"15": True}), ("dry_sequence_breakers", []), ("xtc_probability", 2.0)]:
+                         ("logit_bias", {"15": True}), ("dry_sequence_breakers", []), ("xtc_probability", 2.0),
+                         # each breaker costs the executor a pass over the vocabulary: at most 16
+                         ("dry_sequence_breakers", [f"b{i}" for i in range(17)])]:
         r = post(server, path, {"prompt": PROMPT, field: value})
         assert r.status_code == 400 and r.json()["error"]["param"].startswith(field), (field, r.text)
 

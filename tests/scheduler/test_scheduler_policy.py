@@ -194,6 +194,11 @@ class Harness:
         assert last.finish_reason is not None
         return last
 
+    def final_or_none(self, rid: str) -> RequestOutput | None:
+        """The request's terminal output, or None while it runs or waits."""
+        outs = self.outputs.get(rid) or [RequestOutput(rid)]
+        return outs[-1] if outs[-1].finish_reason is not None else None
+
     def tokens(self, rid: str) -> list[int]:
         return [t for out in self.outputs[rid] for t in out.token_ids]
 
@@ -372,12 +377,25 @@ def test_abort_while_queued_and_unknown_ids_are_harmless() -> None:
 
 
 def test_full_queue_rejects_with_overloaded() -> None:
+    """--max-queue counts the requests no slot will take: the idle slots' requests do not wait."""
     h = Harness(n_slots=1, max_queue=2)
-    for i in range(3):
+    for i in range(4):
         h.add(f"r{i}", prompt(5, 100 * (i + 1)))
-    final = h.final("r2")
+    assert not any(h.final_or_none(f"r{i}") for i in range(3))  # one for the slot, two waiting
+    final = h.final("r3")
     assert final.finish_reason == FinishReason.ERROR
     assert final.error.code == ErrorCode.OVERLOADED
+
+
+def test_idle_slots_take_requests_beyond_the_queue_limit() -> None:
+    h = Harness(n_slots=4, max_queue=2)
+    for i in range(7):  # four for the idle slots, two waiting, the seventh refused
+        h.add(f"r{i}", prompt(5, 100 * (i + 1)))
+    assert [h.final_or_none(f"r{i}") is not None for i in range(7)] == [False] * 6 + [True]
+    none_waits = Harness(n_slots=2, max_queue=0)  # --max-queue 0: a request runs only where a slot is free
+    for i in range(3):
+        none_waits.add(f"r{i}", prompt(5, 100 * (i + 1)))
+    assert none_waits.final_or_none("r1") is None and none_waits.final("r2").error.code == ErrorCode.OVERLOADED
 
 
 def test_a_calls_choices_are_queued_together_or_refused_together() -> None:
