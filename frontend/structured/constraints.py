@@ -92,6 +92,9 @@ def schema_grammar(checker: GrammarChecker, schema: Any, param: str, frame: Fram
         text = schema_to_gbnf(schema, frame)
     except SchemaError as exc:
         raise invalid(f"unsupported JSON schema in {param}: {exc}", param=param) from None
+    except RecursionError:  # thousands of properties, or nesting past Python's stack
+        raise invalid(f"the JSON schema in {param} is too large to convert (too many properties or too deeply "
+                      "nested)", param=param) from None
     return check_grammar(checker, text, param)
 
 

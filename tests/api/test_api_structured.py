@@ -112,6 +112,8 @@ def test_gbnf_grammar_on_chat_and_completions(server, sdk, stream):
      "needs json_schema.schema"),
     ({"grammar": 'root ::= "x"', "json_schema": {}}, "json_schema", "cannot be used together"),
     ({"response_format": {"type": "xml"}}, "response_format.type", "Invalid enum value 'xml'"),
+    ({"json_schema": {"type": "object", "properties": {f"p{i}": {"type": "integer"} for i in range(3000)}}},
+     "json_schema", "too large to convert"),
 ])
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
 def test_bad_grammars_and_schemas_are_400(server, path, body, param, words):
