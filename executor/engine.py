@@ -229,14 +229,14 @@ class ModelEngine:
             raise RuntimeError("the warm-up decode failed")
         llama_cpp.llama_memory_clear(self.memory, True)
         if self._times_a_save:
-            self.info.save_run_seconds = self._time_a_save(token)
+            self.info.save_run_seconds, self.info.save_bytes_per_token = self._time_a_save(token)
             llama_cpp.llama_memory_clear(self.memory, True)
 
-    def _time_a_save(self, token: int) -> float:
-        """A host-memory save's time per run of cells. Sequences 0 and 1 decode SAVE_PROBE_RUNS
-        tokens side by side, one each per step, so that each of sequence 0's cells is a run of its
-        own, as a prefix decoded among other sequences lies in the cache; then sequence 0 is saved
-        as a SAVE op saves it. On a GPU each run and layer is a copy of its own, and without this
+    def _time_a_save(self, token: int) -> tuple[float, float]:
+        """A host-memory save's time per run of cells, and its bytes per token. Sequences 0 and 1
+        decode SAVE_PROBE_RUNS tokens side by side, one each per step, so that each of sequence
+        0's cells is a run of its own, as a prefix decoded among other sequences lies in the
+        cache; then sequence 0 is saved as a SAVE op saves it. On a GPU each run and layer is a copy of its own, and without this
         the scheduler learns the cost from its first evictions' saves (on an H100 they stalled a
         step for 55 ms)."""
         for pos in range(SAVE_PROBE_RUNS):
@@ -244,10 +244,10 @@ class ModelEngine:
             if llama_cpp.llama_decode(self.ctx, self.batch.struct) != 0:
                 raise RuntimeError("the warm-up decode failed")
         t0 = time.perf_counter()
-        self.host_cache.save(0, SAVE_PROBE_ENTRY)
+        n_bytes = self.host_cache.save(0, SAVE_PROBE_ENTRY)
         seconds = time.perf_counter() - t0
         self.host_cache.drop(SAVE_PROBE_ENTRY)
-        return seconds / SAVE_PROBE_RUNS
+        return seconds / SAVE_PROBE_RUNS, n_bytes / SAVE_PROBE_RUNS
 
     def _describe(self, cfg: ServeConfig) -> ExecutorInfo:
         buf = ctypes.create_string_buffer(256)

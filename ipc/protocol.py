@@ -429,6 +429,10 @@ class ExecutorInfo(_Part):
     # A host-memory save's time per run of a sequence's cells, timed once at start-up (0: not
     # timed: no host cache, or a single slot); the scheduler's estimate until saves are timed.
     save_run_seconds: float = 0.0
+    # The start-up save's bytes per token (0: not measured): every layer's cells of a short prefix,
+    # so on a sliding-window model more than the KV cache's bytes per cell (whose window layers
+    # hold fewer cells than -c): what --cache-ram entries are counted with
+    save_bytes_per_token: float = 0.0
 
 
 class EngineInfo(_Msg):

@@ -57,7 +57,10 @@ class ExecutorState:
         self.n_batch = n_batch
         # Tokens per step; halved while llama_decode finds no KV room, restored as steps succeed.
         self.budget = n_batch
-        self.host_cache = HostCacheIndex(cache_ram_bytes, info.kv_bytes / max(1, info.n_ctx), info.save_run_seconds)
+        # (a measured save's bytes per token: on a sliding-window model the KV cache's own per cell
+        # undercounts a prefix, whose window layers hold its every token)
+        bytes_per_token = info.save_bytes_per_token or info.kv_bytes / max(1, info.n_ctx)
+        self.host_cache = HostCacheIndex(cache_ram_bytes, bytes_per_token, info.save_run_seconds)
         self.file_actions: list[FileAction] = []  # waiting, oldest first
         self.file_in_flight: FileAction | None = None  # the step running is this action's
         self.lora = lora.NO_LORA  # the adapter set its context runs with (a new process: none)

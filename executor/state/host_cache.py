@@ -22,13 +22,15 @@ class HostCache:
         self._ctx = ctx
         self._entries: dict[int, ctypes.Array[ctypes.c_uint8]] = {}
 
-    def save(self, seq_id: int, entry_id: int) -> None:
+    def save(self, seq_id: int, entry_id: int) -> int:
+        """Copy the sequence out to host memory; its size in bytes (0 when it failed)."""
         size = llama_cpp.llama_state_seq_get_size(self._ctx, seq_id)
         buf = (ctypes.c_uint8 * size)()
         if llama_cpp.llama_state_seq_get_data(self._ctx, buf, size, seq_id) != size:
             log.warning("could not save sequence %d to host memory", seq_id)
-            return  # a later restore of this entry reports the failure
+            return 0  # a later restore of this entry reports the failure
         self._entries[entry_id] = buf
+        return size
 
     def restore(self, entry_id: int, seq_id: int) -> bool:
         """Load an entry into the (empty) sequence; False if it is missing or llama.cpp refuses."""

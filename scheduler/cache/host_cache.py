@@ -4,7 +4,8 @@ An idle cached prefix evicted from the KV cache for room is saved to the executo
 first (a SAVE op) when it is long enough to be worth it; a later request that shares more of
 it than any slot offers has it restored (RESTORE) into a free slot instead of recomputing it.
 Entries are dropped least recently used first past the budget (a DROP op). Sizes are estimated
-from the executor's KV bytes per cell; on sliding-window models an entry is reusable up to
+from the bytes per token of the executor's start-up save (else its KV bytes per cell, which on a
+sliding-window model undercount a prefix); on sliding-window models an entry is reusable up to
 where its window cells reach, as a slot's prefix is (scheduler.policy.reusable_prefix).
 
 A save must cost less than recomputing the prefix would. llama.cpp copies a sequence out run of

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import llama_cpp
 import pytest
+from frontend_support import gemma_path
 from tiny_models import tiny_llama
 
 from executor.engine import SAVE_PROBE_ENTRY, ModelEngine
 from ggserve.config import ServeConfig, cpu_has_amx
+from ipc.protocol import BatchItem
 
 
 def engine(**kw) -> ModelEngine:
@@ -33,5 +35,23 @@ def test_no_save_is_timed_without_a_host_cache_or_a_second_sequence(kw) -> None:
     eng = engine(**kw)
     try:
         assert eng.info.save_run_seconds == 0.0
+    finally:
+        eng.close()
+
+
+def test_the_probe_counts_every_layers_cells_of_a_prefix_on_a_sliding_window_model() -> None:
+    """Gemma 3's window layers hold fewer cells than -c, so the KV cache's bytes per cell
+    undercount what a saved prefix takes (--cache-ram went ~1.5x over its budget): the probe's
+    bytes per token are what a real prefix's save measures."""
+    eng = ModelEngine(ServeConfig(model=gemma_path(), ctx_size=4096, threads=2, n_parallel=2,
+                                  repack=not cpu_has_amx()), 0)
+    try:
+        per_token = eng.info.save_bytes_per_token
+        assert per_token > 1.4 * eng.info.kv_bytes / eng.info.n_ctx  # (at -c 4096)
+        n = 100
+        eng.batch.fill([BatchItem(0, [eng.info.bos_token_id] * n, 0, False)])
+        assert llama_cpp.llama_decode(eng.ctx, eng.batch.struct) == 0
+        saved = eng.host_cache.save(0, 7)
+        assert abs(saved - n * per_token) < 0.02 * saved
     finally:
         eng.close()
