@@ -52,7 +52,7 @@ from ggserve.config import ServeConfig, save_config
 from ggserve.engine_group import STOP_WAIT_S, EngineGroup
 from ggserve.models.router import ModelRouter
 from ipc.protocol import ChildRestarts, Drain, EngineInfo
-from ipc.shm import unlink_orphans
+from ipc.shm import pid_alive, unlink_orphans
 from ipc.transport import CurveKeys, ipc_endpoint, is_tcp
 
 log = logging.getLogger("ggserve")
@@ -60,6 +60,31 @@ log = logging.getLogger("ggserve")
 POLL_SECONDS = 0.1
 STARTUP_TIMEOUT = 600.0
 HTTP_GRACE_S = 0.5  # after the drain, time for the frontend to write the last events out
+
+
+RUN_DIR_PREFIX = "ggserve-"  # a run directory the launcher makes (in the temporary directory)
+LAUNCHER_PID_FILE = "launcher.pid"  # in a run directory the launcher made
+
+
+def _remove_stale_run_dirs() -> None:
+    """Remove the run directories of launchers that are gone (killed before they could remove
+    them): their config.json holds the API keys. A directory is removed only when it names its
+    launcher and that process is dead."""
+    root = tempfile.gettempdir()
+    try:
+        names = [n for n in os.listdir(root) if n.startswith(RUN_DIR_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(root, name)
+        try:
+            with open(os.path.join(path, LAUNCHER_PID_FILE), encoding="ascii") as f:
+                pid = int(f.read())
+        except (OSError, ValueError):
+            continue  # not one this launcher writes, or another user's
+        if not pid_alive(pid):
+            shutil.rmtree(path, ignore_errors=True)
+            log.info("removed %s, the run directory of a ggserve launcher that is gone", path)
 
 
 class StartInterrupted(RuntimeError):
@@ -70,8 +95,11 @@ class Launcher:
     def __init__(self, cfg: ServeConfig) -> None:
         """``self.cfg`` is ``cfg`` completed with this run's directory, endpoints and keys."""
         self.created_run_dir = not cfg.run_dir or not os.path.isdir(cfg.run_dir)
-        run_dir = cfg.run_dir or tempfile.mkdtemp(prefix="ggserve-")
+        run_dir = cfg.run_dir or tempfile.mkdtemp(prefix=RUN_DIR_PREFIX)
         os.makedirs(run_dir, mode=0o700, exist_ok=True)
+        if self.created_run_dir:  # whose it is, for the sweep of a later start should this one be killed
+            with open(os.path.join(run_dir, LAUNCHER_PID_FILE), "w", encoding="ascii") as f:
+                f.write(str(os.getpid()))
         scheduler_endpoint = cfg.scheduler_endpoint or ipc_endpoint(run_dir, "scheduler")
         executor_endpoint = cfg.executor_endpoint or ipc_endpoint(run_dir, "executors")
         remote = is_tcp(scheduler_endpoint) or is_tcp(executor_endpoint)
@@ -134,6 +162,7 @@ class Launcher:
         Returns the engine's facts (None in router mode, where models load on demand)."""
         self.http = http
         self._unlink_orphans()  # of servers killed before they could clean up
+        _remove_stale_run_dirs()
         if self.engine is not None:
             self.engine.start()
         if http:

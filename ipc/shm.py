@@ -88,7 +88,7 @@ def unlink_orphans() -> int:
     freed = 0
     for name in names:
         owned = _OWNED.fullmatch(name)
-        if owned is None or _alive(int(owned.group(1))):
+        if owned is None or pid_alive(int(owned.group(1))):
             continue
         # gone meanwhile, or another user's (only its owner may unlink it in the sticky /dev/shm)
         with contextlib.suppress(FileNotFoundError, PermissionError):
@@ -98,7 +98,7 @@ def unlink_orphans() -> int:
     return freed
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` exists and has not exited (a zombie has)."""
     try:
         os.kill(pid, 0)

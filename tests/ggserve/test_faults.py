@@ -353,8 +353,14 @@ def test_sigkilled_launcher_takes_every_child_with_it() -> None:
     with start_server() as server:
         pids = children(server.proc.pid)
         assert len(pids) >= 4  # scheduler, executor, granian and its worker
+        (scheduler,) = role_pids(server, "-m scheduler")
+        run_dir = os.path.dirname(cmdline(scheduler).split("--config ")[1].split()[0])
         os.kill(server.proc.pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
         while [p for p in pids if alive(p)] and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not [p for p in pids if alive(p)]
+    # its run directory (config.json holds the API keys) stays until the next start removes it
+    assert os.path.isfile(os.path.join(run_dir, "config.json"))
+    with start_server() as later:
+        assert not os.path.exists(run_dir) and f"removed {run_dir}" in later.log()
