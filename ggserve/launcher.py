@@ -60,6 +60,9 @@ log = logging.getLogger("ggserve")
 POLL_SECONDS = 0.1
 STARTUP_TIMEOUT = 600.0
 HTTP_GRACE_S = 0.5  # after the drain, time for the frontend to write the last events out
+# ... and after a scheduler that died instead of draining: the HTTP workers end its requests with an
+# error once it has been silent 1.5 s (frontend.engine_client.LOSS_S)
+HTTP_LOSS_GRACE_S = 2.0
 
 
 RUN_DIR_PREFIX = "ggserve-"  # a run directory the launcher makes (in the temporary directory)
@@ -277,7 +280,8 @@ class Launcher:
     def shutdown(self) -> None:
         """Stop every child: frontend first (requests are over), then the engines."""
         if self.http and self.frontend.exit_code() is None and self.frontend.proc is not None:
-            time.sleep(HTTP_GRACE_S)
+            lost = any(not e.drained and e.scheduler.exit_code() is not None for e in self.engines)
+            time.sleep(HTTP_LOSS_GRACE_S if lost else HTTP_GRACE_S)
         self.frontend.kill()
         if self.router is not None:
             self.router.close(STOP_WAIT_S)

@@ -234,6 +234,23 @@ def test_killed_scheduler_ends_every_request_within_two_seconds_and_the_server_h
         serves(server)
 
 
+def test_sigterm_right_after_the_scheduler_died_still_ends_streams_with_an_error() -> None:
+    """The dead scheduler drains nothing: the launcher stops at once, but leaves the HTTP workers
+    the time they take to notice the loss, so each stream ends with an error event, not cut."""
+    with start_server() as server:
+        (victim,) = role_pids(server, "-m scheduler")
+
+        def fault() -> None:
+            os.kill(victim, signal.SIGKILL)
+            time.sleep(0.2)
+            server.proc.send_signal(signal.SIGTERM)
+
+        streams, _ = kill_during_streams(server, 2, fault)
+        for s in streams:
+            assert s.failed, s.events[-2:]
+        assert server.proc.wait(timeout=30) == 0
+
+
 def test_frozen_scheduler_fails_requests_within_two_seconds_and_is_replaced() -> None:
     with start_server() as server:
         (victim,) = role_pids(server, "-m scheduler")
