@@ -152,7 +152,8 @@ class Scheduler:
         self.context_shift = self.context_shift_asked and all(e.info.can_shift for e in self.executors.values())
 
     def executor_failed(self, executor_id: int, message: str, pid: int = 0) -> None:
-        """The executor is gone: fail what ran on it; queued requests wait for a live executor.
+        """The executor is gone: fail what ran on it; queued requests wait for a live executor
+        (while the server drains, none comes back: with none left they fail).
 
         ``pid`` (when known) names the process that failed: news of a process that has already
         been replaced is ignored.
@@ -168,6 +169,9 @@ class Scheduler:
             self._finish(req, FinishReason.ERROR, error)
         self.embed.fail_executor(executor_id, error, time.monotonic())
         self.replies += slot_files.fail_pending(ex, error)
+        if self.draining and self.n_alive == 0:  # none is restarted while the server stops: nothing will run
+            self.fail_all(EngineError(ErrorCode.SHUTTING_DOWN, "the server is shutting down and its executors "
+                                      "are gone"))
 
     def hung_executors(self, now: float, step_timeout: float) -> list[ExecutorState]:
         """Live executors whose step has run longer than ``step_timeout`` seconds."""

@@ -463,6 +463,20 @@ def test_executor_failure_fails_its_running_requests_and_the_queue_waits_for_its
     assert len(h.tokens("queued")) == 4
 
 
+def test_while_draining_the_queue_fails_at_once_when_no_executor_is_left() -> None:
+    """No executor is restarted while the server stops: queued requests would otherwise wait for
+    the whole --shutdown-timeout."""
+    h = Harness(n_slots=1)
+    h.add("running", prompt(10), max_tokens=50)
+    h.sched.next_plan(0)
+    h.add("queued", prompt(10, 500))
+    h.sched.draining = True
+    h.sched.executor_failed(0, "killed")
+    h._collect()
+    assert h.final("running").error.code == ErrorCode.EXECUTOR_FAILED
+    assert h.final("queued").error.code == ErrorCode.SHUTTING_DOWN
+
+
 def test_news_of_a_replaced_executor_process_is_ignored() -> None:
     h = Harness(n_slots=1)
     h.sched.executor_ready(msgspec.structs.replace(info(n_slots=1), pid=200))
