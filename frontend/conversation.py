@@ -26,11 +26,11 @@ from frontend.api.sampling import (
     with_post_sampling_probs,
 )
 from frontend.media import files as media
-from frontend.api.schemas import ChatCompletionRequest
+from frontend.api.schemas import ChatCompletionRequest, TextPart
 from frontend.generation import ChoiceDelta, ChoiceResult, Generation
 from frontend.http import sse
 from frontend.http.asgi import Request
-from frontend.http.errors import invalid
+from frontend.http.errors import ApiError, invalid
 from frontend.state import Frontend
 from frontend.api import prompt_logprobs
 from frontend.api.lora import request_lora
@@ -46,7 +46,7 @@ from frontend.text.chat_template import ChatTemplateError
 from frontend.text.continuation import continuation_mode, continue_message
 from frontend.text.multimodal import MediaPrompt, check_chunks
 from frontend.text.prompts import Prompt
-from ipc.protocol import ReasoningBudget
+from ipc.protocol import EngineInfo, ReasoningBudget
 
 ReplyParser = OutputParser | HarmonyParser
 # Images reach the model in user messages (frontend.media.files), not in tool results or replies.
@@ -164,6 +164,8 @@ async def start(fe: Frontend, req: Request, body: ChatCompletionRequest, logprob
     """Everything between a checked chat request and its engine requests; ``logprobs`` as
     ``AddRequest.logprobs`` (-1: none)."""
     info = fe.engine_info()
+    if body.truncate_prompt_tokens is None:
+        await _check_text_fits(fe, req, body, info)
     chat, mprompt = await prompt_tokens(fe, req, body)
     prompt = mprompt.tokens
     grammar = await fe.prepare(len(req.body), lambda: _grammar(fe, body, chat))
@@ -193,6 +195,26 @@ async def start(fe: Frontend, req: Request, body: ChatCompletionRequest, logprob
     native = (NativeResults(fe, body, [Prompt(prompt, chat.prompt)], sampling, limit, logprobs,
                             post_sampling_probs=body.post_sampling_probs) if body.verbose else None)
     return ChatRun(gen, parsers, prompt, chat.prompt, native)
+
+
+# Messages with more text than this are checked against the context before they are rendered.
+_TEXT_CHECKED = 1 << 20
+
+
+async def _check_text_fits(fe: Frontend, req: Request, body: ChatCompletionRequest, info: EngineInfo) -> None:
+    """A 400 at once for messages whose text alone is more tokens than a slot holds (each token
+    covers at most ``max_piece_bytes`` of it): rendering and tokenizing megabytes of messages
+    would hold a worker thread for minutes, on after its client gave up."""
+    n_chars = sum(len(m.content) if isinstance(m.content, str) else
+                  sum(len(part.text) for part in m.content or () if isinstance(part, TextPart))
+                  for m in body.messages)
+    if n_chars <= max(_TEXT_CHECKED, 64 * info.n_ctx_slot):
+        return
+    at_least = n_chars // await fe.prepare(len(req.body), lambda: fe.tokenizer.max_piece_bytes)
+    if at_least >= info.n_ctx_slot:
+        raise ApiError(400, f"the messages hold at least {at_least} tokens of text but a slot's context holds "
+                       f"{info.n_ctx_slot} tokens; shorten them or increase the context size",
+                       type="exceed_context_size_error", extra={"n_prompt_tokens": at_least, "n_ctx": info.n_ctx_slot})
 
 
 def parse_delta(parser: ReplyParser, delta: ChoiceDelta) -> OutputDelta:

@@ -117,6 +117,12 @@ class Tokenizer:
         return data.decode("utf-8", errors="replace")
 
     @functools.cached_property
+    def max_piece_bytes(self) -> int:
+        """The longest token's bytes (special tokens written out): a text of n bytes is at least
+        n / this many tokens. (Rendered once, not cached per token: 262k pieces for Gemma 3.)"""
+        return max(1, max(len(self._render_piece(t, True)) for t in range(self.n_vocab)))
+
+    @functools.cached_property
     def hidden_ids(self) -> frozenset[int]:
         """The tokens whose text only ``special`` renders (BOS, EOS, turn markers: llama.cpp's
         control and unknown tokens): what llama-server's ``--special`` writes out."""

@@ -120,6 +120,15 @@ def test_huge_prompt_is_a_context_error(server):
     assert r.json()["error"]["n_prompt_tokens"] > 20000
 
 
+def test_megabytes_of_messages_are_refused_before_they_are_rendered(server):
+    """Text that cannot fit however it tokenizes (each token covers at most the longest piece's
+    bytes) is a 400 at once, with the least count of tokens it holds."""
+    r = post(server, "/v1/chat/completions", {"messages": [{"role": "user", "content": "lorem ipsum " * 100_000}]})
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["type"] == "exceed_context_size_error" and "at least" in error["message"]
+    assert error["n_prompt_tokens"] >= error["n_ctx"]
+
+
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
 def test_no_client_mistake_is_a_500(server, path: str):
     for body in [b"", b"null", b"[]", b'"str"', b"{}", b'{"messages": null, "prompt": null}', b"\xff\xfe",
