@@ -236,9 +236,9 @@ class ModelEngine:
         """A host-memory save's time per run of cells, and its bytes per token. Sequences 0 and 1
         decode SAVE_PROBE_RUNS tokens side by side, one each per step, so that each of sequence
         0's cells is a run of its own, as a prefix decoded among other sequences lies in the
-        cache; then sequence 0 is saved as a SAVE op saves it. On a GPU each run and layer is a copy of its own, and without this
-        the scheduler learns the cost from its first evictions' saves (on an H100 they stalled a
-        step for 55 ms)."""
+        cache; then sequence 0 is saved as a SAVE op saves it. On a GPU each run and layer is a
+        copy of its own, and without this the scheduler learns the cost from its first
+        evictions' saves (on an H100 they stalled a step for 55 ms)."""
         for pos in range(SAVE_PROBE_RUNS):
             self.batch.fill([BatchItem(0, [token], pos, False), BatchItem(1, [token], pos, False)])
             if llama_cpp.llama_decode(self.ctx, self.batch.struct) != 0:

@@ -69,8 +69,14 @@ from frontend.api.schemas import (
 )
 from frontend.http.auth import ApiKeys
 from frontend.router import ModelRouter
-from frontend.api.embedding_schemas import (EmbeddingList, EmbeddingRequest, RerankRequest, RerankResponse, ScoreRequest,
-                                            ScoreResponse)
+from frontend.api.embedding_schemas import (
+    EmbeddingList,
+    EmbeddingRequest,
+    RerankRequest,
+    RerankResponse,
+    ScoreRequest,
+    ScoreResponse,
+)
 from frontend.state import Frontend
 from frontend.streams.workers import WorkerStreams
 from frontend.observe.trace import RequestTrace

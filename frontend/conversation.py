@@ -16,6 +16,7 @@ import msgspec
 
 from frontend.api.sampling import (
     check_context,
+    context_exceeded,
     check_slot,
     engine_requests,
     sampling_params,
@@ -30,7 +31,7 @@ from frontend.api.schemas import ChatCompletionRequest, TextPart
 from frontend.generation import ChoiceDelta, ChoiceResult, Generation
 from frontend.http import sse
 from frontend.http.asgi import Request
-from frontend.http.errors import ApiError, invalid
+from frontend.http.errors import invalid
 from frontend.state import Frontend
 from frontend.api import prompt_logprobs
 from frontend.api.lora import request_lora
@@ -212,9 +213,9 @@ async def _check_text_fits(fe: Frontend, req: Request, body: ChatCompletionReque
         return
     at_least = n_chars // await fe.prepare(len(req.body), lambda: fe.tokenizer.max_piece_bytes)
     if at_least >= info.n_ctx_slot:
-        raise ApiError(400, f"the messages hold at least {at_least} tokens of text but a slot's context holds "
-                       f"{info.n_ctx_slot} tokens; shorten them or increase the context size",
-                       type="exceed_context_size_error", extra={"n_prompt_tokens": at_least, "n_ctx": info.n_ctx_slot})
+        raise context_exceeded(f"the messages hold at least {at_least} tokens of text but a slot's context holds "
+                               f"{info.n_ctx_slot} tokens; shorten them or increase the context size",
+                               at_least, info.n_ctx_slot)
 
 
 def parse_delta(parser: ReplyParser, delta: ChoiceDelta) -> OutputDelta:

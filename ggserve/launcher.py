@@ -63,8 +63,6 @@ HTTP_GRACE_S = 0.5  # after the drain, time for the frontend to write the last e
 # ... and after a scheduler that died instead of draining: the HTTP workers end its requests with an
 # error once it has been silent 1.5 s (frontend.engine_client.LOSS_S)
 HTTP_LOSS_GRACE_S = 2.0
-
-
 RUN_DIR_PREFIX = "ggserve-"  # a run directory the launcher makes (in the temporary directory)
 LAUNCHER_PID_FILE = "launcher.pid"  # in a run directory the launcher made
 

@@ -254,13 +254,11 @@ class Scheduler:
     def abort_peer(self, peer: bytes) -> set[str]:
         """A frontend worker disappeared: abort everything it owned, free the vectors it held, drop
         what was to be sent to it. Returns the ids of its requests whose end it was not told."""
-        unanswered = {r.id for r in self.requests.values() if r.peer == peer}
-        unanswered |= {job.id for job in self.embed.jobs.values() if job.peer == peer}
-        unanswered |= {out.request_id for out in self.outputs.pop(peer, [])}
-        self.abort([r.id for r in self.requests.values() if r.peer == peer])
+        owned = [r.id for r in self.requests.values() if r.peer == peer]
+        unanswered = {*owned, *(job.id for job in self.embed.jobs.values() if job.peer == peer)}
+        self.abort(owned)
         self.embed.forget_peer(peer, time.monotonic())
-        self.outputs.pop(peer, None)  # (the aborts' outputs)
-        return unanswered
+        return unanswered | {out.request_id for out in self.outputs.pop(peer, [])}
 
     def vectors_read(self, peer: bytes, request_ids: list[str]) -> None:
         """The peer copied these requests' vectors: their arena regions may be reused."""

@@ -1,8 +1,9 @@
 """Slot save and restore (llama-server's POST /slots/{id}): a sequence's KV cells in a file.
 
 ``llama_state_seq_save_file`` writes the sequence's cells (sliding-window ones included) after
-a header holding its token ids; ``load`` reads them back into an empty sequence. A save goes to a temporary name first and is renamed into place, so a crash mid-save
-never leaves a truncated file under the name a client restores. The scheduler decides which
+a header holding its token ids; ``load`` reads them back into an empty sequence. A save goes to
+a temporary name first and is renamed into place, so a crash mid-save never leaves a truncated
+file under the name a client restores. The scheduler decides which
 sequence and how many cells; these functions only move bytes and report what happened.
 """
 

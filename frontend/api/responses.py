@@ -129,8 +129,7 @@ class ReasoningConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 # sends back to continue the conversation); output_text parts carry their tokens' logprobs; the
 # outputs of OpenAI's hosted tools, which this server has none of, add nothing. Any other value: a 400.
 Include = Literal["reasoning.encrypted_content", "message.output_text.logprobs", "file_search_call.results",
-                  "web_search_call.results",
-                  "web_search_call.action.sources", "code_interpreter_call.outputs",
+                  "web_search_call.results", "web_search_call.action.sources", "code_interpreter_call.outputs",
                   "computer_call_output.output.image_url"]
 
 

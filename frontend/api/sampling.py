@@ -232,9 +232,14 @@ def check_context(n_prompt: int, info: EngineInfo) -> None:
     if n_prompt == 0:
         raise invalid("the prompt is empty", param="prompt")
     if n_prompt >= n_ctx_slot:
-        raise ApiError(400, f"the prompt has {n_prompt} tokens but a slot's context holds {n_ctx_slot} tokens, "
-                       "prompt and generated tokens together; shorten the prompt or increase the context size",
-                       type="exceed_context_size_error", extra={"n_prompt_tokens": n_prompt, "n_ctx": n_ctx_slot})
+        raise context_exceeded(f"the prompt has {n_prompt} tokens but a slot's context holds {n_ctx_slot} tokens, "
+                               "prompt and generated tokens together; shorten the prompt or increase the context "
+                               "size", n_prompt, n_ctx_slot)
+
+
+def context_exceeded(message: str, n_prompt: int, n_ctx: int) -> ApiError:
+    """llama-server's 400 for a prompt a slot cannot hold, with its counts."""
+    return ApiError(400, message, type="exceed_context_size_error", extra={"n_prompt_tokens": n_prompt, "n_ctx": n_ctx})
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,8 @@ def _engine_logprobs(body: ChatCompletionRequest) -> int:
     return body.n_probs if body.n_probs > 0 else -1
 
 
-def token_logprobs(tokens: list[TokenText], post_sampling: bool = False, as_ids: bool = False) -> list[ChatTokenLogprob]:
+def token_logprobs(tokens: list[TokenText], post_sampling: bool = False,
+                   as_ids: bool = False) -> list[ChatTokenLogprob]:
     """OpenAI's logprobs of each token (chat's, and the Responses API's output_text); with
     ``post_sampling_probs`` llama-server's prob and top_probs (the engine then reports
     probabilities in place of log-probabilities)."""

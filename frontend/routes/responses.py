@@ -224,8 +224,9 @@ class _Turn:
             store=body.store, temperature=body.temperature,
             text=body.text or api.TextConfig(format=api.TextFormat(type="text")),
             tool_choice=body.tool_choice or ("auto" if body.tools else "none"), tools=body.tools or [],
-            top_p=body.top_p, top_logprobs=body.top_logprobs, incomplete_details=api.IncompleteDetails("max_output_tokens")
-            if status == "incomplete" else None, completed_at=int(time.time()) if finished else None)
+            top_p=body.top_p, top_logprobs=body.top_logprobs,
+            incomplete_details=api.IncompleteDetails("max_output_tokens") if status == "incomplete" else None,
+            completed_at=int(time.time()) if finished else None)
 
     def finish(self, blocks: list[Block], finish_reason: str, tokens: dict[int, list[TokenText]]) -> api.Response:
         """The finished response (stored unless ``store`` is false); ``tokens``: those of each
@@ -236,7 +237,8 @@ class _Turn:
         n_reasoning = len(self.fe.tokenizer.tokenize(reasoning, add_special=False, parse_special=True)) \
             if reasoning else 0
         status: api.Status = "incomplete" if finish_reason == "length" else "completed"
-        output = [_item(self.id, b, "completed", self.sealed, self.text_logprobs(tokens.get(b.index))) for b in blocks]
+        output = [_item(self.id, b, "completed", self.sealed, self.text_logprobs(tokens.get(b.index)))
+                  for b in blocks]
         response = self.response(status, output, api.ResponseUsage(
             usage.prompt_tokens, api.InputTokensDetails(usage.prompt_tokens_details.cached_tokens),
             usage.completion_tokens, api.OutputTokensDetails(n_reasoning), usage.total_tokens))

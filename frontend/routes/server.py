@@ -40,8 +40,8 @@ async def health(fe: Frontend, req: Request) -> Response:
 def _model(fe: Frontend) -> Model:
     info = fe.engine.info
     meta = model_meta(fe, info) if info is not None else None
-    return Model(fe.model_id, fe.started_at, "ggserve", fe.cfg.aliases, fe.cfg.tags, meta, architecture=architecture(fe),
-                 max_model_len=max_model_len(fe, info) if info is not None else None)
+    return Model(fe.model_id, fe.started_at, "ggserve", fe.cfg.aliases, fe.cfg.tags, meta,
+                 architecture=architecture(fe), max_model_len=max_model_len(fe, info) if info is not None else None)
 
 
 async def models(fe: Frontend, req: Request) -> Response:

@@ -138,7 +138,8 @@ def test_tool_result_round_trip_renders_and_answers(server, sdk):
 def test_bad_tool_history_is_400(server, history, words, param):
     """The error's param is the field's JSON path, spelled as msgspec's type errors spell it."""
     messages = MESSAGES + history
-    r = httpx.post(f"{server.base_url}/v1/chat/completions", json={"messages": messages, "tools": TOOLS, "max_tokens": 4})
+    r = httpx.post(f"{server.base_url}/v1/chat/completions",
+                   json={"messages": messages, "tools": TOOLS, "max_tokens": 4})
     error = r.json()["error"]
     assert r.status_code == 400 and words in error["message"], r.text
     assert error["param"] == f"messages[{len(messages) - 1}]{param}"
