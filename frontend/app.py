@@ -10,7 +10,7 @@ route lives under that prefix, as in llama-server; a path whose last segment is 
 (``/v1/responses/resp_...``) takes the route of ``<parent>/{id}``. Handlers of
 generation endpoints run in a task that is cancelled when the client disconnects, which aborts
 their engine requests at once, except a resumable stream's (``X-Conversation-Id``:
-``frontend.routes.streams``), which runs on without its client. Any exception becomes an error
+``frontend.routes.generation.streams``), which runs on without its client. Any exception becomes an error
 object in the route's API shape (OpenAI's; Anthropic's on /v1/messages); nothing a client sends
 can take the worker down.
 """
@@ -39,10 +39,9 @@ from frontend.observe.openapi import Operation
 from frontend.http.cors import Cors
 from frontend.api import anthropic as anthropic_api
 from frontend.api import responses as responses_api
-from frontend.routes import (
-    anthropic, chat, completions, embeddings, lora, models, native, rerank, responses, score, server, slot_files,
-    streams, tokens, transcriptions, webui,
-)
+from frontend.routes.generation import anthropic, chat, completions, native, responses, streams, transcriptions
+from frontend.routes.pooling import embeddings, rerank, score
+from frontend.routes.server import lora, router_models, slot_files, status, tokens, webui
 from frontend.api.transcriptions import Transcription, TranscriptionDelta
 from frontend.api.schemas import (
     ApplyTemplateResponse,
@@ -127,8 +126,8 @@ def build_routes(metrics_no_auth: bool, router: bool = False) -> dict[str, dict[
     control_route = {"POST": Route(chat.control, Operation(
         "End the thinking of a running chat completion (llama-server's reasoning control)", ControlRequest,
         ControlResult), scope="loaded")}
-    models_route = {"GET": Route(server.models, Operation("The served model", response=ModelList))}
-    model_route = {"GET": Route(server.model, Operation("The served model by its id or an alias (OpenAI's retrieve)",
+    models_route = {"GET": Route(status.models, Operation("The served model", response=ModelList))}
+    model_route = {"GET": Route(status.model, Operation("The served model by its id or an alias (OpenAI's retrieve)",
                                                         response=Model, parameters=MODEL_PARAMETERS))}
     native_route = {"POST": Route(native.completion, Operation(
         "Complete a prompt (llama-server's native /completion)", NativeCompletionRequest), generates=True,
@@ -149,9 +148,9 @@ def build_routes(metrics_no_auth: bool, router: bool = False) -> dict[str, dict[
     transcriptions_route = {"POST": Route(transcriptions.transcriptions, Operation(
         "Transcribe audio (OpenAI's speech-to-text; a multipart/form-data body; needs an audio --mmproj)",
         response=Transcription, stream_event=TranscriptionDelta), generates=True, needs=GENERATION)}
-    health_route = {"GET": Route(server.health, Operation(
+    health_route = {"GET": Route(status.health, Operation(
         "Readiness: 200 once the model is loaded", response=HealthStatus, loading_status=True), auth=False)}
-    version_route = {"GET": Route(server.version, Operation("The server's version (vLLM's /version)",
+    version_route = {"GET": Route(status.version, Operation("The server's version (vLLM's /version)",
                                                             response=VersionInfo), auth=False)}
     return {
         "/health": health_route,
@@ -216,10 +215,10 @@ def build_routes(metrics_no_auth: bool, router: bool = False) -> dict[str, dict[
         "/apply-template": {"POST": Route(tokens.apply_template, Operation(
             "Render the chat template", ChatCompletionRequest, ApplyTemplateResponse))},
         "/props": {
-            "GET": Route(server.props, Operation("Server properties (llama-server's /props)")),
-            "POST": Route(server.set_props, Operation("Change server properties (with --props)")),
+            "GET": Route(status.props, Operation("Server properties (llama-server's /props)")),
+            "POST": Route(status.set_props, Operation("Change server properties (with --props)")),
         },
-        "/slots": {"GET": Route(server.slots, Operation("Slot states (llama-server's /slots)"), scope="loaded")},
+        "/slots": {"GET": Route(status.slots, Operation("Slot states (llama-server's /slots)"), scope="loaded")},
         "/slots/{id_slot}": {"POST": Route(slot_files.slot_action, Operation(
             "Save, restore or erase a slot's cache (with --slot-save-path)", slot_files.SlotFileRequest,
             parameters=slot_files.PARAMETERS), scope="loaded")},
@@ -229,7 +228,7 @@ def build_routes(metrics_no_auth: bool, router: bool = False) -> dict[str, dict[
             "POST": Route(lora.set_adapters, Operation(
                 "Set the global LoRA scales; adapters not listed go to 0", list[LoraField], LoraApplied), scope="loaded"),
         },
-        "/metrics": {"GET": Route(server.metrics_text, Operation(
+        "/metrics": {"GET": Route(status.metrics_text, Operation(
             "Prometheus metrics (with --metrics)", content_type=metrics.CONTENT_TYPE.decode()),
             auth=not metrics_no_auth, scope="loaded")},
         "/v1/stream": {
@@ -256,31 +255,31 @@ _STATIC_FILES = {"GET": Route(webui.serve_static, Operation("A static file of --
 
 def _router_routes(metrics_no_auth: bool) -> dict[str, dict[str, Route]]:
     """Router mode's server-wide endpoints, in place of the single model's."""
-    listing = {"GET": Route(models.models, Operation("Every model and its status", response=ModelList),
+    listing = {"GET": Route(router_models.models, Operation("Every model and its status", response=ModelList),
                             scope="server")}
-    downloads = Route(models.no_downloads, Operation("llama-server's model downloads: 501 (ggserve serves local "
-                                                     "files only)"), scope="server")
-    health_route = {"GET": Route(models.health, Operation("Readiness: 200 while the router runs",
-                                                          response=HealthStatus), auth=False, scope="server")}
-    one = {"GET": Route(models.model, Operation("A model and its status, by its name or an alias", response=Model,
-                                                parameters=MODEL_PARAMETERS), scope="server")}
+    downloads = Route(router_models.no_downloads, Operation(
+        "llama-server's model downloads: 501 (ggserve serves local files only)"), scope="server")
+    health_route = {"GET": Route(router_models.health, Operation(
+        "Readiness: 200 while the router runs", response=HealthStatus), auth=False, scope="server")}
+    one = {"GET": Route(router_models.model, Operation(
+        "A model and its status, by its name or an alias", response=Model, parameters=MODEL_PARAMETERS), scope="server")}
     return {
         "/health": health_route,
         "/v1/health": health_route,
         "/ping": {**health_route, "POST": health_route["GET"]},
-        "/version": {"GET": Route(server.version, Operation("The server's version (vLLM's /version)",
+        "/version": {"GET": Route(status.version, Operation("The server's version (vLLM's /version)",
                                                             response=VersionInfo), auth=False, scope="server")},
         "/v1/models": listing,
         "/models": {**listing, "POST": downloads, "DELETE": downloads},
         "/v1/models/{model}": one,
         "/models/{model}": one,
-        "/props": {"GET": Route(models.props, Operation("A model's properties (?model=)"), scope="server")},
-        "/metrics": {"GET": Route(models.metrics_text, Operation(
+        "/props": {"GET": Route(router_models.props, Operation("A model's properties (?model=)"), scope="server")},
+        "/metrics": {"GET": Route(router_models.metrics_text, Operation(
             "Prometheus metrics of every loaded model (with --metrics)", content_type=metrics.CONTENT_TYPE.decode()),
             auth=not metrics_no_auth, scope="server")},
-        "/models/load": {"POST": Route(models.load, Operation("Load a model"), scope="server")},
-        "/models/unload": {"POST": Route(models.unload, Operation("Unload a model"), scope="server")},
-        "/models/sse": {"GET": Route(models.status_events, Operation(
+        "/models/load": {"POST": Route(router_models.load, Operation("Load a model"), scope="server")},
+        "/models/unload": {"POST": Route(router_models.unload, Operation("Unload a model"), scope="server")},
+        "/models/sse": {"GET": Route(router_models.status_events, Operation(
             "Server-sent events of the models' status changes", content_type="text/event-stream"), scope="server")},
     }
 
@@ -444,7 +443,7 @@ class App:
             return self.fe
         if route.scope == "server":
             return self.router
-        name = models.requested_model(req, self.router)
+        name = router_models.requested_model(req, self.router)
         if req.trace is not None:
             req.trace.model = name
         if route.scope == "loaded":
@@ -460,14 +459,14 @@ class App:
         """Router mode: a stream whose model is not loaded yet (it gets pings while it loads)."""
         assert self.router is not None
         return (route.scope == "model" and _wants_stream(req.body)
-                and self.router.loaded(models.requested_model(req, self.router)) is None)
+                and self.router.loaded(router_models.requested_model(req, self.router)) is None)
 
     async def _load_then_stream(self, route: Route, req: Request, router: ModelRouter
                                 ) -> AsyncGenerator[bytes, None]:
         """A stream whose model must load first: SSE ping comments while it loads, then the
         handler's stream. A failure before the first ping is an ordinary HTTP error; after it,
         an error event."""
-        name = models.requested_model(req, router)
+        name = router_models.requested_model(req, router)
         if req.trace is not None:
             req.trace.model = name
         load = asyncio.ensure_future(router.frontend_for(name, _autoload(req, self.cfg.models_autoload)))

@@ -8,7 +8,7 @@ and ``reasoning.summary`` (no summaries are written: reasoning comes back whole)
 sent back, their ``id``, ``status``, ``annotations`` and ``logprobs``. ``metadata`` is kept and
 returned, as OpenAI does. ``include`` is honoured (see ``Include``).
 
-Input items are decoded one by one (``frontend.routes.responses``): a message item may leave out
+Input items are decoded one by one (``frontend.routes.generation.responses``): a message item may leave out
 its ``type``, which a tagged union cannot express.
 """
 
@@ -81,7 +81,7 @@ class ReasoningItem(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     type: Literal["reasoning"]
     summary: list[ReasoningText] = []
     content: list[ReasoningText] | None = None
-    # what ggserve's include "reasoning.encrypted_content" wrote (frontend.routes.responses.seal),
+    # what ggserve's include "reasoning.encrypted_content" wrote (frontend.routes.generation.responses.seal),
     # or another server's opaque blob (unreadable here: ignored)
     encrypted_content: str | None = None
     id: str | None = None

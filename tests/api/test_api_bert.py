@@ -217,7 +217,7 @@ def test_bad_rerank_requests_are_400(rerank_url: str, body: dict, message: str):
 
 
 def test_a_declared_rerank_template_formats_the_pair():
-    from frontend.routes.rerank import pair_tokens
+    from frontend.routes.pooling.rerank import pair_tokens
     from frontend.text.tokenizer import Tokenizer
 
     tokenizer = Tokenizer(tiny_reranker_gguf())

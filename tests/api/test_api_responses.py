@@ -16,7 +16,7 @@ import pytest
 from frontend.api import responses as api
 from frontend.generation import ChoiceResult, TokenText
 from frontend.reply_blocks import Block
-from frontend.routes import responses as responses_route
+from frontend.routes.generation import responses as responses_route
 from tests.conftest import start_server
 
 WEATHER = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 16}, "unit": {"enum": ["c", "f"]}},

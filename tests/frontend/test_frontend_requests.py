@@ -258,7 +258,7 @@ def test_suffix_builds_an_infill_prompt():
 
 
 def test_infill_route_orders_prefix_and_suffix_as_spm_infill_says():
-    from frontend.routes.native import _infill_prompt
+    from frontend.routes.generation.native import _infill_prompt
 
     body = decode(b'{"input_prefix": "a", "prompt": "b", "input_suffix": "c"}', NativeCompletionRequest)
     [psm] = _infill_prompt(_CodeModelVocab(), body, spm=False)  # type: ignore[arg-type]

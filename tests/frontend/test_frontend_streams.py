@@ -15,7 +15,7 @@ import pytest
 from frontend.http.asgi import Request, StreamResponse
 from frontend.http.errors import ApiError
 from frontend.observe.trace import RequestTrace
-from frontend.routes.streams import HEADER, record
+from frontend.routes.generation.streams import HEADER, record
 from frontend.streams.sessions import StreamSession, StreamSessions
 from frontend.streams.workers import StreamUnavailable, WorkerStreams
 from ipc.protocol import StreamReadStatus

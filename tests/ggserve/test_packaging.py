@@ -57,7 +57,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, set[str]]:
 def test_wheel_holds_every_module_of_the_source_packages(built: tuple[Path, set[str]]) -> None:
     source, names = built
     modules = {name for name in _package_files(source) if name.endswith(".py")}
-    assert "frontend/routes/chat.py" in modules
+    assert "frontend/routes/generation/chat.py" in modules
     assert modules - names == set()
 
 

@@ -147,7 +147,7 @@ def test_a_worker_asked_for_the_models_before_it_has_the_table_waits_for_it() ->
     """With several HTTP workers, one may be asked for /v1/models before the launcher's first
     table reached it: it answers with the table, not an empty list."""
     from frontend.router import ModelRouter
-    from frontend.routes.models import models
+    from frontend.routes.server.router_models import models
     from ggserve.config import ServeConfig
     from ipc.protocol import ModelEntry, ModelStatus, ModelTable
 

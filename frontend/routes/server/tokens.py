@@ -16,7 +16,7 @@ from frontend.api.schemas import (
     TokenPiece,
     VllmTokenizeResponse,
 )
-from frontend.routes.server import max_model_len
+from frontend.routes.server.status import max_model_len
 from frontend.state import Frontend
 
 

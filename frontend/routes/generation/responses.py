@@ -27,7 +27,7 @@ from frontend.http.asgi import Request, Response, StreamResponse, json_response
 from frontend.http.errors import ApiError, invalid
 from frontend.reply_blocks import Block, BlockEvent, ReplyBlocks, reply_blocks
 from frontend.response_store import StoredResponse
-from frontend.routes.chat import token_logprobs
+from frontend.routes.generation.chat import token_logprobs
 from frontend.state import Frontend
 from frontend.timings import progress_json, progress_timings
 

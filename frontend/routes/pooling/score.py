@@ -21,8 +21,10 @@ from frontend.api.unsupported_fields import refuse_unsupported
 from frontend.embedding import embed, normalize
 from frontend.http.asgi import Request, Response, json_response
 from frontend.http.errors import invalid
-from frontend.routes.embeddings import POOLING_NONE, POOLING_RANK, check_length, input_token_limit, tokenize_inputs
-from frontend.routes.rerank import RERANK_TEMPLATE_KEY, first_tokens, pair_tokens
+from frontend.routes.pooling.embeddings import (
+    POOLING_NONE, POOLING_RANK, check_length, input_token_limit, tokenize_inputs,
+)
+from frontend.routes.pooling.rerank import RERANK_TEMPLATE_KEY, first_tokens, pair_tokens
 from frontend.state import Frontend
 
 _LEFT = ("text_1", "data_1", "queries")

@@ -9,7 +9,7 @@ from frontend.http.errors import RETRY_AFTER_S, ApiError, invalid, unavailable
 from frontend.http.asgi import Request, Response, json_response
 from frontend.api.schemas import (HealthStatus, Model, ModelArchitecture, ModelList, ModelMeta, OllamaModel,
                                   VersionInfo)
-from frontend.routes.embeddings import input_token_limit
+from frontend.routes.pooling.embeddings import input_token_limit
 from frontend.state import Frontend
 from ggserve import installed_version
 from ipc.protocol import EngineInfo, EngineStats

@@ -24,7 +24,7 @@ from frontend.api.embedding_schemas import (
 from frontend.embedding import embed
 from frontend.http.asgi import Request, Response, json_response
 from frontend.http.errors import ApiError, invalid
-from frontend.routes.embeddings import POOLING_RANK, check_length, input_token_limit
+from frontend.routes.pooling.embeddings import POOLING_RANK, check_length, input_token_limit
 from frontend.state import Frontend
 from frontend.text.tokenizer import Tokenizer
 

@@ -18,7 +18,7 @@ from frontend.http.errors import UNREADABLE_JSON, ApiError, invalid
 from frontend.observe import metrics
 from frontend.router import ModelRouter
 from frontend.state import Frontend
-from frontend.routes import server
+from frontend.routes.server import status
 from ipc.protocol import EngineStats, ModelEntry, ModelStatus
 
 
@@ -66,11 +66,11 @@ async def model(router: ModelRouter, req: Request) -> Response:
 async def _listed(router: ModelRouter, entry: ModelEntry) -> Model:
     fe = await _connected(router, entry.name)
     info = fe.engine.info if fe is not None else None
-    meta = server.model_meta(fe, info) if fe is not None and info is not None else None
-    status = ModelStatusInfo(str(entry.status), entry.args, entry.failed, entry.error if entry.failed else "")
-    return Model(entry.name, router.started_at, "ggserve", entry.aliases, entry.tags, meta, entry.path, status,
-                 server.architecture(fe) if fe is not None else None,
-                 server.max_model_len(fe, info) if fe is not None and info is not None else None)
+    meta = status.model_meta(fe, info) if fe is not None and info is not None else None
+    loaded = ModelStatusInfo(str(entry.status), entry.args, entry.failed, entry.error if entry.failed else "")
+    return Model(entry.name, router.started_at, "ggserve", entry.aliases, entry.tags, meta, entry.path, loaded,
+                 status.architecture(fe) if fe is not None else None,
+                 status.max_model_len(fe, info) if fe is not None and info is not None else None)
 
 
 async def props(router: ModelRouter, req: Request) -> Response:
@@ -79,7 +79,7 @@ async def props(router: ModelRouter, req: Request) -> Response:
     name = requested_model(req, router)
     fe = await router.connected(name)
     if fe is not None:
-        return await server.props(fe, req)
+        return await status.props(fe, req)
     entry = router.entry(name)
     body: dict[str, Any] = {"model_alias": entry.name, "model_path": entry.path, "total_slots": entry.n_slots,
                             "n_ctx": entry.n_ctx, "is_sleeping": entry.status == ModelStatus.SLEEPING, "status": str(entry.status)}
@@ -104,7 +104,7 @@ async def _engine_stats(router: ModelRouter, name: str) -> EngineStats | None:
     if fe is None:
         return None
     try:
-        return await server.engine_stats(fe, reset_window=True)
+        return await status.engine_stats(fe, reset_window=True)
     except ApiError:
         return None
 

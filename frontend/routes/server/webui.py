@@ -18,7 +18,7 @@ from frontend.http.errors import ApiError
 from frontend.http.asgi import Request, Response
 from frontend.state import Frontend
 
-_DIR = Path(__file__).resolve().parent.parent / "webui"
+_DIR = Path(__file__).resolve().parents[2] / "webui"
 
 # path -> (file, content type, summary for /openapi.json)
 FILES = {

@@ -1,0 +1,2 @@
+"""Generating endpoints: chat, completions, llama-server's /completion and /infill, Responses, Anthropic Messages,
+transcriptions, and resumable streams."""

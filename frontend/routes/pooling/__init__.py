@@ -1,0 +1,1 @@
+"""Pooling endpoints: embeddings, reranking and scoring (embedding and reranking models)."""
