@@ -183,7 +183,8 @@ def add_flags(e: argparse._ArgumentGroup, c: argparse._ArgumentGroup) -> None:
     e.add_argument("--check-tensors", action="store_true", help="validate the weights while loading")
     e.add_argument("-dev", "--device", default="", metavar="none",
                    help="'none': llama.cpp uses no GPU or accelerator (ggserve places executors on GPUs with --gpus)")
-    e.add_argument("--list-devices", action=_ListDevices, help="print the GPUs and accelerators llama.cpp finds, and exit")
+    e.add_argument("--list-devices", action=_ListDevices,
+                   help="print the GPUs and accelerators llama.cpp finds, and exit")
     e.add_argument("-lm", "--load-mode", choices=LOAD_MODES, default="auto",
                    help="how llama.cpp reads the weights: auto (mmap unless a device cannot), none, mmap, mlock "
                    "(kept in RAM), mmap+mlock, dio (direct I/O)")

@@ -2,8 +2,8 @@
 ``-l`` / ``--logit-bias``, ``--grammar`` / ``--grammar-file`` and ``-j`` / ``--json-schema`` /
 ``-jf``. They apply to requests that leave the matching field out: a request's ``ignore_eos``,
 ``stop``, ``logit_bias`` (even an empty one) or output format (``grammar``, ``json_schema``,
-``response_format``, tools) wins, as in llama-server. The frontend turns them into sampler settings (frontend.api.sampling); here
-they are read and checked as far as the command line can be.
+``response_format``, tools) wins, as in llama-server. The frontend turns them into sampler
+settings (frontend.api.sampling); here they are read and checked as far as the command line can be.
 """
 
 from __future__ import annotations
@@ -45,9 +45,9 @@ def add_flags(g: argparse._ArgumentGroup) -> None:
 
 def grammar_defaults(args: argparse.Namespace) -> tuple[str, str]:
     """(GBNF, JSON schema text) from the flags, at most one of them set; ValueError names the problem."""
-    given = [flag for flag, value in (("--grammar", args.grammar), ("--grammar-file", args.grammar_file),
-                                      ("--json-schema", args.json_schema), ("--json-schema-file", args.json_schema_file))
-             if value is not None]
+    flags = (("--grammar", args.grammar), ("--grammar-file", args.grammar_file),
+             ("--json-schema", args.json_schema), ("--json-schema-file", args.json_schema_file))
+    given = [flag for flag, value in flags if value is not None]
     if len(given) > 1:
         raise ValueError(f"{given[0]} and {given[1]} cannot be used together")
     grammar = args.grammar if args.grammar is not None else _read(args.grammar_file, "--grammar-file")

@@ -13,7 +13,8 @@ import httpx
 import pytest
 from conftest import start_server
 
-from ggserve.cli import _serve_parser, config_from_args
+from ggserve.cli import config_from_args
+from ggserve.flags.parser import serve_parser
 from ggserve.flags.env import apply_env_defaults, env_name
 
 ORIGIN = "http://app.example"
@@ -21,14 +22,14 @@ ORIGIN = "http://app.example"
 
 def parse(argv: list[str], environ: dict[str, str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    serve = _serve_parser(parser.add_subparsers(dest="command"))
+    serve = serve_parser(parser.add_subparsers(dest="command"))
     apply_env_defaults(serve, environ)
     return parser.parse_args(["serve", *argv])
 
 
 def test_every_flag_has_an_environment_variable():
     parser = argparse.ArgumentParser()
-    serve = _serve_parser(parser.add_subparsers())
+    serve = serve_parser(parser.add_subparsers())
     names = [env_name(a) for a in serve._actions if a.option_strings and a.dest != "help"]
     assert all(names) and len(set(names)) >= len(names) - 1  # --repack / --no-repack share a dest
     assert "LLAMA_ARG_CTX_SIZE" in names and "LLAMA_API_KEY" in names and "GGSERVE_MAX_QUEUE" in names

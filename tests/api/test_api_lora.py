@@ -13,7 +13,8 @@ import httpx
 import pytest
 from conftest import start_server
 
-from ggserve.cli import _serve_parser, config_from_args
+from ggserve.cli import config_from_args
+from ggserve.flags.parser import serve_parser
 from ggserve.config import ScaledFile
 from ggserve.flags.env import apply_env_defaults
 
@@ -118,7 +119,7 @@ def test_the_prefix_cache_is_not_reused_under_another_adapter_set(server):
 
 def test_lora_flags_and_environment_variables_map_onto_the_config(lora_adapters):
     parser = argparse.ArgumentParser()
-    serve = _serve_parser(parser.add_subparsers())
+    serve = serve_parser(parser.add_subparsers())
     apply_env_defaults(serve, {"GGSERVE_LORA_SCALED": f"{lora_adapters['b']}:-0.5"})
     args = parser.parse_args(["serve", "--lora", f"{lora_adapters['a']},{lora_adapters['b']}",
                               "--lora-init-without-apply"])

@@ -10,14 +10,16 @@ import subprocess
 
 import pytest
 
-from ggserve.cli import EMBEDDING_SEQUENCES, UsageError, _serve_parser, _warn_about, config_from_args, main
+from ggserve.cli import _warn_about, config_from_args, main
+from ggserve.flags.parser import EMBEDDING_SEQUENCES, serve_parser
+from ggserve.flags.serve_config import UsageError
 from ggserve.config import RopeSettings
 from ggserve.flags import completion, llama_server
 
 
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    _serve_parser(parser.add_subparsers())
+    serve_parser(parser.add_subparsers())
     return parser.parse_args(["serve", *argv])
 
 
@@ -161,7 +163,7 @@ def test_context_shift_flags_map_onto_the_config() -> None:
     assert (cfg.context_shift, cfg.n_keep, cfg.cache_reuse) == (True, -1, 256)
     assert not config_from_args(parse("--context-shift", "--no-context-shift")).context_shift
     parser = argparse.ArgumentParser()
-    serve = _serve_parser(parser.add_subparsers())
+    serve = serve_parser(parser.add_subparsers())
     apply_env_defaults(serve, {"LLAMA_ARG_CONTEXT_SHIFT": "1", "LLAMA_ARG_CACHE_REUSE": "64"})
     cfg = config_from_args(parser.parse_args(["serve"]))
     assert (cfg.context_shift, cfg.cache_reuse) == (True, 64)
@@ -177,7 +179,7 @@ def test_backend_sampling_is_llama_servers_flag() -> None:
     assert config_from_args(parse("-bs")).backend_sampling
     assert config_from_args(parse("--backend-sampling")).backend_sampling
     parser = argparse.ArgumentParser()
-    serve = _serve_parser(parser.add_subparsers())
+    serve = serve_parser(parser.add_subparsers())
     apply_env_defaults(serve, {"LLAMA_ARG_BACKEND_SAMPLING": "1"})
     assert config_from_args(parser.parse_args(["serve"])).backend_sampling
 
@@ -345,7 +347,7 @@ def test_completion_bash_completes_subcommands_flags_choices_and_paths(tmp_path,
     assert complete("serve", "-fa", "o") == ["on", "off"]
     assert complete("serve", "-m", "mod") == ["model.gguf", "models"]  # a file: any path
     assert complete("serve", "--models-dir", "mod") == ["models"]  # a directory: directories only
-    serve = {a.dest for a in _serve_parser(argparse.ArgumentParser().add_subparsers())._actions}
+    serve = {a.dest for a in serve_parser(argparse.ArgumentParser().add_subparsers())._actions}
     assert completion.FILE_DESTS | completion.DIR_DESTS <= serve  # no flag renamed away
 
 

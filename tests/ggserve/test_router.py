@@ -23,7 +23,8 @@ from embedding_models import minilm_gguf
 from test_cli import parse
 from test_faults import Stream, alive, cmdline, role_pids
 
-from ggserve.cli import UsageError, config_from_args
+from ggserve.cli import config_from_args
+from ggserve.flags.serve_config import UsageError
 from ggserve.models.resolve import resolve_model
 from ggserve.models.sources import scan_models_dir
 
