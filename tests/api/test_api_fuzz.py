@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 
 from frontend.api.anthropic import AnthropicError
-from frontend.app import EMBEDDINGS, RERANKING, build_routes
+from frontend.routes.table import EMBEDDINGS, RERANKING, build_routes
 
 MAX_EXAMPLES = 20  # per operation and generation mode (valid / invalid data)
 MAX_NEW_TOKENS = 4

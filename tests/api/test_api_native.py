@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from frontend.app import build_routes
+from frontend.routes.table import build_routes
 
 PROMPT = "The days of the week are Monday, Tuesday,"
 ORIGIN = "http://app.example"

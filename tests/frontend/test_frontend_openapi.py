@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import schemathesis
 
-from frontend.app import build_routes
+from frontend.routes.table import build_routes
 from frontend.observe.openapi import document
 
 REF = "#/components/schemas/"
