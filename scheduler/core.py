@@ -486,8 +486,7 @@ class Scheduler:
             if room.reserve_cells(ex, decoding, self.counters) or not decoding:
                 return
             victim = policy.preemption_victim(ex.running)
-            if victim is None:
-                return  # llama_decode will say no room; the step is retried smaller
+            assert victim is not None  # a decoding request always qualifies
             self._preempt(ex, victim)
 
     def _make_room_for_chunk(self, ex: ExecutorState) -> None:
@@ -518,6 +517,7 @@ class Scheduler:
         ex.starts = [start for start in ex.starts if start.seq_id != slot.seq_id]
         if req.status == Status.DECODE:  # a prefill goes on with the same tokens
             req.seq_tokens = slot.tokens + [req.pending_token]
+            req.prompt_logprobs = -1  # all reported: the recompute asks for none
         room.evict(ex, slot)
         req.slot = None
         req.status = Status.WAITING

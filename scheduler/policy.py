@@ -187,9 +187,10 @@ def n_decoding(running: list[Request]) -> int:
 
 
 def preemption_victim(running: list[Request]) -> Request | None:
-    """The newest running request that can be recomputed later (prompt log-probabilities
-    would be reported twice, so those requests are never preempted)."""
-    return next((r for r in reversed(running) if r.prompt_logprobs < 0), None)
+    """The newest running request that can be recomputed later: not one still reporting its
+    prompt's log-probabilities (they would be reported twice); once it decodes it has reported
+    them all, and it resumes without them."""
+    return next((r for r in reversed(running) if r.prompt_logprobs < 0 or r.status == Status.DECODE), None)
 
 
 def lora_turn(running: list[Request]) -> list[Request]:

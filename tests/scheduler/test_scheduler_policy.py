@@ -636,6 +636,20 @@ def test_requests_that_together_outgrow_the_pool_all_finish_through_preemption()
     assert h.fakes[0].no_room == 0  # the scheduler never planned more than the free cells
 
 
+def test_requests_with_prompt_logprobs_that_outgrow_the_pool_finish_through_preemption() -> None:
+    # Each reports its prompt's log-probabilities once; decoding, it may be preempted and resumes
+    # without asking for them again (a pool full of such requests used to stall for good).
+    h = Harness(n_slots=2, n_ctx=64)
+    for name, start in (("a", 0), ("b", 500)):
+        h.add(name, prompt(20, start), max_tokens=40, ignore_eos=True, prompt_logprobs=0)
+    h.run_until_idle()
+    assert h.sched.counters["preempted"] > 0
+    for name, start in (("a", 0), ("b", 500)):
+        assert h.final(name).finish_reason == FinishReason.LENGTH and len(h.tokens(name)) == 40
+        lps = [lp for out in h.outputs[name] for lp in out.prompt_logprobs]
+        assert [lp.token_id for lp in lps] == prompt(20, start)[1:]
+
+
 def test_a_resumed_request_feeds_its_sampler_what_it_generated_before() -> None:
     h = Harness(n_slots=2, n_ctx=128)
     h.add("a", prompt(40), max_tokens=50, ignore_eos=True, cache_prompt=False)
