@@ -528,7 +528,11 @@ class ModelEngine:
             elif op.kind == KvOpKind.COPY:
                 self._check_seq(op.src_seq_id)
                 llama_cpp.llama_memory_seq_rm(mem, op.seq_id, -1, -1)
-                llama_cpp.llama_memory_seq_cp(mem, op.src_seq_id, op.seq_id, 0, self._position(op.src_seq_id, op.pos))
+                if op.src_seq_id in failures:  # its restore failed: there is no prefix to copy
+                    failures[op.seq_id] = failures[op.src_seq_id]
+                else:
+                    llama_cpp.llama_memory_seq_cp(mem, op.src_seq_id, op.seq_id, 0,
+                                                  self._position(op.src_seq_id, op.pos))
             elif op.kind == KvOpKind.SHIFT:
                 # llama.cpp re-rotates the moved keys (RoPE) at the next llama_decode
                 end = op.pos + op.n_discard

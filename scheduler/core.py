@@ -470,10 +470,11 @@ class Scheduler:
             needed = policy.cells_needed(req, placement.reuse, ex.n_ctx_slot) + policy.n_decoding(ex.running)
             if placement.host is not None:  # restored into new cells, whole, then cut to the reuse
                 needed += len(placement.host.tokens)
-            if not room.reserve_cells(ex, needed, self.counters, placement):
-                break  # first come, first served: later requests wait for cells too
-            self.waiting.remove(req)
-            self._start(ex, req, placement, now)
+            with ex.host_cache.keeping(placement.host):
+                if not room.reserve_cells(ex, needed, self.counters, placement):
+                    break  # first come, first served: later requests wait for cells too
+                self.waiting.remove(req)
+                self._start(ex, req, placement, now)
             running.append(req)
             if all(s.busy for s in ex.slots):
                 break

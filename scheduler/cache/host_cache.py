@@ -20,7 +20,9 @@ of its recompute time is evicted without one.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ggserve.tokens import common_prefix_len
@@ -53,6 +55,7 @@ class HostCacheIndex:
         self.run_seconds = run_seconds
         self._queued_runs = 0  # runs of the SAVE ops for the next step
         self._in_flight_runs = 0  # ... and of the step running
+        self._kept: HostEntry | None = None  # an entry a restore being planned needs (``keeping``)
 
     @property
     def enabled(self) -> bool:
@@ -85,15 +88,29 @@ class HostCacheIndex:
             self.run_seconds = per_run if self.run_seconds == 0 else (
                 RUN_SECONDS_DECAY * self.run_seconds + (1 - RUN_SECONDS_DECAY) * per_run)
 
-    def add(self, tokens: list[int], pos_min: int, now: float, key: CacheKey) -> tuple[int, list[int]]:
-        """Index a saved prefix; (its entry id, ids of the entries dropped for it)."""
+    @contextlib.contextmanager
+    def keeping(self, entry: HostEntry | None) -> Iterator[None]:
+        """While a restore of ``entry`` is planned: the prefixes evicted to make room for it are
+        saved without dropping it (the RESTORE op follows their SAVE and DROP ops)."""
+        self._kept = entry
+        try:
+            yield
+        finally:
+            self._kept = None
+
+    def add(self, tokens: list[int], pos_min: int, now: float, key: CacheKey) -> tuple[int, list[int]] | None:
+        """Index a saved prefix: (its entry id, ids of the entries dropped for it); None when it
+        does not fit the budget beside the entry kept for a restore."""
         entry = HostEntry(next(self._ids), list(tokens), pos_min, int(len(tokens) * self.bytes_per_token), now, key)
+        kept = self._kept.nbytes if self._kept is not None else 0
+        if self.budget_bytes > 0 and kept + entry.nbytes > self.budget_bytes:
+            return None
         # Entries the new one extends are redundant; then the least recently used go past the budget.
-        dropped = [e for e in self.entries if e.key == key and common_prefix_len(e.tokens, tokens) == len(e.tokens)]
+        dropped = [e for e in self.entries if e is not self._kept and e.key == key
+                   and common_prefix_len(e.tokens, tokens) == len(e.tokens)]
         self.entries = [e for e in self.entries if e not in dropped]
-        while self.budget_bytes > 0 and self.entries and (
-                sum(e.nbytes for e in self.entries) + entry.nbytes > self.budget_bytes):
-            oldest = min(self.entries, key=lambda e: e.last_used)
+        while self.budget_bytes > 0 and sum(e.nbytes for e in self.entries) + entry.nbytes > self.budget_bytes:
+            oldest = min((e for e in self.entries if e is not self._kept), key=lambda e: e.last_used)
             self.entries.remove(oldest)
             dropped.append(oldest)
         self.entries.append(entry)

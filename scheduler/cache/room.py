@@ -37,11 +37,13 @@ def drop_prefix(ex: ExecutorState, slot: Slot, counters: collections.Counter[str
     after a shift)."""
     if (len(slot.tokens) - keep >= MIN_HOST_TOKENS and slot.shift_keep < 0 and ex.alive
             and ex.host_cache.worth_saving(slot.tokens, slot.cache_key)):
-        if not ex.host_cache.save_pays(slot.writes, ex.step_cost.seconds(len(slot.tokens))):
+        pays = ex.host_cache.save_pays(slot.writes, ex.step_cost.seconds(len(slot.tokens)))
+        added = ex.host_cache.add(slot.tokens, slot.pos_min, time.monotonic() if now is None else now,
+                                  slot.cache_key) if pays else None
+        if added is None:  # slower to save than to recompute, or no room beside a restore's entry
             counters["host_cache_unsaved"] += 1
         else:
-            entry_id, dropped = ex.host_cache.add(slot.tokens, slot.pos_min,
-                                                  time.monotonic() if now is None else now, slot.cache_key)
+            entry_id, dropped = added
             ex.kv_ops.append(KvOp(KvOpKind.SAVE, slot.seq_id, entry_id=entry_id))
             ex.kv_ops += [KvOp(KvOpKind.DROP, entry_id=e) for e in dropped]
             ex.host_cache.queued(slot.writes)

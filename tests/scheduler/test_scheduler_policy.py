@@ -729,6 +729,25 @@ def test_host_memory_entries_past_the_budget_are_dropped_least_recently_used_fir
     assert set(h.fakes[0].host) == {e.entry_id for e in entries}  # the executor dropped the rest
 
 
+def test_the_prefix_being_restored_is_not_dropped_by_the_saves_that_make_room_for_it() -> None:
+    h = Harness(n_slots=2, n_ctx=256, n_batch=512, cache_ram_bytes=1)
+    h.sched.executors[0].host_cache.bytes_per_token = 1.0
+    h.sched.executors[0].host_cache.budget_bytes = 250
+    system = prompt(100, 1000)
+    h.add("first", system, max_tokens=2)
+    h.run_until_idle()
+    h.add("long", prompt(200, 2000), max_tokens=2)  # first's prefix goes to host memory (102 bytes)
+    h.run_until_idle()
+    # Restoring it needs long's cells, whose save (202 bytes) cannot fit beside it: long's prefix
+    # is evicted unsaved, where the save used to drop the entry the restore then missed.
+    h.add("again", system + [1, 2], max_tokens=2)
+    h.run_until_idle()
+    assert h.final("again").finish_reason == FinishReason.LENGTH
+    assert h.final("again").stats.n_cached_tokens == 100 and h.sched.counters["host_cache_unsaved"] == 1
+    entries = h.sched.executors[0].host_cache.entries
+    assert sum(e.nbytes for e in entries) <= 250 and set(h.fakes[0].host) == {e.entry_id for e in entries}
+
+
 def test_a_prefix_slower_to_save_than_to_recompute_is_evicted_unsaved() -> None:
     # a GPU: each run of cells of a save is a device copy, recomputing the prefix is quick
     h = Harness(n_slots=1, n_ctx=512, n_batch=512, cache_ram_bytes=10**6)
