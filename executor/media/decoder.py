@@ -124,7 +124,10 @@ class MediaDecoder:
         if cached is not None:
             self.cache.move_to_end(key)
             return cached
-        data = self.reader.get(chunk.data).tobytes()
+        try:
+            data = self.reader.get(chunk.data).tobytes()
+        except (OSError, TypeError) as exc:  # its writer is gone: the segment unlinked, or another in its name
+            raise MediaError(f"the media file is gone (request gone?): {exc}") from None
         # The frontend frees the region when its request ends: bytes of another file there must
         # never be cached under this hash.
         if hashlib.sha256(data).hexdigest() != chunk.sha256:

@@ -15,7 +15,9 @@ from mmproj_models import IMAGE_TOKENS, png, tiny_vision_mmproj
 from executor.engine import ModelEngine
 from ggserve.config import ServeConfig, cpu_has_amx
 from ggserve.models.resolve import resolve_model
-from ipc.protocol import BatchItem, KvOp, KvOpKind, MediaChunk, SamplingParams, SeqStart, StepPlan, media_token_id
+from ipc.protocol import (
+    ArrayRef, BatchItem, KvOp, KvOpKind, MediaChunk, SamplingParams, SeqStart, StepPlan, media_token_id,
+)
 from ipc.shm import Arena
 
 HEAD = [2, 9259, 255999]  # BOS "Hello" <start_of_image>
@@ -74,6 +76,22 @@ def test_a_chunk_that_cannot_run_fails_its_sequence_alone(engine, arena):
     assert [s.seq_id for s in result.samples] == [3]  # the other sequence sampled in the same step
     misplaced = engine.step(StepPlan(32, items=[BatchItem(3, mid, len(HEAD) + 1, False)]))
     assert [f.seq_id for f in misplaced.failures] == [3] and "no media chunk" in misplaced.failures[0].error.message
+
+
+def test_a_chunk_whose_shared_memory_is_gone_fails_its_sequence_alone(engine):
+    # An HTTP worker that died took its segment with it before the executor read the picture.
+    data = png(20, 20, 3)
+    gone = MediaChunk(len(HEAD), IMAGE_TOKENS, hashlib.sha256(data).hexdigest(),
+                      ArrayRef("ggserve-test-no-such-segment", 0, len(data), "uint8", (len(data),)))
+    mid = [media_token_id(gone.sha256)] * IMAGE_TOKENS
+    engine.step(StepPlan(40, kv_ops=[KvOp(KvOpKind.CLEAR, 2), KvOp(KvOpKind.CLEAR, 3)],
+                         starts=[SeqStart(2, SamplingParams(temperature=0), media=[gone]),
+                                     SeqStart(3, SamplingParams(temperature=0))],
+                         items=[BatchItem(2, HEAD, 0, False)]))
+    result = engine.step(StepPlan(41, items=[BatchItem(2, mid, len(HEAD), False), BatchItem(3, HEAD, 0, True)]))
+    assert result.error is None
+    assert [f.seq_id for f in result.failures] == [2] and "gone" in result.failures[0].error.message
+    assert [s.seq_id for s in result.samples] == [3]
 
 
 def test_a_chunk_without_kv_room_leaves_the_cache_as_it_was(engine, arena):
