@@ -794,6 +794,7 @@ class Scheduler:
         ex.kv_ops.append(KvOp(KvOpKind.SHIFT, slot.seq_id, keep, n_discard=n_discard))
         kv.shift(slot, keep, n_discard)
         req.n_computed -= n_discard
+        req.n_shifted += n_discard
         req.truncated = True
         self.counters["context_shifts"] += 1
 

@@ -30,7 +30,7 @@ class Request:
         "n_computed", "n_cached", "pending_token", "t_arrival", "t_admitted", "t_first_token", "t_last_token",
         "seq_tokens", "n_preempted", "n_keep", "n_discard", "context_limited", "truncated", "n_cache_reuse", "lora",
         "spec_n_max", "spec_n_min", "spec_p_min", "drafter", "draft", "n_draft_tokens", "n_draft_accepted",
-        "media", "media_chunks", "min_tokens", "ending_banned", "cache_salt",
+        "media", "media_chunks", "min_tokens", "ending_banned", "cache_salt", "n_shifted",
     )  # fmt: skip
 
     def __init__(self, msg: AddRequest, peer: bytes, max_tokens: int, now: float, context_limited: bool) -> None:
@@ -42,6 +42,7 @@ class Request:
         self.truncated = False  # its context was shifted, or it stopped for want of context
         self.n_keep = msg.n_keep  # context shift: tokens kept at the start, and how many are dropped
         self.n_discard = msg.n_discard
+        self.n_shifted = 0  # tokens its context shifts dropped (gone from its sequence)
         # Images and audio of the prompt (scheduler.media), and start -> n_tokens of each.
         self.media = msg.media
         self.media_chunks = {chunk.start: chunk.n_tokens for chunk in msg.media}
@@ -106,7 +107,7 @@ class Request:
     @property
     def n_evaluated_prompt(self) -> int:
         """Prompt tokens run through the model (not taken from the prefix cache)."""
-        return max(0, min(self.n_computed, len(self.prompt)) - self.n_cached)
+        return max(0, min(self.n_computed + self.n_shifted, len(self.prompt)) - self.n_cached)
 
     @property
     def prompt_remaining(self) -> int:

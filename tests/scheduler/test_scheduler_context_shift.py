@@ -97,6 +97,14 @@ def test_an_idle_prefix_sharing_the_moved_cells_is_cut_where_they_start() -> Non
     assert donor.tokens == shared[:17] == h.fakes[0].kv[0]  # cut at 2 + 15, where the moved cells began
 
 
+def test_a_shift_that_drops_prompt_tokens_leaves_the_count_of_prompt_tokens_evaluated() -> None:
+    h = Harness(n_slots=1, ctx_per_request=32, context_shift=True)
+    h.add("r", prompt(24), max_tokens=30, n_keep=0)
+    run_checked(h)
+    assert shifts(h)[0] == (0, 0, 16)  # the cache holds 16 tokens: fewer than the prompt
+    assert h.final("r").stats.n_evaluated_prompt_tokens == 24  # timings' prompt_n
+
+
 def test_a_preempted_shifted_request_resumes_with_what_its_sequence_held() -> None:
     solo = Harness(n_slots=1, ctx_per_request=32, context_shift=True)
     solo.add("r", prompt(10), max_tokens=80, n_keep=3)
