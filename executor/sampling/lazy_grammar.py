@@ -27,6 +27,11 @@ if TYPE_CHECKING:
     from executor.sampling.sequence import Grammar
 
 _Replay = list[int] | None  # the tokens a trigger hands the grammar; None: no trigger; [] cannot
+# Before its trigger, each candidate costs a search of the text with every pattern (and maybe a
+# trial of the grammar): a filter over more candidates than this (the whole vocabulary, when none
+# of the top ones is allowed) looks at the likeliest only, so that one sequence cannot stall the
+# step for minutes; none allowed among them ends the sequence as a grammar dead end does.
+MAX_AWAITING_CANDIDATES = 4096
 _pieces: dict[tuple[int, int], bytes] = {}  # (vocab address, token) -> piece, special tokens written out
 
 
@@ -55,6 +60,8 @@ class LazyGrammar:
         """The candidates the grammar allows (a new array)."""
         if not self.awaiting:
             return self._grammar.filter(cand)
+        if len(cand) > MAX_AWAITING_CANDIDATES:
+            cand = cand[np.argpartition(cand["logit"], -MAX_AWAITING_CANDIDATES)[-MAX_AWAITING_CANDIDATES:]]
         return cand[np.fromiter((self.allows(int(t)) for t in cand["id"]), dtype=bool, count=len(cand))]
 
     def accept(self, token: int) -> None:

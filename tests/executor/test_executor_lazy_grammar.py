@@ -6,9 +6,10 @@ own lazy sampler would throw and kill the process), and token triggers."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from executor.sampling.lazy_grammar import LazyGrammar
-from executor.sampling.sequence import Grammar, GrammarCache, SeqSampler, sample_rows
+from executor.sampling.lazy_grammar import MAX_AWAITING_CANDIDATES, LazyGrammar
+from executor.sampling.sequence import Grammar, GrammarCache, SeqSampler, SequenceFailed, sample_rows
 from frontend.text.tokenizer import Tokenizer
 from ipc.protocol import GrammarTriggers, SamplingParams
 
@@ -95,3 +96,20 @@ def test_the_sampler_picks_an_allowed_token_once_triggered(tokenizer):
     assert sample_rows(None, row[None, :], [0], [free])[0] == tokens(tokenizer, "x")
     sampler.free()
     free.free()
+
+
+def test_a_trigger_that_no_likely_token_survives_ends_the_sequence_without_trying_every_token(tokenizer, monkeypatch):
+    # "." fires on any text and the grammar takes only "x": almost every token is refused, each
+    # after a search and a trial of the grammar. Trying the whole vocabulary (262k) stalled the
+    # executor's step ~9 s on 2 cores, for every token of such a request.
+    params = SamplingParams(temperature=0, grammar='root ::= "x"', grammar_triggers=GrammarTriggers(["."]))
+    sampler = SeqSampler(params, tokenizer.vocab, tokenizer.n_vocab, -1, [])
+    checked = []
+    real = LazyGrammar._trigger
+    monkeypatch.setattr(LazyGrammar, "_trigger", lambda self, token: checked.append(token) or real(self, token))
+    row = np.zeros(tokenizer.n_vocab, dtype=np.float32)
+    row[tokens(tokenizer, "x")[0]] = -1.0  # the one allowed token, far down the distribution
+    with pytest.raises(SequenceFailed):
+        sample_rows(None, row[None, :], [0], [sampler])
+    assert len(checked) <= MAX_AWAITING_CANDIDATES + 256
+    sampler.free()
