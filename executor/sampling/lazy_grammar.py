@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 _Replay = list[int] | None  # the tokens a trigger hands the grammar; None: no trigger; [] cannot
 # Before its trigger, each candidate costs a search of the text with every pattern (and maybe a
 # trial of the grammar): a filter over more candidates than this (the whole vocabulary, when none
-# of the top ones is allowed) looks at the likeliest only, so that one sequence cannot stall the
-# step for minutes; none allowed among them ends the sequence as a grammar dead end does.
+# of the top ones is allowed) looks at the likeliest only, so that one sequence cannot stall every
+# step for seconds; none allowed among them ends the sequence as a grammar dead end does.
 MAX_AWAITING_CANDIDATES = 4096
 _pieces: dict[tuple[int, int], bytes] = {}  # (vocab address, token) -> piece, special tokens written out
 
