@@ -319,6 +319,16 @@ def test_server_defaults_the_model_cannot_take_stop_the_start(tokenizer: Tokeniz
         check_server_defaults(server_defaults(cfg), tokenizer, GrammarChecker(tokenizer))
 
 
+def test_penalty_windows_past_the_context_are_the_context(tokenizer: Tokenizer):
+    # llama.cpp allocates the window: 2**31 - 1 took the executor to 22 GB and the OOM killer
+    req = decode(b'{"prompt": "x", "repeat_last_n": 2147483647, "dry_penalty_last_n": 100000000, '
+                 b'"dry_multiplier": 0.8}', NativeCompletionRequest)
+    params = params_of(req, tokenizer)
+    assert (params.repeat_last_n, params.dry_penalty_last_n) == (512, 512)  # the slot's context
+    small = params_of(decode(b'{"prompt": "x", "repeat_last_n": 40}', NativeCompletionRequest), tokenizer)
+    assert small.repeat_last_n == 40
+
+
 def test_llama_server_names_and_samplers(tokenizer: Tokenizer):
     req = decode(b'{"prompt": "x", "n_predict": 7, "max_tokens": 3, "n_cmpl": 2, "n": 5, "mirostat": 2, '
                  b'"samplers": "kt", "dry_multiplier": 0.5, "dry_base": 0.5, "repeat_last_n": -1}', NativeCompletionRequest)
