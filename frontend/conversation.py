@@ -178,7 +178,8 @@ async def start(fe: Frontend, req: Request, body: ChatCompletionRequest, logprob
     check_slot(body, info)
     fe.fill_defaults(body)
     sampling = msgspec.structs.replace(
-        sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids, info.n_ctx_slot, grammar),
+        await fe.prepare(len(req.body), lambda: sampling_params(
+            body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids, info.n_ctx_slot, grammar)),
         reasoning_budget=_budget(fe, body, chat),
     )
     sampling = with_post_sampling_probs(sampling, body.post_sampling_probs)

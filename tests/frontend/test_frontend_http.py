@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable
 
@@ -307,6 +308,25 @@ def test_loading_until_engine_info(tmp_path, reply_ids):
         fake.set_ready()
         wait_for(lambda: httpx.get(f"{url}/health").status_code == 200)
         assert httpx.get(f"{url}/health").json() == {"status": "ok"}
+
+
+def test_a_large_tokenization_leaves_the_worker_answering_others(tmp_path, reply_ids):
+    # Tokenizing megabytes takes seconds (~15 s here): on the event loop it froze every client of
+    # the worker (and the scheduler, missing its heartbeats for 3 s, dropped their requests).
+    cfg = frontend_config(str(tmp_path), http_workers=1)
+    with FakeScheduler(cfg.scheduler_endpoint, reply_ids), run_frontend(cfg) as url:
+        done = {}
+        big = threading.Thread(target=lambda: done.update(big=(httpx.post(
+            f"{url}/tokenize", json={"content": "word " * 2_000_000}, timeout=300), time.monotonic())))
+        big.start()
+        time.sleep(3.0)  # the body is in and being tokenized
+        sent = time.monotonic()
+        assert httpx.get(f"{url}/health", timeout=300).status_code == 200
+        answered = time.monotonic()
+        big.join()
+        response, finished = done["big"]
+        assert response.status_code == 200
+        assert answered - sent < (finished - sent) / 2  # not after the tokenization
 
 
 @pytest.mark.parametrize("metrics_no_auth", [False, True])

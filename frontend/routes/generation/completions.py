@@ -182,8 +182,8 @@ async def completions(fe: Frontend, req: Request) -> Response | StreamResponse:
     logprobs = body.logprobs if body.logprobs is not None else (body.n_probs if body.n_probs > 0 else -1)
     echoed_logprobs = logprobs if body.echo else -1  # the echoed prompt's, and/or vLLM's prompt_logprobs
     engine_prompt_logprobs = max(echoed_logprobs, prompt_logprobs.requested(body))
-    sampling = sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids,
-                               info.n_ctx_slot, grammar)
+    sampling = await fe.prepare(len(req.body), lambda: sampling_params(  # bad_words, logit_bias: tokenized
+        body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids, info.n_ctx_slot, grammar))
     requests = engine_requests(req.id, [p.token_ids for p in prompts], body.n, body,
                                with_tagged_budget(sampling, budget, [p.text for p in prompts]), limit, logprobs,
                                fe.cache_defaults, engine_prompt_logprobs, request_lora(body, info))

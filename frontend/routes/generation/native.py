@@ -164,8 +164,9 @@ async def _run(fe: Frontend, req: Request, body: NativeCompletionRequest,
     budget = tagged_budget(body, fe.tokenizer)
     n_probs = body.n_probs or body.logprobs or 0
     logprobs = n_probs if n_probs > 0 else -1
-    sampling = with_post_sampling_probs(sampling_params(body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed,
-                                                        fe.eog_ids, info.n_ctx_slot, grammar), body.post_sampling_probs)
+    sampling = with_post_sampling_probs(await fe.prepare(len(req.body), lambda: sampling_params(
+        body, fe.tokenizer, fe.sampling_defaults, fe.cfg.seed, fe.eog_ids, info.n_ctx_slot, grammar)),
+        body.post_sampling_probs)
     lora = request_lora(body, info)
     has_media = any(p.media for p in prompts)
     media_chunks = fe.media_arena.put([p.media for p in prompts]) if has_media else None  # last: nothing raises after

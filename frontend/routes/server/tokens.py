@@ -24,10 +24,14 @@ async def tokenize(fe: Frontend, req: Request) -> Response:
     body = req.decode(TokenizeRequest)
     if body.prompt is not None or body.messages is not None:
         return json_response(await _vllm_tokenize(fe, req, body))
+    return json_response(await fe.prepare(len(req.body), lambda: _tokenize(fe, body)))
+
+
+def _tokenize(fe: Frontend, body: TokenizeRequest) -> TokenizeResponse:
     token_ids = tokenize_mixed(fe.tokenizer, body.content, body.add_special, body.parse_special)
     check_tokens(fe.tokenizer, token_ids, "content")
     if not body.with_pieces:
-        return json_response(TokenizeResponse(list(token_ids)))
+        return TokenizeResponse(list(token_ids))
     tokens: list[int | TokenPiece] = []
     for token_id in token_ids:
         piece = fe.tokenizer.piece(token_id, special=True)
@@ -36,7 +40,7 @@ async def tokenize(fe: Frontend, req: Request) -> Response:
         except UnicodeDecodeError:
             text = list(piece)  # part of a character: the raw bytes, as llama-server does
         tokens.append(TokenPiece(token_id, text))
-    return json_response(TokenizeResponse(tokens))
+    return TokenizeResponse(tokens)
 
 
 async def _vllm_tokenize(fe: Frontend, req: Request, body: TokenizeRequest) -> VllmTokenizeResponse:
@@ -53,19 +57,22 @@ async def _vllm_tokenize(fe: Frontend, req: Request, body: TokenizeRequest) -> V
         token_ids = (await prompt_tokens(fe, req, chat))[1].tokens
     else:
         add_special = body.add_special_tokens is not False
-        token_ids = fe.tokenizer.tokenize(body.prompt or "", add_special=add_special, parse_special=True)
+        token_ids = await fe.prepare(len(req.body), lambda: fe.tokenizer.tokenize(
+            body.prompt or "", add_special=add_special, parse_special=True))
     # (a picture's or a clip's positions, negative ids, have no text)
-    strs = [fe.tokenizer.piece(t, special=True).decode("utf-8", errors="replace") if t >= 0 else ""
-            for t in token_ids] if body.return_token_strs else None
+    strs = await fe.prepare(len(req.body), lambda: [
+        fe.tokenizer.piece(t, special=True).decode("utf-8", errors="replace") if t >= 0 else ""
+        for t in token_ids]) if body.return_token_strs else None
     return VllmTokenizeResponse(len(token_ids), max_model_len(fe, fe.engine_info()), token_ids, strs)
 
 
 async def detokenize(fe: Frontend, req: Request) -> Response:
     body = req.decode(DetokenizeRequest)
     check_tokens(fe.tokenizer, body.tokens, "tokens")
-    text = fe.tokenizer.detokenize(body.tokens)
+    text = await fe.prepare(len(req.body), lambda: fe.tokenizer.detokenize(body.tokens))
     return json_response(DetokenizeResponse(text, text))
 
 
 async def apply_template(fe: Frontend, req: Request) -> Response:
-    return json_response(ApplyTemplateResponse(render_prompt(fe, req.decode(ChatCompletionRequest))))
+    body = req.decode(ChatCompletionRequest)
+    return json_response(ApplyTemplateResponse(await fe.prepare(len(req.body), lambda: render_prompt(fe, body))))
