@@ -219,7 +219,7 @@ def build_routes(metrics_no_auth: bool, router: bool = False) -> dict[str, dict[
 
 
 # --path: a GET that no route answers reads a file
-STATIC_FILES = {"GET": Route(webui.serve_static, Operation("A static file of --path"), auth=False, scope="server")}
+STATIC_FILES = {"GET": Route(webui.serve_static, Operation("A static file of --path"), scope="server")}
 
 
 def router_routes(metrics_no_auth: bool) -> dict[str, dict[str, Route]]:

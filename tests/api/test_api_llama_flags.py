@@ -71,6 +71,9 @@ def static_dir(tmp_path_factory) -> Path:
     (root / "site" / "js").mkdir()
     (root / "site" / "js" / "app.js").write_text("console.log(1)")
     (root / "secret.txt").write_text("not served")
+    (root / "site" / "leak.txt").symlink_to(root / "secret.txt")  # links out of the directory
+    (root / "site" / "sub").mkdir()
+    (root / "site" / "sub" / "index.html").symlink_to(root / "secret.txt")
     return root
 
 
@@ -150,7 +153,8 @@ def test_path_serves_its_files_in_place_of_the_web_ui(flagged):
     script = httpx.get(f"{url}/js/app.js")
     assert script.text == "console.log(1)" and script.headers["content-type"].startswith("text/javascript")
     assert httpx.get(f"{url}/health").json()["status"] == "ok"  # a route wins over a file
-    for missing in ("/webui/app.js", "/nope.txt", "/../secret.txt", "/%2e%2e/secret.txt", "/js/../../secret.txt"):
+    for missing in ("/webui/app.js", "/nope.txt", "/../secret.txt", "/%2e%2e/secret.txt", "/js/../../secret.txt",
+                    "/leak.txt", "/sub/", "/sub", "/a%00b", "/%00"):
         conn = http.client.HTTPConnection("127.0.0.1", flagged.port, timeout=30)
         conn.request("GET", f"/llm{missing}")  # as sent: clients would remove the dot segments
         answer = conn.getresponse()

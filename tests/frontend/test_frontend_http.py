@@ -360,6 +360,18 @@ def test_api_keys(tmp_path, reply_ids, metrics_no_auth: bool):
             sdk.models.retrieve("gpt-4o")
 
 
+def test_path_files_need_the_api_key_except_the_web_uis_paths(tmp_path, reply_ids):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<h1>mine</h1>")
+    (site / "notes.txt").write_text("private")
+    cfg = frontend_config(str(tmp_path), api_keys=["k1"], static_path=str(site))
+    with FakeScheduler(cfg.scheduler_endpoint, reply_ids), run_frontend(cfg) as url:
+        assert httpx.get(f"{url}/").text == "<h1>mine</h1>"  # as llama-server: its UI's names are public
+        assert httpx.get(f"{url}/notes.txt").status_code == 401
+        assert httpx.get(f"{url}/notes.txt", headers={"authorization": "Bearer k1"}).text == "private"
+
+
 def test_operator_endpoints_off_answer_501_and_props_changes_nothing_silently(tmp_path, reply_ids):
     cfg = frontend_config(str(tmp_path), slots=False, props=True, webui=False)  # and no --metrics
     with FakeScheduler(cfg.scheduler_endpoint, reply_ids), run_frontend(cfg) as url:

@@ -4,7 +4,8 @@ step, no CDN: the page loads nothing from elsewhere, and its Content-Security-Po
 The page needs no API key to load (it asks for one when the API answers 401); ``--no-webui``
 turns it off (404). ``--path DIR`` (llama-server's) serves DIR's files at ``/`` instead, the
 web UI's paths included: a GET that no route answers reads the file at its path under DIR
-(``index.html`` for a directory); none, or a path leaving DIR, is a 404.
+(``index.html`` for a directory); none, or a path leaving DIR (a link out of it too), is a 404.
+As in llama-server, only the web UI's own paths load without the API key.
 """
 
 from __future__ import annotations
@@ -58,11 +59,13 @@ async def serve(fe: Frontend, req: Request) -> Response:
 
 async def serve_static(fe: Frontend, req: Request) -> Response:
     """The file of ``--path`` at the request's path."""
-    root = Path(fe.cfg.static_path)
+    root = Path(fe.cfg.static_path).resolve()
+    if "\0" in req.path:
+        raise ApiError(404, f"no endpoint or file {req.path!r}")
     target = (root / req.path.lstrip("/")).resolve()
     if target.is_dir():
-        target = target / "index.html"
-    if not target.is_relative_to(root.resolve()) or not target.is_file():
+        target = (target / "index.html").resolve()  # a link too, checked as any file
+    if not target.is_relative_to(root) or not target.is_file():
         raise ApiError(404, f"no endpoint or file {req.path}")
     content_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
     if content_type.startswith("text/") or content_type.endswith(("javascript", "json")):
