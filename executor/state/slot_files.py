@@ -21,15 +21,17 @@ from ipc.protocol import EngineError, ErrorCode, SlotFileResult
 
 def save(ctx: llama_cpp.llama_context_p, seq_id: int, path: str, tokens: list[int]) -> SlotFileResult:
     t0 = time.perf_counter()
-    partial = f"{path}.partial"
+    name = os.path.basename(path)  # errors name the file, not where the server keeps it
+    # written beside it, then renamed: a short name, as NAME.partial may pass the 255 bytes a name has
+    partial = os.path.join(os.path.dirname(path), f".ggserve-{os.getpid()}-{seq_id}.partial")
     ids = (llama_cpp.llama_token * len(tokens))(*tokens)
     n_bytes = llama_cpp.llama_state_seq_save_file(ctx, partial.encode(), seq_id, ids, len(tokens))
     try:
         if n_bytes == 0:
-            return SlotFileResult(seq_id, error=EngineError(ErrorCode.INTERNAL, f"could not write {path}"))
+            return SlotFileResult(seq_id, error=EngineError(ErrorCode.INTERNAL, f"could not write {name!r}"))
         os.replace(partial, path)
     except OSError as exc:
-        return SlotFileResult(seq_id, error=EngineError(ErrorCode.INTERNAL, f"could not write {path}: {exc}"))
+        return SlotFileResult(seq_id, error=EngineError(ErrorCode.INTERNAL, f"could not write {name!r}: {exc.strerror}"))
     finally:
         if os.path.exists(partial):
             os.unlink(partial)
@@ -52,33 +54,34 @@ def load(ctx: llama_cpp.llama_context_p, memory: llama_cpp.llama_memory_t, seq_i
     at the buffer's end: ``llama_state_seq_load_file`` reads past the end of a truncated file and
     aborts the process on an assertion."""
     t0 = time.perf_counter()
+    name = os.path.basename(path)
     llama_cpp.llama_memory_seq_rm(memory, seq_id, -1, -1)
     try:
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
-        return SlotFileResult(seq_id, error=EngineError(ErrorCode.NOT_FOUND, f"no slot file {path}"))
+        return SlotFileResult(seq_id, error=EngineError(ErrorCode.NOT_FOUND, f"no slot file {name!r}"))
     except OSError as exc:
-        return _refused(memory, seq_id, f"{path} cannot be read: {exc}")
+        return _refused(memory, seq_id, f"{name!r} cannot be read: {exc.strerror}")
     if len(data) < _HEADER.size:
-        return _refused(memory, seq_id, f"{path} is not a slot file")
+        return _refused(memory, seq_id, f"{name!r} is not a slot file")
     magic, version, n_tokens = _HEADER.unpack_from(data)
     if (magic, version) != (llama_cpp.LLAMA_STATE_SEQ_MAGIC, llama_cpp.LLAMA_STATE_SEQ_VERSION):
-        return _refused(memory, seq_id, f"{path} is not a slot file of this llama.cpp version")
+        return _refused(memory, seq_id, f"{name!r} is not a slot file of this llama.cpp version")
     if n_tokens > max_tokens:
-        return _refused(memory, seq_id, f"{path} holds {n_tokens} tokens, more than the {max_tokens} a slot holds")
+        return _refused(memory, seq_id, f"{name!r} holds {n_tokens} tokens, more than the {max_tokens} a slot holds")
     state_at = _HEADER.size + 4 * n_tokens
     if len(data) < state_at:
-        return _refused(memory, seq_id, f"{path} is cut short")
+        return _refused(memory, seq_id, f"{name!r} is cut short")
     tokens = list(struct.unpack_from(f"<{n_tokens}i", data, _HEADER.size))
     if any(not 0 <= t < n_vocab for t in tokens):
-        return _refused(memory, seq_id, f"{path} holds token ids outside the vocabulary")
+        return _refused(memory, seq_id, f"{name!r} holds token ids outside the vocabulary")
     state = bytearray(_STATE_PREFIX.pack(_STATE_MAGIC, seq_id))
     state += memoryview(data)[state_at:]
     buffer = (ctypes.c_ubyte * len(state)).from_buffer(state)
     n_read = llama_cpp.llama_state_seq_set_data(ctx, buffer, len(state), seq_id)
     if n_read != len(state):
-        return _refused(memory, seq_id, f"{path} is cut short, is not a slot file of this model, or the KV cache "
+        return _refused(memory, seq_id, f"{name!r} is cut short, is not a slot file of this model, or the KV cache "
                         "has no room for it")
     return SlotFileResult(seq_id, len(data), (time.perf_counter() - t0) * 1e3, tokens)
 

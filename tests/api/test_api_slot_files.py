@@ -111,6 +111,19 @@ def test_a_cut_or_garbled_file_is_a_400_and_the_executor_lives(saving):
     complete(server)
 
 
+def test_a_name_of_255_bytes_saves_and_a_fifo_is_refused_without_waiting(saving):
+    server, save_dir = saving
+    complete(server, id_slot=0)
+    longest = "n" * 251 + ".bin"  # the file was first written as NAME.partial: too long a name, a 500
+    saved = action(server, 0, "save", {"filename": longest})
+    assert saved.status_code == 200, saved.text
+    assert action(server, 1, "restore", {"filename": longest}).status_code == 200
+    os.mkfifo(os.path.join(save_dir, "pipe"))  # opening it would wait for a writer, forever
+    r = action(server, 1, "restore", {"filename": "pipe"})
+    assert r.status_code == 400 and "not a slot file" in r.json()["error"]["message"]
+    assert save_dir not in r.text
+
+
 def test_a_busy_slot_is_a_409(saving):
     server, save_dir = saving
     body = {"prompt": PROMPT, "n_predict": 400, "ignore_eos": True, "stream": True, "id_slot": 0}

@@ -99,6 +99,8 @@ def _check_filename(name: str) -> None:
 
 def _announced_tokens(path: str, filename: str) -> int:
     """The token count in a slot file's header: the KV cells its restore needs."""
+    if os.path.lexists(path) and not os.path.isfile(path):  # a FIFO's open() would wait for a writer
+        raise invalid(f"{filename!r} is not a slot file", param="filename")
     try:
         with open(path, "rb") as f:
             header = f.read(_HEADER.size)
