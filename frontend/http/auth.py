@@ -27,7 +27,9 @@ class ApiKeys:
         presented.append(credentials.strip() if scheme.lower() == "bearer" else authorization)
         # Compare with every key (no early exit) so timing tells nothing about which one is close.
         matched = False
-        for candidate in (p.encode() for p in presented if p):
+        # Header values arrive decoded as latin-1 (byte for byte): back to the bytes the client sent,
+        # which for a key that is not ASCII are its UTF-8.
+        for candidate in (p.encode("latin-1") for p in presented if p):
             for key in self._keys:
                 matched |= hmac.compare_digest(candidate, key)
         return matched

@@ -27,6 +27,12 @@ def test_wrong_or_missing_keys_are_refused():
     assert not keys.allows({"x-api-key": "secretsecret"})
 
 
+def test_a_key_that_is_not_ascii_matches_what_a_client_sends():
+    keys = ApiKeys(["clé-ünïcode"])
+    sent = "clé-ünïcode".encode().decode("latin-1")  # the UTF-8 bytes, as the ASGI headers give them
+    assert keys.allows({"authorization": f"Bearer {sent}"}) and keys.allows({"x-api-key": sent})
+    assert not keys.allows({"x-api-key": "clé-ünïcode"})
+
 
 def test_either_header_may_carry_the_key():
     # e.g. the openai SDK sends its api_key as Bearer while the key travels in default_headers
