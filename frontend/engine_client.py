@@ -147,8 +147,8 @@ class EngineClient:
                 self._send(request)
         return queue
 
-    def abort(self, request_ids: list[str]) -> None:
-        self._send(Abort(request_ids=request_ids))
+    def abort(self, request_ids: list[str], reason: FinishReason = FinishReason.ABORT) -> None:
+        self._send(Abort(request_ids, reason))
 
     def vectors_read(self, request_ids: list[str]) -> None:
         """Done with these embedding requests' vectors (copied, or given up): free their regions."""

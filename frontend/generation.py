@@ -285,8 +285,9 @@ class Generation:
             choice.feed(output)
             touched[choice.index] = choice
             if choice.cut_short and not choice.finished and choice.request_id not in self._aborted:
-                self._aborted.add(choice.request_id)
-                self._engine.abort([choice.request_id])
+                self._aborted.add(choice.request_id)  # ended here: finished, not aborted
+                self._engine.abort([choice.request_id], FinishReason.STOP if choice.finish_reason == "stop"
+                                   else FinishReason.LENGTH)
         return [d for c in touched.values() if (d := c.take_delta()) is not None]
 
     def usage(self) -> Usage:

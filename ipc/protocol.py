@@ -333,6 +333,9 @@ class Abort(_Msg):
     """Stop a request (client gone, stop string matched). Its slot is freed in the same step."""
 
     request_ids: list[str]
+    # ABORT: the client went away; STOP or LENGTH: the frontend ended the output itself (a stop
+    # string, a time limit), and the request counts as finished
+    reason: FinishReason = FinishReason.ABORT
 
 
 class SetLoraScales(_Msg):

@@ -243,11 +243,12 @@ class Scheduler:
         self.counters["rejected"] += 1
         self.outputs[peer].append(RequestOutput(request_id, finish_reason=FinishReason.ERROR, error=error))
 
-    def abort(self, request_ids: list[str]) -> None:
+    def abort(self, request_ids: list[str], reason: FinishReason = FinishReason.ABORT) -> None:
+        """End these requests (``reason``: see ipc.protocol.Abort)."""
         for rid in request_ids:
             req = self.requests.get(rid)
             if req is not None:
-                self._finish(req, FinishReason.ABORT)
+                self._finish(req, reason)
             else:
                 self.embed.abort(rid, time.monotonic())
 

@@ -169,7 +169,7 @@ class SchedulerLoop:
         elif isinstance(msg, VectorsRead):
             self.core.vectors_read(peer, msg.request_ids)
         elif isinstance(msg, Abort):
-            self.core.abort(msg.request_ids)
+            self.core.abort(msg.request_ids, msg.reason)
         elif isinstance(msg, SlotAction):
             self.core.slot_action(msg, peer)
         elif isinstance(msg, EndReasoning):

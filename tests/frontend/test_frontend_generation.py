@@ -32,14 +32,16 @@ class StubEngine:
         self.queue: asyncio.Queue[RequestOutput] = asyncio.Queue()
         self.submitted: list[AddRequest] = []
         self.aborted: list[str] = []
+        self.abort_reasons: list[FinishReason] = []
         self.released: list[str] = []
 
     def submit(self, requests: list[AddRequest]) -> asyncio.Queue[RequestOutput]:
         self.submitted += requests
         return self.queue
 
-    def abort(self, request_ids: list[str]) -> None:
+    def abort(self, request_ids: list[str], reason: FinishReason = FinishReason.ABORT) -> None:
         self.aborted += request_ids
+        self.abort_reasons += [reason] * len(request_ids)
 
     def release(self, request_ids: list[str]) -> None:
         self.released += request_ids
@@ -115,6 +117,7 @@ def test_stop_string_across_tokens_aborts_once_and_drops_later_tokens(tokenizer:
     assert texts[1] == ""  # "\n" was held: it could start the stop string
     assert deltas[3] is not None and deltas[3][0].finish_reason == "stop"
     assert engine.aborted == ["r-0"]  # once, although more output followed
+    assert engine.abort_reasons == [FinishReason.STOP]  # ended here: the engine counts it finished
     # counted up to the token completing the stop string; " more" came after it
     assert gen.usage().completion_tokens == sum(len(ids(tokenizer, t)) for t in ["Sure.", "\n", "User", ":"])
 

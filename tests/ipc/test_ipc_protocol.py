@@ -131,7 +131,7 @@ SAMPLES: list[p.Message] = [
                                          n_cache_reuse=8, lora=[p.LoraScale(id=0, scale=1.5)],
                                          speculative=p.Speculation(n_max=4, n_min=1, p_min=0.5), media=[MEDIA])]),
     p.SetLoraScales(scales=[p.LoraScale(id=0, scale=0.25)]),
-    p.Abort(request_ids=["chatcmpl-1", "chatcmpl-2"]),
+    p.Abort(request_ids=["chatcmpl-1", "chatcmpl-2"], reason=p.FinishReason.STOP),
     p.Hello(peer="frontend-0"),
     p.StatsRequest(token=7, reset_window=True),
     p.SlotAction(token=8, kind=p.SlotActionKind.RESTORE, id_slot=5, path="/var/slots/chat.bin", n_tokens=363),

@@ -365,6 +365,18 @@ def test_abort_frees_the_slot_for_the_next_step() -> None:
     assert h.final("next").finish_reason == FinishReason.LENGTH
 
 
+def test_a_request_the_frontend_ended_with_a_stop_string_counts_as_finished() -> None:
+    h = Harness(n_slots=2)
+    h.add("stopped", prompt(10), max_tokens=100)
+    h.add("left", prompt(10, 500), max_tokens=100)
+    h.step()
+    h.sched.abort(["stopped"], FinishReason.STOP)  # the frontend matched a stop string
+    h.sched.abort(["left"])  # the client went away
+    h._collect()
+    assert h.final("stopped").finish_reason == FinishReason.STOP
+    assert (h.sched.counters["finished"], h.sched.counters["aborted"]) == (1, 1)  # /metrics' counts
+
+
 def test_abort_while_queued_and_unknown_ids_are_harmless() -> None:
     h = Harness(n_slots=1)
     h.add("running", prompt(10), max_tokens=5)
