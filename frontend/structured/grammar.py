@@ -2,7 +2,8 @@
 
 llama.cpp parses a grammar with only the vocabulary (the frontend's vocab-only model), so a
 grammar that does not parse, lacks a ``root`` rule or is left-recursive is a 400 naming
-llama.cpp's reason, and the executor only ever sees grammars that compile. Checked texts are
+llama.cpp's reason, and the executor only ever sees grammars that compile; one that compiles but
+would stall the engine (frontend.structured.grammar_cost) is a 400 too. Checked texts are
 remembered, so a client sending the same schema again pays nothing.
 """
 
@@ -16,6 +17,7 @@ from collections import OrderedDict
 
 import llama_cpp
 
+from frontend.structured.grammar_cost import empty_repeat_problem
 from frontend.text.tokenizer import Tokenizer
 
 MAX_GRAMMAR_BYTES = 512 * 1024
@@ -58,7 +60,7 @@ class GrammarChecker:
             sampler = llama_cpp.llama_sampler_init_grammar(self._tokenizer.vocab, data, b"root")
         if sampler:
             llama_cpp.llama_sampler_free(sampler)
-            return None
+            return empty_repeat_problem(text)
         # llama.cpp prints parse errors ("parse: error parsing grammar: <why>") on stderr.
         reasons = [line.split("error parsing grammar: ", 1)[1] for line in printed
                    if "error parsing grammar: " in line]

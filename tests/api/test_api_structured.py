@@ -114,6 +114,8 @@ def test_gbnf_grammar_on_chat_and_completions(server, sdk, stream):
     ({"response_format": {"type": "xml"}}, "response_format.type", "Invalid enum value 'xml'"),
     ({"json_schema": {"type": "object", "properties": {f"p{i}": {"type": "integer"} for i in range(3000)}}},
      "json_schema", "too large to convert"),
+    ({"grammar": 'root ::= x{0,1999}\nx ::= "a"?'}, "grammar", "may match nothing"),  # stalled the executor
+    ({"json_schema": {"type": "string", "pattern": "^(b?){0,150}zq$"}}, "json_schema", "may match nothing"),
 ])
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
 def test_bad_grammars_and_schemas_are_400(server, path, body, param, words):

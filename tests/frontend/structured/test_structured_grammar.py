@@ -140,6 +140,34 @@ def test_grammar_checker_reports_llama_cpp_reason(tokenizer, grammar, words):
     checker.check('root ::= "ok"')
 
 
+@pytest.mark.parametrize("grammar", [
+    'root ::= x{0,1999}\nx ::= "a"?',  # the audit's: one step longer than the step timeout
+    'root ::= ("a" | "b"?){0,40}',  # 7.5 s per vocabulary check on 2 cores
+    'root ::= "x" y{3,100}\ny ::= z\nz ::= "" | "q"',  # empty through other rules
+    'root ::= ("a"{0,5}){0,100}',  # a repetition of a repetition that may be empty
+])
+def test_a_long_repetition_of_something_that_may_be_empty_is_refused(tokenizer, grammar):
+    with pytest.raises(GrammarError, match="may match nothing"):
+        GrammarChecker(tokenizer).check(grammar)
+
+
+@pytest.mark.parametrize("grammar", [
+    'root ::= [a-z]{0,1999}',  # long, but never empty: one parse state
+    'root ::= ("a" | "b"?){0,16}',
+    'root ::= x* "b"\nx ::= "a"?',  # llama.cpp's star of an empty-able item is cheap
+    'root ::= x{0,3000}\nx ::= "a"?',  # past 2000 llama.cpp reads no bound: a star
+    'root ::= ("a"{1,5}){0,100} # "a comment" [with] {0,99} (parts)',
+])
+def test_repetitions_llama_cpp_runs_quickly_pass(tokenizer, grammar):
+    GrammarChecker(tokenizer).check(grammar)
+
+
+def test_the_schemas_converted_here_pass_the_repetition_check(tokenizer):
+    checker = GrammarChecker(tokenizer)
+    for schema in SCHEMAS.values():
+        checker.check(schema_to_gbnf(schema))
+
+
 def test_sampler_resamples_rejected_tokens_and_fails_on_a_dead_end(tokenizer):
     import numpy as np
 
