@@ -434,7 +434,9 @@ def build_chain(
 def skip_draws(chain: llama_cpp.llama_sampler_p, n_tokens: int) -> None:
     """Advance the chain's dist sampler past ``n_tokens`` draws, as if it had picked the tokens a
     resumed (preempted) sequence already has: its output goes on as it would have unpreempted.
-    dist draws once per call, even over a single candidate."""
+    dist draws once per call, even over a single candidate. Not exact where a token took other
+    than one draw of dist (a grammar's resample draws twice; XTC draws from its own generator;
+    mirostat's state comes from logits not kept): such a sequence goes on from another draw."""
     n = llama_cpp.llama_sampler_chain_n(chain)
     last = llama_cpp.llama_sampler_chain_get(chain, n - 1) if n else None
     if not n_tokens or not last or llama_cpp.llama_sampler_name(last) != b"dist":
