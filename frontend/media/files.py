@@ -22,6 +22,7 @@ import base64
 import binascii
 import hashlib
 import os
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -36,6 +37,7 @@ _AUDIO_MAGIC = {b"ID3": "mp3", b"fLaC": "flac"}
 _VIDEO_MAGIC = {b"\x1a\x45\xdf\xa3": "webm", b"FLV\x01": "flv", b"\x00\x00\x01\xba": "mpeg"}
 # ISO media files (an "ftyp" box first) that hold pictures or sound only, not video
 _NOT_VIDEO_BRANDS = (b"avif", b"avis", b"heic", b"heix", b"mif1", b"msf1", b"M4A ", b"M4B ", b"M4P ")
+_READ_BYTES = 64 * 1024  # a fetch's read at most
 _TS_PACKET = 188  # an MPEG transport stream: a sync byte every 188 bytes
 
 
@@ -124,9 +126,19 @@ def _from_data_uri(url: str, param: str, limits: MediaLimits) -> bytes:
 def _fetch(url: str, param: str, limits: MediaLimits) -> bytes:
     """GET ``url`` with the time and size limits (blocking: run it in a thread)."""
     request = urllib.request.Request(url, headers={"User-Agent": "ggserve"})
+    # The socket's timeout bounds each read; the deadline the whole body (a server dripping a byte
+    # at a time would hold the fetch, and a thread, for as long as it likes).
+    deadline = time.monotonic() + limits.fetch_timeout
     try:
         with urllib.request.urlopen(request, timeout=limits.fetch_timeout) as response:
-            data = response.read(limits.max_bytes + 1)
+            parts, size = [], 0
+            while size <= limits.max_bytes and (part := response.read1(_READ_BYTES)):
+                if time.monotonic() > deadline:
+                    raise invalid(f"fetching the media URL took over {limits.fetch_timeout:g}s "
+                                  "(--media-fetch-timeout)", param=param)
+                parts.append(part)
+                size += len(part)
+            data = b"".join(parts)
     except urllib.error.HTTPError as exc:
         raise invalid(f"fetching the media URL failed: HTTP {exc.code}", param=param) from None
     except (urllib.error.URLError, OSError, ValueError) as exc:

@@ -14,6 +14,7 @@ import http.server
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -200,6 +201,18 @@ class _Files(http.server.BaseHTTPRequestHandler):
     files: dict[str, bytes] = {}
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        if self.path == "/drip.png":  # a byte a second: each read within the timeout, the whole not
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            for _ in range(100):
+                try:
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                except OSError:  # the fetch gave up
+                    return
+                time.sleep(1.0)
+            return
         data = self.files.get(self.path)
         if data is None:
             self.send_error(404)
@@ -232,6 +245,9 @@ def test_remote_image_is_fetched_within_limits(server, files_url):
     assert ok.json()["usage"]["prompt_tokens"] == local.json()["usage"]["prompt_tokens"]
     assert "--media-max-bytes" in error(remote("/big.png"))["message"]
     assert "HTTP 404" in error(remote("/missing.png"))["message"]
+    t0 = time.monotonic()
+    assert "--media-fetch-timeout" in error(remote("/drip.png"))["message"]  # the whole fetch, not each read
+    assert time.monotonic() - t0 < 10
 
 
 def test_file_urls_read_inside_the_media_path_only(server, media_dir):
