@@ -31,7 +31,9 @@ from typing import Any
 import msgspec
 
 from frontend.http import sse
-from frontend.http.asgi import Headers, Request, Response, StreamResponse, error_response, read_body
+from frontend.http.asgi import (
+    BodyBudget, Headers, Request, Response, StreamResponse, error_response, read_body,
+)
 from frontend.http.auth import ApiKeys
 from frontend.http.cors import Cors
 from frontend.http.errors import UNREADABLE_JSON, ApiError, unavailable
@@ -51,6 +53,7 @@ log = logging.getLogger(__name__)
 CONFIG_ENV = "GGSERVE_FRONTEND_CONFIG"  # path of the ServeConfig JSON, set by ``python -m frontend``
 
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+BODIES_AT_ONCE = 8  # a worker receives up to this many largest bodies' bytes at once (more: 503)
 
 
 class App:
@@ -61,6 +64,7 @@ class App:
         self.templates = {p.rpartition("/")[0]: by_method for p, by_method in self.routes.items() if p.endswith("}")}
         self.cors = Cors(cfg.cors_origins, cfg.cors_methods, cfg.cors_headers, cfg.cors_credentials)
         self.api_keys = ApiKeys(cfg.api_keys)
+        self.body_budget = BodyBudget(BODIES_AT_ONCE * cfg.max_body_size)
         self.fe: Frontend | None = None  # the single model's
         self.router: ModelRouter | None = None  # router mode's models
         self.streams = WorkerStreams(cfg.run_dir)  # listens once the worker starts
@@ -123,7 +127,7 @@ class App:
                 raise ApiError(401, "invalid or missing API key", headers=[(b"www-authenticate", b"Bearer")])
             if self.router is None:  # router mode: the model named decides (_target)
                 _check_kind(route, self.cfg)
-            body = await read_body(receive, headers, self.cfg.max_body_size, self.cfg.timeout)
+            body = await read_body(receive, headers, self.cfg.max_body_size, self.cfg.timeout, self.body_budget)
         except ApiError as exc:
             response = error_response(exc, route.error_body) if route is not None else error_response(exc)
             await _send_response(send, response, extra_headers, trace, exc)

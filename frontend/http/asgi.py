@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from frontend.http.errors import UNREADABLE_JSON, ApiError, from_validation, invalid
+from frontend.http.errors import UNREADABLE_JSON, ApiError, from_validation, invalid, unavailable
 from frontend.observe.trace import RequestTrace
 
 T = TypeVar("T")
@@ -94,29 +94,47 @@ def error_response(exc: ApiError, body: ErrorBody = ApiError.body) -> Response:
     return Response(body(exc), exc.status, headers=list(exc.headers))
 
 
-async def read_body(receive: Any, headers: dict[str, str], max_size: int, timeout_s: float) -> bytes:
-    """The whole request body; 413 once it is known to exceed ``max_size`` bytes, 408 when no
-    part of it arrives for ``timeout_s`` seconds (--timeout, llama-server's read timeout)."""
+class BodyBudget:
+    """The bytes of request bodies one worker is receiving at once, bounded: clients opening many
+    uploads they never finish would otherwise hold memory without limit (each up to
+    --max-body-size)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+
+async def read_body(receive: Any, headers: dict[str, str], max_size: int, timeout_s: float,
+                    budget: BodyBudget) -> bytes:
+    """The whole request body; 413 once it is known to exceed ``max_size`` bytes, 408 when it has
+    not all arrived within ``timeout_s`` seconds (--timeout), 503 while the bodies being received
+    would pass the worker's ``budget``."""
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_size:
         raise _too_large(int(declared), max_size)
     chunks: list[bytes] = []
     size = 0
-    while True:
-        try:
-            async with asyncio.timeout(timeout_s):
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
                 message = await receive()
-        except TimeoutError:
-            raise ApiError(408, f"the request body stopped arriving for {timeout_s:g} s (--timeout)") from None
-        if message["type"] == "http.disconnect":
-            raise ConnectionResetError("client went away while sending the body")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > max_size:
-            raise _too_large(size, max_size)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+                if message["type"] == "http.disconnect":
+                    raise ConnectionResetError("client went away while sending the body")
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                budget.held += len(chunk)
+                if size > max_size:
+                    raise _too_large(size, max_size)
+                if budget.held > budget.limit:
+                    raise unavailable(f"this worker is receiving {budget.held} bytes of request bodies at once, "
+                                      f"over its limit of {budget.limit}; retry")
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+    except TimeoutError:
+        raise ApiError(408, f"the request body did not arrive within {timeout_s:g} s (--timeout)") from None
+    finally:
+        budget.held -= size
 
 
 def _too_large(size: int, max_size: int) -> ApiError:

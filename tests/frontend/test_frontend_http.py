@@ -153,6 +153,39 @@ def test_timeout_bounds_a_stalled_body_and_slow_headers(tmp_path, reply_ids):
         assert response.startswith(b"HTTP/1.1 408") and b"--timeout" in response and 0.8 < waited < 5
         response, waited = answer(b"POST /v1/completions HTTP/1.1\r\nHost:")  # headers never end
         assert response == b"" and 0.8 < waited < 5  # granian closes the connection
+        with socket.create_connection((cfg.host, cfg.port), timeout=10) as sock:  # a byte every 0.3 s
+            sock.sendall(head)
+            t0 = time.monotonic()
+            for _ in range(20):
+                try:
+                    sock.sendall(b" ")
+                except OSError:
+                    break
+                time.sleep(0.3)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 408") and time.monotonic() - t0 < 5  # the whole body
+
+
+def test_bodies_received_at_once_are_bounded_per_worker(tmp_path, reply_ids):
+    cfg = frontend_config(str(tmp_path), max_body_size=4096, http_workers=1)
+    with FakeScheduler(cfg.scheduler_endpoint, reply_ids), run_frontend(cfg) as url:
+        head = (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 4096\r\n\r\n")
+        uploads = []
+        try:
+            for _ in range(8):  # each all but the last bytes of its body, never finished
+                sock = socket.create_connection((cfg.host, cfg.port), timeout=10)
+                sock.sendall(head + b" " * 4000)
+                uploads.append(sock)
+            time.sleep(0.5)
+            with socket.create_connection((cfg.host, cfg.port), timeout=10) as sock:
+                sock.sendall(head + b" " * 4000)
+                answer = sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 503") and b"retry-after" in answer.lower()
+        finally:
+            for sock in uploads:
+                sock.close()
+        time.sleep(0.5)  # their bytes are given back as their connections close
+        assert httpx.post(f"{url}/v1/completions", json={"prompt": "hi", "max_tokens": 2}).status_code == 200
 
 
 def test_context_overflow_is_400_with_llama_server_fields(url: str):
