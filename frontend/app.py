@@ -122,9 +122,14 @@ class App:
             return
         try:
             path = self._unprefixed(scope["path"])
-            route = self._route(scope["method"], path)
+            try:
+                route = self._route(scope["method"], path)
+            except ApiError:  # as llama-server: without the key, no path or method is told apart
+                if not self.api_keys.allows(headers):
+                    raise _unauthorized() from None
+                raise
             if route.auth and not self.api_keys.allows(headers):
-                raise ApiError(401, "invalid or missing API key", headers=[(b"www-authenticate", b"Bearer")])
+                raise _unauthorized()
             if self.router is None:  # router mode: the model named decides (_target)
                 _check_kind(route, self.cfg)
             body = await read_body(receive, headers, self.cfg.max_body_size, self.cfg.timeout, self.body_budget)
@@ -257,6 +262,10 @@ class App:
                 await response.chunks.aclose()
         finally:
             load.cancel()
+
+
+def _unauthorized() -> ApiError:
+    return ApiError(401, "invalid or missing API key", headers=[(b"www-authenticate", b"Bearer")])
 
 
 def _check_kind(route: Route, cfg: ServeConfig) -> None:

@@ -375,6 +375,11 @@ def test_api_keys(tmp_path, reply_ids, metrics_no_auth: bool):
         assert httpx.get(f"{url}/v1/models", headers={"x-api-key": "k1"}).status_code == 200
         assert httpx.get(f"{url}/v1/models", headers={"authorization": "k1"}).status_code == 200  # as llama-server
         assert httpx.get(f"{url}/v1/models", headers={"authorization": "Basic k1"}).status_code == 401
+        # without the key, nothing tells a route from none (as llama-server); with it, 404 and 405
+        assert httpx.get(f"{url}/no/such/route").status_code == 401
+        assert httpx.get(f"{url}/v1/chat/completions").status_code == 401
+        assert httpx.get(f"{url}/no/such/route", headers={"x-api-key": "k1"}).status_code == 404
+        assert httpx.get(f"{url}/v1/chat/completions", headers={"x-api-key": "k1"}).status_code == 405
         assert httpx.get(f"{url}/metrics").status_code == (200 if metrics_no_auth else 401)
         assert httpx.get(f"{url}/").status_code == 200  # the web UI loads, then asks for a key
         paths = httpx.get(f"{url}/openapi.json").json()["paths"]  # served without a key, like /health
