@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from frontend.api.schemas import MAX_STOP_STRINGS
 from frontend.http.errors import ApiError
 
 # ----------------------------------------------------------------------------- requests
@@ -134,7 +135,7 @@ class CountTokensRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
 
 class MessagesRequest(CountTokensRequest, forbid_unknown_fields=True, kw_only=True):
     max_tokens: Annotated[int, msgspec.Meta(ge=1)]  # required, as Anthropic requires it
-    stop_sequences: list[str] | None = None
+    stop_sequences: Annotated[list[str], msgspec.Meta(max_length=MAX_STOP_STRINGS)] | None = None
     temperature: Annotated[float, msgspec.Meta(ge=0.0)] | None = None
     top_p: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None = None
     top_k: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] | None = None

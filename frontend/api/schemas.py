@@ -17,6 +17,7 @@ NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 TopLogprobs = Annotated[int, msgspec.Meta(ge=0, le=20)]
 # One request may fan out to this many engine requests (n choices, or prompts x n).
 MAX_CHOICES = 128
+MAX_STOP_STRINGS = 1024
 ChoiceCount = Annotated[int, msgspec.Meta(ge=1, le=MAX_CHOICES)]
 # llama.cpp takes these as C ints. Bounded here, a larger value is a 400 naming the field instead
 # of a 500 when the engine message cannot encode it (past 64 bits) or a silent wrap-around in ctypes.
@@ -103,7 +104,8 @@ class SamplingFields(msgspec.Struct, kw_only=True):
     top_p: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None = None  # OpenAI's and vLLM's ranges
     n: ChoiceCount = 1
     n_cmpl: ChoiceCount | None = None  # llama-server's name of n
-    stop: str | list[str] | None = None
+    # each is searched for in the text after every token: a bound keeps that work a request's own
+    stop: str | Annotated[list[str], msgspec.Meta(max_length=MAX_STOP_STRINGS)] | None = None
     seed: int | None = None
     presence_penalty: Annotated[float, msgspec.Meta(ge=-2.0, le=2.0)] | None = None
     frequency_penalty: Annotated[float, msgspec.Meta(ge=-2.0, le=2.0)] | None = None
