@@ -121,8 +121,8 @@ class App:
             trace.close()
             return
         try:
-            path = self._unprefixed(scope["path"])
             try:
+                path = self._unprefixed(scope["path"])
                 route = self._route(scope["method"], path)
             except ApiError:  # as llama-server: without the key, no path or method is told apart
                 if not self.api_keys.allows(headers):

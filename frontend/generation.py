@@ -160,7 +160,7 @@ class Choice:
             error = from_engine(output.error)
             self.error = error.message
             raise error
-        if self.finish_reason is not None:  # a stop string ended it; this is the engine's ABORT
+        if self.finish_reason is not None:  # ended here (a stop string): the engine ended what it was told to
             return
         if reason == FinishReason.ABORT:
             raise ApiError(500, "the engine aborted the request")

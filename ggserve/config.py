@@ -219,7 +219,7 @@ class ServeConfig(msgspec.Struct, kw_only=True):
     ssl_certfile: str = ""
     # a request body: room for a --media-max-bytes file in base64 (4/3 of it) and the rest
     max_body_size: int = 32 * 1024 * 1024
-    timeout: float = 600.0  # --timeout: s a request's headers (at most 30) or next body chunk may take; then 408
+    timeout: float = 600.0  # --timeout: s a request's headers (at most 30) or whole body may take; then 408
     sse_ping_interval: float = 5.0  # seconds without output before a stream sends ": ping"
     cors_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])  # --cors-origins: origins browsers may call from ("*": any)
     cors_methods: str = "GET, POST, DELETE, OPTIONS"  # --cors-methods: a preflight's Access-Control-Allow-Methods

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
+import tempfile
 import time
 
 import llama_cpp
@@ -22,20 +23,30 @@ from ipc.protocol import EngineError, ErrorCode, SlotFileResult
 def save(ctx: llama_cpp.llama_context_p, seq_id: int, path: str, tokens: list[int]) -> SlotFileResult:
     t0 = time.perf_counter()
     name = os.path.basename(path)  # errors name the file, not where the server keeps it
-    # written beside it, then renamed: a short name, as NAME.partial may pass the 255 bytes a name has
-    partial = os.path.join(os.path.dirname(path), f".ggserve-{os.getpid()}-{seq_id}.partial")
-    ids = (llama_cpp.llama_token * len(tokens))(*tokens)
-    n_bytes = llama_cpp.llama_state_seq_save_file(ctx, partial.encode(), seq_id, ids, len(tokens))
+    # Written beside it under a short unique name (NAME.partial may pass the 255 bytes a name has;
+    # servers sharing the directory may share pids), then renamed.
     try:
+        fd, partial = tempfile.mkstemp(prefix=".ggserve-", suffix=".partial", dir=os.path.dirname(path))
+    except OSError as exc:
+        return _not_written(seq_id, name, exc.strerror)
+    os.close(fd)
+    try:
+        ids = (llama_cpp.llama_token * len(tokens))(*tokens)
+        n_bytes = llama_cpp.llama_state_seq_save_file(ctx, partial.encode(), seq_id, ids, len(tokens))
         if n_bytes == 0:
-            return SlotFileResult(seq_id, error=EngineError(ErrorCode.INTERNAL, f"could not write {name!r}"))
+            return _not_written(seq_id, name)
         os.replace(partial, path)
     except OSError as exc:
-        return SlotFileResult(seq_id, error=EngineError(ErrorCode.INTERNAL, f"could not write {name!r}: {exc.strerror}"))
+        return _not_written(seq_id, name, exc.strerror)
     finally:
         if os.path.exists(partial):
             os.unlink(partial)
     return SlotFileResult(seq_id, n_bytes, (time.perf_counter() - t0) * 1e3)
+
+
+def _not_written(seq_id: int, name: str, why: str | None = None) -> SlotFileResult:
+    message = f"could not write {name!r}" + (f": {why}" if why else "")
+    return SlotFileResult(seq_id, error=EngineError(ErrorCode.INTERNAL, message))
 
 
 # A slot file: llama.cpp's header (magic, version, token count), the token ids, then the sequence's

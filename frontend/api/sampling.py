@@ -77,8 +77,9 @@ def sampling_params(req: SamplingFields, tokenizer: Tokenizer, defaults: Samplin
     if req.repetition_penalty is not None and req.repeat_penalty is None:  # vLLM's: over the whole context
         given["repeat_penalty"] = req.repetition_penalty
         given.setdefault("repeat_last_n", n_ctx_slot)
-    for name in ("repeat_last_n", "dry_penalty_last_n"):  # llama.cpp sizes a buffer by them: past the
-        if given.get(name, getattr(defaults, name)) > n_ctx_slot:  # context they mean the whole context
+    # llama.cpp sizes a buffer by these windows: past the context they mean the whole context
+    for name in ("repeat_last_n", "dry_penalty_last_n"):
+        if given.get(name, getattr(defaults, name)) > n_ctx_slot:
             given[name] = n_ctx_slot
     if req.dry_base is not None and req.dry_base >= 1.0:  # below 1: the default, as llama-server
         given["dry_base"] = req.dry_base

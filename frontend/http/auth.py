@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hmac
 
+_HTTP_SPACE = " \t"
+
 
 class ApiKeys:
     def __init__(self, keys: list[str]) -> None:
@@ -21,10 +23,12 @@ class ApiKeys:
     def allows(self, headers: dict[str, str]) -> bool:
         if not self._keys:
             return True
-        presented = [headers.get("x-api-key", "").strip()]
-        authorization = headers.get("authorization", "").strip()
+        # Only HTTP's whitespace is trimmed: str.strip() would also take \x85 and \xa0, which are
+        # bytes of UTF-8 characters here (a key ending in "à" never matched).
+        presented = [headers.get("x-api-key", "").strip(_HTTP_SPACE)]
+        authorization = headers.get("authorization", "").strip(_HTTP_SPACE)
         scheme, _, credentials = authorization.partition(" ")
-        presented.append(credentials.strip() if scheme.lower() == "bearer" else authorization)
+        presented.append(credentials.strip(_HTTP_SPACE) if scheme.lower() == "bearer" else authorization)
         # Compare with every key (no early exit) so timing tells nothing about which one is close.
         matched = False
         # Header values arrive decoded as latin-1 (byte for byte): back to the bytes the client sent,

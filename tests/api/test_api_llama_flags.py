@@ -154,7 +154,7 @@ def test_path_serves_its_files_in_place_of_the_web_ui(flagged):
     assert script.text == "console.log(1)" and script.headers["content-type"].startswith("text/javascript")
     assert httpx.get(f"{url}/health").json()["status"] == "ok"  # a route wins over a file
     for missing in ("/webui/app.js", "/nope.txt", "/../secret.txt", "/%2e%2e/secret.txt", "/js/../../secret.txt",
-                    "/leak.txt", "/sub/", "/sub", "/a%00b", "/%00"):
+                    "/leak.txt", "/sub/", "/sub", "/a%00b", "/%00", "/" + "a" * 300):
         conn = http.client.HTTPConnection("127.0.0.1", flagged.port, timeout=30)
         conn.request("GET", f"/llm{missing}")  # as sent: clients would remove the dot segments
         answer = conn.getresponse()

@@ -398,6 +398,15 @@ def test_api_keys(tmp_path, reply_ids, metrics_no_auth: bool):
             sdk.models.retrieve("gpt-4o")
 
 
+def test_a_path_outside_the_api_prefix_needs_the_key_to_learn_so(tmp_path, reply_ids):
+    cfg = frontend_config(str(tmp_path), api_keys=["k1"], api_prefix="/llm")
+    with FakeScheduler(cfg.scheduler_endpoint, reply_ids), run_frontend(cfg) as url:
+        r = httpx.get(f"{url}/v1/models")
+        assert r.status_code == 401 and "/llm" not in r.text
+        assert httpx.get(f"{url}/v1/models", headers={"x-api-key": "k1"}).status_code == 404
+        assert httpx.get(f"{url}/llm/v1/models", headers={"x-api-key": "k1"}).status_code == 200
+
+
 def test_path_files_need_the_api_key_except_the_web_uis_paths(tmp_path, reply_ids):
     site = tmp_path / "site"
     site.mkdir()

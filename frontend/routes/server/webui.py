@@ -60,13 +60,15 @@ async def serve(fe: Frontend, req: Request) -> Response:
 async def serve_static(fe: Frontend, req: Request) -> Response:
     """The file of ``--path`` at the request's path."""
     root = Path(fe.cfg.static_path).resolve()
-    if "\0" in req.path:
+    try:
+        target = (root / req.path.lstrip("/")).resolve()
+        if target.is_dir():
+            target = (target / "index.html").resolve()  # a link too, checked as any file
+        found = target.is_relative_to(root) and target.is_file()
+    except (OSError, ValueError):  # a name too long, a NUL byte
+        found = False
+    if not found:
         raise ApiError(404, f"no endpoint or file {req.path!r}")
-    target = (root / req.path.lstrip("/")).resolve()
-    if target.is_dir():
-        target = (target / "index.html").resolve()  # a link too, checked as any file
-    if not target.is_relative_to(root) or not target.is_file():
-        raise ApiError(404, f"no endpoint or file {req.path}")
     content_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
     if content_type.startswith("text/") or content_type.endswith(("javascript", "json")):
         content_type += "; charset=utf-8"
