@@ -90,8 +90,10 @@ def normalize(rows: np.ndarray, norm: int) -> np.ndarray:
         scale = np.abs(rows).max(axis=-1, keepdims=True) / 32760.0
     elif norm == 2:
         scale = np.linalg.norm(rows, axis=-1, keepdims=True)
-    else:
-        scale = (np.abs(rows) ** norm).sum(axis=-1, keepdims=True) ** (1.0 / norm)
+    else:  # factored by the largest value, in float64: |x| ** p overflowed for a large p (all zeros)
+        peak = np.abs(rows).max(axis=-1, keepdims=True).astype(np.float64)
+        ratio = np.divide(np.abs(rows), peak, out=np.zeros(rows.shape), where=peak > 0)
+        scale = (peak * (ratio ** norm).sum(axis=-1, keepdims=True) ** (1.0 / norm)).astype(rows.dtype)
     return np.divide(rows, scale, out=np.zeros_like(rows), where=scale > 0)
 
 

@@ -192,7 +192,11 @@ class ModelRouter:
     def _prefetch(self, entry: ModelEntry) -> None:
         """Load the vocabulary and template of a loading model beside its engine (the first
         time only: a model's Frontend outlives its engines)."""
-        if entry.name not in self._frontends and entry.name not in self._prefetching:
+        held = self._prefetching.get(entry.name)
+        if held is not None and held[0] != entry.load_id:  # of an earlier load (its files may have changed)
+            held[1].cancel()
+            held = None
+        if entry.name not in self._frontends and held is None:
             task = asyncio.create_task(Frontend.start(load_config(entry.config_path)))
             self._prefetching[entry.name] = (entry.load_id, task)
 
@@ -201,7 +205,12 @@ class ModelRouter:
         if fe is None:
             self._prefetch(entry)
             load_id, task = self._prefetching.pop(entry.name)
-            fe = self._frontends[entry.name] = await task
+            try:
+                fe = await task
+            except Exception as exc:  # its vocabulary, chat template or defaults: the operator's files
+                log.error("model '%s': the HTTP worker cannot serve it: %s", entry.name, exc)
+                raise unavailable(f"model '{entry.name}' cannot be served: {exc}") from None
+            self._frontends[entry.name] = fe
             self._engine_load[entry.name] = load_id
         if self._engine_load.get(entry.name) != entry.load_id:
             old, fe.engine = fe.engine, EngineClient(fe.cfg.scheduler_endpoint, fe.cfg.curve)

@@ -17,7 +17,7 @@ from collections import OrderedDict
 
 import llama_cpp
 
-from frontend.structured.grammar_cost import empty_repeat_problem
+from frontend.structured.grammar_cost import empty_repeat_problem, slow_check_problem
 from frontend.text.tokenizer import Tokenizer
 
 MAX_GRAMMAR_BYTES = 512 * 1024
@@ -59,8 +59,10 @@ class GrammarChecker:
         with self._tokenizer.log_capture.collect_problems() as problems, _stderr_captured(text) as printed:
             sampler = llama_cpp.llama_sampler_init_grammar(self._tokenizer.vocab, data, b"root")
         if sampler:
-            llama_cpp.llama_sampler_free(sampler)
-            return empty_repeat_problem(text)
+            try:
+                return empty_repeat_problem(text) or slow_check_problem(sampler, self._tokenizer.n_vocab)
+            finally:
+                llama_cpp.llama_sampler_free(sampler)
         # llama.cpp prints parse errors ("parse: error parsing grammar: <why>") on stderr.
         reasons = [line.split("error parsing grammar: ", 1)[1] for line in printed
                    if "error parsing grammar: " in line]

@@ -4,20 +4,33 @@ llama.cpp expands ``X{m,n}`` into n - m nested optional rules. When X may match 
 of them may be skipped at any point, and the engine tracks a parse state for each way there is:
 one check of the vocabulary against ``("a" | "b"?){0,30}`` took 1.5 s on 2 cores, ``{0,40}`` 7.5 s,
 ``x{0,1999}`` with ``x ::= "a"?`` longer than the executor's step timeout, and a request's every
-step pays it, stalling the executor's other requests. Such a repetition (more than
-MAX_EMPTY_REPEAT of something that may be empty) is refused; the same without the empty case,
-``[a-z]{0,1999}``, runs as fast as any grammar.
+step may pay it (when none of its likeliest tokens is allowed the executor checks them all),
+stalling the executor's other requests. Two checks, after llama.cpp has compiled the grammar:
 
-This reads the grammar only as far as the question needs: what may be empty, and which bounded
-repetitions apply to it. Anything it does not understand it leaves to llama.cpp's parser, which
-has accepted the grammar already.
+- ``empty_repeat_problem``: a repetition of more than MAX_EMPTY_REPEAT of something that may be
+  empty, in a rule ``root`` reaches, is refused, with a message saying what to change (the same
+  without the empty case, ``[a-z]{0,1999}``, runs as fast as any grammar). It reads the grammar
+  only as far as that question needs and leaves what it does not understand to the next check.
+- ``slow_check_problem``: nesting and sequences of shorter such repetitions multiply the states
+  too (``(("a" | "b"?){0,6}){0,6}``: 4-12 s a vocabulary), so 1,024 tokens spread over the
+  vocabulary are checked against the compiled grammar, once; past MAX_SAMPLE_CHECK_S it is
+  refused. The test suite's JSON schemas take 0.1-0.2 ms there, that grammar ~400 ms (each check
+  of even one token pays most of it: llama.cpp walks every parse state).
 """
 
 from __future__ import annotations
 
+import ctypes
 import re
+import time
+
+import llama_cpp
+import numpy as np
 
 MAX_EMPTY_REPEAT = 16
+MAX_SAMPLE_CHECK_S = 0.010
+_SAMPLE_TOKENS = 1024
+_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
 _MAX_BOUND = 2000  # llama.cpp reads a larger upper bound as no bound (MAX_REPETITION_THRESHOLD)
 
 _TOKEN = re.compile(r"""
@@ -39,18 +52,58 @@ _Element = tuple[tuple, list[tuple[int, int | None]]]
 
 def empty_repeat_problem(text: str) -> str | None:
     """Why llama.cpp would take too long over this (already compiled) grammar, or None."""
-    tokens = _tokens(text)
-    if tokens is None:
+    try:
+        tokens = _tokens(text)
+        rules = _rules(tokens) if tokens is not None else None
+        if rules is None or "root" not in rules:
+            return None
+        nullable = _nullable_rules(rules)
+        for name in _reached(rules):
+            problem = _repeat_problem(rules[name], nullable)
+            if problem is not None:
+                return problem
+    except RecursionError:  # groups nested thousands deep: the next check measures it
         return None
-    rules = _rules(tokens)
-    if rules is None:
-        return None
-    nullable = _nullable_rules(rules)
-    for alternatives in rules.values():
-        problem = _repeat_problem(alternatives, nullable)
-        if problem is not None:
-            return problem
     return None
+
+
+def slow_check_problem(sampler: llama_cpp.llama_sampler_p, n_vocab: int) -> str | None:
+    """Why checking tokens against this compiled grammar would stall the executor, from the time
+    a sample of the vocabulary takes (its first step), or None."""
+    cand = np.zeros(min(_SAMPLE_TOKENS, n_vocab), dtype=_TOKEN_DATA)
+    cand["id"] = np.linspace(0, n_vocab - 1, len(cand)).astype(np.int32)
+    array = llama_cpp.llama_token_data_array(
+        cand.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token_data)), len(cand), -1, False)
+    t0 = time.perf_counter()
+    llama_cpp.llama_sampler_apply(sampler, ctypes.byref(array))
+    took = time.perf_counter() - t0
+    if took <= MAX_SAMPLE_CHECK_S:
+        return None
+    return (f"checking {len(cand)} tokens against this grammar took {took * 1e3:.0f} ms (at most "
+            f"{MAX_SAMPLE_CHECK_S * 1e3:g}): llama.cpp would take seconds over each token of the output; its "
+            "repetitions of parts that may be empty leave too many parse states (make the repeated parts non-empty)")
+
+
+def _reached(rules: dict[str, list[list[_Element]]]) -> list[str]:
+    """The rules ``root`` refers to, directly or not (itself included)."""
+    reached, todo = {"root"}, ["root"]
+    while todo:
+        for name in _refs(rules.get(todo.pop(), [])):
+            if name not in reached:
+                reached.add(name)
+                todo.append(name)
+    return sorted(reached & rules.keys())
+
+
+def _refs(alternatives: list[list[_Element]]) -> list[str]:
+    names = []
+    for seq in alternatives:
+        for (kind, value), _ in seq:
+            if kind == "ref":
+                names.append(value)
+            elif kind == "group":
+                names += _refs(value)
+    return names
 
 
 def _tokens(text: str) -> list[tuple[str, str]] | None:

@@ -178,6 +178,10 @@ def engine_config(args: argparse.Namespace) -> ServeConfig:
     _context_sizes(args)
     if args.n_parallel < 1 or args.executors < 1 or args.http_workers < 1:
         raise UsageError("ggserve: --parallel, --executors and --http-workers must be at least 1")
+    if args.context_shift and not args.ctx_per_request:
+        # A shifting generation may never end: held to its slot's share of the pool (llama-server's
+        # context per slot) it cannot take the other slots' cells, preempting them for good.
+        args.ctx_per_request = args.ctx_size // args.n_parallel
     if args.ctx_per_request < 0:
         raise UsageError("ggserve: --ctx-per-request cannot be negative")
     if args.max_queue < 0:

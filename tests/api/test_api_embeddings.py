@@ -120,6 +120,8 @@ def test_embd_normalize_applies_to_the_openai_route_as_in_llama_server(url: str)
     raw = vector(embd_normalize=-1)
     assert abs(np.linalg.norm(raw) - 1) > 0.01 and np.allclose(raw / np.linalg.norm(raw), unit, atol=1e-5)
     assert abs(np.abs(vector(embd_normalize=1)).sum() - 1) < 1e-4  # taxicab
+    big_p = vector(embd_normalize=1000)  # |x| ** 1000 overflows float32: it was all zeros
+    assert abs((np.abs(big_p / np.abs(big_p).max()) ** 1000).sum() ** (1 / 1000) * np.abs(big_p).max() - 1) < 1e-3
     assert post(f"{url}/v1/embeddings", json={"input": "x", "embd_normalize": -2}).status_code == 400
 
 

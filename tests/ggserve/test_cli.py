@@ -631,3 +631,11 @@ def test_impossible_ports_and_request_contexts_are_usage_errors(flags: tuple[str
     with pytest.raises(SystemExit) as exc:
         config_from_args(parse(*flags))
     assert exc.value.code == 2
+
+
+def test_context_shift_holds_a_request_to_its_slots_share_of_the_pool() -> None:
+    # a shifting generation may never end: with all of -c, three of them starved every other request
+    assert config_from_args(parse("--context-shift", "-c", "4096", "-np", "4")).ctx_per_request == 1024
+    assert config_from_args(parse("-c", "4096", "-np", "4")).ctx_per_request == 0  # all of -c
+    given = parse("--context-shift", "-c", "4096", "-np", "4", "--ctx-per-request", "3000")
+    assert config_from_args(given).ctx_per_request == 3000

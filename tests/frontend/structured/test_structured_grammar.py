@@ -152,11 +152,22 @@ def test_a_long_repetition_of_something_that_may_be_empty_is_refused(tokenizer, 
 
 
 @pytest.mark.parametrize("grammar", [
+    'root ::= (("a" | "b"?){0,6}){0,6}',  # short repetitions, nested: ~400 ms for 1,024 tokens
+    'root ::= x x x x\nx ::= ("a" | "b"?){0,16}',  # ... or in a row: minutes a vocabulary
+])
+def test_repetitions_that_multiply_parse_states_are_refused_by_their_measured_cost(tokenizer, grammar):
+    with pytest.raises(GrammarError, match="parse states"):
+        GrammarChecker(tokenizer).check(grammar)
+
+
+@pytest.mark.parametrize("grammar", [
     'root ::= [a-z]{0,1999}',  # long, but never empty: one parse state
     'root ::= ("a" | "b"?){0,16}',
     'root ::= x* "b"\nx ::= "a"?',  # llama.cpp's star of an empty-able item is cheap
     'root ::= x{0,3000}\nx ::= "a"?',  # past 2000 llama.cpp reads no bound: a star
     'root ::= ("a"{1,5}){0,100} # "a comment" [with] {0,99} (parts)',
+    'root ::= "a"\nunused ::= ("a"?){0,100}',  # not reached from root
+    'root ::= ' + '(' * 1500 + '"a"' + ')' * 1500,  # deeper than Python's recursion: measured instead
 ])
 def test_repetitions_llama_cpp_runs_quickly_pass(tokenizer, grammar):
     GrammarChecker(tokenizer).check(grammar)
