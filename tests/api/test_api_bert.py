@@ -88,6 +88,9 @@ def test_pooling_none_gives_a_vector_per_token_on_the_native_route(hf_tokenizer:
     with start_server("-m", minilm_gguf(), "--embeddings", "--pooling", "none", "-np", "4") as handle:
         native = post(f"{handle.base_url}/embedding", json={"content": SENTENCES[0]}).json()
         oai = post(f"{handle.base_url}/v1/embeddings", json={"input": SENTENCES[0]})
+        # 90 inputs of ~500 tokens: 45,000 vectors of 384 values (the audit's 128 made 512 MB of JSON)
+        many = post(f"{handle.base_url}/embedding", json={"content": ["word " * 498] * 90})
+        assert many.status_code == 400 and "--pooling none" in many.json()["error"]["message"]
     rows = np.array(native[0]["embedding"])
     assert rows.shape == (len(tokens), 384)
     reference = BertReference(minilm_gguf_weights(), n_head=12).hidden(tokens)

@@ -35,6 +35,8 @@ from ipc.protocol import EngineInfo
 
 POOLING_NONE = 0
 POOLING_RANK = 4
+# --pooling none answers a vector per token: --embd-max-inputs long inputs would make gigabytes of JSON
+MAX_TOKEN_VALUES = 2**24
 # Model families trained with Matryoshka representation learning: their vectors may be cut to
 # their first ``dimensions`` components (GGUF has no key saying so; matched on general.name).
 _MATRYOSHKA_NAMES = ("nomic-embed-text-v1.5", "qwen3-embedding", "mxbai-embed-large", "embeddinggemma",
@@ -74,8 +76,12 @@ async def native_embedding(fe: Frontend, req: Request) -> Response:
 async def _native(fe: Frontend, req: Request, body: EmbeddingRequest, value: PromptInput) -> Response:
     info = fe.engine_info()
     inputs = await fe.prepare(len(req.body), lambda: tokenize_inputs(fe, info, value, "content"))
-    rows, _ = await embed(fe.engine, req.id, inputs)
     pooled = info.executors[0].pooling != POOLING_NONE
+    n_values = sum(map(len, inputs)) * info.executors[0].n_embd
+    if not pooled and n_values > MAX_TOKEN_VALUES:
+        raise invalid(f"the answer would hold {n_values} values (a vector per token with --pooling none), more "
+                      f"than {MAX_TOKEN_VALUES}: send fewer or shorter inputs", param="content")
+    rows, _ = await embed(fe.engine, req.id, inputs)
     return json_response([NativeEmbedding(i, (normalize(r, _norm(fe, body)) if pooled else r).tolist())
                           for i, r in enumerate(rows)])
 
