@@ -1,7 +1,9 @@
 """The executor's half of asynchronous scheduling, in process on the tiny llama model: an item
 planned before the previous step's result (BatchItem.follows) feeds the token that step sampled
 for its sequence; a sequence the previous step sampled nothing for fails alone; and a step that
-follows one that did not run is refused (no_kv_room) without touching the cache."""
+follows one that did not run is refused (no_kv_room) without touching the cache. Within one step
+the same holds for its KV edits: a prefix that cannot be restored from host memory fails its
+sequence and every sequence the step copies it to, instead of letting them decode without it."""
 
 from __future__ import annotations
 
@@ -70,3 +72,20 @@ def test_a_step_following_one_that_did_not_run_is_refused(engine) -> None:
     # a plan with its tokens spelled out runs again, and what it samples can be followed
     assert token(engine, StepPlan(10, items=[BatchItem(0, [5], len(PROMPT), True)]), 0) >= 0
     assert token(engine, StepPlan(11, items=[BatchItem(0, [], len(PROMPT) + 1, True, follows=True)]), 0) >= 0
+
+
+def test_a_failed_restore_fails_the_sequences_copying_from_it_in_the_same_step(engine) -> None:
+    after = len(PROMPT)
+    result = engine.step(StepPlan(
+        1,
+        kv_ops=[KvOp(KvOpKind.CLEAR, 2),
+                KvOp(KvOpKind.RESTORE, 1, entry_id=99),  # no such entry in host memory
+                KvOp(KvOpKind.COPY, 0, after, 1)],
+        starts=[SeqStart(0, GREEDY), SeqStart(1, GREEDY), SeqStart(2, GREEDY)],
+        items=[BatchItem(1, [7], after, True), BatchItem(0, [8], after, True), BatchItem(2, PROMPT, 0, True)],
+    ))
+    assert result.error is None
+    assert sorted(f.seq_id for f in result.failures) == [0, 1]
+    assert [s.seq_id for s in result.samples] == [2]  # the sequence beside them runs
+    memory = llama_cpp.llama_get_memory(engine.ctx)
+    assert llama_cpp.llama_memory_seq_pos_max(memory, 0) == -1  # nothing decoded at a position it lacks
