@@ -11,7 +11,8 @@ route lives under that prefix, as in llama-server; a path whose last segment is 
 (``/v1/responses/resp_...``) takes the route of ``<parent>/{id}``. Handlers of
 generation endpoints run in a task that is cancelled when the client disconnects, which aborts
 their engine requests at once, except a resumable stream's (``X-Conversation-Id``:
-``frontend.routes.generation.streams``), which runs on without its client. Any exception
+``frontend.routes.generation.streams``), which runs on without its client. A client that reads
+nothing of its response for ``--timeout`` seconds is treated as gone: its connection is closed. Any exception
 becomes an error object in the route's API shape (OpenAI's; Anthropic's on /v1/messages); nothing a client sends
 can take the worker down.
 """
@@ -32,7 +33,8 @@ import msgspec
 
 from frontend.http import sse
 from frontend.http.asgi import (
-    BodyBudget, Headers, Request, Response, StreamResponse, error_response, read_body,
+    BodyBudget, ClientStalled, Headers, Request, Response, Send, StreamResponse, error_response, read_body,
+    write_bounded,
 )
 from frontend.http.auth import ApiKeys
 from frontend.http.cors import Cors
@@ -69,16 +71,15 @@ class App:
         self.router: ModelRouter | None = None  # router mode's models
         self.streams = WorkerStreams(cfg.run_dir)  # listens once the worker starts
 
-    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
-                       send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]], send: Send
+                       ) -> None:
         if scope["type"] == "http":
             await self._http(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
         # websocket: not served; returning without accepting refuses it
 
-    async def _lifespan(self, receive: Callable[[], Awaitable[dict[str, Any]]],
-                        send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+    async def _lifespan(self, receive: Callable[[], Awaitable[dict[str, Any]]], send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
@@ -104,14 +105,23 @@ class App:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _http(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
-                    send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+    async def _http(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]], send: Send
+                    ) -> None:
+        trace = RequestTrace(uuid.uuid4().hex, scope["method"], scope["path"])
+        try:
+            await self._exchange(scope, receive, write_bounded(send, self.cfg.timeout), trace)
+        except ClientStalled as exc:
+            log.warning("%s %s: %s; closing its connection", scope["method"], scope["path"], exc)
+            trace.disconnected = True
+            if not trace.resumable:
+                trace.close()
+
+    async def _exchange(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
+                        send: Send, trace: RequestTrace) -> None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        request_id = uuid.uuid4().hex
         client_id = headers.get("x-request-id", "")
-        extra_headers = [(b"x-request-id", (client_id if _CLIENT_REQUEST_ID.fullmatch(client_id) else request_id)
+        extra_headers = [(b"x-request-id", (client_id if _CLIENT_REQUEST_ID.fullmatch(client_id) else trace.id)
                           .encode()), *self.cors.headers(headers)]
-        trace = RequestTrace(request_id, scope["method"], scope["path"])
         route: Route | None = None
         if scope["method"] == "OPTIONS":
             # A CORS preflight, answered as llama-server does before routing: 200 on any path,
@@ -141,7 +151,7 @@ class App:
         except ConnectionResetError:
             return
         query = dict(urllib.parse.parse_qsl(scope.get("query_string", b"").decode("latin-1")))
-        req = Request(scope["method"], path, headers, body, request_id, trace, query)
+        req = Request(scope["method"], path, headers, body, trace.id, trace, query)
         respond = self._respond(route, req, send, extra_headers)
         if route.generates:
             trace.disconnected = await _cancel_on_disconnect(respond, receive)
@@ -177,8 +187,7 @@ class App:
             raise ApiError(405, f"{path} accepts {allowed}, not {method}", headers=[(b"allow", allowed.encode())])
         return route
 
-    async def _respond(self, route: Route, req: Request, send: Callable[[dict[str, Any]], Awaitable[None]],
-                       extra_headers: Headers) -> None:
+    async def _respond(self, route: Route, req: Request, send: Send, extra_headers: Headers) -> None:
         assert req.trace is not None
         error: ApiError | None = None
         try:
@@ -194,6 +203,8 @@ class App:
             if isinstance(response, StreamResponse):
                 await _send_stream(send, response, extra_headers, req.trace)
                 return
+        except ClientStalled:
+            raise  # no answer can reach it
         except ApiError as exc:
             response, error = error_response(exc, route.error_body), exc
         except Exception:
@@ -295,9 +306,8 @@ def _autoload(req: Request, default: bool) -> bool:
     return default if value not in ("true", "false", "1", "0") else value in ("true", "1")
 
 
-async def _send_response(send: Callable[[dict[str, Any]], Awaitable[None]], response: Response,
-                         extra_headers: Headers, trace: RequestTrace, error: ApiError | None = None,
-                         head: bool = False) -> None:
+async def _send_response(send: Send, response: Response, extra_headers: Headers, trace: RequestTrace,
+                         error: ApiError | None = None, head: bool = False) -> None:
     """``head``: the answer to a HEAD request: GET's headers (its content-length too), no body."""
     trace.status = response.status
     trace.error = error.message if error is not None else ""
@@ -315,8 +325,7 @@ async def _send_response(send: Callable[[dict[str, Any]], Awaitable[None]], resp
     await send({"type": "http.response.body", "body": b"" if head else response.body})
 
 
-async def _send_stream(send: Callable[[dict[str, Any]], Awaitable[None]], response: StreamResponse,
-                       extra_headers: Headers, trace: RequestTrace) -> None:
+async def _send_stream(send: Send, response: StreamResponse, extra_headers: Headers, trace: RequestTrace) -> None:
     """Send a stream; an ApiError before its first chunk propagates (the status is not sent yet)."""
     chunks = response.chunks
     try:
@@ -335,14 +344,18 @@ async def _send_stream(send: Callable[[dict[str, Any]], Awaitable[None]], respon
             ],
         })
         await send({"type": "http.response.body", "body": first, "more_body": True})
-        try:
-            async for chunk in chunks:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except Exception:
-            log.exception("stream failed")
-            trace.error = "internal error"
-            await send({"type": "http.response.body", "body": sse.internal_error_event(response.error_event),
-                        "more_body": True})
+        while True:
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                break
+            except Exception:
+                log.exception("stream failed")
+                trace.error = "internal error"
+                await send({"type": "http.response.body", "body": sse.internal_error_event(response.error_event),
+                            "more_body": True})
+                break
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     finally:
         await chunks.aclose()  # also when cancelled at a send: ends the generation's engine requests
@@ -360,6 +373,8 @@ async def _cancel_on_disconnect(work: Coroutine[Any, Any, None], receive: Callab
         task.cancel()
     watcher.cancel()
     await asyncio.gather(task, watcher, return_exceptions=True)
+    if not gone:
+        task.result()  # its exception (a ClientStalled: _http)
     return gone
 
 

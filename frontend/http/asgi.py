@@ -7,7 +7,7 @@ No web framework: the app (``frontend.app``) routes, and handlers take a ``Reque
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -135,6 +135,27 @@ async def read_body(receive: Any, headers: dict[str, str], max_size: int, timeou
         raise ApiError(408, f"the request body did not arrive within {timeout_s:g} s (--timeout)") from None
     finally:
         budget.held -= size
+
+
+class ClientStalled(Exception):
+    """The client read nothing of its response for ``--timeout`` seconds."""
+
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def write_bounded(send: Send, timeout_s: float) -> Send:
+    """``send`` whose every write gives up (ClientStalled) after waiting ``timeout_s`` seconds for
+    the client to read, as llama-server's write timeout does. granian buffers a few MB of a
+    response, then a write waits; without a bound, a stream whose client stopped reading would hold
+    its generation, and what it produced, until the connection closed."""
+    async def bounded(message: dict[str, Any]) -> None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await send(message)
+        except TimeoutError:
+            raise ClientStalled(f"the client read nothing for {timeout_s:g} s (--timeout)") from None
+    return bounded
 
 
 def _too_large(size: int, max_size: int) -> ApiError:

@@ -252,7 +252,8 @@ def serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     h.add_argument("--max-body-size", type=int, default=d.max_body_size,
                    help="largest request body in bytes (a base64 media file takes 4/3 of its size)")
     h.add_argument("-to", "--timeout", type=float, default=d.timeout,
-                   help="seconds a request's whole body may take before a 408, and its headers (at most 30)")
+                   help="seconds a request's whole body may take before a 408, and its headers (at most 30); "
+                        "a response the client reads nothing of for this long is ended")
     h.add_argument("--cors-origins", default=",".join(d.cors_origins),
                    help="comma-separated origins browsers may call from (default *: any; localhost: this machine's)")
     h.add_argument("--cors-methods", default=d.cors_methods, help="methods a CORS preflight allows")

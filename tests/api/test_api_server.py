@@ -1,14 +1,18 @@
 """Server endpoints end to end: models, health, tokenizer endpoints, props, slots, metrics, HTTP
-errors, and a client disconnect freeing its slot."""
+errors, and a client that disconnects or stops reading freeing its slot."""
 
 from __future__ import annotations
 
+import json
 import re
+import socket
 import time
 
 import httpx
 import openai
 import pytest
+from conftest import start_server
+from tiny_models import tiny_llama
 
 TIMEOUT_S = 60  # generation shares two cores with everything else
 
@@ -111,6 +115,36 @@ def test_disconnect_frees_the_slot_and_keeps_the_prefix(server):
     # The KV the aborted request computed stays cached: the same prompt again skips its prefill.
     again = post(server, "/v1/completions", {**body, "stream": False, "max_tokens": 1}).json()
     assert again["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
+
+
+def test_a_client_that_stops_reading_its_stream_is_dropped_after_the_timeout():
+    """As llama-server's write timeout: a response the client reads nothing of for --timeout
+    seconds ends, its connection closed and its generation aborted, even a generation with no end
+    of its own (context shift and no n_predict). granian first holds a few MB of it."""
+    args = ("-m", tiny_llama(), "-np", "2", "-c", "256", "--ctx-per-request", "64", "-t", "1", "--context-shift",
+            "--timeout", "2")
+    with start_server(*args) as stalled:
+        body = json.dumps({"prompt": "Once upon a time", "n_predict": -1, "ignore_eos": True, "n_probs": 20,
+                           "stream": True}).encode()
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # read nothing, buffer little
+            sock.connect(("127.0.0.1", stalled.port))
+            sock.sendall(b"POST /completion HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            deadline = time.monotonic() + TIMEOUT_S
+            while not busy_slots(stalled):
+                assert time.monotonic() < deadline, "the generation did not start"
+                time.sleep(0.05)
+            while busy_slots(stalled):
+                assert time.monotonic() < deadline, "the generation went on for its client that reads nothing"
+                time.sleep(0.2)
+            sock.settimeout(TIMEOUT_S)
+            received = 0
+            while chunk := sock.recv(1 << 16):  # what was buffered, then the end of the connection
+                received += len(chunk)
+        assert received > 1 << 20
+        assert "read nothing for 2 s (--timeout)" in stalled.log()
+        assert metric(stalled, "ggserve:requests_aborted_total") == 1
 
 
 def test_huge_prompt_is_a_context_error(server):
