@@ -448,15 +448,19 @@ class ModelEngine:
             old.free()
         self.draft_p_min[start.seq_id] = start.draft_p_min
         try:
-            self.samplers[start.seq_id] = SeqSampler(
+            sampler = self.samplers[start.seq_id] = SeqSampler(
                 start.sampling, self.vocab, self.n_vocab, start.logprobs, start.history, start.prompt_logprobs,
                 start.penalty_context,
             )
-        except SequenceFailed as exc:
+            if self.device is not None:
+                self.device.set(start.seq_id, sampler.device_params, len(start.history))
+        except SequenceFailed as exc:  # llama.cpp refused a parameter: this request fails alone
             failures[start.seq_id] = EngineError(ErrorCode.INVALID_REQUEST, str(exc))
-        if self.device is not None:
-            sampler = self.samplers.get(start.seq_id)
-            self.device.set(start.seq_id, sampler.device_params if sampler is not None else None, len(start.history))
+            failed = self.samplers.pop(start.seq_id, None)
+            if failed is not None:
+                failed.free()
+            if self.device is not None:
+                self.device.set(start.seq_id, None)
         if self.media is not None:
             self.media.start(start.seq_id, start.media)
 

@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 from tiny_models import tiny_llama
 
+import executor.sampling.device as device_module
 from executor.sampling.device import DeviceSampling
 from executor.engine import ModelEngine
-from executor.sampling.sequence import logits_view
+from executor.sampling.sequence import SequenceFailed, logits_view
 from ggserve.config import ServeConfig, cpu_has_amx
-from ipc.protocol import BatchItem, KvOp, KvOpKind, SamplingParams, SeqStart, StepPlan, StepResult
+from ipc.protocol import BatchItem, ErrorCode, KvOp, KvOpKind, SamplingParams, SeqStart, StepPlan, StepResult
 
 GREEDY = SamplingParams(temperature=0)
 SAMPLED = SamplingParams(temperature=0.8, seed=7)
@@ -136,6 +137,26 @@ def test_a_draft_is_verified_on_the_devices_argmax(engines, device_reads) -> Non
     assert verified[0][0].n_accepted == 3 and verified[0][0].token_id == continuation[4]
     assert device_reads[-5:] == list(range(5))  # the step's five rows, read from the device
 
+
+
+def test_a_device_chain_llama_cpp_refuses_fails_its_request_alone(engines, monkeypatch) -> None:
+    device, _ = engines
+    build = device_module.build_chain
+
+    refused = SamplingParams(temperature=0, logit_bias=[(78, 0.25)])
+
+    def refuse(params: SamplingParams, *args: object) -> object:
+        if params == refused:
+            raise SequenceFailed("llama.cpp rejected a sampler parameter")
+        return build(params, *args)
+
+    monkeypatch.setattr(device_module, "build_chain", refuse)
+    result = device.step(start(1, [SeqStart(0, refused), SeqStart(1, GREEDY)]))
+    assert result.error is None and [f.seq_id for f in result.failures] == [0]
+    error = result.failures[0].error
+    assert error.code == ErrorCode.INVALID_REQUEST and "rejected" in error.message
+    assert [s.seq_id for s in result.samples] == [1] and device.device.attached(1) and not device.device.attached(0)
+    assert 0 not in device.samplers
 
 # llama-server's default sampled chain, which the device runs whole
 SERVER_DEFAULT = dict(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05)
