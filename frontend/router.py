@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_S = 1.0
 LAUNCHER_LOSS_S = 3.0  # no table this long: the launcher is gone or hung
 ENGINE_CONNECT_S = 10.0  # a loaded model's scheduler answers Hello within this
+_RUNNING = (ModelStatus.LOADING, ModelStatus.LOADED)
 
 
 class ModelRouter:
@@ -146,10 +147,18 @@ class ModelRouter:
                     self._send(LoadModel(name))
             await self._wait_change()
 
-    def load(self, name: str) -> None:
+    async def load(self, name: str) -> None:
+        """POST /models/load: as llama-server, a 400 for a model loading or loaded already. Returns
+        once the launcher has taken the load (the table shows it loading, or a newer load_id when
+        it refused), so that an unload right after finds the model running."""
+        await self.first_table()
         entry = self.entry(name)
+        if entry.status in _RUNNING:
+            raise invalid(f"model '{entry.name}' is already running", param="model")
         self._check_fits(entry)
         self._send(LoadModel(entry.name))
+        while (now := self.entry(entry.name)).status not in _RUNNING and now.load_id <= entry.load_id:
+            await self._wait_change()
 
     def _check_fits(self, entry: ModelEntry) -> None:
         """A 400 for a model larger than the whole --models-memory budget: no unload makes room."""
@@ -159,8 +168,16 @@ class ModelRouter:
                           f"its GGUF and settings), more than --models-memory ({budget / 2**20:.0f} MiB): it "
                           "cannot be loaded", param="model")
 
-    def unload(self, name: str) -> None:
-        self._send(UnloadModel(self.entry(name).name))
+    async def unload(self, name: str) -> None:
+        """POST /models/unload: as llama-server, a 400 for a model not loading or loaded. Returns
+        once the table shows it stopped."""
+        await self.first_table()
+        entry = self.entry(name)
+        if entry.status not in _RUNNING:
+            raise invalid(f"model '{entry.name}' is not running", param="model")
+        self._send(UnloadModel(entry.name))
+        while self.entry(entry.name).status in _RUNNING:
+            await self._wait_change()
 
     async def first_table(self) -> None:
         """Until this worker has the launcher's model table (it comes just after start-up)."""

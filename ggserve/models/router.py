@@ -276,7 +276,7 @@ class ModelRouter:
             elif isinstance(msg, LoadModel):
                 model.last_used = now
                 self.load(model)
-            else:
+            elif model.status in (ModelStatus.LOADING, ModelStatus.LOADED):  # (a sleeping one keeps its status)
                 log.info("unloading %s (asked by a client)", model.spec.name)
                 self.unload(model, "unloaded by request")
         for peer in [p for p, heard in self.peers.items() if now - heard > PEER_TIMEOUT_S]:

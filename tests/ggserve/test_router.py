@@ -320,15 +320,23 @@ def test_load_and_unload_endpoints_and_their_status_events(router: ServerHandle)
     listener.start()
     time.sleep(0.5)  # connected before the load starts
     assert httpx.post(f"{url}/models/load", json={"model": "gamma"}).json() == {"success": True}
+    again = httpx.post(f"{url}/models/load", json={"model": "gamma"})  # as llama-server: a 400, loading or loaded
+    assert again.status_code == 400 and "already running" in again.json()["error"]["message"]
     wait_status(router, "gamma", "loaded")
     assert httpx.post(f"{url}/models/unload", json={"model": "gamma"}).json() == {"success": True}
-    wait_status(router, "gamma", "unloaded", 10)
+    assert statuses(router)["gamma"] == "unloaded"  # the answer came once the launcher had taken it
+    again = httpx.post(f"{url}/models/unload", json={"model": "gamma"})
+    assert again.status_code == 400 and "not running" in again.json()["error"]["message"]
     listener.join(10)
     assert not listener.is_alive()
     gamma = [e["data"]["status"] for e in events if e["model"] == "gamma"]
     assert gamma[-2:] == ["loaded", "unloaded"] and gamma[0] in ("loading", "loaded")
     assert {e["event"] for e in events} == {"status_change"}
     assert httpx.post(f"{url}/models/load", json={"model": "delta"}).status_code == 404
+    # a load answered is taken: an unload right after finds the model running, and stops it
+    assert httpx.post(f"{url}/models/load", json={"model": "gamma"}).json() == {"success": True}
+    assert httpx.post(f"{url}/models/unload", json={"model": "gamma"}).json() == {"success": True}
+    assert statuses(router)["gamma"] == "unloaded"
     for method in ("POST", "DELETE"):  # llama-server's downloads into its cache
         refused = httpx.request(method, f"{url}/models", params={"model": "org/model-GGUF"})
         assert refused.status_code == 501 and "downloads" in refused.json()["error"]["message"]

@@ -159,10 +159,10 @@ async def no_downloads(router: ModelRouter, req: Request) -> Response:
 
 async def load(router: ModelRouter, req: Request) -> Response:
     """Start loading the model; /v1/models shows when it is loaded."""
-    router.load(req.decode(ModelName).model or requested_model(req, router))
+    await router.load(req.decode(ModelName).model or requested_model(req, router))
     return json_response({"success": True})
 
 
 async def unload(router: ModelRouter, req: Request) -> Response:
-    router.unload(req.decode(ModelName).model or requested_model(req, router))
+    await router.unload(req.decode(ModelName).model or requested_model(req, router))
     return json_response({"success": True})
