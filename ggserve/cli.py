@@ -72,9 +72,27 @@ def _warn_about(cfg: ServeConfig, args: argparse.Namespace) -> None:
                     "it can use it (--api-key or --api-key-file)", cfg.host)
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Exit 2 when something listens on the port already: granian's workers share their port
+    (SO_REUSEPORT), so a second server would take half of the first one's connections."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections in TIME_WAIT do not count
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise UsageError(f"ggserve: cannot listen on {_url_host(host)}:{port}: {exc.strerror or exc} "
+                             "(another server is using the port? --port picks another)") from None
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
 def serve(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     setup_logging("debug" if args.verbose else args.log_level, "ggserve", args.log_format, args.log_file)
     cfg = config_from_args(args, argv)
+    _check_port_free(cfg.host, cfg.port)
     _warn_about(cfg, args)
     launcher = Launcher(cfg)
     signal.signal(signal.SIGINT, launcher.request_stop)
@@ -97,7 +115,7 @@ def serve(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     else:
         log.info("router mode: %d model(s), up to %s loaded at once%s", len(cfg.models), cfg.models_max or "all",
                  "" if cfg.models_autoload else ", loaded by POST /models/load only")
-    log.info("listening on %s://%s:%d", launcher.scheme, cfg.host, cfg.port)
+    log.info("listening on %s://%s:%d", launcher.scheme, _url_host(cfg.host), cfg.port)
     code = launcher.supervise()
     launcher.shutdown()
     return code
@@ -106,8 +124,11 @@ def serve(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "bench":
-        from bench.cli import main as bench_main
-
+        try:
+            from bench.cli import main as bench_main
+        except ModuleNotFoundError as exc:
+            raise UsageError(f"ggserve bench needs its extras ({exc.name} is missing): "
+                             'pip install "ggserve[bench]"') from None
         return bench_main(argv[1:])
     parser = argparse.ArgumentParser(prog="ggserve", description=__doc__)
     parser.add_argument("--version", action="version", version=version_text())

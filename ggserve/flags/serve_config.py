@@ -6,8 +6,10 @@ with a usage error (exit 2) before anything loads.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -107,9 +109,26 @@ def _static_path(path: str) -> str:
 def _api_keys(args: argparse.Namespace) -> list[str]:
     keys = [k.strip() for value in args.api_key for k in value.split(",") if k.strip()]
     if args.api_key_file:
-        with open(args.api_key_file, encoding="utf-8") as f:
-            keys += [line.strip() for line in f if line.strip() and not line.startswith("#")]
+        try:
+            with open(args.api_key_file, encoding="utf-8") as f:
+                keys += [line.strip() for line in f if line.strip() and not line.startswith("#")]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"ggserve: --api-key-file {args.api_key_file}: {exc.strerror or exc}") from None
     return keys
+
+
+def _listen_address(host: str) -> str:
+    """--host: an address, or a name (``localhost``) resolved to its first address, as llama-server
+    takes it (granian listens on addresses only)."""
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    try:
+        return socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0]
+    except OSError as exc:
+        raise UsageError(f"ggserve: --host {host}: {exc.strerror or exc}") from None
 
 
 def _embedding_mode(args: argparse.Namespace) -> None:
@@ -189,8 +208,8 @@ def engine_config(args: argparse.Namespace) -> ServeConfig:
     if args.ctx_per_request > args.ctx_size:
         raise UsageError(f"ggserve: --ctx-per-request {args.ctx_per_request} is more than the KV pool "
                          f"(--ctx-size {args.ctx_size}) holds")
-    if not 0 <= args.port <= 65535:
-        raise UsageError(f"ggserve: --port {args.port} is not a TCP port (0-65535)")
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"ggserve: --port {args.port} is not a TCP port (1-65535)")
     if min(args.control_vector_layers) < 0:
         raise UsageError("ggserve: --control-vector-layer-range takes layer numbers (0: the first / last)")
     if args.embd_normalize < -1:
@@ -213,6 +232,10 @@ def engine_config(args: argparse.Namespace) -> ServeConfig:
         raise UsageError(f"ggserve: --slot-save-path {args.slot_save_path} is not a directory")
     if bool(args.ssl_keyfile) != bool(args.ssl_certfile):
         raise UsageError("ggserve: --ssl-keyfile and --ssl-certfile go together")
+    for flag, path in (("--ssl-keyfile", args.ssl_keyfile), ("--ssl-certfile", args.ssl_certfile),
+                       ("--chat-template-file", args.chat_template_file)):
+        if path and not os.path.isfile(path):
+            raise UsageError(f"ggserve: {flag} {path} is not a file")
     if args.mmproj and not os.path.isfile(args.mmproj):
         raise UsageError(f"ggserve: --mmproj {args.mmproj} is not a file")
     if args.mmproj and (args.embeddings or args.reranking):
@@ -261,6 +284,7 @@ def engine_config(args: argparse.Namespace) -> ServeConfig:
         repack=not cpu_has_amx() if args.repack is None else args.repack,
         gpus=[g for g in args.gpus.split(",") if g],
         api_keys=_api_keys(args),
+        host=_listen_address(args.host),
         log_level="debug" if args.verbose else args.log_level,
         sampling=_sampling_defaults(args),
         grammar=grammar,

@@ -36,7 +36,16 @@ def resolve_model(path: str | None) -> str:
     if not path:
         return str(default_model_path())
     model = Path(path).expanduser()
-    if not model.is_file():
-        print(f"ggserve: model file not found: {model}", file=sys.stderr)
+    problem = ""
+    if model.is_dir():
+        problem = f"{model} is a directory, not a model file (a folder of models: --models-dir)"
+    elif not model.is_file():
+        problem = f"model file not found: {model}"
+    else:
+        with open(model, "rb") as f:
+            if f.read(4) != b"GGUF":
+                problem = f"{model} is not a GGUF file"
+    if problem:
+        print(f"ggserve: {problem}", file=sys.stderr)
         raise SystemExit(2)
     return str(model.resolve())

@@ -6,6 +6,7 @@ import argparse
 import importlib.metadata
 import logging
 import os
+import socket
 import subprocess
 
 import pytest
@@ -86,6 +87,11 @@ def test_embedding_flags_map_onto_the_config() -> None:
         ("--video-max-frames", "0"),
         ("--video-decode-timeout", "0"),
         ("--video-ffmpeg-dir", "/nonexistent/bin"),
+        ("--port", "0"),
+        ("--api-key-file", "/nonexistent/keys.txt"),
+        ("--ssl-keyfile", "/nonexistent/key.pem", "--ssl-certfile", "/nonexistent/cert.pem"),
+        ("--chat-template-file", "/nonexistent/template.jinja"),
+        ("--host", "no-such-host.invalid"),
     ],
 )
 def test_bad_flag_combinations_exit_with_a_message(argv: tuple[str, ...], capsys) -> None:
@@ -93,6 +99,29 @@ def test_bad_flag_combinations_exit_with_a_message(argv: tuple[str, ...], capsys
         config_from_args(parse(*argv))
     assert exc.value.code == 2  # as argparse's own usage errors
     assert "ggserve:" in capsys.readouterr().err
+
+
+def test_a_model_path_that_is_a_directory_or_not_gguf_says_so(tmp_path, capsys) -> None:
+    text = tmp_path / "notes.gguf"
+    text.write_text("hello, not a model")
+    for path, message in ((tmp_path, "is a directory, not a model file"), (text, "is not a GGUF file")):
+        with pytest.raises(SystemExit) as exc:
+            config_from_args(parse("-m", str(path)))
+        assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_host_name_listens_on_its_address() -> None:
+    assert config_from_args(parse("--host", "localhost")).host in ("127.0.0.1", "::1")
+
+
+def test_a_port_another_server_listens_on_is_a_usage_error(capsys) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit) as exc:
+            main(["serve", "--port", str(port)])
+    assert exc.value.code == 2 and f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
 
 
 def test_multimodal_flags_map_onto_the_config() -> None:
