@@ -10,6 +10,7 @@ reasoning, answer text and tool calls. Only the request and response shapes diff
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass
 
 import msgspec
@@ -37,13 +38,14 @@ from frontend.api import prompt_logprobs
 from frontend.api.lora import request_lora
 from frontend.api.native_result import NativeResults
 from frontend.structured.lazy import preserved_ids
-from frontend.structured.constraints import check_grammar, output_grammar
+from frontend.structured.constraints import Frame, check_grammar, output_grammar
 from frontend.structured.harmony import HarmonyParser
 from frontend.structured.output import CallOut, OutputDelta, OutputParser, merge_calls
-from frontend.structured.reasoning import budget_for, check_budget, is_harmony, reasoning_for
+from frontend.structured.reasoning import THINK_START, budget_for, check_budget, is_harmony, reasoning_for, \
+    thinking_first
 from frontend.structured.tool_formats import harmony
 from frontend.structured.tools import ToolPlan, plan_tools
-from frontend.text.chat_template import ChatTemplateError
+from frontend.text.chat_template import ChatTemplateError, content_text
 from frontend.text.continuation import continuation_mode, continue_message
 from frontend.text.multimodal import MediaPrompt, check_chunks
 from frontend.text.prompts import Prompt
@@ -66,7 +68,9 @@ def plan(fe: Frontend, body: ChatCompletionRequest) -> ChatPlan:
     a conversation too, as llama-server takes it: the generation prompt alone."""
     tools = plan_tools(body, fe.template.source)
     # the request's kwargs, then its reasoning_effort, then the server's defaults (llama-server's order)
-    effort = {} if body.reasoning_effort is None else {"reasoning_effort": body.reasoning_effort}
+    effort: dict[str, object] = {} if body.reasoning_effort is None else {"reasoning_effort": body.reasoning_effort}
+    if body.reasoning_effort == "none":  # llama-server's reading: no thinking
+        effort = {"enable_thinking": False}
     documents = {} if body.documents is None else {"documents": body.documents}
     extra = fe.cfg.chat_template_kwargs | effort | documents | (body.chat_template_kwargs or {})
     messages, add_generation_prompt = tools.messages, body.add_generation_prompt is not False
@@ -82,7 +86,8 @@ def plan(fe: Frontend, body: ChatCompletionRequest) -> ChatPlan:
     if mode is None:
         return ChatPlan(prompt, tools)
     # The content as the template would get it; the reasoning from the request (templates get none).
-    continued = continue_message(prompt, tools.messages[-1]["content"], body.messages[-1].reasoning_content or "", mode,
+    continued = continue_message(prompt, content_text(tools.messages[-1]["content"]),
+                                 body.messages[-1].reasoning_content or "", mode,
                                  fe.template.source)
     return ChatPlan(continued.prompt, tools, continued.in_reasoning)
 
@@ -141,13 +146,28 @@ def _budget(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) -> Reason
 
 
 def _grammar(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) -> str | None:
-    frame = harmony.final_message if is_harmony(fe.template.source) else None
+    frame = _answer_frame(fe, body, chat)
     grammar = output_grammar(fe.grammars, body, frame)
-    if chat.tools.grammar is None:
+    tools = chat.tools.grammar(frame)
+    if tools is None:
         return grammar
     if grammar is not None:
         raise invalid("a response format or grammar cannot be combined with tool calls", param="tool_choice")
-    return check_grammar(fe.grammars, chat.tools.grammar, "tools")
+    return check_grammar(fe.grammars, tools, "tools")
+
+
+def _answer_frame(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) -> Frame | None:
+    """Where a forced answer (a schema's JSON, forced calls) goes in the reply: after the thinking,
+    for templates that think first (gpt-oss's channels, ``<think>``), as llama-server's grammars
+    allow; None: from the first token."""
+    template = fe.template.source
+    if is_harmony(template):
+        return harmony.final_message
+    fmt = body.reasoning_format or fe.cfg.reasoning_format
+    reasoning = reasoning_for(fmt, chat.prompt, template, chat.in_reasoning)
+    if reasoning is None or not (reasoning.starts_open or THINK_START in template):
+        return None
+    return functools.partial(thinking_first, opened=reasoning.starts_open)
 
 
 @dataclass(slots=True)

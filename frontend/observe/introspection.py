@@ -11,7 +11,7 @@ from typing import Any
 import llama_cpp
 import msgspec
 
-from frontend.text.chat_template import ChatTemplate, ChatTemplateError
+from frontend.text.chat_template import ChatTemplate
 from frontend.text.multimodal import MARKER
 from frontend.structured.lazy import triggers_json
 from ggserve.config import ServeConfig
@@ -53,7 +53,7 @@ def props(cfg: ServeConfig, sampling: SamplingParams, info: EngineInfo, template
         "ui": cfg.webui,
         "ui_settings": json.loads(cfg.ui_settings) if cfg.ui_settings else {},
         "chat_template": template.source,
-        "chat_template_caps": template_caps(template),
+        "chat_template_caps": template.caps,
         "bos_token": template.bos_token,
         "eos_token": template.eos_token,
         "build_info": build_info(),
@@ -69,39 +69,6 @@ def build_info() -> str:
     except importlib.metadata.PackageNotFoundError:  # a checkout that was never installed
         version = "unknown"
     return f"ggserve {version} (llama.cpp of llama-cpp-python {llama_cpp.__version__})"
-
-
-_PROBE = "ggserve-probe"
-_CALL = {"id": "call_probe_1", "type": "function", "function": {"name": f"{_PROBE}_fn", "arguments": "{}"}}
-_CALL_2 = {"id": "call_probe_2", "type": "function", "function": {"name": f"{_PROBE}_fn2", "arguments": "{}"}}
-_TOOL = {"type": "function", "function": {"name": f"{_PROBE}_tool", "description": "probe",
-                                          "parameters": {"type": "object", "properties": {}}}}
-
-
-@functools.cache
-def template_caps(template: ChatTemplate) -> dict[str, bool]:
-    """What the template renders, found by rendering probes (as llama.cpp's minja caps do)."""
-    user = {"role": "user", "content": "u"}
-    calls = {"role": "assistant", "content": None, "tool_calls": [_CALL]}
-
-    def render(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
-        try:
-            return template.render(messages, tools=tools)
-        except ChatTemplateError:
-            return ""
-
-    typed = render([{"role": "user", "content": [{"type": "text", "text": _PROBE}]}])
-    return {
-        "supports_string_content": _PROBE in render([{"role": "user", "content": _PROBE}]),
-        # a template that prints the parts list as it is shows the text too, inside "{'type': ..."
-        "supports_typed_content": _PROBE in typed and "'type'" not in typed,
-        "supports_system_role": _PROBE in render([{"role": "system", "content": _PROBE}, user]),
-        "supports_tools": f"{_PROBE}_tool" in render([user], [_TOOL]),
-        "supports_tool_calls": f"{_PROBE}_fn" in render([user, calls]),
-        "supports_parallel_tool_calls": f"{_PROBE}_fn2" in render([user, {**calls, "tool_calls": [_CALL, _CALL_2]}]),
-        "supports_tool_call_id": "call_probe_1" in render(
-            [user, calls, {"role": "tool", "tool_call_id": "call_probe_1", "content": "ok"}]),
-    }
 
 
 def slot_json(slot: SlotState, info: EngineInfo) -> dict[str, Any]:

@@ -63,9 +63,9 @@ def merge_calls(pieces: list[CallOut]) -> list[CallOut]:
     return list(calls.values())
 
 
-def whole_call(index: int, name: str, arguments: str, out: OutputDelta) -> None:
+def whole_call(index: int, name: str, arguments: str, out: OutputDelta, call_id: str = "") -> None:
     """A call read at once: its head, then its arguments (as a stream sends them)."""
-    out.calls.append(CallOut(index, new_call_id(), name, ""))
+    out.calls.append(CallOut(index, call_id or new_call_id(), name, ""))
     out.calls.append(CallOut(index, None, None, arguments))
 
 
@@ -75,13 +75,13 @@ class ArgsStream:
     part of it). Outside strings the spacing is json.dumps' (``", "``, ``": "``, no other
     whitespace), so a stream's arguments read as those of the same call not streamed."""
 
-    def __init__(self, index: int, name: str, out: OutputDelta) -> None:
+    def __init__(self, index: int, name: str, out: OutputDelta, call_id: str = "") -> None:
         self.index = index
         self.done = False
         self._depth = 0
         self._in_string = False
         self._escape = False
-        out.calls.append(CallOut(index, new_call_id(), name, ""))
+        out.calls.append(CallOut(index, call_id or new_call_id(), name, ""))
 
     def feed(self, text: str, out: OutputDelta) -> None:
         if self.done:
@@ -250,7 +250,7 @@ class OutputParser(StreamParser):
             if start is None:
                 return
             name, self._args_from = start
-            self._args = ArgsStream(self._n_calls, name, out)
+            self._args = ArgsStream(self._n_calls, name, out, self._tools.new_call_id())
             self._n_calls += 1
         self._args.feed(section[self._args_from :], out)
         self._args_from = len(section)
@@ -273,7 +273,7 @@ class OutputParser(StreamParser):
             self._emit_content(opener + section + (self._tools.end or ""), out)
             return
         for call in calls:
-            whole_call(self._n_calls, call.name, call.arguments, out)
+            whole_call(self._n_calls, call.name, call.arguments, out, call.id or self._tools.new_call_id())
             self._n_calls += 1
 
     def _emit_content(self, text: str, out: OutputDelta) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import msgspec
 
 from frontend.api.schemas import TextCompletionFields
+from frontend.structured import gbnf
 from frontend.http.errors import invalid
 from frontend.text.tokenizer import Tokenizer
 from ipc.protocol import ReasoningBudget, SamplingParams
@@ -58,6 +59,14 @@ def reasoning_for(fmt: str, prompt: str, template: str = "", in_reasoning: bool 
     starts_open = in_reasoning or prompt.rstrip().endswith(start)
     legacy = fmt == "deepseek-legacy" and not is_harmony(template)
     return Reasoning(start, end, starts_open, keep_in_content=legacy)
+
+
+def thinking_first(rules: gbnf.Rules, value: str, opened: bool) -> str:
+    """A reply whose answer ``value`` comes after the thinking of a ``<think>`` template: the
+    thinking a prompt opened must close first, one it did not open may come first. A grammar
+    that forced the answer from the first token would put it inside the thinking."""
+    thinking = f'{gbnf.text_without(rules, THINK_END, "thinking-text")} {gbnf.literal(THINK_END)} [ \\t\\n]*'
+    return f"{thinking} {value}" if opened else f"({gbnf.literal(THINK_START)} {thinking})? {value}"
 
 
 def check_budget(value: int, param: str) -> int:

@@ -12,17 +12,17 @@ text that may open a call, which the grammar then completes.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
-
 from frontend.http.errors import invalid
-from frontend.api.schemas import ChatCompletionRequest, ChatMessage, NamedToolChoice, TextPart
+from frontend.api.schemas import ChatCompletionRequest, ChatMessage, NamedToolChoice, TextPart, Tool
 from frontend.structured import gbnf
+from frontend.structured.constraints import Frame
 from frontend.structured.json_schema import SchemaError, schema_rule
 from frontend.structured.tool_formats import GENERIC, ToolFormat, detect_native_format
 from frontend.structured.tool_formats.harmony import HarmonyFormat
+from frontend.text.chat_template import content_text
 from frontend.text.multimodal import MARKER
 
 GENERIC_PROMPT = (
@@ -37,12 +37,20 @@ class ToolPlan:
     messages: list[dict[str, Any]]  # for the chat template
     template_tools: list[dict[str, Any]] | None
     format: ToolFormat | None  # how to read calls from the output (None: no calls expected)
-    grammar: str | None
+    functions: list[dict[str, Any]] = field(default_factory=list)  # those the model may call
     forced: bool = False  # the grammar makes the answer calls only (tool_choice required or named)
+    parallel: bool = True
+
+    def grammar(self, frame: Frame | None = None) -> str | None:
+        """The grammar of the reply (None: no calls expected). ``frame`` places a forced answer's
+        calls in the reply (after the thinking of a template that thinks first)."""
+        if self.format is None:
+            return None
+        return _grammar(self.format, self.functions, self.forced, self.parallel, frame if self.forced else None)
 
 
 def plan_tools(body: ChatCompletionRequest, template_source: str) -> ToolPlan:
-    tools = [msgspec.to_builtins(t) for t in body.tools or []]
+    tools = [_template_tool(t) for t in body.tools or []]
     choice = body.tool_choice or ("auto" if tools else "none")
     named = choice.function.name if isinstance(choice, NamedToolChoice) else None
     if choice != "none" and not tools:
@@ -60,22 +68,25 @@ def plan_tools(body: ChatCompletionRequest, template_source: str) -> ToolPlan:
     elif isinstance(native, HarmonyFormat):  # gpt-oss's template reads past reasoning as "thinking"
         history = [m | {"thinking": m["reasoning_content"]} if "reasoning_content" in m else m for m in history]
     if choice == "none" or not tools:
-        return ToolPlan(history, tools or None if native else None, None, None)
+        return ToolPlan(history, tools or None if native else None, None)
     if native is None:
         history = _with_system(history, GENERIC_PROMPT.format(
             tools="\n".join(json.dumps(t["function"], ensure_ascii=False) for t in tools)))
     functions = [t["function"] for t in tools if named is None or t["function"]["name"] == named]
-    grammar = _grammar(fmt, functions, forced=choice != "auto", parallel=body.parallel_tool_calls)
-    return ToolPlan(history, tools if native else None, fmt, grammar, forced=choice != "auto")
+    return ToolPlan(history, tools if native else None, fmt, functions, forced=choice != "auto",
+                    parallel=body.parallel_tool_calls)
+
+
+def _template_tool(tool: Tool) -> dict[str, Any]:
+    """A tool as llama-server gives it to templates: a name, a description ("" if none) and the
+    parameters ({} if none); other fields (``strict``) are left out."""
+    f = tool.function
+    return {"type": "function", "function": {"name": f.name, "description": f.description or "",
+                                             "parameters": f.parameters if f.parameters is not None else {}}}
 
 
 def _message(message: ChatMessage, i: int) -> dict[str, Any]:
-    content = message.content
-    if isinstance(content, list):
-        # Templates differ in what they accept; joined text works with all of them (llama.cpp's
-        # choice). An image or audio part is the media marker there (frontend.text.multimodal).
-        content = "\n".join(part.text if isinstance(part, TextPart) else MARKER for part in content)
-    out: dict[str, Any] = {"role": message.role, "content": content or ""}
+    out: dict[str, Any] = {"role": message.role, "content": _content(message.content)}
     if message.name is not None:
         out["name"] = message.name
     if message.tool_call_id is not None:
@@ -101,6 +112,25 @@ def _message(message: ChatMessage, i: int) -> dict[str, Any]:
                           "function": {"name": call.function.name, "arguments": args}})
         out["tool_calls"] = calls
     return out
+
+
+def _content(content: str | list[Any] | None) -> str | list[dict[str, Any]]:
+    """Text parts stay parts (the template reads them as it can: frontend.text.chat_template);
+    with media among them, llama.cpp's text: the parts joined by new lines, none next to a media
+    marker (an image or audio part: frontend.text.multimodal)."""
+    if not isinstance(content, list):
+        return content or ""
+    if all(isinstance(part, TextPart) for part in content):
+        return [{"type": "text", "text": part.text} for part in content]
+    text, after_media = "", False
+    for part in content:
+        if isinstance(part, TextPart):
+            text += ("\n" if text and not after_media else "") + part.text
+            after_media = False
+        else:
+            text += MARKER
+            after_media = True
+    return text
 
 
 def _check_tool_results(history: list[dict[str, Any]]) -> None:
@@ -129,13 +159,14 @@ def _generic_history(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 names[c["id"]] = c["function"]["name"]
                 call = {"name": c["function"]["name"], "arguments": c["function"]["arguments"]}
                 blocks.append(f"<tool_call>\n{json.dumps(call, ensure_ascii=False)}\n</tool_call>")
-            text = "\n".join(filter(None, [m["content"], *blocks]))
+            text = "\n".join(filter(None, [content_text(m["content"]), *blocks]))
             out.append({"role": "assistant", "content": text})
         elif m["role"] == "tool":
             name = names.get(m.get("tool_call_id", ""), m.get("name", ""))
-            block = f"<tool_response>\n{m['content']}\n</tool_response>"
+            result = content_text(m["content"])
+            block = f"<tool_response>\n{result}\n</tool_response>"
             if name:
-                block = f'<tool_response name="{name}">\n{m["content"]}\n</tool_response>'
+                block = f'<tool_response name="{name}">\n{result}\n</tool_response>'
             if out and out[-1].get("_tool_results"):
                 out[-1]["content"] += "\n" + block
             else:
@@ -149,12 +180,13 @@ def _generic_history(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _with_system(history: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
     if history and history[0]["role"] in ("system", "developer"):
-        first = dict(history[0], content=f"{history[0]['content']}\n\n{text}".strip())
+        first = dict(history[0], content=f"{content_text(history[0]['content'])}\n\n{text}".strip())
         return [first, *history[1:]]
     return [{"role": "system", "content": text}, *history]
 
 
-def _grammar(fmt: ToolFormat, functions: list[dict[str, Any]], forced: bool, parallel: bool) -> str:
+def _grammar(fmt: ToolFormat, functions: list[dict[str, Any]], forced: bool, parallel: bool,
+             frame: Frame | None) -> str:
     rules = gbnf.Rules()
     rules.reserve("root")
     calls = {}
@@ -168,7 +200,7 @@ def _grammar(fmt: ToolFormat, functions: list[dict[str, Any]], forced: bool, par
     if fmt.end is not None and parallel:  # one call per section (Hermes): sections follow each other
         section = f'{section} ("\\n"? {section})*'
     if forced:
-        rules.define("root", section)
+        rules.define("root", frame(rules, section) if frame is not None else section)
     elif fmt.at_output_start_only:
         rules.define("root", f"{section} | {gbnf.text_without(rules, '{')}")
     else:

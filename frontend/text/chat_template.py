@@ -5,17 +5,31 @@ The template is the file given with ``--chat-template-file``, a built-in named w
 without one gets the built-in format its vocabulary's special tokens belong to (ChatML if none),
 and the log says which was chosen.
 Templates come from model files, so they run in jinja2's immutable sandbox with the helpers HF
-templates expect: ``raise_exception``, ``strftime_now`` and a ``tojson`` that keeps non-ASCII text.
+templates expect: ``raise_exception``, ``strftime_now``, a ``tojson`` that keeps non-ASCII text, and
+``{% generation %}`` blocks (rendered as they are).
+
+Rendering adapts the conversation as llama.cpp does before it applies a template, so prompts are
+llama-server's: what the template reads is found once by rendering probes (``caps``, also
+/props' ``chat_template_caps``); ``developer`` turns are ``system`` ones (not for gpt-oss's
+template, which has both); a system turn the template cannot show is merged into the next turn;
+a content given as parts reaches the template as parts where it reads them, else as their text
+joined by new lines. The variables start from today's date (``datetime``, ``date_string``) and
+``enable_thinking`` true (llama-server's default for templates that think); the request's and
+the server's template kwargs win.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import jinja2
+import jinja2.ext
+from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ggserve.chat_templates import BUILTIN, guess_from_vocabulary
@@ -37,12 +51,32 @@ def _strftime_now(fmt: str) -> str:
 
 def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None,
             separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
-    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys,
+                      default=_listed)
+
+
+def _listed(value: Any) -> list[Any]:
+    """What ``tojson`` writes of a value JSON has no type for: a ``map`` or ``select`` result is its items."""
+    if isinstance(value, Iterator):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+class _GenerationBlocks(jinja2.ext.Extension):
+    """HF's ``{% generation %}...{% endgeneration %}``, which marks the assistant's tokens for
+    training: its body renders as it is."""
+
+    tags = {"generation"}
+
+    def parse(self, parser: Any) -> nodes.Node:
+        lineno = next(parser.stream).lineno
+        return nodes.Scope(parser.parse_statements(("name:endgeneration",), drop_needle=True), lineno=lineno)
 
 
 def _environment() -> ImmutableSandboxedEnvironment:
     # Same options as transformers' apply_chat_template, so HF templates render identically.
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=["jinja2.ext.loopcontrols", _GenerationBlocks])
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
@@ -68,13 +102,62 @@ class ChatTemplate:
 
     def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
                tools: list[dict[str, Any]] | None = None, extra: dict[str, Any] | None = None) -> str:
-        variables: dict[str, Any] = dict(extra or {})
-        variables.update(
-            messages=messages,
-            add_generation_prompt=add_generation_prompt,
-            bos_token=self.bos_token,
-            eos_token=self.eos_token,
-        )
+        """The prompt of ``messages`` (adapted as the module docstring says); ``extra``: more
+        variables (template kwargs), over the defaults."""
+        now = datetime.datetime.now()
+        variables: dict[str, Any] = {"datetime": now.strftime("%b %d %Y"), "date_string": now.strftime("%d %b %Y"),
+                                     "enable_thinking": True, **(extra or {})}
+        return self._render(self._adapted(messages), add_generation_prompt, tools, variables)
+
+    @functools.cached_property
+    def caps(self) -> dict[str, bool]:
+        """What the template renders, found by rendering probes (llama.cpp's template caps)."""
+        user = {"role": "user", "content": "u"}
+        calls = {"role": "assistant", "content": None, "tool_calls": [_CALL]}
+
+        def probe(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
+            try:
+                return self._render(messages, False, tools, {})
+            except ChatTemplateError:
+                return ""
+
+        typed = probe([{"role": "user", "content": [{"type": "text", "text": _PROBE}]}])
+        return {
+            "supports_string_content": _PROBE in probe([{"role": "user", "content": _PROBE}]),
+            # a template that prints the parts list as it is shows the text too, inside "{'type': ..."
+            "supports_typed_content": _PROBE in typed and "'type'" not in typed,
+            "supports_system_role": _PROBE in probe([{"role": "system", "content": _PROBE}, user]),
+            "supports_tools": f"{_PROBE}_tool" in probe([user], [_TOOL]),
+            "supports_tool_calls": f"{_PROBE}_fn" in probe([user, calls]),
+            "supports_parallel_tool_calls": f"{_PROBE}_fn2" in probe([user, {**calls, "tool_calls": [_CALL, _CALL_2]}]),
+            "supports_tool_call_id": "call_probe_1" in probe(
+                [user, calls, {"role": "tool", "tool_call_id": "call_probe_1", "content": "ok"}]),
+        }
+
+    def _adapted(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        caps = self.caps
+        typed, string = caps["supports_typed_content"], caps["supports_string_content"]
+        keep_developer = "<|channel|>" in self.source  # gpt-oss's template has both roles
+        out = []
+        for m in messages:
+            content = m.get("content")
+            if isinstance(content, list) and not typed:
+                m = m | {"content": content_text(content)}
+            elif isinstance(content, str) and typed and not string:
+                m = m | {"content": [{"type": "text", "text": content}]}
+            if m.get("role") == "developer" and not keep_developer:
+                m = m | {"role": "system"}
+            out.append(m)
+        if out and out[0].get("role") == "system" and not caps["supports_system_role"]:
+            system = content_text(out.pop(0).get("content"))
+            if out:
+                out[0] = out[0] | {"content": f"{system}\n{content_text(out[0].get('content'))}"}
+        return out
+
+    def _render(self, messages: list[dict[str, Any]], add_generation_prompt: bool,
+                tools: list[dict[str, Any]] | None, variables: dict[str, Any]) -> str:
+        variables = variables | {"messages": messages, "add_generation_prompt": add_generation_prompt,
+                                 "bos_token": self.bos_token, "eos_token": self.eos_token}
         if tools:
             variables["tools"] = tools
         try:
@@ -90,6 +173,20 @@ class ChatTemplate:
         if self._strip_eos and text.endswith(self.eos_token):
             text = text[: -len(self.eos_token)]
         return text
+
+
+def content_text(content: str | list[dict[str, Any]] | None) -> str:
+    """A message's content as text: its text parts joined by new lines (llama.cpp's join)."""
+    if isinstance(content, list):
+        return "\n".join(str(part.get("text", "")) for part in content if part.get("type") == "text")
+    return content or ""
+
+
+_PROBE = "ggserve-probe"
+_CALL = {"id": "call_probe_1", "type": "function", "function": {"name": f"{_PROBE}_fn", "arguments": "{}"}}
+_CALL_2 = {"id": "call_probe_2", "type": "function", "function": {"name": f"{_PROBE}_fn2", "arguments": "{}"}}
+_TOOL = {"type": "function", "function": {"name": f"{_PROBE}_tool", "description": "probe",
+                                          "parameters": {"type": "object", "properties": {}}}}
 
 
 def load_chat_template(tokenizer: Tokenizer, template_file: str = "", builtin: str = "") -> ChatTemplate:

@@ -61,9 +61,10 @@ def prompt(server, **body) -> str:
 
 
 def test_reasoning_effort_and_template_kwargs_reach_the_template(server):
-    assert "Reasoning: medium; thinking: unset" in prompt(server)
+    assert "Reasoning: medium; thinking: True" in prompt(server)  # llama-server's default: thinking on
     assert "Reasoning: high; thinking: False" in prompt(
         server, reasoning_effort="high", chat_template_kwargs={"enable_thinking": False})
+    assert "thinking: False" in prompt(server, reasoning_effort="none")  # llama-server's "no thinking"
     # chat_template_kwargs wins over the top-level field, as in llama-server
     assert "Reasoning: low;" in prompt(server, reasoning_effort="high",
                                        chat_template_kwargs={"reasoning_effort": "low"})

@@ -1,5 +1,6 @@
 """Chat templates: the pick for a GGUF without one (Gemma's format for the test GGUF, from its
-vocabulary), the built-ins, an HF template from a file, the helpers HF templates use, and the sandbox."""
+vocabulary), the built-ins, an HF template from a file, the helpers HF templates use, the sandbox,
+and the conversation adapted to what the template reads, as llama.cpp adapts it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import logging
 
 import pytest
 
-from ggserve.chat_templates import BUILTIN, GEMMA, builtin_names, guess_from_vocabulary
+from ggserve.chat_templates import BUILTIN, CHATML, GEMMA, builtin_names, guess_from_vocabulary
 from frontend.text.chat_template import ChatTemplate, ChatTemplateError, load_chat_template
 from frontend.text.tokenizer import Tokenizer
 
@@ -128,3 +129,58 @@ def test_runtime_errors_become_template_errors():
 def test_syntax_error_is_reported_at_load():
     with pytest.raises(ValueError, match="does not parse"):
         ChatTemplate("{% for %}", "", "")
+
+
+# A template in the style of Hermes / Qwen: a system turn, tools, and tool calls with their ids.
+TOOL_TEMPLATE = (
+    "{% if tools %}<tools>{% for t in tools %}{{ t.function.name }}{% endfor %}</tools>{% endif %}"
+    "{% for m in messages %}<|{{ m.role }}|>"
+    "{% if m.content is string %}{{ m.content }}{% elif m.content %}{% for p in m.content %}{{ p.text }}{% endfor %}"
+    "{% endif %}"
+    "{% for c in m.tool_calls or [] %}<call>{{ c.function.name }}</call>{% endfor %}"
+    "{% if m.tool_call_id %}[{{ m.tool_call_id }}]{% endif %}{% endfor %}"
+)
+
+
+def test_template_caps_come_from_rendering_probes() -> None:
+    chatml = ChatTemplate(CHATML, "<bos>", "<eos>").caps
+    assert chatml["supports_system_role"] and chatml["supports_string_content"]
+    assert not chatml["supports_typed_content"]  # it prints the parts list as it is
+    assert not (chatml["supports_tools"] or chatml["supports_tool_calls"] or chatml["supports_tool_call_id"])
+    tools = ChatTemplate(TOOL_TEMPLATE, "", "").caps
+    assert all(tools.values()), tools
+
+
+PARTS = [{"type": "text", "text": "Hello"}, {"type": "text", "text": "world"}]
+
+
+def test_content_parts_reach_templates_that_read_parts_and_are_joined_for_the_others():
+    assert ChatTemplate(TOOL_TEMPLATE, "", "").render([{"role": "user", "content": PARTS}], False) == "<|user|>Helloworld"
+    chatml = ChatTemplate(CHATML, "", "").render([{"role": "user", "content": PARTS}], False)
+    assert "Hello\nworld" in chatml and "'type'" not in chatml
+
+
+def test_system_turn_a_template_cannot_show_joins_the_next_turn_and_developer_is_system():
+    # gemma-2's template refuses a system turn; llama.cpp merges it into the first user turn
+    source = ("{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('System role not supported') }}"
+              "{% endif %}<{{ m.role }}>{{ m.content }}{% endfor %}")
+    template = ChatTemplate(source, "", "")
+    assert not template.caps["supports_system_role"]
+    for role in ("system", "developer"):
+        rendered = template.render([{"role": role, "content": "Be brief."}, {"role": "user", "content": "Hi"}], False)
+        assert rendered == "<user>Be brief.\nHi"
+    assert ChatTemplate(CHATML, "", "").render([{"role": "developer", "content": "x"}], False).startswith(
+        "<|im_start|>system")
+
+
+def test_variables_start_from_the_date_and_thinking_on_and_kwargs_win():
+    source = "{{ date_string }}|{{ datetime }}|{{ enable_thinking }}"
+    today = datetime.date.today()
+    assert ChatTemplate(source, "", "").render([]) == f"{today:%d %b %Y}|{today:%b %d %Y}|True"
+    assert ChatTemplate(source, "", "").render([], extra={"enable_thinking": False}).endswith("|False")
+
+
+def test_generation_blocks_and_tojson_of_a_filtered_sequence_render():
+    source = ("{% for m in messages %}{% generation %}{{ m.content }}{% endgeneration %}{% endfor %}"
+              "|{{ messages | map(attribute='role') | tojson }}")
+    assert ChatTemplate(source, "", "").render([{"role": "user", "content": "hi"}]) == 'hi|["user"]'

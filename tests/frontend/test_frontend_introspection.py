@@ -2,33 +2,11 @@
 
 from __future__ import annotations
 
-from ggserve.chat_templates import CHATML
-from frontend.text.chat_template import ChatTemplate
-from frontend.observe.introspection import generation_params, slot_json, template_caps
+from frontend.observe.introspection import generation_params, slot_json
 from ipc.protocol import EngineInfo, SamplingParams, SlotState
 
 INFO = EngineInfo(model_path="m.gguf", model_alias="m", n_ctx=4096, n_ctx_slot=1024, n_slots=4, n_executors=2,
                   n_batch=512, max_queue=8, epoch=1)
-
-# A template in the style of Hermes / Qwen: a system turn, tools, and tool calls with their ids.
-TOOL_TEMPLATE = (
-    "{% if tools %}<tools>{% for t in tools %}{{ t.function.name }}{% endfor %}</tools>{% endif %}"
-    "{% for m in messages %}<|{{ m.role }}|>"
-    "{% if m.content is string %}{{ m.content }}{% elif m.content %}{% for p in m.content %}{{ p.text }}{% endfor %}"
-    "{% endif %}"
-    "{% for c in m.tool_calls or [] %}<call>{{ c.function.name }}</call>{% endfor %}"
-    "{% if m.tool_call_id %}[{{ m.tool_call_id }}]{% endif %}{% endfor %}"
-)
-
-
-def test_template_caps_come_from_rendering_probes() -> None:
-    chatml = template_caps(ChatTemplate(CHATML, "<bos>", "<eos>"))
-    assert chatml["supports_system_role"] and chatml["supports_string_content"]
-    assert not chatml["supports_typed_content"]  # it prints the parts list as it is
-    assert not (chatml["supports_tools"] or chatml["supports_tool_calls"] or chatml["supports_tool_call_id"])
-    tools = template_caps(ChatTemplate(TOOL_TEMPLATE, "", ""))
-    assert all(tools.values()), tools
-
 
 def test_generation_params_use_llama_server_names() -> None:
     params = generation_params(SamplingParams(temperature=0.5, top_k=7, seed=None, grammar="root ::= x"), 64, True, 3)

@@ -28,7 +28,7 @@ def detect_native_format(template: str) -> ToolFormat | None:
     if "<tool_call>" in template:
         return HermesFormat()
     if "[TOOL_CALLS]" in template:
-        return MistralFormat(args_marker="[ARGS]" in template)
+        return MistralFormat(args_marker="[ARGS]" in template, call_ids="[CALL_ID]" in template)
     if CALLS_BEGIN in template or "tool▁calls▁begin" in template:
         return DeepSeekFormat(fenced="```json" in template)
     if "<|python_tag|>" in template or ("<|start_header_id|>" in template and '"parameters"' in template):

@@ -14,6 +14,7 @@ from frontend.structured import gbnf
 class ParsedCall:
     name: str
     arguments: str  # JSON text of an object
+    id: str = ""  # the id the model wrote (Mistral's); "" for a new one
 
 
 class ToolFormat:
@@ -29,6 +30,10 @@ class ToolFormat:
     def parse(self, section: str) -> list[ParsedCall]:
         """The calls of one section (the text between the markers); ValueError when malformed."""
         raise NotImplementedError
+
+    def new_call_id(self) -> str:
+        """An id for a call the model wrote none for (OpenAI's form; "" here: the parser's)."""
+        return ""
 
     def bind(self, functions: list[dict[str, Any]]) -> ToolFormat:
         """The format for a request with these functions (the formats that need their schemas

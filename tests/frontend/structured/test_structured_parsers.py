@@ -18,7 +18,8 @@ from frontend.structured.tool_formats.qwen_xml import QwenXmlFormat
 
 
 def calls_of(out: OutputDelta) -> list[tuple[str, dict]]:
-    assert all(c.id.startswith("call_") and len(c.id) > 5 for c in out.calls)
+    # OpenAI's ids, or Mistral's 9 letters and digits (its templates refuse others)
+    assert all(c.id.startswith("call_") and len(c.id) > 5 or len(c.id) == 9 and c.id.isalnum() for c in out.calls)
     assert [c.index for c in out.calls] == list(range(len(out.calls)))
     return [(c.name, json.loads(c.arguments)) for c in out.calls]
 
@@ -61,6 +62,17 @@ def test_native_formats(fmt, text, content, calls, step):
     out = run_parser(OutputParser(None, fmt), text, step)
     assert calls_of(out) == calls
     assert out.content.strip() == content.strip()  # whitespace between calls is dropped by the route
+
+
+def test_mistral_calls_keep_the_ids_the_model_wrote_and_get_ids_its_templates_accept():
+    small_3_2 = OutputParser(None, MistralFormat(args_marker=True, call_ids=True))
+    out = run_parser(small_3_2, '[TOOL_CALLS]get_weather[CALL_ID]a1b2c3d4e[ARGS]{"city": "Paris"}'
+                                '[TOOL_CALLS]add[ARGS]{"a": 1}')
+    assert calls_of(out) == [("get_weather", {"city": "Paris"}), ("add", {"a": 1})]
+    assert out.calls[0].id == "a1b2c3d4e" and len(out.calls[1].id) == 9 and out.calls[1].id.isalnum()
+    v3 = run_parser(OutputParser(None, MistralFormat()),
+                    '[TOOL_CALLS][{"name": "f", "arguments": {}, "id": "abc123def"}, {"name": "g", "arguments": {}}]')
+    assert v3.calls[0].id == "abc123def" and len(v3.calls[1].id) == 9 and v3.calls[1].id.isalnum()
 
 
 @pytest.mark.parametrize("text", [

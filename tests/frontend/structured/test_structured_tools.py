@@ -1,0 +1,40 @@
+"""Tools on a chat request as templates get them (llama-server's shapes), and the call grammar
+a template's own syntax asks for."""
+
+from __future__ import annotations
+
+import msgspec
+
+from frontend.api.schemas import ChatCompletionRequest
+from frontend.structured.tools import plan_tools
+
+HERMES = "{% for t in tools %}{{ t | tojson }}{% endfor %}<tool_call>{% for m in messages %}{{ m.content }}{% endfor %}"
+MISTRAL_SMALL_3_2 = "{{ tools }}[TOOL_CALLS]{{ name }}[CALL_ID]{{ id }}[ARGS]{{ arguments }}"
+
+
+def request(**body: object) -> ChatCompletionRequest:
+    return msgspec.convert({"messages": [{"role": "user", "content": "Hi"}], **body}, ChatCompletionRequest)
+
+
+def test_templates_get_each_tool_with_a_description_and_parameters_and_no_other_field():
+    tools = [{"type": "function", "function": {"name": "ping"}},
+             {"type": "function", "function": {"name": "add", "description": "Adds.", "strict": True,
+                                               "parameters": {"type": "object", "properties": {}}}}]
+    plan = plan_tools(request(tools=tools), HERMES)
+    assert plan.template_tools == [
+        {"type": "function", "function": {"name": "ping", "description": "", "parameters": {}}},
+        {"type": "function", "function": {"name": "add", "description": "Adds.",
+                                          "parameters": {"type": "object", "properties": {}}}}]
+
+
+def test_text_parts_stay_parts_for_the_template():
+    parts = [{"type": "text", "text": "Hello"}, {"type": "text", "text": "world"}]
+    plan = plan_tools(msgspec.convert({"messages": [{"role": "user", "content": parts}]}, ChatCompletionRequest),
+                      HERMES)
+    assert plan.messages[0]["content"] == parts
+
+
+def test_mistral_small_3_2_calls_carry_the_call_id_its_template_writes():
+    tools = [{"type": "function", "function": {"name": "ping"}}]
+    plan = plan_tools(request(tools=tools, tool_choice="required"), MISTRAL_SMALL_3_2)
+    assert plan.grammar is not None and '"ping" "[CALL_ID]" [a-zA-Z0-9]{9} "[ARGS]"' in plan.grammar
