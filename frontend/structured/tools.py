@@ -5,8 +5,9 @@ history as Hugging Face templates expect (call arguments as objects). Any other 
 including none (the embedded Gemma 3 270M), gets the generic format: the tool list and the call
 syntax in a system message, past calls written into the assistant text and tool results as user
 turns. Either way a grammar makes the output valid: ``required`` and a named function force a call
-(its arguments valid against the function's schema) from the first token; ``auto`` allows free
-text that may open a call, which the grammar then completes.
+(its arguments valid against the function's schema) from the first token, or after the thinking
+of a template that thinks first; ``auto`` allows free text that may open a call, which the
+grammar then completes.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from frontend.structured.tool_formats.base import ParsedCall, ToolFormat
 from frontend.structured.tool_formats.deepseek import CALLS_BEGIN, DeepSeekFormat
+from frontend.structured.tool_formats.glm import GlmFormat
 from frontend.structured.tool_formats.harmony import HarmonyFormat
 from frontend.structured.tool_formats.hermes import HermesFormat
 from frontend.structured.tool_formats.llama3 import Llama3Format
@@ -25,6 +26,8 @@ def detect_native_format(template: str) -> ToolFormat | None:
         return HarmonyFormat()
     if "<tool_call>" in template and "<function=" in template and "<parameter=" in template:
         return QwenXmlFormat()
+    if "<tool_call>" in template and "<arg_key>" in template:
+        return GlmFormat()
     if "<tool_call>" in template:
         return HermesFormat()
     if "[TOOL_CALLS]" in template:

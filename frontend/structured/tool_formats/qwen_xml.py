@@ -48,7 +48,8 @@ class QwenXmlFormat(ToolFormat):
             raise ValueError("a Qwen XML call is one <function=NAME>...</function>")
         name, body = match[1].strip(), match[2]
         properties = self._params.get(name, {}).get("properties", {})
-        args = {key.strip(): _value(value, properties.get(key.strip(), {})) for key, value in _PARAMETER.findall(body)}
+        args = {key.strip(): typed_value(value, properties.get(key.strip(), {}))
+                for key, value in _PARAMETER.findall(body)}
         if _PARAMETER.sub("", body).strip():
             raise ValueError("text between the parameters of a Qwen XML call")
         return [ParsedCall(name, json.dumps(args, ensure_ascii=False))]
@@ -62,7 +63,7 @@ class QwenXmlFormat(ToolFormat):
             required = set(schema.get("required", ()))
             params = []
             for key, sub in schema.get("properties", {}).items():
-                if _is_string(sub):
+                if is_string(sub):
                     value = " | ".join(gbnf.literal(str(v)) for v in sub["enum"]) if "enum" in sub else text
                 else:
                     value = subschema_rule(rules, schema, sub, f"{key}-value")
@@ -73,16 +74,16 @@ class QwenXmlFormat(ToolFormat):
         return f"{gbnf.literal('<tool_call>' + NL)} {one} {gbnf.literal('</tool_call>')}"
 
 
-def _is_string(schema: Any) -> bool:
+def is_string(schema: Any) -> bool:
     return isinstance(schema, dict) and (schema.get("type") == "string" or (
         "type" not in schema and isinstance(schema.get("enum"), list)
         and all(isinstance(v, str) for v in schema["enum"])))
 
 
-def _value(text: str, schema: Any) -> Any:
+def typed_value(text: str, schema: Any) -> Any:
     """A parameter's raw text as the schema types it: strings as they are, else JSON (a value
     that does not parse stays text, for the client to see what the model wrote)."""
-    if _is_string(schema):
+    if is_string(schema):
         return text
     try:
         return json.loads(text)

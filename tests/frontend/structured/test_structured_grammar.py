@@ -13,6 +13,7 @@ from frontend.structured import gbnf
 from frontend.structured.grammar import GrammarChecker, GrammarError
 from frontend.structured.json_schema import SchemaError, schema_rule, schema_to_gbnf
 from frontend.structured.tool_formats.harmony import HarmonyFormat, final_message
+from frontend.structured.tool_formats.glm import GlmFormat
 from frontend.structured.tool_formats.qwen_xml import QwenXmlFormat
 from frontend.text.tokenizer import Tokenizer
 from ipc.protocol import SamplingParams
@@ -253,6 +254,22 @@ def test_qwen_xml_tool_grammar(tokenizer):
     assert not accepts(tokenizer, grammar, call.format("<parameter=days>\n0\n</parameter>\n"))
     assert not accepts(tokenizer, grammar, call.format("<parameter=unit>\nk\n</parameter>\n"))
     assert not accepts(tokenizer, grammar, call.replace("<parameter=city>\nNew York\n</parameter>\n", ""))
+
+
+def test_glm_tool_grammar(tokenizer):
+    params = {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1}},
+              "required": ["city"]}
+    rules = gbnf.Rules()
+    rules.reserve("root")
+    fmt = GlmFormat([{"name": "get_weather", "parameters": params}])
+    rules.define("root", fmt.section_grammar(rules, {"get_weather": "unused"}, parallel=False))
+    grammar = rules.text()
+    call = "<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>New York</arg_value>\n{}</tool_call>"
+    assert accepts(tokenizer, grammar, call.format(""))
+    assert accepts(tokenizer, grammar, call.format("<arg_key>days</arg_key>\n<arg_value>3</arg_value>\n"))
+    assert accepts(tokenizer, grammar, "<tool_call>get_weather<arg_key>city</arg_key><arg_value>Oslo</arg_value></tool_call>")
+    assert not accepts(tokenizer, grammar, call.format("<arg_key>days</arg_key>\n<arg_value>0</arg_value>\n"))
+    assert not accepts(tokenizer, grammar, "<tool_call>get_weather\n</tool_call>")  # city is required
 
 
 def test_harmony_final_message_frame(tokenizer):

@@ -11,6 +11,7 @@ from frontend.structured.output import OutputDelta, OutputParser, merge_calls
 from frontend.structured.reasoning import reasoning_for
 from frontend.structured.tool_formats import GENERIC, detect_native_format
 from frontend.structured.tool_formats.deepseek import DeepSeekFormat
+from frontend.structured.tool_formats.glm import GlmFormat
 from frontend.structured.tool_formats.hermes import HermesFormat
 from frontend.structured.tool_formats.llama3 import Llama3Format
 from frontend.structured.tool_formats.mistral import MistralFormat
@@ -51,6 +52,11 @@ CASES = [
      "</tool_call>\n<tool_call>\n<function=add>\n<parameter=a>\n007\n</parameter>\n</function>\n</tool_call>",
      "I'll check.",
      [("get_weather", {"city": "New York", "days": 3, "opts": {"metric": True}}), ("add", {"a": "007"})]),
+    (GlmFormat(XML_FUNCTIONS),  # GLM 4.6 (new lines), then 4.7 (none); no schema: JSON where it parses
+     "Checking.\n<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>New York</arg_value>\n"
+     "<arg_key>days</arg_key>\n<arg_value>3</arg_value>\n</tool_call>"
+     "<tool_call>special_function<arg_key>arg1</arg_key><arg_value>1</arg_value></tool_call>", "Checking.",
+     [("get_weather", {"city": "New York", "days": 3}), ("special_function", {"arg1": 1})]),
     (DeepSeekFormat(fenced=False), '<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{"city": "Rome"}'
                                    "<｜tool▁call▁end｜><｜tool▁calls▁end｜>", "", [("get_weather", {"city": "Rome"})]),
 ]
@@ -158,6 +164,7 @@ def test_partial_marker_at_the_end_is_released():
 @pytest.mark.parametrize("template, name", [
     ("{% for t in tools %}{{ t | tojson }}{% endfor %}<tool_call>", "hermes"),
     ("{% if tools %}[AVAILABLE_TOOLS]{% endif %}[TOOL_CALLS]", "mistral"),
+    ("{% for t in tools %}{% endfor %}<tool_call>{{ name }}<arg_key>{{ k }}</arg_key>", "glm"),
     ("{% if tools %}{% endif %}<｜tool▁calls▁begin｜>", "deepseek"),
     ("{% if tools %}<|python_tag|>{% endif %}", "llama3"),
     ("{% if tools %}<tool_call>\n<function={{ name }}>\n<parameter={{ k }}>{% endif %}", "qwen-xml"),
