@@ -179,7 +179,8 @@ def add_flags(e: argparse._ArgumentGroup, c: argparse._ArgumentGroup) -> None:
                    help="the KV cache and attention in host memory, on the CPU")
     e.add_argument("--op-offload", dest="op_offload", action="store_true", default=True,
                    help="operations on weights in host memory may run on the GPU (the default)")
-    e.add_argument("--no-op-offload", dest="op_offload", action="store_false")
+    e.add_argument("--no-op-offload", dest="op_offload", action="store_false",
+                   help="such operations stay on the CPU")
     e.add_argument("--check-tensors", action="store_true", help="validate the weights while loading")
     e.add_argument("-dev", "--device", default="", metavar="none",
                    help="'none': llama.cpp uses no GPU or accelerator (ggserve places executors on GPUs with --gpus)")

@@ -134,24 +134,34 @@ def serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     e.add_argument("--kv-unified-per-slot", type=int, default=None, metavar="N",
                    help="llama-server's name for --ctx-per-request N; without -c the pool is then -np x N cells")
-    e.add_argument("-b", "--batch-size", type=int, default=d.batch_size, help="max tokens per step")
-    e.add_argument("-ub", "--ubatch-size", type=int, default=d.ubatch_size)
-    e.add_argument("-t", "--threads", type=int, default=d.threads, help="0: all cores")
-    e.add_argument("-tb", "--threads-batch", type=int, default=d.threads_batch)
+    e.add_argument("-b", "--batch-size", type=int, default=d.batch_size,
+                   help=f"most tokens one engine step decodes ({d.batch_size})")
+    e.add_argument("-ub", "--ubatch-size", type=int, default=d.ubatch_size,
+                   help=f"most tokens llama.cpp computes at once within a step ({d.ubatch_size})")
+    e.add_argument("-t", "--threads", type=int, default=d.threads,
+                   help="llama.cpp threads of each executor (0, the default, or less: the cores, shared among "
+                   "executors)")
+    e.add_argument("-tb", "--threads-batch", type=int, default=d.threads_batch,
+                   help="threads for prompt processing (0, the default: as --threads)")
     _vllm_aliases(p.add_argument_group("vllm serve's names"))
     cpu_placement.add_flags(p.add_argument_group("CPU placement of llama.cpp's threads (llama-server's flags)"))
     llama_server.add_flags(e, p.add_argument_group("llama-server compatibility"))
     p.add_argument("--version", action="version", version=version_text())
-    e.add_argument("-ngl", "--n-gpu-layers", "--gpu-layers", dest="n_gpu_layers", type=int, default=d.n_gpu_layers)
-    e.add_argument("-fa", "--flash-attn", choices=["on", "off", "auto"], default=d.flash_attn)
-    e.add_argument("-ctk", "--cache-type-k", choices=CACHE_TYPES, default=d.cache_type_k)
-    e.add_argument("-ctv", "--cache-type-v", choices=CACHE_TYPES, default=d.cache_type_v)
+    e.add_argument("-ngl", "--n-gpu-layers", "--gpu-layers", dest="n_gpu_layers", type=int, default=d.n_gpu_layers,
+                   help=f"layers on the GPU ({d.n_gpu_layers}: all of them)")
+    e.add_argument("-fa", "--flash-attn", choices=["on", "off", "auto"], default=d.flash_attn,
+                   help=f"flash attention ({d.flash_attn}: where the device has it)")
+    e.add_argument("-ctk", "--cache-type-k", choices=CACHE_TYPES, default=d.cache_type_k,
+                   help=f"data type of the KV cache's keys ({d.cache_type_k})")
+    e.add_argument("-ctv", "--cache-type-v", choices=CACHE_TYPES, default=d.cache_type_v,
+                   help=f"data type of the KV cache's values ({d.cache_type_v}; a quantized type needs -fa)")
     e.add_argument(
         "-nr", "--no-repack", dest="repack", action="store_false", default=None,
         help="no CPU weight repacking (default: off on AMX CPUs, whose llama.cpp path can crash)",
     )
-    e.add_argument("--repack", dest="repack", action="store_true")
-    e.add_argument("--executors", type=int, default=d.executors, help="data-parallel executors")
+    e.add_argument("--repack", dest="repack", action="store_true", help="CPU weight repacking, even on AMX CPUs")
+    e.add_argument("--executors", type=int, default=d.executors,
+                   help=f"data-parallel executors, each with the whole model and its own -c and -np ({d.executors})")
     e.add_argument("--gpus", default="", help="comma-separated CUDA device per executor (with -sm layer / row / "
                    "tensor: all executors' GPUs, an equal share each)")
     e.add_argument("-sm", "--split-mode", choices=gpu_groups.SPLIT_MODES, default=d.split_mode,
@@ -166,7 +176,8 @@ def serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help=f"requests that may wait for a slot before new ones get 503 ({d.max_queue}; 0: none)")
     e.add_argument(
         "--step-timeout", type=float, default=d.step_timeout,
-        help="seconds one engine step may take before its executor is declared hung and restarted",
+        help=f"seconds one engine step may take before its executor is declared hung and restarted "
+        f"({d.step_timeout:g})",
     )
     e.add_argument("--prefix-cache", "--cache-prompt", dest="prefix_cache", action="store_true", default=d.prefix_cache,
                    help="reuse cached prefixes of prompts (the default)")
@@ -182,13 +193,15 @@ def serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="a generation that fills its context goes on: half of the tokens after n_keep are dropped "
         "(models whose KV cache can shift; default: off, the generation stops)",
     )
-    e.add_argument("--no-context-shift", dest="context_shift", action="store_false")
+    e.add_argument("--no-context-shift", dest="context_shift", action="store_false",
+                   help="a generation that fills its context stops (the default)")
     e.add_argument(
         "--async-scheduling", dest="async_scheduling", action="store_true", default=d.async_scheduling,
         help="while a decode step runs, plan the next one, which feeds the tokens the running step samples "
         "(default: on; only steady decoding without speculation is planned ahead)",
     )
-    e.add_argument("--no-async-scheduling", dest="async_scheduling", action="store_false")
+    e.add_argument("--no-async-scheduling", dest="async_scheduling", action="store_false",
+                   help="plan each step after the one before has ended")
     e.add_argument(
         "-bs", "--backend-sampling", action="store_true", default=d.backend_sampling,
         help="greedy requests and llama-server's default sampled chain (top-k, top-p, min-p, temperature) "
@@ -221,10 +234,12 @@ def serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="text forced before the closing tag when the reasoning budget is spent")
     llama_server.add_reasoning_flags(e)
     h = p.add_argument_group("http")
-    h.add_argument("--host", default=d.host)
-    h.add_argument("--port", type=int, default=d.port)
+    h.add_argument("--host", default=d.host,
+                   help=f"address or name to listen on ({d.host}; 0.0.0.0: every interface)")
+    h.add_argument("--port", type=int, default=d.port, help=f"TCP port to listen on ({d.port})")
     h.add_argument("--http-workers", type=int, default=d.http_workers,
-                   help="HTTP worker processes, each with its own event loop and link to the scheduler")
+                   help=f"HTTP worker processes, each with its own event loop and link to the scheduler "
+                   f"({d.http_workers})")
     h.add_argument("--api-key", dest="api_key", action="append", default=[],
                    help="accepted key (repeatable, or comma-separated)")
     h.add_argument("--api-key-file", default="", help="file with one API key per line")
@@ -247,8 +262,8 @@ def serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="a file with that JSON object")
     h.add_argument("--path", dest="static_path", default="", metavar="DIR",
                    help="serve DIR's files at / in place of the chat UI (an API route wins over a file)")
-    h.add_argument("--ssl-keyfile", "--ssl-key-file", default="")
-    h.add_argument("--ssl-certfile", "--ssl-cert-file", default="")
+    h.add_argument("--ssl-keyfile", "--ssl-key-file", default="", help="PEM private key: serve HTTPS")
+    h.add_argument("--ssl-certfile", "--ssl-cert-file", default="", help="PEM certificate (chain) that goes with it")
     h.add_argument("--max-body-size", type=int, default=d.max_body_size,
                    help="largest request body in bytes (a base64 media file takes 4/3 of its size)")
     h.add_argument("-to", "--timeout", type=float, default=d.timeout,
@@ -303,7 +318,8 @@ def serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="where executors reach the scheduler (default: ipc:// in the run dir; tcp://HOST:PORT "
         "for executors on other hosts, authenticated with CURVE)",
     )
-    o.add_argument("--log-level", default=d.log_level, choices=["debug", "info", "warning", "error"])
+    o.add_argument("--log-level", default=d.log_level, choices=["debug", "info", "warning", "error"],
+                   help=f"least important log lines shown ({d.log_level})")
     o.add_argument("-v", "--verbose", "--log-verbose", action="store_true", help="debug logs (--log-level debug)")
     o.add_argument("--log-format", default=d.log_format, choices=FORMATS, help="json: one JSON object per line")
     o.add_argument("--log-file", default="", help="append the logs of every process to this file (default: stderr)")

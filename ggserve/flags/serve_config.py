@@ -195,8 +195,10 @@ def engine_config(args: argparse.Namespace) -> ServeConfig:
         args.mmproj = ""  # --no-mmproj
     _embedding_mode(args)
     _context_sizes(args)
-    if args.n_parallel < 1 or args.executors < 1 or args.http_workers < 1:
-        raise UsageError("ggserve: --parallel, --executors and --http-workers must be at least 1")
+    for flag, value in (("--parallel", args.n_parallel), ("--executors", args.executors),
+                        ("--http-workers", args.http_workers)):
+        if value < 1:
+            raise UsageError(f"ggserve: {flag} must be at least 1, not {value}")
     if args.context_shift and not args.ctx_per_request:
         # A shifting generation may never end: held to its slot's share of the pool (llama-server's
         # context per slot) it cannot take the other slots' cells, preempting them for good.
