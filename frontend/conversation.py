@@ -41,8 +41,7 @@ from frontend.structured.lazy import preserved_ids
 from frontend.structured.constraints import Frame, check_grammar, output_grammar
 from frontend.structured.harmony import HarmonyParser
 from frontend.structured.output import CallOut, OutputDelta, OutputParser, merge_calls
-from frontend.structured.reasoning import THINK_START, budget_for, check_budget, is_harmony, reasoning_for, \
-    thinking_first
+from frontend.structured.reasoning import budget_for, check_budget, is_harmony, reasoning_for, thinking_first
 from frontend.structured.tool_formats import harmony
 from frontend.structured.tools import ToolPlan, plan_tools
 from frontend.text.chat_template import ChatTemplateError, content_text
@@ -165,9 +164,9 @@ def _answer_frame(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) -> 
         return harmony.final_message
     fmt = body.reasoning_format or fe.cfg.reasoning_format
     reasoning = reasoning_for(fmt, chat.prompt, template, chat.in_reasoning)
-    if reasoning is None or not (reasoning.starts_open or THINK_START in template):
+    if reasoning is None or not (reasoning.starts_open or reasoning.start in template):
         return None
-    return functools.partial(thinking_first, opened=reasoning.starts_open)
+    return functools.partial(thinking_first, reasoning=reasoning)
 
 
 @dataclass(slots=True)

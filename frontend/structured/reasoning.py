@@ -1,9 +1,10 @@
 """Reasoning text: which markers delimit a model's thinking, how a request wants it returned, and
 the thinking budget the executor enforces.
 
-Two families of templates: gpt-oss's Harmony channels (``<|channel|>analysis<|message|>...
-<|end|>``, read by frontend.structured.harmony) and everything else, whose thinking is
-``<think>...</think>`` (DeepSeek R1, Qwen3, and any model a grammar makes write the tags).
+Three families of templates: gpt-oss's Harmony channels (``<|channel|>analysis<|message|>...
+<|end|>``, read by frontend.structured.harmony), Mistral's ``[THINK]...[/THINK]`` (Magistral,
+Ministral 3 reasoning) and everything else, whose thinking is ``<think>...</think>`` (DeepSeek R1,
+Qwen3, and any model a grammar makes write the tags).
 
 ``deepseek`` extracts ``<think>...</think>`` for any model, whatever its template (a grammar
 can force the tags, and base models write them too); ``deepseek-legacy`` also keeps the tags and
@@ -26,6 +27,8 @@ from ipc.protocol import ReasoningBudget, SamplingParams
 
 THINK_START = "<think>"
 THINK_END = "</think>"
+MISTRAL_THINK_START = "[THINK]"
+MISTRAL_THINK_END = "[/THINK]"
 HARMONY_START = "<|channel|>analysis<|message|>"
 HARMONY_END = "<|end|>"
 FORMATS = ("none", "deepseek", "deepseek-legacy", "auto")
@@ -46,7 +49,9 @@ def is_harmony(template: str) -> bool:
 
 def thinking_tags(template: str) -> tuple[str, str]:
     """The text opening and closing the thinking of models with this template."""
-    return (HARMONY_START, HARMONY_END) if is_harmony(template) else (THINK_START, THINK_END)
+    if is_harmony(template):
+        return HARMONY_START, HARMONY_END
+    return (MISTRAL_THINK_START, MISTRAL_THINK_END) if MISTRAL_THINK_END in template else (THINK_START, THINK_END)
 
 
 def reasoning_for(fmt: str, prompt: str, template: str = "", in_reasoning: bool = False) -> Reasoning | None:
@@ -61,12 +66,13 @@ def reasoning_for(fmt: str, prompt: str, template: str = "", in_reasoning: bool 
     return Reasoning(start, end, starts_open, keep_in_content=legacy)
 
 
-def thinking_first(rules: gbnf.Rules, value: str, opened: bool) -> str:
-    """A reply whose answer ``value`` comes after the thinking of a ``<think>`` template: the
-    thinking a prompt opened must close first, one it did not open may come first. A grammar
-    that forced the answer from the first token would put it inside the thinking."""
-    thinking = f'{gbnf.text_without(rules, THINK_END, "thinking-text")} {gbnf.literal(THINK_END)} [ \\t\\n]*'
-    return f"{thinking} {value}" if opened else f"({gbnf.literal(THINK_START)} {thinking})? {value}"
+def thinking_first(rules: gbnf.Rules, value: str, reasoning: Reasoning) -> str:
+    """A reply whose answer ``value`` comes after the thinking of a template that thinks in
+    tags: the thinking a prompt opened must close first, one it did not open may come first. A
+    grammar that forced the answer from the first token would put it inside the thinking."""
+    text = gbnf.text_without(rules, reasoning.end, "thinking-text")
+    thinking = f'{text} {gbnf.literal(reasoning.end)} [ \\t\\n]*'
+    return f"{thinking} {value}" if reasoning.starts_open else f"({gbnf.literal(reasoning.start)} {thinking})? {value}"
 
 
 def check_budget(value: int, param: str) -> int:

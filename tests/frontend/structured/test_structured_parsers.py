@@ -151,6 +151,14 @@ def test_reasoning_format_none_and_legacy():
     assert out.reasoning == "a" and out.content == "<think>a</think>b"
 
 
+@pytest.mark.parametrize("step", [None, 2])
+def test_magistral_templates_think_in_their_own_tags(step):
+    template = "[SYSTEM_PROMPT]{{ m.content }}[/SYSTEM_PROMPT][THINK]{{ m.reasoning_content }}[/THINK][TOOL_CALLS][ARGS]"
+    parser = OutputParser(reasoning_for("auto", "[INST]Hi[/INST]", template), MistralFormat(args_marker=True))
+    out = run_parser(parser, "[THINK]a [TOOL_CALLS] in thought[/THINK]Sure.[TOOL_CALLS]f[ARGS]{}", step)
+    assert (out.reasoning, out.content, calls_of(out)) == ("a [TOOL_CALLS] in thought", "Sure.", [("f", {})])
+
+
 def test_unterminated_thinking_is_reasoning():
     out = run_parser(OutputParser(reasoning_for("deepseek", ""), None), "<think>still going", 3)
     assert out.reasoning == "still going" and out.content == ""
