@@ -609,7 +609,8 @@ class Scheduler:
         if result.no_kv_room:
             self._retry_smaller(ex, in_flight)
             return
-        ex.budget = min(ex.n_batch, ex.budget * 2)
+        if sum(n for _, n in in_flight.values()) >= ex.budget:  # (a smaller step says nothing of room for more)
+            ex.budget = min(ex.n_batch, ex.budget * 2)
         if result.error is not None:
             error = EngineError(ErrorCode.EXECUTOR_FAILED, f"decode failed: {result.error}")
             for seq, (req, _) in in_flight.items():

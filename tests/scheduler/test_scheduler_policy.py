@@ -534,6 +534,33 @@ def test_no_kv_room_retries_the_step_with_fewer_tokens_and_loses_nothing() -> No
     assert len(h.tokens("a")) == len(h.tokens("b")) == 3
 
 
+def test_after_no_kv_room_a_decode_step_that_fits_does_not_grow_the_prompt_chunks_back() -> None:
+    """On a CPU decode and prompt steps alternate: the decode step after a refused prompt chunk
+    says nothing of room for the chunk, so the next chunk is still the halved one (it was the
+    refused size again, 26 times in a row in a soak test)."""
+    h = Harness(n_slots=2, n_batch=256)
+    h.add("old", prompt(4), max_tokens=40)
+    h.step()
+    h.add("new", prompt(700, 500), max_tokens=3)
+    sizes: list[int] = []
+    refused = False
+    for _ in range(20):
+        plan = h.sched.next_plan(0)
+        chunk = sum(len(i.token_ids) for i in plan.items if len(i.token_ids) > 1)
+        if chunk and not refused:
+            h.fakes[0].samplers.update(start.seq_id for start in plan.starts)
+            h.sched.step_result(StepResult(plan.step_id, 0, [], [0, 0], no_kv_room=True))
+            refused = True
+            continue
+        if chunk:
+            sizes.append(chunk)
+        h.sched.step_result(h.fakes[0].run(plan))
+        h._collect()
+        if len(sizes) == 2:
+            break
+    assert sizes == [128, 256]  # halved; grown back once a chunk of that size fitted
+
+
 def test_no_kv_room_for_a_single_token_fails_the_newest_request_only() -> None:
     h = Harness(n_slots=2)
     h.add("old", prompt(4), max_tokens=20)
