@@ -318,7 +318,7 @@ def serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="where executors reach the scheduler (default: ipc:// in the run dir; tcp://HOST:PORT "
         "for executors on other hosts, authenticated with CURVE)",
     )
-    o.add_argument("--log-level", default=d.log_level, choices=["debug", "info", "warning", "error"],
+    o.add_argument("--log-level", default=d.log_level, choices=["debug", "info", "warning", "error", "critical"],
                    help=f"least important log lines shown ({d.log_level})")
     o.add_argument("-v", "--verbose", "--log-verbose", action="store_true", help="debug logs (--log-level debug)")
     o.add_argument("--log-format", default=d.log_format, choices=FORMATS, help="json: one JSON object per line")

@@ -441,6 +441,7 @@ def test_override_kv_takes_typed_metadata_values() -> None:
     (("--log-verbosity", "9"), "debug", "text"),
     (("--log-disable",), "critical", "text"),
     (("--log-jsonl",), "info", "json"),
+    (("--log-level", "critical"), "critical", "text"),
 ])
 def test_llama_server_log_flags_set_the_level_and_format(argv: tuple[str, ...], level: str, fmt: str) -> None:
     cfg = config_from_args(parse(*argv))
