@@ -303,33 +303,7 @@ class _Converter:
         ws = self.ws()
         sep = f'{ws} "," {ws}'
         items = kvs + ([(f"({extra} ({sep} {extra})*)", False)] if extra else [])
-        if not items:
-            return ""
-
-        # rest(i, first): the members from i on; first says whether nothing was written yet.
-        memo: dict[tuple[int, bool], str] = {}
-
-        def rest(i: int, first: bool) -> str:
-            if i == len(items):
-                return ""
-            key = (i, first)
-            if key in memo:
-                return memo[key]
-            kv, req = items[i]
-            lead = kv if first else f"{sep} {kv}"
-            after = rest(i + 1, False)
-            taken = f"{lead} {after}".strip()
-            if req:
-                expr = taken
-            else:
-                skipped = rest(i + 1, first)
-                expr = f"({taken} | {skipped})" if skipped else f"({taken})?"
-            if len(items) - i > 2:  # name long tails so the grammar stays linear in size
-                expr = self.rules.add(f"{hint}-from-{i}{'' if first else '-more'}", expr)
-            memo[key] = expr
-            return expr
-
-        return rest(0, True)
+        return members_rule(self.rules, items, sep, hint)
 
     def array(self, schema: dict[str, Any], path: str, hint: str) -> str:
         ws = self.ws()
@@ -436,6 +410,38 @@ class _Converter:
         if not alts:
             raise SchemaError(f"{path}: the bounds allow no number")
         return self.rules.add(f"{hint}-num", " | ".join(f"({a})" for a in alts))
+
+
+def members_rule(rules: gbnf.Rules, items: list[tuple[str, bool]], sep: str, hint: str) -> str:
+    """The members of an object (``items``: the expression of each and whether it is required), in
+    order, optional ones skippable, ``sep`` only between those present ("" when there are none)."""
+    if not items:
+        return ""
+
+    # rest(i, first): the members from i on; first says whether nothing was written yet.
+    memo: dict[tuple[int, bool], str] = {}
+
+    def rest(i: int, first: bool) -> str:
+        if i == len(items):
+            return ""
+        key = (i, first)
+        if key in memo:
+            return memo[key]
+        kv, req = items[i]
+        lead = kv if first else f"{sep} {kv}"
+        after = rest(i + 1, False)
+        taken = f"{lead} {after}".strip()
+        if req:
+            expr = taken
+        else:
+            skipped = rest(i + 1, first)
+            expr = f"({taken} | {skipped})" if skipped else f"({taken})?"
+        if len(items) - i > 2:  # name long tails so the grammar stays linear in size
+            expr = rules.add(f"{hint}-from-{i}{'' if first else '-more'}", expr)
+        memo[key] = expr
+        return expr
+
+    return rest(0, True)
 
 
 def _constraining(schema: dict[str, Any]) -> bool:

@@ -159,6 +159,7 @@ class OutputParser(StreamParser):
         self._seen_content = False  # non-whitespace answer text was emitted
         self._n_calls = 0
         self._after_section = False  # drop the blank lines after the thinking or a call
+        self._after_start = False  # drop the white space after a reasoning start tag that skips it
         self._args: ArgsStream | None = None  # the open section's call, when its arguments stream
         self._args_from = 0  # section text up to here went to ``_args``
 
@@ -197,6 +198,7 @@ class OutputParser(StreamParser):
                 self._buf = self._buf[pos + len(marker) :]
                 if self._reasoning is not None and marker == self._reasoning.start:
                     self._state = self._REASONING
+                    self._after_start = self._reasoning.skip_space
                     if self._reasoning.keep_in_content:
                         out.content += marker
                 else:
@@ -285,10 +287,12 @@ class OutputParser(StreamParser):
         out.content += text
 
     def _emit_reasoning(self, text: str, out: OutputDelta) -> None:
-        if text:
-            out.reasoning += text
-            if self._reasoning is not None and self._reasoning.keep_in_content:
-                out.content += text
+        if self._reasoning is not None and self._reasoning.keep_in_content:
+            out.content += text
+        if self._after_start:
+            text = text.lstrip()
+            self._after_start = not text
+        out.reasoning += text
 
 
 def first_marker(text: str, markers: list[str]) -> tuple[int, str | None]:

@@ -1,10 +1,12 @@
 """Reasoning text: which markers delimit a model's thinking, how a request wants it returned, and
 the thinking budget the executor enforces.
 
-Three families of templates: gpt-oss's Harmony channels (``<|channel|>analysis<|message|>...
+Four families of templates: gpt-oss's Harmony channels (``<|channel|>analysis<|message|>...
 <|end|>``, read by frontend.structured.harmony), Mistral's ``[THINK]...[/THINK]`` (Magistral,
-Ministral 3 reasoning) and everything else, whose thinking is ``<think>...</think>`` (DeepSeek R1,
-Qwen3, and any model a grammar makes write the tags).
+Ministral 3 reasoning), Gemma 4's thought channel (``<|channel>thought\n...<channel|>``: the tag
+is ``<|channel>thought``, since a budget of 0 closes the thinking before the new line, and the
+white space after it is not reasoning, as llama.cpp reads it) and everything else, whose thinking
+is ``<think>...</think>`` (DeepSeek R1, Qwen3, and any model a grammar makes write the tags).
 
 ``deepseek`` extracts ``<think>...</think>`` for any model, whatever its template (a grammar
 can force the tags, and base models write them too); ``deepseek-legacy`` also keeps the tags and
@@ -31,6 +33,8 @@ MISTRAL_THINK_START = "[THINK]"
 MISTRAL_THINK_END = "[/THINK]"
 HARMONY_START = "<|channel|>analysis<|message|>"
 HARMONY_END = "<|end|>"
+GEMMA4_START = "<|channel>thought"
+GEMMA4_END = "<channel|>"
 FORMATS = ("none", "deepseek", "deepseek-legacy", "auto")
 
 
@@ -40,6 +44,7 @@ class Reasoning:
     end: str
     starts_open: bool  # the prompt already opened the thinking (the template wrote the start tag)
     keep_in_content: bool = False  # deepseek-legacy
+    skip_space: bool = False  # white space after the start tag is not reasoning (Gemma 4's new line)
 
 
 def is_harmony(template: str) -> bool:
@@ -51,6 +56,8 @@ def thinking_tags(template: str) -> tuple[str, str]:
     """The text opening and closing the thinking of models with this template."""
     if is_harmony(template):
         return HARMONY_START, HARMONY_END
+    if "<|channel>" in template:  # Gemma 4 (not Harmony's "<|channel|>")
+        return GEMMA4_START, GEMMA4_END
     return (MISTRAL_THINK_START, MISTRAL_THINK_END) if MISTRAL_THINK_END in template else (THINK_START, THINK_END)
 
 
@@ -63,7 +70,7 @@ def reasoning_for(fmt: str, prompt: str, template: str = "", in_reasoning: bool 
     # A template that opens the thinking itself (DeepSeek R1, Qwen3 thinking) ends the prompt with it.
     starts_open = in_reasoning or prompt.rstrip().endswith(start)
     legacy = fmt == "deepseek-legacy" and not is_harmony(template)
-    return Reasoning(start, end, starts_open, keep_in_content=legacy)
+    return Reasoning(start, end, starts_open, keep_in_content=legacy, skip_space=start == GEMMA4_START)
 
 
 def thinking_first(rules: gbnf.Rules, value: str, reasoning: Reasoning) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from frontend.structured.tool_formats.base import ParsedCall, ToolFormat
 from frontend.structured.tool_formats.deepseek import CALLS_BEGIN, DeepSeekFormat
+from frontend.structured.tool_formats.gemma4 import Gemma4Format
 from frontend.structured.tool_formats.glm import GlmFormat
 from frontend.structured.tool_formats.harmony import HarmonyFormat
 from frontend.structured.tool_formats.hermes import HermesFormat
@@ -24,6 +25,8 @@ def detect_native_format(template: str) -> ToolFormat | None:
         return None
     if "<|channel|>" in template:  # gpt-oss: checked first, its template mentions other syntaxes
         return HarmonyFormat()
+    if "<|tool_call>" in template:  # Gemma 4; before the "<tool_call>" tests, should a template name both
+        return Gemma4Format()
     if "<tool_call>" in template and "<function=" in template and "<parameter=" in template:
         return QwenXmlFormat()
     if "<tool_call>" in template and "<arg_key>" in template:

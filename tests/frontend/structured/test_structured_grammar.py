@@ -12,6 +12,7 @@ from executor.sampling.sequence import Grammar, SeqSampler, SequenceFailed, _gra
 from frontend.structured import gbnf
 from frontend.structured.grammar import GrammarChecker, GrammarError
 from frontend.structured.json_schema import SchemaError, schema_rule, schema_to_gbnf
+from frontend.structured.tool_formats.gemma4 import Gemma4Format
 from frontend.structured.tool_formats.harmony import HarmonyFormat, final_message
 from frontend.structured.tool_formats.glm import GlmFormat
 from frontend.structured.tool_formats.qwen_xml import QwenXmlFormat
@@ -270,6 +271,31 @@ def test_glm_tool_grammar(tokenizer):
     assert accepts(tokenizer, grammar, "<tool_call>get_weather<arg_key>city</arg_key><arg_value>Oslo</arg_value></tool_call>")
     assert not accepts(tokenizer, grammar, call.format("<arg_key>days</arg_key>\n<arg_value>0</arg_value>\n"))
     assert not accepts(tokenizer, grammar, "<tool_call>get_weather\n</tool_call>")  # city is required
+
+
+def test_gemma4_tool_grammar(tokenizer):
+    params = {"type": "object", "required": ["city"], "properties": {
+        "city": {"type": "string"}, "days": {"type": "integer", "minimum": 1}, "Unit": {"enum": ["c", "f"]},
+        "opts": {"type": "object", "properties": {"deep": {"type": "array"}}}}}
+    functions = [{"name": "get_weather", "parameters": params}, {"name": "ping", "parameters": {}}]
+    rules = gbnf.Rules()
+    rules.reserve("root")
+    section = Gemma4Format(functions).section_grammar(rules, {"get_weather": "", "ping": ""}, parallel=True)
+    rules.define("root", f"({section})+")  # calls following each other, as tools._grammar allows them
+    grammar = rules.text()
+    call = '<|tool_call>call:get_weather{{city:<|"|>Paris, France: {{centre}}<|"|>{}}}<tool_call|>'
+    assert accepts(tokenizer, grammar, call.format(""))
+    assert accepts(tokenizer, grammar, call.format(',days:3,opts:{deep:[<|"|>a<|"|>,-1.5e3,null,{<|"|>k<|"|>:true}]}'
+                                                   ',Unit:<|"|>f<|"|>'))  # keys sorted as dictsort sorts them
+    assert accepts(tokenizer, grammar, call.format("") + '<|tool_call>call:ping{}<tool_call|>'
+                                       '<|tool_call>call:ping{any:[1],<|"|>quoted key<|"|>:{x:<|"|><|"|>}}<tool_call|>')
+    assert not accepts(tokenizer, grammar, call.format("").replace("get_weather", "get_time"))  # no such function
+    assert not accepts(tokenizer, grammar, '<|tool_call>call:get_weather{days:3}<tool_call|>')  # city is required
+    assert not accepts(tokenizer, grammar, call.format(',days:<|"|>3<|"|>'))  # a string where a number belongs
+    assert not accepts(tokenizer, grammar, call.format(",days:0"))  # below the minimum
+    assert not accepts(tokenizer, grammar, call.format(',Unit:<|"|>k<|"|>'))  # not in the enum
+    assert not accepts(tokenizer, grammar, call.format(',Unit:<|"|>f<|"|>,days:3'))  # not in the template's order
+    assert not accepts(tokenizer, grammar, '<|tool_call>call:get_weather{city:Paris}<tool_call|>')  # unquoted
 
 
 def test_harmony_final_message_frame(tokenizer):

@@ -8,9 +8,10 @@ import pytest
 from frontend_support import run_parser
 
 from frontend.structured.output import OutputDelta, OutputParser, merge_calls
-from frontend.structured.reasoning import reasoning_for
+from frontend.structured.reasoning import reasoning_for, thinking_tags
 from frontend.structured.tool_formats import GENERIC, detect_native_format
 from frontend.structured.tool_formats.deepseek import DeepSeekFormat
+from frontend.structured.tool_formats.gemma4 import Gemma4Format
 from frontend.structured.tool_formats.glm import GlmFormat
 from frontend.structured.tool_formats.hermes import HermesFormat
 from frontend.structured.tool_formats.llama3 import Llama3Format
@@ -59,6 +60,20 @@ CASES = [
      [("get_weather", {"city": "New York", "days": 3}), ("special_function", {"arg1": 1})]),
     (DeepSeekFormat(fenced=False), '<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{"city": "Rome"}'
                                    "<｜tool▁call▁end｜><｜tool▁calls▁end｜>", "", [("get_weather", {"city": "Rome"})]),
+    (Gemma4Format(),  # llama.cpp's test-chat: "Tool call with string and content"
+     'Hello, world!\nWhat\'s up?<|tool_call>call:get_time{city:<|"|>Paris<|"|>}<tool_call|>',
+     "Hello, world!\nWhat's up?", [("get_time", {"city": "Paris"})]),
+    (Gemma4Format(),  # llama.cpp's test-chat: "Parallel tool calls"
+     '<|tool_call>call:get_time{city:<|"|>London<|"|>}<tool_call|>'
+     '<|tool_call>call:get_weather{city:<|"|>Paris<|"|>}<tool_call|>', "",
+     [("get_time", {"city": "London"}), ("get_weather", {"city": "Paris"})]),
+    (Gemma4Format(XML_FUNCTIONS),  # nested values as the template writes them (keys bare, sorted)
+     'Let me check.<|tool_call>call:get_weather{city:<|"|>Paris, France: {centre}<|"|>,days:3,'
+     'opts:{metric:true,pick:[<|"|>a<|"|>,-1.5,null,{deep:[]}],<|"|>quoted key<|"|>:false}}<tool_call|>\n'
+     '<|tool_call>call:add{a:<|"|>007<|"|>}<tool_call|>', "Let me check.",
+     [("get_weather", {"city": "Paris, France: {centre}", "days": 3,
+                       "opts": {"metric": True, "pick": ["a", -1.5, None, {"deep": []}], "quoted key": False}}),
+      ("add", {"a": "007"})]),
 ]
 
 
@@ -81,14 +96,68 @@ def test_mistral_calls_keep_the_ids_the_model_wrote_and_get_ids_its_templates_ac
     assert v3.calls[0].id == "abc123def" and len(v3.calls[1].id) == 9 and v3.calls[1].id.isalnum()
 
 
-@pytest.mark.parametrize("text", [
-    '<tool_call>\n{"name": "f", "arguments": {"a": </tool_call>',  # truncated JSON
-    "<tool_call>\nnot json\n</tool_call>",
-    '<tool_call>{"arguments": {}}</tool_call>',  # no name
+@pytest.mark.parametrize("fmt, text", [
+    (HermesFormat(), '<tool_call>\n{"name": "f", "arguments": {"a": </tool_call>'),  # truncated JSON
+    (HermesFormat(), "<tool_call>\nnot json\n</tool_call>"),
+    (HermesFormat(), '<tool_call>{"arguments": {}}</tool_call>'),  # no name
+    (Gemma4Format(), '<|tool_call>call:f{a:<|"|>unclosed}<tool_call|>'),
+    (Gemma4Format(), "<|tool_call>call:f{a:1,}<tool_call|>"),  # a comma and no member
+    (Gemma4Format(), "<|tool_call>call:f{a:1}} and more<tool_call|>"),
+    (Gemma4Format(), "<|tool_call>f{a:1}<tool_call|>"),  # no "call:"
 ])
-def test_malformed_calls_come_back_as_content(text):
-    out = run_parser(OutputParser(None, HermesFormat()), text)
+def test_malformed_calls_come_back_as_content(fmt, text):
+    out = run_parser(OutputParser(None, fmt), text)
     assert out.calls == [] and out.content == text
+
+
+# llama.cpp's test-chat (Gemma 4): each call section and the arguments it expects.
+GEMMA4_LLAMA_CPP = [
+    ('call:get_time{city:<|"|>San Francisco<|"|>}', "get_time", '{"city": "San Francisco"}'),
+    ("call:empty_args{}", "empty_args", "{}"),
+    ("call:special_function{arg1:42}", "special_function", '{"arg1": 42}'),
+    ("call:special_function{arg1:-7}", "special_function", '{"arg1": -7}'),
+    ("call:amount{orig:3.14}", "amount", '{"orig": 3.14}'),
+    ("call:toggle{enabled:true}", "toggle", '{"enabled": true}'),
+    ("call:toggle{enabled:false}", "toggle", '{"enabled": false}'),
+    ("call:set_nullable{value:null}", "set_nullable", '{"value": null}'),
+    ('call:todo_list{todos:[<|"|>buy milk<|"|>,<|"|>walk dog<|"|>]}', "todo_list", '{"todos":["buy milk","walk dog"]}'),
+    ('call:set_config{config:{theme:<|"|>dark<|"|>,count:3}}', "set_config", '{"config":{"theme":"dark","count":3}}'),
+    ("call:todo_list{todos:[]}", "todo_list", '{"todos":[]}'),
+    ("call:set_config{config:{}}", "set_config", '{"config":{}}'),
+    ("call:amount{orig:1.5e10}", "amount", '{"orig": 1.5e10}'),
+]
+
+
+@pytest.mark.parametrize("section, name, arguments", GEMMA4_LLAMA_CPP)
+def test_gemma4_values_as_llama_cpp_reads_them(section, name, arguments):
+    [call] = Gemma4Format().parse(section)
+    assert (call.name, json.loads(call.arguments)) == (name, json.loads(arguments))
+
+
+GEMMA4_TEMPLATE = ("{%- if tools %}{{ '<|tool>' }}{% endif %}{{ '<|channel>thought\\n' + thinking + '\\n<channel|>' }}"
+                   "{{ '<|tool_call>call:' + name + '{' }}")
+
+
+@pytest.mark.parametrize("step", [None, 1, 3])
+@pytest.mark.parametrize("text, reasoning, content, calls", [  # llama.cpp's test-chat (Gemma 4)
+    ("<|channel>thought\nI'm\nthinking<channel|>Hello, world!\nWhat's up?", "I'm\nthinking",
+     "Hello, world!\nWhat's up?", []),
+    ("<|channel>thought<channel|>Hello, world!\nWhat's up?", "", "Hello, world!\nWhat's up?", []),  # budget 0
+    ('<|channel>thought\nI\'m\nthinking<channel|><|tool_call>call:get_time{city:<|"|>Paris<|"|>}<tool_call|>',
+     "I'm\nthinking", "", [("get_time", {"city": "Paris"})]),
+])
+def test_gemma4_thinks_in_its_thought_channel(text, reasoning, content, calls, step):
+    assert thinking_tags(GEMMA4_TEMPLATE) == ("<|channel>thought", "<channel|>")
+    tags = reasoning_for("auto", "<|turn>model\n", GEMMA4_TEMPLATE)
+    parser = OutputParser(tags, detect_native_format(GEMMA4_TEMPLATE))
+    out = run_parser(parser, text, step)
+    assert (out.reasoning, out.content, calls_of(out)) == (reasoning, content, calls)
+
+
+def test_gemma4_thinking_with_reasoning_format_none_is_content():  # llama.cpp's test-chat (Gemma 4)
+    text = "<|channel>thought\nI'm\nthinking<channel|>Hello, world!\nWhat's up?"
+    out = run_parser(OutputParser(reasoning_for("none", "", GEMMA4_TEMPLATE), None), text)
+    assert (out.reasoning, out.content) == ("", text)
 
 
 def test_unclosed_section_at_the_end_is_parsed():
@@ -177,6 +246,7 @@ def test_partial_marker_at_the_end_is_released():
     ("{% if tools %}<|python_tag|>{% endif %}", "llama3"),
     ("{% if tools %}<tool_call>\n<function={{ name }}>\n<parameter={{ k }}>{% endif %}", "qwen-xml"),
     ("{% if tools %}<|channel|>commentary{% endif %}", "harmony"),
+    ("{% if tools %}{{ '<|tool_call>call:' + name + '{' }}{{ '}<tool_call|>' }}{% endif %}", "gemma4"),
 ])
 def test_template_detection(template, name):
     assert detect_native_format(template).name == name

@@ -1,0 +1,184 @@
+"""Gemma 4: each call is a section of its own, the function's name, then its arguments in Gemma's
+value syntax; several sections may follow each other::
+
+    <|tool_call>call:get_weather{city:<|"|>Paris<|"|>,days:3}<tool_call|>
+
+A string is its text between two ``<|"|>`` (no escapes: it cannot hold ``<|"|>``); numbers,
+``true``, ``false`` and ``null`` are written as in JSON; an object is ``{key:value,...}``, an array
+``[value,...]``. The template writes keys bare (nested ones too) and sorted (``dictsort``). Reading
+a call takes keys bare or quoted in ``<|"|>``, in any order, and white space between the parts,
+as llama.cpp's parser does; the values carry their types, so reading needs no schema (anything
+malformed is a ValueError: the section comes back as content).
+
+The grammar (the only use of the functions' schemas, ``bind``) follows each function's schema at
+its top level: the properties as bare keys in the template's order (sorted, case ignored), the
+required ones present, the optional ones skippable, no others; a string property is a quoted
+text (an ``enum`` of strings, its quoted alternatives); an integer, number, boolean or null
+property is its JSON grammar (bounds and enums included), the two syntaxes coinciding there. Any
+other property (an object, an array, a union, no type) takes any Gemma value, and so do the
+arguments of a function whose schema lists no properties (unless ``additionalProperties`` is
+false: then none). Not enforced: the schemas inside those values, a string's length, pattern or
+format; a nullable string cannot be null. The grammar writes no white space, as the template.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from frontend.structured import gbnf
+from frontend.structured.json_schema import members_rule, subschema_rule
+from frontend.structured.tool_formats.base import ParsedCall, ToolFormat
+from frontend.structured.tool_formats.qwen_xml import is_string
+
+QUOTE = '<|"|>'
+START = "<|tool_call>"
+END = "<tool_call|>"
+COMMA = gbnf.literal(",")
+_HEAD = re.compile(r"\s*call:([^\s{<]+)(?=\{)")
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+_BARE_KEY = re.compile(r"[^:{}\[\],]+")
+_SPACE = re.compile(r"\s*")
+_WORDS = {"true": True, "false": False, "null": None}
+_JSON_SCALARS = {"integer", "number", "boolean", "null"}  # where Gemma's syntax is JSON's
+
+
+class Gemma4Format(ToolFormat):
+    name = "gemma4"
+    starts = (START,)
+    end = END
+
+    def __init__(self, functions: list[dict[str, Any]] | None = None) -> None:
+        self._params = {f["name"]: f.get("parameters") or {} for f in functions or []}
+
+    def bind(self, functions: list[dict[str, Any]]) -> Gemma4Format:
+        return Gemma4Format(functions)
+
+    def parse(self, section: str) -> list[ParsedCall]:
+        head = _HEAD.match(section)
+        if head is None:
+            raise ValueError("a Gemma 4 call is call:NAME{...}")
+        reader = _Reader(section, head.end())
+        args = reader.value()
+        if reader.skip() != len(section):
+            raise ValueError("text after the arguments of a Gemma 4 call")
+        return [ParsedCall(head[1], json.dumps(args, ensure_ascii=False))]
+
+    def section_grammar(self, rules: gbnf.Rules, calls: dict[str, str], parallel: bool) -> str:
+        # ``calls`` holds JSON-object rules; this format writes the arguments in its own syntax.
+        text = gbnf.text_without(rules, QUOTE, "gemma4-text")
+        string = rules.fixed("gemma4-string", f"{gbnf.literal(QUOTE)} {text} {gbnf.literal(QUOTE)}")
+        value, obj = _value_rules(rules, string)
+        alts = []
+        for name in calls:
+            schema = self._params.get(name, {})
+            properties = schema.get("properties")
+            if properties:
+                required = set(schema.get("required", ()))
+                items = []
+                for key in sorted(properties, key=str.lower):  # as Jinja's dictsort: case ignored
+                    v = _property_value(rules, schema, properties[key], f"{name}-{key}", string, value)
+                    items.append((rules.add(f"{name}-{key}-kv", f"{gbnf.literal(key + ':')} ({v})"), key in required))
+                args = f'"{{" {members_rule(rules, items, COMMA, f"{name}-args")} "}}"'
+            else:
+                args = '"{}"' if schema.get("additionalProperties") is False else obj
+            alts.append(f"{gbnf.literal(name)} {args}")
+        one = rules.add("tool-call-gemma4", " | ".join(alts))
+        return f"{gbnf.literal(START + 'call:')} ({one}) {gbnf.literal(END)}"
+
+
+def _property_value(rules: gbnf.Rules, schema: dict[str, Any], sub: Any, hint: str, string: str, value: str) -> str:
+    """The expression of a top-level property's values."""
+    if is_string(sub):
+        return " | ".join(gbnf.literal(QUOTE + str(e) + QUOTE) for e in sub["enum"]) if "enum" in sub else string
+    if isinstance(sub, dict) and isinstance(sub.get("type"), str) and sub["type"] in _JSON_SCALARS:
+        return subschema_rule(rules, schema, sub, f"{hint}-value")
+    return value
+
+
+def _value_rules(rules: gbnf.Rules, string: str) -> tuple[str, str]:
+    """Any Gemma value (recursive), and any object (its keys bare or quoted)."""
+    number = subschema_rule(rules, {}, {"type": "number"}, "number")
+    stops = [(0, 0x20), *((ord(c), ord(c)) for c in ":{}[],")]
+    bare = f"{gbnf.char_set([*stops, (ord('<'), ord('<'))], negated=True)} {gbnf.char_set(stops, negated=True)}*"
+    member = f'({string} | {bare}) ":" gemma4-value'
+    obj = rules.fixed("gemma4-object", f'"{{" ({member} ("," {member})*)? "}}"')
+    arr = rules.fixed("gemma4-array", '"[" (gemma4-value ("," gemma4-value)*)? "]"')
+    return rules.fixed("gemma4-value", f'{string} | {number} | "true" | "false" | "null" | {obj} | {arr}'), obj
+
+
+class _Reader:
+    """A recursive-descent reader of Gemma values, from ``pos`` in ``text``; ValueError on
+    anything malformed."""
+
+    def __init__(self, text: str, pos: int) -> None:
+        self.text = text
+        self.pos = pos
+
+    def skip(self) -> int:
+        """Past white space; the position then."""
+        self.pos = _SPACE.match(self.text, self.pos).end()
+        return self.pos
+
+    def take(self, token: str) -> bool:
+        if self.text.startswith(token, self.skip()):
+            self.pos += len(token)
+            return True
+        return False
+
+    def expect(self, token: str) -> None:
+        if not self.take(token):
+            raise ValueError(f"a Gemma 4 call lacks {token!r} at {self.pos}")
+
+    def value(self) -> Any:
+        if self.take(QUOTE):
+            return self.string_rest()
+        if self.take("{"):
+            return self.object_rest()
+        if self.take("["):
+            return self.array_rest()
+        for word, value in _WORDS.items():
+            if self.take(word):
+                return value
+        number = _NUMBER.match(self.text, self.pos)
+        if number is None:
+            raise ValueError(f"no Gemma 4 value at {self.pos}")
+        self.pos = number.end()
+        return json.loads(number[0])
+
+    def string_rest(self) -> str:
+        end = self.text.find(QUOTE, self.pos)
+        if end < 0:
+            raise ValueError("an unclosed string in a Gemma 4 call")
+        text, self.pos = self.text[self.pos : end], end + len(QUOTE)
+        return text
+
+    def object_rest(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.take("}"):
+            return out
+        while True:
+            key = self.string_rest() if self.take(QUOTE) else self.bare_key()
+            self.expect(":")
+            out[key] = self.value()
+            if self.take("}"):
+                return out
+            self.expect(",")
+
+    def bare_key(self) -> str:
+        key = _BARE_KEY.match(self.text, self.skip())
+        if key is None or not key[0].strip():
+            raise ValueError(f"no key at {self.pos} in a Gemma 4 call")
+        self.pos = key.end()
+        return key[0].strip()
+
+    def array_rest(self) -> list[Any]:
+        out: list[Any] = []
+        if self.take("]"):
+            return out
+        while True:
+            out.append(self.value())
+            if self.take("]"):
+                return out
+            self.expect(",")
