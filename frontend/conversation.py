@@ -145,9 +145,10 @@ def _budget(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) -> Reason
 
 
 def _grammar(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) -> str | None:
-    frame = _answer_frame(fe, body, chat)
+    harmony_template = is_harmony(fe.template.source)
+    frame = harmony.final_message if harmony_template else _thinking_frame(fe, body, chat)
     grammar = output_grammar(fe.grammars, body, frame)
-    tools = chat.tools.grammar(frame)
+    tools = chat.tools.grammar(None if harmony_template else frame)  # (Harmony's calls have their channels)
     if tools is None:
         return grammar
     if grammar is not None:
@@ -155,13 +156,11 @@ def _grammar(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) -> str |
     return check_grammar(fe.grammars, tools, "tools")
 
 
-def _answer_frame(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) -> Frame | None:
+def _thinking_frame(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) -> Frame | None:
     """Where a forced answer (a schema's JSON, forced calls) goes in the reply: after the thinking,
-    for templates that think first (gpt-oss's channels, ``<think>``), as llama-server's grammars
-    allow; None: from the first token."""
+    for templates that think in tags first, as llama-server's grammars allow; None: from the first
+    token."""
     template = fe.template.source
-    if is_harmony(template):
-        return harmony.final_message
     fmt = body.reasoning_format or fe.cfg.reasoning_format
     reasoning = reasoning_for(fmt, chat.prompt, template, chat.in_reasoning)
     if reasoning is None or not (reasoning.starts_open or reasoning.start in template):
