@@ -29,8 +29,8 @@ from typing import Any
 
 from frontend.structured import gbnf
 from frontend.structured.json_schema import members_rule, subschema_rule
-from frontend.structured.tool_formats.base import ParsedCall, ToolFormat
-from frontend.structured.tool_formats.qwen_xml import is_string
+from frontend.structured.tool_formats.base import ParsedCall
+from frontend.structured.tool_formats.typed_args import SchemaBound, is_string
 
 QUOTE = '<|"|>'
 START = "<|tool_call>"
@@ -44,16 +44,10 @@ _WORDS = {"true": True, "false": False, "null": None}
 _JSON_SCALARS = {"integer", "number", "boolean", "null"}  # where Gemma's syntax is JSON's
 
 
-class Gemma4Format(ToolFormat):
+class Gemma4Format(SchemaBound):
     name = "gemma4"
     starts = (START,)
     end = END
-
-    def __init__(self, functions: list[dict[str, Any]] | None = None) -> None:
-        self._params = {f["name"]: f.get("parameters") or {} for f in functions or []}
-
-    def bind(self, functions: list[dict[str, Any]]) -> Gemma4Format:
-        return Gemma4Format(functions)
 
     def parse(self, section: str) -> list[ParsedCall]:
         head = _HEAD.match(section)
@@ -72,7 +66,7 @@ class Gemma4Format(ToolFormat):
         value, obj = _value_rules(rules, string)
         alts = []
         for name in calls:
-            schema = self._params.get(name, {})
+            schema = self.schema(name)
             properties = schema.get("properties")
             if properties:
                 required = set(schema.get("required", ()))

@@ -1,0 +1,63 @@
+"""What the formats that write each argument apart, not as one JSON object, share (Qwen's XML
+calls, GLM's key/value pairs, Gemma 4's own syntax): they need the functions' schemas
+(``SchemaBound.bind``), since a value's text is typed by its property's schema, and their
+grammars write each top-level property's value in the same way."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Self
+
+from frontend.structured import gbnf
+from frontend.structured.json_schema import subschema_rule
+from frontend.structured.tool_formats.base import ToolFormat
+
+
+class SchemaBound(ToolFormat):
+    """A format bound to the request's functions: their parameters' schemas, by name."""
+
+    def __init__(self, functions: list[dict[str, Any]] | None = None) -> None:
+        self._params = {f["name"]: f.get("parameters") or {} for f in functions or []}
+
+    def bind(self, functions: list[dict[str, Any]]) -> Self:
+        return type(self)(functions)
+
+    def schema(self, name: str) -> dict[str, Any]:
+        return self._params.get(name, {})
+
+    def typed_arguments(self, name: str, pairs: list[tuple[str, str]]) -> str:
+        """The JSON object text of a call's (key, value text) pairs, each value typed by its schema."""
+        properties = self.schema(name).get("properties", {})
+        return json.dumps({key.strip(): typed_value(value, properties.get(key.strip(), {})) for key, value in pairs},
+                          ensure_ascii=False)
+
+
+def argument_rules(rules: gbnf.Rules, schema: dict[str, Any], text: str) -> list[tuple[str, str, bool]]:
+    """(key, value expression, required) of each top-level property of ``schema``, as these formats
+    write values: a string is raw ``text`` (an ``enum`` its alternatives), anything else JSON."""
+    required = set(schema.get("required", ()))
+    out = []
+    for key, sub in schema.get("properties", {}).items():
+        if is_string(sub):
+            value = " | ".join(gbnf.literal(str(v)) for v in sub["enum"]) if "enum" in sub else text
+        else:
+            value = subschema_rule(rules, schema, sub, f"{key}-value")
+        out.append((key, value, key in required))
+    return out
+
+
+def is_string(schema: Any) -> bool:
+    return isinstance(schema, dict) and (schema.get("type") == "string" or (
+        "type" not in schema and isinstance(schema.get("enum"), list)
+        and all(isinstance(v, str) for v in schema["enum"])))
+
+
+def typed_value(text: str, schema: Any) -> Any:
+    """A value's raw text as the schema types it: strings as they are, else JSON (a value that
+    does not parse stays text, for the client to see what the model wrote)."""
+    if is_string(schema):
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
