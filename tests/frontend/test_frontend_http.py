@@ -72,6 +72,12 @@ def test_every_response_has_a_request_id(url: str):
     assert httpx.get(f"{url}/health", headers={"x-request-id": "trace-42"}).headers["x-request-id"] == "trace-42"
 
 
+def test_router_modes_model_management_is_a_501_on_a_server_of_one_model(url: str):
+    for method, path in (("POST", "/models/load"), ("POST", "/models/unload"), ("GET", "/models/sse")):
+        r = httpx.request(method, f"{url}{path}", json={"model": "x"})
+        assert r.status_code == 501 and "--models-dir" in r.json()["error"]["message"]
+
+
 def test_unknown_route_and_wrong_method(url: str):
     r = httpx.get(f"{url}/v1/nothing")
     assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"

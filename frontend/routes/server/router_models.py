@@ -157,6 +157,13 @@ async def no_downloads(router: ModelRouter, req: Request) -> Response:
                         "and removes none")
 
 
+async def router_only(fe: Frontend, req: Request) -> Response:
+    """/models/load, /models/unload and /models/sse on a server of one model: they manage router
+    mode's models (llama-server does not serve them there either)."""
+    raise ApiError(501, f"{req.path} manages the models of router mode: start the server with --models-dir or "
+                        "--models-preset")
+
+
 async def load(router: ModelRouter, req: Request) -> Response:
     """Start loading the model; /v1/models shows when it is loaded."""
     await router.load(req.decode(ModelName).model or requested_model(req, router))
