@@ -4,7 +4,9 @@ The trigger rules are llama.cpp's (llama_grammar_accept_impl): a trigger token s
 grammar with itself; otherwise the generated text (token pieces with special tokens written out)
 is searched with every trigger regex after each token, and on a match the grammar takes the text
 from the regex's first non-empty group (else from the match) to the end: the tokens overlapping
-it, the first one cut to its part.
+it, the first one cut to its part. Patterns come from clients, and a backtracking engine can take
+forever on some ((a|aa)+b): they run on the ``regex`` module, whose searches stop after
+TRIGGER_SEARCH_S, failing the request alone instead of stalling its executor's every step.
 
 llama.cpp has a lazy grammar sampler, but when the text from a trigger does not parse it throws a
 C++ exception, which kills the executor. So the laziness lives here, over the request's ordinary
@@ -15,12 +17,13 @@ allowed (tried on a copy of the grammar first), sampling picks another one, and 
 from __future__ import annotations
 
 import ctypes
-import re
 from typing import TYPE_CHECKING
 
 import llama_cpp
 import numpy as np
+import regex
 
+from executor.sampling.errors import SequenceFailed
 from ipc.protocol import GrammarTriggers
 
 if TYPE_CHECKING:
@@ -32,6 +35,7 @@ _Replay = list[int] | None  # the tokens a trigger hands the grammar; None: no t
 # of the top ones is allowed) looks at the likeliest only, so that one sequence cannot stall every
 # step for seconds; none allowed among them ends the sequence as a grammar dead end does.
 MAX_AWAITING_CANDIDATES = 4096
+TRIGGER_SEARCH_S = 0.05  # one search of the output by one trigger pattern (microseconds for sane ones)
 _pieces: dict[tuple[int, int], bytes] = {}  # (vocab address, token) -> piece, special tokens written out
 
 
@@ -42,7 +46,7 @@ class LazyGrammar:
         self._grammar = grammar
         self._vocab = vocab
         self._tokens = frozenset(triggers.tokens)
-        self._patterns = [re.compile(p.encode()) for p in triggers.patterns]  # re.error: SeqSampler's
+        self._patterns = [regex.compile(p.encode()) for p in triggers.patterns]  # regex.error: SeqSampler's
         self._full = [p.startswith("^") and p.endswith("$") for p in triggers.patterns]
         self.awaiting = True
         self._text = b""  # generated so far (while awaiting)
@@ -102,7 +106,12 @@ class LazyGrammar:
         piece = _piece(self._vocab, token)
         text = self._text + piece
         for pattern, full in zip(self._patterns, self._full):
-            match = pattern.fullmatch(text) if full else pattern.search(text)
+            try:
+                match = (pattern.fullmatch if full else pattern.search)(text, timeout=TRIGGER_SEARCH_S)
+            except TimeoutError:
+                shown = pattern.pattern.decode(errors="replace")
+                raise SequenceFailed(f"the grammar trigger pattern {shown!r} took over {TRIGGER_SEARCH_S * 1000:.0f} "
+                                     "ms to search the output: simplify it") from None
             if match is None:
                 continue
             start = next((match.start(g) for g in range(1, (match.lastindex or 0) + 1)

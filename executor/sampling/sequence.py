@@ -31,14 +31,15 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import re
 from collections import OrderedDict
 
 import llama_cpp
 import numpy as np
+import regex
 
 from executor.sampling.banned import BannedSequences
 from executor.sampling.fast import FastChain, LogitBias, biased_argmax, fast_steps, pick, sample_many, top_candidates
+from executor.sampling.errors import SequenceFailed
 from executor.sampling.lazy_grammar import LazyGrammar
 from executor.sampling.reasoning_budget import BudgetTracker
 from ipc.protocol import SamplingParams, TokenLogprob
@@ -53,11 +54,6 @@ DRY_CACHE_SIZE = 16  # DRY samplers kept per process (by settings) to clone from
 # llama_token_data as numpy sees it: {int32 id; float logit; float p}
 TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
 assert TOKEN_DATA.itemsize == ctypes.sizeof(llama_cpp.llama_token_data)
-
-
-class SequenceFailed(Exception):
-    """This sequence cannot go on (its grammar has no allowed token, its sampler cannot be
-    built); its request fails alone, the step and the other sequences go on."""
 
 
 class SeqSampler:
@@ -98,7 +94,7 @@ class SeqSampler:
             triggers = params.grammar_triggers
             try:
                 self.grammar = grammar if triggers is None else LazyGrammar(grammar, triggers, vocab)
-            except (re.error, OverflowError, RecursionError) as exc:  # the frontend checks patterns first
+            except (regex.error, OverflowError, RecursionError) as exc:  # the frontend checks patterns first
                 grammar.free()
                 raise SequenceFailed(f"a grammar trigger is not a valid regex: {exc}") from None
         if params.banned_sequences:

@@ -13,8 +13,9 @@ special token that triggers a grammar shows.
 
 from __future__ import annotations
 
-import re
 from typing import Any
+
+import regex
 
 from frontend.api.schemas import SamplingFields
 from frontend.http.errors import ApiError, invalid
@@ -47,13 +48,13 @@ def grammar_triggers(body: SamplingFields, tokenizer: Tokenizer) -> GrammarTrigg
             if len(ids) == 1:
                 tokens.append(ids[0])
             else:
-                patterns.append(re.escape(value))
+                patterns.append(regex.escape(value))
         elif kind in (PATTERN, PATTERN_FULL):
             pattern = value if kind == PATTERN else f"{'' if value.startswith('^') else '^'}{value}" \
                 f"{'' if value.endswith('$') else '$'}"
             try:
-                re.compile(pattern.encode())
-            except (re.error, OverflowError, RecursionError) as exc:  # "a{99999999999}" overflows
+                regex.compile(pattern.encode())  # as the executor compiles it (executor.sampling.lazy_grammar)
+            except (regex.error, OverflowError, RecursionError) as exc:  # "a{99999999999}" overflows
                 raise _bad(i, f"the pattern {value!r} is not a valid regex: {exc}") from None
             patterns.append(pattern)
         elif kind == TOKEN:

@@ -113,3 +113,14 @@ def test_a_trigger_that_no_likely_token_survives_ends_the_sequence_without_tryin
         sample_rows(None, row[None, :], [0], [sampler])
     assert len(checked) <= MAX_AWAITING_CANDIDATES + 256
     sampler.free()
+
+
+def test_a_trigger_pattern_that_backtracks_for_ever_fails_its_sequence_at_once(tokenizer):
+    """(a|aa)+b against a run of a's takes exponential time in a backtracking engine (Python's re:
+    hours at 60 characters, the executor's every step waiting); the search stops after
+    TRIGGER_SEARCH_S and the request fails alone."""
+    g = lazy(tokenizer, 'root ::= "b"', (r"(a|aa)+b",))
+    run = tokens(tokenizer, "a" * 60)
+    with pytest.raises(SequenceFailed, match="took over 50 ms"):
+        feed(g, run)
+    g.free()
