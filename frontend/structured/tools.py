@@ -150,7 +150,8 @@ def _check_tool_results(history: list[dict[str, Any]]) -> None:
 
 
 def _generic_history(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Calls into the assistant's text, tool results into user turns (consecutive ones merged)."""
+    """Calls into the assistant's text, tool results into user turns (consecutive ones merged);
+    past reasoning stays for the templates that show it (Seed-OSS, Command A)."""
     out: list[dict[str, Any]] = []
     names: dict[str, str] = {}
     for m in history:
@@ -161,7 +162,8 @@ def _generic_history(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 call = {"name": c["function"]["name"], "arguments": c["function"]["arguments"]}
                 blocks.append(f"<tool_call>\n{json.dumps(call, ensure_ascii=False)}\n</tool_call>")
             text = "\n".join(filter(None, [content_text(m["content"]), *blocks]))
-            out.append({"role": "assistant", "content": text})
+            out.append({"role": "assistant", "content": text,
+                        **({"reasoning_content": m["reasoning_content"]} if "reasoning_content" in m else {})})
         elif m["role"] == "tool":
             name = names.get(m.get("tool_call_id", ""), m.get("name", ""))
             result = content_text(m["content"])
@@ -173,7 +175,7 @@ def _generic_history(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
             else:
                 out.append({"role": "user", "content": block, "_tool_results": True})
         else:
-            out.append({k: v for k, v in m.items() if k in ("role", "content", "name")})
+            out.append({k: v for k, v in m.items() if k in ("role", "content", "name", "reasoning_content")})
     for m in out:
         m.pop("_tool_results", None)
     return out

@@ -38,3 +38,13 @@ def test_mistral_small_3_2_calls_carry_the_call_id_its_template_writes():
     tools = [{"type": "function", "function": {"name": "ping"}}]
     grammar = plan_tools(request(tools=tools, tool_choice="required"), MISTRAL_SMALL_3_2).grammar()
     assert grammar is not None and '"ping" "[CALL_ID]" [a-zA-Z0-9]{9} "[ARGS]"' in grammar
+
+
+def test_past_reasoning_reaches_a_template_without_a_known_tool_format():
+    """Templates whose tool syntax ggserve does not know still get each turn's reasoning, as
+    llama-server gives it (Seed-OSS and Command A show it)."""
+    body = msgspec.convert({"messages": [{"role": "user", "content": "Hi"},
+                                         {"role": "assistant", "content": "Hello", "reasoning_content": "greet"},
+                                         {"role": "user", "content": "Bye"}]}, ChatCompletionRequest)
+    plan = plan_tools(body, "{% for m in messages %}{{ m.reasoning_content }}{{ m.content }}{% endfor %}")
+    assert plan.messages[1] == {"role": "assistant", "content": "Hello", "reasoning_content": "greet"}
