@@ -1,12 +1,13 @@
 """Reasoning text: which markers delimit a model's thinking, how a request wants it returned, and
 the thinking budget the executor enforces.
 
-Four families of templates: gpt-oss's Harmony channels (``<|channel|>analysis<|message|>...
+Five families of templates: gpt-oss's Harmony channels (``<|channel|>analysis<|message|>...
 <|end|>``, read by frontend.structured.harmony), Mistral's ``[THINK]...[/THINK]`` (Magistral,
-Ministral 3 reasoning), Gemma 4's thought channel (``<|channel>thought\n...<channel|>``: the tag
-is ``<|channel>thought``, since a budget of 0 closes the thinking before the new line, and the
-white space after it is not reasoning, as llama.cpp reads it) and everything else, whose thinking
-is ``<think>...</think>`` (DeepSeek R1, Qwen3, and any model a grammar makes write the tags).
+Ministral 3 reasoning), Seed-OSS's ``<seed:think>...</seed:think>``, Gemma 4's thought channel
+(``<|channel>thought\n...<channel|>``: the tag is ``<|channel>thought``, since a budget of 0
+closes the thinking before the new line, and the white space after it is not reasoning, as
+llama.cpp reads it) and everything else, whose thinking is ``<think>...</think>`` (DeepSeek R1,
+Qwen3, and any model a grammar makes write the tags).
 
 ``deepseek`` extracts ``<think>...</think>`` for any model, whatever its template (a grammar
 can force the tags, and base models write them too); ``deepseek-legacy`` also keeps the tags and
@@ -33,6 +34,8 @@ MISTRAL_THINK_START = "[THINK]"
 MISTRAL_THINK_END = "[/THINK]"
 HARMONY_START = "<|channel|>analysis<|message|>"
 HARMONY_END = "<|end|>"
+SEED_THINK_START = "<seed:think>"
+SEED_THINK_END = "</seed:think>"
 GEMMA4_START = "<|channel>thought"
 GEMMA4_END = "<channel|>"
 FORMATS = ("none", "deepseek", "deepseek-legacy", "auto")
@@ -58,6 +61,8 @@ def thinking_tags(template: str) -> tuple[str, str]:
         return HARMONY_START, HARMONY_END
     if "<|channel>" in template:  # Gemma 4 (not Harmony's "<|channel|>")
         return GEMMA4_START, GEMMA4_END
+    if SEED_THINK_START in template:
+        return SEED_THINK_START, SEED_THINK_END
     return (MISTRAL_THINK_START, MISTRAL_THINK_END) if MISTRAL_THINK_END in template else (THINK_START, THINK_END)
 
 

@@ -10,7 +10,7 @@ from frontend.structured.tool_formats.harmony import HarmonyFormat
 from frontend.structured.tool_formats.hermes import HermesFormat
 from frontend.structured.tool_formats.llama3 import Llama3Format
 from frontend.structured.tool_formats.mistral import MistralFormat
-from frontend.structured.tool_formats.qwen_xml import QwenXmlFormat
+from frontend.structured.tool_formats.qwen_xml import QwenXmlFormat, SeedXmlFormat
 
 __all__ = ["ParsedCall", "ToolFormat", "GENERIC", "detect_native_format"]
 
@@ -27,6 +27,8 @@ def detect_native_format(template: str) -> ToolFormat | None:
         return HarmonyFormat()
     if "<|tool_call>" in template:  # Gemma 4; before the "<tool_call>" tests, should a template name both
         return Gemma4Format()
+    if "<seed:tool_call>" in template:
+        return SeedXmlFormat()
     if "<tool_call>" in template and "<function=" in template and "<parameter=" in template:
         return QwenXmlFormat()
     if "<tool_call>" in template and "<arg_key>" in template:

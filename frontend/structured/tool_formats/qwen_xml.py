@@ -1,4 +1,5 @@
-"""Qwen3-Coder, Qwen3.5, Nemotron Nano 3 (XML calls in a Hermes section)::
+"""Qwen3-Coder, Qwen3.5, Nemotron Nano 3 (XML calls in a Hermes section), and Seed-OSS (the same in
+``<seed:tool_call>``)::
 
     <tool_call>
     <function=get_weather>
@@ -26,13 +27,13 @@ from frontend.structured.tool_formats.typed_args import SchemaBound, argument_ru
 _FUNCTION = re.compile(r"\s*<function=([^>\n]+)>(.*?)</function>", re.S)
 _PARAMETER = re.compile(r"<parameter=([^>\n]+)>\n?(.*?)\n?</parameter>", re.S)
 NL = "\n"
-VALUE_END = NL + "</parameter>"
 
 
 class QwenXmlFormat(SchemaBound):
     name = "qwen-xml"
     starts = ("<tool_call>",)
     end = "</tool_call>"
+    value_nl = NL  # around each value (Seed-OSS writes none)
 
     def parse(self, section: str) -> list[ParsedCall]:
         match = _FUNCTION.match(section)
@@ -45,14 +46,26 @@ class QwenXmlFormat(SchemaBound):
 
     def section_grammar(self, rules: gbnf.Rules, calls: dict[str, str], parallel: bool) -> str:
         # ``calls`` holds JSON-object rules; this format writes the parameters one by one instead.
-        text = gbnf.text_without(rules, VALUE_END, "xml-text")
+        value_end = self.value_nl + "</parameter>"
+        text = gbnf.text_without(rules, value_end, "xml-text")
         alts = []
         for name in calls:
             params = []
             for key, value, required in argument_rules(rules, self.schema(name), text):
-                param = f"{gbnf.literal(f'<parameter={key}>' + NL)} ({value}) {gbnf.literal(VALUE_END + NL)}"
+                param = (f"{gbnf.literal(f'<parameter={key}>' + self.value_nl)} ({value}) "
+                         f"{gbnf.literal(value_end + NL)}")
                 params.append(param if required else f"({param})?")
             alts.append(" ".join([gbnf.literal(f"<function={name}>" + NL), *params, gbnf.literal("</function>" + NL)]))
-        one = rules.add("tool-call-qwen-xml", " | ".join(alts))
-        return f"{gbnf.literal('<tool_call>' + NL)} {one} {gbnf.literal('</tool_call>')}"
+        one = rules.add(f"tool-call-{self.name}", " | ".join(alts))
+        return f"{gbnf.literal(self.starts[0] + NL)} {one} {gbnf.literal(self.end)}"
+
+
+class SeedXmlFormat(QwenXmlFormat):
+    """ByteDance Seed-OSS: the same calls in ``<seed:tool_call>`` sections, values without new
+    lines around them."""
+
+    name = "seed-xml"
+    starts = ("<seed:tool_call>",)
+    end = "</seed:tool_call>"
+    value_nl = ""
 

@@ -15,7 +15,7 @@ from frontend.structured.json_schema import SchemaError, schema_rule, schema_to_
 from frontend.structured.tool_formats.gemma4 import Gemma4Format
 from frontend.structured.tool_formats.harmony import HarmonyFormat, final_message
 from frontend.structured.tool_formats.glm import GlmFormat
-from frontend.structured.tool_formats.qwen_xml import QwenXmlFormat
+from frontend.structured.tool_formats.qwen_xml import QwenXmlFormat, SeedXmlFormat
 from frontend.text.tokenizer import Tokenizer
 from ipc.protocol import SamplingParams
 from tests.structured_schemas import SCHEMAS
@@ -255,6 +255,17 @@ def test_qwen_xml_tool_grammar(tokenizer):
     assert not accepts(tokenizer, grammar, call.format("<parameter=days>\n0\n</parameter>\n"))
     assert not accepts(tokenizer, grammar, call.format("<parameter=unit>\nk\n</parameter>\n"))
     assert not accepts(tokenizer, grammar, call.replace("<parameter=city>\nNew York\n</parameter>\n", ""))
+
+
+def test_seed_oss_tool_grammar(tokenizer):
+    params = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    rules = gbnf.Rules()
+    rules.reserve("root")
+    fmt = SeedXmlFormat([{"name": "get_weather", "parameters": params}])
+    rules.define("root", fmt.section_grammar(rules, {"get_weather": "unused"}, parallel=False))
+    call = "<seed:tool_call>\n<function=get_weather>\n<parameter=city>{}</parameter>\n</function>\n</seed:tool_call>"
+    assert accepts(tokenizer, rules.text(), call.format("New York"))
+    assert not accepts(tokenizer, rules.text(), call.format("\nNew York\n").replace("<seed:", "<"))
 
 
 def test_glm_tool_grammar(tokenizer):

@@ -16,7 +16,7 @@ from frontend.structured.tool_formats.glm import GlmFormat
 from frontend.structured.tool_formats.hermes import HermesFormat
 from frontend.structured.tool_formats.llama3 import Llama3Format
 from frontend.structured.tool_formats.mistral import MistralFormat
-from frontend.structured.tool_formats.qwen_xml import QwenXmlFormat
+from frontend.structured.tool_formats.qwen_xml import QwenXmlFormat, SeedXmlFormat
 
 
 def calls_of(out: OutputDelta) -> list[tuple[str, dict]]:
@@ -53,6 +53,10 @@ CASES = [
      "</tool_call>\n<tool_call>\n<function=add>\n<parameter=a>\n007\n</parameter>\n</function>\n</tool_call>",
      "I'll check.",
      [("get_weather", {"city": "New York", "days": 3, "opts": {"metric": True}}), ("add", {"a": "007"})]),
+    (SeedXmlFormat(XML_FUNCTIONS),  # as Seed-OSS's template writes calls: no new lines around values
+     "Sure.\n<seed:tool_call>\n<function=get_weather>\n<parameter=city>New York</parameter>\n"
+     "<parameter=days>3</parameter>\n</function>\n</seed:tool_call>", "Sure.",
+     [("get_weather", {"city": "New York", "days": 3})]),
     (GlmFormat(XML_FUNCTIONS),  # GLM 4.6 (new lines), then 4.7 (none); no schema: JSON where it parses
      "Checking.\n<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>New York</arg_value>\n"
      "<arg_key>days</arg_key>\n<arg_value>3</arg_value>\n</tool_call>"
@@ -228,6 +232,13 @@ def test_magistral_templates_think_in_their_own_tags(step):
     assert (out.reasoning, out.content, calls_of(out)) == ("a [TOOL_CALLS] in thought", "Sure.", [("f", {})])
 
 
+def test_seed_oss_thinks_in_its_own_tags():
+    template = "{%- set think_begin_token = '<seed:think>' -%}{%- set toolcall_begin_token = '<seed:tool_call>' -%}"
+    out = run_parser(OutputParser(reasoning_for("auto", "", template), SeedXmlFormat(XML_FUNCTIONS)),
+                     "<seed:think>plan</seed:think>Done.", 3)
+    assert (out.reasoning, out.content) == ("plan", "Done.")
+
+
 def test_unterminated_thinking_is_reasoning():
     out = run_parser(OutputParser(reasoning_for("deepseek", ""), None), "<think>still going", 3)
     assert out.reasoning == "still going" and out.content == ""
@@ -242,6 +253,7 @@ def test_partial_marker_at_the_end_is_released():
     ("{% for t in tools %}{{ t | tojson }}{% endfor %}<tool_call>", "hermes"),
     ("{% if tools %}[AVAILABLE_TOOLS]{% endif %}[TOOL_CALLS]", "mistral"),
     ("{% for t in tools %}{% endfor %}<tool_call>{{ name }}<arg_key>{{ k }}</arg_key>", "glm"),
+    ("{%- set toolcall_begin_token = '<seed:tool_call>' -%}{% for t in tools %}<function={% endfor %}", "seed-xml"),
     ("{% if tools %}{% endif %}<｜tool▁calls▁begin｜>", "deepseek"),
     ("{% if tools %}<|python_tag|>{% endif %}", "llama3"),
     ("{% if tools %}<tool_call>\n<function={{ name }}>\n<parameter={{ k }}>{% endif %}", "qwen-xml"),
