@@ -8,6 +8,7 @@ from frontend.structured.tool_formats.gemma4 import Gemma4Format
 from frontend.structured.tool_formats.glm import GlmFormat
 from frontend.structured.tool_formats.harmony import HarmonyFormat
 from frontend.structured.tool_formats.hermes import HermesFormat
+from frontend.structured.tool_formats.kimi import SECTION_BEGIN, KimiFormat
 from frontend.structured.tool_formats.llama3 import Llama3Format
 from frontend.structured.tool_formats.mistral import MistralFormat
 from frontend.structured.tool_formats.qwen_xml import QwenXmlFormat, SeedXmlFormat
@@ -35,6 +36,8 @@ def detect_native_format(template: str) -> ToolFormat | None:
         return GlmFormat()
     if "<tool_call>" in template:
         return HermesFormat()
+    if SECTION_BEGIN in template:
+        return KimiFormat()
     if "[TOOL_CALLS]" in template:
         return MistralFormat(args_marker="[ARGS]" in template, call_ids="[CALL_ID]" in template)
     if CALLS_BEGIN in template or "tool▁calls▁begin" in template:

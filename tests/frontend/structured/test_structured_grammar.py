@@ -15,6 +15,7 @@ from frontend.structured.json_schema import SchemaError, schema_rule, schema_to_
 from frontend.structured.tool_formats.gemma4 import Gemma4Format
 from frontend.structured.tool_formats.harmony import HarmonyFormat, final_message
 from frontend.structured.tool_formats.glm import GlmFormat
+from frontend.structured.tool_formats.kimi import KimiFormat
 from frontend.structured.tool_formats.qwen_xml import QwenXmlFormat, SeedXmlFormat
 from frontend.text.tokenizer import Tokenizer
 from ipc.protocol import SamplingParams
@@ -266,6 +267,17 @@ def test_seed_oss_tool_grammar(tokenizer):
     call = "<seed:tool_call>\n<function=get_weather>\n<parameter=city>{}</parameter>\n</function>\n</seed:tool_call>"
     assert accepts(tokenizer, rules.text(), call.format("New York"))
     assert not accepts(tokenizer, rules.text(), call.format("\nNew York\n").replace("<seed:", "<"))
+
+
+def test_kimi_tool_grammar(tokenizer):
+    rules = gbnf.Rules()
+    rules.reserve("root")
+    args = schema_rule(rules, {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}, "add")
+    rules.define("root", KimiFormat().section_grammar(rules, {"add": args}, parallel=True))
+    call = '<|tool_call_begin|>functions.add:{}<|tool_call_argument_begin|>{{"a": 1}}<|tool_call_end|>'
+    section = "<|tool_calls_section_begin|>{}<|tool_calls_section_end|>"
+    assert accepts(tokenizer, rules.text(), section.format(call.format(0) + call.format(1)))
+    assert not accepts(tokenizer, rules.text(), section.format(call.format(0).replace("add", "sub")))
 
 
 def test_glm_tool_grammar(tokenizer):

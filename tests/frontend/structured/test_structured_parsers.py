@@ -14,6 +14,7 @@ from frontend.structured.tool_formats.deepseek import DeepSeekFormat
 from frontend.structured.tool_formats.gemma4 import Gemma4Format
 from frontend.structured.tool_formats.glm import GlmFormat
 from frontend.structured.tool_formats.hermes import HermesFormat
+from frontend.structured.tool_formats.kimi import KimiFormat
 from frontend.structured.tool_formats.llama3 import Llama3Format
 from frontend.structured.tool_formats.mistral import MistralFormat
 from frontend.structured.tool_formats.qwen_xml import QwenXmlFormat, SeedXmlFormat
@@ -232,6 +233,16 @@ def test_magistral_templates_think_in_their_own_tags(step):
     assert (out.reasoning, out.content, calls_of(out)) == ("a [TOOL_CALLS] in thought", "Sure.", [("f", {})])
 
 
+def test_kimi_calls_keep_the_ids_the_model_wrote():
+    text = ("Checking.<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0"
+            '<|tool_call_argument_begin|>{"city": "Paris"}<|tool_call_end|><|tool_call_begin|>functions.add:1'
+            '<|tool_call_argument_begin|>{"a": 1}<|tool_call_end|><|tool_calls_section_end|>')
+    for step in (None, 4):
+        out = run_parser(OutputParser(None, KimiFormat()), text, step)
+        assert out.content == "Checking." and [(c.id, c.name, json.loads(c.arguments)) for c in out.calls] == [
+            ("functions.get_weather:0", "get_weather", {"city": "Paris"}), ("functions.add:1", "add", {"a": 1})]
+
+
 def test_seed_oss_thinks_in_its_own_tags():
     template = "{%- set think_begin_token = '<seed:think>' -%}{%- set toolcall_begin_token = '<seed:tool_call>' -%}"
     out = run_parser(OutputParser(reasoning_for("auto", "", template), SeedXmlFormat(XML_FUNCTIONS)),
@@ -253,6 +264,7 @@ def test_partial_marker_at_the_end_is_released():
     ("{% for t in tools %}{{ t | tojson }}{% endfor %}<tool_call>", "hermes"),
     ("{% if tools %}[AVAILABLE_TOOLS]{% endif %}[TOOL_CALLS]", "mistral"),
     ("{% for t in tools %}{% endfor %}<tool_call>{{ name }}<arg_key>{{ k }}</arg_key>", "glm"),
+    ("{% if message.get('tool_calls') %}<|tool_calls_section_begin|>{% endif %}", "kimi"),
     ("{%- set toolcall_begin_token = '<seed:tool_call>' -%}{% for t in tools %}<function={% endfor %}", "seed-xml"),
     ("{% if tools %}{% endif %}<｜tool▁calls▁begin｜>", "deepseek"),
     ("{% if tools %}<|python_tag|>{% endif %}", "llama3"),
