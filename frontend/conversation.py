@@ -38,7 +38,7 @@ from frontend.api import prompt_logprobs
 from frontend.api.lora import request_lora
 from frontend.api.native_result import NativeResults
 from frontend.structured.lazy import preserved_ids
-from frontend.structured.constraints import Frame, check_grammar, output_grammar
+from frontend.structured.constraints import Frame, answer_schema, check_grammar, output_grammar
 from frontend.structured.harmony import HarmonyParser
 from frontend.structured.output import CallOut, OutputDelta, OutputParser, merge_calls
 from frontend.structured.reasoning import budget_for, check_budget, is_harmony, reasoning_for, thinking_first
@@ -145,15 +145,19 @@ def _budget(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) -> Reason
 
 
 def _grammar(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) -> str | None:
+    """The reply's grammar: the output constraint's, the tool calls', or with tools and a
+    response format, calls or the format's JSON (gpt-oss: calls only in its channels)."""
     harmony_template = is_harmony(fe.template.source)
     frame = harmony.final_message if harmony_template else _thinking_frame(fe, body, chat)
     grammar = output_grammar(fe.grammars, body, frame)
-    tools = chat.tools.grammar(None if harmony_template else frame)  # (Harmony's calls have their channels)
-    if tools is None:
-        return grammar
-    if grammar is not None:
-        raise invalid("a response format or grammar cannot be combined with tool calls", param="tool_choice")
-    return check_grammar(fe.grammars, tools, "tools")
+    if chat.tools.format is None or grammar is None:
+        tools = chat.tools.grammar(None if harmony_template else frame)  # (Harmony's calls have their channels)
+        return grammar if tools is None else check_grammar(fe.grammars, tools, "tools")
+    answer = None if harmony_template else answer_schema(body)
+    if answer is None:  # llama-server refuses it too
+        raise invalid("a grammar cannot be combined with tool calls (a JSON schema response format can)",
+                      param="tool_choice")
+    return check_grammar(fe.grammars, chat.tools.grammar(None if harmony_template else frame, answer), "tools")
 
 
 def _thinking_frame(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) -> Frame | None:

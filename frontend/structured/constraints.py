@@ -51,6 +51,21 @@ def output_grammar(checker: GrammarChecker, body: SamplingFields, frame: Frame |
     return schema_grammar(checker, value, param, frame)
 
 
+def answer_schema(body: SamplingFields) -> Any:
+    """The JSON schema the request's output must follow when that is its only constraint (a
+    response format, ``json_schema``, ``guided_json``...), else None."""
+    given = _constraints(body)
+    if len(given) != 1 or given[0][1] != "schema":
+        return None
+    param, _, value = given[0]
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError) as exc:
+            raise invalid(f"{param}: not a JSON schema: {exc}", param=param) from None
+    return value
+
+
 def _constraints(body: SamplingFields) -> list[tuple[str, str, Any]]:
     """(param, kind, value) of every output constraint the request sets: llama-server's, OpenAI's
     and vLLM's fields; kind is grammar, schema, regex, choice or tokens."""

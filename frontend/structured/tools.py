@@ -42,12 +42,17 @@ class ToolPlan:
     forced: bool = False  # the grammar makes the answer calls only (tool_choice required or named)
     parallel: bool = True
 
-    def grammar(self, frame: Frame | None = None) -> str | None:
-        """The grammar of the reply (None: no calls expected). ``frame`` places a forced answer's
-        calls in the reply (after the thinking of a template that thinks first)."""
+    def grammar(self, frame: Frame | None = None, answer: Any = None) -> str | None:
+        """The grammar of the reply (None: no calls expected). ``frame`` places a forced answer
+        in the reply (after the thinking of a template that thinks first). ``answer``: the schema
+        of the response format, which a reply that calls nothing follows (OpenAI's and
+        Anthropic's reading of tools with a response format); forced calls leave it to the turn
+        after the results."""
         if self.format is None:
             return None
-        return _grammar(self.format, self.functions, self.forced, self.parallel, frame if self.forced else None)
+        answer = None if self.forced else answer
+        return _grammar(self.format, self.functions, self.forced, self.parallel,
+                        frame if self.forced or answer is not None else None, answer)
 
 
 def plan_tools(body: ChatCompletionRequest, template_source: str) -> ToolPlan:
@@ -189,7 +194,7 @@ def _with_system(history: list[dict[str, Any]], text: str) -> list[dict[str, Any
 
 
 def _grammar(fmt: ToolFormat, functions: list[dict[str, Any]], forced: bool, parallel: bool,
-             frame: Frame | None) -> str:
+             frame: Frame | None, answer: Any = None) -> str:
     rules = gbnf.Rules()
     rules.reserve("root")
     calls = {}
@@ -202,7 +207,13 @@ def _grammar(fmt: ToolFormat, functions: list[dict[str, Any]], forced: bool, par
     section = fmt.section_grammar(rules, calls, parallel)
     if fmt.end is not None and parallel:  # one call per section (Hermes): sections follow each other
         section = f'{section} ("\\n"? {section})*'
-    if forced:
+    if answer is not None:  # calls, or the response format's JSON
+        try:
+            value = f"{section} | {schema_rule(rules, answer, 'answer')}"
+        except (SchemaError, RecursionError) as exc:
+            raise invalid(f"unsupported JSON schema in the response format: {exc}", param="response_format") from None
+        rules.define("root", frame(rules, f"({value})") if frame is not None else value)
+    elif forced:
         rules.define("root", frame(rules, section) if frame is not None else section)
     elif fmt.at_output_start_only:
         rules.define("root", f"{section} | {gbnf.text_without(rules, '{')}")

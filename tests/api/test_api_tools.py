@@ -148,9 +148,30 @@ def test_bad_tool_history_is_400(server, history, words, param):
 def test_tool_choice_errors_are_400(server):
     for body in ({"tool_choice": "required"},
                  {"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}},
-                 {"tools": TOOLS, "tool_choice": "required", "response_format": {"type": "json_object"}}):
+                 {"tools": TOOLS, "grammar": 'root ::= "x"'}):  # as llama-server: no custom grammar with tools
         r = httpx.post(f"{server.base_url}/v1/chat/completions", json={"messages": MESSAGES, "max_tokens": 4, **body})
         assert r.status_code == 400, r.text
+
+
+ANSWER = {"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}}, "required": ["answer"]}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_tools_with_a_response_format_give_calls_or_the_formats_json(sdk, seed):
+    """OpenAI's and Anthropic's reading (agents with tools and an output type): the reply calls
+    tools or answers in the format; forced calls leave the format to the turn after the results."""
+    fmt = {"type": "json_schema", "json_schema": {"name": "a", "schema": ANSWER}}
+    out = sdk.chat.completions.create(model="any", messages=MESSAGES, tools=TOOLS, response_format=fmt, max_tokens=80,
+                                      parallel_tool_calls=False, temperature=1.0, seed=seed)
+    message = out.choices[0].message
+    if message.tool_calls:
+        for call in message.tool_calls:
+            check_call(call.function.name, call.function.arguments)
+    else:
+        jsonschema.validate(json.loads(message.content), ANSWER)
+    forced = sdk.chat.completions.create(model="any", messages=MESSAGES, tools=TOOLS, response_format=fmt,
+                                         tool_choice="required", parallel_tool_calls=False, max_tokens=80, temperature=0)
+    assert forced.choices[0].message.tool_calls
 
 
 THINK = 'root ::= "<think>" [a-z ]{3,30} "</think>" [a-z ]{1,12}'

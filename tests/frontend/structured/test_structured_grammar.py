@@ -15,8 +15,10 @@ from frontend.structured.json_schema import SchemaError, schema_rule, schema_to_
 from frontend.structured.tool_formats.gemma4 import Gemma4Format
 from frontend.structured.tool_formats.harmony import HarmonyFormat, final_message
 from frontend.structured.tool_formats.glm import GlmFormat
+from frontend.structured.tool_formats.hermes import HermesFormat
 from frontend.structured.tool_formats.kimi import KimiFormat
 from frontend.structured.tool_formats.qwen_xml import QwenXmlFormat, SeedXmlFormat
+from frontend.structured.tools import ToolPlan
 from frontend.text.tokenizer import Tokenizer
 from ipc.protocol import SamplingParams
 from tests.structured_schemas import SCHEMAS
@@ -340,3 +342,14 @@ def test_an_earlier_tokenizers_checker_still_hears_llama_cpps_reason(tokenizer):
             GrammarChecker(tokenizer).check('root ::= root "a"')
     finally:
         later.close()
+
+
+def test_tools_with_a_response_format_allow_calls_or_the_formats_json(tokenizer):
+    answer = {"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}}, "required": ["answer"]}
+    plan = ToolPlan([], None, HermesFormat(), [{"name": "f", "parameters": {"type": "object", "properties": {}}}])
+    grammar = plan.grammar(None, answer)
+    assert accepts(tokenizer, grammar, '<tool_call>\n{"name": "f", "arguments": {}}\n</tool_call>')
+    assert accepts(tokenizer, grammar, '{"answer": "no"}')
+    assert not accepts(tokenizer, grammar, "Sure, here it is")  # no free text: the format holds
+    plan.forced = True  # forced calls: the format waits for the turn after the results
+    assert not accepts(tokenizer, plan.grammar(None, answer), '{"answer": "no"}')
