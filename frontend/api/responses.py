@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from frontend.api.schemas import ChatTokenLogprob
+from frontend.api.schemas import ChatPassThrough, ChatTokenLogprob
 from frontend.timings import PromptProgressJson, Timings
 
 # ----------------------------------------------------------------------------- requests
@@ -133,7 +133,7 @@ Include = Literal["reasoning.encrypted_content", "message.output_text.logprobs",
                   "computer_call_output.output.image_url"]
 
 
-class ResponsesRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class ResponsesRequest(ChatPassThrough, forbid_unknown_fields=True, kw_only=True):
     input: str | list[dict[str, Any]]
     model: str = ""  # one model is served: any name
     instructions: str | None = None

@@ -91,6 +91,21 @@ class StructuredOutputs(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
                 raise ValueError(f"{name} is not supported by ggserve")
 
 
+class ChatPassThrough(msgspec.Struct, kw_only=True):
+    """Chat fields that llama-server's /v1/responses takes too (it copies the body into a chat
+    request): sampling extras, the template's kwargs, a thinking budget."""
+
+    top_k: CInt | None = None
+    min_p: float | None = None
+    seed: int | None = None
+    stop: str | Annotated[list[str], msgspec.Meta(max_length=MAX_STOP_STRINGS)] | None = None
+    presence_penalty: Annotated[float, msgspec.Meta(ge=-2.0, le=2.0)] | None = None
+    frequency_penalty: Annotated[float, msgspec.Meta(ge=-2.0, le=2.0)] | None = None
+    repeat_penalty: float | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+    reasoning_budget_tokens: CInt | None = None
+
+
 class SamplingFields(msgspec.Struct, kw_only=True):
     """Generation parameters shared by /v1/chat/completions, /v1/completions and /completion.
 

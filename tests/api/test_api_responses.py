@@ -263,9 +263,19 @@ def test_llama_server_telemetry_on_the_unversioned_route(server, sdk):
         assert count == {"object": "response.input_tokens", "input_tokens": plain.json()["usage"]["input_tokens"]}
 
 
+def test_llama_servers_chat_fields_pass_through(sdk):
+    """As llama-server, which copies a Responses body into a chat request: sampling extras, the
+    template's kwargs and a thinking budget are taken (each was a 400 naming it)."""
+    extra = {"seed": 7, "top_k": 5, "min_p": 0.05, "stop": ["\n"], "repeat_penalty": 1.1,
+             "chat_template_kwargs": {"enable_thinking": False}, "reasoning_budget_tokens": 0}
+    kwargs = {"model": "any", "input": QUESTION, "max_output_tokens": 16, "temperature": 1.0, "extra_body": extra}
+    first, second = sdk.responses.create(**kwargs), sdk.responses.create(**kwargs)
+    assert first.output_text == second.output_text and "\n" not in first.output_text
+
+
 @pytest.mark.parametrize(("body", "param"), [
     ({"input": [{"role": "robot", "content": "hi"}]}, "input[0]"),
-    ({"input": "hi", "frequency_penalty": 1}, None),
+    ({"input": "hi", "logit_bias": {"1": 1}}, None),
     ({"input": "hi", "tools": [{"type": "web_search"}]}, "tools[0].type"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]}]}, "input[0].content[0]"),
     ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0].type"),

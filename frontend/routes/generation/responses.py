@@ -136,7 +136,8 @@ def chat_request(body: api.ResponsesRequest, items: Items, n_stored: int) -> cha
         tool_choice=chat.NamedToolChoice(function=chat.NamedFunction(choice.name))
         if isinstance(choice, api.FunctionToolChoice) else choice,
         reasoning_effort=body.reasoning.effort if body.reasoning is not None else None, stream=body.stream,
-        timings_per_token=body.timings_per_token, return_progress=body.return_progress)
+        timings_per_token=body.timings_per_token, return_progress=body.return_progress,
+        **{name: getattr(body, name) for name in chat.ChatPassThrough.__struct_fields__})
 
 
 def _item(response_id: str, block: Block, status: api.Status, sealed: bool = False,
