@@ -72,6 +72,8 @@ class ToolParam(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     description: str | None = None
     type: Literal["custom"] | None = None  # Anthropic's server tools (bash, web search...) are not run here
     cache_control: CacheControl = None
+    strict: bool | None = None  # calls always follow the schema here: a grammar constrains them
+    eager_input_streaming: bool | None = None  # a hint: a call's input streams as it is written anyway
 
 
 class ToolChoiceAuto(msgspec.Struct, tag="auto", tag_field="type", forbid_unknown_fields=True):
@@ -140,6 +142,7 @@ class MessagesRequest(CountTokensRequest, forbid_unknown_fields=True, kw_only=Tr
     top_p: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None = None
     top_k: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] | None = None
     stream: bool = False
+    chat_template_kwargs: dict[str, Any] | None = None  # llama-server's, passed to the chat template
     # hints and bookkeeping, ignored (see the module's docstring)
     metadata: dict[str, Any] | None = None
     service_tier: str | None = None

@@ -127,6 +127,18 @@ def test_tool_use_round_trip(client):
     assert counted.input_tokens > client.messages.count_tokens(model="any", messages=question).input_tokens
 
 
+def test_strict_tools_and_template_kwargs_are_taken(client):
+    """Anthropic's strict tool use (calls follow the schema: here a grammar makes them), the
+    input-streaming hint, and llama-server's chat_template_kwargs (each was a 400)."""
+    strict = [{**t, "strict": True, "eager_input_streaming": True} for t in TOOLS]
+    out = client.messages.create(model="any", messages=[{"role": "user", "content": "Is the bank open?"}],
+                                 tools=strict, tool_choice={"type": "any", "disable_parallel_tool_use": True},
+                                 max_tokens=60, extra_body={"temperature": 0,
+                                                            "chat_template_kwargs": {"enable_thinking": False}})
+    assert out.stop_reason == "tool_use"
+    check_call(out.content[0])
+
+
 def test_named_tool_streamed(client):
     events = list(client.messages.create(
         model="any", messages=[{"role": "user", "content": "Is the bank open?"}], tools=TOOLS, max_tokens=60,

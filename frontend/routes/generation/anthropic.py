@@ -155,6 +155,8 @@ def chat_request(body: CountTokensRequest, sampling: MessagesRequest | None = No
     if sampling is not None:
         fields |= {"max_tokens": sampling.max_tokens, "stop": sampling.stop_sequences, "stream": sampling.stream,
                    "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k}
+        if sampling.chat_template_kwargs:  # the request's own win over what ``thinking`` implies
+            fields["chat_template_kwargs"] = fields.get("chat_template_kwargs", {}) | sampling.chat_template_kwargs
     return chat.ChatCompletionRequest(messages=messages, tools=tools or None, **fields)
 
 
