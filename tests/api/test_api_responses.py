@@ -59,8 +59,9 @@ def test_response_shape_usage_and_determinism(sdk):
     usage = first.usage
     assert 0 < usage.output_tokens <= 12 and usage.total_tokens == usage.input_tokens + usage.output_tokens
     assert usage.output_tokens_details.reasoning_tokens == 0
-    if first.status == "incomplete":
+    if first.status == "incomplete":  # the item cut is incomplete too, as OpenAI marks it
         assert first.incomplete_details.reason == "max_output_tokens" and usage.output_tokens == 12
+        assert first.output[-1].status == "incomplete"
     second = sdk.responses.create(**kwargs)
     assert second.output_text == first.output_text and second.usage.input_tokens == usage.input_tokens
     assert second.usage.input_tokens_details.cached_tokens > 0  # the same prompt, from the prefix cache
@@ -77,6 +78,8 @@ def test_stream_event_sequence(sdk):
     assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == whole.output_text
     final = events[-1].response
     assert final.output_text == whole.output_text and final.usage.output_tokens == whole.usage.output_tokens
+    (done,) = [e.item for e in events if e.type == "response.output_item.done"]
+    assert done.status == final.output[-1].status == ("incomplete" if whole.status == "incomplete" else "completed")
 
 
 def test_reasoning_item(sdk):

@@ -238,8 +238,8 @@ class _Turn:
         n_reasoning = len(self.fe.tokenizer.tokenize(reasoning, add_special=False, parse_special=True)) \
             if reasoning else 0
         status: api.Status = "incomplete" if finish_reason == "length" else "completed"
-        output = [_item(self.id, b, "completed", self.sealed, self.text_logprobs(tokens.get(b.index)))
-                  for b in blocks]
+        output = [_item(self.id, b, _block_status(b, blocks, status), self.sealed,
+                        self.text_logprobs(tokens.get(b.index))) for b in blocks]
         response = self.response(status, output, api.ResponseUsage(
             usage.prompt_tokens, api.InputTokensDetails(usage.prompt_tokens_details.cached_tokens),
             usage.completion_tokens, api.OutputTokensDetails(n_reasoning), usage.total_tokens))
@@ -347,9 +347,17 @@ class _ResponseStream:
         if block.kind != "tool_call":
             out.append(self._data("response.content_part.done", **content,
                                   part=_part(block.kind, block.text, logprobs)))
+        status: api.Status = "incomplete" if self._finish_reason == "length" else "completed"
         out.append(self._data("response.output_item.done", output_index=block.index,
-                               item=_item(turn_id, block, "completed", self._turn.sealed, logprobs)))
+                               item=_item(turn_id, block, _block_status(block, self._blocks.blocks, status),
+                                          self._turn.sealed, logprobs)))
         return out
+
+
+def _block_status(block: Block, blocks: list[Block], status: api.Status) -> api.Status:
+    """An item's status: the response's last item is incomplete when max_output_tokens cut the
+    response (OpenAI's reading), every other item completed."""
+    return "incomplete" if status == "incomplete" and block is blocks[-1] else "completed"
 
 
 def _part(kind: str, text: str, logprobs: list[chat.ChatTokenLogprob] | None = None
