@@ -127,10 +127,11 @@ class ReasoningConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 # ``include``: reasoning items carry their reasoning as encrypted_content (which a stateless client
 # sends back to continue the conversation); output_text parts carry their tokens' logprobs; the
-# outputs of OpenAI's hosted tools, which this server has none of, add nothing. Any other value: a 400.
+# outputs of OpenAI's hosted tools, which this server has none of, and the input's image URLs,
+# which no output item repeats here, add nothing. Any other value: a 400.
 Include = Literal["reasoning.encrypted_content", "message.output_text.logprobs", "file_search_call.results",
                   "web_search_call.results", "web_search_call.action.sources", "code_interpreter_call.outputs",
-                  "computer_call_output.output.image_url"]
+                  "computer_call_output.output.image_url", "message.input_image.image_url"]
 
 
 class ResponsesRequest(ChatPassThrough, forbid_unknown_fields=True, kw_only=True):

@@ -283,7 +283,7 @@ def test_llama_servers_chat_fields_pass_through(sdk):
     ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]}]}, "input[0].content[0]"),
     ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0].type"),
     ({"input": "hi", "truncation": "auto"}, "truncation"),
-    ({"input": "hi", "include": ["message.input_image.image_url"]}, "include[0]"),
+    ({"input": "hi", "include": ["message.output_text.annotations"]}, "include[0]"),
     ({"input": "hi", "top_logprobs": 21}, "top_logprobs"),
     ({"input": "hi", "previous_response_id": "resp_unknown"}, "previous_response_id"),
 ])
