@@ -27,9 +27,10 @@ class Timings(msgspec.Struct, omit_defaults=True):
     predicted_ms: float
     predicted_per_token_ms: float
     predicted_per_second: float
-    # speculative decoding: draft tokens verified and accepted (present only when some were)
-    draft_n: int = 0
-    draft_n_accepted: int = 0
+    # speculative decoding: draft tokens verified and accepted, both present once any were
+    # drafted (the accepted count too when it is 0), as llama-server writes them
+    draft_n: int | msgspec.UnsetType = msgspec.UNSET
+    draft_n_accepted: int | msgspec.UnsetType = msgspec.UNSET
 
 
 def make_timings(cache_n: int, prompt_n: int, prompt_ms: float, predicted_n: int, predicted_ms: float,
@@ -45,8 +46,8 @@ def make_timings(cache_n: int, prompt_n: int, prompt_ms: float, predicted_n: int
         predicted_ms=predicted_ms,
         predicted_per_token_ms=predicted_ms / steps if steps else 0.0,
         predicted_per_second=1e3 * steps / predicted_ms if predicted_ms > 0 else 0.0,
-        draft_n=draft_n,
-        draft_n_accepted=draft_n_accepted,
+        draft_n=draft_n if draft_n else msgspec.UNSET,
+        draft_n_accepted=draft_n_accepted if draft_n else msgspec.UNSET,
     )
 
 

@@ -9,10 +9,12 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+import msgspec
 import pytest
 
 from frontend.http.errors import ApiError
 from frontend.generation import ChoiceDelta, Generation, collect
+from frontend.timings import make_timings
 from frontend.text.tokenizer import Tokenizer
 from ipc.protocol import (
     AddRequest,
@@ -213,3 +215,11 @@ def test_leaving_early_aborts_running_requests(tokenizer: Tokenizer):
     engine = run(scenario())
     assert sorted(engine.aborted) == ["r-0", "r-1"]
     assert sorted(engine.released) == ["r-0", "r-1"]
+
+
+def test_timings_carry_both_draft_counts_once_anything_was_drafted():
+    """llama-server writes draft_n and draft_n_accepted whenever something was drafted, the
+    accepted count too when it is 0; neither without speculation."""
+    none_accepted = msgspec.json.decode(msgspec.json.encode(make_timings(0, 4, 1.0, 8, 2.0, 6, 0)))
+    assert (none_accepted["draft_n"], none_accepted["draft_n_accepted"]) == (6, 0)
+    assert "draft_n" not in msgspec.json.decode(msgspec.json.encode(make_timings(0, 4, 1.0, 8, 2.0)))
