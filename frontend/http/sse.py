@@ -48,12 +48,15 @@ def ping_interval(requested: float | None, default: float) -> float | None:
     return None if requested < 0 else max(requested, 0.05)
 
 
-async def generation_events(gen: Generation, head: list[bytes], render: Callable[[ChoiceDelta], list[bytes]],
-                            tail: Callable[[], list[bytes]], done: bool = True, ping: bytes = PING,
+async def generation_events(gen: Generation, head: Callable[[], list[bytes]],
+                            render: Callable[[ChoiceDelta], list[bytes]], tail: Callable[[], list[bytes]],
+                            done: bool = True, ping: bytes = PING,
                             on_error: Callable[[ApiError], bytes] = error_event) -> AsyncGenerator[bytes, None]:
     """The SSE body of a generation: ``head`` events, rendered deltas (``ping`` while the engine is
     quiet), ``tail`` events, ``[DONE]`` (OpenAI's end marker; llama-server's native stream and the
     streams with named events have none: ``done=False``); ``on_error`` writes a late error's event.
+    ``head`` is called when the first chunk is due, so it knows what the first output said (the
+    prompt's cache hit), unless a ping came first.
 
     The first chunk waits for the engine's first output or a ping interval, whichever comes
     first: an error before it (queue full, bad request) propagates and gets its HTTP status; an
@@ -61,7 +64,7 @@ async def generation_events(gen: Generation, head: list[bytes], render: Callable
     """
     async with gen:
         first = await gen.next_deltas()
-        yield b"".join([*head, *(_render_all(first, render) if first is not None else [ping])])
+        yield b"".join([*head(), *(_render_all(first, render) if first is not None else [ping])])
         try:
             while not gen.done:
                 deltas = await gen.next_deltas()

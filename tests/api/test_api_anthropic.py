@@ -80,6 +80,12 @@ def test_stream_event_sequence(client):
     assert "".join(e.delta.text for e in events[2:-3]) == whole.content[0].text
     assert events[-2].delta.stop_reason == whole.stop_reason
     assert events[-2].usage.output_tokens == whole.usage.output_tokens
+    # the prompt again came from the prefix cache, and message_start says so (clients such as
+    # LangChain take the input usage from it)
+    start = events[0].message.usage
+    assert start.cache_read_input_tokens > 0
+    end = events[-2].usage
+    assert (start.input_tokens, start.cache_read_input_tokens) == (end.input_tokens, end.cache_read_input_tokens)
     with client.messages.stream(**kwargs) as stream:  # the SDK's accumulator agrees
         final = stream.get_final_message()
     assert final.content[0].text == whole.content[0].text and final.stop_reason == whole.stop_reason

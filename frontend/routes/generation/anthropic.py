@@ -219,10 +219,12 @@ class _MessageStream:
         self._finish_reason = "stop"
 
     def head(self) -> list[bytes]:
-        # Cache hits are known when the engine finishes: here the whole prompt counts as input,
-        # message_delta's usage then splits it into input_tokens and cache_read_input_tokens.
-        message = Message(self._id, self._model, [], None, None, MessageUsage(self._n_prompt, 0))
-        return [_event(MessageStreamEvent("message_start", message=message))]
+        # The cache hit comes with the first output; when a ping went first the whole prompt
+        # counts as input here, and message_delta's usage splits it.
+        cached = self._gen.choices[0].n_cached
+        usage = MessageUsage(self._n_prompt - cached, 0, cache_read_input_tokens=cached)
+        return [_event(MessageStreamEvent("message_start", message=Message(self._id, self._model, [], None, None,
+                                                                           usage)))]
 
     def render(self, delta: ChoiceDelta) -> list[bytes]:
         events = self._blocks.feed(conversation.parse_delta(self._parser, delta))
@@ -257,7 +259,7 @@ async def messages(fe: Frontend, req: Request) -> Response | StreamResponse:
     message_id = f"msg_{req.id}"
     if body.stream:
         stream = _MessageStream(message_id, fe.model_id, run)
-        return StreamResponse(sse.generation_events(run.gen, stream.head(), stream.render, stream.tail, done=False,
+        return StreamResponse(sse.generation_events(run.gen, stream.head, stream.render, stream.tail, done=False,
                                                     ping=_PING, on_error=_error_event), error_event=_error_event)
     result = (await collect(run.gen))[0]
     reply = conversation.read_reply(run.parsers[0], result)

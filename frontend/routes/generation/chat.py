@@ -152,7 +152,7 @@ async def chat_completions(fe: Frontend, req: Request) -> Response | StreamRespo
     completion_id, created = f"{CHAT_COMPLETION_ID_PREFIX}{req.id}", int(time.time())
     if body.stream:
         chunks = _ChatChunks(completion_id, created, fe.model_id, body, run, logprobs >= 0)
-        return StreamResponse(sse.generation_events(gen, chunks.head(), chunks.render, chunks.tail))
+        return StreamResponse(sse.generation_events(gen, chunks.head, chunks.render, chunks.tail))
     results = await collect(gen)
     choices = []
     for r in results:

@@ -197,7 +197,7 @@ async def completions(fe: Frontend, req: Request) -> Response | StreamResponse:
     if body.stream:
         chunks = _CompletionChunks(completion_id, created, fe.model_id, body, prompts, echoes, gen, logprobs >= 0,
                                    native)
-        return StreamResponse(sse.generation_events(gen, chunks.head(), chunks.render, chunks.tail))
+        return StreamResponse(sse.generation_events(gen, chunks.head, chunks.render, chunks.tail))
     results = await collect(gen)
     as_ids = bool(body.return_tokens_as_token_ids)
     return json_response(Completion(

@@ -203,5 +203,5 @@ async def _events(call: _Call) -> AsyncGenerator[bytes, None]:
     def tail() -> list[bytes]:
         return [sse.event(call.result(c, "", [], [])) for c in gen.choices]
 
-    async for chunk in sse.generation_events(gen, [], render, tail, done=False):
+    async for chunk in sse.generation_events(gen, list, render, tail, done=False):
         yield chunk

@@ -393,7 +393,7 @@ async def create(fe: Frontend, req: Request) -> Response | StreamResponse:
     turn = _Turn(fe, body, f"resp_{req.id}", items, run)
     if body.stream:
         stream = _ResponseStream(turn)
-        return StreamResponse(sse.generation_events(run.gen, stream.head(), stream.render, stream.tail, done=False,
+        return StreamResponse(sse.generation_events(run.gen, stream.head, stream.render, stream.tail, done=False,
                                                     on_error=stream.error), error_event=stream.error)
     result = (await collect(run.gen))[0]
     reply: Reply = conversation.read_reply(run.parsers[0], result)

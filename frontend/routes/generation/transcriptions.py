@@ -112,7 +112,7 @@ async def transcriptions(fe: Frontend, req: Request) -> Response | StreamRespons
         raise
     if body.stream:
         stream = _Stream(run)
-        return StreamResponse(sse.generation_events(run.gen, [], stream.render, stream.tail))
+        return StreamResponse(sse.generation_events(run.gen, list, stream.render, stream.tail))
     result = (await collect(run.gen))[0]
     text = conversation.read_reply(run.parsers[0], result).content
     if form.fields.get("response_format") == "text":
