@@ -28,7 +28,10 @@ def version_text() -> str:
 
 
 def serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("serve", help="serve a GGUF model behind the OpenAI API")
+    p = sub.add_parser("serve", help="serve a GGUF model behind the OpenAI API",
+                       epilog="Every flag can also come from the environment: llama-server's LLAMA_ARG_* name where it "
+                       "has one (LLAMA_ARG_CTX_SIZE, LLAMA_API_KEY, ...), else GGSERVE_ and the long flag's name "
+                       "(GGSERVE_MAX_QUEUE for --max-queue); the command line wins.")
     p.add_argument("--completion-bash", action=completion.CompletionBash, subcommands=sub,
                    help="print a bash completion script for ggserve and exit: "
                    "source <(ggserve serve --completion-bash)")

@@ -669,3 +669,10 @@ def test_context_shift_holds_a_request_to_its_slots_share_of_the_pool() -> None:
     assert config_from_args(parse("-c", "4096", "-np", "4")).ctx_per_request == 0  # all of -c
     given = parse("--context-shift", "-c", "4096", "-np", "4", "--ctx-per-request", "3000")
     assert config_from_args(given).ctx_per_request == 3000
+
+
+def test_help_says_flags_come_from_the_environment_too(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = capsys.readouterr().out
+    assert "LLAMA_ARG_" in out and "GGSERVE_MAX_QUEUE" in out
