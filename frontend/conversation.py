@@ -148,16 +148,16 @@ def _grammar(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) -> str |
     """The reply's grammar: the output constraint's, the tool calls', or with tools and a
     response format, calls or the format's JSON (gpt-oss: calls only in its channels)."""
     harmony_template = is_harmony(fe.template.source)
-    frame = harmony.final_message if harmony_template else _thinking_frame(fe, body, chat)
-    grammar = output_grammar(fe.grammars, body, frame)
+    thinking = None if harmony_template else _thinking_frame(fe, body, chat)  # (Harmony's calls have their channels)
+    grammar = output_grammar(fe.grammars, body, harmony.final_message if harmony_template else thinking)
     if chat.tools.format is None or grammar is None:
-        tools = chat.tools.grammar(None if harmony_template else frame)  # (Harmony's calls have their channels)
+        tools = chat.tools.grammar(thinking)
         return grammar if tools is None else check_grammar(fe.grammars, tools, "tools")
     answer = None if harmony_template else answer_schema(body)
     if answer is None:  # llama-server refuses it too
         raise invalid("a grammar cannot be combined with tool calls (a JSON schema response format can)",
                       param="tool_choice")
-    return check_grammar(fe.grammars, chat.tools.grammar(None if harmony_template else frame, answer), "tools")
+    return check_grammar(fe.grammars, chat.tools.grammar(thinking, answer), "tools")
 
 
 def _thinking_frame(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) -> Frame | None:

@@ -50,9 +50,8 @@ class ToolPlan:
         after the results."""
         if self.format is None:
             return None
-        answer = None if self.forced else answer
-        return _grammar(self.format, self.functions, self.forced, self.parallel,
-                        frame if self.forced or answer is not None else None, answer)
+        return _grammar(self.format, self.functions, self.forced, self.parallel, frame,
+                        None if self.forced else answer)
 
 
 def plan_tools(body: ChatCompletionRequest, template_source: str) -> ToolPlan:
@@ -195,6 +194,8 @@ def _with_system(history: list[dict[str, Any]], text: str) -> list[dict[str, Any
 
 def _grammar(fmt: ToolFormat, functions: list[dict[str, Any]], forced: bool, parallel: bool,
              frame: Frame | None, answer: Any = None) -> str:
+    """``frame`` places a forced answer (calls, or calls or ``answer``'s JSON); free text that
+    may open a call needs none."""
     rules = gbnf.Rules()
     rules.reserve("root")
     calls = {}

@@ -32,6 +32,7 @@ import jinja2.ext
 from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from frontend.structured.reasoning import is_harmony
 from ggserve.chat_templates import BUILTIN, guess_from_vocabulary
 from frontend.text.tokenizer import Tokenizer
 
@@ -137,7 +138,7 @@ class ChatTemplate:
     def _adapted(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         caps = self.caps
         typed, string = caps["supports_typed_content"], caps["supports_string_content"]
-        keep_developer = "<|channel|>" in self.source  # gpt-oss's template has both roles
+        keep_developer = is_harmony(self.source)  # gpt-oss's template has both roles
         out = []
         for m in messages:
             content = m.get("content")

@@ -14,7 +14,7 @@ from frontend.structured import gbnf
 class ParsedCall:
     name: str
     arguments: str  # JSON text of an object
-    id: str = ""  # the id the model wrote (Mistral's); "" for a new one
+    id: str = ""  # the id the model wrote (Mistral's, Kimi's); "" for a new one
 
 
 class ToolFormat:
