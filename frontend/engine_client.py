@@ -68,6 +68,7 @@ HEARTBEAT_S = 0.25  # Heartbeat to the scheduler; Hello again while none answers
 # A gap between two sends this long may let the scheduler forget this worker (it does after 3 s
 # of silence, scheduler.loop.PEER_TIMEOUT_S) and reuse the vectors' regions it held for us.
 STALL_S = 2.0
+FIRST_ANSWER_S = 3.0  # how long start() waits for the scheduler's first word
 LOSS_S = 1.5  # scheduler silence after which it counts as lost (it sends status every 0.2 s)
 
 
@@ -88,15 +89,23 @@ class EngineClient:
         self.arena = ArenaReader()  # this worker's mappings of the executors' vector arenas
         self._last_sent = time.monotonic()
         self._stalls = 0  # gaps of STALL_S or more between two sends
+        self._heard = asyncio.Event()  # the scheduler has said something since start()
 
     async def start(self) -> None:
-        """Connect and say Hello; EngineInfo arrives in the background."""
+        """Connect, say Hello and wait (up to FIRST_ANSWER_S) for the scheduler's first answer:
+        EngineInfo when the engine is ready, EngineStatus while it loads. A worker that starts
+        after the others (--http-workers) must not answer /health with "loading" while they
+        answer "ok". The rest arrives in the background."""
         self._ctx = zmq.asyncio.Context()
         self._connect()
         self._tasks = [
             asyncio.create_task(self._read_loop(), name="engine-reader"),
             asyncio.create_task(self._heartbeat_loop(), name="engine-heartbeat"),
         ]
+        try:
+            await asyncio.wait_for(self._heard.wait(), FIRST_ANSWER_S)
+        except TimeoutError:
+            log.info("the scheduler has not answered yet; serving 503 until it does")
 
     def _connect(self) -> None:
         assert self._ctx is not None
@@ -227,12 +236,17 @@ class EngineClient:
             self._send(Heartbeat() if self.connected else Hello(peer=self.identity))
 
     async def _read_loop(self) -> None:
-        last_heard = time.monotonic()
+        last_heard = awake = time.monotonic()
         while True:
             sock = self._sock
             assert sock is not None
-            if not await sock.poll(int(HEARTBEAT_S * 1000), zmq.POLLIN):
-                if time.monotonic() - last_heard > LOSS_S and self.connected:
+            polled = await sock.poll(int(HEARTBEAT_S * 1000), zmq.POLLIN)
+            now = time.monotonic()
+            if now - awake > LOSS_S:  # this worker stalled (not the scheduler): give it time to be heard
+                last_heard = now
+            awake = now
+            if not polled:
+                if now - last_heard > LOSS_S and self.connected:
                     self._lost()
                 continue
             try:
@@ -242,6 +256,7 @@ class EngineClient:
                 continue
             last_heard = time.monotonic()
             self._dispatch(msg)
+            self._heard.set()
 
     def _lost(self, why: str = "stopped answering") -> None:
         """The scheduler is gone: end every request at once, then reconnect."""
