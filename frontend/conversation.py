@@ -41,7 +41,8 @@ from frontend.structured.lazy import preserved_ids
 from frontend.structured.constraints import Frame, answer_schema, check_grammar, output_grammar
 from frontend.structured.harmony import HarmonyParser
 from frontend.structured.output import CallOut, OutputDelta, OutputParser, merge_calls
-from frontend.structured.reasoning import budget_for, check_budget, is_harmony, reasoning_for, thinking_first
+from frontend.structured.reasoning import (budget_for, check_budget, is_harmony, opened_thinking, reasoning_for,
+                                          thinking_first)
 from frontend.structured.tool_formats import harmony
 from frontend.structured.tools import ToolPlan, plan_tools
 from frontend.text.chat_template import ChatTemplateError, content_text
@@ -125,7 +126,8 @@ def _reply_parsers(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) ->
     tools = chat.tools.format
     markers = [*(tools.starts if tools else ()), *([tools.end] if tools and tools.end else []),
                *([reasoning.start, reasoning.end] if reasoning else [])]
-    return [OutputParser(reasoning, tools, body.stream, chat.tools.forced) for _ in range(body.n)], markers
+    prefix = opened_thinking(fmt, chat.prompt, template, chat.in_reasoning)
+    return [OutputParser(reasoning, tools, body.stream, chat.tools.forced, prefix) for _ in range(body.n)], markers
 
 
 def _budget(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) -> ReasoningBudget | None:
@@ -169,7 +171,8 @@ def _thinking_frame(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) -
     reasoning = reasoning_for(fmt, chat.prompt, template, chat.in_reasoning)
     if reasoning is None or not (reasoning.starts_open or reasoning.start in template):
         return None
-    return functools.partial(thinking_first, reasoning=reasoning)
+    tools = chat.tools.format
+    return functools.partial(thinking_first, reasoning=reasoning, opens=tools.thinking_enders if tools else ())
 
 
 @dataclass(slots=True)

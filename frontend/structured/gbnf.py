@@ -98,32 +98,35 @@ class Rules:
         return "\n".join(f"{name} ::= {body}" for name, body in ordered)
 
 
-def text_without(rules: Rules, marker: str, name: str = "free-text") -> str:
-    """A rule for any text in which ``marker`` does not occur; the text may end with a proper
-    prefix of it (the marker may follow: after free text a call may open).
+def text_without(rules: Rules, markers: str | tuple[str, ...], name: str = "free-text") -> str:
+    """A rule for any text in which none of ``markers`` occurs; the text may end with a proper
+    prefix of one (the marker may follow: after free text a call may open).
 
-    The rules are the states of the automaton that tracks how much of the marker the text ends
-    with (Knuth-Morris-Pratt): a character moves state ``i`` to the state it leads to, and the
-    state that would complete the marker does not exist. Simpler "no first character, or the
-    first and no second..." rules miss overlaps such as ``<<tool_call>``.
+    The rules are the states of the automaton that tracks the longest end of the text that begins
+    a marker (Knuth-Morris-Pratt; Aho-Corasick for several markers): a character moves a state to
+    the one it leads to, and a character that would complete a marker leads nowhere. Simpler "no
+    first character, or the first and no second..." rules miss overlaps such as ``<<tool_call>``.
     """
-    states = [rules.reserve(f"{name}-{i}") for i in range(len(marker))]
-    alphabet = sorted(set(marker))
-    for i, state in enumerate(states):
+    markers = (markers,) if isinstance(markers, str) else markers
+    prefixes = sorted({m[:i] for m in markers for i in range(len(m))}, key=lambda p: (len(p), p))
+    states = {p: rules.reserve(f"{name}-{k}") for k, p in enumerate(prefixes)}
+    alphabet = sorted({c for m in markers for c in m})
+    for prefix, state in states.items():
         alts, leaves_zero = [], []
         for c in alphabet:
-            j = _marker_state(marker, i, c)
-            if j == 0:
+            after = _after(prefix + c, markers, states)
+            if after == "":
                 continue
-            leaves_zero.append((ord(c), ord(c)))
-            if j < len(marker):
-                alts.append(f"{literal(c)} {states[j]}")
-        alts.append(f"{char_set(leaves_zero, negated=True)} {states[0]}")
+            leaves_zero.append((ord(c), ord(c)))  # (or completes a marker: then allowed nowhere)
+            if after is not None:
+                alts.append(f"{literal(c)} {states[after]}")
+        alts.append(f"{char_set(leaves_zero, negated=True)} {states['']}")
         rules.define(state, f"({' | '.join(alts)})?")
-    return states[0]
+    return states[""]
 
 
-def _marker_state(marker: str, i: int, c: str) -> int:
-    """How much of ``marker`` text ends with, after ``marker[:i]`` and then ``c``."""
-    text = marker[:i] + c
-    return next((k for k in range(min(len(text), len(marker)), 0, -1) if text.endswith(marker[:k])), 0)
+def _after(text: str, markers: tuple[str, ...], prefixes: dict[str, str]) -> str | None:
+    """The longest end of ``text`` that begins a marker; None when ``text`` ends with a marker."""
+    if any(text.endswith(m) for m in markers):
+        return None
+    return next(text[k:] for k in range(len(text) + 1) if text[k:] in prefixes)

@@ -8,7 +8,8 @@ with the format's parser: a malformed call comes back as plain content, never as
 stop string before its closer) is a call, never content: its name and the arguments written so
 far when the name is complete (as a stream sends them), nothing otherwise. The blank lines
 after a call are the format's separator, not content. Each call gets an id (``call_`` + 24 hex
-digits).
+digits). A call opener inside unclosed thinking ends the thinking: the tool grammar allows only
+calls after an opener, so the thinking could not close later.
 
 In a stream, where a format can tell a call's name before its arguments (``args_start``), the
 arguments go out as the model writes them, as OpenAI streams them: the call's first piece
@@ -143,12 +144,13 @@ class OutputParser(StreamParser):
     _CONTENT, _REASONING, _CALL = range(3)
 
     def __init__(self, reasoning: Reasoning | None, tools: ToolFormat | None, stream_args: bool = False,
-                 forced: bool = False) -> None:
+                 forced: bool = False, content_prefix: str = "") -> None:
         """``stream_args``: send a call's arguments as they arrive (for a stream; a reply read
         whole reads each call whole, so malformed arguments can still come back as content).
         ``forced``: the tool grammar makes the answer calls only (tool_choice ``required`` or a
         named function), so an opener the output ended inside is a call cut short, not text (as it is
-        after a first call, whatever the tool choice)."""
+        after a first call, whatever the tool choice). ``content_prefix``: the content's first text
+        (the thinking tag the prompt opened, for a reply that keeps its thinking in the content)."""
         self._reasoning = reasoning
         self._tools = tools
         self._stream = stream_args
@@ -162,6 +164,7 @@ class OutputParser(StreamParser):
         self._after_start = False  # drop the white space after a reasoning start tag that skips it
         self._args: ArgsStream | None = None  # the open section's call, when its arguments stream
         self._args_from = 0  # section text up to here went to ``_args``
+        self._prefix = content_prefix  # sent with the first delta
 
     def finish(self) -> OutputDelta:
         out = OutputDelta()
@@ -178,6 +181,7 @@ class OutputParser(StreamParser):
     # ------------------------------------------------------------------ scanning
 
     def _scan(self, out: OutputDelta, final: bool) -> None:
+        out.content, self._prefix = self._prefix + out.content, ""
         while self._buf:
             if self._state == self._CONTENT:
                 markers = self._content_markers()
@@ -202,21 +206,25 @@ class OutputParser(StreamParser):
                     if self._reasoning.keep_in_content:
                         out.content += marker
                 else:
-                    self._state = self._CALL
-                    self._section = marker if self._tools is not None and self._tools.keep_start else ""
+                    self._open_section(marker)
             elif self._state == self._REASONING:
                 assert self._reasoning is not None
                 end = self._reasoning.end
-                pos = self._buf.find(end)
-                if pos < 0:
-                    keep = 0 if final else partial_suffix(self._buf, [end])
+                # A call opener ends thinking left unclosed (Qwen3.5 calls without closing it)
+                markers = [end, *(self._tools.thinking_enders if self._tools else ())]
+                pos, marker = first_marker(self._buf, markers)
+                if marker is None:
+                    keep = 0 if final else partial_suffix(self._buf, markers)
                     self._emit_reasoning(self._buf[: len(self._buf) - keep], out)
                     self._buf = self._buf[len(self._buf) - keep :]
                     return
                 self._emit_reasoning(self._buf[:pos], out)
+                self._buf = self._buf[pos + len(marker) :]
+                if marker != end:
+                    self._open_section(marker)
+                    continue
                 if self._reasoning.keep_in_content:
                     out.content += end
-                self._buf = self._buf[pos + len(end) :]
                 self._after_section = not self._reasoning.keep_in_content
                 self._state = self._CONTENT
             else:
@@ -234,6 +242,10 @@ class OutputParser(StreamParser):
                 self._close_section(section, out)
                 self._after_section = True
                 self._state = self._CONTENT
+
+    def _open_section(self, marker: str) -> None:
+        self._state = self._CALL
+        self._section = marker if self._tools is not None and self._tools.keep_start else ""
 
     def _content_markers(self) -> list[str]:
         markers = []

@@ -78,11 +78,25 @@ def reasoning_for(fmt: str, prompt: str, template: str = "", in_reasoning: bool 
     return Reasoning(start, end, starts_open, keep_in_content=legacy, skip_space=start == GEMMA4_START)
 
 
-def thinking_first(rules: gbnf.Rules, value: str, reasoning: Reasoning) -> str:
+def opened_thinking(fmt: str, prompt: str, template: str, in_reasoning: bool = False) -> str:
+    """What a reply that keeps its thinking in ``content`` (``none``, ``deepseek-legacy``) begins
+    with: the thinking tag the template opened at the end of the prompt, and the white space after
+    it (``"<think>\\n"``), as llama-server shows it; "" otherwise (a continued message's reasoning
+    is the client's own text)."""
+    if fmt not in ("none", "deepseek-legacy") or in_reasoning or is_harmony(template):
+        return ""
+    start = thinking_tags(template)[0]
+    body = prompt.rstrip()
+    return prompt[len(body) - len(start):] if body.endswith(start) else ""
+
+
+def thinking_first(rules: gbnf.Rules, value: str, reasoning: Reasoning, opens: tuple[str, ...] = ()) -> str:
     """A reply whose answer ``value`` comes after the thinking of a template that thinks in
     tags: the thinking a prompt opened must close first, one it did not open may come first. A
-    grammar that forced the answer from the first token would put it inside the thinking."""
-    text = gbnf.text_without(rules, reasoning.end, "thinking-text")
+    grammar that forced the answer from the first token would put it inside the thinking.
+    ``opens``: the tool format's call openers, kept out of the thinking (the reply's parser reads
+    one there as the end of the thinking and the start of a call)."""
+    text = gbnf.text_without(rules, (reasoning.end, *opens), "thinking-text")
     thinking = f'{text} {gbnf.literal(reasoning.end)} [ \\t\\n]*'
     return f"{thinking} {value}" if reasoning.starts_open else f"({gbnf.literal(reasoning.start)} {thinking})? {value}"
 

@@ -76,3 +76,10 @@ def test_a_json_schema_answer_comes_after_the_thinking(server):
     message = post(server, "/v1/chat/completions", body).json()["choices"][0]["message"]
     assert message["reasoning_content"]
     jsonschema.validate(json.loads(message["content"]), WEATHER)
+
+
+def test_reasoning_format_none_keeps_the_opened_thinking_in_the_content(server):
+    """As llama-server: the content starts with the ``<think>`` the prompt opened."""
+    message = post(server, "/v1/chat/completions", {**CHAT, "reasoning_format": "none"}).json()["choices"][0]["message"]
+    assert message["content"].startswith("<think>\n") and "</think>" in message["content"]
+    assert not message.get("reasoning_content")

@@ -27,6 +27,12 @@ class ToolFormat:
     at_output_start_only = False  # the opener counts only before any other text (Llama 3 JSON)
     keep_start = False  # the opener is part of the section's text (a JSON "{")
 
+    @property
+    def thinking_enders(self) -> tuple[str, ...]:
+        """Openers that end thinking left unclosed, a call opening there (the tool grammar allows
+        nothing but calls after one); not an opener that counts only at the output's start."""
+        return () if self.at_output_start_only else self.starts
+
     def parse(self, section: str) -> list[ParsedCall]:
         """The calls of one section (the text between the markers); ValueError when malformed."""
         raise NotImplementedError

@@ -12,6 +12,7 @@ from executor.sampling.sequence import Grammar, SeqSampler, SequenceFailed, _gra
 from frontend.structured import gbnf
 from frontend.structured.grammar import GrammarChecker, GrammarError
 from frontend.structured.json_schema import SchemaError, schema_rule, schema_to_gbnf
+from frontend.structured.reasoning import reasoning_for, thinking_first
 from frontend.structured.tool_formats.gemma4 import Gemma4Format
 from frontend.structured.tool_formats.harmony import HarmonyFormat, final_message
 from frontend.structured.tool_formats.glm import GlmFormat
@@ -219,6 +220,9 @@ def test_sampler_resamples_rejected_tokens_and_fails_on_a_dead_end(tokenizer):
      ["<tool_call>", "<<tool_call>", "a<tool_call>b"]),
     ("aab", ["", "a", "aa", "aaa", "abab", "ba"], ["aab", "aaab", "xaabx"]),
     ("<|end|>", ["<|en", "<|<|end", "||end|>"], ["<|<|end|>", "hi<|end|>"]),
+    # several markers, sharing a start and overlapping: thinking before a call or its end
+    (("</think>", "<tool_call>", "<tool"), ["", "< /think> <too", "</thin", "<to<too", "<<</"],
+     ["a</think>", "<tool_call>", "x<tool y", "</<tool", "<</think>"]),
 ])
 def test_text_without_a_marker(tokenizer, marker, good, bad):
     rules = gbnf.Rules()
@@ -227,6 +231,16 @@ def test_text_without_a_marker(tokenizer, marker, good, bad):
     grammar = rules.text()
     assert all(accepts(tokenizer, grammar, t) for t in good), grammar
     assert not any(accepts(tokenizer, grammar, t) for t in bad), grammar
+
+
+def test_thinking_before_a_forced_answer_cannot_open_a_call(tokenizer):
+    """The reply's parser would read a call opener there as the end of the thinking."""
+    rules = gbnf.Rules()
+    rules.reserve("root")
+    rules.define("root", thinking_first(rules, '"X"', reasoning_for("auto", "<think>\n"), opens=("<tool_call>",)))
+    grammar = rules.text()
+    assert accepts(tokenizer, grammar, "hmm <tool</think>\nX")
+    assert not accepts(tokenizer, grammar, "hmm <tool_call> </think>X")
 
 
 def test_harmony_tool_grammar(tokenizer):

@@ -8,7 +8,7 @@ import pytest
 from frontend_support import run_parser
 
 from frontend.structured.output import OutputDelta, OutputParser, merge_calls
-from frontend.structured.reasoning import reasoning_for, thinking_tags
+from frontend.structured.reasoning import opened_thinking, reasoning_for, thinking_tags
 from frontend.structured.tool_formats import GENERIC, detect_native_format
 from frontend.structured.tool_formats.deepseek import DeepSeekFormat
 from frontend.structured.tool_formats.gemma4 import Gemma4Format
@@ -213,10 +213,16 @@ def test_reasoning_opened_by_the_prompt_and_tool_call_after_it():
     assert out.reasoning == "need weather" and calls_of(out) == [("w", {})] and out.content.strip() == ""
 
 
-def test_tool_call_markers_inside_reasoning_are_reasoning():
-    out = run_parser(OutputParser(reasoning_for("deepseek", ""), GENERIC),
-              '<think>maybe <tool_call>{"name": "x", "arguments": {}}</tool_call>?</think>ok')
-    assert out.calls == [] and out.content == "ok" and "<tool_call>" in out.reasoning
+@pytest.mark.parametrize("step", [None, 3])
+@pytest.mark.parametrize("prompt, text", [
+    ("", '<think>maybe <tool_call>{"name": "x", "arguments": {}}</tool_call>'),
+    ("<|im_start|>assistant\n<think>\n", 'maybe <tool_call>\n{"name": "x", "arguments": {}}\n</tool_call>'),
+])
+def test_a_call_opened_in_unclosed_thinking_ends_the_thinking(prompt, text, step):
+    """After a call's opener the tool grammar allows only calls, so a call opened inside the
+    thinking is one (Qwen3.5 calls without closing its thinking), as llama-server reads it."""
+    out = run_parser(OutputParser(reasoning_for("auto", prompt), GENERIC), text, step)
+    assert (out.reasoning, out.content, calls_of(out)) == ("maybe ", "", [("x", {})])
 
 
 def test_reasoning_format_none_and_legacy():
@@ -225,12 +231,30 @@ def test_reasoning_format_none_and_legacy():
     assert out.reasoning == "a" and out.content == "<think>a</think>b"
 
 
+@pytest.mark.parametrize("fmt", ["none", "deepseek-legacy"])
+def test_thinking_kept_in_the_content_starts_with_the_tag_the_prompt_opened(fmt):
+    """As llama-server shows Qwen3.5's reply with reasoning_format none: the content begins with
+    the ``<think>\\n`` its template ended the prompt with."""
+    prompt = "<|im_start|>assistant\n<think>\n"
+    prefix = opened_thinking(fmt, prompt, "{{ '<think>' }}")
+    assert prefix == "<think>\n"
+    parser = OutputParser(reasoning_for(fmt, prompt), None, content_prefix=prefix)
+    out = run_parser(parser, "I'm\nthinking\n</think>\n\nHi")
+    assert out.content == "<think>\nI'm\nthinking\n</think>\n\nHi"
+    assert opened_thinking(fmt, "<|im_start|>assistant\n", "") == ""  # nothing opened
+    assert opened_thinking(fmt, prompt, "", in_reasoning=True) == ""  # the client's own reasoning, continued
+    assert opened_thinking("auto", prompt, "") == ""  # extracted: not in the content
+
+
 @pytest.mark.parametrize("step", [None, 2])
 def test_magistral_templates_think_in_their_own_tags(step):
     template = "[SYSTEM_PROMPT]{{ m.content }}[/SYSTEM_PROMPT][THINK]{{ m.reasoning_content }}[/THINK][TOOL_CALLS][ARGS]"
     parser = OutputParser(reasoning_for("auto", "[INST]Hi[/INST]", template), MistralFormat(args_marker=True))
-    out = run_parser(parser, "[THINK]a [TOOL_CALLS] in thought[/THINK]Sure.[TOOL_CALLS]f[ARGS]{}", step)
-    assert (out.reasoning, out.content, calls_of(out)) == ("a [TOOL_CALLS] in thought", "Sure.", [("f", {})])
+    out = run_parser(parser, "[THINK]a thought[/THINK]Sure.[TOOL_CALLS]f[ARGS]{}", step)
+    assert (out.reasoning, out.content, calls_of(out)) == ("a thought", "Sure.", [("f", {})])
+    parser = OutputParser(reasoning_for("auto", "[INST]Hi[/INST]", template), MistralFormat(args_marker=True))
+    out = run_parser(parser, "[THINK]a [TOOL_CALLS]f[ARGS]{}", step)  # a call ends the thinking
+    assert (out.reasoning, out.content, calls_of(out)) == ("a ", "", [("f", {})])
 
 
 def test_kimi_calls_keep_the_ids_the_model_wrote():
