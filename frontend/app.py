@@ -7,8 +7,8 @@ request is served by the ``Frontend`` of the model it names, loaded first when n
 stream gets SSE ping comments while its model loads).
 Every response carries ``x-request-id`` (the client's, if it sent a sane one) and the CORS headers
 (``frontend.http.cors``); ``OPTIONS`` on any path is a CORS preflight; with ``--api-prefix`` every
-route lives under that prefix, as in llama-server; a path whose last segment is a resource's id
-(``/v1/responses/resp_...``) takes the route of ``<parent>/{id}``. Handlers of
+route lives under that prefix, as in llama-server; a path with a resource's id in a segment
+(``/v1/responses/resp_...``) takes the route whose template has ``{id}`` there. Handlers of
 generation endpoints run in a task that is cancelled when the client disconnects, which aborts
 their engine requests at once, except a resumable stream's (``X-Conversation-Id``:
 ``frontend.routes.generation.streams``), which runs on without its client. A client that reads
@@ -62,8 +62,8 @@ class App:
     def __init__(self, cfg: ServeConfig) -> None:
         self.cfg = cfg
         self.routes = build_routes(cfg.metrics_no_auth, cfg.router)
-        # Routes ending in a parameter ("/slots/{id_slot}"), by the path before it.
-        self.templates = {p.rpartition("/")[0]: by_method for p, by_method in self.routes.items() if p.endswith("}")}
+        # Routes with a parameter ("/slots/{id_slot}", "/v1/responses/{id}/input_items"), as their segments.
+        self.templates = [(p.split("/"), by_method) for p, by_method in self.routes.items() if "{" in p]
         self.cors = Cors(cfg.cors_origins, cfg.cors_methods, cfg.cors_headers, cfg.cors_credentials)
         self.api_keys = ApiKeys(cfg.api_keys)
         self.body_budget = BodyBudget(BODIES_AT_ONCE * cfg.max_body_size)
@@ -170,13 +170,21 @@ class App:
         return path[len(prefix):] or "/"
 
     def _methods(self, path: str) -> dict[str, Route]:
-        head, _, last = path.rpartition("/")
-        by_method = self.routes.get(path) or (self.templates.get(head) if last else None)
+        by_method = self.routes.get(path) or self._template(path)
         if by_method is None and self.cfg.static_path:
             return STATIC_FILES
         if by_method is None:
             raise ApiError(404, f"no endpoint {path}")
         return by_method
+
+    def _template(self, path: str) -> dict[str, Route] | None:
+        """The routes of the template ``path`` fills (a parameter takes one non-empty segment)."""
+        segments = path.split("/")
+        for template, by_method in self.templates:
+            if len(template) == len(segments) and all(
+                    t == s or (t.startswith("{") and s) for t, s in zip(template, segments)):
+                return by_method
+        return None
 
     def _route(self, method: str, path: str) -> Route:
         """The route of ``method`` at ``path``; HEAD is GET's, answered without the body."""

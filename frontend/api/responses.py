@@ -263,6 +263,15 @@ class DeletedResponse(msgspec.Struct, tag="response.deleted", tag_field="object"
     deleted: bool = True
 
 
+class ResponseItemList(msgspec.Struct, tag="list", tag_field="object"):
+    """GET /v1/responses/{id}/input_items: a page of input items."""
+
+    data: list[dict[str, Any]]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
 class ResponseStreamEvent(msgspec.Struct, omit_defaults=True, kw_only=True):
     """The data of one stream event (its ``type`` is also the SSE event name); which other fields
     it has depends on the type, as in OpenAI's stream."""

@@ -159,6 +159,11 @@ def build_routes(metrics_no_auth: bool, router: bool = False) -> dict[str, dict[
                                                         response=responses_api.DeletedResponse,
                                                         parameters=responses.PARAMETERS)),
         },
+        "/v1/responses/{id}/input_items": {
+            "GET": Route(responses.input_items, Operation("The input items of a stored response",
+                                                          response=responses_api.ResponseItemList,
+                                                          parameters=responses.LIST_PARAMETERS)),
+        },
         "/completion": native_route,
         "/completions": native_route,
         "/infill": {"POST": Route(native.infill, Operation(

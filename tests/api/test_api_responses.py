@@ -221,6 +221,26 @@ def test_previous_response_id_continues_the_conversation(sdk):
     assert third.usage.input_tokens > second.usage.input_tokens + second.usage.output_tokens
 
 
+def test_input_items_list_the_chain_newest_first_with_stable_ids(server, sdk):
+    first = sdk.responses.create(model="any", input="Name a fruit.", max_output_tokens=4, temperature=0)
+    second = sdk.responses.create(model="any", previous_response_id=first.id, max_output_tokens=4, temperature=0,
+                                  input=[{"role": "user", "content": [{"type": "input_text", "text": "Another."}]}])
+    items = list(sdk.responses.input_items.list(second.id, order="asc"))  # every page, through the SDK's cursor
+    assert [(i.type, getattr(i, "role", None)) for i in items] == [
+        ("message", "user"), *[(o.type, getattr(o, "role", None)) for o in first.output], ("message", "user")]
+    assert items[0].content[0].text == "Name a fruit." and items[-1].content[0].text == "Another."
+    assert [i.id for i in items[1:-1]] == [o.id for o in first.output]  # the first response's output, as it was
+    newest = sdk.responses.input_items.list(second.id, limit=1)  # desc by default
+    assert newest.data[0].id == items[-1].id and newest.has_more and newest.first_id == newest.last_id
+    rest = sdk.responses.input_items.list(second.id, limit=100, after=newest.data[0].id)
+    assert [i.id for i in rest.data] == [i.id for i in reversed(items[:-1])] and not rest.has_more
+    url = f"{server.base_url}/v1/responses/{second.id}/input_items"
+    for query, param in [("limit=0", "limit"), ("limit=x", "limit"), ("order=up", "order"), ("after=msg_no", "after")]:
+        r = httpx.get(f"{url}?{query}", timeout=30)
+        assert r.status_code == 400 and r.json()["error"]["param"] == param
+    assert httpx.get(f"{server.base_url}/v1/responses/resp_{'0' * 32}/input_items", timeout=30).status_code == 404
+
+
 def test_store_false_and_delete(server, sdk):
     unstored = sdk.responses.create(model="any", input="Hi", max_output_tokens=2, store=False)
     assert unstored.store is False

@@ -1,5 +1,5 @@
-"""POST /v1/responses, GET and DELETE /v1/responses/{id}: OpenAI's Responses API over the chat path
-(and llama-server's POST /v1/responses/input_tokens).
+"""POST /v1/responses, GET and DELETE /v1/responses/{id}, GET /v1/responses/{id}/input_items:
+OpenAI's Responses API over the chat path (and llama-server's POST /v1/responses/input_tokens).
 
 The input items (after those of ``previous_response_id``'s conversation) become chat messages:
 messages, function calls and their outputs as tool calls and results, reasoning items as the
@@ -12,6 +12,7 @@ A response is stored (``frontend.response_store``) unless ``store`` is false.
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
 from typing import Any
 
@@ -34,6 +35,12 @@ from frontend.timings import progress_json, progress_timings
 Items = list[dict[str, Any]]
 
 PARAMETERS = ({"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},)  # /openapi.json
+LIST_PARAMETERS = (*PARAMETERS, *({"name": name, "in": "query", "schema": schema} for name, schema in (
+    ("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}),
+    ("order", {"type": "string", "enum": ["asc", "desc"], "default": "desc"}),
+    ("after", {"type": "string"}))))
+# The id prefixes OpenAI gives its items, for the input items that came without an id.
+_ITEM_ID_PREFIXES = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
 
 
 def _decode_item(raw: dict[str, Any], param: str) -> api.InputItem:
@@ -419,3 +426,52 @@ async def delete(fe: Frontend, req: Request) -> Response:
     if not fe.responses.delete(response_id):
         raise _not_found(response_id)
     return json_response(api.DeletedResponse(response_id))
+
+
+async def input_items(fe: Frontend, req: Request) -> Response:
+    """The items a stored response was generated from, as OpenAI lists them: those of its
+    ``previous_response_id`` chain (their outputs included) and its own input, each with an id
+    (those given, or one made from the response's id and the item's place, the same at every
+    call), newest first unless ``order=asc``, ``limit`` (1-100, default 20) at a time after the
+    item ``after``."""
+    response_id = req.path.split("/")[-2]
+    stored = _stored(fe, response_id)
+    given = stored.items[: len(stored.items) - len(stored.response.output)]
+    items = [_listed_item(item, response_id, i) for i, item in enumerate(given)]
+    try:
+        limit = int(req.query.get("limit", "20"))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= 100:
+        raise invalid("limit must be an integer from 1 to 100", param="limit")
+    order = req.query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise invalid("order must be 'asc' or 'desc'", param="order")
+    if order == "desc":
+        items.reverse()
+    if "after" in req.query:
+        ids = [item["id"] for item in items]
+        if req.query["after"] not in ids:
+            raise invalid(f"no input item {req.query['after']!r} in response {response_id!r}", param="after")
+        items = items[ids.index(req.query["after"]) + 1 :]
+    page = items[:limit]
+    return json_response(api.ResponseItemList(page, page[0]["id"] if page else None,
+                                              page[-1]["id"] if page else None, len(items) > limit))
+
+
+def _listed_item(item: dict[str, Any], response_id: str, index: int) -> dict[str, Any]:
+    """An input item in its listed form: typed, with an id; a message's text as content parts."""
+    kind = item.get("type", "message")
+    listed = {**item, "type": kind}
+    if kind == "message":
+        content = item.get("content")
+        if isinstance(content, str):
+            assistant = item.get("role") == "assistant"
+            part = {"type": "output_text", "text": content, "annotations": []} if assistant else \
+                {"type": "input_text", "text": content}
+            listed["content"] = [part]
+        listed.setdefault("status", "completed")
+    if not listed.get("id"):
+        digest = hashlib.sha256(f"{response_id}/{index}".encode()).hexdigest()[:32]
+        listed["id"] = f"{_ITEM_ID_PREFIXES.get(kind, 'item')}_{digest}"
+    return listed
