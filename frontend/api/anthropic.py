@@ -46,9 +46,20 @@ class ToolUseBlock(msgspec.Struct, tag="tool_use", tag_field="type", forbid_unkn
     toolset_name: str | None = None
 
 
+class DocumentBlock(msgspec.Struct, tag="document", tag_field="type", forbid_unknown_fields=True):
+    """A document the model reads: plain text (``{"type": "text", "data"}``) or content blocks
+    (``{"type": "content", "content"}``); PDF sources are a 400 (nothing here reads PDF)."""
+
+    source: dict[str, Any]
+    title: str | None = None
+    context: str | None = None
+    citations: dict[str, Any] | None = None  # {"enabled": true} asks for cited answers: a 400, not done here
+    cache_control: CacheControl = None
+
+
 class ToolResultBlock(msgspec.Struct, tag="tool_result", tag_field="type", forbid_unknown_fields=True):
     tool_use_id: str
-    content: str | list[TextBlock | ImageBlock] = ""
+    content: str | list[TextBlock | ImageBlock | DocumentBlock] = ""
     is_error: bool = False
     cache_control: CacheControl = None
 
@@ -58,7 +69,15 @@ class ThinkingBlock(msgspec.Struct, tag="thinking", tag_field="type", forbid_unk
     signature: str = ""  # nothing to verify here
 
 
-ContentBlock = TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock
+class RedactedThinkingBlock(msgspec.Struct, tag="redacted_thinking", tag_field="type", forbid_unknown_fields=True):
+    """Thinking another server encrypted, sent back in an assistant turn: nothing here can read
+    it, so the turn goes on without it."""
+
+    data: str
+
+
+ContentBlock = TextBlock | ImageBlock | DocumentBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock \
+    | RedactedThinkingBlock
 
 
 class MessageParam(msgspec.Struct, forbid_unknown_fields=True):

@@ -176,6 +176,36 @@ def test_thinking_block(client):
     assert [e.type for e in events].count("content_block_stop") == len(types)
 
 
+def test_text_documents_are_read_and_redacted_thinking_is_passed_over(client):
+    """A plain-text document (or one of content blocks) reads as its title, context and text; a
+    redacted_thinking block another server sent cannot be read here, so the turn goes on without it."""
+    def count(content: list, answer: list | str = "Fine.") -> int:
+        messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": answer},
+                    {"role": "user", "content": content}]
+        return client.messages.count_tokens(model="any", messages=messages).input_tokens
+
+    plain = count([{"type": "text", "text": "Notes\nWeather report\nRain at noon.\nSummarise."}])
+    document = {"type": "document", "title": "Notes", "context": "Weather report",
+                "source": {"type": "text", "media_type": "text/plain", "data": "Rain at noon."}}
+    assert count([document, {"type": "text", "text": "Summarise."}]) == plain
+    blocks = {**document, "source": {"type": "content", "content": [{"type": "text", "text": "Rain at noon."}]}}
+    assert count([blocks, {"type": "text", "text": "Summarise."}]) == plain
+    redacted = [{"type": "redacted_thinking", "data": "EmwKAhgBEgy3"}, {"type": "text", "text": "Fine."}]
+    assert count([{"type": "text", "text": "x"}], redacted) == count([{"type": "text", "text": "x"}])
+
+
+@pytest.mark.parametrize(("block", "needle"), [
+    ({"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0x"}}, "PDF"),
+    ({"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "x"},
+      "citations": {"enabled": True}}, "citations"),
+    ({"type": "document", "source": {"type": "content", "content": [{"type": "audio"}]}}, "content blocks"),
+    ({"type": "redacted_thinking", "data": "x"}, "redacted_thinking"),  # only an assistant turn holds one
+])
+def test_documents_this_server_cannot_read_are_a_400_naming_why(server, block, needle):
+    r = post(server, "/v1/messages", {"messages": [{"role": "user", "content": [block]}], "max_tokens": 2})
+    assert r.status_code == 400 and needle in r.json()["error"]["message"], r.text
+
+
 @pytest.mark.parametrize(("body", "needle"), [
     ({"messages": MESSAGES}, "max_tokens"),
     ({"messages": [{"role": "system", "content": "hi"}], "max_tokens": 4}, "role"),

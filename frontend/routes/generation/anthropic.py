@@ -15,10 +15,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
+
 from frontend import conversation
 from frontend.api.anthropic import (
     ContentBlock,
     CountTokensRequest,
+    DocumentBlock,
     ImageBlock,
     Message,
     MessageParam,
@@ -26,6 +29,7 @@ from frontend.api.anthropic import (
     MessageUsage,
     OutputBlock,
     MessageStreamEvent,
+    RedactedThinkingBlock,
     TextBlock,
     TextContent,
     ThinkingBlock,
@@ -59,9 +63,10 @@ def _tool_result(block: ToolResultBlock, param: str) -> chat.ChatMessage:
     if isinstance(block.content, str):
         text = block.content
     else:
-        if any(isinstance(part, ImageBlock) for part in block.content):
+        parts = [p for j, part in enumerate(block.content) for p in _parts(part, f"{param}.content.{j}")]
+        if not all(isinstance(part, chat.TextPart) for part in parts):
             raise invalid(MULTIMODAL, param=f"{param}.content")
-        text = "\n".join(part.text for part in block.content if isinstance(part, TextBlock))
+        text = "\n".join(part.text for part in parts)  # type: ignore[union-attr]
     if block.is_error:  # the chat format has no flag for it: the model reads it
         text = f"Error: {text}"
     return chat.ChatMessage(role="tool", tool_call_id=block.tool_use_id, content=text)
@@ -74,10 +79,8 @@ def _user_turn(blocks: list[ContentBlock], param: str) -> list[chat.ChatMessage]
     for j, block in enumerate(blocks):
         if isinstance(block, ToolResultBlock):
             results.append(_tool_result(block, f"{param}.{j}"))
-        elif isinstance(block, TextBlock):
-            parts.append(chat.TextPart(block.text))
-        elif isinstance(block, ImageBlock):
-            parts.append(chat.ImagePart(chat.ImageUrl(url=_image_url(block, f"{param}.{j}"))))
+        elif isinstance(block, (TextBlock, ImageBlock, DocumentBlock)):
+            parts += _parts(block, f"{param}.{j}")
         else:
             raise invalid(f"{param}.{j}: a user message cannot hold a {block.__struct_config__.tag} block",
                           param=f"{param}.{j}")
@@ -86,6 +89,36 @@ def _user_turn(blocks: list[ContentBlock], param: str) -> list[chat.ChatMessage]
     text_only = all(isinstance(part, chat.TextPart) for part in parts)
     content = "\n".join(part.text for part in parts) if text_only else parts  # type: ignore[union-attr]
     return [*results, chat.ChatMessage(role="user", content=content)]
+
+
+def _parts(block: TextBlock | ImageBlock | DocumentBlock, param: str) -> list[chat.ContentPart]:
+    if isinstance(block, TextBlock):
+        return [chat.TextPart(block.text)]
+    if isinstance(block, ImageBlock):
+        return [chat.ImagePart(chat.ImageUrl(url=_image_url(block, param)))]
+    return _document(block, param)
+
+
+def _document(block: DocumentBlock, param: str) -> list[chat.ContentPart]:
+    """A document as the parts the model reads: its title and context, then its text (or its
+    content blocks)."""
+    if block.citations and block.citations.get("enabled"):
+        raise invalid("citations are not supported: answers here cite nothing", param=f"{param}.citations")
+    source, head = block.source, [chat.TextPart(text) for text in (block.title, block.context) if text]
+    if source.get("type") == "text" and isinstance(source.get("data"), str):
+        return [*head, chat.TextPart(source["data"])]
+    if source.get("type") == "content" and isinstance(source.get("content"), str):
+        return [*head, chat.TextPart(source["content"])]
+    if source.get("type") == "content" and isinstance(source.get("content"), list):
+        try:
+            blocks = msgspec.convert(source["content"], list[TextBlock | ImageBlock])
+        except msgspec.ValidationError as exc:
+            raise invalid(f"a document's content blocks are text or image blocks: {exc}",
+                          param=f"{param}.source.content") from None
+        return [*head, *(p for j, b in enumerate(blocks) for p in _parts(b, f"{param}.source.content.{j}"))]
+    raise invalid("a document's source is plain text ({\"type\": \"text\", \"media_type\": \"text/plain\", "
+                  "\"data\"}) or content blocks ({\"type\": \"content\", \"content\"}); PDF documents are not "
+                  "supported", param=f"{param}.source")
 
 
 def _image_url(block: ImageBlock, param: str) -> str:
@@ -108,10 +141,13 @@ def _assistant_turn(blocks: list[ContentBlock], param: str) -> chat.ChatMessage:
             thinking.append(block.thinking)
         elif isinstance(block, ToolUseBlock):
             calls.append(chat.ToolCall(id=block.id, function=chat.FunctionCall(name=block.name, arguments=block.input)))
+        elif isinstance(block, RedactedThinkingBlock):
+            continue  # another server's encrypted thinking: unreadable here
         elif isinstance(block, ImageBlock):
             raise invalid(MULTIMODAL, param=f"{param}.{j}")
         else:
-            raise invalid(f"{param}.{j}: an assistant message cannot hold a tool_result block", param=f"{param}.{j}")
+            raise invalid(f"{param}.{j}: an assistant message cannot hold a {block.__struct_config__.tag} block",
+                          param=f"{param}.{j}")
     return chat.ChatMessage(role="assistant", content="".join(texts), reasoning_content="".join(thinking) or None,
                             tool_calls=calls or None)
 
