@@ -23,6 +23,7 @@ from frontend.structured.constraints import Frame
 from frontend.structured.json_schema import SchemaError, schema_rule
 from frontend.structured.tool_formats import GENERIC, ToolFormat, detect_native_format
 from frontend.structured.tool_formats.harmony import HarmonyFormat
+from frontend.structured.tool_formats.lfm2 import Lfm2Format
 from frontend.text.chat_template import content_text
 from frontend.text.multimodal import MARKER
 
@@ -70,7 +71,7 @@ def plan_tools(body: ChatCompletionRequest, template_source: str) -> ToolPlan:
     _check_tool_results(history)
     if native is None:
         history = _generic_history(history)
-    elif isinstance(native, HarmonyFormat):  # gpt-oss's template reads past reasoning as "thinking"
+    elif isinstance(native, (HarmonyFormat, Lfm2Format)):  # their templates read past reasoning as "thinking"
         history = [m | {"thinking": m["reasoning_content"]} if "reasoning_content" in m else m for m in history]
     if choice == "none" or not tools:
         return ToolPlan(history, tools or None if native else None, None)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from frontend.structured.tool_formats.apertus import ApertusFormat
 from frontend.structured.tool_formats.base import ParsedCall, ToolFormat
+from frontend.structured.tool_formats.cohere import CohereFormat
 from frontend.structured.tool_formats.deepseek import CALLS_BEGIN, DeepSeekFormat
+from frontend.structured.tool_formats.dsml import DSML, DsmlFormat, DsmlV4Format
 from frontend.structured.tool_formats.gemma4 import Gemma4Format
 from frontend.structured.tool_formats.glm import GlmFormat
 from frontend.structured.tool_formats.harmony import HarmonyFormat
 from frontend.structured.tool_formats.hermes import HermesFormat
 from frontend.structured.tool_formats.kimi import SECTION_BEGIN, KimiFormat
+from frontend.structured.tool_formats.lfm2 import Lfm2Format
 from frontend.structured.tool_formats.llama3 import Llama3Format
+from frontend.structured.tool_formats.minimax import MiniMaxM1Format, MiniMaxM2Format
 from frontend.structured.tool_formats.mistral import MistralFormat
 from frontend.structured.tool_formats.qwen_xml import QwenXmlFormat, SeedXmlFormat
 
@@ -26,6 +31,19 @@ def detect_native_format(template: str) -> ToolFormat | None:
         return None
     if "<|channel|>" in template:  # gpt-oss: checked first, its template mentions other syntaxes
         return HarmonyFormat()
+    if "<minimax:tool_call>" in template and '<invoke name="' in template:
+        return MiniMaxM2Format()
+    if "<tool_calls>" in template and "<beginning_of_sentence>" in template:  # MiniMax M1
+        return MiniMaxM1Format()
+    if DSML in template and "invoke name=" in template:  # DeepSeek V3.2 names its section function_calls
+        return DsmlFormat() if "function_calls" in template else DsmlV4Format()
+    if "<|START_ACTION|>" in template and "<|END_ACTION|>" in template:
+        return CohereFormat()
+    if "<|tool_call_start|>" in template or "<|tool_list_start|>" in template or (
+            "List of tools: [" in template and "<|im_start|>" in template):  # LFM2, LFM2.5
+        return Lfm2Format()
+    if "<|tools_prefix|>" in template and "<|tools_suffix|>" in template:
+        return ApertusFormat()
     if "<|tool_call>" in template:  # Gemma 4; before the "<tool_call>" tests, should a template name both
         return Gemma4Format()
     if "<seed:tool_call>" in template:

@@ -13,11 +13,16 @@ from frontend.structured import gbnf
 from frontend.structured.grammar import GrammarChecker, GrammarError
 from frontend.structured.json_schema import SchemaError, schema_rule, schema_to_gbnf
 from frontend.structured.reasoning import reasoning_for, thinking_first
+from frontend.structured.tool_formats.apertus import ApertusFormat
+from frontend.structured.tool_formats.cohere import CohereFormat
+from frontend.structured.tool_formats.dsml import DsmlFormat, DsmlV4Format
 from frontend.structured.tool_formats.gemma4 import Gemma4Format
 from frontend.structured.tool_formats.harmony import HarmonyFormat, final_message
 from frontend.structured.tool_formats.glm import GlmFormat
 from frontend.structured.tool_formats.hermes import HermesFormat
 from frontend.structured.tool_formats.kimi import KimiFormat
+from frontend.structured.tool_formats.lfm2 import Lfm2Format
+from frontend.structured.tool_formats.minimax import MiniMaxM1Format, MiniMaxM2Format
 from frontend.structured.tool_formats.qwen_xml import QwenXmlFormat, SeedXmlFormat
 from frontend.structured.tools import ToolPlan
 from frontend.text.tokenizer import Tokenizer
@@ -367,3 +372,122 @@ def test_tools_with_a_response_format_allow_calls_or_the_formats_json(tokenizer)
     assert not accepts(tokenizer, grammar, "Sure, here it is")  # no free text: the format holds
     plan.forced = True  # forced calls: the format waits for the turn after the results
     assert not accepts(tokenizer, plan.grammar(None, answer), '{"answer": "no"}')
+
+
+WEATHER = {"type": "object", "required": ["city"], "properties": {
+    "city": {"type": "string"}, "unit": {"enum": ["c", "f"]}, "days": {"type": "integer", "minimum": 1},
+    "opts": {"type": "object", "properties": {"metric": {"type": "boolean"}}, "required": ["metric"]}}}
+FUNCTIONS = [{"name": "get_weather", "parameters": WEATHER}, {"name": "ping", "parameters": {}}]
+
+
+def tool_grammar(tokenizer: Tokenizer, fmt, parallel: bool = True, forced: bool = True) -> str:
+    """The reply grammar of a request with FUNCTIONS, as the server builds and checks it."""
+    grammar = ToolPlan([], None, fmt.bind(FUNCTIONS), FUNCTIONS, forced=forced, parallel=parallel).grammar()
+    GrammarChecker(tokenizer).check(grammar)  # llama.cpp takes it, at a cost the server accepts
+    return grammar
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_minimax_m2_tool_grammar(tokenizer, parallel):
+    grammar = tool_grammar(tokenizer, MiniMaxM2Format(), parallel)
+    call = '<invoke name="get_weather">\n<parameter name="city">New York</parameter>\n{}</invoke>\n'
+    section = "<minimax:tool_call>\n{}</minimax:tool_call>"
+    optional = ('<parameter name="unit">c</parameter>\n<parameter name="days">3</parameter>\n'
+                '<parameter name="opts">{"metric": true}</parameter>\n')
+    assert accepts(tokenizer, grammar, section.format(call.format("")))
+    assert accepts(tokenizer, grammar, section.format(call.format(optional)))
+    two = '<invoke name="ping">\n</invoke>\n' + call.format("")
+    assert accepts(tokenizer, grammar, section.format(two)) == parallel
+    assert not accepts(tokenizer, grammar, section.format(call.format('<parameter name="unit">k</parameter>\n')))
+    assert not accepts(tokenizer, grammar, section.format(call.format('<parameter name="days">0</parameter>\n')))
+    assert not accepts(tokenizer, grammar, section.format(call.format('<parameter name="opts">{}</parameter>\n')))
+    assert not accepts(tokenizer, grammar, section.format('<invoke name="get_weather">\n</invoke>\n'))  # city
+    # a function whose schema lists no properties takes any
+    assert accepts(tokenizer, grammar, section.format('<invoke name="ping">\n<parameter name="x.y">a\nb</parameter>\n'
+                                                      '</invoke>\n'))
+
+
+def test_dsml_tool_grammar(tokenizer):
+    grammar = tool_grammar(tokenizer, DsmlFormat())
+    call = ('<｜DSML｜invoke name="get_weather">\n<｜DSML｜parameter name="city" string="true">Paris</｜DSML｜parameter>\n'
+            '{}</｜DSML｜invoke>\n')
+    section = "<｜DSML｜function_calls>\n{}</｜DSML｜function_calls>"
+    days = '<｜DSML｜parameter name="days" string="false">3</｜DSML｜parameter>\n'
+    assert accepts(tokenizer, grammar, section.format(call.format(days)))
+    ping = '<｜DSML｜invoke name="ping">\n</｜DSML｜invoke>\n'
+    assert accepts(tokenizer, grammar, section.format(call.format("") + ping))
+    any_args = ('<｜DSML｜invoke name="ping">\n<｜DSML｜parameter name="a" string="false">[1, {"b": null}]'
+                '</｜DSML｜parameter>\n<｜DSML｜parameter name="c" string="true">text</｜DSML｜parameter>\n</｜DSML｜invoke>\n')
+    assert accepts(tokenizer, grammar, section.format(any_args))
+    assert not accepts(tokenizer, grammar, section.format(any_args.replace("[1,", "[1 2,")))
+    assert not accepts(tokenizer, grammar, section.format(call.format(days.replace('"false"', '"true"'))))
+    assert not accepts(tokenizer, grammar, section.format(call.format("")).replace("function_calls", "tool_calls"))
+    v4 = tool_grammar(tokenizer, DsmlV4Format())
+    assert accepts(tokenizer, v4, "<｜DSML｜tool_calls>\n" + call.format("") + "</｜DSML｜tool_calls>")
+
+
+def test_minimax_m1_tool_grammar(tokenizer):
+    grammar = tool_grammar(tokenizer, MiniMaxM1Format())
+    assert accepts(tokenizer, grammar, '<tool_calls>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n'
+                                       '{"name": "ping", "arguments": {}}\n</tool_calls>')
+    assert not accepts(tokenizer, grammar, '<tool_calls>\n{"name": "get_weather", "arguments": {}}\n</tool_calls>')
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_cohere_tool_grammar(tokenizer, parallel):
+    grammar = tool_grammar(tokenizer, CohereFormat(), parallel)
+    call = '{{"tool_call_id": "{}", "tool_name": "get_weather", "parameters": {{"city": "Paris"{}}}}}'
+    action = "<|START_ACTION|>[{}]<|END_ACTION|>"
+    assert accepts(tokenizer, grammar, action.format("\n    " + call.format(0, "") + "\n"))
+    two = "\n    " + call.format(0, "") + ",\n    " + call.format(1, ', "days": 2') + "\n"
+    assert accepts(tokenizer, grammar, action.format(two)) == parallel
+    assert not accepts(tokenizer, grammar, action.format(call.format(0, ', "days": 0')))
+    assert not accepts(tokenizer, grammar, action.format(call.format(0, "").replace("get_", "set_")))
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_apertus_tool_grammar(tokenizer, parallel):
+    grammar = tool_grammar(tokenizer, ApertusFormat(), parallel)
+    assert accepts(tokenizer, grammar, '<|tools_prefix|>[{"get_weather": {"city": "Paris"}}]<|tools_suffix|>')
+    two = '<|tools_prefix|>[{"get_weather": {"city": "Paris", "unit": "f"}}, {"ping": {}}]<|tools_suffix|>'
+    assert accepts(tokenizer, grammar, two) == parallel
+    assert not accepts(tokenizer, grammar, '<|tools_prefix|>[{"get_weather": {"unit": "f"}}]<|tools_suffix|>')
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_lfm2_tool_grammar(tokenizer, parallel):
+    grammar = tool_grammar(tokenizer, Lfm2Format(), parallel)
+    section = "<|tool_call_start|>[{}]<|tool_call_end|>"
+    assert accepts(tokenizer, grammar, section.format("get_weather(city='Paris')"))
+    assert accepts(tokenizer, grammar, section.format(
+        "get_weather(city='It\\'s \"Paris\"', unit='f', days=3, opts={\"metric\": true})"))
+    assert accepts(tokenizer, grammar, section.format("get_weather(city='Paris'), ping()")) == parallel
+    assert accepts(tokenizer, grammar, section.format("ping(anything=[1, {\"a\": null}], b=\"x\")"))
+    assert not accepts(tokenizer, grammar, section.format("get_weather(days=3)"))  # city is required
+    assert not accepts(tokenizer, grammar, section.format("get_weather(city='Paris', days=0)"))
+    assert not accepts(tokenizer, grammar, section.format("get_weather(days=3, city='Paris')"))  # the schema's order
+    assert not accepts(tokenizer, grammar, section.format("get_weather(city='Paris', unit='k')"))
+    assert not accepts(tokenizer, grammar, section.format("get_weather(city='Paris', opts={})"))
+
+
+def test_lfm2_grammar_writes_python_booleans_and_none(tokenizer):
+    functions = [{"name": "f", "parameters": {"type": "object", "properties": {
+        "on": {"type": "boolean"}, "off": {"type": "null"}}, "required": ["on", "off"]}}]
+    grammar = ToolPlan([], None, Lfm2Format(functions), functions, forced=True).grammar()
+    assert accepts(tokenizer, grammar, "<|tool_call_start|>[f(on=True, off=None)]<|tool_call_end|>")
+    assert not accepts(tokenizer, grammar, "<|tool_call_start|>[f(on=true, off=null)]<|tool_call_end|>")
+    [call] = Lfm2Format().parse("[f(on=True, off=None)]")
+    assert json.loads(call.arguments) == {"on": True, "off": None}
+
+
+@pytest.mark.parametrize("fmt, call", [
+    (MiniMaxM2Format(), '<minimax:tool_call>\n<invoke name="ping">\n</invoke>\n</minimax:tool_call>'),
+    (DsmlFormat(), '<｜DSML｜function_calls>\n<｜DSML｜invoke name="ping">\n</｜DSML｜invoke>\n</｜DSML｜function_calls>'),
+    (CohereFormat(), '<|START_ACTION|>[{"tool_call_id": "0", "tool_name": "ping", "parameters": {}}]<|END_ACTION|>'),
+    (Lfm2Format(), "<|tool_call_start|>[ping()]<|tool_call_end|>"),
+    (ApertusFormat(), '<|tools_prefix|>[{"ping": {}}]<|tools_suffix|>'),
+])
+def test_new_formats_allow_text_then_a_call_when_the_choice_is_auto(tokenizer, fmt, call):
+    grammar = tool_grammar(tokenizer, fmt, forced=False)
+    assert accepts(tokenizer, grammar, "Let me see. " + call)
+    assert accepts(tokenizer, grammar, "No call needed.")

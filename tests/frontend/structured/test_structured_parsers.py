@@ -10,12 +10,17 @@ from frontend_support import run_parser
 from frontend.structured.output import OutputDelta, OutputParser, merge_calls
 from frontend.structured.reasoning import opened_thinking, reasoning_for, thinking_tags
 from frontend.structured.tool_formats import GENERIC, detect_native_format
+from frontend.structured.tool_formats.apertus import ApertusFormat
+from frontend.structured.tool_formats.cohere import CohereFormat
 from frontend.structured.tool_formats.deepseek import DeepSeekFormat
+from frontend.structured.tool_formats.dsml import DsmlFormat, DsmlV4Format
 from frontend.structured.tool_formats.gemma4 import Gemma4Format
 from frontend.structured.tool_formats.glm import GlmFormat
 from frontend.structured.tool_formats.hermes import HermesFormat
 from frontend.structured.tool_formats.kimi import KimiFormat
+from frontend.structured.tool_formats.lfm2 import Lfm2Format
 from frontend.structured.tool_formats.llama3 import Llama3Format
+from frontend.structured.tool_formats.minimax import MiniMaxM1Format, MiniMaxM2Format
 from frontend.structured.tool_formats.mistral import MistralFormat
 from frontend.structured.tool_formats.qwen_xml import QwenXmlFormat, SeedXmlFormat
 
@@ -79,6 +84,41 @@ CASES = [
      [("get_weather", {"city": "Paris, France: {centre}", "days": 3,
                        "opts": {"metric": True, "pick": ["a", -1.5, None, {"deep": []}], "quoted key": False}}),
       ("add", {"a": "007"})]),
+    (MiniMaxM2Format(XML_FUNCTIONS),  # typed by the schema: "007" stays text, days is a number
+     'Sure.\n<minimax:tool_call>\n<invoke name="get_weather">\n<parameter name="days">3</parameter>\n'
+     '<parameter name="city">Paris</parameter>\n</invoke>\n<invoke name="add">\n<parameter name="a">007</parameter>\n'
+     "</invoke>\n</minimax:tool_call>", "Sure.",
+     [("get_weather", {"days": 3, "city": "Paris"}), ("add", {"a": "007"})]),
+    (MiniMaxM2Format(),  # llama.cpp's test-chat: a call without arguments
+     '<minimax:tool_call>\n<invoke name="empty_args">\n</invoke>\n</minimax:tool_call>', "", [("empty_args", {})]),
+    (MiniMaxM1Format(), 'Checking.<tool_calls>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n'
+                        '{"name": "add", "arguments": {"a": 1}}\n</tool_calls>', "Checking.",
+     [("get_weather", {"city": "Paris"}), ("add", {"a": 1})]),
+    (DsmlFormat(),  # llama.cpp's test-chat: content, then calls; the string attribute types each value
+     'Let me call the function.\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name="magic_int">\n'
+     '<｜DSML｜parameter name="ref" string="false">42</｜DSML｜parameter>\n'
+     '<｜DSML｜parameter name="name" string="true">foo bar</｜DSML｜parameter>\n</｜DSML｜invoke>\n'
+     '<｜DSML｜invoke name="get_time">\n<｜DSML｜parameter name="city" string="true">007</｜DSML｜parameter>\n'
+     "</｜DSML｜invoke>\n</｜DSML｜function_calls>", "Let me call the function.",
+     [("magic_int", {"ref": 42, "name": "foo bar"}), ("get_time", {"city": "007"})]),
+    (DsmlV4Format(),  # V4: a tool_calls section, a blank line in a call without arguments
+     '<｜DSML｜tool_calls>\n<｜DSML｜invoke name="ping">\n\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>', "", [("ping", {})]),
+    (CohereFormat(),  # llama.cpp's test-chat (Command R7B)
+     '<|START_ACTION|>[\n    {"tool_call_id": "0", "tool_name": "special_function", "parameters": {"arg1": 1}},\n'
+     '    {"tool_call_id": "1", "tool_name": "add", "parameters": {}}\n]<|END_ACTION|>', "",
+     [("special_function", {"arg1": 1}), ("add", {})]),
+    (Lfm2Format(),  # llama.cpp's test-chat: content, then parallel calls, Python and JSON literals
+     "Let me check.<|tool_call_start|>[special_function(arg1=1), set_config(config={\"enabled\": True, "
+     '"note": null}, tags=(\'a\', "b"), n=-1.5), Calendar.create_event(title="demo")]<|tool_call_end|>',
+     "Let me check.",
+     [("special_function", {"arg1": 1}), ("set_config", {"config": {"enabled": True, "note": None}, "tags": ["a", "b"],
+                                                         "n": -1.5}), ("Calendar.create_event", {"title": "demo"})]),
+    (Lfm2Format(),  # llama.cpp's test-chat: escapes in a string decode; no arguments
+     '<|tool_call_start|>[python(code="def hello():\\n\\tprint(\\"hey, (you)\\")"), empty_args()]<|tool_call_end|>', "",
+     [("python", {"code": 'def hello():\n\tprint("hey, (you)")'}), ("empty_args", {})]),
+    (ApertusFormat(),  # llama.cpp's test-chat (Apertus)
+     'Sure.<|tools_prefix|>[{"special_function": {"arg1": 1}}, {"add": {}}]<|tools_suffix|>', "Sure.",
+     [("special_function", {"arg1": 1}), ("add", {})]),
 ]
 
 
@@ -109,6 +149,20 @@ def test_mistral_calls_keep_the_ids_the_model_wrote_and_get_ids_its_templates_ac
     (Gemma4Format(), "<|tool_call>call:f{a:1,}<tool_call|>"),  # a comma and no member
     (Gemma4Format(), "<|tool_call>call:f{a:1}} and more<tool_call|>"),
     (Gemma4Format(), "<|tool_call>f{a:1}<tool_call|>"),  # no "call:"
+    (MiniMaxM2Format(), '<minimax:tool_call>\n<invoke name="f">\n<parameter name="a">1</parameter>\noops\n</invoke>\n'
+                        "</minimax:tool_call>"),  # text between the parameters
+    (MiniMaxM2Format(), "<minimax:tool_call>\nhello\n</minimax:tool_call>"),  # no invoke
+    (DsmlFormat(), '<｜DSML｜function_calls>\n<｜DSML｜invoke name="f">\n</｜DSML｜function_calls>'),  # unclosed invoke
+    (MiniMaxM1Format(), '<tool_calls>\n{"name": "f", "arguments": {"a": \n</tool_calls>'),  # truncated JSON
+    (CohereFormat(), '<|START_ACTION|>[{"name": "f", "parameters": {}}]<|END_ACTION|>'),  # no tool_name
+    (Lfm2Format(), "<|tool_call_start|>[f(x=__import__('os').getcwd())]<|tool_call_end|>"),  # not a literal: never run
+    (Lfm2Format(), "<|tool_call_start|>[f(1)]<|tool_call_end|>"),  # positional
+    (Lfm2Format(), "<|tool_call_start|>[f(a='unclosed)]<|tool_call_end|>"),
+    (Lfm2Format(), "<|tool_call_start|>[f(a=1) g(b=2)]<|tool_call_end|>"),  # no comma between the calls
+    (Lfm2Format(), "<|tool_call_start|>f(a=1)<|tool_call_end|>"),  # not a list
+    (Lfm2Format(), "<|tool_call_start|>[f(a={1, 2})]<|tool_call_end|>"),  # a set is not JSON
+    (ApertusFormat(), '<|tools_prefix|>[{"f": {}, "g": {}}]<|tools_suffix|>'),  # two names in one call
+    (ApertusFormat(), '<|tools_prefix|>[{"f": [1]}]<|tools_suffix|>'),  # arguments that are not an object
 ])
 def test_malformed_calls_come_back_as_content(fmt, text):
     out = run_parser(OutputParser(None, fmt), text)
@@ -163,6 +217,88 @@ def test_gemma4_thinking_with_reasoning_format_none_is_content():  # llama.cpp's
     text = "<|channel>thought\nI'm\nthinking<channel|>Hello, world!\nWhat's up?"
     out = run_parser(OutputParser(reasoning_for("none", "", GEMMA4_TEMPLATE), None), text)
     assert (out.reasoning, out.content) == ("", text)
+
+
+# A past assistant turn with calls, exactly as each template renders it (from the prompt's
+# assistant header to its end-of-turn), and the thinking tags of its template.
+PAST_CALLS = [("get_weather", {"city": "New York", "days": 3, "opts": {"metric": True}}), ("add", {"a": "007"})]
+RENDERED_TURNS = [
+    (MiniMaxM2Format(XML_FUNCTIONS), "",
+     'Let me check.\n<minimax:tool_call>\n<invoke name="get_weather">\n<parameter name="city">New York</parameter>\n'
+     '<parameter name="days">3</parameter>\n<parameter name="opts">{"metric": true}</parameter>\n</invoke>\n'
+     '<invoke name="add">\n<parameter name="a">007</parameter>\n</invoke>\n</minimax:tool_call>', "Let me check."),
+    (MiniMaxM1Format(), "",  # (the template leaves out the content of a turn with calls)
+     '<tool_calls>\n{"name": "get_weather", "arguments": {"city": "New York", "days": 3, "opts": {"metric": true}}}\n'
+     '{"name": "add", "arguments": {"a": "007"}}\n</tool_calls>', ""),
+    (DsmlFormat(), "",
+     '<think></think>Let me check.\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name="get_weather">\n'
+     '<｜DSML｜parameter name="city" string="true">New York</｜DSML｜parameter>\n'
+     '<｜DSML｜parameter name="days" string="false">3</｜DSML｜parameter>\n'
+     '<｜DSML｜parameter name="opts" string="false">{"metric": true}</｜DSML｜parameter>\n</｜DSML｜invoke>\n'
+     '<｜DSML｜invoke name="add">\n<｜DSML｜parameter name="a" string="true">007</｜DSML｜parameter>\n'
+     "</｜DSML｜invoke>\n</｜DSML｜function_calls>", "Let me check."),
+    (DsmlV4Format(), "",
+     '<think></think>Let me check.\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name="get_weather">\n'
+     '<｜DSML｜parameter name="city" string="true">New York</｜DSML｜parameter>\n'
+     '<｜DSML｜parameter name="days" string="false">3</｜DSML｜parameter>\n'
+     '<｜DSML｜parameter name="opts" string="false">{"metric": true}</｜DSML｜parameter>\n</｜DSML｜invoke>\n'
+     '<｜DSML｜invoke name="add">\n<｜DSML｜parameter name="a" string="true">007</｜DSML｜parameter>\n'
+     "</｜DSML｜invoke>\n</｜DSML｜tool_calls>", "Let me check."),
+    (CohereFormat(), "<|START_THINKING|>",  # Command R7B; Cohere2 MoE writes the same action
+     '<|START_THINKING|><|END_THINKING|><|START_ACTION|>[\n    {"tool_call_id": "0", "tool_name": "get_weather", '
+     '"parameters": {"city": "New York", "days": 3, "opts": {"metric": true}}},\n    {"tool_call_id": "1", '
+     '"tool_name": "add", "parameters": {"a": "007"}}\n]<|END_ACTION|>', ""),
+    (Lfm2Format(), "",  # LFM2.5-8B-A1B (the other LFM2 templates do not render calls)
+     "Let me check.<|tool_call_start|>[get_weather(city='New York', days=3, opts={\"metric\": true}), add(a='007')]"
+     "<|tool_call_end|>", "Let me check."),
+    (ApertusFormat(), "",
+     'Let me check.<|tools_prefix|>[{"get_weather": {"city": "New York", "days": 3, "opts": {"metric": true}}}, '
+     '{"add": {"a": "007"}}]<|tools_suffix|>', "Let me check."),
+]
+
+
+@pytest.mark.parametrize("fmt, tags, text, content", RENDERED_TURNS, ids=[t[0].name for t in RENDERED_TURNS])
+def test_calls_as_the_template_renders_them_read_back(fmt, tags, text, content):
+    out = run_parser(OutputParser(reasoning_for("auto", "", tags), fmt), text, 2)
+    assert (out.reasoning, out.content.strip(), calls_of(out)) == ("", content, PAST_CALLS)
+
+
+@pytest.mark.parametrize("step", [None, 3])
+@pytest.mark.parametrize("template, prompt, text, reasoning, content, calls", [
+    # MiniMax M2 (llama.cpp's test-chat): the prompt opens the thinking
+    ('<minimax:tool_call><invoke name="', "]~b]ai\n<think>\n", "Let's call a tool:\n</think>\n\n<minimax:tool_call>\n"
+     '<invoke name="empty_args">\n</invoke>\n</minimax:tool_call>', "Let's call a tool:\n", "", [("empty_args", {})]),
+    # DeepSeek V3.2 (llama.cpp's test-chat): thinking, content, then calls
+    ("dsml_token = '｜DSML｜' function_calls invoke name=", "<｜Assistant｜><think>",
+     "Thinking about it</think>Let me call it.\n\n"
+     '<｜DSML｜function_calls>\n<｜DSML｜invoke name="toggle">\n<｜DSML｜parameter name="enabled" string="false">'
+     "true</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜function_calls>", "Thinking about it", "Let me call it.",
+     [("toggle", {"enabled": True})]),
+    # Command R7B (llama.cpp's test-chat): the model opens the thinking
+    ("<|START_THINKING|><|START_ACTION|><|END_ACTION|>", "<|CHATBOT_TOKEN|>", "<|START_THINKING|>I'm\nthinking"
+     '<|END_THINKING|><|START_ACTION|>[\n    {"tool_call_id": "0", "tool_name": "special_function", '
+     '"parameters": {"arg1": 1}}\n]<|END_ACTION|>', "I'm\nthinking", "", [("special_function", {"arg1": 1})]),
+    # Cohere2 MoE (llama.cpp's test-chat): the prompt opens the thinking
+    ("<|START_TEXT|><|START_THINKING|><|START_ACTION|><|END_ACTION|>", "<|CHATBOT_TOKEN|><|START_THINKING|>",
+     'I\'m\nthinking<|END_THINKING|><|START_ACTION|>[{"tool_call_id": "0", "tool_name": "f", "parameters": {}}]'
+     "<|END_ACTION|>", "I'm\nthinking", "", [("f", {})]),
+    # Apertus: its deliberation
+    ("<|inner_prefix|><|tools_prefix|><|tools_suffix|>", "<|assistant_start|>", "<|inner_prefix|>plan<|inner_suffix|>"
+     'Sure.<|tools_prefix|>[{"f": {"a": 1}}]<|tools_suffix|>', "plan", "Sure.", [("f", {"a": 1})]),
+])
+def test_new_formats_read_their_thinking_and_calls(template, prompt, text, reasoning, content, calls, step):
+    template = "{% for t in tools %}{% endfor %}" + template
+    parser = OutputParser(reasoning_for("auto", prompt, template), detect_native_format(template))
+    out = run_parser(parser, text, step)
+    assert (out.reasoning, out.content.strip(), calls_of(out)) == (reasoning, content, calls)
+
+
+def test_cohere_calls_get_ids_of_their_own():
+    """Command R7B's templates number past calls themselves: the model's "0", "1" would repeat
+    from one turn to the next, so each call gets an OpenAI id."""
+    text = '<|START_ACTION|>[{"tool_call_id": "0", "tool_name": "f", "parameters": {}}]<|END_ACTION|>'
+    out = run_parser(OutputParser(None, CohereFormat()), text)
+    assert out.calls[0].id.startswith("call_")
 
 
 def test_unclosed_section_at_the_end_is_parsed():
@@ -295,6 +431,18 @@ def test_partial_marker_at_the_end_is_released():
     ("{% if tools %}<tool_call>\n<function={{ name }}>\n<parameter={{ k }}>{% endif %}", "qwen-xml"),
     ("{% if tools %}<|channel|>commentary{% endif %}", "harmony"),
     ("{% if tools %}{{ '<|tool_call>call:' + name + '{' }}{{ '}<tool_call|>' }}{% endif %}", "gemma4"),
+    ("{%- set toolcall_begin_token = '<minimax:tool_call>' -%}{% if tools %}<invoke name=\"{% endif %}", "minimax-m2"),
+    ("<beginning_of_sentence>{% if tools %}<tool_calls>\n{{ call }}\n</tool_calls>{% endif %}", "minimax-m1"),
+    ("{%- set dsml_token = '｜DSML｜' -%}{% if tools %}<' + dsml_token + 'function_calls>"
+     "<' + dsml_token + 'invoke name=\"{% endif %}", "dsml"),
+    ("{%- set dsml_token = '｜DSML｜' -%}{% if tools %}<' + dsml_token + 'tool_calls>"
+     "<' + dsml_token + 'invoke name=\"{% endif %}", "dsml-v4"),
+    ("{% if tools %}<|START_THINKING|><|END_THINKING|><|START_ACTION|>[]<|END_ACTION|>{% endif %}", "cohere"),
+    ("{% if tools %}<|tool_call_start|>[{{ calls }}]<|tool_call_end|>{% endif %}", "lfm2"),
+    ("{% if tools %}List of tools: <|tool_list_start|>[]<|tool_list_end|>{% endif %}", "lfm2"),  # LFM2-8B-A1B
+    ("<|im_start|>{% if tools %}List of tools: [{% endif %}", "lfm2"),  # LFM2.5-Instruct
+    ("{%- set tool_calls_token = '<|tools_prefix|>' -%}{%- set end_tool_calls_token = '<|tools_suffix|>' -%}"
+     "{% if tools %}{% endif %}", "apertus"),
 ])
 def test_template_detection(template, name):
     assert detect_native_format(template).name == name

@@ -48,3 +48,21 @@ def test_past_reasoning_reaches_a_template_without_a_known_tool_format():
                                          {"role": "user", "content": "Bye"}]}, ChatCompletionRequest)
     plan = plan_tools(body, "{% for m in messages %}{{ m.reasoning_content }}{{ m.content }}{% endfor %}")
     assert plan.messages[1] == {"role": "assistant", "content": "Hello", "reasoning_content": "greet"}
+
+
+def test_lfm2_5_reads_past_reasoning_as_thinking():
+    """LFM2.5's template shows a past turn's reasoning from ``message.thinking``, as llama-server
+    gives it."""
+    template = "{% if tools %}List of tools: [{% endif %}<|tool_call_start|>{{ message.thinking }}"
+    body = msgspec.convert({"messages": [{"role": "user", "content": "Hi"},
+                                         {"role": "assistant", "content": "Hello", "reasoning_content": "greet"},
+                                         {"role": "user", "content": "Bye"}]}, ChatCompletionRequest)
+    plan = plan_tools(body, template)
+    assert plan.messages[1]["thinking"] == "greet" and plan.messages[1]["reasoning_content"] == "greet"
+
+
+def test_a_forced_call_in_cohere_syntax():
+    tools = [{"type": "function", "function": {"name": "ping"}}]
+    template = "{{ tools }}<|START_THINKING|><|END_THINKING|><|START_ACTION|><|END_ACTION|>"
+    grammar = plan_tools(request(tools=tools, tool_choice="required"), template).grammar()
+    assert grammar is not None and '"<|START_ACTION|>["' in grammar and '"\\"ping\\""' in grammar

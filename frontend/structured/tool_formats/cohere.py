@@ -1,0 +1,51 @@
+"""Command R7B and Cohere2 MoE (North): one action section of a JSON list of calls, each with an
+id, the function's name and its parameters, as the template writes them::
+
+    <|START_ACTION|>[
+        {"tool_call_id": "0", "tool_name": "get_weather", "parameters": {"city": "Paris"}},
+        {"tool_call_id": "1", "tool_name": "add", "parameters": {"a": 1}}
+    ]<|END_ACTION|>
+
+The ids are not kept: the templates number past calls themselves (a tool result is matched to
+its call by the call's id, whatever it is), so each call gets an OpenAI id unique in the
+conversation. Thinking is ``<|START_THINKING|>...<|END_THINKING|>``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from frontend.structured import gbnf
+from frontend.structured.tool_formats.base import ParsedCall, ToolFormat, arguments_text
+
+START = "<|START_ACTION|>"
+END = "<|END_ACTION|>"
+
+
+class CohereFormat(ToolFormat):
+    name = "cohere"
+    starts = (START,)
+    end = END
+
+    def parse(self, section: str) -> list[ParsedCall]:
+        value = json.loads(section)
+        calls = [_call(obj) for obj in (value if isinstance(value, list) else [value])]
+        if not calls:
+            raise ValueError("no call")
+        return calls
+
+    def section_grammar(self, rules: gbnf.Rules, calls: dict[str, str], parallel: bool) -> str:
+        ws = rules.fixed("ws", '| " " | "\\n" [ \\t]{0,16}')
+        alts = [f'"{{" {ws} "\\"tool_call_id\\":" {ws} "\\"" [0-9]{{1,3}} "\\"" {ws} "," {ws} '
+                f'"\\"tool_name\\":" {ws} {gbnf.literal(json.dumps(name))} {ws} "," {ws} '
+                f'"\\"parameters\\":" {ws} {args} {ws} "}}"' for name, args in calls.items()]
+        one = rules.add("tool-call-cohere", " | ".join(alts))
+        more = f'("," {ws} {one})*' if parallel else ""
+        return f'{gbnf.literal(START + "[")} {ws} {one} {more} {ws} {gbnf.literal("]" + END)}'
+
+
+def _call(obj: Any) -> ParsedCall:
+    if not isinstance(obj, dict) or not isinstance(obj.get("tool_name"), str) or not obj["tool_name"]:
+        raise ValueError("a Cohere tool call needs a tool_name")
+    return ParsedCall(obj["tool_name"], arguments_text(obj.get("parameters", {})))

@@ -1,0 +1,188 @@
+"""LFM2 and LFM2.5 (Liquid): one section of Python-style calls, keyword arguments only::
+
+    <|tool_call_start|>[get_weather(city='Paris', days=3, metric=True), ping()]<|tool_call_end|>
+
+A value is a Python literal (the template writes strings in single quotes, objects as JSON, other
+values as Python writes them: ``True``, ``None``, ``['a', 1]``); reading also takes JSON's
+``true``, ``false`` and ``null``, as llama.cpp does. Values are read with ``ast`` (parsed, never
+evaluated): strings, numbers, booleans, None, lists, tuples and dicts with string keys, nothing
+else. Names and keys are read as written (a name may hold ``-`` or ``.``, which Python's syntax
+would not take).
+
+The grammar (the only use of the functions' schemas, ``bind``) writes each function's top-level
+properties as the template does, in the schema's order (the required ones present, the optional
+ones skippable, no others): a string in single quotes (an ``enum``, its quoted alternatives), a
+boolean ``True``/``False``, null ``None``, a number as in JSON, anything else (objects, arrays,
+unions) in JSON, which the reader takes too (so arrays are not written as Python writes them). A
+function whose schema lists no properties takes any keyword arguments with JSON values (none if
+``additionalProperties`` is false). Not enforced: a string's length, pattern or format.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import re
+from typing import Any
+
+from frontend.structured import gbnf
+from frontend.structured.json_schema import members_rule, subschema_rule
+from frontend.structured.tool_formats.base import ParsedCall
+from frontend.structured.tool_formats.typed_args import SchemaBound, is_string
+
+START = "<|tool_call_start|>"
+END = "<|tool_call_end|>"
+_NAME = re.compile(r"\s*([^\s()\[\],=]+)\s*\(")
+_KEY = re.compile(r"\s*([^\s()\[\],=]+)\s*=")
+_WORDS = {"true": True, "false": False, "null": None, "True": True, "False": False, "None": None}
+_OPENERS, _CLOSERS = "([{", ")]}"
+
+
+class Lfm2Format(SchemaBound):
+    name = "lfm2"
+    starts = (START,)
+    end = END
+
+    def parse(self, section: str) -> list[ParsedCall]:
+        text = section.strip()
+        if not (text.startswith("[") and text.endswith("]")):
+            raise ValueError("LFM2 calls are a list: [name(key=value, ...), ...]")
+        calls, pos, inner = [], 1, len(text) - 1
+        while True:
+            head = _NAME.match(text, pos)
+            if head is None:
+                if calls or text[pos:inner].strip():
+                    raise ValueError(f"no call at {pos} in LFM2 calls")
+                raise ValueError("no call")
+            args, pos = _arguments(text, head.end())
+            calls.append(ParsedCall(head[1], json.dumps(args, ensure_ascii=False)))
+            rest = text[pos:inner].lstrip()
+            if not rest:
+                return calls
+            if not rest.startswith(","):
+                raise ValueError(f"text after a call at {pos} in LFM2 calls")
+            pos = inner - len(rest) + 1
+
+    def section_grammar(self, rules: gbnf.Rules, calls: dict[str, str], parallel: bool) -> str:
+        # ``calls`` holds JSON-object rules; this format writes keyword arguments instead.
+        alts = []
+        for name in calls:
+            schema = self.schema(name)
+            properties = schema.get("properties")
+            if properties:
+                required = set(schema.get("required", ()))
+                items = []
+                for key, sub in properties.items():
+                    kv = f"{gbnf.literal(key + '=')} ({_value(rules, schema, sub, key)})"
+                    items.append((rules.add(f"{name}-{key}-kv", kv), key in required))
+                args = members_rule(rules, items, gbnf.literal(", "), f"{name}-kwargs")
+            elif schema.get("additionalProperties") is False:
+                args = ""
+            else:
+                value = subschema_rule(rules, {}, {}, "json-value")
+                kv = f'[a-zA-Z_] [a-zA-Z0-9_]{{0,63}} "=" {value}'
+                args = f'({kv} (", " {kv})*)?'
+            alts.append(f'{gbnf.literal(name + "(")} {args} ")"')
+        one = rules.add("tool-call-lfm2", " | ".join(alts))
+        body = f'{one} (", " {one})*' if parallel else one
+        return f'{gbnf.literal(START + "[")} {body} {gbnf.literal("]" + END)}'
+
+
+def _value(rules: gbnf.Rules, schema: dict[str, Any], sub: Any, key: str) -> str:
+    """The expression of a top-level property's values, as Python literals."""
+    if is_string(sub):
+        if "enum" in sub:
+            return " | ".join(gbnf.literal(repr(str(v))) for v in sub["enum"])
+        char = rules.fixed("py-char", "[^'\\\\\\n] | \"\\\\\" [\\\\'\"nrt]")
+        return rules.fixed("py-string", f'"\'" ({char})* "\'"')
+    kind = sub.get("type") if isinstance(sub, dict) else None
+    if kind == "boolean":
+        return '"True" | "False"'
+    if kind == "null":
+        return '"None"'
+    return subschema_rule(rules, schema, sub, f"{key}-value")
+
+
+def _arguments(text: str, pos: int) -> tuple[dict[str, Any], int]:
+    """The keyword arguments of a call from after its ``(``; the position after its ``)``."""
+    args: dict[str, Any] = {}
+    while True:
+        pos = _skip(text, pos)
+        if text.startswith(")", pos):
+            return args, pos + 1
+        if args:
+            if not text.startswith(",", pos):
+                raise ValueError(f"no comma at {pos} in an LFM2 call")
+            pos = _skip(text, pos + 1)
+            if text.startswith(")", pos):  # a trailing comma, as Python allows
+                return args, pos + 1
+        key = _KEY.match(text, pos)
+        if key is None:
+            raise ValueError(f"no key=value at {pos} in an LFM2 call")
+        end = _value_end(text, key.end())
+        args[key[1]] = _literal_text(text[key.end() : end])
+        pos = end
+
+
+def _skip(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos].isspace():
+        pos += 1
+    return pos
+
+
+def _value_end(text: str, pos: int) -> int:
+    """Where the value from ``pos`` ends: the ``,`` or ``)`` after it, outside strings and brackets."""
+    depth, quote = 0, ""
+    while pos < len(text):
+        ch = text[pos]
+        if quote:
+            if ch == "\\":
+                pos += 1
+            elif ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch in _OPENERS:
+            depth += 1
+        elif ch in _CLOSERS:
+            if depth == 0:
+                return pos
+            depth -= 1
+        elif ch == "," and depth == 0:
+            return pos
+        pos += 1
+    raise ValueError("an unclosed LFM2 call")
+
+
+def _literal_text(text: str) -> Any:
+    try:
+        return _literal(ast.parse(text.strip(), mode="eval").body)
+    except (SyntaxError, RecursionError) as exc:
+        raise ValueError(f"not a Python literal: {text!r}") from exc
+
+
+def _literal(node: ast.AST) -> Any:
+    """A literal's value (JSON's types only); ValueError for anything else."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, (str, int, float)) or (
+            isinstance(node, ast.Constant) and node.value is None):
+        if isinstance(node.value, float) and not math.isfinite(node.value):
+            raise ValueError("not a finite number")
+        return node.value
+    if isinstance(node, ast.Name) and node.id in _WORDS:
+        return _WORDS[node.id]
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        value = _literal(node.operand)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError("a sign before something that is not a number")
+        return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return [_literal(item) for item in node.elts]
+    if isinstance(node, ast.Dict):
+        out = {}
+        for key, value in zip(node.keys, node.values):
+            if key is None or not isinstance(k := _literal(key), str):
+                raise ValueError("a dict key that is not a string")
+            out[k] = _literal(value)
+        return out
+    raise ValueError(f"not a literal: {ast.dump(node)[:80]}")
