@@ -125,7 +125,7 @@ def _reply_parsers(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) ->
         return parsers, list(harmony.MARKERS)
     tools = chat.tools.format
     markers = [*(tools.starts if tools else ()), *([tools.end] if tools and tools.end else []),
-               *([reasoning.start, reasoning.end] if reasoning else [])]
+               *(tools.tokens if tools else ()), *([reasoning.start, reasoning.end] if reasoning else [])]
     prefix = opened_thinking(fmt, chat.prompt, template, chat.in_reasoning)
     return [OutputParser(reasoning, tools, body.stream, chat.tools.forced, prefix) for _ in range(body.n)], markers
 

@@ -156,7 +156,10 @@ class OutputParser(StreamParser):
         self._stream = stream_args
         self._forced = forced
         self._state = self._REASONING if reasoning is not None and reasoning.starts_open else self._CONTENT
-        self._buf = ""
+        # The end of the prompt that the output continues (Functionary's ">>>"), read as the
+        # output's start: the first marker begins with it; text that no marker takes, without it.
+        self._lead = tools.lead if tools is not None else ""
+        self._buf = self._lead
         self._section = ""  # the open call section (from its marker)
         self._seen_content = False  # non-whitespace answer text was emitted
         self._n_calls = 0
@@ -200,6 +203,9 @@ class OutputParser(StreamParser):
                     return
                 self._emit_content(self._buf[:pos], out)
                 self._buf = self._buf[pos + len(marker) :]
+                self._lead = ""
+                if self._tools is not None and marker in self._tools.skipped:
+                    continue
                 if self._reasoning is not None and marker == self._reasoning.start:
                     self._state = self._REASONING
                     self._after_start = self._reasoning.skip_space
@@ -252,6 +258,7 @@ class OutputParser(StreamParser):
         if self._reasoning is not None and not self._seen_content and self._n_calls == 0:
             markers.append(self._reasoning.start)
         if self._tools is not None and (not self._tools.at_output_start_only or not self._seen_content):
+            markers.extend(self._tools.skipped)
             markers.extend(self._tools.starts)
         return markers
 
@@ -291,6 +298,9 @@ class OutputParser(StreamParser):
             self._n_calls += 1
 
     def _emit_content(self, text: str, out: OutputDelta) -> None:
+        if self._lead and text:  # a lead no marker took: the prompt's, not the output's
+            text = text.removeprefix(self._lead)
+            self._lead = ""
         if self._after_section:
             text = text.lstrip()
             self._after_section = not text

@@ -73,6 +73,8 @@ def plan_tools(body: ChatCompletionRequest, template_source: str) -> ToolPlan:
         history = _generic_history(history)
     elif isinstance(native, (HarmonyFormat, Lfm2Format)):  # their templates read past reasoning as "thinking"
         history = [m | {"thinking": m["reasoning_content"]} if "reasoning_content" in m else m for m in history]
+    elif native.string_arguments:
+        history = [_with_string_arguments(m) if "tool_calls" in m else m for m in history]
     if choice == "none" or not tools:
         return ToolPlan(history, tools or None if native else None, None)
     if native is None:
@@ -137,6 +139,13 @@ def _content(content: str | list[Any] | None) -> str | list[dict[str, Any]]:
             text += MARKER
             after_media = True
     return text
+
+
+def _with_string_arguments(message: dict[str, Any]) -> dict[str, Any]:
+    """An assistant message whose calls' arguments are JSON text (for templates that concatenate them)."""
+    calls = [c | {"function": c["function"] | {"arguments": json.dumps(c["function"]["arguments"], ensure_ascii=False)}}
+             for c in message["tool_calls"]]
+    return message | {"tool_calls": calls}
 
 
 def _check_tool_results(history: list[dict[str, Any]]) -> None:
@@ -211,15 +220,13 @@ def _grammar(fmt: ToolFormat, functions: list[dict[str, Any]], forced: bool, par
         section = f'{section} ("\\n"? {section})*'
     if answer is not None:  # calls, or the response format's JSON
         try:
-            value = f"{section} | {schema_rule(rules, answer, 'answer')}"
+            value = f"{section} | {fmt.answer_grammar(schema_rule(rules, answer, 'answer'))}"
         except (SchemaError, RecursionError) as exc:
             raise invalid(f"unsupported JSON schema in the response format: {exc}", param="response_format") from None
         rules.define("root", frame(rules, f"({value})") if frame is not None else value)
     elif forced:
         rules.define("root", frame(rules, section) if frame is not None else section)
-    elif fmt.at_output_start_only:
-        rules.define("root", f"{section} | {gbnf.text_without(rules, '{')}")
     else:
-        rules.define("root", f"{gbnf.text_without(rules, fmt.starts[0])} ({section})?")
+        rules.define("root", fmt.free_grammar(rules, section))
     return rules.text()
 

@@ -7,6 +7,7 @@ from frontend.structured.tool_formats.base import ParsedCall, ToolFormat
 from frontend.structured.tool_formats.cohere import CohereFormat
 from frontend.structured.tool_formats.deepseek import CALLS_BEGIN, DeepSeekFormat
 from frontend.structured.tool_formats.dsml import DSML, DsmlFormat, DsmlV4Format
+from frontend.structured.tool_formats.functionary import FunctionaryFormat
 from frontend.structured.tool_formats.gemma4 import Gemma4Format
 from frontend.structured.tool_formats.glm import GlmFormat
 from frontend.structured.tool_formats.harmony import HarmonyFormat
@@ -44,6 +45,8 @@ def detect_native_format(template: str) -> ToolFormat | None:
         return Lfm2Format()
     if "<|tools_prefix|>" in template and "<|tools_suffix|>" in template:
         return ApertusFormat()
+    if ">>>all" in template and ">>>${recipient}" in template:  # Functionary v3.2
+        return FunctionaryFormat()
     if "<|tool_call>" in template:  # Gemma 4; before the "<tool_call>" tests, should a template name both
         return Gemma4Format()
     if "<seed:tool_call>" in template:

@@ -26,6 +26,10 @@ class ToolFormat:
     end: str | None = None  # text closing it; None: the section runs to the end of the output
     at_output_start_only = False  # the opener counts only before any other text (Llama 3 JSON)
     keep_start = False  # the opener is part of the section's text (a JSON "{")
+    lead = ""  # what the generation prompt ends with and the output continues (Functionary's ">>>")
+    skipped: tuple[str, ...] = ()  # markers of plain content, dropped from it (Functionary's ">>>all\n")
+    tokens: tuple[str, ...] = ()  # other control tokens the calls are written with, to read as text
+    string_arguments = False  # the template takes past calls' arguments as JSON text, not objects
 
     @property
     def thinking_enders(self) -> tuple[str, ...]:
@@ -55,6 +59,16 @@ class ToolFormat:
         """GBNF expression of one call section, opener and closer included. ``calls`` maps each
         function name to the expression of its arguments object."""
         raise NotImplementedError
+
+    def free_grammar(self, rules: gbnf.Rules, section: str) -> str:
+        """GBNF of a reply that may call (tool_choice auto): text that may open a call ``section``."""
+        if self.at_output_start_only:
+            return f"{section} | {gbnf.text_without(rules, '{')}"
+        return f"{gbnf.text_without(rules, self.starts[0])} ({section})?"
+
+    def answer_grammar(self, answer: str) -> str:
+        """GBNF of a reply that answers in a response format's JSON (``answer``) instead of calling."""
+        return answer
 
 
 def arguments_text(value: Any) -> str:

@@ -24,6 +24,7 @@ class DsmlFormat(InvokeXmlFormat):
     prefix = DSML
     block = "function_calls"
     string_attr = True
+    tokens = (DSML,)  # a control token of its own (llama.cpp preserves it)
 
 
 class DsmlV4Format(DsmlFormat):

@@ -16,6 +16,7 @@ from frontend.structured.reasoning import reasoning_for, thinking_first
 from frontend.structured.tool_formats.apertus import ApertusFormat
 from frontend.structured.tool_formats.cohere import CohereFormat
 from frontend.structured.tool_formats.dsml import DsmlFormat, DsmlV4Format
+from frontend.structured.tool_formats.functionary import FunctionaryFormat
 from frontend.structured.tool_formats.gemma4 import Gemma4Format
 from frontend.structured.tool_formats.harmony import HarmonyFormat, final_message
 from frontend.structured.tool_formats.glm import GlmFormat
@@ -482,6 +483,7 @@ def test_lfm2_grammar_writes_python_booleans_and_none(tokenizer):
 
 @pytest.mark.parametrize("fmt, call", [
     (MiniMaxM2Format(), '<minimax:tool_call>\n<invoke name="ping">\n</invoke>\n</minimax:tool_call>'),
+    (MiniMaxM1Format(), '<tool_calls>\n{"name": "ping", "arguments": {}}\n</tool_calls>'),
     (DsmlFormat(), '<｜DSML｜function_calls>\n<｜DSML｜invoke name="ping">\n</｜DSML｜invoke>\n</｜DSML｜function_calls>'),
     (CohereFormat(), '<|START_ACTION|>[{"tool_call_id": "0", "tool_name": "ping", "parameters": {}}]<|END_ACTION|>'),
     (Lfm2Format(), "<|tool_call_start|>[ping()]<|tool_call_end|>"),
@@ -491,3 +493,23 @@ def test_new_formats_allow_text_then_a_call_when_the_choice_is_auto(tokenizer, f
     grammar = tool_grammar(tokenizer, fmt, forced=False)
     assert accepts(tokenizer, grammar, "Let me see. " + call)
     assert accepts(tokenizer, grammar, "No call needed.")
+
+
+def test_functionary_tool_grammar(tokenizer):
+    """The output after the prompt's ">>>": forced, calls from the first token; auto, text to
+    "all" that may end in calls, or calls; with a response format, its JSON to "all"."""
+    call = 'get_weather\n{"city": "Paris"}'
+    forced = tool_grammar(tokenizer, FunctionaryFormat())
+    assert accepts(tokenizer, forced, call) and accepts(tokenizer, forced, call + ">>>ping\n{}")
+    assert not accepts(tokenizer, forced, "all\nSure.>>>" + call)
+    assert not accepts(tokenizer, forced, 'get_weather\n{"days": 1}')
+    auto = tool_grammar(tokenizer, FunctionaryFormat(), forced=False)
+    assert accepts(tokenizer, auto, "all\nSure, let me look.>>>" + call)
+    assert accepts(tokenizer, auto, "all\nNo call needed.") and accepts(tokenizer, auto, call)
+    assert not accepts(tokenizer, auto, "Sure.")  # no recipient
+    assert not accepts(tokenizer, auto, "all\nSure.>>>all\nMore.")
+    fmt = FunctionaryFormat().bind(FUNCTIONS)
+    schema = {"type": "object", "properties": {"x": {"type": "integer"}}}
+    answer = ToolPlan([], None, fmt, FUNCTIONS).grammar(None, schema)
+    assert accepts(tokenizer, answer, 'all\n{"x": 1}') and accepts(tokenizer, answer, call)
+    assert not accepts(tokenizer, answer, '{"x": 1}')

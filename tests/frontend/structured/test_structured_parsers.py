@@ -14,6 +14,7 @@ from frontend.structured.tool_formats.apertus import ApertusFormat
 from frontend.structured.tool_formats.cohere import CohereFormat
 from frontend.structured.tool_formats.deepseek import DeepSeekFormat
 from frontend.structured.tool_formats.dsml import DsmlFormat, DsmlV4Format
+from frontend.structured.tool_formats.functionary import FunctionaryFormat
 from frontend.structured.tool_formats.gemma4 import Gemma4Format
 from frontend.structured.tool_formats.glm import GlmFormat
 from frontend.structured.tool_formats.hermes import HermesFormat
@@ -119,6 +120,13 @@ CASES = [
     (ApertusFormat(),  # llama.cpp's test-chat (Apertus)
      'Sure.<|tools_prefix|>[{"special_function": {"arg1": 1}}, {"add": {}}]<|tools_suffix|>', "Sure.",
      [("special_function", {"arg1": 1}), ("add", {})]),
+    (FunctionaryFormat(XML_FUNCTIONS),  # the output after the prompt's ">>>": content, then calls
+     'all\nLet me check.>>>get_weather\n{"city": "Paris", "note": "a >>> b"}>>>add\n{"a": 1}', "Let me check.",
+     [("get_weather", {"city": "Paris", "note": "a >>> b"}), ("add", {"a": 1})]),
+    (FunctionaryFormat([{"name": "special_function"}]),  # llama.cpp's test-chat
+     'special_function\n{"arg1": 1}', "", [("special_function", {"arg1": 1})]),
+    (FunctionaryFormat([{"name": "special_function"}]),  # llama.cpp's test-chat
+     "all\nHello, world!\nWhat's up?", "Hello, world!\nWhat's up?", []),
 ]
 
 
@@ -163,10 +171,12 @@ def test_mistral_calls_keep_the_ids_the_model_wrote_and_get_ids_its_templates_ac
     (Lfm2Format(), "<|tool_call_start|>[f(a={1, 2})]<|tool_call_end|>"),  # a set is not JSON
     (ApertusFormat(), '<|tools_prefix|>[{"f": {}, "g": {}}]<|tools_suffix|>'),  # two names in one call
     (ApertusFormat(), '<|tools_prefix|>[{"f": [1]}]<|tools_suffix|>'),  # arguments that are not an object
+    (FunctionaryFormat([{"name": "f"}]), 'f\n{"a": 1}>>>all\nText after a call'),
+    (FunctionaryFormat([{"name": "f"}]), "f\nnot json"),
 ])
 def test_malformed_calls_come_back_as_content(fmt, text):
     out = run_parser(OutputParser(None, fmt), text)
-    assert out.calls == [] and out.content == text
+    assert out.calls == [] and out.content == fmt.lead + text  # (Functionary's ">>>": the call's)
 
 
 # llama.cpp's test-chat (Gemma 4): each call section and the arguments it expects.
@@ -254,6 +264,9 @@ RENDERED_TURNS = [
     (ApertusFormat(), "",
      'Let me check.<|tools_prefix|>[{"get_weather": {"city": "New York", "days": 3, "opts": {"metric": true}}}, '
      '{"add": {"a": "007"}}]<|tools_suffix|>', "Let me check."),
+    (FunctionaryFormat(XML_FUNCTIONS), "",  # (less the ">>>" before "all", the prompt's in a reply)
+     'all\nLet me check.>>>get_weather\n{"city": "New York", "days": 3, "opts": {"metric": true}}>>>add\n'
+     '{"a": "007"}', "Let me check."),
 ]
 
 
@@ -291,6 +304,18 @@ def test_new_formats_read_their_thinking_and_calls(template, prompt, text, reaso
     parser = OutputParser(reasoning_for("auto", prompt, template), detect_native_format(template))
     out = run_parser(parser, text, step)
     assert (out.reasoning, out.content.strip(), calls_of(out)) == (reasoning, content, calls)
+
+
+@pytest.mark.parametrize("forced", [True, False])
+def test_functionary_reads_the_prompts_lead_as_its_own(forced):
+    """The prompt ends with ">>>": a reply that names no recipient is text, without it; one cut
+    inside a function's name is nothing (forced) or that text."""
+    fmt = FunctionaryFormat([{"name": "get_weather"}])
+    for step in (None, 1):
+        assert run_parser(OutputParser(None, fmt, forced=forced), "Hello", step).content == "Hello"
+        assert run_parser(OutputParser(None, fmt, forced=forced), "", step).content == ""
+        cut = run_parser(OutputParser(None, fmt, forced=forced), "get_wea", step)
+        assert (cut.content, cut.calls) == ("" if forced else "get_wea", [])
 
 
 def test_cohere_calls_get_ids_of_their_own():
@@ -443,6 +468,8 @@ def test_partial_marker_at_the_end_is_released():
     ("<|im_start|>{% if tools %}List of tools: [{% endif %}", "lfm2"),  # LFM2.5-Instruct
     ("{%- set tool_calls_token = '<|tools_prefix|>' -%}{%- set end_tool_calls_token = '<|tools_suffix|>' -%}"
      "{% if tools %}{% endif %}", "apertus"),
+    ("{% if tools %}Respond in this format:\n>>>${recipient}\n${content}{% endif %}{{ '>>>all\n' + content }}",
+     "functionary-v3.2"),
 ])
 def test_template_detection(template, name):
     assert detect_native_format(template).name == name

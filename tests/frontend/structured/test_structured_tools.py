@@ -3,10 +3,14 @@ a template's own syntax asks for."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import msgspec
 
 from frontend.api.schemas import ChatCompletionRequest
+from frontend.conversation import ChatPlan, _reply_parsers
 from frontend.structured.tools import plan_tools
+from frontend.text.chat_template import ChatTemplate
 
 HERMES = "{% for t in tools %}{{ t | tojson }}{% endfor %}<tool_call>{% for m in messages %}{{ m.content }}{% endfor %}"
 MISTRAL_SMALL_3_2 = "{{ tools }}[TOOL_CALLS]{{ name }}[CALL_ID]{{ id }}[ARGS]{{ arguments }}"
@@ -66,3 +70,30 @@ def test_a_forced_call_in_cohere_syntax():
     template = "{{ tools }}<|START_THINKING|><|END_THINKING|><|START_ACTION|><|END_ACTION|>"
     grammar = plan_tools(request(tools=tools, tool_choice="required"), template).grammar()
     assert grammar is not None and '"<|START_ACTION|>["' in grammar and '"\\"ping\\""' in grammar
+
+
+def test_functionary_v3_2_gets_past_arguments_as_text():
+    """Its template concatenates a past call's arguments to its name: they reach it as JSON text
+    (objects would break the concatenation)."""
+    template = ("{% if tools %}>>>${recipient}{% endif %}{% for m in messages %}{% for c in m.tool_calls or [] %}"
+                "{{ '>>>' + c.function.name + '\\n' + c.function.arguments }}{% endfor %}{% endfor %}>>>all")
+    body = msgspec.convert({"messages": [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
+                                              "function": {"name": "f", "arguments": '{"a": 1}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "ok"}]}, ChatCompletionRequest)
+    plan = plan_tools(body, template)
+    assert plan.messages[1]["tool_calls"][0]["function"]["arguments"] == '{"a": 1}'
+    assert '>>>f\n{"a": 1}>>>all' in ChatTemplate(template, "", "").render(plan.messages)
+
+
+def test_dsml_calls_have_their_control_token_written_as_text():
+    """｜DSML｜ is a control token of DeepSeek V3.2's own (not its sections' openers): the reply
+    must render it for the calls to be read."""
+    template = "{%- set dsml_token = '｜DSML｜' -%}{% if tools %}<' + dsml_token + 'invoke name=\"{% endif %}function_calls"
+    fe = SimpleNamespace(cfg=SimpleNamespace(skip_chat_parsing=False, reasoning_format="auto"),
+                         template=SimpleNamespace(source=template))
+    tools = [{"type": "function", "function": {"name": "ping"}}]
+    body = request(tools=tools)
+    _, markers = _reply_parsers(fe, body, ChatPlan("<｜Assistant｜>", plan_tools(body, template)))
+    assert {"<｜DSML｜function_calls>", "</｜DSML｜function_calls>", "｜DSML｜"} <= set(markers)
