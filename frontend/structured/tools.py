@@ -75,6 +75,8 @@ def plan_tools(body: ChatCompletionRequest, template_source: str) -> ToolPlan:
         history = [m | {"thinking": m["reasoning_content"]} if "reasoning_content" in m else m for m in history]
     elif native.string_arguments:
         history = [_with_string_arguments(m) if "tool_calls" in m else m for m in history]
+    if native is not None and "tool_calls" not in template_source:  # a template that shows no past calls
+        history = [_calls_in_text(m, native) if "tool_calls" in m else m for m in history]
     if choice == "none" or not tools:
         return ToolPlan(history, tools or None if native else None, None)
     if native is None:
@@ -146,6 +148,16 @@ def _with_string_arguments(message: dict[str, Any]) -> dict[str, Any]:
     calls = [c | {"function": c["function"] | {"arguments": json.dumps(c["function"]["arguments"], ensure_ascii=False)}}
              for c in message["tool_calls"]]
     return message | {"tool_calls": calls}
+
+
+def _calls_in_text(message: dict[str, Any], fmt: ToolFormat) -> dict[str, Any]:
+    """An assistant message whose calls are written after its text, as the model writes them
+    (LFM2 templates that leave past calls out); as it is where the format cannot write them."""
+    written = fmt.write_calls([(c["function"]["name"], c["function"]["arguments"]) for c in message["tool_calls"]])
+    if written is None:
+        return message
+    rest = {k: v for k, v in message.items() if k != "tool_calls"}
+    return rest | {"content": content_text(message["content"]) + written}
 
 
 def _check_tool_results(history: list[dict[str, Any]]) -> None:

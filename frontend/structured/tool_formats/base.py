@@ -66,6 +66,11 @@ class ToolFormat:
             return f"{section} | {gbnf.text_without(rules, '{')}"
         return f"{gbnf.text_without(rules, self.starts[0])} ({section})?"
 
+    def write_calls(self, calls: list[tuple[str, dict[str, Any]]]) -> str | None:
+        """Past calls (name, arguments) as the model writes them, for a template that shows no past
+        calls (None: not written)."""
+        return None
+
     def answer_grammar(self, answer: str) -> str:
         """GBNF of a reply that answers in a response format's JSON (``answer``) instead of calling."""
         return answer

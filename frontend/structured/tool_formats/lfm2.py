@@ -16,6 +16,9 @@ boolean ``True``/``False``, null ``None``, a number as in JSON, anything else (o
 unions) in JSON, which the reader takes too (so arrays are not written as Python writes them). A
 function whose schema lists no properties takes any keyword arguments with JSON values (none if
 ``additionalProperties`` is false). Not enforced: a string's length, pattern or format.
+
+LFM2-8B-A1B's and LFM2.5-Instruct's templates show no past calls: they are written into the
+turn's text in this syntax (``write_calls``; strings double-quoted, objects and lists as JSON).
 """
 
 from __future__ import annotations
@@ -64,6 +67,11 @@ class Lfm2Format(SchemaBound):
                 raise ValueError(f"text after a call at {pos} in LFM2 calls")
             pos = inner - len(rest) + 1
 
+    def write_calls(self, calls: list[tuple[str, dict[str, Any]]]) -> str:
+        """As LFM2.5-8B-A1B's template writes them (LFM2-8B-A1B's and LFM2.5-Instruct's show none)."""
+        written = [f"{name}({', '.join(f'{k}={_python(v)}' for k, v in args.items())})" for name, args in calls]
+        return f"{START}[{', '.join(written)}]{END}"
+
     def section_grammar(self, rules: gbnf.Rules, calls: dict[str, str], parallel: bool) -> str:
         # ``calls`` holds JSON-object rules; this format writes keyword arguments instead.
         alts = []
@@ -102,6 +110,16 @@ def _value(rules: gbnf.Rules, schema: dict[str, Any], sub: Any, key: str) -> str
     if kind == "null":
         return '"None"'
     return subschema_rule(rules, schema, sub, f"{key}-value")
+
+
+def _python(value: Any) -> str:
+    """A value as a Python literal: strings quoted as JSON quotes them, objects as JSON (as the
+    template writes them), True/False/None."""
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    if isinstance(value, list):
+        return f"[{', '.join(_python(v) for v in value)}]"
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _arguments(text: str, pos: int) -> tuple[dict[str, Any], int]:

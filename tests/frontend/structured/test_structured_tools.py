@@ -3,12 +3,14 @@ a template's own syntax asks for."""
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import msgspec
 
 from frontend.api.schemas import ChatCompletionRequest
 from frontend.conversation import ChatPlan, _reply_parsers
+from frontend.structured.tool_formats.lfm2 import Lfm2Format
 from frontend.structured.tools import plan_tools
 from frontend.text.chat_template import ChatTemplate
 
@@ -97,3 +99,24 @@ def test_dsml_calls_have_their_control_token_written_as_text():
     body = request(tools=tools)
     _, markers = _reply_parsers(fe, body, ChatPlan("<｜Assistant｜>", plan_tools(body, template)))
     assert {"<｜DSML｜function_calls>", "</｜DSML｜function_calls>", "｜DSML｜"} <= set(markers)
+
+
+def test_lfm2_templates_that_show_no_past_calls_get_them_in_the_text():
+    """LFM2-8B-A1B's and LFM2.5-Instruct's templates leave a turn's calls out (its results would
+    answer nothing the model sees): the calls are written after the turn's text, in LFM2's syntax,
+    and read back as they were."""
+    args = {"city": "Paris", "n": 2, "ok": True, "none": None, "tags": ["a", 1], "opts": {"k": True}}
+    body = msgspec.convert({"messages": [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Checking.", "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": json.dumps(args)}},
+            {"id": "c2", "type": "function", "function": {"name": "ping", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "ok"}]}, ChatCompletionRequest)
+    lfm2 = "{% if tools %}List of tools: <|tool_list_start|>[]<|tool_list_end|>{% endif %}{{ message.content }}"
+    turn = plan_tools(body, lfm2).messages[1]
+    assert "tool_calls" not in turn and turn["content"].startswith("Checking.<|tool_call_start|>[get_weather(city=")
+    section = turn["content"].removeprefix("Checking.<|tool_call_start|>").removesuffix("<|tool_call_end|>")
+    assert [(c.name, json.loads(c.arguments)) for c in Lfm2Format().parse(section)] == [("get_weather", args),
+                                                                                        ("ping", {})]
+    lfm2_5 = "{% if tools %}List of tools: [{% endif %}<|tool_call_start|>{{ message.tool_calls }}<|im_start|>"
+    assert plan_tools(body, lfm2_5).messages[1]["tool_calls"][0]["function"]["arguments"] == args  # shown as it is
