@@ -22,6 +22,7 @@ class DeepSeekFormat(ToolFormat):
     name = "deepseek"
     starts = (CALLS_BEGIN,)
     end = CALLS_END
+    tokens = (CALL_BEGIN, CALL_END, SEP)  # read as text, should a model's vocabulary make them control tokens
 
     def __init__(self, fenced: bool = True) -> None:
         self.fenced = fenced

@@ -27,6 +27,7 @@ class KimiFormat(ToolFormat):
     name = "kimi"
     starts = (SECTION_BEGIN,)
     end = SECTION_END
+    tokens = (CALL_BEGIN, ARGS_BEGIN, CALL_END)  # read as text, should a vocabulary make them control tokens
 
     def parse(self, section: str) -> list[ParsedCall]:
         calls = []
