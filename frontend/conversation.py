@@ -43,7 +43,7 @@ from frontend.structured.harmony import HarmonyParser
 from frontend.structured.output import CallOut, OutputDelta, OutputParser, merge_calls
 from frontend.structured.reasoning import (budget_for, check_budget, is_harmony, opened_thinking, reasoning_for,
                                           thinking_first)
-from frontend.structured.tool_formats import harmony
+from frontend.structured.tool_formats.json_args import harmony
 from frontend.structured.tools import ToolPlan, plan_tools
 from frontend.text.chat_template import ChatTemplateError, content_text
 from frontend.text.continuation import continuation_mode, continue_message

@@ -24,7 +24,7 @@ from frontend.structured.output import (
     partial_suffix,
     whole_call,
 )
-from frontend.structured.tool_formats.harmony import CALL, CHANNEL, END, FUNCTIONS, MESSAGE, RETURN, START, \
+from frontend.structured.tool_formats.json_args.harmony import CALL, CHANNEL, END, FUNCTIONS, MESSAGE, RETURN, START, \
     call, recipient
 
 _BODY_ENDS = [END, CALL, RETURN]

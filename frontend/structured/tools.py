@@ -22,8 +22,8 @@ from frontend.structured import gbnf
 from frontend.structured.constraints import Frame
 from frontend.structured.json_schema import SchemaError, schema_rule
 from frontend.structured.tool_formats import GENERIC, ToolFormat, detect_native_format
-from frontend.structured.tool_formats.harmony import HarmonyFormat
-from frontend.structured.tool_formats.lfm2 import Lfm2Format
+from frontend.structured.tool_formats.json_args.harmony import HarmonyFormat
+from frontend.structured.tool_formats.own_syntax.lfm2 import Lfm2Format
 from frontend.text.chat_template import content_text
 from frontend.text.multimodal import MARKER
 

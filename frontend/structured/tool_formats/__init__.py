@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-from frontend.structured.tool_formats.apertus import ApertusFormat
+from frontend.structured.tool_formats.json_args.apertus import ApertusFormat
 from frontend.structured.tool_formats.base import ParsedCall, ToolFormat
-from frontend.structured.tool_formats.cohere import CohereFormat
-from frontend.structured.tool_formats.deepseek import CALLS_BEGIN, DeepSeekFormat
-from frontend.structured.tool_formats.dsml import DSML, DsmlFormat, DsmlV4Format
-from frontend.structured.tool_formats.functionary import FunctionaryFormat
-from frontend.structured.tool_formats.gemma4 import Gemma4Format
-from frontend.structured.tool_formats.glm import GlmFormat
-from frontend.structured.tool_formats.harmony import HarmonyFormat
-from frontend.structured.tool_formats.hermes import HermesFormat
-from frontend.structured.tool_formats.kimi import SECTION_BEGIN, KimiFormat
-from frontend.structured.tool_formats.lfm2 import Lfm2Format
-from frontend.structured.tool_formats.llama3 import Llama3Format
-from frontend.structured.tool_formats.minimax import MiniMaxM1Format, MiniMaxM2Format
-from frontend.structured.tool_formats.mistral import MistralFormat
-from frontend.structured.tool_formats.qwen_xml import QwenXmlFormat, SeedXmlFormat
+from frontend.structured.tool_formats.json_args.cohere import CohereFormat
+from frontend.structured.tool_formats.json_args.deepseek import CALLS_BEGIN, DeepSeekFormat
+from frontend.structured.tool_formats.xml_args.dsml import DSML, DsmlFormat, DsmlV4Format
+from frontend.structured.tool_formats.json_args.functionary import FunctionaryFormat
+from frontend.structured.tool_formats.own_syntax.gemma4 import Gemma4Format
+from frontend.structured.tool_formats.xml_args.glm import GlmFormat
+from frontend.structured.tool_formats.json_args.harmony import HarmonyFormat
+from frontend.structured.tool_formats.json_args.hermes import HermesFormat
+from frontend.structured.tool_formats.json_args.kimi import SECTION_BEGIN, KimiFormat
+from frontend.structured.tool_formats.own_syntax.lfm2 import Lfm2Format
+from frontend.structured.tool_formats.json_args.llama3 import Llama3Format
+from frontend.structured.tool_formats.xml_args.minimax import MiniMaxM1Format, MiniMaxM2Format
+from frontend.structured.tool_formats.json_args.mistral import MistralFormat
+from frontend.structured.tool_formats.xml_args.qwen_xml import QwenXmlFormat, SeedXmlFormat
 
 __all__ = ["ParsedCall", "ToolFormat", "GENERIC", "detect_native_format"]
 

@@ -13,18 +13,18 @@ from frontend.structured import gbnf
 from frontend.structured.grammar import GrammarChecker, GrammarError
 from frontend.structured.json_schema import SchemaError, schema_rule, schema_to_gbnf
 from frontend.structured.reasoning import reasoning_for, thinking_first
-from frontend.structured.tool_formats.apertus import ApertusFormat
-from frontend.structured.tool_formats.cohere import CohereFormat
-from frontend.structured.tool_formats.dsml import DsmlFormat, DsmlV4Format
-from frontend.structured.tool_formats.functionary import FunctionaryFormat
-from frontend.structured.tool_formats.gemma4 import Gemma4Format
-from frontend.structured.tool_formats.harmony import HarmonyFormat, final_message
-from frontend.structured.tool_formats.glm import GlmFormat
-from frontend.structured.tool_formats.hermes import HermesFormat
-from frontend.structured.tool_formats.kimi import KimiFormat
-from frontend.structured.tool_formats.lfm2 import Lfm2Format
-from frontend.structured.tool_formats.minimax import MiniMaxM1Format, MiniMaxM2Format
-from frontend.structured.tool_formats.qwen_xml import QwenXmlFormat, SeedXmlFormat
+from frontend.structured.tool_formats.json_args.apertus import ApertusFormat
+from frontend.structured.tool_formats.json_args.cohere import CohereFormat
+from frontend.structured.tool_formats.xml_args.dsml import DsmlFormat, DsmlV4Format
+from frontend.structured.tool_formats.json_args.functionary import FunctionaryFormat
+from frontend.structured.tool_formats.own_syntax.gemma4 import Gemma4Format
+from frontend.structured.tool_formats.json_args.harmony import HarmonyFormat, final_message
+from frontend.structured.tool_formats.xml_args.glm import GlmFormat
+from frontend.structured.tool_formats.json_args.hermes import HermesFormat
+from frontend.structured.tool_formats.json_args.kimi import KimiFormat
+from frontend.structured.tool_formats.own_syntax.lfm2 import Lfm2Format
+from frontend.structured.tool_formats.xml_args.minimax import MiniMaxM1Format, MiniMaxM2Format
+from frontend.structured.tool_formats.xml_args.qwen_xml import QwenXmlFormat, SeedXmlFormat
 from frontend.structured.tools import ToolPlan
 from frontend.text.tokenizer import Tokenizer
 from ipc.protocol import SamplingParams

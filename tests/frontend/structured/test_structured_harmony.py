@@ -12,7 +12,7 @@ from frontend_support import run_parser
 from frontend.structured.harmony import HarmonyParser
 from frontend.structured.reasoning import reasoning_for, thinking_tags
 from frontend.structured.tool_formats import detect_native_format
-from frontend.structured.tool_formats.harmony import HarmonyFormat
+from frontend.structured.tool_formats.json_args.harmony import HarmonyFormat
 
 GPT_OSS_MARKS = "{%- if tools %}{{ tools }}{% endif %}<|start|>assistant<|channel|>final<|message|>"
 

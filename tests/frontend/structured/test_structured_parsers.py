@@ -10,20 +10,20 @@ from frontend_support import run_parser
 from frontend.structured.output import OutputDelta, OutputParser, merge_calls
 from frontend.structured.reasoning import opened_thinking, reasoning_for, thinking_tags
 from frontend.structured.tool_formats import GENERIC, detect_native_format
-from frontend.structured.tool_formats.apertus import ApertusFormat
-from frontend.structured.tool_formats.cohere import CohereFormat
-from frontend.structured.tool_formats.deepseek import DeepSeekFormat
-from frontend.structured.tool_formats.dsml import DsmlFormat, DsmlV4Format
-from frontend.structured.tool_formats.functionary import FunctionaryFormat
-from frontend.structured.tool_formats.gemma4 import Gemma4Format
-from frontend.structured.tool_formats.glm import GlmFormat
-from frontend.structured.tool_formats.hermes import HermesFormat
-from frontend.structured.tool_formats.kimi import KimiFormat
-from frontend.structured.tool_formats.lfm2 import Lfm2Format
-from frontend.structured.tool_formats.llama3 import Llama3Format
-from frontend.structured.tool_formats.minimax import MiniMaxM1Format, MiniMaxM2Format
-from frontend.structured.tool_formats.mistral import MistralFormat
-from frontend.structured.tool_formats.qwen_xml import QwenXmlFormat, SeedXmlFormat
+from frontend.structured.tool_formats.json_args.apertus import ApertusFormat
+from frontend.structured.tool_formats.json_args.cohere import CohereFormat
+from frontend.structured.tool_formats.json_args.deepseek import DeepSeekFormat
+from frontend.structured.tool_formats.xml_args.dsml import DsmlFormat, DsmlV4Format
+from frontend.structured.tool_formats.json_args.functionary import FunctionaryFormat
+from frontend.structured.tool_formats.own_syntax.gemma4 import Gemma4Format
+from frontend.structured.tool_formats.xml_args.glm import GlmFormat
+from frontend.structured.tool_formats.json_args.hermes import HermesFormat
+from frontend.structured.tool_formats.json_args.kimi import KimiFormat
+from frontend.structured.tool_formats.own_syntax.lfm2 import Lfm2Format
+from frontend.structured.tool_formats.json_args.llama3 import Llama3Format
+from frontend.structured.tool_formats.xml_args.minimax import MiniMaxM1Format, MiniMaxM2Format
+from frontend.structured.tool_formats.json_args.mistral import MistralFormat
+from frontend.structured.tool_formats.xml_args.qwen_xml import QwenXmlFormat, SeedXmlFormat
 
 
 def calls_of(out: OutputDelta) -> list[tuple[str, dict]]:

@@ -10,7 +10,7 @@ import msgspec
 
 from frontend.api.schemas import ChatCompletionRequest
 from frontend.conversation import ChatPlan, _reply_parsers
-from frontend.structured.tool_formats.lfm2 import Lfm2Format
+from frontend.structured.tool_formats.own_syntax.lfm2 import Lfm2Format
 from frontend.structured.tools import plan_tools
 from frontend.text.chat_template import ChatTemplate
 

@@ -14,7 +14,7 @@ Both think in ``<think>...</think>``.
 
 from __future__ import annotations
 
-from frontend.structured.tool_formats.invoke_xml import InvokeXmlFormat
+from frontend.structured.tool_formats.xml_args.invoke_xml import InvokeXmlFormat
 
 DSML = "｜DSML｜"
 

@@ -23,7 +23,7 @@ import json
 from frontend.structured import gbnf
 from frontend.structured.tool_formats.base import ParsedCall, ToolFormat, call_from_object, \
     name_object_alternatives
-from frontend.structured.tool_formats.invoke_xml import InvokeXmlFormat
+from frontend.structured.tool_formats.xml_args.invoke_xml import InvokeXmlFormat
 
 M2_START = "<minimax:tool_call>"
 M1_START = "<tool_calls>"

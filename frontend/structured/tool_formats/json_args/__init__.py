@@ -1,0 +1,1 @@
+"""Formats whose calls carry their arguments as a JSON object."""
