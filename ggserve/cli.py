@@ -23,6 +23,7 @@ from ggserve.flags.presets import router_models
 from ggserve.flags.serve_config import UsageError, engine_config
 from ggserve.launcher import ChildFailed, Launcher, StartInterrupted
 from ggserve.logs import setup_logging
+from ggserve.models.resolve import check_header
 from ggserve.models.sources import ModelSourceError
 
 log = logging.getLogger("ggserve")
@@ -92,6 +93,8 @@ def _url_host(host: str) -> str:
 def serve(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     setup_logging("debug" if args.verbose else args.log_level, "ggserve", args.log_format, args.log_file)
     cfg = config_from_args(args, argv)
+    if cfg.model:
+        check_header(cfg.model)
     _check_port_free(cfg.host, cfg.port)
     _warn_about(cfg, args)
     launcher = Launcher(cfg)
@@ -104,8 +107,8 @@ def serve(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
         launcher.shutdown()
         return 0
     except ChildFailed as exc:
-        log.error("start-up failed: %s", exc)
-        launcher.shutdown()
+        launcher.shutdown()  # first: the children's last words come before the verdict, the last line
+        log.error("start-up failed: %s (the lines above say why)", exc)
         return 1
     if info is not None:
         log_engine(info)

@@ -27,6 +27,10 @@ class GGUFError(ValueError):
     """Not a GGUF file this reader understands; the message says why."""
 
 
+class DamagedGGUF(GGUFError):
+    """A file llama.cpp cannot load either: truncated, or of a GGUF version it does not read."""
+
+
 @dataclass
 class GGUFMetadata:
     values: dict[str, Any] = field(default_factory=dict)  # key -> scalar, string or short number list
@@ -51,14 +55,14 @@ class _Reader:
         try:
             (value,) = struct.unpack_from(fmt, self.data, self.pos)
         except struct.error:
-            raise GGUFError(f"{self.path}: truncated GGUF header") from None
+            raise DamagedGGUF(f"{self.path}: truncated GGUF header") from None
         self.pos += struct.calcsize(fmt)
         return value
 
     def string(self) -> str:
         size = self.scalar("<Q")
         if self.pos + size > len(self.data):
-            raise GGUFError(f"{self.path}: truncated GGUF header")
+            raise DamagedGGUF(f"{self.path}: truncated GGUF header")
         text = self.data[self.pos:self.pos + size].decode("utf-8", errors="replace")
         self.pos += size
         return text
@@ -101,7 +105,7 @@ def read_metadata(path: str) -> GGUFMetadata:
             reader.pos = 4
             version = reader.scalar("<I")
             if version not in (2, 3):
-                raise GGUFError(f"{path}: GGUF version {version} is not supported")
+                raise DamagedGGUF(f"{path}: GGUF version {version} is not supported")
             reader.scalar("<Q")  # tensor count
             meta = GGUFMetadata()
             for _ in range(reader.scalar("<Q")):

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from ggserve.models.gguf_meta import DamagedGGUF, GGUFError, read_metadata
+
 log = logging.getLogger("ggserve")
 
 
@@ -49,3 +51,16 @@ def resolve_model(path: str | None) -> str:
         print(f"ggserve: {problem}", file=sys.stderr)
         raise SystemExit(2)
     return str(model.resolve())
+
+
+def check_header(path: str) -> None:
+    """Exit with a usage error, before any process starts, for a model file cut short (an
+    interrupted download) or of a GGUF version llama.cpp does not read. (Router mode leaves a
+    damaged model to fail its load: one bad file must not stop the others.)"""
+    try:
+        read_metadata(path)
+    except DamagedGGUF as exc:
+        print(f"ggserve: {exc} (an incomplete download or a damaged file?)", file=sys.stderr)
+        raise SystemExit(2) from None
+    except GGUFError:
+        pass  # a header this reader does not read otherwise is llama.cpp's to judge

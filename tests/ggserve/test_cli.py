@@ -10,6 +10,7 @@ import socket
 import subprocess
 
 import pytest
+from frontend_support import gemma_path
 
 from ggserve.cli import _warn_about, config_from_args, main
 from ggserve.flags.parser import EMBEDDING_SEQUENCES, serve_parser
@@ -108,6 +109,15 @@ def test_a_model_path_that_is_a_directory_or_not_gguf_says_so(tmp_path, capsys) 
         with pytest.raises(SystemExit) as exc:
             config_from_args(parse("-m", str(path)))
         assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_model_file_cut_short_is_a_usage_error_before_anything_starts(tmp_path, capsys) -> None:
+    cut = tmp_path / "cut.gguf"  # an interrupted download: its header ends in the vocabulary
+    with open(gemma_path(), "rb") as f:
+        cut.write_bytes(f.read(1 << 20))
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "-m", str(cut)])
+    assert exc.value.code == 2 and "truncated GGUF header (an incomplete download" in capsys.readouterr().err
 
 
 def test_a_host_name_listens_on_its_address() -> None:
