@@ -123,7 +123,7 @@ def _reply_parsers(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) ->
         parsers: list[ReplyParser] = [HarmonyParser(reasoning is not None, calls, starts_open, body.stream)
                                       for _ in range(body.n)]
         return parsers, list(harmony.MARKERS)
-    tools = chat.tools.format
+    tools = chat.tools.format or chat.tools.reader
     markers = [*(tools.starts if tools else ()), *([tools.end] if tools and tools.end else []),
                *(tools.tokens if tools else ()), *([reasoning.start, reasoning.end] if reasoning else [])]
     prefix = opened_thinking(fmt, chat.prompt, template, chat.in_reasoning)
@@ -142,8 +142,9 @@ def _budget(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) -> Reason
     message = body.reasoning_budget_message
     if message is None:
         message = fe.cfg.reasoning_budget_message
+    tools = chat.tools.format
     return budget_for(tokens, message, fe.template.source, chat.prompt, fe.tokenizer, chat.in_reasoning,
-                      body.reasoning_control)
+                      body.reasoning_control, tools.thinking_enders if tools else ())
 
 
 def _grammar(fe: Frontend, body: ChatCompletionRequest, chat: ChatPlan) -> str | None:

@@ -72,16 +72,25 @@ def slow_check_problem(sampler: llama_cpp.llama_sampler_p, n_vocab: int) -> str 
     a sample of the vocabulary takes (its first step), or None."""
     cand = np.zeros(min(_SAMPLE_TOKENS, n_vocab), dtype=_TOKEN_DATA)
     cand["id"] = np.linspace(0, n_vocab - 1, len(cand)).astype(np.int32)
-    array = llama_cpp.llama_token_data_array(
-        cand.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token_data)), len(cand), -1, False)
-    t0 = time.perf_counter()
-    llama_cpp.llama_sampler_apply(sampler, ctypes.byref(array))
-    took = time.perf_counter() - t0
+    took = _check_time(sampler, cand)
+    if MAX_SAMPLE_CHECK_S < took < 3 * MAX_SAMPLE_CHECK_S:  # near the limit: once more, the lesser (noise only adds)
+        took = min(took, _check_time(sampler, cand))
     if took <= MAX_SAMPLE_CHECK_S:
         return None
     return (f"checking {len(cand)} tokens against this grammar took {took * 1e3:.0f} ms (at most "
             f"{MAX_SAMPLE_CHECK_S * 1e3:g}): llama.cpp would take seconds over each token of the output; its "
             "repetitions of parts that may be empty leave too many parse states (make the repeated parts non-empty)")
+
+
+def _check_time(sampler: llama_cpp.llama_sampler_p, cand: np.ndarray) -> float:
+    """Seconds of this thread's CPU time one check of the tokens ``cand`` takes: not the wall
+    clock's, which a busy machine that preempts the thread stretches (the check runs here)."""
+    cand["logit"] = 0.0  # (a check sets those of the tokens it refuses)
+    array = llama_cpp.llama_token_data_array(
+        cand.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token_data)), len(cand), -1, False)
+    t0 = time.thread_time()
+    llama_cpp.llama_sampler_apply(sampler, ctypes.byref(array))
+    return time.thread_time() - t0
 
 
 def _reached(rules: dict[str, list[list[_Element]]]) -> list[str]:

@@ -172,8 +172,9 @@ class OutputParser(StreamParser):
     def finish(self) -> OutputDelta:
         out = OutputDelta()
         self._scan(out, final=True)
-        if self._state == self._CALL:
-            self._close_section(self._section, out, cut=self._tools is not None and self._tools.end is not None)
+        if self._state == self._CALL:  # (a forced reply is calls only: a section it ended in was cut short)
+            self._close_section(self._section, out, cut=self._tools is not None and (self._tools.end is not None
+                                                                                     or self._forced))
         elif self._state == self._REASONING:
             self._emit_reasoning(self._buf, out)
         else:
@@ -285,7 +286,9 @@ class OutputParser(StreamParser):
             return
         try:
             calls: list[ParsedCall] = self._tools.parse(section)
-        except (ValueError, TypeError, KeyError):
+            for call in calls:
+                call.arguments.encode()  # malformed if it holds a lone surrogate (JSON's "\\ud83d" alone)
+        except (ValueError, TypeError, KeyError):  # (UnicodeEncodeError is a ValueError)
             if cut:  # what the tool grammar began is a call, cut short; not text
                 self._stream_args(section, out, announce=True)
                 self._args = None

@@ -118,12 +118,15 @@ def check_budget(value: int, param: str) -> int:
 
 
 def budget_for(tokens: int, message: str, template: str, prompt: str, tokenizer: Tokenizer,
-               in_reasoning: bool = False, control: bool = False) -> ReasoningBudget | None:
+               in_reasoning: bool = False, control: bool = False, enders: tuple[str, ...] = ()
+               ) -> ReasoningBudget | None:
     """A chat completion's budget spec, on its template's tags: after ``tokens`` thinking tokens,
-    force ``message`` and the closing tag (None when unlimited and not under ``control``)."""
+    force ``message`` and the closing tag (None when unlimited and not under ``control``).
+    ``enders``: the tool format's call openers, which end the thinking too (the reply's parser
+    reads a call there)."""
     start, end = thinking_tags(template)
-    return _budget(tokens, message, start, [end], in_reasoning or prompt.rstrip().endswith(start), tokenizer,
-                   control)
+    return _budget(tokens, message, start, [end, *enders], in_reasoning or prompt.rstrip().endswith(start),
+                   tokenizer, control)
 
 
 def tagged_budget(body: TextCompletionFields, tokenizer: Tokenizer) -> ReasoningBudget | None:

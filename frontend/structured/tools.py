@@ -42,6 +42,7 @@ class ToolPlan:
     functions: list[dict[str, Any]] = field(default_factory=list)  # those the model may call
     forced: bool = False  # the grammar makes the answer calls only (tool_choice required or named)
     parallel: bool = True
+    reader: ToolFormat | None = None  # without calls expected: how to read the reply's framing (Functionary's)
 
     def grammar(self, frame: Frame | None = None, answer: Any = None) -> str | None:
         """The grammar of the reply (None: no calls expected). ``frame`` places a forced answer
@@ -78,7 +79,7 @@ def plan_tools(body: ChatCompletionRequest, template_source: str) -> ToolPlan:
     if native is not None and "tool_calls" not in template_source:  # a template that shows no past calls
         history = [_calls_in_text(m, native) if "tool_calls" in m else m for m in history]
     if choice == "none" or not tools:
-        return ToolPlan(history, tools or None if native else None, None)
+        return ToolPlan(history, tools or None if native else None, None, reader=native.reader() if native else None)
     if native is None:
         history = _with_system(history, GENERIC_PROMPT.format(
             tools="\n".join(json.dumps(t["function"], ensure_ascii=False) for t in tools)))

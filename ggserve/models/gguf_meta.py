@@ -10,6 +10,7 @@ length kept.
 
 from __future__ import annotations
 
+import math
 import mmap
 import struct
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ class DamagedGGUF(GGUFError):
 class GGUFMetadata:
     values: dict[str, Any] = field(default_factory=dict)  # key -> scalar, string or short number list
     array_lengths: dict[str, int] = field(default_factory=dict)  # every array's length, kept or skipped
+    data_end: int = 0  # the file size the tensors' data needs
 
     @property
     def architecture(self) -> str:
@@ -45,6 +47,14 @@ class GGUFMetadata:
         return self.values.get(f"{self.architecture}.{name}", default)
 
 
+# ggml tensor types -> (values per block, bytes per block), to know where a tensor's data ends
+TYPE_SIZES = {0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34), 9: (32, 40),
+              10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210), 15: (256, 292),
+              16: (256, 66), 17: (256, 74), 18: (256, 98), 19: (256, 50), 20: (32, 18), 21: (256, 110),
+              22: (256, 82), 23: (256, 136), 24: (1, 1), 25: (1, 2), 26: (1, 4), 27: (1, 8), 28: (1, 8),
+              29: (256, 56), 30: (1, 2), 34: (256, 54), 35: (256, 66), 39: (32, 17)}
+
+
 class _Reader:
     def __init__(self, data: mmap.mmap, path: str) -> None:
         self.data = data
@@ -52,12 +62,28 @@ class _Reader:
         self.pos = 0
 
     def scalar(self, fmt: str) -> Any:
+        (value,) = self.scalars(fmt)
+        return value
+
+    def scalars(self, fmt: str) -> tuple[Any, ...]:
         try:
-            (value,) = struct.unpack_from(fmt, self.data, self.pos)
+            values = struct.unpack_from(fmt, self.data, self.pos)
         except struct.error:
             raise DamagedGGUF(f"{self.path}: truncated GGUF header") from None
         self.pos += struct.calcsize(fmt)
-        return value
+        return values
+
+    def data_end(self, n_tensors: int, alignment: int) -> int:
+        """From the tensor infos: where the last tensor's data ends (a type of unknown size
+        counts to its start)."""
+        end = 0
+        for _ in range(n_tensors):
+            self.skip_strings(1)  # the name
+            dims = self.scalars(f"<{self.scalar('<I')}Q")
+            kind, offset = self.scalars("<IQ")
+            per_block, block_bytes = TYPE_SIZES.get(kind, (1, 0))
+            end = max(end, offset + math.prod(dims) // per_block * block_bytes)
+        return -(-self.pos // alignment) * alignment + end
 
     def string(self) -> str:
         size = self.scalar("<Q")
@@ -84,9 +110,7 @@ class _Reader:
         if item in _SCALARS:
             fmt = _SCALARS[item]
             if count <= MAX_KEPT_ARRAY:
-                values = list(struct.unpack_from(f"<{count}{fmt[1]}", self.data, self.pos))
-                self.pos += count * struct.calcsize(fmt)
-                return values
+                return list(self.scalars(f"<{count}{fmt[1]}"))
             self.pos += count * struct.calcsize(fmt)
             return None
         if item == _STRING:
@@ -106,7 +130,7 @@ def read_metadata(path: str) -> GGUFMetadata:
             version = reader.scalar("<I")
             if version not in (2, 3):
                 raise DamagedGGUF(f"{path}: GGUF version {version} is not supported")
-            reader.scalar("<Q")  # tensor count
+            n_tensors = reader.scalar("<Q")
             meta = GGUFMetadata()
             for _ in range(reader.scalar("<Q")):
                 key = reader.string()
@@ -114,6 +138,13 @@ def read_metadata(path: str) -> GGUFMetadata:
                 value = reader.value(kind, key, meta)
                 if value is not None:
                     meta.values[key] = value
+            alignment = meta.values.get("general.alignment", 32)
+            if not isinstance(alignment, int) or alignment <= 0:
+                raise DamagedGGUF(f"{path}: general.alignment is {alignment!r}")
+            meta.data_end = reader.data_end(n_tensors, alignment)
+            if meta.data_end > len(data):
+                raise DamagedGGUF(f"{path}: the file ends at byte {len(data):,}, before its tensors' data does "
+                                  f"(at byte {meta.data_end:,})")
             return meta
     except GGUFError:
         raise

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from ggserve.models.gguf_meta import DamagedGGUF, GGUFError, read_metadata
+from ggserve.models.memory import model_files
 
 log = logging.getLogger("ggserve")
 
@@ -54,13 +55,15 @@ def resolve_model(path: str | None) -> str:
 
 
 def check_header(path: str) -> None:
-    """Exit with a usage error, before any process starts, for a model file cut short (an
-    interrupted download) or of a GGUF version llama.cpp does not read. (Router mode leaves a
-    damaged model to fail its load: one bad file must not stop the others.)"""
-    try:
-        read_metadata(path)
-    except DamagedGGUF as exc:
-        print(f"ggserve: {exc} (an incomplete download or a damaged file?)", file=sys.stderr)
-        raise SystemExit(2) from None
-    except GGUFError:
-        pass  # a header this reader does not read otherwise is llama.cpp's to judge
+    """Exit with a usage error, before any process starts, for a model file (or a shard of one)
+    cut short (an interrupted download: its header, or its tensors' data, ends early) or of a
+    GGUF version llama.cpp does not read. (Router mode leaves a damaged model to fail its load:
+    one bad file must not stop the others.)"""
+    for shard in model_files(path):
+        try:
+            read_metadata(shard)
+        except DamagedGGUF as exc:
+            print(f"ggserve: {exc} (an incomplete download or a damaged file?)", file=sys.stderr)
+            raise SystemExit(2) from None
+        except GGUFError:
+            pass  # a header this reader does not read otherwise (or a missing shard) is llama.cpp's to judge

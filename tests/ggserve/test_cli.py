@@ -112,12 +112,14 @@ def test_a_model_path_that_is_a_directory_or_not_gguf_says_so(tmp_path, capsys) 
 
 
 def test_a_model_file_cut_short_is_a_usage_error_before_anything_starts(tmp_path, capsys) -> None:
-    cut = tmp_path / "cut.gguf"  # an interrupted download: its header ends in the vocabulary
     with open(gemma_path(), "rb") as f:
-        cut.write_bytes(f.read(1 << 20))
-    with pytest.raises(SystemExit) as exc:
-        main(["serve", "-m", str(cut)])
-    assert exc.value.code == 2 and "truncated GGUF header (an incomplete download" in capsys.readouterr().err
+        data = f.read()
+    cut = tmp_path / "cut.gguf"  # an interrupted download, in the vocabulary or in the weights
+    for size, message in ((1 << 20, "truncated GGUF header"), (len(data) * 9 // 10, "before its tensors' data")):
+        cut.write_bytes(data[:size])
+        with pytest.raises(SystemExit) as exc:
+            main(["serve", "-m", str(cut)])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_a_host_name_listens_on_its_address() -> None:

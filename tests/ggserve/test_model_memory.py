@@ -9,7 +9,7 @@ from test_cli import parse
 
 from executor.engine import ModelEngine
 from ggserve.config import ServeConfig
-from ggserve.models.gguf_meta import GGUFError, read_metadata
+from ggserve.models.gguf_meta import TYPE_SIZES, DamagedGGUF, GGUFError, read_metadata
 from ggserve.models.resolve import resolve_model
 from ggserve.models.memory import estimate_memory, model_files
 from ggserve.models.room import Limits, Resident, victims
@@ -54,6 +54,23 @@ def test_a_file_that_is_not_gguf_is_refused(tmp_path) -> None:
     (tmp_path / "empty.gguf").touch()
     with pytest.raises(GGUFError):
         read_metadata(str(tmp_path / "empty.gguf"))
+
+
+def test_the_tensors_data_end_is_where_the_file_ends_and_a_cut_file_is_damaged(tmp_path) -> None:
+    model = resolve_model(None)
+    with open(model, "rb") as f:
+        data = f.read()
+    assert read_metadata(model).data_end == len(data)
+    cut = tmp_path / "cut.gguf"
+    for size in (len(data) // 2, len(data) - 1000, 1 << 20, 20):  # in the data, the header, the fixed fields
+        cut.write_bytes(data[:size])
+        with pytest.raises(DamagedGGUF):
+            read_metadata(str(cut))
+
+
+def test_tensor_type_sizes_are_ggmls() -> None:
+    known = {t.value: sizes for t, sizes in gguf.GGML_QUANT_SIZES.items()}
+    assert all(known[kind] == sizes for kind, sizes in TYPE_SIZES.items())
 
 
 def test_split_models_count_every_shard(tmp_path) -> None:

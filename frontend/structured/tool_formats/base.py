@@ -60,6 +60,11 @@ class ToolFormat:
         function name to the expression of its arguments object."""
         raise NotImplementedError
 
+    def reader(self) -> ToolFormat | None:
+        """The format that reads a reply in which no calls are expected: the framing every reply
+        of the template has (Functionary's ``>>>all``); None: the reply is plain text."""
+        return None
+
     def free_grammar(self, rules: gbnf.Rules, section: str) -> str:
         """GBNF of a reply that may call (tool_choice auto): text that may open a call ``section``."""
         if self.at_output_start_only:

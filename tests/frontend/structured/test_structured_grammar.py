@@ -460,6 +460,9 @@ def test_lfm2_tool_grammar(tokenizer, parallel):
     grammar = tool_grammar(tokenizer, Lfm2Format(), parallel)
     section = "<|tool_call_start|>[{}]<|tool_call_end|>"
     assert accepts(tokenizer, grammar, section.format("get_weather(city='Paris')"))
+    # strings double-quoted too: as llama.cpp's tests write them, and as past calls are written into a turn
+    assert accepts(tokenizer, grammar, section.format('get_weather(city="Paris", unit="f")'))
+    assert accepts(tokenizer, grammar, Lfm2Format().write_calls([("get_weather", {"city": "Paris", "unit": "f"})]))
     assert accepts(tokenizer, grammar, section.format(
         "get_weather(city='It\\'s \"Paris\"', unit='f', days=3, opts={\"metric\": true})"))
     assert accepts(tokenizer, grammar, section.format("get_weather(city='Paris'), ping()")) == parallel

@@ -114,6 +114,9 @@ CASES = [
      "Let me check.",
      [("special_function", {"arg1": 1}), ("set_config", {"config": {"enabled": True, "note": None}, "tags": ["a", "b"],
                                                          "n": -1.5}), ("Calendar.create_event", {"title": "demo"})]),
+    (Lfm2Format(),  # a JSON value reads by JSON's rules (a surrogate pair, "\\/"), a Python one by Python's
+     '<|tool_call_start|>[note(tags=["\\ud83d\\ude00", "a\\/b"], by=\'\\ud83d\\ude00\')]<|tool_call_end|>', "",
+     [("note", {"tags": ["\U0001f600", "a/b"], "by": "\U0001f600"})]),
     (Lfm2Format(),  # llama.cpp's test-chat: escapes in a string decode; no arguments
      '<|tool_call_start|>[python(code="def hello():\\n\\tprint(\\"hey, (you)\\")"), empty_args()]<|tool_call_end|>', "",
      [("python", {"code": 'def hello():\n\tprint("hey, (you)")'}), ("empty_args", {})]),
@@ -173,6 +176,8 @@ def test_mistral_calls_keep_the_ids_the_model_wrote_and_get_ids_its_templates_ac
     (ApertusFormat(), '<|tools_prefix|>[{"f": [1]}]<|tools_suffix|>'),  # arguments that are not an object
     (FunctionaryFormat([{"name": "f"}]), 'f\n{"a": 1}>>>all\nText after a call'),
     (FunctionaryFormat([{"name": "f"}]), "f\nnot json"),
+    (Lfm2Format(), "<|tool_call_start|>[f(a='\\ud83d')]<|tool_call_end|>"),  # a lone surrogate cannot go out
+    (Lfm2Format(), '<|tool_call_start|>[f(a=["\\ud83d"])]<|tool_call_end|>'),
 ])
 def test_malformed_calls_come_back_as_content(fmt, text):
     out = run_parser(OutputParser(None, fmt), text)

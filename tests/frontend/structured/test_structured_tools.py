@@ -8,11 +8,15 @@ from types import SimpleNamespace
 
 import msgspec
 
+from frontend_support import gemma_path, run_parser
+
 from frontend.api.schemas import ChatCompletionRequest
 from frontend.conversation import ChatPlan, _reply_parsers
+from frontend.structured.reasoning import budget_for
 from frontend.structured.tool_formats.own_syntax.lfm2 import Lfm2Format
 from frontend.structured.tools import plan_tools
 from frontend.text.chat_template import ChatTemplate
+from frontend.text.tokenizer import Tokenizer
 
 HERMES = "{% for t in tools %}{{ t | tojson }}{% endfor %}<tool_call>{% for m in messages %}{{ m.content }}{% endfor %}"
 MISTRAL_SMALL_3_2 = "{{ tools }}[TOOL_CALLS]{{ name }}[CALL_ID]{{ id }}[ARGS]{{ arguments }}"
@@ -120,3 +124,44 @@ def test_lfm2_templates_that_show_no_past_calls_get_them_in_the_text():
                                                                                         ("ping", {})]
     lfm2_5 = "{% if tools %}List of tools: [{% endif %}<|tool_call_start|>{{ message.tool_calls }}<|im_start|>"
     assert plan_tools(body, lfm2_5).messages[1]["tool_calls"][0]["function"]["arguments"] == args  # shown as it is
+
+
+FUNCTIONARY = "{% if tools %}>>>${recipient}{% endif %}>>>all"
+
+
+def reply(template: str, body: ChatCompletionRequest, prompt: str, text: str, step: int | None = None):
+    fe = SimpleNamespace(cfg=SimpleNamespace(skip_chat_parsing=False, reasoning_format="auto"),
+                         template=SimpleNamespace(source=template))
+    (parser,), _ = _reply_parsers(fe, body, ChatPlan(prompt, plan_tools(body, template)))
+    return run_parser(parser, text, step)
+
+
+def test_functionary_replies_without_calls_lose_their_recipient():
+    """Every Functionary reply opens with a recipient: ``all`` is the content's, with tools or
+    without (as llama-server reads it)."""
+    ping = [{"type": "function", "function": {"name": "ping"}}]
+    for body in (request(), request(tools=ping, tool_choice="none")):
+        out = reply(FUNCTIONARY, body, "<|im_start|>assistant\n>>>", "all\nHello, world!")
+        assert (out.content, out.calls) == ("Hello, world!", [])
+
+
+def test_a_forced_call_cut_short_is_never_content_where_the_section_has_no_closer():
+    """A forced reply is calls only: one cut by max_tokens is a call (its name and the arguments
+    so far, where the format tells them as it goes, as Hermes's does), or nothing; never text."""
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}]
+    body = request(tools=tools, tool_choice="required")
+    for template, prompt, text in ((FUNCTIONARY, ">>>", 'get_weather\n{"city": "Pa'),
+                                   (MISTRAL_SMALL_3_2, "[/INST]", '[TOOL_CALLS]get_weather[CALL_ID]abcdefghi[ARGS]{"ci')):
+        assert reply(template, body, prompt, text).content == "", template
+
+
+def test_a_call_opener_ends_a_budgeted_thinking_too():
+    """The executor's budget ends the thinking where the reply's parser does: at its closing tag
+    or at a call's opener (a budget spent inside a call must not force text into it)."""
+    tokenizer = Tokenizer(gemma_path())
+    try:
+        budget = budget_for(8, "", "<think>", "<think>\n", tokenizer, enders=("<tool_call>",))
+    finally:
+        tokenizer.close()
+    assert budget is not None and budget.ends == ["</think>", "<tool_call>"] and budget.open

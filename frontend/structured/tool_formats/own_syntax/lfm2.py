@@ -3,15 +3,15 @@
     <|tool_call_start|>[get_weather(city='Paris', days=3, metric=True), ping()]<|tool_call_end|>
 
 A value is a Python literal (the template writes strings in single quotes, objects as JSON, other
-values as Python writes them: ``True``, ``None``, ``['a', 1]``); reading also takes JSON's
-``true``, ``false`` and ``null``, as llama.cpp does. Values are read with ``ast`` (parsed, never
-evaluated): strings, numbers, booleans, None, lists, tuples and dicts with string keys, nothing
-else. Names and keys are read as written (a name may hold ``-`` or ``.``, which Python's syntax
+values as Python writes them: ``True``, ``None``, ``['a', 1]``) or JSON (``"Paris"``, ``true``,
+``null``), as llama.cpp reads them. A value that is JSON is read by JSON's rules; any other with
+``ast`` (parsed, never evaluated): strings, numbers, booleans, None, lists, tuples and dicts with
+string keys, nothing else. Names and keys are read as written (a name may hold ``-`` or ``.``, which Python's syntax
 would not take).
 
 The grammar (the only use of the functions' schemas, ``bind``) writes each function's top-level
 properties as the template does, in the schema's order (the required ones present, the optional
-ones skippable, no others): a string in single quotes (an ``enum``, its quoted alternatives), a
+ones skippable, no others): a string in single or double quotes (an ``enum``, its quoted alternatives), a
 boolean ``True``/``False``, null ``None``, a number as in JSON, anything else (objects, arrays,
 unions) in JSON, which the reader takes too (so arrays are not written as Python writes them). A
 function whose schema lists no properties takes any keyword arguments with JSON values (none if
@@ -99,11 +99,12 @@ class Lfm2Format(SchemaBound):
 
 def _value(rules: gbnf.Rules, schema: dict[str, Any], sub: Any, key: str) -> str:
     """The expression of a top-level property's values, as Python literals."""
-    if is_string(sub):
+    if is_string(sub):  # in single quotes, as the template writes them, or double, as llama.cpp's tests do
         if "enum" in sub:
-            return " | ".join(gbnf.literal(repr(str(v))) for v in sub["enum"])
+            return " | ".join(gbnf.literal(q) for v in sub["enum"] for q in (repr(str(v)), json.dumps(str(v))))
         char = rules.fixed("py-char", "[^'\\\\\\n] | \"\\\\\" [\\\\'\"nrt]")
-        return rules.fixed("py-string", f'"\'" ({char})* "\'"')
+        py_string = rules.fixed("py-string", f'"\'" ({char})* "\'"')
+        return f"{py_string} | {subschema_rule(rules, schema, sub, f'{key}-value')}"
     kind = sub.get("type") if isinstance(sub, dict) else None
     if kind == "boolean":
         return '"True" | "False"'
@@ -174,10 +175,27 @@ def _value_end(text: str, pos: int) -> int:
 
 
 def _literal_text(text: str) -> Any:
+    """A value written as JSON (read by JSON's rules: ``"\\/"``, surrogate pairs) or as a Python
+    literal (single quotes, ``True``, ``None``)."""
+    try:
+        return json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+    except json.JSONDecodeError:
+        pass
     try:
         return _literal(ast.parse(text.strip(), mode="eval").body)
     except (SyntaxError, RecursionError) as exc:
         raise ValueError(f"not a Python literal: {text!r}") from exc
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("not a finite number")
+    return value
+
+
+def _no_constant(text: str) -> Any:
+    raise ValueError(f"{text} is not a JSON value")
 
 
 def _literal(node: ast.AST) -> Any:
@@ -186,6 +204,8 @@ def _literal(node: ast.AST) -> Any:
             isinstance(node, ast.Constant) and node.value is None):
         if isinstance(node.value, float) and not math.isfinite(node.value):
             raise ValueError("not a finite number")
+        if isinstance(node.value, str):  # a surrogate pair's escapes: one character; a lone one: a ValueError
+            return node.value.encode("utf-16", "surrogatepass").decode("utf-16")
         return node.value
     if isinstance(node, ast.Name) and node.id in _WORDS:
         return _WORDS[node.id]
