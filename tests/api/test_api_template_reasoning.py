@@ -113,10 +113,12 @@ def test_harmony_analysis_is_reasoning(sdk):
     assert none.content.startswith("<|channel|>analysis<|message|>")
 
 
-def test_harmony_reasoning_budget_ends_the_analysis(sdk):
+def test_harmony_reasoning_budget_ends_the_analysis(server, sdk):
     free = reply(sdk, grammar=HARMONY).choices[0].message.reasoning_content
     cut = reply(sdk, grammar=HARMONY, thinking_budget_tokens=3).choices[0].message
-    assert len(cut.reasoning_content) < len(free) and free.startswith(cut.reasoning_content)
+    tokens = httpx.post(f"{server.base_url}/tokenize", json={"content": cut.reasoning_content}, timeout=30)
+    # (the model may end its analysis within 3 tokens by itself: then the two are the same)
+    assert len(tokens.json()["tokens"]) <= 3 and free.startswith(cut.reasoning_content)
     assert cut.content.strip()
 
 
