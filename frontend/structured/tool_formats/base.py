@@ -4,6 +4,7 @@ the calls in it, and the grammar that makes the model write valid ones."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +99,37 @@ def call_from_object(obj: Any, args_keys: tuple[str, ...] = ("arguments", "param
         if key in obj:
             return ParsedCall(obj["name"], arguments_text(obj[key]))
     return ParsedCall(obj["name"], "{}")
+
+
+def object_run(text: str, gaps: str = " \t\n") -> list[ParsedCall]:
+    """The calls of JSON call objects written one after another (``call_from_object``), with any
+    of the ``gaps`` characters between them."""
+    decoder = json.JSONDecoder()
+    text, calls, pos = text.strip(), [], 0
+    while pos < len(text):
+        obj, pos = decoder.raw_decode(text, pos)
+        calls.append(call_from_object(obj))
+        while pos < len(text) and text[pos] in gaps:
+            pos += 1
+    if not calls:
+        raise ValueError("no call")
+    return calls
+
+
+def json_list_calls(section: str, read: Callable[[Any], ParsedCall]) -> list[ParsedCall]:
+    """The calls of a section holding a JSON list of call objects (or one), each read by ``read``."""
+    value = json.loads(section)
+    calls = [read(obj) for obj in (value if isinstance(value, list) else [value])]
+    if not calls:
+        raise ValueError("no call")
+    return calls
+
+
+def json_list_grammar(rules: gbnf.Rules, start: str, end: str, one: str, parallel: bool) -> str:
+    """``start[`` one call (``one``; more, comma-separated, when ``parallel``) ``]end``."""
+    ws = rules.fixed("ws", '| " " | "\\n" [ \\t]{0,16}')
+    more = f'("," {ws} {one})*' if parallel else ""
+    return f'{gbnf.literal(start + "[")} {ws} {one} {more} {ws} {gbnf.literal("]" + end)}'
 
 
 def json_value(text: str) -> Any:

@@ -6,10 +6,11 @@ grammars write each top-level property's value in the same way."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, Self
 
 from frontend.structured import gbnf
-from frontend.structured.json_schema import subschema_rule
+from frontend.structured.json_schema import members_rule, subschema_rule
 from frontend.structured.tool_formats.base import ToolFormat
 
 
@@ -24,6 +25,21 @@ class SchemaBound(ToolFormat):
 
     def schema(self, name: str) -> dict[str, Any]:
         return self._params.get(name, {})
+
+    def members(self, rules: gbnf.Rules, name: str, item: Callable[[str, Any, dict[str, Any], str], str],
+                separator: str, keys: Callable[[dict[str, Any]], list[str]] = list) -> str | None:
+        """The rule of a call's arguments written as one ``item(key, property schema, function
+        schema, rule name hint)`` per top-level property of function ``name``, between
+        ``separator``s, in the order ``keys`` gives: the required present, the optional
+        skippable, no others. None when its schema lists none."""
+        schema = self.schema(name)
+        properties = schema.get("properties")
+        if not properties:
+            return None
+        required = set(schema.get("required", ()))
+        items = [(rules.add(f"{name}-{key}-kv", item(key, properties[key], schema, f"{name}-{key}")), key in required)
+                 for key in keys(properties)]
+        return members_rule(rules, items, separator, f"{name}-args")
 
     def typed_arguments(self, name: str, pairs: list[tuple[str, str]]) -> str:
         """The JSON object text of a call's (key, value text) pairs, each value typed by its schema."""

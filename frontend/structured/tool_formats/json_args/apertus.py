@@ -7,9 +7,11 @@ name and whose value is the arguments::
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from frontend.structured import gbnf
-from frontend.structured.tool_formats.base import ParsedCall, ToolFormat, arguments_text
+from frontend.structured.tool_formats.base import ParsedCall, ToolFormat, arguments_text, json_list_calls, \
+    json_list_grammar
 
 START = "<|tools_prefix|>"
 END = "<|tools_suffix|>"
@@ -21,23 +23,19 @@ class ApertusFormat(ToolFormat):
     end = END
 
     def parse(self, section: str) -> list[ParsedCall]:
-        value = json.loads(section)
-        calls = []
-        for obj in value if isinstance(value, list) else [value]:
-            if not isinstance(obj, dict) or len(obj) != 1:
-                raise ValueError("an Apertus call is {NAME: ARGUMENTS}")
-            [(name, args)] = obj.items()
-            if not name:
-                raise ValueError("a tool call needs a name")
-            calls.append(ParsedCall(name, arguments_text(args)))
-        if not calls:
-            raise ValueError("no call")
-        return calls
+        return json_list_calls(section, _call)
 
     def section_grammar(self, rules: gbnf.Rules, calls: dict[str, str], parallel: bool) -> str:
         ws = rules.fixed("ws", '| " " | "\\n" [ \\t]{0,16}')
         alts = [f'"{{" {ws} {gbnf.literal(json.dumps(name))} {ws} ":" {ws} {args} {ws} "}}"'
                 for name, args in calls.items()]
-        one = rules.add("tool-call-apertus", " | ".join(alts))
-        more = f'("," {ws} {one})*' if parallel else ""
-        return f'{gbnf.literal(START + "[")} {ws} {one} {more} {ws} {gbnf.literal("]" + END)}'
+        return json_list_grammar(rules, START, END, rules.add("tool-call-apertus", " | ".join(alts)), parallel)
+
+
+def _call(obj: Any) -> ParsedCall:
+    if not isinstance(obj, dict) or len(obj) != 1:
+        raise ValueError("an Apertus call is {NAME: ARGUMENTS}")
+    [(name, args)] = obj.items()
+    if not name:
+        raise ValueError("a tool call needs a name")
+    return ParsedCall(name, arguments_text(args))

@@ -17,7 +17,8 @@ import json
 from typing import Any
 
 from frontend.structured import gbnf
-from frontend.structured.tool_formats.base import ParsedCall, ToolFormat, arguments_text
+from frontend.structured.tool_formats.base import ParsedCall, ToolFormat, arguments_text, json_list_calls, \
+    json_list_grammar
 
 START = "<|START_ACTION|>"
 END = "<|END_ACTION|>"
@@ -29,20 +30,14 @@ class CohereFormat(ToolFormat):
     end = END
 
     def parse(self, section: str) -> list[ParsedCall]:
-        value = json.loads(section)
-        calls = [_call(obj) for obj in (value if isinstance(value, list) else [value])]
-        if not calls:
-            raise ValueError("no call")
-        return calls
+        return json_list_calls(section, _call)
 
     def section_grammar(self, rules: gbnf.Rules, calls: dict[str, str], parallel: bool) -> str:
         ws = rules.fixed("ws", '| " " | "\\n" [ \\t]{0,16}')
         alts = [f'"{{" {ws} "\\"tool_call_id\\":" {ws} "\\"" [0-9]{{1,3}} "\\"" {ws} "," {ws} '
                 f'"\\"tool_name\\":" {ws} {gbnf.literal(json.dumps(name))} {ws} "," {ws} '
                 f'"\\"parameters\\":" {ws} {args} {ws} "}}"' for name, args in calls.items()]
-        one = rules.add("tool-call-cohere", " | ".join(alts))
-        more = f'("," {ws} {one})*' if parallel else ""
-        return f'{gbnf.literal(START + "[")} {ws} {one} {more} {ws} {gbnf.literal("]" + END)}'
+        return json_list_grammar(rules, START, END, rules.add("tool-call-cohere", " | ".join(alts)), parallel)
 
 
 def _call(obj: Any) -> ParsedCall:

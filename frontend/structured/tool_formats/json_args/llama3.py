@@ -3,11 +3,8 @@
 
 from __future__ import annotations
 
-import json
-
 from frontend.structured import gbnf
-from frontend.structured.tool_formats.base import ParsedCall, ToolFormat, call_from_object, \
-    name_object_alternatives
+from frontend.structured.tool_formats.base import ParsedCall, ToolFormat, name_object_alternatives, object_run
 
 
 class Llama3Format(ToolFormat):
@@ -18,17 +15,7 @@ class Llama3Format(ToolFormat):
     keep_start = True
 
     def parse(self, section: str) -> list[ParsedCall]:
-        text = section.removeprefix("<|python_tag|>").strip()
-        decoder = json.JSONDecoder()
-        calls, pos = [], 0
-        while pos < len(text):
-            obj, pos = decoder.raw_decode(text, pos)
-            calls.append(call_from_object(obj))
-            while pos < len(text) and text[pos] in " \n\t;":
-                pos += 1
-        if not calls:
-            raise ValueError("no call")
-        return calls
+        return object_run(section.removeprefix("<|python_tag|>"), gaps=" \n\t;")
 
     def section_grammar(self, rules: gbnf.Rules, calls: dict[str, str], parallel: bool) -> str:
         call = name_object_alternatives(rules, calls, "parameters", "tool-call-json")

@@ -28,7 +28,7 @@ import re
 from typing import Any
 
 from frontend.structured import gbnf
-from frontend.structured.json_schema import members_rule, subschema_rule
+from frontend.structured.json_schema import subschema_rule
 from frontend.structured.tool_formats.base import ParsedCall
 from frontend.structured.tool_formats.typed_args import SchemaBound, is_string
 
@@ -65,18 +65,15 @@ class Gemma4Format(SchemaBound):
         string = rules.fixed("gemma4-string", f"{gbnf.literal(QUOTE)} {text} {gbnf.literal(QUOTE)}")
         value, obj = _value_rules(rules, string)
         alts = []
+        def item(key: str, sub: Any, schema: dict[str, Any], hint: str) -> str:
+            return f"{gbnf.literal(key + ':')} ({_property_value(rules, schema, sub, hint, string, value)})"
+
         for name in calls:
-            schema = self.schema(name)
-            properties = schema.get("properties")
-            if properties:
-                required = set(schema.get("required", ()))
-                items = []
-                for key in sorted(properties, key=str.lower):  # as Jinja's dictsort: case ignored
-                    v = _property_value(rules, schema, properties[key], f"{name}-{key}", string, value)
-                    items.append((rules.add(f"{name}-{key}-kv", f"{gbnf.literal(key + ':')} ({v})"), key in required))
-                args = f'"{{" {members_rule(rules, items, COMMA, f"{name}-args")} "}}"'
+            members = self.members(rules, name, item, COMMA, lambda p: sorted(p, key=str.lower))  # Jinja's dictsort
+            if members is not None:
+                args = f'"{{" {members} "}}"'
             else:
-                args = '"{}"' if schema.get("additionalProperties") is False else obj
+                args = '"{}"' if self.schema(name).get("additionalProperties") is False else obj
             alts.append(f"{gbnf.literal(name)} {args}")
         one = rules.add("tool-call-gemma4", " | ".join(alts))
         return f"{gbnf.literal(START + 'call:')} ({one}) {gbnf.literal(END)}"

@@ -30,7 +30,7 @@ import re
 from typing import Any
 
 from frontend.structured import gbnf
-from frontend.structured.json_schema import members_rule, subschema_rule
+from frontend.structured.json_schema import subschema_rule
 from frontend.structured.tool_formats.base import ParsedCall
 from frontend.structured.tool_formats.typed_args import SchemaBound, is_string
 
@@ -75,17 +75,14 @@ class Lfm2Format(SchemaBound):
     def section_grammar(self, rules: gbnf.Rules, calls: dict[str, str], parallel: bool) -> str:
         # ``calls`` holds JSON-object rules; this format writes keyword arguments instead.
         alts = []
+        def item(key: str, sub: Any, schema: dict[str, Any], hint: str) -> str:
+            return f"{gbnf.literal(key + '=')} ({_value(rules, schema, sub, hint)})"
+
         for name in calls:
-            schema = self.schema(name)
-            properties = schema.get("properties")
-            if properties:
-                required = set(schema.get("required", ()))
-                items = []
-                for key, sub in properties.items():
-                    kv = f"{gbnf.literal(key + '=')} ({_value(rules, schema, sub, key)})"
-                    items.append((rules.add(f"{name}-{key}-kv", kv), key in required))
-                args = members_rule(rules, items, gbnf.literal(", "), f"{name}-kwargs")
-            elif schema.get("additionalProperties") is False:
+            members = self.members(rules, name, item, gbnf.literal(", "))
+            if members is not None:
+                args = members
+            elif self.schema(name).get("additionalProperties") is False:
                 args = ""
             else:
                 value = subschema_rule(rules, {}, {}, "json-value")
@@ -97,20 +94,20 @@ class Lfm2Format(SchemaBound):
         return f'{gbnf.literal(START + "[")} {body} {gbnf.literal("]" + END)}'
 
 
-def _value(rules: gbnf.Rules, schema: dict[str, Any], sub: Any, key: str) -> str:
+def _value(rules: gbnf.Rules, schema: dict[str, Any], sub: Any, hint: str) -> str:
     """The expression of a top-level property's values, as Python literals."""
     if is_string(sub):  # in single quotes, as the template writes them, or double, as llama.cpp's tests do
         if "enum" in sub:
             return " | ".join(gbnf.literal(q) for v in sub["enum"] for q in (repr(str(v)), json.dumps(str(v))))
         char = rules.fixed("py-char", "[^'\\\\\\n] | \"\\\\\" [\\\\'\"nrt]")
         py_string = rules.fixed("py-string", f'"\'" ({char})* "\'"')
-        return f"{py_string} | {subschema_rule(rules, schema, sub, f'{key}-value')}"
+        return f"{py_string} | {subschema_rule(rules, schema, sub, f'{hint}-value')}"
     kind = sub.get("type") if isinstance(sub, dict) else None
     if kind == "boolean":
         return '"True" | "False"'
     if kind == "null":
         return '"None"'
-    return subschema_rule(rules, schema, sub, f"{key}-value")
+    return subschema_rule(rules, schema, sub, f"{hint}-value")
 
 
 def _python(value: Any) -> str:

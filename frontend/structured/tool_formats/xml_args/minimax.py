@@ -18,11 +18,8 @@ Both think in ``<think>...</think>`` (M2's prompt opens it).
 
 from __future__ import annotations
 
-import json
-
 from frontend.structured import gbnf
-from frontend.structured.tool_formats.base import ParsedCall, ToolFormat, call_from_object, \
-    name_object_alternatives
+from frontend.structured.tool_formats.base import ParsedCall, ToolFormat, name_object_alternatives, object_run
 from frontend.structured.tool_formats.xml_args.invoke_xml import InvokeXmlFormat
 
 M2_START = "<minimax:tool_call>"
@@ -40,16 +37,7 @@ class MiniMaxM1Format(ToolFormat):
     end = "</tool_calls>"
 
     def parse(self, section: str) -> list[ParsedCall]:
-        decoder = json.JSONDecoder()
-        text, calls, pos = section.strip(), [], 0
-        while pos < len(text):
-            obj, pos = decoder.raw_decode(text, pos)
-            calls.append(call_from_object(obj))
-            while pos < len(text) and text[pos].isspace():
-                pos += 1
-        if not calls:
-            raise ValueError("no call")
-        return calls
+        return object_run(section)
 
     def section_grammar(self, rules: gbnf.Rules, calls: dict[str, str], parallel: bool) -> str:
         call = name_object_alternatives(rules, calls, "arguments", "tool-call-json")
