@@ -22,8 +22,6 @@ from frontend.structured import gbnf
 from frontend.structured.constraints import Frame
 from frontend.structured.json_schema import SchemaError, schema_rule
 from frontend.structured.tool_formats import GENERIC, ToolFormat, detect_native_format
-from frontend.structured.tool_formats.json_args.harmony import HarmonyFormat
-from frontend.structured.tool_formats.own_syntax.lfm2 import Lfm2Format
 from frontend.text.chat_template import content_text
 from frontend.text.multimodal import MARKER
 
@@ -72,8 +70,9 @@ def plan_tools(body: ChatCompletionRequest, template_source: str) -> ToolPlan:
     _check_tool_results(history)
     if native is None:
         history = _generic_history(history)
-    elif isinstance(native, (HarmonyFormat, Lfm2Format)):  # their templates read past reasoning as "thinking"
-        history = [m | {"thinking": m["reasoning_content"]} if "reasoning_content" in m else m for m in history]
+    elif native.reasoning_key:
+        history = [m | {native.reasoning_key: m["reasoning_content"]} if "reasoning_content" in m else m
+                   for m in history]
     elif native.string_arguments:
         history = [_with_string_arguments(m) if "tool_calls" in m else m for m in history]
     if native is not None and "tool_calls" not in template_source:  # a template that shows no past calls

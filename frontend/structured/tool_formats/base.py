@@ -31,6 +31,7 @@ class ToolFormat:
     skipped: tuple[str, ...] = ()  # markers of plain content, dropped from it (Functionary's ">>>all\n")
     tokens: tuple[str, ...] = ()  # other control tokens the calls are written with, to read as text
     string_arguments = False  # the template takes past calls' arguments as JSON text, not objects
+    reasoning_key = ""  # where the template reads a past turn's reasoning, if not reasoning_content
 
     @property
     def thinking_enders(self) -> tuple[str, ...]:

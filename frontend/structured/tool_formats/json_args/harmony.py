@@ -37,6 +37,7 @@ class HarmonyFormat(ToolFormat):
     name = "harmony"
     starts = (CHANNEL + "commentary to=" + FUNCTIONS,)
     end = None
+    reasoning_key = "thinking"  # gpt-oss's template
 
     def parse(self, section: str) -> list[ParsedCall]:
         """``NAME <|constrain|>json<|message|>ARGS`` (the text after the opener)."""

@@ -46,6 +46,7 @@ class Lfm2Format(SchemaBound):
     name = "lfm2"
     starts = (START,)
     end = END
+    reasoning_key = "thinking"  # LFM2.5's template
 
     def parse(self, section: str) -> list[ParsedCall]:
         text = section.strip()
