@@ -40,7 +40,8 @@ from frontend.api.native_result import NativeResults
 from frontend.structured.lazy import preserved_ids
 from frontend.structured.constraints import Frame, answer_schema, check_grammar, output_grammar
 from frontend.structured.harmony import HarmonyParser
-from frontend.structured.output import CallOut, OutputDelta, OutputParser, merge_calls
+from frontend.structured.deltas import CallOut, OutputDelta, merge_calls
+from frontend.structured.output import OutputParser
 from frontend.structured.reasoning import (budget_for, check_budget, is_harmony, opened_thinking, reasoning_for,
                                           thinking_first)
 from frontend.structured.tool_formats.json_args import harmony

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from frontend.conversation import Reply
-from frontend.structured.output import OutputDelta
+from frontend.structured.deltas import OutputDelta
 
 BlockKind = Literal["thinking", "text", "tool_call"]
 

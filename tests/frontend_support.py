@@ -26,7 +26,8 @@ import httpx
 import zmq
 
 from frontend.structured.harmony import HarmonyParser
-from frontend.structured.output import OutputDelta, OutputParser, merge_calls
+from frontend.structured.deltas import OutputDelta, merge_calls
+from frontend.structured.output import OutputParser
 from ggserve.config import ServeConfig, save_config
 from ipc import transport
 from ipc.protocol import (

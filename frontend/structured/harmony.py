@@ -16,14 +16,9 @@ from __future__ import annotations
 
 import re
 
-from frontend.structured.output import (
-    ArgsStream,
-    OutputDelta,
-    StreamParser,
-    first_marker,
-    partial_suffix,
-    whole_call,
-)
+from frontend.structured.call_stream import ArgsStream
+from frontend.structured.deltas import OutputDelta, first_marker, partial_suffix, whole_call
+from frontend.structured.output import StreamParser
 from frontend.structured.tool_formats.json_args.harmony import CALL, CHANNEL, END, FUNCTIONS, MESSAGE, RETURN, START, \
     call, recipient
 

@@ -11,113 +11,17 @@ after a call are the format's separator, not content. Each call gets an id (``ca
 digits). A call opener inside unclosed thinking ends the thinking: the tool grammar allows only
 calls after an opener, so the thinking could not close later.
 
-In a stream, where a format can tell a call's name before its arguments (``args_start``), the
-arguments go out as the model writes them, as OpenAI streams them: the call's first piece
-carries its id and name, later pieces more of the arguments' JSON text (spaced as a whole
-call's re-encoded arguments are, as llama-server streams them). The tool grammar makes such a call valid; only an output
-cut by max_tokens leaves its arguments unfinished, as with OpenAI.
+In a stream, where a format can tell a call's name before its arguments, the calls go out as
+the model writes them (``call_stream``), as OpenAI streams them. The tool grammar makes such a
+call valid; only an output cut by max_tokens leaves its arguments unfinished, as with OpenAI.
 """
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass, field
-
+from frontend.structured.call_stream import CallStream, call_stream
+from frontend.structured.deltas import OutputDelta, first_marker, partial_suffix, whole_call
 from frontend.structured.reasoning import Reasoning
 from frontend.structured.tool_formats import ParsedCall, ToolFormat
-
-
-@dataclass(slots=True)
-class CallOut:
-    """A tool call or a piece of one: the first piece of each call has its id and name, later
-    pieces (same index) only more arguments text."""
-
-    index: int
-    id: str | None
-    name: str | None
-    arguments: str
-
-
-@dataclass(slots=True)
-class OutputDelta:
-    content: str = ""
-    reasoning: str = ""
-    calls: list[CallOut] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.content or self.reasoning or self.calls)
-
-
-def new_call_id() -> str:
-    return "call_" + uuid.uuid4().hex[:24]
-
-
-def merge_calls(pieces: list[CallOut]) -> list[CallOut]:
-    """Whole calls from their pieces (for a reply that is not streamed)."""
-    calls: dict[int, CallOut] = {}
-    for piece in pieces:
-        if piece.index in calls:
-            calls[piece.index].arguments += piece.arguments
-        else:
-            assert piece.id is not None and piece.name is not None, "a call's first piece names it"
-            calls[piece.index] = CallOut(piece.index, piece.id, piece.name, piece.arguments)
-    return list(calls.values())
-
-
-def whole_call(index: int, name: str, arguments: str, out: OutputDelta, call_id: str = "") -> None:
-    """A call read at once: its head, then its arguments (as a stream sends them)."""
-    out.calls.append(CallOut(index, call_id or new_call_id(), name, ""))
-    out.calls.append(CallOut(index, None, None, arguments))
-
-
-class ArgsStream:
-    """The arguments of one call, sent as they arrive: the text of one JSON object, which ends
-    where its braces balance (whatever follows, such as the format's closing marker, is not
-    part of it). Outside strings the spacing is json.dumps' (``", "``, ``": "``, no other
-    whitespace), so a stream's arguments read as those of the same call not streamed."""
-
-    def __init__(self, index: int, name: str, out: OutputDelta, call_id: str = "") -> None:
-        self.index = index
-        self.done = False
-        self._depth = 0
-        self._in_string = False
-        self._escape = False
-        out.calls.append(CallOut(index, call_id or new_call_id(), name, ""))
-
-    def feed(self, text: str, out: OutputDelta) -> None:
-        if self.done:
-            return
-        piece = self._take(text)
-        if piece:
-            out.calls.append(CallOut(self.index, None, None, piece))
-
-    def _take(self, text: str) -> str:
-        """The object's part of ``text`` (up to its closing brace), spaced as json.dumps spaces it."""
-        kept: list[str] = []
-        for ch in text:
-            if self._in_string:
-                if self._escape:
-                    self._escape = False
-                elif ch == "\\":
-                    self._escape = True
-                elif ch == '"':
-                    self._in_string = False
-            elif ch.isspace():
-                continue
-            elif ch == '"':
-                self._in_string = True
-            elif ch in ",:":
-                ch += " "
-            elif ch in "{[":
-                self._depth += 1
-            elif ch in "}]":
-                self._depth -= 1
-                if self._depth == 0:
-                    self.done = True
-                    kept.append(ch)
-                    break
-            kept.append(ch)
-        return "".join(kept)
 
 
 class StreamParser:
@@ -165,8 +69,7 @@ class OutputParser(StreamParser):
         self._n_calls = 0
         self._after_section = False  # drop the blank lines after the thinking or a call
         self._after_start = False  # drop the white space after a reasoning start tag that skips it
-        self._args: ArgsStream | None = None  # the open section's call, when its arguments stream
-        self._args_from = 0  # section text up to here went to ``_args``
+        self._calls: CallStream | None = None  # the open section's calls, when they stream
         self._prefix = content_prefix  # sent with the first delta
 
     def finish(self) -> OutputDelta:
@@ -264,39 +167,40 @@ class OutputParser(StreamParser):
         return markers
 
     def _stream_args(self, section: str, out: OutputDelta, announce: bool = False) -> None:
-        """Send what is new of the open call's arguments (once its name is known); ``announce``:
-        also when not streaming."""
+        """Send what is new of the open section's calls; ``announce``: also when not streaming."""
         assert self._tools is not None
-        if self._args is None:
-            start = self._tools.args_start(section) if self._stream or announce else None
-            if start is None:
+        if self._calls is None:
+            if not (self._stream or announce):
                 return
-            name, self._args_from = start
-            self._args = ArgsStream(self._n_calls, name, out, self._tools.new_call_id())
-            self._n_calls += 1
-        self._args.feed(section[self._args_from :], out)
-        self._args_from = len(section)
+            self._calls = call_stream(self._tools, self._n_calls)
+            if self._calls is None:
+                return
+        self._n_calls += self._calls.feed(section, out)
 
     def _close_section(self, section: str, out: OutputDelta, cut: bool = False) -> None:
         """``cut``: the output ended inside the section, before its closer."""
         assert self._tools is not None
-        if self._args is not None:  # already announced: send the rest of its arguments
+        streamed = self._calls.started if self._calls is not None else 0
+        if streamed:  # calls already announced: send the rest, then any the stream could not read
             self._stream_args(section, out)
-            self._args = None
-            return
+            if not cut:
+                self._calls.finish(out)
+        self._calls = None
         try:
             calls: list[ParsedCall] = self._tools.parse(section)
             for call in calls:
                 call.arguments.encode()  # malformed if it holds a lone surrogate (JSON's "\\ud83d" alone)
         except (ValueError, TypeError, KeyError):  # (UnicodeEncodeError is a ValueError)
+            if streamed:
+                return
             if cut:  # what the tool grammar began is a call, cut short; not text
                 self._stream_args(section, out, announce=True)
-                self._args = None
+                self._calls = None
                 return
             opener = "" if self._tools.keep_start else self._tools.starts[0]
             self._emit_content(opener + section + (self._tools.end or ""), out)
             return
-        for call in calls:
+        for call in calls[streamed:]:
             whole_call(self._n_calls, call.name, call.arguments, out, call.id or self._tools.new_call_id())
             self._n_calls += 1
 
@@ -318,23 +222,3 @@ class OutputParser(StreamParser):
             text = text.lstrip()
             self._after_start = not text
         out.reasoning += text
-
-
-def first_marker(text: str, markers: list[str]) -> tuple[int, str | None]:
-    best, found = len(text) + 1, None
-    for m in markers:
-        pos = text.find(m)
-        if 0 <= pos < best:
-            best, found = pos, m
-    return best, found
-
-
-def partial_suffix(text: str, markers: list[str]) -> int:
-    """Length of the longest end of ``text`` that begins some marker (to hold back)."""
-    longest = 0
-    for m in markers:
-        for n in range(min(len(m) - 1, len(text)), 0, -1):
-            if text.endswith(m[:n]):
-                longest = max(longest, n)
-                break
-    return longest

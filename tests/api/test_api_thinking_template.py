@@ -83,3 +83,35 @@ def test_reasoning_format_none_keeps_the_opened_thinking_in_the_content(server):
     message = post(server, "/v1/chat/completions", {**CHAT, "reasoning_format": "none"}).json()["choices"][0]["message"]
     assert message["content"].startswith("<think>\n") and "</think>" in message["content"]
     assert not message.get("reasoning_content")
+
+
+# Qwen3.5's way of calling: each argument an XML element (a string as raw text), after thinking
+XML_TEMPLATE = TEMPLATE.replace('Call a tool with <tool_call>{"name": ..., "arguments": ...}</tool_call>',
+                                "Call a tool with <tool_call>\n<function=NAME>\n<parameter=KEY>\nVALUE\n</parameter>\n"
+                                "</function>\n</tool_call>")
+TRIP = {"type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "Rome"]},
+                                         "days": {"type": "integer", "minimum": 1, "maximum": 7}},
+        "required": ["city", "days"]}
+
+
+@pytest.fixture(scope="module")
+def xml_server(tmp_path_factory):
+    path = tmp_path_factory.mktemp("template") / "xml-calls.jinja"
+    path.write_text(XML_TEMPLATE)
+    with start_server("--chat-template-file", str(path), "-np", "1", "-c", "1024") as handle:
+        yield handle
+
+
+def test_xml_calls_stream_their_arguments_as_json(xml_server):
+    """The template's XML calls go out as OpenAI streams calls: the id and name first, then the
+    arguments' JSON in pieces as the elements are written, typed by the schema."""
+    body = {**CHAT, "tools": [{"type": "function", "function": {"name": "plan_trip", "parameters": TRIP}}],
+            "tool_choice": "required", "parallel_tool_calls": False, "stream": True}
+    with httpx.stream("POST", f"{xml_server.base_url}/v1/chat/completions", json=body, timeout=120) as r:
+        deltas = [json.loads(line[6:])["choices"][0]["delta"] for line in r.iter_lines() if line.startswith("data: {")]
+    pieces = [c for d in deltas for c in d.get("tool_calls") or []]
+    assert pieces[0]["id"].startswith("call_") and pieces[0]["function"]["name"] == "plan_trip"
+    assert all("id" not in p and "name" not in p["function"] for p in pieces[1:]) and len(pieces) > 3
+    arguments = json.loads("".join(p["function"].get("arguments") or "" for p in pieces))
+    jsonschema.validate(arguments, TRIP)
+    assert "<" not in "".join(d.get("content") or "" for d in deltas)

@@ -4,6 +4,7 @@ the calls in it, and the grammar that makes the model write valid ones."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,10 @@ class ToolFormat:
     tokens: tuple[str, ...] = ()  # other control tokens the calls are written with, to read as text
     string_arguments = False  # the template takes past calls' arguments as JSON text, not objects
     reasoning_key = ""  # where the template reads a past turn's reasoning, if not reasoning_content
+    # Where a call written name first begins, up to its arguments' JSON object, so that they can
+    # stream (found from the section's start or the end of the previous call's arguments): groups
+    # ``name`` (a JSON string, or the name as it is) and ``id`` where the model writes one.
+    call_head: re.Pattern[str] | None = None
 
     @property
     def thinking_enders(self) -> tuple[str, ...]:
@@ -51,11 +56,6 @@ class ToolFormat:
         """The format for a request with these functions (the formats that need their schemas
         to read calls return a new instance)."""
         return self
-
-    def args_start(self, section: str) -> tuple[str, int] | None:
-        """For a section of one call whose name comes first: the name and where the arguments
-        object begins, once the text so far shows them (so the arguments can stream)."""
-        return None
 
     def section_grammar(self, rules: gbnf.Rules, calls: dict[str, str], parallel: bool) -> str:
         """GBNF expression of one call section, opener and closer included. ``calls`` maps each
@@ -81,6 +81,12 @@ class ToolFormat:
     def answer_grammar(self, answer: str) -> str:
         """GBNF of a reply that answers in a response format's JSON (``answer``) instead of calling."""
         return answer
+
+
+def name_first_head(args_key: str) -> re.Pattern[str]:
+    """``call_head`` of calls written ``{"name": "<fn>", "<args_key>": {...}}``."""
+    return re.compile(r'\{\s*"name"\s*:\s*(?P<name>"(?:[^"\\]|\\.)*")\s*,\s*'
+                      + re.escape(json.dumps(args_key)) + r"\s*:\s*(?=\{)")
 
 
 def arguments_text(value: Any) -> str:

@@ -6,7 +6,9 @@ grammars write each top-level property's value in the same way."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Self
 
 from frontend.structured import gbnf
@@ -14,8 +16,22 @@ from frontend.structured.json_schema import members_rule, subschema_rule
 from frontend.structured.tool_formats.base import ToolFormat
 
 
+@dataclass(frozen=True, slots=True)
+class XmlSyntax:
+    """How a format writes a call as elements, one an argument, so that its arguments can stream
+    (``call_stream.XmlCalls``). Each pattern is matched where the previous element ended."""
+
+    call_head: re.Pattern[str]  # up to the first argument; group ``name``
+    argument_head: re.Pattern[str]  # up to the value; group ``key`` (and ``string``: DSML's attribute)
+    value_end: str  # what ends a value
+    call_end: re.Pattern[str] | None  # what ends a call after its last argument (None: its section's end)
+    strip_nl: bool = False  # a new line before ``value_end`` is not the value's (Qwen's)
+
+
 class SchemaBound(ToolFormat):
     """A format bound to the request's functions: their parameters' schemas, by name."""
+
+    xml: XmlSyntax | None = None  # where the format writes arguments as elements
 
     def __init__(self, functions: list[dict[str, Any]] | None = None) -> None:
         self._params = {f["name"]: f.get("parameters") or {} for f in functions or []}

@@ -7,7 +7,9 @@ import json
 import pytest
 from frontend_support import run_parser
 
-from frontend.structured.output import OutputDelta, OutputParser, merge_calls
+from frontend.structured.call_stream import call_stream
+from frontend.structured.deltas import OutputDelta, merge_calls
+from frontend.structured.output import OutputParser
 from frontend.structured.reasoning import opened_thinking, reasoning_for, thinking_tags
 from frontend.structured.tool_formats import GENERIC, detect_native_format
 from frontend.structured.tool_formats.json_args.apertus import ApertusFormat
@@ -515,3 +517,58 @@ def test_calls_not_written_name_first_come_whole():
     text = '<tool_call>{"arguments": {"a": 1}, "name": "f"}</tool_call>'
     pieces = pieces_of(OutputParser(None, HermesFormat(), stream_args=True), text)
     assert [(p.name, p.arguments) for p in pieces] == [("f", ""), (None, '{"a": 1}')]
+
+
+STREAMED = [case for case in CASES if call_stream(case[0], 0) is not None]
+
+
+@pytest.mark.parametrize("fmt, text, content, calls", STREAMED, ids=[f"{c[0].name}-{i}" for i, c in enumerate(STREAMED)])
+def test_calls_stream_as_written_and_read_as_the_same_reply_not_streamed(fmt, text, content, calls):
+    """Every format that names a call's function first streams its arguments: each call's come in
+    pieces as the text arrives (a character at a time here), and they add up to the text of the
+    same reply read whole (the same spacing, and values typed as a whole call types them)."""
+    parser = OutputParser(None, fmt, stream_args=True)
+    pieces = pieces_of(parser, text)
+    streamed = merge_calls(pieces)
+    whole = run_parser(OutputParser(None, fmt), text)
+    assert [(c.name, c.arguments) for c in streamed] == [(c.name, c.arguments) for c in whole.calls]
+    assert [(c.name, json.loads(c.arguments)) for c in streamed] == calls
+    for call in streamed:
+        assert len([p for p in pieces if p.index == call.index and p.name is None]) > 1
+
+
+def test_a_string_argument_streams_before_its_element_closes():
+    """An XML-style string value goes out as it is written, escaped as JSON; the new line before
+    its closing tag (the format's, not the value's) and a closing tag still arriving are held."""
+    fmt = QwenXmlFormat([{"name": "write", "parameters": {"type": "object", "properties": {
+        "path": {"type": "string"}, "body": {"type": "string"}, "mode": {"type": "object"}}}}])
+    parser = OutputParser(None, fmt, stream_args=True)
+    sent = ""
+    for piece in ["<tool_call>\n<function=write>\n<parameter=path>\n", 'a "b"\\c.py', "\n</param", "eter>\n",
+                  "<parameter=body>\nline 1\n", "x </para", "m> y\n", "\n</parameter>\n",
+                  '<parameter=mode>\n{"append":', " true}\n</parameter>\n</function>\n</tool_call>"]:
+        sent += "".join(c.arguments for c in parser.push(piece).calls)
+        if piece == 'a "b"\\c.py':
+            assert sent == '{"path": "a \\"b\\"\\\\c.py'
+        elif piece == "\n</param":  # the end of the value, or more of it: held back
+            assert sent.endswith("c.py")
+        elif piece == "x </para":
+            assert sent.endswith('"body": "line 1\\nx ')
+        elif piece == '<parameter=mode>\n{"append":':  # not a string: sent whole when it closes
+            assert sent.endswith('"body": "line 1\\nx </param> y\\n", "mode": ')
+    sent += "".join(c.arguments for c in parser.finish().calls)
+    assert json.loads(sent) == {"path": 'a "b"\\c.py', "body": "line 1\nx </param> y\n", "mode": {"append": True}}
+
+
+def test_a_call_the_stream_cannot_read_comes_whole_after_those_it_streamed():
+    text = '<tool_calls>\n{"name": "a", "arguments": {"x": 1}}\n{"arguments": {"y": 2}, "name": "b"}\n</tool_calls>'
+    pieces = pieces_of(OutputParser(None, MiniMaxM1Format(), stream_args=True), text)
+    assert [(c.name, c.arguments) for c in merge_calls(pieces)] == [("a", '{"x": 1}'), ("b", '{"y": 2}')]
+    assert [p.arguments for p in pieces if p.index == 1] == ["", '{"y": 2}']
+
+
+def test_a_glm_call_ends_with_its_section():
+    fmt = GlmFormat(XML_FUNCTIONS)
+    pieces = pieces_of(OutputParser(None, fmt, stream_args=True),
+                       "<tool_call>get_weather\n<arg_key>days</arg_key>\n<arg_value>3</arg_value>\n</tool_call>")
+    assert [p.arguments for p in pieces if p.name is None] == ["{", '"days": ', "3", "}"]

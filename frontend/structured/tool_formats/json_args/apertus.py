@@ -7,6 +7,7 @@ name and whose value is the arguments::
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from frontend.structured import gbnf
@@ -15,12 +16,14 @@ from frontend.structured.tool_formats.base import ParsedCall, ToolFormat, argume
 
 START = "<|tools_prefix|>"
 END = "<|tools_suffix|>"
+_HEAD = re.compile(r'\{\s*(?P<name>"(?:[^"\\]|\\.)*")\s*:\s*(?=\{)')
 
 
 class ApertusFormat(ToolFormat):
     name = "apertus"
     starts = (START,)
     end = END
+    call_head = _HEAD
 
     def parse(self, section: str) -> list[ParsedCall]:
         return json_list_calls(section, _call)

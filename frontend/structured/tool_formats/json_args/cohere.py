@@ -14,6 +14,7 @@ conversation. Thinking is ``<|START_THINKING|>...<|END_THINKING|>``.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from frontend.structured import gbnf
@@ -22,12 +23,15 @@ from frontend.structured.tool_formats.base import ParsedCall, ToolFormat, argume
 
 START = "<|START_ACTION|>"
 END = "<|END_ACTION|>"
+_HEAD = re.compile(r'\{\s*"tool_call_id"\s*:\s*"[^"]*"\s*,\s*"tool_name"\s*:\s*(?P<name>"(?:[^"\\]|\\.)*")\s*,\s*'
+                   r'"parameters"\s*:\s*(?=\{)')
 
 
 class CohereFormat(ToolFormat):
     name = "cohere"
     starts = (START,)
     end = END
+    call_head = _HEAD
 
     def parse(self, section: str) -> list[ParsedCall]:
         return json_list_calls(section, _call)

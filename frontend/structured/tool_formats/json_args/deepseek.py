@@ -15,6 +15,10 @@ CALLS_END = "<｜tool▁calls▁end｜>"
 CALL_BEGIN = "<｜tool▁call▁begin｜>"
 CALL_END = "<｜tool▁call▁end｜>"
 SEP = "<｜tool▁sep｜>"
+_HEADS = {  # (fenced) -> call_head
+    True: re.compile(re.escape(CALL_BEGIN + "function" + SEP) + r"(?P<name>[^\n]+?)\s*\n```(?:json)?\s*(?=\{)"),
+    False: re.compile(re.escape(CALL_BEGIN) + r"(?P<name>[^<\n]+?)" + re.escape(SEP) + r"\s*(?=\{)"),
+}
 _FENCED = re.compile(r"(?:function)?\s*(?P<name>[^\n]+?)\s*\n```(?:json)?\s*(?P<args>.*?)\s*```\s*$", re.S)
 
 
@@ -26,6 +30,7 @@ class DeepSeekFormat(ToolFormat):
 
     def __init__(self, fenced: bool = True) -> None:
         self.fenced = fenced
+        self.call_head = _HEADS[fenced]
 
     def parse(self, section: str) -> list[ParsedCall]:
         calls = []

@@ -20,6 +20,7 @@ from the first token; a response format's JSON goes to ``all``.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from frontend.structured import gbnf
@@ -28,6 +29,7 @@ from frontend.structured.tool_formats.base import ParsedCall, ToolFormat, argume
 LEAD = ">>>"
 CONTENT = ">>>all\n"
 NL = "\n"
+_HEAD = re.compile(r">>>(?P<name>[^\n>]+)\n\s*(?=\{)")
 
 
 class FunctionaryFormat(ToolFormat):
@@ -37,6 +39,7 @@ class FunctionaryFormat(ToolFormat):
     lead = LEAD
     skipped = (CONTENT,)
     string_arguments = True
+    call_head = _HEAD
 
     def __init__(self, functions: list[dict[str, Any]] | None = None) -> None:
         self.starts = tuple(f"{LEAD}{f['name']}\n" for f in functions or () if f["name"] != "all")

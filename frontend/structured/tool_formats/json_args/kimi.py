@@ -21,6 +21,8 @@ CALL_BEGIN = "<|tool_call_begin|>"
 ARGS_BEGIN = "<|tool_call_argument_begin|>"
 CALL_END = "<|tool_call_end|>"
 _ID = re.compile(r"\s*(?:functions\.)?(?P<name>[^\s:<]+)(?::\d+)?\s*$")
+_HEAD = re.compile(re.escape(CALL_BEGIN) + r"\s*(?P<id>(?:functions\.)?(?P<name>[^\s:<]+)(?::\d+)?)\s*"
+                   + re.escape(ARGS_BEGIN) + r"\s*(?=\{)")
 
 
 class KimiFormat(ToolFormat):
@@ -28,6 +30,7 @@ class KimiFormat(ToolFormat):
     starts = (SECTION_BEGIN,)
     end = SECTION_END
     tokens = (CALL_BEGIN, ARGS_BEGIN, CALL_END)  # read as text, should a vocabulary make them control tokens
+    call_head = _HEAD
 
     def parse(self, section: str) -> list[ParsedCall]:
         calls = []

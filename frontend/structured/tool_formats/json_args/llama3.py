@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 from frontend.structured import gbnf
-from frontend.structured.tool_formats.base import ParsedCall, ToolFormat, name_object_alternatives, object_run
+from frontend.structured.tool_formats.base import ParsedCall, ToolFormat, name_first_head, \
+    name_object_alternatives, object_run
 
 
 class Llama3Format(ToolFormat):
@@ -13,6 +14,7 @@ class Llama3Format(ToolFormat):
     end = None
     at_output_start_only = True
     keep_start = True
+    call_head = name_first_head("parameters")
 
     def parse(self, section: str) -> list[ParsedCall]:
         return object_run(section.removeprefix("<|python_tag|>"), gaps=" \n\t;")

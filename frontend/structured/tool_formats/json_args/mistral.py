@@ -6,15 +6,17 @@ refuse a call id that is not 9 letters and digits, so calls get such ids."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import string
 
 from frontend.structured import gbnf
 from frontend.structured.tool_formats.base import ParsedCall, ToolFormat, arguments_text, call_from_object, \
-    name_object_alternatives
+    name_first_head, name_object_alternatives
 
 
 _ID_CHARS = string.ascii_letters + string.digits
+_ARGS_HEAD = re.compile(r"(?:\[TOOL_CALLS\])?\s*(?P<name>[^\[\]\s]+)(?:\[CALL_ID\](?P<id>[a-zA-Z0-9]+))?\[ARGS\](?=\{)")
 
 
 class MistralFormat(ToolFormat):
@@ -25,6 +27,7 @@ class MistralFormat(ToolFormat):
     def __init__(self, args_marker: bool = False, call_ids: bool = False) -> None:
         self.args_marker = args_marker  # the newer name[ARGS]{...} form
         self.call_ids = call_ids  # name[CALL_ID]id[ARGS]{...}
+        self.call_head = _ARGS_HEAD if args_marker else name_first_head("arguments")
 
     def new_call_id(self) -> str:
         return "".join(secrets.choice(_ID_CHARS) for _ in range(9))

@@ -17,16 +17,20 @@ import re
 
 from frontend.structured import gbnf
 from frontend.structured.tool_formats.base import ParsedCall
-from frontend.structured.tool_formats.typed_args import SchemaBound, argument_rules
+from frontend.structured.tool_formats.typed_args import SchemaBound, XmlSyntax, argument_rules
 
 _ARGUMENT = re.compile(r"<arg_key>(.*?)</arg_key>\s*<arg_value>(.*?)</arg_value>", re.S)
 VALUE_END = "</arg_value>"
+_SYNTAX = XmlSyntax(call_head=re.compile(r"\s*(?P<name>[^\s<]+)\s*(?=<arg_key>)"),
+                    argument_head=re.compile(r"\s*<arg_key>(?P<key>.*?)</arg_key>\s*<arg_value>", re.S),
+                    value_end=VALUE_END, call_end=None)
 
 
 class GlmFormat(SchemaBound):
     name = "glm"
     starts = ("<tool_call>",)
     end = "</tool_call>"
+    xml = _SYNTAX
 
     def parse(self, section: str) -> list[ParsedCall]:
         name, _, body = section.partition("<arg_key>")

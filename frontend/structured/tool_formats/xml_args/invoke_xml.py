@@ -28,7 +28,8 @@ import re
 from frontend.structured import gbnf
 from frontend.structured.json_schema import subschema_rule
 from frontend.structured.tool_formats.base import ParsedCall
-from frontend.structured.tool_formats.typed_args import SchemaBound, argument_rules, is_string, typed_value
+from frontend.structured.tool_formats.typed_args import SchemaBound, XmlSyntax, argument_rules, is_string, \
+    typed_value
 
 NL = "\n"
 
@@ -50,6 +51,10 @@ class InvokeXmlFormat(SchemaBound):
         cls._invoke = re.compile(rf'<{p}invoke name="([^"]*)">(.*?)</{p}invoke>', re.S)
         cls._parameter = re.compile(rf'<{p}parameter name="([^"]*)"(?: string="(true|false)")?>(.*?)</{p}parameter>',
                                     re.S)
+        cls.xml = XmlSyntax(
+            call_head=re.compile(rf'\s*<{p}invoke name="(?P<name>[^"]*)">'),
+            argument_head=re.compile(rf'\s*<{p}parameter name="(?P<key>[^"]*)"(?: string="(?P<string>true|false)")?>'),
+            value_end=f"</{cls.prefix}parameter>", call_end=re.compile(rf"\s*</{p}invoke>"))
 
     def parse(self, section: str) -> list[ParsedCall]:
         calls, pos = [], 0

@@ -19,7 +19,8 @@ Both think in ``<think>...</think>`` (M2's prompt opens it).
 from __future__ import annotations
 
 from frontend.structured import gbnf
-from frontend.structured.tool_formats.base import ParsedCall, ToolFormat, name_object_alternatives, object_run
+from frontend.structured.tool_formats.base import ParsedCall, ToolFormat, name_first_head, name_object_alternatives, \
+    object_run
 from frontend.structured.tool_formats.xml_args.invoke_xml import InvokeXmlFormat
 
 M2_START = "<minimax:tool_call>"
@@ -35,6 +36,7 @@ class MiniMaxM1Format(ToolFormat):
     name = "minimax-m1"
     starts = (M1_START,)
     end = "</tool_calls>"
+    call_head = name_first_head("arguments")
 
     def parse(self, section: str) -> list[ParsedCall]:
         return object_run(section)

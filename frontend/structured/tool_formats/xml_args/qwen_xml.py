@@ -22,11 +22,15 @@ import re
 
 from frontend.structured import gbnf
 from frontend.structured.tool_formats.base import ParsedCall
-from frontend.structured.tool_formats.typed_args import SchemaBound, argument_rules
+from frontend.structured.tool_formats.typed_args import SchemaBound, XmlSyntax, argument_rules
 
 _FUNCTION = re.compile(r"\s*<function=([^>\n]+)>(.*?)</function>", re.S)
 _PARAMETER = re.compile(r"<parameter=([^>\n]+)>\n?(.*?)\n?</parameter>", re.S)
 NL = "\n"
+_SYNTAX = XmlSyntax(call_head=re.compile(r"\s*<function=(?P<name>[^>\n]+)>"),
+                    # the new line after the tag is not the value's: wait for the character after it
+                    argument_head=re.compile(r"\s*<parameter=(?P<key>[^>\n]+)>(?:\n|(?=.))", re.S),
+                    value_end="</parameter>", call_end=re.compile(r"\s*</function>"), strip_nl=True)
 
 
 class QwenXmlFormat(SchemaBound):
@@ -34,6 +38,7 @@ class QwenXmlFormat(SchemaBound):
     starts = ("<tool_call>",)
     end = "</tool_call>"
     value_nl = NL  # around each value (Seed-OSS writes none)
+    xml = _SYNTAX
 
     def parse(self, section: str) -> list[ParsedCall]:
         match = _FUNCTION.match(section)
