@@ -29,7 +29,7 @@ from frontend.structured.tool_formats.base import ParsedCall, ToolFormat, argume
 LEAD = ">>>"
 CONTENT = ">>>all\n"
 NL = "\n"
-_HEAD = re.compile(r">>>(?P<name>[^\n>]+)\n\s*(?=\{)")
+_HEAD = re.compile(r">>>(?!all\n)(?P<name>[^\n>]+)\n\s*(?=\{)")  # (">>>all": text, not a call)
 
 
 class FunctionaryFormat(ToolFormat):
