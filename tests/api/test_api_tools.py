@@ -335,3 +335,49 @@ def test_reasoning_control_of_a_text_completion_by_its_id(server):
     assert answers == [{"success": True}]
     thinking, closed, answer = text.partition("</think>")
     assert closed and answer.strip() and n_tokens(server, thinking) < 100, text
+
+
+# A template whose call syntax no known family has (Nemotron Nano v2's list of call objects)
+LEARNED_TEMPLATE = """{%- for m in messages %}<|{{ m.role }}|>
+{%- if m.tool_calls %}<TOOLCALL>[{% for c in m.tool_calls %}{"name": "{{ c.function.name }}", \
+"arguments": {{ c.function.arguments | tojson }}}{% if not loop.last %}, {% endif %}{% endfor %}]</TOOLCALL>
+{%- else %}{{ m.content }}{% endif %}<|end|>
+{% endfor %}{% if tools %}<|tools|>{{ tools | tojson }}{% endif %}{% if add_generation_prompt %}<|assistant|>{% endif %}"""
+
+
+@pytest.fixture(scope="module")
+def learned_server(tmp_path_factory):
+    from conftest import start_server
+
+    path = tmp_path_factory.mktemp("template") / "learned.jinja"
+    path.write_text(LEARNED_TEMPLATE)
+    with start_server("--chat-template-file", str(path), "-np", "1", "-c", "1024") as handle:
+        yield handle
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_template_of_an_unknown_syntax_gets_its_calls_written_and_read_in_it(learned_server, stream):
+    """The format learned from the template's own rendering of a call: the model writes its calls
+    in the template's syntax (the grammar's), they come back as OpenAI calls, and sent back they
+    render in that syntax with the tools the template lists."""
+    body = {"messages": MESSAGES, "tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "is_open"}},
+            "parallel_tool_calls": False, "max_tokens": 60, "temperature": 0, "stream": stream}
+    url = f"{learned_server.base_url}/v1/chat/completions"
+    if stream:
+        with httpx.stream("POST", url, json=body, timeout=120) as r:
+            deltas = [json.loads(line[6:])["choices"][0]["delta"] for line in r.iter_lines()
+                      if line.startswith("data: {")]
+        pieces = [c for d in deltas for c in d.get("tool_calls") or []]
+        call = {"id": pieces[0]["id"], "type": "function", "function": {
+            "name": pieces[0]["function"]["name"], "arguments": "".join(p["function"]["arguments"] for p in pieces)}}
+        assert len(pieces) > 2  # the arguments streamed
+    else:
+        [call] = httpx.post(url, json=body, timeout=120).json()["choices"][0]["message"]["tool_calls"]
+    check_call(call["function"]["name"], call["function"]["arguments"], "is_open")
+    history = MESSAGES + [{"role": "assistant", "content": None, "tool_calls": [call]},
+                          {"role": "tool", "tool_call_id": call["id"], "content": "open"}]
+    prompt = httpx.post(f"{learned_server.base_url}/apply-template", json={"messages": history, "tools": TOOLS},
+                        timeout=30).json()["prompt"]
+    shop = json.loads(call["function"]["arguments"])["shop"]
+    assert f'<TOOLCALL>[{{"name": "is_open", "arguments": {{"shop": "{shop}"}}}}]</TOOLCALL>' in prompt
+    assert '<|tools|>[{"type": "function", "function": {"name": "get_weather"' in prompt
