@@ -1,15 +1,15 @@
 """Reasoning text: which markers delimit a model's thinking, how a request wants it returned, and
 the thinking budget the executor enforces.
 
-Seven families of templates: gpt-oss's Harmony channels (``<|channel|>analysis<|message|>...
+Eight families of templates: gpt-oss's Harmony channels (``<|channel|>analysis<|message|>...
 <|end|>``, read by frontend.structured.harmony), Mistral's ``[THINK]...[/THINK]`` (Magistral,
 Ministral 3 reasoning), Seed-OSS's ``<seed:think>...</seed:think>``, Command R7B's and Cohere2
 MoE's ``<|START_THINKING|>...<|END_THINKING|>``, Apertus's deliberation (``<|inner_prefix|>...
-<|inner_suffix|>``), Gemma 4's thought channel (``<|channel>thought\n...<channel|>``: the tag is
-``<|channel>thought``, since a budget of 0 closes the thinking before the new line, and the white
-space after it is not reasoning, as llama.cpp reads it) and everything else, whose thinking is
-``<think>...</think>`` (DeepSeek R1, Qwen3, MiniMax M2, and any model a grammar makes write the
-tags).
+<|inner_suffix|>``), MiniMax M3's ``<mm:think>...</mm:think>``, Gemma 4's thought channel
+(``<|channel>thought\n...<channel|>``: the tag is ``<|channel>thought``, since a budget of 0 closes
+the thinking before the new line, and the white space after it is not reasoning, as llama.cpp
+reads it) and everything else, whose thinking is ``<think>...</think>`` (DeepSeek R1, Qwen3,
+MiniMax M2, and any model a grammar makes write the tags).
 
 ``deepseek`` extracts ``<think>...</think>`` for any model, whatever its template (a grammar
 can force the tags, and base models write them too); ``deepseek-legacy`` also keeps the tags and
@@ -44,6 +44,8 @@ COHERE_THINK_START = "<|START_THINKING|>"
 COHERE_THINK_END = "<|END_THINKING|>"
 APERTUS_START = "<|inner_prefix|>"
 APERTUS_END = "<|inner_suffix|>"
+MINIMAX_M3_START = "<mm:think>"
+MINIMAX_M3_END = "</mm:think>"
 FORMATS = ("none", "deepseek", "deepseek-legacy", "auto")
 
 
@@ -73,6 +75,8 @@ def thinking_tags(template: str) -> tuple[str, str]:
         return COHERE_THINK_START, COHERE_THINK_END
     if APERTUS_START in template:
         return APERTUS_START, APERTUS_END
+    if MINIMAX_M3_START in template:
+        return MINIMAX_M3_START, MINIMAX_M3_END
     return (MISTRAL_THINK_START, MISTRAL_THINK_END) if MISTRAL_THINK_END in template else (THINK_START, THINK_END)
 
 

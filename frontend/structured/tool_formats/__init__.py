@@ -17,6 +17,7 @@ from frontend.structured.tool_formats.learned import learn_format
 from frontend.structured.tool_formats.own_syntax.lfm2 import Lfm2Format
 from frontend.structured.tool_formats.json_args.llama3 import Llama3Format
 from frontend.structured.tool_formats.xml_args.minimax import MiniMaxM1Format, MiniMaxM2Format
+from frontend.structured.tool_formats.xml_args.minimax_m3 import NS as MINIMAX_NS, MiniMaxM3Format
 from frontend.structured.tool_formats.json_args.mistral import MistralFormat
 from frontend.structured.tool_formats.xml_args.qwen_xml import QwenXmlFormat, SeedXmlFormat
 
@@ -34,6 +35,8 @@ def detect_native_format(template: str) -> ToolFormat | None:
         return None
     if "<|channel|>" in template:  # gpt-oss: checked first, its template mentions other syntaxes
         return HarmonyFormat()
+    if MINIMAX_NS in template and "<tool_call>" in template and "<invoke name=" in template:  # MiniMax M3
+        return MiniMaxM3Format()
     if "<minimax:tool_call>" in template and '<invoke name="' in template:
         return MiniMaxM2Format()
     if "<tool_calls>" in template and "<beginning_of_sentence>" in template:  # MiniMax M1

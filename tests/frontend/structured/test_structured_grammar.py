@@ -24,6 +24,7 @@ from frontend.structured.tool_formats.json_args.hermes import HermesFormat
 from frontend.structured.tool_formats.json_args.kimi import KimiFormat
 from frontend.structured.tool_formats.own_syntax.lfm2 import Lfm2Format
 from frontend.structured.tool_formats.xml_args.minimax import MiniMaxM1Format, MiniMaxM2Format
+from frontend.structured.tool_formats.xml_args.minimax_m3 import MiniMaxM3Format
 from frontend.structured.tool_formats.xml_args.qwen_xml import QwenXmlFormat, SeedXmlFormat
 from frontend.structured.tools import ToolPlan
 from frontend.text.tokenizer import Tokenizer
@@ -408,6 +409,45 @@ def test_minimax_m2_tool_grammar(tokenizer, parallel):
                                                       '</invoke>\n'))
 
 
+@pytest.mark.parametrize("parallel", [True, False])
+def test_minimax_m3_tool_grammar(tokenizer, parallel):
+    grammar = tool_grammar(tokenizer, MiniMaxM3Format(), parallel)
+    ns = "]<]minimax[>["
+    call = f'{ns}<invoke name="get_weather">{ns}<city>New York{ns}</city>{{}}{ns}</invoke>\n'
+    section = f"{ns}<tool_call>\n{{}}{ns}</tool_call>"
+    # as the template writes them: the schema's order, a nested object as elements
+    optional = f"{ns}<unit>c{ns}</unit>{ns}<days>3{ns}</days>{ns}<opts>{ns}<metric>true{ns}</metric>{ns}</opts>"
+    assert accepts(tokenizer, grammar, section.format(call.format("")))
+    assert accepts(tokenizer, grammar, section.format(call.format(optional)))
+    assert accepts(tokenizer, grammar, section.format(call.format("") + f'{ns}<invoke name="ping">{ns}</invoke>\n')) \
+        == parallel
+    assert not accepts(tokenizer, grammar, section.format(call.format(f"{ns}<unit>k{ns}</unit>")))
+    assert not accepts(tokenizer, grammar, section.format(call.format(f"{ns}<days>0{ns}</days>")))
+    assert not accepts(tokenizer, grammar, section.format(call.format(f'{ns}<opts>{{"metric": true}}{ns}</opts>')))
+    assert not accepts(tokenizer, grammar, section.format(call.format(f"{ns}<opts>{ns}</opts>")))  # metric
+    assert not accepts(tokenizer, grammar, section.format(call.format(f"{ns}<days>3{ns}</days>{ns}<unit>c{ns}</unit>")))
+    assert not accepts(tokenizer, grammar, section.format(f'{ns}<invoke name="get_weather">{ns}</invoke>\n'))  # city
+    assert not accepts(tokenizer, grammar, section.format(call.format("")).replace(ns, ""))
+
+
+def test_minimax_m3_grammar_writes_arrays_and_unions_as_elements(tokenizer):
+    params = {"type": "object", "required": ["tags"], "properties": {
+        "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 2},
+        "limit": {"oneOf": [{"type": "integer"}, {"type": "object", "properties": {"max": {"type": "integer"}}}]},
+        "label": {"anyOf": [{"type": "string"}, {"type": "null"}]}}}
+    functions = [{"name": "f", "parameters": params}]
+    grammar = ToolPlan([], None, MiniMaxM3Format(functions), functions, forced=True).grammar()
+    ns = "]<]minimax[>["
+    call = f'{ns}<tool_call>\n{ns}<invoke name="f">{ns}<tags>{{}}{ns}</tags>{{}}{ns}</invoke>\n{ns}</tool_call>'
+    item = f"{ns}<item>{{}}{ns}</item>"
+    assert accepts(tokenizer, grammar, call.format("", ""))
+    assert accepts(tokenizer, grammar, call.format(item.format("a b") + item.format("c"), f"{ns}<limit>5{ns}</limit>"))
+    assert accepts(tokenizer, grammar, call.format("", f"{ns}<limit>{ns}<max>5{ns}</max>{ns}</limit>"))
+    assert accepts(tokenizer, grammar, call.format("", f"{ns}<label>null{ns}</label>"))  # text: a string
+    assert not accepts(tokenizer, grammar, call.format(item.format("a") * 3, ""))  # maxItems
+    assert not accepts(tokenizer, grammar, call.format("", f"{ns}<limit>five{ns}</limit>"))
+
+
 def test_dsml_tool_grammar(tokenizer):
     grammar = tool_grammar(tokenizer, DsmlFormat())
     call = ('<｜DSML｜invoke name="get_weather">\n<｜DSML｜parameter name="city" string="true">Paris</｜DSML｜parameter>\n'
@@ -487,6 +527,8 @@ def test_lfm2_grammar_writes_python_booleans_and_none(tokenizer):
 @pytest.mark.parametrize("fmt, call", [
     (MiniMaxM2Format(), '<minimax:tool_call>\n<invoke name="ping">\n</invoke>\n</minimax:tool_call>'),
     (MiniMaxM1Format(), '<tool_calls>\n{"name": "ping", "arguments": {}}\n</tool_calls>'),
+    (MiniMaxM3Format(), ']<]minimax[>[<tool_call>\n]<]minimax[>[<invoke name="ping">]<]minimax[>[</invoke>\n'
+                        "]<]minimax[>[</tool_call>"),
     (DsmlFormat(), '<｜DSML｜function_calls>\n<｜DSML｜invoke name="ping">\n</｜DSML｜invoke>\n</｜DSML｜function_calls>'),
     (CohereFormat(), '<|START_ACTION|>[{"tool_call_id": "0", "tool_name": "ping", "parameters": {}}]<|END_ACTION|>'),
     (Lfm2Format(), "<|tool_call_start|>[ping()]<|tool_call_end|>"),

@@ -105,6 +105,17 @@ def test_dsml_calls_have_their_control_token_written_as_text():
     assert {"<｜DSML｜function_calls>", "</｜DSML｜function_calls>", "｜DSML｜"} <= set(markers)
 
 
+def test_minimax_m3_calls_have_their_namespace_token_written_as_text():
+    """]<]minimax[>[ is a control token of MiniMax M3 before every tag of its calls; <tool_call> may
+    be one too (llama.cpp preserves both)."""
+    template = "{%- set ns_token = ']<]minimax[>[' -%}{% if tools %}<tool_call><invoke name=\"{% endif %}<mm:think>"
+    fe = SimpleNamespace(cfg=SimpleNamespace(skip_chat_parsing=False, reasoning_format="auto"),
+                         template=SimpleNamespace(source=template))
+    body = request(tools=[{"type": "function", "function": {"name": "ping"}}])
+    _, markers = _reply_parsers(fe, body, ChatPlan("]~b]ai\n", plan_tools(body, template)))
+    assert {"]<]minimax[>[", "<tool_call>", "</tool_call>", "<mm:think>", "</mm:think>"} <= set(markers)
+
+
 def test_lfm2_templates_that_show_no_past_calls_get_them_in_the_text():
     """LFM2-8B-A1B's and LFM2.5-Instruct's templates leave a turn's calls out (its results would
     answer nothing the model sees): the calls are written after the turn's text, in LFM2's syntax,
