@@ -17,6 +17,7 @@ from frontend.structured.tool_formats.learned import learn_format
 from frontend.structured.tool_formats.own_syntax.lfm2 import Lfm2Format
 from frontend.structured.tool_formats.json_args.llama3 import Llama3Format
 from frontend.structured.tool_formats.xml_args.minimax import MiniMaxM1Format, MiniMaxM2Format
+from frontend.structured.tool_formats.xml_args.minicpm5 import MiniCpm5Format
 from frontend.structured.tool_formats.xml_args.minimax_m3 import NS as MINIMAX_NS, MiniMaxM3Format
 from frontend.structured.tool_formats.json_args.mistral import MistralFormat
 from frontend.structured.tool_formats.xml_args.qwen_xml import QwenXmlFormat, SeedXmlFormat
@@ -54,6 +55,8 @@ def detect_native_format(template: str) -> ToolFormat | None:
         return FunctionaryFormat()
     if "<|tool_call>" in template:  # Gemma 4; before the "<tool_call>" tests, should a template name both
         return Gemma4Format()
+    if '<function name="' in template and '<param name="' in template:  # MiniCPM5
+        return MiniCpm5Format()
     if "<seed:tool_call>" in template:
         return SeedXmlFormat()
     if "<tool_call>" in template and "<function=" in template and "<parameter=" in template:

@@ -24,6 +24,7 @@ from frontend.structured.tool_formats.json_args.hermes import HermesFormat
 from frontend.structured.tool_formats.json_args.kimi import KimiFormat
 from frontend.structured.tool_formats.own_syntax.lfm2 import Lfm2Format
 from frontend.structured.tool_formats.xml_args.minimax import MiniMaxM1Format, MiniMaxM2Format
+from frontend.structured.tool_formats.xml_args.minicpm5 import MiniCpm5Format
 from frontend.structured.tool_formats.xml_args.minimax_m3 import MiniMaxM3Format
 from frontend.structured.tool_formats.xml_args.qwen_xml import QwenXmlFormat, SeedXmlFormat
 from frontend.structured.tools import ToolPlan
@@ -448,6 +449,21 @@ def test_minimax_m3_grammar_writes_arrays_and_unions_as_elements(tokenizer):
     assert not accepts(tokenizer, grammar, call.format("", f"{ns}<limit>five{ns}</limit>"))
 
 
+@pytest.mark.parametrize("parallel", [True, False])
+def test_minicpm5_tool_grammar(tokenizer, parallel):
+    grammar = tool_grammar(tokenizer, MiniCpm5Format(), parallel)
+    call = '<function name="get_weather"><param name="city">{}</param>{}</function>'
+    optional = '<param name="unit">f</param><param name="days">3</param><param name="opts">{"metric": true}</param>'
+    assert accepts(tokenizer, grammar, call.format("New York", ""))
+    assert accepts(tokenizer, grammar, call.format("<![CDATA[a <b> & </param>\nc]]>", optional))
+    assert accepts(tokenizer, grammar, call.format("Paris", "") + '\n<function name="ping"></function>') == parallel
+    assert not accepts(tokenizer, grammar, call.format("a\n</param>", ""))  # a string that closes the tag
+    assert not accepts(tokenizer, grammar, call.format("Paris", '<param name="days">0</param>'))
+    assert not accepts(tokenizer, grammar, call.format("Paris", '<param name="unit">k</param>'))
+    assert not accepts(tokenizer, grammar, call.format("Paris", "<param name=\"opts\">{'metric': True}</param>"))
+    assert not accepts(tokenizer, grammar, '<function name="get_weather"><param name="days">3</param></function>')
+
+
 def test_dsml_tool_grammar(tokenizer):
     grammar = tool_grammar(tokenizer, DsmlFormat())
     call = ('<｜DSML｜invoke name="get_weather">\n<｜DSML｜parameter name="city" string="true">Paris</｜DSML｜parameter>\n'
@@ -527,6 +543,7 @@ def test_lfm2_grammar_writes_python_booleans_and_none(tokenizer):
 @pytest.mark.parametrize("fmt, call", [
     (MiniMaxM2Format(), '<minimax:tool_call>\n<invoke name="ping">\n</invoke>\n</minimax:tool_call>'),
     (MiniMaxM1Format(), '<tool_calls>\n{"name": "ping", "arguments": {}}\n</tool_calls>'),
+    (MiniCpm5Format(), '<function name="ping"></function>'),
     (MiniMaxM3Format(), ']<]minimax[>[<tool_call>\n]<]minimax[>[<invoke name="ping">]<]minimax[>[</invoke>\n'
                         "]<]minimax[>[</tool_call>"),
     (DsmlFormat(), '<｜DSML｜function_calls>\n<｜DSML｜invoke name="ping">\n</｜DSML｜invoke>\n</｜DSML｜function_calls>'),

@@ -24,6 +24,7 @@ from frontend.structured.tool_formats.json_args.kimi import KimiFormat
 from frontend.structured.tool_formats.own_syntax.lfm2 import Lfm2Format
 from frontend.structured.tool_formats.json_args.llama3 import Llama3Format
 from frontend.structured.tool_formats.xml_args.minimax import MiniMaxM1Format, MiniMaxM2Format
+from frontend.structured.tool_formats.xml_args.minicpm5 import MiniCpm5Format
 from frontend.structured.tool_formats.xml_args.minimax_m3 import MiniMaxM3Format
 from frontend.structured.tool_formats.json_args.mistral import MistralFormat
 from frontend.structured.tool_formats.xml_args.qwen_xml import QwenXmlFormat, SeedXmlFormat
@@ -137,6 +138,21 @@ CASES = [
      "]<]minimax[>[</invoke>\n]<]minimax[>[</tool_call>", "",
      [("union_args", {"filter": ["a"], "limit": {"max": 10}, "label": "]<]minimax[>[<text>hi]<]minimax[>[</text>"}),
       ("union_args", {"limit": 5})]),
+    (MiniCpm5Format([{"name": "python", "parameters": {"type": "object", "properties": {"code": {"type": "string"}}}}]),
+     # llama.cpp's test-chat: parallel calls a line apart
+     "<function name=\"python\"><param name=\"code\">print('x')</param></function>\n"
+     "<function name=\"python\"><param name=\"code\">print('y')</param></function>", "",
+     [("python", {"code": "print('x')"}), ("python", {"code": "print('y')"})]),
+    (MiniCpm5Format(),  # llama.cpp's test-chat: a CDATA block holds what would close the tag; no arguments
+     'Sure.\n<function name="html"><param name="markup"><![CDATA[<a href="/x">hi</a> </param>]]></param></function>'
+     '\n<function name="empty_args"></function>', "Sure.",
+     [("html", {"markup": '<a href="/x">hi</a> </param>'}), ("empty_args", {})]),
+    (MiniCpm5Format(XML_FUNCTIONS),  # typed by the schema; JSON or Python literals (as {{ value }} writes them)
+     '<function name="get_weather"><param name="days">3</param><param name="opts">{"metric": true, "unit": null}'
+     '</param></function>\n<function name="get_weather"><param name="opts">{\'metric\': False, \'x\': None}</param>'
+     '<param name="city">007</param></function>\n<function name="add"><param name="a">007</param></function>', "",
+     [("get_weather", {"days": 3, "opts": {"metric": True, "unit": None}}),
+      ("get_weather", {"opts": {"metric": False, "x": None}, "city": "007"}), ("add", {"a": "007"})]),
     (DsmlFormat(),  # llama.cpp's test-chat: content, then calls; the string attribute types each value
      'Let me call the function.\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name="magic_int">\n'
      '<｜DSML｜parameter name="ref" string="false">42</｜DSML｜parameter>\n'
@@ -207,6 +223,9 @@ def test_mistral_calls_keep_the_ids_the_model_wrote_and_get_ids_its_templates_ac
     (MiniMaxM2Format(), "<minimax:tool_call>\nhello\n</minimax:tool_call>"),  # no invoke
     (DsmlFormat(), '<｜DSML｜function_calls>\n<｜DSML｜invoke name="f">\n</｜DSML｜function_calls>'),  # unclosed invoke
     (MiniMaxM1Format(), '<tool_calls>\n{"name": "f", "arguments": {"a": \n</tool_calls>'),  # truncated JSON
+    (MiniCpm5Format(), '<function name="f"><param name="a">1</param>oops</function>'),  # text between the params
+    (MiniCpm5Format(), '<function name="f"><param name="a">1</function>'),  # an unclosed param
+    (MiniCpm5Format(), '<function name=""></function>'),  # no name
     *((MiniMaxM3Format(), f"]<]minimax[>[<tool_call>{section}]<]minimax[>[</tool_call>") for section in [
         '\n]<]minimax[>[<invoke name="f">]<]minimax[>[<a>1]<]minimax[>[</invoke>\n',  # <a> unclosed
         '\n]<]minimax[>[<invoke name="f">]<]minimax[>[</invoke>\noops\n',  # text after a call
@@ -296,6 +315,10 @@ RENDERED_TURNS = [
         "]<]minimax[>[<a>007]<]minimax[>[</a>]<]minimax[>[</invoke>\n]<]minimax[>[</tool_call>", "Let me check.",
         marks=pytest.mark.xfail(strict=True, reason="a turn without thinking opens with a bare </mm:think>, which "
                                                    "llama.cpp drops; OutputParser keeps it in the content")),
+    (MiniCpm5Format(XML_FUNCTIONS), "",  # (opts as {{ value }} writes a dict: a Python literal)
+     'Let me check.\n<function name="get_weather"><param name="city">New York</param><param name="days">3</param>'
+     '<param name="opts">{\'metric\': True}</param></function>\n<function name="add"><param name="a">007</param>'
+     "</function>", "Let me check."),
     (MiniMaxM1Format(), "",  # (the template leaves out the content of a turn with calls)
      '<tool_calls>\n{"name": "get_weather", "arguments": {"city": "New York", "days": 3, "opts": {"metric": true}}}\n'
      '{"name": "add", "arguments": {"a": "007"}}\n</tool_calls>', ""),
@@ -346,6 +369,10 @@ def test_calls_as_the_template_renders_them_read_back(fmt, tags, text, content):
      '\n]<]minimax[>[<tool_call>\n]<]minimax[>[<invoke name="get_time">]<]minimax[>[<city>Tokyo]<]minimax[>[</city>'
      "]<]minimax[>[</invoke>\n]<]minimax[>[</tool_call>", "Let me check the time", "",
      [("get_time", {"city": "Tokyo"})]),
+    # MiniCPM5 (llama.cpp's test-chat): the prompt opens the thinking
+    ('<function name="function-name"><param name="param-name">', "<|im_start|>assistant\n<think>\n",
+     "I'm thinking</think><function name=\"python\"><param name=\"code\">print('hey')</param></function>",
+     "I'm thinking", "", [("python", {"code": "print('hey')"})]),
     # DeepSeek V3.2 (llama.cpp's test-chat): thinking, content, then calls
     ("dsml_token = '｜DSML｜' function_calls invoke name=", "<｜Assistant｜><think>",
      "Thinking about it</think>Let me call it.\n\n"
@@ -523,6 +550,8 @@ def test_partial_marker_at_the_end_is_released():
     ("{% if tools %}{{ '<|tool_call>call:' + name + '{' }}{{ '}<tool_call|>' }}{% endif %}", "gemma4"),
     ("{%- set toolcall_begin_token = '<minimax:tool_call>' -%}{% if tools %}<invoke name=\"{% endif %}", "minimax-m2"),
     ("<beginning_of_sentence>{% if tools %}<tool_calls>\n{{ call }}\n</tool_calls>{% endif %}", "minimax-m1"),
+    ("{% if tools %}<function name=\"function-name\"><param name=\"param-name\">param-value</param></function>"
+     "{% endif %}", "minicpm5"),
     ("{%- set ns_token = ']<]minimax[>[' -%}{%- set toolcall_begin_token = ns_token ~ '<tool_call>' -%}"
      "{% if tools %}{{ ns_token + '<invoke name=\"' + name + '\">' }}{% endif %}", "minimax-m3"),
     ("{%- set dsml_token = '｜DSML｜' -%}{% if tools %}<' + dsml_token + 'function_calls>"

@@ -4,10 +4,10 @@
 
 A value is a Python literal (the template writes strings in single quotes, objects as JSON, other
 values as Python writes them: ``True``, ``None``, ``['a', 1]``) or JSON (``"Paris"``, ``true``,
-``null``), as llama.cpp reads them. A value that is JSON is read by JSON's rules; any other with
-``ast`` (parsed, never evaluated): strings, numbers, booleans, None, lists, tuples and dicts with
-string keys, nothing else. Names and keys are read as written (a name may hold ``-`` or ``.``, which Python's syntax
-would not take).
+``null``), as llama.cpp reads them (``literals``: a value that is JSON is read by JSON's rules; any
+other with ``ast``, parsed, never evaluated: strings, numbers, booleans, None, lists, tuples and
+dicts with string keys, nothing else). Names and keys are read as written (a name may hold ``-``
+or ``.``, which Python's syntax would not take).
 
 The grammar (the only use of the functions' schemas, ``bind``) writes each function's top-level
 properties as the template does, in the schema's order (the required ones present, the optional
@@ -23,22 +23,20 @@ turn's text in this syntax (``write_calls``; strings double-quoted, objects and 
 
 from __future__ import annotations
 
-import ast
 import json
-import math
 import re
 from typing import Any
 
 from frontend.structured import gbnf
 from frontend.structured.json_schema import subschema_rule
 from frontend.structured.tool_formats.base import ParsedCall
+from frontend.structured.tool_formats.literals import literal_value
 from frontend.structured.tool_formats.typed_args import SchemaBound, is_string
 
 START = "<|tool_call_start|>"
 END = "<|tool_call_end|>"
 _NAME = re.compile(r"\s*([^\s()\[\],=]+)\s*\(")
 _KEY = re.compile(r"\s*([^\s()\[\],=]+)\s*=")
-_WORDS = {"true": True, "false": False, "null": None, "True": True, "False": False, "None": None}
 _OPENERS, _CLOSERS = "([{", ")]}"
 
 
@@ -138,7 +136,7 @@ def _arguments(text: str, pos: int) -> tuple[dict[str, Any], int]:
         if key is None:
             raise ValueError(f"no key=value at {pos} in an LFM2 call")
         end = _value_end(text, key.end())
-        args[key[1]] = _literal_text(text[key.end() : end])
+        args[key[1]] = literal_value(text[key.end() : end])
         pos = end
 
 
@@ -170,55 +168,3 @@ def _value_end(text: str, pos: int) -> int:
             return pos
         pos += 1
     raise ValueError("an unclosed LFM2 call")
-
-
-def _literal_text(text: str) -> Any:
-    """A value written as JSON (read by JSON's rules: ``"\\/"``, surrogate pairs) or as a Python
-    literal (single quotes, ``True``, ``None``)."""
-    try:
-        return json.loads(text, parse_float=_finite, parse_constant=_no_constant)
-    except json.JSONDecodeError:
-        pass
-    try:
-        return _literal(ast.parse(text.strip(), mode="eval").body)
-    except (SyntaxError, RecursionError) as exc:
-        raise ValueError(f"not a Python literal: {text!r}") from exc
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError("not a finite number")
-    return value
-
-
-def _no_constant(text: str) -> Any:
-    raise ValueError(f"{text} is not a JSON value")
-
-
-def _literal(node: ast.AST) -> Any:
-    """A literal's value (JSON's types only); ValueError for anything else."""
-    if isinstance(node, ast.Constant) and isinstance(node.value, (str, int, float)) or (
-            isinstance(node, ast.Constant) and node.value is None):
-        if isinstance(node.value, float) and not math.isfinite(node.value):
-            raise ValueError("not a finite number")
-        if isinstance(node.value, str):  # a surrogate pair's escapes: one character; a lone one: a ValueError
-            return node.value.encode("utf-16", "surrogatepass").decode("utf-16")
-        return node.value
-    if isinstance(node, ast.Name) and node.id in _WORDS:
-        return _WORDS[node.id]
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        value = _literal(node.operand)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError("a sign before something that is not a number")
-        return -value if isinstance(node.op, ast.USub) else value
-    if isinstance(node, (ast.List, ast.Tuple)):
-        return [_literal(item) for item in node.elts]
-    if isinstance(node, ast.Dict):
-        out = {}
-        for key, value in zip(node.keys, node.values):
-            if key is None or not isinstance(k := _literal(key), str):
-                raise ValueError("a dict key that is not a string")
-            out[k] = _literal(value)
-        return out
-    raise ValueError(f"not a literal: {ast.dump(node)[:80]}")
