@@ -1,11 +1,12 @@
 """Reasoning text: which markers delimit a model's thinking, how a request wants it returned, and
 the thinking budget the executor enforces.
 
-Eight families of templates: gpt-oss's Harmony channels (``<|channel|>analysis<|message|>...
+Nine families of templates: gpt-oss's Harmony channels (``<|channel|>analysis<|message|>...
 <|end|>``, read by frontend.structured.harmony), Mistral's ``[THINK]...[/THINK]`` (Magistral,
 Ministral 3 reasoning), Seed-OSS's ``<seed:think>...</seed:think>``, Command R7B's and Cohere2
 MoE's ``<|START_THINKING|>...<|END_THINKING|>``, Apertus's deliberation (``<|inner_prefix|>...
-<|inner_suffix|>``), MiniMax M3's ``<mm:think>...</mm:think>``, Gemma 4's thought channel
+<|inner_suffix|>``), MiniMax M3's ``<mm:think>...</mm:think>``, Kimi K3's think section
+(``<|open|>think<|sep|>...<|close|>think<|sep|>``), Gemma 4's thought channel
 (``<|channel>thought\n...<channel|>``: the tag is ``<|channel>thought``, since a budget of 0 closes
 the thinking before the new line, and the white space after it is not reasoning, as llama.cpp
 reads it) and everything else, whose thinking is ``<think>...</think>`` (DeepSeek R1, Qwen3,
@@ -26,6 +27,7 @@ import msgspec
 
 from frontend.api.schemas import TextCompletionFields
 from frontend.structured import gbnf
+from frontend.structured.tool_formats.xml_args import kimi_k3
 from frontend.http.errors import invalid
 from frontend.text.tokenizer import Tokenizer
 from ipc.protocol import ReasoningBudget, SamplingParams
@@ -77,6 +79,8 @@ def thinking_tags(template: str) -> tuple[str, str]:
         return APERTUS_START, APERTUS_END
     if MINIMAX_M3_START in template:
         return MINIMAX_M3_START, MINIMAX_M3_END
+    if kimi_k3.is_kimi_k3(template):
+        return kimi_k3.THINK_START, kimi_k3.THINK_END
     return (MISTRAL_THINK_START, MISTRAL_THINK_END) if MISTRAL_THINK_END in template else (THINK_START, THINK_END)
 
 

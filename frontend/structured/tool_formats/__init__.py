@@ -14,6 +14,7 @@ from frontend.structured.tool_formats.json_args.harmony import HarmonyFormat
 from frontend.structured.tool_formats.json_args.hermes import HermesFormat
 from frontend.structured.tool_formats.json_args.kimi import SECTION_BEGIN, KimiFormat
 from frontend.structured.tool_formats.learned import learn_format
+from frontend.structured.tool_formats.xml_args.kimi_k3 import KimiK3Format, is_kimi_k3
 from frontend.structured.tool_formats.own_syntax.lfm2 import Lfm2Format
 from frontend.structured.tool_formats.json_args.llama3 import Llama3Format
 from frontend.structured.tool_formats.xml_args.minimax import MiniMaxM1Format, MiniMaxM2Format
@@ -67,6 +68,8 @@ def detect_native_format(template: str) -> ToolFormat | None:
         return HermesFormat()
     if SECTION_BEGIN in template:
         return KimiFormat()
+    if is_kimi_k3(template):
+        return KimiK3Format()
     if "[TOOL_CALLS]" in template:
         return MistralFormat(args_marker="[ARGS]" in template, call_ids="[CALL_ID]" in template)
     if CALLS_BEGIN in template or "tool▁calls▁begin" in template:

@@ -22,6 +22,7 @@ from frontend.structured.tool_formats.json_args.harmony import HarmonyFormat, fi
 from frontend.structured.tool_formats.xml_args.glm import GlmFormat
 from frontend.structured.tool_formats.json_args.hermes import HermesFormat
 from frontend.structured.tool_formats.json_args.kimi import KimiFormat
+from frontend.structured.tool_formats.xml_args.kimi_k3 import KimiK3Format
 from frontend.structured.tool_formats.own_syntax.lfm2 import Lfm2Format
 from frontend.structured.tool_formats.xml_args.minimax import MiniMaxM1Format, MiniMaxM2Format
 from frontend.structured.tool_formats.xml_args.minicpm5 import MiniCpm5Format
@@ -464,6 +465,27 @@ def test_minicpm5_tool_grammar(tokenizer, parallel):
     assert not accepts(tokenizer, grammar, '<function name="get_weather"><param name="days">3</param></function>')
 
 
+@pytest.mark.parametrize("parallel", [True, False])
+def test_kimi_k3_tool_grammar(tokenizer, parallel):
+    grammar = tool_grammar(tokenizer, KimiK3Format(), parallel)
+    call = ('<|open|>call tool="get_weather" index="{}"<|sep|><|open|>argument key="city" type="string"<|sep|>'
+            "{}<|close|>argument<|sep|>{}<|close|>call<|sep|>")
+    section = "<|open|>tools<|sep|>{}<|close|>tools<|sep|>"
+    optional = ('<|open|>argument key="unit" type="string"<|sep|>f<|close|>argument<|sep|>'
+                '<|open|>argument key="days" type="number"<|sep|>3<|close|>argument<|sep|>'
+                '<|open|>argument key="opts" type="object"<|sep|>{"metric": true}<|close|>argument<|sep|>')
+    assert accepts(tokenizer, grammar, section.format(call.format(1, "New York", "")))
+    assert accepts(tokenizer, grammar, section.format(call.format(1, "a <b>\n&", optional)) + "<|close|>message<|sep|>")
+    two = call.format(1, "Paris", "") + '<|open|>call tool="ping" index="2"<|sep|><|close|>call<|sep|>'
+    assert accepts(tokenizer, grammar, section.format(two)) == parallel
+    days = '<|open|>argument key="days" type="{}"<|sep|>{}<|close|>argument<|sep|>'
+    assert not accepts(tokenizer, grammar, section.format(call.format(1, "Paris", days.format("string", 3))))
+    assert not accepts(tokenizer, grammar, section.format(call.format(1, "Paris", days.format("number", 0))))
+    assert not accepts(tokenizer, grammar, section.format(call.format(1, "Paris", days.format("number", '"3"'))))
+    assert not accepts(tokenizer, grammar, section.format(call.format(1, "Paris<|close|>argument<|sep|>", "")))
+    assert not accepts(tokenizer, grammar, section.format(call.format(1, "Paris", "").replace("city", "town")))
+
+
 def test_dsml_tool_grammar(tokenizer):
     grammar = tool_grammar(tokenizer, DsmlFormat())
     call = ('<｜DSML｜invoke name="get_weather">\n<｜DSML｜parameter name="city" string="true">Paris</｜DSML｜parameter>\n'
@@ -544,6 +566,8 @@ def test_lfm2_grammar_writes_python_booleans_and_none(tokenizer):
     (MiniMaxM2Format(), '<minimax:tool_call>\n<invoke name="ping">\n</invoke>\n</minimax:tool_call>'),
     (MiniMaxM1Format(), '<tool_calls>\n{"name": "ping", "arguments": {}}\n</tool_calls>'),
     (MiniCpm5Format(), '<function name="ping"></function>'),
+    (KimiK3Format(), '<|open|>tools<|sep|><|open|>call tool="ping" index="1"<|sep|><|close|>call<|sep|>'
+                     "<|close|>tools<|sep|>"),
     (MiniMaxM3Format(), ']<]minimax[>[<tool_call>\n]<]minimax[>[<invoke name="ping">]<]minimax[>[</invoke>\n'
                         "]<]minimax[>[</tool_call>"),
     (DsmlFormat(), '<｜DSML｜function_calls>\n<｜DSML｜invoke name="ping">\n</｜DSML｜invoke>\n</｜DSML｜function_calls>'),

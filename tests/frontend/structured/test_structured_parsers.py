@@ -21,6 +21,7 @@ from frontend.structured.tool_formats.own_syntax.gemma4 import Gemma4Format
 from frontend.structured.tool_formats.xml_args.glm import GlmFormat
 from frontend.structured.tool_formats.json_args.hermes import HermesFormat
 from frontend.structured.tool_formats.json_args.kimi import KimiFormat
+from frontend.structured.tool_formats.xml_args.kimi_k3 import KimiK3Format
 from frontend.structured.tool_formats.own_syntax.lfm2 import Lfm2Format
 from frontend.structured.tool_formats.json_args.llama3 import Llama3Format
 from frontend.structured.tool_formats.xml_args.minimax import MiniMaxM1Format, MiniMaxM2Format
@@ -153,6 +154,20 @@ CASES = [
      '<param name="city">007</param></function>\n<function name="add"><param name="a">007</param></function>', "",
      [("get_weather", {"days": 3, "opts": {"metric": True, "unit": None}}),
       ("get_weather", {"opts": {"metric": False, "x": None}, "city": "007"}), ("add", {"a": "007"})]),
+    (KimiK3Format(),  # llama.cpp's test-chat: content, then parallel calls; typed as the type attributes say
+     "<|open|>response<|sep|>On it.<|close|>response<|sep|><|open|>tools<|sep|>"
+     '<|open|>call tool="special_function" index="1"<|sep|><|open|>argument key="arg1" type="number"<|sep|>1'
+     '<|close|>argument<|sep|><|close|>call<|sep|><|open|>call tool="python" index="2"<|sep|>'
+     "<|open|>argument key=\"code\" type=\"string\"<|sep|>print('hey')<|close|>argument<|sep|>"
+     '<|open|>argument key="n" type="string"<|sep|>007<|close|>argument<|sep|><|close|>call<|sep|>'
+     "<|close|>tools<|sep|><|close|>message<|sep|>", "On it.",
+     [("special_function", {"arg1": 1}), ("python", {"code": "print('hey')", "n": "007"})]),
+    (KimiK3Format(XML_FUNCTIONS),  # without a type attribute: typed by the schema; attributes unescaped
+     '<|open|>tools<|sep|><|open|>call tool="get_weather" index="1"<|sep|><|open|>argument key="days"<|sep|>3'
+     '<|close|>argument<|sep|><|open|>argument key="a&quot;b"<|sep|>[1]<|close|>argument<|sep|><|close|>call<|sep|>'
+     '<|open|>call tool="add" index="2"<|sep|><|open|>argument key="a"<|sep|>007<|close|>argument<|sep|>'
+     "<|close|>call<|sep|><|close|>tools<|sep|>", "",
+     [("get_weather", {"days": 3, 'a"b': [1]}), ("add", {"a": "007"})]),
     (DsmlFormat(),  # llama.cpp's test-chat: content, then calls; the string attribute types each value
      'Let me call the function.\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name="magic_int">\n'
      '<｜DSML｜parameter name="ref" string="false">42</｜DSML｜parameter>\n'
@@ -226,6 +241,9 @@ def test_mistral_calls_keep_the_ids_the_model_wrote_and_get_ids_its_templates_ac
     (MiniCpm5Format(), '<function name="f"><param name="a">1</param>oops</function>'),  # text between the params
     (MiniCpm5Format(), '<function name="f"><param name="a">1</function>'),  # an unclosed param
     (MiniCpm5Format(), '<function name=""></function>'),  # no name
+    (KimiK3Format(), '<|open|>tools<|sep|><|open|>call tool="f" index="1"<|sep|>oops<|close|>call<|sep|>'
+                     "<|close|>tools<|sep|>"),  # text in a call
+    (KimiK3Format(), '<|open|>tools<|sep|><|open|>call tool="f" index="1"<|sep|><|close|>tools<|sep|>'),  # unclosed
     *((MiniMaxM3Format(), f"]<]minimax[>[<tool_call>{section}]<]minimax[>[</tool_call>") for section in [
         '\n]<]minimax[>[<invoke name="f">]<]minimax[>[<a>1]<]minimax[>[</invoke>\n',  # <a> unclosed
         '\n]<]minimax[>[<invoke name="f">]<]minimax[>[</invoke>\noops\n',  # text after a call
@@ -319,6 +337,13 @@ RENDERED_TURNS = [
      'Let me check.\n<function name="get_weather"><param name="city">New York</param><param name="days">3</param>'
      '<param name="opts">{\'metric\': True}</param></function>\n<function name="add"><param name="a">007</param>'
      "</function>", "Let me check."),
+    (KimiK3Format(XML_FUNCTIONS), "{% set x = '<|open|><|close|><|end_of_msg|>' %}",
+     "<|open|>think<|sep|><|close|>think<|sep|><|open|>response<|sep|>Let me check.<|close|>response<|sep|>"
+     '<|open|>tools<|sep|><|open|>call tool="get_weather" index="1"<|sep|><|open|>argument key="city" type="string"'
+     '<|sep|>New York<|close|>argument<|sep|><|open|>argument key="days" type="number"<|sep|>3<|close|>argument<|sep|>'
+     '<|open|>argument key="opts" type="object"<|sep|>{"metric": true}<|close|>argument<|sep|><|close|>call<|sep|>'
+     '<|open|>call tool="add" index="2"<|sep|><|open|>argument key="a" type="string"<|sep|>007<|close|>argument<|sep|>'
+     "<|close|>call<|sep|><|close|>tools<|sep|><|close|>message<|sep|><|end_of_msg|>", "Let me check."),
     (MiniMaxM1Format(), "",  # (the template leaves out the content of a turn with calls)
      '<tool_calls>\n{"name": "get_weather", "arguments": {"city": "New York", "days": 3, "opts": {"metric": true}}}\n'
      '{"name": "add", "arguments": {"a": "007"}}\n</tool_calls>', ""),
@@ -373,6 +398,12 @@ def test_calls_as_the_template_renders_them_read_back(fmt, tags, text, content):
     ('<function name="function-name"><param name="param-name">', "<|im_start|>assistant\n<think>\n",
      "I'm thinking</think><function name=\"python\"><param name=\"code\">print('hey')</param></function>",
      "I'm thinking", "", [("python", {"code": "print('hey')"})]),
+    # Kimi K3 (llama.cpp's test-chat): the prompt opens the thinking
+    ("<|open|><|close|><|end_of_msg|>", '<|open|>message role="assistant"<|sep|><|open|>think<|sep|>',
+     "I should call it<|close|>think<|sep|><|open|>response<|sep|>On it.<|close|>response<|sep|><|open|>tools<|sep|>"
+     '<|open|>call tool="special_function" index="1"<|sep|><|open|>argument key="arg1" type="number"<|sep|>1'
+     "<|close|>argument<|sep|><|close|>call<|sep|><|close|>tools<|sep|><|close|>message<|sep|>", "I should call it",
+     "On it.", [("special_function", {"arg1": 1})]),
     # DeepSeek V3.2 (llama.cpp's test-chat): thinking, content, then calls
     ("dsml_token = '｜DSML｜' function_calls invoke name=", "<｜Assistant｜><think>",
      "Thinking about it</think>Let me call it.\n\n"
@@ -520,6 +551,26 @@ def test_kimi_calls_keep_the_ids_the_model_wrote():
             ("functions.get_weather:0", "get_weather", {"city": "Paris"}), ("functions.add:1", "add", {"a": 1})]
 
 
+@pytest.mark.parametrize("step", [None, 3])
+@pytest.mark.parametrize("prompt, text, reasoning, content", [  # llama.cpp's test-chat (Kimi K3), without tools
+    ("<|open|>response<|sep|>", "Hello, world!\nWhat's up?<|close|>response<|sep|><|close|>message<|sep|>", "",
+     "Hello, world!\nWhat's up?"),
+    ("<|open|>think<|sep|>", "I'm thinking about this<|close|>think<|sep|><|open|>response<|sep|>Use the response "
+     "tag, then message the handler.<|close|>response<|sep|><|close|>message<|sep|>", "I'm thinking about this",
+     "Use the response tag, then message the handler."),
+    ("<|open|>think<|sep|>", "I was still thinking when the budget ran out",
+     "I was still thinking when the budget ran out", ""),
+])
+def test_kimi_k3_replies_lose_their_framing(prompt, text, reasoning, content, step):
+    template = "{{ '<|open|>' }}{{ '<|close|>' }}{{ '<|end_of_msg|>' }}{% if tools %}{% endif %}"
+    parser = OutputParser(reasoning_for("auto", '<|open|>message role="assistant"<|sep|>' + prompt, template),
+                          detect_native_format(template).reader())
+    out = run_parser(parser, text, step)
+    assert (out.reasoning, out.content, out.calls) == (reasoning, content, [])
+    kept = run_parser(OutputParser(None, detect_native_format(template).reader()), text, step)  # reasoning_format none
+    assert (kept.reasoning, kept.content) == ("", reasoning + content)  # (llama.cpp's: the think closer dropped too)
+
+
 def test_seed_oss_thinks_in_its_own_tags():
     template = "{%- set think_begin_token = '<seed:think>' -%}{%- set toolcall_begin_token = '<seed:tool_call>' -%}"
     out = run_parser(OutputParser(reasoning_for("auto", "", template), SeedXmlFormat(XML_FUNCTIONS)),
@@ -542,6 +593,8 @@ def test_partial_marker_at_the_end_is_released():
     ("{% if tools %}[AVAILABLE_TOOLS]{% endif %}[TOOL_CALLS]", "mistral"),
     ("{% for t in tools %}{% endfor %}<tool_call>{{ name }}<arg_key>{{ k }}</arg_key>", "glm"),
     ("{% if message.get('tool_calls') %}<|tool_calls_section_begin|>{% endif %}", "kimi"),
+    ("{%- macro open_tag(tag) -%}{{- '<|open|>' + tag -}}{%- endmacro -%}{{- '<|close|>' + tag -}}"
+     "{% if tools %}{% endif %}{{- '<|end_of_msg|>' -}}", "kimi-k3"),
     ("{%- set toolcall_begin_token = '<seed:tool_call>' -%}{% for t in tools %}<function={% endfor %}", "seed-xml"),
     ("{% if tools %}{% endif %}<｜tool▁calls▁begin｜>", "deepseek"),
     ("{% if tools %}<|python_tag|>{% endif %}", "llama3"),
