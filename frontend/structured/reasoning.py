@@ -1,16 +1,17 @@
 """Reasoning text: which markers delimit a model's thinking, how a request wants it returned, and
 the thinking budget the executor enforces.
 
-Nine families of templates: gpt-oss's Harmony channels (``<|channel|>analysis<|message|>...
+Ten families of templates: gpt-oss's Harmony channels (``<|channel|>analysis<|message|>...
 <|end|>``, read by frontend.structured.harmony), Mistral's ``[THINK]...[/THINK]`` (Magistral,
 Ministral 3 reasoning), Seed-OSS's ``<seed:think>...</seed:think>``, Command R7B's and Cohere2
 MoE's ``<|START_THINKING|>...<|END_THINKING|>``, Apertus's deliberation (``<|inner_prefix|>...
 <|inner_suffix|>``), MiniMax M3's ``<mm:think>...</mm:think>``, Kimi K3's think section
-(``<|open|>think<|sep|>...<|close|>think<|sep|>``), Gemma 4's thought channel
-(``<|channel>thought\n...<channel|>``: the tag is ``<|channel>thought``, since a budget of 0 closes
-the thinking before the new line, and the white space after it is not reasoning, as llama.cpp
-reads it) and everything else, whose thinking is ``<think>...</think>`` (DeepSeek R1, Qwen3,
-MiniMax M2, and any model a grammar makes write the tags).
+(``<|open|>think<|sep|>...<|close|>think<|sep|>``), Tencent Hy3's ``<think:opensource>...
+</think:opensource>``, Gemma 4's thought channel (``<|channel>thought\n...<channel|>``: the tag is
+``<|channel>thought``, since a budget of 0 closes the thinking before the new line, and the white
+space after it is not reasoning, as llama.cpp reads it) and everything else, whose thinking is
+``<think>...</think>`` (DeepSeek R1, Qwen3, MiniMax M2, and any model a grammar makes write the
+tags).
 
 ``deepseek`` extracts ``<think>...</think>`` for any model, whatever its template (a grammar
 can force the tags, and base models write them too); ``deepseek-legacy`` also keeps the tags and
@@ -27,7 +28,9 @@ import msgspec
 
 from frontend.api.schemas import TextCompletionFields
 from frontend.structured import gbnf
-from frontend.structured.tool_formats.xml_args import kimi_k3
+from frontend.structured.tool_formats.xml_args.glm import HY3_SUFFIX, is_hy3
+from frontend.structured.tool_formats.xml_args.kimi_k3 import THINK_END as KIMI_K3_END, \
+    THINK_START as KIMI_K3_START, is_kimi_k3
 from frontend.http.errors import invalid
 from frontend.text.tokenizer import Tokenizer
 from ipc.protocol import ReasoningBudget, SamplingParams
@@ -79,8 +82,10 @@ def thinking_tags(template: str) -> tuple[str, str]:
         return APERTUS_START, APERTUS_END
     if MINIMAX_M3_START in template:
         return MINIMAX_M3_START, MINIMAX_M3_END
-    if kimi_k3.is_kimi_k3(template):
-        return kimi_k3.THINK_START, kimi_k3.THINK_END
+    if is_kimi_k3(template):
+        return KIMI_K3_START, KIMI_K3_END
+    if is_hy3(template):
+        return f"<think{HY3_SUFFIX}>", f"</think{HY3_SUFFIX}>"
     return (MISTRAL_THINK_START, MISTRAL_THINK_END) if MISTRAL_THINK_END in template else (THINK_START, THINK_END)
 
 

@@ -9,7 +9,7 @@ from frontend.structured.tool_formats.json_args.deepseek import CALLS_BEGIN, Dee
 from frontend.structured.tool_formats.xml_args.dsml import DSML, DsmlFormat, DsmlV4Format
 from frontend.structured.tool_formats.json_args.functionary import FunctionaryFormat
 from frontend.structured.tool_formats.own_syntax.gemma4 import Gemma4Format
-from frontend.structured.tool_formats.xml_args.glm import GlmFormat
+from frontend.structured.tool_formats.xml_args.glm import GlmFormat, Hy3Format, is_hy3
 from frontend.structured.tool_formats.json_args.harmony import HarmonyFormat
 from frontend.structured.tool_formats.json_args.hermes import HermesFormat
 from frontend.structured.tool_formats.json_args.kimi import SECTION_BEGIN, KimiFormat
@@ -62,6 +62,8 @@ def detect_native_format(template: str) -> ToolFormat | None:
         return SeedXmlFormat()
     if "<tool_call>" in template and "<function=" in template and "<parameter=" in template:
         return QwenXmlFormat()
+    if is_hy3(template):  # Tencent Hy3 (GLM's calls with its own tags)
+        return Hy3Format()
     if "<tool_call>" in template and "<arg_key>" in template:
         return GlmFormat()
     if "<tool_call>" in template:

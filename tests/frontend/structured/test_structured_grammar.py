@@ -19,7 +19,7 @@ from frontend.structured.tool_formats.xml_args.dsml import DsmlFormat, DsmlV4For
 from frontend.structured.tool_formats.json_args.functionary import FunctionaryFormat
 from frontend.structured.tool_formats.own_syntax.gemma4 import Gemma4Format
 from frontend.structured.tool_formats.json_args.harmony import HarmonyFormat, final_message
-from frontend.structured.tool_formats.xml_args.glm import GlmFormat
+from frontend.structured.tool_formats.xml_args.glm import GlmFormat, Hy3Format
 from frontend.structured.tool_formats.json_args.hermes import HermesFormat
 from frontend.structured.tool_formats.json_args.kimi import KimiFormat
 from frontend.structured.tool_formats.xml_args.kimi_k3 import KimiK3Format
@@ -321,6 +321,22 @@ def test_glm_tool_grammar(tokenizer):
     assert not accepts(tokenizer, grammar, "<tool_call>get_weather\n</tool_call>")  # city is required
 
 
+@pytest.mark.parametrize("parallel", [True, False])
+def test_hy3_tool_grammar(tokenizer, parallel):
+    grammar = tool_grammar(tokenizer, Hy3Format(), parallel)
+    call = ("<tool_call:opensource>get_weather<tool_sep:opensource>\n<arg_key:opensource>city</arg_key:opensource>\n"
+            "<arg_value:opensource>New York</arg_value:opensource>\n{}</tool_call:opensource>\n")
+    section = "<tool_calls:opensource>\n{}</tool_calls:opensource>"
+    days = "<arg_key:opensource>days</arg_key:opensource>\n<arg_value:opensource>{}</arg_value:opensource>\n"
+    assert accepts(tokenizer, grammar, section.format(call.format("")))
+    assert accepts(tokenizer, grammar, section.format(call.format(days.format(3))))
+    ping = "<tool_call:opensource>ping<tool_sep:opensource>\n</tool_call:opensource>\n"
+    assert accepts(tokenizer, grammar, section.format(call.format("") + ping)) == parallel
+    assert not accepts(tokenizer, grammar, section.format(call.format(days.format(0))))
+    assert not accepts(tokenizer, grammar, section.format(ping.replace("ping", "get_weather")))  # city is required
+    assert not accepts(tokenizer, grammar, section.format(call.format("")).replace(":opensource", ""))
+
+
 def test_gemma4_tool_grammar(tokenizer):
     params = {"type": "object", "required": ["city"], "properties": {
         "city": {"type": "string"}, "days": {"type": "integer", "minimum": 1}, "Unit": {"enum": ["c", "f"]},
@@ -566,6 +582,8 @@ def test_lfm2_grammar_writes_python_booleans_and_none(tokenizer):
     (MiniMaxM2Format(), '<minimax:tool_call>\n<invoke name="ping">\n</invoke>\n</minimax:tool_call>'),
     (MiniMaxM1Format(), '<tool_calls>\n{"name": "ping", "arguments": {}}\n</tool_calls>'),
     (MiniCpm5Format(), '<function name="ping"></function>'),
+    (Hy3Format(), "<tool_calls:opensource>\n<tool_call:opensource>ping<tool_sep:opensource>\n</tool_call:opensource>\n"
+                  "</tool_calls:opensource>"),
     (KimiK3Format(), '<|open|>tools<|sep|><|open|>call tool="ping" index="1"<|sep|><|close|>call<|sep|>'
                      "<|close|>tools<|sep|>"),
     (MiniMaxM3Format(), ']<]minimax[>[<tool_call>\n]<]minimax[>[<invoke name="ping">]<]minimax[>[</invoke>\n'

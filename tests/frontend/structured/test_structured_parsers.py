@@ -18,7 +18,7 @@ from frontend.structured.tool_formats.json_args.deepseek import DeepSeekFormat
 from frontend.structured.tool_formats.xml_args.dsml import DsmlFormat, DsmlV4Format
 from frontend.structured.tool_formats.json_args.functionary import FunctionaryFormat
 from frontend.structured.tool_formats.own_syntax.gemma4 import Gemma4Format
-from frontend.structured.tool_formats.xml_args.glm import GlmFormat
+from frontend.structured.tool_formats.xml_args.glm import GlmFormat, Hy3Format
 from frontend.structured.tool_formats.json_args.hermes import HermesFormat
 from frontend.structured.tool_formats.json_args.kimi import KimiFormat
 from frontend.structured.tool_formats.xml_args.kimi_k3 import KimiK3Format
@@ -168,6 +168,12 @@ CASES = [
      '<|open|>call tool="add" index="2"<|sep|><|open|>argument key="a"<|sep|>007<|close|>argument<|sep|>'
      "<|close|>call<|sep|><|close|>tools<|sep|>", "",
      [("get_weather", {"days": 3, 'a"b': [1]}), ("add", {"a": "007"})]),
+    (Hy3Format(XML_FUNCTIONS),  # GLM's calls with Hy3's tags, all in one section; typed by the schema
+     "Checking.<tool_calls:opensource>\n<tool_call:opensource>get_weather<tool_sep:opensource>\n"
+     "<arg_key:opensource>city</arg_key:opensource>\n<arg_value:opensource>New York</arg_value:opensource>\n"
+     "<arg_key:opensource>days</arg_key:opensource>\n<arg_value:opensource>3</arg_value:opensource>\n"
+     "</tool_call:opensource>\n<tool_call:opensource>ping<tool_sep:opensource>\n</tool_call:opensource>\n"
+     "</tool_calls:opensource>", "Checking.", [("get_weather", {"city": "New York", "days": 3}), ("ping", {})]),
     (DsmlFormat(),  # llama.cpp's test-chat: content, then calls; the string attribute types each value
      'Let me call the function.\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name="magic_int">\n'
      '<｜DSML｜parameter name="ref" string="false">42</｜DSML｜parameter>\n'
@@ -241,6 +247,11 @@ def test_mistral_calls_keep_the_ids_the_model_wrote_and_get_ids_its_templates_ac
     (MiniCpm5Format(), '<function name="f"><param name="a">1</param>oops</function>'),  # text between the params
     (MiniCpm5Format(), '<function name="f"><param name="a">1</function>'),  # an unclosed param
     (MiniCpm5Format(), '<function name=""></function>'),  # no name
+    (Hy3Format(), "<tool_calls:opensource>\n<tool_call:opensource>f\n</tool_call:opensource>\n"
+                  "</tool_calls:opensource>"),  # no tool_sep after the name
+    (Hy3Format(), "<tool_calls:opensource>\n<tool_call:opensource>f<tool_sep:opensource>oops</tool_call:opensource>"
+                  "\n</tool_calls:opensource>"),  # text between the arguments
+    (Hy3Format(), "<tool_calls:opensource>\nhello\n</tool_calls:opensource>"),  # no call
     (KimiK3Format(), '<|open|>tools<|sep|><|open|>call tool="f" index="1"<|sep|>oops<|close|>call<|sep|>'
                      "<|close|>tools<|sep|>"),  # text in a call
     (KimiK3Format(), '<|open|>tools<|sep|><|open|>call tool="f" index="1"<|sep|><|close|>tools<|sep|>'),  # unclosed
@@ -344,6 +355,14 @@ RENDERED_TURNS = [
      '<|open|>argument key="opts" type="object"<|sep|>{"metric": true}<|close|>argument<|sep|><|close|>call<|sep|>'
      '<|open|>call tool="add" index="2"<|sep|><|open|>argument key="a" type="string"<|sep|>007<|close|>argument<|sep|>'
      "<|close|>call<|sep|><|close|>tools<|sep|><|close|>message<|sep|><|end_of_msg|>", "Let me check."),
+    (Hy3Format(XML_FUNCTIONS), "{%- set HYTK = ':opensource' %}'<tool_sep{}>'.format(HYTK)",
+     "<think:opensource></think:opensource>Let me check.<tool_calls:opensource>\n<tool_call:opensource>get_weather"
+     "<tool_sep:opensource>\n<arg_key:opensource>city</arg_key:opensource>\n<arg_value:opensource>New York"
+     "</arg_value:opensource>\n<arg_key:opensource>days</arg_key:opensource>\n<arg_value:opensource>3"
+     "</arg_value:opensource>\n<arg_key:opensource>opts</arg_key:opensource>\n<arg_value:opensource>"
+     '{"metric": true}</arg_value:opensource>\n</tool_call:opensource>\n<tool_call:opensource>add<tool_sep:opensource>'
+     "\n<arg_key:opensource>a</arg_key:opensource>\n<arg_value:opensource>007</arg_value:opensource>\n"
+     "</tool_call:opensource>\n</tool_calls:opensource>", "Let me check."),
     (MiniMaxM1Format(), "",  # (the template leaves out the content of a turn with calls)
      '<tool_calls>\n{"name": "get_weather", "arguments": {"city": "New York", "days": 3, "opts": {"metric": true}}}\n'
      '{"name": "add", "arguments": {"a": "007"}}\n</tool_calls>', ""),
@@ -404,6 +423,12 @@ def test_calls_as_the_template_renders_them_read_back(fmt, tags, text, content):
      '<|open|>call tool="special_function" index="1"<|sep|><|open|>argument key="arg1" type="number"<|sep|>1'
      "<|close|>argument<|sep|><|close|>call<|sep|><|close|>tools<|sep|><|close|>message<|sep|>", "I should call it",
      "On it.", [("special_function", {"arg1": 1})]),
+    # Tencent Hy3 with reasoning_effort high: the prompt opens the thinking
+    ("{%- set HYTK = ':opensource' %}{%- set think_begin_token = '<think{}>'.format(HYTK) %}"
+     "{%- set toolsep_token = '<tool_sep{}>'.format(HYTK) %}", "<｜hy_Assistant:opensource｜><think:opensource>",
+     "I'll look.</think:opensource>Sure.<tool_calls:opensource>\n<tool_call:opensource>f<tool_sep:opensource>\n"
+     "<arg_key:opensource>a</arg_key:opensource>\n<arg_value:opensource>1</arg_value:opensource>\n"
+     "</tool_call:opensource>\n</tool_calls:opensource>", "I'll look.", "Sure.", [("f", {"a": 1})]),
     # DeepSeek V3.2 (llama.cpp's test-chat): thinking, content, then calls
     ("dsml_token = '｜DSML｜' function_calls invoke name=", "<｜Assistant｜><think>",
      "Thinking about it</think>Let me call it.\n\n"
@@ -592,6 +617,8 @@ def test_partial_marker_at_the_end_is_released():
     ("{% for t in tools %}{{ t | tojson }}{% endfor %}<tool_call>", "hermes"),
     ("{% if tools %}[AVAILABLE_TOOLS]{% endif %}[TOOL_CALLS]", "mistral"),
     ("{% for t in tools %}{% endfor %}<tool_call>{{ name }}<arg_key>{{ k }}</arg_key>", "glm"),
+    ("{%- set HYTK = ':opensource' %}{%- set toolsep_token = '<tool_sep{}>'.format(HYTK) %}{% if tools %}"
+     "<tools>{% endif %}", "hy3"),
     ("{% if message.get('tool_calls') %}<|tool_calls_section_begin|>{% endif %}", "kimi"),
     ("{%- macro open_tag(tag) -%}{{- '<|open|>' + tag -}}{%- endmacro -%}{{- '<|close|>' + tag -}}"
      "{% if tools %}{% endif %}{{- '<|end_of_msg|>' -}}", "kimi-k3"),

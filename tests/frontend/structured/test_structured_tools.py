@@ -7,6 +7,7 @@ import json
 from types import SimpleNamespace
 
 import msgspec
+import pytest
 
 from frontend_support import gemma_path, run_parser
 
@@ -105,15 +106,25 @@ def test_dsml_calls_have_their_control_token_written_as_text():
     assert {"<｜DSML｜function_calls>", "</｜DSML｜function_calls>", "｜DSML｜"} <= set(markers)
 
 
-def test_minimax_m3_calls_have_their_namespace_token_written_as_text():
-    """]<]minimax[>[ is a control token of MiniMax M3 before every tag of its calls; <tool_call> may
-    be one too (llama.cpp preserves both)."""
-    template = "{%- set ns_token = ']<]minimax[>[' -%}{% if tools %}<tool_call><invoke name=\"{% endif %}<mm:think>"
+@pytest.mark.parametrize("template, prompt, tokens", [
+    # MiniMax M3: its namespace token before every tag of its calls; <tool_call> may be one too
+    ("{%- set ns_token = ']<]minimax[>[' -%}{% if tools %}<tool_call><invoke name=\"{% endif %}<mm:think>", "]~b]ai\n",
+     {"]<]minimax[>[", "<tool_call>", "</tool_call>", "<mm:think>", "</mm:think>"}),
+    # Kimi K3: every tag is built from its markers, its replies' framing too
+    ("{{ '<|open|>' }}{{ '<|close|>' }}{{ '<|end_of_msg|>' }}{% if tools %}{% endif %}", "<|open|>think<|sep|>",
+     {"<|open|>", "<|close|>", "<|sep|>", "<|end_of_msg|>"}),
+    # Tencent Hy3: its call tags
+    ("{%- set HYTK = ':opensource' %}{%- set toolsep_token = '<tool_sep{}>'.format(HYTK) %}{% if tools %}{% endif %}",
+     "<think:opensource>", {"<tool_calls:opensource>", "<tool_call:opensource>", "<tool_sep:opensource>",
+                            "<arg_value:opensource>", "</arg_value:opensource>", "<think:opensource>"}),
+])
+def test_control_tokens_of_the_new_formats_are_written_as_text(template, prompt, tokens):
+    """As llama.cpp preserves them: the calls (and the framing) cannot be read without them."""
     fe = SimpleNamespace(cfg=SimpleNamespace(skip_chat_parsing=False, reasoning_format="auto"),
                          template=SimpleNamespace(source=template))
     body = request(tools=[{"type": "function", "function": {"name": "ping"}}])
-    _, markers = _reply_parsers(fe, body, ChatPlan("]~b]ai\n", plan_tools(body, template)))
-    assert {"]<]minimax[>[", "<tool_call>", "</tool_call>", "<mm:think>", "</mm:think>"} <= set(markers)
+    _, markers = _reply_parsers(fe, body, ChatPlan(prompt, plan_tools(body, template)))
+    assert tokens <= set(markers)
 
 
 def test_lfm2_templates_that_show_no_past_calls_get_them_in_the_text():
