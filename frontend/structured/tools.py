@@ -1,6 +1,6 @@
 """Tools on a chat request: the conversation as the template needs it, and the grammar of calls.
 
-A template with a known tool format (``tool_formats.detect_native_format``) gets ``tools`` and the
+A template with a known or learned tool format (``tool_formats.learned.template_format``) gets ``tools`` and the
 history as Hugging Face templates expect (call arguments as objects). Any other template,
 including none (the embedded Gemma 3 270M), gets the generic format: the tool list and the call
 syntax in a system message, past calls written into the assistant text and tool results as user
@@ -21,7 +21,8 @@ from frontend.api.schemas import ChatCompletionRequest, ChatMessage, NamedToolCh
 from frontend.structured import gbnf
 from frontend.structured.constraints import Frame
 from frontend.structured.json_schema import SchemaError, schema_rule
-from frontend.structured.tool_formats import GENERIC, ToolFormat, detect_native_format
+from frontend.structured.tool_formats import GENERIC, ToolFormat
+from frontend.structured.tool_formats.learned import template_format
 from frontend.text.chat_template import content_text
 from frontend.text.multimodal import MARKER
 
@@ -62,7 +63,7 @@ def plan_tools(body: ChatCompletionRequest, template_source: str) -> ToolPlan:
         raise invalid("tool_choice needs tools", param="tool_choice")
     if named is not None and named not in {t["function"]["name"] for t in tools}:
         raise invalid(f"tool_choice names the function {named!r}, which is not among the tools", param="tool_choice")
-    native = detect_native_format(template_source)
+    native = template_format(template_source)
     if native is not None:
         native = native.bind([t["function"] for t in tools])
     fmt = native or GENERIC

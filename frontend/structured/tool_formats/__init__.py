@@ -13,7 +13,6 @@ from frontend.structured.tool_formats.xml_args.glm import GlmFormat, Hy3Format, 
 from frontend.structured.tool_formats.json_args.harmony import HarmonyFormat
 from frontend.structured.tool_formats.json_args.hermes import HermesFormat
 from frontend.structured.tool_formats.json_args.kimi import SECTION_BEGIN, KimiFormat
-from frontend.structured.tool_formats.learned import learn_format
 from frontend.structured.tool_formats.xml_args.kimi_k3 import KimiK3Format, is_kimi_k3
 from frontend.structured.tool_formats.own_syntax.lfm2 import Lfm2Format
 from frontend.structured.tool_formats.json_args.llama3 import Llama3Format
@@ -31,8 +30,8 @@ GENERIC = HermesFormat()
 
 
 def detect_native_format(template: str) -> ToolFormat | None:
-    """The tool-call format a template renders (a known family's, else one learned from how the
-    template writes a call), or None when it has no tool support or one not learned."""
+    """The tool-call format a template renders, or None when it has no (known) tool support
+    (``learned.template_format`` then tries to learn it)."""
     if "tools" not in template and "tool_calls" not in template:
         return None
     if "<|channel|>" in template:  # gpt-oss: checked first, its template mentions other syntaxes
@@ -78,4 +77,4 @@ def detect_native_format(template: str) -> ToolFormat | None:
         return DeepSeekFormat(fenced="```json" in template)
     if "<|python_tag|>" in template or ("<|start_header_id|>" in template and '"parameters"' in template):
         return Llama3Format()
-    return learn_format(template)  # what the template's own rendering of a call shows, if it can tell
+    return None

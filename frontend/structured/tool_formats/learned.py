@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 
 from frontend.structured import gbnf
+from frontend.structured.tool_formats import detect_native_format
 from frontend.structured.tool_formats.base import ParsedCall, ToolFormat, arguments_text
 from frontend.text.chat_template import ChatTemplate, ChatTemplateError
 
@@ -98,6 +99,11 @@ class LearnedFormat(ToolFormat):
         body = f"{one} ({gbnf.literal(s.separator)} {one})*" if parallel and s.shared else one
         return f"{gbnf.literal(s.opener)} {body} {gbnf.literal(s.closer)}" if s.closer else \
             f"{gbnf.literal(s.opener)} {body}"
+
+
+def template_format(source: str) -> ToolFormat | None:
+    """The tool-call format of a template: its family's, else one learned from it (None: neither)."""
+    return detect_native_format(source) or learn_format(source)
 
 
 @functools.lru_cache(maxsize=16)

@@ -11,8 +11,7 @@ from test_structured_grammar import accepts, tool_grammar
 
 from frontend.structured.deltas import merge_calls
 from frontend.structured.output import OutputParser
-from frontend.structured.tool_formats import detect_native_format
-from frontend.structured.tool_formats.learned import LearnedFormat
+from frontend.structured.tool_formats.learned import LearnedFormat, template_format
 
 TURNS = """{%- for m in messages %}<|{{ m.role }}|>
 {%- if m.tool_calls %}{CALLS}{% else %}{{ m.content }}{% endif %}<|end|>
@@ -39,7 +38,7 @@ TWO_CALLS = [("get_weather", {"city": "Paris", "days": [1, 2]}), ("ping", {})]
 ])
 @pytest.mark.parametrize("stream", [False, True])
 def test_calls_in_a_learned_format_are_read_whole_and_streamed(template, reply, stream):
-    fmt = detect_native_format(template)
+    fmt = template_format(template)
     assert isinstance(fmt, LearnedFormat)
     parser = OutputParser(None, fmt, stream_args=stream)
     out = run_parser(parser, reply, 1 if stream else None)
@@ -61,20 +60,20 @@ def test_calls_in_a_learned_format_are_read_whole_and_streamed(template, reply, 
     TURNS.replace("{CALLS}", ""),  # one that shows none
 ])
 def test_a_syntax_not_learned_keeps_the_generic_format(template):
-    assert detect_native_format(template) is None
+    assert template_format(template) is None
 
 
 @pytest.mark.parametrize("parallel", [True, False])
 def test_a_learned_grammar_writes_calls_as_the_template_does(tokenizer, parallel):
     """A shared section's calls with its separator, else a section each (the grammar tests'
     functions: get_weather needs a city, days at least 1)."""
-    shared = tool_grammar(tokenizer, detect_native_format(LIST), parallel)
+    shared = tool_grammar(tokenizer, template_format(LIST), parallel)
     call = '{"name": "get_weather", "arguments": {"city": "Paris"%s}}'
     assert accepts(tokenizer, shared, "<TOOLCALL>[" + call % "" + "]</TOOLCALL>")
     two = "<TOOLCALL>[" + call % "" + ', {"name": "ping", "arguments": {}}]</TOOLCALL>'
     assert accepts(tokenizer, shared, two) == parallel
     assert not accepts(tokenizer, shared, "<TOOLCALL>[" + call % ', "days": 0' + "]</TOOLCALL>")
-    own = tool_grammar(tokenizer, detect_native_format(NAME_FIRST), parallel)
+    own = tool_grammar(tokenizer, template_format(NAME_FIRST), parallel)
     assert accepts(tokenizer, own, '<function=get_weather>{"city": "Paris"}</function>')
     assert accepts(tokenizer, own, '<function=get_weather>{"city": "Paris"}</function><function=ping>{}</function>') \
         == parallel
