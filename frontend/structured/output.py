@@ -99,14 +99,23 @@ class OutputParser(StreamParser):
                         self._buf = self._buf[: len(self._buf) - keep]  # an opener cut short: no text
                     if final:
                         keep = 0
-                    elif self._tools is not None and self._tools.at_output_start_only and not self._seen_content \
-                            and not self._buf.strip():
-                        keep = len(self._buf)  # only whitespace so far: the reply may still open a call
+                    elif not self._seen_content and not self._buf[: len(self._buf) - keep].strip() and (
+                            self._tools is not None and self._tools.at_output_start_only
+                            or self._reasoning is not None and self._n_calls == 0):
+                        keep = len(self._buf)  # only whitespace so far: a call or an empty thinking may follow
                     self._emit_content(self._buf[: len(self._buf) - keep], out)
                     self._buf = self._buf[len(self._buf) - keep :]
                     return
-                self._emit_content(self._buf[:pos], out)
-                self._buf = self._buf[pos + len(marker) :]
+                before, self._buf = self._buf[:pos], self._buf[pos + len(marker) :]
+                if self._reasoning is not None and marker == self._reasoning.end:
+                    # A reply that opens with the thinking's end tag thought nothing (MiniMax M3's
+                    # without thinking); after text, the tag is text.
+                    if before.strip() or self._reasoning.keep_in_content:
+                        self._emit_content(before + marker, out)
+                    else:
+                        self._after_section = True
+                    continue
+                self._emit_content(before, out)
                 self._lead = ""
                 if self._tools is not None and marker in self._tools.skipped:
                     continue
@@ -160,7 +169,7 @@ class OutputParser(StreamParser):
     def _content_markers(self) -> list[str]:
         markers = []
         if self._reasoning is not None and not self._seen_content and self._n_calls == 0:
-            markers.append(self._reasoning.start)
+            markers += [self._reasoning.start, self._reasoning.end]
         if self._tools is not None and (not self._tools.at_output_start_only or not self._seen_content):
             markers.extend(self._tools.skipped)
             markers.extend(self._tools.starts)

@@ -336,14 +336,11 @@ RENDERED_TURNS = [
      'Let me check.\n<minimax:tool_call>\n<invoke name="get_weather">\n<parameter name="city">New York</parameter>\n'
      '<parameter name="days">3</parameter>\n<parameter name="opts">{"metric": true}</parameter>\n</invoke>\n'
      '<invoke name="add">\n<parameter name="a">007</parameter>\n</invoke>\n</minimax:tool_call>', "Let me check."),
-    pytest.param(
-        MiniMaxM3Format(XML_FUNCTIONS), "<mm:think>",
-        '</mm:think>Let me check.]<]minimax[>[<tool_call>\n]<]minimax[>[<invoke name="get_weather">]<]minimax[>[<city>'
-        "New York]<]minimax[>[</city>]<]minimax[>[<days>3]<]minimax[>[</days>]<]minimax[>[<opts>]<]minimax[>[<metric>"
-        'true]<]minimax[>[</metric>]<]minimax[>[</opts>]<]minimax[>[</invoke>\n]<]minimax[>[<invoke name="add">'
-        "]<]minimax[>[<a>007]<]minimax[>[</a>]<]minimax[>[</invoke>\n]<]minimax[>[</tool_call>", "Let me check.",
-        marks=pytest.mark.xfail(strict=True, reason="a turn without thinking opens with a bare </mm:think>, which "
-                                                   "llama.cpp drops; OutputParser keeps it in the content")),
+    (MiniMaxM3Format(XML_FUNCTIONS), "<mm:think>",  # a turn without thinking opens with a bare </mm:think>
+     '</mm:think>Let me check.]<]minimax[>[<tool_call>\n]<]minimax[>[<invoke name="get_weather">]<]minimax[>[<city>'
+     "New York]<]minimax[>[</city>]<]minimax[>[<days>3]<]minimax[>[</days>]<]minimax[>[<opts>]<]minimax[>[<metric>"
+     'true]<]minimax[>[</metric>]<]minimax[>[</opts>]<]minimax[>[</invoke>\n]<]minimax[>[<invoke name="add">'
+     "]<]minimax[>[<a>007]<]minimax[>[</a>]<]minimax[>[</invoke>\n]<]minimax[>[</tool_call>", "Let me check."),
     (MiniCpm5Format(XML_FUNCTIONS), "",  # (opts as {{ value }} writes a dict: a Python literal)
      'Let me check.\n<function name="get_weather"><param name="city">New York</param><param name="days">3</param>'
      '<param name="opts">{\'metric\': True}</param></function>\n<function name="add"><param name="a">007</param>'
@@ -601,6 +598,16 @@ def test_seed_oss_thinks_in_its_own_tags():
     out = run_parser(OutputParser(reasoning_for("auto", "", template), SeedXmlFormat(XML_FUNCTIONS)),
                      "<seed:think>plan</seed:think>Done.", 3)
     assert (out.reasoning, out.content) == ("plan", "Done.")
+
+
+@pytest.mark.parametrize("step", [None, 1])
+def test_a_reply_that_opens_with_the_thinkings_end_thought_nothing(step):
+    """As llama.cpp reads it: the end tag first is an empty thinking, not content; after text it is text."""
+    reasoning = reasoning_for("auto", "", "<think></think>")
+    out = run_parser(OutputParser(reasoning, None), "\n</think>\n\nHello", step)
+    assert (out.reasoning, out.content) == ("", "Hello")
+    out = run_parser(OutputParser(reasoning_for("auto", "", "<think></think>"), None), "Hi </think> there", step)
+    assert (out.reasoning, out.content) == ("", "Hi </think> there")
 
 
 def test_unterminated_thinking_is_reasoning():
