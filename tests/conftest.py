@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -69,6 +70,16 @@ def start_server(*extra_args: str, ready: bool = True, base_args: tuple[str, ...
         _stop(proc)
         log_file.close()
         os.unlink(log_file.name)
+
+
+@contextlib.contextmanager
+def template_server(template: str, *extra_args: str) -> Iterator[ServerHandle]:
+    """``start_server`` with ``template`` as its chat template (``--chat-template-file``)."""
+    with tempfile.TemporaryDirectory(prefix="ggserve-template-") as directory:
+        path = Path(directory) / "template.jinja"
+        path.write_text(template)
+        with start_server("--chat-template-file", str(path), *extra_args) as handle:
+            yield handle
 
 
 def _wait_ready(handle: ServerHandle) -> None:

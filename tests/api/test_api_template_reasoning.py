@@ -16,7 +16,7 @@ import httpx
 import jsonschema
 import openai
 import pytest
-from conftest import start_server
+from conftest import template_server
 
 TEMPLATE = """\
 <|start|>system<|message|>Reasoning: {{ reasoning_effort | default("medium") }}; \
@@ -41,10 +41,8 @@ HARMONY = f'root ::= {ANALYSIS} "<|start|>assistant<|channel|>final<|message|>" 
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    path = tmp_path_factory.mktemp("template") / "harmony.jinja"
-    path.write_text(TEMPLATE)
-    with start_server("--chat-template-file", str(path)) as handle:
+def server():
+    with template_server(TEMPLATE) as handle:
         yield handle
 
 
@@ -79,9 +77,7 @@ def test_vllms_documents_reach_the_template(server):
 def test_reasoning_flags_set_template_defaults_that_requests_override(tmp_path):
     """llama-server's --reasoning off and --reasoning-effort low become the template's
     enable_thinking and reasoning_effort for requests that set neither."""
-    path = tmp_path / "harmony.jinja"
-    path.write_text(TEMPLATE)
-    with start_server("--chat-template-file", str(path), "--reasoning", "off", "--reasoning-effort", "low") as flagged:
+    with template_server(TEMPLATE, "--reasoning", "off", "--reasoning-effort", "low") as flagged:
         assert "Reasoning: low; thinking: False" in prompt(flagged)
         assert "Reasoning: high; thinking: True" in prompt(
             flagged, reasoning_effort="high", chat_template_kwargs={"enable_thinking": True})

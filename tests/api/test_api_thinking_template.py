@@ -11,7 +11,7 @@ import json
 import httpx
 import jsonschema
 import pytest
-from conftest import start_server
+from conftest import template_server
 
 TEMPLATE = """{%- if tools %}<|im_start|>system
 <tools>{% for t in tools %}{{ t.function | tojson }}{% endfor %}</tools>
@@ -34,10 +34,8 @@ CHAT = {"messages": [{"role": "user", "content": "Weather in Paris?"}], "tempera
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    path = tmp_path_factory.mktemp("template") / "thinks.jinja"
-    path.write_text(TEMPLATE)
-    with start_server("--chat-template-file", str(path), "-np", "2", "-c", "1024") as handle:
+def server():
+    with template_server(TEMPLATE, "-np", "2", "-c", "1024") as handle:
         yield handle
 
 
@@ -95,10 +93,8 @@ TRIP = {"type": "object", "properties": {"city": {"type": "string", "enum": ["Pa
 
 
 @pytest.fixture(scope="module")
-def xml_server(tmp_path_factory):
-    path = tmp_path_factory.mktemp("template") / "xml-calls.jinja"
-    path.write_text(XML_TEMPLATE)
-    with start_server("--chat-template-file", str(path), "-np", "1", "-c", "1024") as handle:
+def xml_server():
+    with template_server(XML_TEMPLATE, "-np", "1", "-c", "1024") as handle:
         yield handle
 
 

@@ -13,6 +13,7 @@ import httpx
 import jsonschema
 import openai
 import pytest
+from conftest import template_server
 
 WEATHER = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 16}, "unit": {"enum": ["c", "f"]}},
            "required": ["city", "unit"]}
@@ -346,12 +347,8 @@ LEARNED_TEMPLATE = """{%- for m in messages %}<|{{ m.role }}|>
 
 
 @pytest.fixture(scope="module")
-def learned_server(tmp_path_factory):
-    from conftest import start_server
-
-    path = tmp_path_factory.mktemp("template") / "learned.jinja"
-    path.write_text(LEARNED_TEMPLATE)
-    with start_server("--chat-template-file", str(path), "-np", "1", "-c", "1024") as handle:
+def learned_server():
+    with template_server(LEARNED_TEMPLATE, "-np", "1", "-c", "1024") as handle:
         yield handle
 
 
