@@ -12,6 +12,7 @@ from frontend.structured.tool_formats.own_syntax.gemma4 import Gemma4Format
 from frontend.structured.tool_formats.xml_args.glm import GlmFormat, Hy3Format, is_hy3
 from frontend.structured.tool_formats.json_args.harmony import HarmonyFormat
 from frontend.structured.tool_formats.json_args.hermes import HermesFormat
+from frontend.structured.tool_formats.json_args.json_list import GraniteFormat
 from frontend.structured.tool_formats.json_args.kimi import SECTION_BEGIN, KimiFormat
 from frontend.structured.tool_formats.xml_args.kimi_k3 import KimiK3Format, is_kimi_k3
 from frontend.structured.tool_formats.own_syntax.lfm2 import Lfm2Format
@@ -77,4 +78,6 @@ def detect_native_format(template: str) -> ToolFormat | None:
         return DeepSeekFormat(fenced="```json" in template)
     if "<|python_tag|>" in template or ("<|start_header_id|>" in template and '"parameters"' in template):
         return Llama3Format()
+    if "<|tool_call|>" in template:  # Granite 3.3 (its system prompt names the opener)
+        return GraniteFormat()
     return None

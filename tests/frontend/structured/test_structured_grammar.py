@@ -21,6 +21,7 @@ from frontend.structured.tool_formats.own_syntax.gemma4 import Gemma4Format
 from frontend.structured.tool_formats.json_args.harmony import HarmonyFormat, final_message
 from frontend.structured.tool_formats.xml_args.glm import GlmFormat, Hy3Format
 from frontend.structured.tool_formats.json_args.hermes import HermesFormat
+from frontend.structured.tool_formats.json_args.json_list import GraniteFormat
 from frontend.structured.tool_formats.json_args.kimi import KimiFormat
 from frontend.structured.tool_formats.xml_args.kimi_k3 import KimiK3Format
 from frontend.structured.tool_formats.own_syntax.lfm2 import Lfm2Format
@@ -592,6 +593,7 @@ def test_lfm2_grammar_writes_python_booleans_and_none(tokenizer):
     (CohereFormat(), '<|START_ACTION|>[{"tool_call_id": "0", "tool_name": "ping", "parameters": {}}]<|END_ACTION|>'),
     (Lfm2Format(), "<|tool_call_start|>[ping()]<|tool_call_end|>"),
     (ApertusFormat(), '<|tools_prefix|>[{"ping": {}}]<|tools_suffix|>'),
+    (GraniteFormat(), '<|tool_call|>[{"name": "ping", "arguments": {}}]'),
 ])
 def test_new_formats_allow_text_then_a_call_when_the_choice_is_auto(tokenizer, fmt, call):
     grammar = tool_grammar(tokenizer, fmt, forced=False)
@@ -617,3 +619,14 @@ def test_functionary_tool_grammar(tokenizer):
     answer = ToolPlan([], None, fmt, FUNCTIONS).grammar(None, schema)
     assert accepts(tokenizer, answer, 'all\n{"x": 1}') and accepts(tokenizer, answer, call)
     assert not accepts(tokenizer, answer, '{"x": 1}')
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_granite_tool_grammar(tokenizer, parallel):
+    grammar = tool_grammar(tokenizer, GraniteFormat(), parallel)
+    call = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
+    assert accepts(tokenizer, grammar, f"<|tool_call|>[{call}]")
+    assert accepts(tokenizer, grammar, GraniteFormat().write_calls([("get_weather", {"city": "Paris", "days": 2})]))
+    assert accepts(tokenizer, grammar, f'<|tool_call|>[{call}, {{"name": "ping", "arguments": {{}}}}]') == parallel
+    assert not accepts(tokenizer, grammar, '<|tool_call|>[{"name": "get_weather", "arguments": {"days": 2}}]')
+    assert not accepts(tokenizer, grammar, f"<|tool_call|>{call}")  # a list, even of one call

@@ -20,6 +20,7 @@ from frontend.structured.tool_formats.json_args.functionary import FunctionaryFo
 from frontend.structured.tool_formats.own_syntax.gemma4 import Gemma4Format
 from frontend.structured.tool_formats.xml_args.glm import GlmFormat, Hy3Format
 from frontend.structured.tool_formats.json_args.hermes import HermesFormat
+from frontend.structured.tool_formats.json_args.json_list import GraniteFormat
 from frontend.structured.tool_formats.json_args.kimi import KimiFormat
 from frontend.structured.tool_formats.xml_args.kimi_k3 import KimiK3Format
 from frontend.structured.tool_formats.own_syntax.lfm2 import Lfm2Format
@@ -209,6 +210,9 @@ CASES = [
      'special_function\n{"arg1": 1}', "", [("special_function", {"arg1": 1})]),
     (FunctionaryFormat([{"name": "special_function"}]),  # llama.cpp's test-chat
      "all\nHello, world!\nWhat's up?", "Hello, world!\nWhat's up?", []),
+    (GraniteFormat(),  # as Granite 3.3's system prompt asks: the opener, then a JSON list of calls
+     'Let me check.<|tool_call|>[{"name": "get_weather", "arguments": {"city": "Paris"}}, '
+     '{"name": "add", "arguments": {"a": 1}}]', "Let me check.", [("get_weather", {"city": "Paris"}), ("add", {"a": 1})]),
 ]
 
 
@@ -390,6 +394,9 @@ RENDERED_TURNS = [
     (FunctionaryFormat(XML_FUNCTIONS), "",  # (less the ">>>" before "all", the prompt's in a reply)
      'all\nLet me check.>>>get_weather\n{"city": "New York", "days": 3, "opts": {"metric": true}}>>>add\n'
      '{"a": "007"}', "Let me check."),
+    (GraniteFormat(), "",  # Granite 3.3 shows no past calls: they are written into the turn's text
+     'Let me check.<|tool_call|>[{"name": "get_weather", "arguments": {"city": "New York", "days": 3, "opts": '
+     '{"metric": true}}}, {"name": "add", "arguments": {"a": "007"}}]', "Let me check."),
 ]
 
 
@@ -443,6 +450,11 @@ def test_calls_as_the_template_renders_them_read_back(fmt, tags, text, content):
     # Apertus: its deliberation
     ("<|inner_prefix|><|tools_prefix|><|tools_suffix|>", "<|assistant_start|>", "<|inner_prefix|>plan<|inner_suffix|>"
      'Sure.<|tools_prefix|>[{"f": {"a": 1}}]<|tools_suffix|>', "plan", "Sure.", [("f", {"a": 1})]),
+    # Granite 3.3 (llama.cpp's test-chat): <think> thinking; a call after it
+    ("<|tool_call|>", "<|start_of_role|>assistant<|end_of_role|>", "<think>I'm\nthinking</think>Hello, world!\n"
+     "What's up?", "I'm\nthinking", "Hello, world!\nWhat's up?", []),
+    ("<|tool_call|>", "<|start_of_role|>assistant<|end_of_role|>", '<think>plan</think><|tool_call|>[{"name": "f", '
+     '"arguments": {}}]', "plan", "", [("f", {})]),
 ])
 def test_new_formats_read_their_thinking_and_calls(template, prompt, text, reasoning, content, calls, step):
     template = "{% for t in tools %}{% endfor %}" + template
@@ -653,6 +665,7 @@ def test_partial_marker_at_the_end_is_released():
      "{% if tools %}{% endif %}", "apertus"),
     ("{% if tools %}Respond in this format:\n>>>${recipient}\n${content}{% endif %}{{ '>>>all\n' + content }}",
      "functionary-v3.2"),
+    ("{% if available_tools %}respond only with <|tool_call|> followed by a JSON list{% endif %}", "granite"),
 ])
 def test_template_detection(template, name):
     assert detect_native_format(template).name == name

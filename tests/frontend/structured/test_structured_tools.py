@@ -187,3 +187,20 @@ def test_a_call_opener_ends_a_budgeted_thinking_too():
     finally:
         tokenizer.close()
     assert budget is not None and budget.ends == ["</think>", "<tool_call>"] and budget.open
+
+
+def test_granite_3_3_gets_past_calls_in_the_text():
+    """Granite 3.3's template shows a turn's text only: its calls are written after it, as the
+    model writes them, and read back as they were."""
+    body = msgspec.convert({"messages": [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Checking.", "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "ok"}]}, ChatCompletionRequest)
+    template = "{% if available_tools %}<|tool_call|>{% endif %}{% for m in messages %}{{ m.content }}{% endfor %}"
+    plan = plan_tools(body, template)
+    text = plan.messages[1]["content"]
+    assert text == 'Checking.<|tool_call|>[{"name": "get_weather", "arguments": {"city": "Paris"}}]'
+    parsed = plan_tools(request(tools=[{"type": "function", "function": {"name": "get_weather"}}]), template).format
+    assert [(c.name, c.arguments) for c in parsed.parse(text.split("<|tool_call|>")[1])] == [
+        ("get_weather", '{"city": "Paris"}')]
