@@ -12,7 +12,7 @@ from frontend.structured.tool_formats.own_syntax.gemma4 import Gemma4Format
 from frontend.structured.tool_formats.xml_args.glm import GlmFormat, Hy3Format, is_hy3
 from frontend.structured.tool_formats.json_args.harmony import HarmonyFormat
 from frontend.structured.tool_formats.json_args.hermes import HermesFormat
-from frontend.structured.tool_formats.json_args.json_list import GraniteFormat
+from frontend.structured.tool_formats.json_args.json_list import AprielFormat, GraniteFormat
 from frontend.structured.tool_formats.json_args.kimi import SECTION_BEGIN, KimiFormat
 from frontend.structured.tool_formats.xml_args.kimi_k3 import KimiK3Format, is_kimi_k3
 from frontend.structured.tool_formats.own_syntax.lfm2 import Lfm2Format
@@ -60,6 +60,8 @@ def detect_native_format(template: str) -> ToolFormat | None:
         return MiniCpm5Format()
     if "<seed:tool_call>" in template:
         return SeedXmlFormat()
+    if "<tool_calls>[" in template:  # Apriel; before the "<tool_call>" tests: its instructions name that tag too
+        return AprielFormat()
     if "<tool_call>" in template and "<function=" in template and "<parameter=" in template:
         return QwenXmlFormat()
     if is_hy3(template):  # Tencent Hy3 (GLM's calls with its own tags)

@@ -21,7 +21,7 @@ from frontend.structured.tool_formats.own_syntax.gemma4 import Gemma4Format
 from frontend.structured.tool_formats.json_args.harmony import HarmonyFormat, final_message
 from frontend.structured.tool_formats.xml_args.glm import GlmFormat, Hy3Format
 from frontend.structured.tool_formats.json_args.hermes import HermesFormat
-from frontend.structured.tool_formats.json_args.json_list import GraniteFormat
+from frontend.structured.tool_formats.json_args.json_list import AprielFormat, GraniteFormat
 from frontend.structured.tool_formats.json_args.kimi import KimiFormat
 from frontend.structured.tool_formats.xml_args.kimi_k3 import KimiK3Format
 from frontend.structured.tool_formats.own_syntax.lfm2 import Lfm2Format
@@ -594,6 +594,7 @@ def test_lfm2_grammar_writes_python_booleans_and_none(tokenizer):
     (Lfm2Format(), "<|tool_call_start|>[ping()]<|tool_call_end|>"),
     (ApertusFormat(), '<|tools_prefix|>[{"ping": {}}]<|tools_suffix|>'),
     (GraniteFormat(), '<|tool_call|>[{"name": "ping", "arguments": {}}]'),
+    (AprielFormat(), '<tool_calls>[{"name": "ping", "arguments": {}}]</tool_calls>'),
 ])
 def test_new_formats_allow_text_then_a_call_when_the_choice_is_auto(tokenizer, fmt, call):
     grammar = tool_grammar(tokenizer, fmt, forced=False)
@@ -630,3 +631,14 @@ def test_granite_tool_grammar(tokenizer, parallel):
     assert accepts(tokenizer, grammar, f'<|tool_call|>[{call}, {{"name": "ping", "arguments": {{}}}}]') == parallel
     assert not accepts(tokenizer, grammar, '<|tool_call|>[{"name": "get_weather", "arguments": {"days": 2}}]')
     assert not accepts(tokenizer, grammar, f"<|tool_call|>{call}")  # a list, even of one call
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_apriel_tool_grammar(tokenizer, parallel):
+    grammar = tool_grammar(tokenizer, AprielFormat(), parallel)
+    call = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
+    assert accepts(tokenizer, grammar, f"<tool_calls>[{call}]</tool_calls>")
+    assert accepts(tokenizer, grammar, f'<tool_calls>[{call}, {{"name": "ping", "arguments": {{}}}}]</tool_calls>') \
+        == parallel
+    assert not accepts(tokenizer, grammar, '<tool_calls>[{"name": "get_weather", "arguments": {}}]</tool_calls>')
+    assert not accepts(tokenizer, grammar, f"<tool_calls>[{call}]")  # the closer

@@ -20,7 +20,7 @@ from frontend.structured.tool_formats.json_args.functionary import FunctionaryFo
 from frontend.structured.tool_formats.own_syntax.gemma4 import Gemma4Format
 from frontend.structured.tool_formats.xml_args.glm import GlmFormat, Hy3Format
 from frontend.structured.tool_formats.json_args.hermes import HermesFormat
-from frontend.structured.tool_formats.json_args.json_list import GraniteFormat
+from frontend.structured.tool_formats.json_args.json_list import AprielFormat, GraniteFormat
 from frontend.structured.tool_formats.json_args.kimi import KimiFormat
 from frontend.structured.tool_formats.xml_args.kimi_k3 import KimiK3Format
 from frontend.structured.tool_formats.own_syntax.lfm2 import Lfm2Format
@@ -213,6 +213,9 @@ CASES = [
     (GraniteFormat(),  # as Granite 3.3's system prompt asks: the opener, then a JSON list of calls
      'Let me check.<|tool_call|>[{"name": "get_weather", "arguments": {"city": "Paris"}}, '
      '{"name": "add", "arguments": {"a": 1}}]', "Let me check.", [("get_weather", {"city": "Paris"}), ("add", {"a": 1})]),
+    (AprielFormat(),  # llama.cpp's test-chat (Apriel 1.5)
+     '<tool_calls>[{"name": "special_function", "arguments": {"arg1": 1}}]</tool_calls>', "",
+     [("special_function", {"arg1": 1})]),
 ]
 
 
@@ -397,6 +400,10 @@ RENDERED_TURNS = [
     (GraniteFormat(), "",  # Granite 3.3 shows no past calls: they are written into the turn's text
      'Let me check.<|tool_call|>[{"name": "get_weather", "arguments": {"city": "New York", "days": 3, "opts": '
      '{"metric": true}}}, {"name": "add", "arguments": {"a": "007"}}]', "Let me check."),
+    (AprielFormat(), "",  # Apriel 1.5 and 1.6 alike (with the ids of the calls the turn made)
+     'Let me check.\n<tool_calls>[{"name": "get_weather", "arguments": {"city": "New York", "days": 3, "opts": '
+     '{"metric": true}}, "id": "call_0"}, {"name": "add", "arguments": {"a": "007"}, "id": "call_1"}]</tool_calls>',
+     "Let me check."),
 ]
 
 
@@ -405,6 +412,9 @@ RENDERED_TURNS = [
 def test_calls_as_the_template_renders_them_read_back(fmt, tags, text, content):
     out = run_parser(OutputParser(reasoning_for("auto", "", tags), fmt), text, 2)
     assert (out.reasoning, out.content.strip(), calls_of(out)) == ("", content, PAST_CALLS)
+
+APRIEL_1_6 = ("{%- set reasoning_asst_turn_start = 'Here are my reasoning steps:\\n' -%}<tool_calls>["
+              "{{ '[BEGIN FINAL RESPONSE]' }}")
 
 
 @pytest.mark.parametrize("step", [None, 3])
@@ -455,6 +465,12 @@ def test_calls_as_the_template_renders_them_read_back(fmt, tags, text, content):
      "What's up?", "I'm\nthinking", "Hello, world!\nWhat's up?", []),
     ("<|tool_call|>", "<|start_of_role|>assistant<|end_of_role|>", '<think>plan</think><|tool_call|>[{"name": "f", '
      '"arguments": {}}]', "plan", "", [("f", {})]),
+    # Apriel 1.6 (llama.cpp's test-chat): the prompt opens the reasoning steps
+    (APRIEL_1_6, "<|begin_assistant|>\nHere are my reasoning steps:\n", "I'm\nthinking\n[BEGIN FINAL RESPONSE]\n"
+     "Hello, world!\nWhat's up?", "I'm\nthinking\n", "Hello, world!\nWhat's up?", []),
+    (APRIEL_1_6, "<|begin_assistant|>\nHere are my reasoning steps:\n", "I'm\nthinking\n[BEGIN FINAL RESPONSE]\n"
+     '<tool_calls>[{"name": "special_function", "arguments": {"arg1": 1}}]</tool_calls>', "I'm\nthinking\n", "",
+     [("special_function", {"arg1": 1})]),
 ])
 def test_new_formats_read_their_thinking_and_calls(template, prompt, text, reasoning, content, calls, step):
     template = "{% for t in tools %}{% endfor %}" + template
@@ -666,6 +682,8 @@ def test_partial_marker_at_the_end_is_released():
     ("{% if tools %}Respond in this format:\n>>>${recipient}\n${content}{% endif %}{{ '>>>all\n' + content }}",
      "functionary-v3.2"),
     ("{% if available_tools %}respond only with <|tool_call|> followed by a JSON list{% endif %}", "granite"),
+    ("{% if tools %}within <tool_call></tool_call> XML tags:\n<tool_calls>[{{ calls }}]</tool_calls>{% endif %}",
+     "apriel"),  # Apriel 1.5's instructions name Hermes' tag too
 ])
 def test_template_detection(template, name):
     assert detect_native_format(template).name == name

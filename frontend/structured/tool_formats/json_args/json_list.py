@@ -7,6 +7,14 @@ Granite 3.3: the list after ``<|tool_call|>``, up to the end of the reply::
 
 Its template shows no past calls (only a turn's text), so they are written after the turn's
 text in this syntax (``write_calls``).
+
+Apriel 1.5 and 1.6 (ServiceNow): the list between ``<tool_calls>`` and ``</tool_calls>``, after the
+answer's text (1.6 thinks first, up to ``[BEGIN FINAL RESPONSE]``: frontend.structured.reasoning)::
+
+    Let me check.
+    <tool_calls>[{"name": "get_weather", "arguments": {"city": "Paris"}}]</tool_calls>
+
+Their templates write each past call's ``id`` in the objects too (read and dropped here).
 """
 
 from __future__ import annotations
@@ -41,3 +49,9 @@ class GraniteFormat(JsonListFormat):
     name = "granite"
     starts = ("<|tool_call|>",)
     end = None
+
+
+class AprielFormat(JsonListFormat):
+    name = "apriel"
+    starts = ("<tool_calls>",)
+    end = "</tool_calls>"
