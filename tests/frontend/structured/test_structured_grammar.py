@@ -642,3 +642,12 @@ def test_apriel_tool_grammar(tokenizer, parallel):
         == parallel
     assert not accepts(tokenizer, grammar, '<tool_calls>[{"name": "get_weather", "arguments": {}}]</tool_calls>')
     assert not accepts(tokenizer, grammar, f"<tool_calls>[{call}]")  # the closer
+
+
+def test_reka_edge_calls_fit_the_hermes_grammar(tokenizer):
+    """Reka Edge writes Hermes' blocks, without a new line before each closer or between them
+    (as its template and llama.cpp's test-chat write them)."""
+    grammar = tool_grammar(tokenizer, HermesFormat())
+    call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
+    assert accepts(tokenizer, grammar, call) and accepts(tokenizer, grammar, call + call)
+    assert not accepts(tokenizer, grammar, call.replace("city", "town"))  # city is required

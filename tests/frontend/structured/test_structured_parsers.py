@@ -216,6 +216,10 @@ CASES = [
     (AprielFormat(),  # llama.cpp's test-chat (Apriel 1.5)
      '<tool_calls>[{"name": "special_function", "arguments": {"arg1": 1}}]</tool_calls>', "",
      [("special_function", {"arg1": 1})]),
+    (HermesFormat(),  # llama.cpp's test-chat (Reka Edge: Hermes' blocks, no new line before the closer)
+     '<tool_call>\n{"name": "special_function", "arguments": {"arg1": 1}}</tool_call>'
+     '<tool_call>\n{"name": "special_function_with_opt", "arguments": {"arg1": 1, "arg2": 2}}</tool_call>', "",
+     [("special_function", {"arg1": 1}), ("special_function_with_opt", {"arg1": 1, "arg2": 2})]),
 ]
 
 
@@ -404,6 +408,10 @@ RENDERED_TURNS = [
      'Let me check.\n<tool_calls>[{"name": "get_weather", "arguments": {"city": "New York", "days": 3, "opts": '
      '{"metric": true}}, "id": "call_0"}, {"name": "add", "arguments": {"a": "007"}, "id": "call_1"}]</tool_calls>',
      "Let me check."),
+    (HermesFormat(), "",  # Reka Edge
+     'Let me check.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "New York", "days": 3, "opts": '
+     '{"metric": true}}}\n</tool_call><tool_call>\n{"name": "add", "arguments": {"a": "007"}}\n</tool_call>',
+     "Let me check."),
 ]
 
 
@@ -415,6 +423,8 @@ def test_calls_as_the_template_renders_them_read_back(fmt, tags, text, content):
 
 APRIEL_1_6 = ("{%- set reasoning_asst_turn_start = 'Here are my reasoning steps:\\n' -%}<tool_calls>["
               "{{ '[BEGIN FINAL RESPONSE]' }}")
+REKA_EDGE = ('within <tool_call></tool_call> XML tags:\n{% if enable_thinking is true %}{{ "assistant: <think>\\n" }}'
+             '{% endif %}')
 
 
 @pytest.mark.parametrize("step", [None, 3])
@@ -470,6 +480,10 @@ APRIEL_1_6 = ("{%- set reasoning_asst_turn_start = 'Here are my reasoning steps:
      "Hello, world!\nWhat's up?", "I'm\nthinking\n", "Hello, world!\nWhat's up?", []),
     (APRIEL_1_6, "<|begin_assistant|>\nHere are my reasoning steps:\n", "I'm\nthinking\n[BEGIN FINAL RESPONSE]\n"
      '<tool_calls>[{"name": "special_function", "arguments": {"arg1": 1}}]</tool_calls>', "I'm\nthinking\n", "",
+     [("special_function", {"arg1": 1})]),
+    # Reka Edge (llama.cpp's test-chat): the prompt opens the thinking
+    (REKA_EDGE, "<sep>assistant: <think>\n", "I'm\nthinking\n</think>\n\n<tool_call>\n{\"name\": "
+     '"special_function", "arguments": {"arg1": 1}}</tool_call>', "I'm\nthinking\n", "",
      [("special_function", {"arg1": 1})]),
 ])
 def test_new_formats_read_their_thinking_and_calls(template, prompt, text, reasoning, content, calls, step):
@@ -684,6 +698,7 @@ def test_partial_marker_at_the_end_is_released():
     ("{% if available_tools %}respond only with <|tool_call|> followed by a JSON list{% endif %}", "granite"),
     ("{% if tools %}within <tool_call></tool_call> XML tags:\n<tool_calls>[{{ calls }}]</tool_calls>{% endif %}",
      "apriel"),  # Apriel 1.5's instructions name Hermes' tag too
+    ("{% for t in tools %}{% endfor %}" + REKA_EDGE, "hermes"),  # Reka Edge
 ])
 def test_template_detection(template, name):
     assert detect_native_format(template).name == name
