@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from frontend.structured.tool_formats.json_args.apertus import ApertusFormat
 from frontend.structured.tool_formats.base import ParsedCall, ToolFormat
-from frontend.structured.tool_formats.json_args.cohere import CohereFormat
+from frontend.structured.tool_formats.json_args.cohere import CohereFormat, CommandRPlusFormat
 from frontend.structured.tool_formats.json_args.deepseek import CALLS_BEGIN, DeepSeekFormat
 from frontend.structured.tool_formats.xml_args.dsml import DSML, DsmlFormat, DsmlV4Format
 from frontend.structured.tool_formats.json_args.functionary import FunctionaryFormat
@@ -82,4 +82,6 @@ def detect_native_format(template: str) -> ToolFormat | None:
         return Llama3Format()
     if "<|tool_call|>" in template:  # Granite 3.3 (its system prompt names the opener)
         return GraniteFormat()
+    if "Action:" in template and "```json" in template and '"tool_name"' in template:  # Command R+
+        return CommandRPlusFormat()
     return None

@@ -14,7 +14,7 @@ from frontend.structured.grammar import GrammarChecker, GrammarError
 from frontend.structured.json_schema import SchemaError, schema_rule, schema_to_gbnf
 from frontend.structured.reasoning import reasoning_for, thinking_first
 from frontend.structured.tool_formats.json_args.apertus import ApertusFormat
-from frontend.structured.tool_formats.json_args.cohere import CohereFormat
+from frontend.structured.tool_formats.json_args.cohere import CohereFormat, CommandRPlusFormat
 from frontend.structured.tool_formats.xml_args.dsml import DsmlFormat, DsmlV4Format
 from frontend.structured.tool_formats.json_args.functionary import FunctionaryFormat
 from frontend.structured.tool_formats.own_syntax.gemma4 import Gemma4Format
@@ -595,6 +595,7 @@ def test_lfm2_grammar_writes_python_booleans_and_none(tokenizer):
     (ApertusFormat(), '<|tools_prefix|>[{"ping": {}}]<|tools_suffix|>'),
     (GraniteFormat(), '<|tool_call|>[{"name": "ping", "arguments": {}}]'),
     (AprielFormat(), '<tool_calls>[{"name": "ping", "arguments": {}}]</tool_calls>'),
+    (CommandRPlusFormat(), 'Action:\n```json\n[{"tool_name": "ping", "parameters": {}}]\n```'),
 ])
 def test_new_formats_allow_text_then_a_call_when_the_choice_is_auto(tokenizer, fmt, call):
     grammar = tool_grammar(tokenizer, fmt, forced=False)
@@ -651,3 +652,15 @@ def test_reka_edge_calls_fit_the_hermes_grammar(tokenizer):
     call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
     assert accepts(tokenizer, grammar, call) and accepts(tokenizer, grammar, call + call)
     assert not accepts(tokenizer, grammar, call.replace("city", "town"))  # city is required
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_command_r_plus_tool_grammar(tokenizer, parallel):
+    grammar = tool_grammar(tokenizer, CommandRPlusFormat(), parallel)
+    call = '{"tool_name": "get_weather", "parameters": {"city": "Paris"}}'
+    assert accepts(tokenizer, grammar, f"Action:\n```json\n[{call}]\n```")  # llama.cpp's test-chat
+    assert accepts(tokenizer, grammar, f"Action:\n```json\n[\n    {call}\n]```")  # as the template writes it
+    two = f'Action:\n```json\n[{call}, {{"tool_name": "ping", "parameters": {{}}}}]\n```'
+    assert accepts(tokenizer, grammar, two) == parallel
+    assert not accepts(tokenizer, grammar, 'Action:\n```json\n[{"tool_name": "get_weather", "parameters": {}}]\n```')
+    assert not accepts(tokenizer, grammar, f"Action:\n```json\n[{call}]")  # the fence closes

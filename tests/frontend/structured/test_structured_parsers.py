@@ -13,7 +13,7 @@ from frontend.structured.output import OutputParser
 from frontend.structured.reasoning import opened_thinking, reasoning_for, thinking_tags
 from frontend.structured.tool_formats import GENERIC, detect_native_format
 from frontend.structured.tool_formats.json_args.apertus import ApertusFormat
-from frontend.structured.tool_formats.json_args.cohere import CohereFormat
+from frontend.structured.tool_formats.json_args.cohere import CohereFormat, CommandRPlusFormat
 from frontend.structured.tool_formats.json_args.deepseek import DeepSeekFormat
 from frontend.structured.tool_formats.xml_args.dsml import DsmlFormat, DsmlV4Format
 from frontend.structured.tool_formats.json_args.functionary import FunctionaryFormat
@@ -220,6 +220,13 @@ CASES = [
      '<tool_call>\n{"name": "special_function", "arguments": {"arg1": 1}}</tool_call>'
      '<tool_call>\n{"name": "special_function_with_opt", "arguments": {"arg1": 1, "arg2": 2}}</tool_call>', "",
      [("special_function", {"arg1": 1}), ("special_function_with_opt", {"arg1": 1, "arg2": 2})]),
+    (CommandRPlusFormat(),  # llama.cpp's test-chat (Command R+)
+     'Action:\n```json\n[{"tool_name": "special_function", "parameters": {"arg1": 1}}]\n```', "",
+     [("special_function", {"arg1": 1})]),
+    (CommandRPlusFormat(),  # as Cohere's examples write it: the fence on the "Action:" line
+     'Let me search.\nAction: ```json\n[\n    {\n        "tool_name": "search",\n        "parameters": '
+     '{"q": "a"}\n    },\n    {"tool_name": "add", "parameters": {}}\n]\n```', "Let me search.\n",
+     [("search", {"q": "a"}), ("add", {})]),
 ]
 
 
@@ -283,6 +290,8 @@ def test_mistral_calls_keep_the_ids_the_model_wrote_and_get_ids_its_templates_ac
     (FunctionaryFormat([{"name": "f"}]), "f\nnot json"),
     (Lfm2Format(), "<|tool_call_start|>[f(a='\\ud83d')]<|tool_call_end|>"),  # a lone surrogate cannot go out
     (Lfm2Format(), '<|tool_call_start|>[f(a=["\\ud83d"])]<|tool_call_end|>'),
+    (CommandRPlusFormat(), "Action: none needed."),  # no fenced list
+    (CommandRPlusFormat(), 'Action:\n```json\n[{"name": "f", "parameters": {}}]\n```'),  # no tool_name
 ])
 def test_malformed_calls_come_back_as_content(fmt, text):
     out = run_parser(OutputParser(None, fmt), text)
@@ -412,6 +421,11 @@ RENDERED_TURNS = [
      'Let me check.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "New York", "days": 3, "opts": '
      '{"metric": true}}}\n</tool_call><tool_call>\n{"name": "add", "arguments": {"a": "007"}}\n</tool_call>',
      "Let me check."),
+    (CommandRPlusFormat(), "",  # (the template ends such a turn without <|END_OF_TURN_TOKEN|>)
+     'Let me check.\nAction:\n```json\n[\n    {\n        "tool_name": "get_weather",\n        "parameters": {\n'
+     '            "city": "New York",\n            "days": 3,\n            "opts": {\n                "metric": true\n'
+     '            }\n        }\n    },\n    {\n        "tool_name": "add",\n        "parameters": {\n'
+     '            "a": "007"\n        }\n    }\n]```\n', "Let me check."),
 ]
 
 
@@ -699,6 +713,8 @@ def test_partial_marker_at_the_end_is_released():
     ("{% if tools %}within <tool_call></tool_call> XML tags:\n<tool_calls>[{{ calls }}]</tool_calls>{% endif %}",
      "apriel"),  # Apriel 1.5's instructions name Hermes' tag too
     ("{% for t in tools %}{% endfor %}" + REKA_EDGE, "hermes"),  # Reka Edge
+    ("{% if tools %}Write 'Action:' followed by a list\n```json\n[{\"tool_name\": ...}]```{% endif %}",
+     "command-r-plus"),
 ])
 def test_template_detection(template, name):
     assert detect_native_format(template).name == name
