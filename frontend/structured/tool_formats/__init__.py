@@ -9,6 +9,7 @@ from frontend.structured.tool_formats.json_args.deepseek import CALLS_BEGIN, Dee
 from frontend.structured.tool_formats.xml_args.dsml import DSML, DsmlFormat, DsmlV4Format
 from frontend.structured.tool_formats.json_args.functionary import FunctionaryFormat
 from frontend.structured.tool_formats.own_syntax.gemma4 import Gemma4Format
+from frontend.structured.tool_formats.json_args.gigachat import V3_OPENER, GigaChatFormat
 from frontend.structured.tool_formats.xml_args.glm import GlmFormat, Hy3Format, is_hy3
 from frontend.structured.tool_formats.json_args.harmony import HarmonyFormat
 from frontend.structured.tool_formats.json_args.hermes import HermesFormat
@@ -84,4 +85,8 @@ def detect_native_format(template: str) -> ToolFormat | None:
         return GraniteFormat()
     if "Action:" in template and "```json" in template and '"tool_name"' in template:  # Command R+
         return CommandRPlusFormat()
+    if "<|function_call|>" in template and "<|role_sep|>" in template:  # GigaChat 3.1
+        return GigaChatFormat()
+    if "<|role_sep|>" in template and "<|message_sep|>" in template:  # GigaChat 3: a "function call" message
+        return GigaChatFormat(V3_OPENER)
     return None

@@ -18,6 +18,7 @@ from frontend.structured.tool_formats.json_args.cohere import CohereFormat, Comm
 from frontend.structured.tool_formats.xml_args.dsml import DsmlFormat, DsmlV4Format
 from frontend.structured.tool_formats.json_args.functionary import FunctionaryFormat
 from frontend.structured.tool_formats.own_syntax.gemma4 import Gemma4Format
+from frontend.structured.tool_formats.json_args.gigachat import V3_OPENER, GigaChatFormat
 from frontend.structured.tool_formats.json_args.harmony import HarmonyFormat, final_message
 from frontend.structured.tool_formats.xml_args.glm import GlmFormat, Hy3Format
 from frontend.structured.tool_formats.json_args.hermes import HermesFormat
@@ -596,6 +597,7 @@ def test_lfm2_grammar_writes_python_booleans_and_none(tokenizer):
     (GraniteFormat(), '<|tool_call|>[{"name": "ping", "arguments": {}}]'),
     (AprielFormat(), '<tool_calls>[{"name": "ping", "arguments": {}}]</tool_calls>'),
     (CommandRPlusFormat(), 'Action:\n```json\n[{"tool_name": "ping", "parameters": {}}]\n```'),
+    (GigaChatFormat(), '<|function_call|>{"name": "ping", "arguments": {}}'),
 ])
 def test_new_formats_allow_text_then_a_call_when_the_choice_is_auto(tokenizer, fmt, call):
     grammar = tool_grammar(tokenizer, fmt, forced=False)
@@ -664,3 +666,13 @@ def test_command_r_plus_tool_grammar(tokenizer, parallel):
     assert accepts(tokenizer, grammar, two) == parallel
     assert not accepts(tokenizer, grammar, 'Action:\n```json\n[{"tool_name": "get_weather", "parameters": {}}]\n```')
     assert not accepts(tokenizer, grammar, f"Action:\n```json\n[{call}]")  # the fence closes
+
+
+@pytest.mark.parametrize("opener", [V3_OPENER, "<|function_call|>"])
+def test_gigachat_tool_grammar(tokenizer, opener):
+    grammar = tool_grammar(tokenizer, GigaChatFormat(opener))  # parallel asked: one call all the same
+    call = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
+    assert accepts(tokenizer, grammar, opener + call)
+    assert not accepts(tokenizer, grammar, opener + call + opener + call)
+    assert not accepts(tokenizer, grammar, opener + '{"name": "get_weather", "arguments": {"days": 2}}')
+    assert accepts(tokenizer, tool_grammar(tokenizer, GigaChatFormat(opener), forced=False), "Sure." + opener + call)

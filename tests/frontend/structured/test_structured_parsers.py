@@ -18,6 +18,7 @@ from frontend.structured.tool_formats.json_args.deepseek import DeepSeekFormat
 from frontend.structured.tool_formats.xml_args.dsml import DsmlFormat, DsmlV4Format
 from frontend.structured.tool_formats.json_args.functionary import FunctionaryFormat
 from frontend.structured.tool_formats.own_syntax.gemma4 import Gemma4Format
+from frontend.structured.tool_formats.json_args.gigachat import V3_OPENER, GigaChatFormat
 from frontend.structured.tool_formats.xml_args.glm import GlmFormat, Hy3Format
 from frontend.structured.tool_formats.json_args.hermes import HermesFormat
 from frontend.structured.tool_formats.json_args.json_list import AprielFormat, GraniteFormat
@@ -227,6 +228,13 @@ CASES = [
      'Let me search.\nAction: ```json\n[\n    {\n        "tool_name": "search",\n        "parameters": '
      '{"q": "a"}\n    },\n    {"tool_name": "add", "parameters": {}}\n]\n```', "Let me search.\n",
      [("search", {"q": "a"}), ("add", {})]),
+    (GigaChatFormat(V3_OPENER),  # llama.cpp's test-chat (GigaChat 3): the call a message of its own
+     "Hello, world!\nWhat's up?<|message_sep|>\n\nfunction call<|role_sep|>\n"
+     '{"name": "special_function", "arguments": {"arg1": 1}}', "Hello, world!\nWhat's up?",
+     [("special_function", {"arg1": 1})]),
+    (GigaChatFormat(),  # llama.cpp's test-chat (GigaChat 3.1)
+     'Hello, world!\nWhat\'s up?<|function_call|>{"name": "special_function", "arguments": {"arg1": 1}}',
+     "Hello, world!\nWhat's up?", [("special_function", {"arg1": 1})]),
 ]
 
 
@@ -439,6 +447,17 @@ APRIEL_1_6 = ("{%- set reasoning_asst_turn_start = 'Here are my reasoning steps:
               "{{ '[BEGIN FINAL RESPONSE]' }}")
 REKA_EDGE = ('within <tool_call></tool_call> XML tags:\n{% if enable_thinking is true %}{{ "assistant: <think>\\n" }}'
              '{% endif %}')
+
+
+@pytest.mark.parametrize("fmt, text", [  # each template shows a turn's first call only
+    (GigaChatFormat(V3_OPENER), 'Let me check.<|message_sep|>\n\nfunction call<|role_sep|>\n{"name": "get_weather", '
+                                '"arguments": {"city": "New York", "days": 3, "opts": {"metric": true}}}'),
+    (GigaChatFormat(), 'Let me check.<|function_call|>{"name": "get_weather", "arguments": {"city": "New York", '
+                       '"days": 3, "opts": {"metric": true}}}'),
+])
+def test_gigachat_calls_as_its_templates_render_them_read_back(fmt, text):
+    out = run_parser(OutputParser(None, fmt), text, 2)
+    assert (out.content, calls_of(out)) == ("Let me check.", PAST_CALLS[:1])
 
 
 @pytest.mark.parametrize("step", [None, 3])
@@ -715,6 +734,10 @@ def test_partial_marker_at_the_end_is_released():
     ("{% for t in tools %}{% endfor %}" + REKA_EDGE, "hermes"),  # Reka Edge
     ("{% if tools %}Write 'Action:' followed by a list\n```json\n[{\"tool_name\": ...}]```{% endif %}",
      "command-r-plus"),
+    ('{%- set add_tokens = namespace(role_sep="<|role_sep|>\\n", message_sep="<|message_sep|>\\n\\n") -%}'
+     "{% if tools %}{{ 'function call' }}{% endif %}", "gigachat"),
+    ('{%- set add_tokens = namespace(role_sep="<|role_sep|>\\n", function_call="<|function_call|>") -%}'
+     "{% if tools %}{% endif %}", "gigachat"),
 ])
 def test_template_detection(template, name):
     assert detect_native_format(template).name == name
