@@ -204,3 +204,14 @@ def test_granite_3_3_gets_past_calls_in_the_text():
     parsed = plan_tools(request(tools=[{"type": "function", "function": {"name": "get_weather"}}]), template).format
     assert [(c.name, c.arguments) for c in parsed.parse(text.split("<|tool_call|>")[1])] == [
         ("get_weather", '{"city": "Paris"}')]
+
+
+def test_gigachat_3_calls_have_their_control_tokens_written_as_text():
+    """GigaChat 3's call opener holds two control tokens: the reply must render them for the
+    opener to be seen whole."""
+    template = '{%- set add_tokens = namespace(role_sep="<|role_sep|>", message_sep="<|message_sep|>") -%}{{ tools }}'
+    fe = SimpleNamespace(cfg=SimpleNamespace(skip_chat_parsing=False, reasoning_format="auto"),
+                         template=SimpleNamespace(source=template))
+    body = request(tools=[{"type": "function", "function": {"name": "ping"}}])
+    _, markers = _reply_parsers(fe, body, ChatPlan("assistant<|role_sep|>\n", plan_tools(body, template)))
+    assert {"<|message_sep|>", "<|role_sep|>"} <= set(markers)

@@ -17,6 +17,8 @@ The call object is Hermes' (so it reads and streams as Hermes' does).
 
 from __future__ import annotations
 
+import re
+
 from frontend.structured import gbnf
 from frontend.structured.tool_formats.base import name_object_alternatives
 from frontend.structured.tool_formats.json_args.hermes import HermesFormat
@@ -31,6 +33,8 @@ class GigaChatFormat(HermesFormat):
 
     def __init__(self, opener: str = V3_1_OPENER) -> None:
         self.starts = (opener,)
+        # The control tokens in GigaChat 3's opener, read as text so the opener can be seen whole
+        self.tokens = tuple(re.findall(r"<\|[a-z_]+\|>", opener))
 
     def section_grammar(self, rules: gbnf.Rules, calls: dict[str, str], parallel: bool) -> str:
         return f'{gbnf.literal(self.starts[0])} {name_object_alternatives(rules, calls, "arguments", "tool-call-json")}'
