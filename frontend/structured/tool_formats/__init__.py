@@ -13,7 +13,7 @@ from frontend.structured.tool_formats.json_args.gigachat import V3_OPENER, GigaC
 from frontend.structured.tool_formats.xml_args.glm import GlmFormat, Hy3Format, is_hy3
 from frontend.structured.tool_formats.json_args.harmony import HarmonyFormat
 from frontend.structured.tool_formats.json_args.hermes import HermesFormat
-from frontend.structured.tool_formats.json_args.json_list import AprielFormat, GraniteFormat
+from frontend.structured.tool_formats.json_args.json_list import AprielFormat, FireFunctionFormat, GraniteFormat
 from frontend.structured.tool_formats.json_args.kimi import SECTION_BEGIN, KimiFormat
 from frontend.structured.tool_formats.xml_args.kimi_k3 import KimiK3Format, is_kimi_k3
 from frontend.structured.tool_formats.own_syntax.lfm2 import Lfm2Format
@@ -89,4 +89,6 @@ def detect_native_format(template: str) -> ToolFormat | None:
         return GigaChatFormat()
     if "<|role_sep|>" in template and "<|message_sep|>" in template:  # GigaChat 3: a "function call" message
         return GigaChatFormat(V3_OPENER)
+    if "functools[" in template:  # FireFunction v2
+        return FireFunctionFormat()
     return None

@@ -22,7 +22,7 @@ from frontend.structured.tool_formats.json_args.gigachat import V3_OPENER, GigaC
 from frontend.structured.tool_formats.json_args.harmony import HarmonyFormat, final_message
 from frontend.structured.tool_formats.xml_args.glm import GlmFormat, Hy3Format
 from frontend.structured.tool_formats.json_args.hermes import HermesFormat
-from frontend.structured.tool_formats.json_args.json_list import AprielFormat, GraniteFormat
+from frontend.structured.tool_formats.json_args.json_list import AprielFormat, FireFunctionFormat, GraniteFormat
 from frontend.structured.tool_formats.json_args.kimi import KimiFormat
 from frontend.structured.tool_formats.xml_args.kimi_k3 import KimiK3Format
 from frontend.structured.tool_formats.own_syntax.lfm2 import Lfm2Format
@@ -598,6 +598,7 @@ def test_lfm2_grammar_writes_python_booleans_and_none(tokenizer):
     (AprielFormat(), '<tool_calls>[{"name": "ping", "arguments": {}}]</tool_calls>'),
     (CommandRPlusFormat(), 'Action:\n```json\n[{"tool_name": "ping", "parameters": {}}]\n```'),
     (GigaChatFormat(), '<|function_call|>{"name": "ping", "arguments": {}}'),
+    (FireFunctionFormat(), ' functools[{"name": "ping", "arguments": {}}]'),
 ])
 def test_new_formats_allow_text_then_a_call_when_the_choice_is_auto(tokenizer, fmt, call):
     grammar = tool_grammar(tokenizer, fmt, forced=False)
@@ -676,3 +677,13 @@ def test_gigachat_tool_grammar(tokenizer, opener):
     assert not accepts(tokenizer, grammar, opener + call + opener + call)
     assert not accepts(tokenizer, grammar, opener + '{"name": "get_weather", "arguments": {"days": 2}}')
     assert accepts(tokenizer, tool_grammar(tokenizer, GigaChatFormat(opener), forced=False), "Sure." + opener + call)
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_firefunction_v2_tool_grammar(tokenizer, parallel):
+    grammar = tool_grammar(tokenizer, FireFunctionFormat(), parallel)
+    call = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
+    assert accepts(tokenizer, grammar, f" functools[{call}]")
+    assert accepts(tokenizer, grammar, f' functools[{call}, {{"name": "ping", "arguments": {{}}}}]') == parallel
+    assert not accepts(tokenizer, grammar, ' functools[{"name": "get_weather", "arguments": {"days": 1}}]')
+    assert not accepts(tokenizer, grammar, f" functools{call}")

@@ -21,7 +21,7 @@ from frontend.structured.tool_formats.own_syntax.gemma4 import Gemma4Format
 from frontend.structured.tool_formats.json_args.gigachat import V3_OPENER, GigaChatFormat
 from frontend.structured.tool_formats.xml_args.glm import GlmFormat, Hy3Format
 from frontend.structured.tool_formats.json_args.hermes import HermesFormat
-from frontend.structured.tool_formats.json_args.json_list import AprielFormat, GraniteFormat
+from frontend.structured.tool_formats.json_args.json_list import AprielFormat, FireFunctionFormat, GraniteFormat
 from frontend.structured.tool_formats.json_args.kimi import KimiFormat
 from frontend.structured.tool_formats.xml_args.kimi_k3 import KimiK3Format
 from frontend.structured.tool_formats.own_syntax.lfm2 import Lfm2Format
@@ -235,6 +235,11 @@ CASES = [
     (GigaChatFormat(),  # llama.cpp's test-chat (GigaChat 3.1)
      'Hello, world!\nWhat\'s up?<|function_call|>{"name": "special_function", "arguments": {"arg1": 1}}',
      "Hello, world!\nWhat's up?", [("special_function", {"arg1": 1})]),
+    (FireFunctionFormat(),  # llama.cpp's test-chat
+     ' functools[{"name": "special_function", "arguments": {"arg1": 1}}]', "", [("special_function", {"arg1": 1})]),
+    (FireFunctionFormat(),  # the marker at the reply's start, without the template's space
+     'functools[{"name": "a", "arguments": {}}, {"name": "b", "arguments": {"x": 1}}]', "",
+     [("a", {}), ("b", {"x": 1})]),
 ]
 
 
@@ -434,6 +439,9 @@ RENDERED_TURNS = [
      '            "city": "New York",\n            "days": 3,\n            "opts": {\n                "metric": true\n'
      '            }\n        }\n    },\n    {\n        "tool_name": "add",\n        "parameters": {\n'
      '            "a": "007"\n        }\n    }\n]```\n', "Let me check."),
+    (FireFunctionFormat(), "",
+     'Let me check. functools[{"name": "get_weather", "arguments": {"city": "New York", "days": 3, "opts": '
+     '{"metric": true}}}, {"name": "add", "arguments": {"a": "007"}}]', "Let me check."),
 ]
 
 
@@ -738,6 +746,8 @@ def test_partial_marker_at_the_end_is_released():
      "{% if tools %}{{ 'function call' }}{% endif %}", "gigachat"),
     ('{%- set add_tokens = namespace(role_sep="<|role_sep|>\\n", function_call="<|function_call|>") -%}'
      "{% if tools %}{% endif %}", "gigachat"),
+    ("{%- set system_prompt_suffix = 'functools[{\"name\": ...}]' + functions -%}{{ m['tool_calls'] }}",
+     "firefunction-v2"),
 ])
 def test_template_detection(template, name):
     assert detect_native_format(template).name == name

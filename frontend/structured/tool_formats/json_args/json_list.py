@@ -15,6 +15,10 @@ answer's text (1.6 thinks first, up to ``[BEGIN FINAL RESPONSE]``: frontend.stru
     <tool_calls>[{"name": "get_weather", "arguments": {"city": "Paris"}}]</tool_calls>
 
 Their templates write each past call's ``id`` in the objects too (read and dropped here).
+
+FireFunction v2 (Fireworks, on Llama 3): the list after `` functools``, up to the end of the reply::
+
+    Let me check. functools[{"name": "get_weather", "arguments": {"city": "Paris"}}]
 """
 
 from __future__ import annotations
@@ -55,3 +59,9 @@ class AprielFormat(JsonListFormat):
     name = "apriel"
     starts = ("<tool_calls>",)
     end = "</tool_calls>"
+
+
+class FireFunctionFormat(JsonListFormat):
+    name = "firefunction-v2"
+    starts = (" functools", "functools")  # the template writes the space; a reply may open with the word
+    end = None
