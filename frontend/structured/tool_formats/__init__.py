@@ -23,6 +23,7 @@ from frontend.structured.tool_formats.xml_args.minicpm5 import MiniCpm5Format
 from frontend.structured.tool_formats.xml_args.minimax_m3 import NS as MINIMAX_NS, MiniMaxM3Format
 from frontend.structured.tool_formats.json_args.mistral import MistralFormat
 from frontend.structured.tool_formats.xml_args.qwen_xml import QwenXmlFormat, SeedXmlFormat
+from frontend.structured.tool_formats.json_args.solar_open import CALL_BEGIN as SOLAR_CALL, SolarOpenFormat
 
 __all__ = ["ParsedCall", "ToolFormat", "GENERIC", "detect_native_format"]
 
@@ -91,4 +92,6 @@ def detect_native_format(template: str) -> ToolFormat | None:
         return GigaChatFormat(V3_OPENER)
     if "functools[" in template:  # FireFunction v2
         return FireFunctionFormat()
+    if SOLAR_CALL in template:  # Solar Open
+        return SolarOpenFormat()
     return None

@@ -30,6 +30,7 @@ from frontend.structured.tool_formats.xml_args.minimax import MiniMaxM1Format, M
 from frontend.structured.tool_formats.xml_args.minicpm5 import MiniCpm5Format
 from frontend.structured.tool_formats.xml_args.minimax_m3 import MiniMaxM3Format
 from frontend.structured.tool_formats.xml_args.qwen_xml import QwenXmlFormat, SeedXmlFormat
+from frontend.structured.tool_formats.json_args.solar_open import SolarOpenFormat
 from frontend.structured.tools import ToolPlan
 from frontend.text.tokenizer import Tokenizer
 from ipc.protocol import SamplingParams
@@ -599,6 +600,8 @@ def test_lfm2_grammar_writes_python_booleans_and_none(tokenizer):
     (CommandRPlusFormat(), 'Action:\n```json\n[{"tool_name": "ping", "parameters": {}}]\n```'),
     (GigaChatFormat(), '<|function_call|>{"name": "ping", "arguments": {}}'),
     (FireFunctionFormat(), ' functools[{"name": "ping", "arguments": {}}]'),
+    (SolarOpenFormat(), '<|tool_calls|><|tool_call:begin|>a1b2c3d4e5<|tool_call:name|>ping<|tool_call:args|>{}'
+                        '<|tool_call:end|>'),
 ])
 def test_new_formats_allow_text_then_a_call_when_the_choice_is_auto(tokenizer, fmt, call):
     grammar = tool_grammar(tokenizer, fmt, forced=False)
@@ -687,3 +690,16 @@ def test_firefunction_v2_tool_grammar(tokenizer, parallel):
     assert accepts(tokenizer, grammar, f' functools[{call}, {{"name": "ping", "arguments": {{}}}}]') == parallel
     assert not accepts(tokenizer, grammar, ' functools[{"name": "get_weather", "arguments": {"days": 1}}]')
     assert not accepts(tokenizer, grammar, f" functools{call}")
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_solar_open_tool_grammar(tokenizer, parallel):
+    grammar = tool_grammar(tokenizer, SolarOpenFormat(), parallel)
+    call = ('<|tool_call:begin|>{}<|tool_call:name|>get_weather<|tool_call:args|>{{"city": "Paris"}}'
+            '<|tool_call:end|>')
+    assert accepts(tokenizer, grammar, "<|tool_calls|>" + call.format("a1b2c3d4e5"))
+    assert accepts(tokenizer, grammar, "<|begin|>assistant<|tool_calls|>" + call.format("a1b2c3d4e5"))  # a new message
+    assert accepts(tokenizer, grammar, "<|tool_calls|>" + call.format("a1b2c3d4e5") + call.format("0000000000")) \
+        == parallel
+    assert not accepts(tokenizer, grammar, "<|tool_calls|>" + call.format("A1b2c3d4e5"))  # ids: lowercase, 10
+    assert not accepts(tokenizer, grammar, "<|tool_calls|>" + call.format("a1b2c3d4e5").replace('"city"', '"town"'))

@@ -31,11 +31,12 @@ from frontend.structured.tool_formats.xml_args.minicpm5 import MiniCpm5Format
 from frontend.structured.tool_formats.xml_args.minimax_m3 import MiniMaxM3Format
 from frontend.structured.tool_formats.json_args.mistral import MistralFormat
 from frontend.structured.tool_formats.xml_args.qwen_xml import QwenXmlFormat, SeedXmlFormat
+from frontend.structured.tool_formats.json_args.solar_open import SolarOpenFormat
 
 
 def calls_of(out: OutputDelta) -> list[tuple[str, dict]]:
-    # OpenAI's ids, or Mistral's 9 letters and digits (its templates refuse others)
-    assert all(c.id.startswith("call_") and len(c.id) > 5 or len(c.id) == 9 and c.id.isalnum() for c in out.calls)
+    # OpenAI's ids, Mistral's 9 letters and digits (its templates refuse others) or Solar Open's 10
+    assert all(c.id.startswith("call_") and len(c.id) > 5 or len(c.id) in (9, 10) and c.id.isalnum() for c in out.calls)
     assert [c.index for c in out.calls] == list(range(len(out.calls)))
     return [(c.name, json.loads(c.arguments)) for c in out.calls]
 
@@ -240,6 +241,11 @@ CASES = [
     (FireFunctionFormat(),  # the marker at the reply's start, without the template's space
      'functools[{"name": "a", "arguments": {}}, {"name": "b", "arguments": {"x": 1}}]', "",
      [("a", {}), ("b", {"x": 1})]),
+    (SolarOpenFormat(),  # text, then a calls message; the framing dropped
+     '<|content|>Let me check.<|end|><|begin|>assistant<|tool_calls|><|tool_call:begin|>a1b2c3d4e5<|tool_call:name|>'
+     'get_weather<|tool_call:args|>{"city": "Paris"}<|tool_call:end|><|tool_call:begin|>f6g7h8i9j0<|tool_call:name|>'
+     'add<|tool_call:args|>{"a": 1}<|tool_call:end|><|calls|>', "Let me check.",
+     [("get_weather", {"city": "Paris"}), ("add", {"a": 1})]),
 ]
 
 
@@ -442,6 +448,10 @@ RENDERED_TURNS = [
     (FireFunctionFormat(), "",
      'Let me check. functools[{"name": "get_weather", "arguments": {"city": "New York", "days": 3, "opts": '
      '{"metric": true}}}, {"name": "add", "arguments": {"a": "007"}}]', "Let me check."),
+    (SolarOpenFormat(), "",  # (the template leaves out the text of a turn with calls)
+     '<|tool_calls|><|tool_call:begin|>call_0<|tool_call:name|>get_weather<|tool_call:args|>{"city": "New York", '
+     '"days": 3, "opts": {"metric": true}}<|tool_call:end|><|tool_call:begin|>call_1<|tool_call:name|>add'
+     '<|tool_call:args|>{"a": "007"}<|tool_call:end|><|calls|>', ""),
 ]
 
 
@@ -453,6 +463,8 @@ def test_calls_as_the_template_renders_them_read_back(fmt, tags, text, content):
 
 APRIEL_1_6 = ("{%- set reasoning_asst_turn_start = 'Here are my reasoning steps:\\n' -%}<tool_calls>["
               "{{ '[BEGIN FINAL RESPONSE]' }}")
+SOLAR_OPEN = ('{{ "<|begin|>assistant<|think|>" + m.reasoning + "<|end|>" }}{{ "<|tool_call:begin|>" + id }}'
+              '{% if add_generation_prompt %}{{- "<|begin|>assistant" }}{% endif %}')
 REKA_EDGE = ('within <tool_call></tool_call> XML tags:\n{% if enable_thinking is true %}{{ "assistant: <think>\\n" }}'
              '{% endif %}')
 
@@ -526,6 +538,10 @@ def test_gigachat_calls_as_its_templates_render_them_read_back(fmt, text):
     (REKA_EDGE, "<sep>assistant: <think>\n", "I'm\nthinking\n</think>\n\n<tool_call>\n{\"name\": "
      '"special_function", "arguments": {"arg1": 1}}</tool_call>', "I'm\nthinking\n", "",
      [("special_function", {"arg1": 1})]),
+    # Solar Open: a thinking message, then a calls message
+    (SOLAR_OPEN, "<|begin|>assistant", "<|think|>I should call a tool.<|end|><|begin|>assistant<|tool_calls|>"
+     '<|tool_call:begin|>a1b2c3d4e5<|tool_call:name|>f<|tool_call:args|>{"a": 1}<|tool_call:end|>',
+     "I should call a tool.", "", [("f", {"a": 1})]),
 ])
 def test_new_formats_read_their_thinking_and_calls(template, prompt, text, reasoning, content, calls, step):
     template = "{% for t in tools %}{% endfor %}" + template
@@ -544,6 +560,14 @@ def test_functionary_reads_the_prompts_lead_as_its_own(forced):
         assert run_parser(OutputParser(None, fmt, forced=forced), "", step).content == ""
         cut = run_parser(OutputParser(None, fmt, forced=forced), "get_wea", step)
         assert (cut.content, cut.calls) == ("" if forced else "get_wea", [])
+
+
+def test_solar_open_calls_keep_the_ids_the_model_wrote():
+    """Solar Open's template writes each call's id back with the call and its result."""
+    text = ('<|tool_calls|><|tool_call:begin|>a1b2c3d4e5<|tool_call:name|>f<|tool_call:args|>{}<|tool_call:end|>'
+            '<|tool_call:begin|><|tool_call:name|>g<|tool_call:args|>{}<|tool_call:end|>')
+    out = run_parser(OutputParser(None, SolarOpenFormat()), text)
+    assert out.calls[0].id == "a1b2c3d4e5" and out.calls[1].id.startswith("call_")  # none written: a new one
 
 
 def test_cohere_calls_get_ids_of_their_own():
@@ -746,6 +770,7 @@ def test_partial_marker_at_the_end_is_released():
      "{% if tools %}{{ 'function call' }}{% endif %}", "gigachat"),
     ('{%- set add_tokens = namespace(role_sep="<|role_sep|>\\n", function_call="<|function_call|>") -%}'
      "{% if tools %}{% endif %}", "gigachat"),
+    ("{% if tools %}" + SOLAR_OPEN + "{% endif %}", "solar-open"),
     ("{%- set system_prompt_suffix = 'functools[{\"name\": ...}]' + functions -%}{{ m['tool_calls'] }}",
      "firefunction-v2"),
 ])

@@ -215,3 +215,23 @@ def test_gigachat_3_calls_have_their_control_tokens_written_as_text():
     body = request(tools=[{"type": "function", "function": {"name": "ping"}}])
     _, markers = _reply_parsers(fe, body, ChatPlan("assistant<|role_sep|>\n", plan_tools(body, template)))
     assert {"<|message_sep|>", "<|role_sep|>"} <= set(markers)
+
+
+SOLAR_OPEN = "{{ tools }}<|begin|>assistant<|think|><|tool_call:begin|>{{ message.reasoning }}"
+
+
+def test_solar_open_replies_lose_their_message_framing_with_tools_or_without():
+    """Solar Open writes its thinking, text and calls as messages of their own: their framing is
+    no content, whether the request has tools or not; its thinking is reasoning."""
+    text = "<|think|>Let me think.<|end|><|begin|>assistant<|content|>The answer is 42.<|end|>"
+    ping = [{"type": "function", "function": {"name": "ping"}}]
+    for body in (request(), request(tools=ping)):
+        out = reply(SOLAR_OPEN, body, "<|begin|>assistant", text, 2)
+        assert (out.reasoning, out.content, out.calls) == ("Let me think.", "The answer is 42.", [])
+
+
+def test_solar_open_reads_past_reasoning_from_reasoning():
+    body = msgspec.convert({"messages": [{"role": "user", "content": "Hi"},
+                                         {"role": "assistant", "content": "Hello", "reasoning_content": "greet"},
+                                         {"role": "user", "content": "Bye"}]}, ChatCompletionRequest)
+    assert plan_tools(body, SOLAR_OPEN).messages[1]["reasoning"] == "greet"
