@@ -22,6 +22,7 @@ from frontend.structured.tool_formats.xml_args.minimax import MiniMaxM1Format, M
 from frontend.structured.tool_formats.xml_args.minicpm5 import MiniCpm5Format
 from frontend.structured.tool_formats.xml_args.minimax_m3 import NS as MINIMAX_NS, MiniMaxM3Format
 from frontend.structured.tool_formats.json_args.mistral import MistralFormat
+from frontend.structured.tool_formats.xml_args.muse_glimmer import MuseGlimmerFormat
 from frontend.structured.tool_formats.xml_args.qwen_xml import QwenXmlFormat, SeedXmlFormat
 from frontend.structured.tool_formats.json_args.solar_open import CALL_BEGIN as SOLAR_CALL, SolarOpenFormat
 
@@ -94,4 +95,6 @@ def detect_native_format(template: str) -> ToolFormat | None:
         return FireFunctionFormat()
     if SOLAR_CALL in template:  # Solar Open
         return SolarOpenFormat()
+    if "<atem:function_calls>" in template and "<|eom|>" in template:  # Muse Glimmer
+        return MuseGlimmerFormat()
     return None

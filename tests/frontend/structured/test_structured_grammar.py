@@ -29,6 +29,7 @@ from frontend.structured.tool_formats.own_syntax.lfm2 import Lfm2Format
 from frontend.structured.tool_formats.xml_args.minimax import MiniMaxM1Format, MiniMaxM2Format
 from frontend.structured.tool_formats.xml_args.minicpm5 import MiniCpm5Format
 from frontend.structured.tool_formats.xml_args.minimax_m3 import MiniMaxM3Format
+from frontend.structured.tool_formats.xml_args.muse_glimmer import MuseGlimmerFormat
 from frontend.structured.tool_formats.xml_args.qwen_xml import QwenXmlFormat, SeedXmlFormat
 from frontend.structured.tool_formats.json_args.solar_open import SolarOpenFormat
 from frontend.structured.tools import ToolPlan
@@ -703,3 +704,30 @@ def test_solar_open_tool_grammar(tokenizer, parallel):
         == parallel
     assert not accepts(tokenizer, grammar, "<|tool_calls|>" + call.format("A1b2c3d4e5"))  # ids: lowercase, 10
     assert not accepts(tokenizer, grammar, "<|tool_calls|>" + call.format("a1b2c3d4e5").replace('"city"', '"town"'))
+
+
+def test_muse_glimmer_tool_grammar(tokenizer):
+    """The output after the prompt's "<|start|>assistant": forced, call messages from the first
+    token; auto, messages to itself, then an answer that may end in calls, or calls; with a
+    response format, its JSON in the answer."""
+    call = ('<|message|><atem:function_calls>\n<atem:invoke name="get_weather">\n<atem:parameter name="city">Paris'
+            "</atem:parameter>\n</atem:invoke>\n</atem:function_calls>")
+    ping = ' to=ping<|message|><atem:function_calls>\n<atem:invoke name="ping">\n</atem:invoke>\n</atem:function_calls>'
+    forced = tool_grammar(tokenizer, MuseGlimmerFormat())
+    assert accepts(tokenizer, forced, " to=get_weather" + call)
+    assert accepts(tokenizer, forced, " to=get_weather" + call + "<|eom|><|start|>assistant" + ping)
+    assert not accepts(tokenizer, forced, " to=get_weather" + call.replace("city", "town"))
+    assert not accepts(tokenizer, forced, " to=user<|message|>Sure.")
+    assert not accepts(tokenizer, tool_grammar(tokenizer, MuseGlimmerFormat(), parallel=False),
+                       " to=get_weather" + call + "<|eom|><|start|>assistant" + ping)
+    auto = tool_grammar(tokenizer, MuseGlimmerFormat(), forced=False)
+    assert accepts(tokenizer, auto, " to=user<|message|>No call needed.")
+    assert accepts(tokenizer, auto, " to=self<|message|>Hmm.<|eom|><|start|>assistant to=user<|message|>Let me see."
+                                    "<|eom|><|start|>assistant to=get_weather" + call)
+    assert accepts(tokenizer, auto, " to=get_weather" + call)
+    assert not accepts(tokenizer, auto, "Sure.")  # no recipient
+    fmt = MuseGlimmerFormat().bind(FUNCTIONS)
+    schema = {"type": "object", "properties": {"x": {"type": "integer"}}}
+    answer = ToolPlan([], None, fmt, FUNCTIONS).grammar(None, schema)
+    assert accepts(tokenizer, answer, ' to=user<|message|>{"x": 1}')
+    assert accepts(tokenizer, answer, " to=get_weather" + call)

@@ -30,6 +30,7 @@ from frontend.structured.tool_formats.xml_args.minimax import MiniMaxM1Format, M
 from frontend.structured.tool_formats.xml_args.minicpm5 import MiniCpm5Format
 from frontend.structured.tool_formats.xml_args.minimax_m3 import MiniMaxM3Format
 from frontend.structured.tool_formats.json_args.mistral import MistralFormat
+from frontend.structured.tool_formats.xml_args.muse_glimmer import MuseGlimmerFormat
 from frontend.structured.tool_formats.xml_args.qwen_xml import QwenXmlFormat, SeedXmlFormat
 from frontend.structured.tool_formats.json_args.solar_open import SolarOpenFormat
 
@@ -62,6 +63,8 @@ M3_FUNCTIONS = [
         "limit": {"oneOf": [{"type": "integer"}, {"type": "object", "properties": {"max": {"type": "integer"}}}]},
         "label": {"anyOf": [{"type": "string"}, {"type": "object", "properties": {"text": {"type": "string"}}}]}}}},
 ]
+ATEM_CALL = ('<atem:function_calls>\n<atem:invoke name="special_function">\n<atem:parameter name="arg1">1'
+             "</atem:parameter>\n</atem:invoke>\n</atem:function_calls>")
 CASES = [
     (HermesFormat(), 'Let me check.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
                      '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>',
@@ -246,6 +249,14 @@ CASES = [
      'get_weather<|tool_call:args|>{"city": "Paris"}<|tool_call:end|><|tool_call:begin|>f6g7h8i9j0<|tool_call:name|>'
      'add<|tool_call:args|>{"a": 1}<|tool_call:end|><|calls|>', "Let me check.",
      [("get_weather", {"city": "Paris"}), ("add", {"a": 1})]),
+    (MuseGlimmerFormat([{"name": "special_function"}]),  # llama.cpp's test-chat: a call as the turn's first message
+     " to=special_function<|message|>" + ATEM_CALL, "", [("special_function", {"arg1": 1})]),
+    (MuseGlimmerFormat([{"name": "special_function"}]),  # llama.cpp's test-chat: "inform then act"
+     " to=user<|message|>Hello, world!\nWhat's up?<|eom|><|start|>assistant to=special_function<|message|>" + ATEM_CALL,
+     "Hello, world!\nWhat's up?", [("special_function", {"arg1": 1})]),
+    (MuseGlimmerFormat([{"name": "special_function"}]),  # llama.cpp's test-chat: markup quoted in an answer is text
+     " to=user<|message|>You invoke it like this:\n" + ATEM_CALL + "<|eot|>", "You invoke it like this:\n" + ATEM_CALL,
+     []),
 ]
 
 
@@ -452,6 +463,12 @@ RENDERED_TURNS = [
      '<|tool_calls|><|tool_call:begin|>call_0<|tool_call:name|>get_weather<|tool_call:args|>{"city": "New York", '
      '"days": 3, "opts": {"metric": true}}<|tool_call:end|><|tool_call:begin|>call_1<|tool_call:name|>add'
      '<|tool_call:args|>{"a": "007"}<|tool_call:end|><|calls|>', ""),
+    (MuseGlimmerFormat(XML_FUNCTIONS), "",  # (less the prompt's "<|start|>assistant"; the turn's text left out)
+     ' to=get_weather<|message|><atem:function_calls>\n<atem:invoke name="get_weather">\n<atem:parameter name="city">'
+     'New York</atem:parameter>\n<atem:parameter name="days">3</atem:parameter>\n<atem:parameter name="opts">'
+     '{"metric": true}</atem:parameter>\n</atem:invoke>\n</atem:function_calls><|eom|><|start|>assistant to=add'
+     '<|message|><atem:function_calls>\n<atem:invoke name="add">\n<atem:parameter name="a">007</atem:parameter>\n'
+     "</atem:invoke>\n</atem:function_calls><|eot|>", ""),
 ]
 
 
@@ -465,6 +482,8 @@ APRIEL_1_6 = ("{%- set reasoning_asst_turn_start = 'Here are my reasoning steps:
               "{{ '[BEGIN FINAL RESPONSE]' }}")
 SOLAR_OPEN = ('{{ "<|begin|>assistant<|think|>" + m.reasoning + "<|end|>" }}{{ "<|tool_call:begin|>" + id }}'
               '{% if add_generation_prompt %}{{- "<|begin|>assistant" }}{% endif %}')
+MUSE_GLIMMER = ("{{ '<|start|>assistant to=self<|message|>' + m.reasoning_content + '<|eom|>' }}"
+                "{{ '<atem:function_calls>' }}")
 REKA_EDGE = ('within <tool_call></tool_call> XML tags:\n{% if enable_thinking is true %}{{ "assistant: <think>\\n" }}'
              '{% endif %}')
 
@@ -542,6 +561,9 @@ def test_gigachat_calls_as_its_templates_render_them_read_back(fmt, text):
     (SOLAR_OPEN, "<|begin|>assistant", "<|think|>I should call a tool.<|end|><|begin|>assistant<|tool_calls|>"
      '<|tool_call:begin|>a1b2c3d4e5<|tool_call:name|>f<|tool_call:args|>{"a": 1}<|tool_call:end|>',
      "I should call a tool.", "", [("f", {"a": 1})]),
+    # Muse Glimmer (llama.cpp's test-chat): its message to itself, markup in it included, then its answer
+    (MUSE_GLIMMER, "<|start|>assistant", " to=self<|message|>I could use " + ATEM_CALL + " here<|eom|>"
+     "<|start|>assistant to=user<|message|>Hello!<|eot|>", "I could use " + ATEM_CALL + " here", "Hello!", []),
 ])
 def test_new_formats_read_their_thinking_and_calls(template, prompt, text, reasoning, content, calls, step):
     template = "{% for t in tools %}{% endfor %}" + template
@@ -771,6 +793,7 @@ def test_partial_marker_at_the_end_is_released():
     ('{%- set add_tokens = namespace(role_sep="<|role_sep|>\\n", function_call="<|function_call|>") -%}'
      "{% if tools %}{% endif %}", "gigachat"),
     ("{% if tools %}" + SOLAR_OPEN + "{% endif %}", "solar-open"),
+    ("{% if tools %}{% endif %}" + MUSE_GLIMMER, "muse-glimmer"),
     ("{%- set system_prompt_suffix = 'functools[{\"name\": ...}]' + functions -%}{{ m['tool_calls'] }}",
      "firefunction-v2"),
 ])

@@ -235,3 +235,12 @@ def test_solar_open_reads_past_reasoning_from_reasoning():
                                          {"role": "assistant", "content": "Hello", "reasoning_content": "greet"},
                                          {"role": "user", "content": "Bye"}]}, ChatCompletionRequest)
     assert plan_tools(body, SOLAR_OPEN).messages[1]["reasoning"] == "greet"
+
+
+def test_muse_glimmer_replies_lose_their_message_framing_with_tools_or_without():
+    template = "{{ tools }}<|start|>assistant to=self<|message|><atem:function_calls><|eom|>"
+    ping = [{"type": "function", "function": {"name": "ping"}}]
+    for body in (request(), request(tools=ping)):
+        out = reply(template, body, "<|start|>assistant", " to=self<|message|>Hmm.<|eom|><|start|>assistant to=user"
+                                                          "<|message|>Hello!<|eot|>", 2)
+        assert (out.reasoning, out.content, out.calls) == ("Hmm.", "Hello!", [])
