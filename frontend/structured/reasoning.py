@@ -1,7 +1,7 @@
 """Reasoning text: which markers delimit a model's thinking, how a request wants it returned, and
 the thinking budget the executor enforces.
 
-Ten families of templates: gpt-oss's Harmony channels (``<|channel|>analysis<|message|>...
+Thirteen families of templates: gpt-oss's Harmony channels (``<|channel|>analysis<|message|>...
 <|end|>``, read by frontend.structured.harmony), Mistral's ``[THINK]...[/THINK]`` (Magistral,
 Ministral 3 reasoning), Seed-OSS's ``<seed:think>...</seed:think>``, Command R7B's and Cohere2
 MoE's ``<|START_THINKING|>...<|END_THINKING|>``, Apertus's deliberation (``<|inner_prefix|>...
@@ -9,9 +9,12 @@ MoE's ``<|START_THINKING|>...<|END_THINKING|>``, Apertus's deliberation (``<|inn
 (``<|open|>think<|sep|>...<|close|>think<|sep|>``), Tencent Hy3's ``<think:opensource>...
 </think:opensource>``, Gemma 4's thought channel (``<|channel>thought\n...<channel|>``: the tag is
 ``<|channel>thought``, since a budget of 0 closes the thinking before the new line, and the white
-space after it is not reasoning, as llama.cpp reads it) and everything else, whose thinking is
-``<think>...</think>`` (DeepSeek R1, Qwen3, MiniMax M2, and any model a grammar makes write the
-tags).
+space after it is not reasoning, as llama.cpp reads it), Apriel 1.6's steps (its prompt ends with
+``Here are my reasoning steps:``, the answer follows ``[BEGIN FINAL RESPONSE]``), Solar Open's
+thinking message (``<|think|>...<|end|>``, the next message's framing dropped by its tool format),
+Muse Glimmer's message to itself (`` to=self<|message|>...<|eom|>``) and everything else, whose
+thinking is ``<think>...</think>`` (DeepSeek R1, Qwen3, MiniMax M2, and any model a grammar makes
+write the tags).
 
 ``deepseek`` extracts ``<think>...</think>`` for any model, whatever its template (a grammar
 can force the tags, and base models write them too); ``deepseek-legacy`` also keeps the tags and
@@ -51,6 +54,12 @@ APERTUS_START = "<|inner_prefix|>"
 APERTUS_END = "<|inner_suffix|>"
 MINIMAX_M3_START = "<mm:think>"
 MINIMAX_M3_END = "</mm:think>"
+APRIEL_START = "Here are my reasoning steps:"
+APRIEL_END = "[BEGIN FINAL RESPONSE]"
+SOLAR_THINK_START = "<|think|>"
+SOLAR_THINK_END = "<|end|>"
+MUSE_THINK_START = " to=self<|message|>"
+MUSE_THINK_END = "<|eom|>"
 FORMATS = ("none", "deepseek", "deepseek-legacy", "auto")
 
 
@@ -86,6 +95,12 @@ def thinking_tags(template: str) -> tuple[str, str]:
         return KIMI_K3_START, KIMI_K3_END
     if is_hy3(template):
         return f"<think{HY3_SUFFIX}>", f"</think{HY3_SUFFIX}>"
+    if APRIEL_START in template and APRIEL_END in template:
+        return APRIEL_START, APRIEL_END
+    if SOLAR_THINK_START in template and "<|begin|>assistant" in template:  # Solar Open
+        return SOLAR_THINK_START, SOLAR_THINK_END
+    if "assistant" + MUSE_THINK_START in template:  # Muse Glimmer
+        return MUSE_THINK_START, MUSE_THINK_END
     return (MISTRAL_THINK_START, MISTRAL_THINK_END) if MISTRAL_THINK_END in template else (THINK_START, THINK_END)
 
 

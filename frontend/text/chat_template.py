@@ -13,9 +13,10 @@ llama-server's: what the template reads is found once by rendering probes (``cap
 /props' ``chat_template_caps``); ``developer`` turns are ``system`` ones (not for gpt-oss's
 template, which has both); a system turn the template cannot show is merged into the next turn;
 a content given as parts reaches the template as parts where it reads them, else as their text
-joined by new lines. The variables start from today's date (``datetime``, ``date_string``) and
-``enable_thinking`` true (llama-server's default for templates that think); the request's and
-the server's template kwargs win.
+joined by new lines. The variables start from today's date (``datetime``, ``date_string``), the
+tools as JSON text in ``functions`` (FireFunction v2's template lists them from there, as
+llama.cpp's FireFunction handler gave them) and ``enable_thinking`` true (llama-server's default
+for templates that think); the request's and the server's template kwargs win.
 """
 
 from __future__ import annotations
@@ -105,10 +106,8 @@ class ChatTemplate:
                tools: list[dict[str, Any]] | None = None, extra: dict[str, Any] | None = None) -> str:
         """The prompt of ``messages`` (adapted as the module docstring says); ``extra``: more
         variables (template kwargs), over the defaults."""
-        now = datetime.datetime.now()
-        variables: dict[str, Any] = {"datetime": now.strftime("%b %d %Y"), "date_string": now.strftime("%d %b %Y"),
-                                     "enable_thinking": True, **(extra or {})}
-        return self._render(self._adapted(messages), add_generation_prompt, tools, variables)
+        return self._render(self._adapted(messages), add_generation_prompt, tools,
+                            {"enable_thinking": True, **(extra or {})})
 
     @functools.cached_property
     def caps(self) -> dict[str, bool]:
@@ -157,8 +156,11 @@ class ChatTemplate:
 
     def _render(self, messages: list[dict[str, Any]], add_generation_prompt: bool,
                 tools: list[dict[str, Any]] | None, variables: dict[str, Any]) -> str:
-        variables = variables | {"messages": messages, "add_generation_prompt": add_generation_prompt,
-                                 "bos_token": self.bos_token, "eos_token": self.eos_token}
+        now = datetime.datetime.now()
+        variables = {"datetime": now.strftime("%b %d %Y"), "date_string": now.strftime("%d %b %Y"),
+                     "functions": json.dumps(tools, ensure_ascii=False, indent=2) if tools else "", **variables,
+                     "messages": messages, "add_generation_prompt": add_generation_prompt,
+                     "bos_token": self.bos_token, "eos_token": self.eos_token}
         if tools:
             variables["tools"] = tools
         try:

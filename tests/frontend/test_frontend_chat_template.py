@@ -5,6 +5,7 @@ and the conversation adapted to what the template reads, as llama.cpp adapts it.
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 
 import pytest
@@ -178,6 +179,19 @@ def test_variables_start_from_the_date_and_thinking_on_and_kwargs_win():
     today = datetime.date.today()
     assert ChatTemplate(source, "", "").render([]) == f"{today:%d %b %Y}|{today:%b %d %Y}|True"
     assert ChatTemplate(source, "", "").render([], extra={"enable_thinking": False}).endswith("|False")
+
+
+def test_firefunction_v2_reads_the_tools_as_json_text_in_functions():
+    """As llama.cpp's FireFunction v2 handler gave them: indented JSON, "" without tools; the
+    template's probes (which need its date too) render."""
+    source = ("{{ messages[0]['content'] }}|{{ '\\nAvailable functions as JSON spec:\\n' + functions + "
+              "'\\nToday is ' + datetime }}")
+    tools = [{"type": "function", "function": {"name": "météo", "parameters": {}}}]
+    template = ChatTemplate(source, "", "")
+    text = template.render([{"role": "user", "content": "Hi"}], tools=tools)
+    assert text.startswith("Hi|\nAvailable functions as JSON spec:\n" + json.dumps(tools, indent=2, ensure_ascii=False))
+    assert "spec:\n\nToday is " in template.render([{"role": "user", "content": "Hi"}])
+    assert template.caps["supports_string_content"]
 
 
 def test_generation_blocks_and_tojson_of_a_filtered_sequence_render():

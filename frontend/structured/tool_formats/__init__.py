@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from frontend.structured.tool_formats.json_args.apertus import ApertusFormat
 from frontend.structured.tool_formats.base import ParsedCall, ToolFormat
-from frontend.structured.tool_formats.json_args.cohere import CohereFormat
+from frontend.structured.tool_formats.json_args.cohere import CohereFormat, CommandRPlusFormat
 from frontend.structured.tool_formats.json_args.deepseek import CALLS_BEGIN, DeepSeekFormat
 from frontend.structured.tool_formats.xml_args.dsml import DSML, DsmlFormat, DsmlV4Format
 from frontend.structured.tool_formats.json_args.functionary import FunctionaryFormat
 from frontend.structured.tool_formats.own_syntax.gemma4 import Gemma4Format
+from frontend.structured.tool_formats.json_args.gigachat import V3_OPENER, GigaChatFormat
 from frontend.structured.tool_formats.xml_args.glm import GlmFormat, Hy3Format, is_hy3
 from frontend.structured.tool_formats.json_args.harmony import HarmonyFormat
 from frontend.structured.tool_formats.json_args.hermes import HermesFormat
+from frontend.structured.tool_formats.json_args.json_list import AprielFormat, FireFunctionFormat, GraniteFormat
 from frontend.structured.tool_formats.json_args.kimi import SECTION_BEGIN, KimiFormat
 from frontend.structured.tool_formats.xml_args.kimi_k3 import KimiK3Format, is_kimi_k3
 from frontend.structured.tool_formats.own_syntax.lfm2 import Lfm2Format
@@ -20,7 +22,9 @@ from frontend.structured.tool_formats.xml_args.minimax import MiniMaxM1Format, M
 from frontend.structured.tool_formats.xml_args.minicpm5 import MiniCpm5Format
 from frontend.structured.tool_formats.xml_args.minimax_m3 import NS as MINIMAX_NS, MiniMaxM3Format
 from frontend.structured.tool_formats.json_args.mistral import MistralFormat
+from frontend.structured.tool_formats.xml_args.muse_glimmer import MuseGlimmerFormat
 from frontend.structured.tool_formats.xml_args.qwen_xml import QwenXmlFormat, SeedXmlFormat
+from frontend.structured.tool_formats.json_args.solar_open import CALL_BEGIN as SOLAR_CALL, SolarOpenFormat
 
 __all__ = ["ParsedCall", "ToolFormat", "GENERIC", "detect_native_format"]
 
@@ -59,6 +63,8 @@ def detect_native_format(template: str) -> ToolFormat | None:
         return MiniCpm5Format()
     if "<seed:tool_call>" in template:
         return SeedXmlFormat()
+    if "<tool_calls>[" in template:  # Apriel; before the "<tool_call>" tests: its instructions name that tag too
+        return AprielFormat()
     if "<tool_call>" in template and "<function=" in template and "<parameter=" in template:
         return QwenXmlFormat()
     if is_hy3(template):  # Tencent Hy3 (GLM's calls with its own tags)
@@ -77,4 +83,18 @@ def detect_native_format(template: str) -> ToolFormat | None:
         return DeepSeekFormat(fenced="```json" in template)
     if "<|python_tag|>" in template or ("<|start_header_id|>" in template and '"parameters"' in template):
         return Llama3Format()
+    if "<|tool_call|>" in template:  # Granite 3.3 (its system prompt names the opener)
+        return GraniteFormat()
+    if "Action:" in template and "```json" in template and '"tool_name"' in template:  # Command R+
+        return CommandRPlusFormat()
+    if "<|function_call|>" in template and "<|role_sep|>" in template:  # GigaChat 3.1
+        return GigaChatFormat()
+    if "<|role_sep|>" in template and "<|message_sep|>" in template:  # GigaChat 3: a "function call" message
+        return GigaChatFormat(V3_OPENER)
+    if "functools[" in template:  # FireFunction v2
+        return FireFunctionFormat()
+    if SOLAR_CALL in template:  # Solar Open
+        return SolarOpenFormat()
+    if "<atem:function_calls>" in template and "<|eom|>" in template:  # Muse Glimmer
+        return MuseGlimmerFormat()
     return None

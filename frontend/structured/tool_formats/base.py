@@ -83,9 +83,9 @@ class ToolFormat:
         return answer
 
 
-def name_first_head(args_key: str) -> re.Pattern[str]:
-    """``call_head`` of calls written ``{"name": "<fn>", "<args_key>": {...}}``."""
-    return re.compile(r'\{\s*"name"\s*:\s*(?P<name>"(?:[^"\\]|\\.)*")\s*,\s*'
+def name_first_head(args_key: str, name_key: str = "name") -> re.Pattern[str]:
+    """``call_head`` of calls written ``{"<name_key>": "<fn>", "<args_key>": {...}}``."""
+    return re.compile(r"\{\s*" + re.escape(json.dumps(name_key)) + r'\s*:\s*(?P<name>"(?:[^"\\]|\\.)*")\s*,\s*'
                       + re.escape(json.dumps(args_key)) + r"\s*:\s*(?=\{)")
 
 
@@ -144,11 +144,12 @@ def json_value(text: str) -> Any:
     return json.loads(text)
 
 
-def name_object_alternatives(rules: gbnf.Rules, calls: dict[str, str], args_key: str, hint: str) -> str:
-    """``{"name": "<fn>", "<args_key>": <args>}`` for each function, as one rule."""
+def name_object_alternatives(rules: gbnf.Rules, calls: dict[str, str], args_key: str, hint: str,
+                             name_key: str = "name") -> str:
+    """``{"<name_key>": "<fn>", "<args_key>": <args>}`` for each function, as one rule."""
     ws = rules.fixed("ws", '| " " | "\\n" [ \\t]{0,16}')
     alts = [
-        f'"{{" {ws} "\\"name\\"" {ws} ":" {ws} {gbnf.literal(json.dumps(name))} {ws} "," {ws} '
+        f'"{{" {ws} {gbnf.literal(json.dumps(name_key))} {ws} ":" {ws} {gbnf.literal(json.dumps(name))} {ws} "," {ws} '
         f'{gbnf.literal(json.dumps(args_key))} {ws} ":" {ws} {args} {ws} "}}"'
         for name, args in calls.items()
     ]

@@ -14,20 +14,24 @@ from frontend.structured.grammar import GrammarChecker, GrammarError
 from frontend.structured.json_schema import SchemaError, schema_rule, schema_to_gbnf
 from frontend.structured.reasoning import reasoning_for, thinking_first
 from frontend.structured.tool_formats.json_args.apertus import ApertusFormat
-from frontend.structured.tool_formats.json_args.cohere import CohereFormat
+from frontend.structured.tool_formats.json_args.cohere import CohereFormat, CommandRPlusFormat
 from frontend.structured.tool_formats.xml_args.dsml import DsmlFormat, DsmlV4Format
 from frontend.structured.tool_formats.json_args.functionary import FunctionaryFormat
 from frontend.structured.tool_formats.own_syntax.gemma4 import Gemma4Format
+from frontend.structured.tool_formats.json_args.gigachat import V3_OPENER, GigaChatFormat
 from frontend.structured.tool_formats.json_args.harmony import HarmonyFormat, final_message
 from frontend.structured.tool_formats.xml_args.glm import GlmFormat, Hy3Format
 from frontend.structured.tool_formats.json_args.hermes import HermesFormat
+from frontend.structured.tool_formats.json_args.json_list import AprielFormat, FireFunctionFormat, GraniteFormat
 from frontend.structured.tool_formats.json_args.kimi import KimiFormat
 from frontend.structured.tool_formats.xml_args.kimi_k3 import KimiK3Format
 from frontend.structured.tool_formats.own_syntax.lfm2 import Lfm2Format
 from frontend.structured.tool_formats.xml_args.minimax import MiniMaxM1Format, MiniMaxM2Format
 from frontend.structured.tool_formats.xml_args.minicpm5 import MiniCpm5Format
 from frontend.structured.tool_formats.xml_args.minimax_m3 import MiniMaxM3Format
+from frontend.structured.tool_formats.xml_args.muse_glimmer import MuseGlimmerFormat
 from frontend.structured.tool_formats.xml_args.qwen_xml import QwenXmlFormat, SeedXmlFormat
+from frontend.structured.tool_formats.json_args.solar_open import SolarOpenFormat
 from frontend.structured.tools import ToolPlan
 from frontend.text.tokenizer import Tokenizer
 from ipc.protocol import SamplingParams
@@ -592,6 +596,13 @@ def test_lfm2_grammar_writes_python_booleans_and_none(tokenizer):
     (CohereFormat(), '<|START_ACTION|>[{"tool_call_id": "0", "tool_name": "ping", "parameters": {}}]<|END_ACTION|>'),
     (Lfm2Format(), "<|tool_call_start|>[ping()]<|tool_call_end|>"),
     (ApertusFormat(), '<|tools_prefix|>[{"ping": {}}]<|tools_suffix|>'),
+    (GraniteFormat(), '<|tool_call|>[{"name": "ping", "arguments": {}}]'),
+    (AprielFormat(), '<tool_calls>[{"name": "ping", "arguments": {}}]</tool_calls>'),
+    (CommandRPlusFormat(), 'Action:\n```json\n[{"tool_name": "ping", "parameters": {}}]\n```'),
+    (GigaChatFormat(), '<|function_call|>{"name": "ping", "arguments": {}}'),
+    (FireFunctionFormat(), ' functools[{"name": "ping", "arguments": {}}]'),
+    (SolarOpenFormat(), '<|tool_calls|><|tool_call:begin|>a1b2c3d4e5<|tool_call:name|>ping<|tool_call:args|>{}'
+                        '<|tool_call:end|>'),
 ])
 def test_new_formats_allow_text_then_a_call_when_the_choice_is_auto(tokenizer, fmt, call):
     grammar = tool_grammar(tokenizer, fmt, forced=False)
@@ -617,3 +628,106 @@ def test_functionary_tool_grammar(tokenizer):
     answer = ToolPlan([], None, fmt, FUNCTIONS).grammar(None, schema)
     assert accepts(tokenizer, answer, 'all\n{"x": 1}') and accepts(tokenizer, answer, call)
     assert not accepts(tokenizer, answer, '{"x": 1}')
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_granite_tool_grammar(tokenizer, parallel):
+    grammar = tool_grammar(tokenizer, GraniteFormat(), parallel)
+    call = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
+    assert accepts(tokenizer, grammar, f"<|tool_call|>[{call}]")
+    assert accepts(tokenizer, grammar, GraniteFormat().write_calls([("get_weather", {"city": "Paris", "days": 2})]))
+    assert accepts(tokenizer, grammar, f'<|tool_call|>[{call}, {{"name": "ping", "arguments": {{}}}}]') == parallel
+    assert not accepts(tokenizer, grammar, '<|tool_call|>[{"name": "get_weather", "arguments": {"days": 2}}]')
+    assert not accepts(tokenizer, grammar, f"<|tool_call|>{call}")  # a list, even of one call
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_apriel_tool_grammar(tokenizer, parallel):
+    grammar = tool_grammar(tokenizer, AprielFormat(), parallel)
+    call = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
+    assert accepts(tokenizer, grammar, f"<tool_calls>[{call}]</tool_calls>")
+    assert accepts(tokenizer, grammar, f'<tool_calls>[{call}, {{"name": "ping", "arguments": {{}}}}]</tool_calls>') \
+        == parallel
+    assert not accepts(tokenizer, grammar, '<tool_calls>[{"name": "get_weather", "arguments": {}}]</tool_calls>')
+    assert not accepts(tokenizer, grammar, f"<tool_calls>[{call}]")  # the closer
+
+
+def test_reka_edge_calls_fit_the_hermes_grammar(tokenizer):
+    """Reka Edge writes Hermes' blocks, without a new line before each closer or between them
+    (as its template and llama.cpp's test-chat write them)."""
+    grammar = tool_grammar(tokenizer, HermesFormat())
+    call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
+    assert accepts(tokenizer, grammar, call) and accepts(tokenizer, grammar, call + call)
+    assert not accepts(tokenizer, grammar, call.replace("city", "town"))  # city is required
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_command_r_plus_tool_grammar(tokenizer, parallel):
+    grammar = tool_grammar(tokenizer, CommandRPlusFormat(), parallel)
+    call = '{"tool_name": "get_weather", "parameters": {"city": "Paris"}}'
+    assert accepts(tokenizer, grammar, f"Action:\n```json\n[{call}]\n```")  # llama.cpp's test-chat
+    assert accepts(tokenizer, grammar, f"Action:\n```json\n[\n    {call}\n]```")  # as the template writes it
+    two = f'Action:\n```json\n[{call}, {{"tool_name": "ping", "parameters": {{}}}}]\n```'
+    assert accepts(tokenizer, grammar, two) == parallel
+    assert not accepts(tokenizer, grammar, 'Action:\n```json\n[{"tool_name": "get_weather", "parameters": {}}]\n```')
+    assert not accepts(tokenizer, grammar, f"Action:\n```json\n[{call}]")  # the fence closes
+
+
+@pytest.mark.parametrize("opener", [V3_OPENER, "<|function_call|>"])
+def test_gigachat_tool_grammar(tokenizer, opener):
+    grammar = tool_grammar(tokenizer, GigaChatFormat(opener))  # parallel asked: one call all the same
+    call = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
+    assert accepts(tokenizer, grammar, opener + call)
+    assert not accepts(tokenizer, grammar, opener + call + opener + call)
+    assert not accepts(tokenizer, grammar, opener + '{"name": "get_weather", "arguments": {"days": 2}}')
+    assert accepts(tokenizer, tool_grammar(tokenizer, GigaChatFormat(opener), forced=False), "Sure." + opener + call)
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_firefunction_v2_tool_grammar(tokenizer, parallel):
+    grammar = tool_grammar(tokenizer, FireFunctionFormat(), parallel)
+    call = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
+    assert accepts(tokenizer, grammar, f" functools[{call}]")
+    assert accepts(tokenizer, grammar, f' functools[{call}, {{"name": "ping", "arguments": {{}}}}]') == parallel
+    assert not accepts(tokenizer, grammar, ' functools[{"name": "get_weather", "arguments": {"days": 1}}]')
+    assert not accepts(tokenizer, grammar, f" functools{call}")
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_solar_open_tool_grammar(tokenizer, parallel):
+    grammar = tool_grammar(tokenizer, SolarOpenFormat(), parallel)
+    call = ('<|tool_call:begin|>{}<|tool_call:name|>get_weather<|tool_call:args|>{{"city": "Paris"}}'
+            '<|tool_call:end|>')
+    assert accepts(tokenizer, grammar, "<|tool_calls|>" + call.format("a1b2c3d4e5"))
+    assert accepts(tokenizer, grammar, "<|begin|>assistant<|tool_calls|>" + call.format("a1b2c3d4e5"))  # a new message
+    assert accepts(tokenizer, grammar, "<|tool_calls|>" + call.format("a1b2c3d4e5") + call.format("0000000000")) \
+        == parallel
+    assert not accepts(tokenizer, grammar, "<|tool_calls|>" + call.format("A1b2c3d4e5"))  # ids: lowercase, 10
+    assert not accepts(tokenizer, grammar, "<|tool_calls|>" + call.format("a1b2c3d4e5").replace('"city"', '"town"'))
+
+
+def test_muse_glimmer_tool_grammar(tokenizer):
+    """The output after the prompt's "<|start|>assistant": forced, call messages from the first
+    token; auto, messages to itself, then an answer that may end in calls, or calls; with a
+    response format, its JSON in the answer."""
+    call = ('<|message|><atem:function_calls>\n<atem:invoke name="get_weather">\n<atem:parameter name="city">Paris'
+            "</atem:parameter>\n</atem:invoke>\n</atem:function_calls>")
+    ping = ' to=ping<|message|><atem:function_calls>\n<atem:invoke name="ping">\n</atem:invoke>\n</atem:function_calls>'
+    forced = tool_grammar(tokenizer, MuseGlimmerFormat())
+    assert accepts(tokenizer, forced, " to=get_weather" + call)
+    assert accepts(tokenizer, forced, " to=get_weather" + call + "<|eom|><|start|>assistant" + ping)
+    assert not accepts(tokenizer, forced, " to=get_weather" + call.replace("city", "town"))
+    assert not accepts(tokenizer, forced, " to=user<|message|>Sure.")
+    assert not accepts(tokenizer, tool_grammar(tokenizer, MuseGlimmerFormat(), parallel=False),
+                       " to=get_weather" + call + "<|eom|><|start|>assistant" + ping)
+    auto = tool_grammar(tokenizer, MuseGlimmerFormat(), forced=False)
+    assert accepts(tokenizer, auto, " to=user<|message|>No call needed.")
+    assert accepts(tokenizer, auto, " to=self<|message|>Hmm.<|eom|><|start|>assistant to=user<|message|>Let me see."
+                                    "<|eom|><|start|>assistant to=get_weather" + call)
+    assert accepts(tokenizer, auto, " to=get_weather" + call)
+    assert not accepts(tokenizer, auto, "Sure.")  # no recipient
+    fmt = MuseGlimmerFormat().bind(FUNCTIONS)
+    schema = {"type": "object", "properties": {"x": {"type": "integer"}}}
+    answer = ToolPlan([], None, fmt, FUNCTIONS).grammar(None, schema)
+    assert accepts(tokenizer, answer, ' to=user<|message|>{"x": 1}')
+    assert accepts(tokenizer, answer, " to=get_weather" + call)

@@ -13,13 +13,15 @@ from frontend.structured.output import OutputParser
 from frontend.structured.reasoning import opened_thinking, reasoning_for, thinking_tags
 from frontend.structured.tool_formats import GENERIC, detect_native_format
 from frontend.structured.tool_formats.json_args.apertus import ApertusFormat
-from frontend.structured.tool_formats.json_args.cohere import CohereFormat
+from frontend.structured.tool_formats.json_args.cohere import CohereFormat, CommandRPlusFormat
 from frontend.structured.tool_formats.json_args.deepseek import DeepSeekFormat
 from frontend.structured.tool_formats.xml_args.dsml import DsmlFormat, DsmlV4Format
 from frontend.structured.tool_formats.json_args.functionary import FunctionaryFormat
 from frontend.structured.tool_formats.own_syntax.gemma4 import Gemma4Format
+from frontend.structured.tool_formats.json_args.gigachat import V3_OPENER, GigaChatFormat
 from frontend.structured.tool_formats.xml_args.glm import GlmFormat, Hy3Format
 from frontend.structured.tool_formats.json_args.hermes import HermesFormat
+from frontend.structured.tool_formats.json_args.json_list import AprielFormat, FireFunctionFormat, GraniteFormat
 from frontend.structured.tool_formats.json_args.kimi import KimiFormat
 from frontend.structured.tool_formats.xml_args.kimi_k3 import KimiK3Format
 from frontend.structured.tool_formats.own_syntax.lfm2 import Lfm2Format
@@ -28,12 +30,14 @@ from frontend.structured.tool_formats.xml_args.minimax import MiniMaxM1Format, M
 from frontend.structured.tool_formats.xml_args.minicpm5 import MiniCpm5Format
 from frontend.structured.tool_formats.xml_args.minimax_m3 import MiniMaxM3Format
 from frontend.structured.tool_formats.json_args.mistral import MistralFormat
+from frontend.structured.tool_formats.xml_args.muse_glimmer import MuseGlimmerFormat
 from frontend.structured.tool_formats.xml_args.qwen_xml import QwenXmlFormat, SeedXmlFormat
+from frontend.structured.tool_formats.json_args.solar_open import SolarOpenFormat
 
 
 def calls_of(out: OutputDelta) -> list[tuple[str, dict]]:
-    # OpenAI's ids, or Mistral's 9 letters and digits (its templates refuse others)
-    assert all(c.id.startswith("call_") and len(c.id) > 5 or len(c.id) == 9 and c.id.isalnum() for c in out.calls)
+    # OpenAI's ids, Mistral's 9 letters and digits (its templates refuse others) or Solar Open's 10
+    assert all(c.id.startswith("call_") and len(c.id) > 5 or len(c.id) in (9, 10) and c.id.isalnum() for c in out.calls)
     assert [c.index for c in out.calls] == list(range(len(out.calls)))
     return [(c.name, json.loads(c.arguments)) for c in out.calls]
 
@@ -59,6 +63,8 @@ M3_FUNCTIONS = [
         "limit": {"oneOf": [{"type": "integer"}, {"type": "object", "properties": {"max": {"type": "integer"}}}]},
         "label": {"anyOf": [{"type": "string"}, {"type": "object", "properties": {"text": {"type": "string"}}}]}}}},
 ]
+ATEM_CALL = ('<atem:function_calls>\n<atem:invoke name="special_function">\n<atem:parameter name="arg1">1'
+             "</atem:parameter>\n</atem:invoke>\n</atem:function_calls>")
 CASES = [
     (HermesFormat(), 'Let me check.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
                      '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>',
@@ -209,6 +215,48 @@ CASES = [
      'special_function\n{"arg1": 1}', "", [("special_function", {"arg1": 1})]),
     (FunctionaryFormat([{"name": "special_function"}]),  # llama.cpp's test-chat
      "all\nHello, world!\nWhat's up?", "Hello, world!\nWhat's up?", []),
+    (GraniteFormat(),  # as Granite 3.3's system prompt asks: the opener, then a JSON list of calls
+     'Let me check.<|tool_call|>[{"name": "get_weather", "arguments": {"city": "Paris"}}, '
+     '{"name": "add", "arguments": {"a": 1}}]', "Let me check.", [("get_weather", {"city": "Paris"}), ("add", {"a": 1})]),
+    (AprielFormat(),  # llama.cpp's test-chat (Apriel 1.5)
+     '<tool_calls>[{"name": "special_function", "arguments": {"arg1": 1}}]</tool_calls>', "",
+     [("special_function", {"arg1": 1})]),
+    (HermesFormat(),  # llama.cpp's test-chat (Reka Edge: Hermes' blocks, no new line before the closer)
+     '<tool_call>\n{"name": "special_function", "arguments": {"arg1": 1}}</tool_call>'
+     '<tool_call>\n{"name": "special_function_with_opt", "arguments": {"arg1": 1, "arg2": 2}}</tool_call>', "",
+     [("special_function", {"arg1": 1}), ("special_function_with_opt", {"arg1": 1, "arg2": 2})]),
+    (CommandRPlusFormat(),  # llama.cpp's test-chat (Command R+)
+     'Action:\n```json\n[{"tool_name": "special_function", "parameters": {"arg1": 1}}]\n```', "",
+     [("special_function", {"arg1": 1})]),
+    (CommandRPlusFormat(),  # as Cohere's examples write it: the fence on the "Action:" line
+     'Let me search.\nAction: ```json\n[\n    {\n        "tool_name": "search",\n        "parameters": '
+     '{"q": "a"}\n    },\n    {"tool_name": "add", "parameters": {}}\n]\n```', "Let me search.\n",
+     [("search", {"q": "a"}), ("add", {})]),
+    (GigaChatFormat(V3_OPENER),  # llama.cpp's test-chat (GigaChat 3): the call a message of its own
+     "Hello, world!\nWhat's up?<|message_sep|>\n\nfunction call<|role_sep|>\n"
+     '{"name": "special_function", "arguments": {"arg1": 1}}', "Hello, world!\nWhat's up?",
+     [("special_function", {"arg1": 1})]),
+    (GigaChatFormat(),  # llama.cpp's test-chat (GigaChat 3.1)
+     'Hello, world!\nWhat\'s up?<|function_call|>{"name": "special_function", "arguments": {"arg1": 1}}',
+     "Hello, world!\nWhat's up?", [("special_function", {"arg1": 1})]),
+    (FireFunctionFormat(),  # llama.cpp's test-chat
+     ' functools[{"name": "special_function", "arguments": {"arg1": 1}}]', "", [("special_function", {"arg1": 1})]),
+    (FireFunctionFormat(),  # the marker at the reply's start, without the template's space
+     'functools[{"name": "a", "arguments": {}}, {"name": "b", "arguments": {"x": 1}}]', "",
+     [("a", {}), ("b", {"x": 1})]),
+    (SolarOpenFormat(),  # text, then a calls message; the framing dropped
+     '<|content|>Let me check.<|end|><|begin|>assistant<|tool_calls|><|tool_call:begin|>a1b2c3d4e5<|tool_call:name|>'
+     'get_weather<|tool_call:args|>{"city": "Paris"}<|tool_call:end|><|tool_call:begin|>f6g7h8i9j0<|tool_call:name|>'
+     'add<|tool_call:args|>{"a": 1}<|tool_call:end|><|calls|>', "Let me check.",
+     [("get_weather", {"city": "Paris"}), ("add", {"a": 1})]),
+    (MuseGlimmerFormat([{"name": "special_function"}]),  # llama.cpp's test-chat: a call as the turn's first message
+     " to=special_function<|message|>" + ATEM_CALL, "", [("special_function", {"arg1": 1})]),
+    (MuseGlimmerFormat([{"name": "special_function"}]),  # llama.cpp's test-chat: "inform then act"
+     " to=user<|message|>Hello, world!\nWhat's up?<|eom|><|start|>assistant to=special_function<|message|>" + ATEM_CALL,
+     "Hello, world!\nWhat's up?", [("special_function", {"arg1": 1})]),
+    (MuseGlimmerFormat([{"name": "special_function"}]),  # llama.cpp's test-chat: markup quoted in an answer is text
+     " to=user<|message|>You invoke it like this:\n" + ATEM_CALL + "<|eot|>", "You invoke it like this:\n" + ATEM_CALL,
+     []),
 ]
 
 
@@ -272,6 +320,8 @@ def test_mistral_calls_keep_the_ids_the_model_wrote_and_get_ids_its_templates_ac
     (FunctionaryFormat([{"name": "f"}]), "f\nnot json"),
     (Lfm2Format(), "<|tool_call_start|>[f(a='\\ud83d')]<|tool_call_end|>"),  # a lone surrogate cannot go out
     (Lfm2Format(), '<|tool_call_start|>[f(a=["\\ud83d"])]<|tool_call_end|>'),
+    (CommandRPlusFormat(), "Action: none needed."),  # no fenced list
+    (CommandRPlusFormat(), 'Action:\n```json\n[{"name": "f", "parameters": {}}]\n```'),  # no tool_name
 ])
 def test_malformed_calls_come_back_as_content(fmt, text):
     out = run_parser(OutputParser(None, fmt), text)
@@ -390,6 +440,35 @@ RENDERED_TURNS = [
     (FunctionaryFormat(XML_FUNCTIONS), "",  # (less the ">>>" before "all", the prompt's in a reply)
      'all\nLet me check.>>>get_weather\n{"city": "New York", "days": 3, "opts": {"metric": true}}>>>add\n'
      '{"a": "007"}', "Let me check."),
+    (GraniteFormat(), "",  # Granite 3.3 shows no past calls: they are written into the turn's text
+     'Let me check.<|tool_call|>[{"name": "get_weather", "arguments": {"city": "New York", "days": 3, "opts": '
+     '{"metric": true}}}, {"name": "add", "arguments": {"a": "007"}}]', "Let me check."),
+    (AprielFormat(), "",  # Apriel 1.5 and 1.6 alike (with the ids of the calls the turn made)
+     'Let me check.\n<tool_calls>[{"name": "get_weather", "arguments": {"city": "New York", "days": 3, "opts": '
+     '{"metric": true}}, "id": "call_0"}, {"name": "add", "arguments": {"a": "007"}, "id": "call_1"}]</tool_calls>',
+     "Let me check."),
+    (HermesFormat(), "",  # Reka Edge
+     'Let me check.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "New York", "days": 3, "opts": '
+     '{"metric": true}}}\n</tool_call><tool_call>\n{"name": "add", "arguments": {"a": "007"}}\n</tool_call>',
+     "Let me check."),
+    (CommandRPlusFormat(), "",  # (the template ends such a turn without <|END_OF_TURN_TOKEN|>)
+     'Let me check.\nAction:\n```json\n[\n    {\n        "tool_name": "get_weather",\n        "parameters": {\n'
+     '            "city": "New York",\n            "days": 3,\n            "opts": {\n                "metric": true\n'
+     '            }\n        }\n    },\n    {\n        "tool_name": "add",\n        "parameters": {\n'
+     '            "a": "007"\n        }\n    }\n]```\n', "Let me check."),
+    (FireFunctionFormat(), "",
+     'Let me check. functools[{"name": "get_weather", "arguments": {"city": "New York", "days": 3, "opts": '
+     '{"metric": true}}}, {"name": "add", "arguments": {"a": "007"}}]', "Let me check."),
+    (SolarOpenFormat(), "",  # (the template leaves out the text of a turn with calls)
+     '<|tool_calls|><|tool_call:begin|>call_0<|tool_call:name|>get_weather<|tool_call:args|>{"city": "New York", '
+     '"days": 3, "opts": {"metric": true}}<|tool_call:end|><|tool_call:begin|>call_1<|tool_call:name|>add'
+     '<|tool_call:args|>{"a": "007"}<|tool_call:end|><|calls|>', ""),
+    (MuseGlimmerFormat(XML_FUNCTIONS), "",  # (less the prompt's "<|start|>assistant"; the turn's text left out)
+     ' to=get_weather<|message|><atem:function_calls>\n<atem:invoke name="get_weather">\n<atem:parameter name="city">'
+     'New York</atem:parameter>\n<atem:parameter name="days">3</atem:parameter>\n<atem:parameter name="opts">'
+     '{"metric": true}</atem:parameter>\n</atem:invoke>\n</atem:function_calls><|eom|><|start|>assistant to=add'
+     '<|message|><atem:function_calls>\n<atem:invoke name="add">\n<atem:parameter name="a">007</atem:parameter>\n'
+     "</atem:invoke>\n</atem:function_calls><|eot|>", ""),
 ]
 
 
@@ -398,6 +477,26 @@ RENDERED_TURNS = [
 def test_calls_as_the_template_renders_them_read_back(fmt, tags, text, content):
     out = run_parser(OutputParser(reasoning_for("auto", "", tags), fmt), text, 2)
     assert (out.reasoning, out.content.strip(), calls_of(out)) == ("", content, PAST_CALLS)
+
+APRIEL_1_6 = ("{%- set reasoning_asst_turn_start = 'Here are my reasoning steps:\\n' -%}<tool_calls>["
+              "{{ '[BEGIN FINAL RESPONSE]' }}")
+SOLAR_OPEN = ('{{ "<|begin|>assistant<|think|>" + m.reasoning + "<|end|>" }}{{ "<|tool_call:begin|>" + id }}'
+              '{% if add_generation_prompt %}{{- "<|begin|>assistant" }}{% endif %}')
+MUSE_GLIMMER = ("{{ '<|start|>assistant to=self<|message|>' + m.reasoning_content + '<|eom|>' }}"
+                "{{ '<atem:function_calls>' }}")
+REKA_EDGE = ('within <tool_call></tool_call> XML tags:\n{% if enable_thinking is true %}{{ "assistant: <think>\\n" }}'
+             '{% endif %}')
+
+
+@pytest.mark.parametrize("fmt, text", [  # each template shows a turn's first call only
+    (GigaChatFormat(V3_OPENER), 'Let me check.<|message_sep|>\n\nfunction call<|role_sep|>\n{"name": "get_weather", '
+                                '"arguments": {"city": "New York", "days": 3, "opts": {"metric": true}}}'),
+    (GigaChatFormat(), 'Let me check.<|function_call|>{"name": "get_weather", "arguments": {"city": "New York", '
+                       '"days": 3, "opts": {"metric": true}}}'),
+])
+def test_gigachat_calls_as_its_templates_render_them_read_back(fmt, text):
+    out = run_parser(OutputParser(None, fmt), text, 2)
+    assert (out.content, calls_of(out)) == ("Let me check.", PAST_CALLS[:1])
 
 
 @pytest.mark.parametrize("step", [None, 3])
@@ -443,6 +542,28 @@ def test_calls_as_the_template_renders_them_read_back(fmt, tags, text, content):
     # Apertus: its deliberation
     ("<|inner_prefix|><|tools_prefix|><|tools_suffix|>", "<|assistant_start|>", "<|inner_prefix|>plan<|inner_suffix|>"
      'Sure.<|tools_prefix|>[{"f": {"a": 1}}]<|tools_suffix|>', "plan", "Sure.", [("f", {"a": 1})]),
+    # Granite 3.3 (llama.cpp's test-chat): <think> thinking; a call after it
+    ("<|tool_call|>", "<|start_of_role|>assistant<|end_of_role|>", "<think>I'm\nthinking</think>Hello, world!\n"
+     "What's up?", "I'm\nthinking", "Hello, world!\nWhat's up?", []),
+    ("<|tool_call|>", "<|start_of_role|>assistant<|end_of_role|>", '<think>plan</think><|tool_call|>[{"name": "f", '
+     '"arguments": {}}]', "plan", "", [("f", {})]),
+    # Apriel 1.6 (llama.cpp's test-chat): the prompt opens the reasoning steps
+    (APRIEL_1_6, "<|begin_assistant|>\nHere are my reasoning steps:\n", "I'm\nthinking\n[BEGIN FINAL RESPONSE]\n"
+     "Hello, world!\nWhat's up?", "I'm\nthinking\n", "Hello, world!\nWhat's up?", []),
+    (APRIEL_1_6, "<|begin_assistant|>\nHere are my reasoning steps:\n", "I'm\nthinking\n[BEGIN FINAL RESPONSE]\n"
+     '<tool_calls>[{"name": "special_function", "arguments": {"arg1": 1}}]</tool_calls>', "I'm\nthinking\n", "",
+     [("special_function", {"arg1": 1})]),
+    # Reka Edge (llama.cpp's test-chat): the prompt opens the thinking
+    (REKA_EDGE, "<sep>assistant: <think>\n", "I'm\nthinking\n</think>\n\n<tool_call>\n{\"name\": "
+     '"special_function", "arguments": {"arg1": 1}}</tool_call>', "I'm\nthinking\n", "",
+     [("special_function", {"arg1": 1})]),
+    # Solar Open: a thinking message, then a calls message
+    (SOLAR_OPEN, "<|begin|>assistant", "<|think|>I should call a tool.<|end|><|begin|>assistant<|tool_calls|>"
+     '<|tool_call:begin|>a1b2c3d4e5<|tool_call:name|>f<|tool_call:args|>{"a": 1}<|tool_call:end|>',
+     "I should call a tool.", "", [("f", {"a": 1})]),
+    # Muse Glimmer (llama.cpp's test-chat): its message to itself, markup in it included, then its answer
+    (MUSE_GLIMMER, "<|start|>assistant", " to=self<|message|>I could use " + ATEM_CALL + " here<|eom|>"
+     "<|start|>assistant to=user<|message|>Hello!<|eot|>", "I could use " + ATEM_CALL + " here", "Hello!", []),
 ])
 def test_new_formats_read_their_thinking_and_calls(template, prompt, text, reasoning, content, calls, step):
     template = "{% for t in tools %}{% endfor %}" + template
@@ -461,6 +582,14 @@ def test_functionary_reads_the_prompts_lead_as_its_own(forced):
         assert run_parser(OutputParser(None, fmt, forced=forced), "", step).content == ""
         cut = run_parser(OutputParser(None, fmt, forced=forced), "get_wea", step)
         assert (cut.content, cut.calls) == ("" if forced else "get_wea", [])
+
+
+def test_solar_open_calls_keep_the_ids_the_model_wrote():
+    """Solar Open's template writes each call's id back with the call and its result."""
+    text = ('<|tool_calls|><|tool_call:begin|>a1b2c3d4e5<|tool_call:name|>f<|tool_call:args|>{}<|tool_call:end|>'
+            '<|tool_call:begin|><|tool_call:name|>g<|tool_call:args|>{}<|tool_call:end|>')
+    out = run_parser(OutputParser(None, SolarOpenFormat()), text)
+    assert out.calls[0].id == "a1b2c3d4e5" and out.calls[1].id.startswith("call_")  # none written: a new one
 
 
 def test_cohere_calls_get_ids_of_their_own():
@@ -653,6 +782,20 @@ def test_partial_marker_at_the_end_is_released():
      "{% if tools %}{% endif %}", "apertus"),
     ("{% if tools %}Respond in this format:\n>>>${recipient}\n${content}{% endif %}{{ '>>>all\n' + content }}",
      "functionary-v3.2"),
+    ("{% if available_tools %}respond only with <|tool_call|> followed by a JSON list{% endif %}", "granite"),
+    ("{% if tools %}within <tool_call></tool_call> XML tags:\n<tool_calls>[{{ calls }}]</tool_calls>{% endif %}",
+     "apriel"),  # Apriel 1.5's instructions name Hermes' tag too
+    ("{% for t in tools %}{% endfor %}" + REKA_EDGE, "hermes"),  # Reka Edge
+    ("{% if tools %}Write 'Action:' followed by a list\n```json\n[{\"tool_name\": ...}]```{% endif %}",
+     "command-r-plus"),
+    ('{%- set add_tokens = namespace(role_sep="<|role_sep|>\\n", message_sep="<|message_sep|>\\n\\n") -%}'
+     "{% if tools %}{{ 'function call' }}{% endif %}", "gigachat"),
+    ('{%- set add_tokens = namespace(role_sep="<|role_sep|>\\n", function_call="<|function_call|>") -%}'
+     "{% if tools %}{% endif %}", "gigachat"),
+    ("{% if tools %}" + SOLAR_OPEN + "{% endif %}", "solar-open"),
+    ("{% if tools %}{% endif %}" + MUSE_GLIMMER, "muse-glimmer"),
+    ("{%- set system_prompt_suffix = 'functools[{\"name\": ...}]' + functions -%}{{ m['tool_calls'] }}",
+     "firefunction-v2"),
 ])
 def test_template_detection(template, name):
     assert detect_native_format(template).name == name

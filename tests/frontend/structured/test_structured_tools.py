@@ -187,3 +187,60 @@ def test_a_call_opener_ends_a_budgeted_thinking_too():
     finally:
         tokenizer.close()
     assert budget is not None and budget.ends == ["</think>", "<tool_call>"] and budget.open
+
+
+def test_granite_3_3_gets_past_calls_in_the_text():
+    """Granite 3.3's template shows a turn's text only: its calls are written after it, as the
+    model writes them, and read back as they were."""
+    body = msgspec.convert({"messages": [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Checking.", "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "ok"}]}, ChatCompletionRequest)
+    template = "{% if available_tools %}<|tool_call|>{% endif %}{% for m in messages %}{{ m.content }}{% endfor %}"
+    plan = plan_tools(body, template)
+    text = plan.messages[1]["content"]
+    assert text == 'Checking.<|tool_call|>[{"name": "get_weather", "arguments": {"city": "Paris"}}]'
+    parsed = plan_tools(request(tools=[{"type": "function", "function": {"name": "get_weather"}}]), template).format
+    assert [(c.name, c.arguments) for c in parsed.parse(text.split("<|tool_call|>")[1])] == [
+        ("get_weather", '{"city": "Paris"}')]
+
+
+def test_gigachat_3_calls_have_their_control_tokens_written_as_text():
+    """GigaChat 3's call opener holds two control tokens: the reply must render them for the
+    opener to be seen whole."""
+    template = '{%- set add_tokens = namespace(role_sep="<|role_sep|>", message_sep="<|message_sep|>") -%}{{ tools }}'
+    fe = SimpleNamespace(cfg=SimpleNamespace(skip_chat_parsing=False, reasoning_format="auto"),
+                         template=SimpleNamespace(source=template))
+    body = request(tools=[{"type": "function", "function": {"name": "ping"}}])
+    _, markers = _reply_parsers(fe, body, ChatPlan("assistant<|role_sep|>\n", plan_tools(body, template)))
+    assert {"<|message_sep|>", "<|role_sep|>"} <= set(markers)
+
+
+SOLAR_OPEN = "{{ tools }}<|begin|>assistant<|think|><|tool_call:begin|>{{ message.reasoning }}"
+
+
+def test_solar_open_replies_lose_their_message_framing_with_tools_or_without():
+    """Solar Open writes its thinking, text and calls as messages of their own: their framing is
+    no content, whether the request has tools or not; its thinking is reasoning."""
+    text = "<|think|>Let me think.<|end|><|begin|>assistant<|content|>The answer is 42.<|end|>"
+    ping = [{"type": "function", "function": {"name": "ping"}}]
+    for body in (request(), request(tools=ping)):
+        out = reply(SOLAR_OPEN, body, "<|begin|>assistant", text, 2)
+        assert (out.reasoning, out.content, out.calls) == ("Let me think.", "The answer is 42.", [])
+
+
+def test_solar_open_reads_past_reasoning_from_reasoning():
+    body = msgspec.convert({"messages": [{"role": "user", "content": "Hi"},
+                                         {"role": "assistant", "content": "Hello", "reasoning_content": "greet"},
+                                         {"role": "user", "content": "Bye"}]}, ChatCompletionRequest)
+    assert plan_tools(body, SOLAR_OPEN).messages[1]["reasoning"] == "greet"
+
+
+def test_muse_glimmer_replies_lose_their_message_framing_with_tools_or_without():
+    template = "{{ tools }}<|start|>assistant to=self<|message|><atem:function_calls><|eom|>"
+    ping = [{"type": "function", "function": {"name": "ping"}}]
+    for body in (request(), request(tools=ping)):
+        out = reply(template, body, "<|start|>assistant", " to=self<|message|>Hmm.<|eom|><|start|>assistant to=user"
+                                                          "<|message|>Hello!<|eot|>", 2)
+        assert (out.reasoning, out.content, out.calls) == ("Hmm.", "Hello!", [])

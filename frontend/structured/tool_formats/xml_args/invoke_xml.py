@@ -84,11 +84,17 @@ class InvokeXmlFormat(SchemaBound):
         return json.dumps(out, ensure_ascii=False)
 
     def section_grammar(self, rules: gbnf.Rules, calls: dict[str, str], parallel: bool) -> str:
+        one = rules.add(f"tool-call-{self.name}", " | ".join(self.invokes(rules, calls).values()))
+        body = f"{one}+" if parallel else one
+        return f"{gbnf.literal(self.starts[0] + NL)} {body} {gbnf.literal(self.end)}"
+
+    def invokes(self, rules: gbnf.Rules, calls: dict[str, str]) -> dict[str, str]:
+        """GBNF of each function's invoke element (and its new line), by name."""
         # ``calls`` holds JSON-object rules; this format writes the parameters one by one instead.
         p = self.prefix
         value_end = f"</{p}parameter>"
         text = gbnf.text_without(rules, value_end, f"{self.name}-text")
-        alts = []
+        invokes = {}
         for name in calls:
             schema = self.schema(name)
             params = []
@@ -98,11 +104,9 @@ class InvokeXmlFormat(SchemaBound):
                 params.append(param if required else f"({param})?")
             if not schema.get("properties") and schema.get("additionalProperties") is not False:
                 params.append(f"({self._any_parameter(rules, text)})*")  # no properties listed: any
-            alts.append(" ".join([gbnf.literal(f'<{p}invoke name="{name}">' + NL), *params,
-                                  f'"\\n"? {gbnf.literal(f"</{p}invoke>" + NL)}']))
-        one = rules.add(f"tool-call-{self.name}", " | ".join(alts))
-        body = f"{one}+" if parallel else one
-        return f"{gbnf.literal(self.starts[0] + NL)} {body} {gbnf.literal(self.end)}"
+            invokes[name] = " ".join([gbnf.literal(f'<{p}invoke name="{name}">' + NL), *params,
+                                      f'"\\n"? {gbnf.literal(f"</{p}invoke>" + NL)}'])
+        return invokes
 
     def _parameter_head(self, key: str, string: bool) -> str:
         attr = f' string="{"true" if string else "false"}"' if self.string_attr else ""
