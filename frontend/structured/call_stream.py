@@ -15,6 +15,8 @@ whole when its section closes.
 from __future__ import annotations
 
 import json
+import math
+import string
 
 from frontend.structured.deltas import CallOut, OutputDelta, call_head, partial_suffix
 from frontend.structured.tool_formats import ToolFormat
@@ -24,15 +26,20 @@ from frontend.structured.tool_formats.typed_args import SchemaBound, is_string, 
 class ArgsStream:
     """The arguments of one call, sent as they arrive: the text of one JSON object, which ends
     where its braces balance (whatever follows, such as the format's closing marker, is not
-    part of it). Outside strings the spacing is json.dumps' (``", "``, ``": "``, no other
-    whitespace), so a stream's arguments read as those of the same call not streamed."""
+    part of it). It goes out as json.dumps writes the same object (as a call read whole is
+    written): ``", "`` and ``": "`` and no other white space outside strings, each number as
+    Python writes it (sent when it ends), each escape in a string decoded and written again
+    (``\\u00e9`` as ``é``, ``\\/`` as ``/``). Only a key written twice reads differently: whole,
+    the last one stands."""
 
     def __init__(self, index: int, name: str, out: OutputDelta, call_id: str = "") -> None:
         self.index = index
         self.done = False
         self._depth = 0
         self._in_string = False
-        self._escape = False
+        self._escape = ""  # an escape in a string, as far as it has come
+        self._high = ""  # an escape of a surrogate pair's first half, waiting for the second
+        self._number = ""  # a number, as far as it has come
         call_head(index, name, out, call_id)
 
     def feed(self, text: str, out: OutputDelta) -> int:
@@ -44,37 +51,61 @@ class ArgsStream:
         for ch in text:
             used += 1
             if self._in_string:
-                if self._escape:
-                    self._escape = False
-                elif ch == "\\":
-                    self._escape = True
-                elif ch == '"':
-                    self._in_string = False
-            elif ch.isspace():
+                if self._escape or ch == "\\":
+                    self._escape += ch
+                    if len(self._escape) >= 2 and (self._escape[1] != "u" or len(self._escape) == 6):
+                        kept.append(self._unescaped(self._escape))
+                        self._escape = ""
+                    continue
+                kept.append(self._high)  # a first half no second half followed: as it was written
+                self._high = ""
+                self._in_string = ch != '"'
+            elif ch in _NUMBER and (self._number or ch in _NUMBER_START):
+                self._number += ch
                 continue
-            elif ch == '"':
-                self._in_string = True
-            elif ch in ",:":
-                ch += " "
-            elif ch in "{[":
-                self._depth += 1
-            elif ch in "}]":
-                self._depth -= 1
-                if self._depth == 0:
-                    self.done = True
-                    kept.append(ch)
-                    break
+            else:
+                if self._number:
+                    kept.append(_number_text(self._number))
+                    self._number = ""
+                if ch.isspace():
+                    continue
+                if ch == '"':
+                    self._in_string = True
+                elif ch in ",:":
+                    ch += " "
+                elif ch in "{[":
+                    self._depth += 1
+                elif ch in "}]":
+                    self._depth -= 1
+                    if self._depth == 0:
+                        self.done = True
+                        kept.append(ch)
+                        break
             kept.append(ch)
-        if kept:
-            out.calls.append(CallOut(self.index, None, None, "".join(kept)))
+        piece = "".join(kept)
+        if piece:
+            out.calls.append(CallOut(self.index, None, None, piece))
         return used
+
+    def _unescaped(self, escape: str) -> str:
+        """A complete escape as json.dumps writes the character it stands for."""
+        if escape[1] == "u" and _is_high_surrogate(escape[2:]) and not self._high:
+            self._high = escape
+            return ""
+        escape, self._high = self._high + escape, ""
+        try:
+            value = json.loads(f'"{escape}"')
+            value.encode()  # (a lone surrogate cannot go out)
+        except ValueError:  # a bad escape, a lone surrogate: as it was written
+            return escape
+        return json.dumps(value, ensure_ascii=False)[1:-1]
 
 
 class CallStream:
     """The calls of one section, read as its text grows: ``feed`` takes the whole section so far."""
 
     def __init__(self, first_index: int) -> None:
-        self.started = 0  # calls announced
+        self.names: list[str] = []  # of the calls announced
         self._first = first_index
         self._pos = 0  # the section's text up to here is read
 
@@ -83,7 +114,7 @@ class CallStream:
         raise NotImplementedError
 
     def finish(self, out: OutputDelta) -> None:
-        """The section closed (not cut short)."""
+        """The section ended and reads as calls."""
 
 
 class JsonCalls(CallStream):
@@ -91,25 +122,30 @@ class JsonCalls(CallStream):
         super().__init__(first_index)
         self._fmt = fmt
         self._args: ArgsStream | None = None
+        self._stuck = False  # a call it cannot read came first: the rest come whole
 
     def feed(self, section: str, out: OutputDelta) -> int:
         begun = 0
-        while True:
+        while not self._stuck:
             if self._args is None:
                 assert self._fmt.call_head is not None
                 head = self._fmt.call_head.search(section, self._pos)
                 name = _name(head["name"]) if head else ""
                 if head is None or not name:
                     return begun
+                if "{" in section[self._pos : head.start()]:  # an object skipped: a call not written name first
+                    self._stuck = True
+                    return begun
                 call_id = head.groupdict().get("id") or self._fmt.new_call_id()
-                self._args = ArgsStream(self._first + self.started, name, out, call_id)
-                self.started += 1
+                self._args = ArgsStream(self._first + len(self.names), name, out, call_id)
+                self.names.append(name)
                 begun += 1
                 self._pos = head.end()
             self._pos += self._args.feed(section[self._pos :], out)
             if not self._args.done:
                 return begun
             self._args = None
+        return begun
 
 
 class XmlCalls(CallStream):
@@ -131,10 +167,10 @@ class XmlCalls(CallStream):
                 head = self._xml.call_head.match(section, self._pos)
                 if head is None or not head["name"].strip():
                     return begun
-                self._call, self._n_args, self._index = head["name"].strip(), 0, self._first + self.started
+                self._call, self._n_args, self._index = head["name"].strip(), 0, self._first + len(self.names)
                 call_head(self._index, self._call, out, self._fmt.new_call_id())
                 self._send("{", out)
-                self.started += 1
+                self.names.append(self._call)
                 begun += 1
                 self._pos = head.end()
             elif self._value is None:
@@ -196,6 +232,23 @@ def call_stream(fmt: ToolFormat, first_index: int) -> CallStream | None:
     if fmt.call_head is not None:
         return JsonCalls(fmt, first_index)
     return None
+
+
+_NUMBER = frozenset("-+0123456789.eE")
+_NUMBER_START = frozenset("-0123456789")
+
+
+def _number_text(text: str) -> str:
+    """A number as json.dumps writes it (as the model wrote it where Python cannot hold it)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return json.dumps(value) if isinstance(value, int) or math.isfinite(value) else text
+
+
+def _is_high_surrogate(digits: str) -> bool:
+    return all(c in string.hexdigits for c in digits) and 0xD800 <= int(digits, 16) < 0xDC00
 
 
 def _name(text: str) -> str:

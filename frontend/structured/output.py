@@ -18,10 +18,14 @@ call valid; only an output cut by max_tokens leaves its arguments unfinished, as
 
 from __future__ import annotations
 
+import logging
+
 from frontend.structured.call_stream import CallStream, call_stream
 from frontend.structured.deltas import OutputDelta, first_marker, partial_suffix, whole_call
 from frontend.structured.reasoning import Reasoning
 from frontend.structured.tool_formats import ParsedCall, ToolFormat
+
+log = logging.getLogger(__name__)
 
 
 class StreamParser:
@@ -189,27 +193,31 @@ class OutputParser(StreamParser):
     def _close_section(self, section: str, out: OutputDelta, cut: bool = False) -> None:
         """``cut``: the output ended inside the section, before its closer."""
         assert self._tools is not None
-        streamed = self._calls.started if self._calls is not None else 0
-        if streamed:  # calls already announced: send the rest, then any the stream could not read
-            self._stream_args(section, out)
-            if not cut:
-                self._calls.finish(out)
-        self._calls = None
+        stream, self._calls = self._calls, None
+        streamed = stream.names if stream is not None else []
+        if stream is not None and streamed:  # calls already announced: send the rest
+            self._n_calls += stream.feed(section, out)
         try:
             calls: list[ParsedCall] = self._tools.parse(section)
             for call in calls:
                 call.arguments.encode()  # malformed if it holds a lone surrogate (JSON's "\\ud83d" alone)
-        except (ValueError, TypeError, KeyError):  # (UnicodeEncodeError is a ValueError)
-            if streamed:
-                return
-            if cut:  # what the tool grammar began is a call, cut short; not text
+        except (ValueError, TypeError, KeyError, RecursionError):  # (UnicodeEncodeError is a ValueError)
+            if streamed:  # (only output the grammar did not make: the rest is lost)
+                if not cut:
+                    log.warning("a tool-call section that streamed as calls %s did not read as calls", streamed)
+            elif cut:  # what the tool grammar began is a call, cut short; not text
                 self._stream_args(section, out, announce=True)
                 self._calls = None
-                return
-            opener = "" if self._tools.keep_start else self._tools.starts[0]
-            self._emit_content(opener + section + (self._tools.end or ""), out)
+            else:
+                opener = "" if self._tools.keep_start else self._tools.starts[0]
+                self._emit_content(opener + section + (self._tools.end or ""), out)
             return
-        for call in calls[streamed:]:
+        if stream is not None and streamed:  # the stream's calls were the first ones; the rest come whole
+            if [call.name for call in calls[: len(streamed)]] != streamed:
+                log.warning("tool calls streamed as %s read as %s", streamed, [call.name for call in calls])
+                return
+            stream.finish(out)
+        for call in calls[len(streamed) :]:
             whole_call(self._n_calls, call.name, call.arguments, out, call.id or self._tools.new_call_id())
             self._n_calls += 1
 

@@ -78,13 +78,14 @@ def plan_tools(body: ChatCompletionRequest, template_source: str) -> ToolPlan:
         history = [_with_string_arguments(m) if "tool_calls" in m else m for m in history]
     if native is not None and "tool_calls" not in template_source:  # a template that shows no past calls
         history = [_calls_in_text(m, native) if "tool_calls" in m else m for m in history]
+    shown = [_with_parameter_descriptions(t) for t in tools] if native and native.described_parameters else tools
     if choice == "none" or not tools:
-        return ToolPlan(history, tools or None if native else None, None, reader=native.reader() if native else None)
+        return ToolPlan(history, shown or None if native else None, None, reader=native.reader() if native else None)
     if native is None:
         history = _with_system(history, GENERIC_PROMPT.format(
             tools="\n".join(json.dumps(t["function"], ensure_ascii=False) for t in tools)))
     functions = [t["function"] for t in tools if named is None or t["function"]["name"] == named]
-    return ToolPlan(history, tools if native else None, fmt, functions, forced=choice != "auto",
+    return ToolPlan(history, shown if native else None, fmt, functions, forced=choice != "auto",
                     parallel=body.parallel_tool_calls)
 
 
@@ -94,6 +95,16 @@ def _template_tool(tool: Tool) -> dict[str, Any]:
     f = tool.function
     return {"type": "function", "function": {"name": f.name, "description": f.description or "",
                                              "parameters": f.parameters if f.parameters is not None else {}}}
+
+
+def _with_parameter_descriptions(tool: dict[str, Any]) -> dict[str, Any]:
+    """The tool with a description ("") on each parameter that has none."""
+    parameters = tool["function"]["parameters"]
+    properties = parameters.get("properties") if isinstance(parameters, dict) else None
+    if not isinstance(properties, dict):
+        return tool
+    described = {k: {"description": ""} | v if isinstance(v, dict) else v for k, v in properties.items()}
+    return {**tool, "function": {**tool["function"], "parameters": {**parameters, "properties": described}}}
 
 
 def _message(message: ChatMessage, i: int) -> dict[str, Any]:

@@ -4,6 +4,7 @@ the calls in it, and the grammar that makes the model write valid ones."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ class ToolFormat:
     tokens: tuple[str, ...] = ()  # other control tokens the calls are written with, to read as text
     string_arguments = False  # the template takes past calls' arguments as JSON text, not objects
     reasoning_key = ""  # where the template reads a past turn's reasoning, if not reasoning_content
+    described_parameters = False  # the template reads every parameter's description (Command R+'s)
     # Where a call written name first begins, up to its arguments' JSON object, so that they can
     # stream (found from the section's start or the end of the previous call's arguments): groups
     # ``name`` (a JSON string, or the name as it is) and ``id`` where the model writes one.
@@ -92,10 +94,10 @@ def name_first_head(args_key: str, name_key: str = "name") -> re.Pattern[str]:
 def arguments_text(value: Any) -> str:
     """Arguments as the JSON object text OpenAI sends (a string holding JSON is decoded first)."""
     if isinstance(value, str):
-        value = json.loads(value) if value.strip() else {}
+        value = json_value(value) if value.strip() else {}
     if not isinstance(value, dict):
         raise ValueError("tool call arguments must be a JSON object")
-    return json.dumps(value, ensure_ascii=False)
+    return json.dumps(value, ensure_ascii=False, allow_nan=False)  # (no Infinity: not JSON)
 
 
 def call_from_object(obj: Any, args_keys: tuple[str, ...] = ("arguments", "parameters")) -> ParsedCall:
@@ -140,8 +142,24 @@ def json_list_grammar(rules: gbnf.Rules, start: str, end: str, one: str, paralle
 
 
 def json_value(text: str) -> Any:
-    """One JSON value filling ``text`` (surrounding whitespace allowed)."""
-    return json.loads(text)
+    """One JSON value filling ``text`` (surrounding whitespace allowed), its numbers finite: JSON has
+    no NaN or Infinity, so arguments holding them could not go out (ValueError)."""
+    return json.loads(text, parse_float=_finite, parse_int=_whole, parse_constant=_no_constant)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is beyond a float")
+    return value
+
+
+def _whole(text: str) -> int:
+    return int(text)  # (ValueError past Python's 4,300 digits)
+
+
+def _no_constant(text: str) -> Any:
+    raise ValueError(f"{text} is not a JSON value")
 
 
 def name_object_alternatives(rules: gbnf.Rules, calls: dict[str, str], args_key: str, hint: str,

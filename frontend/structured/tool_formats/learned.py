@@ -8,14 +8,16 @@ shows the syntax. Two shapes are learned, the arguments written as JSON in both:
 - the name, then the arguments object (``<call>NAME<sep>{...}</call>``).
 
 A turn with two probe calls shows whether calls share one section (and what separates them)
-or each gets its own. Anything else (arguments written as elements, Python calls, no text that
-opens the calls) is not learned: such a template keeps the generic format.
+or each gets its own. Anything else (arguments written as elements, Python calls, calls with
+ids, markers that are not tags but text a reply may hold anyway, such as ``A:`` or ``[``) is not
+learned: such a template keeps the generic format.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 import re
 from dataclasses import dataclass
 
@@ -24,9 +26,13 @@ from frontend.structured.tool_formats import detect_native_format
 from frontend.structured.tool_formats.base import ParsedCall, ToolFormat, arguments_text
 from frontend.text.chat_template import ChatTemplate, ChatTemplateError
 
+log = logging.getLogger(__name__)
+
 _NAMES = ("probe_fn_alpha", "probe_fn_beta")
 _ARGS = ({"probe_key": "probe_value"}, {"probe_key": "probe_other"})
 _IDS = ("call0probe", "call1probe")
+_MAX_TAG = 48
+_TAG = re.compile(r"<[/|｜]?[A-Za-z_][^<>\n]*>?|\[[A-Za-z_]+\]")
 _USER = {"role": "user", "content": "probe question"}
 _ANSWER = "probe answer"
 
@@ -112,12 +118,18 @@ def learn_format(source: str) -> LearnedFormat | None:
     try:
         template = ChatTemplate(source, "", "")
         one, two = (_calls_text(template, n) for n in (1, 2))
+        syntax = _json_object_syntax(one, two) or _name_first_syntax(one, two) if one and two else None
     except (ChatTemplateError, ValueError):
         return None
-    if one is None or two is None:
+    except Exception:  # (a template is a program: whatever it does, the request goes on without)
+        log.warning("learning the chat template's tool-call syntax failed", exc_info=True)
         return None
-    syntax = _json_object_syntax(one, two) or _name_first_syntax(one, two)
-    return LearnedFormat(syntax) if syntax is not None and syntax.opener.strip() else None
+    # Markers that are tags, not text a reply may hold anyway ("A:", "(", "]" alone).
+    if syntax is None or not _TAG.search(syntax.opener) or syntax.closer.strip() and not _TAG.search(syntax.closer):
+        return None
+    log.info("tool calls in the chat template's syntax, learned from it: %r ... %r", syntax.opener.strip(),
+             syntax.closer.strip())
+    return LearnedFormat(syntax)
 
 
 def _calls_text(template: ChatTemplate, n: int) -> str | None:
@@ -132,20 +144,15 @@ def _calls_text(template: ChatTemplate, n: int) -> str | None:
     without = template.render([_USER, {"role": "assistant", "content": ""}], False, tools)
     # The output begins where the turn leaves the generation prompt (a template may leave out a
     # turn without content altogether, or the prompt may open a thinking the turn does not have).
-    output = len(_common_prefix(with_calls, prompt))
-    while output > 0 and not _starts_at(with_calls, output):
-        output -= 1
+    output = _tag_start(with_calls, len(_common_prefix(with_calls, prompt)))
     start = max(len(_common_prefix(with_calls, without)), output)
     end = len(with_calls) - len(_common_prefix(with_calls[start:][::-1], without[start:][::-1]))
     # The text that differs may be shifted by characters the two share (the "<" of "<tool_call>"
     # and of the turn's end), or begin or end inside a tag they share part of: shift it, then
-    # widen it, to begin and end at tags or lines.
-    while 0 < start < end and with_calls[start - 1] == with_calls[end - 1] and not _starts_at(with_calls, start):
+    # widen it to whole tags.
+    while 0 < start < end and with_calls[start - 1] == with_calls[end - 1] and _tag_start(with_calls, start) < start:
         start, end = start - 1, end - 1
-    while start > 0 and not _starts_at(with_calls, start):
-        start -= 1
-    while end < len(with_calls) and with_calls[end - 1] not in ">]}\n" and with_calls[end] not in "<\n":
-        end += 1
+    start, end = _tag_start(with_calls, start), _tag_end(with_calls, end)
     text = with_calls[start:end]
     # A turn's end (an end-of-generation token, mostly) is not the calls', should the turn without
     # calls not have shown it.
@@ -179,7 +186,7 @@ def _name_first_syntax(one: str, two: str) -> _Syntax | None:
     if name_at < 0 or args is None or args.start() < name_at + len(_NAMES[0]):
         return None
     between = one[name_at + len(_NAMES[0]) : args.start()]
-    if "{" in between or "}" in between:
+    if not between or "{" in between or "}" in between:  # (nothing between: no telling where a name ends)
         return None
     opener, closer = one[:name_at], one[args.end():]
     first = re.search(r'\{\s*"probe_key"\s*:\s*"probe_value"\s*\}', two)
@@ -204,14 +211,28 @@ def _enclosing_object(text: str, name: str) -> tuple[int, int, str, str] | None:
         if not isinstance(obj, dict) or end <= at:
             continue
         keys = {v: k for k, v in obj.items() if isinstance(v, str)}
-        args = [k for k, v in obj.items() if isinstance(v, dict) and v.get("probe_key", "").startswith("probe_")]
+        args = [k for k, v in obj.items() if isinstance(v, dict) and str(v.get("probe_key")).startswith("probe_")]
         return (start, end, keys[name], args[0]) if name in keys and len(args) == 1 else None
     return None
 
 
-def _starts_at(text: str, pos: int) -> bool:
-    """Whether a tag or a line begins at ``pos``."""
-    return pos >= len(text) or text[pos] in "<[" or text[pos - 1] in "\n>"
+def _tag_start(text: str, pos: int) -> int:
+    """Where the tag open at ``pos`` (``<...`` or ``[...`` not closed before it) begins; ``pos``
+    where none is."""
+    for opener, closer in (("<", ">"), ("[", "]")):
+        at = text.rfind(opener, max(0, pos - _MAX_TAG), pos)
+        if at >= 0 and closer not in text[at:pos] and "\n" not in text[at:pos]:
+            return at
+    return pos
+
+
+def _tag_end(text: str, pos: int) -> int:
+    """Where the tag open at ``pos`` ends; ``pos`` where none is open."""
+    at = _tag_start(text, pos)
+    if at == pos:
+        return pos
+    end = text.find(">" if text[at] == "<" else "]", pos, pos + _MAX_TAG)
+    return end + 1 if end >= 0 else pos
 
 
 def _common_prefix(a: str, b: str) -> str:

@@ -7,9 +7,10 @@ numbers, booleans, None, lists, tuples and dicts with string keys, nothing else 
 from __future__ import annotations
 
 import ast
-import json
 import math
 from typing import Any
+
+from frontend.structured.tool_formats.base import json_value
 
 _WORDS = {"true": True, "false": False, "null": None, "True": True, "False": False, "None": None}
 
@@ -18,24 +19,13 @@ def literal_value(text: str) -> Any:
     """A value written as JSON (read by JSON's rules: ``"\\/"``, surrogate pairs) or as a Python
     literal (single quotes, ``True``, ``None``)."""
     try:
-        return json.loads(text, parse_float=_finite, parse_constant=_no_constant)
-    except json.JSONDecodeError:
+        return json_value(text)
+    except ValueError:
         pass
     try:
         return _literal(ast.parse(text.strip(), mode="eval").body)
     except (SyntaxError, RecursionError) as exc:
         raise ValueError(f"not a Python literal: {text!r}") from exc
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError("not a finite number")
-    return value
-
-
-def _no_constant(text: str) -> Any:
-    raise ValueError(f"{text} is not a JSON value")
 
 
 def _literal(node: ast.AST) -> Any:

@@ -13,7 +13,7 @@ from typing import Any, Self
 
 from frontend.structured import gbnf
 from frontend.structured.json_schema import members_rule, subschema_rule
-from frontend.structured.tool_formats.base import ToolFormat
+from frontend.structured.tool_formats.base import ToolFormat, json_value
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +90,6 @@ def typed_value(text: str, schema: Any) -> Any:
     if is_string(schema):
         return text
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
+        return json_value(text)
+    except (ValueError, RecursionError):
         return text

@@ -56,6 +56,19 @@ def test_calls_in_a_learned_format_are_read_whole_and_streamed(template, reply, 
     # no text that opens the calls
     TURNS.replace("{CALLS}", '{% for c in m.tool_calls %}{"name": "{{ c.function.name }}", '
                   '"arguments": {{ c.function.arguments | tojson }}}{% endfor %}'),
+    # markers that are text a reply may hold anyway: "A:" then "(", a bare list, a full stop
+    TURNS.replace("{CALLS}", "{% for c in m.tool_calls %}A:{{ c.function.name }}({{ c.function.arguments | tojson }})"
+                  "\n{% endfor %}").replace("{% if add_generation_prompt %}<|assistant|>", "{% if add_generation_prompt %}A:"),
+    TURNS.replace("{CALLS}", '[{% for c in m.tool_calls %}{"name": "{{ c.function.name }}", "arguments": '
+                  '{{ c.function.arguments | tojson }}}{% if not loop.last %}, {% endif %}{% endfor %}]'),
+    TURNS.replace("{CALLS}", "{% for c in m.tool_calls %}<call>{{ c.function.name }} with "
+                  "{{ c.function.arguments | tojson }}.\n{% endfor %}"),
+    # nothing between the name and the arguments: no telling where the name ends
+    TURNS.replace("{CALLS}", "<calls>{% for c in m.tool_calls %}{{ c.function.name }}{{ c.function.arguments | tojson }}"
+                  "{% endfor %}</calls>"),
+    # a template that renders what is not a string where the probe's arguments go
+    TURNS.replace("{CALLS}", '{% for c in m.tool_calls %}<c>{"name": "{{ c.function.name }}", "arguments": '
+                  '{"probe_key": {{ c.function.arguments | length }}}}</c>{% endfor %}'),
     TURNS.replace("{CALLS}", "{{ raise_exception('no calls') }}"),  # a template that refuses calls
     TURNS.replace("{CALLS}", ""),  # one that shows none
 ])

@@ -891,3 +891,42 @@ def test_a_glm_call_ends_with_its_section():
     pieces = pieces_of(OutputParser(None, fmt, stream_args=True),
                        "<tool_call>get_weather\n<arg_key>days</arg_key>\n<arg_value>3</arg_value>\n</tool_call>")
     assert [p.arguments for p in pieces if p.name is None] == ["{", '"days": ', "3", "}"]
+
+
+def streamed_and_whole(fmt, text: str) -> tuple[list, list]:
+    pieces = pieces_of(OutputParser(None, fmt, stream_args=True), text)
+    whole = run_parser(OutputParser(None, fmt), text)
+    return [(c.name, c.arguments) for c in merge_calls(pieces)], [(c.name, c.arguments) for c in whole.calls]
+
+
+@pytest.mark.parametrize("fmt, text", [
+    # numbers and escapes as json.dumps writes them again
+    (HermesFormat(), '<tool_call>{"name": "f", "arguments": {"n": 1.50, "e": 1e-7, "m": -0, "t": [true, null], '
+                     '"s": "\\u00e9\\/ \\ud83d\\ude00 \\"q\\" \\\\ \\n \\u0001"}}</tool_call>'),
+    # a call not written name first, then one that is: both whole, in order
+    (MistralFormat(), '[TOOL_CALLS][{"arguments": {"a": 1}, "name": "f"}, {"name": "g", "arguments": {}}]'),
+    (HermesFormat(), '<tool_call>{"arguments": {"name": "x", "arguments": {}}, "name": "f"}</tool_call>'),
+    # a GLM call the output ended after a whole argument: its object closed, as read whole
+    (GlmFormat(XML_FUNCTIONS), "<tool_call>get_weather\n<arg_key>opts</arg_key>\n<arg_value>[1]</arg_value>"),
+    # a value past what Python reads as a number stays text
+    (MiniMaxM2Format([{"name": "f"}]), '<minimax:tool_call>\n<invoke name="f">\n<parameter name="x">' + "9" * 5000
+     + "</parameter>\n</invoke>\n</minimax:tool_call>"),
+])
+def test_streamed_calls_read_as_the_same_reply_not_streamed(fmt, text):
+    streamed, whole = streamed_and_whole(fmt, text)
+    assert streamed == whole and whole
+
+
+def test_arguments_beyond_json_never_go_out_as_calls():
+    """1e400 is no float, and JSON has no Infinity: the call is malformed, as JSON would have it."""
+    out = run_parser(OutputParser(None, HermesFormat()), '<tool_call>{"name": "f", "arguments": {"x": 1e400}}</tool_call>')
+    assert out.calls == [] and "1e400" in out.content
+
+
+def test_a_call_nested_past_pythons_recursion_is_content_not_an_error():
+    fmt = MiniMaxM3Format([{"name": "f"}])
+    ns = "]<]minimax[>["
+    body = "".join(f"{ns}<a>" for _ in range(3000)) + "1" + "".join(f"{ns}</a>" for _ in range(3000))
+    text = f'{ns}<tool_call>\n{ns}<invoke name="f">{body}{ns}</invoke>\n{ns}</tool_call>'
+    out = run_parser(OutputParser(None, fmt), text)
+    assert out.calls == [] and out.content == text

@@ -244,3 +244,15 @@ def test_muse_glimmer_replies_lose_their_message_framing_with_tools_or_without()
         out = reply(template, body, "<|start|>assistant", " to=self<|message|>Hmm.<|eom|><|start|>assistant to=user"
                                                           "<|message|>Hello!<|eot|>", 2)
         assert (out.reasoning, out.content, out.calls) == ("Hmm.", "Hello!", [])
+
+
+def test_command_r_plus_gets_a_description_for_every_parameter():
+    """Its template adds each parameter's description to text: one without would fail to render."""
+    template = ("{% for t in tools %}{% for k, p in t.function.parameters.properties.items() %}"
+                "{{ k + '): ' + p.description + ';' }}{% endfor %}{% endfor %}"
+                'Action: ```json [{"tool_name": ...}]```{% for m in messages %}{{ m.content }}{% endfor %}')
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {
+        "city": {"type": "string"}, "days": {"type": "integer", "description": "How many."}}}}}]
+    plan = plan_tools(request(tools=tools), template)
+    assert "city): ;days): How many.;" in ChatTemplate(template, "", "").render(plan.messages, True, plan.template_tools)
+    assert plan.functions[0]["parameters"]["properties"]["city"] == {"type": "string"}  # (the grammar's schema)

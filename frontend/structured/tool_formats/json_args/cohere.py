@@ -62,6 +62,7 @@ class CommandRPlusFormat(ToolFormat):
     name = "command-r-plus"
     starts = (ACTION,)
     end = None
+    described_parameters = True
     call_head = name_first_head("parameters", name_key="tool_name")
 
     def parse(self, section: str) -> list[ParsedCall]:
