@@ -103,10 +103,9 @@ class OutputParser(StreamParser):
                         self._buf = self._buf[: len(self._buf) - keep]  # an opener cut short: no text
                     if final:
                         keep = 0
-                    elif not self._seen_content and not self._buf[: len(self._buf) - keep].strip() and (
-                            self._tools is not None and self._tools.at_output_start_only
-                            or self._reasoning is not None and self._n_calls == 0):
-                        keep = len(self._buf)  # only whitespace so far: a call or an empty thinking may follow
+                    elif self._tools is not None and self._tools.at_output_start_only and not self._seen_content \
+                            and not self._buf.strip():
+                        keep = len(self._buf)  # only whitespace so far: the reply may still open a call
                     self._emit_content(self._buf[: len(self._buf) - keep], out)
                     self._buf = self._buf[len(self._buf) - keep :]
                     return
