@@ -3,13 +3,13 @@ its id and name, later pieces more of its arguments' JSON text.
 
 A call section is read as it grows, by how its format writes arguments:
 - ``JsonCalls``: each call's arguments are one JSON object after a head naming the function (the
-  format's ``call_head``); the object goes out as it comes, spaced as json.dumps spaces it.
+  format's ``call_head``); the object goes out as it comes, written as json.dumps writes it.
 - ``XmlCalls``: each argument is an element of its own (the format's ``XmlSyntax``); the JSON
   object is written as the elements come: a string value streams as a JSON string, any other
   value goes out whole when its element closes (typed by the function's schema, as reading the
   whole call types it), so the text streamed is the text of the same call read whole.
-A section may hold several calls; one the stream cannot read (written arguments first) comes
-whole when its section closes.
+A section may hold several calls; from one the stream cannot read (written arguments first),
+the section's calls come whole when it closes.
 """
 
 from __future__ import annotations
