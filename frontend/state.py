@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from frontend.response_store import ResponseStore
 from frontend.api.schemas import SamplingFields
 from frontend.api.sampling import CacheDefaults, check_server_defaults, server_defaults, stop_strings
 from frontend.structured.grammar import GrammarChecker
+from frontend.structured.tool_formats.learned import template_format
 from frontend.media.files import MediaLimits
 from frontend.media.arena import MediaArena, arena_bytes
 from frontend.text.multimodal import MediaTokenizer
@@ -27,6 +29,8 @@ from frontend.media.video import VideoDecoder
 from frontend.observe.prompt_log import PromptLog
 from ggserve.config import ServeConfig
 from ipc.protocol import EngineInfo, SamplingParams
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -50,10 +54,14 @@ class Frontend:
         # In a thread: in router mode a worker loads a model's vocabulary while serving others.
         tokenizer = await asyncio.to_thread(Tokenizer, cfg.model, cfg.kv_overrides)
         video = VideoDecoder(cfg, arena_bytes(cfg.media_max_bytes) // 2)  # half the arena: room to send the frames
+        template = await asyncio.to_thread(load_chat_template, tokenizer, cfg.chat_template_file, cfg.chat_template)
+        calls = await asyncio.to_thread(template_format, template.source)  # (learned here, not on a first request)
+        log.info("tool calls: %s", f"the template's own syntax ({calls.name})" if calls is not None else
+                 "a generic syntax taught in a system message (the template has no tool-call syntax known or learned)")
         frontend = cls(
             cfg=cfg,
             tokenizer=tokenizer,
-            template=await asyncio.to_thread(load_chat_template, tokenizer, cfg.chat_template_file, cfg.chat_template),
+            template=template,
             engine=EngineClient(cfg.scheduler_endpoint, cfg.curve),
             api_keys=ApiKeys(cfg.api_keys),
             started_at=int(time.time()),

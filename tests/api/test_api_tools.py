@@ -378,3 +378,4 @@ def test_a_template_of_an_unknown_syntax_gets_its_calls_written_and_read_in_it(l
     shop = json.loads(call["function"]["arguments"])["shop"]
     assert f'<TOOLCALL>[{{"name": "is_open", "arguments": {{"shop": "{shop}"}}}}]</TOOLCALL>' in prompt
     assert '<|tools|>[{"type": "function", "function": {"name": "get_weather"' in prompt
+    assert "tool calls: the template's own syntax (learned)" in learned_server.log()  # what the operator sees
