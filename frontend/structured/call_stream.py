@@ -158,6 +158,7 @@ class XmlCalls(CallStream):
         self._n_args = 0  # arguments sent of the open call
         self._value: bool | None = None  # the open value: a string (streams) or not (sent whole)
         self._schema: object = None  # the open value's schema
+        self._scan = 0  # where to look for the open value's end (the text before it holds none)
         self._ends = [self._xml.value_end] + (["\n" + self._xml.value_end] if self._xml.strip_nl else [])
 
     def feed(self, section: str, out: OutputDelta) -> int:
@@ -198,16 +199,18 @@ class XmlCalls(CallStream):
         self._send((", " if self._n_args else "") + json.dumps(key, ensure_ascii=False) + ": "
                    + ('"' if self._value else ""), out)
         self._n_args += 1
-        self._pos = head.end()
+        self._pos = self._scan = head.end()
         return True
 
     def _close_value(self, section: str, out: OutputDelta) -> bool:
-        end = section.find(self._xml.value_end, self._pos)
+        end = section.find(self._xml.value_end, self._scan)
         if end < 0:
             if self._value:  # a string: send what cannot be the start of its end
                 keep = partial_suffix(section[self._pos :], self._ends)
                 self._send(_string_text(section[self._pos : len(section) - keep]), out)
                 self._pos = len(section) - keep
+            # (a value sent whole is not read again from its start at each push)
+            self._scan = max(self._pos, len(section) - len(self._xml.value_end) + 1)
             return False
         text = section[self._pos : end]
         if self._xml.strip_nl:

@@ -144,7 +144,14 @@ def json_list_grammar(rules: gbnf.Rules, start: str, end: str, one: str, paralle
 def json_value(text: str) -> Any:
     """One JSON value filling ``text`` (surrounding whitespace allowed), its numbers finite: JSON has
     no NaN or Infinity, so arguments holding them could not go out (ValueError)."""
-    return json.loads(text, parse_float=_finite, parse_int=_whole, parse_constant=_no_constant)
+    return json.loads(text, parse_float=_finite, parse_constant=_no_constant)  # (ints past 4,300 digits: ValueError)
+
+
+def skip_space(text: str, pos: int) -> int:
+    """The first position from ``pos`` that is not white space."""
+    while pos < len(text) and text[pos].isspace():
+        pos += 1
+    return pos
 
 
 def _finite(text: str) -> float:
@@ -152,10 +159,6 @@ def _finite(text: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{text} is beyond a float")
     return value
-
-
-def _whole(text: str) -> int:
-    return int(text)  # (ValueError past Python's 4,300 digits)
 
 
 def _no_constant(text: str) -> Any:

@@ -18,12 +18,13 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass
 
 from frontend.structured import gbnf
 from frontend.structured.tool_formats import detect_native_format
-from frontend.structured.tool_formats.base import ParsedCall, ToolFormat, arguments_text
+from frontend.structured.tool_formats.base import ParsedCall, ToolFormat, arguments_text, skip_space
 from frontend.text.chat_template import ChatTemplate, ChatTemplateError
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class LearnedFormat(ToolFormat):
             if calls and separator:
                 if not text.startswith(separator, pos):
                     raise ValueError("calls not separated as the template separates them")
-                pos = _skip(text, pos + len(separator))
+                pos = skip_space(text, pos + len(separator))
             if s.name_key:
                 obj, pos = decoder.raw_decode(text, pos)
                 if not isinstance(obj, dict) or not isinstance(obj.get(s.name_key), str) or not obj[s.name_key]:
@@ -84,9 +85,9 @@ class LearnedFormat(ToolFormat):
                 name = text[pos:cut].strip() if cut > pos else ""
                 if not name or not re.fullmatch(r"[\w.-]+", name):
                     raise ValueError("a call needs a name before its arguments")
-                args, pos = decoder.raw_decode(text, _skip(text, cut + len(s.between)))
+                args, pos = decoder.raw_decode(text, skip_space(text, cut + len(s.between)))
                 calls.append(ParsedCall(name, arguments_text(args)))
-            pos = _skip(text, pos)
+            pos = skip_space(text, pos)
             if not s.shared:
                 break
         if not calls or pos < len(text):
@@ -144,9 +145,9 @@ def _calls_text(template: ChatTemplate, n: int) -> str | None:
     without = template.render([_USER, {"role": "assistant", "content": ""}], False, tools)
     # The output begins where the turn leaves the generation prompt (a template may leave out a
     # turn without content altogether, or the prompt may open a thinking the turn does not have).
-    output = _tag_start(with_calls, len(_common_prefix(with_calls, prompt)))
-    start = max(len(_common_prefix(with_calls, without)), output)
-    end = len(with_calls) - len(_common_prefix(with_calls[start:][::-1], without[start:][::-1]))
+    output = _tag_start(with_calls, len(os.path.commonprefix([with_calls, prompt])))
+    start = max(len(os.path.commonprefix([with_calls, without])), output)
+    end = len(with_calls) - len(os.path.commonprefix([with_calls[start:][::-1], without[start:][::-1]]))
     # The text that differs may be shifted by characters the two share (the "<" of "<tool_call>"
     # and of the turn's end), or begin or end inside a tag they share part of: shift it, then
     # widen it to whole tags.
@@ -233,18 +234,3 @@ def _tag_end(text: str, pos: int) -> int:
         return pos
     end = text.find(">" if text[at] == "<" else "]", pos, pos + _MAX_TAG)
     return end + 1 if end >= 0 else pos
-
-
-def _common_prefix(a: str, b: str) -> str:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return a[:n]
-
-
-def _skip(text: str, pos: int) -> int:
-    while pos < len(text) and text[pos].isspace():
-        pos += 1
-    return pos

@@ -24,7 +24,7 @@ import re
 from typing import Any
 
 from frontend.structured import gbnf
-from frontend.structured.tool_formats.base import ParsedCall, ToolFormat, arguments_text
+from frontend.structured.tool_formats.base import ParsedCall, ToolFormat, arguments_text, skip_space
 
 LEAD = ">>>"
 CONTENT = ">>>all\n"
@@ -60,9 +60,9 @@ class FunctionaryFormat(ToolFormat):
             name = section[pos + len(LEAD) : newline].strip() if newline >= 0 else ""
             if not name or name == "all":
                 raise ValueError("a Functionary call is >>>NAME and a new line")
-            args, pos = decoder.raw_decode(section, _skip(section, newline + 1))
+            args, pos = decoder.raw_decode(section, skip_space(section, newline + 1))
             calls.append(ParsedCall(name, arguments_text(args)))
-            pos = _skip(section, pos)
+            pos = skip_space(section, pos)
         if not calls:
             raise ValueError("no call")
         return calls
@@ -79,9 +79,3 @@ class FunctionaryFormat(ToolFormat):
 
     def answer_grammar(self, answer: str) -> str:
         return f'"all\\n" {answer}'
-
-
-def _skip(text: str, pos: int) -> int:
-    while pos < len(text) and text[pos].isspace():
-        pos += 1
-    return pos

@@ -29,7 +29,7 @@ from typing import Any
 
 from frontend.structured import gbnf
 from frontend.structured.json_schema import subschema_rule
-from frontend.structured.tool_formats.base import ParsedCall
+from frontend.structured.tool_formats.base import ParsedCall, skip_space
 from frontend.structured.tool_formats.literals import literal_value
 from frontend.structured.tool_formats.typed_args import SchemaBound, is_string
 
@@ -123,13 +123,13 @@ def _arguments(text: str, pos: int) -> tuple[dict[str, Any], int]:
     """The keyword arguments of a call from after its ``(``; the position after its ``)``."""
     args: dict[str, Any] = {}
     while True:
-        pos = _skip(text, pos)
+        pos = skip_space(text, pos)
         if text.startswith(")", pos):
             return args, pos + 1
         if args:
             if not text.startswith(",", pos):
                 raise ValueError(f"no comma at {pos} in an LFM2 call")
-            pos = _skip(text, pos + 1)
+            pos = skip_space(text, pos + 1)
             if text.startswith(")", pos):  # a trailing comma, as Python allows
                 return args, pos + 1
         key = _KEY.match(text, pos)
@@ -139,11 +139,6 @@ def _arguments(text: str, pos: int) -> tuple[dict[str, Any], int]:
         args[key[1]] = literal_value(text[key.end() : end])
         pos = end
 
-
-def _skip(text: str, pos: int) -> int:
-    while pos < len(text) and text[pos].isspace():
-        pos += 1
-    return pos
 
 
 def _value_end(text: str, pos: int) -> int:
