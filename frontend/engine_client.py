@@ -68,7 +68,7 @@ HEARTBEAT_S = 0.25  # Heartbeat to the scheduler; Hello again while none answers
 # A gap between two sends this long may let the scheduler forget this worker (it does after 3 s
 # of silence, scheduler.loop.PEER_TIMEOUT_S) and reuse the vectors' regions it held for us.
 STALL_S = 2.0
-FIRST_ANSWER_S = 3.0  # how long start() waits for the scheduler's first word
+FIRST_ANSWER_S = 3.0  # how long start() waits for the engine to be ready (a loading model takes longer)
 LOSS_S = 1.5  # scheduler silence after which it counts as lost (it sends status every 0.2 s)
 
 
@@ -89,13 +89,14 @@ class EngineClient:
         self.arena = ArenaReader()  # this worker's mappings of the executors' vector arenas
         self._last_sent = time.monotonic()
         self._stalls = 0  # gaps of STALL_S or more between two sends
-        self._heard = asyncio.Event()  # the scheduler has said something since start()
+        self._ready = asyncio.Event()  # the scheduler has said the engine is ready (EngineInfo)
 
     async def start(self) -> None:
-        """Connect, say Hello and wait (up to FIRST_ANSWER_S) for the scheduler's first answer:
-        EngineInfo when the engine is ready, EngineStatus while it loads. A worker that starts
-        after the others (--http-workers) must not answer /health with "loading" while they
-        answer "ok". The rest arrives in the background."""
+        """Connect, say Hello and wait (up to FIRST_ANSWER_S) for the scheduler to say the engine
+        is ready (EngineInfo). A worker that starts beside the others (--http-workers) must not
+        answer /health with "loading" while they answer "ok": one that said Hello while the model
+        loaded hears a status first and the EngineInfo a moment later. The rest arrives in the
+        background."""
         self._ctx = zmq.asyncio.Context()
         self._connect()
         self._tasks = [
@@ -103,9 +104,9 @@ class EngineClient:
             asyncio.create_task(self._heartbeat_loop(), name="engine-heartbeat"),
         ]
         try:
-            await asyncio.wait_for(self._heard.wait(), FIRST_ANSWER_S)
+            await asyncio.wait_for(self._ready.wait(), FIRST_ANSWER_S)
         except TimeoutError:
-            log.info("the scheduler has not answered yet; serving 503 until it does")
+            log.info("the engine is not ready yet; serving 503 until it is")
 
     def _connect(self) -> None:
         assert self._ctx is not None
@@ -256,7 +257,6 @@ class EngineClient:
                 continue
             last_heard = time.monotonic()
             self._dispatch(msg)
-            self._heard.set()
 
     def _lost(self, why: str = "stopped answering") -> None:
         """The scheduler is gone: end every request at once, then reconnect."""
@@ -297,5 +297,6 @@ class EngineClient:
                 log.info("engine ready: %s, %d slot(s) of %d tokens", msg.model_alias, msg.n_slots, msg.n_ctx_slot)
             self.info = msg
             self.connected = True
+            self._ready.set()
         else:
             log.warning("unexpected %s from the scheduler", type(msg).__name__)
