@@ -2,8 +2,9 @@
 its id and name, later pieces more of its arguments' JSON text.
 
 A call section is read as it grows, by how its format writes arguments:
-- ``JsonCalls``: each call's arguments are one JSON object after a head naming the function (the
-  format's ``call_head``); the object goes out as it comes, written as json.dumps writes it.
+- ``NameFirstCalls``: each call's arguments follow a head naming the function (the format's
+  ``call_head``) and go out as they come, written as json.dumps writes them: one JSON object, or
+  the format's own syntax read by its ``args_stream`` (Gemma 4's).
 - ``XmlCalls``: each argument is an element of its own (the format's ``XmlSyntax``); the JSON
   object is written as the elements come: a string value streams as a JSON string, any other
   value goes out whole when its element closes (typed by the function's schema, as reading the
@@ -15,90 +16,11 @@ the section's calls come whole when it closes.
 from __future__ import annotations
 
 import json
-import math
-import string
 
+from frontend.structured.args_stream import ArgsStream, JsonArgs, string_text
 from frontend.structured.deltas import CallOut, OutputDelta, call_head, partial_suffix
 from frontend.structured.tool_formats import ToolFormat
 from frontend.structured.tool_formats.typed_args import SchemaBound, is_string, typed_value
-
-
-class ArgsStream:
-    """The arguments of one call, sent as they arrive: the text of one JSON object, which ends
-    where its braces balance (whatever follows, such as the format's closing marker, is not
-    part of it). It goes out as json.dumps writes the same object (as a call read whole is
-    written): ``", "`` and ``": "`` and no other white space outside strings, each number as
-    Python writes it (sent when it ends), each escape in a string decoded and written again
-    (``\\u00e9`` as ``é``, ``\\/`` as ``/``). Only a key written twice reads differently: whole,
-    the last one stands."""
-
-    def __init__(self, index: int, name: str, out: OutputDelta, call_id: str = "") -> None:
-        self.index = index
-        self.done = False
-        self._depth = 0
-        self._in_string = False
-        self._escape = ""  # an escape in a string, as far as it has come
-        self._high = ""  # an escape of a surrogate pair's first half, waiting for the second
-        self._number = ""  # a number, as far as it has come
-        call_head(index, name, out, call_id)
-
-    def feed(self, text: str, out: OutputDelta) -> int:
-        """Sends the object's part of ``text``; returns how much of ``text`` that was."""
-        if self.done:
-            return 0
-        kept: list[str] = []
-        used = 0
-        for ch in text:
-            used += 1
-            if self._in_string:
-                if self._escape or ch == "\\":
-                    self._escape += ch
-                    if len(self._escape) >= 2 and (self._escape[1] != "u" or len(self._escape) == 6):
-                        kept.append(self._unescaped(self._escape))
-                        self._escape = ""
-                    continue
-                kept.append(self._high)  # a first half no second half followed: as it was written
-                self._high = ""
-                self._in_string = ch != '"'
-            elif ch in _NUMBER and (self._number or ch in _NUMBER_START):
-                self._number += ch
-                continue
-            else:
-                if self._number:
-                    kept.append(_number_text(self._number))
-                    self._number = ""
-                if ch.isspace():
-                    continue
-                if ch == '"':
-                    self._in_string = True
-                elif ch in ",:":
-                    ch += " "
-                elif ch in "{[":
-                    self._depth += 1
-                elif ch in "}]":
-                    self._depth -= 1
-                    if self._depth == 0:
-                        self.done = True
-                        kept.append(ch)
-                        break
-            kept.append(ch)
-        piece = "".join(kept)
-        if piece:
-            out.calls.append(CallOut(self.index, None, None, piece))
-        return used
-
-    def _unescaped(self, escape: str) -> str:
-        """A complete escape as json.dumps writes the character it stands for."""
-        if escape[1] == "u" and _is_high_surrogate(escape[2:]) and not self._high:
-            self._high = escape
-            return ""
-        escape, self._high = self._high + escape, ""
-        try:
-            value = json.loads(f'"{escape}"')
-            value.encode()  # (a lone surrogate cannot go out)
-        except ValueError:  # a bad escape, a lone surrogate: as it was written
-            return escape
-        return json.dumps(value, ensure_ascii=False)[1:-1]
 
 
 class CallStream:
@@ -117,7 +39,7 @@ class CallStream:
         """The section ended and reads as calls."""
 
 
-class JsonCalls(CallStream):
+class NameFirstCalls(CallStream):
     def __init__(self, fmt: ToolFormat, first_index: int) -> None:
         super().__init__(first_index)
         self._fmt = fmt
@@ -137,7 +59,7 @@ class JsonCalls(CallStream):
                     self._stuck = True
                     return begun
                 call_id = head.groupdict().get("id") or self._fmt.new_call_id()
-                self._args = ArgsStream(self._first + len(self.names), name, out, call_id)
+                self._args = (self._fmt.args_stream or JsonArgs)(self._first + len(self.names), name, out, call_id)
                 self.names.append(name)
                 begun += 1
                 self._pos = head.end()
@@ -207,7 +129,7 @@ class XmlCalls(CallStream):
         if end < 0:
             if self._value:  # a string: send what cannot be the start of its end
                 keep = partial_suffix(section[self._pos :], self._ends)
-                self._send(_string_text(section[self._pos : len(section) - keep]), out)
+                self._send(string_text(section[self._pos : len(section) - keep]), out)
                 self._pos = len(section) - keep
             # (a value sent whole is not read again from its start at each push)
             self._scan = max(self._pos, len(section) - len(self._xml.value_end) + 1)
@@ -216,7 +138,7 @@ class XmlCalls(CallStream):
         if self._xml.strip_nl:
             text = text.removesuffix("\n")
         if self._value:
-            self._send(_string_text(text) + '"', out)
+            self._send(string_text(text) + '"', out)
         else:
             self._send(json.dumps(typed_value(text, self._schema), ensure_ascii=False), out)
         self._value, self._pos = None, end + len(self._xml.value_end)
@@ -233,25 +155,8 @@ def call_stream(fmt: ToolFormat, first_index: int) -> CallStream | None:
     if isinstance(fmt, SchemaBound) and fmt.xml is not None:
         return XmlCalls(fmt, first_index)
     if fmt.call_head is not None:
-        return JsonCalls(fmt, first_index)
+        return NameFirstCalls(fmt, first_index)
     return None
-
-
-_NUMBER = frozenset("-+0123456789.eE")
-_NUMBER_START = frozenset("-0123456789")
-
-
-def _number_text(text: str) -> str:
-    """A number as json.dumps writes it (as the model wrote it where Python cannot hold it)."""
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return text
-    return json.dumps(value) if isinstance(value, int) or math.isfinite(value) else text
-
-
-def _is_high_surrogate(digits: str) -> bool:
-    return all(c in string.hexdigits for c in digits) and 0xD800 <= int(digits, 16) < 0xDC00
 
 
 def _name(text: str) -> str:
@@ -262,8 +167,3 @@ def _name(text: str) -> str:
         return json.loads(text)
     except ValueError:
         return ""
-
-
-def _string_text(text: str) -> str:
-    """``text`` as it is written inside a JSON string."""
-    return json.dumps(text, ensure_ascii=False)[1:-1]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from frontend.structured.call_stream import ArgsStream
+from frontend.structured.args_stream import JsonArgs
 from frontend.structured.deltas import OutputDelta, first_marker, partial_suffix, whole_call
 from frontend.structured.output import StreamParser
 from frontend.structured.tool_formats.json_args.harmony import CALL, CHANNEL, END, FUNCTIONS, MESSAGE, RETURN, START, \
@@ -43,7 +43,7 @@ class HarmonyParser(StreamParser):
         self._buf = ""
         self._header = ""  # the open message's header (kept to give a failed call back as text)
         self._call_name = ""
-        self._args: ArgsStream | None = None  # the open call, when its arguments stream
+        self._args: JsonArgs | None = None  # the open call, when its arguments stream
         self._n_calls = 0
 
     def finish(self) -> OutputDelta:
@@ -124,7 +124,7 @@ class HarmonyParser(StreamParser):
             body = self._buf.lstrip()
             if not self._stream or not body.startswith("{"):
                 return
-            self._args = ArgsStream(self._n_calls, self._call_name.removeprefix(FUNCTIONS), out)
+            self._args = JsonArgs(self._n_calls, self._call_name.removeprefix(FUNCTIONS), out)
             self._n_calls += 1
             self._buf = body
         keep = partial_suffix(self._buf, _BODY_ENDS)  # the call's end marker may be arriving

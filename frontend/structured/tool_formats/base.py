@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from frontend.structured import gbnf
+from frontend.structured.args_stream import ArgsStream
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,7 @@ class ToolFormat:
     # stream (found from the section's start or the end of the previous call's arguments): groups
     # ``name`` (a JSON string, or the name as it is) and ``id`` where the model writes one.
     call_head: re.Pattern[str] | None = None
+    args_stream: type[ArgsStream] | None = None  # what streams arguments not written as JSON
 
     @property
     def thinking_enders(self) -> tuple[str, ...]:

@@ -880,6 +880,22 @@ def test_a_string_argument_streams_before_its_element_closes():
     assert json.loads(sent) == {"path": 'a "b"\\c.py', "body": "line 1\nx </param> y\n", "mode": {"append": True}}
 
 
+def test_a_gemma4_string_streams_before_its_quote_closes():
+    """Gemma 4's arguments go out as JSON as they are written: a string as it comes, escaped as
+    JSON, but for what may be the start of its closing ``<|"|>``; a bare key, number or word once
+    it ends."""
+    parser = OutputParser(None, Gemma4Format(), stream_args=True)
+    sent = ""
+    for piece, expected in [('<|tool_call>call:write{body:<|"|>line "1"\n', '{"body": "line \\"1\\"\\n'),
+                            ("x <|", '{"body": "line \\"1\\"\\nx '),  # the quote, or more of the string
+                            ('"| y<|"|>, si', '{"body": "line \\"1\\"\\nx <|\\"| y", '),
+                            ("ze : 1.50", '{"body": "line \\"1\\"\\nx <|\\"| y", "size": '),
+                            ("}<tool_call|>", '{"body": "line \\"1\\"\\nx <|\\"| y", "size": 1.5}')]:
+        sent += "".join(c.arguments for c in parser.push(piece).calls)
+        assert sent == expected, piece
+    assert parser.finish().calls == []
+
+
 def test_a_call_the_stream_cannot_read_comes_whole_after_those_it_streamed():
     text = '<tool_calls>\n{"name": "a", "arguments": {"x": 1}}\n{"arguments": {"y": 2}, "name": "b"}\n</tool_calls>'
     pieces = pieces_of(OutputParser(None, MiniMaxM1Format(), stream_args=True), text)
@@ -909,6 +925,8 @@ def streamed_and_whole(fmt, text: str) -> tuple[list, list]:
     (HermesFormat(), '<tool_call>{"arguments": {"name": "x", "arguments": {}}, "name": "f"}</tool_call>'),
     # a GLM call the output ended after a whole argument: its object closed, as read whole
     (GlmFormat(XML_FUNCTIONS), "<tool_call>get_weather\n<arg_key>opts</arg_key>\n<arg_value>[1]</arg_value>"),
+    # Gemma 4: white space between the parts, quoted keys, numbers as json.dumps writes them
+    (Gemma4Format(), '<|tool_call>call:f{ a : 1.0e2 , <|"|>b c<|"|> :[ -0 ,{ }, <|"|><|"|> ] ,d:null}<tool_call|>'),
     # a value past what Python reads as a number stays text
     (MiniMaxM2Format([{"name": "f"}]), '<minimax:tool_call>\n<invoke name="f">\n<parameter name="x">' + "9" * 5000
      + "</parameter>\n</invoke>\n</minimax:tool_call>"),

@@ -28,6 +28,8 @@ import re
 from typing import Any
 
 from frontend.structured import gbnf
+from frontend.structured.args_stream import ArgsStream, number_text, string_text
+from frontend.structured.deltas import OutputDelta, partial_suffix
 from frontend.structured.json_schema import subschema_rule
 from frontend.structured.tool_formats.base import ParsedCall
 from frontend.structured.tool_formats.typed_args import SchemaBound, is_string
@@ -36,7 +38,7 @@ QUOTE = '<|"|>'
 START = "<|tool_call>"
 END = "<tool_call|>"
 COMMA = gbnf.literal(",")
-_HEAD = re.compile(r"\s*call:([^\s{<]+)(?=\{)")
+_HEAD = re.compile(r"\s*call:(?P<name>[^\s{<]+)(?=\{)")
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _BARE_KEY = re.compile(r"[^:{}\[\],]+")
 _SPACE = re.compile(r"\s*")
@@ -44,10 +46,77 @@ _WORDS = {"true": True, "false": False, "null": None}
 _JSON_SCALARS = {"integer", "number", "boolean", "null"}  # where Gemma's syntax is JSON's
 
 
+class Gemma4Args(ArgsStream):
+    """A call's arguments streamed as JSON as the model writes them in Gemma's syntax: a string
+    goes out as it comes (but for what may be the start of its closing quote), a bare key, number
+    or word when it ends; keys and values read as ``parse`` reads them (keys bare or quoted, white
+    space between the parts skipped). Malformed text is sent as it comes (the call read whole then
+    fails: the grammar makes none)."""
+
+    def __init__(self, index: int, name: str, out: OutputDelta, call_id: str = "") -> None:
+        super().__init__(index, name, out, call_id)
+        self._open: list[str] = []  # the containers open: "{" or "["
+        self._key_next = False  # what comes next in the open object is a key
+        self._in_string = False
+        self._bare = ""  # a bare key, number or word, as far as it has come
+
+    def feed(self, text: str, out: OutputDelta) -> int:
+        kept: list[str] = []
+        pos = 0
+        while pos < len(text) and not self.done:
+            if self._in_string:
+                end = text.find(QUOTE, pos)
+                if end < 0:
+                    stop = len(text) - partial_suffix(text[pos:], [QUOTE])
+                    kept.append(string_text(text[pos:stop]))
+                    pos = stop
+                    break
+                kept.append(string_text(text[pos:end]) + '"')
+                self._in_string, pos = False, end + len(QUOTE)
+                continue
+            ch = text[pos]
+            if ch in _STRUCTURE:
+                kept.append(self._end_bare() + self._structure(ch))
+            elif not self._bare and text.startswith(QUOTE, pos):
+                kept.append('"')
+                self._in_string, pos = True, pos + len(QUOTE)
+                continue
+            elif not self._bare and QUOTE.startswith(text[pos:]):
+                break  # a quote may be arriving
+            elif self._bare or not ch.isspace():
+                self._bare += ch
+            pos += 1
+        self._send("".join(kept), out)
+        return pos
+
+    def _end_bare(self) -> str:
+        bare, self._bare = self._bare.strip(), ""
+        if not bare:
+            return ""
+        if self._key_next:
+            return json.dumps(bare, ensure_ascii=False)
+        return bare if bare in _WORDS else number_text(bare)
+
+    def _structure(self, ch: str) -> str:
+        if ch in "{[":
+            self._open.append(ch)
+        elif ch in "}]":
+            if self._open:
+                self._open.pop()
+            self.done = not self._open
+        self._key_next = ch == "{" or ch == "," and self._open[-1:] == ["{"]
+        return ch + " " if ch in ":," else ch
+
+
+_STRUCTURE = frozenset(":,{}[]")
+
+
 class Gemma4Format(SchemaBound):
     name = "gemma4"
     starts = (START,)
     end = END
+    call_head = _HEAD
+    args_stream = Gemma4Args
 
     def parse(self, section: str) -> list[ParsedCall]:
         head = _HEAD.match(section)
@@ -57,7 +126,7 @@ class Gemma4Format(SchemaBound):
         args = reader.value()
         if reader.skip() != len(section):
             raise ValueError("text after the arguments of a Gemma 4 call")
-        return [ParsedCall(head[1], json.dumps(args, ensure_ascii=False))]
+        return [ParsedCall(head["name"], json.dumps(args, ensure_ascii=False))]
 
     def section_grammar(self, rules: gbnf.Rules, calls: dict[str, str], parallel: bool) -> str:
         # ``calls`` holds JSON-object rules; this format writes the arguments in its own syntax.
