@@ -5,7 +5,7 @@ outside strings, numbers and escapes written as Python writes them).
 
 ``ArgsStream`` is what every syntax shares; ``JsonArgs`` reads arguments the model writes as JSON.
 A format whose arguments have a syntax of their own streams them with a subclass of its own
-(``ToolFormat.args_stream``: Gemma 4's)."""
+(``ToolFormat.args_stream``: Gemma 4's, LFM2's)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ its id and name, later pieces more of its arguments' JSON text.
 A call section is read as it grows, by how its format writes arguments:
 - ``NameFirstCalls``: each call's arguments follow a head naming the function (the format's
   ``call_head``) and go out as they come, written as json.dumps writes them: one JSON object, or
-  the format's own syntax read by its ``args_stream`` (Gemma 4's).
+  the format's own syntax read by its ``args_stream`` (Gemma 4's, LFM2's).
 - ``XmlCalls``: each argument is an element of its own (the format's ``XmlSyntax``); the JSON
   object is written as the elements come: a string value streams as a JSON string, any other
   value goes out whole when its element closes (typed by the function's schema, as reading the

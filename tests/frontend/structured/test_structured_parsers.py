@@ -896,6 +896,22 @@ def test_a_gemma4_string_streams_before_its_quote_closes():
     assert parser.finish().calls == []
 
 
+def test_an_lfm2_string_streams_before_it_closes():
+    """LFM2's keyword arguments go out as a JSON object as they are written: a key at its ``=``, a
+    string as it comes (an escape once it is whole), any other value once it ends."""
+    parser = OutputParser(None, Lfm2Format(), stream_args=True)
+    sent = ""
+    for piece, expected in [("<|tool_call_start|>[write(path='a.py', body='line\\", '{"path": "a.py", "body": "line'),
+                            ("n", '{"path": "a.py", "body": "line\\n'),
+                            ("x\\x4", '{"path": "a.py", "body": "line\\nx'),
+                            ("1 (y)', mode={'append'", '{"path": "a.py", "body": "line\\nxA (y)", "mode": '),
+                            (": True}", '{"path": "a.py", "body": "line\\nxA (y)", "mode": '),
+                            (")]<|tool_call_end|>", '{"path": "a.py", "body": "line\\nxA (y)", "mode": {"append": true}}')]:
+        sent += "".join(c.arguments for c in parser.push(piece).calls)
+        assert sent == expected, piece
+    assert parser.finish().calls == []
+
+
 def test_a_call_the_stream_cannot_read_comes_whole_after_those_it_streamed():
     text = '<tool_calls>\n{"name": "a", "arguments": {"x": 1}}\n{"arguments": {"y": 2}, "name": "b"}\n</tool_calls>'
     pieces = pieces_of(OutputParser(None, MiniMaxM1Format(), stream_args=True), text)
@@ -927,6 +943,9 @@ def streamed_and_whole(fmt, text: str) -> tuple[list, list]:
     (GlmFormat(XML_FUNCTIONS), "<tool_call>get_weather\n<arg_key>opts</arg_key>\n<arg_value>[1]</arg_value>"),
     # Gemma 4: white space between the parts, quoted keys, numbers as json.dumps writes them
     (Gemma4Format(), '<|tool_call>call:f{ a : 1.0e2 , <|"|>b c<|"|> :[ -0 ,{ }, <|"|><|"|> ] ,d:null}<tool_call|>'),
+    # LFM2: Python's escapes and JSON's, triple quotes, spacing, a trailing comma, a call with none
+    (Lfm2Format(), "<|tool_call_start|>[ f ( a = 'it\\'s \\x41\\101\\N{BULLET} \\u00e9' , b=\"\\/x\\ud83d\\ude00\", "
+                   "c='''tri''', d='', e = -3.50e1 , ), g() ]<|tool_call_end|>"),
     # a value past what Python reads as a number stays text
     (MiniMaxM2Format([{"name": "f"}]), '<minimax:tool_call>\n<invoke name="f">\n<parameter name="x">' + "9" * 5000
      + "</parameter>\n</invoke>\n</minimax:tool_call>"),

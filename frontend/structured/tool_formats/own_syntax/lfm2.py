@@ -23,11 +23,14 @@ turn's text in this syntax (``write_calls``; strings double-quoted, objects and 
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from typing import Any
 
 from frontend.structured import gbnf
+from frontend.structured.args_stream import ArgsStream, string_text
+from frontend.structured.deltas import OutputDelta
 from frontend.structured.json_schema import subschema_rule
 from frontend.structured.tool_formats.base import ParsedCall, skip_space
 from frontend.structured.tool_formats.literals import literal_value
@@ -40,10 +43,145 @@ _KEY = re.compile(r"\s*([^\s()\[\],=]+)\s*=")
 _OPENERS, _CLOSERS = "([{", ")]}"
 
 
+class Lfm2Args(ArgsStream):
+    """A call's keyword arguments streamed as a JSON object as the model writes them: each key
+    when its ``=`` comes, a string value as it comes (decoded as the whole call decodes it: a
+    single-quoted one by Python's rules, a double-quoted one by JSON's until an escape JSON does
+    not have switches it to Python's), any other value whole when it ends (read as ``parse`` reads
+    it). A triple-quoted string is sent whole. Only output no grammar made can read differently
+    (a ``\\/`` before a Python-only escape in one double-quoted string, strings written side by
+    side); the call read whole is the one that stands."""
+
+    _AT_KEY, _AT_VALUE, _IN_STRING, _IN_VALUE, _AFTER_VALUE = range(5)
+
+    def __init__(self, index: int, name: str, out: OutputDelta, call_id: str = "") -> None:
+        super().__init__(index, name, out, call_id)
+        self._send("{", out)
+        self._state = self._AT_KEY
+        self._key = ""  # the key, as far as it has come
+        self._n_args = 0
+        self._quote = ""  # the open string's quote
+        self._json = True  # the open string reads by JSON's rules
+        self._high: tuple[str, str] | None = None  # a surrogate pair's first half (decoded, written)
+        self._raw = ""  # a value that is not a string, as far as it has come
+        self._depth = 0  # of its brackets
+        self._raw_quote = ""  # a string inside it
+        self._raw_escape = False
+
+    def feed(self, text: str, out: OutputDelta) -> int:
+        kept: list[str] = []
+        pos = 0
+        while pos < len(text) and not self.done:
+            ch = text[pos]
+            if self._state == self._IN_STRING:
+                stop = _STRING_STOPS[self._quote].search(text, pos)
+                run_end = stop.start() if stop else len(text)
+                if run_end > pos:  # plain text up to the next escape or quote
+                    kept.append(self._flush_high() + string_text(text[pos:run_end]))
+                    pos = run_end
+                    continue
+                if ch == "\\":
+                    length = _escape_length(text, pos)
+                    if length is None:
+                        break  # the escape may be longer
+                    kept.append(self._unescaped(text[pos : pos + length]))
+                    pos += length
+                    continue
+                kept.append(self._flush_high() + '"')  # (the quote)
+                self._state = self._AFTER_VALUE
+            elif self._state == self._IN_VALUE:
+                if self._value_ends(ch):
+                    kept.append(_json_text(self._raw))
+                    self._raw, self._state = "", self._AFTER_VALUE
+                    continue  # the "," or ")" is read after the value
+                self._raw += ch
+            elif ch.isspace() and not self._key:
+                pass
+            elif self._state == self._AT_KEY:
+                if ch == ")" and not self._key:
+                    kept.append("}")
+                    self.done = True
+                elif ch == "=":
+                    kept.append((", " if self._n_args else "") + json.dumps(self._key.strip(), ensure_ascii=False) + ": ")
+                    self._key, self._n_args, self._state = "", self._n_args + 1, self._AT_VALUE
+                else:
+                    self._key += ch
+            elif self._state == self._AT_VALUE:
+                if ch in "'\"":
+                    ahead = text[pos : pos + 3]
+                    if len(ahead) < 3 and ahead == ch * len(ahead):
+                        break  # a triple quote may be arriving
+                    if ahead != ch * 3:
+                        self._quote, self._json, self._state = ch, ch == '"', self._IN_STRING
+                        kept.append('"')
+                        pos += 1
+                        continue
+                self._state = self._IN_VALUE
+                continue
+            elif ch == ",":  # (_AFTER_VALUE)
+                self._state = self._AT_KEY
+            elif ch == ")":
+                kept.append("}")
+                self.done = True
+            pos += 1
+        self._send("".join(kept), out)
+        return pos
+
+    def _unescaped(self, escape: str) -> str:
+        """An escape in the open string as JSON writes the character it stands for."""
+        try:
+            if self._json and _JSON_ESCAPE.fullmatch(escape):
+                value = json.loads(f'"{escape}"')
+            else:
+                self._json = False
+                value = ast.literal_eval(self._quote + escape + self._quote)
+        except (SyntaxError, ValueError):  # a malformed escape: as it was written (the call will not read)
+            return self._flush_high() + string_text(escape)
+        if len(value) == 1 and 0xD800 <= ord(value) < 0xDC00 and self._high is None:
+            self._high = (value, escape)
+            return ""
+        if len(value) == 1 and 0xDC00 <= ord(value) < 0xE000 and self._high is not None:
+            value, self._high = (self._high[0] + value).encode("utf-16", "surrogatepass").decode("utf-16"), None
+        text = self._flush_high()
+        try:
+            value.encode()
+        except UnicodeEncodeError:  # a lone surrogate cannot go out (the call will not read)
+            return text + string_text(escape)
+        return text + string_text(value)
+
+    def _flush_high(self) -> str:
+        """A first half no second half followed, as it was written (the call will not read)."""
+        high, self._high = self._high, None
+        return string_text(high[1]) if high else ""
+
+    def _value_ends(self, ch: str) -> bool:
+        """Whether ``ch`` ends the value (a "," or ")" outside its strings and brackets)."""
+        if self._raw_quote:
+            if self._raw_escape:
+                self._raw_escape = False
+            elif ch == "\\":
+                self._raw_escape = True
+            elif ch == self._raw_quote:
+                self._raw_quote = ""
+        elif ch in "'\"":
+            self._raw_quote = ch
+        elif ch in _OPENERS:
+            self._depth += 1
+        elif ch in _CLOSERS:
+            if self._depth == 0:
+                return True
+            self._depth -= 1
+        elif ch == "," and self._depth == 0:
+            return True
+        return False
+
+
 class Lfm2Format(SchemaBound):
     name = "lfm2"
     starts = (START,)
     end = END
+    call_head = re.compile(r"\s*[\[,]\s*(?P<name>[^\s()\[\],=]+)\s*\(")
+    args_stream = Lfm2Args
     reasoning_key = "thinking"  # LFM2.5's template
 
     def parse(self, section: str) -> list[ParsedCall]:
@@ -163,3 +301,37 @@ def _value_end(text: str, pos: int) -> int:
             return pos
         pos += 1
     raise ValueError("an unclosed LFM2 call")
+
+
+_JSON_ESCAPE = re.compile(r'\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})')
+_STRING_STOPS = {q: re.compile(r"[\\" + q + "]") for q in "'\""}  # an escape, or the string's end
+_OCTAL = frozenset("01234567")
+
+
+def _escape_length(text: str, pos: int) -> int | None:
+    """The length of the Python escape at ``pos`` (a backslash); None while it may still grow."""
+    if pos + 1 >= len(text):
+        return None
+    kind = text[pos + 1]
+    width = {"x": 2, "u": 4, "U": 8}.get(kind)
+    if width is not None:
+        return 2 + width if len(text) >= pos + 2 + width else None
+    if kind == "N":  # \N{NAME}
+        end = text.find("}", pos)
+        return end + 1 - pos if end >= 0 else None
+    if kind in _OCTAL:  # up to three digits
+        end = pos + 2
+        while end < min(len(text), pos + 4) and text[end] in _OCTAL:
+            end += 1
+        return end - pos if end == pos + 4 or end < len(text) else None
+    return 2
+
+
+def _json_text(raw: str) -> str:
+    """A value that is not a string, as the call read whole writes it (as written if it does not read)."""
+    try:
+        text = json.dumps(literal_value(raw), ensure_ascii=False, allow_nan=False)
+        text.encode()
+    except (ValueError, TypeError, RecursionError):  # (UnicodeEncodeError is a ValueError)
+        return raw
+    return text
