@@ -906,7 +906,8 @@ def test_an_lfm2_string_streams_before_it_closes():
                             ("x\\x4", '{"path": "a.py", "body": "line\\nx'),
                             ("1 (y)', mode={'append'", '{"path": "a.py", "body": "line\\nxA (y)", "mode": '),
                             (": True}", '{"path": "a.py", "body": "line\\nxA (y)", "mode": '),
-                            (")]<|tool_call_end|>", '{"path": "a.py", "body": "line\\nxA (y)", "mode": {"append": true}}')]:
+                            (")]<|tool_call_end|>",
+                             '{"path": "a.py", "body": "line\\nxA (y)", "mode": {"append": true}}')]:
         sent += "".join(c.arguments for c in parser.push(piece).calls)
         assert sent == expected, piece
     assert parser.finish().calls == []

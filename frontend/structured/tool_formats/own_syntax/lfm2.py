@@ -102,7 +102,8 @@ class Lfm2Args(ArgsStream):
                     kept.append("}")
                     self.done = True
                 elif ch == "=":
-                    kept.append((", " if self._n_args else "") + json.dumps(self._key.strip(), ensure_ascii=False) + ": ")
+                    key = json.dumps(self._key.strip(), ensure_ascii=False)
+                    kept.append((", " if self._n_args else "") + key + ": ")
                     self._key, self._n_args, self._state = "", self._n_args + 1, self._AT_VALUE
                 else:
                     self._key += ch
