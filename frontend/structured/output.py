@@ -143,7 +143,12 @@ class OutputParser(StreamParser):
                 self._emit_reasoning(self._buf[:pos], out)
                 self._buf = self._buf[pos + len(marker) :]
                 if marker != end:
-                    self._open_section(marker)
+                    assert self._tools is not None
+                    if marker in self._tools.starts:
+                        self._open_section(marker)
+                    else:  # the answer's opener: framing the content drops
+                        self._buf = marker + self._buf
+                        self._state = self._CONTENT
                     continue
                 if self._reasoning.keep_in_content:
                     out.content += end

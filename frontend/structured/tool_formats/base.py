@@ -44,8 +44,9 @@ class ToolFormat:
 
     @property
     def thinking_enders(self) -> tuple[str, ...]:
-        """Openers that end thinking left unclosed, a call opening there (the tool grammar allows
-        nothing but calls after one); not an opener that counts only at the output's start."""
+        """Openers that end thinking left unclosed: a call's, the call opening there (the tool
+        grammar allows nothing but calls after one), not one that counts only at the output's
+        start; or the answer's, where the format frames it (Kimi K3's)."""
         return () if self.at_output_start_only else self.starts
 
     def parse(self, section: str) -> list[ParsedCall]:

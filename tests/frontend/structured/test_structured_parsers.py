@@ -711,6 +711,8 @@ def test_kimi_calls_keep_the_ids_the_model_wrote():
      "Use the response tag, then message the handler."),
     ("<|open|>think<|sep|>", "I was still thinking when the budget ran out",
      "I was still thinking when the budget ran out", ""),
+    ("<|open|>think<|sep|>", "Thinking, never closed<|open|>response<|sep|>The answer.<|close|>response<|sep|>"
+     "<|close|>message<|sep|>", "Thinking, never closed", "The answer."),  # the response's opener ends it
 ])
 def test_kimi_k3_replies_lose_their_framing(prompt, text, reasoning, content, step):
     template = "{{ '<|open|>' }}{{ '<|close|>' }}{{ '<|end_of_msg|>' }}{% if tools %}{% endif %}"

@@ -61,6 +61,11 @@ class KimiK3Format(SchemaBound):
     skipped = (THINK_END, RESPONSE_START, RESPONSE_END, MESSAGE_END, END_OF_MSG)
     tokens = (OPEN, CLOSE, SEP, END_OF_MSG)  # control tokens, to read as text
 
+    @property
+    def thinking_enders(self) -> tuple[str, ...]:
+        """The response's opener ends thinking the model never closed, as a call's opener does."""
+        return (*self.starts, RESPONSE_START)
+
     def reader(self) -> KimiK3Format:
         framing = KimiK3Format()
         framing.starts = ()  # no calls expected: the framing only
