@@ -547,6 +547,9 @@ def test_gigachat_calls_as_its_templates_render_them_read_back(fmt, text):
      "What's up?", "I'm\nthinking", "Hello, world!\nWhat's up?", []),
     ("<|tool_call|>", "<|start_of_role|>assistant<|end_of_role|>", '<think>plan</think><|tool_call|>[{"name": "f", '
      '"arguments": {}}]', "plan", "", [("f", {})]),
+    # Granite 3.3 asked to think: its answer between <response> tags, framing dropped (llama.cpp's test-chat TODO)
+    ("<|tool_call|>", "<|start_of_role|>assistant<|end_of_role|>", "<think>I'm\nthinking</think><response>Hello, "
+     "world!\nWhat's up?</response>", "I'm\nthinking", "Hello, world!\nWhat's up?", []),
     # Apriel 1.6 (llama.cpp's test-chat): the prompt opens the reasoning steps
     (APRIEL_1_6, "<|begin_assistant|>\nHere are my reasoning steps:\n", "I'm\nthinking\n[BEGIN FINAL RESPONSE]\n"
      "Hello, world!\nWhat's up?", "I'm\nthinking\n", "Hello, world!\nWhat's up?", []),
@@ -722,6 +725,15 @@ def test_kimi_k3_replies_lose_their_framing(prompt, text, reasoning, content, st
     assert (out.reasoning, out.content, out.calls) == (reasoning, content, [])
     kept = run_parser(OutputParser(None, detect_native_format(template).reader()), text, step)  # reasoning_format none
     assert (kept.reasoning, kept.content) == ("", reasoning + content)  # (llama.cpp's: the think closer dropped too)
+
+
+@pytest.mark.parametrize("step", [None, 2])
+def test_granite_answers_lose_their_response_tags_without_tools_too(step):
+    template = "{% for t in tools %}{% endfor %}<|tool_call|>"
+    parser = OutputParser(reasoning_for("auto", "<|start_of_role|>assistant<|end_of_role|>", template),
+                          detect_native_format(template).reader())
+    out = run_parser(parser, "<think>plan</think><response>The answer.</response>", step)
+    assert (out.reasoning, out.content, out.calls) == ("plan", "The answer.", [])
 
 
 def test_seed_oss_thinks_in_its_own_tags():

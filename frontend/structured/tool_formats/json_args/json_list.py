@@ -6,7 +6,9 @@ Granite 3.3: the list after ``<|tool_call|>``, up to the end of the reply::
     <|tool_call|>[{"name": "get_weather", "arguments": {"city": "Paris"}}, {"name": "add", "arguments": {"a": 1}}]
 
 Its template shows no past calls (only a turn's text), so they are written after the turn's
-text in this syntax (``write_calls``).
+text in this syntax (``write_calls``). Asked to think, it writes ``<think>...</think>``, then its
+answer between ``<response>`` and ``</response>``: framing, dropped from the content (tools or
+not: ``reader``), as llama.cpp's analysis of the template reads it.
 
 Apriel 1.5 and 1.6 (ServiceNow): the list between ``<tool_calls>`` and ``</tool_calls>``, after the
 answer's text (1.6 thinks first, up to ``[BEGIN FINAL RESPONSE]``: frontend.structured.reasoning)::
@@ -53,6 +55,12 @@ class GraniteFormat(JsonListFormat):
     name = "granite"
     starts = ("<|tool_call|>",)
     end = None
+    skipped = ("<response>", "</response>")
+
+    def reader(self) -> GraniteFormat:
+        framing = GraniteFormat()
+        framing.starts = ()  # no calls expected: the framing only
+        return framing
 
 
 class AprielFormat(JsonListFormat):
