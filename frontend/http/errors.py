@@ -7,6 +7,7 @@ clients working). Extra fields (``n_prompt_tokens``, ``n_ctx``) sit beside them.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -97,8 +98,12 @@ def from_validation(exc: msgspec.ValidationError | msgspec.DecodeError) -> ApiEr
     text = str(exc)
     if not isinstance(exc, msgspec.ValidationError):
         return invalid(f"request body is not valid JSON: {text}")
-    if " - at `$." not in text:
-        return invalid(text)
-    text, _, path = text.partition(" - at `$.")
-    param = path.rstrip("`")
-    return invalid(f"{text} (at {param})", param=param)
+    text, _, path = text.partition(" - at `$")
+    path = path.rstrip("`").removeprefix(".")
+    param = path
+    if (missing := _MISSING.fullmatch(text)) is not None:  # the param is the missing field, as OpenAI names it
+        param = f"{path}.{missing[1]}" if path else missing[1]
+    return invalid(f"{text} (at {path})" if path else text, param=param or None)
+
+
+_MISSING = re.compile(r"Object missing required field `([^`]+)`")

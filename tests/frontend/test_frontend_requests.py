@@ -70,9 +70,11 @@ def test_content_parts_and_stop_forms():
         (b'{"messages": [], "n": 0}', "n"),
         (b'{"messages": [], "top_logprobs": 21}', "top_logprobs"),
         (b'{"messages": [], "stream": "yes"}', "stream"),
+        (b'{"model": "m"}', "messages"),  # a missing field is the param, as OpenAI names it
+        (b'{"messages": [{"content": "hi"}]}', "messages[0].role"),
     ],
 )
-def test_wrong_types_are_400_naming_the_field(body: bytes, param: str):
+def test_wrong_types_and_missing_fields_are_400_naming_the_field(body: bytes, param: str):
     err = error_of(body, ChatCompletionRequest)
     assert err.status == 400
     assert err.type == "invalid_request_error"
