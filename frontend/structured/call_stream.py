@@ -5,10 +5,11 @@ A call section is read as it grows, by how its format writes arguments:
 - ``NameFirstCalls``: each call's arguments follow a head naming the function (the format's
   ``call_head``) and go out as they come, written as json.dumps writes them: one JSON object, or
   the format's own syntax read by its ``args_stream`` (Gemma 4's, LFM2's).
-- ``XmlCalls``: each argument is an element of its own (the format's ``XmlSyntax``); the JSON
-  object is written as the elements come: a string value streams as a JSON string, any other
-  value goes out whole when its element closes (typed by the function's schema, as reading the
-  whole call types it), so the text streamed is the text of the same call read whole.
+- ``XmlCalls``: each argument is an element of its own (the format's ``XmlSyntax``: Qwen's, GLM's,
+  MiniMax M2's, DeepSeek's DSML, Kimi K3's); the JSON object is written as the elements come: a
+  string value streams as a JSON string, any other value goes out whole when its element closes
+  (typed as reading the whole call types it: by the type the element says, else by the
+  function's schema), so the text streamed is the text of the same call read whole.
 A section may hold several calls; from one the stream cannot read (written arguments first),
 the section's calls come whole when it closes.
 """
@@ -88,9 +89,10 @@ class XmlCalls(CallStream):
         while True:
             if not self._call:
                 head = self._xml.call_head.match(section, self._pos)
-                if head is None or not head["name"].strip():
+                name = self._xml.key_text(head["name"]).strip() if head else ""
+                if not name:
                     return begun
-                self._call, self._n_args, self._index = head["name"].strip(), 0, self._first + len(self.names)
+                self._call, self._n_args, self._index = name, 0, self._first + len(self.names)
                 call_head(self._index, self._call, out, self._fmt.new_call_id())
                 self._send("{", out)
                 self.names.append(self._call)
@@ -115,9 +117,14 @@ class XmlCalls(CallStream):
         head = self._xml.argument_head.match(section, self._pos)
         if head is None:
             return False
-        key, string = head["key"].strip(), head.groupdict().get("string")
-        self._schema = {} if string else self._fmt.schema(self._call).get("properties", {}).get(key, {})
-        self._value = string == "true" or (string is None and is_string(self._schema))
+        key, groups = self._xml.key_text(head["key"]), head.groupdict()
+        if groups.get("type") is not None:
+            self._schema = {"type": groups["type"]}
+        elif groups.get("string") is not None:
+            self._schema = {"type": "string"} if groups["string"] == "true" else {}
+        else:
+            self._schema = self._fmt.schema(self._call).get("properties", {}).get(key, {})
+        self._value = is_string(self._schema)
         self._send((", " if self._n_args else "") + json.dumps(key, ensure_ascii=False) + ": "
                    + ('"' if self._value else ""), out)
         self._n_args += 1

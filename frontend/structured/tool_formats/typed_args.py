@@ -22,10 +22,13 @@ class XmlSyntax:
     (``call_stream.XmlCalls``). Each pattern is matched where the previous element ended."""
 
     call_head: re.Pattern[str]  # up to the first argument; group ``name``
-    argument_head: re.Pattern[str]  # up to the value; group ``key`` (and ``string``: DSML's attribute)
+    # up to the value; group ``key``, and where the format writes one, ``string`` (DSML's attribute: the value
+    # is a string or JSON) or ``type`` (Kimi K3's: the value's JSON type), which types it instead of the schema
+    argument_head: re.Pattern[str]
     value_end: str  # what ends a value
     call_end: re.Pattern[str] | None  # what ends a call after its last argument (None: its section's end)
     strip_nl: bool = False  # a new line before ``value_end`` is not the value's (Qwen's)
+    key_text: Callable[[str], str] = str.strip  # a key as the format reads it (Kimi K3's unescaped); a name, stripped
 
 
 class SchemaBound(ToolFormat):

@@ -927,6 +927,26 @@ def test_an_lfm2_string_streams_before_it_closes():
     assert parser.finish().calls == []
 
 
+def test_a_kimi_k3_string_streams_before_its_argument_closes():
+    """Kimi K3's string values go out as they are written, but for what may be the start of the
+    argument's closer; a value of another type (its ``type`` attribute's, else the schema's) once
+    it closes. Names and keys are unescaped as a whole call reads them."""
+    parser = OutputParser(None, KimiK3Format(XML_FUNCTIONS), stream_args=True)
+    sent = ""
+    for piece, expected in [('<|open|>tools<|sep|><|open|>call tool="get_weather" index="1"<|sep|><|open|>argument '
+                             'key="a&quot;b" type="string"<|sep|>line "1"\n', '{"a\\"b": "line \\"1\\"\\n'),
+                            ("x <|close|>", '{"a\\"b": "line \\"1\\"\\nx '),  # the closer, or more of the string
+                            ('argument<|sep|><|open|>argument key="days"<|sep|>3',
+                             '{"a\\"b": "line \\"1\\"\\nx ", "days": '),
+                            ('<|close|>argument<|sep|><|open|>argument key="n" type="number"<|sep|>1.50',
+                             '{"a\\"b": "line \\"1\\"\\nx ", "days": 3, "n": '),
+                            ("<|close|>argument<|sep|><|close|>call<|sep|><|close|>tools<|sep|>",
+                             '{"a\\"b": "line \\"1\\"\\nx ", "days": 3, "n": 1.5}')]:
+        sent += "".join(c.arguments for c in parser.push(piece).calls)
+        assert sent == expected, piece
+    assert parser.finish().calls == []
+
+
 def test_a_call_the_stream_cannot_read_comes_whole_after_those_it_streamed():
     text = '<tool_calls>\n{"name": "a", "arguments": {"x": 1}}\n{"arguments": {"y": 2}, "name": "b"}\n</tool_calls>'
     pieces = pieces_of(OutputParser(None, MiniMaxM1Format(), stream_args=True), text)
@@ -964,6 +984,16 @@ def streamed_and_whole(fmt, text: str) -> tuple[list, list]:
     # a value past what Python reads as a number stays text
     (MiniMaxM2Format([{"name": "f"}]), '<minimax:tool_call>\n<invoke name="f">\n<parameter name="x">' + "9" * 5000
      + "</parameter>\n</invoke>\n</minimax:tool_call>"),
+    # Kimi K3: names and keys unescaped (keys not stripped), values typed by the first type attribute (whatever
+    # the others hold), else by the schema; JSON's escapes in a string; a call without arguments
+    (KimiK3Format(XML_FUNCTIONS), '<|open|>tools<|sep|><|open|>call tool=" a&amp;b &quot;c&quot;" index="1"<|sep|>\n'
+     '<|open|>argument key=" k &amp; " type="string"<|sep|>say "hi"\\n\n\t\u00e9 \U0001f600<|close|>argument<|sep|>\n'
+     '<|open|>argument key="n" type="number"<|sep|>1.50<|close|>argument<|sep|>'
+     '<|open|>argument key="f" foo="type=" type="number"<|sep|>x<|close|>argument<|sep|>'
+     '<|open|>argument key="e" type=""<|sep|><|close|>argument<|sep|><|close|>call<|sep|>'
+     '<|open|>call tool="add" index="2"<|sep|><|close|>call<|sep|>\n<|open|>call tool="get_weather" index="3"<|sep|>'
+     '<|open|>argument key="city"<|sep|>007<|close|>argument<|sep|><|open|>argument key="days"<|sep|>3'
+     "<|close|>argument<|sep|><|close|>call<|sep|><|close|>tools<|sep|><|close|>message<|sep|>"),
 ])
 def test_streamed_calls_read_as_the_same_reply_not_streamed(fmt, text):
     streamed, whole = streamed_and_whole(fmt, text)

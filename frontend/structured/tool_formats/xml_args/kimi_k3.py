@@ -16,7 +16,7 @@ dropped from the content (``skipped``, also for replies without calls: ``reader`
 think closer where the thinking is not read out (reasoning_format ``none``), as llama.cpp drops it.
 A value typed ``string`` is raw text, any other JSON, as the template writes them; a value without
 a type is typed by the function's schema (``typed_args``). Attribute values are unescaped as the template
-escapes them (``&amp;``, ``&quot;``).
+escapes them (``&amp;``, ``&quot;``). In a stream the arguments go out as they are written (``xml``).
 
 The grammar writes each function's properties in the schema's order (the required ones present,
 the optional ones skippable, no others), with the type the template would write: a string as text
@@ -32,7 +32,8 @@ from typing import Any
 
 from frontend.structured import gbnf
 from frontend.structured.tool_formats.base import ParsedCall
-from frontend.structured.tool_formats.typed_args import SchemaBound, argument_rules, is_string, typed_value
+from frontend.structured.tool_formats.typed_args import SchemaBound, XmlSyntax, argument_rules, is_string, \
+    typed_value
 
 OPEN, CLOSE, SEP, END_OF_MSG = "<|open|>", "<|close|>", "<|sep|>", "<|end_of_msg|>"
 THINK_START = f"{OPEN}think{SEP}"
@@ -47,10 +48,15 @@ _O, _C, _S = (re.escape(m) for m in (OPEN, CLOSE, SEP))
 _CALL = re.compile(rf'\s*{_O}call tool="([^"]*)".*?{_S}(.*?){_C}call{_S}', re.S)  # (an index attribute too)
 _ARGUMENT = re.compile(rf'{_O}argument key="([^"]*)"(.*?){_S}(.*?){re.escape(ARG_END)}', re.S)
 _TYPE = re.compile(r'type="([^"]*)"')
+_IN_HEAD = rf"(?:(?!{_S}).)"  # a character of a tag's attributes, which end at the first <|sep|>
 QUOTE_SEP = '"' + SEP
 _TYPE_WORDS = {"integer": "number", "number": "number", "boolean": "boolean", "null": "null", "object": "object",
                "array": "array"}  # the template's name of each JSON type but string
 _ANY_TYPE_WORD = '("number" | "boolean" | "null" | "object" | "array")'
+
+
+def _unescape(value: str) -> str:
+    return value.replace("&quot;", '"').replace("&amp;", "&")
 
 
 class KimiK3Format(SchemaBound):
@@ -60,6 +66,12 @@ class KimiK3Format(SchemaBound):
     # framing dropped from the content (the think closer too where the thinking is not read out: llama.cpp's)
     skipped = (THINK_END, RESPONSE_START, RESPONSE_END, MESSAGE_END, END_OF_MSG)
     tokens = (OPEN, CLOSE, SEP, END_OF_MSG)  # control tokens, to read as text
+    xml = XmlSyntax(
+        call_head=re.compile(rf'\s*{_O}call tool="(?P<name>[^"]*)".*?{_S}', re.S),
+        # the first type attribute before the <|sep|>, as _TYPE finds it in the attributes
+        argument_head=re.compile(rf'\s*{_O}argument key="(?P<key>[^"]*)"'
+                                 rf'(?:{_IN_HEAD}*?type="(?P<type>(?:(?!{_S})[^"])*)")?{_IN_HEAD}*?{_S}', re.S),
+        value_end=ARG_END, call_end=re.compile(rf"\s*{_C}call{_S}"), key_text=_unescape)
 
     @property
     def thinking_enders(self) -> tuple[str, ...]:
@@ -124,7 +136,3 @@ def _type_word(schema: Any) -> str:
 
 def _escape(value: str) -> str:
     return value.replace("&", "&amp;").replace('"', "&quot;")
-
-
-def _unescape(value: str) -> str:
-    return value.replace("&quot;", '"').replace("&amp;", "&")
