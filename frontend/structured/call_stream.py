@@ -6,10 +6,11 @@ A call section is read as it grows, by how its format writes arguments:
   ``call_head``) and go out as they come, written as json.dumps writes them: one JSON object, or
   the format's own syntax read by its ``args_stream`` (Gemma 4's, LFM2's).
 - ``XmlCalls``: each argument is an element of its own (the format's ``XmlSyntax``: Qwen's, GLM's,
-  MiniMax M2's, DeepSeek's DSML, Kimi K3's); the JSON object is written as the elements come: a
-  string value streams as a JSON string, any other value goes out whole when its element closes
-  (typed as reading the whole call types it: by the type the element says, else by the
-  function's schema), so the text streamed is the text of the same call read whole.
+  MiniMax M2's, DeepSeek's DSML, Kimi K3's, MiniCPM5's); the JSON object is written as the elements
+  come: a string value streams as a JSON string, any other value goes out whole when its element
+  closes (typed as reading the whole call types it: by the type the element says, else by the
+  function's schema), as does a value written in a block (MiniCPM5's CDATA, whose end decides
+  what its text is), so the text streamed is the text of the same call read whole.
 A section may hold several calls; from one the stream cannot read (written arguments first),
 the section's calls come whole when it closes.
 """
@@ -21,7 +22,7 @@ import json
 from frontend.structured.args_stream import ArgsStream, JsonArgs, string_text
 from frontend.structured.deltas import CallOut, OutputDelta, call_head, partial_suffix
 from frontend.structured.tool_formats import ToolFormat
-from frontend.structured.tool_formats.typed_args import SchemaBound, is_string, typed_value
+from frontend.structured.tool_formats.typed_args import SchemaBound, is_string
 
 
 class CallStream:
@@ -32,8 +33,8 @@ class CallStream:
         self._first = first_index
         self._pos = 0  # the section's text up to here is read
 
-    def feed(self, section: str, out: OutputDelta) -> int:
-        """Sends what is new; returns how many calls it began."""
+    def feed(self, section: str, out: OutputDelta, ended: bool = False) -> int:
+        """Sends what is new; returns how many calls it began. ``ended``: no more text comes."""
         raise NotImplementedError
 
     def finish(self, out: OutputDelta) -> None:
@@ -47,7 +48,7 @@ class NameFirstCalls(CallStream):
         self._args: ArgsStream | None = None
         self._stuck = False  # a call it cannot read came first: the rest come whole
 
-    def feed(self, section: str, out: OutputDelta) -> int:
+    def feed(self, section: str, out: OutputDelta, ended: bool = False) -> int:
         begun = 0
         while not self._stuck:
             if self._args is None:
@@ -81,10 +82,11 @@ class XmlCalls(CallStream):
         self._n_args = 0  # arguments sent of the open call
         self._value: bool | None = None  # the open value: a string (streams) or not (sent whole)
         self._schema: object = None  # the open value's schema
+        self._block = ""  # the closer of the block the open value is written in (MiniCPM5's CDATA; sent whole)
         self._scan = 0  # where to look for the open value's end (the text before it holds none)
         self._ends = [self._xml.value_end] + (["\n" + self._xml.value_end] if self._xml.strip_nl else [])
 
-    def feed(self, section: str, out: OutputDelta) -> int:
+    def feed(self, section: str, out: OutputDelta, ended: bool = False) -> int:
         begun = 0
         while True:
             if not self._call:
@@ -105,7 +107,7 @@ class XmlCalls(CallStream):
                         return begun
                     self._send("}", out)
                     self._call, self._pos = "", end.end()
-            elif not self._close_value(section, out):
+            elif not self._close_value(section, out, ended):
                 return begun
 
     def finish(self, out: OutputDelta) -> None:
@@ -117,6 +119,9 @@ class XmlCalls(CallStream):
         head = self._xml.argument_head.match(section, self._pos)
         if head is None:
             return False
+        start, block = head.end(), self._xml.cdata
+        if block and len(section) - start < len(block[0]) and block[0].startswith(section[start:]):
+            return False  # a block's opener or the value's first text: the next text tells
         key, groups = self._xml.key_text(head["key"]), head.groupdict()
         if groups.get("type") is not None:
             self._schema = {"type": groups["type"]}
@@ -124,31 +129,35 @@ class XmlCalls(CallStream):
             self._schema = {"type": "string"} if groups["string"] == "true" else {}
         else:
             self._schema = self._fmt.schema(self._call).get("properties", {}).get(key, {})
-        self._value = is_string(self._schema)
+        self._block = block[1] if block and section.startswith(block[0], start) else ""
+        self._value = is_string(self._schema) and not self._block
         self._send((", " if self._n_args else "") + json.dumps(key, ensure_ascii=False) + ": "
                    + ('"' if self._value else ""), out)
         self._n_args += 1
-        self._pos = self._scan = head.end()
+        self._pos = self._scan = start
         return True
 
-    def _close_value(self, section: str, out: OutputDelta) -> bool:
-        end = section.find(self._xml.value_end, self._scan)
+    def _close_value(self, section: str, out: OutputDelta, ended: bool) -> bool:
+        end = section.find(self._block + self._xml.value_end, self._scan)
+        if end < 0 and ended and self._block:  # a block never closed: read as a value that is not in one
+            self._block, self._scan = "", self._pos
+            end = section.find(self._xml.value_end, self._scan)
         if end < 0:
             if self._value:  # a string: send what cannot be the start of its end
                 keep = partial_suffix(section[self._pos :], self._ends)
                 self._send(string_text(section[self._pos : len(section) - keep]), out)
                 self._pos = len(section) - keep
             # (a value sent whole is not read again from its start at each push)
-            self._scan = max(self._pos, len(section) - len(self._xml.value_end) + 1)
+            self._scan = max(self._pos, len(section) - len(self._block + self._xml.value_end) + 1)
             return False
-        text = section[self._pos : end]
+        text = section[self._pos : end + len(self._block)]  # (a block's markers and all)
         if self._xml.strip_nl:
             text = text.removesuffix("\n")
         if self._value:
             self._send(string_text(text) + '"', out)
         else:
-            self._send(json.dumps(typed_value(text, self._schema), ensure_ascii=False), out)
-        self._value, self._pos = None, end + len(self._xml.value_end)
+            self._send(json.dumps(self._xml.typed(text, self._schema), ensure_ascii=False), out)
+        self._value, self._pos = None, end + len(self._block + self._xml.value_end)
         return True
 
     def _send(self, text: str, out: OutputDelta) -> None:

@@ -200,7 +200,7 @@ class OutputParser(StreamParser):
         stream, self._calls = self._calls, None
         streamed = stream.names if stream is not None else []
         if stream is not None and streamed:  # calls already announced: send the rest
-            self._n_calls += stream.feed(section, out)
+            self._n_calls += stream.feed(section, out, ended=True)
         try:
             calls: list[ParsedCall] = self._tools.parse(section)
             for call in calls:

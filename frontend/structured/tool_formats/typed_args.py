@@ -16,6 +16,23 @@ from frontend.structured.json_schema import members_rule, subschema_rule
 from frontend.structured.tool_formats.base import ToolFormat, json_value
 
 
+def is_string(schema: Any) -> bool:
+    return isinstance(schema, dict) and (schema.get("type") == "string" or (
+        "type" not in schema and isinstance(schema.get("enum"), list)
+        and all(isinstance(v, str) for v in schema["enum"])))
+
+
+def typed_value(text: str, schema: Any) -> Any:
+    """A value's raw text as the schema types it: strings as they are, else JSON (a value that
+    does not parse stays text, for the client to see what the model wrote)."""
+    if is_string(schema):
+        return text
+    try:
+        return json_value(text)
+    except (ValueError, RecursionError):
+        return text
+
+
 @dataclass(frozen=True, slots=True)
 class XmlSyntax:
     """How a format writes a call as elements, one an argument, so that its arguments can stream
@@ -29,6 +46,11 @@ class XmlSyntax:
     call_end: re.Pattern[str] | None  # what ends a call after its last argument (None: its section's end)
     strip_nl: bool = False  # a new line before ``value_end`` is not the value's (Qwen's)
     key_text: Callable[[str], str] = str.strip  # a key as the format reads it (Kimi K3's unescaped); a name, stripped
+    # a block a value may be written in, its opener and closer (MiniCPM5's CDATA): such a value ends where the
+    # closer and ``value_end`` first come together and goes whole, markers and all, to ``typed``; where the
+    # section ends without them, at ``value_end`` (as the regular expression reading the call whole falls back)
+    cdata: tuple[str, str] | None = None
+    typed: Callable[[str, Any], Any] = typed_value  # a value's text (not a string's) as its schema types it
 
 
 class SchemaBound(ToolFormat):
@@ -79,20 +101,3 @@ def argument_rules(rules: gbnf.Rules, schema: dict[str, Any], text: str) -> list
             value = subschema_rule(rules, schema, sub, f"{key}-value")
         out.append((key, value, key in required))
     return out
-
-
-def is_string(schema: Any) -> bool:
-    return isinstance(schema, dict) and (schema.get("type") == "string" or (
-        "type" not in schema and isinstance(schema.get("enum"), list)
-        and all(isinstance(v, str) for v in schema["enum"])))
-
-
-def typed_value(text: str, schema: Any) -> Any:
-    """A value's raw text as the schema types it: strings as they are, else JSON (a value that
-    does not parse stays text, for the client to see what the model wrote)."""
-    if is_string(schema):
-        return text
-    try:
-        return json_value(text)
-    except (ValueError, RecursionError):
-        return text

@@ -871,11 +871,14 @@ def test_calls_stream_as_written_and_read_as_the_same_reply_not_streamed(fmt, te
         assert len([p for p in pieces if p.index == call.index and p.name is None]) > 1
 
 
+WRITE_FUNCTIONS = [{"name": "write", "parameters": {"type": "object", "properties": {
+    "path": {"type": "string"}, "body": {"type": "string"}, "mode": {"type": "object"}}}}]
+
+
 def test_a_string_argument_streams_before_its_element_closes():
     """An XML-style string value goes out as it is written, escaped as JSON; the new line before
     its closing tag (the format's, not the value's) and a closing tag still arriving are held."""
-    fmt = QwenXmlFormat([{"name": "write", "parameters": {"type": "object", "properties": {
-        "path": {"type": "string"}, "body": {"type": "string"}, "mode": {"type": "object"}}}}])
+    fmt = QwenXmlFormat(WRITE_FUNCTIONS)
     parser = OutputParser(None, fmt, stream_args=True)
     sent = ""
     for piece in ["<tool_call>\n<function=write>\n<parameter=path>\n", 'a "b"\\c.py', "\n</param", "eter>\n",
@@ -947,6 +950,24 @@ def test_a_kimi_k3_string_streams_before_its_argument_closes():
     assert parser.finish().calls == []
 
 
+def test_a_minicpm5_string_streams_unless_it_is_in_a_cdata_block():
+    """MiniCPM5's string values go out as they are written, but for what may be the start of
+    ``</param>``; one in a CDATA block (which may hold ``</param>``) whole when the block closes,
+    as any other value (JSON or a Python literal) when it ends."""
+    parser = OutputParser(None, MiniCpm5Format(WRITE_FUNCTIONS), stream_args=True)
+    sent = ""
+    for piece, expected in [('<function name="write"><param name="path">a "b".py</par', '{"path": "a \\"b\\".py'),
+                            ('am><param name="body"><', '{"path": "a \\"b\\".py"'),  # a CDATA block, or text
+                            ("![CDATA[x </param> y", '{"path": "a \\"b\\".py", "body": '),
+                            ("]]></param><param name=\"mode\">{'append': True}",
+                             '{"path": "a \\"b\\".py", "body": "x </param> y", "mode": '),
+                            ("</param></function>",
+                             '{"path": "a \\"b\\".py", "body": "x </param> y", "mode": {"append": true}}')]:
+        sent += "".join(c.arguments for c in parser.push(piece).calls)
+        assert sent == expected, piece
+    assert parser.finish().calls == []
+
+
 def test_a_call_the_stream_cannot_read_comes_whole_after_those_it_streamed():
     text = '<tool_calls>\n{"name": "a", "arguments": {"x": 1}}\n{"arguments": {"y": 2}, "name": "b"}\n</tool_calls>'
     pieces = pieces_of(OutputParser(None, MiniMaxM1Format(), stream_args=True), text)
@@ -994,6 +1015,12 @@ def streamed_and_whole(fmt, text: str) -> tuple[list, list]:
      '<|open|>call tool="add" index="2"<|sep|><|close|>call<|sep|>\n<|open|>call tool="get_weather" index="3"<|sep|>'
      '<|open|>argument key="city"<|sep|>007<|close|>argument<|sep|><|open|>argument key="days"<|sep|>3'
      "<|close|>argument<|sep|><|close|>call<|sep|><|close|>tools<|sep|><|close|>message<|sep|>"),
+    # MiniCPM5: CDATA blocks (holding what would close the param; a block's markers in one: its text; one never
+    # closed: text up to </param>, its opener and all), JSON and Python literals, names and keys stripped, no arguments
+    (MiniCpm5Format(XML_FUNCTIONS), '<function name=" get_weather "><param name=" city "><![CDATA[a </param> & "b"\n'
+     ']]></param>\n<param name="days"><![CDATA[<![CDATA[7]]>]]></param><param name="opts">{\'m\': None, "u": [1, 2.50]}'
+     '</param></function>\n<function name="add"><param name="a"><![CDATA[x</param></function>\n'
+     '<function name="ping"></function>'),
 ])
 def test_streamed_calls_read_as_the_same_reply_not_streamed(fmt, text):
     streamed, whole = streamed_and_whole(fmt, text)

@@ -9,7 +9,9 @@ A string value is raw text, or a CDATA block where it holds ``<``, ``&`` or a ne
 template's rule; the block's text is the value). Other values are typed by the function's schema
 as Qwen's XML calls' are (``typed_args``), read as JSON or, as the template writes them with
 ``{{ value }}``, as Python literals (``True``, ``{'metric': True}``: ``literals``); a value that
-reads as neither stays text.
+reads as neither stays text. In a stream (``xml``) a string value goes out as it is written, one in
+a CDATA block whole once the block closes (a block never closed is text up to ``</param>``, its
+opener and all, as reading the call whole finds).
 
 The grammar writes the parameters in the schema's order (the required ones present, the optional
 ones skippable, no others): a string as text up to ``</param>`` or as a CDATA block (an ``enum``,
@@ -26,15 +28,26 @@ from typing import Any
 from frontend.structured import gbnf
 from frontend.structured.tool_formats.base import ParsedCall
 from frontend.structured.tool_formats.literals import literal_value
-from frontend.structured.tool_formats.typed_args import SchemaBound, argument_rules, is_string
+from frontend.structured.tool_formats.typed_args import SchemaBound, XmlSyntax, argument_rules, is_string
 
 START = '<function name="'
 END = "</function>"
 VALUE_END = "</param>"
 CDATA_START = "<![CDATA["
 CDATA_END = "]]>"
-_HEAD = re.compile(r'([^"<>]+)">')
+_HEAD = re.compile(r'(?P<name>[^"<>]+)">')
 _PARAM = re.compile(r'<param name="([^"]*)">(<!\[CDATA\[.*?\]\]>|.*?)</param>', re.S)
+
+
+def _value(raw: str, schema: Any) -> Any:
+    if raw.startswith(CDATA_START) and raw.endswith(CDATA_END):
+        raw = raw[len(CDATA_START) : -len(CDATA_END)]
+    if is_string(schema):
+        return raw
+    try:
+        return literal_value(raw)
+    except ValueError:
+        return raw
 
 
 class MiniCpm5Format(SchemaBound):
@@ -42,6 +55,8 @@ class MiniCpm5Format(SchemaBound):
     starts = (START,)
     end = END
     tokens = ("<function", "<param", VALUE_END)  # as llama.cpp preserves them, should they be control tokens
+    xml = XmlSyntax(call_head=_HEAD, argument_head=re.compile(r'\s*<param name="(?P<key>[^"]*)">'), value_end=VALUE_END,
+                    call_end=None, cdata=(CDATA_START, CDATA_END), typed=_value)
 
     def parse(self, section: str) -> list[ParsedCall]:
         head = _HEAD.match(section)
@@ -69,14 +84,3 @@ class MiniCpm5Format(SchemaBound):
                 params.append(param if required else f"({param})?")
             alts.append(" ".join([gbnf.literal(f'{START}{name}">'), *params, gbnf.literal(END)]))
         return rules.add(f"tool-call-{self.name}", " | ".join(alts))
-
-
-def _value(raw: str, schema: Any) -> Any:
-    if raw.startswith(CDATA_START) and raw.endswith(CDATA_END):
-        raw = raw[len(CDATA_START) : -len(CDATA_END)]
-    if is_string(schema):
-        return raw
-    try:
-        return literal_value(raw)
-    except ValueError:
-        return raw
