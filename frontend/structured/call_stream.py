@@ -6,11 +6,12 @@ A call section is read as it grows, by how its format writes arguments:
   ``call_head``) and go out as they come, written as json.dumps writes them: one JSON object, or
   the format's own syntax read by its ``args_stream`` (Gemma 4's, LFM2's).
 - ``XmlCalls``: each argument is an element of its own (the format's ``XmlSyntax``: Qwen's, GLM's,
-  MiniMax M2's, DeepSeek's DSML, Kimi K3's, MiniCPM5's); the JSON object is written as the elements
-  come: a string value streams as a JSON string, any other value goes out whole when its element
-  closes (typed as reading the whole call types it: by the type the element says, else by the
-  function's schema), as does a value written in a block (MiniCPM5's CDATA, whose end decides
-  what its text is), so the text streamed is the text of the same call read whole.
+  MiniMax M2's and M3's, DeepSeek's DSML, Kimi K3's, MiniCPM5's); the JSON object is written as the
+  elements come: a string value streams as a JSON string, any other value goes out whole when its
+  element closes (typed as reading the whole call types it: by the type the element says, else by
+  the function's schema; MiniMax M3's objects and arrays are elements nested in it), as does a
+  value written in a block (MiniCPM5's CDATA, whose end decides what its text is), so the text
+  streamed is the text of the same call read whole.
 A section may hold several calls; from one the stream cannot read (written arguments first),
 the section's calls come whole when it closes.
 """
@@ -22,7 +23,7 @@ import json
 from frontend.structured.args_stream import ArgsStream, JsonArgs, string_text
 from frontend.structured.deltas import CallOut, OutputDelta, call_head, partial_suffix
 from frontend.structured.tool_formats import ToolFormat
-from frontend.structured.tool_formats.typed_args import SchemaBound, is_string
+from frontend.structured.tool_formats.typed_args import SchemaBound
 
 
 class CallStream:
@@ -82,9 +83,9 @@ class XmlCalls(CallStream):
         self._n_args = 0  # arguments sent of the open call
         self._value: bool | None = None  # the open value: a string (streams) or not (sent whole)
         self._schema: object = None  # the open value's schema
+        self._end = ""  # what ends the open value
         self._block = ""  # the closer of the block the open value is written in (MiniCPM5's CDATA; sent whole)
         self._scan = 0  # where to look for the open value's end (the text before it holds none)
-        self._ends = [self._xml.value_end] + (["\n" + self._xml.value_end] if self._xml.strip_nl else [])
 
     def feed(self, section: str, out: OutputDelta, ended: bool = False) -> int:
         begun = 0
@@ -129,8 +130,9 @@ class XmlCalls(CallStream):
             self._schema = {"type": "string"} if groups["string"] == "true" else {}
         else:
             self._schema = self._fmt.schema(self._call).get("properties", {}).get(key, {})
+        self._end = self._xml.value_end.replace("{key}", head["key"])
         self._block = block[1] if block and section.startswith(block[0], start) else ""
-        self._value = is_string(self._schema) and not self._block
+        self._value = self._xml.string(self._schema) and not self._block
         self._send((", " if self._n_args else "") + json.dumps(key, ensure_ascii=False) + ": "
                    + ('"' if self._value else ""), out)
         self._n_args += 1
@@ -138,27 +140,33 @@ class XmlCalls(CallStream):
         return True
 
     def _close_value(self, section: str, out: OutputDelta, ended: bool) -> bool:
-        end = section.find(self._block + self._xml.value_end, self._scan)
-        if end < 0 and ended and self._block:  # a block never closed: read as a value that is not in one
+        end_tag = self._block + self._end
+        while (end := section.find(end_tag, self._scan)) >= 0:
+            self._scan = end + 1
+            text = section[self._pos : end + len(self._block)]  # (a block's markers and all)
+            if self._xml.strip_nl:
+                text = text.removesuffix("\n")
+            if self._value:
+                self._send(string_text(text) + '"', out)
+            else:
+                try:
+                    value = self._xml.typed(text, self._schema)
+                except (ValueError, RecursionError):  # the end of an element in the value (MiniMax M3's), not its own
+                    continue
+                self._send(json.dumps(value, ensure_ascii=False), out)
+            self._value, self._pos = None, end + len(end_tag)
+            return True
+        if ended and self._block:  # a block never closed: read as a value that is not in one
             self._block, self._scan = "", self._pos
-            end = section.find(self._xml.value_end, self._scan)
-        if end < 0:
-            if self._value:  # a string: send what cannot be the start of its end
-                keep = partial_suffix(section[self._pos :], self._ends)
-                self._send(string_text(section[self._pos : len(section) - keep]), out)
-                self._pos = len(section) - keep
-            # (a value sent whole is not read again from its start at each push)
-            self._scan = max(self._pos, len(section) - len(self._block + self._xml.value_end) + 1)
-            return False
-        text = section[self._pos : end + len(self._block)]  # (a block's markers and all)
-        if self._xml.strip_nl:
-            text = text.removesuffix("\n")
-        if self._value:
-            self._send(string_text(text) + '"', out)
-        else:
-            self._send(json.dumps(self._xml.typed(text, self._schema), ensure_ascii=False), out)
-        self._value, self._pos = None, end + len(self._block + self._xml.value_end)
-        return True
+            return self._close_value(section, out, ended)
+        if self._value:  # a string: send what cannot be the start of its end
+            ends = [self._end, "\n" + self._end] if self._xml.strip_nl else [self._end]
+            keep = partial_suffix(section[self._pos :], ends)
+            self._send(string_text(section[self._pos : len(section) - keep]), out)
+            self._pos = len(section) - keep
+        # (a value sent whole is not read again from its start at each push)
+        self._scan = max(self._pos, len(section) - len(end_tag) + 1)
+        return False
 
     def _send(self, text: str, out: OutputDelta) -> None:
         if text:

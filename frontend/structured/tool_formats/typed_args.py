@@ -42,7 +42,7 @@ class XmlSyntax:
     # up to the value; group ``key``, and where the format writes one, ``string`` (DSML's attribute: the value
     # is a string or JSON) or ``type`` (Kimi K3's: the value's JSON type), which types it instead of the schema
     argument_head: re.Pattern[str]
-    value_end: str  # what ends a value
+    value_end: str  # what ends a value ("{key}" in it: the key as written, MiniMax M3's closing tags)
     call_end: re.Pattern[str] | None  # what ends a call after its last argument (None: its section's end)
     strip_nl: bool = False  # a new line before ``value_end`` is not the value's (Qwen's)
     key_text: Callable[[str], str] = str.strip  # a key as the format reads it (Kimi K3's unescaped); a name, stripped
@@ -50,7 +50,10 @@ class XmlSyntax:
     # closer and ``value_end`` first come together and goes whole, markers and all, to ``typed``; where the
     # section ends without them, at ``value_end`` (as the regular expression reading the call whole falls back)
     cdata: tuple[str, str] | None = None
-    typed: Callable[[str, Any], Any] = typed_value  # a value's text (not a string's) as its schema types it
+    # a value's text as its schema types it (not a string's, which streams); ValueError where the text is not all
+    # of it (MiniMax M3's: ``value_end`` closed an element nested in the value, the value ends at a later one)
+    typed: Callable[[str, Any], Any] = typed_value
+    string: Callable[[Any], bool] = is_string  # whether a schema's values are strings (MiniMax M3's: unions too)
 
 
 class SchemaBound(ToolFormat):

@@ -968,6 +968,29 @@ def test_a_minicpm5_string_streams_unless_it_is_in_a_cdata_block():
     assert parser.finish().calls == []
 
 
+def test_a_minimax_m3_string_streams_before_its_element_closes():
+    """MiniMax M3's string values (a union with a string alternative too) go out as they are
+    written, nested tags and all, but for what may be the start of their closing tag; an object
+    or array written as elements whole once its own element closes, not one nested in it of the
+    same name."""
+    fmt = MiniMaxM3Format([{"name": "write", "parameters": {"type": "object", "properties": {
+        "body": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+        "mode": {"type": "object", "properties": {"mode": {"type": "integer"}}}}}}])
+    parser = OutputParser(None, fmt, stream_args=True)
+    ns = "]<]minimax[>["
+    sent = ""
+    for piece, expected in [(f'{ns}<tool_call>\n{ns}<invoke name="write">{ns}<body>line "1"\n',
+                             '{"body": "line \\"1\\"\\n'),
+                            (f"{ns}<b>x{ns}</", '{"body": "line \\"1\\"\\n' + ns + "<b>x"),  # its tag, or more text
+                            (f"b>{ns}</body>{ns}<mode>{ns}<mode>2{ns}</mode>",
+                             '{"body": "line \\"1\\"\\n' + ns + "<b>x" + ns + '</b>", "mode": '),
+                            (f"{ns}</mode>{ns}</invoke>\n{ns}</tool_call>",
+                             '{"body": "line \\"1\\"\\n' + ns + "<b>x" + ns + '</b>", "mode": {"mode": 2}}')]:
+        sent += "".join(c.arguments for c in parser.push(piece).calls)
+        assert sent == expected, piece
+    assert parser.finish().calls == []
+
+
 def test_a_call_the_stream_cannot_read_comes_whole_after_those_it_streamed():
     text = '<tool_calls>\n{"name": "a", "arguments": {"x": 1}}\n{"arguments": {"y": 2}, "name": "b"}\n</tool_calls>'
     pieces = pieces_of(OutputParser(None, MiniMaxM1Format(), stream_args=True), text)
@@ -1021,6 +1044,17 @@ def streamed_and_whole(fmt, text: str) -> tuple[list, list]:
      ']]></param>\n<param name="days"><![CDATA[<![CDATA[7]]>]]></param><param name="opts">{\'m\': None, "u": [1, 2.50]}'
      '</param></function>\n<function name="add"><param name="a"><![CDATA[x</param></function>\n'
      '<function name="ping"></function>'),
+    # MiniMax M3: a string holding the closing tag of the element around it, an object nested in one of the same
+    # name, arrays of arrays (an empty one writes nothing), JSON's escapes, keys not in the schema, no arguments
+    (MiniMaxM3Format([*M3_FUNCTIONS, {"name": "deep", "parameters": {"type": "object", "properties": {
+        "a": {"type": "object", "properties": {"a": {"type": "integer"}, "s": {"type": "string"}}},
+        "item": {"type": "array", "items": {"type": "array", "items": {"type": "integer"}}}}}}]),
+     "]<]minimax[>[<tool_call>\n]<]minimax[>[<invoke name=\" deep \">]<]minimax[>[<a>]<]minimax[>[<a>1"
+     "]<]minimax[>[</a>]<]minimax[>[<s>x ]<]minimax[>[</a> \"y\"\\n\n]<]minimax[>[</s>]<]minimax[>[</a>\n"
+     "]<]minimax[>[<item>]<]minimax[>[<item>]<]minimax[>[<item>1]<]minimax[>[</item>]<]minimax[>[</item>"
+     "]<]minimax[>[<item>]<]minimax[>[</item>]<]minimax[>[</item>]<]minimax[>[<x>]<]minimax[>[<y>[1.50]"
+     "]<]minimax[>[</y>]<]minimax[>[</x>]<]minimax[>[</invoke>\n]<]minimax[>[<invoke name=\"empty_args\">"
+     "]<]minimax[>[</invoke>\n]<]minimax[>[</tool_call>"),
 ])
 def test_streamed_calls_read_as_the_same_reply_not_streamed(fmt, text):
     streamed, whole = streamed_and_whole(fmt, text)

@@ -12,7 +12,9 @@ Values are read as llama.cpp reads them, by the function's schema: where the pro
 allows a string (a union with a string alternative too) the value is the raw text up to its
 closing tag, whatever it holds; nested elements make an object or, where they are ``item``s and
 the schema allows an array, an array; anything else is JSON (numbers, the template's
-``true``/``false``), or text where it does not parse. The template leaves out null members.
+``true``/``false``), or text where it does not parse. The template leaves out null members. In a
+stream (``xml``) a string value goes out as it is written, any other value whole once its element
+closes.
 
 The grammar writes what llama.cpp's does: each function's properties in the schema's order (the
 required ones present, the optional ones skippable, no others), a string as any text without the
@@ -30,7 +32,7 @@ from typing import Any
 from frontend.structured import gbnf
 from frontend.structured.json_schema import members_rule, subschema_rule
 from frontend.structured.tool_formats.base import ParsedCall
-from frontend.structured.tool_formats.typed_args import SchemaBound, is_string, typed_value
+from frontend.structured.tool_formats.typed_args import SchemaBound, XmlSyntax, is_string, typed_value
 
 NS = "]<]minimax[>["
 START = NS + "<tool_call>"
@@ -38,9 +40,20 @@ END = NS + "</tool_call>"
 INVOKE_END = NS + "</invoke>"
 ITEM = "item"
 NL = "\n"
-_INVOKE = re.compile(rf'\s*{re.escape(NS)}<invoke name="([^"]*)">')
-_OPEN = re.compile(rf"\s*{re.escape(NS)}<([^<>/\s]+)>")
+_INVOKE = re.compile(rf'\s*{re.escape(NS)}<invoke name="(?P<name>[^"]*)">')
+_OPEN = re.compile(rf"\s*{re.escape(NS)}<(?P<key>[^<>/\s]+)>")
 _SPACE = re.compile(r"\s*")
+
+
+def _may_be_string(schema: Any) -> bool:
+    return any(is_string(alt) or isinstance(alt, dict) and "const" in alt and isinstance(alt["const"], str)
+               for alt in _alternatives(schema))
+
+
+def _whole(text: str, schema: Any) -> Any:
+    """All of ``text`` as one value (a stream's, ``XmlSyntax.typed``): ValueError where an element
+    in it is still open (the closing tag that ended ``text`` closed one nested in the value)."""
+    return _value(text, 0, schema, "")[0]
 
 
 class MiniMaxM3Format(SchemaBound):
@@ -48,6 +61,8 @@ class MiniMaxM3Format(SchemaBound):
     starts = (START,)
     end = END
     tokens = (NS, "<tool_call>", "</tool_call>")  # control tokens of its vocabulary (llama.cpp preserves them)
+    xml = XmlSyntax(call_head=_INVOKE, argument_head=_OPEN, value_end=NS + "</{key}>",
+                    call_end=re.compile(rf"\s*{re.escape(INVOKE_END)}"), typed=_whole, string=_may_be_string)
 
     def parse(self, section: str) -> list[ParsedCall]:
         calls, pos = [], 0
@@ -87,11 +102,6 @@ def _alternatives(schema: Any) -> list[Any]:
     return [schema]
 
 
-def _may_be_string(schema: Any) -> bool:
-    return any(is_string(alt) or isinstance(alt, dict) and "const" in alt and isinstance(alt["const"], str)
-               for alt in _alternatives(schema))
-
-
 def _of_type(schema: Any, type_: str) -> dict[str, Any] | None:
     """The alternative of ``schema`` of JSON type ``type_``, if any."""
     for alt in _alternatives(schema):
@@ -103,13 +113,18 @@ def _of_type(schema: Any, type_: str) -> dict[str, Any] | None:
 # ------------------------------------------------------------------ reading
 
 
+def _closes(text: str, pos: int, close: str) -> bool:
+    """Whether ``close`` comes at ``pos`` ("": the end of ``text``)."""
+    return text.startswith(close, pos) if close else pos == len(text)
+
+
 def _members(text: str, pos: int, schema: Any, close: str) -> tuple[dict[str, Any], int]:
     """The elements from ``pos`` up to ``close`` as an object's members; the position after ``close``."""
     properties = schema.get("properties", {}) if isinstance(schema, dict) else {}
     out: dict[str, Any] = {}
     while True:
         pos = _SPACE.match(text, pos).end()
-        if text.startswith(close, pos):
+        if _closes(text, pos, close):
             return out, pos + len(close)
         tag = _OPEN.match(text, pos)
         if tag is None:
@@ -122,7 +137,7 @@ def _items(text: str, pos: int, schema: Any, close: str) -> tuple[list[Any], int
     out: list[Any] = []
     while True:
         pos = _SPACE.match(text, pos).end()
-        if text.startswith(close, pos):
+        if _closes(text, pos, close):
             return out, pos + len(close)
         tag = _OPEN.match(text, pos)
         if tag is None or tag[1] != ITEM:
@@ -132,7 +147,7 @@ def _items(text: str, pos: int, schema: Any, close: str) -> tuple[list[Any], int
 
 
 def _value(text: str, pos: int, schema: Any, close: str) -> tuple[Any, int]:
-    """The value from ``pos`` up to its closing tag ``close``; the position after it."""
+    """The value from ``pos`` up to its closing tag ``close`` ("": the end of ``text``); the position after it."""
     string = _may_be_string(schema)
     array, obj = _of_type(schema, "array"), _of_type(schema, "object")
     tag = None if string else _OPEN.match(text, pos)
@@ -140,7 +155,7 @@ def _value(text: str, pos: int, schema: Any, close: str) -> tuple[Any, int]:
         if tag[1] == ITEM and (array is not None or obj is None):
             return _items(text, pos, array, close)
         return _members(text, pos, obj, close)
-    end = text.find(close, pos)
+    end = text.find(close, pos) if close else len(text)
     if end < 0:
         raise ValueError("an unclosed element in a MiniMax M3 call")
     raw = text[pos:end]
