@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import string
+from typing import Any
 
 from frontend.structured.deltas import CallOut, OutputDelta, call_head
 
@@ -116,6 +117,17 @@ def number_text(text: str) -> str:
     except ValueError:
         return text
     return json.dumps(value) if isinstance(value, int) or math.isfinite(value) else text
+
+
+def value_text(value: Any) -> str:
+    """A value read whole, as json.dumps writes it in a call's arguments; where that text cannot go
+    out (a lone surrogate: the call will not read), with every character escaped."""
+    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(value)
+    return text
 
 
 def string_text(text: str) -> str:

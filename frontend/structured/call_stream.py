@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 
-from frontend.structured.args_stream import ArgsStream, JsonArgs, string_text
+from frontend.structured.args_stream import ArgsStream, JsonArgs, string_text, value_text
 from frontend.structured.deltas import CallOut, OutputDelta, call_head, partial_suffix
 from frontend.structured.tool_formats import ToolFormat
 from frontend.structured.tool_formats.typed_args import SchemaBound
@@ -85,6 +85,8 @@ class XmlCalls(CallStream):
         self._schema: object = None  # the open value's schema
         self._end = ""  # what ends the open value
         self._block = ""  # the closer of the block the open value is written in (MiniCPM5's CDATA; sent whole)
+        self._open = ""  # what opens an element of the open value's name in it (MiniMax M3's)
+        self._depth = 0  # such elements open at ``_scan``
         self._scan = 0  # where to look for the open value's end (the text before it holds none)
 
     def feed(self, section: str, out: OutputDelta, ended: bool = False) -> int:
@@ -133,6 +135,8 @@ class XmlCalls(CallStream):
         self._end = self._xml.value_end.replace("{key}", head["key"])
         self._block = block[1] if block and section.startswith(block[0], start) else ""
         self._value = self._xml.string(self._schema) and not self._block
+        self._open = self._xml.value_open.replace("{key}", head["key"]) if not self._value else ""
+        self._depth = 0
         self._send((", " if self._n_args else "") + json.dumps(key, ensure_ascii=False) + ": "
                    + ('"' if self._value else ""), out)
         self._n_args += 1
@@ -141,8 +145,7 @@ class XmlCalls(CallStream):
 
     def _close_value(self, section: str, out: OutputDelta, ended: bool) -> bool:
         end_tag = self._block + self._end
-        while (end := section.find(end_tag, self._scan)) >= 0:
-            self._scan = end + 1
+        while (end := self._balanced_end(section, end_tag)) >= 0:
             text = section[self._pos : end + len(self._block)]  # (a block's markers and all)
             if self._xml.strip_nl:
                 text = text.removesuffix("\n")
@@ -153,7 +156,7 @@ class XmlCalls(CallStream):
                     value = self._xml.typed(text, self._schema)
                 except (ValueError, RecursionError):  # the end of an element in the value (MiniMax M3's), not its own
                     continue
-                self._send(json.dumps(value, ensure_ascii=False), out)
+                self._send(value_text(value), out)
             self._value, self._pos = None, end + len(end_tag)
             return True
         if ended and self._block:  # a block never closed: read as a value that is not in one
@@ -165,8 +168,23 @@ class XmlCalls(CallStream):
             self._send(string_text(section[self._pos : len(section) - keep]), out)
             self._pos = len(section) - keep
         # (a value sent whole is not read again from its start at each push)
-        self._scan = max(self._pos, len(section) - len(end_tag) + 1)
+        self._scan = max(self._pos, self._scan, len(section) - max(len(end_tag), len(self._open)) + 1)
         return False
+
+    def _balanced_end(self, section: str, end_tag: str) -> int:
+        """Where the next ``end_tag`` from ``_scan`` that closes no element opened in the value is
+        (-1: none yet); each part of the text is counted once."""
+        while (end := section.find(end_tag, self._scan)) >= 0:
+            if self._open:
+                self._depth += section.count(self._open, self._scan, end)
+            self._scan = end + 1
+            if not self._depth:
+                return end
+            self._depth -= 1
+        if self._open and (last := section.rfind(self._open, self._scan)) >= 0:  # (one still arriving: later)
+            self._depth += section.count(self._open, self._scan, last + len(self._open))
+            self._scan = last + len(self._open)
+        return -1
 
     def _send(self, text: str, out: OutputDelta) -> None:
         if text:

@@ -69,6 +69,7 @@ class OutputParser(StreamParser):
         self._lead = tools.lead if tools is not None else ""
         self._buf = self._lead
         self._section = ""  # the open call section (from its marker)
+        self._end_from = 0  # where its closer may begin
         self._seen_content = False  # non-whitespace answer text was emitted
         self._n_calls = 0
         self._after_section = False  # drop the blank lines after the thinking or a call
@@ -141,14 +142,12 @@ class OutputParser(StreamParser):
                     self._buf = self._buf[len(self._buf) - keep :]
                     return
                 self._emit_reasoning(self._buf[:pos], out)
+                if marker != end and self._tools is not None and marker not in self._tools.starts:
+                    self._buf, self._state = self._buf[pos:], self._CONTENT  # the answer's opener: framing it drops
+                    continue
                 self._buf = self._buf[pos + len(marker) :]
                 if marker != end:
-                    assert self._tools is not None
-                    if marker in self._tools.starts:
-                        self._open_section(marker)
-                    else:  # the answer's opener: framing the content drops
-                        self._buf = marker + self._buf
-                        self._state = self._CONTENT
+                    self._open_section(marker)
                     continue
                 if self._reasoning.keep_in_content:
                     out.content += end
@@ -159,8 +158,10 @@ class OutputParser(StreamParser):
                 end = self._tools.end
                 self._section += self._buf  # the closer may straddle two pushes
                 self._buf = ""
-                pos = self._section.find(end) if end else -1
+                pos = self._section.find(end, self._end_from) if end else -1
                 if pos < 0:
+                    if end:  # (a long section is not searched again from its start at each push)
+                        self._end_from = max(0, len(self._section) - len(end) + 1)
                     self._stream_args(self._section, out)
                     return
                 section = self._section[:pos]
@@ -172,6 +173,7 @@ class OutputParser(StreamParser):
 
     def _open_section(self, marker: str) -> None:
         self._state = self._CALL
+        self._end_from = 0
         self._section = marker if self._tools is not None and self._tools.keep_start else ""
 
     def _content_markers(self) -> list[str]:

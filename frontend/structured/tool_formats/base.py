@@ -8,10 +8,12 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from frontend.structured import gbnf
-from frontend.structured.args_stream import ArgsStream
+
+if TYPE_CHECKING:
+    from frontend.structured.args_stream import ArgsStream
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,6 +53,9 @@ class XmlSyntax:
     # a value's text as its schema types it (not a string's, which streams); ValueError where the text is not all
     # of it (MiniMax M3's: ``value_end`` closed an element nested in the value, the value ends at a later one)
     typed: Callable[[str, Any], Any] = typed_value
+    # what opens an element of the value's own name ("{key}" in it), which a ``value_end`` inside the value closes
+    # (MiniMax M3's nested elements): a value that is not a string ends where its ends balance its opens
+    value_open: str = ""
     string: Callable[[Any], bool] = is_string  # whether a schema's values are strings (MiniMax M3's: unions too)
 
 

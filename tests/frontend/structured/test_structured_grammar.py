@@ -570,6 +570,9 @@ def test_lfm2_tool_grammar(tokenizer, parallel):
     assert not accepts(tokenizer, grammar, section.format("get_weather(days=3, city='Paris')"))  # the schema's order
     assert not accepts(tokenizer, grammar, section.format("get_weather(city='Paris', unit='k')"))
     assert not accepts(tokenizer, grammar, section.format("get_weather(city='Paris', opts={})"))
+    # Python's reader takes no raw carriage return in a string: the call would not read
+    assert not accepts(tokenizer, grammar, section.format("get_weather(city='Pa\rris')"))
+    assert accepts(tokenizer, grammar, section.format("get_weather(city='Pa\\rris')"))
 
 
 def test_lfm2_grammar_writes_python_booleans_and_none(tokenizer):

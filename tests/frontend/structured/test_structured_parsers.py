@@ -287,6 +287,7 @@ def test_mistral_calls_keep_the_ids_the_model_wrote_and_get_ids_its_templates_ac
     (Gemma4Format(), "<|tool_call>call:f{a:1,}<tool_call|>"),  # a comma and no member
     (Gemma4Format(), "<|tool_call>call:f{a:1}} and more<tool_call|>"),
     (Gemma4Format(), "<|tool_call>f{a:1}<tool_call|>"),  # no "call:"
+    (Gemma4Format(), "<|tool_call>call:f{a:1e999}<tool_call|>"),  # no finite number: not JSON's
     (MiniMaxM2Format(), '<minimax:tool_call>\n<invoke name="f">\n<parameter name="a">1</parameter>\noops\n</invoke>\n'
                         "</minimax:tool_call>"),  # text between the parameters
     (MiniMaxM2Format(), "<minimax:tool_call>\nhello\n</minimax:tool_call>"),  # no invoke

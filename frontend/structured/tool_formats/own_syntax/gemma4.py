@@ -31,7 +31,7 @@ from frontend.structured import gbnf
 from frontend.structured.args_stream import ArgsStream, number_text, string_text
 from frontend.structured.deltas import OutputDelta, partial_suffix
 from frontend.structured.json_schema import subschema_rule
-from frontend.structured.tool_formats.base import ParsedCall
+from frontend.structured.tool_formats.base import ParsedCall, json_value
 from frontend.structured.tool_formats.typed_args import SchemaBound, is_string
 
 QUOTE = '<|"|>'
@@ -205,7 +205,7 @@ class _Reader:
         if number is None:
             raise ValueError(f"no Gemma 4 value at {self.pos}")
         self.pos = number.end()
-        return json.loads(number[0])
+        return json_value(number[0])  # (finite: 1e999 is no JSON number)
 
     def string_rest(self) -> str:
         end = self.text.find(QUOTE, self.pos)

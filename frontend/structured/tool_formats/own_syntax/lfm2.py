@@ -29,7 +29,7 @@ import re
 from typing import Any
 
 from frontend.structured import gbnf
-from frontend.structured.args_stream import ArgsStream, string_text
+from frontend.structured.args_stream import ArgsStream, string_text, value_text
 from frontend.structured.deltas import OutputDelta
 from frontend.structured.json_schema import subschema_rule
 from frontend.structured.tool_formats.base import ParsedCall, skip_space
@@ -64,9 +64,7 @@ class Lfm2Args(ArgsStream):
         self._json = True  # the open string reads by JSON's rules
         self._high: tuple[str, str] | None = None  # a surrogate pair's first half (decoded, written)
         self._raw = ""  # a value that is not a string, as far as it has come
-        self._depth = 0  # of its brackets
-        self._raw_quote = ""  # a string inside it
-        self._raw_escape = False
+        self._raw_end = _ValueEnd()  # where it ends
 
     def feed(self, text: str, out: OutputDelta) -> int:
         kept: list[str] = []
@@ -90,9 +88,9 @@ class Lfm2Args(ArgsStream):
                 kept.append(self._flush_high() + '"')  # (the quote)
                 self._state = self._AFTER_VALUE
             elif self._state == self._IN_VALUE:
-                if self._value_ends(ch):
+                if self._raw_end.at(ch):
                     kept.append(_json_text(self._raw))
-                    self._raw, self._state = "", self._AFTER_VALUE
+                    self._raw, self._raw_end, self._state = "", _ValueEnd(), self._AFTER_VALUE
                     continue  # the "," or ")" is read after the value
                 self._raw += ch
             elif ch.isspace() and not self._key:
@@ -155,27 +153,6 @@ class Lfm2Args(ArgsStream):
         high, self._high = self._high, None
         return string_text(high[1]) if high else ""
 
-    def _value_ends(self, ch: str) -> bool:
-        """Whether ``ch`` ends the value (a "," or ")" outside its strings and brackets)."""
-        if self._raw_quote:
-            if self._raw_escape:
-                self._raw_escape = False
-            elif ch == "\\":
-                self._raw_escape = True
-            elif ch == self._raw_quote:
-                self._raw_quote = ""
-        elif ch in "'\"":
-            self._raw_quote = ch
-        elif ch in _OPENERS:
-            self._depth += 1
-        elif ch in _CLOSERS:
-            if self._depth == 0:
-                return True
-            self._depth -= 1
-        elif ch == "," and self._depth == 0:
-            return True
-        return False
-
 
 class Lfm2Format(SchemaBound):
     name = "lfm2"
@@ -237,7 +214,8 @@ def _value(rules: gbnf.Rules, schema: dict[str, Any], sub: Any, hint: str) -> st
     if is_string(sub):  # in single quotes, as the template writes them, or double, as llama.cpp's tests do
         if "enum" in sub:
             return " | ".join(gbnf.literal(q) for v in sub["enum"] for q in (repr(str(v)), json.dumps(str(v))))
-        char = rules.fixed("py-char", "[^'\\\\\\n] | \"\\\\\" [\\\\'\"nrt]")
+        # (no raw carriage return or NUL: Python's reader takes neither inside a string)
+        char = rules.fixed("py-char", "[^'\\\\\\n\\r\\x00] | \"\\\\\" [\\\\'\"nrt]")
         py_string = rules.fixed("py-string", f'"\'" ({char})* "\'"')
         return f"{py_string} | {subschema_rule(rules, schema, sub, f'{hint}-value')}"
     kind = sub.get("type") if isinstance(sub, dict) else None
@@ -280,27 +258,43 @@ def _arguments(text: str, pos: int) -> tuple[dict[str, Any], int]:
 
 
 
-def _value_end(text: str, pos: int) -> int:
-    """Where the value from ``pos`` ends: the ``,`` or ``)`` after it, outside strings and brackets."""
-    depth, quote = 0, ""
-    while pos < len(text):
-        ch = text[pos]
-        if quote:
-            if ch == "\\":
-                pos += 1
-            elif ch == quote:
-                quote = ""
+class _ValueEnd:
+    """Finds where a value ends, a character at a time: at the ``,`` or ``)`` after it, outside
+    its strings and brackets."""
+
+    def __init__(self) -> None:
+        self._depth = 0
+        self._quote = ""  # the open string's quote
+        self._escape = False
+
+    def at(self, ch: str) -> bool:
+        """Whether ``ch`` (the next character) ends the value."""
+        if self._quote:
+            if self._escape:
+                self._escape = False
+            elif ch == "\\":
+                self._escape = True
+            elif ch == self._quote:
+                self._quote = ""
         elif ch in "'\"":
-            quote = ch
+            self._quote = ch
         elif ch in _OPENERS:
-            depth += 1
+            self._depth += 1
         elif ch in _CLOSERS:
-            if depth == 0:
-                return pos
-            depth -= 1
-        elif ch == "," and depth == 0:
-            return pos
-        pos += 1
+            if self._depth == 0:
+                return True
+            self._depth -= 1
+        elif ch == "," and self._depth == 0:
+            return True
+        return False
+
+
+def _value_end(text: str, pos: int) -> int:
+    """Where the value from ``pos`` ends."""
+    end = _ValueEnd()
+    for i in range(pos, len(text)):
+        if end.at(text[i]):
+            return i
     raise ValueError("an unclosed LFM2 call")
 
 
@@ -331,8 +325,6 @@ def _escape_length(text: str, pos: int) -> int | None:
 def _json_text(raw: str) -> str:
     """A value that is not a string, as the call read whole writes it (as written if it does not read)."""
     try:
-        text = json.dumps(literal_value(raw), ensure_ascii=False, allow_nan=False)
-        text.encode()
-    except (ValueError, TypeError, RecursionError):  # (UnicodeEncodeError is a ValueError)
+        return value_text(literal_value(raw))
+    except (ValueError, RecursionError):
         return raw
-    return text

@@ -62,7 +62,8 @@ class MiniMaxM3Format(SchemaBound):
     end = END
     tokens = (NS, "<tool_call>", "</tool_call>")  # control tokens of its vocabulary (llama.cpp preserves them)
     xml = XmlSyntax(call_head=_INVOKE, argument_head=_OPEN, value_end=NS + "</{key}>",
-                    call_end=re.compile(rf"\s*{re.escape(INVOKE_END)}"), typed=_whole, string=_may_be_string)
+                    call_end=re.compile(rf"\s*{re.escape(INVOKE_END)}"), typed=_whole, string=_may_be_string,
+                    value_open=NS + "<{key}>")
 
     def parse(self, section: str) -> list[ParsedCall]:
         calls, pos = [], 0
