@@ -1062,6 +1062,16 @@ def test_streamed_calls_read_as_the_same_reply_not_streamed(fmt, text):
     assert streamed == whole and whole
 
 
+def test_a_streamed_value_that_utf8_cannot_hold_goes_out_escaped():
+    """A lone surrogate's escape (the JSON grammar allows any \\uXXXX) reads as no call whole; the
+    piece already streamed keeps it escaped, so that the stream can still be sent."""
+    text = '<function name="f"><param name="a">["\\ud83d"]</param></function>'
+    pieces = pieces_of(OutputParser(None, MiniCpm5Format([{"name": "f"}]), stream_args=True), text)
+    assert '["\\ud83d"]' in [p.arguments for p in pieces]
+    for piece in pieces:
+        piece.arguments.encode()
+
+
 def test_arguments_beyond_json_never_go_out_as_calls():
     """1e400 is no float, and JSON has no Infinity: the call is malformed, as JSON would have it."""
     out = run_parser(OutputParser(None, HermesFormat()), '<tool_call>{"name": "f", "arguments": {"x": 1e400}}</tool_call>')
