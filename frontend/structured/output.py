@@ -4,7 +4,9 @@ The parser scans the text for the markers of the reasoning format (``<think>``..
 and of the tool-call format (``<tool_call>``...); text that might be the start of a marker is
 held back until the next text decides. A call section is buffered until it closes, then read
 with the format's parser: a malformed call comes back as plain content, never as an error
-(llama-server answers 500 there). A section the output ended inside (cut by max_tokens or a
+(llama-server answers 500 there). A closer after which the section does not read as calls was
+inside a value (a string argument holding the tag, as a coding agent's file may): the section
+goes on; where no later closer makes it read, the first one ended it. A section the output ended inside (cut by max_tokens or a
 stop string before its closer) is a call, never content: its name and the arguments written so
 far when the name is complete (as a stream sends them), nothing otherwise. The blank lines
 after a call are the format's separator, not content. Each call gets an id (``call_`` + 24 hex
@@ -70,6 +72,7 @@ class OutputParser(StreamParser):
         self._buf = self._lead
         self._section = ""  # the open call section (from its marker)
         self._end_from = 0  # where its closer may begin
+        self._passed = -1  # the first closer in it that left it unread (-1: none)
         self._seen_content = False  # non-whitespace answer text was emitted
         self._n_calls = 0
         self._after_section = False  # drop the blank lines after the thinking or a call
@@ -80,6 +83,9 @@ class OutputParser(StreamParser):
     def finish(self) -> OutputDelta:
         out = OutputDelta()
         self._scan(out, final=True)
+        while self._state == self._CALL and self._passed >= 0:  # no later closer read: the first one closed it
+            self._close_at(self._passed, out)
+            self._scan(out, final=True)
         if self._state == self._CALL:  # (a forced reply is calls only: a section it ended in was cut short)
             self._close_section(self._section, out, cut=self._tools is not None and (self._tools.end is not None
                                                                                      or self._forced))
@@ -158,23 +164,32 @@ class OutputParser(StreamParser):
                 end = self._tools.end
                 self._section += self._buf  # the closer may straddle two pushes
                 self._buf = ""
-                pos = self._section.find(end, self._end_from) if end else -1
+                while (pos := self._section.find(end, self._end_from) if end else -1) >= 0:
+                    if self._read(self._section[:pos]) is not None:
+                        break
+                    # In a value (a string argument holding the closer), or malformed: read on
+                    self._passed = pos if self._passed < 0 else self._passed
+                    self._end_from = pos + 1
                 if pos < 0:
                     if end:  # (a long section is not searched again from its start at each push)
-                        self._end_from = max(0, len(self._section) - len(end) + 1)
+                        self._end_from = max(self._end_from, len(self._section) - len(end) + 1)
                     self._stream_args(self._section, out)
                     return
-                section = self._section[:pos]
-                self._buf = self._section[pos + len(end or "") :]
-                self._section = ""
-                self._close_section(section, out)
-                self._after_section = True
-                self._state = self._CONTENT
+                self._close_at(pos, out)
 
     def _open_section(self, marker: str) -> None:
         self._state = self._CALL
-        self._end_from = 0
+        self._end_from, self._passed = 0, -1
         self._section = marker if self._tools is not None and self._tools.keep_start else ""
+
+    def _close_at(self, pos: int, out: OutputDelta) -> None:
+        """The open section ends with the closer at ``pos``."""
+        assert self._tools is not None
+        section, self._buf = self._section[:pos], self._section[pos + len(self._tools.end or "") :]
+        self._section = ""
+        self._close_section(section, out)
+        self._after_section = True
+        self._state = self._CONTENT
 
     def _content_markers(self) -> list[str]:
         markers = []
@@ -203,11 +218,8 @@ class OutputParser(StreamParser):
         streamed = stream.names if stream is not None else []
         if stream is not None and streamed:  # calls already announced: send the rest
             self._n_calls += stream.feed(section, out, ended=True)
-        try:
-            calls: list[ParsedCall] = self._tools.parse(section)
-            for call in calls:
-                call.arguments.encode()  # malformed if it holds a lone surrogate (JSON's "\\ud83d" alone)
-        except (ValueError, TypeError, KeyError, RecursionError):  # (UnicodeEncodeError is a ValueError)
+        calls = self._read(section)
+        if calls is None:
             if streamed:  # (only output the grammar did not make: the rest is lost)
                 if not cut:
                     log.warning("a tool-call section that streamed as calls %s did not read as calls", streamed)
@@ -226,6 +238,17 @@ class OutputParser(StreamParser):
         for call in calls[len(streamed) :]:
             whole_call(self._n_calls, call.name, call.arguments, out, call.id or self._tools.new_call_id())
             self._n_calls += 1
+
+    def _read(self, section: str) -> list[ParsedCall] | None:
+        """The calls of a section; None where it does not read as calls."""
+        assert self._tools is not None
+        try:
+            calls = self._tools.parse(section)
+            for call in calls:
+                call.arguments.encode()  # malformed if it holds a lone surrogate (JSON's "\\ud83d" alone)
+        except (ValueError, TypeError, KeyError, RecursionError):  # (UnicodeEncodeError is a ValueError)
+            return None
+        return calls
 
     def _emit_content(self, text: str, out: OutputDelta) -> None:
         if self._lead and text:  # a lead no marker took: the prompt's, not the output's

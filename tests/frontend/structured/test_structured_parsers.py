@@ -1062,6 +1062,32 @@ def test_streamed_calls_read_as_the_same_reply_not_streamed(fmt, text):
     assert streamed == whole and whole
 
 
+BODY_FUNCTIONS = [{"name": "write", "parameters": {"type": "object", "properties": {"body": {"type": "string"}}}}]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("fmt, text", [
+    (HermesFormat(), 'Sure.<tool_call>\n{"name": "write", "arguments": {"body": "a </tool_call> b"}}\n</tool_call>'),
+    (QwenXmlFormat(BODY_FUNCTIONS),
+     "Sure.<tool_call>\n<function=write>\n<parameter=body>\na </tool_call> b\n</parameter>\n</function>\n</tool_call>"),
+    (Gemma4Format(), 'Sure.<|tool_call>call:write{body:<|"|>a <tool_call|> b<|"|>}<tool_call|>'),
+    (MiniMaxM2Format(BODY_FUNCTIONS), 'Sure.<minimax:tool_call>\n<invoke name="write">\n<parameter name="body">a '
+                                      "</minimax:tool_call> b</parameter>\n</invoke>\n</minimax:tool_call>"),
+])
+def test_a_string_argument_may_hold_its_sections_closer(fmt, text, stream):
+    """A coding agent's file may hold the very tag that closes a call section: where the text up
+    to a closer does not read as calls, the closer was inside a value and the section goes on."""
+    out = run_parser(OutputParser(None, fmt, stream_args=stream), text, 1 if stream else None)
+    assert (out.content, calls_of(out)) == ("Sure.", [("write", {"body": "a " + fmt.end + " b"})])
+
+
+def test_a_section_that_never_reads_ends_at_its_first_closer():
+    text = '<tool_call>\n{"name": oops}</tool_call> and then <tool_call>{"name": "f"</tool_call> text'
+    for step in (None, 1):
+        out = run_parser(OutputParser(None, HermesFormat(), stream_args=step == 1), text, step)
+        assert (out.content, out.calls) == (text.replace("</tool_call> ", "</tool_call>"), [])
+
+
 def test_a_streamed_value_that_utf8_cannot_hold_goes_out_escaped():
     """A lone surrogate's escape (the JSON grammar allows any \\uXXXX) reads as no call whole; the
     piece already streamed keeps it escaped, so that the stream can still be sent."""
