@@ -898,75 +898,68 @@ def test_a_string_argument_streams_before_its_element_closes():
     assert json.loads(sent) == {"path": 'a "b"\\c.py', "body": "line 1\nx </param> y\n", "mode": {"append": True}}
 
 
+def assert_streams(parser: OutputParser, steps: list[tuple[str, str]]) -> None:
+    """Each piece pushed, the arguments sent so far are the text expected; nothing is left to send."""
+    sent = ""
+    for piece, expected in steps:
+        sent += "".join(c.arguments for c in parser.push(piece).calls)
+        assert sent == expected, piece
+    assert parser.finish().calls == []
+
+
 def test_a_gemma4_string_streams_before_its_quote_closes():
     """Gemma 4's arguments go out as JSON as they are written: a string as it comes, escaped as
     JSON, but for what may be the start of its closing ``<|"|>``; a bare key, number or word once
     it ends."""
-    parser = OutputParser(None, Gemma4Format(), stream_args=True)
-    sent = ""
-    for piece, expected in [('<|tool_call>call:write{body:<|"|>line "1"\n', '{"body": "line \\"1\\"\\n'),
-                            ("x <|", '{"body": "line \\"1\\"\\nx '),  # the quote, or more of the string
-                            ('"| y<|"|>, si', '{"body": "line \\"1\\"\\nx <|\\"| y", '),
-                            ("ze : 1.50", '{"body": "line \\"1\\"\\nx <|\\"| y", "size": '),
-                            ("}<tool_call|>", '{"body": "line \\"1\\"\\nx <|\\"| y", "size": 1.5}')]:
-        sent += "".join(c.arguments for c in parser.push(piece).calls)
-        assert sent == expected, piece
-    assert parser.finish().calls == []
+    steps = [('<|tool_call>call:write{body:<|"|>line "1"\n', '{"body": "line \\"1\\"\\n'),
+             ("x <|", '{"body": "line \\"1\\"\\nx '),  # the quote, or more of the string
+             ('"| y<|"|>, si', '{"body": "line \\"1\\"\\nx <|\\"| y", '),
+             ("ze : 1.50", '{"body": "line \\"1\\"\\nx <|\\"| y", "size": '),
+             ("}<tool_call|>", '{"body": "line \\"1\\"\\nx <|\\"| y", "size": 1.5}')]
+    assert_streams(OutputParser(None, Gemma4Format(), stream_args=True), steps)
 
 
 def test_an_lfm2_string_streams_before_it_closes():
     """LFM2's keyword arguments go out as a JSON object as they are written: a key at its ``=``, a
     string as it comes (an escape once it is whole), any other value once it ends."""
-    parser = OutputParser(None, Lfm2Format(), stream_args=True)
-    sent = ""
-    for piece, expected in [("<|tool_call_start|>[write(path='a.py', body='line\\", '{"path": "a.py", "body": "line'),
-                            ("n", '{"path": "a.py", "body": "line\\n'),
-                            ("x\\x4", '{"path": "a.py", "body": "line\\nx'),
-                            ("1 (y)', mode={'append'", '{"path": "a.py", "body": "line\\nxA (y)", "mode": '),
-                            (": True}", '{"path": "a.py", "body": "line\\nxA (y)", "mode": '),
-                            (")]<|tool_call_end|>",
-                             '{"path": "a.py", "body": "line\\nxA (y)", "mode": {"append": true}}')]:
-        sent += "".join(c.arguments for c in parser.push(piece).calls)
-        assert sent == expected, piece
-    assert parser.finish().calls == []
+    steps = [("<|tool_call_start|>[write(path='a.py', body='line\\", '{"path": "a.py", "body": "line'),
+             ("n", '{"path": "a.py", "body": "line\\n'),
+             ("x\\x4", '{"path": "a.py", "body": "line\\nx'),
+             ("1 (y)', mode={'append'", '{"path": "a.py", "body": "line\\nxA (y)", "mode": '),
+             (": True}", '{"path": "a.py", "body": "line\\nxA (y)", "mode": '),
+             (")]<|tool_call_end|>",
+              '{"path": "a.py", "body": "line\\nxA (y)", "mode": {"append": true}}')]
+    assert_streams(OutputParser(None, Lfm2Format(), stream_args=True), steps)
 
 
 def test_a_kimi_k3_string_streams_before_its_argument_closes():
     """Kimi K3's string values go out as they are written, but for what may be the start of the
     argument's closer; a value of another type (its ``type`` attribute's, else the schema's) once
     it closes. Names and keys are unescaped as a whole call reads them."""
-    parser = OutputParser(None, KimiK3Format(XML_FUNCTIONS), stream_args=True)
-    sent = ""
-    for piece, expected in [('<|open|>tools<|sep|><|open|>call tool="get_weather" index="1"<|sep|><|open|>argument '
-                             'key="a&quot;b" type="string"<|sep|>line "1"\n', '{"a\\"b": "line \\"1\\"\\n'),
-                            ("x <|close|>", '{"a\\"b": "line \\"1\\"\\nx '),  # the closer, or more of the string
-                            ('argument<|sep|><|open|>argument key="days"<|sep|>3',
-                             '{"a\\"b": "line \\"1\\"\\nx ", "days": '),
-                            ('<|close|>argument<|sep|><|open|>argument key="n" type="number"<|sep|>1.50',
-                             '{"a\\"b": "line \\"1\\"\\nx ", "days": 3, "n": '),
-                            ("<|close|>argument<|sep|><|close|>call<|sep|><|close|>tools<|sep|>",
-                             '{"a\\"b": "line \\"1\\"\\nx ", "days": 3, "n": 1.5}')]:
-        sent += "".join(c.arguments for c in parser.push(piece).calls)
-        assert sent == expected, piece
-    assert parser.finish().calls == []
+    steps = [('<|open|>tools<|sep|><|open|>call tool="get_weather" index="1"<|sep|><|open|>argument '
+              'key="a&quot;b" type="string"<|sep|>line "1"\n', '{"a\\"b": "line \\"1\\"\\n'),
+             ("x <|close|>", '{"a\\"b": "line \\"1\\"\\nx '),  # the closer, or more of the string
+             ('argument<|sep|><|open|>argument key="days"<|sep|>3',
+              '{"a\\"b": "line \\"1\\"\\nx ", "days": '),
+             ('<|close|>argument<|sep|><|open|>argument key="n" type="number"<|sep|>1.50',
+              '{"a\\"b": "line \\"1\\"\\nx ", "days": 3, "n": '),
+             ("<|close|>argument<|sep|><|close|>call<|sep|><|close|>tools<|sep|>",
+              '{"a\\"b": "line \\"1\\"\\nx ", "days": 3, "n": 1.5}')]
+    assert_streams(OutputParser(None, KimiK3Format(XML_FUNCTIONS), stream_args=True), steps)
 
 
 def test_a_minicpm5_string_streams_unless_it_is_in_a_cdata_block():
     """MiniCPM5's string values go out as they are written, but for what may be the start of
     ``</param>``; one in a CDATA block (which may hold ``</param>``) whole when the block closes,
     as any other value (JSON or a Python literal) when it ends."""
-    parser = OutputParser(None, MiniCpm5Format(WRITE_FUNCTIONS), stream_args=True)
-    sent = ""
-    for piece, expected in [('<function name="write"><param name="path">a "b".py</par', '{"path": "a \\"b\\".py'),
-                            ('am><param name="body"><', '{"path": "a \\"b\\".py"'),  # a CDATA block, or text
-                            ("![CDATA[x </param> y", '{"path": "a \\"b\\".py", "body": '),
-                            ("]]></param><param name=\"mode\">{'append': True}",
-                             '{"path": "a \\"b\\".py", "body": "x </param> y", "mode": '),
-                            ("</param></function>",
-                             '{"path": "a \\"b\\".py", "body": "x </param> y", "mode": {"append": true}}')]:
-        sent += "".join(c.arguments for c in parser.push(piece).calls)
-        assert sent == expected, piece
-    assert parser.finish().calls == []
+    steps = [('<function name="write"><param name="path">a "b".py</par', '{"path": "a \\"b\\".py'),
+             ('am><param name="body"><', '{"path": "a \\"b\\".py"'),  # a CDATA block, or text
+             ("![CDATA[x </param> y", '{"path": "a \\"b\\".py", "body": '),
+             ("]]></param><param name=\"mode\">{'append': True}",
+              '{"path": "a \\"b\\".py", "body": "x </param> y", "mode": '),
+             ("</param></function>",
+              '{"path": "a \\"b\\".py", "body": "x </param> y", "mode": {"append": true}}')]
+    assert_streams(OutputParser(None, MiniCpm5Format(WRITE_FUNCTIONS), stream_args=True), steps)
 
 
 def test_a_minimax_m3_string_streams_before_its_element_closes():
@@ -977,19 +970,15 @@ def test_a_minimax_m3_string_streams_before_its_element_closes():
     fmt = MiniMaxM3Format([{"name": "write", "parameters": {"type": "object", "properties": {
         "body": {"anyOf": [{"type": "string"}, {"type": "null"}]},
         "mode": {"type": "object", "properties": {"mode": {"type": "integer"}}}}}}])
-    parser = OutputParser(None, fmt, stream_args=True)
     ns = "]<]minimax[>["
-    sent = ""
-    for piece, expected in [(f'{ns}<tool_call>\n{ns}<invoke name="write">{ns}<body>line "1"\n',
-                             '{"body": "line \\"1\\"\\n'),
-                            (f"{ns}<b>x{ns}</", '{"body": "line \\"1\\"\\n' + ns + "<b>x"),  # its tag, or more text
-                            (f"b>{ns}</body>{ns}<mode>{ns}<mode>2{ns}</mode>",
-                             '{"body": "line \\"1\\"\\n' + ns + "<b>x" + ns + '</b>", "mode": '),
-                            (f"{ns}</mode>{ns}</invoke>\n{ns}</tool_call>",
-                             '{"body": "line \\"1\\"\\n' + ns + "<b>x" + ns + '</b>", "mode": {"mode": 2}}')]:
-        sent += "".join(c.arguments for c in parser.push(piece).calls)
-        assert sent == expected, piece
-    assert parser.finish().calls == []
+    steps = [(f'{ns}<tool_call>\n{ns}<invoke name="write">{ns}<body>line "1"\n',
+              '{"body": "line \\"1\\"\\n'),
+             (f"{ns}<b>x{ns}</", '{"body": "line \\"1\\"\\n' + ns + "<b>x"),  # its tag, or more text
+             (f"b>{ns}</body>{ns}<mode>{ns}<mode>2{ns}</mode>",
+              '{"body": "line \\"1\\"\\n' + ns + "<b>x" + ns + '</b>", "mode": '),
+             (f"{ns}</mode>{ns}</invoke>\n{ns}</tool_call>",
+              '{"body": "line \\"1\\"\\n' + ns + "<b>x" + ns + '</b>", "mode": {"mode": 2}}')]
+    assert_streams(OutputParser(None, fmt, stream_args=True), steps)
 
 
 def test_a_call_the_stream_cannot_read_comes_whole_after_those_it_streamed():
