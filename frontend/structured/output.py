@@ -165,7 +165,7 @@ class OutputParser(StreamParser):
                 self._section += self._buf  # the closer may straddle two pushes
                 self._buf = ""
                 while (pos := self._section.find(end, self._end_from) if end else -1) >= 0:
-                    if self._read(self._section[:pos]) is not None:
+                    if (calls := self._read(self._section[:pos])) is not None:
                         break
                     # In a value (a string argument holding the closer), or malformed: read on
                     self._passed = pos if self._passed < 0 else self._passed
@@ -175,19 +175,19 @@ class OutputParser(StreamParser):
                         self._end_from = max(self._end_from, len(self._section) - len(end) + 1)
                     self._stream_args(self._section, out)
                     return
-                self._close_at(pos, out)
+                self._close_at(pos, out, calls)
 
     def _open_section(self, marker: str) -> None:
         self._state = self._CALL
         self._end_from, self._passed = 0, -1
         self._section = marker if self._tools is not None and self._tools.keep_start else ""
 
-    def _close_at(self, pos: int, out: OutputDelta) -> None:
-        """The open section ends with the closer at ``pos``."""
+    def _close_at(self, pos: int, out: OutputDelta, calls: list[ParsedCall] | None = None) -> None:
+        """The open section ends with the closer at ``pos`` (``calls``: what it was read as, if it was)."""
         assert self._tools is not None
         section, self._buf = self._section[:pos], self._section[pos + len(self._tools.end or "") :]
         self._section = ""
-        self._close_section(section, out)
+        self._close_section(section, out, calls=calls)
         self._after_section = True
         self._state = self._CONTENT
 
@@ -211,14 +211,17 @@ class OutputParser(StreamParser):
                 return
         self._n_calls += self._calls.feed(section, out)
 
-    def _close_section(self, section: str, out: OutputDelta, cut: bool = False) -> None:
-        """``cut``: the output ended inside the section, before its closer."""
+    def _close_section(self, section: str, out: OutputDelta, cut: bool = False,
+                       calls: list[ParsedCall] | None = None) -> None:
+        """``cut``: the output ended inside the section, before its closer; ``calls``: what it was
+        read as already (None: read it here)."""
         assert self._tools is not None
         stream, self._calls = self._calls, None
         streamed = stream.names if stream is not None else []
         if stream is not None and streamed:  # calls already announced: send the rest
             self._n_calls += stream.feed(section, out, ended=True)
-        calls = self._read(section)
+        if calls is None:
+            calls = self._read(section)
         if calls is None:
             if streamed:  # (only output the grammar did not make: the rest is lost)
                 if not cut:
