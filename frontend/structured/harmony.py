@@ -7,7 +7,8 @@ The analysis channel is the reasoning; the final channel, and commentary without
 body is the JSON arguments, ended by ``<|call|>`` (an end-of-generation token, so usually the end
 of the text). Bodies stream as they come; in a stream a call's arguments too once they open with
 ``{`` (the name is in the header), else the call is read when it ends and malformed arguments
-come back as content. Text that is not in this format at all (a grammar
+come back as content. A call the output ended inside (max_tokens) is a call, its arguments as
+far as they came, streamed or not, as with the other formats. Text that is not in this format at all (a grammar
 forced plain JSON, or a model ignored its template) is content as it is. The same interface as
 frontend.structured.output.OutputParser.
 """
@@ -50,7 +51,7 @@ class HarmonyParser(StreamParser):
         out = OutputDelta()
         self._scan(out, final=True)
         if self._state == self._CALL:
-            self._close_call(self._buf, out)
+            self._close_call(self._buf, out, cut=True)
         elif self._state == self._HEADER:
             out.content += self._buf  # never became a message: give it back as it is
         else:
@@ -131,7 +132,13 @@ class HarmonyParser(StreamParser):
         self._args.feed(self._buf[: len(self._buf) - keep], out)
         self._buf = self._buf[len(self._buf) - keep :]
 
-    def _close_call(self, body: str, out: OutputDelta) -> None:
+    def _close_call(self, body: str, out: OutputDelta, cut: bool = False) -> None:
+        """``cut``: the output ended inside the call: it is a call, its arguments as far as they came
+        (as a stream sends them), never text."""
+        if self._args is None and cut:
+            self._args = JsonArgs(self._n_calls, self._call_name.removeprefix(FUNCTIONS), out)
+            self._n_calls += 1
+            body = body.lstrip()
         if self._args is not None:  # already announced: send the rest of its arguments
             self._args.feed(body, out)
             self._args = None

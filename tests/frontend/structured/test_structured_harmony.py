@@ -57,9 +57,17 @@ def test_preamble_is_content_and_call_follows(step):
 
 
 def test_malformed_arguments_come_back_as_content():
-    text = '<|channel|>commentary to=functions.f <|constrain|>json<|message|>{"a": '
+    text = '<|channel|>commentary to=functions.f <|constrain|>json<|message|>{"a": }<|call|>'
     out = run_parser(HarmonyParser(True, True), text)
-    assert out.calls == [] and out.content == text
+    assert out.calls == [] and out.content == text.removesuffix("<|call|>")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_call_cut_short_is_a_call_with_its_arguments_so_far(stream):
+    """As in the other formats (max_tokens ended the output inside the call), streamed or not."""
+    text = '<|channel|>commentary to=functions.f <|constrain|>json<|message|>{\n"a": "b c'
+    out = run_parser(HarmonyParser(True, True, stream_args=stream), text, 1 if stream else None)
+    assert out.content == "" and [(c.name, c.arguments) for c in out.calls] == [("f", '{"a": "b c')]
 
 
 def test_calls_not_parsed_without_tools_and_builtin_recipients_shown():
