@@ -89,7 +89,7 @@ def test_generation_settings_show_the_requests_lora(server):
     ([{"id": 2, "scale": 1.0}], "lora"),
     ([{"id": -1, "scale": 1.0}], "lora"),
     ([{"id": 0, "scale": "high"}], "lora[0].scale"),
-    ([{"id": 0}], "lora[0]"),
+    ([{"id": 0}], "lora[0].scale"),  # the missing field
     ({"id": 0, "scale": 1.0}, "lora"),
     ("0:1", "lora"),
 ])

@@ -155,7 +155,7 @@ def test_a_refused_request_records_nothing(server):
     ("POST", "/v1/streams/lookup", {"content": b"{"}, None),
     ("POST", "/v1/streams/lookup", {"json": {"conversation_ids": "c"}}, "conversation_ids"),
     ("POST", "/v1/streams/lookup", {"json": {"conversation_ids": [1]}}, "conversation_ids[0]"),
-    ("POST", "/v1/streams/lookup", {"json": {}}, None),
+    ("POST", "/v1/streams/lookup", {"json": {}}, "conversation_ids"),  # the missing field
 ])
 def test_bad_stream_requests_are_400(server, method: str, path: str, kwargs: dict, param: str | None):
     r = httpx.request(method, f"{server.base_url}{path}", timeout=TIMEOUT_S, **kwargs)
