@@ -3,6 +3,7 @@ the calls in it, and the grammar that makes the model write valid ones."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -70,9 +71,14 @@ class ToolFormat:
         raise NotImplementedError
 
     def reader(self) -> ToolFormat | None:
-        """The format that reads a reply in which no calls are expected: the framing every reply
-        of the template has (Functionary's ``>>>all``); None: the reply is plain text."""
-        return None
+        """The format that reads a reply in which no calls are expected: this one without call
+        openers, where every reply of the template has framing to drop (``skipped``: Functionary's
+        ``>>>all``, Kimi K3's tags); None: the reply is plain text."""
+        if not self.skipped:
+            return None
+        framing = copy.copy(self)
+        framing.starts = ()
+        return framing
 
     def free_grammar(self, rules: gbnf.Rules, section: str) -> str:
         """GBNF of a reply that may call (tool_choice auto): text that may open a call ``section``."""

@@ -47,9 +47,6 @@ class FunctionaryFormat(ToolFormat):
     def bind(self, functions: list[dict[str, Any]]) -> FunctionaryFormat:
         return FunctionaryFormat(functions)
 
-    def reader(self) -> FunctionaryFormat:
-        return FunctionaryFormat()  # no functions: no call openers, the lead and ">>>all" read
-
     def parse(self, section: str) -> list[ParsedCall]:
         decoder = json.JSONDecoder()
         calls, pos = [], 0

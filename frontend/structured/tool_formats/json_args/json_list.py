@@ -57,11 +57,6 @@ class GraniteFormat(JsonListFormat):
     end = None
     skipped = ("<response>", "</response>")
 
-    def reader(self) -> GraniteFormat:
-        framing = GraniteFormat()
-        framing.starts = ()  # no calls expected: the framing only
-        return framing
-
 
 class AprielFormat(JsonListFormat):
     name = "apriel"

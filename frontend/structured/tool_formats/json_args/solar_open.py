@@ -34,17 +34,12 @@ _HEAD = re.compile(re.escape(CALL_BEGIN) + r"(?P<id>[^<]*)" + re.escape(NAME) + 
 
 class SolarOpenFormat(ToolFormat):
     name = "solar-open"
+    starts = (CALLS,)
     end = None
     skipped = (ASSISTANT, "<|content|>", "<|end|>", "<|flush|>")
     tokens = ("<|begin|>", "<|content|>", "<|end|>", "<|flush|>", CALL_BEGIN, NAME, ARGS, CALL_END, CALLS_END)
     reasoning_key = "reasoning"
     call_head = _HEAD
-
-    def __init__(self, calls: bool = True) -> None:
-        self.starts = (CALLS,) if calls else ()
-
-    def reader(self) -> SolarOpenFormat:
-        return SolarOpenFormat(calls=False)  # the framing dropped, no call read
 
     def parse(self, section: str) -> list[ParsedCall]:
         calls = []

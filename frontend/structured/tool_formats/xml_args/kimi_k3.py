@@ -78,11 +78,6 @@ class KimiK3Format(SchemaBound):
         """The response's opener ends thinking the model never closed, as a call's opener does."""
         return (*self.starts, RESPONSE_START)
 
-    def reader(self) -> KimiK3Format:
-        framing = KimiK3Format()
-        framing.starts = ()  # no calls expected: the framing only
-        return framing
-
     def parse(self, section: str) -> list[ParsedCall]:
         calls, pos = [], 0
         while (call := _CALL.match(section, pos)) is not None:

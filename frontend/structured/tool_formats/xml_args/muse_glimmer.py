@@ -58,9 +58,6 @@ class MuseGlimmerFormat(InvokeXmlFormat):
         assert self.xml is not None
         self.xml = dataclasses.replace(self.xml, call_head=_CALL_HEAD)
 
-    def reader(self) -> MuseGlimmerFormat:
-        return MuseGlimmerFormat()  # no functions: no call openers, the framing dropped
-
     def parse(self, section: str) -> list[ParsedCall]:
         calls = []
         for message in _NEXT.split(section.strip().removesuffix(END).removesuffix(MORE)):
