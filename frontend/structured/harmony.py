@@ -8,9 +8,9 @@ body is the JSON arguments, ended by ``<|call|>`` (an end-of-generation token, s
 of the text). Bodies stream as they come; in a stream a call's arguments too once they open with
 ``{`` (the name is in the header), else the call is read when it ends and malformed arguments
 come back as content. A call the output ended inside (max_tokens) is a call, its arguments as
-far as they came, streamed or not, as with the other formats. Text that is not in this format at all (a grammar
-forced plain JSON, or a model ignored its template) is content as it is. The same interface as
-frontend.structured.output.OutputParser.
+far as they came, streamed or not, as with the other formats. Text that is not in this format
+at all (a grammar forced plain JSON, or a model ignored its template) is content as it is. The
+same interface as frontend.structured.output.OutputParser.
 """
 
 from __future__ import annotations

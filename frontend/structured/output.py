@@ -6,12 +6,13 @@ held back until the next text decides. A call section is buffered until it close
 with the format's parser: a malformed call comes back as plain content, never as an error
 (llama-server answers 500 there). A closer after which the section does not read as calls was
 inside a value (a string argument holding the tag, as a coding agent's file may): the section
-goes on; where no later closer makes it read, the first one ended it. A section the output ended inside (cut by max_tokens or a
-stop string before its closer) is a call, never content: its name and the arguments written so
-far when the name is complete (as a stream sends them), nothing otherwise. The blank lines
-after a call are the format's separator, not content. Each call gets an id (``call_`` + 24 hex
-digits). A call opener inside unclosed thinking ends the thinking: the tool grammar allows only
-calls after an opener, so the thinking could not close later.
+goes on; where no later closer makes it read, the first one ended it. A section the output
+ended inside (cut by max_tokens or a stop string before its closer) is a call, never content:
+its name and the arguments written so far when the name is complete (as a stream sends them),
+nothing otherwise. The blank lines after a call are the format's separator, not content. Each
+call gets an id (``call_`` + 24 hex digits). A call opener inside unclosed thinking ends the
+thinking: the tool grammar allows only calls after an opener, so the thinking could not close
+later.
 
 In a stream, where a format can tell a call's name before its arguments, the calls go out as
 the model writes them (``call_stream``), as OpenAI streams them. The tool grammar makes such a

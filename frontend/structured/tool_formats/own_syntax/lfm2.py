@@ -88,11 +88,14 @@ class Lfm2Args(ArgsStream):
                 kept.append(self._flush_high() + '"')  # (the quote)
                 self._state = self._AFTER_VALUE
             elif self._state == self._IN_VALUE:
-                if self._raw_end.at(ch):
+                start = pos
+                while pos < len(text) and not self._raw_end.at(text[pos]):
+                    pos += 1
+                self._raw += text[start:pos]
+                if pos < len(text):  # the "," or ")" that ends it, read after it
                     kept.append(_json_text(self._raw))
                     self._raw, self._raw_end, self._state = "", _ValueEnd(), self._AFTER_VALUE
-                    continue  # the "," or ")" is read after the value
-                self._raw += ch
+                continue
             elif ch.isspace() and not self._key:
                 pass
             elif self._state == self._AT_KEY:
@@ -255,7 +258,6 @@ def _arguments(text: str, pos: int) -> tuple[dict[str, Any], int]:
         end = _value_end(text, key.end())
         args[key[1]] = literal_value(text[key.end() : end])
         pos = end
-
 
 
 class _ValueEnd:
